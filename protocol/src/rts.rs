@@ -1,0 +1,534 @@
+//! The Real-Time Service (RTS) protocol between an enterprise server (VES) and the relay.
+//!
+//! All JSON keys are PascalCase, following the white paper's parameter names (`KeyId`,
+//! `EventUrl`, `RtsConnection`, ...). Enumerated string values (error codes, reasons) are
+//! snake_case. Payloads of device frames are standard base64 (RFC 4648 §4, padded).
+//!
+//! Flow (white paper §4.5):
+//! 1. `POST /rts/v1/license` with license name + password → [`LicenseResponse`].
+//! 2. `GET /rts/v1/connect` → [`ConnectParams`].
+//! 3. `POST {EventUrl}` with header `X-Rts-Key` and an [`RtsConnectionEnvelope`] body: the
+//!    response is the long-lived *command channel*, one JSON [`Command`] per line.
+//! 4. `POST /rts/v1/data` with headers `X-Rts-Key-Id` + `X-Rts-Key` and a
+//!    [`DataRequest`] body: the short *data channel* requests.
+
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+
+use crate::codes::{ApiErrorCode, CloseCode, UndeliverableReason};
+use crate::device::ForwardKind;
+use crate::ids::{DeviceId, UserId, VesId};
+
+/// Version of the RTS protocol described here; sent in [`ConnectParams`].
+pub const RTS_PROTOCOL_VERSION: u32 = 1;
+/// Header carrying the session key on the event URL and data channel.
+pub const HEADER_KEY: &str = "X-Rts-Key";
+/// Header carrying the session id on the data channel.
+pub const HEADER_KEY_ID: &str = "X-Rts-Key-Id";
+/// Media type of the command channel.
+pub const COMMAND_CHANNEL_CONTENT_TYPE: &str = "application/x-ndjson";
+
+/// Standard base64 used for payloads in JSON.
+pub fn encode_payload(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// Decodes a JSON payload.
+pub fn decode_payload(s: &str) -> Result<Vec<u8>, base64::DecodeError> {
+    base64::engine::general_purpose::STANDARD.decode(s)
+}
+
+/// Body of every HTTP error: `{"Error":{"Code":"seats_full","Message":"..."}}`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase")]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase")]
+pub struct ErrorDetail {
+    pub code: ApiErrorCode,
+    pub message: String,
+}
+
+// ---------------------------------------------------------------------------------------
+// License and session establishment
+// ---------------------------------------------------------------------------------------
+
+/// `POST /rts/v1/license` request (white paper §3.4).
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct LicenseRequest {
+    pub name: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for LicenseRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LicenseRequest").field("name", &self.name).field("password", &"***").finish()
+    }
+}
+
+/// `POST /rts/v1/license` response: the license-id token that authorises VES registration.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct LicenseResponse {
+    /// Secret token; present it as `LicenseId` in the first `RtsConnection`.
+    pub license_id: String,
+    /// Seats of the license and how many are used.
+    pub max_users: u32,
+    pub used_users: u32,
+    /// Expiry, unix milliseconds, if the license expires.
+    pub expires_at: Option<i64>,
+}
+
+/// `GET /rts/v1/connect` response (white paper §4.5 step 2).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ConnectParams {
+    /// Session identifier for the event URL and data channel.
+    pub key_id: String,
+    /// 128-bit random key, 32 lowercase hex digits.
+    pub key: String,
+    /// Absolute URL to POST the `RtsConnection` envelope to.
+    pub event_url: String,
+    /// Seconds the relay keeps these parameters (and later a detached session) alive.
+    pub reply_time: u64,
+    /// [`RTS_PROTOCOL_VERSION`].
+    pub protocol_version: u32,
+}
+
+/// Body of the event-URL POST.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct RtsConnectionEnvelope {
+    pub rts_connection: RtsConnection,
+}
+
+/// Identifies the connecting VES (white paper §4.5 step 3).
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct RtsConnection {
+    /// The VES's own random 128-bit GUID, 32 hex digits. A shared secret.
+    pub guid: String,
+    /// License-id token; required the first time a GUID connects.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub license_id: Option<String>,
+    /// Free-form agent name and version, for the audit log.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
+}
+
+impl std::fmt::Debug for RtsConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RtsConnection")
+            .field("guid", &"***")
+            .field("license_id", &self.license_id.as_ref().map(|_| "***"))
+            .field("agent", &self.agent)
+            .finish()
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Command channel (relay → VES), one JSON object per line
+// ---------------------------------------------------------------------------------------
+
+/// A user the VES should serve (white paper §4.5 step 4).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase")]
+pub struct ActiveUser {
+    pub user_id: UserId,
+    pub email: String,
+    pub first_name: String,
+    pub last_name: String,
+    pub msisdn: Option<String>,
+    pub time_zone: Option<String>,
+}
+
+/// One alert filter rule (white paper §4.5 step 6): which new mail generates an alert.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct FilterRule {
+    /// Header the rule looks at: `from`, `to`, `subject`.
+    pub field: String,
+    /// Case-insensitive substring to match.
+    pub contains: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase")]
+pub struct UserFilterRules {
+    pub user_id: UserId,
+    pub rules: Vec<FilterRule>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase")]
+pub struct ConstantSyncFlag {
+    pub user_id: UserId,
+    pub enabled: bool,
+}
+
+/// A command on the command channel. Serialized with a `Command` tag, e.g.
+/// `{"Command":"HB","Seq":3,"NextInSeconds":10,"Now":1700000000000}`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "Command")]
+pub enum Command {
+    /// First line of every command channel: the session it belongs to.
+    #[serde(rename_all = "PascalCase")]
+    Session {
+        key_id: String,
+        ves_id: VesId,
+        heartbeat_interval_seconds: u64,
+        reply_time: u64,
+        /// True when this command channel resumed a detached session.
+        resumed: bool,
+    },
+    /// Users this VES should provide access for. `Complete: true` replaces the VES's list;
+    /// `false` adds to it (a user activated since).
+    #[serde(rename_all = "PascalCase")]
+    ActivateUsers { users: Vec<ActiveUser>, complete: bool },
+    /// Users the VES must stop serving (deleted or suspended).
+    #[serde(rename_all = "PascalCase")]
+    DeactivateUsers { user_ids: Vec<UserId> },
+    /// Heartbeat: the next one is due `NextInSeconds` after `Now` (unix ms).
+    #[serde(rename = "HB", rename_all = "PascalCase")]
+    Heartbeat { seq: u64, next_in_seconds: u64, now: i64 },
+    /// Alert filter rules of the active users.
+    #[serde(rename_all = "PascalCase")]
+    FilterRules { users: Vec<UserFilterRules> },
+    /// Which active users have the ConstantSync feature.
+    #[serde(rename_all = "PascalCase")]
+    ConstantSync { users: Vec<ConstantSyncFlag> },
+    /// An opaque frame from a device of one of this VES's users.
+    #[serde(rename_all = "PascalCase")]
+    DeviceFrame { device_id: DeviceId, user_id: UserId, frame_id: u64, kind: ForwardKind, payload: String },
+    /// The device acknowledged frame `FrameId` sent by this VES.
+    #[serde(rename_all = "PascalCase")]
+    Ack { device_id: DeviceId, frame_id: u64 },
+    /// A frame this VES sent and the relay accepted could not be written to the device
+    /// (its session ended first). Keep it and resend later.
+    #[serde(rename_all = "PascalCase")]
+    Undeliverable { device_id: DeviceId, frame_id: u64, reason: UndeliverableReason },
+    /// A device of one of this VES's users connected or disconnected.
+    #[serde(rename_all = "PascalCase")]
+    DevicePresence { device_id: DeviceId, user_id: UserId, online: bool },
+    /// A device was activated for one of this VES's users.
+    #[serde(rename_all = "PascalCase")]
+    DeviceActivated { device_id: DeviceId, user_id: UserId, name: Option<String>, device_type: Option<String> },
+    /// A device's credential was revoked (password reset, user deleted).
+    #[serde(rename_all = "PascalCase")]
+    DeviceRevoked { device_id: DeviceId, user_id: UserId },
+    /// The relay closes this command channel. `replaced`: another connection for the same
+    /// GUID took over. `server_draining`: reconnect after `ReconnectAfterMs`.
+    #[serde(rename_all = "PascalCase")]
+    Close { code: CloseCode, message: String, reconnect_after_ms: u64 },
+}
+
+// ---------------------------------------------------------------------------------------
+// Data channel (VES → relay): POST /rts/v1/data
+// ---------------------------------------------------------------------------------------
+
+/// A data-channel request. Serialized with a `Type` tag, e.g.
+/// `{"Type":"ProvisionUser","Email":"bob@example.com","FirstName":"Bob","LastName":"Ng"}`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "Type", deny_unknown_fields)]
+pub enum DataRequest {
+    /// Which users this VES can serve (white paper §4.5 step 8).
+    #[serde(rename_all = "PascalCase")]
+    StartupReport { users: Vec<StartupUser> },
+    /// Provision a user (white paper §3.5). Without `Password` the relay generates one.
+    #[serde(rename_all = "PascalCase")]
+    ProvisionUser {
+        email: String,
+        #[serde(default)]
+        password: Option<Secret>,
+        first_name: String,
+        last_name: String,
+    },
+    /// Delete a user provisioned by this VES; revokes its devices.
+    #[serde(rename_all = "PascalCase")]
+    DeleteUser { email: String },
+    /// Reset a user's password; revokes its devices. Without `Password` one is generated.
+    #[serde(rename_all = "PascalCase")]
+    ResetPassword {
+        email: String,
+        #[serde(default)]
+        password: Option<Secret>,
+    },
+    /// List the users provisioned by this VES.
+    ListUsers {},
+    /// Opaque frames for devices of this VES's users.
+    #[serde(rename_all = "PascalCase")]
+    Frames { frames: Vec<OutboundFrame> },
+    /// End-to-end acknowledgements of frames received from devices.
+    #[serde(rename_all = "PascalCase")]
+    Acks { acks: Vec<FrameRef> },
+}
+
+/// A password in a request: never printed by `Debug`.
+#[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("\"***\"")
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct StartupUser {
+    pub user_id: UserId,
+    /// `ready` or `unavailable`.
+    pub status: StartupStatus,
+    #[serde(default)]
+    pub detail: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum StartupStatus {
+    Ready,
+    Unavailable,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase")]
+pub struct StartupReportResponse {
+    pub ready: u32,
+    pub unavailable: u32,
+    /// User ids in the report that are not active users of this VES.
+    pub unknown: Vec<UserId>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ProvisionedUser {
+    pub user_id: UserId,
+    pub email: String,
+    /// Only present when the relay generated the password.
+    pub password: Option<String>,
+    /// Page (or JSON endpoint) where the user binds an MSISDN (white paper §3.6).
+    pub activation_url: String,
+    pub used_users: u32,
+    pub max_users: u32,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct DeletedUser {
+    pub user_id: UserId,
+    pub revoked_devices: u32,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct PasswordReset {
+    pub user_id: UserId,
+    /// Only present when the relay generated the password.
+    pub password: Option<String>,
+    pub revoked_devices: u32,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase")]
+pub struct UserSummary {
+    pub user_id: UserId,
+    pub email: String,
+    pub first_name: String,
+    pub last_name: String,
+    pub msisdn: Option<String>,
+    /// `provisioned` (not activated yet), `active`, `suspended`.
+    pub status: String,
+    pub devices: u32,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct UserList {
+    pub users: Vec<UserSummary>,
+}
+
+/// One frame for a device.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct OutboundFrame {
+    pub device_id: DeviceId,
+    /// Chosen by the VES; echoed in the device's `Ack` and in `Undeliverable`.
+    pub frame_id: u64,
+    pub kind: ForwardKind,
+    /// Base64 of the opaque (end-to-end encrypted) bytes.
+    pub payload: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct FrameRef {
+    pub device_id: DeviceId,
+    pub frame_id: u64,
+}
+
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum FrameStatus {
+    /// Queued on the device's session; its `Ack` (or an `Undeliverable` command) follows.
+    Accepted,
+    /// Not delivered; `Reason` says why. Keep the frame and retry later.
+    Undeliverable,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase")]
+pub struct FrameResult {
+    pub device_id: DeviceId,
+    pub frame_id: u64,
+    pub status: FrameStatus,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub reason: Option<UndeliverableReason>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase")]
+pub struct FramesResponse {
+    pub results: Vec<FrameResult>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase")]
+pub struct AcksResponse {
+    pub forwarded: u32,
+    /// Acks that could not be forwarded (device offline or unknown); they are not retried.
+    pub undeliverable: Vec<FrameResult>,
+}
+
+// ---------------------------------------------------------------------------------------
+// Account and device activation (HTTPS, JSON)
+// ---------------------------------------------------------------------------------------
+
+/// `POST /account/v1/activate` (white paper §3.6).
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct AccountActivationRequest {
+    /// The user's SMTP address (or MSISDN once activated).
+    pub login: String,
+    pub password: Secret,
+    pub msisdn: String,
+    pub time_zone: String,
+}
+
+impl std::fmt::Debug for AccountActivationRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccountActivationRequest")
+            .field("login", &self.login)
+            .field("msisdn", &self.msisdn)
+            .field("time_zone", &self.time_zone)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct AccountActivationResponse {
+    pub user_id: UserId,
+    pub email: String,
+    pub msisdn: String,
+    pub time_zone: String,
+}
+
+/// `POST /device/v1/activate` (white paper §7.2.1).
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct DeviceActivationRequest {
+    pub msisdn: String,
+    pub password: Secret,
+    #[serde(default)]
+    pub device_name: Option<String>,
+    #[serde(default)]
+    pub device_type: Option<String>,
+}
+
+impl std::fmt::Debug for DeviceActivationRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeviceActivationRequest")
+            .field("msisdn", &self.msisdn)
+            .field("device_name", &self.device_name)
+            .field("device_type", &self.device_type)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct DeviceActivationResponse {
+    pub device_id: DeviceId,
+    /// 32 random bytes as 64 hex digits; the relay keeps only a hash.
+    pub device_credential: String,
+    /// Where the device channel listens.
+    pub device_host: String,
+    pub device_port: u16,
+    pub full_name: String,
+    /// `constant_sync` or `browse`.
+    pub service_type: String,
+    pub user_id: UserId,
+}
+
+impl std::fmt::Debug for DeviceActivationResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeviceActivationResponse")
+            .field("device_id", &self.device_id)
+            .field("device_host", &self.device_host)
+            .field("device_port", &self.device_port)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn heartbeat_uses_the_seed_name() {
+        let hb = Command::Heartbeat { seq: 1, next_in_seconds: 10, now: 5 };
+        let json = serde_json::to_string(&hb).expect("json");
+        assert_eq!(json, r#"{"Command":"HB","Seq":1,"NextInSeconds":10,"Now":5}"#);
+        let back: Command = serde_json::from_str(&json).expect("parse");
+        assert_eq!(back, hb);
+    }
+
+    #[test]
+    fn data_requests_parse_from_documented_json() {
+        let r: DataRequest = serde_json::from_str(
+            r#"{"Type":"ProvisionUser","Email":"bob@example.com","FirstName":"Bob","LastName":"Ng"}"#,
+        )
+        .expect("parse");
+        assert!(matches!(r, DataRequest::ProvisionUser { password: None, .. }));
+        let r: DataRequest = serde_json::from_str(
+            r#"{"Type":"Frames","Frames":[{"DeviceId":"6f1c2a4e-8d1b-4c47-9b7e-1f0e2d3c4b5a","FrameId":1,"Kind":"Data","Payload":"aGk="}]}"#,
+        )
+        .expect("parse");
+        assert!(matches!(r, DataRequest::Frames { .. }));
+        let r: DataRequest = serde_json::from_str(r#"{"Type":"ListUsers"}"#).expect("parse");
+        assert!(matches!(r, DataRequest::ListUsers {}));
+        assert!(serde_json::from_str::<DataRequest>(r#"{"Type":"Nope"}"#).is_err());
+        assert!(serde_json::from_str::<DataRequest>(r#"{"Type":"DeleteUser","Email":"a","Extra":1}"#).is_err());
+    }
+
+    #[test]
+    fn secrets_are_masked_in_debug() {
+        let r = RtsConnection { guid: "00".repeat(16), license_id: Some("tok".into()), agent: None };
+        let dbg = format!("{r:?}");
+        assert!(!dbg.contains("0000") && !dbg.contains("tok"));
+        let p = DataRequest::ResetPassword { email: "a@b".into(), password: Some(Secret("hunter2".into())) };
+        assert!(!format!("{p:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn payload_base64_round_trip() {
+        let s = encode_payload(b"\x00\xffopaque");
+        assert_eq!(decode_payload(&s).expect("decode"), b"\x00\xffopaque");
+        assert!(decode_payload("***").is_err());
+    }
+}

@@ -1,0 +1,601 @@
+//! Account rules on top of a [`Store`]: licenses, VES registration, provisioning with seat
+//! limits, account and device activation, password lockout, revocation and audit
+//! (white paper §3.4–3.7, §6.3.4, §7.2.1, §8.7, §9.2).
+//!
+//! Every backend shares these rules, so the embedded and the clustered relay behave alike.
+//! Password hashing (argon2id) is deliberately slow; it runs on the blocking pool behind a
+//! semaphore so that a login storm queues instead of exhausting memory or stalling actors.
+
+use std::sync::Arc;
+
+use argon2::password_hash::phc::PasswordHash;
+use argon2::password_hash::{PasswordHasher, PasswordVerifier};
+use argon2::{Algorithm, Argon2, Params, Version};
+use noc_protocol::{DeviceId, LicenseId, UserId, VesId};
+use thiserror::Error;
+use tokio::sync::Semaphore;
+
+use crate::error::StoreError;
+use crate::model::*;
+use crate::secrets;
+use crate::store::Store;
+
+/// Whether an MSISDN needs carrier approval before an account can bind it (white paper §3.6).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MsisdnApproval {
+    /// Any well-formed MSISDN is accepted.
+    Open,
+    /// Only MSISDNs on the approval list (`noc admin msisdn approve`).
+    List,
+}
+
+/// argon2id cost parameters. The defaults are OWASP's minimum for argon2id.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PasswordHashing {
+    pub memory_kib: u32,
+    pub iterations: u32,
+    pub parallelism: u32,
+}
+
+impl Default for PasswordHashing {
+    fn default() -> Self {
+        Self { memory_kib: 19 * 1024, iterations: 2, parallelism: 1 }
+    }
+}
+
+/// Tunables of the account rules.
+#[derive(Clone, Debug)]
+pub struct AccountPolicy {
+    /// Consecutive failed password attempts that lock an account; 0 disables lockout.
+    pub lockout_threshold: u32,
+    pub lockout_seconds: u64,
+    pub msisdn_approval: MsisdnApproval,
+    /// Length of passwords the relay generates.
+    pub generated_password_length: usize,
+    /// Shortest password a VES administrator may set.
+    pub min_password_length: usize,
+    pub hashing: PasswordHashing,
+    /// Password hashes computed at once; more wait.
+    pub max_concurrent_hashes: usize,
+}
+
+impl Default for AccountPolicy {
+    fn default() -> Self {
+        Self {
+            lockout_threshold: 5,
+            lockout_seconds: 15 * 60,
+            msisdn_approval: MsisdnApproval::Open,
+            generated_password_length: 12,
+            min_password_length: 8,
+            hashing: PasswordHashing::default(),
+            max_concurrent_hashes: 4,
+        }
+    }
+}
+
+/// Why an account operation was refused. The gateway maps each to an HTTP status or a
+/// device close code; none carries information an attacker could use (a wrong password and
+/// an unknown user are the same `InvalidCredentials`).
+#[derive(Debug, Error)]
+pub enum AccountError {
+    #[error("invalid credentials")]
+    InvalidCredentials,
+    #[error("account locked until {until} (unix ms)")]
+    LockedOut { until: i64 },
+    #[error("license or account suspended or expired")]
+    Suspended,
+    #[error("device credential revoked")]
+    Revoked,
+    #[error("license has no free seat (maximum {max})")]
+    SeatsFull { max: u32 },
+    #[error("{0} already exists")]
+    Conflict(&'static str),
+    #[error("not found")]
+    NotFound,
+    #[error("MSISDN is not approved by the carrier")]
+    MsisdnNotApproved,
+    #[error("account not activated")]
+    NotActivated,
+    #[error("invalid input: {0}")]
+    Invalid(String),
+    #[error("account store unavailable: {0}")]
+    Unavailable(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<StoreError> for AccountError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound => AccountError::NotFound,
+            StoreError::Conflict(what) => AccountError::Conflict(what),
+            StoreError::SeatsFull { max } => AccountError::SeatsFull { max },
+            StoreError::Unavailable(m) => AccountError::Unavailable(m),
+            StoreError::Backend(m) => AccountError::Internal(m),
+        }
+    }
+}
+
+pub type Result<T> = std::result::Result<T, AccountError>;
+
+/// What a device session needs to know about its owner; loaded once at authentication so
+/// that the per-frame path never touches the store.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DeviceAuth {
+    pub device_id: DeviceId,
+    pub user_id: UserId,
+    pub ves_id: VesId,
+    pub license_id: LicenseId,
+}
+
+/// The account service. Cheap to clone.
+#[derive(Clone)]
+pub struct Accounts {
+    store: Arc<dyn Store>,
+    policy: Arc<AccountPolicy>,
+    argon: Argon2<'static>,
+    hash_slots: Arc<Semaphore>,
+    /// Verified when a login names no user, so that unknown and known users take equally
+    /// long to reject.
+    dummy_hash: Arc<str>,
+}
+
+impl Accounts {
+    pub fn new(store: Arc<dyn Store>, policy: AccountPolicy) -> Result<Self> {
+        let h = policy.hashing;
+        let params = Params::new(h.memory_kib, h.iterations, h.parallelism, None)
+            .map_err(|e| AccountError::Invalid(format!("argon2 parameters: {e}")))?;
+        let argon = Argon2::new(Algorithm::Argon2id, Version::V0x13, params);
+        let dummy_hash = argon
+            .hash_password(secrets::random_hex::<16>().as_bytes())
+            .map_err(|e| AccountError::Internal(e.to_string()))?
+            .to_string();
+        Ok(Self {
+            store,
+            hash_slots: Arc::new(Semaphore::new(policy.max_concurrent_hashes.max(1))),
+            policy: Arc::new(policy),
+            argon,
+            dummy_hash: dummy_hash.into(),
+        })
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    pub fn policy(&self) -> &AccountPolicy {
+        &self.policy
+    }
+
+    async fn hash_password(&self, password: &str) -> Result<String> {
+        let _slot = self.hash_slots.acquire().await.map_err(|e| AccountError::Internal(e.to_string()))?;
+        let argon = self.argon.clone();
+        let pw = password.to_string();
+        tokio::task::spawn_blocking(move || {
+            argon.hash_password(pw.as_bytes()).map(|h| h.to_string()).map_err(|e| AccountError::Internal(e.to_string()))
+        })
+        .await
+        .map_err(|e| AccountError::Internal(e.to_string()))?
+    }
+
+    async fn verify_password(&self, password: &str, hash: &str) -> Result<bool> {
+        let _slot = self.hash_slots.acquire().await.map_err(|e| AccountError::Internal(e.to_string()))?;
+        let argon = self.argon.clone();
+        let (pw, hash) = (password.to_string(), hash.to_string());
+        tokio::task::spawn_blocking(move || {
+            let parsed = PasswordHash::new(&hash).map_err(|e| AccountError::Internal(format!("stored hash: {e}")))?;
+            Ok(argon.verify_password(pw.as_bytes(), &parsed).is_ok())
+        })
+        .await
+        .map_err(|e| AccountError::Internal(e.to_string()))?
+    }
+
+    async fn audit(&self, actor: String, action: &str, subject: String, detail: String) {
+        let event = AuditEvent { at: crate::now_ms(), actor, action: action.to_string(), subject, detail };
+        if let Err(e) = self.store.append_audit(event).await {
+            tracing::warn!(error = %e, action, "audit log write failed");
+        }
+    }
+
+    // -- licenses ---------------------------------------------------------------------
+
+    /// Creates a license (NOC administrator bootstrap).
+    pub async fn create_license(
+        &self,
+        name: &str,
+        password: &str,
+        max_users: u32,
+        expires_at: Option<i64>,
+        actor: &str,
+    ) -> Result<License> {
+        let name = name.trim();
+        if name.is_empty() || name.len() > 128 {
+            return Err(AccountError::Invalid("license name must be 1 to 128 characters".into()));
+        }
+        self.check_password_rules(password)?;
+        let password_hash = self.hash_password(password).await?;
+        let license = self
+            .store
+            .insert_license(NewLicense { name: name.to_string(), password_hash, max_users, expires_at })
+            .await?;
+        self.audit(actor.to_string(), "license.create", format!("license:{}", license.id), format!("max_users={max_users}"))
+            .await;
+        Ok(license)
+    }
+
+    pub async fn set_license_suspended(&self, name: &str, suspended: bool, actor: &str) -> Result<License> {
+        let license = self.store.set_license_suspended(name, suspended).await?;
+        let action = if suspended { "license.suspend" } else { "license.resume" };
+        self.audit(actor.to_string(), action, format!("license:{}", license.id), String::new()).await;
+        Ok(license)
+    }
+
+    /// License name + password → a new license-id token (white paper §3.4).
+    pub async fn license_login(&self, name: &str, password: &str) -> Result<(String, License)> {
+        let found = self.store.license_by_name(name).await?;
+        let Some((license, hash)) = found else {
+            let _ = self.verify_password(password, &self.dummy_hash).await;
+            return Err(AccountError::InvalidCredentials);
+        };
+        if !self.verify_password(password, &hash).await? {
+            self.audit("anonymous".into(), "license.login_failed", format!("license:{}", license.id), String::new())
+                .await;
+            return Err(AccountError::InvalidCredentials);
+        }
+        if !license.usable_at(crate::now_ms()) {
+            return Err(AccountError::Suspended);
+        }
+        let token = secrets::random_hex::<32>();
+        self.store.insert_license_token(&secrets::token_hash(token.as_bytes()), license.id, crate::now_ms()).await?;
+        self.audit(format!("license:{}", license.id), "license.login", format!("license:{}", license.id), String::new())
+            .await;
+        Ok((token, license))
+    }
+
+    // -- VES --------------------------------------------------------------------------
+
+    /// Authenticates an RTS connection by GUID; registers the GUID on first use with a
+    /// license-id token (white paper §4.4–4.5). Returns the VES and whether it is new.
+    pub async fn authenticate_ves(&self, guid: &str, license_token: Option<&str>) -> Result<(VesRecord, bool)> {
+        let guid_bytes = secrets::parse_hex::<16>(guid).ok_or(AccountError::InvalidCredentials)?;
+        let guid_hash = secrets::token_hash(&guid_bytes);
+        let now = crate::now_ms();
+        if let Some(ves) = self.store.touch_ves_by_guid(&guid_hash, now).await? {
+            let license = self.store.license_by_id(ves.license_id).await?.ok_or(AccountError::InvalidCredentials)?;
+            if !license.usable_at(now) {
+                return Err(AccountError::Suspended);
+            }
+            return Ok((ves, false));
+        }
+        let token = license_token.ok_or(AccountError::InvalidCredentials)?;
+        let license = self
+            .store
+            .license_by_token(&secrets::token_hash(token.as_bytes()))
+            .await?
+            .ok_or(AccountError::InvalidCredentials)?;
+        if !license.usable_at(now) {
+            return Err(AccountError::Suspended);
+        }
+        let ves = match self.store.insert_ves(&guid_hash, license.id, now).await {
+            Ok(v) => v,
+            // Two first connections with the same GUID raced; the other registered it.
+            Err(StoreError::Conflict(_)) => {
+                self.store.touch_ves_by_guid(&guid_hash, now).await?.ok_or(AccountError::InvalidCredentials)?
+            }
+            Err(e) => return Err(e.into()),
+        };
+        self.audit(format!("ves:{}", ves.id), "ves.register", format!("license:{}", license.id), String::new()).await;
+        Ok((ves, true))
+    }
+
+    // -- users ------------------------------------------------------------------------
+
+    fn check_password_rules(&self, password: &str) -> Result<()> {
+        let n = password.chars().count();
+        if n < self.policy.min_password_length || n > 128 {
+            return Err(AccountError::Invalid(format!(
+                "password must be {} to 128 characters",
+                self.policy.min_password_length
+            )));
+        }
+        Ok(())
+    }
+
+    /// Provisions a user for `ves` (white paper §3.5). Returns the user and the password
+    /// if the relay generated it.
+    pub async fn provision_user(
+        &self,
+        ves: &VesRecord,
+        email: &str,
+        password: Option<&str>,
+        first_name: &str,
+        last_name: &str,
+    ) -> Result<(UserRecord, Option<String>, License)> {
+        let email = normalize_email(email)?;
+        check_name(first_name, "FirstName")?;
+        check_name(last_name, "LastName")?;
+        let license = self.store.license_by_id(ves.license_id).await?.ok_or(AccountError::NotFound)?;
+        if !license.usable_at(crate::now_ms()) {
+            return Err(AccountError::Suspended);
+        }
+        let (password, generated) = match password {
+            Some(p) => {
+                self.check_password_rules(p)?;
+                (p.to_string(), None)
+            }
+            None => {
+                let p = secrets::random_password(self.policy.generated_password_length);
+                (p.clone(), Some(p))
+            }
+        };
+        let password_hash = self.hash_password(&password).await?;
+        let user = self
+            .store
+            .insert_user(
+                NewUser {
+                    license_id: ves.license_id,
+                    ves_id: ves.id,
+                    email,
+                    password_hash,
+                    first_name: first_name.trim().to_string(),
+                    last_name: last_name.trim().to_string(),
+                },
+                crate::now_ms(),
+            )
+            .await?;
+        self.audit(format!("ves:{}", ves.id), "user.provision", format!("user:{}", user.id), String::new()).await;
+        let license = self.store.license_by_id(ves.license_id).await?.unwrap_or(license);
+        Ok((user, generated, license))
+    }
+
+    /// The user `email` if it was provisioned by `ves`; anything else is `NotFound`
+    /// (ownership check, white paper §8.9 item 5).
+    pub async fn owned_user(&self, ves: VesId, email: &str) -> Result<UserRecord> {
+        let email = normalize_email(email)?;
+        match self.store.user_by_email(&email).await? {
+            Some(u) if u.ves_id == ves => Ok(u),
+            _ => Err(AccountError::NotFound),
+        }
+    }
+
+    /// Deletes a user of `ves`; returns it and the devices that lost their credentials.
+    pub async fn delete_user(&self, ves: VesId, email: &str) -> Result<(UserRecord, Vec<DeviceId>)> {
+        let user = self.owned_user(ves, email).await?;
+        let devices = self.store.delete_user(user.id).await?;
+        self.audit(format!("ves:{ves}"), "user.delete", format!("user:{}", user.id), format!("devices={}", devices.len()))
+            .await;
+        Ok((user, devices))
+    }
+
+    /// Resets a user's password (white paper §3.7.1); revokes its devices.
+    pub async fn reset_password(
+        &self,
+        ves: VesId,
+        email: &str,
+        password: Option<&str>,
+    ) -> Result<(UserRecord, Option<String>, Vec<DeviceId>)> {
+        let user = self.owned_user(ves, email).await?;
+        let (password, generated) = match password {
+            Some(p) => {
+                self.check_password_rules(p)?;
+                (p.to_string(), None)
+            }
+            None => {
+                let p = secrets::random_password(self.policy.generated_password_length);
+                (p.clone(), Some(p))
+            }
+        };
+        let hash = self.hash_password(&password).await?;
+        let devices = self.store.set_password(user.id, &hash, crate::now_ms()).await?;
+        self.audit(
+            format!("ves:{ves}"),
+            "user.reset_password",
+            format!("user:{}", user.id),
+            format!("revoked_devices={}", devices.len()),
+        )
+        .await;
+        Ok((user, generated, devices))
+    }
+
+    /// Checks a login's password with lockout (white paper §6.3.4). `login` is the e-mail
+    /// address or the MSISDN.
+    pub async fn check_login(&self, login: &str, password: &str) -> Result<UserRecord> {
+        let login = login.trim();
+        let user = if login.contains('@') {
+            self.store.user_by_email(&login.to_lowercase()).await?
+        } else {
+            self.store.user_by_msisdn(login).await?
+        };
+        let Some(user) = user else {
+            let _ = self.verify_password(password, &self.dummy_hash).await;
+            return Err(AccountError::InvalidCredentials);
+        };
+        let now = crate::now_ms();
+        if let Some(until) = user.locked_until.filter(|t| *t > now) {
+            return Err(AccountError::LockedOut { until });
+        }
+        if !self.verify_password(password, &user.password_hash).await? {
+            let outcome = self
+                .store
+                .record_login_failure(
+                    user.id,
+                    now,
+                    self.policy.lockout_threshold,
+                    (self.policy.lockout_seconds as i64).saturating_mul(1000),
+                )
+                .await?;
+            if let Some(until) = outcome.locked_until {
+                self.audit(format!("user:{}", user.id), "user.locked_out", format!("user:{}", user.id), String::new())
+                    .await;
+                return Err(AccountError::LockedOut { until });
+            }
+            return Err(AccountError::InvalidCredentials);
+        }
+        if user.failed_attempts > 0 || user.locked_until.is_some() {
+            self.store.clear_login_failures(user.id).await?;
+        }
+        if user.status == UserStatus::Suspended {
+            return Err(AccountError::Suspended);
+        }
+        let license = self.store.license_by_id(user.license_id).await?.ok_or(AccountError::Suspended)?;
+        if !license.usable_at(now) {
+            return Err(AccountError::Suspended);
+        }
+        Ok(user)
+    }
+
+    /// Binds an MSISDN and time zone to an account (white paper §3.6).
+    pub async fn activate_account(
+        &self,
+        login: &str,
+        password: &str,
+        msisdn: &str,
+        time_zone: &str,
+    ) -> Result<UserRecord> {
+        let msisdn = normalize_msisdn(msisdn)?;
+        check_time_zone(time_zone)?;
+        let user = self.check_login(login, password).await?;
+        if self.policy.msisdn_approval == MsisdnApproval::List && !self.store.msisdn_approved(&msisdn).await? {
+            return Err(AccountError::MsisdnNotApproved);
+        }
+        let user = self.store.activate_user(user.id, &msisdn, time_zone.trim(), crate::now_ms()).await?;
+        self.audit(format!("user:{}", user.id), "user.activate", format!("user:{}", user.id), String::new()).await;
+        Ok(user)
+    }
+
+    /// Activates a device for an active account (white paper §7.2.1). Returns the device,
+    /// its credential (hex, shown once) and the user.
+    pub async fn activate_device(
+        &self,
+        msisdn: &str,
+        password: &str,
+        name: Option<&str>,
+        device_type: Option<&str>,
+    ) -> Result<(DeviceRecord, String, UserRecord)> {
+        let msisdn = normalize_msisdn(msisdn)?;
+        for (v, what) in [(name, "DeviceName"), (device_type, "DeviceType")] {
+            if v.is_some_and(|s| s.chars().count() > 100) {
+                return Err(AccountError::Invalid(format!("{what} must be at most 100 characters")));
+            }
+        }
+        let user = self.check_login(&msisdn, password).await?;
+        if user.status != UserStatus::Active {
+            return Err(AccountError::NotActivated);
+        }
+        let credential = secrets::random_bytes::<32>();
+        let device = self
+            .store
+            .insert_device(
+                NewDevice {
+                    user_id: user.id,
+                    credential_hash: secrets::token_hash(&credential),
+                    name: name.map(str::to_string),
+                    device_type: device_type.map(str::to_string),
+                },
+                crate::now_ms(),
+            )
+            .await?;
+        self.audit(format!("user:{}", user.id), "device.activate", format!("device:{}", device.id), String::new())
+            .await;
+        Ok((device, hex::encode(credential), user))
+    }
+
+    async fn device_owner(&self, device: &DeviceRecord) -> Result<DeviceAuth> {
+        if device.revoked_at.is_some() {
+            return Err(AccountError::Revoked);
+        }
+        let user = self.store.user_by_id(device.user_id).await?.ok_or(AccountError::Revoked)?;
+        if user.status == UserStatus::Suspended {
+            return Err(AccountError::Suspended);
+        }
+        let license = self.store.license_by_id(user.license_id).await?.ok_or(AccountError::Suspended)?;
+        if !license.usable_at(crate::now_ms()) {
+            return Err(AccountError::Suspended);
+        }
+        Ok(DeviceAuth { device_id: device.id, user_id: user.id, ves_id: user.ves_id, license_id: user.license_id })
+    }
+
+    /// Device-channel authentication with the activation credential: one indexed lookup
+    /// and a SHA-256, so reconnect storms stay cheap.
+    pub async fn authenticate_device_token(&self, device_id: DeviceId, credential: &[u8]) -> Result<DeviceAuth> {
+        let device = self.store.device_by_id(device_id).await?.ok_or(AccountError::InvalidCredentials)?;
+        if !secrets::token_matches(credential, &device.credential_hash) {
+            return Err(AccountError::InvalidCredentials);
+        }
+        self.device_owner(&device).await
+    }
+
+    /// Device-channel authentication with MSISDN + password + device id (white paper §7.2.2).
+    pub async fn authenticate_device_password(
+        &self,
+        device_id: DeviceId,
+        msisdn: &str,
+        password: &str,
+    ) -> Result<DeviceAuth> {
+        let user = self.check_login(msisdn, password).await?;
+        let device = self.store.device_by_id(device_id).await?.ok_or(AccountError::InvalidCredentials)?;
+        if device.user_id != user.id {
+            return Err(AccountError::InvalidCredentials);
+        }
+        self.device_owner(&device).await
+    }
+}
+
+fn normalize_email(email: &str) -> Result<String> {
+    let e = email.trim().to_lowercase();
+    let valid = e.len() <= 254
+        && !e.chars().any(|c| c.is_whitespace() || c.is_control())
+        && e.split_once('@').is_some_and(|(l, d)| !l.is_empty() && !d.is_empty() && !d.contains('@'));
+    if !valid {
+        return Err(AccountError::Invalid("Email must be an SMTP address".into()));
+    }
+    Ok(e)
+}
+
+/// E.164-like: optional `+`, 5 to 20 digits.
+fn normalize_msisdn(msisdn: &str) -> Result<String> {
+    let m = msisdn.trim();
+    let digits = m.strip_prefix('+').unwrap_or(m);
+    if !(5..=20).contains(&digits.len()) || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(AccountError::Invalid("Msisdn must be 5 to 20 digits, optionally after '+'".into()));
+    }
+    Ok(m.to_string())
+}
+
+fn check_name(name: &str, what: &str) -> Result<()> {
+    if name.chars().count() > 100 || name.chars().any(char::is_control) {
+        return Err(AccountError::Invalid(format!("{what} must be at most 100 printable characters")));
+    }
+    Ok(())
+}
+
+/// IANA zone names (`Europe/Paris`) or UTC offsets (`UTC+02:00`).
+fn check_time_zone(tz: &str) -> Result<()> {
+    let tz = tz.trim();
+    let ok = !tz.is_empty()
+        && tz.len() <= 64
+        && tz.chars().all(|c| c.is_ascii_alphanumeric() || "/_+-:".contains(c));
+    if !ok {
+        return Err(AccountError::Invalid("TimeZone must be an IANA zone name or UTC offset".into()));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn input_validation() {
+        assert_eq!(normalize_email(" Bob@Example.COM ").expect("valid"), "bob@example.com");
+        assert!(normalize_email("bob").is_err());
+        assert!(normalize_email("a b@c").is_err());
+        assert!(normalize_email("@c").is_err());
+        assert_eq!(normalize_msisdn("+15550100").expect("valid"), "+15550100");
+        assert!(normalize_msisdn("555-0100").is_err());
+        assert!(normalize_msisdn("123").is_err());
+        assert!(check_time_zone("Europe/Paris").is_ok());
+        assert!(check_time_zone("<script>").is_err());
+    }
+}

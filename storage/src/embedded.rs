@@ -1,0 +1,599 @@
+//! The embedded backend: SQLite in the node's data directory.
+//!
+//! This is the zero-setup default (one node, no Postgres). SQLite is synchronous, so every
+//! call runs on tokio's blocking pool and never on a session actor's thread. WAL mode lets
+//! `noc admin` work on the same file while a node runs.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use noc_protocol::rts::FilterRule;
+use noc_protocol::{DeviceId, LicenseId, UserId, VesId};
+use rusqlite::{Connection, OptionalExtension, Row, params};
+
+use crate::error::StoreError;
+use crate::model::*;
+use crate::store::{Result, Store};
+
+/// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE licenses (
+    id            TEXT PRIMARY KEY,
+    name          TEXT NOT NULL UNIQUE,
+    password_hash TEXT NOT NULL,
+    max_users     INTEGER NOT NULL,
+    expires_at    INTEGER,
+    suspended     INTEGER NOT NULL DEFAULT 0,
+    created_at    INTEGER NOT NULL
+);
+CREATE TABLE license_tokens (
+    token_hash BLOB PRIMARY KEY,
+    license_id TEXT NOT NULL REFERENCES licenses(id) ON DELETE CASCADE,
+    created_at INTEGER NOT NULL
+);
+CREATE TABLE ves (
+    id            TEXT PRIMARY KEY,
+    guid_hash     BLOB NOT NULL UNIQUE,
+    license_id    TEXT NOT NULL REFERENCES licenses(id),
+    registered_at INTEGER NOT NULL,
+    last_seen_at  INTEGER NOT NULL
+);
+CREATE TABLE users (
+    id              TEXT PRIMARY KEY,
+    license_id      TEXT NOT NULL REFERENCES licenses(id),
+    ves_id          TEXT NOT NULL REFERENCES ves(id),
+    email           TEXT NOT NULL UNIQUE,
+    msisdn          TEXT UNIQUE,
+    password_hash   TEXT NOT NULL,
+    first_name      TEXT NOT NULL,
+    last_name       TEXT NOT NULL,
+    time_zone       TEXT,
+    status          TEXT NOT NULL,
+    constant_sync   INTEGER NOT NULL DEFAULT 1,
+    filter_rules    TEXT NOT NULL DEFAULT '[]',
+    failed_attempts INTEGER NOT NULL DEFAULT 0,
+    locked_until    INTEGER,
+    created_at      INTEGER NOT NULL,
+    updated_at      INTEGER NOT NULL
+);
+CREATE INDEX users_license ON users(license_id);
+CREATE INDEX users_ves ON users(ves_id);
+CREATE TABLE devices (
+    id              TEXT PRIMARY KEY,
+    user_id         TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    credential_hash BLOB NOT NULL,
+    name            TEXT,
+    device_type     TEXT,
+    created_at      INTEGER NOT NULL,
+    revoked_at      INTEGER
+);
+CREATE INDEX devices_user ON devices(user_id);
+CREATE TABLE msisdn_approvals (
+    msisdn      TEXT PRIMARY KEY,
+    approved_by TEXT NOT NULL,
+    approved_at INTEGER NOT NULL
+);
+CREATE TABLE audit_log (
+    id      INTEGER PRIMARY KEY AUTOINCREMENT,
+    at      INTEGER NOT NULL,
+    actor   TEXT NOT NULL,
+    action  TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    detail  TEXT NOT NULL
+);
+"#];
+
+/// SQLite-backed [`Store`].
+#[derive(Clone)]
+pub struct SqliteStore {
+    conn: Arc<Mutex<Connection>>,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) `path` and applies pending migrations.
+    pub fn open(path: &Path) -> Result<Self> {
+        let conn = Connection::open(path)?;
+        Self::init(conn)
+    }
+
+    /// A private in-memory database, for tests.
+    pub fn in_memory() -> Result<Self> {
+        Self::init(Connection::open_in_memory()?)
+    }
+
+    fn init(mut conn: Connection) -> Result<Self> {
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        let tx = conn.transaction()?;
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version.max(0) as usize) {
+            tx.execute_batch(sql)?;
+            tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+        }
+        tx.commit()?;
+        Ok(Self { conn: Arc::new(Mutex::new(conn)) })
+    }
+
+    /// Runs `f` with the connection on the blocking pool.
+    async fn run<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T> + Send + 'static,
+    {
+        let conn = self.conn.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut guard = conn.lock().map_err(|_| StoreError::Backend("connection mutex poisoned".into()))?;
+            f(&mut guard)
+        })
+        .await
+        .map_err(|e| StoreError::Backend(format!("store task failed: {e}")))?
+    }
+}
+
+fn parse_id<T: std::str::FromStr>(s: String) -> rusqlite::Result<T> {
+    s.parse::<T>().map_err(|_| rusqlite::Error::InvalidColumnType(0, "uuid".into(), rusqlite::types::Type::Text))
+}
+
+const LICENSE_COLS: &str = "l.id, l.name, l.max_users, l.expires_at, l.suspended, l.created_at, \
+     (SELECT COUNT(*) FROM users u WHERE u.license_id = l.id)";
+
+fn license_row(r: &Row<'_>) -> rusqlite::Result<License> {
+    Ok(License {
+        id: parse_id::<LicenseId>(r.get(0)?)?,
+        name: r.get(1)?,
+        max_users: r.get(2)?,
+        expires_at: r.get(3)?,
+        suspended: r.get::<_, i64>(4)? != 0,
+        created_at: r.get(5)?,
+        used_users: r.get(6)?,
+    })
+}
+
+const USER_COLS: &str = "id, license_id, ves_id, email, msisdn, password_hash, first_name, last_name, \
+     time_zone, status, constant_sync, filter_rules, failed_attempts, locked_until, created_at, updated_at";
+
+fn user_row(r: &Row<'_>) -> rusqlite::Result<UserRecord> {
+    let status: String = r.get(9)?;
+    let rules: String = r.get(11)?;
+    Ok(UserRecord {
+        id: parse_id::<UserId>(r.get(0)?)?,
+        license_id: parse_id::<LicenseId>(r.get(1)?)?,
+        ves_id: parse_id::<VesId>(r.get(2)?)?,
+        email: r.get(3)?,
+        msisdn: r.get(4)?,
+        password_hash: r.get(5)?,
+        first_name: r.get(6)?,
+        last_name: r.get(7)?,
+        time_zone: r.get(8)?,
+        status: UserStatus::parse(&status).unwrap_or(UserStatus::Suspended),
+        constant_sync: r.get::<_, i64>(10)? != 0,
+        filter_rules: serde_json::from_str::<Vec<FilterRule>>(&rules).unwrap_or_default(),
+        failed_attempts: r.get(12)?,
+        locked_until: r.get(13)?,
+        created_at: r.get(14)?,
+        updated_at: r.get(15)?,
+    })
+}
+
+const DEVICE_COLS: &str = "id, user_id, credential_hash, name, device_type, created_at, revoked_at";
+
+fn device_row(r: &Row<'_>) -> rusqlite::Result<DeviceRecord> {
+    Ok(DeviceRecord {
+        id: parse_id::<DeviceId>(r.get(0)?)?,
+        user_id: parse_id::<UserId>(r.get(1)?)?,
+        credential_hash: r.get(2)?,
+        name: r.get(3)?,
+        device_type: r.get(4)?,
+        created_at: r.get(5)?,
+        revoked_at: r.get(6)?,
+    })
+}
+
+fn ves_row(r: &Row<'_>) -> rusqlite::Result<VesRecord> {
+    Ok(VesRecord {
+        id: parse_id::<VesId>(r.get(0)?)?,
+        license_id: parse_id::<LicenseId>(r.get(1)?)?,
+        registered_at: r.get(2)?,
+        last_seen_at: r.get(3)?,
+    })
+}
+
+fn get_user(conn: &Connection, id: UserId) -> Result<Option<UserRecord>> {
+    Ok(conn
+        .query_row(&format!("SELECT {USER_COLS} FROM users WHERE id = ?1"), [id.to_string()], user_row)
+        .optional()?)
+}
+
+fn get_license(conn: &Connection, id: LicenseId) -> Result<Option<License>> {
+    Ok(conn
+        .query_row(&format!("SELECT {LICENSE_COLS} FROM licenses l WHERE l.id = ?1"), [id.to_string()], license_row)
+        .optional()?)
+}
+
+fn live_devices_of(conn: &Connection, user: UserId) -> Result<Vec<DeviceId>> {
+    let mut stmt = conn.prepare("SELECT id FROM devices WHERE user_id = ?1 AND revoked_at IS NULL")?;
+    let ids = stmt
+        .query_map([user.to_string()], |r| parse_id::<DeviceId>(r.get(0)?))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(ids)
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn ping(&self) -> Result<()> {
+        self.run(|c| Ok(c.query_row("SELECT 1", [], |_| Ok(()))?)).await
+    }
+
+    async fn insert_license(&self, new: NewLicense) -> Result<License> {
+        self.run(move |c| {
+            let id = LicenseId::random();
+            c.execute(
+                "INSERT INTO licenses (id, name, password_hash, max_users, expires_at, suspended, created_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, 0, ?6)",
+                params![id.to_string(), new.name, new.password_hash, new.max_users, new.expires_at, crate::now_ms()],
+            )?;
+            get_license(c, id)?.ok_or(StoreError::NotFound)
+        })
+        .await
+    }
+
+    async fn licenses(&self) -> Result<Vec<License>> {
+        self.run(|c| {
+            let mut stmt = c.prepare(&format!("SELECT {LICENSE_COLS} FROM licenses l ORDER BY l.name"))?;
+            let rows = stmt.query_map([], license_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    async fn license_by_name(&self, name: &str) -> Result<Option<(License, String)>> {
+        let name = name.to_string();
+        self.run(move |c| {
+            Ok(c.query_row(
+                &format!("SELECT {LICENSE_COLS}, l.password_hash FROM licenses l WHERE l.name = ?1"),
+                [name],
+                |r| Ok((license_row(r)?, r.get::<_, String>(7)?)),
+            )
+            .optional()?)
+        })
+        .await
+    }
+
+    async fn license_by_id(&self, id: LicenseId) -> Result<Option<License>> {
+        self.run(move |c| get_license(c, id)).await
+    }
+
+    async fn set_license_suspended(&self, name: &str, suspended: bool) -> Result<License> {
+        let name = name.to_string();
+        self.run(move |c| {
+            let n = c.execute("UPDATE licenses SET suspended = ?1 WHERE name = ?2", params![suspended as i64, name])?;
+            if n == 0 {
+                return Err(StoreError::NotFound);
+            }
+            let id: String = c.query_row("SELECT id FROM licenses WHERE name = ?1", [name], |r| r.get(0))?;
+            get_license(c, parse_id(id)?)?.ok_or(StoreError::NotFound)
+        })
+        .await
+    }
+
+    async fn insert_license_token(&self, token_hash: &[u8], license: LicenseId, now: i64) -> Result<()> {
+        let hash = token_hash.to_vec();
+        self.run(move |c| {
+            c.execute(
+                "INSERT INTO license_tokens (token_hash, license_id, created_at) VALUES (?1, ?2, ?3)",
+                params![hash, license.to_string(), now],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn license_by_token(&self, token_hash: &[u8]) -> Result<Option<License>> {
+        let hash = token_hash.to_vec();
+        self.run(move |c| {
+            Ok(c.query_row(
+                &format!(
+                    "SELECT {LICENSE_COLS} FROM licenses l JOIN license_tokens t ON t.license_id = l.id \
+                     WHERE t.token_hash = ?1"
+                ),
+                [hash],
+                license_row,
+            )
+            .optional()?)
+        })
+        .await
+    }
+
+    async fn insert_ves(&self, guid_hash: &[u8], license: LicenseId, now: i64) -> Result<VesRecord> {
+        let hash = guid_hash.to_vec();
+        self.run(move |c| {
+            let id = VesId::random();
+            c.execute(
+                "INSERT INTO ves (id, guid_hash, license_id, registered_at, last_seen_at) VALUES (?1, ?2, ?3, ?4, ?4)",
+                params![id.to_string(), hash, license.to_string(), now],
+            )?;
+            Ok(VesRecord { id, license_id: license, registered_at: now, last_seen_at: now })
+        })
+        .await
+    }
+
+    async fn touch_ves_by_guid(&self, guid_hash: &[u8], now: i64) -> Result<Option<VesRecord>> {
+        let hash = guid_hash.to_vec();
+        self.run(move |c| {
+            c.execute("UPDATE ves SET last_seen_at = ?1 WHERE guid_hash = ?2", params![now, hash])?;
+            Ok(c.query_row(
+                "SELECT id, license_id, registered_at, last_seen_at FROM ves WHERE guid_hash = ?1",
+                [hash],
+                ves_row,
+            )
+            .optional()?)
+        })
+        .await
+    }
+
+    async fn insert_user(&self, new: NewUser, now: i64) -> Result<UserRecord> {
+        self.run(move |c| {
+            // IMMEDIATE takes the write lock first, so two VES racing for the last seat
+            // cannot both see it free.
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let (max, used): (u32, u32) = tx
+                .query_row(
+                    "SELECT l.max_users, (SELECT COUNT(*) FROM users u WHERE u.license_id = l.id) \
+                     FROM licenses l WHERE l.id = ?1",
+                    [new.license_id.to_string()],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?
+                .ok_or(StoreError::NotFound)?;
+            if used >= max {
+                return Err(StoreError::SeatsFull { max });
+            }
+            let id = UserId::random();
+            tx.execute(
+                "INSERT INTO users (id, license_id, ves_id, email, password_hash, first_name, last_name, status, \
+                 created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'provisioned', ?8, ?8)",
+                params![
+                    id.to_string(),
+                    new.license_id.to_string(),
+                    new.ves_id.to_string(),
+                    new.email,
+                    new.password_hash,
+                    new.first_name,
+                    new.last_name,
+                    now
+                ],
+            )?;
+            let user = get_user(&tx, id)?.ok_or(StoreError::NotFound)?;
+            tx.commit()?;
+            Ok(user)
+        })
+        .await
+    }
+
+    async fn user_by_id(&self, id: UserId) -> Result<Option<UserRecord>> {
+        self.run(move |c| get_user(c, id)).await
+    }
+
+    async fn user_by_email(&self, email: &str) -> Result<Option<UserRecord>> {
+        let email = email.to_string();
+        self.run(move |c| {
+            Ok(c.query_row(&format!("SELECT {USER_COLS} FROM users WHERE email = ?1"), [email], user_row)
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn user_by_msisdn(&self, msisdn: &str) -> Result<Option<UserRecord>> {
+        let msisdn = msisdn.to_string();
+        self.run(move |c| {
+            Ok(c.query_row(&format!("SELECT {USER_COLS} FROM users WHERE msisdn = ?1"), [msisdn], user_row)
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn users_by_ves(&self, ves: VesId) -> Result<Vec<UserRecord>> {
+        self.run(move |c| {
+            let mut stmt = c.prepare(&format!("SELECT {USER_COLS} FROM users WHERE ves_id = ?1 ORDER BY email"))?;
+            let rows = stmt.query_map([ves.to_string()], user_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    async fn delete_user(&self, id: UserId) -> Result<Vec<DeviceId>> {
+        self.run(move |c| {
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let devices = live_devices_of(&tx, id)?;
+            tx.execute("DELETE FROM devices WHERE user_id = ?1", [id.to_string()])?;
+            let n = tx.execute("DELETE FROM users WHERE id = ?1", [id.to_string()])?;
+            if n == 0 {
+                return Err(StoreError::NotFound);
+            }
+            tx.commit()?;
+            Ok(devices)
+        })
+        .await
+    }
+
+    async fn set_password(&self, id: UserId, password_hash: &str, now: i64) -> Result<Vec<DeviceId>> {
+        let hash = password_hash.to_string();
+        self.run(move |c| {
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let n = tx.execute(
+                "UPDATE users SET password_hash = ?1, failed_attempts = 0, locked_until = NULL, updated_at = ?2 \
+                 WHERE id = ?3",
+                params![hash, now, id.to_string()],
+            )?;
+            if n == 0 {
+                return Err(StoreError::NotFound);
+            }
+            let devices = live_devices_of(&tx, id)?;
+            tx.execute(
+                "UPDATE devices SET revoked_at = ?1 WHERE user_id = ?2 AND revoked_at IS NULL",
+                params![now, id.to_string()],
+            )?;
+            tx.commit()?;
+            Ok(devices)
+        })
+        .await
+    }
+
+    async fn activate_user(&self, id: UserId, msisdn: &str, time_zone: &str, now: i64) -> Result<UserRecord> {
+        let (msisdn, tz) = (msisdn.to_string(), time_zone.to_string());
+        self.run(move |c| {
+            let n = c.execute(
+                "UPDATE users SET msisdn = ?1, time_zone = ?2, status = CASE status WHEN 'suspended' THEN status \
+                 ELSE 'active' END, updated_at = ?3 WHERE id = ?4",
+                params![msisdn, tz, now, id.to_string()],
+            )?;
+            if n == 0 {
+                return Err(StoreError::NotFound);
+            }
+            get_user(c, id)?.ok_or(StoreError::NotFound)
+        })
+        .await
+    }
+
+    async fn record_login_failure(
+        &self,
+        id: UserId,
+        now: i64,
+        threshold: u32,
+        lockout_ms: i64,
+    ) -> Result<FailureOutcome> {
+        self.run(move |c| {
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let attempts: u32 = tx
+                .query_row("SELECT failed_attempts FROM users WHERE id = ?1", [id.to_string()], |r| r.get(0))
+                .optional()?
+                .ok_or(StoreError::NotFound)?;
+            let attempts = attempts.saturating_add(1);
+            let (attempts, locked_until) = if threshold > 0 && attempts >= threshold {
+                // Locked: the counter starts over once the lockout has passed.
+                (0, Some(now + lockout_ms))
+            } else {
+                (attempts, None)
+            };
+            tx.execute(
+                "UPDATE users SET failed_attempts = ?1, locked_until = COALESCE(?2, locked_until) WHERE id = ?3",
+                params![attempts, locked_until, id.to_string()],
+            )?;
+            tx.commit()?;
+            Ok(FailureOutcome { failed_attempts: attempts, locked_until })
+        })
+        .await
+    }
+
+    async fn clear_login_failures(&self, id: UserId) -> Result<()> {
+        self.run(move |c| {
+            c.execute(
+                "UPDATE users SET failed_attempts = 0, locked_until = NULL WHERE id = ?1 \
+                 AND (failed_attempts <> 0 OR locked_until IS NOT NULL)",
+                [id.to_string()],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn insert_device(&self, new: NewDevice, now: i64) -> Result<DeviceRecord> {
+        self.run(move |c| {
+            let id = DeviceId::random();
+            c.execute(
+                "INSERT INTO devices (id, user_id, credential_hash, name, device_type, created_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![id.to_string(), new.user_id.to_string(), new.credential_hash, new.name, new.device_type, now],
+            )?;
+            Ok(DeviceRecord {
+                id,
+                user_id: new.user_id,
+                credential_hash: new.credential_hash,
+                name: new.name,
+                device_type: new.device_type,
+                created_at: now,
+                revoked_at: None,
+            })
+        })
+        .await
+    }
+
+    async fn device_by_id(&self, id: DeviceId) -> Result<Option<DeviceRecord>> {
+        self.run(move |c| {
+            Ok(c.query_row(&format!("SELECT {DEVICE_COLS} FROM devices WHERE id = ?1"), [id.to_string()], device_row)
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn devices_by_ves(&self, ves: VesId) -> Result<Vec<(DeviceId, UserId)>> {
+        self.run(move |c| {
+            let mut stmt = c.prepare(
+                "SELECT d.id, d.user_id FROM devices d JOIN users u ON u.id = d.user_id \
+                 WHERE u.ves_id = ?1 AND d.revoked_at IS NULL",
+            )?;
+            let rows = stmt
+                .query_map([ves.to_string()], |r| Ok((parse_id::<DeviceId>(r.get(0)?)?, parse_id::<UserId>(r.get(1)?)?)))?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    async fn approve_msisdn(&self, msisdn: &str, approved_by: &str, now: i64) -> Result<()> {
+        let (msisdn, by) = (msisdn.to_string(), approved_by.to_string());
+        self.run(move |c| {
+            c.execute(
+                "INSERT INTO msisdn_approvals (msisdn, approved_by, approved_at) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT(msisdn) DO UPDATE SET approved_by = excluded.approved_by, approved_at = excluded.approved_at",
+                params![msisdn, by, now],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn msisdn_approved(&self, msisdn: &str) -> Result<bool> {
+        let msisdn = msisdn.to_string();
+        self.run(move |c| {
+            Ok(c.query_row("SELECT 1 FROM msisdn_approvals WHERE msisdn = ?1", [msisdn], |_| Ok(()))
+                .optional()?
+                .is_some())
+        })
+        .await
+    }
+
+    async fn append_audit(&self, e: AuditEvent) -> Result<()> {
+        self.run(move |c| {
+            c.execute(
+                "INSERT INTO audit_log (at, actor, action, subject, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![e.at, e.actor, e.action, e.subject, e.detail],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn audit_log(&self, limit: u32) -> Result<Vec<AuditEvent>> {
+        self.run(move |c| {
+            let mut stmt =
+                c.prepare("SELECT at, actor, action, subject, detail FROM audit_log ORDER BY id DESC LIMIT ?1")?;
+            let rows = stmt
+                .query_map([limit], |r| {
+                    Ok(AuditEvent {
+                        at: r.get(0)?,
+                        actor: r.get(1)?,
+                        action: r.get(2)?,
+                        subject: r.get(3)?,
+                        detail: r.get(4)?,
+                    })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+}

@@ -1,0 +1,33 @@
+//! The relay's durable state: licenses, enterprise servers, users, devices and the audit
+//! log (white paper §9.2), behind the [`Store`] trait.
+//!
+//! The relay never stores end-user data (mail, PIM) nor enterprise credentials: nothing in
+//! this crate has a column for them. Secrets are kept only as hashes: passwords with
+//! argon2id (slow, salted), high-entropy random tokens (device credentials, VES GUIDs,
+//! license-id tokens) with SHA-256, which is enough for 128+ bit random values and keeps
+//! device reconnect storms cheap.
+//!
+//! [`Store`] is the persistence contract (one implementation per backend: [`SqliteStore`]
+//! embedded, Postgres in a later crate version); [`Accounts`] holds the rules on top of
+//! it (seats, lockout, MSISDN approval, revocation, audit) so every backend behaves alike.
+
+pub mod accounts;
+pub mod embedded;
+pub mod error;
+pub mod model;
+pub mod secrets;
+mod store;
+
+pub use accounts::{AccountError, AccountPolicy, Accounts, DeviceAuth, MsisdnApproval, PasswordHashing};
+pub use embedded::SqliteStore;
+pub use error::StoreError;
+pub use model::*;
+pub use store::Store;
+
+/// Milliseconds since the Unix epoch: the one timestamp format of the store and the wire.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

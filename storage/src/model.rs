@@ -1,0 +1,160 @@
+//! Records of the account store (white paper §9.2, Table 2 and 3).
+
+use noc_protocol::rts::FilterRule;
+use noc_protocol::{DeviceId, LicenseId, UserId, VesId};
+
+/// An enterprise license (white paper §3.4).
+#[derive(Clone, Debug, PartialEq)]
+pub struct License {
+    pub id: LicenseId,
+    pub name: String,
+    pub max_users: u32,
+    /// Users provisioned under this license, over all its VES installations.
+    pub used_users: u32,
+    /// Unix ms; `None` never expires.
+    pub expires_at: Option<i64>,
+    pub suspended: bool,
+    pub created_at: i64,
+}
+
+impl License {
+    /// Whether the license may be used at `now`.
+    pub fn usable_at(&self, now: i64) -> bool {
+        !self.suspended && self.expires_at.is_none_or(|t| t > now)
+    }
+}
+
+/// What `insert_license` needs.
+#[derive(Clone, Debug)]
+pub struct NewLicense {
+    pub name: String,
+    pub password_hash: String,
+    pub max_users: u32,
+    pub expires_at: Option<i64>,
+}
+
+/// A registered VES installation. Its GUID is stored only as a hash.
+#[derive(Clone, Debug, PartialEq)]
+pub struct VesRecord {
+    pub id: VesId,
+    pub license_id: LicenseId,
+    pub registered_at: i64,
+    pub last_seen_at: i64,
+}
+
+/// Account state (white paper §3.6): provisioned by a VES, active once an MSISDN is bound,
+/// suspended by a CSR.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UserStatus {
+    Provisioned,
+    Active,
+    Suspended,
+}
+
+impl UserStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UserStatus::Provisioned => "provisioned",
+            UserStatus::Active => "active",
+            UserStatus::Suspended => "suspended",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "provisioned" => UserStatus::Provisioned,
+            "active" => UserStatus::Active,
+            "suspended" => UserStatus::Suspended,
+            _ => return None,
+        })
+    }
+}
+
+/// A user profile (white paper Table 3, minus MD5: the hash is argon2id).
+#[derive(Clone, PartialEq)]
+pub struct UserRecord {
+    pub id: UserId,
+    pub license_id: LicenseId,
+    pub ves_id: VesId,
+    /// SMTP address, lowercase; the username.
+    pub email: String,
+    pub msisdn: Option<String>,
+    pub password_hash: String,
+    pub first_name: String,
+    pub last_name: String,
+    pub time_zone: Option<String>,
+    pub status: UserStatus,
+    pub constant_sync: bool,
+    pub filter_rules: Vec<FilterRule>,
+    pub failed_attempts: u32,
+    pub locked_until: Option<i64>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+impl UserRecord {
+    pub fn full_name(&self) -> String {
+        format!("{} {}", self.first_name, self.last_name).trim().to_string()
+    }
+}
+
+impl std::fmt::Debug for UserRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UserRecord")
+            .field("id", &self.id)
+            .field("email", &self.email)
+            .field("msisdn", &self.msisdn)
+            .field("status", &self.status)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What `insert_user` needs.
+#[derive(Clone, Debug)]
+pub struct NewUser {
+    pub license_id: LicenseId,
+    pub ves_id: VesId,
+    pub email: String,
+    pub password_hash: String,
+    pub first_name: String,
+    pub last_name: String,
+}
+
+/// An activated device. The credential is stored as SHA-256 only.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DeviceRecord {
+    pub id: DeviceId,
+    pub user_id: UserId,
+    pub credential_hash: Vec<u8>,
+    pub name: Option<String>,
+    pub device_type: Option<String>,
+    pub created_at: i64,
+    pub revoked_at: Option<i64>,
+}
+
+/// What `insert_device` needs.
+#[derive(Clone, Debug)]
+pub struct NewDevice {
+    pub user_id: UserId,
+    pub credential_hash: Vec<u8>,
+    pub name: Option<String>,
+    pub device_type: Option<String>,
+}
+
+/// One line of the audit log: who did what, when (white paper §8.7).
+#[derive(Clone, Debug, PartialEq)]
+pub struct AuditEvent {
+    pub at: i64,
+    /// `ves:<id>`, `user:<id>`, `device:<id>`, `admin:<name>`, `system`.
+    pub actor: String,
+    pub action: String,
+    pub subject: String,
+    pub detail: String,
+}
+
+/// Result of recording a failed password attempt.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct FailureOutcome {
+    pub failed_attempts: u32,
+    pub locked_until: Option<i64>,
+}

@@ -1,0 +1,65 @@
+//! The persistence contract every backend implements.
+
+use async_trait::async_trait;
+use noc_protocol::{DeviceId, LicenseId, UserId, VesId};
+
+use crate::error::StoreError;
+use crate::model::*;
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// Persistence of accounts, licenses, devices and audit. Implementations must make each
+/// method atomic (seat check + insert in `insert_user`, revocation with the password change
+/// in `set_password`): the rules in [`crate::Accounts`] rely on it. Nothing here is on the
+/// per-frame path.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Cheap round trip for readiness probes.
+    async fn ping(&self) -> Result<()>;
+
+    async fn insert_license(&self, new: NewLicense) -> Result<License>;
+    async fn licenses(&self) -> Result<Vec<License>>;
+    /// The license and its password hash.
+    async fn license_by_name(&self, name: &str) -> Result<Option<(License, String)>>;
+    async fn license_by_id(&self, id: LicenseId) -> Result<Option<License>>;
+    async fn set_license_suspended(&self, name: &str, suspended: bool) -> Result<License>;
+    async fn insert_license_token(&self, token_hash: &[u8], license: LicenseId, now: i64) -> Result<()>;
+    async fn license_by_token(&self, token_hash: &[u8]) -> Result<Option<License>>;
+
+    /// Registers a VES GUID (hash) under a license. `Conflict` if the GUID is registered.
+    async fn insert_ves(&self, guid_hash: &[u8], license: LicenseId, now: i64) -> Result<VesRecord>;
+    /// Looks a VES up by GUID hash and records that it was seen at `now`.
+    async fn touch_ves_by_guid(&self, guid_hash: &[u8], now: i64) -> Result<Option<VesRecord>>;
+
+    /// Inserts a user if its license has a free seat (`SeatsFull` otherwise), atomically.
+    async fn insert_user(&self, new: NewUser, now: i64) -> Result<UserRecord>;
+    async fn user_by_id(&self, id: UserId) -> Result<Option<UserRecord>>;
+    /// `email` must already be lowercase.
+    async fn user_by_email(&self, email: &str) -> Result<Option<UserRecord>>;
+    async fn user_by_msisdn(&self, msisdn: &str) -> Result<Option<UserRecord>>;
+    async fn users_by_ves(&self, ves: VesId) -> Result<Vec<UserRecord>>;
+    /// Deletes the user and its devices; returns the devices that were deleted.
+    async fn delete_user(&self, id: UserId) -> Result<Vec<DeviceId>>;
+    /// Changes the password hash, clears the lockout and revokes every live device of the
+    /// user; returns the revoked devices.
+    async fn set_password(&self, id: UserId, password_hash: &str, now: i64) -> Result<Vec<DeviceId>>;
+    /// Binds MSISDN and time zone and marks the user active. `Conflict("msisdn")` if taken.
+    async fn activate_user(&self, id: UserId, msisdn: &str, time_zone: &str, now: i64) -> Result<UserRecord>;
+    /// Counts a failed password attempt; locks the account for `lockout_ms` once
+    /// `threshold` consecutive failures are reached.
+    async fn record_login_failure(&self, id: UserId, now: i64, threshold: u32, lockout_ms: i64)
+        -> Result<FailureOutcome>;
+    async fn clear_login_failures(&self, id: UserId) -> Result<()>;
+
+    async fn insert_device(&self, new: NewDevice, now: i64) -> Result<DeviceRecord>;
+    async fn device_by_id(&self, id: DeviceId) -> Result<Option<DeviceRecord>>;
+    /// Live (not revoked) devices of the users of a VES.
+    async fn devices_by_ves(&self, ves: VesId) -> Result<Vec<(DeviceId, UserId)>>;
+
+    async fn approve_msisdn(&self, msisdn: &str, approved_by: &str, now: i64) -> Result<()>;
+    async fn msisdn_approved(&self, msisdn: &str) -> Result<bool>;
+
+    async fn append_audit(&self, event: AuditEvent) -> Result<()>;
+    /// Newest first.
+    async fn audit_log(&self, limit: u32) -> Result<Vec<AuditEvent>>;
+}

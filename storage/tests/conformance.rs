@@ -1,0 +1,229 @@
+//! The store contract, checked through the account rules. Every backend runs these same
+//! tests unchanged: add a `backend` constructor below and the cases follow.
+
+use std::sync::Arc;
+
+use noc_storage::{
+    AccountError, AccountPolicy, Accounts, MsisdnApproval, PasswordHashing, SqliteStore, Store, UserStatus,
+};
+
+/// Cheap hashing so the suite runs quickly; production parameters are tested elsewhere.
+fn policy() -> AccountPolicy {
+    AccountPolicy {
+        lockout_threshold: 3,
+        lockout_seconds: 60,
+        hashing: PasswordHashing { memory_kib: 64, iterations: 1, parallelism: 1 },
+        ..AccountPolicy::default()
+    }
+}
+
+fn sqlite() -> Arc<dyn Store> {
+    Arc::new(SqliteStore::in_memory().expect("sqlite"))
+}
+
+async fn registered_ves(accounts: &Accounts, seats: u32) -> noc_storage::VesRecord {
+    accounts.create_license("acme", "license-pass", seats, None, "admin:test").await.expect("license");
+    let (token, _) = accounts.license_login("acme", "license-pass").await.expect("login");
+    let guid = "0123456789abcdef0123456789abcdef";
+    let (ves, new) = accounts.authenticate_ves(guid, Some(&token)).await.expect("register");
+    assert!(new);
+    ves
+}
+
+macro_rules! conformance {
+    ($($backend:ident),*) => { $(
+        mod $backend {
+            use super::*;
+
+            #[tokio::test]
+            async fn license_login_and_ves_registration() {
+                let accounts = Accounts::new(super::$backend(), policy()).expect("accounts");
+                accounts.create_license("acme", "license-pass", 2, None, "admin:test").await.expect("create");
+                assert!(matches!(
+                    accounts.create_license("acme", "other-pass", 2, None, "admin:test").await,
+                    Err(AccountError::Conflict(_))
+                ));
+                assert!(matches!(
+                    accounts.license_login("acme", "wrong-pass").await,
+                    Err(AccountError::InvalidCredentials)
+                ));
+                assert!(matches!(
+                    accounts.license_login("nobody", "license-pass").await,
+                    Err(AccountError::InvalidCredentials)
+                ));
+                let (token, license) = accounts.license_login("acme", "license-pass").await.expect("login");
+                assert_eq!(license.max_users, 2);
+
+                let guid = "00112233445566778899aabbccddeeff";
+                // Unknown GUID without a token, malformed GUID, bad token: all refused.
+                assert!(matches!(accounts.authenticate_ves(guid, None).await, Err(AccountError::InvalidCredentials)));
+                assert!(matches!(accounts.authenticate_ves("xyz", Some(&token)).await, Err(AccountError::InvalidCredentials)));
+                assert!(matches!(
+                    accounts.authenticate_ves(guid, Some("00")).await,
+                    Err(AccountError::InvalidCredentials)
+                ));
+                let (ves, new) = accounts.authenticate_ves(guid, Some(&token)).await.expect("register");
+                assert!(new);
+                // Later connections authenticate with the GUID alone.
+                let (again, new) = accounts.authenticate_ves(guid, None).await.expect("reconnect");
+                assert!(!new);
+                assert_eq!(again.id, ves.id);
+
+                // Suspension blocks both.
+                accounts.set_license_suspended("acme", true, "admin:test").await.expect("suspend");
+                assert!(matches!(accounts.authenticate_ves(guid, None).await, Err(AccountError::Suspended)));
+                assert!(matches!(accounts.license_login("acme", "license-pass").await, Err(AccountError::Suspended)));
+                accounts.set_license_suspended("acme", false, "admin:test").await.expect("resume");
+                accounts.authenticate_ves(guid, None).await.expect("resumed");
+            }
+
+            #[tokio::test]
+            async fn seats_are_enforced_and_freed_by_delete() {
+                let accounts = Accounts::new(super::$backend(), policy()).expect("accounts");
+                let ves = registered_ves(&accounts, 2).await;
+                let (a, pw, lic) = accounts.provision_user(&ves, "A@Example.com", None, "Ann", "Lee").await.expect("a");
+                assert_eq!(a.email, "a@example.com");
+                assert_eq!(pw.as_deref().map(str::len), Some(12));
+                assert_eq!(lic.used_users, 1);
+                accounts.provision_user(&ves, "b@example.com", Some("given-password"), "Bo", "Yu").await.expect("b");
+                assert!(matches!(
+                    accounts.provision_user(&ves, "a@example.com", None, "Dup", "Dup").await,
+                    Err(AccountError::Conflict("email")) | Err(AccountError::SeatsFull { .. })
+                ));
+                assert!(matches!(
+                    accounts.provision_user(&ves, "c@example.com", None, "Cy", "Oz").await,
+                    Err(AccountError::SeatsFull { max: 2 })
+                ));
+                accounts.delete_user(ves.id, "a@example.com").await.expect("delete");
+                accounts.provision_user(&ves, "c@example.com", None, "Cy", "Oz").await.expect("seat freed");
+                assert!(matches!(
+                    accounts.provision_user(&ves, "not-an-address", None, "x", "y").await,
+                    Err(AccountError::Invalid(_))
+                ));
+                assert!(matches!(
+                    accounts.provision_user(&ves, "d@example.com", Some("short"), "x", "y").await,
+                    Err(AccountError::Invalid(_))
+                ));
+            }
+
+            #[tokio::test]
+            async fn activation_devices_and_revocation() {
+                let accounts = Accounts::new(super::$backend(), policy()).expect("accounts");
+                let ves = registered_ves(&accounts, 5).await;
+                accounts.provision_user(&ves, "bob@example.com", Some("bob-password"), "Bob", "Ng").await.expect("bob");
+
+                // Not activated yet: no MSISDN, no device.
+                assert!(matches!(
+                    accounts.activate_device("+15550100", "bob-password", None, None).await,
+                    Err(AccountError::InvalidCredentials)
+                ));
+                let user = accounts
+                    .activate_account("bob@example.com", "bob-password", "+15550100", "Europe/Paris")
+                    .await
+                    .expect("activate");
+                assert_eq!(user.status, UserStatus::Active);
+                assert_eq!(user.msisdn.as_deref(), Some("+15550100"));
+
+                let (device, credential, owner) = accounts
+                    .activate_device("+15550100", "bob-password", Some("phone"), Some("android"))
+                    .await
+                    .expect("device");
+                assert_eq!(owner.id, user.id);
+                let cred = hex::decode(&credential).expect("hex");
+                let auth = accounts.authenticate_device_token(device.id, &cred).await.expect("token auth");
+                assert_eq!(auth.ves_id, ves.id);
+                assert!(matches!(
+                    accounts.authenticate_device_token(device.id, &[0u8; 32]).await,
+                    Err(AccountError::InvalidCredentials)
+                ));
+                accounts
+                    .authenticate_device_password(device.id, "+15550100", "bob-password")
+                    .await
+                    .expect("password auth");
+                assert_eq!(accounts.store().devices_by_ves(ves.id).await.expect("devices").len(), 1);
+
+                // Password reset revokes the device at once.
+                let (_, generated, revoked) =
+                    accounts.reset_password(ves.id, "bob@example.com", None).await.expect("reset");
+                assert_eq!(revoked, vec![device.id]);
+                assert!(matches!(
+                    accounts.authenticate_device_token(device.id, &cred).await,
+                    Err(AccountError::Revoked)
+                ));
+                assert!(accounts.store().devices_by_ves(ves.id).await.expect("devices").is_empty());
+                let new_pw = generated.expect("generated");
+                accounts.check_login("+15550100", &new_pw).await.expect("msisdn login with new password");
+
+                // Another VES cannot touch this user.
+                let other = noc_protocol::VesId::random();
+                assert!(matches!(accounts.delete_user(other, "bob@example.com").await, Err(AccountError::NotFound)));
+                let (_, deleted) = accounts.delete_user(ves.id, "bob@example.com").await.expect("delete");
+                assert!(deleted.is_empty(), "already revoked devices are not reported twice");
+            }
+
+            #[tokio::test]
+            async fn lockout_after_repeated_failures() {
+                let accounts = Accounts::new(super::$backend(), policy()).expect("accounts");
+                let ves = registered_ves(&accounts, 5).await;
+                accounts.provision_user(&ves, "eve@example.com", Some("eve-password"), "Eve", "X").await.expect("eve");
+                for _ in 0..2 {
+                    assert!(matches!(
+                        accounts.check_login("eve@example.com", "wrong").await,
+                        Err(AccountError::InvalidCredentials)
+                    ));
+                }
+                assert!(matches!(accounts.check_login("eve@example.com", "wrong").await, Err(AccountError::LockedOut { .. })));
+                // Even the right password is refused while locked.
+                assert!(matches!(
+                    accounts.check_login("eve@example.com", "eve-password").await,
+                    Err(AccountError::LockedOut { .. })
+                ));
+                let audit = accounts.store().audit_log(50).await.expect("audit");
+                assert!(audit.iter().any(|e| e.action == "user.locked_out"));
+            }
+
+            #[tokio::test]
+            async fn msisdn_approval_list() {
+                let policy = AccountPolicy { msisdn_approval: MsisdnApproval::List, ..policy() };
+                let accounts = Accounts::new(super::$backend(), policy).expect("accounts");
+                let ves = registered_ves(&accounts, 5).await;
+                accounts.provision_user(&ves, "al@example.com", Some("al-password"), "Al", "B").await.expect("al");
+                assert!(matches!(
+                    accounts.activate_account("al@example.com", "al-password", "+4917000000", "UTC").await,
+                    Err(AccountError::MsisdnNotApproved)
+                ));
+                accounts.store().approve_msisdn("+4917000000", "csr:test", 0).await.expect("approve");
+                accounts.activate_account("al@example.com", "al-password", "+4917000000", "UTC").await.expect("ok");
+            }
+
+            #[tokio::test]
+            async fn msisdn_is_unique() {
+                let accounts = Accounts::new(super::$backend(), policy()).expect("accounts");
+                let ves = registered_ves(&accounts, 5).await;
+                accounts.provision_user(&ves, "x@example.com", Some("x-password"), "X", "X").await.expect("x");
+                accounts.provision_user(&ves, "y@example.com", Some("y-password"), "Y", "Y").await.expect("y");
+                accounts.activate_account("x@example.com", "x-password", "+3312345678", "UTC").await.expect("x");
+                assert!(matches!(
+                    accounts.activate_account("y@example.com", "y-password", "+3312345678", "UTC").await,
+                    Err(AccountError::Conflict("msisdn"))
+                ));
+            }
+        }
+    )* };
+}
+
+conformance!(sqlite);
+
+#[tokio::test]
+async fn sqlite_file_survives_reopen() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("noc.sqlite3");
+    {
+        let accounts = Accounts::new(Arc::new(SqliteStore::open(&path).expect("open")), policy()).expect("accounts");
+        accounts.create_license("persist", "persist-pass", 3, None, "admin:test").await.expect("create");
+    }
+    let store = SqliteStore::open(&path).expect("reopen");
+    let licenses = store.licenses().await.expect("list");
+    assert_eq!(licenses.len(), 1);
+    assert_eq!(licenses[0].name, "persist");
+}
