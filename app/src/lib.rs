@@ -1,1 +1,13 @@
-//! placeholder
+//! Assembles a relay node from its layers: configuration, the account store, the cluster
+//! backend, the session actors and the network edges.
+//!
+//! The `noc` binary is a thin command-line shell over this crate; tests and the load tool
+//! start nodes through [`Node::start`] the same way the binary does.
+
+pub mod admin;
+pub mod cert;
+pub mod config;
+mod node;
+
+pub use config::{Config, ConfigError};
+pub use node::{Node, NodeError};

@@ -1,1 +1,104 @@
-//! placeholder
+//! Where sessions live and how a frame reaches a session owned by another node.
+//!
+//! The relay routes by identity (VES id, device id). On one node every route is local; in
+//! a cluster the owner of a session can be any node, and frames for it travel over a bus.
+//! This crate is that seam: the [`Cluster`] trait (session ownership + per-node inbox),
+//! the messages that cross it ([`BusMessage`]) and an in-process implementation
+//! ([`MemoryHub`]) that is the single-node default and lets tests run several nodes in
+//! one process. The Redis implementation (registry keys with leases, pub/sub per node)
+//! plugs in behind the same trait.
+//!
+//! Delivery over the bus is at most once, like Redis pub/sub: correctness rests on the
+//! endpoints' end-to-end acknowledgements, never on the bus.
+
+mod memory;
+mod messages;
+mod sharded;
+
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use noc_protocol::{DeviceId, VesId};
+use thiserror::Error;
+use tokio::sync::mpsc;
+
+pub use memory::{MemoryCluster, MemoryHub};
+pub use messages::{BusMessage, DeviceItem, VesItem};
+pub use sharded::ShardedMap;
+
+/// A relay node's identity in the cluster.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NodeId(Arc<str>);
+
+impl NodeId {
+    pub fn new(id: impl Into<Arc<str>>) -> Self {
+        Self(id.into())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "NodeId({})", self.0)
+    }
+}
+
+/// A routable session identity.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SessionKey {
+    Ves(VesId),
+    Device(DeviceId),
+}
+
+/// Failures of the cluster layer.
+#[derive(Debug, Error)]
+pub enum ClusterError {
+    /// The target node has no inbox (gone, or never existed).
+    #[error("node {0} is not reachable")]
+    NodeUnreachable(NodeId),
+    /// The target node's inbox is full: it is overloaded.
+    #[error("inbox of node {0} is full")]
+    InboxFull(NodeId),
+    /// The backend (Redis) is unreachable.
+    #[error("cluster backend unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Session ownership and inter-node delivery.
+///
+/// `owner` is answered from local state so the per-frame path never waits on the network;
+/// `claim`/`release` may do I/O and happen once per session.
+#[async_trait]
+pub trait Cluster: Send + Sync + 'static {
+    fn node_id(&self) -> &NodeId;
+
+    /// Records this node as the owner of `key`. Returns the previous owner when it was
+    /// another node, which must then close its session (takeover).
+    async fn claim(&self, key: SessionKey) -> Result<Option<NodeId>, ClusterError>;
+
+    /// Drops this node's ownership of `key`, if it still holds it. Never blocks: a backend
+    /// that needs I/O queues the release (it runs from session destructors).
+    fn release(&self, key: SessionKey);
+
+    /// The node owning `key`, if any, from this node's view.
+    fn owner(&self, key: &SessionKey) -> Option<NodeId>;
+
+    /// Sends a message to another node's inbox. Never blocks; at most once.
+    fn publish(&self, node: &NodeId, msg: BusMessage) -> Result<(), ClusterError>;
+
+    /// This node's inbox; `None` after the first call.
+    fn take_inbox(&self) -> Option<mpsc::Receiver<BusMessage>>;
+
+    /// Whether the backend is reachable (readiness).
+    fn healthy(&self) -> bool;
+}

@@ -1,1 +1,57 @@
-//! placeholder
+//! The relay's network edges: the public HTTPS API (actix-web over rustls), the device
+//! channel listener (TLS over TCP), and the plain-HTTP admin listener.
+//!
+//! Handlers translate between the wire (see `docs/protocol.md`) and the account rules
+//! and session actors; they hold no state of their own beyond [`GatewayState`].
+//! Errors reaching a client are [`ApiError`]s: a stable code and a message that never
+//! reveals internals (store errors are logged, not returned).
+
+mod admin;
+mod device_listener;
+mod error;
+mod http;
+pub mod tls;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use noc_actors::{Router, RtsSessions, SessionConfig};
+use noc_storage::Accounts;
+
+pub use admin::admin_routes;
+pub use device_listener::DeviceListener;
+pub use error::ApiError;
+pub use http::public_routes;
+
+/// Settings of the edges that are not session limits.
+#[derive(Clone, Debug)]
+pub struct GatewayConfig {
+    /// Base of the URLs the relay hands out (`EventUrl`, activation link), e.g.
+    /// `https://relay.example.net:8443`: the load balancer's address in a cluster.
+    pub public_url: String,
+    /// Device-channel address told to devices at activation.
+    pub device_host: String,
+    pub device_port: u16,
+    /// Largest accepted HTTP request body.
+    pub max_body_bytes: usize,
+    /// Deadline for TLS accept, HELLO and AUTH on the device channel.
+    pub handshake_timeout: Duration,
+}
+
+/// Everything a handler may touch.
+#[derive(Clone)]
+pub struct GatewayState {
+    pub accounts: Accounts,
+    pub router: Arc<Router>,
+    pub rts: Arc<RtsSessions>,
+    pub sessions: Arc<SessionConfig>,
+    pub config: Arc<GatewayConfig>,
+    pub draining: Arc<AtomicBool>,
+}
+
+impl GatewayState {
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+}

@@ -1,1 +1,308 @@
-fn main() {}
+//! `noc`: the relay node and its bootstrap administration.
+//!
+//! A thin shell: parsing, logging, signals. Everything else is in `noc-app`.
+
+use std::io::BufRead;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand};
+use noc_app::admin::Admin;
+use noc_app::{Config, Node};
+
+#[derive(Parser)]
+#[command(name = "noc", version, about = "Carrier-grade push relay (NOC)")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args)]
+struct Common {
+    /// TOML configuration file (see examples/noc.toml). Keys can also be set with
+    /// NOC_<SECTION>__<KEY> environment variables.
+    #[arg(long, value_name = "FILE", env = "NOC_CONFIG")]
+    config: Option<PathBuf>,
+    /// Directory of the embedded store and generated certificate [default: ./noc-data].
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a relay node.
+    Serve {
+        #[command(flatten)]
+        common: Common,
+        /// Public HTTPS listener (RTS, activation) [default: 0.0.0.0:8443].
+        #[arg(long, value_name = "ADDR")]
+        http_listen: Option<SocketAddr>,
+        /// Device-channel TLS listener [default: 0.0.0.0:8444].
+        #[arg(long, value_name = "ADDR")]
+        device_listen: Option<SocketAddr>,
+        /// Plain-HTTP admin listener: /healthz, /readyz, /metrics [default: 127.0.0.1:9090].
+        #[arg(long, value_name = "ADDR")]
+        admin_listen: Option<SocketAddr>,
+        /// This node's id in a cluster [default: $HOSTNAME or random].
+        #[arg(long, value_name = "ID")]
+        node_id: Option<String>,
+    },
+    /// Bootstrap administration on a node's store (works while the node runs).
+    Admin {
+        #[command(flatten)]
+        common: Common,
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
+    /// Validate a configuration and print the effective values as TOML.
+    Config {
+        #[command(flatten)]
+        common: Common,
+    },
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// Enterprise licenses (white paper §3.4).
+    License {
+        #[command(subcommand)]
+        command: LicenseCommand,
+    },
+    /// Carrier approval of MSISDNs (with accounts.msisdn_approval = "list").
+    Msisdn {
+        #[command(subcommand)]
+        command: MsisdnCommand,
+    },
+    /// Show the newest audit-log entries (who did what, when).
+    Audit {
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
+}
+
+#[derive(Subcommand)]
+enum LicenseCommand {
+    /// Create a license.
+    Create {
+        #[arg(long)]
+        name: String,
+        /// License password (the VES administrator enters it at installation).
+        #[arg(long, conflicts_with = "password_stdin")]
+        password: Option<String>,
+        /// Read the password from the first line of standard input.
+        #[arg(long)]
+        password_stdin: bool,
+        /// Seats: users that may be provisioned over all VES installations of the license.
+        #[arg(long)]
+        max_users: u32,
+        /// The license expires this many days from now [default: never].
+        #[arg(long)]
+        expires_in_days: Option<u32>,
+    },
+    /// List licenses.
+    List {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Suspend a license: its VES sessions and users are refused.
+    Suspend {
+        #[arg(long)]
+        name: String,
+    },
+    /// Lift a suspension.
+    Resume {
+        #[arg(long)]
+        name: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum MsisdnCommand {
+    /// Approve an MSISDN for account activation.
+    Approve { msisdn: String },
+}
+
+fn load(common: &Common) -> Result<Config> {
+    let mut config = Config::load(common.config.as_deref())?;
+    if let Some(d) = &common.data_dir {
+        config.data_dir = d.clone();
+    }
+    Ok(config)
+}
+
+fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    match cli.command {
+        Command::Serve {
+            common,
+            http_listen,
+            device_listen,
+            admin_listen,
+            node_id,
+        } => {
+            let mut config = load(&common)?;
+            if let Some(a) = http_listen {
+                config.listen.http = a;
+            }
+            if let Some(a) = device_listen {
+                config.listen.device = a;
+            }
+            if let Some(a) = admin_listen {
+                config.listen.admin = a;
+            }
+            if node_id.is_some() {
+                config.node_id = node_id;
+            }
+            config.validate()?;
+            serve(&rt, config)
+        }
+        Command::Admin { common, command } => {
+            let config = load(&common)?;
+            rt.block_on(admin(config, command))
+        }
+        Command::Config { common } => {
+            let config = load(&common)?;
+            print!("{}", toml::to_string_pretty(&config)?);
+            Ok(())
+        }
+    }
+}
+
+fn serve(rt: &tokio::runtime::Runtime, config: Config) -> Result<()> {
+    let data_dir = config.data_dir.clone();
+    let mut node = Node::start(config).context("starting the relay")?;
+    println!(
+        "noc relay {} (node {})",
+        env!("CARGO_PKG_VERSION"),
+        node.node_id
+    );
+    println!("  data dir       {}", data_dir.display());
+    println!(
+        "  public HTTPS   {} (listening on {})",
+        node.public_url, node.http_addr
+    );
+    println!("  device channel {}", node.device_addr);
+    println!(
+        "  admin HTTP     http://{} (/healthz /readyz /metrics)",
+        node.admin_addr
+    );
+    println!(
+        "  TLS certificate {}{}",
+        node.cert_path.display(),
+        if node.cert_generated {
+            " (self-signed, generated now)"
+        } else {
+            ""
+        }
+    );
+    println!("  SHA-256 fingerprint {}", node.cert_fingerprint);
+    let stopper = node.stopper();
+    rt.block_on(async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        Ok::<_, std::io::Error>(())
+    })?;
+    tracing::info!("signal received: draining");
+    if let Some(stop) = stopper {
+        let _ = stop.send(());
+    }
+    node.wait();
+    Ok(())
+}
+
+async fn admin(config: Config, command: AdminCommand) -> Result<()> {
+    let admin = Admin::open(&config)?;
+    match command {
+        AdminCommand::License { command } => match command {
+            LicenseCommand::Create {
+                name,
+                password,
+                password_stdin,
+                max_users,
+                expires_in_days,
+            } => {
+                let password = match (password, password_stdin) {
+                    (Some(p), _) => p,
+                    (None, true) => {
+                        let mut line = String::new();
+                        std::io::stdin().lock().read_line(&mut line)?;
+                        line.trim_end_matches(['\r', '\n']).to_string()
+                    }
+                    (None, false) => bail!("give --password or --password-stdin"),
+                };
+                let l = admin
+                    .create_license(&name, &password, max_users, expires_in_days)
+                    .await?;
+                println!(
+                    "created license {} ({}) with {} seats",
+                    l.name, l.id, l.max_users
+                );
+            }
+            LicenseCommand::List { json } => {
+                let licenses = admin.licenses().await?;
+                if json {
+                    let rows: Vec<_> = licenses
+                        .iter()
+                        .map(|l| {
+                            serde_json::json!({
+                                "Id": l.id, "Name": l.name, "MaxUsers": l.max_users, "UsedUsers": l.used_users,
+                                "ExpiresAt": l.expires_at, "Suspended": l.suspended,
+                            })
+                        })
+                        .collect();
+                    println!("{}", serde_json::to_string_pretty(&rows)?);
+                } else {
+                    println!(
+                        "{:<24} {:>6} {:>6} {:<10} {}",
+                        "NAME", "USED", "MAX", "STATE", "ID"
+                    );
+                    for l in licenses {
+                        let state = if l.suspended { "suspended" } else { "active" };
+                        println!(
+                            "{:<24} {:>6} {:>6} {:<10} {}",
+                            l.name, l.used_users, l.max_users, state, l.id
+                        );
+                    }
+                }
+            }
+            LicenseCommand::Suspend { name } => {
+                admin.set_suspended(&name, true).await?;
+                println!("license {name} suspended");
+            }
+            LicenseCommand::Resume { name } => {
+                admin.set_suspended(&name, false).await?;
+                println!("license {name} resumed");
+            }
+        },
+        AdminCommand::Msisdn {
+            command: MsisdnCommand::Approve { msisdn },
+        } => {
+            admin.approve_msisdn(&msisdn).await?;
+            println!("MSISDN {msisdn} approved");
+        }
+        AdminCommand::Audit { limit } => {
+            for e in admin.audit(limit).await? {
+                println!(
+                    "{} {} {} {} {}",
+                    e.at, e.actor, e.action, e.subject, e.detail
+                );
+            }
+        }
+    }
+    Ok(())
+}

@@ -16,6 +16,7 @@ pub mod codes;
 pub mod device;
 pub mod ids;
 pub mod rts;
+pub mod secrets;
 
 pub use codes::{ApiErrorCode, CloseCode, UndeliverableReason};
 pub use ids::{DeviceId, LicenseId, UserId, VesId};

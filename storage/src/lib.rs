@@ -15,10 +15,12 @@ pub mod accounts;
 pub mod embedded;
 pub mod error;
 pub mod model;
-pub mod secrets;
+pub use noc_protocol::secrets;
 mod store;
 
-pub use accounts::{AccountError, AccountPolicy, Accounts, DeviceAuth, MsisdnApproval, PasswordHashing};
+pub use accounts::{
+    AccountError, AccountPolicy, Accounts, DeviceAuth, MsisdnApproval, PasswordHashing,
+};
 pub use embedded::SqliteStore;
 pub use error::StoreError;
 pub use model::*;

@@ -4,7 +4,8 @@
 use std::sync::Arc;
 
 use noc_storage::{
-    AccountError, AccountPolicy, Accounts, MsisdnApproval, PasswordHashing, SqliteStore, Store, UserStatus,
+    AccountError, AccountPolicy, Accounts, MsisdnApproval, PasswordHashing, SqliteStore, Store,
+    UserStatus,
 };
 
 /// Cheap hashing so the suite runs quickly; production parameters are tested elsewhere.
@@ -12,7 +13,11 @@ fn policy() -> AccountPolicy {
     AccountPolicy {
         lockout_threshold: 3,
         lockout_seconds: 60,
-        hashing: PasswordHashing { memory_kib: 64, iterations: 1, parallelism: 1 },
+        hashing: PasswordHashing {
+            memory_kib: 64,
+            iterations: 1,
+            parallelism: 1,
+        },
         ..AccountPolicy::default()
     }
 }
@@ -22,10 +27,19 @@ fn sqlite() -> Arc<dyn Store> {
 }
 
 async fn registered_ves(accounts: &Accounts, seats: u32) -> noc_storage::VesRecord {
-    accounts.create_license("acme", "license-pass", seats, None, "admin:test").await.expect("license");
-    let (token, _) = accounts.license_login("acme", "license-pass").await.expect("login");
+    accounts
+        .create_license("acme", "license-pass", seats, None, "admin:test")
+        .await
+        .expect("license");
+    let (token, _) = accounts
+        .license_login("acme", "license-pass")
+        .await
+        .expect("login");
     let guid = "0123456789abcdef0123456789abcdef";
-    let (ves, new) = accounts.authenticate_ves(guid, Some(&token)).await.expect("register");
+    let (ves, new) = accounts
+        .authenticate_ves(guid, Some(&token))
+        .await
+        .expect("register");
     assert!(new);
     ves
 }
@@ -81,27 +95,27 @@ macro_rules! conformance {
             async fn seats_are_enforced_and_freed_by_delete() {
                 let accounts = Accounts::new(super::$backend(), policy()).expect("accounts");
                 let ves = registered_ves(&accounts, 2).await;
-                let (a, pw, lic) = accounts.provision_user(&ves, "A@Example.com", None, "Ann", "Lee").await.expect("a");
+                let (a, pw, lic) = accounts.provision_user(ves.id, ves.license_id, "A@Example.com", None, "Ann", "Lee").await.expect("a");
                 assert_eq!(a.email, "a@example.com");
                 assert_eq!(pw.as_deref().map(str::len), Some(12));
                 assert_eq!(lic.used_users, 1);
-                accounts.provision_user(&ves, "b@example.com", Some("given-password"), "Bo", "Yu").await.expect("b");
+                accounts.provision_user(ves.id, ves.license_id, "b@example.com", Some("given-password"), "Bo", "Yu").await.expect("b");
                 assert!(matches!(
-                    accounts.provision_user(&ves, "a@example.com", None, "Dup", "Dup").await,
+                    accounts.provision_user(ves.id, ves.license_id, "a@example.com", None, "Dup", "Dup").await,
                     Err(AccountError::Conflict("email")) | Err(AccountError::SeatsFull { .. })
                 ));
                 assert!(matches!(
-                    accounts.provision_user(&ves, "c@example.com", None, "Cy", "Oz").await,
+                    accounts.provision_user(ves.id, ves.license_id, "c@example.com", None, "Cy", "Oz").await,
                     Err(AccountError::SeatsFull { max: 2 })
                 ));
                 accounts.delete_user(ves.id, "a@example.com").await.expect("delete");
-                accounts.provision_user(&ves, "c@example.com", None, "Cy", "Oz").await.expect("seat freed");
+                accounts.provision_user(ves.id, ves.license_id, "c@example.com", None, "Cy", "Oz").await.expect("seat freed");
                 assert!(matches!(
-                    accounts.provision_user(&ves, "not-an-address", None, "x", "y").await,
+                    accounts.provision_user(ves.id, ves.license_id, "not-an-address", None, "x", "y").await,
                     Err(AccountError::Invalid(_))
                 ));
                 assert!(matches!(
-                    accounts.provision_user(&ves, "d@example.com", Some("short"), "x", "y").await,
+                    accounts.provision_user(ves.id, ves.license_id, "d@example.com", Some("short"), "x", "y").await,
                     Err(AccountError::Invalid(_))
                 ));
             }
@@ -110,7 +124,7 @@ macro_rules! conformance {
             async fn activation_devices_and_revocation() {
                 let accounts = Accounts::new(super::$backend(), policy()).expect("accounts");
                 let ves = registered_ves(&accounts, 5).await;
-                accounts.provision_user(&ves, "bob@example.com", Some("bob-password"), "Bob", "Ng").await.expect("bob");
+                accounts.provision_user(ves.id, ves.license_id, "bob@example.com", Some("bob-password"), "Bob", "Ng").await.expect("bob");
 
                 // Not activated yet: no MSISDN, no device.
                 assert!(matches!(
@@ -165,7 +179,7 @@ macro_rules! conformance {
             async fn lockout_after_repeated_failures() {
                 let accounts = Accounts::new(super::$backend(), policy()).expect("accounts");
                 let ves = registered_ves(&accounts, 5).await;
-                accounts.provision_user(&ves, "eve@example.com", Some("eve-password"), "Eve", "X").await.expect("eve");
+                accounts.provision_user(ves.id, ves.license_id, "eve@example.com", Some("eve-password"), "Eve", "X").await.expect("eve");
                 for _ in 0..2 {
                     assert!(matches!(
                         accounts.check_login("eve@example.com", "wrong").await,
@@ -187,7 +201,7 @@ macro_rules! conformance {
                 let policy = AccountPolicy { msisdn_approval: MsisdnApproval::List, ..policy() };
                 let accounts = Accounts::new(super::$backend(), policy).expect("accounts");
                 let ves = registered_ves(&accounts, 5).await;
-                accounts.provision_user(&ves, "al@example.com", Some("al-password"), "Al", "B").await.expect("al");
+                accounts.provision_user(ves.id, ves.license_id, "al@example.com", Some("al-password"), "Al", "B").await.expect("al");
                 assert!(matches!(
                     accounts.activate_account("al@example.com", "al-password", "+4917000000", "UTC").await,
                     Err(AccountError::MsisdnNotApproved)
@@ -200,8 +214,8 @@ macro_rules! conformance {
             async fn msisdn_is_unique() {
                 let accounts = Accounts::new(super::$backend(), policy()).expect("accounts");
                 let ves = registered_ves(&accounts, 5).await;
-                accounts.provision_user(&ves, "x@example.com", Some("x-password"), "X", "X").await.expect("x");
-                accounts.provision_user(&ves, "y@example.com", Some("y-password"), "Y", "Y").await.expect("y");
+                accounts.provision_user(ves.id, ves.license_id, "x@example.com", Some("x-password"), "X", "X").await.expect("x");
+                accounts.provision_user(ves.id, ves.license_id, "y@example.com", Some("y-password"), "Y", "Y").await.expect("y");
                 accounts.activate_account("x@example.com", "x-password", "+3312345678", "UTC").await.expect("x");
                 assert!(matches!(
                     accounts.activate_account("y@example.com", "y-password", "+3312345678", "UTC").await,
@@ -219,8 +233,12 @@ async fn sqlite_file_survives_reopen() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("noc.sqlite3");
     {
-        let accounts = Accounts::new(Arc::new(SqliteStore::open(&path).expect("open")), policy()).expect("accounts");
-        accounts.create_license("persist", "persist-pass", 3, None, "admin:test").await.expect("create");
+        let accounts = Accounts::new(Arc::new(SqliteStore::open(&path).expect("open")), policy())
+            .expect("accounts");
+        accounts
+            .create_license("persist", "persist-pass", 3, None, "admin:test")
+            .await
+            .expect("create");
     }
     let store = SqliteStore::open(&path).expect("reopen");
     let licenses = store.licenses().await.expect("list");

@@ -1,4 +1,4 @@
-//! Random secrets and their hashes.
+//! Random secrets and their hashes, shared by the relay and the endpoints.
 //!
 //! Tokens the relay hands out (license-id tokens, device credentials, RTS keys) are 128 or
 //! 256 random bits, so a single SHA-256 is a sufficient one-way hash for them and costs

@@ -1,0 +1,528 @@
+//! The device session: one actor per authenticated device connection (white paper §7.2).
+//!
+//! The gateway does the TLS accept, hello and authentication under one deadline, then
+//! hands the connection here. From then on the actor is the connection's owner and read
+//! loop (frames arrive as a stream in its context), and a separate writer task is its send
+//! loop, draining a bounded queue. A device whose socket stops accepting bytes for the
+//! write-stall timeout is disconnected; frames still queued are bounced to their VES as
+//! undeliverable, so nothing accepted is lost silently.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use bytes::BytesMut;
+use noc_cluster::{DeviceItem, VesItem};
+use noc_protocol::device::{Frame, FrameCodec, FrameError};
+use noc_protocol::{CloseCode, DeviceId, UndeliverableReason, UserId, VesId};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::codec::FramedRead;
+
+use crate::metrics::{Direction, DropReason, SessionKind};
+use crate::router::{DeviceHandle, DeviceOut};
+use crate::{CloseSession, Router, SessionConfig};
+
+/// Most bytes the writer gathers before one write.
+const WRITE_BATCH_BYTES: usize = 64 * 1024;
+/// How long the final CLOSE frame and TLS close_notify may take.
+const CLOSE_WRITE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Who an authenticated device connection belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DeviceSessionInfo {
+    pub device_id: DeviceId,
+    pub user_id: UserId,
+    pub ves_id: VesId,
+}
+
+#[derive(Message)]
+#[rtype(result = "()")]
+struct WriterFailed {
+    code: CloseCode,
+}
+
+/// One actor per device connection.
+pub struct DeviceSession {
+    info: DeviceSessionInfo,
+    session: u64,
+    router: Arc<Router>,
+    cfg: Arc<SessionConfig>,
+    tx: mpsc::Sender<DeviceOut>,
+    shutdown: Option<oneshot::Sender<Option<Frame>>>,
+    rx_since_tick: bool,
+    silent_ticks: u32,
+    close: CloseSession,
+    /// Whether to send a CLOSE frame: not when the peer is already gone.
+    send_close: bool,
+}
+
+impl DeviceSession {
+    /// Runs an authenticated connection as a session on the current arbiter.
+    /// `read_buf` holds bytes the handshake already read past the AUTH frame.
+    pub fn start<S>(
+        io: S,
+        read_buf: BytesMut,
+        info: DeviceSessionInfo,
+        router: Arc<Router>,
+        cfg: Arc<SessionConfig>,
+    ) -> Addr<DeviceSession>
+    where
+        S: AsyncRead + AsyncWrite + Unpin + 'static,
+    {
+        let (reader, writer) = tokio::io::split(io);
+        let (tx, rx) = mpsc::channel(cfg.device_send_queue_frames.max(1));
+        let (shutdown_tx, shutdown_rx) = oneshot::channel();
+        let session = router.next_session_id();
+        DeviceSession::create(move |ctx| {
+            let mut framed = FramedRead::with_capacity(
+                reader,
+                FrameCodec::new(cfg.max_frame_bytes),
+                cfg.device_read_buffer_bytes,
+            );
+            framed.read_buffer_mut().extend_from_slice(&read_buf);
+            ctx.add_stream(framed);
+            actix::spawn(write_loop(
+                writer,
+                rx,
+                shutdown_rx,
+                cfg.device_write_stall_timeout,
+                ctx.address(),
+                router.clone(),
+                info.device_id,
+            ));
+            DeviceSession {
+                info,
+                session,
+                router,
+                cfg,
+                tx,
+                shutdown: Some(shutdown_tx),
+                rx_since_tick: false,
+                silent_ticks: 0,
+                close: CloseSession::new(CloseCode::Normal, "closed"),
+                send_close: true,
+            }
+        })
+    }
+
+    fn close(&mut self, ctx: &mut Context<Self>, code: CloseCode, message: impl Into<String>) {
+        self.close = CloseSession::new(code, message);
+        ctx.stop();
+    }
+
+    /// Queues a relay-originated notice for the device.
+    fn notice(&self, item: DeviceItem) {
+        if self.tx.try_send(DeviceOut::Item(item)).is_err() {
+            self.router.metrics().dropped(DropReason::ControlQueueFull);
+        }
+    }
+
+    fn tick(&mut self, ctx: &mut Context<Self>) {
+        if self.rx_since_tick {
+            self.silent_ticks = 0;
+        } else {
+            self.silent_ticks += 1;
+        }
+        self.rx_since_tick = false;
+        if self.cfg.device_heartbeat_interval * self.silent_ticks >= self.cfg.device_idle_timeout {
+            self.router.metrics().heartbeat_missed(SessionKind::Device);
+            tracing::debug!(device = %self.info.device_id, "device silent past idle timeout");
+            self.close(
+                ctx,
+                CloseCode::IdleTimeout,
+                "nothing received within the idle timeout",
+            );
+            return;
+        }
+        match self.tx.try_send(DeviceOut::Heartbeat) {
+            Ok(()) => self.router.metrics().heartbeat_sent(SessionKind::Device),
+            Err(_) => self.router.metrics().dropped(DropReason::ControlQueueFull),
+        }
+    }
+}
+
+impl Actor for DeviceSession {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        self.router.metrics().session_opened(SessionKind::Device);
+        let handle = DeviceHandle {
+            session: self.session,
+            user_id: self.info.user_id,
+            ves_id: self.info.ves_id,
+            tx: self.tx.clone(),
+            control: ctx.address().recipient(),
+        };
+        self.router.register_device(self.info.device_id, handle);
+        ctx.run_interval(self.cfg.device_heartbeat_interval, |act, ctx| act.tick(ctx));
+    }
+
+    fn stopped(&mut self, _ctx: &mut Context<Self>) {
+        let final_frame = self.send_close.then(|| Frame::Close {
+            code: self.close.code,
+            reconnect_after_ms: self.close.reconnect_after_ms,
+            message: std::mem::take(&mut self.close.message),
+        });
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(final_frame);
+        }
+    }
+}
+
+impl Drop for DeviceSession {
+    /// Runs after `stopped`, and also when a handler panicked: the registry never keeps a
+    /// dead session.
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(None);
+        }
+        self.router
+            .unregister_device(self.info.device_id, self.session);
+        self.router
+            .metrics()
+            .session_closed(SessionKind::Device, self.close.code);
+    }
+}
+
+impl StreamHandler<Result<Frame, FrameError>> for DeviceSession {
+    fn handle(&mut self, item: Result<Frame, FrameError>, ctx: &mut Context<Self>) {
+        self.rx_since_tick = true;
+        let frame = match item {
+            Ok(f) => f,
+            Err(FrameError::Io(_)) => {
+                self.send_close = false;
+                ctx.stop();
+                return;
+            }
+            Err(e) => {
+                tracing::debug!(device = %self.info.device_id, error = %e, "bad frame from device");
+                let code = e.close_code();
+                self.close(ctx, code, e.to_string());
+                return;
+            }
+        };
+        match frame {
+            Frame::Forward {
+                kind,
+                frame_id,
+                payload,
+            } => {
+                let item = VesItem::Frame {
+                    device_id: self.info.device_id,
+                    user_id: self.info.user_id,
+                    frame_id,
+                    kind,
+                    payload,
+                };
+                if let Err(reason) = self.router.device_to_ves(self.info.ves_id, item) {
+                    self.router
+                        .metrics()
+                        .undeliverable(Direction::DeviceToVes, reason);
+                    self.notice(DeviceItem::Undeliverable { frame_id, reason });
+                }
+            }
+            Frame::Ack { frame_id } => {
+                let item = VesItem::Ack {
+                    device_id: self.info.device_id,
+                    frame_id,
+                };
+                if self.router.device_to_ves(self.info.ves_id, item).is_err() {
+                    self.router.metrics().dropped(DropReason::SessionClosed);
+                }
+            }
+            Frame::Heartbeat => {}
+            Frame::Close { .. } => {
+                self.send_close = false;
+                ctx.stop();
+            }
+            other => {
+                let what = format!(
+                    "{:?} is not allowed after authentication",
+                    other.frame_type()
+                );
+                self.close(ctx, CloseCode::ProtocolViolation, what);
+            }
+        }
+    }
+
+    fn finished(&mut self, ctx: &mut Context<Self>) {
+        self.send_close = false;
+        ctx.stop();
+    }
+}
+
+impl Handler<CloseSession> for DeviceSession {
+    type Result = ();
+
+    fn handle(&mut self, msg: CloseSession, ctx: &mut Context<Self>) {
+        self.close = msg;
+        ctx.stop();
+    }
+}
+
+impl Handler<WriterFailed> for DeviceSession {
+    type Result = ();
+
+    fn handle(&mut self, msg: WriterFailed, ctx: &mut Context<Self>) {
+        if msg.code == CloseCode::SlowConsumer {
+            tracing::info!(device = %self.info.device_id, "device stopped reading; disconnecting (slow consumer)");
+        }
+        self.send_close = false;
+        self.close.code = msg.code;
+        ctx.stop();
+    }
+}
+
+fn encode_out(out: DeviceOut, buf: &mut BytesMut, router: &Router) {
+    match out {
+        DeviceOut::Heartbeat => Frame::Heartbeat.encode(buf),
+        DeviceOut::Item(DeviceItem::Forward {
+            kind,
+            frame_id,
+            payload,
+            ..
+        }) => {
+            let c = &router.metrics().ves_to_device;
+            c.frames.inc();
+            c.bytes.inc_by(payload.len() as u64);
+            Frame::Forward {
+                kind,
+                frame_id,
+                payload,
+            }
+            .encode(buf)
+        }
+        DeviceOut::Item(DeviceItem::Ack { frame_id }) => {
+            router.metrics().ves_to_device.acks.inc();
+            Frame::Ack { frame_id }.encode(buf)
+        }
+        DeviceOut::Item(DeviceItem::Undeliverable { frame_id, reason }) => {
+            Frame::Undeliverable { frame_id, reason }.encode(buf)
+        }
+    }
+}
+
+/// The send loop: drains the queue in batches, each write bounded by the stall timeout.
+async fn write_loop<W: AsyncWrite + Unpin>(
+    mut w: W,
+    mut rx: mpsc::Receiver<DeviceOut>,
+    mut shutdown: oneshot::Receiver<Option<Frame>>,
+    stall: Duration,
+    session: Addr<DeviceSession>,
+    router: Arc<Router>,
+    device_id: DeviceId,
+) {
+    let mut buf = BytesMut::new();
+    let failure = loop {
+        let first = tokio::select! {
+            biased;
+            last = &mut shutdown => {
+                if let Ok(Some(frame)) = last {
+                    buf.clear();
+                    frame.encode(&mut buf);
+                    let _ = tokio::time::timeout(CLOSE_WRITE_TIMEOUT, async {
+                        w.write_all(&buf).await?;
+                        w.flush().await
+                    })
+                    .await;
+                }
+                break None;
+            }
+            item = rx.recv() => match item {
+                Some(item) => item,
+                None => break None,
+            },
+        };
+        encode_out(first, &mut buf, &router);
+        while buf.len() < WRITE_BATCH_BYTES {
+            match rx.try_recv() {
+                Ok(item) => encode_out(item, &mut buf, &router),
+                Err(_) => break,
+            }
+        }
+        let write = tokio::time::timeout(stall, async {
+            w.write_all(&buf).await?;
+            w.flush().await
+        });
+        tokio::select! {
+            biased;
+            _ = &mut shutdown => break None,
+            r = write => match r {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => break Some(CloseCode::Normal),
+                Err(_) => break Some(CloseCode::SlowConsumer),
+            },
+        }
+        buf.clear();
+        if buf.capacity() > WRITE_BATCH_BYTES {
+            // Give back memory after a burst: idle sessions should stay small.
+            buf = BytesMut::new();
+        }
+    };
+    if let Some(code) = failure {
+        session.do_send(WriterFailed { code });
+    }
+    rx.close();
+    while let Ok(out) = rx.try_recv() {
+        if let DeviceOut::Item(DeviceItem::Forward {
+            origin, frame_id, ..
+        }) = out
+        {
+            router.metrics().dropped(DropReason::SessionClosed);
+            router.bounce_to_ves_sender(
+                origin,
+                device_id,
+                frame_id,
+                UndeliverableReason::PeerDisconnected,
+            );
+        }
+    }
+    let _ = tokio::time::timeout(CLOSE_WRITE_TIMEOUT, w.shutdown()).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_util::{SinkExt, StreamExt};
+    use noc_cluster::{MemoryCluster, NodeId};
+    use tokio_util::codec::Framed;
+
+    use crate::Metrics;
+
+    fn setup(
+        cfg: SessionConfig,
+    ) -> (
+        Arc<Router>,
+        Arc<Metrics>,
+        Arc<SessionConfig>,
+        DeviceSessionInfo,
+    ) {
+        let metrics = Arc::new(Metrics::new());
+        let cluster = Arc::new(MemoryCluster::single(NodeId::new("test"), 16));
+        let router = Router::new(cluster, metrics.clone());
+        let info = DeviceSessionInfo {
+            device_id: DeviceId::random(),
+            user_id: UserId::random(),
+            ves_id: VesId::random(),
+        };
+        (router, metrics, Arc::new(cfg), info)
+    }
+
+    fn timing() -> SessionConfig {
+        SessionConfig {
+            device_heartbeat_interval: Duration::from_secs(10),
+            device_idle_timeout: Duration::from_secs(30),
+            ..SessionConfig::default()
+        }
+    }
+
+    #[actix_rt::test]
+    async fn silent_device_is_dropped_after_the_idle_timeout() {
+        tokio::time::pause();
+        let (router, metrics, cfg, info) = setup(timing());
+        let (relay_side, device_side) = tokio::io::duplex(64 * 1024);
+        DeviceSession::start(relay_side, BytesMut::new(), info, router.clone(), cfg);
+        let mut device = FramedRead::new(device_side, FrameCodec::default());
+        let started = tokio::time::Instant::now();
+        let mut heartbeats = 0;
+        loop {
+            match device.next().await {
+                Some(Ok(Frame::Heartbeat)) => heartbeats += 1,
+                Some(Ok(Frame::Close { code, .. })) => {
+                    assert_eq!(code, CloseCode::IdleTimeout);
+                    break;
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        let waited = started.elapsed();
+        assert!(
+            waited >= Duration::from_secs(30) && waited <= Duration::from_secs(40),
+            "closed after {waited:?}"
+        );
+        assert_eq!(heartbeats, 2, "heartbeats at 10 s and 20 s, close at 30 s");
+        assert!(
+            device.next().await.is_none(),
+            "connection closed after CLOSE"
+        );
+        tokio::task::yield_now().await;
+        assert_eq!(
+            metrics.value("noc_heartbeats_missed_total", &[("kind", "device")]),
+            1.0
+        );
+        assert_eq!(metrics.value("noc_sessions", &[("kind", "device")]), 0.0);
+        assert!(router.device_session(info.device_id).is_none());
+    }
+
+    #[actix_rt::test]
+    async fn a_device_that_sends_heartbeats_stays_connected() {
+        tokio::time::pause();
+        let (router, metrics, cfg, info) = setup(timing());
+        let (relay_side, device_side) = tokio::io::duplex(64 * 1024);
+        DeviceSession::start(relay_side, BytesMut::new(), info, router.clone(), cfg);
+        let mut device = Framed::new(device_side, FrameCodec::default());
+        for _ in 0..10 {
+            tokio::time::sleep(Duration::from_secs(8)).await;
+            device.send(Frame::Heartbeat).await.expect("send heartbeat");
+        }
+        // 80 s later, well past the 30 s idle timeout: still registered.
+        assert!(router.device_session(info.device_id).is_some());
+        assert_eq!(
+            metrics.value("noc_heartbeats_missed_total", &[("kind", "device")]),
+            0.0
+        );
+        let mut seen = 0;
+        while let Ok(Some(Ok(frame))) =
+            tokio::time::timeout(Duration::from_millis(1), device.next()).await
+        {
+            assert_eq!(frame, Frame::Heartbeat);
+            seen += 1;
+        }
+        assert!(seen >= 7, "relay heartbeats kept coming ({seen})");
+    }
+
+    #[actix_rt::test]
+    async fn a_second_session_for_the_same_device_replaces_the_first() {
+        let (router, metrics, cfg, info) = setup(SessionConfig::default());
+        let (relay_a, device_a) = tokio::io::duplex(4096);
+        DeviceSession::start(relay_a, BytesMut::new(), info, router.clone(), cfg.clone());
+        let mut first = FramedRead::new(device_a, FrameCodec::default());
+        tokio::task::yield_now().await;
+        let (relay_b, _device_b) = tokio::io::duplex(4096);
+        DeviceSession::start(relay_b, BytesMut::new(), info, router.clone(), cfg);
+        match first.next().await {
+            Some(Ok(Frame::Close { code, .. })) => assert_eq!(code, CloseCode::Replaced),
+            other => panic!("expected CLOSE replaced, got {other:?}"),
+        }
+        tokio::task::yield_now().await;
+        assert_eq!(
+            metrics.value("noc_sessions_replaced_total", &[("kind", "device")]),
+            1.0
+        );
+        assert_eq!(metrics.value("noc_sessions", &[("kind", "device")]), 1.0);
+        assert_eq!(router.device_sessions(), 1);
+    }
+
+    #[actix_rt::test]
+    async fn garbage_after_auth_closes_with_a_clear_code() {
+        let (router, _metrics, cfg, info) = setup(SessionConfig {
+            max_frame_bytes: 1024,
+            ..SessionConfig::default()
+        });
+        let (relay_side, mut device_side) = tokio::io::duplex(4096);
+        DeviceSession::start(relay_side, BytesMut::new(), info, router.clone(), cfg);
+        device_side
+            .write_all(&[0, 0, 0x10, 0, 0x10])
+            .await
+            .expect("write oversized prefix");
+        let mut device = FramedRead::new(device_side, FrameCodec::default());
+        match device.next().await {
+            Some(Ok(Frame::Close { code, message, .. })) => {
+                assert_eq!(code, CloseCode::FrameTooLarge);
+                assert!(message.contains("exceeds"), "{message}");
+            }
+            other => panic!("expected CLOSE, got {other:?}"),
+        }
+    }
+}

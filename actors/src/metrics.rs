@@ -1,0 +1,418 @@
+//! The relay's Prometheus metrics.
+//!
+//! Names follow `noc_<noun>_<verb>_total` for counters, units in names, and only bounded
+//! label sets (`kind`, `direction`, `reason`/`code` from fixed enums): never an identity.
+//! Counters on the per-frame path are resolved to their label children once, here, so a
+//! relayed frame costs an atomic add, not a label lookup.
+
+use noc_protocol::{CloseCode, UndeliverableReason};
+use prometheus::{
+    Encoder, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+/// Session kinds, the `kind` label.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SessionKind {
+    Ves,
+    Device,
+}
+
+impl SessionKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SessionKind::Ves => "ves",
+            SessionKind::Device => "device",
+        }
+    }
+}
+
+/// Relay directions, the `direction` label.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    DeviceToVes,
+    VesToDevice,
+}
+
+impl Direction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::DeviceToVes => "device_to_ves",
+            Direction::VesToDevice => "ves_to_device",
+        }
+    }
+}
+
+/// Why a frame the relay had accepted was dropped inside it (the sender is told with an
+/// undeliverable notice wherever it can be reached).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DropReason {
+    /// The target's bounded queue was full when the frame arrived.
+    QueueFull,
+    /// The target session ended with the frame still queued.
+    SessionClosed,
+    /// A relay-originated control frame (heartbeat, notice) found the queue full.
+    ControlQueueFull,
+    /// The bus to another node refused the message.
+    BusUnavailable,
+}
+
+impl DropReason {
+    pub const ALL: [DropReason; 4] = [
+        DropReason::QueueFull,
+        DropReason::SessionClosed,
+        DropReason::ControlQueueFull,
+        DropReason::BusUnavailable,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DropReason::QueueFull => "queue_full",
+            DropReason::SessionClosed => "session_closed",
+            DropReason::ControlQueueFull => "control_queue_full",
+            DropReason::BusUnavailable => "bus_unavailable",
+        }
+    }
+}
+
+/// Per-direction counters resolved once.
+pub struct DirectionCounters {
+    pub frames: IntCounter,
+    pub bytes: IntCounter,
+    pub acks: IntCounter,
+}
+
+/// Every metric of a node, registered in its own [`Registry`].
+pub struct Metrics {
+    registry: Registry,
+    sessions: IntGaugeVec,
+    sessions_opened: IntCounterVec,
+    sessions_closed: IntCounterVec,
+    sessions_replaced: IntCounterVec,
+    undeliverable: IntCounterVec,
+    dropped: IntCounterVec,
+    auth_failures: IntCounterVec,
+    heartbeats_missed: IntCounterVec,
+    heartbeats_sent: IntCounterVec,
+    connections_rejected: IntCounterVec,
+    pub device_to_ves: DirectionCounters,
+    pub ves_to_device: DirectionCounters,
+    pub bus_sent: IntCounter,
+    pub bus_received: IntCounter,
+    pub rts_pending_params: IntGauge,
+    pub draining: IntGauge,
+}
+
+fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("static metric definition");
+    registry
+        .register(Box::new(c.clone()))
+        .expect("metric registered once");
+    c
+}
+
+fn gauge_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("static metric definition");
+    registry
+        .register(Box::new(g.clone()))
+        .expect("metric registered once");
+    g
+}
+
+fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
+    let g = IntGauge::new(name, help).expect("static metric definition");
+    registry
+        .register(Box::new(g.clone()))
+        .expect("metric registered once");
+    g
+}
+
+fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
+    let c = IntCounter::new(name, help).expect("static metric definition");
+    registry
+        .register(Box::new(c.clone()))
+        .expect("metric registered once");
+    c
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let r = Registry::new();
+        let info = gauge_vec(
+            &r,
+            "noc_build_info",
+            "Build information of the running relay; always 1.",
+            &["version"],
+        );
+        info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        let sessions = gauge_vec(
+            &r,
+            "noc_sessions",
+            "Live authenticated sessions on this node.",
+            &["kind"],
+        );
+        let sessions_opened = counter_vec(
+            &r,
+            "noc_sessions_opened_total",
+            "Sessions authenticated on this node.",
+            &["kind"],
+        );
+        let sessions_closed = counter_vec(
+            &r,
+            "noc_sessions_closed_total",
+            "Sessions ended on this node, by close code.",
+            &["kind", "code"],
+        );
+        let sessions_replaced = counter_vec(
+            &r,
+            "noc_sessions_replaced_total",
+            "Sessions closed because a newer session for the same identity took over.",
+            &["kind"],
+        );
+        let frames = counter_vec(
+            &r,
+            "noc_frames_relayed_total",
+            "Opaque frames relayed, by direction.",
+            &["direction"],
+        );
+        let bytes = counter_vec(
+            &r,
+            "noc_payload_relayed_bytes_total",
+            "Payload bytes of relayed frames, by direction.",
+            &["direction"],
+        );
+        let acks = counter_vec(
+            &r,
+            "noc_acks_relayed_total",
+            "End-to-end acknowledgements relayed, by direction.",
+            &["direction"],
+        );
+        let undeliverable = counter_vec(
+            &r,
+            "noc_frames_undeliverable_total",
+            "Frames answered with an undeliverable notice, by direction and reason.",
+            &["direction", "reason"],
+        );
+        let dropped = counter_vec(
+            &r,
+            "noc_frames_dropped_total",
+            "Frames or control messages dropped inside the relay, by reason.",
+            &["reason"],
+        );
+        let auth_failures = counter_vec(
+            &r,
+            "noc_auth_failures_total",
+            "Refused authentications, by credential kind and reason.",
+            &["kind", "reason"],
+        );
+        let heartbeats_missed = counter_vec(
+            &r,
+            "noc_heartbeats_missed_total",
+            "Sessions dropped because the peer was silent past its idle timeout.",
+            &["kind"],
+        );
+        let heartbeats_sent = counter_vec(
+            &r,
+            "noc_heartbeats_sent_total",
+            "Heartbeats sent to peers.",
+            &["kind"],
+        );
+        let connections_rejected = counter_vec(
+            &r,
+            "noc_connections_rejected_total",
+            "Device-channel connections closed before authentication, by reason.",
+            &["reason"],
+        );
+        let bus_sent = counter(
+            &r,
+            "noc_bus_messages_sent_total",
+            "Messages published to other nodes.",
+        );
+        let bus_received = counter(
+            &r,
+            "noc_bus_messages_received_total",
+            "Messages received from other nodes.",
+        );
+        let rts_pending_params = gauge(
+            &r,
+            "noc_rts_pending_params",
+            "RTS connect parameters issued and not yet used or expired.",
+        );
+        let draining = gauge(
+            &r,
+            "noc_draining",
+            "1 while the node drains before shutdown.",
+        );
+
+        for kind in [SessionKind::Ves, SessionKind::Device] {
+            sessions.with_label_values(&[kind.as_str()]).set(0);
+            sessions_opened.with_label_values(&[kind.as_str()]);
+            sessions_replaced.with_label_values(&[kind.as_str()]);
+            heartbeats_sent.with_label_values(&[kind.as_str()]);
+        }
+        heartbeats_missed.with_label_values(&["device"]);
+        for d in [Direction::DeviceToVes, Direction::VesToDevice] {
+            for reason in [
+                UndeliverableReason::PeerOffline,
+                UndeliverableReason::QueueFull,
+            ] {
+                undeliverable.with_label_values(&[d.as_str(), reason.as_str()]);
+            }
+        }
+        for reason in DropReason::ALL {
+            dropped.with_label_values(&[reason.as_str()]);
+        }
+        let per = |d: Direction| DirectionCounters {
+            frames: frames.with_label_values(&[d.as_str()]),
+            bytes: bytes.with_label_values(&[d.as_str()]),
+            acks: acks.with_label_values(&[d.as_str()]),
+        };
+        Self {
+            device_to_ves: per(Direction::DeviceToVes),
+            ves_to_device: per(Direction::VesToDevice),
+            registry: r,
+            sessions,
+            sessions_opened,
+            sessions_closed,
+            sessions_replaced,
+            undeliverable,
+            dropped,
+            auth_failures,
+            heartbeats_missed,
+            heartbeats_sent,
+            connections_rejected,
+            bus_sent,
+            bus_received,
+            rts_pending_params,
+            draining,
+        }
+    }
+
+    pub fn direction(&self, d: Direction) -> &DirectionCounters {
+        match d {
+            Direction::DeviceToVes => &self.device_to_ves,
+            Direction::VesToDevice => &self.ves_to_device,
+        }
+    }
+
+    pub fn session_opened(&self, kind: SessionKind) {
+        self.sessions.with_label_values(&[kind.as_str()]).inc();
+        self.sessions_opened
+            .with_label_values(&[kind.as_str()])
+            .inc();
+    }
+
+    pub fn session_closed(&self, kind: SessionKind, code: CloseCode) {
+        self.sessions.with_label_values(&[kind.as_str()]).dec();
+        self.sessions_closed
+            .with_label_values(&[kind.as_str(), code.as_str()])
+            .inc();
+    }
+
+    pub fn session_replaced(&self, kind: SessionKind) {
+        self.sessions_replaced
+            .with_label_values(&[kind.as_str()])
+            .inc();
+    }
+
+    pub fn live_sessions(&self, kind: SessionKind) -> i64 {
+        self.sessions.with_label_values(&[kind.as_str()]).get()
+    }
+
+    pub fn undeliverable(&self, direction: Direction, reason: UndeliverableReason) {
+        self.undeliverable
+            .with_label_values(&[direction.as_str(), reason.as_str()])
+            .inc();
+    }
+
+    pub fn dropped(&self, reason: DropReason) {
+        self.dropped.with_label_values(&[reason.as_str()]).inc();
+    }
+
+    /// `kind`: `license`, `ves`, `account`, `device`. `reason`: a fixed snake_case word.
+    pub fn auth_failure(&self, kind: &'static str, reason: &'static str) {
+        self.auth_failures.with_label_values(&[kind, reason]).inc();
+    }
+
+    pub fn heartbeat_missed(&self, kind: SessionKind) {
+        self.heartbeats_missed
+            .with_label_values(&[kind.as_str()])
+            .inc();
+    }
+
+    pub fn heartbeat_sent(&self, kind: SessionKind) {
+        self.heartbeats_sent
+            .with_label_values(&[kind.as_str()])
+            .inc();
+    }
+
+    pub fn connection_rejected(&self, reason: &'static str) {
+        self.connections_rejected.with_label_values(&[reason]).inc();
+    }
+
+    /// Value of a counter or gauge by name and labels, for tests and the load tool.
+    pub fn value(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        self.registry
+            .gather()
+            .iter()
+            .filter(|f| f.name() == name)
+            .flat_map(|f| {
+                let is_counter = f.get_field_type() == prometheus::proto::MetricType::COUNTER;
+                f.get_metric().iter().map(move |m| (is_counter, m))
+            })
+            .filter(|(_, m)| {
+                labels.iter().all(|(k, v)| {
+                    m.get_label()
+                        .iter()
+                        .any(|l| l.name() == *k && l.value() == *v)
+                })
+            })
+            .map(|(is_counter, m)| {
+                if is_counter {
+                    m.get_counter().get_value()
+                } else {
+                    m.get_gauge().get_value()
+                }
+            })
+            .sum()
+    }
+
+    /// The Prometheus text exposition (format 0.0.4).
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut buf) {
+            tracing::error!(error = %e, "metrics encoding failed");
+        }
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_help_and_types() {
+        let m = Metrics::new();
+        m.session_opened(SessionKind::Device);
+        m.device_to_ves.frames.inc();
+        m.undeliverable(Direction::VesToDevice, UndeliverableReason::UnknownPeer);
+        let text = m.render();
+        assert!(text.contains("# HELP noc_frames_relayed_total"));
+        assert!(text.contains("# TYPE noc_sessions gauge"));
+        assert!(text.contains("noc_frames_relayed_total{direction=\"device_to_ves\"} 1"));
+        assert_eq!(m.value("noc_sessions", &[("kind", "device")]), 1.0);
+        assert_eq!(
+            m.value(
+                "noc_frames_undeliverable_total",
+                &[("reason", "unknown_peer")]
+            ),
+            1.0
+        );
+    }
+}

@@ -1,0 +1,491 @@
+//! The session tables of a node and every way a frame can move between sessions.
+//!
+//! Delivery is a table lookup and a `try_send` on the target's bounded queue, done on the
+//! sender's thread: no actor round trip, no store access, no waiting. A full queue or an
+//! absent target is reported to the caller at once as an [`UndeliverableReason`], so the
+//! sending endpoint can keep the frame and retry (the relay stores nothing). Targets owned
+//! by another node are reached through the [`Cluster`] bus.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use actix::Recipient;
+use noc_cluster::{BusMessage, Cluster, DeviceItem, SessionKey, ShardedMap, VesItem};
+use noc_protocol::rts::Command;
+use noc_protocol::{CloseCode, DeviceId, UndeliverableReason, UserId, VesId};
+use tokio::sync::mpsc;
+
+use crate::CloseSession;
+use crate::metrics::{Direction, DropReason, Metrics, SessionKind};
+use crate::ves::{VesShared, VesUserState};
+
+/// What a device session's writer sends.
+#[derive(Debug)]
+pub enum DeviceOut {
+    Item(DeviceItem),
+    Heartbeat,
+}
+
+/// A live device session as the router sees it.
+#[derive(Clone)]
+pub struct DeviceHandle {
+    /// Distinguishes this session from an earlier or later one of the same device.
+    pub session: u64,
+    pub user_id: UserId,
+    pub ves_id: VesId,
+    pub tx: mpsc::Sender<DeviceOut>,
+    pub control: Recipient<CloseSession>,
+}
+
+/// A live VES session as the router sees it.
+#[derive(Clone)]
+pub struct VesHandle {
+    pub shared: Arc<VesShared>,
+    pub control: Recipient<CloseSession>,
+}
+
+/// The node's routing state. Shared by every worker thread.
+pub struct Router {
+    cluster: Arc<dyn Cluster>,
+    devices: ShardedMap<DeviceId, DeviceHandle>,
+    ves: ShardedMap<VesId, VesHandle>,
+    device_count: AtomicUsize,
+    metrics: Arc<Metrics>,
+    session_seq: AtomicU64,
+}
+
+impl Router {
+    pub fn new(cluster: Arc<dyn Cluster>, metrics: Arc<Metrics>) -> Arc<Self> {
+        Arc::new(Self {
+            cluster,
+            devices: ShardedMap::new(),
+            ves: ShardedMap::new(),
+            device_count: AtomicUsize::new(0),
+            metrics,
+            session_seq: AtomicU64::new(1),
+        })
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    pub fn cluster(&self) -> &Arc<dyn Cluster> {
+        &self.cluster
+    }
+
+    pub fn next_session_id(&self) -> u64 {
+        self.session_seq.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Authenticated device sessions on this node.
+    pub fn device_sessions(&self) -> usize {
+        self.device_count.load(Ordering::Relaxed)
+    }
+
+    pub fn ves_session(&self, ves_id: VesId) -> Option<VesHandle> {
+        self.ves.with(&ves_id, |h| h.cloned())
+    }
+
+    pub fn device_session(&self, device_id: DeviceId) -> Option<DeviceHandle> {
+        self.devices.with(&device_id, |h| h.cloned())
+    }
+
+    // -- registration -----------------------------------------------------------------
+
+    /// Makes `handle` the device's session. An older local session is closed (`replaced`);
+    /// an older session on another node is closed through the bus once the claim lands.
+    pub fn register_device(self: &Arc<Self>, device_id: DeviceId, handle: DeviceHandle) {
+        let (ves_id, user_id) = (handle.ves_id, handle.user_id);
+        match self.devices.insert(device_id, handle) {
+            Some(old) => {
+                self.metrics.session_replaced(SessionKind::Device);
+                old.control.do_send(CloseSession::new(
+                    CloseCode::Replaced,
+                    "a newer session for this device took over",
+                ));
+            }
+            None => {
+                self.device_count.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.claim(SessionKey::Device(device_id), SessionKind::Device);
+        self.notify_ves(
+            ves_id,
+            VesItem::Command(Command::DevicePresence {
+                device_id,
+                user_id,
+                online: true,
+            }),
+        );
+    }
+
+    /// Removes the device's session if it is still `session` (not already replaced).
+    pub fn unregister_device(&self, device_id: DeviceId, session: u64) {
+        if let Some(h) = self.devices.remove_if(&device_id, |h| h.session == session) {
+            self.device_count.fetch_sub(1, Ordering::Relaxed);
+            self.release(SessionKey::Device(device_id));
+            self.notify_ves(
+                h.ves_id,
+                VesItem::Command(Command::DevicePresence {
+                    device_id,
+                    user_id: h.user_id,
+                    online: false,
+                }),
+            );
+        }
+    }
+
+    /// Makes `handle` the VES's session; an older one is closed (`replaced`).
+    pub fn register_ves(self: &Arc<Self>, handle: VesHandle) {
+        let ves_id = handle.shared.ves_id;
+        if let Some(old) = self.ves.insert(ves_id, handle) {
+            self.metrics.session_replaced(SessionKind::Ves);
+            old.control.do_send(CloseSession::new(
+                CloseCode::Replaced,
+                "a newer RTS session for this VES took over",
+            ));
+        }
+        self.claim(SessionKey::Ves(ves_id), SessionKind::Ves);
+    }
+
+    pub fn unregister_ves(&self, ves_id: VesId, session: u64) {
+        if self
+            .ves
+            .remove_if(&ves_id, |h| h.shared.session == session)
+            .is_some()
+        {
+            self.release(SessionKey::Ves(ves_id));
+        }
+    }
+
+    fn claim(self: &Arc<Self>, key: SessionKey, kind: SessionKind) {
+        let this = self.clone();
+        actix::spawn(async move {
+            match this.cluster.claim(key).await {
+                Ok(Some(previous)) => {
+                    this.metrics.session_replaced(kind);
+                    let msg = BusMessage::Close {
+                        key,
+                        code: CloseCode::Replaced,
+                    };
+                    if this.cluster.publish(&previous, msg).is_ok() {
+                        this.metrics.bus_sent.inc();
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, ?key, "session claim failed; routing stays local")
+                }
+            }
+        });
+    }
+
+    fn release(&self, key: SessionKey) {
+        self.cluster.release(key);
+    }
+
+    // -- delivery ---------------------------------------------------------------------
+
+    /// Device → VES: a frame, ack or notice for the VES session `ves_id`.
+    pub fn device_to_ves(&self, ves_id: VesId, item: VesItem) -> Result<(), UndeliverableReason> {
+        if let Some(shared) = self.ves.with(&ves_id, |h| h.map(|h| h.shared.clone())) {
+            return shared.enqueue(item, &self.metrics);
+        }
+        self.publish_to_owner(SessionKey::Ves(ves_id), BusMessage::ToVes { ves_id, item })
+    }
+
+    /// VES → device, with the ownership check (white paper §8.9 item 5): a VES reaches
+    /// only devices of the users it provisioned.
+    pub fn ves_to_device(
+        &self,
+        from: &VesShared,
+        device_id: DeviceId,
+        item: DeviceItem,
+    ) -> Result<(), UndeliverableReason> {
+        if !from.owns_device(device_id) {
+            let other = self.devices.with(&device_id, |h| h.map(|h| h.ves_id));
+            return Err(if other.is_some() {
+                UndeliverableReason::NotOwned
+            } else {
+                UndeliverableReason::UnknownPeer
+            });
+        }
+        self.deliver_to_device(device_id, Some(from.ves_id), item)
+    }
+
+    /// Queues `item` on the device's session here or on its owner node.
+    fn deliver_to_device(
+        &self,
+        device_id: DeviceId,
+        from: Option<VesId>,
+        item: DeviceItem,
+    ) -> Result<(), UndeliverableReason> {
+        let tx = self.devices.with(&device_id, |h| {
+            h.map(|h| {
+                if from.is_some_and(|v| v != h.ves_id) {
+                    Err(UndeliverableReason::NotOwned)
+                } else {
+                    Ok(h.tx.clone())
+                }
+            })
+        });
+        match tx {
+            Some(Ok(tx)) => tx.try_send(DeviceOut::Item(item)).map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => {
+                    self.metrics.dropped(DropReason::QueueFull);
+                    UndeliverableReason::QueueFull
+                }
+                mpsc::error::TrySendError::Closed(_) => UndeliverableReason::PeerOffline,
+            }),
+            Some(Err(reason)) => Err(reason),
+            None => self.publish_to_owner(
+                SessionKey::Device(device_id),
+                BusMessage::ToDevice { device_id, item },
+            ),
+        }
+    }
+
+    fn publish_to_owner(
+        &self,
+        key: SessionKey,
+        msg: BusMessage,
+    ) -> Result<(), UndeliverableReason> {
+        match self.cluster.owner(&key) {
+            Some(node) if node != *self.cluster.node_id() => match self.cluster.publish(&node, msg)
+            {
+                Ok(()) => {
+                    self.metrics.bus_sent.inc();
+                    Ok(())
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, ?key, "bus publish failed");
+                    self.metrics.dropped(DropReason::BusUnavailable);
+                    Err(UndeliverableReason::PeerOffline)
+                }
+            },
+            _ => Err(UndeliverableReason::PeerOffline),
+        }
+    }
+
+    /// Best-effort notice to a device (an ack, or an undeliverable for its own frame).
+    pub fn notify_device(&self, device_id: DeviceId, item: DeviceItem) {
+        if self.deliver_to_device(device_id, None, item).is_err() {
+            // The device is gone too; it will time out and resend on its own.
+            self.metrics.dropped(DropReason::SessionClosed);
+        }
+    }
+
+    /// Best-effort command to a VES (presence, activation, revocation).
+    pub fn notify_ves(&self, ves_id: VesId, item: VesItem) {
+        let _ = self.device_to_ves(ves_id, item);
+    }
+
+    /// Tells the sender of `item` that it will not arrive. Used when a queue holding
+    /// accepted frames is dropped.
+    pub fn bounce_to_device_sender(
+        &self,
+        device_id: DeviceId,
+        frame_id: u64,
+        reason: UndeliverableReason,
+    ) {
+        self.metrics.undeliverable(Direction::DeviceToVes, reason);
+        self.notify_device(device_id, DeviceItem::Undeliverable { frame_id, reason });
+    }
+
+    /// Tells a VES that its accepted frame for `device_id` will not arrive.
+    pub fn bounce_to_ves_sender(
+        &self,
+        ves_id: VesId,
+        device_id: DeviceId,
+        frame_id: u64,
+        reason: UndeliverableReason,
+    ) {
+        self.metrics.undeliverable(Direction::VesToDevice, reason);
+        self.notify_ves(
+            ves_id,
+            VesItem::Undeliverable {
+                device_id,
+                frame_id,
+                reason,
+            },
+        );
+    }
+
+    // -- account events ---------------------------------------------------------------
+
+    /// A device was activated for a user of `ves_id`: the VES may now address it.
+    pub fn device_activated(
+        &self,
+        ves_id: VesId,
+        device_id: DeviceId,
+        user_id: UserId,
+        name: Option<String>,
+        device_type: Option<String>,
+    ) {
+        self.update_directory(ves_id, device_id, user_id, true);
+        self.notify_ves(
+            ves_id,
+            VesItem::Command(Command::DeviceActivated {
+                device_id,
+                user_id,
+                name,
+                device_type,
+            }),
+        );
+    }
+
+    /// Devices lost their credentials: close their sessions at once, wherever they are.
+    pub fn devices_revoked(&self, ves_id: VesId, user_id: UserId, devices: &[DeviceId]) {
+        for &device_id in devices {
+            self.update_directory(ves_id, device_id, user_id, false);
+            self.close_session(SessionKey::Device(device_id), CloseCode::Revoked);
+            self.notify_ves(
+                ves_id,
+                VesItem::Command(Command::DeviceRevoked { device_id, user_id }),
+            );
+        }
+    }
+
+    /// A user of `ves_id` was activated: the VES should serve it.
+    pub fn user_activated(&self, ves_id: VesId, user: VesUserState) {
+        if let Some(h) = self.ves_session(ves_id) {
+            h.shared.add_user(user, &self.metrics);
+        }
+    }
+
+    /// A user of `ves_id` was deleted: the VES should stop serving it.
+    pub fn user_removed(&self, ves_id: VesId, user_id: UserId) {
+        if let Some(h) = self.ves_session(ves_id) {
+            h.shared.remove_user(user_id, &self.metrics);
+        }
+    }
+
+    fn update_directory(&self, ves_id: VesId, device_id: DeviceId, user_id: UserId, present: bool) {
+        if let Some(h) = self.ves_session(ves_id) {
+            h.shared.set_device(device_id, user_id, present);
+            return;
+        }
+        let _ = self.publish_to_owner(
+            SessionKey::Ves(ves_id),
+            BusMessage::DirectoryUpdate {
+                ves_id,
+                device_id,
+                user_id,
+                present,
+            },
+        );
+    }
+
+    /// Closes the session for `key` here or on its owner node.
+    pub fn close_session(&self, key: SessionKey, code: CloseCode) {
+        let local = match key {
+            SessionKey::Device(id) => self.devices.with(&id, |h| h.map(|h| h.control.clone())),
+            SessionKey::Ves(id) => self.ves.with(&id, |h| h.map(|h| h.control.clone())),
+        };
+        match local {
+            Some(control) => control.do_send(CloseSession::new(code, code.as_str())),
+            None => {
+                let _ = self.publish_to_owner(key, BusMessage::Close { key, code });
+            }
+        }
+    }
+
+    /// Asks every session on this node to close with `code`, spreading the reconnect hints
+    /// evenly over `spread_ms` so that peers do not all come back at once.
+    pub fn close_all(&self, code: CloseCode, spread_ms: u32) {
+        let mut controls = Vec::new();
+        self.devices
+            .for_each(|_, h| controls.push(h.control.clone()));
+        self.ves.for_each(|_, h| controls.push(h.control.clone()));
+        let n = controls.len().max(1) as u64;
+        for (i, control) in controls.into_iter().enumerate() {
+            let hint = (i as u64 * spread_ms as u64 / n) as u32;
+            control.do_send(CloseSession {
+                code,
+                message: code.as_str().to_string(),
+                reconnect_after_ms: hint,
+            });
+        }
+    }
+
+    // -- bus --------------------------------------------------------------------------
+
+    /// Handles one message from another node.
+    pub fn handle_bus(&self, msg: BusMessage) {
+        self.metrics.bus_received.inc();
+        match msg {
+            BusMessage::ToDevice { device_id, item } => {
+                let origin = match &item {
+                    DeviceItem::Forward {
+                        origin, frame_id, ..
+                    } => Some((*origin, *frame_id)),
+                    _ => None,
+                };
+                let delivered = match self.devices.with(&device_id, |h| h.map(|h| h.tx.clone())) {
+                    Some(tx) => tx.try_send(DeviceOut::Item(item)).map_err(|e| match e {
+                        mpsc::error::TrySendError::Full(_) => UndeliverableReason::QueueFull,
+                        mpsc::error::TrySendError::Closed(_) => {
+                            UndeliverableReason::PeerDisconnected
+                        }
+                    }),
+                    None => Err(UndeliverableReason::PeerDisconnected),
+                };
+                if let (Err(reason), Some((ves_id, frame_id))) = (delivered, origin) {
+                    self.bounce_to_ves_sender(ves_id, device_id, frame_id, reason);
+                }
+            }
+            BusMessage::ToVes { ves_id, item } => {
+                let bounce = match &item {
+                    VesItem::Frame {
+                        device_id,
+                        frame_id,
+                        ..
+                    } => Some((*device_id, *frame_id)),
+                    _ => None,
+                };
+                let delivered = match self.ves_session(ves_id) {
+                    Some(h) => h.shared.enqueue(item, &self.metrics),
+                    None => Err(UndeliverableReason::PeerDisconnected),
+                };
+                if let (Err(reason), Some((device_id, frame_id))) = (delivered, bounce) {
+                    self.bounce_to_device_sender(device_id, frame_id, reason);
+                }
+            }
+            BusMessage::DirectoryUpdate {
+                ves_id,
+                device_id,
+                user_id,
+                present,
+            } => {
+                if let Some(h) = self.ves_session(ves_id) {
+                    h.shared.set_device(device_id, user_id, present);
+                }
+            }
+            BusMessage::Close { key, code } => {
+                let control = match key {
+                    SessionKey::Device(id) => {
+                        self.devices.with(&id, |h| h.map(|h| h.control.clone()))
+                    }
+                    SessionKey::Ves(id) => self.ves.with(&id, |h| h.map(|h| h.control.clone())),
+                };
+                if let Some(control) = control {
+                    control.do_send(CloseSession::new(code, code.as_str()));
+                }
+            }
+        }
+    }
+
+    /// Starts the task that feeds this node's bus inbox into [`Router::handle_bus`].
+    pub fn spawn_bus_pump(self: &Arc<Self>) {
+        let Some(mut inbox) = self.cluster.take_inbox() else {
+            return;
+        };
+        let this = self.clone();
+        actix::spawn(async move {
+            while let Some(msg) = inbox.recv().await {
+                this.handle_bus(msg);
+            }
+        });
+    }
+}

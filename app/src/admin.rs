@@ -1,0 +1,91 @@
+//! `noc admin ...`: bootstrap operations on a node's store, usable while the node runs
+//! (the embedded store is opened in WAL mode).
+
+use std::sync::Arc;
+
+use noc_storage::{AccountError, Accounts, AuditEvent, License, SqliteStore, Store, StoreError};
+
+use crate::config::Config;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error("opening the store at {path}: {source}")]
+    Open { path: String, source: StoreError },
+    #[error("{0}")]
+    Account(#[from] AccountError),
+    #[error("{0}")]
+    Store(#[from] StoreError),
+}
+
+/// Account operations against the store a config points at.
+pub struct Admin {
+    accounts: Accounts,
+    actor: String,
+}
+
+impl Admin {
+    pub fn open(config: &Config) -> Result<Self, AdminError> {
+        let path = config.store_path();
+        if let Some(dir) = path.parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        let store: Arc<dyn Store> =
+            Arc::new(SqliteStore::open(&path).map_err(|source| AdminError::Open {
+                path: path.display().to_string(),
+                source,
+            })?);
+        let actor = format!(
+            "admin:{}",
+            std::env::var("USER").unwrap_or_else(|_| "cli".into())
+        );
+        Ok(Self {
+            accounts: Accounts::new(store, config.account_policy())?,
+            actor,
+        })
+    }
+
+    pub async fn create_license(
+        &self,
+        name: &str,
+        password: &str,
+        max_users: u32,
+        expires_in_days: Option<u32>,
+    ) -> Result<License, AdminError> {
+        let expires_at = expires_in_days.map(|d| noc_storage::now_ms() + d as i64 * 86_400_000);
+        Ok(self
+            .accounts
+            .create_license(name, password, max_users, expires_at, &self.actor)
+            .await?)
+    }
+
+    pub async fn licenses(&self) -> Result<Vec<License>, AdminError> {
+        Ok(self.accounts.store().licenses().await?)
+    }
+
+    pub async fn set_suspended(&self, name: &str, suspended: bool) -> Result<License, AdminError> {
+        Ok(self
+            .accounts
+            .set_license_suspended(name, suspended, &self.actor)
+            .await?)
+    }
+
+    pub async fn approve_msisdn(&self, msisdn: &str) -> Result<(), AdminError> {
+        self.accounts
+            .store()
+            .approve_msisdn(msisdn, &self.actor, noc_storage::now_ms())
+            .await?;
+        let event = AuditEvent {
+            at: noc_storage::now_ms(),
+            actor: self.actor.clone(),
+            action: "msisdn.approve".into(),
+            subject: format!("msisdn:{msisdn}"),
+            detail: String::new(),
+        };
+        self.accounts.store().append_audit(event).await?;
+        Ok(())
+    }
+
+    pub async fn audit(&self, limit: u32) -> Result<Vec<AuditEvent>, AdminError> {
+        Ok(self.accounts.store().audit_log(limit).await?)
+    }
+}

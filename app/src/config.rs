@@ -1,0 +1,541 @@
+//! The node's configuration: typed, documented, validated at start.
+//!
+//! Sources, later ones winning: built-in defaults, the TOML file given with `--config`,
+//! environment variables `NOC_<SECTION>__<KEY>` (e.g. `NOC_DEVICE__MAX_FRAME_BYTES=131072`,
+//! `NOC_DATA_DIR=/var/lib/noc`), then command-line flags. Unknown keys are errors, so a
+//! typo never silently falls back to a default. Units are in key names.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use noc_actors::SessionConfig;
+use noc_storage::{AccountPolicy, MsisdnApproval, PasswordHashing};
+use serde::{Deserialize, Serialize};
+
+/// Top-level sections, for filtering `NOC_*` environment variables.
+const SECTIONS: &[&str] = &[
+    "data_dir", "node_id", "listen", "public", "tls", "rts", "device", "accounts", "shutdown",
+];
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Directory of the embedded store (`noc.sqlite3`) and the generated certificate.
+    pub data_dir: PathBuf,
+    /// This node's name in a cluster; defaults to `$HOSTNAME`, else a random name.
+    pub node_id: Option<String>,
+    pub listen: ListenConfig,
+    pub public: PublicConfig,
+    pub tls: TlsConfig,
+    pub rts: RtsConfig,
+    pub device: DeviceConfig,
+    pub accounts: AccountsConfig,
+    pub shutdown: ShutdownConfig,
+}
+
+/// Where the node listens.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ListenConfig {
+    /// Public HTTPS: RTS protocol, account and device activation.
+    pub http: SocketAddr,
+    /// Device channel (TLS).
+    pub device: SocketAddr,
+    /// Plain HTTP: `/healthz`, `/readyz`, `/metrics`. Loopback unless you expose it on purpose.
+    pub admin: SocketAddr,
+    /// Worker threads per listener; 0 means one per CPU.
+    pub workers: usize,
+}
+
+/// Addresses the node tells clients. Behind a load balancer these are the balancer's.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PublicConfig {
+    /// Base URL of the public listener, e.g. `https://relay.example.net`. Default:
+    /// `https://<listen.http>` with `localhost` for a wildcard address.
+    pub url: Option<String>,
+    /// Device-channel host told to devices at activation. Default: the host of `url`.
+    pub device_host: Option<String>,
+    /// Device-channel port told to devices. Default: the port of `listen.device`.
+    pub device_port: Option<u16>,
+}
+
+/// Certificate and key of both TLS listeners.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// PEM certificate chain. Unset: a self-signed certificate is generated in
+    /// `<data_dir>/tls/` on first start and reused after.
+    pub cert_path: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_path: Option<PathBuf>,
+    /// Subject names of the generated certificate.
+    pub self_signed_names: Vec<String>,
+}
+
+/// The RTS protocol (white paper §4).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RtsConfig {
+    /// HB period on the command channel.
+    pub heartbeat_interval_seconds: u64,
+    /// Lifetime of connect parameters and of a detached session.
+    pub reply_time_seconds: u64,
+    /// Items queued per command channel before frames are refused with `queue_full`.
+    pub send_queue_items: usize,
+    /// A command channel that drains nothing for this long is closed.
+    pub write_stall_timeout_seconds: u64,
+    /// Outstanding connect parameter sets, node-wide.
+    pub max_pending_params: usize,
+    /// Largest HTTP request body (data channel, activation).
+    pub max_body_bytes: usize,
+}
+
+/// The device channel (white paper §7.2).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeviceConfig {
+    /// The relay heartbeats each device this often.
+    pub heartbeat_interval_seconds: u64,
+    /// A device silent this long is dropped (detected within one heartbeat interval).
+    pub idle_timeout_seconds: u64,
+    /// TLS accept + HELLO + AUTH must complete within this.
+    pub handshake_timeout_seconds: u64,
+    /// Largest frame (type byte + body), checked before anything is allocated.
+    pub max_frame_bytes: u32,
+    /// Frames queued per device before new ones are refused with `queue_full`.
+    pub send_queue_frames: usize,
+    /// A device whose socket takes no bytes for this long is disconnected.
+    pub write_stall_timeout_seconds: u64,
+    /// Authenticated device sessions per node.
+    pub max_sessions: usize,
+    /// Initial read buffer per connection (grows for large frames).
+    pub read_buffer_bytes: usize,
+}
+
+/// Account rules (white paper §3.5–3.7, §6.3.4).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AccountsConfig {
+    /// Failed password attempts before lockout; 0 disables lockout.
+    pub lockout_threshold: u32,
+    pub lockout_seconds: u64,
+    /// `open` or `list` (only MSISDNs approved with `noc admin msisdn approve`).
+    pub msisdn_approval: MsisdnApproval,
+    pub generated_password_length: usize,
+    pub min_password_length: usize,
+    /// argon2id cost.
+    pub argon2_memory_kib: u32,
+    pub argon2_iterations: u32,
+    pub argon2_parallelism: u32,
+    /// Password hashes computed concurrently; more wait.
+    pub max_concurrent_hashes: usize,
+}
+
+/// Graceful shutdown on SIGTERM/SIGINT.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ShutdownConfig {
+    /// Reconnect hints to peers are spread over this window.
+    pub drain_seconds: u64,
+    /// Time given to in-flight HTTP requests after the drain.
+    pub grace_seconds: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("noc-data"),
+            node_id: None,
+            listen: ListenConfig::default(),
+            public: PublicConfig::default(),
+            tls: TlsConfig::default(),
+            rts: RtsConfig::default(),
+            device: DeviceConfig::default(),
+            accounts: AccountsConfig::default(),
+            shutdown: ShutdownConfig::default(),
+        }
+    }
+}
+
+impl Default for ListenConfig {
+    fn default() -> Self {
+        Self {
+            http: SocketAddr::from(([0, 0, 0, 0], 8443)),
+            device: SocketAddr::from(([0, 0, 0, 0], 8444)),
+            admin: SocketAddr::from(([127, 0, 0, 1], 9090)),
+            workers: 0,
+        }
+    }
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        Self {
+            cert_path: None,
+            key_path: None,
+            self_signed_names: vec!["localhost".into(), "127.0.0.1".into()],
+        }
+    }
+}
+
+impl Default for RtsConfig {
+    fn default() -> Self {
+        let s = SessionConfig::default();
+        Self {
+            heartbeat_interval_seconds: s.ves_heartbeat_interval.as_secs(),
+            reply_time_seconds: s.ves_reply_time.as_secs(),
+            send_queue_items: s.ves_send_queue_items,
+            write_stall_timeout_seconds: s.ves_write_stall_timeout.as_secs(),
+            max_pending_params: s.max_pending_rts,
+            max_body_bytes: 1024 * 1024,
+        }
+    }
+}
+
+impl Default for DeviceConfig {
+    fn default() -> Self {
+        let s = SessionConfig::default();
+        Self {
+            heartbeat_interval_seconds: s.device_heartbeat_interval.as_secs(),
+            idle_timeout_seconds: s.device_idle_timeout.as_secs(),
+            handshake_timeout_seconds: 10,
+            max_frame_bytes: s.max_frame_bytes,
+            send_queue_frames: s.device_send_queue_frames,
+            write_stall_timeout_seconds: s.device_write_stall_timeout.as_secs(),
+            max_sessions: s.max_device_sessions,
+            read_buffer_bytes: s.device_read_buffer_bytes,
+        }
+    }
+}
+
+impl Default for AccountsConfig {
+    fn default() -> Self {
+        let p = AccountPolicy::default();
+        Self {
+            lockout_threshold: p.lockout_threshold,
+            lockout_seconds: p.lockout_seconds,
+            msisdn_approval: p.msisdn_approval,
+            generated_password_length: p.generated_password_length,
+            min_password_length: p.min_password_length,
+            argon2_memory_kib: p.hashing.memory_kib,
+            argon2_iterations: p.hashing.iterations,
+            argon2_parallelism: p.hashing.parallelism,
+            max_concurrent_hashes: p.max_concurrent_hashes,
+        }
+    }
+}
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        Self {
+            drain_seconds: 10,
+            grace_seconds: 5,
+        }
+    }
+}
+
+/// A configuration that cannot be used, with the key at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration file {0} does not exist")]
+    MissingFile(PathBuf),
+    #[error("{0}")]
+    Parse(#[from] Box<figment::Error>),
+    #[error("invalid configuration: {key}: {problem}")]
+    Invalid { key: &'static str, problem: String },
+}
+
+fn invalid(key: &'static str, problem: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key,
+        problem: problem.into(),
+    }
+}
+
+impl Config {
+    /// Defaults, then `file`, then `NOC_*` environment variables. Validated.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut fig = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = file {
+            if !path.exists() {
+                return Err(ConfigError::MissingFile(path.to_path_buf()));
+            }
+            fig = fig.merge(Toml::file(path));
+        }
+        fig = fig.merge(Env::prefixed("NOC_").split("__").filter(|k| {
+            let first = k.as_str().split('.').next().unwrap_or("");
+            SECTIONS.contains(&first)
+        }));
+        let config: Config = fig.extract().map_err(Box::new)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Parses a TOML document alone (no environment), validated.
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        let config: Config = Figment::from(Serialized::defaults(Config::default()))
+            .merge(Toml::string(text))
+            .extract()
+            .map_err(Box::new)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks values that parse but cannot work.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let d = &self.device;
+        if d.heartbeat_interval_seconds == 0 {
+            return Err(invalid(
+                "device.heartbeat_interval_seconds",
+                "must be at least 1",
+            ));
+        }
+        if d.idle_timeout_seconds < d.heartbeat_interval_seconds {
+            return Err(invalid(
+                "device.idle_timeout_seconds",
+                "must be at least device.heartbeat_interval_seconds",
+            ));
+        }
+        if d.handshake_timeout_seconds == 0 {
+            return Err(invalid(
+                "device.handshake_timeout_seconds",
+                "must be at least 1",
+            ));
+        }
+        if !(1024..=16 * 1024 * 1024).contains(&d.max_frame_bytes) {
+            return Err(invalid(
+                "device.max_frame_bytes",
+                "must be between 1024 and 16777216",
+            ));
+        }
+        if d.send_queue_frames == 0 || d.max_sessions == 0 || d.write_stall_timeout_seconds == 0 {
+            return Err(invalid(
+                "device",
+                "send_queue_frames, max_sessions and write_stall_timeout_seconds must be positive",
+            ));
+        }
+        if !(64..=1024 * 1024).contains(&d.read_buffer_bytes) {
+            return Err(invalid(
+                "device.read_buffer_bytes",
+                "must be between 64 and 1048576",
+            ));
+        }
+        let r = &self.rts;
+        if r.heartbeat_interval_seconds == 0 || r.reply_time_seconds == 0 {
+            return Err(invalid(
+                "rts",
+                "heartbeat_interval_seconds and reply_time_seconds must be at least 1",
+            ));
+        }
+        if r.send_queue_items < 16 {
+            return Err(invalid("rts.send_queue_items", "must be at least 16"));
+        }
+        if r.max_pending_params == 0 || r.write_stall_timeout_seconds == 0 {
+            return Err(invalid(
+                "rts",
+                "max_pending_params and write_stall_timeout_seconds must be positive",
+            ));
+        }
+        if r.max_body_bytes < 1024 {
+            return Err(invalid("rts.max_body_bytes", "must be at least 1024"));
+        }
+        let a = &self.accounts;
+        if !(8..=128).contains(&a.generated_password_length) {
+            return Err(invalid(
+                "accounts.generated_password_length",
+                "must be between 8 and 128",
+            ));
+        }
+        if !(1..=128).contains(&a.min_password_length) {
+            return Err(invalid(
+                "accounts.min_password_length",
+                "must be between 1 and 128",
+            ));
+        }
+        if a.argon2_memory_kib < 8 * a.argon2_parallelism.max(1)
+            || a.argon2_iterations == 0
+            || a.argon2_parallelism == 0
+        {
+            return Err(invalid(
+                "accounts.argon2_*",
+                "argon2 needs iterations >= 1, parallelism >= 1, memory >= 8 KiB per lane",
+            ));
+        }
+        if a.max_concurrent_hashes == 0 {
+            return Err(invalid(
+                "accounts.max_concurrent_hashes",
+                "must be at least 1",
+            ));
+        }
+        if self.tls.cert_path.is_some() != self.tls.key_path.is_some() {
+            return Err(invalid("tls", "cert_path and key_path go together"));
+        }
+        if let Some(url) = &self.public.url {
+            if !url.starts_with("https://") || url.ends_with('/') {
+                return Err(invalid(
+                    "public.url",
+                    "must start with https:// and have no trailing slash",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The session limits for the actors.
+    pub fn sessions(&self) -> SessionConfig {
+        let d = &self.device;
+        let r = &self.rts;
+        SessionConfig {
+            device_heartbeat_interval: Duration::from_secs(d.heartbeat_interval_seconds),
+            device_idle_timeout: Duration::from_secs(d.idle_timeout_seconds),
+            device_send_queue_frames: d.send_queue_frames,
+            device_write_stall_timeout: Duration::from_secs(d.write_stall_timeout_seconds),
+            max_frame_bytes: d.max_frame_bytes,
+            device_read_buffer_bytes: d.read_buffer_bytes,
+            max_device_sessions: d.max_sessions,
+            ves_heartbeat_interval: Duration::from_secs(r.heartbeat_interval_seconds),
+            ves_reply_time: Duration::from_secs(r.reply_time_seconds),
+            ves_send_queue_items: r.send_queue_items,
+            ves_write_stall_timeout: Duration::from_secs(r.write_stall_timeout_seconds),
+            max_pending_rts: r.max_pending_params,
+        }
+    }
+
+    /// The account rules.
+    pub fn account_policy(&self) -> AccountPolicy {
+        let a = &self.accounts;
+        AccountPolicy {
+            lockout_threshold: a.lockout_threshold,
+            lockout_seconds: a.lockout_seconds,
+            msisdn_approval: a.msisdn_approval,
+            generated_password_length: a.generated_password_length,
+            min_password_length: a.min_password_length,
+            hashing: PasswordHashing {
+                memory_kib: a.argon2_memory_kib,
+                iterations: a.argon2_iterations,
+                parallelism: a.argon2_parallelism,
+            },
+            max_concurrent_hashes: a.max_concurrent_hashes,
+        }
+    }
+
+    /// The public base URL, derived from the listen address when not configured.
+    pub fn public_url(&self, http: SocketAddr) -> String {
+        self.public
+            .url
+            .clone()
+            .unwrap_or_else(|| format!("https://{}:{}", display_host(http.ip()), http.port()))
+    }
+
+    /// Device-channel host and port told to devices.
+    pub fn device_endpoint(&self, public_url: &str, device: SocketAddr) -> (String, u16) {
+        let host = self.public.device_host.clone().unwrap_or_else(|| {
+            let rest = public_url.trim_start_matches("https://");
+            let authority = rest.split('/').next().unwrap_or(rest);
+            match authority.rsplit_once(':') {
+                Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => h.to_string(),
+                _ => authority.to_string(),
+            }
+        });
+        (host, self.public.device_port.unwrap_or(device.port()))
+    }
+
+    /// The node's id: configured, `$HOSTNAME`, or random.
+    pub fn node_id(&self) -> String {
+        self.node_id
+            .clone()
+            .or_else(|| std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()))
+            .unwrap_or_else(|| format!("node-{}", noc_protocol::secrets::random_hex::<4>()))
+    }
+
+    pub fn store_path(&self) -> PathBuf {
+        self.data_dir.join("noc.sqlite3")
+    }
+
+    pub fn workers(&self) -> usize {
+        if self.listen.workers > 0 {
+            self.listen.workers
+        } else {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2)
+        }
+    }
+}
+
+fn display_host(ip: IpAddr) -> String {
+    match ip {
+        ip if ip.is_unspecified() => "localhost".to_string(),
+        IpAddr::V6(v6) => format!("[{v6}]"),
+        IpAddr::V4(v4) => v4.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        Config::default().validate().expect("defaults validate");
+    }
+
+    #[test]
+    fn every_shipped_example_config_parses() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(&dir).expect("examples/ exists") {
+            let path = entry.expect("entry").path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                let text = std::fs::read_to_string(&path).expect("read");
+                Config::from_toml(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                seen += 1;
+            }
+        }
+        assert!(seen >= 1, "no example configs found in {}", dir.display());
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected() {
+        let err = Config::from_toml("[device]\nheartbeat_interval_secs = 5\n")
+            .expect_err("typo must fail");
+        assert!(err.to_string().contains("heartbeat_interval_secs"), "{err}");
+    }
+
+    #[test]
+    fn invalid_values_name_their_key() {
+        let err = Config::from_toml(
+            "[device]\nheartbeat_interval_seconds = 60\nidle_timeout_seconds = 10\n",
+        )
+        .expect_err("must fail");
+        assert!(
+            err.to_string().contains("device.idle_timeout_seconds"),
+            "{err}"
+        );
+        let err = Config::from_toml("[public]\nurl = \"http://x\"\n").expect_err("must fail");
+        assert!(err.to_string().contains("public.url"), "{err}");
+    }
+
+    #[test]
+    fn derived_public_addresses() {
+        let c = Config::default();
+        let url = c.public_url("0.0.0.0:8443".parse().expect("addr"));
+        assert_eq!(url, "https://localhost:8443");
+        assert_eq!(
+            c.device_endpoint(&url, "0.0.0.0:8444".parse().expect("addr")),
+            ("localhost".into(), 8444)
+        );
+        let c =
+            Config::from_toml("[public]\nurl = \"https://relay.example.net\"\ndevice_port = 443\n")
+                .expect("valid");
+        let url = c.public_url("0.0.0.0:8443".parse().expect("addr"));
+        assert_eq!(
+            c.device_endpoint(&url, "0.0.0.0:8444".parse().expect("addr")),
+            ("relay.example.net".into(), 443)
+        );
+    }
+}

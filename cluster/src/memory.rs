@@ -1,0 +1,161 @@
+//! The in-process cluster: one hub, any number of nodes in the same process.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use tokio::sync::mpsc;
+
+use crate::{BusMessage, Cluster, ClusterError, NodeId, SessionKey, ShardedMap};
+
+/// Shared state of an in-process cluster: the ownership table and every node's inbox.
+#[derive(Default)]
+pub struct MemoryHub {
+    owners: ShardedMap<SessionKey, NodeId>,
+    inboxes: Mutex<HashMap<NodeId, mpsc::Sender<BusMessage>>>,
+}
+
+impl MemoryHub {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    /// Joins a node with an inbox of `inbox_capacity` messages.
+    pub fn join(self: &Arc<Self>, node: NodeId, inbox_capacity: usize) -> MemoryCluster {
+        let (tx, rx) = mpsc::channel(inbox_capacity.max(1));
+        self.inboxes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(node.clone(), tx);
+        MemoryCluster {
+            hub: self.clone(),
+            node,
+            inbox: Mutex::new(Some(rx)),
+        }
+    }
+
+    /// Removes a node as if it died: its inbox and every session it owned disappear.
+    pub fn remove_node(&self, node: &NodeId) {
+        self.inboxes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(node);
+        self.owners.retain(|_, owner| owner != node);
+    }
+}
+
+/// One node's handle on a [`MemoryHub`].
+pub struct MemoryCluster {
+    hub: Arc<MemoryHub>,
+    node: NodeId,
+    inbox: Mutex<Option<mpsc::Receiver<BusMessage>>>,
+}
+
+impl MemoryCluster {
+    /// A hub with this node alone: the single-node default.
+    pub fn single(node: NodeId, inbox_capacity: usize) -> Self {
+        MemoryHub::new().join(node, inbox_capacity)
+    }
+}
+
+#[async_trait]
+impl Cluster for MemoryCluster {
+    fn node_id(&self) -> &NodeId {
+        &self.node
+    }
+
+    async fn claim(&self, key: SessionKey) -> Result<Option<NodeId>, ClusterError> {
+        let prev = self.hub.owners.insert(key, self.node.clone());
+        Ok(prev.filter(|p| *p != self.node))
+    }
+
+    fn release(&self, key: SessionKey) {
+        self.hub.owners.remove_if(&key, |owner| *owner == self.node);
+    }
+
+    fn owner(&self, key: &SessionKey) -> Option<NodeId> {
+        self.hub.owners.with(key, |o| o.cloned())
+    }
+
+    fn publish(&self, node: &NodeId, msg: BusMessage) -> Result<(), ClusterError> {
+        let tx = self
+            .hub
+            .inboxes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(node)
+            .cloned();
+        let tx = tx.ok_or_else(|| ClusterError::NodeUnreachable(node.clone()))?;
+        tx.try_send(msg).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => ClusterError::InboxFull(node.clone()),
+            mpsc::error::TrySendError::Closed(_) => ClusterError::NodeUnreachable(node.clone()),
+        })
+    }
+
+    fn take_inbox(&self) -> Option<mpsc::Receiver<BusMessage>> {
+        self.inbox.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+
+    fn healthy(&self) -> bool {
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::DeviceItem;
+    use noc_protocol::{DeviceId, VesId};
+
+    #[tokio::test]
+    async fn claims_move_ownership_and_report_takeover() {
+        let hub = MemoryHub::new();
+        let a = hub.join(NodeId::new("a"), 8);
+        let b = hub.join(NodeId::new("b"), 8);
+        let key = SessionKey::Device(DeviceId::random());
+        assert_eq!(a.claim(key).await.expect("claim"), None);
+        assert_eq!(
+            a.claim(key).await.expect("reclaim"),
+            None,
+            "own claim is not a takeover"
+        );
+        assert_eq!(b.claim(key).await.expect("claim"), Some(NodeId::new("a")));
+        assert_eq!(a.owner(&key), Some(NodeId::new("b")));
+        a.release(key);
+        assert_eq!(
+            a.owner(&key),
+            Some(NodeId::new("b")),
+            "a stale release leaves the new owner"
+        );
+        b.release(key);
+        assert_eq!(a.owner(&key), None);
+    }
+
+    #[tokio::test]
+    async fn publish_reaches_the_node_inbox() {
+        let hub = MemoryHub::new();
+        let a = hub.join(NodeId::new("a"), 1);
+        let b = hub.join(NodeId::new("b"), 1);
+        let mut inbox = b.take_inbox().expect("inbox");
+        assert!(b.take_inbox().is_none());
+        let msg = BusMessage::ToDevice {
+            device_id: DeviceId::random(),
+            item: DeviceItem::Ack { frame_id: 1 },
+        };
+        a.publish(&NodeId::new("b"), msg.clone()).expect("publish");
+        assert!(matches!(
+            a.publish(&NodeId::new("b"), msg.clone()),
+            Err(ClusterError::InboxFull(_))
+        ));
+        assert_eq!(inbox.recv().await, Some(msg.clone()));
+        hub.remove_node(&NodeId::new("b"));
+        assert!(matches!(
+            a.publish(&NodeId::new("b"), msg),
+            Err(ClusterError::NodeUnreachable(_))
+        ));
+        let key = SessionKey::Ves(VesId::random());
+        b.claim(key).await.expect("claim");
+        hub.remove_node(&NodeId::new("b"));
+        assert_eq!(a.owner(&key), None);
+    }
+}

@@ -1,0 +1,333 @@
+//! The device channel's front door: TLS accept, HELLO, authentication — all under one
+//! deadline — then the connection is handed to a [`DeviceSession`] actor.
+//!
+//! The device speaks first (BlackBerry SRP seed): the relay stays silent until it has a
+//! well-formed HELLO, answers with the chosen version, and refuses anything else with a
+//! CLOSE frame that names the problem. During the handshake frames are limited to
+//! [`HANDSHAKE_MAX_FRAME_BYTES`], so an unauthenticated peer cannot make the relay
+//! allocate a full-size frame buffer.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use futures_util::{SinkExt, StreamExt};
+use noc_actors::{DeviceSession, DeviceSessionInfo, Router, SessionConfig};
+use noc_protocol::CloseCode;
+use noc_protocol::device::{Frame, FrameCodec, FrameError, SUPPORTED_VERSIONS};
+use noc_storage::{AccountError, Accounts};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::codec::{Framed, FramedParts};
+
+use crate::ApiError;
+
+/// Largest frame accepted before authentication.
+pub const HANDSHAKE_MAX_FRAME_BYTES: u32 = 1024;
+
+/// Accepts device connections. One per node, shared by the listener's workers.
+pub struct DeviceListener {
+    acceptor: TlsAcceptor,
+    accounts: Accounts,
+    router: Arc<Router>,
+    sessions: Arc<SessionConfig>,
+    handshake_timeout: Duration,
+    draining: Arc<AtomicBool>,
+}
+
+/// Why a handshake ended without a session (the `reason` of `noc_connections_rejected_total`).
+struct Rejected(&'static str);
+
+impl DeviceListener {
+    pub fn new(
+        acceptor: TlsAcceptor,
+        accounts: Accounts,
+        router: Arc<Router>,
+        sessions: Arc<SessionConfig>,
+        handshake_timeout: Duration,
+        draining: Arc<AtomicBool>,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            acceptor,
+            accounts,
+            router,
+            sessions,
+            handshake_timeout,
+            draining,
+        })
+    }
+
+    /// Serves one accepted TCP connection until it is handed to its session or refused.
+    pub async fn serve(self: Arc<Self>, tcp: TcpStream) {
+        let _ = tcp.set_nodelay(true);
+        let deadline = Instant::now() + self.handshake_timeout;
+        let tls = match tokio::time::timeout_at(deadline, self.acceptor.accept(tcp)).await {
+            Ok(Ok(tls)) => tls,
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "device TLS handshake failed");
+                self.router.metrics().connection_rejected("tls_error");
+                return;
+            }
+            Err(_) => {
+                self.router
+                    .metrics()
+                    .connection_rejected("handshake_timeout");
+                return;
+            }
+        };
+        match self.handshake(tls, deadline).await {
+            Ok((io, read_buf, info)) => {
+                DeviceSession::start(
+                    io,
+                    read_buf,
+                    info,
+                    self.router.clone(),
+                    self.sessions.clone(),
+                );
+            }
+            Err(Rejected(reason)) => self.router.metrics().connection_rejected(reason),
+        }
+    }
+
+    /// HELLO → HELLO_ACK → AUTH_* → AUTH_OK on an established TLS stream.
+    async fn handshake<S>(
+        &self,
+        io: S,
+        deadline: Instant,
+    ) -> Result<(S, BytesMut, DeviceSessionInfo), Rejected>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let mut framed = Framed::with_capacity(io, FrameCodec::new(HANDSHAKE_MAX_FRAME_BYTES), 256);
+
+        let versions = match next_frame(&mut framed, deadline).await {
+            Ok(Frame::Hello { versions }) => versions,
+            Ok(other) => {
+                let msg = format!("expected HELLO, got {:?}", other.frame_type());
+                return Err(refuse(
+                    &mut framed,
+                    CloseCode::ProtocolViolation,
+                    &msg,
+                    "protocol_violation",
+                )
+                .await);
+            }
+            Err(e) => return Err(fail(&mut framed, e).await),
+        };
+        let Some(version) = SUPPORTED_VERSIONS
+            .iter()
+            .rev()
+            .copied()
+            .find(|v| versions.contains(v))
+        else {
+            let msg =
+                format!("no common protocol version; this relay speaks {SUPPORTED_VERSIONS:?}");
+            return Err(refuse(
+                &mut framed,
+                CloseCode::UnsupportedVersion,
+                &msg,
+                "unsupported_version",
+            )
+            .await);
+        };
+        if self.draining.load(Ordering::Relaxed) {
+            return Err(refuse(
+                &mut framed,
+                CloseCode::ServerDraining,
+                "node is draining",
+                "draining",
+            )
+            .await);
+        }
+        if self.router.device_sessions() >= self.sessions.max_device_sessions {
+            return Err(refuse(
+                &mut framed,
+                CloseCode::TooManySessions,
+                "node is full",
+                "too_many_sessions",
+            )
+            .await);
+        }
+        if send(&mut framed, Frame::HelloAck { version }, deadline)
+            .await
+            .is_err()
+        {
+            return Err(Rejected("io_error"));
+        }
+
+        let auth = match next_frame(&mut framed, deadline).await {
+            Ok(Frame::AuthToken {
+                device_id,
+                credential,
+            }) => {
+                tokio::time::timeout_at(
+                    deadline,
+                    self.accounts
+                        .authenticate_device_token(device_id, &credential),
+                )
+                .await
+            }
+            Ok(Frame::AuthPassword {
+                device_id,
+                msisdn,
+                password,
+            }) => {
+                tokio::time::timeout_at(
+                    deadline,
+                    self.accounts
+                        .authenticate_device_password(device_id, &msisdn, &password),
+                )
+                .await
+            }
+            Ok(other) => {
+                let msg = format!(
+                    "expected AUTH_TOKEN or AUTH_PASSWORD, got {:?}",
+                    other.frame_type()
+                );
+                return Err(refuse(
+                    &mut framed,
+                    CloseCode::ProtocolViolation,
+                    &msg,
+                    "protocol_violation",
+                )
+                .await);
+            }
+            Err(e) => return Err(fail(&mut framed, e).await),
+        };
+        let auth = match auth {
+            Ok(Ok(auth)) => auth,
+            Ok(Err(e)) => {
+                self.router
+                    .metrics()
+                    .auth_failure("device", ApiError::auth_reason(&e));
+                let (code, msg) = close_for(&e);
+                return Err(refuse(&mut framed, code, msg, "auth_failed").await);
+            }
+            Err(_) => {
+                let code = CloseCode::HandshakeTimeout;
+                return Err(refuse(
+                    &mut framed,
+                    code,
+                    "authentication not completed in time",
+                    "handshake_timeout",
+                )
+                .await);
+            }
+        };
+        let ok = Frame::AuthOk {
+            heartbeat_interval_seconds: self.sessions.device_heartbeat_interval.as_secs() as u32,
+            idle_timeout_seconds: self.sessions.device_idle_timeout.as_secs() as u32,
+            max_frame_bytes: self.sessions.max_frame_bytes,
+        };
+        if send(&mut framed, ok, deadline).await.is_err() {
+            return Err(Rejected("io_error"));
+        }
+        let FramedParts { io, read_buf, .. } = framed.into_parts();
+        let info = DeviceSessionInfo {
+            device_id: auth.device_id,
+            user_id: auth.user_id,
+            ves_id: auth.ves_id,
+        };
+        Ok((io, read_buf, info))
+    }
+}
+
+enum NextError {
+    Timeout,
+    Closed,
+    Frame(FrameError),
+}
+
+async fn next_frame<S: AsyncRead + AsyncWrite + Unpin>(
+    framed: &mut Framed<S, FrameCodec>,
+    deadline: Instant,
+) -> Result<Frame, NextError> {
+    match tokio::time::timeout_at(deadline, framed.next()).await {
+        Err(_) => Err(NextError::Timeout),
+        Ok(None) | Ok(Some(Err(FrameError::Io(_)))) => Err(NextError::Closed),
+        Ok(Some(Err(e))) => Err(NextError::Frame(e)),
+        Ok(Some(Ok(f))) => Ok(f),
+    }
+}
+
+async fn send<S: AsyncRead + AsyncWrite + Unpin>(
+    framed: &mut Framed<S, FrameCodec>,
+    frame: Frame,
+    deadline: Instant,
+) -> Result<(), ()> {
+    match tokio::time::timeout_at(deadline, framed.send(frame)).await {
+        Ok(Ok(())) => Ok(()),
+        _ => Err(()),
+    }
+}
+
+async fn fail<S: AsyncRead + AsyncWrite + Unpin>(
+    framed: &mut Framed<S, FrameCodec>,
+    e: NextError,
+) -> Rejected {
+    match e {
+        NextError::Timeout => {
+            refuse(
+                framed,
+                CloseCode::HandshakeTimeout,
+                "handshake not completed in time",
+                "handshake_timeout",
+            )
+            .await
+        }
+        NextError::Closed => Rejected("peer_closed"),
+        NextError::Frame(e) => {
+            let reason = match e {
+                FrameError::TooLarge { .. } => "frame_too_large",
+                _ => "malformed_frame",
+            };
+            refuse(framed, e.close_code(), &e.to_string(), reason).await
+        }
+    }
+}
+
+/// Sends a CLOSE frame (best effort, briefly) and reports the rejection.
+async fn refuse<S: AsyncRead + AsyncWrite + Unpin>(
+    framed: &mut Framed<S, FrameCodec>,
+    code: CloseCode,
+    message: &str,
+    reason: &'static str,
+) -> Rejected {
+    let frame = Frame::Close {
+        code,
+        reconnect_after_ms: 0,
+        message: message.to_string(),
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        framed.send(frame).await?;
+        tokio::io::AsyncWriteExt::shutdown(framed.get_mut())
+            .await
+            .map_err(FrameError::Io)
+    })
+    .await;
+    Rejected(reason)
+}
+
+fn close_for(e: &AccountError) -> (CloseCode, &'static str) {
+    match e {
+        AccountError::InvalidCredentials => (CloseCode::AuthFailed, "invalid credentials"),
+        AccountError::LockedOut { .. } => (
+            CloseCode::LockedOut,
+            "too many failed attempts; account locked",
+        ),
+        AccountError::Revoked => (
+            CloseCode::Revoked,
+            "device credential revoked; activate again",
+        ),
+        AccountError::Suspended => (CloseCode::AccountSuspended, "account or license suspended"),
+        AccountError::Unavailable(_) => (
+            CloseCode::ServiceUnavailable,
+            "account store unavailable; retry later",
+        ),
+        AccountError::NotActivated => (CloseCode::AuthFailed, "account not activated"),
+        _ => (CloseCode::ServerError, "internal error"),
+    }
+}

@@ -1,0 +1,134 @@
+//! The error every HTTP handler returns.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+use noc_protocol::ApiErrorCode;
+use noc_protocol::rts::{ErrorBody, ErrorDetail};
+use noc_storage::AccountError;
+
+/// An HTTP error: a stable code, a client-safe message and an optional `Retry-After`.
+#[derive(Debug, thiserror::Error)]
+#[error("{code:?}: {message}")]
+pub struct ApiError {
+    pub code: ApiErrorCode,
+    pub message: String,
+    pub retry_after_seconds: Option<u64>,
+}
+
+impl ApiError {
+    pub fn new(code: ApiErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+            retry_after_seconds: None,
+        }
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(ApiErrorCode::BadRequest, message)
+    }
+
+    pub fn invalid_session() -> Self {
+        Self::new(
+            ApiErrorCode::InvalidSession,
+            "unknown or expired KeyId, or wrong Key: GET /rts/v1/connect for new parameters",
+        )
+    }
+
+    pub fn draining() -> Self {
+        Self {
+            retry_after_seconds: Some(1),
+            ..Self::new(ApiErrorCode::Draining, "node is draining; connect again")
+        }
+    }
+
+    /// The `reason` label for `noc_auth_failures_total`.
+    pub fn auth_reason(e: &AccountError) -> &'static str {
+        match e {
+            AccountError::InvalidCredentials => "invalid_credentials",
+            AccountError::LockedOut { .. } => "locked_out",
+            AccountError::Suspended => "suspended",
+            AccountError::Revoked => "revoked",
+            AccountError::Unavailable(_) => "unavailable",
+            AccountError::NotActivated => "not_activated",
+            _ => "other",
+        }
+    }
+}
+
+impl From<AccountError> for ApiError {
+    fn from(e: AccountError) -> Self {
+        match e {
+            AccountError::InvalidCredentials | AccountError::Revoked => {
+                ApiError::new(ApiErrorCode::InvalidCredentials, "invalid credentials")
+            }
+            AccountError::LockedOut { until } => {
+                let now = noc_storage::now_ms();
+                ApiError {
+                    retry_after_seconds: Some(((until - now).max(0) as u64).div_ceil(1000)),
+                    ..ApiError::new(
+                        ApiErrorCode::LockedOut,
+                        "too many failed attempts; account locked for a while",
+                    )
+                }
+            }
+            AccountError::Suspended => ApiError::new(
+                ApiErrorCode::Suspended,
+                "license or account suspended or expired",
+            ),
+            AccountError::SeatsFull { max } => ApiError::new(
+                ApiErrorCode::SeatsFull,
+                format!("license has no free seat (maximum {max} users)"),
+            ),
+            AccountError::Conflict(what) => {
+                ApiError::new(ApiErrorCode::Conflict, format!("{what} already exists"))
+            }
+            AccountError::NotFound => ApiError::new(
+                ApiErrorCode::NotFound,
+                "no such user for this enterprise server",
+            ),
+            AccountError::MsisdnNotApproved => ApiError::new(
+                ApiErrorCode::MsisdnNotApproved,
+                "this MSISDN is not approved by the carrier",
+            ),
+            AccountError::NotActivated => ApiError::new(
+                ApiErrorCode::NotActivated,
+                "account not activated: bind an MSISDN first",
+            ),
+            AccountError::Invalid(m) => ApiError::bad_request(m),
+            AccountError::Unavailable(detail) => {
+                tracing::warn!(%detail, "account store unavailable");
+                ApiError {
+                    retry_after_seconds: Some(5),
+                    ..ApiError::new(
+                        ApiErrorCode::Unavailable,
+                        "account store unavailable; retry later",
+                    )
+                }
+            }
+            AccountError::Internal(detail) => {
+                tracing::error!(%detail, "internal error in account operation");
+                ApiError::new(ApiErrorCode::Internal, "internal error")
+            }
+        }
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        StatusCode::from_u16(self.code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let mut resp = HttpResponse::build(self.status_code());
+        if let Some(s) = self.retry_after_seconds {
+            resp.insert_header(("Retry-After", s.to_string()));
+        }
+        resp.json(ErrorBody {
+            error: ErrorDetail {
+                code: self.code,
+                message: self.message.clone(),
+            },
+        })
+    }
+}

@@ -1,0 +1,486 @@
+//! The public HTTPS API: the RTS protocol (VES ↔ relay) and account/device activation.
+//! Request and response types live in `noc_protocol::rts`; `docs/protocol.md` is the spec.
+
+use std::sync::Arc;
+
+use actix::Actor;
+use actix_web::{HttpRequest, HttpResponse, web};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use noc_actors::{EventLookup, VesSession, VesShared, VesUserState};
+use noc_cluster::DeviceItem;
+use noc_protocol::rts::{
+    AccountActivationRequest, AccountActivationResponse, AcksResponse, ActiveUser, ConnectParams,
+    DataRequest, DeletedUser, DeviceActivationRequest, DeviceActivationResponse, FrameResult,
+    FrameStatus, FramesResponse, LicenseRequest, LicenseResponse, PasswordReset, ProvisionedUser,
+    RtsConnectionEnvelope, UserList, UserSummary,
+};
+use noc_protocol::{ApiErrorCode, UndeliverableReason, rts};
+use noc_storage::{UserRecord, UserStatus};
+use serde::de::DeserializeOwned;
+
+use crate::{ApiError, GatewayState};
+use noc_actors::Direction;
+
+/// Routes of the public listener.
+pub fn public_routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/rts/v1/license", web::post().to(license))
+        .route("/rts/v1/connect", web::get().to(connect))
+        .route("/rts/v1/event/{key_id}", web::post().to(event))
+        .route("/rts/v1/data", web::post().to(data))
+        .route("/account/v1/activate", web::post().to(activate_account))
+        .route("/device/v1/activate", web::post().to(activate_device))
+        .default_service(web::to(not_found));
+}
+
+async fn not_found() -> Result<HttpResponse, ApiError> {
+    Err(ApiError::new(ApiErrorCode::NotFound, "no such endpoint"))
+}
+
+/// Reads at most `limit` bytes of body; a larger body is refused before it is buffered.
+async fn read_body(
+    req: &HttpRequest,
+    mut payload: web::Payload,
+    limit: usize,
+) -> Result<Bytes, ApiError> {
+    let too_large = || {
+        ApiError::new(
+            ApiErrorCode::PayloadTooLarge,
+            format!("request body exceeds {limit} bytes"),
+        )
+    };
+    if let Some(len) = req
+        .headers()
+        .get("content-length")
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
+    {
+        if len > limit {
+            return Err(too_large());
+        }
+    }
+    let mut body = web::BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk =
+            chunk.map_err(|e| ApiError::bad_request(format!("reading request body: {e}")))?;
+        if body.len() + chunk.len() > limit {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
+}
+
+async fn json_body<T: DeserializeOwned>(
+    state: &GatewayState,
+    req: &HttpRequest,
+    payload: web::Payload,
+) -> Result<T, ApiError> {
+    let body = read_body(req, payload, state.config.max_body_bytes).await?;
+    serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
+}
+
+fn header<'a>(req: &'a HttpRequest, name: &str) -> Option<&'a str> {
+    req.headers().get(name).and_then(|v| v.to_str().ok())
+}
+
+fn failed_auth(state: &GatewayState, kind: &'static str, e: noc_storage::AccountError) -> ApiError {
+    state
+        .router
+        .metrics()
+        .auth_failure(kind, ApiError::auth_reason(&e));
+    e.into()
+}
+
+// -- RTS ----------------------------------------------------------------------------------
+
+/// `POST /rts/v1/license`: license name + password → license-id token (white paper §3.4).
+async fn license(
+    state: web::Data<GatewayState>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let body: LicenseRequest = json_body(&state, &req, payload).await?;
+    let (token, license) = state
+        .accounts
+        .license_login(&body.name, &body.password)
+        .await
+        .map_err(|e| failed_auth(&state, "license", e))?;
+    Ok(HttpResponse::Ok().json(LicenseResponse {
+        license_id: token,
+        max_users: license.max_users,
+        used_users: license.used_users,
+        expires_at: license.expires_at,
+    }))
+}
+
+/// `GET /rts/v1/connect`: fresh KeyId, Key, EventUrl and ReplyTime (white paper §4.5).
+async fn connect(state: web::Data<GatewayState>) -> Result<HttpResponse, ApiError> {
+    if state.is_draining() {
+        return Err(ApiError::draining());
+    }
+    let (key_id, key) = state.rts.issue().map_err(|_| ApiError {
+        retry_after_seconds: Some(5),
+        ..ApiError::new(
+            ApiErrorCode::TooManyRequests,
+            "too many pending RTS connections; retry later",
+        )
+    })?;
+    Ok(HttpResponse::Ok()
+        .insert_header(("Cache-Control", "no-store"))
+        .json(ConnectParams {
+            event_url: format!("{}/rts/v1/event/{key_id}", state.config.public_url),
+            key_id,
+            key,
+            reply_time: state.sessions.ves_reply_time.as_secs(),
+            protocol_version: rts::RTS_PROTOCOL_VERSION,
+        }))
+}
+
+fn active_user_state(u: &UserRecord) -> VesUserState {
+    VesUserState {
+        user: ActiveUser {
+            user_id: u.id,
+            email: u.email.clone(),
+            first_name: u.first_name.clone(),
+            last_name: u.last_name.clone(),
+            msisdn: u.msisdn.clone(),
+            time_zone: u.time_zone.clone(),
+        },
+        constant_sync: u.constant_sync,
+        filter_rules: u.filter_rules.clone(),
+    }
+}
+
+/// `POST {EventUrl}`: becomes the command channel, a streamed NDJSON response.
+async fn event(
+    state: web::Data<GatewayState>,
+    req: HttpRequest,
+    key_id: web::Path<String>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    if state.is_draining() {
+        return Err(ApiError::draining());
+    }
+    let key = header(&req, rts::HEADER_KEY).unwrap_or("").to_string();
+    let envelope: RtsConnectionEnvelope = json_body(&state, &req, payload).await?;
+    let conn = envelope.rts_connection;
+    let Some(lookup) = state.rts.lookup_event(&key_id, &key) else {
+        state
+            .router
+            .metrics()
+            .auth_failure("ves", "invalid_session");
+        return Err(ApiError::invalid_session());
+    };
+    let (ves, _) = state
+        .accounts
+        .authenticate_ves(&conn.guid, conn.license_id.as_deref())
+        .await
+        .map_err(|e| failed_auth(&state, "ves", e))?;
+    let (addr, resumed) = match lookup {
+        EventLookup::Resume { shared, addr } => {
+            if shared.ves_id != ves.id {
+                state
+                    .router
+                    .metrics()
+                    .auth_failure("ves", "invalid_credentials");
+                return Err(ApiError::new(
+                    ApiErrorCode::InvalidCredentials,
+                    "invalid credentials",
+                ));
+            }
+            (addr, true)
+        }
+        EventLookup::New { key_hash } => {
+            let store = state.accounts.store();
+            let users = store
+                .users_by_ves(ves.id)
+                .await
+                .map_err(noc_storage::AccountError::from)?;
+            let devices = store
+                .devices_by_ves(ves.id)
+                .await
+                .map_err(noc_storage::AccountError::from)?;
+            let users = users
+                .iter()
+                .filter(|u| u.status == UserStatus::Active)
+                .map(active_user_state)
+                .collect();
+            let shared = Arc::new(VesShared::new(
+                ves.id,
+                ves.license_id,
+                key_id.into_inner(),
+                key_hash,
+                state.router.next_session_id(),
+                users,
+                devices,
+            ));
+            let session = VesSession::new(
+                shared,
+                state.router.clone(),
+                state.rts.clone(),
+                state.sessions.clone(),
+            );
+            (session.start(), false)
+        }
+    };
+    let stream = addr
+        .send(noc_actors::Attach { resumed })
+        .await
+        .ok()
+        .flatten()
+        .ok_or_else(|| {
+            ApiError::new(
+                ApiErrorCode::InvalidSession,
+                "session ended; GET /rts/v1/connect again",
+            )
+        })?;
+    tracing::info!(ves = %ves.id, resumed, agent = conn.agent.as_deref().unwrap_or("-"), "command channel attached");
+    Ok(HttpResponse::Ok()
+        .content_type(rts::COMMAND_CHANNEL_CONTENT_TYPE)
+        .insert_header(("Cache-Control", "no-store"))
+        .insert_header(("X-Accel-Buffering", "no"))
+        .streaming(stream))
+}
+
+/// `POST /rts/v1/data`: one data-channel request of the session named by the headers.
+async fn data(
+    state: web::Data<GatewayState>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let key_id = header(&req, rts::HEADER_KEY_ID).unwrap_or("");
+    let key = header(&req, rts::HEADER_KEY).unwrap_or("");
+    let Some(shared) = state.rts.session(key_id, key) else {
+        state
+            .router
+            .metrics()
+            .auth_failure("ves", "invalid_session");
+        return Err(ApiError::invalid_session());
+    };
+    let request: DataRequest = json_body(&state, &req, payload).await?;
+    let ves_id = shared.ves_id;
+    let accounts = &state.accounts;
+    let router = &state.router;
+    Ok(match request {
+        DataRequest::StartupReport { users } => {
+            HttpResponse::Ok().json(shared.record_startup(&users))
+        }
+        DataRequest::ProvisionUser {
+            email,
+            password,
+            first_name,
+            last_name,
+        } => {
+            let (user, generated, license) = accounts
+                .provision_user(
+                    ves_id,
+                    shared.license_id,
+                    &email,
+                    password.as_ref().map(|p| p.0.as_str()),
+                    &first_name,
+                    &last_name,
+                )
+                .await?;
+            HttpResponse::Ok().json(ProvisionedUser {
+                user_id: user.id,
+                email: user.email,
+                password: generated,
+                activation_url: format!("{}/account/v1/activate", state.config.public_url),
+                used_users: license.used_users,
+                max_users: license.max_users,
+            })
+        }
+        DataRequest::DeleteUser { email } => {
+            let (user, devices) = accounts.delete_user(ves_id, &email).await?;
+            router.devices_revoked(ves_id, user.id, &devices);
+            router.user_removed(ves_id, user.id);
+            HttpResponse::Ok().json(DeletedUser {
+                user_id: user.id,
+                revoked_devices: devices.len() as u32,
+            })
+        }
+        DataRequest::ResetPassword { email, password } => {
+            let (user, generated, devices) = accounts
+                .reset_password(ves_id, &email, password.as_ref().map(|p| p.0.as_str()))
+                .await?;
+            router.devices_revoked(ves_id, user.id, &devices);
+            HttpResponse::Ok().json(PasswordReset {
+                user_id: user.id,
+                password: generated,
+                revoked_devices: devices.len() as u32,
+            })
+        }
+        DataRequest::ListUsers {} => {
+            let store = accounts.store();
+            let users = store
+                .users_by_ves(ves_id)
+                .await
+                .map_err(noc_storage::AccountError::from)?;
+            let devices = store
+                .devices_by_ves(ves_id)
+                .await
+                .map_err(noc_storage::AccountError::from)?;
+            let users = users
+                .into_iter()
+                .map(|u| UserSummary {
+                    devices: devices.iter().filter(|(_, owner)| *owner == u.id).count() as u32,
+                    user_id: u.id,
+                    email: u.email,
+                    first_name: u.first_name,
+                    last_name: u.last_name,
+                    msisdn: u.msisdn,
+                    status: u.status.as_str().to_string(),
+                })
+                .collect();
+            HttpResponse::Ok().json(UserList { users })
+        }
+        DataRequest::Frames { frames } => {
+            let max_payload = state
+                .sessions
+                .max_frame_bytes
+                .saturating_sub(noc_protocol::device::FORWARD_OVERHEAD_BYTES);
+            // Decode everything first: a malformed request is refused as a whole.
+            let mut decoded = Vec::with_capacity(frames.len());
+            for (i, f) in frames.into_iter().enumerate() {
+                let payload = rts::decode_payload(&f.payload).map_err(|e| {
+                    ApiError::bad_request(format!("Frames[{i}].Payload is not base64: {e}"))
+                })?;
+                decoded.push((f, payload));
+            }
+            let mut results = Vec::with_capacity(decoded.len());
+            for (f, payload) in decoded {
+                let outcome = if payload.len() > max_payload as usize {
+                    Err(UndeliverableReason::FrameTooLarge)
+                } else {
+                    let item = DeviceItem::Forward {
+                        origin: ves_id,
+                        kind: f.kind,
+                        frame_id: f.frame_id,
+                        payload: Bytes::from(payload),
+                    };
+                    router.ves_to_device(&shared, f.device_id, item)
+                };
+                results.push(frame_result(&state, f.device_id, f.frame_id, outcome));
+            }
+            HttpResponse::Ok().json(FramesResponse { results })
+        }
+        DataRequest::Acks { acks } => {
+            let mut resp = AcksResponse {
+                forwarded: 0,
+                undeliverable: Vec::new(),
+            };
+            for a in acks {
+                match router.ves_to_device(
+                    &shared,
+                    a.device_id,
+                    DeviceItem::Ack {
+                        frame_id: a.frame_id,
+                    },
+                ) {
+                    Ok(()) => resp.forwarded += 1,
+                    Err(reason) => resp.undeliverable.push(FrameResult {
+                        device_id: a.device_id,
+                        frame_id: a.frame_id,
+                        status: FrameStatus::Undeliverable,
+                        reason: Some(reason),
+                    }),
+                }
+            }
+            HttpResponse::Ok().json(resp)
+        }
+    })
+}
+
+fn frame_result(
+    state: &GatewayState,
+    device_id: noc_protocol::DeviceId,
+    frame_id: u64,
+    outcome: Result<(), UndeliverableReason>,
+) -> FrameResult {
+    match outcome {
+        Ok(()) => FrameResult {
+            device_id,
+            frame_id,
+            status: FrameStatus::Accepted,
+            reason: None,
+        },
+        Err(reason) => {
+            state
+                .router
+                .metrics()
+                .undeliverable(Direction::VesToDevice, reason);
+            FrameResult {
+                device_id,
+                frame_id,
+                status: FrameStatus::Undeliverable,
+                reason: Some(reason),
+            }
+        }
+    }
+}
+
+// -- activation ---------------------------------------------------------------------------
+
+/// `POST /account/v1/activate`: binds MSISDN and time zone (white paper §3.6).
+async fn activate_account(
+    state: web::Data<GatewayState>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let body: AccountActivationRequest = json_body(&state, &req, payload).await?;
+    let user = state
+        .accounts
+        .activate_account(&body.login, &body.password.0, &body.msisdn, &body.time_zone)
+        .await
+        .map_err(|e| failed_auth(&state, "account", e))?;
+    state
+        .router
+        .user_activated(user.ves_id, active_user_state(&user));
+    Ok(HttpResponse::Ok().json(AccountActivationResponse {
+        user_id: user.id,
+        email: user.email,
+        msisdn: user.msisdn.unwrap_or_default(),
+        time_zone: user.time_zone.unwrap_or_default(),
+    }))
+}
+
+/// `POST /device/v1/activate`: a device id and credential (white paper §7.2.1).
+async fn activate_device(
+    state: web::Data<GatewayState>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let body: DeviceActivationRequest = json_body(&state, &req, payload).await?;
+    let (device, credential, user) = state
+        .accounts
+        .activate_device(
+            &body.msisdn,
+            &body.password.0,
+            body.device_name.as_deref(),
+            body.device_type.as_deref(),
+        )
+        .await
+        .map_err(|e| failed_auth(&state, "device", e))?;
+    state.router.device_activated(
+        user.ves_id,
+        device.id,
+        user.id,
+        device.name.clone(),
+        device.device_type.clone(),
+    );
+    Ok(HttpResponse::Ok().json(DeviceActivationResponse {
+        device_id: device.id,
+        device_credential: credential,
+        device_host: state.config.device_host.clone(),
+        device_port: state.config.device_port,
+        full_name: user.full_name(),
+        service_type: if user.constant_sync {
+            "constant_sync"
+        } else {
+            "browse"
+        }
+        .to_string(),
+        user_id: user.id,
+    }))
+}
