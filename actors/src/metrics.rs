@@ -10,6 +10,33 @@ use prometheus::{
     Encoder, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
+/// Reasons of `noc_auth_failures_total`.
+pub const AUTH_FAILURE_REASONS: &[&str] = &[
+    "invalid_credentials",
+    "invalid_session",
+    "locked_out",
+    "suspended",
+    "revoked",
+    "not_activated",
+    "unavailable",
+    "other",
+];
+
+/// Reasons of `noc_connections_rejected_total`.
+pub const CONNECTION_REJECT_REASONS: &[&str] = &[
+    "tls_error",
+    "handshake_timeout",
+    "peer_closed",
+    "io_error",
+    "frame_too_large",
+    "malformed_frame",
+    "protocol_violation",
+    "unsupported_version",
+    "auth_failed",
+    "draining",
+    "too_many_sessions",
+];
+
 /// Session kinds, the `kind` label.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SessionKind {
@@ -256,6 +283,21 @@ impl Metrics {
             heartbeats_sent.with_label_values(&[kind.as_str()]);
         }
         heartbeats_missed.with_label_values(&["device"]);
+        // Known label combinations start at 0 so that rates and alerts work from the first
+        // scrape (absent series are invisible to `rate()`).
+        for kind in ["license", "ves", "account", "device"] {
+            for reason in AUTH_FAILURE_REASONS {
+                auth_failures.with_label_values(&[kind, reason]);
+            }
+        }
+        for reason in CONNECTION_REJECT_REASONS {
+            connections_rejected.with_label_values(&[reason]);
+        }
+        for kind in [SessionKind::Ves, SessionKind::Device] {
+            for code in CloseCode::ALL {
+                sessions_closed.with_label_values(&[kind.as_str(), code.as_str()]);
+            }
+        }
         for d in [Direction::DeviceToVes, Direction::VesToDevice] {
             for reason in [
                 UndeliverableReason::PeerOffline,

@@ -374,13 +374,16 @@ impl Config {
         if self.tls.cert_path.is_some() != self.tls.key_path.is_some() {
             return Err(invalid("tls", "cert_path and key_path go together"));
         }
-        if let Some(url) = &self.public.url {
-            if !url.starts_with("https://") || url.ends_with('/') {
-                return Err(invalid(
-                    "public.url",
-                    "must start with https:// and have no trailing slash",
-                ));
-            }
+        if self
+            .public
+            .url
+            .as_ref()
+            .is_some_and(|u| !u.starts_with("https://") || u.ends_with('/'))
+        {
+            return Err(invalid(
+                "public.url",
+                "must start with https:// and have no trailing slash",
+            ));
         }
         Ok(())
     }

@@ -268,8 +268,8 @@ async fn admin(config: Config, command: AdminCommand) -> Result<()> {
                     println!("{}", serde_json::to_string_pretty(&rows)?);
                 } else {
                     println!(
-                        "{:<24} {:>6} {:>6} {:<10} {}",
-                        "NAME", "USED", "MAX", "STATE", "ID"
+                        "{:<24} {:>6} {:>6} {:<10} ID",
+                        "NAME", "USED", "MAX", "STATE"
                     );
                     for l in licenses {
                         let state = if l.suspended { "suspended" } else { "active" };

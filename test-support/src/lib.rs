@@ -1,1 +1,22 @@
-//! placeholder
+//! Fake peers and a relay launcher for the integration tests.
+//!
+//! [`TestRelay`] starts a real node (real TLS listeners on loopback, embedded store in a
+//! temporary directory); [`FakeVes`] speaks the RTS protocol over HTTPS exactly as
+//! `docs/protocol.md` describes it; [`FakeDevice`] speaks the device channel over TLS.
+//! The fakes deliberately use plain HTTP/TLS clients rather than relay internals, so the
+//! tests exercise the wire protocol an independent implementation would see.
+
+mod device;
+mod relay;
+mod tls;
+mod ves;
+
+pub use device::{FakeDevice, Recv};
+pub use relay::TestRelay;
+pub use tls::client_config;
+pub use ves::{ApiFailure, CommandChannel, FakeVes};
+
+/// A unique lowercase-hex VES GUID.
+pub fn random_guid() -> String {
+    noc_protocol::secrets::random_hex::<16>()
+}

@@ -1,0 +1,353 @@
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use noc_protocol::DeviceId;
+use noc_protocol::device::ForwardKind;
+use noc_protocol::rts::{
+    self, AcksResponse, Command, ConnectParams, DataRequest, ErrorBody, FrameRef, FramesResponse,
+    LicenseResponse, OutboundFrame, ProvisionedUser, RtsConnection, RtsConnectionEnvelope, Secret,
+};
+use serde::de::DeserializeOwned;
+use tokio::sync::mpsc;
+
+/// An HTTP error as the relay returned it.
+#[derive(Debug, Clone)]
+pub struct ApiFailure {
+    pub status: u16,
+    pub code: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for ApiFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "HTTP {} {}: {}", self.status, self.code, self.message)
+    }
+}
+
+impl std::error::Error for ApiFailure {}
+
+/// A fake enterprise server speaking RTS over HTTPS.
+pub struct FakeVes {
+    http: reqwest::Client,
+    base: String,
+    pub guid: String,
+    pub license_token: Option<String>,
+    /// KeyId and Key of the current session.
+    pub session: Option<(String, String)>,
+}
+
+/// The command channel: commands parsed from the streamed NDJSON response.
+pub struct CommandChannel {
+    rx: mpsc::UnboundedReceiver<Result<Command, String>>,
+    task: tokio::task::JoinHandle<()>,
+    pub params: ConnectParams,
+}
+
+impl CommandChannel {
+    /// The next command, `None` on timeout or end of stream.
+    pub async fn next(&mut self, timeout: Duration) -> Option<Command> {
+        match tokio::time::timeout(timeout, self.rx.recv()).await {
+            Ok(Some(Ok(c))) => Some(c),
+            Ok(Some(Err(e))) => panic!("command channel sent an unparseable line: {e}"),
+            _ => None,
+        }
+    }
+
+    /// Skips commands until one matches `pred`.
+    pub async fn wait_for(
+        &mut self,
+        timeout: Duration,
+        mut pred: impl FnMut(&Command) -> bool,
+    ) -> Option<Command> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let c = self.next(left).await?;
+            if pred(&c) {
+                return Some(c);
+            }
+        }
+    }
+
+    /// Whether the stream ended (the relay closed it) within `timeout`, skipping commands.
+    pub async fn ended(&mut self, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match tokio::time::timeout(left, self.rx.recv()).await {
+                Ok(None) => return true,
+                Ok(Some(_)) => continue,
+                Err(_) => return false,
+            }
+        }
+    }
+
+    /// Drops the HTTP connection, as a crashed VES or a broken network would.
+    pub fn drop_connection(self) {
+        self.task.abort();
+    }
+}
+
+impl Drop for CommandChannel {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn failure(resp: reqwest::Response) -> ApiFailure {
+    let status = resp.status().as_u16();
+    let text = resp.text().await.unwrap_or_default();
+    match serde_json::from_str::<ErrorBody>(&text) {
+        Ok(b) => ApiFailure {
+            status,
+            code: serde_json::to_value(b.error.code)
+                .ok()
+                .and_then(|v| v.as_str().map(String::from))
+                .unwrap_or_default(),
+            message: b.error.message,
+        },
+        Err(_) => ApiFailure {
+            status,
+            code: String::new(),
+            message: text,
+        },
+    }
+}
+
+impl FakeVes {
+    pub fn new(base: &str, cert: &Path) -> Self {
+        let tls = crate::client_config(cert, &[b"http/1.1"]).expect("TLS client config");
+        let http = reqwest::Client::builder()
+            .use_preconfigured_tls(tls)
+            .resolve("localhost", "127.0.0.1:0".parse().expect("addr"))
+            .pool_max_idle_per_host(32)
+            .build()
+            .expect("HTTP client");
+        // The relay's certificate names `localhost`; talk to it by that name.
+        let base = base.replace("127.0.0.1", "localhost");
+        Self {
+            http,
+            base,
+            guid: crate::random_guid(),
+            license_token: None,
+            session: None,
+        }
+    }
+
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// POSTs a JSON value to a path of the public listener.
+    pub async fn post_json<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &impl serde::Serialize,
+    ) -> Result<T, ApiFailure> {
+        let resp = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .json(body)
+            .send()
+            .await
+            .map_err(|e| ApiFailure {
+                status: 0,
+                code: "transport".into(),
+                message: e.to_string(),
+            })?;
+        if !resp.status().is_success() {
+            return Err(failure(resp).await);
+        }
+        resp.json().await.map_err(|e| ApiFailure {
+            status: 0,
+            code: "decode".into(),
+            message: e.to_string(),
+        })
+    }
+
+    /// POSTs raw bytes; returns status and body text.
+    pub async fn post_raw(
+        &self,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+    ) -> (u16, String) {
+        let mut req = self.http.post(format!("{}{path}", self.base)).body(body);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let resp = req.send().await.expect("request");
+        let status = resp.status().as_u16();
+        (status, resp.text().await.unwrap_or_default())
+    }
+
+    /// License name + password → license-id token (kept for the first connect).
+    pub async fn license(
+        &mut self,
+        name: &str,
+        password: &str,
+    ) -> Result<LicenseResponse, ApiFailure> {
+        let body = serde_json::json!({ "Name": name, "Password": password });
+        let resp: LicenseResponse = self.post_json("/rts/v1/license", &body).await?;
+        self.license_token = Some(resp.license_id.clone());
+        Ok(resp)
+    }
+
+    pub async fn connect_params(&self) -> Result<ConnectParams, ApiFailure> {
+        let resp = self
+            .http
+            .get(format!("{}/rts/v1/connect", self.base))
+            .send()
+            .await
+            .map_err(|e| ApiFailure {
+                status: 0,
+                code: "transport".into(),
+                message: e.to_string(),
+            })?;
+        if !resp.status().is_success() {
+            return Err(failure(resp).await);
+        }
+        resp.json().await.map_err(|e| ApiFailure {
+            status: 0,
+            code: "decode".into(),
+            message: e.to_string(),
+        })
+    }
+
+    /// GET connect + POST EventUrl: a new session with this VES's GUID and license token.
+    pub async fn open(&mut self) -> Result<CommandChannel, ApiFailure> {
+        let params = self.connect_params().await?;
+        self.attach(params, self.guid.clone(), self.license_token.clone())
+            .await
+    }
+
+    /// POSTs the event URL of `params` (a new session, or a resume with the same params).
+    pub async fn attach(
+        &mut self,
+        params: ConnectParams,
+        guid: String,
+        license_id: Option<String>,
+    ) -> Result<CommandChannel, ApiFailure> {
+        let envelope = RtsConnectionEnvelope {
+            rts_connection: RtsConnection {
+                guid,
+                license_id,
+                agent: Some("fake-ves/1".into()),
+            },
+        };
+        // The event URL names the relay by IP; use the certificate's name.
+        let url = params.event_url.replace("127.0.0.1", "localhost");
+        let resp = self
+            .http
+            .post(url)
+            .header(rts::HEADER_KEY, &params.key)
+            .json(&envelope)
+            .send()
+            .await
+            .map_err(|e| ApiFailure {
+                status: 0,
+                code: "transport".into(),
+                message: e.to_string(),
+            })?;
+        if !resp.status().is_success() {
+            return Err(failure(resp).await);
+        }
+        self.session = Some((params.key_id.clone(), params.key.clone()));
+        let (tx, rx) = mpsc::unbounded_channel();
+        let task = tokio::spawn(async move {
+            let mut body = resp.bytes_stream();
+            let mut buf = Vec::new();
+            while let Some(Ok(chunk)) = body.next().await {
+                buf.extend_from_slice(&chunk);
+                while let Some(pos) = buf.iter().position(|b| *b == b'\n') {
+                    let line: Vec<u8> = buf.drain(..=pos).collect();
+                    let parsed = serde_json::from_slice::<Command>(&line[..line.len() - 1])
+                        .map_err(|e| format!("{e}: {}", String::from_utf8_lossy(&line)));
+                    if tx.send(parsed).is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(CommandChannel { rx, task, params })
+    }
+
+    /// A data-channel request on the current session.
+    pub async fn data<T: DeserializeOwned>(&self, req: &DataRequest) -> Result<T, ApiFailure> {
+        let (key_id, key) = self.session.clone().expect("no RTS session open");
+        let resp = self
+            .http
+            .post(format!("{}/rts/v1/data", self.base))
+            .header(rts::HEADER_KEY_ID, key_id)
+            .header(rts::HEADER_KEY, key)
+            .json(req)
+            .send()
+            .await
+            .map_err(|e| ApiFailure {
+                status: 0,
+                code: "transport".into(),
+                message: e.to_string(),
+            })?;
+        if !resp.status().is_success() {
+            return Err(failure(resp).await);
+        }
+        resp.json().await.map_err(|e| ApiFailure {
+            status: 0,
+            code: "decode".into(),
+            message: e.to_string(),
+        })
+    }
+
+    pub async fn provision(
+        &self,
+        email: &str,
+        password: Option<&str>,
+    ) -> Result<ProvisionedUser, ApiFailure> {
+        self.data(&DataRequest::ProvisionUser {
+            email: email.into(),
+            password: password.map(|p| Secret(p.into())),
+            first_name: "Test".into(),
+            last_name: "User".into(),
+        })
+        .await
+    }
+
+    pub async fn send_frame(
+        &self,
+        device_id: DeviceId,
+        frame_id: u64,
+        payload: &[u8],
+    ) -> FramesResponse {
+        self.send_frames(vec![OutboundFrame {
+            device_id,
+            frame_id,
+            kind: ForwardKind::Data,
+            payload: rts::encode_payload(payload),
+        }])
+        .await
+    }
+
+    pub async fn send_frames(&self, frames: Vec<OutboundFrame>) -> FramesResponse {
+        self.data(&DataRequest::Frames { frames })
+            .await
+            .expect("Frames request")
+    }
+
+    pub async fn ack(&self, device_id: DeviceId, frame_id: u64) -> AcksResponse {
+        self.data(&DataRequest::Acks {
+            acks: vec![FrameRef {
+                device_id,
+                frame_id,
+            }],
+        })
+        .await
+        .expect("Acks request")
+    }
+
+    /// The HTTP client, for requests the helpers do not cover.
+    pub fn http(&self) -> Arc<reqwest::Client> {
+        Arc::new(self.http.clone())
+    }
+}
