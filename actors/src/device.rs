@@ -75,11 +75,8 @@ impl DeviceSession {
         let (shutdown_tx, shutdown_rx) = oneshot::channel();
         let session = router.next_session_id();
         DeviceSession::create(move |ctx| {
-            let mut framed = FramedRead::with_capacity(
-                reader,
-                FrameCodec::new(cfg.max_frame_bytes),
-                cfg.device_read_buffer_bytes,
-            );
+            let mut framed =
+                FramedRead::with_capacity(reader, FrameCodec::new(cfg.max_frame_bytes), cfg.device_read_buffer_bytes);
             framed.read_buffer_mut().extend_from_slice(&read_buf);
             ctx.add_stream(framed);
             actix::spawn(write_loop(
@@ -128,11 +125,7 @@ impl DeviceSession {
         if self.cfg.device_heartbeat_interval * self.silent_ticks >= self.cfg.device_idle_timeout {
             self.router.metrics().heartbeat_missed(SessionKind::Device);
             tracing::debug!(device = %self.info.device_id, "device silent past idle timeout");
-            self.close(
-                ctx,
-                CloseCode::IdleTimeout,
-                "nothing received within the idle timeout",
-            );
+            self.close(ctx, CloseCode::IdleTimeout, "nothing received within the idle timeout");
             return;
         }
         match self.tx.try_send(DeviceOut::Heartbeat) {
@@ -177,11 +170,8 @@ impl Drop for DeviceSession {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(None);
         }
-        self.router
-            .unregister_device(self.info.device_id, self.session);
-        self.router
-            .metrics()
-            .session_closed(SessionKind::Device, self.close.code);
+        self.router.unregister_device(self.info.device_id, self.session);
+        self.router.metrics().session_closed(SessionKind::Device, self.close.code);
     }
 }
 
@@ -203,11 +193,7 @@ impl StreamHandler<Result<Frame, FrameError>> for DeviceSession {
             }
         };
         match frame {
-            Frame::Forward {
-                kind,
-                frame_id,
-                payload,
-            } => {
+            Frame::Forward { kind, frame_id, payload } => {
                 let item = VesItem::Frame {
                     device_id: self.info.device_id,
                     user_id: self.info.user_id,
@@ -216,17 +202,12 @@ impl StreamHandler<Result<Frame, FrameError>> for DeviceSession {
                     payload,
                 };
                 if let Err(reason) = self.router.device_to_ves(self.info.ves_id, item) {
-                    self.router
-                        .metrics()
-                        .undeliverable(Direction::DeviceToVes, reason);
+                    self.router.metrics().undeliverable(Direction::DeviceToVes, reason);
                     self.notice(DeviceItem::Undeliverable { frame_id, reason });
                 }
             }
             Frame::Ack { frame_id } => {
-                let item = VesItem::Ack {
-                    device_id: self.info.device_id,
-                    frame_id,
-                };
+                let item = VesItem::Ack { device_id: self.info.device_id, frame_id };
                 if self.router.device_to_ves(self.info.ves_id, item).is_err() {
                     self.router.metrics().dropped(DropReason::SessionClosed);
                 }
@@ -237,10 +218,7 @@ impl StreamHandler<Result<Frame, FrameError>> for DeviceSession {
                 ctx.stop();
             }
             other => {
-                let what = format!(
-                    "{:?} is not allowed after authentication",
-                    other.frame_type()
-                );
+                let what = format!("{:?} is not allowed after authentication", other.frame_type());
                 self.close(ctx, CloseCode::ProtocolViolation, what);
             }
         }
@@ -277,21 +255,11 @@ impl Handler<WriterFailed> for DeviceSession {
 fn encode_out(out: DeviceOut, buf: &mut BytesMut, router: &Router) {
     match out {
         DeviceOut::Heartbeat => Frame::Heartbeat.encode(buf),
-        DeviceOut::Item(DeviceItem::Forward {
-            kind,
-            frame_id,
-            payload,
-            ..
-        }) => {
+        DeviceOut::Item(DeviceItem::Forward { kind, frame_id, payload, .. }) => {
             let c = &router.metrics().ves_to_device;
             c.frames.inc();
             c.bytes.inc_by(payload.len() as u64);
-            Frame::Forward {
-                kind,
-                frame_id,
-                payload,
-            }
-            .encode(buf)
+            Frame::Forward { kind, frame_id, payload }.encode(buf)
         }
         DeviceOut::Item(DeviceItem::Ack { frame_id }) => {
             router.metrics().ves_to_device.acks.inc();
@@ -365,17 +333,9 @@ async fn write_loop<W: AsyncWrite + Unpin>(
     }
     rx.close();
     while let Ok(out) = rx.try_recv() {
-        if let DeviceOut::Item(DeviceItem::Forward {
-            origin, frame_id, ..
-        }) = out
-        {
+        if let DeviceOut::Item(DeviceItem::Forward { origin, frame_id, .. }) = out {
             router.metrics().dropped(DropReason::SessionClosed);
-            router.bounce_to_ves_sender(
-                origin,
-                device_id,
-                frame_id,
-                UndeliverableReason::PeerDisconnected,
-            );
+            router.bounce_to_ves_sender(origin, device_id, frame_id, UndeliverableReason::PeerDisconnected);
         }
     }
     let _ = tokio::time::timeout(CLOSE_WRITE_TIMEOUT, w.shutdown()).await;
@@ -390,22 +350,12 @@ mod tests {
 
     use crate::Metrics;
 
-    fn setup(
-        cfg: SessionConfig,
-    ) -> (
-        Arc<Router>,
-        Arc<Metrics>,
-        Arc<SessionConfig>,
-        DeviceSessionInfo,
-    ) {
+    fn setup(cfg: SessionConfig) -> (Arc<Router>, Arc<Metrics>, Arc<SessionConfig>, DeviceSessionInfo) {
         let metrics = Arc::new(Metrics::new());
         let cluster = Arc::new(MemoryCluster::single(NodeId::new("test"), 16));
         let router = Router::new(cluster, metrics.clone());
-        let info = DeviceSessionInfo {
-            device_id: DeviceId::random(),
-            user_id: UserId::random(),
-            ves_id: VesId::random(),
-        };
+        let info =
+            DeviceSessionInfo { device_id: DeviceId::random(), user_id: UserId::random(), ves_id: VesId::random() };
         (router, metrics, Arc::new(cfg), info)
     }
 
@@ -437,20 +387,11 @@ mod tests {
             }
         }
         let waited = started.elapsed();
-        assert!(
-            waited >= Duration::from_secs(30) && waited <= Duration::from_secs(40),
-            "closed after {waited:?}"
-        );
+        assert!(waited >= Duration::from_secs(30) && waited <= Duration::from_secs(40), "closed after {waited:?}");
         assert_eq!(heartbeats, 2, "heartbeats at 10 s and 20 s, close at 30 s");
-        assert!(
-            device.next().await.is_none(),
-            "connection closed after CLOSE"
-        );
+        assert!(device.next().await.is_none(), "connection closed after CLOSE");
         tokio::task::yield_now().await;
-        assert_eq!(
-            metrics.value("noc_heartbeats_missed_total", &[("kind", "device")]),
-            1.0
-        );
+        assert_eq!(metrics.value("noc_heartbeats_missed_total", &[("kind", "device")]), 1.0);
         assert_eq!(metrics.value("noc_sessions", &[("kind", "device")]), 0.0);
         assert!(router.device_session(info.device_id).is_none());
     }
@@ -468,14 +409,9 @@ mod tests {
         }
         // 80 s later, well past the 30 s idle timeout: still registered.
         assert!(router.device_session(info.device_id).is_some());
-        assert_eq!(
-            metrics.value("noc_heartbeats_missed_total", &[("kind", "device")]),
-            0.0
-        );
+        assert_eq!(metrics.value("noc_heartbeats_missed_total", &[("kind", "device")]), 0.0);
         let mut seen = 0;
-        while let Ok(Some(Ok(frame))) =
-            tokio::time::timeout(Duration::from_millis(1), device.next()).await
-        {
+        while let Ok(Some(Ok(frame))) = tokio::time::timeout(Duration::from_millis(1), device.next()).await {
             assert_eq!(frame, Frame::Heartbeat);
             seen += 1;
         }
@@ -496,26 +432,17 @@ mod tests {
             other => panic!("expected CLOSE replaced, got {other:?}"),
         }
         tokio::task::yield_now().await;
-        assert_eq!(
-            metrics.value("noc_sessions_replaced_total", &[("kind", "device")]),
-            1.0
-        );
+        assert_eq!(metrics.value("noc_sessions_replaced_total", &[("kind", "device")]), 1.0);
         assert_eq!(metrics.value("noc_sessions", &[("kind", "device")]), 1.0);
         assert_eq!(router.device_sessions(), 1);
     }
 
     #[actix_rt::test]
     async fn garbage_after_auth_closes_with_a_clear_code() {
-        let (router, _metrics, cfg, info) = setup(SessionConfig {
-            max_frame_bytes: 1024,
-            ..SessionConfig::default()
-        });
+        let (router, _metrics, cfg, info) = setup(SessionConfig { max_frame_bytes: 1024, ..SessionConfig::default() });
         let (relay_side, mut device_side) = tokio::io::duplex(4096);
         DeviceSession::start(relay_side, BytesMut::new(), info, router.clone(), cfg);
-        device_side
-            .write_all(&[0, 0, 0x10, 0, 0x10])
-            .await
-            .expect("write oversized prefix");
+        device_side.write_all(&[0, 0, 0x10, 0, 0x10]).await.expect("write oversized prefix");
         let mut device = FramedRead::new(device_side, FrameCodec::default());
         match device.next().await {
             Some(Ok(Frame::Close { code, message, .. })) => {

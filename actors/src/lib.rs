@@ -39,10 +39,6 @@ pub struct CloseSession {
 
 impl CloseSession {
     pub fn new(code: CloseCode, message: impl Into<String>) -> Self {
-        Self {
-            code,
-            message: message.into(),
-            reconnect_after_ms: 0,
-        }
+        Self { code, message: message.into(), reconnect_after_ms: 0 }
     }
 }

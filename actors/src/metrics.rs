@@ -6,9 +6,7 @@
 //! relayed frame costs an atomic add, not a label lookup.
 
 use noc_protocol::{CloseCode, UndeliverableReason};
-use prometheus::{
-    Encoder, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
-};
+use prometheus::{Encoder, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
 
 /// Reasons of `noc_auth_failures_total`.
 pub const AUTH_FAILURE_REASONS: &[&str] = &[
@@ -84,12 +82,8 @@ pub enum DropReason {
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 4] = [
-        DropReason::QueueFull,
-        DropReason::SessionClosed,
-        DropReason::ControlQueueFull,
-        DropReason::BusUnavailable,
-    ];
+    pub const ALL: [DropReason; 4] =
+        [DropReason::QueueFull, DropReason::SessionClosed, DropReason::ControlQueueFull, DropReason::BusUnavailable];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -131,33 +125,25 @@ pub struct Metrics {
 
 fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
     let c = IntCounterVec::new(Opts::new(name, help), labels).expect("static metric definition");
-    registry
-        .register(Box::new(c.clone()))
-        .expect("metric registered once");
+    registry.register(Box::new(c.clone())).expect("metric registered once");
     c
 }
 
 fn gauge_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
     let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("static metric definition");
-    registry
-        .register(Box::new(g.clone()))
-        .expect("metric registered once");
+    registry.register(Box::new(g.clone())).expect("metric registered once");
     g
 }
 
 fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
     let g = IntGauge::new(name, help).expect("static metric definition");
-    registry
-        .register(Box::new(g.clone()))
-        .expect("metric registered once");
+    registry.register(Box::new(g.clone())).expect("metric registered once");
     g
 }
 
 fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
     let c = IntCounter::new(name, help).expect("static metric definition");
-    registry
-        .register(Box::new(c.clone()))
-        .expect("metric registered once");
+    registry.register(Box::new(c.clone())).expect("metric registered once");
     c
 }
 
@@ -170,25 +156,11 @@ impl Default for Metrics {
 impl Metrics {
     pub fn new() -> Self {
         let r = Registry::new();
-        let info = gauge_vec(
-            &r,
-            "noc_build_info",
-            "Build information of the running relay; always 1.",
-            &["version"],
-        );
+        let info = gauge_vec(&r, "noc_build_info", "Build information of the running relay; always 1.", &["version"]);
         info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
-        let sessions = gauge_vec(
-            &r,
-            "noc_sessions",
-            "Live authenticated sessions on this node.",
-            &["kind"],
-        );
-        let sessions_opened = counter_vec(
-            &r,
-            "noc_sessions_opened_total",
-            "Sessions authenticated on this node.",
-            &["kind"],
-        );
+        let sessions = gauge_vec(&r, "noc_sessions", "Live authenticated sessions on this node.", &["kind"]);
+        let sessions_opened =
+            counter_vec(&r, "noc_sessions_opened_total", "Sessions authenticated on this node.", &["kind"]);
         let sessions_closed = counter_vec(
             &r,
             "noc_sessions_closed_total",
@@ -201,12 +173,8 @@ impl Metrics {
             "Sessions closed because a newer session for the same identity took over.",
             &["kind"],
         );
-        let frames = counter_vec(
-            &r,
-            "noc_frames_relayed_total",
-            "Opaque frames relayed, by direction.",
-            &["direction"],
-        );
+        let frames =
+            counter_vec(&r, "noc_frames_relayed_total", "Opaque frames relayed, by direction.", &["direction"]);
         let bytes = counter_vec(
             &r,
             "noc_payload_relayed_bytes_total",
@@ -243,38 +211,18 @@ impl Metrics {
             "Sessions dropped because the peer was silent past its idle timeout.",
             &["kind"],
         );
-        let heartbeats_sent = counter_vec(
-            &r,
-            "noc_heartbeats_sent_total",
-            "Heartbeats sent to peers.",
-            &["kind"],
-        );
+        let heartbeats_sent = counter_vec(&r, "noc_heartbeats_sent_total", "Heartbeats sent to peers.", &["kind"]);
         let connections_rejected = counter_vec(
             &r,
             "noc_connections_rejected_total",
             "Device-channel connections closed before authentication, by reason.",
             &["reason"],
         );
-        let bus_sent = counter(
-            &r,
-            "noc_bus_messages_sent_total",
-            "Messages published to other nodes.",
-        );
-        let bus_received = counter(
-            &r,
-            "noc_bus_messages_received_total",
-            "Messages received from other nodes.",
-        );
-        let rts_pending_params = gauge(
-            &r,
-            "noc_rts_pending_params",
-            "RTS connect parameters issued and not yet used or expired.",
-        );
-        let draining = gauge(
-            &r,
-            "noc_draining",
-            "1 while the node drains before shutdown.",
-        );
+        let bus_sent = counter(&r, "noc_bus_messages_sent_total", "Messages published to other nodes.");
+        let bus_received = counter(&r, "noc_bus_messages_received_total", "Messages received from other nodes.");
+        let rts_pending_params =
+            gauge(&r, "noc_rts_pending_params", "RTS connect parameters issued and not yet used or expired.");
+        let draining = gauge(&r, "noc_draining", "1 while the node drains before shutdown.");
 
         for kind in [SessionKind::Ves, SessionKind::Device] {
             sessions.with_label_values(&[kind.as_str()]).set(0);
@@ -299,10 +247,7 @@ impl Metrics {
             }
         }
         for d in [Direction::DeviceToVes, Direction::VesToDevice] {
-            for reason in [
-                UndeliverableReason::PeerOffline,
-                UndeliverableReason::QueueFull,
-            ] {
+            for reason in [UndeliverableReason::PeerOffline, UndeliverableReason::QueueFull] {
                 undeliverable.with_label_values(&[d.as_str(), reason.as_str()]);
             }
         }
@@ -344,22 +289,16 @@ impl Metrics {
 
     pub fn session_opened(&self, kind: SessionKind) {
         self.sessions.with_label_values(&[kind.as_str()]).inc();
-        self.sessions_opened
-            .with_label_values(&[kind.as_str()])
-            .inc();
+        self.sessions_opened.with_label_values(&[kind.as_str()]).inc();
     }
 
     pub fn session_closed(&self, kind: SessionKind, code: CloseCode) {
         self.sessions.with_label_values(&[kind.as_str()]).dec();
-        self.sessions_closed
-            .with_label_values(&[kind.as_str(), code.as_str()])
-            .inc();
+        self.sessions_closed.with_label_values(&[kind.as_str(), code.as_str()]).inc();
     }
 
     pub fn session_replaced(&self, kind: SessionKind) {
-        self.sessions_replaced
-            .with_label_values(&[kind.as_str()])
-            .inc();
+        self.sessions_replaced.with_label_values(&[kind.as_str()]).inc();
     }
 
     pub fn live_sessions(&self, kind: SessionKind) -> i64 {
@@ -367,9 +306,7 @@ impl Metrics {
     }
 
     pub fn undeliverable(&self, direction: Direction, reason: UndeliverableReason) {
-        self.undeliverable
-            .with_label_values(&[direction.as_str(), reason.as_str()])
-            .inc();
+        self.undeliverable.with_label_values(&[direction.as_str(), reason.as_str()]).inc();
     }
 
     pub fn dropped(&self, reason: DropReason) {
@@ -382,15 +319,11 @@ impl Metrics {
     }
 
     pub fn heartbeat_missed(&self, kind: SessionKind) {
-        self.heartbeats_missed
-            .with_label_values(&[kind.as_str()])
-            .inc();
+        self.heartbeats_missed.with_label_values(&[kind.as_str()]).inc();
     }
 
     pub fn heartbeat_sent(&self, kind: SessionKind) {
-        self.heartbeats_sent
-            .with_label_values(&[kind.as_str()])
-            .inc();
+        self.heartbeats_sent.with_label_values(&[kind.as_str()]).inc();
     }
 
     pub fn connection_rejected(&self, reason: &'static str) {
@@ -408,19 +341,9 @@ impl Metrics {
                 f.get_metric().iter().map(move |m| (is_counter, m))
             })
             .filter(|(_, m)| {
-                labels.iter().all(|(k, v)| {
-                    m.get_label()
-                        .iter()
-                        .any(|l| l.name() == *k && l.value() == *v)
-                })
+                labels.iter().all(|(k, v)| m.get_label().iter().any(|l| l.name() == *k && l.value() == *v))
             })
-            .map(|(is_counter, m)| {
-                if is_counter {
-                    m.get_counter().get_value()
-                } else {
-                    m.get_gauge().get_value()
-                }
-            })
+            .map(|(is_counter, m)| if is_counter { m.get_counter().get_value() } else { m.get_gauge().get_value() })
             .sum()
     }
 
@@ -449,12 +372,6 @@ mod tests {
         assert!(text.contains("# TYPE noc_sessions gauge"));
         assert!(text.contains("noc_frames_relayed_total{direction=\"device_to_ves\"} 1"));
         assert_eq!(m.value("noc_sessions", &[("kind", "device")]), 1.0);
-        assert_eq!(
-            m.value(
-                "noc_frames_undeliverable_total",
-                &[("reason", "unknown_peer")]
-            ),
-            1.0
-        );
+        assert_eq!(m.value("noc_frames_undeliverable_total", &[("reason", "unknown_peer")]), 1.0);
     }
 }

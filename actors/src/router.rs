@@ -100,24 +100,15 @@ impl Router {
         match self.devices.insert(device_id, handle) {
             Some(old) => {
                 self.metrics.session_replaced(SessionKind::Device);
-                old.control.do_send(CloseSession::new(
-                    CloseCode::Replaced,
-                    "a newer session for this device took over",
-                ));
+                old.control
+                    .do_send(CloseSession::new(CloseCode::Replaced, "a newer session for this device took over"));
             }
             None => {
                 self.device_count.fetch_add(1, Ordering::Relaxed);
             }
         }
         self.claim(SessionKey::Device(device_id), SessionKind::Device);
-        self.notify_ves(
-            ves_id,
-            VesItem::Command(Command::DevicePresence {
-                device_id,
-                user_id,
-                online: true,
-            }),
-        );
+        self.notify_ves(ves_id, VesItem::Command(Command::DevicePresence { device_id, user_id, online: true }));
     }
 
     /// Removes the device's session if it is still `session` (not already replaced).
@@ -127,11 +118,7 @@ impl Router {
             self.release(SessionKey::Device(device_id));
             self.notify_ves(
                 h.ves_id,
-                VesItem::Command(Command::DevicePresence {
-                    device_id,
-                    user_id: h.user_id,
-                    online: false,
-                }),
+                VesItem::Command(Command::DevicePresence { device_id, user_id: h.user_id, online: false }),
             );
         }
     }
@@ -141,20 +128,13 @@ impl Router {
         let ves_id = handle.shared.ves_id;
         if let Some(old) = self.ves.insert(ves_id, handle) {
             self.metrics.session_replaced(SessionKind::Ves);
-            old.control.do_send(CloseSession::new(
-                CloseCode::Replaced,
-                "a newer RTS session for this VES took over",
-            ));
+            old.control.do_send(CloseSession::new(CloseCode::Replaced, "a newer RTS session for this VES took over"));
         }
         self.claim(SessionKey::Ves(ves_id), SessionKind::Ves);
     }
 
     pub fn unregister_ves(&self, ves_id: VesId, session: u64) {
-        if self
-            .ves
-            .remove_if(&ves_id, |h| h.shared.session == session)
-            .is_some()
-        {
+        if self.ves.remove_if(&ves_id, |h| h.shared.session == session).is_some() {
             self.release(SessionKey::Ves(ves_id));
         }
     }
@@ -165,10 +145,7 @@ impl Router {
             match this.cluster.claim(key).await {
                 Ok(Some(previous)) => {
                     this.metrics.session_replaced(kind);
-                    let msg = BusMessage::Close {
-                        key,
-                        code: CloseCode::Replaced,
-                    };
+                    let msg = BusMessage::Close { key, code: CloseCode::Replaced };
                     if this.cluster.publish(&previous, msg).is_ok() {
                         this.metrics.bus_sent.inc();
                     }
@@ -205,11 +182,7 @@ impl Router {
     ) -> Result<(), UndeliverableReason> {
         if !from.owns_device(device_id) {
             let other = self.devices.with(&device_id, |h| h.map(|h| h.ves_id));
-            return Err(if other.is_some() {
-                UndeliverableReason::NotOwned
-            } else {
-                UndeliverableReason::UnknownPeer
-            });
+            return Err(if other.is_some() { UndeliverableReason::NotOwned } else { UndeliverableReason::UnknownPeer });
         }
         self.deliver_to_device(device_id, Some(from.ves_id), item)
     }
@@ -223,11 +196,7 @@ impl Router {
     ) -> Result<(), UndeliverableReason> {
         let tx = self.devices.with(&device_id, |h| {
             h.map(|h| {
-                if from.is_some_and(|v| v != h.ves_id) {
-                    Err(UndeliverableReason::NotOwned)
-                } else {
-                    Ok(h.tx.clone())
-                }
+                if from.is_some_and(|v| v != h.ves_id) { Err(UndeliverableReason::NotOwned) } else { Ok(h.tx.clone()) }
             })
         });
         match tx {
@@ -239,21 +208,13 @@ impl Router {
                 mpsc::error::TrySendError::Closed(_) => UndeliverableReason::PeerOffline,
             }),
             Some(Err(reason)) => Err(reason),
-            None => self.publish_to_owner(
-                SessionKey::Device(device_id),
-                BusMessage::ToDevice { device_id, item },
-            ),
+            None => self.publish_to_owner(SessionKey::Device(device_id), BusMessage::ToDevice { device_id, item }),
         }
     }
 
-    fn publish_to_owner(
-        &self,
-        key: SessionKey,
-        msg: BusMessage,
-    ) -> Result<(), UndeliverableReason> {
+    fn publish_to_owner(&self, key: SessionKey, msg: BusMessage) -> Result<(), UndeliverableReason> {
         match self.cluster.owner(&key) {
-            Some(node) if node != *self.cluster.node_id() => match self.cluster.publish(&node, msg)
-            {
+            Some(node) if node != *self.cluster.node_id() => match self.cluster.publish(&node, msg) {
                 Ok(()) => {
                     self.metrics.bus_sent.inc();
                     Ok(())
@@ -283,33 +244,15 @@ impl Router {
 
     /// Tells the sender of `item` that it will not arrive. Used when a queue holding
     /// accepted frames is dropped.
-    pub fn bounce_to_device_sender(
-        &self,
-        device_id: DeviceId,
-        frame_id: u64,
-        reason: UndeliverableReason,
-    ) {
+    pub fn bounce_to_device_sender(&self, device_id: DeviceId, frame_id: u64, reason: UndeliverableReason) {
         self.metrics.undeliverable(Direction::DeviceToVes, reason);
         self.notify_device(device_id, DeviceItem::Undeliverable { frame_id, reason });
     }
 
     /// Tells a VES that its accepted frame for `device_id` will not arrive.
-    pub fn bounce_to_ves_sender(
-        &self,
-        ves_id: VesId,
-        device_id: DeviceId,
-        frame_id: u64,
-        reason: UndeliverableReason,
-    ) {
+    pub fn bounce_to_ves_sender(&self, ves_id: VesId, device_id: DeviceId, frame_id: u64, reason: UndeliverableReason) {
         self.metrics.undeliverable(Direction::VesToDevice, reason);
-        self.notify_ves(
-            ves_id,
-            VesItem::Undeliverable {
-                device_id,
-                frame_id,
-                reason,
-            },
-        );
+        self.notify_ves(ves_id, VesItem::Undeliverable { device_id, frame_id, reason });
     }
 
     // -- account events ---------------------------------------------------------------
@@ -324,15 +267,7 @@ impl Router {
         device_type: Option<String>,
     ) {
         self.update_directory(ves_id, device_id, user_id, true);
-        self.notify_ves(
-            ves_id,
-            VesItem::Command(Command::DeviceActivated {
-                device_id,
-                user_id,
-                name,
-                device_type,
-            }),
-        );
+        self.notify_ves(ves_id, VesItem::Command(Command::DeviceActivated { device_id, user_id, name, device_type }));
     }
 
     /// Devices lost their credentials: close their sessions at once, wherever they are.
@@ -340,10 +275,7 @@ impl Router {
         for &device_id in devices {
             self.update_directory(ves_id, device_id, user_id, false);
             self.close_session(SessionKey::Device(device_id), CloseCode::Revoked);
-            self.notify_ves(
-                ves_id,
-                VesItem::Command(Command::DeviceRevoked { device_id, user_id }),
-            );
+            self.notify_ves(ves_id, VesItem::Command(Command::DeviceRevoked { device_id, user_id }));
         }
     }
 
@@ -368,12 +300,7 @@ impl Router {
         }
         let _ = self.publish_to_owner(
             SessionKey::Ves(ves_id),
-            BusMessage::DirectoryUpdate {
-                ves_id,
-                device_id,
-                user_id,
-                present,
-            },
+            BusMessage::DirectoryUpdate { ves_id, device_id, user_id, present },
         );
     }
 
@@ -395,17 +322,12 @@ impl Router {
     /// evenly over `spread_ms` so that peers do not all come back at once.
     pub fn close_all(&self, code: CloseCode, spread_ms: u32) {
         let mut controls = Vec::new();
-        self.devices
-            .for_each(|_, h| controls.push(h.control.clone()));
+        self.devices.for_each(|_, h| controls.push(h.control.clone()));
         self.ves.for_each(|_, h| controls.push(h.control.clone()));
         let n = controls.len().max(1) as u64;
         for (i, control) in controls.into_iter().enumerate() {
             let hint = (i as u64 * spread_ms as u64 / n) as u32;
-            control.do_send(CloseSession {
-                code,
-                message: code.as_str().to_string(),
-                reconnect_after_ms: hint,
-            });
+            control.do_send(CloseSession { code, message: code.as_str().to_string(), reconnect_after_ms: hint });
         }
     }
 
@@ -417,17 +339,13 @@ impl Router {
         match msg {
             BusMessage::ToDevice { device_id, item } => {
                 let origin = match &item {
-                    DeviceItem::Forward {
-                        origin, frame_id, ..
-                    } => Some((*origin, *frame_id)),
+                    DeviceItem::Forward { origin, frame_id, .. } => Some((*origin, *frame_id)),
                     _ => None,
                 };
                 let delivered = match self.devices.with(&device_id, |h| h.map(|h| h.tx.clone())) {
                     Some(tx) => tx.try_send(DeviceOut::Item(item)).map_err(|e| match e {
                         mpsc::error::TrySendError::Full(_) => UndeliverableReason::QueueFull,
-                        mpsc::error::TrySendError::Closed(_) => {
-                            UndeliverableReason::PeerDisconnected
-                        }
+                        mpsc::error::TrySendError::Closed(_) => UndeliverableReason::PeerDisconnected,
                     }),
                     None => Err(UndeliverableReason::PeerDisconnected),
                 };
@@ -437,11 +355,7 @@ impl Router {
             }
             BusMessage::ToVes { ves_id, item } => {
                 let bounce = match &item {
-                    VesItem::Frame {
-                        device_id,
-                        frame_id,
-                        ..
-                    } => Some((*device_id, *frame_id)),
+                    VesItem::Frame { device_id, frame_id, .. } => Some((*device_id, *frame_id)),
                     _ => None,
                 };
                 let delivered = match self.ves_session(ves_id) {
@@ -452,21 +366,14 @@ impl Router {
                     self.bounce_to_device_sender(device_id, frame_id, reason);
                 }
             }
-            BusMessage::DirectoryUpdate {
-                ves_id,
-                device_id,
-                user_id,
-                present,
-            } => {
+            BusMessage::DirectoryUpdate { ves_id, device_id, user_id, present } => {
                 if let Some(h) = self.ves_session(ves_id) {
                     h.shared.set_device(device_id, user_id, present);
                 }
             }
             BusMessage::Close { key, code } => {
                 let control = match key {
-                    SessionKey::Device(id) => {
-                        self.devices.with(&id, |h| h.map(|h| h.control.clone()))
-                    }
+                    SessionKey::Device(id) => self.devices.with(&id, |h| h.map(|h| h.control.clone())),
                     SessionKey::Ves(id) => self.ves.with(&id, |h| h.map(|h| h.control.clone())),
                 };
                 if let Some(control) = control {

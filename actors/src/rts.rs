@@ -31,10 +31,7 @@ pub enum EventLookup {
     /// Fresh parameters: authenticate the VES and start a session.
     New { key_hash: Vec<u8> },
     /// A live session whose command channel is being (re-)established.
-    Resume {
-        shared: Arc<VesShared>,
-        addr: Addr<VesSession>,
-    },
+    Resume { shared: Arc<VesShared>, addr: Addr<VesSession> },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -74,10 +71,8 @@ impl RtsSessions {
         }
         let key_id = secrets::random_hex::<16>();
         let key = secrets::random_hex::<16>();
-        let pending = Pending {
-            key_hash: secrets::token_hash(key.as_bytes()),
-            expires_at: Instant::now() + self.reply_time,
-        };
+        let pending =
+            Pending { key_hash: secrets::token_hash(key.as_bytes()), expires_at: Instant::now() + self.reply_time };
         self.pending.insert(key_id.clone(), pending);
         self.pending_count.fetch_add(1, Ordering::Relaxed);
         self.metrics.rts_pending_params.inc();
@@ -87,13 +82,9 @@ impl RtsSessions {
     /// Resolves an event-URL POST. Fresh parameters are consumed; `None` means unknown,
     /// expired or wrong key (deliberately indistinguishable).
     pub fn lookup_event(&self, key_id: &str, key: &str) -> Option<EventLookup> {
-        let live = self.live.with(&key_id.to_string(), |l| {
-            l.map(|l| (l.shared.clone(), l.addr.clone()))
-        });
+        let live = self.live.with(&key_id.to_string(), |l| l.map(|l| (l.shared.clone(), l.addr.clone())));
         if let Some((shared, addr)) = live {
-            return shared
-                .key_matches(key)
-                .then_some(EventLookup::Resume { shared, addr });
+            return shared.key_matches(key).then_some(EventLookup::Resume { shared, addr });
         }
         let now = Instant::now();
         let taken = self.pending.remove_if(&key_id.to_string(), |p| {
@@ -101,27 +92,21 @@ impl RtsSessions {
         })?;
         self.pending_count.fetch_sub(1, Ordering::Relaxed);
         self.metrics.rts_pending_params.dec();
-        Some(EventLookup::New {
-            key_hash: taken.key_hash,
-        })
+        Some(EventLookup::New { key_hash: taken.key_hash })
     }
 
     /// The live session a data-channel request authenticates to.
     pub fn session(&self, key_id: &str, key: &str) -> Option<Arc<VesShared>> {
-        let shared = self
-            .live
-            .with(&key_id.to_string(), |l| l.map(|l| l.shared.clone()))?;
+        let shared = self.live.with(&key_id.to_string(), |l| l.map(|l| l.shared.clone()))?;
         shared.key_matches(key).then_some(shared)
     }
 
     pub fn insert_session(&self, shared: Arc<VesShared>, addr: Addr<VesSession>) {
-        self.live
-            .insert(shared.key_id.clone(), Live { shared, addr });
+        self.live.insert(shared.key_id.clone(), Live { shared, addr });
     }
 
     pub fn remove_session(&self, key_id: &str, session: u64) {
-        self.live
-            .remove_if(&key_id.to_string(), |l| l.shared.session == session);
+        self.live.remove_if(&key_id.to_string(), |l| l.shared.session == session);
     }
 
     pub fn live_sessions(&self) -> usize {
@@ -156,10 +141,7 @@ mod tests {
         let (id, key) = rts.issue().expect("issue");
         assert_eq!(key.len(), 32, "128-bit key as hex");
         assert!(rts.lookup_event(&id, "wrong").is_none());
-        assert!(matches!(
-            rts.lookup_event(&id, &key),
-            Some(EventLookup::New { .. })
-        ));
+        assert!(matches!(rts.lookup_event(&id, &key), Some(EventLookup::New { .. })));
         assert!(rts.lookup_event(&id, &key).is_none(), "consumed");
         rts.issue().expect("one");
         rts.issue().expect("two");

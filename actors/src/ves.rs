@@ -23,8 +23,8 @@ use futures_util::Stream;
 use noc_cluster::VesItem;
 use noc_protocol::device::ForwardKind;
 use noc_protocol::rts::{
-    ActiveUser, Command, ConstantSyncFlag, FilterRule, StartupReportResponse, StartupStatus,
-    StartupUser, UserFilterRules,
+    ActiveUser, Command, ConstantSyncFlag, FilterRule, StartupReportResponse, StartupStatus, StartupUser,
+    UserFilterRules,
 };
 use noc_protocol::{CloseCode, DeviceId, LicenseId, UndeliverableReason, UserId, VesId};
 use tokio::sync::mpsc;
@@ -112,11 +112,7 @@ impl VesShared {
         };
         ch.tx.try_send(item).map_err(|e| match e {
             mpsc::error::TrySendError::Full(_) => {
-                metrics.dropped(if is_frame {
-                    DropReason::QueueFull
-                } else {
-                    DropReason::ControlQueueFull
-                });
+                metrics.dropped(if is_frame { DropReason::QueueFull } else { DropReason::ControlQueueFull });
                 UndeliverableReason::QueueFull
             }
             mpsc::error::TrySendError::Closed(_) => UndeliverableReason::PeerOffline,
@@ -158,23 +154,14 @@ impl VesShared {
         write(&self.users).remove(&user_id);
         write(&self.ready).remove(&user_id);
         write(&self.devices).retain(|_, u| *u != user_id);
-        self.command(
-            Command::DeactivateUsers {
-                user_ids: vec![user_id],
-            },
-            metrics,
-        );
+        self.command(Command::DeactivateUsers { user_ids: vec![user_id] }, metrics);
     }
 
     /// Records a StartupReport (white paper §4.5 step 8).
     pub fn record_startup(&self, users: &[StartupUser]) -> StartupReportResponse {
         let active = read(&self.users);
         let mut ready = write(&self.ready);
-        let mut resp = StartupReportResponse {
-            ready: 0,
-            unavailable: 0,
-            unknown: Vec::new(),
-        };
+        let mut resp = StartupReportResponse { ready: 0, unavailable: 0, unknown: Vec::new() };
         for u in users {
             if !active.contains_key(&u.user_id) {
                 resp.unknown.push(u.user_id);
@@ -228,36 +215,24 @@ impl VesShared {
 
 fn user_commands(users: &[VesUserState], complete: bool) -> Vec<Command> {
     vec![
-        Command::ActivateUsers {
-            users: users.iter().map(|u| u.user.clone()).collect(),
-            complete,
-        },
+        Command::ActivateUsers { users: users.iter().map(|u| u.user.clone()).collect(), complete },
         Command::FilterRules {
             users: users
                 .iter()
-                .map(|u| UserFilterRules {
-                    user_id: u.user.user_id,
-                    rules: u.filter_rules.clone(),
-                })
+                .map(|u| UserFilterRules { user_id: u.user.user_id, rules: u.filter_rules.clone() })
                 .collect(),
         },
         Command::ConstantSync {
             users: users
                 .iter()
-                .map(|u| ConstantSyncFlag {
-                    user_id: u.user.user_id,
-                    enabled: u.constant_sync,
-                })
+                .map(|u| ConstantSyncFlag { user_id: u.user.user_id, enabled: u.constant_sync })
                 .collect(),
         },
     ]
 }
 
 fn noc_now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
@@ -298,12 +273,7 @@ pub struct VesSession {
 }
 
 impl VesSession {
-    pub fn new(
-        shared: Arc<VesShared>,
-        router: Arc<Router>,
-        rts: Arc<RtsSessions>,
-        cfg: Arc<SessionConfig>,
-    ) -> Self {
+    pub fn new(shared: Arc<VesShared>, router: Arc<Router>, rts: Arc<RtsSessions>, cfg: Arc<SessionConfig>) -> Self {
         Self {
             shared,
             router,
@@ -356,11 +326,7 @@ impl VesSession {
         }
         self.last_progress = progress;
         let hb = self.shared.heartbeat(&self.cfg);
-        if self
-            .shared
-            .enqueue(VesItem::Command(hb), self.router.metrics())
-            .is_ok()
-        {
+        if self.shared.enqueue(VesItem::Command(hb), self.router.metrics()).is_ok() {
             self.router.metrics().heartbeat_sent(SessionKind::Ves);
         }
     }
@@ -371,10 +337,7 @@ impl Actor for VesSession {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         self.router.metrics().session_opened(SessionKind::Ves);
-        self.router.register_ves(VesHandle {
-            shared: self.shared.clone(),
-            control: ctx.address().recipient(),
-        });
+        self.router.register_ves(VesHandle { shared: self.shared.clone(), control: ctx.address().recipient() });
         self.rts.insert_session(self.shared.clone(), ctx.address());
         ctx.run_interval(self.cfg.ves_heartbeat_interval, |act, ctx| act.tick(ctx));
         // A session is created by its first event-URL POST; if that channel never attaches,
@@ -397,13 +360,9 @@ impl Drop for VesSession {
         if let Some(c) = write(&self.shared.channel).take() {
             c.cancel.cancel();
         }
-        self.router
-            .unregister_ves(self.shared.ves_id, self.shared.session);
-        self.rts
-            .remove_session(&self.shared.key_id, self.shared.session);
-        self.router
-            .metrics()
-            .session_closed(SessionKind::Ves, self.close_code);
+        self.router.unregister_ves(self.shared.ves_id, self.shared.session);
+        self.rts.remove_session(&self.shared.key_id, self.shared.session);
+        self.router.metrics().session_closed(SessionKind::Ves, self.close_code);
     }
 }
 
@@ -420,11 +379,7 @@ impl Handler<Attach> for VesSession {
             let _ = tx.try_send(VesItem::Command(cmd));
         }
         self.router.metrics().heartbeat_sent(SessionKind::Ves);
-        let old = write(&self.shared.channel).replace(ChannelTx {
-            tx,
-            cancel: cancel.clone(),
-            epoch,
-        });
+        let old = write(&self.shared.channel).replace(ChannelTx { tx, cancel: cancel.clone(), epoch });
         if let Some(old) = old {
             old.cancel.cancel();
         }
@@ -454,11 +409,8 @@ impl Handler<CloseSession> for VesSession {
 
     fn handle(&mut self, msg: CloseSession, ctx: &mut Context<Self>) {
         self.close_code = msg.code;
-        let cmd = Command::Close {
-            code: msg.code,
-            message: msg.message,
-            reconnect_after_ms: msg.reconnect_after_ms as u64,
-        };
+        let cmd =
+            Command::Close { code: msg.code, message: msg.message, reconnect_after_ms: msg.reconnect_after_ms as u64 };
         self.shared.command(cmd, self.router.metrics());
         if let Some(c) = write(&self.shared.channel).take() {
             c.cancel.cancel();
@@ -488,35 +440,15 @@ pub struct CommandStream {
 impl CommandStream {
     fn encode(item: &VesItem, buf: &mut BytesMut) {
         match item {
-            VesItem::Frame {
-                device_id,
-                user_id,
-                frame_id,
-                kind,
-                payload,
-            } => encode_frame_line(buf, *device_id, *user_id, *frame_id, *kind, payload),
-            VesItem::Ack {
-                device_id,
-                frame_id,
-            } => write_json(
-                buf,
-                &Command::Ack {
-                    device_id: *device_id,
-                    frame_id: *frame_id,
-                },
-            ),
-            VesItem::Undeliverable {
-                device_id,
-                frame_id,
-                reason,
-            } => write_json(
-                buf,
-                &Command::Undeliverable {
-                    device_id: *device_id,
-                    frame_id: *frame_id,
-                    reason: *reason,
-                },
-            ),
+            VesItem::Frame { device_id, user_id, frame_id, kind, payload } => {
+                encode_frame_line(buf, *device_id, *user_id, *frame_id, *kind, payload)
+            }
+            VesItem::Ack { device_id, frame_id } => {
+                write_json(buf, &Command::Ack { device_id: *device_id, frame_id: *frame_id })
+            }
+            VesItem::Undeliverable { device_id, frame_id, reason } => {
+                write_json(buf, &Command::Undeliverable { device_id: *device_id, frame_id: *frame_id, reason: *reason })
+            }
             VesItem::Command(c) => write_json(buf, c),
         }
     }
@@ -573,9 +505,7 @@ fn encode_frame_line(
     let start = buf.len();
     let n = base64::encoded_len(payload.len(), true).unwrap_or(0);
     buf.resize(start + n, 0);
-    let written = base64::engine::general_purpose::STANDARD
-        .encode_slice(payload, &mut buf[start..])
-        .unwrap_or(0);
+    let written = base64::engine::general_purpose::STANDARD.encode_slice(payload, &mut buf[start..]).unwrap_or(0);
     buf.truncate(start + written);
     buf.put_slice(b"\"}\n");
 }
@@ -598,11 +528,7 @@ impl Stream for CommandStream {
             self.shared.progress.fetch_add(1, Ordering::Relaxed);
             return Poll::Ready(Some(Ok(buf.freeze())));
         }
-        if self.done {
-            Poll::Ready(None)
-        } else {
-            Poll::Pending
-        }
+        if self.done { Poll::Ready(None) } else { Poll::Pending }
     }
 }
 
@@ -610,18 +536,9 @@ impl Drop for CommandStream {
     fn drop(&mut self) {
         self.rx.close();
         while let Ok(item) = self.rx.try_recv() {
-            if let VesItem::Frame {
-                device_id,
-                frame_id,
-                ..
-            } = item
-            {
+            if let VesItem::Frame { device_id, frame_id, .. } = item {
                 self.router.metrics().dropped(DropReason::SessionClosed);
-                self.router.bounce_to_device_sender(
-                    device_id,
-                    frame_id,
-                    UndeliverableReason::PeerDisconnected,
-                );
+                self.router.bounce_to_device_sender(device_id, frame_id, UndeliverableReason::PeerDisconnected);
             }
         }
         self.session.do_send(ChannelClosed { epoch: self.epoch });
@@ -636,14 +553,7 @@ mod tests {
     fn hand_written_frame_line_is_the_documented_json() {
         let mut buf = BytesMut::new();
         let (d, u) = (DeviceId::random(), UserId::random());
-        encode_frame_line(
-            &mut buf,
-            d,
-            u,
-            42,
-            ForwardKind::KeyExchange,
-            &Bytes::from_static(b"\x00\x01opaque"),
-        );
+        encode_frame_line(&mut buf, d, u, 42, ForwardKind::KeyExchange, &Bytes::from_static(b"\x00\x01opaque"));
         assert_eq!(buf.last(), Some(&b'\n'));
         let cmd: Command = serde_json::from_slice(&buf[..buf.len() - 1]).expect("valid JSON");
         assert_eq!(

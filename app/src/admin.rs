@@ -29,19 +29,11 @@ impl Admin {
         if let Some(dir) = path.parent() {
             let _ = std::fs::create_dir_all(dir);
         }
-        let store: Arc<dyn Store> =
-            Arc::new(SqliteStore::open(&path).map_err(|source| AdminError::Open {
-                path: path.display().to_string(),
-                source,
-            })?);
-        let actor = format!(
-            "admin:{}",
-            std::env::var("USER").unwrap_or_else(|_| "cli".into())
+        let store: Arc<dyn Store> = Arc::new(
+            SqliteStore::open(&path).map_err(|source| AdminError::Open { path: path.display().to_string(), source })?,
         );
-        Ok(Self {
-            accounts: Accounts::new(store, config.account_policy())?,
-            actor,
-        })
+        let actor = format!("admin:{}", std::env::var("USER").unwrap_or_else(|_| "cli".into()));
+        Ok(Self { accounts: Accounts::new(store, config.account_policy())?, actor })
     }
 
     pub async fn create_license(
@@ -52,10 +44,7 @@ impl Admin {
         expires_in_days: Option<u32>,
     ) -> Result<License, AdminError> {
         let expires_at = expires_in_days.map(|d| noc_storage::now_ms() + d as i64 * 86_400_000);
-        Ok(self
-            .accounts
-            .create_license(name, password, max_users, expires_at, &self.actor)
-            .await?)
+        Ok(self.accounts.create_license(name, password, max_users, expires_at, &self.actor).await?)
     }
 
     pub async fn licenses(&self) -> Result<Vec<License>, AdminError> {
@@ -63,17 +52,11 @@ impl Admin {
     }
 
     pub async fn set_suspended(&self, name: &str, suspended: bool) -> Result<License, AdminError> {
-        Ok(self
-            .accounts
-            .set_license_suspended(name, suspended, &self.actor)
-            .await?)
+        Ok(self.accounts.set_license_suspended(name, suspended, &self.actor).await?)
     }
 
     pub async fn approve_msisdn(&self, msisdn: &str) -> Result<(), AdminError> {
-        self.accounts
-            .store()
-            .approve_msisdn(msisdn, &self.actor, noc_storage::now_ms())
-            .await?;
+        self.accounts.store().approve_msisdn(msisdn, &self.actor, noc_storage::now_ms()).await?;
         let event = AuditEvent {
             at: noc_storage::now_ms(),
             actor: self.actor.clone(),

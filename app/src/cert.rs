@@ -8,10 +8,7 @@ use sha2::{Digest, Sha256};
 #[derive(Debug, thiserror::Error)]
 pub enum CertError {
     #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Io { path: PathBuf, source: std::io::Error },
     #[error("generating certificate: {0}")]
     Generate(#[from] rcgen::Error),
     #[error("{0}: no certificate in file")]
@@ -27,16 +24,10 @@ pub fn ensure(data_dir: &Path, names: &[String]) -> Result<(PathBuf, PathBuf, bo
     if cert.exists() && key.exists() {
         return Ok((cert, key, false));
     }
-    std::fs::create_dir_all(&dir).map_err(|source| CertError::Io {
-        path: dir.clone(),
-        source,
-    })?;
+    std::fs::create_dir_all(&dir).map_err(|source| CertError::Io { path: dir.clone(), source })?;
     let generated = rcgen::generate_simple_self_signed(names.to_vec())?;
     write_private(&key, generated.signing_key.serialize_pem().as_bytes())?;
-    std::fs::write(&cert, generated.cert.pem()).map_err(|source| CertError::Io {
-        path: cert.clone(),
-        source,
-    })?;
+    std::fs::write(&cert, generated.cert.pem()).map_err(|source| CertError::Io { path: cert.clone(), source })?;
     Ok((cert, key, true))
 }
 
@@ -46,14 +37,8 @@ fn write_private(path: &Path, data: &[u8]) -> Result<(), CertError> {
     opts.write(true).create(true).truncate(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-    let mut f = opts.open(path).map_err(|source| CertError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    f.write_all(data).map_err(|source| CertError::Io {
-        path: path.to_path_buf(),
-        source,
-    })
+    let mut f = opts.open(path).map_err(|source| CertError::Io { path: path.to_path_buf(), source })?;
+    f.write_all(data).map_err(|source| CertError::Io { path: path.to_path_buf(), source })
 }
 
 /// SHA-256 fingerprint of the first certificate in a PEM file, as colon-separated hex
@@ -62,22 +47,12 @@ pub fn fingerprint(cert_path: &Path) -> Result<String, CertError> {
     use rustls_pki_types::CertificateDer;
     use rustls_pki_types::pem::PemObject;
     let der = CertificateDer::pem_file_iter(cert_path)
-        .map_err(|e| CertError::Io {
-            path: cert_path.to_path_buf(),
-            source: std::io::Error::other(e.to_string()),
-        })?
+        .map_err(|e| CertError::Io { path: cert_path.to_path_buf(), source: std::io::Error::other(e.to_string()) })?
         .next()
         .ok_or_else(|| CertError::Empty(cert_path.to_path_buf()))?
-        .map_err(|e| CertError::Io {
-            path: cert_path.to_path_buf(),
-            source: std::io::Error::other(e.to_string()),
-        })?;
+        .map_err(|e| CertError::Io { path: cert_path.to_path_buf(), source: std::io::Error::other(e.to_string()) })?;
     let digest = Sha256::digest(der.as_ref());
-    Ok(digest
-        .iter()
-        .map(|b| format!("{b:02X}"))
-        .collect::<Vec<_>>()
-        .join(":"))
+    Ok(digest.iter().map(|b| format!("{b:02X}")).collect::<Vec<_>>().join(":"))
 }
 
 #[cfg(test)]

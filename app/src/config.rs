@@ -16,9 +16,7 @@ use noc_storage::{AccountPolicy, MsisdnApproval, PasswordHashing};
 use serde::{Deserialize, Serialize};
 
 /// Top-level sections, for filtering `NOC_*` environment variables.
-const SECTIONS: &[&str] = &[
-    "data_dir", "node_id", "listen", "public", "tls", "rts", "device", "accounts", "shutdown",
-];
+const SECTIONS: &[&str] = &["data_dir", "node_id", "listen", "public", "tls", "rts", "device", "accounts", "shutdown"];
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -174,11 +172,7 @@ impl Default for ListenConfig {
 
 impl Default for TlsConfig {
     fn default() -> Self {
-        Self {
-            cert_path: None,
-            key_path: None,
-            self_signed_names: vec!["localhost".into(), "127.0.0.1".into()],
-        }
+        Self { cert_path: None, key_path: None, self_signed_names: vec!["localhost".into(), "127.0.0.1".into()] }
     }
 }
 
@@ -231,10 +225,7 @@ impl Default for AccountsConfig {
 
 impl Default for ShutdownConfig {
     fn default() -> Self {
-        Self {
-            drain_seconds: 10,
-            grace_seconds: 5,
-        }
+        Self { drain_seconds: 10, grace_seconds: 5 }
     }
 }
 
@@ -250,10 +241,7 @@ pub enum ConfigError {
 }
 
 fn invalid(key: &'static str, problem: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid {
-        key,
-        problem: problem.into(),
-    }
+    ConfigError::Invalid { key, problem: problem.into() }
 }
 
 impl Config {
@@ -289,28 +277,16 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let d = &self.device;
         if d.heartbeat_interval_seconds == 0 {
-            return Err(invalid(
-                "device.heartbeat_interval_seconds",
-                "must be at least 1",
-            ));
+            return Err(invalid("device.heartbeat_interval_seconds", "must be at least 1"));
         }
         if d.idle_timeout_seconds < d.heartbeat_interval_seconds {
-            return Err(invalid(
-                "device.idle_timeout_seconds",
-                "must be at least device.heartbeat_interval_seconds",
-            ));
+            return Err(invalid("device.idle_timeout_seconds", "must be at least device.heartbeat_interval_seconds"));
         }
         if d.handshake_timeout_seconds == 0 {
-            return Err(invalid(
-                "device.handshake_timeout_seconds",
-                "must be at least 1",
-            ));
+            return Err(invalid("device.handshake_timeout_seconds", "must be at least 1"));
         }
         if !(1024..=16 * 1024 * 1024).contains(&d.max_frame_bytes) {
-            return Err(invalid(
-                "device.max_frame_bytes",
-                "must be between 1024 and 16777216",
-            ));
+            return Err(invalid("device.max_frame_bytes", "must be between 1024 and 16777216"));
         }
         if d.send_queue_frames == 0 || d.max_sessions == 0 || d.write_stall_timeout_seconds == 0 {
             return Err(invalid(
@@ -319,42 +295,27 @@ impl Config {
             ));
         }
         if !(64..=1024 * 1024).contains(&d.read_buffer_bytes) {
-            return Err(invalid(
-                "device.read_buffer_bytes",
-                "must be between 64 and 1048576",
-            ));
+            return Err(invalid("device.read_buffer_bytes", "must be between 64 and 1048576"));
         }
         let r = &self.rts;
         if r.heartbeat_interval_seconds == 0 || r.reply_time_seconds == 0 {
-            return Err(invalid(
-                "rts",
-                "heartbeat_interval_seconds and reply_time_seconds must be at least 1",
-            ));
+            return Err(invalid("rts", "heartbeat_interval_seconds and reply_time_seconds must be at least 1"));
         }
         if r.send_queue_items < 16 {
             return Err(invalid("rts.send_queue_items", "must be at least 16"));
         }
         if r.max_pending_params == 0 || r.write_stall_timeout_seconds == 0 {
-            return Err(invalid(
-                "rts",
-                "max_pending_params and write_stall_timeout_seconds must be positive",
-            ));
+            return Err(invalid("rts", "max_pending_params and write_stall_timeout_seconds must be positive"));
         }
         if r.max_body_bytes < 1024 {
             return Err(invalid("rts.max_body_bytes", "must be at least 1024"));
         }
         let a = &self.accounts;
         if !(8..=128).contains(&a.generated_password_length) {
-            return Err(invalid(
-                "accounts.generated_password_length",
-                "must be between 8 and 128",
-            ));
+            return Err(invalid("accounts.generated_password_length", "must be between 8 and 128"));
         }
         if !(1..=128).contains(&a.min_password_length) {
-            return Err(invalid(
-                "accounts.min_password_length",
-                "must be between 1 and 128",
-            ));
+            return Err(invalid("accounts.min_password_length", "must be between 1 and 128"));
         }
         if a.argon2_memory_kib < 8 * a.argon2_parallelism.max(1)
             || a.argon2_iterations == 0
@@ -366,24 +327,13 @@ impl Config {
             ));
         }
         if a.max_concurrent_hashes == 0 {
-            return Err(invalid(
-                "accounts.max_concurrent_hashes",
-                "must be at least 1",
-            ));
+            return Err(invalid("accounts.max_concurrent_hashes", "must be at least 1"));
         }
         if self.tls.cert_path.is_some() != self.tls.key_path.is_some() {
             return Err(invalid("tls", "cert_path and key_path go together"));
         }
-        if self
-            .public
-            .url
-            .as_ref()
-            .is_some_and(|u| !u.starts_with("https://") || u.ends_with('/'))
-        {
-            return Err(invalid(
-                "public.url",
-                "must start with https:// and have no trailing slash",
-            ));
+        if self.public.url.as_ref().is_some_and(|u| !u.starts_with("https://") || u.ends_with('/')) {
+            return Err(invalid("public.url", "must start with https:// and have no trailing slash"));
         }
         Ok(())
     }
@@ -428,10 +378,7 @@ impl Config {
 
     /// The public base URL, derived from the listen address when not configured.
     pub fn public_url(&self, http: SocketAddr) -> String {
-        self.public
-            .url
-            .clone()
-            .unwrap_or_else(|| format!("https://{}:{}", display_host(http.ip()), http.port()))
+        self.public.url.clone().unwrap_or_else(|| format!("https://{}:{}", display_host(http.ip()), http.port()))
     }
 
     /// Device-channel host and port told to devices.
@@ -463,9 +410,7 @@ impl Config {
         if self.listen.workers > 0 {
             self.listen.workers
         } else {
-            std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(2)
+            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)
         }
     }
 }
@@ -504,21 +449,15 @@ mod tests {
 
     #[test]
     fn unknown_keys_are_rejected() {
-        let err = Config::from_toml("[device]\nheartbeat_interval_secs = 5\n")
-            .expect_err("typo must fail");
+        let err = Config::from_toml("[device]\nheartbeat_interval_secs = 5\n").expect_err("typo must fail");
         assert!(err.to_string().contains("heartbeat_interval_secs"), "{err}");
     }
 
     #[test]
     fn invalid_values_name_their_key() {
-        let err = Config::from_toml(
-            "[device]\nheartbeat_interval_seconds = 60\nidle_timeout_seconds = 10\n",
-        )
-        .expect_err("must fail");
-        assert!(
-            err.to_string().contains("device.idle_timeout_seconds"),
-            "{err}"
-        );
+        let err = Config::from_toml("[device]\nheartbeat_interval_seconds = 60\nidle_timeout_seconds = 10\n")
+            .expect_err("must fail");
+        assert!(err.to_string().contains("device.idle_timeout_seconds"), "{err}");
         let err = Config::from_toml("[public]\nurl = \"http://x\"\n").expect_err("must fail");
         assert!(err.to_string().contains("public.url"), "{err}");
     }
@@ -528,17 +467,9 @@ mod tests {
         let c = Config::default();
         let url = c.public_url("0.0.0.0:8443".parse().expect("addr"));
         assert_eq!(url, "https://localhost:8443");
-        assert_eq!(
-            c.device_endpoint(&url, "0.0.0.0:8444".parse().expect("addr")),
-            ("localhost".into(), 8444)
-        );
-        let c =
-            Config::from_toml("[public]\nurl = \"https://relay.example.net\"\ndevice_port = 443\n")
-                .expect("valid");
+        assert_eq!(c.device_endpoint(&url, "0.0.0.0:8444".parse().expect("addr")), ("localhost".into(), 8444));
+        let c = Config::from_toml("[public]\nurl = \"https://relay.example.net\"\ndevice_port = 443\n").expect("valid");
         let url = c.public_url("0.0.0.0:8443".parse().expect("addr"));
-        assert_eq!(
-            c.device_endpoint(&url, "0.0.0.0:8444".parse().expect("addr")),
-            ("relay.example.net".into(), 443)
-        );
+        assert_eq!(c.device_endpoint(&url, "0.0.0.0:8444".parse().expect("addr")), ("relay.example.net".into(), 443));
     }
 }

@@ -25,10 +25,7 @@ use crate::config::Config;
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
     #[error("data directory {path}: {source}")]
-    DataDir {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    DataDir { path: PathBuf, source: std::io::Error },
     #[error("opening the embedded store: {0}")]
     Store(#[from] StoreError),
     #[error("account rules: {0}")]
@@ -38,11 +35,7 @@ pub enum NodeError {
     #[error("TLS configuration: {0}")]
     Tls(#[from] noc_gateway::tls::TlsError),
     #[error("cannot listen on {addr} ({what}): {source}")]
-    Bind {
-        what: &'static str,
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
+    Bind { what: &'static str, addr: SocketAddr, source: std::io::Error },
     #[error("starting the node: {0}")]
     Startup(String),
 }
@@ -72,42 +65,29 @@ struct Started {
 
 fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, NodeError> {
     let l = TcpListener::bind(addr).map_err(|source| NodeError::Bind { what, addr, source })?;
-    l.set_nonblocking(true)
-        .map_err(|source| NodeError::Bind { what, addr, source })?;
+    l.set_nonblocking(true).map_err(|source| NodeError::Bind { what, addr, source })?;
     Ok(l)
 }
 
 impl Node {
     /// Starts a node on its embedded store in `config.data_dir` and the in-process bus.
     pub fn start(config: Config) -> Result<Node, NodeError> {
-        std::fs::create_dir_all(&config.data_dir).map_err(|source| NodeError::DataDir {
-            path: config.data_dir.clone(),
-            source,
-        })?;
+        std::fs::create_dir_all(&config.data_dir)
+            .map_err(|source| NodeError::DataDir { path: config.data_dir.clone(), source })?;
         let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&config.store_path())?);
-        let cluster: Arc<dyn Cluster> =
-            Arc::new(MemoryCluster::single(NodeId::new(config.node_id()), 65_536));
+        let cluster: Arc<dyn Cluster> = Arc::new(MemoryCluster::single(NodeId::new(config.node_id()), 65_536));
         Self::start_with(config, store, cluster)
     }
 
     /// Starts a node on the given store and cluster backend.
-    pub fn start_with(
-        config: Config,
-        store: Arc<dyn Store>,
-        cluster: Arc<dyn Cluster>,
-    ) -> Result<Node, NodeError> {
-        config
-            .validate()
-            .map_err(|e| NodeError::Startup(e.to_string()))?;
-        std::fs::create_dir_all(&config.data_dir).map_err(|source| NodeError::DataDir {
-            path: config.data_dir.clone(),
-            source,
-        })?;
-        let (cert_path, key_path, cert_generated) =
-            match (&config.tls.cert_path, &config.tls.key_path) {
-                (Some(c), Some(k)) => (c.clone(), k.clone(), false),
-                _ => cert::ensure(&config.data_dir, &config.tls.self_signed_names)?,
-            };
+    pub fn start_with(config: Config, store: Arc<dyn Store>, cluster: Arc<dyn Cluster>) -> Result<Node, NodeError> {
+        config.validate().map_err(|e| NodeError::Startup(e.to_string()))?;
+        std::fs::create_dir_all(&config.data_dir)
+            .map_err(|source| NodeError::DataDir { path: config.data_dir.clone(), source })?;
+        let (cert_path, key_path, cert_generated) = match (&config.tls.cert_path, &config.tls.key_path) {
+            (Some(c), Some(k)) => (c.clone(), k.clone(), false),
+            _ => cert::ensure(&config.data_dir, &config.tls.self_signed_names)?,
+        };
         let cert_fingerprint = cert::fingerprint(&cert_path)?;
         let http_tls = noc_gateway::tls::server_config(&cert_path, &key_path, &[b"http/1.1"])?;
         let device_tls = noc_gateway::tls::server_config(&cert_path, &key_path, &[])?;
@@ -118,10 +98,8 @@ impl Node {
         let http = bind("listen.http", config.listen.http)?;
         let device = bind("listen.device", config.listen.device)?;
         let admin = bind("listen.admin", config.listen.admin)?;
-        let local = |l: &TcpListener, what, addr| {
-            l.local_addr()
-                .map_err(|source| NodeError::Bind { what, addr, source })
-        };
+        let local =
+            |l: &TcpListener, what, addr| l.local_addr().map_err(|source| NodeError::Bind { what, addr, source });
         let http_addr = local(&http, "listen.http", config.listen.http)?;
         let device_addr = local(&device, "listen.device", config.listen.device)?;
         let admin_addr = local(&admin, "listen.admin", config.listen.admin)?;
@@ -147,11 +125,7 @@ impl Node {
                     let metrics = Arc::new(Metrics::new());
                     let router = Router::new(cluster, metrics.clone());
                     router.spawn_bus_pump();
-                    let rts = RtsSessions::new(
-                        sessions.ves_reply_time,
-                        sessions.max_pending_rts,
-                        metrics.clone(),
-                    );
+                    let rts = RtsSessions::new(sessions.ves_reply_time, sessions.max_pending_rts, metrics.clone());
                     let draining = Arc::new(AtomicBool::new(false));
                     let state = GatewayState {
                         accounts: accounts.clone(),
@@ -166,9 +140,7 @@ impl Node {
 
                     let public_state = state.clone();
                     let public = HttpServer::new(move || {
-                        App::new()
-                            .app_data(web::Data::new(public_state.clone()))
-                            .configure(public_routes)
+                        App::new().app_data(web::Data::new(public_state.clone())).configure(public_routes)
                     })
                     .workers(workers)
                     .disable_signals()
@@ -176,9 +148,7 @@ impl Node {
                     .listen_rustls_0_23(http, (*http_tls).clone());
                     let admin_state = state.clone();
                     let admin = HttpServer::new(move || {
-                        App::new()
-                            .app_data(web::Data::new(admin_state.clone()))
-                            .configure(admin_routes)
+                        App::new().app_data(web::Data::new(admin_state.clone())).configure(admin_routes)
                     })
                     .workers(1)
                     .disable_signals()
@@ -240,8 +210,7 @@ impl Node {
                     // hints spread over the drain window, then listeners stop.
                     draining.store(true, Ordering::Relaxed);
                     metrics.draining.set(1);
-                    let spread_ms =
-                        (config.shutdown.drain_seconds * 1000).min(u32::MAX as u64) as u32;
+                    let spread_ms = (config.shutdown.drain_seconds * 1000).min(u32::MAX as u64) as u32;
                     handles.2.stop(true).await;
                     router.close_all(CloseCode::ServerDraining, spread_ms);
                     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -251,9 +220,7 @@ impl Node {
                 });
             })
             .map_err(|e| NodeError::Startup(e.to_string()))?;
-        let started = ready_rx
-            .recv()
-            .map_err(|_| NodeError::Startup("node thread ended during start".into()))??;
+        let started = ready_rx.recv().map_err(|_| NodeError::Startup("node thread ended during start".into()))??;
         tracing::info!(node = %node_id, http = %started.http_addr, device = %started.device_addr, admin = %started.admin_addr, "relay node started");
         Ok(Node {
             node_id,

@@ -23,23 +23,13 @@ impl MemoryHub {
     /// Joins a node with an inbox of `inbox_capacity` messages.
     pub fn join(self: &Arc<Self>, node: NodeId, inbox_capacity: usize) -> MemoryCluster {
         let (tx, rx) = mpsc::channel(inbox_capacity.max(1));
-        self.inboxes
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(node.clone(), tx);
-        MemoryCluster {
-            hub: self.clone(),
-            node,
-            inbox: Mutex::new(Some(rx)),
-        }
+        self.inboxes.lock().unwrap_or_else(|p| p.into_inner()).insert(node.clone(), tx);
+        MemoryCluster { hub: self.clone(), node, inbox: Mutex::new(Some(rx)) }
     }
 
     /// Removes a node as if it died: its inbox and every session it owned disappear.
     pub fn remove_node(&self, node: &NodeId) {
-        self.inboxes
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(node);
+        self.inboxes.lock().unwrap_or_else(|p| p.into_inner()).remove(node);
         self.owners.retain(|_, owner| owner != node);
     }
 }
@@ -78,13 +68,7 @@ impl Cluster for MemoryCluster {
     }
 
     fn publish(&self, node: &NodeId, msg: BusMessage) -> Result<(), ClusterError> {
-        let tx = self
-            .hub
-            .inboxes
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(node)
-            .cloned();
+        let tx = self.hub.inboxes.lock().unwrap_or_else(|p| p.into_inner()).get(node).cloned();
         let tx = tx.ok_or_else(|| ClusterError::NodeUnreachable(node.clone()))?;
         tx.try_send(msg).map_err(|e| match e {
             mpsc::error::TrySendError::Full(_) => ClusterError::InboxFull(node.clone()),
@@ -114,19 +98,11 @@ mod tests {
         let b = hub.join(NodeId::new("b"), 8);
         let key = SessionKey::Device(DeviceId::random());
         assert_eq!(a.claim(key).await.expect("claim"), None);
-        assert_eq!(
-            a.claim(key).await.expect("reclaim"),
-            None,
-            "own claim is not a takeover"
-        );
+        assert_eq!(a.claim(key).await.expect("reclaim"), None, "own claim is not a takeover");
         assert_eq!(b.claim(key).await.expect("claim"), Some(NodeId::new("a")));
         assert_eq!(a.owner(&key), Some(NodeId::new("b")));
         a.release(key);
-        assert_eq!(
-            a.owner(&key),
-            Some(NodeId::new("b")),
-            "a stale release leaves the new owner"
-        );
+        assert_eq!(a.owner(&key), Some(NodeId::new("b")), "a stale release leaves the new owner");
         b.release(key);
         assert_eq!(a.owner(&key), None);
     }
@@ -138,21 +114,12 @@ mod tests {
         let b = hub.join(NodeId::new("b"), 1);
         let mut inbox = b.take_inbox().expect("inbox");
         assert!(b.take_inbox().is_none());
-        let msg = BusMessage::ToDevice {
-            device_id: DeviceId::random(),
-            item: DeviceItem::Ack { frame_id: 1 },
-        };
+        let msg = BusMessage::ToDevice { device_id: DeviceId::random(), item: DeviceItem::Ack { frame_id: 1 } };
         a.publish(&NodeId::new("b"), msg.clone()).expect("publish");
-        assert!(matches!(
-            a.publish(&NodeId::new("b"), msg.clone()),
-            Err(ClusterError::InboxFull(_))
-        ));
+        assert!(matches!(a.publish(&NodeId::new("b"), msg.clone()), Err(ClusterError::InboxFull(_))));
         assert_eq!(inbox.recv().await, Some(msg.clone()));
         hub.remove_node(&NodeId::new("b"));
-        assert!(matches!(
-            a.publish(&NodeId::new("b"), msg),
-            Err(ClusterError::NodeUnreachable(_))
-        ));
+        assert!(matches!(a.publish(&NodeId::new("b"), msg), Err(ClusterError::NodeUnreachable(_))));
         let key = SessionKey::Ves(VesId::random());
         b.claim(key).await.expect("claim");
         hub.remove_node(&NodeId::new("b"));

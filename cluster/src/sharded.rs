@@ -23,10 +23,7 @@ impl<K: Hash + Eq, V> Default for ShardedMap<K, V> {
 
 impl<K: Hash + Eq, V> ShardedMap<K, V> {
     pub fn new() -> Self {
-        Self {
-            shards: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect(),
-            hasher: RandomState::new(),
-        }
+        Self { shards: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect(), hasher: RandomState::new() }
     }
 
     fn shard(&self, key: &K) -> &RwLock<HashMap<K, V>> {
@@ -42,27 +39,17 @@ impl<K: Hash + Eq, V> ShardedMap<K, V> {
 
     /// Inserts, returning the previous value.
     pub fn insert(&self, key: K, value: V) -> Option<V> {
-        self.shard(&key)
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(key, value)
+        self.shard(&key).write().unwrap_or_else(|p| p.into_inner()).insert(key, value)
     }
 
     /// Removes the value if `pred` holds for it; returns it.
     pub fn remove_if(&self, key: &K, pred: impl FnOnce(&V) -> bool) -> Option<V> {
         let mut guard = self.shard(key).write().unwrap_or_else(|p| p.into_inner());
-        if guard.get(key).is_some_and(pred) {
-            guard.remove(key)
-        } else {
-            None
-        }
+        if guard.get(key).is_some_and(pred) { guard.remove(key) } else { None }
     }
 
     pub fn remove(&self, key: &K) -> Option<V> {
-        self.shard(key)
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(key)
+        self.shard(key).write().unwrap_or_else(|p| p.into_inner()).remove(key)
     }
 
     pub fn contains_key(&self, key: &K) -> bool {
@@ -70,10 +57,7 @@ impl<K: Hash + Eq, V> ShardedMap<K, V> {
     }
 
     pub fn len(&self) -> usize {
-        self.shards
-            .iter()
-            .map(|s| s.read().unwrap_or_else(|p| p.into_inner()).len())
-            .sum()
+        self.shards.iter().map(|s| s.read().unwrap_or_else(|p| p.into_inner()).len()).sum()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -92,10 +76,7 @@ impl<K: Hash + Eq, V> ShardedMap<K, V> {
     /// Removes every entry for which `f` returns false.
     pub fn retain(&self, mut f: impl FnMut(&K, &mut V) -> bool) {
         for shard in self.shards.iter() {
-            shard
-                .write()
-                .unwrap_or_else(|p| p.into_inner())
-                .retain(|k, v| f(k, v));
+            shard.write().unwrap_or_else(|p| p.into_inner()).retain(|k, v| f(k, v));
         }
     }
 }

@@ -16,31 +16,20 @@ pub fn admin_routes(cfg: &mut web::ServiceConfig) {
 
 /// Liveness: the process serves requests.
 async fn healthz() -> HttpResponse {
-    HttpResponse::Ok()
-        .content_type("text/plain; charset=utf-8")
-        .body("ok\n")
+    HttpResponse::Ok().content_type("text/plain; charset=utf-8").body("ok\n")
 }
 
 /// Readiness: the node accepts new sessions — not draining, its store answers, and its
 /// cluster backend is reachable. Load balancers stop sending new clients when this fails.
 async fn readyz(state: web::Data<GatewayState>) -> HttpResponse {
-    let store = matches!(
-        tokio::time::timeout(Duration::from_secs(2), state.accounts.store().ping()).await,
-        Ok(Ok(()))
-    );
+    let store = matches!(tokio::time::timeout(Duration::from_secs(2), state.accounts.store().ping()).await, Ok(Ok(())));
     let cluster = state.router.cluster().healthy();
     let draining = state.is_draining();
     let ready = store && cluster && !draining;
     let body = json!({ "Ready": ready, "Store": store, "Cluster": cluster, "Draining": draining });
-    if ready {
-        HttpResponse::Ok().json(body)
-    } else {
-        HttpResponse::ServiceUnavailable().json(body)
-    }
+    if ready { HttpResponse::Ok().json(body) } else { HttpResponse::ServiceUnavailable().json(body) }
 }
 
 async fn metrics(state: web::Data<GatewayState>) -> HttpResponse {
-    HttpResponse::Ok()
-        .content_type("text/plain; version=0.0.4; charset=utf-8")
-        .body(state.router.metrics().render())
+    HttpResponse::Ok().content_type("text/plain; version=0.0.4; charset=utf-8").body(state.router.metrics().render())
 }

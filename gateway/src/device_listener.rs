@@ -50,14 +50,7 @@ impl DeviceListener {
         handshake_timeout: Duration,
         draining: Arc<AtomicBool>,
     ) -> Arc<Self> {
-        Arc::new(Self {
-            acceptor,
-            accounts,
-            router,
-            sessions,
-            handshake_timeout,
-            draining,
-        })
+        Arc::new(Self { acceptor, accounts, router, sessions, handshake_timeout, draining })
     }
 
     /// Serves one accepted TCP connection until it is handed to its session or refused.
@@ -72,32 +65,20 @@ impl DeviceListener {
                 return;
             }
             Err(_) => {
-                self.router
-                    .metrics()
-                    .connection_rejected("handshake_timeout");
+                self.router.metrics().connection_rejected("handshake_timeout");
                 return;
             }
         };
         match self.handshake(tls, deadline).await {
             Ok((io, read_buf, info)) => {
-                DeviceSession::start(
-                    io,
-                    read_buf,
-                    info,
-                    self.router.clone(),
-                    self.sessions.clone(),
-                );
+                DeviceSession::start(io, read_buf, info, self.router.clone(), self.sessions.clone());
             }
             Err(Rejected(reason)) => self.router.metrics().connection_rejected(reason),
         }
     }
 
     /// HELLO → HELLO_ACK → AUTH_* → AUTH_OK on an established TLS stream.
-    async fn handshake<S>(
-        &self,
-        io: S,
-        deadline: Instant,
-    ) -> Result<(S, BytesMut, DeviceSessionInfo), Rejected>
+    async fn handshake<S>(&self, io: S, deadline: Instant) -> Result<(S, BytesMut, DeviceSessionInfo), Rejected>
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
@@ -107,114 +88,53 @@ impl DeviceListener {
             Ok(Frame::Hello { versions }) => versions,
             Ok(other) => {
                 let msg = format!("expected HELLO, got {:?}", other.frame_type());
-                return Err(refuse(
-                    &mut framed,
-                    CloseCode::ProtocolViolation,
-                    &msg,
-                    "protocol_violation",
-                )
-                .await);
+                return Err(refuse(&mut framed, CloseCode::ProtocolViolation, &msg, "protocol_violation").await);
             }
             Err(e) => return Err(fail(&mut framed, e).await),
         };
-        let Some(version) = SUPPORTED_VERSIONS
-            .iter()
-            .rev()
-            .copied()
-            .find(|v| versions.contains(v))
-        else {
-            let msg =
-                format!("no common protocol version; this relay speaks {SUPPORTED_VERSIONS:?}");
-            return Err(refuse(
-                &mut framed,
-                CloseCode::UnsupportedVersion,
-                &msg,
-                "unsupported_version",
-            )
-            .await);
+        let Some(version) = SUPPORTED_VERSIONS.iter().rev().copied().find(|v| versions.contains(v)) else {
+            let msg = format!("no common protocol version; this relay speaks {SUPPORTED_VERSIONS:?}");
+            return Err(refuse(&mut framed, CloseCode::UnsupportedVersion, &msg, "unsupported_version").await);
         };
         if self.draining.load(Ordering::Relaxed) {
-            return Err(refuse(
-                &mut framed,
-                CloseCode::ServerDraining,
-                "node is draining",
-                "draining",
-            )
-            .await);
+            return Err(refuse(&mut framed, CloseCode::ServerDraining, "node is draining", "draining").await);
         }
         if self.router.device_sessions() >= self.sessions.max_device_sessions {
-            return Err(refuse(
-                &mut framed,
-                CloseCode::TooManySessions,
-                "node is full",
-                "too_many_sessions",
-            )
-            .await);
+            return Err(refuse(&mut framed, CloseCode::TooManySessions, "node is full", "too_many_sessions").await);
         }
-        if send(&mut framed, Frame::HelloAck { version }, deadline)
-            .await
-            .is_err()
-        {
+        if send(&mut framed, Frame::HelloAck { version }, deadline).await.is_err() {
             return Err(Rejected("io_error"));
         }
 
         let auth = match next_frame(&mut framed, deadline).await {
-            Ok(Frame::AuthToken {
-                device_id,
-                credential,
-            }) => {
-                tokio::time::timeout_at(
-                    deadline,
-                    self.accounts
-                        .authenticate_device_token(device_id, &credential),
-                )
-                .await
+            Ok(Frame::AuthToken { device_id, credential }) => {
+                tokio::time::timeout_at(deadline, self.accounts.authenticate_device_token(device_id, &credential)).await
             }
-            Ok(Frame::AuthPassword {
-                device_id,
-                msisdn,
-                password,
-            }) => {
+            Ok(Frame::AuthPassword { device_id, msisdn, password }) => {
                 tokio::time::timeout_at(
                     deadline,
-                    self.accounts
-                        .authenticate_device_password(device_id, &msisdn, &password),
+                    self.accounts.authenticate_device_password(device_id, &msisdn, &password),
                 )
                 .await
             }
             Ok(other) => {
-                let msg = format!(
-                    "expected AUTH_TOKEN or AUTH_PASSWORD, got {:?}",
-                    other.frame_type()
-                );
-                return Err(refuse(
-                    &mut framed,
-                    CloseCode::ProtocolViolation,
-                    &msg,
-                    "protocol_violation",
-                )
-                .await);
+                let msg = format!("expected AUTH_TOKEN or AUTH_PASSWORD, got {:?}", other.frame_type());
+                return Err(refuse(&mut framed, CloseCode::ProtocolViolation, &msg, "protocol_violation").await);
             }
             Err(e) => return Err(fail(&mut framed, e).await),
         };
         let auth = match auth {
             Ok(Ok(auth)) => auth,
             Ok(Err(e)) => {
-                self.router
-                    .metrics()
-                    .auth_failure("device", ApiError::auth_reason(&e));
+                self.router.metrics().auth_failure("device", ApiError::auth_reason(&e));
                 let (code, msg) = close_for(&e);
                 return Err(refuse(&mut framed, code, msg, "auth_failed").await);
             }
             Err(_) => {
                 let code = CloseCode::HandshakeTimeout;
-                return Err(refuse(
-                    &mut framed,
-                    code,
-                    "authentication not completed in time",
-                    "handshake_timeout",
-                )
-                .await);
+                return Err(
+                    refuse(&mut framed, code, "authentication not completed in time", "handshake_timeout").await
+                );
             }
         };
         let ok = Frame::AuthOk {
@@ -226,11 +146,7 @@ impl DeviceListener {
             return Err(Rejected("io_error"));
         }
         let FramedParts { io, read_buf, .. } = framed.into_parts();
-        let info = DeviceSessionInfo {
-            device_id: auth.device_id,
-            user_id: auth.user_id,
-            ves_id: auth.ves_id,
-        };
+        let info = DeviceSessionInfo { device_id: auth.device_id, user_id: auth.user_id, ves_id: auth.ves_id };
         Ok((io, read_buf, info))
     }
 }
@@ -264,19 +180,10 @@ async fn send<S: AsyncRead + AsyncWrite + Unpin>(
     }
 }
 
-async fn fail<S: AsyncRead + AsyncWrite + Unpin>(
-    framed: &mut Framed<S, FrameCodec>,
-    e: NextError,
-) -> Rejected {
+async fn fail<S: AsyncRead + AsyncWrite + Unpin>(framed: &mut Framed<S, FrameCodec>, e: NextError) -> Rejected {
     match e {
         NextError::Timeout => {
-            refuse(
-                framed,
-                CloseCode::HandshakeTimeout,
-                "handshake not completed in time",
-                "handshake_timeout",
-            )
-            .await
+            refuse(framed, CloseCode::HandshakeTimeout, "handshake not completed in time", "handshake_timeout").await
         }
         NextError::Closed => Rejected("peer_closed"),
         NextError::Frame(e) => {
@@ -296,16 +203,10 @@ async fn refuse<S: AsyncRead + AsyncWrite + Unpin>(
     message: &str,
     reason: &'static str,
 ) -> Rejected {
-    let frame = Frame::Close {
-        code,
-        reconnect_after_ms: 0,
-        message: message.to_string(),
-    };
+    let frame = Frame::Close { code, reconnect_after_ms: 0, message: message.to_string() };
     let _ = tokio::time::timeout(Duration::from_secs(1), async {
         framed.send(frame).await?;
-        tokio::io::AsyncWriteExt::shutdown(framed.get_mut())
-            .await
-            .map_err(FrameError::Io)
+        tokio::io::AsyncWriteExt::shutdown(framed.get_mut()).await.map_err(FrameError::Io)
     })
     .await;
     Rejected(reason)
@@ -314,19 +215,10 @@ async fn refuse<S: AsyncRead + AsyncWrite + Unpin>(
 fn close_for(e: &AccountError) -> (CloseCode, &'static str) {
     match e {
         AccountError::InvalidCredentials => (CloseCode::AuthFailed, "invalid credentials"),
-        AccountError::LockedOut { .. } => (
-            CloseCode::LockedOut,
-            "too many failed attempts; account locked",
-        ),
-        AccountError::Revoked => (
-            CloseCode::Revoked,
-            "device credential revoked; activate again",
-        ),
+        AccountError::LockedOut { .. } => (CloseCode::LockedOut, "too many failed attempts; account locked"),
+        AccountError::Revoked => (CloseCode::Revoked, "device credential revoked; activate again"),
         AccountError::Suspended => (CloseCode::AccountSuspended, "account or license suspended"),
-        AccountError::Unavailable(_) => (
-            CloseCode::ServiceUnavailable,
-            "account store unavailable; retry later",
-        ),
+        AccountError::Unavailable(_) => (CloseCode::ServiceUnavailable, "account store unavailable; retry later"),
         AccountError::NotActivated => (CloseCode::AuthFailed, "account not activated"),
         _ => (CloseCode::ServerError, "internal error"),
     }

@@ -17,11 +17,7 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(code: ApiErrorCode, message: impl Into<String>) -> Self {
-        Self {
-            code,
-            message: message.into(),
-            retry_after_seconds: None,
-        }
+        Self { code, message: message.into(), retry_after_seconds: None }
     }
 
     pub fn bad_request(message: impl Into<String>) -> Self {
@@ -36,10 +32,7 @@ impl ApiError {
     }
 
     pub fn draining() -> Self {
-        Self {
-            retry_after_seconds: Some(1),
-            ..Self::new(ApiErrorCode::Draining, "node is draining; connect again")
-        }
+        Self { retry_after_seconds: Some(1), ..Self::new(ApiErrorCode::Draining, "node is draining; connect again") }
     }
 
     /// The `reason` label for `noc_auth_failures_total`.
@@ -66,44 +59,29 @@ impl From<AccountError> for ApiError {
                 let now = noc_storage::now_ms();
                 ApiError {
                     retry_after_seconds: Some(((until - now).max(0) as u64).div_ceil(1000)),
-                    ..ApiError::new(
-                        ApiErrorCode::LockedOut,
-                        "too many failed attempts; account locked for a while",
-                    )
+                    ..ApiError::new(ApiErrorCode::LockedOut, "too many failed attempts; account locked for a while")
                 }
             }
-            AccountError::Suspended => ApiError::new(
-                ApiErrorCode::Suspended,
-                "license or account suspended or expired",
-            ),
-            AccountError::SeatsFull { max } => ApiError::new(
-                ApiErrorCode::SeatsFull,
-                format!("license has no free seat (maximum {max} users)"),
-            ),
-            AccountError::Conflict(what) => {
-                ApiError::new(ApiErrorCode::Conflict, format!("{what} already exists"))
+            AccountError::Suspended => {
+                ApiError::new(ApiErrorCode::Suspended, "license or account suspended or expired")
             }
-            AccountError::NotFound => ApiError::new(
-                ApiErrorCode::NotFound,
-                "no such user for this enterprise server",
-            ),
-            AccountError::MsisdnNotApproved => ApiError::new(
-                ApiErrorCode::MsisdnNotApproved,
-                "this MSISDN is not approved by the carrier",
-            ),
-            AccountError::NotActivated => ApiError::new(
-                ApiErrorCode::NotActivated,
-                "account not activated: bind an MSISDN first",
-            ),
+            AccountError::SeatsFull { max } => {
+                ApiError::new(ApiErrorCode::SeatsFull, format!("license has no free seat (maximum {max} users)"))
+            }
+            AccountError::Conflict(what) => ApiError::new(ApiErrorCode::Conflict, format!("{what} already exists")),
+            AccountError::NotFound => ApiError::new(ApiErrorCode::NotFound, "no such user for this enterprise server"),
+            AccountError::MsisdnNotApproved => {
+                ApiError::new(ApiErrorCode::MsisdnNotApproved, "this MSISDN is not approved by the carrier")
+            }
+            AccountError::NotActivated => {
+                ApiError::new(ApiErrorCode::NotActivated, "account not activated: bind an MSISDN first")
+            }
             AccountError::Invalid(m) => ApiError::bad_request(m),
             AccountError::Unavailable(detail) => {
                 tracing::warn!(%detail, "account store unavailable");
                 ApiError {
                     retry_after_seconds: Some(5),
-                    ..ApiError::new(
-                        ApiErrorCode::Unavailable,
-                        "account store unavailable; retry later",
-                    )
+                    ..ApiError::new(ApiErrorCode::Unavailable, "account store unavailable; retry later")
                 }
             }
             AccountError::Internal(detail) => {
@@ -124,11 +102,6 @@ impl ResponseError for ApiError {
         if let Some(s) = self.retry_after_seconds {
             resp.insert_header(("Retry-After", s.to_string()));
         }
-        resp.json(ErrorBody {
-            error: ErrorDetail {
-                code: self.code,
-                message: self.message.clone(),
-            },
-        })
+        resp.json(ErrorBody { error: ErrorDetail { code: self.code, message: self.message.clone() } })
     }
 }

@@ -10,10 +10,9 @@ use futures_util::StreamExt;
 use noc_actors::{EventLookup, VesSession, VesShared, VesUserState};
 use noc_cluster::DeviceItem;
 use noc_protocol::rts::{
-    AccountActivationRequest, AccountActivationResponse, AcksResponse, ActiveUser, ConnectParams,
-    DataRequest, DeletedUser, DeviceActivationRequest, DeviceActivationResponse, FrameResult,
-    FrameStatus, FramesResponse, LicenseRequest, LicenseResponse, PasswordReset, ProvisionedUser,
-    RtsConnectionEnvelope, UserList, UserSummary,
+    AccountActivationRequest, AccountActivationResponse, AcksResponse, ActiveUser, ConnectParams, DataRequest,
+    DeletedUser, DeviceActivationRequest, DeviceActivationResponse, FrameResult, FrameStatus, FramesResponse,
+    LicenseRequest, LicenseResponse, PasswordReset, ProvisionedUser, RtsConnectionEnvelope, UserList, UserSummary,
 };
 use noc_protocol::{ApiErrorCode, UndeliverableReason, rts};
 use noc_storage::{UserRecord, UserStatus};
@@ -38,28 +37,15 @@ async fn not_found() -> Result<HttpResponse, ApiError> {
 }
 
 /// Reads at most `limit` bytes of body; a larger body is refused before it is buffered.
-async fn read_body(
-    req: &HttpRequest,
-    mut payload: web::Payload,
-    limit: usize,
-) -> Result<Bytes, ApiError> {
-    let too_large = || {
-        ApiError::new(
-            ApiErrorCode::PayloadTooLarge,
-            format!("request body exceeds {limit} bytes"),
-        )
-    };
-    let declared = req
-        .headers()
-        .get("content-length")
-        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+async fn read_body(req: &HttpRequest, mut payload: web::Payload, limit: usize) -> Result<Bytes, ApiError> {
+    let too_large = || ApiError::new(ApiErrorCode::PayloadTooLarge, format!("request body exceeds {limit} bytes"));
+    let declared = req.headers().get("content-length").and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
     if declared.is_some_and(|len| len > limit) {
         return Err(too_large());
     }
     let mut body = web::BytesMut::new();
     while let Some(chunk) = payload.next().await {
-        let chunk =
-            chunk.map_err(|e| ApiError::bad_request(format!("reading request body: {e}")))?;
+        let chunk = chunk.map_err(|e| ApiError::bad_request(format!("reading request body: {e}")))?;
         if body.len() + chunk.len() > limit {
             return Err(too_large());
         }
@@ -74,8 +60,7 @@ async fn json_body<T: DeserializeOwned>(
     payload: web::Payload,
 ) -> Result<T, ApiError> {
     let body = read_body(req, payload, state.config.max_body_bytes).await?;
-    serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
+    serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
 }
 
 fn header<'a>(req: &'a HttpRequest, name: &str) -> Option<&'a str> {
@@ -83,10 +68,7 @@ fn header<'a>(req: &'a HttpRequest, name: &str) -> Option<&'a str> {
 }
 
 fn failed_auth(state: &GatewayState, kind: &'static str, e: noc_storage::AccountError) -> ApiError {
-    state
-        .router
-        .metrics()
-        .auth_failure(kind, ApiError::auth_reason(&e));
+    state.router.metrics().auth_failure(kind, ApiError::auth_reason(&e));
     e.into()
 }
 
@@ -119,20 +101,15 @@ async fn connect(state: web::Data<GatewayState>) -> Result<HttpResponse, ApiErro
     }
     let (key_id, key) = state.rts.issue().map_err(|_| ApiError {
         retry_after_seconds: Some(5),
-        ..ApiError::new(
-            ApiErrorCode::TooManyRequests,
-            "too many pending RTS connections; retry later",
-        )
+        ..ApiError::new(ApiErrorCode::TooManyRequests, "too many pending RTS connections; retry later")
     })?;
-    Ok(HttpResponse::Ok()
-        .insert_header(("Cache-Control", "no-store"))
-        .json(ConnectParams {
-            event_url: format!("{}/rts/v1/event/{key_id}", state.config.public_url),
-            key_id,
-            key,
-            reply_time: state.sessions.ves_reply_time.as_secs(),
-            protocol_version: rts::RTS_PROTOCOL_VERSION,
-        }))
+    Ok(HttpResponse::Ok().insert_header(("Cache-Control", "no-store")).json(ConnectParams {
+        event_url: format!("{}/rts/v1/event/{key_id}", state.config.public_url),
+        key_id,
+        key,
+        reply_time: state.sessions.ves_reply_time.as_secs(),
+        protocol_version: rts::RTS_PROTOCOL_VERSION,
+    }))
 }
 
 fn active_user_state(u: &UserRecord) -> VesUserState {
@@ -164,10 +141,7 @@ async fn event(
     let envelope: RtsConnectionEnvelope = json_body(&state, &req, payload).await?;
     let conn = envelope.rts_connection;
     let Some(lookup) = state.rts.lookup_event(&key_id, &key) else {
-        state
-            .router
-            .metrics()
-            .auth_failure("ves", "invalid_session");
+        state.router.metrics().auth_failure("ves", "invalid_session");
         return Err(ApiError::invalid_session());
     };
     let (ves, _) = state
@@ -178,32 +152,16 @@ async fn event(
     let (addr, resumed) = match lookup {
         EventLookup::Resume { shared, addr } => {
             if shared.ves_id != ves.id {
-                state
-                    .router
-                    .metrics()
-                    .auth_failure("ves", "invalid_credentials");
-                return Err(ApiError::new(
-                    ApiErrorCode::InvalidCredentials,
-                    "invalid credentials",
-                ));
+                state.router.metrics().auth_failure("ves", "invalid_credentials");
+                return Err(ApiError::new(ApiErrorCode::InvalidCredentials, "invalid credentials"));
             }
             (addr, true)
         }
         EventLookup::New { key_hash } => {
             let store = state.accounts.store();
-            let users = store
-                .users_by_ves(ves.id)
-                .await
-                .map_err(noc_storage::AccountError::from)?;
-            let devices = store
-                .devices_by_ves(ves.id)
-                .await
-                .map_err(noc_storage::AccountError::from)?;
-            let users = users
-                .iter()
-                .filter(|u| u.status == UserStatus::Active)
-                .map(active_user_state)
-                .collect();
+            let users = store.users_by_ves(ves.id).await.map_err(noc_storage::AccountError::from)?;
+            let devices = store.devices_by_ves(ves.id).await.map_err(noc_storage::AccountError::from)?;
+            let users = users.iter().filter(|u| u.status == UserStatus::Active).map(active_user_state).collect();
             let shared = Arc::new(VesShared::new(
                 ves.id,
                 ves.license_id,
@@ -213,12 +171,7 @@ async fn event(
                 users,
                 devices,
             ));
-            let session = VesSession::new(
-                shared,
-                state.router.clone(),
-                state.rts.clone(),
-                state.sessions.clone(),
-            );
+            let session = VesSession::new(shared, state.router.clone(), state.rts.clone(), state.sessions.clone());
             (session.start(), false)
         }
     };
@@ -227,12 +180,7 @@ async fn event(
         .await
         .ok()
         .flatten()
-        .ok_or_else(|| {
-            ApiError::new(
-                ApiErrorCode::InvalidSession,
-                "session ended; GET /rts/v1/connect again",
-            )
-        })?;
+        .ok_or_else(|| ApiError::new(ApiErrorCode::InvalidSession, "session ended; GET /rts/v1/connect again"))?;
     tracing::info!(ves = %ves.id, resumed, agent = conn.agent.as_deref().unwrap_or("-"), "command channel attached");
     Ok(HttpResponse::Ok()
         .content_type(rts::COMMAND_CHANNEL_CONTENT_TYPE)
@@ -250,10 +198,7 @@ async fn data(
     let key_id = header(&req, rts::HEADER_KEY_ID).unwrap_or("");
     let key = header(&req, rts::HEADER_KEY).unwrap_or("");
     let Some(shared) = state.rts.session(key_id, key) else {
-        state
-            .router
-            .metrics()
-            .auth_failure("ves", "invalid_session");
+        state.router.metrics().auth_failure("ves", "invalid_session");
         return Err(ApiError::invalid_session());
     };
     let request: DataRequest = json_body(&state, &req, payload).await?;
@@ -261,15 +206,8 @@ async fn data(
     let accounts = &state.accounts;
     let router = &state.router;
     Ok(match request {
-        DataRequest::StartupReport { users } => {
-            HttpResponse::Ok().json(shared.record_startup(&users))
-        }
-        DataRequest::ProvisionUser {
-            email,
-            password,
-            first_name,
-            last_name,
-        } => {
+        DataRequest::StartupReport { users } => HttpResponse::Ok().json(shared.record_startup(&users)),
+        DataRequest::ProvisionUser { email, password, first_name, last_name } => {
             let (user, generated, license) = accounts
                 .provision_user(
                     ves_id,
@@ -293,15 +231,11 @@ async fn data(
             let (user, devices) = accounts.delete_user(ves_id, &email).await?;
             router.devices_revoked(ves_id, user.id, &devices);
             router.user_removed(ves_id, user.id);
-            HttpResponse::Ok().json(DeletedUser {
-                user_id: user.id,
-                revoked_devices: devices.len() as u32,
-            })
+            HttpResponse::Ok().json(DeletedUser { user_id: user.id, revoked_devices: devices.len() as u32 })
         }
         DataRequest::ResetPassword { email, password } => {
-            let (user, generated, devices) = accounts
-                .reset_password(ves_id, &email, password.as_ref().map(|p| p.0.as_str()))
-                .await?;
+            let (user, generated, devices) =
+                accounts.reset_password(ves_id, &email, password.as_ref().map(|p| p.0.as_str())).await?;
             router.devices_revoked(ves_id, user.id, &devices);
             HttpResponse::Ok().json(PasswordReset {
                 user_id: user.id,
@@ -311,14 +245,8 @@ async fn data(
         }
         DataRequest::ListUsers {} => {
             let store = accounts.store();
-            let users = store
-                .users_by_ves(ves_id)
-                .await
-                .map_err(noc_storage::AccountError::from)?;
-            let devices = store
-                .devices_by_ves(ves_id)
-                .await
-                .map_err(noc_storage::AccountError::from)?;
+            let users = store.users_by_ves(ves_id).await.map_err(noc_storage::AccountError::from)?;
+            let devices = store.devices_by_ves(ves_id).await.map_err(noc_storage::AccountError::from)?;
             let users = users
                 .into_iter()
                 .map(|u| UserSummary {
@@ -334,16 +262,13 @@ async fn data(
             HttpResponse::Ok().json(UserList { users })
         }
         DataRequest::Frames { frames } => {
-            let max_payload = state
-                .sessions
-                .max_frame_bytes
-                .saturating_sub(noc_protocol::device::FORWARD_OVERHEAD_BYTES);
+            let max_payload =
+                state.sessions.max_frame_bytes.saturating_sub(noc_protocol::device::FORWARD_OVERHEAD_BYTES);
             // Decode everything first: a malformed request is refused as a whole.
             let mut decoded = Vec::with_capacity(frames.len());
             for (i, f) in frames.into_iter().enumerate() {
-                let payload = rts::decode_payload(&f.payload).map_err(|e| {
-                    ApiError::bad_request(format!("Frames[{i}].Payload is not base64: {e}"))
-                })?;
+                let payload = rts::decode_payload(&f.payload)
+                    .map_err(|e| ApiError::bad_request(format!("Frames[{i}].Payload is not base64: {e}")))?;
                 decoded.push((f, payload));
             }
             let mut results = Vec::with_capacity(decoded.len());
@@ -364,18 +289,9 @@ async fn data(
             HttpResponse::Ok().json(FramesResponse { results })
         }
         DataRequest::Acks { acks } => {
-            let mut resp = AcksResponse {
-                forwarded: 0,
-                undeliverable: Vec::new(),
-            };
+            let mut resp = AcksResponse { forwarded: 0, undeliverable: Vec::new() };
             for a in acks {
-                match router.ves_to_device(
-                    &shared,
-                    a.device_id,
-                    DeviceItem::Ack {
-                        frame_id: a.frame_id,
-                    },
-                ) {
+                match router.ves_to_device(&shared, a.device_id, DeviceItem::Ack { frame_id: a.frame_id }) {
                     Ok(()) => resp.forwarded += 1,
                     Err(reason) => resp.undeliverable.push(FrameResult {
                         device_id: a.device_id,
@@ -397,23 +313,10 @@ fn frame_result(
     outcome: Result<(), UndeliverableReason>,
 ) -> FrameResult {
     match outcome {
-        Ok(()) => FrameResult {
-            device_id,
-            frame_id,
-            status: FrameStatus::Accepted,
-            reason: None,
-        },
+        Ok(()) => FrameResult { device_id, frame_id, status: FrameStatus::Accepted, reason: None },
         Err(reason) => {
-            state
-                .router
-                .metrics()
-                .undeliverable(Direction::VesToDevice, reason);
-            FrameResult {
-                device_id,
-                frame_id,
-                status: FrameStatus::Undeliverable,
-                reason: Some(reason),
-            }
+            state.router.metrics().undeliverable(Direction::VesToDevice, reason);
+            FrameResult { device_id, frame_id, status: FrameStatus::Undeliverable, reason: Some(reason) }
         }
     }
 }
@@ -432,9 +335,7 @@ async fn activate_account(
         .activate_account(&body.login, &body.password.0, &body.msisdn, &body.time_zone)
         .await
         .map_err(|e| failed_auth(&state, "account", e))?;
-    state
-        .router
-        .user_activated(user.ves_id, active_user_state(&user));
+    state.router.user_activated(user.ves_id, active_user_state(&user));
     Ok(HttpResponse::Ok().json(AccountActivationResponse {
         user_id: user.id,
         email: user.email,
@@ -452,33 +353,17 @@ async fn activate_device(
     let body: DeviceActivationRequest = json_body(&state, &req, payload).await?;
     let (device, credential, user) = state
         .accounts
-        .activate_device(
-            &body.msisdn,
-            &body.password.0,
-            body.device_name.as_deref(),
-            body.device_type.as_deref(),
-        )
+        .activate_device(&body.msisdn, &body.password.0, body.device_name.as_deref(), body.device_type.as_deref())
         .await
         .map_err(|e| failed_auth(&state, "device", e))?;
-    state.router.device_activated(
-        user.ves_id,
-        device.id,
-        user.id,
-        device.name.clone(),
-        device.device_type.clone(),
-    );
+    state.router.device_activated(user.ves_id, device.id, user.id, device.name.clone(), device.device_type.clone());
     Ok(HttpResponse::Ok().json(DeviceActivationResponse {
         device_id: device.id,
         device_credential: credential,
         device_host: state.config.device_host.clone(),
         device_port: state.config.device_port,
         full_name: user.full_name(),
-        service_type: if user.constant_sync {
-            "constant_sync"
-        } else {
-            "browse"
-        }
-        .to_string(),
+        service_type: if user.constant_sync { "constant_sync" } else { "browse" }.to_string(),
         user_id: user.id,
     }))
 }

@@ -141,17 +141,9 @@ fn main() -> Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     match cli.command {
-        Command::Serve {
-            common,
-            http_listen,
-            device_listen,
-            admin_listen,
-            node_id,
-        } => {
+        Command::Serve { common, http_listen, device_listen, admin_listen, node_id } => {
             let mut config = load(&common)?;
             if let Some(a) = http_listen {
                 config.listen.http = a;
@@ -183,29 +175,15 @@ fn main() -> Result<()> {
 fn serve(rt: &tokio::runtime::Runtime, config: Config) -> Result<()> {
     let data_dir = config.data_dir.clone();
     let mut node = Node::start(config).context("starting the relay")?;
-    println!(
-        "noc relay {} (node {})",
-        env!("CARGO_PKG_VERSION"),
-        node.node_id
-    );
+    println!("noc relay {} (node {})", env!("CARGO_PKG_VERSION"), node.node_id);
     println!("  data dir       {}", data_dir.display());
-    println!(
-        "  public HTTPS   {} (listening on {})",
-        node.public_url, node.http_addr
-    );
+    println!("  public HTTPS   {} (listening on {})", node.public_url, node.http_addr);
     println!("  device channel {}", node.device_addr);
-    println!(
-        "  admin HTTP     http://{} (/healthz /readyz /metrics)",
-        node.admin_addr
-    );
+    println!("  admin HTTP     http://{} (/healthz /readyz /metrics)", node.admin_addr);
     println!(
         "  TLS certificate {}{}",
         node.cert_path.display(),
-        if node.cert_generated {
-            " (self-signed, generated now)"
-        } else {
-            ""
-        }
+        if node.cert_generated { " (self-signed, generated now)" } else { "" }
     );
     println!("  SHA-256 fingerprint {}", node.cert_fingerprint);
     let stopper = node.stopper();
@@ -229,13 +207,7 @@ async fn admin(config: Config, command: AdminCommand) -> Result<()> {
     let admin = Admin::open(&config)?;
     match command {
         AdminCommand::License { command } => match command {
-            LicenseCommand::Create {
-                name,
-                password,
-                password_stdin,
-                max_users,
-                expires_in_days,
-            } => {
+            LicenseCommand::Create { name, password, password_stdin, max_users, expires_in_days } => {
                 let password = match (password, password_stdin) {
                     (Some(p), _) => p,
                     (None, true) => {
@@ -245,13 +217,8 @@ async fn admin(config: Config, command: AdminCommand) -> Result<()> {
                     }
                     (None, false) => bail!("give --password or --password-stdin"),
                 };
-                let l = admin
-                    .create_license(&name, &password, max_users, expires_in_days)
-                    .await?;
-                println!(
-                    "created license {} ({}) with {} seats",
-                    l.name, l.id, l.max_users
-                );
+                let l = admin.create_license(&name, &password, max_users, expires_in_days).await?;
+                println!("created license {} ({}) with {} seats", l.name, l.id, l.max_users);
             }
             LicenseCommand::List { json } => {
                 let licenses = admin.licenses().await?;
@@ -267,16 +234,10 @@ async fn admin(config: Config, command: AdminCommand) -> Result<()> {
                         .collect();
                     println!("{}", serde_json::to_string_pretty(&rows)?);
                 } else {
-                    println!(
-                        "{:<24} {:>6} {:>6} {:<10} ID",
-                        "NAME", "USED", "MAX", "STATE"
-                    );
+                    println!("{:<24} {:>6} {:>6} {:<10} ID", "NAME", "USED", "MAX", "STATE");
                     for l in licenses {
                         let state = if l.suspended { "suspended" } else { "active" };
-                        println!(
-                            "{:<24} {:>6} {:>6} {:<10} {}",
-                            l.name, l.used_users, l.max_users, state, l.id
-                        );
+                        println!("{:<24} {:>6} {:>6} {:<10} {}", l.name, l.used_users, l.max_users, state, l.id);
                     }
                 }
             }
@@ -289,18 +250,13 @@ async fn admin(config: Config, command: AdminCommand) -> Result<()> {
                 println!("license {name} resumed");
             }
         },
-        AdminCommand::Msisdn {
-            command: MsisdnCommand::Approve { msisdn },
-        } => {
+        AdminCommand::Msisdn { command: MsisdnCommand::Approve { msisdn } } => {
             admin.approve_msisdn(&msisdn).await?;
             println!("MSISDN {msisdn} approved");
         }
         AdminCommand::Audit { limit } => {
             for e in admin.audit(limit).await? {
-                println!(
-                    "{} {} {} {} {}",
-                    e.at, e.actor, e.action, e.subject, e.detail
-                );
+                println!("{} {} {} {} {}", e.at, e.actor, e.action, e.subject, e.detail);
             }
         }
     }

@@ -185,9 +185,7 @@ impl ApiErrorCode {
             ApiErrorCode::PayloadTooLarge => 413,
             ApiErrorCode::InvalidCredentials | ApiErrorCode::InvalidSession => 401,
             ApiErrorCode::LockedOut | ApiErrorCode::TooManyRequests => 429,
-            ApiErrorCode::Suspended
-            | ApiErrorCode::MsisdnNotApproved
-            | ApiErrorCode::NotActivated => 403,
+            ApiErrorCode::Suspended | ApiErrorCode::MsisdnNotApproved | ApiErrorCode::NotActivated => 403,
             ApiErrorCode::SeatsFull | ApiErrorCode::Conflict => 409,
             ApiErrorCode::NotFound => 404,
             ApiErrorCode::Unavailable | ApiErrorCode::Draining => 503,

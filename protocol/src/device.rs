@@ -77,12 +77,8 @@ pub enum ForwardKind {
 }
 
 impl ForwardKind {
-    pub const ALL: [ForwardKind; 4] = [
-        ForwardKind::WakeUp,
-        ForwardKind::WakeUpAck,
-        ForwardKind::KeyExchange,
-        ForwardKind::Data,
-    ];
+    pub const ALL: [ForwardKind; 4] =
+        [ForwardKind::WakeUp, ForwardKind::WakeUpAck, ForwardKind::KeyExchange, ForwardKind::Data];
 
     pub fn as_u8(self) -> u8 {
         match self {
@@ -143,41 +139,19 @@ pub enum Frame {
     /// Relay → device: the chosen version.
     HelloAck { version: u16 },
     /// Device → relay: authenticate with the credential issued at activation.
-    AuthToken {
-        device_id: DeviceId,
-        credential: Bytes,
-    },
+    AuthToken { device_id: DeviceId, credential: Bytes },
     /// Device → relay: authenticate with MSISDN + account password + device id.
-    AuthPassword {
-        device_id: DeviceId,
-        msisdn: String,
-        password: String,
-    },
+    AuthPassword { device_id: DeviceId, msisdn: String, password: String },
     /// Relay → device: authenticated; the session's timing and size parameters.
-    AuthOk {
-        heartbeat_interval_seconds: u32,
-        idle_timeout_seconds: u32,
-        max_frame_bytes: u32,
-    },
+    AuthOk { heartbeat_interval_seconds: u32, idle_timeout_seconds: u32, max_frame_bytes: u32 },
     /// Either way: the sender closes the connection after this frame.
-    Close {
-        code: CloseCode,
-        reconnect_after_ms: u32,
-        message: String,
-    },
+    Close { code: CloseCode, reconnect_after_ms: u32, message: String },
     /// Either way: an opaque end-to-end frame to or from the user's VES.
-    Forward {
-        kind: ForwardKind,
-        frame_id: u64,
-        payload: Bytes,
-    },
+    Forward { kind: ForwardKind, frame_id: u64, payload: Bytes },
     /// Either way: end-to-end acknowledgement of a forwarded frame.
     Ack { frame_id: u64 },
     /// Relay → device: the frame could not be delivered; keep it and retry later.
-    Undeliverable {
-        frame_id: u64,
-        reason: UndeliverableReason,
-    },
+    Undeliverable { frame_id: u64, reason: UndeliverableReason },
     /// Either way: keeps the connection (and NAT bindings) alive.
     Heartbeat,
 }
@@ -213,47 +187,28 @@ impl Frame {
                 }
             }
             Frame::HelloAck { version } => dst.put_u16(*version),
-            Frame::AuthToken {
-                device_id,
-                credential,
-            } => {
+            Frame::AuthToken { device_id, credential } => {
                 dst.put_slice(device_id.as_bytes());
                 let cred = &credential[..credential.len().min(MAX_CREDENTIAL_BYTES)];
                 dst.put_u8(cred.len() as u8);
                 dst.put_slice(cred);
             }
-            Frame::AuthPassword {
-                device_id,
-                msisdn,
-                password,
-            } => {
+            Frame::AuthPassword { device_id, msisdn, password } => {
                 dst.put_slice(device_id.as_bytes());
                 put_str16(dst, msisdn);
                 put_str16(dst, password);
             }
-            Frame::AuthOk {
-                heartbeat_interval_seconds,
-                idle_timeout_seconds,
-                max_frame_bytes,
-            } => {
+            Frame::AuthOk { heartbeat_interval_seconds, idle_timeout_seconds, max_frame_bytes } => {
                 dst.put_u32(*heartbeat_interval_seconds);
                 dst.put_u32(*idle_timeout_seconds);
                 dst.put_u32(*max_frame_bytes);
             }
-            Frame::Close {
-                code,
-                reconnect_after_ms,
-                message,
-            } => {
+            Frame::Close { code, reconnect_after_ms, message } => {
                 dst.put_u16(code.as_u16());
                 dst.put_u32(*reconnect_after_ms);
                 put_str16(dst, message);
             }
-            Frame::Forward {
-                kind,
-                frame_id,
-                payload,
-            } => {
+            Frame::Forward { kind, frame_id, payload } => {
                 dst.put_u8(kind.as_u8());
                 dst.put_u64(*frame_id);
                 dst.put_slice(payload);
@@ -281,9 +236,7 @@ impl Frame {
             + 1
             + match self {
                 Frame::Forward { payload, .. } => 9 + payload.len(),
-                Frame::AuthPassword {
-                    msisdn, password, ..
-                } => 20 + msisdn.len() + password.len(),
+                Frame::AuthPassword { msisdn, password, .. } => 20 + msisdn.len() + password.len(),
                 Frame::Close { message, .. } => 8 + message.len(),
                 _ => 64,
             }
@@ -312,9 +265,7 @@ impl Frame {
                 }
                 Frame::Hello { versions }
             }
-            FrameType::HelloAck => Frame::HelloAck {
-                version: get_u16(&mut body, "version")?,
-            },
+            FrameType::HelloAck => Frame::HelloAck { version: get_u16(&mut body, "version")? },
             FrameType::AuthToken => {
                 let device_id = get_device_id(&mut body)?;
                 let n = get_u8(&mut body, "credential length")? as usize;
@@ -322,20 +273,13 @@ impl Frame {
                     return Err(FrameError::Malformed("credential longer than 64 bytes"));
                 }
                 let credential = take(&mut body, n, "credential")?;
-                Frame::AuthToken {
-                    device_id,
-                    credential,
-                }
+                Frame::AuthToken { device_id, credential }
             }
             FrameType::AuthPassword => {
                 let device_id = get_device_id(&mut body)?;
                 let msisdn = get_str16(&mut body, "msisdn")?;
                 let password = get_str16(&mut body, "password")?;
-                Frame::AuthPassword {
-                    device_id,
-                    msisdn,
-                    password,
-                }
+                Frame::AuthPassword { device_id, msisdn, password }
             }
             FrameType::AuthOk => Frame::AuthOk {
                 heartbeat_interval_seconds: get_u32(&mut body, "heartbeat interval")?,
@@ -349,19 +293,12 @@ impl Frame {
             },
             FrameType::Forward => {
                 let kind = get_u8(&mut body, "forward kind")?;
-                let kind = ForwardKind::from_u8(kind)
-                    .ok_or(FrameError::Malformed("unknown forward kind"))?;
+                let kind = ForwardKind::from_u8(kind).ok_or(FrameError::Malformed("unknown forward kind"))?;
                 let frame_id = get_u64(&mut body, "frame id")?;
                 // The payload is the rest of the frame: a zero-copy slice.
-                return Ok(Frame::Forward {
-                    kind,
-                    frame_id,
-                    payload: body,
-                });
+                return Ok(Frame::Forward { kind, frame_id, payload: body });
             }
-            FrameType::Ack => Frame::Ack {
-                frame_id: get_u64(&mut body, "frame id")?,
-            },
+            FrameType::Ack => Frame::Ack { frame_id: get_u64(&mut body, "frame id")? },
             FrameType::Undeliverable => Frame::Undeliverable {
                 frame_id: get_u64(&mut body, "frame id")?,
                 reason: UndeliverableReason::from_u16(get_u16(&mut body, "reason")?),
@@ -396,9 +333,7 @@ impl FrameError {
     pub fn close_code(&self) -> CloseCode {
         match self {
             FrameError::TooLarge { .. } => CloseCode::FrameTooLarge,
-            FrameError::BadMagic | FrameError::UnknownType(_) | FrameError::Malformed(_) => {
-                CloseCode::MalformedFrame
-            }
+            FrameError::BadMagic | FrameError::UnknownType(_) | FrameError::Malformed(_) => CloseCode::MalformedFrame,
             FrameError::Io(_) => CloseCode::Normal,
         }
     }
@@ -440,10 +375,7 @@ impl Decoder for FrameCodec {
         }
         if len > self.max_frame_bytes {
             // Rejected before reserving anything for it.
-            return Err(FrameError::TooLarge {
-                len,
-                max: self.max_frame_bytes,
-            });
+            return Err(FrameError::TooLarge { len, max: self.max_frame_bytes });
         }
         let total = LENGTH_PREFIX_BYTES + len as usize;
         if src.len() < total {
@@ -531,44 +463,20 @@ mod tests {
 
     fn all_frames() -> Vec<Frame> {
         vec![
-            Frame::Hello {
-                versions: vec![1, 2],
-            },
+            Frame::Hello { versions: vec![1, 2] },
             Frame::HelloAck { version: 1 },
-            Frame::AuthToken {
-                device_id: DeviceId::random(),
-                credential: Bytes::from_static(&[7; 32]),
-            },
+            Frame::AuthToken { device_id: DeviceId::random(), credential: Bytes::from_static(&[7; 32]) },
             Frame::AuthPassword {
                 device_id: DeviceId::random(),
                 msisdn: "+15550100".into(),
                 password: "pässword".into(),
             },
-            Frame::AuthOk {
-                heartbeat_interval_seconds: 60,
-                idle_timeout_seconds: 180,
-                max_frame_bytes: 65536,
-            },
-            Frame::Close {
-                code: CloseCode::Replaced,
-                reconnect_after_ms: 1500,
-                message: "replaced".into(),
-            },
-            Frame::Forward {
-                kind: ForwardKind::Data,
-                frame_id: u64::MAX,
-                payload: Bytes::from_static(b"opaque"),
-            },
-            Frame::Forward {
-                kind: ForwardKind::WakeUp,
-                frame_id: 0,
-                payload: Bytes::new(),
-            },
+            Frame::AuthOk { heartbeat_interval_seconds: 60, idle_timeout_seconds: 180, max_frame_bytes: 65536 },
+            Frame::Close { code: CloseCode::Replaced, reconnect_after_ms: 1500, message: "replaced".into() },
+            Frame::Forward { kind: ForwardKind::Data, frame_id: u64::MAX, payload: Bytes::from_static(b"opaque") },
+            Frame::Forward { kind: ForwardKind::WakeUp, frame_id: 0, payload: Bytes::new() },
             Frame::Ack { frame_id: 42 },
-            Frame::Undeliverable {
-                frame_id: 9,
-                reason: UndeliverableReason::PeerOffline,
-            },
+            Frame::Undeliverable { frame_id: 9, reason: UndeliverableReason::PeerOffline },
             Frame::Heartbeat,
         ]
     }
@@ -582,10 +490,7 @@ mod tests {
             codec.encode(f, &mut buf).expect("encode");
         }
         for f in frames {
-            let got = codec
-                .decode(&mut buf)
-                .expect("decode")
-                .expect("complete frame");
+            let got = codec.decode(&mut buf).expect("decode").expect("complete frame");
             assert_eq!(f, got);
         }
         assert!(buf.is_empty());
@@ -615,26 +520,17 @@ mod tests {
         buf.put_u8(FrameType::Forward as u8);
         let cap_before = buf.capacity();
         match codec.decode(&mut buf) {
-            Err(FrameError::TooLarge {
-                len: 1025,
-                max: 1024,
-            }) => {}
+            Err(FrameError::TooLarge { len: 1025, max: 1024 }) => {}
             other => panic!("expected TooLarge, got {other:?}"),
         }
-        assert_eq!(
-            buf.capacity(),
-            cap_before,
-            "no buffer growth for a rejected frame"
-        );
+        assert_eq!(buf.capacity(), cap_before, "no buffer growth for a rejected frame");
     }
 
     #[test]
     fn http_request_is_rejected_as_oversized() {
         // "GET " as a length prefix is ~1.2 GB.
         let mut buf = BytesMut::from(&b"GET / HTTP/1.1\r\n"[..]);
-        let err = FrameCodec::default()
-            .decode(&mut buf)
-            .expect_err("must fail");
+        let err = FrameCodec::default().decode(&mut buf).expect_err("must fail");
         assert_eq!(err.close_code(), CloseCode::FrameTooLarge);
     }
 
@@ -656,30 +552,17 @@ mod tests {
             assert!(err.is_err(), "{body:?} should not decode");
         }
         let mut buf = BytesMut::from(&[0u8, 0, 0, 0][..]);
-        assert!(
-            FrameCodec::default().decode(&mut buf).is_err(),
-            "zero length"
-        );
+        assert!(FrameCodec::default().decode(&mut buf).is_err(), "zero length");
     }
 
     #[test]
     fn wire_layout_is_stable() {
         // Byte-exact examples that docs/protocol.md also shows.
         let hello = Frame::Hello { versions: vec![1] }.to_bytes();
-        assert_eq!(
-            &hello[..],
-            &[0, 0, 0, 8, 0x01, b'N', b'O', b'C', b'D', 1, 0, 1]
-        );
-        let fwd = Frame::Forward {
-            kind: ForwardKind::Data,
-            frame_id: 7,
-            payload: Bytes::from_static(b"hi"),
-        }
-        .to_bytes();
-        assert_eq!(
-            &fwd[..],
-            &[0, 0, 0, 12, 0x10, 4, 0, 0, 0, 0, 0, 0, 0, 7, b'h', b'i']
-        );
+        assert_eq!(&hello[..], &[0, 0, 0, 8, 0x01, b'N', b'O', b'C', b'D', 1, 0, 1]);
+        let fwd =
+            Frame::Forward { kind: ForwardKind::Data, frame_id: 7, payload: Bytes::from_static(b"hi") }.to_bytes();
+        assert_eq!(&fwd[..], &[0, 0, 0, 12, 0x10, 4, 0, 0, 0, 0, 0, 0, 0, 7, b'h', b'i']);
         let ack = Frame::Ack { frame_id: 7 }.to_bytes();
         assert_eq!(&ack[..], &[0, 0, 0, 9, 0x11, 0, 0, 0, 0, 0, 0, 0, 7]);
         let hb = Frame::Heartbeat.to_bytes();

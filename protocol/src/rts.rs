@@ -66,10 +66,7 @@ pub struct LicenseRequest {
 
 impl std::fmt::Debug for LicenseRequest {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LicenseRequest")
-            .field("name", &self.name)
-            .field("password", &"***")
-            .finish()
+        f.debug_struct("LicenseRequest").field("name", &self.name).field("password", &"***").finish()
     }
 }
 
@@ -191,20 +188,13 @@ pub enum Command {
     /// Users this VES should provide access for. `Complete: true` replaces the VES's list;
     /// `false` adds to it (a user activated since).
     #[serde(rename_all = "PascalCase")]
-    ActivateUsers {
-        users: Vec<ActiveUser>,
-        complete: bool,
-    },
+    ActivateUsers { users: Vec<ActiveUser>, complete: bool },
     /// Users the VES must stop serving (deleted or suspended).
     #[serde(rename_all = "PascalCase")]
     DeactivateUsers { user_ids: Vec<UserId> },
     /// Heartbeat: the next one is due `NextInSeconds` after `Now` (unix ms).
     #[serde(rename = "HB", rename_all = "PascalCase")]
-    Heartbeat {
-        seq: u64,
-        next_in_seconds: u64,
-        now: i64,
-    },
+    Heartbeat { seq: u64, next_in_seconds: u64, now: i64 },
     /// Alert filter rules of the active users.
     #[serde(rename_all = "PascalCase")]
     FilterRules { users: Vec<UserFilterRules> },
@@ -213,53 +203,27 @@ pub enum Command {
     ConstantSync { users: Vec<ConstantSyncFlag> },
     /// An opaque frame from a device of one of this VES's users.
     #[serde(rename_all = "PascalCase")]
-    DeviceFrame {
-        device_id: DeviceId,
-        user_id: UserId,
-        frame_id: u64,
-        kind: ForwardKind,
-        payload: String,
-    },
+    DeviceFrame { device_id: DeviceId, user_id: UserId, frame_id: u64, kind: ForwardKind, payload: String },
     /// The device acknowledged frame `FrameId` sent by this VES.
     #[serde(rename_all = "PascalCase")]
     Ack { device_id: DeviceId, frame_id: u64 },
     /// A frame this VES sent and the relay accepted could not be written to the device
     /// (its session ended first). Keep it and resend later.
     #[serde(rename_all = "PascalCase")]
-    Undeliverable {
-        device_id: DeviceId,
-        frame_id: u64,
-        reason: UndeliverableReason,
-    },
+    Undeliverable { device_id: DeviceId, frame_id: u64, reason: UndeliverableReason },
     /// A device of one of this VES's users connected or disconnected.
     #[serde(rename_all = "PascalCase")]
-    DevicePresence {
-        device_id: DeviceId,
-        user_id: UserId,
-        online: bool,
-    },
+    DevicePresence { device_id: DeviceId, user_id: UserId, online: bool },
     /// A device was activated for one of this VES's users.
     #[serde(rename_all = "PascalCase")]
-    DeviceActivated {
-        device_id: DeviceId,
-        user_id: UserId,
-        name: Option<String>,
-        device_type: Option<String>,
-    },
+    DeviceActivated { device_id: DeviceId, user_id: UserId, name: Option<String>, device_type: Option<String> },
     /// A device's credential was revoked (password reset, user deleted).
     #[serde(rename_all = "PascalCase")]
-    DeviceRevoked {
-        device_id: DeviceId,
-        user_id: UserId,
-    },
+    DeviceRevoked { device_id: DeviceId, user_id: UserId },
     /// The relay closes this command channel. `replaced`: another connection for the same
     /// GUID took over. `server_draining`: reconnect after `ReconnectAfterMs`.
     #[serde(rename_all = "PascalCase")]
-    Close {
-        code: CloseCode,
-        message: String,
-        reconnect_after_ms: u64,
-    },
+    Close { code: CloseCode, message: String, reconnect_after_ms: u64 },
 }
 
 // ---------------------------------------------------------------------------------------
@@ -527,16 +491,9 @@ mod tests {
 
     #[test]
     fn heartbeat_uses_the_seed_name() {
-        let hb = Command::Heartbeat {
-            seq: 1,
-            next_in_seconds: 10,
-            now: 5,
-        };
+        let hb = Command::Heartbeat { seq: 1, next_in_seconds: 10, now: 5 };
         let json = serde_json::to_string(&hb).expect("json");
-        assert_eq!(
-            json,
-            r#"{"Command":"HB","Seq":1,"NextInSeconds":10,"Now":5}"#
-        );
+        assert_eq!(json, r#"{"Command":"HB","Seq":1,"NextInSeconds":10,"Now":5}"#);
         let back: Command = serde_json::from_str(&json).expect("parse");
         assert_eq!(back, hb);
     }
@@ -547,10 +504,7 @@ mod tests {
             r#"{"Type":"ProvisionUser","Email":"bob@example.com","FirstName":"Bob","LastName":"Ng"}"#,
         )
         .expect("parse");
-        assert!(matches!(
-            r,
-            DataRequest::ProvisionUser { password: None, .. }
-        ));
+        assert!(matches!(r, DataRequest::ProvisionUser { password: None, .. }));
         let r: DataRequest = serde_json::from_str(
             r#"{"Type":"Frames","Frames":[{"DeviceId":"6f1c2a4e-8d1b-4c47-9b7e-1f0e2d3c4b5a","FrameId":1,"Kind":"Data","Payload":"aGk="}]}"#,
         )
@@ -559,25 +513,15 @@ mod tests {
         let r: DataRequest = serde_json::from_str(r#"{"Type":"ListUsers"}"#).expect("parse");
         assert!(matches!(r, DataRequest::ListUsers {}));
         assert!(serde_json::from_str::<DataRequest>(r#"{"Type":"Nope"}"#).is_err());
-        assert!(
-            serde_json::from_str::<DataRequest>(r#"{"Type":"DeleteUser","Email":"a","Extra":1}"#)
-                .is_err()
-        );
+        assert!(serde_json::from_str::<DataRequest>(r#"{"Type":"DeleteUser","Email":"a","Extra":1}"#).is_err());
     }
 
     #[test]
     fn secrets_are_masked_in_debug() {
-        let r = RtsConnection {
-            guid: "00".repeat(16),
-            license_id: Some("tok".into()),
-            agent: None,
-        };
+        let r = RtsConnection { guid: "00".repeat(16), license_id: Some("tok".into()), agent: None };
         let dbg = format!("{r:?}");
         assert!(!dbg.contains("0000") && !dbg.contains("tok"));
-        let p = DataRequest::ResetPassword {
-            email: "a@b".into(),
-            password: Some(Secret("hunter2".into())),
-        };
+        let p = DataRequest::ResetPassword { email: "a@b".into(), password: Some(Secret("hunter2".into())) };
         assert!(!format!("{p:?}").contains("hunter2"));
     }
 

@@ -40,11 +40,7 @@ pub struct PasswordHashing {
 
 impl Default for PasswordHashing {
     fn default() -> Self {
-        Self {
-            memory_kib: 19 * 1024,
-            iterations: 2,
-            parallelism: 1,
-        }
+        Self { memory_kib: 19 * 1024, iterations: 2, parallelism: 1 }
     }
 }
 
@@ -173,34 +169,22 @@ impl Accounts {
     }
 
     async fn hash_password(&self, password: &str) -> Result<String> {
-        let _slot = self
-            .hash_slots
-            .acquire()
-            .await
-            .map_err(|e| AccountError::Internal(e.to_string()))?;
+        let _slot = self.hash_slots.acquire().await.map_err(|e| AccountError::Internal(e.to_string()))?;
         let argon = self.argon.clone();
         let pw = password.to_string();
         tokio::task::spawn_blocking(move || {
-            argon
-                .hash_password(pw.as_bytes())
-                .map(|h| h.to_string())
-                .map_err(|e| AccountError::Internal(e.to_string()))
+            argon.hash_password(pw.as_bytes()).map(|h| h.to_string()).map_err(|e| AccountError::Internal(e.to_string()))
         })
         .await
         .map_err(|e| AccountError::Internal(e.to_string()))?
     }
 
     async fn verify_password(&self, password: &str, hash: &str) -> Result<bool> {
-        let _slot = self
-            .hash_slots
-            .acquire()
-            .await
-            .map_err(|e| AccountError::Internal(e.to_string()))?;
+        let _slot = self.hash_slots.acquire().await.map_err(|e| AccountError::Internal(e.to_string()))?;
         let argon = self.argon.clone();
         let (pw, hash) = (password.to_string(), hash.to_string());
         tokio::task::spawn_blocking(move || {
-            let parsed = PasswordHash::new(&hash)
-                .map_err(|e| AccountError::Internal(format!("stored hash: {e}")))?;
+            let parsed = PasswordHash::new(&hash).map_err(|e| AccountError::Internal(format!("stored hash: {e}")))?;
             Ok(argon.verify_password(pw.as_bytes(), &parsed).is_ok())
         })
         .await
@@ -208,13 +192,7 @@ impl Accounts {
     }
 
     async fn audit(&self, actor: String, action: &str, subject: String, detail: String) {
-        let event = AuditEvent {
-            at: crate::now_ms(),
-            actor,
-            action: action.to_string(),
-            subject,
-            detail,
-        };
+        let event = AuditEvent { at: crate::now_ms(), actor, action: action.to_string(), subject, detail };
         if let Err(e) = self.store.append_audit(event).await {
             tracing::warn!(error = %e, action, "audit log write failed");
         }
@@ -233,20 +211,13 @@ impl Accounts {
     ) -> Result<License> {
         let name = name.trim();
         if name.is_empty() || name.len() > 128 {
-            return Err(AccountError::Invalid(
-                "license name must be 1 to 128 characters".into(),
-            ));
+            return Err(AccountError::Invalid("license name must be 1 to 128 characters".into()));
         }
         self.check_password_rules(password)?;
         let password_hash = self.hash_password(password).await?;
         let license = self
             .store
-            .insert_license(NewLicense {
-                name: name.to_string(),
-                password_hash,
-                max_users,
-                expires_at,
-            })
+            .insert_license(NewLicense { name: name.to_string(), password_hash, max_users, expires_at })
             .await?;
         self.audit(
             actor.to_string(),
@@ -258,25 +229,10 @@ impl Accounts {
         Ok(license)
     }
 
-    pub async fn set_license_suspended(
-        &self,
-        name: &str,
-        suspended: bool,
-        actor: &str,
-    ) -> Result<License> {
+    pub async fn set_license_suspended(&self, name: &str, suspended: bool, actor: &str) -> Result<License> {
         let license = self.store.set_license_suspended(name, suspended).await?;
-        let action = if suspended {
-            "license.suspend"
-        } else {
-            "license.resume"
-        };
-        self.audit(
-            actor.to_string(),
-            action,
-            format!("license:{}", license.id),
-            String::new(),
-        )
-        .await;
+        let action = if suspended { "license.suspend" } else { "license.resume" };
+        self.audit(actor.to_string(), action, format!("license:{}", license.id), String::new()).await;
         Ok(license)
     }
 
@@ -288,26 +244,15 @@ impl Accounts {
             return Err(AccountError::InvalidCredentials);
         };
         if !self.verify_password(password, &hash).await? {
-            self.audit(
-                "anonymous".into(),
-                "license.login_failed",
-                format!("license:{}", license.id),
-                String::new(),
-            )
-            .await;
+            self.audit("anonymous".into(), "license.login_failed", format!("license:{}", license.id), String::new())
+                .await;
             return Err(AccountError::InvalidCredentials);
         }
         if !license.usable_at(crate::now_ms()) {
             return Err(AccountError::Suspended);
         }
         let token = secrets::random_hex::<32>();
-        self.store
-            .insert_license_token(
-                &secrets::token_hash(token.as_bytes()),
-                license.id,
-                crate::now_ms(),
-            )
-            .await?;
+        self.store.insert_license_token(&secrets::token_hash(token.as_bytes()), license.id, crate::now_ms()).await?;
         self.audit(
             format!("license:{}", license.id),
             "license.login",
@@ -322,20 +267,12 @@ impl Accounts {
 
     /// Authenticates an RTS connection by GUID; registers the GUID on first use with a
     /// license-id token (white paper §4.4–4.5). Returns the VES and whether it is new.
-    pub async fn authenticate_ves(
-        &self,
-        guid: &str,
-        license_token: Option<&str>,
-    ) -> Result<(VesRecord, bool)> {
+    pub async fn authenticate_ves(&self, guid: &str, license_token: Option<&str>) -> Result<(VesRecord, bool)> {
         let guid_bytes = secrets::parse_hex::<16>(guid).ok_or(AccountError::InvalidCredentials)?;
         let guid_hash = secrets::token_hash(&guid_bytes);
         let now = crate::now_ms();
         if let Some(ves) = self.store.touch_ves_by_guid(&guid_hash, now).await? {
-            let license = self
-                .store
-                .license_by_id(ves.license_id)
-                .await?
-                .ok_or(AccountError::InvalidCredentials)?;
+            let license = self.store.license_by_id(ves.license_id).await?.ok_or(AccountError::InvalidCredentials)?;
             if !license.usable_at(now) {
                 return Err(AccountError::Suspended);
             }
@@ -353,20 +290,12 @@ impl Accounts {
         let ves = match self.store.insert_ves(&guid_hash, license.id, now).await {
             Ok(v) => v,
             // Two first connections with the same GUID raced; the other registered it.
-            Err(StoreError::Conflict(_)) => self
-                .store
-                .touch_ves_by_guid(&guid_hash, now)
-                .await?
-                .ok_or(AccountError::InvalidCredentials)?,
+            Err(StoreError::Conflict(_)) => {
+                self.store.touch_ves_by_guid(&guid_hash, now).await?.ok_or(AccountError::InvalidCredentials)?
+            }
             Err(e) => return Err(e.into()),
         };
-        self.audit(
-            format!("ves:{}", ves.id),
-            "ves.register",
-            format!("license:{}", license.id),
-            String::new(),
-        )
-        .await;
+        self.audit(format!("ves:{}", ves.id), "ves.register", format!("license:{}", license.id), String::new()).await;
         Ok((ves, true))
     }
 
@@ -397,11 +326,7 @@ impl Accounts {
         let email = normalize_email(email)?;
         check_name(first_name, "FirstName")?;
         check_name(last_name, "LastName")?;
-        let license = self
-            .store
-            .license_by_id(license_id)
-            .await?
-            .ok_or(AccountError::NotFound)?;
+        let license = self.store.license_by_id(license_id).await?.ok_or(AccountError::NotFound)?;
         if !license.usable_at(crate::now_ms()) {
             return Err(AccountError::Suspended);
         }
@@ -430,18 +355,8 @@ impl Accounts {
                 crate::now_ms(),
             )
             .await?;
-        self.audit(
-            format!("ves:{ves_id}"),
-            "user.provision",
-            format!("user:{}", user.id),
-            String::new(),
-        )
-        .await;
-        let license = self
-            .store
-            .license_by_id(license_id)
-            .await?
-            .unwrap_or(license);
+        self.audit(format!("ves:{ves_id}"), "user.provision", format!("user:{}", user.id), String::new()).await;
+        let license = self.store.license_by_id(license_id).await?.unwrap_or(license);
         Ok((user, generated, license))
     }
 
@@ -456,11 +371,7 @@ impl Accounts {
     }
 
     /// Deletes a user of `ves`; returns it and the devices that lost their credentials.
-    pub async fn delete_user(
-        &self,
-        ves: VesId,
-        email: &str,
-    ) -> Result<(UserRecord, Vec<DeviceId>)> {
+    pub async fn delete_user(&self, ves: VesId, email: &str) -> Result<(UserRecord, Vec<DeviceId>)> {
         let user = self.owned_user(ves, email).await?;
         let devices = self.store.delete_user(user.id).await?;
         self.audit(
@@ -492,10 +403,7 @@ impl Accounts {
             }
         };
         let hash = self.hash_password(&password).await?;
-        let devices = self
-            .store
-            .set_password(user.id, &hash, crate::now_ms())
-            .await?;
+        let devices = self.store.set_password(user.id, &hash, crate::now_ms()).await?;
         self.audit(
             format!("ves:{ves}"),
             "user.reset_password",
@@ -534,13 +442,8 @@ impl Accounts {
                 )
                 .await?;
             if let Some(until) = outcome.locked_until {
-                self.audit(
-                    format!("user:{}", user.id),
-                    "user.locked_out",
-                    format!("user:{}", user.id),
-                    String::new(),
-                )
-                .await;
+                self.audit(format!("user:{}", user.id), "user.locked_out", format!("user:{}", user.id), String::new())
+                    .await;
                 return Err(AccountError::LockedOut { until });
             }
             return Err(AccountError::InvalidCredentials);
@@ -551,11 +454,7 @@ impl Accounts {
         if user.status == UserStatus::Suspended {
             return Err(AccountError::Suspended);
         }
-        let license = self
-            .store
-            .license_by_id(user.license_id)
-            .await?
-            .ok_or(AccountError::Suspended)?;
+        let license = self.store.license_by_id(user.license_id).await?.ok_or(AccountError::Suspended)?;
         if !license.usable_at(now) {
             return Err(AccountError::Suspended);
         }
@@ -573,22 +472,11 @@ impl Accounts {
         let msisdn = normalize_msisdn(msisdn)?;
         check_time_zone(time_zone)?;
         let user = self.check_login(login, password).await?;
-        if self.policy.msisdn_approval == MsisdnApproval::List
-            && !self.store.msisdn_approved(&msisdn).await?
-        {
+        if self.policy.msisdn_approval == MsisdnApproval::List && !self.store.msisdn_approved(&msisdn).await? {
             return Err(AccountError::MsisdnNotApproved);
         }
-        let user = self
-            .store
-            .activate_user(user.id, &msisdn, time_zone.trim(), crate::now_ms())
-            .await?;
-        self.audit(
-            format!("user:{}", user.id),
-            "user.activate",
-            format!("user:{}", user.id),
-            String::new(),
-        )
-        .await;
+        let user = self.store.activate_user(user.id, &msisdn, time_zone.trim(), crate::now_ms()).await?;
+        self.audit(format!("user:{}", user.id), "user.activate", format!("user:{}", user.id), String::new()).await;
         Ok(user)
     }
 
@@ -604,9 +492,7 @@ impl Accounts {
         let msisdn = normalize_msisdn(msisdn)?;
         for (v, what) in [(name, "DeviceName"), (device_type, "DeviceType")] {
             if v.is_some_and(|s| s.chars().count() > 100) {
-                return Err(AccountError::Invalid(format!(
-                    "{what} must be at most 100 characters"
-                )));
+                return Err(AccountError::Invalid(format!("{what} must be at most 100 characters")));
             }
         }
         let user = self.check_login(&msisdn, password).await?;
@@ -626,13 +512,8 @@ impl Accounts {
                 crate::now_ms(),
             )
             .await?;
-        self.audit(
-            format!("user:{}", user.id),
-            "device.activate",
-            format!("device:{}", device.id),
-            String::new(),
-        )
-        .await;
+        self.audit(format!("user:{}", user.id), "device.activate", format!("device:{}", device.id), String::new())
+            .await;
         Ok((device, hex::encode(credential), user))
     }
 
@@ -640,42 +521,21 @@ impl Accounts {
         if device.revoked_at.is_some() {
             return Err(AccountError::Revoked);
         }
-        let user = self
-            .store
-            .user_by_id(device.user_id)
-            .await?
-            .ok_or(AccountError::Revoked)?;
+        let user = self.store.user_by_id(device.user_id).await?.ok_or(AccountError::Revoked)?;
         if user.status == UserStatus::Suspended {
             return Err(AccountError::Suspended);
         }
-        let license = self
-            .store
-            .license_by_id(user.license_id)
-            .await?
-            .ok_or(AccountError::Suspended)?;
+        let license = self.store.license_by_id(user.license_id).await?.ok_or(AccountError::Suspended)?;
         if !license.usable_at(crate::now_ms()) {
             return Err(AccountError::Suspended);
         }
-        Ok(DeviceAuth {
-            device_id: device.id,
-            user_id: user.id,
-            ves_id: user.ves_id,
-            license_id: user.license_id,
-        })
+        Ok(DeviceAuth { device_id: device.id, user_id: user.id, ves_id: user.ves_id, license_id: user.license_id })
     }
 
     /// Device-channel authentication with the activation credential: one indexed lookup
     /// and a SHA-256, so reconnect storms stay cheap.
-    pub async fn authenticate_device_token(
-        &self,
-        device_id: DeviceId,
-        credential: &[u8],
-    ) -> Result<DeviceAuth> {
-        let device = self
-            .store
-            .device_by_id(device_id)
-            .await?
-            .ok_or(AccountError::InvalidCredentials)?;
+    pub async fn authenticate_device_token(&self, device_id: DeviceId, credential: &[u8]) -> Result<DeviceAuth> {
+        let device = self.store.device_by_id(device_id).await?.ok_or(AccountError::InvalidCredentials)?;
         if !secrets::token_matches(credential, &device.credential_hash) {
             return Err(AccountError::InvalidCredentials);
         }
@@ -690,11 +550,7 @@ impl Accounts {
         password: &str,
     ) -> Result<DeviceAuth> {
         let user = self.check_login(msisdn, password).await?;
-        let device = self
-            .store
-            .device_by_id(device_id)
-            .await?
-            .ok_or(AccountError::InvalidCredentials)?;
+        let device = self.store.device_by_id(device_id).await?.ok_or(AccountError::InvalidCredentials)?;
         if device.user_id != user.id {
             return Err(AccountError::InvalidCredentials);
         }
@@ -706,12 +562,9 @@ fn normalize_email(email: &str) -> Result<String> {
     let e = email.trim().to_lowercase();
     let valid = e.len() <= 254
         && !e.chars().any(|c| c.is_whitespace() || c.is_control())
-        && e.split_once('@')
-            .is_some_and(|(l, d)| !l.is_empty() && !d.is_empty() && !d.contains('@'));
+        && e.split_once('@').is_some_and(|(l, d)| !l.is_empty() && !d.is_empty() && !d.contains('@'));
     if !valid {
-        return Err(AccountError::Invalid(
-            "Email must be an SMTP address".into(),
-        ));
+        return Err(AccountError::Invalid("Email must be an SMTP address".into()));
     }
     Ok(e)
 }
@@ -721,18 +574,14 @@ fn normalize_msisdn(msisdn: &str) -> Result<String> {
     let m = msisdn.trim();
     let digits = m.strip_prefix('+').unwrap_or(m);
     if !(5..=20).contains(&digits.len()) || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(AccountError::Invalid(
-            "Msisdn must be 5 to 20 digits, optionally after '+'".into(),
-        ));
+        return Err(AccountError::Invalid("Msisdn must be 5 to 20 digits, optionally after '+'".into()));
     }
     Ok(m.to_string())
 }
 
 fn check_name(name: &str, what: &str) -> Result<()> {
     if name.chars().count() > 100 || name.chars().any(char::is_control) {
-        return Err(AccountError::Invalid(format!(
-            "{what} must be at most 100 printable characters"
-        )));
+        return Err(AccountError::Invalid(format!("{what} must be at most 100 printable characters")));
     }
     Ok(())
 }
@@ -740,15 +589,9 @@ fn check_name(name: &str, what: &str) -> Result<()> {
 /// IANA zone names (`Europe/Paris`) or UTC offsets (`UTC+02:00`).
 fn check_time_zone(tz: &str) -> Result<()> {
     let tz = tz.trim();
-    let ok = !tz.is_empty()
-        && tz.len() <= 64
-        && tz
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "/_+-:".contains(c));
+    let ok = !tz.is_empty() && tz.len() <= 64 && tz.chars().all(|c| c.is_ascii_alphanumeric() || "/_+-:".contains(c));
     if !ok {
-        return Err(AccountError::Invalid(
-            "TimeZone must be an IANA zone name or UTC offset".into(),
-        ));
+        return Err(AccountError::Invalid("TimeZone must be an IANA zone name or UTC offset".into()));
     }
     Ok(())
 }
@@ -759,10 +602,7 @@ mod tests {
 
     #[test]
     fn input_validation() {
-        assert_eq!(
-            normalize_email(" Bob@Example.COM ").expect("valid"),
-            "bob@example.com"
-        );
+        assert_eq!(normalize_email(" Bob@Example.COM ").expect("valid"), "bob@example.com");
         assert!(normalize_email("bob").is_err());
         assert!(normalize_email("a b@c").is_err());
         assert!(normalize_email("@c").is_err());

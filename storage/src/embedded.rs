@@ -114,9 +114,7 @@ impl SqliteStore {
             tx.pragma_update(None, "user_version", (i + 1) as i64)?;
         }
         tx.commit()?;
-        Ok(Self {
-            conn: Arc::new(Mutex::new(conn)),
-        })
+        Ok(Self { conn: Arc::new(Mutex::new(conn)) })
     }
 
     /// Runs `f` with the connection on the blocking pool.
@@ -127,9 +125,7 @@ impl SqliteStore {
     {
         let conn = self.conn.clone();
         tokio::task::spawn_blocking(move || {
-            let mut guard = conn
-                .lock()
-                .map_err(|_| StoreError::Backend("connection mutex poisoned".into()))?;
+            let mut guard = conn.lock().map_err(|_| StoreError::Backend("connection mutex poisoned".into()))?;
             f(&mut guard)
         })
         .await
@@ -138,9 +134,7 @@ impl SqliteStore {
 }
 
 fn parse_id<T: std::str::FromStr>(s: String) -> rusqlite::Result<T> {
-    s.parse::<T>().map_err(|_| {
-        rusqlite::Error::InvalidColumnType(0, "uuid".into(), rusqlite::types::Type::Text)
-    })
+    s.parse::<T>().map_err(|_| rusqlite::Error::InvalidColumnType(0, "uuid".into(), rusqlite::types::Type::Text))
 }
 
 const LICENSE_COLS: &str = "l.id, l.name, l.max_users, l.expires_at, l.suspended, l.created_at, \
@@ -209,27 +203,18 @@ fn ves_row(r: &Row<'_>) -> rusqlite::Result<VesRecord> {
 
 fn get_user(conn: &Connection, id: UserId) -> Result<Option<UserRecord>> {
     Ok(conn
-        .query_row(
-            &format!("SELECT {USER_COLS} FROM users WHERE id = ?1"),
-            [id.to_string()],
-            user_row,
-        )
+        .query_row(&format!("SELECT {USER_COLS} FROM users WHERE id = ?1"), [id.to_string()], user_row)
         .optional()?)
 }
 
 fn get_license(conn: &Connection, id: LicenseId) -> Result<Option<License>> {
     Ok(conn
-        .query_row(
-            &format!("SELECT {LICENSE_COLS} FROM licenses l WHERE l.id = ?1"),
-            [id.to_string()],
-            license_row,
-        )
+        .query_row(&format!("SELECT {LICENSE_COLS} FROM licenses l WHERE l.id = ?1"), [id.to_string()], license_row)
         .optional()?)
 }
 
 fn live_devices_of(conn: &Connection, user: UserId) -> Result<Vec<DeviceId>> {
-    let mut stmt =
-        conn.prepare("SELECT id FROM devices WHERE user_id = ?1 AND revoked_at IS NULL")?;
+    let mut stmt = conn.prepare("SELECT id FROM devices WHERE user_id = ?1 AND revoked_at IS NULL")?;
     let ids = stmt
         .query_map([user.to_string()], |r| parse_id::<DeviceId>(r.get(0)?))?
         .collect::<rusqlite::Result<Vec<_>>>()?;
@@ -239,8 +224,7 @@ fn live_devices_of(conn: &Connection, user: UserId) -> Result<Vec<DeviceId>> {
 #[async_trait]
 impl Store for SqliteStore {
     async fn ping(&self) -> Result<()> {
-        self.run(|c| Ok(c.query_row("SELECT 1", [], |_| Ok(()))?))
-            .await
+        self.run(|c| Ok(c.query_row("SELECT 1", [], |_| Ok(()))?)).await
     }
 
     async fn insert_license(&self, new: NewLicense) -> Result<License> {
@@ -258,12 +242,8 @@ impl Store for SqliteStore {
 
     async fn licenses(&self) -> Result<Vec<License>> {
         self.run(|c| {
-            let mut stmt = c.prepare(&format!(
-                "SELECT {LICENSE_COLS} FROM licenses l ORDER BY l.name"
-            ))?;
-            let rows = stmt
-                .query_map([], license_row)?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
+            let mut stmt = c.prepare(&format!("SELECT {LICENSE_COLS} FROM licenses l ORDER BY l.name"))?;
+            let rows = stmt.query_map([], license_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
             Ok(rows)
         })
         .await
@@ -273,9 +253,7 @@ impl Store for SqliteStore {
         let name = name.to_string();
         self.run(move |c| {
             Ok(c.query_row(
-                &format!(
-                    "SELECT {LICENSE_COLS}, l.password_hash FROM licenses l WHERE l.name = ?1"
-                ),
+                &format!("SELECT {LICENSE_COLS}, l.password_hash FROM licenses l WHERE l.name = ?1"),
                 [name],
                 |r| Ok((license_row(r)?, r.get::<_, String>(7)?)),
             )
@@ -291,28 +269,17 @@ impl Store for SqliteStore {
     async fn set_license_suspended(&self, name: &str, suspended: bool) -> Result<License> {
         let name = name.to_string();
         self.run(move |c| {
-            let n = c.execute(
-                "UPDATE licenses SET suspended = ?1 WHERE name = ?2",
-                params![suspended as i64, name],
-            )?;
+            let n = c.execute("UPDATE licenses SET suspended = ?1 WHERE name = ?2", params![suspended as i64, name])?;
             if n == 0 {
                 return Err(StoreError::NotFound);
             }
-            let id: String =
-                c.query_row("SELECT id FROM licenses WHERE name = ?1", [name], |r| {
-                    r.get(0)
-                })?;
+            let id: String = c.query_row("SELECT id FROM licenses WHERE name = ?1", [name], |r| r.get(0))?;
             get_license(c, parse_id(id)?)?.ok_or(StoreError::NotFound)
         })
         .await
     }
 
-    async fn insert_license_token(
-        &self,
-        token_hash: &[u8],
-        license: LicenseId,
-        now: i64,
-    ) -> Result<()> {
+    async fn insert_license_token(&self, token_hash: &[u8], license: LicenseId, now: i64) -> Result<()> {
         let hash = token_hash.to_vec();
         self.run(move |c| {
             c.execute(
@@ -340,12 +307,7 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn insert_ves(
-        &self,
-        guid_hash: &[u8],
-        license: LicenseId,
-        now: i64,
-    ) -> Result<VesRecord> {
+    async fn insert_ves(&self, guid_hash: &[u8], license: LicenseId, now: i64) -> Result<VesRecord> {
         let hash = guid_hash.to_vec();
         self.run(move |c| {
             let id = VesId::random();
@@ -361,10 +323,7 @@ impl Store for SqliteStore {
     async fn touch_ves_by_guid(&self, guid_hash: &[u8], now: i64) -> Result<Option<VesRecord>> {
         let hash = guid_hash.to_vec();
         self.run(move |c| {
-            c.execute(
-                "UPDATE ves SET last_seen_at = ?1 WHERE guid_hash = ?2",
-                params![now, hash],
-            )?;
+            c.execute("UPDATE ves SET last_seen_at = ?1 WHERE guid_hash = ?2", params![now, hash])?;
             Ok(c.query_row(
                 "SELECT id, license_id, registered_at, last_seen_at FROM ves WHERE guid_hash = ?1",
                 [hash],
@@ -421,12 +380,7 @@ impl Store for SqliteStore {
     async fn user_by_email(&self, email: &str) -> Result<Option<UserRecord>> {
         let email = email.to_string();
         self.run(move |c| {
-            Ok(c.query_row(
-                &format!("SELECT {USER_COLS} FROM users WHERE email = ?1"),
-                [email],
-                user_row,
-            )
-            .optional()?)
+            Ok(c.query_row(&format!("SELECT {USER_COLS} FROM users WHERE email = ?1"), [email], user_row).optional()?)
         })
         .await
     }
@@ -434,24 +388,16 @@ impl Store for SqliteStore {
     async fn user_by_msisdn(&self, msisdn: &str) -> Result<Option<UserRecord>> {
         let msisdn = msisdn.to_string();
         self.run(move |c| {
-            Ok(c.query_row(
-                &format!("SELECT {USER_COLS} FROM users WHERE msisdn = ?1"),
-                [msisdn],
-                user_row,
-            )
-            .optional()?)
+            Ok(c.query_row(&format!("SELECT {USER_COLS} FROM users WHERE msisdn = ?1"), [msisdn], user_row)
+                .optional()?)
         })
         .await
     }
 
     async fn users_by_ves(&self, ves: VesId) -> Result<Vec<UserRecord>> {
         self.run(move |c| {
-            let mut stmt = c.prepare(&format!(
-                "SELECT {USER_COLS} FROM users WHERE ves_id = ?1 ORDER BY email"
-            ))?;
-            let rows = stmt
-                .query_map([ves.to_string()], user_row)?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
+            let mut stmt = c.prepare(&format!("SELECT {USER_COLS} FROM users WHERE ves_id = ?1 ORDER BY email"))?;
+            let rows = stmt.query_map([ves.to_string()], user_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
             Ok(rows)
         })
         .await
@@ -472,12 +418,7 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn set_password(
-        &self,
-        id: UserId,
-        password_hash: &str,
-        now: i64,
-    ) -> Result<Vec<DeviceId>> {
+    async fn set_password(&self, id: UserId, password_hash: &str, now: i64) -> Result<Vec<DeviceId>> {
         let hash = password_hash.to_string();
         self.run(move |c| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
@@ -500,13 +441,7 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn activate_user(
-        &self,
-        id: UserId,
-        msisdn: &str,
-        time_zone: &str,
-        now: i64,
-    ) -> Result<UserRecord> {
+    async fn activate_user(&self, id: UserId, msisdn: &str, time_zone: &str, now: i64) -> Result<UserRecord> {
         let (msisdn, tz) = (msisdn.to_string(), time_zone.to_string());
         self.run(move |c| {
             let n = c.execute(
@@ -570,14 +505,7 @@ impl Store for SqliteStore {
             c.execute(
                 "INSERT INTO devices (id, user_id, credential_hash, name, device_type, created_at) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![
-                    id.to_string(),
-                    new.user_id.to_string(),
-                    new.credential_hash,
-                    new.name,
-                    new.device_type,
-                    now
-                ],
+                params![id.to_string(), new.user_id.to_string(), new.credential_hash, new.name, new.device_type, now],
             )?;
             Ok(DeviceRecord {
                 id,
@@ -594,12 +522,8 @@ impl Store for SqliteStore {
 
     async fn device_by_id(&self, id: DeviceId) -> Result<Option<DeviceRecord>> {
         self.run(move |c| {
-            Ok(c.query_row(
-                &format!("SELECT {DEVICE_COLS} FROM devices WHERE id = ?1"),
-                [id.to_string()],
-                device_row,
-            )
-            .optional()?)
+            Ok(c.query_row(&format!("SELECT {DEVICE_COLS} FROM devices WHERE id = ?1"), [id.to_string()], device_row)
+                .optional()?)
         })
         .await
     }
@@ -612,10 +536,7 @@ impl Store for SqliteStore {
             )?;
             let rows = stmt
                 .query_map([ves.to_string()], |r| {
-                    Ok((
-                        parse_id::<DeviceId>(r.get(0)?)?,
-                        parse_id::<UserId>(r.get(1)?)?,
-                    ))
+                    Ok((parse_id::<DeviceId>(r.get(0)?)?, parse_id::<UserId>(r.get(1)?)?))
                 })?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
             Ok(rows)
@@ -639,13 +560,9 @@ impl Store for SqliteStore {
     async fn msisdn_approved(&self, msisdn: &str) -> Result<bool> {
         let msisdn = msisdn.to_string();
         self.run(move |c| {
-            Ok(c.query_row(
-                "SELECT 1 FROM msisdn_approvals WHERE msisdn = ?1",
-                [msisdn],
-                |_| Ok(()),
-            )
-            .optional()?
-            .is_some())
+            Ok(c.query_row("SELECT 1 FROM msisdn_approvals WHERE msisdn = ?1", [msisdn], |_| Ok(()))
+                .optional()?
+                .is_some())
         })
         .await
     }

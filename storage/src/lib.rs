@@ -18,9 +18,7 @@ pub mod model;
 pub use noc_protocol::secrets;
 mod store;
 
-pub use accounts::{
-    AccountError, AccountPolicy, Accounts, DeviceAuth, MsisdnApproval, PasswordHashing,
-};
+pub use accounts::{AccountError, AccountPolicy, Accounts, DeviceAuth, MsisdnApproval, PasswordHashing};
 pub use embedded::SqliteStore;
 pub use error::StoreError;
 pub use model::*;
@@ -28,8 +26,5 @@ pub use store::Store;
 
 /// Milliseconds since the Unix epoch: the one timestamp format of the store and the wire.
 pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }

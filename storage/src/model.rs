@@ -94,9 +94,7 @@ pub struct UserRecord {
 
 impl UserRecord {
     pub fn full_name(&self) -> String {
-        format!("{} {}", self.first_name, self.last_name)
-            .trim()
-            .to_string()
+        format!("{} {}", self.first_name, self.last_name).trim().to_string()
     }
 }
 

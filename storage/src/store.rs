@@ -23,17 +23,11 @@ pub trait Store: Send + Sync + 'static {
     async fn license_by_name(&self, name: &str) -> Result<Option<(License, String)>>;
     async fn license_by_id(&self, id: LicenseId) -> Result<Option<License>>;
     async fn set_license_suspended(&self, name: &str, suspended: bool) -> Result<License>;
-    async fn insert_license_token(
-        &self,
-        token_hash: &[u8],
-        license: LicenseId,
-        now: i64,
-    ) -> Result<()>;
+    async fn insert_license_token(&self, token_hash: &[u8], license: LicenseId, now: i64) -> Result<()>;
     async fn license_by_token(&self, token_hash: &[u8]) -> Result<Option<License>>;
 
     /// Registers a VES GUID (hash) under a license. `Conflict` if the GUID is registered.
-    async fn insert_ves(&self, guid_hash: &[u8], license: LicenseId, now: i64)
-    -> Result<VesRecord>;
+    async fn insert_ves(&self, guid_hash: &[u8], license: LicenseId, now: i64) -> Result<VesRecord>;
     /// Looks a VES up by GUID hash and records that it was seen at `now`.
     async fn touch_ves_by_guid(&self, guid_hash: &[u8], now: i64) -> Result<Option<VesRecord>>;
 
@@ -48,20 +42,9 @@ pub trait Store: Send + Sync + 'static {
     async fn delete_user(&self, id: UserId) -> Result<Vec<DeviceId>>;
     /// Changes the password hash, clears the lockout and revokes every live device of the
     /// user; returns the revoked devices.
-    async fn set_password(
-        &self,
-        id: UserId,
-        password_hash: &str,
-        now: i64,
-    ) -> Result<Vec<DeviceId>>;
+    async fn set_password(&self, id: UserId, password_hash: &str, now: i64) -> Result<Vec<DeviceId>>;
     /// Binds MSISDN and time zone and marks the user active. `Conflict("msisdn")` if taken.
-    async fn activate_user(
-        &self,
-        id: UserId,
-        msisdn: &str,
-        time_zone: &str,
-        now: i64,
-    ) -> Result<UserRecord>;
+    async fn activate_user(&self, id: UserId, msisdn: &str, time_zone: &str, now: i64) -> Result<UserRecord>;
     /// Counts a failed password attempt; locks the account for `lockout_ms` once
     /// `threshold` consecutive failures are reached.
     async fn record_login_failure(

@@ -4,8 +4,7 @@
 use std::sync::Arc;
 
 use noc_storage::{
-    AccountError, AccountPolicy, Accounts, MsisdnApproval, PasswordHashing, SqliteStore, Store,
-    UserStatus,
+    AccountError, AccountPolicy, Accounts, MsisdnApproval, PasswordHashing, SqliteStore, Store, UserStatus,
 };
 
 /// Cheap hashing so the suite runs quickly; production parameters are tested elsewhere.
@@ -13,11 +12,7 @@ fn policy() -> AccountPolicy {
     AccountPolicy {
         lockout_threshold: 3,
         lockout_seconds: 60,
-        hashing: PasswordHashing {
-            memory_kib: 64,
-            iterations: 1,
-            parallelism: 1,
-        },
+        hashing: PasswordHashing { memory_kib: 64, iterations: 1, parallelism: 1 },
         ..AccountPolicy::default()
     }
 }
@@ -27,19 +22,10 @@ fn sqlite() -> Arc<dyn Store> {
 }
 
 async fn registered_ves(accounts: &Accounts, seats: u32) -> noc_storage::VesRecord {
-    accounts
-        .create_license("acme", "license-pass", seats, None, "admin:test")
-        .await
-        .expect("license");
-    let (token, _) = accounts
-        .license_login("acme", "license-pass")
-        .await
-        .expect("login");
+    accounts.create_license("acme", "license-pass", seats, None, "admin:test").await.expect("license");
+    let (token, _) = accounts.license_login("acme", "license-pass").await.expect("login");
     let guid = "0123456789abcdef0123456789abcdef";
-    let (ves, new) = accounts
-        .authenticate_ves(guid, Some(&token))
-        .await
-        .expect("register");
+    let (ves, new) = accounts.authenticate_ves(guid, Some(&token)).await.expect("register");
     assert!(new);
     ves
 }
@@ -233,12 +219,8 @@ async fn sqlite_file_survives_reopen() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("noc.sqlite3");
     {
-        let accounts = Accounts::new(Arc::new(SqliteStore::open(&path).expect("open")), policy())
-            .expect("accounts");
-        accounts
-            .create_license("persist", "persist-pass", 3, None, "admin:test")
-            .await
-            .expect("create");
+        let accounts = Accounts::new(Arc::new(SqliteStore::open(&path).expect("open")), policy()).expect("accounts");
+        accounts.create_license("persist", "persist-pass", 3, None, "admin:test").await.expect("create");
     }
     let store = SqliteStore::open(&path).expect("reopen");
     let licenses = store.licenses().await.expect("list");

@@ -39,9 +39,7 @@ impl FakeDevice {
         tcp.set_nodelay(true)?;
         let name = rustls_pki_types::ServerName::try_from("localhost")?;
         let tls = connector.connect(name, tcp).await?;
-        Ok(Self {
-            framed: Framed::new(tls, FrameCodec::new(16 * 1024 * 1024)),
-        })
+        Ok(Self { framed: Framed::new(tls, FrameCodec::new(16 * 1024 * 1024)) })
     }
 
     pub async fn send(&mut self, frame: Frame) -> std::io::Result<()> {
@@ -63,9 +61,7 @@ impl FakeDevice {
             Err(_) => Recv::Timeout,
             Ok(None) => Recv::Closed,
             Ok(Some(Ok(f))) => Recv::Frame(f),
-            Ok(Some(Err(FrameError::Io(e)))) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
-                Recv::Closed
-            }
+            Ok(Some(Err(FrameError::Io(e)))) if e.kind() == std::io::ErrorKind::UnexpectedEof => Recv::Closed,
             Ok(Some(Err(e))) => Recv::Error(e.to_string()),
         }
     }
@@ -84,12 +80,7 @@ impl FakeDevice {
 
     /// HELLO with this crate's versions; returns the relay's answer.
     pub async fn hello(&mut self) -> Recv {
-        if let Err(e) = self
-            .send(Frame::Hello {
-                versions: SUPPORTED_VERSIONS.to_vec(),
-            })
-            .await
-        {
+        if let Err(e) = self.send(Frame::Hello { versions: SUPPORTED_VERSIONS.to_vec() }).await {
             return Recv::Error(e.to_string());
         }
         self.recv(Duration::from_secs(5)).await
@@ -102,34 +93,19 @@ impl FakeDevice {
             other => return other,
         }
         let credential = Bytes::from(hex::decode(credential_hex).unwrap_or_default());
-        if let Err(e) = self
-            .send(Frame::AuthToken {
-                device_id,
-                credential,
-            })
-            .await
-        {
+        if let Err(e) = self.send(Frame::AuthToken { device_id, credential }).await {
             return Recv::Error(e.to_string());
         }
         self.recv(Duration::from_secs(5)).await
     }
 
     /// HELLO then AUTH_PASSWORD.
-    pub async fn login_password(
-        &mut self,
-        device_id: DeviceId,
-        msisdn: &str,
-        password: &str,
-    ) -> Recv {
+    pub async fn login_password(&mut self, device_id: DeviceId, msisdn: &str, password: &str) -> Recv {
         match self.hello().await {
             Recv::Frame(Frame::HelloAck { .. }) => {}
             other => return other,
         }
-        let auth = Frame::AuthPassword {
-            device_id,
-            msisdn: msisdn.into(),
-            password: password.into(),
-        };
+        let auth = Frame::AuthPassword { device_id, msisdn: msisdn.into(), password: password.into() };
         if let Err(e) = self.send(auth).await {
             return Recv::Error(e.to_string());
         }

@@ -23,11 +23,8 @@ impl TestRelay {
     pub fn start_with(tweak: impl FnOnce(&mut Config)) -> Self {
         init_logging();
         let dir = tempfile::tempdir().expect("temporary data directory");
-        let mut config = Config {
-            data_dir: dir.path().to_path_buf(),
-            node_id: Some("test-node".into()),
-            ..Config::default()
-        };
+        let mut config =
+            Config { data_dir: dir.path().to_path_buf(), node_id: Some("test-node".into()), ..Config::default() };
         config.listen.http = "127.0.0.1:0".parse().expect("addr");
         config.listen.device = "127.0.0.1:0".parse().expect("addr");
         config.listen.admin = "127.0.0.1:0".parse().expect("addr");
@@ -38,11 +35,7 @@ impl TestRelay {
         config.shutdown.grace_seconds = 1;
         tweak(&mut config);
         let node = Node::start(config.clone()).expect("relay node starts");
-        Self {
-            node,
-            config,
-            _dir: dir,
-        }
+        Self { node, config, _dir: dir }
     }
 
     pub fn base_url(&self) -> &str {
@@ -64,10 +57,7 @@ impl TestRelay {
     /// Creates a license through the same store the node uses.
     pub async fn create_license(&self, name: &str, password: &str, seats: u32) {
         let admin = Admin::open(&self.config).expect("open store");
-        admin
-            .create_license(name, password, seats, None)
-            .await
-            .expect("create license");
+        admin.create_license(name, password, seats, None).await.expect("create license");
     }
 
     pub fn admin(&self) -> Admin {
@@ -86,22 +76,13 @@ impl TestRelay {
 
     /// A TLS connection to the device channel (no hello sent yet).
     pub async fn device_connection(&self) -> FakeDevice {
-        FakeDevice::connect(self.device_addr(), &self.cert_path())
-            .await
-            .expect("device TLS connection")
+        FakeDevice::connect(self.device_addr(), &self.cert_path()).await.expect("device TLS connection")
     }
 
     pub async fn admin_get(&self, path: &str) -> (u16, String) {
         let tls = crate::client_config(&self.cert_path(), &[]).expect("TLS config");
-        let http = reqwest::Client::builder()
-            .use_preconfigured_tls(tls)
-            .build()
-            .expect("client");
-        let resp = http
-            .get(format!("{}{path}", self.admin_url()))
-            .send()
-            .await
-            .expect("admin request");
+        let http = reqwest::Client::builder().use_preconfigured_tls(tls).build().expect("client");
+        let resp = http.get(format!("{}{path}", self.admin_url())).send().await.expect("admin request");
         let status = resp.status().as_u16();
         (status, resp.text().await.unwrap_or_default())
     }

@@ -11,11 +11,10 @@ pub fn client_config(cert_pem: &Path, alpn: &[&[u8]]) -> anyhow::Result<ClientCo
     for cert in CertificateDer::pem_file_iter(cert_pem)? {
         roots.add(cert?)?;
     }
-    let mut config =
-        ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+    let mut config = ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Ok(config)
 }

@@ -6,8 +6,8 @@ use futures_util::StreamExt;
 use noc_protocol::DeviceId;
 use noc_protocol::device::ForwardKind;
 use noc_protocol::rts::{
-    self, AcksResponse, Command, ConnectParams, DataRequest, ErrorBody, FrameRef, FramesResponse,
-    LicenseResponse, OutboundFrame, ProvisionedUser, RtsConnection, RtsConnectionEnvelope, Secret,
+    self, AcksResponse, Command, ConnectParams, DataRequest, ErrorBody, FrameRef, FramesResponse, LicenseResponse,
+    OutboundFrame, ProvisionedUser, RtsConnection, RtsConnectionEnvelope, Secret,
 };
 use serde::de::DeserializeOwned;
 use tokio::sync::mpsc;
@@ -56,11 +56,7 @@ impl CommandChannel {
     }
 
     /// Skips commands until one matches `pred`.
-    pub async fn wait_for(
-        &mut self,
-        timeout: Duration,
-        mut pred: impl FnMut(&Command) -> bool,
-    ) -> Option<Command> {
+    pub async fn wait_for(&mut self, timeout: Duration, mut pred: impl FnMut(&Command) -> bool) -> Option<Command> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
@@ -108,11 +104,7 @@ async fn failure(resp: reqwest::Response) -> ApiFailure {
                 .unwrap_or_default(),
             message: b.error.message,
         },
-        Err(_) => ApiFailure {
-            status,
-            code: String::new(),
-            message: text,
-        },
+        Err(_) => ApiFailure { status, code: String::new(), message: text },
     }
 }
 
@@ -127,13 +119,7 @@ impl FakeVes {
             .expect("HTTP client");
         // The relay's certificate names `localhost`; talk to it by that name.
         let base = base.replace("127.0.0.1", "localhost");
-        Self {
-            http,
-            base,
-            guid: crate::random_guid(),
-            license_token: None,
-            session: None,
-        }
+        Self { http, base, guid: crate::random_guid(), license_token: None, session: None }
     }
 
     pub fn base(&self) -> &str {
@@ -146,34 +132,19 @@ impl FakeVes {
         path: &str,
         body: &impl serde::Serialize,
     ) -> Result<T, ApiFailure> {
-        let resp = self
-            .http
-            .post(format!("{}{path}", self.base))
-            .json(body)
-            .send()
-            .await
-            .map_err(|e| ApiFailure {
-                status: 0,
-                code: "transport".into(),
-                message: e.to_string(),
-            })?;
+        let resp = self.http.post(format!("{}{path}", self.base)).json(body).send().await.map_err(|e| ApiFailure {
+            status: 0,
+            code: "transport".into(),
+            message: e.to_string(),
+        })?;
         if !resp.status().is_success() {
             return Err(failure(resp).await);
         }
-        resp.json().await.map_err(|e| ApiFailure {
-            status: 0,
-            code: "decode".into(),
-            message: e.to_string(),
-        })
+        resp.json().await.map_err(|e| ApiFailure { status: 0, code: "decode".into(), message: e.to_string() })
     }
 
     /// POSTs raw bytes; returns status and body text.
-    pub async fn post_raw(
-        &self,
-        path: &str,
-        headers: &[(&str, &str)],
-        body: Vec<u8>,
-    ) -> (u16, String) {
+    pub async fn post_raw(&self, path: &str, headers: &[(&str, &str)], body: Vec<u8>) -> (u16, String) {
         let mut req = self.http.post(format!("{}{path}", self.base)).body(body);
         for (k, v) in headers {
             req = req.header(*k, *v);
@@ -184,11 +155,7 @@ impl FakeVes {
     }
 
     /// License name + password → license-id token (kept for the first connect).
-    pub async fn license(
-        &mut self,
-        name: &str,
-        password: &str,
-    ) -> Result<LicenseResponse, ApiFailure> {
+    pub async fn license(&mut self, name: &str, password: &str) -> Result<LicenseResponse, ApiFailure> {
         let body = serde_json::json!({ "Name": name, "Password": password });
         let resp: LicenseResponse = self.post_json("/rts/v1/license", &body).await?;
         self.license_token = Some(resp.license_id.clone());
@@ -196,31 +163,21 @@ impl FakeVes {
     }
 
     pub async fn connect_params(&self) -> Result<ConnectParams, ApiFailure> {
-        let resp = self
-            .http
-            .get(format!("{}/rts/v1/connect", self.base))
-            .send()
-            .await
-            .map_err(|e| ApiFailure {
-                status: 0,
-                code: "transport".into(),
-                message: e.to_string(),
-            })?;
+        let resp = self.http.get(format!("{}/rts/v1/connect", self.base)).send().await.map_err(|e| ApiFailure {
+            status: 0,
+            code: "transport".into(),
+            message: e.to_string(),
+        })?;
         if !resp.status().is_success() {
             return Err(failure(resp).await);
         }
-        resp.json().await.map_err(|e| ApiFailure {
-            status: 0,
-            code: "decode".into(),
-            message: e.to_string(),
-        })
+        resp.json().await.map_err(|e| ApiFailure { status: 0, code: "decode".into(), message: e.to_string() })
     }
 
     /// GET connect + POST EventUrl: a new session with this VES's GUID and license token.
     pub async fn open(&mut self) -> Result<CommandChannel, ApiFailure> {
         let params = self.connect_params().await?;
-        self.attach(params, self.guid.clone(), self.license_token.clone())
-            .await
+        self.attach(params, self.guid.clone(), self.license_token.clone()).await
     }
 
     /// POSTs the event URL of `params` (a new session, or a resume with the same params).
@@ -231,11 +188,7 @@ impl FakeVes {
         license_id: Option<String>,
     ) -> Result<CommandChannel, ApiFailure> {
         let envelope = RtsConnectionEnvelope {
-            rts_connection: RtsConnection {
-                guid,
-                license_id,
-                agent: Some("fake-ves/1".into()),
-            },
+            rts_connection: RtsConnection { guid, license_id, agent: Some("fake-ves/1".into()) },
         };
         // The event URL names the relay by IP; use the certificate's name.
         let url = params.event_url.replace("127.0.0.1", "localhost");
@@ -246,11 +199,7 @@ impl FakeVes {
             .json(&envelope)
             .send()
             .await
-            .map_err(|e| ApiFailure {
-                status: 0,
-                code: "transport".into(),
-                message: e.to_string(),
-            })?;
+            .map_err(|e| ApiFailure { status: 0, code: "transport".into(), message: e.to_string() })?;
         if !resp.status().is_success() {
             return Err(failure(resp).await);
         }
@@ -285,26 +234,14 @@ impl FakeVes {
             .json(req)
             .send()
             .await
-            .map_err(|e| ApiFailure {
-                status: 0,
-                code: "transport".into(),
-                message: e.to_string(),
-            })?;
+            .map_err(|e| ApiFailure { status: 0, code: "transport".into(), message: e.to_string() })?;
         if !resp.status().is_success() {
             return Err(failure(resp).await);
         }
-        resp.json().await.map_err(|e| ApiFailure {
-            status: 0,
-            code: "decode".into(),
-            message: e.to_string(),
-        })
+        resp.json().await.map_err(|e| ApiFailure { status: 0, code: "decode".into(), message: e.to_string() })
     }
 
-    pub async fn provision(
-        &self,
-        email: &str,
-        password: Option<&str>,
-    ) -> Result<ProvisionedUser, ApiFailure> {
+    pub async fn provision(&self, email: &str, password: Option<&str>) -> Result<ProvisionedUser, ApiFailure> {
         self.data(&DataRequest::ProvisionUser {
             email: email.into(),
             password: password.map(|p| Secret(p.into())),
@@ -314,12 +251,7 @@ impl FakeVes {
         .await
     }
 
-    pub async fn send_frame(
-        &self,
-        device_id: DeviceId,
-        frame_id: u64,
-        payload: &[u8],
-    ) -> FramesResponse {
+    pub async fn send_frame(&self, device_id: DeviceId, frame_id: u64, payload: &[u8]) -> FramesResponse {
         self.send_frames(vec![OutboundFrame {
             device_id,
             frame_id,
@@ -330,20 +262,11 @@ impl FakeVes {
     }
 
     pub async fn send_frames(&self, frames: Vec<OutboundFrame>) -> FramesResponse {
-        self.data(&DataRequest::Frames { frames })
-            .await
-            .expect("Frames request")
+        self.data(&DataRequest::Frames { frames }).await.expect("Frames request")
     }
 
     pub async fn ack(&self, device_id: DeviceId, frame_id: u64) -> AcksResponse {
-        self.data(&DataRequest::Acks {
-            acks: vec![FrameRef {
-                device_id,
-                frame_id,
-            }],
-        })
-        .await
-        .expect("Acks request")
+        self.data(&DataRequest::Acks { acks: vec![FrameRef { device_id, frame_id }] }).await.expect("Acks request")
     }
 
     /// The HTTP client, for requests the helpers do not cover.

@@ -6,9 +6,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use noc_protocol::device::{ForwardKind, Frame};
 use noc_protocol::rts::{
-    AccountActivationResponse, Command, DataRequest, DeletedUser, DeviceActivationResponse,
-    FrameStatus, OutboundFrame, PasswordReset, StartupReportResponse, StartupStatus, StartupUser,
-    UserList,
+    AccountActivationResponse, Command, DataRequest, DeletedUser, DeviceActivationResponse, FrameStatus, OutboundFrame,
+    PasswordReset, StartupReportResponse, StartupStatus, StartupUser, UserList,
 };
 use noc_protocol::{CloseCode, DeviceId, UndeliverableReason};
 use noc_test_support::{CommandChannel, FakeDevice, FakeVes, Recv, TestRelay};
@@ -17,24 +16,18 @@ use serde_json::json;
 const T: Duration = Duration::from_secs(5);
 
 /// A relay with one license, one VES holding an open command channel.
-async fn relay_and_ves(
-    tweak: impl FnOnce(&mut noc_app::Config),
-) -> (TestRelay, FakeVes, CommandChannel) {
+async fn relay_and_ves(tweak: impl FnOnce(&mut noc_app::Config)) -> (TestRelay, FakeVes, CommandChannel) {
     let relay = TestRelay::start_with(tweak);
     relay.create_license("acme", "acme-license-pw", 10).await;
     let mut ves = relay.ves();
-    ves.license("acme", "acme-license-pw")
-        .await
-        .expect("license login");
+    ves.license("acme", "acme-license-pw").await.expect("license login");
     let channel = ves.open().await.expect("command channel");
     (relay, ves, channel)
 }
 
 /// Provisions, activates and activates a device for `email`; returns the activation.
 async fn user_with_device(ves: &FakeVes, email: &str, msisdn: &str) -> DeviceActivationResponse {
-    ves.provision(email, Some("user-password-1"))
-        .await
-        .expect("provision");
+    ves.provision(email, Some("user-password-1")).await.expect("provision");
     let _: AccountActivationResponse = ves
         .post_json(
             "/account/v1/activate",
@@ -60,9 +53,7 @@ async fn online_device(relay: &TestRelay, act: &DeviceActivationResponse) -> Fak
 
 async fn expect_close(device: &mut FakeDevice, code: CloseCode) -> String {
     match device.recv_data(T).await {
-        Recv::Frame(Frame::Close {
-            code: got, message, ..
-        }) => {
+        Recv::Frame(Frame::Close { code: got, message, .. }) => {
             assert_eq!(got, code, "close message: {message}");
             message
         }
@@ -90,58 +81,25 @@ async fn full_flow_license_to_frames_both_ways() {
         }
         v
     };
-    assert!(matches!(
-        opening[0],
-        Command::Session {
-            resumed: false,
-            heartbeat_interval_seconds: 1,
-            ..
-        }
-    ));
-    assert!(
-        matches!(&opening[1], Command::ActivateUsers { complete: true, users } if users.is_empty())
-    );
-    assert!(matches!(
-        opening[2],
-        Command::Heartbeat {
-            seq: 1,
-            next_in_seconds: 1,
-            ..
-        }
-    ));
+    assert!(matches!(opening[0], Command::Session { resumed: false, heartbeat_interval_seconds: 1, .. }));
+    assert!(matches!(&opening[1], Command::ActivateUsers { complete: true, users } if users.is_empty()));
+    assert!(matches!(opening[2], Command::Heartbeat { seq: 1, next_in_seconds: 1, .. }));
     assert!(matches!(opening[3], Command::FilterRules { .. }));
     assert!(matches!(opening[4], Command::ConstantSync { .. }));
 
     // Heartbeats keep coming on time (1 s interval; generous tolerance for a busy machine).
     let hb_start = Instant::now();
-    let hb = channel
-        .wait_for(T, |c| matches!(c, Command::Heartbeat { .. }))
-        .await
-        .expect("second HB");
+    let hb = channel.wait_for(T, |c| matches!(c, Command::Heartbeat { .. })).await.expect("second HB");
     assert!(matches!(hb, Command::Heartbeat { seq: 2, .. }), "{hb:?}");
-    assert!(
-        hb_start.elapsed() < Duration::from_secs(3),
-        "HB late: {:?}",
-        hb_start.elapsed()
-    );
+    assert!(hb_start.elapsed() < Duration::from_secs(3), "HB late: {:?}", hb_start.elapsed());
 
     // Provisioning → account activation → the VES is told to serve the user.
     let act = user_with_device(&ves, "bob@example.com", "+15550100").await;
     let activated = channel
-        .wait_for(T, |c| {
-            matches!(
-                c,
-                Command::ActivateUsers {
-                    complete: false,
-                    ..
-                }
-            )
-        })
+        .wait_for(T, |c| matches!(c, Command::ActivateUsers { complete: false, .. }))
         .await
         .expect("ActivateUsers for the new user");
-    let Command::ActivateUsers { users, .. } = activated else {
-        unreachable!()
-    };
+    let Command::ActivateUsers { users, .. } = activated else { unreachable!() };
     assert_eq!(users[0].email, "bob@example.com");
     assert_eq!(users[0].msisdn.as_deref(), Some("+15550100"));
     channel
@@ -154,11 +112,7 @@ async fn full_flow_license_to_frames_both_ways() {
 
     let report: StartupReportResponse = ves
         .data(&DataRequest::StartupReport {
-            users: vec![StartupUser {
-                user_id: act.user_id,
-                status: StartupStatus::Ready,
-                detail: None,
-            }],
+            users: vec![StartupUser { user_id: act.user_id, status: StartupStatus::Ready, detail: None }],
         })
         .await
         .expect("StartupReport");
@@ -169,52 +123,21 @@ async fn full_flow_license_to_frames_both_ways() {
     await_online(&mut channel, act.device_id).await;
 
     device
-        .send(Frame::Forward {
-            kind: ForwardKind::WakeUp,
-            frame_id: 1,
-            payload: Bytes::from_static(b"wake"),
-        })
+        .send(Frame::Forward { kind: ForwardKind::WakeUp, frame_id: 1, payload: Bytes::from_static(b"wake") })
         .await
         .expect("send");
-    let got = channel
-        .wait_for(T, |c| matches!(c, Command::DeviceFrame { .. }))
-        .await
-        .expect("DeviceFrame");
-    let Command::DeviceFrame {
-        device_id,
-        user_id,
-        frame_id,
-        kind,
-        payload,
-    } = got
-    else {
-        unreachable!()
-    };
-    assert_eq!(
-        (device_id, user_id, frame_id, kind),
-        (act.device_id, act.user_id, 1, ForwardKind::WakeUp)
-    );
-    assert_eq!(
-        noc_protocol::rts::decode_payload(&payload).expect("base64"),
-        b"wake"
-    );
+    let got = channel.wait_for(T, |c| matches!(c, Command::DeviceFrame { .. })).await.expect("DeviceFrame");
+    let Command::DeviceFrame { device_id, user_id, frame_id, kind, payload } = got else { unreachable!() };
+    assert_eq!((device_id, user_id, frame_id, kind), (act.device_id, act.user_id, 1, ForwardKind::WakeUp));
+    assert_eq!(noc_protocol::rts::decode_payload(&payload).expect("base64"), b"wake");
     let acks = ves.ack(act.device_id, 1).await;
     assert_eq!(acks.forwarded, 1);
-    assert!(matches!(
-        device.recv_data(T).await,
-        Recv::Frame(Frame::Ack { frame_id: 1 })
-    ));
+    assert!(matches!(device.recv_data(T).await, Recv::Frame(Frame::Ack { frame_id: 1 })));
 
-    let resp = ves
-        .send_frame(act.device_id, 77, b"\x00\x01opaque-ciphertext")
-        .await;
+    let resp = ves.send_frame(act.device_id, 77, b"\x00\x01opaque-ciphertext").await;
     assert_eq!(resp.results[0].status, FrameStatus::Accepted);
     match device.recv_data(T).await {
-        Recv::Frame(Frame::Forward {
-            kind,
-            frame_id,
-            payload,
-        }) => {
+        Recv::Frame(Frame::Forward { kind, frame_id, payload }) => {
             assert_eq!((kind, frame_id), (ForwardKind::Data, 77));
             assert_eq!(&payload[..], b"\x00\x01opaque-ciphertext");
         }
@@ -226,78 +149,42 @@ async fn full_flow_license_to_frames_both_ways() {
         .await
         .expect("Ack on the command channel");
 
-    assert_eq!(
-        relay.metric(
-            "noc_frames_relayed_total",
-            &[("direction", "device_to_ves")]
-        ),
-        1.0
-    );
-    assert_eq!(
-        relay.metric(
-            "noc_frames_relayed_total",
-            &[("direction", "ves_to_device")]
-        ),
-        1.0
-    );
+    assert_eq!(relay.metric("noc_frames_relayed_total", &[("direction", "device_to_ves")]), 1.0);
+    assert_eq!(relay.metric("noc_frames_relayed_total", &[("direction", "ves_to_device")]), 1.0);
     assert_eq!(relay.metric("noc_sessions", &[("kind", "device")]), 1.0);
     assert_eq!(relay.metric("noc_sessions", &[("kind", "ves")]), 1.0);
 
     // ListUsers shows the user with its device.
-    let list: UserList = ves
-        .data(&DataRequest::ListUsers {})
-        .await
-        .expect("ListUsers");
+    let list: UserList = ves.data(&DataRequest::ListUsers {}).await.expect("ListUsers");
     assert_eq!(list.users.len(), 1);
-    assert_eq!(
-        (list.users[0].status.as_str(), list.users[0].devices),
-        ("active", 1)
-    );
+    assert_eq!((list.users[0].status.as_str(), list.users[0].devices), ("active", 1));
 }
 
 #[tokio::test]
 async fn undeliverable_reasons_for_offline_unknown_and_foreign_devices() {
     let (relay, ves, mut channel) = relay_and_ves(|c| c.rts.heartbeat_interval_seconds = 1).await;
     let act = user_with_device(&ves, "off@example.com", "+15550101").await;
-    channel
-        .wait_for(T, |c| matches!(c, Command::DeviceActivated { .. }))
-        .await
-        .expect("activated");
+    channel.wait_for(T, |c| matches!(c, Command::DeviceActivated { .. })).await.expect("activated");
 
     // Known device, not connected: peer_offline, at once.
     let resp = ves.send_frame(act.device_id, 1, b"x").await;
     assert_eq!(resp.results[0].status, FrameStatus::Undeliverable);
-    assert_eq!(
-        resp.results[0].reason,
-        Some(UndeliverableReason::PeerOffline)
-    );
+    assert_eq!(resp.results[0].reason, Some(UndeliverableReason::PeerOffline));
 
     // A device id nobody activated: unknown_peer.
     let resp = ves.send_frame(DeviceId::random(), 2, b"x").await;
-    assert_eq!(
-        resp.results[0].reason,
-        Some(UndeliverableReason::UnknownPeer)
-    );
+    assert_eq!(resp.results[0].reason, Some(UndeliverableReason::UnknownPeer));
 
     // A second enterprise on the same relay cannot reach the first one's device.
     relay.create_license("other", "other-license-pw", 5).await;
     let mut intruder = relay.ves();
-    intruder
-        .license("other", "other-license-pw")
-        .await
-        .expect("license");
+    intruder.license("other", "other-license-pw").await.expect("license");
     let _intruder_channel = intruder.open().await.expect("channel");
     let mut device = online_device(&relay, &act).await;
     await_online(&mut channel, act.device_id).await;
     let resp = intruder.send_frame(act.device_id, 3, b"x").await;
     assert_eq!(resp.results[0].reason, Some(UndeliverableReason::NotOwned));
-    assert!(
-        matches!(
-            device.recv_data(Duration::from_millis(300)).await,
-            Recv::Timeout
-        ),
-        "nothing leaked"
-    );
+    assert!(matches!(device.recv_data(Duration::from_millis(300)).await, Recv::Timeout), "nothing leaked");
 
     // Device → VES while the VES is gone: undeliverable to the device, at once. A vanished
     // command channel is noticed at the relay's next write to it (a heartbeat at the
@@ -305,26 +192,16 @@ async fn undeliverable_reasons_for_offline_unknown_and_foreign_devices() {
     drop(channel);
     tokio::time::sleep(Duration::from_millis(2500)).await;
     device
-        .send(Frame::Forward {
-            kind: ForwardKind::Data,
-            frame_id: 9,
-            payload: Bytes::from_static(b"y"),
-        })
+        .send(Frame::Forward { kind: ForwardKind::Data, frame_id: 9, payload: Bytes::from_static(b"y") })
         .await
         .expect("send");
     match device.recv_data(T).await {
-        Recv::Frame(Frame::Undeliverable {
-            frame_id: 9,
-            reason,
-        }) => assert_eq!(reason, UndeliverableReason::PeerOffline),
+        Recv::Frame(Frame::Undeliverable { frame_id: 9, reason }) => {
+            assert_eq!(reason, UndeliverableReason::PeerOffline)
+        }
         other => panic!("expected UNDELIVERABLE, got {other:?}"),
     }
-    assert!(
-        relay.metric(
-            "noc_frames_undeliverable_total",
-            &[("reason", "peer_offline")]
-        ) >= 2.0
-    );
+    assert!(relay.metric("noc_frames_undeliverable_total", &[("reason", "peer_offline")]) >= 2.0);
 }
 
 #[tokio::test]
@@ -335,50 +212,27 @@ async fn rts_authentication_failures_are_clear_and_harmless() {
     let params = ves.connect_params().await.expect("params");
     let mut bad = params.clone();
     bad.key = "00".repeat(16);
-    let err = ves
-        .attach(bad, ves.guid.clone(), None)
-        .await
-        .err()
-        .expect("wrong key refused");
+    let err = ves.attach(bad, ves.guid.clone(), None).await.err().expect("wrong key refused");
     assert_eq!((err.status, err.code.as_str()), (401, "invalid_session"));
     // The parameters were not consumed by the failed attempt... but wrong KeyId is refused too.
     let mut unknown = params.clone();
     unknown.event_url = unknown.event_url.replace(&params.key_id, &"ff".repeat(16));
-    let err = ves
-        .attach(unknown, ves.guid.clone(), None)
-        .await
-        .err()
-        .expect("unknown KeyId refused");
+    let err = ves.attach(unknown, ves.guid.clone(), None).await.err().expect("unknown KeyId refused");
     assert_eq!(err.status, 401);
 
     // Parameters not used within ReplyTime expire.
     let stale = ves.connect_params().await.expect("params");
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let err = ves
-        .attach(stale, ves.guid.clone(), None)
-        .await
-        .err()
-        .expect("expired refused");
+    let err = ves.attach(stale, ves.guid.clone(), None).await.err().expect("expired refused");
     assert_eq!(err.code, "invalid_session");
 
     // An unknown GUID without a license token, and a bad license token.
     let fresh = ves.connect_params().await.expect("params");
-    let err = ves
-        .attach(fresh, noc_test_support::random_guid(), None)
-        .await
-        .err()
-        .expect("bad GUID refused");
-    assert_eq!(
-        (err.status, err.code.as_str()),
-        (401, "invalid_credentials")
-    );
+    let err = ves.attach(fresh, noc_test_support::random_guid(), None).await.err().expect("bad GUID refused");
+    assert_eq!((err.status, err.code.as_str()), (401, "invalid_credentials"));
     let fresh = ves.connect_params().await.expect("params");
     let err = ves
-        .attach(
-            fresh,
-            noc_test_support::random_guid(),
-            Some("not-a-token".into()),
-        )
+        .attach(fresh, noc_test_support::random_guid(), Some("not-a-token".into()))
         .await
         .err()
         .expect("bad token refused");
@@ -398,21 +252,13 @@ async fn rts_authentication_failures_are_clear_and_harmless() {
 
     // Wrong license password.
     let err = ves.license("acme", "wrong").await.expect_err("refused");
-    assert_eq!(
-        (err.status, err.code.as_str()),
-        (401, "invalid_credentials")
-    );
+    assert_eq!((err.status, err.code.as_str()), (401, "invalid_credentials"));
     assert!(relay.metric("noc_auth_failures_total", &[("kind", "license")]) >= 1.0);
     assert!(relay.metric("noc_auth_failures_total", &[("kind", "ves")]) >= 4.0);
 
     // Malformed JSON and oversized bodies get clear errors.
-    let (status, body) = ves
-        .post_raw(
-            "/rts/v1/license",
-            &[("content-type", "application/json")],
-            b"{nope".to_vec(),
-        )
-        .await;
+    let (status, body) =
+        ves.post_raw("/rts/v1/license", &[("content-type", "application/json")], b"{nope".to_vec()).await;
     assert_eq!(status, 400, "{body}");
     assert!(body.contains("bad_request"));
     let big = vec![b' '; 2 * 1024 * 1024];
@@ -421,10 +267,7 @@ async fn rts_authentication_failures_are_clear_and_harmless() {
     assert!(body.contains("payload_too_large"));
 
     // The node still serves: the VES's session works.
-    let list: UserList = ves
-        .data(&DataRequest::ListUsers {})
-        .await
-        .expect("still serving");
+    let list: UserList = ves.data(&DataRequest::ListUsers {}).await.expect("still serving");
     assert!(list.users.is_empty());
 }
 
@@ -433,35 +276,18 @@ async fn seats_are_enforced() {
     let relay = TestRelay::start();
     relay.create_license("small", "small-license-pw", 2).await;
     let mut ves = relay.ves();
-    ves.license("small", "small-license-pw")
-        .await
-        .expect("license");
+    ves.license("small", "small-license-pw").await.expect("license");
     let _channel = ves.open().await.expect("channel");
     let first = ves.provision("a@example.com", None).await.expect("first");
-    assert_eq!(
-        first.password.as_deref().map(str::len),
-        Some(12),
-        "generated password returned once"
-    );
-    ves.provision("b@example.com", Some("b-password-1"))
-        .await
-        .expect("second");
-    let err = ves
-        .provision("c@example.com", None)
-        .await
-        .expect_err("seats full");
+    assert_eq!(first.password.as_deref().map(str::len), Some(12), "generated password returned once");
+    ves.provision("b@example.com", Some("b-password-1")).await.expect("second");
+    let err = ves.provision("c@example.com", None).await.expect_err("seats full");
     assert_eq!((err.status, err.code.as_str()), (409, "seats_full"));
     assert!(err.message.contains("maximum 2"), "{}", err.message);
-    let deleted: DeletedUser = ves
-        .data(&DataRequest::DeleteUser {
-            email: "a@example.com".into(),
-        })
-        .await
-        .expect("delete");
+    let deleted: DeletedUser =
+        ves.data(&DataRequest::DeleteUser { email: "a@example.com".into() }).await.expect("delete");
     assert_eq!(deleted.user_id, first.user_id);
-    ves.provision("c@example.com", None)
-        .await
-        .expect("seat freed by delete");
+    ves.provision("c@example.com", None).await.expect("seat freed by delete");
 }
 
 #[tokio::test]
@@ -479,24 +305,18 @@ async fn device_handshake_and_auth_failures() {
 
     // Unknown protocol version: a clear error, not a hang.
     let mut d = relay.device_connection().await;
-    d.send(Frame::Hello { versions: vec![99] })
-        .await
-        .expect("send");
+    d.send(Frame::Hello { versions: vec![99] }).await.expect("send");
     let msg = expect_close(&mut d, CloseCode::UnsupportedVersion).await;
     assert!(msg.contains("[1]"), "{msg}");
 
     // Not our protocol at all (an HTTP request on the device port).
     let mut d = relay.device_connection().await;
-    d.send_raw(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .expect("send");
+    d.send_raw(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await.expect("send");
     expect_close(&mut d, CloseCode::FrameTooLarge).await;
 
     // A well-sized frame that is not a hello.
     let mut d = relay.device_connection().await;
-    d.send_raw(&[0, 0, 0, 5, 0x01, b'X', b'Y', b'Z', b'W'])
-        .await
-        .expect("send");
+    d.send_raw(&[0, 0, 0, 5, 0x01, b'X', b'Y', b'Z', b'W']).await.expect("send");
     expect_close(&mut d, CloseCode::MalformedFrame).await;
 
     // Silence: the handshake deadline closes the connection with a reason.
@@ -507,17 +327,13 @@ async fn device_handshake_and_auth_failures() {
 
     // Password authentication (white paper §7.2.2) works and a wrong password does not.
     let mut d = relay.device_connection().await;
-    match d
-        .login_password(act.device_id, "+15550102", "wrong-password")
-        .await
-    {
+    match d.login_password(act.device_id, "+15550102", "wrong-password").await {
         Recv::Frame(Frame::Close { code, .. }) => assert_eq!(code, CloseCode::AuthFailed),
         other => panic!("expected CLOSE, got {other:?}"),
     }
     let mut d = relay.device_connection().await;
     assert!(matches!(
-        d.login_password(act.device_id, "+15550102", "user-password-1")
-            .await,
+        d.login_password(act.device_id, "+15550102", "user-password-1").await,
         Recv::Frame(Frame::AuthOk { .. })
     ));
     await_online(&mut channel, act.device_id).await;
@@ -525,17 +341,10 @@ async fn device_handshake_and_auth_failures() {
     assert!(relay.metric("noc_auth_failures_total", &[("kind", "device")]) >= 2.0);
 
     // After all that, the authenticated device still relays.
-    d.send(Frame::Forward {
-        kind: ForwardKind::Data,
-        frame_id: 5,
-        payload: Bytes::from_static(b"ok"),
-    })
-    .await
-    .expect("send");
-    channel
-        .wait_for(T, |c| matches!(c, Command::DeviceFrame { frame_id: 5, .. }))
+    d.send(Frame::Forward { kind: ForwardKind::Data, frame_id: 5, payload: Bytes::from_static(b"ok") })
         .await
-        .expect("frame relayed");
+        .expect("send");
+    channel.wait_for(T, |c| matches!(c, Command::DeviceFrame { frame_id: 5, .. })).await.expect("frame relayed");
 }
 
 #[tokio::test]
@@ -549,21 +358,15 @@ async fn oversized_and_out_of_state_frames_close_only_that_device() {
     await_online(&mut channel, b.device_id).await;
 
     // A frame over the limit: refused by its length prefix, connection closed with a reason.
-    da.send(Frame::Forward {
-        kind: ForwardKind::Data,
-        frame_id: 1,
-        payload: Bytes::from(vec![0u8; 8192]),
-    })
-    .await
-    .expect("send");
+    da.send(Frame::Forward { kind: ForwardKind::Data, frame_id: 1, payload: Bytes::from(vec![0u8; 8192]) })
+        .await
+        .expect("send");
     let msg = expect_close(&mut da, CloseCode::FrameTooLarge).await;
     assert!(msg.contains("4096"), "{msg}");
 
     // A HELLO after authentication is a protocol violation.
     let mut dc = online_device(&relay, &a).await;
-    dc.send(Frame::Hello { versions: vec![1] })
-        .await
-        .expect("send");
+    dc.send(Frame::Hello { versions: vec![1] }).await.expect("send");
     expect_close(&mut dc, CloseCode::ProtocolViolation).await;
 
     // VES → device frames over the device limit are refused per frame, others still go.
@@ -583,15 +386,9 @@ async fn oversized_and_out_of_state_frames_close_only_that_device() {
             },
         ])
         .await;
-    assert_eq!(
-        resp.results[0].reason,
-        Some(UndeliverableReason::FrameTooLarge)
-    );
+    assert_eq!(resp.results[0].reason, Some(UndeliverableReason::FrameTooLarge));
     assert_eq!(resp.results[1].status, FrameStatus::Accepted);
-    assert!(matches!(
-        db.recv_data(T).await,
-        Recv::Frame(Frame::Forward { frame_id: 2, .. })
-    ));
+    assert!(matches!(db.recv_data(T).await, Recv::Frame(Frame::Forward { frame_id: 2, .. })));
 
     // Bad base64 refuses the whole request with a message naming the frame.
     let err = ves
@@ -617,10 +414,7 @@ async fn password_reset_revokes_devices_at_once() {
     await_online(&mut channel, act.device_id).await;
 
     let reset: PasswordReset = ves
-        .data(&DataRequest::ResetPassword {
-            email: "lost@example.com".into(),
-            password: None,
-        })
+        .data(&DataRequest::ResetPassword { email: "lost@example.com".into(), password: None })
         .await
         .expect("reset");
     assert_eq!(reset.revoked_devices, 1);
@@ -638,10 +432,7 @@ async fn password_reset_revokes_devices_at_once() {
         other => panic!("expected CLOSE revoked, got {other:?}"),
     }
     let resp = ves.send_frame(act.device_id, 1, b"x").await;
-    assert_eq!(
-        resp.results[0].reason,
-        Some(UndeliverableReason::UnknownPeer)
-    );
+    assert_eq!(resp.results[0].reason, Some(UndeliverableReason::UnknownPeer));
 
     // Deleting a user closes its devices too.
     let fresh: DeviceActivationResponse = ves
@@ -652,12 +443,7 @@ async fn password_reset_revokes_devices_at_once() {
         .await
         .expect("re-activation with the new password");
     let mut device = online_device(&relay, &fresh).await;
-    let _: DeletedUser = ves
-        .data(&DataRequest::DeleteUser {
-            email: "lost@example.com".into(),
-        })
-        .await
-        .expect("delete");
+    let _: DeletedUser = ves.data(&DataRequest::DeleteUser { email: "lost@example.com".into() }).await.expect("delete");
     expect_close(&mut device, CloseCode::Revoked).await;
     channel
         .wait_for(T, |c| matches!(c, Command::DeactivateUsers { user_ids } if user_ids.contains(&act.user_id)))
@@ -696,11 +482,7 @@ async fn a_slow_device_does_not_delay_the_others() {
             })
             .collect();
         let resp = ves.send_frames(frames).await;
-        refused += resp
-            .results
-            .iter()
-            .filter(|r| r.reason == Some(UndeliverableReason::QueueFull))
-            .count();
+        refused += resp.results.iter().filter(|r| r.reason == Some(UndeliverableReason::QueueFull)).count();
         let resp = ves.send_frame(fast.device_id, next_fast, b"fast").await;
         assert_eq!(resp.results[0].status, FrameStatus::Accepted);
         // Each fast frame arrives promptly even while the slow device's queue is full.
@@ -713,47 +495,25 @@ async fn a_slow_device_does_not_delay_the_others() {
         }
     }
     assert_eq!(fast_received, 40);
-    assert!(
-        refused > 0,
-        "the slow device's bounded queue must have refused frames"
-    );
-    assert!(
-        relay.metric("noc_frames_dropped_total", &[("reason", "queue_full")]) >= refused as f64
-    );
+    assert!(refused > 0, "the slow device's bounded queue must have refused frames");
+    assert!(relay.metric("noc_frames_dropped_total", &[("reason", "queue_full")]) >= refused as f64);
 
     // The stalled device is disconnected after the write-stall timeout; frames that were
     // accepted but never written are reported back to the VES.
     let (mut offline, mut bounced) = (false, 0);
     while !offline {
-        match channel
-            .next(Duration::from_secs(10))
-            .await
-            .expect("slow device dropped")
-        {
-            Command::DevicePresence {
-                device_id,
-                online: false,
-                ..
-            } if device_id == slow.device_id => offline = true,
-            Command::Undeliverable {
-                device_id,
-                reason: UndeliverableReason::PeerDisconnected,
-                ..
-            } if device_id == slow.device_id => bounced += 1,
+        match channel.next(Duration::from_secs(10)).await.expect("slow device dropped") {
+            Command::DevicePresence { device_id, online: false, .. } if device_id == slow.device_id => offline = true,
+            Command::Undeliverable { device_id, reason: UndeliverableReason::PeerDisconnected, .. }
+                if device_id == slow.device_id =>
+            {
+                bounced += 1
+            }
             _ => {}
         }
     }
-    assert!(
-        bounced > 0,
-        "accepted-but-unwritten frames are bounced to the VES"
-    );
-    assert_eq!(
-        relay.metric(
-            "noc_sessions_closed_total",
-            &[("kind", "device"), ("code", "slow_consumer")]
-        ),
-        1.0
-    );
+    assert!(bounced > 0, "accepted-but-unwritten frames are bounced to the VES");
+    assert_eq!(relay.metric("noc_sessions_closed_total", &[("kind", "device"), ("code", "slow_consumer")]), 1.0);
 }
 
 #[tokio::test]
@@ -764,16 +524,10 @@ async fn same_device_twice_newest_wins() {
     await_online(&mut channel, act.device_id).await;
     let mut second = online_device(&relay, &act).await;
     expect_close(&mut first, CloseCode::Replaced).await;
-    assert_eq!(
-        relay.metric("noc_sessions_replaced_total", &[("kind", "device")]),
-        1.0
-    );
+    assert_eq!(relay.metric("noc_sessions_replaced_total", &[("kind", "device")]), 1.0);
     let resp = ves.send_frame(act.device_id, 1, b"to the new one").await;
     assert_eq!(resp.results[0].status, FrameStatus::Accepted);
-    assert!(matches!(
-        second.recv_data(T).await,
-        Recv::Frame(Frame::Forward { frame_id: 1, .. })
-    ));
+    assert!(matches!(second.recv_data(T).await, Recv::Frame(Frame::Forward { frame_id: 1, .. })));
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(relay.metric("noc_sessions", &[("kind", "device")]), 1.0);
 }
@@ -789,56 +543,29 @@ async fn ves_reconnect_within_reply_time_keeps_registrations_and_a_new_session_r
     let params = channel.params.clone();
     channel.drop_connection();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let mut resumed = ves
-        .attach(params, ves.guid.clone(), None)
-        .await
-        .expect("resume within ReplyTime");
+    let mut resumed = ves.attach(params, ves.guid.clone(), None).await.expect("resume within ReplyTime");
     match resumed.next(T).await {
         Some(Command::Session { resumed: true, .. }) => {}
         other => panic!("expected resumed Session, got {other:?}"),
     }
-    let users = resumed
-        .wait_for(T, |c| matches!(c, Command::ActivateUsers { .. }))
-        .await
-        .expect("users");
+    let users = resumed.wait_for(T, |c| matches!(c, Command::ActivateUsers { .. })).await.expect("users");
     assert!(matches!(users, Command::ActivateUsers { complete: true, users } if users.len() == 1));
     // Registrations kept: the device is still addressable, with no new activation.
     let resp = ves.send_frame(act.device_id, 5, b"after resume").await;
     assert_eq!(resp.results[0].status, FrameStatus::Accepted);
-    assert!(matches!(
-        device.recv_data(T).await,
-        Recv::Frame(Frame::Forward { frame_id: 5, .. })
-    ));
+    assert!(matches!(device.recv_data(T).await, Recv::Frame(Frame::Forward { frame_id: 5, .. })));
 
     // A brand-new session for the same GUID replaces this one.
     let mut second = relay.ves();
     second.guid = ves.guid.clone();
     let mut newer = second.open().await.expect("second session");
-    let closed = resumed
-        .wait_for(T, |c| matches!(c, Command::Close { .. }))
-        .await
-        .expect("Close");
-    assert!(matches!(
-        closed,
-        Command::Close {
-            code: CloseCode::Replaced,
-            ..
-        }
-    ));
+    let closed = resumed.wait_for(T, |c| matches!(c, Command::Close { .. })).await.expect("Close");
+    assert!(matches!(closed, Command::Close { code: CloseCode::Replaced, .. }));
     assert!(resumed.ended(T).await, "old command channel ends");
-    assert_eq!(
-        relay.metric("noc_sessions_replaced_total", &[("kind", "ves")]),
-        1.0
-    );
-    newer
-        .wait_for(T, |c| matches!(c, Command::Heartbeat { .. }))
-        .await
-        .expect("new session alive");
+    assert_eq!(relay.metric("noc_sessions_replaced_total", &[("kind", "ves")]), 1.0);
+    newer.wait_for(T, |c| matches!(c, Command::Heartbeat { .. })).await.expect("new session alive");
     // The old KeyId is dead.
-    let err = ves
-        .data::<UserList>(&DataRequest::ListUsers {})
-        .await
-        .expect_err("old session gone");
+    let err = ves.data::<UserList>(&DataRequest::ListUsers {}).await.expect_err("old session gone");
     assert_eq!(err.code, "invalid_session");
 }
 
@@ -854,10 +581,7 @@ async fn an_idle_device_is_dropped_after_its_timeout() {
     await_online(&mut channel, act.device_id).await;
     // The device reads (so it sees heartbeats) but never sends anything.
     expect_close(&mut device, CloseCode::IdleTimeout).await;
-    assert_eq!(
-        relay.metric("noc_heartbeats_missed_total", &[("kind", "device")]),
-        1.0
-    );
+    assert_eq!(relay.metric("noc_heartbeats_missed_total", &[("kind", "device")]), 1.0);
 }
 
 #[tokio::test]
@@ -894,10 +618,7 @@ async fn metrics_pass_promtool() {
     let mut device = online_device(&relay, &act).await;
     await_online(&mut channel, act.device_id).await;
     ves.send_frame(act.device_id, 1, b"x").await;
-    assert!(matches!(
-        device.recv_data(T).await,
-        Recv::Frame(Frame::Forward { .. })
-    ));
+    assert!(matches!(device.recv_data(T).await, Recv::Frame(Frame::Forward { .. })));
     let (_, text) = relay.admin_get("/metrics").await;
     let mut child = std::process::Command::new("promtool")
         .args(["check", "metrics"])
@@ -907,12 +628,7 @@ async fn metrics_pass_promtool() {
         .spawn()
         .expect("promtool not found: install the `prometheus` package (the test command does)");
     use std::io::Write;
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(text.as_bytes())
-        .expect("write metrics");
+    child.stdin.take().expect("stdin").write_all(text.as_bytes()).expect("write metrics");
     let out = child.wait_with_output().expect("promtool");
     assert!(
         out.status.success(),
