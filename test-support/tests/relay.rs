@@ -638,3 +638,60 @@ async fn metrics_pass_promtool() {
     );
     assert!(text.contains("noc_frames_relayed_total{direction=\"ves_to_device\"} 1"));
 }
+
+/// The data channel serves many requests of one session at once (white paper §4.4:
+/// "more than 20 simultaneous connections"): 25 requests are held open mid-body at the
+/// same time, then all complete.
+#[tokio::test]
+async fn data_channel_serves_25_requests_in_flight_at_once() {
+    let (relay, ves, _channel) = relay_and_ves(|_| {}).await;
+    let (key_id, key) = ves.session.clone().expect("session");
+    let n = 25;
+    let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(n + 1));
+    let mut tasks = Vec::new();
+    for i in 0..n {
+        let barrier = barrier.clone();
+        let (key_id, key) = (key_id.clone(), key.clone());
+        let tls = noc_test_support::client_config(&relay.cert_path(), &[b"http/1.1"]).expect("tls");
+        let base = ves.base().to_string();
+        tasks.push(tokio::spawn(async move {
+            // One client per request: a connection each, as a VES with many data channels.
+            let http = reqwest::Client::builder()
+                .use_preconfigured_tls(tls)
+                .resolve("localhost", "127.0.0.1:0".parse().expect("addr"))
+                .build()
+                .expect("client");
+            let body =
+                format!(r#"{{"Type":"ProvisionUser","Email":"u{i}@example.com","FirstName":"U","LastName":"V"}}"#);
+            let (head, tail) = body.split_at(10);
+            let (head, tail) = (head.to_string(), tail.to_string());
+            use futures_util::StreamExt;
+            let stream = futures_util::stream::once(async move { Ok::<_, std::io::Error>(head) }).chain(
+                futures_util::stream::once(async move {
+                    // Every request has sent its headers and part of its body by now.
+                    barrier.wait().await;
+                    Ok(tail)
+                }),
+            );
+            let resp = http
+                .post(format!("{base}/rts/v1/data"))
+                .header("X-Rts-Key-Id", key_id)
+                .header("X-Rts-Key", key)
+                .body(reqwest::Body::wrap_stream(stream))
+                .send()
+                .await
+                .expect("request");
+            resp.status().as_u16()
+        }));
+    }
+    tokio::time::timeout(T, barrier.wait()).await.expect("all 25 requests in flight together");
+    let mut statuses = Vec::new();
+    for t in tasks {
+        statuses.push(t.await.expect("task"));
+    }
+    // The license has 10 seats: racing requests fill exactly those, the rest are refused.
+    assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 10, "{statuses:?}");
+    assert_eq!(statuses.iter().filter(|s| **s == 409).count(), 15, "{statuses:?}");
+    let list: UserList = ves.data(&DataRequest::ListUsers {}).await.expect("list");
+    assert_eq!(list.users.len(), 10);
+}
