@@ -312,6 +312,21 @@ impl Accounts {
         Ok(())
     }
 
+    /// The administrator's password (checked against the rules), or a generated one that
+    /// is also returned so it can be shown once.
+    fn choose_password(&self, given: Option<&str>) -> Result<(String, Option<String>)> {
+        match given {
+            Some(p) => {
+                self.check_password_rules(p)?;
+                Ok((p.to_string(), None))
+            }
+            None => {
+                let p = secrets::random_password(self.policy.generated_password_length);
+                Ok((p.clone(), Some(p)))
+            }
+        }
+    }
+
     /// Provisions a user for `ves` (white paper §3.5). Returns the user and the password
     /// if the relay generated it.
     pub async fn provision_user(
@@ -330,16 +345,7 @@ impl Accounts {
         if !license.usable_at(crate::now_ms()) {
             return Err(AccountError::Suspended);
         }
-        let (password, generated) = match password {
-            Some(p) => {
-                self.check_password_rules(p)?;
-                (p.to_string(), None)
-            }
-            None => {
-                let p = secrets::random_password(self.policy.generated_password_length);
-                (p.clone(), Some(p))
-            }
-        };
+        let (password, generated) = self.choose_password(password)?;
         let password_hash = self.hash_password(&password).await?;
         let user = self
             .store
@@ -392,16 +398,7 @@ impl Accounts {
         password: Option<&str>,
     ) -> Result<(UserRecord, Option<String>, Vec<DeviceId>)> {
         let user = self.owned_user(ves, email).await?;
-        let (password, generated) = match password {
-            Some(p) => {
-                self.check_password_rules(p)?;
-                (p.to_string(), None)
-            }
-            None => {
-                let p = secrets::random_password(self.policy.generated_password_length);
-                (p.clone(), Some(p))
-            }
-        };
+        let (password, generated) = self.choose_password(password)?;
         let hash = self.hash_password(&password).await?;
         let devices = self.store.set_password(user.id, &hash, crate::now_ms()).await?;
         self.audit(

@@ -92,6 +92,16 @@ impl Drop for CommandChannel {
     }
 }
 
+/// Sends a request and decodes a JSON success body, or the relay's error body.
+async fn send_json<T: DeserializeOwned>(req: reqwest::RequestBuilder) -> Result<T, ApiFailure> {
+    let resp =
+        req.send().await.map_err(|e| ApiFailure { status: 0, code: "transport".into(), message: e.to_string() })?;
+    if !resp.status().is_success() {
+        return Err(failure(resp).await);
+    }
+    resp.json().await.map_err(|e| ApiFailure { status: 0, code: "decode".into(), message: e.to_string() })
+}
+
 async fn failure(resp: reqwest::Response) -> ApiFailure {
     let status = resp.status().as_u16();
     let text = resp.text().await.unwrap_or_default();
@@ -132,15 +142,7 @@ impl FakeVes {
         path: &str,
         body: &impl serde::Serialize,
     ) -> Result<T, ApiFailure> {
-        let resp = self.http.post(format!("{}{path}", self.base)).json(body).send().await.map_err(|e| ApiFailure {
-            status: 0,
-            code: "transport".into(),
-            message: e.to_string(),
-        })?;
-        if !resp.status().is_success() {
-            return Err(failure(resp).await);
-        }
-        resp.json().await.map_err(|e| ApiFailure { status: 0, code: "decode".into(), message: e.to_string() })
+        send_json(self.http.post(format!("{}{path}", self.base)).json(body)).await
     }
 
     /// POSTs raw bytes; returns status and body text.
@@ -163,15 +165,7 @@ impl FakeVes {
     }
 
     pub async fn connect_params(&self) -> Result<ConnectParams, ApiFailure> {
-        let resp = self.http.get(format!("{}/rts/v1/connect", self.base)).send().await.map_err(|e| ApiFailure {
-            status: 0,
-            code: "transport".into(),
-            message: e.to_string(),
-        })?;
-        if !resp.status().is_success() {
-            return Err(failure(resp).await);
-        }
-        resp.json().await.map_err(|e| ApiFailure { status: 0, code: "decode".into(), message: e.to_string() })
+        send_json(self.http.get(format!("{}/rts/v1/connect", self.base))).await
     }
 
     /// GET connect + POST EventUrl: a new session with this VES's GUID and license token.
@@ -226,19 +220,8 @@ impl FakeVes {
     /// A data-channel request on the current session.
     pub async fn data<T: DeserializeOwned>(&self, req: &DataRequest) -> Result<T, ApiFailure> {
         let (key_id, key) = self.session.clone().expect("no RTS session open");
-        let resp = self
-            .http
-            .post(format!("{}/rts/v1/data", self.base))
-            .header(rts::HEADER_KEY_ID, key_id)
-            .header(rts::HEADER_KEY, key)
-            .json(req)
-            .send()
-            .await
-            .map_err(|e| ApiFailure { status: 0, code: "transport".into(), message: e.to_string() })?;
-        if !resp.status().is_success() {
-            return Err(failure(resp).await);
-        }
-        resp.json().await.map_err(|e| ApiFailure { status: 0, code: "decode".into(), message: e.to_string() })
+        let url = format!("{}/rts/v1/data", self.base);
+        send_json(self.http.post(url).header(rts::HEADER_KEY_ID, key_id).header(rts::HEADER_KEY, key).json(req)).await
     }
 
     pub async fn provision(&self, email: &str, password: Option<&str>) -> Result<ProvisionedUser, ApiFailure> {
