@@ -87,6 +87,18 @@ impl Router {
         self.ves.with(&ves_id, |h| h.cloned())
     }
 
+    /// Devices of `ves_id`'s users connected to this node (told to a VES when its command
+    /// channel opens, so it can flush what it queued for them).
+    pub fn online_devices_of(&self, ves_id: VesId) -> Vec<(DeviceId, UserId)> {
+        let mut out = Vec::new();
+        self.devices.for_each(|id, h| {
+            if h.ves_id == ves_id {
+                out.push((*id, h.user_id));
+            }
+        });
+        out
+    }
+
     pub fn device_session(&self, device_id: DeviceId) -> Option<DeviceHandle> {
         self.devices.with(&device_id, |h| h.cloned())
     }

@@ -374,9 +374,16 @@ impl Handler<Attach> for VesSession {
         let epoch = self.epoch;
         let (tx, rx) = mpsc::channel(self.cfg.ves_send_queue_items.max(16));
         let cancel = CancellationToken::new();
-        for cmd in self.shared.opening_commands(&self.cfg, msg.resumed) {
-            // The queue is new and larger than the opening burst.
-            let _ = tx.try_send(VesItem::Command(cmd));
+        let presence = self
+            .router
+            .online_devices_of(self.shared.ves_id)
+            .into_iter()
+            .map(|(device_id, user_id)| Command::DevicePresence { device_id, user_id, online: true });
+        for cmd in self.shared.opening_commands(&self.cfg, msg.resumed).into_iter().chain(presence) {
+            // The queue is new; presence beyond its capacity is dropped (and counted).
+            if tx.try_send(VesItem::Command(cmd)).is_err() {
+                self.router.metrics().dropped(DropReason::ControlQueueFull);
+            }
         }
         self.router.metrics().heartbeat_sent(SessionKind::Ves);
         let old = write(&self.shared.channel).replace(ChannelTx { tx, cancel: cancel.clone(), epoch });

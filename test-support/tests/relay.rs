@@ -550,6 +550,8 @@ async fn ves_reconnect_within_reply_time_keeps_registrations_and_a_new_session_r
     }
     let users = resumed.wait_for(T, |c| matches!(c, Command::ActivateUsers { .. })).await.expect("users");
     assert!(matches!(users, Command::ActivateUsers { complete: true, users } if users.len() == 1));
+    // Devices already online are announced on the new channel.
+    await_online(&mut resumed, act.device_id).await;
     // Registrations kept: the device is still addressable, with no new activation.
     let resp = ves.send_frame(act.device_id, 5, b"after resume").await;
     assert_eq!(resp.results[0].status, FrameStatus::Accepted);
