@@ -36,6 +36,22 @@ pub struct DeviceSessionInfo {
     pub ves_id: VesId,
 }
 
+/// Test hook: makes the session's handler panic, to check that a crashing session
+/// takes nothing else down.
+#[cfg(test)]
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Crash;
+
+#[cfg(test)]
+impl Handler<Crash> for DeviceSession {
+    type Result = ();
+
+    fn handle(&mut self, _: Crash, _: &mut Context<Self>) {
+        panic!("injected crash");
+    }
+}
+
 #[derive(Message)]
 #[rtype(result = "()")]
 struct WriterFailed {
@@ -435,6 +451,31 @@ mod tests {
         assert_eq!(metrics.value("noc_sessions_replaced_total", &[("kind", "device")]), 1.0);
         assert_eq!(metrics.value("noc_sessions", &[("kind", "device")]), 1.0);
         assert_eq!(router.device_sessions(), 1);
+    }
+
+    #[actix_rt::test]
+    async fn a_crashing_session_takes_nothing_else_down() {
+        let (router, metrics, cfg, crashing) = setup(SessionConfig::default());
+        let healthy = DeviceSessionInfo { device_id: DeviceId::random(), ..crashing };
+        let (relay_a, _device_a) = tokio::io::duplex(4096);
+        let addr = DeviceSession::start(relay_a, BytesMut::new(), crashing, router.clone(), cfg.clone());
+        let (relay_b, device_b) = tokio::io::duplex(4096);
+        DeviceSession::start(relay_b, BytesMut::new(), healthy, router.clone(), cfg);
+        tokio::task::yield_now().await;
+        assert_eq!(router.device_sessions(), 2);
+
+        addr.do_send(Crash);
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        // The crashed session is gone from the routing table (its guard ran) ...
+        assert!(router.device_session(crashing.device_id).is_none());
+        assert_eq!(router.device_sessions(), 1);
+        assert_eq!(metrics.value("noc_sessions", &[("kind", "device")]), 1.0);
+        // ... and the other one still relays.
+        router.notify_device(healthy.device_id, DeviceItem::Ack { frame_id: 7 });
+        let mut device = FramedRead::new(device_b, FrameCodec::default());
+        assert_eq!(device.next().await.expect("frame").expect("valid"), Frame::Ack { frame_id: 7 });
     }
 
     #[actix_rt::test]
