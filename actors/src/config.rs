@@ -25,7 +25,8 @@ pub struct SessionConfig {
     pub ves_reply_time: Duration,
     /// Items queued for one VES command channel before new ones are refused.
     pub ves_send_queue_items: usize,
-    /// A command channel that drains nothing for this long is closed (slow consumer).
+    /// A command channel that drains nothing for this long is detached (slow consumer); the
+    /// VES may resume within ReplyTime.
     pub ves_write_stall_timeout: Duration,
     /// Most RTS connect parameter sets outstanding at once.
     pub max_pending_rts: usize,

@@ -44,7 +44,20 @@ pub struct VesUserState {
 struct ChannelTx {
     tx: mpsc::Sender<VesItem>,
     cancel: CancellationToken,
+    /// The last line to write when the channel is cancelled (a `Close` command). Kept out of
+    /// the queue so that a full queue cannot lose it.
+    farewell: Arc<std::sync::Mutex<Option<Command>>>,
     epoch: u64,
+}
+
+impl ChannelTx {
+    /// Ends the channel, writing `farewell` as its last line.
+    fn close(self, farewell: Option<Command>) {
+        if let Some(cmd) = farewell {
+            *self.farewell.lock().unwrap_or_else(|p| p.into_inner()) = Some(cmd);
+        }
+        self.cancel.cancel();
+    }
 }
 
 /// State of a VES session shared between its actor, its command channel and the data
@@ -157,6 +170,11 @@ impl VesShared {
         self.command(Command::DeactivateUsers { user_ids: vec![user_id] }, metrics);
     }
 
+    /// Whether the VES's StartupReport said it can serve `user_id`.
+    pub fn is_ready(&self, user_id: UserId) -> bool {
+        read(&self.ready).contains(&user_id)
+    }
+
     /// Records a StartupReport (white paper §4.5 step 8).
     pub fn record_startup(&self, users: &[StartupUser]) -> StartupReportResponse {
         let active = read(&self.users);
@@ -179,11 +197,6 @@ impl VesShared {
             }
         }
         resp
-    }
-
-    /// Users the VES reported ready.
-    pub fn ready_users(&self) -> usize {
-        read(&self.ready).len()
     }
 
     /// The commands that open every command channel (white paper §4.5 steps 4–7).
@@ -290,7 +303,7 @@ impl VesSession {
         let mut ch = write(&self.shared.channel);
         if ch.as_ref().is_some_and(|c| c.epoch == epoch) {
             if let Some(c) = ch.take() {
-                c.cancel.cancel();
+                c.close(None);
             }
             drop(ch);
             tracing::info!(ves = %self.shared.ves_id, "command channel detached; waiting ReplyTime for a reconnect");
@@ -358,7 +371,7 @@ impl Drop for VesSession {
     /// Also runs when a handler panicked: no dead session stays routable.
     fn drop(&mut self) {
         if let Some(c) = write(&self.shared.channel).take() {
-            c.cancel.cancel();
+            c.close(None);
         }
         self.router.unregister_ves(self.shared.ves_id, self.shared.session);
         self.rts.remove_session(&self.shared.key_id, self.shared.session);
@@ -386,14 +399,21 @@ impl Handler<Attach> for VesSession {
             }
         }
         self.router.metrics().heartbeat_sent(SessionKind::Ves);
-        let old = write(&self.shared.channel).replace(ChannelTx { tx, cancel: cancel.clone(), epoch });
+        let farewell = Arc::new(std::sync::Mutex::new(None));
+        let old = write(&self.shared.channel).replace(ChannelTx {
+            tx,
+            cancel: cancel.clone(),
+            farewell: farewell.clone(),
+            epoch,
+        });
         if let Some(old) = old {
-            old.cancel.cancel();
+            old.close(None);
         }
         self.stalled = Duration::ZERO;
         Some(CommandStream {
             rx,
             cancelled: Box::pin(cancel.cancelled_owned()),
+            farewell,
             shared: self.shared.clone(),
             router: self.router.clone(),
             session: ctx.address(),
@@ -418,9 +438,8 @@ impl Handler<CloseSession> for VesSession {
         self.close_code = msg.code;
         let cmd =
             Command::Close { code: msg.code, message: msg.message, reconnect_after_ms: msg.reconnect_after_ms as u64 };
-        self.shared.command(cmd, self.router.metrics());
         if let Some(c) = write(&self.shared.channel).take() {
-            c.cancel.cancel();
+            c.close(Some(cmd));
         }
         ctx.stop();
     }
@@ -437,6 +456,7 @@ const CHUNK_BYTES: usize = 32 * 1024;
 pub struct CommandStream {
     rx: mpsc::Receiver<VesItem>,
     cancelled: Pin<Box<WaitForCancellationFutureOwned>>,
+    farewell: Arc<std::sync::Mutex<Option<Command>>>,
     shared: Arc<VesShared>,
     router: Arc<Router>,
     session: Addr<VesSession>,
@@ -524,12 +544,16 @@ impl Stream for CommandStream {
         if self.done {
             return Poll::Ready(None);
         }
-        let cancelled = self.cancelled.as_mut().poll(cx).is_ready();
         let mut buf = BytesMut::new();
-        self.fill(cx, &mut buf);
-        if cancelled {
-            // Write what was queued before the cancel (e.g. the Close line), then end.
+        if self.cancelled.as_mut().poll(cx).is_ready() {
+            // The channel ends: only the farewell line is still written. Whatever is still
+            // queued is bounced to its senders when the stream drops.
             self.done = true;
+            if let Some(cmd) = self.farewell.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                write_json(&mut buf, &cmd);
+            }
+        } else {
+            self.fill(cx, &mut buf);
         }
         if !buf.is_empty() {
             self.shared.progress.fetch_add(1, Ordering::Relaxed);

@@ -84,7 +84,7 @@ pub struct RtsConfig {
     pub reply_time_seconds: u64,
     /// Items queued per command channel before frames are refused with `queue_full`.
     pub send_queue_items: usize,
-    /// A command channel that drains nothing for this long is closed.
+    /// A command channel that drains nothing for this long is detached (resumable).
     pub write_stall_timeout_seconds: u64,
     /// Outstanding connect parameter sets, node-wide.
     pub max_pending_params: usize,

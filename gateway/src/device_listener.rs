@@ -203,13 +203,27 @@ async fn refuse<S: AsyncRead + AsyncWrite + Unpin>(
     message: &str,
     reason: &'static str,
 ) -> Rejected {
-    let frame = Frame::Close { code, reconnect_after_ms: 0, message: message.to_string() };
+    let frame = Frame::Close { code, reconnect_after_ms: reconnect_hint_ms(code), message: message.to_string() };
     let _ = tokio::time::timeout(Duration::from_secs(1), async {
         framed.send(frame).await?;
         tokio::io::AsyncWriteExt::shutdown(framed.get_mut()).await.map_err(FrameError::Io)
     })
     .await;
     Rejected(reason)
+}
+
+/// When a refused device should try again: spread with jitter so that refused devices do
+/// not come back in lockstep; 0 where retrying cannot help without a change on its side.
+fn reconnect_hint_ms(code: CloseCode) -> u32 {
+    let (min, max) = match code {
+        CloseCode::ServerDraining => (500, 5_000),
+        CloseCode::ServiceUnavailable => (5_000, 15_000),
+        CloseCode::TooManySessions => (10_000, 30_000),
+        CloseCode::HandshakeTimeout | CloseCode::ServerError => (1_000, 5_000),
+        _ => return 0,
+    };
+    let r = u32::from_be_bytes(noc_protocol::secrets::random_bytes::<4>());
+    min + r % (max - min)
 }
 
 fn close_for(e: &AccountError) -> (CloseCode, &'static str) {

@@ -251,6 +251,7 @@ async fn data(
                 .into_iter()
                 .map(|u| UserSummary {
                     devices: devices.iter().filter(|(_, owner)| *owner == u.id).count() as u32,
+                    ready: shared.is_ready(u.id),
                     user_id: u.id,
                     email: u.email,
                     first_name: u.first_name,

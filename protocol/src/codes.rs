@@ -175,6 +175,9 @@ pub enum ApiErrorCode {
     Draining,
     /// Unexpected internal failure (details are only in the relay's log).
     Internal,
+    /// A code this version does not know (sent by a newer relay).
+    #[serde(other)]
+    Other,
 }
 
 impl ApiErrorCode {
@@ -189,7 +192,7 @@ impl ApiErrorCode {
             ApiErrorCode::SeatsFull | ApiErrorCode::Conflict => 409,
             ApiErrorCode::NotFound => 404,
             ApiErrorCode::Unavailable | ApiErrorCode::Draining => 503,
-            ApiErrorCode::Internal => 500,
+            ApiErrorCode::Internal | ApiErrorCode::Other => 500,
         }
     }
 }
@@ -217,5 +220,7 @@ mod tests {
         assert_eq!(json, "\"queue_full\"");
         let json = serde_json::to_string(&ApiErrorCode::SeatsFull).expect("json");
         assert_eq!(json, "\"seats_full\"");
+        let unknown: ApiErrorCode = serde_json::from_str("\"brand_new_code\"").expect("unknown codes decode");
+        assert_eq!(unknown, ApiErrorCode::Other);
     }
 }

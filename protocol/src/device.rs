@@ -568,4 +568,49 @@ mod tests {
         let hb = Frame::Heartbeat.to_bytes();
         assert_eq!(&hb[..], &[0, 0, 0, 1, 0x20]);
     }
+
+    fn unhex(s: &str) -> Vec<u8> {
+        let digits: String = s.split_whitespace().collect();
+        hex::decode(digits).expect("hex")
+    }
+
+    #[test]
+    fn documented_handshake_examples_are_exact() {
+        // The further examples of docs/protocol.md §6.5, byte for byte.
+        let device_id: DeviceId = "6f1c2a4e-8d1b-4c47-9b7e-1f0e2d3c4b5a".parse().expect("uuid");
+        let cases = [
+            (Frame::HelloAck { version: 1 }, "00 00 00 03 02 00 01"),
+            (
+                Frame::AuthToken { device_id, credential: Bytes::from((0u8..32).collect::<Vec<_>>()) },
+                "00 00 00 32 03 6f1c2a4e8d1b4c479b7e1f0e2d3c4b5a 20 \
+                 000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f",
+            ),
+            (
+                Frame::AuthPassword { device_id, msisdn: "+15550100".into(), password: "secret-pw".into() },
+                "00 00 00 27 04 6f1c2a4e8d1b4c479b7e1f0e2d3c4b5a 0009 2b3135353530313030 0009 7365637265742d7077",
+            ),
+            (
+                Frame::AuthOk { heartbeat_interval_seconds: 60, idle_timeout_seconds: 180, max_frame_bytes: 65536 },
+                "00 00 00 0d 05 0000003c 000000b4 00010000",
+            ),
+            (
+                Frame::Close {
+                    code: CloseCode::ServerDraining,
+                    reconnect_after_ms: 2500,
+                    message: "server_draining".into(),
+                },
+                "00 00 00 18 06 000a 000009c4 000f 7365727665725f647261696e696e67",
+            ),
+            (
+                Frame::Undeliverable { frame_id: 9, reason: UndeliverableReason::PeerOffline },
+                "00 00 00 0b 12 0000000000000009 0001",
+            ),
+        ];
+        for (frame, hex) in cases {
+            let bytes = unhex(hex);
+            assert_eq!(frame.to_bytes().to_vec(), bytes, "{frame:?}");
+            let mut buf = BytesMut::from(&bytes[..]);
+            assert_eq!(FrameCodec::default().decode(&mut buf).expect("decode"), Some(frame));
+        }
+    }
 }

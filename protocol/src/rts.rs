@@ -189,7 +189,7 @@ pub enum Command {
     /// `false` adds to it (a user activated since).
     #[serde(rename_all = "PascalCase")]
     ActivateUsers { users: Vec<ActiveUser>, complete: bool },
-    /// Users the VES must stop serving (deleted or suspended).
+    /// Users the VES must stop serving (deleted).
     #[serde(rename_all = "PascalCase")]
     DeactivateUsers { user_ids: Vec<UserId> },
     /// Heartbeat: the next one is due `NextInSeconds` after `Now` (unix ms).
@@ -310,6 +310,7 @@ pub struct ProvisionedUser {
     pub user_id: UserId,
     pub email: String,
     /// Only present when the relay generated the password.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password: Option<String>,
     /// Page (or JSON endpoint) where the user binds an MSISDN (white paper §3.6).
     pub activation_url: String,
@@ -329,6 +330,7 @@ pub struct DeletedUser {
 pub struct PasswordReset {
     pub user_id: UserId,
     /// Only present when the relay generated the password.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password: Option<String>,
     pub revoked_devices: u32,
 }
@@ -343,7 +345,10 @@ pub struct UserSummary {
     pub msisdn: Option<String>,
     /// `provisioned` (not activated yet), `active`, `suspended`.
     pub status: String,
+    /// Live (not revoked) devices.
     pub devices: u32,
+    /// Whether this session's last StartupReport listed the user as `ready`.
+    pub ready: bool,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -374,7 +379,9 @@ pub struct FrameRef {
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum FrameStatus {
-    /// Queued on the device's session; its `Ack` (or an `Undeliverable` command) follows.
+    /// Queued on the device's session. The device's `Ack` follows if it receives the frame;
+    /// an `Undeliverable` command follows if the session ends with the frame still queued.
+    /// A frame written into a connection that then dies gets neither: resend after a timeout.
     Accepted,
     /// Not delivered; `Reason` says why. Keep the frame and retry later.
     Undeliverable,

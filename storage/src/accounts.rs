@@ -546,7 +546,8 @@ impl Accounts {
         msisdn: &str,
         password: &str,
     ) -> Result<DeviceAuth> {
-        let user = self.check_login(msisdn, password).await?;
+        let msisdn = normalize_msisdn(msisdn).map_err(|_| AccountError::InvalidCredentials)?;
+        let user = self.check_login(&msisdn, password).await?;
         let device = self.store.device_by_id(device_id).await?.ok_or(AccountError::InvalidCredentials)?;
         if device.user_id != user.id {
             return Err(AccountError::InvalidCredentials);

@@ -157,7 +157,7 @@ async fn full_flow_license_to_frames_both_ways() {
     // ListUsers shows the user with its device.
     let list: UserList = ves.data(&DataRequest::ListUsers {}).await.expect("ListUsers");
     assert_eq!(list.users.len(), 1);
-    assert_eq!((list.users[0].status.as_str(), list.users[0].devices), ("active", 1));
+    assert_eq!((list.users[0].status.as_str(), list.users[0].devices, list.users[0].ready), ("active", 1, true));
 }
 
 #[tokio::test]
