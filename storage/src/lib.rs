@@ -15,6 +15,7 @@ pub mod accounts;
 pub mod embedded;
 pub mod error;
 pub mod model;
+pub mod postgres;
 pub use noc_protocol::secrets;
 mod store;
 
@@ -22,6 +23,7 @@ pub use accounts::{AccountError, AccountPolicy, Accounts, DeviceAuth, MsisdnAppr
 pub use embedded::SqliteStore;
 pub use error::StoreError;
 pub use model::*;
+pub use postgres::{PostgresOptions, PostgresStore};
 pub use store::Store;
 
 /// Milliseconds since the Unix epoch: the one timestamp format of the store and the wire.

@@ -4,7 +4,8 @@
 use std::sync::Arc;
 
 use noc_storage::{
-    AccountError, AccountPolicy, Accounts, MsisdnApproval, PasswordHashing, SqliteStore, Store, UserStatus,
+    AccountError, AccountPolicy, Accounts, MsisdnApproval, PasswordHashing, PostgresOptions, PostgresStore,
+    SqliteStore, Store, UserStatus,
 };
 
 /// Cheap hashing so the suite runs quickly; production parameters are tested elsewhere.
@@ -17,8 +18,41 @@ fn policy() -> AccountPolicy {
     }
 }
 
-fn sqlite() -> Arc<dyn Store> {
-    Arc::new(SqliteStore::in_memory().expect("sqlite"))
+/// A backend under test and how to clean up after it.
+struct Backend {
+    store: Arc<dyn Store>,
+    schema: Option<(String, String)>,
+}
+
+impl Backend {
+    async fn cleanup(self) {
+        if let Some((url, schema)) = self.schema {
+            let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.expect("connect");
+            tokio::spawn(conn);
+            client.batch_execute(&format!("DROP SCHEMA {schema} CASCADE")).await.expect("drop schema");
+        }
+    }
+}
+
+async fn sqlite() -> Backend {
+    Backend { store: Arc::new(SqliteStore::in_memory().expect("sqlite")), schema: None }
+}
+
+/// The machine's PostgreSQL (`NOC_TEST_POSTGRES_URL`, default the local `test` database),
+/// with a private schema per test so that tests run in parallel without seeing each other.
+async fn postgres() -> Backend {
+    let url = std::env::var("NOC_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_string());
+    let schema = format!("noc_test_{}", noc_storage::secrets::random_hex::<8>());
+    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .expect("PostgreSQL must be running for the store conformance tests (scripts/test.sh starts it)");
+    tokio::spawn(conn);
+    client.batch_execute(&format!("CREATE SCHEMA {schema}")).await.expect("create schema");
+    let sep = if url.contains('?') { '&' } else { '?' };
+    let scoped = format!("{url}{sep}options=-csearch_path%3D{schema}");
+    let store = PostgresStore::connect(&scoped, PostgresOptions::default()).await.expect("postgres store");
+    Backend { store: Arc::new(store), schema: Some((url, schema)) }
 }
 
 async fn registered_ves(accounts: &Accounts, seats: u32) -> noc_storage::VesRecord {
@@ -37,7 +71,8 @@ macro_rules! conformance {
 
             #[tokio::test]
             async fn license_login_and_ves_registration() {
-                let accounts = Accounts::new(super::$backend(), policy()).expect("accounts");
+                let backend = super::$backend().await;
+                let accounts = Accounts::new(backend.store.clone(), policy()).expect("accounts");
                 accounts.create_license("acme", "license-pass", 2, None, "admin:test").await.expect("create");
                 assert!(matches!(
                     accounts.create_license("acme", "other-pass", 2, None, "admin:test").await,
@@ -75,11 +110,13 @@ macro_rules! conformance {
                 assert!(matches!(accounts.license_login("acme", "license-pass").await, Err(AccountError::Suspended)));
                 accounts.set_license_suspended("acme", false, "admin:test").await.expect("resume");
                 accounts.authenticate_ves(guid, None).await.expect("resumed");
+                backend.cleanup().await;
             }
 
             #[tokio::test]
             async fn seats_are_enforced_and_freed_by_delete() {
-                let accounts = Accounts::new(super::$backend(), policy()).expect("accounts");
+                let backend = super::$backend().await;
+                let accounts = Accounts::new(backend.store.clone(), policy()).expect("accounts");
                 let ves = registered_ves(&accounts, 2).await;
                 let (a, pw, lic) = accounts.provision_user(ves.id, ves.license_id, "A@Example.com", None, "Ann", "Lee").await.expect("a");
                 assert_eq!(a.email, "a@example.com");
@@ -104,11 +141,13 @@ macro_rules! conformance {
                     accounts.provision_user(ves.id, ves.license_id, "d@example.com", Some("short"), "x", "y").await,
                     Err(AccountError::Invalid(_))
                 ));
+                backend.cleanup().await;
             }
 
             #[tokio::test]
             async fn activation_devices_and_revocation() {
-                let accounts = Accounts::new(super::$backend(), policy()).expect("accounts");
+                let backend = super::$backend().await;
+                let accounts = Accounts::new(backend.store.clone(), policy()).expect("accounts");
                 let ves = registered_ves(&accounts, 5).await;
                 accounts.provision_user(ves.id, ves.license_id, "bob@example.com", Some("bob-password"), "Bob", "Ng").await.expect("bob");
 
@@ -159,11 +198,13 @@ macro_rules! conformance {
                 assert!(matches!(accounts.delete_user(other, "bob@example.com").await, Err(AccountError::NotFound)));
                 let (_, deleted) = accounts.delete_user(ves.id, "bob@example.com").await.expect("delete");
                 assert!(deleted.is_empty(), "already revoked devices are not reported twice");
+                backend.cleanup().await;
             }
 
             #[tokio::test]
             async fn lockout_after_repeated_failures() {
-                let accounts = Accounts::new(super::$backend(), policy()).expect("accounts");
+                let backend = super::$backend().await;
+                let accounts = Accounts::new(backend.store.clone(), policy()).expect("accounts");
                 let ves = registered_ves(&accounts, 5).await;
                 accounts.provision_user(ves.id, ves.license_id, "eve@example.com", Some("eve-password"), "Eve", "X").await.expect("eve");
                 for _ in 0..2 {
@@ -180,12 +221,14 @@ macro_rules! conformance {
                 ));
                 let audit = accounts.store().audit_log(50).await.expect("audit");
                 assert!(audit.iter().any(|e| e.action == "user.locked_out"));
+                backend.cleanup().await;
             }
 
             #[tokio::test]
             async fn msisdn_approval_list() {
                 let policy = AccountPolicy { msisdn_approval: MsisdnApproval::List, ..policy() };
-                let accounts = Accounts::new(super::$backend(), policy).expect("accounts");
+                let backend = super::$backend().await;
+                let accounts = Accounts::new(backend.store.clone(), policy).expect("accounts");
                 let ves = registered_ves(&accounts, 5).await;
                 accounts.provision_user(ves.id, ves.license_id, "al@example.com", Some("al-password"), "Al", "B").await.expect("al");
                 assert!(matches!(
@@ -194,11 +237,13 @@ macro_rules! conformance {
                 ));
                 accounts.store().approve_msisdn("+4917000000", "csr:test", 0).await.expect("approve");
                 accounts.activate_account("al@example.com", "al-password", "+4917000000", "UTC").await.expect("ok");
+                backend.cleanup().await;
             }
 
             #[tokio::test]
             async fn msisdn_is_unique() {
-                let accounts = Accounts::new(super::$backend(), policy()).expect("accounts");
+                let backend = super::$backend().await;
+                let accounts = Accounts::new(backend.store.clone(), policy()).expect("accounts");
                 let ves = registered_ves(&accounts, 5).await;
                 accounts.provision_user(ves.id, ves.license_id, "x@example.com", Some("x-password"), "X", "X").await.expect("x");
                 accounts.provision_user(ves.id, ves.license_id, "y@example.com", Some("y-password"), "Y", "Y").await.expect("y");
@@ -207,12 +252,13 @@ macro_rules! conformance {
                     accounts.activate_account("y@example.com", "y-password", "+3312345678", "UTC").await,
                     Err(AccountError::Conflict("msisdn"))
                 ));
+                backend.cleanup().await;
             }
         }
     )* };
 }
 
-conformance!(sqlite);
+conformance!(sqlite, postgres);
 
 #[tokio::test]
 async fn sqlite_file_survives_reopen() {
@@ -226,4 +272,22 @@ async fn sqlite_file_survives_reopen() {
     let licenses = store.licenses().await.expect("list");
     assert_eq!(licenses.len(), 1);
     assert_eq!(licenses[0].name, "persist");
+}
+
+/// A database that cannot be reached is `Unavailable` (→ 503), and fails fast.
+#[tokio::test]
+async fn unreachable_postgres_is_unavailable_and_fails_fast() {
+    let started = std::time::Instant::now();
+    let err = PostgresStore::connect(
+        "postgres://postgres@127.0.0.1:1/test",
+        PostgresOptions { connect_timeout: std::time::Duration::from_secs(1), ..PostgresOptions::default() },
+    )
+    .await
+    .expect_err("nothing listens on port 1");
+    assert!(matches!(err, noc_storage::StoreError::Unavailable(_)), "{err:?}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    let err = PostgresStore::connect("postgres://postgres@127.0.0.1:5432", PostgresOptions::default())
+        .await
+        .expect_err("a URL without a database name is refused");
+    assert!(err.to_string().contains("database"), "{err}");
 }

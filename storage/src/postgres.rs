@@ -1,0 +1,647 @@
+//! The clustered backend: PostgreSQL through a `deadpool-postgres` pool.
+//!
+//! Every node of a cluster shares this database. Queries are parameterised (no SQL is
+//! ever built from input), migrations run at start under an advisory lock so that nodes
+//! starting together do not race, and a pool that cannot hand out a connection within
+//! `wait_timeout` fails fast with [`StoreError::Unavailable`] instead of queueing logins
+//! forever. Live sessions never depend on the database: only logins, activations and
+//! provisioning do.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use deadpool_postgres::GenericClient;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Timeouts};
+use noc_protocol::rts::FilterRule;
+use noc_protocol::{DeviceId, LicenseId, UserId, VesId};
+use tokio_postgres::{NoTls, Row};
+
+use crate::error::StoreError;
+use crate::model::*;
+use crate::store::{Result, Store};
+
+/// Schema migrations, applied in order; `noc_schema.version` records how many ran.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE licenses (
+    id            UUID PRIMARY KEY,
+    name          TEXT NOT NULL UNIQUE,
+    password_hash TEXT NOT NULL,
+    max_users     INTEGER NOT NULL CHECK (max_users >= 0),
+    expires_at    BIGINT,
+    suspended     BOOLEAN NOT NULL DEFAULT FALSE,
+    created_at    BIGINT NOT NULL
+);
+CREATE TABLE license_tokens (
+    token_hash BYTEA PRIMARY KEY,
+    license_id UUID NOT NULL REFERENCES licenses(id) ON DELETE CASCADE,
+    created_at BIGINT NOT NULL
+);
+CREATE TABLE ves (
+    id            UUID PRIMARY KEY,
+    guid_hash     BYTEA NOT NULL UNIQUE,
+    license_id    UUID NOT NULL REFERENCES licenses(id),
+    registered_at BIGINT NOT NULL,
+    last_seen_at  BIGINT NOT NULL
+);
+CREATE TABLE users (
+    id              UUID PRIMARY KEY,
+    license_id      UUID NOT NULL REFERENCES licenses(id),
+    ves_id          UUID NOT NULL REFERENCES ves(id),
+    email           TEXT NOT NULL,
+    msisdn          TEXT,
+    password_hash   TEXT NOT NULL,
+    first_name      TEXT NOT NULL,
+    last_name       TEXT NOT NULL,
+    time_zone       TEXT,
+    status          TEXT NOT NULL,
+    constant_sync   BOOLEAN NOT NULL DEFAULT TRUE,
+    filter_rules    TEXT NOT NULL DEFAULT '[]',
+    failed_attempts INTEGER NOT NULL DEFAULT 0,
+    locked_until    BIGINT,
+    created_at      BIGINT NOT NULL,
+    updated_at      BIGINT NOT NULL,
+    CONSTRAINT users_email_key UNIQUE (email),
+    CONSTRAINT users_msisdn_key UNIQUE (msisdn)
+);
+CREATE INDEX users_license ON users(license_id);
+CREATE INDEX users_ves ON users(ves_id);
+CREATE TABLE devices (
+    id              UUID PRIMARY KEY,
+    user_id         UUID NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    credential_hash BYTEA NOT NULL,
+    name            TEXT,
+    device_type     TEXT,
+    created_at      BIGINT NOT NULL,
+    revoked_at      BIGINT
+);
+CREATE INDEX devices_user ON devices(user_id);
+CREATE TABLE msisdn_approvals (
+    msisdn      TEXT PRIMARY KEY,
+    approved_by TEXT NOT NULL,
+    approved_at BIGINT NOT NULL
+);
+CREATE TABLE audit_log (
+    id      BIGSERIAL PRIMARY KEY,
+    at      BIGINT NOT NULL,
+    actor   TEXT NOT NULL,
+    action  TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    detail  TEXT NOT NULL
+);
+"#];
+
+/// Arbitrary constant naming the migration advisory lock.
+const MIGRATION_LOCK: i64 = 0x6e6f_6373_6368_656d; // "nocschem"
+
+/// Pool settings.
+#[derive(Clone, Debug)]
+pub struct PostgresOptions {
+    /// Connections kept by this node.
+    pub max_connections: usize,
+    /// How long a request waits for a free connection before failing with 503.
+    pub wait_timeout: Duration,
+    /// Connect (and TLS) timeout of a new connection.
+    pub connect_timeout: Duration,
+}
+
+impl Default for PostgresOptions {
+    fn default() -> Self {
+        Self { max_connections: 16, wait_timeout: Duration::from_secs(2), connect_timeout: Duration::from_secs(3) }
+    }
+}
+
+/// PostgreSQL-backed [`Store`].
+#[derive(Clone)]
+pub struct PostgresStore {
+    pool: Pool,
+}
+
+impl std::fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresStore").field("pool", &self.pool.status()).finish()
+    }
+}
+
+fn pg_error(e: tokio_postgres::Error) -> StoreError {
+    if let Some(db) = e.as_db_error() {
+        use tokio_postgres::error::SqlState;
+        let code = db.code();
+        if *code == SqlState::UNIQUE_VIOLATION {
+            let c = db.constraint().unwrap_or("");
+            return StoreError::Conflict(if c.contains("email") {
+                "email"
+            } else if c.contains("msisdn") {
+                "msisdn"
+            } else if c.contains("name") {
+                "name"
+            } else {
+                "record"
+            });
+        }
+        // Class 08 (connection exception), 53 (insufficient resources), 57 (operator
+        // intervention: shutdown, cannot connect now) are the database being unavailable.
+        let class = &code.code()[..2];
+        if matches!(class, "08" | "53" | "57") {
+            return StoreError::Unavailable(db.message().to_string());
+        }
+        return StoreError::Backend(format!("{}: {}", code.code(), db.message()));
+    }
+    // Not an answer from the server: the connection failed (refused, reset, timed out).
+    let detail = match std::error::Error::source(&e) {
+        Some(src) => format!("{e}: {src}"),
+        None => e.to_string(),
+    };
+    let io = std::error::Error::source(&e).is_some_and(|s| s.is::<std::io::Error>());
+    if io || e.is_closed() || detail.contains("connect") || detail.contains("timed out") {
+        return StoreError::Unavailable(detail);
+    }
+    StoreError::Backend(detail)
+}
+
+fn pool_error(e: PoolError) -> StoreError {
+    match e {
+        PoolError::Backend(e) => pg_error(e),
+        other => StoreError::Unavailable(other.to_string()),
+    }
+}
+
+impl PostgresStore {
+    /// Connects to `url` (`postgres://user@host:port/db?sslmode=disable`), applies
+    /// pending migrations and returns the store. TLS is not used by this constructor.
+    pub async fn connect(url: &str, options: PostgresOptions) -> Result<Self> {
+        let mut pg: tokio_postgres::Config =
+            url.parse().map_err(|e: tokio_postgres::Error| StoreError::Backend(format!("postgres_url: {e}")))?;
+        if pg.get_dbname().is_none() {
+            return Err(StoreError::Backend("postgres_url: no database name".into()));
+        }
+        pg.connect_timeout(options.connect_timeout);
+        let manager = Manager::from_config(pg, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let pool = Pool::builder(manager)
+            .max_size(options.max_connections.max(1))
+            .timeouts(Timeouts {
+                wait: Some(options.wait_timeout),
+                create: Some(options.connect_timeout),
+                recycle: Some(options.connect_timeout),
+            })
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .build()
+            .map_err(|e| StoreError::Backend(e.to_string()))?;
+        let store = Self { pool };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// Applies pending migrations under an advisory lock. Returns how many ran.
+    pub async fn migrate(&self) -> Result<usize> {
+        let mut client = self.pool.get().await.map_err(pool_error)?;
+        let tx = client.transaction().await.map_err(pg_error)?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK]).await.map_err(pg_error)?;
+        tx.batch_execute("CREATE TABLE IF NOT EXISTS noc_schema (version INTEGER NOT NULL)").await.map_err(pg_error)?;
+        let version: i32 = match tx.query_opt("SELECT version FROM noc_schema", &[]).await.map_err(pg_error)? {
+            Some(row) => row.get(0),
+            None => {
+                tx.execute("INSERT INTO noc_schema (version) VALUES (0)", &[]).await.map_err(pg_error)?;
+                0
+            }
+        };
+        let mut ran = 0;
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version.max(0) as usize) {
+            tx.batch_execute(sql).await.map_err(pg_error)?;
+            tx.execute("UPDATE noc_schema SET version = $1", &[&((i + 1) as i32)]).await.map_err(pg_error)?;
+            ran += 1;
+        }
+        tx.commit().await.map_err(pg_error)?;
+        Ok(ran)
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Object> {
+        self.pool.get().await.map_err(pool_error)
+    }
+}
+
+const LICENSE_COLS: &str = "l.id, l.name, l.max_users, l.expires_at, l.suspended, l.created_at, \
+     (SELECT COUNT(*) FROM users u WHERE u.license_id = l.id)";
+
+fn license_row(r: &Row) -> License {
+    License {
+        id: LicenseId(r.get(0)),
+        name: r.get(1),
+        max_users: r.get::<_, i32>(2).max(0) as u32,
+        expires_at: r.get(3),
+        suspended: r.get(4),
+        created_at: r.get(5),
+        used_users: r.get::<_, i64>(6).max(0) as u32,
+    }
+}
+
+const USER_COLS: &str = "id, license_id, ves_id, email, msisdn, password_hash, first_name, last_name, \
+     time_zone, status, constant_sync, filter_rules, failed_attempts, locked_until, created_at, updated_at";
+
+fn user_row(r: &Row) -> UserRecord {
+    let status: String = r.get(9);
+    let rules: String = r.get(11);
+    UserRecord {
+        id: UserId(r.get(0)),
+        license_id: LicenseId(r.get(1)),
+        ves_id: VesId(r.get(2)),
+        email: r.get(3),
+        msisdn: r.get(4),
+        password_hash: r.get(5),
+        first_name: r.get(6),
+        last_name: r.get(7),
+        time_zone: r.get(8),
+        status: UserStatus::parse(&status).unwrap_or(UserStatus::Suspended),
+        constant_sync: r.get(10),
+        filter_rules: serde_json::from_str::<Vec<FilterRule>>(&rules).unwrap_or_default(),
+        failed_attempts: r.get::<_, i32>(12).max(0) as u32,
+        locked_until: r.get(13),
+        created_at: r.get(14),
+        updated_at: r.get(15),
+    }
+}
+
+const DEVICE_COLS: &str = "id, user_id, credential_hash, name, device_type, created_at, revoked_at";
+
+fn device_row(r: &Row) -> DeviceRecord {
+    DeviceRecord {
+        id: DeviceId(r.get(0)),
+        user_id: UserId(r.get(1)),
+        credential_hash: r.get(2),
+        name: r.get(3),
+        device_type: r.get(4),
+        created_at: r.get(5),
+        revoked_at: r.get(6),
+    }
+}
+
+async fn get_license<C: GenericClient>(c: &C, id: LicenseId) -> Result<Option<License>> {
+    let sql = format!("SELECT {LICENSE_COLS} FROM licenses l WHERE l.id = $1");
+    Ok(c.query_opt(&sql, &[&id.0]).await.map_err(pg_error)?.map(|r| license_row(&r)))
+}
+
+async fn get_user<C: GenericClient>(c: &C, id: UserId) -> Result<Option<UserRecord>> {
+    let sql = format!("SELECT {USER_COLS} FROM users WHERE id = $1");
+    Ok(c.query_opt(&sql, &[&id.0]).await.map_err(pg_error)?.map(|r| user_row(&r)))
+}
+
+async fn live_devices_of<C: GenericClient>(c: &C, user: UserId) -> Result<Vec<DeviceId>> {
+    let rows = c
+        .query("SELECT id FROM devices WHERE user_id = $1 AND revoked_at IS NULL", &[&user.0])
+        .await
+        .map_err(pg_error)?;
+    Ok(rows.iter().map(|r| DeviceId(r.get(0))).collect())
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    async fn ping(&self) -> Result<()> {
+        self.client().await?.query_one("SELECT 1", &[]).await.map_err(pg_error)?;
+        Ok(())
+    }
+
+    async fn insert_license(&self, new: NewLicense) -> Result<License> {
+        let c = self.client().await?;
+        let id = LicenseId::random();
+        c.execute(
+            "INSERT INTO licenses (id, name, password_hash, max_users, expires_at, suspended, created_at) \
+             VALUES ($1, $2, $3, $4, $5, FALSE, $6)",
+            &[
+                &id.0,
+                &new.name,
+                &new.password_hash,
+                &(new.max_users.min(i32::MAX as u32) as i32),
+                &new.expires_at,
+                &crate::now_ms(),
+            ],
+        )
+        .await
+        .map_err(pg_error)?;
+        get_license(&c, id).await?.ok_or(StoreError::NotFound)
+    }
+
+    async fn licenses(&self) -> Result<Vec<License>> {
+        let c = self.client().await?;
+        let rows =
+            c.query(&format!("SELECT {LICENSE_COLS} FROM licenses l ORDER BY l.name"), &[]).await.map_err(pg_error)?;
+        Ok(rows.iter().map(license_row).collect())
+    }
+
+    async fn license_by_name(&self, name: &str) -> Result<Option<(License, String)>> {
+        let c = self.client().await?;
+        let sql = format!("SELECT {LICENSE_COLS}, l.password_hash FROM licenses l WHERE l.name = $1");
+        Ok(c.query_opt(&sql, &[&name]).await.map_err(pg_error)?.map(|r| (license_row(&r), r.get::<_, String>(7))))
+    }
+
+    async fn license_by_id(&self, id: LicenseId) -> Result<Option<License>> {
+        get_license(&self.client().await?, id).await
+    }
+
+    async fn set_license_suspended(&self, name: &str, suspended: bool) -> Result<License> {
+        let c = self.client().await?;
+        let row = c
+            .query_opt("UPDATE licenses SET suspended = $1 WHERE name = $2 RETURNING id", &[&suspended, &name])
+            .await
+            .map_err(pg_error)?
+            .ok_or(StoreError::NotFound)?;
+        get_license(&c, LicenseId(row.get(0))).await?.ok_or(StoreError::NotFound)
+    }
+
+    async fn insert_license_token(&self, token_hash: &[u8], license: LicenseId, now: i64) -> Result<()> {
+        self.client()
+            .await?
+            .execute(
+                "INSERT INTO license_tokens (token_hash, license_id, created_at) VALUES ($1, $2, $3)",
+                &[&token_hash, &license.0, &now],
+            )
+            .await
+            .map_err(pg_error)?;
+        Ok(())
+    }
+
+    async fn license_by_token(&self, token_hash: &[u8]) -> Result<Option<License>> {
+        let c = self.client().await?;
+        let sql = format!(
+            "SELECT {LICENSE_COLS} FROM licenses l JOIN license_tokens t ON t.license_id = l.id WHERE t.token_hash = $1"
+        );
+        Ok(c.query_opt(&sql, &[&token_hash]).await.map_err(pg_error)?.map(|r| license_row(&r)))
+    }
+
+    async fn insert_ves(&self, guid_hash: &[u8], license: LicenseId, now: i64) -> Result<VesRecord> {
+        let id = VesId::random();
+        self.client()
+            .await?
+            .execute(
+                "INSERT INTO ves (id, guid_hash, license_id, registered_at, last_seen_at) VALUES ($1, $2, $3, $4, $4)",
+                &[&id.0, &guid_hash, &license.0, &now],
+            )
+            .await
+            .map_err(pg_error)?;
+        Ok(VesRecord { id, license_id: license, registered_at: now, last_seen_at: now })
+    }
+
+    async fn touch_ves_by_guid(&self, guid_hash: &[u8], now: i64) -> Result<Option<VesRecord>> {
+        let row = self
+            .client()
+            .await?
+            .query_opt(
+                "UPDATE ves SET last_seen_at = $1 WHERE guid_hash = $2 \
+                 RETURNING id, license_id, registered_at, last_seen_at",
+                &[&now, &guid_hash],
+            )
+            .await
+            .map_err(pg_error)?;
+        Ok(row.map(|r| VesRecord {
+            id: VesId(r.get(0)),
+            license_id: LicenseId(r.get(1)),
+            registered_at: r.get(2),
+            last_seen_at: r.get(3),
+        }))
+    }
+
+    async fn insert_user(&self, new: NewUser, now: i64) -> Result<UserRecord> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(pg_error)?;
+        // Locking the license row serialises provisioning per license, so two VES racing
+        // for the last seat cannot both see it free.
+        let max: i32 = tx
+            .query_opt("SELECT max_users FROM licenses WHERE id = $1 FOR UPDATE", &[&new.license_id.0])
+            .await
+            .map_err(pg_error)?
+            .ok_or(StoreError::NotFound)?
+            .get(0);
+        let used: i64 = tx
+            .query_one("SELECT COUNT(*) FROM users WHERE license_id = $1", &[&new.license_id.0])
+            .await
+            .map_err(pg_error)?
+            .get(0);
+        if used >= max as i64 {
+            return Err(StoreError::SeatsFull { max: max.max(0) as u32 });
+        }
+        let id = UserId::random();
+        tx.execute(
+            "INSERT INTO users (id, license_id, ves_id, email, password_hash, first_name, last_name, status, \
+             created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, 'provisioned', $8, $8)",
+            &[
+                &id.0,
+                &new.license_id.0,
+                &new.ves_id.0,
+                &new.email,
+                &new.password_hash,
+                &new.first_name,
+                &new.last_name,
+                &now,
+            ],
+        )
+        .await
+        .map_err(pg_error)?;
+        let user = get_user(&tx, id).await?.ok_or(StoreError::NotFound)?;
+        tx.commit().await.map_err(pg_error)?;
+        Ok(user)
+    }
+
+    async fn user_by_id(&self, id: UserId) -> Result<Option<UserRecord>> {
+        get_user(&self.client().await?, id).await
+    }
+
+    async fn user_by_email(&self, email: &str) -> Result<Option<UserRecord>> {
+        let sql = format!("SELECT {USER_COLS} FROM users WHERE email = $1");
+        Ok(self.client().await?.query_opt(&sql, &[&email]).await.map_err(pg_error)?.map(|r| user_row(&r)))
+    }
+
+    async fn user_by_msisdn(&self, msisdn: &str) -> Result<Option<UserRecord>> {
+        let sql = format!("SELECT {USER_COLS} FROM users WHERE msisdn = $1");
+        Ok(self.client().await?.query_opt(&sql, &[&msisdn]).await.map_err(pg_error)?.map(|r| user_row(&r)))
+    }
+
+    async fn users_by_ves(&self, ves: VesId) -> Result<Vec<UserRecord>> {
+        let sql = format!("SELECT {USER_COLS} FROM users WHERE ves_id = $1 ORDER BY email");
+        Ok(self.client().await?.query(&sql, &[&ves.0]).await.map_err(pg_error)?.iter().map(user_row).collect())
+    }
+
+    async fn delete_user(&self, id: UserId) -> Result<Vec<DeviceId>> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(pg_error)?;
+        let devices = live_devices_of(&tx, id).await?;
+        tx.execute("DELETE FROM devices WHERE user_id = $1", &[&id.0]).await.map_err(pg_error)?;
+        let n = tx.execute("DELETE FROM users WHERE id = $1", &[&id.0]).await.map_err(pg_error)?;
+        if n == 0 {
+            return Err(StoreError::NotFound);
+        }
+        tx.commit().await.map_err(pg_error)?;
+        Ok(devices)
+    }
+
+    async fn set_password(&self, id: UserId, password_hash: &str, now: i64) -> Result<Vec<DeviceId>> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(pg_error)?;
+        let n = tx
+            .execute(
+                "UPDATE users SET password_hash = $1, failed_attempts = 0, locked_until = NULL, updated_at = $2 \
+                 WHERE id = $3",
+                &[&password_hash, &now, &id.0],
+            )
+            .await
+            .map_err(pg_error)?;
+        if n == 0 {
+            return Err(StoreError::NotFound);
+        }
+        let devices = live_devices_of(&tx, id).await?;
+        tx.execute("UPDATE devices SET revoked_at = $1 WHERE user_id = $2 AND revoked_at IS NULL", &[&now, &id.0])
+            .await
+            .map_err(pg_error)?;
+        tx.commit().await.map_err(pg_error)?;
+        Ok(devices)
+    }
+
+    async fn activate_user(&self, id: UserId, msisdn: &str, time_zone: &str, now: i64) -> Result<UserRecord> {
+        let sql = format!(
+            "UPDATE users SET msisdn = $1, time_zone = $2, status = CASE status WHEN 'suspended' THEN status \
+             ELSE 'active' END, updated_at = $3 WHERE id = $4 RETURNING {USER_COLS}"
+        );
+        let row = self
+            .client()
+            .await?
+            .query_opt(&sql, &[&msisdn, &time_zone, &now, &id.0])
+            .await
+            .map_err(pg_error)?
+            .ok_or(StoreError::NotFound)?;
+        Ok(user_row(&row))
+    }
+
+    async fn record_login_failure(
+        &self,
+        id: UserId,
+        now: i64,
+        threshold: u32,
+        lockout_ms: i64,
+    ) -> Result<FailureOutcome> {
+        // One statement: the increment and the lockout decision are atomic.
+        let row = self
+            .client()
+            .await?
+            .query_opt(
+                "UPDATE users SET \
+                   failed_attempts = CASE WHEN $2 > 0 AND failed_attempts + 1 >= $2 THEN 0 ELSE failed_attempts + 1 END, \
+                   locked_until = CASE WHEN $2 > 0 AND failed_attempts + 1 >= $2 THEN $3::BIGINT + $4::BIGINT \
+                                  ELSE locked_until END \
+                 WHERE id = $1 \
+                 RETURNING failed_attempts, CASE WHEN locked_until = $3::BIGINT + $4::BIGINT THEN locked_until END",
+                &[&id.0, &(threshold.min(i32::MAX as u32) as i32), &now, &lockout_ms],
+            )
+            .await
+            .map_err(pg_error)?
+            .ok_or(StoreError::NotFound)?;
+        Ok(FailureOutcome { failed_attempts: row.get::<_, i32>(0).max(0) as u32, locked_until: row.get(1) })
+    }
+
+    async fn clear_login_failures(&self, id: UserId) -> Result<()> {
+        self.client()
+            .await?
+            .execute(
+                "UPDATE users SET failed_attempts = 0, locked_until = NULL WHERE id = $1 \
+                 AND (failed_attempts <> 0 OR locked_until IS NOT NULL)",
+                &[&id.0],
+            )
+            .await
+            .map_err(pg_error)?;
+        Ok(())
+    }
+
+    async fn insert_device(&self, new: NewDevice, now: i64) -> Result<DeviceRecord> {
+        let id = DeviceId::random();
+        self.client()
+            .await?
+            .execute(
+                "INSERT INTO devices (id, user_id, credential_hash, name, device_type, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+                &[&id.0, &new.user_id.0, &new.credential_hash, &new.name, &new.device_type, &now],
+            )
+            .await
+            .map_err(pg_error)?;
+        Ok(DeviceRecord {
+            id,
+            user_id: new.user_id,
+            credential_hash: new.credential_hash,
+            name: new.name,
+            device_type: new.device_type,
+            created_at: now,
+            revoked_at: None,
+        })
+    }
+
+    async fn device_by_id(&self, id: DeviceId) -> Result<Option<DeviceRecord>> {
+        let sql = format!("SELECT {DEVICE_COLS} FROM devices WHERE id = $1");
+        Ok(self.client().await?.query_opt(&sql, &[&id.0]).await.map_err(pg_error)?.map(|r| device_row(&r)))
+    }
+
+    async fn devices_by_ves(&self, ves: VesId) -> Result<Vec<(DeviceId, UserId)>> {
+        let rows = self
+            .client()
+            .await?
+            .query(
+                "SELECT d.id, d.user_id FROM devices d JOIN users u ON u.id = d.user_id \
+                 WHERE u.ves_id = $1 AND d.revoked_at IS NULL",
+                &[&ves.0],
+            )
+            .await
+            .map_err(pg_error)?;
+        Ok(rows.iter().map(|r| (DeviceId(r.get(0)), UserId(r.get(1)))).collect())
+    }
+
+    async fn approve_msisdn(&self, msisdn: &str, approved_by: &str, now: i64) -> Result<()> {
+        self.client()
+            .await?
+            .execute(
+                "INSERT INTO msisdn_approvals (msisdn, approved_by, approved_at) VALUES ($1, $2, $3) \
+                 ON CONFLICT (msisdn) DO UPDATE SET approved_by = EXCLUDED.approved_by, approved_at = EXCLUDED.approved_at",
+                &[&msisdn, &approved_by, &now],
+            )
+            .await
+            .map_err(pg_error)?;
+        Ok(())
+    }
+
+    async fn msisdn_approved(&self, msisdn: &str) -> Result<bool> {
+        let row = self
+            .client()
+            .await?
+            .query_opt("SELECT 1 FROM msisdn_approvals WHERE msisdn = $1", &[&msisdn])
+            .await
+            .map_err(pg_error)?;
+        Ok(row.is_some())
+    }
+
+    async fn append_audit(&self, e: AuditEvent) -> Result<()> {
+        self.client()
+            .await?
+            .execute(
+                "INSERT INTO audit_log (at, actor, action, subject, detail) VALUES ($1, $2, $3, $4, $5)",
+                &[&e.at, &e.actor, &e.action, &e.subject, &e.detail],
+            )
+            .await
+            .map_err(pg_error)?;
+        Ok(())
+    }
+
+    async fn audit_log(&self, limit: u32) -> Result<Vec<AuditEvent>> {
+        let rows = self
+            .client()
+            .await?
+            .query(
+                "SELECT at, actor, action, subject, detail FROM audit_log ORDER BY id DESC LIMIT $1",
+                &[&(limit as i64)],
+            )
+            .await
+            .map_err(pg_error)?;
+        Ok(rows
+            .iter()
+            .map(|r| AuditEvent {
+                at: r.get(0),
+                actor: r.get(1),
+                action: r.get(2),
+                subject: r.get(3),
+                detail: r.get(4),
+            })
+            .collect())
+    }
+}
