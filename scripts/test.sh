@@ -1,28 +1,70 @@
 #!/usr/bin/env bash
-# Runs every test of the workspace. Works on a fresh Debian machine: installs what the
-# tests need (promtool from the `prometheus` package, the OpenSSL headers) when missing.
+# Runs every test of the workspace. Works on a fresh Debian machine: installs and starts
+# what the tests need when it is missing — promtool (package `prometheus`), OpenSSL and
+# zlib headers, PostgreSQL
+# with a `test` database on 127.0.0.1:5432 (skipped when NOC_TEST_POSTGRES_URL names
+# another server) — then builds once and runs the tests in parallel.
 # Usage: scripts/test.sh [extra nextest/cargo test arguments]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+apt_install() {
+  echo "== installing $*"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
 need_apt=()
 command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)
 command -v pkg-config >/dev/null 2>&1 || need_apt+=(pkg-config)
-if [ ${#need_apt[@]} -gt 0 ]; then
-  echo "== installing ${need_apt[*]}"
-  SUDO=""
-  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+command -v psql >/dev/null 2>&1 || need_apt+=(postgresql-client)
+command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
+# Headers for the endpoints' crypto (sect283k1 via OpenSSL; zlib for byte-exact deflate).
+if command -v pkg-config >/dev/null 2>&1; then
+  pkg-config --exists openssl 2>/dev/null || need_apt+=(libssl-dev)
+  pkg-config --exists zlib 2>/dev/null || need_apt+=(zlib1g-dev)
+else
+  need_apt+=(libssl-dev zlib1g-dev)
+fi
+if [ ${#need_apt[@]} -gt 0 ]; then apt_install "${need_apt[@]}"; fi
+
+# PostgreSQL: the store conformance suite and the outage tests use a real server.
+ensure_postgres() {
+  if pg_isready -q -h 127.0.0.1 -p 5432; then return; fi
+  if ! ls -d /etc/postgresql/*/main >/dev/null 2>&1; then
+    apt_install postgresql
+  fi
+  local version hba
+  version=$(ls /etc/postgresql | sort -V | tail -n 1)
+  hba=/etc/postgresql/$version/main/pg_hba.conf
+  # A throwaway test server: trust loopback connections.
+  $SUDO sed -i -E 's/^(host[[:space:]]+all[[:space:]]+all[[:space:]]+127\.0\.0\.1\/32[[:space:]]+)[^[:space:]]+/\1trust/' "$hba"
+  echo "== starting postgresql $version"
+  $SUDO pg_ctlcluster --skip-systemctl-redirect "$version" main start 2>/dev/null \
+    || $SUDO pg_ctlcluster --skip-systemctl-redirect "$version" main reload
+  for _ in $(seq 1 30); do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 1; done
+}
+if [ -z "${NOC_TEST_POSTGRES_URL:-}" ]; then
+  ensure_postgres
+  psql -h 127.0.0.1 -U postgres -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname = 'test'" | grep -q 1 \
+    || psql -h 127.0.0.1 -U postgres -d postgres -qc "CREATE DATABASE test"
 fi
 
 echo "== build (once, all targets)"
 cargo build --workspace --all-targets --locked
 
+status=0
 if cargo nextest --version >/dev/null 2>&1; then
   echo "== tests (cargo nextest)"
-  cargo nextest run --workspace --locked --no-fail-fast "$@"
+  cargo nextest run --workspace --locked --no-fail-fast "$@" || status=$?
 else
   echo "== tests (cargo test; install cargo-nextest for parallel runs)"
-  cargo test --workspace --locked --no-fail-fast "$@"
+  cargo test --workspace --locked --no-fail-fast "$@" || status=$?
 fi
+
+# An independent implementation written from docs/protocol.md alone must interoperate.
+echo "== interop (Python client from the specification)"
+NOC_BIN="$PWD/target/debug/noc" python3 interop/python/test_interop.py || status=$?
+exit $status

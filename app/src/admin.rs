@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use noc_storage::{AccountError, Accounts, AuditEvent, License, SqliteStore, Store, StoreError};
+use noc_storage::{AccountError, Accounts, AuditEvent, License, PostgresStore, SqliteStore, Store, StoreError};
 
 use crate::config::Config;
 
@@ -24,14 +24,26 @@ pub struct Admin {
 }
 
 impl Admin {
-    pub fn open(config: &Config) -> Result<Self, AdminError> {
-        let path = config.store_path();
-        if let Some(dir) = path.parent() {
-            let _ = std::fs::create_dir_all(dir);
-        }
-        let store: Arc<dyn Store> = Arc::new(
-            SqliteStore::open(&path).map_err(|source| AdminError::Open { path: path.display().to_string(), source })?,
-        );
+    /// Opens the store the configuration names: PostgreSQL with `postgres_url` (applying
+    /// migrations, so `noc admin migrate` is just this), else the embedded store.
+    pub async fn open(config: &Config) -> Result<Self, AdminError> {
+        let store: Arc<dyn Store> = match &config.postgres_url {
+            Some(url) => Arc::new(
+                PostgresStore::connect(url.expose(), config.postgres_options())
+                    .await
+                    .map_err(|source| AdminError::Open { path: url.redacted(), source })?,
+            ),
+            None => {
+                let path = config.store_path();
+                if let Some(dir) = path.parent() {
+                    let _ = std::fs::create_dir_all(dir);
+                }
+                Arc::new(
+                    SqliteStore::open(&path)
+                        .map_err(|source| AdminError::Open { path: path.display().to_string(), source })?,
+                )
+            }
+        };
         let actor = format!("admin:{}", std::env::var("USER").unwrap_or_else(|_| "cli".into()));
         Ok(Self { accounts: Accounts::new(store, config.account_policy())?, actor })
     }

@@ -16,7 +16,19 @@ use noc_storage::{AccountPolicy, MsisdnApproval, PasswordHashing};
 use serde::{Deserialize, Serialize};
 
 /// Top-level sections, for filtering `NOC_*` environment variables.
-const SECTIONS: &[&str] = &["data_dir", "node_id", "listen", "public", "tls", "rts", "device", "accounts", "shutdown"];
+const SECTIONS: &[&str] = &[
+    "data_dir",
+    "node_id",
+    "postgres_url",
+    "postgres",
+    "listen",
+    "public",
+    "tls",
+    "rts",
+    "device",
+    "accounts",
+    "shutdown",
+];
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -25,6 +37,10 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// This node's name in a cluster; defaults to `$HOSTNAME`, else a random name.
     pub node_id: Option<String>,
+    /// PostgreSQL for accounts, licenses, devices and audit, shared by every node of a
+    /// cluster, e.g. `postgres://noc:secret@db:5432/noc`. Unset: the embedded store.
+    pub postgres_url: Option<SecretString>,
+    pub postgres: PostgresConfig,
     pub listen: ListenConfig,
     pub public: PublicConfig,
     pub tls: TlsConfig,
@@ -32,6 +48,65 @@ pub struct Config {
     pub device: DeviceConfig,
     pub accounts: AccountsConfig,
     pub shutdown: ShutdownConfig,
+}
+
+/// A value that must not appear in logs: `Debug` prints the URL with its password masked.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct SecretString(String);
+
+impl SecretString {
+    pub fn new(s: impl Into<String>) -> Self {
+        Self(s.into())
+    }
+
+    /// The secret itself, for the one place that needs it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// The value with any `user:password@` password replaced by `***`.
+    pub fn redacted(&self) -> String {
+        match (self.0.find("://"), self.0.rfind('@')) {
+            (Some(scheme), Some(at)) if at > scheme => {
+                let userinfo = &self.0[scheme + 3..at];
+                match userinfo.split_once(':') {
+                    Some((user, _)) => format!("{}{user}:***{}", &self.0[..scheme + 3], &self.0[at..]),
+                    None => self.0.clone(),
+                }
+            }
+            _ => self.0.clone(),
+        }
+    }
+}
+
+impl std::fmt::Debug for SecretString {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", self.redacted())
+    }
+}
+
+/// PostgreSQL pool settings (used with `postgres_url`).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PostgresConfig {
+    /// Connections this node keeps.
+    pub max_connections: usize,
+    /// How long a login or activation waits for a free connection before a 503.
+    pub wait_timeout_seconds: u64,
+    /// Connect timeout of a new connection.
+    pub connect_timeout_seconds: u64,
+}
+
+impl Default for PostgresConfig {
+    fn default() -> Self {
+        let o = noc_storage::PostgresOptions::default();
+        Self {
+            max_connections: o.max_connections,
+            wait_timeout_seconds: o.wait_timeout.as_secs(),
+            connect_timeout_seconds: o.connect_timeout.as_secs(),
+        }
+    }
 }
 
 /// Where the node listens.
@@ -148,6 +223,8 @@ impl Default for Config {
         Self {
             data_dir: PathBuf::from("noc-data"),
             node_id: None,
+            postgres_url: None,
+            postgres: PostgresConfig::default(),
             listen: ListenConfig::default(),
             public: PublicConfig::default(),
             tls: TlsConfig::default(),
@@ -254,9 +331,11 @@ impl Config {
             }
             fig = fig.merge(Toml::file(path));
         }
-        fig = fig.merge(Env::prefixed("NOC_").split("__").filter(|k| {
+        // Only keys of known sections: other NOC_* variables (NOC_CONFIG, a test's own)
+        // are not configuration. Names are case-insensitive (NOC_DEVICE__MAX_FRAME_BYTES).
+        fig = fig.merge(Env::prefixed("NOC_").split("__").lowercase(true).filter(|k| {
             let first = k.as_str().split('.').next().unwrap_or("");
-            SECTIONS.contains(&first)
+            SECTIONS.iter().any(|s| s.eq_ignore_ascii_case(first))
         }));
         let config: Config = fig.extract().map_err(Box::new)?;
         config.validate()?;
@@ -329,6 +408,12 @@ impl Config {
         if a.max_concurrent_hashes == 0 {
             return Err(invalid("accounts.max_concurrent_hashes", "must be at least 1"));
         }
+        if self.postgres_url.as_ref().is_some_and(|u| !u.expose().starts_with("postgres")) {
+            return Err(invalid("postgres_url", "must be a postgres:// or postgresql:// URL"));
+        }
+        if self.postgres.max_connections == 0 || self.postgres.wait_timeout_seconds == 0 {
+            return Err(invalid("postgres", "max_connections and wait_timeout_seconds must be positive"));
+        }
         if self.tls.cert_path.is_some() != self.tls.key_path.is_some() {
             return Err(invalid("tls", "cert_path and key_path go together"));
         }
@@ -356,6 +441,21 @@ impl Config {
             ves_write_stall_timeout: Duration::from_secs(r.write_stall_timeout_seconds),
             max_pending_rts: r.max_pending_params,
         }
+    }
+
+    pub fn postgres_options(&self) -> noc_storage::PostgresOptions {
+        noc_storage::PostgresOptions {
+            max_connections: self.postgres.max_connections,
+            wait_timeout: Duration::from_secs(self.postgres.wait_timeout_seconds),
+            connect_timeout: Duration::from_secs(self.postgres.connect_timeout_seconds),
+        }
+    }
+
+    /// A copy safe to print: secrets masked.
+    pub fn redacted(&self) -> Config {
+        let mut c = self.clone();
+        c.postgres_url = c.postgres_url.map(|u| SecretString::new(u.redacted()));
+        c
     }
 
     /// The account rules.
@@ -460,6 +560,38 @@ mod tests {
         assert!(err.to_string().contains("device.idle_timeout_seconds"), "{err}");
         let err = Config::from_toml("[public]\nurl = \"http://x\"\n").expect_err("must fail");
         assert!(err.to_string().contains("public.url"), "{err}");
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment's test harness fixes the closure's error type
+    fn environment_variables_override_the_file() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("noc.toml", "[device]\nheartbeat_interval_seconds = 20\nidle_timeout_seconds = 90\n")?;
+            jail.set_env("NOC_DEVICE__HEARTBEAT_INTERVAL_SECONDS", "30");
+            jail.set_env("NOC_RTS__REPLY_TIME_SECONDS", "45");
+            jail.set_env("NOC_DATA_DIR", "/tmp/noc-env");
+            jail.set_env("NOC_CONFIG", "ignored: not a configuration key");
+            let c = Config::load(Some(Path::new("noc.toml"))).map_err(|e| e.to_string())?;
+            assert_eq!(c.device.heartbeat_interval_seconds, 30);
+            assert_eq!(c.device.idle_timeout_seconds, 90);
+            assert_eq!(c.rts.reply_time_seconds, 45);
+            assert_eq!(c.data_dir, PathBuf::from("/tmp/noc-env"));
+            jail.set_env("NOC_RTS__BOGUS", "1");
+            let err = Config::load(Some(Path::new("noc.toml"))).expect_err("unknown key must fail");
+            assert!(err.to_string().contains("bogus"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn secrets_are_masked() {
+        let c = Config::from_toml("postgres_url = \"postgres://noc:hunter2@db:5432/noc\"\n").expect("valid");
+        let dbg = format!("{c:?}");
+        assert!(!dbg.contains("hunter2"), "{dbg}");
+        assert!(dbg.contains("postgres://noc:***@db:5432/noc"), "{dbg}");
+        let printed = toml::to_string(&c.redacted()).expect("toml");
+        assert!(!printed.contains("hunter2"), "{printed}");
+        assert_eq!(c.postgres_url.as_ref().map(|u| u.expose()), Some("postgres://noc:hunter2@db:5432/noc"));
     }
 
     #[test]

@@ -15,7 +15,7 @@ use noc_actors::{Metrics, Router, RtsSessions};
 use noc_cluster::{Cluster, MemoryCluster, NodeId};
 use noc_gateway::{DeviceListener, GatewayConfig, GatewayState, admin_routes, public_routes};
 use noc_protocol::CloseCode;
-use noc_storage::{AccountError, Accounts, SqliteStore, Store, StoreError};
+use noc_storage::{AccountError, Accounts, PostgresStore, SqliteStore, Store, StoreError};
 use tokio::sync::oneshot;
 
 use crate::cert::{self, CertError};
@@ -28,6 +28,8 @@ pub enum NodeError {
     DataDir { path: PathBuf, source: std::io::Error },
     #[error("opening the embedded store: {0}")]
     Store(#[from] StoreError),
+    #[error("connecting to PostgreSQL: {0}")]
+    Postgres(StoreError),
     #[error("account rules: {0}")]
     Accounts(#[from] AccountError),
     #[error("TLS certificate: {0}")]
@@ -69,18 +71,36 @@ fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, NodeError> 
     Ok(l)
 }
 
+fn open_embedded(config: &Config) -> Result<Arc<dyn Store>, NodeError> {
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(|source| NodeError::DataDir { path: config.data_dir.clone(), source })?;
+    Ok(Arc::new(SqliteStore::open(&config.store_path())?))
+}
+
+async fn open_postgres(config: &Config) -> Result<Arc<dyn Store>, NodeError> {
+    let url = config.postgres_url.as_ref().map(|u| u.expose().to_string()).unwrap_or_default();
+    let store = PostgresStore::connect(&url, config.postgres_options()).await.map_err(NodeError::Postgres)?;
+    Ok(Arc::new(store))
+}
+
 impl Node {
-    /// Starts a node on its embedded store in `config.data_dir` and the in-process bus.
+    /// Starts a node on the store its configuration names (PostgreSQL with `postgres_url`,
+    /// else the embedded store in `data_dir`) and the in-process bus.
     pub fn start(config: Config) -> Result<Node, NodeError> {
-        std::fs::create_dir_all(&config.data_dir)
-            .map_err(|source| NodeError::DataDir { path: config.data_dir.clone(), source })?;
-        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&config.store_path())?);
         let cluster: Arc<dyn Cluster> = Arc::new(MemoryCluster::single(NodeId::new(config.node_id()), 65_536));
-        Self::start_with(config, store, cluster)
+        Self::start_inner(config, None, cluster)
     }
 
     /// Starts a node on the given store and cluster backend.
     pub fn start_with(config: Config, store: Arc<dyn Store>, cluster: Arc<dyn Cluster>) -> Result<Node, NodeError> {
+        Self::start_inner(config, Some(store), cluster)
+    }
+
+    fn start_inner(
+        config: Config,
+        store: Option<Arc<dyn Store>>,
+        cluster: Arc<dyn Cluster>,
+    ) -> Result<Node, NodeError> {
         config.validate().map_err(|e| NodeError::Startup(e.to_string()))?;
         std::fs::create_dir_all(&config.data_dir)
             .map_err(|source| NodeError::DataDir { path: config.data_dir.clone(), source })?;
@@ -91,7 +111,12 @@ impl Node {
         let cert_fingerprint = cert::fingerprint(&cert_path)?;
         let http_tls = noc_gateway::tls::server_config(&cert_path, &key_path, &[b"http/1.1"])?;
         let device_tls = noc_gateway::tls::server_config(&cert_path, &key_path, &[])?;
-        let accounts = Accounts::new(store, config.account_policy())?;
+        let store = match store {
+            Some(s) => Some(s),
+            None if config.postgres_url.is_none() => Some(open_embedded(&config)?),
+            // PostgreSQL connections belong to the node's runtime: opened on its thread.
+            None => None,
+        };
 
         // Bind here, on the caller's thread, so that errors surface from `start` and
         // port 0 resolves to real ports before anyone connects.
@@ -121,6 +146,23 @@ impl Node {
             .spawn(move || {
                 let system = actix_rt::System::new();
                 system.block_on(async move {
+                    let store = match store {
+                        Some(s) => s,
+                        None => match open_postgres(&config).await {
+                            Ok(s) => s,
+                            Err(e) => {
+                                let _ = ready_tx.send(Err(e));
+                                return;
+                            }
+                        },
+                    };
+                    let accounts = match Accounts::new(store, config.account_policy()) {
+                        Ok(a) => a,
+                        Err(e) => {
+                            let _ = ready_tx.send(Err(e.into()));
+                            return;
+                        }
+                    };
                     let sessions = Arc::new(config.sessions());
                     let metrics = Arc::new(Metrics::new());
                     let router = Router::new(cluster, metrics.clone());

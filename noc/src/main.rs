@@ -74,6 +74,8 @@ enum AdminCommand {
         #[command(subcommand)]
         command: MsisdnCommand,
     },
+    /// Apply pending schema migrations (the node also does this at start).
+    Migrate,
     /// Show the newest audit-log entries (who did what, when).
     Audit {
         #[arg(long, default_value_t = 50)]
@@ -166,7 +168,7 @@ fn main() -> Result<()> {
         }
         Command::Config { common } => {
             let config = load(&common)?;
-            print!("{}", toml::to_string_pretty(&config)?);
+            print!("{}", toml::to_string_pretty(&config.redacted())?);
             Ok(())
         }
     }
@@ -204,7 +206,7 @@ fn serve(rt: &tokio::runtime::Runtime, config: Config) -> Result<()> {
 }
 
 async fn admin(config: Config, command: AdminCommand) -> Result<()> {
-    let admin = Admin::open(&config)?;
+    let admin = Admin::open(&config).await?;
     match command {
         AdminCommand::License { command } => match command {
             LicenseCommand::Create { name, password, password_stdin, max_users, expires_in_days } => {
@@ -253,6 +255,10 @@ async fn admin(config: Config, command: AdminCommand) -> Result<()> {
         AdminCommand::Msisdn { command: MsisdnCommand::Approve { msisdn } } => {
             admin.approve_msisdn(&msisdn).await?;
             println!("MSISDN {msisdn} approved");
+        }
+        AdminCommand::Migrate => {
+            // Opening the store applied whatever was pending.
+            println!("schema up to date");
         }
         AdminCommand::Audit { limit } => {
             for e in admin.audit(limit).await? {

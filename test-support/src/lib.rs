@@ -7,11 +7,15 @@
 //! tests exercise the wire protocol an independent implementation would see.
 
 mod device;
+mod net;
+mod pg;
 mod relay;
 mod tls;
 mod ves;
 
 pub use device::{FakeDevice, Recv};
+pub use net::TcpProxy;
+pub use pg::{TestSchema, test_postgres_url};
 pub use relay::TestRelay;
 pub use tls::client_config;
 pub use ves::{ApiFailure, CommandChannel, FakeVes};

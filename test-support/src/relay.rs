@@ -56,12 +56,12 @@ impl TestRelay {
 
     /// Creates a license through the same store the node uses.
     pub async fn create_license(&self, name: &str, password: &str, seats: u32) {
-        let admin = Admin::open(&self.config).expect("open store");
+        let admin = Admin::open(&self.config).await.expect("open store");
         admin.create_license(name, password, seats, None).await.expect("create license");
     }
 
-    pub fn admin(&self) -> Admin {
-        Admin::open(&self.config).expect("open store")
+    pub async fn admin(&self) -> Admin {
+        Admin::open(&self.config).await.expect("open store")
     }
 
     /// A metric value as the node's `/metrics` would report it.

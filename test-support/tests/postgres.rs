@@ -1,0 +1,99 @@
+//! A node on PostgreSQL, and what happens when PostgreSQL goes away.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use noc_protocol::device::{ForwardKind, Frame};
+use noc_protocol::rts::{Command, DeviceActivationResponse, FrameStatus};
+use noc_test_support::{Recv, TcpProxy, TestRelay, TestSchema};
+use serde_json::json;
+
+const T: Duration = Duration::from_secs(5);
+
+// Multi-threaded: the proxy must keep running while `TestRelay::start_with` blocks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_sessions_survive_a_postgres_outage_and_logins_recover() {
+    let schema = TestSchema::create().await;
+    let proxy = TcpProxy::start("127.0.0.1:5432".parse().expect("addr")).await.expect("proxy");
+    let url = schema.url(Some(proxy.addr));
+    let relay = TestRelay::start_with(|c| {
+        c.postgres_url = Some(noc_app::config::SecretString::new(url.clone()));
+        c.postgres.wait_timeout_seconds = 1;
+        c.postgres.connect_timeout_seconds = 1;
+    });
+    // The embedded store was not created: the node runs on PostgreSQL.
+    assert!(!relay.config.store_path().exists());
+
+    relay.create_license("pg", "pg-license-pw", 5).await;
+    let mut ves = relay.ves();
+    ves.license("pg", "pg-license-pw").await.expect("license");
+    let mut channel = ves.open().await.expect("channel");
+    ves.provision("pg@example.com", Some("pg-password-1")).await.expect("provision");
+    let _: serde_json::Value = ves
+        .post_json(
+            "/account/v1/activate",
+            &json!({"Login": "pg@example.com", "Password": "pg-password-1", "Msisdn": "+15550200", "TimeZone": "UTC"}),
+        )
+        .await
+        .expect("activate");
+    let act: DeviceActivationResponse = ves
+        .post_json("/device/v1/activate", &json!({"Msisdn": "+15550200", "Password": "pg-password-1"}))
+        .await
+        .expect("device");
+    let mut device = relay.device_connection().await;
+    assert!(matches!(device.login(act.device_id, &act.device_credential).await, Recv::Frame(Frame::AuthOk { .. })));
+    channel.wait_for(T, |c| matches!(c, Command::DevicePresence { online: true, .. })).await.expect("online");
+
+    // PostgreSQL goes away.
+    proxy.cut();
+
+    // Live sessions keep relaying both ways: the frame path never touches the store.
+    let resp = ves.send_frame(act.device_id, 1, b"during outage").await;
+    assert_eq!(resp.results[0].status, FrameStatus::Accepted);
+    assert!(matches!(device.recv_data(T).await, Recv::Frame(Frame::Forward { frame_id: 1, .. })));
+    device
+        .send(Frame::Forward { kind: ForwardKind::Data, frame_id: 2, payload: Bytes::from_static(b"up") })
+        .await
+        .expect("send");
+    channel.wait_for(T, |c| matches!(c, Command::DeviceFrame { frame_id: 2, .. })).await.expect("relayed up");
+
+    // New logins fail fast with 503, and readiness says why.
+    let started = std::time::Instant::now();
+    let err = ves.license("pg", "pg-license-pw").await.expect_err("store down");
+    assert_eq!((err.status, err.code.as_str()), (503, "unavailable"));
+    assert!(started.elapsed() < Duration::from_secs(4), "failed fast: {:?}", started.elapsed());
+    let err = ves
+        .post_json::<serde_json::Value>(
+            "/device/v1/activate",
+            &json!({"Msisdn": "+15550200", "Password": "pg-password-1"}),
+        )
+        .await
+        .expect_err("store down");
+    assert_eq!(err.status, 503);
+    let mut other = relay.device_connection().await;
+    match other.login(act.device_id, &act.device_credential).await {
+        Recv::Frame(Frame::Close { code, reconnect_after_ms, .. }) => {
+            assert_eq!(code, noc_protocol::CloseCode::ServiceUnavailable);
+            assert!(reconnect_after_ms >= 5_000, "told to come back later");
+        }
+        other => panic!("expected CLOSE service_unavailable, got {other:?}"),
+    }
+    let (status, body) = relay.admin_get("/readyz").await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("\"Store\":false"), "{body}");
+
+    // PostgreSQL comes back: everything recovers by itself.
+    proxy.restore();
+    let mut recovered = false;
+    for _ in 0..20 {
+        if ves.license("pg", "pg-license-pw").await.is_ok() {
+            recovered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(recovered, "logins work again after PostgreSQL returns");
+    assert_eq!(relay.admin_get("/readyz").await.0, 200);
+    drop(relay);
+    schema.drop_schema().await;
+}
