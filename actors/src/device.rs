@@ -234,7 +234,7 @@ impl StreamHandler<Result<Frame, FrameError>> for DeviceSession {
                 ctx.stop();
             }
             other => {
-                let what = format!("{:?} is not allowed after authentication", other.frame_type());
+                let what = format!("{} is not allowed after authentication", other.frame_type().name());
                 self.close(ctx, CloseCode::ProtocolViolation, what);
             }
         }

@@ -87,7 +87,7 @@ impl DeviceListener {
         let versions = match next_frame(&mut framed, deadline).await {
             Ok(Frame::Hello { versions }) => versions,
             Ok(other) => {
-                let msg = format!("expected HELLO, got {:?}", other.frame_type());
+                let msg = format!("expected HELLO, got {}", other.frame_type().name());
                 return Err(refuse(&mut framed, CloseCode::ProtocolViolation, &msg, "protocol_violation").await);
             }
             Err(e) => return Err(fail(&mut framed, e).await),
@@ -118,7 +118,7 @@ impl DeviceListener {
                 .await
             }
             Ok(other) => {
-                let msg = format!("expected AUTH_TOKEN or AUTH_PASSWORD, got {:?}", other.frame_type());
+                let msg = format!("expected AUTH_TOKEN or AUTH_PASSWORD, got {}", other.frame_type().name());
                 return Err(refuse(&mut framed, CloseCode::ProtocolViolation, &msg, "protocol_violation").await);
             }
             Err(e) => return Err(fail(&mut framed, e).await),

@@ -48,6 +48,22 @@ pub enum FrameType {
 }
 
 impl FrameType {
+    /// The name used in docs/protocol.md and in error messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            FrameType::Hello => "HELLO",
+            FrameType::HelloAck => "HELLO_ACK",
+            FrameType::AuthToken => "AUTH_TOKEN",
+            FrameType::AuthPassword => "AUTH_PASSWORD",
+            FrameType::AuthOk => "AUTH_OK",
+            FrameType::Close => "CLOSE",
+            FrameType::Forward => "FORWARD",
+            FrameType::Ack => "ACK",
+            FrameType::Undeliverable => "UNDELIVERABLE",
+            FrameType::Heartbeat => "HEARTBEAT",
+        }
+    }
+
     fn from_u8(b: u8) -> Option<Self> {
         Some(match b {
             0x01 => FrameType::Hello,
