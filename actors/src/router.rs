@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use actix::Recipient;
-use noc_cluster::{BusMessage, Cluster, DeviceItem, SessionKey, ShardedMap, VesItem};
+use noc_cluster::{BusMessage, Cluster, DeviceItem, NodeId, Owner, SessionKey, ShardedMap, VesItem};
 use noc_protocol::rts::Command;
 use noc_protocol::{CloseCode, DeviceId, UndeliverableReason, UserId, VesId};
 use tokio::sync::mpsc;
@@ -18,6 +18,43 @@ use tokio::sync::mpsc;
 use crate::CloseSession;
 use crate::metrics::{Direction, DropReason, Metrics, SessionKind};
 use crate::ves::{VesShared, VesUserState};
+
+/// Messages waiting for one owner lookup; more are refused with `queue_full`.
+const MAX_PENDING_PER_KEY: usize = 256;
+
+/// Who to tell when a routed message cannot be delivered.
+enum Bounce {
+    /// A device's frame for its VES: tell the device.
+    ToDevice { device_id: DeviceId, frame_id: u64 },
+    /// A VES's frame for a device: tell the VES.
+    ToVes { ves_id: VesId, device_id: DeviceId, frame_id: u64 },
+}
+
+/// The sender to bounce `msg` to, if it carries a frame (acks and notices are not bounced).
+fn bounce_info(msg: &BusMessage) -> Option<Bounce> {
+    match msg {
+        BusMessage::ToVes { item: VesItem::Frame { device_id, frame_id, .. }, .. } => {
+            Some(Bounce::ToDevice { device_id: *device_id, frame_id: *frame_id })
+        }
+        BusMessage::ToDevice { device_id, item: DeviceItem::Forward { origin, frame_id, .. } } => {
+            Some(Bounce::ToVes { ves_id: *origin, device_id: *device_id, frame_id: *frame_id })
+        }
+        _ => None,
+    }
+}
+
+/// The session a message is for.
+fn target_of(msg: &BusMessage) -> Option<SessionKey> {
+    match msg {
+        BusMessage::ToDevice { device_id, .. } => Some(SessionKey::Device(*device_id)),
+        BusMessage::ToVes { ves_id, .. }
+        | BusMessage::DirectoryUpdate { ves_id, .. }
+        | BusMessage::UserActivated { ves_id, .. }
+        | BusMessage::UserRemoved { ves_id, .. } => Some(SessionKey::Ves(*ves_id)),
+        BusMessage::Close { key, .. } => Some(*key),
+        BusMessage::Returned(_) => None,
+    }
+}
 
 /// What a device session's writer sends.
 #[derive(Debug)]
@@ -46,7 +83,11 @@ pub struct VesHandle {
 
 /// The node's routing state. Shared by every worker thread.
 pub struct Router {
+    /// Itself, for the lookup tasks it spawns.
+    this: std::sync::Weak<Router>,
     cluster: Arc<dyn Cluster>,
+    /// Messages waiting for an owner lookup, per target.
+    pending: ShardedMap<SessionKey, Vec<BusMessage>>,
     devices: ShardedMap<DeviceId, DeviceHandle>,
     ves: ShardedMap<VesId, VesHandle>,
     device_count: AtomicUsize,
@@ -56,8 +97,10 @@ pub struct Router {
 
 impl Router {
     pub fn new(cluster: Arc<dyn Cluster>, metrics: Arc<Metrics>) -> Arc<Self> {
-        Arc::new(Self {
+        Arc::new_cyclic(|this| Self {
+            this: this.clone(),
             cluster,
+            pending: ShardedMap::new(),
             devices: ShardedMap::new(),
             ves: ShardedMap::new(),
             device_count: AtomicUsize::new(0),
@@ -224,20 +267,92 @@ impl Router {
         }
     }
 
+    /// Routes `msg` to the node owning `key`. A known remote owner gets it at once; an
+    /// unknown one is looked up (one round trip), with later messages for the same key
+    /// queued behind that lookup so their order is kept. What cannot be routed is bounced
+    /// to its sender.
     fn publish_to_owner(&self, key: SessionKey, msg: BusMessage) -> Result<(), UndeliverableReason> {
         match self.cluster.owner(&key) {
-            Some(node) if node != *self.cluster.node_id() => match self.cluster.publish(&node, msg) {
-                Ok(()) => {
-                    self.metrics.bus_sent.inc();
-                    Ok(())
+            Owner::Node(node) if node == *self.cluster.node_id() => Err(UndeliverableReason::PeerOffline),
+            Owner::Node(node) => self.publish(&node, key, msg),
+            Owner::Nobody => Err(UndeliverableReason::PeerOffline),
+            Owner::Unknown => {
+                let this = match self.this.upgrade() {
+                    Some(t) => t,
+                    None => return Err(UndeliverableReason::PeerOffline),
+                };
+                let mut slot = Some(msg);
+                let outcome = self.pending.with_mut_or_insert(key, Vec::new, |queue, started| {
+                    if queue.len() >= MAX_PENDING_PER_KEY {
+                        return Err(UndeliverableReason::QueueFull);
+                    }
+                    queue.extend(slot.take());
+                    Ok(started)
+                });
+                match outcome {
+                    Ok(true) => {
+                        actix::spawn(async move { this.resolve(key).await });
+                        Ok(())
+                    }
+                    Ok(false) => Ok(()),
+                    Err(reason) => {
+                        self.metrics.dropped(DropReason::QueueFull);
+                        Err(reason)
+                    }
                 }
-                Err(e) => {
-                    tracing::debug!(error = %e, ?key, "bus publish failed");
-                    self.metrics.dropped(DropReason::BusUnavailable);
-                    Err(UndeliverableReason::PeerOffline)
+            }
+        }
+    }
+
+    fn publish(&self, node: &NodeId, key: SessionKey, msg: BusMessage) -> Result<(), UndeliverableReason> {
+        match self.cluster.publish(node, msg) {
+            Ok(()) => {
+                self.metrics.bus_sent.inc();
+                Ok(())
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, ?key, "bus publish failed");
+                self.cluster.forget(&key);
+                self.metrics.dropped(DropReason::BusUnavailable);
+                Err(UndeliverableReason::PeerOffline)
+            }
+        }
+    }
+
+    /// Looks up the owner of `key` and flushes the messages queued behind the lookup.
+    async fn resolve(&self, key: SessionKey) {
+        let owner = self.cluster.lookup(key).await;
+        let queued = self.pending.remove(&key).unwrap_or_default();
+        tracing::debug!(?key, ?owner, queued = queued.len(), "owner lookup");
+        let me = self.cluster.node_id().clone();
+        match owner {
+            Ok(Some(node)) if node != me => {
+                for msg in queued {
+                    let bounce = bounce_info(&msg);
+                    if let Err(reason) = self.publish(&node, key, msg) {
+                        self.bounce(bounce, reason);
+                    }
                 }
-            },
-            _ => Err(UndeliverableReason::PeerOffline),
+            }
+            other => {
+                if let Err(e) = other {
+                    tracing::debug!(error = %e, ?key, "owner lookup failed");
+                }
+                for msg in queued {
+                    self.bounce(bounce_info(&msg), UndeliverableReason::PeerOffline);
+                }
+            }
+        }
+    }
+
+    /// Tells the sender of a frame that could not be routed.
+    fn bounce(&self, info: Option<Bounce>, reason: UndeliverableReason) {
+        match info {
+            Some(Bounce::ToDevice { device_id, frame_id }) => self.bounce_to_device_sender(device_id, frame_id, reason),
+            Some(Bounce::ToVes { ves_id, device_id, frame_id }) => {
+                self.bounce_to_ves_sender(ves_id, device_id, frame_id, reason)
+            }
+            None => {}
         }
     }
 
@@ -291,18 +406,28 @@ impl Router {
         }
     }
 
-    /// A user of `ves_id` was activated: the VES should serve it.
+    /// A user of `ves_id` was activated: the VES should serve it, wherever its session is.
     pub fn user_activated(&self, ves_id: VesId, user: VesUserState) {
         if let Some(h) = self.ves_session(ves_id) {
             h.shared.add_user(user, &self.metrics);
+            return;
         }
+        let msg = BusMessage::UserActivated {
+            ves_id,
+            user: user.user,
+            constant_sync: user.constant_sync,
+            filter_rules: user.filter_rules,
+        };
+        let _ = self.publish_to_owner(SessionKey::Ves(ves_id), msg);
     }
 
     /// A user of `ves_id` was deleted: the VES should stop serving it.
     pub fn user_removed(&self, ves_id: VesId, user_id: UserId) {
         if let Some(h) = self.ves_session(ves_id) {
             h.shared.remove_user(user_id, &self.metrics);
+            return;
         }
+        let _ = self.publish_to_owner(SessionKey::Ves(ves_id), BusMessage::UserRemoved { ves_id, user_id });
     }
 
     fn update_directory(&self, ves_id: VesId, device_id: DeviceId, user_id: UserId, present: bool) {
@@ -382,6 +507,23 @@ impl Router {
                 if let Some(h) = self.ves_session(ves_id) {
                     h.shared.set_device(device_id, user_id, present);
                 }
+            }
+            BusMessage::UserActivated { ves_id, user, constant_sync, filter_rules } => {
+                if let Some(h) = self.ves_session(ves_id) {
+                    h.shared.add_user(VesUserState { user, constant_sync, filter_rules }, &self.metrics);
+                }
+            }
+            BusMessage::UserRemoved { ves_id, user_id } => {
+                if let Some(h) = self.ves_session(ves_id) {
+                    h.shared.remove_user(user_id, &self.metrics);
+                }
+            }
+            BusMessage::Returned(msg) => {
+                // Published to a node that no longer listens: its owner is gone.
+                if let Some(key) = target_of(&msg) {
+                    self.cluster.forget(&key);
+                }
+                self.bounce(bounce_info(&msg), UndeliverableReason::PeerOffline);
             }
             BusMessage::Close { key, code } => {
                 let control = match key {

@@ -41,6 +41,10 @@ pub struct Config {
     /// cluster, e.g. `postgres://noc:secret@db:5432/noc`. Unset: the embedded store.
     pub postgres_url: Option<SecretString>,
     pub postgres: PostgresConfig,
+    /// Redis for session ownership and cross-node delivery, e.g. `redis://redis:6379/0`.
+    /// Unset: an in-process bus (single node).
+    pub redis_url: Option<SecretString>,
+    pub cluster: ClusterConfig,
     pub listen: ListenConfig,
     pub public: PublicConfig,
     pub tls: TlsConfig,
@@ -105,6 +109,35 @@ impl Default for PostgresConfig {
             max_connections: o.max_connections,
             wait_timeout_seconds: o.wait_timeout.as_secs(),
             connect_timeout_seconds: o.connect_timeout.as_secs(),
+        }
+    }
+}
+
+/// Cluster membership and routing (used with `redis_url`).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// A node that has not renewed its lease for this long is dead: nothing is routed to it.
+    pub node_lease_seconds: u64,
+    /// How often a node renews its lease and refreshes its view of live nodes.
+    pub membership_interval_ms: u64,
+    /// Expiry of session ownership keys; their owner renews them at a third of it.
+    pub session_key_ttl_seconds: u64,
+    /// How long a looked-up remote owner is trusted before it is looked up again.
+    pub owner_cache_ttl_seconds: u64,
+    /// Bus messages received and not yet handled, and waiting to be published.
+    pub bus_queue_messages: usize,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        let o = noc_cluster::RedisOptions::default();
+        Self {
+            node_lease_seconds: o.node_lease.as_secs(),
+            membership_interval_ms: o.membership_interval.as_millis() as u64,
+            session_key_ttl_seconds: o.session_key_ttl.as_secs(),
+            owner_cache_ttl_seconds: o.owner_cache_ttl.as_secs(),
+            bus_queue_messages: o.inbox_capacity,
         }
     }
 }
@@ -225,6 +258,8 @@ impl Default for Config {
             node_id: None,
             postgres_url: None,
             postgres: PostgresConfig::default(),
+            redis_url: None,
+            cluster: ClusterConfig::default(),
             listen: ListenConfig::default(),
             public: PublicConfig::default(),
             tls: TlsConfig::default(),
@@ -411,6 +446,19 @@ impl Config {
         if self.postgres_url.as_ref().is_some_and(|u| !u.expose().starts_with("postgres")) {
             return Err(invalid("postgres_url", "must be a postgres:// or postgresql:// URL"));
         }
+        if self.redis_url.as_ref().is_some_and(|u| !u.expose().starts_with("redis")) {
+            return Err(invalid("redis_url", "must be a redis:// or rediss:// URL"));
+        }
+        let c = &self.cluster;
+        if c.node_lease_seconds == 0 || c.session_key_ttl_seconds < 3 || c.bus_queue_messages == 0 {
+            return Err(invalid(
+                "cluster",
+                "node_lease_seconds, session_key_ttl_seconds (>= 3) and bus_queue_messages must be positive",
+            ));
+        }
+        if c.membership_interval_ms == 0 || c.membership_interval_ms >= c.node_lease_seconds * 1000 {
+            return Err(invalid("cluster.membership_interval_ms", "must be positive and shorter than the node lease"));
+        }
         if self.postgres.max_connections == 0 || self.postgres.wait_timeout_seconds == 0 {
             return Err(invalid("postgres", "max_connections and wait_timeout_seconds must be positive"));
         }
@@ -455,7 +503,23 @@ impl Config {
     pub fn redacted(&self) -> Config {
         let mut c = self.clone();
         c.postgres_url = c.postgres_url.map(|u| SecretString::new(u.redacted()));
+        c.redis_url = c.redis_url.map(|u| SecretString::new(u.redacted()));
         c
+    }
+
+    pub fn redis_options(&self) -> Option<noc_cluster::RedisOptions> {
+        let url = self.redis_url.as_ref()?;
+        let c = &self.cluster;
+        Some(noc_cluster::RedisOptions {
+            url: url.expose().to_string(),
+            node_lease: Duration::from_secs(c.node_lease_seconds),
+            membership_interval: Duration::from_millis(c.membership_interval_ms),
+            session_key_ttl: Duration::from_secs(c.session_key_ttl_seconds),
+            owner_cache_ttl: Duration::from_secs(c.owner_cache_ttl_seconds),
+            inbox_capacity: c.bus_queue_messages,
+            publish_queue: c.bus_queue_messages,
+            ..noc_cluster::RedisOptions::default()
+        })
     }
 
     /// The account rules.
@@ -534,7 +598,7 @@ mod tests {
 
     #[test]
     fn every_shipped_example_config_parses() {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/relay");
         let mut seen = 0;
         for entry in std::fs::read_dir(&dir).expect("examples/ exists") {
             let path = entry.expect("entry").path();

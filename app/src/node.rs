@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use actix_web::{App, HttpServer, web};
 use noc_actors::{Metrics, Router, RtsSessions};
-use noc_cluster::{Cluster, MemoryCluster, NodeId};
+use noc_cluster::{Cluster, MemoryCluster, NodeId, RedisCluster};
 use noc_gateway::{DeviceListener, GatewayConfig, GatewayState, admin_routes, public_routes};
 use noc_protocol::CloseCode;
 use noc_storage::{AccountError, Accounts, PostgresStore, SqliteStore, Store, StoreError};
@@ -30,6 +30,8 @@ pub enum NodeError {
     Store(#[from] StoreError),
     #[error("connecting to PostgreSQL: {0}")]
     Postgres(StoreError),
+    #[error("connecting to Redis: {0}")]
+    Redis(noc_cluster::ClusterError),
     #[error("account rules: {0}")]
     Accounts(#[from] AccountError),
     #[error("TLS certificate: {0}")]
@@ -77,6 +79,14 @@ fn open_embedded(config: &Config) -> Result<Arc<dyn Store>, NodeError> {
     Ok(Arc::new(SqliteStore::open(&config.store_path())?))
 }
 
+async fn open_cluster(config: &Config, node_id: &str) -> Result<Arc<dyn Cluster>, NodeError> {
+    let node = NodeId::new(node_id.to_string());
+    match config.redis_options() {
+        Some(opts) => Ok(Arc::new(RedisCluster::connect(node, opts).await.map_err(NodeError::Redis)?)),
+        None => Ok(Arc::new(MemoryCluster::single(node, config.cluster.bus_queue_messages))),
+    }
+}
+
 async fn open_postgres(config: &Config) -> Result<Arc<dyn Store>, NodeError> {
     let url = config.postgres_url.as_ref().map(|u| u.expose().to_string()).unwrap_or_default();
     let store = PostgresStore::connect(&url, config.postgres_options()).await.map_err(NodeError::Postgres)?;
@@ -87,19 +97,18 @@ impl Node {
     /// Starts a node on the store its configuration names (PostgreSQL with `postgres_url`,
     /// else the embedded store in `data_dir`) and the in-process bus.
     pub fn start(config: Config) -> Result<Node, NodeError> {
-        let cluster: Arc<dyn Cluster> = Arc::new(MemoryCluster::single(NodeId::new(config.node_id()), 65_536));
-        Self::start_inner(config, None, cluster)
+        Self::start_inner(config, None, None)
     }
 
     /// Starts a node on the given store and cluster backend.
     pub fn start_with(config: Config, store: Arc<dyn Store>, cluster: Arc<dyn Cluster>) -> Result<Node, NodeError> {
-        Self::start_inner(config, Some(store), cluster)
+        Self::start_inner(config, Some(store), Some(cluster))
     }
 
     fn start_inner(
         config: Config,
         store: Option<Arc<dyn Store>>,
-        cluster: Arc<dyn Cluster>,
+        cluster: Option<Arc<dyn Cluster>>,
     ) -> Result<Node, NodeError> {
         config.validate().map_err(|e| NodeError::Startup(e.to_string()))?;
         std::fs::create_dir_all(&config.data_dir)
@@ -131,7 +140,7 @@ impl Node {
         let public_url = config.public_url(http_addr);
         let (device_host, device_port) = config.device_endpoint(&public_url, device_addr);
 
-        let node_id = cluster.node_id().to_string();
+        let node_id = cluster.as_ref().map(|c| c.node_id().to_string()).unwrap_or_else(|| config.node_id());
         let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<Started, NodeError>>();
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let gateway = GatewayConfig {
@@ -141,6 +150,7 @@ impl Node {
             max_body_bytes: config.rts.max_body_bytes,
             handshake_timeout: Duration::from_secs(config.device.handshake_timeout_seconds),
         };
+        let node_id_for_thread = node_id.clone();
         let thread = std::thread::Builder::new()
             .name(format!("noc-{node_id}"))
             .spawn(move || {
@@ -150,6 +160,16 @@ impl Node {
                         Some(s) => s,
                         None => match open_postgres(&config).await {
                             Ok(s) => s,
+                            Err(e) => {
+                                let _ = ready_tx.send(Err(e));
+                                return;
+                            }
+                        },
+                    };
+                    let cluster = match cluster {
+                        Some(c) => c,
+                        None => match open_cluster(&config, &node_id_for_thread).await {
+                            Ok(c) => c,
                             Err(e) => {
                                 let _ = ready_tx.send(Err(e));
                                 return;
@@ -256,6 +276,7 @@ impl Node {
                     handles.2.stop(true).await;
                     router.close_all(CloseCode::ServerDraining, spread_ms);
                     tokio::time::sleep(Duration::from_millis(200)).await;
+                    router.cluster().leave().await;
                     handles.0.stop(true).await;
                     handles.1.stop(true).await;
                     actix_rt::System::current().stop();

@@ -13,7 +13,9 @@
 
 mod memory;
 mod messages;
+mod redis_bus;
 mod sharded;
+pub mod wire;
 
 use std::fmt;
 use std::sync::Arc;
@@ -25,6 +27,7 @@ use tokio::sync::mpsc;
 
 pub use memory::{MemoryCluster, MemoryHub};
 pub use messages::{BusMessage, DeviceItem, VesItem};
+pub use redis_bus::{RedisCluster, RedisOptions};
 pub use sharded::ShardedMap;
 
 /// A relay node's identity in the cluster.
@@ -60,6 +63,17 @@ pub enum SessionKey {
     Device(DeviceId),
 }
 
+/// What a node knows, from memory, about who owns a session.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Owner {
+    /// This node, or a live remote node.
+    Node(NodeId),
+    /// Certainly nobody (the backend's view is local and complete).
+    Nobody,
+    /// Not known here: ask the backend with [`Cluster::lookup`].
+    Unknown,
+}
+
 /// Failures of the cluster layer.
 #[derive(Debug, Error)]
 pub enum ClusterError {
@@ -90,10 +104,19 @@ pub trait Cluster: Send + Sync + 'static {
     /// that needs I/O queues the release (it runs from session destructors).
     fn release(&self, key: SessionKey);
 
-    /// The node owning `key`, if any, from this node's view.
-    fn owner(&self, key: &SessionKey) -> Option<NodeId>;
+    /// The node owning `key` from this node's view: answered from memory (a cache for
+    /// remote owners), never waiting on the network.
+    fn owner(&self, key: &SessionKey) -> Owner;
 
-    /// Sends a message to another node's inbox. Never blocks; at most once.
+    /// Asks the backend who owns `key` (one round trip), and remembers the answer.
+    async fn lookup(&self, key: SessionKey) -> Result<Option<NodeId>, ClusterError>;
+
+    /// Drops a remembered owner that turned out to be wrong.
+    fn forget(&self, key: &SessionKey);
+
+    /// Sends a message to another node's inbox. Never blocks; at most once. A message
+    /// that later turns out to have reached nobody comes back through the inbox as
+    /// [`BusMessage::Returned`].
     fn publish(&self, node: &NodeId, msg: BusMessage) -> Result<(), ClusterError>;
 
     /// This node's inbox; `None` after the first call.
@@ -101,4 +124,7 @@ pub trait Cluster: Send + Sync + 'static {
 
     /// Whether the backend is reachable (readiness).
     fn healthy(&self) -> bool;
+
+    /// Gives up every session and this node's membership (graceful shutdown).
+    async fn leave(&self) {}
 }

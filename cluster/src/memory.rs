@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use tokio::sync::mpsc;
 
-use crate::{BusMessage, Cluster, ClusterError, NodeId, SessionKey, ShardedMap};
+use crate::{BusMessage, Cluster, ClusterError, NodeId, Owner, SessionKey, ShardedMap};
 
 /// Shared state of an in-process cluster: the ownership table and every node's inbox.
 #[derive(Default)]
@@ -63,9 +63,18 @@ impl Cluster for MemoryCluster {
         self.hub.owners.remove_if(&key, |owner| *owner == self.node);
     }
 
-    fn owner(&self, key: &SessionKey) -> Option<NodeId> {
-        self.hub.owners.with(key, |o| o.cloned())
+    fn owner(&self, key: &SessionKey) -> Owner {
+        match self.hub.owners.with(key, |o| o.cloned()) {
+            Some(n) => Owner::Node(n),
+            None => Owner::Nobody,
+        }
     }
+
+    async fn lookup(&self, key: SessionKey) -> Result<Option<NodeId>, ClusterError> {
+        Ok(self.hub.owners.with(&key, |o| o.cloned()))
+    }
+
+    fn forget(&self, _key: &SessionKey) {}
 
     fn publish(&self, node: &NodeId, msg: BusMessage) -> Result<(), ClusterError> {
         let tx = self.hub.inboxes.lock().unwrap_or_else(|p| p.into_inner()).get(node).cloned();
@@ -100,11 +109,11 @@ mod tests {
         assert_eq!(a.claim(key).await.expect("claim"), None);
         assert_eq!(a.claim(key).await.expect("reclaim"), None, "own claim is not a takeover");
         assert_eq!(b.claim(key).await.expect("claim"), Some(NodeId::new("a")));
-        assert_eq!(a.owner(&key), Some(NodeId::new("b")));
+        assert_eq!(a.owner(&key), Owner::Node(NodeId::new("b")));
         a.release(key);
-        assert_eq!(a.owner(&key), Some(NodeId::new("b")), "a stale release leaves the new owner");
+        assert_eq!(a.owner(&key), Owner::Node(NodeId::new("b")), "a stale release leaves the new owner");
         b.release(key);
-        assert_eq!(a.owner(&key), None);
+        assert_eq!(a.owner(&key), Owner::Nobody);
     }
 
     #[tokio::test]
@@ -123,6 +132,6 @@ mod tests {
         let key = SessionKey::Ves(VesId::random());
         b.claim(key).await.expect("claim");
         hub.remove_node(&NodeId::new("b"));
-        assert_eq!(a.owner(&key), None);
+        assert_eq!(a.owner(&key), Owner::Nobody);
     }
 }

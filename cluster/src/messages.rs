@@ -2,7 +2,7 @@
 
 use bytes::Bytes;
 use noc_protocol::device::ForwardKind;
-use noc_protocol::rts::Command;
+use noc_protocol::rts::{ActiveUser, Command, FilterRule};
 use noc_protocol::{CloseCode, DeviceId, UndeliverableReason, UserId, VesId};
 
 use crate::SessionKey;
@@ -42,4 +42,11 @@ pub enum BusMessage {
     DirectoryUpdate { ves_id: VesId, device_id: DeviceId, user_id: UserId, present: bool },
     /// Close the receiving node's session for `key` (takeover, revocation).
     Close { key: SessionKey, code: CloseCode },
+    /// A user of `ves_id` was activated: its VES session should serve it.
+    UserActivated { ves_id: VesId, user: ActiveUser, constant_sync: bool, filter_rules: Vec<FilterRule> },
+    /// A user of `ves_id` was deleted.
+    UserRemoved { ves_id: VesId, user_id: UserId },
+    /// Local only, never sent: a message this node published reached no node (its owner
+    /// is gone). The router bounces what it carried to its sender.
+    Returned(Box<BusMessage>),
 }

@@ -37,6 +37,18 @@ impl<K: Hash + Eq, V> ShardedMap<K, V> {
         f(guard.get(key))
     }
 
+    /// Runs `f` on the value for `key` under the write lock, inserting `default()` first if
+    /// there is none (`f` is told whether it did).
+    pub fn with_mut_or_insert<R>(&self, key: K, default: impl FnOnce() -> V, f: impl FnOnce(&mut V, bool) -> R) -> R {
+        let mut guard = self.shard(&key).write().unwrap_or_else(|p| p.into_inner());
+        let mut inserted = false;
+        let v = guard.entry(key).or_insert_with(|| {
+            inserted = true;
+            default()
+        });
+        f(v, inserted)
+    }
+
     /// Inserts, returning the previous value.
     pub fn insert(&self, key: K, value: V) -> Option<V> {
         self.shard(&key).write().unwrap_or_else(|p| p.into_inner()).insert(key, value)

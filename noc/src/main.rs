@@ -20,7 +20,7 @@ struct Cli {
 
 #[derive(Args)]
 struct Common {
-    /// TOML configuration file (see examples/noc.toml). Keys can also be set with
+    /// TOML configuration file (see examples/relay/noc.toml). Keys can also be set with
     /// NOC_<SECTION>__<KEY> environment variables.
     #[arg(long, value_name = "FILE", env = "NOC_CONFIG")]
     config: Option<PathBuf>,

@@ -6,13 +6,16 @@
 //! The fakes deliberately use plain HTTP/TLS clients rather than relay internals, so the
 //! tests exercise the wire protocol an independent implementation would see.
 
+mod cluster;
 mod device;
 mod net;
 mod pg;
 mod relay;
+pub mod scenario;
 mod tls;
 mod ves;
 
+pub use cluster::{TestCluster, test_redis_url};
 pub use device::{FakeDevice, Recv};
 pub use net::TcpProxy;
 pub use pg::{TestSchema, test_postgres_url};

@@ -23,8 +23,11 @@ impl TestRelay {
     pub fn start_with(tweak: impl FnOnce(&mut Config)) -> Self {
         init_logging();
         let dir = tempfile::tempdir().expect("temporary data directory");
-        let mut config =
-            Config { data_dir: dir.path().to_path_buf(), node_id: Some("test-node".into()), ..Config::default() };
+        let mut config = Config {
+            data_dir: dir.path().to_path_buf(),
+            node_id: Some(format!("test-{}", noc_protocol::secrets::random_hex::<4>())),
+            ..Config::default()
+        };
         config.listen.http = "127.0.0.1:0".parse().expect("addr");
         config.listen.device = "127.0.0.1:0".parse().expect("addr");
         config.listen.admin = "127.0.0.1:0".parse().expect("addr");

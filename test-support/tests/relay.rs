@@ -6,11 +6,12 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use noc_protocol::device::{ForwardKind, Frame};
 use noc_protocol::rts::{
-    AccountActivationResponse, Command, DataRequest, DeletedUser, DeviceActivationResponse, FrameStatus, OutboundFrame,
-    PasswordReset, StartupReportResponse, StartupStatus, StartupUser, UserList,
+    Command, DataRequest, DeletedUser, DeviceActivationResponse, FrameStatus, OutboundFrame, PasswordReset,
+    StartupReportResponse, StartupStatus, StartupUser, UserList,
 };
 use noc_protocol::{CloseCode, DeviceId, UndeliverableReason};
-use noc_test_support::{CommandChannel, FakeDevice, FakeVes, Recv, TestRelay};
+use noc_test_support::scenario::{await_online, expect_close, online_device, user_with_device};
+use noc_test_support::{CommandChannel, FakeVes, Recv, TestRelay};
 use serde_json::json;
 
 const T: Duration = Duration::from_secs(5);
@@ -23,50 +24,6 @@ async fn relay_and_ves(tweak: impl FnOnce(&mut noc_app::Config)) -> (TestRelay, 
     ves.license("acme", "acme-license-pw").await.expect("license login");
     let channel = ves.open().await.expect("command channel");
     (relay, ves, channel)
-}
-
-/// Provisions, activates and activates a device for `email`; returns the activation.
-async fn user_with_device(ves: &FakeVes, email: &str, msisdn: &str) -> DeviceActivationResponse {
-    ves.provision(email, Some("user-password-1")).await.expect("provision");
-    let _: AccountActivationResponse = ves
-        .post_json(
-            "/account/v1/activate",
-            &json!({"Login": email, "Password": "user-password-1", "Msisdn": msisdn, "TimeZone": "Europe/Paris"}),
-        )
-        .await
-        .expect("account activation");
-    ves.post_json(
-        "/device/v1/activate",
-        &json!({"Msisdn": msisdn, "Password": "user-password-1", "DeviceName": "phone", "DeviceType": "test"}),
-    )
-    .await
-    .expect("device activation")
-}
-
-async fn online_device(relay: &TestRelay, act: &DeviceActivationResponse) -> FakeDevice {
-    let mut device = relay.device_connection().await;
-    match device.login(act.device_id, &act.device_credential).await {
-        Recv::Frame(Frame::AuthOk { .. }) => device,
-        other => panic!("device login failed: {other:?}"),
-    }
-}
-
-async fn expect_close(device: &mut FakeDevice, code: CloseCode) -> String {
-    match device.recv_data(T).await {
-        Recv::Frame(Frame::Close { code: got, message, .. }) => {
-            assert_eq!(got, code, "close message: {message}");
-            message
-        }
-        other => panic!("expected CLOSE {code}, got {other:?}"),
-    }
-}
-
-/// Waits until the VES sees `device_id` online (its presence notice), so frames route.
-async fn await_online(channel: &mut CommandChannel, device_id: DeviceId) {
-    channel
-        .wait_for(T, |c| matches!(c, Command::DevicePresence { device_id: d, online: true, .. } if *d == device_id))
-        .await
-        .expect("DevicePresence online");
 }
 
 #[tokio::test]

@@ -1,0 +1,530 @@
+//! The distributed backend: Redis for membership, session ownership and the bus.
+//!
+//! Layout (every key and channel starts with `noc:`):
+//!
+//! * `noc:nodes` — sorted set of node ids scored by lease expiry (unix ms). Each node
+//!   re-scores itself every `membership_interval`; a node whose lease has passed is dead,
+//!   and no frame is routed to it any more.
+//! * `noc:own:d:<device-id>` / `noc:own:v:<ves-id>` — the node owning a session, written
+//!   by the node that authenticated it (`SET … GET` reports the previous owner, which is
+//!   then told to close its copy) and kept alive by that node (`PEXPIRE` every
+//!   `session_key_ttl / 3`). A session is valid only while its owner's lease is.
+//! * `noc:inbox:{<node-id>}` — the node's pub/sub channel. The braces are a hash tag: with
+//!   Redis Cluster's sharded pub/sub (`SPUBLISH`/`SSUBSCRIBE`) a node's whole inbox lives
+//!   on one shard, so messages to one node keep their order.
+//!
+//! Pub/sub is at most once. The relay never relies on it for correctness: end-to-end
+//! acknowledgements do. What it does guarantee is that a message to a node nobody listens
+//! for comes back (`PUBLISH` counts receivers) so the sender gets an undeliverable notice.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use redis::AsyncCommands;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use tokio::sync::mpsc;
+
+use crate::{BusMessage, Cluster, ClusterError, NodeId, Owner, SessionKey, ShardedMap, wire};
+
+/// Settings of the Redis backend.
+#[derive(Clone, Debug)]
+pub struct RedisOptions {
+    /// `redis://host:port/db` (credentials allowed in the URL).
+    pub url: String,
+    /// A node not seen for this long is dead.
+    pub node_lease: Duration,
+    /// How often a node renews its lease and refreshes its view of live nodes.
+    pub membership_interval: Duration,
+    /// Expiry of session ownership keys (renewed by their owner at a third of it).
+    pub session_key_ttl: Duration,
+    /// How long a looked-up remote owner is trusted before it is looked up again.
+    pub owner_cache_ttl: Duration,
+    /// Messages received and not yet handled by the router.
+    pub inbox_capacity: usize,
+    /// Messages waiting to be published.
+    pub publish_queue: usize,
+    /// Timeout of one Redis command.
+    pub command_timeout: Duration,
+}
+
+impl Default for RedisOptions {
+    fn default() -> Self {
+        Self {
+            url: "redis://127.0.0.1:6379/".into(),
+            node_lease: Duration::from_secs(10),
+            membership_interval: Duration::from_secs(1),
+            session_key_ttl: Duration::from_secs(3600),
+            owner_cache_ttl: Duration::from_secs(30),
+            inbox_capacity: 65_536,
+            publish_queue: 65_536,
+            command_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+const NODES: &str = "noc:nodes";
+const RELEASE_SCRIPT: &str =
+    "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end";
+
+fn own_key(key: &SessionKey) -> String {
+    match key {
+        SessionKey::Device(id) => format!("noc:own:d:{id}"),
+        SessionKey::Ves(id) => format!("noc:own:v:{id}"),
+    }
+}
+
+fn inbox_channel(node: &NodeId) -> String {
+    format!("noc:inbox:{{{node}}}")
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+fn unavailable(e: impl std::fmt::Display) -> ClusterError {
+    ClusterError::Unavailable(e.to_string())
+}
+
+struct Inner {
+    node: NodeId,
+    opts: RedisOptions,
+    client: redis::Client,
+    conn: ConnectionManager,
+    live: RwLock<HashSet<NodeId>>,
+    cache: ShardedMap<SessionKey, (NodeId, Instant)>,
+    /// Sessions this node claimed: renewed, and re-registered after Redis lost its data.
+    owned: ShardedMap<SessionKey, ()>,
+    commands_ok: AtomicBool,
+    subscribed: AtomicBool,
+    inbox_tx: mpsc::Sender<BusMessage>,
+    inbox_rx: Mutex<Option<mpsc::Receiver<BusMessage>>>,
+    publish_tx: mpsc::Sender<(NodeId, BusMessage)>,
+    release_tx: mpsc::UnboundedSender<SessionKey>,
+}
+
+/// A node's handle on the Redis backend. Spawns its background tasks on the current
+/// tokio runtime, which must outlive it (the node's runtime).
+#[derive(Clone)]
+pub struct RedisCluster {
+    inner: Arc<Inner>,
+}
+
+impl RedisCluster {
+    /// Connects, registers this node and starts the membership, bus and renewal tasks.
+    pub async fn connect(node: NodeId, opts: RedisOptions) -> Result<Self, ClusterError> {
+        let client = redis::Client::open(opts.url.as_str()).map_err(unavailable)?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(opts.command_timeout))
+            .set_response_timeout(Some(opts.command_timeout))
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_secs(2));
+        let conn =
+            tokio::time::timeout(opts.command_timeout * 2, ConnectionManager::new_with_config(client.clone(), config))
+                .await
+                .map_err(|_| ClusterError::Unavailable("timed out connecting to Redis".into()))?
+                .map_err(unavailable)?;
+        let (inbox_tx, inbox_rx) = mpsc::channel(opts.inbox_capacity.max(1));
+        let (publish_tx, publish_rx) = mpsc::channel(opts.publish_queue.max(1));
+        let (release_tx, release_rx) = mpsc::unbounded_channel();
+        let inner = Arc::new(Inner {
+            node,
+            opts,
+            client,
+            conn,
+            live: RwLock::new(HashSet::new()),
+            cache: ShardedMap::new(),
+            owned: ShardedMap::new(),
+            commands_ok: AtomicBool::new(false),
+            subscribed: AtomicBool::new(false),
+            inbox_tx,
+            inbox_rx: Mutex::new(Some(inbox_rx)),
+            publish_tx,
+            release_tx,
+        });
+        inner.membership_tick().await?;
+        tokio::spawn(membership_loop(inner.clone()));
+        tokio::spawn(subscribe_loop(inner.clone()));
+        tokio::spawn(publish_loop(inner.clone(), publish_rx));
+        tokio::spawn(release_loop(inner.clone(), release_rx));
+        tokio::spawn(renew_loop(inner.clone()));
+        Ok(Self { inner })
+    }
+
+    /// Live nodes as this node last saw them.
+    pub fn live_nodes(&self) -> Vec<NodeId> {
+        let mut v: Vec<NodeId> = self.inner.live.read().unwrap_or_else(|p| p.into_inner()).iter().cloned().collect();
+        v.sort();
+        v
+    }
+}
+
+impl Inner {
+    fn is_live(&self, node: &NodeId) -> bool {
+        *node == self.node || self.live.read().unwrap_or_else(|p| p.into_inner()).contains(node)
+    }
+
+    /// Renews this node's lease and refreshes the live set. Returns whether this node's
+    /// entry was missing (Redis restarted or the outage outlived the lease).
+    async fn membership_tick(&self) -> Result<bool, ClusterError> {
+        let now = now_ms();
+        let lease = self.opts.node_lease.as_millis() as i64;
+        let mut conn = self.conn.clone();
+        let (added, live, _): (i64, Vec<String>, i64) = redis::pipe()
+            .zadd(NODES, self.node.as_str(), now + lease)
+            .zrangebyscore(NODES, now, "+inf")
+            .zrembyscore(NODES, "-inf", now - 10 * lease)
+            .query_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        *self.live.write().unwrap_or_else(|p| p.into_inner()) = live.into_iter().map(NodeId::new).collect();
+        self.commands_ok.store(true, Ordering::Relaxed);
+        Ok(added == 1)
+    }
+
+    /// Writes every owned session key again (after Redis lost them).
+    async fn reregister(&self) -> Result<(), ClusterError> {
+        let mut keys = Vec::new();
+        self.owned.for_each(|k, _| keys.push(own_key(k)));
+        let ttl = self.opts.session_key_ttl.as_millis() as u64;
+        for chunk in keys.chunks(1000) {
+            let mut pipe = redis::pipe();
+            for k in chunk {
+                pipe.cmd("SET").arg(k).arg(self.node.as_str()).arg("PX").arg(ttl).ignore();
+            }
+            let mut conn = self.conn.clone();
+            pipe.query_async::<()>(&mut conn).await.map_err(unavailable)?;
+        }
+        if !keys.is_empty() {
+            tracing::info!(sessions = keys.len(), "re-registered sessions with Redis");
+        }
+        Ok(())
+    }
+
+    fn returned(&self, msg: BusMessage) {
+        if self.inbox_tx.try_send(BusMessage::Returned(Box::new(msg))).is_err() {
+            tracing::warn!("inbox full: a returned message is dropped");
+        }
+    }
+}
+
+async fn membership_loop(inner: Arc<Inner>) {
+    let mut tick = tokio::time::interval(inner.opts.membership_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        match inner.membership_tick().await {
+            Ok(true) => {
+                tracing::warn!("this node was missing from Redis (restart or long outage): re-registering");
+                if let Err(e) = inner.reregister().await {
+                    tracing::warn!(error = %e, "re-registration failed; retrying next tick");
+                }
+            }
+            Ok(false) => {}
+            Err(e) => {
+                if inner.commands_ok.swap(false, Ordering::Relaxed) {
+                    tracing::warn!(error = %e, "Redis unreachable: cross-node routing suspended");
+                }
+            }
+        }
+    }
+}
+
+async fn subscribe_loop(inner: Arc<Inner>) {
+    let channel = inbox_channel(&inner.node);
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match inner.client.get_async_pubsub().await {
+            Ok(mut pubsub) => match pubsub.subscribe(&channel).await {
+                Ok(()) => {
+                    inner.subscribed.store(true, Ordering::Relaxed);
+                    backoff = Duration::from_millis(100);
+                    tracing::info!(channel, "subscribed to the node inbox");
+                    let mut messages = pubsub.on_message();
+                    while let Some(msg) = messages.next().await {
+                        match wire::decode(Bytes::copy_from_slice(msg.get_payload_bytes())) {
+                            Ok(m) => {
+                                if inner.inbox_tx.send(m).await.is_err() {
+                                    return; // the node is gone
+                                }
+                            }
+                            Err(e) => tracing::warn!(error = %e, "undecodable bus message dropped"),
+                        }
+                    }
+                    inner.subscribed.store(false, Ordering::Relaxed);
+                    tracing::warn!("inbox subscription lost; resubscribing");
+                }
+                Err(e) => tracing::debug!(error = %e, "subscribe failed"),
+            },
+            Err(e) => tracing::debug!(error = %e, "pub/sub connection failed"),
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(2));
+    }
+}
+
+/// Publishes queued messages in pipelined batches, in order. A message no node received
+/// (its owner is gone) comes back as `Returned`.
+async fn publish_loop(inner: Arc<Inner>, mut rx: mpsc::Receiver<(NodeId, BusMessage)>) {
+    let mut batch: Vec<(NodeId, BusMessage)> = Vec::with_capacity(256);
+    while let Some(first) = rx.recv().await {
+        batch.push(first);
+        while batch.len() < 256 {
+            match rx.try_recv() {
+                Ok(m) => batch.push(m),
+                Err(_) => break,
+            }
+        }
+        let mut pipe = redis::pipe();
+        let mut sent = Vec::with_capacity(batch.len());
+        for (node, msg) in batch.drain(..) {
+            match wire::encode(&msg) {
+                Ok(bytes) => {
+                    pipe.cmd("PUBLISH").arg(inbox_channel(&node)).arg(bytes.as_ref());
+                    sent.push(msg);
+                }
+                Err(e) => tracing::warn!(error = %e, "unencodable bus message dropped"),
+            }
+        }
+        if sent.is_empty() {
+            continue;
+        }
+        let mut conn = inner.conn.clone();
+        match pipe.query_async::<Vec<i64>>(&mut conn).await {
+            Ok(receivers) => {
+                for (msg, n) in sent.into_iter().zip(receivers) {
+                    if n == 0 {
+                        inner.returned(msg);
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, messages = sent.len(), "publish failed; returning messages");
+                for msg in sent {
+                    inner.returned(msg);
+                }
+            }
+        }
+    }
+}
+
+async fn release_loop(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<SessionKey>) {
+    let script = redis::Script::new(RELEASE_SCRIPT);
+    while let Some(key) = rx.recv().await {
+        if inner.owned.contains_key(&key) {
+            continue; // claimed again meanwhile
+        }
+        let mut conn = inner.conn.clone();
+        let r: Result<i64, _> = script.key(own_key(&key)).arg(inner.node.as_str()).invoke_async(&mut conn).await;
+        if let Err(e) = r {
+            tracing::debug!(error = %e, ?key, "release failed; the key expires with the node's lease");
+        }
+    }
+}
+
+async fn renew_loop(inner: Arc<Inner>) {
+    let period = inner.opts.session_key_ttl / 3;
+    let ttl = inner.opts.session_key_ttl.as_millis() as i64;
+    loop {
+        tokio::time::sleep(period).await;
+        let mut keys = Vec::new();
+        inner.owned.for_each(|k, _| keys.push(*k));
+        for chunk in keys.chunks(1000) {
+            let mut pipe = redis::pipe();
+            for k in chunk {
+                pipe.pexpire(own_key(k), ttl);
+            }
+            let mut conn = inner.conn.clone();
+            match pipe.query_async::<Vec<i64>>(&mut conn).await {
+                Ok(found) => {
+                    for (k, present) in chunk.iter().zip(found) {
+                        if present == 0 && inner.owned.contains_key(k) {
+                            let _: Result<(), _> = conn
+                                .set_options(
+                                    own_key(k),
+                                    inner.node.as_str(),
+                                    redis::SetOptions::default()
+                                        .conditional_set(redis::ExistenceCheck::NX)
+                                        .with_expiration(redis::SetExpiry::PX(ttl as u64)),
+                                )
+                                .await;
+                        }
+                    }
+                }
+                Err(e) => tracing::debug!(error = %e, "session key renewal failed"),
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Cluster for RedisCluster {
+    fn node_id(&self) -> &NodeId {
+        &self.inner.node
+    }
+
+    async fn claim(&self, key: SessionKey) -> Result<Option<NodeId>, ClusterError> {
+        let inner = &self.inner;
+        inner.owned.insert(key, ());
+        inner.cache.insert(key, (inner.node.clone(), Instant::now()));
+        let mut conn = inner.conn.clone();
+        let previous: Option<String> = redis::cmd("SET")
+            .arg(own_key(&key))
+            .arg(inner.node.as_str())
+            .arg("PX")
+            .arg(inner.opts.session_key_ttl.as_millis() as u64)
+            .arg("GET")
+            .query_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        Ok(previous.map(NodeId::new).filter(|p| *p != inner.node))
+    }
+
+    fn release(&self, key: SessionKey) {
+        let inner = &self.inner;
+        inner.owned.remove(&key);
+        inner.cache.remove_if(&key, |(n, _)| *n == inner.node);
+        let _ = inner.release_tx.send(key);
+    }
+
+    fn owner(&self, key: &SessionKey) -> Owner {
+        let inner = &self.inner;
+        let ttl = inner.opts.owner_cache_ttl;
+        match inner.cache.with(key, |e| e.filter(|(_, at)| at.elapsed() < ttl).map(|(n, _)| n.clone())) {
+            Some(n) if inner.is_live(&n) => Owner::Node(n),
+            _ => Owner::Unknown,
+        }
+    }
+
+    async fn lookup(&self, key: SessionKey) -> Result<Option<NodeId>, ClusterError> {
+        let inner = &self.inner;
+        let mut conn = inner.conn.clone();
+        let owner: Option<String> = conn.get(own_key(&key)).await.map_err(unavailable)?;
+        let owner = match owner.map(NodeId::new) {
+            Some(n) if inner.is_live(&n) => Some(n),
+            // Not in our view of live nodes: it may have joined since our last refresh.
+            Some(n) => {
+                let lease: Option<f64> = conn.zscore(NODES, n.as_str()).await.map_err(unavailable)?;
+                let live = lease.is_some_and(|expiry| expiry as i64 > now_ms());
+                if live {
+                    inner.live.write().unwrap_or_else(|p| p.into_inner()).insert(n.clone());
+                }
+                live.then_some(n)
+            }
+            None => None,
+        };
+        match owner {
+            Some(n) => {
+                inner.cache.insert(key, (n.clone(), Instant::now()));
+                Ok(Some(n))
+            }
+            None => {
+                inner.cache.remove(&key);
+                Ok(None)
+            }
+        }
+    }
+
+    fn forget(&self, key: &SessionKey) {
+        self.inner.cache.remove(key);
+    }
+
+    fn publish(&self, node: &NodeId, msg: BusMessage) -> Result<(), ClusterError> {
+        // No liveness check here: routing decisions made it already (`owner`), and a
+        // message to a node that is really gone comes back as `Returned`.
+        self.inner.publish_tx.try_send((node.clone(), msg)).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => ClusterError::InboxFull(node.clone()),
+            mpsc::error::TrySendError::Closed(_) => ClusterError::Unavailable("publisher stopped".into()),
+        })
+    }
+
+    fn take_inbox(&self) -> Option<mpsc::Receiver<BusMessage>> {
+        self.inner.inbox_rx.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+
+    fn healthy(&self) -> bool {
+        self.inner.commands_ok.load(Ordering::Relaxed) && self.inner.subscribed.load(Ordering::Relaxed)
+    }
+
+    async fn leave(&self) {
+        let inner = &self.inner;
+        let mut keys = Vec::new();
+        inner.owned.for_each(|k, _| keys.push(*k));
+        let script = redis::Script::new(RELEASE_SCRIPT);
+        let mut conn = inner.conn.clone();
+        for k in keys {
+            inner.owned.remove(&k);
+            let _: Result<i64, _> = script.key(own_key(&k)).arg(inner.node.as_str()).invoke_async(&mut conn).await;
+        }
+        let _: Result<i64, _> = conn.zrem(NODES, inner.node.as_str()).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::DeviceItem;
+    use noc_protocol::DeviceId;
+
+    fn opts() -> RedisOptions {
+        RedisOptions {
+            url: std::env::var("NOC_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/".into()),
+            node_lease: Duration::from_secs(2),
+            membership_interval: Duration::from_millis(100),
+            ..RedisOptions::default()
+        }
+    }
+
+    fn node(name: &str) -> NodeId {
+        NodeId::new(format!("{name}-{}", noc_protocol::secrets::random_hex::<4>()))
+    }
+
+    #[tokio::test]
+    async fn ownership_lookup_takeover_and_delivery() {
+        let a = RedisCluster::connect(node("a"), opts()).await.expect("Redis must run for this test");
+        let b = RedisCluster::connect(node("b"), opts()).await.expect("connect");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(a.live_nodes().contains(b.node_id()), "{:?}", a.live_nodes());
+        let key = SessionKey::Device(DeviceId::random());
+        assert_eq!(b.claim(key).await.expect("claim"), None);
+        assert_eq!(a.owner(&key), Owner::Unknown, "not known before a lookup");
+        assert_eq!(a.lookup(key).await.expect("lookup"), Some(b.node_id().clone()));
+        assert_eq!(a.owner(&key), Owner::Node(b.node_id().clone()), "remembered");
+        // Takeover reports the previous owner.
+        assert_eq!(a.claim(key).await.expect("claim"), Some(b.node_id().clone()));
+        b.release(key); // b's stale release leaves a's ownership
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(b.lookup(key).await.expect("lookup"), Some(a.node_id().clone()));
+
+        // Delivery through the bus.
+        let mut inbox = b.take_inbox().expect("inbox");
+        let msg = BusMessage::ToDevice { device_id: DeviceId::random(), item: DeviceItem::Ack { frame_id: 9 } };
+        for _ in 0..50 {
+            if b.healthy() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        a.publish(b.node_id(), msg.clone()).expect("publish");
+        let got = tokio::time::timeout(Duration::from_secs(2), inbox.recv()).await.expect("delivered");
+        assert_eq!(got, Some(msg));
+        a.leave().await;
+        b.leave().await;
+    }
+
+    #[tokio::test]
+    async fn a_message_to_a_node_nobody_listens_for_comes_back() {
+        let a = RedisCluster::connect(node("a"), opts()).await.expect("Redis must run for this test");
+        let mut inbox = a.take_inbox().expect("inbox");
+        let ghost = node("ghost");
+        let msg = BusMessage::ToDevice { device_id: DeviceId::random(), item: DeviceItem::Ack { frame_id: 1 } };
+        a.publish(&ghost, msg.clone()).expect("publish");
+        let got = tokio::time::timeout(Duration::from_secs(2), inbox.recv()).await.expect("returned");
+        assert_eq!(got, Some(BusMessage::Returned(Box::new(msg))));
+        a.leave().await;
+    }
+}

@@ -1,0 +1,62 @@
+//! Steps that many end-to-end tests share.
+
+use std::time::Duration;
+
+use noc_protocol::device::Frame;
+use noc_protocol::rts::{AccountActivationResponse, Command, DeviceActivationResponse};
+use noc_protocol::{CloseCode, DeviceId};
+use serde_json::json;
+
+use crate::{CommandChannel, FakeDevice, FakeVes, Recv, TestRelay};
+
+/// How long a test step may take before it counts as failed.
+pub const STEP: Duration = Duration::from_secs(5);
+
+/// The password every test user gets.
+pub const USER_PASSWORD: &str = "user-password-1";
+
+/// Provisions `email`, activates the account with `msisdn`, and activates a device.
+pub async fn user_with_device(ves: &FakeVes, email: &str, msisdn: &str) -> DeviceActivationResponse {
+    ves.provision(email, Some(USER_PASSWORD)).await.expect("provision");
+    let _: AccountActivationResponse = ves
+        .post_json(
+            "/account/v1/activate",
+            &json!({"Login": email, "Password": USER_PASSWORD, "Msisdn": msisdn, "TimeZone": "Europe/Paris"}),
+        )
+        .await
+        .expect("account activation");
+    ves.post_json(
+        "/device/v1/activate",
+        &json!({"Msisdn": msisdn, "Password": USER_PASSWORD, "DeviceName": "phone", "DeviceType": "test"}),
+    )
+    .await
+    .expect("device activation")
+}
+
+/// Connects the activated device to `relay` and logs it in.
+pub async fn online_device(relay: &TestRelay, act: &DeviceActivationResponse) -> FakeDevice {
+    let mut device = relay.device_connection().await;
+    match device.login(act.device_id, &act.device_credential).await {
+        Recv::Frame(Frame::AuthOk { .. }) => device,
+        other => panic!("device login failed: {other:?}"),
+    }
+}
+
+/// The next non-heartbeat frame must be CLOSE with `code`; returns its message.
+pub async fn expect_close(device: &mut FakeDevice, code: CloseCode) -> String {
+    match device.recv_data(STEP).await {
+        Recv::Frame(Frame::Close { code: got, message, .. }) => {
+            assert_eq!(got, code, "close message: {message}");
+            message
+        }
+        other => panic!("expected CLOSE {code}, got {other:?}"),
+    }
+}
+
+/// Waits until the VES sees `device_id` online.
+pub async fn await_online(channel: &mut CommandChannel, device_id: DeviceId) {
+    channel
+        .wait_for(STEP, |c| matches!(c, Command::DevicePresence { device_id: d, online: true, .. } if *d == device_id))
+        .await
+        .expect("DevicePresence online");
+}

@@ -1,0 +1,249 @@
+//! Several nodes sharing PostgreSQL and Redis: cross-node delivery, takeover, a node
+//! losing Redis, and racing claims. The machine's real Redis and PostgreSQL are used; a
+//! `TcpProxy` takes Redis away from one node without disturbing the others.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use noc_protocol::device::{ForwardKind, Frame};
+use noc_protocol::rts::{Command, FrameStatus};
+use noc_protocol::{CloseCode, UndeliverableReason};
+use noc_test_support::scenario::{STEP, await_online, expect_close, online_device, user_with_device};
+use noc_test_support::{Recv, TcpProxy, TestCluster, test_redis_url};
+
+/// The nodes must keep running while `TestRelay::start_with` blocks, and the proxies too.
+macro_rules! cluster_test {
+    ($name:ident, $body:block) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $name() $body
+    };
+}
+
+cluster_test!(frames_cross_nodes_both_ways_in_order, {
+    let cluster = TestCluster::start(2, |_, _| {}).await;
+    let (a, b) = (&cluster.nodes[0], &cluster.nodes[1]);
+    a.create_license("acme", "acme-license-pw", 10).await;
+    let mut ves = a.ves();
+    ves.license("acme", "acme-license-pw").await.expect("license");
+    let mut channel = ves.open().await.expect("VES on node A");
+    let act = user_with_device(&ves, "x@example.com", "+15550300").await;
+    let mut device = online_device(b, &act).await; // the device lands on node B
+    await_online(&mut channel, act.device_id).await;
+
+    // VES (A) → device (B), a burst that must arrive in order.
+    for i in 0..50u64 {
+        let resp = ves.send_frame(act.device_id, i, format!("down {i}").as_bytes()).await;
+        assert_eq!(resp.results[0].status, FrameStatus::Accepted, "frame {i}");
+    }
+    for i in 0..50u64 {
+        match device.recv_data(STEP).await {
+            Recv::Frame(Frame::Forward { frame_id, payload, .. }) => {
+                assert_eq!(frame_id, i);
+                assert_eq!(&payload[..], format!("down {i}").as_bytes());
+            }
+            other => panic!("frame {i}: {other:?}"),
+        }
+        device.send(Frame::Ack { frame_id: i }).await.expect("ack");
+    }
+    // Device (B) → VES (A), in order, with acks back.
+    for i in 100..150u64 {
+        let payload = Bytes::from(format!("up {i}"));
+        device.send(Frame::Forward { kind: ForwardKind::Data, frame_id: i, payload }).await.expect("send");
+    }
+    let (mut next, mut acks) = (100u64, Vec::new());
+    while next < 150 || acks.len() < 50 {
+        match channel.next(STEP).await.expect("command") {
+            Command::DeviceFrame { frame_id, .. } => {
+                assert_eq!(frame_id, next, "order kept across nodes");
+                next += 1;
+            }
+            Command::Ack { frame_id, .. } => acks.push(frame_id),
+            _ => continue,
+        }
+    }
+    assert_eq!(acks, (0..50).collect::<Vec<_>>(), "device acks crossed back to the VES's node, in order");
+    assert!(a.metric("noc_bus_messages_sent_total", &[]) >= 50.0);
+    assert!(b.metric("noc_bus_messages_received_total", &[]) >= 50.0);
+    cluster.stop().await;
+});
+
+cluster_test!(a_device_moving_to_another_node_closes_its_old_session, {
+    let cluster = TestCluster::start(2, |_, _| {}).await;
+    let (a, b) = (&cluster.nodes[0], &cluster.nodes[1]);
+    a.create_license("acme", "acme-license-pw", 10).await;
+    let mut ves = a.ves();
+    ves.license("acme", "acme-license-pw").await.expect("license");
+    let mut channel = ves.open().await.expect("channel");
+    let act = user_with_device(&ves, "mover@example.com", "+15550301").await;
+    let mut first = online_device(a, &act).await;
+    await_online(&mut channel, act.device_id).await;
+    let mut second = online_device(b, &act).await;
+    expect_close(&mut first, CloseCode::Replaced).await;
+    assert_eq!(b.metric("noc_sessions_replaced_total", &[("kind", "device")]), 1.0);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(a.metric("noc_sessions", &[("kind", "device")]), 0.0);
+    assert_eq!(b.metric("noc_sessions", &[("kind", "device")]), 1.0);
+    // Frames follow the device to its new node.
+    let mut delivered = false;
+    for i in 0..20u64 {
+        let resp = ves.send_frame(act.device_id, i, b"follow me").await;
+        if resp.results[0].status == FrameStatus::Accepted
+            && matches!(second.recv_data(Duration::from_secs(1)).await, Recv::Frame(Frame::Forward { .. }))
+        {
+            delivered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(delivered, "frames reach the device on its new node");
+    cluster.stop().await;
+});
+
+cluster_test!(two_nodes_racing_for_one_device_end_with_exactly_one_owner, {
+    let cluster = TestCluster::start(2, |_, _| {}).await;
+    let (a, b) = (&cluster.nodes[0], &cluster.nodes[1]);
+    a.create_license("acme", "acme-license-pw", 10).await;
+    let mut ves = a.ves();
+    ves.license("acme", "acme-license-pw").await.expect("license");
+    let _channel = ves.open().await.expect("channel");
+    let act = user_with_device(&ves, "race@example.com", "+15550302").await;
+    for _round in 0..5 {
+        let (da, db) = tokio::join!(online_device(a, &act), online_device(b, &act));
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let live = a.metric("noc_sessions", &[("kind", "device")]) + b.metric("noc_sessions", &[("kind", "device")]);
+        assert_eq!(live, 1.0, "exactly one session survives the race");
+        drop((da, db));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    cluster.stop().await;
+});
+
+cluster_test!(a_node_that_loses_redis_stays_local_and_recovers, {
+    let redis: std::net::SocketAddr = test_redis_url()
+        .trim_start_matches("redis://")
+        .trim_end_matches('/')
+        .parse()
+        .expect("NOC_TEST_REDIS_URL as redis://host:port/");
+    let proxy = TcpProxy::start(redis).await.expect("proxy");
+    let proxied = format!("redis://{}/", proxy.addr);
+    let cluster = TestCluster::start(2, |i, c| {
+        if i == 1 {
+            c.redis_url = Some(noc_app::config::SecretString::new(proxied.clone()));
+        }
+    })
+    .await;
+    let (a, b) = (&cluster.nodes[0], &cluster.nodes[1]);
+    a.create_license("acme", "acme-license-pw", 10).await;
+
+    // A VES and a device on B (local routes), and a device on A (cross-node from B).
+    let mut ves = b.ves();
+    ves.license("acme", "acme-license-pw").await.expect("license");
+    let mut channel = ves.open().await.expect("channel on B");
+    let local = user_with_device(&ves, "local@example.com", "+15550303").await;
+    let remote = user_with_device(&ves, "remote@example.com", "+15550304").await;
+    let mut local_dev = online_device(b, &local).await;
+    let mut remote_dev = online_device(a, &remote).await;
+    await_online(&mut channel, local.device_id).await;
+    await_online(&mut channel, remote.device_id).await;
+
+    proxy.cut();
+    // Readiness turns false.
+    let mut unready = false;
+    for _ in 0..50 {
+        if b.admin_get("/readyz").await.0 == 503 {
+            unready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(unready, "a node without Redis is not ready");
+    // Local routes keep working.
+    let resp = ves.send_frame(local.device_id, 1, b"still local").await;
+    assert_eq!(resp.results[0].status, FrameStatus::Accepted);
+    assert!(matches!(local_dev.recv_data(STEP).await, Recv::Frame(Frame::Forward { frame_id: 1, .. })));
+    // A cross-node frame is answered, never silently lost.
+    let resp = ves.send_frame(remote.device_id, 2, b"cannot cross").await;
+    let answered = match resp.results[0].status {
+        FrameStatus::Undeliverable => true,
+        FrameStatus::Accepted => {
+            channel.wait_for(STEP, |c| matches!(c, Command::Undeliverable { frame_id: 2, .. })).await.is_some()
+        }
+    };
+    assert!(answered, "the VES learns the frame was not delivered");
+
+    // Redis comes back: B resubscribes and cross-node delivery works again.
+    proxy.restore();
+    let mut ready = false;
+    for _ in 0..100 {
+        if b.admin_get("/readyz").await.0 == 200 {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(ready, "readiness recovers without a restart");
+    let mut crossed = false;
+    for i in 10..40u64 {
+        let resp = ves.send_frame(remote.device_id, i, b"crossing again").await;
+        if resp.results[0].status == FrameStatus::Accepted
+            && matches!(remote_dev.recv_data(Duration::from_millis(500)).await, Recv::Frame(Frame::Forward { .. }))
+        {
+            crossed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(crossed, "cross-node delivery recovers");
+    cluster.stop().await;
+});
+
+cluster_test!(frames_for_a_vanished_node_come_back_undeliverable, {
+    let redis: std::net::SocketAddr =
+        test_redis_url().trim_start_matches("redis://").trim_end_matches('/').parse().expect("redis addr");
+    let proxy = TcpProxy::start(redis).await.expect("proxy");
+    let proxied = format!("redis://{}/", proxy.addr);
+    let cluster = TestCluster::start(2, |i, c| {
+        if i == 1 {
+            c.redis_url = Some(noc_app::config::SecretString::new(proxied.clone()));
+        }
+    })
+    .await;
+    let (a, b) = (&cluster.nodes[0], &cluster.nodes[1]);
+    a.create_license("acme", "acme-license-pw", 10).await;
+    let mut ves = a.ves();
+    ves.license("acme", "acme-license-pw").await.expect("license");
+    let mut channel = ves.open().await.expect("channel on A");
+    let act = user_with_device(&ves, "gone@example.com", "+15550305").await;
+    let _device = online_device(b, &act).await;
+    await_online(&mut channel, act.device_id).await;
+    // Node B disappears from the bus (as if killed): its subscription and lease lapse.
+    proxy.cut();
+    let mut outcomes = Vec::new();
+    for i in 0..40u64 {
+        let resp = ves.send_frame(act.device_id, i, b"to a dead node").await;
+        let r = &resp.results[0];
+        if r.status == FrameStatus::Undeliverable {
+            outcomes.push(r.reason);
+        } else {
+            let bounced = channel
+                .wait_for(STEP, |c| matches!(c, Command::Undeliverable { frame_id, .. } if *frame_id == i))
+                .await;
+            assert!(bounced.is_some(), "frame {i} accepted but neither delivered nor bounced");
+            outcomes.push(Some(UndeliverableReason::PeerOffline));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(outcomes.len(), 40);
+    // After the lease (3 s) expired, nothing is routed to B any more: the frame is answered
+    // undeliverable and no message leaves for B.
+    let published = a.metric("noc_bus_messages_sent_total", &[]);
+    let resp = ves.send_frame(act.device_id, 99, b"after the lease").await;
+    if resp.results[0].status == FrameStatus::Accepted {
+        let bounced = channel.wait_for(STEP, |c| matches!(c, Command::Undeliverable { frame_id: 99, .. })).await;
+        assert!(bounced.is_some(), "answered undeliverable");
+    } else {
+        assert_eq!(resp.results[0].reason, Some(UndeliverableReason::PeerOffline));
+    }
+    assert_eq!(a.metric("noc_bus_messages_sent_total", &[]), published, "nothing routed to the dead node");
+    cluster.stop().await;
+});
