@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test of the workspace. Works on a fresh Debian machine: installs and starts
 # what the tests need when it is missing — promtool (package `prometheus`), OpenSSL and
-# zlib headers, PostgreSQL
+# zlib headers, HAProxy, Redis (on 127.0.0.1:6379), PostgreSQL
 # with a `test` database on 127.0.0.1:5432 (skipped when NOC_TEST_POSTGRES_URL names
 # another server) — then builds once and runs the tests in parallel.
 # Usage: scripts/test.sh [extra nextest/cargo test arguments]
@@ -21,6 +21,8 @@ command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)
 command -v pkg-config >/dev/null 2>&1 || need_apt+=(pkg-config)
 command -v psql >/dev/null 2>&1 || need_apt+=(postgresql-client)
 command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
+command -v haproxy >/dev/null 2>&1 || need_apt+=(haproxy)          # the cluster tests' load balancer
+command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server redis-tools)
 # Headers for the endpoints' crypto (sect283k1 via OpenSSL; zlib for byte-exact deflate).
 if command -v pkg-config >/dev/null 2>&1; then
   pkg-config --exists openssl 2>/dev/null || need_apt+=(libssl-dev)
@@ -29,6 +31,14 @@ else
   need_apt+=(libssl-dev zlib1g-dev)
 fi
 if [ ${#need_apt[@]} -gt 0 ]; then apt_install "${need_apt[@]}"; fi
+
+# A real SMTP server for the VES agent's end-to-end tests (Python aiosmtpd).
+if ! python3 -c 'import aiosmtpd' 2>/dev/null; then
+  echo "== installing aiosmtpd"
+  python3 -m pip install --quiet aiosmtpd 2>/dev/null \
+    || python3 -m pip install --quiet --break-system-packages aiosmtpd 2>/dev/null \
+    || apt_install python3-aiosmtpd
+fi
 
 # PostgreSQL: the store conformance suite and the outage tests use a real server.
 ensure_postgres() {
@@ -50,6 +60,13 @@ if [ -z "${NOC_TEST_POSTGRES_URL:-}" ]; then
   ensure_postgres
   psql -h 127.0.0.1 -U postgres -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname = 'test'" | grep -q 1 \
     || psql -h 127.0.0.1 -U postgres -d postgres -qc "CREATE DATABASE test"
+fi
+
+# Redis on 127.0.0.1:6379 (the multi-node tests; the load-balancer tests start their own).
+if [ -z "${NOC_TEST_REDIS_URL:-}" ] && ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
+  echo "== starting redis"
+  redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no >/dev/null
+  for _ in $(seq 1 30); do redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 && break; sleep 0.5; done
 fi
 
 echo "== build (once, all targets)"

@@ -119,6 +119,7 @@ pub struct Metrics {
     pub ves_to_device: DirectionCounters,
     pub bus_sent: IntCounter,
     pub bus_received: IntCounter,
+    pub bus_returned: IntCounter,
     pub rts_pending_params: IntGauge,
     pub draining: IntGauge,
 }
@@ -220,6 +221,11 @@ impl Metrics {
         );
         let bus_sent = counter(&r, "noc_bus_messages_sent_total", "Messages published to other nodes.");
         let bus_received = counter(&r, "noc_bus_messages_received_total", "Messages received from other nodes.");
+        let bus_returned = counter(
+            &r,
+            "noc_bus_messages_returned_total",
+            "Messages published to a node that no longer listened (its owner was gone); their senders were told.",
+        );
         let rts_pending_params =
             gauge(&r, "noc_rts_pending_params", "RTS connect parameters issued and not yet used or expired.");
         let draining = gauge(&r, "noc_draining", "1 while the node drains before shutdown.");
@@ -275,6 +281,7 @@ impl Metrics {
             connections_rejected,
             bus_sent,
             bus_received,
+            bus_returned,
             rts_pending_params,
             draining,
         }

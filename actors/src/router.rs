@@ -121,6 +121,11 @@ impl Router {
         self.session_seq.fetch_add(1, Ordering::Relaxed)
     }
 
+    /// RTS sessions on this node.
+    pub fn ves_sessions(&self) -> usize {
+        self.ves.len()
+    }
+
     /// Authenticated device sessions on this node.
     pub fn device_sessions(&self) -> usize {
         self.device_count.load(Ordering::Relaxed)
@@ -472,7 +477,11 @@ impl Router {
 
     /// Handles one message from another node.
     pub fn handle_bus(&self, msg: BusMessage) {
-        self.metrics.bus_received.inc();
+        if matches!(msg, BusMessage::Returned(_)) {
+            self.metrics.bus_returned.inc();
+        } else {
+            self.metrics.bus_received.inc();
+        }
         match msg {
             BusMessage::ToDevice { device_id, item } => {
                 let origin = match &item {

@@ -21,6 +21,8 @@ const SECTIONS: &[&str] = &[
     "node_id",
     "postgres_url",
     "postgres",
+    "redis_url",
+    "cluster",
     "listen",
     "public",
     "tls",
@@ -645,6 +647,21 @@ mod tests {
             assert!(err.to_string().contains("bogus"), "{err}");
             Ok(())
         });
+    }
+
+    #[test]
+    fn every_top_level_key_can_come_from_the_environment() {
+        let full = Config {
+            node_id: Some("n".into()),
+            postgres_url: Some(SecretString::new("postgres://x")),
+            redis_url: Some(SecretString::new("redis://x")),
+            ..Config::default()
+        };
+        let value = toml::Value::try_from(&full).expect("serialise");
+        let keys: Vec<&String> = value.as_table().expect("table").keys().collect();
+        for key in keys {
+            assert!(SECTIONS.contains(&key.as_str()), "NOC_* variables for `{key}` would be ignored");
+        }
     }
 
     #[test]

@@ -268,15 +268,26 @@ impl Node {
                     }));
 
                     let _ = stop_rx.await;
-                    // Drain: readiness goes false, peers are told to reconnect elsewhere with
-                    // hints spread over the drain window, then listeners stop.
+                    // Drain. Readiness goes false and new handshakes are refused with a
+                    // hint, so the load balancer and clients move on; every live session is
+                    // told to reconnect elsewhere, with hints spread over the drain window so
+                    // the others are not hit by a storm; once their CLOSE frames are written
+                    // the listeners stop (stopping a listener ends the sessions on its
+                    // workers), and the node gives up its registrations.
                     draining.store(true, Ordering::Relaxed);
                     metrics.draining.set(1);
                     let spread_ms = (config.shutdown.drain_seconds * 1000).min(u32::MAX as u64) as u32;
-                    handles.2.stop(true).await;
                     router.close_all(CloseCode::ServerDraining, spread_ms);
-                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    let flush_deadline =
+                        tokio::time::Instant::now() + Duration::from_secs(config.shutdown.grace_seconds);
+                    while (router.device_sessions() > 0 || router.ves_sessions() > 0)
+                        && tokio::time::Instant::now() < flush_deadline
+                    {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
                     router.cluster().leave().await;
+                    handles.2.stop(true).await;
                     handles.0.stop(true).await;
                     handles.1.stop(true).await;
                     actix_rt::System::current().stop();

@@ -8,6 +8,7 @@
 
 mod cluster;
 mod device;
+pub mod lb;
 mod net;
 mod pg;
 mod relay;

@@ -80,6 +80,11 @@ impl CommandChannel {
         }
     }
 
+    /// Whether the relay ended the stream (its reader finished).
+    pub fn is_finished(&self) -> bool {
+        self.task.is_finished()
+    }
+
     /// Drops the HTTP connection, as a crashed VES or a broken network would.
     pub fn drop_connection(self) {
         self.task.abort();
@@ -242,6 +247,18 @@ impl FakeVes {
             payload: rts::encode_payload(payload),
         }])
         .await
+    }
+
+    /// Like [`FakeVes::send_frame`], reporting failures instead of panicking.
+    pub async fn try_send_frame(
+        &self,
+        device_id: DeviceId,
+        frame_id: u64,
+        payload: &[u8],
+    ) -> Result<FramesResponse, ApiFailure> {
+        let frame =
+            OutboundFrame { device_id, frame_id, kind: ForwardKind::Data, payload: rts::encode_payload(payload) };
+        self.data(&DataRequest::Frames { frames: vec![frame] }).await
     }
 
     pub async fn send_frames(&self, frames: Vec<OutboundFrame>) -> FramesResponse {

@@ -1,0 +1,372 @@
+//! A real deployment on loopback: several `noc` processes behind HAProxy, sharing
+//! PostgreSQL (through a [`TcpProxy`], so it can be taken away) and a private Redis
+//! server (so it can be restarted without disturbing other tests).
+//!
+//! HAProxy passes TLS through (TCP mode). RTS traffic is balanced by client address so
+//! that a VES's requests stay on one node (`balance source`), device connections round
+//! robin; both use each node's `/readyz` as health check, so a draining or dead node
+//! stops receiving new connections.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::{FakeDevice, FakeVes, TcpProxy, TestSchema};
+
+/// A port free at the time of the call.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+}
+
+fn wait_tcp(addr: SocketAddr, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+/// A private `redis-server` on its own port, restartable.
+pub struct RedisServer {
+    pub port: u16,
+    child: std::sync::Mutex<Option<Child>>,
+}
+
+impl RedisServer {
+    pub fn start() -> Self {
+        let s = Self { port: free_port(), child: std::sync::Mutex::new(None) };
+        s.restart();
+        s
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// Stops the server abruptly (its data is gone: it keeps nothing on disk).
+    pub fn stop(&self) {
+        if let Some(mut c) = self.child.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn restart(&self) {
+        self.stop();
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed (package redis-server)");
+        *self.child.lock().unwrap_or_else(|p| p.into_inner()) = Some(child);
+        assert!(wait_tcp(SocketAddr::from(([127, 0, 0, 1], self.port)), Duration::from_secs(10)), "redis-server up");
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// One `noc serve` process.
+pub struct NodeProcess {
+    pub name: String,
+    pub http: u16,
+    pub device: u16,
+    pub admin: u16,
+    pub config: PathBuf,
+    log: PathBuf,
+    child: std::sync::Mutex<Option<Child>>,
+    bin: PathBuf,
+}
+
+impl NodeProcess {
+    fn spawn(&self) {
+        let log = std::fs::File::create(&self.log).expect("log file");
+        let err = log.try_clone().expect("log file");
+        let child = Command::new(&self.bin)
+            .args(["serve", "--config"])
+            .arg(&self.config)
+            .env("RUST_LOG", "info")
+            .stdout(log)
+            .stderr(err)
+            .spawn()
+            .expect("spawn noc");
+        *self.child.lock().unwrap_or_else(|p| p.into_inner()) = Some(child);
+    }
+
+    pub fn admin_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.admin)
+    }
+
+    /// The `/readyz` answer, for diagnostics.
+    pub fn readiness(&self) -> String {
+        http_get(self.admin, "/readyz").map(|(s, b)| format!("{s} {b}")).unwrap_or_else(|| "no answer".into())
+    }
+
+    /// Whether `/readyz` answers 200.
+    pub fn ready(&self) -> bool {
+        http_get(self.admin, "/readyz").is_some_and(|(status, _)| status == 200)
+    }
+
+    /// The value of a metric (summed over label sets matching `labels`).
+    pub fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        let Some((_, body)) = http_get(self.admin, "/metrics") else { return f64::NAN };
+        body.lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+            .filter(|l| labels.iter().all(|(k, v)| l.contains(&format!("{k}=\"{v}\""))))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
+    /// `kill -9`: no drain, no goodbye.
+    pub fn kill9(&self) {
+        if let Some(mut c) = self.child.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM, then waits for the process to exit (at most `timeout`); returns whether it did.
+    pub fn sigterm(&self, timeout: Duration) -> bool {
+        let Some(mut c) = self.child.lock().unwrap_or_else(|p| p.into_inner()).take() else { return true };
+        let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = c.try_wait() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = c.kill();
+        let _ = c.wait();
+        false
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// A minimal blocking HTTP/1.0 GET against the admin listener.
+fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s =
+        std::net::TcpStream::connect_timeout(&SocketAddr::from(([127, 0, 0, 1], port)), Duration::from_secs(1)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    let status = out.split_whitespace().nth(1)?.parse().ok()?;
+    let body = out.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    Some((status, body))
+}
+
+/// N nodes behind HAProxy.
+pub struct LbCluster {
+    pub nodes: Vec<NodeProcess>,
+    pub redis: RedisServer,
+    pub postgres: TcpProxy,
+    pub lb_http: u16,
+    pub lb_device: u16,
+    pub cert: PathBuf,
+    pub dir: tempfile::TempDir,
+    haproxy: Option<Child>,
+    schema: Option<TestSchema>,
+}
+
+impl LbCluster {
+    /// Starts `n` nodes of the `noc` binary at `bin` and HAProxy in front of them.
+    pub async fn start(bin: &Path, n: usize) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let schema = TestSchema::create().await;
+        let postgres = TcpProxy::start("127.0.0.1:5432".parse().expect("addr")).await.expect("pg proxy");
+        let redis = RedisServer::start();
+        let (cert, key, _) =
+            noc_app::cert::ensure(dir.path(), &["localhost".into(), "127.0.0.1".into()]).expect("cert");
+        let (lb_http, lb_device) = (free_port(), free_port());
+        let pg_url = schema.url(Some(postgres.addr));
+        let mut nodes = Vec::new();
+        for i in 1..=n {
+            let name = format!("n{i}-{}", noc_protocol::secrets::random_hex::<3>());
+            let (http, device, admin) = (free_port(), free_port(), free_port());
+            let data = dir.path().join(&name);
+            std::fs::create_dir_all(&data).expect("data dir");
+            let config = data.join("noc.toml");
+            std::fs::write(
+                &config,
+                format!(
+                    r#"data_dir = "{data}"
+node_id = "{name}"
+postgres_url = "{pg_url}"
+redis_url = "{redis}"
+
+[listen]
+http = "127.0.0.1:{http}"
+device = "127.0.0.1:{device}"
+admin = "127.0.0.1:{admin}"
+workers = 1
+
+[public]
+url = "https://localhost:{lb_http}"
+device_host = "localhost"
+device_port = {lb_device}
+
+[tls]
+cert_path = "{cert}"
+key_path = "{key}"
+
+[postgres]
+wait_timeout_seconds = 1
+connect_timeout_seconds = 1
+
+[cluster]
+node_lease_seconds = 2
+membership_interval_ms = 200
+
+[rts]
+heartbeat_interval_seconds = 1
+reply_time_seconds = 5
+
+[device]
+heartbeat_interval_seconds = 2
+idle_timeout_seconds = 10
+handshake_timeout_seconds = 5
+
+[accounts]
+argon2_memory_kib = 64
+argon2_iterations = 1
+
+[shutdown]
+drain_seconds = 2
+grace_seconds = 2
+"#,
+                    data = data.display(),
+                    redis = redis.url(),
+                    cert = cert.display(),
+                    key = key.display(),
+                ),
+            )
+            .expect("write config");
+            let node = NodeProcess {
+                name,
+                http,
+                device,
+                admin,
+                config,
+                log: data.join("noc.log"),
+                child: std::sync::Mutex::new(None),
+                bin: bin.to_path_buf(),
+            };
+            node.spawn();
+            nodes.push(node);
+        }
+        for node in &nodes {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while !node.ready() {
+                assert!(Instant::now() < deadline, "node {} not ready:\n{}", node.name, node.log());
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        let mut cfg = format!(
+            "global\n  maxconn 4000\ndefaults\n  mode tcp\n  timeout connect 2s\n  timeout client 1h\n  timeout server 1h\n\
+             frontend rts\n  bind 127.0.0.1:{lb_http}\n  default_backend rts\n\
+             frontend devices\n  bind 127.0.0.1:{lb_device}\n  default_backend devices\n"
+        );
+        for (backend, balance, port_of) in [
+            ("rts", "source", (|n: &NodeProcess| n.http) as fn(&NodeProcess) -> u16),
+            ("devices", "roundrobin", |n: &NodeProcess| n.device),
+        ] {
+            cfg.push_str(&format!("backend {backend}\n  balance {balance}\n  option httpchk GET /readyz\n"));
+            for n in &nodes {
+                cfg.push_str(&format!(
+                    "  server {} 127.0.0.1:{} check port {} inter 300 fall 2 rise 2\n",
+                    n.name,
+                    port_of(n),
+                    n.admin
+                ));
+            }
+        }
+        let cfg_path = dir.path().join("haproxy.cfg");
+        std::fs::write(&cfg_path, cfg).expect("haproxy config");
+        let haproxy = Command::new("haproxy")
+            .arg("-db")
+            .arg("-f")
+            .arg(&cfg_path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("haproxy must be installed (package haproxy)");
+        assert!(wait_tcp(SocketAddr::from(([127, 0, 0, 1], lb_http)), Duration::from_secs(10)), "haproxy up");
+        // Let the first health checks pass.
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        Self { nodes, redis, postgres, lb_http, lb_device, cert, dir, haproxy: Some(haproxy), schema: Some(schema) }
+    }
+
+    /// Runs `noc admin` against the cluster's store (through node 1's config).
+    pub fn admin(&self, args: &[&str]) -> std::process::Output {
+        Command::new(&self.nodes[0].bin)
+            .arg("admin")
+            .arg("--config")
+            .arg(&self.nodes[0].config)
+            .args(args)
+            .output()
+            .expect("noc admin")
+    }
+
+    pub fn base_url(&self) -> String {
+        format!("https://localhost:{}", self.lb_http)
+    }
+
+    pub fn device_addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.lb_device))
+    }
+
+    /// A fake VES talking to the load balancer.
+    pub fn ves(&self) -> FakeVes {
+        FakeVes::new(&self.base_url(), &self.cert)
+    }
+
+    /// A device connection through the load balancer.
+    pub async fn device_connection(&self) -> anyhow::Result<FakeDevice> {
+        FakeDevice::connect(self.device_addr(), &self.cert).await
+    }
+
+    /// Device sessions per node (NaN for a node that does not answer).
+    pub fn device_sessions(&self) -> Vec<f64> {
+        self.nodes.iter().map(|n| n.metric("noc_sessions", &[("kind", "device")])).collect()
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(mut h) = self.haproxy.take() {
+            let _ = h.kill();
+            let _ = h.wait();
+        }
+        self.nodes.clear();
+        if let Some(s) = self.schema.take() {
+            s.drop_schema().await;
+        }
+    }
+}
+
+impl Drop for LbCluster {
+    fn drop(&mut self) {
+        if let Some(mut h) = self.haproxy.take() {
+            let _ = h.kill();
+            let _ = h.wait();
+        }
+    }
+}
