@@ -119,6 +119,9 @@ impl Default for PostgresConfig {
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ClusterConfig {
+    /// `standalone` (one Redis address in `redis_url`) or `cluster` (Redis Cluster:
+    /// comma-separated seed nodes in `redis_url`; the bus uses sharded pub/sub).
+    pub redis_mode: noc_cluster::RedisMode,
     /// A node that has not renewed its lease for this long is dead: nothing is routed to it.
     pub node_lease_seconds: u64,
     /// How often a node renews its lease and refreshes its view of live nodes.
@@ -135,6 +138,7 @@ impl Default for ClusterConfig {
     fn default() -> Self {
         let o = noc_cluster::RedisOptions::default();
         Self {
+            redis_mode: o.mode,
             node_lease_seconds: o.node_lease.as_secs(),
             membership_interval_ms: o.membership_interval.as_millis() as u64,
             session_key_ttl_seconds: o.session_key_ttl.as_secs(),
@@ -514,6 +518,7 @@ impl Config {
         let c = &self.cluster;
         Some(noc_cluster::RedisOptions {
             url: url.expose().to_string(),
+            mode: c.redis_mode,
             node_lease: Duration::from_secs(c.node_lease_seconds),
             membership_interval: Duration::from_millis(c.membership_interval_ms),
             session_key_ttl: Duration::from_secs(c.session_key_ttl_seconds),

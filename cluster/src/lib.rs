@@ -27,7 +27,7 @@ use tokio::sync::mpsc;
 
 pub use memory::{MemoryCluster, MemoryHub};
 pub use messages::{BusMessage, DeviceItem, VesItem};
-pub use redis_bus::{RedisCluster, RedisOptions};
+pub use redis_bus::{RedisCluster, RedisMode, RedisOptions};
 pub use sharded::ShardedMap;
 
 /// A relay node's identity in the cluster.

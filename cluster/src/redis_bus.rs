@@ -31,11 +31,25 @@ use tokio::sync::mpsc;
 
 use crate::{BusMessage, Cluster, ClusterError, NodeId, Owner, SessionKey, ShardedMap, wire};
 
+/// How Redis is deployed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RedisMode {
+    /// One server (or a primary with replicas behind one address): `PUBLISH`/`SUBSCRIBE`.
+    #[default]
+    Standalone,
+    /// Redis Cluster: keys spread over shards, the bus on sharded pub/sub
+    /// (`SPUBLISH`/`SSUBSCRIBE`, RESP3).
+    Cluster,
+}
+
 /// Settings of the Redis backend.
 #[derive(Clone, Debug)]
 pub struct RedisOptions {
-    /// `redis://host:port/db` (credentials allowed in the URL).
+    /// `redis://host:port/db` (credentials allowed in the URL); in cluster mode a
+    /// comma-separated list of seed nodes.
     pub url: String,
+    pub mode: RedisMode,
     /// A node not seen for this long is dead.
     pub node_lease: Duration,
     /// How often a node renews its lease and refreshes its view of live nodes.
@@ -56,6 +70,7 @@ impl Default for RedisOptions {
     fn default() -> Self {
         Self {
             url: "redis://127.0.0.1:6379/".into(),
+            mode: RedisMode::Standalone,
             node_lease: Duration::from_secs(10),
             membership_interval: Duration::from_secs(1),
             session_key_ttl: Duration::from_secs(3600),
@@ -90,11 +105,52 @@ fn unavailable(e: impl std::fmt::Display) -> ClusterError {
     ClusterError::Unavailable(e.to_string())
 }
 
+/// A command connection to either deployment; both reconnect by themselves.
+#[derive(Clone)]
+enum Conn {
+    Single(ConnectionManager),
+    Cluster(redis::cluster_async::ClusterConnection),
+}
+
+impl redis::aio::ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a redis::Cmd) -> redis::RedisFuture<'a, redis::Value> {
+        match self {
+            Conn::Single(c) => c.req_packed_command(cmd),
+            Conn::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
+        match self {
+            Conn::Single(c) => c.req_packed_commands(cmd, offset, count),
+            Conn::Cluster(c) => c.req_packed_commands(cmd, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Single(c) => c.get_db(),
+            Conn::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+/// How to reach the server(s) for new connections (the subscription).
+enum Endpoint {
+    Single(redis::Client),
+    Cluster(Vec<String>),
+}
+
 struct Inner {
     node: NodeId,
     opts: RedisOptions,
-    client: redis::Client,
-    conn: ConnectionManager,
+    endpoint: Endpoint,
+    conn: Conn,
     live: RwLock<HashSet<NodeId>>,
     cache: ShardedMap<SessionKey, (NodeId, Instant)>,
     /// Sessions this node claimed: renewed, and re-registered after Redis lost its data.
@@ -117,24 +173,39 @@ pub struct RedisCluster {
 impl RedisCluster {
     /// Connects, registers this node and starts the membership, bus and renewal tasks.
     pub async fn connect(node: NodeId, opts: RedisOptions) -> Result<Self, ClusterError> {
-        let client = redis::Client::open(opts.url.as_str()).map_err(unavailable)?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(opts.command_timeout))
-            .set_response_timeout(Some(opts.command_timeout))
-            .set_number_of_retries(2)
-            .set_max_delay(Duration::from_secs(2));
-        let conn =
-            tokio::time::timeout(opts.command_timeout * 2, ConnectionManager::new_with_config(client.clone(), config))
-                .await
-                .map_err(|_| ClusterError::Unavailable("timed out connecting to Redis".into()))?
-                .map_err(unavailable)?;
+        let timeout = opts.command_timeout * 2;
+        let (endpoint, conn) = match opts.mode {
+            RedisMode::Standalone => {
+                let client = redis::Client::open(opts.url.as_str()).map_err(unavailable)?;
+                let config = ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(opts.command_timeout))
+                    .set_response_timeout(Some(opts.command_timeout))
+                    .set_number_of_retries(2)
+                    .set_max_delay(Duration::from_secs(2));
+                let conn = tokio::time::timeout(timeout, ConnectionManager::new_with_config(client.clone(), config))
+                    .await
+                    .map_err(|_| ClusterError::Unavailable("timed out connecting to Redis".into()))?
+                    .map_err(unavailable)?;
+                (Endpoint::Single(client), Conn::Single(conn))
+            }
+            RedisMode::Cluster => {
+                let seeds: Vec<String> =
+                    opts.url.split(',').map(|u| u.trim().to_string()).filter(|u| !u.is_empty()).collect();
+                let client = cluster_client(&seeds, &opts, None)?;
+                let conn = tokio::time::timeout(timeout, client.get_async_connection())
+                    .await
+                    .map_err(|_| ClusterError::Unavailable("timed out connecting to Redis Cluster".into()))?
+                    .map_err(unavailable)?;
+                (Endpoint::Cluster(seeds), Conn::Cluster(conn))
+            }
+        };
         let (inbox_tx, inbox_rx) = mpsc::channel(opts.inbox_capacity.max(1));
         let (publish_tx, publish_rx) = mpsc::channel(opts.publish_queue.max(1));
         let (release_tx, release_rx) = mpsc::unbounded_channel();
         let inner = Arc::new(Inner {
             node,
             opts,
-            client,
+            endpoint,
             conn,
             live: RwLock::new(HashSet::new()),
             cache: ShardedMap::new(),
@@ -160,6 +231,49 @@ impl RedisCluster {
         let mut v: Vec<NodeId> = self.inner.live.read().unwrap_or_else(|p| p.into_inner()).iter().cloned().collect();
         v.sort();
         v
+    }
+}
+
+fn cluster_client(
+    seeds: &[String],
+    opts: &RedisOptions,
+    push: Option<mpsc::UnboundedSender<redis::PushInfo>>,
+) -> Result<redis::cluster::ClusterClient, ClusterError> {
+    let mut b = redis::cluster::ClusterClientBuilder::new(seeds.to_vec())
+        .use_protocol(redis::ProtocolVersion::RESP3)
+        .connection_timeout(opts.command_timeout)
+        .response_timeout(opts.command_timeout);
+    if let Some(tx) = push {
+        b = b.push_sender(tx);
+    }
+    b.build().map_err(unavailable)
+}
+
+/// Runs independent commands: one pipeline on a single server; in cluster mode one
+/// request each (their keys live on different shards), a bounded number at once.
+async fn run_each<T: redis::FromRedisValue>(conn: &Conn, cmds: Vec<redis::Cmd>) -> redis::RedisResult<Vec<T>> {
+    match conn {
+        Conn::Single(_) => {
+            let mut pipe = redis::pipe();
+            for c in cmds {
+                pipe.add_command(c);
+            }
+            let mut conn = conn.clone();
+            pipe.query_async(&mut conn).await
+        }
+        Conn::Cluster(_) => {
+            let mut out = Vec::with_capacity(cmds.len());
+            for chunk in cmds.chunks(64) {
+                let futs = chunk.iter().map(|c| {
+                    let mut conn = conn.clone();
+                    async move { c.query_async::<T>(&mut conn).await }
+                });
+                for r in futures_util::future::join_all(futs).await {
+                    out.push(r?);
+                }
+            }
+            Ok(out)
+        }
     }
 }
 
@@ -192,12 +306,15 @@ impl Inner {
         self.owned.for_each(|k, _| keys.push(own_key(k)));
         let ttl = self.opts.session_key_ttl.as_millis() as u64;
         for chunk in keys.chunks(1000) {
-            let mut pipe = redis::pipe();
-            for k in chunk {
-                pipe.cmd("SET").arg(k).arg(self.node.as_str()).arg("PX").arg(ttl).ignore();
-            }
-            let mut conn = self.conn.clone();
-            pipe.query_async::<()>(&mut conn).await.map_err(unavailable)?;
+            let cmds = chunk
+                .iter()
+                .map(|k| {
+                    let mut c = redis::cmd("SET");
+                    c.arg(k).arg(self.node.as_str()).arg("PX").arg(ttl);
+                    c
+                })
+                .collect();
+            run_each::<redis::Value>(&self.conn, cmds).await.map_err(unavailable)?;
         }
         if !keys.is_empty() {
             tracing::info!(sessions = keys.len(), "re-registered sessions with Redis");
@@ -234,11 +351,70 @@ async fn membership_loop(inner: Arc<Inner>) {
     }
 }
 
+async fn deliver(inner: &Inner, payload: &[u8]) -> bool {
+    match wire::decode(Bytes::copy_from_slice(payload)) {
+        Ok(m) => inner.inbox_tx.send(m).await.is_ok(),
+        Err(e) => {
+            tracing::warn!(error = %e, "undecodable bus message dropped");
+            true
+        }
+    }
+}
+
 async fn subscribe_loop(inner: Arc<Inner>) {
+    match &inner.endpoint {
+        Endpoint::Single(client) => subscribe_single(inner.clone(), client.clone()).await,
+        Endpoint::Cluster(seeds) => subscribe_sharded(inner.clone(), seeds.clone()).await,
+    }
+}
+
+/// Sharded pub/sub on Redis Cluster: the client keeps the subscription across
+/// reconnections and reports them as pushes.
+async fn subscribe_sharded(inner: Arc<Inner>, seeds: Vec<String>) {
     let channel = inbox_channel(&inner.node);
     let mut backoff = Duration::from_millis(100);
     loop {
-        match inner.client.get_async_pubsub().await {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let connected = async {
+            let client = cluster_client(&seeds, &inner.opts, Some(tx)).ok()?;
+            let mut conn = client.get_async_connection().await.ok()?;
+            conn.ssubscribe(&channel).await.ok()?;
+            Some(conn)
+        }
+        .await;
+        let Some(_conn) = connected else {
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(2));
+            continue;
+        };
+        inner.subscribed.store(true, Ordering::Relaxed);
+        backoff = Duration::from_millis(100);
+        tracing::info!(channel, "subscribed to the node inbox (sharded)");
+        while let Some(push) = rx.recv().await {
+            match push.kind {
+                redis::PushKind::SMessage => {
+                    if let Some(redis::Value::BulkString(payload)) = push.data.get(1)
+                        && !deliver(&inner, payload).await
+                    {
+                        return;
+                    }
+                }
+                redis::PushKind::Disconnection => {
+                    inner.subscribed.store(false, Ordering::Relaxed);
+                    tracing::warn!("sharded inbox subscription interrupted; the client resubscribes");
+                }
+                redis::PushKind::SSubscribe => inner.subscribed.store(true, Ordering::Relaxed),
+                _ => {}
+            }
+        }
+    }
+}
+
+async fn subscribe_single(inner: Arc<Inner>, client: redis::Client) {
+    let channel = inbox_channel(&inner.node);
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match client.get_async_pubsub().await {
             Ok(mut pubsub) => match pubsub.subscribe(&channel).await {
                 Ok(()) => {
                     inner.subscribed.store(true, Ordering::Relaxed);
@@ -246,13 +422,8 @@ async fn subscribe_loop(inner: Arc<Inner>) {
                     tracing::info!(channel, "subscribed to the node inbox");
                     let mut messages = pubsub.on_message();
                     while let Some(msg) = messages.next().await {
-                        match wire::decode(Bytes::copy_from_slice(msg.get_payload_bytes())) {
-                            Ok(m) => {
-                                if inner.inbox_tx.send(m).await.is_err() {
-                                    return; // the node is gone
-                                }
-                            }
-                            Err(e) => tracing::warn!(error = %e, "undecodable bus message dropped"),
+                        if !deliver(&inner, msg.get_payload_bytes()).await {
+                            return; // the node is gone
                         }
                     }
                     inner.subscribed.store(false, Ordering::Relaxed);
@@ -279,33 +450,50 @@ async fn publish_loop(inner: Arc<Inner>, mut rx: mpsc::Receiver<(NodeId, BusMess
                 Err(_) => break,
             }
         }
-        let mut pipe = redis::pipe();
-        let mut sent = Vec::with_capacity(batch.len());
+        // One pipeline per target inbox: its messages stay in order, and on Redis Cluster
+        // they all hash to the inbox's shard.
+        let publish = match inner.opts.mode {
+            RedisMode::Standalone => "PUBLISH",
+            RedisMode::Cluster => "SPUBLISH",
+        };
+        let mut groups: Vec<(NodeId, redis::Pipeline, Vec<BusMessage>)> = Vec::new();
         for (node, msg) in batch.drain(..) {
-            match wire::encode(&msg) {
-                Ok(bytes) => {
-                    pipe.cmd("PUBLISH").arg(inbox_channel(&node)).arg(bytes.as_ref());
-                    sent.push(msg);
+            let bytes = match wire::encode(&msg) {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::warn!(error = %e, "unencodable bus message dropped");
+                    continue;
                 }
-                Err(e) => tracing::warn!(error = %e, "unencodable bus message dropped"),
-            }
+            };
+            let i = match groups.iter().position(|(n, _, _)| *n == node) {
+                Some(i) => i,
+                None => {
+                    groups.push((node.clone(), redis::pipe(), Vec::new()));
+                    groups.len() - 1
+                }
+            };
+            let (n, pipe, msgs) = &mut groups[i];
+            pipe.cmd(publish).arg(inbox_channel(n)).arg(bytes.as_ref());
+            msgs.push(msg);
         }
-        if sent.is_empty() {
-            continue;
-        }
-        let mut conn = inner.conn.clone();
-        match pipe.query_async::<Vec<i64>>(&mut conn).await {
-            Ok(receivers) => {
-                for (msg, n) in sent.into_iter().zip(receivers) {
-                    if n == 0 {
-                        inner.returned(msg);
+        let sends = groups.into_iter().map(|(_, pipe, msgs)| {
+            let mut conn = inner.conn.clone();
+            async move { (pipe.query_async::<Vec<i64>>(&mut conn).await, msgs) }
+        });
+        for (result, msgs) in futures_util::future::join_all(sends).await {
+            match result {
+                Ok(receivers) => {
+                    for (msg, n) in msgs.into_iter().zip(receivers) {
+                        if n == 0 {
+                            inner.returned(msg);
+                        }
                     }
                 }
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, messages = sent.len(), "publish failed; returning messages");
-                for msg in sent {
-                    inner.returned(msg);
+                Err(e) => {
+                    tracing::warn!(error = %e, messages = msgs.len(), "publish failed; returning messages");
+                    for msg in msgs {
+                        inner.returned(msg);
+                    }
                 }
             }
         }
@@ -334,12 +522,16 @@ async fn renew_loop(inner: Arc<Inner>) {
         let mut keys = Vec::new();
         inner.owned.for_each(|k, _| keys.push(*k));
         for chunk in keys.chunks(1000) {
-            let mut pipe = redis::pipe();
-            for k in chunk {
-                pipe.pexpire(own_key(k), ttl);
-            }
+            let cmds = chunk
+                .iter()
+                .map(|k| {
+                    let mut c = redis::cmd("PEXPIRE");
+                    c.arg(own_key(k)).arg(ttl);
+                    c
+                })
+                .collect();
             let mut conn = inner.conn.clone();
-            match pipe.query_async::<Vec<i64>>(&mut conn).await {
+            match run_each::<i64>(&inner.conn, cmds).await {
                 Ok(found) => {
                     for (k, present) in chunk.iter().zip(found) {
                         if present == 0 && inner.owned.contains_key(k) {
