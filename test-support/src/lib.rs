@@ -7,20 +7,28 @@
 //! tests exercise the wire protocol an independent implementation would see.
 
 mod cluster;
+mod connect_proxy;
 mod device;
+mod forward;
 pub mod lb;
 mod net;
 mod pg;
 mod relay;
 pub mod scenario;
+mod shim;
+mod smtp;
 mod tls;
 mod ves;
 
 pub use cluster::{TestCluster, test_redis_url};
+pub use connect_proxy::ConnectProxy;
 pub use device::{FakeDevice, Recv};
+pub use forward::Forwarder;
 pub use net::TcpProxy;
 pub use pg::{TestSchema, test_postgres_url};
 pub use relay::TestRelay;
+pub use shim::{Captured, DeviceShim, ShimAction, ShimDir};
+pub use smtp::{SmtpMessage, SmtpSink};
 pub use tls::client_config;
 pub use ves::{ApiFailure, CommandChannel, FakeVes};
 

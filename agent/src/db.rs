@@ -1,0 +1,180 @@
+//! The agent's own tables, beside the endpoint store's outbox and inbox in the same SQLite
+//! file: the users and devices it learned from the command channel (so that a restarted
+//! agent knows where to push before the relay tells it again) and which source files it
+//! has already pushed.
+
+use noc_endpoint::Store;
+use noc_protocol::rts::ActiveUser;
+use noc_protocol::{DeviceId, UserId};
+use rusqlite::{OptionalExtension, params};
+
+use crate::error::AgentError;
+
+pub const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS users (
+    user_id    TEXT PRIMARY KEY,
+    email      TEXT NOT NULL,
+    first_name TEXT NOT NULL,
+    last_name  TEXT NOT NULL,
+    active     INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS users_email ON users (email);
+CREATE TABLE IF NOT EXISTS devices (
+    device_id     TEXT PRIMARY KEY,
+    user_id       TEXT NOT NULL,
+    name          TEXT,
+    revoked       INTEGER NOT NULL DEFAULT 0,
+    first_seen_ms INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS seen (
+    key     TEXT PRIMARY KEY,
+    seen_ms INTEGER NOT NULL
+);
+";
+
+/// A user as the agent knows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct User {
+    pub user_id: UserId,
+    pub email: String,
+    pub first_name: String,
+    pub last_name: String,
+}
+
+impl User {
+    /// `First Last <email>`, for `From` and welcome mail.
+    pub fn mailbox(&self) -> String {
+        let name = format!("{} {}", self.first_name, self.last_name);
+        let name = name.trim();
+        if name.is_empty() { self.email.clone() } else { format!("\"{}\" <{}>", name.replace('"', "'"), self.email) }
+    }
+}
+
+fn parse_id<T: std::str::FromStr>(s: String) -> Option<T> {
+    s.parse().ok()
+}
+
+/// Records active users. With `complete`, users not listed become inactive.
+pub fn upsert_users(store: &Store, users: &[ActiveUser], complete: bool) -> Result<(), AgentError> {
+    store.with_conn(|c| {
+        let tx = c.transaction()?;
+        if complete {
+            tx.execute("UPDATE users SET active = 0", [])?;
+        }
+        for u in users {
+            tx.execute(
+                "INSERT INTO users (user_id, email, first_name, last_name, active) VALUES (?1, ?2, ?3, ?4, 1)
+                 ON CONFLICT(user_id) DO UPDATE SET email = excluded.email, first_name = excluded.first_name,
+                 last_name = excluded.last_name, active = 1",
+                params![u.user_id.to_string(), u.email.to_lowercase(), u.first_name, u.last_name],
+            )?;
+        }
+        tx.commit()
+    })?;
+    Ok(())
+}
+
+pub fn deactivate_users(store: &Store, ids: &[UserId]) -> Result<(), AgentError> {
+    store.with_conn(|c| {
+        for id in ids {
+            c.execute("UPDATE users SET active = 0 WHERE user_id = ?1", params![id.to_string()])?;
+        }
+        Ok(())
+    })?;
+    Ok(())
+}
+
+fn user_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(String, String, String, String)> {
+    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+}
+
+fn to_user((id, email, first_name, last_name): (String, String, String, String)) -> Option<User> {
+    Some(User { user_id: parse_id(id)?, email, first_name, last_name })
+}
+
+/// The active user with this address (case-insensitive).
+pub fn active_user_by_email(store: &Store, email: &str) -> Result<Option<User>, AgentError> {
+    let row = store.with_conn(|c| {
+        c.query_row(
+            "SELECT user_id, email, first_name, last_name FROM users WHERE email = ?1 AND active = 1",
+            params![email.to_lowercase()],
+            user_row,
+        )
+        .optional()
+    })?;
+    Ok(row.and_then(to_user))
+}
+
+pub fn user(store: &Store, id: UserId) -> Result<Option<User>, AgentError> {
+    let row = store.with_conn(|c| {
+        c.query_row(
+            "SELECT user_id, email, first_name, last_name FROM users WHERE user_id = ?1",
+            params![id.to_string()],
+            user_row,
+        )
+        .optional()
+    })?;
+    Ok(row.and_then(to_user))
+}
+
+pub fn active_users(store: &Store) -> Result<Vec<User>, AgentError> {
+    let rows = store.with_conn(|c| {
+        let mut stmt =
+            c.prepare("SELECT user_id, email, first_name, last_name FROM users WHERE active = 1 ORDER BY email")?;
+        let rows = stmt.query_map([], user_row)?.collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    })?;
+    Ok(rows.into_iter().filter_map(to_user).collect())
+}
+
+/// Records a device of a user (first seen now, unless known).
+pub fn upsert_device(store: &Store, device: DeviceId, user: UserId, name: Option<&str>) -> Result<bool, AgentError> {
+    let n = store.with_conn(|c| {
+        c.execute(
+            "INSERT INTO devices (device_id, user_id, name, revoked, first_seen_ms) VALUES (?1, ?2, ?3, 0, ?4)
+             ON CONFLICT(device_id) DO UPDATE SET user_id = excluded.user_id,
+             name = COALESCE(excluded.name, devices.name), revoked = 0",
+            params![device.to_string(), user.to_string(), name, noc_endpoint::now_ms()],
+        )
+    })?;
+    Ok(n > 0)
+}
+
+pub fn revoke_device(store: &Store, device: DeviceId) -> Result<(), AgentError> {
+    store
+        .with_conn(|c| c.execute("UPDATE devices SET revoked = 1 WHERE device_id = ?1", params![device.to_string()]))?;
+    Ok(())
+}
+
+/// The user a device belongs to.
+pub fn device_user(store: &Store, device: DeviceId) -> Result<Option<UserId>, AgentError> {
+    let row: Option<String> = store.with_conn(|c| {
+        c.query_row("SELECT user_id FROM devices WHERE device_id = ?1", params![device.to_string()], |r| r.get(0))
+            .optional()
+    })?;
+    Ok(row.and_then(parse_id))
+}
+
+/// The devices of a user that were not revoked.
+pub fn devices_of(store: &Store, user: UserId) -> Result<Vec<DeviceId>, AgentError> {
+    let rows: Vec<String> = store.with_conn(|c| {
+        let mut stmt =
+            c.prepare("SELECT device_id FROM devices WHERE user_id = ?1 AND revoked = 0 ORDER BY first_seen_ms")?;
+        let rows = stmt.query_map(params![user.to_string()], |r| r.get(0))?.collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    })?;
+    Ok(rows.into_iter().filter_map(parse_id).collect())
+}
+
+pub fn is_seen(store: &Store, key: &str) -> Result<bool, AgentError> {
+    let n: i64 =
+        store.with_conn(|c| c.query_row("SELECT COUNT(*) FROM seen WHERE key = ?1", params![key], |r| r.get(0)))?;
+    Ok(n > 0)
+}
+
+pub fn mark_seen(store: &Store, key: &str) -> Result<(), AgentError> {
+    store.with_conn(|c| {
+        c.execute("INSERT OR IGNORE INTO seen (key, seen_ms) VALUES (?1, ?2)", params![key, noc_endpoint::now_ms()])
+    })?;
+    Ok(())
+}

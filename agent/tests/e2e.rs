@@ -1,0 +1,464 @@
+//! End to end over real sockets: relay node, VES agent, device client, SMTP server.
+//!
+//! Issue 3's required behaviours: a Maildir mail reaches the device decrypted; mail
+//! composed on the device reaches a real SMTP server; the bytes crossing the relay never
+//! contain the plaintext; an offline device gets its queued items once, in order; the
+//! agent survives a dropped command channel, a silent one (heartbeats) and a relay
+//! restart; it works through an authenticating CONNECT proxy; tampered and replayed frames
+//! are rejected; a key agreement tampered with by the relay is detected.
+
+mod common;
+
+use bytes::Bytes;
+use common::*;
+use noc_crypto::{Responder, ResponderConfig, StaticKeyPair};
+use noc_endpoint::rfc822::Draft;
+use noc_protocol::device::{ForwardKind, Frame};
+use noc_protocol::rts;
+use noc_test_support::{ConnectProxy, DeviceShim, Forwarder, ShimAction, ShimDir};
+use serde_json::json;
+use ves_agent::ControlRequest;
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+async fn shim_for(world: &World) -> DeviceShim {
+    let relay = world.relay();
+    let key = relay.config.data_dir.join("tls").join("key.pem");
+    DeviceShim::start(relay.device_addr(), &relay.cert_path(), &key, "127.0.0.1").await.expect("device shim")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mail_both_ways_end_to_end_and_the_relay_sees_no_plaintext() {
+    let mut world = World::start(|_| {}, Options::default()).await;
+    let device = world.user_with_device("bob@corp.example", "+15550100").await;
+
+    // The welcome mail went through the real SMTP server, with what the user needs.
+    let welcome =
+        world.smtp.wait_for(T, |m| m.rcpt_tos.contains(&"bob@corp.example".to_string())).await.expect("welcome mail");
+    assert!(welcome.data.contains(USER_PW), "password in the welcome mail");
+    assert!(welcome.data.contains(&world.fingerprint), "fingerprint in the welcome mail: {}", welcome.data);
+    assert!(welcome.data.contains("/account/v1/activate"), "activation link");
+
+    let shim = shim_for(&world).await;
+    let running = run_device(&device, fast_device(Some(shim.addr)));
+
+    // Incoming: a mail dropped into the Maildir arrives decrypted, byte for byte.
+    const SECRET_IN: &str = "Quarterly numbers: revenue 4711 kEUR (CONFIDENTIAL-IN)";
+    let sent = world.drop_mail("bob@corp.example", "1700000000.M1P1.corp", "Numbers", SECRET_IN);
+    let got = wait_inbox(&device, 1).await;
+    assert_eq!(got[0], sent);
+
+    // Outgoing: composed on the device, submitted by the agent to the SMTP server, with the
+    // user's address as sender whatever the device claimed.
+    const SECRET_OUT: &str = "Reply: the merger closes on Friday (CONFIDENTIAL-OUT)";
+    let draft = Draft {
+        from: Some("mallory@evil.example".into()),
+        to: vec!["alice@partner.example".into()],
+        cc: vec!["carol@partner.example".into()],
+        subject: "Re: Numbers".into(),
+        text: SECRET_OUT.into(),
+    };
+    device.compose_mail(&draft, &["dave@corp.example".to_string()]).expect("compose");
+    let out = world
+        .smtp
+        .wait_for(T, |m| m.rcpt_tos.contains(&"alice@partner.example".to_string()))
+        .await
+        .expect("outgoing mail at the SMTP server");
+    assert_eq!(out.mail_from, "bob@corp.example");
+    let mut rcpt = out.rcpt_tos.clone();
+    rcpt.sort();
+    assert_eq!(rcpt, vec!["alice@partner.example", "carol@partner.example", "dave@corp.example"]);
+    assert!(out.data.contains(SECRET_OUT));
+    assert!(out.data.contains("From: \"Bob Ng\" <bob@corp.example>"), "{}", out.data);
+    assert!(!out.data.contains("mallory") && !out.data.contains("dave@"), "no spoofed From, no Bcc header");
+    eventually(T, "the device's outbox to empty", || async { device.outbox().ok().filter(|o| o.is_empty()) }).await;
+
+    // What crossed the relay: every FORWARD payload on the device channel (both ways) and
+    // every command-channel line the agent received (DeviceFrame payloads decoded).
+    let captured = shim.captured();
+    assert!(captured.iter().any(|c| c.dir == ShimDir::ToDevice && c.kind == ForwardKind::Data));
+    assert!(captured.iter().any(|c| c.dir == ShimDir::ToRelay && c.kind == ForwardKind::Data));
+    let mut lines = Vec::new();
+    while let Ok(l) = world.lines.try_recv() {
+        lines.push(l);
+    }
+    let mut relay_bytes: Vec<Vec<u8>> = captured.iter().map(|c| c.payload.to_vec()).collect();
+    for l in &lines {
+        relay_bytes.push(l.clone().into_bytes());
+        if let Ok(v) = serde_json::from_str::<serde_json::Value>(l)
+            && let Some(p) = v.get("Payload").and_then(|p| p.as_str())
+        {
+            relay_bytes.push(rts::decode_payload(p).expect("base64 payload"));
+        }
+    }
+    assert!(lines.iter().any(|l| l.contains("\"DeviceFrame\"")), "command channel captured");
+    for needle in ["CONFIDENTIAL-IN", "CONFIDENTIAL-OUT", "Quarterly", "merger", "alice@partner.example"] {
+        assert!(!relay_bytes.iter().any(|b| contains(b, needle.as_bytes())), "{needle:?} crossed the relay in clear");
+    }
+    running.halt().await;
+    world.agent.take().expect("agent").stop().await.expect("agent stops cleanly");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_offline_device_gets_its_queued_items_once_and_in_order() {
+    let world = World::start(|_| {}, Options::default()).await;
+    let device = world.user_with_device("erin@corp.example", "+15550101").await;
+    let device_id = device.state.device_id;
+
+    // The device is offline: the items wait in the agent's persistent queue.
+    for i in 0..5 {
+        world.drop_mail(
+            "erin@corp.example",
+            &format!("17000000{i:02}.M1P1.corp"),
+            &format!("m{i}"),
+            &format!("body {i}"),
+        );
+    }
+    world
+        .wait_status("5 items queued for the offline device", |s| {
+            s.devices.iter().any(|d| d.device_id == device_id && d.queued == 5 && !d.online)
+        })
+        .await;
+
+    let running = run_device(&device, fast_device(None));
+    let items = wait_inbox(&device, 5).await;
+    let subjects: Vec<String> =
+        items.iter().map(|b| noc_endpoint::rfc822::header(b, "Subject").unwrap_or_default()).collect();
+    assert_eq!(subjects, vec!["m0", "m1", "m2", "m3", "m4"]);
+
+    // Delivered: the queue empties on the device's sealed item acknowledgements, and
+    // nothing arrives twice.
+    world
+        .wait_status("the queue to empty", |s| s.devices.iter().any(|d| d.device_id == device_id && d.queued == 0))
+        .await;
+    assert_eq!(inbox(&device).len(), 5);
+
+    // Offline again, then back: a new session, and nothing is delivered again.
+    running.halt().await;
+    world.drop_mail("erin@corp.example", "1700000099.M1P1.corp", "m5", "body 5");
+    let running = run_device(&device, fast_device(None));
+    let items = wait_inbox(&device, 6).await;
+    assert_eq!(noc_endpoint::rfc822::header(&items[5], "Subject").as_deref(), Some("m5"));
+    assert!(device.stats.sessions.load(std::sync::atomic::Ordering::Relaxed) >= 2, "a new key per connection");
+    running.halt().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_survives_a_dropped_command_channel_a_silent_one_and_a_relay_restart() {
+    // The agent reaches the relay through a forwarder that the relay also names in its
+    // EventUrl, so cutting it drops the command channel itself.
+    let fwd = std::sync::Arc::new(Forwarder::bind().await.expect("forwarder"));
+    let public = format!("https://127.0.0.1:{}", fwd.addr.port());
+    let relay_url = public.clone();
+    let mut world = World::start(
+        move |c| c.public.url = Some(public),
+        Options { relay_url: Some(relay_url), forwarder: Some(fwd.clone()), ..Options::default() },
+    )
+    .await;
+    let device = world.user_with_device("frank@corp.example", "+15550102").await;
+    let running = run_device(&device, fast_device(None));
+    world.drop_mail("frank@corp.example", "1.M1.corp", "before", "x");
+    wait_inbox(&device, 1).await;
+
+    // 1. Dropped: every connection through the forwarder is cut and refused for a while.
+    let before = world.status().await.stats;
+    fwd.cut();
+    eventually(T, "the agent to notice the dropped channel", || async {
+        // The control socket is local: it keeps answering while the relay is unreachable.
+        world.agent().status().await.ok().filter(|s| s.stats.channel_breaks > before.channel_breaks).map(|_| ())
+    })
+    .await;
+    fwd.restore();
+    world.wait_status("the session to resume", |s| s.connected && s.stats.resumes > before.resumes).await;
+    world.drop_mail("frank@corp.example", "2.M1.corp", "after cut", "x");
+    wait_inbox(&device, 2).await;
+
+    // 2. Silent: open connections stop moving bytes; only the missing HB reveals it.
+    let before = world.status().await.stats;
+    fwd.freeze();
+    world
+        .wait_status("a heartbeat timeout and a resume", |s| {
+            s.connected && s.stats.heartbeat_timeouts > before.heartbeat_timeouts && s.stats.resumes > before.resumes
+        })
+        .await;
+    world.drop_mail("frank@corp.example", "3.M1.corp", "after freeze", "x");
+    wait_inbox(&device, 3).await;
+
+    // 3. The relay restarts (same data, same ports): sessions are gone, the agent opens a
+    // new one, the device reconnects with a new key, the queue drains.
+    let before = world.status().await.stats;
+    world.restart_relay();
+    world
+        .wait_status("a new RTS session after the restart", |s| s.connected && s.stats.sessions > before.sessions)
+        .await;
+    world.drop_mail("frank@corp.example", "4.M1.corp", "after restart", "x");
+    let items = wait_inbox(&device, 4).await;
+    let subjects: Vec<String> =
+        items.iter().map(|b| noc_endpoint::rfc822::header(b, "Subject").unwrap_or_default()).collect();
+    assert_eq!(subjects, vec!["before", "after cut", "after freeze", "after restart"]);
+    running.halt().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_works_through_an_authenticating_connect_proxy() {
+    let proxy = ConnectProxy::start("ves", "proxy-pw").await.expect("proxy");
+    let section = format!("[proxy]\nurl = \"{}\"\nusername = \"ves\"\npassword = \"proxy-pw\"\n", proxy.url());
+    let world = World::start(|_| {}, Options { proxy: Some(section), ..Options::default() }).await;
+    assert!(proxy.tunnels() >= 2, "license, connect and the command channel went through the proxy");
+
+    // Provisioning (data channel) and push (command channel + Frames) through the proxy.
+    let device = world.user_with_device("gina@corp.example", "+15550103").await;
+    let running = run_device(&device, fast_device(None));
+    let sent = world.drop_mail("gina@corp.example", "1.M1.corp", "via proxy", "hello");
+    assert_eq!(wait_inbox(&device, 1).await[0], sent);
+    assert_eq!(proxy.rejected(), 0);
+    running.halt().await;
+
+    // Wrong proxy credentials: refused by the proxy (407), and the agent says so.
+    let bad = format!("[proxy]\nurl = \"{}\"\nusername = \"ves\"\npassword = \"wrong\"\n", proxy.url());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = agent_config(
+        world.relay().base_url(),
+        &world.relay().cert_path(),
+        dir.path(),
+        world.smtp.port,
+        &Options { proxy: Some(bad), ..Options::default() },
+    );
+    let err = ves_agent::register(&config).await.expect_err("wrong proxy password");
+    assert!(err.to_string().contains("407") || err.to_string().to_lowercase().contains("proxy"), "{err}");
+    assert!(proxy.rejected() >= 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tampered_and_replayed_frames_are_rejected_by_both_endpoints() {
+    let world = World::start(|_| {}, Options::default()).await;
+    let device = world.user_with_device("hank@corp.example", "+15550104").await;
+    let shim = shim_for(&world).await;
+
+    // The "relay" flips a bit of the first Data frame to the device and of the first one to
+    // the VES, and replays every later Data frame to the device.
+    let (mut tampered_to_device, mut tampered_to_ves) = (false, false);
+    shim.set_rule(move |dir, f| match f {
+        Frame::Forward { kind: ForwardKind::Data, frame_id, payload } => {
+            let first = match dir {
+                ShimDir::ToDevice => !std::mem::replace(&mut tampered_to_device, true),
+                ShimDir::ToRelay => !std::mem::replace(&mut tampered_to_ves, true),
+            };
+            if first {
+                let mut p = payload.to_vec();
+                let n = p.len() - 1;
+                p[n] ^= 0x80;
+                ShimAction::Replace(Frame::Forward {
+                    kind: ForwardKind::Data,
+                    frame_id: *frame_id,
+                    payload: Bytes::from(p),
+                })
+            } else if dir == ShimDir::ToDevice {
+                ShimAction::Duplicate
+            } else {
+                ShimAction::Pass
+            }
+        }
+        _ => ShimAction::Pass,
+    });
+    let running = run_device(&device, fast_device(Some(shim.addr)));
+    let sent = world.drop_mail("hank@corp.example", "1.M1.corp", "tamper me", "payload");
+    let got = wait_inbox(&device, 1).await;
+    assert_eq!(got, vec![sent], "delivered intact, once, after the resend");
+    let stats = &device.stats;
+    assert!(stats.tampered_frames.load(std::sync::atomic::Ordering::Relaxed) >= 1, "device rejected the altered frame");
+    eventually(T, "a replay rejected by the device", || async {
+        (device.stats.replayed_frames.load(std::sync::atomic::Ordering::Relaxed) >= 1).then_some(())
+    })
+    .await;
+
+    // Device → VES: the altered frame is refused by the agent; the resend goes through.
+    let draft =
+        Draft { to: vec!["x@partner.example".into()], subject: "out".into(), text: "t".into(), ..Draft::default() };
+    device.compose_mail(&draft, &[]).expect("compose");
+    world.smtp.wait_for(T, |m| m.rcpt_tos.contains(&"x@partner.example".to_string())).await.expect("submitted");
+    world.wait_status("the agent to reject the altered frame", |s| s.stats.tampered_frames >= 1).await;
+
+    // A replay much later of an old frame is refused too; nothing new is stored.
+    let old = shim
+        .captured()
+        .into_iter()
+        .find(|c| c.dir == ShimDir::ToDevice && c.kind == ForwardKind::Data)
+        .expect("old frame");
+    let replayed_before = device.stats.replayed_frames.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(shim.inject_to_device(Frame::Forward { kind: old.kind, frame_id: old.frame_id, payload: old.payload }));
+    eventually(T, "the late replay to be rejected", || async {
+        (device.stats.replayed_frames.load(std::sync::atomic::Ordering::Relaxed) > replayed_before).then_some(())
+    })
+    .await;
+    assert_eq!(inbox(&device).len(), 1);
+    assert_eq!(
+        world.smtp.messages().iter().filter(|m| m.rcpt_tos.contains(&"x@partner.example".to_string())).count(),
+        1
+    );
+    running.halt().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_agreement_tampered_with_by_the_relay_is_detected() {
+    let world = World::start(|_| {}, Options::default()).await;
+    let device = world.user_with_device("ivy@corp.example", "+15550105").await;
+    let shim = shim_for(&world).await;
+
+    // The relay answers the device's WakeUp itself, with its own VES key: a complete,
+    // well-formed key agreement that only the pinned fingerprint can expose.
+    let evil = Responder::new(StaticKeyPair::generate().expect("key"), ResponderConfig::default()).expect("responder");
+    let mut last_wakeup: Option<Vec<u8>> = None;
+    shim.set_rule(move |_, f| match f {
+        Frame::Forward { kind: ForwardKind::WakeUp, payload, .. } => {
+            last_wakeup = Some(payload.to_vec());
+            ShimAction::Pass
+        }
+        Frame::Forward { kind: ForwardKind::WakeUpAck, frame_id, .. } => {
+            match last_wakeup.as_deref().map(|w| evil.accept(w)) {
+                Some(Ok((ack, _session))) => ShimAction::Replace(Frame::Forward {
+                    kind: ForwardKind::WakeUpAck,
+                    frame_id: *frame_id,
+                    payload: Bytes::from(ack),
+                }),
+                _ => ShimAction::Drop,
+            }
+        }
+        _ => ShimAction::Pass,
+    });
+    let running = run_device(&device, fast_device(Some(shim.addr)));
+    world.drop_mail("ivy@corp.example", "1.M1.corp", "secret", "not for the relay");
+    eventually(T, "two failed key agreements", || async {
+        (device.stats.key_agreement_failures.load(std::sync::atomic::Ordering::Relaxed) >= 2).then_some(())
+    })
+    .await;
+    assert_eq!(device.stats.sessions.load(std::sync::atomic::Ordering::Relaxed), 0, "no session with the impostor");
+    assert!(inbox(&device).is_empty());
+
+    // Now the relay only alters the VES's real answer (one byte of its ephemeral key).
+    shim.set_rule(|_, f| match f {
+        Frame::Forward { kind: ForwardKind::WakeUpAck, frame_id, payload } => {
+            let mut p = payload.to_vec();
+            p[6] ^= 0x01;
+            ShimAction::Replace(Frame::Forward {
+                kind: ForwardKind::WakeUpAck,
+                frame_id: *frame_id,
+                payload: Bytes::from(p),
+            })
+        }
+        _ => ShimAction::Pass,
+    });
+    let failures = device.stats.key_agreement_failures.load(std::sync::atomic::Ordering::Relaxed);
+    eventually(T, "the altered key agreement to fail", || async {
+        (device.stats.key_agreement_failures.load(std::sync::atomic::Ordering::Relaxed) > failures).then_some(())
+    })
+    .await;
+    assert!(inbox(&device).is_empty());
+
+    // An honest relay again: the next key agreement succeeds and the mail arrives.
+    shim.clear_rule();
+    let got = wait_inbox(&device, 1).await;
+    assert!(String::from_utf8_lossy(&got[0]).contains("not for the relay"));
+    running.halt().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_commands_act_through_the_running_agent_and_legacy_devices_work_when_enabled() {
+    let world = World::start(|_| {}, Options { suites: r#"["modern", "legacy-2005"]"#, ..Options::default() }).await;
+    let socket = ves_agent::control_socket(&world.config);
+    assert_eq!(noc_endpoint::fsutil::mode(&socket).expect("socket mode"), 0o600);
+    let state = world.config.state.dir.join("state.json");
+    assert_eq!(noc_endpoint::fsutil::mode(&state).expect("state mode"), 0o600);
+
+    // user add without a password: the relay generates one, the welcome mail carries it.
+    let added = world
+        .agent()
+        .control(&ControlRequest::UserAdd {
+            email: "Judy@Corp.example".into(),
+            first_name: "Judy".into(),
+            last_name: "Lee".into(),
+            password: None,
+            welcome: Some(true),
+        })
+        .await
+        .expect("user add");
+    assert_eq!(added["Email"], json!("judy@corp.example"));
+    assert_eq!(added["Password"], json!(null), "the generated password went by mail only");
+    let mail =
+        world.smtp.wait_for(T, |m| m.rcpt_tos.contains(&"judy@corp.example".to_string())).await.expect("welcome");
+    assert!(mail.data.contains("Username:  judy@corp.example"));
+
+    let list = world.agent().control(&ControlRequest::UserList).await.expect("list");
+    assert_eq!(list["Users"][0]["Email"], json!("judy@corp.example"));
+    let reset = world
+        .agent()
+        .control(&ControlRequest::UserResetPassword { email: "judy@corp.example".into(), password: None })
+        .await
+        .expect("reset");
+    assert!(reset["Password"].as_str().is_some_and(|p| p.len() >= 8), "{reset}");
+    let deleted =
+        world.agent().control(&ControlRequest::UserDelete { email: "judy@corp.example".into() }).await.expect("delete");
+    assert!(deleted["UserId"].is_string());
+    let err = world.agent().control(&ControlRequest::UserDelete { email: "judy@corp.example".into() }).await;
+    assert!(err.is_err(), "second delete: not found");
+
+    // A legacy-2005 device (white paper §11) against an agent that accepts it.
+    world
+        .agent()
+        .control(&ControlRequest::UserAdd {
+            email: "ken@corp.example".into(),
+            first_name: "Ken".into(),
+            last_name: "Ma".into(),
+            password: Some(USER_PW.into()),
+            welcome: Some(false),
+        })
+        .await
+        .expect("user add");
+    let _: noc_protocol::rts::AccountActivationResponse = world
+        .relay()
+        .ves()
+        .post_json(
+            "/account/v1/activate",
+            &json!({"Login": "ken@corp.example", "Password": USER_PW, "Msisdn": "+15550106", "TimeZone": "UTC"}),
+        )
+        .await
+        .expect("account activation");
+    let legacy = world.activate_device("+15550106", &["legacy-2005"]).await;
+    let running = run_device(&legacy, fast_device(None));
+    let sent = world.drop_mail("ken@corp.example", "1.M1.corp", "legacy", "deflated and AES-CFB sealed");
+    assert_eq!(wait_inbox(&legacy, 1).await[0], sent);
+    let status = world.status().await;
+    assert!(
+        status
+            .devices
+            .iter()
+            .any(|d| d.device_id == legacy.state.device_id && d.suite.as_deref() == Some("legacy-2005"))
+    );
+    running.halt().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_agent_gets_its_devices_back_and_delivers_what_was_queued() {
+    let mut world = World::start(|_| {}, Options::default()).await;
+    let device = world.user_with_device("lena@corp.example", "+15550107").await;
+    let running = run_device(&device, fast_device(None));
+    world.drop_mail("lena@corp.example", "1.M1.corp", "first", "x");
+    wait_inbox(&device, 1).await;
+
+    // The agent stops (its end-to-end sessions die with it); mail keeps arriving.
+    world.agent.take().expect("agent").stop().await.expect("stops");
+    world.drop_mail("lena@corp.example", "2.M1.corp", "while down", "x");
+    let sessions_before = device.stats.sessions.load(std::sync::atomic::Ordering::Relaxed);
+
+    // Back up: same state directory, same identity. The device still holds its old
+    // session; the agent asks it to re-key (KeyExchange) and then delivers.
+    world.agent = Some(ves_agent::spawn(world.config.clone(), ves_agent::RunOptions::default()));
+    world.wait_connected().await;
+    let items = wait_inbox(&device, 2).await;
+    assert_eq!(noc_endpoint::rfc822::header(&items[1], "Subject").as_deref(), Some("while down"));
+    assert!(device.stats.rekey_requests.load(std::sync::atomic::Ordering::Relaxed) >= 1, "re-keyed on request");
+    assert!(device.stats.sessions.load(std::sync::atomic::Ordering::Relaxed) > sessions_before);
+    running.halt().await;
+}

@@ -1,0 +1,405 @@
+//! The persistent device-channel connection (docs/protocol.md §6) with the end-to-end link
+//! running over it.
+//!
+//! One connection at a time: TLS, HELLO, AUTH_TOKEN, then FORWARD/ACK/UNDELIVERABLE/
+//! HEARTBEAT until the connection fails or the relay closes it; then a jittered
+//! exponential backoff (honouring CLOSE `reconnect_after_ms`) and again. Close codes after
+//! which reconnecting cannot help end [`run`] with [`DeviceError::Fatal`]. Every connection
+//! starts a new end-to-end session (WakeUp), as docs/endpoints.md §4 requires.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use noc_crypto::InitiatorConfig;
+use noc_endpoint::link::{Link, LinkConfig, LinkEvent, Outputs, Rejection};
+use noc_endpoint::{Backoff, Store};
+use noc_protocol::CloseCode;
+use noc_protocol::device::{FORWARD_OVERHEAD_BYTES, Frame, FrameCodec, FrameError, SUPPORTED_VERSIONS};
+use tokio::net::TcpStream;
+use tokio::sync::broadcast;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+use tokio_util::codec::Framed;
+use tokio_util::sync::CancellationToken;
+
+use crate::error::DeviceError;
+use crate::state::DeviceState;
+
+/// Frames are at most 1024 bytes until AUTH_OK (docs/protocol.md §6.1).
+const PRE_AUTH_MAX_FRAME: u32 = 1024;
+/// Room left in a frame for the suite's overhead (26 bytes legacy) and deflate's expansion.
+const SEAL_MARGIN: usize = 26 + 128;
+
+/// How `run` behaves. Defaults follow docs/protocol.md §6.4.5 and docs/endpoints.md §8.
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    /// Connect here instead of the activation's `DeviceHost:DevicePort` (the TLS name stays
+    /// `DeviceHost`).
+    pub connect_to: Option<SocketAddr>,
+    /// TCP + TLS + HELLO + AUTH must complete within this.
+    pub connect_timeout: Duration,
+    pub reconnect_initial: Duration,
+    pub reconnect_max: Duration,
+    /// How often the link is pumped (resends, new outbox items, heartbeats).
+    pub tick: Duration,
+    /// The connection is dead after 2 × heartbeat interval + this with nothing received.
+    pub dead_margin: Duration,
+    /// On shutdown, wait at most this long for the ACKs of what is still in flight.
+    pub drain_timeout: Duration,
+    pub link: LinkConfig,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            connect_to: None,
+            connect_timeout: Duration::from_secs(15),
+            reconnect_initial: Duration::from_secs(1),
+            reconnect_max: Duration::from_secs(300),
+            tick: Duration::from_millis(250),
+            dead_margin: Duration::from_secs(10),
+            drain_timeout: Duration::from_secs(2),
+            link: LinkConfig::default(),
+        }
+    }
+}
+
+/// What the client reports while it runs.
+#[derive(Clone, Debug)]
+pub enum DeviceEvent {
+    /// Authenticated to the relay.
+    Connected { heartbeat_interval_seconds: u32, max_frame_bytes: u32 },
+    /// The connection ended; a reconnect follows after `retry_in`.
+    Disconnected { reason: String, retry_in: Duration },
+    /// Something the end-to-end link reported.
+    Link(LinkEvent),
+}
+
+/// Counters of what happened, for status output and tests.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub connections: AtomicU64,
+    pub sessions: AtomicU64,
+    pub items_received: AtomicU64,
+    pub items_delivered: AtomicU64,
+    pub tampered_frames: AtomicU64,
+    pub replayed_frames: AtomicU64,
+    pub out_of_order_frames: AtomicU64,
+    pub key_agreement_failures: AtomicU64,
+    pub rekey_requests: AtomicU64,
+}
+
+impl Stats {
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+}
+
+enum Ended {
+    Shutdown,
+    Retry { reason: String, hint: Duration },
+}
+
+/// Runs the device until `shutdown` is cancelled (Ok) or a fatal close code (Err).
+pub async fn run(
+    state: &DeviceState,
+    ca_file: Option<&std::path::Path>,
+    store: &Store,
+    opts: &RunOptions,
+    shutdown: CancellationToken,
+    events: Option<broadcast::Sender<DeviceEvent>>,
+    stats: Arc<Stats>,
+) -> Result<(), DeviceError> {
+    let tls = noc_endpoint::tls::client_config(ca_file, &[])?;
+    let connector = TlsConnector::from(Arc::new(tls));
+    let mut initiator = InitiatorConfig::new(state.fingerprint()?);
+    initiator.suites = state.suites()?;
+    let mut link = Link::device(initiator, opts.link.clone());
+    let mut backoff = Backoff::new(opts.reconnect_initial, opts.reconnect_max);
+    let ctx = Ctx { state, store, opts, events: &events, stats: &stats };
+    loop {
+        let ended = tokio::select! {
+            _ = shutdown.cancelled() => Ok(Ended::Shutdown),
+            r = ctx.connection(&connector, &mut link, &mut backoff, &shutdown) => r,
+        };
+        link.on_disconnected();
+        match ended? {
+            Ended::Shutdown => return Ok(()),
+            Ended::Retry { reason, hint } => {
+                let delay = backoff.next_delay().max(hint);
+                tracing::info!(%reason, retry_in_ms = delay.as_millis() as u64, "device channel down");
+                ctx.emit(DeviceEvent::Disconnected { reason, retry_in: delay });
+                tokio::select! {
+                    _ = shutdown.cancelled() => return Ok(()),
+                    _ = tokio::time::sleep(delay) => {}
+                }
+            }
+        }
+    }
+}
+
+struct Ctx<'a> {
+    state: &'a DeviceState,
+    store: &'a Store,
+    opts: &'a RunOptions,
+    events: &'a Option<broadcast::Sender<DeviceEvent>>,
+    stats: &'a Stats,
+}
+
+type Conn = Framed<TlsStream<TcpStream>, FrameCodec>;
+
+fn retry(reason: impl Into<String>) -> Ended {
+    Ended::Retry { reason: reason.into(), hint: Duration::ZERO }
+}
+
+impl Ctx<'_> {
+    fn emit(&self, e: DeviceEvent) {
+        if let Some(tx) = self.events {
+            let _ = tx.send(e);
+        }
+    }
+
+    async fn connect(&self, connector: &TlsConnector) -> Result<Conn, String> {
+        let host = self.state.device_host.as_str();
+        let tcp = match self.opts.connect_to {
+            Some(addr) => TcpStream::connect(addr).await,
+            None => TcpStream::connect((host, self.state.device_port)).await,
+        }
+        .map_err(|e| format!("connect to {host}:{}: {e}", self.state.device_port))?;
+        let _ = tcp.set_nodelay(true);
+        let name = rustls_pki_types::ServerName::try_from(host.to_owned()).map_err(|e| format!("{host}: {e}"))?;
+        let tls = connector.connect(name, tcp).await.map_err(|e| format!("TLS: {e}"))?;
+        Ok(Framed::new(tls, FrameCodec::new(PRE_AUTH_MAX_FRAME)))
+    }
+
+    /// TLS, HELLO, AUTH_TOKEN; returns AUTH_OK's parameters.
+    async fn handshake(&self, conn: &mut Conn) -> Result<(u32, u32, u32), Result<Ended, DeviceError>> {
+        send(conn, Frame::Hello { versions: SUPPORTED_VERSIONS.to_vec() }).await.map_err(|e| Ok(retry(e)))?;
+        match next_frame(conn).await {
+            Ok(Frame::HelloAck { .. }) => {}
+            Ok(Frame::Close { code, reconnect_after_ms, message }) => {
+                return Err(on_close(code, reconnect_after_ms, message));
+            }
+            Ok(other) => return Err(Ok(retry(format!("expected HELLO_ACK, got {:?}", other.frame_type())))),
+            Err(e) => return Err(Ok(retry(e))),
+        }
+        let credential = Bytes::from(self.state.credential_bytes().map_err(Err)?);
+        send(conn, Frame::AuthToken { device_id: self.state.device_id, credential }).await.map_err(|e| Ok(retry(e)))?;
+        match next_frame(conn).await {
+            Ok(Frame::AuthOk { heartbeat_interval_seconds, idle_timeout_seconds, max_frame_bytes }) => {
+                Ok((heartbeat_interval_seconds, idle_timeout_seconds, max_frame_bytes))
+            }
+            Ok(Frame::Close { code, reconnect_after_ms, message }) => Err(on_close(code, reconnect_after_ms, message)),
+            Ok(other) => Err(Ok(retry(format!("expected AUTH_OK, got {:?}", other.frame_type())))),
+            Err(e) => Err(Ok(retry(e))),
+        }
+    }
+
+    async fn connection(
+        &self,
+        connector: &TlsConnector,
+        link: &mut Link,
+        backoff: &mut Backoff,
+        shutdown: &CancellationToken,
+    ) -> Result<Ended, DeviceError> {
+        let setup = async {
+            let mut conn = self.connect(connector).await.map_err(|e| Ok(retry(e)))?;
+            let params = self.handshake(&mut conn).await?;
+            Ok::<_, Result<Ended, DeviceError>>((conn, params))
+        };
+        let (mut conn, (hb, _idle, max_frame)) = match tokio::time::timeout(self.opts.connect_timeout, setup).await {
+            Err(_) => return Ok(retry("connection set-up timed out")),
+            Ok(Err(ended)) => return ended,
+            Ok(Ok(v)) => v,
+        };
+        backoff.reset();
+        self.stats.connections.fetch_add(1, Ordering::Relaxed);
+        self.emit(DeviceEvent::Connected { heartbeat_interval_seconds: hb, max_frame_bytes: max_frame });
+        tracing::info!(device_id = %self.state.device_id, heartbeat_interval_seconds = hb, "device channel up");
+        *conn.codec_mut() = FrameCodec::new(max_frame.max(PRE_AUTH_MAX_FRAME));
+        link.set_max_record_bytes(
+            (max_frame.saturating_sub(FORWARD_OVERHEAD_BYTES) as usize).saturating_sub(SEAL_MARGIN),
+        );
+
+        let heartbeat = Duration::from_secs(u64::from(hb.max(1)));
+        let dead_after = heartbeat * 2 + self.opts.dead_margin;
+        let mut last_rx = Instant::now();
+        let mut last_tx = Instant::now();
+        let mut out = Outputs::default();
+        link.on_connected(Instant::now(), &mut out);
+        self.flush(&mut conn, &mut out, &mut last_tx).await.map_err(DeviceError::Network)?;
+        let mut tick = tokio::time::interval(self.opts.tick);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => {
+                    self.drain(&mut conn, link, &mut last_tx).await;
+                    let close = Frame::Close { code: CloseCode::Normal, reconnect_after_ms: 0, message: "normal".into() };
+                    let _ = tokio::time::timeout(Duration::from_secs(2), send(&mut conn, close)).await;
+                    return Ok(Ended::Shutdown);
+                }
+                frame = conn.next() => {
+                    let now = Instant::now();
+                    last_rx = now;
+                    match frame {
+                        None => return Ok(retry("the relay closed the connection")),
+                        Some(Err(e)) => return Ok(retry(format!("device channel: {e}"))),
+                        Some(Ok(Frame::Forward { kind, frame_id, payload })) => {
+                            link.on_forward(kind, frame_id, &payload, now, self.store, &mut out);
+                        }
+                        Some(Ok(Frame::Ack { frame_id })) => link.on_ack(frame_id),
+                        Some(Ok(Frame::Undeliverable { frame_id, reason })) => {
+                            link.on_undeliverable(frame_id, reason, now, &mut out);
+                        }
+                        Some(Ok(Frame::Heartbeat)) => {}
+                        Some(Ok(Frame::Close { code, reconnect_after_ms, message })) => {
+                            return on_close(code, reconnect_after_ms, message);
+                        }
+                        Some(Ok(other)) => {
+                            return Ok(retry(format!("unexpected {} from the relay", other.frame_type().name())));
+                        }
+                    }
+                }
+                _ = tick.tick() => {
+                    let now = Instant::now();
+                    if now.saturating_duration_since(last_rx) > dead_after {
+                        return Ok(retry(format!("nothing received for {} s", dead_after.as_secs())));
+                    }
+                    link.pump(now, self.store, &mut out);
+                    if out.frames.is_empty() && out.acks.is_empty()
+                        && now.saturating_duration_since(last_tx) >= heartbeat * 3 / 4
+                    {
+                        send(&mut conn, Frame::Heartbeat).await.map_err(DeviceError::Network)?;
+                        last_tx = now;
+                    }
+                }
+            }
+            if let Err(e) = self.flush(&mut conn, &mut out, &mut last_tx).await {
+                return Ok(retry(e));
+            }
+        }
+    }
+
+    /// Logging off: sends what is pending (item acknowledgements above all, so the VES can
+    /// forget what we stored) and waits up to `drain_timeout` for the relay's ACKs.
+    async fn drain(&self, conn: &mut Conn, link: &mut Link, last_tx: &mut Instant) {
+        let deadline = tokio::time::Instant::now() + self.opts.drain_timeout;
+        let mut out = Outputs::default();
+        link.pump(Instant::now(), self.store, &mut out);
+        if self.flush(conn, &mut out, last_tx).await.is_err() {
+            return;
+        }
+        while link.in_flight() > 0 {
+            match tokio::time::timeout_at(deadline, conn.next()).await {
+                Ok(Some(Ok(Frame::Ack { frame_id }))) => link.on_ack(frame_id),
+                Ok(Some(Ok(_))) => {}
+                _ => return,
+            }
+        }
+    }
+
+    /// Writes what the link produced and reports its events.
+    async fn flush(&self, conn: &mut Conn, out: &mut Outputs, last_tx: &mut Instant) -> Result<(), String> {
+        let wrote = !out.frames.is_empty() || !out.acks.is_empty();
+        for f in out.frames.drain(..) {
+            conn.feed(Frame::Forward { kind: f.kind, frame_id: f.frame_id, payload: f.payload })
+                .await
+                .map_err(io_text)?;
+        }
+        for frame_id in out.acks.drain(..) {
+            conn.feed(Frame::Ack { frame_id }).await.map_err(io_text)?;
+        }
+        if wrote {
+            SinkExt::<Frame>::flush(conn).await.map_err(io_text)?;
+            *last_tx = Instant::now();
+        }
+        for e in out.events.drain(..) {
+            self.count(&e);
+            self.emit(DeviceEvent::Link(e));
+        }
+        Ok(())
+    }
+
+    fn count(&self, e: &LinkEvent) {
+        let s = self.stats;
+        let c = match e {
+            LinkEvent::SessionEstablished { suite } => {
+                tracing::info!(%suite, "end-to-end session established");
+                &s.sessions
+            }
+            LinkEvent::ItemReceived { id, item, .. } => {
+                tracing::info!(%id, item_type = %item.item_type(), "item received");
+                &s.items_received
+            }
+            LinkEvent::ItemDelivered { id } => {
+                tracing::info!(%id, "item delivered to the VES");
+                &s.items_delivered
+            }
+            LinkEvent::KeyAgreementFailed { error } => {
+                tracing::warn!(%error, "SECURITY: key agreement with the VES failed (tampering or a stale answer)");
+                &s.key_agreement_failures
+            }
+            LinkEvent::RekeyRequested => &s.rekey_requests,
+            LinkEvent::FrameRejected { rejection, frame_id, detail } => {
+                tracing::warn!(?rejection, frame_id, %detail, "frame rejected");
+                match rejection {
+                    Rejection::Tampered => &s.tampered_frames,
+                    Rejection::Replayed => &s.replayed_frames,
+                    Rejection::OutOfOrder => &s.out_of_order_frames,
+                    _ => return,
+                }
+            }
+            LinkEvent::SessionEnded { reason } => {
+                tracing::info!(%reason, "end-to-end session ended");
+                return;
+            }
+            LinkEvent::ItemsExpired { ids } => {
+                tracing::warn!(count = ids.len(), "outbox items expired undelivered");
+                return;
+            }
+            LinkEvent::StoreFailed { error } => {
+                tracing::error!(%error, "local store failed");
+                return;
+            }
+        };
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+fn io_text(e: FrameError) -> String {
+    e.to_string()
+}
+
+async fn send(conn: &mut Conn, frame: Frame) -> Result<(), String> {
+    conn.send(frame).await.map_err(io_text)
+}
+
+async fn next_frame(conn: &mut Conn) -> Result<Frame, String> {
+    match conn.next().await {
+        Some(Ok(f)) => Ok(f),
+        Some(Err(e)) => Err(e.to_string()),
+        None => Err("the relay closed the connection".into()),
+    }
+}
+
+/// What a CLOSE from the relay means for this client (docs/protocol.md §6.6).
+fn on_close(code: CloseCode, reconnect_after_ms: u32, message: String) -> Result<Ended, DeviceError> {
+    match code {
+        CloseCode::Replaced
+        | CloseCode::AuthFailed
+        | CloseCode::Revoked
+        | CloseCode::AccountSuspended
+        | CloseCode::UnsupportedVersion => Err(DeviceError::Fatal { code, message }),
+        CloseCode::LockedOut => {
+            Ok(Ended::Retry { reason: format!("{code}: {message}"), hint: Duration::from_secs(900) })
+        }
+        _ => Ok(Ended::Retry {
+            reason: format!("the relay closed the connection ({code}: {message})"),
+            hint: Duration::from_millis(u64::from(reconnect_after_ms)),
+        }),
+    }
+}

@@ -1,0 +1,35 @@
+//! What the VES agent (`ves-agent`) and the device client (`noc-device`) have in common:
+//! the end-to-end application protocol that runs inside the relay's opaque FORWARD
+//! payloads (docs/endpoints.md).
+//!
+//! * [`item`] — items (mail, calendar, contact, outgoing mail) and the records that carry
+//!   their parts and their acknowledgements inside sealed `Data` frames;
+//! * [`store`] — the durable outbox, partial items and received items (SQLite);
+//! * [`link`] — the per-peer state machine over `noc-crypto`: WakeUp/WakeUpAck, sealing,
+//!   in-order resend of the exact sealed bytes, acknowledgement after durable storage,
+//!   re-sealing under a new session after a reconnect;
+//! * [`backoff`], [`tls`], [`fsutil`], [`rfc822`] — small pieces both programs need:
+//!   jittered reconnects, a rustls client with the *ring* provider, 0600 state files, and
+//!   just enough RFC 5322 to list and compose mail.
+//!
+//! The relay never links this crate: to it, everything here is opaque bytes.
+
+pub mod backoff;
+pub mod error;
+pub mod fsutil;
+pub mod item;
+pub mod link;
+pub mod rfc822;
+pub mod store;
+pub mod tls;
+
+pub use backoff::Backoff;
+pub use error::EndpointError;
+pub use item::{Item, ItemHeader, ItemId, ItemType, Record};
+pub use link::{Link, LinkConfig, LinkEvent, OutFrame, Outputs, Rejection, VES_PEER};
+pub use store::{FullPolicy, QueueLimits, Received, Store};
+
+/// The current time in unix milliseconds (item timestamps, queue expiry).
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}

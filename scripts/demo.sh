@@ -1,0 +1,134 @@
+#!/usr/bin/env bash
+# End-to-end demo on this machine: a relay, a VES agent with a sample Maildir, an SMTP
+# server, and a device. A mail dropped into the Maildir reaches the device encrypted end to
+# end; a mail written on the device leaves through the SMTP server. Everything runs on
+# loopback in a temporary directory, which is removed at the end (KEEP=1 keeps it).
+# Usage: scripts/demo.sh        (RELEASE=1 builds with --release)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+die() { echo "demo: $*" >&2; exit 1; }
+command -v curl >/dev/null || die "curl is needed"
+command -v python3 >/dev/null || die "python3 is needed"
+
+say "build (noc, ves-agent, noc-device)"
+PROFILE_FLAG=""; BIN=target/debug
+if [ "${RELEASE:-0}" = 1 ]; then PROFILE_FLAG="--release"; BIN=target/release; fi
+cargo build $PROFILE_FLAG -q -p noc -p ves-agent -p noc-device
+BIN=$(cd "$BIN" && pwd)
+
+D=$(mktemp -d -t noc-demo.XXXXXX)
+PIDS=()
+cleanup() {
+  for pid in "${PIDS[@]:-}"; do [ -n "$pid" ] && kill "$pid" 2>/dev/null || true; done
+  for pid in "${PIDS[@]:-}"; do [ -n "$pid" ] && wait "$pid" 2>/dev/null || true; done
+  if [ "${KEEP:-0}" = 1 ]; then echo "kept $D"; else rm -rf "$D"; fi
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
+wait_for() { # wait_for SECONDS COMMAND...
+  local n=$(( $1 * 10 )); shift
+  for _ in $(seq 1 "$n"); do "$@" >/dev/null 2>&1 && return 0; sleep 0.1; done
+  return 1
+}
+HTTP=$(free_port); DEV=$(free_port); ADMIN=$(free_port); SMTP=$(free_port)
+R="https://127.0.0.1:$HTTP"; CA="$D/relay/tls/cert.pem"
+
+say "start a relay in $D/relay (HTTPS :$HTTP, device channel :$DEV)"
+"$BIN/noc" serve --data-dir "$D/relay" --http-listen "127.0.0.1:$HTTP" --device-listen "127.0.0.1:$DEV" \
+  --admin-listen "127.0.0.1:$ADMIN" >"$D/relay.log" 2>&1 &
+PIDS+=($!)
+wait_for 30 curl -sf "http://127.0.0.1:$ADMIN/readyz" || { cat "$D/relay.log"; die "relay did not start"; }
+"$BIN/noc" admin --data-dir "$D/relay" license create --name demo --password demo-license-pw --max-users 10 >/dev/null
+echo "license 'demo' created"
+
+say "start an SMTP server (the enterprise mail server) on :$SMTP"
+if ! python3 -c 'import aiosmtpd' 2>/dev/null; then
+  python3 -m pip install --quiet aiosmtpd 2>/dev/null || python3 -m pip install --quiet --break-system-packages aiosmtpd \
+    || die "aiosmtpd is needed: python3 -m pip install aiosmtpd"
+fi
+mkdir -p "$D/smtp/tmp" "$D/smtp/new" "$D/smtp/cur"
+python3 -m aiosmtpd -n -l "127.0.0.1:$SMTP" -c aiosmtpd.handlers.Mailbox "$D/smtp" >"$D/smtp.log" 2>&1 &
+PIDS+=($!)
+wait_for 10 python3 -c "import socket; socket.create_connection(('127.0.0.1', $SMTP))" || die "SMTP server did not start"
+
+say "configure, register and start the VES agent (Maildir: $D/maildir)"
+cat >"$D/agent.toml" <<EOF
+[relay]
+url = "$R"
+ca_file = "$CA"
+heartbeat_tolerance_seconds = 5
+[license]
+name = "demo"
+password = "demo-license-pw"
+[mail]
+maildir_root = "$D/maildir"
+rescan_interval_seconds = 5
+[smtp]
+host = "127.0.0.1"
+port = $SMTP
+[welcome]
+from = "VES Administrator <ves-admin@example.com>"
+[queue]
+resend_after_seconds = 5
+[state]
+dir = "$D/agent"
+EOF
+AGENT=("$BIN/ves-agent" --config "$D/agent.toml")
+"${AGENT[@]}" register
+"${AGENT[@]}" run >"$D/agent.log" 2>&1 &
+PIDS+=($!)
+wait_for 30 sh -c "'${AGENT[0]}' --config '$D/agent.toml' status | grep -q '\"Connected\": true'" \
+  || { cat "$D/agent.log"; die "agent did not connect"; }
+FP=$("${AGENT[@]}" fingerprint)
+echo "agent connected; VES key fingerprint: $FP"
+
+say "provision bob@example.com through the running agent (sends the welcome mail)"
+"${AGENT[@]}" user add --email bob@example.com --first-name Bob --last-name Ng --password bob-password-1
+wait_for 10 sh -c "ls '$D/smtp/new/'* >/dev/null 2>&1" || die "no welcome mail"
+echo "--- the welcome mail, as the SMTP server received it:"
+sed -n '/^Hello/,$p' "$D"/smtp/new/* | head -20
+
+say "Bob activates his account (binds +15550100) and his device"
+curl -sf --cacert "$CA" -X POST "$R/account/v1/activate" \
+  -d '{"Login":"bob@example.com","Password":"bob-password-1","Msisdn":"+15550100","TimeZone":"Europe/Paris"}' >/dev/null
+DEVICE=("$BIN/noc-device" --state-dir "$D/device")
+"${DEVICE[@]}" activate --relay "$R" --ca-file "$CA" --msisdn +15550100 --password bob-password-1 \
+  --ves-fingerprint "$FP" --email bob@example.com --name demo-phone
+DEVICE_ID=$(python3 -c "import json; print(json.load(open('$D/device/device.json'))['device_id'])")
+wait_for 15 sh -c "'${AGENT[0]}' --config '$D/agent.toml' status | grep -q '$DEVICE_ID'" || die "agent did not learn the device"
+
+say "drop a mail into Bob's Maildir and run the device until it has it"
+"${DEVICE[@]}" run --until-inbox 1 --timeout-seconds 60 >"$D/device.log" 2>&1 &
+DEVICE_PID=$!
+PIDS+=($DEVICE_PID)
+MSG="$(date +%s).M1P$$.demo"
+cat >"$D/maildir/bob@example.com/tmp/$MSG" <<'EOF'
+From: Alice <alice@partner.example>
+To: Bob Ng <bob@example.com>
+Subject: Quarterly numbers
+Message-ID: <q3@partner.example>
+
+Hi Bob, revenue is up 12 %. Keep it confidential.
+EOF
+mv "$D/maildir/bob@example.com/tmp/$MSG" "$D/maildir/bob@example.com/new/$MSG"
+wait "$DEVICE_PID" || { cat "$D/device.log"; die "the device did not receive the mail"; }
+echo "--- the device's inbox (decrypted on the device, stored locally):"
+"${DEVICE[@]}" inbox
+echo "--- item 1:"
+"${DEVICE[@]}" inbox --show 1
+
+say "Bob answers from the device; the agent submits it to the SMTP server"
+"${DEVICE[@]}" send --to alice@partner.example --subject "Re: Quarterly numbers" --body "Thanks Alice, noted."
+"${DEVICE[@]}" run --until-outbox-empty --timeout-seconds 60 >>"$D/device.log" 2>&1 || { cat "$D/device.log"; die "not sent"; }
+wait_for 15 sh -c "grep -l 'Thanks Alice' '$D'/smtp/new/* >/dev/null 2>&1" || die "the reply did not reach the SMTP server"
+echo "--- as the SMTP server received it:"
+grep -h -E '^(From|To|Subject|X-MailFrom|X-RcptTo):' $(grep -l 'Thanks Alice' "$D"/smtp/new/*)
+
+say "what the relay saw"
+curl -s "http://127.0.0.1:$ADMIN/metrics" | grep -E '^noc_frames_relayed_total' || true
+echo "(opaque frames only: the relay never had the keys)"
+"${AGENT[@]}" status | python3 -c 'import json,sys; s=json.load(sys.stdin)["Stats"]; print("agent:", {k: s[k] for k in ("E2eSessions","ItemsQueued","ItemsDelivered","ItemsReceived","MailsSubmitted","WelcomeMails")})'
+say "done"
