@@ -62,6 +62,14 @@ impl Forwarder {
         Ok(Forwarder { addr, inner })
     }
 
+    /// Listens on an ephemeral loopback port and forwards to `target` (a backend such as
+    /// PostgreSQL or Redis that a test wants to take away from one node and give back).
+    pub async fn start(target: SocketAddr) -> std::io::Result<Self> {
+        let f = Self::bind().await?;
+        f.set_target(target);
+        Ok(f)
+    }
+
     pub fn set_target(&self, target: SocketAddr) {
         *self.inner.target.lock().unwrap_or_else(|p| p.into_inner()) = Some(target);
     }

@@ -1,5 +1,5 @@
 //! A real deployment on loopback: several `noc` processes behind HAProxy, sharing
-//! PostgreSQL (through a [`TcpProxy`], so it can be taken away) and a private Redis
+//! PostgreSQL (through a [`Forwarder`], so it can be taken away) and a private Redis
 //! server (so it can be restarted without disturbing other tests).
 //!
 //! HAProxy passes TLS through (TCP mode). RTS traffic is balanced by client address so
@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::{FakeDevice, FakeVes, TcpProxy, TestSchema};
+use crate::{FakeDevice, FakeVes, Forwarder, TestSchema};
 
 /// A port free at the time of the call.
 pub fn free_port() -> u16 {
@@ -179,7 +179,7 @@ fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
 pub struct LbCluster {
     pub nodes: Vec<NodeProcess>,
     pub redis: RedisServer,
-    pub postgres: TcpProxy,
+    pub postgres: Forwarder,
     pub lb_http: u16,
     pub lb_device: u16,
     pub cert: PathBuf,
@@ -193,7 +193,7 @@ impl LbCluster {
     pub async fn start(bin: &Path, n: usize) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let schema = TestSchema::create().await;
-        let postgres = TcpProxy::start("127.0.0.1:5432".parse().expect("addr")).await.expect("pg proxy");
+        let postgres = Forwarder::start("127.0.0.1:5432".parse().expect("addr")).await.expect("pg proxy");
         let redis = RedisServer::start();
         let (cert, key, _) =
             noc_app::cert::ensure(dir.path(), &["localhost".into(), "127.0.0.1".into()]).expect("cert");

@@ -1,6 +1,6 @@
 //! Several nodes sharing PostgreSQL and Redis: cross-node delivery, takeover, a node
 //! losing Redis, and racing claims. The machine's real Redis and PostgreSQL are used; a
-//! `TcpProxy` takes Redis away from one node without disturbing the others.
+//! `Forwarder` takes Redis away from one node without disturbing the others.
 
 use std::time::Duration;
 
@@ -9,7 +9,7 @@ use noc_protocol::device::{ForwardKind, Frame};
 use noc_protocol::rts::{Command, FrameStatus};
 use noc_protocol::{CloseCode, UndeliverableReason};
 use noc_test_support::scenario::{STEP, await_online, expect_close, online_device, user_with_device};
-use noc_test_support::{Recv, TcpProxy, TestCluster, test_redis_url};
+use noc_test_support::{Forwarder, Recv, TestCluster, test_redis_url};
 
 /// The nodes must keep running while `TestRelay::start_with` blocks, and the proxies too.
 macro_rules! cluster_test {
@@ -124,7 +124,7 @@ cluster_test!(a_node_that_loses_redis_stays_local_and_recovers, {
         .trim_end_matches('/')
         .parse()
         .expect("NOC_TEST_REDIS_URL as redis://host:port/");
-    let proxy = TcpProxy::start(redis).await.expect("proxy");
+    let proxy = Forwarder::start(redis).await.expect("proxy");
     let proxied = format!("redis://{}/", proxy.addr);
     let cluster = TestCluster::start(2, |i, c| {
         if i == 1 {
@@ -200,7 +200,7 @@ cluster_test!(a_node_that_loses_redis_stays_local_and_recovers, {
 cluster_test!(frames_for_a_vanished_node_come_back_undeliverable, {
     let redis: std::net::SocketAddr =
         test_redis_url().trim_start_matches("redis://").trim_end_matches('/').parse().expect("redis addr");
-    let proxy = TcpProxy::start(redis).await.expect("proxy");
+    let proxy = Forwarder::start(redis).await.expect("proxy");
     let proxied = format!("redis://{}/", proxy.addr);
     let cluster = TestCluster::start(2, |i, c| {
         if i == 1 {

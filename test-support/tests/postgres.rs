@@ -5,7 +5,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use noc_protocol::device::{ForwardKind, Frame};
 use noc_protocol::rts::{Command, DeviceActivationResponse, FrameStatus};
-use noc_test_support::{Recv, TcpProxy, TestRelay, TestSchema};
+use noc_test_support::{Forwarder, Recv, TestRelay, TestSchema};
 use serde_json::json;
 
 const T: Duration = Duration::from_secs(5);
@@ -14,7 +14,7 @@ const T: Duration = Duration::from_secs(5);
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn live_sessions_survive_a_postgres_outage_and_logins_recover() {
     let schema = TestSchema::create().await;
-    let proxy = TcpProxy::start("127.0.0.1:5432".parse().expect("addr")).await.expect("proxy");
+    let proxy = Forwarder::start("127.0.0.1:5432".parse().expect("addr")).await.expect("proxy");
     let url = schema.url(Some(proxy.addr));
     let relay = TestRelay::start_with(|c| {
         c.postgres_url = Some(noc_app::config::SecretString::new(url.clone()));
