@@ -28,8 +28,6 @@ pub struct SessionConfig {
     /// A command channel that drains nothing for this long is detached (slow consumer); the
     /// VES may resume within ReplyTime.
     pub ves_write_stall_timeout: Duration,
-    /// Most RTS connect parameter sets outstanding at once.
-    pub max_pending_rts: usize,
 }
 
 impl Default for SessionConfig {
@@ -46,7 +44,6 @@ impl Default for SessionConfig {
             ves_reply_time: Duration::from_secs(30),
             ves_send_queue_items: 8192,
             ves_write_stall_timeout: Duration::from_secs(30),
-            max_pending_rts: 10_000,
         }
     }
 }

@@ -12,12 +12,13 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use bytes::BytesMut;
+use futures_util::StreamExt as _;
 use noc_cluster::{DeviceItem, VesItem};
 use noc_protocol::device::{Frame, FrameCodec, FrameError};
 use noc_protocol::{CloseCode, DeviceId, UndeliverableReason, UserId, VesId};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
-use tokio_util::codec::FramedRead;
+use tokio_util::codec::{Decoder, FramedRead};
 
 use crate::metrics::{Direction, DropReason, SessionKind};
 use crate::router::{DeviceHandle, DeviceOut};
@@ -91,10 +92,25 @@ impl DeviceSession {
         let (shutdown_tx, shutdown_rx) = oneshot::channel();
         let session = router.next_session_id();
         DeviceSession::create(move |ctx| {
-            let mut framed =
-                FramedRead::with_capacity(reader, FrameCodec::new(cfg.max_frame_bytes), cfg.device_read_buffer_bytes);
-            framed.read_buffer_mut().extend_from_slice(&read_buf);
-            ctx.add_stream(framed);
+            // Frames the device sent right behind its AUTH were read with the handshake:
+            // decode them first (a FramedRead would only look at them after new bytes).
+            let mut codec = FrameCodec::new(cfg.max_frame_bytes);
+            let mut leftover = read_buf;
+            let mut early = Vec::new();
+            loop {
+                match codec.decode(&mut leftover) {
+                    Ok(Some(f)) => early.push(Ok(f)),
+                    Ok(None) => break,
+                    Err(e) => {
+                        early.push(Err(e));
+                        leftover.clear();
+                        break;
+                    }
+                }
+            }
+            let mut framed = FramedRead::with_capacity(reader, codec, cfg.device_read_buffer_bytes);
+            framed.read_buffer_mut().extend_from_slice(&leftover);
+            ctx.add_stream(futures_util::stream::iter(early).chain(framed));
             actix::spawn(write_loop(
                 writer,
                 rx,
@@ -186,7 +202,7 @@ impl Drop for DeviceSession {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(None);
         }
-        self.router.unregister_device(self.info.device_id, self.session);
+        self.router.unregister_device(self.info.device_id, self.session, self.close.code);
         self.router.metrics().session_closed(SessionKind::Device, self.close.code);
     }
 }
@@ -268,13 +284,16 @@ impl Handler<WriterFailed> for DeviceSession {
     }
 }
 
-fn encode_out(out: DeviceOut, buf: &mut BytesMut, router: &Router) {
+/// Encodes one queued item; remembers the forwarded frames of the batch so that they can
+/// be bounced if the batch is never written.
+fn encode_out(out: DeviceOut, buf: &mut BytesMut, batch: &mut Vec<(VesId, u64)>, router: &Router) {
     match out {
         DeviceOut::Heartbeat => Frame::Heartbeat.encode(buf),
-        DeviceOut::Item(DeviceItem::Forward { kind, frame_id, payload, .. }) => {
+        DeviceOut::Item(DeviceItem::Forward { origin, kind, frame_id, payload }) => {
             let c = &router.metrics().ves_to_device;
             c.frames.inc();
             c.bytes.inc_by(payload.len() as u64);
+            batch.push((origin, frame_id));
             Frame::Forward { kind, frame_id, payload }.encode(buf)
         }
         DeviceOut::Item(DeviceItem::Ack { frame_id }) => {
@@ -297,7 +316,10 @@ async fn write_loop<W: AsyncWrite + Unpin>(
     router: Arc<Router>,
     device_id: DeviceId,
 ) {
+    let _writer = router.writer_guard();
     let mut buf = BytesMut::new();
+    // Forwarded frames of the batch being written: bounced if the write never completes.
+    let mut batch: Vec<(VesId, u64)> = Vec::new();
     let failure = loop {
         let first = tokio::select! {
             biased;
@@ -318,10 +340,10 @@ async fn write_loop<W: AsyncWrite + Unpin>(
                 None => break None,
             },
         };
-        encode_out(first, &mut buf, &router);
+        encode_out(first, &mut buf, &mut batch, &router);
         while buf.len() < WRITE_BATCH_BYTES {
             match rx.try_recv() {
-                Ok(item) => encode_out(item, &mut buf, &router),
+                Ok(item) => encode_out(item, &mut buf, &mut batch, &router),
                 Err(_) => break,
             }
         }
@@ -339,20 +361,26 @@ async fn write_loop<W: AsyncWrite + Unpin>(
             },
         }
         buf.clear();
+        batch.clear();
         if buf.capacity() > WRITE_BATCH_BYTES {
             // Give back memory after a burst: idle sessions should stay small.
             buf = BytesMut::new();
+            batch = Vec::new();
         }
     };
     if let Some(code) = failure {
         session.do_send(WriterFailed { code });
     }
+    // Frames of an unfinished write, then everything still queued, go back to their VES.
+    let unwritten = batch.drain(..);
     rx.close();
-    while let Ok(out) = rx.try_recv() {
-        if let DeviceOut::Item(DeviceItem::Forward { origin, frame_id, .. }) = out {
-            router.metrics().dropped(DropReason::SessionClosed);
-            router.bounce_to_ves_sender(origin, device_id, frame_id, UndeliverableReason::PeerDisconnected);
-        }
+    let queued = std::iter::from_fn(|| rx.try_recv().ok()).filter_map(|out| match out {
+        DeviceOut::Item(DeviceItem::Forward { origin, frame_id, .. }) => Some((origin, frame_id)),
+        _ => None,
+    });
+    for (origin, frame_id) in unwritten.chain(queued) {
+        router.metrics().dropped(DropReason::SessionClosed);
+        router.bounce_to_ves_sender(origin, device_id, frame_id, UndeliverableReason::PeerDisconnected);
     }
     let _ = tokio::time::timeout(CLOSE_WRITE_TIMEOUT, w.shutdown()).await;
 }

@@ -20,8 +20,8 @@ mod ves;
 pub use config::SessionConfig;
 pub use device::{DeviceSession, DeviceSessionInfo};
 pub use metrics::{Direction, DropReason, Metrics, SessionKind};
-pub use router::{DeviceHandle, DeviceOut, Router, VesHandle};
-pub use rts::{EventLookup, PendingError, RtsSessions};
+pub use router::{DeviceHandle, DeviceOut, Router, VesHandle, WriterGuard};
+pub use rts::{EventLookup, RtsSessions};
 pub use ves::{Attach, CommandStream, VesSession, VesShared, VesUserState};
 
 use actix::Message;

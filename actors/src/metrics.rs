@@ -120,7 +120,7 @@ pub struct Metrics {
     pub bus_sent: IntCounter,
     pub bus_received: IntCounter,
     pub bus_returned: IntCounter,
-    pub rts_pending_params: IntGauge,
+    pub rts_sessions: IntGauge,
     pub draining: IntGauge,
 }
 
@@ -226,8 +226,7 @@ impl Metrics {
             "noc_bus_messages_returned_total",
             "Messages published to a node that no longer listened (its owner was gone); their senders were told.",
         );
-        let rts_pending_params =
-            gauge(&r, "noc_rts_pending_params", "RTS connect parameters issued and not yet used or expired.");
+        let rts_sessions = gauge(&r, "noc_rts_sessions", "RTS sessions (attached or waiting ReplyTime) on this node.");
         let draining = gauge(&r, "noc_draining", "1 while the node drains before shutdown.");
 
         for kind in [SessionKind::Ves, SessionKind::Device] {
@@ -282,15 +281,8 @@ impl Metrics {
             bus_sent,
             bus_received,
             bus_returned,
-            rts_pending_params,
+            rts_sessions,
             draining,
-        }
-    }
-
-    pub fn direction(&self, d: Direction) -> &DirectionCounters {
-        match d {
-            Direction::DeviceToVes => &self.device_to_ves,
-            Direction::VesToDevice => &self.ves_to_device,
         }
     }
 
@@ -306,10 +298,6 @@ impl Metrics {
 
     pub fn session_replaced(&self, kind: SessionKind) {
         self.sessions_replaced.with_label_values(&[kind.as_str()]).inc();
-    }
-
-    pub fn live_sessions(&self, kind: SessionKind) -> i64 {
-        self.sessions.with_label_values(&[kind.as_str()]).get()
     }
 
     pub fn undeliverable(&self, direction: Direction, reason: UndeliverableReason) {

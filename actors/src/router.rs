@@ -19,6 +19,10 @@ use crate::CloseSession;
 use crate::metrics::{Direction, DropReason, Metrics, SessionKind};
 use crate::ves::{VesShared, VesUserState};
 
+/// When a revocation for a session on another node is sent again.
+const REVOCATION_RETRIES: [std::time::Duration; 2] =
+    [std::time::Duration::from_secs(2), std::time::Duration::from_secs(10)];
+
 /// Messages waiting for one owner lookup; more are refused with `queue_full`.
 const MAX_PENDING_PER_KEY: usize = 256;
 
@@ -81,6 +85,15 @@ pub struct VesHandle {
     pub control: Recipient<CloseSession>,
 }
 
+/// Held by a running device send loop.
+pub struct WriterGuard(Arc<AtomicUsize>);
+
+impl Drop for WriterGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// The node's routing state. Shared by every worker thread.
 pub struct Router {
     /// Itself, for the lookup tasks it spawns.
@@ -91,6 +104,8 @@ pub struct Router {
     devices: ShardedMap<DeviceId, DeviceHandle>,
     ves: ShardedMap<VesId, VesHandle>,
     device_count: AtomicUsize,
+    /// Device send loops still running (a drain waits for their CLOSE frames).
+    writers: Arc<AtomicUsize>,
     metrics: Arc<Metrics>,
     session_seq: AtomicU64,
 }
@@ -104,6 +119,7 @@ impl Router {
             devices: ShardedMap::new(),
             ves: ShardedMap::new(),
             device_count: AtomicUsize::new(0),
+            writers: Arc::new(AtomicUsize::new(0)),
             metrics,
             session_seq: AtomicU64::new(1),
         })
@@ -119,6 +135,17 @@ impl Router {
 
     pub fn next_session_id(&self) -> u64 {
         self.session_seq.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Counts a device send loop while it runs.
+    pub fn writer_guard(&self) -> WriterGuard {
+        self.writers.fetch_add(1, Ordering::Relaxed);
+        WriterGuard(self.writers.clone())
+    }
+
+    /// Device send loops still running.
+    pub fn device_writers(&self) -> usize {
+        self.writers.load(Ordering::Relaxed)
     }
 
     /// RTS sessions on this node.
@@ -172,14 +199,18 @@ impl Router {
     }
 
     /// Removes the device's session if it is still `session` (not already replaced).
-    pub fn unregister_device(&self, device_id: DeviceId, session: u64) {
+    /// `ended_by`: why the session closed. A session replaced by a newer one (here or on
+    /// another node) does not announce the device offline: it is online elsewhere.
+    pub fn unregister_device(&self, device_id: DeviceId, session: u64, ended_by: CloseCode) {
         if let Some(h) = self.devices.remove_if(&device_id, |h| h.session == session) {
             self.device_count.fetch_sub(1, Ordering::Relaxed);
             self.release(SessionKey::Device(device_id));
-            self.notify_ves(
-                h.ves_id,
-                VesItem::Command(Command::DevicePresence { device_id, user_id: h.user_id, online: false }),
-            );
+            if ended_by != CloseCode::Replaced {
+                self.notify_ves(
+                    h.ves_id,
+                    VesItem::Command(Command::DevicePresence { device_id, user_id: h.user_id, online: false }),
+                );
+            }
         }
     }
 
@@ -199,10 +230,22 @@ impl Router {
         }
     }
 
+    fn is_registered(&self, key: &SessionKey) -> bool {
+        match key {
+            SessionKey::Device(id) => self.devices.contains_key(id),
+            SessionKey::Ves(id) => self.ves.contains_key(id),
+        }
+    }
+
     fn claim(self: &Arc<Self>, key: SessionKey, kind: SessionKind) {
         let this = self.clone();
         actix::spawn(async move {
-            match this.cluster.claim(key).await {
+            let claimed = this.cluster.claim(key).await;
+            if !this.is_registered(&key) {
+                // The session ended while its claim was in flight: give the key back.
+                this.cluster.release(key);
+            }
+            match claimed {
                 Ok(Some(previous)) => {
                     this.metrics.session_replaced(kind);
                     let msg = BusMessage::Close { key, code: CloseCode::Replaced };
@@ -277,7 +320,9 @@ impl Router {
     /// queued behind that lookup so their order is kept. What cannot be routed is bounced
     /// to its sender.
     fn publish_to_owner(&self, key: SessionKey, msg: BusMessage) -> Result<(), UndeliverableReason> {
-        match self.cluster.owner(&key) {
+        // Messages already waiting for this key's lookup go first: queue behind them.
+        let owner = if self.pending.contains_key(&key) { Owner::Unknown } else { self.cluster.owner(&key) };
+        match owner {
             Owner::Node(node) if node == *self.cluster.node_id() => Err(UndeliverableReason::PeerOffline),
             Owner::Node(node) => self.publish(&node, key, msg),
             Owner::Nobody => Err(UndeliverableReason::PeerOffline),
@@ -327,26 +372,33 @@ impl Router {
     /// Looks up the owner of `key` and flushes the messages queued behind the lookup.
     async fn resolve(&self, key: SessionKey) {
         let owner = self.cluster.lookup(key).await;
-        let queued = self.pending.remove(&key).unwrap_or_default();
-        tracing::debug!(?key, ?owner, queued = queued.len(), "owner lookup");
         let me = self.cluster.node_id().clone();
-        match owner {
-            Ok(Some(node)) if node != me => {
-                for msg in queued {
-                    let bounce = bounce_info(&msg);
-                    if let Err(reason) = self.publish(&node, key, msg) {
-                        self.bounce(bounce, reason);
+        // Flushed under the pending shard's lock: a message routed meanwhile on another
+        // thread either joined this queue or comes after it.
+        let failed = self.pending.remove_then(&key, |queued| {
+            let queued = queued.unwrap_or_default();
+            tracing::debug!(?key, ?owner, queued = queued.len(), "owner lookup");
+            let mut failed = Vec::new();
+            match &owner {
+                Ok(Some(node)) if *node != me => {
+                    for msg in queued {
+                        let bounce = bounce_info(&msg);
+                        if let Err(reason) = self.publish(node, key, msg) {
+                            failed.push((bounce, reason));
+                        }
                     }
                 }
-            }
-            other => {
-                if let Err(e) = other {
-                    tracing::debug!(error = %e, ?key, "owner lookup failed");
-                }
-                for msg in queued {
-                    self.bounce(bounce_info(&msg), UndeliverableReason::PeerOffline);
+                other => {
+                    if let Err(e) = other {
+                        tracing::debug!(error = %e, ?key, "owner lookup failed");
+                    }
+                    failed.extend(queued.iter().map(|m| (bounce_info(m), UndeliverableReason::PeerOffline)));
                 }
             }
+            failed
+        });
+        for (bounce, reason) in failed {
+            self.bounce(bounce, reason);
         }
     }
 
@@ -409,6 +461,30 @@ impl Router {
             self.close_session(SessionKey::Device(device_id), CloseCode::Revoked);
             self.notify_ves(ves_id, VesItem::Command(Command::DeviceRevoked { device_id, user_id }));
         }
+        self.repeat_revocation(devices.to_vec());
+    }
+
+    /// The bus is at most once: a revocation that must reach another node is sent again
+    /// after [`REVOCATION_RETRIES`] (closing is idempotent, and a revoked credential cannot
+    /// authenticate a new session anyway).
+    fn repeat_revocation(&self, devices: Vec<DeviceId>) {
+        let Some(this) = self.this.upgrade() else { return };
+        if devices.is_empty() {
+            return;
+        }
+        actix::spawn(async move {
+            for delay in REVOCATION_RETRIES {
+                tokio::time::sleep(delay).await;
+                for &device_id in &devices {
+                    let key = SessionKey::Device(device_id);
+                    if !this.is_registered(&key) {
+                        // Not here: ask whoever owns it now (if anyone) to close it.
+                        this.cluster.forget(&key);
+                        this.close_session(key, CloseCode::Revoked);
+                    }
+                }
+            }
+        });
     }
 
     /// A user of `ves_id` was activated: the VES should serve it, wherever its session is.
@@ -500,6 +576,10 @@ impl Router {
                 }
             }
             BusMessage::ToVes { ves_id, item } => {
+                if let VesItem::Command(Command::DevicePresence { device_id, online: true, .. }) = &item {
+                    // The device (re)connected on the sending node: forget where it was.
+                    self.cluster.forget(&SessionKey::Device(*device_id));
+                }
                 let bounce = match &item {
                     VesItem::Frame { device_id, frame_id, .. } => Some((*device_id, *frame_id)),
                     _ => None,

@@ -1,25 +1,23 @@
 //! RTS session parameters: the KeyId/Key pairs handed out by `GET /rts/v1/connect`, and
 //! the live sessions they became (white paper §4.4–4.5).
 //!
-//! Parameters are single-use and expire after ReplyTime; their number is bounded so an
-//! unauthenticated client cannot grow the table without limit. Keys are kept as SHA-256
-//! and compared in constant time.
+//! Parameters are stateless: the KeyId carries its expiry and the Key is a MAC of the
+//! KeyId under a secret of this node, so issuing them stores nothing and an
+//! unauthenticated client cannot fill a table or crowd out real enterprise servers. A Key
+//! is checked in constant time; once a session exists its Key is kept only as SHA-256.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use actix::Addr;
+use hmac::{KeyInit, Mac};
 use noc_cluster::ShardedMap;
 use noc_protocol::secrets;
+use sha2::Sha256;
+use subtle::ConstantTimeEq;
 
 use crate::metrics::Metrics;
 use crate::ves::{VesSession, VesShared};
-
-struct Pending {
-    key_hash: Vec<u8>,
-    expires_at: Instant,
-}
 
 struct Live {
     shared: Arc<VesShared>,
@@ -34,65 +32,56 @@ pub enum EventLookup {
     Resume { shared: Arc<VesShared>, addr: Addr<VesSession> },
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum PendingError {
-    #[error("too many outstanding RTS connect parameters")]
-    TooMany,
-}
-
 pub struct RtsSessions {
-    pending: ShardedMap<String, Pending>,
-    pending_count: AtomicUsize,
+    secret: [u8; 32],
     live: ShardedMap<String, Live>,
     reply_time: Duration,
-    max_pending: usize,
     metrics: Arc<Metrics>,
 }
 
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
 impl RtsSessions {
-    pub fn new(reply_time: Duration, max_pending: usize, metrics: Arc<Metrics>) -> Arc<Self> {
-        Arc::new(Self {
-            pending: ShardedMap::new(),
-            pending_count: AtomicUsize::new(0),
-            live: ShardedMap::new(),
-            reply_time,
-            max_pending,
-            metrics,
-        })
+    pub fn new(reply_time: Duration, metrics: Arc<Metrics>) -> Arc<Self> {
+        Arc::new(Self { secret: secrets::random_bytes::<32>(), live: ShardedMap::new(), reply_time, metrics })
     }
 
-    /// Issues a new KeyId and Key.
-    pub fn issue(&self) -> Result<(String, String), PendingError> {
-        if self.pending_count.load(Ordering::Relaxed) >= self.max_pending {
-            self.purge_expired();
-            if self.pending_count.load(Ordering::Relaxed) >= self.max_pending {
-                return Err(PendingError::TooMany);
-            }
-        }
-        let key_id = secrets::random_hex::<16>();
-        let key = secrets::random_hex::<16>();
-        let pending =
-            Pending { key_hash: secrets::token_hash(key.as_bytes()), expires_at: Instant::now() + self.reply_time };
-        self.pending.insert(key_id.clone(), pending);
-        self.pending_count.fetch_add(1, Ordering::Relaxed);
-        self.metrics.rts_pending_params.inc();
-        Ok((key_id, key))
+    /// The Key belonging to a KeyId: the first 128 bits of HMAC-SHA256(secret, KeyId).
+    fn key_for(&self, key_id: &str) -> String {
+        let mut mac = <hmac::Hmac<Sha256> as KeyInit>::new_from_slice(&self.secret).expect("HMAC takes any key length");
+        mac.update(key_id.as_bytes());
+        hex::encode(&mac.finalize().into_bytes()[..16])
     }
 
-    /// Resolves an event-URL POST. Fresh parameters are consumed; `None` means unknown,
-    /// expired or wrong key (deliberately indistinguishable).
+    /// Issues a new KeyId (64 random bits, then the expiry in unix ms, as hex) and its Key.
+    pub fn issue(&self) -> (String, String) {
+        let expiry = now_ms() + self.reply_time.as_millis() as u64;
+        let key_id = format!("{}{expiry:016x}", secrets::random_hex::<8>());
+        let key = self.key_for(&key_id);
+        (key_id, key)
+    }
+
+    /// Resolves an event-URL POST. `None` means unknown, expired or wrong key
+    /// (deliberately indistinguishable).
     pub fn lookup_event(&self, key_id: &str, key: &str) -> Option<EventLookup> {
         let live = self.live.with(&key_id.to_string(), |l| l.map(|l| (l.shared.clone(), l.addr.clone())));
         if let Some((shared, addr)) = live {
             return shared.key_matches(key).then_some(EventLookup::Resume { shared, addr });
         }
-        let now = Instant::now();
-        let taken = self.pending.remove_if(&key_id.to_string(), |p| {
-            p.expires_at > now && secrets::token_matches(key.as_bytes(), &p.key_hash)
-        })?;
-        self.pending_count.fetch_sub(1, Ordering::Relaxed);
-        self.metrics.rts_pending_params.dec();
-        Some(EventLookup::New { key_hash: taken.key_hash })
+        if key_id.len() != 32 || !key_id.is_ascii() {
+            return None;
+        }
+        let expiry = u64::from_str_radix(&key_id[16..], 16).ok()?;
+        if expiry <= now_ms() {
+            return None;
+        }
+        let expected = self.key_for(key_id);
+        if !bool::from(expected.as_bytes().ct_eq(key.as_bytes())) {
+            return None;
+        }
+        Some(EventLookup::New { key_hash: secrets::token_hash(key.as_bytes()) })
     }
 
     /// The live session a data-channel request authenticates to.
@@ -103,31 +92,12 @@ impl RtsSessions {
 
     pub fn insert_session(&self, shared: Arc<VesShared>, addr: Addr<VesSession>) {
         self.live.insert(shared.key_id.clone(), Live { shared, addr });
+        self.metrics.rts_sessions.set(self.live.len() as i64);
     }
 
     pub fn remove_session(&self, key_id: &str, session: u64) {
         self.live.remove_if(&key_id.to_string(), |l| l.shared.session == session);
-    }
-
-    pub fn live_sessions(&self) -> usize {
-        self.live.len()
-    }
-
-    /// Drops expired parameters; also run periodically by the node.
-    pub fn purge_expired(&self) {
-        let now = Instant::now();
-        let mut removed = 0usize;
-        self.pending.retain(|_, p| {
-            let keep = p.expires_at > now;
-            if !keep {
-                removed += 1;
-            }
-            keep
-        });
-        if removed > 0 {
-            self.pending_count.fetch_sub(removed, Ordering::Relaxed);
-            self.metrics.rts_pending_params.sub(removed as i64);
-        }
+        self.metrics.rts_sessions.set(self.live.len() as i64);
     }
 }
 
@@ -136,24 +106,30 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parameters_are_single_use_and_bounded() {
-        let rts = RtsSessions::new(Duration::from_secs(30), 2, Arc::new(Metrics::new()));
-        let (id, key) = rts.issue().expect("issue");
-        assert_eq!(key.len(), 32, "128-bit key as hex");
+    fn parameters_authenticate_without_state() {
+        let rts = RtsSessions::new(Duration::from_secs(30), Arc::new(Metrics::new()));
+        let (id, key) = rts.issue();
+        assert_eq!((id.len(), key.len()), (32, 32), "hex KeyId and 128-bit hex Key");
         assert!(rts.lookup_event(&id, "wrong").is_none());
+        assert!(rts.lookup_event(&id, &"0".repeat(32)).is_none());
         assert!(matches!(rts.lookup_event(&id, &key), Some(EventLookup::New { .. })));
-        assert!(rts.lookup_event(&id, &key).is_none(), "consumed");
-        rts.issue().expect("one");
-        rts.issue().expect("two");
-        assert!(matches!(rts.issue(), Err(PendingError::TooMany)));
+        let (other, _) = rts.issue();
+        assert!(rts.lookup_event(&other, &key).is_none(), "a Key belongs to its KeyId");
+        // A KeyId whose expiry was altered no longer matches its Key.
+        let forged = format!("{}{:016x}", &id[..16], u64::MAX);
+        assert!(rts.lookup_event(&forged, &key).is_none());
+        // Another node (another secret) does not accept these parameters.
+        let elsewhere = RtsSessions::new(Duration::from_secs(30), Arc::new(Metrics::new()));
+        assert!(elsewhere.lookup_event(&id, &key).is_none());
+        assert!(rts.lookup_event("short", &key).is_none());
+        assert!(rts.lookup_event(&"é".repeat(16), &key).is_none());
     }
 
     #[test]
-    fn expired_parameters_are_refused_and_purged() {
-        let rts = RtsSessions::new(Duration::ZERO, 10, Arc::new(Metrics::new()));
-        let (id, key) = rts.issue().expect("issue");
+    fn expired_parameters_are_refused() {
+        let rts = RtsSessions::new(Duration::ZERO, Arc::new(Metrics::new()));
+        let (id, key) = rts.issue();
+        std::thread::sleep(Duration::from_millis(2));
         assert!(rts.lookup_event(&id, &key).is_none());
-        rts.purge_expired();
-        assert_eq!(rts.pending_count.load(Ordering::Relaxed), 0);
     }
 }

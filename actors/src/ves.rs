@@ -41,8 +41,15 @@ pub struct VesUserState {
     pub filter_rules: Vec<FilterRule>,
 }
 
+/// The receiving end of a command channel's queue, shared by its stream and the session
+/// actor: when the actor ends a channel it takes the queue back at once and bounces what is
+/// in it, even if the HTTP layer has stopped polling the stream (a stalled peer), so a
+/// stalled VES pins no frames.
+type RxSlot = Arc<std::sync::Mutex<Option<mpsc::Receiver<VesItem>>>>;
+
 struct ChannelTx {
     tx: mpsc::Sender<VesItem>,
+    rx: RxSlot,
     cancel: CancellationToken,
     /// The last line to write when the channel is cancelled (a `Close` command). Kept out of
     /// the queue so that a full queue cannot lose it.
@@ -51,12 +58,28 @@ struct ChannelTx {
 }
 
 impl ChannelTx {
-    /// Ends the channel, writing `farewell` as its last line.
-    fn close(self, farewell: Option<Command>) {
+    /// Ends the channel, writing `farewell` as its last line; frames still queued are
+    /// bounced to their devices.
+    fn close(self, farewell: Option<Command>, router: &Router) {
         if let Some(cmd) = farewell {
             *self.farewell.lock().unwrap_or_else(|p| p.into_inner()) = Some(cmd);
         }
         self.cancel.cancel();
+        let rx = self.rx.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(rx) = rx {
+            bounce_queued(rx, router);
+        }
+    }
+}
+
+/// Closes a queue and tells the devices whose frames were in it.
+fn bounce_queued(mut rx: mpsc::Receiver<VesItem>, router: &Router) {
+    rx.close();
+    while let Ok(item) = rx.try_recv() {
+        if let VesItem::Frame { device_id, frame_id, .. } = item {
+            router.metrics().dropped(DropReason::SessionClosed);
+            router.bounce_to_device_sender(device_id, frame_id, UndeliverableReason::PeerDisconnected);
+        }
     }
 }
 
@@ -147,10 +170,6 @@ impl VesShared {
         } else {
             devices.remove(&device_id);
         }
-    }
-
-    pub fn is_active_user(&self, user_id: UserId) -> bool {
-        read(&self.users).contains_key(&user_id)
     }
 
     /// Adds (or refreshes) an active user and tells the VES.
@@ -302,10 +321,11 @@ impl VesSession {
     fn detach(&mut self, ctx: &mut Context<Self>, epoch: u64) {
         let mut ch = write(&self.shared.channel);
         if ch.as_ref().is_some_and(|c| c.epoch == epoch) {
-            if let Some(c) = ch.take() {
-                c.close(None);
-            }
+            let taken = ch.take();
             drop(ch);
+            if let Some(c) = taken {
+                c.close(None, &self.router);
+            }
             tracing::info!(ves = %self.shared.ves_id, "command channel detached; waiting ReplyTime for a reconnect");
             ctx.run_later(self.cfg.ves_reply_time, move |act, ctx| {
                 if act.epoch == epoch && !act.shared.attached() {
@@ -370,8 +390,9 @@ impl Actor for VesSession {
 impl Drop for VesSession {
     /// Also runs when a handler panicked: no dead session stays routable.
     fn drop(&mut self) {
-        if let Some(c) = write(&self.shared.channel).take() {
-            c.close(None);
+        let taken = write(&self.shared.channel).take();
+        if let Some(c) = taken {
+            c.close(None, &self.router);
         }
         self.router.unregister_ves(self.shared.ves_id, self.shared.session);
         self.rts.remove_session(&self.shared.key_id, self.shared.session);
@@ -386,6 +407,7 @@ impl Handler<Attach> for VesSession {
         self.epoch += 1;
         let epoch = self.epoch;
         let (tx, rx) = mpsc::channel(self.cfg.ves_send_queue_items.max(16));
+        let rx: RxSlot = Arc::new(std::sync::Mutex::new(Some(rx)));
         let cancel = CancellationToken::new();
         let presence = self
             .router
@@ -402,12 +424,13 @@ impl Handler<Attach> for VesSession {
         let farewell = Arc::new(std::sync::Mutex::new(None));
         let old = write(&self.shared.channel).replace(ChannelTx {
             tx,
+            rx: rx.clone(),
             cancel: cancel.clone(),
             farewell: farewell.clone(),
             epoch,
         });
         if let Some(old) = old {
-            old.close(None);
+            old.close(None, &self.router);
         }
         self.stalled = Duration::ZERO;
         Some(CommandStream {
@@ -438,8 +461,9 @@ impl Handler<CloseSession> for VesSession {
         self.close_code = msg.code;
         let cmd =
             Command::Close { code: msg.code, message: msg.message, reconnect_after_ms: msg.reconnect_after_ms as u64 };
-        if let Some(c) = write(&self.shared.channel).take() {
-            c.close(Some(cmd));
+        let taken = write(&self.shared.channel).take();
+        if let Some(c) = taken {
+            c.close(Some(cmd), &self.router);
         }
         ctx.stop();
     }
@@ -454,7 +478,7 @@ const CHUNK_BYTES: usize = 32 * 1024;
 
 /// The body of the command-channel response: NDJSON lines drained from the session queue.
 pub struct CommandStream {
-    rx: mpsc::Receiver<VesItem>,
+    rx: RxSlot,
     cancelled: Pin<Box<WaitForCancellationFutureOwned>>,
     farewell: Arc<std::sync::Mutex<Option<Command>>>,
     shared: Arc<VesShared>,
@@ -482,16 +506,24 @@ impl CommandStream {
 
     /// Moves whatever is ready from the queue into one chunk.
     fn fill(&mut self, cx: &mut TaskContext<'_>, buf: &mut BytesMut) {
+        let slot = self.rx.clone();
+        let mut guard = slot.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(rx) = guard.as_mut() else {
+            // The session took the queue back: this channel is over.
+            self.done = true;
+            return;
+        };
+        let metrics = self.router.metrics();
         while buf.len() < CHUNK_BYTES {
-            match self.rx.poll_recv(cx) {
+            match rx.poll_recv(cx) {
                 Poll::Ready(Some(item)) => {
-                    if let VesItem::Frame { payload, .. } = &item {
-                        let c = &self.router.metrics().device_to_ves;
-                        c.frames.inc();
-                        c.bytes.inc_by(payload.len() as u64);
-                    }
-                    if let VesItem::Ack { .. } = &item {
-                        self.router.metrics().device_to_ves.acks.inc();
+                    match &item {
+                        VesItem::Frame { payload, .. } => {
+                            metrics.device_to_ves.frames.inc();
+                            metrics.device_to_ves.bytes.inc_by(payload.len() as u64);
+                        }
+                        VesItem::Ack { .. } => metrics.device_to_ves.acks.inc(),
+                        _ => {}
                     }
                     Self::encode(&item, buf);
                 }
@@ -565,12 +597,9 @@ impl Stream for CommandStream {
 
 impl Drop for CommandStream {
     fn drop(&mut self) {
-        self.rx.close();
-        while let Ok(item) = self.rx.try_recv() {
-            if let VesItem::Frame { device_id, frame_id, .. } = item {
-                self.router.metrics().dropped(DropReason::SessionClosed);
-                self.router.bounce_to_device_sender(device_id, frame_id, UndeliverableReason::PeerDisconnected);
-            }
+        let rx = self.rx.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(rx) = rx {
+            bounce_queued(rx, &self.router);
         }
         self.session.do_send(ChannelClosed { epoch: self.epoch });
     }

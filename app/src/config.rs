@@ -200,8 +200,6 @@ pub struct RtsConfig {
     pub send_queue_items: usize,
     /// A command channel that drains nothing for this long is detached (resumable).
     pub write_stall_timeout_seconds: u64,
-    /// Outstanding connect parameter sets, node-wide.
-    pub max_pending_params: usize,
     /// Largest HTTP request body (data channel, activation).
     pub max_body_bytes: usize,
 }
@@ -302,7 +300,6 @@ impl Default for RtsConfig {
             reply_time_seconds: s.ves_reply_time.as_secs(),
             send_queue_items: s.ves_send_queue_items,
             write_stall_timeout_seconds: s.ves_write_stall_timeout.as_secs(),
-            max_pending_params: s.max_pending_rts,
             max_body_bytes: 1024 * 1024,
         }
     }
@@ -424,8 +421,8 @@ impl Config {
         if r.send_queue_items < 16 {
             return Err(invalid("rts.send_queue_items", "must be at least 16"));
         }
-        if r.max_pending_params == 0 || r.write_stall_timeout_seconds == 0 {
-            return Err(invalid("rts", "max_pending_params and write_stall_timeout_seconds must be positive"));
+        if r.write_stall_timeout_seconds == 0 {
+            return Err(invalid("rts.write_stall_timeout_seconds", "must be positive"));
         }
         if r.max_body_bytes < 1024 {
             return Err(invalid("rts.max_body_bytes", "must be at least 1024"));
@@ -493,7 +490,6 @@ impl Config {
             ves_reply_time: Duration::from_secs(r.reply_time_seconds),
             ves_send_queue_items: r.send_queue_items,
             ves_write_stall_timeout: Duration::from_secs(r.write_stall_timeout_seconds),
-            max_pending_rts: r.max_pending_params,
         }
     }
 

@@ -187,7 +187,7 @@ impl Node {
                     let metrics = Arc::new(Metrics::new());
                     let router = Router::new(cluster, metrics.clone());
                     router.spawn_bus_pump();
-                    let rts = RtsSessions::new(sessions.ves_reply_time, sessions.max_pending_rts, metrics.clone());
+                    let rts = RtsSessions::new(sessions.ves_reply_time, metrics.clone());
                     let draining = Arc::new(AtomicBool::new(false));
                     let state = GatewayState {
                         accounts: accounts.clone(),
@@ -251,14 +251,6 @@ impl Node {
                     actix_rt::spawn(public);
                     actix_rt::spawn(admin);
                     actix_rt::spawn(device_server);
-                    let purge_rts = rts.clone();
-                    actix_rt::spawn(async move {
-                        let mut every = tokio::time::interval(Duration::from_secs(5));
-                        loop {
-                            every.tick().await;
-                            purge_rts.purge_expired();
-                        }
-                    });
                     let _ = ready_tx.send(Ok(Started {
                         http_addr,
                         device_addr,
@@ -271,21 +263,24 @@ impl Node {
                     // Drain. Readiness goes false and new handshakes are refused with a
                     // hint, so the load balancer and clients move on; every live session is
                     // told to reconnect elsewhere, with hints spread over the drain window so
-                    // the others are not hit by a storm; once their CLOSE frames are written
-                    // the listeners stop (stopping a listener ends the sessions on its
-                    // workers), and the node gives up its registrations.
+                    // the others are not hit by a storm. The node waits (at most
+                    // `shutdown.grace_seconds`) until every session has ended and every
+                    // CLOSE frame is written, gives up its registrations, and only then
+                    // stops the listeners (stopping one ends the sessions on its workers).
                     draining.store(true, Ordering::Relaxed);
                     metrics.draining.set(1);
                     let spread_ms = (config.shutdown.drain_seconds * 1000).min(u32::MAX as u64) as u32;
                     router.close_all(CloseCode::ServerDraining, spread_ms);
                     let flush_deadline =
                         tokio::time::Instant::now() + Duration::from_secs(config.shutdown.grace_seconds);
-                    while (router.device_sessions() > 0 || router.ves_sessions() > 0)
+                    // Wait for every session to end and every device send loop to have
+                    // written its CLOSE (sessions that slipped in meanwhile are closed too).
+                    while (router.device_writers() > 0 || router.ves_sessions() > 0)
                         && tokio::time::Instant::now() < flush_deadline
                     {
-                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        router.close_all(CloseCode::ServerDraining, spread_ms);
+                        tokio::time::sleep(Duration::from_millis(50)).await;
                     }
-                    tokio::time::sleep(Duration::from_millis(100)).await;
                     router.cluster().leave().await;
                     handles.2.stop(true).await;
                     handles.0.stop(true).await;

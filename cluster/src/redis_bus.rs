@@ -309,8 +309,9 @@ impl Inner {
             let cmds = chunk
                 .iter()
                 .map(|k| {
+                    // NX: never overwrite a newer owner that claimed the session meanwhile.
                     let mut c = redis::cmd("SET");
-                    c.arg(k).arg(self.node.as_str()).arg("PX").arg(ttl);
+                    c.arg(k).arg(self.node.as_str()).arg("PX").arg(ttl).arg("NX");
                     c
                 })
                 .collect();
@@ -334,6 +335,8 @@ async fn membership_loop(inner: Arc<Inner>) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
+        let ttl = inner.opts.owner_cache_ttl;
+        inner.cache.retain(|_, (_, at)| at.elapsed() < ttl);
         match inner.membership_tick().await {
             Ok(true) => {
                 tracing::warn!("this node was missing from Redis (restart or long outage): re-registering");
@@ -509,7 +512,7 @@ async fn release_loop(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<Session
         let mut conn = inner.conn.clone();
         let r: Result<i64, _> = script.key(own_key(&key)).arg(inner.node.as_str()).invoke_async(&mut conn).await;
         if let Err(e) = r {
-            tracing::debug!(error = %e, ?key, "release failed; the key expires with the node's lease");
+            tracing::debug!(error = %e, ?key, "release failed; the key names this node until it expires or is reclaimed");
         }
     }
 }

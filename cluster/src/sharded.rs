@@ -60,6 +60,13 @@ impl<K: Hash + Eq, V> ShardedMap<K, V> {
         if guard.get(key).is_some_and(pred) { guard.remove(key) } else { None }
     }
 
+    /// Removes the value and runs `f` on it while the shard is still locked, so that no
+    /// other thread can act on `key` in between.
+    pub fn remove_then<R>(&self, key: &K, f: impl FnOnce(Option<V>) -> R) -> R {
+        let mut guard = self.shard(key).write().unwrap_or_else(|p| p.into_inner());
+        f(guard.remove(key))
+    }
+
     pub fn remove(&self, key: &K) -> Option<V> {
         self.shard(key).write().unwrap_or_else(|p| p.into_inner()).remove(key)
     }

@@ -137,6 +137,10 @@ impl DeviceListener {
                 );
             }
         };
+        if self.draining.load(Ordering::Relaxed) {
+            // The drain began during authentication: this session would be cut at once.
+            return Err(refuse(&mut framed, CloseCode::ServerDraining, "node is draining", "draining").await);
+        }
         let ok = Frame::AuthOk {
             heartbeat_interval_seconds: self.sessions.device_heartbeat_interval.as_secs() as u32,
             idle_timeout_seconds: self.sessions.device_idle_timeout.as_secs() as u32,

@@ -36,8 +36,18 @@ async fn not_found() -> Result<HttpResponse, ApiError> {
     Err(ApiError::new(ApiErrorCode::NotFound, "no such endpoint"))
 }
 
-/// Reads at most `limit` bytes of body; a larger body is refused before it is buffered.
-async fn read_body(req: &HttpRequest, mut payload: web::Payload, limit: usize) -> Result<Bytes, ApiError> {
+/// How long a client may take to send its request body.
+const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Reads at most `limit` bytes of body within [`BODY_READ_TIMEOUT`]; a larger body is
+/// refused before it is buffered, a slower one is cut off.
+async fn read_body(req: &HttpRequest, payload: web::Payload, limit: usize) -> Result<Bytes, ApiError> {
+    tokio::time::timeout(BODY_READ_TIMEOUT, read_body_inner(req, payload, limit))
+        .await
+        .map_err(|_| ApiError::bad_request("request body not received in time"))?
+}
+
+async fn read_body_inner(req: &HttpRequest, mut payload: web::Payload, limit: usize) -> Result<Bytes, ApiError> {
     let too_large = || ApiError::new(ApiErrorCode::PayloadTooLarge, format!("request body exceeds {limit} bytes"));
     let declared = req.headers().get("content-length").and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
     if declared.is_some_and(|len| len > limit) {
@@ -99,10 +109,7 @@ async fn connect(state: web::Data<GatewayState>) -> Result<HttpResponse, ApiErro
     if state.is_draining() {
         return Err(ApiError::draining());
     }
-    let (key_id, key) = state.rts.issue().map_err(|_| ApiError {
-        retry_after_seconds: Some(5),
-        ..ApiError::new(ApiErrorCode::TooManyRequests, "too many pending RTS connections; retry later")
-    })?;
+    let (key_id, key) = state.rts.issue();
     Ok(HttpResponse::Ok().insert_header(("Cache-Control", "no-store")).json(ConnectParams {
         event_url: format!("{}/rts/v1/event/{key_id}", state.config.public_url),
         key_id,
@@ -149,6 +156,9 @@ async fn event(
         .authenticate_ves(&conn.guid, conn.license_id.as_deref())
         .await
         .map_err(|e| failed_auth(&state, "ves", e))?;
+    if state.is_draining() {
+        return Err(ApiError::draining());
+    }
     let (addr, resumed) = match lookup {
         EventLookup::Resume { shared, addr } => {
             if shared.ves_id != ves.id {
@@ -247,10 +257,14 @@ async fn data(
             let store = accounts.store();
             let users = store.users_by_ves(ves_id).await.map_err(noc_storage::AccountError::from)?;
             let devices = store.devices_by_ves(ves_id).await.map_err(noc_storage::AccountError::from)?;
+            let mut per_user: std::collections::HashMap<noc_protocol::UserId, u32> = std::collections::HashMap::new();
+            for (_, owner) in &devices {
+                *per_user.entry(*owner).or_default() += 1;
+            }
             let users = users
                 .into_iter()
                 .map(|u| UserSummary {
-                    devices: devices.iter().filter(|(_, owner)| *owner == u.id).count() as u32,
+                    devices: per_user.get(&u.id).copied().unwrap_or(0),
                     ready: shared.is_ready(u.id),
                     user_id: u.id,
                     email: u.email,

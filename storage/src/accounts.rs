@@ -168,11 +168,18 @@ impl Accounts {
         &self.policy
     }
 
+    /// A hashing slot, held by the blocking job itself: a caller that gives up (a
+    /// handshake deadline) does not free the slot while its hash still runs.
+    async fn hash_slot(&self) -> Result<tokio::sync::OwnedSemaphorePermit> {
+        self.hash_slots.clone().acquire_owned().await.map_err(|e| AccountError::Internal(e.to_string()))
+    }
+
     async fn hash_password(&self, password: &str) -> Result<String> {
-        let _slot = self.hash_slots.acquire().await.map_err(|e| AccountError::Internal(e.to_string()))?;
+        let slot = self.hash_slot().await?;
         let argon = self.argon.clone();
         let pw = password.to_string();
         tokio::task::spawn_blocking(move || {
+            let _slot = slot;
             argon.hash_password(pw.as_bytes()).map(|h| h.to_string()).map_err(|e| AccountError::Internal(e.to_string()))
         })
         .await
@@ -180,10 +187,11 @@ impl Accounts {
     }
 
     async fn verify_password(&self, password: &str, hash: &str) -> Result<bool> {
-        let _slot = self.hash_slots.acquire().await.map_err(|e| AccountError::Internal(e.to_string()))?;
+        let slot = self.hash_slot().await?;
         let argon = self.argon.clone();
         let (pw, hash) = (password.to_string(), hash.to_string());
         tokio::task::spawn_blocking(move || {
+            let _slot = slot;
             let parsed = PasswordHash::new(&hash).map_err(|e| AccountError::Internal(format!("stored hash: {e}")))?;
             Ok(argon.verify_password(pw.as_bytes(), &parsed).is_ok())
         })
@@ -425,29 +433,23 @@ impl Accounts {
             return Err(AccountError::InvalidCredentials);
         };
         let now = crate::now_ms();
-        if let Some(until) = user.locked_until.filter(|t| *t > now) {
-            return Err(AccountError::LockedOut { until });
-        }
+        // The attempt is counted before the (slow) check, so that parallel guesses cannot
+        // get past the lockout threshold.
+        let lockout_ms = (self.policy.lockout_seconds as i64).saturating_mul(1000);
+        let locks_until =
+            match self.store.reserve_login_attempt(user.id, now, self.policy.lockout_threshold, lockout_ms).await? {
+                LoginAttempt::Locked { until } => return Err(AccountError::LockedOut { until }),
+                LoginAttempt::Granted { locks_until } => locks_until,
+            };
         if !self.verify_password(password, &user.password_hash).await? {
-            let outcome = self
-                .store
-                .record_login_failure(
-                    user.id,
-                    now,
-                    self.policy.lockout_threshold,
-                    (self.policy.lockout_seconds as i64).saturating_mul(1000),
-                )
-                .await?;
-            if let Some(until) = outcome.locked_until {
+            if let Some(until) = locks_until {
                 self.audit(format!("user:{}", user.id), "user.locked_out", format!("user:{}", user.id), String::new())
                     .await;
                 return Err(AccountError::LockedOut { until });
             }
             return Err(AccountError::InvalidCredentials);
         }
-        if user.failed_attempts > 0 || user.locked_until.is_some() {
-            self.store.clear_login_failures(user.id).await?;
-        }
+        self.store.clear_login_failures(user.id).await?;
         if user.status == UserStatus::Suspended {
             return Err(AccountError::Suspended);
         }

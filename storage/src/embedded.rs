@@ -457,32 +457,39 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn record_login_failure(
+    async fn reserve_login_attempt(
         &self,
         id: UserId,
         now: i64,
         threshold: u32,
         lockout_ms: i64,
-    ) -> Result<FailureOutcome> {
+    ) -> Result<LoginAttempt> {
         self.run(move |c| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            let attempts: u32 = tx
-                .query_row("SELECT failed_attempts FROM users WHERE id = ?1", [id.to_string()], |r| r.get(0))
+            let (attempts, locked_until): (u32, Option<i64>) = tx
+                .query_row("SELECT failed_attempts, locked_until FROM users WHERE id = ?1", [id.to_string()], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })
                 .optional()?
                 .ok_or(StoreError::NotFound)?;
+            if let Some(until) = locked_until.filter(|t| *t > now) {
+                return Ok(LoginAttempt::Locked { until });
+            }
             let attempts = attempts.saturating_add(1);
-            let (attempts, locked_until) = if threshold > 0 && attempts >= threshold {
+            let outcome = if threshold > 0 && attempts >= threshold {
                 // Locked: the counter starts over once the lockout has passed.
-                (0, Some(now + lockout_ms))
+                let until = now + lockout_ms;
+                tx.execute(
+                    "UPDATE users SET failed_attempts = 0, locked_until = ?1 WHERE id = ?2",
+                    params![until, id.to_string()],
+                )?;
+                LoginAttempt::Granted { locks_until: Some(until) }
             } else {
-                (attempts, None)
+                tx.execute("UPDATE users SET failed_attempts = ?1 WHERE id = ?2", params![attempts, id.to_string()])?;
+                LoginAttempt::Granted { locks_until: None }
             };
-            tx.execute(
-                "UPDATE users SET failed_attempts = ?1, locked_until = COALESCE(?2, locked_until) WHERE id = ?3",
-                params![attempts, locked_until, id.to_string()],
-            )?;
             tx.commit()?;
-            Ok(FailureOutcome { failed_attempts: attempts, locked_until })
+            Ok(outcome)
         })
         .await
     }

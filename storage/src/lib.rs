@@ -8,7 +8,7 @@
 //! device reconnect storms cheap.
 //!
 //! [`Store`] is the persistence contract (one implementation per backend: [`SqliteStore`]
-//! embedded, Postgres in a later crate version); [`Accounts`] holds the rules on top of
+//! embedded, [`PostgresStore`] for clusters); [`Accounts`] holds the rules on top of
 //! it (seats, lockout, MSISDN approval, revocation, audit) so every backend behaves alike.
 
 pub mod accounts;

@@ -152,9 +152,12 @@ pub struct AuditEvent {
     pub detail: String,
 }
 
-/// Result of recording a failed password attempt.
+/// The answer to [`crate::Store::reserve_login_attempt`].
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub struct FailureOutcome {
-    pub failed_attempts: u32,
-    pub locked_until: Option<i64>,
+pub enum LoginAttempt {
+    /// The account is locked until this time (unix ms): do not check the password.
+    Locked { until: i64 },
+    /// Check the password. `locks_until`: this attempt reached the threshold and locked the
+    /// account; if the password is wrong, report the lock.
+    Granted { locks_until: Option<i64> },
 }

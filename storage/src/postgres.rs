@@ -508,30 +508,42 @@ impl Store for PostgresStore {
         Ok(user_row(&row))
     }
 
-    async fn record_login_failure(
+    async fn reserve_login_attempt(
         &self,
         id: UserId,
         now: i64,
         threshold: u32,
         lockout_ms: i64,
-    ) -> Result<FailureOutcome> {
-        // One statement: the increment and the lockout decision are atomic.
-        let row = self
-            .client()
-            .await?
-            .query_opt(
-                "UPDATE users SET \
-                   failed_attempts = CASE WHEN $2 > 0 AND failed_attempts + 1 >= $2 THEN 0 ELSE failed_attempts + 1 END, \
-                   locked_until = CASE WHEN $2 > 0 AND failed_attempts + 1 >= $2 THEN $3::BIGINT + $4::BIGINT \
-                                  ELSE locked_until END \
-                 WHERE id = $1 \
-                 RETURNING failed_attempts, CASE WHEN locked_until = $3::BIGINT + $4::BIGINT THEN locked_until END",
-                &[&id.0, &(threshold.min(i32::MAX as u32) as i32), &now, &lockout_ms],
-            )
+    ) -> Result<LoginAttempt> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(pg_error)?;
+        let row = tx
+            .query_opt("SELECT failed_attempts, locked_until FROM users WHERE id = $1 FOR UPDATE", &[&id.0])
             .await
             .map_err(pg_error)?
             .ok_or(StoreError::NotFound)?;
-        Ok(FailureOutcome { failed_attempts: row.get::<_, i32>(0).max(0) as u32, locked_until: row.get(1) })
+        let (attempts, locked_until): (i32, Option<i64>) = (row.get(0), row.get(1));
+        if let Some(until) = locked_until.filter(|t| *t > now) {
+            return Ok(LoginAttempt::Locked { until });
+        }
+        let attempts = attempts.max(0) as u32 + 1;
+        let outcome = if threshold > 0 && attempts >= threshold {
+            let until = now + lockout_ms;
+            tx.execute("UPDATE users SET failed_attempts = 0, locked_until = $1 WHERE id = $2", &[&until, &id.0])
+                .await
+                .map_err(pg_error)?;
+            LoginAttempt::Granted { locks_until: Some(until) }
+        } else {
+            tx.execute(
+                "UPDATE users SET failed_attempts = $1 WHERE id = $2",
+                &[&(attempts.min(i32::MAX as u32) as i32), &id.0],
+            )
+            .await
+            .map_err(pg_error)?;
+            LoginAttempt::Granted { locks_until: None }
+        };
+        tx.commit().await.map_err(pg_error)?;
+        Ok(outcome)
     }
 
     async fn clear_login_failures(&self, id: UserId) -> Result<()> {

@@ -291,3 +291,36 @@ async fn unreachable_postgres_is_unavailable_and_fails_fast() {
         .expect_err("a URL without a database name is refused");
     assert!(err.to_string().contains("database"), "{err}");
 }
+
+/// Parallel guesses cannot get past the lockout threshold: attempts are counted before
+/// the password check.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parallel_guesses_do_not_bypass_the_lockout() {
+    let policy = AccountPolicy { max_concurrent_hashes: 8, ..policy() };
+    let accounts = Accounts::new(sqlite().await.store, policy).expect("accounts");
+    let ves = registered_ves(&accounts, 5).await;
+    accounts
+        .provision_user(ves.id, ves.license_id, "p@example.com", Some("right-password"), "P", "Q")
+        .await
+        .expect("p");
+    let guesses: Vec<_> = (0..20)
+        .map(|i| {
+            let a = accounts.clone();
+            tokio::spawn(async move {
+                let pw = if i == 19 { "right-password".to_string() } else { format!("wrong-{i}") };
+                a.check_login("p@example.com", &pw).await
+            })
+        })
+        .collect();
+    let mut checked = 0;
+    for g in guesses {
+        match g.await.expect("task") {
+            Err(AccountError::InvalidCredentials) => checked += 1,
+            Err(AccountError::LockedOut { .. }) => {}
+            Ok(_) => checked += 1,
+            Err(e) => panic!("unexpected {e:?}"),
+        }
+    }
+    // threshold 3: at most 3 passwords were actually checked (the third locks).
+    assert!(checked <= 3, "{checked} guesses were checked");
+}
