@@ -205,6 +205,9 @@ impl Node {
                         App::new().app_data(web::Data::new(public_state.clone())).configure(public_routes)
                     })
                     .workers(workers)
+                    // The command channel streams small lines: without TCP_NODELAY each one
+                    // written behind an unacknowledged one waits for a delayed ACK (40 ms).
+                    .tcp_nodelay(true)
                     .disable_signals()
                     .shutdown_timeout(grace)
                     .listen_rustls_0_23(http, (*http_tls).clone());
