@@ -1,0 +1,291 @@
+//! Micro-benchmark of the relay's per-frame path, so regressions show up in review:
+//!
+//! * `decode`: a FORWARD frame (256-byte payload) out of a read buffer with the shared
+//!   `FrameCodec`;
+//! * `device_to_ves/route`: decode + `Router::device_to_ves` onto a VES command-channel
+//!   queue; `device_to_ves/full` adds the command channel's send loop (the `DeviceFrame`
+//!   NDJSON line with its base64 payload);
+//! * `ves_to_device/route`: `Router::ves_to_device` (ownership check + device queue);
+//!   `ves_to_device/full` adds the base64 decode of the `Frames` payload before it and the
+//!   device writer's FORWARD encoding after it.
+//!
+//! Real sessions are used (a `VesSession` actor with an attached `CommandStream`, a device
+//! registered in the router with its queue), created inside an actix system; the measured
+//! calls themselves need no runtime. TLS, HTTP and JSON request parsing are not included:
+//! the load tool (`loadtest/`) measures the whole relay.
+//!
+//! Run: `cargo bench -p noc-actors --bench frame_path`.
+
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use bytes::{Bytes, BytesMut};
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use futures_util::StreamExt;
+use noc_actors::{
+    Attach, CloseSession, CommandStream, DeviceHandle, DeviceOut, Metrics, Router, RtsSessions, SessionConfig,
+    VesSession, VesShared,
+};
+use noc_cluster::{DeviceItem, MemoryCluster, NodeId, VesItem};
+use noc_protocol::device::{ForwardKind, Frame, FrameCodec};
+use noc_protocol::{DeviceId, LicenseId, UserId, VesId};
+use tokio::sync::mpsc;
+use tokio_util::codec::Decoder;
+
+const PAYLOAD_BYTES: usize = 256;
+/// Frames between two (untimed) drains of the target queue; below both queues' capacity.
+const BATCH: u64 = 1024;
+
+/// Stands in for a device session's actor: the router only needs its close recipient.
+struct Sink;
+
+impl Actor for Sink {
+    type Context = actix::Context<Self>;
+}
+
+impl Handler<CloseSession> for Sink {
+    type Result = ();
+    fn handle(&mut self, _: CloseSession, _: &mut actix::Context<Self>) {}
+}
+
+struct Fixture {
+    router: Arc<Router>,
+    ves: Arc<VesShared>,
+    stream: CommandStream,
+    device_id: DeviceId,
+    device_rx: mpsc::Receiver<DeviceOut>,
+    /// Keeps the actors' arbiter alive.
+    _system: SystemRunner,
+}
+
+impl Fixture {
+    fn new() -> Self {
+        let system = System::new();
+        let (ves_id, device_id, user_id) = (VesId::random(), DeviceId::random(), UserId::random());
+        let cfg = Arc::new(SessionConfig {
+            ves_send_queue_items: 4 * BATCH as usize,
+            device_send_queue_frames: 4 * BATCH as usize,
+            ..SessionConfig::default()
+        });
+        let (router, ves, stream, device_rx) = system.block_on(async move {
+            let metrics = Arc::new(Metrics::new());
+            let cluster = Arc::new(MemoryCluster::single(NodeId::new("bench"), 1024));
+            let router = Router::new(cluster, metrics.clone());
+            let rts = RtsSessions::new(Duration::from_secs(30), metrics);
+            let ves = Arc::new(VesShared::new(
+                ves_id,
+                LicenseId::random(),
+                "bench".into(),
+                noc_protocol::secrets::token_hash(b"key"),
+                router.next_session_id(),
+                Vec::new(),
+                vec![(device_id, user_id)],
+            ));
+            let addr = VesSession::new(ves.clone(), router.clone(), rts, cfg.clone()).start();
+            let stream = addr.send(Attach { resumed: false }).await.expect("mailbox").expect("attached");
+            let (tx, rx) = mpsc::channel(cfg.device_send_queue_frames);
+            let control = Sink.start().recipient();
+            let handle = DeviceHandle { session: router.next_session_id(), user_id, ves_id, tx, control };
+            router.register_device(device_id, handle);
+            // Let the registrations (cluster claims) run.
+            actix_rt::time::sleep(Duration::from_millis(10)).await;
+            (router, ves, stream, rx)
+        });
+        let mut f = Self { router, ves, stream, device_id, device_rx, _system: system };
+        f.drain_ves();
+        f.drain_device();
+        f
+    }
+
+    /// Polls the command channel's send loop until it has nothing ready; returns bytes.
+    fn drain_ves(&mut self) -> usize {
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut n = 0;
+        while let Poll::Ready(Some(Ok(chunk))) = self.stream.poll_next_unpin(&mut cx) {
+            n += chunk.len();
+        }
+        n
+    }
+
+    fn drain_device(&mut self) -> usize {
+        let mut n = 0;
+        while self.device_rx.try_recv().is_ok() {
+            n += 1;
+        }
+        n
+    }
+}
+
+fn forward_bytes(frames: u64) -> BytesMut {
+    let mut buf = BytesMut::with_capacity(frames as usize * (PAYLOAD_BYTES + 14));
+    let payload = Bytes::from(vec![0xA5u8; PAYLOAD_BYTES]);
+    for i in 0..frames {
+        Frame::Forward { kind: ForwardKind::Data, frame_id: i, payload: payload.clone() }.encode(&mut buf);
+    }
+    buf
+}
+
+fn decode(codec: &mut FrameCodec, buf: &mut BytesMut) -> (ForwardKind, u64, Bytes) {
+    match codec.decode(buf) {
+        Ok(Some(Frame::Forward { kind, frame_id, payload })) => (kind, frame_id, payload),
+        other => panic!("expected a FORWARD, got {other:?}"),
+    }
+}
+
+/// Times `per_batch` over `iters` frames in batches, running `untimed` between batches.
+fn timed_batches(
+    f: &mut Fixture,
+    iters: u64,
+    mut per_batch: impl FnMut(&mut Fixture, u64) -> Duration,
+    mut untimed: impl FnMut(&mut Fixture),
+) -> Duration {
+    let mut total = Duration::ZERO;
+    let mut done = 0;
+    while done < iters {
+        let n = BATCH.min(iters - done);
+        total += per_batch(f, n);
+        untimed(f);
+        done += n;
+    }
+    total
+}
+
+fn bench(c: &mut Criterion) {
+    let mut f = Fixture::new();
+    let (ves_id, device_id) = (f.ves.ves_id, f.device_id);
+    let user_id = UserId::random();
+    let mut codec = FrameCodec::default();
+
+    let mut g = c.benchmark_group("decode");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("forward_256B", |b| {
+        b.iter_custom(|iters| {
+            timed_batches(
+                &mut f,
+                iters,
+                |_, n| {
+                    let mut buf = forward_bytes(n);
+                    let start = Instant::now();
+                    for _ in 0..n {
+                        std::hint::black_box(decode(&mut codec, &mut buf));
+                    }
+                    start.elapsed()
+                },
+                |_| {},
+            )
+        })
+    });
+    g.finish();
+
+    let mut g = c.benchmark_group("device_to_ves");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("route", |b| {
+        b.iter_custom(|iters| {
+            let mut drained = 0;
+            let t = timed_batches(
+                &mut f,
+                iters,
+                |f, n| {
+                    let mut buf = forward_bytes(n);
+                    let start = Instant::now();
+                    for _ in 0..n {
+                        let (kind, frame_id, payload) = decode(&mut codec, &mut buf);
+                        let item = VesItem::Frame { device_id, user_id, frame_id, kind, payload };
+                        f.router.device_to_ves(ves_id, item).expect("queued");
+                    }
+                    start.elapsed()
+                },
+                |f| drained += f.drain_ves(),
+            );
+            std::hint::black_box(drained);
+            t
+        })
+    });
+    g.bench_function("full", |b| {
+        b.iter_custom(|iters| {
+            timed_batches(
+                &mut f,
+                iters,
+                |f, n| {
+                    let mut buf = forward_bytes(n);
+                    let start = Instant::now();
+                    for _ in 0..n {
+                        let (kind, frame_id, payload) = decode(&mut codec, &mut buf);
+                        let item = VesItem::Frame { device_id, user_id, frame_id, kind, payload };
+                        f.router.device_to_ves(ves_id, item).expect("queued");
+                    }
+                    std::hint::black_box(f.drain_ves());
+                    start.elapsed()
+                },
+                |_| {},
+            )
+        })
+    });
+    g.finish();
+
+    let payload = Bytes::from(vec![0x5Au8; PAYLOAD_BYTES]);
+    let b64 = noc_protocol::rts::encode_payload(&payload);
+    let mut g = c.benchmark_group("ves_to_device");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("route", |b| {
+        b.iter_custom(|iters| {
+            timed_batches(
+                &mut f,
+                iters,
+                |f, n| {
+                    let start = Instant::now();
+                    for i in 0..n {
+                        let item = DeviceItem::Forward {
+                            origin: ves_id,
+                            kind: ForwardKind::Data,
+                            frame_id: i,
+                            payload: payload.clone(),
+                        };
+                        f.router.ves_to_device(&f.ves, device_id, item).expect("queued");
+                    }
+                    start.elapsed()
+                },
+                |f| {
+                    f.drain_device();
+                },
+            )
+        })
+    });
+    g.bench_function("full", |b| {
+        let mut out = BytesMut::with_capacity(64 * 1024);
+        b.iter_custom(|iters| {
+            timed_batches(
+                &mut f,
+                iters,
+                |f, n| {
+                    let start = Instant::now();
+                    for i in 0..n {
+                        let bytes = Bytes::from(noc_protocol::rts::decode_payload(&b64).expect("base64"));
+                        let item = DeviceItem::Forward {
+                            origin: ves_id,
+                            kind: ForwardKind::Data,
+                            frame_id: i,
+                            payload: bytes,
+                        };
+                        f.router.ves_to_device(&f.ves, device_id, item).expect("queued");
+                        if let Ok(DeviceOut::Item(DeviceItem::Forward { kind, frame_id, payload, .. })) =
+                            f.device_rx.try_recv()
+                        {
+                            Frame::Forward { kind, frame_id, payload }.encode(&mut out);
+                        }
+                    }
+                    let t = start.elapsed();
+                    out.clear();
+                    t
+                },
+                |_| {},
+            )
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

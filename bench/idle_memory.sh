@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# Memory per idle authenticated TLS device session: a release relay on loopback, N devices
+# connect (TLS + HELLO + AUTH_TOKEN) and stay idle; the relay's RSS before the sessions
+# and once they are all established gives the memory per session. Runs for each count in
+# COUNTS, each on a fresh relay. Writes results under bench/results/ and a section of
+# docs/benchmarks.md.
+#
+# Usage: bench/idle_memory.sh           (COUNTS="10000 19000 50000 100000" by default;
+#        counts above the open-file limit are skipped and reported as such)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source bench/lib.sh
+
+COUNTS=${COUNTS:-"10000 19000 50000 100000"}
+SOURCE_IPS=${SOURCE_IPS:-127.0.0.1-127.0.0.8}
+HOLD=${HOLD:-10}
+STAMP=$(date -u +%Y%m%dT%H%M%SZ)
+OUT="bench/results/idle_memory-$STAMP"
+WORK=$(mktemp -d /tmp/noc-bench.XXXXXX)
+trap 'bench_stop_relay; rm -rf "$WORK"' EXIT
+
+bench_build
+mkdir -p "$OUT"
+declare -a ROWS
+declare -a SKIPPED
+# The relay needs one descriptor per session (plus its listeners and store); the load tool
+# too. Counts above what this machine allows are skipped, not measured wrong.
+ulimit -n 1048576 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+FD_LIMIT=$(ulimit -n)
+for n in $COUNTS; do
+  if [ "$FD_LIMIT" != unlimited ] && [ $(( n + 1000 )) -gt "$FD_LIMIT" ]; then
+    echo "skipping $n sessions: the open-file limit is $FD_LIMIT and cannot be raised here"
+    SKIPPED+=("$n")
+    continue
+  fi
+  dir="$WORK/$n"
+  # Setup (provisioning, activation) first, then a fresh relay process on the same data:
+  # memory the allocator kept from setup must not hide what the sessions cost.
+  bench_start_relay "$dir"
+  bench_loadtest "$dir" --scenario loadtest/scenarios/idle-sessions.toml --devices-per-ves "$n" \
+    --setup-only >"$OUT/setup-$n.txt" 2>&1 || { cat "$OUT/setup-$n.txt" >&2; exit 2; }
+  bench_stop_relay
+  bench_start_relay "$dir"
+  ramp=$(( n / 1000 + 10 ))   # about 1000 handshakes/s, well below the relay's limit
+  bench_loadtest "$dir" --scenario loadtest/scenarios/idle-sessions.toml --devices-per-ves "$n" \
+    --ramp-up-seconds "$ramp" --duration-seconds "$HOLD" --source-ips "$SOURCE_IPS" \
+    --out "$OUT/idle-$n.json" --html "$OUT/idle-$n.html" >"$OUT/idle-$n.txt" 2>&1 || {
+    echo "loadtest failed for $n sessions:" >&2; cat "$OUT/idle-$n.txt" >&2; exit 2; }
+  row=$(python3 - "$OUT/idle-$n.json" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1])); s = r["sessions"]; u = r["relay"]; n = s["devices_at_traffic_start"]
+g = r["loadgen"]
+per = (u["rss_kib_at_traffic_start"] - u["rss_kib_before_sessions"]) / n if n else float("nan")
+tool = (g["rss_kib_at_traffic_start"] - g["rss_kib_before_sessions"]) / n if n else float("nan")
+print(f"| {s['devices_target']} | {n} | {u['rss_kib_before_sessions']/1024:.1f} | {u['rss_kib_at_traffic_start']/1024:.1f} | **{per:.2f}** | {u['cpu_percent_traffic']:.1f}% | {s['connect_rate_per_second']:.0f} | {r['latency']['connect']['p99_us']/1000:.1f} | {tool:.2f} |")
+PY
+)
+  echo "$row"
+  ROWS+=("$row")
+  bench_stop_relay
+done
+
+SECTION="$WORK/section.md"
+{
+  echo "## Memory per idle TLS device session (\`bench/idle_memory.sh\`)"
+  echo
+  echo "* Date: $(date -u '+%Y-%m-%d %H:%M UTC'), commit \`$(git rev-parse --short HEAD 2>/dev/null || echo unknown)\`$(git diff --quiet 2>/dev/null || echo ' (with uncommitted changes)')"
+  echo "* Machine: $(bench_machine); relay and load tool share it."
+  echo "* Command: \`COUNTS=\"$COUNTS\" bench/idle_memory.sh\`; results in \`$OUT/\`"
+  echo "* Each count on a fresh relay process with default settings (heartbeat 60 s), restarted after the accounts were set up; devices connect at about 1000/s from $SOURCE_IPS and stay idle for ${HOLD} s. Per-session memory = (relay RSS with all sessions − RSS before) / sessions."
+  echo
+  echo "| devices | established | relay RSS before (MiB) | relay RSS with sessions (MiB) | relay KiB per session | relay CPU while idle | connects/s | connect p99 ms | load tool KiB per session |"
+  echo "|---|---|---|---|---|---|---|---|---|"
+  printf '%s\n' "${ROWS[@]}"
+  if [ ${#SKIPPED[@]} -gt 0 ]; then
+    echo
+    echo "Not measured: ${SKIPPED[*]} sessions — this machine's per-process open-file limit is $FD_LIMIT and cannot be raised (no CAP_SYS_RESOURCE), and the relay needs one descriptor per session."
+  fi
+} >"$SECTION"
+bench_write_section idle_memory "$SECTION"
+cat "$SECTION"

@@ -1,0 +1,96 @@
+# Shared helpers of the bench scripts: build, start a release relay on loopback, describe
+# the machine, and write a section of docs/benchmarks.md. Source it; do not run it.
+
+BENCH_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# NOC_BIN benchmarks another relay build (e.g. a branch's) with the same load tool.
+NOC="${NOC_BIN:-$BENCH_ROOT/target/release/noc}"
+LOADTEST="$BENCH_ROOT/target/release/loadtest"
+# Ports of the benchmark relay (loopback only); override if they are taken.
+BENCH_HTTP_PORT=${BENCH_HTTP_PORT:-18443}
+BENCH_DEVICE_PORT=${BENCH_DEVICE_PORT:-18444}
+BENCH_ADMIN_PORT=${BENCH_ADMIN_PORT:-19090}
+RELAY_URL="https://127.0.0.1:$BENCH_HTTP_PORT"
+RELAY_PID=""
+# Scheduling priority of the relay and the load tool: other work on a shared machine
+# (compilers) should not be measured as relay latency. Negative values need root; the
+# scripts fall back to the normal priority without it.
+BENCH_NICE=${BENCH_NICE:--10}
+NICE=(nice -n "$BENCH_NICE")
+"${NICE[@]}" true 2>/dev/null || NICE=()
+
+bench_build() {
+  if [ -n "${BENCH_SKIP_BUILD:-}" ]; then return 0; fi
+  echo "== building release binaries (noc, loadtest)"
+  (cd "$BENCH_ROOT" && cargo build --release --locked -p noc -p noc-loadtest)
+}
+
+# Starts a relay with a fresh data directory in $1. Password hashing is made cheap
+# (argon2id 1 MiB, 1 pass): it only runs during setup (provisioning and activation), never
+# on the frame path, and keeps the setup of thousands of devices short.
+bench_start_relay() {
+  local dir=$1
+  mkdir -p "$dir"
+  # One descriptor per session, on both sides (root may raise the hard limit).
+  ulimit -n 1048576 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+  NOC_ACCOUNTS__ARGON2_MEMORY_KIB=1024 NOC_ACCOUNTS__ARGON2_ITERATIONS=1 \
+  NOC_ACCOUNTS__MAX_CONCURRENT_HASHES=8 NOC_SHUTDOWN__DRAIN_SECONDS=1 NOC_SHUTDOWN__GRACE_SECONDS=1 \
+  RUST_LOG=${RELAY_LOG:-warn} \
+    "${NICE[@]}" "$NOC" serve --data-dir "$dir/data" \
+      --http-listen "127.0.0.1:$BENCH_HTTP_PORT" \
+      --device-listen "127.0.0.1:$BENCH_DEVICE_PORT" \
+      --admin-listen "127.0.0.1:$BENCH_ADMIN_PORT" >"$dir/relay.log" 2>&1 &
+  RELAY_PID=$!
+  for _ in $(seq 1 100); do
+    if curl -sf "http://127.0.0.1:$BENCH_ADMIN_PORT/readyz" >/dev/null 2>&1; then
+      echo "== relay pid $RELAY_PID ready on $RELAY_URL (device port $BENCH_DEVICE_PORT)"
+      return 0
+    fi
+    sleep 0.2
+  done
+  echo "relay did not become ready; log:" >&2
+  cat "$dir/relay.log" >&2
+  return 1
+}
+
+bench_stop_relay() {
+  if [ -n "$RELAY_PID" ] && kill -0 "$RELAY_PID" 2>/dev/null; then
+    kill "$RELAY_PID" 2>/dev/null || true
+    wait "$RELAY_PID" 2>/dev/null || true
+  fi
+  RELAY_PID=""
+}
+
+# One load-test run against the benchmark relay; extra arguments are loadtest flags.
+bench_loadtest() {
+  local dir=$1
+  shift
+  "${NICE[@]}" "$LOADTEST" run --relay-url "$RELAY_URL" --cacert "$dir/data/tls/cert.pem" \
+    --noc-bin "$NOC" --data-dir "$dir/data" --credentials "$dir/credentials.json" \
+    --relay-pid "$RELAY_PID" --relay-metrics-url "http://127.0.0.1:$BENCH_ADMIN_PORT/metrics" \
+    --quiet "$@"
+}
+
+bench_machine() {
+  local model mem
+  model=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')
+  mem=$(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo)
+  echo "$(nproc) CPUs (${model:-unknown}), $mem RAM, Linux $(uname -r), load average $(cut -d' ' -f1-3 /proc/loadavg) at the end"
+}
+
+# Replaces the section between <!-- NAME:begin --> and <!-- NAME:end --> of
+# docs/benchmarks.md with the contents of file $2 (appends the section if missing).
+bench_write_section() {
+  local name=$1 file=$2
+  python3 - "$BENCH_ROOT/docs/benchmarks.md" "$name" "$file" <<'PY'
+import sys, re, pathlib
+doc, name, body = pathlib.Path(sys.argv[1]), sys.argv[2], pathlib.Path(sys.argv[3]).read_text()
+text = doc.read_text() if doc.exists() else "# Benchmarks\n"
+begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
+block = f"{begin}\n{body.rstrip()}\n{end}"
+if begin in text and end in text:
+    text = re.sub(re.escape(begin) + ".*?" + re.escape(end), lambda _: block, text, flags=re.S)
+else:
+    text = text.rstrip() + "\n\n" + block + "\n"
+doc.write_text(text)
+PY
+}

@@ -1,0 +1,214 @@
+//! The command line of the `loadtest` binary: `run`, `merge` and `report`.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use clap::{Args, Parser, Subcommand};
+use thiserror::Error;
+
+use crate::net::{NetError, parse_source_ips};
+use crate::result::{ReportError, RunResult};
+use crate::run::RunOptions;
+use crate::scenario::{Scenario, ScenarioError, ScenarioOverrides};
+use crate::setup::LicenseSource;
+
+#[derive(Debug, Error)]
+pub enum CliError {
+    #[error(transparent)]
+    Scenario(#[from] ScenarioError),
+    #[error(transparent)]
+    Net(#[from] NetError),
+    #[error("{0}")]
+    Usage(String),
+}
+
+#[derive(Parser, Debug)]
+#[command(name = "loadtest", version, about = "Load generator for the NOC relay: simulated VES and devices over TLS")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run a scenario against a relay (setup first, reusing cached credentials).
+    Run(Box<RunArgs>),
+    /// Combine the result files of parallel workers (exact histogram merge).
+    Merge {
+        /// Result files (JSON) of the workers.
+        #[arg(required = true)]
+        inputs: Vec<PathBuf>,
+        /// Merged result file.
+        #[arg(short, long)]
+        out: PathBuf,
+        /// Also write an HTML report of the merged result.
+        #[arg(long)]
+        html: Option<PathBuf>,
+    },
+    /// Render the HTML report of a result file again.
+    Report {
+        input: PathBuf,
+        #[arg(long)]
+        html: PathBuf,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// Scenario file (TOML; see loadtest/scenarios/). Flags below override its keys.
+    #[arg(long, value_name = "FILE")]
+    pub scenario: Option<PathBuf>,
+    #[command(flatten)]
+    pub overrides: ScenarioOverrides,
+    /// The relay's public HTTPS URL (or a load balancer's).
+    #[arg(long, default_value = "https://localhost:8443")]
+    pub relay_url: String,
+    /// PEM file of the certificate(s) to trust (the relay's self-signed one by default).
+    #[arg(long, default_value = "noc-data/tls/cert.pem")]
+    pub cacert: PathBuf,
+    /// Connect to this address instead of resolving the URL's host (TLS still checks it).
+    #[arg(long)]
+    pub connect_ip: Option<IpAddr>,
+    /// Device-channel address [default: what device activation returned].
+    #[arg(long)]
+    pub device_addr: Option<SocketAddr>,
+    /// Name checked against the device channel's certificate [default: the URL's host].
+    #[arg(long)]
+    pub tls_server_name: Option<String>,
+    /// Local source addresses for outgoing connections, round robin, e.g.
+    /// 127.0.0.1-127.0.0.16 (each has its own ephemeral ports).
+    #[arg(long)]
+    pub source_ips: Option<String>,
+    /// Use this existing license.
+    #[arg(long, requires = "license_password")]
+    pub license_name: Option<String>,
+    #[arg(long, env = "LOADTEST_LICENSE_PASSWORD", hide_env_values = true)]
+    pub license_password: Option<String>,
+    /// Create a license with this `noc` binary (`noc admin license create`) ...
+    #[arg(long, requires = "data_dir", conflicts_with = "license_name")]
+    pub noc_bin: Option<PathBuf>,
+    /// ... on this data directory of the relay.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// ... with this relay configuration file.
+    #[arg(long)]
+    pub noc_config: Option<PathBuf>,
+    /// Accounts and device credentials, kept so that reruns skip activation.
+    #[arg(long, default_value = "loadtest-credentials.json")]
+    pub credentials: PathBuf,
+    /// PID of a local relay: its RSS and CPU are sampled from /proc.
+    #[arg(long)]
+    pub relay_pid: Option<u32>,
+    /// The relay's admin metrics URL (e.g. http://127.0.0.1:9090/metrics), to report its
+    /// own counters beside the tool's.
+    #[arg(long)]
+    pub relay_metrics_url: Option<String>,
+    /// Result file (JSON).
+    #[arg(long, default_value = "loadtest-result.json")]
+    pub out: PathBuf,
+    /// HTML report [default: the result file with .html].
+    #[arg(long)]
+    pub html: Option<PathBuf>,
+    /// Worker threads of the load tool [default: one per CPU].
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// No live progress.
+    #[arg(long)]
+    pub quiet: bool,
+    /// Prepare licenses, accounts and devices, then stop.
+    #[arg(long)]
+    pub setup_only: bool,
+}
+
+impl RunArgs {
+    /// The run's options.
+    pub fn options(&self) -> Result<RunOptions, CliError> {
+        let scenario = Scenario::resolve(self.scenario.as_deref(), &self.overrides)?;
+        let license = match (&self.license_name, &self.license_password, &self.noc_bin, &self.data_dir) {
+            (Some(name), Some(password), _, _) => {
+                LicenseSource::Existing { name: name.clone(), password: password.clone() }
+            }
+            (Some(_), None, _, _) => return Err(CliError::Usage("--license-name needs --license-password".into())),
+            (None, _, Some(noc_bin), Some(data_dir)) => LicenseSource::Admin {
+                noc_bin: noc_bin.clone(),
+                data_dir: data_dir.clone(),
+                config: self.noc_config.clone(),
+            },
+            (None, _, Some(_), None) => return Err(CliError::Usage("--noc-bin needs --data-dir".into())),
+            (None, _, None, _) => LicenseSource::Cached,
+        };
+        let source_ips = match &self.source_ips {
+            Some(s) => parse_source_ips(s)?,
+            None => Vec::new(),
+        };
+        Ok(RunOptions {
+            scenario,
+            relay_url: self.relay_url.clone(),
+            cacert: self.cacert.clone(),
+            connect_ip: self.connect_ip,
+            device_addr: self.device_addr,
+            tls_server_name: self.tls_server_name.clone(),
+            source_ips,
+            license,
+            credentials: self.credentials.clone(),
+            relay_pid: self.relay_pid,
+            relay_metrics_url: self.relay_metrics_url.clone(),
+            progress: !self.quiet,
+            setup_only: self.setup_only,
+        })
+    }
+
+    /// Where the HTML report goes.
+    pub fn html_path(&self) -> PathBuf {
+        self.html.clone().unwrap_or_else(|| self.out.with_extension("html"))
+    }
+}
+
+/// Writes the JSON result and, if asked, its HTML report.
+pub fn write_outputs(result: &RunResult, json: &Path, html: Option<&Path>) -> Result<(), ReportError> {
+    result.save(json)?;
+    if let Some(path) = html {
+        let page = crate::html::render(result)?;
+        std::fs::write(path, page).map_err(|source| ReportError::Io { path: path.to_path_buf(), source })?;
+    }
+    Ok(())
+}
+
+/// `loadtest merge`: reads, merges and writes.
+pub fn merge_files(inputs: &[PathBuf], out: &Path, html: Option<&Path>) -> Result<RunResult, ReportError> {
+    let results = inputs.iter().map(|p| RunResult::load(p)).collect::<Result<Vec<_>, _>>()?;
+    let merged = crate::result::merge(&results)?;
+    write_outputs(&merged, out, html)?;
+    Ok(merged)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_parse_into_options() {
+        let cli = Cli::try_parse_from([
+            "loadtest",
+            "run",
+            "--devices-per-ves",
+            "50",
+            "--rate-frames-per-second",
+            "1000",
+            "--source-ips",
+            "127.0.0.1-127.0.0.4",
+            "--noc-bin",
+            "target/release/noc",
+            "--data-dir",
+            "d",
+        ])
+        .expect("parse");
+        let Command::Run(args) = cli.command else { panic!("run") };
+        let o = args.options().expect("options");
+        assert_eq!(o.scenario.devices_per_ves, 50);
+        assert_eq!(o.source_ips.len(), 4);
+        assert!(matches!(o.license, LicenseSource::Admin { .. }));
+        assert_eq!(args.html_path(), PathBuf::from("loadtest-result.html"));
+        assert!(Cli::try_parse_from(["loadtest", "run", "--noc-bin", "x"]).is_err(), "needs --data-dir");
+    }
+}

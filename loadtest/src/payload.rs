@@ -1,0 +1,131 @@
+//! The load tool's frame payload: a stamp (scheduled send time, sequence number, sender)
+//! followed by zero padding up to the scenario's frame size.
+//!
+//! The relay treats payloads as opaque bytes, so the receiving endpoint can read the stamp
+//! and measure end-to-end latency from the time the frame was *scheduled*, not the time it
+//! was written: a sender that falls behind its timetable shows up as latency instead of
+//! silently sending less (no coordinated omission).
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+/// Identifies a load-tool payload ("NOC load test, layout 1").
+pub const STAMP_MAGIC: [u8; 4] = *b"NLT1";
+/// Bytes of the stamp; the smallest allowed frame size.
+pub const STAMP_BYTES: usize = 4 + 8 + 8 + 4;
+
+/// What a payload carries besides padding.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Stamp {
+    /// When the frame was due to be sent, nanoseconds since the Unix epoch.
+    pub scheduled_unix_ns: u64,
+    /// The sender's sequence number (also its frame id).
+    pub seq: u64,
+    /// Index of the sending device, or of the sending VES.
+    pub sender: u32,
+}
+
+impl Stamp {
+    /// The payload bytes: the stamp, then zeros up to `size` (at least [`STAMP_BYTES`]).
+    pub fn payload(&self, size: usize) -> Bytes {
+        let mut b = BytesMut::with_capacity(size.max(STAMP_BYTES));
+        self.write(&mut b, size);
+        b.freeze()
+    }
+
+    /// Appends the payload to `buf`.
+    pub fn write(&self, buf: &mut BytesMut, size: usize) {
+        buf.put_slice(&STAMP_MAGIC);
+        buf.put_u64(self.scheduled_unix_ns);
+        buf.put_u64(self.seq);
+        buf.put_u32(self.sender);
+        buf.put_bytes(0, size.saturating_sub(STAMP_BYTES));
+    }
+
+    /// Reads the stamp of a payload; `None` for bytes that are not a load-tool payload.
+    pub fn read(payload: &[u8]) -> Option<Stamp> {
+        if payload.len() < STAMP_BYTES || payload[..4] != STAMP_MAGIC {
+            return None;
+        }
+        let u64_at = |at: usize| {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&payload[at..at + 8]);
+            u64::from_be_bytes(b)
+        };
+        let mut sender = [0u8; 4];
+        sender.copy_from_slice(&payload[20..24]);
+        Some(Stamp { scheduled_unix_ns: u64_at(4), seq: u64_at(12), sender: u32::from_be_bytes(sender) })
+    }
+}
+
+/// A monotonic clock expressed in Unix nanoseconds.
+///
+/// Stamps must be comparable between the sending and the receiving task, and between
+/// workers of a campaign on other machines: the epoch base makes them wall-clock times,
+/// while `Instant` keeps them monotonic within one process.
+#[derive(Clone, Copy, Debug)]
+pub struct Clock {
+    base: Instant,
+    base_unix_ns: u64,
+}
+
+impl Clock {
+    pub fn new() -> Self {
+        let base_unix_ns = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
+        Self { base: Instant::now(), base_unix_ns }
+    }
+
+    /// Now, in Unix nanoseconds.
+    pub fn now_ns(&self) -> u64 {
+        self.at(Instant::now())
+    }
+
+    /// An instant, in Unix nanoseconds.
+    pub fn at(&self, t: Instant) -> u64 {
+        self.base_unix_ns + t.saturating_duration_since(self.base).as_nanos() as u64
+    }
+
+    /// The instant of a Unix-nanosecond time (clamped to the clock's start).
+    pub fn instant(&self, unix_ns: u64) -> Instant {
+        self.base + Duration::from_nanos(unix_ns.saturating_sub(self.base_unix_ns))
+    }
+
+    /// Microseconds from `from_ns` to now, at least 1 (the histograms' lowest value).
+    pub fn micros_since(&self, from_ns: u64) -> u64 {
+        (self.now_ns().saturating_sub(from_ns) / 1000).max(1)
+    }
+}
+
+impl Default for Clock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stamp_round_trips_and_pads() {
+        let s = Stamp { scheduled_unix_ns: 1_700_000_000_123_456_789, seq: 42, sender: 7 };
+        let p = s.payload(256);
+        assert_eq!(p.len(), 256);
+        assert_eq!(Stamp::read(&p), Some(s));
+        assert_eq!(s.payload(1).len(), STAMP_BYTES, "never shorter than the stamp");
+        assert_eq!(Stamp::read(b"hello"), None);
+        assert_eq!(Stamp::read(&[0u8; 64]), None);
+    }
+
+    #[test]
+    fn clock_is_monotonic_in_unix_time() {
+        let c = Clock::new();
+        let a = c.now_ns();
+        let b = c.now_ns();
+        assert!(b >= a && a > 1_600_000_000_000_000_000);
+        assert!(c.micros_since(a) >= 1);
+        let t = c.instant(a + 5_000_000);
+        assert_eq!(c.at(t), a + 5_000_000);
+    }
+}

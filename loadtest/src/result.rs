@@ -1,0 +1,515 @@
+//! The result file of a run, and merging the results of many workers.
+//!
+//! Histograms travel inside the JSON in HdrHistogram's V2 encoding (base64), so merging
+//! the files of parallel workers gives exact percentiles of the whole campaign, not an
+//! average of percentiles.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use base64::Engine;
+use hdrhistogram::Histogram;
+use hdrhistogram::serialization::{Deserializer, Serializer, V2Serializer};
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::scenario::Scenario;
+use crate::stats::new_histogram;
+
+/// Layout version of the result file.
+pub const RESULT_FORMAT: u32 = 1;
+
+#[derive(Debug, Error)]
+pub enum ReportError {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{path}: not a load-test result: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("histogram encoding: {0}")]
+    Histogram(String),
+    #[error("nothing to merge")]
+    Empty,
+}
+
+/// A latency distribution: its summary, and the histogram itself for merging.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct Latency {
+    pub count: u64,
+    pub min_us: u64,
+    pub mean_us: f64,
+    pub p50_us: u64,
+    pub p90_us: u64,
+    pub p99_us: u64,
+    pub p999_us: u64,
+    pub max_us: u64,
+    /// HdrHistogram V2 encoding, base64, microseconds.
+    pub hdr: String,
+}
+
+impl Latency {
+    pub fn from_histogram(h: &Histogram<u64>) -> Result<Self, ReportError> {
+        let mut raw = Vec::new();
+        V2Serializer::new().serialize(h, &mut raw).map_err(|e| ReportError::Histogram(format!("{e:?}")))?;
+        let q = |p: f64| if h.is_empty() { 0 } else { h.value_at_quantile(p) };
+        Ok(Self {
+            count: h.len(),
+            min_us: if h.is_empty() { 0 } else { h.min() },
+            mean_us: if h.is_empty() { 0.0 } else { h.mean() },
+            p50_us: q(0.50),
+            p90_us: q(0.90),
+            p99_us: q(0.99),
+            p999_us: q(0.999),
+            max_us: if h.is_empty() { 0 } else { h.max() },
+            hdr: base64::engine::general_purpose::STANDARD.encode(raw),
+        })
+    }
+
+    /// The histogram back from its encoding.
+    pub fn histogram(&self) -> Result<Histogram<u64>, ReportError> {
+        if self.hdr.is_empty() {
+            return Ok(new_histogram());
+        }
+        let raw = base64::engine::general_purpose::STANDARD
+            .decode(&self.hdr)
+            .map_err(|e| ReportError::Histogram(e.to_string()))?;
+        let h: Histogram<u64> = Deserializer::new()
+            .deserialize(&mut std::io::Cursor::new(raw))
+            .map_err(|e| ReportError::Histogram(format!("{e:?}")))?;
+        let mut out = new_histogram();
+        out.add(&h).map_err(|e| ReportError::Histogram(format!("{e:?}")))?;
+        Ok(out)
+    }
+}
+
+/// Frame counters of one direction.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct FrameCounts {
+    /// Frames put on the wire by the sending endpoint.
+    pub sent: u64,
+    /// End-to-end acknowledged.
+    pub acked: u64,
+    /// Refused by the relay, by reason (`request_failed`: the data-channel request failed).
+    pub undeliverable: BTreeMap<String, u64>,
+    /// Sent, and neither acknowledged nor refused by the end of the drain.
+    pub lost: u64,
+    /// Received by the other endpoint.
+    pub received: u64,
+    /// Timetable frames not sent because the sender or every target was offline.
+    pub skipped_offline: u64,
+    /// Acks or notices for frames already resolved.
+    pub late_notices: u64,
+    /// Received payloads without a load-tool stamp.
+    pub foreign_payloads: u64,
+}
+
+impl FrameCounts {
+    pub fn undeliverable_total(&self) -> u64 {
+        self.undeliverable.values().sum()
+    }
+
+    fn add(&mut self, o: &FrameCounts) {
+        self.sent += o.sent;
+        self.acked += o.acked;
+        for (k, v) in &o.undeliverable {
+            *self.undeliverable.entry(k.clone()).or_default() += v;
+        }
+        self.lost += o.lost;
+        self.received += o.received;
+        self.skipped_offline += o.skipped_offline;
+        self.late_notices += o.late_notices;
+        self.foreign_payloads += o.foreign_payloads;
+    }
+}
+
+/// Sessions and connection establishment.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct Sessions {
+    pub ves_target: u64,
+    pub ves_established: u64,
+    pub devices_target: u64,
+    /// Devices online when traffic started.
+    pub devices_at_traffic_start: u64,
+    pub devices_peak: u64,
+    pub connect_attempts: u64,
+    pub connect_ok: u64,
+    pub connect_failed: u64,
+    pub reconnects: u64,
+    pub churn_disconnects: u64,
+    /// Seconds from the first connection attempt until every device was online (or the
+    /// ramp ended).
+    pub ramp_seconds: f64,
+    /// Sessions established per second during the ramp.
+    pub connect_rate_per_second: f64,
+}
+
+/// Resource use of a local process.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct ProcessUsage {
+    pub pid: Option<u32>,
+    /// Before any device connected.
+    pub rss_kib_before_sessions: u64,
+    /// When traffic started (every session established, nothing sent yet).
+    pub rss_kib_at_traffic_start: u64,
+    pub rss_kib_peak: u64,
+    pub rss_kib_end: u64,
+    /// Average CPU during the traffic phase, percent of one core.
+    pub cpu_percent_traffic: f64,
+    pub cpu_seconds_total: f64,
+    pub threads: u64,
+}
+
+impl ProcessUsage {
+    /// Resident memory per device session: growth from before the sessions to traffic
+    /// start, divided by the sessions then online. `None` without data.
+    pub fn rss_bytes_per_session(&self, sessions: u64) -> Option<f64> {
+        if sessions == 0 || self.rss_kib_at_traffic_start == 0 {
+            return None;
+        }
+        Some((self.rss_kib_at_traffic_start as f64 - self.rss_kib_before_sessions as f64) * 1024.0 / sessions as f64)
+    }
+}
+
+/// Counts of one direction in one interval.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct IntervalCounts {
+    pub sent: u64,
+    pub received: u64,
+    pub acked: u64,
+    pub undeliverable: u64,
+}
+
+/// One point of the time series.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct TimelinePoint {
+    /// End of the interval, seconds since the run started.
+    pub t_seconds: f64,
+    pub unix_ms: u64,
+    pub interval_seconds: f64,
+    pub phase: String,
+    pub devices_online: u64,
+    pub ves_online: u64,
+    pub device_to_ves: IntervalCounts,
+    pub ves_to_device: IntervalCounts,
+    /// One-way latency of both directions received in this interval.
+    pub latency: Latency,
+    pub relay_rss_kib: Option<u64>,
+    pub relay_cpu_percent: Option<f64>,
+    pub loadgen_cpu_percent: Option<f64>,
+}
+
+/// Seconds since the run started at which each phase began.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct Phases {
+    pub setup_seconds: f64,
+    pub ramp_start: f64,
+    pub traffic_start: f64,
+    pub traffic_end: f64,
+    pub drain_end: f64,
+}
+
+/// Latency distributions of the run.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct Latencies {
+    /// Scheduled send → receipt, both directions.
+    pub one_way: Latency,
+    pub one_way_device_to_ves: Latency,
+    pub one_way_ves_to_device: Latency,
+    /// Scheduled send → acknowledgement back at the sender.
+    pub ack_device_to_ves: Latency,
+    pub ack_ves_to_device: Latency,
+    /// Device TCP + TLS + HELLO + AUTH.
+    pub connect: Latency,
+}
+
+/// Where the load went.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct Target {
+    pub relay_url: String,
+    pub device_addr: String,
+    pub source_ips: Vec<String>,
+}
+
+/// The machine the load tool ran on.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct Machine {
+    pub hostname: String,
+    pub cpus: u64,
+    pub cpu_model: String,
+    pub memory_kib: u64,
+    pub kernel: String,
+}
+
+impl Machine {
+    pub fn this() -> Self {
+        let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
+        let cpuinfo = read("/proc/cpuinfo");
+        let cpu_model = cpuinfo
+            .lines()
+            .find(|l| l.starts_with("model name"))
+            .and_then(|l| l.split_once(':'))
+            .map(|(_, v)| v.trim().to_string())
+            .unwrap_or_default();
+        let memory_kib = read("/proc/meminfo")
+            .lines()
+            .find(|l| l.starts_with("MemTotal:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        Self {
+            hostname: read("/proc/sys/kernel/hostname").trim().to_string(),
+            cpus: std::thread::available_parallelism().map(|n| n.get() as u64).unwrap_or(1),
+            cpu_model,
+            memory_kib,
+            kernel: read("/proc/sys/kernel/osrelease").trim().to_string(),
+        }
+    }
+}
+
+/// The result file.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct RunResult {
+    pub format: u32,
+    pub tool: String,
+    /// Results combined into this one (1 for a single run).
+    pub workers: u32,
+    pub scenario: Scenario,
+    pub target: Target,
+    pub machine: Machine,
+    pub started_unix_ms: u64,
+    pub finished_unix_ms: u64,
+    pub phases: Phases,
+    pub sessions: Sessions,
+    pub device_to_ves: FrameCounts,
+    pub ves_to_device: FrameCounts,
+    pub latency: Latencies,
+    /// Achieved rates over the traffic phase (frames received per second, both ways).
+    pub achieved_frames_per_second: f64,
+    pub errors: BTreeMap<String, u64>,
+    pub data_requests: u64,
+    pub data_request_failures: u64,
+    pub relay: Option<ProcessUsage>,
+    pub loadgen: Option<ProcessUsage>,
+    /// Changes of the relay's own counters over the run (from its `/metrics`), to check
+    /// them against the tool's.
+    pub relay_metrics_delta: BTreeMap<String, f64>,
+    pub timeline: Vec<TimelinePoint>,
+}
+
+impl RunResult {
+    pub fn load(path: &Path) -> Result<Self, ReportError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ReportError::Io { path: path.into(), source })?;
+        let r: RunResult = serde_json::from_str(&text)
+            .map_err(|e| ReportError::Parse { path: path.into(), message: e.to_string() })?;
+        if r.format != RESULT_FORMAT {
+            return Err(ReportError::Parse { path: path.into(), message: format!("format {}", r.format) });
+        }
+        Ok(r)
+    }
+
+    pub fn save(&self, path: &Path) -> Result<(), ReportError> {
+        let json = serde_json::to_vec_pretty(self)
+            .map_err(|e| ReportError::Parse { path: path.into(), message: e.to_string() })?;
+        std::fs::write(path, json).map_err(|source| ReportError::Io { path: path.into(), source })
+    }
+
+    /// Frames sent in both directions.
+    pub fn sent(&self) -> u64 {
+        self.device_to_ves.sent + self.ves_to_device.sent
+    }
+
+    pub fn lost(&self) -> u64 {
+        self.device_to_ves.lost + self.ves_to_device.lost
+    }
+
+    pub fn undeliverable(&self) -> u64 {
+        self.device_to_ves.undeliverable_total() + self.ves_to_device.undeliverable_total()
+    }
+
+    /// A human-readable summary for the terminal.
+    pub fn summary(&self) -> String {
+        let mut s = String::new();
+        let l = &self.latency.one_way;
+        let ms = |us: u64| us as f64 / 1000.0;
+        s.push_str(&format!(
+            "scenario {:?}: {} VES, {} devices, {} B frames, {:.0} frames/s for {:.0} s ({} worker{})\n",
+            self.scenario.name,
+            self.sessions.ves_target,
+            self.sessions.devices_target,
+            self.scenario.frame_size_bytes,
+            self.scenario.rate_frames_per_second * self.workers as f64,
+            self.scenario.duration_seconds,
+            self.workers,
+            if self.workers == 1 { "" } else { "s" },
+        ));
+        s.push_str(&format!(
+            "sessions: {} VES, {} devices at traffic start (peak {}), connect {:.0}/s, {} failed, {} reconnects\n",
+            self.sessions.ves_established,
+            self.sessions.devices_at_traffic_start,
+            self.sessions.devices_peak,
+            self.sessions.connect_rate_per_second,
+            self.sessions.connect_failed,
+            self.sessions.reconnects,
+        ));
+        for (name, c) in [("device→VES", &self.device_to_ves), ("VES→device", &self.ves_to_device)] {
+            s.push_str(&format!(
+                "{name}: sent {} acked {} undeliverable {} lost {} (received {}, skipped offline {})\n",
+                c.sent,
+                c.acked,
+                c.undeliverable_total(),
+                c.lost,
+                c.received,
+                c.skipped_offline
+            ));
+        }
+        s.push_str(&format!(
+            "achieved {:.0} frames/s; one-way latency ms: p50 {:.3} p90 {:.3} p99 {:.3} p99.9 {:.3} max {:.3} (n={})\n",
+            self.achieved_frames_per_second,
+            ms(l.p50_us),
+            ms(l.p90_us),
+            ms(l.p99_us),
+            ms(l.p999_us),
+            ms(l.max_us),
+            l.count
+        ));
+        if let Some(r) = &self.relay {
+            s.push_str(&format!(
+                "relay: RSS {} MiB at traffic start (peak {} MiB), CPU {:.0}% during traffic",
+                r.rss_kib_at_traffic_start / 1024,
+                r.rss_kib_peak / 1024,
+                r.cpu_percent_traffic
+            ));
+            if let Some(b) = r.rss_bytes_per_session(self.sessions.devices_at_traffic_start) {
+                s.push_str(&format!(", {:.1} KiB per device session", b / 1024.0));
+            }
+            s.push('\n');
+        }
+        if !self.errors.is_empty() {
+            let e: Vec<String> = self.errors.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            s.push_str(&format!("errors: {}\n", e.join(" ")));
+        }
+        s
+    }
+}
+
+fn merge_latency(a: &Latency, b: &Latency) -> Result<Latency, ReportError> {
+    let mut h = a.histogram()?;
+    h.add(b.histogram()?).map_err(|e| ReportError::Histogram(format!("{e:?}")))?;
+    Latency::from_histogram(&h)
+}
+
+/// Combines the results of parallel workers: counters add up, histograms merge exactly,
+/// time series are aligned on wall-clock seconds.
+pub fn merge(results: &[RunResult]) -> Result<RunResult, ReportError> {
+    let (first, rest) = results.split_first().ok_or(ReportError::Empty)?;
+    let mut m = first.clone();
+    let start = results.iter().map(|r| r.started_unix_ms).min().unwrap_or(0);
+    for r in rest {
+        m.workers += r.workers;
+        m.started_unix_ms = start;
+        m.finished_unix_ms = m.finished_unix_ms.max(r.finished_unix_ms);
+        let s = &mut m.sessions;
+        let o = &r.sessions;
+        s.ves_target += o.ves_target;
+        s.ves_established += o.ves_established;
+        s.devices_target += o.devices_target;
+        s.devices_at_traffic_start += o.devices_at_traffic_start;
+        s.devices_peak += o.devices_peak;
+        s.connect_attempts += o.connect_attempts;
+        s.connect_ok += o.connect_ok;
+        s.connect_failed += o.connect_failed;
+        s.reconnects += o.reconnects;
+        s.churn_disconnects += o.churn_disconnects;
+        s.ramp_seconds = s.ramp_seconds.max(o.ramp_seconds);
+        s.connect_rate_per_second += o.connect_rate_per_second;
+        m.device_to_ves.add(&r.device_to_ves);
+        m.ves_to_device.add(&r.ves_to_device);
+        let l = &mut m.latency;
+        l.one_way = merge_latency(&l.one_way, &r.latency.one_way)?;
+        l.one_way_device_to_ves = merge_latency(&l.one_way_device_to_ves, &r.latency.one_way_device_to_ves)?;
+        l.one_way_ves_to_device = merge_latency(&l.one_way_ves_to_device, &r.latency.one_way_ves_to_device)?;
+        l.ack_device_to_ves = merge_latency(&l.ack_device_to_ves, &r.latency.ack_device_to_ves)?;
+        l.ack_ves_to_device = merge_latency(&l.ack_ves_to_device, &r.latency.ack_ves_to_device)?;
+        l.connect = merge_latency(&l.connect, &r.latency.connect)?;
+        m.achieved_frames_per_second += r.achieved_frames_per_second;
+        for (k, v) in &r.errors {
+            *m.errors.entry(k.clone()).or_default() += v;
+        }
+        m.data_requests += r.data_requests;
+        m.data_request_failures += r.data_request_failures;
+        // Each worker's own process; the relay is usually shared: keep the first sample set.
+        if m.relay.is_none() {
+            m.relay = r.relay.clone();
+        }
+        m.loadgen = None;
+        m.target.source_ips.extend(r.target.source_ips.iter().cloned());
+        if m.relay_metrics_delta.is_empty() {
+            m.relay_metrics_delta = r.relay_metrics_delta.clone();
+        }
+    }
+    m.target.source_ips.sort();
+    m.target.source_ips.dedup();
+    m.timeline = merge_timelines(results, start)?;
+    Ok(m)
+}
+
+/// Buckets every worker's points by the wall-clock second they end in.
+fn merge_timelines(results: &[RunResult], start_ms: u64) -> Result<Vec<TimelinePoint>, ReportError> {
+    let mut buckets: BTreeMap<u64, TimelinePoint> = BTreeMap::new();
+    let mut hists: BTreeMap<u64, Histogram<u64>> = BTreeMap::new();
+    for r in results {
+        for p in &r.timeline {
+            let sec = p.unix_ms.div_ceil(1000);
+            let b = buckets.entry(sec).or_insert_with(|| TimelinePoint {
+                t_seconds: (sec * 1000).saturating_sub(start_ms) as f64 / 1000.0,
+                unix_ms: sec * 1000,
+                interval_seconds: p.interval_seconds,
+                phase: p.phase.clone(),
+                ..TimelinePoint::default()
+            });
+            b.devices_online += p.devices_online;
+            b.ves_online += p.ves_online;
+            for (dst, src) in [(&mut b.device_to_ves, &p.device_to_ves), (&mut b.ves_to_device, &p.ves_to_device)] {
+                dst.sent += src.sent;
+                dst.received += src.received;
+                dst.acked += src.acked;
+                dst.undeliverable += src.undeliverable;
+            }
+            if b.relay_rss_kib.is_none() {
+                b.relay_rss_kib = p.relay_rss_kib;
+                b.relay_cpu_percent = p.relay_cpu_percent;
+            }
+            let h = hists.entry(sec).or_insert_with(new_histogram);
+            h.add(p.latency.histogram()?).map_err(|e| ReportError::Histogram(format!("{e:?}")))?;
+        }
+    }
+    let mut out = Vec::with_capacity(buckets.len());
+    for (sec, mut p) in buckets {
+        if let Some(h) = hists.get(&sec) {
+            p.latency = Latency::from_histogram(h)?;
+        }
+        out.push(p);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hist(values: &[u64]) -> Histogram<u64> {
+        let mut h = new_histogram();
+        for v in values {
+            h.record(*v).expect("in range");
+        }
+        h
+    }
+
+    #[test]
+    fn latency_round_trips_through_its_encoding() {
+        let h = hist(&[100, 200, 300, 10_000]);
+        let l = Latency::from_histogram(&h).expect("encode");
+        assert_eq!(l.count, 4);
+        assert_eq!(l.histogram().expect("decode"), h);
+        assert_eq!(Latency::default().histogram().expect("empty").len(), 0);
+    }
+}

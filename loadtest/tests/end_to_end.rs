@@ -1,0 +1,104 @@
+//! The load tool against a real relay node (in-process, TLS on loopback): every frame is
+//! accounted for, the outputs are written, and a rerun reuses the cached credentials.
+
+use std::path::Path;
+
+use noc_loadtest::cli::write_outputs;
+use noc_loadtest::result::FrameCounts;
+use noc_loadtest::setup::{Credentials, LicenseSource};
+use noc_loadtest::{RunOptions, RunResult, Scenario, run};
+use noc_test_support::TestRelay;
+
+fn tiny() -> Scenario {
+    Scenario {
+        name: "tiny".into(),
+        ves_count: 1,
+        devices_per_ves: 4,
+        devices_per_user: 2,
+        frame_size_bytes: 64,
+        rate_frames_per_second: 200.0,
+        device_to_ves_percent: 50.0,
+        duration_seconds: 1.5,
+        ramp_up_seconds: 0.5,
+        drain_timeout_seconds: 5.0,
+        report_interval_ms: 250,
+        ..Scenario::default()
+    }
+}
+
+fn options(relay: &TestRelay, dir: &Path, scenario: Scenario) -> RunOptions {
+    RunOptions {
+        scenario,
+        relay_url: relay.base_url().to_string(),
+        cacert: relay.cert_path(),
+        connect_ip: None,
+        device_addr: Some(relay.device_addr()),
+        tls_server_name: None,
+        source_ips: vec!["127.0.0.1".parse().expect("ip")],
+        license: LicenseSource::Existing { name: "lt".into(), password: "lt-license-pw".into() },
+        credentials: dir.join("credentials.json"),
+        // The relay runs in this process: sampling it exercises the /proc reader.
+        relay_pid: Some(std::process::id()),
+        relay_metrics_url: Some(format!("{}/metrics", relay.admin_url())),
+        progress: false,
+        setup_only: false,
+    }
+}
+
+fn assert_accounted(name: &str, c: &FrameCounts) {
+    assert!(c.sent > 0, "{name}: frames were sent: {c:?}");
+    assert_eq!(c.sent, c.acked + c.undeliverable_total() + c.lost, "{name}: every frame has one fate: {c:?}");
+    assert_eq!(c.lost, 0, "{name}: nothing lost on a healthy relay: {c:?}");
+    assert_eq!(c.undeliverable_total(), 0, "{name}: nothing refused: {c:?}");
+    assert_eq!(c.received, c.sent, "{name}: every frame reached the other endpoint: {c:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tiny_scenario_accounts_for_every_frame_and_writes_its_reports() {
+    let relay = TestRelay::start();
+    relay.create_license("lt", "lt-license-pw", 100).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+
+    let r = run(options(&relay, dir.path(), tiny())).await.expect("run").expect("a result");
+    assert_eq!(r.sessions.ves_established, 1);
+    assert_eq!(r.sessions.devices_at_traffic_start, 4, "{:?}", r.errors);
+    assert_accounted("device→VES", &r.device_to_ves);
+    assert_accounted("VES→device", &r.ves_to_device);
+    // 200 frames/s for 1.5 s, half each way (open loop: the timetable, not the relay, sets it).
+    assert_eq!(r.sent(), 300, "{:?} {:?}", r.device_to_ves, r.ves_to_device);
+    assert_eq!(r.latency.one_way.count, r.device_to_ves.received + r.ves_to_device.received);
+    assert_eq!(r.latency.ack_device_to_ves.count, r.device_to_ves.acked);
+    assert_eq!(r.latency.connect.count, 4);
+    assert!(r.latency.one_way.p99_us > 0 && r.latency.one_way.p99_us < 5_000_000);
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
+    // The relay's own counters agree with the tool's.
+    let relayed =
+        |d: &str| r.relay_metrics_delta.get(&format!("noc_frames_relayed_total{{direction=\"{d}\"}}")).copied();
+    assert_eq!(relayed("device_to_ves"), Some(r.device_to_ves.sent as f64), "{:?}", r.relay_metrics_delta);
+    assert_eq!(relayed("ves_to_device"), Some(r.ves_to_device.sent as f64));
+    let relay_usage = r.relay.as_ref().expect("relay sampled");
+    assert!(relay_usage.rss_kib_peak > 0);
+    assert!(r.timeline.iter().any(|p| p.phase == "traffic"));
+
+    let json = dir.path().join("result.json");
+    let html = dir.path().join("result.html");
+    write_outputs(&r, &json, Some(&html)).expect("outputs");
+    let back = RunResult::load(&json).expect("reload");
+    assert_eq!((&back.device_to_ves, &back.ves_to_device), (&r.device_to_ves, &r.ves_to_device));
+    assert_eq!(back.latency.one_way.histogram().expect("decode").len(), r.latency.one_way.count);
+    assert_eq!(back.latency.one_way.hdr, r.latency.one_way.hdr);
+    let page = std::fs::read_to_string(&html).expect("html");
+    assert!(page.contains("<svg") && page.contains("Latency by percentile") && !page.contains("<script"));
+
+    // A rerun reuses the cached accounts and devices instead of activating new ones.
+    let creds = dir.path().join("credentials.json");
+    let before = Credentials::load_or_new(&creds, relay.base_url()).expect("credentials");
+    let short = Scenario { duration_seconds: 1.0, ..tiny() };
+    let r2 = run(options(&relay, dir.path(), short)).await.expect("rerun").expect("a result");
+    assert_accounted("rerun device→VES", &r2.device_to_ves);
+    let after = Credentials::load_or_new(&creds, relay.base_url()).expect("credentials");
+    let ids = |c: &Credentials| c.devices_of(0, &tiny()).iter().map(|d| d.device_id).collect::<Vec<_>>();
+    assert_eq!(ids(&before), ids(&after), "same devices");
+    assert_eq!(ids(&after).len(), 4);
+    relay.node.shutdown();
+}

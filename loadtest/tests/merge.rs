@@ -1,0 +1,93 @@
+//! `loadtest merge`: counters add up and histograms merge exactly.
+
+use hdrhistogram::Histogram;
+use noc_loadtest::cli::merge_files;
+use noc_loadtest::result::{FrameCounts, IntervalCounts, Latency, RunResult, TimelinePoint};
+use noc_loadtest::stats::new_histogram;
+
+fn hist(values: impl IntoIterator<Item = u64>) -> Histogram<u64> {
+    let mut h = new_histogram();
+    for v in values {
+        h.record(v).expect("in range");
+    }
+    h
+}
+
+fn worker(values: Vec<u64>, start_ms: u64, lost: u64) -> RunResult {
+    let h = hist(values.iter().copied());
+    let lat = Latency::from_histogram(&h).expect("encode");
+    let n = values.len() as u64;
+    let counts = FrameCounts {
+        sent: n + lost,
+        acked: n,
+        lost,
+        received: n,
+        undeliverable: [("queue_full".to_string(), 0)].into_iter().collect(),
+        ..FrameCounts::default()
+    };
+    let point = |t: u64| TimelinePoint {
+        t_seconds: t as f64,
+        unix_ms: start_ms + t * 1000,
+        interval_seconds: 1.0,
+        phase: "traffic".into(),
+        devices_online: 10,
+        device_to_ves: IntervalCounts { sent: n / 2, received: n / 2, acked: n / 2, undeliverable: 0 },
+        latency: lat.clone(),
+        ..TimelinePoint::default()
+    };
+    let mut r = RunResult { format: noc_loadtest::result::RESULT_FORMAT, workers: 1, ..RunResult::default() };
+    r.started_unix_ms = start_ms;
+    r.device_to_ves = counts;
+    r.sessions.devices_target = 10;
+    r.latency.one_way = lat.clone();
+    r.latency.one_way_device_to_ves = lat.clone();
+    r.achieved_frames_per_second = n as f64;
+    r.errors.insert("connect:timeout".into(), 1);
+    r.timeline = vec![point(1), point(2)];
+    r
+}
+
+#[test]
+fn merged_results_add_counters_and_merge_histograms_exactly() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let a = worker((1..=1000).collect(), 1_700_000_000_000, 2);
+    let b = worker((5000..=5999).collect(), 1_700_000_000_000, 0);
+    let (pa, pb) = (dir.path().join("a.json"), dir.path().join("b.json"));
+    a.save(&pa).expect("save a");
+    b.save(&pb).expect("save b");
+    let out = dir.path().join("merged.json");
+    let html = dir.path().join("merged.html");
+    let m = merge_files(&[pa, pb], &out, Some(&html)).expect("merge");
+
+    assert_eq!(m.workers, 2);
+    assert_eq!(m.device_to_ves.sent, 2002);
+    assert_eq!(m.device_to_ves.acked, 2000);
+    assert_eq!(m.device_to_ves.lost, 2);
+    assert_eq!(m.sessions.devices_target, 20);
+    assert_eq!(m.errors.get("connect:timeout"), Some(&2));
+    // Exact percentiles of the union, not an average of the workers' percentiles.
+    let union = hist((1..=1000).chain(5000..=5999));
+    assert_eq!(m.latency.one_way.count, 2000);
+    assert_eq!(m.latency.one_way.p50_us, union.value_at_quantile(0.5));
+    assert_eq!(m.latency.one_way.p99_us, union.value_at_quantile(0.99));
+    assert_eq!(m.latency.one_way.max_us, union.max());
+    assert_eq!(m.latency.one_way.histogram().expect("decode"), union);
+    // Time series aligned on wall-clock seconds: two points, each the sum of both workers.
+    assert_eq!(m.timeline.len(), 2);
+    assert_eq!(m.timeline[0].devices_online, 20);
+    assert_eq!(m.timeline[0].device_to_ves.sent, 1000);
+    assert_eq!(m.timeline[0].latency.count, 2000);
+    let back = RunResult::load(&out).expect("reload");
+    assert_eq!(back.device_to_ves, m.device_to_ves);
+    assert_eq!(back.latency.one_way.hdr, m.latency.one_way.hdr);
+    assert!(std::fs::read_to_string(&html).expect("html").contains("<svg"));
+}
+
+#[test]
+fn merging_nothing_or_garbage_is_an_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bad = dir.path().join("bad.json");
+    std::fs::write(&bad, "{}").expect("write");
+    assert!(merge_files(&[bad], &dir.path().join("o.json"), None).is_err());
+    assert!(noc_loadtest::merge(&[]).is_err());
+}
