@@ -24,6 +24,7 @@ use actix::prelude::*;
 use bytes::{Bytes, BytesMut};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use futures_util::StreamExt;
+use noc_actors::queue::{self, QueueReceiver};
 use noc_actors::{
     Attach, CloseSession, CommandStream, DeviceHandle, DeviceOut, Metrics, Router, RtsSessions, SessionConfig,
     VesSession, VesShared,
@@ -31,7 +32,6 @@ use noc_actors::{
 use noc_cluster::{DeviceItem, MemoryCluster, NodeId, VesItem};
 use noc_protocol::device::{ForwardKind, Frame, FrameCodec};
 use noc_protocol::{DeviceId, LicenseId, UserId, VesId};
-use tokio::sync::mpsc;
 use tokio_util::codec::Decoder;
 
 const PAYLOAD_BYTES: usize = 256;
@@ -55,7 +55,7 @@ struct Fixture {
     ves: Arc<VesShared>,
     stream: CommandStream,
     device_id: DeviceId,
-    device_rx: mpsc::Receiver<DeviceOut>,
+    device_rx: QueueReceiver<DeviceOut>,
     /// Keeps the actors' arbiter alive.
     _system: SystemRunner,
 }
@@ -85,7 +85,7 @@ impl Fixture {
             ));
             let addr = VesSession::new(ves.clone(), router.clone(), rts, cfg.clone()).start();
             let stream = addr.send(Attach { resumed: false }).await.expect("mailbox").expect("attached");
-            let (tx, rx) = mpsc::channel(cfg.device_send_queue_frames);
+            let (tx, rx) = queue::bounded(cfg.device_send_queue_frames);
             let control = Sink.start().recipient();
             let handle = DeviceHandle { session: router.next_session_id(), user_id, ves_id, tx, control };
             router.register_device(device_id, handle);
@@ -111,7 +111,7 @@ impl Fixture {
 
     fn drain_device(&mut self) -> usize {
         let mut n = 0;
-        while self.device_rx.try_recv().is_ok() {
+        while self.device_rx.try_recv().is_some() {
             n += 1;
         }
         n
@@ -270,7 +270,7 @@ fn bench(c: &mut Criterion) {
                             payload: bytes,
                         };
                         f.router.ves_to_device(&f.ves, device_id, item).expect("queued");
-                        if let Ok(DeviceOut::Item(DeviceItem::Forward { kind, frame_id, payload, .. })) =
+                        if let Some(DeviceOut::Item(DeviceItem::Forward { kind, frame_id, payload, .. })) =
                             f.device_rx.try_recv()
                         {
                             Frame::Forward { kind, frame_id, payload }.encode(&mut out);

@@ -38,7 +38,7 @@ impl Default for SessionConfig {
             device_send_queue_frames: 256,
             device_write_stall_timeout: Duration::from_secs(30),
             max_frame_bytes: noc_protocol::device::DEFAULT_MAX_FRAME_BYTES,
-            device_read_buffer_bytes: 1024,
+            device_read_buffer_bytes: 512,
             max_device_sessions: 500_000,
             ves_heartbeat_interval: Duration::from_secs(10),
             ves_reply_time: Duration::from_secs(30),

@@ -17,10 +17,11 @@ use noc_cluster::{DeviceItem, VesItem};
 use noc_protocol::device::{Frame, FrameCodec, FrameError};
 use noc_protocol::{CloseCode, DeviceId, UndeliverableReason, UserId, VesId};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tokio_util::codec::{Decoder, FramedRead};
 
 use crate::metrics::{Direction, DropReason, SessionKind};
+use crate::queue::{self, QueueReceiver, QueueSender};
 use crate::router::{DeviceHandle, DeviceOut};
 use crate::{CloseSession, Router, SessionConfig};
 
@@ -65,7 +66,7 @@ pub struct DeviceSession {
     session: u64,
     router: Arc<Router>,
     cfg: Arc<SessionConfig>,
-    tx: mpsc::Sender<DeviceOut>,
+    tx: QueueSender<DeviceOut>,
     shutdown: Option<oneshot::Sender<Option<Frame>>>,
     rx_since_tick: bool,
     silent_ticks: u32,
@@ -88,7 +89,7 @@ impl DeviceSession {
         S: AsyncRead + AsyncWrite + Unpin + 'static,
     {
         let (reader, writer) = tokio::io::split(io);
-        let (tx, rx) = mpsc::channel(cfg.device_send_queue_frames.max(1));
+        let (tx, rx) = queue::bounded(cfg.device_send_queue_frames);
         let (shutdown_tx, shutdown_rx) = oneshot::channel();
         let session = router.next_session_id();
         DeviceSession::create(move |ctx| {
@@ -309,7 +310,7 @@ fn encode_out(out: DeviceOut, buf: &mut BytesMut, batch: &mut Vec<(VesId, u64)>,
 /// The send loop: drains the queue in batches, each write bounded by the stall timeout.
 async fn write_loop<W: AsyncWrite + Unpin>(
     mut w: W,
-    mut rx: mpsc::Receiver<DeviceOut>,
+    mut rx: QueueReceiver<DeviceOut>,
     mut shutdown: oneshot::Receiver<Option<Frame>>,
     stall: Duration,
     session: Addr<DeviceSession>,
@@ -343,8 +344,8 @@ async fn write_loop<W: AsyncWrite + Unpin>(
         encode_out(first, &mut buf, &mut batch, &router);
         while buf.len() < WRITE_BATCH_BYTES {
             match rx.try_recv() {
-                Ok(item) => encode_out(item, &mut buf, &mut batch, &router),
-                Err(_) => break,
+                Some(item) => encode_out(item, &mut buf, &mut batch, &router),
+                None => break,
             }
         }
         let write = tokio::time::timeout(stall, async {
@@ -374,7 +375,7 @@ async fn write_loop<W: AsyncWrite + Unpin>(
     // Frames of an unfinished write, then everything still queued, go back to their VES.
     let unwritten = batch.drain(..);
     rx.close();
-    let queued = std::iter::from_fn(|| rx.try_recv().ok()).filter_map(|out| match out {
+    let queued = std::iter::from_fn(|| rx.try_recv()).filter_map(|out| match out {
         DeviceOut::Item(DeviceItem::Forward { origin, frame_id, .. }) => Some((origin, frame_id)),
         _ => None,
     });

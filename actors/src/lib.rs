@@ -13,6 +13,7 @@
 mod config;
 mod device;
 pub mod metrics;
+pub mod queue;
 mod router;
 mod rts;
 mod ves;

@@ -13,10 +13,10 @@ use actix::Recipient;
 use noc_cluster::{BusMessage, Cluster, DeviceItem, NodeId, Owner, SessionKey, ShardedMap, VesItem};
 use noc_protocol::rts::Command;
 use noc_protocol::{CloseCode, DeviceId, UndeliverableReason, UserId, VesId};
-use tokio::sync::mpsc;
 
 use crate::CloseSession;
 use crate::metrics::{Direction, DropReason, Metrics, SessionKind};
+use crate::queue::{QueueSender, TrySendError};
 use crate::ves::{VesShared, VesUserState};
 
 /// When a revocation for a session on another node is sent again.
@@ -74,7 +74,7 @@ pub struct DeviceHandle {
     pub session: u64,
     pub user_id: UserId,
     pub ves_id: VesId,
-    pub tx: mpsc::Sender<DeviceOut>,
+    pub tx: QueueSender<DeviceOut>,
     pub control: Recipient<CloseSession>,
 }
 
@@ -304,11 +304,11 @@ impl Router {
         });
         match tx {
             Some(Ok(tx)) => tx.try_send(DeviceOut::Item(item)).map_err(|e| match e {
-                mpsc::error::TrySendError::Full(_) => {
+                TrySendError::Full(_) => {
                     self.metrics.dropped(DropReason::QueueFull);
                     UndeliverableReason::QueueFull
                 }
-                mpsc::error::TrySendError::Closed(_) => UndeliverableReason::PeerOffline,
+                TrySendError::Closed(_) => UndeliverableReason::PeerOffline,
             }),
             Some(Err(reason)) => Err(reason),
             None => self.publish_to_owner(SessionKey::Device(device_id), BusMessage::ToDevice { device_id, item }),
@@ -566,8 +566,8 @@ impl Router {
                 };
                 let delivered = match self.devices.with(&device_id, |h| h.map(|h| h.tx.clone())) {
                     Some(tx) => tx.try_send(DeviceOut::Item(item)).map_err(|e| match e {
-                        mpsc::error::TrySendError::Full(_) => UndeliverableReason::QueueFull,
-                        mpsc::error::TrySendError::Closed(_) => UndeliverableReason::PeerDisconnected,
+                        TrySendError::Full(_) => UndeliverableReason::QueueFull,
+                        TrySendError::Closed(_) => UndeliverableReason::PeerDisconnected,
                     }),
                     None => Err(UndeliverableReason::PeerDisconnected),
                 };
