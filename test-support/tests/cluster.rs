@@ -9,7 +9,47 @@ use noc_protocol::device::{ForwardKind, Frame};
 use noc_protocol::rts::{Command, FrameStatus};
 use noc_protocol::{CloseCode, UndeliverableReason};
 use noc_test_support::scenario::{STEP, await_online, expect_close, online_device, user_with_device};
-use noc_test_support::{Forwarder, Recv, TestCluster, test_redis_url};
+use noc_test_support::{FakeDevice, FakeVes, Forwarder, Recv, TestCluster, test_redis_url};
+
+/// Sends frames `ids` to `device_id` until one is accepted and arrives at `device`.
+async fn eventually_delivered(
+    ves: &FakeVes,
+    device: &mut FakeDevice,
+    device_id: noc_protocol::DeviceId,
+    ids: std::ops::Range<u64>,
+    wait: Duration,
+) -> bool {
+    for i in ids {
+        let resp = ves.send_frame(device_id, i, b"eventually").await;
+        if resp.results[0].status == FrameStatus::Accepted
+            && matches!(device.recv_data(wait).await, Recv::Frame(Frame::Forward { .. }))
+        {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+/// Polls `/readyz` until it answers `status` (at most 10 s).
+async fn readiness_becomes(node: &noc_test_support::TestRelay, status: u16) -> bool {
+    for _ in 0..100 {
+        if node.admin_get("/readyz").await.0 == status {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+/// The test Redis as a socket address, for a proxy in front of it.
+fn redis_addr() -> std::net::SocketAddr {
+    test_redis_url()
+        .trim_start_matches("redis://")
+        .trim_end_matches('/')
+        .parse()
+        .expect("NOC_TEST_REDIS_URL as redis://host:port/")
+}
 
 /// The nodes must keep running while `TestRelay::start_with` blocks, and the proxies too.
 macro_rules! cluster_test {
@@ -84,17 +124,7 @@ cluster_test!(a_device_moving_to_another_node_closes_its_old_session, {
     assert_eq!(a.metric("noc_sessions", &[("kind", "device")]), 0.0);
     assert_eq!(b.metric("noc_sessions", &[("kind", "device")]), 1.0);
     // Frames follow the device to its new node.
-    let mut delivered = false;
-    for i in 0..20u64 {
-        let resp = ves.send_frame(act.device_id, i, b"follow me").await;
-        if resp.results[0].status == FrameStatus::Accepted
-            && matches!(second.recv_data(Duration::from_secs(1)).await, Recv::Frame(Frame::Forward { .. }))
-        {
-            delivered = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let delivered = eventually_delivered(&ves, &mut second, act.device_id, 0..20, Duration::from_secs(1)).await;
     assert!(delivered, "frames reach the device on its new node");
     cluster.stop().await;
 });
@@ -119,12 +149,7 @@ cluster_test!(two_nodes_racing_for_one_device_end_with_exactly_one_owner, {
 });
 
 cluster_test!(a_node_that_loses_redis_stays_local_and_recovers, {
-    let redis: std::net::SocketAddr = test_redis_url()
-        .trim_start_matches("redis://")
-        .trim_end_matches('/')
-        .parse()
-        .expect("NOC_TEST_REDIS_URL as redis://host:port/");
-    let proxy = Forwarder::start(redis).await.expect("proxy");
+    let proxy = Forwarder::start(redis_addr()).await.expect("proxy");
     let proxied = format!("redis://{}/", proxy.addr);
     let cluster = TestCluster::start(2, |i, c| {
         if i == 1 {
@@ -148,15 +173,7 @@ cluster_test!(a_node_that_loses_redis_stays_local_and_recovers, {
 
     proxy.cut();
     // Readiness turns false.
-    let mut unready = false;
-    for _ in 0..50 {
-        if b.admin_get("/readyz").await.0 == 503 {
-            unready = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(unready, "a node without Redis is not ready");
+    assert!(readiness_becomes(b, 503).await, "a node without Redis is not ready");
     // Local routes keep working.
     let resp = ves.send_frame(local.device_id, 1, b"still local").await;
     assert_eq!(resp.results[0].status, FrameStatus::Accepted);
@@ -173,34 +190,15 @@ cluster_test!(a_node_that_loses_redis_stays_local_and_recovers, {
 
     // Redis comes back: B resubscribes and cross-node delivery works again.
     proxy.restore();
-    let mut ready = false;
-    for _ in 0..100 {
-        if b.admin_get("/readyz").await.0 == 200 {
-            ready = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(ready, "readiness recovers without a restart");
-    let mut crossed = false;
-    for i in 10..40u64 {
-        let resp = ves.send_frame(remote.device_id, i, b"crossing again").await;
-        if resp.results[0].status == FrameStatus::Accepted
-            && matches!(remote_dev.recv_data(Duration::from_millis(500)).await, Recv::Frame(Frame::Forward { .. }))
-        {
-            crossed = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    assert!(readiness_becomes(b, 200).await, "readiness recovers without a restart");
+    let crossed =
+        eventually_delivered(&ves, &mut remote_dev, remote.device_id, 10..40, Duration::from_millis(500)).await;
     assert!(crossed, "cross-node delivery recovers");
     cluster.stop().await;
 });
 
 cluster_test!(frames_for_a_vanished_node_come_back_undeliverable, {
-    let redis: std::net::SocketAddr =
-        test_redis_url().trim_start_matches("redis://").trim_end_matches('/').parse().expect("redis addr");
-    let proxy = Forwarder::start(redis).await.expect("proxy");
+    let proxy = Forwarder::start(redis_addr()).await.expect("proxy");
     let proxied = format!("redis://{}/", proxy.addr);
     let cluster = TestCluster::start(2, |i, c| {
         if i == 1 {
