@@ -51,6 +51,20 @@ fn redis_addr() -> std::net::SocketAddr {
         .expect("NOC_TEST_REDIS_URL as redis://host:port/")
 }
 
+/// Two licensed nodes; the second reaches Redis through a proxy the test can cut.
+async fn two_nodes_second_behind_a_redis_proxy() -> (TestCluster, Forwarder) {
+    let proxy = Forwarder::start(redis_addr()).await.expect("proxy");
+    let proxied = format!("redis://{}/", proxy.addr);
+    let cluster = TestCluster::start(2, |i, c| {
+        if i == 1 {
+            c.redis_url = Some(noc_app::config::SecretString::new(proxied.clone()));
+        }
+    })
+    .await;
+    cluster.nodes[0].create_license("acme", "acme-license-pw", 10).await;
+    (cluster, proxy)
+}
+
 /// The nodes must keep running while `TestRelay::start_with` blocks, and the proxies too.
 macro_rules! cluster_test {
     ($name:ident, $body:block) => {
@@ -149,16 +163,8 @@ cluster_test!(two_nodes_racing_for_one_device_end_with_exactly_one_owner, {
 });
 
 cluster_test!(a_node_that_loses_redis_stays_local_and_recovers, {
-    let proxy = Forwarder::start(redis_addr()).await.expect("proxy");
-    let proxied = format!("redis://{}/", proxy.addr);
-    let cluster = TestCluster::start(2, |i, c| {
-        if i == 1 {
-            c.redis_url = Some(noc_app::config::SecretString::new(proxied.clone()));
-        }
-    })
-    .await;
+    let (cluster, proxy) = two_nodes_second_behind_a_redis_proxy().await;
     let (a, b) = (&cluster.nodes[0], &cluster.nodes[1]);
-    a.create_license("acme", "acme-license-pw", 10).await;
 
     // A VES and a device on B (local routes), and a device on A (cross-node from B).
     let mut ves = b.ves();
@@ -198,16 +204,8 @@ cluster_test!(a_node_that_loses_redis_stays_local_and_recovers, {
 });
 
 cluster_test!(frames_for_a_vanished_node_come_back_undeliverable, {
-    let proxy = Forwarder::start(redis_addr()).await.expect("proxy");
-    let proxied = format!("redis://{}/", proxy.addr);
-    let cluster = TestCluster::start(2, |i, c| {
-        if i == 1 {
-            c.redis_url = Some(noc_app::config::SecretString::new(proxied.clone()));
-        }
-    })
-    .await;
+    let (cluster, proxy) = two_nodes_second_behind_a_redis_proxy().await;
     let (a, b) = (&cluster.nodes[0], &cluster.nodes[1]);
-    a.create_license("acme", "acme-license-pw", 10).await;
     let mut ves = a.ves();
     ves.license("acme", "acme-license-pw").await.expect("license");
     let mut channel = ves.open().await.expect("channel on A");
