@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Runs every test of the workspace. Works on a fresh Debian machine: installs and starts
 # what the tests need when it is missing — promtool (package `prometheus`), OpenSSL and
-# zlib headers, HAProxy, Redis (on 127.0.0.1:6379), PostgreSQL
-# with a `test` database on 127.0.0.1:5432 (skipped when NOC_TEST_POSTGRES_URL names
-# another server) — then builds once and runs the tests in parallel.
+# zlib headers, HAProxy, Mosquitto and nats-server (the load tool's baselines), Redis (on
+# 127.0.0.1:6379), PostgreSQL with a `test` database on 127.0.0.1:5432 (skipped when
+# NOC_TEST_POSTGRES_URL names another server) — then builds once and runs the tests in
+# parallel.
 # Usage: scripts/test.sh [extra nextest/cargo test arguments]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,6 +24,9 @@ command -v psql >/dev/null 2>&1 || need_apt+=(postgresql-client)
 command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
 command -v haproxy >/dev/null 2>&1 || need_apt+=(haproxy)          # the cluster tests' load balancer
 command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server redis-tools)
+# The load tool's baseline runs are tested against real brokers (MQTT and NATS over TLS).
+command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need_apt+=(mosquitto)
+command -v nats-server >/dev/null 2>&1 || [ -x /usr/sbin/nats-server ] || need_apt+=(nats-server)
 # Headers for the endpoints' crypto (sect283k1 via OpenSSL; zlib for byte-exact deflate).
 if command -v pkg-config >/dev/null 2>&1; then
   pkg-config --exists openssl 2>/dev/null || need_apt+=(libssl-dev)

@@ -7,6 +7,7 @@ use clap::{Args, Parser, Subcommand};
 use thiserror::Error;
 
 use crate::net::{NetError, parse_source_ips};
+use crate::peer::{PeerOptions, PeerProtocol, SinkOptions};
 use crate::result::{ReportError, RunResult};
 use crate::run::RunOptions;
 use crate::scenario::{Scenario, ScenarioError, ScenarioOverrides};
@@ -33,6 +34,9 @@ pub struct Cli {
 pub enum Command {
     /// Run a scenario against a relay (setup first, reusing cached credentials).
     Run(Box<RunArgs>),
+    /// The same traffic shape against a baseline broker (MQTT, NATS) or a 1:1 TLS stream
+    /// proxy, for side-by-side benchmarks: same phases, stamps, histograms and result file.
+    Peer(Box<PeerArgs>),
     /// Combine the result files of parallel workers (exact histogram merge).
     Merge {
         /// Result files (JSON) of the workers.
@@ -164,6 +168,84 @@ impl RunArgs {
     }
 }
 
+#[derive(Args, Debug)]
+pub struct PeerArgs {
+    /// Which baseline: mqtt (QoS 1), nats, or forward (a 1:1 proxy to --sink-listen).
+    #[arg(long, value_enum)]
+    pub protocol: PeerProtocol,
+    /// Scenario file (TOML; `ves_count` must be 1). Flags below override its keys.
+    #[arg(long, value_name = "FILE")]
+    pub scenario: Option<PathBuf>,
+    #[command(flatten)]
+    pub overrides: ScenarioOverrides,
+    /// The broker's (or the proxy's) TLS address.
+    #[arg(long)]
+    pub addr: SocketAddr,
+    /// Name checked against the broker's certificate.
+    #[arg(long, default_value = "localhost")]
+    pub server_name: String,
+    /// PEM file of the certificate(s) to trust.
+    #[arg(long)]
+    pub cacert: PathBuf,
+    /// forward: where the hub accepts the proxy's upstream connections (TLS).
+    #[arg(long, requires_all = ["sink_cert", "sink_key"])]
+    pub sink_listen: Option<SocketAddr>,
+    /// forward: the sink's certificate chain (PEM).
+    #[arg(long)]
+    pub sink_cert: Option<PathBuf>,
+    /// forward: the sink's private key (PEM).
+    #[arg(long)]
+    pub sink_key: Option<PathBuf>,
+    /// Local source addresses for outgoing connections, round robin.
+    #[arg(long)]
+    pub source_ips: Option<String>,
+    /// PIDs of the local broker's processes, sampled and summed (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    pub peer_pid: Vec<u32>,
+    /// Result file (JSON).
+    #[arg(long, default_value = "loadtest-peer-result.json")]
+    pub out: PathBuf,
+    /// HTML report [default: the result file with .html].
+    #[arg(long)]
+    pub html: Option<PathBuf>,
+    /// Worker threads of the load tool [default: one per CPU].
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// No live progress.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+impl PeerArgs {
+    /// The run's options.
+    pub fn options(&self) -> Result<PeerOptions, CliError> {
+        let sink = match (self.sink_listen, &self.sink_cert, &self.sink_key) {
+            (Some(listen), Some(cert), Some(key)) => Some(SinkOptions { listen, cert: cert.clone(), key: key.clone() }),
+            (None, _, _) => None,
+            _ => return Err(CliError::Usage("--sink-listen needs --sink-cert and --sink-key".into())),
+        };
+        Ok(PeerOptions {
+            protocol: self.protocol,
+            scenario: Scenario::resolve(self.scenario.as_deref(), &self.overrides)?,
+            addr: self.addr,
+            server_name: self.server_name.clone(),
+            cacert: self.cacert.clone(),
+            sink,
+            source_ips: match &self.source_ips {
+                Some(s) => parse_source_ips(s)?,
+                None => Vec::new(),
+            },
+            peer_pids: self.peer_pid.clone(),
+            progress: !self.quiet,
+        })
+    }
+
+    /// Where the HTML report goes.
+    pub fn html_path(&self) -> PathBuf {
+        self.html.clone().unwrap_or_else(|| self.out.with_extension("html"))
+    }
+}
+
 /// Writes the JSON result and, if asked, its HTML report.
 pub fn write_outputs(result: &RunResult, json: &Path, html: Option<&Path>) -> Result<(), ReportError> {
     result.save(json)?;
@@ -210,5 +292,38 @@ mod tests {
         assert!(matches!(o.license, LicenseSource::Admin { .. }));
         assert_eq!(args.html_path(), PathBuf::from("loadtest-result.html"));
         assert!(Cli::try_parse_from(["loadtest", "run", "--noc-bin", "x"]).is_err(), "needs --data-dir");
+    }
+
+    #[test]
+    fn peer_flags_parse_into_options() {
+        let cli = Cli::try_parse_from([
+            "loadtest",
+            "peer",
+            "--protocol",
+            "forward",
+            "--addr",
+            "127.0.0.1:28443",
+            "--cacert",
+            "c.pem",
+            "--sink-listen",
+            "127.0.0.1:28444",
+            "--sink-cert",
+            "c.pem",
+            "--sink-key",
+            "k.pem",
+            "--peer-pid",
+            "10,11",
+            "--devices-per-ves",
+            "20",
+        ])
+        .expect("parse");
+        let Command::Peer(args) = cli.command else { panic!("peer") };
+        let o = args.options().expect("options");
+        assert_eq!(o.protocol, PeerProtocol::Forward);
+        assert_eq!(o.peer_pids, vec![10, 11]);
+        assert_eq!(o.scenario.devices_per_ves, 20);
+        assert!(o.sink.is_some());
+        let no_key = ["loadtest", "peer", "--protocol", "forward", "--addr", "127.0.0.1:1", "--cacert", "c"];
+        assert!(Cli::try_parse_from(no_key.iter().chain(&["--sink-listen", "127.0.0.1:2"])).is_err());
     }
 }

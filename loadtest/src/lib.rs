@@ -13,6 +13,8 @@
 //! * [`device`], [`ves`]: the simulated peers; [`payload`]: the latency stamp they exchange.
 //! * [`run`]: phases, live progress, results; [`stats`]: shared counters and histograms.
 //! * [`result`]: the JSON result and `merge`; [`html`]: the self-contained HTML report.
+//! * [`peer`]: the same traffic shape against baseline brokers (MQTT, NATS) and a 1:1
+//!   TLS proxy, for side-by-side benchmarks.
 //! * [`cli`]: the command line of the `loadtest` binary.
 
 pub mod cli;
@@ -20,6 +22,7 @@ pub mod device;
 pub mod html;
 pub mod net;
 pub mod payload;
+pub mod peer;
 pub mod procfs;
 pub mod result;
 pub mod rts;

@@ -24,6 +24,20 @@ fn main() -> Result<()> {
             // Sessions still closing must not delay the exit.
             rt.shutdown_background();
         }
+        Command::Peer(args) => {
+            let opts = args.options()?;
+            let mut rt = tokio::runtime::Builder::new_multi_thread();
+            if let Some(n) = args.threads {
+                rt.worker_threads(n.max(1));
+            }
+            let rt = rt.enable_all().build().context("starting the runtime")?;
+            let result = rt.block_on(noc_loadtest::peer::run_peer(opts))?;
+            let html = args.html_path();
+            write_outputs(&result, &args.out, Some(&html))?;
+            print!("{}", result.summary());
+            println!("results: {} and {}", args.out.display(), html.display());
+            rt.shutdown_background();
+        }
         Command::Merge { inputs, out, html } => {
             let merged = merge_files(&inputs, &out, html.as_deref())?;
             print!("{}", merged.summary());

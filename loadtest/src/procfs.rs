@@ -24,12 +24,13 @@ pub struct ProcSample {
     pub cpu_percent: f64,
 }
 
-/// Samples one process over time.
+/// Samples one process, or a group of processes as one (nginx's master and workers), over
+/// time.
 ///
 /// The `/proc` files are opened once and re-read from the start at each sample: when the
 /// load tool has used every descriptor it may open for its sessions, it can still sample.
 pub struct ProcSampler {
-    files: Option<(File, File)>,
+    files: Vec<(File, File)>,
     last: Option<(Instant, f64)>,
 }
 
@@ -42,39 +43,51 @@ fn reread(f: &mut File) -> Option<String> {
 
 impl ProcSampler {
     pub fn new(pid: u32) -> Self {
-        Self::open(&format!("/proc/{pid}"))
+        Self::group(&[pid])
+    }
+
+    /// Several processes summed into one sample (a server with worker processes).
+    pub fn group(pids: &[u32]) -> Self {
+        Self { files: pids.iter().filter_map(|pid| Self::open(&format!("/proc/{pid}"))).collect(), last: None }
     }
 
     /// The load tool's own process.
     pub fn this_process() -> Self {
-        Self::open("/proc/self")
+        Self { files: Self::open("/proc/self").into_iter().collect(), last: None }
     }
 
-    fn open(path: &str) -> Self {
-        let files = File::open(format!("{path}/stat")).ok().zip(File::open(format!("{path}/status")).ok());
-        Self { files, last: None }
+    fn open(path: &str) -> Option<(File, File)> {
+        File::open(format!("{path}/stat")).ok().zip(File::open(format!("{path}/status")).ok())
     }
 
-    /// A sample, or `None` when the process is gone (or this is not Linux).
+    /// A sample (the sum over the group), or `None` when every process is gone (or this
+    /// is not Linux).
     pub fn sample(&mut self) -> Option<ProcSample> {
-        let (stat_file, status_file) = self.files.as_mut()?;
-        let stat = reread(stat_file)?;
-        let status = reread(status_file)?;
-        let cpu_seconds = parse_cpu_seconds(&stat)?;
-        let kib = |key: &str| status_value(&status, key).unwrap_or(0);
+        let mut sum: Option<ProcSample> = None;
+        for (stat_file, status_file) in &mut self.files {
+            let (Some(stat), Some(status)) = (reread(stat_file), reread(status_file)) else { continue };
+            let Some(cpu_seconds) = parse_cpu_seconds(&stat) else { continue };
+            let kib = |key: &str| status_value(&status, key).unwrap_or(0);
+            let s = sum.get_or_insert(ProcSample {
+                rss_kib: 0,
+                rss_peak_kib: 0,
+                threads: 0,
+                cpu_seconds: 0.0,
+                cpu_percent: 0.0,
+            });
+            s.rss_kib += kib("VmRSS:");
+            s.rss_peak_kib += kib("VmHWM:");
+            s.threads += kib("Threads:");
+            s.cpu_seconds += cpu_seconds;
+        }
+        let mut sample = sum?;
         let now = Instant::now();
-        let cpu_percent = match self.last {
-            Some((t, c)) if now > t => 100.0 * (cpu_seconds - c) / now.duration_since(t).as_secs_f64(),
+        sample.cpu_percent = match self.last {
+            Some((t, c)) if now > t => 100.0 * (sample.cpu_seconds - c) / now.duration_since(t).as_secs_f64(),
             _ => 0.0,
         };
-        self.last = Some((now, cpu_seconds));
-        Some(ProcSample {
-            rss_kib: kib("VmRSS:"),
-            rss_peak_kib: kib("VmHWM:"),
-            threads: kib("Threads:"),
-            cpu_seconds,
-            cpu_percent,
-        })
+        self.last = Some((now, sample.cpu_seconds));
+        Some(sample)
     }
 }
 
@@ -115,5 +128,9 @@ mod tests {
         let a = s.sample().expect("linux /proc");
         assert!(a.rss_kib > 0 && a.threads >= 1);
         assert!(ProcSampler::new(u32::MAX).sample().is_none());
+        let me = std::process::id();
+        let pair = ProcSampler::group(&[me, me]).sample().expect("linux /proc");
+        assert!(pair.rss_kib > a.rss_kib * 3 / 2, "the group's RSS is the sum of its members'");
+        assert!(ProcSampler::group(&[me, u32::MAX]).sample().is_some(), "a vanished member is skipped");
     }
 }

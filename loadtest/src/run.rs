@@ -85,7 +85,7 @@ pub struct RunOptions {
     pub setup_only: bool,
 }
 
-fn unix_ms() -> u64 {
+pub(crate) fn unix_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
@@ -103,14 +103,14 @@ impl SplitMix {
 }
 
 /// Live output: bars on a terminal, a line every few seconds otherwise.
-struct Display {
+pub(crate) struct Display {
     bar: Option<ProgressBar>,
     lines: bool,
     last_line: Instant,
 }
 
 impl Display {
-    fn new(enabled: bool) -> Self {
+    pub(crate) fn new(enabled: bool) -> Self {
         let tty = std::io::stderr().is_terminal();
         Self { bar: None, lines: enabled && !tty, last_line: Instant::now() }
     }
@@ -147,7 +147,7 @@ impl Display {
 }
 
 /// Collects the time series.
-struct Reporter {
+pub(crate) struct Reporter {
     stats: Arc<Stats>,
     clock: Clock,
     t0: Instant,
@@ -161,6 +161,9 @@ struct Reporter {
     loadgen_last: Option<ProcSample>,
     relay_peak_kib: u64,
     loadgen_peak_kib: u64,
+    /// RSS before any session was opened (the baseline of per-session memory).
+    relay_rss_before_kib: u64,
+    loadgen_rss_before_kib: u64,
     timeline: Vec<TimelinePoint>,
 }
 
@@ -183,7 +186,7 @@ fn delta(now: &IntervalCounts, before: &IntervalCounts) -> IntervalCounts {
 }
 
 impl Reporter {
-    fn new(stats: Arc<Stats>, clock: Clock, t0: Instant, relay_pid: Option<u32>) -> Self {
+    pub(crate) fn new(stats: Arc<Stats>, clock: Clock, t0: Instant, relay_pids: &[u32]) -> Self {
         let hists = || METRICS.iter().map(|_| new_histogram()).collect::<Vec<_>>();
         Self {
             stats,
@@ -193,17 +196,19 @@ impl Reporter {
             interval: hists(),
             last: Default::default(),
             last_tick: Instant::now(),
-            relay: relay_pid.map(ProcSampler::new),
+            relay: (!relay_pids.is_empty()).then(|| ProcSampler::group(relay_pids)),
             loadgen: ProcSampler::this_process(),
             relay_last: None,
             loadgen_last: None,
             relay_peak_kib: 0,
             loadgen_peak_kib: 0,
+            relay_rss_before_kib: 0,
+            loadgen_rss_before_kib: 0,
             timeline: Vec::new(),
         }
     }
 
-    fn sample(&mut self) {
+    pub(crate) fn sample(&mut self) {
         self.relay_last = self.relay.as_mut().and_then(|r| r.sample());
         if let Some(s) = self.relay_last {
             self.relay_peak_kib = self.relay_peak_kib.max(s.rss_kib);
@@ -212,6 +217,13 @@ impl Reporter {
         if let Some(s) = self.loadgen_last {
             self.loadgen_peak_kib = self.loadgen_peak_kib.max(s.rss_kib);
         }
+    }
+
+    /// Samples both processes before sessions open: the baseline of per-session memory.
+    pub(crate) fn baseline(&mut self) {
+        self.sample();
+        self.relay_rss_before_kib = self.relay_last.map(|s| s.rss_kib).unwrap_or(0);
+        self.loadgen_rss_before_kib = self.loadgen_last.map(|s| s.rss_kib).unwrap_or(0);
     }
 
     /// Closes an interval: one timeline point.
@@ -457,10 +469,8 @@ pub async fn run(opts: RunOptions) -> Result<Option<RunResult>, RunError> {
         ves_sims.push(ves);
     }
 
-    let mut reporter = Reporter::new(stats.clone(), clock, t0, opts.relay_pid);
-    reporter.sample();
-    let rss_before = reporter.relay_last.map(|s| s.rss_kib).unwrap_or(0);
-    let loadgen_rss_before = reporter.loadgen_last.map(|s| s.rss_kib).unwrap_or(0);
+    let mut reporter = Reporter::new(stats.clone(), clock, t0, opts.relay_pid.as_slice());
+    reporter.baseline();
 
     let n = all_devices.len() as u32;
     let ramp_start = Instant::now() + Duration::from_millis(100);
@@ -528,66 +538,19 @@ pub async fn run(opts: RunOptions) -> Result<Option<RunResult>, RunError> {
     }
 
     // -- ramp, traffic, drain ---------------------------------------------------------
-    let interval = Duration::from_millis(scenario.report_interval_ms);
-    let total = n as u64;
-    let mut all_online_at: Option<Instant> = None;
-    display.start(opts.progress, total, "   ramp [{elapsed_precise}] [{bar:40}] {pos}/{len} online {msg}");
-    let mut next_tick = Instant::now() + interval;
-    let relay_pid = opts.relay_pid.is_some();
-    loop {
-        let wake = next_tick.min(traffic_start);
-        tokio::time::sleep_until(wake.into()).await;
-        let online = stats.devices_online.load(Ordering::Relaxed).max(0) as u64;
-        if all_online_at.is_none() && online >= total {
-            all_online_at = Some(Instant::now());
-        }
-        if Instant::now() >= traffic_start {
-            break;
-        }
-        next_tick += interval;
-        let p = reporter.tick("ramp")?;
-        let line = status_line(p, "ramp", relay_pid);
-        display.update(online, line);
-    }
-    reporter.tick("ramp")?;
-    let devices_at_traffic_start = stats.devices_online.load(Ordering::Relaxed).max(0) as u64;
-    let relay_at_start = reporter.relay_last;
-    let loadgen_at_start = reporter.loadgen_last;
-    let ramp_seconds = all_online_at.unwrap_or(traffic_start).saturating_duration_since(ramp_start).as_secs_f64();
-    let duration_s = scenario.duration_seconds.ceil() as u64;
-    display.start(opts.progress, duration_s.max(1), "traffic [{elapsed_precise}] [{bar:40}] {pos}/{len} s {msg}");
-    let mut next_tick = traffic_start + interval;
-    while Instant::now() < traffic_end {
-        tokio::time::sleep_until(next_tick.min(traffic_end).into()).await;
-        next_tick += interval;
-        if all_online_at.is_none() && stats.devices_online.load(Ordering::Relaxed).max(0) as u64 >= total {
-            all_online_at = Some(Instant::now());
-        }
-        let p = reporter.tick("traffic")?;
-        let line = status_line(p, "traffic", relay_pid);
-        display.update(traffic_start.elapsed().as_secs(), line);
-    }
-    let relay_at_end = reporter.relay_last;
-    let loadgen_at_end = reporter.loadgen_last;
-    let drain_deadline = Instant::now() + Duration::from_secs_f64(scenario.drain_timeout_seconds);
-    display.start(opts.progress, 0, "  drain [{elapsed_precise}] {msg}");
-    let mut next_tick = Instant::now() + interval;
-    loop {
-        let left = unresolved(&stats.device_to_ves) + unresolved(&stats.ves_to_device);
-        if left == 0 || Instant::now() >= drain_deadline {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        if Instant::now() >= next_tick {
-            next_tick += interval;
-            let p = reporter.tick("drain")?;
-            let line = format!("{} | {left} frames outstanding", status_line(p, "drain", relay_pid));
-            display.update(0, line);
-        }
-    }
-    reporter.tick("drain")?;
-    let drain_end = Instant::now();
-    display.finish();
+    let window = PhaseWindow { t0, setup_seconds, ramp_start, traffic_start, traffic_end };
+    let outcome = drive_phases(
+        &mut reporter,
+        &mut display,
+        &stats,
+        &window,
+        n as u64,
+        Duration::from_secs_f64(scenario.drain_timeout_seconds),
+        Duration::from_millis(scenario.report_interval_ms),
+        opts.progress,
+        opts.relay_pid.is_some(),
+    )
+    .await?;
 
     // -- stop ---------------------------------------------------------------------------
     stop_devices.cancel();
@@ -608,37 +571,182 @@ pub async fn run(opts: RunOptions) -> Result<Option<RunResult>, RunError> {
             (k.clone(), d)
         })
         .collect();
+    let target = Target {
+        relay_url: opts.relay_url.clone(),
+        device_addr: device_addr.to_string(),
+        source_ips: sources.ips().iter().map(|ip| ip.to_string()).collect(),
+    };
+    let result = assemble(Assembly {
+        scenario: &scenario,
+        target,
+        started_unix_ms,
+        window: &window,
+        outcome: &outcome,
+        reporter: &mut reporter,
+        stats: &stats,
+        relay_pid: opts.relay_pid,
+        ves_established: ves_sims.len() as u64,
+        relay_metrics_delta,
+    })?;
 
-    // -- results ------------------------------------------------------------------------
+    Ok(Some(result))
+}
+
+/// When the phases of a run begin and end.
+pub(crate) struct PhaseWindow {
+    pub t0: Instant,
+    pub setup_seconds: f64,
+    pub ramp_start: Instant,
+    pub traffic_start: Instant,
+    pub traffic_end: Instant,
+}
+
+/// What [`drive_phases`] observed at the edges of the phases.
+pub(crate) struct PhaseOutcome {
+    all_online_at: Option<Instant>,
+    devices_at_traffic_start: u64,
+    relay_at_start: Option<ProcSample>,
+    loadgen_at_start: Option<ProcSample>,
+    relay_at_end: Option<ProcSample>,
+    loadgen_at_end: Option<ProcSample>,
+    drain_end: Instant,
+}
+
+/// Reports ramp-up, traffic and drain while the sessions (already spawned) do the work:
+/// one timeline point per interval, live progress, and the drain wait for outstanding
+/// frames. Shared by relay runs and peer-broker runs so that both are measured alike.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn drive_phases(
+    reporter: &mut Reporter,
+    display: &mut Display,
+    stats: &Stats,
+    window: &PhaseWindow,
+    total: u64,
+    drain_timeout: Duration,
+    interval: Duration,
+    progress: bool,
+    show_relay: bool,
+) -> Result<PhaseOutcome, ReportError> {
+    let PhaseWindow { traffic_start, traffic_end, .. } = *window;
+    let mut all_online_at: Option<Instant> = None;
+    display.start(progress, total, "   ramp [{elapsed_precise}] [{bar:40}] {pos}/{len} online {msg}");
+    let mut next_tick = Instant::now() + interval;
+    loop {
+        let wake = next_tick.min(traffic_start);
+        tokio::time::sleep_until(wake.into()).await;
+        let online = stats.devices_online.load(Ordering::Relaxed).max(0) as u64;
+        if all_online_at.is_none() && online >= total {
+            all_online_at = Some(Instant::now());
+        }
+        if Instant::now() >= traffic_start {
+            break;
+        }
+        next_tick += interval;
+        let p = reporter.tick("ramp")?;
+        let line = status_line(p, "ramp", show_relay);
+        display.update(online, line);
+    }
+    reporter.tick("ramp")?;
+    let devices_at_traffic_start = stats.devices_online.load(Ordering::Relaxed).max(0) as u64;
+    let relay_at_start = reporter.relay_last;
+    let loadgen_at_start = reporter.loadgen_last;
+    let duration_s = traffic_end.saturating_duration_since(traffic_start).as_secs_f64().ceil() as u64;
+    display.start(progress, duration_s.max(1), "traffic [{elapsed_precise}] [{bar:40}] {pos}/{len} s {msg}");
+    let mut next_tick = traffic_start + interval;
+    while Instant::now() < traffic_end {
+        tokio::time::sleep_until(next_tick.min(traffic_end).into()).await;
+        next_tick += interval;
+        if all_online_at.is_none() && stats.devices_online.load(Ordering::Relaxed).max(0) as u64 >= total {
+            all_online_at = Some(Instant::now());
+        }
+        let p = reporter.tick("traffic")?;
+        let line = status_line(p, "traffic", show_relay);
+        display.update(traffic_start.elapsed().as_secs(), line);
+    }
+    let relay_at_end = reporter.relay_last;
+    let loadgen_at_end = reporter.loadgen_last;
+    let drain_deadline = Instant::now() + drain_timeout;
+    display.start(progress, 0, "  drain [{elapsed_precise}] {msg}");
+    let mut next_tick = Instant::now() + interval;
+    loop {
+        let left = unresolved(&stats.device_to_ves) + unresolved(&stats.ves_to_device);
+        if left == 0 || Instant::now() >= drain_deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        if Instant::now() >= next_tick {
+            next_tick += interval;
+            let p = reporter.tick("drain")?;
+            let line = format!("{} | {left} frames outstanding", status_line(p, "drain", show_relay));
+            display.update(0, line);
+        }
+    }
+    reporter.tick("drain")?;
+    let drain_end = Instant::now();
+    display.finish();
+    Ok(PhaseOutcome {
+        all_online_at,
+        devices_at_traffic_start,
+        relay_at_start,
+        loadgen_at_start,
+        relay_at_end,
+        loadgen_at_end,
+        drain_end,
+    })
+}
+
+/// Everything [`assemble`] turns into a [`RunResult`].
+pub(crate) struct Assembly<'a> {
+    pub scenario: &'a Scenario,
+    pub target: Target,
+    pub started_unix_ms: u64,
+    pub window: &'a PhaseWindow,
+    pub outcome: &'a PhaseOutcome,
+    pub reporter: &'a mut Reporter,
+    pub stats: &'a Stats,
+    pub relay_pid: Option<u32>,
+    pub ves_established: u64,
+    pub relay_metrics_delta: BTreeMap<String, f64>,
+}
+
+/// The result of a finished run (sessions stopped, last samples taken).
+pub(crate) fn assemble(a: Assembly<'_>) -> Result<RunResult, ReportError> {
+    let Assembly { scenario, target, started_unix_ms, window, outcome, reporter, stats, .. } = a;
+    let t0 = window.t0;
     let secs = |t: Instant| t.saturating_duration_since(t0).as_secs_f64();
+    let traffic_secs = scenario.duration_seconds.max(1e-3);
     let usage = |before: u64,
                  at_start: Option<ProcSample>,
                  at_end: Option<ProcSample>,
                  last: Option<ProcSample>,
                  peak: u64,
-                 pid: Option<u32>| {
-        let traffic_secs = scenario.duration_seconds.max(1e-3);
-        ProcessUsage {
-            pid,
-            rss_kib_before_sessions: before,
-            rss_kib_at_traffic_start: at_start.map(|s| s.rss_kib).unwrap_or(0),
-            rss_kib_peak: last.map(|s| s.rss_peak_kib).unwrap_or(0).max(peak),
-            rss_kib_end: last.map(|s| s.rss_kib).unwrap_or(0),
-            cpu_percent_traffic: match (at_start, at_end) {
-                (Some(a), Some(b)) => 100.0 * (b.cpu_seconds - a.cpu_seconds) / traffic_secs,
-                _ => 0.0,
-            },
-            cpu_seconds_total: last.map(|s| s.cpu_seconds).unwrap_or(0.0),
-            threads: last.map(|s| s.threads).unwrap_or(0),
-        }
+                 pid: Option<u32>| ProcessUsage {
+        pid,
+        rss_kib_before_sessions: before,
+        rss_kib_at_traffic_start: at_start.map(|s| s.rss_kib).unwrap_or(0),
+        rss_kib_peak: last.map(|s| s.rss_peak_kib).unwrap_or(0).max(peak),
+        rss_kib_end: last.map(|s| s.rss_kib).unwrap_or(0),
+        cpu_percent_traffic: match (at_start, at_end) {
+            (Some(a), Some(b)) => 100.0 * (b.cpu_seconds - a.cpu_seconds) / traffic_secs,
+            _ => 0.0,
+        },
+        cpu_seconds_total: last.map(|s| s.cpu_seconds).unwrap_or(0.0),
+        threads: last.map(|s| s.threads).unwrap_or(0),
     };
-    let relay = opts.relay_pid.map(|pid| {
-        usage(rss_before, relay_at_start, relay_at_end, reporter.relay_last, reporter.relay_peak_kib, Some(pid))
+    let relay = a.relay_pid.map(|pid| {
+        usage(
+            reporter.relay_rss_before_kib,
+            outcome.relay_at_start,
+            outcome.relay_at_end,
+            reporter.relay_last,
+            reporter.relay_peak_kib,
+            Some(pid),
+        )
     });
     let loadgen = Some(usage(
-        loadgen_rss_before,
-        loadgen_at_start,
-        loadgen_at_end,
+        reporter.loadgen_rss_before_kib,
+        outcome.loadgen_at_start,
+        outcome.loadgen_at_end,
         reporter.loadgen_last,
         reporter.loadgen_peak_kib,
         Some(std::process::id()),
@@ -648,30 +756,32 @@ pub async fn run(opts: RunOptions) -> Result<Option<RunResult>, RunError> {
     let device_to_ves = frame_counts(&stats.device_to_ves);
     let ves_to_device = frame_counts(&stats.ves_to_device);
     let received = device_to_ves.received + ves_to_device.received;
-    let result = RunResult {
+    let ramp_seconds = outcome
+        .all_online_at
+        .unwrap_or(window.traffic_start)
+        .saturating_duration_since(window.ramp_start)
+        .as_secs_f64();
+    let devices_at_traffic_start = outcome.devices_at_traffic_start;
+    Ok(RunResult {
         format: RESULT_FORMAT,
         tool: concat!("noc-loadtest ", env!("CARGO_PKG_VERSION")).into(),
         workers: 1,
         scenario: scenario.clone(),
-        target: Target {
-            relay_url: opts.relay_url.clone(),
-            device_addr: device_addr.to_string(),
-            source_ips: sources.ips().iter().map(|ip| ip.to_string()).collect(),
-        },
+        target,
         machine: Machine::this(),
         started_unix_ms,
         finished_unix_ms: unix_ms(),
         phases: Phases {
-            setup_seconds,
-            ramp_start: secs(ramp_start),
-            traffic_start: secs(traffic_start),
-            traffic_end: secs(traffic_end),
-            drain_end: secs(drain_end),
+            setup_seconds: window.setup_seconds,
+            ramp_start: secs(window.ramp_start),
+            traffic_start: secs(window.traffic_start),
+            traffic_end: secs(window.traffic_end),
+            drain_end: secs(outcome.drain_end),
         },
         sessions: Sessions {
             ves_target: scenario.ves_count as u64,
-            ves_established: ves_sims.len() as u64,
-            devices_target: total,
+            ves_established: a.ves_established,
+            devices_target: scenario.total_devices(),
             devices_at_traffic_start,
             devices_peak: stats.devices_online_peak.load(Ordering::Relaxed).max(0) as u64,
             connect_attempts: stats.connect_attempts.load(Ordering::Relaxed),
@@ -696,14 +806,13 @@ pub async fn run(opts: RunOptions) -> Result<Option<RunResult>, RunError> {
             ack_ves_to_device: reporter.total(Metric::AckVesToDevice)?,
             connect: reporter.total(Metric::Connect)?,
         },
-        achieved_frames_per_second: received as f64 / scenario.duration_seconds.max(1e-3),
+        achieved_frames_per_second: received as f64 / traffic_secs,
         errors: stats.errors(),
         data_requests: stats.data_requests.load(Ordering::Relaxed),
         data_request_failures: stats.data_request_failures.load(Ordering::Relaxed),
         relay,
         loadgen,
-        relay_metrics_delta,
+        relay_metrics_delta: a.relay_metrics_delta,
         timeline: std::mem::take(&mut reporter.timeline),
-    };
-    Ok(Some(result))
+    })
 }
