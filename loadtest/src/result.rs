@@ -292,7 +292,32 @@ pub struct RunResult {
     /// Changes of the relay's own counters over the run (from its `/metrics`), to check
     /// them against the tool's.
     pub relay_metrics_delta: BTreeMap<String, f64>,
+    /// The reconnect storm, when the scenario had one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storm: Option<StormResult>,
     pub timeline: Vec<TimelinePoint>,
+}
+
+/// What a reconnect storm (`storm_at_seconds`) cost: every device online at that moment
+/// dropped its session at once and reconnected straight away.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct StormResult {
+    /// Seconds into the traffic phase.
+    pub at_seconds: f64,
+    /// Devices online when the storm began (all of them dropped).
+    pub devices_dropped: u64,
+    /// Sessions established again (TCP, TLS, HELLO, AUTH) before the deadline.
+    pub reconnected: u64,
+    /// Time from the drop until every dropped device was authenticated again; `None` if
+    /// some were not by the end of the run.
+    pub recovery_seconds: Option<f64>,
+    /// `reconnected` over the time it took.
+    pub reconnects_per_second: f64,
+    /// CPU the relay spent over the same time (when it runs locally).
+    pub relay_cpu_seconds: Option<f64>,
+    /// Reconnections (handshake + authentication) per relay CPU-second: the rate one core
+    /// sustains.
+    pub reconnects_per_relay_cpu_second: Option<f64>,
 }
 
 impl RunResult {
@@ -383,6 +408,23 @@ impl RunResult {
             }
             s.push('\n');
         }
+        if let Some(st) = &self.storm {
+            s.push_str(&format!(
+                "storm at {:.1} s: {} dropped, {} reconnected, {}, {:.0} reconnects/s",
+                st.at_seconds,
+                st.devices_dropped,
+                st.reconnected,
+                match st.recovery_seconds {
+                    Some(t) => format!("all back in {t:.2} s"),
+                    None => "NOT all back by the end of the run".into(),
+                },
+                st.reconnects_per_second
+            ));
+            if let Some(per_cpu) = st.reconnects_per_relay_cpu_second {
+                s.push_str(&format!(", {per_cpu:.0} per relay CPU-second"));
+            }
+            s.push('\n');
+        }
         if !self.errors.is_empty() {
             let e: Vec<String> = self.errors.iter().map(|(k, v)| format!("{k}={v}")).collect();
             s.push_str(&format!("errors: {}\n", e.join(" ")));
@@ -445,11 +487,42 @@ pub fn merge(results: &[RunResult]) -> Result<RunResult, ReportError> {
         if m.relay_metrics_delta.is_empty() {
             m.relay_metrics_delta = r.relay_metrics_delta.clone();
         }
+        m.storm = match (m.storm.take(), &r.storm) {
+            (Some(a), Some(b)) => Some(merge_storms(&a, b)),
+            (a, b) => a.or_else(|| b.clone()),
+        };
     }
     m.target.source_ips.sort();
     m.target.source_ips.dedup();
     m.timeline = merge_timelines(results, start)?;
     Ok(m)
+}
+
+/// Workers' storms (run at the same moment against one relay): drops and reconnections
+/// add up, the slowest worker's recovery is the campaign's. The relay's CPU is one
+/// process seen by every worker: the largest sample stands for it.
+fn merge_storms(a: &StormResult, b: &StormResult) -> StormResult {
+    let devices_dropped = a.devices_dropped + b.devices_dropped;
+    let reconnected = a.reconnected + b.reconnected;
+    let recovery_seconds = a.recovery_seconds.zip(b.recovery_seconds).map(|(x, y)| x.max(y));
+    let relay_cpu_seconds = match (a.relay_cpu_seconds, b.relay_cpu_seconds) {
+        (Some(x), Some(y)) => Some(x.max(y)),
+        (x, y) => x.or(y),
+    };
+    let span = recovery_seconds.unwrap_or(0.0);
+    StormResult {
+        at_seconds: a.at_seconds,
+        devices_dropped,
+        reconnected,
+        recovery_seconds,
+        reconnects_per_second: if span > 0.0 {
+            reconnected as f64 / span
+        } else {
+            a.reconnects_per_second + b.reconnects_per_second
+        },
+        relay_cpu_seconds,
+        reconnects_per_relay_cpu_second: relay_cpu_seconds.filter(|c| *c > 0.0).map(|c| reconnected as f64 / c),
+    }
 }
 
 /// Buckets every worker's points by the wall-clock second they end in.

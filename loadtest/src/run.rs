@@ -30,7 +30,7 @@ use crate::payload::Clock;
 use crate::procfs::{ProcSample, ProcSampler};
 use crate::result::{
     FrameCounts, IntervalCounts, Latencies, Latency, Machine, Phases, ProcessUsage, RESULT_FORMAT, ReportError,
-    RunResult, Sessions, Target, TimelinePoint,
+    RunResult, Sessions, StormResult, Target, TimelinePoint,
 };
 use crate::rts::{RtsClient, RtsError, url_host};
 use crate::scenario::{Scenario, ScenarioError};
@@ -519,6 +519,22 @@ pub async fn run(opts: RunOptions) -> Result<Option<RunResult>, RunError> {
     for ves in &ves_sims {
         tasks.push(tokio::spawn(ves.clone().run_pacer(traffic_start, traffic_end, v2d_rate, stop_ves.clone())));
     }
+    let storm = Arc::new(Mutex::new(None));
+    if scenario.storm_at_seconds > 0.0 && !churn.is_empty() {
+        let at = traffic_start + Duration::from_secs_f64(scenario.storm_at_seconds);
+        let deadline = traffic_end + Duration::from_secs_f64(scenario.drain_timeout_seconds);
+        let storm_task = Storm {
+            stats: stats.clone(),
+            devices: churn.clone(),
+            at,
+            at_seconds: scenario.storm_at_seconds,
+            deadline,
+            relay_pid: opts.relay_pid,
+            stop: stop_devices.clone(),
+            out: storm.clone(),
+        };
+        tasks.push(tokio::spawn(storm_task.run()));
+    }
     if scenario.churn_reconnects_per_second > 0.0 && !churn.is_empty() {
         let every = Duration::from_secs_f64(1.0 / scenario.churn_reconnects_per_second);
         let stop = stop_devices.clone();
@@ -587,6 +603,7 @@ pub async fn run(opts: RunOptions) -> Result<Option<RunResult>, RunError> {
         relay_pid: opts.relay_pid,
         ves_established: ves_sims.len() as u64,
         relay_metrics_delta,
+        storm: storm.lock().unwrap_or_else(|p| p.into_inner()).take(),
     })?;
 
     Ok(Some(result))
@@ -707,6 +724,7 @@ pub(crate) struct Assembly<'a> {
     pub relay_pid: Option<u32>,
     pub ves_established: u64,
     pub relay_metrics_delta: BTreeMap<String, f64>,
+    pub storm: Option<StormResult>,
 }
 
 /// The result of a finished run (sessions stopped, last samples taken).
@@ -813,6 +831,62 @@ pub(crate) fn assemble(a: Assembly<'_>) -> Result<RunResult, ReportError> {
         relay,
         loadgen,
         relay_metrics_delta: a.relay_metrics_delta,
+        storm: a.storm,
         timeline: std::mem::take(&mut reporter.timeline),
     })
+}
+
+/// A reconnect storm: every device's session dropped at one moment, then the wait until
+/// all of them are authenticated again.
+struct Storm {
+    stats: Arc<Stats>,
+    /// The devices' churn signals: each ends its session and reconnects at once.
+    devices: Vec<Arc<Notify>>,
+    at: Instant,
+    at_seconds: f64,
+    /// Give up waiting (the run is ending).
+    deadline: Instant,
+    relay_pid: Option<u32>,
+    stop: CancellationToken,
+    out: Arc<Mutex<Option<StormResult>>>,
+}
+
+impl Storm {
+    async fn run(self) {
+        tokio::select! {
+            _ = self.stop.cancelled() => return,
+            _ = tokio::time::sleep_until(self.at.into()) => {}
+        }
+        let dropped = self.stats.devices_online.load(Ordering::Relaxed).max(0) as u64;
+        let base = self.stats.reconnects.load(Ordering::Relaxed);
+        let mut relay = self.relay_pid.map(ProcSampler::new);
+        let cpu_before = relay.as_mut().and_then(|r| r.sample()).map(|s| s.cpu_seconds);
+        let started = Instant::now();
+        for device in &self.devices {
+            device.notify_one();
+        }
+        let reconnected = || self.stats.reconnects.load(Ordering::Relaxed).saturating_sub(base);
+        let mut recovered = None;
+        while !self.stop.is_cancelled() && Instant::now() < self.deadline {
+            if reconnected() >= dropped {
+                recovered = Some(started.elapsed());
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let elapsed = recovered.unwrap_or_else(|| started.elapsed()).as_secs_f64().max(1e-3);
+        let cpu_after = relay.as_mut().and_then(|r| r.sample()).map(|s| s.cpu_seconds);
+        let relay_cpu_seconds = cpu_before.zip(cpu_after).map(|(a, b)| b - a);
+        let reconnected = reconnected().min(dropped);
+        let result = StormResult {
+            at_seconds: self.at_seconds,
+            devices_dropped: dropped,
+            reconnected,
+            recovery_seconds: recovered.map(|d| d.as_secs_f64()),
+            reconnects_per_second: reconnected as f64 / elapsed,
+            relay_cpu_seconds,
+            reconnects_per_relay_cpu_second: relay_cpu_seconds.filter(|c| *c > 0.0).map(|c| reconnected as f64 / c),
+        };
+        *self.out.lock().unwrap_or_else(|p| p.into_inner()) = Some(result);
+    }
 }

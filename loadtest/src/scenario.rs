@@ -54,6 +54,10 @@ pub struct Scenario {
     pub ramp_up_seconds: f64,
     /// Devices disconnected and reconnected per second during the traffic phase.
     pub churn_reconnects_per_second: f64,
+    /// Reconnect storm: this many seconds into the traffic phase every device drops its
+    /// session at once and reconnects straight away; the result reports how long until
+    /// all are authenticated again. 0 = no storm.
+    pub storm_at_seconds: f64,
     /// After the traffic phase, how long to wait for outstanding acks before counting the
     /// rest as lost.
     pub drain_timeout_seconds: f64,
@@ -93,6 +97,7 @@ impl Default for Scenario {
             duration_seconds: 10.0,
             ramp_up_seconds: 2.0,
             churn_reconnects_per_second: 0.0,
+            storm_at_seconds: 0.0,
             drain_timeout_seconds: 5.0,
             connect_concurrency: 256,
             connect_timeout_seconds: 15.0,
@@ -131,6 +136,8 @@ pub struct ScenarioOverrides {
     pub ramp_up_seconds: Option<f64>,
     #[arg(long)]
     pub churn_reconnects_per_second: Option<f64>,
+    #[arg(long)]
+    pub storm_at_seconds: Option<f64>,
     #[arg(long)]
     pub drain_timeout_seconds: Option<f64>,
     #[arg(long)]
@@ -193,6 +200,7 @@ impl Scenario {
             duration_seconds,
             ramp_up_seconds,
             churn_reconnects_per_second,
+            storm_at_seconds,
             drain_timeout_seconds,
             connect_concurrency,
             connect_timeout_seconds,
@@ -239,11 +247,15 @@ impl Scenario {
             ("duration_seconds", self.duration_seconds),
             ("ramp_up_seconds", self.ramp_up_seconds),
             ("churn_reconnects_per_second", self.churn_reconnects_per_second),
+            ("storm_at_seconds", self.storm_at_seconds),
             ("drain_timeout_seconds", self.drain_timeout_seconds),
         ] {
             if !finite_nonneg(v) {
                 return bad(format!("{key} must be a number ≥ 0"));
             }
+        }
+        if self.storm_at_seconds > 0.0 && self.storm_at_seconds >= self.duration_seconds {
+            return bad("storm_at_seconds must fall within the traffic phase (below duration_seconds)".into());
         }
         if !(self.connect_timeout_seconds.is_finite() && self.connect_timeout_seconds > 0.0) {
             return bad("connect_timeout_seconds must be > 0".into());

@@ -102,3 +102,29 @@ async fn a_tiny_scenario_accounts_for_every_frame_and_writes_its_reports() {
     assert_eq!(ids(&after).len(), 4);
     relay.node.shutdown();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reconnect_storm_drops_every_device_and_times_their_return() {
+    let relay = TestRelay::start();
+    relay.create_license("lt", "lt-license-pw", 100).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let scenario = Scenario {
+        name: "storm".into(),
+        devices_per_ves: 6,
+        devices_per_user: 3,
+        rate_frames_per_second: 0.0,
+        duration_seconds: 3.0,
+        storm_at_seconds: 1.0,
+        ..tiny()
+    };
+    let r = run(options(&relay, dir.path(), scenario)).await.expect("run").expect("a result");
+    let storm = r.storm.as_ref().expect("the storm is reported");
+    assert_eq!((storm.devices_dropped, storm.reconnected), (6, 6), "{storm:?} {:?}", r.errors);
+    let recovery = storm.recovery_seconds.expect("every device came back");
+    assert!(recovery > 0.0 && recovery < 2.0, "{storm:?}");
+    assert!(storm.relay_cpu_seconds.is_some(), "the local relay is sampled");
+    assert_eq!(r.sessions.reconnects, 6, "one new session per dropped device");
+    assert_eq!(r.sessions.churn_disconnects, 6);
+    assert!(r.summary().contains("6 dropped, 6 reconnected, all back in"), "{}", r.summary());
+    relay.node.shutdown();
+}

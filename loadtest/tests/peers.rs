@@ -190,4 +190,7 @@ async fn a_broker_that_is_not_there_is_a_clear_error() {
     let mut opts = options(PeerProtocol::Forward, free_addr(), &cert, None);
     opts.scenario.ves_count = 2;
     assert!(run_peer(opts).await.is_err(), "one hub only");
+    let mut opts = options(PeerProtocol::Nats, free_addr(), &cert, None);
+    opts.scenario.storm_at_seconds = 1.0;
+    assert!(run_peer(opts).await.is_err(), "no storms against baselines");
 }

@@ -165,6 +165,9 @@ pub async fn run_peer(opts: PeerOptions) -> Result<RunResult, PeerError> {
     if scenario.ves_count != 1 {
         return Err(PeerError::Usage("a baseline run simulates one hub: set ves_count = 1".into()));
     }
+    if scenario.churn_reconnects_per_second > 0.0 || scenario.storm_at_seconds > 0.0 {
+        return Err(PeerError::Usage("baseline runs have no churn or storms: set both to 0".into()));
+    }
     if opts.protocol == PeerProtocol::Forward && opts.sink.is_none() {
         return Err(PeerError::Usage("--protocol forward needs --sink-listen, --sink-cert and --sink-key".into()));
     }
@@ -289,6 +292,7 @@ pub async fn run_peer(opts: PeerOptions) -> Result<RunResult, PeerError> {
         relay_pid: opts.peer_pids.first().copied(),
         ves_established: 1,
         relay_metrics_delta: Default::default(),
+        storm: None,
     })?)
 }
 
