@@ -1,0 +1,126 @@
+#!/usr/bin/env bash
+# Throughput and latency side by side, in one run: the relay, Mosquitto (MQTT over TLS,
+# QoS 1), NATS (TLS) doing the same many-to-one relay, and nginx's stream module proxying
+# TLS 1:1 (a forwarding ceiling: no multiplexing, no routing). Same load tool, same
+# shape — 1 hub (the VES) and DEVICES devices, 256-byte payloads, 50/50 both ways, TLS on
+# every hop, open-loop — and the same rate search (bench/throughput_lib.sh) for each,
+# one server at a time so that none competes with another for the cores. Writes every
+# step's JSON/HTML under bench/results/ and a section of docs/benchmarks.md.
+#
+# Usage: bench/compare_throughput.sh           (TARGETS="relay nats" to run some only)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source bench/lib.sh
+source bench/throughput_lib.sh
+source bench/peers_lib.sh
+
+DEVICES=${DEVICES:-1000}
+DURATION=${DURATION:-15}
+TARGETS=${TARGETS:-"relay mosquitto nats nginx"}
+RATES=${RATES:-"1000 2000 4000 8000 12000 16000 24000 32000 48000 64000 96000"}
+MQTT_PORT=${MQTT_PORT:-28883}
+NATS_PORT=${NATS_PORT:-24222}
+NGINX_PORT=${NGINX_PORT:-28443}
+SINK_PORT=${SINK_PORT:-28444}
+STAMP=$(date -u +%Y%m%dT%H%M%SZ)
+RESULTS="bench/results/compare_throughput-$STAMP"
+WORK=$(mktemp -d /tmp/noc-bench.XXXXXX)
+trap 'bench_stop_relay; stop_peers; rm -rf "$WORK"' EXIT
+
+bench_build
+mkdir -p "$RESULTS"
+peers_cert "$WORK/peers"
+PEER_CERT="$WORK/peers/peer-cert.pem"
+PEER_KEY="$WORK/peers/peer-key.pem"
+
+# One baseline run; $1 protocol, $2 address, $3 PIDs to sample, $4 rate, $5 tag, then
+# extra flags.
+peer_loadtest() {
+  local protocol=$1 addr=$2 pids=$3 rate=$4 tag=$5
+  shift 5
+  "${NICE[@]}" "$LOADTEST" peer --protocol "$protocol" --addr "$addr" --cacert "$PEER_CERT" \
+    --peer-pid "$pids" --scenario loadtest/scenarios/many-to-one.toml \
+    --devices-per-ves "$DEVICES" --rate-frames-per-second "$rate" --duration-seconds "$DURATION" \
+    --out "$OUT/$tag.json" --html "$OUT/$tag.html" --quiet "$@"
+}
+
+declare -A BEST_OF HALF_OF HALF_P99_OF CAPACITY_OF TOP_OF
+DETAILS="$WORK/details.md"
+: >"$DETAILS"
+for target in $TARGETS; do
+  OUT="$RESULTS/$target"
+  mkdir -p "$OUT"
+  echo "== $target"
+  case $target in
+    relay)
+      bench_start_relay "$WORK/relay"
+      throughput_run() {
+        bench_loadtest "$WORK/relay" --scenario loadtest/scenarios/many-to-one.toml \
+          --devices-per-ves "$DEVICES" --rate-frames-per-second "$1" --duration-seconds "$DURATION" \
+          --out "$OUT/$2.json" --html "$OUT/$2.html"
+      }
+      ;;
+    mosquitto)
+      start_mosquitto "$WORK/peers" "$MQTT_PORT"
+      throughput_run() { peer_loadtest mqtt "127.0.0.1:$MQTT_PORT" "$MOSQUITTO_PID" "$1" "$2"; }
+      ;;
+    nats)
+      start_nats "$WORK/peers" "$NATS_PORT"
+      throughput_run() { peer_loadtest nats "127.0.0.1:$NATS_PORT" "$NATS_PID" "$1" "$2"; }
+      ;;
+    nginx)
+      start_nginx_stream "$WORK/peers" "$NGINX_PORT" "$SINK_PORT"
+      NGINX_PIDS=$(echo "$NGINX_PID" $(pgrep -P "$NGINX_PID") | tr ' ' ',')
+      throughput_run() {
+        peer_loadtest forward "127.0.0.1:$NGINX_PORT" "$NGINX_PIDS" "$1" "$2" \
+          --sink-listen "127.0.0.1:$SINK_PORT" --sink-cert "$PEER_CERT" --sink-key "$PEER_KEY"
+      }
+      ;;
+    *) echo "unknown target $target (relay, mosquitto, nats, nginx)" >&2; exit 2 ;;
+  esac
+  throughput_search
+  BEST_OF[$target]=$BEST HALF_OF[$target]=$HALF HALF_P99_OF[$target]=$HALF_P99
+  CAPACITY_OF[$target]=$CAPACITY TOP_OF[$target]=$TOP_TRIED
+  {
+    echo "### $target"
+    echo
+    throughput_table "server CPU"
+    echo
+  } >>"$DETAILS"
+  bench_stop_relay
+  stop_peers
+done
+
+describe() {
+  case $1 in
+    relay) echo "this relay (device channel + RTS over TLS, acknowledged frames)" ;;
+    mosquitto) echo "Mosquitto $(mosquitto -h 2>/dev/null | head -n1 | awk '{print $3}') (MQTT 3.1.1 over TLS, QoS 1)" ;;
+    nats) echo "NATS $(nats-server --version 2>/dev/null | awk '{print $2}') (TLS, core pub/sub)" ;;
+    nginx) echo "nginx $(nginx -v 2>&1 | sed 's|.*/||') stream, TLS 1:1 (ceiling)" ;;
+  esac
+}
+ratio() { python3 -c "import sys; a,b=float(sys.argv[1]),float(sys.argv[2]); print(f'{a/b:.2f}×' if b>0 else 'n/a')" "$1" "$2"; }
+
+SECTION="$WORK/section.md"
+{
+  echo "## Relay vs Mosquitto, NATS and nginx, same run (\`bench/compare_throughput.sh\`)"
+  echo
+  echo "* Date: $(date -u '+%Y-%m-%d %H:%M UTC'), commit \`$(git rev-parse --short HEAD 2>/dev/null || echo unknown)\`$(git diff --quiet 2>/dev/null || echo ' (with uncommitted changes)')"
+  echo "* Machine: $(bench_machine); each server and the load tool share it, one server at a time."
+  echo "* Command: \`DEVICES=$DEVICES DURATION=$DURATION P99_LIMIT_MS=$P99_LIMIT_MS TARGETS=\"$TARGETS\" bench/compare_throughput.sh\`"
+  echo "* Shape: 1 hub (the VES; an MQTT/NATS client subscribed to every device's topic; the nginx upstream), $DEVICES devices, 256-byte payloads, 50% device→hub / 50% hub→device, TLS on every hop, open-loop timetable, ${DURATION} s per step; results in \`$RESULTS/\`"
+  echo
+  echo "| server | max frames/s with p99 < ${P99_LIMIT_MS} ms | p99 at 50% of it | highest rate delivered in full | relay ÷ server (max rate) |"
+  echo "|---|---|---|---|---|"
+  for target in $TARGETS; do
+    cap="${CAPACITY_OF[$target]}"
+    [ "${TOP_OF[$target]}" = 1 ] && cap="≥ $cap (highest step)"
+    r="—"
+    if [ "$target" != relay ] && [ -n "${BEST_OF[relay]:-}" ]; then r=$(ratio "${BEST_OF[relay]}" "${BEST_OF[$target]}"); fi
+    echo "| $(describe "$target") | ${BEST_OF[$target]} | ${HALF_P99_OF[$target]} ms at ${HALF_OF[$target]} | $cap | $r |"
+  done
+  echo
+  cat "$DETAILS"
+} >"$SECTION"
+bench_write_section compare_throughput "$SECTION"
+cat "$SECTION"
