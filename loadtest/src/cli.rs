@@ -100,13 +100,15 @@ pub struct RunArgs {
     /// Accounts and device credentials, kept so that reruns skip activation.
     #[arg(long, default_value = "loadtest-credentials.json")]
     pub credentials: PathBuf,
-    /// PID of a local relay: its RSS and CPU are sampled from /proc.
-    #[arg(long)]
-    pub relay_pid: Option<u32>,
+    /// PID of a local relay: its RSS and CPU are sampled from /proc (several,
+    /// comma-separated, are summed: the nodes of a local cluster).
+    #[arg(long, value_delimiter = ',')]
+    pub relay_pid: Vec<u32>,
     /// The relay's admin metrics URL (e.g. http://127.0.0.1:9090/metrics), to report its
     /// own counters beside the tool's.
-    #[arg(long)]
-    pub relay_metrics_url: Option<String>,
+    /// Several (comma-separated) are summed: the nodes of a cluster.
+    #[arg(long, value_delimiter = ',')]
+    pub relay_metrics_url: Vec<String>,
     /// Result file (JSON).
     #[arg(long, default_value = "loadtest-result.json")]
     pub out: PathBuf,
@@ -155,8 +157,8 @@ impl RunArgs {
             source_ips,
             license,
             credentials: self.credentials.clone(),
-            relay_pid: self.relay_pid,
-            relay_metrics_url: self.relay_metrics_url.clone(),
+            relay_pids: self.relay_pid.clone(),
+            relay_metrics_urls: self.relay_metrics_url.clone(),
             progress: !self.quiet,
             setup_only: self.setup_only,
         })

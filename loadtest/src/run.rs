@@ -75,10 +75,11 @@ pub struct RunOptions {
     pub source_ips: Vec<IpAddr>,
     pub license: LicenseSource,
     pub credentials: PathBuf,
-    /// A local relay to sample (`/proc/PID`).
-    pub relay_pid: Option<u32>,
+    /// Local relay processes to sample (`/proc/PID`), summed.
+    pub relay_pids: Vec<u32>,
     /// The relay's admin `/metrics` URL, to report its own counters beside the tool's.
-    pub relay_metrics_url: Option<String>,
+    /// Several are summed series by series (the nodes of a cluster).
+    pub relay_metrics_urls: Vec<String>,
     /// Progress display: bars on a terminal, periodic lines otherwise.
     pub progress: bool,
     /// Stop after setup (credentials ready), without traffic.
@@ -291,17 +292,20 @@ fn status_line(p: &TimelinePoint, phase: &str, relay: bool) -> String {
     s
 }
 
-/// Reads the relay's `noc_*` series.
-async fn scrape(client: &RtsClient, url: Option<&str>) -> BTreeMap<String, f64> {
-    let Some(url) = url else { return BTreeMap::new() };
-    let Ok(text) = client.get_text(url).await else { return BTreeMap::new() };
-    text.lines()
-        .filter(|l| l.starts_with("noc_"))
-        .filter_map(|l| {
-            let (k, v) = l.rsplit_once(' ')?;
-            Some((k.to_string(), v.parse().ok()?))
-        })
-        .collect()
+/// Reads the relays' `noc_*` series, summed over the given nodes.
+async fn scrape(client: &RtsClient, urls: &[String]) -> BTreeMap<String, f64> {
+    let mut out = BTreeMap::new();
+    for url in urls {
+        let Ok(text) = client.get_text(url).await else { continue };
+        for line in text.lines().filter(|l| l.starts_with("noc_")) {
+            if let Some((k, v)) = line.rsplit_once(' ')
+                && let Ok(v) = v.parse::<f64>()
+            {
+                *out.entry(k.to_string()).or_insert(0.0) += v;
+            }
+        }
+    }
+    out
 }
 
 fn frame_counts(c: &DirectionCounters) -> FrameCounts {
@@ -375,7 +379,7 @@ pub async fn run(opts: RunOptions) -> Result<Option<RunResult>, RunError> {
     creds.shape_for(&scenario);
     ensure_license(&mut creds, &opts.license, &setup_client).await?;
     creds.save(&opts.credentials)?;
-    let relay_metrics_start = scrape(&setup_client, opts.relay_metrics_url.as_deref()).await;
+    let relay_metrics_start = scrape(&setup_client, &opts.relay_metrics_urls).await;
     let settings = VesSettings {
         frame_size: scenario.frame_size_bytes as usize,
         max_inflight: scenario.ves_max_inflight_requests as usize,
@@ -469,7 +473,7 @@ pub async fn run(opts: RunOptions) -> Result<Option<RunResult>, RunError> {
         ves_sims.push(ves);
     }
 
-    let mut reporter = Reporter::new(stats.clone(), clock, t0, opts.relay_pid.as_slice());
+    let mut reporter = Reporter::new(stats.clone(), clock, t0, &opts.relay_pids);
     reporter.baseline();
 
     let n = all_devices.len() as u32;
@@ -529,7 +533,7 @@ pub async fn run(opts: RunOptions) -> Result<Option<RunResult>, RunError> {
             at,
             at_seconds: scenario.storm_at_seconds,
             deadline,
-            relay_pid: opts.relay_pid,
+            relay_pids: opts.relay_pids.clone(),
             stop: stop_devices.clone(),
             out: storm.clone(),
         };
@@ -564,7 +568,7 @@ pub async fn run(opts: RunOptions) -> Result<Option<RunResult>, RunError> {
         Duration::from_secs_f64(scenario.drain_timeout_seconds),
         Duration::from_millis(scenario.report_interval_ms),
         opts.progress,
-        opts.relay_pid.is_some(),
+        !opts.relay_pids.is_empty(),
     )
     .await?;
 
@@ -578,7 +582,7 @@ pub async fn run(opts: RunOptions) -> Result<Option<RunResult>, RunError> {
         let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
     }
     reporter.sample();
-    let relay_metrics_end = scrape(&setup_client, opts.relay_metrics_url.as_deref()).await;
+    let relay_metrics_end = scrape(&setup_client, &opts.relay_metrics_urls).await;
     let relay_metrics_delta = relay_metrics_end
         .iter()
         .map(|(k, v)| {
@@ -600,7 +604,7 @@ pub async fn run(opts: RunOptions) -> Result<Option<RunResult>, RunError> {
         outcome: &outcome,
         reporter: &mut reporter,
         stats: &stats,
-        relay_pid: opts.relay_pid,
+        relay_pid: opts.relay_pids.first().copied(),
         ves_established: ves_sims.len() as u64,
         relay_metrics_delta,
         storm: storm.lock().unwrap_or_else(|p| p.into_inner()).take(),
@@ -846,7 +850,7 @@ struct Storm {
     at_seconds: f64,
     /// Give up waiting (the run is ending).
     deadline: Instant,
-    relay_pid: Option<u32>,
+    relay_pids: Vec<u32>,
     stop: CancellationToken,
     out: Arc<Mutex<Option<StormResult>>>,
 }
@@ -859,7 +863,7 @@ impl Storm {
         }
         let dropped = self.stats.devices_online.load(Ordering::Relaxed).max(0) as u64;
         let base = self.stats.reconnects.load(Ordering::Relaxed);
-        let mut relay = self.relay_pid.map(ProcSampler::new);
+        let mut relay = (!self.relay_pids.is_empty()).then(|| ProcSampler::group(&self.relay_pids));
         let cpu_before = relay.as_mut().and_then(|r| r.sample()).map(|s| s.cpu_seconds);
         let started = Instant::now();
         for device in &self.devices {

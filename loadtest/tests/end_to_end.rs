@@ -38,8 +38,8 @@ fn options(relay: &TestRelay, dir: &Path, scenario: Scenario) -> RunOptions {
         license: LicenseSource::Existing { name: "lt".into(), password: "lt-license-pw".into() },
         credentials: dir.join("credentials.json"),
         // The relay runs in this process: sampling it exercises the /proc reader.
-        relay_pid: Some(std::process::id()),
-        relay_metrics_url: Some(format!("{}/metrics", relay.admin_url())),
+        relay_pids: vec![std::process::id()],
+        relay_metrics_urls: vec![format!("{}/metrics", relay.admin_url())],
         progress: false,
         setup_only: false,
     }

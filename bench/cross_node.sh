@@ -1,0 +1,162 @@
+#!/usr/bin/env bash
+# Cross-node overhead: two release nodes on loopback sharing PostgreSQL (accounts) and
+# Redis (session registry and the bus between nodes). The same many-to-one traffic —
+# 1 VES, DEVICES devices, 256-byte frames, 50/50 both ways, TLS on every hop — first
+# with the VES and every device on node A (same-node delivery), then with the VES on A
+# and every device on B (each frame crosses Redis pub/sub). The rate search of
+# bench/throughput_lib.sh runs for both; then both are measured once more at one common
+# rate (half the cross-node maximum) to give the p99 that the Redis hop adds. Both nodes
+# run during both searches, and the relay CPU column sums them. Writes results under
+# bench/results/ and a section of docs/benchmarks.md.
+#
+# Needs PostgreSQL (127.0.0.1:5432, trust auth as user postgres) and Redis
+# (127.0.0.1:6379): scripts/test.sh starts both on a fresh machine. Uses the database
+# BENCH_PG_DB (dropped and created again) and Redis database BENCH_REDIS_DB (flushed).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source bench/lib.sh
+source bench/throughput_lib.sh
+source bench/peers_lib.sh
+
+DEVICES=${DEVICES:-1000}
+DURATION=${DURATION:-15}
+RATES=${RATES:-"1000 2000 4000 8000 12000 16000 24000 32000 48000"}
+BENCH_PG_DB=${BENCH_PG_DB:-noc_bench}
+BENCH_REDIS_DB=${BENCH_REDIS_DB:-7}
+STAMP=$(date -u +%Y%m%dT%H%M%SZ)
+RESULTS="bench/results/cross_node-$STAMP"
+WORK=$(mktemp -d /tmp/noc-bench.XXXXXX)
+PIDS=()
+stop_nodes() {
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+  PIDS=()
+}
+trap 'stop_nodes; rm -rf "$WORK"' EXIT
+
+pg_isready -q -h 127.0.0.1 -p 5432 || { echo "PostgreSQL is not running on 127.0.0.1:5432" >&2; exit 2; }
+redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null || { echo "Redis is not running on 127.0.0.1:6379" >&2; exit 2; }
+psql -h 127.0.0.1 -U postgres -d postgres -qc "DROP DATABASE IF EXISTS $BENCH_PG_DB" \
+  -c "CREATE DATABASE $BENCH_PG_DB" >/dev/null
+redis-cli -h 127.0.0.1 -p 6379 -n "$BENCH_REDIS_DB" flushdb >/dev/null
+PG_URL="postgres://postgres@127.0.0.1:5432/$BENCH_PG_DB"
+REDIS_URL="redis://127.0.0.1:6379/$BENCH_REDIS_DB"
+
+bench_build
+mkdir -p "$RESULTS"
+peers_cert "$WORK/tls"   # one certificate for both nodes (localhost, 127.0.0.1)
+
+# node NAME HTTP DEVICE ADMIN: writes its configuration and starts it.
+node() {
+  local name=$1 http=$2 device=$3 admin=$4 dir="$WORK/$1"
+  mkdir -p "$dir"
+  cat >"$dir/noc.toml" <<TOML
+data_dir = "$dir/data"
+node_id = "bench-$name"
+postgres_url = "$PG_URL"
+redis_url = "$REDIS_URL"
+
+[listen]
+http = "127.0.0.1:$http"
+device = "127.0.0.1:$device"
+admin = "127.0.0.1:$admin"
+
+[public]
+url = "https://127.0.0.1:$http"
+device_host = "127.0.0.1"
+device_port = $device
+
+[tls]
+cert_path = "$WORK/tls/peer-cert.pem"
+key_path = "$WORK/tls/peer-key.pem"
+
+[accounts]
+argon2_memory_kib = 1024
+argon2_iterations = 1
+max_concurrent_hashes = 8
+
+[shutdown]
+drain_seconds = 1
+grace_seconds = 1
+TOML
+  ulimit -n 1048576 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+  RUST_LOG=${RELAY_LOG:-warn} "${NICE[@]}" "$NOC" serve --config "$dir/noc.toml" >"$dir/relay.log" 2>&1 &
+  PIDS+=($!)
+  for _ in $(seq 1 100); do
+    if curl -sf "http://127.0.0.1:$admin/readyz" >/dev/null 2>&1; then
+      echo "== node $name pid $! ready (https 127.0.0.1:$http, devices 127.0.0.1:$device)"
+      return 0
+    fi
+    sleep 0.2
+  done
+  echo "node $name did not become ready; log:" >&2
+  cat "$dir/relay.log" >&2
+  return 1
+}
+node a 18443 18444 19090
+node b 18453 18454 19091
+NODE_PIDS=$(IFS=,; echo "${PIDS[*]}")
+
+# One run: VES on node A, devices on $DEVICE_ADDR.
+throughput_run() {
+  "${NICE[@]}" "$LOADTEST" run --relay-url https://127.0.0.1:18443 --cacert "$WORK/tls/peer-cert.pem" \
+    --device-addr "$DEVICE_ADDR" --noc-bin "$NOC" --data-dir "$WORK/a/data" --noc-config "$WORK/a/noc.toml" \
+    --credentials "$WORK/credentials.json" --relay-pid "$NODE_PIDS" \
+    --relay-metrics-url "http://127.0.0.1:19090/metrics,http://127.0.0.1:19091/metrics" --quiet \
+    --scenario loadtest/scenarios/many-to-one.toml --devices-per-ves "$DEVICES" \
+    --rate-frames-per-second "$1" --duration-seconds "$DURATION" --out "$OUT/$2.json" --html "$OUT/$2.html"
+}
+
+declare -A BEST_OF HALF_OF HALF_P99_OF CAPACITY_OF
+DETAILS="$WORK/details.md"
+: >"$DETAILS"
+for mode in same-node cross-node; do
+  OUT="$RESULTS/$mode"
+  mkdir -p "$OUT"
+  if [ "$mode" = same-node ]; then DEVICE_ADDR=127.0.0.1:18444; else DEVICE_ADDR=127.0.0.1:18454; fi
+  echo "== $mode (devices on $DEVICE_ADDR)"
+  throughput_search
+  BEST_OF[$mode]=$BEST HALF_OF[$mode]=$HALF HALF_P99_OF[$mode]=$HALF_P99 CAPACITY_OF[$mode]=$CAPACITY
+  { echo "### $mode"; echo; throughput_table "CPU of both nodes"; echo; } >>"$DETAILS"
+done
+
+# Both at one common rate: half the cross-node maximum.
+COMMON=${HALF_OF[cross-node]}
+declare -A COMMON_P99
+for mode in same-node cross-node; do
+  OUT="$RESULTS/$mode"
+  if [ "$mode" = same-node ]; then DEVICE_ADDR=127.0.0.1:18444; else DEVICE_ADDR=127.0.0.1:18454; fi
+  if [ "$COMMON" -gt 0 ]; then
+    _throughput_once "$COMMON" "common-$COMMON" || exit 2
+    read -r _ _ p99 _ < <(throughput_verdict "$OUT/common-$COMMON.json" "$COMMON")
+    COMMON_P99[$mode]=$p99
+  else
+    COMMON_P99[$mode]="n/a"
+  fi
+done
+
+ratio() { python3 -c "import sys; a,b=float(sys.argv[1]),float(sys.argv[2]); print(f'{a/b:.2f}' if b>0 else 'n/a')" "$1" "$2"; }
+added=$(python3 -c "import sys
+try: print(f'{float(sys.argv[2]) - float(sys.argv[1]):+.3f} ms')
+except ValueError: print('n/a')" "${COMMON_P99[same-node]}" "${COMMON_P99[cross-node]}")
+SECTION="$WORK/section.md"
+{
+  echo "## Cross-node overhead (\`bench/cross_node.sh\`)"
+  echo
+  echo "* Date: $(date -u '+%Y-%m-%d %H:%M UTC'), commit \`$(git rev-parse --short HEAD 2>/dev/null || echo unknown)\`$(git diff --quiet 2>/dev/null || echo ' (with uncommitted changes)')"
+  echo "* Machine: $(bench_machine); both nodes, PostgreSQL, Redis and the load tool share it."
+  echo "* Command: \`DEVICES=$DEVICES DURATION=$DURATION P99_LIMIT_MS=$P99_LIMIT_MS bench/cross_node.sh\`; results in \`$RESULTS/\`"
+  echo "* Two nodes with PostgreSQL and Redis (standalone, pub/sub bus); 1 VES on node A, $DEVICES devices on node A (same-node) or node B (cross-node, every frame goes through Redis), 256-byte payloads, 50/50 both ways, TLS on every hop, ${DURATION} s per step."
+  echo
+  echo "| delivery | max frames/s with p99 < ${P99_LIMIT_MS} ms | p99 at 50% of it | p99 at ${COMMON} frames/s (common rate) | highest rate delivered in full |"
+  echo "|---|---|---|---|---|"
+  for mode in same-node cross-node; do
+    echo "| $mode | ${BEST_OF[$mode]} | ${HALF_P99_OF[$mode]} ms at ${HALF_OF[$mode]} | ${COMMON_P99[$mode]} ms | ${CAPACITY_OF[$mode]} |"
+  done
+  echo
+  echo "**Cross-node ÷ same-node throughput: $(ratio "${BEST_OF[cross-node]}" "${BEST_OF[same-node]}")** (target ≥ 0.6); p99 added by the Redis hop at ${COMMON} frames/s: ${added}."
+  echo
+  cat "$DETAILS"
+} >"$SECTION"
+bench_write_section cross_node "$SECTION"
+cat "$SECTION"
