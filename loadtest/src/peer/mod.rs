@@ -542,6 +542,8 @@ async fn device_session(
         tokio::select! {
             _ = ctx.stop.cancelled() => return Ok(()),
             r = tls.read_buf(&mut rbuf) => match r {
+                // At the end of a run the other side may close first (the sink's pipes).
+                Ok(0) | Err(_) if ctx.stop.is_cancelled() => return Ok(()),
                 Ok(0) | Err(_) => return Err("device:connection_lost"),
                 Ok(_) => handle_events(ctx, Metric::OneWayVesToDevice, &mut rbuf, &mut wbuf)
                     .map_err(|_| "device:protocol")?,
@@ -595,7 +597,9 @@ async fn hub_read_loop<R: AsyncRead + Unpin>(ctx: Arc<Ctx>, mut rd: R, mut rbuf:
             _ = ctx.stop.cancelled() => return,
             r = rd.read_buf(&mut rbuf) => match r {
                 Ok(0) | Err(_) => {
-                    ctx.stats.error("hub:connection_lost");
+                    if !ctx.stop.is_cancelled() {
+                        ctx.stats.error("hub:connection_lost");
+                    }
                     return;
                 }
                 Ok(_) => {}
