@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# Profiles of a release relay under the benchmarks' loads, to see what is in the way of a
+# target:
+#   bench/profile_relay.sh heap [N]      heaptrack of N idle TLS device sessions (default
+#                                        2000): which allocations the sessions keep
+#   bench/profile_relay.sh cpu [RATE]    perf (cpu-clock samples, call graphs) of the relay
+#                                        at RATE frames/s (default 16000) of the
+#                                        many-to-one throughput shape: where its CPU goes
+# Writes the raw profile and a text summary under bench/results/profile-*/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source bench/lib.sh
+
+MODE=${1:-}
+STAMP=$(date -u +%Y%m%dT%H%M%SZ)
+WORK=$(mktemp -d /tmp/noc-bench.XXXXXX)
+trap 'bench_stop_relay; rm -rf "$WORK"' EXIT
+bench_build
+
+case $MODE in
+  heap)
+    N=${2:-2000}
+    command -v heaptrack >/dev/null || { echo "heaptrack is not installed (apt-get install heaptrack)" >&2; exit 2; }
+    OUT="bench/results/profile-heap-$STAMP"
+    mkdir -p "$OUT"
+    # Accounts first, on a relay without the profiler.
+    bench_start_relay "$WORK"
+    bench_loadtest "$WORK" --scenario loadtest/scenarios/idle-sessions.toml --devices-per-ves "$N" \
+      --setup-only >"$OUT/setup.txt" 2>&1 || { cat "$OUT/setup.txt" >&2; exit 2; }
+    bench_stop_relay
+    # The relay under heaptrack; NOC points bench_start_relay at a wrapper.
+    cat >"$WORK/noc-heaptrack" <<SH
+#!/usr/bin/env bash
+exec heaptrack -o "$OUT/heaptrack.noc" "$NOC" "\$@"
+SH
+    chmod +x "$WORK/noc-heaptrack"
+    REAL_NOC=$NOC
+    NOC="$WORK/noc-heaptrack"
+    bench_start_relay "$WORK"
+    NOC=$REAL_NOC
+    bench_loadtest "$WORK" --scenario loadtest/scenarios/idle-sessions.toml --devices-per-ves "$N" \
+      --ramp-up-seconds 15 --duration-seconds 10 \
+      --out "$OUT/idle.json" --html "$OUT/idle.html" >"$OUT/idle.txt" 2>&1 || { cat "$OUT/idle.txt" >&2; exit 2; }
+    # RELAY_PID is heaptrack's; the relay runs as its child. Stop the relay itself and let
+    # heaptrack write its file.
+    pkill -TERM -f "^$NOC serve --data-dir $WORK/data" || true
+    wait "$RELAY_PID" 2>/dev/null || true
+    RELAY_PID=""
+    file=$(ls "$OUT"/heaptrack.noc*.zst "$OUT"/heaptrack.noc*.gz 2>/dev/null | head -n 1)
+    heaptrack_print --print-peaks 1 --print-allocators 0 --print-temporary 0 --print-leaks 0 \
+      --peak-limit 25 --print-flamegraph 0 "$file" >"$OUT/peaks.txt" 2>/dev/null || true
+    echo "== $N idle sessions; peak heap consumers in $OUT/peaks.txt"
+    grep -E "^(PEAK MEMORY|peak heap memory consumption|total memory leaked|calls to allocation)" -A0 "$OUT/peaks.txt" || true
+    head -n 120 "$OUT/peaks.txt"
+    ;;
+  cpu)
+    RATE=${2:-16000}
+    DURATION=${DURATION:-20}
+    command -v perf >/dev/null || { echo "perf is not installed (apt-get install linux-perf)" >&2; exit 2; }
+    OUT="bench/results/profile-cpu-$STAMP"
+    mkdir -p "$OUT"
+    bench_start_relay "$WORK"
+    bench_loadtest "$WORK" --scenario loadtest/scenarios/many-to-one.toml --setup-only >"$OUT/setup.txt" 2>&1 \
+      || { cat "$OUT/setup.txt" >&2; exit 2; }
+    bench_loadtest "$WORK" --scenario loadtest/scenarios/many-to-one.toml --rate-frames-per-second "$RATE" \
+      --duration-seconds "$DURATION" --out "$OUT/run.json" --html "$OUT/run.html" >"$OUT/run.txt" 2>&1 &
+    lt=$!
+    sleep 8   # past setup and ramp-up, into the traffic phase
+    perf record -e cpu-clock -F 499 -g -p "$RELAY_PID" -o "$OUT/perf.data" -- sleep $(( DURATION - 5 )) \
+      >"$OUT/perf-record.txt" 2>&1
+    wait "$lt" || true
+    perf report -i "$OUT/perf.data" --no-children --sort dso,symbol --percent-limit 0.7 --stdio -g none \
+      >"$OUT/self.txt" 2>/dev/null
+    perf report -i "$OUT/perf.data" --children --sort symbol --percent-limit 3 --stdio -g none \
+      >"$OUT/children.txt" 2>/dev/null
+    echo "== relay at $RATE frames/s: self time ($OUT/self.txt)"
+    grep -v '^#' "$OUT/self.txt" | grep -v '^$' | head -n 45
+    echo "== inclusive ($OUT/children.txt)"
+    grep -v '^#' "$OUT/children.txt" | grep -v '^$' | head -n 40
+    ;;
+  *)
+    echo "usage: bench/profile_relay.sh heap [SESSIONS] | cpu [FRAMES_PER_SECOND]" >&2
+    exit 2
+    ;;
+esac
