@@ -46,12 +46,17 @@ SH
     pkill -TERM -f "^$NOC serve --data-dir $WORK/data" || true
     wait "$RELAY_PID" 2>/dev/null || true
     RELAY_PID=""
-    file=$(ls "$OUT"/heaptrack.noc*.zst "$OUT"/heaptrack.noc*.gz 2>/dev/null | head -n 1)
+    file=$(ls "$OUT"/heaptrack.noc*.zst "$OUT"/heaptrack.noc*.gz 2>/dev/null | head -n 1 || true)
     heaptrack_print --print-peaks 1 --print-allocators 0 --print-temporary 0 --print-leaks 0 \
       --peak-limit 25 --print-flamegraph 0 "$file" >"$OUT/peaks.txt" 2>/dev/null || true
     echo "== $N idle sessions; peak heap consumers in $OUT/peaks.txt"
-    grep -E "^(PEAK MEMORY|peak heap memory consumption|total memory leaked|calls to allocation)" -A0 "$OUT/peaks.txt" || true
-    head -n 120 "$OUT/peaks.txt"
+    grep -E "^(peak heap memory consumption|total memory leaked)" "$OUT/peaks.txt" || true
+    # The biggest consumers with the first source line of the project or rustls under each.
+    grep -n "consumed over" "$OUT/peaks.txt" | head -n 40 | while IFS=: read -r line rest; do
+      where=$(sed -n "$((line + 1)),$((line + 40))p" "$OUT/peaks.txt" \
+        | grep -E '^\s+at (src|gateway|actors|app|cluster)/' | head -n 2 | tr -s ' ' | tr '\n' ' ')
+      echo "$rest :: $where"
+    done
     ;;
   cpu)
     RATE=${2:-16000}

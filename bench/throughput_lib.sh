@@ -95,6 +95,7 @@ throughput_search() {
       mid=$(( (lo + hi) / 2 ))
       [ "$mid" -gt "$lo" ] || break
       _throughput_step "$mid" "rate-$mid" || return 2
+      if [ "$CAP" = pass ] && [ "$mid" -gt "$CAPACITY" ]; then CAPACITY=$mid; fi
       if [ "$LAT" = pass ]; then lo=$mid; BEST=$mid; else hi=$mid; fi
     done
   fi
