@@ -48,7 +48,7 @@ SH
     RELAY_PID=""
     file=$(ls "$OUT"/heaptrack.noc*.zst "$OUT"/heaptrack.noc*.gz 2>/dev/null | head -n 1 || true)
     heaptrack_print --print-peaks 1 --print-allocators 0 --print-temporary 0 --print-leaks 0 \
-      --peak-limit 25 --print-flamegraph 0 "$file" >"$OUT/peaks.txt" 2>/dev/null || true
+      --peak-limit 25 "$file" >"$OUT/peaks.txt" 2>/dev/null || true
     echo "== $N idle sessions; peak heap consumers in $OUT/peaks.txt"
     grep -E "^(peak heap memory consumption|total memory leaked)" "$OUT/peaks.txt" || true
     # The biggest consumers with the first source line of the project or rustls under each.
