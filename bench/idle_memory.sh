@@ -31,13 +31,9 @@ mkdir -p "$OUT"
 peers_cert "$WORK/peers"
 declare -a ROWS
 declare -a SKIPPED
-# The relay needs one descriptor per session (plus its listeners and store); the load tool
-# too. Counts above what this machine allows are skipped, not measured wrong.
-ulimit -n 1048576 2>/dev/null || ulimit -n "$(ulimit -Hn)"
-FD_LIMIT=$(ulimit -n)
+bench_raise_fd_limit
 for n in $COUNTS; do
-  if [ "$FD_LIMIT" != unlimited ] && [ $(( n + 1000 )) -gt "$FD_LIMIT" ]; then
-    echo "skipping $n sessions: the open-file limit is $FD_LIMIT and cannot be raised here"
+  if ! bench_fits_fd_limit "$n"; then
     SKIPPED+=("$n")
     continue
   fi
@@ -102,7 +98,7 @@ SECTION="$WORK/section.md"
   printf '%s\n' "${ROWS[@]}"
   if [ ${#SKIPPED[@]} -gt 0 ]; then
     echo
-    echo "Not measured: ${SKIPPED[*]} sessions — this machine's per-process open-file limit is $FD_LIMIT and cannot be raised (no CAP_SYS_RESOURCE), and the relay needs one descriptor per session."
+    bench_skipped_note "${SKIPPED[*]}"
   fi
 } >"$SECTION"
 bench_write_section idle_memory "$SECTION"

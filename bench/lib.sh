@@ -94,3 +94,25 @@ else:
 doc.write_text(text)
 PY
 }
+
+# The session-count benchmarks: one descriptor per session on both sides, so raise the
+# open-file limit as far as this machine allows and remember it in FD_LIMIT.
+bench_raise_fd_limit() {
+  ulimit -n 1048576 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+  FD_LIMIT=$(ulimit -n)
+}
+
+# Succeeds when N sessions (plus listeners and stores) fit under FD_LIMIT; otherwise says
+# so: counts above what the machine allows are skipped, not measured wrong.
+bench_fits_fd_limit() {
+  local n=$1
+  if [ "$FD_LIMIT" != unlimited ] && [ $(( n + 1000 )) -gt "$FD_LIMIT" ]; then
+    echo "skipping $n sessions: the open-file limit is $FD_LIMIT and cannot be raised here"
+    return 1
+  fi
+}
+
+# The report line for the skipped counts given as arguments.
+bench_skipped_note() {
+  echo "Not measured: $* sessions — this machine's per-process open-file limit is $FD_LIMIT and cannot be raised (no CAP_SYS_RESOURCE), and the relay needs one descriptor per session."
+}

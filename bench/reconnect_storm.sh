@@ -28,11 +28,9 @@ trap 'bench_stop_relay; rm -rf "$WORK"' EXIT
 bench_build
 mkdir -p "$OUT"
 declare -a ROWS SKIPPED
-ulimit -n 1048576 2>/dev/null || ulimit -n "$(ulimit -Hn)"
-FD_LIMIT=$(ulimit -n)
+bench_raise_fd_limit
 for n in $COUNTS; do
-  if [ "$FD_LIMIT" != unlimited ] && [ $(( n + 1000 )) -gt "$FD_LIMIT" ]; then
-    echo "skipping $n devices: the open-file limit is $FD_LIMIT and cannot be raised here"
+  if ! bench_fits_fd_limit "$n"; then
     SKIPPED+=("$n")
     continue
   fi
@@ -77,7 +75,7 @@ SECTION="$WORK/section.md"
   printf '%s\n' "${ROWS[@]}"
   if [ ${#SKIPPED[@]} -gt 0 ]; then
     echo
-    echo "Not measured: ${SKIPPED[*]} devices — this machine's per-process open-file limit is $FD_LIMIT and cannot be raised (no CAP_SYS_RESOURCE), and the relay needs one descriptor per session."
+    bench_skipped_note "${SKIPPED[*]}"
   fi
 } >"$SECTION"
 bench_write_section reconnect_storm "$SECTION"

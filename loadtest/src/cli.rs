@@ -57,6 +57,48 @@ pub enum Command {
     },
 }
 
+/// Where a run's results go, and how the tool runs: shared by `run` and `peer`.
+#[derive(Args, Debug)]
+pub struct OutputArgs {
+    /// Result file (JSON).
+    #[arg(long, default_value = "loadtest-result.json")]
+    pub out: PathBuf,
+    /// HTML report [default: the result file with .html].
+    #[arg(long)]
+    pub html: Option<PathBuf>,
+    /// Worker threads of the load tool [default: one per CPU].
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// No live progress.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+impl OutputArgs {
+    /// Where the HTML report goes.
+    pub fn html_path(&self) -> PathBuf {
+        self.html.clone().unwrap_or_else(|| self.out.with_extension("html"))
+    }
+
+    /// The tokio runtime of the run, with `--threads` workers.
+    pub fn runtime(&self) -> std::io::Result<tokio::runtime::Runtime> {
+        let mut rt = tokio::runtime::Builder::new_multi_thread();
+        if let Some(n) = self.threads {
+            rt.worker_threads(n.max(1));
+        }
+        rt.enable_all().build()
+    }
+
+    /// Writes the JSON result and its HTML report, and prints the summary.
+    pub fn finish(&self, result: &RunResult) -> Result<(), ReportError> {
+        let html = self.html_path();
+        write_outputs(result, &self.out, Some(&html))?;
+        print!("{}", result.summary());
+        println!("results: {} and {}", self.out.display(), html.display());
+        Ok(())
+    }
+}
+
 #[derive(Args, Debug)]
 pub struct RunArgs {
     /// Scenario file (TOML; see loadtest/scenarios/). Flags below override its keys.
@@ -109,18 +151,8 @@ pub struct RunArgs {
     /// Several (comma-separated) are summed: the nodes of a cluster.
     #[arg(long, value_delimiter = ',')]
     pub relay_metrics_url: Vec<String>,
-    /// Result file (JSON).
-    #[arg(long, default_value = "loadtest-result.json")]
-    pub out: PathBuf,
-    /// HTML report [default: the result file with .html].
-    #[arg(long)]
-    pub html: Option<PathBuf>,
-    /// Worker threads of the load tool [default: one per CPU].
-    #[arg(long)]
-    pub threads: Option<usize>,
-    /// No live progress.
-    #[arg(long)]
-    pub quiet: bool,
+    #[command(flatten)]
+    pub output: OutputArgs,
     /// Prepare licenses, accounts and devices, then stop.
     #[arg(long)]
     pub setup_only: bool,
@@ -159,14 +191,9 @@ impl RunArgs {
             credentials: self.credentials.clone(),
             relay_pids: self.relay_pid.clone(),
             relay_metrics_urls: self.relay_metrics_url.clone(),
-            progress: !self.quiet,
+            progress: !self.output.quiet,
             setup_only: self.setup_only,
         })
-    }
-
-    /// Where the HTML report goes.
-    pub fn html_path(&self) -> PathBuf {
-        self.html.clone().unwrap_or_else(|| self.out.with_extension("html"))
     }
 }
 
@@ -204,18 +231,8 @@ pub struct PeerArgs {
     /// PIDs of the local broker's processes, sampled and summed (comma-separated).
     #[arg(long, value_delimiter = ',')]
     pub peer_pid: Vec<u32>,
-    /// Result file (JSON).
-    #[arg(long, default_value = "loadtest-peer-result.json")]
-    pub out: PathBuf,
-    /// HTML report [default: the result file with .html].
-    #[arg(long)]
-    pub html: Option<PathBuf>,
-    /// Worker threads of the load tool [default: one per CPU].
-    #[arg(long)]
-    pub threads: Option<usize>,
-    /// No live progress.
-    #[arg(long)]
-    pub quiet: bool,
+    #[command(flatten)]
+    pub output: OutputArgs,
 }
 
 impl PeerArgs {
@@ -238,13 +255,8 @@ impl PeerArgs {
                 None => Vec::new(),
             },
             peer_pids: self.peer_pid.clone(),
-            progress: !self.quiet,
+            progress: !self.output.quiet,
         })
-    }
-
-    /// Where the HTML report goes.
-    pub fn html_path(&self) -> PathBuf {
-        self.html.clone().unwrap_or_else(|| self.out.with_extension("html"))
     }
 }
 
@@ -292,7 +304,7 @@ mod tests {
         assert_eq!(o.scenario.devices_per_ves, 50);
         assert_eq!(o.source_ips.len(), 4);
         assert!(matches!(o.license, LicenseSource::Admin { .. }));
-        assert_eq!(args.html_path(), PathBuf::from("loadtest-result.html"));
+        assert_eq!(args.output.html_path(), PathBuf::from("loadtest-result.html"));
         assert!(Cli::try_parse_from(["loadtest", "run", "--noc-bin", "x"]).is_err(), "needs --data-dir");
     }
 

@@ -2,40 +2,25 @@
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use noc_loadtest::cli::{Cli, Command, merge_files, write_outputs};
+use noc_loadtest::cli::{Cli, Command, merge_files};
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Run(args) => {
             let opts = args.options()?;
-            let mut rt = tokio::runtime::Builder::new_multi_thread();
-            if let Some(n) = args.threads {
-                rt.worker_threads(n.max(1));
+            let rt = args.output.runtime().context("starting the runtime")?;
+            if let Some(result) = rt.block_on(noc_loadtest::run(opts))? {
+                args.output.finish(&result)?;
             }
-            let rt = rt.enable_all().build().context("starting the runtime")?;
-            let Some(result) = rt.block_on(noc_loadtest::run(opts))? else {
-                return Ok(());
-            };
-            let html = args.html_path();
-            write_outputs(&result, &args.out, Some(&html))?;
-            print!("{}", result.summary());
-            println!("results: {} and {}", args.out.display(), html.display());
             // Sessions still closing must not delay the exit.
             rt.shutdown_background();
         }
         Command::Peer(args) => {
             let opts = args.options()?;
-            let mut rt = tokio::runtime::Builder::new_multi_thread();
-            if let Some(n) = args.threads {
-                rt.worker_threads(n.max(1));
-            }
-            let rt = rt.enable_all().build().context("starting the runtime")?;
+            let rt = args.output.runtime().context("starting the runtime")?;
             let result = rt.block_on(noc_loadtest::peer::run_peer(opts))?;
-            let html = args.html_path();
-            write_outputs(&result, &args.out, Some(&html))?;
-            print!("{}", result.summary());
-            println!("results: {} and {}", args.out.display(), html.display());
+            args.output.finish(&result)?;
             rt.shutdown_background();
         }
         Command::Merge { inputs, out, html } => {

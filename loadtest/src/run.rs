@@ -564,9 +564,7 @@ pub async fn run(opts: RunOptions) -> Result<Option<RunResult>, RunError> {
         &mut display,
         &stats,
         &window,
-        n as u64,
-        Duration::from_secs_f64(scenario.drain_timeout_seconds),
-        Duration::from_millis(scenario.report_interval_ms),
+        &scenario,
         opts.progress,
         !opts.relay_pids.is_empty(),
     )
@@ -636,19 +634,19 @@ pub(crate) struct PhaseOutcome {
 /// Reports ramp-up, traffic and drain while the sessions (already spawned) do the work:
 /// one timeline point per interval, live progress, and the drain wait for outstanding
 /// frames. Shared by relay runs and peer-broker runs so that both are measured alike.
-#[allow(clippy::too_many_arguments)]
 pub(crate) async fn drive_phases(
     reporter: &mut Reporter,
     display: &mut Display,
     stats: &Stats,
     window: &PhaseWindow,
-    total: u64,
-    drain_timeout: Duration,
-    interval: Duration,
+    scenario: &Scenario,
     progress: bool,
     show_relay: bool,
 ) -> Result<PhaseOutcome, ReportError> {
     let PhaseWindow { traffic_start, traffic_end, .. } = *window;
+    let total = scenario.total_devices();
+    let drain_timeout = Duration::from_secs_f64(scenario.drain_timeout_seconds);
+    let interval = Duration::from_millis(scenario.report_interval_ms);
     let mut all_online_at: Option<Instant> = None;
     display.start(progress, total, "   ramp [{elapsed_precise}] [{bar:40}] {pos}/{len} online {msg}");
     let mut next_tick = Instant::now() + interval;

@@ -263,9 +263,7 @@ pub async fn run_peer(opts: PeerOptions) -> Result<RunResult, PeerError> {
         &mut display,
         &stats,
         &window,
-        n as u64,
-        Duration::from_secs_f64(scenario.drain_timeout_seconds),
-        Duration::from_millis(scenario.report_interval_ms),
+        &scenario,
         opts.progress,
         !opts.peer_pids.is_empty(),
     )
