@@ -220,7 +220,7 @@ impl Node {
                     .shutdown_timeout(1)
                     .listen(admin);
                     let listener = DeviceListener::new(
-                        tokio_rustls::TlsAcceptor::from(device_tls),
+                        device_tls,
                         accounts,
                         router.clone(),
                         sessions.clone(),

@@ -20,17 +20,17 @@ use noc_storage::{AccountError, Accounts};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
-use tokio_rustls::TlsAcceptor;
 use tokio_util::codec::{Framed, FramedParts};
 
 use crate::ApiError;
+use crate::tls_stream;
 
 /// Largest frame accepted before authentication.
 pub const HANDSHAKE_MAX_FRAME_BYTES: u32 = 1024;
 
 /// Accepts device connections. One per node, shared by the listener's workers.
 pub struct DeviceListener {
-    acceptor: TlsAcceptor,
+    tls: Arc<rustls::ServerConfig>,
     accounts: Accounts,
     router: Arc<Router>,
     sessions: Arc<SessionConfig>,
@@ -43,21 +43,21 @@ struct Rejected(&'static str);
 
 impl DeviceListener {
     pub fn new(
-        acceptor: TlsAcceptor,
+        tls: Arc<rustls::ServerConfig>,
         accounts: Accounts,
         router: Arc<Router>,
         sessions: Arc<SessionConfig>,
         handshake_timeout: Duration,
         draining: Arc<AtomicBool>,
     ) -> Arc<Self> {
-        Arc::new(Self { acceptor, accounts, router, sessions, handshake_timeout, draining })
+        Arc::new(Self { tls, accounts, router, sessions, handshake_timeout, draining })
     }
 
     /// Serves one accepted TCP connection until it is handed to its session or refused.
     pub async fn serve(self: Arc<Self>, tcp: TcpStream) {
         let _ = tcp.set_nodelay(true);
         let deadline = Instant::now() + self.handshake_timeout;
-        let tls = match tokio::time::timeout_at(deadline, self.acceptor.accept(tcp)).await {
+        let tls = match tokio::time::timeout_at(deadline, tls_stream::accept(tcp, self.tls.clone())).await {
             Ok(Ok(tls)) => tls,
             Ok(Err(e)) => {
                 tracing::debug!(error = %e, "device TLS handshake failed");

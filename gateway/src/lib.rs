@@ -11,6 +11,7 @@ mod device_listener;
 mod error;
 mod http;
 pub mod tls;
+pub mod tls_stream;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
