@@ -20,7 +20,7 @@ WORK=$(mktemp -d /tmp/noc-bench.XXXXXX)
 trap 'bench_stop_relay; rm -rf "$WORK"' EXIT
 bench_build
 mkdir -p "$OUT"
-declare -a ROWS
+ROWS=()
 for rate in $RATES; do
   for side in A B; do
     if [ "$side" = A ]; then NOC=$NOC_A label=$LABEL_A; else NOC=$NOC_B label=$LABEL_B; fi

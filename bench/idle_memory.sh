@@ -29,8 +29,8 @@ trap 'bench_stop_relay; stop_peers; rm -rf "$WORK"' EXIT
 bench_build
 mkdir -p "$OUT"
 peers_cert "$WORK/peers"
-declare -a ROWS
-declare -a SKIPPED
+ROWS=()
+SKIPPED=()
 bench_raise_fd_limit
 for n in $COUNTS; do
   if ! bench_fits_fd_limit "$n"; then

@@ -27,7 +27,8 @@ trap 'bench_stop_relay; rm -rf "$WORK"' EXIT
 
 bench_build
 mkdir -p "$OUT"
-declare -a ROWS SKIPPED
+ROWS=()
+SKIPPED=()
 bench_raise_fd_limit
 for n in $COUNTS; do
   if ! bench_fits_fd_limit "$n"; then
