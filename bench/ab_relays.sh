@@ -4,6 +4,9 @@
 # Prints a table and writes it as a section of docs/benchmarks.md.
 #
 # Usage: NOC_A=path/to/noc NOC_B=path/to/other/noc LABEL_A=... LABEL_B=... bench/ab_relays.sh
+#        ENV_A / ENV_B: space-separated NOC_* overrides for one side, e.g. to compare
+#        settings of one build: NOC_A=target/release/noc NOC_B=target/release/noc
+#        ENV_B="NOC_LISTEN__WORKERS=1" bench/ab_relays.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source bench/lib.sh
@@ -23,7 +26,8 @@ mkdir -p "$OUT"
 ROWS=()
 for rate in $RATES; do
   for side in A B; do
-    if [ "$side" = A ]; then NOC=$NOC_A label=$LABEL_A; else NOC=$NOC_B label=$LABEL_B; fi
+    if [ "$side" = A ]; then NOC=$NOC_A label=$LABEL_A env=${ENV_A:-}; else NOC=$NOC_B label=$LABEL_B env=${ENV_B:-}; fi
+    read -ra RELAY_ENV <<<"$env"
     dir="$WORK/$side"
     bench_start_relay "$dir"
     bench_loadtest "$dir" --scenario loadtest/scenarios/many-to-one.toml --devices-per-ves "$DEVICES" \
@@ -34,7 +38,7 @@ for rate in $RATES; do
 import json, sys
 r = json.load(open(sys.argv[1])); L = r["latency"]; ms = lambda us: f"{us/1000:.2f}"
 lost = r["device_to_ves"]["lost"] + r["ves_to_device"]["lost"]
-print(f"| {sys.argv[3]} | {sys.argv[2]} | {ms(L['one_way']['p50_us'])} | {ms(L['one_way']['p99_us'])} | {ms(L['one_way_device_to_ves']['p99_us'])} | {ms(L['one_way_ves_to_device']['p99_us'])} | {ms(L['one_way']['max_us'])} | {lost} | {r['relay']['cpu_percent_traffic']:.0f}% |")
+print(f"| {sys.argv[3]} | {sys.argv[2]} | {ms(L['one_way']['p50_us'])} | {ms(L['one_way']['p99_us'])} | {ms(L['one_way_device_to_ves']['p99_us'])} | {ms(L['one_way_ves_to_device']['p99_us'])} | {ms(L['one_way']['max_us'])} | {lost} | {r['relay']['cpu_percent_traffic']:.0f}% | {(r.get('loadgen') or {}).get('cpu_percent_traffic', 0):.0f}% |")
 PY
 )
     echo "$row"
@@ -46,11 +50,11 @@ SECTION="$WORK/section.md"
   echo "## A/B: $LABEL_A vs $LABEL_B (\`bench/ab_relays.sh\`)"
   echo
   echo "* Date: $(date -u '+%Y-%m-%d %H:%M UTC'); machine: $(bench_machine)"
-  echo "* Command: \`NOC_A=$NOC_A NOC_B=$NOC_B LABEL_A=$LABEL_A LABEL_B=$LABEL_B RATES=\"$RATES\" bench/ab_relays.sh\`; results in \`$OUT/\`"
+  echo "* Command: \`NOC_A=$NOC_A NOC_B=$NOC_B ENV_A=\"${ENV_A:-}\" ENV_B=\"${ENV_B:-}\" LABEL_A=$LABEL_A LABEL_B=$LABEL_B RATES=\"$RATES\" bench/ab_relays.sh\`; results in \`$OUT/\`"
   echo "* 1 VES, $DEVICES devices, 256-byte payloads, 50/50 directions, ${DURATION} s per run, A and B alternating on fresh relays."
   echo
-  echo "| frames/s | relay | p50 ms | p99 ms | p99 device→VES ms | p99 VES→device ms | max ms | lost | relay CPU |"
-  echo "|---|---|---|---|---|---|---|---|---|"
+  echo "| frames/s | relay | p50 ms | p99 ms | p99 device→VES ms | p99 VES→device ms | max ms | lost | relay CPU | load tool CPU |"
+  echo "|---|---|---|---|---|---|---|---|---|---|"
   printf '%s\n' "${ROWS[@]}"
 } >"$SECTION"
 bench_write_section "ab-$LABEL_A-vs-$LABEL_B" "$SECTION"

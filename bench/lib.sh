@@ -27,6 +27,8 @@ bench_build() {
 # Starts a relay with a fresh data directory in $1. Password hashing is made cheap
 # (argon2id 1 MiB, 1 pass): it only runs during setup (provisioning and activation), never
 # on the frame path, and keeps the setup of thousands of devices short.
+# Starts $NOC on loopback with the bench ports; RELAY_ENV (an array of VAR=value) adds
+# configuration overrides, e.g. RELAY_ENV=(NOC_LISTEN__WORKERS=1).
 bench_start_relay() {
   local dir=$1
   mkdir -p "$dir"
@@ -35,7 +37,7 @@ bench_start_relay() {
   NOC_ACCOUNTS__ARGON2_MEMORY_KIB=1024 NOC_ACCOUNTS__ARGON2_ITERATIONS=1 \
   NOC_ACCOUNTS__MAX_CONCURRENT_HASHES=8 NOC_SHUTDOWN__DRAIN_SECONDS=1 NOC_SHUTDOWN__GRACE_SECONDS=1 \
   RUST_LOG=${RELAY_LOG:-warn} \
-    "${NICE[@]}" "$NOC" serve --data-dir "$dir/data" \
+    "${NICE[@]}" env ${RELAY_ENV[@]+"${RELAY_ENV[@]}"} "$NOC" serve --data-dir "$dir/data" \
       --http-listen "127.0.0.1:$BENCH_HTTP_PORT" \
       --device-listen "127.0.0.1:$BENCH_DEVICE_PORT" \
       --admin-listen "127.0.0.1:$BENCH_ADMIN_PORT" >"$dir/relay.log" 2>&1 &

@@ -6,6 +6,7 @@
 #   bench/profile_relay.sh cpu [RATE]    perf (cpu-clock samples, call graphs) of the relay
 #                                        at RATE frames/s (default 16000) of the
 #                                        many-to-one throughput shape: where its CPU goes
+#                                        (PROFILE=tool: of the load tool instead)
 # Writes the raw profile and a text summary under bench/results/profile-*/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -71,14 +72,19 @@ SH
       --duration-seconds "$DURATION" --out "$OUT/run.json" --html "$OUT/run.html" >"$OUT/run.txt" 2>&1 &
     lt=$!
     sleep 8   # past setup and ramp-up, into the traffic phase
-    perf record -e cpu-clock -F 499 -g -p "$RELAY_PID" -o "$OUT/perf.data" -- sleep $(( DURATION - 5 )) \
+    # PROFILE=tool samples the load tool instead: on one machine its CPU limits the rate too.
+    target_pid=$RELAY_PID
+    if [ "${PROFILE:-relay}" = tool ]; then
+      target_pid=$(pgrep -n -f "^$LOADTEST run --relay-url $RELAY_URL") || { echo "load tool not running" >&2; exit 2; }
+    fi
+    perf record -e cpu-clock -F 499 -g -p "$target_pid" -o "$OUT/perf.data" -- sleep $(( DURATION - 5 )) \
       >"$OUT/perf-record.txt" 2>&1
     wait "$lt" || true
     perf report -i "$OUT/perf.data" --no-children --sort dso,symbol --percent-limit 0.7 --stdio -g none \
       >"$OUT/self.txt" 2>/dev/null
     perf report -i "$OUT/perf.data" --children --sort symbol --percent-limit 3 --stdio -g none \
       >"$OUT/children.txt" 2>/dev/null
-    echo "== relay at $RATE frames/s: self time ($OUT/self.txt)"
+    echo "== ${PROFILE:-relay} at $RATE frames/s: self time ($OUT/self.txt)"
     grep -v '^#' "$OUT/self.txt" | grep -v '^$' | head -n 45
     echo "== inclusive ($OUT/children.txt)"
     grep -v '^#' "$OUT/children.txt" | grep -v '^$' | head -n 40
