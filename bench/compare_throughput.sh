@@ -7,7 +7,12 @@
 # one server at a time so that none competes with another for the cores. Writes every
 # step's JSON/HTML under bench/results/ and a section of docs/benchmarks.md.
 #
-# Usage: bench/compare_throughput.sh           (TARGETS="relay nats" to run some only)
+# ROUNDS=N repeats the whole comparison N times, the servers taking turns in each round,
+# and reports the median of each server's maximum together with every round's ratio: on a
+# shared machine one round's ratios can move by tens of percent.
+#
+# Usage: bench/compare_throughput.sh           (TARGETS="relay nats" to run some only,
+#                                                ROUNDS=3 for medians over three rounds)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source bench/lib.sh
@@ -17,6 +22,7 @@ source bench/peers_lib.sh
 DEVICES=${DEVICES:-1000}
 DURATION=${DURATION:-15}
 TARGETS=${TARGETS:-"relay mosquitto nats nginx"}
+ROUNDS=${ROUNDS:-1}
 RATES=${RATES:-"1000 2000 4000 8000 12000 16000 24000 32000 48000 64000 96000"}
 MQTT_PORT=${MQTT_PORT:-28883}
 NATS_PORT=${NATS_PORT:-24222}
@@ -44,51 +50,55 @@ peer_loadtest() {
     --out "$OUT/$tag.json" --html "$OUT/$tag.html" --quiet "$@"
 }
 
-declare -A BEST_OF HALF_OF HALF_P99_OF CAPACITY_OF TOP_OF
+declare -A BEST_OF HALF_OF HALF_P99_OF CAPACITY_OF TOP_OF ROUND_BESTS_OF
 DETAILS="$WORK/details.md"
 : >"$DETAILS"
-for target in $TARGETS; do
-  OUT="$RESULTS/$target"
-  mkdir -p "$OUT"
-  echo "== $target"
-  case $target in
-    relay)
-      bench_start_relay "$WORK/relay"
-      throughput_run() {
-        bench_loadtest "$WORK/relay" --scenario loadtest/scenarios/many-to-one.toml \
-          --devices-per-ves "$DEVICES" --rate-frames-per-second "$1" --duration-seconds "$DURATION" \
-          --out "$OUT/$2.json" --html "$OUT/$2.html"
-      }
-      ;;
-    mosquitto)
-      start_mosquitto "$WORK/peers" "$MQTT_PORT"
-      throughput_run() { peer_loadtest mqtt "127.0.0.1:$MQTT_PORT" "$MOSQUITTO_PID" "$1" "$2"; }
-      ;;
-    nats)
-      start_nats "$WORK/peers" "$NATS_PORT"
-      throughput_run() { peer_loadtest nats "127.0.0.1:$NATS_PORT" "$NATS_PID" "$1" "$2"; }
-      ;;
-    nginx)
-      start_nginx_stream "$WORK/peers" "$NGINX_PORT" "$SINK_PORT"
-      NGINX_PIDS=$(echo "$NGINX_PID" $(pgrep -P "$NGINX_PID") | tr ' ' ',')
-      throughput_run() {
-        peer_loadtest forward "127.0.0.1:$NGINX_PORT" "$NGINX_PIDS" "$1" "$2" \
-          --sink-listen "127.0.0.1:$SINK_PORT" --sink-cert "$PEER_CERT" --sink-key "$PEER_KEY"
-      }
-      ;;
-    *) echo "unknown target $target (relay, mosquitto, nats, nginx)" >&2; exit 2 ;;
-  esac
-  throughput_search
-  BEST_OF[$target]=$BEST HALF_OF[$target]=$HALF HALF_P99_OF[$target]=$HALF_P99
-  CAPACITY_OF[$target]=$CAPACITY TOP_OF[$target]=$TOP_TRIED
-  {
-    echo "### $target"
-    echo
-    throughput_table "server CPU"
-    echo
-  } >>"$DETAILS"
-  bench_stop_relay
-  stop_peers
+for round in $(seq 1 "$ROUNDS"); do
+  for target in $TARGETS; do
+    OUT="$RESULTS/$target"
+    [ "$ROUNDS" -gt 1 ] && OUT="$RESULTS/round-$round/$target"
+    mkdir -p "$OUT"
+    echo "== $target (round $round of $ROUNDS)"
+    case $target in
+      relay)
+        bench_start_relay "$WORK/relay"
+        throughput_run() {
+          bench_loadtest "$WORK/relay" --scenario loadtest/scenarios/many-to-one.toml \
+            --devices-per-ves "$DEVICES" --rate-frames-per-second "$1" --duration-seconds "$DURATION" \
+            --out "$OUT/$2.json" --html "$OUT/$2.html"
+        }
+        ;;
+      mosquitto)
+        start_mosquitto "$WORK/peers" "$MQTT_PORT"
+        throughput_run() { peer_loadtest mqtt "127.0.0.1:$MQTT_PORT" "$MOSQUITTO_PID" "$1" "$2"; }
+        ;;
+      nats)
+        start_nats "$WORK/peers" "$NATS_PORT"
+        throughput_run() { peer_loadtest nats "127.0.0.1:$NATS_PORT" "$NATS_PID" "$1" "$2"; }
+        ;;
+      nginx)
+        start_nginx_stream "$WORK/peers" "$NGINX_PORT" "$SINK_PORT"
+        NGINX_PIDS=$(echo "$NGINX_PID" $(pgrep -P "$NGINX_PID") | tr ' ' ',')
+        throughput_run() {
+          peer_loadtest forward "127.0.0.1:$NGINX_PORT" "$NGINX_PIDS" "$1" "$2" \
+            --sink-listen "127.0.0.1:$SINK_PORT" --sink-cert "$PEER_CERT" --sink-key "$PEER_KEY"
+        }
+        ;;
+      *) echo "unknown target $target (relay, mosquitto, nats, nginx)" >&2; exit 2 ;;
+    esac
+    throughput_search
+    BEST_OF[$target]=$BEST HALF_OF[$target]=$HALF HALF_P99_OF[$target]=$HALF_P99
+    CAPACITY_OF[$target]=$CAPACITY TOP_OF[$target]=$TOP_TRIED
+    ROUND_BESTS_OF[$target]="${ROUND_BESTS_OF[$target]:-} $BEST"
+    {
+      if [ "$ROUNDS" -gt 1 ]; then echo "### $target, round $round"; else echo "### $target"; fi
+      echo
+      throughput_table "server CPU"
+      echo
+    } >>"$DETAILS"
+    bench_stop_relay
+    stop_peers
+  done
 done
 
 describe() {
@@ -100,6 +110,20 @@ describe() {
   esac
 }
 ratio() { python3 -c "import sys; a,b=float(sys.argv[1]),float(sys.argv[2]); print(f'{a/b:.2f}×' if b>0 else 'n/a')" "$1" "$2"; }
+median() { python3 -c "import statistics, sys; print(int(statistics.median(int(x) for x in sys.argv[1:])))" "$@"; }
+# Round-by-round ratios of the relay's maximum to a server's, e.g. "1.62×, 1.71×".
+round_ratios() {
+  python3 -c "
+import sys
+a, b = sys.argv[1].split(), sys.argv[2].split()
+print(', '.join(f'{int(x)/int(y):.2f}×' if int(y) > 0 else 'n/a' for x, y in zip(a, b)))" "$1" "$2"
+}
+if [ "$ROUNDS" -gt 1 ]; then
+  for target in $TARGETS; do
+    # shellcheck disable=SC2086
+    BEST_OF[$target]=$(median ${ROUND_BESTS_OF[$target]})
+  done
+fi
 
 SECTION="$WORK/section.md"
 {
@@ -107,7 +131,10 @@ SECTION="$WORK/section.md"
   echo
   echo "* Date: $(date -u '+%Y-%m-%d %H:%M UTC'), commit \`$(git rev-parse --short HEAD 2>/dev/null || echo unknown)\`$(git diff --quiet 2>/dev/null || echo ' (with uncommitted changes)')"
   echo "* Machine: $(bench_machine); each server and the load tool share it, one server at a time."
-  echo "* Command: \`DEVICES=$DEVICES DURATION=$DURATION P99_LIMIT_MS=$P99_LIMIT_MS TARGETS=\"$TARGETS\" bench/compare_throughput.sh\`"
+  echo "* Command: \`DEVICES=$DEVICES DURATION=$DURATION P99_LIMIT_MS=$P99_LIMIT_MS TARGETS=\"$TARGETS\" ROUNDS=$ROUNDS bench/compare_throughput.sh\`"
+  if [ "$ROUNDS" -gt 1 ]; then
+    echo "* $ROUNDS rounds, the servers taking turns in each: the maximum is the median over the rounds (each round's in brackets), the ratio is of the medians (each round's in brackets); p99 at 50% and the highest rate delivered in full are from the last round."
+  fi
   echo "* Shape: 1 hub (the VES; an MQTT/NATS client subscribed to every device's topic; the nginx upstream), $DEVICES devices, 256-byte payloads, 50% device→hub / 50% hub→device, TLS on every hop, open-loop timetable, ${DURATION} s per step; results in \`$RESULTS/\`"
   echo
   echo "| server | max frames/s with p99 < ${P99_LIMIT_MS} ms | p99 at 50% of it | highest rate delivered in full | relay ÷ server (max rate) |"
@@ -116,8 +143,13 @@ SECTION="$WORK/section.md"
     cap="${CAPACITY_OF[$target]}"
     [ "${TOP_OF[$target]}" = 1 ] && cap="≥ $cap (highest step)"
     r="—"
-    if [ "$target" != relay ] && [ -n "${BEST_OF[relay]:-}" ]; then r=$(ratio "${BEST_OF[relay]}" "${BEST_OF[$target]}"); fi
-    echo "| $(describe "$target") | ${BEST_OF[$target]} | ${HALF_P99_OF[$target]} ms at ${HALF_OF[$target]} | $cap | $r |"
+    best="${BEST_OF[$target]}"
+    if [ "$target" != relay ] && [ -n "${BEST_OF[relay]:-}" ]; then
+      r=$(ratio "${BEST_OF[relay]}" "${BEST_OF[$target]}")
+      [ "$ROUNDS" -gt 1 ] && r="$r ($(round_ratios "${ROUND_BESTS_OF[relay]}" "${ROUND_BESTS_OF[$target]}"))"
+    fi
+    [ "$ROUNDS" -gt 1 ] && best="$best ($(echo ${ROUND_BESTS_OF[$target]} | sed 's/ /, /g'))"
+    echo "| $(describe "$target") | $best | ${HALF_P99_OF[$target]} ms at ${HALF_OF[$target]} | $cap | $r |"
   done
   echo
   cat "$DETAILS"
