@@ -502,6 +502,14 @@ mod tests {
 
     /// A connected pair: our server stream and a tokio-rustls client.
     async fn pair(version: Version) -> (ServerTlsStream, TlsStream<TcpStream>) {
+        pair_over(version, |tcp| tcp).await
+    }
+
+    /// A connected pair whose client writes through `wrap(tcp)`.
+    async fn pair_over<C: AsyncRead + AsyncWrite + Unpin>(
+        version: Version,
+        wrap: impl FnOnce(TcpStream) -> C,
+    ) -> (ServerTlsStream, TlsStream<C>) {
         let (server_cfg, client_cfg) = configs(version);
         let (listener, addr) = listener().await;
         let server = async {
@@ -510,8 +518,9 @@ mod tests {
         };
         let client = async {
             let tcp = TcpStream::connect(addr).await.expect("connect");
+            tcp.set_nodelay(true).expect("nodelay");
             let name = ServerName::try_from("localhost").expect("name");
-            TlsConnector::from(client_cfg).connect(name, tcp).await.expect("client handshake")
+            TlsConnector::from(client_cfg).connect(name, wrap(tcp)).await.expect("client handshake")
         };
         tokio::join!(server, client)
     }
@@ -613,19 +622,7 @@ mod tests {
 
     #[tokio::test]
     async fn records_cut_into_pieces_are_joined() {
-        let (server_cfg, client_cfg) = configs(&TLS13);
-        let (listener, addr) = listener().await;
-        let server = async {
-            let (tcp, _) = listener.accept().await.expect("accept");
-            accept(tcp, server_cfg).await.expect("server handshake")
-        };
-        let client = async {
-            let tcp = TcpStream::connect(addr).await.expect("connect");
-            tcp.set_nodelay(true).expect("nodelay");
-            let name = ServerName::try_from("localhost").expect("name");
-            TlsConnector::from(client_cfg).connect(name, Trickle(tcp)).await.expect("client handshake")
-        };
-        let (mut server, mut client) = tokio::join!(server, client);
+        let (mut server, mut client) = pair_over(&TLS13, Trickle).await;
         let data = pattern(5_000);
         let writer = async {
             client.write_all(&data).await.expect("write");
