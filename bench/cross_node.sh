@@ -17,82 +17,20 @@ cd "$(dirname "$0")/.."
 source bench/lib.sh
 source bench/throughput_lib.sh
 source bench/peers_lib.sh
+source bench/cluster_lib.sh
 
 DEVICES=${DEVICES:-1000}
 DURATION=${DURATION:-15}
 RATES=${RATES:-"1000 2000 4000 8000 12000 16000 24000 32000 48000"}
-BENCH_PG_DB=${BENCH_PG_DB:-noc_bench}
-BENCH_REDIS_DB=${BENCH_REDIS_DB:-7}
 STAMP=$(date -u +%Y%m%dT%H%M%SZ)
 RESULTS="bench/results/cross_node-$STAMP"
 WORK=$(mktemp -d /tmp/noc-bench.XXXXXX)
-PIDS=()
-stop_nodes() {
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-  PIDS=()
-}
 trap 'stop_nodes; rm -rf "$WORK"' EXIT
 
-pg_isready -q -h 127.0.0.1 -p 5432 || { echo "PostgreSQL is not running on 127.0.0.1:5432" >&2; exit 2; }
-redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null || { echo "Redis is not running on 127.0.0.1:6379" >&2; exit 2; }
-psql -h 127.0.0.1 -U postgres -d postgres -qc "DROP DATABASE IF EXISTS $BENCH_PG_DB" \
-  -c "CREATE DATABASE $BENCH_PG_DB" >/dev/null
-redis-cli -h 127.0.0.1 -p 6379 -n "$BENCH_REDIS_DB" flushdb >/dev/null
-PG_URL="postgres://postgres@127.0.0.1:5432/$BENCH_PG_DB"
-REDIS_URL="redis://127.0.0.1:6379/$BENCH_REDIS_DB"
-
+cluster_prepare
 bench_build
 mkdir -p "$RESULTS"
-peers_cert "$WORK/tls"   # one certificate for both nodes (localhost, 127.0.0.1)
 
-# node NAME HTTP DEVICE ADMIN: writes its configuration and starts it.
-node() {
-  local name=$1 http=$2 device=$3 admin=$4 dir="$WORK/$1"
-  mkdir -p "$dir"
-  cat >"$dir/noc.toml" <<TOML
-data_dir = "$dir/data"
-node_id = "bench-$name"
-postgres_url = "$PG_URL"
-redis_url = "$REDIS_URL"
-
-[listen]
-http = "127.0.0.1:$http"
-device = "127.0.0.1:$device"
-admin = "127.0.0.1:$admin"
-
-[public]
-url = "https://127.0.0.1:$http"
-device_host = "127.0.0.1"
-device_port = $device
-
-[tls]
-cert_path = "$WORK/tls/peer-cert.pem"
-key_path = "$WORK/tls/peer-key.pem"
-
-[accounts]
-argon2_memory_kib = 1024
-argon2_iterations = 1
-max_concurrent_hashes = 8
-
-[shutdown]
-drain_seconds = 1
-grace_seconds = 1
-TOML
-  ulimit -n 1048576 2>/dev/null || ulimit -n "$(ulimit -Hn)"
-  RUST_LOG=${RELAY_LOG:-warn} "${NICE[@]}" "$NOC" serve --config "$dir/noc.toml" >"$dir/relay.log" 2>&1 &
-  PIDS+=($!)
-  for _ in $(seq 1 100); do
-    if curl -sf "http://127.0.0.1:$admin/readyz" >/dev/null 2>&1; then
-      echo "== node $name pid $! ready (https 127.0.0.1:$http, devices 127.0.0.1:$device)"
-      return 0
-    fi
-    sleep 0.2
-  done
-  echo "node $name did not become ready; log:" >&2
-  cat "$dir/relay.log" >&2
-  return 1
-}
 node a 18443 18444 19090
 node b 18453 18454 19091
 NODE_PIDS=$(IFS=,; echo "${PIDS[*]}")

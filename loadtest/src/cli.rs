@@ -156,6 +156,11 @@ pub struct RunArgs {
     /// Prepare licenses, accounts and devices, then stop.
     #[arg(long)]
     pub setup_only: bool,
+    /// Begin the ramp at this wall-clock moment (Unix milliseconds) instead of right
+    /// after setup: the workers of a campaign then ramp, send and storm together. An
+    /// error if setup ends after it.
+    #[arg(long, value_name = "MS")]
+    pub start_at_unix_ms: Option<u64>,
 }
 
 impl RunArgs {
@@ -193,6 +198,7 @@ impl RunArgs {
             relay_metrics_urls: self.relay_metrics_url.clone(),
             progress: !self.output.quiet,
             setup_only: self.setup_only,
+            start_at_unix_ms: self.start_at_unix_ms,
         })
     }
 }

@@ -318,6 +318,12 @@ pub struct StormResult {
     /// Reconnections (handshake + authentication) per relay CPU-second: the rate one core
     /// sustains.
     pub reconnects_per_relay_cpu_second: Option<f64>,
+    /// Wall clock (Unix ms) of the drop, and of the moment the last device was back: lets
+    /// `merge` time a campaign's storm from its first drop to its last recovery.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dropped_unix_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub all_back_unix_ms: Option<u64>,
 }
 
 impl RunResult {
@@ -498,13 +504,23 @@ pub fn merge(results: &[RunResult]) -> Result<RunResult, ReportError> {
     Ok(m)
 }
 
-/// Workers' storms (run at the same moment against one relay): drops and reconnections
-/// add up, the slowest worker's recovery is the campaign's. The relay's CPU is one
-/// process seen by every worker: the largest sample stands for it.
+/// Workers' storms (run at the same moment, e.g. with `--start-at-unix-ms`): drops and
+/// reconnections add up. The campaign's recovery runs from the first worker's drop to the
+/// last worker's recovery when both carry wall-clock stamps, else it is the slowest
+/// worker's. The relay CPU is the largest sample: workers usually sample the same
+/// processes (one relay, or every node of a local cluster) over nearly the same window.
 fn merge_storms(a: &StormResult, b: &StormResult) -> StormResult {
     let devices_dropped = a.devices_dropped + b.devices_dropped;
     let reconnected = a.reconnected + b.reconnected;
-    let recovery_seconds = a.recovery_seconds.zip(b.recovery_seconds).map(|(x, y)| x.max(y));
+    let min = |x: Option<u64>, y: Option<u64>| x.zip(y).map(|(x, y)| x.min(y));
+    let max = |x: Option<u64>, y: Option<u64>| x.zip(y).map(|(x, y)| x.max(y));
+    let dropped_unix_ms = min(a.dropped_unix_ms, b.dropped_unix_ms);
+    let all_back_unix_ms = max(a.all_back_unix_ms, b.all_back_unix_ms);
+    let slowest = a.recovery_seconds.zip(b.recovery_seconds).map(|(x, y)| x.max(y));
+    let recovery_seconds = match (slowest, dropped_unix_ms, all_back_unix_ms) {
+        (Some(slowest), Some(first), Some(last)) => Some(slowest.max(last.saturating_sub(first) as f64 / 1000.0)),
+        (slowest, _, _) => slowest,
+    };
     let relay_cpu_seconds = match (a.relay_cpu_seconds, b.relay_cpu_seconds) {
         (Some(x), Some(y)) => Some(x.max(y)),
         (x, y) => x.or(y),
@@ -522,6 +538,8 @@ fn merge_storms(a: &StormResult, b: &StormResult) -> StormResult {
         },
         relay_cpu_seconds,
         reconnects_per_relay_cpu_second: relay_cpu_seconds.filter(|c| *c > 0.0).map(|c| reconnected as f64 / c),
+        dropped_unix_ms,
+        all_back_unix_ms: recovery_seconds.and(all_back_unix_ms),
     }
 }
 
@@ -584,5 +602,48 @@ mod tests {
         assert_eq!(l.count, 4);
         assert_eq!(l.histogram().expect("decode"), h);
         assert_eq!(Latency::default().histogram().expect("empty").len(), 0);
+    }
+
+    fn storm(dropped: u64, back_after_ms: Option<u64>, dropped_at: u64) -> StormResult {
+        StormResult {
+            at_seconds: 5.0,
+            devices_dropped: dropped,
+            reconnected: if back_after_ms.is_some() { dropped } else { dropped / 2 },
+            recovery_seconds: back_after_ms.map(|ms| ms as f64 / 1000.0),
+            reconnects_per_second: 0.0,
+            relay_cpu_seconds: Some(4.0),
+            reconnects_per_relay_cpu_second: None,
+            dropped_unix_ms: Some(dropped_at),
+            all_back_unix_ms: back_after_ms.map(|ms| dropped_at + ms),
+        }
+    }
+
+    #[test]
+    fn a_campaign_storm_runs_from_the_first_drop_to_the_last_recovery() {
+        // Worker b dropped 300 ms after worker a and took 2 s: 2.3 s for the campaign,
+        // longer than either worker's own recovery.
+        let m = merge_storms(&storm(1000, Some(1500), 10_000), &storm(2000, Some(2000), 10_300));
+        assert_eq!(m.devices_dropped, 3000);
+        assert_eq!(m.reconnected, 3000);
+        assert_eq!(m.recovery_seconds, Some(2.3));
+        assert_eq!(m.dropped_unix_ms, Some(10_000));
+        assert_eq!(m.all_back_unix_ms, Some(12_300));
+        assert!((m.reconnects_per_second - 3000.0 / 2.3).abs() < 1e-9);
+        assert_eq!(m.reconnects_per_relay_cpu_second, Some(750.0));
+    }
+
+    #[test]
+    fn a_campaign_storm_is_not_over_while_one_worker_is_not_back() {
+        let m = merge_storms(&storm(1000, Some(1500), 10_000), &storm(2000, None, 10_000));
+        assert_eq!(m.recovery_seconds, None);
+        assert_eq!(m.all_back_unix_ms, None);
+        assert_eq!(m.reconnected, 2000);
+    }
+
+    #[test]
+    fn storms_without_stamps_take_the_slowest_worker() {
+        let unstamped = |s: StormResult| StormResult { dropped_unix_ms: None, all_back_unix_ms: None, ..s };
+        let m = merge_storms(&unstamped(storm(10, Some(1000), 0)), &unstamped(storm(10, Some(3000), 0)));
+        assert_eq!(m.recovery_seconds, Some(3.0));
     }
 }

@@ -56,6 +56,8 @@ pub enum RunError {
     DeviceAddr(String),
     #[error("credential of device {0} is not 64 hex digits")]
     Credential(String),
+    #[error("the start time (--start-at-unix-ms {at}) passed {late_ms} ms before setup ended; choose a later one")]
+    StartPassed { at: u64, late_ms: u64 },
 }
 
 /// Everything a run needs besides the scenario's own keys.
@@ -84,6 +86,18 @@ pub struct RunOptions {
     pub progress: bool,
     /// Stop after setup (credentials ready), without traffic.
     pub setup_only: bool,
+    /// Begin the ramp at this wall-clock moment (Unix ms) instead of right after setup, so
+    /// that the workers of a campaign go through their phases (and storms) together.
+    pub start_at_unix_ms: Option<u64>,
+}
+
+/// How long after now the ramp begins: at the campaign's agreed moment, or right away.
+fn ramp_delay(start_at_unix_ms: Option<u64>, now_unix_ms: u64) -> Result<Duration, RunError> {
+    match start_at_unix_ms {
+        None => Ok(Duration::from_millis(100)),
+        Some(at) if at > now_unix_ms => Ok(Duration::from_millis(at - now_unix_ms)),
+        Some(at) => Err(RunError::StartPassed { at, late_ms: now_unix_ms - at }),
+    }
 }
 
 pub(crate) fn unix_ms() -> u64 {
@@ -477,7 +491,7 @@ pub async fn run(opts: RunOptions) -> Result<Option<RunResult>, RunError> {
     reporter.baseline();
 
     let n = all_devices.len() as u32;
-    let ramp_start = Instant::now() + Duration::from_millis(100);
+    let ramp_start = Instant::now() + ramp_delay(opts.start_at_unix_ms, unix_ms())?;
     let ramp = Duration::from_secs_f64(scenario.ramp_up_seconds);
     let traffic_start = ramp_start + ramp;
     let traffic_end = traffic_start + Duration::from_secs_f64(scenario.duration_seconds);
@@ -864,6 +878,7 @@ impl Storm {
         let mut relay = (!self.relay_pids.is_empty()).then(|| ProcSampler::group(&self.relay_pids));
         let cpu_before = relay.as_mut().and_then(|r| r.sample()).map(|s| s.cpu_seconds);
         let started = Instant::now();
+        let dropped_unix_ms = unix_ms();
         for device in &self.devices {
             device.notify_one();
         }
@@ -888,7 +903,24 @@ impl Storm {
             reconnects_per_second: reconnected as f64 / elapsed,
             relay_cpu_seconds,
             reconnects_per_relay_cpu_second: relay_cpu_seconds.filter(|c| *c > 0.0).map(|c| reconnected as f64 / c),
+            dropped_unix_ms: Some(dropped_unix_ms),
+            all_back_unix_ms: recovered.map(|d| dropped_unix_ms + d.as_millis() as u64),
         };
         *self.out.lock().unwrap_or_else(|p| p.into_inner()) = Some(result);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_ramp_waits_for_the_campaign_start() {
+        assert_eq!(ramp_delay(None, 5_000).expect("no start time"), Duration::from_millis(100));
+        assert_eq!(ramp_delay(Some(7_500), 5_000).expect("in the future"), Duration::from_millis(2_500));
+        match ramp_delay(Some(4_000), 5_000) {
+            Err(RunError::StartPassed { at: 4_000, late_ms: 1_000 }) => {}
+            other => panic!("expected StartPassed, got {other:?}"),
+        }
     }
 }

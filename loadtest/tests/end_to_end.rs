@@ -26,6 +26,11 @@ fn tiny() -> Scenario {
     }
 }
 
+fn unix_ms() -> u64 {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("after 1970");
+    now.as_millis() as u64
+}
+
 fn options(relay: &TestRelay, dir: &Path, scenario: Scenario) -> RunOptions {
     RunOptions {
         scenario,
@@ -42,6 +47,7 @@ fn options(relay: &TestRelay, dir: &Path, scenario: Scenario) -> RunOptions {
         relay_metrics_urls: vec![format!("{}/metrics", relay.admin_url())],
         progress: false,
         setup_only: false,
+        start_at_unix_ms: None,
     }
 }
 
@@ -126,5 +132,51 @@ async fn a_reconnect_storm_drops_every_device_and_times_their_return() {
     assert_eq!(r.sessions.reconnects, 6, "one new session per dropped device");
     assert_eq!(r.sessions.churn_disconnects, 6);
     assert!(r.summary().contains("6 dropped, 6 reconnected, all back in"), "{}", r.summary());
+    relay.node.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn campaign_workers_storm_together_and_merge_into_one_storm() {
+    let relay = TestRelay::start();
+    relay.create_license("lt", "lt-license-pw", 100).await;
+    relay.create_license("lt2", "lt2-license-pw", 100).await;
+    let a = tempfile::tempdir().expect("tempdir");
+    let b = tempfile::tempdir().expect("tempdir");
+    let scenario = Scenario {
+        name: "campaign-storm".into(),
+        devices_per_ves: 4,
+        rate_frames_per_second: 0.0,
+        duration_seconds: 3.0,
+        storm_at_seconds: 1.0,
+        ..tiny()
+    };
+    let now = unix_ms();
+
+    // A start that has passed by the end of setup is refused, not silently moved.
+    let late = RunOptions { start_at_unix_ms: Some(now - 1), ..options(&relay, a.path(), scenario.clone()) };
+    let err = run(late).await.expect_err("a past start time is refused");
+    assert!(err.to_string().contains("passed"), "{err}");
+
+    // Two workers (separate licenses and devices) agree on one start: their storms line up.
+    let start = unix_ms() + 4_000;
+    let worker_a = RunOptions { start_at_unix_ms: Some(start), ..options(&relay, a.path(), scenario.clone()) };
+    let mut worker_b = RunOptions { start_at_unix_ms: Some(start), ..options(&relay, b.path(), scenario) };
+    worker_b.license = LicenseSource::Existing { name: "lt2".into(), password: "lt2-license-pw".into() };
+    let (ra, rb) = tokio::join!(run(worker_a), run(worker_b));
+    let (ra, rb) = (ra.expect("worker a").expect("result"), rb.expect("worker b").expect("result"));
+    let (sa, sb) = (ra.storm.clone().expect("storm a"), rb.storm.clone().expect("storm b"));
+    let (da, db) = (sa.dropped_unix_ms.expect("stamped"), sb.dropped_unix_ms.expect("stamped"));
+    assert!(da.abs_diff(db) < 500, "storms {da} and {db} should start together");
+    assert!(da >= start + 1_000, "the storm comes storm_at_seconds after the agreed ramp ({da} vs {start})");
+
+    let merged = noc_loadtest::merge(&[ra, rb]).expect("merge");
+    let storm = merged.storm.expect("merged storm");
+    assert_eq!((storm.devices_dropped, storm.reconnected), (8, 8), "{storm:?}");
+    let (first, last) = (storm.dropped_unix_ms.expect("first drop"), storm.all_back_unix_ms.expect("last back"));
+    assert_eq!(first, da.min(db));
+    let recovery = storm.recovery_seconds.expect("all back");
+    // The stamps are whole milliseconds; each worker's own recovery is finer.
+    assert!((recovery - (last - first) as f64 / 1000.0).abs() < 0.002, "{storm:?}");
+    assert!(recovery >= sa.recovery_seconds.expect("a back").max(sb.recovery_seconds.expect("b back")));
     relay.node.shutdown();
 }

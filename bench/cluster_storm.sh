@@ -1,0 +1,125 @@
+#!/usr/bin/env bash
+# Reconnect storm on a local cluster: DEVICES idle authenticated TLS devices spread over
+# NODES release nodes (sharing PostgreSQL and Redis, as in production) all lose their
+# sessions at the same moment and reconnect straight away, without backoff. One load-tool
+# worker per node, each with its own VES and devices, started together with
+# `--start-at-unix-ms` so that their storms coincide; `loadtest merge` times the
+# campaign's storm from the first drop to the last re-authentication. Reports that time,
+# the reconnect rate, and reconnects per CPU-second of all nodes together.
+#
+# Why a cluster: one process can hold only as many sessions as its open-file limit allows
+# (20 000 on the machine these figures come from, and it cannot be raised there), so a
+# 50 000-device storm on one machine needs several processes on both sides. Devices
+# connect straight to their node's device port (no load balancer: one in front would need
+# two descriptors per session). Every reconnection also re-registers the session in Redis.
+#
+# Usage: bench/cluster_storm.sh       (DEVICES=50000 NODES=3 by default)
+# Needs PostgreSQL (127.0.0.1:5432, trust auth as user postgres) and Redis
+# (127.0.0.1:6379): scripts/test.sh starts both on a fresh machine.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source bench/lib.sh
+source bench/peers_lib.sh
+source bench/cluster_lib.sh
+
+DEVICES=${DEVICES:-50000}
+NODES=${NODES:-3}
+STORM_AT=${STORM_AT:-5}
+HOLD=${HOLD:-60}
+# Handshakes each worker keeps in flight at once.
+CONCURRENCY=${CONCURRENCY:-2048}
+STAMP=$(date -u +%Y%m%dT%H%M%SZ)
+OUT="bench/results/cluster_storm-$STAMP"
+WORK=$(mktemp -d /tmp/noc-bench.XXXXXX)
+trap 'stop_nodes; rm -rf "$WORK"' EXIT
+
+PER_NODE=$(( (DEVICES + NODES - 1) / NODES ))
+bench_raise_fd_limit
+bench_fits_fd_limit "$PER_NODE" || { echo "use more NODES: $PER_NODE sessions per process do not fit" >&2; exit 2; }
+cluster_prepare
+bench_build
+mkdir -p "$OUT"
+
+METRICS=()
+for i in $(seq 0 $(( NODES - 1 ))); do
+  node "n$i" $(( 18443 + 10 * i )) $(( 18444 + 10 * i )) $(( 19090 + i ))
+  METRICS+=("http://127.0.0.1:$(( 19090 + i ))/metrics")
+done
+NODE_PIDS=$(IFS=,; echo "${PIDS[*]}")
+METRICS_URLS=$(IFS=,; echo "${METRICS[*]}")
+
+# worker I [loadtest flags]: node I's own VES and devices, from its own source addresses.
+worker() {
+  local i=$1
+  shift
+  local n=$PER_NODE
+  [ "$i" -eq $(( NODES - 1 )) ] && n=$(( DEVICES - PER_NODE * (NODES - 1) ))
+  "${NICE[@]}" "$LOADTEST" run --relay-url "https://127.0.0.1:$(( 18443 + 10 * i ))" \
+    --cacert "$WORK/tls/peer-cert.pem" --noc-bin "$NOC" --data-dir "$WORK/n$i/data" \
+    --noc-config "$WORK/n$i/noc.toml" --credentials "$WORK/credentials-$i.json" \
+    --relay-pid "$NODE_PIDS" --relay-metrics-url "$METRICS_URLS" --quiet \
+    --scenario loadtest/scenarios/idle-sessions.toml --devices-per-ves "$n" \
+    --source-ips "127.0.$(( i + 1 )).1-127.0.$(( i + 1 )).8" "$@"
+}
+
+echo "== setup: $DEVICES devices over $NODES nodes"
+SETUPS=()
+for i in $(seq 0 $(( NODES - 1 ))); do
+  worker "$i" --setup-only >"$OUT/setup-$i.txt" 2>&1 &
+  SETUPS+=($!)
+done
+for i in "${!SETUPS[@]}"; do
+  wait "${SETUPS[$i]}" || { echo "setup of worker $i failed:" >&2; cat "$OUT/setup-$i.txt" >&2; exit 2; }
+done
+
+# Every worker ramps its devices up over the same window, holds, and drops them all
+# STORM_AT seconds into the hold.
+RAMP=$(( DEVICES / 1500 + 10 ))
+START=$(( $(date +%s%3N) + 5000 ))
+echo "== storm: ramp ${RAMP} s from $(date -u -d "@$(( START / 1000 ))" +%H:%M:%S), storm ${STORM_AT} s into a ${HOLD} s hold"
+RUNS=()
+for i in $(seq 0 $(( NODES - 1 ))); do
+  worker "$i" --ramp-up-seconds "$RAMP" --duration-seconds "$HOLD" --storm-at-seconds "$STORM_AT" \
+    --connect-concurrency "$CONCURRENCY" --start-at-unix-ms "$START" \
+    --out "$OUT/storm-$i.json" --html "$OUT/storm-$i.html" >"$OUT/storm-$i.txt" 2>&1 &
+  RUNS+=($!)
+done
+for i in "${!RUNS[@]}"; do
+  wait "${RUNS[$i]}" || { echo "worker $i failed:" >&2; cat "$OUT/storm-$i.txt" >&2; exit 2; }
+done
+"$LOADTEST" merge --out "$OUT/storm.json" --html "$OUT/storm.html" "$OUT"/storm-[0-9]*.json >"$OUT/merge.txt"
+cat "$OUT/merge.txt"
+
+row=$(python3 - "$OUT/storm.json" "$NODES" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1])); st = r.get("storm") or {}; nodes = sys.argv[2]
+rec = st.get("recovery_seconds"); cpu = st.get("relay_cpu_seconds"); per = st.get("reconnects_per_relay_cpu_second")
+rec_s = "**not all back**" if rec is None else f"**{rec:.2f}**"
+cpu_s = "n/a" if cpu is None else f"{cpu:.1f}"
+per_s = "n/a" if per is None else f"{per:.0f}"
+relay = r.get("relay") or {}
+rss, base = relay.get("rss_kib_at_traffic_start"), relay.get("rss_kib_before_sessions", 0)
+online = r["sessions"]["devices_at_traffic_start"]
+rss_s = "n/a" if not rss or not online else f"{rss / 1024:.0f} MiB ({(rss - base) / online:.1f} KiB per session)"
+errors = ", ".join(f"{k}={v}" for k, v in r["errors"].items()) or "none"
+print(f"| {r['sessions']['devices_target']} | {nodes} | {r['workers']} | {st.get('devices_dropped', 0)} | {st.get('reconnected', 0)} | {rec_s} | "
+      f"{st.get('reconnects_per_second', 0):.0f} | {cpu_s} | {per_s} | {rss_s} | {errors} |")
+PY
+)
+echo "$row"
+
+SECTION="$WORK/section.md"
+{
+  echo "## Reconnect storm on a local cluster (\`bench/cluster_storm.sh\`)"
+  echo
+  echo "* Date: $(date -u '+%Y-%m-%d %H:%M UTC'), commit \`$(git rev-parse --short HEAD 2>/dev/null || echo unknown)\`$(git diff --quiet 2>/dev/null || echo ' (with uncommitted changes)')"
+  echo "* Machine: $(bench_machine); every node, PostgreSQL, Redis and the load-tool workers share it."
+  echo "* Command: \`DEVICES=$DEVICES NODES=$NODES bench/cluster_storm.sh\`; results in \`$OUT/\`"
+  echo "* $NODES nodes with PostgreSQL and Redis; one load-tool worker per node with its own VES and devices, connecting straight to that node's device port from its own 8 source addresses. The workers ramp up together over ${RAMP} s (\`--start-at-unix-ms\`); ${STORM_AT} s into the hold every device drops its session and reconnects at once (TCP + TLS 1.3 + HELLO + AUTH_TOKEN, and the session's claim in Redis), up to $CONCURRENCY handshakes in flight per worker. \`loadtest merge\` times the storm from the first drop to the last device back."
+  echo
+  echo "| devices | nodes | workers | dropped | re-authenticated | all back after (s) | reconnects/s | CPU-seconds of all nodes | reconnects per node CPU-second | RSS of all nodes at hold start (growth per session) | errors |"
+  echo "|---|---|---|---|---|---|---|---|---|---|---|"
+  echo "$row"
+} >"$SECTION"
+bench_write_section cluster_storm "$SECTION"
+cat "$SECTION"
