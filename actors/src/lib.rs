@@ -17,7 +17,6 @@ pub mod queue;
 mod router;
 mod rts;
 mod ves;
-pub mod wake;
 
 pub use config::SessionConfig;
 pub use device::{DeviceSession, DeviceSessionInfo};

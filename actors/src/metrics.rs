@@ -157,9 +157,6 @@ impl Default for Metrics {
 impl Metrics {
     pub fn new() -> Self {
         let r = Registry::new();
-        for process_wide in [&*crate::wake::WAKEUPS_DEFERRED, &*crate::wake::WAKEUP_BATCHES] {
-            r.register(Box::new(process_wide.clone())).expect("metric registered once");
-        }
         let info = gauge_vec(&r, "noc_build_info", "Build information of the running relay; always 1.", &["version"]);
         info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
         let sessions = gauge_vec(&r, "noc_sessions", "Live authenticated sessions on this node.", &["kind"]);

@@ -2,19 +2,14 @@
 //!
 //! Most device sessions are idle most of the time, so the queue must cost next to nothing
 //! while empty: a `VecDeque` that allocates on first use and gives its memory back when it
-//! drains, behind a mutex held only to push or pop, plus the waker of the waiting send loop.
+//! drains, behind a mutex held only to push or pop, plus a `Notify` to wake the send loop.
 //! (A tokio `mpsc` channel allocates a block of 32 slots up front: over 2 KiB per session.)
 //! Producers never wait: a full queue is reported at once, so the sender can be told.
-//!
-//! The queue remembers the thread its receiver lives on: a producer on another thread
-//! hands the wake-up to [`crate::wake`], which batches them per scheduler tick.
 
 use std::collections::VecDeque;
-use std::future::poll_fn;
 use std::sync::{Arc, Mutex};
-use std::task::{Poll, Waker};
 
-use crate::wake::{self, Home};
+use tokio::sync::Notify;
 
 /// Why an item was not queued; the item is handed back.
 #[derive(Debug, PartialEq, Eq)]
@@ -26,15 +21,12 @@ pub enum TrySendError<T> {
 struct State<T> {
     items: VecDeque<T>,
     closed: bool,
-    /// The receiver, while it waits for an item; taken by the producer that wakes it.
-    waiting: Option<Waker>,
 }
 
 struct Shared<T> {
     state: Mutex<State<T>>,
+    ready: Notify,
     capacity: usize,
-    /// The receiver's thread.
-    home: Home,
 }
 
 /// The producing side; cheap to clone.
@@ -49,12 +41,12 @@ impl<T> Clone for QueueSender<T> {
 /// The consuming side (the session's send loop).
 pub struct QueueReceiver<T>(Arc<Shared<T>>);
 
-/// A queue holding at most `capacity` items, received on the calling thread.
+/// A queue holding at most `capacity` items.
 pub fn bounded<T>(capacity: usize) -> (QueueSender<T>, QueueReceiver<T>) {
     let shared = Arc::new(Shared {
-        state: Mutex::new(State { items: VecDeque::new(), closed: false, waiting: None }),
+        state: Mutex::new(State { items: VecDeque::new(), closed: false }),
+        ready: Notify::new(),
         capacity: capacity.max(1),
-        home: Home::current(),
     });
     (QueueSender(shared.clone()), QueueReceiver(shared))
 }
@@ -67,7 +59,7 @@ impl<T> Shared<T> {
 
 impl<T> QueueSender<T> {
     pub fn try_send(&self, item: T) -> Result<(), TrySendError<T>> {
-        let waiting = {
+        {
             let mut s = self.0.lock();
             if s.closed {
                 return Err(TrySendError::Closed(item));
@@ -76,11 +68,8 @@ impl<T> QueueSender<T> {
                 return Err(TrySendError::Full(item));
             }
             s.items.push_back(item);
-            s.waiting.take()
-        };
-        if let Some(waker) = waiting {
-            wake::wake(&self.0.home, waker);
         }
+        self.0.ready.notify_one();
         Ok(())
     }
 }
@@ -101,33 +90,27 @@ impl<T> QueueReceiver<T> {
 
     /// The next item; `None` once the queue is closed and empty.
     pub async fn recv(&mut self) -> Option<T> {
-        poll_fn(|cx| {
-            let mut s = self.0.lock();
-            if let Some(item) = s.items.pop_front() {
-                if s.items.is_empty() && s.items.capacity() > KEEP_CAPACITY {
-                    s.items = VecDeque::new();
+        loop {
+            {
+                let mut s = self.0.lock();
+                if let Some(item) = s.items.pop_front() {
+                    if s.items.is_empty() && s.items.capacity() > KEEP_CAPACITY {
+                        s.items = VecDeque::new();
+                    }
+                    return Some(item);
                 }
-                return Poll::Ready(Some(item));
+                if s.closed {
+                    return None;
+                }
             }
-            if s.closed {
-                return Poll::Ready(None);
-            }
-            // Checked and registered under the lock that producers push under: no lost
-            // wake-up.
-            match &mut s.waiting {
-                Some(w) if w.will_wake(cx.waker()) => {}
-                slot => *slot = Some(cx.waker().clone()),
-            }
-            Poll::Pending
-        })
-        .await
+            // A notification sent since the check above is kept as a permit: no lost wakeup.
+            self.0.ready.notified().await;
+        }
     }
 
     /// Refuses further items; those already queued can still be taken.
     pub fn close(&mut self) {
-        let mut s = self.0.lock();
-        s.closed = true;
-        s.waiting = None;
+        self.0.lock().closed = true;
     }
 }
 
