@@ -64,14 +64,6 @@ TOML
   ulimit -n 1048576 2>/dev/null || ulimit -n "$(ulimit -Hn)"
   RUST_LOG=${RELAY_LOG:-warn} "${NICE[@]}" "$NOC" serve --config "$dir/noc.toml" >"$dir/relay.log" 2>&1 &
   PIDS+=($!)
-  for _ in $(seq 1 100); do
-    if curl -sf "http://127.0.0.1:$admin/readyz" >/dev/null 2>&1; then
-      echo "== node $name pid $! ready (https 127.0.0.1:$http, devices 127.0.0.1:$device)"
-      return 0
-    fi
-    sleep 0.2
-  done
-  echo "node $name did not become ready; log:" >&2
-  cat "$dir/relay.log" >&2
-  return 1
+  bench_wait_ready "$admin" "$dir/relay.log" \
+    "node $name pid $! ready (https 127.0.0.1:$http, devices 127.0.0.1:$device)"
 }

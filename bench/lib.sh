@@ -46,15 +46,23 @@ bench_start_relay() {
       --device-listen "127.0.0.1:$BENCH_DEVICE_PORT" \
       --admin-listen "127.0.0.1:$BENCH_ADMIN_PORT" >"$dir/relay.log" 2>&1 &
   RELAY_PID=$!
+  bench_wait_ready "$BENCH_ADMIN_PORT" "$dir/relay.log" \
+    "relay pid $RELAY_PID ready on $RELAY_URL (device port $BENCH_DEVICE_PORT)"
+}
+
+# bench_wait_ready ADMIN_PORT LOG MESSAGE: waits (up to 20 s) until the node behind the
+# admin port is ready and prints MESSAGE; otherwise prints its log and fails.
+bench_wait_ready() {
+  local admin=$1 log=$2 message=$3
   for _ in $(seq 1 100); do
-    if curl -sf "http://127.0.0.1:$BENCH_ADMIN_PORT/readyz" >/dev/null 2>&1; then
-      echo "== relay pid $RELAY_PID ready on $RELAY_URL (device port $BENCH_DEVICE_PORT)"
+    if curl -sf "http://127.0.0.1:$admin/readyz" >/dev/null 2>&1; then
+      echo "== $message"
       return 0
     fi
     sleep 0.2
   done
-  echo "relay did not become ready; log:" >&2
-  cat "$dir/relay.log" >&2
+  echo "not ready after 20 s; log $log:" >&2
+  cat "$log" >&2
   return 1
 }
 
