@@ -516,29 +516,34 @@ impl Accounts {
         Ok((device, hex::encode(credential), user))
     }
 
-    async fn device_owner(&self, device: &DeviceRecord) -> Result<DeviceAuth> {
-        if device.revoked_at.is_some() {
+    /// The session a device may open, if its device, user and license all allow one.
+    fn device_owner(login: &DeviceLogin) -> Result<DeviceAuth> {
+        if login.revoked_at.is_some() {
             return Err(AccountError::Revoked);
         }
-        let user = self.store.user_by_id(device.user_id).await?.ok_or(AccountError::Revoked)?;
-        if user.status == UserStatus::Suspended {
+        if login.user_status == UserStatus::Suspended {
             return Err(AccountError::Suspended);
         }
-        let license = self.store.license_by_id(user.license_id).await?.ok_or(AccountError::Suspended)?;
-        if !license.usable_at(crate::now_ms()) {
+        let usable = !login.license_suspended && login.license_expires_at.is_none_or(|t| t > crate::now_ms());
+        if !usable {
             return Err(AccountError::Suspended);
         }
-        Ok(DeviceAuth { device_id: device.id, user_id: user.id, ves_id: user.ves_id, license_id: user.license_id })
+        Ok(DeviceAuth {
+            device_id: login.device_id,
+            user_id: login.user_id,
+            ves_id: login.ves_id,
+            license_id: login.license_id,
+        })
     }
 
-    /// Device-channel authentication with the activation credential: one indexed lookup
+    /// Device-channel authentication with the activation credential: one indexed query
     /// and a SHA-256, so reconnect storms stay cheap.
     pub async fn authenticate_device_token(&self, device_id: DeviceId, credential: &[u8]) -> Result<DeviceAuth> {
-        let device = self.store.device_by_id(device_id).await?.ok_or(AccountError::InvalidCredentials)?;
-        if !secrets::token_matches(credential, &device.credential_hash) {
+        let login = self.store.device_login(device_id).await?.ok_or(AccountError::InvalidCredentials)?;
+        if !secrets::token_matches(credential, &login.credential_hash) {
             return Err(AccountError::InvalidCredentials);
         }
-        self.device_owner(&device).await
+        Self::device_owner(&login)
     }
 
     /// Device-channel authentication with MSISDN + password + device id (white paper §7.2.2).
@@ -550,11 +555,11 @@ impl Accounts {
     ) -> Result<DeviceAuth> {
         let msisdn = normalize_msisdn(msisdn).map_err(|_| AccountError::InvalidCredentials)?;
         let user = self.check_login(&msisdn, password).await?;
-        let device = self.store.device_by_id(device_id).await?.ok_or(AccountError::InvalidCredentials)?;
-        if device.user_id != user.id {
+        let login = self.store.device_login(device_id).await?.ok_or(AccountError::InvalidCredentials)?;
+        if login.user_id != user.id {
             return Err(AccountError::InvalidCredentials);
         }
-        self.device_owner(&device).await
+        Self::device_owner(&login)
     }
 }
 

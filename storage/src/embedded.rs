@@ -535,6 +535,34 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn device_login(&self, id: DeviceId) -> Result<Option<DeviceLogin>> {
+        self.run(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT d.id, d.user_id, u.ves_id, u.license_id, d.credential_hash, d.revoked_at, \
+                 u.status, l.suspended, l.expires_at \
+                 FROM devices d JOIN users u ON u.id = d.user_id JOIN licenses l ON l.id = u.license_id \
+                 WHERE d.id = ?1",
+            )?;
+            Ok(stmt
+                .query_row([id.to_string()], |r| {
+                    let status: String = r.get(6)?;
+                    Ok(DeviceLogin {
+                        device_id: parse_id::<DeviceId>(r.get(0)?)?,
+                        user_id: parse_id::<UserId>(r.get(1)?)?,
+                        ves_id: parse_id::<VesId>(r.get(2)?)?,
+                        license_id: parse_id::<LicenseId>(r.get(3)?)?,
+                        credential_hash: r.get(4)?,
+                        revoked_at: r.get(5)?,
+                        user_status: UserStatus::parse(&status).unwrap_or(UserStatus::Suspended),
+                        license_suspended: r.get::<_, i64>(7)? != 0,
+                        license_expires_at: r.get(8)?,
+                    })
+                })
+                .optional()?)
+        })
+        .await
+    }
+
     async fn devices_by_ves(&self, ves: VesId) -> Result<Vec<(DeviceId, UserId)>> {
         self.run(move |c| {
             let mut stmt = c.prepare(

@@ -141,6 +141,35 @@ pub struct NewDevice {
     pub device_type: Option<String>,
 }
 
+/// Everything device-channel authentication needs, read in one query: the device's
+/// credential hash and revocation, and the state of its user and license. A reconnect
+/// storm runs this once per device, so backends answer it with one indexed join and no
+/// aggregate (the seat count of [`License`] is not needed to log in).
+#[derive(Clone, PartialEq)]
+pub struct DeviceLogin {
+    pub device_id: DeviceId,
+    pub user_id: UserId,
+    pub ves_id: VesId,
+    pub license_id: LicenseId,
+    pub credential_hash: Vec<u8>,
+    pub revoked_at: Option<i64>,
+    pub user_status: UserStatus,
+    pub license_suspended: bool,
+    /// Unix ms; `None` never expires.
+    pub license_expires_at: Option<i64>,
+}
+
+impl std::fmt::Debug for DeviceLogin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeviceLogin")
+            .field("device_id", &self.device_id)
+            .field("user_id", &self.user_id)
+            .field("revoked_at", &self.revoked_at)
+            .field("user_status", &self.user_status)
+            .finish_non_exhaustive()
+    }
+}
+
 /// One line of the audit log: who did what, when (white paper §8.7).
 #[derive(Clone, Debug, PartialEq)]
 pub struct AuditEvent {

@@ -274,6 +274,11 @@ fn device_row(r: &Row) -> DeviceRecord {
     }
 }
 
+/// [`Store::device_login`]: three primary-key lookups joined, no aggregate.
+const DEVICE_LOGIN_SQL: &str = "SELECT d.id, d.user_id, u.ves_id, u.license_id, d.credential_hash, d.revoked_at, \
+     u.status, l.suspended, l.expires_at \
+     FROM devices d JOIN users u ON u.id = d.user_id JOIN licenses l ON l.id = u.license_id WHERE d.id = $1";
+
 async fn get_license<C: GenericClient>(c: &C, id: LicenseId) -> Result<Option<License>> {
     let sql = format!("SELECT {LICENSE_COLS} FROM licenses l WHERE l.id = $1");
     Ok(c.query_opt(&sql, &[&id.0]).await.map_err(pg_error)?.map(|r| license_row(&r)))
@@ -584,6 +589,26 @@ impl Store for PostgresStore {
     async fn device_by_id(&self, id: DeviceId) -> Result<Option<DeviceRecord>> {
         let sql = format!("SELECT {DEVICE_COLS} FROM devices WHERE id = $1");
         Ok(self.client().await?.query_opt(&sql, &[&id.0]).await.map_err(pg_error)?.map(|r| device_row(&r)))
+    }
+
+    async fn device_login(&self, id: DeviceId) -> Result<Option<DeviceLogin>> {
+        let c = self.client().await?;
+        // Prepared once per pooled connection: a reconnect storm runs this per device.
+        let stmt = c.prepare_cached(DEVICE_LOGIN_SQL).await.map_err(pg_error)?;
+        Ok(c.query_opt(&stmt, &[&id.0]).await.map_err(pg_error)?.map(|r| {
+            let status: String = r.get(6);
+            DeviceLogin {
+                device_id: DeviceId(r.get(0)),
+                user_id: UserId(r.get(1)),
+                ves_id: VesId(r.get(2)),
+                license_id: LicenseId(r.get(3)),
+                credential_hash: r.get(4),
+                revoked_at: r.get(5),
+                user_status: UserStatus::parse(&status).unwrap_or(UserStatus::Suspended),
+                license_suspended: r.get(7),
+                license_expires_at: r.get(8),
+            }
+        }))
     }
 
     async fn devices_by_ves(&self, ves: VesId) -> Result<Vec<(DeviceId, UserId)>> {

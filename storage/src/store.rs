@@ -61,6 +61,9 @@ pub trait Store: Send + Sync + 'static {
 
     async fn insert_device(&self, new: NewDevice, now: i64) -> Result<DeviceRecord>;
     async fn device_by_id(&self, id: DeviceId) -> Result<Option<DeviceRecord>>;
+    /// The device with its user's and license's state, in one round trip (see
+    /// [`DeviceLogin`]); `None` if the device (or its user) does not exist.
+    async fn device_login(&self, id: DeviceId) -> Result<Option<DeviceLogin>>;
     /// Live (not revoked) devices of the users of a VES.
     async fn devices_by_ves(&self, ves: VesId) -> Result<Vec<(DeviceId, UserId)>>;
 

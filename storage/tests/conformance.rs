@@ -202,6 +202,47 @@ macro_rules! conformance {
             }
 
             #[tokio::test]
+            async fn device_login_reads_device_user_and_license_at_once() {
+                let backend = super::$backend().await;
+                let accounts = Accounts::new(backend.store.clone(), policy()).expect("accounts");
+                let ves = registered_ves(&accounts, 5).await;
+                accounts.provision_user(ves.id, ves.license_id, "bob@example.com", Some("bob-password"), "Bob", "Ng").await.expect("bob");
+                let user = accounts
+                    .activate_account("bob@example.com", "bob-password", "+15550100", "UTC")
+                    .await
+                    .expect("activate");
+                let (device, credential, _) =
+                    accounts.activate_device("+15550100", "bob-password", None, None).await.expect("device");
+                let cred = hex::decode(&credential).expect("hex");
+
+                let login = accounts.store().device_login(device.id).await.expect("query").expect("known device");
+                assert_eq!(login.device_id, device.id);
+                assert_eq!(login.user_id, user.id);
+                assert_eq!(login.ves_id, ves.id);
+                assert_eq!(login.license_id, ves.license_id);
+                assert_eq!(login.credential_hash, device.credential_hash);
+                assert_eq!(login.revoked_at, None);
+                assert_eq!(login.user_status, UserStatus::Active);
+                assert!(!login.license_suspended);
+                assert!(accounts.store().device_login(noc_protocol::DeviceId::random()).await.expect("query").is_none());
+                assert!(matches!(
+                    accounts.authenticate_device_token(noc_protocol::DeviceId::random(), &cred).await,
+                    Err(AccountError::InvalidCredentials)
+                ));
+
+                // A suspended license stops its devices from logging in; lifting it lets them back.
+                accounts.set_license_suspended("acme", true, "admin:test").await.expect("suspend");
+                assert!(accounts.store().device_login(device.id).await.expect("query").expect("device").license_suspended);
+                assert!(matches!(
+                    accounts.authenticate_device_token(device.id, &cred).await,
+                    Err(AccountError::Suspended)
+                ));
+                accounts.set_license_suspended("acme", false, "admin:test").await.expect("lift");
+                accounts.authenticate_device_token(device.id, &cred).await.expect("token auth after the lift");
+                backend.cleanup().await;
+            }
+
+            #[tokio::test]
             async fn lockout_after_repeated_failures() {
                 let backend = super::$backend().await;
                 let accounts = Accounts::new(backend.store.clone(), policy()).expect("accounts");
