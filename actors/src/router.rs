@@ -6,6 +6,7 @@
 //! sending endpoint can keep the frame and retry (the relay stores nothing). Targets owned
 //! by another node are reached through the [`Cluster`] bus.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
@@ -534,6 +535,30 @@ impl Router {
                 let _ = self.publish_to_owner(key, BusMessage::Close { key, code });
             }
         }
+    }
+
+    /// Closes this node's sessions of the given VES installations and of their users'
+    /// devices (a license was suspended or expired). Other nodes do the same for theirs.
+    /// Returns how many sessions were asked to close.
+    pub fn close_sessions_of_ves(&self, ves: &HashSet<VesId>, code: CloseCode) -> usize {
+        if ves.is_empty() {
+            return 0;
+        }
+        let mut controls = Vec::new();
+        self.ves.for_each(|id, h| {
+            if ves.contains(id) {
+                controls.push(h.control.clone());
+            }
+        });
+        self.devices.for_each(|_, h| {
+            if ves.contains(&h.ves_id) {
+                controls.push(h.control.clone());
+            }
+        });
+        for control in &controls {
+            control.do_send(CloseSession::new(code, code.as_str()));
+        }
+        controls.len()
     }
 
     /// Asks every session on this node to close with `code`, spreading the reconnect hints

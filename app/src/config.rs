@@ -243,6 +243,9 @@ pub struct AccountsConfig {
     pub argon2_parallelism: u32,
     /// Password hashes computed concurrently; more wait.
     pub max_concurrent_hashes: usize,
+    /// How often the node re-reads license state and closes the live sessions (VES and
+    /// devices) of licenses suspended or expired since; 0 disables. Logins always check.
+    pub license_check_interval_seconds: u64,
 }
 
 /// Graceful shutdown on SIGTERM/SIGINT.
@@ -334,6 +337,7 @@ impl Default for AccountsConfig {
             argon2_iterations: p.hashing.iterations,
             argon2_parallelism: p.hashing.parallelism,
             max_concurrent_hashes: p.max_concurrent_hashes,
+            license_check_interval_seconds: 30,
         }
     }
 }

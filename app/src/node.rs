@@ -93,6 +93,28 @@ async fn open_postgres(config: &Config) -> Result<Arc<dyn Store>, NodeError> {
     Ok(Arc::new(store))
 }
 
+/// Ends the live sessions of licenses that were suspended (possibly by `noc admin` in
+/// another process, or on another node) or that expired: logins check the license, but a
+/// session opened before lives on until something closes it. Each node closes its own
+/// sessions, so nothing crosses the bus.
+async fn license_watch(accounts: Accounts, router: Arc<Router>, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        match accounts.ves_of_unusable_licenses().await {
+            Ok(ves) => {
+                let ves: std::collections::HashSet<_> = ves.into_iter().collect();
+                let closed = router.close_sessions_of_ves(&ves, CloseCode::AccountSuspended);
+                if closed > 0 {
+                    tracing::info!(sessions = closed, "closed sessions of suspended or expired licenses");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "license check failed; retrying at the next interval"),
+        }
+    }
+}
+
 impl Node {
     /// Starts a node on the store its configuration names (PostgreSQL with `postgres_url`,
     /// else the embedded store in `data_dir`) and the in-process bus.
@@ -251,6 +273,10 @@ impl Node {
                         }
                     };
                     let handles = (public.handle(), admin.handle(), device_server.handle());
+                    if config.accounts.license_check_interval_seconds > 0 {
+                        let every = Duration::from_secs(config.accounts.license_check_interval_seconds);
+                        actix_rt::spawn(license_watch(state.accounts.clone(), router.clone(), every));
+                    }
                     actix_rt::spawn(public);
                     actix_rt::spawn(admin);
                     actix_rt::spawn(device_server);

@@ -22,10 +22,10 @@ struct Cli {
 struct Common {
     /// TOML configuration file (see examples/relay/noc.toml). Keys can also be set with
     /// NOC_<SECTION>__<KEY> environment variables.
-    #[arg(long, value_name = "FILE", env = "NOC_CONFIG")]
+    #[arg(long, value_name = "FILE", env = "NOC_CONFIG", global = true)]
     config: Option<PathBuf>,
     /// Directory of the embedded store and generated certificate [default: ./noc-data].
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", global = true)]
     data_dir: Option<PathBuf>,
 }
 
@@ -108,7 +108,8 @@ enum LicenseCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Suspend a license: its VES sessions and users are refused.
+    /// Suspend a license: its logins are refused at once, and the nodes close its live VES
+    /// and device sessions within accounts.license_check_interval_seconds.
     Suspend {
         #[arg(long)]
         name: String,

@@ -244,6 +244,12 @@ impl Accounts {
         Ok(license)
     }
 
+    /// VES installations whose license is suspended or has expired by now. Logins check
+    /// the license themselves; a node polls this to end sessions that were already live.
+    pub async fn ves_of_unusable_licenses(&self) -> Result<Vec<VesId>> {
+        Ok(self.store.ves_of_unusable_licenses(crate::now_ms()).await?)
+    }
+
     /// License name + password → a new license-id token (white paper §3.4).
     pub async fn license_login(&self, name: &str, password: &str) -> Result<(String, License)> {
         let found = self.store.license_by_name(name).await?;

@@ -334,6 +334,18 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn ves_of_unusable_licenses(&self, now: i64) -> Result<Vec<VesId>> {
+        self.run(move |c| {
+            let mut stmt = c.prepare(
+                "SELECT v.id FROM ves v JOIN licenses l ON l.id = v.license_id \
+                 WHERE l.suspended != 0 OR (l.expires_at IS NOT NULL AND l.expires_at <= ?1)",
+            )?;
+            let ids = stmt.query_map([now], |r| parse_id::<VesId>(r.get(0)?))?.collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(ids)
+        })
+        .await
+    }
+
     async fn insert_user(&self, new: NewUser, now: i64) -> Result<UserRecord> {
         self.run(move |c| {
             // IMMEDIATE takes the write lock first, so two VES racing for the last seat

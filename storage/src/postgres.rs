@@ -403,6 +403,20 @@ impl Store for PostgresStore {
         }))
     }
 
+    async fn ves_of_unusable_licenses(&self, now: i64) -> Result<Vec<VesId>> {
+        let rows = self
+            .client()
+            .await?
+            .query(
+                "SELECT v.id FROM ves v JOIN licenses l ON l.id = v.license_id \
+                 WHERE l.suspended OR (l.expires_at IS NOT NULL AND l.expires_at <= $1)",
+                &[&now],
+            )
+            .await
+            .map_err(pg_error)?;
+        Ok(rows.iter().map(|r| VesId(r.get(0))).collect())
+    }
+
     async fn insert_user(&self, new: NewUser, now: i64) -> Result<UserRecord> {
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(pg_error)?;

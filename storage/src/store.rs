@@ -31,6 +31,11 @@ pub trait Store: Send + Sync + 'static {
     /// Looks a VES up by GUID hash and records that it was seen at `now`.
     async fn touch_ves_by_guid(&self, guid_hash: &[u8], now: i64) -> Result<Option<VesRecord>>;
 
+    /// VES installations whose license is suspended or expired at `now`: their sessions,
+    /// and those of their users' devices, must end (live sessions are checked periodically,
+    /// logins at once).
+    async fn ves_of_unusable_licenses(&self, now: i64) -> Result<Vec<VesId>>;
+
     /// Inserts a user if its license has a free seat (`SeatsFull` otherwise), atomically.
     async fn insert_user(&self, new: NewUser, now: i64) -> Result<UserRecord>;
     async fn user_by_id(&self, id: UserId) -> Result<Option<UserRecord>>;

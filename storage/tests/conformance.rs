@@ -243,6 +243,32 @@ macro_rules! conformance {
             }
 
             #[tokio::test]
+            async fn ves_of_suspended_and_expired_licenses() {
+                let backend = super::$backend().await;
+                let accounts = Accounts::new(backend.store.clone(), policy()).expect("accounts");
+                let store = accounts.store();
+                let ves = registered_ves(&accounts, 5).await;
+                accounts.create_license("brief", "license-pass", 5, Some(1_000), "admin:test").await.expect("brief");
+                assert!(store.ves_of_unusable_licenses(999).await.expect("query").is_empty(), "nothing expired yet");
+
+                // A VES of the expiring license, registered while it was still valid.
+                let brief_id = store.license_by_name("brief").await.expect("query").expect("brief").0.id;
+                let brief_ves = store.insert_ves(&[9u8; 32], brief_id, 500).await.expect("ves");
+                assert!(store.ves_of_unusable_licenses(999).await.expect("query").is_empty());
+                assert_eq!(store.ves_of_unusable_licenses(1_000).await.expect("query"), vec![brief_ves.id]);
+
+                accounts.set_license_suspended("acme", true, "admin:test").await.expect("suspend");
+                let mut both = store.ves_of_unusable_licenses(1_000).await.expect("query");
+                both.sort_by_key(|v| v.to_string());
+                let mut want = vec![brief_ves.id, ves.id];
+                want.sort_by_key(|v| v.to_string());
+                assert_eq!(both, want);
+                accounts.set_license_suspended("acme", false, "admin:test").await.expect("resume");
+                assert_eq!(store.ves_of_unusable_licenses(999).await.expect("query"), vec![]);
+                backend.cleanup().await;
+            }
+
+            #[tokio::test]
             async fn lockout_after_repeated_failures() {
                 let backend = super::$backend().await;
                 let accounts = Accounts::new(backend.store.clone(), policy()).expect("accounts");

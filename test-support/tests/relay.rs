@@ -409,6 +409,38 @@ async fn password_reset_revokes_devices_at_once() {
 }
 
 #[tokio::test]
+async fn suspending_a_license_ends_its_live_sessions_and_resuming_lets_them_back() {
+    let (relay, ves, mut channel) = relay_and_ves(|c| c.accounts.license_check_interval_seconds = 1).await;
+    let act = user_with_device(&ves, "sus@example.com", "+15550130").await;
+    let mut device = online_device(&relay, &act).await;
+    await_online(&mut channel, act.device_id).await;
+
+    // Suspended from another process's point of view: straight in the store, as
+    // `noc admin license suspend` does; the node notices within the check interval.
+    relay.admin().await.set_suspended("acme", true).await.expect("suspend");
+    expect_close(&mut device, CloseCode::AccountSuspended).await;
+    channel
+        .wait_for(T, |c| matches!(c, Command::Close { code: CloseCode::AccountSuspended, .. }))
+        .await
+        .expect("the command channel is closed with account_suspended");
+    assert_eq!(relay.metric("noc_sessions", &[("kind", "device")]), 0.0);
+    let mut again = relay.device_connection().await;
+    match again.login(act.device_id, &act.device_credential).await {
+        Recv::Frame(Frame::Close { code, .. }) => assert_eq!(code, CloseCode::AccountSuspended),
+        other => panic!("expected CLOSE account_suspended, got {other:?}"),
+    }
+    let mut ves = ves;
+    let refused = ves.open().await.err().expect("a suspended license opens no command channel");
+    assert_eq!(refused.status, 403, "{refused}");
+
+    // Lifted: the same VES and device come back without anything else changing.
+    relay.admin().await.set_suspended("acme", false).await.expect("resume");
+    let mut channel = ves.open().await.expect("command channel after the resume");
+    let _device = online_device(&relay, &act).await;
+    await_online(&mut channel, act.device_id).await;
+}
+
+#[tokio::test]
 async fn a_slow_device_does_not_delay_the_others() {
     let (relay, ves, mut channel) = relay_and_ves(|c| {
         c.device.send_queue_frames = 64;
