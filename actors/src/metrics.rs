@@ -17,7 +17,7 @@ pub const AUTH_FAILURE_REASONS: &[&str] = &[
     "revoked",
     "not_activated",
     "unavailable",
-    "other",
+    "msisdn_not_approved",
 ];
 
 /// Reasons of `noc_connections_rejected_total`.

@@ -126,7 +126,9 @@ impl DeviceListener {
         let auth = match auth {
             Ok(Ok(auth)) => auth,
             Ok(Err(e)) => {
-                self.router.metrics().auth_failure("device", ApiError::auth_reason(&e));
+                if let Some(reason) = ApiError::auth_reason(&e) {
+                    self.router.metrics().auth_failure("device", reason);
+                }
                 let (code, msg) = close_for(&e);
                 return Err(refuse(&mut framed, code, msg, "auth_failed").await);
             }

@@ -35,17 +35,24 @@ impl ApiError {
         Self { retry_after_seconds: Some(1), ..Self::new(ApiErrorCode::Draining, "node is draining; connect again") }
     }
 
-    /// The `reason` label for `noc_auth_failures_total`.
-    pub fn auth_reason(e: &AccountError) -> &'static str {
-        match e {
+    /// The `reason` label for `noc_auth_failures_total`, or `None` when the request failed
+    /// for another reason than its credentials (malformed input, a taken MSISDN, ...), which
+    /// must not look like a password-guessing attempt on the dashboards.
+    pub fn auth_reason(e: &AccountError) -> Option<&'static str> {
+        Some(match e {
             AccountError::InvalidCredentials => "invalid_credentials",
             AccountError::LockedOut { .. } => "locked_out",
             AccountError::Suspended => "suspended",
             AccountError::Revoked => "revoked",
             AccountError::Unavailable(_) => "unavailable",
             AccountError::NotActivated => "not_activated",
-            _ => "other",
-        }
+            AccountError::MsisdnNotApproved => "msisdn_not_approved",
+            AccountError::Invalid(_)
+            | AccountError::Conflict(_)
+            | AccountError::NotFound
+            | AccountError::SeatsFull { .. }
+            | AccountError::Internal(_) => return None,
+        })
     }
 }
 

@@ -78,7 +78,9 @@ fn header<'a>(req: &'a HttpRequest, name: &str) -> Option<&'a str> {
 }
 
 fn failed_auth(state: &GatewayState, kind: &'static str, e: noc_storage::AccountError) -> ApiError {
-    state.router.metrics().auth_failure(kind, ApiError::auth_reason(&e));
+    if let Some(reason) = ApiError::auth_reason(&e) {
+        state.router.metrics().auth_failure(kind, reason);
+    }
     e.into()
 }
 

@@ -223,6 +223,16 @@ async fn rts_authentication_failures_are_clear_and_harmless() {
     assert_eq!(status, 413, "{body}");
     assert!(body.contains("payload_too_large"));
 
+    // A malformed field is a bad request, not a failed authentication: the auth-failure
+    // counters (what a dashboard watches for password guessing) do not move.
+    let device_failures = relay.metric("noc_auth_failures_total", &[("kind", "device")]);
+    let (status, body) = ves
+        .post_raw("/device/v1/activate", &[], br#"{"Msisdn":"not-a-number","Password":"whatever-pw"}"#.to_vec())
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("bad_request"), "{body}");
+    assert_eq!(relay.metric("noc_auth_failures_total", &[("kind", "device")]), device_failures);
+
     // The node still serves: the VES's session works.
     let list: UserList = ves.data(&DataRequest::ListUsers {}).await.expect("still serving");
     assert!(list.users.is_empty());
