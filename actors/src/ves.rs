@@ -605,9 +605,63 @@ impl Drop for CommandStream {
     }
 }
 
+/// Test hook: makes the session's handler panic, to check that a crashing VES session
+/// takes nothing else down.
+#[cfg(test)]
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Crash;
+
+#[cfg(test)]
+impl Handler<Crash> for VesSession {
+    type Result = ();
+
+    fn handle(&mut self, _: Crash, _: &mut Context<Self>) {
+        panic!("injected crash");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use noc_cluster::{MemoryCluster, NodeId};
+
+    fn session(router: &Arc<Router>, rts: &Arc<RtsSessions>, cfg: &Arc<SessionConfig>) -> (VesId, Addr<VesSession>) {
+        let ves_id = VesId::random();
+        let shared = Arc::new(VesShared::new(
+            ves_id,
+            LicenseId::random(),
+            noc_protocol::secrets::random_hex::<16>(),
+            vec![0; 32],
+            router.next_session_id(),
+            Vec::new(),
+            Vec::new(),
+        ));
+        (ves_id, VesSession::new(shared, router.clone(), rts.clone(), cfg.clone()).start())
+    }
+
+    #[actix_rt::test]
+    async fn a_crashing_ves_session_takes_nothing_else_down() {
+        let metrics = Arc::new(Metrics::new());
+        let router = Router::new(Arc::new(MemoryCluster::single(NodeId::new("test"), 16)), metrics.clone());
+        let cfg = Arc::new(SessionConfig::default());
+        let rts = RtsSessions::new(cfg.ves_reply_time, metrics.clone());
+        let (crashing, addr) = session(&router, &rts, &cfg);
+        let (healthy, _healthy_addr) = session(&router, &rts, &cfg);
+        tokio::task::yield_now().await;
+        assert_eq!(router.ves_sessions(), 2);
+
+        addr.do_send(Crash);
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        // The crashed session is unregistered (its Drop ran) and counted as closed ...
+        assert!(router.ves_session(crashing).is_none());
+        assert_eq!(router.ves_sessions(), 1);
+        assert_eq!(metrics.value("noc_sessions", &[("kind", "ves")]), 1.0);
+        // ... and the other one is still routable.
+        assert!(router.ves_session(healthy).is_some());
+    }
 
     #[test]
     fn hand_written_frame_line_is_the_documented_json() {
