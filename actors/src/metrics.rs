@@ -17,6 +17,7 @@ pub const AUTH_FAILURE_REASONS: &[&str] = &[
     "revoked",
     "not_activated",
     "unavailable",
+    "busy",
     "msisdn_not_approved",
 ];
 

@@ -19,13 +19,19 @@ async fn healthz() -> HttpResponse {
     HttpResponse::Ok().content_type("text/plain; charset=utf-8").body("ok\n")
 }
 
-/// Readiness: the node accepts new sessions — not draining, its store answers, and its
-/// cluster backend is reachable. Load balancers stop sending new clients when this fails.
+/// Readiness: the node accepts new sessions — it is not draining and its cluster backend
+/// (Redis, or the in-process bus) works. Load balancers stop sending new clients when this
+/// fails.
+///
+/// The account store is reported (`Store`) but does not gate readiness: it is shared by
+/// every node, so an outage would take them all out of the load balancer at once, and
+/// clients would get refused connections instead of the quick `503 unavailable` /
+/// `service_unavailable` that tells them to come back; live sessions relay without it.
 async fn readyz(state: web::Data<GatewayState>) -> HttpResponse {
     let store = matches!(tokio::time::timeout(Duration::from_secs(2), state.accounts.store().ping()).await, Ok(Ok(())));
     let cluster = state.router.cluster().healthy();
     let draining = state.is_draining();
-    let ready = store && cluster && !draining;
+    let ready = cluster && !draining;
     let body = json!({ "Ready": ready, "Store": store, "Cluster": cluster, "Draining": draining });
     if ready { HttpResponse::Ok().json(body) } else { HttpResponse::ServiceUnavailable().json(body) }
 }

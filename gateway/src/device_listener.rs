@@ -129,8 +129,8 @@ impl DeviceListener {
                 if let Some(reason) = ApiError::auth_reason(&e) {
                     self.router.metrics().auth_failure("device", reason);
                 }
-                let (code, msg) = close_for(&e);
-                return Err(refuse(&mut framed, code, msg, "auth_failed").await);
+                let (code, msg, hint) = close_for(&e);
+                return Err(refuse_with_hint(&mut framed, code, msg, hint, "auth_failed").await);
             }
             Err(_) => {
                 let code = CloseCode::HandshakeTimeout;
@@ -209,7 +209,17 @@ async fn refuse<S: AsyncRead + AsyncWrite + Unpin>(
     message: &str,
     reason: &'static str,
 ) -> Rejected {
-    let frame = Frame::Close { code, reconnect_after_ms: reconnect_hint_ms(code), message: message.to_string() };
+    refuse_with_hint(framed, code, message, reconnect_hint_ms(code), reason).await
+}
+
+async fn refuse_with_hint<S: AsyncRead + AsyncWrite + Unpin>(
+    framed: &mut Framed<S, FrameCodec>,
+    code: CloseCode,
+    message: &str,
+    reconnect_after_ms: u32,
+    reason: &'static str,
+) -> Rejected {
+    let frame = Frame::Close { code, reconnect_after_ms, message: message.to_string() };
     let _ = tokio::time::timeout(Duration::from_secs(1), async {
         framed.send(frame).await?;
         tokio::io::AsyncWriteExt::shutdown(framed.get_mut()).await.map_err(FrameError::Io)
@@ -228,18 +238,29 @@ fn reconnect_hint_ms(code: CloseCode) -> u32 {
         CloseCode::HandshakeTimeout | CloseCode::ServerError => (1_000, 5_000),
         _ => return 0,
     };
+    jitter_ms(min, max)
+}
+
+fn jitter_ms(min: u32, max: u32) -> u32 {
     let r = u32::from_be_bytes(noc_protocol::secrets::random_bytes::<4>());
     min + r % (max - min)
 }
 
-fn close_for(e: &AccountError) -> (CloseCode, &'static str) {
-    match e {
+/// The CLOSE for a failed authentication: code, message and reconnect hint. A busy store
+/// (every pooled connection taken, typically in a login storm) gets a short hint so the
+/// device comes back as soon as the queue has moved; a store that is down a long one.
+fn close_for(e: &AccountError) -> (CloseCode, &'static str, u32) {
+    let (code, message) = match e {
         AccountError::InvalidCredentials => (CloseCode::AuthFailed, "invalid credentials"),
         AccountError::LockedOut { .. } => (CloseCode::LockedOut, "too many failed attempts; account locked"),
         AccountError::Revoked => (CloseCode::Revoked, "device credential revoked; activate again"),
         AccountError::Suspended => (CloseCode::AccountSuspended, "account or license suspended"),
         AccountError::Unavailable(_) => (CloseCode::ServiceUnavailable, "account store unavailable; retry later"),
+        AccountError::Busy(_) => {
+            return (CloseCode::ServiceUnavailable, "relay busy; retry shortly", jitter_ms(1_000, 4_000));
+        }
         AccountError::NotActivated => (CloseCode::AuthFailed, "account not activated"),
         _ => (CloseCode::ServerError, "internal error"),
-    }
+    };
+    (code, message, reconnect_hint_ms(code))
 }

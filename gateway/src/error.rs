@@ -45,6 +45,7 @@ impl ApiError {
             AccountError::Suspended => "suspended",
             AccountError::Revoked => "revoked",
             AccountError::Unavailable(_) => "unavailable",
+            AccountError::Busy(_) => "busy",
             AccountError::NotActivated => "not_activated",
             AccountError::MsisdnNotApproved => "msisdn_not_approved",
             AccountError::Invalid(_)
@@ -89,6 +90,13 @@ impl From<AccountError> for ApiError {
                 ApiError {
                     retry_after_seconds: Some(5),
                     ..ApiError::new(ApiErrorCode::Unavailable, "account store unavailable; retry later")
+                }
+            }
+            AccountError::Busy(detail) => {
+                tracing::debug!(%detail, "account store busy");
+                ApiError {
+                    retry_after_seconds: Some(1),
+                    ..ApiError::new(ApiErrorCode::Unavailable, "relay busy; retry shortly")
                 }
             }
             AccountError::Internal(detail) => {

@@ -101,6 +101,8 @@ pub enum AccountError {
     Invalid(String),
     #[error("account store unavailable: {0}")]
     Unavailable(String),
+    #[error("account store busy: {0}")]
+    Busy(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -112,6 +114,7 @@ impl From<StoreError> for AccountError {
             StoreError::Conflict(what) => AccountError::Conflict(what),
             StoreError::SeatsFull { max } => AccountError::SeatsFull { max },
             StoreError::Unavailable(m) => AccountError::Unavailable(m),
+            StoreError::Busy(m) => AccountError::Busy(m),
             StoreError::Backend(m) => AccountError::Internal(m),
         }
     }

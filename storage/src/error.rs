@@ -15,9 +15,13 @@ pub enum StoreError {
     /// The license has no free seat.
     #[error("license has no free seat (maximum {max})")]
     SeatsFull { max: u32 },
-    /// The backend cannot be reached or is overloaded (pool exhausted): retry later.
+    /// The backend cannot be reached: retry later (seconds).
     #[error("store unavailable: {0}")]
     Unavailable(String),
+    /// The backend answers, but every pooled connection stayed taken for the whole wait:
+    /// this node asks more of it than the pool allows. Retry shortly; nothing is down.
+    #[error("store busy: {0}")]
+    Busy(String),
     /// Anything else the backend reported.
     #[error("store error: {0}")]
     Backend(String),

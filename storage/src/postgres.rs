@@ -158,9 +158,14 @@ fn pg_error(e: tokio_postgres::Error) -> StoreError {
     StoreError::Backend(detail)
 }
 
+/// A pool that timed out *waiting for a free connection* is busy, not down: a dead server
+/// fails the recycle or create step instead, quickly (`connect_timeout`).
 fn pool_error(e: PoolError) -> StoreError {
     match e {
         PoolError::Backend(e) => pg_error(e),
+        PoolError::Timeout(deadpool_postgres::TimeoutType::Wait) => {
+            StoreError::Busy("no free PostgreSQL connection within postgres.wait_timeout_seconds".into())
+        }
         other => StoreError::Unavailable(other.to_string()),
     }
 }

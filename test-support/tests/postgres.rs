@@ -57,7 +57,9 @@ async fn live_sessions_survive_a_postgres_outage_and_logins_recover() {
         .expect("send");
     channel.wait_for(T, |c| matches!(c, Command::DeviceFrame { frame_id: 2, .. })).await.expect("relayed up");
 
-    // New logins fail fast with 503, and readiness says why.
+    // New logins fail fast with 503. Readiness reports the store but stays true: every
+    // node shares it, and a load balancer that took them all out would turn these quick
+    // answers into refused connections.
     let started = std::time::Instant::now();
     let err = ves.license("pg", "pg-license-pw").await.expect_err("store down");
     assert_eq!((err.status, err.code.as_str()), (503, "unavailable"));
@@ -79,7 +81,7 @@ async fn live_sessions_survive_a_postgres_outage_and_logins_recover() {
         other => panic!("expected CLOSE service_unavailable, got {other:?}"),
     }
     let (status, body) = relay.admin_get("/readyz").await;
-    assert_eq!(status, 503, "{body}");
+    assert_eq!(status, 200, "{body}");
     assert!(body.contains("\"Store\":false"), "{body}");
 
     // PostgreSQL comes back: everything recovers by itself.
@@ -94,6 +96,69 @@ async fn live_sessions_survive_a_postgres_outage_and_logins_recover() {
     }
     assert!(recovered, "logins work again after PostgreSQL returns");
     assert_eq!(relay.admin_get("/readyz").await.0, 200);
+    drop(relay);
+    schema.drop_schema().await;
+}
+
+/// A pool whose connections are all taken is *busy*, not down: logins are refused with a
+/// short reconnect hint (and HTTP `Retry-After: 1`), told apart from an outage.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exhausted_pool_is_busy_not_down() {
+    let schema = TestSchema::create().await;
+    let url = schema.url(None);
+    let relay = TestRelay::start_with(|c| {
+        c.postgres_url = Some(noc_app::config::SecretString::new(url.clone()));
+        c.postgres.max_connections = 1;
+        c.postgres.wait_timeout_seconds = 1;
+    });
+    relay.create_license("pg", "pg-license-pw", 5).await;
+    let mut ves = relay.ves();
+    ves.license("pg", "pg-license-pw").await.expect("license");
+    let _channel = ves.open().await.expect("channel");
+    ves.provision("busy@example.com", Some("pg-password-1")).await.expect("provision");
+    let _: serde_json::Value = ves
+        .post_json(
+            "/account/v1/activate",
+            &json!({"Login": "busy@example.com", "Password": "pg-password-1", "Msisdn": "+15550201", "TimeZone": "UTC"}),
+        )
+        .await
+        .expect("activate");
+    let act: DeviceActivationResponse = ves
+        .post_json("/device/v1/activate", &json!({"Msisdn": "+15550201", "Password": "pg-password-1"}))
+        .await
+        .expect("device");
+
+    // Another client locks the license row; a license login then waits on that lock (its
+    // token insert checks the foreign key) while holding the pool's only connection.
+    let (locker, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.expect("connect");
+    tokio::spawn(conn);
+    locker.batch_execute("BEGIN; SELECT id FROM licenses WHERE name = 'pg' FOR UPDATE").await.expect("lock");
+    let mut blocked = relay.ves();
+    let held = tokio::spawn(async move { blocked.license("pg", "pg-license-pw").await.map(|_| ()) });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let mut device = relay.device_connection().await;
+    match device.login(act.device_id, &act.device_credential).await {
+        Recv::Frame(Frame::Close { code, reconnect_after_ms, message }) => {
+            assert_eq!(code, noc_protocol::CloseCode::ServiceUnavailable);
+            assert!((1_000..5_000).contains(&reconnect_after_ms), "a short hint when busy: {reconnect_after_ms}");
+            assert!(message.contains("busy"), "{message}");
+        }
+        other => panic!("expected CLOSE service_unavailable, got {other:?}"),
+    }
+    let (status, body) =
+        ves.post_raw("/rts/v1/license", &[], br#"{"Name":"pg","Password":"pg-license-pw"}"#.to_vec()).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("busy"), "{body}");
+    assert_eq!(relay.metric("noc_auth_failures_total", &[("kind", "device"), ("reason", "busy")]), 1.0);
+    let (status, body) = relay.admin_get("/readyz").await;
+    assert_eq!(status, 200, "a busy pool is no reason to leave the load balancer: {body}");
+
+    // The lock goes away: the waiting login completes, and logins work again.
+    locker.batch_execute("ROLLBACK").await.expect("unlock");
+    held.await.expect("task").expect("the held login completes once the lock is gone");
+    let mut device = relay.device_connection().await;
+    assert!(matches!(device.login(act.device_id, &act.device_credential).await, Recv::Frame(Frame::AuthOk { .. })));
     drop(relay);
     schema.drop_schema().await;
 }
