@@ -64,6 +64,21 @@ if [ -z "${NOC_TEST_POSTGRES_URL:-}" ]; then
   ensure_postgres
   psql -h 127.0.0.1 -U postgres -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname = 'test'" | grep -q 1 \
     || psql -h 127.0.0.1 -U postgres -d postgres -qc "CREATE DATABASE test"
+  # The TLS test needs ssl = on with a certificate for `localhost` (Debian's default
+  # snakeoil pair carries the host name it was made on): otherwise make one.
+  pg_cert=$(psql -h 127.0.0.1 -U postgres -d postgres -tAc 'SHOW ssl_cert_file')
+  if [ "$(psql -h 127.0.0.1 -U postgres -d postgres -tAc 'SHOW ssl')" != "on" ] \
+    || ! openssl x509 -in "$pg_cert" -noout -ext subjectAltName 2>/dev/null | grep -q 'DNS:localhost'; then
+    echo "== enabling TLS on postgresql (certificate for localhost)"
+    tls_dir=$(psql -h 127.0.0.1 -U postgres -d postgres -tAc 'SHOW data_directory')
+    $SUDO openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj /CN=localhost \
+      -addext subjectAltName=DNS:localhost -keyout "$tls_dir/noc-test-key.pem" -out "$tls_dir/noc-test-cert.pem" 2>/dev/null
+    $SUDO chown postgres: "$tls_dir/noc-test-key.pem" "$tls_dir/noc-test-cert.pem"
+    $SUDO chmod 600 "$tls_dir/noc-test-key.pem"
+    psql -h 127.0.0.1 -U postgres -d postgres -q -c "ALTER SYSTEM SET ssl_cert_file = '$tls_dir/noc-test-cert.pem'" \
+      -c "ALTER SYSTEM SET ssl_key_file = '$tls_dir/noc-test-key.pem'" -c "ALTER SYSTEM SET ssl = on" \
+      -c "SELECT pg_reload_conf()" >/dev/null
+  fi
 fi
 
 # Redis on 127.0.0.1:6379 (the multi-node tests; the load-balancer tests start their own).

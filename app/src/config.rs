@@ -102,6 +102,9 @@ pub struct PostgresConfig {
     pub wait_timeout_seconds: u64,
     /// Connect timeout of a new connection.
     pub connect_timeout_seconds: u64,
+    /// PEM file of the CAs that sign the server's certificate, for TLS (`sslmode=require`
+    /// in `postgres_url`). Unset: the public (webpki) roots.
+    pub tls_ca_path: Option<PathBuf>,
 }
 
 impl Default for PostgresConfig {
@@ -111,6 +114,7 @@ impl Default for PostgresConfig {
             max_connections: o.max_connections,
             wait_timeout_seconds: o.wait_timeout.as_secs(),
             connect_timeout_seconds: o.connect_timeout.as_secs(),
+            tls_ca_path: o.tls_ca_path,
         }
     }
 }
@@ -450,6 +454,20 @@ impl Config {
         if a.max_concurrent_hashes == 0 {
             return Err(invalid("accounts.max_concurrent_hashes", "must be at least 1"));
         }
+        let sslmode = self.postgres_url.as_ref().and_then(|u| noc_storage::postgres::url_sslmode(u.expose()));
+        if let Some(mode) = sslmode
+            && !matches!(mode, "disable" | "prefer" | "require")
+        {
+            return Err(invalid(
+                "postgres_url",
+                "sslmode must be disable, prefer or require (TLS always verifies the server certificate)",
+            ));
+        }
+        if let Some(path) = &self.postgres.tls_ca_path
+            && !path.is_file()
+        {
+            return Err(invalid("postgres.tls_ca_path", "must be a readable PEM file"));
+        }
         if self.postgres_url.as_ref().is_some_and(|u| !u.expose().starts_with("postgres")) {
             return Err(invalid("postgres_url", "must be a postgres:// or postgresql:// URL"));
         }
@@ -502,6 +520,7 @@ impl Config {
             max_connections: self.postgres.max_connections,
             wait_timeout: Duration::from_secs(self.postgres.wait_timeout_seconds),
             connect_timeout: Duration::from_secs(self.postgres.connect_timeout_seconds),
+            tls_ca_path: self.postgres.tls_ca_path.clone(),
         }
     }
 
@@ -616,6 +635,17 @@ mod tests {
             }
         }
         assert!(seen >= 1, "no example configs found in {}", dir.display());
+    }
+
+    #[test]
+    fn postgres_tls_settings_are_checked() {
+        let ok = Config::from_toml("postgres_url = \"postgres://noc@db/noc?sslmode=require\"\n");
+        assert!(ok.is_ok(), "{ok:?}");
+        let err = Config::from_toml("postgres_url = \"postgres://noc@db/noc?sslmode=verify-full\"\n")
+            .expect_err("unsupported sslmode");
+        assert!(err.to_string().contains("sslmode"), "{err}");
+        let err = Config::from_toml("[postgres]\ntls_ca_path = \"/nonexistent/ca.pem\"\n").expect_err("missing file");
+        assert!(err.to_string().contains("postgres.tls_ca_path"), "{err}");
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! forever. Live sessions never depend on the database: only logins, activations and
 //! provisioning do.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -102,12 +103,51 @@ pub struct PostgresOptions {
     pub wait_timeout: Duration,
     /// Connect (and TLS) timeout of a new connection.
     pub connect_timeout: Duration,
+    /// PEM file of the certificate authorities that sign the server's certificate, for
+    /// TLS (`sslmode=require` or `prefer` in the URL); without it the webpki roots (the
+    /// public CAs) are used.
+    pub tls_ca_path: Option<std::path::PathBuf>,
 }
 
 impl Default for PostgresOptions {
     fn default() -> Self {
-        Self { max_connections: 16, wait_timeout: Duration::from_secs(2), connect_timeout: Duration::from_secs(3) }
+        Self {
+            max_connections: 16,
+            wait_timeout: Duration::from_secs(2),
+            connect_timeout: Duration::from_secs(3),
+            tls_ca_path: None,
+        }
     }
+}
+
+/// The rustls client for connections with `sslmode=require`/`prefer`. The server's
+/// certificate is always verified (chain and host name): an unauthenticated TLS link to
+/// the account store would let anyone on the path read password hashes and credentials.
+fn tls_connector(ca_path: Option<&std::path::Path>) -> Result<tokio_postgres_rustls::MakeRustlsConnect> {
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    match ca_path {
+        Some(path) => {
+            let certs = rustls_pki_types::CertificateDer::pem_file_iter(path)
+                .and_then(|certs| certs.collect::<std::result::Result<Vec<_>, _>>())
+                .map_err(|e| StoreError::Backend(format!("postgres.tls_ca_path {}: {e}", path.display())))?;
+            if certs.is_empty() {
+                return Err(StoreError::Backend(format!("postgres.tls_ca_path {}: no certificate", path.display())));
+            }
+            for cert in certs {
+                roots
+                    .add(cert)
+                    .map_err(|e| StoreError::Backend(format!("postgres.tls_ca_path {}: {e}", path.display())))?;
+            }
+        }
+        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| StoreError::Backend(format!("TLS for PostgreSQL: {e}")))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
 }
 
 /// PostgreSQL-backed [`Store`].
@@ -160,6 +200,14 @@ fn pg_error(e: tokio_postgres::Error) -> StoreError {
 
 /// A pool that timed out *waiting for a free connection* is busy, not down: a dead server
 /// fails the recycle or create step instead, quickly (`connect_timeout`).
+/// The `sslmode` parameter of a URL or key=value connection string, if any.
+pub fn url_sslmode(url: &str) -> Option<&str> {
+    url.split(['?', '&', ' '])
+        .filter_map(|kv| kv.split_once('='))
+        .find(|(k, _)| k.trim() == "sslmode")
+        .map(|(_, v)| v.trim())
+}
+
 fn pool_error(e: PoolError) -> StoreError {
     match e {
         PoolError::Backend(e) => pg_error(e),
@@ -171,8 +219,10 @@ fn pool_error(e: PoolError) -> StoreError {
 }
 
 impl PostgresStore {
-    /// Connects to `url` (`postgres://user@host:port/db?sslmode=disable`), applies
-    /// pending migrations and returns the store. TLS is not used by this constructor.
+    /// Connects to `url` (`postgres://user@host:port/db`), applies pending migrations and
+    /// returns the store. With `sslmode=require` (or `prefer`) in the URL connections use
+    /// TLS, verified against `options.tls_ca_path` (see [`PostgresOptions`]); without an
+    /// `sslmode`, or with `disable`, they are plain TCP.
     pub async fn connect(url: &str, options: PostgresOptions) -> Result<Self> {
         let mut pg: tokio_postgres::Config =
             url.parse().map_err(|e: tokio_postgres::Error| StoreError::Backend(format!("postgres_url: {e}")))?;
@@ -180,7 +230,16 @@ impl PostgresStore {
             return Err(StoreError::Backend("postgres_url: no database name".into()));
         }
         pg.connect_timeout(options.connect_timeout);
-        let manager = Manager::from_config(pg, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let manager_config = ManagerConfig { recycling_method: RecyclingMethod::Fast };
+        // tokio-postgres defaults to `prefer`; only an explicit sslmode turns TLS on, so a
+        // URL without one keeps meaning plain TCP (and needs no CA).
+        let explicit_tls = url_sslmode(url).is_some_and(|m| m != "disable");
+        let manager = if explicit_tls {
+            Manager::from_config(pg, tls_connector(options.tls_ca_path.as_deref())?, manager_config)
+        } else {
+            pg.ssl_mode(tokio_postgres::config::SslMode::Disable);
+            Manager::from_config(pg, NoTls, manager_config)
+        };
         let pool = Pool::builder(manager)
             .max_size(options.max_connections.max(1))
             .timeouts(Timeouts {

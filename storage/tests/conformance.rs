@@ -391,3 +391,46 @@ async fn parallel_guesses_do_not_bypass_the_lockout() {
     // threshold 3: at most 3 passwords were actually checked (the third locks).
     assert!(checked <= 3, "{checked} guesses were checked");
 }
+
+/// With `sslmode=require` the store talks TLS and verifies the server: the machine's
+/// PostgreSQL (its certificate as the CA, reached by the name in that certificate) works,
+/// and the same server under a name its certificate does not carry is refused.
+#[tokio::test]
+async fn postgres_over_verified_tls() {
+    let base = std::env::var("NOC_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_string());
+    let (plain, conn) =
+        tokio_postgres::connect(&base, tokio_postgres::NoTls).await.expect("PostgreSQL must be running");
+    tokio::spawn(conn);
+    let ssl: String = plain.query_one("SHOW ssl", &[]).await.expect("show ssl").get(0);
+    assert_eq!(ssl, "on", "PostgreSQL must have ssl = on for this test (scripts/test.sh turns it on)");
+    let cert: String = plain.query_one("SHOW ssl_cert_file", &[]).await.expect("cert file").get(0);
+    let schema = format!("noc_test_{}", noc_storage::secrets::random_hex::<8>());
+    plain.batch_execute(&format!("CREATE SCHEMA {schema}")).await.expect("create schema");
+    let app = format!("noc-tls-{}", noc_storage::secrets::random_hex::<4>());
+    let url = format!(
+        "{}?sslmode=require&application_name={app}&options=-csearch_path%3D{schema}",
+        base.replacen("127.0.0.1", "localhost", 1)
+    );
+    let options = PostgresOptions { tls_ca_path: Some(cert.into()), ..PostgresOptions::default() };
+
+    let store = PostgresStore::connect(&url, options.clone()).await.expect("TLS connection verified against the CA");
+    let accounts = Accounts::new(Arc::new(store), policy()).expect("accounts");
+    accounts.create_license("tls", "license-pass", 1, None, "admin:test").await.expect("a write over TLS");
+    let encrypted: bool = plain
+        .query_one(
+            "SELECT bool_and(s.ssl) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) WHERE a.application_name = $1",
+            &[&app],
+        )
+        .await
+        .expect("pg_stat_ssl")
+        .get::<_, Option<bool>>(0)
+        .expect("the store's connections are listed");
+    assert!(encrypted, "every connection of the store uses TLS");
+
+    // The certificate names `localhost`, not `127.0.0.1`: verification refuses the server.
+    let wrong_name = url.replacen("localhost", "127.0.0.1", 1);
+    let err = PostgresStore::connect(&wrong_name, options).await.expect_err("host name not in the certificate");
+    assert!(matches!(err, noc_storage::StoreError::Unavailable(_) | noc_storage::StoreError::Backend(_)), "{err:?}");
+    plain.batch_execute(&format!("DROP SCHEMA {schema} CASCADE")).await.expect("drop schema");
+}
