@@ -471,8 +471,14 @@ impl Config {
         if self.postgres_url.as_ref().is_some_and(|u| !u.expose().starts_with("postgres")) {
             return Err(invalid("postgres_url", "must be a postgres:// or postgresql:// URL"));
         }
-        if self.redis_url.as_ref().is_some_and(|u| !u.expose().starts_with("redis")) {
-            return Err(invalid("redis_url", "must be a redis:// or rediss:// URL"));
+        if self.redis_url.as_ref().is_some_and(|u| u.expose().split(',').any(|u| u.trim().starts_with("rediss://"))) {
+            return Err(invalid(
+                "redis_url",
+                "rediss:// (TLS) is not supported by this version; reach Redis over a private network or a TLS tunnel",
+            ));
+        }
+        if self.redis_url.as_ref().is_some_and(|u| !u.expose().starts_with("redis://")) {
+            return Err(invalid("redis_url", "must be a redis:// URL"));
         }
         let c = &self.cluster;
         if c.node_lease_seconds == 0 || c.session_key_ttl_seconds < 3 || c.bus_queue_messages == 0 {
@@ -638,7 +644,7 @@ mod tests {
     }
 
     #[test]
-    fn postgres_tls_settings_are_checked() {
+    fn tls_settings_of_postgres_and_redis_are_checked() {
         let ok = Config::from_toml("postgres_url = \"postgres://noc@db/noc?sslmode=require\"\n");
         assert!(ok.is_ok(), "{ok:?}");
         let err = Config::from_toml("postgres_url = \"postgres://noc@db/noc?sslmode=verify-full\"\n")
@@ -646,6 +652,8 @@ mod tests {
         assert!(err.to_string().contains("sslmode"), "{err}");
         let err = Config::from_toml("[postgres]\ntls_ca_path = \"/nonexistent/ca.pem\"\n").expect_err("missing file");
         assert!(err.to_string().contains("postgres.tls_ca_path"), "{err}");
+        let err = Config::from_toml("redis_url = \"rediss://redis:6380\"\n").expect_err("no Redis TLS");
+        assert!(err.to_string().contains("rediss://"), "{err}");
     }
 
     #[test]

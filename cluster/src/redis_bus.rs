@@ -323,9 +323,24 @@ impl Inner {
         Ok(())
     }
 
+    /// Hands a message that reached no node back to this node's router, which bounces what
+    /// it carried to its sender as undeliverable. That notice is what lets the sender queue
+    /// instead of waiting for a timeout, so a full inbox makes it wait for room rather
+    /// than drop it (returned messages are rare: one per publish to a vanished node).
     fn returned(&self, msg: BusMessage) {
-        if self.inbox_tx.try_send(BusMessage::Returned(Box::new(msg))).is_err() {
-            tracing::warn!("inbox full: a returned message is dropped");
+        match self.inbox_tx.try_send(BusMessage::Returned(Box::new(msg))) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(returned)) => {
+                let tx = self.inbox_tx.clone();
+                tokio::spawn(async move {
+                    if tx.send(returned).await.is_err() {
+                        tracing::debug!("node stopping: a returned message is not bounced");
+                    }
+                });
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                tracing::debug!("node stopping: a returned message is not bounced");
+            }
         }
     }
 }
