@@ -7,8 +7,11 @@
 //!   and no frame is routed to it any more.
 //! * `noc:own:d:<device-id>` / `noc:own:v:<ves-id>` — the node owning a session, written
 //!   by the node that authenticated it (`SET … GET` reports the previous owner, which is
-//!   then told to close its copy) and kept alive by that node (`PEXPIRE` every
-//!   `session_key_ttl / 3`). A session is valid only while its owner's lease is.
+//!   then told to close its copy) and kept alive by that node, which reads each of its
+//!   keys back every 30 s (or `session_key_ttl / 3` if shorter): its own are extended,
+//!   lost ones (Redis restarted) set again, and a key another node has taken over closes
+//!   the local session — in case the takeover's `Close` message was lost. A session is
+//!   valid only while its owner's lease is.
 //! * `noc:inbox:{<node-id>}` — the node's pub/sub channel. The braces are a hash tag: with
 //!   Redis Cluster's sharded pub/sub (`SPUBLISH`/`SSUBSCRIBE`) a node's whole inbox lives
 //!   on one shard, so messages to one node keep their order.
@@ -154,7 +157,8 @@ struct Inner {
     live: RwLock<HashSet<NodeId>>,
     cache: ShardedMap<SessionKey, (NodeId, Instant)>,
     /// Sessions this node claimed: renewed, and re-registered after Redis lost its data.
-    owned: ShardedMap<SessionKey, ()>,
+    /// Session keys this node claimed, with when (see [`renew_loop`]).
+    owned: ShardedMap<SessionKey, Instant>,
     commands_ok: AtomicBool,
     subscribed: AtomicBool,
     inbox_tx: mpsc::Sender<BusMessage>,
@@ -532,40 +536,76 @@ async fn release_loop(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<Session
     }
 }
 
+/// Most time between two ownership checks of a session key (see [`renew_loop`]).
+const OWNERSHIP_CHECK_MAX: Duration = Duration::from_secs(30);
+/// A claim younger than this (or than the check period, if shorter) is not judged by the
+/// ownership check: its `SET` may still be on its way to Redis behind the check's `GET`.
+const FRESH_CLAIM: Duration = Duration::from_secs(5);
+
+/// Keeps this node's session keys alive and checks that they still name this node.
+///
+/// A takeover tells the old owner to close its session over pub/sub, which is at most
+/// once: if that `Close` is lost (the old owner's subscription was down at that moment),
+/// the old session would live on beside the new one. So every key is read back at least
+/// every [`OWNERSHIP_CHECK_MAX`]: ours → extended; gone (Redis restarted) → set again with
+/// NX; another node's → that node took the session over: the local session is closed as
+/// `replaced`, exactly as the lost message would have done.
 async fn renew_loop(inner: Arc<Inner>) {
-    let period = inner.opts.session_key_ttl / 3;
-    let ttl = inner.opts.session_key_ttl.as_millis() as i64;
+    let period = (inner.opts.session_key_ttl / 3).min(OWNERSHIP_CHECK_MAX);
+    let fresh = period.min(FRESH_CLAIM);
+    let ttl = inner.opts.session_key_ttl.as_millis() as u64;
     loop {
         tokio::time::sleep(period).await;
         let mut keys = Vec::new();
-        inner.owned.for_each(|k, _| keys.push(*k));
+        inner.owned.for_each(|k, claimed_at| keys.push((*k, *claimed_at)));
         for chunk in keys.chunks(1000) {
-            let cmds = chunk
+            let gets = chunk
                 .iter()
-                .map(|k| {
-                    let mut c = redis::cmd("PEXPIRE");
-                    c.arg(own_key(k)).arg(ttl);
+                .map(|(k, _)| {
+                    let mut c = redis::cmd("GET");
+                    c.arg(own_key(k));
                     c
                 })
                 .collect();
-            let mut conn = inner.conn.clone();
-            match run_each::<i64>(&inner.conn, cmds).await {
-                Ok(found) => {
-                    for (k, present) in chunk.iter().zip(found) {
-                        if present == 0 && inner.owned.contains_key(k) {
-                            let _: Result<(), _> = conn
-                                .set_options(
-                                    own_key(k),
-                                    inner.node.as_str(),
-                                    redis::SetOptions::default()
-                                        .conditional_set(redis::ExistenceCheck::NX)
-                                        .with_expiration(redis::SetExpiry::PX(ttl as u64)),
-                                )
-                                .await;
+            let owners = match run_each::<Option<String>>(&inner.conn, gets).await {
+                Ok(owners) => owners,
+                Err(e) => {
+                    tracing::debug!(error = %e, "session key check failed");
+                    break;
+                }
+            };
+            let mut updates = Vec::new();
+            for ((key, claimed_at), owner) in chunk.iter().zip(owners) {
+                match owner {
+                    Some(node) if node == inner.node.as_str() => {
+                        let mut c = redis::cmd("PEXPIRE");
+                        c.arg(own_key(key)).arg(ttl);
+                        updates.push(c);
+                    }
+                    None => {
+                        // NX: never overwrite a newer owner that claimed the session meanwhile.
+                        let mut c = redis::cmd("SET");
+                        c.arg(own_key(key)).arg(inner.node.as_str()).arg("PX").arg(ttl).arg("NX");
+                        updates.push(c);
+                    }
+                    Some(other) => {
+                        let still_ours = inner.owned.with(key, |v| v.is_some_and(|at| at == claimed_at));
+                        if claimed_at.elapsed() < fresh || !still_ours {
+                            continue;
+                        }
+                        inner.owned.remove(key);
+                        tracing::info!(?key, owner = %other, "session taken over by another node; closing it here");
+                        let close = BusMessage::Close { key: *key, code: noc_protocol::CloseCode::Replaced };
+                        if inner.inbox_tx.send(close).await.is_err() {
+                            return;
                         }
                     }
                 }
-                Err(e) => tracing::debug!(error = %e, "session key renewal failed"),
+            }
+            if !updates.is_empty()
+                && let Err(e) = run_each::<redis::Value>(&inner.conn, updates).await
+            {
+                tracing::debug!(error = %e, "session key renewal failed");
             }
         }
     }
@@ -579,7 +619,7 @@ impl Cluster for RedisCluster {
 
     async fn claim(&self, key: SessionKey) -> Result<Option<NodeId>, ClusterError> {
         let inner = &self.inner;
-        inner.owned.insert(key, ());
+        inner.owned.insert(key, Instant::now());
         inner.cache.insert(key, (inner.node.clone(), Instant::now()));
         let mut conn = inner.conn.clone();
         let previous: Option<String> = redis::cmd("SET")
@@ -691,6 +731,47 @@ mod tests {
 
     fn node(name: &str) -> NodeId {
         NodeId::new(format!("{name}-{}", noc_protocol::secrets::random_hex::<4>()))
+    }
+
+    /// A takeover whose `Close` message never arrived is still noticed: the old owner reads
+    /// its key back, finds another node in it, and closes its own session (`replaced`).
+    #[tokio::test]
+    async fn a_takeover_whose_close_was_lost_is_found_by_the_ownership_check() {
+        let a = RedisCluster::connect(node("a"), RedisOptions { session_key_ttl: Duration::from_secs(3), ..opts() })
+            .await
+            .expect("Redis must run for this test");
+        let mut inbox = a.take_inbox().expect("inbox");
+        let ours = SessionKey::Device(DeviceId::random());
+        let taken = SessionKey::Device(DeviceId::random());
+        assert_eq!(a.claim(ours).await.expect("claim"), None);
+        assert_eq!(a.claim(taken).await.expect("claim"), None);
+        // Another node takes `taken` over, and its Close to `a` is lost.
+        let client = redis::Client::open(opts().url).expect("url");
+        let mut raw = client.get_multiplexed_async_connection().await.expect("connect");
+        let _: () = raw.set_ex(own_key(&taken), "some-other-node", 30).await.expect("set");
+
+        let msg = tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                match inbox.recv().await {
+                    Some(BusMessage::Close { key, code }) => break (key, code),
+                    Some(_) => continue,
+                    None => panic!("inbox closed"),
+                }
+            }
+        })
+        .await
+        .expect("the ownership check closes the taken-over session");
+        assert_eq!(msg, (taken, noc_protocol::CloseCode::Replaced));
+        // Its own key is kept (extended), the other node's is left alone.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert_eq!(a.lookup(ours).await.expect("lookup"), Some(a.node_id().clone()));
+        let owner: Option<String> = raw.get(own_key(&taken)).await.expect("get");
+        assert_eq!(owner.as_deref(), Some("some-other-node"));
+        assert!(
+            tokio::time::timeout(Duration::from_millis(1500), inbox.recv()).await.is_err(),
+            "closed once, not at every check"
+        );
+        a.leave().await;
     }
 
     #[tokio::test]
