@@ -55,6 +55,15 @@ impl RedisServer {
         }
     }
 
+    /// The keys matching `pattern` (`redis-cli --scan`).
+    pub fn keys(&self, pattern: &str) -> Vec<String> {
+        let out = Command::new("redis-cli")
+            .args(["-p", &self.port.to_string(), "--scan", "--pattern", pattern])
+            .output()
+            .expect("redis-cli must be installed (package redis-tools)");
+        String::from_utf8_lossy(&out.stdout).lines().filter(|l| !l.is_empty()).map(str::to_string).collect()
+    }
+
     pub fn restart(&self) {
         self.stop();
         let child = Command::new("redis-server")
@@ -236,6 +245,8 @@ connect_timeout_seconds = 1
 [cluster]
 node_lease_seconds = 2
 membership_interval_ms = 200
+# Routing must rest on the ownership keys in Redis, not on what a node remembers.
+owner_cache_ttl_seconds = 1
 
 [rts]
 heartbeat_interval_seconds = 1

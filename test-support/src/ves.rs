@@ -269,6 +269,11 @@ impl FakeVes {
         self.data(&DataRequest::Acks { acks: vec![FrameRef { device_id, frame_id }] }).await.expect("Acks request")
     }
 
+    /// Like [`FakeVes::ack`], reporting failures instead of panicking.
+    pub async fn try_ack(&self, device_id: DeviceId, frame_id: u64) -> Result<AcksResponse, ApiFailure> {
+        self.data(&DataRequest::Acks { acks: vec![FrameRef { device_id, frame_id }] }).await
+    }
+
     /// The HTTP client, for requests the helpers do not cover.
     pub fn http(&self) -> Arc<reqwest::Client> {
         Arc::new(self.http.clone())
