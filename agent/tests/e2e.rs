@@ -9,14 +9,19 @@
 
 mod common;
 
+use std::time::Duration;
+
 use bytes::Bytes;
 use common::*;
 use noc_crypto::{Responder, ResponderConfig, StaticKeyPair};
+use noc_device::{DeviceEvent, RunOptions as DeviceRunOptions};
+use noc_endpoint::LinkEvent;
 use noc_endpoint::rfc822::Draft;
 use noc_protocol::device::{ForwardKind, Frame};
 use noc_protocol::rts;
 use noc_test_support::{ConnectProxy, DeviceShim, Forwarder, ShimAction, ShimDir};
 use serde_json::json;
+use tokio::sync::broadcast;
 use ves_agent::ControlRequest;
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
@@ -143,6 +148,59 @@ async fn an_offline_device_gets_its_queued_items_once_and_in_order() {
     assert_eq!(noc_endpoint::rfc822::header(&items[5], "Subject").as_deref(), Some("m5"));
     assert!(device.stats.sessions.load(std::sync::atomic::Ordering::Relaxed) >= 2, "a new key per connection");
     running.halt().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_stopped_right_after_receiving_an_item_acknowledges_it_while_logging_off() {
+    let world = World::start(|_| {}, Options::default()).await;
+    let device = world.user_with_device("mona@corp.example", "+15550108").await;
+    let device_id = device.state.device_id;
+
+    // The device talks through the shim only to let the test see its CLOSE frame.
+    let shim = shim_for(&world).await;
+    let closed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let seen = closed.clone();
+    shim.set_rule(move |dir, f| {
+        if dir == ShimDir::ToRelay && matches!(f, Frame::Close { .. }) {
+            seen.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+        ShimAction::Pass
+    });
+    // The device seals its item acknowledgements on its tick. With a slow tick the one for
+    // this item is still pending when the device is told to stop, so only the shutdown
+    // drain can send it.
+    let opts = DeviceRunOptions {
+        tick: Duration::from_secs(2),
+        drain_timeout: Duration::from_secs(5),
+        ..fast_device(Some(shim.addr))
+    };
+    let mut running = run_device(&device, opts);
+    let sent = world.drop_mail("mona@corp.example", "1.M1.corp", "stop after me", "x");
+    tokio::time::timeout(T, async {
+        loop {
+            match running.events.recv().await {
+                Ok(DeviceEvent::Link(LinkEvent::ItemReceived { .. })) => return,
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(broadcast::error::RecvError::Closed) => panic!("the device stopped"),
+            }
+        }
+    })
+    .await
+    .expect("the item reached the device");
+    running.halt().await;
+    assert_eq!(inbox(&device), vec![sent]);
+    eventually(T, "the device's CLOSE at the relay", || async {
+        closed.load(std::sync::atomic::Ordering::SeqCst).then_some(())
+    })
+    .await;
+
+    // The agent got the sealed item acknowledgement: the item left its queue.
+    let status = world
+        .wait_status("the agent's queue to empty", |s| {
+            s.devices.iter().any(|d| d.device_id == device_id && d.queued == 0)
+        })
+        .await;
+    assert_eq!(status.stats.items_delivered, 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
