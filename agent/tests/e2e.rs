@@ -5,7 +5,7 @@
 //! contain the plaintext; an offline device gets its queued items once, in order; the
 //! agent survives a dropped command channel, a silent one (heartbeats) and a relay
 //! restart; it works through an authenticating CONNECT proxy; tampered and replayed frames
-//! are rejected; a key agreement tampered with by the relay is detected.
+//! are rejected in both directions; a key agreement tampered with by the relay is detected.
 
 mod common;
 
@@ -338,6 +338,26 @@ async fn tampered_and_replayed_frames_are_rejected_by_both_endpoints() {
     device.compose_mail(&draft, &[]).expect("compose");
     world.smtp.wait_for(T, |m| m.rcpt_tos.contains(&"x@partner.example".to_string())).await.expect("submitted");
     world.wait_status("the agent to reject the altered frame", |s| s.stats.tampered_frames >= 1).await;
+
+    // Device → VES, much later: the relay sends the VES an old device frame again (the
+    // original bytes of the first frame the shim altered, accepted when it was resent).
+    // The agent refuses it as a replay and counts it; nothing is submitted again.
+    let to_ves: Vec<_> =
+        shim.captured().into_iter().filter(|c| c.dir == ShimDir::ToRelay && c.kind == ForwardKind::Data).collect();
+    let accepted = to_ves.get(1).expect("an accepted device frame").clone();
+    let before = world.status().await.stats;
+    assert!(shim.inject_to_relay(Frame::Forward {
+        kind: accepted.kind,
+        frame_id: accepted.frame_id,
+        payload: accepted.payload
+    }));
+    let after = world
+        .wait_status("the agent to reject the replayed device frame", |s| {
+            s.stats.replayed_frames > before.replayed_frames
+        })
+        .await;
+    assert_eq!(after.stats.items_received, before.items_received, "nothing new taken from the replay");
+    assert_eq!(after.stats.tampered_frames, before.tampered_frames, "refused as a replay, not as tampering");
 
     // A replay much later of an old frame is refused too; nothing new is stored.
     let old = shim
