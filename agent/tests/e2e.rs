@@ -203,6 +203,63 @@ async fn a_device_stopped_right_after_receiving_an_item_acknowledges_it_while_lo
     assert_eq!(status.stats.items_delivered, 1);
 }
 
+fn standup(summary: &str) -> String {
+    format!(
+        "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//corp//e2e//EN\r\nBEGIN:VEVENT\r\nUID:standup-1@corp.example\r\n\
+         DTSTART:20261130T090000Z\r\nSUMMARY:{summary}\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_calendar_file_written_in_pieces_arrives_once_complete_and_a_new_version_replaces_it() {
+    let world = World::start(|_| {}, Options::default()).await;
+    let device = world.user_with_device("nina@corp.example", "+15550109").await;
+    let running = run_device(&device, fast_device(None));
+    let dir = world.config.mail.calendar_root.clone().expect("calendar root").join("nina@corp.example");
+    std::fs::create_dir_all(&dir).expect("calendar dir");
+    let path = dir.join("standup.ics");
+
+    // Written in place in three pieces, the way `printf … > f; printf … >> f` does: every
+    // piece opens, writes and closes the file. The first pause outlasts the settle delay
+    // and a rescan (2 s), so the agent sees the file cut off after "SUMMARY:".
+    let v1 = standup("Standup");
+    let cut1 = v1.find("SUMMARY:").expect("summary") + "SUMMARY:".len();
+    let cut2 = v1.find("END:VEVENT").expect("end");
+    std::fs::write(&path, &v1[..cut1]).expect("first piece");
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    for (piece, pause) in [(&v1[cut1..cut2], 300), (&v1[cut2..], 0)] {
+        let mut f = std::fs::OpenOptions::new().append(true).open(&path).expect("open to append");
+        std::io::Write::write_all(&mut f, piece.as_bytes()).expect("append");
+        drop(f);
+        tokio::time::sleep(Duration::from_millis(pause)).await;
+    }
+    let got = wait_inbox(&device, 1).await;
+    assert_eq!(String::from_utf8_lossy(&got[0]), v1);
+    // Exactly one item was ever sent and received: no cut-off version, not even one that a
+    // later version replaced.
+    let received = device.store.received(Some(noc_endpoint::VES_PEER), None).expect("received");
+    assert_eq!(received.len(), 1, "{received:?}");
+    assert_eq!(received[0].header.name.as_deref(), Some("standup.ics"));
+    assert_eq!(received[0].header.item_type, "calendar");
+    assert_eq!(world.status().await.stats.items_queued, 1);
+
+    // Changed (the recommended way: a temporary name, then a rename into place): the
+    // device ends up with the new version instead of the old one, not with both.
+    let v2 = standup("Standup (moved to 9:30)");
+    let tmp = dir.join(".standup.ics.tmp");
+    std::fs::write(&tmp, &v2).expect("write new version");
+    std::fs::rename(&tmp, &path).expect("rename into place");
+    let inbox = eventually(T, "the new version on the device", || async {
+        let items = device.inbox().expect("inbox");
+        items.iter().any(|r| r.body == v2.as_bytes()).then_some(items)
+    })
+    .await;
+    assert_eq!(inbox.len(), 1, "the new version replaced the old one: {inbox:?}");
+    let replaced = device.store.received(Some(noc_endpoint::VES_PEER), Some(noc_endpoint::store::STATE_REPLACED));
+    assert_eq!(replaced.expect("replaced").len(), 1, "the old version is kept as replaced, without its body");
+    running.halt().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_agent_survives_a_dropped_command_channel_a_silent_one_and_a_relay_restart() {
     // The agent reaches the relay through a forwarder that the relay also names in its

@@ -357,8 +357,8 @@ impl Ctx<'_> {
                 tracing::info!(%suite, "end-to-end session established");
                 &s.sessions
             }
-            LinkEvent::ItemReceived { id, item, .. } => {
-                tracing::info!(%id, item_type = %item.item_type(), "item received");
+            LinkEvent::ItemReceived { id, item, replaced, current, .. } => {
+                tracing::info!(%id, item_type = %item.item_type(), replaced = replaced.len(), current, "item received");
                 &s.items_received
             }
             LinkEvent::ItemDelivered { id } => {

@@ -329,14 +329,15 @@ fn run(dir: &std::path::Path, r: RunArgs) -> anyhow::Result<ExitCode> {
         let watch_stop = stop.clone();
         let until = r.until_inbox;
         let until_sent = r.until_outbox_empty;
-        let store = device.store.clone();
+        let device = std::sync::Arc::new(device);
+        let watched = device.clone();
         let reached = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(until.is_none() && !until_sent));
         let reached2 = reached.clone();
         if until.is_some() || until_sent {
             tokio::spawn(async move {
                 loop {
-                    let have = store.received(Some(noc_endpoint::VES_PEER), None).map(|v| v.len()).unwrap_or(0);
-                    let pending = store.outbox_len(noc_endpoint::VES_PEER).unwrap_or(usize::MAX);
+                    let have = watched.inbox().map(|v| v.len()).unwrap_or(0);
+                    let pending = watched.store.outbox_len(noc_endpoint::VES_PEER).unwrap_or(usize::MAX);
                     if have >= until.unwrap_or(0) && (!until_sent || pending == 0) {
                         reached2.store(true, std::sync::atomic::Ordering::SeqCst);
                         watch_stop.cancel();
