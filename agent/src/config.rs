@@ -125,6 +125,11 @@ pub struct MailConfig {
     /// Create `<root>/<email>/{new,cur,tmp}` for active users that have none.
     #[serde(default = "d_true")]
     pub create_maildirs: bool,
+    /// A file that changed without being closed after writing or renamed into place is
+    /// read once it has been quiet this long (its writer may not be done); scans leave
+    /// files younger than this to the same wait.
+    #[serde(default = "d_1000")]
+    pub settle_ms: u64,
 }
 
 /// How the SMTP server wants to be spoken to.

@@ -1,7 +1,7 @@
 //! The agent's own tables, beside the endpoint store's outbox and inbox in the same SQLite
 //! file: the users and devices it learned from the command channel (so that a restarted
-//! agent knows where to push before the relay tells it again) and which source files it
-//! has already pushed.
+//! agent knows where to push before the relay tells it again), which mails it has already
+//! pushed (`seen`) and which version of each calendar or contact file (`versions`).
 
 use noc_endpoint::Store;
 use noc_protocol::rts::ActiveUser;
@@ -29,6 +29,11 @@ CREATE TABLE IF NOT EXISTS devices (
 CREATE TABLE IF NOT EXISTS seen (
     key     TEXT PRIMARY KEY,
     seen_ms INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS versions (
+    key        TEXT PRIMARY KEY,
+    version    TEXT NOT NULL,
+    created_ms INTEGER NOT NULL
 );
 ";
 
@@ -175,6 +180,29 @@ pub fn is_seen(store: &Store, key: &str) -> Result<bool, AgentError> {
 pub fn mark_seen(store: &Store, key: &str) -> Result<(), AgentError> {
     store.with_conn(|c| {
         c.execute("INSERT OR IGNORE INTO seen (key, seen_ms) VALUES (?1, ?2)", params![key, noc_endpoint::now_ms()])
+    })?;
+    Ok(())
+}
+
+/// The version (content hash) of a calendar or contact object last pushed, with the
+/// `CreatedAtMs` it was pushed with.
+pub fn last_version(store: &Store, key: &str) -> Result<Option<(String, i64)>, AgentError> {
+    Ok(store.with_conn(|c| {
+        c.query_row("SELECT version, created_ms FROM versions WHERE key = ?1", params![key], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .optional()
+    })?)
+}
+
+/// Records `version` as the one last pushed for `key`.
+pub fn set_version(store: &Store, key: &str, version: &str, created_ms: i64) -> Result<(), AgentError> {
+    store.with_conn(|c| {
+        c.execute(
+            "INSERT INTO versions (key, version, created_ms) VALUES (?1, ?2, ?3)
+             ON CONFLICT(key) DO UPDATE SET version = excluded.version, created_ms = excluded.created_ms",
+            params![key, version, created_ms],
+        )
     })?;
     Ok(())
 }

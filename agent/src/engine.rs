@@ -317,15 +317,38 @@ impl Engine {
         }
     }
 
+    /// Whether this version of the object was pushed already (and, if not, the
+    /// `CreatedAtMs` to give it: later than the previous version's even if the clock went
+    /// back, since the device keeps the version created last).
+    fn already_pushed(&self, item: &SourceItem) -> Result<Option<i64>, crate::error::AgentError> {
+        let now_ms = noc_endpoint::now_ms();
+        let Some(version) = &item.version else {
+            return Ok((!db::is_seen(&self.store, &item.key)?).then_some(now_ms));
+        };
+        match db::last_version(&self.store, &item.key)? {
+            Some((last, _)) if &last == version => Ok(None),
+            Some((_, created)) => Ok(Some(now_ms.max(created.saturating_add(1)))),
+            None => {
+                // Agents before the versions table marked `<key>:<hash>` as seen.
+                let legacy = format!("{}:{version}", item.key);
+                if db::is_seen(&self.store, &legacy)? {
+                    db::set_version(&self.store, &item.key, version, now_ms)?;
+                    return Ok(None);
+                }
+                Ok(Some(now_ms))
+            }
+        }
+    }
+
     fn new_item(&self, st: &mut State, item: SourceItem) {
-        match db::is_seen(&self.store, &item.key) {
-            Ok(true) => return,
-            Ok(false) => {}
+        let created_ms = match self.already_pushed(&item) {
+            Ok(Some(created)) => created,
+            Ok(None) => return,
             Err(e) => {
                 tracing::error!(error = %e, "seen table");
                 return;
             }
-        }
+        };
         let Ok(Some(user)) = db::active_user_by_email(&self.store, &item.email) else {
             tracing::debug!(email = %item.email, "item for a user that is not active; kept for later");
             return;
@@ -335,7 +358,9 @@ impl Engine {
             tracing::debug!(email = %item.email, "user has no device yet; item kept for later");
             return;
         }
-        let encoded = match Item::new(item.item_type.clone(), Some(item.name.clone()), item.body).encode() {
+        let mut encoded = Item::new(item.item_type.clone(), Some(item.name.clone()), item.body);
+        encoded.header.created_at_ms = created_ms;
+        let encoded = match encoded.encode() {
             Ok(e) => e,
             Err(e) => {
                 tracing::error!(error = %e, "cannot encode item");
@@ -344,23 +369,37 @@ impl Engine {
         };
         let id = ItemId::random();
         let now_ms = noc_endpoint::now_ms();
+        // A new version of a calendar entry or contact replaces the one still queued.
+        let replaces = item.item_type.replaces_by_name().then_some(item.name.as_str());
         for device in &devices {
-            match self.store.enqueue(&device.to_string(), id, item.item_type.as_str(), &encoded, self.limits(), now_ms)
-            {
+            let peer = device.to_string();
+            let ty = item.item_type.as_str();
+            let queued = match replaces {
+                Some(name) => self.store.enqueue_replacing(&peer, id, ty, name, &encoded, self.limits(), now_ms),
+                None => self.store.enqueue(&peer, id, ty, &encoded, self.limits(), now_ms),
+            };
+            match queued {
                 Ok(q) => {
                     inc(&self.stats.items_queued);
                     for dropped in q.dropped {
                         inc(&self.stats.items_dropped);
                         tracing::warn!(%device, item = %dropped, "device queue full: oldest item dropped");
                     }
+                    for old in q.replaced {
+                        tracing::info!(%device, item = %old, "queued version replaced by a newer one");
+                    }
                 }
                 Err(e) => tracing::error!(%device, error = %e, "cannot queue item"),
             }
         }
-        if let Err(e) = db::mark_seen(&self.store, &item.key) {
+        let recorded = match &item.version {
+            Some(version) => db::set_version(&self.store, &item.key, version, created_ms),
+            None => db::mark_seen(&self.store, &item.key),
+        };
+        if let Err(e) = recorded {
             tracing::error!(error = %e, "seen table");
         }
-        tracing::info!(email = %item.email, item_type = %item.item_type, %id, devices = devices.len(), "item queued");
+        tracing::info!(email = %item.email, item_type = %item.item_type, name = %item.name, %id, devices = devices.len(), "item queued");
         let now = Instant::now();
         for device in devices {
             let peer = self.peer(st, device, user.user_id);

@@ -4,12 +4,28 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context;
+use std::io::Write;
+
 use clap::{Parser, Subcommand};
+use noc_endpoint::cli::{EXIT_STDOUT_CLOSED, is_stdout_closed};
 use ves_agent::{AgentConfig, AgentError, ControlRequest, RunOptions};
 
+/// `println!` that returns an error instead of panicking when standard output is closed.
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        noc_endpoint::cli::print_line(format_args!($($arg)*))?
+    };
+}
+
 #[derive(Parser)]
-#[command(name = "ves-agent", version, about = "Enterprise server agent of the NOC push relay")]
+#[command(
+    name = "ves-agent",
+    version,
+    about = "Enterprise server agent of the NOC push relay",
+    after_help = "Exit status: 0 success; 1 error; 3 another agent with this GUID took over the RTS \
+                  session; 4 not registered; 141 standard output was closed by its reader (as for a \
+                  program killed by SIGPIPE)."
+)]
 struct Cli {
     /// Configuration file (TOML; see examples/agent/ves-agent.toml).
     #[arg(long, short, global = true, env = "VES_AGENT_CONFIG", default_value = "ves-agent.toml")]
@@ -76,8 +92,10 @@ fn main() -> ExitCode {
         .init();
     match real_main(cli) {
         Ok(()) => ExitCode::SUCCESS,
+        // The reader has all it wanted (`| head`): no message, the status of SIGPIPE.
+        Err(e) if is_stdout_closed(e.as_ref()) => ExitCode::from(EXIT_STDOUT_CLOSED),
         Err(e) => {
-            eprintln!("ves-agent: error: {e:#}");
+            let _ = writeln!(std::io::stderr(), "ves-agent: error: {}", noc_endpoint::cli::report(e.as_ref()));
             match e.downcast_ref::<AgentError>() {
                 Some(AgentError::Replaced(_)) => ExitCode::from(3),
                 Some(AgentError::NotRegistered) => ExitCode::from(4),
@@ -94,10 +112,10 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
         match cli.command {
             Command::Register => {
                 let r = ves_agent::register(&config).await?;
-                println!("registered with {} ({} of {} users)", config.relay.url, r.used_users, r.max_users);
-                println!("VES key fingerprint (users pin this): {}", r.fingerprint);
+                outln!("registered with {} ({} of {} users)", config.relay.url, r.used_users, r.max_users);
+                outln!("VES key fingerprint (users pin this): {}", r.fingerprint);
             }
-            Command::Fingerprint => println!("{}", ves_agent::fingerprint(&config)?),
+            Command::Fingerprint => outln!("{}", ves_agent::fingerprint(&config)?),
             Command::Run => {
                 let stop = tokio_util::sync::CancellationToken::new();
                 let s = stop.clone();
@@ -118,7 +136,7 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
                 }
                 ves_agent::run(config, RunOptions::default(), stop).await?;
             }
-            Command::Status => print(control(&config, ControlRequest::Status).await?),
+            Command::Status => print(control(&config, ControlRequest::Status).await?)?,
             Command::User(u) => {
                 let req = match u {
                     UserCommand::Add { email, first_name, last_name, password, no_welcome } => {
@@ -130,18 +148,19 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
                         ControlRequest::UserResetPassword { email, password }
                     }
                 };
-                print(control(&config, req).await?);
+                print(control(&config, req).await?)?;
             }
         }
         Ok(())
     })
 }
 
-async fn control(config: &AgentConfig, req: ControlRequest) -> anyhow::Result<serde_json::Value> {
-    let socket = ves_agent::control_socket(config);
-    ves_agent::call(&socket, &req).await.with_context(|| format!("control socket {}", socket.display()))
+/// One request to the running agent. Its errors already name the socket.
+async fn control(config: &AgentConfig, req: ControlRequest) -> Result<serde_json::Value, AgentError> {
+    ves_agent::call(&ves_agent::control_socket(config), &req).await
 }
 
-fn print(v: serde_json::Value) {
-    println!("{}", serde_json::to_string_pretty(&v).unwrap_or_else(|_| v.to_string()));
+fn print(v: serde_json::Value) -> anyhow::Result<()> {
+    outln!("{}", serde_json::to_string_pretty(&v).unwrap_or_else(|_| v.to_string()));
+    Ok(())
 }

@@ -5,18 +5,23 @@
 //! contain the plaintext; an offline device gets its queued items once, in order; the
 //! agent survives a dropped command channel, a silent one (heartbeats) and a relay
 //! restart; it works through an authenticating CONNECT proxy; tampered and replayed frames
-//! are rejected; a key agreement tampered with by the relay is detected.
+//! are rejected in both directions; a key agreement tampered with by the relay is detected.
 
 mod common;
+
+use std::time::Duration;
 
 use bytes::Bytes;
 use common::*;
 use noc_crypto::{Responder, ResponderConfig, StaticKeyPair};
+use noc_device::{DeviceEvent, RunOptions as DeviceRunOptions};
+use noc_endpoint::LinkEvent;
 use noc_endpoint::rfc822::Draft;
 use noc_protocol::device::{ForwardKind, Frame};
 use noc_protocol::rts;
 use noc_test_support::{ConnectProxy, DeviceShim, Forwarder, ShimAction, ShimDir};
 use serde_json::json;
+use tokio::sync::broadcast;
 use ves_agent::ControlRequest;
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
@@ -142,6 +147,116 @@ async fn an_offline_device_gets_its_queued_items_once_and_in_order() {
     let items = wait_inbox(&device, 6).await;
     assert_eq!(noc_endpoint::rfc822::header(&items[5], "Subject").as_deref(), Some("m5"));
     assert!(device.stats.sessions.load(std::sync::atomic::Ordering::Relaxed) >= 2, "a new key per connection");
+    running.halt().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_stopped_right_after_receiving_an_item_acknowledges_it_while_logging_off() {
+    let world = World::start(|_| {}, Options::default()).await;
+    let device = world.user_with_device("mona@corp.example", "+15550108").await;
+    let device_id = device.state.device_id;
+
+    // The device talks through the shim only to let the test see its CLOSE frame.
+    let shim = shim_for(&world).await;
+    let closed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let seen = closed.clone();
+    shim.set_rule(move |dir, f| {
+        if dir == ShimDir::ToRelay && matches!(f, Frame::Close { .. }) {
+            seen.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+        ShimAction::Pass
+    });
+    // The device seals its item acknowledgements on its tick. With a slow tick the one for
+    // this item is still pending when the device is told to stop, so only the shutdown
+    // drain can send it.
+    let opts = DeviceRunOptions {
+        tick: Duration::from_secs(2),
+        drain_timeout: Duration::from_secs(5),
+        ..fast_device(Some(shim.addr))
+    };
+    let mut running = run_device(&device, opts);
+    let sent = world.drop_mail("mona@corp.example", "1.M1.corp", "stop after me", "x");
+    tokio::time::timeout(T, async {
+        loop {
+            match running.events.recv().await {
+                Ok(DeviceEvent::Link(LinkEvent::ItemReceived { .. })) => return,
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(broadcast::error::RecvError::Closed) => panic!("the device stopped"),
+            }
+        }
+    })
+    .await
+    .expect("the item reached the device");
+    running.halt().await;
+    assert_eq!(inbox(&device), vec![sent]);
+    eventually(T, "the device's CLOSE at the relay", || async {
+        closed.load(std::sync::atomic::Ordering::SeqCst).then_some(())
+    })
+    .await;
+
+    // The agent got the sealed item acknowledgement: the item left its queue.
+    let status = world
+        .wait_status("the agent's queue to empty", |s| {
+            s.devices.iter().any(|d| d.device_id == device_id && d.queued == 0)
+        })
+        .await;
+    assert_eq!(status.stats.items_delivered, 1);
+}
+
+fn standup(summary: &str) -> String {
+    format!(
+        "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//corp//e2e//EN\r\nBEGIN:VEVENT\r\nUID:standup-1@corp.example\r\n\
+         DTSTART:20261130T090000Z\r\nSUMMARY:{summary}\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_calendar_file_written_in_pieces_arrives_once_complete_and_a_new_version_replaces_it() {
+    let world = World::start(|_| {}, Options::default()).await;
+    let device = world.user_with_device("nina@corp.example", "+15550109").await;
+    let running = run_device(&device, fast_device(None));
+    let dir = world.config.mail.calendar_root.clone().expect("calendar root").join("nina@corp.example");
+    std::fs::create_dir_all(&dir).expect("calendar dir");
+    let path = dir.join("standup.ics");
+
+    // Written in place in three pieces, the way `printf … > f; printf … >> f` does: every
+    // piece opens, writes and closes the file. The first pause outlasts the settle delay
+    // and a rescan (2 s), so the agent sees the file cut off after "SUMMARY:".
+    let v1 = standup("Standup");
+    let cut1 = v1.find("SUMMARY:").expect("summary") + "SUMMARY:".len();
+    let cut2 = v1.find("END:VEVENT").expect("end");
+    std::fs::write(&path, &v1[..cut1]).expect("first piece");
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    for (piece, pause) in [(&v1[cut1..cut2], 300), (&v1[cut2..], 0)] {
+        let mut f = std::fs::OpenOptions::new().append(true).open(&path).expect("open to append");
+        std::io::Write::write_all(&mut f, piece.as_bytes()).expect("append");
+        drop(f);
+        tokio::time::sleep(Duration::from_millis(pause)).await;
+    }
+    let got = wait_inbox(&device, 1).await;
+    assert_eq!(String::from_utf8_lossy(&got[0]), v1);
+    // Exactly one item was ever sent and received: no cut-off version, not even one that a
+    // later version replaced.
+    let received = device.store.received(Some(noc_endpoint::VES_PEER), None).expect("received");
+    assert_eq!(received.len(), 1, "{received:?}");
+    assert_eq!(received[0].header.name.as_deref(), Some("standup.ics"));
+    assert_eq!(received[0].header.item_type, "calendar");
+    assert_eq!(world.status().await.stats.items_queued, 1);
+
+    // Changed (the recommended way: a temporary name, then a rename into place): the
+    // device ends up with the new version instead of the old one, not with both.
+    let v2 = standup("Standup (moved to 9:30)");
+    let tmp = dir.join(".standup.ics.tmp");
+    std::fs::write(&tmp, &v2).expect("write new version");
+    std::fs::rename(&tmp, &path).expect("rename into place");
+    let inbox = eventually(T, "the new version on the device", || async {
+        let items = device.inbox().expect("inbox");
+        items.iter().any(|r| r.body == v2.as_bytes()).then_some(items)
+    })
+    .await;
+    assert_eq!(inbox.len(), 1, "the new version replaced the old one: {inbox:?}");
+    let replaced = device.store.received(Some(noc_endpoint::VES_PEER), Some(noc_endpoint::store::STATE_REPLACED));
+    assert_eq!(replaced.expect("replaced").len(), 1, "the old version is kept as replaced, without its body");
     running.halt().await;
 }
 
@@ -280,6 +395,26 @@ async fn tampered_and_replayed_frames_are_rejected_by_both_endpoints() {
     device.compose_mail(&draft, &[]).expect("compose");
     world.smtp.wait_for(T, |m| m.rcpt_tos.contains(&"x@partner.example".to_string())).await.expect("submitted");
     world.wait_status("the agent to reject the altered frame", |s| s.stats.tampered_frames >= 1).await;
+
+    // Device → VES, much later: the relay sends the VES an old device frame again (the
+    // original bytes of the first frame the shim altered, accepted when it was resent).
+    // The agent refuses it as a replay and counts it; nothing is submitted again.
+    let to_ves: Vec<_> =
+        shim.captured().into_iter().filter(|c| c.dir == ShimDir::ToRelay && c.kind == ForwardKind::Data).collect();
+    let accepted = to_ves.get(1).expect("an accepted device frame").clone();
+    let before = world.status().await.stats;
+    assert!(shim.inject_to_relay(Frame::Forward {
+        kind: accepted.kind,
+        frame_id: accepted.frame_id,
+        payload: accepted.payload
+    }));
+    let after = world
+        .wait_status("the agent to reject the replayed device frame", |s| {
+            s.stats.replayed_frames > before.replayed_frames
+        })
+        .await;
+    assert_eq!(after.stats.items_received, before.items_received, "nothing new taken from the replay");
+    assert_eq!(after.stats.tampered_frames, before.tampered_frames, "refused as a replay, not as tampering");
 
     // A replay much later of an old frame is refused too; nothing new is stored.
     let old = shim

@@ -6,7 +6,8 @@
 //! The handshake is the Noise **NX** pattern (`Noise_NX_25519_ChaChaPoly_SHA256`),
 //! implemented here with Noise's `SymmetricState` rules (rev. 34, §5.2) rather than with the
 //! `snow` crate, which would pull a second generation of the RustCrypto crates (sha2 0.10,
-//! curve25519-dalek 4, chacha20poly1305 0.10) into the workspace:
+//! curve25519-dalek 4, chacha20poly1305 0.10) into the workspace. `tests/noise_interop.rs`
+//! runs it against `snow` in both roles, so the handshake bytes are standard Noise:
 //!
 //! ```text
 //!   prologue = "noc-e2e/1" ‖ WakeUp bytes      (the whole offer: suites, every key share)

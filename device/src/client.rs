@@ -33,6 +33,8 @@ use crate::state::DeviceState;
 const PRE_AUTH_MAX_FRAME: u32 = 1024;
 /// Room left in a frame for the suite's overhead (26 bytes legacy) and deflate's expansion.
 const SEAL_MARGIN: usize = 26 + 128;
+/// On shutdown, the CLOSE frame and the TLS close get at most this long after the drain.
+const CLOSE_GRACE: Duration = Duration::from_millis(500);
 
 /// How `run` behaves. Defaults follow docs/protocol.md §6.4.5 and docs/endpoints.md §8.
 #[derive(Clone, Debug)]
@@ -48,7 +50,8 @@ pub struct RunOptions {
     pub tick: Duration,
     /// The connection is dead after 2 × heartbeat interval + this with nothing received.
     pub dead_margin: Duration,
-    /// On shutdown, wait at most this long for the ACKs of what is still in flight.
+    /// On shutdown, spend at most this long sending pending item acknowledgements and
+    /// waiting for the relay's ACKs of what is in flight (then CLOSE).
     pub drain_timeout: Duration,
     pub link: LinkConfig,
 }
@@ -122,10 +125,10 @@ pub async fn run(
     let mut backoff = Backoff::new(opts.reconnect_initial, opts.reconnect_max);
     let ctx = Ctx { state, store, opts, events: &events, stats: &stats };
     loop {
-        let ended = tokio::select! {
-            _ = shutdown.cancelled() => Ok(Ended::Shutdown),
-            r = ctx.connection(&connector, &mut link, &mut backoff, &shutdown) => r,
-        };
+        // Only the connection watches `shutdown`: racing it here would drop the connection
+        // future mid-flight and skip its drain (pending item acknowledgements, CLOSE), so
+        // the VES would keep items the device already stored.
+        let ended = ctx.connection(&connector, &mut link, &mut backoff, &shutdown).await;
         link.on_disconnected();
         match ended? {
             Ended::Shutdown => return Ok(()),
@@ -211,7 +214,12 @@ impl Ctx<'_> {
             let params = self.handshake(&mut conn).await?;
             Ok::<_, Result<Ended, DeviceError>>((conn, params))
         };
-        let (mut conn, (hb, _idle, max_frame)) = match tokio::time::timeout(self.opts.connect_timeout, setup).await {
+        // Nothing to drain before AUTH_OK: cancelling the set-up loses nothing.
+        let setup = tokio::select! {
+            _ = shutdown.cancelled() => return Ok(Ended::Shutdown),
+            r = tokio::time::timeout(self.opts.connect_timeout, setup) => r,
+        };
+        let (mut conn, (hb, _idle, max_frame)) = match setup {
             Err(_) => return Ok(retry("connection set-up timed out")),
             Ok(Err(ended)) => return ended,
             Ok(Ok(v)) => v,
@@ -231,15 +239,15 @@ impl Ctx<'_> {
         let mut last_tx = Instant::now();
         let mut out = Outputs::default();
         link.on_connected(Instant::now(), &mut out);
-        self.flush(&mut conn, &mut out, &mut last_tx).await.map_err(DeviceError::Network)?;
+        if let Err(e) = self.flush(&mut conn, &mut out, &mut last_tx).await {
+            return Ok(retry(e));
+        }
         let mut tick = tokio::time::interval(self.opts.tick);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => {
-                    self.drain(&mut conn, link, &mut last_tx).await;
-                    let close = Frame::Close { code: CloseCode::Normal, reconnect_after_ms: 0, message: "normal".into() };
-                    let _ = tokio::time::timeout(Duration::from_secs(2), send(&mut conn, close)).await;
+                    self.log_off(&mut conn, link, &mut last_tx).await;
                     return Ok(Ended::Shutdown);
                 }
                 frame = conn.next() => {
@@ -273,7 +281,9 @@ impl Ctx<'_> {
                     if out.frames.is_empty() && out.acks.is_empty()
                         && now.saturating_duration_since(last_tx) >= heartbeat * 3 / 4
                     {
-                        send(&mut conn, Frame::Heartbeat).await.map_err(DeviceError::Network)?;
+                        if let Err(e) = send(&mut conn, Frame::Heartbeat).await {
+                            return Ok(retry(e));
+                        }
                         last_tx = now;
                     }
                 }
@@ -284,19 +294,35 @@ impl Ctx<'_> {
         }
     }
 
-    /// Logging off: sends what is pending (item acknowledgements above all, so the VES can
-    /// forget what we stored) and waits up to `drain_timeout` for the relay's ACKs.
+    /// Logging off: the drain (below) for at most `drain_timeout`, then a CLOSE `normal`
+    /// (so the relay knows the device left on purpose) and the TLS close for at most
+    /// [`CLOSE_GRACE`]. A relay that stops reading cannot hold the shutdown longer.
+    async fn log_off(&self, conn: &mut Conn, link: &mut Link, last_tx: &mut Instant) {
+        if tokio::time::timeout(self.opts.drain_timeout, self.drain(conn, link, last_tx)).await.is_err() {
+            tracing::info!(in_flight = link.in_flight(), "drain timed out; closing anyway");
+        }
+        let close = Frame::Close { code: CloseCode::Normal, reconnect_after_ms: 0, message: "normal".into() };
+        let _ = tokio::time::timeout(CLOSE_GRACE, async {
+            send(conn, close).await?;
+            SinkExt::<Frame>::close(conn).await.map_err(io_text)
+        })
+        .await;
+    }
+
+    /// Sends what is pending — item acknowledgements above all, so the VES can forget what
+    /// we stored instead of sending it again next session — and waits for the relay's ACKs
+    /// of everything in flight (the relay ACKs a FORWARD once the VES took it). Frames
+    /// arriving meanwhile are not processed: the VES resends them in the next session.
     async fn drain(&self, conn: &mut Conn, link: &mut Link, last_tx: &mut Instant) {
-        let deadline = tokio::time::Instant::now() + self.opts.drain_timeout;
         let mut out = Outputs::default();
         link.pump(Instant::now(), self.store, &mut out);
         if self.flush(conn, &mut out, last_tx).await.is_err() {
             return;
         }
         while link.in_flight() > 0 {
-            match tokio::time::timeout_at(deadline, conn.next()).await {
-                Ok(Some(Ok(Frame::Ack { frame_id }))) => link.on_ack(frame_id),
-                Ok(Some(Ok(_))) => {}
+            match conn.next().await {
+                Some(Ok(Frame::Ack { frame_id })) => link.on_ack(frame_id),
+                Some(Ok(_)) => {}
                 _ => return,
             }
         }
@@ -331,8 +357,8 @@ impl Ctx<'_> {
                 tracing::info!(%suite, "end-to-end session established");
                 &s.sessions
             }
-            LinkEvent::ItemReceived { id, item, .. } => {
-                tracing::info!(%id, item_type = %item.item_type(), "item received");
+            LinkEvent::ItemReceived { id, item, replaced, current, .. } => {
+                tracing::info!(%id, item_type = %item.item_type(), replaced = replaced.len(), current, "item received");
                 &s.items_received
             }
             LinkEvent::ItemDelivered { id } => {

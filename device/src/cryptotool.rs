@@ -9,7 +9,7 @@
 //! * `modern`: a 32-byte ChaCha20-Poly1305 *direction* key (`k_dev→ves` or `k_ves→dev`);
 //!   the frame carries its counter, chosen with `--counter`.
 
-use noc_crypto::{CryptoError, DEFAULT_MAX_PLAINTEXT, LegacyKey, Suite, legacy, modern};
+use noc_crypto::{CryptoError, LegacyKey, Suite, legacy, modern};
 
 use crate::error::DeviceError;
 
@@ -57,17 +57,25 @@ pub fn seal(suite: Suite, key_hex: &str, plaintext: &[u8], opts: &SealOptions) -
 }
 
 /// Opens one frame given as hex; an altered frame or a wrong key is
-/// [`CryptoError::AuthenticationFailed`].
-pub fn open(suite: Suite, key_hex: &str, frame_hex: &str) -> Result<Vec<u8>, DeviceError> {
+/// [`CryptoError::AuthenticationFailed`], a plaintext longer than `max_plaintext` bytes
+/// [`CryptoError::PlaintextTooLarge`]. The bound matters for legacy-2005, whose deflated
+/// frames can inflate about a thousandfold: inflating stops at the bound, so a hostile
+/// frame cannot exhaust memory. Modern frames are not compressed; the bound is checked all
+/// the same so that the flag means one thing for both suites.
+pub fn open(suite: Suite, key_hex: &str, frame_hex: &str, max_plaintext: usize) -> Result<Vec<u8>, DeviceError> {
     let frame = parse_hex("frame", frame_hex)?;
     match suite {
         Suite::Legacy2005 => {
             let key = LegacyKey::from_bytes(fixed::<{ legacy::KEY_LEN }>("--key", key_hex)?);
-            Ok(key.open(&frame, DEFAULT_MAX_PLAINTEXT)?)
+            Ok(key.open(&frame, max_plaintext)?)
         }
         Suite::Modern => {
             let key = fixed::<{ modern::KEY_LEN }>("--key", key_hex)?;
-            Ok(modern::open_frame(&key, &frame)?.plaintext)
+            let plaintext = modern::open_frame(&key, &frame)?.plaintext;
+            if plaintext.len() > max_plaintext {
+                return Err(CryptoError::PlaintextTooLarge { max: max_plaintext }.into());
+            }
+            Ok(plaintext)
         }
     }
 }
@@ -102,6 +110,8 @@ pub fn public_key(suite: Suite, private_hex: &str) -> Result<Vec<u8>, DeviceErro
 mod tests {
     use super::*;
 
+    const MAX: usize = noc_crypto::DEFAULT_MAX_PLAINTEXT;
+
     #[test]
     fn legacy_seal_is_deterministic_with_an_iv_and_opens() {
         let key = "000102030405060708090a0b0c0d0e0f";
@@ -109,11 +119,11 @@ mod tests {
         let a = seal(Suite::Legacy2005, key, b"hello", &opts).expect("seal");
         let b = seal(Suite::Legacy2005, key, b"hello", &opts).expect("seal");
         assert_eq!(a, b);
-        assert_eq!(open(Suite::Legacy2005, key, &hex::encode(&a)).expect("open"), b"hello");
+        assert_eq!(open(Suite::Legacy2005, key, &hex::encode(&a), MAX).expect("open"), b"hello");
         let mut bad = a.clone();
         bad[20] ^= 1;
         assert!(matches!(
-            open(Suite::Legacy2005, key, &hex::encode(&bad)),
+            open(Suite::Legacy2005, key, &hex::encode(&bad), MAX),
             Err(DeviceError::Crypto(CryptoError::AuthenticationFailed))
         ));
     }
@@ -124,9 +134,29 @@ mod tests {
         let opts = SealOptions { counter: 7, ..Default::default() };
         let f = seal(Suite::Modern, &key, b"hi", &opts).expect("seal");
         assert_eq!(&f[1..9], &7u64.to_be_bytes());
-        assert_eq!(open(Suite::Modern, &key, &hex::encode(&f)).expect("open"), b"hi");
-        assert!(open(Suite::Modern, &"22".repeat(32), &hex::encode(&f)).is_err());
+        assert_eq!(open(Suite::Modern, &key, &hex::encode(&f), MAX).expect("open"), b"hi");
+        assert!(open(Suite::Modern, &"22".repeat(32), &hex::encode(&f), MAX).is_err());
         assert!(seal(Suite::Modern, "00", b"", &opts).is_err(), "short key");
+    }
+
+    #[test]
+    fn the_plaintext_bound_holds_for_both_suites() {
+        let zeros = vec![0u8; 4096];
+        let key = "000102030405060708090a0b0c0d0e0f";
+        let legacy = hex::encode(seal(Suite::Legacy2005, key, &zeros, &SealOptions::default()).expect("seal"));
+        assert!(legacy.len() < 200, "zeros deflate to little: the bound is on the inflated size");
+        assert_eq!(open(Suite::Legacy2005, key, &legacy, 4096).expect("at the bound"), zeros);
+        assert!(matches!(
+            open(Suite::Legacy2005, key, &legacy, 4095),
+            Err(DeviceError::Crypto(CryptoError::PlaintextTooLarge { max: 4095 }))
+        ));
+        let key = "11".repeat(32);
+        let modern = hex::encode(seal(Suite::Modern, &key, &zeros, &SealOptions::default()).expect("seal"));
+        assert_eq!(open(Suite::Modern, &key, &modern, 4096).expect("at the bound"), zeros);
+        assert!(matches!(
+            open(Suite::Modern, &key, &modern, 4095),
+            Err(DeviceError::Crypto(CryptoError::PlaintextTooLarge { max: 4095 }))
+        ));
     }
 
     #[test]

@@ -40,7 +40,8 @@ pub enum DeviceError {
     Invalid { what: &'static str, reason: String },
 
     /// End-to-end cryptography failed (a frame that does not authenticate, a bad key).
-    #[error("{0}")]
+    /// Transparent: its message is the crypto error's, which must not be printed twice.
+    #[error(transparent)]
     Crypto(#[from] noc_crypto::CryptoError),
 
     /// The shared endpoint layer failed (local store, TLS set-up, files).

@@ -33,7 +33,7 @@ use std::sync::Arc;
 use noc_endpoint::item::{Item, ItemId, ItemType};
 use noc_endpoint::link::VES_PEER;
 use noc_endpoint::rfc822::{self, Draft};
-use noc_endpoint::store::{FullPolicy, Outgoing, QueueLimits, Received, Store};
+use noc_endpoint::store::{FullPolicy, Outgoing, QueueLimits, Received, STATE_REPLACED, Store};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
@@ -113,9 +113,10 @@ impl Device {
         Ok(id)
     }
 
-    /// Everything received, oldest first (readable without a connection).
+    /// Everything received, oldest first (readable without a connection): the current
+    /// version of each calendar entry and contact, not the versions it replaced.
     pub fn inbox(&self) -> Result<Vec<Received>, DeviceError> {
-        Ok(self.store.received(Some(VES_PEER), None)?)
+        Ok(self.store.received(Some(VES_PEER), None)?.into_iter().filter(|r| r.state != STATE_REPLACED).collect())
     }
 
     /// What waits for the VES's confirmation.

@@ -11,13 +11,24 @@ use clap::{Args, Parser, Subcommand};
 use noc_crypto::{CryptoError, Fingerprint, Suite};
 use noc_device::cryptotool::{self, SealOptions};
 use noc_device::{Activation, Device, DeviceError, RunOptions};
+use noc_endpoint::cli::{EXIT_STDOUT_CLOSED, is_stdout_closed};
 use noc_endpoint::rfc822::{self, Draft};
+
+/// `println!` that returns an error instead of panicking when standard output is closed.
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        noc_endpoint::cli::print_line(format_args!($($arg)*))?
+    };
+}
 
 #[derive(Parser)]
 #[command(
     name = "noc-device",
     version,
-    about = "Device client of the NOC push relay: end-to-end encrypted mail and PIM push"
+    about = "Device client of the NOC push relay: end-to-end encrypted mail and PIM push",
+    after_help = "Exit status: 0 success; 1 error; 2 `run --timeout-seconds` ended before the --until \
+                  conditions were met; 3 `crypto open`: the MAC or tag does not match; 141 standard \
+                  output was closed by its reader (as for a program killed by SIGPIPE)."
 )]
 struct Cli {
     /// State directory (device.json 0600, device.db, ca.pem).
@@ -146,6 +157,11 @@ enum CryptoCommand {
         suite: Suite,
         #[arg(long)]
         key: String,
+        /// Refuse a plaintext longer than this many bytes (exit status 1). legacy-2005
+        /// frames are deflated, and inflating stops at this bound, so a small hostile
+        /// frame cannot expand into gigabytes; raise it to open a larger legitimate one.
+        #[arg(long, default_value_t = noc_crypto::DEFAULT_MAX_PLAINTEXT, value_parser = clap::value_parser!(usize))]
+        max_plaintext_bytes: usize,
     },
     /// legacy-2005: print the 128-bit key K = X9.63-KDF(x(4·d·Q)) as hex.
     Derive {
@@ -178,8 +194,10 @@ fn main() -> ExitCode {
         .init();
     match real_main(cli) {
         Ok(code) => code,
+        // The reader has all it wanted (`| head`): no message, the status of SIGPIPE.
+        Err(e) if is_stdout_closed(e.as_ref()) => ExitCode::from(EXIT_STDOUT_CLOSED),
         Err(e) => {
-            eprintln!("noc-device: error: {e:#}");
+            let _ = writeln!(std::io::stderr(), "noc-device: error: {}", noc_endpoint::cli::report(e.as_ref()));
             let auth = e
                 .downcast_ref::<DeviceError>()
                 .is_some_and(|d| matches!(d, DeviceError::Crypto(CryptoError::AuthenticationFailed)));
@@ -206,9 +224,9 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 suites,
             };
             let state = rt.block_on(noc_device::activate(&cli.state_dir, &activation))?;
-            println!("activated device {} for {} ({})", state.device_id, state.full_name, state.service_type);
-            println!("device channel: {}:{}", state.device_host, state.device_port);
-            println!("pinned VES key: {}", state.ves_fingerprint);
+            outln!("activated device {} for {} ({})", state.device_id, state.full_name, state.service_type);
+            outln!("device channel: {}:{}", state.device_host, state.device_port);
+            outln!("pinned VES key: {}", state.ves_fingerprint);
             Ok(ExitCode::SUCCESS)
         }
         Command::Run(r) => run(&cli.state_dir, r),
@@ -224,7 +242,7 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             let draft = Draft { from: None, to: s.to, cc: s.cc, subject: s.subject, text };
             let id = device.compose_mail(&draft, &s.bcc)?;
-            println!("queued {id} (sent while `noc-device run` is connected)");
+            outln!("queued {id} (sent while `noc-device run` is connected)");
             Ok(ExitCode::SUCCESS)
         }
         Command::Inbox { show, json } => {
@@ -232,7 +250,7 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             let items = device.inbox()?;
             if let Some(row) = show {
                 let item = items.iter().find(|i| i.row == row).with_context(|| format!("no item {row}"))?;
-                std::io::stdout().write_all(&item.body)?;
+                noc_endpoint::cli::print(&item.body)?;
                 return Ok(ExitCode::SUCCESS);
             }
             for i in &items {
@@ -245,9 +263,9 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                         "ReceivedAtMs": i.received_ms, "From": from, "Subject": subject,
                         "Body": String::from_utf8_lossy(&i.body),
                     });
-                    println!("{v}");
+                    outln!("{v}");
                 } else {
-                    println!(
+                    outln!(
                         "{:>4}  {}  {:<8}  {:<30}  {}",
                         i.row,
                         rfc822::date(i.received_ms),
@@ -258,7 +276,7 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
             }
             if items.is_empty() && !json {
-                println!("(inbox empty)");
+                outln!("(inbox empty)");
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -266,7 +284,7 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             let device = Device::open(&cli.state_dir)?;
             for o in device.outbox()? {
                 let body = noc_endpoint::Item::decode(&o.encoded).map(|i| i.body).unwrap_or_default();
-                println!(
+                outln!(
                     "{}  {}  to {}  {}",
                     o.id,
                     rfc822::date(o.created_ms),
@@ -279,13 +297,13 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Status => {
             let device = Device::open(&cli.state_dir)?;
             let s = &device.state;
-            println!("device id:       {}", s.device_id);
-            println!("user:            {} ({})", s.full_name, s.user_id);
-            println!("relay:           {} (device channel {}:{})", s.relay_url, s.device_host, s.device_port);
-            println!("pinned VES key:  {}", s.ves_fingerprint);
-            println!("suites:          {}", s.suites.join(", "));
-            println!("inbox:           {} items", device.inbox()?.len());
-            println!("outbox:          {} items", device.outbox()?.len());
+            outln!("device id:       {}", s.device_id);
+            outln!("user:            {} ({})", s.full_name, s.user_id);
+            outln!("relay:           {} (device channel {}:{})", s.relay_url, s.device_host, s.device_port);
+            outln!("pinned VES key:  {}", s.ves_fingerprint);
+            outln!("suites:          {}", s.suites.join(", "));
+            outln!("inbox:           {} items", device.inbox()?.len());
+            outln!("outbox:          {} items", device.outbox()?.len());
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -311,14 +329,15 @@ fn run(dir: &std::path::Path, r: RunArgs) -> anyhow::Result<ExitCode> {
         let watch_stop = stop.clone();
         let until = r.until_inbox;
         let until_sent = r.until_outbox_empty;
-        let store = device.store.clone();
+        let device = std::sync::Arc::new(device);
+        let watched = device.clone();
         let reached = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(until.is_none() && !until_sent));
         let reached2 = reached.clone();
         if until.is_some() || until_sent {
             tokio::spawn(async move {
                 loop {
-                    let have = store.received(Some(noc_endpoint::VES_PEER), None).map(|v| v.len()).unwrap_or(0);
-                    let pending = store.outbox_len(noc_endpoint::VES_PEER).unwrap_or(usize::MAX);
+                    let have = watched.inbox().map(|v| v.len()).unwrap_or(0);
+                    let pending = watched.store.outbox_len(noc_endpoint::VES_PEER).unwrap_or(usize::MAX);
                     if have >= until.unwrap_or(0) && (!until_sent || pending == 0) {
                         reached2.store(true, std::sync::atomic::Ordering::SeqCst);
                         watch_stop.cancel();
@@ -339,7 +358,7 @@ fn run(dir: &std::path::Path, r: RunArgs) -> anyhow::Result<ExitCode> {
         if reached.load(std::sync::atomic::Ordering::SeqCst) {
             Ok(ExitCode::SUCCESS)
         } else {
-            eprintln!("noc-device: timed out before the --until conditions were met");
+            let _ = writeln!(std::io::stderr(), "noc-device: timed out before the --until conditions were met");
             Ok(ExitCode::from(2))
         }
     })
@@ -351,19 +370,19 @@ fn crypto(c: CryptoCommand) -> anyhow::Result<ExitCode> {
             let mut plaintext = Vec::new();
             std::io::stdin().read_to_end(&mut plaintext)?;
             let frame = cryptotool::seal(suite, &key, &plaintext, &SealOptions { iv_hex: iv, counter, last: r#final })?;
-            println!("{}", hex::encode(frame));
+            outln!("{}", hex::encode(frame));
         }
-        CryptoCommand::Open { suite, key } => {
+        CryptoCommand::Open { suite, key, max_plaintext_bytes } => {
             let mut text = String::new();
             std::io::stdin().read_to_string(&mut text)?;
-            let plaintext = cryptotool::open(suite, &key, &text)?;
-            println!("{}", hex::encode(plaintext));
+            let plaintext = cryptotool::open(suite, &key, &text, max_plaintext_bytes)?;
+            outln!("{}", hex::encode(plaintext));
         }
         CryptoCommand::Derive { suite, private, peer_public } => {
-            println!("{}", hex::encode(cryptotool::derive(suite, &private, &peer_public)?));
+            outln!("{}", hex::encode(cryptotool::derive(suite, &private, &peer_public)?));
         }
         CryptoCommand::Public { suite, private } => {
-            println!("{}", hex::encode(cryptotool::public_key(suite, &private)?));
+            outln!("{}", hex::encode(cryptotool::public_key(suite, &private)?));
         }
     }
     Ok(ExitCode::SUCCESS)

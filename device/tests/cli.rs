@@ -147,3 +147,81 @@ fn modern_frames_round_trip_and_tampering_fails() {
     let help = device(&["crypto", "seal", "--help"], b"");
     assert!(String::from_utf8_lossy(&help.stdout).contains("direction key"), "help names the key material");
 }
+
+/// Runs `noc-device` with a standard output whose reader is already gone, as after
+/// `| head -c1` once `head` has exited.
+fn device_into_closed_pipe(args: &[&str], stdin: &[u8]) -> Output {
+    let (reader, writer) = std::io::pipe().expect("pipe");
+    drop(reader);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_noc-device"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(writer)
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn noc-device");
+    let mut pipe = child.stdin.take().expect("stdin");
+    pipe.write_all(stdin).expect("write stdin");
+    drop(pipe);
+    child.wait_with_output().expect("wait")
+}
+
+#[test]
+fn a_closed_standard_output_ends_quietly_with_the_sigpipe_status() {
+    let key = "11".repeat(32);
+    for (args, stdin) in [
+        (vec!["crypto", "seal", "--suite", "modern", "--key", &key], &b"plaintext"[..]),
+        (vec!["crypto", "public", "--suite", "modern", "--private", &key], &b""[..]),
+    ] {
+        let out = device_into_closed_pipe(&args, stdin);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(141), "{args:?}: {err}");
+        assert!(err.is_empty(), "{args:?}: nothing on stderr, no panic: {err}");
+    }
+}
+
+#[test]
+fn an_error_is_printed_once() {
+    let key = "00".repeat(31) + "01";
+    let mut frame = device_hex(&["crypto", "seal", "--suite", "modern", "--key", &key], b"hi");
+    frame[10] ^= 1;
+    let out = device(&["crypto", "open", "--suite", "modern", "--key", &key], hex::encode(&frame).as_bytes());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3));
+    assert_eq!(err.matches("authentication failed").count(), 1, "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let missing = dir.path().join("no-device");
+    let out = device(&["--state-dir", missing.to_str().expect("utf8"), "status"], b"");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(err.matches("no-device").count(), 1, "{err}");
+}
+
+#[test]
+fn open_refuses_a_plaintext_above_max_plaintext_bytes() {
+    // 2 MiB of zeros deflate to a few kilobytes: over the default bound of 1 MiB.
+    let big = vec![0u8; 2 * 1024 * 1024];
+    let frame = device_hex(&["crypto", "seal", "--suite", "legacy-2005", "--key", KEY, "--iv", IV], &big);
+    let frame_hex = hex::encode(&frame);
+    let out = device(&["crypto", "open", "--suite", "legacy-2005", "--key", KEY], frame_hex.as_bytes());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("exceeds the maximum of 1048576 bytes"), "{err}");
+    assert!(out.stdout.is_empty());
+
+    let opened = device_hex(
+        &["crypto", "open", "--suite", "legacy-2005", "--key", KEY, "--max-plaintext-bytes", "2097152"],
+        frame_hex.as_bytes(),
+    );
+    assert_eq!(opened, big);
+    let out = device(
+        &["crypto", "open", "--suite", "legacy-2005", "--key", KEY, "--max-plaintext-bytes", "2097151"],
+        frame_hex.as_bytes(),
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("2097151"), "the bound given is the one applied");
+
+    let help = device(&["crypto", "open", "--help"], b"");
+    assert!(String::from_utf8_lossy(&help.stdout).contains("--max-plaintext-bytes"));
+}

@@ -94,6 +94,15 @@ impl ItemType {
         }
     }
 
+    /// Whether an item of this type with a `Name` is a new *version* of the object of that
+    /// name: it replaces, on the receiver, the earlier item of the same type and name from
+    /// the same peer (docs/endpoints.md §3.3). Calendar and contact files are edited in
+    /// place and pushed again when they change; a mail's name is unique, and a composed
+    /// mail has none.
+    pub fn replaces_by_name(&self) -> bool {
+        matches!(self, ItemType::Calendar | ItemType::Contact)
+    }
+
     /// Parses a `Type` string; unknown strings are kept as [`ItemType::Other`].
     pub fn parse(s: &str) -> Self {
         match s {
@@ -123,7 +132,9 @@ pub struct ItemHeader {
     /// composed mail's creation on the device.
     pub created_at_ms: i64,
     /// The sender's name for the source object (Maildir unique name, `.ics`/`.vcf` file
-    /// name), so that a receiver can recognise updates of the same object.
+    /// name), so that a receiver can recognise updates of the same object
+    /// ([`ItemType::replaces_by_name`]): of two versions, the one with the later
+    /// `created_at_ms` is current.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     /// Outgoing mail: blind-copy recipients, which must not appear in the message itself.

@@ -8,13 +8,15 @@
 //! * [`link`] — the per-peer state machine over `noc-crypto`: WakeUp/WakeUpAck, sealing,
 //!   in-order resend of the exact sealed bytes, acknowledgement after durable storage,
 //!   re-sealing under a new session after a reconnect;
-//! * [`backoff`], [`tls`], [`fsutil`], [`rfc822`] — small pieces both programs need:
-//!   jittered reconnects, a rustls client with the *ring* provider, 0600 state files, and
-//!   just enough RFC 5322 to list and compose mail.
+//! * [`backoff`], [`tls`], [`fsutil`], [`rfc822`], [`cli`] — small pieces both programs
+//!   need: jittered reconnects, a rustls client with the *ring* provider, 0600 state files,
+//!   just enough RFC 5322 to list and compose mail, and standard output and error reports
+//!   for the command lines.
 //!
 //! The relay never links this crate: to it, everything here is opaque bytes.
 
 pub mod backoff;
+pub mod cli;
 pub mod error;
 pub mod fsutil;
 pub mod item;

@@ -120,8 +120,10 @@ pub enum LinkEvent {
     /// The key agreement failed. Under `modern` this is tampering (or a stale answer):
     /// a security alert. Nothing is exchanged without a session.
     KeyAgreementFailed { error: String },
-    /// An item was received completely and stored.
-    ItemReceived { row: i64, id: ItemId, item: Item },
+    /// An item was received completely and stored. `replaced`: earlier versions of the
+    /// same calendar entry or contact that it replaced (an application removes them from
+    /// view); `current` is false for a version older than one already stored.
+    ItemReceived { row: i64, id: ItemId, item: Item, replaced: Vec<ItemId>, current: bool },
     /// The peer confirmed an item; it left the outbox.
     ItemDelivered { id: ItemId },
     /// Items left the outbox unconfirmed (TTL).
@@ -475,10 +477,10 @@ impl Link {
             Ok(Record::Part { id, index, count, chunk }) => {
                 match store.add_part(&self.peer, id, index, count, &chunk, self.cfg.max_item_bytes, now_ms) {
                     Ok(PartOutcome::Incomplete) => out.acks.push(frame_id),
-                    Ok(PartOutcome::Stored { row, item }) => {
+                    Ok(PartOutcome::Stored { row, item, replaced, current }) => {
                         out.acks.push(frame_id);
                         self.queue_item_ack(id);
-                        out.events.push(LinkEvent::ItemReceived { row, id, item });
+                        out.events.push(LinkEvent::ItemReceived { row, id, item, replaced, current });
                     }
                     Ok(PartOutcome::Duplicate) => {
                         out.acks.push(frame_id);

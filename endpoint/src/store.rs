@@ -18,7 +18,7 @@ use std::sync::{Mutex, MutexGuard};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::error::EndpointError;
-use crate::item::{Item, ItemHeader, ItemId};
+use crate::item::{Item, ItemHeader, ItemId, ItemType};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS outbox (
@@ -82,7 +82,15 @@ pub struct Enqueued {
     pub seq: i64,
     /// Items dropped to make room ([`FullPolicy::DropOldest`]).
     pub dropped: Vec<ItemId>,
+    /// Earlier versions of the same object taken out of the queue
+    /// ([`Store::enqueue_replacing`]).
+    pub replaced: Vec<ItemId>,
 }
+
+/// The `state` of a received item that a newer version of the same object replaced
+/// ([`ItemType::replaces_by_name`]). Its row stays, without its body, so that a resend of
+/// it is still recognised as a duplicate instead of being stored again.
+pub const STATE_REPLACED: &str = "replaced";
 
 /// An item waiting in the outbox.
 #[derive(Clone, Debug)]
@@ -101,8 +109,11 @@ pub struct Outgoing {
 pub enum PartOutcome {
     /// More parts are needed.
     Incomplete,
-    /// The item is complete and stored (the row id of `received`).
-    Stored { row: i64, item: Item },
+    /// The item is complete and stored (the row id of `received`). `replaced`: the earlier
+    /// versions of the same object it replaced. `current` is false when a newer version
+    /// was already stored (versions that completed out of order): the item is kept as
+    /// [`STATE_REPLACED`] at once.
+    Stored { row: i64, item: Item, replaced: Vec<ItemId>, current: bool },
     /// The item was already stored: nothing changed.
     Duplicate,
 }
@@ -177,9 +188,58 @@ impl Store {
         limits: QueueLimits,
         now_ms: i64,
     ) -> Result<Enqueued, EndpointError> {
+        self.enqueue_inner(peer, id, item_type, None, encoded, limits, now_ms)
+    }
+
+    /// Queues a new version of the object `name`: in the same transaction, items of the
+    /// same type and name still queued for `peer` are removed, so that a peer that was
+    /// offline receives the latest version only. One being sent right now may still
+    /// arrive; the receiver keeps the newer one ([`PartOutcome::Stored`]).
+    #[allow(clippy::too_many_arguments)]
+    pub fn enqueue_replacing(
+        &self,
+        peer: &str,
+        id: ItemId,
+        item_type: &str,
+        name: &str,
+        encoded: &[u8],
+        limits: QueueLimits,
+        now_ms: i64,
+    ) -> Result<Enqueued, EndpointError> {
+        self.enqueue_inner(peer, id, item_type, Some(name), encoded, limits, now_ms)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn enqueue_inner(
+        &self,
+        peer: &str,
+        id: ItemId,
+        item_type: &str,
+        replaces: Option<&str>,
+        encoded: &[u8],
+        limits: QueueLimits,
+        now_ms: i64,
+    ) -> Result<Enqueued, EndpointError> {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
         tx.execute("DELETE FROM outbox WHERE peer = ?1 AND expires_ms <= ?2", params![peer, now_ms])?;
+        let mut replaced = Vec::new();
+        if let Some(name) = replaces {
+            // The name is inside the encoded header; queues are short (bounded), so reading
+            // the headers of one peer's items of this type is cheap and needs no new column.
+            let mut stmt = tx.prepare("SELECT seq, item_id, encoded FROM outbox WHERE peer = ?1 AND item_type = ?2")?;
+            let rows: Vec<(i64, Vec<u8>, Vec<u8>)> = stmt
+                .query_map(params![peer, item_type], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                .collect::<Result<_, _>>()?;
+            drop(stmt);
+            for (seq, old_id, old) in rows {
+                // An undecodable header is our own bug, not the new item's: leave it queued.
+                if Item::decode_header(&old).is_ok_and(|h| h.name.as_deref() == Some(name)) {
+                    tx.execute("DELETE FROM outbox WHERE seq = ?1", params![seq])?;
+                    replaced.push(ItemId::from_slice(&old_id)?);
+                }
+            }
+        }
         let count: i64 = tx.query_row("SELECT COUNT(*) FROM outbox WHERE peer = ?1", params![peer], |r| r.get(0))?;
         let max = limits.max_items.max(1) as i64;
         let mut dropped = Vec::new();
@@ -211,7 +271,7 @@ impl Store {
                 r.get(0)
             })?;
         tx.commit()?;
-        Ok(Enqueued { seq, dropped })
+        Ok(Enqueued { seq, dropped, replaced })
     }
 
     /// The first unexpired item for `peer` with a sequence number above `after_seq`.
@@ -370,8 +430,14 @@ impl Store {
             params![peer, &id.0[..], item.header.item_type, header, item.body, now_ms],
         )?;
         let row = tx.last_insert_rowid();
+        let (replaced, current) = match &item.header.name {
+            Some(name) if ItemType::parse(&item.header.item_type).replaces_by_name() => {
+                supersede(&tx, peer, &item.header, name, row)?
+            }
+            _ => (Vec::new(), true),
+        };
         tx.commit()?;
-        Ok(PartOutcome::Stored { row, item })
+        Ok(PartOutcome::Stored { row, item, replaced, current })
     }
 
     /// Received items (of one peer and/or in one state), in the order they completed.
@@ -438,6 +504,41 @@ impl Store {
     }
 }
 
+/// Keeps one current version of the object `name` among the items of `header`'s type
+/// received from `peer`: the one with the latest `CreatedAtMs` (on a tie, the one stored
+/// last, `row`). The others become [`STATE_REPLACED`] and lose their body. Returns the
+/// item ids replaced and whether `row` is the current version.
+fn supersede(
+    tx: &rusqlite::Transaction<'_>,
+    peer: &str,
+    header: &ItemHeader,
+    name: &str,
+    row: i64,
+) -> Result<(Vec<ItemId>, bool), EndpointError> {
+    let mut stmt = tx.prepare(
+        "SELECT id, item_id, COALESCE(json_extract(header, '$.CreatedAtMs'), 0) FROM received
+         WHERE peer = ?1 AND item_type = ?2 AND state != ?3 AND id != ?4 AND json_extract(header, '$.Name') = ?5",
+    )?;
+    let others: Vec<(i64, Vec<u8>, i64)> = stmt
+        .query_map(params![peer, header.item_type, STATE_REPLACED, row, name], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })?
+        .collect::<Result<_, _>>()?;
+    drop(stmt);
+    let replace =
+        |id: i64| tx.execute("UPDATE received SET state = ?2, body = X'' WHERE id = ?1", params![id, STATE_REPLACED]);
+    if others.iter().any(|(_, _, created)| *created > header.created_at_ms) {
+        replace(row)?;
+        return Ok((Vec::new(), false));
+    }
+    let mut replaced = Vec::with_capacity(others.len());
+    for (id, item_id, _) in others {
+        replace(id)?;
+        replaced.push(ItemId::from_slice(&item_id)?);
+    }
+    Ok((replaced, true))
+}
+
 type OutgoingRow = (Outgoing, Vec<u8>);
 
 fn outgoing_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<OutgoingRow> {
@@ -471,7 +572,7 @@ fn finish_received(row: ReceivedRow) -> Result<Received, EndpointError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::item::{ItemType, part_chunk, part_count};
+    use crate::item::{part_chunk, part_count};
 
     const LIMITS: QueueLimits = QueueLimits { max_items: 3, ttl_ms: 1000, policy: FullPolicy::DropOldest };
 
@@ -533,6 +634,79 @@ mod tests {
         let inbox = store.received(Some("ves"), None).expect("inbox");
         assert_eq!(inbox.len(), 1);
         assert_eq!(inbox[0].body, vec![7u8; 1000]);
+    }
+
+    fn receive(store: &Store, item: &Item) -> (ItemId, PartOutcome) {
+        let id = ItemId::random();
+        let out = store.add_part("ves", id, 0, 1, &item.encode().expect("encode"), 1 << 20, 5).expect("store");
+        (id, out)
+    }
+
+    fn versioned(ty: ItemType, name: &str, created: i64, body: &str) -> Item {
+        let mut item = Item::new(ty, Some(name.into()), body.as_bytes().to_vec());
+        item.header.created_at_ms = created;
+        item
+    }
+
+    fn current(store: &Store) -> Vec<String> {
+        let all = store.received(Some("ves"), None).expect("received");
+        all.iter()
+            .filter(|r| r.state != STATE_REPLACED)
+            .map(|r| String::from_utf8_lossy(&r.body).into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn a_new_version_of_a_calendar_or_contact_item_replaces_the_old_one() {
+        let store = Store::in_memory("").expect("store");
+        let (v1, _) = receive(&store, &versioned(ItemType::Calendar, "meeting.ics", 100, "v1"));
+        receive(&store, &versioned(ItemType::Contact, "meeting.ics", 100, "a contact of the same name"));
+        receive(&store, &versioned(ItemType::Calendar, "other.ics", 100, "another object"));
+        let (v2, out) = receive(&store, &versioned(ItemType::Calendar, "meeting.ics", 200, "v2"));
+        let PartOutcome::Stored { replaced, current: true, .. } = out else { panic!("v2 is current: {out:?}") };
+        assert_eq!(replaced, vec![v1]);
+        assert_eq!(current(&store), ["a contact of the same name", "another object", "v2"]);
+
+        // v1 again (a resend): still a duplicate, not a second copy.
+        let enc = versioned(ItemType::Calendar, "meeting.ics", 100, "v1").encode().expect("encode");
+        assert!(matches!(store.add_part("ves", v1, 0, 1, &enc, 1 << 20, 6).expect("dup"), PartOutcome::Duplicate));
+
+        // An older version completing after a newer one does not win.
+        let (_, out) = receive(&store, &versioned(ItemType::Calendar, "meeting.ics", 150, "v1.5"));
+        assert!(matches!(out, PartOutcome::Stored { current: false, .. }), "{out:?}");
+        assert_eq!(current(&store), ["a contact of the same name", "another object", "v2"]);
+        let replaced = store.received(Some("ves"), Some(STATE_REPLACED)).expect("replaced");
+        assert_eq!(replaced.len(), 2);
+        assert!(replaced.iter().all(|r| r.body.is_empty()), "replaced versions keep no body");
+        assert!(replaced.iter().any(|r| r.id == v1) && !replaced.iter().any(|r| r.id == v2));
+
+        // Mail is never replaced by name.
+        receive(&store, &versioned(ItemType::Mail, "1.M1", 100, "mail 1"));
+        receive(&store, &versioned(ItemType::Mail, "1.M1", 200, "mail 2"));
+        assert_eq!(current(&store).len(), 5);
+    }
+
+    #[test]
+    fn a_queued_version_is_replaced_by_a_newer_one() {
+        let store = Store::in_memory("").expect("store");
+        let limits = QueueLimits { max_items: 10, ttl_ms: 1000, policy: FullPolicy::DropOldest };
+        let enqueue = |ty: ItemType, name: &str, peer: &str| {
+            let item = versioned(ty.clone(), name, 1, name);
+            let id = ItemId::random();
+            let q = store
+                .enqueue_replacing(peer, id, ty.as_str(), name, &item.encode().expect("encode"), limits, 0)
+                .expect("enqueue");
+            (id, q)
+        };
+        let (old, _) = enqueue(ItemType::Calendar, "a.ics", "d1");
+        let (other_device, _) = enqueue(ItemType::Calendar, "a.ics", "d2");
+        let (contact, _) = enqueue(ItemType::Contact, "a.ics", "d1");
+        let (b, _) = enqueue(ItemType::Calendar, "b.ics", "d1");
+        let (new, q) = enqueue(ItemType::Calendar, "a.ics", "d1");
+        assert_eq!(q.replaced, vec![old]);
+        let ids = |peer| store.outbox(Some(peer)).expect("outbox").into_iter().map(|o| o.id).collect::<Vec<_>>();
+        assert_eq!(ids("d1"), vec![contact, b, new]);
+        assert_eq!(ids("d2"), vec![other_device], "other peers' queues are untouched");
     }
 
     #[test]

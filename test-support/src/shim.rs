@@ -1,7 +1,8 @@
 //! A malicious relay in miniature: a TLS-terminating man in the middle on the device
 //! channel. It presents the relay's own certificate (the tests have its key), so a device
 //! connects to it as to the relay, and it forwards every frame to the real relay — after a
-//! test's rule has had its way with it: pass, drop, replace (tamper), duplicate (replay).
+//! test's rule has had its way with it: pass, drop, replace (tamper), duplicate (replay);
+//! a test can also inject a frame of its own in either direction (a late replay).
 //!
 //! It also records every FORWARD payload that crosses, in both directions: those are
 //! exactly the bytes the relay carries between the device and the VES (the device's
@@ -56,6 +57,9 @@ struct State {
     captured: Mutex<Vec<Captured>>,
     /// Frames to push to the device on its current connection.
     inject: Mutex<Option<mpsc::UnboundedSender<Frame>>>,
+    /// Frames to push to the relay on the device's current connection, as if the device
+    /// had sent them.
+    inject_relay: Mutex<Option<mpsc::UnboundedSender<Frame>>>,
 }
 
 /// See the module documentation.
@@ -112,6 +116,17 @@ impl DeviceShim {
     pub fn inject_to_device(&self, frame: Frame) -> bool {
         self.state.inject.lock().unwrap_or_else(|p| p.into_inner()).as_ref().is_some_and(|tx| tx.send(frame).is_ok())
     }
+
+    /// Sends a frame to the relay on the device's current connection, so that the relay
+    /// takes it for the device's and passes it to the VES (a replay towards the VES).
+    pub fn inject_to_relay(&self, frame: Frame) -> bool {
+        self.state
+            .inject_relay
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .is_some_and(|tx| tx.send(frame).is_ok())
+    }
 }
 
 async fn relay_conn(
@@ -133,6 +148,8 @@ async fn relay_conn(
     let mut to_relay = FramedWrite::new(uw, FrameCodec::new(max));
     let (inject_tx, mut inject_rx) = mpsc::unbounded_channel();
     *st.inject.lock().unwrap_or_else(|p| p.into_inner()) = Some(inject_tx);
+    let (inject_relay_tx, mut inject_relay_rx) = mpsc::unbounded_channel();
+    *st.inject_relay.lock().unwrap_or_else(|p| p.into_inner()) = Some(inject_relay_tx);
     loop {
         tokio::select! {
             f = from_device.next() => {
@@ -148,6 +165,7 @@ async fn relay_conn(
                 }
             }
             Some(f) = inject_rx.recv() => to_device.send(f).await?,
+            Some(f) = inject_relay_rx.recv() => to_relay.send(f).await?,
         }
     }
 }

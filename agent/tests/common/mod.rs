@@ -252,6 +252,8 @@ password = "{LICENSE_PW}"
 {proxy}
 [mail]
 maildir_root = "{maildir}"
+calendar_root = "{calendar}"
+contacts_root = "{contacts}"
 rescan_interval_seconds = 2
 [smtp]
 host = "127.0.0.1"
@@ -271,6 +273,8 @@ suites = {suites}
 "#,
         ca = ca.display(),
         maildir = dir.join("maildir").display(),
+        calendar = dir.join("calendar").display(),
+        contacts = dir.join("contacts").display(),
         state = dir.join("agent").display(),
         suites = opts.suites,
     );
