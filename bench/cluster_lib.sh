@@ -28,7 +28,8 @@ cluster_prepare() {
 }
 
 # node NAME HTTP DEVICE ADMIN: writes the node's configuration under $WORK/NAME and
-# starts it; returns once it is ready.
+# starts it; returns once it is ready. Behind a load balancer, NODE_PUBLIC_URL and
+# NODE_PUBLIC_DEVICE_PORT name its addresses (what activation tells devices).
 node() {
   local name=$1 http=$2 device=$3 admin=$4 dir="$WORK/$1"
   mkdir -p "$dir"
@@ -44,9 +45,12 @@ device = "127.0.0.1:$device"
 admin = "127.0.0.1:$admin"
 
 [public]
-url = "https://127.0.0.1:$http"
+url = "${NODE_PUBLIC_URL:-https://127.0.0.1:$http}"
 device_host = "127.0.0.1"
-device_port = $device
+device_port = ${NODE_PUBLIC_DEVICE_PORT:-$device}
+
+[cluster]
+node_lease_seconds = ${NODE_LEASE_SECONDS:-10}
 
 [tls]
 cert_path = "$WORK/tls/peer-cert.pem"
