@@ -258,7 +258,9 @@ pub struct AccountsConfig {
 pub struct ShutdownConfig {
     /// Reconnect hints to peers are spread over this window.
     pub drain_seconds: u64,
-    /// Time given to in-flight HTTP requests after the drain.
+    /// The whole drain — sessions closed and their CLOSE frames written, registrations
+    /// given up, in-flight HTTP requests finished — ends within this; then the process
+    /// exits.
     pub grace_seconds: u64,
 }
 

@@ -83,7 +83,17 @@ async fn open_cluster(config: &Config, node_id: &str) -> Result<Arc<dyn Cluster>
     let node = NodeId::new(node_id.to_string());
     match config.redis_options() {
         Some(opts) => Ok(Arc::new(RedisCluster::connect(node, opts).await.map_err(NodeError::Redis)?)),
-        None => Ok(Arc::new(MemoryCluster::single(node, config.cluster.bus_queue_messages))),
+        None => {
+            if config.postgres_url.is_some() {
+                // Legitimate for one node on PostgreSQL, a trap for several: they would
+                // share accounts but not sessions, and could not reach each other's.
+                tracing::warn!(
+                    "postgres_url is set but redis_url is not: this node runs alone (in-process bus); \
+                     other nodes on the same database will not see its sessions"
+                );
+            }
+            Ok(Arc::new(MemoryCluster::single(node, config.cluster.bus_queue_messages)))
+        }
     }
 }
 
@@ -310,10 +320,23 @@ impl Node {
                         router.close_all(CloseCode::ServerDraining, spread_ms);
                         tokio::time::sleep(Duration::from_millis(50)).await;
                     }
-                    router.cluster().leave().await;
-                    handles.2.stop(true).await;
-                    handles.0.stop(true).await;
-                    handles.1.stop(true).await;
+                    // Whatever is left of the grace period (at least a second) bounds the
+                    // rest: giving up the registrations (Redis may be the reason we are
+                    // stopping) and the listeners' own graceful stop. Past it, the
+                    // listeners stop at once: a drain must end within its grace period.
+                    let left = flush_deadline.saturating_duration_since(tokio::time::Instant::now());
+                    let graceful = async {
+                        router.cluster().leave().await;
+                        handles.2.stop(true).await;
+                        handles.0.stop(true).await;
+                        handles.1.stop(true).await;
+                    };
+                    if tokio::time::timeout(left.max(Duration::from_secs(1)), graceful).await.is_err() {
+                        tracing::warn!("drain ran out of its grace period; stopping the listeners now");
+                        handles.2.stop(false).await;
+                        handles.0.stop(false).await;
+                        handles.1.stop(false).await;
+                    }
                     actix_rt::System::current().stop();
                 });
             })

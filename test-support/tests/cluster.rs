@@ -143,6 +143,48 @@ cluster_test!(a_device_moving_to_another_node_closes_its_old_session, {
     cluster.stop().await;
 });
 
+cluster_test!(a_ves_moving_to_another_node_closes_its_old_session, {
+    let cluster = TestCluster::start(2, |_, _| {}).await;
+    let (a, b) = (&cluster.nodes[0], &cluster.nodes[1]);
+    a.create_license("acme", "acme-license-pw", 10).await;
+    let mut ves = a.ves();
+    ves.license("acme", "acme-license-pw").await.expect("license");
+    let mut old_channel = ves.open().await.expect("VES on node A");
+    let act = user_with_device(&ves, "stay@example.com", "+15550305").await;
+    let mut device = online_device(a, &act).await;
+    await_online(&mut old_channel, act.device_id).await;
+
+    // The same VES (same GUID) opens a session on node B: the one on A is closed.
+    let mut moved = b.ves();
+    moved.guid = ves.guid.clone();
+    let mut channel = moved.open().await.expect("VES on node B");
+    old_channel
+        .wait_for(STEP, |c| matches!(c, Command::Close { code: CloseCode::Replaced, .. }))
+        .await
+        .expect("the old session is told it was replaced");
+    assert_eq!(b.metric("noc_sessions_replaced_total", &[("kind", "ves")]), 1.0);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(a.metric("noc_sessions", &[("kind", "ves")]), 0.0);
+    assert_eq!(b.metric("noc_sessions", &[("kind", "ves")]), 1.0);
+
+    // Frames from the device (still on A) reach the VES on B, and B's frames the device.
+    let mut delivered = false;
+    for i in 0..20u64 {
+        device
+            .send(Frame::Forward { kind: ForwardKind::Data, frame_id: i, payload: Bytes::from_static(b"up") })
+            .await
+            .expect("send");
+        if channel.wait_for(Duration::from_millis(500), |c| matches!(c, Command::DeviceFrame { .. })).await.is_some() {
+            delivered = true;
+            break;
+        }
+    }
+    assert!(delivered, "device frames follow the VES to its new node");
+    let down = eventually_delivered(&moved, &mut device, act.device_id, 100..120, Duration::from_secs(1)).await;
+    assert!(down, "the VES on its new node reaches the device");
+    cluster.stop().await;
+});
+
 cluster_test!(two_nodes_racing_for_one_device_end_with_exactly_one_owner, {
     let cluster = TestCluster::start(2, |_, _| {}).await;
     let (a, b) = (&cluster.nodes[0], &cluster.nodes[1]);
