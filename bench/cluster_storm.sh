@@ -13,6 +13,11 @@
 # connect straight to their node's device port (no load balancer: one in front would need
 # two descriptors per session). Every reconnection also re-registers the session in Redis.
 #
+# IDLE=1 holds the sessions without a storm instead (HOLD=120 s by default, two default
+# heartbeat intervals) and reports the nodes' memory per session and their CPU while
+# idle: the way to put 100 000 idle sessions on one machine whose processes may hold
+# 20 000 each (DEVICES=100000 NODES=6 IDLE=1).
+#
 # Usage: bench/cluster_storm.sh       (DEVICES=50000 NODES=3 by default)
 # Needs PostgreSQL (127.0.0.1:5432, trust auth as user postgres) and Redis
 # (127.0.0.1:6379): scripts/test.sh starts both on a fresh machine.
@@ -24,8 +29,12 @@ source bench/cluster_lib.sh
 
 DEVICES=${DEVICES:-50000}
 NODES=${NODES:-3}
+IDLE=${IDLE:-}
 STORM_AT=${STORM_AT:-5}
 HOLD=${HOLD:-60}
+[ -n "$IDLE" ] && HOLD=${HOLD_IDLE:-120}
+MODE=storm
+[ -n "$IDLE" ] && MODE=idle
 # Handshakes each worker keeps in flight at once.
 CONCURRENCY=${CONCURRENCY:-2048}
 STAMP=$(date -u +%Y%m%dT%H%M%SZ)
@@ -72,23 +81,64 @@ for i in "${!SETUPS[@]}"; do
   wait "${SETUPS[$i]}" || { echo "setup of worker $i failed:" >&2; cat "$OUT/setup-$i.txt" >&2; exit 2; }
 done
 
-# Every worker ramps its devices up over the same window, holds, and drops them all
-# STORM_AT seconds into the hold.
+# Every worker ramps its devices up over the same window, holds, and (unless IDLE) drops
+# them all STORM_AT seconds into the hold.
 RAMP=$(( DEVICES / 1500 + 10 ))
 START=$(( $(date +%s%3N) + 5000 ))
-echo "== storm: ramp ${RAMP} s from $(date -u -d "@$(( START / 1000 ))" +%H:%M:%S), storm ${STORM_AT} s into a ${HOLD} s hold"
+STORM_FLAGS=(--storm-at-seconds "$STORM_AT")
+if [ -n "$IDLE" ]; then
+  STORM_FLAGS=()
+  echo "== idle: ramp ${RAMP} s from $(date -u -d "@$(( START / 1000 ))" +%H:%M:%S), then a ${HOLD} s hold"
+else
+  echo "== storm: ramp ${RAMP} s from $(date -u -d "@$(( START / 1000 ))" +%H:%M:%S), storm ${STORM_AT} s into a ${HOLD} s hold"
+fi
 RUNS=()
 for i in $(seq 0 $(( NODES - 1 ))); do
-  worker "$i" --ramp-up-seconds "$RAMP" --duration-seconds "$HOLD" --storm-at-seconds "$STORM_AT" \
+  worker "$i" --ramp-up-seconds "$RAMP" --duration-seconds "$HOLD" ${STORM_FLAGS[@]+"${STORM_FLAGS[@]}"} \
     --connect-concurrency "$CONCURRENCY" --start-at-unix-ms "$START" \
-    --out "$OUT/storm-$i.json" --html "$OUT/storm-$i.html" >"$OUT/storm-$i.txt" 2>&1 &
+    --out "$OUT/$MODE-$i.json" --html "$OUT/$MODE-$i.html" >"$OUT/$MODE-$i.txt" 2>&1 &
   RUNS+=($!)
 done
 for i in "${!RUNS[@]}"; do
-  wait "${RUNS[$i]}" || { echo "worker $i failed:" >&2; cat "$OUT/storm-$i.txt" >&2; exit 2; }
+  wait "${RUNS[$i]}" || { echo "worker $i failed:" >&2; cat "$OUT/$MODE-$i.txt" >&2; exit 2; }
 done
-"$LOADTEST" merge --out "$OUT/storm.json" --html "$OUT/storm.html" "$OUT"/storm-[0-9]*.json >"$OUT/merge.txt"
+"$LOADTEST" merge --out "$OUT/$MODE.json" --html "$OUT/$MODE.html" "$OUT"/"$MODE"-[0-9]*.json >"$OUT/merge.txt"
 cat "$OUT/merge.txt"
+
+if [ -n "$IDLE" ]; then
+  # Every worker samples every node, so the nodes' figures come from one worker's result.
+  row=$(python3 - "$OUT/idle.json" "$OUT/idle-0.json" "$NODES" <<'PY'
+import json, sys
+merged, one, nodes = json.load(open(sys.argv[1])), json.load(open(sys.argv[2])), sys.argv[3]
+online = merged["sessions"]["devices_at_traffic_start"]
+relay = one.get("relay") or {}
+rss, base = relay.get("rss_kib_at_traffic_start"), relay.get("rss_kib_before_sessions", 0)
+rss_s = "n/a" if not rss or not online else f"{rss / 1024:.0f} MiB ({(rss - base) / online:.2f} KiB per session)"
+cpu = relay.get("cpu_percent_traffic")
+cpu_s = "n/a" if cpu is None else f"{cpu:.1f}% of one core"
+per100k = "n/a" if cpu is None or not online else f"{cpu * 100000 / online:.1f}%"
+errors = ", ".join(f"{k}={v}" for k, v in merged["errors"].items()) or "none"
+print(f"| {merged['sessions']['devices_target']} | {nodes} | {online} | {rss_s} | {cpu_s} | {per100k} | {errors} |")
+PY
+)
+  echo "$row"
+  SECTION="$WORK/section.md"
+  {
+    echo "## Idle sessions on a local cluster (\`IDLE=1 bench/cluster_storm.sh\`)"
+    echo
+    echo "* Date: $(date -u '+%Y-%m-%d %H:%M UTC'), commit \`$(git rev-parse --short HEAD 2>/dev/null || echo unknown)\`$(git diff --quiet 2>/dev/null || echo ' (with uncommitted changes)')"
+    echo "* Machine: $(bench_machine); every node, PostgreSQL, Redis and the load-tool workers share it."
+    echo "* Command: \`DEVICES=$DEVICES NODES=$NODES IDLE=1 bench/cluster_storm.sh\`; results in \`$OUT/\`"
+    echo "* $NODES nodes with PostgreSQL and Redis on one machine (a process may hold only as many sessions as its open-file limit allows); one load-tool worker per node connects that node's share of the devices over ${RAMP} s, then every session idles for ${HOLD} s with the default heartbeats (60 s each way). RSS is summed over the nodes; CPU is the nodes' together during the hold."
+    echo
+    echo "| devices | nodes | online at hold start | RSS of all nodes (growth per session) | CPU of all nodes while idle | per 100 000 sessions | errors |"
+    echo "|---|---|---|---|---|---|---|"
+    echo "$row"
+  } >"$SECTION"
+  bench_write_section cluster_idle "$SECTION"
+  cat "$SECTION"
+  exit 0
+fi
 
 row=$(python3 - "$OUT/storm.json" "$NODES" <<'PY'
 import json, sys
