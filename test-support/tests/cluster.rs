@@ -196,8 +196,16 @@ cluster_test!(two_nodes_racing_for_one_device_end_with_exactly_one_owner, {
     for _round in 0..5 {
         let (da, db) = tokio::join!(online_device(a, &act), online_device(b, &act));
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let live = a.metric("noc_sessions", &[("kind", "device")]) + b.metric("noc_sessions", &[("kind", "device")]);
-        assert_eq!(live, 1.0, "exactly one session survives the race");
+        let (on_a, on_b) =
+            (a.metric("noc_sessions", &[("kind", "device")]), b.metric("noc_sessions", &[("kind", "device")]));
+        assert_eq!(on_a + on_b, 1.0, "exactly one session survives the race");
+        // ... and Redis names the node that holds it.
+        let survivor = if on_a == 1.0 { &a.node.node_id } else { &b.node.node_id };
+        let owner = std::process::Command::new("redis-cli")
+            .args(["-u", &test_redis_url(), "GET", &format!("noc:own:d:{}", act.device_id)])
+            .output()
+            .expect("redis-cli must be installed (package redis-tools)");
+        assert_eq!(String::from_utf8_lossy(&owner.stdout).trim(), survivor.as_str(), "the owner key");
         drop((da, db));
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
