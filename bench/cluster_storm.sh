@@ -49,13 +49,16 @@ cluster_prepare
 bench_build
 mkdir -p "$OUT"
 
-METRICS=()
-for i in $(seq 0 $(( NODES - 1 ))); do
-  node "n$i" $(( 18443 + 10 * i )) $(( 18444 + 10 * i )) $(( 19090 + i ))
-  METRICS+=("http://127.0.0.1:$(( 19090 + i ))/metrics")
-done
-NODE_PIDS=$(IFS=,; echo "${PIDS[*]}")
-METRICS_URLS=$(IFS=,; echo "${METRICS[*]}")
+start_all_nodes() {
+  METRICS=()
+  for i in $(seq 0 $(( NODES - 1 ))); do
+    node "n$i" $(( 18443 + 10 * i )) $(( 18444 + 10 * i )) $(( 19090 + i ))
+    METRICS+=("http://127.0.0.1:$(( 19090 + i ))/metrics")
+  done
+  NODE_PIDS=$(IFS=,; echo "${PIDS[*]}")
+  METRICS_URLS=$(IFS=,; echo "${METRICS[*]}")
+}
+start_all_nodes
 
 # worker I [loadtest flags]: node I's own VES and devices, from its own source addresses.
 worker() {
@@ -80,6 +83,10 @@ done
 for i in "${!SETUPS[@]}"; do
   wait "${SETUPS[$i]}" || { echo "setup of worker $i failed:" >&2; cat "$OUT/setup-$i.txt" >&2; exit 2; }
 done
+# Fresh node processes on the same data: memory the allocator kept from setup (argon2,
+# activations) must not hide what the sessions cost.
+stop_nodes
+start_all_nodes
 
 # Every worker ramps its devices up over the same window, holds, and (unless IDLE) drops
 # them all STORM_AT seconds into the hold.
@@ -99,6 +106,19 @@ for i in $(seq 0 $(( NODES - 1 ))); do
     --out "$OUT/$MODE-$i.json" --html "$OUT/$MODE-$i.html" >"$OUT/$MODE-$i.txt" 2>&1 &
   RUNS+=($!)
 done
+if [ -n "$IDLE" ]; then
+  # Halfway through the hold, the nodes' own count of device sessions, to set beside the
+  # load tool's.
+  (
+    sleep $(( (START - $(date +%s%3N)) / 1000 + RAMP + HOLD / 2 ))
+    total=0
+    for url in "${METRICS[@]}"; do
+      n=$(curl -sf "$url" | awk '/^noc_sessions\{kind="device"\}/ {print int($2)}')
+      total=$(( total + ${n:-0} ))
+    done
+    echo "$total" >"$WORK/relay-sessions"
+  ) &
+fi
 for i in "${!RUNS[@]}"; do
   wait "${RUNS[$i]}" || { echo "worker $i failed:" >&2; cat "$OUT/$MODE-$i.txt" >&2; exit 2; }
 done
@@ -107,9 +127,11 @@ cat "$OUT/merge.txt"
 
 if [ -n "$IDLE" ]; then
   # Every worker samples every node, so the nodes' figures come from one worker's result.
-  row=$(python3 - "$OUT/idle.json" "$OUT/idle-0.json" "$NODES" <<'PY'
+  wait
+  RELAY_SESSIONS=$(cat "$WORK/relay-sessions" 2>/dev/null || echo "n/a")
+  row=$(python3 - "$OUT/idle.json" "$OUT/idle-0.json" "$NODES" "$RELAY_SESSIONS" <<'PY'
 import json, sys
-merged, one, nodes = json.load(open(sys.argv[1])), json.load(open(sys.argv[2])), sys.argv[3]
+merged, one, nodes, relay_sessions = json.load(open(sys.argv[1])), json.load(open(sys.argv[2])), sys.argv[3], sys.argv[4]
 online = merged["sessions"]["devices_at_traffic_start"]
 relay = one.get("relay") or {}
 rss, base = relay.get("rss_kib_at_traffic_start"), relay.get("rss_kib_before_sessions", 0)
@@ -118,7 +140,7 @@ cpu = relay.get("cpu_percent_traffic")
 cpu_s = "n/a" if cpu is None else f"{cpu:.1f}% of one core"
 per100k = "n/a" if cpu is None or not online else f"{cpu * 100000 / online:.1f}%"
 errors = ", ".join(f"{k}={v}" for k, v in merged["errors"].items()) or "none"
-print(f"| {merged['sessions']['devices_target']} | {nodes} | {online} | {rss_s} | {cpu_s} | {per100k} | {errors} |")
+print(f"| {merged['sessions']['devices_target']} | {nodes} | {online} | {relay_sessions} | {rss_s} | {cpu_s} | {per100k} | {errors} |")
 PY
 )
   echo "$row"
@@ -129,10 +151,10 @@ PY
     echo "* Date: $(date -u '+%Y-%m-%d %H:%M UTC'), commit \`$(git rev-parse --short HEAD 2>/dev/null || echo unknown)\`$(git diff --quiet 2>/dev/null || echo ' (with uncommitted changes)')"
     echo "* Machine: $(bench_machine); every node, PostgreSQL, Redis and the load-tool workers share it."
     echo "* Command: \`DEVICES=$DEVICES NODES=$NODES IDLE=1 bench/cluster_storm.sh\`; results in \`$OUT/\`"
-    echo "* $NODES nodes with PostgreSQL and Redis on one machine (a process may hold only as many sessions as its open-file limit allows); one load-tool worker per node connects that node's share of the devices over ${RAMP} s, then every session idles for ${HOLD} s with the default heartbeats (60 s each way). RSS is summed over the nodes; CPU is the nodes' together during the hold."
+    echo "* $NODES nodes with PostgreSQL and Redis on one machine (a process may hold only as many sessions as its open-file limit allows); after the setup the nodes are restarted (so that memory kept from setup does not hide what sessions cost), then one load-tool worker per node connects that node's share of the devices over ${RAMP} s, and every session idles for ${HOLD} s with the default heartbeats (60 s each way). RSS is summed over the nodes, growth per session is over the fresh nodes' RSS before the first session; CPU is the nodes' together during the hold."
     echo
-    echo "| devices | nodes | online at hold start | RSS of all nodes (growth per session) | CPU of all nodes while idle | per 100 000 sessions | errors |"
-    echo "|---|---|---|---|---|---|---|"
+    echo "| devices | nodes | online at hold start (load tool) | device sessions mid-hold (nodes' \`noc_sessions\`) | RSS of all nodes (growth per session) | CPU of all nodes while idle | per 100 000 sessions | errors |"
+    echo "|---|---|---|---|---|---|---|---|"
     echo "$row"
   } >"$SECTION"
   bench_write_section cluster_idle "$SECTION"
