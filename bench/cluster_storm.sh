@@ -118,6 +118,7 @@ if [ -n "$IDLE" ]; then
     done
     echo "$total" >"$WORK/relay-sessions"
   ) &
+  SAMPLER=$!
 fi
 for i in "${!RUNS[@]}"; do
   wait "${RUNS[$i]}" || { echo "worker $i failed:" >&2; cat "$OUT/$MODE-$i.txt" >&2; exit 2; }
@@ -127,7 +128,7 @@ cat "$OUT/merge.txt"
 
 if [ -n "$IDLE" ]; then
   # Every worker samples every node, so the nodes' figures come from one worker's result.
-  wait
+  wait "$SAMPLER"
   RELAY_SESSIONS=$(cat "$WORK/relay-sessions" 2>/dev/null || echo "n/a")
   row=$(python3 - "$OUT/idle.json" "$OUT/idle-0.json" "$NODES" "$RELAY_SESSIONS" <<'PY'
 import json, sys
