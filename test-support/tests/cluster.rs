@@ -9,7 +9,7 @@ use noc_protocol::device::{ForwardKind, Frame};
 use noc_protocol::rts::{Command, FrameStatus};
 use noc_protocol::{CloseCode, UndeliverableReason};
 use noc_test_support::scenario::{STEP, await_online, expect_close, online_device, user_with_device};
-use noc_test_support::{FakeDevice, FakeVes, Forwarder, Recv, TestCluster, test_redis_url};
+use noc_test_support::{CommandChannel, FakeDevice, FakeVes, Forwarder, Recv, TestCluster, test_redis_url};
 
 /// Sends frames `ids` to `device_id` until one is accepted and arrives at `device`.
 async fn eventually_delivered(
@@ -65,6 +65,16 @@ async fn two_nodes_second_behind_a_redis_proxy() -> (TestCluster, Forwarder) {
     (cluster, proxy)
 }
 
+/// Two nodes, a license, and a VES whose command channel is open on the first node.
+async fn two_nodes_with_ves_on_the_first() -> (TestCluster, FakeVes, CommandChannel) {
+    let cluster = TestCluster::start(2, |_, _| {}).await;
+    cluster.nodes[0].create_license("acme", "acme-license-pw", 10).await;
+    let mut ves = cluster.nodes[0].ves();
+    ves.license("acme", "acme-license-pw").await.expect("license");
+    let channel = ves.open().await.expect("VES on node A");
+    (cluster, ves, channel)
+}
+
 /// The nodes must keep running while `TestRelay::start_with` blocks, and the proxies too.
 macro_rules! cluster_test {
     ($name:ident, $body:block) => {
@@ -74,12 +84,8 @@ macro_rules! cluster_test {
 }
 
 cluster_test!(frames_cross_nodes_both_ways_in_order, {
-    let cluster = TestCluster::start(2, |_, _| {}).await;
+    let (cluster, ves, mut channel) = two_nodes_with_ves_on_the_first().await;
     let (a, b) = (&cluster.nodes[0], &cluster.nodes[1]);
-    a.create_license("acme", "acme-license-pw", 10).await;
-    let mut ves = a.ves();
-    ves.license("acme", "acme-license-pw").await.expect("license");
-    let mut channel = ves.open().await.expect("VES on node A");
     let act = user_with_device(&ves, "x@example.com", "+15550300").await;
     let mut device = online_device(b, &act).await; // the device lands on node B
     await_online(&mut channel, act.device_id).await;
@@ -122,12 +128,8 @@ cluster_test!(frames_cross_nodes_both_ways_in_order, {
 });
 
 cluster_test!(a_device_moving_to_another_node_closes_its_old_session, {
-    let cluster = TestCluster::start(2, |_, _| {}).await;
+    let (cluster, ves, mut channel) = two_nodes_with_ves_on_the_first().await;
     let (a, b) = (&cluster.nodes[0], &cluster.nodes[1]);
-    a.create_license("acme", "acme-license-pw", 10).await;
-    let mut ves = a.ves();
-    ves.license("acme", "acme-license-pw").await.expect("license");
-    let mut channel = ves.open().await.expect("channel");
     let act = user_with_device(&ves, "mover@example.com", "+15550301").await;
     let mut first = online_device(a, &act).await;
     await_online(&mut channel, act.device_id).await;
@@ -144,12 +146,8 @@ cluster_test!(a_device_moving_to_another_node_closes_its_old_session, {
 });
 
 cluster_test!(a_ves_moving_to_another_node_closes_its_old_session, {
-    let cluster = TestCluster::start(2, |_, _| {}).await;
+    let (cluster, ves, mut old_channel) = two_nodes_with_ves_on_the_first().await;
     let (a, b) = (&cluster.nodes[0], &cluster.nodes[1]);
-    a.create_license("acme", "acme-license-pw", 10).await;
-    let mut ves = a.ves();
-    ves.license("acme", "acme-license-pw").await.expect("license");
-    let mut old_channel = ves.open().await.expect("VES on node A");
     let act = user_with_device(&ves, "stay@example.com", "+15550305").await;
     let mut device = online_device(a, &act).await;
     await_online(&mut old_channel, act.device_id).await;
@@ -186,12 +184,8 @@ cluster_test!(a_ves_moving_to_another_node_closes_its_old_session, {
 });
 
 cluster_test!(two_nodes_racing_for_one_device_end_with_exactly_one_owner, {
-    let cluster = TestCluster::start(2, |_, _| {}).await;
+    let (cluster, ves, _channel) = two_nodes_with_ves_on_the_first().await;
     let (a, b) = (&cluster.nodes[0], &cluster.nodes[1]);
-    a.create_license("acme", "acme-license-pw", 10).await;
-    let mut ves = a.ves();
-    ves.license("acme", "acme-license-pw").await.expect("license");
-    let _channel = ves.open().await.expect("channel");
     let act = user_with_device(&ves, "race@example.com", "+15550302").await;
     for _round in 0..5 {
         let (da, db) = tokio::join!(online_device(a, &act), online_device(b, &act));

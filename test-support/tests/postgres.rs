@@ -4,7 +4,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use noc_protocol::device::{ForwardKind, Frame};
-use noc_protocol::rts::{Command, DeviceActivationResponse, FrameStatus};
+use noc_protocol::rts::{Command, FrameStatus};
+use noc_test_support::scenario::{USER_PASSWORD, user_with_device};
 use noc_test_support::{Forwarder, Recv, TestRelay, TestSchema};
 use serde_json::json;
 
@@ -28,18 +29,7 @@ async fn live_sessions_survive_a_postgres_outage_and_logins_recover() {
     let mut ves = relay.ves();
     ves.license("pg", "pg-license-pw").await.expect("license");
     let mut channel = ves.open().await.expect("channel");
-    ves.provision("pg@example.com", Some("pg-password-1")).await.expect("provision");
-    let _: serde_json::Value = ves
-        .post_json(
-            "/account/v1/activate",
-            &json!({"Login": "pg@example.com", "Password": "pg-password-1", "Msisdn": "+15550200", "TimeZone": "UTC"}),
-        )
-        .await
-        .expect("activate");
-    let act: DeviceActivationResponse = ves
-        .post_json("/device/v1/activate", &json!({"Msisdn": "+15550200", "Password": "pg-password-1"}))
-        .await
-        .expect("device");
+    let act = user_with_device(&ves, "pg@example.com", "+15550200").await;
     let mut device = relay.device_connection().await;
     assert!(matches!(device.login(act.device_id, &act.device_credential).await, Recv::Frame(Frame::AuthOk { .. })));
     channel.wait_for(T, |c| matches!(c, Command::DevicePresence { online: true, .. })).await.expect("online");
@@ -67,7 +57,7 @@ async fn live_sessions_survive_a_postgres_outage_and_logins_recover() {
     let err = ves
         .post_json::<serde_json::Value>(
             "/device/v1/activate",
-            &json!({"Msisdn": "+15550200", "Password": "pg-password-1"}),
+            &json!({"Msisdn": "+15550200", "Password": USER_PASSWORD}),
         )
         .await
         .expect_err("store down");
@@ -115,18 +105,7 @@ async fn an_exhausted_pool_is_busy_not_down() {
     let mut ves = relay.ves();
     ves.license("pg", "pg-license-pw").await.expect("license");
     let _channel = ves.open().await.expect("channel");
-    ves.provision("busy@example.com", Some("pg-password-1")).await.expect("provision");
-    let _: serde_json::Value = ves
-        .post_json(
-            "/account/v1/activate",
-            &json!({"Login": "busy@example.com", "Password": "pg-password-1", "Msisdn": "+15550201", "TimeZone": "UTC"}),
-        )
-        .await
-        .expect("activate");
-    let act: DeviceActivationResponse = ves
-        .post_json("/device/v1/activate", &json!({"Msisdn": "+15550201", "Password": "pg-password-1"}))
-        .await
-        .expect("device");
+    let act = user_with_device(&ves, "busy@example.com", "+15550201").await;
 
     // Another client locks the license row; a license login then waits on that lock (its
     // token insert checks the foreign key) while holding the pool's only connection.
