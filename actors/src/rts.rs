@@ -12,6 +12,7 @@ use std::time::Duration;
 use actix::Addr;
 use hmac::{KeyInit, Mac};
 use noc_cluster::ShardedMap;
+use noc_protocol::clock::unix_ms;
 use noc_protocol::secrets;
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
@@ -39,10 +40,6 @@ pub struct RtsSessions {
     metrics: Arc<Metrics>,
 }
 
-fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
-}
-
 impl RtsSessions {
     pub fn new(reply_time: Duration, metrics: Arc<Metrics>) -> Arc<Self> {
         Arc::new(Self { secret: secrets::random_bytes::<32>(), live: ShardedMap::new(), reply_time, metrics })
@@ -57,7 +54,7 @@ impl RtsSessions {
 
     /// Issues a new KeyId (64 random bits, then the expiry in unix ms, as hex) and its Key.
     pub fn issue(&self) -> (String, String) {
-        let expiry = now_ms() + self.reply_time.as_millis() as u64;
+        let expiry = unix_ms() + self.reply_time.as_millis() as u64;
         let key_id = format!("{}{expiry:016x}", secrets::random_hex::<8>());
         let key = self.key_for(&key_id);
         (key_id, key)
@@ -74,7 +71,7 @@ impl RtsSessions {
             return None;
         }
         let expiry = u64::from_str_radix(&key_id[16..], 16).ok()?;
-        if expiry <= now_ms() {
+        if expiry <= unix_ms() {
             return None;
         }
         let expected = self.key_for(key_id);

@@ -139,7 +139,7 @@ pub fn upsert_device(store: &Store, device: DeviceId, user: UserId, name: Option
             "INSERT INTO devices (device_id, user_id, name, revoked, first_seen_ms) VALUES (?1, ?2, ?3, 0, ?4)
              ON CONFLICT(device_id) DO UPDATE SET user_id = excluded.user_id,
              name = COALESCE(excluded.name, devices.name), revoked = 0",
-            params![device.to_string(), user.to_string(), name, noc_endpoint::now_ms()],
+            params![device.to_string(), user.to_string(), name, noc_protocol::clock::unix_ms_i64()],
         )
     })?;
     Ok(n > 0)
@@ -179,7 +179,10 @@ pub fn is_seen(store: &Store, key: &str) -> Result<bool, AgentError> {
 
 pub fn mark_seen(store: &Store, key: &str) -> Result<(), AgentError> {
     store.with_conn(|c| {
-        c.execute("INSERT OR IGNORE INTO seen (key, seen_ms) VALUES (?1, ?2)", params![key, noc_endpoint::now_ms()])
+        c.execute(
+            "INSERT OR IGNORE INTO seen (key, seen_ms) VALUES (?1, ?2)",
+            params![key, noc_protocol::clock::unix_ms_i64()],
+        )
     })?;
     Ok(())
 }

@@ -321,7 +321,7 @@ impl Engine {
     /// `CreatedAtMs` to give it: later than the previous version's even if the clock went
     /// back, since the device keeps the version created last).
     fn already_pushed(&self, item: &SourceItem) -> Result<Option<i64>, crate::error::AgentError> {
-        let now_ms = noc_endpoint::now_ms();
+        let now_ms = noc_protocol::clock::unix_ms_i64();
         let Some(version) = &item.version else {
             return Ok((!db::is_seen(&self.store, &item.key)?).then_some(now_ms));
         };
@@ -368,7 +368,7 @@ impl Engine {
             }
         };
         let id = ItemId::random();
-        let now_ms = noc_endpoint::now_ms();
+        let now_ms = noc_protocol::clock::unix_ms_i64();
         // A new version of a calendar entry or contact replaces the one still queued.
         let replaces = item.item_type.replaces_by_name().then_some(item.name.as_str());
         for device in &devices {

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use noc_protocol::ApiErrorCode;
 use thiserror::Error;
 
 /// An RTS request that failed: transport, an HTTP error from the relay, or a body that is
@@ -19,10 +20,11 @@ pub enum RtsError {
 }
 
 impl RtsError {
-    /// The relay's `Error.Code`, if it answered with one.
-    pub fn code(&self) -> Option<&str> {
+    /// The relay's `Error.Code`, if it answered with one ([`ApiErrorCode::Other`] for a
+    /// code this agent does not know, or an answer that was not an error body).
+    pub fn code(&self) -> Option<ApiErrorCode> {
         match self {
-            RtsError::Api { code, .. } => Some(code),
+            RtsError::Api { code, .. } => Some(ApiErrorCode::parse(code)),
             _ => None,
         }
     }

@@ -12,7 +12,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use noc_protocol::rts::{
-    self, ConnectParams, DataRequest, ErrorBody, LicenseRequest, LicenseResponse, RtsConnection, RtsConnectionEnvelope,
+    self, ConnectParams, DataRequest, ErrorReply, LicenseRequest, LicenseResponse, RtsConnectionEnvelope,
 };
 use serde::de::DeserializeOwned;
 use tokio::sync::{Semaphore, watch};
@@ -89,13 +89,7 @@ impl Rts {
         guid: &str,
         license_id: Option<&str>,
     ) -> Result<reqwest::Response, RtsError> {
-        let envelope = RtsConnectionEnvelope {
-            rts_connection: RtsConnection {
-                guid: guid.into(),
-                license_id: license_id.map(String::from),
-                agent: Some(AGENT_NAME.into()),
-            },
-        };
+        let envelope = RtsConnectionEnvelope::new(guid, license_id, AGENT_NAME);
         // The relay answers at once and then streams: bound the wait for the headers only.
         let send = self.client().post(&params.event_url).header(rts::HEADER_KEY, &params.key).json(&envelope).send();
         let resp = tokio::time::timeout(self.request_timeout, send)
@@ -122,7 +116,8 @@ impl Rts {
 }
 
 fn build_client(config: &AgentConfig) -> Result<reqwest::Client, AgentError> {
-    let tls = noc_endpoint::tls::client_config(config.relay.ca_file.as_deref(), &[b"http/1.1"])?;
+    let tls = noc_tls::client_config(config.relay.ca_file.as_deref(), &[b"http/1.1"])
+        .map_err(noc_endpoint::EndpointError::from)?;
     let mut builder = reqwest::Client::builder()
         .use_preconfigured_tls(tls)
         .http1_only()
@@ -172,20 +167,8 @@ async fn failure(resp: reqwest::Response) -> RtsError {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok())
         .map(Duration::from_secs);
-    let text = resp.text().await.unwrap_or_default();
-    match serde_json::from_str::<ErrorBody>(&text) {
-        Ok(b) => RtsError::Api {
-            status,
-            code: serde_json::to_value(b.error.code)
-                .ok()
-                .and_then(|v| v.as_str().map(String::from))
-                .unwrap_or_default(),
-            message: b.error.message,
-            retry_after,
-        },
-        // Unknown error bodies: fall back on the status (docs/protocol.md §1.3).
-        Err(_) => RtsError::Api { status, code: String::new(), message: text.chars().take(200).collect(), retry_after },
-    }
+    let reply = ErrorReply::parse(&resp.bytes().await.unwrap_or_default());
+    RtsError::Api { status, code: reply.code_text, message: reply.message, retry_after }
 }
 
 /// Data-channel access shared by the engine, the control socket and the supervisor: the

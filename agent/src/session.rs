@@ -19,8 +19,8 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use noc_endpoint::Backoff;
-use noc_protocol::CloseCode;
 use noc_protocol::rts::Command;
+use noc_protocol::{ApiErrorCode, CloseCode};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -128,7 +128,7 @@ impl Supervisor {
                             }
                         }
                     }
-                    Err(e) if matches!(e.code(), Some("invalid_session")) => {
+                    Err(e) if e.code() == Some(ApiErrorCode::InvalidSession) => {
                         tracing::info!("RTS session gone; starting a new one");
                         self.keys.send_replace(None);
                         continue 'session;

@@ -53,7 +53,7 @@ impl AgentState {
                     guid: noc_protocol::secrets::random_hex::<16>(),
                     license_token: None,
                     static_key: hex::encode(key.secret_bytes().as_slice()),
-                    created_at_ms: noc_endpoint::now_ms(),
+                    created_at_ms: noc_protocol::clock::unix_ms_i64(),
                 };
                 state.save(dir)?;
                 Ok(state)

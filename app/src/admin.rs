@@ -55,7 +55,7 @@ impl Admin {
         max_users: u32,
         expires_in_days: Option<u32>,
     ) -> Result<License, AdminError> {
-        let expires_at = expires_in_days.map(|d| noc_storage::now_ms() + d as i64 * 86_400_000);
+        let expires_at = expires_in_days.map(|d| noc_protocol::clock::unix_ms_i64() + d as i64 * 86_400_000);
         Ok(self.accounts.create_license(name, password, max_users, expires_at, &self.actor).await?)
     }
 
@@ -68,9 +68,9 @@ impl Admin {
     }
 
     pub async fn approve_msisdn(&self, msisdn: &str) -> Result<(), AdminError> {
-        self.accounts.store().approve_msisdn(msisdn, &self.actor, noc_storage::now_ms()).await?;
+        self.accounts.store().approve_msisdn(msisdn, &self.actor, noc_protocol::clock::unix_ms_i64()).await?;
         let event = AuditEvent {
-            at: noc_storage::now_ms(),
+            at: noc_protocol::clock::unix_ms_i64(),
             actor: self.actor.clone(),
             action: "msisdn.approve".into(),
             subject: format!("msisdn:{msisdn}"),

@@ -100,10 +100,6 @@ fn inbox_channel(node: &NodeId) -> String {
     format!("noc:inbox:{{{node}}}")
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
-}
-
 fn unavailable(e: impl std::fmt::Display) -> ClusterError {
     ClusterError::Unavailable(e.to_string())
 }
@@ -289,7 +285,7 @@ impl Inner {
     /// Renews this node's lease and refreshes the live set. Returns whether this node's
     /// entry was missing (Redis restarted or the outage outlived the lease).
     async fn membership_tick(&self) -> Result<bool, ClusterError> {
-        let now = now_ms();
+        let now = noc_protocol::clock::unix_ms_i64();
         let lease = self.opts.node_lease.as_millis() as i64;
         let mut conn = self.conn.clone();
         let (added, live, _): (i64, Vec<String>, i64) = redis::pipe()
@@ -659,7 +655,7 @@ impl Cluster for RedisCluster {
             // Not in our view of live nodes: it may have joined since our last refresh.
             Some(n) => {
                 let lease: Option<f64> = conn.zscore(NODES, n.as_str()).await.map_err(unavailable)?;
-                let live = lease.is_some_and(|expiry| expiry as i64 > now_ms());
+                let live = lease.is_some_and(|expiry| expiry as i64 > noc_protocol::clock::unix_ms_i64());
                 if live {
                     inner.live.write().unwrap_or_else(|p| p.into_inner()).insert(n.clone());
                 }

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use noc_crypto::{Fingerprint, Suite};
-use noc_protocol::rts::{DeviceActivationRequest, DeviceActivationResponse, ErrorBody, Secret};
+use noc_protocol::rts::{DeviceActivationRequest, DeviceActivationResponse, ErrorReply, Secret};
 
 use crate::error::DeviceError;
 use crate::state::{CA_FILE, DeviceState};
@@ -41,7 +41,7 @@ impl std::fmt::Debug for Activation {
 
 /// An HTTP client for the relay's public listener (HTTP/1.1 only, as the relay speaks).
 pub fn http_client(ca_file: Option<&Path>) -> Result<reqwest::Client, DeviceError> {
-    let tls = noc_endpoint::tls::client_config(ca_file, &[b"http/1.1"])?;
+    let tls = noc_tls::client_config(ca_file, &[b"http/1.1"]).map_err(noc_endpoint::EndpointError::from)?;
     reqwest::Client::builder()
         .use_preconfigured_tls(tls)
         .no_proxy()
@@ -74,22 +74,13 @@ pub async fn activate(dir: &Path, a: &Activation) -> Result<DeviceState, DeviceE
         .await
         .map_err(|e| DeviceError::Network(format!("{base}: {e}")))?;
     let status = resp.status().as_u16();
-    let text = resp.text().await.map_err(|e| DeviceError::Network(e.to_string()))?;
+    let body = resp.bytes().await.map_err(|e| DeviceError::Network(e.to_string()))?;
     if !(200..300).contains(&status) {
-        return Err(match serde_json::from_str::<ErrorBody>(&text) {
-            Ok(b) => DeviceError::Api {
-                status,
-                code: serde_json::to_value(b.error.code)
-                    .ok()
-                    .and_then(|v| v.as_str().map(String::from))
-                    .unwrap_or_default(),
-                message: b.error.message,
-            },
-            Err(_) => DeviceError::Api { status, code: String::new(), message: text },
-        });
+        let reply = ErrorReply::parse(&body);
+        return Err(DeviceError::Api { status, code: reply.code_text, message: reply.message });
     }
-    let act: DeviceActivationResponse =
-        serde_json::from_str(&text).map_err(|e| DeviceError::Network(format!("unexpected activation answer: {e}")))?;
+    let act: DeviceActivationResponse = serde_json::from_slice(&body)
+        .map_err(|e| DeviceError::Network(format!("unexpected activation answer: {e}")))?;
     noc_endpoint::fsutil::ensure_private_dir(dir)?;
     if let Some(ca) = &a.ca_file {
         let pem = std::fs::read(ca).map_err(|e| noc_endpoint::EndpointError::Io { path: ca.clone(), source: e })?;
@@ -108,7 +99,7 @@ pub async fn activate(dir: &Path, a: &Activation) -> Result<DeviceState, DeviceE
         ves_fingerprint: a.ves_fingerprint.to_string(),
         suites: a.suites.iter().map(|s| s.name().to_owned()).collect(),
         has_ca_file: a.ca_file.is_some(),
-        activated_at_ms: noc_endpoint::now_ms(),
+        activated_at_ms: noc_protocol::clock::unix_ms_i64(),
     };
     state.save(dir)?;
     Ok(state)

@@ -117,7 +117,7 @@ pub async fn run(
     events: Option<broadcast::Sender<DeviceEvent>>,
     stats: Arc<Stats>,
 ) -> Result<(), DeviceError> {
-    let tls = noc_endpoint::tls::client_config(ca_file, &[])?;
+    let tls = noc_tls::client_config(ca_file, &[]).map_err(noc_endpoint::EndpointError::from)?;
     let connector = TlsConnector::from(Arc::new(tls));
     let mut initiator = InitiatorConfig::new(state.fingerprint()?);
     initiator.suites = state.suites()?;

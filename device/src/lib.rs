@@ -96,7 +96,7 @@ impl Device {
             return Err(DeviceError::invalid("recipients", "at least one recipient is required"));
         }
         let id = ItemId::random();
-        let now = noc_endpoint::now_ms();
+        let now = noc_protocol::clock::unix_ms_i64();
         let mut draft = draft.clone();
         if draft.from.is_none() {
             draft.from = self.state.email.clone();

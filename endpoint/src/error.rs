@@ -36,7 +36,7 @@ pub enum EndpointError {
 
     /// A TLS trust store could not be built.
     #[error("TLS configuration: {0}")]
-    Tls(String),
+    Tls(#[from] noc_tls::TlsError),
 
     /// A value that cannot be used as given (bad hex, wrong length, ...).
     #[error("invalid {what}: {reason}")]

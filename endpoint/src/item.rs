@@ -155,7 +155,7 @@ impl Item {
         Item {
             header: ItemHeader {
                 item_type: item_type.as_str().to_owned(),
-                created_at_ms: crate::now_ms(),
+                created_at_ms: noc_protocol::clock::unix_ms_i64(),
                 name,
                 bcc: Vec::new(),
             },

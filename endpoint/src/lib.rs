@@ -8,10 +8,10 @@
 //! * [`link`] — the per-peer state machine over `noc-crypto`: WakeUp/WakeUpAck, sealing,
 //!   in-order resend of the exact sealed bytes, acknowledgement after durable storage,
 //!   re-sealing under a new session after a reconnect;
-//! * [`backoff`], [`tls`], [`fsutil`], [`rfc822`], [`cli`] — small pieces both programs
-//!   need: jittered reconnects, a rustls client with the *ring* provider, 0600 state files,
-//!   just enough RFC 5322 to list and compose mail, and standard output and error reports
-//!   for the command lines.
+//! * [`backoff`], [`fsutil`], [`rfc822`], [`cli`] — small pieces both programs need:
+//!   jittered reconnects, 0600 state files, just enough RFC 5322 to list and compose mail,
+//!   and standard output and error reports for the command lines. (Their TLS client
+//!   configuration is `noc-tls`'s, shared with the load tool and the test peers.)
 //!
 //! The relay never links this crate: to it, everything here is opaque bytes.
 
@@ -23,15 +23,9 @@ pub mod item;
 pub mod link;
 pub mod rfc822;
 pub mod store;
-pub mod tls;
 
 pub use backoff::Backoff;
 pub use error::EndpointError;
 pub use item::{Item, ItemHeader, ItemId, ItemType, Record};
 pub use link::{Link, LinkConfig, LinkEvent, OutFrame, Outputs, Rejection, VES_PEER};
 pub use store::{FullPolicy, QueueLimits, Received, Store};
-
-/// The current time in unix milliseconds (item timestamps, queue expiry).
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
-}

@@ -472,7 +472,7 @@ impl Link {
                 return;
             }
         };
-        let now_ms = crate::now_ms();
+        let now_ms = noc_protocol::clock::unix_ms_i64();
         match Record::decode(&plaintext) {
             Ok(Record::Part { id, index, count, chunk }) => {
                 match store.add_part(&self.peer, id, index, count, &chunk, self.cfg.max_item_bytes, now_ms) {
@@ -666,7 +666,7 @@ impl Link {
         }
         while self.in_flight.len() < self.cfg.window_frames {
             if self.splitting.is_none() {
-                match store.next_outgoing(&self.peer, self.cursor, crate::now_ms()) {
+                match store.next_outgoing(&self.peer, self.cursor, noc_protocol::clock::unix_ms_i64()) {
                     Ok(Some(o)) => {
                         let chunk = self.cfg.record_bytes - PART_OVERHEAD;
                         let count = part_count(o.encoded.len(), chunk);
@@ -736,7 +736,7 @@ impl Link {
             return;
         }
         self.last_sweep = Some(now);
-        let now_ms = crate::now_ms();
+        let now_ms = noc_protocol::clock::unix_ms_i64();
         match store.expire(Some(&self.peer), now_ms) {
             Ok(expired) if !expired.is_empty() => {
                 out.events.push(LinkEvent::ItemsExpired { ids: expired.into_iter().map(|(_, id)| id).collect() })

@@ -64,7 +64,7 @@ impl From<AccountError> for ApiError {
                 ApiError::new(ApiErrorCode::InvalidCredentials, "invalid credentials")
             }
             AccountError::LockedOut { until } => {
-                let now = noc_storage::now_ms();
+                let now = noc_protocol::clock::unix_ms_i64();
                 ApiError {
                     retry_after_seconds: Some(((until - now).max(0) as u64).div_ceil(1000)),
                     ..ApiError::new(ApiErrorCode::LockedOut, "too many failed attempts; account locked for a while")

@@ -2,20 +2,17 @@
 //! addresses, and the open-file limit.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use rustls::ClientConfig;
-use rustls_pki_types::CertificateDer;
-use rustls_pki_types::pem::PemObject;
 use thiserror::Error;
 use tokio::net::{TcpSocket, TcpStream};
 
 #[derive(Debug, Error)]
 pub enum NetError {
-    #[error("reading trust anchor {path}: {message}")]
-    CaFile { path: PathBuf, message: String },
+    #[error("trust anchor: {0}")]
+    TrustAnchor(#[from] noc_tls::TlsError),
     #[error("TLS configuration: {0}")]
     Tls(#[from] rustls::Error),
     #[error("invalid --source-ips {0:?}: expected addresses or ranges like 127.0.0.1-127.0.0.8, comma-separated")]
@@ -23,23 +20,9 @@ pub enum NetError {
 }
 
 /// A TLS client configuration that trusts exactly the certificates in `ca_pem` (the relay
-/// generates a self-signed one by default). Session tickets are kept (rustls' default
-/// in-memory cache), as a reconnecting device would.
+/// generates a self-signed one by default).
 pub fn client_config(ca_pem: &Path, alpn: &[&[u8]]) -> Result<ClientConfig, NetError> {
-    let ca_err = |message: String| NetError::CaFile { path: ca_pem.to_path_buf(), message };
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_file_iter(ca_pem).map_err(|e| ca_err(e.to_string()))? {
-        roots.add(cert.map_err(|e| ca_err(e.to_string()))?)?;
-    }
-    if roots.is_empty() {
-        return Err(ca_err("no certificate in the file".into()));
-    }
-    let mut config = ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-    Ok(config)
+    Ok(noc_tls::client_config(Some(ca_pem), alpn)?)
 }
 
 /// Parses `127.0.0.1,127.0.0.5-127.0.0.8` into a list of addresses.

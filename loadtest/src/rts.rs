@@ -6,13 +6,17 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use bytes::Bytes;
+use noc_protocol::ApiErrorCode;
 use noc_protocol::rts::{
     self, AccountActivationRequest, AccountActivationResponse, ConnectParams, DataRequest, DeviceActivationRequest,
-    DeviceActivationResponse, LicenseRequest, LicenseResponse, RtsConnection, RtsConnectionEnvelope,
+    DeviceActivationResponse, ErrorReply, LicenseRequest, LicenseResponse, RtsConnectionEnvelope,
 };
 use rustls::ClientConfig;
 use serde::de::DeserializeOwned;
 use thiserror::Error;
+
+/// The load tool's name in `RtsConnection.Agent` (the relay's audit log).
+const AGENT_NAME: &str = concat!("noc-loadtest/", env!("CARGO_PKG_VERSION"));
 
 #[derive(Debug, Error)]
 pub enum RtsError {
@@ -39,10 +43,10 @@ impl RtsError {
         }
     }
 
-    /// The API error code, if the relay sent one.
-    pub fn code(&self) -> Option<&str> {
+    /// The API error code, if the relay answered with an error body.
+    pub fn code(&self) -> Option<ApiErrorCode> {
         match self {
-            RtsError::Api { code, .. } => Some(code),
+            RtsError::Api { code, .. } => Some(ApiErrorCode::parse(code)),
             _ => None,
         }
     }
@@ -144,13 +148,7 @@ impl RtsClient {
         guid: &str,
         license_id: Option<&str>,
     ) -> Result<reqwest::Response, RtsError> {
-        let envelope = RtsConnectionEnvelope {
-            rts_connection: RtsConnection {
-                guid: guid.into(),
-                license_id: license_id.map(String::from),
-                agent: Some(concat!("noc-loadtest/", env!("CARGO_PKG_VERSION")).into()),
-            },
-        };
+        let envelope = RtsConnectionEnvelope::new(guid, license_id, AGENT_NAME);
         let resp = self
             .http
             .post(&params.event_url)
@@ -208,24 +206,8 @@ impl RtsClient {
 
 async fn api_error(resp: reqwest::Response) -> RtsError {
     let status = resp.status().as_u16();
-    let text = resp.text().await.unwrap_or_default();
-    // Parsed leniently: clients must accept error codes they do not know (§1.3).
-    #[derive(serde::Deserialize)]
-    struct Body {
-        #[serde(rename = "Error")]
-        error: Detail,
-    }
-    #[derive(serde::Deserialize)]
-    struct Detail {
-        #[serde(rename = "Code")]
-        code: String,
-        #[serde(rename = "Message", default)]
-        message: String,
-    }
-    match serde_json::from_str::<Body>(&text) {
-        Ok(b) => RtsError::Api { status, code: b.error.code, message: b.error.message },
-        Err(_) => RtsError::Api { status, code: String::new(), message: text.chars().take(200).collect() },
-    }
+    let reply = ErrorReply::parse(&resp.bytes().await.unwrap_or_default());
+    RtsError::Api { status, code: reply.code_text, message: reply.message }
 }
 
 #[cfg(test)]

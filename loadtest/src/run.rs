@@ -13,11 +13,12 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use noc_protocol::clock::unix_ms;
 use rustls_pki_types::ServerName;
 use thiserror::Error;
 use tokio::sync::{Notify, Semaphore};
@@ -98,10 +99,6 @@ fn ramp_delay(start_at_unix_ms: Option<u64>, now_unix_ms: u64) -> Result<Duratio
         Some(at) if at > now_unix_ms => Ok(Duration::from_millis(at - now_unix_ms)),
         Some(at) => Err(RunError::StartPassed { at, late_ms: now_unix_ms - at }),
     }
-}
-
-pub(crate) fn unix_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 /// A small, fast PRNG for churn picks (not for secrets).

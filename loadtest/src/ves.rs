@@ -18,7 +18,7 @@ use base64::Engine;
 use bytes::BytesMut;
 use futures_util::StreamExt;
 use noc_protocol::rts::{AcksResponse, ConnectParams, FrameStatus, FramesResponse};
-use noc_protocol::{DeviceId, UndeliverableReason};
+use noc_protocol::{ApiErrorCode, DeviceId, UndeliverableReason};
 use serde::Deserialize;
 use tokio::sync::{Notify, OwnedSemaphorePermit, RwLock, Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -203,7 +203,7 @@ impl VesSim {
         let params = self.params.lock().unwrap_or_else(|p| p.into_inner()).clone();
         match self.client.attach(&params, &self.guid, None).await {
             Ok(r) => return Ok(r),
-            Err(e) if e.code() == Some("invalid_session") => {}
+            Err(e) if e.code() == Some(ApiErrorCode::InvalidSession) => {}
             Err(e) => return Err(e),
         }
         let params = self.client.connect_params().await?;

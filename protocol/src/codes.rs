@@ -142,8 +142,11 @@ wire_enum! {
 }
 
 /// Error codes of the HTTPS APIs, sent as `{"Error":{"Code":..,"Message":..}}`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+///
+/// The JSON text of each code is [`ApiErrorCode::as_str`]; clients parse it with
+/// [`ApiErrorCode::parse`] (or read a whole error body with
+/// [`crate::rts::ErrorReply::parse`]), so no client spells a code by hand.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ApiErrorCode {
     /// The request body is not valid JSON for this endpoint, or a field is invalid.
     BadRequest,
@@ -176,11 +179,57 @@ pub enum ApiErrorCode {
     /// Unexpected internal failure (details are only in the relay's log).
     Internal,
     /// A code this version does not know (sent by a newer relay).
-    #[serde(other)]
     Other,
 }
 
 impl ApiErrorCode {
+    /// Every known code, for documentation and exhaustive tests.
+    pub const ALL: &'static [ApiErrorCode] = &[
+        ApiErrorCode::BadRequest,
+        ApiErrorCode::PayloadTooLarge,
+        ApiErrorCode::InvalidCredentials,
+        ApiErrorCode::LockedOut,
+        ApiErrorCode::Suspended,
+        ApiErrorCode::InvalidSession,
+        ApiErrorCode::SeatsFull,
+        ApiErrorCode::NotFound,
+        ApiErrorCode::Conflict,
+        ApiErrorCode::MsisdnNotApproved,
+        ApiErrorCode::NotActivated,
+        ApiErrorCode::TooManyRequests,
+        ApiErrorCode::Unavailable,
+        ApiErrorCode::Draining,
+        ApiErrorCode::Internal,
+    ];
+
+    /// The snake_case text sent in JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ApiErrorCode::BadRequest => "bad_request",
+            ApiErrorCode::PayloadTooLarge => "payload_too_large",
+            ApiErrorCode::InvalidCredentials => "invalid_credentials",
+            ApiErrorCode::LockedOut => "locked_out",
+            ApiErrorCode::Suspended => "suspended",
+            ApiErrorCode::InvalidSession => "invalid_session",
+            ApiErrorCode::SeatsFull => "seats_full",
+            ApiErrorCode::NotFound => "not_found",
+            ApiErrorCode::Conflict => "conflict",
+            ApiErrorCode::MsisdnNotApproved => "msisdn_not_approved",
+            ApiErrorCode::NotActivated => "not_activated",
+            ApiErrorCode::TooManyRequests => "too_many_requests",
+            ApiErrorCode::Unavailable => "unavailable",
+            ApiErrorCode::Draining => "draining",
+            ApiErrorCode::Internal => "internal",
+            ApiErrorCode::Other => "other",
+        }
+    }
+
+    /// Parses a code's text; a code this version does not know is [`ApiErrorCode::Other`]
+    /// (docs/protocol.md §1.3: clients accept codes they do not know).
+    pub fn parse(s: &str) -> Self {
+        Self::ALL.iter().copied().find(|c| c.as_str() == s).unwrap_or(ApiErrorCode::Other)
+    }
+
     /// The HTTP status that carries this code.
     pub fn http_status(self) -> u16 {
         match self {
@@ -194,6 +243,25 @@ impl ApiErrorCode {
             ApiErrorCode::Unavailable | ApiErrorCode::Draining => 503,
             ApiErrorCode::Internal | ApiErrorCode::Other => 500,
         }
+    }
+}
+
+impl fmt::Display for ApiErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for ApiErrorCode {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for ApiErrorCode {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Ok(ApiErrorCode::parse(&s))
     }
 }
 
@@ -222,5 +290,18 @@ mod tests {
         assert_eq!(json, "\"seats_full\"");
         let unknown: ApiErrorCode = serde_json::from_str("\"brand_new_code\"").expect("unknown codes decode");
         assert_eq!(unknown, ApiErrorCode::Other);
+    }
+
+    #[test]
+    fn api_error_codes_round_trip_as_text() {
+        for c in ApiErrorCode::ALL {
+            assert_eq!(ApiErrorCode::parse(c.as_str()), *c);
+            let json = serde_json::to_string(c).expect("json");
+            assert_eq!(json, format!("\"{}\"", c.as_str()));
+            assert_eq!(serde_json::from_str::<ApiErrorCode>(&json).expect("parse"), *c);
+        }
+        assert_eq!(ApiErrorCode::parse("other"), ApiErrorCode::Other);
+        assert_eq!(ApiErrorCode::parse(""), ApiErrorCode::Other);
+        assert_eq!(ApiErrorCode::MsisdnNotApproved.to_string(), "msisdn_not_approved");
     }
 }

@@ -12,6 +12,7 @@
 //! these types in one crate lets the relay, the test peers and the endpoints share a single
 //! codec, so a wire change is one change.
 
+pub mod clock;
 pub mod codes;
 pub mod device;
 pub mod ids;

@@ -12,6 +12,8 @@
 //! 4. `POST /rts/v1/data` with headers `X-Rts-Key-Id` + `X-Rts-Key` and a
 //!    [`DataRequest`] body: the short *data channel* requests.
 
+pub mod line;
+
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 
@@ -50,6 +52,53 @@ pub struct ErrorBody {
 pub struct ErrorDetail {
     pub code: ApiErrorCode,
     pub message: String,
+}
+
+/// An HTTP error answer as a client reads it: one parser for every client (agent, device
+/// activation, load tool, test peers).
+///
+/// Parsed leniently (docs/protocol.md §1.3): a code this version does not know keeps its
+/// text in [`ErrorReply::code_text`] and reads as [`ApiErrorCode::Other`]; a body that is
+/// not an error body at all (a proxy's HTML page) becomes the message, cut to
+/// [`ErrorReply::MAX_FOREIGN_MESSAGE_CHARS`] characters, with an empty code text.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ErrorReply {
+    pub code: ApiErrorCode,
+    /// The `Code` as sent; empty when the body was not an error body.
+    pub code_text: String,
+    pub message: String,
+}
+
+impl ErrorReply {
+    /// How much of a body that is not an error body is kept as the message.
+    pub const MAX_FOREIGN_MESSAGE_CHARS: usize = 200;
+
+    pub fn parse(body: &[u8]) -> Self {
+        #[derive(Deserialize)]
+        struct Body {
+            #[serde(rename = "Error")]
+            error: Detail,
+        }
+        #[derive(Deserialize)]
+        struct Detail {
+            #[serde(rename = "Code", default)]
+            code: String,
+            #[serde(rename = "Message", default)]
+            message: String,
+        }
+        match serde_json::from_slice::<Body>(body) {
+            Ok(b) => ErrorReply {
+                code: ApiErrorCode::parse(&b.error.code),
+                code_text: b.error.code,
+                message: b.error.message,
+            },
+            Err(_) => ErrorReply {
+                code: ApiErrorCode::Other,
+                code_text: String::new(),
+                message: String::from_utf8_lossy(body).chars().take(Self::MAX_FOREIGN_MESSAGE_CHARS).collect(),
+            },
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -104,6 +153,20 @@ pub struct ConnectParams {
 #[serde(rename_all = "PascalCase", deny_unknown_fields)]
 pub struct RtsConnectionEnvelope {
     pub rts_connection: RtsConnection,
+}
+
+impl RtsConnectionEnvelope {
+    /// The body a VES POSTs to its event URL. `agent` names the client and its version
+    /// (`ves-agent/1.2.0`), kept in the relay's audit log.
+    pub fn new(guid: &str, license_id: Option<&str>, agent: &str) -> Self {
+        RtsConnectionEnvelope {
+            rts_connection: RtsConnection {
+                guid: guid.to_owned(),
+                license_id: license_id.map(str::to_owned),
+                agent: Some(agent.to_owned()),
+            },
+        }
+    }
 }
 
 /// Identifies the connecting VES (white paper §4.5 step 3).
@@ -530,6 +593,38 @@ mod tests {
         assert!(!dbg.contains("0000") && !dbg.contains("tok"));
         let p = DataRequest::ResetPassword { email: "a@b".into(), password: Some(Secret("hunter2".into())) };
         assert!(!format!("{p:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn error_replies_parse_leniently() {
+        let r = ErrorReply::parse(br#"{"Error":{"Code":"seats_full","Message":"no seat"}}"#);
+        assert_eq!(
+            (r.code, r.code_text.as_str(), r.message.as_str()),
+            (ApiErrorCode::SeatsFull, "seats_full", "no seat")
+        );
+        // A code from a newer relay keeps its text.
+        let r = ErrorReply::parse(br#"{"Error":{"Code":"brand_new","Message":"m","Extra":1}}"#);
+        assert_eq!((r.code, r.code_text.as_str()), (ApiErrorCode::Other, "brand_new"));
+        // Not an error body: the text is the message, cut short.
+        let html = format!("<html>{}</html>", "x".repeat(500));
+        let r = ErrorReply::parse(html.as_bytes());
+        assert_eq!((r.code, r.code_text.as_str()), (ApiErrorCode::Other, ""));
+        assert_eq!(r.message.chars().count(), ErrorReply::MAX_FOREIGN_MESSAGE_CHARS);
+        assert!(r.message.starts_with("<html>"));
+        assert_eq!(ErrorReply::parse(b"\xff\xfe").code, ApiErrorCode::Other);
+        // What the relay sends is what the parser reads.
+        let sent = ErrorBody { error: ErrorDetail { code: ApiErrorCode::LockedOut, message: "later".into() } };
+        let r = ErrorReply::parse(&serde_json::to_vec(&sent).expect("json"));
+        assert_eq!((r.code, r.message.as_str()), (ApiErrorCode::LockedOut, "later"));
+    }
+
+    #[test]
+    fn envelope_is_the_documented_json() {
+        let e = RtsConnectionEnvelope::new("ab", Some("tok"), "ves-agent/1");
+        let json = serde_json::to_string(&e).expect("json");
+        assert_eq!(json, r#"{"RtsConnection":{"Guid":"ab","LicenseId":"tok","Agent":"ves-agent/1"}}"#);
+        let e = RtsConnectionEnvelope::new("ab", None, "x");
+        assert_eq!(serde_json::to_string(&e).expect("json"), r#"{"RtsConnection":{"Guid":"ab","Agent":"x"}}"#);
     }
 
     #[test]

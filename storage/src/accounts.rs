@@ -203,7 +203,8 @@ impl Accounts {
     }
 
     async fn audit(&self, actor: String, action: &str, subject: String, detail: String) {
-        let event = AuditEvent { at: crate::now_ms(), actor, action: action.to_string(), subject, detail };
+        let event =
+            AuditEvent { at: noc_protocol::clock::unix_ms_i64(), actor, action: action.to_string(), subject, detail };
         if let Err(e) = self.store.append_audit(event).await {
             tracing::warn!(error = %e, action, "audit log write failed");
         }
@@ -250,7 +251,7 @@ impl Accounts {
     /// VES installations whose license is suspended or has expired by now. Logins check
     /// the license themselves; a node polls this to end sessions that were already live.
     pub async fn ves_of_unusable_licenses(&self) -> Result<Vec<VesId>> {
-        Ok(self.store.ves_of_unusable_licenses(crate::now_ms()).await?)
+        Ok(self.store.ves_of_unusable_licenses(noc_protocol::clock::unix_ms_i64()).await?)
     }
 
     /// License name + password → a new license-id token (white paper §3.4).
@@ -265,11 +266,17 @@ impl Accounts {
                 .await;
             return Err(AccountError::InvalidCredentials);
         }
-        if !license.usable_at(crate::now_ms()) {
+        if !license.usable_at(noc_protocol::clock::unix_ms_i64()) {
             return Err(AccountError::Suspended);
         }
         let token = secrets::random_hex::<32>();
-        self.store.insert_license_token(&secrets::token_hash(token.as_bytes()), license.id, crate::now_ms()).await?;
+        self.store
+            .insert_license_token(
+                &secrets::token_hash(token.as_bytes()),
+                license.id,
+                noc_protocol::clock::unix_ms_i64(),
+            )
+            .await?;
         self.audit(
             format!("license:{}", license.id),
             "license.login",
@@ -287,7 +294,7 @@ impl Accounts {
     pub async fn authenticate_ves(&self, guid: &str, license_token: Option<&str>) -> Result<(VesRecord, bool)> {
         let guid_bytes = secrets::parse_hex::<16>(guid).ok_or(AccountError::InvalidCredentials)?;
         let guid_hash = secrets::token_hash(&guid_bytes);
-        let now = crate::now_ms();
+        let now = noc_protocol::clock::unix_ms_i64();
         if let Some(ves) = self.store.touch_ves_by_guid(&guid_hash, now).await? {
             let license = self.store.license_by_id(ves.license_id).await?.ok_or(AccountError::InvalidCredentials)?;
             if !license.usable_at(now) {
@@ -359,7 +366,7 @@ impl Accounts {
         check_name(first_name, "FirstName")?;
         check_name(last_name, "LastName")?;
         let license = self.store.license_by_id(license_id).await?.ok_or(AccountError::NotFound)?;
-        if !license.usable_at(crate::now_ms()) {
+        if !license.usable_at(noc_protocol::clock::unix_ms_i64()) {
             return Err(AccountError::Suspended);
         }
         let (password, generated) = self.choose_password(password)?;
@@ -375,7 +382,7 @@ impl Accounts {
                     first_name: first_name.trim().to_string(),
                     last_name: last_name.trim().to_string(),
                 },
-                crate::now_ms(),
+                noc_protocol::clock::unix_ms_i64(),
             )
             .await?;
         self.audit(format!("ves:{ves_id}"), "user.provision", format!("user:{}", user.id), String::new()).await;
@@ -417,7 +424,7 @@ impl Accounts {
         let user = self.owned_user(ves, email).await?;
         let (password, generated) = self.choose_password(password)?;
         let hash = self.hash_password(&password).await?;
-        let devices = self.store.set_password(user.id, &hash, crate::now_ms()).await?;
+        let devices = self.store.set_password(user.id, &hash, noc_protocol::clock::unix_ms_i64()).await?;
         self.audit(
             format!("ves:{ves}"),
             "user.reset_password",
@@ -441,7 +448,7 @@ impl Accounts {
             let _ = self.verify_password(password, &self.dummy_hash).await;
             return Err(AccountError::InvalidCredentials);
         };
-        let now = crate::now_ms();
+        let now = noc_protocol::clock::unix_ms_i64();
         // The attempt is counted before the (slow) check, so that parallel guesses cannot
         // get past the lockout threshold.
         let lockout_ms = (self.policy.lockout_seconds as i64).saturating_mul(1000);
@@ -483,7 +490,8 @@ impl Accounts {
         if self.policy.msisdn_approval == MsisdnApproval::List && !self.store.msisdn_approved(&msisdn).await? {
             return Err(AccountError::MsisdnNotApproved);
         }
-        let user = self.store.activate_user(user.id, &msisdn, time_zone.trim(), crate::now_ms()).await?;
+        let user =
+            self.store.activate_user(user.id, &msisdn, time_zone.trim(), noc_protocol::clock::unix_ms_i64()).await?;
         self.audit(format!("user:{}", user.id), "user.activate", format!("user:{}", user.id), String::new()).await;
         Ok(user)
     }
@@ -517,7 +525,7 @@ impl Accounts {
                     name: name.map(str::to_string),
                     device_type: device_type.map(str::to_string),
                 },
-                crate::now_ms(),
+                noc_protocol::clock::unix_ms_i64(),
             )
             .await?;
         self.audit(format!("user:{}", user.id), "device.activate", format!("device:{}", device.id), String::new())
@@ -533,7 +541,8 @@ impl Accounts {
         if login.user_status == UserStatus::Suspended {
             return Err(AccountError::Suspended);
         }
-        let usable = !login.license_suspended && login.license_expires_at.is_none_or(|t| t > crate::now_ms());
+        let usable =
+            !login.license_suspended && login.license_expires_at.is_none_or(|t| t > noc_protocol::clock::unix_ms_i64());
         if !usable {
             return Err(AccountError::Suspended);
         }

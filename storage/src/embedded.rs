@@ -233,7 +233,14 @@ impl Store for SqliteStore {
             c.execute(
                 "INSERT INTO licenses (id, name, password_hash, max_users, expires_at, suspended, created_at) \
                  VALUES (?1, ?2, ?3, ?4, ?5, 0, ?6)",
-                params![id.to_string(), new.name, new.password_hash, new.max_users, new.expires_at, crate::now_ms()],
+                params![
+                    id.to_string(),
+                    new.name,
+                    new.password_hash,
+                    new.max_users,
+                    new.expires_at,
+                    noc_protocol::clock::unix_ms_i64()
+                ],
             )?;
             get_license(c, id)?.ok_or(StoreError::NotFound)
         })

@@ -25,8 +25,3 @@ pub use error::StoreError;
 pub use model::*;
 pub use postgres::{PostgresOptions, PostgresStore};
 pub use store::Store;
-
-/// Milliseconds since the Unix epoch: the one timestamp format of the store and the wire.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
-}

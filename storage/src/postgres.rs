@@ -380,7 +380,7 @@ impl Store for PostgresStore {
                 &new.password_hash,
                 &(new.max_users.min(i32::MAX as u32) as i32),
                 &new.expires_at,
-                &crate::now_ms(),
+                &noc_protocol::clock::unix_ms_i64(),
             ],
         )
         .await

@@ -6,8 +6,8 @@ use futures_util::StreamExt;
 use noc_protocol::DeviceId;
 use noc_protocol::device::ForwardKind;
 use noc_protocol::rts::{
-    self, AcksResponse, Command, ConnectParams, DataRequest, ErrorBody, FrameRef, FramesResponse, LicenseResponse,
-    OutboundFrame, ProvisionedUser, RtsConnection, RtsConnectionEnvelope, Secret,
+    self, AcksResponse, Command, ConnectParams, DataRequest, ErrorReply, FrameRef, FramesResponse, LicenseResponse,
+    OutboundFrame, ProvisionedUser, RtsConnectionEnvelope, Secret,
 };
 use serde::de::DeserializeOwned;
 use tokio::sync::mpsc;
@@ -109,18 +109,8 @@ async fn send_json<T: DeserializeOwned>(req: reqwest::RequestBuilder) -> Result<
 
 async fn failure(resp: reqwest::Response) -> ApiFailure {
     let status = resp.status().as_u16();
-    let text = resp.text().await.unwrap_or_default();
-    match serde_json::from_str::<ErrorBody>(&text) {
-        Ok(b) => ApiFailure {
-            status,
-            code: serde_json::to_value(b.error.code)
-                .ok()
-                .and_then(|v| v.as_str().map(String::from))
-                .unwrap_or_default(),
-            message: b.error.message,
-        },
-        Err(_) => ApiFailure { status, code: String::new(), message: text },
-    }
+    let reply = ErrorReply::parse(&resp.bytes().await.unwrap_or_default());
+    ApiFailure { status, code: reply.code_text, message: reply.message }
 }
 
 impl FakeVes {
@@ -186,9 +176,7 @@ impl FakeVes {
         guid: String,
         license_id: Option<String>,
     ) -> Result<CommandChannel, ApiFailure> {
-        let envelope = RtsConnectionEnvelope {
-            rts_connection: RtsConnection { guid, license_id, agent: Some("fake-ves/1".into()) },
-        };
+        let envelope = RtsConnectionEnvelope::new(&guid, license_id.as_deref(), "fake-ves/1");
         // The event URL names the relay by IP; use the certificate's name.
         let url = params.event_url.replace("127.0.0.1", "localhost");
         let resp = self

@@ -183,7 +183,9 @@ impl Net {
     fn queue_for_device(&self, body: &[u8]) -> ItemId {
         let item = Item::new(ItemType::Mail, None, body.to_vec());
         let id = ItemId::random();
-        self.ves_store.enqueue("dev-1", id, "mail", &item.encode().expect("enc"), LIMITS, crate::now_ms()).expect("q");
+        self.ves_store
+            .enqueue("dev-1", id, "mail", &item.encode().expect("enc"), LIMITS, noc_protocol::clock::unix_ms_i64())
+            .expect("q");
         id
     }
 
@@ -214,7 +216,14 @@ fn items_flow_both_ways_and_leave_the_outboxes_on_item_acks() {
     net.queue_for_device(b"third");
     let out = Item::new(ItemType::OutgoingMail, None, b"To: x@y\r\n\r\nhello".to_vec());
     net.dev_store
-        .enqueue(VES_PEER, ItemId::random(), "outgoing-mail", &out.encode().expect("enc"), LIMITS, crate::now_ms())
+        .enqueue(
+            VES_PEER,
+            ItemId::random(),
+            "outgoing-mail",
+            &out.encode().expect("enc"),
+            LIMITS,
+            noc_protocol::clock::unix_ms_i64(),
+        )
         .expect("queue");
     net.run(pass);
 

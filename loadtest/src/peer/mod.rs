@@ -28,6 +28,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
+use noc_protocol::clock::unix_ms;
 use rustls::ServerConfig;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
@@ -43,7 +44,7 @@ use crate::device::Timetable;
 use crate::net::{NetError, SourceIps, client_config, raise_nofile_limit};
 use crate::payload::{Clock, Stamp};
 use crate::result::{ReportError, RunResult, Target};
-use crate::run::{Assembly, Display, PhaseWindow, Reporter, assemble, drive_phases, unix_ms};
+use crate::run::{Assembly, Display, PhaseWindow, Reporter, assemble, drive_phases};
 use crate::scenario::{Scenario, ScenarioError};
 use crate::stats::{Metric, Stats};
 use wire::{Event, WireError};
