@@ -26,8 +26,8 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use futures_util::StreamExt;
 use noc_actors::queue::{self, QueueReceiver};
 use noc_actors::{
-    Attach, CloseSession, CommandStream, DeviceHandle, DeviceOut, Metrics, Router, RtsSessions, SessionConfig,
-    VesSession, VesShared,
+    Attach, CloseSession, CommandStream, DeviceHandle, DeviceOut, Metrics, Router, RtsSession, RtsSessions,
+    SessionConfig, VesInbox, VesSession,
 };
 use noc_cluster::{DeviceItem, MemoryCluster, NodeId, VesItem};
 use noc_protocol::device::{ForwardKind, Frame, FrameCodec};
@@ -52,7 +52,7 @@ impl Handler<CloseSession> for Sink {
 
 struct Fixture {
     router: Arc<Router>,
-    ves: Arc<VesShared>,
+    ves: Arc<VesInbox>,
     stream: CommandStream,
     device_id: DeviceId,
     device_rx: QueueReceiver<DeviceOut>,
@@ -74,16 +74,14 @@ impl Fixture {
             let cluster = Arc::new(MemoryCluster::single(NodeId::new("bench"), 1024));
             let router = Router::new(cluster, metrics.clone());
             let rts = RtsSessions::new(Duration::from_secs(30), metrics);
-            let ves = Arc::new(VesShared::new(
-                ves_id,
+            let ves = Arc::new(VesInbox::new(ves_id, router.next_session_id(), Vec::new(), vec![(device_id, user_id)]));
+            let session = Arc::new(RtsSession::new(
+                ves.clone(),
                 LicenseId::random(),
                 "bench".into(),
                 noc_protocol::secrets::token_hash(b"key"),
-                router.next_session_id(),
-                Vec::new(),
-                vec![(device_id, user_id)],
             ));
-            let addr = VesSession::new(ves.clone(), router.clone(), rts, cfg.clone()).start();
+            let addr = VesSession::new(session, router.clone(), rts, cfg.clone()).start();
             let stream = addr.send(Attach { resumed: false }).await.expect("mailbox").expect("attached");
             let (tx, rx) = queue::bounded(cfg.device_send_queue_frames);
             let control = Sink.start().recipient();

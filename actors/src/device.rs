@@ -20,10 +20,12 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::oneshot;
 use tokio_util::codec::{Decoder, FramedRead};
 
+use crate::close::CloseSession;
+use crate::config::SessionConfig;
 use crate::metrics::{Direction, DropReason, SessionKind};
 use crate::queue::{self, QueueReceiver, QueueSender};
+use crate::router::Router;
 use crate::router::{DeviceHandle, DeviceOut};
-use crate::{CloseSession, Router, SessionConfig};
 
 /// Most bytes the writer gathers before one write.
 const WRITE_BATCH_BYTES: usize = 64 * 1024;
@@ -393,7 +395,7 @@ mod tests {
     use noc_cluster::{MemoryCluster, NodeId};
     use tokio_util::codec::Framed;
 
-    use crate::Metrics;
+    use crate::metrics::Metrics;
 
     fn setup(cfg: SessionConfig) -> (Arc<Router>, Arc<Metrics>, Arc<SessionConfig>, DeviceSessionInfo) {
         let metrics = Arc::new(Metrics::new());

@@ -10,36 +10,21 @@
 //! A session that panics only loses itself: the actor's task unwinds, and its registry
 //! entry is removed by the guard it drops.
 
+mod close;
 mod config;
 mod device;
 pub mod metrics;
 pub mod queue;
 mod router;
-mod rts;
+mod rts_sessions;
 mod ves;
 
+pub use close::CloseSession;
 pub use config::SessionConfig;
 pub use device::{DeviceSession, DeviceSessionInfo};
 pub use metrics::{Direction, DropReason, Metrics, SessionKind};
 pub use router::{DeviceHandle, DeviceOut, Router, VesHandle, WriterGuard};
-pub use rts::{EventLookup, RtsSessions};
-pub use ves::{Attach, CommandStream, VesSession, VesShared, VesUserState};
-
-use actix::Message;
-use noc_protocol::CloseCode;
-
-/// Asks a session actor to close, telling its peer why.
-#[derive(Clone, Debug, Message)]
-#[rtype(result = "()")]
-pub struct CloseSession {
-    pub code: CloseCode,
-    pub message: String,
-    /// Hint for the peer (draining): reconnect after this many milliseconds.
-    pub reconnect_after_ms: u32,
-}
-
-impl CloseSession {
-    pub fn new(code: CloseCode, message: impl Into<String>) -> Self {
-        Self { code, message: message.into(), reconnect_after_ms: 0 }
-    }
-}
+pub use rts_sessions::{EventLookup, RtsSession, RtsSessions};
+pub use ves::command_stream::{Attach, CommandStream};
+pub use ves::inbox::{VesInbox, VesUserState};
+pub use ves::session::VesSession;

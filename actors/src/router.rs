@@ -15,10 +15,10 @@ use noc_cluster::{BusMessage, Cluster, DeviceItem, NodeId, Owner, SessionKey, Sh
 use noc_protocol::rts::Command;
 use noc_protocol::{CloseCode, DeviceId, UndeliverableReason, UserId, VesId};
 
-use crate::CloseSession;
+use crate::close::CloseSession;
 use crate::metrics::{Direction, DropReason, Metrics, SessionKind};
 use crate::queue::{QueueSender, TrySendError};
-use crate::ves::{VesShared, VesUserState};
+use crate::ves::inbox::{VesInbox, VesUserState};
 
 /// When a revocation for a session on another node is sent again.
 const REVOCATION_RETRIES: [std::time::Duration; 2] =
@@ -79,10 +79,10 @@ pub struct DeviceHandle {
     pub control: Recipient<CloseSession>,
 }
 
-/// A live VES session as the router sees it.
+/// A live VES session as the router sees it: its inbox, and how to close it.
 #[derive(Clone)]
 pub struct VesHandle {
-    pub shared: Arc<VesShared>,
+    pub inbox: Arc<VesInbox>,
     pub control: Recipient<CloseSession>,
 }
 
@@ -217,7 +217,7 @@ impl Router {
 
     /// Makes `handle` the VES's session; an older one is closed (`replaced`).
     pub fn register_ves(self: &Arc<Self>, handle: VesHandle) {
-        let ves_id = handle.shared.ves_id;
+        let ves_id = handle.inbox.ves_id;
         if let Some(old) = self.ves.insert(ves_id, handle) {
             self.metrics.session_replaced(SessionKind::Ves);
             old.control.do_send(CloseSession::new(CloseCode::Replaced, "a newer RTS session for this VES took over"));
@@ -226,7 +226,7 @@ impl Router {
     }
 
     pub fn unregister_ves(&self, ves_id: VesId, session: u64) {
-        if self.ves.remove_if(&ves_id, |h| h.shared.session == session).is_some() {
+        if self.ves.remove_if(&ves_id, |h| h.inbox.session == session).is_some() {
             self.release(SessionKey::Ves(ves_id));
         }
     }
@@ -270,8 +270,8 @@ impl Router {
 
     /// Device → VES: a frame, ack or notice for the VES session `ves_id`.
     pub fn device_to_ves(&self, ves_id: VesId, item: VesItem) -> Result<(), UndeliverableReason> {
-        if let Some(shared) = self.ves.with(&ves_id, |h| h.map(|h| h.shared.clone())) {
-            return shared.enqueue(item, &self.metrics);
+        if let Some(inbox) = self.ves.with(&ves_id, |h| h.map(|h| h.inbox.clone())) {
+            return inbox.enqueue(item, &self.metrics);
         }
         self.publish_to_owner(SessionKey::Ves(ves_id), BusMessage::ToVes { ves_id, item })
     }
@@ -280,7 +280,7 @@ impl Router {
     /// only devices of the users it provisioned.
     pub fn ves_to_device(
         &self,
-        from: &VesShared,
+        from: &VesInbox,
         device_id: DeviceId,
         item: DeviceItem,
     ) -> Result<(), UndeliverableReason> {
@@ -491,7 +491,7 @@ impl Router {
     /// A user of `ves_id` was activated: the VES should serve it, wherever its session is.
     pub fn user_activated(&self, ves_id: VesId, user: VesUserState) {
         if let Some(h) = self.ves_session(ves_id) {
-            h.shared.add_user(user, &self.metrics);
+            h.inbox.add_user(user, &self.metrics);
             return;
         }
         let msg = BusMessage::UserActivated {
@@ -506,7 +506,7 @@ impl Router {
     /// A user of `ves_id` was deleted: the VES should stop serving it.
     pub fn user_removed(&self, ves_id: VesId, user_id: UserId) {
         if let Some(h) = self.ves_session(ves_id) {
-            h.shared.remove_user(user_id, &self.metrics);
+            h.inbox.remove_user(user_id, &self.metrics);
             return;
         }
         let _ = self.publish_to_owner(SessionKey::Ves(ves_id), BusMessage::UserRemoved { ves_id, user_id });
@@ -514,7 +514,7 @@ impl Router {
 
     fn update_directory(&self, ves_id: VesId, device_id: DeviceId, user_id: UserId, present: bool) {
         if let Some(h) = self.ves_session(ves_id) {
-            h.shared.set_device(device_id, user_id, present);
+            h.inbox.set_device(device_id, user_id, present);
             return;
         }
         let _ = self.publish_to_owner(
@@ -610,7 +610,7 @@ impl Router {
                     _ => None,
                 };
                 let delivered = match self.ves_session(ves_id) {
-                    Some(h) => h.shared.enqueue(item, &self.metrics),
+                    Some(h) => h.inbox.enqueue(item, &self.metrics),
                     None => Err(UndeliverableReason::PeerDisconnected),
                 };
                 if let (Err(reason), Some((device_id, frame_id))) = (delivered, bounce) {
@@ -619,17 +619,17 @@ impl Router {
             }
             BusMessage::DirectoryUpdate { ves_id, device_id, user_id, present } => {
                 if let Some(h) = self.ves_session(ves_id) {
-                    h.shared.set_device(device_id, user_id, present);
+                    h.inbox.set_device(device_id, user_id, present);
                 }
             }
             BusMessage::UserActivated { ves_id, user, constant_sync, filter_rules } => {
                 if let Some(h) = self.ves_session(ves_id) {
-                    h.shared.add_user(VesUserState { user, constant_sync, filter_rules }, &self.metrics);
+                    h.inbox.add_user(VesUserState { user, constant_sync, filter_rules }, &self.metrics);
                 }
             }
             BusMessage::UserRemoved { ves_id, user_id } => {
                 if let Some(h) = self.ves_session(ves_id) {
-                    h.shared.remove_user(user_id, &self.metrics);
+                    h.inbox.remove_user(user_id, &self.metrics);
                 }
             }
             BusMessage::Returned(msg) => {

@@ -7,7 +7,7 @@ use actix::Actor;
 use actix_web::{HttpRequest, HttpResponse, web};
 use bytes::Bytes;
 use futures_util::StreamExt;
-use noc_actors::{EventLookup, VesSession, VesShared, VesUserState};
+use noc_actors::{EventLookup, RtsSession, VesInbox, VesSession, VesUserState};
 use noc_cluster::DeviceItem;
 use noc_protocol::rts::{
     AccountActivationRequest, AccountActivationResponse, AcksResponse, ActiveUser, ConnectParams, DataRequest,
@@ -161,33 +161,26 @@ async fn event(
     if state.is_draining() {
         return Err(ApiError::draining());
     }
-    let (addr, resumed) = match lookup {
-        EventLookup::Resume { shared, addr } => {
-            if shared.ves_id != ves.id {
+    let (attach, resumed) = match lookup {
+        EventLookup::Resume { session, attach } => {
+            if session.ves_id() != ves.id {
                 state.router.metrics().auth_failure("ves", "invalid_credentials");
                 return Err(ApiError::new(ApiErrorCode::InvalidCredentials, "invalid credentials"));
             }
-            (addr, true)
+            (attach, true)
         }
         EventLookup::New { key_hash } => {
             let store = state.accounts.store();
             let users = store.users_by_ves(ves.id).await.map_err(noc_storage::AccountError::from)?;
             let devices = store.devices_by_ves(ves.id).await.map_err(noc_storage::AccountError::from)?;
             let users = users.iter().filter(|u| u.status == UserStatus::Active).map(active_user_state).collect();
-            let shared = Arc::new(VesShared::new(
-                ves.id,
-                ves.license_id,
-                key_id.into_inner(),
-                key_hash,
-                state.router.next_session_id(),
-                users,
-                devices,
-            ));
-            let session = VesSession::new(shared, state.router.clone(), state.rts.clone(), state.sessions.clone());
-            (session.start(), false)
+            let inbox = Arc::new(VesInbox::new(ves.id, state.router.next_session_id(), users, devices));
+            let session = Arc::new(RtsSession::new(inbox, ves.license_id, key_id.into_inner(), key_hash));
+            let actor = VesSession::new(session, state.router.clone(), state.rts.clone(), state.sessions.clone());
+            (actor.start().recipient(), false)
         }
     };
-    let stream = addr
+    let stream = attach
         .send(noc_actors::Attach { resumed })
         .await
         .ok()
@@ -209,21 +202,22 @@ async fn data(
 ) -> Result<HttpResponse, ApiError> {
     let key_id = header(&req, rts::HEADER_KEY_ID).unwrap_or("");
     let key = header(&req, rts::HEADER_KEY).unwrap_or("");
-    let Some(shared) = state.rts.session(key_id, key) else {
+    let Some(session) = state.rts.session(key_id, key) else {
         state.router.metrics().auth_failure("ves", "invalid_session");
         return Err(ApiError::invalid_session());
     };
     let request: DataRequest = json_body(&state, &req, payload).await?;
-    let ves_id = shared.ves_id;
+    let inbox = &session.inbox;
+    let ves_id = inbox.ves_id;
     let accounts = &state.accounts;
     let router = &state.router;
     Ok(match request {
-        DataRequest::StartupReport { users } => HttpResponse::Ok().json(shared.record_startup(&users)),
+        DataRequest::StartupReport { users } => HttpResponse::Ok().json(inbox.record_startup(&users)),
         DataRequest::ProvisionUser { email, password, first_name, last_name } => {
             let (user, generated, license) = accounts
                 .provision_user(
                     ves_id,
-                    shared.license_id,
+                    session.license_id,
                     &email,
                     password.as_ref().map(|p| p.0.as_str()),
                     &first_name,
@@ -267,7 +261,7 @@ async fn data(
                 .into_iter()
                 .map(|u| UserSummary {
                     devices: per_user.get(&u.id).copied().unwrap_or(0),
-                    ready: shared.is_ready(u.id),
+                    ready: inbox.is_ready(u.id),
                     user_id: u.id,
                     email: u.email,
                     first_name: u.first_name,
@@ -299,7 +293,7 @@ async fn data(
                         frame_id: f.frame_id,
                         payload: Bytes::from(payload),
                     };
-                    router.ves_to_device(&shared, f.device_id, item)
+                    router.ves_to_device(inbox, f.device_id, item)
                 };
                 results.push(frame_result(&state, f.device_id, f.frame_id, outcome));
             }
@@ -308,7 +302,7 @@ async fn data(
         DataRequest::Acks { acks } => {
             let mut resp = AcksResponse { forwarded: 0, undeliverable: Vec::new() };
             for a in acks {
-                match router.ves_to_device(&shared, a.device_id, DeviceItem::Ack { frame_id: a.frame_id }) {
+                match router.ves_to_device(inbox, a.device_id, DeviceItem::Ack { frame_id: a.frame_id }) {
                     Ok(()) => resp.forwarded += 1,
                     Err(reason) => resp.undeliverable.push(FrameResult {
                         device_id: a.device_id,

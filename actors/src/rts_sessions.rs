@@ -1,5 +1,5 @@
-//! RTS session parameters: the KeyId/Key pairs handed out by `GET /rts/v1/connect`, and
-//! the live sessions they became (white paper §4.4–4.5).
+//! The relay's side of RTS session establishment: the KeyId/Key pairs handed out by
+//! `GET /rts/v1/connect`, and the live sessions they became (white paper §4.4–4.5).
 //!
 //! Parameters are stateless: the KeyId carries its expiry and the Key is a MAC of the
 //! KeyId under a secret of this node, so issuing them stores nothing and an
@@ -9,20 +9,46 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix::Addr;
+use actix::Recipient;
 use hmac::{KeyInit, Mac};
 use noc_cluster::ShardedMap;
 use noc_protocol::clock::unix_ms;
-use noc_protocol::secrets;
+use noc_protocol::{LicenseId, VesId, secrets};
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
 use crate::metrics::Metrics;
-use crate::ves::{VesSession, VesShared};
+use crate::ves::command_stream::Attach;
+use crate::ves::inbox::VesInbox;
+
+/// What a KeyId names once its session exists: the session's inbox and what authenticates
+/// the data channel to it. Shared by the session actor and the data-channel handlers on
+/// any worker thread.
+pub struct RtsSession {
+    pub inbox: Arc<VesInbox>,
+    pub license_id: LicenseId,
+    pub key_id: String,
+    key_hash: Vec<u8>,
+}
+
+impl RtsSession {
+    pub fn new(inbox: Arc<VesInbox>, license_id: LicenseId, key_id: String, key_hash: Vec<u8>) -> Self {
+        Self { inbox, license_id, key_id, key_hash }
+    }
+
+    pub fn ves_id(&self) -> VesId {
+        self.inbox.ves_id
+    }
+
+    /// Constant-time check of the session key presented on the data channel.
+    pub fn key_matches(&self, key: &str) -> bool {
+        secrets::token_matches(key.as_bytes(), &self.key_hash)
+    }
+}
 
 struct Live {
-    shared: Arc<VesShared>,
-    addr: Addr<VesSession>,
+    session: Arc<RtsSession>,
+    attach: Recipient<Attach>,
 }
 
 /// What an event-URL POST refers to.
@@ -30,7 +56,7 @@ pub enum EventLookup {
     /// Fresh parameters: authenticate the VES and start a session.
     New { key_hash: Vec<u8> },
     /// A live session whose command channel is being (re-)established.
-    Resume { shared: Arc<VesShared>, addr: Addr<VesSession> },
+    Resume { session: Arc<RtsSession>, attach: Recipient<Attach> },
 }
 
 pub struct RtsSessions {
@@ -63,9 +89,9 @@ impl RtsSessions {
     /// Resolves an event-URL POST. `None` means unknown, expired or wrong key
     /// (deliberately indistinguishable).
     pub fn lookup_event(&self, key_id: &str, key: &str) -> Option<EventLookup> {
-        let live = self.live.with(&key_id.to_string(), |l| l.map(|l| (l.shared.clone(), l.addr.clone())));
-        if let Some((shared, addr)) = live {
-            return shared.key_matches(key).then_some(EventLookup::Resume { shared, addr });
+        let live = self.live.with(&key_id.to_string(), |l| l.map(|l| (l.session.clone(), l.attach.clone())));
+        if let Some((session, attach)) = live {
+            return session.key_matches(key).then_some(EventLookup::Resume { session, attach });
         }
         if key_id.len() != 32 || !key_id.is_ascii() {
             return None;
@@ -82,18 +108,18 @@ impl RtsSessions {
     }
 
     /// The live session a data-channel request authenticates to.
-    pub fn session(&self, key_id: &str, key: &str) -> Option<Arc<VesShared>> {
-        let shared = self.live.with(&key_id.to_string(), |l| l.map(|l| l.shared.clone()))?;
-        shared.key_matches(key).then_some(shared)
+    pub fn session(&self, key_id: &str, key: &str) -> Option<Arc<RtsSession>> {
+        let session = self.live.with(&key_id.to_string(), |l| l.map(|l| l.session.clone()))?;
+        session.key_matches(key).then_some(session)
     }
 
-    pub fn insert_session(&self, shared: Arc<VesShared>, addr: Addr<VesSession>) {
-        self.live.insert(shared.key_id.clone(), Live { shared, addr });
+    pub fn insert_session(&self, session: Arc<RtsSession>, attach: Recipient<Attach>) {
+        self.live.insert(session.key_id.clone(), Live { session, attach });
         self.metrics.rts_sessions.set(self.live.len() as i64);
     }
 
     pub fn remove_session(&self, key_id: &str, session: u64) {
-        self.live.remove_if(&key_id.to_string(), |l| l.shared.session == session);
+        self.live.remove_if(&key_id.to_string(), |l| l.session.inbox.session == session);
         self.metrics.rts_sessions.set(self.live.len() as i64);
     }
 }

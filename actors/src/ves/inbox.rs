@@ -1,0 +1,283 @@
+//! A VES session's inbox: what the router needs of a VES, and nothing of its session.
+//!
+//! The router delivers to a VES through this view alone: the attached command channel's
+//! bounded queue ([`VesInbox::enqueue`]), the device directory that is the ownership check
+//! of every VES → device frame ([`VesInbox::owns_device`]), and the active users whose
+//! changes become commands. It imports no session or router code, so nothing on the frame
+//! path points back up: the session actor ([`super::session`]) owns the inbox's channel
+//! and bounces what a closed channel still held; the command stream
+//! ([`super::command_stream`]) drains it.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use noc_cluster::VesItem;
+use noc_protocol::rts::{
+    ActiveUser, Command, ConstantSyncFlag, FilterRule, StartupReportResponse, StartupStatus, StartupUser,
+    UserFilterRules,
+};
+use noc_protocol::{DeviceId, UndeliverableReason, UserId, VesId};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::{DropReason, Metrics};
+
+/// An active user as the VES sees it: identity plus the per-user flags sent at connect.
+#[derive(Clone, Debug, PartialEq)]
+pub struct VesUserState {
+    pub user: ActiveUser,
+    pub constant_sync: bool,
+    pub filter_rules: Vec<FilterRule>,
+}
+
+/// The receiving end of a command channel's queue, shared by its stream and the channel's
+/// sending side: when the session ends a channel it takes the queue back at once and
+/// bounces what is in it, even if the HTTP layer has stopped polling the stream (a stalled
+/// peer), so a stalled VES pins no frames.
+pub(crate) type RxSlot = Arc<Mutex<Option<mpsc::Receiver<VesItem>>>>;
+
+/// The last line a cancelled channel writes (a `Close` command). Kept out of the queue so
+/// that a full queue cannot lose it.
+pub(crate) type FarewellSlot = Arc<Mutex<Option<Command>>>;
+
+/// The sending side of one attached command channel.
+pub(crate) struct ChannelTx {
+    tx: mpsc::Sender<VesItem>,
+    rx: RxSlot,
+    cancel: CancellationToken,
+    farewell: FarewellSlot,
+    pub(crate) epoch: u64,
+}
+
+/// The receiving side of one command channel, for its [`super::command_stream::CommandStream`].
+pub(crate) struct ChannelRx {
+    pub(crate) rx: RxSlot,
+    pub(crate) cancel: CancellationToken,
+    pub(crate) farewell: FarewellSlot,
+    pub(crate) epoch: u64,
+}
+
+/// A new command channel holding at most `capacity` items.
+pub(crate) fn channel(capacity: usize, epoch: u64) -> (ChannelTx, ChannelRx) {
+    let (tx, rx) = mpsc::channel(capacity);
+    let rx: RxSlot = Arc::new(Mutex::new(Some(rx)));
+    let cancel = CancellationToken::new();
+    let farewell: FarewellSlot = Arc::new(Mutex::new(None));
+    (
+        ChannelTx { tx, rx: rx.clone(), cancel: cancel.clone(), farewell: farewell.clone(), epoch },
+        ChannelRx { rx, cancel, farewell, epoch },
+    )
+}
+
+impl ChannelTx {
+    /// Queues an item on a channel not yet handed to anyone (the opening commands).
+    pub(crate) fn try_send(&self, item: VesItem) -> bool {
+        self.tx.try_send(item).is_ok()
+    }
+
+    /// Ends the channel, writing `farewell` as its last line. Returns the queue, closed,
+    /// with whatever it still holds (the caller bounces its frames), unless the stream
+    /// already gave it back.
+    pub(crate) fn close(self, farewell: Option<Command>) -> Option<mpsc::Receiver<VesItem>> {
+        if let Some(cmd) = farewell {
+            *lock(&self.farewell) = Some(cmd);
+        }
+        self.cancel.cancel();
+        let mut rx = lock(&self.rx).take()?;
+        rx.close();
+        Some(rx)
+    }
+}
+
+/// What the router and the data channel see of one VES session.
+pub struct VesInbox {
+    pub ves_id: VesId,
+    /// Unique per session, to tell a replaced session from its successor.
+    pub session: u64,
+    channel: RwLock<Option<ChannelTx>>,
+    /// Devices of this VES's users: the ownership check of every VES → device frame.
+    devices: RwLock<HashMap<DeviceId, UserId>>,
+    users: RwLock<BTreeMap<UserId, VesUserState>>,
+    ready: RwLock<HashSet<UserId>>,
+    /// Bumped each time the command channel hands bytes to the HTTP layer; the session
+    /// compares it between ticks to detect a stalled consumer.
+    progress: AtomicU64,
+    hb_seq: AtomicU64,
+}
+
+impl VesInbox {
+    pub fn new(ves_id: VesId, session: u64, users: Vec<VesUserState>, devices: Vec<(DeviceId, UserId)>) -> Self {
+        Self {
+            ves_id,
+            session,
+            channel: RwLock::new(None),
+            devices: RwLock::new(devices.into_iter().collect()),
+            users: RwLock::new(users.into_iter().map(|u| (u.user.user_id, u)).collect()),
+            ready: RwLock::new(HashSet::new()),
+            progress: AtomicU64::new(0),
+            hb_seq: AtomicU64::new(0),
+        }
+    }
+
+    /// Whether a command channel is attached.
+    pub fn attached(&self) -> bool {
+        read(&self.channel).is_some()
+    }
+
+    /// Queues an item on the command channel. Refused at once when detached or full.
+    pub fn enqueue(&self, item: VesItem, metrics: &Metrics) -> Result<(), UndeliverableReason> {
+        let is_frame = matches!(item, VesItem::Frame { .. });
+        let guard = read(&self.channel);
+        let Some(ch) = guard.as_ref() else {
+            return Err(UndeliverableReason::PeerOffline);
+        };
+        ch.tx.try_send(item).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => {
+                metrics.dropped(if is_frame { DropReason::QueueFull } else { DropReason::ControlQueueFull });
+                UndeliverableReason::QueueFull
+            }
+            mpsc::error::TrySendError::Closed(_) => UndeliverableReason::PeerOffline,
+        })
+    }
+
+    fn command(&self, cmd: Command, metrics: &Metrics) {
+        let _ = self.enqueue(VesItem::Command(cmd), metrics);
+    }
+
+    pub fn owns_device(&self, device_id: DeviceId) -> bool {
+        read(&self.devices).contains_key(&device_id)
+    }
+
+    pub fn set_device(&self, device_id: DeviceId, user_id: UserId, present: bool) {
+        let mut devices = write(&self.devices);
+        if present {
+            devices.insert(device_id, user_id);
+        } else {
+            devices.remove(&device_id);
+        }
+    }
+
+    /// Adds (or refreshes) an active user and tells the VES.
+    pub fn add_user(&self, state: VesUserState, metrics: &Metrics) {
+        let cmds = user_commands(std::slice::from_ref(&state), false);
+        write(&self.users).insert(state.user.user_id, state);
+        for c in cmds {
+            self.command(c, metrics);
+        }
+    }
+
+    /// Removes a user (deleted or suspended) and its devices, and tells the VES.
+    pub fn remove_user(&self, user_id: UserId, metrics: &Metrics) {
+        write(&self.users).remove(&user_id);
+        write(&self.ready).remove(&user_id);
+        write(&self.devices).retain(|_, u| *u != user_id);
+        self.command(Command::DeactivateUsers { user_ids: vec![user_id] }, metrics);
+    }
+
+    /// Whether the VES's StartupReport said it can serve `user_id`.
+    pub fn is_ready(&self, user_id: UserId) -> bool {
+        read(&self.ready).contains(&user_id)
+    }
+
+    /// Records a StartupReport (white paper §4.5 step 8).
+    pub fn record_startup(&self, users: &[StartupUser]) -> StartupReportResponse {
+        let active = read(&self.users);
+        let mut ready = write(&self.ready);
+        let mut resp = StartupReportResponse { ready: 0, unavailable: 0, unknown: Vec::new() };
+        for u in users {
+            if !active.contains_key(&u.user_id) {
+                resp.unknown.push(u.user_id);
+                continue;
+            }
+            match u.status {
+                StartupStatus::Ready => {
+                    ready.insert(u.user_id);
+                    resp.ready += 1;
+                }
+                StartupStatus::Unavailable => {
+                    ready.remove(&u.user_id);
+                    resp.unavailable += 1;
+                }
+            }
+        }
+        resp
+    }
+
+    // -- for the session and its command stream ----------------------------------------
+
+    /// The active users' commands, as a new channel opens with them (white paper §4.5
+    /// steps 4–7): `ActivateUsers` (complete), `FilterRules`, `ConstantSync`.
+    pub(crate) fn all_user_commands(&self) -> Vec<Command> {
+        let users: Vec<VesUserState> = read(&self.users).values().cloned().collect();
+        user_commands(&users, true)
+    }
+
+    /// The next heartbeat command.
+    pub(crate) fn heartbeat(&self, interval: Duration) -> Command {
+        Command::Heartbeat {
+            seq: self.hb_seq.fetch_add(1, Ordering::Relaxed) + 1,
+            next_in_seconds: interval.as_secs(),
+            now: noc_protocol::clock::unix_ms_i64(),
+        }
+    }
+
+    /// Makes `channel` the attached one; returns the one it replaces.
+    pub(crate) fn attach(&self, channel: ChannelTx) -> Option<ChannelTx> {
+        write(&self.channel).replace(channel)
+    }
+
+    /// Takes the attached channel: any (`epoch` `None`), or only the channel of `epoch`.
+    pub(crate) fn detach(&self, epoch: Option<u64>) -> Option<ChannelTx> {
+        let mut ch = write(&self.channel);
+        if epoch.is_some_and(|e| ch.as_ref().is_none_or(|c| c.epoch != e)) {
+            return None;
+        }
+        ch.take()
+    }
+
+    /// The attached channel's epoch and whether its queue holds anything.
+    pub(crate) fn backlog(&self) -> Option<(u64, bool)> {
+        read(&self.channel).as_ref().map(|c| (c.epoch, c.tx.capacity() < c.tx.max_capacity()))
+    }
+
+    /// How many chunks the command streams have handed to the HTTP layer.
+    pub(crate) fn progress(&self) -> u64 {
+        self.progress.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn made_progress(&self) {
+        self.progress.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+fn user_commands(users: &[VesUserState], complete: bool) -> Vec<Command> {
+    vec![
+        Command::ActivateUsers { users: users.iter().map(|u| u.user.clone()).collect(), complete },
+        Command::FilterRules {
+            users: users
+                .iter()
+                .map(|u| UserFilterRules { user_id: u.user.user_id, rules: u.filter_rules.clone() })
+                .collect(),
+        },
+        Command::ConstantSync {
+            users: users
+                .iter()
+                .map(|u| ConstantSyncFlag { user_id: u.user.user_id, enabled: u.constant_sync })
+                .collect(),
+        },
+    ]
+}
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    l.read().unwrap_or_else(|p| p.into_inner())
+}
+
+fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    l.write().unwrap_or_else(|p| p.into_inner())
+}
