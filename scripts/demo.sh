@@ -15,7 +15,7 @@ command -v python3 >/dev/null || die "python3 is needed"
 say "build (noc, ves-agent, noc-device)"
 PROFILE_FLAG=""; BIN=target/debug
 if [ "${RELEASE:-0}" = 1 ]; then PROFILE_FLAG="--release"; BIN=target/release; fi
-cargo build $PROFILE_FLAG -q -p noc -p ves-agent -p noc-device
+cargo build $PROFILE_FLAG -q -p noc -p noc-agent -p noc-device
 BIN=$(cd "$BIN" && pwd)
 
 D=$(mktemp -d -t noc-demo.XXXXXX)

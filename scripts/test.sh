@@ -88,6 +88,10 @@ if [ -z "${NOC_TEST_REDIS_URL:-}" ] && ! redis-cli -h 127.0.0.1 -p 6379 ping >/d
   for _ in $(seq 1 30); do redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 && break; sleep 0.5; done
 fi
 
+# The layering: no file loops, the frame path imports nothing above it, crates point down.
+echo "== import graph"
+python3 scripts/import_graph.py
+
 echo "== build (once, all targets)"
 cargo build --workspace --all-targets --locked
 

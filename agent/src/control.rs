@@ -28,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::AgentConfig;
 use crate::engine::{AgentStatus, EngineEvent};
 use crate::error::AgentError;
-use crate::rts::DataChannel;
+use crate::rts_client::DataChannel;
 use crate::smtp::{Mailer, Welcome, welcome_message};
 use crate::stats::{AgentStats, inc};
 

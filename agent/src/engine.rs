@@ -35,7 +35,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::AgentConfig;
 use crate::db;
 use crate::error::RtsError;
-use crate::rts::DataChannel;
+use crate::rts_client::DataChannel;
 use crate::source::{Scan, SourceItem, ensure_maildir};
 use crate::stats::{AgentStats, StatsSnapshot, inc};
 
@@ -64,6 +64,12 @@ pub enum EngineEvent {
     FramesDone { device_id: DeviceId, result: Result<FramesResponse, RtsError> },
     /// `ves-agent status`.
     Status(oneshot::Sender<AgentStatus>),
+}
+
+impl From<SourceItem> for EngineEvent {
+    fn from(item: SourceItem) -> Self {
+        EngineEvent::NewItem(item)
+    }
 }
 
 /// What `status` shows.

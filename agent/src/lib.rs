@@ -16,7 +16,7 @@ pub mod control;
 pub mod db;
 pub mod engine;
 pub mod error;
-pub mod rts;
+pub mod rts_client;
 pub mod session;
 pub mod smtp;
 pub mod source;
@@ -59,7 +59,7 @@ pub struct Registered {
 /// creating the agent's GUID and VES key on first use.
 pub async fn register(config: &AgentConfig) -> Result<Registered, AgentError> {
     let mut state = AgentState::load_or_create(&config.state.dir)?;
-    let rts = rts::Rts::new(config)?;
+    let rts = rts_client::Rts::new(config)?;
     let resp = rts.license(&config.license.name, config.license.password.expose()).await?;
     state.license_token = Some(resp.license_id);
     state.save(&config.state.dir)?;
@@ -95,11 +95,11 @@ pub async fn run(config: AgentConfig, opts: RunOptions, shutdown: CancellationTo
     )?);
     let fingerprint = responder.fingerprint().to_string();
     let store = Arc::new(Store::open(&config.state.dir.join(state::DB_FILE), db::SCHEMA)?);
-    let rts = rts::Rts::new(&config)?;
+    let rts = rts_client::Rts::new(&config)?;
     let mailer = smtp::Mailer::new(&config.smtp)?;
     let stats = Arc::new(AgentStats::default());
     let (keys_tx, keys_rx) = watch::channel(None);
-    let data = rts::DataChannel::new(rts.clone(), keys_rx, config.relay.data_channel_concurrency);
+    let data = rts_client::DataChannel::new(rts.clone(), keys_rx, config.relay.data_channel_concurrency);
     let (engine_tx, engine_rx) = mpsc::channel(1024);
     let (scan_tx, scan_rx) = mpsc::channel(64);
     let wake_submitter = Arc::new(Notify::new());

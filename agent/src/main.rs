@@ -1,5 +1,5 @@
 //! `ves-agent`: the enterprise server agent's command line. Thin: parsing and printing;
-//! the logic is in the `ves_agent` library.
+//! the logic is in the `noc_agent` library.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -7,8 +7,8 @@ use std::process::ExitCode;
 use std::io::Write;
 
 use clap::{Parser, Subcommand};
+use noc_agent::{AgentConfig, AgentError, ControlRequest, RunOptions};
 use noc_endpoint::cli::{EXIT_STDOUT_CLOSED, is_stdout_closed};
-use ves_agent::{AgentConfig, AgentError, ControlRequest, RunOptions};
 
 /// `println!` that returns an error instead of panicking when standard output is closed.
 macro_rules! outln {
@@ -86,7 +86,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "ves_agent=info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "noc_agent=info".into()),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -111,11 +111,11 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
     rt.block_on(async move {
         match cli.command {
             Command::Register => {
-                let r = ves_agent::register(&config).await?;
+                let r = noc_agent::register(&config).await?;
                 outln!("registered with {} ({} of {} users)", config.relay.url, r.used_users, r.max_users);
                 outln!("VES key fingerprint (users pin this): {}", r.fingerprint);
             }
-            Command::Fingerprint => outln!("{}", ves_agent::fingerprint(&config)?),
+            Command::Fingerprint => outln!("{}", noc_agent::fingerprint(&config)?),
             Command::Run => {
                 let stop = tokio_util::sync::CancellationToken::new();
                 let s = stop.clone();
@@ -134,7 +134,7 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
                         }
                     });
                 }
-                ves_agent::run(config, RunOptions::default(), stop).await?;
+                noc_agent::run(config, RunOptions::default(), stop).await?;
             }
             Command::Status => print(control(&config, ControlRequest::Status).await?)?,
             Command::User(u) => {
@@ -157,7 +157,7 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
 
 /// One request to the running agent. Its errors already name the socket.
 async fn control(config: &AgentConfig, req: ControlRequest) -> Result<serde_json::Value, AgentError> {
-    ves_agent::call(&ves_agent::control_socket(config), &req).await
+    noc_agent::call(&noc_agent::control_socket(config), &req).await
 }
 
 fn print(v: serde_json::Value) -> anyhow::Result<()> {

@@ -28,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::AgentConfig;
 use crate::engine::EngineEvent;
 use crate::error::{AgentError, RtsError};
-use crate::rts::{Rts, SessionKeys};
+use crate::rts_client::{Rts, SessionKeys};
 use crate::stats::AgentStats;
 
 /// Command names this agent understands; other lines are skipped (protocol §1.3).

@@ -41,7 +41,6 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::MailConfig;
-use crate::engine::EngineEvent;
 use crate::error::AgentError;
 
 /// How many times a calendar or contact file that is not complete is looked at again
@@ -161,10 +160,11 @@ async fn sleep_until(t: Option<Instant>) {
     }
 }
 
-/// Runs the watcher and scanner until `shutdown`. Items go to the engine.
-pub async fn run(
+/// Runs the watcher and scanner until `shutdown`. Items go to the engine, whose event type
+/// takes a [`SourceItem`] (`From`): the source knows nothing else of the engine.
+pub async fn run<E: From<SourceItem>>(
     cfg: MailConfig,
-    engine: mpsc::Sender<EngineEvent>,
+    engine: mpsc::Sender<E>,
     mut scans: mpsc::Receiver<Scan>,
     shutdown: CancellationToken,
 ) -> Result<(), AgentError> {
@@ -206,7 +206,7 @@ pub async fn run(
                 for (path, retries) in settler.take_due(now) {
                     match roots.look(&path, cfg.max_item_bytes) {
                         Look::Item(item) => {
-                            if engine.send(EngineEvent::NewItem(item)).await.is_err() {
+                            if engine.send(E::from(item)).await.is_err() {
                                 return Ok(());
                             }
                         }
@@ -232,7 +232,7 @@ pub async fn run(
             settler.note(path, Signal::Busy, now);
         }
         for item in found.items {
-            if engine.send(EngineEvent::NewItem(item)).await.is_err() {
+            if engine.send(E::from(item)).await.is_err() {
                 return Ok(());
             }
         }

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::*;
+use noc_agent::ControlRequest;
 use noc_crypto::{Responder, ResponderConfig, StaticKeyPair};
 use noc_device::{DeviceEvent, RunOptions as DeviceRunOptions};
 use noc_endpoint::LinkEvent;
@@ -22,7 +23,6 @@ use noc_protocol::rts;
 use noc_test_support::{ConnectProxy, DeviceShim, Forwarder, ShimAction, ShimDir};
 use serde_json::json;
 use tokio::sync::broadcast;
-use ves_agent::ControlRequest;
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
@@ -341,7 +341,7 @@ async fn the_agent_works_through_an_authenticating_connect_proxy() {
         world.smtp.port,
         &Options { proxy: Some(bad), ..Options::default() },
     );
-    let err = ves_agent::register(&config).await.expect_err("wrong proxy password");
+    let err = noc_agent::register(&config).await.expect_err("wrong proxy password");
     assert!(err.to_string().contains("407") || err.to_string().to_lowercase().contains("proxy"), "{err}");
     assert!(proxy.rejected() >= 1);
 }
@@ -502,7 +502,7 @@ async fn a_key_agreement_tampered_with_by_the_relay_is_detected() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_commands_act_through_the_running_agent_and_legacy_devices_work_when_enabled() {
     let world = World::start(|_| {}, Options { suites: r#"["modern", "legacy-2005"]"#, ..Options::default() }).await;
-    let socket = ves_agent::control_socket(&world.config);
+    let socket = noc_agent::control_socket(&world.config);
     assert_eq!(noc_endpoint::fsutil::mode(&socket).expect("socket mode"), 0o600);
     let state = world.config.state.dir.join("state.json");
     assert_eq!(noc_endpoint::fsutil::mode(&state).expect("state mode"), 0o600);
@@ -589,7 +589,7 @@ async fn a_restarted_agent_gets_its_devices_back_and_delivers_what_was_queued() 
 
     // Back up: same state directory, same identity. The device still holds its old
     // session; the agent asks it to re-key (KeyExchange) and then delivers.
-    world.agent = Some(ves_agent::spawn(world.config.clone(), ves_agent::RunOptions::default()));
+    world.agent = Some(noc_agent::spawn(world.config.clone(), noc_agent::RunOptions::default()));
     world.wait_connected().await;
     let items = wait_inbox(&device, 2).await;
     assert_eq!(noc_endpoint::rfc822::header(&items[1], "Subject").as_deref(), Some("while down"));

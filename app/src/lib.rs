@@ -4,10 +4,10 @@
 //! The `noc` binary is a thin command-line shell over this crate; tests and the load tool
 //! start nodes through [`Node::start`] the same way the binary does.
 
-pub mod admin;
 pub mod cert;
 pub mod config;
 mod node;
+pub mod store_admin;
 
 pub use config::{Config, ConfigError};
 pub use node::{Node, NodeError};

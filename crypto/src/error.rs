@@ -8,8 +8,8 @@
 
 use thiserror::Error;
 
-use crate::modern::Fingerprint;
-use crate::negotiation::Suite;
+use crate::fingerprint::Fingerprint;
+use crate::suite::Suite;
 
 /// Why a cryptographic operation failed.
 #[derive(Debug, Error)]
@@ -114,9 +114,4 @@ impl CryptoError {
     pub(crate) fn malformed(what: &'static str, reason: &'static str) -> Self {
         CryptoError::Malformed { what, reason }
     }
-}
-
-/// Fills `buf` from the operating system's CSPRNG.
-pub(crate) fn fill_random(buf: &mut [u8]) -> Result<(), CryptoError> {
-    getrandom::fill(buf).map_err(|e| CryptoError::Rng(e.to_string()))
 }

@@ -36,8 +36,10 @@ use openssl::pkey::Private;
 use sha1::{Digest, Sha1};
 use zeroize::Zeroizing;
 
-use crate::error::{CryptoError, fill_random};
-use crate::primitives::{aes128_cfb128_decrypt, aes128_cfb128_encrypt, hmac_sha1, hmac_sha1_verify_truncated};
+use crate::error::CryptoError;
+use crate::primitives::{
+    aes128_cfb128_decrypt, aes128_cfb128_encrypt, fill_random, hmac_sha1, hmac_sha1_verify_truncated,
+};
 
 /// Length of the AES-128 session key `K`.
 pub const KEY_LEN: usize = 16;

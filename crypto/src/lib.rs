@@ -40,14 +40,18 @@
 //! ```
 
 pub mod error;
+pub mod fingerprint;
 pub mod legacy;
 pub mod modern;
 pub mod negotiation;
 pub mod primitives;
 pub mod session;
+pub mod suite;
 
 pub use error::CryptoError;
+pub use fingerprint::Fingerprint;
 pub use legacy::{LegacyEphemeral, LegacyKey};
-pub use modern::{Fingerprint, OpenedFrame, StaticKeyPair};
-pub use negotiation::{KeyShare, Suite, WakeUp, WakeUpAck};
+pub use modern::{OpenedFrame, StaticKeyPair};
+pub use negotiation::{KeyShare, WakeUp, WakeUpAck};
 pub use session::{DEFAULT_MAX_PLAINTEXT, Initiator, InitiatorConfig, Responder, ResponderConfig, Role, Session};
+pub use suite::Suite;

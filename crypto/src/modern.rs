@@ -56,8 +56,9 @@ use sha2::{Digest, Sha256};
 use x25519_dalek::{PublicKey, StaticSecret};
 use zeroize::Zeroizing;
 
-use crate::error::{CryptoError, fill_random};
-use crate::primitives::hkdf_sha256;
+use crate::error::CryptoError;
+use crate::fingerprint::Fingerprint;
+use crate::primitives::{fill_random, hkdf_sha256};
 
 /// Length of an X25519 public key.
 pub const PUBLIC_KEY_LEN: usize = 32;
@@ -79,27 +80,7 @@ const PROLOGUE_LABEL: &[u8] = b"noc-e2e/1";
 const LABEL_DEVICE_TO_VES: &[u8] = b"noc-e2e/1 modern device->ves";
 const LABEL_VES_TO_DEVICE: &[u8] = b"noc-e2e/1 modern ves->device";
 
-/// The SHA-256 fingerprint of a VES static public key, as the user sees it in the welcome
-/// e-mail and the device pins it. Printed as 16 groups of 4 lowercase hex digits.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Fingerprint([u8; 32]);
-
 impl Fingerprint {
-    /// `SHA-256(public key)`: reproducible with `xxd -r -p | sha256sum`.
-    pub fn of(public_key: &[u8; PUBLIC_KEY_LEN]) -> Self {
-        Fingerprint(Sha256::digest(public_key).into())
-    }
-
-    /// The fingerprint from its 32 bytes.
-    pub fn from_bytes(bytes: [u8; 32]) -> Self {
-        Fingerprint(bytes)
-    }
-
-    /// The 32 bytes of the digest.
-    pub fn as_bytes(&self) -> &[u8; 32] {
-        &self.0
-    }
-
     /// Parses 64 hex digits, in either case, ignoring spaces, colons and dashes, so that the
     /// printed form, `AA:BB:…` and a bare `sha256sum` all work. The whole digest is
     /// required: a truncated fingerprint would be easier to collide.
@@ -118,25 +99,7 @@ impl Fingerprint {
         if n != 64 {
             return Err(CryptoError::InvalidFingerprint("expected 64 hex digits (SHA-256)"));
         }
-        Ok(Fingerprint(out))
-    }
-}
-
-impl fmt::Display for Fingerprint {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, pair) in self.0.chunks(2).enumerate() {
-            if i > 0 {
-                f.write_str(" ")?;
-            }
-            write!(f, "{:02x}{:02x}", pair[0], pair[1])?;
-        }
-        Ok(())
-    }
-}
-
-impl fmt::Debug for Fingerprint {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Fingerprint({self})")
+        Ok(Fingerprint::from_bytes(out))
     }
 }
 

@@ -22,10 +22,10 @@
 //! among them. Suite ids the VES does not know are skipped, so newer devices can offer newer
 //! suites to older agents.
 
-use std::fmt;
 use std::str::FromStr;
 
 use crate::error::CryptoError;
+use crate::suite::Suite;
 use crate::{legacy, modern};
 
 /// Version byte of both messages.
@@ -33,61 +33,13 @@ pub const WIRE_VERSION: u8 = 1;
 /// At most this many suites in one offer.
 pub const MAX_OFFERS: usize = 8;
 
-/// An end-to-end encryption suite. The numbers and names are stable: they travel in
-/// WakeUp/WakeUpAck and appear in configuration files and on the CLI (`--suite`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub enum Suite {
-    /// X25519 (Noise NX, VES key pinned by fingerprint), HKDF-SHA256, ChaCha20-Poly1305
-    /// with per-direction counters. Id 1, name `modern`.
-    #[default]
-    Modern,
-    /// White paper §11: sect283k1 cofactor ECDH, X9.63 KDF, AES-128-CFB + HMAC-SHA1/80,
-    /// deflate. Unauthenticated. Id 2, name `legacy-2005`.
-    Legacy2005,
-}
-
 impl Suite {
-    /// Every suite, strongest first.
-    pub const ALL: [Suite; 2] = [Suite::Modern, Suite::Legacy2005];
-
-    /// The number used on the wire.
-    pub fn id(self) -> u8 {
-        match self {
-            Suite::Modern => 1,
-            Suite::Legacy2005 => 2,
-        }
-    }
-
-    /// The suite of a wire number, if known.
-    pub fn from_id(id: u8) -> Option<Suite> {
-        Suite::ALL.into_iter().find(|s| s.id() == id)
-    }
-
-    /// The name used in configuration and on the CLI.
-    pub fn name(self) -> &'static str {
-        match self {
-            Suite::Modern => "modern",
-            Suite::Legacy2005 => "legacy-2005",
-        }
-    }
-
     /// Length of this suite's ephemeral public key.
     pub fn public_key_len(self) -> usize {
         match self {
             Suite::Modern => modern::PUBLIC_KEY_LEN,
             Suite::Legacy2005 => legacy::PUBLIC_KEY_LEN,
         }
-    }
-
-    /// Whether the key agreement authenticates the VES (and so resists a malicious relay).
-    pub fn is_authenticated(self) -> bool {
-        matches!(self, Suite::Modern)
-    }
-}
-
-impl fmt::Display for Suite {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
     }
 }
 

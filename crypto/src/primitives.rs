@@ -18,6 +18,11 @@ use crate::error::CryptoError;
 
 type HmacSha1 = Hmac<Sha1>;
 
+/// Fills `buf` from the operating system's CSPRNG.
+pub(crate) fn fill_random(buf: &mut [u8]) -> Result<(), CryptoError> {
+    getrandom::fill(buf).map_err(|e| CryptoError::Rng(e.to_string()))
+}
+
 /// AES-128 in full-block (128-bit) CFB mode, encrypting `buf` in place. Any length: the
 /// last partial block uses the leading bytes of the keystream block.
 pub fn aes128_cfb128_encrypt(key: &[u8; 16], iv: &[u8; 16], buf: &mut [u8]) {

@@ -15,9 +15,11 @@
 use chacha20poly1305::ChaCha20Poly1305;
 
 use crate::error::CryptoError;
+use crate::fingerprint::Fingerprint;
 use crate::legacy::{LegacyEphemeral, LegacyKey};
-use crate::modern::{self, Fingerprint, InitiatorEphemeral, StaticKeyPair};
-use crate::negotiation::{KeyShare, Suite, WakeUp, WakeUpAck};
+use crate::modern::{self, InitiatorEphemeral, StaticKeyPair};
+use crate::negotiation::{KeyShare, WakeUp, WakeUpAck};
+use crate::suite::Suite;
 
 /// Default bound on an opened plaintext: 1 MiB. Relay frames are at most 64 KiB, but a
 /// legacy-2005 frame is deflated and a hostile one could inflate about a thousandfold.

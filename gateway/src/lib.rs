@@ -6,7 +6,7 @@
 //! Errors reaching a client are [`ApiError`]s: a stable code and a message that never
 //! reveals internals (store errors are logged, not returned).
 
-mod admin;
+mod admin_http;
 mod device_listener;
 mod error;
 mod http;
@@ -20,7 +20,7 @@ use std::time::Duration;
 use noc_actors::{Router, RtsSessions, SessionConfig};
 use noc_storage::Accounts;
 
-pub use admin::admin_routes;
+pub use admin_http::admin_routes;
 pub use device_listener::DeviceListener;
 pub use error::ApiError;
 pub use http::public_routes;

@@ -25,7 +25,7 @@ pub mod payload;
 pub mod peer;
 pub mod procfs;
 pub mod result;
-pub mod rts;
+pub mod rts_client;
 pub mod run;
 pub mod scenario;
 pub mod setup;

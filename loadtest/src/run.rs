@@ -33,7 +33,7 @@ use crate::result::{
     FrameCounts, IntervalCounts, Latencies, Latency, Machine, Phases, ProcessUsage, RESULT_FORMAT, ReportError,
     RunResult, Sessions, StormResult, Target, TimelinePoint,
 };
-use crate::rts::{RtsClient, RtsError, url_host};
+use crate::rts_client::{RtsClient, RtsError, url_host};
 use crate::scenario::{Scenario, ScenarioError};
 use crate::setup::{Credentials, LicenseSource, SetupError, ensure_license, prepare_ves};
 use crate::stats::{DirectionCounters, METRICS, Metric, Stats, UNDELIVERABLE_NAMES, new_histogram};

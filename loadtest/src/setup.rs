@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 use tokio::io::AsyncWriteExt;
 
-use crate::rts::{RtsClient, RtsError, SessionKeys};
+use crate::rts_client::{RtsClient, RtsError, SessionKeys};
 use crate::scenario::Scenario;
 
 /// Layout version of the credentials file.

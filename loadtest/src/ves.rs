@@ -24,7 +24,7 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, RwLock, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::payload::{Clock, Stamp};
-use crate::rts::{RtsClient, RtsError, SessionKeys};
+use crate::rts_client::{RtsClient, RtsError, SessionKeys};
 use crate::stats::{Metric, REQUEST_FAILED, Stats, reason_index};
 
 /// Tolerance added to `NextInSeconds` before the command channel counts as broken.

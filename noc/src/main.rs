@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
-use noc_app::admin::Admin;
+use noc_app::store_admin::Admin;
 use noc_app::{Config, Node};
 
 #[derive(Parser)]

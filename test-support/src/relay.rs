@@ -1,7 +1,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use noc_app::admin::Admin;
+use noc_app::store_admin::Admin;
 use noc_app::{Config, Node};
 
 use crate::{FakeDevice, FakeVes};

@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use noc_agent::{AgentConfig, AgentHandle, AgentStatus, ControlRequest, RunOptions};
 use noc_device::{Activation, Device, DeviceEvent, RunOptions as DeviceRunOptions};
 use noc_endpoint::LinkConfig;
 use noc_protocol::rts::AccountActivationResponse;
@@ -18,7 +19,6 @@ use noc_test_support::{SmtpSink, TestRelay};
 use serde_json::json;
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
-use ves_agent::{AgentConfig, AgentHandle, AgentStatus, ControlRequest, RunOptions};
 
 pub const T: Duration = Duration::from_secs(30);
 pub const LICENSE: &str = "acme";
@@ -93,10 +93,10 @@ impl World {
         let dir = tempfile::tempdir().expect("tempdir");
         let url = opts.relay_url.clone().unwrap_or_else(|| relay.base_url().to_owned());
         let config = agent_config(&url, &relay.cert_path(), dir.path(), smtp.port, &opts);
-        ves_agent::register(&config).await.expect("register");
-        let fingerprint = ves_agent::fingerprint(&config).expect("fingerprint");
+        noc_agent::register(&config).await.expect("register");
+        let fingerprint = noc_agent::fingerprint(&config).expect("fingerprint");
         let (tap, lines) = mpsc::unbounded_channel();
-        let agent = ves_agent::spawn(config.clone(), RunOptions { command_tap: Some(tap) });
+        let agent = noc_agent::spawn(config.clone(), RunOptions { command_tap: Some(tap) });
         let relay_config = relay.config.clone();
         let world = World {
             relay: Some(relay),
