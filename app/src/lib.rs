@@ -6,8 +6,12 @@
 
 pub mod cert;
 pub mod config;
+mod drain;
+mod error;
 mod node;
 pub mod store_admin;
+mod wiring;
 
 pub use config::{Config, ConfigError};
-pub use node::{Node, NodeError};
+pub use error::NodeError;
+pub use node::Node;

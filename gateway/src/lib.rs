@@ -1,5 +1,6 @@
 //! The relay's network edges: the public HTTPS API (actix-web over rustls), the device
-//! channel listener (TLS over TCP), and the plain-HTTP admin listener.
+//! channel listener (TLS over TCP), and the plain-HTTP admin listener, and the servers
+//! that run them ([`Servers`]).
 //!
 //! Handlers translate between the wire (see `docs/protocol.md`) and the account rules
 //! and session actors; they hold no state of their own beyond [`GatewayState`].
@@ -10,6 +11,7 @@ mod admin_http;
 mod device_listener;
 mod error;
 mod http;
+mod servers;
 pub mod tls;
 pub mod tls_stream;
 
@@ -24,6 +26,7 @@ pub use admin_http::admin_routes;
 pub use device_listener::DeviceListener;
 pub use error::ApiError;
 pub use http::public_routes;
+pub use servers::{Listeners, ServerHandles, ServerSettings, Servers};
 
 /// Settings of the edges that are not session limits.
 #[derive(Clone, Debug)]

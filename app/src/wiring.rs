@@ -1,0 +1,115 @@
+//! Wiring a node's layers together, on the node's own thread: the account store, the
+//! cluster backend, the router and the state every handler shares.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use noc_actors::{Metrics, Router, RtsSessions};
+use noc_cluster::{Cluster, MemoryCluster, NodeId, RedisCluster};
+use noc_gateway::{GatewayConfig, GatewayState};
+use noc_protocol::CloseCode;
+use noc_storage::{Accounts, PostgresStore, SqliteStore, Store};
+
+use crate::config::Config;
+use crate::error::NodeError;
+
+/// The embedded store in `data_dir` (opened on the caller's thread: SQLite needs no runtime).
+pub(crate) fn open_embedded(config: &Config) -> Result<Arc<dyn Store>, NodeError> {
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(|source| NodeError::DataDir { path: config.data_dir.clone(), source })?;
+    Ok(Arc::new(SqliteStore::open(&config.store_path())?))
+}
+
+/// PostgreSQL: its connections belong to the node's runtime, so it is opened there.
+async fn open_postgres(config: &Config) -> Result<Arc<dyn Store>, NodeError> {
+    let url = config.postgres_url.as_ref().map(|u| u.expose().to_string()).unwrap_or_default();
+    let store = PostgresStore::connect(&url, config.postgres_options()).await.map_err(NodeError::Postgres)?;
+    Ok(Arc::new(store))
+}
+
+async fn open_cluster(config: &Config, node_id: &str) -> Result<Arc<dyn Cluster>, NodeError> {
+    let node = NodeId::new(node_id.to_string());
+    match config.redis_options() {
+        Some(opts) => Ok(Arc::new(RedisCluster::connect(node, opts).await.map_err(NodeError::Redis)?)),
+        None => {
+            if config.postgres_url.is_some() {
+                // Legitimate for one node on PostgreSQL, a trap for several: they would
+                // share accounts but not sessions, and could not reach each other's.
+                tracing::warn!(
+                    "postgres_url is set but redis_url is not: this node runs alone (in-process bus); \
+                     other nodes on the same database will not see its sessions"
+                );
+            }
+            Ok(Arc::new(MemoryCluster::single(node, config.cluster.bus_queue_messages)))
+        }
+    }
+}
+
+/// A node's layers, connected.
+pub(crate) struct Wired {
+    pub state: GatewayState,
+    pub metrics: Arc<Metrics>,
+}
+
+/// Opens what was not given (PostgreSQL, Redis), builds the account rules, the router
+/// with its bus pump, the RTS sessions and the handlers' shared state, and starts the
+/// license watch.
+pub(crate) async fn wire(
+    config: &Config,
+    node_id: &str,
+    store: Option<Arc<dyn Store>>,
+    cluster: Option<Arc<dyn Cluster>>,
+    gateway: GatewayConfig,
+) -> Result<Wired, NodeError> {
+    let store = match store {
+        Some(s) => s,
+        None => open_postgres(config).await?,
+    };
+    let cluster = match cluster {
+        Some(c) => c,
+        None => open_cluster(config, node_id).await?,
+    };
+    let accounts = Accounts::new(store, config.account_policy())?;
+    let sessions = Arc::new(config.sessions());
+    let metrics = Arc::new(Metrics::new());
+    let router = Router::new(cluster, metrics.clone());
+    router.spawn_bus_pump();
+    let rts = RtsSessions::new(sessions.ves_reply_time, metrics.clone());
+    if config.accounts.license_check_interval_seconds > 0 {
+        let every = Duration::from_secs(config.accounts.license_check_interval_seconds);
+        actix_rt::spawn(license_watch(accounts.clone(), router.clone(), every));
+    }
+    let state = GatewayState {
+        accounts,
+        router,
+        rts,
+        sessions,
+        config: Arc::new(gateway),
+        draining: Arc::new(AtomicBool::new(false)),
+    };
+    Ok(Wired { state, metrics })
+}
+
+/// Ends the live sessions of licenses that were suspended (possibly by `noc admin` in
+/// another process, or on another node) or that expired: logins check the license, but a
+/// session opened before lives on until something closes it. Each node closes its own
+/// sessions, so nothing crosses the bus.
+async fn license_watch(accounts: Accounts, router: Arc<Router>, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        match accounts.ves_of_unusable_licenses().await {
+            Ok(ves) => {
+                let ves: HashSet<_> = ves.into_iter().collect();
+                let closed = router.close_sessions_of_ves(&ves, CloseCode::AccountSuspended);
+                if closed > 0 {
+                    tracing::info!(sessions = closed, "closed sessions of suspended or expired licenses");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "license check failed; retrying at the next interval"),
+        }
+    }
+}
