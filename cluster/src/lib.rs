@@ -13,7 +13,7 @@
 
 mod memory;
 mod messages;
-mod redis_bus;
+mod redis_backend;
 mod sharded;
 pub mod wire;
 
@@ -27,7 +27,7 @@ use tokio::sync::mpsc;
 
 pub use memory::{MemoryCluster, MemoryHub};
 pub use messages::{BusMessage, DeviceItem, VesItem};
-pub use redis_bus::{RedisCluster, RedisMode, RedisOptions};
+pub use redis_backend::{RedisCluster, RedisMode, RedisOptions};
 pub use sharded::ShardedMap;
 
 /// A relay node's identity in the cluster.

@@ -1,0 +1,257 @@
+//! The bus between nodes: `noc:inbox:{<node-id>}`, each node's pub/sub channel.
+//!
+//! The braces are a hash tag: with Redis Cluster's sharded pub/sub (`SPUBLISH`/
+//! `SSUBSCRIBE`) a node's whole inbox lives on one shard, so messages to one node keep
+//! their order. Pub/sub is at most once; the relay never relies on it for correctness
+//! (end-to-end acknowledgements do). What it does guarantee is that a message to a node
+//! nobody listens for comes back (`PUBLISH` counts receivers), so the sender gets an
+//! undeliverable notice.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use tokio::sync::mpsc;
+
+use crate::redis_backend::conn::{Conn, Endpoint, cluster_client};
+use crate::redis_backend::options::{RedisMode, RedisOptions};
+use crate::{BusMessage, ClusterError, NodeId, wire};
+
+/// Most messages published in one round of pipelines.
+const BATCH: usize = 256;
+
+fn inbox_channel(node: &NodeId) -> String {
+    format!("noc:inbox:{{{node}}}")
+}
+
+/// This node's inbox (subscribed) and its publisher's queue.
+pub(super) struct Bus {
+    node: NodeId,
+    opts: RedisOptions,
+    endpoint: Endpoint,
+    conn: Conn,
+    subscribed: AtomicBool,
+    inbox_tx: mpsc::Sender<BusMessage>,
+    inbox_rx: Mutex<Option<mpsc::Receiver<BusMessage>>>,
+    publish_tx: mpsc::Sender<(NodeId, BusMessage)>,
+}
+
+impl Bus {
+    /// The bus, and the publish queue for [`Bus::publish_loop`].
+    pub fn new(
+        node: NodeId,
+        opts: &RedisOptions,
+        endpoint: Endpoint,
+        conn: Conn,
+    ) -> (Self, mpsc::Receiver<(NodeId, BusMessage)>) {
+        let (inbox_tx, inbox_rx) = mpsc::channel(opts.inbox_capacity.max(1));
+        let (publish_tx, publish_rx) = mpsc::channel(opts.publish_queue.max(1));
+        let bus = Self {
+            node,
+            opts: opts.clone(),
+            endpoint,
+            conn,
+            subscribed: AtomicBool::new(false),
+            inbox_tx,
+            inbox_rx: Mutex::new(Some(inbox_rx)),
+            publish_tx,
+        };
+        (bus, publish_rx)
+    }
+
+    /// A sender into this node's own inbox (the registry's ownership check closes a
+    /// taken-over session through it).
+    pub fn inbox_sender(&self) -> mpsc::Sender<BusMessage> {
+        self.inbox_tx.clone()
+    }
+
+    pub fn subscribed(&self) -> bool {
+        self.subscribed.load(Ordering::Relaxed)
+    }
+
+    /// Queues `msg` for `node`'s inbox (never blocks).
+    pub fn publish(&self, node: &NodeId, msg: BusMessage) -> Result<(), ClusterError> {
+        self.publish_tx.try_send((node.clone(), msg)).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => ClusterError::InboxFull(node.clone()),
+            mpsc::error::TrySendError::Closed(_) => ClusterError::Unavailable("publisher stopped".into()),
+        })
+    }
+
+    pub fn take_inbox(&self) -> Option<mpsc::Receiver<BusMessage>> {
+        self.inbox_rx.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+
+    /// Hands a message that reached no node back to this node's router, which bounces what
+    /// it carried to its sender as undeliverable. That notice is what lets the sender queue
+    /// instead of waiting for a timeout, so a full inbox makes it wait for room rather
+    /// than drop it (returned messages are rare: one per publish to a vanished node).
+    fn returned(&self, msg: BusMessage) {
+        match self.inbox_tx.try_send(BusMessage::Returned(Box::new(msg))) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(returned)) => {
+                let tx = self.inbox_tx.clone();
+                tokio::spawn(async move {
+                    if tx.send(returned).await.is_err() {
+                        tracing::debug!("node stopping: a returned message is not bounced");
+                    }
+                });
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                tracing::debug!("node stopping: a returned message is not bounced");
+            }
+        }
+    }
+
+    /// Decodes one received message into the inbox; `false` once the node is gone.
+    async fn deliver(&self, payload: &[u8]) -> bool {
+        match wire::decode(Bytes::copy_from_slice(payload)) {
+            Ok(m) => self.inbox_tx.send(m).await.is_ok(),
+            Err(e) => {
+                tracing::warn!(error = %e, "undecodable bus message dropped");
+                true
+            }
+        }
+    }
+
+    /// Keeps this node subscribed to its inbox channel, resubscribing after failures.
+    pub async fn subscribe_loop(&self) {
+        match &self.endpoint {
+            Endpoint::Single(client) => self.subscribe_single(client.clone()).await,
+            Endpoint::Cluster(seeds) => self.subscribe_sharded(seeds.clone()).await,
+        }
+    }
+
+    /// Sharded pub/sub on Redis Cluster: the client keeps the subscription across
+    /// reconnections and reports them as pushes.
+    async fn subscribe_sharded(&self, seeds: Vec<String>) {
+        let channel = inbox_channel(&self.node);
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let (tx, mut rx) = mpsc::unbounded_channel();
+            let connected = async {
+                let client = cluster_client(&seeds, &self.opts, Some(tx)).ok()?;
+                let mut conn = client.get_async_connection().await.ok()?;
+                conn.ssubscribe(&channel).await.ok()?;
+                Some(conn)
+            }
+            .await;
+            let Some(_conn) = connected else {
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+                continue;
+            };
+            self.subscribed.store(true, Ordering::Relaxed);
+            backoff = Duration::from_millis(100);
+            tracing::info!(channel, "subscribed to the node inbox (sharded)");
+            while let Some(push) = rx.recv().await {
+                match push.kind {
+                    redis::PushKind::SMessage => {
+                        if let Some(redis::Value::BulkString(payload)) = push.data.get(1)
+                            && !self.deliver(payload).await
+                        {
+                            return;
+                        }
+                    }
+                    redis::PushKind::Disconnection => {
+                        self.subscribed.store(false, Ordering::Relaxed);
+                        tracing::warn!("sharded inbox subscription interrupted; the client resubscribes");
+                    }
+                    redis::PushKind::SSubscribe => self.subscribed.store(true, Ordering::Relaxed),
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    async fn subscribe_single(&self, client: redis::Client) {
+        let channel = inbox_channel(&self.node);
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match client.get_async_pubsub().await {
+                Ok(mut pubsub) => match pubsub.subscribe(&channel).await {
+                    Ok(()) => {
+                        self.subscribed.store(true, Ordering::Relaxed);
+                        backoff = Duration::from_millis(100);
+                        tracing::info!(channel, "subscribed to the node inbox");
+                        let mut messages = pubsub.on_message();
+                        while let Some(msg) = messages.next().await {
+                            if !self.deliver(msg.get_payload_bytes()).await {
+                                return; // the node is gone
+                            }
+                        }
+                        self.subscribed.store(false, Ordering::Relaxed);
+                        tracing::warn!("inbox subscription lost; resubscribing");
+                    }
+                    Err(e) => tracing::debug!(error = %e, "subscribe failed"),
+                },
+                Err(e) => tracing::debug!(error = %e, "pub/sub connection failed"),
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(2));
+        }
+    }
+
+    /// Publishes queued messages in pipelined batches, in order. A message no node received
+    /// (its owner is gone) comes back as `Returned`.
+    pub async fn publish_loop(&self, mut rx: mpsc::Receiver<(NodeId, BusMessage)>) {
+        let publish = match self.opts.mode {
+            RedisMode::Standalone => "PUBLISH",
+            RedisMode::Cluster => "SPUBLISH",
+        };
+        let mut batch: Vec<(NodeId, BusMessage)> = Vec::with_capacity(BATCH);
+        while let Some(first) = rx.recv().await {
+            batch.push(first);
+            while batch.len() < BATCH {
+                match rx.try_recv() {
+                    Ok(m) => batch.push(m),
+                    Err(_) => break,
+                }
+            }
+            // One pipeline per target inbox: its messages stay in order, and on Redis
+            // Cluster they all hash to the inbox's shard.
+            let mut groups: Vec<(NodeId, redis::Pipeline, Vec<BusMessage>)> = Vec::new();
+            for (node, msg) in batch.drain(..) {
+                let bytes = match wire::encode(&msg) {
+                    Ok(b) => b,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "unencodable bus message dropped");
+                        continue;
+                    }
+                };
+                let i = match groups.iter().position(|(n, _, _)| *n == node) {
+                    Some(i) => i,
+                    None => {
+                        groups.push((node.clone(), redis::pipe(), Vec::new()));
+                        groups.len() - 1
+                    }
+                };
+                let (n, pipe, msgs) = &mut groups[i];
+                pipe.cmd(publish).arg(inbox_channel(n)).arg(bytes.as_ref());
+                msgs.push(msg);
+            }
+            let sends = groups.into_iter().map(|(_, pipe, msgs)| {
+                let mut conn = self.conn.clone();
+                async move { (pipe.query_async::<Vec<i64>>(&mut conn).await, msgs) }
+            });
+            for (result, msgs) in futures_util::future::join_all(sends).await {
+                match result {
+                    Ok(receivers) => {
+                        for (msg, n) in msgs.into_iter().zip(receivers) {
+                            if n == 0 {
+                                self.returned(msg);
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, messages = msgs.len(), "publish failed; returning messages");
+                        for msg in msgs {
+                            self.returned(msg);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

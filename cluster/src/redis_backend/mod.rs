@@ -1,0 +1,248 @@
+//! The distributed backend: Redis for membership, session ownership and the bus, one
+//! file each.
+//!
+//! Every key and channel starts with `noc:`:
+//!
+//! * [`membership`] — `noc:nodes`, the live nodes and their leases;
+//! * [`registry`] — `noc:own:d:<device-id>` / `noc:own:v:<ves-id>`, the owner of each
+//!   session, kept alive and checked by its owner;
+//! * [`bus`] — `noc:inbox:{<node-id>}`, each node's pub/sub inbox (sharded pub/sub on
+//!   Redis Cluster).
+//!
+//! [`RedisCluster`] composes the three behind the [`Cluster`] trait and runs their
+//! background tasks on the node's runtime.
+
+mod bus;
+mod conn;
+mod membership;
+mod options;
+mod registry;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::sync::mpsc;
+
+use crate::redis_backend::bus::Bus;
+use crate::redis_backend::membership::Membership;
+use crate::redis_backend::registry::Registry;
+use crate::{BusMessage, Cluster, ClusterError, NodeId, Owner, SessionKey};
+
+pub use options::{RedisMode, RedisOptions};
+
+/// A node's handle on the Redis backend. Spawns its background tasks on the current
+/// tokio runtime, which must outlive it (the node's runtime).
+#[derive(Clone)]
+pub struct RedisCluster {
+    membership: Arc<Membership>,
+    registry: Arc<Registry>,
+    bus: Arc<Bus>,
+}
+
+impl RedisCluster {
+    /// Connects, registers this node and starts the membership, bus and renewal tasks.
+    pub async fn connect(node: NodeId, opts: RedisOptions) -> Result<Self, ClusterError> {
+        let (endpoint, conn) = conn::connect(&opts).await?;
+        let membership = Arc::new(Membership::new(node.clone(), conn.clone(), &opts));
+        let (registry, releases) = Registry::new(node.clone(), conn.clone(), &opts);
+        let registry = Arc::new(registry);
+        let (bus, publishes) = Bus::new(node, &opts, endpoint, conn);
+        let bus = Arc::new(bus);
+        membership.tick().await?;
+        tokio::spawn(membership_loop(membership.clone(), registry.clone(), opts.membership_interval));
+        let b = bus.clone();
+        tokio::spawn(async move { b.subscribe_loop().await });
+        let b = bus.clone();
+        tokio::spawn(async move { b.publish_loop(publishes).await });
+        let r = registry.clone();
+        tokio::spawn(async move { r.release_loop(releases).await });
+        let (r, inbox) = (registry.clone(), bus.inbox_sender());
+        tokio::spawn(async move { r.renew_loop(inbox).await });
+        Ok(Self { membership, registry, bus })
+    }
+
+    /// Live nodes as this node last saw them.
+    pub fn live_nodes(&self) -> Vec<NodeId> {
+        self.membership.live_nodes()
+    }
+}
+
+/// Renews the lease every `every`, expires cached owners, and re-registers this node's
+/// sessions when Redis lost them.
+async fn membership_loop(membership: Arc<Membership>, registry: Arc<Registry>, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        registry.expire_cache();
+        match membership.tick().await {
+            Ok(true) => {
+                tracing::warn!("this node was missing from Redis (restart or long outage): re-registering");
+                if let Err(e) = registry.reregister().await {
+                    tracing::warn!(error = %e, "re-registration failed; retrying next tick");
+                }
+            }
+            Ok(false) => {}
+            Err(e) => {
+                if membership.tick_failed() {
+                    tracing::warn!(error = %e, "Redis unreachable: cross-node routing suspended");
+                }
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Cluster for RedisCluster {
+    fn node_id(&self) -> &NodeId {
+        &self.membership.node
+    }
+
+    async fn claim(&self, key: SessionKey) -> Result<Option<NodeId>, ClusterError> {
+        self.registry.claim(key).await
+    }
+
+    fn release(&self, key: SessionKey) {
+        self.registry.release(key);
+    }
+
+    fn owner(&self, key: &SessionKey) -> Owner {
+        self.registry.owner(key, &self.membership)
+    }
+
+    async fn lookup(&self, key: SessionKey) -> Result<Option<NodeId>, ClusterError> {
+        self.registry.lookup(key, &self.membership).await
+    }
+
+    fn forget(&self, key: &SessionKey) {
+        self.registry.forget(key);
+    }
+
+    fn publish(&self, node: &NodeId, msg: BusMessage) -> Result<(), ClusterError> {
+        // No liveness check here: routing decisions made it already (`owner`), and a
+        // message to a node that is really gone comes back as `Returned`.
+        self.bus.publish(node, msg)
+    }
+
+    fn take_inbox(&self) -> Option<mpsc::Receiver<BusMessage>> {
+        self.bus.take_inbox()
+    }
+
+    fn healthy(&self) -> bool {
+        self.membership.commands_ok() && self.bus.subscribed()
+    }
+
+    async fn leave(&self) {
+        self.registry.release_all().await;
+        self.membership.leave().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::DeviceItem;
+    use crate::redis_backend::registry::own_key;
+    use noc_protocol::DeviceId;
+    use redis::AsyncCommands;
+
+    fn opts() -> RedisOptions {
+        RedisOptions {
+            url: std::env::var("NOC_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/".into()),
+            node_lease: Duration::from_secs(2),
+            membership_interval: Duration::from_millis(100),
+            ..RedisOptions::default()
+        }
+    }
+
+    fn node(name: &str) -> NodeId {
+        NodeId::new(format!("{name}-{}", noc_protocol::secrets::random_hex::<4>()))
+    }
+
+    /// A takeover whose `Close` message never arrived is still noticed: the old owner reads
+    /// its key back, finds another node in it, and closes its own session (`replaced`).
+    #[tokio::test]
+    async fn a_takeover_whose_close_was_lost_is_found_by_the_ownership_check() {
+        let a = RedisCluster::connect(node("a"), RedisOptions { session_key_ttl: Duration::from_secs(3), ..opts() })
+            .await
+            .expect("Redis must run for this test");
+        let mut inbox = a.take_inbox().expect("inbox");
+        let ours = SessionKey::Device(DeviceId::random());
+        let taken = SessionKey::Device(DeviceId::random());
+        assert_eq!(a.claim(ours).await.expect("claim"), None);
+        assert_eq!(a.claim(taken).await.expect("claim"), None);
+        // Another node takes `taken` over, and its Close to `a` is lost.
+        let client = redis::Client::open(opts().url).expect("url");
+        let mut raw = client.get_multiplexed_async_connection().await.expect("connect");
+        let _: () = raw.set_ex(own_key(&taken), "some-other-node", 30).await.expect("set");
+
+        let msg = tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                match inbox.recv().await {
+                    Some(BusMessage::Close { key, code }) => break (key, code),
+                    Some(_) => continue,
+                    None => panic!("inbox closed"),
+                }
+            }
+        })
+        .await
+        .expect("the ownership check closes the taken-over session");
+        assert_eq!(msg, (taken, noc_protocol::CloseCode::Replaced));
+        // Its own key is kept (extended), the other node's is left alone.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert_eq!(a.lookup(ours).await.expect("lookup"), Some(a.node_id().clone()));
+        let owner: Option<String> = raw.get(own_key(&taken)).await.expect("get");
+        assert_eq!(owner.as_deref(), Some("some-other-node"));
+        assert!(
+            tokio::time::timeout(Duration::from_millis(1500), inbox.recv()).await.is_err(),
+            "closed once, not at every check"
+        );
+        a.leave().await;
+    }
+
+    #[tokio::test]
+    async fn ownership_lookup_takeover_and_delivery() {
+        let a = RedisCluster::connect(node("a"), opts()).await.expect("Redis must run for this test");
+        let b = RedisCluster::connect(node("b"), opts()).await.expect("connect");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(a.live_nodes().contains(b.node_id()), "{:?}", a.live_nodes());
+        let key = SessionKey::Device(DeviceId::random());
+        assert_eq!(b.claim(key).await.expect("claim"), None);
+        assert_eq!(a.owner(&key), Owner::Unknown, "not known before a lookup");
+        assert_eq!(a.lookup(key).await.expect("lookup"), Some(b.node_id().clone()));
+        assert_eq!(a.owner(&key), Owner::Node(b.node_id().clone()), "remembered");
+        // Takeover reports the previous owner.
+        assert_eq!(a.claim(key).await.expect("claim"), Some(b.node_id().clone()));
+        b.release(key); // b's stale release leaves a's ownership
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(b.lookup(key).await.expect("lookup"), Some(a.node_id().clone()));
+
+        // Delivery through the bus.
+        let mut inbox = b.take_inbox().expect("inbox");
+        let msg = BusMessage::ToDevice { device_id: DeviceId::random(), item: DeviceItem::Ack { frame_id: 9 } };
+        for _ in 0..50 {
+            if b.healthy() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        a.publish(b.node_id(), msg.clone()).expect("publish");
+        let got = tokio::time::timeout(Duration::from_secs(2), inbox.recv()).await.expect("delivered");
+        assert_eq!(got, Some(msg));
+        a.leave().await;
+        b.leave().await;
+    }
+
+    #[tokio::test]
+    async fn a_message_to_a_node_nobody_listens_for_comes_back() {
+        let a = RedisCluster::connect(node("a"), opts()).await.expect("Redis must run for this test");
+        let mut inbox = a.take_inbox().expect("inbox");
+        let ghost = node("ghost");
+        let msg = BusMessage::ToDevice { device_id: DeviceId::random(), item: DeviceItem::Ack { frame_id: 1 } };
+        a.publish(&ghost, msg.clone()).expect("publish");
+        let got = tokio::time::timeout(Duration::from_secs(2), inbox.recv()).await.expect("returned");
+        assert_eq!(got, Some(BusMessage::Returned(Box::new(msg))));
+        a.leave().await;
+    }
+}

@@ -1,0 +1,54 @@
+//! Settings of the Redis backend.
+
+use std::time::Duration;
+
+/// How Redis is deployed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RedisMode {
+    /// One server (or a primary with replicas behind one address): `PUBLISH`/`SUBSCRIBE`.
+    #[default]
+    Standalone,
+    /// Redis Cluster: keys spread over shards, the bus on sharded pub/sub
+    /// (`SPUBLISH`/`SSUBSCRIBE`, RESP3).
+    Cluster,
+}
+
+/// Settings of the Redis backend.
+#[derive(Clone, Debug)]
+pub struct RedisOptions {
+    /// `redis://host:port/db` (credentials allowed in the URL); in cluster mode a
+    /// comma-separated list of seed nodes.
+    pub url: String,
+    pub mode: RedisMode,
+    /// A node not seen for this long is dead.
+    pub node_lease: Duration,
+    /// How often a node renews its lease and refreshes its view of live nodes.
+    pub membership_interval: Duration,
+    /// Expiry of session ownership keys (renewed by their owner at a third of it).
+    pub session_key_ttl: Duration,
+    /// How long a looked-up remote owner is trusted before it is looked up again.
+    pub owner_cache_ttl: Duration,
+    /// Messages received and not yet handled by the router.
+    pub inbox_capacity: usize,
+    /// Messages waiting to be published.
+    pub publish_queue: usize,
+    /// Timeout of one Redis command.
+    pub command_timeout: Duration,
+}
+
+impl Default for RedisOptions {
+    fn default() -> Self {
+        Self {
+            url: "redis://127.0.0.1:6379/".into(),
+            mode: RedisMode::Standalone,
+            node_lease: Duration::from_secs(10),
+            membership_interval: Duration::from_secs(1),
+            session_key_ttl: Duration::from_secs(3600),
+            owner_cache_ttl: Duration::from_secs(30),
+            inbox_capacity: 65_536,
+            publish_queue: 65_536,
+            command_timeout: Duration::from_secs(2),
+        }
+    }
+}

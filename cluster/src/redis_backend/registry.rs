@@ -1,0 +1,249 @@
+//! Who owns each session: `noc:own:d:<device-id>` / `noc:own:v:<ves-id>` name the owning
+//! node.
+//!
+//! The key is written by the node that authenticated the session (`SET … GET` reports the
+//! previous owner, which is then told to close its copy) and kept alive by that node,
+//! which reads each of its keys back every 30 s (or `session_key_ttl / 3` if shorter): its
+//! own are extended, lost ones (Redis restarted) set again, and a key another node has
+//! taken over closes the local session — in case the takeover's `Close` message was lost.
+//! A session is valid only while its owner's lease is ([`super::membership`]).
+
+use std::time::{Duration, Instant};
+
+use redis::AsyncCommands;
+use tokio::sync::mpsc;
+
+use crate::redis_backend::conn::{Conn, run_each, unavailable};
+use crate::redis_backend::membership::Membership;
+use crate::redis_backend::options::RedisOptions;
+use crate::{BusMessage, ClusterError, NodeId, Owner, SessionKey, ShardedMap};
+
+const RELEASE_SCRIPT: &str =
+    "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end";
+
+/// Most time between two ownership checks of a session key (see [`Registry::renew_loop`]).
+const OWNERSHIP_CHECK_MAX: Duration = Duration::from_secs(30);
+/// A claim younger than this (or than the check period, if shorter) is not judged by the
+/// ownership check: its `SET` may still be on its way to Redis behind the check's `GET`.
+const FRESH_CLAIM: Duration = Duration::from_secs(5);
+
+pub(super) fn own_key(key: &SessionKey) -> String {
+    match key {
+        SessionKey::Device(id) => format!("noc:own:d:{id}"),
+        SessionKey::Ves(id) => format!("noc:own:v:{id}"),
+    }
+}
+
+/// This node's session keys and its cache of remote owners.
+pub(super) struct Registry {
+    node: NodeId,
+    conn: Conn,
+    session_key_ttl: Duration,
+    owner_cache_ttl: Duration,
+    /// Remote owners looked up, and when.
+    cache: ShardedMap<SessionKey, (NodeId, Instant)>,
+    /// Session keys this node claimed, with when: renewed, checked, and re-registered
+    /// after Redis lost its data.
+    owned: ShardedMap<SessionKey, Instant>,
+    release_tx: mpsc::UnboundedSender<SessionKey>,
+}
+
+impl Registry {
+    /// The registry, and the queue of releases for [`Registry::release_loop`].
+    pub fn new(node: NodeId, conn: Conn, opts: &RedisOptions) -> (Self, mpsc::UnboundedReceiver<SessionKey>) {
+        let (release_tx, release_rx) = mpsc::unbounded_channel();
+        let registry = Self {
+            node,
+            conn,
+            session_key_ttl: opts.session_key_ttl,
+            owner_cache_ttl: opts.owner_cache_ttl,
+            cache: ShardedMap::new(),
+            owned: ShardedMap::new(),
+            release_tx,
+        };
+        (registry, release_rx)
+    }
+
+    fn ttl_ms(&self) -> u64 {
+        u64::try_from(self.session_key_ttl.as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// `SET … GET`: this node owns `key` now; returns the previous owner if it was another.
+    pub async fn claim(&self, key: SessionKey) -> Result<Option<NodeId>, ClusterError> {
+        self.owned.insert(key, Instant::now());
+        self.cache.insert(key, (self.node.clone(), Instant::now()));
+        let mut conn = self.conn.clone();
+        let previous: Option<String> = redis::cmd("SET")
+            .arg(own_key(&key))
+            .arg(self.node.as_str())
+            .arg("PX")
+            .arg(self.ttl_ms())
+            .arg("GET")
+            .query_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        Ok(previous.map(NodeId::new).filter(|p| *p != self.node))
+    }
+
+    /// Queues the deletion of `key` if it still names this node (never blocks).
+    pub fn release(&self, key: SessionKey) {
+        self.owned.remove(&key);
+        self.cache.remove_if(&key, |(n, _)| *n == self.node);
+        let _ = self.release_tx.send(key);
+    }
+
+    /// The owner of `key` from memory, if it is known, fresh and alive.
+    pub fn owner(&self, key: &SessionKey, membership: &Membership) -> Owner {
+        let ttl = self.owner_cache_ttl;
+        match self.cache.with(key, |e| e.filter(|(_, at)| at.elapsed() < ttl).map(|(n, _)| n.clone())) {
+            Some(n) if membership.is_live(&n) => Owner::Node(n),
+            _ => Owner::Unknown,
+        }
+    }
+
+    /// Reads the owner of `key` from Redis (one round trip) and remembers it.
+    pub async fn lookup(&self, key: SessionKey, membership: &Membership) -> Result<Option<NodeId>, ClusterError> {
+        let mut conn = self.conn.clone();
+        let owner: Option<String> = conn.get(own_key(&key)).await.map_err(unavailable)?;
+        let owner = match owner.map(NodeId::new) {
+            Some(n) if membership.is_live(&n) => Some(n),
+            // Not in our view of live nodes: it may have joined since our last refresh.
+            Some(n) => membership.check_live(&n).await?.then_some(n),
+            None => None,
+        };
+        match owner {
+            Some(n) => {
+                self.cache.insert(key, (n.clone(), Instant::now()));
+                Ok(Some(n))
+            }
+            None => {
+                self.cache.remove(&key);
+                Ok(None)
+            }
+        }
+    }
+
+    pub fn forget(&self, key: &SessionKey) {
+        self.cache.remove(key);
+    }
+
+    /// Drops remote owners older than the cache's time to live.
+    pub fn expire_cache(&self) {
+        let ttl = self.owner_cache_ttl;
+        self.cache.retain(|_, (_, at)| at.elapsed() < ttl);
+    }
+
+    /// Writes every owned session key again (after Redis lost them).
+    pub async fn reregister(&self) -> Result<(), ClusterError> {
+        let mut keys = Vec::new();
+        self.owned.for_each(|k, _| keys.push(own_key(k)));
+        for chunk in keys.chunks(1000) {
+            let cmds = chunk.iter().map(|k| self.set_if_absent(k)).collect();
+            run_each::<redis::Value>(&self.conn, cmds).await.map_err(unavailable)?;
+        }
+        if !keys.is_empty() {
+            tracing::info!(sessions = keys.len(), "re-registered sessions with Redis");
+        }
+        Ok(())
+    }
+
+    /// `SET key node PX ttl NX`: never overwrites a newer owner that claimed the session
+    /// meanwhile.
+    fn set_if_absent(&self, key: &str) -> redis::Cmd {
+        let mut c = redis::cmd("SET");
+        c.arg(key).arg(self.node.as_str()).arg("PX").arg(self.ttl_ms()).arg("NX");
+        c
+    }
+
+    /// Deletes every key this node owns (graceful shutdown).
+    pub async fn release_all(&self) {
+        let mut keys = Vec::new();
+        self.owned.for_each(|k, _| keys.push(*k));
+        let script = redis::Script::new(RELEASE_SCRIPT);
+        let mut conn = self.conn.clone();
+        for k in keys {
+            self.owned.remove(&k);
+            let _: Result<i64, _> = script.key(own_key(&k)).arg(self.node.as_str()).invoke_async(&mut conn).await;
+        }
+    }
+
+    /// Runs the queued releases: a key is deleted only if it still names this node.
+    pub async fn release_loop(&self, mut rx: mpsc::UnboundedReceiver<SessionKey>) {
+        let script = redis::Script::new(RELEASE_SCRIPT);
+        while let Some(key) = rx.recv().await {
+            if self.owned.contains_key(&key) {
+                continue; // claimed again meanwhile
+            }
+            let mut conn = self.conn.clone();
+            let r: Result<i64, _> = script.key(own_key(&key)).arg(self.node.as_str()).invoke_async(&mut conn).await;
+            if let Err(e) = r {
+                tracing::debug!(error = %e, ?key, "release failed; the key names this node until it expires or is reclaimed");
+            }
+        }
+    }
+
+    /// Keeps this node's session keys alive and checks that they still name this node.
+    ///
+    /// A takeover tells the old owner to close its session over pub/sub, which is at most
+    /// once: if that `Close` is lost (the old owner's subscription was down at that
+    /// moment), the old session would live on beside the new one. So every key is read
+    /// back at least every [`OWNERSHIP_CHECK_MAX`]: ours → extended; gone (Redis
+    /// restarted) → set again with NX; another node's → that node took the session over:
+    /// a `Close` (`replaced`) goes to this node's own `inbox`, exactly as the lost message
+    /// would have.
+    pub async fn renew_loop(&self, inbox: mpsc::Sender<BusMessage>) {
+        let period = (self.session_key_ttl / 3).min(OWNERSHIP_CHECK_MAX);
+        let fresh = period.min(FRESH_CLAIM);
+        let ttl = self.ttl_ms();
+        loop {
+            tokio::time::sleep(period).await;
+            let mut keys = Vec::new();
+            self.owned.for_each(|k, claimed_at| keys.push((*k, *claimed_at)));
+            for chunk in keys.chunks(1000) {
+                let gets = chunk
+                    .iter()
+                    .map(|(k, _)| {
+                        let mut c = redis::cmd("GET");
+                        c.arg(own_key(k));
+                        c
+                    })
+                    .collect();
+                let owners = match run_each::<Option<String>>(&self.conn, gets).await {
+                    Ok(owners) => owners,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "session key check failed");
+                        break;
+                    }
+                };
+                let mut updates = Vec::new();
+                for ((key, claimed_at), owner) in chunk.iter().zip(owners) {
+                    match owner {
+                        Some(node) if node == self.node.as_str() => {
+                            let mut c = redis::cmd("PEXPIRE");
+                            c.arg(own_key(key)).arg(ttl);
+                            updates.push(c);
+                        }
+                        None => updates.push(self.set_if_absent(&own_key(key))),
+                        Some(other) => {
+                            let still_ours = self.owned.with(key, |v| v.is_some_and(|at| at == claimed_at));
+                            if claimed_at.elapsed() < fresh || !still_ours {
+                                continue;
+                            }
+                            self.owned.remove(key);
+                            tracing::info!(?key, owner = %other, "session taken over by another node; closing it here");
+                            let close = BusMessage::Close { key: *key, code: noc_protocol::CloseCode::Replaced };
+                            if inbox.send(close).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+                if !updates.is_empty()
+                    && let Err(e) = run_each::<redis::Value>(&self.conn, updates).await
+                {
+                    tracing::debug!(error = %e, "session key renewal failed");
+                }
+            }
+        }
+    }
+}
