@@ -17,19 +17,24 @@
 //!   TLS proxy, for side-by-side benchmarks.
 //! * [`cli`]: the command line of the `loadtest` binary.
 
+mod assemble;
 pub mod cli;
 pub mod device;
+mod display;
 pub mod html;
 pub mod net;
 pub mod payload;
 pub mod peer;
+mod phases;
 pub mod procfs;
+mod reporter;
 pub mod result;
 pub mod rts_client;
 pub mod run;
 pub mod scenario;
 pub mod setup;
 pub mod stats;
+mod storm;
 pub mod ves;
 
 pub use result::{RunResult, merge};
