@@ -140,14 +140,7 @@ fn build_client(config: &AgentConfig) -> Result<reqwest::Client, AgentError> {
 
 fn transport(e: reqwest::Error) -> RtsError {
     // The whole source chain: "error sending request" alone hides a 407 from the proxy.
-    let mut text = e.to_string();
-    let mut src = std::error::Error::source(&e);
-    while let Some(s) = src {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        src = s.source();
-    }
-    RtsError::Transport(text)
+    RtsError::Transport(noc_endpoint::cli::report(&e))
 }
 
 async fn send_json<T: DeserializeOwned>(req: reqwest::RequestBuilder) -> Result<T, RtsError> {

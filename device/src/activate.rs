@@ -72,7 +72,7 @@ pub async fn activate(dir: &Path, a: &Activation) -> Result<DeviceState, DeviceE
         .json(&req)
         .send()
         .await
-        .map_err(|e| DeviceError::Network(format!("{base}: {e}")))?;
+        .map_err(|e| DeviceError::Network(format!("{base}: {}", noc_endpoint::cli::report(&e))))?;
     let status = resp.status().as_u16();
     let body = resp.bytes().await.map_err(|e| DeviceError::Network(e.to_string()))?;
     if !(200..300).contains(&status) {

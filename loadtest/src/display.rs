@@ -8,6 +8,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 /// Live output: bars on a terminal, a line every few seconds otherwise.
 pub(crate) struct Display {
     pub(crate) bar: Option<ProgressBar>,
+    enabled: bool,
     lines: bool,
     last_line: Instant,
 }
@@ -15,14 +16,14 @@ pub(crate) struct Display {
 impl Display {
     pub(crate) fn new(enabled: bool) -> Self {
         let tty = std::io::stderr().is_terminal();
-        Self { bar: None, lines: enabled && !tty, last_line: Instant::now() }
+        Self { bar: None, enabled, lines: enabled && !tty, last_line: Instant::now() }
     }
 
-    pub(crate) fn start(&mut self, enabled: bool, len: u64, template: &str) {
+    pub(crate) fn start(&mut self, len: u64, template: &str) {
         if let Some(b) = self.bar.take() {
             b.finish_and_clear();
         }
-        if !enabled || !std::io::stderr().is_terminal() {
+        if !self.enabled || !std::io::stderr().is_terminal() {
             return;
         }
         let bar = ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::stderr_with_hz(4));

@@ -22,6 +22,7 @@ pub mod cli;
 pub mod device;
 mod display;
 pub mod html;
+mod measurement;
 pub mod net;
 pub mod payload;
 pub mod peer;

@@ -87,7 +87,6 @@ pub(crate) async fn drive_phases(
     stats: &Stats,
     window: &PhaseWindow,
     scenario: &Scenario,
-    progress: bool,
     show_relay: bool,
 ) -> Result<PhaseOutcome, ReportError> {
     let PhaseWindow { traffic_start, traffic_end, .. } = *window;
@@ -95,7 +94,7 @@ pub(crate) async fn drive_phases(
     let drain_timeout = Duration::from_secs_f64(scenario.drain_timeout_seconds);
     let interval = Duration::from_millis(scenario.report_interval_ms);
     let mut all_online_at: Option<Instant> = None;
-    display.start(progress, total, "   ramp [{elapsed_precise}] [{bar:40}] {pos}/{len} online {msg}");
+    display.start(total, "   ramp [{elapsed_precise}] [{bar:40}] {pos}/{len} online {msg}");
     let mut next_tick = Instant::now() + interval;
     loop {
         let wake = next_tick.min(traffic_start);
@@ -117,7 +116,7 @@ pub(crate) async fn drive_phases(
     let relay_at_start = reporter.relay_last;
     let loadgen_at_start = reporter.loadgen_last;
     let duration_s = traffic_end.saturating_duration_since(traffic_start).as_secs_f64().ceil() as u64;
-    display.start(progress, duration_s.max(1), "traffic [{elapsed_precise}] [{bar:40}] {pos}/{len} s {msg}");
+    display.start(duration_s.max(1), "traffic [{elapsed_precise}] [{bar:40}] {pos}/{len} s {msg}");
     let mut next_tick = traffic_start + interval;
     while Instant::now() < traffic_end {
         tokio::time::sleep_until(next_tick.min(traffic_end).into()).await;
@@ -132,7 +131,7 @@ pub(crate) async fn drive_phases(
     let relay_at_end = reporter.relay_last;
     let loadgen_at_end = reporter.loadgen_last;
     let drain_deadline = Instant::now() + drain_timeout;
-    display.start(progress, 0, "  drain [{elapsed_precise}] {msg}");
+    display.start(0, "  drain [{elapsed_precise}] {msg}");
     let mut next_tick = Instant::now() + interval;
     loop {
         let left = unresolved(&stats.device_to_ves) + unresolved(&stats.ves_to_device);

@@ -87,7 +87,9 @@ impl Reporter {
     }
 
     /// Samples both processes before sessions open: the baseline of per-session memory.
+    /// The first interval starts here too.
     pub(crate) fn baseline(&mut self) {
+        self.last_tick = Instant::now();
         self.sample();
         self.relay_rss_before_kib = self.relay_last.map(|s| s.rss_kib).unwrap_or(0);
         self.loadgen_rss_before_kib = self.loadgen_last.map(|s| s.rss_kib).unwrap_or(0);

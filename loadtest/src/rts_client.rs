@@ -16,7 +16,7 @@ use serde::de::DeserializeOwned;
 use thiserror::Error;
 
 /// The load tool's name in `RtsConnection.Agent` (the relay's audit log).
-const AGENT_NAME: &str = concat!("noc-loadtest/", env!("CARGO_PKG_VERSION"));
+pub const AGENT_NAME: &str = concat!("noc-loadtest/", env!("CARGO_PKG_VERSION"));
 
 #[derive(Debug, Error)]
 pub enum RtsError {
@@ -141,19 +141,18 @@ impl RtsClient {
         Self::send(self.http.get(format!("{}/rts/v1/connect", self.base))).await
     }
 
-    /// POSTs the event URL; on success the response body is the command channel.
+    /// POSTs `envelope` to the event URL; on success the response body is the command
+    /// channel.
     pub async fn attach(
         &self,
         params: &ConnectParams,
-        guid: &str,
-        license_id: Option<&str>,
+        envelope: &RtsConnectionEnvelope,
     ) -> Result<reqwest::Response, RtsError> {
-        let envelope = RtsConnectionEnvelope::new(guid, license_id, AGENT_NAME);
         let resp = self
             .http
             .post(&params.event_url)
             .header(rts::HEADER_KEY, &params.key)
-            .json(&envelope)
+            .json(envelope)
             .send()
             .await
             .map_err(transport)?;

@@ -25,12 +25,12 @@ use tokio::task::JoinHandle;
 use tokio_rustls::TlsConnector;
 use tokio_util::sync::CancellationToken;
 
-use crate::assemble::{Assembly, assemble};
 use crate::device::{DeviceContext, DeviceSpec, run_device};
 use crate::display::Display;
+use crate::measurement::{Measurement, RunFacts};
 use crate::net::{NetError, SourceIps, client_config, raise_nofile_limit};
 use crate::payload::Clock;
-use crate::phases::{Schedule, drive_phases};
+use crate::phases::Schedule;
 use crate::reporter::Reporter;
 use crate::result::{ReportError, RunResult, StormResult, Target};
 use crate::rts_client::{RtsClient, RtsError, url_host};
@@ -106,56 +106,34 @@ fn ramp_delay(start_at_unix_ms: Option<u64>, now_unix_ms: u64) -> Result<Duratio
 pub async fn run(opts: RunOptions) -> Result<Option<RunResult>, RunError> {
     let scenario = opts.scenario.clone();
     scenario.validate()?;
-    let t0 = Instant::now();
-    let started_unix_ms = unix_ms();
-    let clock = Clock::new();
-    let stats = Arc::new(Stats::new());
+    let mut m = Measurement::new(scenario.clone(), opts.progress, &opts.relay_pids);
+    let (stats, clock) = (m.stats.clone(), m.clock);
     let sources = Arc::new(sockets(&opts, &scenario, &stats));
     let http_tls = client_config(&opts.cacert, &[b"http/1.1"])?;
-    let mut display = Display::new(opts.progress);
 
-    let setup = setup(&opts, &scenario, &stats, clock, &sources, &http_tls, &mut display).await?;
-    let setup_seconds = t0.elapsed().as_secs_f64();
+    let setup = setup(&opts, &scenario, &stats, clock, &sources, &http_tls, &mut m.display).await?;
+    let setup_seconds = m.t0.elapsed().as_secs_f64();
     if opts.setup_only {
         return Ok(None);
     }
-    let mut reporter = Reporter::new(stats.clone(), clock, t0, &opts.relay_pids);
-    let running = launch(&opts, &scenario, &stats, clock, &sources, setup.ves, &setup.creds, &mut reporter).await?;
-    let window = running.schedule.window(t0, setup_seconds);
+    let running = launch(&opts, &scenario, &stats, clock, &sources, setup.ves, &setup.creds, &mut m.reporter).await?;
+    let window = running.schedule.window(m.t0, setup_seconds);
     let device_addr = running.device_addr;
-    let outcome = drive_phases(
-        &mut reporter,
-        &mut display,
-        &stats,
-        &window,
-        &scenario,
-        opts.progress,
-        !opts.relay_pids.is_empty(),
-    )
-    .await?;
+    let outcome = m.phases(&window).await?;
     let (ves_established, storm) = running.stop().await;
-    reporter.sample();
 
     let relay_metrics_end = scrape(&setup.client, &opts.relay_metrics_urls).await;
-    let target = Target {
-        relay_url: opts.relay_url.clone(),
-        device_addr: device_addr.to_string(),
-        source_ips: sources.ips().iter().map(|ip| ip.to_string()).collect(),
-    };
-    let result = assemble(Assembly {
-        scenario: &scenario,
-        target,
-        started_unix_ms,
-        window: &window,
-        outcome: &outcome,
-        reporter: &mut reporter,
-        stats: &stats,
-        relay_pid: opts.relay_pids.first().copied(),
+    let facts = RunFacts {
+        target: Target {
+            relay_url: opts.relay_url.clone(),
+            device_addr: device_addr.to_string(),
+            source_ips: sources.ips().iter().map(|ip| ip.to_string()).collect(),
+        },
         ves_established,
         relay_metrics_delta: counters_delta(&setup.relay_metrics_start, relay_metrics_end),
         storm,
-    })?;
-    Ok(Some(result))
+    };
+    Ok(Some(m.result(&window, &outcome, facts)?))
 }
 
 /// The open-file limit raised to what the scenario needs, and the source addresses, with
@@ -229,11 +207,7 @@ async fn setup(
                 .await;
         ves_list.push(opened.map_err(|source| RunError::Ves { ves: v, source })?);
     }
-    display.start(
-        opts.progress,
-        scenario.total_devices(),
-        "  setup [{elapsed_precise}] [{bar:40}] {pos}/{len} devices ready {msg}",
-    );
+    display.start(scenario.total_devices(), "  setup [{elapsed_precise}] [{bar:40}] {pos}/{len} devices ready {msg}");
     let creds = Mutex::new(creds);
     let ready = Arc::new(AtomicU64::new(0));
     let bar = display.bar.clone();

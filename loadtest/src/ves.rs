@@ -17,14 +17,14 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use bytes::BytesMut;
 use futures_util::StreamExt;
-use noc_protocol::rts::{AcksResponse, ConnectParams, FrameStatus, FramesResponse};
+use noc_protocol::rts::{AcksResponse, ConnectParams, FrameStatus, FramesResponse, RtsConnectionEnvelope};
 use noc_protocol::{ApiErrorCode, DeviceId, UndeliverableReason};
 use serde::Deserialize;
 use tokio::sync::{Notify, OwnedSemaphorePermit, RwLock, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::payload::{Clock, Stamp};
-use crate::rts_client::{RtsClient, RtsError, SessionKeys};
+use crate::rts_client::{AGENT_NAME, RtsClient, RtsError, SessionKeys};
 use crate::stats::{Metric, REQUEST_FAILED, Stats, reason_index};
 
 /// Tolerance added to `NextInSeconds` before the command channel counts as broken.
@@ -108,7 +108,8 @@ impl VesSim {
         clock: Clock,
     ) -> Result<(Arc<Self>, reqwest::Response), RtsError> {
         let params = client.connect_params().await?;
-        let resp = client.attach(&params, &guid, license_token.as_deref()).await?;
+        let resp =
+            client.attach(&params, &RtsConnectionEnvelope::new(&guid, license_token.as_deref(), AGENT_NAME)).await?;
         let keys = SessionKeys { key_id: params.key_id.clone(), key: params.key.clone() };
         let ves = Arc::new(Self {
             index,
@@ -201,13 +202,14 @@ impl VesSim {
     /// Resumes the session (same event URL and key), or opens a new one when it is gone.
     async fn reattach(&self) -> Result<reqwest::Response, RtsError> {
         let params = self.params.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        match self.client.attach(&params, &self.guid, None).await {
+        match self.client.attach(&params, &RtsConnectionEnvelope::new(&self.guid, None, AGENT_NAME)).await {
             Ok(r) => return Ok(r),
             Err(e) if e.code() == Some(ApiErrorCode::InvalidSession) => {}
             Err(e) => return Err(e),
         }
         let params = self.client.connect_params().await?;
-        let resp = self.client.attach(&params, &self.guid, self.license_token.as_deref()).await?;
+        let envelope = RtsConnectionEnvelope::new(&self.guid, self.license_token.as_deref(), AGENT_NAME);
+        let resp = self.client.attach(&params, &envelope).await?;
         *self.keys.write().await = SessionKeys { key_id: params.key_id.clone(), key: params.key.clone() };
         *self.params.lock().unwrap_or_else(|p| p.into_inner()) = params;
         Ok(resp)

@@ -30,7 +30,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use noc_protocol::clock::unix_ms;
 use rustls_pki_types::ServerName;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -38,18 +37,14 @@ use tokio::sync::mpsc::unbounded_channel;
 use tokio_rustls::TlsConnector;
 use tokio_util::sync::CancellationToken;
 
-use crate::assemble::{Assembly, assemble};
-use crate::display::Display;
+use crate::measurement::{Measurement, RunFacts};
 use crate::net::{SourceIps, client_config, raise_nofile_limit};
-use crate::payload::Clock;
 use crate::peer::conn::{Ctx, Names, write_loop};
 use crate::peer::device::run_device;
 use crate::peer::hub::{HubOut, hub_connect, hub_read_loop, run_pacer};
 use crate::peer::sink::{run_sink, sink_acceptor};
-use crate::phases::{Schedule, drive_phases};
-use crate::reporter::Reporter;
+use crate::phases::Schedule;
 use crate::result::{RunResult, Target};
-use crate::stats::Stats;
 
 pub use options::{PeerError, PeerOptions, PeerProtocol, SinkOptions};
 
@@ -66,10 +61,8 @@ pub async fn run_peer(opts: PeerOptions) -> Result<RunResult, PeerError> {
     if opts.protocol == PeerProtocol::Forward && opts.sink.is_none() {
         return Err(PeerError::Usage("--protocol forward needs --sink-listen, --sink-cert and --sink-key".into()));
     }
-    let t0 = Instant::now();
-    let started_unix_ms = unix_ms();
-    let clock = Clock::new();
-    let stats = Arc::new(Stats::new());
+    let mut m = Measurement::new(scenario.clone(), opts.progress, &opts.peer_pids);
+    let (stats, clock) = (m.stats.clone(), m.clock);
     let n = scenario.devices_per_ves;
     if let Ok(limit) = raise_nofile_limit() {
         let needed = 2 * n as u64 + 64; // the sink's ends too, in forward mode
@@ -104,8 +97,7 @@ pub async fn run_peer(opts: PeerOptions) -> Result<RunResult, PeerError> {
         pipes: (0..n).map(|_| Mutex::new(None)).collect(),
     });
 
-    let mut reporter = Reporter::new(stats.clone(), clock, t0, &opts.peer_pids);
-    reporter.baseline();
+    m.reporter.baseline();
 
     // The hub first: devices' frames need a subscriber (or a sink) from the start.
     let mut tasks = Vec::new();
@@ -131,7 +123,7 @@ pub async fn run_peer(opts: PeerOptions) -> Result<RunResult, PeerError> {
         }
     };
     stats.ves_online.fetch_add(1, Ordering::Relaxed);
-    let setup_seconds = t0.elapsed().as_secs_f64();
+    let setup_seconds = m.t0.elapsed().as_secs_f64();
 
     let mut device_tasks = Vec::with_capacity(n as usize);
     for i in 0..n {
@@ -141,40 +133,22 @@ pub async fn run_peer(opts: PeerOptions) -> Result<RunResult, PeerError> {
     let (start, end) = (schedule.traffic_start, schedule.traffic_end);
     tasks.push(tokio::spawn(run_pacer(ctx.clone(), hub_out, start, end, v2d_rate)));
 
-    let window = schedule.window(t0, setup_seconds);
-    let mut display = Display::new(opts.progress);
-    let outcome = drive_phases(
-        &mut reporter,
-        &mut display,
-        &stats,
-        &window,
-        &scenario,
-        opts.progress,
-        !opts.peer_pids.is_empty(),
-    )
-    .await?;
+    let window = schedule.window(m.t0, setup_seconds);
+    let outcome = m.phases(&window).await?;
 
     ctx.stop.cancel();
     for t in device_tasks.into_iter().chain(tasks) {
         let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
     }
-    reporter.sample();
-    let target = Target {
-        relay_url: format!("{}://{}", opts.protocol.scheme(), opts.addr),
-        device_addr: opts.addr.to_string(),
-        source_ips: opts.source_ips.iter().map(|ip| ip.to_string()).collect(),
-    };
-    Ok(assemble(Assembly {
-        scenario: &scenario,
-        target,
-        started_unix_ms,
-        window: &window,
-        outcome: &outcome,
-        reporter: &mut reporter,
-        stats: &stats,
-        relay_pid: opts.peer_pids.first().copied(),
+    let facts = RunFacts {
+        target: Target {
+            relay_url: format!("{}://{}", opts.protocol.scheme(), opts.addr),
+            device_addr: opts.addr.to_string(),
+            source_ips: opts.source_ips.iter().map(|ip| ip.to_string()).collect(),
+        },
         ves_established: 1,
         relay_metrics_delta: Default::default(),
         storm: None,
-    })?)
+    };
+    Ok(m.result(&window, &outcome, facts)?)
 }
