@@ -24,7 +24,7 @@ pub fn ensure(data_dir: &Path, names: &[String]) -> Result<(PathBuf, PathBuf, bo
     if cert.exists() && key.exists() {
         return Ok((cert, key, false));
     }
-    std::fs::create_dir_all(&dir).map_err(|source| CertError::Io { path: dir.clone(), source })?;
+    crate::data_dir::ensure_private_dir(&dir).map_err(|source| CertError::Io { path: dir.clone(), source })?;
     let generated = rcgen::generate_simple_self_signed(names.to_vec())?;
     write_private(&key, generated.signing_key.serialize_pem().as_bytes())?;
     std::fs::write(&cert, generated.cert.pem()).map_err(|source| CertError::Io { path: cert.clone(), source })?;

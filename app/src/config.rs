@@ -206,6 +206,9 @@ pub struct RtsConfig {
     pub write_stall_timeout_seconds: u64,
     /// Largest HTTP request body (data channel, activation).
     pub max_body_bytes: usize,
+    /// A request body must arrive whole within this; a slower one is answered 400 and its
+    /// connection closed (a client trickling a body must not hold a connection).
+    pub body_timeout_seconds: u64,
 }
 
 /// The device channel (white paper §7.2).
@@ -310,6 +313,7 @@ impl Default for RtsConfig {
             send_queue_items: s.ves_send_queue_items,
             write_stall_timeout_seconds: s.ves_write_stall_timeout.as_secs(),
             max_body_bytes: 1024 * 1024,
+            body_timeout_seconds: 30,
         }
     }
 }
@@ -436,6 +440,9 @@ impl Config {
         }
         if r.max_body_bytes < 1024 {
             return Err(invalid("rts.max_body_bytes", "must be at least 1024"));
+        }
+        if !(1..=600).contains(&r.body_timeout_seconds) {
+            return Err(invalid("rts.body_timeout_seconds", "must be between 1 and 600"));
         }
         let a = &self.accounts;
         if !(8..=128).contains(&a.generated_password_length) {

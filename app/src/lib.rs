@@ -6,6 +6,7 @@
 
 pub mod cert;
 pub mod config;
+mod data_dir;
 mod drain;
 mod error;
 mod node;

@@ -19,7 +19,7 @@ use tokio::sync::oneshot;
 use crate::cert;
 use crate::config::Config;
 use crate::error::NodeError;
-use crate::{drain, wiring};
+use crate::{data_dir, drain, wiring};
 
 /// A running node. Dropping it does not stop it; call [`Node::shutdown`].
 pub struct Node {
@@ -84,7 +84,7 @@ fn prepare(
     cluster: Option<Arc<dyn Cluster>>,
 ) -> Result<(Prepared, Addrs, CertInfo), NodeError> {
     config.validate().map_err(|e| NodeError::Startup(e.to_string()))?;
-    std::fs::create_dir_all(&config.data_dir)
+    data_dir::ensure_private_dir(&config.data_dir)
         .map_err(|source| NodeError::DataDir { path: config.data_dir.clone(), source })?;
     let (cert_path, key_path, generated) = match (&config.tls.cert_path, &config.tls.key_path) {
         (Some(c), Some(k)) => (c.clone(), k.clone(), false),
@@ -111,6 +111,7 @@ fn prepare(
         device_host,
         device_port,
         max_body_bytes: config.rts.max_body_bytes,
+        body_timeout: Duration::from_secs(config.rts.body_timeout_seconds),
         handshake_timeout: Duration::from_secs(config.device.handshake_timeout_seconds),
     };
     let node_id = cluster.as_ref().map(|c| c.node_id().to_string()).unwrap_or_else(|| config.node_id());

@@ -36,7 +36,10 @@ impl Admin {
             None => {
                 let path = config.store_path();
                 if let Some(dir) = path.parent() {
-                    let _ = std::fs::create_dir_all(dir);
+                    crate::data_dir::ensure_private_dir(dir).map_err(|e| AdminError::Open {
+                        path: dir.display().to_string(),
+                        source: StoreError::Backend(e.to_string()),
+                    })?;
                 }
                 Arc::new(
                     SqliteStore::open(&path)

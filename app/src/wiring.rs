@@ -15,10 +15,9 @@ use noc_storage::{Accounts, PostgresStore, SqliteStore, Store};
 use crate::config::Config;
 use crate::error::NodeError;
 
-/// The embedded store in `data_dir` (opened on the caller's thread: SQLite needs no runtime).
+/// The embedded store in `data_dir`, which exists by now (opened on the caller's thread:
+/// SQLite needs no runtime).
 pub(crate) fn open_embedded(config: &Config) -> Result<Arc<dyn Store>, NodeError> {
-    std::fs::create_dir_all(&config.data_dir)
-        .map_err(|source| NodeError::DataDir { path: config.data_dir.clone(), source })?;
     Ok(Arc::new(SqliteStore::open(&config.store_path())?))
 }
 

@@ -4,9 +4,9 @@
 use std::sync::Arc;
 
 use actix::Actor;
+use actix_web::middleware::DefaultHeaders;
 use actix_web::{HttpRequest, HttpResponse, web};
 use bytes::Bytes;
-use futures_util::StreamExt;
 use noc_actors::{EventLookup, RtsSession, VesInbox, VesSession, VesUserState};
 use noc_cluster::DeviceItem;
 use noc_protocol::rts::{
@@ -18,6 +18,7 @@ use noc_protocol::{ApiErrorCode, UndeliverableReason, rts};
 use noc_storage::{UserRecord, UserStatus};
 use serde::de::DeserializeOwned;
 
+use crate::body::{parse_json, read_body};
 use crate::{ApiError, GatewayState};
 use noc_actors::Direction;
 
@@ -32,36 +33,19 @@ pub fn public_routes(cfg: &mut web::ServiceConfig) {
         .default_service(web::to(not_found));
 }
 
+/// Headers of every answer of the public listener, unless a handler set its own:
+/// answers carry secrets (license tokens, device credentials, generated passwords) and
+/// must never be stored by a cache; browsers must keep to HTTPS for this host and never
+/// guess a content type.
+pub fn public_headers() -> DefaultHeaders {
+    DefaultHeaders::new()
+        .add(("Cache-Control", "no-store"))
+        .add(("Strict-Transport-Security", "max-age=31536000"))
+        .add(("X-Content-Type-Options", "nosniff"))
+}
+
 async fn not_found() -> Result<HttpResponse, ApiError> {
     Err(ApiError::new(ApiErrorCode::NotFound, "no such endpoint"))
-}
-
-/// How long a client may take to send its request body.
-const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
-
-/// Reads at most `limit` bytes of body within [`BODY_READ_TIMEOUT`]; a larger body is
-/// refused before it is buffered, a slower one is cut off.
-async fn read_body(req: &HttpRequest, payload: web::Payload, limit: usize) -> Result<Bytes, ApiError> {
-    tokio::time::timeout(BODY_READ_TIMEOUT, read_body_inner(req, payload, limit))
-        .await
-        .map_err(|_| ApiError::bad_request("request body not received in time"))?
-}
-
-async fn read_body_inner(req: &HttpRequest, mut payload: web::Payload, limit: usize) -> Result<Bytes, ApiError> {
-    let too_large = || ApiError::new(ApiErrorCode::PayloadTooLarge, format!("request body exceeds {limit} bytes"));
-    let declared = req.headers().get("content-length").and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
-    if declared.is_some_and(|len| len > limit) {
-        return Err(too_large());
-    }
-    let mut body = web::BytesMut::new();
-    while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|e| ApiError::bad_request(format!("reading request body: {e}")))?;
-        if body.len() + chunk.len() > limit {
-            return Err(too_large());
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body.freeze())
 }
 
 async fn json_body<T: DeserializeOwned>(
@@ -69,8 +53,8 @@ async fn json_body<T: DeserializeOwned>(
     req: &HttpRequest,
     payload: web::Payload,
 ) -> Result<T, ApiError> {
-    let body = read_body(req, payload, state.config.max_body_bytes).await?;
-    serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
+    let body = read_body(req, payload, state.config.max_body_bytes, state.config.body_timeout).await?;
+    parse_json(&body)
 }
 
 fn header<'a>(req: &'a HttpRequest, name: &str) -> Option<&'a str> {
@@ -279,7 +263,7 @@ async fn data(
             let mut decoded = Vec::with_capacity(frames.len());
             for (i, f) in frames.into_iter().enumerate() {
                 let payload = rts::decode_payload(&f.payload)
-                    .map_err(|e| ApiError::bad_request(format!("Frames[{i}].Payload is not base64: {e}")))?;
+                    .map_err(|_| ApiError::bad_request(format!("`Frames[{i}].Payload` is not base64")))?;
                 decoded.push((f, payload));
             }
             let mut results = Vec::with_capacity(decoded.len());

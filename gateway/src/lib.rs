@@ -8,6 +8,7 @@
 //! reveals internals (store errors are logged, not returned).
 
 mod admin_http;
+mod body;
 mod device_listener;
 mod error;
 mod http;
@@ -39,6 +40,8 @@ pub struct GatewayConfig {
     pub device_port: u16,
     /// Largest accepted HTTP request body.
     pub max_body_bytes: usize,
+    /// Deadline for a whole request body.
+    pub body_timeout: Duration,
     /// Deadline for TLS accept, HELLO and AUTH on the device channel.
     pub handshake_timeout: Duration,
 }

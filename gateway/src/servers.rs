@@ -14,7 +14,7 @@ use actix_web::{App, HttpServer, web};
 use crate::GatewayState;
 use crate::admin_http::admin_routes;
 use crate::device_listener::DeviceListener;
-use crate::http::public_routes;
+use crate::http::{public_headers, public_routes};
 
 /// The bound sockets of the three listeners.
 pub struct Listeners {
@@ -55,16 +55,17 @@ impl Servers {
     /// the current actix system.
     pub fn build(state: &GatewayState, listeners: Listeners, settings: ServerSettings) -> std::io::Result<Servers> {
         let public_state = state.clone();
-        let public =
-            HttpServer::new(move || App::new().app_data(web::Data::new(public_state.clone())).configure(public_routes))
-                .workers(settings.workers)
-                // The command channel streams small lines: without TCP_NODELAY each one written
-                // behind an unacknowledged one waits for a delayed ACK (40 ms).
-                .tcp_nodelay(true)
-                .disable_signals()
-                .shutdown_timeout(settings.grace_seconds)
-                .listen_rustls_0_23(listeners.http, (*settings.http_tls).clone())?
-                .run();
+        let public = HttpServer::new(move || {
+            App::new().wrap(public_headers()).app_data(web::Data::new(public_state.clone())).configure(public_routes)
+        })
+        .workers(settings.workers)
+        // The command channel streams small lines: without TCP_NODELAY each one written
+        // behind an unacknowledged one waits for a delayed ACK (40 ms).
+        .tcp_nodelay(true)
+        .disable_signals()
+        .shutdown_timeout(settings.grace_seconds)
+        .listen_rustls_0_23(listeners.http, (*settings.http_tls).clone())?
+        .run();
         let admin_state = state.clone();
         let admin =
             HttpServer::new(move || App::new().app_data(web::Data::new(admin_state.clone())).configure(admin_routes))

@@ -16,6 +16,27 @@ use crate::error::StoreError;
 use crate::model::*;
 use crate::store::{Result, Store};
 
+/// Creates the database file readable by its owner only, and takes group and other access
+/// away from it and its WAL and shared-memory files if they exist.
+fn private_files(path: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        std::fs::OpenOptions::new().write(true).create(true).truncate(false).mode(0o600).open(path)?;
+        for suffix in ["", "-wal", "-shm"] {
+            let mut name = path.as_os_str().to_owned();
+            name.push(suffix);
+            match std::fs::set_permissions(&name, std::fs::Permissions::from_mode(0o600)) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                other => other?,
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+    Ok(())
+}
+
 /// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
 const MIGRATIONS: &[&str] = &[r#"
 CREATE TABLE licenses (
@@ -92,7 +113,12 @@ pub struct SqliteStore {
 
 impl SqliteStore {
     /// Opens (creating if needed) `path` and applies pending migrations.
+    /// Opens (or creates) the database at `path`. The file holds password and token
+    /// hashes, e-mail addresses, MSISDNs and the audit log: it is created 0600 whatever
+    /// the umask (SQLite gives its `-wal` and `-shm` files the database file's mode), and
+    /// an existing one is made 0600 again.
     pub fn open(path: &Path) -> Result<Self> {
+        private_files(path).map_err(|e| StoreError::Backend(format!("{}: {e}", path.display())))?;
         let conn = Connection::open(path)?;
         Self::init(conn)
     }
@@ -650,5 +676,34 @@ impl Store for SqliteStore {
             Ok(rows)
         })
         .await
+    }
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    fn mode(path: &Path) -> u32 {
+        std::fs::metadata(path).expect("metadata").permissions().mode() & 0o777
+    }
+
+    #[tokio::test]
+    async fn the_database_and_its_wal_files_are_private() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("noc.sqlite3");
+        // An older node left the file world-readable.
+        std::fs::write(&path, b"").expect("create");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        let store = SqliteStore::open(&path).expect("open");
+        // A write makes SQLite create the -wal and -shm files.
+        let license = NewLicense { name: "acme".into(), password_hash: "hash".into(), max_users: 1, expires_at: None };
+        store.insert_license(license).await.expect("write");
+        for suffix in ["", "-wal", "-shm"] {
+            let file = dir.path().join(format!("noc.sqlite3{suffix}"));
+            assert!(file.exists(), "{} exists", file.display());
+            assert_eq!(mode(&file), 0o600, "{}", file.display());
+        }
     }
 }
