@@ -22,6 +22,11 @@ pub const AUTH_FAILURE_REASONS: &[&str] = &[
 ];
 
 /// Reasons of `noc_connections_rejected_total`.
+/// Why the public HTTPS listener closed a connection before any HTTP
+/// (`noc_http_connections_rejected_total{reason}`).
+pub const HTTP_REJECT_REASONS: &[&str] =
+    &["source_connections", "source_handshakes", "handshake_limit", "handshake_timeout", "tls_error"];
+
 pub const CONNECTION_REJECT_REASONS: &[&str] = &[
     "tls_error",
     "handshake_timeout",
@@ -116,6 +121,11 @@ pub struct Metrics {
     heartbeats_missed: IntCounterVec,
     heartbeats_sent: IntCounterVec,
     connections_rejected: IntCounterVec,
+    http_connections_rejected: IntCounterVec,
+    /// TLS handshakes in progress on the public listener.
+    pub http_handshakes: IntGauge,
+    /// The process's open-file limit (soft), after the node raised it at start.
+    pub open_files_limit: IntGauge,
     pub device_to_ves: DirectionCounters,
     pub ves_to_device: DirectionCounters,
     pub bus_sent: IntCounter,
@@ -220,6 +230,19 @@ impl Metrics {
             "Device-channel connections closed before authentication, by reason.",
             &["reason"],
         );
+        let http_connections_rejected = counter_vec(
+            &r,
+            "noc_http_connections_rejected_total",
+            "Public HTTPS connections closed before any HTTP (per-source and handshake limits, TLS failures), by reason.",
+            &["reason"],
+        );
+        let http_handshakes =
+            gauge(&r, "noc_http_tls_handshakes", "TLS handshakes in progress on the public HTTPS listener.");
+        let open_files_limit = gauge(
+            &r,
+            "noc_open_files_limit",
+            "The process's open-file limit (soft), raised to the hard limit at start.",
+        );
         let bus_sent = counter(&r, "noc_bus_messages_sent_total", "Messages published to other nodes.");
         let bus_received = counter(&r, "noc_bus_messages_received_total", "Messages received from other nodes.");
         let bus_returned = counter(
@@ -246,6 +269,9 @@ impl Metrics {
         }
         for reason in CONNECTION_REJECT_REASONS {
             connections_rejected.with_label_values(&[reason]);
+        }
+        for reason in HTTP_REJECT_REASONS {
+            http_connections_rejected.with_label_values(&[reason]);
         }
         for kind in [SessionKind::Ves, SessionKind::Device] {
             for code in CloseCode::ALL {
@@ -279,6 +305,9 @@ impl Metrics {
             heartbeats_missed,
             heartbeats_sent,
             connections_rejected,
+            http_connections_rejected,
+            http_handshakes,
+            open_files_limit,
             bus_sent,
             bus_received,
             bus_returned,
@@ -324,6 +353,10 @@ impl Metrics {
 
     pub fn connection_rejected(&self, reason: &'static str) {
         self.connections_rejected.with_label_values(&[reason]).inc();
+    }
+
+    pub fn http_connection_rejected(&self, reason: &'static str) {
+        self.http_connections_rejected.with_label_values(&[reason]).inc();
     }
 
     /// Value of a counter or gauge by name and labels, for tests and the load tool.

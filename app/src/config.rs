@@ -24,6 +24,7 @@ const SECTIONS: &[&str] = &[
     "redis_url",
     "cluster",
     "listen",
+    "http",
     "public",
     "tls",
     "rts",
@@ -48,6 +49,7 @@ pub struct Config {
     pub redis_url: Option<SecretString>,
     pub cluster: ClusterConfig,
     pub listen: ListenConfig,
+    pub http: HttpConfig,
     pub public: PublicConfig,
     pub tls: TlsConfig,
     pub rts: RtsConfig,
@@ -166,6 +168,38 @@ pub struct ListenConfig {
     pub workers: usize,
 }
 
+/// Connection limits of the public HTTPS listener (`listen.http`), enforced before any
+/// HTTP is parsed: a client that opens connections and never speaks must not hold the
+/// listener for everyone else.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Deadline of a TLS handshake while handshakes are few; it shortens (down to
+    /// 500 ms) once more than half of `max_concurrent_handshakes` are in progress.
+    pub tls_handshake_timeout_ms: u64,
+    /// TLS handshakes in progress at once on this node; more connections are closed.
+    pub max_concurrent_handshakes: usize,
+    /// TLS handshakes in progress at once from one source address.
+    pub max_handshakes_per_source: u32,
+    /// Open connections from one source address. A VES needs its data-channel
+    /// concurrency plus one; raise it when many clients share an address (carrier NAT).
+    pub max_connections_per_source: u32,
+    /// Open connections on this listener, all sources together.
+    pub max_connections: usize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            tls_handshake_timeout_ms: 3000,
+            max_concurrent_handshakes: 4096,
+            max_handshakes_per_source: 64,
+            max_connections_per_source: 256,
+            max_connections: 20_000,
+        }
+    }
+}
+
 /// Addresses the node tells clients. Behind a load balancer these are the balancer's.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -277,6 +311,7 @@ impl Default for Config {
             redis_url: None,
             cluster: ClusterConfig::default(),
             listen: ListenConfig::default(),
+            http: HttpConfig::default(),
             public: PublicConfig::default(),
             tls: TlsConfig::default(),
             rts: RtsConfig::default(),
@@ -437,6 +472,16 @@ impl Config {
         }
         if r.write_stall_timeout_seconds == 0 {
             return Err(invalid("rts.write_stall_timeout_seconds", "must be positive"));
+        }
+        let h = &self.http;
+        if !(100..=60_000).contains(&h.tls_handshake_timeout_ms) {
+            return Err(invalid("http.tls_handshake_timeout_ms", "must be between 100 and 60000"));
+        }
+        if h.max_concurrent_handshakes == 0 || h.max_handshakes_per_source == 0 {
+            return Err(invalid("http", "max_concurrent_handshakes and max_handshakes_per_source must be positive"));
+        }
+        if h.max_connections_per_source == 0 || h.max_connections == 0 {
+            return Err(invalid("http", "max_connections_per_source and max_connections must be positive"));
         }
         if r.max_body_bytes < 1024 {
             return Err(invalid("rts.max_body_bytes", "must be at least 1024"));

@@ -9,6 +9,7 @@ pub mod config;
 mod data_dir;
 mod drain;
 mod error;
+mod limits;
 mod node;
 pub mod store_admin;
 mod wiring;

@@ -12,14 +12,14 @@ use std::time::Duration;
 
 use noc_actors::Metrics;
 use noc_cluster::Cluster;
-use noc_gateway::{GatewayConfig, Listeners, ServerSettings, Servers};
+use noc_gateway::{GatewayConfig, Listeners, PublicLimits, ServerSettings, Servers};
 use noc_storage::Store;
 use tokio::sync::oneshot;
 
 use crate::cert;
 use crate::config::Config;
 use crate::error::NodeError;
-use crate::{data_dir, drain, wiring};
+use crate::{data_dir, drain, limits, wiring};
 
 /// A running node. Dropping it does not stop it; call [`Node::shutdown`].
 pub struct Node {
@@ -135,11 +135,30 @@ async fn run(
             return;
         }
     };
+    let open_files = limits::raise_open_files_limit();
+    wired.metrics.open_files_limit.set(i64::try_from(open_files).unwrap_or(i64::MAX));
+    let workers = config.workers();
+    let device_max = config.device.max_sessions.saturating_add(limits::RESERVED_FILES as usize);
+    let budget = limits::budget(open_files, workers, config.http.max_connections, device_max);
+    tracing::info!(
+        open_files,
+        public_connections = budget.public_per_worker * workers,
+        device_connections = budget.device_per_worker * workers,
+        "open-file limit and the listeners' shares of it"
+    );
     let settings = ServerSettings {
-        workers: config.workers(),
+        workers,
         grace_seconds: config.shutdown.grace_seconds,
         http_tls: tls.http,
         device_tls: tls.device,
+        public_limits: PublicLimits {
+            handshake_timeout: Duration::from_millis(config.http.tls_handshake_timeout_ms),
+            max_concurrent_handshakes: config.http.max_concurrent_handshakes,
+            max_handshakes_per_source: config.http.max_handshakes_per_source,
+            max_connections_per_source: config.http.max_connections_per_source,
+        },
+        public_connections_per_worker: budget.public_per_worker,
+        device_connections_per_worker: budget.device_per_worker,
     };
     let servers = match Servers::build(&wired.state, listeners, settings) {
         Ok(s) => s,

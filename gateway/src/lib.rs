@@ -12,6 +12,7 @@ mod body;
 mod device_listener;
 mod error;
 mod http;
+mod public_listener;
 mod servers;
 pub mod tls;
 pub mod tls_stream;
@@ -27,6 +28,7 @@ pub use admin_http::admin_routes;
 pub use device_listener::DeviceListener;
 pub use error::ApiError;
 pub use http::public_routes;
+pub use public_listener::PublicLimits;
 pub use servers::{Listeners, ServerHandles, ServerSettings, Servers};
 
 /// Settings of the edges that are not session limits.

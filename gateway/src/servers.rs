@@ -6,15 +6,26 @@
 //! everything else at the network edge.
 
 use std::net::TcpListener;
+use std::rc::Rc;
 use std::sync::Arc;
+use std::time::Duration;
 
+use actix_http::{HttpService, KeepAlive};
 use actix_server::{Server, ServerHandle};
+use actix_service::{
+    IntoServiceFactory, Service, ServiceFactory, ServiceFactoryExt, fn_factory, fn_service, map_config,
+};
+use actix_web::dev::AppConfig;
 use actix_web::{App, HttpServer, web};
+use tokio::net::TcpStream;
+use tokio::sync::Notify;
+use tokio_rustls::server::TlsStream;
 
 use crate::GatewayState;
 use crate::admin_http::admin_routes;
 use crate::device_listener::DeviceListener;
 use crate::http::{public_headers, public_routes};
+use crate::public_listener::{PublicAcceptor, PublicLimits};
 
 /// The bound sockets of the three listeners.
 pub struct Listeners {
@@ -33,6 +44,13 @@ pub struct ServerSettings {
     pub http_tls: Arc<rustls::ServerConfig>,
     /// TLS of the device listener (no ALPN).
     pub device_tls: Arc<rustls::ServerConfig>,
+    /// Per-source and handshake limits of the public listener.
+    pub public_limits: PublicLimits,
+    /// Open connections per worker of the public listener (the node's share of its
+    /// open-file limit); the worker stops accepting at it.
+    pub public_connections_per_worker: usize,
+    /// Open connections per worker of the device listener.
+    pub device_connections_per_worker: usize,
 }
 
 /// The three servers, built and not yet running.
@@ -40,6 +58,7 @@ pub struct Servers {
     public: Server,
     admin: Server,
     device: Server,
+    public_closing: Arc<Notify>,
 }
 
 /// Stops the running servers.
@@ -48,24 +67,83 @@ pub struct ServerHandles {
     public: ServerHandle,
     admin: ServerHandle,
     device: ServerHandle,
+    /// Tells the public listener's idle keep-alive connections to close.
+    public_closing: Arc<Notify>,
+}
+
+/// How long a client may take to send a request's head, and to close after the answer
+/// to a refused body (what it sent meanwhile is read and discarded, so that the answer is
+/// not lost to a reset).
+const CLIENT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+const CLIENT_DISCONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+const KEEP_ALIVE: Duration = Duration::from_secs(5);
+
+/// The public HTTPS server: [`PublicAcceptor`] admits each connection and runs its TLS
+/// handshake; HTTP/1.1 is then served by actix-http with the public routes.
+fn public_server(
+    state: &GatewayState,
+    listener: TcpListener,
+    settings: &ServerSettings,
+    closing: Arc<Notify>,
+) -> std::io::Result<Server> {
+    let acceptor =
+        PublicAcceptor::new(settings.http_tls.clone(), settings.public_limits.clone(), state.router.metrics().clone());
+    let local = listener.local_addr()?;
+    let state = state.clone();
+    Ok(Server::build()
+        .workers(settings.workers)
+        .max_concurrent_connections(settings.public_connections_per_worker)
+        .disable_signals()
+        .shutdown_timeout(settings.grace_seconds)
+        .listen("public", listener, move || {
+            let (state, acceptor, closing) = (state.clone(), acceptor.clone(), closing.clone());
+            fn_factory(move || {
+                let app = App::new()
+                    .wrap(public_headers())
+                    .app_data(web::Data::new(state.clone()))
+                    .configure(public_routes)
+                    .into_factory()
+                    .map_err(|e| e.error_response());
+                let closing = closing.clone();
+                let http = HttpService::<TlsStream<TcpStream>, _, _>::build()
+                    .keep_alive(KeepAlive::Timeout(KEEP_ALIVE))
+                    .client_request_timeout(CLIENT_REQUEST_TIMEOUT)
+                    .client_disconnect_timeout(CLIENT_DISCONNECT_TIMEOUT)
+                    .secure()
+                    .local_addr(local)
+                    .graceful_shutdown_signal(move || {
+                        let closing = closing.clone();
+                        async move { closing.notified().await }
+                    })
+                    .h1(map_config(app, |_| AppConfig::default()));
+                let acceptor = acceptor.clone();
+                async move {
+                    let http = Rc::new(http.new_service(()).await?);
+                    Ok::<_, ()>(fn_service(move |tcp: TcpStream| {
+                        let (http, acceptor) = (http.clone(), acceptor.clone());
+                        async move {
+                            let Ok(peer) = tcp.peer_addr() else { return Ok(()) };
+                            let Ok(mut admitted) = acceptor.admit(peer.ip()) else { return Ok(()) };
+                            let Ok(tls) = acceptor.handshake(tcp, &mut admitted).await else { return Ok(()) };
+                            if let Err(e) = http.call((tls, Some(peer))).await {
+                                tracing::debug!(error = %e, "public connection ended with an error");
+                            }
+                            drop(admitted);
+                            Ok::<_, ()>(())
+                        }
+                    }))
+                }
+            })
+        })?
+        .run())
 }
 
 impl Servers {
     /// Builds the servers on `listeners`; they start when [`Servers::spawn`] runs them on
     /// the current actix system.
     pub fn build(state: &GatewayState, listeners: Listeners, settings: ServerSettings) -> std::io::Result<Servers> {
-        let public_state = state.clone();
-        let public = HttpServer::new(move || {
-            App::new().wrap(public_headers()).app_data(web::Data::new(public_state.clone())).configure(public_routes)
-        })
-        .workers(settings.workers)
-        // The command channel streams small lines: without TCP_NODELAY each one written
-        // behind an unacknowledged one waits for a delayed ACK (40 ms).
-        .tcp_nodelay(true)
-        .disable_signals()
-        .shutdown_timeout(settings.grace_seconds)
-        .listen_rustls_0_23(listeners.http, (*settings.http_tls).clone())?
-        .run();
+        let public_closing = Arc::new(Notify::new());
+        let public = public_server(state, listeners.http, &settings, public_closing.clone())?;
         let admin_state = state.clone();
         let admin =
             HttpServer::new(move || App::new().app_data(web::Data::new(admin_state.clone())).configure(admin_routes))
@@ -84,6 +162,7 @@ impl Servers {
         );
         let device = Server::build()
             .workers(settings.workers)
+            .max_concurrent_connections(settings.device_connections_per_worker)
             .disable_signals()
             .shutdown_timeout(1)
             .listen("device", listeners.device, move || {
@@ -97,11 +176,16 @@ impl Servers {
                 })
             })?
             .run();
-        Ok(Servers { public, admin, device })
+        Ok(Servers { public, admin, device, public_closing })
     }
 
     pub fn handles(&self) -> ServerHandles {
-        ServerHandles { public: self.public.handle(), admin: self.admin.handle(), device: self.device.handle() }
+        ServerHandles {
+            public: self.public.handle(),
+            admin: self.admin.handle(),
+            device: self.device.handle(),
+            public_closing: self.public_closing.clone(),
+        }
     }
 
     /// Runs the servers on the current actix system.
@@ -117,6 +201,7 @@ impl ServerHandles {
     /// its workers), the admin listener last (it answers health checks until the end).
     /// `graceful`: let open requests finish within the servers' shutdown timeouts.
     pub async fn stop(&self, graceful: bool) {
+        self.public_closing.notify_waiters();
         self.device.stop(graceful).await;
         self.public.stop(graceful).await;
         self.admin.stop(graceful).await;

@@ -153,3 +153,34 @@ async fn a_chunked_body_over_the_limit_is_not_read_further() {
     let (answer, _) = read_until_closed(&mut conn, Duration::from_secs(5)).await;
     assert!(answer.is_empty() || answer.starts_with("HTTP/1.1 413"), "{answer}");
 }
+
+/// Idle sockets (TCP open, no TLS ClientHello) from several addresses must not hold the
+/// listener: each source gets a bounded number of handshakes, the node many, and a real
+/// client from another address is served at once.
+#[tokio::test]
+async fn a_flood_of_idle_sockets_does_not_starve_a_real_client() {
+    let relay = TestRelay::start();
+    let mut idle = Vec::new();
+    for source in 2..=9u8 {
+        for _ in 0..200 {
+            let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+            socket.bind(std::net::SocketAddr::from(([127, 0, 0, source], 0))).expect("bind a loopback source");
+            if let Ok(tcp) = socket.connect(relay.node.http_addr).await {
+                idle.push(tcp);
+            }
+        }
+    }
+    assert!(idle.len() >= 1500, "{} idle sockets", idle.len());
+    let started = Instant::now();
+    let resp =
+        tokio::time::timeout(Duration::from_secs(10), http_client(&relay).get(url(&relay, "/rts/v1/connect")).send())
+            .await
+            .expect("served while the idle sockets are open")
+            .expect("connect parameters");
+    assert_eq!(resp.status().as_u16(), 200);
+    eprintln!("served after {:?}", started.elapsed());
+    assert!(started.elapsed() < Duration::from_secs(5), "served after {:?}", started.elapsed());
+    // Each source got its share of handshakes; the rest were closed at once.
+    assert!(relay.metric("noc_http_connections_rejected_total", &[("reason", "source_handshakes")]) > 0.0);
+    drop(idle);
+}
