@@ -282,8 +282,14 @@ pub struct AccountsConfig {
     pub argon2_memory_kib: u32,
     pub argon2_iterations: u32,
     pub argon2_parallelism: u32,
-    /// Password hashes computed concurrently; more wait.
+    /// Password-hashing workers, each holding `argon2_memory_kib` of working memory for
+    /// good (so hashing never takes more than workers × memory); 0 = one per CPU.
     pub max_concurrent_hashes: usize,
+    /// Password checks waiting for a worker; beyond it a login is answered busy
+    /// (`503` / `service_unavailable` with a retry hint) at once.
+    pub hash_queue: usize,
+    /// A password check still waiting after this is answered busy too.
+    pub hash_wait_timeout_ms: u64,
     /// How often the node re-reads license state and closes the live sessions (VES and
     /// devices) of licenses suspended or expired since; 0 disables. Logins always check.
     pub license_check_interval_seconds: u64,
@@ -381,7 +387,9 @@ impl Default for AccountsConfig {
             argon2_memory_kib: p.hashing.memory_kib,
             argon2_iterations: p.hashing.iterations,
             argon2_parallelism: p.hashing.parallelism,
-            max_concurrent_hashes: p.max_concurrent_hashes,
+            max_concurrent_hashes: 0,
+            hash_queue: p.hashing.queue,
+            hash_wait_timeout_ms: u64::try_from(p.hashing.max_wait.as_millis()).unwrap_or(u64::MAX),
             license_check_interval_seconds: 30,
         }
     }
@@ -505,8 +513,11 @@ impl Config {
                 "argon2 needs iterations >= 1, parallelism >= 1, memory >= 8 KiB per lane",
             ));
         }
-        if a.max_concurrent_hashes == 0 {
-            return Err(invalid("accounts.max_concurrent_hashes", "must be at least 1"));
+        if a.max_concurrent_hashes > 256 {
+            return Err(invalid("accounts.max_concurrent_hashes", "must be at most 256 (0 = one per CPU)"));
+        }
+        if a.hash_queue == 0 || a.hash_wait_timeout_ms == 0 {
+            return Err(invalid("accounts", "hash_queue and hash_wait_timeout_ms must be positive"));
         }
         let sslmode = self.postgres_url.as_ref().and_then(|u| noc_storage::postgres::url_sslmode(u.expose()));
         if let Some(mode) = sslmode
@@ -621,8 +632,13 @@ impl Config {
                 memory_kib: a.argon2_memory_kib,
                 iterations: a.argon2_iterations,
                 parallelism: a.argon2_parallelism,
+                workers: match a.max_concurrent_hashes {
+                    0 => PasswordHashing::default().workers,
+                    n => n,
+                },
+                queue: a.hash_queue,
+                max_wait: Duration::from_millis(a.hash_wait_timeout_ms),
             },
-            max_concurrent_hashes: a.max_concurrent_hashes,
         }
     }
 

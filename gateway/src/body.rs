@@ -3,7 +3,8 @@
 //! own text (docs/protocol.md §3); that text goes to the log at debug level.
 //!
 //! A body refused for its size or its slowness is not read further: the answer closes the
-//! connection, so a client cannot keep the relay reading (or waiting) after the refusal.
+//! connection ([`crate::unread_body`]), so a client cannot keep the relay reading (or
+//! waiting) after the refusal.
 
 use std::time::Duration;
 
@@ -16,19 +17,17 @@ use serde::de::DeserializeOwned;
 use crate::error::ApiError;
 
 /// Reads at most `limit` bytes of body within `deadline`; a larger body is refused before
-/// it is buffered, a slower one is cut off, and either refusal closes the connection.
+/// it is buffered, a slower one is cut off. Either refusal leaves the rest unread, which
+/// ends the connection after the answer ([`crate::unread_body`]).
 pub async fn read_body(
     req: &HttpRequest,
     mut payload: web::Payload,
     limit: usize,
     deadline: Duration,
 ) -> Result<Bytes, ApiError> {
-    let read = tokio::time::timeout(deadline, read_limited(req, &mut payload, limit)).await;
-    match read {
-        Ok(Ok(body)) => Ok(body),
-        Ok(Err(refused)) => Err(refused.closing(payload)),
-        Err(_) => Err(ApiError::bad_request("request body not received in time").closing(payload)),
-    }
+    tokio::time::timeout(deadline, read_limited(req, &mut payload, limit))
+        .await
+        .map_err(|_| ApiError::bad_request("request body not received in time"))?
 }
 
 async fn read_limited(req: &HttpRequest, payload: &mut web::Payload, limit: usize) -> Result<Bytes, ApiError> {

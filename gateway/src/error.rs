@@ -1,12 +1,7 @@
 //! The error every HTTP handler returns.
 
 use actix_web::http::StatusCode;
-use std::cell::RefCell;
-
-use actix_web::body::{BodySize, MessageBody};
-use actix_web::http::header::ContentType;
-use actix_web::{HttpResponse, ResponseError, web};
-use bytes::Bytes;
+use actix_web::{HttpResponse, ResponseError};
 use noc_protocol::ApiErrorCode;
 use noc_protocol::rts::{ErrorBody, ErrorDetail};
 use noc_storage::AccountError;
@@ -18,58 +13,11 @@ pub struct ApiError {
     pub code: ApiErrorCode,
     pub message: String,
     pub retry_after_seconds: Option<u64>,
-    /// The unread rest of a refused request body (see [`UnreadBody`]).
-    unread: UnreadBody,
-}
-
-/// The unread rest of a request body refused for its size or its slowness.
-///
-/// When an answer has been written, actix-http reads a chunked request body to its end if
-/// the handler dropped it, and closes the connection instead if the body is still held.
-/// So a refused body rides in the answer's own body ([`HeldUntilSent`]) and is dropped
-/// only once the answer is written: the connection closes, and the rest of the request
-/// is never read.
-#[derive(Default)]
-struct UnreadBody(RefCell<Option<web::Payload>>);
-
-impl std::fmt::Debug for UnreadBody {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(if self.0.borrow().is_some() { "UnreadBody(held)" } else { "UnreadBody(none)" })
-    }
-}
-
-/// An answer's body that holds the request's unread body until it has been written.
-struct HeldUntilSent {
-    answer: Option<Bytes>,
-    len: u64,
-    _request_body: web::Payload,
-}
-
-impl MessageBody for HeldUntilSent {
-    type Error = std::convert::Infallible;
-
-    fn size(&self) -> BodySize {
-        BodySize::Sized(self.len)
-    }
-
-    fn poll_next(
-        mut self: std::pin::Pin<&mut Self>,
-        _: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<Bytes, Self::Error>>> {
-        std::task::Poll::Ready(self.answer.take().map(Ok))
-    }
 }
 
 impl ApiError {
     pub fn new(code: ApiErrorCode, message: impl Into<String>) -> Self {
-        Self { code, message: message.into(), retry_after_seconds: None, unread: UnreadBody::default() }
-    }
-
-    /// The same answer, after which the connection closes without reading the rest of
-    /// `body`.
-    pub fn closing(self, body: web::Payload) -> Self {
-        *self.unread.0.borrow_mut() = Some(body);
-        self
+        Self { code, message: message.into(), retry_after_seconds: None }
     }
 
     pub fn bad_request(message: impl Into<String>) -> Self {
@@ -169,18 +117,6 @@ impl ResponseError for ApiError {
         if let Some(s) = self.retry_after_seconds {
             resp.insert_header(("Retry-After", s.to_string()));
         }
-        let body = ErrorBody { error: ErrorDetail { code: self.code, message: self.message.clone() } };
-        match self.unread.0.borrow_mut().take() {
-            None => resp.json(body),
-            Some(request_body) => {
-                let answer = Bytes::from(serde_json::to_vec(&body).unwrap_or_default());
-                let len = answer.len() as u64;
-                resp.force_close().content_type(ContentType::json()).body(HeldUntilSent {
-                    answer: Some(answer),
-                    len,
-                    _request_body: request_body,
-                })
-            }
-        }
+        resp.json(ErrorBody { error: ErrorDetail { code: self.code, message: self.message.clone() } })
     }
 }

@@ -16,6 +16,7 @@ mod public_listener;
 mod servers;
 pub mod tls;
 pub mod tls_stream;
+mod unread_body;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

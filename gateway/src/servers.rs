@@ -16,6 +16,7 @@ use actix_service::{
     IntoServiceFactory, Service, ServiceFactory, ServiceFactoryExt, fn_factory, fn_service, map_config,
 };
 use actix_web::dev::AppConfig;
+use actix_web::middleware::from_fn;
 use actix_web::{App, HttpServer, web};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
@@ -26,6 +27,7 @@ use crate::admin_http::admin_routes;
 use crate::device_listener::DeviceListener;
 use crate::http::{public_headers, public_routes};
 use crate::public_listener::{PublicAcceptor, PublicLimits};
+use crate::unread_body::hold_unread_body;
 
 /// The bound sockets of the three listeners.
 pub struct Listeners {
@@ -100,6 +102,7 @@ fn public_server(
             fn_factory(move || {
                 let app = App::new()
                     .wrap(public_headers())
+                    .wrap(from_fn(hold_unread_body))
                     .app_data(web::Data::new(state.clone()))
                     .configure(public_routes)
                     .into_factory()

@@ -3,19 +3,17 @@
 //! (white paper §3.4–3.7, §6.3.4, §7.2.1, §8.7, §9.2).
 //!
 //! Every backend shares these rules, so the embedded and the clustered relay behave alike.
-//! Password hashing (argon2id) is deliberately slow; it runs on the blocking pool behind a
-//! semaphore so that a login storm queues instead of exhausting memory or stalling actors.
+//! Password hashing (argon2id) is deliberately slow; it runs on a fixed set of workers with
+//! their own memory and a bounded queue ([`crate::hashing`]), so a login storm is told
+//! "busy" instead of exhausting memory or stalling actors.
 
 use std::sync::Arc;
 
-use argon2::password_hash::phc::PasswordHash;
-use argon2::password_hash::{PasswordHasher, PasswordVerifier};
-use argon2::{Algorithm, Argon2, Params, Version};
 use noc_protocol::{DeviceId, LicenseId, UserId, VesId};
 use thiserror::Error;
-use tokio::sync::Semaphore;
 
 use crate::error::StoreError;
+use crate::hashing::{HashError, Hasher, PasswordHashing};
 use crate::model::*;
 use crate::secrets;
 use crate::store::Store;
@@ -30,20 +28,6 @@ pub enum MsisdnApproval {
     List,
 }
 
-/// argon2id cost parameters. The defaults are OWASP's minimum for argon2id.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct PasswordHashing {
-    pub memory_kib: u32,
-    pub iterations: u32,
-    pub parallelism: u32,
-}
-
-impl Default for PasswordHashing {
-    fn default() -> Self {
-        Self { memory_kib: 19 * 1024, iterations: 2, parallelism: 1 }
-    }
-}
-
 /// Tunables of the account rules.
 #[derive(Clone, Debug)]
 pub struct AccountPolicy {
@@ -56,8 +40,6 @@ pub struct AccountPolicy {
     /// Shortest password a VES administrator may set.
     pub min_password_length: usize,
     pub hashing: PasswordHashing,
-    /// Password hashes computed at once; more wait.
-    pub max_concurrent_hashes: usize,
 }
 
 impl Default for AccountPolicy {
@@ -69,7 +51,6 @@ impl Default for AccountPolicy {
             generated_password_length: 12,
             min_password_length: 8,
             hashing: PasswordHashing::default(),
-            max_concurrent_hashes: 4,
         }
     }
 }
@@ -137,30 +118,26 @@ pub struct DeviceAuth {
 pub struct Accounts {
     store: Arc<dyn Store>,
     policy: Arc<AccountPolicy>,
-    argon: Argon2<'static>,
-    hash_slots: Arc<Semaphore>,
-    /// Verified when a login names no user, so that unknown and known users take equally
-    /// long to reject.
-    dummy_hash: Arc<str>,
+    hasher: Hasher,
+}
+
+impl From<HashError> for AccountError {
+    fn from(e: HashError) -> Self {
+        match e {
+            HashError::Busy => AccountError::Busy("password hashing is at capacity".into()),
+            HashError::Failed(m) => AccountError::Internal(m),
+        }
+    }
 }
 
 impl Accounts {
+    /// The account rules over `store`; starts the password-hashing workers.
     pub fn new(store: Arc<dyn Store>, policy: AccountPolicy) -> Result<Self> {
-        let h = policy.hashing;
-        let params = Params::new(h.memory_kib, h.iterations, h.parallelism, None)
-            .map_err(|e| AccountError::Invalid(format!("argon2 parameters: {e}")))?;
-        let argon = Argon2::new(Algorithm::Argon2id, Version::V0x13, params);
-        let dummy_hash = argon
-            .hash_password(secrets::random_hex::<16>().as_bytes())
-            .map_err(|e| AccountError::Internal(e.to_string()))?
-            .to_string();
-        Ok(Self {
-            store,
-            hash_slots: Arc::new(Semaphore::new(policy.max_concurrent_hashes.max(1))),
-            policy: Arc::new(policy),
-            argon,
-            dummy_hash: dummy_hash.into(),
-        })
+        let hasher = Hasher::start(policy.hashing).map_err(|e| match e {
+            HashError::Failed(m) => AccountError::Invalid(m),
+            HashError::Busy => AccountError::Internal("hashing workers did not start".into()),
+        })?;
+        Ok(Self { store, policy: Arc::new(policy), hasher })
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
@@ -171,35 +148,12 @@ impl Accounts {
         &self.policy
     }
 
-    /// A hashing slot, held by the blocking job itself: a caller that gives up (a
-    /// handshake deadline) does not free the slot while its hash still runs.
-    async fn hash_slot(&self) -> Result<tokio::sync::OwnedSemaphorePermit> {
-        self.hash_slots.clone().acquire_owned().await.map_err(|e| AccountError::Internal(e.to_string()))
-    }
-
     async fn hash_password(&self, password: &str) -> Result<String> {
-        let slot = self.hash_slot().await?;
-        let argon = self.argon.clone();
-        let pw = password.to_string();
-        tokio::task::spawn_blocking(move || {
-            let _slot = slot;
-            argon.hash_password(pw.as_bytes()).map(|h| h.to_string()).map_err(|e| AccountError::Internal(e.to_string()))
-        })
-        .await
-        .map_err(|e| AccountError::Internal(e.to_string()))?
+        Ok(self.hasher.hash(password).await?)
     }
 
     async fn verify_password(&self, password: &str, hash: &str) -> Result<bool> {
-        let slot = self.hash_slot().await?;
-        let argon = self.argon.clone();
-        let (pw, hash) = (password.to_string(), hash.to_string());
-        tokio::task::spawn_blocking(move || {
-            let _slot = slot;
-            let parsed = PasswordHash::new(&hash).map_err(|e| AccountError::Internal(format!("stored hash: {e}")))?;
-            Ok(argon.verify_password(pw.as_bytes(), &parsed).is_ok())
-        })
-        .await
-        .map_err(|e| AccountError::Internal(e.to_string()))?
+        Ok(self.hasher.verify(password, hash).await?)
     }
 
     async fn audit(&self, actor: String, action: &str, subject: String, detail: String) {
@@ -258,7 +212,7 @@ impl Accounts {
     pub async fn license_login(&self, name: &str, password: &str) -> Result<(String, License)> {
         let found = self.store.license_by_name(name).await?;
         let Some((license, hash)) = found else {
-            let _ = self.verify_password(password, &self.dummy_hash).await;
+            self.hasher.pretend().await;
             return Err(AccountError::InvalidCredentials);
         };
         if !self.verify_password(password, &hash).await? {
@@ -445,7 +399,7 @@ impl Accounts {
             self.store.user_by_msisdn(login).await?
         };
         let Some(user) = user else {
-            let _ = self.verify_password(password, &self.dummy_hash).await;
+            self.hasher.pretend().await;
             return Err(AccountError::InvalidCredentials);
         };
         let now = noc_protocol::clock::unix_ms_i64();

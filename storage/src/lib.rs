@@ -14,14 +14,16 @@
 pub mod accounts;
 pub mod embedded;
 pub mod error;
+pub mod hashing;
 pub mod model;
 pub mod postgres;
 pub use noc_protocol::secrets;
 mod store;
 
-pub use accounts::{AccountError, AccountPolicy, Accounts, DeviceAuth, MsisdnApproval, PasswordHashing};
+pub use accounts::{AccountError, AccountPolicy, Accounts, DeviceAuth, MsisdnApproval};
 pub use embedded::SqliteStore;
 pub use error::StoreError;
+pub use hashing::{HashError, Hasher, PasswordHashing};
 pub use model::*;
 pub use postgres::{PostgresOptions, PostgresStore};
 pub use store::Store;

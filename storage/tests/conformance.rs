@@ -13,7 +13,7 @@ fn policy() -> AccountPolicy {
     AccountPolicy {
         lockout_threshold: 3,
         lockout_seconds: 60,
-        hashing: PasswordHashing { memory_kib: 64, iterations: 1, parallelism: 1 },
+        hashing: PasswordHashing { memory_kib: 64, iterations: 1, parallelism: 1, ..PasswordHashing::default() },
         ..AccountPolicy::default()
     }
 }
@@ -363,7 +363,8 @@ async fn unreachable_postgres_is_unavailable_and_fails_fast() {
 /// the password check.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn parallel_guesses_do_not_bypass_the_lockout() {
-    let policy = AccountPolicy { max_concurrent_hashes: 8, ..policy() };
+    let base = policy();
+    let policy = AccountPolicy { hashing: PasswordHashing { workers: 8, ..base.hashing }, ..base };
     let accounts = Accounts::new(sqlite().await.store, policy).expect("accounts");
     let ves = registered_ves(&accounts, 5).await;
     accounts

@@ -128,16 +128,12 @@ async fn a_body_trickled_past_its_deadline_ends_its_connection() {
     assert!(started.elapsed() < Duration::from_secs(1 + 5), "closed within the deadline + 5 s");
 }
 
-#[tokio::test]
-async fn a_chunked_body_over_the_limit_is_not_read_further() {
-    let relay = TestRelay::start_with(|c| c.rts.max_body_bytes = 1024);
-    let mut conn = raw(&relay).await;
-    conn.write_all(b"POST /rts/v1/license HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n")
-        .await
-        .expect("headers");
-    // Send 4 KiB chunks without end: past 1 KiB the relay answers 413 and hangs up after
-    // at most its short linger (what the client already sent is discarded for a second,
-    // so the answer is not lost to a reset), however much more the client has to send.
+/// Sends an endless chunked body to `path` and returns how long the relay kept taking it
+/// and what it answered.
+async fn endless_chunked_body(relay: &TestRelay, path: &str) -> (Duration, String) {
+    let mut conn = raw(relay).await;
+    let head = format!("POST {path} HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n");
+    conn.write_all(head.as_bytes()).await.expect("headers");
     let chunk = format!("1000\r\n{}\r\n", "x".repeat(4096));
     let started = Instant::now();
     let writes = async {
@@ -149,9 +145,30 @@ async fn a_chunked_body_over_the_limit_is_not_read_further() {
     };
     let cut = tokio::time::timeout(Duration::from_secs(10), writes).await;
     assert!(cut.is_ok(), "the relay kept reading a body it had refused for 10 s");
-    assert!(started.elapsed() < Duration::from_secs(4), "cut after {:?}", started.elapsed());
+    let took = started.elapsed();
     let (answer, _) = read_until_closed(&mut conn, Duration::from_secs(5)).await;
+    (took, answer)
+}
+
+/// Past 1 KiB the relay answers 413 and hangs up after at most its short linger (what the
+/// client sent meanwhile is discarded for a second, so the answer is not lost to a reset),
+/// however much more the client has to send.
+#[tokio::test]
+async fn a_chunked_body_over_the_limit_is_not_read_further() {
+    let relay = TestRelay::start_with(|c| c.rts.max_body_bytes = 1024);
+    let (took, answer) = endless_chunked_body(&relay, "/rts/v1/license").await;
+    assert!(took < Duration::from_secs(4), "cut after {took:?}");
     assert!(answer.is_empty() || answer.starts_with("HTTP/1.1 413"), "{answer}");
+}
+
+/// A request refused before its body is read (no session) does not make the relay read
+/// the body afterwards either.
+#[tokio::test]
+async fn a_body_left_unread_by_a_refusal_is_not_drained() {
+    let relay = TestRelay::start();
+    let (took, answer) = endless_chunked_body(&relay, "/rts/v1/data").await;
+    assert!(took < Duration::from_secs(4), "cut after {took:?}");
+    assert!(answer.is_empty() || answer.starts_with("HTTP/1.1 401"), "{answer}");
 }
 
 /// Idle sockets (TCP open, no TLS ClientHello) from several addresses must not hold the
