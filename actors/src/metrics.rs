@@ -13,6 +13,7 @@ pub const AUTH_FAILURE_REASONS: &[&str] = &[
     "invalid_credentials",
     "invalid_session",
     "locked_out",
+    "throttled",
     "suspended",
     "revoked",
     "not_activated",

@@ -12,7 +12,7 @@ use std::time::Duration;
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use noc_actors::SessionConfig;
-use noc_storage::{AccountPolicy, MsisdnApproval, PasswordHashing};
+use noc_storage::{AccountPolicy, MsisdnApproval, PasswordHashing, ThrottlePolicy};
 use serde::{Deserialize, Serialize};
 
 /// Top-level sections, for filtering `NOC_*` environment variables.
@@ -30,6 +30,7 @@ const SECTIONS: &[&str] = &[
     "rts",
     "device",
     "accounts",
+    "throttle",
     "shutdown",
 ];
 
@@ -55,6 +56,7 @@ pub struct Config {
     pub rts: RtsConfig,
     pub device: DeviceConfig,
     pub accounts: AccountsConfig,
+    pub throttle: ThrottleConfig,
     pub shutdown: ShutdownConfig,
 }
 
@@ -271,9 +273,6 @@ pub struct DeviceConfig {
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct AccountsConfig {
-    /// Failed password attempts before lockout; 0 disables lockout.
-    pub lockout_threshold: u32,
-    pub lockout_seconds: u64,
     /// `open` or `list` (only MSISDNs approved with `noc admin msisdn approve`).
     pub msisdn_approval: MsisdnApproval,
     pub generated_password_length: usize,
@@ -293,6 +292,43 @@ pub struct AccountsConfig {
     /// How often the node re-reads license state and closes the live sessions (VES and
     /// devices) of licenses suspended or expired since; 0 disables. Logins always check.
     pub license_check_interval_seconds: u64,
+}
+
+/// How password guessing is slowed down, on every password route (license login, account
+/// and device activation, AUTH_PASSWORD). Failures are counted per source address and per
+/// login name (whether the name exists or not); after the free ones, attempts of a name
+/// must wait twice as long each time. Nothing is ever locked: device tokens are not
+/// throttled, and a right password ends a name's waits. State is per node.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ThrottleConfig {
+    /// Failures of one login name from one address before its attempts wait (1 s, 2 s …).
+    pub free_failures_per_source: u32,
+    /// Failures of one login name from all addresses before its attempts wait.
+    pub free_failures_per_login: u32,
+    /// The longest such wait.
+    pub max_delay_seconds: u64,
+    /// Failures one address may make in a burst, all names together (then `429`).
+    pub source_failure_burst: u32,
+    /// How many failures an address earns back per minute.
+    pub source_failures_per_minute: u32,
+    /// Names and addresses tracked at once; when full, attempts of new ones are refused
+    /// until old entries expire.
+    pub max_tracked: usize,
+}
+
+impl Default for ThrottleConfig {
+    fn default() -> Self {
+        let p = ThrottlePolicy::default();
+        Self {
+            free_failures_per_source: p.free_failures_per_source,
+            free_failures_per_login: p.free_failures_per_login,
+            max_delay_seconds: p.max_delay.as_secs(),
+            source_failure_burst: p.source_failure_burst,
+            source_failures_per_minute: p.source_failures_per_minute,
+            max_tracked: p.max_tracked,
+        }
+    }
 }
 
 /// Graceful shutdown on SIGTERM/SIGINT.
@@ -323,6 +359,7 @@ impl Default for Config {
             rts: RtsConfig::default(),
             device: DeviceConfig::default(),
             accounts: AccountsConfig::default(),
+            throttle: ThrottleConfig::default(),
             shutdown: ShutdownConfig::default(),
         }
     }
@@ -379,8 +416,6 @@ impl Default for AccountsConfig {
     fn default() -> Self {
         let p = AccountPolicy::default();
         Self {
-            lockout_threshold: p.lockout_threshold,
-            lockout_seconds: p.lockout_seconds,
             msisdn_approval: p.msisdn_approval,
             generated_password_length: p.generated_password_length,
             min_password_length: p.min_password_length,
@@ -516,6 +551,16 @@ impl Config {
         if a.max_concurrent_hashes > 256 {
             return Err(invalid("accounts.max_concurrent_hashes", "must be at most 256 (0 = one per CPU)"));
         }
+        let t = &self.throttle;
+        if t.source_failure_burst == 0 || t.source_failures_per_minute == 0 || t.max_tracked < 1000 {
+            return Err(invalid(
+                "throttle",
+                "source_failure_burst and source_failures_per_minute must be positive, max_tracked at least 1000",
+            ));
+        }
+        if !(1..=86_400).contains(&t.max_delay_seconds) {
+            return Err(invalid("throttle.max_delay_seconds", "must be between 1 and 86400"));
+        }
         if a.hash_queue == 0 || a.hash_wait_timeout_ms == 0 {
             return Err(invalid("accounts", "hash_queue and hash_wait_timeout_ms must be positive"));
         }
@@ -623,8 +668,14 @@ impl Config {
     pub fn account_policy(&self) -> AccountPolicy {
         let a = &self.accounts;
         AccountPolicy {
-            lockout_threshold: a.lockout_threshold,
-            lockout_seconds: a.lockout_seconds,
+            throttle: ThrottlePolicy {
+                free_failures_per_source: self.throttle.free_failures_per_source,
+                free_failures_per_login: self.throttle.free_failures_per_login,
+                max_delay: Duration::from_secs(self.throttle.max_delay_seconds),
+                source_failure_burst: self.throttle.source_failure_burst,
+                source_failures_per_minute: self.throttle.source_failures_per_minute,
+                max_tracked: self.throttle.max_tracked,
+            },
             msisdn_approval: a.msisdn_approval,
             generated_password_length: a.generated_password_length,
             min_password_length: a.min_password_length,

@@ -56,6 +56,7 @@ impl DeviceListener {
     /// Serves one accepted TCP connection until it is handed to its session or refused.
     pub async fn serve(self: Arc<Self>, tcp: TcpStream) {
         let _ = tcp.set_nodelay(true);
+        let source = tcp.peer_addr().map(|a| a.ip()).unwrap_or(std::net::IpAddr::from([0, 0, 0, 0]));
         let deadline = Instant::now() + self.handshake_timeout;
         let tls = match tokio::time::timeout_at(deadline, tls_stream::accept(tcp, self.tls.clone())).await {
             Ok(Ok(tls)) => tls,
@@ -69,7 +70,7 @@ impl DeviceListener {
                 return;
             }
         };
-        match self.handshake(tls, deadline).await {
+        match self.handshake(tls, deadline, source).await {
             Ok((io, read_buf, info)) => {
                 DeviceSession::start(io, read_buf, info, self.router.clone(), self.sessions.clone());
             }
@@ -78,7 +79,12 @@ impl DeviceListener {
     }
 
     /// HELLO → HELLO_ACK → AUTH_* → AUTH_OK on an established TLS stream.
-    async fn handshake<S>(&self, io: S, deadline: Instant) -> Result<(S, BytesMut, DeviceSessionInfo), Rejected>
+    async fn handshake<S>(
+        &self,
+        io: S,
+        deadline: Instant,
+        source: std::net::IpAddr,
+    ) -> Result<(S, BytesMut, DeviceSessionInfo), Rejected>
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
@@ -113,7 +119,7 @@ impl DeviceListener {
             Ok(Frame::AuthPassword { device_id, msisdn, password }) => {
                 tokio::time::timeout_at(
                     deadline,
-                    self.accounts.authenticate_device_password(device_id, &msisdn, &password),
+                    self.accounts.authenticate_device_password(device_id, &msisdn, &password, source),
                 )
                 .await
             }
@@ -252,7 +258,10 @@ fn jitter_ms(min: u32, max: u32) -> u32 {
 fn close_for(e: &AccountError) -> (CloseCode, &'static str, u32) {
     let (code, message) = match e {
         AccountError::InvalidCredentials => (CloseCode::AuthFailed, "invalid credentials"),
-        AccountError::LockedOut { .. } => (CloseCode::LockedOut, "too many failed attempts; account locked"),
+        AccountError::Throttled(t) => {
+            let hint = u32::try_from(t.retry_after().as_millis()).unwrap_or(u32::MAX);
+            return (CloseCode::LockedOut, "too many failed password attempts; retry after the hint", hint);
+        }
         AccountError::Revoked => (CloseCode::Revoked, "device credential revoked; activate again"),
         AccountError::Suspended => (CloseCode::AccountSuspended, "account or license suspended"),
         AccountError::Unavailable(_) => (CloseCode::ServiceUnavailable, "account store unavailable; retry later"),

@@ -4,7 +4,7 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 use noc_protocol::ApiErrorCode;
 use noc_protocol::rts::{ErrorBody, ErrorDetail};
-use noc_storage::AccountError;
+use noc_storage::{AccountError, Throttled};
 
 /// An HTTP error: a stable code, a client-safe message and an optional `Retry-After`.
 #[derive(Debug, thiserror::Error)]
@@ -41,7 +41,8 @@ impl ApiError {
     pub fn auth_reason(e: &AccountError) -> Option<&'static str> {
         Some(match e {
             AccountError::InvalidCredentials => "invalid_credentials",
-            AccountError::LockedOut { .. } => "locked_out",
+            AccountError::Throttled(Throttled::Login { .. }) => "locked_out",
+            AccountError::Throttled(Throttled::Source { .. }) => "throttled",
             AccountError::Suspended => "suspended",
             AccountError::Revoked => "revoked",
             AccountError::Unavailable(_) => "unavailable",
@@ -63,12 +64,14 @@ impl From<AccountError> for ApiError {
             AccountError::InvalidCredentials | AccountError::Revoked => {
                 ApiError::new(ApiErrorCode::InvalidCredentials, "invalid credentials")
             }
-            AccountError::LockedOut { until } => {
-                let now = noc_protocol::clock::unix_ms_i64();
-                ApiError {
-                    retry_after_seconds: Some(((until - now).max(0) as u64).div_ceil(1000)),
-                    ..ApiError::new(ApiErrorCode::LockedOut, "too many failed attempts; account locked for a while")
-                }
+            AccountError::Throttled(t) => {
+                let (code, message) = match t {
+                    Throttled::Source { .. } => {
+                        (ApiErrorCode::TooManyRequests, "too many failed password attempts from this address")
+                    }
+                    Throttled::Login { .. } => (ApiErrorCode::LockedOut, "too many failed attempts for this login"),
+                };
+                ApiError { retry_after_seconds: Some(t.retry_after().as_secs().max(1)), ..ApiError::new(code, message) }
             }
             AccountError::Suspended => {
                 ApiError::new(ApiErrorCode::Suspended, "license or account suspended or expired")

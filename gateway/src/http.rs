@@ -57,6 +57,12 @@ async fn json_body<T: DeserializeOwned>(
     parse_json(&body)
 }
 
+/// The client's address, for the password throttle (unknown: the unspecified address,
+/// which then shares one bucket).
+fn source(req: &HttpRequest) -> std::net::IpAddr {
+    req.peer_addr().map(|a| a.ip()).unwrap_or(std::net::IpAddr::from([0, 0, 0, 0]))
+}
+
 fn header<'a>(req: &'a HttpRequest, name: &str) -> Option<&'a str> {
     req.headers().get(name).and_then(|v| v.to_str().ok())
 }
@@ -79,7 +85,7 @@ async fn license(
     let body: LicenseRequest = json_body(&state, &req, payload).await?;
     let (token, license) = state
         .accounts
-        .license_login(&body.name, &body.password)
+        .license_login(&body.name, &body.password, source(&req))
         .await
         .map_err(|e| failed_auth(&state, "license", e))?;
     Ok(HttpResponse::Ok().json(LicenseResponse {
@@ -327,7 +333,7 @@ async fn activate_account(
     let body: AccountActivationRequest = json_body(&state, &req, payload).await?;
     let user = state
         .accounts
-        .activate_account(&body.login, &body.password.0, &body.msisdn, &body.time_zone)
+        .activate_account(&body.login, &body.password.0, &body.msisdn, &body.time_zone, source(&req))
         .await
         .map_err(|e| failed_auth(&state, "account", e))?;
     state.router.user_activated(user.ves_id, active_user_state(&user));
@@ -348,7 +354,13 @@ async fn activate_device(
     let body: DeviceActivationRequest = json_body(&state, &req, payload).await?;
     let (device, credential, user) = state
         .accounts
-        .activate_device(&body.msisdn, &body.password.0, body.device_name.as_deref(), body.device_type.as_deref())
+        .activate_device(
+            &body.msisdn,
+            &body.password.0,
+            body.device_name.as_deref(),
+            body.device_type.as_deref(),
+            source(&req),
+        )
         .await
         .map_err(|e| failed_auth(&state, "device", e))?;
     state.router.device_activated(user.ves_id, device.id, user.id, device.name.clone(), device.device_type.clone());

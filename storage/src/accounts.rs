@@ -1,5 +1,5 @@
 //! Account rules on top of a [`Store`]: licenses, VES registration, provisioning with seat
-//! limits, account and device activation, password lockout, revocation and audit
+//! limits, account and device activation, throttled password checks, revocation and audit
 //! (white paper §3.4–3.7, §6.3.4, §7.2.1, §8.7, §9.2).
 //!
 //! Every backend shares these rules, so the embedded and the clustered relay behave alike.
@@ -7,7 +7,9 @@
 //! their own memory and a bounded queue ([`crate::hashing`]), so a login storm is told
 //! "busy" instead of exhausting memory or stalling actors.
 
+use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
 use noc_protocol::{DeviceId, LicenseId, UserId, VesId};
 use thiserror::Error;
@@ -17,6 +19,7 @@ use crate::hashing::{HashError, Hasher, PasswordHashing};
 use crate::model::*;
 use crate::secrets;
 use crate::store::Store;
+use crate::throttle::{Throttle, ThrottlePolicy, Throttled};
 
 /// Whether an MSISDN needs carrier approval before an account can bind it (white paper §3.6).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
@@ -31,9 +34,8 @@ pub enum MsisdnApproval {
 /// Tunables of the account rules.
 #[derive(Clone, Debug)]
 pub struct AccountPolicy {
-    /// Consecutive failed password attempts that lock an account; 0 disables lockout.
-    pub lockout_threshold: u32,
-    pub lockout_seconds: u64,
+    /// How password guessing is slowed down on every password route.
+    pub throttle: ThrottlePolicy,
     pub msisdn_approval: MsisdnApproval,
     /// Length of passwords the relay generates.
     pub generated_password_length: usize,
@@ -45,8 +47,7 @@ pub struct AccountPolicy {
 impl Default for AccountPolicy {
     fn default() -> Self {
         Self {
-            lockout_threshold: 5,
-            lockout_seconds: 15 * 60,
+            throttle: ThrottlePolicy::default(),
             msisdn_approval: MsisdnApproval::Open,
             generated_password_length: 12,
             min_password_length: 8,
@@ -62,8 +63,10 @@ impl Default for AccountPolicy {
 pub enum AccountError {
     #[error("invalid credentials")]
     InvalidCredentials,
-    #[error("account locked until {until} (unix ms)")]
-    LockedOut { until: i64 },
+    /// Too many failed password attempts from this source or for this login name: retry
+    /// after the wait (no password was checked).
+    #[error("too many failed attempts; retry in {0:?}")]
+    Throttled(Throttled),
     #[error("license or account suspended or expired")]
     Suspended,
     #[error("device credential revoked")]
@@ -119,6 +122,7 @@ pub struct Accounts {
     store: Arc<dyn Store>,
     policy: Arc<AccountPolicy>,
     hasher: Hasher,
+    throttle: Arc<Throttle>,
 }
 
 impl From<HashError> for AccountError {
@@ -137,7 +141,8 @@ impl Accounts {
             HashError::Failed(m) => AccountError::Invalid(m),
             HashError::Busy => AccountError::Internal("hashing workers did not start".into()),
         })?;
-        Ok(Self { store, policy: Arc::new(policy), hasher })
+        let throttle = Arc::new(Throttle::new(policy.throttle.clone()));
+        Ok(Self { store, policy: Arc::new(policy), hasher, throttle })
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
@@ -208,18 +213,46 @@ impl Accounts {
         Ok(self.store.ves_of_unusable_licenses(noc_protocol::clock::unix_ms_i64()).await?)
     }
 
-    /// License name + password → a new license-id token (white paper §3.4).
-    pub async fn license_login(&self, name: &str, password: &str) -> Result<(String, License)> {
-        let found = self.store.license_by_name(name).await?;
-        let Some((license, hash)) = found else {
-            self.hasher.pretend().await;
-            return Err(AccountError::InvalidCredentials);
+    /// Checks `password` for the login `key` under the throttle: refused at once while
+    /// `key` or `source` must wait; otherwise the attempt counts as a failure unless the
+    /// password is right (`hash` `None`: a name that does not exist, which takes as long).
+    async fn throttled_check(&self, key: &str, source: IpAddr, password: &str, hash: Option<&str>) -> Result<()> {
+        self.throttle.admit(key, source, Instant::now()).map_err(AccountError::Throttled)?;
+        let ok = match hash {
+            Some(hash) => self.verify_password(password, hash).await?,
+            None => {
+                self.hasher.pretend().await;
+                false
+            }
         };
-        if !self.verify_password(password, &hash).await? {
-            self.audit("anonymous".into(), "license.login_failed", format!("license:{}", license.id), String::new())
-                .await;
-            return Err(AccountError::InvalidCredentials);
+        if ok {
+            self.throttle.succeeded(key, source);
+            Ok(())
+        } else {
+            Err(AccountError::InvalidCredentials)
         }
+    }
+
+    /// License name + password → a new license-id token (white paper §3.4).
+    pub async fn license_login(&self, name: &str, password: &str, source: IpAddr) -> Result<(String, License)> {
+        let key = format!("license:{}", name.trim());
+        let found = self.store.license_by_name(name).await?;
+        let checked = self.throttled_check(&key, source, password, found.as_ref().map(|(_, h)| h.as_str())).await;
+        let license = match (checked, found) {
+            (Ok(()), Some((license, _))) => license,
+            (Err(AccountError::InvalidCredentials), Some((license, _))) => {
+                self.audit(
+                    "anonymous".into(),
+                    "license.login_failed",
+                    format!("license:{}", license.id),
+                    String::new(),
+                )
+                .await;
+                return Err(AccountError::InvalidCredentials);
+            }
+            (Err(e), _) => return Err(e),
+            (Ok(()), None) => return Err(AccountError::InvalidCredentials),
+        };
         if !license.usable_at(noc_protocol::clock::unix_ms_i64()) {
             return Err(AccountError::Suspended);
         }
@@ -389,42 +422,38 @@ impl Accounts {
         Ok((user, generated, devices))
     }
 
-    /// Checks a login's password with lockout (white paper §6.3.4). `login` is the e-mail
-    /// address or the MSISDN.
-    pub async fn check_login(&self, login: &str, password: &str) -> Result<UserRecord> {
+    /// Checks a login's password under the throttle (white paper §6.3.4). `login` is the
+    /// e-mail address or the MSISDN; `source` the client's address.
+    pub async fn check_login(&self, login: &str, password: &str, source: IpAddr) -> Result<UserRecord> {
         let login = login.trim();
-        let user = if login.contains('@') {
-            self.store.user_by_email(&login.to_lowercase()).await?
+        let (key, user) = if login.contains('@') {
+            let email = login.to_lowercase();
+            (format!("user:{email}"), self.store.user_by_email(&email).await?)
         } else {
-            self.store.user_by_msisdn(login).await?
+            (format!("user:{login}"), self.store.user_by_msisdn(login).await?)
         };
-        let Some(user) = user else {
-            self.hasher.pretend().await;
-            return Err(AccountError::InvalidCredentials);
-        };
-        let now = noc_protocol::clock::unix_ms_i64();
-        // The attempt is counted before the (slow) check, so that parallel guesses cannot
-        // get past the lockout threshold.
-        let lockout_ms = (self.policy.lockout_seconds as i64).saturating_mul(1000);
-        let locks_until =
-            match self.store.reserve_login_attempt(user.id, now, self.policy.lockout_threshold, lockout_ms).await? {
-                LoginAttempt::Locked { until } => return Err(AccountError::LockedOut { until }),
-                LoginAttempt::Granted { locks_until } => locks_until,
-            };
-        if !self.verify_password(password, &user.password_hash).await? {
-            if let Some(until) = locks_until {
-                self.audit(format!("user:{}", user.id), "user.locked_out", format!("user:{}", user.id), String::new())
-                    .await;
-                return Err(AccountError::LockedOut { until });
+        let checked =
+            self.throttled_check(&key, source, password, user.as_ref().map(|u| u.password_hash.as_str())).await;
+        let user = match (checked, user) {
+            (Ok(()), Some(user)) => user,
+            (Err(AccountError::InvalidCredentials), Some(user)) => {
+                self.audit(
+                    format!("user:{}", user.id),
+                    "user.login_failed",
+                    format!("user:{}", user.id),
+                    String::new(),
+                )
+                .await;
+                return Err(AccountError::InvalidCredentials);
             }
-            return Err(AccountError::InvalidCredentials);
-        }
-        self.store.clear_login_failures(user.id).await?;
+            (Err(e), _) => return Err(e),
+            (Ok(()), None) => return Err(AccountError::InvalidCredentials),
+        };
         if user.status == UserStatus::Suspended {
             return Err(AccountError::Suspended);
         }
         let license = self.store.license_by_id(user.license_id).await?.ok_or(AccountError::Suspended)?;
-        if !license.usable_at(now) {
+        if !license.usable_at(noc_protocol::clock::unix_ms_i64()) {
             return Err(AccountError::Suspended);
         }
         Ok(user)
@@ -437,10 +466,11 @@ impl Accounts {
         password: &str,
         msisdn: &str,
         time_zone: &str,
+        source: IpAddr,
     ) -> Result<UserRecord> {
         let msisdn = normalize_msisdn(msisdn)?;
         check_time_zone(time_zone)?;
-        let user = self.check_login(login, password).await?;
+        let user = self.check_login(login, password, source).await?;
         if self.policy.msisdn_approval == MsisdnApproval::List && !self.store.msisdn_approved(&msisdn).await? {
             return Err(AccountError::MsisdnNotApproved);
         }
@@ -458,6 +488,7 @@ impl Accounts {
         password: &str,
         name: Option<&str>,
         device_type: Option<&str>,
+        source: IpAddr,
     ) -> Result<(DeviceRecord, String, UserRecord)> {
         let msisdn = normalize_msisdn(msisdn)?;
         for (v, what) in [(name, "DeviceName"), (device_type, "DeviceType")] {
@@ -465,7 +496,7 @@ impl Accounts {
                 return Err(AccountError::Invalid(format!("{what} must be at most 100 characters")));
             }
         }
-        let user = self.check_login(&msisdn, password).await?;
+        let user = self.check_login(&msisdn, password, source).await?;
         if user.status != UserStatus::Active {
             return Err(AccountError::NotActivated);
         }
@@ -524,9 +555,10 @@ impl Accounts {
         device_id: DeviceId,
         msisdn: &str,
         password: &str,
+        source: IpAddr,
     ) -> Result<DeviceAuth> {
         let msisdn = normalize_msisdn(msisdn).map_err(|_| AccountError::InvalidCredentials)?;
-        let user = self.check_login(&msisdn, password).await?;
+        let user = self.check_login(&msisdn, password, source).await?;
         let login = self.store.device_login(device_id).await?.ok_or(AccountError::InvalidCredentials)?;
         if login.user_id != user.id {
             return Err(AccountError::InvalidCredentials);

@@ -38,7 +38,8 @@ fn private_files(path: &Path) -> std::io::Result<()> {
 }
 
 /// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE licenses (
     id            TEXT PRIMARY KEY,
     name          TEXT NOT NULL UNIQUE,
@@ -103,7 +104,13 @@ CREATE TABLE audit_log (
     subject TEXT NOT NULL,
     detail  TEXT NOT NULL
 );
-"#];
+"#,
+    r#"
+-- Password attempts are throttled in memory (crate::throttle); no per-user lock is kept.
+ALTER TABLE users DROP COLUMN failed_attempts;
+ALTER TABLE users DROP COLUMN locked_until;
+"#,
+];
 
 /// SQLite-backed [`Store`].
 #[derive(Clone)]
@@ -179,7 +186,7 @@ fn license_row(r: &Row<'_>) -> rusqlite::Result<License> {
 }
 
 const USER_COLS: &str = "id, license_id, ves_id, email, msisdn, password_hash, first_name, last_name, \
-     time_zone, status, constant_sync, filter_rules, failed_attempts, locked_until, created_at, updated_at";
+     time_zone, status, constant_sync, filter_rules, created_at, updated_at";
 
 fn user_row(r: &Row<'_>) -> rusqlite::Result<UserRecord> {
     let status: String = r.get(9)?;
@@ -197,10 +204,8 @@ fn user_row(r: &Row<'_>) -> rusqlite::Result<UserRecord> {
         status: UserStatus::parse(&status).unwrap_or(UserStatus::Suspended),
         constant_sync: r.get::<_, i64>(10)? != 0,
         filter_rules: serde_json::from_str::<Vec<FilterRule>>(&rules).unwrap_or_default(),
-        failed_attempts: r.get(12)?,
-        locked_until: r.get(13)?,
-        created_at: r.get(14)?,
-        updated_at: r.get(15)?,
+        created_at: r.get(12)?,
+        updated_at: r.get(13)?,
     })
 }
 
@@ -468,7 +473,7 @@ impl Store for SqliteStore {
         self.run(move |c| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             let n = tx.execute(
-                "UPDATE users SET password_hash = ?1, failed_attempts = 0, locked_until = NULL, updated_at = ?2 \
+                "UPDATE users SET password_hash = ?1, updated_at = ?2 \
                  WHERE id = ?3",
                 params![hash, now, id.to_string()],
             )?;
@@ -498,55 +503,6 @@ impl Store for SqliteStore {
                 return Err(StoreError::NotFound);
             }
             get_user(c, id)?.ok_or(StoreError::NotFound)
-        })
-        .await
-    }
-
-    async fn reserve_login_attempt(
-        &self,
-        id: UserId,
-        now: i64,
-        threshold: u32,
-        lockout_ms: i64,
-    ) -> Result<LoginAttempt> {
-        self.run(move |c| {
-            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            let (attempts, locked_until): (u32, Option<i64>) = tx
-                .query_row("SELECT failed_attempts, locked_until FROM users WHERE id = ?1", [id.to_string()], |r| {
-                    Ok((r.get(0)?, r.get(1)?))
-                })
-                .optional()?
-                .ok_or(StoreError::NotFound)?;
-            if let Some(until) = locked_until.filter(|t| *t > now) {
-                return Ok(LoginAttempt::Locked { until });
-            }
-            let attempts = attempts.saturating_add(1);
-            let outcome = if threshold > 0 && attempts >= threshold {
-                // Locked: the counter starts over once the lockout has passed.
-                let until = now + lockout_ms;
-                tx.execute(
-                    "UPDATE users SET failed_attempts = 0, locked_until = ?1 WHERE id = ?2",
-                    params![until, id.to_string()],
-                )?;
-                LoginAttempt::Granted { locks_until: Some(until) }
-            } else {
-                tx.execute("UPDATE users SET failed_attempts = ?1 WHERE id = ?2", params![attempts, id.to_string()])?;
-                LoginAttempt::Granted { locks_until: None }
-            };
-            tx.commit()?;
-            Ok(outcome)
-        })
-        .await
-    }
-
-    async fn clear_login_failures(&self, id: UserId) -> Result<()> {
-        self.run(move |c| {
-            c.execute(
-                "UPDATE users SET failed_attempts = 0, locked_until = NULL WHERE id = ?1 \
-                 AND (failed_attempts <> 0 OR locked_until IS NOT NULL)",
-                [id.to_string()],
-            )?;
-            Ok(())
         })
         .await
     }

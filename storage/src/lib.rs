@@ -9,7 +9,7 @@
 //!
 //! [`Store`] is the persistence contract (one implementation per backend: [`SqliteStore`]
 //! embedded, [`PostgresStore`] for clusters); [`Accounts`] holds the rules on top of
-//! it (seats, lockout, MSISDN approval, revocation, audit) so every backend behaves alike.
+//! it (seats, password throttling, MSISDN approval, revocation, audit) so every backend behaves alike.
 
 pub mod accounts;
 pub mod embedded;
@@ -19,6 +19,7 @@ pub mod model;
 pub mod postgres;
 pub use noc_protocol::secrets;
 mod store;
+pub mod throttle;
 
 pub use accounts::{AccountError, AccountPolicy, Accounts, DeviceAuth, MsisdnApproval};
 pub use embedded::SqliteStore;
@@ -27,3 +28,4 @@ pub use hashing::{HashError, Hasher, PasswordHashing};
 pub use model::*;
 pub use postgres::{PostgresOptions, PostgresStore};
 pub use store::Store;
+pub use throttle::{Throttle, ThrottlePolicy, Throttled};

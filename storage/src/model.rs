@@ -86,8 +86,6 @@ pub struct UserRecord {
     pub status: UserStatus,
     pub constant_sync: bool,
     pub filter_rules: Vec<FilterRule>,
-    pub failed_attempts: u32,
-    pub locked_until: Option<i64>,
     pub created_at: i64,
     pub updated_at: i64,
 }
@@ -179,14 +177,4 @@ pub struct AuditEvent {
     pub action: String,
     pub subject: String,
     pub detail: String,
-}
-
-/// The answer to [`crate::Store::reserve_login_attempt`].
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum LoginAttempt {
-    /// The account is locked until this time (unix ms): do not check the password.
-    Locked { until: i64 },
-    /// Check the password. `locks_until`: this attempt reached the threshold and locked the
-    /// account; if the password is wrong, report the lock.
-    Granted { locks_until: Option<i64> },
 }

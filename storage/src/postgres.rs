@@ -22,7 +22,8 @@ use crate::model::*;
 use crate::store::{Result, Store};
 
 /// Schema migrations, applied in order; `noc_schema.version` records how many ran.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE licenses (
     id            UUID PRIMARY KEY,
     name          TEXT NOT NULL UNIQUE,
@@ -89,7 +90,12 @@ CREATE TABLE audit_log (
     subject TEXT NOT NULL,
     detail  TEXT NOT NULL
 );
-"#];
+"#,
+    r#"
+-- Password attempts are throttled in memory (crate::throttle); no per-user lock is kept.
+ALTER TABLE users DROP COLUMN failed_attempts, DROP COLUMN locked_until;
+"#,
+];
 
 /// Arbitrary constant naming the migration advisory lock.
 const MIGRATION_LOCK: i64 = 0x6e6f_6373_6368_656d; // "nocschem"
@@ -299,7 +305,7 @@ fn license_row(r: &Row) -> License {
 }
 
 const USER_COLS: &str = "id, license_id, ves_id, email, msisdn, password_hash, first_name, last_name, \
-     time_zone, status, constant_sync, filter_rules, failed_attempts, locked_until, created_at, updated_at";
+     time_zone, status, constant_sync, filter_rules, created_at, updated_at";
 
 fn user_row(r: &Row) -> UserRecord {
     let status: String = r.get(9);
@@ -317,10 +323,8 @@ fn user_row(r: &Row) -> UserRecord {
         status: UserStatus::parse(&status).unwrap_or(UserStatus::Suspended),
         constant_sync: r.get(10),
         filter_rules: serde_json::from_str::<Vec<FilterRule>>(&rules).unwrap_or_default(),
-        failed_attempts: r.get::<_, i32>(12).max(0) as u32,
-        locked_until: r.get(13),
-        created_at: r.get(14),
-        updated_at: r.get(15),
+        created_at: r.get(12),
+        updated_at: r.get(13),
     }
 }
 
@@ -559,7 +563,7 @@ impl Store for PostgresStore {
         let tx = c.transaction().await.map_err(pg_error)?;
         let n = tx
             .execute(
-                "UPDATE users SET password_hash = $1, failed_attempts = 0, locked_until = NULL, updated_at = $2 \
+                "UPDATE users SET password_hash = $1, updated_at = $2 \
                  WHERE id = $3",
                 &[&password_hash, &now, &id.0],
             )
@@ -589,57 +593,6 @@ impl Store for PostgresStore {
             .map_err(pg_error)?
             .ok_or(StoreError::NotFound)?;
         Ok(user_row(&row))
-    }
-
-    async fn reserve_login_attempt(
-        &self,
-        id: UserId,
-        now: i64,
-        threshold: u32,
-        lockout_ms: i64,
-    ) -> Result<LoginAttempt> {
-        let mut c = self.client().await?;
-        let tx = c.transaction().await.map_err(pg_error)?;
-        let row = tx
-            .query_opt("SELECT failed_attempts, locked_until FROM users WHERE id = $1 FOR UPDATE", &[&id.0])
-            .await
-            .map_err(pg_error)?
-            .ok_or(StoreError::NotFound)?;
-        let (attempts, locked_until): (i32, Option<i64>) = (row.get(0), row.get(1));
-        if let Some(until) = locked_until.filter(|t| *t > now) {
-            return Ok(LoginAttempt::Locked { until });
-        }
-        let attempts = attempts.max(0) as u32 + 1;
-        let outcome = if threshold > 0 && attempts >= threshold {
-            let until = now + lockout_ms;
-            tx.execute("UPDATE users SET failed_attempts = 0, locked_until = $1 WHERE id = $2", &[&until, &id.0])
-                .await
-                .map_err(pg_error)?;
-            LoginAttempt::Granted { locks_until: Some(until) }
-        } else {
-            tx.execute(
-                "UPDATE users SET failed_attempts = $1 WHERE id = $2",
-                &[&(attempts.min(i32::MAX as u32) as i32), &id.0],
-            )
-            .await
-            .map_err(pg_error)?;
-            LoginAttempt::Granted { locks_until: None }
-        };
-        tx.commit().await.map_err(pg_error)?;
-        Ok(outcome)
-    }
-
-    async fn clear_login_failures(&self, id: UserId) -> Result<()> {
-        self.client()
-            .await?
-            .execute(
-                "UPDATE users SET failed_attempts = 0, locked_until = NULL WHERE id = $1 \
-                 AND (failed_attempts <> 0 OR locked_until IS NOT NULL)",
-                &[&id.0],
-            )
-            .await
-            .map_err(pg_error)?;
-        Ok(())
     }
 
     async fn insert_device(&self, new: NewDevice, now: i64) -> Result<DeviceRecord> {

@@ -45,24 +45,11 @@ pub trait Store: Send + Sync + 'static {
     async fn users_by_ves(&self, ves: VesId) -> Result<Vec<UserRecord>>;
     /// Deletes the user and its devices; returns the devices that were deleted.
     async fn delete_user(&self, id: UserId) -> Result<Vec<DeviceId>>;
-    /// Changes the password hash, clears the lockout and revokes every live device of the
-    /// user; returns the revoked devices.
+    /// Changes the password hash and revokes every live device of the user; returns the
+    /// revoked devices.
     async fn set_password(&self, id: UserId, password_hash: &str, now: i64) -> Result<Vec<DeviceId>>;
     /// Binds MSISDN and time zone and marks the user active. `Conflict("msisdn")` if taken.
     async fn activate_user(&self, id: UserId, msisdn: &str, time_zone: &str, now: i64) -> Result<UserRecord>;
-    /// Reserves one password attempt, atomically: refused while the account is locked;
-    /// otherwise counted *before* the password is checked, so parallel attempts cannot
-    /// exceed `threshold` per lockout period. The attempt that reaches `threshold` locks the
-    /// account for `lockout_ms` (its own check still runs; a success unlocks).
-    async fn reserve_login_attempt(
-        &self,
-        id: UserId,
-        now: i64,
-        threshold: u32,
-        lockout_ms: i64,
-    ) -> Result<LoginAttempt>;
-    /// A successful login: forget the counted attempts and any lock.
-    async fn clear_login_failures(&self, id: UserId) -> Result<()>;
 
     async fn insert_device(&self, new: NewDevice, now: i64) -> Result<DeviceRecord>;
     async fn device_by_id(&self, id: DeviceId) -> Result<Option<DeviceRecord>>;

@@ -5,14 +5,16 @@ use std::sync::Arc;
 
 use noc_storage::{
     AccountError, AccountPolicy, Accounts, MsisdnApproval, PasswordHashing, PostgresOptions, PostgresStore,
-    SqliteStore, Store, UserStatus,
+    SqliteStore, Store, ThrottlePolicy, UserStatus,
 };
+
+/// The client address of the password attempts in these tests.
+const SOURCE: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 1));
 
 /// Cheap hashing so the suite runs quickly; production parameters are tested elsewhere.
 fn policy() -> AccountPolicy {
     AccountPolicy {
-        lockout_threshold: 3,
-        lockout_seconds: 60,
+        throttle: ThrottlePolicy { free_failures_per_source: 3, ..ThrottlePolicy::default() },
         hashing: PasswordHashing { memory_kib: 64, iterations: 1, parallelism: 1, ..PasswordHashing::default() },
         ..AccountPolicy::default()
     }
@@ -57,7 +59,7 @@ async fn postgres() -> Backend {
 
 async fn registered_ves(accounts: &Accounts, seats: u32) -> noc_storage::VesRecord {
     accounts.create_license("acme", "license-pass", seats, None, "admin:test").await.expect("license");
-    let (token, _) = accounts.license_login("acme", "license-pass").await.expect("login");
+    let (token, _) = accounts.license_login("acme", "license-pass", SOURCE).await.expect("login");
     let guid = "0123456789abcdef0123456789abcdef";
     let (ves, new) = accounts.authenticate_ves(guid, Some(&token)).await.expect("register");
     assert!(new);
@@ -79,14 +81,14 @@ macro_rules! conformance {
                     Err(AccountError::Conflict(_))
                 ));
                 assert!(matches!(
-                    accounts.license_login("acme", "wrong-pass").await,
+                    accounts.license_login("acme", "wrong-pass", SOURCE).await,
                     Err(AccountError::InvalidCredentials)
                 ));
                 assert!(matches!(
-                    accounts.license_login("nobody", "license-pass").await,
+                    accounts.license_login("nobody", "license-pass", SOURCE).await,
                     Err(AccountError::InvalidCredentials)
                 ));
-                let (token, license) = accounts.license_login("acme", "license-pass").await.expect("login");
+                let (token, license) = accounts.license_login("acme", "license-pass", SOURCE).await.expect("login");
                 assert_eq!(license.max_users, 2);
 
                 let guid = "00112233445566778899aabbccddeeff";
@@ -107,7 +109,7 @@ macro_rules! conformance {
                 // Suspension blocks both.
                 accounts.set_license_suspended("acme", true, "admin:test").await.expect("suspend");
                 assert!(matches!(accounts.authenticate_ves(guid, None).await, Err(AccountError::Suspended)));
-                assert!(matches!(accounts.license_login("acme", "license-pass").await, Err(AccountError::Suspended)));
+                assert!(matches!(accounts.license_login("acme", "license-pass", SOURCE).await, Err(AccountError::Suspended)));
                 accounts.set_license_suspended("acme", false, "admin:test").await.expect("resume");
                 accounts.authenticate_ves(guid, None).await.expect("resumed");
                 backend.cleanup().await;
@@ -153,18 +155,18 @@ macro_rules! conformance {
 
                 // Not activated yet: no MSISDN, no device.
                 assert!(matches!(
-                    accounts.activate_device("+15550100", "bob-password", None, None).await,
+                    accounts.activate_device("+15550100", "bob-password", None, None, SOURCE).await,
                     Err(AccountError::InvalidCredentials)
                 ));
                 let user = accounts
-                    .activate_account("bob@example.com", "bob-password", "+15550100", "Europe/Paris")
+                    .activate_account("bob@example.com", "bob-password", "+15550100", "Europe/Paris", SOURCE)
                     .await
                     .expect("activate");
                 assert_eq!(user.status, UserStatus::Active);
                 assert_eq!(user.msisdn.as_deref(), Some("+15550100"));
 
                 let (device, credential, owner) = accounts
-                    .activate_device("+15550100", "bob-password", Some("phone"), Some("android"))
+                    .activate_device("+15550100", "bob-password", Some("phone"), Some("android"), SOURCE)
                     .await
                     .expect("device");
                 assert_eq!(owner.id, user.id);
@@ -176,7 +178,7 @@ macro_rules! conformance {
                     Err(AccountError::InvalidCredentials)
                 ));
                 accounts
-                    .authenticate_device_password(device.id, "+15550100", "bob-password")
+                    .authenticate_device_password(device.id, "+15550100", "bob-password", SOURCE)
                     .await
                     .expect("password auth");
                 assert_eq!(accounts.store().devices_by_ves(ves.id).await.expect("devices").len(), 1);
@@ -191,7 +193,7 @@ macro_rules! conformance {
                 ));
                 assert!(accounts.store().devices_by_ves(ves.id).await.expect("devices").is_empty());
                 let new_pw = generated.expect("generated");
-                accounts.check_login("+15550100", &new_pw).await.expect("msisdn login with new password");
+                accounts.check_login("+15550100", &new_pw, SOURCE).await.expect("msisdn login with new password");
 
                 // Another VES cannot touch this user.
                 let other = noc_protocol::VesId::random();
@@ -208,11 +210,11 @@ macro_rules! conformance {
                 let ves = registered_ves(&accounts, 5).await;
                 accounts.provision_user(ves.id, ves.license_id, "bob@example.com", Some("bob-password"), "Bob", "Ng").await.expect("bob");
                 let user = accounts
-                    .activate_account("bob@example.com", "bob-password", "+15550100", "UTC")
+                    .activate_account("bob@example.com", "bob-password", "+15550100", "UTC", SOURCE)
                     .await
                     .expect("activate");
                 let (device, credential, _) =
-                    accounts.activate_device("+15550100", "bob-password", None, None).await.expect("device");
+                    accounts.activate_device("+15550100", "bob-password", None, None, SOURCE).await.expect("device");
                 let cred = hex::decode(&credential).expect("hex");
 
                 let login = accounts.store().device_login(device.id).await.expect("query").expect("known device");
@@ -269,25 +271,26 @@ macro_rules! conformance {
             }
 
             #[tokio::test]
-            async fn lockout_after_repeated_failures() {
+            async fn repeated_failures_are_throttled_alike_for_known_and_unknown_logins() {
                 let backend = super::$backend().await;
                 let accounts = Accounts::new(backend.store.clone(), policy()).expect("accounts");
                 let ves = registered_ves(&accounts, 5).await;
                 accounts.provision_user(ves.id, ves.license_id, "eve@example.com", Some("eve-password"), "Eve", "X").await.expect("eve");
-                for _ in 0..2 {
+                for login in ["eve@example.com", "nobody@example.com"] {
+                    for _ in 0..3 {
+                        assert!(matches!(accounts.check_login(login, "wrong", SOURCE).await, Err(AccountError::InvalidCredentials)));
+                    }
+                    // The fourth attempt in a row waits, known name or not, without a check.
                     assert!(matches!(
-                        accounts.check_login("eve@example.com", "wrong").await,
-                        Err(AccountError::InvalidCredentials)
+                        accounts.check_login(login, "eve-password", SOURCE).await,
+                        Err(AccountError::Throttled(noc_storage::Throttled::Login { .. }))
                     ));
                 }
-                assert!(matches!(accounts.check_login("eve@example.com", "wrong").await, Err(AccountError::LockedOut { .. })));
-                // Even the right password is refused while locked.
-                assert!(matches!(
-                    accounts.check_login("eve@example.com", "eve-password").await,
-                    Err(AccountError::LockedOut { .. })
-                ));
+                // From another address the owner still signs in: nothing was locked.
+                let elsewhere: std::net::IpAddr = "192.0.2.200".parse().expect("ip");
+                accounts.check_login("eve@example.com", "eve-password", elsewhere).await.expect("owner signs in");
                 let audit = accounts.store().audit_log(50).await.expect("audit");
-                assert!(audit.iter().any(|e| e.action == "user.locked_out"));
+                assert_eq!(audit.iter().filter(|e| e.action == "user.login_failed").count(), 3);
                 backend.cleanup().await;
             }
 
@@ -299,11 +302,11 @@ macro_rules! conformance {
                 let ves = registered_ves(&accounts, 5).await;
                 accounts.provision_user(ves.id, ves.license_id, "al@example.com", Some("al-password"), "Al", "B").await.expect("al");
                 assert!(matches!(
-                    accounts.activate_account("al@example.com", "al-password", "+4917000000", "UTC").await,
+                    accounts.activate_account("al@example.com", "al-password", "+4917000000", "UTC", SOURCE).await,
                     Err(AccountError::MsisdnNotApproved)
                 ));
                 accounts.store().approve_msisdn("+4917000000", "csr:test", 0).await.expect("approve");
-                accounts.activate_account("al@example.com", "al-password", "+4917000000", "UTC").await.expect("ok");
+                accounts.activate_account("al@example.com", "al-password", "+4917000000", "UTC", SOURCE).await.expect("ok");
                 backend.cleanup().await;
             }
 
@@ -314,9 +317,9 @@ macro_rules! conformance {
                 let ves = registered_ves(&accounts, 5).await;
                 accounts.provision_user(ves.id, ves.license_id, "x@example.com", Some("x-password"), "X", "X").await.expect("x");
                 accounts.provision_user(ves.id, ves.license_id, "y@example.com", Some("y-password"), "Y", "Y").await.expect("y");
-                accounts.activate_account("x@example.com", "x-password", "+3312345678", "UTC").await.expect("x");
+                accounts.activate_account("x@example.com", "x-password", "+3312345678", "UTC", SOURCE).await.expect("x");
                 assert!(matches!(
-                    accounts.activate_account("y@example.com", "y-password", "+3312345678", "UTC").await,
+                    accounts.activate_account("y@example.com", "y-password", "+3312345678", "UTC", SOURCE).await,
                     Err(AccountError::Conflict("msisdn"))
                 ));
                 backend.cleanup().await;
@@ -359,10 +362,10 @@ async fn unreachable_postgres_is_unavailable_and_fails_fast() {
     assert!(err.to_string().contains("database"), "{err}");
 }
 
-/// Parallel guesses cannot get past the lockout threshold: attempts are counted before
-/// the password check.
+/// Parallel guesses cannot get past the throttle: attempts are counted before the password
+/// check.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn parallel_guesses_do_not_bypass_the_lockout() {
+async fn parallel_guesses_do_not_bypass_the_throttle() {
     let base = policy();
     let policy = AccountPolicy { hashing: PasswordHashing { workers: 8, ..base.hashing }, ..base };
     let accounts = Accounts::new(sqlite().await.store, policy).expect("accounts");
@@ -376,7 +379,7 @@ async fn parallel_guesses_do_not_bypass_the_lockout() {
             let a = accounts.clone();
             tokio::spawn(async move {
                 let pw = if i == 19 { "right-password".to_string() } else { format!("wrong-{i}") };
-                a.check_login("p@example.com", &pw).await
+                a.check_login("p@example.com", &pw, SOURCE).await
             })
         })
         .collect();
@@ -384,12 +387,12 @@ async fn parallel_guesses_do_not_bypass_the_lockout() {
     for g in guesses {
         match g.await.expect("task") {
             Err(AccountError::InvalidCredentials) => checked += 1,
-            Err(AccountError::LockedOut { .. }) => {}
+            Err(AccountError::Throttled(_)) => {}
             Ok(_) => checked += 1,
             Err(e) => panic!("unexpected {e:?}"),
         }
     }
-    // threshold 3: at most 3 passwords were actually checked (the third locks).
+    // Three free failures: at most three passwords were actually checked.
     assert!(checked <= 3, "{checked} guesses were checked");
 }
 
