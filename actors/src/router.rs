@@ -561,16 +561,26 @@ impl Router {
         controls.len()
     }
 
-    /// Asks every session on this node to close with `code`, spreading the reconnect hints
-    /// evenly over `spread_ms` so that peers do not all come back at once.
-    pub fn close_all(&self, code: CloseCode, spread_ms: u32) {
+    /// Asks every device session on this node to close with `code`, spreading the
+    /// reconnect hints evenly over `spread_ms` so that devices do not all come back at once.
+    pub fn close_all_devices(&self, code: CloseCode, spread_ms: u32) {
         let mut controls = Vec::new();
         self.devices.for_each(|_, h| controls.push(h.control.clone()));
-        self.ves.for_each(|_, h| controls.push(h.control.clone()));
         let n = controls.len().max(1) as u64;
         for (i, control) in controls.into_iter().enumerate() {
             let hint = (i as u64 * spread_ms as u64 / n) as u32;
             control.do_send(CloseSession { code, message: code.as_str().to_string(), reconnect_after_ms: hint });
+        }
+    }
+
+    /// Asks every VES session on this node to close with `code`, reconnecting at once
+    /// (a VES is one client; the sooner it is back elsewhere, the fewer notices for it
+    /// find no session).
+    pub fn close_all_ves(&self, code: CloseCode) {
+        let mut controls = Vec::new();
+        self.ves.for_each(|_, h| controls.push(h.control.clone()));
+        for control in controls {
+            control.do_send(CloseSession::new(code, code.as_str()));
         }
     }
 

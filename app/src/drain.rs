@@ -1,10 +1,12 @@
 //! Draining a node (SIGTERM, a rolling update): the sessions leave first, the listeners last.
 //!
 //! Readiness goes false and new handshakes are refused with a hint, so the load balancer
-//! and clients move on; every live session is told to reconnect elsewhere, with hints
-//! spread over `shutdown.drain_seconds` so the other nodes are not hit by a storm. The node
-//! waits (at most `shutdown.grace_seconds`) until every session has ended and every CLOSE
-//! frame is written, gives up its registrations, and only then stops the listeners
+//! and clients move on. Device sessions are told to reconnect elsewhere first, with hints
+//! spread over `shutdown.drain_seconds` so the other nodes are not hit by a storm; the VES
+//! sessions after them, so that what the devices' queues held and their last
+//! acknowledgements still reach the VES, whose command channels then write everything
+//! queued before their `Close`. The node waits (at most `shutdown.grace_seconds`) until
+//! every session has ended, gives up its registrations, and only then stops the listeners
 //! (stopping one ends the sessions on its workers). A drain ends within its grace period.
 
 use std::sync::atomic::Ordering;
@@ -25,12 +27,20 @@ pub(crate) async fn drain(state: &GatewayState, metrics: &Metrics, servers: &Ser
     state.draining.store(true, Ordering::Relaxed);
     metrics.draining.set(1);
     let spread_ms = u32::try_from(cfg.drain_seconds.saturating_mul(1000)).unwrap_or(u32::MAX);
-    router.close_all(CloseCode::ServerDraining, spread_ms);
     let flush_deadline = Instant::now() + Duration::from_secs(cfg.grace_seconds);
-    // Wait for every session to end and every device send loop to have written its CLOSE
-    // (sessions that slipped in meanwhile are closed too).
-    while (router.device_writers() > 0 || router.ves_sessions() > 0) && Instant::now() < flush_deadline {
-        router.close_all(CloseCode::ServerDraining, spread_ms);
+    // Devices first, while the VES sessions still listen: what their queues held is
+    // bounced to the VES, and their last acknowledgements reach it. Wait until every
+    // device session ended and wrote its CLOSE (sessions that slipped in are closed too).
+    router.close_all_devices(CloseCode::ServerDraining, spread_ms);
+    while router.device_writers() > 0 && Instant::now() < flush_deadline {
+        router.close_all_devices(CloseCode::ServerDraining, spread_ms);
+        tokio::time::sleep(POLL).await;
+    }
+    // Then the VES sessions: each command channel writes what is queued for it, then its
+    // `Close`, before it ends.
+    router.close_all_ves(CloseCode::ServerDraining);
+    while (router.ves_sessions() > 0 || router.device_writers() > 0) && Instant::now() < flush_deadline {
+        router.close_all_devices(CloseCode::ServerDraining, spread_ms);
         tokio::time::sleep(POLL).await;
     }
     // Whatever is left of the grace period (at least a second) bounds the rest: giving up

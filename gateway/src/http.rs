@@ -11,8 +11,9 @@ use noc_actors::{EventLookup, RtsSession, VesInbox, VesSession, VesUserState};
 use noc_cluster::DeviceItem;
 use noc_protocol::rts::{
     AccountActivationRequest, AccountActivationResponse, AcksResponse, ActiveUser, ConnectParams, DataRequest,
-    DeletedUser, DeviceActivationRequest, DeviceActivationResponse, FrameResult, FrameStatus, FramesResponse,
-    LicenseRequest, LicenseResponse, PasswordReset, ProvisionedUser, RtsConnectionEnvelope, UserList, UserSummary,
+    DeletedUser, DeviceActivationRequest, DeviceActivationResponse, DeviceList, DeviceSummary, FrameResult,
+    FrameStatus, FramesResponse, LicenseRequest, LicenseResponse, PasswordReset, ProvisionedUser,
+    RtsConnectionEnvelope, UserList, UserSummary,
 };
 use noc_protocol::{ApiErrorCode, UndeliverableReason, rts};
 use noc_storage::{UserRecord, UserStatus};
@@ -261,6 +262,21 @@ async fn data(
                 })
                 .collect();
             HttpResponse::Ok().json(UserList { users })
+        }
+        DataRequest::ListDevices {} => {
+            let records =
+                accounts.store().device_records_by_ves(ves_id).await.map_err(noc_storage::AccountError::from)?;
+            let devices = records
+                .into_iter()
+                .map(|d| DeviceSummary {
+                    device_id: d.id,
+                    user_id: d.user_id,
+                    name: d.name,
+                    device_type: d.device_type,
+                    activated_at: d.created_at,
+                })
+                .collect();
+            HttpResponse::Ok().json(DeviceList { devices })
         }
         DataRequest::Frames { frames } => {
             let max_payload =

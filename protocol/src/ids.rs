@@ -85,4 +85,22 @@ mod tests {
         let json = serde_json::to_string(&id).expect("json");
         assert_eq!(json, format!("\"{id}\""));
     }
+
+    /// docs/protocol.md §9 note 24: every standard spelling is read, one is written.
+    #[test]
+    fn json_accepts_the_standard_uuid_spellings() {
+        let id: DeviceId = "6f1c2a4e-8d1b-4c47-9b7e-1f0e2d3c4b5a".parse().expect("hyphenated");
+        for spelling in [
+            "6f1c2a4e-8d1b-4c47-9b7e-1f0e2d3c4b5a",
+            "6F1C2A4E-8D1B-4C47-9B7E-1F0E2D3C4B5A",
+            "6f1c2a4e8d1b4c479b7e1f0e2d3c4b5a",
+            "{6f1c2a4e-8d1b-4c47-9b7e-1f0e2d3c4b5a}",
+            "urn:uuid:6f1c2a4e-8d1b-4c47-9b7e-1f0e2d3c4b5a",
+        ] {
+            let parsed: DeviceId = serde_json::from_str(&format!("\"{spelling}\"")).expect(spelling);
+            assert_eq!(parsed, id, "{spelling}");
+        }
+        assert_eq!(serde_json::to_string(&id).expect("json"), "\"6f1c2a4e-8d1b-4c47-9b7e-1f0e2d3c4b5a\"");
+        assert!(serde_json::from_str::<DeviceId>("\"6f1c2a4e-8d1b\"").is_err());
+    }
 }

@@ -322,6 +322,9 @@ pub enum DataRequest {
     },
     /// List the users provisioned by this VES.
     ListUsers {},
+    /// List the live devices of this VES's users (what `DeviceActivated` announced, for a
+    /// VES that missed it).
+    ListDevices {},
     /// Opaque frames for devices of this VES's users.
     #[serde(rename_all = "PascalCase")]
     Frames { frames: Vec<OutboundFrame> },
@@ -418,6 +421,25 @@ pub struct UserSummary {
 #[serde(rename_all = "PascalCase")]
 pub struct UserList {
     pub users: Vec<UserSummary>,
+}
+
+/// A live (not revoked) device of one of the VES's users.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase")]
+pub struct DeviceSummary {
+    pub device_id: DeviceId,
+    pub user_id: UserId,
+    pub name: Option<String>,
+    pub device_type: Option<String>,
+    /// When the device was activated, unix ms.
+    pub activated_at: i64,
+}
+
+/// The answer to `ListDevices`: oldest activation first.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct DeviceList {
+    pub devices: Vec<DeviceSummary>,
 }
 
 /// One frame for a device.
@@ -582,6 +604,8 @@ mod tests {
         assert!(matches!(r, DataRequest::Frames { .. }));
         let r: DataRequest = serde_json::from_str(r#"{"Type":"ListUsers"}"#).expect("parse");
         assert!(matches!(r, DataRequest::ListUsers {}));
+        let r: DataRequest = serde_json::from_str(r#"{"Type":"ListDevices"}"#).expect("parse");
+        assert!(matches!(r, DataRequest::ListDevices {}));
         assert!(serde_json::from_str::<DataRequest>(r#"{"Type":"Nope"}"#).is_err());
         assert!(serde_json::from_str::<DataRequest>(r#"{"Type":"DeleteUser","Email":"a","Extra":1}"#).is_err());
     }

@@ -580,6 +580,19 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn device_records_by_ves(&self, ves: VesId) -> Result<Vec<DeviceRecord>> {
+        self.run(move |c| {
+            let mut stmt = c.prepare(
+                "SELECT d.id, d.user_id, d.credential_hash, d.name, d.device_type, d.created_at, d.revoked_at \
+                 FROM devices d JOIN users u ON u.id = d.user_id \
+                 WHERE u.ves_id = ?1 AND d.revoked_at IS NULL ORDER BY d.created_at, d.id",
+            )?;
+            let rows = stmt.query_map([ves.to_string()], device_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
     async fn approve_msisdn(&self, msisdn: &str, approved_by: &str, now: i64) -> Result<()> {
         let (msisdn, by) = (msisdn.to_string(), approved_by.to_string());
         self.run(move |c| {

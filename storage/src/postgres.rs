@@ -656,6 +656,21 @@ impl Store for PostgresStore {
         Ok(rows.iter().map(|r| (DeviceId(r.get(0)), UserId(r.get(1)))).collect())
     }
 
+    async fn device_records_by_ves(&self, ves: VesId) -> Result<Vec<DeviceRecord>> {
+        let rows = self
+            .client()
+            .await?
+            .query(
+                "SELECT d.id, d.user_id, d.credential_hash, d.name, d.device_type, d.created_at, d.revoked_at \
+                 FROM devices d JOIN users u ON u.id = d.user_id \
+                 WHERE u.ves_id = $1 AND d.revoked_at IS NULL ORDER BY d.created_at, d.id",
+                &[&ves.0],
+            )
+            .await
+            .map_err(pg_error)?;
+        Ok(rows.iter().map(device_row).collect())
+    }
+
     async fn approve_msisdn(&self, msisdn: &str, approved_by: &str, now: i64) -> Result<()> {
         self.client()
             .await?

@@ -58,6 +58,9 @@ pub trait Store: Send + Sync + 'static {
     async fn device_login(&self, id: DeviceId) -> Result<Option<DeviceLogin>>;
     /// Live (not revoked) devices of the users of a VES.
     async fn devices_by_ves(&self, ves: VesId) -> Result<Vec<(DeviceId, UserId)>>;
+    /// The live devices of `ves`'s users in full, oldest first (the data channel's
+    /// `ListDevices`).
+    async fn device_records_by_ves(&self, ves: VesId) -> Result<Vec<DeviceRecord>>;
 
     async fn approve_msisdn(&self, msisdn: &str, approved_by: &str, now: i64) -> Result<()>;
     async fn msisdn_approved(&self, msisdn: &str) -> Result<bool>;

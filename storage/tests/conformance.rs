@@ -182,6 +182,9 @@ macro_rules! conformance {
                     .await
                     .expect("password auth");
                 assert_eq!(accounts.store().devices_by_ves(ves.id).await.expect("devices").len(), 1);
+                let listed = accounts.store().device_records_by_ves(ves.id).await.expect("device records");
+                assert_eq!(listed.len(), 1);
+                assert_eq!((listed[0].id, listed[0].name.as_deref(), listed[0].device_type.as_deref()), (device.id, Some("phone"), Some("android")));
 
                 // Password reset revokes the device at once.
                 let (_, generated, revoked) =
@@ -192,6 +195,7 @@ macro_rules! conformance {
                     Err(AccountError::Revoked)
                 ));
                 assert!(accounts.store().devices_by_ves(ves.id).await.expect("devices").is_empty());
+                assert!(accounts.store().device_records_by_ves(ves.id).await.expect("records").is_empty(), "revoked devices are not listed");
                 let new_pw = generated.expect("generated");
                 accounts.check_login("+15550100", &new_pw, SOURCE).await.expect("msisdn login with new password");
 

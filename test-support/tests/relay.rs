@@ -356,6 +356,10 @@ async fn oversized_and_out_of_state_frames_close_only_that_device() {
     assert_eq!(resp.results[0].reason, Some(UndeliverableReason::FrameTooLarge));
     assert_eq!(resp.results[1].status, FrameStatus::Accepted);
     assert!(matches!(db.recv_data(T).await, Recv::Frame(Frame::Forward { frame_id: 2, .. })));
+    // The size is checked first: an oversized frame for a device nobody knows is
+    // `frame_too_large`, not `unknown_peer` (protocol.md §9 note 21).
+    let resp = ves.try_send_frame(DeviceId::random(), 3, &vec![1u8; 8192]).await.expect("frames");
+    assert_eq!(resp.results[0].reason, Some(UndeliverableReason::FrameTooLarge));
 
     // Bad base64 refuses the whole request with a message naming the frame.
     let err = ves
@@ -695,4 +699,31 @@ async fn data_channel_serves_25_requests_in_flight_at_once() {
     assert_eq!(statuses.iter().filter(|s| **s == 409).count(), 15, "{statuses:?}");
     let list: UserList = ves.data(&DataRequest::ListUsers {}).await.expect("list");
     assert_eq!(list.users.len(), 10);
+}
+
+/// A VES that missed `DeviceActivated` (best effort, not replayed) learns its users'
+/// devices from `ListDevices`; revoked devices and other VES's devices are not listed.
+#[tokio::test]
+async fn a_ves_lists_the_devices_of_its_users() {
+    let (relay, ves, _channel) = relay_and_ves(|_| {}).await;
+    let a = user_with_device(&ves, "a@example.com", "+15550201").await;
+    let b = user_with_device(&ves, "b@example.com", "+15550202").await;
+    let mut other = relay.ves();
+    other.license("acme", "acme-license-pw").await.expect("license");
+    let _other_channel = other.open().await.expect("channel");
+    user_with_device(&other, "c@example.com", "+15550203").await;
+
+    let list: noc_protocol::rts::DeviceList = ves.data(&DataRequest::ListDevices {}).await.expect("list");
+    let mut ids: Vec<_> = list.devices.iter().map(|d| (d.device_id, d.user_id)).collect();
+    ids.sort();
+    let mut want = vec![(a.device_id, a.user_id), (b.device_id, b.user_id)];
+    want.sort();
+    assert_eq!(ids, want, "this VES's devices only");
+    assert!(list.devices.windows(2).all(|w| w[0].activated_at <= w[1].activated_at), "oldest first");
+    assert!(list.devices.iter().all(|d| d.activated_at > 0 && d.name.as_deref() == Some("phone")));
+
+    let _: PasswordReset =
+        ves.data(&DataRequest::ResetPassword { email: "a@example.com".into(), password: None }).await.expect("reset");
+    let list: noc_protocol::rts::DeviceList = ves.data(&DataRequest::ListDevices {}).await.expect("list");
+    assert_eq!(list.devices.iter().map(|d| d.device_id).collect::<Vec<_>>(), vec![b.device_id]);
 }

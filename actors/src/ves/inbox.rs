@@ -77,6 +77,16 @@ impl ChannelTx {
         self.tx.try_send(item).is_ok()
     }
 
+    /// Ends the channel after what it holds: `farewell` is queued behind it as the last
+    /// line and nothing more can be queued. When the queue has no room for the farewell,
+    /// the channel is handed back (to be closed at once instead).
+    pub(crate) fn finish(self, farewell: Command) -> Result<Finishing, ChannelTx> {
+        if self.tx.try_send(VesItem::Command(farewell)).is_err() {
+            return Err(self);
+        }
+        Ok(Finishing { rx: self.rx, cancel: self.cancel, epoch: self.epoch })
+    }
+
     /// Ends the channel, writing `farewell` as its last line. Returns the queue, closed,
     /// with whatever it still holds (the caller bounces its frames), unless the stream
     /// already gave it back.
@@ -84,6 +94,23 @@ impl ChannelTx {
         if let Some(cmd) = farewell {
             *lock(&self.farewell) = Some(cmd);
         }
+        self.cancel.cancel();
+        let mut rx = lock(&self.rx).take()?;
+        rx.close();
+        Some(rx)
+    }
+}
+
+/// A channel that writes what it holds, then its farewell, then ends ([`ChannelTx::finish`]).
+pub(crate) struct Finishing {
+    rx: RxSlot,
+    cancel: CancellationToken,
+    pub(crate) epoch: u64,
+}
+
+impl Finishing {
+    /// Ends it now: the stream stops, and what it did not write is returned, closed.
+    pub(crate) fn abort(self) -> Option<mpsc::Receiver<VesItem>> {
         self.cancel.cancel();
         let mut rx = lock(&self.rx).take()?;
         rx.close();

@@ -26,11 +26,17 @@ use crate::metrics::{DropReason, SessionKind};
 use crate::router::{Router, VesHandle};
 use crate::rts_sessions::{RtsSession, RtsSessions};
 use crate::ves::command_stream::{Attach, ChannelClosed, CommandStream};
-use crate::ves::inbox::{self, ChannelTx, VesInbox};
+use crate::ves::inbox::{self, ChannelTx, Finishing, VesInbox};
+
+/// How long a closing command channel may take to write what it holds before its Close
+/// (then what is left is bounced).
+const FINISH_LIMIT: Duration = Duration::from_secs(3);
 
 /// One actor per RTS session.
 pub struct VesSession {
     session: Arc<RtsSession>,
+    /// The channel writing its last lines before the session ends (a drain).
+    finishing: Option<Finishing>,
     router: Arc<Router>,
     rts: Arc<RtsSessions>,
     cfg: Arc<SessionConfig>,
@@ -44,6 +50,7 @@ impl VesSession {
     pub fn new(session: Arc<RtsSession>, router: Arc<Router>, rts: Arc<RtsSessions>, cfg: Arc<SessionConfig>) -> Self {
         Self {
             session,
+            finishing: None,
             router,
             rts,
             cfg,
@@ -63,6 +70,15 @@ impl VesSession {
         if let Some(rx) = channel.close(farewell) {
             bounce_queued(rx, &self.router);
         }
+    }
+
+    /// Ends the finishing channel (written, dropped by its peer, or out of time): what it
+    /// did not write is bounced, and the session ends.
+    fn end_finishing(&mut self, ctx: &mut Context<Self>) {
+        if let Some(rx) = self.finishing.take().and_then(Finishing::abort) {
+            bounce_queued(rx, &self.router);
+        }
+        ctx.stop();
     }
 
     fn detach(&mut self, ctx: &mut Context<Self>, epoch: u64) {
@@ -156,6 +172,9 @@ impl Drop for VesSession {
         if let Some(channel) = self.inbox().detach(None) {
             self.end_channel(channel, None);
         }
+        if let Some(rx) = self.finishing.take().and_then(Finishing::abort) {
+            bounce_queued(rx, &self.router);
+        }
         self.router.unregister_ves(self.inbox().ves_id, self.inbox().session);
         self.rts.remove_session(&self.session.key_id, self.inbox().session);
         self.router.metrics().session_closed(SessionKind::Ves, self.close_code);
@@ -197,6 +216,10 @@ impl Handler<ChannelClosed> for VesSession {
     type Result = ();
 
     fn handle(&mut self, msg: ChannelClosed, ctx: &mut Context<Self>) {
+        if self.finishing.as_ref().is_some_and(|f| f.epoch == msg.epoch) {
+            self.end_finishing(ctx);
+            return;
+        }
         self.detach(ctx, msg.epoch);
     }
 }
@@ -205,12 +228,38 @@ impl Handler<CloseSession> for VesSession {
     type Result = ();
 
     fn handle(&mut self, msg: CloseSession, ctx: &mut Context<Self>) {
+        if self.finishing.is_some() {
+            return; // already writing its last lines
+        }
         self.close_code = msg.code;
         let cmd =
             Command::Close { code: msg.code, message: msg.message, reconnect_after_ms: msg.reconnect_after_ms as u64 };
-        if let Some(channel) = self.inbox().detach(None) {
-            self.end_channel(channel, Some(cmd));
+        let Some(channel) = self.inbox().detach(None) else {
+            ctx.stop();
+            return;
+        };
+        // A drained session writes what its channel holds (devices' frames, their last
+        // acknowledgements, undeliverable notices) before its Close: the VES resumes
+        // elsewhere without anything to resend. Other closes end the channel at once.
+        if msg.code == CloseCode::ServerDraining {
+            match channel.finish(cmd) {
+                Ok(finishing) => {
+                    self.finishing = Some(finishing);
+                    ctx.run_later(FINISH_LIMIT, |act, ctx| act.end_finishing(ctx));
+                }
+                Err(channel) => {
+                    let cmd = Command::Close {
+                        code: msg.code,
+                        message: CloseCode::ServerDraining.as_str().into(),
+                        reconnect_after_ms: msg.reconnect_after_ms as u64,
+                    };
+                    self.end_channel(channel, Some(cmd));
+                    ctx.stop();
+                }
+            }
+            return;
         }
+        self.end_channel(channel, Some(cmd));
         ctx.stop();
     }
 }
@@ -331,6 +380,39 @@ mod tests {
         assert_eq!(f.device_notices().await, vec![(7, UndeliverableReason::PeerDisconnected)]);
         f.frame_from_device(8);
         assert!(f.device_notices().await.is_empty(), "the new channel holds frame 8");
+    }
+
+    #[actix_rt::test]
+    async fn a_drained_session_writes_what_it_holds_before_its_close() {
+        let mut f = fixture().await;
+        let mut stream = f.ves.send(Attach { resumed: false }).await.expect("mailbox").expect("attached");
+        let _opening = stream.next().await.expect("opening chunk").expect("bytes");
+        f.frame_from_device(1);
+        f.frame_from_device(2);
+        f.ves.send(CloseSession::new(CloseCode::ServerDraining, "draining")).await.expect("mailbox");
+        let mut lines = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.expect("bytes");
+            for line in chunk.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+                lines.push(serde_json::from_slice::<Command>(line).expect("json"));
+            }
+        }
+        let frames: Vec<u64> = lines
+            .iter()
+            .filter_map(|c| match c {
+                Command::DeviceFrame { frame_id, .. } => Some(*frame_id),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(frames, vec![1, 2], "written, not bounced");
+        assert!(matches!(lines.last(), Some(Command::Close { code: CloseCode::ServerDraining, .. })), "{lines:?}");
+        assert!(f.device_notices().await.is_empty());
+        // The stream ended: the session goes, once the stream is dropped.
+        drop(stream);
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        assert!(f.router.ves_session(f.ves_id).is_none());
     }
 
     #[actix_rt::test]
