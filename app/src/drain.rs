@@ -50,6 +50,9 @@ pub(crate) async fn drain(state: &GatewayState, metrics: &Metrics, servers: &Ser
     let graceful = async {
         router.cluster().leave().await;
         servers.stop(true).await;
+        // What this node bounced or forwarded to other nodes while it drained leaves
+        // before the process does.
+        router.cluster().flush(Duration::from_secs(1)).await;
     };
     if tokio::time::timeout(left.max(Duration::from_secs(1)), graceful).await.is_err() {
         tracing::warn!("drain ran out of its grace period; stopping the listeners now");

@@ -127,4 +127,10 @@ pub trait Cluster: Send + Sync + 'static {
 
     /// Gives up every session and this node's membership (graceful shutdown).
     async fn leave(&self) {}
+
+    /// Waits (at most `limit`) until every message published so far has left this node:
+    /// what a draining node bounces to other nodes must not die with it.
+    async fn flush(&self, limit: std::time::Duration) {
+        let _ = limit;
+    }
 }

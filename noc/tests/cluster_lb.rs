@@ -99,16 +99,19 @@ impl Flow {
     }
 
     /// The accounting every scenario must satisfy; lost frames may only have been sent
-    /// inside one of `windows`.
-    fn check(&self, name: &str, windows: &[(Instant, Instant)]) {
+    /// inside one of `windows`, or be `excused` (in flight across a CLOSE).
+    fn check(&self, name: &str, windows: &[(Instant, Instant)], excused: impl Fn(&FrameKey, Instant) -> bool) {
         assert_eq!(self.duplicates.load(Ordering::Relaxed), 0, "{name}: a frame arrived twice");
         assert_eq!(self.out_of_order.load(Ordering::Relaxed), 0, "{name}: frames of a pair out of order");
         let received = self.received.lock().expect("lock");
         let fabricated: Vec<_> = self.acked.lock().expect("lock").difference(&received).copied().collect();
         assert!(fabricated.is_empty(), "{name}: acknowledged but never received: {fabricated:?}");
         drop(received);
-        let outside: Vec<_> =
-            self.unanswered().into_iter().filter(|(_, at)| !windows.iter().any(|(a, b)| at >= a && at <= b)).collect();
+        let outside: Vec<_> = self
+            .unanswered()
+            .into_iter()
+            .filter(|(key, at)| !windows.iter().any(|(a, b)| at >= a && at <= b) && !excused(key, *at))
+            .collect();
         assert!(outside.is_empty(), "{name}: lost outside any failure window: {outside:?}\n{}", self.summary(name));
     }
 }
@@ -128,6 +131,43 @@ struct Ledger {
     up: Flow,
     closes: Mutex<Vec<Closed>>,
     reconnects: AtomicU64,
+    /// When each device last received CLOSE `server_draining` in its session.
+    drained_devices: Mutex<HashMap<DeviceId, Instant>>,
+    /// When the VES's session last ended (a `Close`, or a request the relay no longer
+    /// answered): acknowledgements then on their way to it find no session.
+    ves_session_ended: Mutex<Option<Instant>>,
+}
+
+/// How long before a CLOSE a frame or acknowledgement can still have been on its way.
+const IN_FLIGHT: Duration = Duration::from_secs(2);
+
+impl Ledger {
+    /// Whether `at` lies at most [`IN_FLIGHT`] before the device `device` was told to
+    /// reconnect elsewhere, or before the VES's session ended (returns which: device, VES).
+    fn before_a_drain(&self, device: DeviceId, at: Instant) -> (bool, bool) {
+        let crossed = |closed: Option<Instant>| closed.is_some_and(|c| at <= c && c - at <= IN_FLIGHT);
+        (
+            crossed(self.drained_devices.lock().expect("lock").get(&device).copied()),
+            crossed(*self.ves_session_ended.lock().expect("lock")),
+        )
+    }
+
+    /// A VES→device frame unanswered because it was in flight at a drain: the device
+    /// received it and its ACK crossed the device's CLOSE, or the VES's session ended
+    /// with the acknowledgement or notice on its way (protocol.md §7.1). A frame the relay
+    /// still held is answered, and is not excused.
+    fn down_in_flight(&self, key: &FrameKey, at: Instant) -> bool {
+        let (device, ves) = self.before_a_drain(key.0, at);
+        (device && self.down.received.lock().expect("lock").contains(key)) || ves
+    }
+
+    /// A device→VES frame unanswered because it was in flight at a drain: sent while its
+    /// device's CLOSE was on the way (the relay never read it), or its acknowledgement
+    /// crossed that CLOSE, or the VES's session ended meanwhile.
+    fn up_in_flight(&self, key: &FrameKey, at: Instant) -> bool {
+        let (device, ves) = self.before_a_drain(key.0, at);
+        device || ves
+    }
 }
 
 /// A device that stays connected through the load balancer: reconnects after a drop,
@@ -201,6 +241,9 @@ fn spawn_device(
                         let _ = device.send(Frame::Heartbeat).await;
                     }
                     Recv::Frame(Frame::Close { code, reconnect_after_ms, .. }) => {
+                        if code == CloseCode::ServerDraining {
+                            ledger.drained_devices.lock().expect("lock").insert(device_id, Instant::now());
+                        }
                         ledger.closes.lock().expect("lock").push(Closed::InSession(code, reconnect_after_ms));
                         tokio::time::sleep(Duration::from_millis(reconnect_after_ms as u64)).await;
                         break;
@@ -277,6 +320,7 @@ fn spawn_ves(
                     break 'session;
                 }
             }
+            *ledger.ves_session_ended.lock().expect("lock") = Some(Instant::now());
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     });
@@ -431,8 +475,8 @@ impl Deployment {
             self.ledger.up.summary("device→VES"),
             self.ledger.reconnects.load(Ordering::Relaxed)
         );
-        self.ledger.down.check("VES→device", windows);
-        self.ledger.up.check("device→VES", windows);
+        self.ledger.down.check("VES→device", windows, |key, at| self.ledger.down_in_flight(key, at));
+        self.ledger.up.check("device→VES", windows, |key, at| self.ledger.up_in_flight(key, at));
         tokio::time::sleep(Duration::from_millis(600)).await;
         // Peers that still hold the cluster let its processes die with the last handle.
         if let Ok(c) = Arc::try_unwrap(self.cluster) {

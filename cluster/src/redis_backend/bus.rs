@@ -8,7 +8,7 @@
 //! undeliverable notice.
 
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -33,6 +33,8 @@ pub(super) struct Bus {
     endpoint: Endpoint,
     conn: Conn,
     subscribed: AtomicBool,
+    /// Messages queued or being published, not yet answered by Redis.
+    pending: AtomicUsize,
     inbox_tx: mpsc::Sender<BusMessage>,
     inbox_rx: Mutex<Option<mpsc::Receiver<BusMessage>>>,
     publish_tx: mpsc::Sender<(NodeId, BusMessage)>,
@@ -54,6 +56,7 @@ impl Bus {
             endpoint,
             conn,
             subscribed: AtomicBool::new(false),
+            pending: AtomicUsize::new(0),
             inbox_tx,
             inbox_rx: Mutex::new(Some(inbox_rx)),
             publish_tx,
@@ -73,10 +76,22 @@ impl Bus {
 
     /// Queues `msg` for `node`'s inbox (never blocks).
     pub fn publish(&self, node: &NodeId, msg: BusMessage) -> Result<(), ClusterError> {
-        self.publish_tx.try_send((node.clone(), msg)).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => ClusterError::InboxFull(node.clone()),
-            mpsc::error::TrySendError::Closed(_) => ClusterError::Unavailable("publisher stopped".into()),
+        self.pending.fetch_add(1, Ordering::Relaxed);
+        self.publish_tx.try_send((node.clone(), msg)).map_err(|e| {
+            self.pending.fetch_sub(1, Ordering::Relaxed);
+            match e {
+                mpsc::error::TrySendError::Full(_) => ClusterError::InboxFull(node.clone()),
+                mpsc::error::TrySendError::Closed(_) => ClusterError::Unavailable("publisher stopped".into()),
+            }
         })
+    }
+
+    /// Waits until nothing published is still queued or in flight, or `limit` passed.
+    pub async fn flush(&self, limit: Duration) {
+        let deadline = tokio::time::Instant::now() + limit;
+        while self.pending.load(Ordering::Relaxed) > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     pub fn take_inbox(&self) -> Option<mpsc::Receiver<BusMessage>> {
@@ -211,6 +226,7 @@ impl Bus {
             }
             // One pipeline per target inbox: its messages stay in order, and on Redis
             // Cluster they all hash to the inbox's shard.
+            let taken = batch.len();
             let mut groups: Vec<(NodeId, redis::Pipeline, Vec<BusMessage>)> = Vec::new();
             for (node, msg) in batch.drain(..) {
                 let bytes = match wire::encode(&msg) {
@@ -252,6 +268,7 @@ impl Bus {
                     }
                 }
             }
+            self.pending.fetch_sub(taken, Ordering::Relaxed);
         }
     }
 }

@@ -137,6 +137,10 @@ impl Cluster for RedisCluster {
         self.registry.release_all().await;
         self.membership.leave().await;
     }
+
+    async fn flush(&self, limit: Duration) {
+        self.bus.flush(limit).await;
+    }
 }
 
 #[cfg(test)]
