@@ -11,6 +11,7 @@
 //! Delivery over the bus is at most once, like Redis pub/sub: correctness rests on the
 //! endpoints' end-to-end acknowledgements, never on the bus.
 
+mod inbox;
 mod memory;
 mod messages;
 mod redis_backend;
@@ -23,8 +24,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use noc_protocol::{DeviceId, VesId};
 use thiserror::Error;
-use tokio::sync::mpsc;
 
+pub use inbox::{Inbox, InboxSender, inbox};
 pub use memory::{MemoryCluster, MemoryHub};
 pub use messages::{BusMessage, DeviceItem, VesItem};
 pub use redis_backend::{RedisCluster, RedisMode, RedisOptions};
@@ -120,16 +121,19 @@ pub trait Cluster: Send + Sync + 'static {
     fn publish(&self, node: &NodeId, msg: BusMessage) -> Result<(), ClusterError>;
 
     /// This node's inbox; `None` after the first call.
-    fn take_inbox(&self) -> Option<mpsc::Receiver<BusMessage>>;
+    fn take_inbox(&self) -> Option<Inbox>;
 
     /// Whether the backend is reachable (readiness).
     fn healthy(&self) -> bool;
 
-    /// Gives up every session and this node's membership (graceful shutdown).
+    /// Gives up every session and this node's membership, and stops listening: messages
+    /// other nodes send this node from then on come back to them as `Returned`
+    /// (graceful shutdown).
     async fn leave(&self) {}
 
-    /// Waits (at most `limit`) until every message published so far has left this node:
-    /// what a draining node bounces to other nodes must not die with it.
+    /// Waits (at most `limit`) until every message this node received was handled and
+    /// every message it published has left it: what a draining node delivers, bounces or
+    /// forwards must not die with the process.
     async fn flush(&self, limit: std::time::Duration) {
         let _ = limit;
     }

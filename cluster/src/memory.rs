@@ -4,15 +4,15 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use tokio::sync::mpsc;
+use tokio::sync::mpsc::error::TrySendError;
 
-use crate::{BusMessage, Cluster, ClusterError, NodeId, Owner, SessionKey, ShardedMap};
+use crate::{BusMessage, Cluster, ClusterError, Inbox, InboxSender, NodeId, Owner, SessionKey, ShardedMap, inbox};
 
 /// Shared state of an in-process cluster: the ownership table and every node's inbox.
 #[derive(Default)]
 pub struct MemoryHub {
     owners: ShardedMap<SessionKey, NodeId>,
-    inboxes: Mutex<HashMap<NodeId, mpsc::Sender<BusMessage>>>,
+    inboxes: Mutex<HashMap<NodeId, InboxSender>>,
 }
 
 impl MemoryHub {
@@ -22,7 +22,7 @@ impl MemoryHub {
 
     /// Joins a node with an inbox of `inbox_capacity` messages.
     pub fn join(self: &Arc<Self>, node: NodeId, inbox_capacity: usize) -> MemoryCluster {
-        let (tx, rx) = mpsc::channel(inbox_capacity.max(1));
+        let (tx, rx) = inbox(inbox_capacity);
         self.inboxes.lock().unwrap_or_else(|p| p.into_inner()).insert(node.clone(), tx);
         MemoryCluster { hub: self.clone(), node, inbox: Mutex::new(Some(rx)) }
     }
@@ -38,7 +38,7 @@ impl MemoryHub {
 pub struct MemoryCluster {
     hub: Arc<MemoryHub>,
     node: NodeId,
-    inbox: Mutex<Option<mpsc::Receiver<BusMessage>>>,
+    inbox: Mutex<Option<Inbox>>,
 }
 
 impl MemoryCluster {
@@ -80,12 +80,12 @@ impl Cluster for MemoryCluster {
         let tx = self.hub.inboxes.lock().unwrap_or_else(|p| p.into_inner()).get(node).cloned();
         let tx = tx.ok_or_else(|| ClusterError::NodeUnreachable(node.clone()))?;
         tx.try_send(msg).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => ClusterError::InboxFull(node.clone()),
-            mpsc::error::TrySendError::Closed(_) => ClusterError::NodeUnreachable(node.clone()),
+            TrySendError::Full(_) => ClusterError::InboxFull(node.clone()),
+            TrySendError::Closed(_) => ClusterError::NodeUnreachable(node.clone()),
         })
     }
 
-    fn take_inbox(&self) -> Option<mpsc::Receiver<BusMessage>> {
+    fn take_inbox(&self) -> Option<Inbox> {
         self.inbox.lock().unwrap_or_else(|p| p.into_inner()).take()
     }
 

@@ -1,12 +1,12 @@
 //! The Redis backend on a real Redis Cluster (three primaries started by the test):
 //! ownership across shards and delivery over sharded pub/sub.
 
-use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use noc_cluster::{BusMessage, Cluster, DeviceItem, NodeId, RedisCluster, RedisMode, RedisOptions, SessionKey};
 use noc_protocol::DeviceId;
+use noc_test_support::reserve_port_with;
 
 struct RedisClusterProcs {
     children: Vec<Child>,
@@ -23,19 +23,9 @@ impl Drop for RedisClusterProcs {
     }
 }
 
-fn free_port() -> u16 {
-    // Redis Cluster also uses port + 10000 for its bus: keep both free.
-    loop {
-        let p = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("port");
-        if p < 55_000 && TcpListener::bind(("127.0.0.1", p + 10_000)).is_ok() {
-            return p;
-        }
-    }
-}
-
 fn start_redis_cluster() -> RedisClusterProcs {
     let dir = tempfile::tempdir().expect("tempdir");
-    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let ports: Vec<u16> = (0..3).map(|_| reserve_port_with(10_000)).collect();
     let mut children = Vec::new();
     for p in &ports {
         let child = Command::new("redis-server")
@@ -121,6 +111,12 @@ async fn ownership_and_sharded_delivery_on_redis_cluster() {
     a.publish(&NodeId::new("ghost"), ghost.clone()).expect("publish");
     let back = tokio::time::timeout(Duration::from_secs(3), a_inbox.recv()).await.expect("returned");
     assert_eq!(back, Some(BusMessage::Returned(Box::new(ghost))));
-    a.leave().await;
+
+    // A node that left unsubscribed: what is sent to it comes back as well.
     b.leave().await;
+    let late = BusMessage::ToDevice { device_id: DeviceId::random(), item: DeviceItem::Ack { frame_id: 2 } };
+    a.publish(&NodeId::new("b"), late.clone()).expect("publish");
+    let back = tokio::time::timeout(Duration::from_secs(3), a_inbox.recv()).await.expect("returned");
+    assert_eq!(back, Some(BusMessage::Returned(Box::new(late))));
+    a.leave().await;
 }

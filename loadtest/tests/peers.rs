@@ -5,7 +5,7 @@
 //!
 //! `scripts/test.sh` installs `mosquitto` and `nats-server` when they are missing.
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -40,9 +40,9 @@ fn certificate(dir: &Path) -> (PathBuf, PathBuf) {
     (cert_path, key_path)
 }
 
+/// An address for a server process started by the test (see `reserve_port` for why not port 0).
 fn free_addr() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr")
+    SocketAddr::from(([127, 0, 0, 1], noc_test_support::reserve_port()))
 }
 
 /// Kills the server when the test ends, however it ends.

@@ -100,7 +100,13 @@ impl Flow {
 
     /// The accounting every scenario must satisfy; lost frames may only have been sent
     /// inside one of `windows`, or be `excused` (in flight across a CLOSE).
-    fn check(&self, name: &str, windows: &[(Instant, Instant)], excused: impl Fn(&FrameKey, Instant) -> bool) {
+    fn check(
+        &self,
+        name: &str,
+        windows: &[(Instant, Instant)],
+        excused: impl Fn(&FrameKey, Instant) -> bool,
+        history: impl Fn() -> String,
+    ) {
         assert_eq!(self.duplicates.load(Ordering::Relaxed), 0, "{name}: a frame arrived twice");
         assert_eq!(self.out_of_order.load(Ordering::Relaxed), 0, "{name}: frames of a pair out of order");
         let received = self.received.lock().expect("lock");
@@ -112,7 +118,14 @@ impl Flow {
             .into_iter()
             .filter(|(key, at)| !windows.iter().any(|(a, b)| at >= a && at <= b) && !excused(key, *at))
             .collect();
-        assert!(outside.is_empty(), "{name}: lost outside any failure window: {outside:?}\n{}", self.summary(name));
+        if !outside.is_empty() {
+            let received = self.received.lock().expect("lock");
+            let lost: Vec<String> = outside
+                .iter()
+                .map(|(key, at)| format!("{key:?} sent at {at:?}, received: {}", received.contains(key)))
+                .collect();
+            panic!("{name}: lost outside any failure window: {lost:#?}\n{}\n{}", self.summary(name), history());
+        }
     }
 }
 
@@ -136,12 +149,22 @@ struct Ledger {
     /// When the VES's session last ended (a `Close`, or a request the relay no longer
     /// answered): acknowledgements then on their way to it find no session.
     ves_session_ended: Mutex<Option<Instant>>,
+    /// Sessions opened and ended, as the endpoints saw them: printed when a check fails.
+    history: Mutex<Vec<(Instant, String)>>,
 }
 
 /// How long before a CLOSE a frame or acknowledgement can still have been on its way.
 const IN_FLIGHT: Duration = Duration::from_secs(2);
 
 impl Ledger {
+    fn event(&self, what: String) {
+        self.history.lock().expect("lock").push((Instant::now(), what));
+    }
+
+    fn history(&self) -> String {
+        self.history.lock().expect("lock").iter().map(|(at, what)| format!("{at:?} {what}\n")).collect()
+    }
+
     /// Whether `at` lies at most [`IN_FLIGHT`] before the device `device` was told to
     /// reconnect elsewhere, or before the VES's session ended (returns which: device, VES).
     fn before_a_drain(&self, device: DeviceId, at: Instant) -> (bool, bool) {
@@ -194,8 +217,9 @@ fn spawn_device(
                 continue;
             };
             match device.login(device_id, &act.device_credential).await {
-                Recv::Frame(Frame::AuthOk { .. }) => {}
+                Recv::Frame(Frame::AuthOk { .. }) => ledger.event(format!("device {device_id} signed in")),
                 Recv::Frame(Frame::Close { code, reconnect_after_ms, .. }) => {
+                    ledger.event(format!("device {device_id} refused at login: {code:?}"));
                     ledger.closes.lock().expect("lock").push(Closed::AtLogin(code, reconnect_after_ms));
                     tokio::time::sleep(Duration::from_millis(reconnect_after_ms.max(100) as u64)).await;
                     continue;
@@ -241,6 +265,7 @@ fn spawn_device(
                         let _ = device.send(Frame::Heartbeat).await;
                     }
                     Recv::Frame(Frame::Close { code, reconnect_after_ms, .. }) => {
+                        ledger.event(format!("device {device_id} closed: {code:?} {reconnect_after_ms} ms"));
                         if code == CloseCode::ServerDraining {
                             ledger.drained_devices.lock().expect("lock").insert(device_id, Instant::now());
                         }
@@ -249,7 +274,10 @@ fn spawn_device(
                         break;
                     }
                     Recv::Frame(_) | Recv::Timeout => {}
-                    Recv::Closed | Recv::Error(_) => break,
+                    Recv::Closed | Recv::Error(_) => {
+                        ledger.event(format!("device {device_id} connection ended"));
+                        break;
+                    }
                 }
             }
         }
@@ -273,6 +301,7 @@ fn spawn_ves(
                 tokio::time::sleep(Duration::from_millis(300)).await;
                 continue;
             };
+            ledger.event("VES command channel open".into());
             let mut last_send = Instant::now() - DOWN_PERIOD;
             'session: loop {
                 if stop.load(Ordering::Relaxed) {
@@ -321,6 +350,7 @@ fn spawn_ves(
                 }
             }
             *ledger.ves_session_ended.lock().expect("lock") = Some(Instant::now());
+            ledger.event("VES session ended".into());
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     });
@@ -348,6 +378,7 @@ async fn deploy() -> Deployment {
     }
     drop(setup_channel);
     let ledger = Arc::new(Ledger::default());
+    ledger.event("set-up command channel dropped".into());
     let sending = Arc::new(AtomicBool::new(true));
     let stop = Arc::new(AtomicBool::new(false));
     for act in &devices {
@@ -475,8 +506,9 @@ impl Deployment {
             self.ledger.up.summary("device→VES"),
             self.ledger.reconnects.load(Ordering::Relaxed)
         );
-        self.ledger.down.check("VES→device", windows, |key, at| self.ledger.down_in_flight(key, at));
-        self.ledger.up.check("device→VES", windows, |key, at| self.ledger.up_in_flight(key, at));
+        let history = || self.ledger.history();
+        self.ledger.down.check("VES→device", windows, |key, at| self.ledger.down_in_flight(key, at), history);
+        self.ledger.up.check("device→VES", windows, |key, at| self.ledger.up_in_flight(key, at), history);
         tokio::time::sleep(Duration::from_millis(600)).await;
         // Peers that still hold the cluster let its processes die with the last handle.
         if let Ok(c) = Arc::try_unwrap(self.cluster) {
@@ -495,6 +527,7 @@ async fn kill_9_a_node_under_traffic() {
     // kill -9 the node with the most devices.
     let victim = spread.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map(|(i, _)| i).unwrap_or(0);
     let cluster = d.cluster.clone();
+    d.ledger.event(format!("kill -9 node {victim}"));
     let killed_at = Instant::now();
     cluster.nodes[victim].kill9();
 
@@ -531,6 +564,7 @@ async fn sigterm_drains_every_client_elsewhere() {
     let victim = spread.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map(|(i, _)| i).unwrap_or(0);
     let on_victim = spread[victim] as usize;
     assert!(on_victim > 0);
+    d.ledger.event(format!("SIGTERM node {victim}"));
     let started = Instant::now();
     assert!(d.cluster.nodes[victim].sigterm(Duration::from_secs(10)), "node exits within its grace period");
     let exited_in = started.elapsed();

@@ -7,17 +7,12 @@
 //! robin; both use each node's `/readyz` as health check, so a draining or dead node
 //! stops receiving new connections.
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::{FakeDevice, FakeVes, Forwarder, TestSchema};
-
-/// A port free at the time of the call.
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
-}
+use crate::{FakeDevice, FakeVes, Forwarder, TestSchema, reserve_port};
 
 fn wait_tcp(addr: SocketAddr, timeout: Duration) -> bool {
     let deadline = Instant::now() + timeout;
@@ -38,7 +33,7 @@ pub struct RedisServer {
 
 impl RedisServer {
     pub fn start() -> Self {
-        let s = Self { port: free_port(), child: std::sync::Mutex::new(None) };
+        let s = Self { port: reserve_port(), child: std::sync::Mutex::new(None) };
         s.restart();
         s
     }
@@ -206,12 +201,12 @@ impl LbCluster {
         let redis = RedisServer::start();
         let (cert, key, _) =
             noc_app::cert::ensure(dir.path(), &["localhost".into(), "127.0.0.1".into()]).expect("cert");
-        let (lb_http, lb_device) = (free_port(), free_port());
+        let (lb_http, lb_device) = (reserve_port(), reserve_port());
         let pg_url = schema.url(Some(postgres.addr));
         let mut nodes = Vec::new();
         for i in 1..=n {
             let name = format!("n{i}-{}", noc_protocol::secrets::random_hex::<3>());
-            let (http, device, admin) = (free_port(), free_port(), free_port());
+            let (http, device, admin) = (reserve_port(), reserve_port(), reserve_port());
             let data = dir.path().join(&name);
             std::fs::create_dir_all(&data).expect("data dir");
             let config = data.join("noc.toml");

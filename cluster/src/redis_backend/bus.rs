@@ -5,22 +5,36 @@
 //! their order. Pub/sub is at most once; the relay never relies on it for correctness
 //! (end-to-end acknowledgements do). What it does guarantee is that a message to a node
 //! nobody listens for comes back (`PUBLISH` counts receivers), so the sender gets an
-//! undeliverable notice.
+//! undeliverable notice. A stopping node unsubscribes before it exits, so that from then
+//! on messages to it come back too, and handles everything that arrived before.
 
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::StreamExt;
-use tokio::sync::mpsc;
+use futures_util::{FutureExt, StreamExt};
+use tokio::sync::{mpsc, watch};
 
 use crate::redis_backend::conn::{Conn, Endpoint, cluster_client};
 use crate::redis_backend::options::{RedisMode, RedisOptions};
-use crate::{BusMessage, ClusterError, NodeId, wire};
+use crate::{BusMessage, ClusterError, Inbox, InboxSender, NodeId, inbox, wire};
 
 /// Most messages published in one round of pipelines.
 const BATCH: usize = 256;
+
+/// The payload of a sharded pub/sub message push.
+fn sharded_payload(push: &redis::PushInfo) -> Option<&[u8]> {
+    match (&push.kind, push.data.get(1)) {
+        (redis::PushKind::SMessage, Some(redis::Value::BulkString(payload))) => Some(payload),
+        _ => None,
+    }
+}
+
+/// Resolves once the node leaves (the watch's guard is not held across awaits).
+async fn stop_requested(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
 
 fn inbox_channel(node: &NodeId) -> String {
     format!("noc:inbox:{{{node}}}")
@@ -34,10 +48,14 @@ pub(super) struct Bus {
     conn: Conn,
     subscribed: AtomicBool,
     /// Messages queued or being published, not yet answered by Redis.
-    pending: AtomicUsize,
-    inbox_tx: mpsc::Sender<BusMessage>,
-    inbox_rx: Mutex<Option<mpsc::Receiver<BusMessage>>>,
+    pending: Arc<AtomicUsize>,
+    inbox_tx: InboxSender,
+    inbox_rx: Mutex<Option<Inbox>>,
     publish_tx: mpsc::Sender<(NodeId, BusMessage)>,
+    /// Set when the node leaves: the subscription ends.
+    stop: watch::Sender<bool>,
+    /// Set by the subscriber once it unsubscribed and delivered what came before.
+    stopped: watch::Sender<bool>,
 }
 
 impl Bus {
@@ -48,7 +66,7 @@ impl Bus {
         endpoint: Endpoint,
         conn: Conn,
     ) -> (Self, mpsc::Receiver<(NodeId, BusMessage)>) {
-        let (inbox_tx, inbox_rx) = mpsc::channel(opts.inbox_capacity.max(1));
+        let (inbox_tx, inbox_rx) = inbox(opts.inbox_capacity);
         let (publish_tx, publish_rx) = mpsc::channel(opts.publish_queue.max(1));
         let bus = Self {
             node,
@@ -56,17 +74,19 @@ impl Bus {
             endpoint,
             conn,
             subscribed: AtomicBool::new(false),
-            pending: AtomicUsize::new(0),
+            pending: Arc::new(AtomicUsize::new(0)),
             inbox_tx,
             inbox_rx: Mutex::new(Some(inbox_rx)),
             publish_tx,
+            stop: watch::Sender::new(false),
+            stopped: watch::Sender::new(false),
         };
         (bus, publish_rx)
     }
 
     /// A sender into this node's own inbox (the registry's ownership check closes a
     /// taken-over session through it).
-    pub fn inbox_sender(&self) -> mpsc::Sender<BusMessage> {
+    pub fn inbox_sender(&self) -> InboxSender {
         self.inbox_tx.clone()
     }
 
@@ -86,15 +106,29 @@ impl Bus {
         })
     }
 
-    /// Waits until nothing published is still queued or in flight, or `limit` passed.
+    /// Waits until nothing received is unhandled and nothing published is still queued or
+    /// in flight, or `limit` passed. Both at once: handling a message may publish one (a
+    /// bounce), and a publish may come back (`Returned`); each counts in one before it
+    /// leaves the other.
     pub async fn flush(&self, limit: Duration) {
         let deadline = tokio::time::Instant::now() + limit;
-        while self.pending.load(Ordering::Relaxed) > 0 && tokio::time::Instant::now() < deadline {
+        while (self.pending.load(Ordering::Relaxed) > 0 || self.inbox_tx.unhandled() > 0)
+            && tokio::time::Instant::now() < deadline
+        {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
 
-    pub fn take_inbox(&self) -> Option<mpsc::Receiver<BusMessage>> {
+    /// Ends the subscription: Redis stops delivering to this node (later publishes to it
+    /// count no receiver and come back to their senders), and what it delivered before is
+    /// in the inbox when this returns.
+    pub async fn stop_listening(&self) {
+        self.stop.send_replace(true);
+        let mut stopped = self.stopped.subscribe();
+        let _ = stopped.wait_for(|s| *s).await;
+    }
+
+    pub fn take_inbox(&self) -> Option<Inbox> {
         self.inbox_rx.lock().unwrap_or_else(|p| p.into_inner()).take()
     }
 
@@ -107,8 +141,13 @@ impl Bus {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(returned)) => {
                 let tx = self.inbox_tx.clone();
+                // Counted as pending until it is in the inbox, so that a flush waits for it.
+                self.pending.fetch_add(1, Ordering::Relaxed);
+                let pending = self.pending.clone();
                 tokio::spawn(async move {
-                    if tx.send(returned).await.is_err() {
+                    let sent = tx.send(returned).await;
+                    pending.fetch_sub(1, Ordering::Relaxed);
+                    if sent.is_err() {
                         tracing::debug!("node stopping: a returned message is not bounced");
                     }
                 });
@@ -130,20 +169,28 @@ impl Bus {
         }
     }
 
-    /// Keeps this node subscribed to its inbox channel, resubscribing after failures.
+    /// Keeps this node subscribed to its inbox channel, resubscribing after failures,
+    /// until [`Bus::stop_listening`].
     pub async fn subscribe_loop(&self) {
         match &self.endpoint {
             Endpoint::Single(client) => self.subscribe_single(client.clone()).await,
             Endpoint::Cluster(seeds) => self.subscribe_sharded(seeds.clone()).await,
         }
+        self.subscribed.store(false, Ordering::Relaxed);
+        self.stopped.send_replace(true);
+    }
+
+    fn stopping(&self) -> bool {
+        *self.stop.borrow()
     }
 
     /// Sharded pub/sub on Redis Cluster: the client keeps the subscription across
     /// reconnections and reports them as pushes.
     async fn subscribe_sharded(&self, seeds: Vec<String>) {
         let channel = inbox_channel(&self.node);
+        let mut stop = self.stop.subscribe();
         let mut backoff = Duration::from_millis(100);
-        loop {
+        while !self.stopping() {
             let (tx, mut rx) = mpsc::unbounded_channel();
             let connected = async {
                 let client = cluster_client(&seeds, &self.opts, Some(tx)).ok()?;
@@ -152,23 +199,39 @@ impl Bus {
                 Some(conn)
             }
             .await;
-            let Some(_conn) = connected else {
-                tokio::time::sleep(backoff).await;
+            let Some(mut conn) = connected else {
+                let _ = tokio::time::timeout(backoff, stop_requested(&mut stop)).await;
                 backoff = (backoff * 2).min(Duration::from_secs(2));
                 continue;
             };
             self.subscribed.store(true, Ordering::Relaxed);
             backoff = Duration::from_millis(100);
             tracing::info!(channel, "subscribed to the node inbox (sharded)");
-            while let Some(push) = rx.recv().await {
-                match push.kind {
-                    redis::PushKind::SMessage => {
-                        if let Some(redis::Value::BulkString(payload)) = push.data.get(1)
-                            && !self.deliver(payload).await
-                        {
-                            return;
+            loop {
+                let push = tokio::select! {
+                    push = rx.recv() => push,
+                    _ = stop_requested(&mut stop) => {
+                        // The answer comes after every message the shard sent before it,
+                        // and those are in `rx` by then.
+                        if let Err(e) = conn.sunsubscribe(&channel).await {
+                            tracing::warn!(error = %e, "unsubscribing the node inbox failed");
                         }
+                        while let Some(Some(push)) = rx.recv().now_or_never() {
+                            if let Some(payload) = sharded_payload(&push) {
+                                self.deliver(payload).await;
+                            }
+                        }
+                        return;
                     }
+                };
+                let Some(push) = push else { break };
+                if let Some(payload) = sharded_payload(&push) {
+                    if !self.deliver(payload).await {
+                        return;
+                    }
+                    continue;
+                }
+                match push.kind {
                     redis::PushKind::Disconnection => {
                         self.subscribed.store(false, Ordering::Relaxed);
                         tracing::warn!("sharded inbox subscription interrupted; the client resubscribes");
@@ -182,28 +245,47 @@ impl Bus {
 
     async fn subscribe_single(&self, client: redis::Client) {
         let channel = inbox_channel(&self.node);
+        let mut stop = self.stop.subscribe();
         let mut backoff = Duration::from_millis(100);
-        loop {
+        while !self.stopping() {
             match client.get_async_pubsub().await {
-                Ok(mut pubsub) => match pubsub.subscribe(&channel).await {
-                    Ok(()) => {
-                        self.subscribed.store(true, Ordering::Relaxed);
-                        backoff = Duration::from_millis(100);
-                        tracing::info!(channel, "subscribed to the node inbox");
-                        let mut messages = pubsub.on_message();
-                        while let Some(msg) = messages.next().await {
-                            if !self.deliver(msg.get_payload_bytes()).await {
-                                return; // the node is gone
+                Ok(pubsub) => {
+                    let (mut sink, mut messages) = pubsub.split();
+                    match sink.subscribe(&channel).await {
+                        Ok(()) => {
+                            self.subscribed.store(true, Ordering::Relaxed);
+                            backoff = Duration::from_millis(100);
+                            tracing::info!(channel, "subscribed to the node inbox");
+                            loop {
+                                let msg = tokio::select! {
+                                    msg = messages.next() => msg,
+                                    _ = stop_requested(&mut stop) => {
+                                        // Redis answers UNSUBSCRIBE after every message it
+                                        // sent before, and the connection hands those to
+                                        // the stream first.
+                                        if let Err(e) = sink.unsubscribe(&channel).await {
+                                            tracing::warn!(error = %e, "unsubscribing the node inbox failed");
+                                        }
+                                        while let Some(Some(msg)) = messages.next().now_or_never() {
+                                            self.deliver(msg.get_payload_bytes()).await;
+                                        }
+                                        return;
+                                    }
+                                };
+                                let Some(msg) = msg else { break };
+                                if !self.deliver(msg.get_payload_bytes()).await {
+                                    return; // the node is gone
+                                }
                             }
+                            self.subscribed.store(false, Ordering::Relaxed);
+                            tracing::warn!("inbox subscription lost; resubscribing");
                         }
-                        self.subscribed.store(false, Ordering::Relaxed);
-                        tracing::warn!("inbox subscription lost; resubscribing");
+                        Err(e) => tracing::debug!(error = %e, "subscribe failed"),
                     }
-                    Err(e) => tracing::debug!(error = %e, "subscribe failed"),
-                },
+                }
                 Err(e) => tracing::debug!(error = %e, "pub/sub connection failed"),
             }
-            tokio::time::sleep(backoff).await;
+            let _ = tokio::time::timeout(backoff, stop_requested(&mut stop)).await;
             backoff = (backoff * 2).min(Duration::from_secs(2));
         }
     }

@@ -21,13 +21,11 @@ mod registry;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
-use tokio::sync::mpsc;
-
 use crate::redis_backend::bus::Bus;
 use crate::redis_backend::membership::Membership;
 use crate::redis_backend::registry::Registry;
-use crate::{BusMessage, Cluster, ClusterError, NodeId, Owner, SessionKey};
+use crate::{BusMessage, Cluster, ClusterError, Inbox, NodeId, Owner, SessionKey};
+use async_trait::async_trait;
 
 pub use options::{RedisMode, RedisOptions};
 
@@ -125,7 +123,7 @@ impl Cluster for RedisCluster {
         self.bus.publish(node, msg)
     }
 
-    fn take_inbox(&self) -> Option<mpsc::Receiver<BusMessage>> {
+    fn take_inbox(&self) -> Option<Inbox> {
         self.bus.take_inbox()
     }
 
@@ -136,6 +134,7 @@ impl Cluster for RedisCluster {
     async fn leave(&self) {
         self.registry.release_all().await;
         self.membership.leave().await;
+        self.bus.stop_listening().await;
     }
 
     async fn flush(&self, limit: Duration) {
@@ -247,6 +246,66 @@ mod tests {
         a.publish(&ghost, msg.clone()).expect("publish");
         let got = tokio::time::timeout(Duration::from_secs(2), inbox.recv()).await.expect("returned");
         assert_eq!(got, Some(BusMessage::Returned(Box::new(msg))));
+        a.leave().await;
+    }
+
+    /// A leaving node keeps what reached it before it left (its router handles it, and a
+    /// flush waits for that), and what is sent to it afterwards comes back to the sender.
+    #[tokio::test]
+    async fn a_node_that_left_has_handled_what_came_before_and_returns_what_comes_after() {
+        let a = RedisCluster::connect(node("a"), opts()).await.expect("Redis must run for this test");
+        let b = RedisCluster::connect(node("b"), opts()).await.expect("connect");
+        let (mut a_inbox, mut b_inbox) = (a.take_inbox().expect("inbox"), b.take_inbox().expect("inbox"));
+        for _ in 0..50 {
+            if a.healthy() && b.healthy() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let msg = |frame_id| BusMessage::ToDevice { device_id: DeviceId::random(), item: DeviceItem::Ack { frame_id } };
+        let before: Vec<BusMessage> = (0..20).map(msg).collect();
+        for m in &before {
+            a.publish(b.node_id(), m.clone()).expect("publish");
+        }
+        a.flush(Duration::from_secs(2)).await;
+        b.leave().await;
+        assert!(!b.healthy(), "a node that left is not ready");
+        // Everything sent before is in b's inbox; b's flush waits until it was handled.
+        let mut got = Vec::new();
+        while let Ok(Some(m)) = tokio::time::timeout(Duration::from_millis(200), b_inbox.recv()).await {
+            got.push(m);
+        }
+        assert_eq!(got, before);
+        b.flush(Duration::from_secs(1)).await;
+        assert_eq!(b.bus.inbox_sender().unhandled(), 0);
+
+        let after = msg(99);
+        a.publish(b.node_id(), after.clone()).expect("publish");
+        let back = tokio::time::timeout(Duration::from_secs(2), a_inbox.recv()).await.expect("returned");
+        assert_eq!(back, Some(BusMessage::Returned(Box::new(after))));
+        a.leave().await;
+    }
+
+    /// `flush` waits for a message the router took from the inbox but has not finished
+    /// with; it returns once the router asks for the next one.
+    #[tokio::test]
+    async fn flush_waits_for_the_message_being_handled() {
+        let a = RedisCluster::connect(node("a"), opts()).await.expect("Redis must run for this test");
+        let mut inbox = a.take_inbox().expect("inbox");
+        a.publish(
+            &node("ghost"),
+            BusMessage::ToDevice { device_id: DeviceId::random(), item: DeviceItem::Ack { frame_id: 1 } },
+        )
+        .expect("publish");
+        let returned = tokio::time::timeout(Duration::from_secs(2), inbox.recv()).await.expect("returned");
+        assert!(matches!(returned, Some(BusMessage::Returned(_))));
+        let started = tokio::time::Instant::now();
+        a.flush(Duration::from_millis(300)).await;
+        assert!(started.elapsed() >= Duration::from_millis(300), "flush returned while a message was being handled");
+        let _ = tokio::time::timeout(Duration::from_millis(10), inbox.recv()).await;
+        let started = tokio::time::Instant::now();
+        a.flush(Duration::from_secs(2)).await;
+        assert!(started.elapsed() < Duration::from_secs(1), "handled: flush returns");
         a.leave().await;
     }
 }

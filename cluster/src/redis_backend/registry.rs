@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 use crate::redis_backend::conn::{Conn, run_each, unavailable};
 use crate::redis_backend::membership::Membership;
 use crate::redis_backend::options::RedisOptions;
-use crate::{BusMessage, ClusterError, NodeId, Owner, SessionKey, ShardedMap};
+use crate::{BusMessage, ClusterError, InboxSender, NodeId, Owner, SessionKey, ShardedMap};
 
 const RELEASE_SCRIPT: &str =
     "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end";
@@ -191,7 +191,7 @@ impl Registry {
     /// restarted) → set again with NX; another node's → that node took the session over:
     /// a `Close` (`replaced`) goes to this node's own `inbox`, exactly as the lost message
     /// would have.
-    pub async fn renew_loop(&self, inbox: mpsc::Sender<BusMessage>) {
+    pub async fn renew_loop(&self, inbox: InboxSender) {
         let period = (self.session_key_ttl / 3).min(OWNERSHIP_CHECK_MAX);
         let fresh = period.min(FRESH_CLAIM);
         let ttl = self.ttl_ms();
