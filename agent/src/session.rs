@@ -9,6 +9,10 @@
 //!                                                └─ Close replaced ─▶ stop: another agent has this GUID
 //! ```
 //!
+//! A first connection refused with `401 invalid_credentials` may only mean that the
+//! license-id token expired or was revoked before this installation registered: the agent
+//! logs in with its license credentials again (at most once a minute) and retries at once.
+//!
 //! Commands other than `Session` and `HB` go to the engine in order; the supervisor only
 //! owns liveness. Reconnects use jittered exponential backoff, and `Retry-After` when the
 //! relay gives one.
@@ -29,6 +33,7 @@ use crate::config::AgentConfig;
 use crate::engine::EngineEvent;
 use crate::error::{AgentError, RtsError};
 use crate::rts_client::{Rts, SessionKeys};
+use crate::state::AgentState;
 use crate::stats::AgentStats;
 
 /// Command names this agent understands; other lines are skipped (protocol §1.3).
@@ -47,6 +52,9 @@ const KNOWN_COMMANDS: &[&str] = &[
     "DeviceRevoked",
     "Close",
 ];
+
+/// Least time between two license logins that renew the license-id token.
+const RENEW_EVERY: Duration = Duration::from_secs(60);
 
 /// Before the `Session` line tells the heartbeat interval, wait this long for lines.
 const FIRST_LINE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -71,10 +79,11 @@ enum ChannelEnd {
 
 impl Supervisor {
     /// Runs until `shutdown` (Ok) or a condition that must not be retried automatically.
-    pub async fn run(self, shutdown: CancellationToken) -> Result<(), AgentError> {
+    pub async fn run(mut self, shutdown: CancellationToken) -> Result<(), AgentError> {
         let r = &self.config.relay;
         let mut backoff =
             Backoff::new(Duration::from_millis(r.reconnect_initial_ms), Duration::from_secs(r.reconnect_max_seconds));
+        let mut last_renewal: Option<Instant> = None;
         'session: loop {
             let params = match self.rts.connect_params().await {
                 Ok(p) => p,
@@ -134,6 +143,14 @@ impl Supervisor {
                         continue 'session;
                     }
                     Err(e @ RtsError::Api { status: 401, .. }) => {
+                        if e.code() == Some(ApiErrorCode::InvalidCredentials)
+                            && last_renewal.is_none_or(|at| at.elapsed() >= RENEW_EVERY)
+                        {
+                            last_renewal = Some(Instant::now());
+                            if self.renew_license_token().await {
+                                continue 'session;
+                            }
+                        }
                         // GUID or license refused: retrying the same credentials cannot help
                         // until the operator acts, but keep trying slowly.
                         tracing::error!(error = %e, "the relay refused this agent's GUID or license");
@@ -155,6 +172,34 @@ impl Supervisor {
                         // and a 401 on the retry sends us to a new session anyway.
                     }
                 }
+            }
+        }
+    }
+
+    /// A license login for a fresh license-id token, kept in the state file; whether it
+    /// worked.
+    async fn renew_license_token(&mut self) -> bool {
+        let license = &self.config.license;
+        match self.rts.license(&license.name, license.password.expose()).await {
+            Ok(resp) => {
+                tracing::info!("license-id token renewed; connecting again");
+                let dir = &self.config.state.dir;
+                let saved = AgentState::load(dir).and_then(|state| match state {
+                    Some(mut state) => {
+                        state.license_token = Some(resp.license_id.clone());
+                        state.save(dir)
+                    }
+                    None => Err(AgentError::NotRegistered),
+                });
+                if let Err(e) = saved {
+                    tracing::warn!(error = %e, "the renewed license-id token is not saved; it is used until the agent stops");
+                }
+                self.license_token = Some(resp.license_id);
+                true
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "license login refused: has the license password changed (license.password)?");
+                false
             }
         }
     }

@@ -20,7 +20,7 @@ use noc_endpoint::LinkEvent;
 use noc_endpoint::rfc822::Draft;
 use noc_protocol::device::{ForwardKind, Frame};
 use noc_protocol::rts;
-use noc_test_support::{ConnectProxy, DeviceShim, Forwarder, ShimAction, ShimDir};
+use noc_test_support::{ConnectProxy, DeviceShim, Forwarder, ShimAction, ShimDir, SmtpSink, TestRelay};
 use serde_json::json;
 use tokio::sync::broadcast;
 
@@ -596,4 +596,35 @@ async fn a_restarted_agent_gets_its_devices_back_and_delivers_what_was_queued() 
     assert!(device.stats.rekey_requests.load(std::sync::atomic::Ordering::Relaxed) >= 1, "re-keyed on request");
     assert!(device.stats.sessions.load(std::sync::atomic::Ordering::Relaxed) > sessions_before);
     running.halt().await;
+}
+
+/// The license-id token expired or was revoked before the agent first connected: the relay
+/// refuses the unregistered GUID (`401 invalid_credentials`), and the agent logs in again
+/// with its license credentials, keeps the fresh token and registers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_whose_token_was_revoked_before_it_registered_logs_in_again() {
+    let relay = TestRelay::start_with(fast_relay);
+    relay.create_license(LICENSE, LICENSE_PW, 50).await;
+    let smtp = SmtpSink::start().expect("SMTP sink (python3 -m pip install aiosmtpd)");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = agent_config(relay.base_url(), &relay.cert_path(), dir.path(), smtp.port, &Options::default());
+    noc_agent::register(&config).await.expect("register");
+    let token = |dir: &std::path::Path| -> String {
+        let state: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.join("agent/state.json")).expect("state file"))
+                .expect("state JSON");
+        state["license_token"].as_str().expect("token").to_string()
+    };
+    let stale = token(dir.path());
+    // The same password again: every token issued so far is revoked.
+    let (_, revoked) = relay.admin().await.set_license_password(LICENSE, LICENSE_PW).await.expect("set-password");
+    assert_eq!(revoked, 1);
+
+    let agent = noc_agent::spawn(config.clone(), noc_agent::RunOptions::default());
+    eventually(T, "the agent's command channel", || async {
+        agent.status().await.ok().filter(|s| s.connected).map(|_| ())
+    })
+    .await;
+    assert_ne!(token(dir.path()), stale, "the renewed token is kept");
+    agent.stop().await.expect("stop");
 }

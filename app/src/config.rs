@@ -292,6 +292,9 @@ pub struct AccountsConfig {
     /// How often the node re-reads license state and closes the live sessions (VES and
     /// devices) of licenses suspended or expired since; 0 disables. Logins always check.
     pub license_check_interval_seconds: u64,
+    /// How long a license-id token registers new VES installations after the license
+    /// login that issued it (an installation registered with it is not affected).
+    pub license_token_ttl_seconds: u64,
 }
 
 /// How password guessing is slowed down, on every password route (license login, account
@@ -426,6 +429,7 @@ impl Default for AccountsConfig {
             hash_queue: p.hashing.queue,
             hash_wait_timeout_ms: u64::try_from(p.hashing.max_wait.as_millis()).unwrap_or(u64::MAX),
             license_check_interval_seconds: 30,
+            license_token_ttl_seconds: p.license_token_ttl.as_secs(),
         }
     }
 }
@@ -533,6 +537,9 @@ impl Config {
             return Err(invalid("rts.body_timeout_seconds", "must be between 1 and 600"));
         }
         let a = &self.accounts;
+        if !(60..=366 * 86_400).contains(&a.license_token_ttl_seconds) {
+            return Err(invalid("accounts.license_token_ttl_seconds", "must be between 60 and 31622400 (366 days)"));
+        }
         if !(8..=128).contains(&a.generated_password_length) {
             return Err(invalid("accounts.generated_password_length", "must be between 8 and 128"));
         }
@@ -690,6 +697,7 @@ impl Config {
                 queue: a.hash_queue,
                 max_wait: Duration::from_millis(a.hash_wait_timeout_ms),
             },
+            license_token_ttl: Duration::from_secs(a.license_token_ttl_seconds),
         }
     }
 

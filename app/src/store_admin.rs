@@ -70,6 +70,11 @@ impl Admin {
         Ok(self.accounts.set_license_suspended(name, suspended, &self.actor).await?)
     }
 
+    /// A new license password; revokes the license's tokens (returns how many).
+    pub async fn set_license_password(&self, name: &str, password: &str) -> Result<(License, u64), AdminError> {
+        Ok(self.accounts.set_license_password(name, password, &self.actor).await?)
+    }
+
     pub async fn approve_msisdn(&self, msisdn: &str) -> Result<(), AdminError> {
         self.accounts.store().approve_msisdn(msisdn, &self.actor, noc_protocol::clock::unix_ms_i64()).await?;
         let event = AuditEvent {

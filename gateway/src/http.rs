@@ -84,7 +84,7 @@ async fn license(
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let body: LicenseRequest = json_body(&state, &req, payload).await?;
-    let (token, license) = state
+    let (token, token_expires_at, license) = state
         .accounts
         .license_login(&body.name, &body.password, source(&req))
         .await
@@ -94,6 +94,7 @@ async fn license(
         max_users: license.max_users,
         used_users: license.used_users,
         expires_at: license.expires_at,
+        license_id_expires_at: token_expires_at,
     }))
 }
 

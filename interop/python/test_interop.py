@@ -325,6 +325,9 @@ class RelayTestCase(unittest.TestCase):
         lic = rts.license_login(name, password)
         self.assertRegex(lic["LicenseId"], r"^[0-9a-f]{64}$")
         self.assertEqual((lic["MaxUsers"], lic["UsedUsers"], lic["ExpiresAt"]), (5, 0, None))
+        # §4.1: the token expires accounts.license_token_ttl_seconds after issue (24 h default).
+        ttl_ms = lic["LicenseIdExpiresAt"] - int(time.time() * 1000)
+        self.assertTrue(86_400_000 - 60_000 < ttl_ms <= 86_400_000, ttl_ms)
 
         params = rts.connect()
         self.assertRegex(params["KeyId"], r"^[0-9a-f]{32}$")

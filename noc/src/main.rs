@@ -119,6 +119,30 @@ enum LicenseCommand {
         #[arg(long)]
         name: String,
     },
+    /// Set a new license password and revoke every license-id token issued so far (VES
+    /// installations already registered keep connecting; suspend the license to stop them).
+    SetPassword {
+        #[arg(long)]
+        name: String,
+        #[arg(long, conflicts_with = "password_stdin")]
+        password: Option<String>,
+        /// Read the password from the first line of standard input.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+}
+
+/// `--password` or the first line of standard input.
+fn password_arg(password: Option<String>, from_stdin: bool) -> Result<String> {
+    match (password, from_stdin) {
+        (Some(p), _) => Ok(p),
+        (None, true) => {
+            let mut line = String::new();
+            std::io::stdin().lock().read_line(&mut line)?;
+            Ok(line.trim_end_matches(['\r', '\n']).to_string())
+        }
+        (None, false) => bail!("give --password or --password-stdin"),
+    }
 }
 
 #[derive(Subcommand)]
@@ -211,15 +235,7 @@ async fn admin(config: Config, command: AdminCommand) -> Result<()> {
     match command {
         AdminCommand::License { command } => match command {
             LicenseCommand::Create { name, password, password_stdin, max_users, expires_in_days } => {
-                let password = match (password, password_stdin) {
-                    (Some(p), _) => p,
-                    (None, true) => {
-                        let mut line = String::new();
-                        std::io::stdin().lock().read_line(&mut line)?;
-                        line.trim_end_matches(['\r', '\n']).to_string()
-                    }
-                    (None, false) => bail!("give --password or --password-stdin"),
-                };
+                let password = password_arg(password, password_stdin)?;
                 let l = admin.create_license(&name, &password, max_users, expires_in_days).await?;
                 println!("created license {} ({}) with {} seats", l.name, l.id, l.max_users);
             }
@@ -251,6 +267,11 @@ async fn admin(config: Config, command: AdminCommand) -> Result<()> {
             LicenseCommand::Resume { name } => {
                 admin.set_suspended(&name, false).await?;
                 println!("license {name} resumed");
+            }
+            LicenseCommand::SetPassword { name, password, password_stdin } => {
+                let password = password_arg(password, password_stdin)?;
+                let (_, revoked) = admin.set_license_password(&name, &password).await?;
+                println!("license {name}: password changed, {revoked} license-id token(s) revoked");
             }
         },
         AdminCommand::Msisdn { command: MsisdnCommand::Approve { msisdn } } => {

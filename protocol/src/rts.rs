@@ -130,6 +130,8 @@ pub struct LicenseResponse {
     pub used_users: u32,
     /// Expiry, unix milliseconds, if the license expires.
     pub expires_at: Option<i64>,
+    /// When this token stops registering new installations, unix milliseconds.
+    pub license_id_expires_at: i64,
 }
 
 /// `GET /rts/v1/connect` response (white paper §4.5 step 2).

@@ -9,7 +9,7 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use noc_protocol::{DeviceId, LicenseId, UserId, VesId};
 use thiserror::Error;
@@ -42,6 +42,8 @@ pub struct AccountPolicy {
     /// Shortest password a VES administrator may set.
     pub min_password_length: usize,
     pub hashing: PasswordHashing,
+    /// How long a license-id token registers new VES installations after it was issued.
+    pub license_token_ttl: Duration,
 }
 
 impl Default for AccountPolicy {
@@ -52,6 +54,7 @@ impl Default for AccountPolicy {
             generated_password_length: 12,
             min_password_length: 8,
             hashing: PasswordHashing::default(),
+            license_token_ttl: Duration::from_secs(24 * 3600),
         }
     }
 }
@@ -233,8 +236,9 @@ impl Accounts {
         }
     }
 
-    /// License name + password → a new license-id token (white paper §3.4).
-    pub async fn license_login(&self, name: &str, password: &str, source: IpAddr) -> Result<(String, License)> {
+    /// License name + password → a new license-id token (white paper §3.4) and when it
+    /// expires (unix ms). Expired tokens of the license are deleted on the way.
+    pub async fn license_login(&self, name: &str, password: &str, source: IpAddr) -> Result<(String, i64, License)> {
         let key = format!("license:{}", name.trim());
         let found = self.store.license_by_name(name).await?;
         let checked = self.throttled_check(&key, source, password, found.as_ref().map(|(_, h)| h.as_str())).await;
@@ -257,13 +261,9 @@ impl Accounts {
             return Err(AccountError::Suspended);
         }
         let token = secrets::random_hex::<32>();
-        self.store
-            .insert_license_token(
-                &secrets::token_hash(token.as_bytes()),
-                license.id,
-                noc_protocol::clock::unix_ms_i64(),
-            )
-            .await?;
+        let now = noc_protocol::clock::unix_ms_i64();
+        let ttl = self.license_token_ttl_ms();
+        self.store.insert_license_token(&secrets::token_hash(token.as_bytes()), license.id, now, now - ttl).await?;
         self.audit(
             format!("license:{}", license.id),
             "license.login",
@@ -271,7 +271,28 @@ impl Accounts {
             String::new(),
         )
         .await;
-        Ok((token, license))
+        Ok((token, now.saturating_add(ttl), license))
+    }
+
+    fn license_token_ttl_ms(&self) -> i64 {
+        i64::try_from(self.policy.license_token_ttl.as_millis()).unwrap_or(i64::MAX / 2)
+    }
+
+    /// Sets a new license password (an operator action) and revokes every license-id token
+    /// of the license: whoever learnt the old password can no longer register a VES with
+    /// a token obtained before. Installations already registered are not affected.
+    pub async fn set_license_password(&self, name: &str, password: &str, actor: &str) -> Result<(License, u64)> {
+        self.check_password_rules(password)?;
+        let hash = self.hash_password(password).await?;
+        let (license, revoked) = self.store.set_license_password(name, &hash).await?;
+        self.audit(
+            actor.to_string(),
+            "license.password_changed",
+            format!("license:{}", license.id),
+            format!("tokens_revoked={revoked}"),
+        )
+        .await;
+        Ok((license, revoked))
     }
 
     // -- VES --------------------------------------------------------------------------
@@ -292,7 +313,7 @@ impl Accounts {
         let token = license_token.ok_or(AccountError::InvalidCredentials)?;
         let license = self
             .store
-            .license_by_token(&secrets::token_hash(token.as_bytes()))
+            .license_by_token(&secrets::token_hash(token.as_bytes()), now - self.license_token_ttl_ms())
             .await?
             .ok_or(AccountError::InvalidCredentials)?;
         if !license.usable_at(now) {

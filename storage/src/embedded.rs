@@ -317,30 +317,62 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn insert_license_token(&self, token_hash: &[u8], license: LicenseId, now: i64) -> Result<()> {
+    async fn insert_license_token(
+        &self,
+        token_hash: &[u8],
+        license: LicenseId,
+        now: i64,
+        expired_before: i64,
+    ) -> Result<()> {
         let hash = token_hash.to_vec();
         self.run(move |c| {
-            c.execute(
+            let tx = c.transaction()?;
+            tx.execute(
+                "DELETE FROM license_tokens WHERE license_id = ?1 AND created_at < ?2",
+                params![license.to_string(), expired_before],
+            )?;
+            tx.execute(
                 "INSERT INTO license_tokens (token_hash, license_id, created_at) VALUES (?1, ?2, ?3)",
                 params![hash, license.to_string(), now],
             )?;
+            tx.commit()?;
             Ok(())
         })
         .await
     }
 
-    async fn license_by_token(&self, token_hash: &[u8]) -> Result<Option<License>> {
+    async fn license_by_token(&self, token_hash: &[u8], issued_after: i64) -> Result<Option<License>> {
         let hash = token_hash.to_vec();
         self.run(move |c| {
             Ok(c.query_row(
                 &format!(
                     "SELECT {LICENSE_COLS} FROM licenses l JOIN license_tokens t ON t.license_id = l.id \
-                     WHERE t.token_hash = ?1"
+                     WHERE t.token_hash = ?1 AND t.created_at >= ?2"
                 ),
-                [hash],
+                params![hash, issued_after],
                 license_row,
             )
             .optional()?)
+        })
+        .await
+    }
+
+    async fn set_license_password(&self, name: &str, password_hash: &str) -> Result<(License, u64)> {
+        let (name, hash) = (name.to_string(), password_hash.to_string());
+        self.run(move |c| {
+            let tx = c.transaction()?;
+            let id: Option<String> = tx
+                .query_row(
+                    "UPDATE licenses SET password_hash = ?1 WHERE name = ?2 RETURNING id",
+                    params![hash, name],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            let id: LicenseId = parse_id(id.ok_or(StoreError::NotFound)?)?;
+            let revoked = tx.execute("DELETE FROM license_tokens WHERE license_id = ?1", [id.to_string()])?;
+            let license = get_license(&tx, id)?.ok_or(StoreError::NotFound)?;
+            tx.commit()?;
+            Ok((license, revoked as u64))
         })
         .await
     }

@@ -419,24 +419,57 @@ impl Store for PostgresStore {
         get_license(&c, LicenseId(row.get(0))).await?.ok_or(StoreError::NotFound)
     }
 
-    async fn insert_license_token(&self, token_hash: &[u8], license: LicenseId, now: i64) -> Result<()> {
-        self.client()
-            .await?
-            .execute(
-                "INSERT INTO license_tokens (token_hash, license_id, created_at) VALUES ($1, $2, $3)",
-                &[&token_hash, &license.0, &now],
-            )
-            .await
-            .map_err(pg_error)?;
-        Ok(())
+    async fn insert_license_token(
+        &self,
+        token_hash: &[u8],
+        license: LicenseId,
+        now: i64,
+        expired_before: i64,
+    ) -> Result<()> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(pg_error)?;
+        tx.execute(
+            "DELETE FROM license_tokens WHERE license_id = $1 AND created_at < $2",
+            &[&license.0, &expired_before],
+        )
+        .await
+        .map_err(pg_error)?;
+        tx.execute(
+            "INSERT INTO license_tokens (token_hash, license_id, created_at) VALUES ($1, $2, $3)",
+            &[&token_hash, &license.0, &now],
+        )
+        .await
+        .map_err(pg_error)?;
+        tx.commit().await.map_err(pg_error)
     }
 
-    async fn license_by_token(&self, token_hash: &[u8]) -> Result<Option<License>> {
+    async fn license_by_token(&self, token_hash: &[u8], issued_after: i64) -> Result<Option<License>> {
         let c = self.client().await?;
         let sql = format!(
-            "SELECT {LICENSE_COLS} FROM licenses l JOIN license_tokens t ON t.license_id = l.id WHERE t.token_hash = $1"
+            "SELECT {LICENSE_COLS} FROM licenses l JOIN license_tokens t ON t.license_id = l.id \
+             WHERE t.token_hash = $1 AND t.created_at >= $2"
         );
-        Ok(c.query_opt(&sql, &[&token_hash]).await.map_err(pg_error)?.map(|r| license_row(&r)))
+        Ok(c.query_opt(&sql, &[&token_hash, &issued_after]).await.map_err(pg_error)?.map(|r| license_row(&r)))
+    }
+
+    async fn set_license_password(&self, name: &str, password_hash: &str) -> Result<(License, u64)> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(pg_error)?;
+        let id = LicenseId(
+            tx.query_opt(
+                "UPDATE licenses SET password_hash = $1 WHERE name = $2 RETURNING id",
+                &[&password_hash, &name],
+            )
+            .await
+            .map_err(pg_error)?
+            .ok_or(StoreError::NotFound)?
+            .get(0),
+        );
+        let revoked =
+            tx.execute("DELETE FROM license_tokens WHERE license_id = $1", &[&id.0]).await.map_err(pg_error)?;
+        let license = get_license(&tx, id).await?.ok_or(StoreError::NotFound)?;
+        tx.commit().await.map_err(pg_error)?;
+        Ok((license, revoked))
     }
 
     async fn insert_ves(&self, guid_hash: &[u8], license: LicenseId, now: i64) -> Result<VesRecord> {

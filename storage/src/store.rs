@@ -23,8 +23,20 @@ pub trait Store: Send + Sync + 'static {
     async fn license_by_name(&self, name: &str) -> Result<Option<(License, String)>>;
     async fn license_by_id(&self, id: LicenseId) -> Result<Option<License>>;
     async fn set_license_suspended(&self, name: &str, suspended: bool) -> Result<License>;
-    async fn insert_license_token(&self, token_hash: &[u8], license: LicenseId, now: i64) -> Result<()>;
-    async fn license_by_token(&self, token_hash: &[u8]) -> Result<Option<License>>;
+    /// Stores a license-id token issued at `now`, and deletes the license's tokens issued
+    /// before `expired_before` (they can no longer be used).
+    async fn insert_license_token(
+        &self,
+        token_hash: &[u8],
+        license: LicenseId,
+        now: i64,
+        expired_before: i64,
+    ) -> Result<()>;
+    /// The license of a token issued at or after `issued_after` (older ones have expired).
+    async fn license_by_token(&self, token_hash: &[u8], issued_after: i64) -> Result<Option<License>>;
+    /// Replaces the license's password hash and revokes all its tokens, atomically;
+    /// returns the license and how many tokens were revoked. `NotFound` for an unknown name.
+    async fn set_license_password(&self, name: &str, password_hash: &str) -> Result<(License, u64)>;
 
     /// Registers a VES GUID (hash) under a license. `Conflict` if the GUID is registered.
     async fn insert_ves(&self, guid_hash: &[u8], license: LicenseId, now: i64) -> Result<VesRecord>;

@@ -59,7 +59,7 @@ async fn postgres() -> Backend {
 
 async fn registered_ves(accounts: &Accounts, seats: u32) -> noc_storage::VesRecord {
     accounts.create_license("acme", "license-pass", seats, None, "admin:test").await.expect("license");
-    let (token, _) = accounts.license_login("acme", "license-pass", SOURCE).await.expect("login");
+    let (token, _, _) = accounts.license_login("acme", "license-pass", SOURCE).await.expect("login");
     let guid = "0123456789abcdef0123456789abcdef";
     let (ves, new) = accounts.authenticate_ves(guid, Some(&token)).await.expect("register");
     assert!(new);
@@ -88,8 +88,12 @@ macro_rules! conformance {
                     accounts.license_login("nobody", "license-pass", SOURCE).await,
                     Err(AccountError::InvalidCredentials)
                 ));
-                let (token, license) = accounts.license_login("acme", "license-pass", SOURCE).await.expect("login");
+                let before = noc_protocol::clock::unix_ms_i64();
+                let (token, token_expires_at, license) =
+                    accounts.license_login("acme", "license-pass", SOURCE).await.expect("login");
                 assert_eq!(license.max_users, 2);
+                let ttl = i64::try_from(policy().license_token_ttl.as_millis()).expect("ttl");
+                assert!((before + ttl..=noc_protocol::clock::unix_ms_i64() + ttl).contains(&token_expires_at));
 
                 let guid = "00112233445566778899aabbccddeeff";
                 // Unknown GUID without a token, malformed GUID, bad token: all refused.
@@ -112,6 +116,70 @@ macro_rules! conformance {
                 assert!(matches!(accounts.license_login("acme", "license-pass", SOURCE).await, Err(AccountError::Suspended)));
                 accounts.set_license_suspended("acme", false, "admin:test").await.expect("resume");
                 accounts.authenticate_ves(guid, None).await.expect("resumed");
+                backend.cleanup().await;
+            }
+
+            /// A token registers installations for its time to live only, and a new license
+            /// password revokes every token; registered installations are not affected.
+            #[tokio::test]
+            async fn license_tokens_expire_and_a_new_password_revokes_them() {
+                let backend = super::$backend().await;
+                let short = AccountPolicy { license_token_ttl: std::time::Duration::from_millis(1), ..policy() };
+                let accounts = Accounts::new(backend.store.clone(), short).expect("accounts");
+                accounts.create_license("acme", "license-pass", 5, None, "admin:test").await.expect("create");
+                let (old, _, _) = accounts.license_login("acme", "license-pass", SOURCE).await.expect("login");
+                std::thread::sleep(std::time::Duration::from_millis(5));
+                assert!(matches!(
+                    accounts.authenticate_ves("00112233445566778899aabbccddeeff", Some(&old)).await,
+                    Err(AccountError::InvalidCredentials)
+                ), "an expired token registers nothing");
+
+                let accounts = Accounts::new(backend.store.clone(), policy()).expect("accounts");
+                let (token, _, _) = accounts.license_login("acme", "license-pass", SOURCE).await.expect("login");
+                let registered = "0123456789abcdef0123456789abcdef";
+                accounts.authenticate_ves(registered, Some(&token)).await.expect("register");
+                let (unused, _, _) = accounts.license_login("acme", "license-pass", SOURCE).await.expect("login");
+                assert!(matches!(
+                    accounts.set_license_password("acme", "short", "admin:test").await,
+                    Err(AccountError::Invalid(_))
+                ));
+                assert!(matches!(
+                    accounts.set_license_password("nobody", "new-license-pass", "admin:test").await,
+                    Err(AccountError::NotFound)
+                ));
+                let (_, revoked) =
+                    accounts.set_license_password("acme", "new-license-pass", "admin:test").await.expect("set password");
+                assert!(revoked >= 2, "both live tokens revoked: {revoked}");
+                assert!(matches!(
+                    accounts.authenticate_ves("ffeeddccbbaa99887766554433221100", Some(&unused)).await,
+                    Err(AccountError::InvalidCredentials)
+                ), "a revoked token registers nothing");
+                accounts.authenticate_ves(registered, None).await.expect("registered installations keep connecting");
+                assert!(matches!(
+                    accounts.license_login("acme", "license-pass", SOURCE).await,
+                    Err(AccountError::InvalidCredentials)
+                ));
+                let (fresh, _, _) = accounts.license_login("acme", "new-license-pass", SOURCE).await.expect("new password");
+                accounts.authenticate_ves("ffeeddccbbaa99887766554433221100", Some(&fresh)).await.expect("fresh token");
+                let audit = backend.store.audit_log(100).await.expect("audit");
+                assert!(audit.iter().any(|e| e.action == "license.password_changed" && e.detail.contains("tokens_revoked=")));
+                backend.cleanup().await;
+            }
+
+            /// Expired tokens of a license are deleted when it issues a new one.
+            #[tokio::test]
+            async fn issuing_a_token_deletes_the_expired_ones() {
+                let backend = super::$backend().await;
+                let accounts = Accounts::new(backend.store.clone(), policy()).expect("accounts");
+                let license = accounts.create_license("acme", "license-pass", 5, None, "admin:test").await.expect("create");
+                let store = &backend.store;
+                let (old, new) = ([1u8; 32], [2u8; 32]);
+                store.insert_license_token(&old, license.id, 1_000, 0).await.expect("old");
+                assert!(store.license_by_token(&old, 1_000).await.expect("read").is_some(), "issued at the cut-off: valid");
+                assert!(store.license_by_token(&old, 1_001).await.expect("read").is_none(), "issued before: expired");
+                store.insert_license_token(&new, license.id, 9_000, 5_000).await.expect("new");
+                assert!(store.license_by_token(&old, 0).await.expect("read").is_none(), "deleted");
+                assert!(store.license_by_token(&new, 5_000).await.expect("read").is_some());
                 backend.cleanup().await;
             }
 

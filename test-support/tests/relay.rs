@@ -454,6 +454,33 @@ async fn suspending_a_license_ends_its_live_sessions_and_resuming_lets_them_back
     await_online(&mut channel, act.device_id).await;
 }
 
+/// A license-id token says when it expires, registers installations until then, and a new
+/// license password (`noc admin license set-password`) revokes it: a VES not yet registered
+/// needs a fresh login with the new password, one already registered keeps connecting.
+#[tokio::test]
+async fn license_tokens_carry_their_expiry_and_a_new_password_revokes_them() {
+    let relay = TestRelay::start_with(|c| c.accounts.license_token_ttl_seconds = 3600);
+    relay.create_license("acme", "acme-license-pw", 10).await;
+    let mut registered = relay.ves();
+    let before = noc_protocol::clock::unix_ms_i64();
+    let lic = registered.license("acme", "acme-license-pw").await.expect("license login");
+    let after = noc_protocol::clock::unix_ms_i64();
+    assert!((before + 3_600_000..=after + 3_600_000).contains(&lic.license_id_expires_at), "{lic:?}");
+    drop(registered.open().await.expect("registers"));
+    let mut late = relay.ves();
+    late.license("acme", "acme-license-pw").await.expect("license login");
+
+    let (_, revoked) = relay.admin().await.set_license_password("acme", "new-license-pw").await.expect("set-password");
+    assert_eq!(revoked, 2);
+    let refused = late.open().await.err().expect("a revoked token registers nothing");
+    assert_eq!((refused.status, refused.code.as_str()), (401, "invalid_credentials"), "{refused}");
+    let refused = late.license("acme", "acme-license-pw").await.expect_err("the old password is refused");
+    assert_eq!(refused.status, 401);
+    late.license("acme", "new-license-pw").await.expect("the new password");
+    drop(late.open().await.expect("a fresh token registers"));
+    drop(registered.open().await.expect("a registered installation keeps connecting"));
+}
+
 #[tokio::test]
 async fn a_slow_device_does_not_delay_the_others() {
     let (relay, ves, mut channel) = relay_and_ves(|c| {
