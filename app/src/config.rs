@@ -127,9 +127,13 @@ impl Default for PostgresConfig {
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ClusterConfig {
-    /// `standalone` (one Redis address in `redis_url`) or `cluster` (Redis Cluster:
-    /// comma-separated seed nodes in `redis_url`; the bus uses sharded pub/sub).
+    /// `standalone` (one Redis address in `redis_url`), `cluster` (Redis Cluster:
+    /// comma-separated seed nodes in `redis_url`; the bus uses sharded pub/sub) or
+    /// `sentinel` (a primary with replicas watched by Redis Sentinel: comma-separated
+    /// sentinels in `redis_url`, whose credentials and database the primary shares).
     pub redis_mode: noc_cluster::RedisMode,
+    /// The name the sentinels monitor the primary under (`sentinel` mode).
+    pub redis_sentinel_master: String,
     /// A node that has not renewed its lease for this long is dead: nothing is routed to it.
     pub node_lease_seconds: u64,
     /// How often a node renews its lease and refreshes its view of live nodes.
@@ -147,6 +151,7 @@ impl Default for ClusterConfig {
         let o = noc_cluster::RedisOptions::default();
         Self {
             redis_mode: o.mode,
+            redis_sentinel_master: o.sentinel_master,
             node_lease_seconds: o.node_lease.as_secs(),
             membership_interval_ms: o.membership_interval.as_millis() as u64,
             session_key_ttl_seconds: o.session_key_ttl.as_secs(),
@@ -598,6 +603,11 @@ impl Config {
             return Err(invalid("redis_url", "must be a redis:// URL"));
         }
         let c = &self.cluster;
+        if c.redis_mode == noc_cluster::RedisMode::Sentinel
+            && (c.redis_sentinel_master.is_empty() || c.redis_sentinel_master.contains(char::is_whitespace))
+        {
+            return Err(invalid("cluster.redis_sentinel_master", "must name the monitored primary (no spaces)"));
+        }
         if c.node_lease_seconds == 0 || c.session_key_ttl_seconds < 3 || c.bus_queue_messages == 0 {
             return Err(invalid(
                 "cluster",
@@ -661,6 +671,7 @@ impl Config {
         Some(noc_cluster::RedisOptions {
             url: url.expose().to_string(),
             mode: c.redis_mode,
+            sentinel_master: c.redis_sentinel_master.clone(),
             node_lease: Duration::from_secs(c.node_lease_seconds),
             membership_interval: Duration::from_millis(c.membership_interval_ms),
             session_key_ttl: Duration::from_secs(c.session_key_ttl_seconds),

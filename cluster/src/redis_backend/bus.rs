@@ -173,8 +173,8 @@ impl Bus {
     /// until [`Bus::stop_listening`].
     pub async fn subscribe_loop(&self) {
         match &self.endpoint {
-            Endpoint::Single(client) => self.subscribe_single(client.clone()).await,
             Endpoint::Cluster(seeds) => self.subscribe_sharded(seeds.clone()).await,
+            Endpoint::Single(_) | Endpoint::Sentinel(_) => self.subscribe_single().await,
         }
         self.subscribed.store(false, Ordering::Relaxed);
         self.stopped.send_replace(true);
@@ -243,12 +243,29 @@ impl Bus {
         }
     }
 
-    async fn subscribe_single(&self, client: redis::Client) {
+    /// The server to subscribe on now: the configured one, or the primary the sentinels
+    /// name at this moment.
+    async fn pubsub_server(&self) -> redis::RedisResult<redis::Client> {
+        match &self.endpoint {
+            Endpoint::Single(client) => Ok(client.clone()),
+            Endpoint::Sentinel(sentinels) => sentinels.master_client().await,
+            Endpoint::Cluster(_) => {
+                Err(redis::RedisError::from((redis::ErrorKind::Client, "a cluster subscribes per shard")))
+            }
+        }
+    }
+
+    async fn subscribe_single(&self) {
         let channel = inbox_channel(&self.node);
         let mut stop = self.stop.subscribe();
         let mut backoff = Duration::from_millis(100);
         while !self.stopping() {
-            match client.get_async_pubsub().await {
+            // Bounded: an unreachable server must not hold the subscription for minutes.
+            let attempt = async { self.pubsub_server().await?.get_async_pubsub().await };
+            let pubsub = tokio::time::timeout(self.opts.command_timeout * 2, attempt)
+                .await
+                .unwrap_or_else(|_| Err(redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::TimedOut))));
+            match pubsub {
                 Ok(pubsub) => {
                     let (mut sink, mut messages) = pubsub.split();
                     match sink.subscribe(&channel).await {
@@ -294,7 +311,7 @@ impl Bus {
     /// (its owner is gone) comes back as `Returned`.
     pub async fn publish_loop(&self, mut rx: mpsc::Receiver<(NodeId, BusMessage)>) {
         let publish = match self.opts.mode {
-            RedisMode::Standalone => "PUBLISH",
+            RedisMode::Standalone | RedisMode::Sentinel => "PUBLISH",
             RedisMode::Cluster => "SPUBLISH",
         };
         let mut batch: Vec<(NodeId, BusMessage)> = Vec::with_capacity(BATCH);

@@ -12,15 +12,21 @@ pub enum RedisMode {
     /// Redis Cluster: keys spread over shards, the bus on sharded pub/sub
     /// (`SPUBLISH`/`SSUBSCRIBE`, RESP3).
     Cluster,
+    /// A primary with replicas watched by Redis Sentinel: the URLs name the sentinels, which
+    /// name the primary; after a failover the nodes follow them to the promoted replica.
+    Sentinel,
 }
 
 /// Settings of the Redis backend.
 #[derive(Clone, Debug)]
 pub struct RedisOptions {
     /// `redis://host:port/db` (credentials allowed in the URL); in cluster mode a
-    /// comma-separated list of seed nodes.
+    /// comma-separated list of seed nodes; in sentinel mode a comma-separated list of
+    /// sentinels, whose credentials and database are also used for the primary.
     pub url: String,
     pub mode: RedisMode,
+    /// The name the sentinels monitor the primary under (sentinel mode).
+    pub sentinel_master: String,
     /// A node not seen for this long is dead.
     pub node_lease: Duration,
     /// How often a node renews its lease and refreshes its view of live nodes.
@@ -42,6 +48,7 @@ impl Default for RedisOptions {
         Self {
             url: "redis://127.0.0.1:6379/".into(),
             mode: RedisMode::Standalone,
+            sentinel_master: "mymaster".into(),
             node_lease: Duration::from_secs(10),
             membership_interval: Duration::from_secs(1),
             session_key_ttl: Duration::from_secs(3600),
