@@ -663,3 +663,116 @@ async fn postgres_outage_keeps_sessions_relaying_and_logins_recover() {
     }
     d.finish(&[]).await;
 }
+
+/// A device signed in on `node` directly (not through the load balancer).
+async fn device_on(cluster: &LbCluster, node: usize, act: &DeviceActivationResponse) -> noc_test_support::FakeDevice {
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], cluster.nodes[node].device));
+    let mut device = noc_test_support::FakeDevice::connect(addr, &cluster.cert).await.expect("device TLS");
+    match device.login(act.device_id, &act.device_credential).await {
+        Recv::Frame(Frame::AuthOk { .. }) => device,
+        other => panic!("device login on node {node}: {other:?}"),
+    }
+}
+
+/// The next frame other than a heartbeat (answered).
+async fn next_frame(device: &mut noc_test_support::FakeDevice) -> Frame {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        assert!(Instant::now() < deadline, "no frame within 5 s");
+        match device.recv(Duration::from_millis(200)).await {
+            Recv::Frame(Frame::Heartbeat) => {
+                let _ = device.send(Frame::Heartbeat).await;
+            }
+            Recv::Frame(f) => return f,
+            Recv::Timeout => {}
+            other => panic!("device connection: {other:?}"),
+        }
+    }
+}
+
+/// Redis down: a device and the VES on the same node keep relaying both ways, with their
+/// acknowledgements; a frame for a device on another node is answered undeliverable, not
+/// lost. Redis back: cross-node delivery resumes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_redis_outage_leaves_same_node_pairs_relaying() {
+    let cluster = LbCluster::start(BIN.as_ref(), 2).await;
+    let out =
+        cluster.admin(&["license", "create", "--name", "acme", "--password", "acme-license-pw", "--max-users", "5"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut ves = FakeVes::new(&format!("https://localhost:{}", cluster.nodes[0].http), &cluster.cert);
+    ves.license("acme", "acme-license-pw").await.expect("license");
+    // The event URL names the load balancer (public.url): the session stays on node 1.
+    let mut params = ves.connect_params().await.expect("connect parameters");
+    params.event_url = params.event_url.replace(&cluster.lb_http.to_string(), &cluster.nodes[0].http.to_string());
+    let (guid, token) = (ves.guid.clone(), ves.license_token.clone());
+    let mut channel = ves.attach(params, guid, token).await.expect("command channel on node 1");
+    let local = user_with_device(&ves, "local@example.com", "+15550501").await;
+    let remote = user_with_device(&ves, "remote@example.com", "+15550502").await;
+    let mut local_device = device_on(&cluster, 0, &local).await;
+    let mut remote_device = device_on(&cluster, 1, &remote).await;
+    let online = |c: &Command, id: DeviceId| matches!(c, Command::DevicePresence { device_id, online: true, .. } if *device_id == id);
+    for id in [local.device_id, remote.device_id] {
+        channel.wait_for(Duration::from_secs(5), |c| online(c, id)).await.expect("both devices online");
+    }
+    // Cross-node works before the outage.
+    ves.send_frame(remote.device_id, 1, b"before").await;
+    assert!(matches!(next_frame(&mut remote_device).await, Frame::Forward { frame_id: 1, .. }));
+
+    cluster.redis.stop();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while cluster.nodes.iter().any(|n| n.ready()) {
+        assert!(Instant::now() < deadline, "readiness turns false without Redis");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    for id in 10..15u64 {
+        // VES → device on the same node, and its acknowledgement back.
+        let resp = ves.send_frame(local.device_id, id, b"down").await;
+        assert_eq!(resp.results[0].status, FrameStatus::Accepted, "{resp:?}");
+        assert!(matches!(next_frame(&mut local_device).await, Frame::Forward { frame_id, .. } if frame_id == id));
+        local_device.send(Frame::Ack { frame_id: id }).await.expect("ack");
+        channel
+            .wait_for(Duration::from_secs(5), |c| matches!(c, Command::Ack { device_id, frame_id } if *device_id == local.device_id && *frame_id == id))
+            .await
+            .expect("the device's ack reaches the VES during the outage");
+        // Device → VES on the same node, and the VES's acknowledgement back.
+        let up = Frame::Forward { kind: ForwardKind::Data, frame_id: id, payload: Bytes::from_static(b"up") };
+        local_device.send(up).await.expect("send up");
+        channel
+            .wait_for(Duration::from_secs(5), |c| matches!(c, Command::DeviceFrame { device_id, frame_id, .. } if *device_id == local.device_id && *frame_id == id))
+            .await
+            .expect("the device's frame reaches the VES during the outage");
+        ves.ack(local.device_id, id).await;
+        assert!(matches!(next_frame(&mut local_device).await, Frame::Ack { frame_id } if frame_id == id));
+    }
+
+    // Cross-node: answered undeliverable at once or by a notice, never silently lost.
+    let resp = ves.send_frame(remote.device_id, 20, b"cross").await;
+    if resp.results[0].status != FrameStatus::Undeliverable {
+        channel
+            .wait_for(Duration::from_secs(5), |c| matches!(c, Command::Undeliverable { device_id, frame_id: 20, .. } if *device_id == remote.device_id))
+            .await
+            .expect("a cross-node frame during the outage is answered undeliverable");
+    }
+
+    cluster.redis.restart();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !cluster.nodes.iter().all(|n| n.ready()) {
+        assert!(Instant::now() < deadline, "readiness recovers");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut id = 30;
+    loop {
+        assert!(Instant::now() < deadline, "cross-node delivery resumes after the outage");
+        id += 1;
+        if ves.send_frame(remote.device_id, id, b"after").await.results[0].status == FrameStatus::Accepted
+            && let Recv::Frame(Frame::Forward { frame_id, .. }) = remote_device.recv_data(Duration::from_secs(1)).await
+            && frame_id == id
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    cluster.stop().await;
+}
