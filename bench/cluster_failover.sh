@@ -11,14 +11,21 @@
 #   redis     Redis killed, restarted after OUTAGE seconds (it comes back empty)
 #   postgres  PostgreSQL cut off from every node for OUTAGE seconds
 #   drain     SIGTERM to node 2 (a graceful drain), restarted after OUTAGE seconds
+#   sentinel  (REDIS_MODE=sentinel) the Redis primary killed; the sentinel promotes the
+#             replica, and the old primary comes back as a replica after OUTAGE seconds
+#
+# REDIS_MODE=sentinel deploys Redis as a primary, a replica and a sentinel (the nodes find
+# the primary through the sentinel) and runs the sentinel scenario by default.
 #
 # The table gives, per direction, the frames sent, acknowledged end to end, answered
 # undeliverable and lost (neither, after the load tool's drain), the reconnects and the
-# errors the tool saw. The load tool does not resend, so what a crash takes with it shows
-# up as lost; a drain and a PostgreSQL outage must lose nothing (the script fails if they
-# do). Writes results under bench/results/ and a section of docs/benchmarks.md.
+# errors the tool saw. The load tool resends only what a relay CLOSE left unresolved (as
+# protocol.md §7.1 asks of a client), never after a crash, so what a crash takes with it
+# shows up as lost; a drain and a PostgreSQL outage must lose nothing (the script fails if
+# they do). Writes results under bench/results/ and a section of docs/benchmarks.md.
 #
 # Usage: bench/cluster_failover.sh      (SCENARIOS="kill9 redis postgres drain")
+#        REDIS_MODE=sentinel bench/cluster_failover.sh     (SCENARIOS="sentinel")
 # Needs PostgreSQL (127.0.0.1:5432, trust auth as user postgres), redis-server and
 # haproxy: scripts/test.sh installs and starts them on a fresh machine.
 set -euo pipefail
@@ -27,10 +34,15 @@ source bench/lib.sh
 source bench/peers_lib.sh
 source bench/cluster_lib.sh
 
-SCENARIOS=${SCENARIOS:-"kill9 redis postgres drain"}
+REDIS_MODE=${REDIS_MODE:-standalone}
+if [ "$REDIS_MODE" = sentinel ]; then
+  SCENARIOS=${SCENARIOS:-"sentinel"}
+else
+  SCENARIOS=${SCENARIOS:-"kill9 redis postgres drain"}
+fi
 # HAProxy holds two descriptors per connection (maxconn 9000 fits a 20 000 open-file limit).
-DEVICES=${DEVICES:-300}
-RATE=${RATE:-600}
+DEVICES=${DEVICES:-1000}
+RATE=${RATE:-2000}
 DURATION=${DURATION:-40}
 FAULT_AT=${FAULT_AT:-12}
 OUTAGE=${OUTAGE:-8}
@@ -44,11 +56,14 @@ WORK=$(mktemp -d /tmp/noc-bench.XXXXXX)
 HAPROXY_PID=""
 REDIS_PID=""
 declare -A NODE_PID
+# Sentinel mode: redis-server processes by port (primary, replica, sentinel).
+declare -A REDIS_PIDS
 
 cleanup() {
   stop_nodes
   [ -n "$HAPROXY_PID" ] && kill "$HAPROXY_PID" 2>/dev/null || true
   [ -n "$REDIS_PID" ] && kill "$REDIS_PID" 2>/dev/null || true
+  for pid in "${REDIS_PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
   rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -65,11 +80,52 @@ start_redis() {
   echo "redis-server did not start" >&2
   exit 2
 }
-start_redis
+# redis_server PORT [ARGS...]: a redis-server on PORT (more arguments appended).
+redis_server() {
+  local port=$1
+  shift
+  redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no --dir "$WORK" "$@" \
+    >"$WORK/redis-$port.log" 2>&1 &
+  REDIS_PIDS[$port]=$!
+  for _ in $(seq 1 50); do redis-cli -p "$port" ping >/dev/null 2>&1 && return 0; sleep 0.1; done
+  echo "redis-server on port $port did not start" >&2
+  exit 2
+}
+SENTINEL_PORT=$(( REDIS_PORT + 2 ))
+sentinel_primary() {
+  redis-cli -p "$SENTINEL_PORT" sentinel get-master-addr-by-name noc | sed -n 2p
+}
+start_sentinel_group() {
+  redis_server "$REDIS_PORT"
+  redis_server $(( REDIS_PORT + 1 )) --replicaof 127.0.0.1 "$REDIS_PORT"
+  cat >"$WORK/sentinel.conf" <<CONF
+port $SENTINEL_PORT
+bind 127.0.0.1
+dir $WORK
+sentinel monitor noc 127.0.0.1 $REDIS_PORT 1
+sentinel down-after-milliseconds noc 1000
+sentinel failover-timeout noc 5000
+CONF
+  redis-server "$WORK/sentinel.conf" --sentinel >"$WORK/sentinel.log" 2>&1 &
+  REDIS_PIDS[$SENTINEL_PORT]=$!
+  for _ in $(seq 1 300); do
+    redis-cli -p "$SENTINEL_PORT" sentinel replicas noc 2>/dev/null | grep -qx $(( REDIS_PORT + 1 )) && return 0
+    sleep 0.1
+  done
+  echo "the sentinel did not find the replica" >&2
+  exit 2
+}
 # The nodes reach PostgreSQL through HAProxy (so it can be taken away) and use the
-# private Redis.
+# private Redis (in sentinel mode: through the sentinel).
 PG_URL="postgres://postgres@127.0.0.1:$PG_PROXY/$BENCH_PG_DB"
-REDIS_URL="redis://127.0.0.1:$REDIS_PORT/0"
+if [ "$REDIS_MODE" = sentinel ]; then
+  start_sentinel_group
+  REDIS_URL="redis://127.0.0.1:$SENTINEL_PORT/0"
+  export NODE_REDIS_MODE=sentinel NODE_SENTINEL_MASTER=noc
+else
+  start_redis
+  REDIS_URL="redis://127.0.0.1:$REDIS_PORT/0"
+fi
 NODE_PUBLIC_URL="https://127.0.0.1:$LB_HTTP"
 NODE_PUBLIC_DEVICE_PORT=$LB_DEVICE
 NODE_LEASE_SECONDS=3
@@ -169,6 +225,20 @@ inject() {
       haproxy_cmd "set server pg/db state ready"
       echo "   PostgreSQL back"
       ;;
+    sentinel)
+      local primary replica started=$SECONDS
+      primary=$(sentinel_primary)
+      kill -9 "${REDIS_PIDS[$primary]}"
+      echo "   Redis primary (port $primary) killed"
+      while replica=$(sentinel_primary) && [ "$replica" = "$primary" ]; do
+        [ $(( SECONDS - started )) -gt 30 ] && { echo "the sentinel promoted nothing" >&2; exit 2; }
+        sleep 0.1
+      done
+      echo "   the sentinel promoted port $replica after $(( SECONDS - started )) s"
+      sleep "$OUTAGE"
+      redis_server "$primary" --replicaof 127.0.0.1 "$replica"
+      echo "   the old primary is back as a replica"
+      ;;
     drain)
       kill -TERM "${NODE_PID[2]}"
       echo "   SIGTERM to node 2 (pid ${NODE_PID[2]})"
@@ -196,7 +266,7 @@ import json, sys
 r = json.load(open(sys.argv[1])); scenario = sys.argv[2]
 def cell(d):
     und = sum(d["undeliverable"].values())
-    return f"{d['sent']} / {d['acked']} / {und} / {d['lost']}"
+    return f"{d['sent']} / {d['acked']} / {und} / {d['lost']} / {d.get('resent', 0)}"
 up, down = r["device_to_ves"], r["ves_to_device"]
 errors = ", ".join(f"{k}={v}" for k, v in sorted(r["errors"].items())) or "none"
 lost = up["lost"] + down["lost"]
@@ -213,17 +283,23 @@ done
 
 SECTION="$WORK/section.md"
 {
-  echo "## Failover campaign through a load balancer (\`bench/cluster_failover.sh\`)"
+  if [ "$REDIS_MODE" = sentinel ]; then
+    echo "## Failover campaign with Redis Sentinel (\`REDIS_MODE=sentinel bench/cluster_failover.sh\`)"
+  else
+    echo "## Failover campaign through a load balancer (\`bench/cluster_failover.sh\`)"
+  fi
   echo
   echo "* Date: $(date -u '+%Y-%m-%d %H:%M UTC'), commit \`$(git rev-parse --short HEAD 2>/dev/null || echo unknown)\`$(git diff --quiet 2>/dev/null || echo ' (with uncommitted changes)')"
   echo "* Machine: $(bench_machine); three nodes, HAProxy, PostgreSQL, Redis and the load tool share it."
-  echo "* Command: \`SCENARIOS=\"$SCENARIOS\" DEVICES=$DEVICES RATE=$RATE DURATION=$DURATION FAULT_AT=$FAULT_AT OUTAGE=$OUTAGE bench/cluster_failover.sh\`; results in \`$OUT/\`"
-  echo "* 3 nodes behind HAProxy (RTS by source address, devices round robin, health check \`/readyz\` every 0.5 s), node lease 3 s; 1 VES and $DEVICES devices, 256-byte frames at $RATE frames/s, half each way, for $DURATION s; the fault $FAULT_AT s into the traffic, the outage $OUTAGE s. The load tool reconnects as a client should (reconnect hints, backoff) but never resends, so frames a crash takes with it count as lost; their real senders would resend them after their end-to-end timeout."
+  echo "* Command: \`REDIS_MODE=$REDIS_MODE SCENARIOS=\"$SCENARIOS\" DEVICES=$DEVICES RATE=$RATE DURATION=$DURATION FAULT_AT=$FAULT_AT OUTAGE=$OUTAGE bench/cluster_failover.sh\`; results in \`$OUT/\`"
+  echo "* 3 nodes behind HAProxy (RTS by source address, devices round robin, health check \`/readyz\` every 0.5 s), node lease 3 s; 1 VES and $DEVICES devices, 256-byte frames at $RATE frames/s, half each way, for $DURATION s; the fault $FAULT_AT s into the traffic, the outage $OUTAGE s. The load tool reconnects as a client should (reconnect hints, backoff) and resends the frames a relay CLOSE left unresolved (protocol §7.1; \"resent\" below), but never resends after a crash, so frames a crash takes with it count as lost; their real senders would resend them after their end-to-end timeout."
   echo
-  echo "| scenario | device→VES sent / acked / undeliverable / lost | VES→device sent / acked / undeliverable / lost | reconnects | errors seen by the tool |"
+  echo "| scenario | device→VES sent / acked / undeliverable / lost / resent | VES→device sent / acked / undeliverable / lost / resent | reconnects | errors seen by the tool |"
   echo "|---|---|---|---|---|"
   cat "$ROWS"
 } >"$SECTION"
-bench_write_section cluster_failover "$SECTION"
+section_name=cluster_failover
+[ "$REDIS_MODE" = sentinel ] && section_name=cluster_failover_sentinel
+bench_write_section "$section_name" "$SECTION"
 cat "$SECTION"
 exit $status

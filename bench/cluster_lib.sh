@@ -51,6 +51,8 @@ device_port = ${NODE_PUBLIC_DEVICE_PORT:-$device}
 
 [cluster]
 node_lease_seconds = ${NODE_LEASE_SECONDS:-10}
+redis_mode = "${NODE_REDIS_MODE:-standalone}"
+redis_sentinel_master = "${NODE_SENTINEL_MASTER:-mymaster}"
 
 [tls]
 cert_path = "$WORK/tls/peer-cert.pem"

@@ -116,7 +116,7 @@ enum End {
 
 /// Runs one device until the run stops.
 pub async fn run_device(ctx: Arc<DeviceContext>, spec: DeviceSpec) {
-    let mut dev = Device { ctx, spec, next_k: 0, outstanding: VecDeque::new(), attempts_failed: 0 };
+    let mut dev = Device { ctx, spec, next_k: 0, outstanding: VecDeque::new(), attempts_failed: 0, resend: false };
     tokio::select! {
         _ = dev.ctx.stop.cancelled() => return,
         _ = tokio::time::sleep_until(dev.spec.connect_at.into()) => {}
@@ -165,6 +165,9 @@ pub async fn run_device(ctx: Arc<DeviceContext>, spec: DeviceSpec) {
                     stats.error("device_gave_up");
                     return;
                 }
+                // What was written while the CLOSE was on its way may never have been
+                // read: a client resends its unresolved frames after the reconnect (§7.1).
+                dev.resend = true;
                 dev.backoff().max(Duration::from_millis(reconnect_after_ms as u64))
             }
             End::Closed { code: None, .. } => {
@@ -193,6 +196,8 @@ struct Device {
     /// Sent, neither acknowledged nor refused yet: (frame id, scheduled time).
     outstanding: VecDeque<(u64, u64)>,
     attempts_failed: u32,
+    /// The relay ended the last session with CLOSE: resend `outstanding` first.
+    resend: bool,
 }
 
 type Connected = (TlsStream<TcpStream>, BytesMut, Duration, u32);
@@ -296,6 +301,17 @@ impl Device {
         }
     }
 
+    /// Queues the unresolved frames again, with their original ids and stamps (the other
+    /// end may see a frame twice if only its acknowledgement was lost).
+    fn queue_resends(&mut self, wbuf: &mut BytesMut) {
+        for &(frame_id, scheduled) in &self.outstanding {
+            let stamp = Stamp { scheduled_unix_ns: scheduled, seq: frame_id, sender: self.spec.index };
+            Frame::Forward { kind: ForwardKind::Data, frame_id, payload: stamp.payload(self.ctx.frame_size) }
+                .encode(wbuf);
+        }
+        self.ctx.stats.device_to_ves.resent.fetch_add(self.outstanding.len() as u64, Ordering::Relaxed);
+    }
+
     /// Handles one frame from the relay; returns the end of the session if it ends.
     fn handle(&mut self, frame: Frame, wbuf: &mut BytesMut) -> Option<End> {
         let stats = &self.ctx.stats;
@@ -354,6 +370,9 @@ impl Device {
         let mut need_flush = false;
         let mut draining: Option<Instant> = None;
         self.skip_missed();
+        if std::mem::take(&mut self.resend) {
+            self.queue_resends(&mut wbuf);
+        }
         // Bytes that arrived with AUTH_OK.
         while let Ok(Some(frame)) = codec.decode(&mut rbuf) {
             if let Some(end) = self.handle(frame, &mut wbuf) {

@@ -179,6 +179,7 @@ pub(crate) fn frame_counts(c: &DirectionCounters) -> FrameCounts {
         received: c.received.load(Ordering::Relaxed),
         skipped_offline: c.skipped_offline.load(Ordering::Relaxed),
         late_notices: c.late_notices.load(Ordering::Relaxed),
+        resent: c.resent.load(Ordering::Relaxed),
         foreign_payloads: c.foreign_payloads.load(Ordering::Relaxed),
     }
 }

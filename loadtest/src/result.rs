@@ -98,6 +98,10 @@ pub struct FrameCounts {
     pub skipped_offline: u64,
     /// Acks or notices for frames already resolved.
     pub late_notices: u64,
+    /// Unresolved frames sent again after the relay closed the session with CLOSE (as
+    /// protocol §7.1 asks: they may have crossed the CLOSE unread). Not counted in `sent`.
+    #[serde(default)]
+    pub resent: u64,
     /// Received payloads without a load-tool stamp.
     pub foreign_payloads: u64,
 }
@@ -117,6 +121,7 @@ impl FrameCounts {
         self.received += o.received;
         self.skipped_offline += o.skipped_offline;
         self.late_notices += o.late_notices;
+        self.resent += o.resent;
         self.foreign_payloads += o.foreign_payloads;
     }
 }
@@ -383,13 +388,14 @@ impl RunResult {
         ));
         for (name, c) in [("device→VES", &self.device_to_ves), ("VES→device", &self.ves_to_device)] {
             s.push_str(&format!(
-                "{name}: sent {} acked {} undeliverable {} lost {} (received {}, skipped offline {})\n",
+                "{name}: sent {} acked {} undeliverable {} lost {} (received {}, skipped offline {}, resent after CLOSE {})\n",
                 c.sent,
                 c.acked,
                 c.undeliverable_total(),
                 c.lost,
                 c.received,
-                c.skipped_offline
+                c.skipped_offline,
+                c.resent
             ));
         }
         s.push_str(&format!(

@@ -148,6 +148,8 @@ pub struct DirectionCounters {
     pub skipped_offline: AtomicU64,
     /// Acks or notices for frames already resolved (or unknown).
     pub late_notices: AtomicU64,
+    /// Frames sent again after a relay CLOSE (they may have crossed it, protocol §7.1).
+    pub resent: AtomicU64,
     /// Receipts whose payload was not a load-tool stamp.
     pub foreign_payloads: AtomicU64,
 }
