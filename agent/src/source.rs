@@ -128,6 +128,15 @@ impl Settler {
         self.pending.insert(path, Pending { due, seq, retries: 0 });
     }
 
+    /// A scan found `path` modified within the settle delay. A file already waiting keeps
+    /// its time: its event may have said it is complete (a rename into `new/` is due at
+    /// once), and postponing it by a settle delay would let later mail overtake it.
+    fn note_young(&mut self, path: PathBuf, now: Instant) {
+        if !self.pending.contains_key(&path) {
+            self.note(path, Signal::Busy, now);
+        }
+    }
+
     /// `path` was read too early (`retries` times so far): look again after the settle
     /// delay, unless it has had its retries (false).
     fn retry(&mut self, path: PathBuf, retries: u32, now: Instant) -> bool {
@@ -229,7 +238,7 @@ pub async fn run<E: From<SourceItem>>(
         let found = roots.scan(&scan, cfg.max_item_bytes, settle);
         let now = Instant::now();
         for path in found.young {
-            settler.note(path, Signal::Busy, now);
+            settler.note_young(path, now);
         }
         for item in found.items {
             if engine.send(E::from(item)).await.is_err() {
@@ -617,6 +626,15 @@ mod tests {
         assert!(s.take_due(now + settle * 10).is_empty(), "then left alone");
         // Until it changes again.
         s.note(f.clone(), Signal::Done, now);
-        assert_eq!(s.take_due(now), vec![(f, 0)]);
+        assert_eq!(s.take_due(now), vec![(f.clone(), 0)]);
+
+        // A scan that finds a file due at once (renamed into new/) does not postpone it:
+        // mail delivered after it would overtake it. A file nobody announced waits.
+        let (m1, m2) = (PathBuf::from("/mail/bob/new/1"), PathBuf::from("/mail/bob/new/2"));
+        s.note(m1.clone(), Signal::Done, now);
+        s.note_young(m1.clone(), now);
+        s.note_young(m2.clone(), now);
+        assert_eq!(s.take_due(now), vec![(m1, 0)]);
+        assert_eq!(s.take_due(now + settle), vec![(m2, 0)]);
     }
 }

@@ -594,14 +594,14 @@ async fn redis_restart_under_traffic_recovers_without_restarting_nodes() {
     let d = deploy().await;
     d.wait_traffic(30, Duration::from_secs(15)).await;
     let stopped_at = Instant::now();
-    d.cluster.redis.stop();
+    d.cluster.redis().stop();
     let deadline = Instant::now() + Duration::from_secs(10);
     while d.cluster.nodes.iter().any(|n| n.ready()) {
         assert!(Instant::now() < deadline, "readiness must turn false without Redis");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
-    d.cluster.redis.restart();
+    d.cluster.redis().restart();
     let deadline = Instant::now() + Duration::from_secs(20);
     while !d.cluster.nodes.iter().all(|n| n.ready()) {
         if Instant::now() > deadline {
@@ -618,7 +618,7 @@ async fn redis_restart_under_traffic_recovers_without_restarting_nodes() {
     // nodes' owner caches last 1 s here, so routing depends on these keys).
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let keys = d.cluster.redis.keys("noc:own:d:*");
+        let keys = d.cluster.redis().keys("noc:own:d:*");
         if keys.len() == DEVICES {
             break;
         }
@@ -718,7 +718,7 @@ async fn a_redis_outage_leaves_same_node_pairs_relaying() {
     ves.send_frame(remote.device_id, 1, b"before").await;
     assert!(matches!(next_frame(&mut remote_device).await, Frame::Forward { frame_id: 1, .. }));
 
-    cluster.redis.stop();
+    cluster.redis().stop();
     let deadline = Instant::now() + Duration::from_secs(10);
     while cluster.nodes.iter().any(|n| n.ready()) {
         assert!(Instant::now() < deadline, "readiness turns false without Redis");
@@ -755,7 +755,7 @@ async fn a_redis_outage_leaves_same_node_pairs_relaying() {
             .expect("a cross-node frame during the outage is answered undeliverable");
     }
 
-    cluster.redis.restart();
+    cluster.redis().restart();
     let deadline = Instant::now() + Duration::from_secs(20);
     while !cluster.nodes.iter().all(|n| n.ready()) {
         assert!(Instant::now() < deadline, "readiness recovers");

@@ -12,71 +12,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::redis::wait_tcp;
+pub use crate::redis::{RedisServer, SentinelGroup};
 use crate::{FakeDevice, FakeVes, Forwarder, TestSchema, reserve_port};
-
-fn wait_tcp(addr: SocketAddr, timeout: Duration) -> bool {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    false
-}
-
-/// A private `redis-server` on its own port, restartable.
-pub struct RedisServer {
-    pub port: u16,
-    child: std::sync::Mutex<Option<Child>>,
-}
-
-impl RedisServer {
-    pub fn start() -> Self {
-        let s = Self { port: reserve_port(), child: std::sync::Mutex::new(None) };
-        s.restart();
-        s
-    }
-
-    pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
-    }
-
-    /// Stops the server abruptly (its data is gone: it keeps nothing on disk).
-    pub fn stop(&self) {
-        if let Some(mut c) = self.child.lock().unwrap_or_else(|p| p.into_inner()).take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    /// The keys matching `pattern` (`redis-cli --scan`).
-    pub fn keys(&self, pattern: &str) -> Vec<String> {
-        let out = Command::new("redis-cli")
-            .args(["-p", &self.port.to_string(), "--scan", "--pattern", pattern])
-            .output()
-            .expect("redis-cli must be installed (package redis-tools)");
-        String::from_utf8_lossy(&out.stdout).lines().filter(|l| !l.is_empty()).map(str::to_string).collect()
-    }
-
-    pub fn restart(&self) {
-        self.stop();
-        let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server must be installed (package redis-server)");
-        *self.child.lock().unwrap_or_else(|p| p.into_inner()) = Some(child);
-        assert!(wait_tcp(SocketAddr::from(([127, 0, 0, 1], self.port)), Duration::from_secs(10)), "redis-server up");
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
 
 /// One `noc serve` process.
 pub struct NodeProcess {
@@ -92,7 +30,8 @@ pub struct NodeProcess {
 
 impl NodeProcess {
     fn spawn(&self) {
-        let log = std::fs::File::create(&self.log).expect("log file");
+        // Appends, so that a restarted node's log keeps what the earlier process wrote.
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).expect("log file");
         let err = log.try_clone().expect("log file");
         let child = Command::new(&self.bin)
             .args(["serve", "--config"])
@@ -128,6 +67,13 @@ impl NodeProcess {
             .filter(|l| labels.iter().all(|(k, v)| l.contains(&format!("{k}=\"{v}\""))))
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .sum()
+    }
+
+    /// Starts the process again (after [`kill9`](Self::kill9) or [`sigterm`](Self::sigterm))
+    /// on the same configuration, ports and data directory.
+    pub fn start_again(&self) {
+        self.kill9();
+        self.spawn();
     }
 
     /// `kill -9`: no drain, no goodbye.
@@ -179,10 +125,18 @@ fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     Some((status, body))
 }
 
+/// How the nodes of an [`LbCluster`] reach Redis.
+pub enum ClusterRedis {
+    /// One server (`cluster.redis_mode = "standalone"`), restartable.
+    Standalone(RedisServer),
+    /// A primary, a replica and a sentinel (`cluster.redis_mode = "sentinel"`).
+    Sentinel(SentinelGroup),
+}
+
 /// N nodes behind HAProxy.
 pub struct LbCluster {
     pub nodes: Vec<NodeProcess>,
-    pub redis: RedisServer,
+    redis: ClusterRedis,
     pub postgres: Forwarder,
     pub lb_http: u16,
     pub lb_device: u16,
@@ -193,12 +147,23 @@ pub struct LbCluster {
 }
 
 impl LbCluster {
-    /// Starts `n` nodes of the `noc` binary at `bin` and HAProxy in front of them.
+    /// Starts `n` nodes of the `noc` binary at `bin` and HAProxy in front of them, with a
+    /// standalone Redis.
     pub async fn start(bin: &Path, n: usize) -> Self {
+        Self::start_with(bin, n, ClusterRedis::Standalone(RedisServer::start())).await
+    }
+
+    /// Starts `n` nodes behind HAProxy, reaching Redis as `redis` says.
+    pub async fn start_with(bin: &Path, n: usize, redis: ClusterRedis) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let schema = TestSchema::create().await;
         let postgres = Forwarder::start("127.0.0.1:5432".parse().expect("addr")).await.expect("pg proxy");
-        let redis = RedisServer::start();
+        let (redis_url, redis_mode) = match &redis {
+            ClusterRedis::Standalone(r) => (r.url(), "redis_mode = \"standalone\"".to_string()),
+            ClusterRedis::Sentinel(g) => {
+                (g.url(), format!("redis_mode = \"sentinel\"\nredis_sentinel_master = \"{}\"", SentinelGroup::MASTER))
+            }
+        };
         let (cert, key, _) =
             noc_app::cert::ensure(dir.path(), &["localhost".into(), "127.0.0.1".into()]).expect("cert");
         let (lb_http, lb_device) = (reserve_port(), reserve_port());
@@ -216,7 +181,7 @@ impl LbCluster {
                     r#"data_dir = "{data}"
 node_id = "{name}"
 postgres_url = "{pg_url}"
-redis_url = "{redis}"
+redis_url = "{redis_url}"
 
 [listen]
 http = "127.0.0.1:{http}"
@@ -238,6 +203,7 @@ wait_timeout_seconds = 1
 connect_timeout_seconds = 1
 
 [cluster]
+{redis_mode}
 node_lease_seconds = 2
 membership_interval_ms = 200
 # Routing must rest on the ownership keys in Redis, not on what a node remembers.
@@ -261,7 +227,6 @@ drain_seconds = 2
 grace_seconds = 2
 "#,
                     data = data.display(),
-                    redis = redis.url(),
                     cert = cert.display(),
                     key = key.display(),
                 ),
@@ -331,6 +296,22 @@ grace_seconds = 2
             .args(args)
             .output()
             .expect("noc admin")
+    }
+
+    /// The standalone Redis server (panics for a cluster started with Sentinel).
+    pub fn redis(&self) -> &RedisServer {
+        match &self.redis {
+            ClusterRedis::Standalone(r) => r,
+            ClusterRedis::Sentinel(_) => panic!("this cluster runs on Redis Sentinel"),
+        }
+    }
+
+    /// The Sentinel group (panics for a cluster started with a standalone Redis).
+    pub fn sentinel(&self) -> &SentinelGroup {
+        match &self.redis {
+            ClusterRedis::Sentinel(g) => g,
+            ClusterRedis::Standalone(_) => panic!("this cluster runs on a standalone Redis"),
+        }
     }
 
     pub fn base_url(&self) -> String {

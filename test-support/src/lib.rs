@@ -13,6 +13,7 @@ mod forward;
 pub mod lb;
 mod pg;
 mod ports;
+pub mod redis;
 mod relay;
 pub mod scenario;
 mod shim;
