@@ -43,7 +43,7 @@ FRAME_PATH_RULES = {
 CRATE_LAYERS = [
     {"noc-protocol", "noc-tls", "noc-crypto"},
     {"noc-storage", "noc-cluster", "noc-endpoint"},
-    {"noc-actors", "noc-device", "noc-agent"},
+    {"noc-actors", "noc-device", "noc-agent", "noc-web"},
     {"noc-gateway", "noc-loadtest"},
     {"noc-app"},
     {"noc", "noc-test-support"},

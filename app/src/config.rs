@@ -31,6 +31,7 @@ const SECTIONS: &[&str] = &[
     "device",
     "accounts",
     "throttle",
+    "web",
     "shutdown",
 ];
 
@@ -57,6 +58,7 @@ pub struct Config {
     pub device: DeviceConfig,
     pub accounts: AccountsConfig,
     pub throttle: ThrottleConfig,
+    pub web: WebConfig,
     pub shutdown: ShutdownConfig,
 }
 
@@ -339,6 +341,34 @@ impl Default for ThrottleConfig {
     }
 }
 
+/// The web portal for users on the public listener (white paper §6): sign-in sessions are
+/// kept in the store, so every node serves every session.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebConfig {
+    /// Serve the portal's pages (`/`, `/login`, …) beside the RTS API.
+    pub enabled: bool,
+    /// A session ends after this long without a request (white paper §6.3: 15 minutes).
+    pub session_idle_timeout_seconds: u64,
+    /// A session ends this long after sign-in, however active.
+    pub session_max_age_seconds: u64,
+    /// "Keep me signed in" sessions skip the inactivity timeout and end this long after
+    /// sign-in; 0 hides the option.
+    pub persistent_session_max_age_seconds: u64,
+}
+
+impl Default for WebConfig {
+    fn default() -> Self {
+        let p = noc_storage::WebSessionPolicy::default();
+        Self {
+            enabled: true,
+            session_idle_timeout_seconds: p.idle_timeout.as_secs(),
+            session_max_age_seconds: p.max_age.as_secs(),
+            persistent_session_max_age_seconds: p.persistent_max_age.as_secs(),
+        }
+    }
+}
+
 /// Graceful shutdown on SIGTERM/SIGINT.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -368,6 +398,7 @@ impl Default for Config {
             device: DeviceConfig::default(),
             accounts: AccountsConfig::default(),
             throttle: ThrottleConfig::default(),
+            web: WebConfig::default(),
             shutdown: ShutdownConfig::default(),
         }
     }
@@ -573,6 +604,19 @@ impl Config {
         if !(1..=86_400).contains(&t.max_delay_seconds) {
             return Err(invalid("throttle.max_delay_seconds", "must be between 1 and 86400"));
         }
+        let w = &self.web;
+        if !(1..=86_400).contains(&w.session_idle_timeout_seconds) {
+            return Err(invalid("web.session_idle_timeout_seconds", "must be between 1 and 86400"));
+        }
+        if w.session_max_age_seconds < w.session_idle_timeout_seconds || w.session_max_age_seconds > 7 * 86_400 {
+            return Err(invalid(
+                "web.session_max_age_seconds",
+                "must be at least the idle timeout and at most 604800 (7 days)",
+            ));
+        }
+        if w.persistent_session_max_age_seconds > 400 * 86_400 {
+            return Err(invalid("web.persistent_session_max_age_seconds", "must be at most 34560000 (400 days)"));
+        }
         if a.hash_queue == 0 || a.hash_wait_timeout_ms == 0 {
             return Err(invalid("accounts", "hash_queue and hash_wait_timeout_ms must be positive"));
         }
@@ -709,6 +753,11 @@ impl Config {
                 max_wait: Duration::from_millis(a.hash_wait_timeout_ms),
             },
             license_token_ttl: Duration::from_secs(a.license_token_ttl_seconds),
+            web: noc_storage::WebSessionPolicy {
+                idle_timeout: Duration::from_secs(self.web.session_idle_timeout_seconds),
+                max_age: Duration::from_secs(self.web.session_max_age_seconds),
+                persistent_max_age: Duration::from_secs(self.web.persistent_session_max_age_seconds),
+            },
         }
     }
 

@@ -11,6 +11,7 @@ mod drain;
 mod error;
 mod limits;
 mod node;
+mod portal;
 pub mod store_admin;
 mod wiring;
 

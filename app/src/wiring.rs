@@ -80,8 +80,15 @@ pub(crate) async fn wire(
         let every = Duration::from_secs(config.accounts.license_check_interval_seconds);
         actix_rt::spawn(license_watch(accounts.clone(), router.clone(), every));
     }
+    let web = config.web.enabled.then(|| noc_web::WebState {
+        portal: Arc::new(crate::portal::AccountsPortal { accounts: accounts.clone() }),
+        settings: Arc::new(noc_web::WebSettings {
+            offer_persistent: config.web.persistent_session_max_age_seconds > 0,
+        }),
+    });
     let state = GatewayState {
         accounts,
+        web,
         router,
         rts,
         sessions,

@@ -53,6 +53,8 @@ pub struct GatewayConfig {
 #[derive(Clone)]
 pub struct GatewayState {
     pub accounts: Accounts,
+    /// The web portal for users, when enabled: mounted on the public listener.
+    pub web: Option<noc_web::WebState>,
     pub router: Arc<Router>,
     pub rts: Arc<RtsSessions>,
     pub sessions: Arc<SessionConfig>,

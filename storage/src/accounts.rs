@@ -31,6 +31,27 @@ pub enum MsisdnApproval {
     List,
 }
 
+/// How long web sign-in sessions live (see `web_sessions.rs`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WebSessionPolicy {
+    /// An ordinary session ends after this long without a request.
+    pub idle_timeout: Duration,
+    /// An ordinary session ends this long after sign-in, however active.
+    pub max_age: Duration,
+    /// A "keep me signed in" session ends this long after sign-in.
+    pub persistent_max_age: Duration,
+}
+
+impl Default for WebSessionPolicy {
+    fn default() -> Self {
+        Self {
+            idle_timeout: Duration::from_secs(15 * 60),
+            max_age: Duration::from_secs(12 * 3600),
+            persistent_max_age: Duration::from_secs(30 * 24 * 3600),
+        }
+    }
+}
+
 /// Tunables of the account rules.
 #[derive(Clone, Debug)]
 pub struct AccountPolicy {
@@ -44,6 +65,8 @@ pub struct AccountPolicy {
     pub hashing: PasswordHashing,
     /// How long a license-id token registers new VES installations after it was issued.
     pub license_token_ttl: Duration,
+    /// How long web sign-in sessions live.
+    pub web: WebSessionPolicy,
 }
 
 impl Default for AccountPolicy {
@@ -55,6 +78,7 @@ impl Default for AccountPolicy {
             min_password_length: 8,
             hashing: PasswordHashing::default(),
             license_token_ttl: Duration::from_secs(24 * 3600),
+            web: WebSessionPolicy::default(),
         }
     }
 }
@@ -164,7 +188,7 @@ impl Accounts {
         Ok(self.hasher.verify(password, hash).await?)
     }
 
-    async fn audit(&self, actor: String, action: &str, subject: String, detail: String) {
+    pub(crate) async fn audit(&self, actor: String, action: &str, subject: String, detail: String) {
         let event =
             AuditEvent { at: noc_protocol::clock::unix_ms_i64(), actor, action: action.to_string(), subject, detail };
         if let Err(e) = self.store.append_audit(event).await {

@@ -110,6 +110,20 @@ CREATE TABLE audit_log (
 ALTER TABLE users DROP COLUMN failed_attempts;
 ALTER TABLE users DROP COLUMN locked_until;
 "#,
+    r#"
+CREATE TABLE web_sessions (
+    token_hash   BLOB PRIMARY KEY,
+    id           TEXT NOT NULL UNIQUE,
+    user_id      TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    created_at   INTEGER NOT NULL,
+    last_seen_at INTEGER NOT NULL,
+    expires_at   INTEGER NOT NULL,
+    persistent   INTEGER NOT NULL,
+    client       TEXT NOT NULL
+);
+CREATE INDEX web_sessions_user ON web_sessions(user_id);
+CREATE INDEX web_sessions_expiry ON web_sessions(expires_at);
+"#,
 ];
 
 /// SQLite-backed [`Store`].
@@ -164,6 +178,20 @@ impl SqliteStore {
         .await
         .map_err(|e| StoreError::Backend(format!("store task failed: {e}")))?
     }
+}
+
+const WEB_SESSION_COLS: &str = "id, user_id, created_at, last_seen_at, expires_at, persistent, client";
+
+fn web_session_row(r: &Row<'_>) -> rusqlite::Result<WebSession> {
+    Ok(WebSession {
+        id: r.get(0)?,
+        user_id: parse_id::<UserId>(r.get(1)?)?,
+        created_at: r.get(2)?,
+        last_seen_at: r.get(3)?,
+        expires_at: r.get(4)?,
+        persistent: r.get(5)?,
+        client: r.get(6)?,
+    })
 }
 
 fn parse_id<T: std::str::FromStr>(s: String) -> rusqlite::Result<T> {
@@ -655,6 +683,95 @@ impl Store for SqliteStore {
                 params![e.at, e.actor, e.action, e.subject, e.detail],
             )?;
             Ok(())
+        })
+        .await
+    }
+
+    async fn insert_web_session(&self, token_hash: &[u8], session: &WebSession) -> Result<()> {
+        let (hash, w) = (token_hash.to_vec(), session.clone());
+        self.run(move |c| {
+            let tx = c.transaction()?;
+            tx.execute("DELETE FROM web_sessions WHERE expires_at < ?1", [w.created_at])?;
+            tx.execute(
+                "INSERT INTO web_sessions (token_hash, id, user_id, created_at, last_seen_at, expires_at, persistent, client) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![
+                    hash,
+                    w.id,
+                    w.user_id.to_string(),
+                    w.created_at,
+                    w.last_seen_at,
+                    w.expires_at,
+                    w.persistent,
+                    w.client
+                ],
+            )?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn touch_web_session(&self, token_hash: &[u8], now: i64, idle_since: i64) -> Result<Option<WebSession>> {
+        let hash = token_hash.to_vec();
+        self.run(move |c| {
+            let tx = c.transaction()?;
+            let found = tx
+                .query_row(
+                    &format!("SELECT {WEB_SESSION_COLS} FROM web_sessions WHERE token_hash = ?1"),
+                    [&hash],
+                    web_session_row,
+                )
+                .optional()?;
+            let Some(mut w) = found else { return Ok(None) };
+            if now >= w.expires_at || (!w.persistent && w.last_seen_at < idle_since) {
+                tx.execute("DELETE FROM web_sessions WHERE token_hash = ?1", [&hash])?;
+                tx.commit()?;
+                return Ok(None);
+            }
+            tx.execute("UPDATE web_sessions SET last_seen_at = ?1 WHERE token_hash = ?2", params![now, hash])?;
+            tx.commit()?;
+            w.last_seen_at = now;
+            Ok(Some(w))
+        })
+        .await
+    }
+
+    async fn delete_web_session(&self, token_hash: &[u8]) -> Result<bool> {
+        let hash = token_hash.to_vec();
+        self.run(move |c| Ok(c.execute("DELETE FROM web_sessions WHERE token_hash = ?1", [hash])? > 0)).await
+    }
+
+    async fn delete_web_session_by_id(&self, user: UserId, id: &str) -> Result<bool> {
+        let id = id.to_owned();
+        self.run(move |c| {
+            Ok(c.execute("DELETE FROM web_sessions WHERE id = ?1 AND user_id = ?2", params![id, user.to_string()])? > 0)
+        })
+        .await
+    }
+
+    async fn delete_web_sessions_of_user(&self, user: UserId, keep: Option<&[u8]>) -> Result<u64> {
+        let keep = keep.map(<[u8]>::to_vec).unwrap_or_default();
+        self.run(move |c| {
+            let n = c.execute(
+                "DELETE FROM web_sessions WHERE user_id = ?1 AND token_hash <> ?2",
+                params![user.to_string(), keep],
+            )?;
+            Ok(n as u64)
+        })
+        .await
+    }
+
+    async fn web_sessions_of_user(&self, user: UserId, now: i64) -> Result<Vec<WebSession>> {
+        self.run(move |c| {
+            let mut stmt = c.prepare(&format!(
+                "SELECT {WEB_SESSION_COLS} FROM web_sessions WHERE user_id = ?1 AND expires_at > ?2 \
+                 ORDER BY created_at DESC, id"
+            ))?;
+            let rows = stmt
+                .query_map(params![user.to_string(), now], web_session_row)?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
         })
         .await
     }

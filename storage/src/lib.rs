@@ -20,8 +20,9 @@ pub mod postgres;
 pub use noc_protocol::secrets;
 mod store;
 pub mod throttle;
+mod web_sessions;
 
-pub use accounts::{AccountError, AccountPolicy, Accounts, DeviceAuth, MsisdnApproval};
+pub use accounts::{AccountError, AccountPolicy, Accounts, DeviceAuth, MsisdnApproval, WebSessionPolicy};
 pub use embedded::SqliteStore;
 pub use error::StoreError;
 pub use hashing::{HashError, Hasher, PasswordHashing};
@@ -29,3 +30,4 @@ pub use model::*;
 pub use postgres::{PostgresOptions, PostgresStore};
 pub use store::Store;
 pub use throttle::{Throttle, ThrottlePolicy, Throttled};
+pub use web_sessions::NewWebSession;

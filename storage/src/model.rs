@@ -178,3 +178,23 @@ pub struct AuditEvent {
     pub subject: String,
     pub detail: String,
 }
+
+/// A signed-in browser (white paper §6.2–6.3). The store keeps the SHA-256 of the session
+/// token, never the token, so a copy of the database signs nobody in.
+#[derive(Clone, Debug, PartialEq)]
+pub struct WebSession {
+    /// A random public name for the session (32 hex digits), for listing and revoking it
+    /// on the settings page without exposing anything of the token.
+    pub id: String,
+    pub user_id: UserId,
+    pub created_at: i64,
+    /// The last request made with it; an ordinary session ends after the inactivity
+    /// timeout counted from here.
+    pub last_seen_at: i64,
+    /// The absolute end, whatever the activity.
+    pub expires_at: i64,
+    /// "Keep me signed in": exempt from the inactivity timeout until `expires_at`.
+    pub persistent: bool,
+    /// What signed in (a short form of the browser's User-Agent), for the user's list.
+    pub client: String,
+}

@@ -95,6 +95,20 @@ CREATE TABLE audit_log (
 -- Password attempts are throttled in memory (crate::throttle); no per-user lock is kept.
 ALTER TABLE users DROP COLUMN failed_attempts, DROP COLUMN locked_until;
 "#,
+    r#"
+CREATE TABLE web_sessions (
+    token_hash   BYTEA PRIMARY KEY,
+    id           TEXT NOT NULL UNIQUE,
+    user_id      UUID NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    created_at   BIGINT NOT NULL,
+    last_seen_at BIGINT NOT NULL,
+    expires_at   BIGINT NOT NULL,
+    persistent   BOOLEAN NOT NULL,
+    client       TEXT NOT NULL
+);
+CREATE INDEX web_sessions_user ON web_sessions(user_id);
+CREATE INDEX web_sessions_expiry ON web_sessions(expires_at);
+"#,
 ];
 
 /// Arbitrary constant naming the migration advisory lock.
@@ -306,6 +320,20 @@ fn license_row(r: &Row) -> License {
 
 const USER_COLS: &str = "id, license_id, ves_id, email, msisdn, password_hash, first_name, last_name, \
      time_zone, status, constant_sync, filter_rules, created_at, updated_at";
+
+const WEB_SESSION_COLS: &str = "id, user_id, created_at, last_seen_at, expires_at, persistent, client";
+
+fn web_session_row(r: &Row) -> WebSession {
+    WebSession {
+        id: r.get(0),
+        user_id: UserId(r.get(1)),
+        created_at: r.get(2),
+        last_seen_at: r.get(3),
+        expires_at: r.get(4),
+        persistent: r.get(5),
+        client: r.get(6),
+    }
+}
 
 fn user_row(r: &Row) -> UserRecord {
     let status: String = r.get(9);
@@ -737,6 +765,86 @@ impl Store for PostgresStore {
             .await
             .map_err(pg_error)?;
         Ok(())
+    }
+
+    async fn insert_web_session(&self, token_hash: &[u8], session: &WebSession) -> Result<()> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(pg_error)?;
+        tx.execute("DELETE FROM web_sessions WHERE expires_at < $1", &[&session.created_at]).await.map_err(pg_error)?;
+        tx.execute(
+            "INSERT INTO web_sessions (token_hash, id, user_id, created_at, last_seen_at, expires_at, persistent, client) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            &[
+                &token_hash,
+                &session.id,
+                &session.user_id.0,
+                &session.created_at,
+                &session.last_seen_at,
+                &session.expires_at,
+                &session.persistent,
+                &session.client,
+            ],
+        )
+        .await
+        .map_err(pg_error)?;
+        tx.commit().await.map_err(pg_error)
+    }
+
+    async fn touch_web_session(&self, token_hash: &[u8], now: i64, idle_since: i64) -> Result<Option<WebSession>> {
+        let c = self.client().await?;
+        // One statement: the session is live and touched, or ended and deleted, or unknown.
+        let live = c
+            .query_opt(
+                &format!(
+                    "UPDATE web_sessions SET last_seen_at = $2 WHERE token_hash = $1 AND $2 < expires_at \
+                     AND (persistent OR last_seen_at >= $3) RETURNING {WEB_SESSION_COLS}"
+                ),
+                &[&token_hash, &now, &idle_since],
+            )
+            .await
+            .map_err(pg_error)?;
+        if let Some(r) = live {
+            return Ok(Some(web_session_row(&r)));
+        }
+        c.execute("DELETE FROM web_sessions WHERE token_hash = $1", &[&token_hash]).await.map_err(pg_error)?;
+        Ok(None)
+    }
+
+    async fn delete_web_session(&self, token_hash: &[u8]) -> Result<bool> {
+        let c = self.client().await?;
+        Ok(c.execute("DELETE FROM web_sessions WHERE token_hash = $1", &[&token_hash]).await.map_err(pg_error)? > 0)
+    }
+
+    async fn delete_web_session_by_id(&self, user: UserId, id: &str) -> Result<bool> {
+        let c = self.client().await?;
+        let n = c
+            .execute("DELETE FROM web_sessions WHERE id = $1 AND user_id = $2", &[&id, &user.0])
+            .await
+            .map_err(pg_error)?;
+        Ok(n > 0)
+    }
+
+    async fn delete_web_sessions_of_user(&self, user: UserId, keep: Option<&[u8]>) -> Result<u64> {
+        let c = self.client().await?;
+        let keep: &[u8] = keep.unwrap_or_default();
+        c.execute("DELETE FROM web_sessions WHERE user_id = $1 AND token_hash <> $2", &[&user.0, &keep])
+            .await
+            .map_err(pg_error)
+    }
+
+    async fn web_sessions_of_user(&self, user: UserId, now: i64) -> Result<Vec<WebSession>> {
+        let c = self.client().await?;
+        let rows = c
+            .query(
+                &format!(
+                    "SELECT {WEB_SESSION_COLS} FROM web_sessions WHERE user_id = $1 AND expires_at > $2 \
+                     ORDER BY created_at DESC, id"
+                ),
+                &[&user.0, &now],
+            )
+            .await
+            .map_err(pg_error)?;
+        Ok(rows.iter().map(web_session_row).collect())
     }
 
     async fn audit_log(&self, limit: u32) -> Result<Vec<AuditEvent>> {

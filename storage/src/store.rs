@@ -77,6 +77,24 @@ pub trait Store: Send + Sync + 'static {
     async fn approve_msisdn(&self, msisdn: &str, approved_by: &str, now: i64) -> Result<()>;
     async fn msisdn_approved(&self, msisdn: &str) -> Result<bool>;
 
+    /// Stores a new web session under the hash of its token, and deletes every session
+    /// that ended before `session.created_at`.
+    async fn insert_web_session(&self, token_hash: &[u8], session: &WebSession) -> Result<()>;
+    /// The live session of a token, with `last_seen_at` moved to `now`, atomically. A
+    /// session is live when `now < expires_at` and, unless persistent, its last request
+    /// was at or after `idle_since`; a session found ended is deleted and `None` returned.
+    async fn touch_web_session(&self, token_hash: &[u8], now: i64, idle_since: i64) -> Result<Option<WebSession>>;
+    /// Deletes the session of a token (sign-out); whether one existed.
+    async fn delete_web_session(&self, token_hash: &[u8]) -> Result<bool>;
+    /// Deletes the user's session with public id `id` (revocation from the settings
+    /// page); whether one existed. Another user's session is never touched.
+    async fn delete_web_session_by_id(&self, user: UserId, id: &str) -> Result<bool>;
+    /// Deletes every session of the user except the one of `keep` (a password change
+    /// signs out everywhere else); returns how many.
+    async fn delete_web_sessions_of_user(&self, user: UserId, keep: Option<&[u8]>) -> Result<u64>;
+    /// The user's sessions that have not passed `expires_at`, newest first.
+    async fn web_sessions_of_user(&self, user: UserId, now: i64) -> Result<Vec<WebSession>>;
+
     async fn append_audit(&self, event: AuditEvent) -> Result<()>;
     /// Newest first.
     async fn audit_log(&self, limit: u32) -> Result<Vec<AuditEvent>>;

@@ -382,6 +382,65 @@ macro_rules! conformance {
                 backend.cleanup().await;
             }
 
+            /// Web sessions: live while used within the inactivity window or until their
+            /// absolute end, deleted once found ended, revocable one by one and all but the
+            /// current one; users never touch each other's.
+            #[tokio::test]
+            async fn web_sessions_expire_idle_and_are_revoked() {
+                let backend = super::$backend().await;
+                let accounts = Accounts::new(backend.store.clone(), policy()).expect("accounts");
+                let ves = registered_ves(&accounts, 5).await;
+                let ann = accounts.provision_user(ves.id, ves.license_id, "ann@example.com", Some("ann-password"), "Ann", "A").await.expect("ann").0;
+                let bob = accounts.provision_user(ves.id, ves.license_id, "bob@example.com", Some("bob-password"), "Bob", "B").await.expect("bob").0;
+                let store = accounts.store();
+                let session = |id: &str, user: noc_protocol::UserId, at: i64, persistent: bool| noc_storage::WebSession {
+                    id: id.into(),
+                    user_id: user,
+                    created_at: at,
+                    last_seen_at: at,
+                    expires_at: at + 10_000,
+                    persistent,
+                    client: "Firefox on Linux".into(),
+                };
+                store.insert_web_session(b"tok-ann-1", &session("a1", ann.id, 1_000, false)).await.expect("insert");
+                store.insert_web_session(b"tok-ann-2", &session("a2", ann.id, 1_100, true)).await.expect("insert");
+                store.insert_web_session(b"tok-bob-1", &session("b1", bob.id, 1_200, false)).await.expect("insert");
+
+                // Used within the window: live, and the window moves with it.
+                let w = store.touch_web_session(b"tok-ann-1", 2_000, 1_000).await.expect("touch").expect("live");
+                assert_eq!((w.user_id, w.last_seen_at, w.id.as_str()), (ann.id, 2_000, "a1"));
+                assert_eq!(store.touch_web_session(b"nope", 2_000, 0).await.expect("touch"), None);
+                // Idle too long: ended and gone, even if later asked with a wider window.
+                assert_eq!(store.touch_web_session(b"tok-ann-1", 5_000, 2_001).await.expect("touch"), None);
+                assert_eq!(store.touch_web_session(b"tok-ann-1", 5_000, 0).await.expect("touch"), None);
+                // Persistent: idle does not matter, the absolute end does.
+                assert!(store.touch_web_session(b"tok-ann-2", 9_000, 8_999).await.expect("touch").is_some());
+                assert_eq!(store.touch_web_session(b"tok-ann-2", 11_100, 0).await.expect("touch"), None);
+
+                store.insert_web_session(b"tok-ann-3", &session("a3", ann.id, 3_000, true)).await.expect("insert");
+                store.insert_web_session(b"tok-ann-4", &session("a4", ann.id, 3_100, false)).await.expect("insert");
+                let listed: Vec<String> = store.web_sessions_of_user(ann.id, 3_200).await.expect("list").into_iter().map(|w| w.id).collect();
+                assert_eq!(listed, vec!["a4", "a3"], "newest first, ended ones not listed");
+                // Another user's id revokes nothing; the owner's does.
+                assert!(!store.delete_web_session_by_id(bob.id, "a3").await.expect("delete"));
+                assert!(store.delete_web_session_by_id(ann.id, "a3").await.expect("delete"));
+                assert_eq!(store.touch_web_session(b"tok-ann-3", 3_300, 0).await.expect("touch"), None);
+                // Everything but the current session; Bob's stays.
+                store.insert_web_session(b"tok-ann-5", &session("a5", ann.id, 3_400, false)).await.expect("insert");
+                assert_eq!(store.delete_web_sessions_of_user(ann.id, Some(b"tok-ann-5")).await.expect("delete"), 1);
+                assert!(store.touch_web_session(b"tok-ann-5", 3_500, 3_000).await.expect("touch").is_some());
+                assert!(store.touch_web_session(b"tok-bob-1", 3_500, 1_000).await.expect("touch").is_some());
+                assert!(store.delete_web_session(b"tok-ann-5").await.expect("sign out"));
+                assert!(!store.delete_web_session(b"tok-ann-5").await.expect("twice"));
+                // A new session sweeps the ones that have ended.
+                store.insert_web_session(b"tok-bob-2", &session("b2", bob.id, 20_000, false)).await.expect("insert");
+                assert_eq!(store.web_sessions_of_user(bob.id, 0).await.expect("list").len(), 1, "b1 swept");
+                // Deleting the user deletes its sessions.
+                store.delete_user(bob.id).await.expect("delete bob");
+                assert_eq!(store.touch_web_session(b"tok-bob-2", 20_001, 0).await.expect("touch"), None);
+                backend.cleanup().await;
+            }
+
             #[tokio::test]
             async fn msisdn_is_unique() {
                 let backend = super::$backend().await;

@@ -20,6 +20,7 @@ mod shim;
 mod smtp;
 mod tls;
 mod ves;
+mod web_client;
 
 pub use cluster::{TestCluster, test_redis_url};
 pub use connect_proxy::ConnectProxy;
@@ -32,6 +33,7 @@ pub use shim::{Captured, DeviceShim, ShimAction, ShimDir};
 pub use smtp::{SmtpMessage, SmtpSink};
 pub use tls::client_config;
 pub use ves::{ApiFailure, CommandChannel, FakeVes};
+pub use web_client::{Page, WebClient};
 
 /// A unique lowercase-hex VES GUID.
 pub fn random_guid() -> String {

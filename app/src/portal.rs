@@ -1,0 +1,95 @@
+//! The web portal's view of the accounts: [`noc_web::Portal`] over [`Accounts`]. The web
+//! crate knows nothing of the store; this is the one place that translates.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use noc_storage::{AccountError, Accounts, UserRecord, WebSession};
+use noc_web::{Portal, PortalError, Profile, SessionInfo, SignedIn, Visitor};
+
+/// The portal over the node's account service.
+pub struct AccountsPortal {
+    pub accounts: Accounts,
+}
+
+fn profile(u: &UserRecord) -> Profile {
+    Profile {
+        user_id: u.id.to_string(),
+        email: u.email.clone(),
+        first_name: u.first_name.clone(),
+        last_name: u.last_name.clone(),
+        msisdn: u.msisdn.clone(),
+        time_zone: u.time_zone.clone(),
+    }
+}
+
+fn visitor(s: &WebSession, u: &UserRecord) -> Visitor {
+    Visitor { profile: profile(u), session_id: s.id.clone(), persistent: s.persistent }
+}
+
+fn portal_error(e: AccountError) -> PortalError {
+    match e {
+        AccountError::InvalidCredentials | AccountError::NotActivated => PortalError::InvalidCredentials,
+        AccountError::Throttled(t) => PortalError::Throttled { retry_after: t.retry_after() },
+        AccountError::Suspended | AccountError::Revoked => PortalError::Suspended,
+        AccountError::NotFound => PortalError::NotFound,
+        AccountError::Busy(_) => PortalError::Busy,
+        AccountError::Unavailable(_) => PortalError::Unavailable,
+        other => {
+            tracing::error!(error = %other, "web portal: account service failed");
+            PortalError::Internal
+        }
+    }
+}
+
+fn user_id(id: &str) -> Result<noc_protocol::UserId, PortalError> {
+    id.parse().map_err(|_| PortalError::NotFound)
+}
+
+#[async_trait]
+impl Portal for AccountsPortal {
+    async fn sign_in(
+        &self,
+        login: &str,
+        password: &str,
+        persistent: bool,
+        user_agent: &str,
+        source: IpAddr,
+    ) -> Result<SignedIn, PortalError> {
+        let new =
+            self.accounts.web_sign_in(login, password, persistent, user_agent, source).await.map_err(portal_error)?;
+        let max_age = persistent.then(|| {
+            Duration::from_millis(u64::try_from(new.session.expires_at - new.session.created_at).unwrap_or(0))
+        });
+        Ok(SignedIn { visitor: visitor(&new.session, &new.user), token: new.token, cookie_max_age: max_age })
+    }
+
+    async fn session(&self, token: &str) -> Result<Option<Visitor>, PortalError> {
+        let found = self.accounts.web_session(token).await.map_err(portal_error)?;
+        Ok(found.map(|(s, u)| visitor(&s, &u)))
+    }
+
+    async fn sign_out(&self, token: &str) -> Result<(), PortalError> {
+        self.accounts.web_sign_out(token).await.map_err(portal_error)
+    }
+
+    async fn sessions(&self, user: &str) -> Result<Vec<SessionInfo>, PortalError> {
+        let sessions = self.accounts.web_sessions(user_id(user)?).await.map_err(portal_error)?;
+        Ok(sessions
+            .into_iter()
+            .map(|s| SessionInfo {
+                id: s.id,
+                client: s.client,
+                created_at_ms: s.created_at,
+                last_seen_at_ms: s.last_seen_at,
+                expires_at_ms: s.expires_at,
+                persistent: s.persistent,
+            })
+            .collect())
+    }
+
+    async fn revoke_session(&self, user: &str, session_id: &str) -> Result<(), PortalError> {
+        self.accounts.revoke_web_session(user_id(user)?, session_id).await.map_err(portal_error)
+    }
+}

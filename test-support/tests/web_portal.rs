@@ -1,0 +1,292 @@
+//! The web portal over HTTP, as a browser and as an attacker meet it: sign-in and
+//! sessions kept in the store (cookie flags, a new token per sign-in, sign-out on the
+//! server, inactivity timeout, "keep me signed in", revocation, any node serving any
+//! session), CSRF on every form, escaping, security headers, and refusals that read the
+//! same for known and unknown accounts.
+
+use std::time::Duration;
+
+use noc_protocol::rts::{DataRequest, ProvisionedUser, Secret};
+use noc_test_support::{CommandChannel, FakeVes, TestCluster, TestRelay, WebClient};
+
+const PASSWORD: &str = "user-password-1";
+
+/// A relay with a license, a VES and its command channel (kept open by the caller).
+async fn relay_and_ves(tweak: impl FnOnce(&mut noc_app::Config)) -> (TestRelay, FakeVes, CommandChannel) {
+    let relay = TestRelay::start_with(tweak);
+    relay.create_license("acme", "acme-license-pw", 10).await;
+    let mut ves = relay.ves();
+    ves.license("acme", "acme-license-pw").await.expect("license login");
+    let channel = ves.open().await.expect("command channel");
+    (relay, ves, channel)
+}
+
+async fn user(ves: &FakeVes, email: &str, first: &str, last: &str) -> ProvisionedUser {
+    ves.data(&DataRequest::ProvisionUser {
+        email: email.into(),
+        password: Some(Secret(PASSWORD.into())),
+        first_name: first.into(),
+        last_name: last.into(),
+    })
+    .await
+    .expect("provision")
+}
+
+fn browser(relay: &TestRelay) -> WebClient {
+    WebClient::new(relay.node.http_addr, &relay.cert_path())
+}
+
+fn assert_page_headers(page: &noc_test_support::Page) {
+    let csp = page.header("content-security-policy").expect("CSP");
+    assert!(csp.contains("default-src 'none'") && csp.contains("frame-ancestors 'none'"), "{csp}");
+    assert!(!csp.contains("script-src"), "no script allowed at all: {csp}");
+    assert_eq!(page.header("cache-control"), Some("no-store"));
+    assert_eq!(page.header("x-content-type-options"), Some("nosniff"));
+    assert_eq!(page.header("referrer-policy"), Some("no-referrer"));
+    assert_eq!(page.header("x-frame-options"), Some("DENY"));
+    assert!(page.header("strict-transport-security").is_some());
+}
+
+#[tokio::test]
+async fn sign_in_sets_a_host_only_session_cookie_and_shows_the_account() {
+    let (relay, ves, _channel) = relay_and_ves(|_| {}).await;
+    user(&ves, "ann@example.com", "Ann", "Lee").await;
+    let mut b = browser(&relay);
+
+    let anonymous = b.get("/").await;
+    assert_eq!((anonymous.status, anonymous.header("location")), (303, Some("/login")));
+    let form = b.get("/login").await;
+    assert_eq!(form.status, 200);
+    assert_page_headers(&form);
+    assert!(form.header("content-type").is_some_and(|c| c.starts_with("text/html")));
+    let csrf_cookie = form.set_cookies().into_iter().find(|c| c.starts_with("__Host-noc_csrf=")).expect("csrf cookie");
+    for flag in ["Secure", "HttpOnly", "Path=/", "SameSite=Strict"] {
+        assert!(csrf_cookie.contains(flag), "{csrf_cookie}");
+    }
+    assert!(form.body.contains("Keep me signed in"));
+
+    let signed_in = b.sign_in("ANN@example.com", PASSWORD, false).await;
+    assert_eq!((signed_in.status, signed_in.header("location")), (303, Some("/")));
+    let cookie = signed_in.set_cookies().into_iter().find(|c| c.starts_with("__Host-noc_session=")).expect("cookie");
+    for flag in ["Secure", "HttpOnly", "Path=/", "SameSite=Lax"] {
+        assert!(cookie.contains(flag), "{cookie}");
+    }
+    assert!(!cookie.contains("Max-Age") && !cookie.contains("Domain"), "a browser-session cookie: {cookie}");
+    let token = b.cookies["__Host-noc_session"].clone();
+    assert!(token.len() >= 32, "at least 128 bits");
+
+    let home = b.get("/").await;
+    assert_eq!(home.status, 200);
+    assert_page_headers(&home);
+    assert!(home.body.contains("Ann Lee") && home.body.contains("ann@example.com"), "{}", home.body);
+    assert!(home.body.contains("this browser") && home.body.contains("TestBrowser/1.0"));
+
+    // A token known before sign-in (planted) is never promoted: sign-in makes a new one.
+    let planted = "ab".repeat(32);
+    let mut victim = browser(&relay);
+    victim.cookies.insert("__Host-noc_session".into(), planted.clone());
+    assert_eq!(victim.sign_in("ann@example.com", PASSWORD, false).await.status, 303);
+    assert_ne!(victim.cookies["__Host-noc_session"], planted);
+    assert_ne!(victim.cookies["__Host-noc_session"], token, "every sign-in its own token");
+
+    // The store holds hashes, never the token.
+    let audit = relay.admin().await.audit(20).await.expect("audit");
+    assert!(audit.iter().any(|e| e.action == "user.web_sign_in"));
+    assert!(audit.iter().all(|e| !e.detail.contains(&token)));
+}
+
+#[tokio::test]
+async fn wrong_password_and_unknown_account_read_the_same() {
+    let (relay, ves, _channel) = relay_and_ves(|_| {}).await;
+    user(&ves, "bob@example.com", "Bob", "Ng").await;
+    let mut b = browser(&relay);
+    let wrong = b.sign_in("bob@example.com", "not-the-password", false).await;
+    let unknown = b.sign_in("nobody@example.com", "not-the-password", false).await;
+    assert_eq!((wrong.status, unknown.status), (401, 401));
+    assert_page_headers(&wrong);
+    assert_eq!(
+        wrong.body.replace("bob@example.com", "LOGIN"),
+        unknown.body.replace("nobody@example.com", "LOGIN"),
+        "same page for an existing and an unknown account"
+    );
+    assert!(!b.cookies.contains_key("__Host-noc_session"));
+}
+
+#[tokio::test]
+async fn guessing_is_throttled_without_locking_the_owner_out() {
+    let (relay, ves, _channel) = relay_and_ves(|_| {}).await;
+    user(&ves, "cid@example.com", "Cid", "Ro").await;
+    let mut attacker = browser(&relay);
+    let mut last = 0;
+    for _ in 0..8 {
+        last = attacker.sign_in("cid@example.com", "guess", false).await.status;
+    }
+    assert_eq!(last, 429, "guessing from one address is slowed down");
+    let page = attacker.sign_in("cid@example.com", "guess", false).await;
+    assert!(page.header("retry-after").is_some() && page.body.contains("Too many attempts"));
+    // The owner, from another address, still signs in: nothing was locked.
+    let mut owner = browser(&relay).from_address("127.0.0.2".parse().expect("ip"));
+    assert_eq!(owner.sign_in("cid@example.com", PASSWORD, false).await.status, 303);
+    assert_eq!(owner.get("/").await.status, 200);
+}
+
+#[tokio::test]
+async fn forms_without_the_csrf_token_or_from_another_site_change_nothing() {
+    let (relay, ves, _channel) = relay_and_ves(|_| {}).await;
+    user(&ves, "dee@example.com", "Dee", "Ko").await;
+    let mut b = browser(&relay);
+
+    // Sign-in without the double-submit value, with a wrong one, or from another origin.
+    b.get("/login").await;
+    let csrf = b.cookies["__Host-noc_csrf"].clone();
+    let creds = [("login", "dee@example.com"), ("password", PASSWORD)];
+    assert_eq!(b.post("/login", &creds).await.status, 403);
+    let wrong = [("csrf", "00"), ("login", "dee@example.com"), ("password", PASSWORD)];
+    assert_eq!(b.post("/login", &wrong).await.status, 403);
+    let right = [("csrf", csrf.as_str()), ("login", "dee@example.com"), ("password", PASSWORD)];
+    assert_eq!(b.post_from("/login", &right, Some("https://evil.example")).await.status, 403);
+    assert!(!b.cookies.contains_key("__Host-noc_session"), "none of them signed in");
+
+    // Signed in: sign-out and revocation need the session's token.
+    assert_eq!(b.sign_in("dee@example.com", PASSWORD, false).await.status, 303);
+    let home = b.get("/").await;
+    let token = home.hidden("csrf").expect("csrf field");
+    let refused = b.post("/logout", &[]).await;
+    assert_eq!(refused.status, 403);
+    assert!(refused.body.contains("did not come from this site"), "{}", refused.body);
+    assert_eq!(b.post("/logout", &[("csrf", &csrf)]).await.status, 403, "the sign-in form's value is not it");
+    assert_eq!(b.post_from("/logout", &[("csrf", &token)], Some("https://evil.example")).await.status, 403);
+    assert_eq!(b.get("/").await.status, 200, "still signed in");
+    let out = b.post("/logout", &[("csrf", &token)]).await;
+    assert_eq!((out.status, out.header("location")), (303, Some("/login?signed_out=1")));
+}
+
+#[tokio::test]
+async fn sign_out_ends_the_session_on_the_server() {
+    let (relay, ves, _channel) = relay_and_ves(|_| {}).await;
+    user(&ves, "eve@example.com", "Eve", "Mo").await;
+    let mut b = browser(&relay);
+    b.sign_in("eve@example.com", PASSWORD, false).await;
+    let stolen = b.cookies.clone();
+    let token = b.get("/").await.hidden("csrf").expect("csrf");
+    b.post("/logout", &[("csrf", &token)]).await;
+    assert!(!b.cookies.contains_key("__Host-noc_session"), "cookie cleared");
+    let after = b.get("/login?signed_out=1").await;
+    assert!(after.body.contains("You are signed out."));
+
+    // The old cookie, replayed (Back, or a copy): the account is gone from it.
+    let mut replay = browser(&relay);
+    replay.cookies = stolen;
+    let page = replay.get("/").await;
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains("Your session timed out") && !page.body.contains("eve@example.com"));
+    assert_page_headers(&page);
+}
+
+#[tokio::test]
+async fn an_idle_session_times_out_and_keep_me_signed_in_does_not() {
+    let (relay, ves, _channel) = relay_and_ves(|c| c.web.session_idle_timeout_seconds = 1).await;
+    user(&ves, "fay@example.com", "Fay", "Wu").await;
+    let mut short = browser(&relay);
+    short.sign_in("fay@example.com", PASSWORD, false).await;
+    let mut kept = browser(&relay);
+    kept.user_agent = "Kept/2.0".into();
+    let signed_in = kept.sign_in("fay@example.com", PASSWORD, true).await;
+    let cookie = signed_in.set_cookies().into_iter().find(|c| c.starts_with("__Host-noc_session=")).expect("cookie");
+    assert!(cookie.contains("Max-Age=2592000"), "kept for the persistent lifetime: {cookie}");
+    assert_eq!(short.get("/").await.status, 200);
+
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let timed_out = short.get("/").await;
+    assert!(timed_out.body.contains("Your session timed out"), "{}", timed_out.body);
+    assert!(!short.cookies.contains_key("__Host-noc_session"));
+    assert_eq!(short.get("/").await.header("location"), Some("/login"));
+
+    let home = kept.get("/").await;
+    assert!(home.body.contains("fay@example.com") && home.body.contains("kept signed in"), "{}", home.body);
+
+    // Revoked from another browser, the kept session ends at once.
+    let mut other = browser(&relay);
+    other.sign_in("fay@example.com", PASSWORD, false).await;
+    let listed = other.get("/").await;
+    let csrf = listed.hidden("csrf").expect("csrf");
+    assert_eq!(listed.body.matches("/revoke\"").count(), 2, "the kept session and this one");
+    let kept_block = listed.body.split("<li>").find(|li| li.contains("Kept/2.0")).expect("kept session listed");
+    let kept_id = kept_block
+        .split("action=\"/sessions/")
+        .nth(1)
+        .and_then(|s| s.split('/').next())
+        .expect("its revoke form")
+        .to_string();
+    let revoked = other.post(&format!("/sessions/{kept_id}/revoke"), &[("csrf", &csrf)]).await;
+    assert_eq!((revoked.status, revoked.header("location")), (303, Some("/")));
+    assert!(kept.get("/").await.body.contains("Your session timed out"));
+    assert_eq!(other.get("/").await.status, 200, "the other session is untouched");
+    // Another user's session id is not found, whatever this user tries.
+    assert_eq!(other.post(&format!("/sessions/{kept_id}/revoke"), &[("csrf", &csrf)]).await.status, 404);
+}
+
+#[tokio::test]
+async fn what_users_type_is_escaped_in_every_page() {
+    let (relay, ves, _channel) = relay_and_ves(|_| {}).await;
+    user(&ves, "gus@example.com", "<script>alert(1)</script>", "\"><img src=x onerror=alert(2)>").await;
+    let mut b = browser(&relay);
+    // Echoed into the sign-in form after a refusal.
+    let echoed = b.sign_in("\"><script>alert(3)</script>", "wrong-password", false).await;
+    assert!(!echoed.body.contains("<script>alert(3)"), "{}", echoed.body);
+    assert!(echoed.body.contains("&#34;&#62;&#60;script&#62;alert(3)&#60;/script&#62;"), "{}", echoed.body);
+    // The names on the account page.
+    b.user_agent = "<b>agent</b>".into();
+    b.sign_in("gus@example.com", PASSWORD, false).await;
+    let home = b.get("/").await;
+    assert_eq!(home.status, 200);
+    for raw in ["<script>alert(1)", "<img src=x", "<b>agent"] {
+        assert!(!home.body.contains(raw), "{raw} rendered raw:\n{}", home.body);
+    }
+    assert!(home.body.contains("&#60;script&#62;alert(1)&#60;/script&#62;"), "{}", home.body);
+}
+
+#[tokio::test]
+async fn malformed_forms_get_a_plain_answer() {
+    let (relay, _ves, _channel) = relay_and_ves(|_| {}).await;
+    let mut b = browser(&relay);
+    b.get("/login").await;
+    let csrf = b.cookies["__Host-noc_csrf"].clone();
+    let big = "x".repeat(20_000);
+    let too_large = b.post("/login", &[("csrf", &csrf), ("login", &big), ("password", "p")]).await;
+    assert_eq!(too_large.status, 413);
+    assert_page_headers(&too_large);
+    let empty = b.post("/login", &[("csrf", &csrf), ("login", ""), ("password", "")]).await;
+    assert_eq!(empty.status, 400);
+    assert!(empty.body.contains("Enter your e-mail address or mobile number"));
+    // The RTS API's unknown paths still answer JSON.
+    let api = b.get("/rts/v1/nothing").await;
+    assert_eq!(api.status, 404);
+    assert!(api.header("content-type").is_some_and(|c| c.contains("json")));
+    let css = b.get("/static/noc.css").await;
+    assert_eq!(css.status, 200);
+    assert!(css.header("content-type").is_some_and(|c| c.starts_with("text/css")));
+}
+
+/// Behind a load balancer a user's requests land on any node: a session made on one node
+/// is served by the other, and signing out on the second ends it on the first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn any_node_serves_any_session() {
+    let cluster = TestCluster::start(2, |_, _| {}).await;
+    let (a, b) = (&cluster.nodes[0], &cluster.nodes[1]);
+    a.create_license("acme", "acme-license-pw", 10).await;
+    let mut ves = a.ves();
+    ves.license("acme", "acme-license-pw").await.expect("license");
+    let _channel = ves.open().await.expect("channel");
+    user(&ves, "hal@example.com", "Hal", "Ito").await;
+
+    let mut on_a = browser(a);
+    assert_eq!(on_a.sign_in("hal@example.com", PASSWORD, false).await.status, 303);
+    let mut on_b = on_a.on_node(b.node.http_addr, &b.cert_path());
+    let home = on_b.get("/").await;
+    assert!(home.body.contains("hal@example.com"), "node b serves node a's session: {}", home.body);
+    let csrf = home.hidden("csrf").expect("csrf");
+    on_b.post("/logout", &[("csrf", &csrf)]).await;
+    assert!(on_a.get("/").await.body.contains("Your session timed out"), "signed out everywhere");
+    cluster.stop().await;
+}

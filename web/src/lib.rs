@@ -1,0 +1,75 @@
+//! The web portal for users (white paper §6): server-rendered pages on the public
+//! listener beside the RTS API.
+//!
+//! One view module per page under [`views`], each beside its template in `templates/`
+//! (askama: compiled with the code, HTML-escaped by default); cookies, CSRF, form
+//! reading and error pages are small modules of their own. Pages need no JavaScript and
+//! load nothing from elsewhere: the one stylesheet is served from here. Sessions live in
+//! the store behind [`Portal`], so any node serves any session.
+
+mod assets;
+pub mod cookies;
+pub mod csrf;
+mod errors;
+mod form;
+mod page;
+pub mod portal;
+mod views;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use actix_web::{HttpRequest, web};
+
+pub use errors::PageError;
+pub use page::CONTENT_SECURITY_POLICY;
+pub use portal::{Portal, PortalError, Profile, SessionInfo, SignedIn, Visitor};
+
+/// How the portal behaves.
+#[derive(Clone, Debug)]
+pub struct WebSettings {
+    /// Offer "keep me signed in" (the store's persistent sessions are enabled).
+    pub offer_persistent: bool,
+}
+
+/// What the portal's handlers share; cheap to clone.
+#[derive(Clone)]
+pub struct WebState {
+    pub portal: Arc<dyn Portal>,
+    pub settings: Arc<WebSettings>,
+}
+
+/// The portal's routes. Mount them before a catch-all default service.
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/", web::get().to(views::home::show))
+        .route("/login", web::get().to(views::signin::show))
+        .route("/login", web::post().to(views::signin::submit))
+        .route("/logout", web::post().to(views::signout::submit))
+        .route("/sessions/{id}/revoke", web::post().to(views::home::revoke_session))
+        .route(assets::STYLESHEET, web::get().to(assets::stylesheet));
+}
+
+/// The client's address, for the password throttle.
+fn source(req: &HttpRequest) -> IpAddr {
+    req.peer_addr().map(|a| a.ip()).unwrap_or(IpAddr::from([0, 0, 0, 0]))
+}
+
+/// Whether the request came with a session cookie, and whose live session it is.
+pub(crate) enum Presence {
+    /// No session cookie.
+    Anonymous,
+    /// A cookie whose session has ended (timed out, signed out elsewhere, revoked).
+    Ended,
+    SignedIn {
+        visitor: Visitor,
+        token: String,
+    },
+}
+
+pub(crate) async fn presence(state: &WebState, req: &HttpRequest) -> Result<Presence, PageError> {
+    let Some(token) = cookies::get(req, cookies::SESSION) else { return Ok(Presence::Anonymous) };
+    Ok(match state.portal.session(&token).await? {
+        Some(visitor) => Presence::SignedIn { visitor, token },
+        None => Presence::Ended,
+    })
+}

@@ -1,0 +1,47 @@
+//! Turning templates into answers, with the headers every portal page carries.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, HttpResponseBuilder};
+use askama::Template;
+
+/// No script at all, styles and images from this origin only, forms posting only here,
+/// never framed (white paper §6 pages work without JavaScript).
+pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; style-src 'self'; img-src 'self'; \
+     form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+
+/// Adds the security headers of every HTML answer. Pages show personal data and depend
+/// on the session: never stored by a cache, so Back after sign-out cannot show them.
+pub fn secure(builder: &mut HttpResponseBuilder) -> &mut HttpResponseBuilder {
+    builder
+        .insert_header(("Content-Security-Policy", CONTENT_SECURITY_POLICY))
+        .insert_header(("Referrer-Policy", "no-referrer"))
+        .insert_header(("X-Frame-Options", "DENY"))
+        .insert_header(("X-Content-Type-Options", "nosniff"))
+        .insert_header(("Strict-Transport-Security", "max-age=31536000"))
+        .insert_header(("Cache-Control", "no-store"))
+}
+
+/// Renders `template` as a page with `status`.
+pub fn render<T: Template>(status: StatusCode, template: &T) -> HttpResponse {
+    render_with(HttpResponse::build(status), template)
+}
+
+/// Renders `template` into a response started by the caller (cookies, extra headers).
+pub fn render_with<T: Template>(mut builder: HttpResponseBuilder, template: &T) -> HttpResponse {
+    match template.render() {
+        Ok(html) => secure(&mut builder).content_type("text/html; charset=utf-8").body(html),
+        Err(e) => {
+            tracing::error!(error = %e, "page template failed");
+            secure(&mut HttpResponse::InternalServerError())
+                .content_type("text/plain; charset=utf-8")
+                .body("Something went wrong on our side. Please try again.")
+        }
+    }
+}
+
+/// `303 See Other` to `location` (after a form: Back does not post it again).
+pub fn see_other(location: &str) -> HttpResponseBuilder {
+    let mut b = HttpResponse::SeeOther();
+    secure(&mut b).insert_header(("Location", location.to_string()));
+    b
+}

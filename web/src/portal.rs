@@ -1,0 +1,99 @@
+//! What the portal needs from the account service, and nothing more. The web layer sees
+//! accounts only through this trait; the node implements it over `noc_storage::Accounts`
+//! (app/src/portal.rs), so the storage and actor crates never depend on the web layer.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use thiserror::Error;
+
+/// The signed-in user, as the pages show them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Profile {
+    pub user_id: String,
+    pub email: String,
+    pub first_name: String,
+    pub last_name: String,
+    pub msisdn: Option<String>,
+    pub time_zone: Option<String>,
+}
+
+/// A request's live session.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Visitor {
+    pub profile: Profile,
+    /// The session's public id (never its token).
+    pub session_id: String,
+    pub persistent: bool,
+}
+
+/// One of a user's sessions, for the list they can revoke from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SessionInfo {
+    pub id: String,
+    pub client: String,
+    /// Unix milliseconds.
+    pub created_at_ms: i64,
+    pub last_seen_at_ms: i64,
+    pub expires_at_ms: i64,
+    pub persistent: bool,
+}
+
+/// A successful sign-in: the token goes into the cookie and nowhere else.
+#[derive(Clone)]
+pub struct SignedIn {
+    pub token: String,
+    pub visitor: Visitor,
+    /// For a persistent session, how long the browser keeps the cookie.
+    pub cookie_max_age: Option<Duration>,
+}
+
+impl std::fmt::Debug for SignedIn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SignedIn").field("visitor", &self.visitor).finish_non_exhaustive()
+    }
+}
+
+/// Why the account service refused. Deliberately coarse: a wrong password and an unknown
+/// login are the same [`PortalError::InvalidCredentials`].
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum PortalError {
+    #[error("invalid credentials")]
+    InvalidCredentials,
+    #[error("too many attempts; retry in {retry_after:?}")]
+    Throttled { retry_after: Duration },
+    #[error("account or license suspended")]
+    Suspended,
+    #[error("not found")]
+    NotFound,
+    #[error("busy")]
+    Busy,
+    #[error("unavailable")]
+    Unavailable,
+    /// Something the page must not show; the details went to the log.
+    #[error("internal error")]
+    Internal,
+}
+
+#[async_trait]
+pub trait Portal: Send + Sync + 'static {
+    /// Checks e-mail address or MSISDN and password (under the password throttle) and
+    /// starts a new session.
+    async fn sign_in(
+        &self,
+        login: &str,
+        password: &str,
+        persistent: bool,
+        user_agent: &str,
+        source: IpAddr,
+    ) -> Result<SignedIn, PortalError>;
+    /// The live session of a token (its activity recorded), or `None`.
+    async fn session(&self, token: &str) -> Result<Option<Visitor>, PortalError>;
+    /// Ends the session of a token on the server.
+    async fn sign_out(&self, token: &str) -> Result<(), PortalError>;
+    /// The user's unexpired sessions, newest first.
+    async fn sessions(&self, user_id: &str) -> Result<Vec<SessionInfo>, PortalError>;
+    /// Ends one of the user's own sessions; `NotFound` for any other id.
+    async fn revoke_session(&self, user_id: &str, session_id: &str) -> Result<(), PortalError>;
+}

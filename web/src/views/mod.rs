@@ -1,0 +1,5 @@
+//! One module per page, each beside its template in `templates/`.
+
+pub mod home;
+pub mod signin;
+pub mod signout;

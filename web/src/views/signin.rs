@@ -1,0 +1,125 @@
+//! `GET/POST /login`: sign in with e-mail address or MSISDN and password (white paper
+//! §6.2–6.3). Every refusal of a password reads the same whether or not the account
+//! exists; a throttled attempt says how long to wait.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpRequest, HttpResponse, web};
+use askama::Template;
+use serde::Deserialize;
+
+use crate::errors::PageError;
+use crate::portal::PortalError;
+use crate::{Presence, WebState, cookies, csrf, form, page, presence, source};
+
+#[derive(Template)]
+#[template(path = "signin.html")]
+pub struct SignInPage<'a> {
+    pub csrf: &'a str,
+    pub login: &'a str,
+    pub error: Option<String>,
+    pub notice: Option<&'a str>,
+    pub offer_persistent: bool,
+}
+
+#[derive(Deserialize)]
+pub struct SignInForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    login: String,
+    #[serde(default)]
+    password: String,
+    #[serde(default)]
+    remember: Option<String>,
+}
+
+#[derive(Deserialize)]
+pub struct SignInQuery {
+    #[serde(default)]
+    signed_out: Option<String>,
+}
+
+/// The form with a double-submit CSRF value (the cookie's, or a new one).
+fn form_page(
+    req: &HttpRequest,
+    state: &WebState,
+    status: StatusCode,
+    login: &str,
+    error: Option<String>,
+    notice: Option<&str>,
+) -> HttpResponse {
+    let (token, new) = match cookies::get(req, cookies::CSRF) {
+        Some(t) => (t, false),
+        None => (csrf::fresh(), true),
+    };
+    let mut builder = HttpResponse::build(status);
+    if new {
+        builder.append_header(("Set-Cookie", cookies::set(cookies::CSRF, &token, "Strict", None)));
+    }
+    let p = SignInPage { csrf: &token, login, error, notice, offer_persistent: state.settings.offer_persistent };
+    page::render_with(builder, &p)
+}
+
+pub async fn show(
+    req: HttpRequest,
+    state: web::Data<WebState>,
+    query: web::Query<SignInQuery>,
+) -> Result<HttpResponse, PageError> {
+    if let Presence::SignedIn { .. } = presence(&state, &req).await? {
+        return Ok(page::see_other("/").finish());
+    }
+    let notice = query.signed_out.as_ref().map(|_| "You are signed out.");
+    Ok(form_page(&req, &state, StatusCode::OK, "", None, notice))
+}
+
+pub async fn submit(
+    req: HttpRequest,
+    state: web::Data<WebState>,
+    payload: web::Payload,
+) -> Result<HttpResponse, PageError> {
+    if !csrf::same_origin(&req) {
+        return Err(PageError::Forbidden);
+    }
+    let f: SignInForm = form::read(payload).await?;
+    let expected = cookies::get(&req, cookies::CSRF).ok_or(PageError::Forbidden)?;
+    if !csrf::matches(&expected, &f.csrf) {
+        return Err(PageError::Forbidden);
+    }
+    let login = f.login.trim();
+    if login.is_empty() || f.password.is_empty() || login.len() > 254 || f.password.len() > 1024 {
+        let error = Some("Enter your e-mail address or mobile number, and your password.".to_string());
+        return Ok(form_page(&req, &state, StatusCode::BAD_REQUEST, login, error, None));
+    }
+    let persistent = state.settings.offer_persistent && f.remember.is_some();
+    let agent = req.headers().get("User-Agent").and_then(|v| v.to_str().ok()).unwrap_or("");
+    match state.portal.sign_in(login, &f.password, persistent, agent, source(&req)).await {
+        Ok(signed_in) => {
+            let mut answer = page::see_other("/");
+            // A new token on every sign-in; any earlier session cookie is replaced.
+            answer.append_header((
+                "Set-Cookie",
+                cookies::set(cookies::SESSION, &signed_in.token, "Lax", signed_in.cookie_max_age),
+            ));
+            answer.append_header(("Set-Cookie", cookies::clear(cookies::CSRF)));
+            Ok(answer.finish())
+        }
+        Err(PortalError::InvalidCredentials) => {
+            let error = Some("The sign-in details are not correct.".to_string());
+            Ok(form_page(&req, &state, StatusCode::UNAUTHORIZED, login, error, None))
+        }
+        Err(PortalError::Throttled { retry_after }) => {
+            let secs = retry_after.as_secs().max(1);
+            let error = Some(format!("Too many attempts. Please wait {secs} seconds before trying again."));
+            let mut answer = form_page(&req, &state, StatusCode::TOO_MANY_REQUESTS, login, error, None);
+            if let Ok(v) = actix_web::http::header::HeaderValue::from_str(&secs.to_string()) {
+                answer.headers_mut().insert(actix_web::http::header::RETRY_AFTER, v);
+            }
+            Ok(answer)
+        }
+        Err(PortalError::Suspended) => {
+            let error = Some("This account cannot sign in at the moment. Contact your administrator.".to_string());
+            Ok(form_page(&req, &state, StatusCode::FORBIDDEN, login, error, None))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
