@@ -44,7 +44,11 @@ async fn mail_both_ways_end_to_end_and_the_relay_sees_no_plaintext() {
         world.smtp.wait_for(T, |m| m.rcpt_tos.contains(&"bob@corp.example".to_string())).await.expect("welcome mail");
     assert!(welcome.data.contains(USER_PW), "password in the welcome mail");
     assert!(welcome.data.contains(&world.fingerprint), "fingerprint in the welcome mail: {}", welcome.data);
-    assert!(welcome.data.contains("/account/v1/activate"), "activation link");
+    assert!(
+        welcome.data.contains("/activate") && !welcome.data.contains("/account/v1/activate"),
+        "the activation page, not the scripted endpoint: {}",
+        welcome.data
+    );
 
     let shim = shim_for(&world).await;
     let running = run_device(&device, fast_device(Some(shim.addr)));

@@ -21,6 +21,7 @@ fn profile(u: &UserRecord) -> Profile {
         last_name: u.last_name.clone(),
         msisdn: u.msisdn.clone(),
         time_zone: u.time_zone.clone(),
+        activated: u.status != noc_storage::UserStatus::Provisioned,
     }
 }
 
@@ -34,6 +35,9 @@ fn portal_error(e: AccountError) -> PortalError {
         AccountError::Throttled(t) => PortalError::Throttled { retry_after: t.retry_after() },
         AccountError::Suspended | AccountError::Revoked => PortalError::Suspended,
         AccountError::NotFound => PortalError::NotFound,
+        AccountError::Invalid(message) => PortalError::Invalid(message),
+        AccountError::MsisdnNotApproved => PortalError::MsisdnNotApproved,
+        AccountError::Conflict("msisdn") => PortalError::MsisdnTaken,
         AccountError::Busy(_) => PortalError::Busy,
         AccountError::Unavailable(_) => PortalError::Unavailable,
         other => {
@@ -63,6 +67,24 @@ impl Portal for AccountsPortal {
             Duration::from_millis(u64::try_from(new.session.expires_at - new.session.created_at).unwrap_or(0))
         });
         Ok(SignedIn { visitor: visitor(&new.session, &new.user), token: new.token, cookie_max_age: max_age })
+    }
+
+    async fn activate(
+        &self,
+        login: &str,
+        password: &str,
+        msisdn: &str,
+        time_zone: &str,
+        new_password: &str,
+        user_agent: &str,
+        source: IpAddr,
+    ) -> Result<SignedIn, PortalError> {
+        let new = self
+            .accounts
+            .web_activate(login, password, msisdn, time_zone, new_password, user_agent, source)
+            .await
+            .map_err(portal_error)?;
+        Ok(SignedIn { visitor: visitor(&new.session, &new.user), token: new.token, cookie_max_age: None })
     }
 
     async fn session(&self, token: &str) -> Result<Option<Visitor>, PortalError> {

@@ -220,7 +220,12 @@ async fn data(
                 user_id: user.id,
                 email: user.email,
                 password: generated,
-                activation_url: format!("{}/account/v1/activate", state.config.public_url),
+                // The page a person opens from the welcome mail; without the portal, the
+                // scripted endpoint.
+                activation_url: match state.web {
+                    Some(_) => format!("{}/activate", state.config.public_url),
+                    None => format!("{}/account/v1/activate", state.config.public_url),
+                },
                 used_users: license.used_users,
                 max_users: license.max_users,
             })

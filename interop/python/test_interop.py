@@ -371,7 +371,7 @@ class RelayTestCase(unittest.TestCase):
         user = rts.provision_user(email, " Bob ", "Ng", "bob-password-1")
         self.assertEqual(user["Email"], email.lower())
         self.assertNotIn("Password", user)
-        self.assertTrue(user["ActivationUrl"].endswith("/account/v1/activate"))
+        self.assertTrue(user["ActivationUrl"].startswith("https://") and user["ActivationUrl"].endswith("/activate"))
         self.assertEqual((user["UsedUsers"], user["MaxUsers"]), (1, 5))
         uid = user["UserId"]
         listed = rts.list_users()["Users"]

@@ -180,7 +180,7 @@ impl Accounts {
         &self.policy
     }
 
-    async fn hash_password(&self, password: &str) -> Result<String> {
+    pub(crate) async fn hash_password(&self, password: &str) -> Result<String> {
         Ok(self.hasher.hash(password).await?)
     }
 
@@ -370,6 +370,11 @@ impl Accounts {
 
     /// The administrator's password (checked against the rules), or a generated one that
     /// is also returned so it can be shown once.
+    /// A password a user chose: the same rules as one set by the enterprise.
+    pub(crate) fn check_new_password(&self, p: &str) -> Result<()> {
+        self.check_password_rules(p)
+    }
+
     fn choose_password(&self, given: Option<&str>) -> Result<(String, Option<String>)> {
         match given {
             Some(p) => {

@@ -127,4 +127,52 @@ impl Accounts {
             .await;
         Ok(())
     }
+
+    /// Activation from the web page (white paper §3.6): the mailed credentials, the
+    /// MSISDN and time zone, and the new password the user must choose; the user is then
+    /// signed in. Every refusal of the mailed credentials reads like a wrong password.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn web_activate(
+        &self,
+        login: &str,
+        password: &str,
+        msisdn: &str,
+        time_zone: &str,
+        new_password: &str,
+        user_agent: &str,
+        source: IpAddr,
+    ) -> Result<NewWebSession> {
+        self.check_new_password(new_password)?;
+        if new_password == password {
+            return Err(AccountError::Invalid("choose a password other than the one in the welcome mail".into()));
+        }
+        let user = self.activate_account(login, password, msisdn, time_zone, source).await?;
+        self.set_own_password(user.id, new_password, None).await?;
+        self.web_sign_in(&user.email, new_password, false, user_agent, source).await
+    }
+
+    /// A user's own new password (activation, settings): every other web session ends
+    /// (`keep`: the token of the one that made the change) and every device is revoked,
+    /// as when the enterprise resets it; returns the revoked devices, whose live sessions
+    /// the caller closes.
+    pub async fn set_own_password(
+        &self,
+        user: UserId,
+        new_password: &str,
+        keep: Option<&str>,
+    ) -> Result<Vec<noc_protocol::DeviceId>> {
+        self.check_new_password(new_password)?;
+        let hash = self.hash_password(new_password).await?;
+        let devices = self.store().set_password(user, &hash, noc_protocol::clock::unix_ms_i64()).await?;
+        let keep = keep.map(|t| secrets::token_hash(t.as_bytes()));
+        let ended = self.store().delete_web_sessions_of_user(user, keep.as_deref()).await?;
+        self.audit(
+            format!("user:{user}"),
+            "user.password_changed",
+            format!("user:{user}"),
+            format!("revoked_devices={} ended_web_sessions={ended}", devices.len()),
+        )
+        .await;
+        Ok(devices)
+    }
 }

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use noc_protocol::rts::{DataRequest, ProvisionedUser, Secret};
+use noc_protocol::rts::{AccountActivationResponse, DataRequest, ProvisionedUser, Secret};
 use noc_test_support::{CommandChannel, FakeVes, TestCluster, TestRelay, WebClient};
 
 const PASSWORD: &str = "user-password-1";
@@ -21,15 +21,27 @@ async fn relay_and_ves(tweak: impl FnOnce(&mut noc_app::Config)) -> (TestRelay, 
     (relay, ves, channel)
 }
 
+/// A provisioned and activated user (the JSON activation, as a scripted client does).
 async fn user(ves: &FakeVes, email: &str, first: &str, last: &str) -> ProvisionedUser {
-    ves.data(&DataRequest::ProvisionUser {
-        email: email.into(),
-        password: Some(Secret(PASSWORD.into())),
-        first_name: first.into(),
-        last_name: last.into(),
-    })
-    .await
-    .expect("provision")
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
+    let user: ProvisionedUser = ves
+        .data(&DataRequest::ProvisionUser {
+            email: email.into(),
+            password: Some(Secret(PASSWORD.into())),
+            first_name: first.into(),
+            last_name: last.into(),
+        })
+        .await
+        .expect("provision");
+    let msisdn = format!("+1555{:07}", NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+    let _: AccountActivationResponse = ves
+        .post_json(
+            "/account/v1/activate",
+            &serde_json::json!({"Login": email, "Password": PASSWORD, "Msisdn": msisdn, "TimeZone": "Europe/Paris"}),
+        )
+        .await
+        .expect("account activation");
+    user
 }
 
 fn browser(relay: &TestRelay) -> WebClient {
@@ -289,4 +301,88 @@ async fn any_node_serves_any_session() {
     on_b.post("/logout", &[("csrf", &csrf)]).await;
     assert!(on_a.get("/").await.body.contains("Your session timed out"), "signed out everywhere");
     cluster.stop().await;
+}
+
+/// The welcome mail's link opens the activation page: the mailed credentials, a mobile
+/// number and a time zone, and a password of one's own, before anything else.
+#[tokio::test]
+async fn activation_from_the_welcome_link() {
+    let (relay, ves, _channel) =
+        relay_and_ves(|c| c.accounts.msisdn_approval = serde_json::from_str("\"list\"").expect("approval mode")).await;
+    let provisioned = ves
+        .data::<ProvisionedUser>(&DataRequest::ProvisionUser {
+            email: "ivy@example.com".into(),
+            password: None,
+            first_name: "Ivy".into(),
+            last_name: "Po".into(),
+        })
+        .await
+        .expect("provision");
+    let mailed = provisioned.password.expect("generated password");
+    assert_eq!(provisioned.activation_url, format!("{}/activate", relay.base_url()));
+    let mut b = browser(&relay);
+
+    // Signed in with the mailed password, the account leads to activation first.
+    b.sign_in("ivy@example.com", &mailed, false).await;
+    let first = b.get("/").await;
+    assert_eq!(first.header("location"), Some("/activate?login=ivy%40example.com"));
+    let form = b.get("/activate?login=ivy%40example.com").await;
+    assert_eq!(form.status, 200);
+    assert_page_headers(&form);
+    assert!(form.body.contains("value=\"ivy@example.com\"") && form.body.contains("<option value=\"Europe/Paris\""));
+    let csrf = b.cookies["__Host-noc_csrf"].clone();
+    let submit = |password: &str, msisdn: &str, tz: &str, new: &str, confirm: &str| {
+        vec![
+            ("csrf".to_string(), csrf.clone()),
+            ("login".to_string(), "ivy@example.com".to_string()),
+            ("password".to_string(), password.to_string()),
+            ("msisdn".to_string(), msisdn.to_string()),
+            ("time_zone".to_string(), tz.to_string()),
+            ("new_password".to_string(), new.to_string()),
+            ("confirm".to_string(), confirm.to_string()),
+        ]
+    };
+    async fn post(b: &mut WebClient, fields: Vec<(String, String)>) -> noc_test_support::Page {
+        let f: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        b.post("/activate", &f).await
+    }
+    let wrong =
+        post(&mut b, submit("wrong-password", "+4915100000001", "Europe/Paris", "my-own-pass-1", "my-own-pass-1"))
+            .await;
+    assert_eq!(wrong.status, 401);
+    assert!(wrong.body.contains("do not match those of the welcome mail"));
+    assert!(wrong.body.contains("value=\"+4915100000001\""), "what was typed is kept, but no password");
+    let differ =
+        post(&mut b, submit(&mailed, "+4915100000001", "Europe/Paris", "my-own-pass-1", "my-own-pass-2")).await;
+    assert_eq!((differ.status, differ.body.contains("The two new passwords differ.")), (400, true));
+    let tz = post(&mut b, submit(&mailed, "+4915100000001", "Mars/Olympus", "my-own-pass-1", "my-own-pass-1")).await;
+    assert_eq!((tz.status, tz.body.contains("Choose your time zone")), (400, true));
+    let bad = post(&mut b, submit(&mailed, "12ab", "Europe/Paris", "my-own-pass-1", "my-own-pass-1")).await;
+    assert_eq!(bad.status, 400);
+    assert!(bad.body.contains("Msisdn must be 5 to 20 digits"), "{}", bad.body);
+    let short = post(&mut b, submit(&mailed, "+4915100000001", "Europe/Paris", "short", "short")).await;
+    assert_eq!(short.status, 400);
+    assert!(short.body.contains("Password must be 8 to 128 characters."), "{}", short.body);
+    let same = post(&mut b, submit(&mailed, "+4915100000001", "Europe/Paris", &mailed, &mailed)).await;
+    assert!(same.body.contains("other than the one in the welcome mail"), "{}", same.body);
+    // The carrier's approval list is honoured, with a message that says so.
+    let unapproved =
+        post(&mut b, submit(&mailed, "+4915100000001", "Europe/Paris", "my-own-pass-1", "my-own-pass-1")).await;
+    assert_eq!(unapproved.status, 403);
+    assert!(unapproved.body.contains("not approved this mobile number"));
+    relay.admin().await.approve_msisdn("+4915100000001").await.expect("approve");
+
+    let done = post(&mut b, submit(&mailed, "+4915100000001", "Europe/Paris", "my-own-pass-1", "my-own-pass-1")).await;
+    assert_eq!((done.status, done.header("location")), (303, Some("/?activated=1")));
+    let home = b.get("/?activated=1").await;
+    assert!(home.body.contains("Your account is active.") && home.body.contains("+4915100000001"), "{}", home.body);
+    assert!(home.body.contains("Europe/Paris"));
+    // The mailed password is gone, and the session made with it ended; the new one works.
+    let mut other = browser(&relay);
+    assert_eq!(other.sign_in("ivy@example.com", &mailed, false).await.status, 401);
+    assert_eq!(other.sign_in("+4915100000001", "my-own-pass-1", false).await.status, 303, "by mobile number");
+    let audit = relay.admin().await.audit(50).await.expect("audit");
+    assert!(
+        audit.iter().any(|e| e.action == "user.activate") && audit.iter().any(|e| e.action == "user.password_changed")
+    );
 }

@@ -35,6 +35,7 @@ impl From<PortalError> for PageError {
             PortalError::Busy | PortalError::Throttled { .. } => PageError::Busy,
             PortalError::Unavailable => PageError::Unavailable,
             PortalError::InvalidCredentials | PortalError::Suspended => PageError::Forbidden,
+            PortalError::Invalid(_) | PortalError::MsisdnNotApproved | PortalError::MsisdnTaken => PageError::BadForm,
             PortalError::Internal => PageError::Internal,
         }
     }

@@ -42,6 +42,8 @@ pub struct WebState {
 /// The portal's routes. Mount them before a catch-all default service.
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/", web::get().to(views::home::show))
+        .route("/activate", web::get().to(views::activate::show))
+        .route("/activate", web::post().to(views::activate::submit))
         .route("/login", web::get().to(views::signin::show))
         .route("/login", web::post().to(views::signin::submit))
         .route("/logout", web::post().to(views::signout::submit))
@@ -61,7 +63,7 @@ pub(crate) enum Presence {
     /// A cookie whose session has ended (timed out, signed out elsewhere, revoked).
     Ended,
     SignedIn {
-        visitor: Visitor,
+        visitor: Box<Visitor>,
         token: String,
     },
 }
@@ -69,7 +71,7 @@ pub(crate) enum Presence {
 pub(crate) async fn presence(state: &WebState, req: &HttpRequest) -> Result<Presence, PageError> {
     let Some(token) = cookies::get(req, cookies::SESSION) else { return Ok(Presence::Anonymous) };
     Ok(match state.portal.session(&token).await? {
-        Some(visitor) => Presence::SignedIn { visitor, token },
+        Some(visitor) => Presence::SignedIn { visitor: Box::new(visitor), token },
         None => Presence::Ended,
     })
 }

@@ -17,6 +17,9 @@ pub struct Profile {
     pub last_name: String,
     pub msisdn: Option<String>,
     pub time_zone: Option<String>,
+    /// The account was activated (MSISDN bound, own password chosen); until then every
+    /// page leads to the activation page.
+    pub activated: bool,
 }
 
 /// A request's live session.
@@ -67,6 +70,14 @@ pub enum PortalError {
     Suspended,
     #[error("not found")]
     NotFound,
+    /// Input the rules refuse; the message is the rule's own, written for the user.
+    #[error("{0}")]
+    Invalid(String),
+    #[error("MSISDN not approved by the carrier")]
+    MsisdnNotApproved,
+    /// The MSISDN belongs to another account.
+    #[error("MSISDN taken")]
+    MsisdnTaken,
     #[error("busy")]
     Busy,
     #[error("unavailable")]
@@ -85,6 +96,20 @@ pub trait Portal: Send + Sync + 'static {
         login: &str,
         password: &str,
         persistent: bool,
+        user_agent: &str,
+        source: IpAddr,
+    ) -> Result<SignedIn, PortalError>;
+    /// Activates an account (white paper §3.6) with the mailed credentials, binding
+    /// `msisdn` and `time_zone` and replacing the mailed password with `new_password`;
+    /// the user is then signed in.
+    #[allow(clippy::too_many_arguments)]
+    async fn activate(
+        &self,
+        login: &str,
+        password: &str,
+        msisdn: &str,
+        time_zone: &str,
+        new_password: &str,
         user_agent: &str,
         source: IpAddr,
     ) -> Result<SignedIn, PortalError>;

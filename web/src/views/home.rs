@@ -25,6 +25,7 @@ pub struct SessionRow {
 #[template(path = "home.html")]
 pub struct HomePage<'a> {
     pub profile: &'a Profile,
+    pub notice: Option<&'a str>,
     pub csrf: &'a str,
     pub sessions: Vec<SessionRow>,
 }
@@ -75,15 +76,42 @@ pub fn session_ended() -> HttpResponse {
     )
 }
 
-pub async fn show(req: HttpRequest, state: web::Data<WebState>) -> Result<HttpResponse, PageError> {
+#[derive(Deserialize)]
+pub struct HomeQuery {
+    #[serde(default)]
+    activated: Option<String>,
+}
+
+/// `/activate?login=…` for the user's address, percent-encoded.
+fn activation_link(email: &str) -> String {
+    let mut link = String::from("/activate?login=");
+    for b in email.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => link.push(b as char),
+            _ => link.push_str(&format!("%{b:02X}")),
+        }
+    }
+    link
+}
+
+pub async fn show(
+    req: HttpRequest,
+    state: web::Data<WebState>,
+    query: web::Query<HomeQuery>,
+) -> Result<HttpResponse, PageError> {
     let (visitor, token) = match presence(&state, &req).await? {
         Presence::Anonymous => return Ok(page::see_other("/login").finish()),
         Presence::Ended => return Ok(session_ended()),
         Presence::SignedIn { visitor, token } => (visitor, token),
     };
+    // Until the account is activated (own password, mobile number), nothing else.
+    if !visitor.profile.activated {
+        return Ok(page::see_other(&activation_link(&visitor.profile.email)).finish());
+    }
     let sessions = state.portal.sessions(&visitor.profile.user_id).await?;
     let p = HomePage {
         profile: &visitor.profile,
+        notice: query.activated.as_ref().map(|_| "Your account is active. Welcome!"),
         csrf: &csrf::for_session(&token),
         sessions: rows(sessions, &visitor.session_id),
     };
@@ -131,7 +159,12 @@ pub async fn revoke_session(
 
 #[cfg(test)]
 mod tests {
-    use super::utc;
+    use super::{activation_link, utc};
+
+    #[test]
+    fn activation_links_encode_the_address() {
+        assert_eq!(activation_link("bob+x@example.com"), "/activate?login=bob%2Bx%40example.com");
+    }
 
     #[test]
     fn utc_dates() {

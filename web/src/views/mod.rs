@@ -1,5 +1,6 @@
 //! One module per page, each beside its template in `templates/`.
 
+pub mod activate;
 pub mod home;
 pub mod signin;
 pub mod signout;
