@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use actix::Recipient;
 use noc_cluster::{BusMessage, Cluster, DeviceItem, NodeId, Owner, SessionKey, ShardedMap, VesItem};
-use noc_protocol::rts::Command;
+use noc_protocol::rts::{Command, FilterRule};
 use noc_protocol::{CloseCode, DeviceId, UndeliverableReason, UserId, VesId};
 
 use crate::close::CloseSession;
@@ -55,7 +55,8 @@ fn target_of(msg: &BusMessage) -> Option<SessionKey> {
         BusMessage::ToVes { ves_id, .. }
         | BusMessage::DirectoryUpdate { ves_id, .. }
         | BusMessage::UserActivated { ves_id, .. }
-        | BusMessage::UserRemoved { ves_id, .. } => Some(SessionKey::Ves(*ves_id)),
+        | BusMessage::UserRemoved { ves_id, .. }
+        | BusMessage::UserSettings { ves_id, .. } => Some(SessionKey::Ves(*ves_id)),
         BusMessage::Close { key, .. } => Some(*key),
         BusMessage::Returned(_) => None,
     }
@@ -503,6 +504,24 @@ impl Router {
         let _ = self.publish_to_owner(SessionKey::Ves(ves_id), msg);
     }
 
+    /// A user of `ves_id` changed alert filter rules or the ConstantSync flag (the web
+    /// portal): the VES learns it at once if its session is live anywhere; otherwise it
+    /// gets the stored values with the next session's opening.
+    pub fn user_settings_changed(
+        &self,
+        ves_id: VesId,
+        user_id: UserId,
+        constant_sync: bool,
+        filter_rules: Vec<FilterRule>,
+    ) {
+        if let Some(h) = self.ves_session(ves_id) {
+            h.inbox.update_user_settings(user_id, constant_sync, filter_rules, &self.metrics);
+            return;
+        }
+        let msg = BusMessage::UserSettings { ves_id, user_id, constant_sync, filter_rules };
+        let _ = self.publish_to_owner(SessionKey::Ves(ves_id), msg);
+    }
+
     /// A user of `ves_id` was deleted: the VES should stop serving it.
     pub fn user_removed(&self, ves_id: VesId, user_id: UserId) {
         if let Some(h) = self.ves_session(ves_id) {
@@ -640,6 +659,11 @@ impl Router {
             BusMessage::UserRemoved { ves_id, user_id } => {
                 if let Some(h) = self.ves_session(ves_id) {
                     h.inbox.remove_user(user_id, &self.metrics);
+                }
+            }
+            BusMessage::UserSettings { ves_id, user_id, constant_sync, filter_rules } => {
+                if let Some(h) = self.ves_session(ves_id) {
+                    h.inbox.update_user_settings(user_id, constant_sync, filter_rules, &self.metrics);
                 }
             }
             BusMessage::Returned(msg) => {

@@ -4,7 +4,7 @@
 //! pushed (`seen`) and which version of each calendar or contact file (`versions`).
 
 use noc_endpoint::Store;
-use noc_protocol::rts::ActiveUser;
+use noc_protocol::rts::{ActiveUser, FilterRule};
 use noc_protocol::{DeviceId, UserId};
 use rusqlite::{OptionalExtension, params};
 
@@ -35,7 +35,69 @@ CREATE TABLE IF NOT EXISTS versions (
     version    TEXT NOT NULL,
     created_ms INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS user_settings (
+    user_id       TEXT PRIMARY KEY,
+    constant_sync INTEGER NOT NULL DEFAULT 1,
+    filter_rules  TEXT NOT NULL DEFAULT '[]'
+);
 ";
+
+/// What the user set on the relay's portal, as the command channel told it: whether new
+/// mail is pushed (ConstantSync) and which new mail makes an alert. Until told, mail is
+/// pushed and nothing alerts.
+#[derive(Clone, Debug, PartialEq)]
+pub struct UserSettings {
+    pub constant_sync: bool,
+    pub filter_rules: Vec<FilterRule>,
+}
+
+impl Default for UserSettings {
+    fn default() -> Self {
+        Self { constant_sync: true, filter_rules: Vec::new() }
+    }
+}
+
+pub fn settings(store: &Store, id: UserId) -> Result<UserSettings, AgentError> {
+    let row = store.with_conn(|c| {
+        c.query_row(
+            "SELECT constant_sync, filter_rules FROM user_settings WHERE user_id = ?1",
+            params![id.to_string()],
+            |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)),
+        )
+        .optional()
+    })?;
+    Ok(match row {
+        Some((sync, rules)) => {
+            UserSettings { constant_sync: sync != 0, filter_rules: serde_json::from_str(&rules).unwrap_or_default() }
+        }
+        None => UserSettings::default(),
+    })
+}
+
+pub fn set_filter_rules(store: &Store, id: UserId, rules: &[FilterRule]) -> Result<(), AgentError> {
+    let json = serde_json::to_string(rules).map_err(|e| AgentError::State(e.to_string()))?;
+    store.with_conn(|c| {
+        c.execute(
+            "INSERT INTO user_settings (user_id, filter_rules) VALUES (?1, ?2)
+             ON CONFLICT(user_id) DO UPDATE SET filter_rules = excluded.filter_rules",
+            params![id.to_string(), json],
+        )
+    })?;
+    Ok(())
+}
+
+/// Records the ConstantSync flag; returns the previous one.
+pub fn set_constant_sync(store: &Store, id: UserId, enabled: bool) -> Result<bool, AgentError> {
+    let before = settings(store, id)?.constant_sync;
+    store.with_conn(|c| {
+        c.execute(
+            "INSERT INTO user_settings (user_id, constant_sync) VALUES (?1, ?2)
+             ON CONFLICT(user_id) DO UPDATE SET constant_sync = excluded.constant_sync",
+            params![id.to_string(), enabled],
+        )
+    })?;
+    Ok(before)
+}
 
 /// A user as the agent knows it.
 #[derive(Clone, Debug, PartialEq, Eq)]

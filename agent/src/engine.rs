@@ -81,6 +81,17 @@ pub struct AgentStatus {
     pub fingerprint: String,
     pub stats: StatsSnapshot,
     pub devices: Vec<DeviceStatus>,
+    /// Active users with what they set on the relay's portal.
+    #[serde(default)]
+    pub users: Vec<UserStatus>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct UserStatus {
+    pub email: String,
+    pub constant_sync: bool,
+    pub filter_rules: Vec<noc_protocol::rts::FilterRule>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -202,6 +213,14 @@ impl Engine {
             fingerprint: self.responder.fingerprint().to_string(),
             stats: self.stats.snapshot(),
             devices,
+            users: db::active_users(&self.store)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|u| {
+                    let s = db::settings(&self.store, u.user_id).unwrap_or_default();
+                    UserStatus { email: u.email, constant_sync: s.constant_sync, filter_rules: s.filter_rules }
+                })
+                .collect(),
         }
     }
 
@@ -311,7 +330,28 @@ impl Engine {
                 }
                 self.forget(st, device_id);
             }
-            Command::FilterRules { .. } | Command::ConstantSync { .. } => {}
+            Command::FilterRules { users } => {
+                for u in users {
+                    if let Err(e) = db::set_filter_rules(&self.store, u.user_id, &u.rules) {
+                        tracing::error!(user = %u.user_id, error = %e, "cannot record filter rules");
+                    }
+                }
+            }
+            Command::ConstantSync { users } => {
+                for u in users {
+                    match db::set_constant_sync(&self.store, u.user_id, u.enabled) {
+                        // Turned on again: what arrived meanwhile is pushed now.
+                        Ok(false) if u.enabled => {
+                            if let Ok(Some(user)) = db::user(&self.store, u.user_id) {
+                                tracing::info!(email = %user.email, "ConstantSync on: pushing what arrived meanwhile");
+                                let _ = self.scans.try_send(Scan::User(user.email));
+                            }
+                        }
+                        Ok(_) => {}
+                        Err(e) => tracing::error!(user = %u.user_id, error = %e, "cannot record ConstantSync"),
+                    }
+                }
+            }
             Command::Session { .. } | Command::Heartbeat { .. } | Command::Close { .. } => {}
         }
     }
@@ -359,6 +399,26 @@ impl Engine {
             tracing::debug!(email = %item.email, "item for a user that is not active; kept for later");
             return;
         };
+        let settings = db::settings(&self.store, user.user_id).unwrap_or_default();
+        // Alerts do not depend on ConstantSync (a user who only browses wants them most);
+        // each mail alerts once, even if it is looked at again later.
+        let alert_key = format!("alert:{}", item.key);
+        if item.item_type == ItemType::Mail
+            && crate::alerts::matches(&settings.filter_rules, &item.body)
+            && !db::is_seen(&self.store, &alert_key).unwrap_or(true)
+        {
+            inc(&self.stats.alerts_matched);
+            tracing::info!(email = %item.email, name = %item.name, "new mail matches an alert rule");
+            if let Err(e) = db::mark_seen(&self.store, &alert_key) {
+                tracing::error!(error = %e, "seen table");
+            }
+        }
+        if !settings.constant_sync {
+            // Not marked seen: the scan that follows turning ConstantSync on finds it.
+            inc(&self.stats.items_held);
+            tracing::debug!(email = %item.email, name = %item.name, "ConstantSync is off; item not pushed");
+            return;
+        }
         let devices = db::devices_of(&self.store, user.user_id).unwrap_or_default();
         if devices.is_empty() {
             tracing::debug!(email = %item.email, "user has no device yet; item kept for later");

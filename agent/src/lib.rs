@@ -11,6 +11,7 @@
 //!
 //! The binary `ves-agent` is a thin command line over these functions.
 
+pub mod alerts;
 pub mod config;
 pub mod control;
 pub mod db;

@@ -27,6 +27,11 @@ pub struct AgentStats {
     pub mails_submitted: AtomicU64,
     pub mail_failures: AtomicU64,
     pub welcome_mails: AtomicU64,
+    /// New items not pushed because the user's ConstantSync is off (pushed when it is
+    /// turned on again).
+    pub items_held: AtomicU64,
+    /// New mail that matched one of the user's alert filter rules.
+    pub alerts_matched: AtomicU64,
 }
 
 /// A copy of the counters.
@@ -51,6 +56,10 @@ pub struct StatsSnapshot {
     pub mails_submitted: u64,
     pub mail_failures: u64,
     pub welcome_mails: u64,
+    #[serde(default)]
+    pub items_held: u64,
+    #[serde(default)]
+    pub alerts_matched: u64,
 }
 
 impl AgentStats {
@@ -75,6 +84,8 @@ impl AgentStats {
             mails_submitted: g(&self.mails_submitted),
             mail_failures: g(&self.mail_failures),
             welcome_mails: g(&self.welcome_mails),
+            items_held: g(&self.items_held),
+            alerts_matched: g(&self.alerts_matched),
         }
     }
 }

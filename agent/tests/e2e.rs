@@ -632,3 +632,70 @@ async fn an_agent_whose_token_was_revoked_before_it_registered_logs_in_again() {
     assert_ne!(token(dir.path()), stale, "the renewed token is kept");
     agent.stop().await.expect("stop");
 }
+
+/// What the user sets on the relay's web portal reaches the agent over its live command
+/// channel and is applied: an alert rule matches new mail, and with ConstantSync off new
+/// mail is held (and pushed once it is turned on again).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn portal_settings_reach_the_agent_and_are_applied() {
+    let world = World::start(|_| {}, Options::default()).await;
+    let device = world.user_with_device("lin@corp.example", "+15550107").await;
+    let running = run_device(&device, fast_device(None));
+    world.drop_mail("lin@corp.example", "1700000100.M1P1.corp", "before", "pushed as usual");
+    wait_inbox(&device, 1).await;
+
+    let relay = world.relay();
+    let mut web = noc_test_support::WebClient::new(relay.node.http_addr, &relay.cert_path());
+    assert_eq!(web.sign_in("lin@corp.example", USER_PW, false).await.status, 303);
+    let csrf = web.get("/settings").await.hidden("csrf").expect("settings form");
+    let save = |constant_sync: bool| {
+        let mut f = vec![
+            ("csrf", csrf.clone()),
+            ("first_name", "Lin".to_string()),
+            ("last_name", "Ng".to_string()),
+            ("time_zone", "Europe/Paris".to_string()),
+            ("rule_field", "subject".to_string()),
+            ("rule_text", "urgent".to_string()),
+        ];
+        if constant_sync {
+            f.push(("constant_sync", "1".to_string()));
+        }
+        f
+    };
+    let fields = save(false);
+    let refs: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    assert_eq!(web.post("/settings", &refs).await.status, 303);
+    world
+        .wait_status("the agent to learn the rule and ConstantSync off", |s| {
+            s.users.iter().any(|u| {
+                u.email == "lin@corp.example"
+                    && !u.constant_sync
+                    && u.filter_rules
+                        == vec![noc_protocol::rts::FilterRule { field: "subject".into(), contains: "urgent".into() }]
+            })
+        })
+        .await;
+
+    // ConstantSync off: a new mail is held, and still alerts.
+    let held = world.stats_now().await;
+    world.drop_mail("lin@corp.example", "1700000101.M1P1.corp", "URGENT: call me", "held");
+    world
+        .wait_status("the mail held and alerted", |s| {
+            s.stats.items_held > held.items_held && s.stats.alerts_matched == held.alerts_matched + 1
+        })
+        .await;
+    world.drop_mail("lin@corp.example", "1700000102.M1P1.corp", "lunch?", "held, no alert");
+    world.wait_status("the second mail held", |s| s.stats.items_held >= held.items_held + 2).await;
+    assert_eq!(inbox(&device).len(), 1, "nothing pushed while ConstantSync is off");
+
+    // On again: what arrived meanwhile is pushed, in order; the alert is not repeated.
+    let fields = save(true);
+    let refs: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    assert_eq!(web.post("/settings", &refs).await.status, 303);
+    let items = wait_inbox(&device, 3).await;
+    let subjects: Vec<String> =
+        items.iter().map(|b| noc_endpoint::rfc822::header(b, "Subject").unwrap_or_default()).collect();
+    assert_eq!(subjects, vec!["before", "URGENT: call me", "lunch?"]);
+    assert_eq!(world.stats_now().await.alerts_matched, held.alerts_matched + 1);
+    running.halt().await;
+}

@@ -2,15 +2,28 @@
 //! crate knows nothing of the store; this is the one place that translates.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use noc_storage::{AccountError, Accounts, UserRecord, WebSession};
+use noc_actors::Router;
+use noc_gateway::active_user_state;
+use noc_storage::{AccountError, Accounts, UserRecord, UserSettings, UserStatus, WebSession};
+use noc_web::portal::SettingsChange;
 use noc_web::{Portal, PortalError, Profile, SessionInfo, SignedIn, Visitor};
 
-/// The portal over the node's account service.
+/// The portal over the node's account service, and the router that tells enterprise
+/// servers and devices what changed.
 pub struct AccountsPortal {
     pub accounts: Accounts,
+    pub router: Arc<Router>,
+}
+
+impl AccountsPortal {
+    async fn user(&self, id: &str) -> Result<UserRecord, PortalError> {
+        let id = user_id(id)?;
+        self.accounts.store().user_by_id(id).await.map_err(|e| portal_error(e.into()))?.ok_or(PortalError::NotFound)
+    }
 }
 
 fn profile(u: &UserRecord) -> Profile {
@@ -21,7 +34,9 @@ fn profile(u: &UserRecord) -> Profile {
         last_name: u.last_name.clone(),
         msisdn: u.msisdn.clone(),
         time_zone: u.time_zone.clone(),
-        activated: u.status != noc_storage::UserStatus::Provisioned,
+        activated: u.status != UserStatus::Provisioned,
+        constant_sync: u.constant_sync,
+        filter_rules: u.filter_rules.clone(),
     }
 }
 
@@ -84,7 +99,53 @@ impl Portal for AccountsPortal {
             .web_activate(login, password, msisdn, time_zone, new_password, user_agent, source)
             .await
             .map_err(portal_error)?;
+        // The user's enterprise server serves the user from now on.
+        self.router.user_activated(new.user.ves_id, active_user_state(&new.user));
         Ok(SignedIn { visitor: visitor(&new.session, &new.user), token: new.token, cookie_max_age: None })
+    }
+
+    async fn update_settings(&self, user: &str, change: SettingsChange) -> Result<(), PortalError> {
+        let before = self.user(user).await?;
+        let settings = UserSettings {
+            first_name: change.first_name,
+            last_name: change.last_name,
+            time_zone: Some(change.time_zone),
+            constant_sync: change.constant_sync,
+            filter_rules: change.filter_rules,
+        };
+        let after = self.accounts.update_own_settings(before.id, settings).await.map_err(portal_error)?;
+        if after.status == UserStatus::Active {
+            let names_changed = (&before.first_name, &before.last_name, &before.time_zone)
+                != (&after.first_name, &after.last_name, &after.time_zone);
+            if names_changed {
+                // ActivateUsers carries names and time zone; it is followed by the rules.
+                self.router.user_activated(after.ves_id, active_user_state(&after));
+            } else if (before.constant_sync, &before.filter_rules) != (after.constant_sync, &after.filter_rules) {
+                self.router.user_settings_changed(after.ves_id, after.id, after.constant_sync, after.filter_rules);
+            }
+        }
+        Ok(())
+    }
+
+    async fn change_password(
+        &self,
+        user: &str,
+        current: &str,
+        new_password: &str,
+        keep: &str,
+        sign_out_devices: bool,
+        source: IpAddr,
+    ) -> Result<(), PortalError> {
+        let record = self.user(user).await?;
+        let revoked = self
+            .accounts
+            .change_own_password(&record, current, new_password, keep, sign_out_devices, source)
+            .await
+            .map_err(portal_error)?;
+        if !revoked.is_empty() {
+            self.router.devices_revoked(record.ves_id, record.id, &revoked);
+        }
+        Ok(())
     }
 
     async fn session(&self, token: &str) -> Result<Option<Visitor>, PortalError> {

@@ -81,7 +81,7 @@ pub(crate) async fn wire(
         actix_rt::spawn(license_watch(accounts.clone(), router.clone(), every));
     }
     let web = config.web.enabled.then(|| noc_web::WebState {
-        portal: Arc::new(crate::portal::AccountsPortal { accounts: accounts.clone() }),
+        portal: Arc::new(crate::portal::AccountsPortal { accounts: accounts.clone(), router: router.clone() }),
         settings: Arc::new(noc_web::WebSettings {
             offer_persistent: config.web.persistent_session_max_age_seconds > 0,
         }),

@@ -46,6 +46,8 @@ pub enum BusMessage {
     UserActivated { ves_id: VesId, user: ActiveUser, constant_sync: bool, filter_rules: Vec<FilterRule> },
     /// A user of `ves_id` was deleted.
     UserRemoved { ves_id: VesId, user_id: UserId },
+    /// A user of `ves_id` changed alert filter rules or the ConstantSync flag.
+    UserSettings { ves_id: VesId, user_id: UserId, constant_sync: bool, filter_rules: Vec<FilterRule> },
     /// Local only, never sent: a message this node published reached no node (its owner
     /// is gone). The router bounces what it carried to its sender.
     Returned(Box<BusMessage>),

@@ -27,6 +27,7 @@ mod tag {
     pub const CLOSE_VES: u8 = 22;
     pub const USER_ACTIVATED: u8 = 23;
     pub const USER_REMOVED: u8 = 24;
+    pub const USER_SETTINGS: u8 = 25;
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -136,6 +137,14 @@ pub fn encode(msg: &BusMessage) -> Result<Bytes, WireError> {
             b.put_u8(tag::USER_REMOVED);
             uuid(&mut b, ves_id.as_bytes());
             uuid(&mut b, user_id.as_bytes());
+        }
+        BusMessage::UserSettings { ves_id, user_id, constant_sync, filter_rules } => {
+            b.put_u8(tag::USER_SETTINGS);
+            uuid(&mut b, ves_id.as_bytes());
+            uuid(&mut b, user_id.as_bytes());
+            b.put_u8(u8::from(*constant_sync));
+            let json = serde_json::to_vec(filter_rules).map_err(|_| WireError::Invalid("filter rules"))?;
+            b.put_slice(&json);
         }
         BusMessage::Returned(_) => return Err(WireError::LocalOnly),
     }
@@ -247,6 +256,13 @@ pub fn decode(mut b: Bytes) -> Result<BusMessage, WireError> {
             ves_id: VesId::from_bytes(get_uuid(&mut b)?),
             user_id: UserId::from_bytes(get_uuid(&mut b)?),
         },
+        tag::USER_SETTINGS => {
+            let ves_id = VesId::from_bytes(get_uuid(&mut b)?);
+            let user_id = UserId::from_bytes(get_uuid(&mut b)?);
+            let constant_sync = get_u8(&mut b)? != 0;
+            let filter_rules = serde_json::from_slice(&b).map_err(|_| WireError::Invalid("filter rules JSON"))?;
+            BusMessage::UserSettings { ves_id, user_id, constant_sync, filter_rules }
+        }
         other => return Err(WireError::Tag(other)),
     })
 }
@@ -313,6 +329,12 @@ mod tests {
                 filter_rules: vec![FilterRule { field: "from".into(), contains: "boss".into() }],
             },
             BusMessage::UserRemoved { ves_id: v, user_id: u },
+            BusMessage::UserSettings {
+                ves_id: v,
+                user_id: u,
+                constant_sync: false,
+                filter_rules: vec![FilterRule { field: "subject".into(), contains: "urgent".into() }],
+            },
         ]
     }
 

@@ -113,7 +113,9 @@ async fn connect(state: web::Data<GatewayState>) -> Result<HttpResponse, ApiErro
     }))
 }
 
-fn active_user_state(u: &UserRecord) -> VesUserState {
+/// What a VES session keeps of an active user (and sends in `ActivateUsers`,
+/// `FilterRules`, `ConstantSync`).
+pub fn active_user_state(u: &UserRecord) -> VesUserState {
     VesUserState {
         user: ActiveUser {
             user_id: u.id,

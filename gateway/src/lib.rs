@@ -28,7 +28,7 @@ use noc_storage::Accounts;
 pub use admin_http::admin_routes;
 pub use device_listener::DeviceListener;
 pub use error::ApiError;
-pub use http::public_routes;
+pub use http::{active_user_state, public_routes};
 pub use public_listener::PublicLimits;
 pub use servers::{Listeners, ServerHandles, ServerSettings, Servers};
 

@@ -461,7 +461,7 @@ impl Accounts {
         let user = self.owned_user(ves, email).await?;
         let (password, generated) = self.choose_password(password)?;
         let hash = self.hash_password(&password).await?;
-        let devices = self.store.set_password(user.id, &hash, noc_protocol::clock::unix_ms_i64()).await?;
+        let devices = self.store.set_password(user.id, &hash, noc_protocol::clock::unix_ms_i64(), true).await?;
         self.audit(
             format!("ves:{ves}"),
             "user.reset_password",
@@ -638,7 +638,7 @@ fn normalize_msisdn(msisdn: &str) -> Result<String> {
     Ok(m.to_string())
 }
 
-fn check_name(name: &str, what: &str) -> Result<()> {
+pub(crate) fn check_name(name: &str, what: &str) -> Result<()> {
     if name.chars().count() > 100 || name.chars().any(char::is_control) {
         return Err(AccountError::Invalid(format!("{what} must be at most 100 printable characters")));
     }
@@ -646,7 +646,7 @@ fn check_name(name: &str, what: &str) -> Result<()> {
 }
 
 /// IANA zone names (`Europe/Paris`) or UTC offsets (`UTC+02:00`).
-fn check_time_zone(tz: &str) -> Result<()> {
+pub(crate) fn check_time_zone(tz: &str) -> Result<()> {
     let tz = tz.trim();
     let ok = !tz.is_empty() && tz.len() <= 64 && tz.chars().all(|c| c.is_ascii_alphanumeric() || "/_+-:".contains(c));
     if !ok {

@@ -528,7 +528,13 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn set_password(&self, id: UserId, password_hash: &str, now: i64) -> Result<Vec<DeviceId>> {
+    async fn set_password(
+        &self,
+        id: UserId,
+        password_hash: &str,
+        now: i64,
+        revoke_devices: bool,
+    ) -> Result<Vec<DeviceId>> {
         let hash = password_hash.to_string();
         self.run(move |c| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
@@ -540,6 +546,10 @@ impl Store for SqliteStore {
             if n == 0 {
                 return Err(StoreError::NotFound);
             }
+            if !revoke_devices {
+                tx.commit()?;
+                return Ok(Vec::new());
+            }
             let devices = live_devices_of(&tx, id)?;
             tx.execute(
                 "UPDATE devices SET revoked_at = ?1 WHERE user_id = ?2 AND revoked_at IS NULL",
@@ -547,6 +557,24 @@ impl Store for SqliteStore {
             )?;
             tx.commit()?;
             Ok(devices)
+        })
+        .await
+    }
+
+    async fn update_user_settings(&self, id: UserId, settings: &UserSettings, now: i64) -> Result<UserRecord> {
+        let s = settings.clone();
+        let rules = serde_json::to_string(&s.filter_rules).map_err(|e| StoreError::Backend(e.to_string()))?;
+        self.run(move |c| {
+            let n = c.execute(
+                "UPDATE users SET first_name = ?1, last_name = ?2, time_zone = ?3, constant_sync = ?4, \
+                 filter_rules = ?5, updated_at = ?6 WHERE id = ?7",
+                params![s.first_name, s.last_name, s.time_zone, s.constant_sync, rules, now, id.to_string()],
+            )?;
+            if n == 0 {
+                return Err(StoreError::NotFound);
+            }
+            let sql = format!("SELECT {USER_COLS} FROM users WHERE id = ?1");
+            Ok(c.query_row(&sql, [id.to_string()], user_row)?)
         })
         .await
     }

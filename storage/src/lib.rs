@@ -17,6 +17,7 @@ pub mod error;
 pub mod hashing;
 pub mod model;
 pub mod postgres;
+pub mod self_service;
 pub use noc_protocol::secrets;
 mod store;
 pub mod throttle;

@@ -179,6 +179,16 @@ pub struct AuditEvent {
     pub detail: String,
 }
 
+/// What a user changes on the portal's settings page (white paper §3.7.3, §9.2.1).
+#[derive(Clone, Debug, PartialEq)]
+pub struct UserSettings {
+    pub first_name: String,
+    pub last_name: String,
+    pub time_zone: Option<String>,
+    pub constant_sync: bool,
+    pub filter_rules: Vec<FilterRule>,
+}
+
 /// A signed-in browser (white paper §6.2–6.3). The store keeps the SHA-256 of the session
 /// token, never the token, so a copy of the database signs nobody in.
 #[derive(Clone, Debug, PartialEq)]

@@ -619,7 +619,13 @@ impl Store for PostgresStore {
         Ok(devices)
     }
 
-    async fn set_password(&self, id: UserId, password_hash: &str, now: i64) -> Result<Vec<DeviceId>> {
+    async fn set_password(
+        &self,
+        id: UserId,
+        password_hash: &str,
+        now: i64,
+        revoke_devices: bool,
+    ) -> Result<Vec<DeviceId>> {
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(pg_error)?;
         let n = tx
@@ -633,12 +639,43 @@ impl Store for PostgresStore {
         if n == 0 {
             return Err(StoreError::NotFound);
         }
+        if !revoke_devices {
+            tx.commit().await.map_err(pg_error)?;
+            return Ok(Vec::new());
+        }
         let devices = live_devices_of(&tx, id).await?;
         tx.execute("UPDATE devices SET revoked_at = $1 WHERE user_id = $2 AND revoked_at IS NULL", &[&now, &id.0])
             .await
             .map_err(pg_error)?;
         tx.commit().await.map_err(pg_error)?;
         Ok(devices)
+    }
+
+    async fn update_user_settings(&self, id: UserId, settings: &UserSettings, now: i64) -> Result<UserRecord> {
+        let rules = serde_json::to_string(&settings.filter_rules).map_err(|e| StoreError::Backend(e.to_string()))?;
+        let sql = format!(
+            "UPDATE users SET first_name = $1, last_name = $2, time_zone = $3, constant_sync = $4, filter_rules = $5, \
+             updated_at = $6 WHERE id = $7 RETURNING {USER_COLS}"
+        );
+        let row = self
+            .client()
+            .await?
+            .query_opt(
+                &sql,
+                &[
+                    &settings.first_name,
+                    &settings.last_name,
+                    &settings.time_zone,
+                    &settings.constant_sync,
+                    &rules,
+                    &now,
+                    &id.0,
+                ],
+            )
+            .await
+            .map_err(pg_error)?
+            .ok_or(StoreError::NotFound)?;
+        Ok(user_row(&row))
     }
 
     async fn activate_user(&self, id: UserId, msisdn: &str, time_zone: &str, now: i64) -> Result<UserRecord> {

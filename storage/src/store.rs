@@ -57,9 +57,17 @@ pub trait Store: Send + Sync + 'static {
     async fn users_by_ves(&self, ves: VesId) -> Result<Vec<UserRecord>>;
     /// Deletes the user and its devices; returns the devices that were deleted.
     async fn delete_user(&self, id: UserId) -> Result<Vec<DeviceId>>;
-    /// Changes the password hash and revokes every live device of the user; returns the
-    /// revoked devices.
-    async fn set_password(&self, id: UserId, password_hash: &str, now: i64) -> Result<Vec<DeviceId>>;
+    /// Changes the password hash and, with `revoke_devices`, revokes every live device of
+    /// the user, atomically; returns the revoked devices.
+    async fn set_password(
+        &self,
+        id: UserId,
+        password_hash: &str,
+        now: i64,
+        revoke_devices: bool,
+    ) -> Result<Vec<DeviceId>>;
+    /// Replaces what a user sets on the settings page; `NotFound` for an unknown user.
+    async fn update_user_settings(&self, id: UserId, settings: &UserSettings, now: i64) -> Result<UserRecord>;
     /// Binds MSISDN and time zone and marks the user active. `Conflict("msisdn")` if taken.
     async fn activate_user(&self, id: UserId, msisdn: &str, time_zone: &str, now: i64) -> Result<UserRecord>;
 

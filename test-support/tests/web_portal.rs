@@ -386,3 +386,181 @@ async fn activation_from_the_welcome_link() {
         audit.iter().any(|e| e.action == "user.activate") && audit.iter().any(|e| e.action == "user.password_changed")
     );
 }
+
+/// Settings reach the user's enterprise server over its live command channel at once:
+/// new rules and the ConstantSync flag as `FilterRules` and `ConstantSync`, a new name
+/// as `ActivateUsers` first.
+#[tokio::test]
+async fn settings_reach_the_ves_at_once() {
+    use noc_protocol::rts::{Command, FilterRule};
+    let (relay, ves, mut channel) = relay_and_ves(|_| {}).await;
+    let jo = user(&ves, "jo@example.com", "Jo", "Ma").await;
+    let mut b = browser(&relay);
+    b.sign_in("jo@example.com", PASSWORD, false).await;
+    let page = b.get("/settings").await;
+    assert_eq!(page.status, 200);
+    assert_page_headers(&page);
+    assert!(page.body.contains("value=\"Jo\"") && page.body.contains("<option value=\"Europe/Paris\" selected>"));
+    assert!(page.body.contains("name=\"constant_sync\" value=\"1\" checked"), "on by default");
+    let csrf = page.hidden("csrf").expect("csrf");
+    let step = std::time::Duration::from_secs(5);
+    let mut fields = vec![
+        ("csrf", csrf.clone()),
+        ("first_name", "Jo".to_string()),
+        ("last_name", "Ma".to_string()),
+        ("time_zone", "Europe/Paris".to_string()),
+        ("rule_field", "from".to_string()),
+        ("rule_text", "boss@corp.example".to_string()),
+        ("rule_field", "subject".to_string()),
+        ("rule_text", "".to_string()),
+        ("rule_field", "subject".to_string()),
+        ("rule_text", "URGENT".to_string()),
+    ];
+    let as_refs = |f: &[(&'static str, String)]| f.iter().map(|(k, v)| (*k, v.clone())).collect::<Vec<_>>();
+    let owned = as_refs(&fields);
+    let refs: Vec<(&str, &str)> = owned.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let saved = b.post("/settings", &refs).await;
+    assert_eq!((saved.status, saved.header("location")), (303, Some("/settings?saved=1")));
+    let rules = vec![
+        FilterRule { field: "from".into(), contains: "boss@corp.example".into() },
+        FilterRule { field: "subject".into(), contains: "URGENT".into() },
+    ];
+    // (The activation's own FilterRules and ConstantSync came before, with no rules.)
+    let got = channel
+        .wait_for(step, |c| matches!(c, Command::FilterRules { users } if users.iter().any(|u| !u.rules.is_empty())))
+        .await
+        .expect("FilterRules");
+    match got {
+        Command::FilterRules { users } => {
+            assert_eq!(users.len(), 1);
+            assert_eq!((users[0].user_id, &users[0].rules), (jo.user_id, &rules));
+        }
+        other => panic!("{other:?}"),
+    }
+    let got = channel.wait_for(step, |c| matches!(c, Command::ConstantSync { .. })).await.expect("ConstantSync");
+    assert!(matches!(got, Command::ConstantSync { users } if users.len() == 1 && !users[0].enabled), "unticked: off");
+    let shown = b.get("/settings?saved=1").await;
+    assert!(shown.body.contains("Your settings are saved.") && shown.body.contains("value=\"boss@corp.example\""));
+    assert!(!shown.body.contains("name=\"constant_sync\" value=\"1\" checked"));
+
+    // A new name goes out as ActivateUsers (not complete), then the rules.
+    fields[1].1 = "Joanna".into();
+    fields.push(("constant_sync", "1".into()));
+    let owned = as_refs(&fields);
+    let refs: Vec<(&str, &str)> = owned.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    assert_eq!(b.post("/settings", &refs).await.status, 303);
+    let got = channel
+        .wait_for(
+            step,
+            |c| matches!(c, Command::ActivateUsers { users, .. } if users.iter().any(|u| u.first_name == "Joanna")),
+        )
+        .await
+        .expect("ActivateUsers");
+    assert!(matches!(got, Command::ActivateUsers { users, complete: false } if users.len() == 1));
+    let got = channel.wait_for(step, |c| matches!(c, Command::ConstantSync { .. })).await.expect("ConstantSync");
+    assert!(matches!(got, Command::ConstantSync { users } if users[0].enabled));
+
+    // Refused: a rule too long, a header that is none of the three; nothing changes.
+    let mut bad = fields.clone();
+    bad.push(("rule_field", "subject".into()));
+    bad.push(("rule_text", "x".repeat(101)));
+    let owned = as_refs(&bad);
+    let refs: Vec<(&str, &str)> = owned.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let refused = b.post("/settings", &refs).await;
+    assert_eq!(refused.status, 400);
+    assert!(refused.body.contains("1 to 100 printable characters"), "{}", refused.body);
+    let mut bad = fields.clone();
+    bad.push(("rule_field", "body".into()));
+    bad.push(("rule_text", "x".into()));
+    let owned = as_refs(&bad);
+    let refs: Vec<(&str, &str)> = owned.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    assert_eq!(b.post("/settings", &refs).await.status, 400);
+    assert!(
+        channel
+            .wait_for(std::time::Duration::from_millis(300), |c| matches!(c, Command::FilterRules { .. }))
+            .await
+            .is_none()
+    );
+    // Without the token: refused.
+    let owned = as_refs(&fields[1..]);
+    let refs: Vec<(&str, &str)> = owned.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    assert_eq!(b.post("/settings", &refs).await.status, 403);
+}
+
+/// The password changes only with the current one; other sessions end, this one stays,
+/// and devices are signed out only when asked.
+#[tokio::test]
+async fn changing_the_password() {
+    let (relay, ves, mut channel) = relay_and_ves(|_| {}).await;
+    user(&ves, "kim@example.com", "Kim", "Oh").await;
+    let mut b = browser(&relay);
+    b.sign_in("kim@example.com", PASSWORD, false).await;
+    let home = b.get("/").await.body;
+    let msisdn = home.split("<dt>Mobile number</dt><dd>").nth(1).and_then(|s| s.split("</dd>").next()).expect("msisdn");
+    let device: noc_protocol::rts::DeviceActivationResponse = ves
+        .post_json(
+            "/device/v1/activate",
+            &serde_json::json!({"Msisdn": msisdn, "Password": PASSWORD, "DeviceName": "phone", "DeviceType": "test"}),
+        )
+        .await
+        .expect("device activation");
+    let mut elsewhere = browser(&relay);
+    elsewhere.sign_in("kim@example.com", PASSWORD, false).await;
+    let csrf = b.get("/settings").await.hidden("csrf").expect("csrf");
+    let form = |current: &str, new: &str, confirm: &str, devices: bool| {
+        let mut f = vec![
+            ("csrf".to_string(), csrf.clone()),
+            ("current".to_string(), current.to_string()),
+            ("new_password".to_string(), new.to_string()),
+            ("confirm".to_string(), confirm.to_string()),
+        ];
+        if devices {
+            f.push(("sign_out_devices".to_string(), "1".to_string()));
+        }
+        f
+    };
+    async fn post(b: &mut WebClient, f: Vec<(String, String)>) -> noc_test_support::Page {
+        let refs: Vec<(&str, &str)> = f.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        b.post("/settings/password", &refs).await
+    }
+    let wrong = post(&mut b, form("not-it", "kims-new-pass", "kims-new-pass", false)).await;
+    assert_eq!(wrong.status, 401);
+    assert!(wrong.body.contains("Your current password is not correct."));
+    let differ = post(&mut b, form(PASSWORD, "kims-new-pass", "kims-other-pass", false)).await;
+    assert_eq!((differ.status, differ.body.contains("The two new passwords differ.")), (400, true));
+    let done = post(&mut b, form(PASSWORD, "kims-new-pass", "kims-new-pass", false)).await;
+    assert_eq!((done.status, done.header("location")), (303, Some("/settings?password=1")));
+    assert_eq!(b.get("/").await.status, 200, "this session stays");
+    assert!(elsewhere.get("/").await.body.contains("Your session timed out"), "the other one ended");
+    assert!(
+        channel
+            .wait_for(std::time::Duration::from_millis(300), |c| matches!(
+                c,
+                noc_protocol::rts::Command::DeviceRevoked { .. }
+            ))
+            .await
+            .is_none(),
+        "devices stay unless asked"
+    );
+    let mut fresh = browser(&relay);
+    assert_eq!(fresh.sign_in("kim@example.com", PASSWORD, false).await.status, 401);
+    assert_eq!(fresh.sign_in("kim@example.com", "kims-new-pass", false).await.status, 303);
+
+    // A lost phone: the password changes and the devices are signed out with it.
+    let csrf = b.get("/settings").await.hidden("csrf").expect("csrf");
+    let f = vec![
+        ("csrf".to_string(), csrf),
+        ("current".to_string(), "kims-new-pass".to_string()),
+        ("new_password".to_string(), "kims-third-pass".to_string()),
+        ("confirm".to_string(), "kims-third-pass".to_string()),
+        ("sign_out_devices".to_string(), "1".to_string()),
+    ];
+    assert_eq!(post(&mut b, f).await.status, 303);
+    let revoked = channel
+        .wait_for(std::time::Duration::from_secs(5), |c| matches!(c, noc_protocol::rts::Command::DeviceRevoked { .. }))
+        .await
+        .expect("DeviceRevoked");
+    assert!(
+        matches!(revoked, noc_protocol::rts::Command::DeviceRevoked { device_id, .. } if device_id == device.device_id)
+    );
+}

@@ -47,6 +47,9 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/login", web::get().to(views::signin::show))
         .route("/login", web::post().to(views::signin::submit))
         .route("/logout", web::post().to(views::signout::submit))
+        .route("/settings", web::get().to(views::settings::show))
+        .route("/settings", web::post().to(views::settings::submit))
+        .route("/settings/password", web::post().to(views::settings::change_password))
         .route("/sessions/{id}/revoke", web::post().to(views::home::revoke_session))
         .route(assets::STYLESHEET, web::get().to(assets::stylesheet));
 }

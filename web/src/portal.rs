@@ -6,10 +6,11 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use async_trait::async_trait;
+pub use noc_protocol::rts::FilterRule;
 use thiserror::Error;
 
 /// The signed-in user, as the pages show them.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Profile {
     pub user_id: String,
     pub email: String,
@@ -20,10 +21,24 @@ pub struct Profile {
     /// The account was activated (MSISDN bound, own password chosen); until then every
     /// page leads to the activation page.
     pub activated: bool,
+    /// New mail is pushed to the user's devices (white paper §4.5 step 7).
+    pub constant_sync: bool,
+    /// Which new mail makes an alert (white paper §4.5 step 6).
+    pub filter_rules: Vec<FilterRule>,
+}
+
+/// What the settings page changes.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SettingsChange {
+    pub first_name: String,
+    pub last_name: String,
+    pub time_zone: String,
+    pub constant_sync: bool,
+    pub filter_rules: Vec<FilterRule>,
 }
 
 /// A request's live session.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Visitor {
     pub profile: Profile,
     /// The session's public id (never its token).
@@ -113,6 +128,22 @@ pub trait Portal: Send + Sync + 'static {
         user_agent: &str,
         source: IpAddr,
     ) -> Result<SignedIn, PortalError>;
+    /// Replaces the user's settings; the user's enterprise server learns new rules and
+    /// the ConstantSync flag at once when it is connected.
+    async fn update_settings(&self, user_id: &str, change: SettingsChange) -> Result<(), PortalError>;
+    /// Changes the password after checking the current one (`InvalidCredentials` if it
+    /// is wrong). Every other session of the user ends (`keep`: this one's token), and
+    /// with `sign_out_devices` every device too.
+    #[allow(clippy::too_many_arguments)]
+    async fn change_password(
+        &self,
+        user_id: &str,
+        current: &str,
+        new_password: &str,
+        keep: &str,
+        sign_out_devices: bool,
+        source: IpAddr,
+    ) -> Result<(), PortalError>;
     /// The live session of a token (its activity recorded), or `None`.
     async fn session(&self, token: &str) -> Result<Option<Visitor>, PortalError>;
     /// Ends the session of a token on the server.

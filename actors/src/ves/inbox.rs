@@ -195,6 +195,30 @@ impl VesInbox {
         }
     }
 
+    /// New alert filter rules or ConstantSync flag of an active user: kept for the next
+    /// opening, and sent now as `FilterRules` and `ConstantSync` for that one user. A user
+    /// this session does not serve is ignored (it gets its settings when activated).
+    pub fn update_user_settings(
+        &self,
+        user_id: UserId,
+        constant_sync: bool,
+        filter_rules: Vec<FilterRule>,
+        metrics: &Metrics,
+    ) {
+        let cmds = {
+            let mut users = write(&self.users);
+            let Some(state) = users.get_mut(&user_id) else { return };
+            state.constant_sync = constant_sync;
+            state.filter_rules = filter_rules;
+            let cmds = user_commands(std::slice::from_ref(state), false);
+            // The ActivateUsers line is for activation; a settings change sends the rest.
+            cmds.into_iter().filter(|c| !matches!(c, Command::ActivateUsers { .. })).collect::<Vec<_>>()
+        };
+        for c in cmds {
+            self.command(c, metrics);
+        }
+    }
+
     /// Removes a user (deleted or suspended) and its devices, and tells the VES.
     pub fn remove_user(&self, user_id: UserId, metrics: &Metrics) {
         write(&self.users).remove(&user_id);

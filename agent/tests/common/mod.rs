@@ -132,6 +132,11 @@ impl World {
         .await;
     }
 
+    /// The agent's counters now.
+    pub async fn stats_now(&self) -> noc_agent::stats::StatsSnapshot {
+        self.status().await.stats
+    }
+
     /// Waits until the agent's status satisfies `pred`.
     pub async fn wait_status(&self, what: &str, pred: impl Fn(&AgentStatus) -> bool) -> AgentStatus {
         eventually(T, what, || async { self.agent().status().await.ok().filter(|s| pred(s)) }).await

@@ -172,7 +172,7 @@ pub async fn submit(
 }
 
 /// The rules' messages ("password must be 8 to 128 characters") as a sentence.
-fn sentence(message: &str) -> String {
+pub(crate) fn sentence(message: &str) -> String {
     let mut chars = message.chars();
     let mut s: String = match chars.next() {
         Some(c) => c.to_uppercase().chain(chars).collect(),

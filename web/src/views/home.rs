@@ -94,20 +94,32 @@ fn activation_link(email: &str) -> String {
     link
 }
 
+/// The signed-in, activated visitor and their token; or the answer for everyone else:
+/// to the sign-in page, the "timed out" page, or (not yet activated) the activation page.
+pub(crate) async fn signed_in_or_redirect(
+    state: &WebState,
+    req: &HttpRequest,
+) -> Result<Result<(Box<crate::Visitor>, String), HttpResponse>, PageError> {
+    Ok(match presence(state, req).await? {
+        Presence::Anonymous => Err(page::see_other("/login").finish()),
+        Presence::Ended => Err(session_ended()),
+        // Until the account is activated (own password, mobile number), nothing else.
+        Presence::SignedIn { visitor, .. } if !visitor.profile.activated => {
+            Err(page::see_other(&activation_link(&visitor.profile.email)).finish())
+        }
+        Presence::SignedIn { visitor, token } => Ok((visitor, token)),
+    })
+}
+
 pub async fn show(
     req: HttpRequest,
     state: web::Data<WebState>,
     query: web::Query<HomeQuery>,
 ) -> Result<HttpResponse, PageError> {
-    let (visitor, token) = match presence(&state, &req).await? {
-        Presence::Anonymous => return Ok(page::see_other("/login").finish()),
-        Presence::Ended => return Ok(session_ended()),
-        Presence::SignedIn { visitor, token } => (visitor, token),
+    let (visitor, token) = match signed_in_or_redirect(&state, &req).await? {
+        Ok(v) => v,
+        Err(answer) => return Ok(answer),
     };
-    // Until the account is activated (own password, mobile number), nothing else.
-    if !visitor.profile.activated {
-        return Ok(page::see_other(&activation_link(&visitor.profile.email)).finish());
-    }
     let sessions = state.portal.sessions(&visitor.profile.user_id).await?;
     let p = HomePage {
         profile: &visitor.profile,

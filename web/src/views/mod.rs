@@ -2,5 +2,6 @@
 
 pub mod activate;
 pub mod home;
+pub mod settings;
 pub mod signin;
 pub mod signout;

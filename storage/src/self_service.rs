@@ -1,0 +1,157 @@
+//! What users change themselves on the web portal (white paper §3.6, §3.7.3, §9.2.1):
+//! activation with a password of their own, a new password, and their settings (name,
+//! time zone, ConstantSync, alert filter rules). The caller tells the user's VES about
+//! changed settings and closes the sessions of revoked devices.
+
+use std::net::IpAddr;
+
+use noc_protocol::rts::FilterRule;
+use noc_protocol::{DeviceId, UserId};
+
+use crate::accounts::{AccountError, Accounts, Result, check_name, check_time_zone};
+use crate::model::{UserRecord, UserSettings};
+use crate::secrets;
+use crate::web_sessions::NewWebSession;
+
+/// At most this many alert filter rules per user.
+pub const MAX_FILTER_RULES: usize = 20;
+/// The longest text a rule matches.
+pub const MAX_RULE_TEXT: usize = 100;
+
+/// The mail headers a rule may look at.
+pub const RULE_FIELDS: [&str; 3] = ["from", "to", "subject"];
+
+fn check_rules(rules: &[FilterRule]) -> Result<()> {
+    if rules.len() > MAX_FILTER_RULES {
+        return Err(AccountError::Invalid(format!("at most {MAX_FILTER_RULES} alert rules")));
+    }
+    for r in rules {
+        if !RULE_FIELDS.contains(&r.field.as_str()) {
+            return Err(AccountError::Invalid("an alert rule looks at From, To or Subject".into()));
+        }
+        let n = r.contains.chars().count();
+        if n == 0 || n > MAX_RULE_TEXT || r.contains.chars().any(char::is_control) {
+            return Err(AccountError::Invalid(format!(
+                "the text of an alert rule must be 1 to {MAX_RULE_TEXT} printable characters"
+            )));
+        }
+    }
+    Ok(())
+}
+
+impl Accounts {
+    /// Activation from the web page (white paper §3.6): the mailed credentials, the
+    /// MSISDN and time zone, and the new password the user must choose; the user is then
+    /// signed in. Every refusal of the mailed credentials reads like a wrong password.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn web_activate(
+        &self,
+        login: &str,
+        password: &str,
+        msisdn: &str,
+        time_zone: &str,
+        new_password: &str,
+        user_agent: &str,
+        source: IpAddr,
+    ) -> Result<NewWebSession> {
+        self.check_new_password(new_password)?;
+        if new_password == password {
+            return Err(AccountError::Invalid("choose a password other than the one in the welcome mail".into()));
+        }
+        let user = self.activate_account(login, password, msisdn, time_zone, source).await?;
+        self.set_own_password(user.id, new_password, None, false).await?;
+        self.web_sign_in(&user.email, new_password, false, user_agent, source).await
+    }
+
+    /// A user's own new password (activation, settings): every other web session ends
+    /// (`keep`: the token of the one that made the change) and, with `revoke_devices`,
+    /// every device is revoked as when the enterprise resets it; returns the revoked
+    /// devices, whose live sessions the caller closes.
+    pub async fn set_own_password(
+        &self,
+        user: UserId,
+        new_password: &str,
+        keep: Option<&str>,
+        revoke_devices: bool,
+    ) -> Result<Vec<DeviceId>> {
+        self.check_new_password(new_password)?;
+        let hash = self.hash_password(new_password).await?;
+        let now = noc_protocol::clock::unix_ms_i64();
+        let devices = self.store().set_password(user, &hash, now, revoke_devices).await?;
+        let keep = keep.map(|t| secrets::token_hash(t.as_bytes()));
+        let ended = self.store().delete_web_sessions_of_user(user, keep.as_deref()).await?;
+        self.audit(
+            format!("user:{user}"),
+            "user.password_changed",
+            format!("user:{user}"),
+            format!("revoked_devices={} ended_web_sessions={ended}", devices.len()),
+        )
+        .await;
+        Ok(devices)
+    }
+
+    /// Changes the password after checking the current one (under the password
+    /// throttle, like every password route). Other web sessions end; devices too when
+    /// the user asks (a lost phone).
+    pub async fn change_own_password(
+        &self,
+        user: &UserRecord,
+        current: &str,
+        new_password: &str,
+        keep: &str,
+        revoke_devices: bool,
+        source: IpAddr,
+    ) -> Result<Vec<DeviceId>> {
+        self.check_new_password(new_password)?;
+        match self.check_login(&user.email, current, source).await {
+            Ok(checked) if checked.id == user.id => {}
+            Ok(_) | Err(AccountError::InvalidCredentials) => return Err(AccountError::InvalidCredentials),
+            Err(e) => return Err(e),
+        }
+        self.set_own_password(user.id, new_password, Some(keep), revoke_devices).await
+    }
+
+    /// Replaces the user's settings, validated; returns the updated user.
+    pub async fn update_own_settings(&self, user: UserId, settings: UserSettings) -> Result<UserRecord> {
+        let settings = UserSettings {
+            first_name: settings.first_name.trim().to_string(),
+            last_name: settings.last_name.trim().to_string(),
+            time_zone: settings.time_zone.map(|z| z.trim().to_string()).filter(|z| !z.is_empty()),
+            ..settings
+        };
+        check_name(&settings.first_name, "the first name")?;
+        check_name(&settings.last_name, "the last name")?;
+        if let Some(z) = &settings.time_zone {
+            check_time_zone(z)?;
+        }
+        check_rules(&settings.filter_rules)?;
+        let updated = self.store().update_user_settings(user, &settings, noc_protocol::clock::unix_ms_i64()).await?;
+        self.audit(
+            format!("user:{user}"),
+            "user.settings_changed",
+            format!("user:{user}"),
+            format!("constant_sync={} filter_rules={}", settings.constant_sync, settings.filter_rules.len()),
+        )
+        .await;
+        Ok(updated)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(field: &str, contains: &str) -> FilterRule {
+        FilterRule { field: field.into(), contains: contains.into() }
+    }
+
+    #[test]
+    fn rules_are_bounded_and_named() {
+        assert!(check_rules(&[rule("from", "boss@corp.example"), rule("subject", "URGENT")]).is_ok());
+        assert!(check_rules(&[rule("body", "x")]).is_err());
+        assert!(check_rules(&[rule("to", "")]).is_err());
+        assert!(check_rules(&[rule("to", &"x".repeat(MAX_RULE_TEXT + 1))]).is_err());
+        assert!(check_rules(&[rule("to", "a\nb")]).is_err());
+        assert!(check_rules(&vec![rule("to", "x"); MAX_FILTER_RULES + 1]).is_err());
+    }
+}

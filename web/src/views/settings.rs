@@ -1,0 +1,287 @@
+//! `GET/POST /settings` and `POST /settings/password`: what a user changes themselves
+//! (white paper §3.7.3, §9.2.1): name, time zone, ConstantSync, the alert filter rules,
+//! and the password. New rules and the ConstantSync flag reach the user's enterprise
+//! server at once over its live command channel.
+//!
+//! The rules are plain form rows (a header and a text each) with two empty rows to add
+//! to: no script needed; clearing a row's text removes the rule.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpRequest, HttpResponse, web};
+use askama::Template;
+
+use crate::errors::PageError;
+use crate::portal::{FilterRule, PortalError, Profile, SettingsChange};
+use crate::views::activate::time_zones;
+use crate::views::home::{session_ended, signed_in_or_redirect};
+use crate::{WebState, csrf, form, page, source};
+
+/// Empty rows offered for new rules.
+const BLANK_RULES: usize = 2;
+const FIELDS: [(&str, &str); 3] = [("from", "From"), ("to", "To"), ("subject", "Subject")];
+
+/// One row of the rules table.
+pub struct RuleRow {
+    pub fields: Vec<(&'static str, &'static str, bool)>,
+    pub text: String,
+}
+
+#[derive(Template)]
+#[template(path = "settings.html")]
+pub struct SettingsPage<'a> {
+    pub csrf: &'a str,
+    pub first_name: &'a str,
+    pub last_name: &'a str,
+    pub zones: Vec<(&'static str, bool)>,
+    pub constant_sync: bool,
+    pub rules: Vec<RuleRow>,
+    pub notice: Option<&'a str>,
+    pub error: Option<String>,
+    pub password_error: Option<String>,
+}
+
+fn rows(rules: &[FilterRule]) -> Vec<RuleRow> {
+    let row = |field: &str, text: &str| RuleRow {
+        fields: FIELDS.iter().map(|(v, label)| (*v, *label, *v == field)).collect(),
+        text: text.to_string(),
+    };
+    let mut out: Vec<RuleRow> = rules.iter().map(|r| row(&r.field, &r.contains)).collect();
+    out.extend((0..BLANK_RULES).map(|_| row("subject", "")));
+    out
+}
+
+struct Shown<'a> {
+    first_name: &'a str,
+    last_name: &'a str,
+    time_zone: &'a str,
+    constant_sync: bool,
+    rules: &'a [FilterRule],
+}
+
+fn render(
+    status: StatusCode,
+    csrf: &str,
+    shown: Shown<'_>,
+    notice: Option<&str>,
+    errors: (Option<String>, Option<String>),
+) -> HttpResponse {
+    let p = SettingsPage {
+        csrf,
+        first_name: shown.first_name,
+        last_name: shown.last_name,
+        zones: time_zones().map(|z| (z, z == shown.time_zone)).collect(),
+        constant_sync: shown.constant_sync,
+        rules: rows(shown.rules),
+        notice,
+        error: errors.0,
+        password_error: errors.1,
+    };
+    page::render(status, &p)
+}
+
+fn of_profile(p: &Profile) -> Shown<'_> {
+    Shown {
+        first_name: &p.first_name,
+        last_name: &p.last_name,
+        time_zone: p.time_zone.as_deref().unwrap_or("UTC"),
+        constant_sync: p.constant_sync,
+        rules: &p.filter_rules,
+    }
+}
+
+pub async fn show(req: HttpRequest, state: web::Data<WebState>) -> Result<HttpResponse, PageError> {
+    let (visitor, token) = match signed_in_or_redirect(&state, &req).await? {
+        Ok(v) => v,
+        Err(answer) => return Ok(answer),
+    };
+    let notice = match req.query_string() {
+        "saved=1" => Some("Your settings are saved."),
+        "password=1" => Some("Your password is changed. You are signed out everywhere else."),
+        _ => None,
+    };
+    Ok(render(StatusCode::OK, &csrf::for_session(&token), of_profile(&visitor.profile), notice, (None, None)))
+}
+
+/// The posted settings, from the form's fields in order (the rule rows repeat names).
+struct Posted {
+    csrf: String,
+    change: SettingsChange,
+}
+
+fn posted(pairs: Vec<(String, String)>) -> Posted {
+    let mut p = Posted {
+        csrf: String::new(),
+        change: SettingsChange {
+            first_name: String::new(),
+            last_name: String::new(),
+            time_zone: String::new(),
+            constant_sync: false,
+            filter_rules: Vec::new(),
+        },
+    };
+    let mut field: Option<String> = None;
+    for (k, v) in pairs {
+        match k.as_str() {
+            "csrf" => p.csrf = v,
+            "first_name" => p.change.first_name = v,
+            "last_name" => p.change.last_name = v,
+            "time_zone" => p.change.time_zone = v,
+            "constant_sync" => p.change.constant_sync = true,
+            "rule_field" => field = Some(v),
+            "rule_text" => {
+                let text = v.trim().to_string();
+                if let Some(f) = field.take()
+                    && !text.is_empty()
+                {
+                    p.change.filter_rules.push(FilterRule { field: f, contains: text });
+                }
+            }
+            _ => {}
+        }
+    }
+    p
+}
+
+pub async fn submit(
+    req: HttpRequest,
+    state: web::Data<WebState>,
+    payload: web::Payload,
+) -> Result<HttpResponse, PageError> {
+    if !csrf::same_origin(&req) {
+        return Err(PageError::Forbidden);
+    }
+    let pairs: Vec<(String, String)> = form::read(payload).await?;
+    let (visitor, token) = match signed_in_or_redirect(&state, &req).await? {
+        Ok(v) => v,
+        Err(answer) => return Ok(answer),
+    };
+    let p = posted(pairs);
+    let token_csrf = csrf::for_session(&token);
+    if !csrf::matches(&token_csrf, &p.csrf) {
+        return Err(PageError::Forbidden);
+    }
+    let refuse = |message: String| {
+        let shown = Shown {
+            first_name: &p.change.first_name,
+            last_name: &p.change.last_name,
+            time_zone: &p.change.time_zone,
+            constant_sync: p.change.constant_sync,
+            rules: &p.change.filter_rules,
+        };
+        Ok(render(StatusCode::BAD_REQUEST, &token_csrf, shown, None, (Some(message), None)))
+    };
+    if !time_zones().any(|z| z == p.change.time_zone) {
+        return refuse("Choose your time zone from the list.".into());
+    }
+    match state.portal.update_settings(&visitor.profile.user_id, p.change.clone()).await {
+        Ok(()) => Ok(page::see_other("/settings?saved=1").finish()),
+        Err(PortalError::Invalid(message)) => refuse(crate::views::activate::sentence(&message)),
+        Err(e) => Err(e.into()),
+    }
+}
+
+#[derive(serde::Deserialize)]
+pub struct PasswordForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    current: String,
+    #[serde(default)]
+    new_password: String,
+    #[serde(default)]
+    confirm: String,
+    #[serde(default)]
+    sign_out_devices: Option<String>,
+}
+
+pub async fn change_password(
+    req: HttpRequest,
+    state: web::Data<WebState>,
+    payload: web::Payload,
+) -> Result<HttpResponse, PageError> {
+    if !csrf::same_origin(&req) {
+        return Err(PageError::Forbidden);
+    }
+    let f: PasswordForm = form::read(payload).await?;
+    let (visitor, token) = match signed_in_or_redirect(&state, &req).await? {
+        Ok(v) => v,
+        Err(answer) => return Ok(answer),
+    };
+    let token_csrf = csrf::for_session(&token);
+    if !csrf::matches(&token_csrf, &f.csrf) {
+        return Err(PageError::Forbidden);
+    }
+    let refuse = |status: StatusCode, message: String| {
+        Ok(render(status, &token_csrf, of_profile(&visitor.profile), None, (None, Some(message))))
+    };
+    if f.current.is_empty() || f.new_password.is_empty() {
+        return refuse(StatusCode::BAD_REQUEST, "Enter your current password and a new one.".into());
+    }
+    if f.current.len() > 1024 || f.new_password.len() > 1024 {
+        return refuse(StatusCode::BAD_REQUEST, "A password is longer than this form accepts.".into());
+    }
+    if f.new_password != f.confirm {
+        return refuse(StatusCode::BAD_REQUEST, "The two new passwords differ.".into());
+    }
+    let result = state
+        .portal
+        .change_password(
+            &visitor.profile.user_id,
+            &f.current,
+            &f.new_password,
+            &token,
+            f.sign_out_devices.is_some(),
+            source(&req),
+        )
+        .await;
+    match result {
+        Ok(()) => Ok(page::see_other("/settings?password=1").finish()),
+        Err(PortalError::InvalidCredentials) => {
+            refuse(StatusCode::UNAUTHORIZED, "Your current password is not correct.".into())
+        }
+        Err(PortalError::Throttled { retry_after }) => refuse(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!("Too many attempts. Please wait {} seconds before trying again.", retry_after.as_secs().max(1)),
+        ),
+        Err(PortalError::Invalid(message)) => {
+            refuse(StatusCode::BAD_REQUEST, crate::views::activate::sentence(&message))
+        }
+        // The session ended while the form was open.
+        Err(PortalError::NotFound) => Ok(session_ended()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
+        list.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn rule_rows_pair_up_in_order_and_empty_ones_are_dropped() {
+        let p = posted(pairs(&[
+            ("csrf", "c"),
+            ("first_name", "Ann"),
+            ("constant_sync", "1"),
+            ("rule_field", "from"),
+            ("rule_text", " boss@corp.example "),
+            ("rule_field", "subject"),
+            ("rule_text", ""),
+            ("rule_field", "subject"),
+            ("rule_text", "URGENT"),
+        ]));
+        assert_eq!(p.csrf, "c");
+        assert!(p.change.constant_sync);
+        assert_eq!(
+            p.change.filter_rules,
+            vec![
+                FilterRule { field: "from".into(), contains: "boss@corp.example".into() },
+                FilterRule { field: "subject".into(), contains: "URGENT".into() },
+            ]
+        );
+        assert!(!posted(pairs(&[("first_name", "x")])).change.constant_sync, "an unticked box is not sent");
+    }
+}
