@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of the workspace. Works on a fresh Debian machine: installs and starts
 # what the tests need when it is missing — promtool (package `prometheus`), OpenSSL and
-# zlib headers, HAProxy, Mosquitto and nats-server (the load tool's baselines), Redis (on
+# zlib headers, HAProxy, Mosquitto and nats-server (the load tool's baselines), Chromium
+# and chromedriver with Python's selenium (the web portal's browser test), Redis (on
 # 127.0.0.1:6379), PostgreSQL with a `test` database on 127.0.0.1:5432 (skipped when
 # NOC_TEST_POSTGRES_URL names another server) — then builds once and runs the tests in
 # parallel.
@@ -27,6 +28,9 @@ command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server redis-tools)
 # The load tool's baseline runs are tested against real brokers (MQTT and NATS over TLS).
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need_apt+=(mosquitto)
 command -v nats-server >/dev/null 2>&1 || [ -x /usr/sbin/nats-server ] || need_apt+=(nats-server)
+# The web portal is tested in a real browser: headless Chromium over WebDriver.
+command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || need_apt+=(chromium-driver)
 # Headers for the endpoints' crypto (sect283k1 via OpenSSL; zlib for byte-exact deflate).
 if command -v pkg-config >/dev/null 2>&1; then
   pkg-config --exists openssl 2>/dev/null || need_apt+=(libssl-dev)
@@ -36,13 +40,16 @@ else
 fi
 if [ ${#need_apt[@]} -gt 0 ]; then apt_install "${need_apt[@]}"; fi
 
-# A real SMTP server for the VES agent's end-to-end tests (Python aiosmtpd).
-if ! python3 -c 'import aiosmtpd' 2>/dev/null; then
-  echo "== installing aiosmtpd"
-  python3 -m pip install --quiet aiosmtpd 2>/dev/null \
-    || python3 -m pip install --quiet --break-system-packages aiosmtpd 2>/dev/null \
-    || apt_install python3-aiosmtpd
-fi
+# A real SMTP server for the VES agent's end-to-end tests (Python aiosmtpd), and Selenium
+# for the browser test.
+for module in aiosmtpd selenium; do
+  if ! python3 -c "import $module" 2>/dev/null; then
+    echo "== installing $module"
+    python3 -m pip install --quiet "$module" 2>/dev/null \
+      || python3 -m pip install --quiet --break-system-packages "$module" 2>/dev/null \
+      || apt_install "python3-$module"
+  fi
+done
 
 # PostgreSQL: the store conformance suite and the outage tests use a real server.
 ensure_postgres() {
@@ -107,4 +114,8 @@ fi
 # An independent implementation written from docs/protocol.md alone must interoperate.
 echo "== interop (Python client from the specification)"
 NOC_BIN="$PWD/target/debug/noc" python3 interop/python/test_interop.py || status=$?
+
+# The web portal walked in headless Chromium against noc serve and the real ves-agent.
+echo "== browser (headless Chromium over WebDriver)"
+python3 web/browser-tests/test_portal_browser.py || status=$?
 exit $status

@@ -14,6 +14,7 @@ mod errors;
 mod form;
 mod page;
 pub mod portal;
+mod user_agent;
 mod views;
 
 use std::net::IpAddr;
@@ -52,6 +53,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/settings/password", web::post().to(views::settings::change_password))
         .route("/sessions/{id}/revoke", web::post().to(views::home::revoke_session))
         .route(assets::STYLESHEET, web::get().to(assets::stylesheet));
+}
+
+/// What signed in, as a person would name it ("Firefox on Windows").
+fn client(req: &HttpRequest) -> String {
+    user_agent::describe(req.headers().get("User-Agent").and_then(|v| v.to_str().ok()).unwrap_or(""))
 }
 
 /// The client's address, for the password throttle.

@@ -10,7 +10,7 @@ use serde::Deserialize;
 
 use crate::errors::PageError;
 use crate::portal::PortalError;
-use crate::{Presence, WebState, cookies, csrf, form, page, presence, source};
+use crate::{Presence, WebState, client, cookies, csrf, form, page, presence, source};
 
 /// IANA time zones (zone1970.tab's, and UTC), one per line.
 const TIME_ZONES: &str = include_str!("../../static/timezones.txt");
@@ -124,10 +124,10 @@ pub async fn submit(
     if f.new_password != f.confirm {
         return refuse(&f, StatusCode::BAD_REQUEST, "The two new passwords differ.".into());
     }
-    let agent = req.headers().get("User-Agent").and_then(|v| v.to_str().ok()).unwrap_or("");
+    let agent = client(&req);
     let result = state
         .portal
-        .activate(&f.login, &f.password, &f.msisdn, &f.time_zone, &f.new_password, agent, source(&req))
+        .activate(&f.login, &f.password, &f.msisdn, &f.time_zone, &f.new_password, &agent, source(&req))
         .await;
     match result {
         Ok(signed_in) => {

@@ -162,9 +162,7 @@ pub async fn revoke_session(
     }
     state.portal.revoke_session(&visitor.profile.user_id, &id).await?;
     if id == visitor.session_id {
-        return Ok(page::see_other("/login?signed_out=1")
-            .append_header(("Set-Cookie", cookies::clear(cookies::SESSION)))
-            .finish());
+        return Ok(crate::views::signout::signed_out());
     }
     Ok(page::see_other("/").finish())
 }

@@ -9,7 +9,7 @@ use serde::Deserialize;
 
 use crate::errors::PageError;
 use crate::portal::PortalError;
-use crate::{Presence, WebState, cookies, csrf, form, page, presence, source};
+use crate::{Presence, WebState, client, cookies, csrf, form, page, presence, source};
 
 #[derive(Template)]
 #[template(path = "signin.html")]
@@ -69,7 +69,14 @@ pub async fn show(
         return Ok(page::see_other("/").finish());
     }
     let notice = query.signed_out.as_ref().map(|_| "You are signed out.");
-    Ok(form_page(&req, &state, StatusCode::OK, "", None, notice))
+    let mut answer = form_page(&req, &state, StatusCode::OK, "", None, notice);
+    if notice.is_some() {
+        answer.headers_mut().insert(
+            actix_web::http::header::HeaderName::from_static("clear-site-data"),
+            actix_web::http::header::HeaderValue::from_static("\"cache\""),
+        );
+    }
+    Ok(answer)
 }
 
 pub async fn submit(
@@ -91,8 +98,8 @@ pub async fn submit(
         return Ok(form_page(&req, &state, StatusCode::BAD_REQUEST, login, error, None));
     }
     let persistent = state.settings.offer_persistent && f.remember.is_some();
-    let agent = req.headers().get("User-Agent").and_then(|v| v.to_str().ok()).unwrap_or("");
-    match state.portal.sign_in(login, &f.password, persistent, agent, source(&req)).await {
+    let agent = client(&req);
+    match state.portal.sign_in(login, &f.password, persistent, &agent, source(&req)).await {
         Ok(signed_in) => {
             let mut answer = page::see_other("/");
             // A new token on every sign-in; any earlier session cookie is replaced.

@@ -1,6 +1,7 @@
 //! `POST /logout`: the session's token is deleted on the server and the cookie cleared.
 
 use actix_web::{HttpRequest, HttpResponse, web};
+use askama::Template;
 use serde::Deserialize;
 
 use crate::errors::PageError;
@@ -31,5 +32,30 @@ pub async fn submit(
         // Already ended: nothing to do but forget the cookie.
         Presence::Ended | Presence::Anonymous => {}
     }
-    Ok(page::see_other("/login?signed_out=1").append_header(("Set-Cookie", cookies::clear(cookies::SESSION))).finish())
+    Ok(signed_out())
+}
+
+/// Shown for a moment on sign-out, then replaced by the sign-in page.
+#[derive(Template)]
+#[template(path = "signed_out.html")]
+pub struct SignedOutPage;
+
+/// The answer that ends a browser's session: the cookie cleared, the browser told to drop
+/// what it holds of the site, and a page that moves on to the sign-in page at once.
+///
+/// Why not a plain redirect: `no-store` keeps the account page out of the HTTP cache, but
+/// browsers may keep it in their back/forward cache, and Chrome restores such a page on
+/// Back unless a cookie changed *after* the page was frozen. With a redirect, the cookie
+/// is cleared before that moment. This page is committed first (freezing the account
+/// page), then its refresh loads the sign-in page, whose new CSRF cookie is such a change;
+/// Back then loads the account page afresh, which the server answers with the sign-in
+/// page. The refresh replaces this page in the history; it works without script, and the
+/// page has a link for browsers that do not refresh.
+pub fn signed_out() -> HttpResponse {
+    let mut builder = HttpResponse::Ok();
+    builder
+        .append_header(("Set-Cookie", cookies::clear(cookies::SESSION)))
+        .append_header(("Set-Cookie", cookies::clear(cookies::CSRF)))
+        .insert_header(("Clear-Site-Data", "\"cache\""));
+    page::render_with(builder, &SignedOutPage)
 }

@@ -1,0 +1,333 @@
+#!/usr/bin/env python3
+"""The web portal walked in a real browser: headless Chromium over WebDriver (Selenium).
+
+A person's walk, against real processes on loopback: `noc serve` on its embedded store, the
+real `ves-agent` with an SMTP server that captures its welcome mail, and Chromium.
+
+  welcome mail -> its activation link -> mobile number, time zone, own password
+  -> sign out -> Back does not show the account -> sign in -> an alert rule and
+  ConstantSync off on the settings page -> the agent has them (its live command
+  channel) -> a second node on the same store serves the same session -> that node's
+  short inactivity timeout ends it.
+
+Screenshots of the main pages are written to $NOC_SCREENSHOTS when it is set (the ones
+under docs/screenshots/ were made so: `NOC_SCREENSHOTS=docs/screenshots`).
+
+Needs the debug binaries (`cargo build -p noc -p noc-agent`), `chromium` and
+`chromium-driver` (Debian), and the Python packages selenium and aiosmtpd; scripts/test.sh
+installs them when missing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+import urllib.request
+
+from aiosmtpd.controller import Controller
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import Select
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+TARGET = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
+NOC = os.environ.get("NOC_BIN", os.path.join(TARGET, "debug", "noc"))
+AGENT = os.environ.get("VES_AGENT_BIN", os.path.join(TARGET, "debug", "ves-agent"))
+SHOTS = os.environ.get("NOC_SCREENSHOTS")
+DEADLINE = 30.0
+
+
+def free_ports(n: int) -> list[int]:
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def eventually(what: str, check, timeout: float = DEADLINE, context=lambda: ""):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}\n{context()}")
+        time.sleep(0.1)
+
+
+class Sink:
+    """An SMTP server keeping every message it receives."""
+
+    def __init__(self):
+        self.messages: list[tuple[list[str], str]] = []
+        self.port = free_ports(1)[0]
+        self.controller = Controller(self, hostname="127.0.0.1", port=self.port)
+        self.controller.start()
+
+    async def handle_DATA(self, server, session, envelope):  # noqa: N802 (aiosmtpd's name)
+        self.messages.append((list(envelope.rcpt_tos), envelope.content.decode("utf-8", "replace")))
+        return "250 OK"
+
+    def stop(self):
+        self.controller.stop()
+
+
+class Node:
+    """One `noc serve` process; several may share one data directory (one store)."""
+
+    def __init__(self, data_dir: str, log_dir: str, name: str, env: dict[str, str]):
+        self.data_dir = data_dir
+        self.http, self.device, self.admin = free_ports(3)
+        self.url = f"https://localhost:{self.http}"
+        self.log_path = os.path.join(log_dir, f"{name}.log")
+        full_env = dict(os.environ)
+        full_env.update(env)
+        full_env["NOC_PUBLIC__URL"] = self.url
+        full_env["NOC_NODE_ID"] = name
+        self.log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(
+            [
+                NOC, "serve",
+                "--data-dir", data_dir,
+                "--http-listen", f"127.0.0.1:{self.http}",
+                "--device-listen", f"127.0.0.1:{self.device}",
+                "--admin-listen", f"127.0.0.1:{self.admin}",
+            ],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            env=full_env,
+        )
+
+        def ready():
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{name} exited; log:\n{self.read_log()}")
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.admin}/readyz", timeout=2) as r:
+                    return r.status == 200
+            except OSError:
+                return False
+
+        eventually(f"{name} ready", ready, 60)
+
+    def read_log(self) -> str:
+        with open(self.log_path, "rb") as f:
+            return f.read().decode("utf-8", "replace")[-4000:]
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+
+
+class PortalInABrowser(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        for path in (NOC, AGENT):
+            if not os.access(path, os.X_OK):
+                raise RuntimeError(f"{path} is missing: cargo build -p noc -p noc-agent")
+        cls.dir = tempfile.mkdtemp(prefix="noc-browser-")
+        cls.data = os.path.join(cls.dir, "data")
+        cls.sink = Sink()
+        cls.a = Node(cls.data, cls.dir, "node-a", {})
+        # The same store, a short inactivity timeout: serves A's sessions, and ends them
+        # after 2 s without a request.
+        cls.b = Node(cls.data, cls.dir, "node-b", {"NOC_WEB__SESSION_IDLE_TIMEOUT_SECONDS": "2"})
+        subprocess.run(
+            [NOC, "admin", "--data-dir", cls.data, "license", "create", "--name", "acme",
+             "--password", "acme-license-pw", "--max-users", "5"],
+            check=True, capture_output=True,
+        )
+        cls.agent_config = os.path.join(cls.dir, "ves-agent.toml")
+        with open(cls.agent_config, "w") as f:
+            f.write(
+                f"""[relay]
+url = "{cls.a.url}"
+ca_file = "{os.path.join(cls.data, 'tls', 'cert.pem')}"
+heartbeat_tolerance_seconds = 2
+reconnect_initial_ms = 100
+reconnect_max_seconds = 1
+[license]
+name = "acme"
+password = "acme-license-pw"
+[mail]
+maildir_root = "{os.path.join(cls.dir, 'maildir')}"
+rescan_interval_seconds = 2
+[smtp]
+host = "127.0.0.1"
+port = {cls.sink.port}
+[welcome]
+from = "VES Admin <ves-admin@corp.example>"
+[state]
+dir = "{os.path.join(cls.dir, 'agent')}"
+"""
+            )
+        cls.agent_cli("register")
+        cls.agent_log = open(os.path.join(cls.dir, "agent.log"), "wb")
+        cls.agent = subprocess.Popen([AGENT, "--config", cls.agent_config, "run"],
+                                     stdout=cls.agent_log, stderr=subprocess.STDOUT)
+        eventually("the agent's command channel", lambda: cls.status().get("Connected"))
+
+        options = webdriver.ChromeOptions()
+        for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--ignore-certificate-errors",
+                    "--window-size=1000,900", "--disable-gpu", "--lang=en-US"):
+            options.add_argument(arg)
+        options.binary_location = shutil.which("chromium") or "/usr/bin/chromium"
+        cls.browser = webdriver.Chrome(service=Service(shutil.which("chromedriver") or "/usr/bin/chromedriver"),
+                                       options=options)
+        cls.browser.set_page_load_timeout(30)
+
+    @classmethod
+    def tearDownClass(cls):
+        for step in (lambda: cls.browser.quit(), lambda: cls.agent.terminate(), lambda: cls.agent.wait(20),
+                     lambda: cls.agent_log.close(), lambda: cls.b.stop(), lambda: cls.a.stop(),
+                     lambda: cls.sink.stop()):
+            try:
+                step()
+            except Exception:  # noqa: BLE001 (tear down as much as possible)
+                pass
+        if os.environ.get("NOC_KEEP"):
+            sys.stderr.write(f"\n[browser test files kept in {cls.dir}]\n")
+        else:
+            shutil.rmtree(cls.dir, ignore_errors=True)
+
+    @classmethod
+    def agent_cli(cls, *args: str) -> str:
+        out = subprocess.run([AGENT, "--config", cls.agent_config, *args], capture_output=True, text=True,
+                             timeout=60)
+        if out.returncode != 0:
+            raise RuntimeError(f"ves-agent {' '.join(args)}: {out.stdout}{out.stderr}")
+        return out.stdout
+
+    @classmethod
+    def status(cls) -> dict:
+        try:
+            return json.loads(cls.agent_cli("status"))
+        except (RuntimeError, json.JSONDecodeError):
+            return {}
+
+    def shot(self, name: str):
+        if SHOTS:
+            os.makedirs(SHOTS, exist_ok=True)
+            self.browser.save_screenshot(os.path.join(SHOTS, f"{name}.png"))
+
+    def page(self) -> str:
+        return self.browser.page_source
+
+    def fill(self, field: str, value: str):
+        e = self.browser.find_element(By.NAME, field)
+        e.clear()
+        e.send_keys(value)
+
+    def submit(self, form_action: str):
+        self.browser.find_element(By.CSS_SELECTOR, f'form[action="{form_action}"] button[type="submit"]').click()
+
+    def test_a_persons_walk(self):
+        b = self.browser
+        # The VES administrator adds a user; the welcome mail carries the link and password.
+        self.agent_cli("user", "add", "--email", "ann@corp.example", "--first-name", "Ann", "--last-name", "Lee")
+        _, mail = eventually("the welcome mail",
+                             lambda: next((m for m in self.sink.messages if "ann@corp.example" in m[0]), None))
+        link = re.search(r"(https://\S+/activate)\b", mail).group(1)
+        password = re.search(r"Password:\s+(\S+)", mail).group(1)
+        self.assertTrue(link.startswith(self.a.url), link)
+
+        # Activation: mobile number, time zone, a password of one's own.
+        b.get(link)
+        self.assertIn("Activate your account", b.title)
+        self.fill("login", "ann@corp.example")
+        self.fill("password", password)
+        self.fill("msisdn", "+4915100000001")
+        Select(b.find_element(By.NAME, "time_zone")).select_by_value("Europe/Berlin")
+        self.fill("new_password", "anns-own-password")
+        self.fill("confirm", "anns-own-password")
+        self.shot("activate")
+        self.submit("/activate")
+        eventually("the account page", lambda: "Your account is active" in self.page(), context=self.page)
+        self.assertIn("+4915100000001", self.page())
+        self.assertIn("Europe/Berlin", self.page())
+        self.shot("account")
+
+        # Sign out; Back must not show the account again (no-store).
+        self.submit("/logout")
+        eventually("the sign-in page", lambda: "You are signed out." in self.page())
+        b.back()
+        # Chrome may restore a frozen page from its back/forward cache; the sign-out page
+        # makes sure it does not (web/src/views/signout.rs). Give a restore time to show.
+        time.sleep(1)
+        self.assertNotIn("ann@corp.example", self.page(), "Back after sign-out shows no account")
+        self.assertIn("Sign in", self.page(), "Back after sign-out shows the sign-in page")
+
+        # Sign in again with the new password.
+        b.get(self.a.url + "/login")
+        self.fill("login", "ann@corp.example")
+        self.fill("password", "anns-own-password")
+        self.shot("signin")
+        self.submit("/login")
+        eventually("signed in", lambda: "Where you are signed in" in self.page())
+
+        # An alert rule and ConstantSync off reach the agent over its live channel.
+        b.get(self.a.url + "/settings")
+        rows = b.find_elements(By.NAME, "rule_text")
+        Select(b.find_elements(By.NAME, "rule_field")[0]).select_by_value("subject")
+        rows[0].send_keys("urgent")
+        sync = b.find_element(By.NAME, "constant_sync")
+        if sync.is_selected():
+            sync.click()
+        self.submit("/settings")
+        eventually("saved", lambda: "Your settings are saved." in self.page())
+        self.shot("settings")
+
+        def agent_has_it():
+            for u in self.status().get("Users", []):
+                if u["Email"] == "ann@corp.example":
+                    return not u["ConstantSync"] and u["FilterRules"] == [{"Field": "subject", "Contains": "urgent"}]
+            return False
+
+        eventually("the agent to have the rule and ConstantSync off", agent_has_it)
+
+        # The second node serves the same session (the store holds it, not node A) ...
+        b.get(self.b.url + "/")
+        self.assertIn("ann@corp.example", self.page(), "node B serves node A's session")
+        # ... and ends it after its 2 s inactivity timeout.
+        time.sleep(3)
+        b.get(self.b.url + "/")
+        self.assertIn("Your session timed out", self.page())
+        self.shot("timed-out")
+        b.get(self.a.url + "/")
+        self.assertNotIn("ann@corp.example", self.page(), "ended for every node")
+
+    def test_the_sign_in_page_fits_a_phone(self):
+        b = self.browser
+        b.set_window_size(390, 844)
+        try:
+            b.get(self.a.url + "/login")
+            width = b.execute_script("return document.documentElement.scrollWidth")
+            self.assertLessEqual(width, 390, "no horizontal scrolling on a phone-sized screen")
+            self.shot("signin-phone")
+        finally:
+            b.set_window_size(1000, 900)
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
