@@ -7,9 +7,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use noc_actors::Router;
+use noc_cluster::SessionKey;
 use noc_gateway::active_user_state;
 use noc_storage::{AccountError, Accounts, UserRecord, UserSettings, UserStatus, WebSession};
-use noc_web::portal::SettingsChange;
+use noc_web::portal::{DeviceInfo, SettingsChange};
 use noc_web::{Portal, PortalError, Profile, SessionInfo, SignedIn, Visitor};
 
 /// The portal over the node's account service, and the router that tells enterprise
@@ -63,6 +64,10 @@ fn portal_error(e: AccountError) -> PortalError {
 }
 
 fn user_id(id: &str) -> Result<noc_protocol::UserId, PortalError> {
+    id.parse().map_err(|_| PortalError::NotFound)
+}
+
+fn device_id(id: &str) -> Result<noc_protocol::DeviceId, PortalError> {
     id.parse().map_err(|_| PortalError::NotFound)
 }
 
@@ -145,6 +150,36 @@ impl Portal for AccountsPortal {
         if !revoked.is_empty() {
             self.router.devices_revoked(record.ves_id, record.id, &revoked);
         }
+        Ok(())
+    }
+
+    async fn devices(&self, user: &str) -> Result<Vec<DeviceInfo>, PortalError> {
+        let devices = self.accounts.own_devices(user_id(user)?).await.map_err(portal_error)?;
+        let mut out = Vec::with_capacity(devices.len());
+        for d in devices {
+            // Where its session is now, from the cluster's ownership records (a failed
+            // lookup shows it as not connected rather than failing the page).
+            let online_on = self.router.cluster().lookup(SessionKey::Device(d.id)).await.ok().flatten();
+            out.push(DeviceInfo {
+                id: d.id.to_string(),
+                name: d.name,
+                device_type: d.device_type,
+                activated_at_ms: d.created_at,
+                online_on: online_on.map(|n| n.to_string()),
+            });
+        }
+        Ok(out)
+    }
+
+    async fn rename_device(&self, user: &str, device: &str, name: &str) -> Result<(), PortalError> {
+        self.accounts.rename_own_device(user_id(user)?, device_id(device)?, name).await.map_err(portal_error)
+    }
+
+    async fn revoke_device(&self, user: &str, device: &str) -> Result<(), PortalError> {
+        let record = self.user(user).await?;
+        let device = device_id(device)?;
+        self.accounts.revoke_own_device(record.id, device).await.map_err(portal_error)?;
+        self.router.devices_revoked(record.ves_id, record.id, &[device]);
         Ok(())
     }
 

@@ -681,6 +681,50 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn devices_of_user(&self, user: UserId) -> Result<Vec<DeviceRecord>> {
+        self.run(move |c| {
+            let mut stmt = c.prepare(&format!(
+                "SELECT {DEVICE_COLS} FROM devices WHERE user_id = ?1 AND revoked_at IS NULL ORDER BY created_at, id"
+            ))?;
+            let rows = stmt.query_map([user.to_string()], device_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    async fn rename_device(&self, user: UserId, device: DeviceId, name: &str) -> Result<DeviceRecord> {
+        let name = name.to_string();
+        self.run(move |c| {
+            let n = c.execute(
+                "UPDATE devices SET name = ?1 WHERE id = ?2 AND user_id = ?3 AND revoked_at IS NULL",
+                params![name, device.to_string(), user.to_string()],
+            )?;
+            if n == 0 {
+                return Err(StoreError::NotFound);
+            }
+            Ok(c.query_row(
+                &format!("SELECT {DEVICE_COLS} FROM devices WHERE id = ?1"),
+                [device.to_string()],
+                device_row,
+            )?)
+        })
+        .await
+    }
+
+    async fn revoke_device(&self, user: UserId, device: DeviceId, now: i64) -> Result<()> {
+        self.run(move |c| {
+            let n = c.execute(
+                "UPDATE devices SET revoked_at = ?1 WHERE id = ?2 AND user_id = ?3 AND revoked_at IS NULL",
+                params![now, device.to_string(), user.to_string()],
+            )?;
+            if n == 0 {
+                return Err(StoreError::NotFound);
+            }
+            Ok(())
+        })
+        .await
+    }
+
     async fn approve_msisdn(&self, msisdn: &str, approved_by: &str, now: i64) -> Result<()> {
         let (msisdn, by) = (msisdn.to_string(), approved_by.to_string());
         self.run(move |c| {

@@ -769,6 +769,44 @@ impl Store for PostgresStore {
         Ok(rows.iter().map(device_row).collect())
     }
 
+    async fn devices_of_user(&self, user: UserId) -> Result<Vec<DeviceRecord>> {
+        let sql = format!(
+            "SELECT {DEVICE_COLS} FROM devices WHERE user_id = $1 AND revoked_at IS NULL ORDER BY created_at, id"
+        );
+        let rows = self.client().await?.query(&sql, &[&user.0]).await.map_err(pg_error)?;
+        Ok(rows.iter().map(device_row).collect())
+    }
+
+    async fn rename_device(&self, user: UserId, device: DeviceId, name: &str) -> Result<DeviceRecord> {
+        let sql = format!(
+            "UPDATE devices SET name = $1 WHERE id = $2 AND user_id = $3 AND revoked_at IS NULL RETURNING {DEVICE_COLS}"
+        );
+        let row = self
+            .client()
+            .await?
+            .query_opt(&sql, &[&name, &device.0, &user.0])
+            .await
+            .map_err(pg_error)?
+            .ok_or(StoreError::NotFound)?;
+        Ok(device_row(&row))
+    }
+
+    async fn revoke_device(&self, user: UserId, device: DeviceId, now: i64) -> Result<()> {
+        let n = self
+            .client()
+            .await?
+            .execute(
+                "UPDATE devices SET revoked_at = $1 WHERE id = $2 AND user_id = $3 AND revoked_at IS NULL",
+                &[&now, &device.0, &user.0],
+            )
+            .await
+            .map_err(pg_error)?;
+        if n == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+
     async fn approve_msisdn(&self, msisdn: &str, approved_by: &str, now: i64) -> Result<()> {
         self.client()
             .await?

@@ -111,6 +111,29 @@ impl Accounts {
         self.set_own_password(user.id, new_password, Some(keep), revoke_devices).await
     }
 
+    /// The user's live devices, oldest first.
+    pub async fn own_devices(&self, user: UserId) -> Result<Vec<crate::model::DeviceRecord>> {
+        Ok(self.store().devices_of_user(user).await?)
+    }
+
+    /// Names one of the user's devices (1 to 64 printable characters).
+    pub async fn rename_own_device(&self, user: UserId, device: DeviceId, name: &str) -> Result<()> {
+        let name = name.trim();
+        if name.is_empty() || name.chars().count() > 64 || name.chars().any(char::is_control) {
+            return Err(AccountError::Invalid("a device name is 1 to 64 printable characters".into()));
+        }
+        self.store().rename_device(user, device, name).await?;
+        self.audit(format!("user:{user}"), "device.renamed", format!("device:{device}"), String::new()).await;
+        Ok(())
+    }
+
+    /// Revokes one of the user's devices; the caller closes its live session.
+    pub async fn revoke_own_device(&self, user: UserId, device: DeviceId) -> Result<()> {
+        self.store().revoke_device(user, device, noc_protocol::clock::unix_ms_i64()).await?;
+        self.audit(format!("user:{user}"), "device.revoked", format!("device:{device}"), "by=user".into()).await;
+        Ok(())
+    }
+
     /// Replaces the user's settings, validated; returns the updated user.
     pub async fn update_own_settings(&self, user: UserId, settings: UserSettings) -> Result<UserRecord> {
         let settings = UserSettings {

@@ -82,6 +82,13 @@ pub trait Store: Send + Sync + 'static {
     /// `ListDevices`).
     async fn device_records_by_ves(&self, ves: VesId) -> Result<Vec<DeviceRecord>>;
 
+    /// The user's live devices, oldest first.
+    async fn devices_of_user(&self, user: UserId) -> Result<Vec<DeviceRecord>>;
+    /// Names one of the user's live devices; `NotFound` for any other device.
+    async fn rename_device(&self, user: UserId, device: DeviceId, name: &str) -> Result<DeviceRecord>;
+    /// Revokes one of the user's live devices at `now`; `NotFound` for any other device.
+    async fn revoke_device(&self, user: UserId, device: DeviceId, now: i64) -> Result<()>;
+
     async fn approve_msisdn(&self, msisdn: &str, approved_by: &str, now: i64) -> Result<()>;
     async fn msisdn_approved(&self, msisdn: &str) -> Result<bool>;
 

@@ -567,3 +567,77 @@ async fn changing_the_password() {
         matches!(revoked, noc_protocol::rts::Command::DeviceRevoked { device_id, .. } if device_id == device.device_id)
     );
 }
+
+/// The devices page: listed with whether each is connected, renamed, and revoked, which
+/// ends the device's live session at once and tells the VES.
+#[tokio::test]
+async fn devices_are_listed_renamed_and_revoked() {
+    use noc_protocol::CloseCode;
+    use noc_test_support::scenario::{expect_close, online_device};
+    let (relay, ves, mut channel) = relay_and_ves(|_| {}).await;
+    user(&ves, "lou@example.com", "Lou", "Ri").await;
+    user(&ves, "max@example.com", "Max", "Ek").await;
+    let mut b = browser(&relay);
+    b.sign_in("lou@example.com", PASSWORD, false).await;
+    let msisdn_of = |body: &str| {
+        body.split("<dt>Mobile number</dt><dd>")
+            .nth(1)
+            .and_then(|s| s.split("</dd>").next())
+            .expect("msisdn")
+            .to_string()
+    };
+    let lou_msisdn = msisdn_of(&b.get("/").await.body);
+    let activate = |msisdn: String| {
+        let ves = &ves;
+        async move {
+            ves.post_json::<noc_protocol::rts::DeviceActivationResponse>(
+                "/device/v1/activate",
+                &serde_json::json!({"Msisdn": msisdn, "Password": PASSWORD, "DeviceName": "phone", "DeviceType": "test"}),
+            )
+            .await
+            .expect("device activation")
+        }
+    };
+    let act = activate(lou_msisdn).await;
+    let mut online = online_device(&relay, &act).await;
+    let mut other = browser(&relay);
+    other.sign_in("max@example.com", PASSWORD, false).await;
+    let max_device = activate(msisdn_of(&other.get("/").await.body)).await;
+
+    let page = b.get("/devices").await;
+    assert_eq!(page.status, 200);
+    assert_page_headers(&page);
+    let id = act.device_id.to_string();
+    assert!(page.body.contains(&format!("/devices/{id}/revoke")), "{}", page.body);
+    assert!(page.body.contains("connected ("), "shown connected: {}", page.body);
+    assert!(!page.body.contains(&max_device.device_id.to_string()), "only the user's own devices");
+    let csrf = page.hidden("csrf").expect("csrf");
+
+    let renamed = b.post(&format!("/devices/{id}/rename"), &[("csrf", &csrf), ("name", "Lou's <phone>")]).await;
+    assert_eq!((renamed.status, renamed.header("location")), (303, Some("/devices?renamed=1")));
+    let page = b.get("/devices?renamed=1").await;
+    assert!(page.body.contains("Lou&#39;s &#60;phone&#62;"), "renamed, escaped: {}", page.body);
+    let empty = b.post(&format!("/devices/{id}/rename"), &[("csrf", &csrf), ("name", " ")]).await;
+    assert_eq!(empty.status, 400);
+    assert!(empty.body.contains("A device name is 1 to 64 printable characters."));
+    // Another user's device, or no device at all: not found, nothing changed.
+    let foreign = format!("/devices/{}/revoke", max_device.device_id);
+    assert_eq!(b.post(&foreign, &[("csrf", &csrf)]).await.status, 404);
+    assert_eq!(b.post("/devices/not-a-device/revoke", &[("csrf", &csrf)]).await.status, 404);
+    assert_eq!(b.post(&format!("/devices/{id}/revoke"), &[]).await.status, 403, "no CSRF token");
+
+    let revoked = b.post(&format!("/devices/{id}/revoke"), &[("csrf", &csrf)]).await;
+    assert_eq!((revoked.status, revoked.header("location")), (303, Some("/devices?revoked=1")));
+    expect_close(&mut online, CloseCode::Revoked).await;
+    channel
+        .wait_for(
+            std::time::Duration::from_secs(5),
+            |c| matches!(c, noc_protocol::rts::Command::DeviceRevoked { device_id, .. } if *device_id == act.device_id),
+        )
+        .await
+        .expect("the VES is told");
+    let page = b.get("/devices?revoked=1").await;
+    assert!(!page.body.contains(&id) && page.body.contains("No device is activated"), "{}", page.body);
+    // Max's device is untouched.
+    assert!(other.get("/devices").await.body.contains(&max_device.device_id.to_string()));
+}

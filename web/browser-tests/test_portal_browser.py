@@ -7,13 +7,14 @@ real `ves-agent` with an SMTP server that captures its welcome mail, and Chromiu
   welcome mail -> its activation link -> mobile number, time zone, own password
   -> sign out -> Back does not show the account -> sign in -> an alert rule and
   ConstantSync off on the settings page -> the agent has them (its live command
-  channel) -> a second node on the same store serves the same session -> that node's
+  channel) -> a real noc-device connected, renamed and signed out on the devices page
+  (its client stops: revoked) -> a second node on the same store serves the same session -> that node's
   short inactivity timeout ends it.
 
 Screenshots of the main pages are written to $NOC_SCREENSHOTS when it is set (the ones
 under docs/screenshots/ were made so: `NOC_SCREENSHOTS=docs/screenshots`).
 
-Needs the debug binaries (`cargo build -p noc -p noc-agent`), `chromium` and
+Needs the debug binaries (`cargo build -p noc -p noc-agent -p noc-device`), `chromium` and
 `chromium-driver` (Debian), and the Python packages selenium and aiosmtpd; scripts/test.sh
 installs them when missing.
 """
@@ -43,6 +44,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 TARGET = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
 NOC = os.environ.get("NOC_BIN", os.path.join(TARGET, "debug", "noc"))
 AGENT = os.environ.get("VES_AGENT_BIN", os.path.join(TARGET, "debug", "ves-agent"))
+DEVICE = os.environ.get("NOC_DEVICE_BIN", os.path.join(TARGET, "debug", "noc-device"))
 SHOTS = os.environ.get("NOC_SCREENSHOTS")
 DEADLINE = 30.0
 
@@ -143,9 +145,9 @@ class Node:
 class PortalInABrowser(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        for path in (NOC, AGENT):
+        for path in (NOC, AGENT, DEVICE):
             if not os.access(path, os.X_OK):
-                raise RuntimeError(f"{path} is missing: cargo build -p noc -p noc-agent")
+                raise RuntimeError(f"{path} is missing: cargo build -p noc -p noc-agent -p noc-device")
         cls.dir = tempfile.mkdtemp(prefix="noc-browser-")
         cls.data = os.path.join(cls.dir, "data")
         cls.sink = Sink()
@@ -305,6 +307,43 @@ dir = "{os.path.join(cls.dir, 'agent')}"
             return False
 
         eventually("the agent to have the rule and ConstantSync off", agent_has_it)
+
+        # A device: activated with the real client and connected; the devices page shows
+        # it, renames it, and signs it out, which ends its live session at once.
+        fingerprint = self.agent_cli("fingerprint").strip().splitlines()[-1]
+        device_dir = os.path.join(self.dir, "device")
+        subprocess.run(
+            [DEVICE, "--state-dir", device_dir, "activate", "--relay", self.a.url,
+             "--ca-file", os.path.join(self.data, "tls", "cert.pem"), "--msisdn", "+4915100000001",
+             "--password", "anns-own-password", "--ves-fingerprint", fingerprint, "--name", "phone"],
+            check=True, capture_output=True, timeout=60,
+        )
+        device_log = open(os.path.join(self.dir, "device.log"), "wb")
+        device = subprocess.Popen([DEVICE, "--state-dir", device_dir, "run"], stdout=device_log,
+                                  stderr=subprocess.STDOUT)
+        try:
+            def connected():
+                b.get(self.a.url + "/devices")
+                return "connected (node-a)" in self.page()
+
+            eventually("the device connected", connected)
+            name = b.find_element(By.CSS_SELECTOR, 'form.row input[name="name"]')
+            name.clear()
+            name.send_keys("Ann's phone")
+            b.find_element(By.CSS_SELECTOR, "form.row button").click()
+            eventually("renamed", lambda: "The device is renamed." in self.page() and "Ann's phone" in self.page())
+            self.shot("devices")
+            b.find_element(By.CSS_SELECTOR, 'form[action$="/revoke"] button').click()
+            eventually("signed out", lambda: "The device is signed out." in self.page())
+            rc = device.wait(timeout=DEADLINE)
+            self.assertNotEqual(rc, 0, "the device stops: its credential is revoked")
+        finally:
+            if device.poll() is None:
+                device.kill()
+                device.wait()
+            device_log.close()
+        with open(os.path.join(self.dir, "device.log"), "rb") as f:
+            self.assertIn(b"revoked", f.read())
 
         # The second node serves the same session (the store holds it, not node A) ...
         b.get(self.b.url + "/")

@@ -58,6 +58,18 @@ pub struct SessionInfo {
     pub persistent: bool,
 }
 
+/// One of the user's devices.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeviceInfo {
+    pub id: String,
+    pub name: Option<String>,
+    pub device_type: Option<String>,
+    /// Unix milliseconds.
+    pub activated_at_ms: i64,
+    /// The node holding its live session, if it is connected now.
+    pub online_on: Option<String>,
+}
+
 /// A successful sign-in: the token goes into the cookie and nowhere else.
 #[derive(Clone)]
 pub struct SignedIn {
@@ -144,6 +156,13 @@ pub trait Portal: Send + Sync + 'static {
         sign_out_devices: bool,
         source: IpAddr,
     ) -> Result<(), PortalError>;
+    /// The user's live devices, oldest first, with where each is connected now.
+    async fn devices(&self, user_id: &str) -> Result<Vec<DeviceInfo>, PortalError>;
+    /// Names one of the user's devices; `NotFound` for any other.
+    async fn rename_device(&self, user_id: &str, device_id: &str, name: &str) -> Result<(), PortalError>;
+    /// Revokes one of the user's devices: its credential stops working and its live
+    /// session ends at once. `NotFound` for any other.
+    async fn revoke_device(&self, user_id: &str, device_id: &str) -> Result<(), PortalError>;
     /// The live session of a token (its activity recorded), or `None`.
     async fn session(&self, token: &str) -> Result<Option<Visitor>, PortalError>;
     /// Ends the session of a token on the server.

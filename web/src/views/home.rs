@@ -31,7 +31,7 @@ pub struct HomePage<'a> {
 }
 
 /// `2026-12-05 14:03 UTC`: the user's time zone setting comes with the settings page.
-fn utc(ms: i64) -> String {
+pub(crate) fn utc(ms: i64) -> String {
     let secs = ms.div_euclid(1000);
     let days = secs.div_euclid(86_400);
     let rem = secs.rem_euclid(86_400);

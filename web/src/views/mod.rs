@@ -1,6 +1,7 @@
 //! One module per page, each beside its template in `templates/`.
 
 pub mod activate;
+pub mod devices;
 pub mod home;
 pub mod settings;
 pub mod signin;
