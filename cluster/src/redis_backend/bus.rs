@@ -184,8 +184,8 @@ impl Bus {
         *self.stop.borrow()
     }
 
-    /// Sharded pub/sub on Redis Cluster: the client keeps the subscription across
-    /// reconnections and reports them as pushes.
+    /// Sharded pub/sub on Redis Cluster. A disconnection (reported as a push) starts over
+    /// with a new client and subscription, so that a failover to a replica is followed.
     async fn subscribe_sharded(&self, seeds: Vec<String>) {
         let channel = inbox_channel(&self.node);
         let mut stop = self.stop.subscribe();
@@ -233,8 +233,13 @@ impl Bus {
                 }
                 match push.kind {
                     redis::PushKind::Disconnection => {
+                        // The shard's server went away. If it died, its replica takes the
+                        // slots over, and the client's own resubscription would keep
+                        // asking the dead address: start over with a fresh client, which
+                        // learns the slot map again from the seeds.
                         self.subscribed.store(false, Ordering::Relaxed);
-                        tracing::warn!("sharded inbox subscription interrupted; the client resubscribes");
+                        tracing::warn!("sharded inbox subscription interrupted; subscribing again");
+                        break;
                     }
                     redis::PushKind::SSubscribe => self.subscribed.store(true, Ordering::Relaxed),
                     _ => {}
