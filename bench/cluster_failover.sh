@@ -16,6 +16,9 @@
 #
 # REDIS_MODE=sentinel deploys Redis as a primary, a replica and a sentinel (the nodes find
 # the primary through the sentinel) and runs the sentinel scenario by default.
+# REDIS_MODE=cluster deploys a Redis Cluster of three primaries with a replica each and
+# runs the shard scenario: the primary holding node 1's inbox killed, its replica takes
+# the slots over, the old primary comes back as a replica.
 #
 # The table gives, per direction, the frames sent, acknowledged end to end, answered
 # undeliverable and lost (neither, after the load tool's drain), the reconnects and the
@@ -37,6 +40,8 @@ source bench/cluster_lib.sh
 REDIS_MODE=${REDIS_MODE:-standalone}
 if [ "$REDIS_MODE" = sentinel ]; then
   SCENARIOS=${SCENARIOS:-"sentinel"}
+elif [ "$REDIS_MODE" = cluster ]; then
+  SCENARIOS=${SCENARIOS:-"shard"}
 else
   SCENARIOS=${SCENARIOS:-"kill9 redis postgres drain"}
 fi
@@ -115,6 +120,34 @@ CONF
   echo "the sentinel did not find the replica" >&2
   exit 2
 }
+# Cluster mode: three primaries with a replica each on REDIS_PORT..REDIS_PORT+5 (their
+# cluster bus on port + 10000), a primary declared failed after 1 s.
+cluster_primary_of() { # KEY: the port of the live primary serving KEY's slot
+  local slot via
+  for via in "${!REDIS_PIDS[@]}"; do
+    slot=$(redis-cli -p "$via" cluster keyslot "$1" 2>/dev/null) || continue
+    redis-cli -p "$via" cluster nodes 2>/dev/null | awk -v slot="$slot" '
+      $3 ~ /master/ && $3 !~ /fail/ { for (i = 9; i <= NF; i++) { n = split($i, r, "-"); lo = r[1]; hi = (n > 1) ? r[2] : r[1];
+        if (slot + 0 >= lo + 0 && slot + 0 <= hi + 0) { split($2, a, "[:@]"); print a[2]; exit } } }'
+    return 0
+  done
+}
+start_cluster_group() {
+  local ports=() p
+  for p in $(seq "$REDIS_PORT" $(( REDIS_PORT + 5 ))); do
+    redis_server "$p" --cluster-enabled yes --cluster-config-file "nodes-$p.conf" --cluster-node-timeout 1000
+    ports+=("127.0.0.1:$p")
+  done
+  redis-cli --cluster create "${ports[@]}" --cluster-replicas 1 --cluster-yes >"$WORK/cluster-create.log" 2>&1 \
+    || { cat "$WORK/cluster-create.log" >&2; exit 2; }
+  for _ in $(seq 1 100); do
+    redis-cli -p "$REDIS_PORT" cluster info | grep -q cluster_state:ok \
+      && [ "$(redis-cli -p "$REDIS_PORT" cluster nodes | grep -c slave)" -eq 3 ] && return 0
+    sleep 0.2
+  done
+  echo "the Redis Cluster did not form" >&2
+  exit 2
+}
 # The nodes reach PostgreSQL through HAProxy (so it can be taken away) and use the
 # private Redis (in sentinel mode: through the sentinel).
 PG_URL="postgres://postgres@127.0.0.1:$PG_PROXY/$BENCH_PG_DB"
@@ -122,6 +155,10 @@ if [ "$REDIS_MODE" = sentinel ]; then
   start_sentinel_group
   REDIS_URL="redis://127.0.0.1:$SENTINEL_PORT/0"
   export NODE_REDIS_MODE=sentinel NODE_SENTINEL_MASTER=noc
+elif [ "$REDIS_MODE" = cluster ]; then
+  start_cluster_group
+  REDIS_URL=$(seq -s, "$REDIS_PORT" $(( REDIS_PORT + 5 )) | sed -E 's/([0-9]+)/redis:\/\/127.0.0.1:\1/g')
+  export NODE_REDIS_MODE=cluster
 else
   start_redis
   REDIS_URL="redis://127.0.0.1:$REDIS_PORT/0"
@@ -239,6 +276,21 @@ inject() {
       redis_server "$primary" --replicaof 127.0.0.1 "$replica"
       echo "   the old primary is back as a replica"
       ;;
+    shard)
+      local primary replica started=$SECONDS
+      primary=$(cluster_primary_of "noc:inbox:{bench-n1}")
+      kill -9 "${REDIS_PIDS[$primary]}"
+      unset "REDIS_PIDS[$primary]"
+      echo "   Redis Cluster primary of node 1's inbox (port $primary) killed"
+      while replica=$(cluster_primary_of "noc:inbox:{bench-n1}") && { [ -z "$replica" ] || [ "$replica" = "$primary" ]; }; do
+        [ $(( SECONDS - started )) -gt 30 ] && { echo "no replica took over" >&2; exit 2; }
+        sleep 0.1
+      done
+      echo "   port $replica took the slots over after $(( SECONDS - started )) s"
+      sleep "$OUTAGE"
+      redis_server "$primary" --cluster-enabled yes --cluster-config-file "nodes-$primary.conf" --cluster-node-timeout 1000
+      echo "   the old primary is back as a replica"
+      ;;
     drain)
       kill -TERM "${NODE_PID[2]}"
       echo "   SIGTERM to node 2 (pid ${NODE_PID[2]})"
@@ -285,6 +337,8 @@ SECTION="$WORK/section.md"
 {
   if [ "$REDIS_MODE" = sentinel ]; then
     echo "## Failover campaign with Redis Sentinel (\`REDIS_MODE=sentinel bench/cluster_failover.sh\`)"
+  elif [ "$REDIS_MODE" = cluster ]; then
+    echo "## Failover campaign on Redis Cluster with replicas (\`REDIS_MODE=cluster bench/cluster_failover.sh\`)"
   else
     echo "## Failover campaign through a load balancer (\`bench/cluster_failover.sh\`)"
   fi
@@ -300,6 +354,7 @@ SECTION="$WORK/section.md"
 } >"$SECTION"
 section_name=cluster_failover
 [ "$REDIS_MODE" = sentinel ] && section_name=cluster_failover_sentinel
+[ "$REDIS_MODE" = cluster ] && section_name=cluster_failover_redis_cluster
 bench_write_section "$section_name" "$SECTION"
 cat "$SECTION"
 exit $status
