@@ -46,7 +46,7 @@ CRATE_LAYERS = [
     {"noc-actors", "noc-device", "noc-agent", "noc-web"},
     {"noc-gateway", "noc-loadtest"},
     {"noc-app"},
-    {"noc", "noc-test-support"},
+    {"noc", "noc-test-support", "noc-fuzz"},
 ]
 
 
