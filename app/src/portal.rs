@@ -38,6 +38,7 @@ fn profile(u: &UserRecord) -> Profile {
         activated: u.status != UserStatus::Provisioned,
         constant_sync: u.constant_sync,
         filter_rules: u.filter_rules.clone(),
+        contact_email: u.contact_email.clone(),
     }
 }
 
@@ -117,6 +118,7 @@ impl Portal for AccountsPortal {
             time_zone: Some(change.time_zone),
             constant_sync: change.constant_sync,
             filter_rules: change.filter_rules,
+            contact_email: Some(change.contact_email),
         };
         let after = self.accounts.update_own_settings(before.id, settings).await.map_err(portal_error)?;
         if after.status == UserStatus::Active {

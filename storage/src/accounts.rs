@@ -617,7 +617,7 @@ impl Accounts {
     }
 }
 
-fn normalize_email(email: &str) -> Result<String> {
+pub(crate) fn normalize_email(email: &str) -> Result<String> {
     let e = email.trim().to_lowercase();
     let valid = e.len() <= 254
         && !e.chars().any(|c| c.is_whitespace() || c.is_control())

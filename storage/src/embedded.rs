@@ -124,6 +124,9 @@ CREATE TABLE web_sessions (
 CREATE INDEX web_sessions_user ON web_sessions(user_id);
 CREATE INDEX web_sessions_expiry ON web_sessions(expires_at);
 "#,
+    r#"
+ALTER TABLE users ADD COLUMN contact_email TEXT;
+"#,
 ];
 
 /// SQLite-backed [`Store`].
@@ -214,7 +217,7 @@ fn license_row(r: &Row<'_>) -> rusqlite::Result<License> {
 }
 
 const USER_COLS: &str = "id, license_id, ves_id, email, msisdn, password_hash, first_name, last_name, \
-     time_zone, status, constant_sync, filter_rules, created_at, updated_at";
+     time_zone, status, constant_sync, filter_rules, created_at, updated_at, contact_email";
 
 fn user_row(r: &Row<'_>) -> rusqlite::Result<UserRecord> {
     let status: String = r.get(9)?;
@@ -234,6 +237,7 @@ fn user_row(r: &Row<'_>) -> rusqlite::Result<UserRecord> {
         filter_rules: serde_json::from_str::<Vec<FilterRule>>(&rules).unwrap_or_default(),
         created_at: r.get(12)?,
         updated_at: r.get(13)?,
+        contact_email: r.get(14)?,
     })
 }
 
@@ -567,8 +571,17 @@ impl Store for SqliteStore {
         self.run(move |c| {
             let n = c.execute(
                 "UPDATE users SET first_name = ?1, last_name = ?2, time_zone = ?3, constant_sync = ?4, \
-                 filter_rules = ?5, updated_at = ?6 WHERE id = ?7",
-                params![s.first_name, s.last_name, s.time_zone, s.constant_sync, rules, now, id.to_string()],
+                 filter_rules = ?5, updated_at = ?6, contact_email = ?8 WHERE id = ?7",
+                params![
+                    s.first_name,
+                    s.last_name,
+                    s.time_zone,
+                    s.constant_sync,
+                    rules,
+                    now,
+                    id.to_string(),
+                    s.contact_email
+                ],
             )?;
             if n == 0 {
                 return Err(StoreError::NotFound);

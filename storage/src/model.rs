@@ -86,6 +86,9 @@ pub struct UserRecord {
     pub status: UserStatus,
     pub constant_sync: bool,
     pub filter_rules: Vec<FilterRule>,
+    /// Where the user wants mail from the service (password recovery) when it is not
+    /// `email`; set on the portal's settings page.
+    pub contact_email: Option<String>,
     pub created_at: i64,
     pub updated_at: i64,
 }
@@ -187,6 +190,8 @@ pub struct UserSettings {
     pub time_zone: Option<String>,
     pub constant_sync: bool,
     pub filter_rules: Vec<FilterRule>,
+    /// `None`: mail goes to the account's own address.
+    pub contact_email: Option<String>,
 }
 
 /// A signed-in browser (white paper §6.2–6.3). The store keeps the SHA-256 of the session

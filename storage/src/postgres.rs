@@ -109,6 +109,9 @@ CREATE TABLE web_sessions (
 CREATE INDEX web_sessions_user ON web_sessions(user_id);
 CREATE INDEX web_sessions_expiry ON web_sessions(expires_at);
 "#,
+    r#"
+ALTER TABLE users ADD COLUMN contact_email TEXT;
+"#,
 ];
 
 /// Arbitrary constant naming the migration advisory lock.
@@ -319,7 +322,7 @@ fn license_row(r: &Row) -> License {
 }
 
 const USER_COLS: &str = "id, license_id, ves_id, email, msisdn, password_hash, first_name, last_name, \
-     time_zone, status, constant_sync, filter_rules, created_at, updated_at";
+     time_zone, status, constant_sync, filter_rules, created_at, updated_at, contact_email";
 
 const WEB_SESSION_COLS: &str = "id, user_id, created_at, last_seen_at, expires_at, persistent, client";
 
@@ -353,6 +356,7 @@ fn user_row(r: &Row) -> UserRecord {
         filter_rules: serde_json::from_str::<Vec<FilterRule>>(&rules).unwrap_or_default(),
         created_at: r.get(12),
         updated_at: r.get(13),
+        contact_email: r.get(14),
     }
 }
 
@@ -655,7 +659,7 @@ impl Store for PostgresStore {
         let rules = serde_json::to_string(&settings.filter_rules).map_err(|e| StoreError::Backend(e.to_string()))?;
         let sql = format!(
             "UPDATE users SET first_name = $1, last_name = $2, time_zone = $3, constant_sync = $4, filter_rules = $5, \
-             updated_at = $6 WHERE id = $7 RETURNING {USER_COLS}"
+             updated_at = $6, contact_email = $8 WHERE id = $7 RETURNING {USER_COLS}"
         );
         let row = self
             .client()
@@ -670,6 +674,7 @@ impl Store for PostgresStore {
                     &rules,
                     &now,
                     &id.0,
+                    &settings.contact_email,
                 ],
             )
             .await

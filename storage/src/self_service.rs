@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use noc_protocol::rts::FilterRule;
 use noc_protocol::{DeviceId, UserId};
 
-use crate::accounts::{AccountError, Accounts, Result, check_name, check_time_zone};
+use crate::accounts::{AccountError, Accounts, Result, check_name, check_time_zone, normalize_email};
 use crate::model::{UserRecord, UserSettings};
 use crate::secrets;
 use crate::web_sessions::NewWebSession;
@@ -140,6 +140,13 @@ impl Accounts {
             first_name: settings.first_name.trim().to_string(),
             last_name: settings.last_name.trim().to_string(),
             time_zone: settings.time_zone.map(|z| z.trim().to_string()).filter(|z| !z.is_empty()),
+            contact_email: match settings.contact_email.as_deref().map(str::trim).filter(|e| !e.is_empty()) {
+                Some(e) => Some(
+                    normalize_email(e)
+                        .map_err(|_| AccountError::Invalid("the contact address must be an e-mail address".into()))?,
+                ),
+                None => None,
+            },
             ..settings
         };
         check_name(&settings.first_name, "the first name")?;

@@ -441,6 +441,36 @@ macro_rules! conformance {
                 backend.cleanup().await;
             }
 
+            /// What the settings page stores comes back as stored, and is validated first.
+            #[tokio::test]
+            async fn user_settings_are_stored_and_validated() {
+                let backend = super::$backend().await;
+                let accounts = Accounts::new(backend.store.clone(), policy()).expect("accounts");
+                let ves = registered_ves(&accounts, 5).await;
+                let (user, _, _) = accounts.provision_user(ves.id, ves.license_id, "set@example.com", Some("set-password"), "Set", "Up").await.expect("user");
+                let rules = vec![noc_protocol::rts::FilterRule { field: "from".into(), contains: "boss".into() }];
+                let settings = noc_storage::UserSettings {
+                    first_name: " Sét ".into(),
+                    last_name: "Up".into(),
+                    time_zone: Some("Europe/Paris".into()),
+                    constant_sync: false,
+                    filter_rules: rules.clone(),
+                    contact_email: Some("Set.Private@Example.ORG".into()),
+                };
+                let updated = accounts.update_own_settings(user.id, settings.clone()).await.expect("update");
+                let stored = accounts.store().user_by_id(user.id).await.expect("read").expect("user");
+                assert_eq!(updated.first_name, "Sét");
+                assert_eq!((stored.first_name.as_str(), stored.time_zone.as_deref()), ("Sét", Some("Europe/Paris")));
+                assert_eq!((stored.constant_sync, &stored.filter_rules), (false, &rules));
+                assert_eq!(stored.contact_email.as_deref(), Some("set.private@example.org"), "normalised");
+                let cleared = noc_storage::UserSettings { contact_email: Some("  ".into()), ..settings.clone() };
+                accounts.update_own_settings(user.id, cleared).await.expect("clear");
+                assert_eq!(accounts.store().user_by_id(user.id).await.expect("read").expect("user").contact_email, None);
+                let bad = noc_storage::UserSettings { contact_email: Some("not an address".into()), ..settings };
+                assert!(matches!(accounts.update_own_settings(user.id, bad).await, Err(AccountError::Invalid(_))));
+                backend.cleanup().await;
+            }
+
             #[tokio::test]
             async fn msisdn_is_unique() {
                 let backend = super::$backend().await;

@@ -446,6 +446,20 @@ async fn settings_reach_the_ves_at_once() {
     assert!(shown.body.contains("Your settings are saved.") && shown.body.contains("value=\"boss@corp.example\""));
     assert!(!shown.body.contains("name=\"constant_sync\" value=\"1\" checked"));
 
+    // A contact address: stored normalised, shown; a wrong one refused.
+    let mut with_contact = fields.clone();
+    with_contact.push(("contact_email", "Jo.Private@Example.ORG".into()));
+    let owned = as_refs(&with_contact);
+    let refs: Vec<(&str, &str)> = owned.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    assert_eq!(b.post("/settings", &refs).await.status, 303);
+    assert!(b.get("/settings").await.body.contains("value=\"jo.private@example.org\""));
+    with_contact.last_mut().expect("field").1 = "no address".into();
+    let owned = as_refs(&with_contact);
+    let refs: Vec<(&str, &str)> = owned.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let refused = b.post("/settings", &refs).await;
+    assert_eq!(refused.status, 400);
+    assert!(refused.body.contains("The contact address must be an e-mail address."), "{}", refused.body);
+
     // A new name goes out as ActivateUsers (not complete), then the rules.
     fields[1].1 = "Joanna".into();
     fields.push(("constant_sync", "1".into()));
@@ -640,4 +654,35 @@ async fn devices_are_listed_renamed_and_revoked() {
     assert!(!page.body.contains(&id) && page.body.contains("No device is activated"), "{}", page.body);
     // Max's device is untouched.
     assert!(other.get("/devices").await.body.contains(&max_device.device_id.to_string()));
+}
+
+/// The lock-out weapon of old (white paper §6.3.4: five wrong passwords lock the account)
+/// replayed: a stranger tries the user's password on the device channel with random
+/// device ids. The user's device token and the web sign-in from the user's own address
+/// still work: waits slow the guesser, nothing locks the owner out.
+#[tokio::test]
+async fn the_lock_out_weapon_stops_neither_the_device_nor_the_web_sign_in() {
+    use noc_protocol::CloseCode;
+    use noc_protocol::device::Frame;
+    use noc_test_support::Recv;
+    let (relay, ves, _channel) = relay_and_ves(|_| {}).await;
+    let act = noc_test_support::scenario::user_with_device(&ves, "ned@example.com", "+15550177").await;
+    let mut refusals = Vec::new();
+    for _ in 0..8 {
+        let mut d = relay.device_connection().await;
+        match d.login_password(noc_protocol::DeviceId::random(), "+15550177", "guess").await {
+            Recv::Frame(Frame::Close { code, .. }) => refusals.push(code),
+            other => panic!("expected a CLOSE, got {other:?}"),
+        }
+    }
+    assert!(refusals.contains(&CloseCode::LockedOut), "the guesser is slowed down: {refusals:?}");
+    // The device holding its token logs in.
+    let mut device = relay.device_connection().await;
+    assert!(matches!(device.login(act.device_id, &act.device_credential).await, Recv::Frame(Frame::AuthOk { .. })));
+    // The owner signs in on the web, from their own address, by address and by number.
+    let mut owner = browser(&relay).from_address("127.0.0.2".parse().expect("ip"));
+    assert_eq!(owner.sign_in("ned@example.com", PASSWORD, false).await.status, 303);
+    assert!(owner.get("/").await.body.contains("ned@example.com"));
+    let mut owner_phone = browser(&relay).from_address("127.0.0.3".parse().expect("ip"));
+    assert_eq!(owner_phone.sign_in("+15550177", PASSWORD, false).await.status, 303);
 }

@@ -25,6 +25,8 @@ pub struct Profile {
     pub constant_sync: bool,
     /// Which new mail makes an alert (white paper §4.5 step 6).
     pub filter_rules: Vec<FilterRule>,
+    /// Where mail from the service goes, when not to `email`.
+    pub contact_email: Option<String>,
 }
 
 /// What the settings page changes.
@@ -35,6 +37,8 @@ pub struct SettingsChange {
     pub time_zone: String,
     pub constant_sync: bool,
     pub filter_rules: Vec<FilterRule>,
+    /// Empty: the account's own address.
+    pub contact_email: String,
 }
 
 /// A request's live session.

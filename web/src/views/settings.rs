@@ -32,6 +32,8 @@ pub struct SettingsPage<'a> {
     pub csrf: &'a str,
     pub first_name: &'a str,
     pub last_name: &'a str,
+    pub email: &'a str,
+    pub contact_email: &'a str,
     pub zones: Vec<(&'static str, bool)>,
     pub constant_sync: bool,
     pub rules: Vec<RuleRow>,
@@ -53,6 +55,8 @@ fn rows(rules: &[FilterRule]) -> Vec<RuleRow> {
 struct Shown<'a> {
     first_name: &'a str,
     last_name: &'a str,
+    email: &'a str,
+    contact_email: &'a str,
     time_zone: &'a str,
     constant_sync: bool,
     rules: &'a [FilterRule],
@@ -69,6 +73,8 @@ fn render(
         csrf,
         first_name: shown.first_name,
         last_name: shown.last_name,
+        email: shown.email,
+        contact_email: shown.contact_email,
         zones: time_zones().map(|z| (z, z == shown.time_zone)).collect(),
         constant_sync: shown.constant_sync,
         rules: rows(shown.rules),
@@ -83,6 +89,8 @@ fn of_profile(p: &Profile) -> Shown<'_> {
     Shown {
         first_name: &p.first_name,
         last_name: &p.last_name,
+        email: &p.email,
+        contact_email: p.contact_email.as_deref().unwrap_or(""),
         time_zone: p.time_zone.as_deref().unwrap_or("UTC"),
         constant_sync: p.constant_sync,
         rules: &p.filter_rules,
@@ -117,6 +125,7 @@ fn posted(pairs: Vec<(String, String)>) -> Posted {
             time_zone: String::new(),
             constant_sync: false,
             filter_rules: Vec::new(),
+            contact_email: String::new(),
         },
     };
     let mut field: Option<String> = None;
@@ -126,6 +135,7 @@ fn posted(pairs: Vec<(String, String)>) -> Posted {
             "first_name" => p.change.first_name = v,
             "last_name" => p.change.last_name = v,
             "time_zone" => p.change.time_zone = v,
+            "contact_email" => p.change.contact_email = v,
             "constant_sync" => p.change.constant_sync = true,
             "rule_field" => field = Some(v),
             "rule_text" => {
@@ -164,6 +174,8 @@ pub async fn submit(
         let shown = Shown {
             first_name: &p.change.first_name,
             last_name: &p.change.last_name,
+            email: &visitor.profile.email,
+            contact_email: &p.change.contact_email,
             time_zone: &p.change.time_zone,
             constant_sync: p.change.constant_sync,
             rules: &p.change.filter_rules,
