@@ -12,6 +12,7 @@ pub mod cookies;
 pub mod csrf;
 mod errors;
 mod form;
+mod guard;
 mod page;
 pub mod portal;
 mod user_agent;

@@ -10,7 +10,7 @@ use serde::Deserialize;
 
 use crate::errors::PageError;
 use crate::portal::PortalError;
-use crate::{Presence, WebState, client, cookies, csrf, form, page, presence, source};
+use crate::{Presence, WebState, client, cookies, guard, page, presence, source};
 
 /// IANA time zones (zone1970.tab's, and UTC), one per line.
 const TIME_ZONES: &str = include_str!("../../static/timezones.txt");
@@ -48,6 +48,12 @@ pub struct ActivateForm {
     confirm: String,
 }
 
+impl guard::WithCsrf for ActivateForm {
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
+}
+
 #[derive(Deserialize)]
 pub struct ActivateQuery {
     #[serde(default)]
@@ -55,14 +61,7 @@ pub struct ActivateQuery {
 }
 
 fn form_page(req: &HttpRequest, status: StatusCode, f: &ActivateForm, error: Option<String>) -> HttpResponse {
-    let (token, new) = match cookies::get(req, cookies::CSRF) {
-        Some(t) => (t, false),
-        None => (csrf::fresh(), true),
-    };
-    let mut builder = HttpResponse::build(status);
-    if new {
-        builder.append_header(("Set-Cookie", cookies::set(cookies::CSRF, &token, "Strict", None)));
-    }
+    let (token, builder) = guard::anonymous_csrf(req, status);
     let time_zone = if f.time_zone.is_empty() { "UTC" } else { f.time_zone.as_str() };
     let p = ActivatePage {
         csrf: &token,
@@ -93,14 +92,7 @@ pub async fn submit(
     state: web::Data<WebState>,
     payload: web::Payload,
 ) -> Result<HttpResponse, PageError> {
-    if !csrf::same_origin(&req) {
-        return Err(PageError::Forbidden);
-    }
-    let mut f: ActivateForm = form::read(payload).await?;
-    let expected = cookies::get(&req, cookies::CSRF).ok_or(PageError::Forbidden)?;
-    if !csrf::matches(&expected, &f.csrf) {
-        return Err(PageError::Forbidden);
-    }
+    let mut f: ActivateForm = guard::anonymous_form(&req, payload).await?;
     f.login = f.login.trim().to_string();
     let refuse = |f: &ActivateForm, status: StatusCode, message: String| {
         let mut blank = ActivateForm {

@@ -9,9 +9,10 @@ use askama::Template;
 use serde::Deserialize;
 
 use crate::errors::PageError;
+use crate::guard::{self, WithCsrf};
 use crate::portal::PortalError;
-use crate::views::home::{signed_in_or_redirect, utc};
-use crate::{WebState, csrf, form, page};
+use crate::views::home::utc;
+use crate::{WebState, page};
 
 pub struct DeviceRow {
     pub id: String,
@@ -55,8 +56,8 @@ async fn render(
 }
 
 pub async fn show(req: HttpRequest, state: web::Data<WebState>) -> Result<HttpResponse, PageError> {
-    let (visitor, token) = match signed_in_or_redirect(&state, &req).await? {
-        Ok(v) => v,
+    let user = match guard::signed_in(&state, &req).await? {
+        Ok(u) => u,
         Err(answer) => return Ok(answer),
     };
     let notice = match req.query_string() {
@@ -64,7 +65,7 @@ pub async fn show(req: HttpRequest, state: web::Data<WebState>) -> Result<HttpRe
         "revoked=1" => Some("The device is signed out. It must be activated again to be used."),
         _ => None,
     };
-    render(&state, &visitor.profile.user_id, &csrf::for_session(&token), StatusCode::OK, notice, None).await
+    render(&state, &user.visitor.profile.user_id, &user.csrf(), StatusCode::OK, notice, None).await
 }
 
 #[derive(Deserialize)]
@@ -73,6 +74,12 @@ pub struct DeviceForm {
     csrf: String,
     #[serde(default)]
     name: String,
+}
+
+impl WithCsrf for DeviceForm {
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
 }
 
 /// Device ids are UUIDs; anything else names no device of anyone's.
@@ -86,18 +93,11 @@ pub async fn rename(
     id: web::Path<String>,
     payload: web::Payload,
 ) -> Result<HttpResponse, PageError> {
-    if !csrf::same_origin(&req) {
-        return Err(PageError::Forbidden);
-    }
-    let f: DeviceForm = form::read(payload).await?;
-    let (visitor, token) = match signed_in_or_redirect(&state, &req).await? {
-        Ok(v) => v,
+    let (user, f) = match guard::signed_in_form::<DeviceForm>(&state, &req, payload).await? {
+        Ok(posted) => posted,
         Err(answer) => return Ok(answer),
     };
-    let token_csrf = csrf::for_session(&token);
-    if !csrf::matches(&token_csrf, &f.csrf) {
-        return Err(PageError::Forbidden);
-    }
+    let (visitor, token_csrf) = (&user.visitor, user.csrf());
     if !well_formed(&id) {
         return Err(PageError::NotFound);
     }
@@ -117,17 +117,11 @@ pub async fn revoke(
     id: web::Path<String>,
     payload: web::Payload,
 ) -> Result<HttpResponse, PageError> {
-    if !csrf::same_origin(&req) {
-        return Err(PageError::Forbidden);
-    }
-    let f: DeviceForm = form::read(payload).await?;
-    let (visitor, token) = match signed_in_or_redirect(&state, &req).await? {
-        Ok(v) => v,
+    let (user, _form) = match guard::signed_in_form::<DeviceForm>(&state, &req, payload).await? {
+        Ok(posted) => posted,
         Err(answer) => return Ok(answer),
     };
-    if !csrf::matches(&csrf::for_session(&token), &f.csrf) {
-        return Err(PageError::Forbidden);
-    }
+    let visitor = &user.visitor;
     if !well_formed(&id) {
         return Err(PageError::NotFound);
     }

@@ -7,9 +7,10 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use askama::Template;
 use serde::Deserialize;
 
-use crate::errors::{MessagePage, PageError};
+use crate::errors::PageError;
+use crate::guard;
 use crate::portal::{Profile, SessionInfo};
-use crate::{Presence, WebState, cookies, csrf, form, page, presence};
+use crate::{WebState, page};
 
 /// A session as the list shows it.
 pub struct SessionRow {
@@ -62,53 +63,10 @@ fn rows(sessions: Vec<SessionInfo>, current: &str) -> Vec<SessionRow> {
         .collect()
 }
 
-/// The page shown for a cookie whose session has ended; the cookie is cleared.
-pub fn session_ended() -> HttpResponse {
-    let mut builder = HttpResponse::build(StatusCode::OK);
-    builder.append_header(("Set-Cookie", cookies::clear(cookies::SESSION)));
-    page::render_with(
-        builder,
-        &MessagePage {
-            title: "Your session timed out",
-            message: "You were signed out after a period without activity, or signed out elsewhere. Sign in again to go on.",
-            link: Some(("/login", "Sign in")),
-        },
-    )
-}
-
 #[derive(Deserialize)]
 pub struct HomeQuery {
     #[serde(default)]
     activated: Option<String>,
-}
-
-/// `/activate?login=…` for the user's address, percent-encoded.
-fn activation_link(email: &str) -> String {
-    let mut link = String::from("/activate?login=");
-    for b in email.bytes() {
-        match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => link.push(b as char),
-            _ => link.push_str(&format!("%{b:02X}")),
-        }
-    }
-    link
-}
-
-/// The signed-in, activated visitor and their token; or the answer for everyone else:
-/// to the sign-in page, the "timed out" page, or (not yet activated) the activation page.
-pub(crate) async fn signed_in_or_redirect(
-    state: &WebState,
-    req: &HttpRequest,
-) -> Result<Result<(Box<crate::Visitor>, String), HttpResponse>, PageError> {
-    Ok(match presence(state, req).await? {
-        Presence::Anonymous => Err(page::see_other("/login").finish()),
-        Presence::Ended => Err(session_ended()),
-        // Until the account is activated (own password, mobile number), nothing else.
-        Presence::SignedIn { visitor, .. } if !visitor.profile.activated => {
-            Err(page::see_other(&activation_link(&visitor.profile.email)).finish())
-        }
-        Presence::SignedIn { visitor, token } => Ok((visitor, token)),
-    })
 }
 
 pub async fn show(
@@ -116,16 +74,16 @@ pub async fn show(
     state: web::Data<WebState>,
     query: web::Query<HomeQuery>,
 ) -> Result<HttpResponse, PageError> {
-    let (visitor, token) = match signed_in_or_redirect(&state, &req).await? {
-        Ok(v) => v,
+    let user = match guard::signed_in(&state, &req).await? {
+        Ok(u) => u,
         Err(answer) => return Ok(answer),
     };
-    let sessions = state.portal.sessions(&visitor.profile.user_id).await?;
+    let sessions = state.portal.sessions(&user.visitor.profile.user_id).await?;
     let p = HomePage {
-        profile: &visitor.profile,
+        profile: &user.visitor.profile,
         notice: query.activated.as_ref().map(|_| "Your account is active. Welcome!"),
-        csrf: &csrf::for_session(&token),
-        sessions: rows(sessions, &visitor.session_id),
+        csrf: &user.csrf(),
+        sessions: rows(sessions, &user.visitor.session_id),
     };
     Ok(page::render(StatusCode::OK, &p))
 }
@@ -136,6 +94,12 @@ pub struct RevokeForm {
     csrf: String,
 }
 
+impl guard::WithCsrf for RevokeForm {
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
+}
+
 /// `POST /sessions/{id}/revoke`: ends one of the user's sessions (the current one too,
 /// which is then a sign-out).
 pub async fn revoke_session(
@@ -144,18 +108,11 @@ pub async fn revoke_session(
     id: web::Path<String>,
     payload: web::Payload,
 ) -> Result<HttpResponse, PageError> {
-    if !csrf::same_origin(&req) {
-        return Err(PageError::Forbidden);
-    }
-    let f: RevokeForm = form::read(payload).await?;
-    let (visitor, token) = match presence(&state, &req).await? {
-        Presence::Anonymous => return Ok(page::see_other("/login").finish()),
-        Presence::Ended => return Ok(session_ended()),
-        Presence::SignedIn { visitor, token } => (visitor, token),
+    let (user, _form) = match guard::signed_in_form::<RevokeForm>(&state, &req, payload).await? {
+        Ok(posted) => posted,
+        Err(answer) => return Ok(answer),
     };
-    if !csrf::matches(&csrf::for_session(&token), &f.csrf) {
-        return Err(PageError::Forbidden);
-    }
+    let visitor = user.visitor;
     let id = id.into_inner();
     if id.len() > 64 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(PageError::NotFound);
@@ -169,12 +126,7 @@ pub async fn revoke_session(
 
 #[cfg(test)]
 mod tests {
-    use super::{activation_link, utc};
-
-    #[test]
-    fn activation_links_encode_the_address() {
-        assert_eq!(activation_link("bob+x@example.com"), "/activate?login=bob%2Bx%40example.com");
-    }
+    use super::utc;
 
     #[test]
     fn utc_dates() {

@@ -11,10 +11,10 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use askama::Template;
 
 use crate::errors::PageError;
+use crate::guard::{self, WithCsrf, session_ended};
 use crate::portal::{FilterRule, PortalError, Profile, SettingsChange};
 use crate::views::activate::time_zones;
-use crate::views::home::{session_ended, signed_in_or_redirect};
-use crate::{WebState, csrf, form, page, source};
+use crate::{WebState, page, source};
 
 /// Empty rows offered for new rules.
 const BLANK_RULES: usize = 2;
@@ -98,8 +98,8 @@ fn of_profile(p: &Profile) -> Shown<'_> {
 }
 
 pub async fn show(req: HttpRequest, state: web::Data<WebState>) -> Result<HttpResponse, PageError> {
-    let (visitor, token) = match signed_in_or_redirect(&state, &req).await? {
-        Ok(v) => v,
+    let user = match guard::signed_in(&state, &req).await? {
+        Ok(u) => u,
         Err(answer) => return Ok(answer),
     };
     let notice = match req.query_string() {
@@ -107,7 +107,7 @@ pub async fn show(req: HttpRequest, state: web::Data<WebState>) -> Result<HttpRe
         "password=1" => Some("Your password is changed. You are signed out everywhere else."),
         _ => None,
     };
-    Ok(render(StatusCode::OK, &csrf::for_session(&token), of_profile(&visitor.profile), notice, (None, None)))
+    Ok(render(StatusCode::OK, &user.csrf(), of_profile(&user.visitor.profile), notice, (None, None)))
 }
 
 /// The posted settings, from the form's fields in order (the rule rows repeat names).
@@ -157,19 +157,12 @@ pub async fn submit(
     state: web::Data<WebState>,
     payload: web::Payload,
 ) -> Result<HttpResponse, PageError> {
-    if !csrf::same_origin(&req) {
-        return Err(PageError::Forbidden);
-    }
-    let pairs: Vec<(String, String)> = form::read(payload).await?;
-    let (visitor, token) = match signed_in_or_redirect(&state, &req).await? {
-        Ok(v) => v,
+    let (user, pairs) = match guard::signed_in_form::<Vec<(String, String)>>(&state, &req, payload).await? {
+        Ok(posted) => posted,
         Err(answer) => return Ok(answer),
     };
     let p = posted(pairs);
-    let token_csrf = csrf::for_session(&token);
-    if !csrf::matches(&token_csrf, &p.csrf) {
-        return Err(PageError::Forbidden);
-    }
+    let (visitor, token_csrf) = (&user.visitor, user.csrf());
     let refuse = |message: String| {
         let shown = Shown {
             first_name: &p.change.first_name,
@@ -192,6 +185,12 @@ pub async fn submit(
     }
 }
 
+impl WithCsrf for PasswordForm {
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
+}
+
 #[derive(serde::Deserialize)]
 pub struct PasswordForm {
     #[serde(default)]
@@ -211,18 +210,11 @@ pub async fn change_password(
     state: web::Data<WebState>,
     payload: web::Payload,
 ) -> Result<HttpResponse, PageError> {
-    if !csrf::same_origin(&req) {
-        return Err(PageError::Forbidden);
-    }
-    let f: PasswordForm = form::read(payload).await?;
-    let (visitor, token) = match signed_in_or_redirect(&state, &req).await? {
-        Ok(v) => v,
+    let (user, f) = match guard::signed_in_form::<PasswordForm>(&state, &req, payload).await? {
+        Ok(posted) => posted,
         Err(answer) => return Ok(answer),
     };
-    let token_csrf = csrf::for_session(&token);
-    if !csrf::matches(&token_csrf, &f.csrf) {
-        return Err(PageError::Forbidden);
-    }
+    let (visitor, token, token_csrf) = (&user.visitor, &user.token, user.csrf());
     let refuse = |status: StatusCode, message: String| {
         Ok(render(status, &token_csrf, of_profile(&visitor.profile), None, (None, Some(message))))
     };
@@ -241,7 +233,7 @@ pub async fn change_password(
             &visitor.profile.user_id,
             &f.current,
             &f.new_password,
-            &token,
+            token,
             f.sign_out_devices.is_some(),
             source(&req),
         )

@@ -9,7 +9,7 @@ use serde::Deserialize;
 
 use crate::errors::PageError;
 use crate::portal::PortalError;
-use crate::{Presence, WebState, client, cookies, csrf, form, page, presence, source};
+use crate::{Presence, WebState, client, cookies, guard, page, presence, source};
 
 #[derive(Template)]
 #[template(path = "signin.html")]
@@ -33,6 +33,12 @@ pub struct SignInForm {
     remember: Option<String>,
 }
 
+impl guard::WithCsrf for SignInForm {
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
+}
+
 #[derive(Deserialize)]
 pub struct SignInQuery {
     #[serde(default)]
@@ -48,14 +54,7 @@ fn form_page(
     error: Option<String>,
     notice: Option<&str>,
 ) -> HttpResponse {
-    let (token, new) = match cookies::get(req, cookies::CSRF) {
-        Some(t) => (t, false),
-        None => (csrf::fresh(), true),
-    };
-    let mut builder = HttpResponse::build(status);
-    if new {
-        builder.append_header(("Set-Cookie", cookies::set(cookies::CSRF, &token, "Strict", None)));
-    }
+    let (token, builder) = guard::anonymous_csrf(req, status);
     let p = SignInPage { csrf: &token, login, error, notice, offer_persistent: state.settings.offer_persistent };
     page::render_with(builder, &p)
 }
@@ -84,14 +83,7 @@ pub async fn submit(
     state: web::Data<WebState>,
     payload: web::Payload,
 ) -> Result<HttpResponse, PageError> {
-    if !csrf::same_origin(&req) {
-        return Err(PageError::Forbidden);
-    }
-    let f: SignInForm = form::read(payload).await?;
-    let expected = cookies::get(&req, cookies::CSRF).ok_or(PageError::Forbidden)?;
-    if !csrf::matches(&expected, &f.csrf) {
-        return Err(PageError::Forbidden);
-    }
+    let f: SignInForm = guard::anonymous_form(&req, payload).await?;
     let login = f.login.trim();
     if login.is_empty() || f.password.is_empty() || login.len() > 254 || f.password.len() > 1024 {
         let error = Some("Enter your e-mail address or mobile number, and your password.".to_string());
