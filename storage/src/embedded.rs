@@ -127,6 +127,15 @@ CREATE INDEX web_sessions_expiry ON web_sessions(expires_at);
     r#"
 ALTER TABLE users ADD COLUMN contact_email TEXT;
 "#,
+    r#"
+CREATE TABLE recovery_tokens (
+    token_hash BLOB PRIMARY KEY,
+    user_id    TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL
+);
+CREATE INDEX recovery_tokens_user ON recovery_tokens(user_id, created_at);
+"#,
 ];
 
 /// SQLite-backed [`Store`].
@@ -690,6 +699,51 @@ impl Store for SqliteStore {
             )?;
             let rows = stmt.query_map([ves.to_string()], device_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
             Ok(rows)
+        })
+        .await
+    }
+
+    async fn insert_recovery_token(&self, token_hash: &[u8], user: UserId, now: i64, expires_at: i64) -> Result<()> {
+        let hash = token_hash.to_vec();
+        self.run(move |c| {
+            let tx = c.transaction()?;
+            tx.execute("DELETE FROM recovery_tokens WHERE expires_at <= ?1", [now])?;
+            tx.execute(
+                "INSERT INTO recovery_tokens (token_hash, user_id, created_at, expires_at) VALUES (?1, ?2, ?3, ?4)",
+                params![hash, user.to_string(), now, expires_at],
+            )?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn take_recovery_token(&self, token_hash: &[u8], now: i64) -> Result<Option<UserId>> {
+        let hash = token_hash.to_vec();
+        self.run(move |c| {
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let found: Option<(String, i64)> = tx
+                .query_row("SELECT user_id, expires_at FROM recovery_tokens WHERE token_hash = ?1", [&hash], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })
+                .optional()?;
+            tx.execute("DELETE FROM recovery_tokens WHERE token_hash = ?1", [&hash])?;
+            tx.commit()?;
+            Ok(match found {
+                Some((user, expires_at)) if now < expires_at => Some(parse_id::<UserId>(user)?),
+                _ => None,
+            })
+        })
+        .await
+    }
+
+    async fn recovery_tokens_since(&self, user: UserId, since: i64) -> Result<u32> {
+        self.run(move |c| {
+            Ok(c.query_row(
+                "SELECT COUNT(*) FROM recovery_tokens WHERE user_id = ?1 AND created_at >= ?2",
+                params![user.to_string(), since],
+                |r| r.get(0),
+            )?)
         })
         .await
     }

@@ -29,6 +29,7 @@ pub use error::StoreError;
 pub use hashing::{HashError, Hasher, PasswordHashing};
 pub use model::*;
 pub use postgres::{PostgresOptions, PostgresStore};
+pub use self_service::Recovery;
 pub use store::Store;
 pub use throttle::{Throttle, ThrottlePolicy, Throttled};
 pub use web_sessions::NewWebSession;

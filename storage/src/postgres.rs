@@ -112,6 +112,15 @@ CREATE INDEX web_sessions_expiry ON web_sessions(expires_at);
     r#"
 ALTER TABLE users ADD COLUMN contact_email TEXT;
 "#,
+    r#"
+CREATE TABLE recovery_tokens (
+    token_hash BYTEA PRIMARY KEY,
+    user_id    UUID NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    created_at BIGINT NOT NULL,
+    expires_at BIGINT NOT NULL
+);
+CREATE INDEX recovery_tokens_user ON recovery_tokens(user_id, created_at);
+"#,
 ];
 
 /// Arbitrary constant naming the migration advisory lock.
@@ -772,6 +781,46 @@ impl Store for PostgresStore {
             .await
             .map_err(pg_error)?;
         Ok(rows.iter().map(device_row).collect())
+    }
+
+    async fn insert_recovery_token(&self, token_hash: &[u8], user: UserId, now: i64, expires_at: i64) -> Result<()> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(pg_error)?;
+        tx.execute("DELETE FROM recovery_tokens WHERE expires_at <= $1", &[&now]).await.map_err(pg_error)?;
+        tx.execute(
+            "INSERT INTO recovery_tokens (token_hash, user_id, created_at, expires_at) VALUES ($1, $2, $3, $4)",
+            &[&token_hash, &user.0, &now, &expires_at],
+        )
+        .await
+        .map_err(pg_error)?;
+        tx.commit().await.map_err(pg_error)
+    }
+
+    async fn take_recovery_token(&self, token_hash: &[u8], now: i64) -> Result<Option<UserId>> {
+        // One statement: of two requests racing with the same token, one deletes the row.
+        let row = self
+            .client()
+            .await?
+            .query_opt(
+                "DELETE FROM recovery_tokens WHERE token_hash = $1 RETURNING user_id, expires_at",
+                &[&token_hash],
+            )
+            .await
+            .map_err(pg_error)?;
+        Ok(row.and_then(|r| (now < r.get::<_, i64>(1)).then(|| UserId(r.get(0)))))
+    }
+
+    async fn recovery_tokens_since(&self, user: UserId, since: i64) -> Result<u32> {
+        let row = self
+            .client()
+            .await?
+            .query_one(
+                "SELECT COUNT(*) FROM recovery_tokens WHERE user_id = $1 AND created_at >= $2",
+                &[&user.0, &since],
+            )
+            .await
+            .map_err(pg_error)?;
+        Ok(u32::try_from(row.get::<_, i64>(0)).unwrap_or(u32::MAX))
     }
 
     async fn devices_of_user(&self, user: UserId) -> Result<Vec<DeviceRecord>> {

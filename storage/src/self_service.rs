@@ -18,6 +18,29 @@ pub const MAX_FILTER_RULES: usize = 20;
 /// The longest text a rule matches.
 pub const MAX_RULE_TEXT: usize = 100;
 
+/// How long a password-recovery link works (white paper §6.2, §9.2.2).
+pub const RECOVERY_TTL: std::time::Duration = std::time::Duration::from_secs(15 * 60);
+/// Recovery mails one account may get per hour: more would make the service a mail
+/// bomb pointed at the user.
+pub const MAX_RECOVERIES_PER_HOUR: u32 = 3;
+
+/// A recovery just started: the token goes into the mailed link and nowhere else.
+#[derive(Clone)]
+pub struct Recovery {
+    pub user: UserRecord,
+    pub token: String,
+    pub expires_at: i64,
+}
+
+impl std::fmt::Debug for Recovery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Recovery")
+            .field("user", &self.user)
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
+    }
+}
+
 /// The mail headers a rule may look at.
 pub const RULE_FIELDS: [&str; 3] = ["from", "to", "subject"];
 
@@ -132,6 +155,47 @@ impl Accounts {
         self.store().revoke_device(user, device, noc_protocol::clock::unix_ms_i64()).await?;
         self.audit(format!("user:{user}"), "device.revoked", format!("device:{device}"), "by=user".into()).await;
         Ok(())
+    }
+
+    /// Starts password recovery for the account `login` names (e-mail address or MSISDN):
+    /// a one-time token (256 bits, stored hashed) valid for [`RECOVERY_TTL`]. `None` when
+    /// no such account exists, it cannot sign in (suspended, not activated), or it had its
+    /// [`MAX_RECOVERIES_PER_HOUR`]: the caller answers every case alike.
+    pub async fn start_recovery(&self, login: &str) -> Result<Option<Recovery>> {
+        let login = login.trim();
+        let user = if login.contains('@') {
+            self.store().user_by_email(&login.to_lowercase()).await?
+        } else {
+            self.store().user_by_msisdn(login).await?
+        };
+        let Some(user) = user.filter(|u| u.status == crate::model::UserStatus::Active) else { return Ok(None) };
+        let now = noc_protocol::clock::unix_ms_i64();
+        if self.store().recovery_tokens_since(user.id, now - 3_600_000).await? >= MAX_RECOVERIES_PER_HOUR {
+            return Ok(None);
+        }
+        let token = secrets::random_hex::<32>();
+        let expires_at = now + i64::try_from(RECOVERY_TTL.as_millis()).unwrap_or(i64::MAX);
+        self.store().insert_recovery_token(&secrets::token_hash(token.as_bytes()), user.id, now, expires_at).await?;
+        self.audit(format!("user:{}", user.id), "user.recovery_started", format!("user:{}", user.id), String::new())
+            .await;
+        Ok(Some(Recovery { user, token, expires_at }))
+    }
+
+    /// Finishes recovery with the mailed token (once, unexpired) and a new password: every
+    /// web session of the user ends; devices keep working (the user forgot a password, the
+    /// phone was not lost). An unknown, used or expired token is `InvalidCredentials`; a
+    /// password the rules refuse is `Invalid` and leaves the token usable.
+    pub async fn finish_recovery(&self, token: &str, new_password: &str) -> Result<UserRecord> {
+        self.check_new_password(new_password)?;
+        if token.is_empty() || token.len() > 128 {
+            return Err(AccountError::InvalidCredentials);
+        }
+        let now = noc_protocol::clock::unix_ms_i64();
+        let hash = secrets::token_hash(token.as_bytes());
+        let user = self.store().take_recovery_token(&hash, now).await?.ok_or(AccountError::InvalidCredentials)?;
+        self.set_own_password(user, new_password, None, false).await?;
+        self.audit(format!("user:{user}"), "user.password_recovered", format!("user:{user}"), String::new()).await;
+        self.store().user_by_id(user).await?.ok_or(AccountError::NotFound)
     }
 
     /// Replaces the user's settings, validated; returns the updated user.

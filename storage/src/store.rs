@@ -82,6 +82,15 @@ pub trait Store: Send + Sync + 'static {
     /// `ListDevices`).
     async fn device_records_by_ves(&self, ves: VesId) -> Result<Vec<DeviceRecord>>;
 
+    /// Stores a password-recovery token (its hash) for `user`, valid until `expires_at`,
+    /// and deletes every recovery token that expired before `now`.
+    async fn insert_recovery_token(&self, token_hash: &[u8], user: UserId, now: i64, expires_at: i64) -> Result<()>;
+    /// Takes a recovery token: deletes it and returns its user if it had not expired at
+    /// `now`, atomically, so that a token works once however many requests race.
+    async fn take_recovery_token(&self, token_hash: &[u8], now: i64) -> Result<Option<UserId>>;
+    /// How many recovery tokens were issued for `user` at or after `since` (still stored).
+    async fn recovery_tokens_since(&self, user: UserId, since: i64) -> Result<u32>;
+
     /// The user's live devices, oldest first.
     async fn devices_of_user(&self, user: UserId) -> Result<Vec<DeviceRecord>>;
     /// Names one of the user's live devices; `NotFound` for any other device.

@@ -471,6 +471,44 @@ macro_rules! conformance {
                 backend.cleanup().await;
             }
 
+            /// Password recovery: a one-time token per request, a few per hour, nothing for
+            /// unknown or inactive accounts; the token works once, and a refused password
+            /// does not spend it.
+            #[tokio::test]
+            async fn recovery_tokens_work_once_and_are_rationed() {
+                let backend = super::$backend().await;
+                let accounts = Accounts::new(backend.store.clone(), policy()).expect("accounts");
+                let ves = registered_ves(&accounts, 5).await;
+                accounts.provision_user(ves.id, ves.license_id, "rec@example.com", Some("rec-password"), "Re", "Co").await.expect("user");
+                assert!(accounts.start_recovery("rec@example.com").await.expect("start").is_none(), "not activated yet");
+                accounts.activate_account("rec@example.com", "rec-password", "+15550123", "UTC", SOURCE).await.expect("activate");
+                assert!(accounts.start_recovery("nobody@example.com").await.expect("start").is_none());
+                let first = accounts.start_recovery(" REC@example.com ").await.expect("start").expect("by address");
+                let by_number = accounts.start_recovery("+15550123").await.expect("start").expect("by number");
+                assert_ne!(first.token, by_number.token);
+                assert!(first.token.len() >= 64);
+                accounts.start_recovery("rec@example.com").await.expect("start").expect("third");
+                assert!(accounts.start_recovery("rec@example.com").await.expect("start").is_none(), "three an hour");
+
+                assert!(matches!(accounts.finish_recovery(&first.token, "short").await, Err(AccountError::Invalid(_))));
+                let user = accounts.finish_recovery(&first.token, "recovered-pw").await.expect("finish");
+                assert_eq!(user.email, "rec@example.com");
+                assert!(matches!(accounts.finish_recovery(&first.token, "recovered-pw-2").await, Err(AccountError::InvalidCredentials)), "once");
+                assert!(matches!(accounts.finish_recovery("00", "recovered-pw-2").await, Err(AccountError::InvalidCredentials)));
+                accounts.check_login("rec@example.com", "recovered-pw", SOURCE).await.expect("new password");
+
+                // Expired: refused, and gone.
+                let store = accounts.store();
+                let hash = noc_storage::secrets::token_hash(b"expired-token");
+                store.insert_recovery_token(&hash, user.id, 1_000, 2_000).await.expect("insert");
+                assert_eq!(store.take_recovery_token(&hash, 2_000).await.expect("take"), None);
+                let hash2 = noc_storage::secrets::token_hash(b"live-token");
+                store.insert_recovery_token(&hash2, user.id, 1_000, 5_000).await.expect("insert");
+                assert_eq!(store.take_recovery_token(&hash2, 4_999).await.expect("take"), Some(user.id));
+                assert_eq!(store.take_recovery_token(&hash2, 4_999).await.expect("take"), None);
+                backend.cleanup().await;
+            }
+
             #[tokio::test]
             async fn msisdn_is_unique() {
                 let backend = super::$backend().await;
