@@ -32,6 +32,7 @@ const SECTIONS: &[&str] = &[
     "accounts",
     "throttle",
     "web",
+    "mail",
     "shutdown",
 ];
 
@@ -59,6 +60,7 @@ pub struct Config {
     pub accounts: AccountsConfig,
     pub throttle: ThrottleConfig,
     pub web: WebConfig,
+    pub mail: MailConfig,
     pub shutdown: ShutdownConfig,
 }
 
@@ -369,6 +371,48 @@ impl Default for WebConfig {
     }
 }
 
+/// Mail the relay sends itself: password-recovery links of the web portal. Without
+/// `smtp_host` the portal offers no recovery by mail.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MailConfig {
+    /// The submission server, e.g. `smtp.carrier.example`.
+    pub smtp_host: Option<String>,
+    pub smtp_port: u16,
+    /// `starttls` (required), `tls` (implicit, port 465) or `none` (a relay on a trusted
+    /// network only).
+    pub smtp_security: SmtpSecurity,
+    pub smtp_username: Option<String>,
+    pub smtp_password: Option<SecretString>,
+    /// Connecting and sending one message may take this long.
+    pub smtp_timeout_seconds: u64,
+    /// The `From` of the relay's mail.
+    pub from: String,
+}
+
+/// How the relay talks to its SMTP server.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SmtpSecurity {
+    None,
+    Starttls,
+    Tls,
+}
+
+impl Default for MailConfig {
+    fn default() -> Self {
+        Self {
+            smtp_host: None,
+            smtp_port: 587,
+            smtp_security: SmtpSecurity::Starttls,
+            smtp_username: None,
+            smtp_password: None,
+            smtp_timeout_seconds: 10,
+            from: "NOC <noc@localhost>".into(),
+        }
+    }
+}
+
 /// Graceful shutdown on SIGTERM/SIGINT.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -399,6 +443,7 @@ impl Default for Config {
             accounts: AccountsConfig::default(),
             throttle: ThrottleConfig::default(),
             web: WebConfig::default(),
+            mail: MailConfig::default(),
             shutdown: ShutdownConfig::default(),
         }
     }
@@ -616,6 +661,16 @@ impl Config {
         }
         if w.persistent_session_max_age_seconds > 400 * 86_400 {
             return Err(invalid("web.persistent_session_max_age_seconds", "must be at most 34560000 (400 days)"));
+        }
+        let m = &self.mail;
+        if m.smtp_host.as_ref().is_some_and(|h| h.trim().is_empty() || h.contains(char::is_whitespace)) {
+            return Err(invalid("mail.smtp_host", "must be a host name"));
+        }
+        if m.smtp_timeout_seconds == 0 || m.smtp_port == 0 {
+            return Err(invalid("mail", "smtp_port and smtp_timeout_seconds must be positive"));
+        }
+        if m.from.parse::<lettre::message::Mailbox>().is_err() {
+            return Err(invalid("mail.from", "must be a mailbox such as \"NOC <noc@carrier.example>\""));
         }
         if a.hash_queue == 0 || a.hash_wait_timeout_ms == 0 {
             return Err(invalid("accounts", "hash_queue and hash_wait_timeout_ms must be positive"));

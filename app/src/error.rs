@@ -28,4 +28,6 @@ pub enum NodeError {
     Bind { what: &'static str, addr: SocketAddr, source: std::io::Error },
     #[error("starting the node: {0}")]
     Startup(String),
+    #[error("configuration: {0}")]
+    Config(String),
 }

@@ -10,6 +10,7 @@ mod data_dir;
 mod drain;
 mod error;
 mod limits;
+mod mail;
 mod node;
 mod portal;
 pub mod store_admin;

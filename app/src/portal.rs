@@ -18,6 +18,10 @@ use noc_web::{Portal, PortalError, Profile, SessionInfo, SignedIn, Visitor};
 pub struct AccountsPortal {
     pub accounts: Accounts,
     pub router: Arc<Router>,
+    /// Sends recovery links; `None`: no recovery by mail.
+    pub mailer: Option<crate::mail::Mailer>,
+    /// The public base URL, for the links in mail.
+    pub public_url: String,
 }
 
 impl AccountsPortal {
@@ -183,6 +187,26 @@ impl Portal for AccountsPortal {
         self.accounts.revoke_own_device(record.id, device).await.map_err(portal_error)?;
         self.router.devices_revoked(record.ves_id, record.id, &[device]);
         Ok(())
+    }
+
+    async fn start_recovery(&self, login: &str) -> Result<(), PortalError> {
+        let Some(mailer) = self.mailer.clone() else { return Err(PortalError::NotFound) };
+        let Some(recovery) = self.accounts.start_recovery(login).await.map_err(portal_error)? else { return Ok(()) };
+        let to = recovery.user.contact_email.clone().unwrap_or_else(|| recovery.user.email.clone());
+        let link = format!("{}/recover/{}", self.public_url, recovery.token);
+        let name = recovery.user.full_name();
+        let minutes = noc_storage::self_service::RECOVERY_TTL.as_secs() / 60;
+        // Not awaited: the answer must not take longer for an existing account.
+        tokio::spawn(async move {
+            if let Err(e) = mailer.send_recovery(&to, &name, &link, minutes).await {
+                tracing::warn!(error = %e, "the password-recovery mail could not be sent");
+            }
+        });
+        Ok(())
+    }
+
+    async fn finish_recovery(&self, token: &str, new_password: &str) -> Result<(), PortalError> {
+        self.accounts.finish_recovery(token, new_password).await.map(|_| ()).map_err(portal_error)
     }
 
     async fn session(&self, token: &str) -> Result<Option<Visitor>, PortalError> {

@@ -80,10 +80,17 @@ pub(crate) async fn wire(
         let every = Duration::from_secs(config.accounts.license_check_interval_seconds);
         actix_rt::spawn(license_watch(accounts.clone(), router.clone(), every));
     }
+    let mailer = crate::mail::Mailer::from_config(&config.mail)?;
     let web = config.web.enabled.then(|| noc_web::WebState {
-        portal: Arc::new(crate::portal::AccountsPortal { accounts: accounts.clone(), router: router.clone() }),
         settings: Arc::new(noc_web::WebSettings {
             offer_persistent: config.web.persistent_session_max_age_seconds > 0,
+            offer_recovery: mailer.is_some(),
+        }),
+        portal: Arc::new(crate::portal::AccountsPortal {
+            accounts: accounts.clone(),
+            router: router.clone(),
+            mailer,
+            public_url: gateway.public_url.clone(),
         }),
     });
     let state = GatewayState {

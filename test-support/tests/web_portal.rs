@@ -686,3 +686,91 @@ async fn the_lock_out_weapon_stops_neither_the_device_nor_the_web_sign_in() {
     let mut owner_phone = browser(&relay).from_address("127.0.0.3".parse().expect("ip"));
     assert_eq!(owner_phone.sign_in("+15550177", PASSWORD, false).await.status, 303);
 }
+
+/// Password recovery through the relay's own mail: the same answer whether or not the
+/// account exists, a link to the contact address that works once, the new password in
+/// force and the other sessions ended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn password_recovery_by_mail() {
+    let smtp = noc_test_support::SmtpSink::start().expect("SMTP sink (python3 -m pip install aiosmtpd)");
+    let port = smtp.port;
+    let (relay, ves, _channel) = relay_and_ves(move |c| {
+        c.mail.smtp_host = Some("127.0.0.1".into());
+        c.mail.smtp_port = port;
+        c.mail.smtp_security = serde_json::from_str("\"none\"").expect("security");
+        c.mail.from = "NOC <noc@relay.example>".into();
+    })
+    .await;
+    user(&ves, "ola@example.com", "Ola", "Berg").await;
+    let mut elsewhere = browser(&relay);
+    elsewhere.sign_in("ola@example.com", PASSWORD, false).await;
+    // The contact address receives the link.
+    let csrf = elsewhere.get("/settings").await.hidden("csrf").expect("csrf");
+    let contact = [
+        ("csrf", csrf.as_str()),
+        ("first_name", "Ola"),
+        ("last_name", "Berg"),
+        ("time_zone", "Europe/Paris"),
+        ("constant_sync", "1"),
+        ("contact_email", "ola.home@example.org"),
+    ];
+    assert_eq!(elsewhere.post("/settings", &contact).await.status, 303);
+
+    let mut b = browser(&relay);
+    assert!(b.get("/login").await.body.contains("href=\"/recover\""));
+    let form = b.get("/recover").await;
+    assert_eq!(form.status, 200);
+    assert_page_headers(&form);
+    let token = b.cookies["__Host-noc_csrf"].clone();
+    let known = b.post("/recover", &[("csrf", &token), ("login", "ola@example.com")]).await;
+    let unknown = b.post("/recover", &[("csrf", &token), ("login", "nobody@example.com")]).await;
+    assert_eq!((known.status, unknown.status), (200, 200));
+    assert_eq!(known.body, unknown.body, "the same answer whether or not the account exists");
+    assert_eq!(b.post("/recover", &[("login", "ola@example.com")]).await.status, 403, "no CSRF value");
+
+    let mail = smtp
+        .wait_for(std::time::Duration::from_secs(10), |m| m.rcpt_tos.contains(&"ola.home@example.org".to_string()))
+        .await
+        .expect("the recovery mail, to the contact address");
+    assert_eq!(mail.mail_from, "noc@relay.example");
+    let link = mail.data.split_whitespace().find(|w| w.contains("/recover/")).expect("a link").to_string();
+    let path =
+        link.split_once("://").and_then(|(_, rest)| rest.split_once('/')).map(|(_, p)| format!("/{p}")).expect("path");
+    assert!(smtp.messages().iter().all(|m| !m.rcpt_tos.contains(&"nobody@example.com".to_string())));
+
+    let page = b.get(&path).await;
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains("Choose a new password"));
+    let csrf = b.cookies["__Host-noc_csrf"].clone();
+    let differ = b.post(&path, &[("csrf", &csrf), ("new_password", "olas-new-pass"), ("confirm", "olas-other")]).await;
+    assert_eq!((differ.status, differ.body.contains("The two new passwords differ.")), (400, true));
+    let short = b.post(&path, &[("csrf", &csrf), ("new_password", "short"), ("confirm", "short")]).await;
+    assert!(short.body.contains("Password must be 8 to 128 characters."), "{}", short.body);
+    let done = b.post(&path, &[("csrf", &csrf), ("new_password", "olas-new-pass"), ("confirm", "olas-new-pass")]).await;
+    assert_eq!(
+        (done.status, done.header("location")),
+        (303, Some("/login?recovered=1")),
+        "a refused password did not spend the link"
+    );
+    let again =
+        b.post(&path, &[("csrf", &csrf), ("new_password", "olas-third-pass"), ("confirm", "olas-third-pass")]).await;
+    assert_eq!(again.status, 400);
+    assert!(again.body.contains("expired or was used"), "the link works once");
+
+    assert!(b.get("/login?recovered=1").await.body.contains("Your password is changed."));
+    assert_eq!(b.sign_in("ola@example.com", PASSWORD, false).await.status, 401, "the old password is gone");
+    assert_eq!(b.sign_in("ola@example.com", "olas-new-pass", false).await.status, 303);
+    assert!(elsewhere.get("/").await.body.contains("Your session timed out"), "other sessions ended");
+    let audit = relay.admin().await.audit(50).await.expect("audit");
+    assert!(audit.iter().any(|e| e.action == "user.password_recovered"));
+    assert!(audit.iter().all(|e| !e.detail.contains(path.trim_start_matches("/recover/"))), "no token in the audit");
+}
+
+/// Without an SMTP server there is no recovery by mail, and the sign-in page offers none.
+#[tokio::test]
+async fn no_recovery_without_mail() {
+    let (relay, _ves, _channel) = relay_and_ves(|_| {}).await;
+    let mut b = browser(&relay);
+    assert!(!b.get("/login").await.body.contains("/recover"));
+    assert_eq!(b.get("/recover").await.status, 404);
+}

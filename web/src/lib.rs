@@ -32,6 +32,8 @@ pub use portal::{Portal, PortalError, Profile, SessionInfo, SignedIn, Visitor};
 pub struct WebSettings {
     /// Offer "keep me signed in" (the store's persistent sessions are enabled).
     pub offer_persistent: bool,
+    /// Offer password recovery by mail (the relay has an SMTP server).
+    pub offer_recovery: bool,
 }
 
 /// What the portal's handlers share; cheap to clone.
@@ -49,6 +51,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/login", web::get().to(views::signin::show))
         .route("/login", web::post().to(views::signin::submit))
         .route("/logout", web::post().to(views::signout::submit))
+        .route("/recover", web::get().to(views::recover::show))
+        .route("/recover", web::post().to(views::recover::submit))
+        .route("/recover/{token}", web::get().to(views::recover::show_reset))
+        .route("/recover/{token}", web::post().to(views::recover::submit_reset))
         .route("/devices", web::get().to(views::devices::show))
         .route("/devices/{id}/rename", web::post().to(views::devices::rename))
         .route("/devices/{id}/revoke", web::post().to(views::devices::revoke))

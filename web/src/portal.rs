@@ -167,6 +167,13 @@ pub trait Portal: Send + Sync + 'static {
     /// Revokes one of the user's devices: its credential stops working and its live
     /// session ends at once. `NotFound` for any other.
     async fn revoke_device(&self, user_id: &str, device_id: &str) -> Result<(), PortalError>;
+    /// Starts password recovery for `login` (e-mail address or MSISDN): when such an
+    /// active account exists and has recovery mails left this hour, a one-time link goes to
+    /// its contact address. Answers the same in every case, without waiting for the mail.
+    async fn start_recovery(&self, login: &str) -> Result<(), PortalError>;
+    /// Sets a new password with a recovery token (once, unexpired): `InvalidCredentials`
+    /// for any other token, `Invalid` for a password the rules refuse.
+    async fn finish_recovery(&self, token: &str, new_password: &str) -> Result<(), PortalError>;
     /// The live session of a token (its activity recorded), or `None`.
     async fn session(&self, token: &str) -> Result<Option<Visitor>, PortalError>;
     /// Ends the session of a token on the server.

@@ -19,6 +19,7 @@ pub struct SignInPage<'a> {
     pub error: Option<String>,
     pub notice: Option<&'a str>,
     pub offer_persistent: bool,
+    pub offer_recovery: bool,
 }
 
 #[derive(Deserialize)]
@@ -43,6 +44,8 @@ impl guard::WithCsrf for SignInForm {
 pub struct SignInQuery {
     #[serde(default)]
     signed_out: Option<String>,
+    #[serde(default)]
+    recovered: Option<String>,
 }
 
 /// The form with a double-submit CSRF value (the cookie's, or a new one).
@@ -55,7 +58,14 @@ fn form_page(
     notice: Option<&str>,
 ) -> HttpResponse {
     let (token, builder) = guard::anonymous_csrf(req, status);
-    let p = SignInPage { csrf: &token, login, error, notice, offer_persistent: state.settings.offer_persistent };
+    let p = SignInPage {
+        csrf: &token,
+        login,
+        error,
+        notice,
+        offer_persistent: state.settings.offer_persistent,
+        offer_recovery: state.settings.offer_recovery,
+    };
     page::render_with(builder, &p)
 }
 
@@ -67,9 +77,14 @@ pub async fn show(
     if let Presence::SignedIn { .. } = presence(&state, &req).await? {
         return Ok(page::see_other("/").finish());
     }
-    let notice = query.signed_out.as_ref().map(|_| "You are signed out.");
+    let signed_out = query.signed_out.is_some();
+    let notice = if signed_out {
+        Some("You are signed out.")
+    } else {
+        query.recovered.as_ref().map(|_| "Your password is changed. Sign in with it.")
+    };
     let mut answer = form_page(&req, &state, StatusCode::OK, "", None, notice);
-    if notice.is_some() {
+    if signed_out {
         answer.headers_mut().insert(
             actix_web::http::header::HeaderName::from_static("clear-site-data"),
             actix_web::http::header::HeaderValue::from_static("\"cache\""),
