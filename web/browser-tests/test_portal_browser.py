@@ -9,7 +9,8 @@ real `ves-agent` with an SMTP server that captures its welcome mail, and Chromiu
   ConstantSync off on the settings page -> the agent has them (its live command
   channel) -> a real noc-device connected, renamed and signed out on the devices page
   (its client stops: revoked) -> a second node on the same store serves the same session -> that node's
-  short inactivity timeout ends it.
+  short inactivity timeout ends it -> "Forgot your password?", the mailed link, a new
+  password, signed in with it.
 
 Screenshots of the main pages are written to $NOC_SCREENSHOTS when it is set (the ones
 under docs/screenshots/ were made so: `NOC_SCREENSHOTS=docs/screenshots`).
@@ -151,7 +152,9 @@ class PortalInABrowser(unittest.TestCase):
         cls.dir = tempfile.mkdtemp(prefix="noc-browser-")
         cls.data = os.path.join(cls.dir, "data")
         cls.sink = Sink()
-        cls.a = Node(cls.data, cls.dir, "node-a", {})
+        mail = {"NOC_MAIL__SMTP_HOST": "127.0.0.1", "NOC_MAIL__SMTP_PORT": str(cls.sink.port),
+                "NOC_MAIL__SMTP_SECURITY": "none", "NOC_MAIL__FROM": "NOC <noc@relay.example>"}
+        cls.a = Node(cls.data, cls.dir, "node-a", mail)
         # The same store, a short inactivity timeout: serves A's sessions, and ends them
         # after 2 s without a request.
         cls.b = Node(cls.data, cls.dir, "node-b", {"NOC_WEB__SESSION_IDLE_TIMEOUT_SECONDS": "2"})
@@ -355,6 +358,26 @@ dir = "{os.path.join(cls.dir, 'agent')}"
         self.shot("timed-out")
         b.get(self.a.url + "/")
         self.assertNotIn("ann@corp.example", self.page(), "ended for every node")
+
+        # Forgot the password: a link by mail, a new password, signed in with it.
+        b.get(self.a.url + "/login")
+        b.find_element(By.LINK_TEXT, "Forgot your password?").click()
+        eventually("the recovery page", lambda: "Reset your password" in self.page())
+        self.fill("login", "+4915100000001")
+        self.shot("recover")
+        self.submit("/recover")
+        eventually("the answer", lambda: "Check your mail" in self.page())
+        _, mail = eventually("the recovery mail", lambda: next(
+            (m for m in self.sink.messages if "ann@corp.example" in m[0] and "/recover/" in m[1]), None))
+        b.get(re.search(r"(https://\S+/recover/[0-9a-f]+)", mail).group(1))
+        self.fill("new_password", "anns-recovered-password")
+        self.fill("confirm", "anns-recovered-password")
+        self.submit(b.current_url.split(self.a.url, 1)[1])
+        eventually("back at sign-in", lambda: "Your password is changed." in self.page())
+        self.fill("login", "ann@corp.example")
+        self.fill("password", "anns-recovered-password")
+        self.submit("/login")
+        eventually("signed in with the new password", lambda: "Where you are signed in" in self.page())
 
     def test_the_sign_in_page_fits_a_phone(self):
         b = self.browser
