@@ -41,6 +41,17 @@ pub fn render_with<T: Template>(mut builder: HttpResponseBuilder, template: &T) 
     }
 }
 
+/// What a throttled password attempt is told (every password form says it alike).
+pub fn too_many_attempts(retry_after: std::time::Duration) -> String {
+    format!("Too many attempts. Please wait {} seconds before trying again.", retry_after.as_secs().max(1))
+}
+
+/// `answer` with `Retry-After` (whole seconds, at least 1), for a throttled attempt.
+pub fn retry_after(mut answer: HttpResponse, after: std::time::Duration) -> HttpResponse {
+    answer.headers_mut().insert(actix_web::http::header::RETRY_AFTER, after.as_secs().max(1).into());
+    answer
+}
+
 /// `303 See Other` to `location` (after a form: Back does not post it again).
 pub fn see_other(location: &str) -> HttpResponseBuilder {
     let mut b = HttpResponse::SeeOther();

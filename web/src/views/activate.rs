@@ -134,16 +134,8 @@ pub async fn submit(
             "The e-mail address and password do not match those of the welcome mail.".into(),
         ),
         Err(PortalError::Throttled { retry_after }) => {
-            let secs = retry_after.as_secs().max(1);
-            let mut answer = refuse(
-                &f,
-                StatusCode::TOO_MANY_REQUESTS,
-                format!("Too many attempts. Please wait {secs} seconds before trying again."),
-            )?;
-            if let Ok(v) = actix_web::http::header::HeaderValue::from_str(&secs.to_string()) {
-                answer.headers_mut().insert(actix_web::http::header::RETRY_AFTER, v);
-            }
-            Ok(answer)
+            let answer = refuse(&f, StatusCode::TOO_MANY_REQUESTS, page::too_many_attempts(retry_after))?;
+            Ok(page::retry_after(answer, retry_after))
         }
         Err(PortalError::MsisdnNotApproved) => refuse(
             &f,

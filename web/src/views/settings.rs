@@ -243,10 +243,10 @@ pub async fn change_password(
         Err(PortalError::InvalidCredentials) => {
             refuse(StatusCode::UNAUTHORIZED, "Your current password is not correct.".into())
         }
-        Err(PortalError::Throttled { retry_after }) => refuse(
-            StatusCode::TOO_MANY_REQUESTS,
-            format!("Too many attempts. Please wait {} seconds before trying again.", retry_after.as_secs().max(1)),
-        ),
+        Err(PortalError::Throttled { retry_after }) => Ok(page::retry_after(
+            refuse(StatusCode::TOO_MANY_REQUESTS, page::too_many_attempts(retry_after))?,
+            retry_after,
+        )),
         Err(PortalError::Invalid(message)) => {
             refuse(StatusCode::BAD_REQUEST, crate::views::activate::sentence(&message))
         }

@@ -122,13 +122,9 @@ pub async fn submit(
             Ok(form_page(&req, &state, StatusCode::UNAUTHORIZED, login, error, None))
         }
         Err(PortalError::Throttled { retry_after }) => {
-            let secs = retry_after.as_secs().max(1);
-            let error = Some(format!("Too many attempts. Please wait {secs} seconds before trying again."));
-            let mut answer = form_page(&req, &state, StatusCode::TOO_MANY_REQUESTS, login, error, None);
-            if let Ok(v) = actix_web::http::header::HeaderValue::from_str(&secs.to_string()) {
-                answer.headers_mut().insert(actix_web::http::header::RETRY_AFTER, v);
-            }
-            Ok(answer)
+            let error = Some(page::too_many_attempts(retry_after));
+            let answer = form_page(&req, &state, StatusCode::TOO_MANY_REQUESTS, login, error, None);
+            Ok(page::retry_after(answer, retry_after))
         }
         Err(PortalError::Suspended) => {
             let error = Some("This account cannot sign in at the moment. Contact your administrator.".to_string());
