@@ -22,12 +22,13 @@ pub const AUTH_FAILURE_REASONS: &[&str] = &[
     "msisdn_not_approved",
 ];
 
-/// Reasons of `noc_connections_rejected_total`.
 /// Why the public HTTPS listener closed a connection before any HTTP
 /// (`noc_http_connections_rejected_total{reason}`).
 pub const HTTP_REJECT_REASONS: &[&str] =
     &["source_connections", "source_handshakes", "handshake_limit", "handshake_timeout", "tls_error"];
 
+/// Why a device connection ended before its session (`noc_connections_rejected_total{reason}`).
+/// The `wipe*` reasons are remote wipes answered in the handshake (docs/protocol.md §6.3.1).
 pub const CONNECTION_REJECT_REASONS: &[&str] = &[
     "tls_error",
     "handshake_timeout",
@@ -40,6 +41,9 @@ pub const CONNECTION_REJECT_REASONS: &[&str] = &[
     "auth_failed",
     "draining",
     "too_many_sessions",
+    "wiped",
+    "wipe_unsupported",
+    "wipe_unrecorded",
 ];
 
 /// Session kinds, the `kind` label.

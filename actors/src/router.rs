@@ -463,13 +463,24 @@ impl Router {
             self.close_session(SessionKey::Device(device_id), CloseCode::Revoked);
             self.notify_ves(ves_id, VesItem::Command(Command::DeviceRevoked { device_id, user_id }));
         }
-        self.repeat_revocation(devices.to_vec());
+        self.repeat_revocation(devices.to_vec(), CloseCode::Revoked);
+    }
+
+    /// The user asked for a remote wipe of a device: the VES stops addressing it at once,
+    /// and its live session, wherever it is, closes with `wipe_pending`, so that the device
+    /// reconnects and its authentication is answered with the wipe (docs/protocol.md
+    /// §6.3.1). An offline device gets the wipe at its next connection.
+    pub fn device_wipe_requested(&self, ves_id: VesId, user_id: UserId, device_id: DeviceId) {
+        self.update_directory(ves_id, device_id, user_id, false);
+        self.close_session(SessionKey::Device(device_id), CloseCode::WipePending);
+        self.notify_ves(ves_id, VesItem::Command(Command::DeviceRevoked { device_id, user_id }));
+        self.repeat_revocation(vec![device_id], CloseCode::WipePending);
     }
 
     /// The bus is at most once: a revocation that must reach another node is sent again
     /// after [`REVOCATION_RETRIES`] (closing is idempotent, and a revoked credential cannot
     /// authenticate a new session anyway).
-    fn repeat_revocation(&self, devices: Vec<DeviceId>) {
+    fn repeat_revocation(&self, devices: Vec<DeviceId>, code: CloseCode) {
         let Some(this) = self.this.upgrade() else { return };
         if devices.is_empty() {
             return;
@@ -482,7 +493,7 @@ impl Router {
                     if !this.is_registered(&key) {
                         // Not here: ask whoever owns it now (if anyone) to close it.
                         this.cluster.forget(&key);
-                        this.close_session(key, CloseCode::Revoked);
+                        this.close_session(key, code);
                     }
                 }
             }

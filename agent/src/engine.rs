@@ -305,6 +305,9 @@ impl Engine {
                     self.apply(st, device_id, out);
                 }
             }
+            // A revoked (or erased) device's session ends after the revocation reached us:
+            // its "offline" must not bring back the peer that DeviceRevoked forgot.
+            Command::DevicePresence { online: false, device_id, .. } if !st.peers.contains_key(&device_id) => {}
             Command::DevicePresence { device_id, user_id, online } => {
                 let peer = self.peer(st, device_id, user_id);
                 peer.online = online;

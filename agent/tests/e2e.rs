@@ -699,3 +699,34 @@ async fn portal_settings_reach_the_agent_and_are_applied() {
     assert_eq!(world.stats_now().await.alerts_matched, held.alerts_matched + 1);
     running.halt().await;
 }
+
+/// A lost phone erased from the portal, with the real device client: it is connected when
+/// the user confirms, reconnects at the relay's word, erases its store and credentials,
+/// acknowledges, and stops; the agent forgets it and the portal shows the receipt.
+#[tokio::test]
+async fn a_device_erased_from_the_portal_deletes_its_data_and_credentials() {
+    let world = World::start(|_| {}, Options::default()).await;
+    let device = world.user_with_device("eva@corp.example", "+15550108").await;
+    let device_id = device.state.device_id;
+    let running = run_device(&device, fast_device(None));
+    world.drop_mail("eva@corp.example", "1700000200.M1P1.corp", "board minutes", "confidential");
+    wait_inbox(&device, 1).await;
+
+    let relay = world.relay();
+    let mut web = noc_test_support::WebClient::new(relay.node.http_addr, &relay.cert_path());
+    assert_eq!(web.sign_in("eva@corp.example", USER_PW, false).await.status, 303);
+    let wipe = format!("/devices/{device_id}/wipe");
+    let csrf = web.get(&wipe).await.hidden("csrf").expect("confirmation form");
+    let done = web.post(&wipe, &[("csrf", &csrf), ("confirm", "yes")]).await;
+    assert_eq!(done.status, 303);
+
+    let ended = tokio::time::timeout(T, running.task).await.expect("the device stops").expect("task");
+    assert!(matches!(ended, Err(noc_device::DeviceError::Wiped)), "{ended:?}");
+    for name in ["device.json", "ca.pem", "device.db", "device.db-wal"] {
+        assert!(!device.dir.join(name).exists(), "{name} is gone");
+    }
+    assert!(matches!(noc_device::Device::open(&device.dir), Err(noc_device::DeviceError::NotActivated(_))));
+    world.wait_status("the agent to forget the device", |s| s.devices.iter().all(|d| d.device_id != device_id)).await;
+    let page = web.get("/devices").await;
+    assert!(page.body.contains("confirmed it erased its data and credentials"), "{}", page.body);
+}

@@ -10,7 +10,7 @@ use noc_actors::Router;
 use noc_cluster::SessionKey;
 use noc_gateway::active_user_state;
 use noc_storage::{AccountError, Accounts, UserRecord, UserSettings, UserStatus, WebSession};
-use noc_web::portal::{DeviceInfo, SettingsChange};
+use noc_web::portal::{DeviceInfo, SettingsChange, WipeState};
 use noc_web::{Portal, PortalError, Profile, SessionInfo, SignedIn, Visitor};
 
 /// The portal over the node's account service, and the router that tells enterprise
@@ -172,6 +172,11 @@ impl Portal for AccountsPortal {
                 device_type: d.device_type,
                 activated_at_ms: d.created_at,
                 online_on: online_on.map(|n| n.to_string()),
+                wipe: match (d.wipe_requested_at, d.wiped_at) {
+                    (_, Some(at_ms)) => WipeState::Done { at_ms },
+                    (Some(since_ms), None) => WipeState::Pending { since_ms },
+                    (None, None) => WipeState::None,
+                },
             });
         }
         Ok(out)
@@ -189,9 +194,19 @@ impl Portal for AccountsPortal {
         Ok(())
     }
 
-    async fn start_recovery(&self, login: &str) -> Result<(), PortalError> {
+    async fn wipe_device(&self, user: &str, device: &str) -> Result<(), PortalError> {
+        let record = self.user(user).await?;
+        let device = device_id(device)?;
+        self.accounts.wipe_own_device(record.id, device).await.map_err(portal_error)?;
+        self.router.device_wipe_requested(record.ves_id, record.id, device);
+        Ok(())
+    }
+
+    async fn start_recovery(&self, login: &str, source: IpAddr) -> Result<(), PortalError> {
         let Some(mailer) = self.mailer.clone() else { return Err(PortalError::NotFound) };
-        let Some(recovery) = self.accounts.start_recovery(login).await.map_err(portal_error)? else { return Ok(()) };
+        let Some(recovery) = self.accounts.start_recovery(login, source).await.map_err(portal_error)? else {
+            return Ok(());
+        };
         let to = recovery.user.contact_email.clone().unwrap_or_else(|| recovery.user.email.clone());
         let link = format!("{}/recover/{}", self.public_url, recovery.token);
         let name = recovery.user.full_name();
@@ -203,6 +218,42 @@ impl Portal for AccountsPortal {
             }
         });
         Ok(())
+    }
+
+    async fn recover_by_question(
+        &self,
+        login: &str,
+        question: &str,
+        answer: &str,
+        source: IpAddr,
+    ) -> Result<String, PortalError> {
+        let recovery =
+            self.accounts.recover_by_question(login, question, answer, source).await.map_err(portal_error)?;
+        Ok(recovery.token)
+    }
+
+    async fn secret_question(&self, user: &str) -> Result<(bool, Option<String>), PortalError> {
+        let record = self.user(user).await?;
+        self.accounts.own_secret_question(&record).await.map_err(portal_error)
+    }
+
+    async fn set_secret_question(
+        &self,
+        user: &str,
+        current_password: &str,
+        question: &str,
+        answer: &str,
+        source: IpAddr,
+    ) -> Result<(), PortalError> {
+        let record = self.user(user).await?;
+        self.accounts
+            .set_own_secret_question(&record, current_password, question, answer, source)
+            .await
+            .map_err(portal_error)
+    }
+
+    async fn clear_secret_question(&self, user: &str) -> Result<(), PortalError> {
+        self.accounts.clear_own_secret_question(user_id(user)?).await.map_err(portal_error)
     }
 
     async fn finish_recovery(&self, token: &str, new_password: &str) -> Result<(), PortalError> {
@@ -235,5 +286,17 @@ impl Portal for AccountsPortal {
 
     async fn revoke_session(&self, user: &str, session_id: &str) -> Result<(), PortalError> {
         self.accounts.revoke_web_session(user_id(user)?, session_id).await.map_err(portal_error)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// The portal offers the questions the account service accepts, and words each one.
+    #[test]
+    fn the_portal_and_the_accounts_know_the_same_secret_questions() {
+        assert_eq!(noc_web::portal::SECRET_QUESTIONS, noc_storage::self_service::SECRET_QUESTIONS);
+        for key in noc_web::portal::SECRET_QUESTIONS {
+            assert!(noc_web::question_text(key).ends_with('?'), "{key}");
+        }
     }
 }

@@ -70,6 +70,11 @@ impl Admin {
         Ok(self.accounts.set_license_suspended(name, suspended, &self.actor).await?)
     }
 
+    /// Turns secret-question password recovery on or off for a license.
+    pub async fn set_secret_question_recovery(&self, name: &str, enabled: bool) -> Result<License, AdminError> {
+        Ok(self.accounts.set_license_secret_question_recovery(name, enabled, &self.actor).await?)
+    }
+
     /// A new license password; revokes the license's tokens (returns how many).
     pub async fn set_license_password(&self, name: &str, password: &str) -> Result<(License, u64), AdminError> {
         Ok(self.accounts.set_license_password(name, password, &self.actor).await?)

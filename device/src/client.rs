@@ -104,10 +104,24 @@ impl Stats {
 
 enum Ended {
     Shutdown,
-    Retry { reason: String, hint: Duration },
+    Retry {
+        reason: String,
+        hint: Duration,
+    },
+    /// The relay asked for an immediate reconnect (a remote wipe waits in the handshake).
+    ReconnectNow {
+        reason: String,
+    },
 }
 
-/// Runs the device until `shutdown` is cancelled (Ok) or a fatal close code (Err).
+/// Erases the device's local data and credentials when the relay delivers a remote wipe
+/// (docs/protocol.md §6.3.1). It must have finished before WIPE_DONE is sent: the relay
+/// records the device as erased on that word.
+pub type Wipe<'a> = &'a (dyn Fn() -> Result<(), DeviceError> + Send + Sync);
+
+/// Runs the device until `shutdown` is cancelled (Ok), a fatal close code or a remote wipe
+/// (Err; after [`DeviceError::Wiped`] `wipe` has erased the device).
+#[allow(clippy::too_many_arguments)]
 pub async fn run(
     state: &DeviceState,
     ca_file: Option<&std::path::Path>,
@@ -116,6 +130,7 @@ pub async fn run(
     shutdown: CancellationToken,
     events: Option<broadcast::Sender<DeviceEvent>>,
     stats: Arc<Stats>,
+    wipe: Wipe<'_>,
 ) -> Result<(), DeviceError> {
     let tls = noc_tls::client_config(ca_file, &[]).map_err(noc_endpoint::EndpointError::from)?;
     let connector = TlsConnector::from(Arc::new(tls));
@@ -123,7 +138,7 @@ pub async fn run(
     initiator.suites = state.suites()?;
     let mut link = Link::device(initiator, opts.link.clone());
     let mut backoff = Backoff::new(opts.reconnect_initial, opts.reconnect_max);
-    let ctx = Ctx { state, store, opts, events: &events, stats: &stats };
+    let ctx = Ctx { state, store, opts, events: &events, stats: &stats, wipe };
     loop {
         // Only the connection watches `shutdown`: racing it here would drop the connection
         // future mid-flight and skip its drain (pending item acknowledgements, CLOSE), so
@@ -132,6 +147,10 @@ pub async fn run(
         link.on_disconnected();
         match ended? {
             Ended::Shutdown => return Ok(()),
+            Ended::ReconnectNow { reason } => {
+                tracing::info!(%reason, "device channel down; reconnecting at once");
+                ctx.emit(DeviceEvent::Disconnected { reason, retry_in: Duration::ZERO });
+            }
             Ended::Retry { reason, hint } => {
                 let delay = backoff.next_delay().max(hint);
                 tracing::info!(%reason, retry_in_ms = delay.as_millis() as u64, "device channel down");
@@ -151,6 +170,7 @@ struct Ctx<'a> {
     opts: &'a RunOptions,
     events: &'a Option<broadcast::Sender<DeviceEvent>>,
     stats: &'a Stats,
+    wipe: Wipe<'a>,
 }
 
 type Conn = Framed<TlsStream<TcpStream>, FrameCodec>;
@@ -196,10 +216,29 @@ impl Ctx<'_> {
             Ok(Frame::AuthOk { heartbeat_interval_seconds, idle_timeout_seconds, max_frame_bytes }) => {
                 Ok((heartbeat_interval_seconds, idle_timeout_seconds, max_frame_bytes))
             }
+            Ok(Frame::Wipe) => Err(Err(self.wiped(conn).await)),
             Ok(Frame::Close { code, reconnect_after_ms, message }) => Err(on_close(code, reconnect_after_ms, message)),
             Ok(other) => Err(Ok(retry(format!("expected AUTH_OK, got {:?}", other.frame_type())))),
             Err(e) => Err(Ok(retry(e))),
         }
+    }
+
+    /// The relay delivered a remote wipe: erase, then say so, then stop for good. When
+    /// erasing fails nothing is acknowledged: the wipe stays pending at the relay and comes
+    /// again with the next run.
+    async fn wiped(&self, conn: &mut Conn) -> DeviceError {
+        tracing::warn!(device_id = %self.state.device_id, "remote wipe requested: erasing local data and credentials");
+        if let Err(e) = (self.wipe)() {
+            tracing::error!(error = %e, "remote wipe failed; not acknowledged");
+            return e;
+        }
+        let _ = tokio::time::timeout(CLOSE_GRACE, async {
+            send(conn, Frame::WipeDone).await?;
+            // The relay records the wipe, then closes with CLOSE `revoked`.
+            next_frame(conn).await
+        })
+        .await;
+        DeviceError::Wiped
     }
 
     async fn connection(
@@ -420,6 +459,7 @@ fn on_close(code: CloseCode, reconnect_after_ms: u32, message: String) -> Result
         | CloseCode::Revoked
         | CloseCode::AccountSuspended
         | CloseCode::UnsupportedVersion => Err(DeviceError::Fatal { code, message }),
+        CloseCode::WipePending => Ok(Ended::ReconnectNow { reason: format!("{code}: {message}") }),
         CloseCode::LockedOut => {
             Ok(Ended::Retry { reason: format!("{code}: {message}"), hint: Duration::from_secs(900) })
         }

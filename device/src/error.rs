@@ -35,6 +35,10 @@ pub enum DeviceError {
     #[error("the relay closed the connection ({code}: {message}); not reconnecting")]
     Fatal { code: CloseCode, message: String },
 
+    /// The relay delivered a remote wipe: the device's data and credentials are erased.
+    #[error("this device was erased remotely: its data and credentials are deleted; activate it again to use it")]
+    Wiped,
+
     /// A value given on the command line or in the SDK is not usable.
     #[error("invalid {what}: {reason}")]
     Invalid { what: &'static str, reason: String },

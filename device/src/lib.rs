@@ -133,6 +133,25 @@ impl Device {
         events: Option<broadcast::Sender<DeviceEvent>>,
     ) -> Result<(), DeviceError> {
         let ca = self.state.ca_path(&self.dir);
-        client::run(&self.state, ca.as_deref(), &self.store, &opts, shutdown, events, self.stats.clone()).await
+        let wipe = || self.erase();
+        client::run(&self.state, ca.as_deref(), &self.store, &opts, shutdown, events, self.stats.clone(), &wipe).await
+    }
+
+    /// Erases what this device holds (a remote wipe): every item, outbox entry and pinned
+    /// key in its store, overwritten, then the credential and trust anchor files and the
+    /// database files themselves. The state directory is left empty: `open` then says the
+    /// device is not activated.
+    pub fn erase(&self) -> Result<(), DeviceError> {
+        self.store.erase()?;
+        let (wal, shm) = (format!("{}-wal", state::DB_FILE), format!("{}-shm", state::DB_FILE));
+        for name in [state::STATE_FILE, state::CA_FILE, state::DB_FILE, &wal, &shm] {
+            let path = self.dir.join(name);
+            match std::fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(noc_endpoint::EndpointError::Io { path, source: e }.into()),
+            }
+        }
+        Ok(())
     }
 }

@@ -355,6 +355,25 @@ impl Store {
         Ok(())
     }
 
+    /// Erases everything this database holds (a remote wipe): every row of every table,
+    /// with SQLite's `secure_delete` so that freed pages are overwritten with zeros, the
+    /// write-ahead log truncated, and the file rebuilt. The schema stays, empty.
+    pub fn erase(&self) -> Result<(), EndpointError> {
+        let conn = self.lock();
+        conn.pragma_update(None, "secure_delete", "ON")?;
+        let tables: Vec<String> = {
+            let mut stmt =
+                conn.prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")?;
+            stmt.query_map([], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?
+        };
+        for table in tables {
+            conn.execute(&format!("DELETE FROM \"{}\"", table.replace('"', "\"\"")), [])?;
+        }
+        conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+        conn.execute_batch("VACUUM")?;
+        Ok(())
+    }
+
     // ---- receiving ----------------------------------------------------------------------
 
     /// Stores one part of an item. When it completes the item, the item is decoded and
@@ -603,6 +622,29 @@ mod tests {
             store.enqueue("dev", ItemId::random(), "mail", b"x", refuse, 0),
             Err(EndpointError::OutboxFull { max: 1 })
         ));
+    }
+
+    #[test]
+    fn erase_leaves_no_trace_in_the_files() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("device.db");
+        let store = Store::open(&path, "").expect("store");
+        let marker = b"confidential-quarterly-figures";
+        let item = Item::new(ItemType::Mail, None, marker.repeat(40)).encode().expect("encode");
+        store.add_part("ves", ItemId::random(), 0, 1, &item, 1 << 20, 5).expect("received");
+        store.enqueue("ves", ItemId::random(), "mail", &marker.repeat(40), LIMITS, 0).expect("outbox");
+        store.meta_set("pinned", "confidential-quarterly-figures").expect("meta");
+
+        store.erase().expect("erase");
+
+        assert!(store.received(None, None).expect("received").is_empty());
+        assert!(store.outbox(None).expect("outbox").is_empty());
+        assert_eq!(store.meta_get("pinned").expect("meta"), None);
+        for suffix in ["", "-wal"] {
+            let file = dir.path().join(format!("device.db{suffix}"));
+            let bytes = std::fs::read(&file).unwrap_or_default();
+            assert!(!bytes.windows(marker.len()).any(|w| w == marker), "{} still holds the data", file.display());
+        }
     }
 
     #[test]

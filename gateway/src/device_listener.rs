@@ -15,7 +15,7 @@ use bytes::BytesMut;
 use futures_util::{SinkExt, StreamExt};
 use noc_actors::{DeviceSession, DeviceSessionInfo, Router, SessionConfig};
 use noc_protocol::CloseCode;
-use noc_protocol::device::{Frame, FrameCodec, FrameError, SUPPORTED_VERSIONS};
+use noc_protocol::device::{Frame, FrameCodec, FrameError, SUPPORTED_VERSIONS, WIPE_VERSION};
 use noc_storage::{AccountError, Accounts};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
@@ -112,17 +112,20 @@ impl DeviceListener {
             return Err(Rejected("io_error"));
         }
 
-        let auth = match next_frame(&mut framed, deadline).await {
-            Ok(Frame::AuthToken { device_id, credential }) => {
-                tokio::time::timeout_at(deadline, self.accounts.authenticate_device_token(device_id, &credential)).await
-            }
-            Ok(Frame::AuthPassword { device_id, msisdn, password }) => {
+        let (device_id, auth) = match next_frame(&mut framed, deadline).await {
+            Ok(Frame::AuthToken { device_id, credential }) => (
+                device_id,
+                tokio::time::timeout_at(deadline, self.accounts.authenticate_device_token(device_id, &credential))
+                    .await,
+            ),
+            Ok(Frame::AuthPassword { device_id, msisdn, password }) => (
+                device_id,
                 tokio::time::timeout_at(
                     deadline,
                     self.accounts.authenticate_device_password(device_id, &msisdn, &password, source),
                 )
-                .await
-            }
+                .await,
+            ),
             Ok(other) => {
                 let msg = format!("expected AUTH_TOKEN or AUTH_PASSWORD, got {}", other.frame_type().name());
                 return Err(refuse(&mut framed, CloseCode::ProtocolViolation, &msg, "protocol_violation").await);
@@ -131,6 +134,9 @@ impl DeviceListener {
         };
         let auth = match auth {
             Ok(Ok(auth)) => auth,
+            Ok(Err(AccountError::WipePending)) => {
+                return Err(self.deliver_wipe(&mut framed, version, device_id, deadline).await);
+            }
             Ok(Err(e)) => {
                 if let Some(reason) = ApiError::auth_reason(&e) {
                     self.router.metrics().auth_failure("device", reason);
@@ -160,6 +166,53 @@ impl DeviceListener {
         let FramedParts { io, read_buf, .. } = framed.into_parts();
         let info = DeviceSessionInfo { device_id: auth.device_id, user_id: auth.user_id, ves_id: auth.ves_id };
         Ok((io, read_buf, info))
+    }
+}
+
+impl DeviceListener {
+    /// Answers the authentication of a device that waits for its remote wipe: WIPE, then
+    /// the device's WIPE_DONE once it erased its store and credentials, recorded in the
+    /// store (which revokes the credential). A device that speaks only version 1 cannot
+    /// erase itself: it is refused `revoked`, and the wipe stays pending for a newer
+    /// client. Either way no session opens.
+    async fn deliver_wipe<S: AsyncRead + AsyncWrite + Unpin>(
+        &self,
+        framed: &mut Framed<S, FrameCodec>,
+        version: u16,
+        device_id: noc_protocol::DeviceId,
+        deadline: Instant,
+    ) -> Rejected {
+        if version < WIPE_VERSION {
+            let msg = "a remote wipe was requested for this device; this client cannot perform it";
+            return refuse(framed, CloseCode::Revoked, msg, "wipe_unsupported").await;
+        }
+        if send(framed, Frame::Wipe, deadline).await.is_err() {
+            return Rejected("io_error");
+        }
+        match next_frame(framed, deadline).await {
+            Ok(Frame::WipeDone) => {}
+            Ok(other) => {
+                let msg = format!("expected WIPE_DONE, got {}", other.frame_type().name());
+                return refuse(framed, CloseCode::ProtocolViolation, &msg, "protocol_violation").await;
+            }
+            Err(e) => return fail(framed, e).await,
+        }
+        match tokio::time::timeout_at(deadline, self.accounts.device_wiped(device_id)).await {
+            Ok(Ok(_)) => {
+                tracing::info!(device = %device_id, "device acknowledged its remote wipe");
+                refuse(framed, CloseCode::Revoked, "device wiped", "wiped").await
+            }
+            Ok(Err(e)) => {
+                // The device is erased but the record says otherwise: it stays pending (and
+                // the portal says so) rather than claiming a wipe that was not recorded.
+                tracing::warn!(device = %device_id, error = %e, "device wiped but the store did not record it");
+                let (code, msg, hint) = close_for(&e);
+                refuse_with_hint(framed, code, msg, hint, "wipe_unrecorded").await
+            }
+            Err(_) => {
+                refuse(framed, CloseCode::HandshakeTimeout, "wipe not recorded in time", "handshake_timeout").await
+            }
+        }
     }
 }
 

@@ -50,6 +50,7 @@ impl ApiError {
             AccountError::NotActivated => "not_activated",
             AccountError::MsisdnNotApproved => "msisdn_not_approved",
             AccountError::Invalid(_)
+            | AccountError::WipePending
             | AccountError::Conflict(_)
             | AccountError::NotFound
             | AccountError::SeatsFull { .. }
@@ -61,7 +62,7 @@ impl ApiError {
 impl From<AccountError> for ApiError {
     fn from(e: AccountError) -> Self {
         match e {
-            AccountError::InvalidCredentials | AccountError::Revoked => {
+            AccountError::InvalidCredentials | AccountError::Revoked | AccountError::WipePending => {
                 ApiError::new(ApiErrorCode::InvalidCredentials, "invalid credentials")
             }
             AccountError::Throttled(t) => {

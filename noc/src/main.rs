@@ -119,6 +119,16 @@ enum LicenseCommand {
         #[arg(long)]
         name: String,
     },
+    /// Turn features of a license on or off.
+    SetFeatures {
+        #[arg(long)]
+        name: String,
+        /// Let users recover a forgotten password by answering a secret question (white
+        /// paper §9.2.2). Weaker than the mailed one-time link, which always works: off by
+        /// default.
+        #[arg(long, action = clap::ArgAction::Set, value_parser = clap::builder::BoolishValueParser::new(), value_name = "on|off")]
+        secret_question_recovery: bool,
+    },
     /// Set a new license password and revoke every license-id token issued so far (VES
     /// installations already registered keep connecting; suspend the license to stop them).
     SetPassword {
@@ -248,6 +258,7 @@ async fn admin(config: Config, command: AdminCommand) -> Result<()> {
                             serde_json::json!({
                                 "Id": l.id, "Name": l.name, "MaxUsers": l.max_users, "UsedUsers": l.used_users,
                                 "ExpiresAt": l.expires_at, "Suspended": l.suspended,
+                                "SecretQuestionRecovery": l.secret_question_recovery,
                             })
                         })
                         .collect();
@@ -267,6 +278,11 @@ async fn admin(config: Config, command: AdminCommand) -> Result<()> {
             LicenseCommand::Resume { name } => {
                 admin.set_suspended(&name, false).await?;
                 println!("license {name} resumed");
+            }
+            LicenseCommand::SetFeatures { name, secret_question_recovery } => {
+                admin.set_secret_question_recovery(&name, secret_question_recovery).await?;
+                let state = if secret_question_recovery { "on" } else { "off" };
+                println!("license {name}: secret-question recovery {state}");
             }
             LicenseCommand::SetPassword { name, password, password_stdin } => {
                 let password = password_arg(password, password_stdin)?;

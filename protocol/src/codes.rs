@@ -138,6 +138,9 @@ wire_enum! {
         TooManySessions = 15 => "too_many_sessions",
         /// The user or its license is suspended or expired.
         AccountSuspended = 16 => "account_suspended",
+        /// The user asked for a remote wipe of this device: reconnect at once to receive
+        /// it (device-channel version 2 answers the authentication with WIPE).
+        WipePending = 17 => "wipe_pending",
     }
 }
 

@@ -18,8 +18,11 @@ use crate::ids::DeviceId;
 
 /// The four bytes that open a hello: lets the relay reject other protocols at once.
 pub const MAGIC: [u8; 4] = *b"NOCD";
-/// Device-channel protocol versions this crate speaks, newest last.
-pub const SUPPORTED_VERSIONS: &[u16] = &[1];
+/// Device-channel protocol versions this crate speaks, newest last. Version 2 adds the
+/// remote wipe (WIPE / WIPE_DONE, docs/protocol.md §6.3.1); everything else is as in 1.
+pub const SUPPORTED_VERSIONS: &[u16] = &[1, 2];
+/// The first version in which the relay may answer an authentication with WIPE.
+pub const WIPE_VERSION: u16 = 2;
 /// Size of the length prefix.
 pub const LENGTH_PREFIX_BYTES: usize = 4;
 /// Default maximum of `length` (type byte + body): 64 KiB.
@@ -41,6 +44,8 @@ pub enum FrameType {
     AuthPassword = 0x04,
     AuthOk = 0x05,
     Close = 0x06,
+    Wipe = 0x07,
+    WipeDone = 0x08,
     Forward = 0x10,
     Ack = 0x11,
     Undeliverable = 0x12,
@@ -57,6 +62,8 @@ impl FrameType {
             FrameType::AuthPassword => "AUTH_PASSWORD",
             FrameType::AuthOk => "AUTH_OK",
             FrameType::Close => "CLOSE",
+            FrameType::Wipe => "WIPE",
+            FrameType::WipeDone => "WIPE_DONE",
             FrameType::Forward => "FORWARD",
             FrameType::Ack => "ACK",
             FrameType::Undeliverable => "UNDELIVERABLE",
@@ -72,6 +79,8 @@ impl FrameType {
             0x04 => FrameType::AuthPassword,
             0x05 => FrameType::AuthOk,
             0x06 => FrameType::Close,
+            0x07 => FrameType::Wipe,
+            0x08 => FrameType::WipeDone,
             0x10 => FrameType::Forward,
             0x11 => FrameType::Ack,
             0x12 => FrameType::Undeliverable,
@@ -162,6 +171,11 @@ pub enum Frame {
     AuthOk { heartbeat_interval_seconds: u32, idle_timeout_seconds: u32, max_frame_bytes: u32 },
     /// Either way: the sender closes the connection after this frame.
     Close { code: CloseCode, reconnect_after_ms: u32, message: String },
+    /// Relay → device (version 2), in place of AUTH_OK: the user asked for a remote wipe;
+    /// erase the local store and credentials, then answer WIPE_DONE.
+    Wipe,
+    /// Device → relay (version 2): the local store and credentials are erased.
+    WipeDone,
     /// Either way: an opaque end-to-end frame to or from the user's VES.
     Forward { kind: ForwardKind, frame_id: u64, payload: Bytes },
     /// Either way: end-to-end acknowledgement of a forwarded frame.
@@ -182,6 +196,8 @@ impl Frame {
             Frame::AuthPassword { .. } => FrameType::AuthPassword,
             Frame::AuthOk { .. } => FrameType::AuthOk,
             Frame::Close { .. } => FrameType::Close,
+            Frame::Wipe => FrameType::Wipe,
+            Frame::WipeDone => FrameType::WipeDone,
             Frame::Forward { .. } => FrameType::Forward,
             Frame::Ack { .. } => FrameType::Ack,
             Frame::Undeliverable { .. } => FrameType::Undeliverable,
@@ -234,7 +250,7 @@ impl Frame {
                 dst.put_u64(*frame_id);
                 dst.put_u16(reason.as_u16());
             }
-            Frame::Heartbeat => {}
+            Frame::Heartbeat | Frame::Wipe | Frame::WipeDone => {}
         }
         let len = (dst.len() - start - LENGTH_PREFIX_BYTES) as u32;
         dst[start..start + LENGTH_PREFIX_BYTES].copy_from_slice(&len.to_be_bytes());
@@ -320,6 +336,8 @@ impl Frame {
                 reason: UndeliverableReason::from_u16(get_u16(&mut body, "reason")?),
             },
             FrameType::Heartbeat => Frame::Heartbeat,
+            FrameType::Wipe => Frame::Wipe,
+            FrameType::WipeDone => Frame::WipeDone,
         };
         if body.has_remaining() {
             return Err(FrameError::Malformed("trailing bytes after frame body"));
@@ -494,6 +512,8 @@ mod tests {
             Frame::Ack { frame_id: 42 },
             Frame::Undeliverable { frame_id: 9, reason: UndeliverableReason::PeerOffline },
             Frame::Heartbeat,
+            Frame::Wipe,
+            Frame::WipeDone,
         ]
     }
 
@@ -562,6 +582,7 @@ mod tests {
             &[0x10, 4, 0, 0],                         // truncated frame id
             &[0x11, 0, 0, 0, 0, 0, 0, 0, 1, 99],      // trailing bytes
             &[0x06, 0, 1, 0, 0, 0, 0, 0, 5, b'a'],    // string shorter than its length
+            &[0x07, 0],                               // WIPE has no body
         ];
         for body in cases {
             let err = Frame::decode_body(Bytes::copy_from_slice(body));
@@ -621,6 +642,8 @@ mod tests {
                 Frame::Undeliverable { frame_id: 9, reason: UndeliverableReason::PeerOffline },
                 "00 00 00 0b 12 0000000000000009 0001",
             ),
+            (Frame::Wipe, "00 00 00 01 07"),
+            (Frame::WipeDone, "00 00 00 01 08"),
         ];
         for (frame, hex) in cases {
             let bytes = unhex(hex);

@@ -98,6 +98,10 @@ pub enum AccountError {
     Suspended,
     #[error("device credential revoked")]
     Revoked,
+    /// The credential is right, but the user asked for a remote wipe of this device: it
+    /// gets the wipe instead of a session.
+    #[error("a remote wipe is waiting for this device")]
+    WipePending,
     #[error("license has no free seat (maximum {max})")]
     SeatsFull { max: u32 },
     #[error("{0} already exists")]
@@ -180,6 +184,19 @@ impl Accounts {
         &self.policy
     }
 
+    /// Counts a request that is not a password check (a recovery mail asked for) against
+    /// the source's and the name's budget, so that one address cannot fire them at will.
+    pub(crate) fn throttle_request(&self, key: &str, source: IpAddr) -> Result<()> {
+        self.throttle.admit(key, source, Instant::now()).map_err(AccountError::Throttled)
+    }
+
+    /// The throttle key of a user login as typed (e-mail address or MSISDN): the same for
+    /// every route that takes one, so they share one budget.
+    pub(crate) fn user_key(login: &str) -> String {
+        let login = login.trim();
+        if login.contains('@') { format!("user:{}", login.to_lowercase()) } else { format!("user:{login}") }
+    }
+
     pub(crate) async fn hash_password(&self, password: &str) -> Result<String> {
         Ok(self.hasher.hash(password).await?)
     }
@@ -227,6 +244,26 @@ impl Accounts {
         Ok(license)
     }
 
+    /// Turns secret-question password recovery on or off for a license (off by default:
+    /// weaker than the mailed link). Turning it off leaves the users' questions stored but
+    /// unusable until it is on again.
+    pub async fn set_license_secret_question_recovery(
+        &self,
+        name: &str,
+        enabled: bool,
+        actor: &str,
+    ) -> Result<License> {
+        let license = self.store.set_license_secret_question_recovery(name, enabled).await?;
+        self.audit(
+            actor.to_string(),
+            "license.secret_question_recovery",
+            format!("license:{}", license.id),
+            format!("enabled={enabled}"),
+        )
+        .await;
+        Ok(license)
+    }
+
     pub async fn set_license_suspended(&self, name: &str, suspended: bool, actor: &str) -> Result<License> {
         let license = self.store.set_license_suspended(name, suspended).await?;
         let action = if suspended { "license.suspend" } else { "license.resume" };
@@ -243,7 +280,13 @@ impl Accounts {
     /// Checks `password` for the login `key` under the throttle: refused at once while
     /// `key` or `source` must wait; otherwise the attempt counts as a failure unless the
     /// password is right (`hash` `None`: a name that does not exist, which takes as long).
-    async fn throttled_check(&self, key: &str, source: IpAddr, password: &str, hash: Option<&str>) -> Result<()> {
+    pub(crate) async fn throttled_check(
+        &self,
+        key: &str,
+        source: IpAddr,
+        password: &str,
+        hash: Option<&str>,
+    ) -> Result<()> {
         self.throttle.admit(key, source, Instant::now()).map_err(AccountError::Throttled)?;
         let ok = match hash {
             Some(hash) => self.verify_password(password, hash).await?,
@@ -573,6 +616,10 @@ impl Accounts {
         if login.revoked_at.is_some() {
             return Err(AccountError::Revoked);
         }
+        // Before suspension: a lost device of a suspended user is still wiped.
+        if login.wipe_requested_at.is_some() {
+            return Err(AccountError::WipePending);
+        }
         if login.user_status == UserStatus::Suspended {
             return Err(AccountError::Suspended);
         }
@@ -587,6 +634,17 @@ impl Accounts {
             ves_id: login.ves_id,
             license_id: login.license_id,
         })
+    }
+
+    /// The device acknowledged its remote wipe (it erased its store and credentials):
+    /// recorded, with the credential revoked. False when no wipe was waiting for it.
+    pub async fn device_wiped(&self, device_id: DeviceId) -> Result<bool> {
+        let done = self.store.complete_device_wipe(device_id, noc_protocol::clock::unix_ms_i64()).await?;
+        if done {
+            self.audit(format!("device:{device_id}"), "device.wipe_done", format!("device:{device_id}"), String::new())
+                .await;
+        }
+        Ok(done)
     }
 
     /// Device-channel authentication with the activation credential: one indexed query

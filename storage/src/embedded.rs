@@ -136,6 +136,17 @@ CREATE TABLE recovery_tokens (
 );
 CREATE INDEX recovery_tokens_user ON recovery_tokens(user_id, created_at);
 "#,
+    r#"
+-- Remote wipe: requested from the portal, done when the device acknowledges it.
+ALTER TABLE devices ADD COLUMN wipe_requested_at INTEGER;
+ALTER TABLE devices ADD COLUMN wiped_at INTEGER;
+"#,
+    r#"
+-- Secret-question password recovery: per license, off by default; the answer hashed.
+ALTER TABLE licenses ADD COLUMN secret_question_recovery INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE users ADD COLUMN secret_question TEXT;
+ALTER TABLE users ADD COLUMN secret_answer_hash TEXT;
+"#,
 ];
 
 /// SQLite-backed [`Store`].
@@ -211,7 +222,7 @@ fn parse_id<T: std::str::FromStr>(s: String) -> rusqlite::Result<T> {
 }
 
 const LICENSE_COLS: &str = "l.id, l.name, l.max_users, l.expires_at, l.suspended, l.created_at, \
-     (SELECT COUNT(*) FROM users u WHERE u.license_id = l.id)";
+     (SELECT COUNT(*) FROM users u WHERE u.license_id = l.id), l.secret_question_recovery";
 
 fn license_row(r: &Row<'_>) -> rusqlite::Result<License> {
     Ok(License {
@@ -222,6 +233,7 @@ fn license_row(r: &Row<'_>) -> rusqlite::Result<License> {
         suspended: r.get::<_, i64>(4)? != 0,
         created_at: r.get(5)?,
         used_users: r.get(6)?,
+        secret_question_recovery: r.get::<_, i64>(7)? != 0,
     })
 }
 
@@ -250,7 +262,8 @@ fn user_row(r: &Row<'_>) -> rusqlite::Result<UserRecord> {
     })
 }
 
-const DEVICE_COLS: &str = "id, user_id, credential_hash, name, device_type, created_at, revoked_at";
+const DEVICE_COLS: &str =
+    "id, user_id, credential_hash, name, device_type, created_at, revoked_at, wipe_requested_at, wiped_at";
 
 fn device_row(r: &Row<'_>) -> rusqlite::Result<DeviceRecord> {
     Ok(DeviceRecord {
@@ -261,6 +274,8 @@ fn device_row(r: &Row<'_>) -> rusqlite::Result<DeviceRecord> {
         device_type: r.get(4)?,
         created_at: r.get(5)?,
         revoked_at: r.get(6)?,
+        wipe_requested_at: r.get(7)?,
+        wiped_at: r.get(8)?,
     })
 }
 
@@ -285,8 +300,11 @@ fn get_license(conn: &Connection, id: LicenseId) -> Result<Option<License>> {
         .optional()?)
 }
 
+/// A device that may still open sessions: neither revoked nor waiting for its wipe.
+const LIVE_DEVICE: &str = "revoked_at IS NULL AND wipe_requested_at IS NULL";
+
 fn live_devices_of(conn: &Connection, user: UserId) -> Result<Vec<DeviceId>> {
-    let mut stmt = conn.prepare("SELECT id FROM devices WHERE user_id = ?1 AND revoked_at IS NULL")?;
+    let mut stmt = conn.prepare(&format!("SELECT id FROM devices WHERE user_id = ?1 AND {LIVE_DEVICE}"))?;
     let ids = stmt
         .query_map([user.to_string()], |r| parse_id::<DeviceId>(r.get(0)?))?
         .collect::<rusqlite::Result<Vec<_>>>()?;
@@ -334,7 +352,7 @@ impl Store for SqliteStore {
             Ok(c.query_row(
                 &format!("SELECT {LICENSE_COLS}, l.password_hash FROM licenses l WHERE l.name = ?1"),
                 [name],
-                |r| Ok((license_row(r)?, r.get::<_, String>(7)?)),
+                |r| Ok((license_row(r)?, r.get::<_, String>(8)?)),
             )
             .optional()?)
         })
@@ -349,6 +367,22 @@ impl Store for SqliteStore {
         let name = name.to_string();
         self.run(move |c| {
             let n = c.execute("UPDATE licenses SET suspended = ?1 WHERE name = ?2", params![suspended as i64, name])?;
+            if n == 0 {
+                return Err(StoreError::NotFound);
+            }
+            let id: String = c.query_row("SELECT id FROM licenses WHERE name = ?1", [name], |r| r.get(0))?;
+            get_license(c, parse_id(id)?)?.ok_or(StoreError::NotFound)
+        })
+        .await
+    }
+
+    async fn set_license_secret_question_recovery(&self, name: &str, enabled: bool) -> Result<License> {
+        let name = name.to_string();
+        self.run(move |c| {
+            let n = c.execute(
+                "UPDATE licenses SET secret_question_recovery = ?1 WHERE name = ?2",
+                params![enabled as i64, name],
+            )?;
             if n == 0 {
                 return Err(StoreError::NotFound);
             }
@@ -565,7 +599,7 @@ impl Store for SqliteStore {
             }
             let devices = live_devices_of(&tx, id)?;
             tx.execute(
-                "UPDATE devices SET revoked_at = ?1 WHERE user_id = ?2 AND revoked_at IS NULL",
+                &format!("UPDATE devices SET revoked_at = ?1 WHERE user_id = ?2 AND {LIVE_DEVICE}"),
                 params![now, id.to_string()],
             )?;
             tx.commit()?;
@@ -633,6 +667,8 @@ impl Store for SqliteStore {
                 device_type: new.device_type,
                 created_at: now,
                 revoked_at: None,
+                wipe_requested_at: None,
+                wiped_at: None,
             })
         })
         .await
@@ -650,7 +686,7 @@ impl Store for SqliteStore {
         self.run(move |c| {
             let mut stmt = c.prepare_cached(
                 "SELECT d.id, d.user_id, u.ves_id, u.license_id, d.credential_hash, d.revoked_at, \
-                 u.status, l.suspended, l.expires_at \
+                 u.status, l.suspended, l.expires_at, d.wipe_requested_at \
                  FROM devices d JOIN users u ON u.id = d.user_id JOIN licenses l ON l.id = u.license_id \
                  WHERE d.id = ?1",
             )?;
@@ -667,6 +703,7 @@ impl Store for SqliteStore {
                         user_status: UserStatus::parse(&status).unwrap_or(UserStatus::Suspended),
                         license_suspended: r.get::<_, i64>(7)? != 0,
                         license_expires_at: r.get(8)?,
+                        wipe_requested_at: r.get(9)?,
                     })
                 })
                 .optional()?)
@@ -678,7 +715,7 @@ impl Store for SqliteStore {
         self.run(move |c| {
             let mut stmt = c.prepare(
                 "SELECT d.id, d.user_id FROM devices d JOIN users u ON u.id = d.user_id \
-                 WHERE u.ves_id = ?1 AND d.revoked_at IS NULL",
+                 WHERE u.ves_id = ?1 AND d.revoked_at IS NULL AND d.wipe_requested_at IS NULL",
             )?;
             let rows = stmt
                 .query_map([ves.to_string()], |r| {
@@ -693,9 +730,11 @@ impl Store for SqliteStore {
     async fn device_records_by_ves(&self, ves: VesId) -> Result<Vec<DeviceRecord>> {
         self.run(move |c| {
             let mut stmt = c.prepare(
-                "SELECT d.id, d.user_id, d.credential_hash, d.name, d.device_type, d.created_at, d.revoked_at \
+                "SELECT d.id, d.user_id, d.credential_hash, d.name, d.device_type, d.created_at, d.revoked_at, \
+                 d.wipe_requested_at, d.wiped_at \
                  FROM devices d JOIN users u ON u.id = d.user_id \
-                 WHERE u.ves_id = ?1 AND d.revoked_at IS NULL ORDER BY d.created_at, d.id",
+                 WHERE u.ves_id = ?1 AND d.revoked_at IS NULL AND d.wipe_requested_at IS NULL \
+                 ORDER BY d.created_at, d.id",
             )?;
             let rows = stmt.query_map([ves.to_string()], device_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
             Ok(rows)
@@ -748,10 +787,43 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn secret_question(&self, user: UserId) -> Result<Option<SecretQuestion>> {
+        self.run(move |c| {
+            let row: Option<(Option<String>, Option<String>)> = c
+                .query_row(
+                    "SELECT secret_question, secret_answer_hash FROM users WHERE id = ?1",
+                    [user.to_string()],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?;
+            Ok(match row {
+                Some((Some(question), Some(answer_hash))) => Some(SecretQuestion { question, answer_hash }),
+                _ => None,
+            })
+        })
+        .await
+    }
+
+    async fn set_secret_question(&self, user: UserId, question: Option<&SecretQuestion>, now: i64) -> Result<()> {
+        let (q, h) = question.map(|q| (q.question.clone(), q.answer_hash.clone())).unzip();
+        self.run(move |c| {
+            let n = c.execute(
+                "UPDATE users SET secret_question = ?1, secret_answer_hash = ?2, updated_at = ?3 WHERE id = ?4",
+                params![q, h, now, user.to_string()],
+            )?;
+            if n == 0 {
+                return Err(StoreError::NotFound);
+            }
+            Ok(())
+        })
+        .await
+    }
+
     async fn devices_of_user(&self, user: UserId) -> Result<Vec<DeviceRecord>> {
         self.run(move |c| {
             let mut stmt = c.prepare(&format!(
-                "SELECT {DEVICE_COLS} FROM devices WHERE user_id = ?1 AND revoked_at IS NULL ORDER BY created_at, id"
+                "SELECT {DEVICE_COLS} FROM devices WHERE user_id = ?1 AND (revoked_at IS NULL OR wiped_at IS NOT NULL) \
+                 ORDER BY created_at, id"
             ))?;
             let rows = stmt.query_map([user.to_string()], device_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
             Ok(rows)
@@ -763,7 +835,7 @@ impl Store for SqliteStore {
         let name = name.to_string();
         self.run(move |c| {
             let n = c.execute(
-                "UPDATE devices SET name = ?1 WHERE id = ?2 AND user_id = ?3 AND revoked_at IS NULL",
+                &format!("UPDATE devices SET name = ?1 WHERE id = ?2 AND user_id = ?3 AND {LIVE_DEVICE}"),
                 params![name, device.to_string(), user.to_string()],
             )?;
             if n == 0 {
@@ -781,13 +853,39 @@ impl Store for SqliteStore {
     async fn revoke_device(&self, user: UserId, device: DeviceId, now: i64) -> Result<()> {
         self.run(move |c| {
             let n = c.execute(
-                "UPDATE devices SET revoked_at = ?1 WHERE id = ?2 AND user_id = ?3 AND revoked_at IS NULL",
+                &format!("UPDATE devices SET revoked_at = ?1 WHERE id = ?2 AND user_id = ?3 AND {LIVE_DEVICE}"),
                 params![now, device.to_string(), user.to_string()],
             )?;
             if n == 0 {
                 return Err(StoreError::NotFound);
             }
             Ok(())
+        })
+        .await
+    }
+
+    async fn request_device_wipe(&self, user: UserId, device: DeviceId, now: i64) -> Result<()> {
+        self.run(move |c| {
+            let n = c.execute(
+                &format!("UPDATE devices SET wipe_requested_at = ?1 WHERE id = ?2 AND user_id = ?3 AND {LIVE_DEVICE}"),
+                params![now, device.to_string(), user.to_string()],
+            )?;
+            if n == 0 {
+                return Err(StoreError::NotFound);
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn complete_device_wipe(&self, device: DeviceId, now: i64) -> Result<bool> {
+        self.run(move |c| {
+            let n = c.execute(
+                "UPDATE devices SET wiped_at = ?1, revoked_at = ?1 \
+                 WHERE id = ?2 AND wipe_requested_at IS NOT NULL AND wiped_at IS NULL",
+                params![now, device.to_string()],
+            )?;
+            Ok(n > 0)
         })
         .await
     }

@@ -15,6 +15,9 @@ pub struct License {
     pub expires_at: Option<i64>,
     pub suspended: bool,
     pub created_at: i64,
+    /// Users may recover a password by answering a secret question (white paper §9.2.2):
+    /// weaker than the mailed link, so off unless the carrier turns it on for the license.
+    pub secret_question_recovery: bool,
 }
 
 impl License {
@@ -131,6 +134,11 @@ pub struct DeviceRecord {
     pub device_type: Option<String>,
     pub created_at: i64,
     pub revoked_at: Option<i64>,
+    /// When the user asked for a remote wipe; the device is delivered it at its next
+    /// authentication and opens no session any more.
+    pub wipe_requested_at: Option<i64>,
+    /// When the device acknowledged the wipe (its credential is revoked then too).
+    pub wiped_at: Option<i64>,
 }
 
 /// What `insert_device` needs.
@@ -158,6 +166,8 @@ pub struct DeviceLogin {
     pub license_suspended: bool,
     /// Unix ms; `None` never expires.
     pub license_expires_at: Option<i64>,
+    /// A remote wipe waits for this device.
+    pub wipe_requested_at: Option<i64>,
 }
 
 impl std::fmt::Debug for DeviceLogin {
@@ -166,6 +176,7 @@ impl std::fmt::Debug for DeviceLogin {
             .field("device_id", &self.device_id)
             .field("user_id", &self.user_id)
             .field("revoked_at", &self.revoked_at)
+            .field("wipe_requested_at", &self.wipe_requested_at)
             .field("user_status", &self.user_status)
             .finish_non_exhaustive()
     }
@@ -212,4 +223,18 @@ pub struct WebSession {
     pub persistent: bool,
     /// What signed in (a short form of the browser's User-Agent), for the user's list.
     pub client: String,
+}
+
+/// A user's secret question for password recovery: which one of the fixed list, and the
+/// argon2id hash of the normalised answer (the answer itself is never stored).
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretQuestion {
+    pub question: String,
+    pub answer_hash: String,
+}
+
+impl std::fmt::Debug for SecretQuestion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SecretQuestion").field("question", &self.question).finish_non_exhaustive()
+    }
 }

@@ -121,6 +121,15 @@ CREATE TABLE recovery_tokens (
 );
 CREATE INDEX recovery_tokens_user ON recovery_tokens(user_id, created_at);
 "#,
+    r#"
+-- Remote wipe: requested from the portal, done when the device acknowledges it.
+ALTER TABLE devices ADD COLUMN wipe_requested_at BIGINT, ADD COLUMN wiped_at BIGINT;
+"#,
+    r#"
+-- Secret-question password recovery: per license, off by default; the answer hashed.
+ALTER TABLE licenses ADD COLUMN secret_question_recovery BOOLEAN NOT NULL DEFAULT FALSE;
+ALTER TABLE users ADD COLUMN secret_question TEXT, ADD COLUMN secret_answer_hash TEXT;
+"#,
 ];
 
 /// Arbitrary constant naming the migration advisory lock.
@@ -316,7 +325,7 @@ impl PostgresStore {
 }
 
 const LICENSE_COLS: &str = "l.id, l.name, l.max_users, l.expires_at, l.suspended, l.created_at, \
-     (SELECT COUNT(*) FROM users u WHERE u.license_id = l.id)";
+     (SELECT COUNT(*) FROM users u WHERE u.license_id = l.id), l.secret_question_recovery";
 
 fn license_row(r: &Row) -> License {
     License {
@@ -327,6 +336,7 @@ fn license_row(r: &Row) -> License {
         suspended: r.get(4),
         created_at: r.get(5),
         used_users: r.get::<_, i64>(6).max(0) as u32,
+        secret_question_recovery: r.get(7),
     }
 }
 
@@ -369,7 +379,11 @@ fn user_row(r: &Row) -> UserRecord {
     }
 }
 
-const DEVICE_COLS: &str = "id, user_id, credential_hash, name, device_type, created_at, revoked_at";
+const DEVICE_COLS: &str =
+    "id, user_id, credential_hash, name, device_type, created_at, revoked_at, wipe_requested_at, wiped_at";
+
+/// A device that may still open sessions: neither revoked nor waiting for its wipe.
+const LIVE_DEVICE: &str = "revoked_at IS NULL AND wipe_requested_at IS NULL";
 
 fn device_row(r: &Row) -> DeviceRecord {
     DeviceRecord {
@@ -380,12 +394,14 @@ fn device_row(r: &Row) -> DeviceRecord {
         device_type: r.get(4),
         created_at: r.get(5),
         revoked_at: r.get(6),
+        wipe_requested_at: r.get(7),
+        wiped_at: r.get(8),
     }
 }
 
 /// [`Store::device_login`]: three primary-key lookups joined, no aggregate.
 const DEVICE_LOGIN_SQL: &str = "SELECT d.id, d.user_id, u.ves_id, u.license_id, d.credential_hash, d.revoked_at, \
-     u.status, l.suspended, l.expires_at \
+     u.status, l.suspended, l.expires_at, d.wipe_requested_at \
      FROM devices d JOIN users u ON u.id = d.user_id JOIN licenses l ON l.id = u.license_id WHERE d.id = $1";
 
 async fn get_license<C: GenericClient>(c: &C, id: LicenseId) -> Result<Option<License>> {
@@ -400,7 +416,7 @@ async fn get_user<C: GenericClient>(c: &C, id: UserId) -> Result<Option<UserReco
 
 async fn live_devices_of<C: GenericClient>(c: &C, user: UserId) -> Result<Vec<DeviceId>> {
     let rows = c
-        .query("SELECT id FROM devices WHERE user_id = $1 AND revoked_at IS NULL", &[&user.0])
+        .query(&format!("SELECT id FROM devices WHERE user_id = $1 AND {LIVE_DEVICE}"), &[&user.0])
         .await
         .map_err(pg_error)?;
     Ok(rows.iter().map(|r| DeviceId(r.get(0))).collect())
@@ -443,7 +459,7 @@ impl Store for PostgresStore {
     async fn license_by_name(&self, name: &str) -> Result<Option<(License, String)>> {
         let c = self.client().await?;
         let sql = format!("SELECT {LICENSE_COLS}, l.password_hash FROM licenses l WHERE l.name = $1");
-        Ok(c.query_opt(&sql, &[&name]).await.map_err(pg_error)?.map(|r| (license_row(&r), r.get::<_, String>(7))))
+        Ok(c.query_opt(&sql, &[&name]).await.map_err(pg_error)?.map(|r| (license_row(&r), r.get::<_, String>(8))))
     }
 
     async fn license_by_id(&self, id: LicenseId) -> Result<Option<License>> {
@@ -454,6 +470,19 @@ impl Store for PostgresStore {
         let c = self.client().await?;
         let row = c
             .query_opt("UPDATE licenses SET suspended = $1 WHERE name = $2 RETURNING id", &[&suspended, &name])
+            .await
+            .map_err(pg_error)?
+            .ok_or(StoreError::NotFound)?;
+        get_license(&c, LicenseId(row.get(0))).await?.ok_or(StoreError::NotFound)
+    }
+
+    async fn set_license_secret_question_recovery(&self, name: &str, enabled: bool) -> Result<License> {
+        let c = self.client().await?;
+        let row = c
+            .query_opt(
+                "UPDATE licenses SET secret_question_recovery = $1 WHERE name = $2 RETURNING id",
+                &[&enabled, &name],
+            )
             .await
             .map_err(pg_error)?
             .ok_or(StoreError::NotFound)?;
@@ -657,7 +686,7 @@ impl Store for PostgresStore {
             return Ok(Vec::new());
         }
         let devices = live_devices_of(&tx, id).await?;
-        tx.execute("UPDATE devices SET revoked_at = $1 WHERE user_id = $2 AND revoked_at IS NULL", &[&now, &id.0])
+        tx.execute(&format!("UPDATE devices SET revoked_at = $1 WHERE user_id = $2 AND {LIVE_DEVICE}"), &[&now, &id.0])
             .await
             .map_err(pg_error)?;
         tx.commit().await.map_err(pg_error)?;
@@ -726,6 +755,8 @@ impl Store for PostgresStore {
             device_type: new.device_type,
             created_at: now,
             revoked_at: None,
+            wipe_requested_at: None,
+            wiped_at: None,
         })
     }
 
@@ -750,6 +781,7 @@ impl Store for PostgresStore {
                 user_status: UserStatus::parse(&status).unwrap_or(UserStatus::Suspended),
                 license_suspended: r.get(7),
                 license_expires_at: r.get(8),
+                wipe_requested_at: r.get(9),
             }
         }))
     }
@@ -760,7 +792,7 @@ impl Store for PostgresStore {
             .await?
             .query(
                 "SELECT d.id, d.user_id FROM devices d JOIN users u ON u.id = d.user_id \
-                 WHERE u.ves_id = $1 AND d.revoked_at IS NULL",
+                 WHERE u.ves_id = $1 AND d.revoked_at IS NULL AND d.wipe_requested_at IS NULL",
                 &[&ves.0],
             )
             .await
@@ -773,9 +805,11 @@ impl Store for PostgresStore {
             .client()
             .await?
             .query(
-                "SELECT d.id, d.user_id, d.credential_hash, d.name, d.device_type, d.created_at, d.revoked_at \
+                "SELECT d.id, d.user_id, d.credential_hash, d.name, d.device_type, d.created_at, d.revoked_at, \
+                 d.wipe_requested_at, d.wiped_at \
                  FROM devices d JOIN users u ON u.id = d.user_id \
-                 WHERE u.ves_id = $1 AND d.revoked_at IS NULL ORDER BY d.created_at, d.id",
+                 WHERE u.ves_id = $1 AND d.revoked_at IS NULL AND d.wipe_requested_at IS NULL \
+                 ORDER BY d.created_at, d.id",
                 &[&ves.0],
             )
             .await
@@ -823,9 +857,40 @@ impl Store for PostgresStore {
         Ok(u32::try_from(row.get::<_, i64>(0)).unwrap_or(u32::MAX))
     }
 
+    async fn secret_question(&self, user: UserId) -> Result<Option<SecretQuestion>> {
+        let row = self
+            .client()
+            .await?
+            .query_opt("SELECT secret_question, secret_answer_hash FROM users WHERE id = $1", &[&user.0])
+            .await
+            .map_err(pg_error)?;
+        Ok(row.and_then(|r| {
+            let (question, answer_hash): (Option<String>, Option<String>) = (r.get(0), r.get(1));
+            Some(SecretQuestion { question: question?, answer_hash: answer_hash? })
+        }))
+    }
+
+    async fn set_secret_question(&self, user: UserId, question: Option<&SecretQuestion>, now: i64) -> Result<()> {
+        let (q, h) = (question.map(|q| q.question.as_str()), question.map(|q| q.answer_hash.as_str()));
+        let n = self
+            .client()
+            .await?
+            .execute(
+                "UPDATE users SET secret_question = $1, secret_answer_hash = $2, updated_at = $3 WHERE id = $4",
+                &[&q, &h, &now, &user.0],
+            )
+            .await
+            .map_err(pg_error)?;
+        if n == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+
     async fn devices_of_user(&self, user: UserId) -> Result<Vec<DeviceRecord>> {
         let sql = format!(
-            "SELECT {DEVICE_COLS} FROM devices WHERE user_id = $1 AND revoked_at IS NULL ORDER BY created_at, id"
+            "SELECT {DEVICE_COLS} FROM devices WHERE user_id = $1 AND (revoked_at IS NULL OR wiped_at IS NOT NULL) \
+             ORDER BY created_at, id"
         );
         let rows = self.client().await?.query(&sql, &[&user.0]).await.map_err(pg_error)?;
         Ok(rows.iter().map(device_row).collect())
@@ -833,7 +898,7 @@ impl Store for PostgresStore {
 
     async fn rename_device(&self, user: UserId, device: DeviceId, name: &str) -> Result<DeviceRecord> {
         let sql = format!(
-            "UPDATE devices SET name = $1 WHERE id = $2 AND user_id = $3 AND revoked_at IS NULL RETURNING {DEVICE_COLS}"
+            "UPDATE devices SET name = $1 WHERE id = $2 AND user_id = $3 AND {LIVE_DEVICE} RETURNING {DEVICE_COLS}"
         );
         let row = self
             .client()
@@ -850,7 +915,7 @@ impl Store for PostgresStore {
             .client()
             .await?
             .execute(
-                "UPDATE devices SET revoked_at = $1 WHERE id = $2 AND user_id = $3 AND revoked_at IS NULL",
+                &format!("UPDATE devices SET revoked_at = $1 WHERE id = $2 AND user_id = $3 AND {LIVE_DEVICE}"),
                 &[&now, &device.0, &user.0],
             )
             .await
@@ -859,6 +924,36 @@ impl Store for PostgresStore {
             return Err(StoreError::NotFound);
         }
         Ok(())
+    }
+
+    async fn request_device_wipe(&self, user: UserId, device: DeviceId, now: i64) -> Result<()> {
+        let n = self
+            .client()
+            .await?
+            .execute(
+                &format!("UPDATE devices SET wipe_requested_at = $1 WHERE id = $2 AND user_id = $3 AND {LIVE_DEVICE}"),
+                &[&now, &device.0, &user.0],
+            )
+            .await
+            .map_err(pg_error)?;
+        if n == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+
+    async fn complete_device_wipe(&self, device: DeviceId, now: i64) -> Result<bool> {
+        let n = self
+            .client()
+            .await?
+            .execute(
+                "UPDATE devices SET wiped_at = $1, revoked_at = $1 \
+                 WHERE id = $2 AND wipe_requested_at IS NOT NULL AND wiped_at IS NULL",
+                &[&now, &device.0],
+            )
+            .await
+            .map_err(pg_error)?;
+        Ok(n > 0)
     }
 
     async fn approve_msisdn(&self, msisdn: &str, approved_by: &str, now: i64) -> Result<()> {

@@ -9,7 +9,7 @@ use noc_protocol::rts::FilterRule;
 use noc_protocol::{DeviceId, UserId};
 
 use crate::accounts::{AccountError, Accounts, Result, check_name, check_time_zone, normalize_email};
-use crate::model::{UserRecord, UserSettings};
+use crate::model::{SecretQuestion, UserRecord, UserSettings};
 use crate::secrets;
 use crate::web_sessions::NewWebSession;
 
@@ -23,6 +23,19 @@ pub const RECOVERY_TTL: std::time::Duration = std::time::Duration::from_secs(15 
 /// Recovery mails one account may get per hour: more would make the service a mail
 /// bomb pointed at the user.
 pub const MAX_RECOVERIES_PER_HOUR: u32 = 3;
+
+/// The secret questions a user may choose from (their keys; the portal words them in the
+/// user's language). A fixed list, so that the recovery page can offer all of them without
+/// saying which one an account uses, or whether it exists.
+pub const SECRET_QUESTIONS: [&str; 5] = ["first_school", "first_pet", "birth_city", "childhood_friend", "first_street"];
+/// Answers shorter than this are refused when set: too easy to guess.
+pub const MIN_ANSWER_CHARS: usize = 3;
+pub const MAX_ANSWER_CHARS: usize = 100;
+
+/// Case and spacing do not matter in an answer: "  New   York" is "new york".
+fn normalize_answer(answer: &str) -> String {
+    answer.split_whitespace().collect::<Vec<_>>().join(" ").to_lowercase()
+}
 
 /// A recovery just started: the token goes into the mailed link and nowhere else.
 #[derive(Clone)]
@@ -134,7 +147,7 @@ impl Accounts {
         self.set_own_password(user.id, new_password, Some(keep), revoke_devices).await
     }
 
-    /// The user's live devices, oldest first.
+    /// The user's devices (live, waiting for a wipe, or wiped), oldest first.
     pub async fn own_devices(&self, user: UserId) -> Result<Vec<crate::model::DeviceRecord>> {
         Ok(self.store().devices_of_user(user).await?)
     }
@@ -157,28 +170,141 @@ impl Accounts {
         Ok(())
     }
 
-    /// Starts password recovery for the account `login` names (e-mail address or MSISDN):
-    /// a one-time token (256 bits, stored hashed) valid for [`RECOVERY_TTL`]. `None` when
-    /// no such account exists, it cannot sign in (suspended, not activated), or it had its
-    /// [`MAX_RECOVERIES_PER_HOUR`]: the caller answers every case alike.
-    pub async fn start_recovery(&self, login: &str) -> Result<Option<Recovery>> {
+    /// Asks for a remote wipe of one of the user's live devices (a lost or stolen phone):
+    /// from now on it opens no session, and its next authentication is answered with the
+    /// wipe. The caller closes its live session so that this happens at once.
+    pub async fn wipe_own_device(&self, user: UserId, device: DeviceId) -> Result<()> {
+        self.store().request_device_wipe(user, device, noc_protocol::clock::unix_ms_i64()).await?;
+        self.audit(format!("user:{user}"), "device.wipe_requested", format!("device:{device}"), "by=user".into()).await;
+        Ok(())
+    }
+
+    /// Whether the user's license allows secret-question recovery, and the user's question
+    /// if one is set.
+    pub async fn own_secret_question(&self, user: &UserRecord) -> Result<(bool, Option<String>)> {
+        let allowed = self.store().license_by_id(user.license_id).await?.is_some_and(|l| l.secret_question_recovery);
+        let question = self.store().secret_question(user.id).await?.map(|q| q.question);
+        Ok((allowed, question))
+    }
+
+    /// Sets the user's secret question and answer (white paper §9.2.2) after checking the
+    /// current password (under the throttle). Only where the license allows the route.
+    pub async fn set_own_secret_question(
+        &self,
+        user: &UserRecord,
+        current_password: &str,
+        question: &str,
+        answer: &str,
+        source: IpAddr,
+    ) -> Result<()> {
+        let (allowed, _) = self.own_secret_question(user).await?;
+        if !allowed {
+            return Err(AccountError::Invalid("secret-question recovery is not offered for this account".into()));
+        }
+        if !SECRET_QUESTIONS.contains(&question) {
+            return Err(AccountError::Invalid("choose one of the questions offered".into()));
+        }
+        let answer = normalize_answer(answer);
+        if !(MIN_ANSWER_CHARS..=MAX_ANSWER_CHARS).contains(&answer.chars().count()) {
+            return Err(AccountError::Invalid(format!(
+                "the answer must be {MIN_ANSWER_CHARS} to {MAX_ANSWER_CHARS} characters long"
+            )));
+        }
+        match self.check_login(&user.email, current_password, source).await {
+            Ok(checked) if checked.id == user.id => {}
+            Ok(_) | Err(AccountError::InvalidCredentials) => return Err(AccountError::InvalidCredentials),
+            Err(e) => return Err(e),
+        }
+        let answer_hash = self.hash_password(&answer).await?;
+        let secret = SecretQuestion { question: question.to_string(), answer_hash };
+        self.store().set_secret_question(user.id, Some(&secret), noc_protocol::clock::unix_ms_i64()).await?;
+        self.audit(format!("user:{}", user.id), "user.secret_question_set", format!("user:{}", user.id), String::new())
+            .await;
+        Ok(())
+    }
+
+    /// Removes the user's secret question.
+    pub async fn clear_own_secret_question(&self, user: UserId) -> Result<()> {
+        self.store().set_secret_question(user, None, noc_protocol::clock::unix_ms_i64()).await?;
+        self.audit(format!("user:{user}"), "user.secret_question_removed", format!("user:{user}"), String::new()).await;
+        Ok(())
+    }
+
+    /// Password recovery by secret question: the login, the question the user chose and
+    /// the answer. Checked like a password, under the same throttle as the sign-in of that
+    /// login; any mismatch — unknown login, account or license without the route, another
+    /// question, a wrong answer — is the same `InvalidCredentials`, after the same work.
+    /// On success a one-time recovery token, as the mailed link carries (not rationed per
+    /// hour: no mail is sent, and the throttle spaces out the guesses).
+    pub async fn recover_by_question(
+        &self,
+        login: &str,
+        question: &str,
+        answer: &str,
+        source: IpAddr,
+    ) -> Result<Recovery> {
+        let key = Accounts::user_key(login);
+        let user = self.user_by_login(login).await?.filter(|u| u.status == crate::model::UserStatus::Active);
+        let mut expected = None;
+        if let Some(user) = &user {
+            let license = self.store().license_by_id(user.license_id).await?;
+            let open =
+                license.is_some_and(|l| l.secret_question_recovery && l.usable_at(noc_protocol::clock::unix_ms_i64()));
+            if open {
+                expected = self.store().secret_question(user.id).await?.filter(|q| q.question == question);
+            }
+        }
+        let hash = expected.as_ref().map(|q| q.answer_hash.as_str());
+        self.throttled_check(&key, source, &normalize_answer(answer), hash).await?;
+        let Some(user) = user else { return Err(AccountError::InvalidCredentials) };
+        let recovery = self.issue_recovery(user).await?;
+        self.audit(
+            format!("user:{}", recovery.user.id),
+            "user.recovery_by_question",
+            format!("user:{}", recovery.user.id),
+            String::new(),
+        )
+        .await;
+        Ok(recovery)
+    }
+
+    async fn user_by_login(&self, login: &str) -> Result<Option<UserRecord>> {
         let login = login.trim();
-        let user = if login.contains('@') {
+        Ok(if login.contains('@') {
             self.store().user_by_email(&login.to_lowercase()).await?
         } else {
             self.store().user_by_msisdn(login).await?
-        };
+        })
+    }
+
+    /// A new one-time recovery token for `user`.
+    async fn issue_recovery(&self, user: UserRecord) -> Result<Recovery> {
+        let now = noc_protocol::clock::unix_ms_i64();
+        let token = secrets::random_hex::<32>();
+        let expires_at = now + i64::try_from(RECOVERY_TTL.as_millis()).unwrap_or(i64::MAX);
+        self.store().insert_recovery_token(&secrets::token_hash(token.as_bytes()), user.id, now, expires_at).await?;
+        Ok(Recovery { user, token, expires_at })
+    }
+
+    /// Starts password recovery for the account `login` names (e-mail address or MSISDN):
+    /// a one-time token (256 bits, stored hashed) valid for [`RECOVERY_TTL`]. `None` when
+    /// no such account exists, it cannot sign in (suspended, not activated), or it had its
+    /// [`MAX_RECOVERIES_PER_HOUR`]: the caller answers every case alike. Each request
+    /// counts against the throttle of `source` and of the login (`recovery:` names), so
+    /// that no address can make the service mail at will; a throttled request is
+    /// `Throttled`, whether or not the account exists.
+    pub async fn start_recovery(&self, login: &str, source: IpAddr) -> Result<Option<Recovery>> {
+        self.throttle_request(&format!("recovery:{}", Accounts::user_key(login)), source)?;
+        let user = self.user_by_login(login).await?;
         let Some(user) = user.filter(|u| u.status == crate::model::UserStatus::Active) else { return Ok(None) };
         let now = noc_protocol::clock::unix_ms_i64();
         if self.store().recovery_tokens_since(user.id, now - 3_600_000).await? >= MAX_RECOVERIES_PER_HOUR {
             return Ok(None);
         }
-        let token = secrets::random_hex::<32>();
-        let expires_at = now + i64::try_from(RECOVERY_TTL.as_millis()).unwrap_or(i64::MAX);
-        self.store().insert_recovery_token(&secrets::token_hash(token.as_bytes()), user.id, now, expires_at).await?;
-        self.audit(format!("user:{}", user.id), "user.recovery_started", format!("user:{}", user.id), String::new())
-            .await;
-        Ok(Some(Recovery { user, token, expires_at }))
+        let recovery = self.issue_recovery(user).await?;
+        let id = recovery.user.id;
+        self.audit(format!("user:{id}"), "user.recovery_started", format!("user:{id}"), String::new()).await;
+        Ok(Some(recovery))
     }
 
     /// Finishes recovery with the mailed token (once, unexpired) and a new password: every

@@ -23,6 +23,8 @@ pub trait Store: Send + Sync + 'static {
     async fn license_by_name(&self, name: &str) -> Result<Option<(License, String)>>;
     async fn license_by_id(&self, id: LicenseId) -> Result<Option<License>>;
     async fn set_license_suspended(&self, name: &str, suspended: bool) -> Result<License>;
+    /// Turns secret-question password recovery on or off for a license.
+    async fn set_license_secret_question_recovery(&self, name: &str, enabled: bool) -> Result<License>;
     /// Stores a license-id token issued at `now`, and deletes the license's tokens issued
     /// before `expired_before` (they can no longer be used).
     async fn insert_license_token(
@@ -91,12 +93,27 @@ pub trait Store: Send + Sync + 'static {
     /// How many recovery tokens were issued for `user` at or after `since` (still stored).
     async fn recovery_tokens_since(&self, user: UserId, since: i64) -> Result<u32>;
 
-    /// The user's live devices, oldest first.
+    /// The user's secret question, if one is set.
+    async fn secret_question(&self, user: UserId) -> Result<Option<SecretQuestion>>;
+    /// Sets (`Some`) or removes (`None`) the user's secret question; `NotFound` for an
+    /// unknown user.
+    async fn set_secret_question(&self, user: UserId, question: Option<&SecretQuestion>, now: i64) -> Result<()>;
+
+    /// The user's devices that are live, waiting for a wipe or wiped, oldest first (a
+    /// revoked device is gone from the list; a wiped one stays as the wipe's receipt).
     async fn devices_of_user(&self, user: UserId) -> Result<Vec<DeviceRecord>>;
     /// Names one of the user's live devices; `NotFound` for any other device.
     async fn rename_device(&self, user: UserId, device: DeviceId, name: &str) -> Result<DeviceRecord>;
-    /// Revokes one of the user's live devices at `now`; `NotFound` for any other device.
+    /// Revokes one of the user's live devices at `now`; `NotFound` for any other device
+    /// (a device waiting for its wipe stays so: revoking it would cancel the wipe).
     async fn revoke_device(&self, user: UserId, device: DeviceId, now: i64) -> Result<()>;
+    /// Marks one of the user's live devices for a remote wipe at `now`: from then on it
+    /// opens no session, and its next authentication is answered with the wipe.
+    /// `NotFound` for any other device.
+    async fn request_device_wipe(&self, user: UserId, device: DeviceId, now: i64) -> Result<()>;
+    /// Records that a device acknowledged its wipe: wiped and revoked at `now`. False when
+    /// no wipe was waiting for it (already done, or never asked).
+    async fn complete_device_wipe(&self, device: DeviceId, now: i64) -> Result<bool>;
 
     async fn approve_msisdn(&self, msisdn: &str, approved_by: &str, now: i64) -> Result<()>;
     async fn msisdn_approved(&self, msisdn: &str) -> Result<bool>;

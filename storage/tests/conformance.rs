@@ -317,6 +317,111 @@ macro_rules! conformance {
             }
 
             #[tokio::test]
+            async fn a_remote_wipe_waits_for_the_device_and_is_recorded_once() {
+                let backend = super::$backend().await;
+                let accounts = Accounts::new(backend.store.clone(), policy()).expect("accounts");
+                let ves = registered_ves(&accounts, 5).await;
+                accounts.provision_user(ves.id, ves.license_id, "bob@example.com", Some("bob-password"), "Bob", "Ng").await.expect("bob");
+                let user = accounts
+                    .activate_account("bob@example.com", "bob-password", "+15550100", "UTC", SOURCE)
+                    .await
+                    .expect("activate");
+                let (lost, credential, _) =
+                    accounts.activate_device("+15550100", "bob-password", Some("lost"), None, SOURCE).await.expect("device");
+                let (kept, kept_credential, _) =
+                    accounts.activate_device("+15550100", "bob-password", Some("kept"), None, SOURCE).await.expect("device");
+                let cred = hex::decode(&credential).expect("hex");
+                let store = accounts.store();
+                assert!(!accounts.device_wiped(lost.id).await.expect("no wipe asked"), "nothing to record");
+
+                accounts.wipe_own_device(user.id, lost.id).await.expect("wipe asked");
+                // Another user's device, or one already waiting: not found.
+                assert!(matches!(accounts.wipe_own_device(noc_protocol::UserId::random(), kept.id).await, Err(AccountError::NotFound)));
+                assert!(matches!(accounts.wipe_own_device(user.id, lost.id).await, Err(AccountError::NotFound)));
+                // It opens no session (the right credential gets the wipe), even for a
+                // suspended license; the VES no longer lists it; it cannot be renamed or
+                // revoked (that would cancel the wipe), nor revoked by a password change.
+                assert!(matches!(accounts.authenticate_device_token(lost.id, &cred).await, Err(AccountError::WipePending)));
+                assert!(matches!(
+                    accounts.authenticate_device_password(lost.id, "+15550100", "bob-password", SOURCE).await,
+                    Err(AccountError::WipePending)
+                ));
+                accounts.set_license_suspended("acme", true, "admin:test").await.expect("suspend");
+                assert!(matches!(accounts.authenticate_device_token(lost.id, &cred).await, Err(AccountError::WipePending)));
+                accounts.set_license_suspended("acme", false, "admin:test").await.expect("lift");
+                assert!(matches!(accounts.authenticate_device_token(lost.id, &[0u8; 32]).await, Err(AccountError::InvalidCredentials)));
+                let by_ves: Vec<_> = store.devices_by_ves(ves.id).await.expect("devices").into_iter().map(|(d, _)| d).collect();
+                assert_eq!(by_ves, vec![kept.id]);
+                assert_eq!(store.device_records_by_ves(ves.id).await.expect("records").len(), 1);
+                assert!(matches!(store.rename_device(user.id, lost.id, "x").await, Err(noc_storage::StoreError::NotFound)));
+                assert!(matches!(store.revoke_device(user.id, lost.id, 1).await, Err(noc_storage::StoreError::NotFound)));
+                let listed = store.devices_of_user(user.id).await.expect("own devices");
+                assert_eq!(listed.len(), 2, "the user still sees it");
+                let pending = listed.iter().find(|d| d.id == lost.id).expect("listed");
+                assert!(pending.wipe_requested_at.is_some() && pending.wiped_at.is_none());
+                let revoked = accounts.change_own_password(&user, "bob-password", "bob-password-2", "keep", true, SOURCE).await;
+                assert_eq!(revoked.expect("password changed"), vec![kept.id], "only the live device is revoked");
+                assert!(matches!(accounts.authenticate_device_token(lost.id, &cred).await, Err(AccountError::WipePending)));
+
+                // The device confirms: recorded once, its credential revoked, the receipt listed.
+                assert!(accounts.device_wiped(lost.id).await.expect("recorded"));
+                assert!(!accounts.device_wiped(lost.id).await.expect("once"));
+                assert!(matches!(accounts.authenticate_device_token(lost.id, &cred).await, Err(AccountError::Revoked)));
+                let listed = store.devices_of_user(user.id).await.expect("own devices");
+                assert_eq!(listed.len(), 1, "the revoked device is gone, the wiped one stays: {listed:?}");
+                assert!(listed[0].id == lost.id && listed[0].wiped_at.is_some() && listed[0].revoked_at.is_some());
+                let kept_cred = hex::decode(&kept_credential).expect("hex");
+                assert!(matches!(accounts.authenticate_device_token(kept.id, &kept_cred).await, Err(AccountError::Revoked)));
+                let audit = store.audit_log(50).await.expect("audit");
+                let actions: Vec<&str> = audit.iter().map(|e| e.action.as_str()).collect();
+                assert!(actions.contains(&"device.wipe_requested") && actions.contains(&"device.wipe_done"), "{actions:?}");
+                backend.cleanup().await;
+            }
+
+            #[tokio::test]
+            async fn secret_questions_are_per_license_hashed_and_shared_with_the_throttle() {
+                let backend = super::$backend().await;
+                let accounts = Accounts::new(backend.store.clone(), policy()).expect("accounts");
+                let ves = registered_ves(&accounts, 5).await;
+                accounts.provision_user(ves.id, ves.license_id, "bob@example.com", Some("bob-password"), "Bob", "Ng").await.expect("bob");
+                let user = accounts
+                    .activate_account("bob@example.com", "bob-password", "+15550100", "UTC", SOURCE)
+                    .await
+                    .expect("activate");
+                assert_eq!(accounts.own_secret_question(&user).await.expect("state"), (false, None));
+                assert!(matches!(
+                    accounts.set_own_secret_question(&user, "bob-password", "first_pet", "Rex", SOURCE).await,
+                    Err(AccountError::Invalid(_))
+                ), "not offered by default");
+                let license = accounts.set_license_secret_question_recovery("acme", true, "admin:test").await.expect("on");
+                assert!(license.secret_question_recovery);
+                assert!(accounts.store().licenses().await.expect("licenses")[0].secret_question_recovery);
+                assert!(matches!(
+                    accounts.set_own_secret_question(&user, "bob-password", "favourite_colour", "Red", SOURCE).await,
+                    Err(AccountError::Invalid(_))
+                ), "only the offered questions");
+                accounts.set_own_secret_question(&user, "bob-password", "first_pet", "Rex  Dog", SOURCE).await.expect("set");
+                assert_eq!(accounts.own_secret_question(&user).await.expect("state"), (true, Some("first_pet".into())));
+                let stored = accounts.store().secret_question(user.id).await.expect("query").expect("set");
+                assert!(stored.answer_hash.starts_with("$argon2id$") && !stored.answer_hash.to_lowercase().contains("rex"));
+
+                assert!(matches!(
+                    accounts.recover_by_question("bob@example.com", "first_pet", "Felix", SOURCE).await,
+                    Err(AccountError::InvalidCredentials)
+                ));
+                let recovery = accounts.recover_by_question("+15550100", "first_pet", " rex dog", SOURCE).await.expect("right");
+                assert_eq!(recovery.user.id, user.id);
+                accounts.finish_recovery(&recovery.token, "bob-password-2").await.expect("new password");
+                accounts.clear_own_secret_question(user.id).await.expect("clear");
+                assert!(accounts.store().secret_question(user.id).await.expect("query").is_none());
+                assert!(matches!(
+                    accounts.recover_by_question("bob@example.com", "first_pet", "rex dog", SOURCE).await,
+                    Err(AccountError::InvalidCredentials)
+                ));
+                backend.cleanup().await;
+            }
+
+            #[tokio::test]
             async fn ves_of_suspended_and_expired_licenses() {
                 let backend = super::$backend().await;
                 let accounts = Accounts::new(backend.store.clone(), policy()).expect("accounts");
@@ -480,15 +585,19 @@ macro_rules! conformance {
                 let accounts = Accounts::new(backend.store.clone(), policy()).expect("accounts");
                 let ves = registered_ves(&accounts, 5).await;
                 accounts.provision_user(ves.id, ves.license_id, "rec@example.com", Some("rec-password"), "Re", "Co").await.expect("user");
-                assert!(accounts.start_recovery("rec@example.com").await.expect("start").is_none(), "not activated yet");
+                assert!(accounts.start_recovery("rec@example.com", SOURCE).await.expect("start").is_none(), "not activated yet");
                 accounts.activate_account("rec@example.com", "rec-password", "+15550123", "UTC", SOURCE).await.expect("activate");
-                assert!(accounts.start_recovery("nobody@example.com").await.expect("start").is_none());
-                let first = accounts.start_recovery(" REC@example.com ").await.expect("start").expect("by address");
-                let by_number = accounts.start_recovery("+15550123").await.expect("start").expect("by number");
+                assert!(accounts.start_recovery("nobody@example.com", SOURCE).await.expect("start").is_none());
+                let first = accounts.start_recovery(" REC@example.com ", SOURCE).await.expect("start").expect("by address");
+                let by_number = accounts.start_recovery("+15550123", SOURCE).await.expect("start").expect("by number");
                 assert_ne!(first.token, by_number.token);
                 assert!(first.token.len() >= 64);
-                accounts.start_recovery("rec@example.com").await.expect("start").expect("third");
-                assert!(accounts.start_recovery("rec@example.com").await.expect("start").is_none(), "three an hour");
+                accounts.start_recovery("rec@example.com", SOURCE).await.expect("start").expect("third");
+                // One address asking again and again is throttled like a password guesser;
+                // from elsewhere, the account's ration (three an hour) still holds.
+                assert!(matches!(accounts.start_recovery("rec@example.com", SOURCE).await, Err(AccountError::Throttled(_))));
+                let elsewhere = std::net::IpAddr::from([192, 0, 2, 99]);
+                assert!(accounts.start_recovery("rec@example.com", elsewhere).await.expect("start").is_none(), "three an hour");
 
                 assert!(matches!(accounts.finish_recovery(&first.token, "short").await, Err(AccountError::Invalid(_))));
                 let user = accounts.finish_recovery(&first.token, "recovered-pw").await.expect("finish");

@@ -80,7 +80,12 @@ impl FakeDevice {
 
     /// HELLO with this crate's versions; returns the relay's answer.
     pub async fn hello(&mut self) -> Recv {
-        if let Err(e) = self.send(Frame::Hello { versions: SUPPORTED_VERSIONS.to_vec() }).await {
+        self.hello_with(SUPPORTED_VERSIONS).await
+    }
+
+    /// HELLO listing `versions` (an older client); returns the relay's answer.
+    pub async fn hello_with(&mut self, versions: &[u16]) -> Recv {
+        if let Err(e) = self.send(Frame::Hello { versions: versions.to_vec() }).await {
             return Recv::Error(e.to_string());
         }
         self.recv(Duration::from_secs(5)).await
@@ -88,7 +93,12 @@ impl FakeDevice {
 
     /// HELLO then AUTH_TOKEN; returns the relay's answer to the AUTH (AUTH_OK or CLOSE).
     pub async fn login(&mut self, device_id: DeviceId, credential_hex: &str) -> Recv {
-        match self.hello().await {
+        self.login_with(SUPPORTED_VERSIONS, device_id, credential_hex).await
+    }
+
+    /// [`FakeDevice::login`] offering only `versions`.
+    pub async fn login_with(&mut self, versions: &[u16], device_id: DeviceId, credential_hex: &str) -> Recv {
+        match self.hello_with(versions).await {
             Recv::Frame(Frame::HelloAck { .. }) => {}
             other => return other,
         }

@@ -656,6 +656,97 @@ async fn devices_are_listed_renamed_and_revoked() {
     assert!(other.get("/devices").await.body.contains(&max_device.device_id.to_string()));
 }
 
+/// A lost phone erased from the portal: a confirmation first, then the live session ends
+/// with `wipe_pending`, the device's next authentication is answered WIPE, and its
+/// WIPE_DONE is recorded and shown. A client that only speaks version 1 cannot erase
+/// itself: it is refused, and the wipe waits for a client that can.
+#[tokio::test]
+async fn a_lost_device_is_wiped_when_it_next_connects() {
+    use noc_protocol::CloseCode;
+    use noc_protocol::device::Frame;
+    use noc_test_support::Recv;
+    use noc_test_support::scenario::{expect_close, online_device};
+    let (relay, ves, mut channel) = relay_and_ves(|_| {}).await;
+    user(&ves, "ida@example.com", "Ida", "Ro").await;
+    let mut b = browser(&relay);
+    b.sign_in("ida@example.com", PASSWORD, false).await;
+    let home = b.get("/").await.body;
+    let msisdn = home.split("<dt>Mobile number</dt><dd>").nth(1).and_then(|s| s.split("</dd>").next()).expect("msisdn");
+    let act: noc_protocol::rts::DeviceActivationResponse = ves
+        .post_json(
+            "/device/v1/activate",
+            &serde_json::json!({"Msisdn": msisdn, "Password": PASSWORD, "DeviceName": "lost phone"}),
+        )
+        .await
+        .expect("device activation");
+    let mut online = online_device(&relay, &act).await;
+    let id = act.device_id.to_string();
+
+    let list = b.get("/devices").await;
+    assert!(list.body.contains(&format!("href=\"/devices/{id}/wipe\"")), "{}", list.body);
+    let confirm = b.get(&format!("/devices/{id}/wipe")).await;
+    assert_eq!(confirm.status, 200);
+    assert_page_headers(&confirm);
+    assert!(confirm.body.contains("Erase lost phone?"), "{}", confirm.body);
+    let csrf = confirm.hidden("csrf").expect("csrf");
+    let wipe = format!("/devices/{id}/wipe");
+
+    // Not confirmed, no token, or not the user's device: refused, and the device still works.
+    let unticked = b.post(&wipe, &[("csrf", &csrf)]).await;
+    assert_eq!(unticked.status, 400);
+    assert!(unticked.body.contains("Tick the box"), "{}", unticked.body);
+    assert_eq!(b.post(&wipe, &[("confirm", "yes")]).await.status, 403);
+    let other = format!("/devices/{}/wipe", noc_protocol::DeviceId::random());
+    assert_eq!(b.post(&other, &[("csrf", &csrf), ("confirm", "yes")]).await.status, 404);
+    assert!(matches!(online.recv_data(Duration::from_millis(300)).await, Recv::Timeout), "untouched");
+
+    let done = b.post(&wipe, &[("csrf", &csrf), ("confirm", "yes")]).await;
+    assert_eq!((done.status, done.header("location")), (303, Some("/devices?wipe=1")));
+    expect_close(&mut online, CloseCode::WipePending).await;
+    channel
+        .wait_for(
+            Duration::from_secs(5),
+            |c| matches!(c, noc_protocol::rts::Command::DeviceRevoked { device_id, .. } if *device_id == act.device_id),
+        )
+        .await
+        .expect("the VES stops addressing the device");
+    let page = b.get("/devices?wipe=1").await;
+    assert!(page.body.contains("erase pending") && !page.body.contains(&wipe), "{}", page.body);
+    assert_eq!(b.get(&wipe).await.status, 404, "no second wipe");
+    assert_eq!(b.post(&format!("/devices/{id}/revoke"), &[("csrf", &csrf)]).await.status, 404, "nor a revoke");
+
+    // A version-1 client cannot be erased: refused, the wipe still pending.
+    let mut old = relay.device_connection().await;
+    match old.login_with(&[1], act.device_id, &act.device_credential).await {
+        Recv::Frame(Frame::Close { code: CloseCode::Revoked, message, .. }) => {
+            assert!(message.contains("remote wipe"), "{message}")
+        }
+        other => panic!("expected CLOSE revoked, got {other:?}"),
+    }
+    assert!(b.get("/devices").await.body.contains("erase pending"));
+
+    // The device reconnects: WIPE instead of AUTH_OK; it erases and says so.
+    let mut device = relay.device_connection().await;
+    match device.login(act.device_id, &act.device_credential).await {
+        Recv::Frame(Frame::Wipe) => {}
+        other => panic!("expected WIPE, got {other:?}"),
+    }
+    device.send(Frame::WipeDone).await.expect("WIPE_DONE");
+    assert_eq!(expect_close(&mut device, CloseCode::Revoked).await, "device wiped");
+    let page = b.get("/devices").await;
+    assert!(page.body.contains("confirmed it erased its data and credentials"), "{}", page.body);
+    let audit = relay.admin().await.audit(20).await.expect("audit");
+    let actions: Vec<&str> = audit.iter().map(|e| e.action.as_str()).collect();
+    assert!(actions.contains(&"device.wipe_requested") && actions.contains(&"device.wipe_done"), "{actions:?}");
+
+    // Its credential is dead now.
+    let mut again = relay.device_connection().await;
+    match again.login(act.device_id, &act.device_credential).await {
+        Recv::Frame(Frame::Close { code: CloseCode::Revoked, message, .. }) => assert!(!message.contains("wipe")),
+        other => panic!("expected CLOSE revoked, got {other:?}"),
+    }
+}
+
 /// The lock-out weapon of old (white paper §6.3.4: five wrong passwords lock the account)
 /// replayed: a stranger tries the user's password on the device channel with random
 /// device ids. The user's device token and the web sign-in from the user's own address
@@ -764,13 +855,153 @@ async fn password_recovery_by_mail() {
     let audit = relay.admin().await.audit(50).await.expect("audit");
     assert!(audit.iter().any(|e| e.action == "user.password_recovered"));
     assert!(audit.iter().all(|e| !e.detail.contains(path.trim_start_matches("/recover/"))), "no token in the audit");
+
+    // One address cannot make the service mail at will: its requests are throttled like
+    // password attempts, alike for known and unknown accounts; other addresses are not.
+    let mut flood = browser(&relay).from_address("127.0.0.3".parse().expect("ip"));
+    flood.get("/recover").await;
+    let csrf = flood.cookies["__Host-noc_csrf"].clone();
+    let mut statuses = Vec::new();
+    for login in ["ola@example.com", "nobody@example.com"] {
+        for _ in 0..7 {
+            statuses.push(flood.post("/recover", &[("csrf", &csrf), ("login", login)]).await.status);
+        }
+        let last = flood.post("/recover", &[("csrf", &csrf), ("login", login)]).await;
+        assert_eq!(last.status, 429, "{login}: {statuses:?}");
+        assert!(last.header("retry-after").is_some() && last.body.contains("Too many attempts"));
+    }
+    let mut other = browser(&relay).from_address("127.0.0.4".parse().expect("ip"));
+    other.get("/recover").await;
+    let csrf = other.cookies["__Host-noc_csrf"].clone();
+    assert_eq!(other.post("/recover", &[("csrf", &csrf), ("login", "ola@example.com")]).await.status, 200);
+}
+
+/// The secret-question route (white paper §9.2.2): off unless the license turns it on; the
+/// user sets a question with the current password; recovery needs the login, the right
+/// question and the answer (case and spacing aside), reads the same for every mismatch,
+/// and shares the sign-in throttle of the login.
+#[tokio::test]
+async fn secret_question_recovery_only_where_the_license_allows_it() {
+    let (relay, ves, _channel) = relay_and_ves(|_| {}).await;
+    user(&ves, "una@example.com", "Una", "Lee").await;
+    let mut b = browser(&relay);
+    b.sign_in("una@example.com", PASSWORD, false).await;
+    assert!(!b.get("/settings").await.body.contains("Secret question"), "not offered by default");
+    assert_eq!(b.get("/settings/question").await.status, 404);
+
+    let admin = relay.admin().await;
+    admin.set_secret_question_recovery("acme", true).await.expect("feature on");
+    let settings = b.get("/settings").await;
+    assert!(settings.body.contains("You have no secret question."), "{}", settings.body);
+    let form = b.get("/settings/question").await;
+    assert_eq!(form.status, 200);
+    assert_page_headers(&form);
+    let csrf = form.hidden("csrf").expect("csrf");
+    let set = |answer: &'static str, current: &'static str| {
+        vec![
+            ("csrf", csrf.clone()),
+            ("question", "first_pet".to_string()),
+            ("answer", answer.into()),
+            ("current", current.into()),
+        ]
+    };
+    async fn post(b: &mut noc_test_support::WebClient, f: Vec<(&'static str, String)>) -> noc_test_support::Page {
+        let refs: Vec<(&str, &str)> = f.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        b.post("/settings/question", &refs).await
+    }
+    assert_eq!(post(&mut b, set("Rex the Dog", "wrong-password")).await.status, 401);
+    let short = post(&mut b, set("Rx", PASSWORD)).await;
+    assert_eq!(short.status, 400);
+    assert!(short.body.contains("The answer must be 3 to 100 characters long."), "{}", short.body);
+    assert_eq!(
+        b.post("/settings/question", &[("question", "first_pet"), ("answer", "x"), ("current", PASSWORD)]).await.status,
+        403
+    );
+    let saved = post(&mut b, set("Rex the Dog", PASSWORD)).await;
+    assert_eq!((saved.status, saved.header("location")), (303, Some("/settings?question=1")));
+    assert!(b.get("/settings?question=1").await.body.contains("Your question: What was the name of your first pet?"));
+    let csrf = b.get("/").await.hidden("csrf").expect("csrf");
+    b.post("/logout", &[("csrf", &csrf)]).await;
+
+    // Recovery: every mismatch reads alike.
+    let mut r = browser(&relay);
+    let page = r.get("/recover").await;
+    assert!(
+        page.body.contains("href=\"/recover/question\"") && !page.body.contains("name=\"login\""),
+        "no mail: {}",
+        page.body
+    );
+    let q = r.get("/recover/question").await;
+    assert_eq!(q.status, 200);
+    let csrf = q.hidden("csrf").expect("csrf");
+    let attempt = |login: &'static str, question: &'static str, answer: &'static str| {
+        vec![
+            ("csrf", csrf.clone()),
+            ("login", login.to_string()),
+            ("question", question.to_string()),
+            ("answer", answer.to_string()),
+        ]
+    };
+    async fn recover(b: &mut noc_test_support::WebClient, f: Vec<(&'static str, String)>) -> noc_test_support::Page {
+        let refs: Vec<(&str, &str)> = f.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        b.post("/recover/question", &refs).await
+    }
+    let error_of =
+        |body: &str| body.split("role=\"alert\">").nth(1).and_then(|s| s.split("</p>").next()).map(str::to_string);
+    let wrong = recover(&mut r, attempt("una@example.com", "first_pet", "Felix")).await;
+    let other_question = recover(&mut r, attempt("una@example.com", "birth_city", "rex the dog")).await;
+    let unknown = recover(&mut r, attempt("nobody@example.com", "first_pet", "rex the dog")).await;
+    assert_eq!((wrong.status, other_question.status, unknown.status), (401, 401, 401));
+    assert!(error_of(&wrong.body).is_some());
+    assert_eq!(error_of(&wrong.body), error_of(&other_question.body));
+    assert_eq!(error_of(&wrong.body), error_of(&unknown.body));
+
+    // The right one, typed loosely: a one-time link to the new-password form.
+    let right = recover(&mut r, attempt("una@example.com", "first_pet", "  REX  the dog ")).await;
+    assert_eq!(right.status, 303);
+    let path = right.header("location").expect("location").to_string();
+    assert!(path.starts_with("/recover/") && path.len() > "/recover/".len() + 32, "{path}");
+    let csrf = r.get(&path).await.hidden("csrf").expect("reset form");
+    let done = r.post(&path, &[("csrf", &csrf), ("new_password", "unas-new-pass"), ("confirm", "unas-new-pass")]).await;
+    assert_eq!(done.header("location"), Some("/login?recovered=1"));
+    assert_eq!(r.sign_in("una@example.com", "unas-new-pass", false).await.status, 303);
+
+    // Turned off for the license: the right answer no longer works.
+    admin.set_secret_question_recovery("acme", false).await.expect("feature off");
+    let mut s = browser(&relay);
+    let csrf = s.get("/recover/question").await.hidden("csrf").expect("csrf");
+    let attempt = |answer: &'static str| {
+        vec![
+            ("csrf", csrf.clone()),
+            ("login", "una@example.com".to_string()),
+            ("question", "first_pet".to_string()),
+            ("answer", answer.to_string()),
+        ]
+    };
+    assert_eq!(recover(&mut s, attempt("rex the dog")).await.status, 401);
+
+    // Wrong answers count against the login's sign-in throttle from that address.
+    let mut last = 0;
+    for _ in 0..6 {
+        last = recover(&mut s, attempt("not it")).await.status;
+    }
+    assert_eq!(last, 429);
+    assert_eq!(s.sign_in("una@example.com", "unas-new-pass", false).await.status, 429, "one budget with the sign-in");
+    let audit = admin.audit(50).await.expect("audit");
+    let actions: Vec<&str> = audit.iter().map(|e| e.action.as_str()).collect();
+    for action in ["license.secret_question_recovery", "user.secret_question_set", "user.recovery_by_question"] {
+        assert!(actions.contains(&action), "{action}: {actions:?}");
+    }
+    assert!(audit.iter().all(|e| !e.detail.to_lowercase().contains("rex")), "no answer in the audit");
 }
 
 /// Without an SMTP server there is no recovery by mail, and the sign-in page offers none.
 #[tokio::test]
-async fn no_recovery_without_mail() {
+async fn no_recovery_mail_without_an_smtp_server() {
     let (relay, _ves, _channel) = relay_and_ves(|_| {}).await;
     let mut b = browser(&relay);
-    assert!(!b.get("/login").await.body.contains("/recover"));
-    assert_eq!(b.get("/recover").await.status, 404);
+    let page = b.get("/recover").await;
+    assert!(page.status == 200 && !page.body.contains("action=\"/recover\""), "no mail form: {}", page.body);
+    let csrf = b.cookies["__Host-noc_csrf"].clone();
+    assert_eq!(b.post("/recover", &[("csrf", &csrf), ("login", "x@example.com")]).await.status, 404);
 }

@@ -8,7 +8,8 @@ real `ves-agent` with an SMTP server that captures its welcome mail, and Chromiu
   -> sign out -> Back does not show the account -> sign in -> an alert rule and
   ConstantSync off on the settings page -> the agent has them (its live command
   channel) -> a real noc-device connected, renamed and signed out on the devices page
-  (its client stops: revoked) -> a second node on the same store serves the same session -> that node's
+  (its client stops: revoked) -> another device erased remotely (its client deletes its data and
+  credentials) -> a second node on the same store serves the same session -> that node's
   short inactivity timeout ends it -> "Forgot your password?", the mailed link, a new
   password, signed in with it.
 
@@ -347,6 +348,37 @@ dir = "{os.path.join(cls.dir, 'agent')}"
             device_log.close()
         with open(os.path.join(self.dir, "device.log"), "rb") as f:
             self.assertIn(b"revoked", f.read())
+
+        # A lost phone: activated and connected, then erased from the devices page after
+        # the confirmation; the client deletes its data and credentials and stops.
+        lost_dir = os.path.join(self.dir, "lost-device")
+        subprocess.run(
+            [DEVICE, "--state-dir", lost_dir, "activate", "--relay", self.a.url,
+             "--ca-file", os.path.join(self.data, "tls", "cert.pem"), "--msisdn", "+4915100000001",
+             "--password", "anns-own-password", "--ves-fingerprint", fingerprint, "--name", "lost phone"],
+            check=True, capture_output=True, timeout=60,
+        )
+        lost_log = open(os.path.join(self.dir, "lost-device.log"), "wb")
+        lost = subprocess.Popen([DEVICE, "--state-dir", lost_dir, "run"], stdout=lost_log, stderr=subprocess.STDOUT)
+        try:
+            eventually("the lost phone connected", connected)
+            b.find_element(By.LINK_TEXT, "Erase this device…").click()
+            eventually("the confirmation", lambda: "Erase lost phone?" in self.page())
+            self.shot("wipe")
+            b.find_element(By.NAME, "confirm").click()
+            self.submit(b.current_url.split(self.a.url, 1)[1])
+            rc = lost.wait(timeout=DEADLINE)
+            self.assertNotEqual(rc, 0, "the erased device stops")
+        finally:
+            if lost.poll() is None:
+                lost.kill()
+                lost.wait()
+            lost_log.close()
+        with open(os.path.join(self.dir, "lost-device.log"), "rb") as f:
+            self.assertIn(b"erased remotely", f.read())
+        self.assertEqual(sorted(os.listdir(lost_dir)), [], "its data and credentials are gone")
+        b.get(self.a.url + "/devices")
+        eventually("the receipt", lambda: "confirmed it erased its data and credentials" in self.page())
 
         # The second node serves the same session (the store holds it, not node A) ...
         b.get(self.b.url + "/")

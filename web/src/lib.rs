@@ -26,6 +26,7 @@ use actix_web::{HttpRequest, web};
 pub use errors::PageError;
 pub use page::CONTENT_SECURITY_POLICY;
 pub use portal::{Portal, PortalError, Profile, SessionInfo, SignedIn, Visitor};
+pub use views::recover::question_text;
 
 /// How the portal behaves.
 #[derive(Clone, Debug)]
@@ -53,14 +54,22 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/logout", web::post().to(views::signout::submit))
         .route("/recover", web::get().to(views::recover::show))
         .route("/recover", web::post().to(views::recover::submit))
+        // Before `/recover/{token}`: a token is hex digits, never `question`.
+        .route("/recover/question", web::get().to(views::recover::show_question))
+        .route("/recover/question", web::post().to(views::recover::submit_question))
         .route("/recover/{token}", web::get().to(views::recover::show_reset))
         .route("/recover/{token}", web::post().to(views::recover::submit_reset))
         .route("/devices", web::get().to(views::devices::show))
         .route("/devices/{id}/rename", web::post().to(views::devices::rename))
         .route("/devices/{id}/revoke", web::post().to(views::devices::revoke))
+        .route("/devices/{id}/wipe", web::get().to(views::devices::confirm_wipe))
+        .route("/devices/{id}/wipe", web::post().to(views::devices::wipe))
         .route("/settings", web::get().to(views::settings::show))
         .route("/settings", web::post().to(views::settings::submit))
         .route("/settings/password", web::post().to(views::settings::change_password))
+        .route("/settings/question", web::get().to(views::question::show))
+        .route("/settings/question", web::post().to(views::question::submit))
+        .route("/settings/question/remove", web::post().to(views::question::remove))
         .route("/sessions/{id}/revoke", web::post().to(views::home::revoke_session))
         .route(assets::STYLESHEET, web::get().to(assets::stylesheet));
 }

@@ -9,6 +9,9 @@ use async_trait::async_trait;
 pub use noc_protocol::rts::FilterRule;
 use thiserror::Error;
 
+/// The secret questions a user may choose from, by key (the pages word them).
+pub const SECRET_QUESTIONS: [&str; 5] = ["first_school", "first_pet", "birth_city", "childhood_friend", "first_street"];
+
 /// The signed-in user, as the pages show them.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Profile {
@@ -72,6 +75,18 @@ pub struct DeviceInfo {
     pub activated_at_ms: i64,
     /// The node holding its live session, if it is connected now.
     pub online_on: Option<String>,
+    pub wipe: WipeState,
+}
+
+/// Where a device is with its remote wipe.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WipeState {
+    /// No wipe asked: the device works.
+    None,
+    /// Asked at this time (Unix ms); the device gets it when it next connects.
+    Pending { since_ms: i64 },
+    /// The device confirmed that it erased its data and credentials at this time.
+    Done { at_ms: i64 },
 }
 
 /// A successful sign-in: the token goes into the cookie and nowhere else.
@@ -160,17 +175,50 @@ pub trait Portal: Send + Sync + 'static {
         sign_out_devices: bool,
         source: IpAddr,
     ) -> Result<(), PortalError>;
-    /// The user's live devices, oldest first, with where each is connected now.
+    /// The user's devices (live, waiting for a wipe, or wiped), oldest first, with where
+    /// each is connected now.
     async fn devices(&self, user_id: &str) -> Result<Vec<DeviceInfo>, PortalError>;
     /// Names one of the user's devices; `NotFound` for any other.
     async fn rename_device(&self, user_id: &str, device_id: &str, name: &str) -> Result<(), PortalError>;
     /// Revokes one of the user's devices: its credential stops working and its live
     /// session ends at once. `NotFound` for any other.
     async fn revoke_device(&self, user_id: &str, device_id: &str) -> Result<(), PortalError>;
+    /// Asks for a remote wipe of one of the user's devices: it stops working at once, and
+    /// erases its local data and credentials when it next connects (at once if it is
+    /// connected now). `NotFound` for any other device or one already being wiped.
+    async fn wipe_device(&self, user_id: &str, device_id: &str) -> Result<(), PortalError>;
     /// Starts password recovery for `login` (e-mail address or MSISDN): when such an
     /// active account exists and has recovery mails left this hour, a one-time link goes to
     /// its contact address. Answers the same in every case, without waiting for the mail.
-    async fn start_recovery(&self, login: &str) -> Result<(), PortalError>;
+    /// Each request counts against the password throttle of `source` (`Throttled`, alike
+    /// for every login).
+    async fn start_recovery(&self, login: &str, source: IpAddr) -> Result<(), PortalError>;
+    /// Password recovery by secret question (only where the user's license allows it):
+    /// the login, the question the user chose (one of [`SECRET_QUESTIONS`]) and the answer,
+    /// checked under the sign-in throttle of that login. A one-time recovery token on
+    /// success; `InvalidCredentials` for every mismatch alike.
+    async fn recover_by_question(
+        &self,
+        login: &str,
+        question: &str,
+        answer: &str,
+        source: IpAddr,
+    ) -> Result<String, PortalError>;
+    /// Whether the user's license offers secret-question recovery, and the question the
+    /// user chose, if any.
+    async fn secret_question(&self, user_id: &str) -> Result<(bool, Option<String>), PortalError>;
+    /// Sets the user's secret question after checking the current password
+    /// (`InvalidCredentials` if wrong, under the throttle).
+    async fn set_secret_question(
+        &self,
+        user_id: &str,
+        current_password: &str,
+        question: &str,
+        answer: &str,
+        source: IpAddr,
+    ) -> Result<(), PortalError>;
+    /// Removes the user's secret question.
+    async fn clear_secret_question(&self, user_id: &str) -> Result<(), PortalError>;
     /// Sets a new password with a recovery token (once, unexpired): `InvalidCredentials`
     /// for any other token, `Invalid` for a password the rules refuse.
     async fn finish_recovery(&self, token: &str, new_password: &str) -> Result<(), PortalError>;

@@ -3,6 +3,7 @@
 pub mod activate;
 pub mod devices;
 pub mod home;
+pub mod question;
 pub mod recover;
 pub mod settings;
 pub mod signin;

@@ -1,7 +1,9 @@
 //! Password recovery (white paper §6.2, §9.2.2): `GET/POST /recover` asks for the account
-//! and mails a one-time link to its contact address; `GET/POST /recover/{token}` sets a
-//! new password with it. The request answers the same whether or not the account exists.
-//! Offered only when the relay has an SMTP server (`[mail]`).
+//! and mails a one-time link to its contact address (only when the relay has an SMTP
+//! server, `[mail]`); `GET/POST /recover/question` is the older secret-question route,
+//! which works only where the user's license allows it; both lead to
+//! `GET/POST /recover/{token}`, which sets a new password. Every answer reads the same
+//! whether or not the account exists.
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -18,6 +20,51 @@ use crate::{WebState, page};
 pub struct RecoverPage<'a> {
     pub csrf: &'a str,
     pub error: Option<&'a str>,
+    /// The mailed link is offered (the relay has an SMTP server).
+    pub by_mail: bool,
+}
+
+#[derive(Template)]
+#[template(path = "recover_question.html")]
+pub struct QuestionPage<'a> {
+    pub csrf: &'a str,
+    pub login: &'a str,
+    pub questions: Vec<(&'static str, &'static str)>,
+    pub error: Option<String>,
+}
+
+/// How the pages word each secret question.
+pub fn question_text(key: &str) -> &'static str {
+    match key {
+        "first_school" => "What was the name of your first school?",
+        "first_pet" => "What was the name of your first pet?",
+        "birth_city" => "In which city were you born?",
+        "childhood_friend" => "What is the first name of your best childhood friend?",
+        "first_street" => "In which street did you live as a child?",
+        _ => "",
+    }
+}
+
+pub fn questions() -> Vec<(&'static str, &'static str)> {
+    crate::portal::SECRET_QUESTIONS.iter().map(|k| (*k, question_text(k))).collect()
+}
+
+#[derive(Deserialize)]
+pub struct QuestionForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    login: String,
+    #[serde(default)]
+    question: String,
+    #[serde(default)]
+    answer: String,
+}
+
+impl WithCsrf for QuestionForm {
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
 }
 
 #[derive(Template)]
@@ -68,9 +115,47 @@ fn well_formed(token: &str) -> bool {
 }
 
 pub async fn show(req: HttpRequest, state: web::Data<WebState>) -> Result<HttpResponse, PageError> {
-    offered(&state)?;
     let (csrf, builder) = guard::anonymous_csrf(&req, StatusCode::OK);
-    Ok(page::render_with(builder, &RecoverPage { csrf: &csrf, error: None }))
+    let by_mail = state.settings.offer_recovery;
+    Ok(page::render_with(builder, &RecoverPage { csrf: &csrf, error: None, by_mail }))
+}
+
+pub async fn show_question(req: HttpRequest) -> Result<HttpResponse, PageError> {
+    let (csrf, builder) = guard::anonymous_csrf(&req, StatusCode::OK);
+    Ok(page::render_with(builder, &QuestionPage { csrf: &csrf, login: "", questions: questions(), error: None }))
+}
+
+/// `POST /recover/question`: the right answer leads to the new-password form of a
+/// one-time recovery token; every mismatch reads the same.
+pub async fn submit_question(
+    req: HttpRequest,
+    state: web::Data<WebState>,
+    payload: web::Payload,
+) -> Result<HttpResponse, PageError> {
+    let f: QuestionForm = guard::anonymous_form(&req, payload).await?;
+    let login = f.login.trim();
+    let refuse = |status: StatusCode, error: String| {
+        let (csrf, builder) = guard::anonymous_csrf(&req, status);
+        page::render_with(builder, &QuestionPage { csrf: &csrf, login, questions: questions(), error: Some(error) })
+    };
+    if login.is_empty() || login.len() > 254 || f.answer.trim().is_empty() || f.answer.len() > 1024 {
+        let error = "Enter your e-mail address or mobile number, choose your question and answer it.";
+        return Ok(refuse(StatusCode::BAD_REQUEST, error.into()));
+    }
+    match state.portal.recover_by_question(login, &f.question, &f.answer, crate::source(&req)).await {
+        Ok(token) => Ok(page::see_other(&format!("/recover/{token}")).finish()),
+        Err(PortalError::InvalidCredentials) => Ok(refuse(
+            StatusCode::UNAUTHORIZED,
+            "These details do not match an account that can be recovered this way. \
+             Check the question and the answer, or use another way."
+                .into(),
+        )),
+        Err(PortalError::Throttled { retry_after }) => {
+            let answer = refuse(StatusCode::TOO_MANY_REQUESTS, page::too_many_attempts(retry_after));
+            Ok(page::retry_after(answer, retry_after))
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 pub async fn submit(
@@ -84,9 +169,18 @@ pub async fn submit(
     if login.is_empty() || login.len() > 254 {
         let (csrf, builder) = guard::anonymous_csrf(&req, StatusCode::BAD_REQUEST);
         let error = Some("Enter your e-mail address or mobile number.");
-        return Ok(page::render_with(builder, &RecoverPage { csrf: &csrf, error }));
+        return Ok(page::render_with(builder, &RecoverPage { csrf: &csrf, error, by_mail: true }));
     }
-    state.portal.start_recovery(login).await?;
+    match state.portal.start_recovery(login, crate::source(&req)).await {
+        Ok(()) => {}
+        Err(PortalError::Throttled { retry_after }) => {
+            let (csrf, builder) = guard::anonymous_csrf(&req, StatusCode::TOO_MANY_REQUESTS);
+            let error = page::too_many_attempts(retry_after);
+            let answer = page::render_with(builder, &RecoverPage { csrf: &csrf, error: Some(&error), by_mail: true });
+            return Ok(page::retry_after(answer, retry_after));
+        }
+        Err(e) => return Err(e.into()),
+    }
     Ok(page::render(
         StatusCode::OK,
         &MessagePage {
@@ -109,12 +203,7 @@ fn link_invalid() -> HttpResponse {
     )
 }
 
-pub async fn show_reset(
-    req: HttpRequest,
-    state: web::Data<WebState>,
-    token: web::Path<String>,
-) -> Result<HttpResponse, PageError> {
-    offered(&state)?;
+pub async fn show_reset(req: HttpRequest, token: web::Path<String>) -> Result<HttpResponse, PageError> {
     if !well_formed(&token) {
         return Ok(link_invalid());
     }
@@ -128,7 +217,6 @@ pub async fn submit_reset(
     token: web::Path<String>,
     payload: web::Payload,
 ) -> Result<HttpResponse, PageError> {
-    offered(&state)?;
     let f: ResetForm = guard::anonymous_form(&req, payload).await?;
     if !well_formed(&token) {
         return Ok(link_invalid());

@@ -40,6 +40,16 @@ pub struct SettingsPage<'a> {
     pub notice: Option<&'a str>,
     pub error: Option<String>,
     pub password_error: Option<String>,
+    /// The user's license offers secret-question recovery.
+    pub question_offered: bool,
+    /// The question the user chose, worded.
+    pub question: Option<&'static str>,
+}
+
+/// Whether the user may have a secret question, and the one chosen, worded.
+pub(crate) async fn question_state(state: &WebState, user_id: &str) -> Result<(bool, Option<&'static str>), PageError> {
+    let (offered, key) = state.portal.secret_question(user_id).await?;
+    Ok((offered, key.as_deref().map(crate::views::recover::question_text)))
 }
 
 fn rows(rules: &[FilterRule]) -> Vec<RuleRow> {
@@ -68,6 +78,7 @@ fn render(
     shown: Shown<'_>,
     notice: Option<&str>,
     errors: (Option<String>, Option<String>),
+    question: (bool, Option<&'static str>),
 ) -> HttpResponse {
     let p = SettingsPage {
         csrf,
@@ -81,6 +92,8 @@ fn render(
         notice,
         error: errors.0,
         password_error: errors.1,
+        question_offered: question.0,
+        question: question.1,
     };
     page::render(status, &p)
 }
@@ -105,9 +118,12 @@ pub async fn show(req: HttpRequest, state: web::Data<WebState>) -> Result<HttpRe
     let notice = match req.query_string() {
         "saved=1" => Some("Your settings are saved."),
         "password=1" => Some("Your password is changed. You are signed out everywhere else."),
+        "question=1" => Some("Your secret question is saved."),
+        "question=0" => Some("Your secret question is removed."),
         _ => None,
     };
-    Ok(render(StatusCode::OK, &user.csrf(), of_profile(&user.visitor.profile), notice, (None, None)))
+    let question = question_state(&state, &user.visitor.profile.user_id).await?;
+    Ok(render(StatusCode::OK, &user.csrf(), of_profile(&user.visitor.profile), notice, (None, None), question))
 }
 
 /// The posted settings, from the form's fields in order (the rule rows repeat names).
@@ -163,6 +179,7 @@ pub async fn submit(
     };
     let p = posted(pairs);
     let (visitor, token_csrf) = (&user.visitor, user.csrf());
+    let question = question_state(&state, &visitor.profile.user_id).await?;
     let refuse = |message: String| {
         let shown = Shown {
             first_name: &p.change.first_name,
@@ -173,7 +190,7 @@ pub async fn submit(
             constant_sync: p.change.constant_sync,
             rules: &p.change.filter_rules,
         };
-        Ok(render(StatusCode::BAD_REQUEST, &token_csrf, shown, None, (Some(message), None)))
+        Ok(render(StatusCode::BAD_REQUEST, &token_csrf, shown, None, (Some(message), None), question))
     };
     if !time_zones().any(|z| z == p.change.time_zone) {
         return refuse("Choose your time zone from the list.".into());
@@ -215,8 +232,9 @@ pub async fn change_password(
         Err(answer) => return Ok(answer),
     };
     let (visitor, token, token_csrf) = (&user.visitor, &user.token, user.csrf());
+    let question = question_state(&state, &visitor.profile.user_id).await?;
     let refuse = |status: StatusCode, message: String| {
-        Ok(render(status, &token_csrf, of_profile(&visitor.profile), None, (None, Some(message))))
+        Ok(render(status, &token_csrf, of_profile(&visitor.profile), None, (None, Some(message)), question))
     };
     if f.current.is_empty() || f.new_password.is_empty() {
         return refuse(StatusCode::BAD_REQUEST, "Enter your current password and a new one.".into());

@@ -19,7 +19,6 @@ pub struct SignInPage<'a> {
     pub error: Option<String>,
     pub notice: Option<&'a str>,
     pub offer_persistent: bool,
-    pub offer_recovery: bool,
 }
 
 #[derive(Deserialize)]
@@ -58,14 +57,7 @@ fn form_page(
     notice: Option<&str>,
 ) -> HttpResponse {
     let (token, builder) = guard::anonymous_csrf(req, status);
-    let p = SignInPage {
-        csrf: &token,
-        login,
-        error,
-        notice,
-        offer_persistent: state.settings.offer_persistent,
-        offer_recovery: state.settings.offer_recovery,
-    };
+    let p = SignInPage { csrf: &token, login, error, notice, offer_persistent: state.settings.offer_persistent };
     page::render_with(builder, &p)
 }
 
