@@ -88,7 +88,7 @@ impl From<AccountError> for ApiError {
             AccountError::NotActivated => {
                 ApiError::new(ApiErrorCode::NotActivated, "account not activated: bind an MSISDN first")
             }
-            AccountError::Invalid(m) => ApiError::bad_request(m),
+            AccountError::Invalid(m) => ApiError::bad_request(m.to_string()),
             AccountError::Unavailable(detail) => {
                 tracing::warn!(%detail, "account store unavailable");
                 ApiError {

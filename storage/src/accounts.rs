@@ -16,6 +16,7 @@ use thiserror::Error;
 
 use crate::error::StoreError;
 use crate::hashing::{HashError, Hasher, PasswordHashing};
+use crate::invalid::{Invalid, NameField};
 use crate::model::*;
 use crate::secrets;
 use crate::store::Store;
@@ -113,7 +114,7 @@ pub enum AccountError {
     #[error("account not activated")]
     NotActivated,
     #[error("invalid input: {0}")]
-    Invalid(String),
+    Invalid(#[from] Invalid),
     #[error("account store unavailable: {0}")]
     Unavailable(String),
     #[error("account store busy: {0}")]
@@ -169,7 +170,7 @@ impl Accounts {
     /// The account rules over `store`; starts the password-hashing workers.
     pub fn new(store: Arc<dyn Store>, policy: AccountPolicy) -> Result<Self> {
         let hasher = Hasher::start(policy.hashing).map_err(|e| match e {
-            HashError::Failed(m) => AccountError::Invalid(m),
+            HashError::Failed(m) => AccountError::Invalid(Invalid::Hashing(m)),
             HashError::Busy => AccountError::Internal("hashing workers did not start".into()),
         })?;
         let throttle = Arc::new(Throttle::new(policy.throttle.clone()));
@@ -226,7 +227,7 @@ impl Accounts {
     ) -> Result<License> {
         let name = name.trim();
         if name.is_empty() || name.len() > 128 {
-            return Err(AccountError::Invalid("license name must be 1 to 128 characters".into()));
+            return Err(Invalid::LicenseName.into());
         }
         self.check_password_rules(password)?;
         let password_hash = self.hash_password(password).await?;
@@ -403,10 +404,7 @@ impl Accounts {
     fn check_password_rules(&self, password: &str) -> Result<()> {
         let n = password.chars().count();
         if n < self.policy.min_password_length || n > 128 {
-            return Err(AccountError::Invalid(format!(
-                "password must be {} to 128 characters",
-                self.policy.min_password_length
-            )));
+            return Err(Invalid::PasswordLength { min: self.policy.min_password_length, max: 128 }.into());
         }
         Ok(())
     }
@@ -443,8 +441,8 @@ impl Accounts {
         last_name: &str,
     ) -> Result<(UserRecord, Option<String>, License)> {
         let email = normalize_email(email)?;
-        check_name(first_name, "FirstName")?;
-        check_name(last_name, "LastName")?;
+        check_name(first_name, NameField::FirstName)?;
+        check_name(last_name, NameField::LastName)?;
         let license = self.store.license_by_id(license_id).await?.ok_or(AccountError::NotFound)?;
         if !license.usable_at(noc_protocol::clock::unix_ms_i64()) {
             return Err(AccountError::Suspended);
@@ -586,7 +584,7 @@ impl Accounts {
         let msisdn = normalize_msisdn(msisdn)?;
         for (v, what) in [(name, "DeviceName"), (device_type, "DeviceType")] {
             if v.is_some_and(|s| s.chars().count() > 100) {
-                return Err(AccountError::Invalid(format!("{what} must be at most 100 characters")));
+                return Err(Invalid::DeviceAttribute(what).into());
             }
         }
         let user = self.check_login(&msisdn, password, source).await?;
@@ -681,7 +679,7 @@ pub(crate) fn normalize_email(email: &str) -> Result<String> {
         && !e.chars().any(|c| c.is_whitespace() || c.is_control())
         && e.split_once('@').is_some_and(|(l, d)| !l.is_empty() && !d.is_empty() && !d.contains('@'));
     if !valid {
-        return Err(AccountError::Invalid("Email must be an SMTP address".into()));
+        return Err(Invalid::Email.into());
     }
     Ok(e)
 }
@@ -691,14 +689,14 @@ fn normalize_msisdn(msisdn: &str) -> Result<String> {
     let m = msisdn.trim();
     let digits = m.strip_prefix('+').unwrap_or(m);
     if !(5..=20).contains(&digits.len()) || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(AccountError::Invalid("Msisdn must be 5 to 20 digits, optionally after '+'".into()));
+        return Err(Invalid::Msisdn.into());
     }
     Ok(m.to_string())
 }
 
-pub(crate) fn check_name(name: &str, what: &str) -> Result<()> {
+pub(crate) fn check_name(name: &str, what: NameField) -> Result<()> {
     if name.chars().count() > 100 || name.chars().any(char::is_control) {
-        return Err(AccountError::Invalid(format!("{what} must be at most 100 printable characters")));
+        return Err(Invalid::Name(what).into());
     }
     Ok(())
 }
@@ -708,7 +706,7 @@ pub(crate) fn check_time_zone(tz: &str) -> Result<()> {
     let tz = tz.trim();
     let ok = !tz.is_empty() && tz.len() <= 64 && tz.chars().all(|c| c.is_ascii_alphanumeric() || "/_+-:".contains(c));
     if !ok {
-        return Err(AccountError::Invalid("TimeZone must be an IANA zone name or UTC offset".into()));
+        return Err(Invalid::TimeZone.into());
     }
     Ok(())
 }

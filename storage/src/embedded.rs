@@ -147,6 +147,9 @@ ALTER TABLE licenses ADD COLUMN secret_question_recovery INTEGER NOT NULL DEFAUL
 ALTER TABLE users ADD COLUMN secret_question TEXT;
 ALTER TABLE users ADD COLUMN secret_answer_hash TEXT;
 "#,
+    r#"
+ALTER TABLE users ADD COLUMN locale TEXT;
+"#,
 ];
 
 /// SQLite-backed [`Store`].
@@ -238,7 +241,7 @@ fn license_row(r: &Row<'_>) -> rusqlite::Result<License> {
 }
 
 const USER_COLS: &str = "id, license_id, ves_id, email, msisdn, password_hash, first_name, last_name, \
-     time_zone, status, constant_sync, filter_rules, created_at, updated_at, contact_email";
+     time_zone, status, constant_sync, filter_rules, created_at, updated_at, contact_email, locale";
 
 fn user_row(r: &Row<'_>) -> rusqlite::Result<UserRecord> {
     let status: String = r.get(9)?;
@@ -259,6 +262,7 @@ fn user_row(r: &Row<'_>) -> rusqlite::Result<UserRecord> {
         created_at: r.get(12)?,
         updated_at: r.get(13)?,
         contact_email: r.get(14)?,
+        locale: r.get(15)?,
     })
 }
 
@@ -614,7 +618,7 @@ impl Store for SqliteStore {
         self.run(move |c| {
             let n = c.execute(
                 "UPDATE users SET first_name = ?1, last_name = ?2, time_zone = ?3, constant_sync = ?4, \
-                 filter_rules = ?5, updated_at = ?6, contact_email = ?8 WHERE id = ?7",
+                 filter_rules = ?5, updated_at = ?6, contact_email = ?8, locale = ?9 WHERE id = ?7",
                 params![
                     s.first_name,
                     s.last_name,
@@ -623,7 +627,8 @@ impl Store for SqliteStore {
                     rules,
                     now,
                     id.to_string(),
-                    s.contact_email
+                    s.contact_email,
+                    s.locale
                 ],
             )?;
             if n == 0 {

@@ -15,6 +15,7 @@ pub mod accounts;
 pub mod embedded;
 pub mod error;
 pub mod hashing;
+pub mod invalid;
 pub mod model;
 pub mod postgres;
 pub mod self_service;
@@ -27,6 +28,7 @@ pub use accounts::{AccountError, AccountPolicy, Accounts, DeviceAuth, MsisdnAppr
 pub use embedded::SqliteStore;
 pub use error::StoreError;
 pub use hashing::{HashError, Hasher, PasswordHashing};
+pub use invalid::{Invalid, NameField};
 pub use model::*;
 pub use postgres::{PostgresOptions, PostgresStore};
 pub use self_service::Recovery;

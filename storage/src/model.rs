@@ -92,6 +92,9 @@ pub struct UserRecord {
     /// Where the user wants mail from the service (password recovery) when it is not
     /// `email`; set on the portal's settings page.
     pub contact_email: Option<String>,
+    /// The language the user chose for the portal (a tag such as `de`); `None`: the
+    /// browser's.
+    pub locale: Option<String>,
     pub created_at: i64,
     pub updated_at: i64,
 }
@@ -203,6 +206,8 @@ pub struct UserSettings {
     pub filter_rules: Vec<FilterRule>,
     /// `None`: mail goes to the account's own address.
     pub contact_email: Option<String>,
+    /// `None`: the browser's language.
+    pub locale: Option<String>,
 }
 
 /// A signed-in browser (white paper §6.2–6.3). The store keeps the SHA-256 of the session

@@ -9,6 +9,7 @@ use noc_protocol::rts::FilterRule;
 use noc_protocol::{DeviceId, UserId};
 
 use crate::accounts::{AccountError, Accounts, Result, check_name, check_time_zone, normalize_email};
+use crate::invalid::{Invalid, NameField};
 use crate::model::{SecretQuestion, UserRecord, UserSettings};
 use crate::secrets;
 use crate::web_sessions::NewWebSession;
@@ -57,19 +58,29 @@ impl std::fmt::Debug for Recovery {
 /// The mail headers a rule may look at.
 pub const RULE_FIELDS: [&str; 3] = ["from", "to", "subject"];
 
+/// A language tag such as `en` or `de-CH` (which languages the portal has is its
+/// business; the store keeps the choice).
+fn check_locale(tag: &str) -> Result<()> {
+    let mut parts = tag.split('-');
+    let language = parts.next().unwrap_or("");
+    let ok = tag.len() <= 35
+        && (2..=3).contains(&language.len())
+        && language.bytes().all(|b| b.is_ascii_lowercase())
+        && parts.all(|p| (1..=8).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_alphanumeric()));
+    if ok { Ok(()) } else { Err(Invalid::Locale.into()) }
+}
+
 fn check_rules(rules: &[FilterRule]) -> Result<()> {
     if rules.len() > MAX_FILTER_RULES {
-        return Err(AccountError::Invalid(format!("at most {MAX_FILTER_RULES} alert rules")));
+        return Err(Invalid::TooManyRules { max: MAX_FILTER_RULES }.into());
     }
     for r in rules {
         if !RULE_FIELDS.contains(&r.field.as_str()) {
-            return Err(AccountError::Invalid("an alert rule looks at From, To or Subject".into()));
+            return Err(Invalid::RuleField.into());
         }
         let n = r.contains.chars().count();
         if n == 0 || n > MAX_RULE_TEXT || r.contains.chars().any(char::is_control) {
-            return Err(AccountError::Invalid(format!(
-                "the text of an alert rule must be 1 to {MAX_RULE_TEXT} printable characters"
-            )));
+            return Err(Invalid::RuleText { max: MAX_RULE_TEXT }.into());
         }
     }
     Ok(())
@@ -92,7 +103,7 @@ impl Accounts {
     ) -> Result<NewWebSession> {
         self.check_new_password(new_password)?;
         if new_password == password {
-            return Err(AccountError::Invalid("choose a password other than the one in the welcome mail".into()));
+            return Err(Invalid::PasswordReused.into());
         }
         let user = self.activate_account(login, password, msisdn, time_zone, source).await?;
         self.set_own_password(user.id, new_password, None, false).await?;
@@ -156,7 +167,7 @@ impl Accounts {
     pub async fn rename_own_device(&self, user: UserId, device: DeviceId, name: &str) -> Result<()> {
         let name = name.trim();
         if name.is_empty() || name.chars().count() > 64 || name.chars().any(char::is_control) {
-            return Err(AccountError::Invalid("a device name is 1 to 64 printable characters".into()));
+            return Err(Invalid::DeviceName.into());
         }
         self.store().rename_device(user, device, name).await?;
         self.audit(format!("user:{user}"), "device.renamed", format!("device:{device}"), String::new()).await;
@@ -199,16 +210,14 @@ impl Accounts {
     ) -> Result<()> {
         let (allowed, _) = self.own_secret_question(user).await?;
         if !allowed {
-            return Err(AccountError::Invalid("secret-question recovery is not offered for this account".into()));
+            return Err(Invalid::QuestionNotOffered.into());
         }
         if !SECRET_QUESTIONS.contains(&question) {
-            return Err(AccountError::Invalid("choose one of the questions offered".into()));
+            return Err(Invalid::QuestionUnknown.into());
         }
         let answer = normalize_answer(answer);
         if !(MIN_ANSWER_CHARS..=MAX_ANSWER_CHARS).contains(&answer.chars().count()) {
-            return Err(AccountError::Invalid(format!(
-                "the answer must be {MIN_ANSWER_CHARS} to {MAX_ANSWER_CHARS} characters long"
-            )));
+            return Err(Invalid::AnswerLength { min: MIN_ANSWER_CHARS, max: MAX_ANSWER_CHARS }.into());
         }
         match self.check_login(&user.email, current_password, source).await {
             Ok(checked) if checked.id == user.id => {}
@@ -330,21 +339,22 @@ impl Accounts {
             first_name: settings.first_name.trim().to_string(),
             last_name: settings.last_name.trim().to_string(),
             time_zone: settings.time_zone.map(|z| z.trim().to_string()).filter(|z| !z.is_empty()),
+            locale: settings.locale.map(|l| l.trim().to_string()).filter(|l| !l.is_empty()),
             contact_email: match settings.contact_email.as_deref().map(str::trim).filter(|e| !e.is_empty()) {
-                Some(e) => Some(
-                    normalize_email(e)
-                        .map_err(|_| AccountError::Invalid("the contact address must be an e-mail address".into()))?,
-                ),
+                Some(e) => Some(normalize_email(e).map_err(|_| AccountError::Invalid(Invalid::ContactEmail))?),
                 None => None,
             },
             ..settings
         };
-        check_name(&settings.first_name, "the first name")?;
-        check_name(&settings.last_name, "the last name")?;
+        check_name(&settings.first_name, NameField::FirstName)?;
+        check_name(&settings.last_name, NameField::LastName)?;
         if let Some(z) = &settings.time_zone {
             check_time_zone(z)?;
         }
         check_rules(&settings.filter_rules)?;
+        if let Some(l) = &settings.locale {
+            check_locale(l)?;
+        }
         let updated = self.store().update_user_settings(user, &settings, noc_protocol::clock::unix_ms_i64()).await?;
         self.audit(
             format!("user:{user}"),

@@ -505,7 +505,7 @@ macro_rules! conformance {
                     last_seen_at: at,
                     expires_at: at + 10_000,
                     persistent,
-                    client: "Firefox on Linux".into(),
+                    client: "Firefox (Linux)".into(),
                 };
                 store.insert_web_session(b"tok-ann-1", &session("a1", ann.id, 1_000, false)).await.expect("insert");
                 store.insert_web_session(b"tok-ann-2", &session("a2", ann.id, 1_100, true)).await.expect("insert");
@@ -561,6 +561,7 @@ macro_rules! conformance {
                     constant_sync: false,
                     filter_rules: rules.clone(),
                     contact_email: Some("Set.Private@Example.ORG".into()),
+                    locale: Some("de".into()),
                 };
                 let updated = accounts.update_own_settings(user.id, settings.clone()).await.expect("update");
                 let stored = accounts.store().user_by_id(user.id).await.expect("read").expect("user");
@@ -568,6 +569,12 @@ macro_rules! conformance {
                 assert_eq!((stored.first_name.as_str(), stored.time_zone.as_deref()), ("Sét", Some("Europe/Paris")));
                 assert_eq!((stored.constant_sync, &stored.filter_rules), (false, &rules));
                 assert_eq!(stored.contact_email.as_deref(), Some("set.private@example.org"), "normalised");
+                assert_eq!(stored.locale.as_deref(), Some("de"));
+                let bad_locale = noc_storage::UserSettings { locale: Some("<script>".into()), ..settings.clone() };
+                assert!(matches!(
+                    accounts.update_own_settings(user.id, bad_locale).await,
+                    Err(AccountError::Invalid(noc_storage::Invalid::Locale))
+                ));
                 let cleared = noc_storage::UserSettings { contact_email: Some("  ".into()), ..settings.clone() };
                 accounts.update_own_settings(user.id, cleared).await.expect("clear");
                 assert_eq!(accounts.store().user_by_id(user.id).await.expect("read").expect("user").contact_email, None);

@@ -42,6 +42,8 @@ pub struct WebClient {
     origin: String,
     pub cookies: BTreeMap<String, String>,
     pub user_agent: String,
+    /// The browser's language preference (`Accept-Language`), if any.
+    pub accept_language: Option<String>,
 }
 
 impl WebClient {
@@ -61,7 +63,14 @@ impl WebClient {
             origin: format!("https://localhost:{}", addr.port()),
             cookies: BTreeMap::new(),
             user_agent: "Mozilla/5.0 (X11; Linux x86_64) TestBrowser/1.0".into(),
+            accept_language: None,
         }
+    }
+
+    /// The same browser, preferring these languages (an `Accept-Language` value).
+    pub fn speaking(mut self, accept_language: &str) -> Self {
+        self.accept_language = Some(accept_language.to_string());
+        self
     }
 
     /// The same browser connecting from another local address (`127.0.0.2`: any
@@ -119,14 +128,15 @@ impl WebClient {
     }
 
     pub async fn get(&mut self, path: &str) -> Page {
-        let resp = self
+        let mut req = self
             .http
             .get(format!("{}{path}", self.origin))
             .header("Cookie", self.cookie_header())
-            .header("User-Agent", &self.user_agent)
-            .send()
-            .await
-            .expect("GET");
+            .header("User-Agent", &self.user_agent);
+        if let Some(l) = &self.accept_language {
+            req = req.header("Accept-Language", l);
+        }
+        let resp = req.send().await.expect("GET");
         self.finish(resp).await
     }
 
@@ -148,6 +158,9 @@ impl WebClient {
             .body(body);
         if let Some(o) = origin {
             req = req.header("Origin", o);
+        }
+        if let Some(l) = &self.accept_language {
+            req = req.header("Accept-Language", l);
         }
         let resp = req.send().await.expect("POST");
         self.finish(resp).await

@@ -91,7 +91,7 @@ async fn sign_in_sets_a_host_only_session_cookie_and_shows_the_account() {
     assert_eq!(home.status, 200);
     assert_page_headers(&home);
     assert!(home.body.contains("Ann Lee") && home.body.contains("ann@example.com"), "{}", home.body);
-    assert!(home.body.contains("this browser") && home.body.contains("A browser on Linux"), "{}", home.body);
+    assert!(home.body.contains("this browser") && home.body.contains(">Linux</span>"), "{}", home.body);
 
     // A token known before sign-in (planted) is never promoted: sign-in makes a new one.
     let planted = "ab".repeat(32);
@@ -362,7 +362,7 @@ async fn activation_from_the_welcome_link() {
     assert_eq!((tz.status, tz.body.contains("Choose your time zone")), (400, true));
     let bad = post(&mut b, submit(&mailed, "12ab", "Europe/Paris", "my-own-pass-1", "my-own-pass-1")).await;
     assert_eq!(bad.status, 400);
-    assert!(bad.body.contains("Msisdn must be 5 to 20 digits"), "{}", bad.body);
+    assert!(bad.body.contains("A mobile number is 5 to 20 digits, optionally after a +."), "{}", bad.body);
     let short = post(&mut b, submit(&mailed, "+4915100000001", "Europe/Paris", "short", "short")).await;
     assert_eq!(short.status, 400);
     assert!(short.body.contains("Password must be 8 to 128 characters."), "{}", short.body);
@@ -745,6 +745,72 @@ async fn a_lost_device_is_wiped_when_it_next_connects() {
         Recv::Frame(Frame::Close { code: CloseCode::Revoked, message, .. }) => assert!(!message.contains("wipe")),
         other => panic!("expected CLOSE revoked, got {other:?}"),
     }
+}
+
+/// Every page text comes from the message catalogue: the browser's language where we
+/// speak it, the user's own choice once made (on every page and every node, as it lives
+/// in the store), English otherwise; error pages and form problems too.
+#[tokio::test]
+async fn pages_speak_the_browsers_language_or_the_users_choice() {
+    let (relay, ves, _channel) = relay_and_ves(|_| {}).await;
+    user(&ves, "eva@example.com", "Eva", "Roth").await;
+    let mut german = browser(&relay).speaking("de-AT, de;q=0.9, en;q=0.5");
+    let signin = german.get("/login").await;
+    assert!(
+        signin.body.contains("<html lang=\"de\">") && signin.body.contains("Passwort vergessen?"),
+        "{}",
+        signin.body
+    );
+    let csrf = signin.hidden("csrf").expect("csrf");
+    let wrong = german.post("/login", &[("csrf", &csrf), ("login", "eva@example.com"), ("password", "falsch")]).await;
+    assert!(wrong.body.contains("Die Anmeldedaten sind nicht korrekt."), "{}", wrong.body);
+    let refused = german.post("/login", &[("login", "eva@example.com"), ("password", "x")]).await;
+    assert_eq!(refused.status, 403);
+    assert!(refused.body.contains("Anfrage abgelehnt"), "error pages too: {}", refused.body);
+    let mut other = browser(&relay).speaking("fr-FR, it");
+    assert!(other.get("/login").await.body.contains("<html lang=\"en\">"), "none of ours: English");
+
+    // The user's choice wins over the browser's, and travels with the session.
+    let mut b = browser(&relay);
+    b.sign_in("eva@example.com", PASSWORD, false).await;
+    let settings = b.get("/settings").await;
+    assert!(settings.body.contains("<option value=\"de\" lang=\"de\">Deutsch</option>"), "{}", settings.body);
+    let csrf = settings.hidden("csrf").expect("csrf");
+    let form = |locale: &'static str| {
+        vec![
+            ("csrf", csrf.clone()),
+            ("first_name", "Eva".to_string()),
+            ("last_name", "Roth".to_string()),
+            ("time_zone", "Europe/Vienna".to_string()),
+            ("locale", locale.to_string()),
+        ]
+    };
+    async fn save(b: &mut noc_test_support::WebClient, f: Vec<(&'static str, String)>) -> noc_test_support::Page {
+        let refs: Vec<(&str, &str)> = f.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        b.post("/settings", &refs).await
+    }
+    let unknown = save(&mut b, form("xx")).await;
+    assert_eq!(unknown.status, 400);
+    assert!(unknown.body.contains("Choose a language from the list."), "{}", unknown.body);
+    assert_eq!(save(&mut b, form("de")).await.status, 303);
+    let page = b.get("/settings?saved=1").await;
+    assert!(page.body.contains("<html lang=\"de\">") && page.body.contains("Ihre Einstellungen sind gespeichert."));
+    assert!(page.body.contains("<option value=\"de\" lang=\"de\" selected>"), "{}", page.body);
+    let home = b.get("/").await.body;
+    assert!(home.contains("Wo Sie angemeldet sind") && home.contains(">Abmelden</button>"), "{home}");
+    let bad_rule = save(&mut b, {
+        let mut f = form("de");
+        f.push(("rule_field", "body".into()));
+        f.push(("rule_text", "x".into()));
+        f
+    })
+    .await;
+    assert!(bad_rule.body.contains("Eine Benachrichtigungsregel prüft Von, An oder Betreff."), "{}", bad_rule.body);
+    let mut english_browser = b.on_node(relay.node.http_addr, &relay.cert_path()).speaking("en");
+    assert!(english_browser.get("/devices").await.body.contains("Ihre Geräte"), "the choice beats the browser");
+    // Back to the browser's language.
+    assert_eq!(save(&mut b, form("")).await.status, 303);
+    assert!(b.get("/").await.body.contains("Where you are signed in"));
 }
 
 /// The lock-out weapon of old (white paper §6.3.4: five wrong passwords lock the account)

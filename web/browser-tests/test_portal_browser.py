@@ -11,7 +11,7 @@ real `ves-agent` with an SMTP server that captures its welcome mail, and Chromiu
   (its client stops: revoked) -> another device erased remotely (its client deletes its data and
   credentials) -> a second node on the same store serves the same session -> that node's
   short inactivity timeout ends it -> "Forgot your password?", the mailed link, a new
-  password, signed in with it.
+  password, signed in with it -> the pages in German once the user chooses it.
 
 Screenshots of the main pages are written to $NOC_SCREENSHOTS when it is set (the ones
 under docs/screenshots/ were made so: `NOC_SCREENSHOTS=docs/screenshots`).
@@ -411,10 +411,26 @@ dir = "{os.path.join(cls.dir, 'agent')}"
         self.submit("/login")
         eventually("signed in with the new password", lambda: "Where you are signed in" in self.page())
 
+        # Every page text comes from the message catalogue: the pages in German once the
+        # user chooses it (the browser itself prefers English here).
+        b.get(self.a.url + "/settings")
+        Select(b.find_element(By.NAME, "locale")).select_by_visible_text("Deutsch")
+        self.submit("/settings")
+        eventually("the settings in German", lambda: "Ihre Einstellungen sind gespeichert." in self.page())
+        self.assertEqual(b.find_element(By.TAG_NAME, "html").get_attribute("lang"), "de")
+        self.shot("settings-de")
+
     def test_the_sign_in_page_fits_a_phone(self):
         b = self.browser
         b.set_window_size(390, 844)
         try:
+            # The account page (in German after the walk: long words in the header), then
+            # the sign-in page.
+            for path in ("/", "/devices", "/settings"):
+                b.get(self.a.url + path)
+                width = b.execute_script("return document.documentElement.scrollWidth")
+                self.assertLessEqual(width, 390, f"{path}: no horizontal scrolling on a phone-sized screen")
+            b.delete_all_cookies()
             b.get(self.a.url + "/login")
             width = b.execute_script("return document.documentElement.scrollWidth")
             self.assertLessEqual(width, 390, "no horizontal scrolling on a phone-sized screen")

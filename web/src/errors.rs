@@ -1,11 +1,15 @@
 //! Errors of the portal's pages, each answered with a plain page that says what the person
 //! can do, never with internals.
 
+use actix_web::body::{BoxBody, MessageBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::StatusCode;
+use actix_web::middleware::Next;
 use actix_web::{HttpResponse, ResponseError};
 use askama::Template;
 use thiserror::Error;
 
+use crate::i18n::Lang;
 use crate::page;
 use crate::portal::PortalError;
 
@@ -44,9 +48,31 @@ impl From<PortalError> for PageError {
 #[derive(Template)]
 #[template(path = "message.html")]
 pub struct MessagePage<'a> {
+    pub t: Lang,
     pub title: &'a str,
     pub message: &'a str,
     pub link: Option<(&'a str, &'a str)>,
+}
+
+impl PageError {
+    /// The page for this error, in `t`.
+    pub fn page(&self, t: Lang) -> HttpResponse {
+        let (title, message) = match self {
+            PageError::Forbidden => ("error-forbidden-title", "error-forbidden"),
+            PageError::BadForm => ("error-bad-form-title", "error-bad-form"),
+            PageError::TooLarge => ("error-too-large-title", "error-too-large"),
+            PageError::NotFound => ("error-not-found-title", "error-not-found"),
+            PageError::Busy => ("error-busy-title", "error-busy"),
+            PageError::Unavailable => ("error-unavailable-title", "error-unavailable"),
+            PageError::Internal => ("error-internal-title", "error-internal"),
+        };
+        let mut builder = HttpResponse::build(self.status_code());
+        if matches!(self, PageError::Busy | PageError::Unavailable) {
+            builder.insert_header(("Retry-After", "5"));
+        }
+        let (title, message, home) = (t.get(title), t.get(message), t.get("home-link"));
+        page::render_with(builder, &MessagePage { t, title: &title, message: &message, link: Some(("/", &home)) })
+    }
 }
 
 impl ResponseError for PageError {
@@ -61,25 +87,24 @@ impl ResponseError for PageError {
         }
     }
 
+    /// In English: [`localized`] answers in the reader's language instead, wherever the
+    /// portal's routes are mounted.
     fn error_response(&self) -> HttpResponse {
-        let (title, message) = match self {
-            PageError::Forbidden => (
-                "Request refused",
-                "This form has expired or did not come from this site. Go back, reload the page and try again.",
-            ),
-            PageError::BadForm => ("Form not understood", "The form could not be read. Reload the page and try again."),
-            PageError::TooLarge => ("Form too large", "The form is larger than this site accepts."),
-            PageError::NotFound => ("Not found", "There is nothing at this address."),
-            PageError::Busy => ("Busy", "The service is busy. Please try again in a few seconds."),
-            PageError::Unavailable => {
-                ("Temporarily unavailable", "The service is temporarily unavailable. Please try again shortly.")
-            }
-            PageError::Internal => ("Something went wrong", "Something went wrong on our side. Please try again."),
-        };
-        let mut builder = HttpResponse::build(self.status_code());
-        if matches!(self, PageError::Busy | PageError::Unavailable) {
-            builder.insert_header(("Retry-After", "5"));
-        }
-        page::render_with(builder, &MessagePage { title, message, link: Some(("/", "Home")) })
+        self.page(Lang::ENGLISH)
     }
+}
+
+/// Middleware of every portal route: a handler's [`PageError`] is answered in the
+/// browser's language (a handler has the request; `ResponseError` has not).
+pub async fn localized(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    let lang = Lang::of(req.request(), None);
+    let res = next.call(req).await?;
+    let page = res.response().error().and_then(|e| e.as_error::<PageError>()).map(|e| e.page(lang));
+    Ok(match page {
+        Some(page) => res.into_response(page),
+        None => res.map_into_boxed_body(),
+    })
 }

@@ -13,6 +13,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use serde::de::DeserializeOwned;
 
 use crate::errors::{MessagePage, PageError};
+use crate::i18n::Lang;
 use crate::{Presence, Visitor, WebState, cookies, csrf, form, page, presence};
 
 /// A form that carries the CSRF field.
@@ -27,10 +28,12 @@ impl WithCsrf for Vec<(String, String)> {
     }
 }
 
-/// A signed-in, activated user's request: who, and the session's token.
+/// A signed-in, activated user's request: who, the session's token, and the language of
+/// the pages (the user's choice, else the browser's).
 pub(crate) struct SignedIn {
     pub visitor: Box<Visitor>,
     pub token: String,
+    pub t: Lang,
 }
 
 impl SignedIn {
@@ -41,17 +44,11 @@ impl SignedIn {
 }
 
 /// The page shown for a cookie whose session has ended; the cookie is cleared.
-pub(crate) fn session_ended() -> HttpResponse {
+pub(crate) fn session_ended(t: Lang) -> HttpResponse {
     let mut builder = HttpResponse::build(StatusCode::OK);
     builder.append_header(("Set-Cookie", cookies::clear(cookies::SESSION)));
-    page::render_with(
-        builder,
-        &MessagePage {
-            title: "Your session timed out",
-            message: "You were signed out after a period without activity, or signed out elsewhere. Sign in again to go on.",
-            link: Some(("/login", "Sign in")),
-        },
-    )
+    let (title, message, link) = (t.get("session-ended-title"), t.get("session-ended"), t.get("signin-title"));
+    page::render_with(builder, &MessagePage { t, title: &title, message: &message, link: Some(("/login", &link)) })
 }
 
 /// `/activate?login=…` for the user's address, percent-encoded.
@@ -73,12 +70,15 @@ pub(crate) async fn signed_in(
 ) -> Result<Result<SignedIn, HttpResponse>, PageError> {
     Ok(match presence(state, req).await? {
         Presence::Anonymous => Err(page::see_other("/login").finish()),
-        Presence::Ended => Err(session_ended()),
+        Presence::Ended => Err(session_ended(Lang::of(req, None))),
         // Until the account is activated (own password, mobile number), nothing else.
         Presence::SignedIn { visitor, .. } if !visitor.profile.activated => {
             Err(page::see_other(&activation_link(&visitor.profile.email)).finish())
         }
-        Presence::SignedIn { visitor, token } => Ok(SignedIn { visitor, token }),
+        Presence::SignedIn { visitor, token } => {
+            let t = Lang::of(req, visitor.profile.locale.as_deref());
+            Ok(SignedIn { visitor, token, t })
+        }
     })
 }
 

@@ -13,6 +13,7 @@ pub mod csrf;
 mod errors;
 mod form;
 mod guard;
+pub mod i18n;
 mod page;
 pub mod portal;
 mod user_agent;
@@ -21,12 +22,12 @@ mod views;
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use actix_web::middleware::from_fn;
 use actix_web::{HttpRequest, web};
 
 pub use errors::PageError;
 pub use page::CONTENT_SECURITY_POLICY;
 pub use portal::{Portal, PortalError, Profile, SessionInfo, SignedIn, Visitor};
-pub use views::recover::question_text;
 
 /// How the portal behaves.
 #[derive(Clone, Debug)]
@@ -46,35 +47,55 @@ pub struct WebState {
 
 /// The portal's routes. Mount them before a catch-all default service.
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/", web::get().to(views::home::show))
-        .route("/activate", web::get().to(views::activate::show))
-        .route("/activate", web::post().to(views::activate::submit))
-        .route("/login", web::get().to(views::signin::show))
-        .route("/login", web::post().to(views::signin::submit))
-        .route("/logout", web::post().to(views::signout::submit))
-        .route("/recover", web::get().to(views::recover::show))
-        .route("/recover", web::post().to(views::recover::submit))
+    // Each wrapped so that an error page comes in the reader's language.
+    let page = |path: &str| web::resource(path.to_string()).wrap(from_fn(errors::localized));
+    cfg.service(page("/").route(web::get().to(views::home::show)))
+        .service(
+            page("/activate")
+                .route(web::get().to(views::activate::show))
+                .route(web::post().to(views::activate::submit)),
+        )
+        .service(page("/login").route(web::get().to(views::signin::show)).route(web::post().to(views::signin::submit)))
+        .service(page("/logout").route(web::post().to(views::signout::submit)))
+        .service(
+            page("/recover").route(web::get().to(views::recover::show)).route(web::post().to(views::recover::submit)),
+        )
         // Before `/recover/{token}`: a token is hex digits, never `question`.
-        .route("/recover/question", web::get().to(views::recover::show_question))
-        .route("/recover/question", web::post().to(views::recover::submit_question))
-        .route("/recover/{token}", web::get().to(views::recover::show_reset))
-        .route("/recover/{token}", web::post().to(views::recover::submit_reset))
-        .route("/devices", web::get().to(views::devices::show))
-        .route("/devices/{id}/rename", web::post().to(views::devices::rename))
-        .route("/devices/{id}/revoke", web::post().to(views::devices::revoke))
-        .route("/devices/{id}/wipe", web::get().to(views::devices::confirm_wipe))
-        .route("/devices/{id}/wipe", web::post().to(views::devices::wipe))
-        .route("/settings", web::get().to(views::settings::show))
-        .route("/settings", web::post().to(views::settings::submit))
-        .route("/settings/password", web::post().to(views::settings::change_password))
-        .route("/settings/question", web::get().to(views::question::show))
-        .route("/settings/question", web::post().to(views::question::submit))
-        .route("/settings/question/remove", web::post().to(views::question::remove))
-        .route("/sessions/{id}/revoke", web::post().to(views::home::revoke_session))
+        .service(
+            page("/recover/question")
+                .route(web::get().to(views::recover::show_question))
+                .route(web::post().to(views::recover::submit_question)),
+        )
+        .service(
+            page("/recover/{token}")
+                .route(web::get().to(views::recover::show_reset))
+                .route(web::post().to(views::recover::submit_reset)),
+        )
+        .service(page("/devices").route(web::get().to(views::devices::show)))
+        .service(page("/devices/{id}/rename").route(web::post().to(views::devices::rename)))
+        .service(page("/devices/{id}/revoke").route(web::post().to(views::devices::revoke)))
+        .service(
+            page("/devices/{id}/wipe")
+                .route(web::get().to(views::devices::confirm_wipe))
+                .route(web::post().to(views::devices::wipe)),
+        )
+        .service(
+            page("/settings")
+                .route(web::get().to(views::settings::show))
+                .route(web::post().to(views::settings::submit)),
+        )
+        .service(page("/settings/password").route(web::post().to(views::settings::change_password)))
+        .service(
+            page("/settings/question")
+                .route(web::get().to(views::question::show))
+                .route(web::post().to(views::question::submit)),
+        )
+        .service(page("/settings/question/remove").route(web::post().to(views::question::remove)))
+        .service(page("/sessions/{id}/revoke").route(web::post().to(views::home::revoke_session)))
         .route(assets::STYLESHEET, web::get().to(assets::stylesheet));
 }
 
-/// What signed in, as a person would name it ("Firefox on Windows").
+/// What signed in, as a person would name it ("Firefox (Windows)").
 fn client(req: &HttpRequest) -> String {
     user_agent::describe(req.headers().get("User-Agent").and_then(|v| v.to_str().ok()).unwrap_or(""))
 }

@@ -36,14 +36,9 @@ pub fn render_with<T: Template>(mut builder: HttpResponseBuilder, template: &T) 
             tracing::error!(error = %e, "page template failed");
             secure(&mut HttpResponse::InternalServerError())
                 .content_type("text/plain; charset=utf-8")
-                .body("Something went wrong on our side. Please try again.")
+                .body(crate::i18n::Lang::ENGLISH.get("error-internal"))
         }
     }
-}
-
-/// What a throttled password attempt is told (every password form says it alike).
-pub fn too_many_attempts(retry_after: std::time::Duration) -> String {
-    format!("Too many attempts. Please wait {} seconds before trying again.", retry_after.as_secs().max(1))
 }
 
 /// `answer` with `Retry-After` (whole seconds, at least 1), for a throttled attempt.

@@ -30,6 +30,9 @@ pub struct Profile {
     pub filter_rules: Vec<FilterRule>,
     /// Where mail from the service goes, when not to `email`.
     pub contact_email: Option<String>,
+    /// The language the user chose for the pages (a tag such as `de`); `None`: the
+    /// browser's.
+    pub locale: Option<String>,
 }
 
 /// What the settings page changes.
@@ -42,6 +45,8 @@ pub struct SettingsChange {
     pub filter_rules: Vec<FilterRule>,
     /// Empty: the account's own address.
     pub contact_email: String,
+    /// Empty: the browser's language.
+    pub locale: String,
 }
 
 /// A request's live session.
@@ -116,9 +121,9 @@ pub enum PortalError {
     Suspended,
     #[error("not found")]
     NotFound,
-    /// Input the rules refuse; the message is the rule's own, written for the user.
-    #[error("{0}")]
-    Invalid(String),
+    /// Input the rules refuse: what to fix (the pages word it).
+    #[error("invalid input: {0:?}")]
+    Invalid(Problem),
     #[error("MSISDN not approved by the carrier")]
     MsisdnNotApproved,
     /// The MSISDN belongs to another account.
@@ -131,6 +136,41 @@ pub enum PortalError {
     /// Something the page must not show; the details went to the log.
     #[error("internal error")]
     Internal,
+}
+
+/// What to fix in a form, as the account rules refused it. A value, not a sentence: the
+/// pages word it in the reader's language (`i18n`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Problem {
+    PasswordLength {
+        min: usize,
+        max: usize,
+    },
+    /// The new password is the one from the welcome mail.
+    PasswordReused,
+    Email,
+    ContactEmail,
+    Msisdn,
+    TimeZone,
+    Locale,
+    FirstName,
+    LastName,
+    DeviceName,
+    TooManyRules {
+        max: usize,
+    },
+    RuleField,
+    RuleText {
+        max: usize,
+    },
+    QuestionNotOffered,
+    QuestionUnknown,
+    AnswerLength {
+        min: usize,
+        max: usize,
+    },
+    /// A rule no form of the portal can break (an API-only field); worded generically.
+    Other,
 }
 
 #[async_trait]

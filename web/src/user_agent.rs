@@ -1,7 +1,8 @@
-//! A person-readable name for a browser ("Firefox on Windows"), for the list of the places
-//! a user is signed in. Only for display: nothing depends on it.
+//! A person-readable name for a browser ("Firefox (Windows)"), for the list of the places
+//! a user is signed in. Only for display: nothing depends on it. Names only, no words: the
+//! session keeps it, and every language shows it as it is.
 
-/// `Browser on System` from a `User-Agent` header; what it cannot name it leaves out.
+/// `Browser (System)` from a `User-Agent` header; what it cannot name it leaves out.
 pub fn describe(ua: &str) -> String {
     let has = |needle: &str| ua.contains(needle);
     let browser = if has("Edg/") {
@@ -33,9 +34,9 @@ pub fn describe(ua: &str) -> String {
         None
     };
     match (browser, system) {
-        (Some(b), Some(s)) => format!("{b} on {s}"),
+        (Some(b), Some(s)) => format!("{b} ({s})"),
         (Some(b), None) => b.to_string(),
-        (None, Some(s)) => format!("A browser on {s}"),
+        (None, Some(s)) => s.to_string(),
         (None, None) => ua.chars().filter(|c| !c.is_control()).take(60).collect(),
     }
 }
@@ -47,13 +48,13 @@ mod tests {
     #[test]
     fn common_browsers_by_name() {
         let chrome = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) HeadlessChrome/156.0.0.0 Safari/537.36";
-        assert_eq!(describe(chrome), "Chrome on Linux");
+        assert_eq!(describe(chrome), "Chrome (Linux)");
         let firefox = "Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:133.0) Gecko/20100101 Firefox/133.0";
-        assert_eq!(describe(firefox), "Firefox on Windows");
+        assert_eq!(describe(firefox), "Firefox (Windows)");
         let iphone = "Mozilla/5.0 (iPhone; CPU iPhone OS 18_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/18.1 Mobile/15E148 Safari/604.1";
-        assert_eq!(describe(iphone), "Safari on iOS");
+        assert_eq!(describe(iphone), "Safari (iOS)");
         let edge = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36 Edg/131.0.0.0";
-        assert_eq!(describe(edge), "Edge on Windows");
+        assert_eq!(describe(edge), "Edge (Windows)");
         assert_eq!(describe("curl/8.5.0"), "curl/8.5.0");
         assert_eq!(describe(""), "");
     }

@@ -9,6 +9,7 @@ use askama::Template;
 use serde::Deserialize;
 
 use crate::errors::PageError;
+use crate::i18n::Lang;
 use crate::portal::PortalError;
 use crate::{Presence, WebState, client, cookies, guard, page, presence, source};
 
@@ -22,6 +23,7 @@ pub fn time_zones() -> impl Iterator<Item = &'static str> {
 #[derive(Template)]
 #[template(path = "activate.html")]
 pub struct ActivatePage<'a> {
+    pub t: Lang,
     pub csrf: &'a str,
     pub login: &'a str,
     pub msisdn: &'a str,
@@ -64,6 +66,7 @@ fn form_page(req: &HttpRequest, status: StatusCode, f: &ActivateForm, error: Opt
     let (token, builder) = guard::anonymous_csrf(req, status);
     let time_zone = if f.time_zone.is_empty() { "UTC" } else { f.time_zone.as_str() };
     let p = ActivatePage {
+        t: Lang::of(req, None),
         csrf: &token,
         login: &f.login,
         msisdn: &f.msisdn,
@@ -94,6 +97,7 @@ pub async fn submit(
 ) -> Result<HttpResponse, PageError> {
     let mut f: ActivateForm = guard::anonymous_form(&req, payload).await?;
     f.login = f.login.trim().to_string();
+    let t = Lang::of(&req, None);
     let refuse = |f: &ActivateForm, status: StatusCode, message: String| {
         let mut blank = ActivateForm {
             login: f.login.clone(),
@@ -105,16 +109,16 @@ pub async fn submit(
         Ok(form_page(&req, status, &blank, Some(message)))
     };
     if f.login.is_empty() || f.password.is_empty() || f.msisdn.trim().is_empty() || f.new_password.is_empty() {
-        return refuse(&f, StatusCode::BAD_REQUEST, "Fill in every field.".into());
+        return refuse(&f, StatusCode::BAD_REQUEST, t.get("form-fill-all"));
     }
     if f.login.len() > 254 || f.password.len() > 1024 || f.new_password.len() > 1024 || f.msisdn.len() > 32 {
-        return refuse(&f, StatusCode::BAD_REQUEST, "A field is longer than this form accepts.".into());
+        return refuse(&f, StatusCode::BAD_REQUEST, t.get("form-too-long"));
     }
     if !time_zones().any(|z| z == f.time_zone) {
-        return refuse(&f, StatusCode::BAD_REQUEST, "Choose your time zone from the list.".into());
+        return refuse(&f, StatusCode::BAD_REQUEST, t.get("form-time-zone"));
     }
     if f.new_password != f.confirm {
-        return refuse(&f, StatusCode::BAD_REQUEST, "The two new passwords differ.".into());
+        return refuse(&f, StatusCode::BAD_REQUEST, t.get("form-passwords-differ"));
     }
     let agent = client(&req);
     let result = state
@@ -128,44 +132,17 @@ pub async fn submit(
             answer.append_header(("Set-Cookie", cookies::clear(cookies::CSRF)));
             Ok(answer.finish())
         }
-        Err(PortalError::InvalidCredentials) => refuse(
-            &f,
-            StatusCode::UNAUTHORIZED,
-            "The e-mail address and password do not match those of the welcome mail.".into(),
-        ),
+        Err(PortalError::InvalidCredentials) => refuse(&f, StatusCode::UNAUTHORIZED, t.get("activate-wrong")),
         Err(PortalError::Throttled { retry_after }) => {
-            let answer = refuse(&f, StatusCode::TOO_MANY_REQUESTS, page::too_many_attempts(retry_after))?;
+            let answer = refuse(&f, StatusCode::TOO_MANY_REQUESTS, t.too_many_attempts(retry_after))?;
             Ok(page::retry_after(answer, retry_after))
         }
-        Err(PortalError::MsisdnNotApproved) => refuse(
-            &f,
-            StatusCode::FORBIDDEN,
-            "Your carrier has not approved this mobile number for the service yet. Ask your administrator.".into(),
-        ),
-        Err(PortalError::MsisdnTaken) => {
-            refuse(&f, StatusCode::CONFLICT, "This mobile number belongs to another account.".into())
-        }
-        Err(PortalError::Invalid(message)) => refuse(&f, StatusCode::BAD_REQUEST, sentence(&message)),
-        Err(PortalError::Suspended) => refuse(
-            &f,
-            StatusCode::FORBIDDEN,
-            "This account cannot be activated at the moment. Contact your administrator.".into(),
-        ),
+        Err(PortalError::MsisdnNotApproved) => refuse(&f, StatusCode::FORBIDDEN, t.get("activate-msisdn-not-approved")),
+        Err(PortalError::MsisdnTaken) => refuse(&f, StatusCode::CONFLICT, t.get("activate-msisdn-taken")),
+        Err(PortalError::Invalid(problem)) => refuse(&f, StatusCode::BAD_REQUEST, t.problem(problem)),
+        Err(PortalError::Suspended) => refuse(&f, StatusCode::FORBIDDEN, t.get("activate-suspended")),
         Err(e) => Err(e.into()),
     }
-}
-
-/// The rules' messages ("password must be 8 to 128 characters") as a sentence.
-pub(crate) fn sentence(message: &str) -> String {
-    let mut chars = message.chars();
-    let mut s: String = match chars.next() {
-        Some(c) => c.to_uppercase().chain(chars).collect(),
-        None => return "The form was refused.".into(),
-    };
-    if !s.ends_with('.') {
-        s.push('.');
-    }
-    s
 }
 
 #[cfg(test)]
@@ -178,11 +155,5 @@ mod tests {
         assert!(zones.len() > 300, "{}", zones.len());
         assert!(zones.contains(&"Europe/Paris") && zones.contains(&"America/New_York") && zones.contains(&"UTC"));
         assert!(zones.iter().all(|z| z.chars().all(|c| c.is_ascii_alphanumeric() || "/_+-".contains(c))));
-    }
-
-    #[test]
-    fn messages_read_as_sentences() {
-        assert_eq!(sentence("password must be 8 to 128 characters"), "Password must be 8 to 128 characters.");
-        assert_eq!(sentence(""), "The form was refused.");
     }
 }

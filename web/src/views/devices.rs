@@ -12,6 +12,7 @@ use serde::Deserialize;
 
 use crate::errors::PageError;
 use crate::guard::{self, WithCsrf};
+use crate::i18n::Lang;
 use crate::portal::{PortalError, WipeState};
 use crate::views::home::utc;
 use crate::{WebState, page};
@@ -29,21 +30,27 @@ pub struct DeviceRow {
 }
 
 impl DeviceRow {
-    pub fn label(&self) -> String {
-        if self.name.is_empty() { format!("Unnamed {}", self.device_type) } else { self.name.clone() }
+    /// Its name, or what it is.
+    pub fn label(&self, t: &Lang) -> String {
+        if self.name.is_empty() {
+            t.get1("devices-unnamed", "type", self.device_type.as_str())
+        } else {
+            self.name.clone()
+        }
     }
 }
 
 #[derive(Template)]
 #[template(path = "devices.html")]
 pub struct DevicesPage<'a> {
+    pub t: Lang,
     pub csrf: &'a str,
     pub devices: Vec<DeviceRow>,
     pub notice: Option<&'a str>,
     pub error: Option<String>,
 }
 
-fn row(d: crate::portal::DeviceInfo) -> DeviceRow {
+fn row(d: crate::portal::DeviceInfo, t: Lang) -> DeviceRow {
     let (wipe_pending, wiped) = match d.wipe {
         WipeState::None => (None, None),
         WipeState::Pending { since_ms } => (Some(utc(since_ms)), None),
@@ -51,7 +58,7 @@ fn row(d: crate::portal::DeviceInfo) -> DeviceRow {
     };
     DeviceRow {
         name: d.name.unwrap_or_default(),
-        device_type: d.device_type.unwrap_or_else(|| "device".into()),
+        device_type: d.device_type.unwrap_or_else(|| t.get("devices-default-type")),
         activated: utc(d.activated_at_ms),
         online_on: d.online_on,
         id: d.id,
@@ -62,14 +69,15 @@ fn row(d: crate::portal::DeviceInfo) -> DeviceRow {
 
 async fn render(
     state: &WebState,
+    t: Lang,
     user_id: &str,
     csrf: &str,
     status: StatusCode,
-    notice: Option<&str>,
+    notice: Option<String>,
     error: Option<String>,
 ) -> Result<HttpResponse, PageError> {
-    let devices = state.portal.devices(user_id).await?.into_iter().map(row).collect();
-    Ok(page::render(status, &DevicesPage { csrf, devices, notice, error }))
+    let devices = state.portal.devices(user_id).await?.into_iter().map(|d| row(d, t)).collect();
+    Ok(page::render(status, &DevicesPage { t, csrf, devices, notice: notice.as_deref(), error }))
 }
 
 pub async fn show(req: HttpRequest, state: web::Data<WebState>) -> Result<HttpResponse, PageError> {
@@ -77,16 +85,14 @@ pub async fn show(req: HttpRequest, state: web::Data<WebState>) -> Result<HttpRe
         Ok(u) => u,
         Err(answer) => return Ok(answer),
     };
+    let t = user.t;
     let notice = match req.query_string() {
-        "renamed=1" => Some("The device is renamed."),
-        "revoked=1" => Some("The device is signed out. It must be activated again to be used."),
-        "wipe=1" => Some(
-            "The device no longer works. It erases its data and credentials as soon as it connects, \
-             at once if it is connected now.",
-        ),
+        "renamed=1" => Some(t.get("devices-renamed")),
+        "revoked=1" => Some(t.get("devices-revoked")),
+        "wipe=1" => Some(t.get("devices-wipe-asked")),
         _ => None,
     };
-    render(&state, &user.visitor.profile.user_id, &user.csrf(), StatusCode::OK, notice, None).await
+    render(&state, t, &user.visitor.profile.user_id, &user.csrf(), StatusCode::OK, notice, None).await
 }
 
 #[derive(Deserialize)]
@@ -124,9 +130,9 @@ pub async fn rename(
     }
     match state.portal.rename_device(&visitor.profile.user_id, &id, &f.name).await {
         Ok(()) => Ok(page::see_other("/devices?renamed=1").finish()),
-        Err(PortalError::Invalid(message)) => {
-            let message = crate::views::activate::sentence(&message);
-            render(&state, &visitor.profile.user_id, &token_csrf, StatusCode::BAD_REQUEST, None, Some(message)).await
+        Err(PortalError::Invalid(problem)) => {
+            let message = Some(user.t.problem(problem));
+            render(&state, user.t, &visitor.profile.user_id, &token_csrf, StatusCode::BAD_REQUEST, None, message).await
         }
         Err(e) => Err(e.into()),
     }
@@ -153,19 +159,20 @@ pub async fn revoke(
 #[derive(Template)]
 #[template(path = "wipe.html")]
 pub struct WipePage<'a> {
+    pub t: Lang,
     pub csrf: &'a str,
     pub device: DeviceRow,
-    pub error: Option<&'a str>,
+    pub error: Option<String>,
 }
 
 /// The live device `id` of the user, or 404 (another user's, unknown, or already wiped).
-async fn wipeable(state: &WebState, user_id: &str, id: &str) -> Result<DeviceRow, PageError> {
+async fn wipeable(state: &WebState, t: Lang, user_id: &str, id: &str) -> Result<DeviceRow, PageError> {
     if !well_formed(id) {
         return Err(PageError::NotFound);
     }
     let devices = state.portal.devices(user_id).await?;
     match devices.into_iter().find(|d| d.id == id) {
-        Some(d) if d.wipe == WipeState::None => Ok(row(d)),
+        Some(d) if d.wipe == WipeState::None => Ok(row(d, t)),
         _ => Err(PageError::NotFound),
     }
 }
@@ -180,8 +187,8 @@ pub async fn confirm_wipe(
         Ok(u) => u,
         Err(answer) => return Ok(answer),
     };
-    let device = wipeable(&state, &user.visitor.profile.user_id, &id).await?;
-    Ok(page::render(StatusCode::OK, &WipePage { csrf: &user.csrf(), device, error: None }))
+    let device = wipeable(&state, user.t, &user.visitor.profile.user_id, &id).await?;
+    Ok(page::render(StatusCode::OK, &WipePage { t: user.t, csrf: &user.csrf(), device, error: None }))
 }
 
 #[derive(Deserialize)]
@@ -211,10 +218,11 @@ pub async fn wipe(
         Err(answer) => return Ok(answer),
     };
     let user_id = &user.visitor.profile.user_id;
-    let device = wipeable(&state, user_id, &id).await?;
+    let t = user.t;
+    let device = wipeable(&state, t, user_id, &id).await?;
     if form.confirm.as_deref() != Some("yes") {
-        let error = Some("Tick the box to confirm that this device is to be erased.");
-        return Ok(page::render(StatusCode::BAD_REQUEST, &WipePage { csrf: &user.csrf(), device, error }));
+        let error = Some(t.get("wipe-unticked"));
+        return Ok(page::render(StatusCode::BAD_REQUEST, &WipePage { t, csrf: &user.csrf(), device, error }));
     }
     state.portal.wipe_device(user_id, &id).await?;
     Ok(page::see_other("/devices?wipe=1").finish())

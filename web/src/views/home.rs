@@ -9,6 +9,7 @@ use serde::Deserialize;
 
 use crate::errors::PageError;
 use crate::guard;
+use crate::i18n::Lang;
 use crate::portal::{Profile, SessionInfo};
 use crate::{WebState, page};
 
@@ -25,8 +26,9 @@ pub struct SessionRow {
 #[derive(Template)]
 #[template(path = "home.html")]
 pub struct HomePage<'a> {
+    pub t: Lang,
     pub profile: &'a Profile,
-    pub notice: Option<&'a str>,
+    pub notice: Option<String>,
     pub csrf: &'a str,
     pub sessions: Vec<SessionRow>,
 }
@@ -39,12 +41,12 @@ pub(crate) fn utc(ms: i64) -> String {
     format!("{year:04}-{month:02}-{day:02} {:02}:{:02} UTC", rem / 3600, rem % 3600 / 60)
 }
 
-fn rows(sessions: Vec<SessionInfo>, current: &str) -> Vec<SessionRow> {
+fn rows(sessions: Vec<SessionInfo>, current: &str, t: Lang) -> Vec<SessionRow> {
     sessions
         .into_iter()
         .map(|s| SessionRow {
             current: s.id == current,
-            client: if s.client.is_empty() { "Unknown browser".into() } else { s.client },
+            client: if s.client.is_empty() { t.get("home-unknown-browser") } else { s.client },
             signed_in: utc(s.created_at_ms),
             last_seen: utc(s.last_seen_at_ms),
             persistent: s.persistent,
@@ -69,11 +71,13 @@ pub async fn show(
         Err(answer) => return Ok(answer),
     };
     let sessions = state.portal.sessions(&user.visitor.profile.user_id).await?;
+    let t = user.t;
     let p = HomePage {
+        t,
         profile: &user.visitor.profile,
-        notice: query.activated.as_ref().map(|_| "Your account is active. Welcome!"),
+        notice: query.activated.as_ref().map(|_| t.get("home-activated")),
         csrf: &user.csrf(),
-        sessions: rows(sessions, &user.visitor.session_id),
+        sessions: rows(sessions, &user.visitor.session_id, t),
     };
     Ok(page::render(StatusCode::OK, &p))
 }
@@ -109,7 +113,7 @@ pub async fn revoke_session(
     }
     state.portal.revoke_session(&visitor.profile.user_id, &id).await?;
     if id == visitor.session_id {
-        return Ok(crate::views::signout::signed_out());
+        return Ok(crate::views::signout::signed_out(user.t));
     }
     Ok(page::see_other("/").finish())
 }

@@ -10,23 +10,26 @@ use serde::Deserialize;
 
 use crate::errors::PageError;
 use crate::guard::{self, WithCsrf, session_ended};
+use crate::i18n::Lang;
 use crate::portal::{PortalError, SECRET_QUESTIONS};
-use crate::views::recover::question_text;
 use crate::{WebState, page, source};
 
 #[derive(Template)]
 #[template(path = "question.html")]
 pub struct QuestionSettingsPage<'a> {
+    pub t: Lang,
     pub csrf: &'a str,
-    pub questions: Vec<(&'static str, &'static str, bool)>,
+    /// Each question's key, and whether it is the user's.
+    pub questions: Vec<(&'static str, bool)>,
     pub has_question: bool,
     pub error: Option<String>,
 }
 
-fn page_for<'a>(csrf: &'a str, chosen: Option<&str>, error: Option<String>) -> QuestionSettingsPage<'a> {
+fn page_for<'a>(t: Lang, csrf: &'a str, chosen: Option<&str>, error: Option<String>) -> QuestionSettingsPage<'a> {
     QuestionSettingsPage {
+        t,
         csrf,
-        questions: SECRET_QUESTIONS.iter().map(|k| (*k, question_text(k), Some(*k) == chosen)).collect(),
+        questions: SECRET_QUESTIONS.iter().map(|k| (*k, Some(*k) == chosen)).collect(),
         has_question: chosen.is_some(),
         error,
     }
@@ -46,7 +49,7 @@ pub async fn show(req: HttpRequest, state: web::Data<WebState>) -> Result<HttpRe
         Err(answer) => return Ok(answer),
     };
     let chosen = offered(&state, &user.visitor.profile.user_id).await?;
-    Ok(page::render(StatusCode::OK, &page_for(&user.csrf(), chosen.as_deref(), None)))
+    Ok(page::render(StatusCode::OK, &page_for(user.t, &user.csrf(), chosen.as_deref(), None)))
 }
 
 #[derive(Deserialize)]
@@ -78,25 +81,21 @@ pub async fn submit(
     };
     let user_id = &user.visitor.profile.user_id;
     let chosen = offered(&state, user_id).await?;
-    let csrf = user.csrf();
-    let refuse =
-        |status: StatusCode, message: String| page::render(status, &page_for(&csrf, chosen.as_deref(), Some(message)));
+    let (csrf, t) = (user.csrf(), user.t);
+    let refuse = |status: StatusCode, message: String| {
+        page::render(status, &page_for(t, &csrf, chosen.as_deref(), Some(message)))
+    };
     if f.current.is_empty() || f.current.len() > 1024 || f.answer.len() > 1024 {
-        return Ok(refuse(StatusCode::BAD_REQUEST, "Enter an answer and your current password.".into()));
+        return Ok(refuse(StatusCode::BAD_REQUEST, t.get("question-missing")));
     }
     match state.portal.set_secret_question(user_id, &f.current, &f.question, &f.answer, source(&req)).await {
         Ok(()) => Ok(page::see_other("/settings?question=1").finish()),
-        Err(PortalError::InvalidCredentials) => {
-            Ok(refuse(StatusCode::UNAUTHORIZED, "Your current password is not correct.".into()))
+        Err(PortalError::InvalidCredentials) => Ok(refuse(StatusCode::UNAUTHORIZED, t.get("settings-password-wrong"))),
+        Err(PortalError::Throttled { retry_after }) => {
+            Ok(page::retry_after(refuse(StatusCode::TOO_MANY_REQUESTS, t.too_many_attempts(retry_after)), retry_after))
         }
-        Err(PortalError::Throttled { retry_after }) => Ok(page::retry_after(
-            refuse(StatusCode::TOO_MANY_REQUESTS, page::too_many_attempts(retry_after)),
-            retry_after,
-        )),
-        Err(PortalError::Invalid(message)) => {
-            Ok(refuse(StatusCode::BAD_REQUEST, crate::views::activate::sentence(&message)))
-        }
-        Err(PortalError::NotFound) => Ok(session_ended()),
+        Err(PortalError::Invalid(problem)) => Ok(refuse(StatusCode::BAD_REQUEST, t.problem(problem))),
+        Err(PortalError::NotFound) => Ok(session_ended(t)),
         Err(e) => Err(e.into()),
     }
 }

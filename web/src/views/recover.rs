@@ -12,14 +12,16 @@ use serde::Deserialize;
 
 use crate::errors::{MessagePage, PageError};
 use crate::guard::{self, WithCsrf};
-use crate::portal::PortalError;
+use crate::i18n::Lang;
+use crate::portal::{PortalError, SECRET_QUESTIONS};
 use crate::{WebState, page};
 
 #[derive(Template)]
 #[template(path = "recover.html")]
 pub struct RecoverPage<'a> {
+    pub t: Lang,
     pub csrf: &'a str,
-    pub error: Option<&'a str>,
+    pub error: Option<String>,
     /// The mailed link is offered (the relay has an SMTP server).
     pub by_mail: bool,
 }
@@ -27,26 +29,34 @@ pub struct RecoverPage<'a> {
 #[derive(Template)]
 #[template(path = "recover_question.html")]
 pub struct QuestionPage<'a> {
+    pub t: Lang,
     pub csrf: &'a str,
     pub login: &'a str,
-    pub questions: Vec<(&'static str, &'static str)>,
+    pub questions: &'static [&'static str],
     pub error: Option<String>,
 }
 
-/// How the pages word each secret question.
-pub fn question_text(key: &str) -> &'static str {
-    match key {
-        "first_school" => "What was the name of your first school?",
-        "first_pet" => "What was the name of your first pet?",
-        "birth_city" => "In which city were you born?",
-        "childhood_friend" => "What is the first name of your best childhood friend?",
-        "first_street" => "In which street did you live as a child?",
-        _ => "",
-    }
+#[derive(Template)]
+#[template(path = "reset.html")]
+pub struct ResetPage<'a> {
+    pub t: Lang,
+    pub csrf: &'a str,
+    pub token: &'a str,
+    pub error: Option<String>,
 }
 
-pub fn questions() -> Vec<(&'static str, &'static str)> {
-    crate::portal::SECRET_QUESTIONS.iter().map(|k| (*k, question_text(k))).collect()
+#[derive(Deserialize)]
+pub struct RecoverForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    login: String,
+}
+
+impl WithCsrf for RecoverForm {
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
 }
 
 #[derive(Deserialize)]
@@ -62,28 +72,6 @@ pub struct QuestionForm {
 }
 
 impl WithCsrf for QuestionForm {
-    fn csrf(&self) -> &str {
-        &self.csrf
-    }
-}
-
-#[derive(Template)]
-#[template(path = "reset.html")]
-pub struct ResetPage<'a> {
-    pub csrf: &'a str,
-    pub token: &'a str,
-    pub error: Option<String>,
-}
-
-#[derive(Deserialize)]
-pub struct RecoverForm {
-    #[serde(default)]
-    csrf: String,
-    #[serde(default)]
-    login: String,
-}
-
-impl WithCsrf for RecoverForm {
     fn csrf(&self) -> &str {
         &self.csrf
     }
@@ -116,13 +104,14 @@ fn well_formed(token: &str) -> bool {
 
 pub async fn show(req: HttpRequest, state: web::Data<WebState>) -> Result<HttpResponse, PageError> {
     let (csrf, builder) = guard::anonymous_csrf(&req, StatusCode::OK);
-    let by_mail = state.settings.offer_recovery;
-    Ok(page::render_with(builder, &RecoverPage { csrf: &csrf, error: None, by_mail }))
+    let p = RecoverPage { t: Lang::of(&req, None), csrf: &csrf, error: None, by_mail: state.settings.offer_recovery };
+    Ok(page::render_with(builder, &p))
 }
 
 pub async fn show_question(req: HttpRequest) -> Result<HttpResponse, PageError> {
     let (csrf, builder) = guard::anonymous_csrf(&req, StatusCode::OK);
-    Ok(page::render_with(builder, &QuestionPage { csrf: &csrf, login: "", questions: questions(), error: None }))
+    let p = QuestionPage { t: Lang::of(&req, None), csrf: &csrf, login: "", questions: &SECRET_QUESTIONS, error: None };
+    Ok(page::render_with(builder, &p))
 }
 
 /// `POST /recover/question`: the right answer leads to the new-password form of a
@@ -134,24 +123,20 @@ pub async fn submit_question(
 ) -> Result<HttpResponse, PageError> {
     let f: QuestionForm = guard::anonymous_form(&req, payload).await?;
     let login = f.login.trim();
+    let t = Lang::of(&req, None);
     let refuse = |status: StatusCode, error: String| {
         let (csrf, builder) = guard::anonymous_csrf(&req, status);
-        page::render_with(builder, &QuestionPage { csrf: &csrf, login, questions: questions(), error: Some(error) })
+        let p = QuestionPage { t, csrf: &csrf, login, questions: &SECRET_QUESTIONS, error: Some(error) };
+        page::render_with(builder, &p)
     };
     if login.is_empty() || login.len() > 254 || f.answer.trim().is_empty() || f.answer.len() > 1024 {
-        let error = "Enter your e-mail address or mobile number, choose your question and answer it.";
-        return Ok(refuse(StatusCode::BAD_REQUEST, error.into()));
+        return Ok(refuse(StatusCode::BAD_REQUEST, t.get("recover-question-missing")));
     }
     match state.portal.recover_by_question(login, &f.question, &f.answer, crate::source(&req)).await {
         Ok(token) => Ok(page::see_other(&format!("/recover/{token}")).finish()),
-        Err(PortalError::InvalidCredentials) => Ok(refuse(
-            StatusCode::UNAUTHORIZED,
-            "These details do not match an account that can be recovered this way. \
-             Check the question and the answer, or use another way."
-                .into(),
-        )),
+        Err(PortalError::InvalidCredentials) => Ok(refuse(StatusCode::UNAUTHORIZED, t.get("recover-question-wrong"))),
         Err(PortalError::Throttled { retry_after }) => {
-            let answer = refuse(StatusCode::TOO_MANY_REQUESTS, page::too_many_attempts(retry_after));
+            let answer = refuse(StatusCode::TOO_MANY_REQUESTS, t.too_many_attempts(retry_after));
             Ok(page::retry_after(answer, retry_after))
         }
         Err(e) => Err(e.into()),
@@ -166,49 +151,44 @@ pub async fn submit(
     offered(&state)?;
     let f: RecoverForm = guard::anonymous_form(&req, payload).await?;
     let login = f.login.trim();
+    let t = Lang::of(&req, None);
+    let refuse = |status: StatusCode, error: String| {
+        let (csrf, builder) = guard::anonymous_csrf(&req, status);
+        page::render_with(builder, &RecoverPage { t, csrf: &csrf, error: Some(error), by_mail: true })
+    };
     if login.is_empty() || login.len() > 254 {
-        let (csrf, builder) = guard::anonymous_csrf(&req, StatusCode::BAD_REQUEST);
-        let error = Some("Enter your e-mail address or mobile number.");
-        return Ok(page::render_with(builder, &RecoverPage { csrf: &csrf, error, by_mail: true }));
+        return Ok(refuse(StatusCode::BAD_REQUEST, t.get("recover-login-missing")));
     }
     match state.portal.start_recovery(login, crate::source(&req)).await {
         Ok(()) => {}
         Err(PortalError::Throttled { retry_after }) => {
-            let (csrf, builder) = guard::anonymous_csrf(&req, StatusCode::TOO_MANY_REQUESTS);
-            let error = page::too_many_attempts(retry_after);
-            let answer = page::render_with(builder, &RecoverPage { csrf: &csrf, error: Some(&error), by_mail: true });
+            let answer = refuse(StatusCode::TOO_MANY_REQUESTS, t.too_many_attempts(retry_after));
             return Ok(page::retry_after(answer, retry_after));
         }
         Err(e) => return Err(e.into()),
     }
+    let (title, message, back) = (t.get("recover-sent-title"), t.get("recover-sent"), t.get("recover-back"));
     Ok(page::render(
         StatusCode::OK,
-        &MessagePage {
-            title: "Check your mail",
-            message: "If an account with this address or number exists, we sent a link to its contact address. \
-                      The link works once, within 15 minutes.",
-            link: Some(("/login", "Back to sign-in")),
-        },
+        &MessagePage { t, title: &title, message: &message, link: Some(("/login", &back)) },
     ))
 }
 
-fn link_invalid() -> HttpResponse {
+fn link_invalid(t: Lang) -> HttpResponse {
+    let (title, message, again) = (t.get("reset-invalid-title"), t.get("reset-invalid"), t.get("recover-title"));
     page::render(
         StatusCode::BAD_REQUEST,
-        &MessagePage {
-            title: "This link cannot be used",
-            message: "The link has expired or was used already. Ask for a new one.",
-            link: Some(("/recover", "Reset your password")),
-        },
+        &MessagePage { t, title: &title, message: &message, link: Some(("/recover", &again)) },
     )
 }
 
 pub async fn show_reset(req: HttpRequest, token: web::Path<String>) -> Result<HttpResponse, PageError> {
+    let t = Lang::of(&req, None);
     if !well_formed(&token) {
-        return Ok(link_invalid());
+        return Ok(link_invalid(t));
     }
     let (csrf, builder) = guard::anonymous_csrf(&req, StatusCode::OK);
-    Ok(page::render_with(builder, &ResetPage { csrf: &csrf, token: &token, error: None }))
+    Ok(page::render_with(builder, &ResetPage { t, csrf: &csrf, token: &token, error: None }))
 }
 
 pub async fn submit_reset(
@@ -218,23 +198,24 @@ pub async fn submit_reset(
     payload: web::Payload,
 ) -> Result<HttpResponse, PageError> {
     let f: ResetForm = guard::anonymous_form(&req, payload).await?;
+    let t = Lang::of(&req, None);
     if !well_formed(&token) {
-        return Ok(link_invalid());
+        return Ok(link_invalid(t));
     }
     let refuse = |message: String| {
         let (csrf, builder) = guard::anonymous_csrf(&req, StatusCode::BAD_REQUEST);
-        page::render_with(builder, &ResetPage { csrf: &csrf, token: &token, error: Some(message) })
+        page::render_with(builder, &ResetPage { t, csrf: &csrf, token: &token, error: Some(message) })
     };
     if f.new_password.is_empty() || f.new_password.len() > 1024 {
-        return Ok(refuse("Enter a new password.".into()));
+        return Ok(refuse(t.get("form-new-password-missing")));
     }
     if f.new_password != f.confirm {
-        return Ok(refuse("The two new passwords differ.".into()));
+        return Ok(refuse(t.get("form-passwords-differ")));
     }
     match state.portal.finish_recovery(&token, &f.new_password).await {
         Ok(()) => Ok(page::see_other("/login?recovered=1").finish()),
-        Err(PortalError::Invalid(message)) => Ok(refuse(crate::views::activate::sentence(&message))),
-        Err(PortalError::InvalidCredentials) => Ok(link_invalid()),
+        Err(PortalError::Invalid(problem)) => Ok(refuse(t.problem(problem))),
+        Err(PortalError::InvalidCredentials) => Ok(link_invalid(t)),
         Err(e) => Err(e.into()),
     }
 }

@@ -12,13 +12,16 @@ use askama::Template;
 
 use crate::errors::PageError;
 use crate::guard::{self, WithCsrf, session_ended};
+use crate::i18n::{LANGUAGES, Lang};
 use crate::portal::{FilterRule, PortalError, Profile, SettingsChange};
 use crate::views::activate::time_zones;
 use crate::{WebState, page, source};
 
 /// Empty rows offered for new rules.
 const BLANK_RULES: usize = 2;
-const FIELDS: [(&str, &str); 3] = [("from", "From"), ("to", "To"), ("subject", "Subject")];
+/// The headers a rule may look at, and their labels' message ids.
+const FIELDS: [(&str, &str); 3] =
+    [("from", "settings-rule-from"), ("to", "settings-rule-to"), ("subject", "settings-rule-subject")];
 
 /// One row of the rules table.
 pub struct RuleRow {
@@ -29,27 +32,30 @@ pub struct RuleRow {
 #[derive(Template)]
 #[template(path = "settings.html")]
 pub struct SettingsPage<'a> {
+    pub t: Lang,
     pub csrf: &'a str,
     pub first_name: &'a str,
     pub last_name: &'a str,
     pub email: &'a str,
     pub contact_email: &'a str,
     pub zones: Vec<(&'static str, bool)>,
+    /// The chosen language's tag; empty: the browser's.
+    pub locale: &'a str,
+    pub languages: [(&'static str, &'static str); LANGUAGES.len()],
     pub constant_sync: bool,
     pub rules: Vec<RuleRow>,
-    pub notice: Option<&'a str>,
+    pub notice: Option<String>,
     pub error: Option<String>,
     pub password_error: Option<String>,
     /// The user's license offers secret-question recovery.
     pub question_offered: bool,
-    /// The question the user chose, worded.
-    pub question: Option<&'static str>,
+    /// The key of the question the user chose.
+    pub question: Option<String>,
 }
 
-/// Whether the user may have a secret question, and the one chosen, worded.
-pub(crate) async fn question_state(state: &WebState, user_id: &str) -> Result<(bool, Option<&'static str>), PageError> {
-    let (offered, key) = state.portal.secret_question(user_id).await?;
-    Ok((offered, key.as_deref().map(crate::views::recover::question_text)))
+/// Whether the user may have a secret question, and the one chosen.
+pub(crate) async fn question_state(state: &WebState, user_id: &str) -> Result<(bool, Option<String>), PageError> {
+    Ok(state.portal.secret_question(user_id).await?)
 }
 
 fn rows(rules: &[FilterRule]) -> Vec<RuleRow> {
@@ -68,25 +74,30 @@ struct Shown<'a> {
     email: &'a str,
     contact_email: &'a str,
     time_zone: &'a str,
+    locale: &'a str,
     constant_sync: bool,
     rules: &'a [FilterRule],
 }
 
 fn render(
+    t: Lang,
     status: StatusCode,
     csrf: &str,
     shown: Shown<'_>,
-    notice: Option<&str>,
+    notice: Option<String>,
     errors: (Option<String>, Option<String>),
-    question: (bool, Option<&'static str>),
+    question: (bool, Option<String>),
 ) -> HttpResponse {
     let p = SettingsPage {
+        t,
         csrf,
         first_name: shown.first_name,
         last_name: shown.last_name,
         email: shown.email,
         contact_email: shown.contact_email,
         zones: time_zones().map(|z| (z, z == shown.time_zone)).collect(),
+        locale: shown.locale,
+        languages: LANGUAGES,
         constant_sync: shown.constant_sync,
         rules: rows(shown.rules),
         notice,
@@ -105,6 +116,7 @@ fn of_profile(p: &Profile) -> Shown<'_> {
         email: &p.email,
         contact_email: p.contact_email.as_deref().unwrap_or(""),
         time_zone: p.time_zone.as_deref().unwrap_or("UTC"),
+        locale: p.locale.as_deref().and_then(Lang::parse).map(Lang::tag).unwrap_or(""),
         constant_sync: p.constant_sync,
         rules: &p.filter_rules,
     }
@@ -115,15 +127,16 @@ pub async fn show(req: HttpRequest, state: web::Data<WebState>) -> Result<HttpRe
         Ok(u) => u,
         Err(answer) => return Ok(answer),
     };
+    let t = user.t;
     let notice = match req.query_string() {
-        "saved=1" => Some("Your settings are saved."),
-        "password=1" => Some("Your password is changed. You are signed out everywhere else."),
-        "question=1" => Some("Your secret question is saved."),
-        "question=0" => Some("Your secret question is removed."),
+        "saved=1" => Some(t.get("settings-saved")),
+        "password=1" => Some(t.get("settings-password-changed")),
+        "question=1" => Some(t.get("settings-question-saved")),
+        "question=0" => Some(t.get("settings-question-removed")),
         _ => None,
     };
     let question = question_state(&state, &user.visitor.profile.user_id).await?;
-    Ok(render(StatusCode::OK, &user.csrf(), of_profile(&user.visitor.profile), notice, (None, None), question))
+    Ok(render(t, StatusCode::OK, &user.csrf(), of_profile(&user.visitor.profile), notice, (None, None), question))
 }
 
 /// The posted settings, from the form's fields in order (the rule rows repeat names).
@@ -142,6 +155,7 @@ fn posted(pairs: Vec<(String, String)>) -> Posted {
             constant_sync: false,
             filter_rules: Vec::new(),
             contact_email: String::new(),
+            locale: String::new(),
         },
     };
     let mut field: Option<String> = None;
@@ -152,6 +166,7 @@ fn posted(pairs: Vec<(String, String)>) -> Posted {
             "last_name" => p.change.last_name = v,
             "time_zone" => p.change.time_zone = v,
             "contact_email" => p.change.contact_email = v,
+            "locale" => p.change.locale = v,
             "constant_sync" => p.change.constant_sync = true,
             "rule_field" => field = Some(v),
             "rule_text" => {
@@ -178,7 +193,7 @@ pub async fn submit(
         Err(answer) => return Ok(answer),
     };
     let p = posted(pairs);
-    let (visitor, token_csrf) = (&user.visitor, user.csrf());
+    let (visitor, token_csrf, t) = (&user.visitor, user.csrf(), user.t);
     let question = question_state(&state, &visitor.profile.user_id).await?;
     let refuse = |message: String| {
         let shown = Shown {
@@ -187,17 +202,22 @@ pub async fn submit(
             email: &visitor.profile.email,
             contact_email: &p.change.contact_email,
             time_zone: &p.change.time_zone,
+            locale: &p.change.locale,
             constant_sync: p.change.constant_sync,
             rules: &p.change.filter_rules,
         };
-        Ok(render(StatusCode::BAD_REQUEST, &token_csrf, shown, None, (Some(message), None), question))
+        Ok(render(t, StatusCode::BAD_REQUEST, &token_csrf, shown, None, (Some(message), None), question))
     };
     if !time_zones().any(|z| z == p.change.time_zone) {
-        return refuse("Choose your time zone from the list.".into());
+        return refuse(t.get("form-time-zone"));
+    }
+    // One of ours, or none (the browser's): the page's own list.
+    if !p.change.locale.is_empty() && !LANGUAGES.iter().any(|(tag, _)| *tag == p.change.locale) {
+        return refuse(t.problem(crate::portal::Problem::Locale));
     }
     match state.portal.update_settings(&visitor.profile.user_id, p.change.clone()).await {
         Ok(()) => Ok(page::see_other("/settings?saved=1").finish()),
-        Err(PortalError::Invalid(message)) => refuse(crate::views::activate::sentence(&message)),
+        Err(PortalError::Invalid(problem)) => refuse(t.problem(problem)),
         Err(e) => Err(e.into()),
     }
 }
@@ -231,19 +251,19 @@ pub async fn change_password(
         Ok(posted) => posted,
         Err(answer) => return Ok(answer),
     };
-    let (visitor, token, token_csrf) = (&user.visitor, &user.token, user.csrf());
+    let (visitor, token, token_csrf, t) = (&user.visitor, &user.token, user.csrf(), user.t);
     let question = question_state(&state, &visitor.profile.user_id).await?;
     let refuse = |status: StatusCode, message: String| {
-        Ok(render(status, &token_csrf, of_profile(&visitor.profile), None, (None, Some(message)), question))
+        Ok(render(t, status, &token_csrf, of_profile(&visitor.profile), None, (None, Some(message)), question))
     };
     if f.current.is_empty() || f.new_password.is_empty() {
-        return refuse(StatusCode::BAD_REQUEST, "Enter your current password and a new one.".into());
+        return refuse(StatusCode::BAD_REQUEST, t.get("settings-password-missing"));
     }
     if f.current.len() > 1024 || f.new_password.len() > 1024 {
-        return refuse(StatusCode::BAD_REQUEST, "A password is longer than this form accepts.".into());
+        return refuse(StatusCode::BAD_REQUEST, t.get("form-too-long"));
     }
     if f.new_password != f.confirm {
-        return refuse(StatusCode::BAD_REQUEST, "The two new passwords differ.".into());
+        return refuse(StatusCode::BAD_REQUEST, t.get("form-passwords-differ"));
     }
     let result = state
         .portal
@@ -258,18 +278,13 @@ pub async fn change_password(
         .await;
     match result {
         Ok(()) => Ok(page::see_other("/settings?password=1").finish()),
-        Err(PortalError::InvalidCredentials) => {
-            refuse(StatusCode::UNAUTHORIZED, "Your current password is not correct.".into())
+        Err(PortalError::InvalidCredentials) => refuse(StatusCode::UNAUTHORIZED, t.get("settings-password-wrong")),
+        Err(PortalError::Throttled { retry_after }) => {
+            Ok(page::retry_after(refuse(StatusCode::TOO_MANY_REQUESTS, t.too_many_attempts(retry_after))?, retry_after))
         }
-        Err(PortalError::Throttled { retry_after }) => Ok(page::retry_after(
-            refuse(StatusCode::TOO_MANY_REQUESTS, page::too_many_attempts(retry_after))?,
-            retry_after,
-        )),
-        Err(PortalError::Invalid(message)) => {
-            refuse(StatusCode::BAD_REQUEST, crate::views::activate::sentence(&message))
-        }
+        Err(PortalError::Invalid(problem)) => refuse(StatusCode::BAD_REQUEST, t.problem(problem)),
         // The session ended while the form was open.
-        Err(PortalError::NotFound) => Ok(session_ended()),
+        Err(PortalError::NotFound) => Ok(session_ended(t)),
         Err(e) => Err(e.into()),
     }
 }

@@ -8,16 +8,18 @@ use askama::Template;
 use serde::Deserialize;
 
 use crate::errors::PageError;
+use crate::i18n::Lang;
 use crate::portal::PortalError;
 use crate::{Presence, WebState, client, cookies, guard, page, presence, source};
 
 #[derive(Template)]
 #[template(path = "signin.html")]
 pub struct SignInPage<'a> {
+    pub t: Lang,
     pub csrf: &'a str,
     pub login: &'a str,
     pub error: Option<String>,
-    pub notice: Option<&'a str>,
+    pub notice: Option<String>,
     pub offer_persistent: bool,
 }
 
@@ -54,10 +56,11 @@ fn form_page(
     status: StatusCode,
     login: &str,
     error: Option<String>,
-    notice: Option<&str>,
+    notice: Option<String>,
 ) -> HttpResponse {
     let (token, builder) = guard::anonymous_csrf(req, status);
-    let p = SignInPage { csrf: &token, login, error, notice, offer_persistent: state.settings.offer_persistent };
+    let t = Lang::of(req, None);
+    let p = SignInPage { t, csrf: &token, login, error, notice, offer_persistent: state.settings.offer_persistent };
     page::render_with(builder, &p)
 }
 
@@ -70,10 +73,11 @@ pub async fn show(
         return Ok(page::see_other("/").finish());
     }
     let signed_out = query.signed_out.is_some();
+    let t = Lang::of(&req, None);
     let notice = if signed_out {
-        Some("You are signed out.")
+        Some(t.get("signin-signed-out"))
     } else {
-        query.recovered.as_ref().map(|_| "Your password is changed. Sign in with it.")
+        query.recovered.as_ref().map(|_| t.get("signin-recovered"))
     };
     let mut answer = form_page(&req, &state, StatusCode::OK, "", None, notice);
     if signed_out {
@@ -92,8 +96,9 @@ pub async fn submit(
 ) -> Result<HttpResponse, PageError> {
     let f: SignInForm = guard::anonymous_form(&req, payload).await?;
     let login = f.login.trim();
+    let t = Lang::of(&req, None);
     if login.is_empty() || f.password.is_empty() || login.len() > 254 || f.password.len() > 1024 {
-        let error = Some("Enter your e-mail address or mobile number, and your password.".to_string());
+        let error = Some(t.get("signin-missing"));
         return Ok(form_page(&req, &state, StatusCode::BAD_REQUEST, login, error, None));
     }
     let persistent = state.settings.offer_persistent && f.remember.is_some();
@@ -110,16 +115,16 @@ pub async fn submit(
             Ok(answer.finish())
         }
         Err(PortalError::InvalidCredentials) => {
-            let error = Some("The sign-in details are not correct.".to_string());
+            let error = Some(t.get("signin-wrong"));
             Ok(form_page(&req, &state, StatusCode::UNAUTHORIZED, login, error, None))
         }
         Err(PortalError::Throttled { retry_after }) => {
-            let error = Some(page::too_many_attempts(retry_after));
+            let error = Some(t.too_many_attempts(retry_after));
             let answer = form_page(&req, &state, StatusCode::TOO_MANY_REQUESTS, login, error, None);
             Ok(page::retry_after(answer, retry_after))
         }
         Err(PortalError::Suspended) => {
-            let error = Some("This account cannot sign in at the moment. Contact your administrator.".to_string());
+            let error = Some(t.get("signin-suspended"));
             Ok(form_page(&req, &state, StatusCode::FORBIDDEN, login, error, None))
         }
         Err(e) => Err(e.into()),

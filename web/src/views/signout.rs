@@ -5,6 +5,7 @@ use askama::Template;
 use serde::Deserialize;
 
 use crate::errors::PageError;
+use crate::i18n::Lang;
 use crate::{Presence, WebState, cookies, csrf, form, page, presence};
 
 #[derive(Deserialize)]
@@ -32,13 +33,15 @@ pub async fn submit(
         // Already ended: nothing to do but forget the cookie.
         Presence::Ended | Presence::Anonymous => {}
     }
-    Ok(signed_out())
+    Ok(signed_out(Lang::of(&req, None)))
 }
 
 /// Shown for a moment on sign-out, then replaced by the sign-in page.
 #[derive(Template)]
 #[template(path = "signed_out.html")]
-pub struct SignedOutPage;
+pub struct SignedOutPage {
+    pub t: Lang,
+}
 
 /// The answer that ends a browser's session: the cookie cleared, the browser told to drop
 /// what it holds of the site, and a page that moves on to the sign-in page at once.
@@ -51,11 +54,11 @@ pub struct SignedOutPage;
 /// Back then loads the account page afresh, which the server answers with the sign-in
 /// page. The refresh replaces this page in the history; it works without script, and the
 /// page has a link for browsers that do not refresh.
-pub fn signed_out() -> HttpResponse {
+pub fn signed_out(t: Lang) -> HttpResponse {
     let mut builder = HttpResponse::Ok();
     builder
         .append_header(("Set-Cookie", cookies::clear(cookies::SESSION)))
         .append_header(("Set-Cookie", cookies::clear(cookies::CSRF)))
         .insert_header(("Clear-Site-Data", "\"cache\""));
-    page::render_with(builder, &SignedOutPage)
+    page::render_with(builder, &SignedOutPage { t })
 }
