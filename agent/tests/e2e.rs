@@ -654,6 +654,7 @@ async fn portal_settings_reach_the_agent_and_are_applied() {
             ("first_name", "Lin".to_string()),
             ("last_name", "Ng".to_string()),
             ("time_zone", "Europe/Paris".to_string()),
+            ("alerts", "1".to_string()),
             ("rule_field", "subject".to_string()),
             ("rule_text", "urgent".to_string()),
         ];

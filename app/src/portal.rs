@@ -42,6 +42,7 @@ fn profile(u: &UserRecord) -> Profile {
         activated: u.status != UserStatus::Provisioned,
         constant_sync: u.constant_sync,
         filter_rules: u.filter_rules.clone(),
+        alerts_enabled: u.alerts_enabled,
         contact_email: u.contact_email.clone(),
         locale: u.locale.clone(),
     }
@@ -150,6 +151,7 @@ impl Portal for AccountsPortal {
             time_zone: Some(change.time_zone),
             constant_sync: change.constant_sync,
             filter_rules: change.filter_rules,
+            alerts_enabled: change.alerts_enabled,
             contact_email: Some(change.contact_email),
             locale: Some(change.locale),
         };
@@ -160,8 +162,11 @@ impl Portal for AccountsPortal {
             if names_changed {
                 // ActivateUsers carries names and time zone; it is followed by the rules.
                 self.router.user_activated(after.ves_id, active_user_state(&after));
-            } else if (before.constant_sync, &before.filter_rules) != (after.constant_sync, &after.filter_rules) {
-                self.router.user_settings_changed(after.ves_id, after.id, after.constant_sync, after.filter_rules);
+            } else if (before.constant_sync, before.effective_filter_rules())
+                != (after.constant_sync, after.effective_filter_rules())
+            {
+                let rules = after.effective_filter_rules();
+                self.router.user_settings_changed(after.ves_id, after.id, after.constant_sync, rules);
             }
         }
         Ok(())

@@ -126,7 +126,7 @@ pub fn active_user_state(u: &UserRecord) -> VesUserState {
             time_zone: u.time_zone.clone(),
         },
         constant_sync: u.constant_sync,
-        filter_rules: u.filter_rules.clone(),
+        filter_rules: u.effective_filter_rules(),
     }
 }
 

@@ -149,6 +149,7 @@ ALTER TABLE users ADD COLUMN secret_answer_hash TEXT;
 "#,
     r#"
 ALTER TABLE users ADD COLUMN locale TEXT;
+ALTER TABLE users ADD COLUMN alerts_enabled INTEGER NOT NULL DEFAULT 1;
 "#,
 ];
 
@@ -241,7 +242,8 @@ fn license_row(r: &Row<'_>) -> rusqlite::Result<License> {
 }
 
 const USER_COLS: &str = "id, license_id, ves_id, email, msisdn, password_hash, first_name, last_name, \
-     time_zone, status, constant_sync, filter_rules, created_at, updated_at, contact_email, locale";
+     time_zone, status, constant_sync, filter_rules, created_at, updated_at, contact_email, locale, \
+     alerts_enabled";
 
 fn user_row(r: &Row<'_>) -> rusqlite::Result<UserRecord> {
     let status: String = r.get(9)?;
@@ -263,6 +265,7 @@ fn user_row(r: &Row<'_>) -> rusqlite::Result<UserRecord> {
         updated_at: r.get(13)?,
         contact_email: r.get(14)?,
         locale: r.get(15)?,
+        alerts_enabled: r.get::<_, i64>(16)? != 0,
     })
 }
 
@@ -618,7 +621,8 @@ impl Store for SqliteStore {
         self.run(move |c| {
             let n = c.execute(
                 "UPDATE users SET first_name = ?1, last_name = ?2, time_zone = ?3, constant_sync = ?4, \
-                 filter_rules = ?5, updated_at = ?6, contact_email = ?8, locale = ?9 WHERE id = ?7",
+                 filter_rules = ?5, updated_at = ?6, contact_email = ?8, locale = ?9, \
+                 alerts_enabled = ?10 WHERE id = ?7",
                 params![
                     s.first_name,
                     s.last_name,
@@ -628,7 +632,8 @@ impl Store for SqliteStore {
                     now,
                     id.to_string(),
                     s.contact_email,
-                    s.locale
+                    s.locale,
+                    s.alerts_enabled
                 ],
             )?;
             if n == 0 {

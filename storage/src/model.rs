@@ -89,6 +89,9 @@ pub struct UserRecord {
     pub status: UserStatus,
     pub constant_sync: bool,
     pub filter_rules: Vec<FilterRule>,
+    /// New-mail alerts on: the rules apply. Off: the rules stay stored, and the VES is sent
+    /// none.
+    pub alerts_enabled: bool,
     /// Where the user wants mail from the service (password recovery) when it is not
     /// `email`; set on the portal's settings page.
     pub contact_email: Option<String>,
@@ -100,6 +103,11 @@ pub struct UserRecord {
 }
 
 impl UserRecord {
+    /// The rules the user's VES applies: none while alerts are off.
+    pub fn effective_filter_rules(&self) -> Vec<FilterRule> {
+        if self.alerts_enabled { self.filter_rules.clone() } else { Vec::new() }
+    }
+
     pub fn full_name(&self) -> String {
         format!("{} {}", self.first_name, self.last_name).trim().to_string()
     }
@@ -204,6 +212,7 @@ pub struct UserSettings {
     pub time_zone: Option<String>,
     pub constant_sync: bool,
     pub filter_rules: Vec<FilterRule>,
+    pub alerts_enabled: bool,
     /// `None`: mail goes to the account's own address.
     pub contact_email: Option<String>,
     /// `None`: the browser's language.

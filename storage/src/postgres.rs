@@ -131,7 +131,7 @@ ALTER TABLE licenses ADD COLUMN secret_question_recovery BOOLEAN NOT NULL DEFAUL
 ALTER TABLE users ADD COLUMN secret_question TEXT, ADD COLUMN secret_answer_hash TEXT;
 "#,
     r#"
-ALTER TABLE users ADD COLUMN locale TEXT;
+ALTER TABLE users ADD COLUMN locale TEXT, ADD COLUMN alerts_enabled BOOLEAN NOT NULL DEFAULT TRUE;
 "#,
 ];
 
@@ -344,7 +344,8 @@ fn license_row(r: &Row) -> License {
 }
 
 const USER_COLS: &str = "id, license_id, ves_id, email, msisdn, password_hash, first_name, last_name, \
-     time_zone, status, constant_sync, filter_rules, created_at, updated_at, contact_email, locale";
+     time_zone, status, constant_sync, filter_rules, created_at, updated_at, contact_email, locale, \
+     alerts_enabled";
 
 const WEB_SESSION_COLS: &str = "id, user_id, created_at, last_seen_at, expires_at, persistent, client";
 
@@ -380,6 +381,7 @@ fn user_row(r: &Row) -> UserRecord {
         updated_at: r.get(13),
         contact_email: r.get(14),
         locale: r.get(15),
+        alerts_enabled: r.get(16),
     }
 }
 
@@ -701,7 +703,8 @@ impl Store for PostgresStore {
         let rules = serde_json::to_string(&settings.filter_rules).map_err(|e| StoreError::Backend(e.to_string()))?;
         let sql = format!(
             "UPDATE users SET first_name = $1, last_name = $2, time_zone = $3, constant_sync = $4, filter_rules = $5, \
-             updated_at = $6, contact_email = $8, locale = $9 WHERE id = $7 RETURNING {USER_COLS}"
+             updated_at = $6, contact_email = $8, locale = $9, alerts_enabled = $10 WHERE id = $7 \
+             RETURNING {USER_COLS}"
         );
         let row = self
             .client()
@@ -718,6 +721,7 @@ impl Store for PostgresStore {
                     &id.0,
                     &settings.contact_email,
                     &settings.locale,
+                    &settings.alerts_enabled,
                 ],
             )
             .await

@@ -360,7 +360,12 @@ impl Accounts {
             format!("user:{user}"),
             "user.settings_changed",
             format!("user:{user}"),
-            format!("constant_sync={} filter_rules={}", settings.constant_sync, settings.filter_rules.len()),
+            format!(
+                "constant_sync={} alerts={} filter_rules={}",
+                settings.constant_sync,
+                settings.alerts_enabled,
+                settings.filter_rules.len()
+            ),
         )
         .await;
         Ok(updated)

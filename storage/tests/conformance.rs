@@ -560,6 +560,7 @@ macro_rules! conformance {
                     time_zone: Some("Europe/Paris".into()),
                     constant_sync: false,
                     filter_rules: rules.clone(),
+                    alerts_enabled: false,
                     contact_email: Some("Set.Private@Example.ORG".into()),
                     locale: Some("de".into()),
                 };
@@ -570,6 +571,9 @@ macro_rules! conformance {
                 assert_eq!((stored.constant_sync, &stored.filter_rules), (false, &rules));
                 assert_eq!(stored.contact_email.as_deref(), Some("set.private@example.org"), "normalised");
                 assert_eq!(stored.locale.as_deref(), Some("de"));
+                assert!(!stored.alerts_enabled);
+                assert!(stored.effective_filter_rules().is_empty(), "alerts off: the VES gets no rules");
+                assert_eq!(stored.filter_rules, rules, "but they are kept");
                 let bad_locale = noc_storage::UserSettings { locale: Some("<script>".into()), ..settings.clone() };
                 assert!(matches!(
                     accounts.update_own_settings(user.id, bad_locale).await,

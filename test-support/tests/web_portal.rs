@@ -412,6 +412,7 @@ async fn settings_reach_the_ves_at_once() {
         ("first_name", "Jo".to_string()),
         ("last_name", "Ma".to_string()),
         ("time_zone", "Europe/Paris".to_string()),
+        ("alerts", "1".to_string()),
         ("rule_field", "from".to_string()),
         ("rule_text", "boss@corp.example".to_string()),
         ("rule_field", "subject".to_string()),
@@ -445,6 +446,22 @@ async fn settings_reach_the_ves_at_once() {
     let shown = b.get("/settings?saved=1").await;
     assert!(shown.body.contains("Your settings are saved.") && shown.body.contains("value=\"boss@corp.example\""));
     assert!(!shown.body.contains("name=\"constant_sync\" value=\"1\" checked"));
+    assert!(shown.body.contains("name=\"alerts\" value=\"1\" checked"));
+
+    // Alerts off: the VES is sent no rules, the rules stay on the page; on again: back.
+    let off: Vec<(&'static str, String)> = fields.iter().filter(|(k, _)| *k != "alerts").cloned().collect();
+    let owned = as_refs(&off);
+    let refs: Vec<(&str, &str)> = owned.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    assert_eq!(b.post("/settings", &refs).await.status, 303);
+    let got = channel.wait_for(step, |c| matches!(c, Command::FilterRules { .. })).await.expect("FilterRules");
+    assert!(matches!(&got, Command::FilterRules { users } if users.len() == 1 && users[0].rules.is_empty()), "{got:?}");
+    let shown = b.get("/settings").await;
+    assert!(!shown.body.contains("name=\"alerts\" value=\"1\" checked") && shown.body.contains("value=\"URGENT\""));
+    let owned = as_refs(&fields);
+    let refs: Vec<(&str, &str)> = owned.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    assert_eq!(b.post("/settings", &refs).await.status, 303);
+    let got = channel.wait_for(step, |c| matches!(c, Command::FilterRules { .. })).await.expect("FilterRules");
+    assert!(matches!(&got, Command::FilterRules { users } if users[0].rules == rules), "{got:?}");
 
     // A contact address: stored normalised, shown; a wrong one refused.
     let mut with_contact = fields.clone();

@@ -148,6 +148,7 @@ settings-language = Sprache
 settings-language-browser = Wie mein Browser es bevorzugt
 settings-constant-sync = ConstantSync: neue E-Mails sofort an meine Geräte senden
 settings-alerts = Benachrichtigungen über neue E-Mails
+settings-alerts-on = Mich über neue E-Mails benachrichtigen, die einer Regel entsprechen
 settings-alerts-hint = Eine neue E-Mail löst eine Benachrichtigung aus, wenn sie einer dieser Regeln entspricht (der Text wird in der Kopfzeile gesucht, ohne Beachtung der Groß- und Kleinschreibung). Leeren Sie eine Zeile, um ihre Regel zu entfernen.
 settings-rule-header = Kopfzeile
 settings-rule-contains = enthält

@@ -149,6 +149,7 @@ settings-language = Language
 settings-language-browser = As my browser prefers
 settings-constant-sync = ConstantSync: push new mail to my devices as it arrives
 settings-alerts = New-mail alerts
+settings-alerts-on = Alert me to new mail that matches a rule
 settings-alerts-hint = A new mail makes an alert when it matches one of these rules (the text is looked for in the header, ignoring case). Clear a row to remove its rule.
 settings-rule-header = Header
 settings-rule-contains = contains

@@ -28,6 +28,8 @@ pub struct Profile {
     pub constant_sync: bool,
     /// Which new mail makes an alert (white paper §4.5 step 6).
     pub filter_rules: Vec<FilterRule>,
+    /// New-mail alerts on (the rules apply) or off (they are kept, unused).
+    pub alerts_enabled: bool,
     /// Where mail from the service goes, when not to `email`.
     pub contact_email: Option<String>,
     /// The language the user chose for the pages (a tag such as `de`); `None`: the
@@ -43,6 +45,7 @@ pub struct SettingsChange {
     pub time_zone: String,
     pub constant_sync: bool,
     pub filter_rules: Vec<FilterRule>,
+    pub alerts_enabled: bool,
     /// Empty: the account's own address.
     pub contact_email: String,
     /// Empty: the browser's language.

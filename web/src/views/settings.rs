@@ -43,6 +43,7 @@ pub struct SettingsPage<'a> {
     pub locale: &'a str,
     pub languages: [(&'static str, &'static str); LANGUAGES.len()],
     pub constant_sync: bool,
+    pub alerts_enabled: bool,
     pub rules: Vec<RuleRow>,
     pub notice: Option<String>,
     pub error: Option<String>,
@@ -76,6 +77,7 @@ struct Shown<'a> {
     time_zone: &'a str,
     locale: &'a str,
     constant_sync: bool,
+    alerts_enabled: bool,
     rules: &'a [FilterRule],
 }
 
@@ -99,6 +101,7 @@ fn render(
         locale: shown.locale,
         languages: LANGUAGES,
         constant_sync: shown.constant_sync,
+        alerts_enabled: shown.alerts_enabled,
         rules: rows(shown.rules),
         notice,
         error: errors.0,
@@ -118,6 +121,7 @@ fn of_profile(p: &Profile) -> Shown<'_> {
         time_zone: p.time_zone.as_deref().unwrap_or("UTC"),
         locale: p.locale.as_deref().and_then(Lang::parse).map(Lang::tag).unwrap_or(""),
         constant_sync: p.constant_sync,
+        alerts_enabled: p.alerts_enabled,
         rules: &p.filter_rules,
     }
 }
@@ -154,6 +158,7 @@ fn posted(pairs: Vec<(String, String)>) -> Posted {
             time_zone: String::new(),
             constant_sync: false,
             filter_rules: Vec::new(),
+            alerts_enabled: false,
             contact_email: String::new(),
             locale: String::new(),
         },
@@ -168,6 +173,7 @@ fn posted(pairs: Vec<(String, String)>) -> Posted {
             "contact_email" => p.change.contact_email = v,
             "locale" => p.change.locale = v,
             "constant_sync" => p.change.constant_sync = true,
+            "alerts" => p.change.alerts_enabled = true,
             "rule_field" => field = Some(v),
             "rule_text" => {
                 let text = v.trim().to_string();
@@ -204,6 +210,7 @@ pub async fn submit(
             time_zone: &p.change.time_zone,
             locale: &p.change.locale,
             constant_sync: p.change.constant_sync,
+            alerts_enabled: p.change.alerts_enabled,
             rules: &p.change.filter_rules,
         };
         Ok(render(t, StatusCode::BAD_REQUEST, &token_csrf, shown, None, (Some(message), None), question))
