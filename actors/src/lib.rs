@@ -23,7 +23,7 @@ pub use close::CloseSession;
 pub use config::SessionConfig;
 pub use device::{DeviceSession, DeviceSessionInfo};
 pub use metrics::{Direction, DropReason, Metrics, SessionKind};
-pub use router::{DeviceHandle, DeviceOut, Router, VesHandle, WriterGuard};
+pub use router::{DeviceHandle, DeviceOut, DeviceSeen, Router, VesHandle, WriterGuard};
 pub use rts_sessions::{EventLookup, RtsSession, RtsSessions};
 pub use ves::command_stream::{Attach, CommandStream};
 pub use ves::inbox::{VesInbox, VesUserState};

@@ -110,7 +110,13 @@ pub struct Router {
     writers: Arc<AtomicUsize>,
     metrics: Arc<Metrics>,
     session_seq: AtomicU64,
+    /// Told when a device session starts or ends (the portal's "last seen").
+    seen: std::sync::OnceLock<DeviceSeen>,
 }
+
+/// What the node does when a device is seen (its session starts or ends): a cheap,
+/// non-blocking hand-over, since it runs on the session's own path.
+pub type DeviceSeen = Box<dyn Fn(DeviceId) + Send + Sync>;
 
 impl Router {
     pub fn new(cluster: Arc<dyn Cluster>, metrics: Arc<Metrics>) -> Arc<Self> {
@@ -124,7 +130,19 @@ impl Router {
             writers: Arc::new(AtomicUsize::new(0)),
             metrics,
             session_seq: AtomicU64::new(1),
+            seen: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Sets what to do when a device is seen (once; later calls are ignored).
+    pub fn on_device_seen(&self, f: DeviceSeen) {
+        let _ = self.seen.set(f);
+    }
+
+    fn device_seen(&self, device_id: DeviceId) {
+        if let Some(f) = self.seen.get() {
+            f(device_id);
+        }
     }
 
     pub fn metrics(&self) -> &Arc<Metrics> {
@@ -186,6 +204,7 @@ impl Router {
     /// an older session on another node is closed through the bus once the claim lands.
     pub fn register_device(self: &Arc<Self>, device_id: DeviceId, handle: DeviceHandle) {
         let (ves_id, user_id) = (handle.ves_id, handle.user_id);
+        self.device_seen(device_id);
         match self.devices.insert(device_id, handle) {
             Some(old) => {
                 self.metrics.session_replaced(SessionKind::Device);
@@ -206,6 +225,7 @@ impl Router {
     pub fn unregister_device(&self, device_id: DeviceId, session: u64, ended_by: CloseCode) {
         if let Some(h) = self.devices.remove_if(&device_id, |h| h.session == session) {
             self.device_count.fetch_sub(1, Ordering::Relaxed);
+            self.device_seen(device_id);
             self.release(SessionKey::Device(device_id));
             if ended_by != CloseCode::Replaced {
                 self.notify_ves(

@@ -206,6 +206,7 @@ impl Portal for AccountsPortal {
                 device_type: d.device_type,
                 activated_at_ms: d.created_at,
                 online_on: online_on.map(|n| n.to_string()),
+                last_seen_ms: d.last_seen_at,
                 wipe: match (d.wipe_requested_at, d.wiped_at) {
                     (_, Some(at_ms)) => WipeState::Done { at_ms },
                     (Some(since_ms), None) => WipeState::Pending { since_ms },

@@ -75,6 +75,8 @@ pub(crate) async fn wire(
     let metrics = Arc::new(Metrics::new());
     let router = Router::new(cluster, metrics.clone());
     router.spawn_bus_pump();
+    let seen = noc_storage::SeenRecorder::start(accounts.store().clone(), Duration::from_secs(1));
+    router.on_device_seen(Box::new(move |device| seen.seen(device)));
     let rts = RtsSessions::new(sessions.ves_reply_time, metrics.clone());
     if config.accounts.license_check_interval_seconds > 0 {
         let every = Duration::from_secs(config.accounts.license_check_interval_seconds);

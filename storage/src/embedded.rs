@@ -150,6 +150,7 @@ ALTER TABLE users ADD COLUMN secret_answer_hash TEXT;
     r#"
 ALTER TABLE users ADD COLUMN locale TEXT;
 ALTER TABLE users ADD COLUMN alerts_enabled INTEGER NOT NULL DEFAULT 1;
+ALTER TABLE devices ADD COLUMN last_seen_at INTEGER;
 "#,
 ];
 
@@ -269,8 +270,8 @@ fn user_row(r: &Row<'_>) -> rusqlite::Result<UserRecord> {
     })
 }
 
-const DEVICE_COLS: &str =
-    "id, user_id, credential_hash, name, device_type, created_at, revoked_at, wipe_requested_at, wiped_at";
+const DEVICE_COLS: &str = "id, user_id, credential_hash, name, device_type, created_at, revoked_at, wipe_requested_at, wiped_at, \
+     last_seen_at";
 
 fn device_row(r: &Row<'_>) -> rusqlite::Result<DeviceRecord> {
     Ok(DeviceRecord {
@@ -283,6 +284,7 @@ fn device_row(r: &Row<'_>) -> rusqlite::Result<DeviceRecord> {
         revoked_at: r.get(6)?,
         wipe_requested_at: r.get(7)?,
         wiped_at: r.get(8)?,
+        last_seen_at: r.get(9)?,
     })
 }
 
@@ -679,6 +681,7 @@ impl Store for SqliteStore {
                 revoked_at: None,
                 wipe_requested_at: None,
                 wiped_at: None,
+                last_seen_at: None,
             })
         })
         .await
@@ -741,7 +744,7 @@ impl Store for SqliteStore {
         self.run(move |c| {
             let mut stmt = c.prepare(
                 "SELECT d.id, d.user_id, d.credential_hash, d.name, d.device_type, d.created_at, d.revoked_at, \
-                 d.wipe_requested_at, d.wiped_at \
+                 d.wipe_requested_at, d.wiped_at, d.last_seen_at \
                  FROM devices d JOIN users u ON u.id = d.user_id \
                  WHERE u.ves_id = ?1 AND d.revoked_at IS NULL AND d.wipe_requested_at IS NULL \
                  ORDER BY d.created_at, d.id",
@@ -883,6 +886,24 @@ impl Store for SqliteStore {
             if n == 0 {
                 return Err(StoreError::NotFound);
             }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn record_devices_seen(&self, seen: &[(DeviceId, i64)]) -> Result<()> {
+        let seen = seen.to_vec();
+        self.run(move |c| {
+            let tx = c.transaction()?;
+            {
+                let mut stmt = tx.prepare_cached(
+                    "UPDATE devices SET last_seen_at = MAX(COALESCE(last_seen_at, 0), ?2) WHERE id = ?1",
+                )?;
+                for (id, at) in &seen {
+                    stmt.execute(params![id.to_string(), at])?;
+                }
+            }
+            tx.commit()?;
             Ok(())
         })
         .await

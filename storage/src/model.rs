@@ -150,6 +150,8 @@ pub struct DeviceRecord {
     pub wipe_requested_at: Option<i64>,
     /// When the device acknowledged the wipe (its credential is revoked then too).
     pub wiped_at: Option<i64>,
+    /// When a session of the device last started or ended (unix ms), recorded in batches.
+    pub last_seen_at: Option<i64>,
 }
 
 /// What `insert_device` needs.

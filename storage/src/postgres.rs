@@ -132,6 +132,7 @@ ALTER TABLE users ADD COLUMN secret_question TEXT, ADD COLUMN secret_answer_hash
 "#,
     r#"
 ALTER TABLE users ADD COLUMN locale TEXT, ADD COLUMN alerts_enabled BOOLEAN NOT NULL DEFAULT TRUE;
+ALTER TABLE devices ADD COLUMN last_seen_at BIGINT;
 "#,
 ];
 
@@ -385,8 +386,8 @@ fn user_row(r: &Row) -> UserRecord {
     }
 }
 
-const DEVICE_COLS: &str =
-    "id, user_id, credential_hash, name, device_type, created_at, revoked_at, wipe_requested_at, wiped_at";
+const DEVICE_COLS: &str = "id, user_id, credential_hash, name, device_type, created_at, revoked_at, wipe_requested_at, wiped_at, \
+     last_seen_at";
 
 /// A device that may still open sessions: neither revoked nor waiting for its wipe.
 const LIVE_DEVICE: &str = "revoked_at IS NULL AND wipe_requested_at IS NULL";
@@ -402,6 +403,7 @@ fn device_row(r: &Row) -> DeviceRecord {
         revoked_at: r.get(6),
         wipe_requested_at: r.get(7),
         wiped_at: r.get(8),
+        last_seen_at: r.get(9),
     }
 }
 
@@ -766,6 +768,7 @@ impl Store for PostgresStore {
             revoked_at: None,
             wipe_requested_at: None,
             wiped_at: None,
+            last_seen_at: None,
         })
     }
 
@@ -815,7 +818,7 @@ impl Store for PostgresStore {
             .await?
             .query(
                 "SELECT d.id, d.user_id, d.credential_hash, d.name, d.device_type, d.created_at, d.revoked_at, \
-                 d.wipe_requested_at, d.wiped_at \
+                 d.wipe_requested_at, d.wiped_at, d.last_seen_at \
                  FROM devices d JOIN users u ON u.id = d.user_id \
                  WHERE u.ves_id = $1 AND d.revoked_at IS NULL AND d.wipe_requested_at IS NULL \
                  ORDER BY d.created_at, d.id",
@@ -948,6 +951,22 @@ impl Store for PostgresStore {
         if n == 0 {
             return Err(StoreError::NotFound);
         }
+        Ok(())
+    }
+
+    async fn record_devices_seen(&self, seen: &[(DeviceId, i64)]) -> Result<()> {
+        // One statement per batch: the ids and times as two arrays, joined by position.
+        let ids: Vec<_> = seen.iter().map(|(d, _)| d.0).collect();
+        let times: Vec<i64> = seen.iter().map(|(_, t)| *t).collect();
+        self.client()
+            .await?
+            .execute(
+                "UPDATE devices d SET last_seen_at = GREATEST(COALESCE(d.last_seen_at, 0), v.at) \
+                 FROM unnest($1::uuid[], $2::bigint[]) AS v(id, at) WHERE d.id = v.id",
+                &[&ids, &times],
+            )
+            .await
+            .map_err(pg_error)?;
         Ok(())
     }
 

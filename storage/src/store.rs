@@ -111,6 +111,9 @@ pub trait Store: Send + Sync + 'static {
     /// opens no session, and its next authentication is answered with the wipe.
     /// `NotFound` for any other device.
     async fn request_device_wipe(&self, user: UserId, device: DeviceId, now: i64) -> Result<()>;
+    /// Moves the devices' `last_seen_at` forward to the given times (never back); unknown
+    /// devices are skipped.
+    async fn record_devices_seen(&self, seen: &[(DeviceId, i64)]) -> Result<()>;
     /// Records that a device acknowledged its wipe: wiped and revoked at `now`. False when
     /// no wipe was waiting for it (already done, or never asked).
     async fn complete_device_wipe(&self, device: DeviceId, now: i64) -> Result<bool>;

@@ -363,6 +363,13 @@ macro_rules! conformance {
                 assert_eq!(revoked.expect("password changed"), vec![kept.id], "only the live device is revoked");
                 assert!(matches!(accounts.authenticate_device_token(lost.id, &cred).await, Err(AccountError::WipePending)));
 
+                // Last seen moves forward only; unknown devices are skipped.
+                let unknown = noc_protocol::DeviceId::random();
+                store.record_devices_seen(&[(kept.id, 2_000), (unknown, 5)]).await.expect("seen");
+                store.record_devices_seen(&[(kept.id, 1_000)]).await.expect("seen earlier");
+                assert_eq!(store.device_by_id(kept.id).await.expect("read").expect("device").last_seen_at, Some(2_000));
+                assert_eq!(store.device_by_id(lost.id).await.expect("read").expect("device").last_seen_at, None);
+
                 // The device confirms: recorded once, its credential revoked, the receipt listed.
                 assert!(accounts.device_wiped(lost.id).await.expect("recorded"));
                 assert!(!accounts.device_wiped(lost.id).await.expect("once"));

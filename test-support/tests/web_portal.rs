@@ -635,7 +635,17 @@ async fn devices_are_listed_renamed_and_revoked() {
     other.sign_in("max@example.com", PASSWORD, false).await;
     let max_device = activate(msisdn_of(&other.get("/").await.body)).await;
 
-    let page = b.get("/devices").await;
+    assert!(other.get("/devices").await.body.contains("never connected"), "Max's device has not connected");
+    // Sessions starting and ending are written in batches (about a second).
+    let mut page = b.get("/devices").await;
+    for _ in 0..50 {
+        if page.body.contains("last seen ") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        page = b.get("/devices").await;
+    }
+    assert!(page.body.contains("last seen "), "{}", page.body);
     assert_eq!(page.status, 200);
     assert_page_headers(&page);
     let id = act.device_id.to_string();

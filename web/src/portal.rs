@@ -83,6 +83,8 @@ pub struct DeviceInfo {
     pub activated_at_ms: i64,
     /// The node holding its live session, if it is connected now.
     pub online_on: Option<String>,
+    /// When a session of it last started or ended (Unix ms); `None`: never connected.
+    pub last_seen_ms: Option<i64>,
     pub wipe: WipeState,
 }
 

@@ -23,6 +23,8 @@ pub struct DeviceRow {
     pub device_type: String,
     pub activated: String,
     pub online_on: Option<String>,
+    /// When it was last connected (a session started or ended).
+    pub last_seen: Option<String>,
     /// When a wipe was asked and the device has not confirmed it yet.
     pub wipe_pending: Option<String>,
     /// When the device confirmed its wipe.
@@ -61,6 +63,7 @@ fn row(d: crate::portal::DeviceInfo, t: Lang) -> DeviceRow {
         device_type: d.device_type.unwrap_or_else(|| t.get("devices-default-type")),
         activated: utc(d.activated_at_ms),
         online_on: d.online_on,
+        last_seen: d.last_seen_ms.map(utc),
         id: d.id,
         wipe_pending,
         wiped,
