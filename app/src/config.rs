@@ -34,6 +34,7 @@ const SECTIONS: &[&str] = &[
     "web",
     "mail",
     "shutdown",
+    "log",
 ];
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -62,6 +63,25 @@ pub struct Config {
     pub web: WebConfig,
     pub mail: MailConfig,
     pub shutdown: ShutdownConfig,
+    pub log: LogConfig,
+}
+
+/// How the node writes its log (standard error).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    pub format: LogFormat,
+}
+
+/// `text` for people at a terminal; `json` (one object per line: `timestamp`, `level`,
+/// `target`, `message` and the event's own fields, which never hold a secret or a
+/// payload) for log pipelines, the Helm chart's default.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
 }
 
 /// A value that must not appear in logs: `Debug` prints the URL with its password masked.
@@ -444,6 +464,7 @@ impl Default for Config {
             throttle: ThrottleConfig::default(),
             web: WebConfig::default(),
             mail: MailConfig::default(),
+            log: LogConfig::default(),
             shutdown: ShutdownConfig::default(),
         }
     }

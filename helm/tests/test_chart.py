@@ -14,6 +14,7 @@ and the debug `noc` binary (`cargo build -p noc`). scripts/test.sh provides them
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -216,16 +217,18 @@ class Chart(unittest.TestCase):
                 proc.kill()
                 out = proc.communicate(timeout=10)[0].decode(errors="replace")
                 self.fail(f"the relay did not become ready with the rendered configuration:\n{toml}\n{out[-3000:]}")
+            proc.send_signal(signal.SIGTERM)
+            out = proc.communicate(timeout=60)[0].decode(errors="replace")
+            self.assertEqual(proc.returncode, 0, out[-3000:])
+            if 'format = "json"' in toml:
+                # Log lines are JSON objects a pipeline can read (stdout carries one banner line).
+                logs = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+                self.assertTrue(logs, out[-3000:])
+                self.assertTrue(all("level" in l and "timestamp" in l for l in logs), logs[:3])
         finally:
             if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(timeout=60)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
-            if proc.stdout:
-                proc.stdout.close()
+                proc.kill()
+                proc.wait()
 
 
 def config_toml(docs: list[dict]) -> str:

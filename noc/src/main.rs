@@ -8,6 +8,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
+use noc_app::config::LogFormat;
 use noc_app::store_admin::Admin;
 use noc_app::{Config, Node};
 
@@ -169,15 +170,25 @@ fn load(common: &Common) -> Result<Config> {
     Ok(config)
 }
 
+/// Logs to standard error, `RUST_LOG` filtering (default `info`), as text or JSON lines.
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let fmt = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => fmt.init(),
+        LogFormat::Json => fmt.json().flatten_event(true).with_current_span(false).with_span_list(false).init(),
+    }
+}
+
 fn main() -> Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
+    // `serve` logs as its configuration says; the one-shot commands as text.
+    let format = match &cli.command {
+        Command::Serve { common, .. } => load(common).map(|c| c.log.format).unwrap_or_default(),
+        _ => LogFormat::Text,
+    };
+    init_logging(format);
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     match cli.command {
         Command::Serve { common, http_listen, device_listen, admin_listen, node_id } => {
