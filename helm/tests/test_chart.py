@@ -5,8 +5,10 @@ For every values file under helm/noc/ci/: `helm lint --strict`, `helm template`,
 kubernetes-validate (strict schema checking, the current Kubernetes version) over the
 output; the TOML the chart renders into its ConfigMap is given to the real `noc` binary,
 which must start with it and become ready; the preStop and drain times fit in the
-termination grace period; secrets stay out of the ConfigMap. And values.schema.json
-refuses wrong values.
+termination grace period; secrets stay out of the ConfigMap. values.schema.json refuses
+wrong values. The alert rules pass `promtool check rules` and their unit tests, each
+alert has a runbook in docs/operations.md, and every metric the dashboard and the rules
+query is exported by a running relay.
 
 Needs `helm` (scripts/install-helm.sh), the PyPI package kubernetes-validate and PyYAML,
 and the debug `noc` binary (`cargo build -p noc`). scripts/test.sh provides them.
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -122,8 +125,9 @@ class Chart(unittest.TestCase):
         self.assertNotIn("NOC_POSTGRES_URL", env)
 
     def test_secrets_stay_out_of_the_config_map_and_changes_roll_the_pods(self):
-        docs = render(None, "postgres.url=postgres://noc:s3cret-pw@db:5432/noc")
-        (config,) = of_kind(docs, "ConfigMap")
+        docs = render(None, "postgres.url=postgres://noc:s3cret-pw@db:5432/noc", "grafanaDashboard.enabled=true")
+        self.assertEqual(len(of_kind(docs, "ConfigMap")), 2)
+        config = next(c for c in of_kind(docs, "ConfigMap") if "noc.toml" in c["data"])
         self.assertNotIn("s3cret-pw", yaml.safe_dump(config))
         (secret,) = of_kind(docs, "Secret")
         self.assertIn("s3cret-pw", secret["stringData"]["postgres-url"])
@@ -231,8 +235,68 @@ class Chart(unittest.TestCase):
                 proc.wait()
 
 
+class Monitoring(unittest.TestCase):
+    FILES = os.path.join(CHART, "files")
+
+    def test_the_alert_rules_check_and_their_unit_tests_pass(self):
+        rules = os.path.join(self.FILES, "prometheus-rules.yaml")
+        check = subprocess.run(["promtool", "check", "rules", rules], capture_output=True, text=True, timeout=60)
+        self.assertEqual(check.returncode, 0, check.stdout + check.stderr)
+        tests = os.path.join(ROOT, "helm", "tests", "prometheus-rules.test.yaml")
+        run = subprocess.run(["promtool", "test", "rules", tests], capture_output=True, text=True, timeout=120)
+        self.assertEqual(run.returncode, 0, run.stdout + run.stderr)
+        # Every alert has a unit test and a runbook section.
+        with open(rules) as f:
+            alerts = [r["alert"] for g in yaml.safe_load(f)["groups"] for r in g["rules"]]
+        with open(tests) as f:
+            tested = {t["alertname"] for case in yaml.safe_load(f)["tests"] for t in case["alert_rule_test"]}
+        with open(os.path.join(ROOT, "docs", "operations.md")) as f:
+            runbooks = f.read().lower()
+        for alert in alerts:
+            self.assertIn(alert, tested)
+            self.assertIn(f"### {alert.lower()}", runbooks)
+
+    def test_every_metric_the_dashboard_and_the_alerts_use_exists_in_a_running_relay(self):
+        with open(os.path.join(self.FILES, "grafana-dashboard.json")) as f:
+            dashboard = json.load(f)
+        exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+        with open(os.path.join(self.FILES, "prometheus-rules.yaml")) as f:
+            exprs += [r["expr"] for g in yaml.safe_load(f)["groups"] for r in g["rules"]]
+        used = {m for e in exprs for m in re.findall(r"\bnoc_[a-z_]+", e)}
+        self.assertGreater(len(used), 10)
+        exposed = relay_metric_names()
+        self.assertEqual(sorted(used - exposed), [], f"queried but not exported; exported: {sorted(exposed)}")
+
+
+def relay_metric_names() -> set[str]:
+    """The metric families a freshly started relay exports on /metrics."""
+    http, device, admin = free_ports(3)
+    with tempfile.TemporaryDirectory() as tmp:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("NOC_")}
+        proc = subprocess.Popen(
+            [NOC, "serve", "--data-dir", tmp, "--http-listen", f"127.0.0.1:{http}",
+             "--device-listen", f"127.0.0.1:{device}", "--admin-listen", f"127.0.0.1:{admin}"],
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        try:
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    with urllib.request.urlopen(f"http://127.0.0.1:{admin}/metrics", timeout=2) as r:
+                        text = r.read().decode()
+                    break
+                except OSError:
+                    if time.monotonic() > deadline or proc.poll() is not None:
+                        raise
+                    time.sleep(0.2)
+        finally:
+            proc.terminate()
+            proc.wait(timeout=60)
+    return {line.split()[2] for line in text.splitlines() if line.startswith("# TYPE ")}
+
+
 def config_toml(docs: list[dict]) -> str:
-    (config,) = of_kind(docs, "ConfigMap")
+    (config,) = [c for c in of_kind(docs, "ConfigMap") if "noc.toml" in c.get("data", {})]
     return config["data"]["noc.toml"]
 
 

@@ -214,6 +214,7 @@ fn main() -> Result<()> {
         }
         Command::Config { common } => {
             let config = load(&common)?;
+            config.validate()?;
             print!("{}", toml::to_string_pretty(&config.redacted())?);
             Ok(())
         }
