@@ -252,25 +252,7 @@ grace_seconds = 2
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
-        let mut cfg = format!(
-            "global\n  maxconn 4000\ndefaults\n  mode tcp\n  timeout connect 2s\n  timeout client 1h\n  timeout server 1h\n\
-             frontend rts\n  bind 127.0.0.1:{lb_http}\n  default_backend rts\n\
-             frontend devices\n  bind 127.0.0.1:{lb_device}\n  default_backend devices\n"
-        );
-        for (backend, balance, port_of) in [
-            ("rts", "source", (|n: &NodeProcess| n.http) as fn(&NodeProcess) -> u16),
-            ("devices", "roundrobin", |n: &NodeProcess| n.device),
-        ] {
-            cfg.push_str(&format!("backend {backend}\n  balance {balance}\n  option httpchk GET /readyz\n"));
-            for n in &nodes {
-                cfg.push_str(&format!(
-                    "  server {} 127.0.0.1:{} check port {} inter 300 fall 2 rise 2\n",
-                    n.name,
-                    port_of(n),
-                    n.admin
-                ));
-            }
-        }
+        let cfg = haproxy_config(lb_http, lb_device, &nodes);
         let cfg_path = dir.path().join("haproxy.cfg");
         std::fs::write(&cfg_path, cfg).expect("haproxy config");
         let haproxy = Command::new("haproxy")
@@ -356,4 +338,52 @@ impl Drop for LbCluster {
             let _ = h.wait();
         }
     }
+}
+
+/// The shipped reference configuration (deploy/haproxy/haproxy.cfg) with this test's
+/// addresses: its frontends bound to the test ports on loopback, each backend's example
+/// servers replaced by the test's nodes (the same check options, each node's admin port),
+/// and a connection limit the test machine allows. Everything else is the file's own.
+fn haproxy_config(lb_http: u16, lb_device: u16, nodes: &[NodeProcess]) -> String {
+    const REFERENCE: &str = include_str!("../../deploy/haproxy/haproxy.cfg");
+    let mut out = String::new();
+    let mut backend: Option<&str> = None;
+    let mut servers_done = false;
+    for line in REFERENCE.lines() {
+        let t = line.trim();
+        if let Some(name) = t.strip_prefix("backend ") {
+            backend = Some(name);
+            servers_done = false;
+        }
+        if t.starts_with("maxconn ") {
+            out.push_str("  maxconn 4000\n");
+            continue;
+        }
+        match t {
+            "bind :443" => {
+                out.push_str(&format!("  bind 127.0.0.1:{lb_http}\n"));
+                continue;
+            }
+            "bind :8444" => {
+                out.push_str(&format!("  bind 127.0.0.1:{lb_device}\n"));
+                continue;
+            }
+            _ => {}
+        }
+        if let Some(server) = t.strip_prefix("server ") {
+            if !servers_done {
+                // `server NAME ADDR check port 9090 OPTIONS…`: keep OPTIONS.
+                let options = server.split_once(" check port 9090").map(|(_, o)| o).unwrap_or("");
+                for n in nodes {
+                    let port = if backend == Some("devices") { n.device } else { n.http };
+                    out.push_str(&format!("  server {} 127.0.0.1:{port} check port {}{options}\n", n.name, n.admin));
+                }
+                servers_done = true;
+            }
+            continue;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
 }
