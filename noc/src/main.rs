@@ -61,6 +61,13 @@ enum Command {
         #[command(flatten)]
         common: Common,
     },
+    /// Exit 0 when a node's admin listener answers `/healthz` (a container's health check;
+    /// no HTTP client needed in the image).
+    Health {
+        /// The node's admin listener.
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9090")]
+        admin: SocketAddr,
+    },
 }
 
 #[derive(Subcommand)]
@@ -212,12 +219,31 @@ fn main() -> Result<()> {
             let config = load(&common)?;
             rt.block_on(admin(config, command))
         }
+        Command::Health { admin } => health(admin),
         Command::Config { common } => {
             let config = load(&common)?;
             config.validate()?;
             print!("{}", toml::to_string_pretty(&config.redacted())?);
             Ok(())
         }
+    }
+}
+
+fn health(admin: SocketAddr) -> Result<()> {
+    use std::io::{Read, Write};
+    let timeout = std::time::Duration::from_secs(3);
+    let mut stream = std::net::TcpStream::connect_timeout(&admin, timeout).with_context(|| format!("{admin}"))?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
+    stream.write_all(b"GET /healthz HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
+    let mut answer = Vec::new();
+    stream.take(4096).read_to_end(&mut answer)?;
+    let status = String::from_utf8_lossy(&answer).lines().next().unwrap_or("").to_string();
+    if status.split_whitespace().nth(1) == Some("200") {
+        println!("ok");
+        Ok(())
+    } else {
+        anyhow::bail!("{admin}/healthz answered {status:?}")
     }
 }
 
