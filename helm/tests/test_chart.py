@@ -144,6 +144,31 @@ class Chart(unittest.TestCase):
         ext = render(os.path.join(CHART, "ci", "external-secrets-values.yaml"))
         self.assertEqual(of_kind(ext, "Secret"), [])
 
+    def test_a_load_test_campaign_is_an_indexed_job_of_workers_starting_together(self):
+        docs = render(os.path.join(CHART, "ci", "loadtest-values.yaml"))
+        (job,) = of_kind(docs, "Job")
+        spec = job["spec"]
+        self.assertEqual((spec["completionMode"], spec["completions"], spec["parallelism"]), ("Indexed", 8, 8))
+        (c,) = spec["template"]["spec"]["containers"]
+        args = dict(a.removeprefix("--").split("=", 1) for a in c["args"][1:] if "=" in a)
+        self.assertEqual(args["relay-url"], "https://relay.example.net")
+        self.assertIn("$(JOB_COMPLETION_INDEX)", args["out"])
+        self.assertIn("$(JOB_COMPLETION_INDEX)", args["credentials"])
+        self.assertGreater(int(args["start-at-unix-ms"]), int(time.time() * 1000))
+        self.assertEqual(c["env"][0]["name"], "LOADTEST_LICENSE_PASSWORD")
+        scenario = next(d for d in of_kind(docs, "ConfigMap") if "scenario.toml" in d["data"])
+        import tomllib
+
+        self.assertEqual(tomllib.loads(scenario["data"]["scenario.toml"])["name"], "campaign")
+        # Without a license Secret or a results claim: a clear refusal.
+        for missing, message in [("loadtest.licenseSecret=", "licenseSecret is required"),
+                                 ("loadtest.resultsClaim=", "resultsClaim is required")]:
+            r = helm("template", "noc", CHART, "-f", os.path.join(CHART, "ci", "loadtest-values.yaml"),
+                     "--set", missing, check=False)
+            self.assertNotEqual(r.returncode, 0)
+            self.assertIn(message, r.stderr)
+        self.assertEqual(of_kind(render(), "Job"), [], "off by default")
+
     def test_pods_are_locked_down(self):
         (deploy,) = of_kind(render(), "Deployment")
         spec = deploy["spec"]["template"]["spec"]
