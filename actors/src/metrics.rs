@@ -138,6 +138,9 @@ pub struct Metrics {
     pub bus_returned: IntCounter,
     pub rts_sessions: IntGauge,
     pub draining: IntGauge,
+    /// Set when the metrics are read (the admin listener), from the cluster backend's
+    /// own health flag: no round trip of its own.
+    pub cluster_up: IntGauge,
 }
 
 fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -257,6 +260,11 @@ impl Metrics {
         );
         let rts_sessions = gauge(&r, "noc_rts_sessions", "RTS sessions (attached or waiting ReplyTime) on this node.");
         let draining = gauge(&r, "noc_draining", "1 while the node drains before shutdown.");
+        let cluster_up = gauge(
+            &r,
+            "noc_cluster_up",
+            "1 while this node's cluster backend (Redis, or the in-process bus) works; 0: the node is not ready.",
+        );
 
         for kind in [SessionKind::Ves, SessionKind::Device] {
             sessions.with_label_values(&[kind.as_str()]).set(0);
@@ -318,6 +326,7 @@ impl Metrics {
             bus_returned,
             rts_sessions,
             draining,
+            cluster_up,
         }
     }
 

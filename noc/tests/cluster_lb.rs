@@ -724,6 +724,9 @@ async fn a_redis_outage_leaves_same_node_pairs_relaying() {
         assert!(Instant::now() < deadline, "readiness turns false without Redis");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    for n in &cluster.nodes {
+        assert_eq!(n.metric("noc_cluster_up", &[]), 0.0, "{}: the alert's metric says so too", n.name);
+    }
 
     for id in 10..15u64 {
         // VES → device on the same node, and its acknowledgement back.
@@ -760,6 +763,9 @@ async fn a_redis_outage_leaves_same_node_pairs_relaying() {
     while !cluster.nodes.iter().all(|n| n.ready()) {
         assert!(Instant::now() < deadline, "readiness recovers");
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for n in &cluster.nodes {
+        assert_eq!(n.metric("noc_cluster_up", &[]), 1.0, "{}", n.name);
     }
     let deadline = Instant::now() + Duration::from_secs(15);
     let mut id = 30;
