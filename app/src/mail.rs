@@ -40,29 +40,27 @@ impl Mailer {
         Ok(Some(Mailer { transport: builder.build(), from }))
     }
 
-    /// The password-recovery mail: the one-time link and how long it works.
-    pub async fn send_recovery(&self, to: &str, name: &str, link: &str, minutes: u64) -> Result<(), String> {
+    /// The password-recovery mail, worded by the caller in the user's language: `text`
+    /// holds the one-time link on a line of its own.
+    pub async fn send_recovery(&self, to: &str, name: &str, subject: &str, text: &str) -> Result<(), String> {
         let to: Mailbox = format!("{} <{to}>", name.replace(['"', '<', '>'], ""))
             .parse()
             .or_else(|_| to.parse())
             .map_err(|e| format!("recipient: {e}"))?;
-        let text = format!(
-            "Hello {name},\n\nsomeone, probably you, asked to reset the password of your account.\n\
-             To choose a new one, open this link within {minutes} minutes:\n\n    {link}\n\n\
-             The link works once. If you did not ask for it, ignore this mail: your password\n\
-             stays as it is.\n"
-        );
-        // 7bit when possible, so that the link stays on one line for whoever reads the
-        // mail as plain text (quoted-printable would break it at 76 characters).
-        let body = if text.is_ascii() && text.lines().all(|l| l.len() < 998) {
-            Body::dangerous_pre_encoded(text.replace('\n', "\r\n").into_bytes(), ContentTransferEncoding::SevenBit)
+        // 7bit or 8bit, never quoted-printable: the link stays on one line for whoever reads
+        // the mail as plain text (quoted-printable would break it at 76 characters).
+        let text = if text.ends_with('\n') { text.to_string() } else { format!("{text}\n") };
+        let body = if text.lines().all(|l| l.len() < 998) {
+            let encoding =
+                if text.is_ascii() { ContentTransferEncoding::SevenBit } else { ContentTransferEncoding::EightBit };
+            Body::dangerous_pre_encoded(text.replace('\n', "\r\n").into_bytes(), encoding)
         } else {
             Body::new(text)
         };
         let message = Message::builder()
             .from(self.from.clone())
             .to(to)
-            .subject("Reset your password")
+            .subject(subject)
             .header(ContentType::TEXT_PLAIN)
             .body(body)
             .map_err(|e| e.to_string())?;

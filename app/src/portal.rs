@@ -97,6 +97,14 @@ fn problem(invalid: Invalid) -> Problem {
     }
 }
 
+/// The password-recovery mail in the user's language (the one chosen on the settings
+/// page; English otherwise): subject and plain text, the link on a line of its own.
+fn recovery_mail(locale: Option<&str>, name: &str, link: &str, minutes: u64) -> (String, String) {
+    let t = locale.and_then(noc_web::i18n::Lang::parse).unwrap_or_default();
+    let text = t.get_with("mail-recovery-body", &[("name", &name), ("minutes", &minutes), ("link", &link)]);
+    (t.get("mail-recovery-subject"), text)
+}
+
 fn user_id(id: &str) -> Result<noc_protocol::UserId, PortalError> {
     id.parse().map_err(|_| PortalError::NotFound)
 }
@@ -246,9 +254,10 @@ impl Portal for AccountsPortal {
         let link = format!("{}/recover/{}", self.public_url, recovery.token);
         let name = recovery.user.full_name();
         let minutes = noc_storage::self_service::RECOVERY_TTL.as_secs() / 60;
+        let (subject, text) = recovery_mail(recovery.user.locale.as_deref(), &name, &link, minutes);
         // Not awaited: the answer must not take longer for an existing account.
         tokio::spawn(async move {
-            if let Err(e) = mailer.send_recovery(&to, &name, &link, minutes).await {
+            if let Err(e) = mailer.send_recovery(&to, &name, &subject, &text).await {
                 tracing::warn!(error = %e, "the password-recovery mail could not be sent");
             }
         });
@@ -326,6 +335,18 @@ impl Portal for AccountsPortal {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_recovery_mail_speaks_the_users_language() {
+        let link = "https://relay.example.net/recover/0123456789abcdef";
+        let (subject, text) = super::recovery_mail(None, "Ann Lee", link, 15);
+        assert_eq!(subject, "Reset your password");
+        assert!(text.starts_with("Hello Ann Lee,\n\nsomeone, probably you"), "{text}");
+        assert!(text.contains(&format!("\n    {link}\n")) && text.contains("within 15 minutes"), "{text}");
+        let (subject, text) = super::recovery_mail(Some("de"), "Anna", link, 15);
+        assert_eq!(subject, "Passwort zurücksetzen");
+        assert!(text.starts_with("Hallo Anna,") && text.contains(&format!("\n    {link}\n")), "{text}");
+    }
+
     /// The portal offers the questions the account service accepts, and words each one.
     #[test]
     fn the_portal_and_the_accounts_know_the_same_secret_questions() {

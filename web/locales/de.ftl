@@ -189,6 +189,20 @@ question-save = Speichern
 question-remove = Meine Sicherheitsfrage entfernen
 question-missing = Geben Sie eine Antwort und Ihr aktuelles Passwort ein.
 
+## E-Mails des Dienstes (reiner Text)
+
+mail-recovery-subject = Passwort zurücksetzen
+mail-recovery-body =
+    Hallo { $name },
+
+    jemand, wahrscheinlich Sie, hat das Zurücksetzen des Passworts Ihres Kontos angefordert.
+    Um ein neues zu wählen, öffnen Sie diesen Link innerhalb von { $minutes } Minuten:
+
+    {"    "}{ $link }
+
+    Der Link funktioniert einmal. Wenn Sie ihn nicht angefordert haben, ignorieren Sie diese
+    E-Mail: Ihr Passwort bleibt, wie es ist.
+
 ## Passwort-Wiederherstellung
 
 recover-title = Passwort zurücksetzen

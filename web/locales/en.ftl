@@ -190,6 +190,20 @@ question-save = Save
 question-remove = Remove my secret question
 question-missing = Enter an answer and your current password.
 
+## Mail the relay sends (plain text)
+
+mail-recovery-subject = Reset your password
+mail-recovery-body =
+    Hello { $name },
+
+    someone, probably you, asked to reset the password of your account.
+    To choose a new one, open this link within { $minutes } minutes:
+
+    {"    "}{ $link }
+
+    The link works once. If you did not ask for it, ignore this mail: your password
+    stays as it is.
+
 ## Password recovery
 
 recover-title = Reset your password

@@ -135,6 +135,15 @@ impl Lang {
         self.format(id, Some(&args))
     }
 
+    /// The message `id` with any number of variables (shown as text).
+    pub fn get_with(self, id: &str, vars: &[(&str, &dyn std::fmt::Display)]) -> String {
+        let mut args = FluentArgs::new();
+        for (name, value) in vars {
+            args.set(name.to_string(), FluentValue::String(Cow::Owned(value.to_string())));
+        }
+        self.format(id, Some(&args))
+    }
+
     /// The message `id` with a count, which may choose the plural form.
     pub fn count(self, id: &str, name: &str, n: u64) -> String {
         let mut args = FluentArgs::new();
