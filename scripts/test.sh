@@ -25,6 +25,9 @@ command -v pkg-config >/dev/null 2>&1 || need_apt+=(pkg-config)
 command -v psql >/dev/null 2>&1 || need_apt+=(postgresql-client)
 command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
 command -v haproxy >/dev/null 2>&1 || need_apt+=(haproxy)          # the cluster tests' load balancer
+# The reference nginx (stream) configuration is run in front of a relay.
+{ command -v nginx >/dev/null 2>&1 && [ -e /usr/lib/nginx/modules/ngx_stream_module.so ]; } \
+  || need_apt+=(nginx-light libnginx-mod-stream)
 command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server redis-tools)
 # The load tool's baseline runs are tested against real brokers (MQTT and NATS over TLS).
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need_apt+=(mosquitto)
@@ -142,4 +145,8 @@ NOC_BIN="$PWD/target/debug/noc" python3 helm/tests/test_chart.py || status=$?
 # run outside a container, the relay run as the image's user with its health check.
 echo "== container image"
 python3 deploy/tests/test_image.py || status=$?
+
+# The reference load-balancer configurations of deploy/, in front of a real relay.
+echo "== load-balancer configurations"
+NOC_BIN="$PWD/target/debug/noc" python3 deploy/tests/test_lb_configs.py || status=$?
 exit $status
