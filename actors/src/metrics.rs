@@ -141,6 +141,8 @@ pub struct Metrics {
     /// Set when the metrics are read (the admin listener), from the cluster backend's
     /// own health flag: no round trip of its own.
     pub cluster_up: IntGauge,
+    /// When the certificate the node serves expires (set at start).
+    pub tls_certificate_expiry: IntGauge,
 }
 
 fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -260,6 +262,11 @@ impl Metrics {
         );
         let rts_sessions = gauge(&r, "noc_rts_sessions", "RTS sessions (attached or waiting ReplyTime) on this node.");
         let draining = gauge(&r, "noc_draining", "1 while the node drains before shutdown.");
+        let tls_certificate_expiry = gauge(
+            &r,
+            "noc_tls_certificate_expiry_timestamp_seconds",
+            "When the TLS certificate this node serves expires (Unix seconds; read at start).",
+        );
         let cluster_up = gauge(
             &r,
             "noc_cluster_up",
@@ -327,6 +334,7 @@ impl Metrics {
             rts_sessions,
             draining,
             cluster_up,
+            tls_certificate_expiry,
         }
     }
 

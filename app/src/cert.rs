@@ -55,6 +55,23 @@ pub fn fingerprint(cert_path: &Path) -> Result<String, CertError> {
     Ok(digest.iter().map(|b| format!("{b:02X}")).collect::<Vec<_>>().join(":"))
 }
 
+/// When the first certificate of a PEM file expires (Unix seconds).
+pub fn not_after_unix(cert_path: &Path) -> Result<i64, CertError> {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
+    use x509_cert::der::Decode;
+    let io = |e: String| CertError::Io { path: cert_path.to_path_buf(), source: std::io::Error::other(e) };
+    let der = CertificateDer::pem_file_iter(cert_path)
+        .map_err(|e| io(e.to_string()))?
+        .next()
+        .ok_or_else(|| CertError::Empty(cert_path.to_path_buf()))?
+        .map_err(|e| io(e.to_string()))?;
+    let cert =
+        x509_cert::Certificate::from_der(der.as_ref()).map_err(|e| io(format!("not an X.509 certificate: {e}")))?;
+    let not_after = cert.tbs_certificate.validity.not_after.to_unix_duration();
+    Ok(i64::try_from(not_after.as_secs()).unwrap_or(i64::MAX))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -67,6 +84,9 @@ mod tests {
         assert!(generated);
         let fp = fingerprint(&cert).expect("fingerprint");
         assert_eq!(fp.len(), 32 * 3 - 1);
+        let expires = not_after_unix(&cert).expect("expiry");
+        let now = noc_protocol::clock::unix_ms_i64() / 1000;
+        assert!(expires > now + 86_400 * 365, "rcgen's self-signed certificates last years: {expires}");
         let (_, _, again) = ensure(dir.path(), &names).expect("reuse");
         assert!(!again);
         assert_eq!(fingerprint(&cert).expect("fingerprint"), fp);

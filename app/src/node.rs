@@ -66,6 +66,8 @@ struct CertInfo {
     path: PathBuf,
     fingerprint: String,
     generated: bool,
+    /// Unix seconds.
+    expires_at: i64,
 }
 
 fn bind(what: &'static str, addr: SocketAddr) -> Result<(TcpListener, SocketAddr), NodeError> {
@@ -90,7 +92,12 @@ fn prepare(
         (Some(c), Some(k)) => (c.clone(), k.clone(), false),
         _ => cert::ensure(&config.data_dir, &config.tls.self_signed_names)?,
     };
-    let cert = CertInfo { fingerprint: cert::fingerprint(&cert_path)?, path: cert_path, generated };
+    let cert = CertInfo {
+        fingerprint: cert::fingerprint(&cert_path)?,
+        expires_at: cert::not_after_unix(&cert_path)?,
+        path: cert_path,
+        generated,
+    };
     let tls = TlsPair {
         http: noc_gateway::tls::server_config(&cert.path, &key_path, &[b"http/1.1"])?,
         device: noc_gateway::tls::server_config(&cert.path, &key_path, &[])?,
@@ -201,6 +208,7 @@ impl Node {
             .spawn(move || actix_rt::System::new().block_on(run(prepared, ready_tx, stop_rx)))
             .map_err(|e| NodeError::Startup(e.to_string()))?;
         let metrics = ready_rx.recv().map_err(|_| NodeError::Startup("node thread ended during start".into()))??;
+        metrics.tls_certificate_expiry.set(cert.expires_at);
         tracing::info!(node = %node_id, http = %addrs.http, device = %addrs.device, admin = %addrs.admin, "relay node started");
         Ok(Node {
             node_id,
