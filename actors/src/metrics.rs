@@ -143,6 +143,10 @@ pub struct Metrics {
     pub cluster_up: IntGauge,
     /// When the certificate the node serves expires (set at start).
     pub tls_certificate_expiry: IntGauge,
+    /// The account store's connection pool, set when the metrics are read.
+    store_pool: IntGaugeVec,
+    store_pool_waiting: IntGauge,
+    store_pool_max: IntGauge,
 }
 
 fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -267,6 +271,19 @@ impl Metrics {
             "noc_tls_certificate_expiry_timestamp_seconds",
             "When the TLS certificate this node serves expires (Unix seconds; read at start).",
         );
+        let store_pool = gauge_vec(
+            &r,
+            "noc_store_pool_connections",
+            "Open connections of the account store's pool (PostgreSQL), by state: idle or in_use.",
+            &["state"],
+        );
+        let store_pool_waiting =
+            gauge(&r, "noc_store_pool_waiting", "Requests waiting for a connection of the account store's pool.");
+        let store_pool_max =
+            gauge(&r, "noc_store_pool_max_connections", "Most connections the account store's pool opens.");
+        for state in ["idle", "in_use"] {
+            store_pool.with_label_values(&[state]).set(0);
+        }
         let cluster_up = gauge(
             &r,
             "noc_cluster_up",
@@ -335,7 +352,19 @@ impl Metrics {
             draining,
             cluster_up,
             tls_certificate_expiry,
+            store_pool,
+            store_pool_waiting,
+            store_pool_max,
         }
+    }
+
+    /// The account store's pool: open, idle, most, and requests waiting.
+    pub fn set_store_pool(&self, open: usize, idle: usize, max: usize, waiting: usize) {
+        let n = |v: usize| i64::try_from(v).unwrap_or(i64::MAX);
+        self.store_pool.with_label_values(&["idle"]).set(n(idle));
+        self.store_pool.with_label_values(&["in_use"]).set(n(open.saturating_sub(idle)));
+        self.store_pool_max.set(n(max));
+        self.store_pool_waiting.set(n(waiting));
     }
 
     pub fn session_opened(&self, kind: SessionKind) {

@@ -39,5 +39,8 @@ async fn readyz(state: web::Data<GatewayState>) -> HttpResponse {
 async fn metrics(state: web::Data<GatewayState>) -> HttpResponse {
     let m = state.router.metrics();
     m.cluster_up.set(i64::from(state.router.cluster().healthy()));
+    if let Some(p) = state.accounts.store().pool_status() {
+        m.set_store_pool(p.open, p.idle, p.max, p.waiting);
+    }
     HttpResponse::Ok().content_type("text/plain; version=0.0.4; charset=utf-8").body(state.router.metrics().render())
 }

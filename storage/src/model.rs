@@ -241,6 +241,19 @@ pub struct WebSession {
     pub client: String,
 }
 
+/// A store's connection pool at one moment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PoolStatus {
+    /// Connections open now (idle or in use).
+    pub open: usize,
+    /// Open connections nobody uses.
+    pub idle: usize,
+    /// Most connections the pool opens.
+    pub max: usize,
+    /// Requests waiting for a connection.
+    pub waiting: usize,
+}
+
 /// A user's secret question for password recovery: which one of the fixed list, and the
 /// argon2id hash of the normalised answer (the answer itself is never stored).
 #[derive(Clone, PartialEq, Eq)]

@@ -432,6 +432,11 @@ async fn live_devices_of<C: GenericClient>(c: &C, user: UserId) -> Result<Vec<De
 
 #[async_trait]
 impl Store for PostgresStore {
+    fn pool_status(&self) -> Option<PoolStatus> {
+        let s = self.pool.status();
+        Some(PoolStatus { open: s.size, idle: s.available, max: s.max_size, waiting: s.waiting })
+    }
+
     async fn ping(&self) -> Result<()> {
         self.client().await?.query_one("SELECT 1", &[]).await.map_err(pg_error)?;
         Ok(())

@@ -17,6 +17,11 @@ pub trait Store: Send + Sync + 'static {
     /// Cheap round trip for readiness probes.
     async fn ping(&self) -> Result<()>;
 
+    /// The connection pool's state, for the metrics; `None` for a backend without one.
+    fn pool_status(&self) -> Option<PoolStatus> {
+        None
+    }
+
     async fn insert_license(&self, new: NewLicense) -> Result<License>;
     async fn licenses(&self) -> Result<Vec<License>>;
     /// The license and its password hash.

@@ -429,6 +429,21 @@ macro_rules! conformance {
             }
 
             #[tokio::test]
+            async fn the_pool_is_reported_where_there_is_one() {
+                let backend = super::$backend().await;
+                backend.store.ping().await.expect("ping");
+                match (stringify!($backend), backend.store.pool_status()) {
+                    ("sqlite", status) => assert_eq!(status, None, "the embedded store has no pool"),
+                    (_, Some(p)) => {
+                        assert!(p.max > 0 && p.open >= 1 && p.open <= p.max && p.idle <= p.open, "{p:?}");
+                        assert_eq!(p.waiting, 0);
+                    }
+                    (name, None) => panic!("{name}: no pool status"),
+                }
+                backend.cleanup().await;
+            }
+
+            #[tokio::test]
             async fn ves_of_suspended_and_expired_licenses() {
                 let backend = super::$backend().await;
                 let accounts = Accounts::new(backend.store.clone(), policy()).expect("accounts");
