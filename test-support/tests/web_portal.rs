@@ -220,10 +220,12 @@ async fn an_idle_session_times_out_and_keep_me_signed_in_does_not() {
     let home = kept.get("/").await;
     assert!(home.body.contains("fay@example.com") && home.body.contains("kept signed in"), "{}", home.body);
 
-    // Revoked from another browser, the kept session ends at once.
+    // Listed on the settings page too and revoked from there, from another browser: the
+    // kept session ends at once.
     let mut other = browser(&relay);
     other.sign_in("fay@example.com", PASSWORD, false).await;
-    let listed = other.get("/").await;
+    let listed = other.get("/settings").await;
+    assert!(listed.body.contains("kept signed in"), "{}", listed.body);
     let csrf = listed.hidden("csrf").expect("csrf");
     assert_eq!(listed.body.matches("/revoke\"").count(), 2, "the kept session and this one");
     let kept_block = listed.body.split("<li>").find(|li| li.contains("Kept/2.0")).expect("kept session listed");

@@ -108,6 +108,7 @@ home-session-when = angemeldet { $signed_in }, zuletzt aktiv { $last_seen }
 home-sign-out-here = Hier abmelden
 home-sign-out-there = Dort abmelden
 home-unknown-browser = Unbekannter Browser
+sessions-hint = Jeder Browser, mit dem Sie angemeldet sind, auch die mit „angemeldet bleiben“. Beenden Sie alle, die Sie nicht kennen.
 
 ## Geräte
 

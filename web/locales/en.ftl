@@ -109,6 +109,7 @@ home-session-when = signed in { $signed_in }, last active { $last_seen }
 home-sign-out-here = Sign out here
 home-sign-out-there = Sign out there
 home-unknown-browser = Unknown browser
+sessions-hint = Each browser you signed in with, "keep me signed in" ones included. End any you do not recognise.
 
 ## Devices
 

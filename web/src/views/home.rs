@@ -41,6 +41,16 @@ pub(crate) fn utc(ms: i64) -> String {
     format!("{year:04}-{month:02}-{day:02} {:02}:{:02} UTC", rem / 3600, rem % 3600 / 60)
 }
 
+/// The user's sessions as the list shows them (the account and settings pages).
+pub(crate) async fn session_rows(
+    state: &WebState,
+    user_id: &str,
+    current: &str,
+    t: Lang,
+) -> Result<Vec<SessionRow>, PageError> {
+    Ok(rows(state.portal.sessions(user_id).await?, current, t))
+}
+
 fn rows(sessions: Vec<SessionInfo>, current: &str, t: Lang) -> Vec<SessionRow> {
     sessions
         .into_iter()

@@ -52,6 +52,15 @@ pub struct SettingsPage<'a> {
     pub question_offered: bool,
     /// The key of the question the user chose.
     pub question: Option<String>,
+    /// Where the user is signed in, each revocable (persistent sessions included).
+    pub sessions: Vec<crate::views::home::SessionRow>,
+}
+
+async fn sessions_of(
+    state: &WebState,
+    user: &guard::SignedIn,
+) -> Result<Vec<crate::views::home::SessionRow>, PageError> {
+    crate::views::home::session_rows(state, &user.visitor.profile.user_id, &user.visitor.session_id, user.t).await
 }
 
 /// Whether the user may have a secret question, and the one chosen.
@@ -81,6 +90,7 @@ struct Shown<'a> {
     rules: &'a [FilterRule],
 }
 
+#[allow(clippy::too_many_arguments)]
 fn render(
     t: Lang,
     status: StatusCode,
@@ -89,6 +99,7 @@ fn render(
     notice: Option<String>,
     errors: (Option<String>, Option<String>),
     question: (bool, Option<String>),
+    sessions: Vec<crate::views::home::SessionRow>,
 ) -> HttpResponse {
     let p = SettingsPage {
         t,
@@ -108,6 +119,7 @@ fn render(
         password_error: errors.1,
         question_offered: question.0,
         question: question.1,
+        sessions,
     };
     page::render(status, &p)
 }
@@ -140,7 +152,17 @@ pub async fn show(req: HttpRequest, state: web::Data<WebState>) -> Result<HttpRe
         _ => None,
     };
     let question = question_state(&state, &user.visitor.profile.user_id).await?;
-    Ok(render(t, StatusCode::OK, &user.csrf(), of_profile(&user.visitor.profile), notice, (None, None), question))
+    let sessions = sessions_of(&state, &user).await?;
+    Ok(render(
+        t,
+        StatusCode::OK,
+        &user.csrf(),
+        of_profile(&user.visitor.profile),
+        notice,
+        (None, None),
+        question,
+        sessions,
+    ))
 }
 
 /// The posted settings, from the form's fields in order (the rule rows repeat names).
@@ -201,6 +223,7 @@ pub async fn submit(
     let p = posted(pairs);
     let (visitor, token_csrf, t) = (&user.visitor, user.csrf(), user.t);
     let question = question_state(&state, &visitor.profile.user_id).await?;
+    let sessions = sessions_of(&state, &user).await?;
     let refuse = |message: String| {
         let shown = Shown {
             first_name: &p.change.first_name,
@@ -213,7 +236,7 @@ pub async fn submit(
             alerts_enabled: p.change.alerts_enabled,
             rules: &p.change.filter_rules,
         };
-        Ok(render(t, StatusCode::BAD_REQUEST, &token_csrf, shown, None, (Some(message), None), question))
+        Ok(render(t, StatusCode::BAD_REQUEST, &token_csrf, shown, None, (Some(message), None), question, sessions))
     };
     if !time_zones().any(|z| z == p.change.time_zone) {
         return refuse(t.get("form-time-zone"));
@@ -260,8 +283,10 @@ pub async fn change_password(
     };
     let (visitor, token, token_csrf, t) = (&user.visitor, &user.token, user.csrf(), user.t);
     let question = question_state(&state, &visitor.profile.user_id).await?;
+    let sessions = sessions_of(&state, &user).await?;
     let refuse = |status: StatusCode, message: String| {
-        Ok(render(t, status, &token_csrf, of_profile(&visitor.profile), None, (None, Some(message)), question))
+        let shown = of_profile(&visitor.profile);
+        Ok(render(t, status, &token_csrf, shown, None, (None, Some(message)), question, sessions))
     };
     if f.current.is_empty() || f.new_password.is_empty() {
         return refuse(StatusCode::BAD_REQUEST, t.get("settings-password-missing"));
