@@ -1,6 +1,7 @@
 //! `noc admin ...`: bootstrap operations on a node's store, usable while the node runs
 //! (the embedded store is opened in WAL mode).
 
+pub use noc_storage::model::OperatorRole;
 use std::sync::Arc;
 
 use noc_storage::{AccountError, Accounts, AuditEvent, License, PostgresStore, SqliteStore, Store, StoreError};
@@ -68,6 +69,20 @@ impl Admin {
 
     pub async fn set_suspended(&self, name: &str, suspended: bool) -> Result<License, AdminError> {
         Ok(self.accounts.set_license_suspended(name, suspended, &self.actor).await?)
+    }
+
+    /// Creates an operator; the enrolment (TOTP secret, recovery codes) is shown once.
+    pub async fn create_operator(
+        &self,
+        name: &str,
+        role: noc_storage::model::OperatorRole,
+        password: &str,
+    ) -> Result<noc_storage::operators::Enrolment, AdminError> {
+        Ok(self.accounts.create_operator(name, role, password, &self.actor).await?)
+    }
+
+    pub async fn operators(&self) -> Result<Vec<noc_storage::model::OperatorRecord>, AdminError> {
+        Ok(self.accounts.operators().await?)
     }
 
     /// Turns secret-question password recovery on or off for a license.

@@ -77,6 +77,11 @@ enum AdminCommand {
         #[command(subcommand)]
         command: LicenseCommand,
     },
+    /// Operator accounts: NOC administrators, customer-service representatives, auditors.
+    Operator {
+        #[command(subcommand)]
+        command: OperatorCommand,
+    },
     /// Carrier approval of MSISDNs (with accounts.msisdn_approval = "list").
     Msisdn {
         #[command(subcommand)]
@@ -89,6 +94,26 @@ enum AdminCommand {
         #[arg(long, default_value_t = 50)]
         limit: u32,
     },
+}
+
+#[derive(Subcommand)]
+enum OperatorCommand {
+    /// Create an operator (the first noc-admin is bootstrapped so). Prints the TOTP secret,
+    /// its otpauth:// URI and ten recovery codes, once: enroll an authenticator app now.
+    Create {
+        #[arg(long)]
+        name: String,
+        /// noc-admin, csr or auditor.
+        #[arg(long, value_parser = ["noc-admin", "csr", "auditor"])]
+        role: String,
+        #[arg(long, conflicts_with = "password_stdin")]
+        password: Option<String>,
+        /// Read the password from the first line of standard input.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// List operators.
+    List,
 }
 
 #[derive(Subcommand)]
@@ -328,6 +353,25 @@ async fn admin(config: Config, command: AdminCommand) -> Result<()> {
                 println!("license {name}: password changed, {revoked} license-id token(s) revoked");
             }
         },
+        AdminCommand::Operator { command: OperatorCommand::Create { name, role, password, password_stdin } } => {
+            let password = password_arg(password, password_stdin)?;
+            let role = noc_app::store_admin::OperatorRole::parse(&role).context("role")?;
+            let e = admin.create_operator(&name, role, &password).await?;
+            println!("created operator {} ({})", e.operator.name, e.operator.role.as_str());
+            println!("TOTP secret (enter it in an authenticator app): {}", e.totp_secret);
+            println!("otpauth URI: {}", e.totp_uri);
+            println!("recovery codes (each works once; keep them safe, they are not shown again):");
+            for code in &e.recovery_codes {
+                println!("  {code}");
+            }
+        }
+        AdminCommand::Operator { command: OperatorCommand::List } => {
+            println!("{:<32} {:<10} {:<9} CREATED BY", "NAME", "ROLE", "STATE");
+            for o in admin.operators().await? {
+                let state = if o.disabled { "disabled" } else { "active" };
+                println!("{:<32} {:<10} {:<9} {}", o.name, o.role.as_str(), state, o.created_by);
+            }
+        }
         AdminCommand::Msisdn { command: MsisdnCommand::Approve { msisdn } } => {
             admin.approve_msisdn(&msisdn).await?;
             println!("MSISDN {msisdn} approved");

@@ -152,6 +152,24 @@ ALTER TABLE users ADD COLUMN locale TEXT;
 ALTER TABLE users ADD COLUMN alerts_enabled INTEGER NOT NULL DEFAULT 1;
 ALTER TABLE devices ADD COLUMN last_seen_at INTEGER;
 "#,
+    r#"
+CREATE TABLE operators (
+    id             TEXT PRIMARY KEY,
+    name           TEXT NOT NULL UNIQUE,
+    role           TEXT NOT NULL,
+    password_hash  TEXT NOT NULL,
+    totp_secret    BLOB NOT NULL,
+    totp_last_step INTEGER NOT NULL DEFAULT 0,
+    disabled       INTEGER NOT NULL DEFAULT 0,
+    created_at     INTEGER NOT NULL,
+    created_by     TEXT NOT NULL
+);
+CREATE TABLE operator_recovery_codes (
+    code_hash   BLOB PRIMARY KEY,
+    operator_id TEXT NOT NULL REFERENCES operators(id) ON DELETE CASCADE,
+    used_at     INTEGER
+);
+"#,
 ];
 
 /// SQLite-backed [`Store`].
@@ -307,6 +325,25 @@ fn get_license(conn: &Connection, id: LicenseId) -> Result<Option<License>> {
     Ok(conn
         .query_row(&format!("SELECT {LICENSE_COLS} FROM licenses l WHERE l.id = ?1"), [id.to_string()], license_row)
         .optional()?)
+}
+
+const OPERATOR_COLS: &str =
+    "id, name, role, password_hash, totp_secret, totp_last_step, disabled, created_at, created_by";
+
+fn operator_row(r: &Row<'_>) -> rusqlite::Result<OperatorRecord> {
+    let role: String = r.get(2)?;
+    Ok(OperatorRecord {
+        id: r.get(0)?,
+        name: r.get(1)?,
+        // An unknown role (a newer schema's) grants nothing: read as the narrowest one.
+        role: OperatorRole::parse(&role).unwrap_or(OperatorRole::Auditor),
+        password_hash: r.get(3)?,
+        totp_secret: r.get(4)?,
+        totp_last_step: r.get(5)?,
+        disabled: r.get::<_, i64>(6)? != 0,
+        created_at: r.get(7)?,
+        created_by: r.get(8)?,
+    })
 }
 
 /// A device that may still open sessions: neither revoked nor waiting for its wipe.
@@ -940,6 +977,79 @@ impl Store for SqliteStore {
             Ok(c.query_row("SELECT 1 FROM msisdn_approvals WHERE msisdn = ?1", [msisdn], |_| Ok(()))
                 .optional()?
                 .is_some())
+        })
+        .await
+    }
+
+    async fn insert_operator(&self, operator: &OperatorRecord, recovery_code_hashes: &[Vec<u8>]) -> Result<()> {
+        let (o, codes) = (operator.clone(), recovery_code_hashes.to_vec());
+        self.run(move |c| {
+            let tx = c.transaction()?;
+            tx.execute(
+                &format!("INSERT INTO operators ({OPERATOR_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"),
+                params![
+                    o.id,
+                    o.name,
+                    o.role.as_str(),
+                    o.password_hash,
+                    o.totp_secret,
+                    o.totp_last_step,
+                    o.disabled as i64,
+                    o.created_at,
+                    o.created_by
+                ],
+            )?;
+            for hash in codes {
+                tx.execute(
+                    "INSERT INTO operator_recovery_codes (code_hash, operator_id) VALUES (?1, ?2)",
+                    params![hash, o.id],
+                )?;
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn operator_by_name(&self, name: &str) -> Result<Option<OperatorRecord>> {
+        let name = name.to_string();
+        self.run(move |c| {
+            Ok(c.query_row(&format!("SELECT {OPERATOR_COLS} FROM operators WHERE name = ?1"), [name], operator_row)
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn operators(&self) -> Result<Vec<OperatorRecord>> {
+        self.run(move |c| {
+            let mut stmt = c.prepare(&format!("SELECT {OPERATOR_COLS} FROM operators ORDER BY name"))?;
+            let rows = stmt.query_map([], operator_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    async fn use_totp_step(&self, operator_id: &str, step: i64) -> Result<bool> {
+        let id = operator_id.to_string();
+        self.run(move |c| {
+            let n = c.execute(
+                "UPDATE operators SET totp_last_step = ?1 WHERE id = ?2 AND totp_last_step < ?1",
+                params![step, id],
+            )?;
+            Ok(n > 0)
+        })
+        .await
+    }
+
+    async fn use_recovery_code(&self, operator_id: &str, code_hash: &[u8], now: i64) -> Result<bool> {
+        let (id, hash) = (operator_id.to_string(), code_hash.to_vec());
+        self.run(move |c| {
+            let n = c.execute(
+                "UPDATE operator_recovery_codes SET used_at = ?1 \
+                 WHERE code_hash = ?2 AND operator_id = ?3 AND used_at IS NULL",
+                params![now, hash, id],
+            )?;
+            Ok(n > 0)
         })
         .await
     }

@@ -51,6 +51,8 @@ pub enum Invalid {
     RuleText { max: usize },
     #[error("license name must be 1 to 128 characters")]
     LicenseName,
+    #[error("an operator name is 3 to 64 of a-z, 0-9, '.', '_' and '-'")]
+    OperatorName,
     #[error("secret-question recovery is not offered for this account")]
     QuestionNotOffered,
     #[error("choose one of the questions offered")]

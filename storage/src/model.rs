@@ -241,6 +241,61 @@ pub struct WebSession {
     pub client: String,
 }
 
+/// What an operator of the NOC may do (white paper §3.7.1–3.7.2, §8.5): NOC administrators
+/// everything; customer-service representatives the users and devices of their licenses;
+/// auditors read the audit log and usage. No role reads a user's data.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum OperatorRole {
+    NocAdmin,
+    Csr,
+    Auditor,
+}
+
+impl OperatorRole {
+    pub const ALL: [OperatorRole; 3] = [OperatorRole::NocAdmin, OperatorRole::Csr, OperatorRole::Auditor];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OperatorRole::NocAdmin => "noc-admin",
+            OperatorRole::Csr => "csr",
+            OperatorRole::Auditor => "auditor",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        OperatorRole::ALL.into_iter().find(|r| r.as_str() == s)
+    }
+}
+
+/// An operator account: an individual login (no shared accounts), argon2id password and a
+/// TOTP second factor, both required.
+#[derive(Clone, PartialEq, Eq)]
+pub struct OperatorRecord {
+    pub id: String,
+    /// The login name, lower case.
+    pub name: String,
+    pub role: OperatorRole,
+    pub password_hash: String,
+    /// The TOTP secret (20 bytes). Secret: never logged, shown once at enrolment.
+    pub totp_secret: Vec<u8>,
+    /// The last TOTP step used to sign in: a code works once.
+    pub totp_last_step: i64,
+    pub disabled: bool,
+    pub created_at: i64,
+    pub created_by: String,
+}
+
+impl std::fmt::Debug for OperatorRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OperatorRecord")
+            .field("id", &self.id)
+            .field("name", &self.name)
+            .field("role", &self.role)
+            .field("disabled", &self.disabled)
+            .finish_non_exhaustive()
+    }
+}
+
 /// A store's connection pool at one moment.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PoolStatus {

@@ -134,6 +134,24 @@ ALTER TABLE users ADD COLUMN secret_question TEXT, ADD COLUMN secret_answer_hash
 ALTER TABLE users ADD COLUMN locale TEXT, ADD COLUMN alerts_enabled BOOLEAN NOT NULL DEFAULT TRUE;
 ALTER TABLE devices ADD COLUMN last_seen_at BIGINT;
 "#,
+    r#"
+CREATE TABLE operators (
+    id             TEXT PRIMARY KEY,
+    name           TEXT NOT NULL UNIQUE,
+    role           TEXT NOT NULL,
+    password_hash  TEXT NOT NULL,
+    totp_secret    BYTEA NOT NULL,
+    totp_last_step BIGINT NOT NULL DEFAULT 0,
+    disabled       BOOLEAN NOT NULL DEFAULT FALSE,
+    created_at     BIGINT NOT NULL,
+    created_by     TEXT NOT NULL
+);
+CREATE TABLE operator_recovery_codes (
+    code_hash   BYTEA PRIMARY KEY,
+    operator_id TEXT NOT NULL REFERENCES operators(id) ON DELETE CASCADE,
+    used_at     BIGINT
+);
+"#,
 ];
 
 /// Arbitrary constant naming the migration advisory lock.
@@ -388,6 +406,25 @@ fn user_row(r: &Row) -> UserRecord {
 
 const DEVICE_COLS: &str = "id, user_id, credential_hash, name, device_type, created_at, revoked_at, wipe_requested_at, wiped_at, \
      last_seen_at";
+
+const OPERATOR_COLS: &str =
+    "id, name, role, password_hash, totp_secret, totp_last_step, disabled, created_at, created_by";
+
+fn operator_row(r: &Row) -> OperatorRecord {
+    let role: String = r.get(2);
+    OperatorRecord {
+        id: r.get(0),
+        name: r.get(1),
+        // An unknown role (a newer schema's) grants nothing: read as the narrowest one.
+        role: OperatorRole::parse(&role).unwrap_or(OperatorRole::Auditor),
+        password_hash: r.get(3),
+        totp_secret: r.get(4),
+        totp_last_step: r.get(5),
+        disabled: r.get(6),
+        created_at: r.get(7),
+        created_by: r.get(8),
+    }
+}
 
 /// A device that may still open sessions: neither revoked nor waiting for its wipe.
 const LIVE_DEVICE: &str = "revoked_at IS NULL AND wipe_requested_at IS NULL";
@@ -1010,6 +1047,72 @@ impl Store for PostgresStore {
             .await
             .map_err(pg_error)?;
         Ok(row.is_some())
+    }
+
+    async fn insert_operator(&self, operator: &OperatorRecord, recovery_code_hashes: &[Vec<u8>]) -> Result<()> {
+        let o = operator;
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(pg_error)?;
+        tx.execute(
+            &format!("INSERT INTO operators ({OPERATOR_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"),
+            &[
+                &o.id,
+                &o.name,
+                &o.role.as_str(),
+                &o.password_hash,
+                &o.totp_secret,
+                &o.totp_last_step,
+                &o.disabled,
+                &o.created_at,
+                &o.created_by,
+            ],
+        )
+        .await
+        .map_err(pg_error)?;
+        for hash in recovery_code_hashes {
+            tx.execute("INSERT INTO operator_recovery_codes (code_hash, operator_id) VALUES ($1, $2)", &[hash, &o.id])
+                .await
+                .map_err(pg_error)?;
+        }
+        tx.commit().await.map_err(pg_error)?;
+        Ok(())
+    }
+
+    async fn operator_by_name(&self, name: &str) -> Result<Option<OperatorRecord>> {
+        let sql = format!("SELECT {OPERATOR_COLS} FROM operators WHERE name = $1");
+        Ok(self.client().await?.query_opt(&sql, &[&name]).await.map_err(pg_error)?.map(|r| operator_row(&r)))
+    }
+
+    async fn operators(&self) -> Result<Vec<OperatorRecord>> {
+        let sql = format!("SELECT {OPERATOR_COLS} FROM operators ORDER BY name");
+        Ok(self.client().await?.query(&sql, &[]).await.map_err(pg_error)?.iter().map(operator_row).collect())
+    }
+
+    async fn use_totp_step(&self, operator_id: &str, step: i64) -> Result<bool> {
+        let n = self
+            .client()
+            .await?
+            .execute(
+                "UPDATE operators SET totp_last_step = $1 WHERE id = $2 AND totp_last_step < $1",
+                &[&step, &operator_id],
+            )
+            .await
+            .map_err(pg_error)?;
+        Ok(n > 0)
+    }
+
+    async fn use_recovery_code(&self, operator_id: &str, code_hash: &[u8], now: i64) -> Result<bool> {
+        let n = self
+            .client()
+            .await?
+            .execute(
+                "UPDATE operator_recovery_codes SET used_at = $1 \
+                 WHERE code_hash = $2 AND operator_id = $3 AND used_at IS NULL",
+                &[&now, &code_hash, &operator_id],
+            )
+            .await
+            .map_err(pg_error)?;
+        Ok(n > 0)
     }
 
     async fn append_audit(&self, e: AuditEvent) -> Result<()> {

@@ -144,6 +144,19 @@ pub trait Store: Send + Sync + 'static {
     /// The user's sessions that have not passed `expires_at`, newest first.
     async fn web_sessions_of_user(&self, user: UserId, now: i64) -> Result<Vec<WebSession>>;
 
+    /// Stores a new operator with the hashes of its recovery codes; `Conflict("name")` when
+    /// the name is taken.
+    async fn insert_operator(&self, operator: &OperatorRecord, recovery_code_hashes: &[Vec<u8>]) -> Result<()>;
+    async fn operator_by_name(&self, name: &str) -> Result<Option<OperatorRecord>>;
+    /// Every operator, by name.
+    async fn operators(&self) -> Result<Vec<OperatorRecord>>;
+    /// Records that the operator signed in with the TOTP code of `step`, if no code of that
+    /// step or a later one was used before (atomically): false means a replayed code.
+    async fn use_totp_step(&self, operator_id: &str, step: i64) -> Result<bool>;
+    /// Spends one of the operator's unused recovery codes (by hash) at `now`; false when
+    /// there is no such unused code.
+    async fn use_recovery_code(&self, operator_id: &str, code_hash: &[u8], now: i64) -> Result<bool>;
+
     async fn append_audit(&self, event: AuditEvent) -> Result<()>;
     /// Newest first.
     async fn audit_log(&self, limit: u32) -> Result<Vec<AuditEvent>>;

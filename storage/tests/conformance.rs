@@ -444,6 +444,72 @@ macro_rules! conformance {
             }
 
             #[tokio::test]
+            async fn operators_sign_in_with_a_password_and_a_one_time_second_factor() {
+                use noc_storage::model::OperatorRole;
+                use noc_storage::totp;
+                let backend = super::$backend().await;
+                let accounts = Accounts::new(backend.store.clone(), policy()).expect("accounts");
+                let enrolment = accounts
+                    .create_operator(" Alice.Admin ", OperatorRole::NocAdmin, "operator-password-1", "admin:cli")
+                    .await
+                    .expect("create");
+                assert_eq!(enrolment.operator.name, "alice.admin");
+                assert_eq!(enrolment.recovery_codes.len(), 10);
+                assert!(enrolment.totp_uri.starts_with("otpauth://totp/NOC:alice.admin?secret="), "{}", enrolment.totp_uri);
+                assert!(matches!(
+                    accounts.create_operator("alice.admin", OperatorRole::Csr, "operator-password-2", "admin:cli").await,
+                    Err(AccountError::Conflict(_))
+                ));
+                assert!(matches!(
+                    accounts.create_operator("a b", OperatorRole::Csr, "operator-password-2", "admin:cli").await,
+                    Err(AccountError::Invalid(noc_storage::Invalid::OperatorName))
+                ));
+                let listed = accounts.operators().await.expect("list");
+                assert_eq!((listed.len(), listed[0].role), (1, OperatorRole::NocAdmin));
+
+                let secret = &enrolment.operator.totp_secret;
+                let now = (noc_protocol::clock::unix_ms_i64() / 1000) as u64;
+                let code = format!("{:06}", totp::hotp(secret, totp::step(now)));
+                // A code valid for no step of the window (±1 step, and a second of margin).
+                let window: Vec<u32> = (totp::step(now) - 2..=totp::step(now) + 2).map(|s| totp::hotp(secret, s)).collect();
+                let wrong = (0..1_000_000u32).find(|c| !window.contains(c)).expect("a wrong code");
+                let wrong_code = format!("{wrong:06}");
+                // Wrong password, unknown name, wrong second factor: all the same refusal.
+                for (name, password, factor) in [
+                    ("alice.admin", "not-the-password", code.as_str()),
+                    ("nobody", "operator-password-1", code.as_str()),
+                    ("alice.admin", "operator-password-1", wrong_code.as_str()),
+                ] {
+                    assert!(matches!(
+                        accounts.operator_sign_in(name, password, factor, SOURCE).await,
+                        Err(AccountError::InvalidCredentials)
+                    ), "{name}/{password}/{factor}");
+                }
+                let signed_in = accounts.operator_sign_in("ALICE.admin", "operator-password-1", &code, SOURCE).await;
+                assert_eq!(signed_in.expect("signed in").role, OperatorRole::NocAdmin);
+                // The same code again is a replay.
+                assert!(matches!(
+                    accounts.operator_sign_in("alice.admin", "operator-password-1", &code, SOURCE).await,
+                    Err(AccountError::InvalidCredentials)
+                ));
+                // A recovery code works once, in any case and with its dash.
+                let recovery = enrolment.recovery_codes[3].to_uppercase();
+                let other = std::net::IpAddr::from([192, 0, 2, 77]);
+                accounts.operator_sign_in("alice.admin", "operator-password-1", &recovery, other).await.expect("recovery code");
+                assert!(matches!(
+                    accounts.operator_sign_in("alice.admin", "operator-password-1", &recovery, other).await,
+                    Err(AccountError::InvalidCredentials)
+                ));
+                let audit = accounts.store().audit_log(50).await.expect("audit");
+                let actions: Vec<&str> = audit.iter().map(|e| e.action.as_str()).collect();
+                for action in ["operator.create", "operator.sign_in", "operator.sign_in_failed"] {
+                    assert!(actions.contains(&action), "{action}: {actions:?}");
+                }
+                assert!(audit.iter().all(|e| !e.detail.contains(&code) && !e.detail.contains(&enrolment.totp_secret)));
+                backend.cleanup().await;
+            }
+
+            #[tokio::test]
             async fn ves_of_suspended_and_expired_licenses() {
                 let backend = super::$backend().await;
                 let accounts = Accounts::new(backend.store.clone(), policy()).expect("accounts");
