@@ -478,12 +478,7 @@ impl Router {
 
     /// Devices lost their credentials: close their sessions at once, wherever they are.
     pub fn devices_revoked(&self, ves_id: VesId, user_id: UserId, devices: &[DeviceId]) {
-        for &device_id in devices {
-            self.update_directory(ves_id, device_id, user_id, false);
-            self.close_session(SessionKey::Device(device_id), CloseCode::Revoked);
-            self.notify_ves(ves_id, VesItem::Command(Command::DeviceRevoked { device_id, user_id }));
-        }
-        self.repeat_revocation(devices.to_vec(), CloseCode::Revoked);
+        self.withdraw_devices(ves_id, user_id, devices, CloseCode::Revoked);
     }
 
     /// The user asked for a remote wipe of a device: the VES stops addressing it at once,
@@ -491,10 +486,18 @@ impl Router {
     /// reconnects and its authentication is answered with the wipe (docs/protocol.md
     /// §6.3.1). An offline device gets the wipe at its next connection.
     pub fn device_wipe_requested(&self, ves_id: VesId, user_id: UserId, device_id: DeviceId) {
-        self.update_directory(ves_id, device_id, user_id, false);
-        self.close_session(SessionKey::Device(device_id), CloseCode::WipePending);
-        self.notify_ves(ves_id, VesItem::Command(Command::DeviceRevoked { device_id, user_id }));
-        self.repeat_revocation(vec![device_id], CloseCode::WipePending);
+        self.withdraw_devices(ves_id, user_id, &[device_id], CloseCode::WipePending);
+    }
+
+    /// Devices leave the VES's directory (`DeviceRevoked`), and their live sessions close
+    /// with `code`, wherever they are, again after a while in case the bus lost it.
+    fn withdraw_devices(&self, ves_id: VesId, user_id: UserId, devices: &[DeviceId], code: CloseCode) {
+        for &device_id in devices {
+            self.update_directory(ves_id, device_id, user_id, false);
+            self.close_session(SessionKey::Device(device_id), code);
+            self.notify_ves(ves_id, VesItem::Command(Command::DeviceRevoked { device_id, user_id }));
+        }
+        self.repeat_revocation(devices.to_vec(), code);
     }
 
     /// The bus is at most once: a revocation that must reach another node is sent again

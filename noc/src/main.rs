@@ -215,16 +215,20 @@ fn init_logging(format: LogFormat) {
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
-    // `serve` logs as its configuration says; the one-shot commands as text.
-    let format = match &cli.command {
-        Command::Serve { common, .. } => load(common).map(|c| c.log.format).unwrap_or_default(),
+    // `serve` logs as its configuration says (read once, here); the one-shot commands as text.
+    let served = match &cli.command {
+        Command::Serve { common, .. } => Some(load(common)),
+        _ => None,
+    };
+    let format = match &served {
+        Some(Ok(config)) => config.log.format,
         _ => LogFormat::Text,
     };
     init_logging(format);
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     match cli.command {
-        Command::Serve { common, http_listen, device_listen, admin_listen, node_id } => {
-            let mut config = load(&common)?;
+        Command::Serve { common: _, http_listen, device_listen, admin_listen, node_id } => {
+            let mut config = served.context("serve without its configuration")??;
             if let Some(a) = http_listen {
                 config.listen.http = a;
             }

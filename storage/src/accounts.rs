@@ -198,6 +198,16 @@ impl Accounts {
         if login.contains('@') { format!("user:{}", login.to_lowercase()) } else { format!("user:{login}") }
     }
 
+    /// The user a login names (e-mail address, any case, or MSISDN), if any.
+    pub(crate) async fn user_by_login(&self, login: &str) -> Result<Option<UserRecord>> {
+        let login = login.trim();
+        Ok(if login.contains('@') {
+            self.store.user_by_email(&login.to_lowercase()).await?
+        } else {
+            self.store.user_by_msisdn(login).await?
+        })
+    }
+
     pub(crate) async fn hash_password(&self, password: &str) -> Result<String> {
         Ok(self.hasher.hash(password).await?)
     }
@@ -516,13 +526,7 @@ impl Accounts {
     /// Checks a login's password under the throttle (white paper §6.3.4). `login` is the
     /// e-mail address or the MSISDN; `source` the client's address.
     pub async fn check_login(&self, login: &str, password: &str, source: IpAddr) -> Result<UserRecord> {
-        let login = login.trim();
-        let (key, user) = if login.contains('@') {
-            let email = login.to_lowercase();
-            (format!("user:{email}"), self.store.user_by_email(&email).await?)
-        } else {
-            (format!("user:{login}"), self.store.user_by_msisdn(login).await?)
-        };
+        let (key, user) = (Self::user_key(login), self.user_by_login(login).await?);
         let checked =
             self.throttled_check(&key, source, password, user.as_ref().map(|u| u.password_hash.as_str())).await;
         let user = match (checked, user) {

@@ -277,15 +277,6 @@ impl Accounts {
         Ok(recovery)
     }
 
-    async fn user_by_login(&self, login: &str) -> Result<Option<UserRecord>> {
-        let login = login.trim();
-        Ok(if login.contains('@') {
-            self.store().user_by_email(&login.to_lowercase()).await?
-        } else {
-            self.store().user_by_msisdn(login).await?
-        })
-    }
-
     /// A new one-time recovery token for `user`.
     async fn issue_recovery(&self, user: UserRecord) -> Result<Recovery> {
         let now = noc_protocol::clock::unix_ms_i64();
