@@ -90,7 +90,11 @@ fn problem(invalid: Invalid) -> Problem {
         Invalid::QuestionNotOffered => Problem::QuestionNotOffered,
         Invalid::QuestionUnknown => Problem::QuestionUnknown,
         Invalid::AnswerLength { min, max } => Problem::AnswerLength { min, max },
-        other @ (Invalid::DeviceAttribute(_) | Invalid::LicenseName | Invalid::OperatorName | Invalid::Hashing(_)) => {
+        other @ (Invalid::DeviceAttribute(_)
+        | Invalid::LicenseName
+        | Invalid::OperatorName
+        | Invalid::TokenLifetime
+        | Invalid::Hashing(_)) => {
             tracing::warn!(problem = %other, "web portal: a rule no portal form should meet");
             Problem::Other
         }

@@ -4,7 +4,9 @@
 pub use noc_storage::model::OperatorRole;
 use std::sync::Arc;
 
-use noc_storage::{AccountError, Accounts, AuditEvent, License, PostgresStore, SqliteStore, Store, StoreError};
+use noc_storage::{
+    AccountError, Accounts, AuditEvent, AuditFilter, License, PostgresStore, SqliteStore, Store, StoreError,
+};
 
 use crate::config::Config;
 
@@ -97,18 +99,12 @@ impl Admin {
 
     pub async fn approve_msisdn(&self, msisdn: &str) -> Result<(), AdminError> {
         self.accounts.store().approve_msisdn(msisdn, &self.actor, noc_protocol::clock::unix_ms_i64()).await?;
-        let event = AuditEvent {
-            at: noc_protocol::clock::unix_ms_i64(),
-            actor: self.actor.clone(),
-            action: "msisdn.approve".into(),
-            subject: format!("msisdn:{msisdn}"),
-            detail: String::new(),
-        };
+        let event = AuditEvent::new(self.actor.clone(), "msisdn.approve", format!("msisdn:{msisdn}"), String::new());
         self.accounts.store().append_audit(event).await?;
         Ok(())
     }
 
     pub async fn audit(&self, limit: u32) -> Result<Vec<AuditEvent>, AdminError> {
-        Ok(self.accounts.store().audit_log(limit).await?)
+        Ok(self.accounts.store().audit_search(&AuditFilter { limit, ..AuditFilter::default() }).await?)
     }
 }

@@ -53,6 +53,7 @@ impl ApiError {
             | AccountError::WipePending
             | AccountError::Conflict(_)
             | AccountError::NotFound
+            | AccountError::Forbidden
             | AccountError::SeatsFull { .. }
             | AccountError::Internal(_) => return None,
         })
@@ -85,6 +86,7 @@ impl From<AccountError> for ApiError {
             AccountError::MsisdnNotApproved => {
                 ApiError::new(ApiErrorCode::MsisdnNotApproved, "this MSISDN is not approved by the carrier")
             }
+            AccountError::Forbidden => ApiError::new(ApiErrorCode::Forbidden, "not allowed for this role or token"),
             AccountError::NotActivated => {
                 ApiError::new(ApiErrorCode::NotActivated, "account not activated: bind an MSISDN first")
             }

@@ -173,6 +173,8 @@ pub enum ApiErrorCode {
     MsisdnNotApproved,
     /// The account has not been activated yet (no MSISDN bound).
     NotActivated,
+    /// The operator's role or the token's scope does not allow the action (admin API).
+    Forbidden,
     /// Too many pending RTS parameter sets or sessions: retry later.
     TooManyRequests,
     /// A backing service is unavailable; retry later.
@@ -199,6 +201,7 @@ impl ApiErrorCode {
         ApiErrorCode::Conflict,
         ApiErrorCode::MsisdnNotApproved,
         ApiErrorCode::NotActivated,
+        ApiErrorCode::Forbidden,
         ApiErrorCode::TooManyRequests,
         ApiErrorCode::Unavailable,
         ApiErrorCode::Draining,
@@ -219,6 +222,7 @@ impl ApiErrorCode {
             ApiErrorCode::Conflict => "conflict",
             ApiErrorCode::MsisdnNotApproved => "msisdn_not_approved",
             ApiErrorCode::NotActivated => "not_activated",
+            ApiErrorCode::Forbidden => "forbidden",
             ApiErrorCode::TooManyRequests => "too_many_requests",
             ApiErrorCode::Unavailable => "unavailable",
             ApiErrorCode::Draining => "draining",
@@ -240,7 +244,10 @@ impl ApiErrorCode {
             ApiErrorCode::PayloadTooLarge => 413,
             ApiErrorCode::InvalidCredentials | ApiErrorCode::InvalidSession => 401,
             ApiErrorCode::LockedOut | ApiErrorCode::TooManyRequests => 429,
-            ApiErrorCode::Suspended | ApiErrorCode::MsisdnNotApproved | ApiErrorCode::NotActivated => 403,
+            ApiErrorCode::Suspended
+            | ApiErrorCode::MsisdnNotApproved
+            | ApiErrorCode::NotActivated
+            | ApiErrorCode::Forbidden => 403,
             ApiErrorCode::SeatsFull | ApiErrorCode::Conflict => 409,
             ApiErrorCode::NotFound => 404,
             ApiErrorCode::Unavailable | ApiErrorCode::Draining => 503,

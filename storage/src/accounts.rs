@@ -109,6 +109,9 @@ pub enum AccountError {
     Conflict(&'static str),
     #[error("not found")]
     NotFound,
+    /// The operator's role (or the token's scope) does not allow the action.
+    #[error("not allowed for this role")]
+    Forbidden,
     #[error("MSISDN is not approved by the carrier")]
     MsisdnNotApproved,
     #[error("account not activated")]
@@ -217,8 +220,7 @@ impl Accounts {
     }
 
     pub(crate) async fn audit(&self, actor: String, action: &str, subject: String, detail: String) {
-        let event =
-            AuditEvent { at: noc_protocol::clock::unix_ms_i64(), actor, action: action.to_string(), subject, detail };
+        let event = AuditEvent::new(actor, action, subject, detail);
         if let Err(e) = self.store.append_audit(event).await {
             tracing::warn!(error = %e, action, "audit log write failed");
         }
@@ -411,7 +413,7 @@ impl Accounts {
 
     // -- users ------------------------------------------------------------------------
 
-    fn check_password_rules(&self, password: &str) -> Result<()> {
+    pub(crate) fn check_password_rules(&self, password: &str) -> Result<()> {
         let n = password.chars().count();
         if n < self.policy.min_password_length || n > 128 {
             return Err(Invalid::PasswordLength { min: self.policy.min_password_length, max: 128 }.into());

@@ -170,6 +170,33 @@ CREATE TABLE operator_recovery_codes (
     used_at     INTEGER
 );
 "#,
+    r#"
+-- Operator tokens: console sign-ins (cookie) and admin API bearer tokens, by hash.
+CREATE TABLE operator_tokens (
+    token_hash   BLOB PRIMARY KEY,
+    id           TEXT NOT NULL UNIQUE,
+    operator_id  TEXT NOT NULL REFERENCES operators(id) ON DELETE CASCADE,
+    kind         TEXT NOT NULL,
+    scope        TEXT NOT NULL,
+    label        TEXT NOT NULL,
+    created_at   INTEGER NOT NULL,
+    last_used_at INTEGER NOT NULL,
+    expires_at   INTEGER NOT NULL
+);
+CREATE INDEX operator_tokens_operator ON operator_tokens(operator_id);
+-- The licenses in a CSR's care (created by them or given to them).
+CREATE TABLE license_operators (
+    license_id  TEXT NOT NULL REFERENCES licenses(id) ON DELETE CASCADE,
+    operator_id TEXT NOT NULL REFERENCES operators(id) ON DELETE CASCADE,
+    PRIMARY KEY (license_id, operator_id)
+);
+CREATE INDEX license_operators_operator ON license_operators(operator_id);
+-- Who acted in which role from where, and what changed (JSON list of field changes).
+ALTER TABLE audit_log ADD COLUMN role TEXT NOT NULL DEFAULT '';
+ALTER TABLE audit_log ADD COLUMN source TEXT NOT NULL DEFAULT '';
+ALTER TABLE audit_log ADD COLUMN changes TEXT NOT NULL DEFAULT '[]';
+CREATE INDEX audit_log_at ON audit_log(at);
+"#,
 ];
 
 /// SQLite-backed [`Store`].
@@ -343,6 +370,40 @@ fn operator_row(r: &Row<'_>) -> rusqlite::Result<OperatorRecord> {
         disabled: r.get::<_, i64>(6)? != 0,
         created_at: r.get(7)?,
         created_by: r.get(8)?,
+    })
+}
+
+const TOKEN_COLS: &str = "id, operator_id, kind, scope, label, created_at, last_used_at, expires_at";
+
+fn token_row(r: &Row<'_>) -> rusqlite::Result<OperatorToken> {
+    let (kind, scope): (String, String) = (r.get(2)?, r.get(3)?);
+    Ok(OperatorToken {
+        id: r.get(0)?,
+        operator_id: r.get(1)?,
+        // Unknown words (a newer schema's) read as the weakest: a console session that
+        // only looks.
+        kind: TokenKind::parse(&kind).unwrap_or(TokenKind::Console),
+        scope: TokenScope::parse(&scope).unwrap_or(TokenScope::Read),
+        label: r.get(4)?,
+        created_at: r.get(5)?,
+        last_used_at: r.get(6)?,
+        expires_at: r.get(7)?,
+    })
+}
+
+const AUDIT_COLS: &str = "id, at, actor, role, source, action, subject, detail, changes";
+
+fn audit_row(r: &Row<'_>) -> rusqlite::Result<AuditEvent> {
+    Ok(AuditEvent {
+        id: r.get(0)?,
+        at: r.get(1)?,
+        actor: r.get(2)?,
+        role: r.get(3)?,
+        source: r.get(4)?,
+        action: r.get(5)?,
+        subject: r.get(6)?,
+        detail: r.get(7)?,
+        changes: crate::model::parse_changes(&r.get::<_, String>(8)?),
     })
 }
 
@@ -1055,12 +1116,225 @@ impl Store for SqliteStore {
     }
 
     async fn append_audit(&self, e: AuditEvent) -> Result<()> {
+        let changes = crate::model::changes_json(&e.changes);
         self.run(move |c| {
             c.execute(
-                "INSERT INTO audit_log (at, actor, action, subject, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![e.at, e.actor, e.action, e.subject, e.detail],
+                "INSERT INTO audit_log (at, actor, role, source, action, subject, detail, changes) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![e.at, e.actor, e.role, e.source, e.action, e.subject, e.detail, changes],
             )?;
             Ok(())
+        })
+        .await
+    }
+
+    async fn operator_by_id(&self, id: &str) -> Result<Option<OperatorRecord>> {
+        let id = id.to_owned();
+        self.run(move |c| {
+            Ok(c.query_row(&format!("SELECT {OPERATOR_COLS} FROM operators WHERE id = ?1"), [id], operator_row)
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn insert_operator_token(&self, token_hash: &[u8], t: &OperatorToken) -> Result<()> {
+        let (hash, t) = (token_hash.to_vec(), t.clone());
+        self.run(move |c| {
+            let tx = c.transaction()?;
+            tx.execute("DELETE FROM operator_tokens WHERE expires_at <= ?1", [t.created_at])?;
+            tx.execute(
+                &format!(
+                    "INSERT INTO operator_tokens (token_hash, {TOKEN_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
+                ),
+                params![
+                    hash,
+                    t.id,
+                    t.operator_id,
+                    t.kind.as_str(),
+                    t.scope.as_str(),
+                    t.label,
+                    t.created_at,
+                    t.last_used_at,
+                    t.expires_at
+                ],
+            )?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn touch_operator_token(
+        &self,
+        token_hash: &[u8],
+        now: i64,
+        idle_since: i64,
+    ) -> Result<Option<(OperatorToken, OperatorRecord)>> {
+        let hash = token_hash.to_vec();
+        self.run(move |c| {
+            let tx = c.transaction()?;
+            let found = tx
+                .query_row(
+                    &format!("SELECT {TOKEN_COLS} FROM operator_tokens WHERE token_hash = ?1"),
+                    [&hash],
+                    token_row,
+                )
+                .optional()?;
+            let Some(mut t) = found else { return Ok(None) };
+            if now >= t.expires_at || t.last_used_at < idle_since {
+                tx.execute("DELETE FROM operator_tokens WHERE token_hash = ?1", [&hash])?;
+                tx.commit()?;
+                return Ok(None);
+            }
+            let operator = tx
+                .query_row(
+                    &format!("SELECT {OPERATOR_COLS} FROM operators WHERE id = ?1"),
+                    [&t.operator_id],
+                    operator_row,
+                )
+                .optional()?;
+            let Some(operator) = operator else { return Ok(None) };
+            tx.execute("UPDATE operator_tokens SET last_used_at = ?1 WHERE token_hash = ?2", params![now, hash])?;
+            tx.commit()?;
+            t.last_used_at = now;
+            Ok(Some((t, operator)))
+        })
+        .await
+    }
+
+    async fn operator_tokens(&self, operator_id: &str, now: i64) -> Result<Vec<OperatorToken>> {
+        let id = operator_id.to_owned();
+        self.run(move |c| {
+            let mut stmt = c.prepare(&format!(
+                "SELECT {TOKEN_COLS} FROM operator_tokens WHERE operator_id = ?1 AND expires_at > ?2 \
+                 ORDER BY created_at DESC, id"
+            ))?;
+            let rows = stmt.query_map(params![id, now], token_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    async fn delete_operator_token(&self, operator_id: &str, id: &str) -> Result<bool> {
+        let (operator, id) = (operator_id.to_owned(), id.to_owned());
+        self.run(move |c| {
+            Ok(c.execute("DELETE FROM operator_tokens WHERE id = ?1 AND operator_id = ?2", params![id, operator])? > 0)
+        })
+        .await
+    }
+
+    async fn delete_operator_token_by_hash(&self, token_hash: &[u8]) -> Result<bool> {
+        let hash = token_hash.to_vec();
+        self.run(move |c| Ok(c.execute("DELETE FROM operator_tokens WHERE token_hash = ?1", [hash])? > 0)).await
+    }
+
+    async fn grant_license(&self, license: LicenseId, operator_id: &str) -> Result<()> {
+        let operator = operator_id.to_owned();
+        self.run(move |c| {
+            c.execute(
+                "INSERT OR IGNORE INTO license_operators (license_id, operator_id) VALUES (?1, ?2)",
+                params![license.to_string(), operator],
+            )
+            .map_err(|e| match e.sqlite_error_code() {
+                Some(rusqlite::ErrorCode::ConstraintViolation) => StoreError::NotFound,
+                _ => e.into(),
+            })?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn license_grantees(&self, license: LicenseId) -> Result<Vec<String>> {
+        self.run(move |c| {
+            let mut stmt =
+                c.prepare("SELECT operator_id FROM license_operators WHERE license_id = ?1 ORDER BY operator_id")?;
+            let rows = stmt.query_map([license.to_string()], |r| r.get(0))?.collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    async fn licenses_granted_to(&self, operator_id: &str) -> Result<Vec<License>> {
+        let operator = operator_id.to_owned();
+        self.run(move |c| {
+            let mut stmt = c.prepare(&format!(
+                "SELECT {LICENSE_COLS} FROM licenses l \
+                 JOIN license_operators g ON g.license_id = l.id WHERE g.operator_id = ?1 ORDER BY l.name"
+            ))?;
+            let rows = stmt.query_map([operator], license_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    async fn update_license(&self, id: LicenseId, change: &LicenseChange) -> Result<License> {
+        let ch = change.clone();
+        self.run(move |c| {
+            let n = c.execute(
+                "UPDATE licenses SET \
+                 max_users = COALESCE(?2, max_users), \
+                 expires_at = CASE WHEN ?3 THEN ?4 ELSE expires_at END, \
+                 suspended = COALESCE(?5, suspended), \
+                 secret_question_recovery = COALESCE(?6, secret_question_recovery) \
+                 WHERE id = ?1",
+                params![
+                    id.to_string(),
+                    ch.max_users,
+                    ch.expires_at.is_some(),
+                    ch.expires_at.flatten(),
+                    ch.suspended,
+                    ch.secret_question_recovery
+                ],
+            )?;
+            if n == 0 {
+                return Err(StoreError::NotFound);
+            }
+            get_license(c, id)?.ok_or(StoreError::NotFound)
+        })
+        .await
+    }
+
+    async fn search_users(&self, filter: &UserFilter) -> Result<Vec<UserRecord>> {
+        let f = filter.clone();
+        self.run(move |c| {
+            let mut stmt = c.prepare(&format!(
+                "SELECT {USER_COLS} FROM users WHERE \
+                 (?1 IS NULL OR instr(lower(email), lower(?1)) > 0) \
+                 AND (?2 IS NULL OR msisdn = ?2) \
+                 AND (?3 IS NULL OR instr(lower(first_name || ' ' || last_name), lower(?3)) > 0) \
+                 AND (?4 IS NULL OR license_id = ?4) \
+                 AND (?5 IS NULL OR license_id IN (SELECT license_id FROM license_operators WHERE operator_id = ?5)) \
+                 ORDER BY email LIMIT ?6 OFFSET ?7"
+            ))?;
+            let rows = stmt
+                .query_map(
+                    params![
+                        f.email,
+                        f.msisdn,
+                        f.name,
+                        f.license.map(|l| l.to_string()),
+                        f.granted_to,
+                        f.limit,
+                        f.offset
+                    ],
+                    user_row,
+                )?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    async fn set_user_status(&self, id: UserId, status: UserStatus, now: i64) -> Result<UserRecord> {
+        self.run(move |c| {
+            let n = c.execute(
+                "UPDATE users SET status = ?1, updated_at = ?2 WHERE id = ?3",
+                params![status.as_str(), now, id.to_string()],
+            )?;
+            if n == 0 {
+                return Err(StoreError::NotFound);
+            }
+            Ok(c.query_row(&format!("SELECT {USER_COLS} FROM users WHERE id = ?1"), [id.to_string()], user_row)?)
         })
         .await
     }
@@ -1154,20 +1428,19 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn audit_log(&self, limit: u32) -> Result<Vec<AuditEvent>> {
+    async fn audit_search(&self, filter: &AuditFilter) -> Result<Vec<AuditEvent>> {
+        let f = filter.clone();
         self.run(move |c| {
-            let mut stmt =
-                c.prepare("SELECT at, actor, action, subject, detail FROM audit_log ORDER BY id DESC LIMIT ?1")?;
+            let mut stmt = c.prepare(&format!(
+                "SELECT {AUDIT_COLS} FROM audit_log WHERE \
+                 (?1 IS NULL OR actor = ?1) \
+                 AND (?2 IS NULL OR action = ?2 OR (substr(?2, -1) = '.' AND substr(action, 1, length(?2)) = ?2)) \
+                 AND (?3 IS NULL OR subject = ?3) \
+                 AND (?4 IS NULL OR at >= ?4) AND (?5 IS NULL OR at < ?5) AND (?6 IS NULL OR id < ?6) \
+                 ORDER BY id DESC LIMIT ?7"
+            ))?;
             let rows = stmt
-                .query_map([limit], |r| {
-                    Ok(AuditEvent {
-                        at: r.get(0)?,
-                        actor: r.get(1)?,
-                        action: r.get(2)?,
-                        subject: r.get(3)?,
-                        detail: r.get(4)?,
-                    })
-                })?
+                .query_map(params![f.actor, f.action, f.subject, f.since, f.until, f.before_id, f.limit], audit_row)?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
             Ok(rows)
         })

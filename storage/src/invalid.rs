@@ -53,6 +53,8 @@ pub enum Invalid {
     LicenseName,
     #[error("an operator name is 3 to 64 of a-z, 0-9, '.', '_' and '-'")]
     OperatorName,
+    #[error("a token must live at least one second")]
+    TokenLifetime,
     #[error("secret-question recovery is not offered for this account")]
     QuestionNotOffered,
     #[error("choose one of the questions offered")]

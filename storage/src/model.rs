@@ -198,12 +198,165 @@ impl std::fmt::Debug for DeviceLogin {
 /// One line of the audit log: who did what, when (white paper §8.7).
 #[derive(Clone, Debug, PartialEq)]
 pub struct AuditEvent {
+    /// Its place in the log (assigned by the store; 0 before it is written).
+    pub id: i64,
     pub at: i64,
-    /// `ves:<id>`, `user:<id>`, `device:<id>`, `admin:<name>`, `system`.
+    /// `ves:<id>`, `user:<id>`, `device:<id>`, `operator:<name>`, `admin:<name>` (the
+    /// CLI), `system`.
     pub actor: String,
+    /// The actor's operator role when an operator acted; empty otherwise.
+    pub role: String,
+    /// The address the request came from; empty for the CLI and the node itself.
+    pub source: String,
     pub action: String,
     pub subject: String,
     pub detail: String,
+    /// What the action changed, field by field (secrets never appear: a changed password
+    /// is recorded as changed, without values).
+    pub changes: Vec<FieldChange>,
+}
+
+impl AuditEvent {
+    /// An event of the node or of a peer, at the current time.
+    pub fn new(actor: String, action: &str, subject: String, detail: String) -> Self {
+        AuditEvent {
+            id: 0,
+            at: noc_protocol::clock::unix_ms_i64(),
+            actor,
+            role: String::new(),
+            source: String::new(),
+            action: action.to_string(),
+            subject,
+            detail,
+            changes: Vec::new(),
+        }
+    }
+}
+
+/// One field an audited action changed.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct FieldChange {
+    pub field: String,
+    pub before: String,
+    pub after: String,
+}
+
+impl FieldChange {
+    pub fn new(field: &str, before: impl ToString, after: impl ToString) -> Self {
+        FieldChange { field: field.to_string(), before: before.to_string(), after: after.to_string() }
+    }
+}
+
+/// The stored form of an event's changes.
+pub(crate) fn changes_json(changes: &[FieldChange]) -> String {
+    serde_json::to_string(changes).unwrap_or_else(|_| "[]".into())
+}
+
+/// Reads stored changes back; a row the store did not write reads as no changes.
+pub(crate) fn parse_changes(json: &str) -> Vec<FieldChange> {
+    serde_json::from_str(json).unwrap_or_default()
+}
+
+/// Which audit events to read, newest first.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AuditFilter {
+    /// Exact actor (`operator:alice`).
+    pub actor: Option<String>,
+    /// Action, or a prefix of it ending in `.` (`license.`).
+    pub action: Option<String>,
+    /// Exact subject (`license:acme`).
+    pub subject: Option<String>,
+    /// Unix ms, inclusive.
+    pub since: Option<i64>,
+    /// Unix ms, exclusive.
+    pub until: Option<i64>,
+    /// Only events older than this id (the next page after a page ending at it).
+    pub before_id: Option<i64>,
+    pub limit: u32,
+}
+
+/// Which users an operator looks for; every condition given must hold.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct UserFilter {
+    /// Part of the e-mail address, any case.
+    pub email: Option<String>,
+    /// The MSISDN exactly.
+    pub msisdn: Option<String>,
+    /// Part of the first or last name, any case.
+    pub name: Option<String>,
+    pub license: Option<LicenseId>,
+    /// Only users of the licenses granted to this operator (a CSR's view).
+    pub granted_to: Option<String>,
+    pub offset: u32,
+    pub limit: u32,
+}
+
+/// What an operator changes on a license; `None` leaves a field as it is.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LicenseChange {
+    pub max_users: Option<u32>,
+    /// `Some(None)`: never expires.
+    pub expires_at: Option<Option<i64>>,
+    pub suspended: Option<bool>,
+    pub secret_question_recovery: Option<bool>,
+}
+
+/// How an operator token is presented.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum TokenKind {
+    /// A console sign-in: the browser's cookie; ends after idling.
+    Console,
+    /// A bearer token of the admin API: lives until it expires or is revoked.
+    Api,
+}
+
+impl TokenKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenKind::Console => "console",
+            TokenKind::Api => "api",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [TokenKind::Console, TokenKind::Api].into_iter().find(|k| k.as_str() == s)
+    }
+}
+
+/// What a token may do: `Read` tokens only look, whatever the operator's role allows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum TokenScope {
+    Read,
+    Write,
+}
+
+impl TokenScope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenScope::Read => "read",
+            TokenScope::Write => "write",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [TokenScope::Read, TokenScope::Write].into_iter().find(|k| k.as_str() == s)
+    }
+}
+
+/// A live operator token (the token itself is known only to its holder; the store keeps
+/// its SHA-256).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OperatorToken {
+    /// Public id, to list and revoke it by.
+    pub id: String,
+    pub operator_id: String,
+    pub kind: TokenKind,
+    pub scope: TokenScope,
+    /// What its holder named it ("CI export"); for a console sign-in, the browser.
+    pub label: String,
+    pub created_at: i64,
+    pub last_used_at: i64,
+    pub expires_at: i64,
 }
 
 /// What a user changes on the portal's settings page (white paper §3.7.3, §9.2.1).

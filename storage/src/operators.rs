@@ -64,6 +64,20 @@ impl Accounts {
         password: &str,
         actor: &str,
     ) -> Result<Enrolment> {
+        let enrolment = self.create_operator_unaudited(name, role, password, actor).await?;
+        let subject = format!("operator:{}", enrolment.operator.name);
+        self.audit(actor.to_string(), "operator.create", subject, format!("role={}", role.as_str())).await;
+        Ok(enrolment)
+    }
+
+    /// [`Accounts::create_operator`] for callers that audit it themselves.
+    pub(crate) async fn create_operator_unaudited(
+        &self,
+        name: &str,
+        role: OperatorRole,
+        password: &str,
+        actor: &str,
+    ) -> Result<Enrolment> {
         let name = operator_name(name)?;
         self.check_new_password(password)?;
         let password_hash = self.hash_password(password).await?;
@@ -82,8 +96,6 @@ impl Accounts {
             created_by: actor.to_string(),
         };
         self.store().insert_operator(&operator, &hashes).await?;
-        self.audit(actor.to_string(), "operator.create", format!("operator:{name}"), format!("role={}", role.as_str()))
-            .await;
         Ok(Enrolment {
             totp_secret: totp::base32(&secret),
             totp_uri: totp::otpauth_uri("NOC", &name, &secret),

@@ -152,6 +152,30 @@ CREATE TABLE operator_recovery_codes (
     used_at     BIGINT
 );
 "#,
+    r#"
+CREATE TABLE operator_tokens (
+    token_hash   BYTEA PRIMARY KEY,
+    id           TEXT NOT NULL UNIQUE,
+    operator_id  TEXT NOT NULL REFERENCES operators(id) ON DELETE CASCADE,
+    kind         TEXT NOT NULL,
+    scope        TEXT NOT NULL,
+    label        TEXT NOT NULL,
+    created_at   BIGINT NOT NULL,
+    last_used_at BIGINT NOT NULL,
+    expires_at   BIGINT NOT NULL
+);
+CREATE INDEX operator_tokens_operator ON operator_tokens(operator_id);
+CREATE TABLE license_operators (
+    license_id  UUID NOT NULL REFERENCES licenses(id) ON DELETE CASCADE,
+    operator_id TEXT NOT NULL REFERENCES operators(id) ON DELETE CASCADE,
+    PRIMARY KEY (license_id, operator_id)
+);
+CREATE INDEX license_operators_operator ON license_operators(operator_id);
+ALTER TABLE audit_log ADD COLUMN role TEXT NOT NULL DEFAULT '',
+    ADD COLUMN source TEXT NOT NULL DEFAULT '',
+    ADD COLUMN changes TEXT NOT NULL DEFAULT '[]';
+CREATE INDEX audit_log_at ON audit_log(at);
+"#,
 ];
 
 /// Arbitrary constant naming the migration advisory lock.
@@ -423,6 +447,40 @@ fn operator_row(r: &Row) -> OperatorRecord {
         disabled: r.get(6),
         created_at: r.get(7),
         created_by: r.get(8),
+    }
+}
+
+const TOKEN_COLS: &str = "id, operator_id, kind, scope, label, created_at, last_used_at, expires_at";
+
+fn token_row(r: &Row) -> OperatorToken {
+    let (kind, scope): (String, String) = (r.get(2), r.get(3));
+    OperatorToken {
+        id: r.get(0),
+        operator_id: r.get(1),
+        // Unknown words (a newer schema's) read as the weakest: a console session that
+        // only looks.
+        kind: TokenKind::parse(&kind).unwrap_or(TokenKind::Console),
+        scope: TokenScope::parse(&scope).unwrap_or(TokenScope::Read),
+        label: r.get(4),
+        created_at: r.get(5),
+        last_used_at: r.get(6),
+        expires_at: r.get(7),
+    }
+}
+
+const AUDIT_COLS: &str = "id, at, actor, role, source, action, subject, detail, changes";
+
+fn audit_row(r: &Row) -> AuditEvent {
+    AuditEvent {
+        id: r.get(0),
+        at: r.get(1),
+        actor: r.get(2),
+        role: r.get(3),
+        source: r.get(4),
+        action: r.get(5),
+        subject: r.get(6),
+        detail: r.get(7),
+        changes: crate::model::parse_changes(&r.get::<_, String>(8)),
     }
 }
 
@@ -1116,15 +1174,216 @@ impl Store for PostgresStore {
     }
 
     async fn append_audit(&self, e: AuditEvent) -> Result<()> {
+        let changes = crate::model::changes_json(&e.changes);
         self.client()
             .await?
             .execute(
-                "INSERT INTO audit_log (at, actor, action, subject, detail) VALUES ($1, $2, $3, $4, $5)",
-                &[&e.at, &e.actor, &e.action, &e.subject, &e.detail],
+                "INSERT INTO audit_log (at, actor, role, source, action, subject, detail, changes) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                &[&e.at, &e.actor, &e.role, &e.source, &e.action, &e.subject, &e.detail, &changes],
             )
             .await
             .map_err(pg_error)?;
         Ok(())
+    }
+
+    async fn operator_by_id(&self, id: &str) -> Result<Option<OperatorRecord>> {
+        let sql = format!("SELECT {OPERATOR_COLS} FROM operators WHERE id = $1");
+        Ok(self.client().await?.query_opt(&sql, &[&id]).await.map_err(pg_error)?.map(|r| operator_row(&r)))
+    }
+
+    async fn insert_operator_token(&self, token_hash: &[u8], t: &OperatorToken) -> Result<()> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(pg_error)?;
+        tx.execute("DELETE FROM operator_tokens WHERE expires_at <= $1", &[&t.created_at]).await.map_err(pg_error)?;
+        tx.execute(
+            &format!(
+                "INSERT INTO operator_tokens (token_hash, {TOKEN_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+            ),
+            &[
+                &token_hash,
+                &t.id,
+                &t.operator_id,
+                &t.kind.as_str(),
+                &t.scope.as_str(),
+                &t.label,
+                &t.created_at,
+                &t.last_used_at,
+                &t.expires_at,
+            ],
+        )
+        .await
+        .map_err(pg_error)?;
+        tx.commit().await.map_err(pg_error)
+    }
+
+    async fn touch_operator_token(
+        &self,
+        token_hash: &[u8],
+        now: i64,
+        idle_since: i64,
+    ) -> Result<Option<(OperatorToken, OperatorRecord)>> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(pg_error)?;
+        let sql = format!("SELECT {TOKEN_COLS} FROM operator_tokens WHERE token_hash = $1 FOR UPDATE");
+        let Some(mut t) = tx.query_opt(&sql, &[&token_hash]).await.map_err(pg_error)?.map(|r| token_row(&r)) else {
+            return Ok(None);
+        };
+        if now >= t.expires_at || t.last_used_at < idle_since {
+            tx.execute("DELETE FROM operator_tokens WHERE token_hash = $1", &[&token_hash]).await.map_err(pg_error)?;
+            tx.commit().await.map_err(pg_error)?;
+            return Ok(None);
+        }
+        let sql = format!("SELECT {OPERATOR_COLS} FROM operators WHERE id = $1");
+        let Some(operator) = tx.query_opt(&sql, &[&t.operator_id]).await.map_err(pg_error)?.map(|r| operator_row(&r))
+        else {
+            return Ok(None);
+        };
+        tx.execute("UPDATE operator_tokens SET last_used_at = $1 WHERE token_hash = $2", &[&now, &token_hash])
+            .await
+            .map_err(pg_error)?;
+        tx.commit().await.map_err(pg_error)?;
+        t.last_used_at = now;
+        Ok(Some((t, operator)))
+    }
+
+    async fn operator_tokens(&self, operator_id: &str, now: i64) -> Result<Vec<OperatorToken>> {
+        let sql = format!(
+            "SELECT {TOKEN_COLS} FROM operator_tokens WHERE operator_id = $1 AND expires_at > $2 \
+             ORDER BY created_at DESC, id"
+        );
+        let rows = self.client().await?.query(&sql, &[&operator_id, &now]).await.map_err(pg_error)?;
+        Ok(rows.iter().map(token_row).collect())
+    }
+
+    async fn delete_operator_token(&self, operator_id: &str, id: &str) -> Result<bool> {
+        let n = self
+            .client()
+            .await?
+            .execute("DELETE FROM operator_tokens WHERE id = $1 AND operator_id = $2", &[&id, &operator_id])
+            .await
+            .map_err(pg_error)?;
+        Ok(n > 0)
+    }
+
+    async fn delete_operator_token_by_hash(&self, token_hash: &[u8]) -> Result<bool> {
+        let n = self
+            .client()
+            .await?
+            .execute("DELETE FROM operator_tokens WHERE token_hash = $1", &[&token_hash])
+            .await
+            .map_err(pg_error)?;
+        Ok(n > 0)
+    }
+
+    async fn grant_license(&self, license: LicenseId, operator_id: &str) -> Result<()> {
+        let r = self
+            .client()
+            .await?
+            .execute(
+                "INSERT INTO license_operators (license_id, operator_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                &[&license.0, &operator_id],
+            )
+            .await;
+        match r {
+            Ok(_) => Ok(()),
+            Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::FOREIGN_KEY_VIOLATION) => {
+                Err(StoreError::NotFound)
+            }
+            Err(e) => Err(pg_error(e)),
+        }
+    }
+
+    async fn license_grantees(&self, license: LicenseId) -> Result<Vec<String>> {
+        let rows = self
+            .client()
+            .await?
+            .query(
+                "SELECT operator_id FROM license_operators WHERE license_id = $1 ORDER BY operator_id",
+                &[&license.0],
+            )
+            .await
+            .map_err(pg_error)?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    async fn licenses_granted_to(&self, operator_id: &str) -> Result<Vec<License>> {
+        let sql = format!(
+            "SELECT {LICENSE_COLS} FROM licenses l \
+             JOIN license_operators g ON g.license_id = l.id WHERE g.operator_id = $1 ORDER BY l.name"
+        );
+        let rows = self.client().await?.query(&sql, &[&operator_id]).await.map_err(pg_error)?;
+        Ok(rows.iter().map(license_row).collect())
+    }
+
+    async fn update_license(&self, id: LicenseId, change: &LicenseChange) -> Result<License> {
+        let c = self.client().await?;
+        let max_users = change.max_users.map(|m| m.min(i32::MAX as u32) as i32);
+        let n = c
+            .execute(
+                "UPDATE licenses SET \
+                 max_users = COALESCE($2, max_users), \
+                 expires_at = CASE WHEN $3 THEN $4 ELSE expires_at END, \
+                 suspended = COALESCE($5, suspended), \
+                 secret_question_recovery = COALESCE($6, secret_question_recovery) \
+                 WHERE id = $1",
+                &[
+                    &id.0,
+                    &max_users,
+                    &change.expires_at.is_some(),
+                    &change.expires_at.flatten(),
+                    &change.suspended,
+                    &change.secret_question_recovery,
+                ],
+            )
+            .await
+            .map_err(pg_error)?;
+        if n == 0 {
+            return Err(StoreError::NotFound);
+        }
+        get_license(&c, id).await?.ok_or(StoreError::NotFound)
+    }
+
+    async fn search_users(&self, f: &UserFilter) -> Result<Vec<UserRecord>> {
+        let sql = format!(
+            "SELECT {USER_COLS} FROM users WHERE \
+             ($1::text IS NULL OR strpos(lower(email), lower($1)) > 0) \
+             AND ($2::text IS NULL OR msisdn = $2) \
+             AND ($3::text IS NULL OR strpos(lower(first_name || ' ' || last_name), lower($3)) > 0) \
+             AND ($4::uuid IS NULL OR license_id = $4) \
+             AND ($5::text IS NULL OR license_id IN (SELECT license_id FROM license_operators WHERE operator_id = $5)) \
+             ORDER BY email LIMIT $6 OFFSET $7"
+        );
+        let rows = self
+            .client()
+            .await?
+            .query(
+                &sql,
+                &[
+                    &f.email,
+                    &f.msisdn,
+                    &f.name,
+                    &f.license.map(|l| l.0),
+                    &f.granted_to,
+                    &i64::from(f.limit),
+                    &i64::from(f.offset),
+                ],
+            )
+            .await
+            .map_err(pg_error)?;
+        Ok(rows.iter().map(user_row).collect())
+    }
+
+    async fn set_user_status(&self, id: UserId, status: UserStatus, now: i64) -> Result<UserRecord> {
+        let sql = format!("UPDATE users SET status = $1, updated_at = $2 WHERE id = $3 RETURNING {USER_COLS}");
+        let row = self
+            .client()
+            .await?
+            .query_opt(&sql, &[&status.as_str(), &now, &id.0])
+            .await
+            .map_err(pg_error)?
+            .ok_or(StoreError::NotFound)?;
+        Ok(user_row(&row))
     }
 
     async fn insert_web_session(&self, token_hash: &[u8], session: &WebSession) -> Result<()> {
@@ -1207,25 +1466,22 @@ impl Store for PostgresStore {
         Ok(rows.iter().map(web_session_row).collect())
     }
 
-    async fn audit_log(&self, limit: u32) -> Result<Vec<AuditEvent>> {
+    async fn audit_search(&self, f: &AuditFilter) -> Result<Vec<AuditEvent>> {
+        let sql = format!(
+            "SELECT {AUDIT_COLS} FROM audit_log WHERE \
+             ($1::text IS NULL OR actor = $1) \
+             AND ($2::text IS NULL OR action = $2 OR (right($2, 1) = '.' AND left(action, length($2)) = $2)) \
+             AND ($3::text IS NULL OR subject = $3) \
+             AND ($4::bigint IS NULL OR at >= $4) AND ($5::bigint IS NULL OR at < $5) \
+             AND ($6::bigint IS NULL OR id < $6) \
+             ORDER BY id DESC LIMIT $7"
+        );
         let rows = self
             .client()
             .await?
-            .query(
-                "SELECT at, actor, action, subject, detail FROM audit_log ORDER BY id DESC LIMIT $1",
-                &[&(limit as i64)],
-            )
+            .query(&sql, &[&f.actor, &f.action, &f.subject, &f.since, &f.until, &f.before_id, &i64::from(f.limit)])
             .await
             .map_err(pg_error)?;
-        Ok(rows
-            .iter()
-            .map(|r| AuditEvent {
-                at: r.get(0),
-                actor: r.get(1),
-                action: r.get(2),
-                subject: r.get(3),
-                detail: r.get(4),
-            })
-            .collect())
+        Ok(rows.iter().map(audit_row).collect())
     }
 }

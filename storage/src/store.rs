@@ -157,7 +157,41 @@ pub trait Store: Send + Sync + 'static {
     /// there is no such unused code.
     async fn use_recovery_code(&self, operator_id: &str, code_hash: &[u8], now: i64) -> Result<bool>;
 
+    async fn operator_by_id(&self, id: &str) -> Result<Option<OperatorRecord>>;
+
+    /// Stores an operator token by the hash of its secret.
+    async fn insert_operator_token(&self, token_hash: &[u8], token: &OperatorToken) -> Result<()>;
+    /// The live token with this hash and its operator, marked used at `now`; `None` when
+    /// unknown, expired (`expires_at <= now`) or idle since before `idle_since`.
+    async fn touch_operator_token(
+        &self,
+        token_hash: &[u8],
+        now: i64,
+        idle_since: i64,
+    ) -> Result<Option<(OperatorToken, OperatorRecord)>>;
+    /// The operator's unexpired tokens, newest first.
+    async fn operator_tokens(&self, operator_id: &str, now: i64) -> Result<Vec<OperatorToken>>;
+    /// Deletes the operator's token with this public id; false when it has none such.
+    async fn delete_operator_token(&self, operator_id: &str, id: &str) -> Result<bool>;
+    /// Deletes the token with this hash (a console sign-out); false when none.
+    async fn delete_operator_token_by_hash(&self, token_hash: &[u8]) -> Result<bool>;
+
+    /// Gives a license into an operator's care (a CSR's scope); granting twice is one grant.
+    async fn grant_license(&self, license: LicenseId, operator_id: &str) -> Result<()>;
+    /// The operators a license is granted to, by id.
+    async fn license_grantees(&self, license: LicenseId) -> Result<Vec<String>>;
+    /// The licenses granted to an operator, by name.
+    async fn licenses_granted_to(&self, operator_id: &str) -> Result<Vec<License>>;
+    /// Applies what `change` sets, in one statement; `NotFound` for an unknown license.
+    async fn update_license(&self, id: LicenseId, change: &LicenseChange) -> Result<License>;
+
+    /// Users matching every condition of the filter, by e-mail, one page.
+    async fn search_users(&self, filter: &UserFilter) -> Result<Vec<UserRecord>>;
+    /// Sets a user's account state (suspend, reactivate).
+    async fn set_user_status(&self, id: UserId, status: UserStatus, now: i64) -> Result<UserRecord>;
+
+    /// Appends an event (the log has no update and no delete but the retention purge).
     async fn append_audit(&self, event: AuditEvent) -> Result<()>;
-    /// Newest first.
-    async fn audit_log(&self, limit: u32) -> Result<Vec<AuditEvent>>;
+    /// Events matching the filter, newest first.
+    async fn audit_search(&self, filter: &AuditFilter) -> Result<Vec<AuditEvent>>;
 }

@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use noc_storage::{
-    AccountError, AccountPolicy, Accounts, MsisdnApproval, PasswordHashing, PostgresOptions, PostgresStore,
-    SqliteStore, Store, ThrottlePolicy, UserStatus,
+    AccountError, AccountPolicy, Accounts, AuditFilter, MsisdnApproval, PasswordHashing, PostgresOptions,
+    PostgresStore, SqliteStore, Store, ThrottlePolicy, UserStatus,
 };
 
 /// The client address of the password attempts in these tests.
@@ -161,7 +161,7 @@ macro_rules! conformance {
                 ));
                 let (fresh, _, _) = accounts.license_login("acme", "new-license-pass", SOURCE).await.expect("new password");
                 accounts.authenticate_ves("ffeeddccbbaa99887766554433221100", Some(&fresh)).await.expect("fresh token");
-                let audit = backend.store.audit_log(100).await.expect("audit");
+                let audit = backend.store.audit_search(&AuditFilter { limit: 100, ..AuditFilter::default() }).await.expect("audit");
                 assert!(audit.iter().any(|e| e.action == "license.password_changed" && e.detail.contains("tokens_revoked=")));
                 backend.cleanup().await;
             }
@@ -379,7 +379,7 @@ macro_rules! conformance {
                 assert!(listed[0].id == lost.id && listed[0].wiped_at.is_some() && listed[0].revoked_at.is_some());
                 let kept_cred = hex::decode(&kept_credential).expect("hex");
                 assert!(matches!(accounts.authenticate_device_token(kept.id, &kept_cred).await, Err(AccountError::Revoked)));
-                let audit = store.audit_log(50).await.expect("audit");
+                let audit = store.audit_search(&AuditFilter { limit: 50, ..AuditFilter::default() }).await.expect("audit");
                 let actions: Vec<&str> = audit.iter().map(|e| e.action.as_str()).collect();
                 assert!(actions.contains(&"device.wipe_requested") && actions.contains(&"device.wipe_done"), "{actions:?}");
                 backend.cleanup().await;
@@ -500,12 +500,142 @@ macro_rules! conformance {
                     accounts.operator_sign_in("alice.admin", "operator-password-1", &recovery, other).await,
                     Err(AccountError::InvalidCredentials)
                 ));
-                let audit = accounts.store().audit_log(50).await.expect("audit");
+                let audit = accounts.store().audit_search(&AuditFilter { limit: 50, ..AuditFilter::default() }).await.expect("audit");
                 let actions: Vec<&str> = audit.iter().map(|e| e.action.as_str()).collect();
                 for action in ["operator.create", "operator.sign_in", "operator.sign_in_failed"] {
                     assert!(actions.contains(&action), "{action}: {actions:?}");
                 }
                 assert!(audit.iter().all(|e| !e.detail.contains(&code) && !e.detail.contains(&enrolment.totp_secret)));
+                backend.cleanup().await;
+            }
+
+            #[tokio::test]
+            async fn operators_reach_only_what_their_role_and_licenses_allow() {
+                use noc_storage::model::*;
+                use noc_storage::Principal;
+                use std::time::Duration;
+                let backend = super::$backend().await;
+                let accounts = Accounts::new(backend.store.clone(), policy()).expect("accounts");
+                let store = accounts.store();
+                let mut principals = Vec::new();
+                for (name, role) in [("root", OperatorRole::NocAdmin), ("carol", OperatorRole::Csr),
+                                     ("dave", OperatorRole::Csr), ("audra", OperatorRole::Auditor)] {
+                    let e = accounts.create_operator(name, role, "operator-password-1", "admin:cli").await.expect("operator");
+                    let (secret, token) = accounts
+                        .issue_operator_token(&e.operator, TokenKind::Api, TokenScope::Write, "test", Duration::from_secs(60), Some(SOURCE))
+                        .await
+                        .expect("token");
+                    assert_eq!(token.kind, TokenKind::Api);
+                    let p = accounts.operator_principal(&secret, TokenKind::Api, None, Some(SOURCE)).await.expect("lookup").expect("live");
+                    assert_eq!((p.name.as_str(), p.role), (name, role));
+                    // The same secret is no console sign-in.
+                    assert!(accounts.operator_principal(&secret, TokenKind::Console, None, None).await.expect("lookup").is_none());
+                    principals.push(p);
+                }
+                let [root, carol, dave, audra] = <[Principal; 4]>::try_from(principals).expect("four");
+
+                // Carol creates a license (hers from then on); root creates one and gives it to dave.
+                let hers = accounts.create_license_as(&carol, "carol-co", "license-pass", 5, None).await.expect("hers");
+                let his = accounts.create_license_as(&root, "dave-co", "license-pass", 5, None).await.expect("his");
+                accounts.grant_license_as(&root, his.id, "DAVE").await.expect("grant");
+                assert!(matches!(accounts.grant_license_as(&carol, his.id, "carol").await, Err(AccountError::Forbidden)));
+                let names = |ls: Vec<License>| ls.into_iter().map(|l| l.name).collect::<Vec<_>>();
+                assert_eq!(names(accounts.licenses_as(&root).await.expect("all")), ["carol-co", "dave-co"]);
+                assert_eq!(names(accounts.licenses_as(&carol).await.expect("hers")), ["carol-co"]);
+                assert_eq!(names(accounts.licenses_as(&dave).await.expect("his")), ["dave-co"]);
+                assert!(matches!(accounts.licenses_as(&audra).await, Err(AccountError::Forbidden)));
+                // Another CSR's license does not exist for carol, to read or to change.
+                assert!(matches!(accounts.license_as(&carol, his.id).await, Err(AccountError::NotFound)));
+                let more = LicenseChange { max_users: Some(50), ..LicenseChange::default() };
+                assert!(matches!(accounts.change_license_as(&carol, his.id, &more).await, Err(AccountError::NotFound)));
+                assert_eq!(accounts.license_grantees_as(&root, his.id).await.expect("grantees"), ["dave"]);
+
+                // A change is audited field by field, with role and source.
+                let change = LicenseChange { max_users: Some(7), suspended: Some(true), expires_at: Some(Some(4_000_000_000_000)), ..LicenseChange::default() };
+                let changed = accounts.change_license_as(&carol, hers.id, &change).await.expect("change");
+                assert_eq!((changed.max_users, changed.suspended, changed.expires_at), (7, true, Some(4_000_000_000_000)));
+                let unchanged = accounts.change_license_as(&carol, hers.id, &LicenseChange::default()).await.expect("no-op");
+                assert_eq!(unchanged, changed);
+                accounts.change_license_as(&carol, hers.id, &LicenseChange { suspended: Some(false), expires_at: Some(None), ..LicenseChange::default() })
+                    .await
+                    .expect("resume");
+                let audit = accounts
+                    .audit_as(&root, &AuditFilter { action: Some("license.".into()), limit: 10, ..AuditFilter::default() })
+                    .await
+                    .expect("audit");
+                let first_change = audit.iter().rev().find(|e| e.action == "license.change").expect("a change");
+                assert_eq!((first_change.actor.as_str(), first_change.role.as_str()), ("operator:carol", "csr"));
+                assert_eq!(first_change.source, SOURCE.to_string());
+                assert_eq!(first_change.changes, vec![
+                    FieldChange::new("max_users", 5, 7),
+                    FieldChange::new("expires_at", "never", 4_000_000_000_000i64),
+                    FieldChange::new("suspended", false, true),
+                ]);
+                assert_eq!(audit.iter().filter(|e| e.action == "license.change").count(), 2, "a no-op is not audited");
+                let created = audit.iter().find(|e| e.action == "license.create").expect("create");
+                assert!(created.changes.iter().all(|c| !c.after.contains("license-pass")), "no secret: {created:?}");
+                // Paging: the next page starts below the last id seen; an exact action is exact.
+                let page2 = accounts
+                    .audit_as(&root, &AuditFilter { before_id: Some(audit[1].id), limit: 100, ..AuditFilter::default() })
+                    .await
+                    .expect("page 2");
+                assert!(page2.iter().all(|e| e.id < audit[1].id) && !page2.is_empty());
+                let exact = AuditFilter { action: Some("license".into()), limit: 10, ..AuditFilter::default() };
+                assert!(accounts.audit_as(&audra, &exact).await.expect("auditor reads").is_empty());
+                assert!(matches!(accounts.audit_as(&carol, &exact).await, Err(AccountError::Forbidden)));
+
+                // Users: each CSR finds only the users of their licenses.
+                for (license, password, email) in [(&hers, "license-pass", "ann@carol.example"), (&his, "license-pass", "bob@dave.example")] {
+                    let (token, _, _) = accounts.license_login(&license.name, password, SOURCE).await.expect("login");
+                    let guid = noc_storage::secrets::random_hex::<16>();
+                    let (ves, _) = accounts.authenticate_ves(&guid, Some(&token)).await.expect("ves");
+                    accounts.provision_user(ves.id, license.id, email, Some("user-password-1"), "Ann", "Example").await.expect("user");
+                }
+                let everyone = UserFilter { limit: 10, ..UserFilter::default() };
+                let emails = |us: Vec<UserRecord>| us.into_iter().map(|u| u.email).collect::<Vec<_>>();
+                assert_eq!(emails(accounts.search_users_as(&root, &everyone).await.expect("root")), ["ann@carol.example", "bob@dave.example"]);
+                assert_eq!(emails(accounts.search_users_as(&carol, &everyone).await.expect("carol")), ["ann@carol.example"]);
+                let by_part = UserFilter { email: Some("DAVE.ex".into()), limit: 10, ..UserFilter::default() };
+                assert!(accounts.search_users_as(&carol, &by_part).await.expect("none").is_empty());
+                let bob = accounts.search_users_as(&dave, &by_part).await.expect("bob").remove(0);
+                let by_name = UserFilter { name: Some("ann ex".into()), license: Some(his.id), limit: 10, ..UserFilter::default() };
+                assert_eq!(emails(accounts.search_users_as(&root, &by_name).await.expect("name")), ["bob@dave.example"]);
+                assert!(matches!(accounts.user_as(&carol, bob.id).await, Err(AccountError::NotFound)));
+                assert!(matches!(accounts.set_user_suspended_as(&carol, bob.id, true).await, Err(AccountError::NotFound)));
+                let suspended = accounts.set_user_suspended_as(&dave, bob.id, true).await.expect("suspend");
+                assert_eq!(suspended.status, UserStatus::Suspended);
+                let back = accounts.set_user_suspended_as(&dave, bob.id, false).await.expect("reactivate");
+                assert_eq!(back.status, UserStatus::Provisioned, "never activated: back to provisioned");
+                let paged = UserFilter { offset: 1, limit: 1, ..UserFilter::default() };
+                assert_eq!(emails(accounts.search_users_as(&root, &paged).await.expect("page")), ["bob@dave.example"]);
+
+                // A read-scoped token looks but never changes; operators are the admin's.
+                let read_only = Principal { scope: TokenScope::Read, ..dave.clone() };
+                accounts.user_as(&read_only, bob.id).await.expect("reads");
+                assert!(matches!(accounts.set_user_suspended_as(&read_only, bob.id, true).await, Err(AccountError::Forbidden)));
+                assert!(matches!(accounts.operators_as(&carol).await, Err(AccountError::Forbidden)));
+                assert!(matches!(
+                    accounts.create_operator_as(&carol, "eve", OperatorRole::NocAdmin, "operator-password-1").await,
+                    Err(AccountError::Forbidden)
+                ));
+                accounts.create_operator_as(&root, "erin", OperatorRole::Csr, "operator-password-1").await.expect("erin");
+
+                // Tokens: listed by their holder, revoked by id, then dead.
+                let own = accounts.own_operator_tokens(&dave).await.expect("tokens");
+                assert_eq!(own.len(), 1);
+                assert!(matches!(accounts.revoke_own_operator_token(&carol, &own[0].id).await, Err(AccountError::NotFound)));
+                accounts.revoke_own_operator_token(&dave, &own[0].id).await.expect("revoke");
+                assert!(accounts.own_operator_tokens(&dave).await.expect("tokens").is_empty());
+                // A console sign-in ends after idling.
+                let root_record = store.operator_by_name("root").await.expect("get").expect("root");
+                let (console, _) = accounts
+                    .issue_operator_token(&root_record, TokenKind::Console, TokenScope::Write, "browser", Duration::from_secs(3600), None)
+                    .await
+                    .expect("console");
+                assert!(accounts.operator_principal(&console, TokenKind::Console, Some(Duration::from_secs(60)), None).await.expect("live").is_some());
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                assert!(accounts.operator_principal(&console, TokenKind::Console, Some(Duration::from_millis(5)), None).await.expect("idle").is_none());
+                assert!(accounts.operator_principal(&console, TokenKind::Console, Some(Duration::from_secs(60)), None).await.expect("gone").is_none(), "an idle sign-in is deleted");
                 backend.cleanup().await;
             }
 
@@ -554,7 +684,7 @@ macro_rules! conformance {
                 // From another address the owner still signs in: nothing was locked.
                 let elsewhere: std::net::IpAddr = "192.0.2.200".parse().expect("ip");
                 accounts.check_login("eve@example.com", "eve-password", elsewhere).await.expect("owner signs in");
-                let audit = accounts.store().audit_log(50).await.expect("audit");
+                let audit = accounts.store().audit_search(&AuditFilter { limit: 50, ..AuditFilter::default() }).await.expect("audit");
                 assert_eq!(audit.iter().filter(|e| e.action == "user.login_failed").count(), 3);
                 backend.cleanup().await;
             }

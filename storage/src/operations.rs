@@ -1,0 +1,454 @@
+//! What operators do (white paper §3.7.1–3.7.2, §8.5–8.7), with who may do what decided
+//! here and nowhere else: the consoles and the admin API both call these methods with the
+//! [`Principal`] the request authenticated as, so one rule serves both.
+//!
+//! Two checks, in this order, on every call:
+//! * the **role and the token's scope** allow the action ([`permits`]), else `Forbidden`;
+//! * the **record** is in the operator's reach: a CSR sees only the licenses granted to
+//!   them (created by them or given by an administrator) and those licenses' users and
+//!   devices. Anything else is `NotFound`, exactly as if it did not exist, so a CSR cannot
+//!   even learn that another tenant's record is there.
+//!
+//! No method here reads or returns what a user keeps private: passwords, secret answers
+//! and mail/PIM data have no field in what comes back.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use noc_protocol::{DeviceId, LicenseId, UserId, secrets};
+
+use crate::accounts::{AccountError, Accounts, Result};
+use crate::invalid::Invalid;
+use crate::model::*;
+
+/// Who a request acts as: an operator signed in through a token.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Principal {
+    pub operator_id: String,
+    pub name: String,
+    pub role: OperatorRole,
+    pub scope: TokenScope,
+    /// Where the request came from (for the audit log).
+    pub source: Option<IpAddr>,
+}
+
+impl Principal {
+    fn actor(&self) -> String {
+        format!("operator:{}", self.name)
+    }
+}
+
+/// The actions the roles are made of.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Permission {
+    ReadLicenses,
+    /// Create licenses and change them (seats, expiry, suspension, features).
+    WriteLicenses,
+    /// Give a license into a CSR's care.
+    GrantLicenses,
+    ReadUsers,
+    /// Suspend and reactivate users, revoke and wipe their devices.
+    WriteUsers,
+    ReadOperators,
+    WriteOperators,
+    ReadAudit,
+}
+
+impl Permission {
+    pub const ALL: [Permission; 8] = [
+        Permission::ReadLicenses,
+        Permission::WriteLicenses,
+        Permission::GrantLicenses,
+        Permission::ReadUsers,
+        Permission::WriteUsers,
+        Permission::ReadOperators,
+        Permission::WriteOperators,
+        Permission::ReadAudit,
+    ];
+
+    fn writes(self) -> bool {
+        matches!(
+            self,
+            Permission::WriteLicenses | Permission::GrantLicenses | Permission::WriteUsers | Permission::WriteOperators
+        )
+    }
+}
+
+/// Whether `role`, through a token of `scope`, may do `permission` at all (the record
+/// check comes after). A read-scoped token never writes, whatever the role.
+pub fn permits(role: OperatorRole, scope: TokenScope, permission: Permission) -> bool {
+    if permission.writes() && scope == TokenScope::Read {
+        return false;
+    }
+    use Permission::*;
+    match role {
+        OperatorRole::NocAdmin => true,
+        OperatorRole::Csr => matches!(permission, ReadLicenses | WriteLicenses | ReadUsers | WriteUsers),
+        OperatorRole::Auditor => matches!(permission, ReadAudit),
+    }
+}
+
+/// The longest an API token may live.
+pub const MAX_TOKEN_TTL: Duration = Duration::from_secs(90 * 24 * 3600);
+
+/// A page of users at most this long.
+pub const MAX_PAGE: u32 = 200;
+
+fn now_ms() -> i64 {
+    noc_protocol::clock::unix_ms_i64()
+}
+
+fn ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+fn show_expiry(at: Option<i64>) -> String {
+    at.map_or_else(|| "never".to_string(), |t| t.to_string())
+}
+
+impl Accounts {
+    fn allow(&self, p: &Principal, permission: Permission) -> Result<()> {
+        if permits(p.role, p.scope, permission) { Ok(()) } else { Err(AccountError::Forbidden) }
+    }
+
+    /// Appends an operator's action to the audit log, with role, source and changes.
+    async fn audit_operator(&self, p: &Principal, action: &str, subject: String, changes: Vec<FieldChange>) {
+        let mut event = AuditEvent::new(p.actor(), action, subject, String::new());
+        event.role = p.role.as_str().to_string();
+        event.source = p.source.map(|s| s.to_string()).unwrap_or_default();
+        event.changes = changes;
+        if let Err(e) = self.store().append_audit(event).await {
+            tracing::warn!(error = %e, action, "audit log write failed");
+        }
+    }
+
+    // -- tokens ---------------------------------------------------------------------
+
+    /// Issues a token to a signed-in operator: the secret is returned once, the store
+    /// keeps its hash. `ttl` is capped at [`MAX_TOKEN_TTL`].
+    pub async fn issue_operator_token(
+        &self,
+        operator: &OperatorRecord,
+        kind: TokenKind,
+        scope: TokenScope,
+        label: &str,
+        ttl: Duration,
+        source: Option<IpAddr>,
+    ) -> Result<(String, OperatorToken)> {
+        let label: String = label.trim().chars().filter(|c| !c.is_control()).take(100).collect();
+        if ttl.is_zero() {
+            return Err(Invalid::TokenLifetime.into());
+        }
+        let now = now_ms();
+        let secret = secrets::random_hex::<32>();
+        let token = OperatorToken {
+            id: secrets::random_hex::<8>(),
+            operator_id: operator.id.clone(),
+            kind,
+            scope,
+            label,
+            created_at: now,
+            last_used_at: now,
+            expires_at: now.saturating_add(ms(ttl.min(MAX_TOKEN_TTL))),
+        };
+        self.store().insert_operator_token(&secrets::token_hash(secret.as_bytes()), &token).await?;
+        let p = Principal {
+            operator_id: operator.id.clone(),
+            name: operator.name.clone(),
+            role: operator.role,
+            scope,
+            source,
+        };
+        let action = match kind {
+            TokenKind::Console => "operator.console_sign_in",
+            TokenKind::Api => "operator.token_issue",
+        };
+        let changes = vec![FieldChange::new("scope", "", scope.as_str()), FieldChange::new("token", "", &token.id)];
+        self.audit_operator(&p, action, format!("operator:{}", operator.name), changes).await;
+        Ok((secret, token))
+    }
+
+    /// The operator a token belongs to, if the token is live, of the right kind, and its
+    /// operator not disabled. A console token also ends after `idle` without use.
+    pub async fn operator_principal(
+        &self,
+        secret: &str,
+        kind: TokenKind,
+        idle: Option<Duration>,
+        source: Option<IpAddr>,
+    ) -> Result<Option<Principal>> {
+        let now = now_ms();
+        let idle_since = idle.map_or(i64::MIN, |d| now.saturating_sub(ms(d)));
+        let hash = secrets::token_hash(secret.trim().as_bytes());
+        let Some((token, operator)) = self.store().touch_operator_token(&hash, now, idle_since).await? else {
+            return Ok(None);
+        };
+        if token.kind != kind || operator.disabled {
+            return Ok(None);
+        }
+        Ok(Some(Principal {
+            operator_id: operator.id,
+            name: operator.name,
+            role: operator.role,
+            scope: token.scope,
+            source,
+        }))
+    }
+
+    /// The caller's own live tokens and console sign-ins.
+    pub async fn own_operator_tokens(&self, p: &Principal) -> Result<Vec<OperatorToken>> {
+        Ok(self.store().operator_tokens(&p.operator_id, now_ms()).await?)
+    }
+
+    /// Revokes one of the caller's own tokens (any scope may revoke its own holder's).
+    pub async fn revoke_own_operator_token(&self, p: &Principal, id: &str) -> Result<()> {
+        if !self.store().delete_operator_token(&p.operator_id, id).await? {
+            return Err(AccountError::NotFound);
+        }
+        let changes = vec![FieldChange::new("token", id, "")];
+        self.audit_operator(p, "operator.token_revoke", format!("operator:{}", p.name), changes).await;
+        Ok(())
+    }
+
+    /// Ends a console sign-in by its secret (the cookie's).
+    pub async fn end_console_session(&self, secret: &str) -> Result<bool> {
+        Ok(self.store().delete_operator_token_by_hash(&secrets::token_hash(secret.trim().as_bytes())).await?)
+    }
+
+    // -- licenses ---------------------------------------------------------------------
+
+    /// The licenses the caller may see: all for an administrator, a CSR's own.
+    pub async fn licenses_as(&self, p: &Principal) -> Result<Vec<License>> {
+        self.allow(p, Permission::ReadLicenses)?;
+        Ok(match p.role {
+            OperatorRole::NocAdmin => self.store().licenses().await?,
+            _ => self.store().licenses_granted_to(&p.operator_id).await?,
+        })
+    }
+
+    /// One license, if in the caller's reach (else `NotFound`).
+    pub async fn license_as(&self, p: &Principal, id: LicenseId) -> Result<License> {
+        self.allow(p, Permission::ReadLicenses)?;
+        self.reach_license(p, id).await
+    }
+
+    async fn reach_license(&self, p: &Principal, id: LicenseId) -> Result<License> {
+        let license = self.store().license_by_id(id).await?.ok_or(AccountError::NotFound)?;
+        if p.role != OperatorRole::NocAdmin && !self.store().license_grantees(id).await?.contains(&p.operator_id) {
+            return Err(AccountError::NotFound);
+        }
+        Ok(license)
+    }
+
+    /// The operators (by name) a license is granted to.
+    pub async fn license_grantees_as(&self, p: &Principal, id: LicenseId) -> Result<Vec<String>> {
+        self.allow(p, Permission::ReadLicenses)?;
+        self.reach_license(p, id).await?;
+        let ids = self.store().license_grantees(id).await?;
+        let operators = self.store().operators().await?;
+        Ok(operators.into_iter().filter(|o| ids.contains(&o.id)).map(|o| o.name).collect())
+    }
+
+    /// Creates a license; one a CSR creates is in their care from then on.
+    pub async fn create_license_as(
+        &self,
+        p: &Principal,
+        name: &str,
+        password: &str,
+        max_users: u32,
+        expires_at: Option<i64>,
+    ) -> Result<License> {
+        self.allow(p, Permission::WriteLicenses)?;
+        let name = name.trim();
+        if name.is_empty() || name.len() > 128 || name.chars().any(char::is_control) {
+            return Err(Invalid::LicenseName.into());
+        }
+        self.check_password_rules(password)?;
+        let password_hash = self.hash_password(password).await?;
+        let license = self
+            .store()
+            .insert_license(NewLicense { name: name.to_string(), password_hash, max_users, expires_at })
+            .await?;
+        if p.role != OperatorRole::NocAdmin {
+            self.store().grant_license(license.id, &p.operator_id).await?;
+        }
+        let changes = vec![
+            FieldChange::new("name", "", &license.name),
+            FieldChange::new("max_users", "", max_users),
+            FieldChange::new("expires_at", "", show_expiry(expires_at)),
+            FieldChange::new("password", "", "(set)"),
+        ];
+        self.audit_operator(p, "license.create", format!("license:{}", license.id), changes).await;
+        Ok(license)
+    }
+
+    /// Changes a license in the caller's reach; what changed is audited field by field.
+    pub async fn change_license_as(&self, p: &Principal, id: LicenseId, change: &LicenseChange) -> Result<License> {
+        self.allow(p, Permission::WriteLicenses)?;
+        let before = self.reach_license(p, id).await?;
+        let after = self.store().update_license(id, change).await?;
+        let mut changes = Vec::new();
+        if before.max_users != after.max_users {
+            changes.push(FieldChange::new("max_users", before.max_users, after.max_users));
+        }
+        if before.expires_at != after.expires_at {
+            changes.push(FieldChange::new("expires_at", show_expiry(before.expires_at), show_expiry(after.expires_at)));
+        }
+        if before.suspended != after.suspended {
+            changes.push(FieldChange::new("suspended", before.suspended, after.suspended));
+        }
+        if before.secret_question_recovery != after.secret_question_recovery {
+            changes.push(FieldChange::new(
+                "secret_question_recovery",
+                before.secret_question_recovery,
+                after.secret_question_recovery,
+            ));
+        }
+        if !changes.is_empty() {
+            self.audit_operator(p, "license.change", format!("license:{id}"), changes).await;
+        }
+        Ok(after)
+    }
+
+    /// Gives a license into an operator's care (administrators only).
+    pub async fn grant_license_as(&self, p: &Principal, id: LicenseId, operator_name: &str) -> Result<()> {
+        self.allow(p, Permission::GrantLicenses)?;
+        self.reach_license(p, id).await?;
+        let operator =
+            self.store().operator_by_name(&operator_name.trim().to_lowercase()).await?.ok_or(AccountError::NotFound)?;
+        self.store().grant_license(id, &operator.id).await?;
+        let changes = vec![FieldChange::new("granted_to", "", &operator.name)];
+        self.audit_operator(p, "license.grant", format!("license:{id}"), changes).await;
+        Ok(())
+    }
+
+    // -- users ------------------------------------------------------------------------
+
+    /// Users matching the filter, within the caller's reach, one page.
+    pub async fn search_users_as(&self, p: &Principal, filter: &UserFilter) -> Result<Vec<UserRecord>> {
+        self.allow(p, Permission::ReadUsers)?;
+        let mut filter = filter.clone();
+        filter.limit = filter.limit.clamp(1, MAX_PAGE);
+        for field in [&mut filter.email, &mut filter.msisdn, &mut filter.name] {
+            *field = field.take().map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
+        }
+        if p.role != OperatorRole::NocAdmin {
+            filter.granted_to = Some(p.operator_id.clone());
+        }
+        Ok(self.store().search_users(&filter).await?)
+    }
+
+    /// One user, if in the caller's reach.
+    pub async fn user_as(&self, p: &Principal, id: UserId) -> Result<UserRecord> {
+        self.allow(p, Permission::ReadUsers)?;
+        self.reach_user(p, id).await
+    }
+
+    async fn reach_user(&self, p: &Principal, id: UserId) -> Result<UserRecord> {
+        let user = self.store().user_by_id(id).await?.ok_or(AccountError::NotFound)?;
+        self.reach_license(p, user.license_id).await?;
+        Ok(user)
+    }
+
+    /// Suspends a user (no sign-in, no device session: the caller closes the live ones)
+    /// or reactivates one. A user who never activated goes back to `provisioned`.
+    pub async fn set_user_suspended_as(&self, p: &Principal, id: UserId, suspended: bool) -> Result<UserRecord> {
+        self.allow(p, Permission::WriteUsers)?;
+        let before = self.reach_user(p, id).await?;
+        let status = match (suspended, before.status, before.msisdn.is_some()) {
+            (true, _, _) => UserStatus::Suspended,
+            (false, UserStatus::Suspended, true) => UserStatus::Active,
+            (false, UserStatus::Suspended, false) => UserStatus::Provisioned,
+            (false, current, _) => current,
+        };
+        if status == before.status {
+            return Ok(before);
+        }
+        let after = self.store().set_user_status(id, status, now_ms()).await?;
+        let action = if suspended { "user.suspend" } else { "user.reactivate" };
+        let changes = vec![FieldChange::new("status", before.status.as_str(), after.status.as_str())];
+        self.audit_operator(p, action, format!("user:{id}"), changes).await;
+        Ok(after)
+    }
+
+    /// A user's devices, if the user is in the caller's reach.
+    pub async fn devices_of_user_as(&self, p: &Principal, user: UserId) -> Result<Vec<DeviceRecord>> {
+        self.allow(p, Permission::ReadUsers)?;
+        self.reach_user(p, user).await?;
+        Ok(self.store().devices_of_user(user).await?)
+    }
+
+    /// Revokes a device of a user in the caller's reach; returns the user (whose VES and
+    /// live session the caller tells).
+    pub async fn revoke_device_as(&self, p: &Principal, user: UserId, device: DeviceId) -> Result<UserRecord> {
+        self.allow(p, Permission::WriteUsers)?;
+        let owner = self.reach_user(p, user).await?;
+        self.store().revoke_device(user, device, now_ms()).await?;
+        let changes = vec![FieldChange::new("revoked", false, true)];
+        self.audit_operator(p, "device.revoke", format!("device:{device}"), changes).await;
+        Ok(owner)
+    }
+
+    // -- operators --------------------------------------------------------------------
+
+    pub async fn operators_as(&self, p: &Principal) -> Result<Vec<OperatorRecord>> {
+        self.allow(p, Permission::ReadOperators)?;
+        Ok(self.store().operators().await?)
+    }
+
+    /// Creates an operator (administrators only); the enrolment is handed to the new
+    /// operator, once.
+    pub async fn create_operator_as(
+        &self,
+        p: &Principal,
+        name: &str,
+        role: OperatorRole,
+        password: &str,
+    ) -> Result<crate::operators::Enrolment> {
+        self.allow(p, Permission::WriteOperators)?;
+        let enrolment = self.create_operator_unaudited(name, role, password, &p.actor()).await?;
+        let changes = vec![
+            FieldChange::new("name", "", &enrolment.operator.name),
+            FieldChange::new("role", "", role.as_str()),
+            FieldChange::new("password", "", "(set)"),
+        ];
+        self.audit_operator(p, "operator.create", format!("operator:{}", enrolment.operator.name), changes).await;
+        Ok(enrolment)
+    }
+
+    // -- audit ------------------------------------------------------------------------
+
+    /// Audit events matching the filter, newest first (administrators and auditors).
+    pub async fn audit_as(&self, p: &Principal, filter: &AuditFilter) -> Result<Vec<AuditEvent>> {
+        self.allow(p, Permission::ReadAudit)?;
+        let mut filter = filter.clone();
+        filter.limit = filter.limit.clamp(1, 10_000);
+        Ok(self.store().audit_search(&filter).await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roles_allow_what_the_white_paper_gives_them() {
+        use OperatorRole::*;
+        use Permission::*;
+        let allowed =
+            |role| Permission::ALL.into_iter().filter(|&p| permits(role, TokenScope::Write, p)).collect::<Vec<_>>();
+        assert_eq!(allowed(NocAdmin), Permission::ALL.to_vec());
+        assert_eq!(allowed(Csr), vec![ReadLicenses, WriteLicenses, ReadUsers, WriteUsers]);
+        assert_eq!(allowed(Auditor), vec![ReadAudit]);
+    }
+
+    #[test]
+    fn a_read_token_never_writes() {
+        for role in OperatorRole::ALL {
+            for permission in Permission::ALL {
+                let read = permits(role, TokenScope::Read, permission);
+                assert_eq!(read, !permission.writes() && permits(role, TokenScope::Write, permission));
+            }
+        }
+    }
+}
