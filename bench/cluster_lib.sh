@@ -43,6 +43,7 @@ redis_url = "$REDIS_URL"
 http = "127.0.0.1:$http"
 device = "127.0.0.1:$device"
 admin = "127.0.0.1:$admin"
+console = "127.0.0.1:0"
 
 [public]
 url = "${NODE_PUBLIC_URL:-https://127.0.0.1:$http}"

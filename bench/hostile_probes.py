@@ -62,7 +62,7 @@ class Relay:
         env = dict(os.environ, RUST_LOG="warn")
         self.proc = subprocess.Popen(
             [noc, "serve", "--data-dir", self.data, "--http-listen", f"127.0.0.1:{HTTP_PORT}",
-             "--device-listen", f"127.0.0.1:{DEVICE_PORT}", "--admin-listen", f"127.0.0.1:{ADMIN_PORT}"],
+             "--device-listen", f"127.0.0.1:{DEVICE_PORT}", "--admin-listen", f"127.0.0.1:{ADMIN_PORT}", "--console-listen", "127.0.0.1:0"],
             stdout=self.log, stderr=subprocess.STDOUT, env=env)
         for _ in range(200):
             try:

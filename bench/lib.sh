@@ -44,7 +44,7 @@ bench_start_relay() {
     "${NICE[@]}" env "${BENCH_NOC_ENV[@]}" ${RELAY_ENV[@]+"${RELAY_ENV[@]}"} "$NOC" serve --data-dir "$dir/data" \
       --http-listen "127.0.0.1:$BENCH_HTTP_PORT" \
       --device-listen "127.0.0.1:$BENCH_DEVICE_PORT" \
-      --admin-listen "127.0.0.1:$BENCH_ADMIN_PORT" >"$dir/relay.log" 2>&1 &
+      --admin-listen "127.0.0.1:$BENCH_ADMIN_PORT" --console-listen 127.0.0.1:0 >"$dir/relay.log" 2>&1 &
   RELAY_PID=$!
   bench_wait_ready "$BENCH_ADMIN_PORT" "$dir/relay.log" \
     "relay pid $RELAY_PID ready on $RELAY_URL (device port $BENCH_DEVICE_PORT)"

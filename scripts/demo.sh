@@ -38,7 +38,7 @@ R="https://127.0.0.1:$HTTP"; CA="$D/relay/tls/cert.pem"
 
 say "start a relay in $D/relay (HTTPS :$HTTP, device channel :$DEV)"
 "$BIN/noc" serve --data-dir "$D/relay" --http-listen "127.0.0.1:$HTTP" --device-listen "127.0.0.1:$DEV" \
-  --admin-listen "127.0.0.1:$ADMIN" >"$D/relay.log" 2>&1 &
+  --admin-listen "127.0.0.1:$ADMIN" --console-listen 127.0.0.1:0 >"$D/relay.log" 2>&1 &
 PIDS+=($!)
 wait_for 30 curl -sf "http://127.0.0.1:$ADMIN/readyz" || { cat "$D/relay.log"; die "relay did not start"; }
 "$BIN/noc" admin --data-dir "$D/relay" license create --name demo --password demo-license-pw --max-users 10 >/dev/null

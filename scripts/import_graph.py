@@ -44,6 +44,7 @@ CRATE_LAYERS = [
     {"noc-protocol", "noc-tls", "noc-crypto"},
     {"noc-storage", "noc-cluster", "noc-endpoint"},
     {"noc-actors", "noc-device", "noc-agent", "noc-web"},
+    {"noc-console"},
     {"noc-gateway", "noc-loadtest"},
     {"noc-app"},
     {"noc", "noc-test-support", "noc-fuzz"},

@@ -45,8 +45,9 @@ fi
 if [ ${#need_apt[@]} -gt 0 ]; then apt_install "${need_apt[@]}"; fi
 
 # A real SMTP server for the VES agent's end-to-end tests (Python aiosmtpd), Selenium for
-# the browser test, kubernetes-validate and PyYAML for the Helm chart's test.
-for module in aiosmtpd selenium kubernetes_validate yaml; do
+# the browser test, kubernetes-validate and PyYAML for the Helm chart's test, an OpenAPI
+# validator for the admin API's document.
+for module in aiosmtpd selenium kubernetes_validate yaml openapi_spec_validator; do
   if ! python3 -c "import $module" 2>/dev/null; then
     package=${module//_/-}
     [ "$module" = yaml ] && package=pyyaml
@@ -116,6 +117,8 @@ fi
 # The layering: no file loops, the frame path imports nothing above it, crates point down.
 echo "== import graph"
 python3 scripts/import_graph.py
+# The admin API's committed OpenAPI document (the tests check that it is the generated one).
+python3 -m openapi_spec_validator docs/admin-api.openapi.json
 
 echo "== build (once, all targets)"
 cargo build --workspace --all-targets --locked

@@ -32,6 +32,7 @@ const SECTIONS: &[&str] = &[
     "accounts",
     "throttle",
     "web",
+    "console",
     "mail",
     "shutdown",
     "log",
@@ -61,6 +62,7 @@ pub struct Config {
     pub accounts: AccountsConfig,
     pub throttle: ThrottleConfig,
     pub web: WebConfig,
+    pub console: ConsoleConfig,
     pub mail: MailConfig,
     pub shutdown: ShutdownConfig,
     pub log: LogConfig,
@@ -195,6 +197,10 @@ pub struct ListenConfig {
     pub device: SocketAddr,
     /// Plain HTTP: `/healthz`, `/readyz`, `/metrics`. Loopback unless you expose it on purpose.
     pub admin: SocketAddr,
+    /// HTTPS for operators: the consoles (`/console`) and the admin API (`/admin/v1`), with
+    /// the public listener's certificate. Loopback by default: operator interfaces belong
+    /// on the carrier's own network (white paper §8.5), never on the public address.
+    pub console: SocketAddr,
     /// Worker threads per listener; 0 means one per CPU.
     pub workers: usize,
 }
@@ -379,6 +385,35 @@ pub struct WebConfig {
     pub persistent_session_max_age_seconds: u64,
 }
 
+/// The operators' consoles on `listen.console`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConsoleConfig {
+    /// A console sign-in ends after this long without a request.
+    pub session_idle_timeout_seconds: u64,
+    /// A console sign-in ends this long after it began, however active.
+    pub session_max_age_seconds: u64,
+}
+
+impl Default for ConsoleConfig {
+    fn default() -> Self {
+        let d = noc_console::ConsoleSettings::default();
+        Self {
+            session_idle_timeout_seconds: d.idle_timeout.as_secs(),
+            session_max_age_seconds: d.max_session.as_secs(),
+        }
+    }
+}
+
+impl ConsoleConfig {
+    pub fn settings(&self) -> noc_console::ConsoleSettings {
+        noc_console::ConsoleSettings {
+            idle_timeout: Duration::from_secs(self.session_idle_timeout_seconds),
+            max_session: Duration::from_secs(self.session_max_age_seconds),
+        }
+    }
+}
+
 impl Default for WebConfig {
     fn default() -> Self {
         let p = noc_storage::WebSessionPolicy::default();
@@ -463,6 +498,7 @@ impl Default for Config {
             accounts: AccountsConfig::default(),
             throttle: ThrottleConfig::default(),
             web: WebConfig::default(),
+            console: ConsoleConfig::default(),
             mail: MailConfig::default(),
             log: LogConfig::default(),
             shutdown: ShutdownConfig::default(),
@@ -476,6 +512,7 @@ impl Default for ListenConfig {
             http: SocketAddr::from(([0, 0, 0, 0], 8443)),
             device: SocketAddr::from(([0, 0, 0, 0], 8444)),
             admin: SocketAddr::from(([127, 0, 0, 1], 9090)),
+            console: SocketAddr::from(([127, 0, 0, 1], 8445)),
             workers: 0,
         }
     }
@@ -682,6 +719,16 @@ impl Config {
         }
         if w.persistent_session_max_age_seconds > 400 * 86_400 {
             return Err(invalid("web.persistent_session_max_age_seconds", "must be at most 34560000 (400 days)"));
+        }
+        let c = &self.console;
+        if !(60..=86_400).contains(&c.session_idle_timeout_seconds) {
+            return Err(invalid("console.session_idle_timeout_seconds", "must be between 60 and 86400"));
+        }
+        if c.session_max_age_seconds < c.session_idle_timeout_seconds || c.session_max_age_seconds > 86_400 {
+            return Err(invalid(
+                "console.session_max_age_seconds",
+                "must be at least the idle timeout and at most 86400 (a day)",
+            ));
         }
         let m = &self.mail;
         if m.smtp_host.as_ref().is_some_and(|h| h.trim().is_empty() || h.contains(char::is_whitespace)) {

@@ -6,6 +6,7 @@
 
 pub mod cert;
 pub mod config;
+mod console;
 mod data_dir;
 mod drain;
 mod error;

@@ -27,6 +27,7 @@ pub struct Node {
     pub http_addr: SocketAddr,
     pub device_addr: SocketAddr,
     pub admin_addr: SocketAddr,
+    pub console_addr: SocketAddr,
     pub public_url: String,
     pub cert_path: PathBuf,
     pub cert_fingerprint: String,
@@ -41,6 +42,7 @@ struct Addrs {
     http: SocketAddr,
     device: SocketAddr,
     admin: SocketAddr,
+    console: SocketAddr,
     public_url: String,
 }
 
@@ -111,6 +113,7 @@ fn prepare(
     let (http, http_addr) = bind("listen.http", config.listen.http)?;
     let (device, device_addr) = bind("listen.device", config.listen.device)?;
     let (admin, admin_addr) = bind("listen.admin", config.listen.admin)?;
+    let (console, console_addr) = bind("listen.console", config.listen.console)?;
     let public_url = config.public_url(http_addr);
     let (device_host, device_port) = config.device_endpoint(&public_url, device_addr);
     let gateway = GatewayConfig {
@@ -122,8 +125,8 @@ fn prepare(
         handshake_timeout: Duration::from_secs(config.device.handshake_timeout_seconds),
     };
     let node_id = cluster.as_ref().map(|c| c.node_id().to_string()).unwrap_or_else(|| config.node_id());
-    let addrs = Addrs { http: http_addr, device: device_addr, admin: admin_addr, public_url };
-    let listeners = Listeners { http, device, admin };
+    let addrs = Addrs { http: http_addr, device: device_addr, admin: admin_addr, console: console_addr, public_url };
+    let listeners = Listeners { http, device, admin, console };
     Ok((Prepared { config, node_id, store, cluster, listeners, tls, gateway }, addrs, cert))
 }
 
@@ -209,12 +212,16 @@ impl Node {
             .map_err(|e| NodeError::Startup(e.to_string()))?;
         let metrics = ready_rx.recv().map_err(|_| NodeError::Startup("node thread ended during start".into()))??;
         metrics.tls_certificate_expiry.set(cert.expires_at);
-        tracing::info!(node = %node_id, http = %addrs.http, device = %addrs.device, admin = %addrs.admin, "relay node started");
+        tracing::info!(
+            node = %node_id, http = %addrs.http, device = %addrs.device, admin = %addrs.admin,
+            console = %addrs.console, "relay node started"
+        );
         Ok(Node {
             node_id,
             http_addr: addrs.http,
             device_addr: addrs.device,
             admin_addr: addrs.admin,
+            console_addr: addrs.console,
             public_url: addrs.public_url,
             cert_path: cert.path,
             cert_fingerprint: cert.fingerprint,

@@ -95,9 +95,15 @@ pub(crate) async fn wire(
             public_url: gateway.public_url.clone(),
         }),
     });
+    let console = noc_console::ConsoleState {
+        accounts: accounts.clone(),
+        live: Arc::new(crate::console::RouterLive { router: router.clone() }),
+        settings: Arc::new(config.console.settings()),
+    };
     let state = GatewayState {
         accounts,
         web,
+        console,
         router,
         rts,
         sessions,

@@ -77,7 +77,7 @@ class Image(unittest.TestCase):
             relay = subprocess.Popen(
                 as_image_user + [os.path.join(bin_dir, "noc"), "serve", "--data-dir", data,
                                  "--http-listen", f"127.0.0.1:{http}", "--device-listen", f"127.0.0.1:{device}",
-                                 "--admin-listen", f"127.0.0.1:{admin}"],
+                                 "--admin-listen", f"127.0.0.1:{admin}", "--console-listen", "127.0.0.1:0"],
                 cwd=data, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                 env={k: v for k, v in os.environ.items() if not k.startswith("NOC_")},
             )

@@ -64,7 +64,7 @@ class LoadBalancerConfigs(unittest.TestCase):
             http, device, admin, lb_http, lb_device = free_ports(5)
             relay = subprocess.Popen(
                 [NOC, "serve", "--data-dir", os.path.join(tmp, "data"), "--http-listen", f"127.0.0.1:{http}",
-                 "--device-listen", f"127.0.0.1:{device}", "--admin-listen", f"127.0.0.1:{admin}"],
+                 "--device-listen", f"127.0.0.1:{device}", "--admin-listen", f"127.0.0.1:{admin}", "--console-listen", "127.0.0.1:0"],
                 env={k: v for k, v in os.environ.items() if not k.startswith("NOC_")},
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             )

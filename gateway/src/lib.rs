@@ -55,6 +55,8 @@ pub struct GatewayState {
     pub accounts: Accounts,
     /// The web portal for users, when enabled: mounted on the public listener.
     pub web: Option<noc_web::WebState>,
+    /// The operators' consoles and admin API, on the console listener.
+    pub console: noc_console::ConsoleState,
     pub router: Arc<Router>,
     pub rts: Arc<RtsSessions>,
     pub sessions: Arc<SessionConfig>,

@@ -1,5 +1,6 @@
-//! The node's three listeners as running actix servers: the public HTTPS API, the device
-//! channel and the admin (health and metrics) HTTP listener.
+//! The node's four listeners as running actix servers: the public HTTPS API, the device
+//! channel, the admin (health and metrics) HTTP listener and the operators' console
+//! listener (HTTPS).
 //!
 //! The app crate binds the sockets (so that errors and port 0 resolve before anything
 //! runs) and composes; building, running and stopping the servers is the gateway's, like
@@ -29,11 +30,12 @@ use crate::http::{public_headers, public_routes};
 use crate::public_listener::{PublicAcceptor, PublicLimits};
 use crate::unread_body::hold_unread_body;
 
-/// The bound sockets of the three listeners.
+/// The bound sockets of the four listeners.
 pub struct Listeners {
     pub http: TcpListener,
     pub device: TcpListener,
     pub admin: TcpListener,
+    pub console: TcpListener,
 }
 
 /// How the servers run.
@@ -55,11 +57,12 @@ pub struct ServerSettings {
     pub device_connections_per_worker: usize,
 }
 
-/// The three servers, built and not yet running.
+/// The four servers, built and not yet running.
 pub struct Servers {
     public: Server,
     admin: Server,
     device: Server,
+    console: Server,
     public_closing: Arc<Notify>,
 }
 
@@ -69,6 +72,7 @@ pub struct ServerHandles {
     public: ServerHandle,
     admin: ServerHandle,
     device: ServerHandle,
+    console: ServerHandle,
     /// Tells the public listener's idle keep-alive connections to close.
     public_closing: Arc<Notify>,
 }
@@ -185,7 +189,16 @@ impl Servers {
                 })
             })?
             .run();
-        Ok(Servers { public, admin, device, public_closing })
+        let console_state = state.console.clone();
+        let console = HttpServer::new(move || {
+            App::new().app_data(web::Data::new(console_state.clone())).configure(noc_console::routes)
+        })
+        .workers(1)
+        .disable_signals()
+        .shutdown_timeout(settings.grace_seconds.min(5))
+        .listen_rustls_0_23(listeners.console, (*settings.http_tls).clone())?
+        .run();
+        Ok(Servers { public, admin, device, console, public_closing })
     }
 
     pub fn handles(&self) -> ServerHandles {
@@ -193,6 +206,7 @@ impl Servers {
             public: self.public.handle(),
             admin: self.admin.handle(),
             device: self.device.handle(),
+            console: self.console.handle(),
             public_closing: self.public_closing.clone(),
         }
     }
@@ -202,6 +216,7 @@ impl Servers {
         actix_rt::spawn(self.public);
         actix_rt::spawn(self.admin);
         actix_rt::spawn(self.device);
+        actix_rt::spawn(self.console);
     }
 }
 
@@ -213,6 +228,7 @@ impl ServerHandles {
         self.public_closing.notify_waiters();
         self.device.stop(graceful).await;
         self.public.stop(graceful).await;
+        self.console.stop(graceful).await;
         self.admin.stop(graceful).await;
     }
 }

@@ -227,7 +227,7 @@ class Chart(unittest.TestCase):
         proc = subprocess.Popen(
             [NOC, "serve", "--config", path, "--data-dir", os.path.join(tmp, name),
              "--http-listen", f"127.0.0.1:{http}", "--device-listen", f"127.0.0.1:{device}",
-             "--admin-listen", f"127.0.0.1:{admin}"],
+             "--admin-listen", f"127.0.0.1:{admin}", "--console-listen", "127.0.0.1:0"],
             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         )
         try:
@@ -300,7 +300,7 @@ def relay_metric_names() -> set[str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("NOC_")}
         proc = subprocess.Popen(
             [NOC, "serve", "--data-dir", tmp, "--http-listen", f"127.0.0.1:{http}",
-             "--device-listen", f"127.0.0.1:{device}", "--admin-listen", f"127.0.0.1:{admin}"],
+             "--device-listen", f"127.0.0.1:{device}", "--admin-listen", f"127.0.0.1:{admin}", "--console-listen", "127.0.0.1:0"],
             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         try:

@@ -94,7 +94,7 @@ class Relay:
                 "--data-dir", self.data_dir,
                 "--http-listen", f"127.0.0.1:{self.http_port}",
                 "--device-listen", f"127.0.0.1:{self.device_port}",
-                "--admin-listen", f"127.0.0.1:{self.admin_port}",
+                "--admin-listen", f"127.0.0.1:{self.admin_port}", "--console-listen", "127.0.0.1:0",
             ],
             stdout=self.log,
             stderr=subprocess.STDOUT,

@@ -45,6 +45,9 @@ enum Command {
         /// Plain-HTTP admin listener: /healthz, /readyz, /metrics [default: 127.0.0.1:9090].
         #[arg(long, value_name = "ADDR")]
         admin_listen: Option<SocketAddr>,
+        /// HTTPS listener of the operators' consoles and admin API [default: 127.0.0.1:8445].
+        #[arg(long, value_name = "ADDR")]
+        console_listen: Option<SocketAddr>,
         /// This node's id in a cluster [default: $HOSTNAME or random].
         #[arg(long, value_name = "ID")]
         node_id: Option<String>,
@@ -227,7 +230,7 @@ fn main() -> Result<()> {
     init_logging(format);
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     match cli.command {
-        Command::Serve { common: _, http_listen, device_listen, admin_listen, node_id } => {
+        Command::Serve { common: _, http_listen, device_listen, admin_listen, console_listen, node_id } => {
             let mut config = served.context("serve without its configuration")??;
             if let Some(a) = http_listen {
                 config.listen.http = a;
@@ -237,6 +240,9 @@ fn main() -> Result<()> {
             }
             if let Some(a) = admin_listen {
                 config.listen.admin = a;
+            }
+            if let Some(a) = console_listen {
+                config.listen.console = a;
             }
             if node_id.is_some() {
                 config.node_id = node_id;

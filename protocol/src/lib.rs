@@ -16,6 +16,7 @@ pub mod clock;
 pub mod codes;
 pub mod device;
 pub mod ids;
+pub mod json;
 pub mod rts;
 pub mod secrets;
 

@@ -22,6 +22,8 @@ pub struct NodeProcess {
     pub http: u16,
     pub device: u16,
     pub admin: u16,
+    /// The operators' console and admin API (HTTPS).
+    pub console: u16,
     pub config: PathBuf,
     log: PathBuf,
     child: std::sync::Mutex<Option<Child>>,
@@ -171,7 +173,7 @@ impl LbCluster {
         let mut nodes = Vec::new();
         for i in 1..=n {
             let name = format!("n{i}-{}", noc_protocol::secrets::random_hex::<3>());
-            let (http, device, admin) = (reserve_port(), reserve_port(), reserve_port());
+            let (http, device, admin, console) = (reserve_port(), reserve_port(), reserve_port(), reserve_port());
             let data = dir.path().join(&name);
             std::fs::create_dir_all(&data).expect("data dir");
             let config = data.join("noc.toml");
@@ -187,6 +189,7 @@ redis_url = "{redis_url}"
 http = "127.0.0.1:{http}"
 device = "127.0.0.1:{device}"
 admin = "127.0.0.1:{admin}"
+console = "127.0.0.1:{console}"
 workers = 1
 
 [public]
@@ -237,6 +240,7 @@ grace_seconds = 2
                 http,
                 device,
                 admin,
+                console,
                 config,
                 log: data.join("noc.log"),
                 child: std::sync::Mutex::new(None),

@@ -6,6 +6,7 @@
 //! The fakes deliberately use plain HTTP/TLS clients rather than relay internals, so the
 //! tests exercise the wire protocol an independent implementation would see.
 
+mod admin_api;
 mod cluster;
 mod connect_proxy;
 mod device;
@@ -22,6 +23,7 @@ mod tls;
 mod ves;
 mod web_client;
 
+pub use admin_api::{AdminApi, TestOperator};
 pub use cluster::{TestCluster, test_redis_url};
 pub use connect_proxy::ConnectProxy;
 pub use device::{FakeDevice, Recv};

@@ -31,6 +31,7 @@ impl TestRelay {
         config.listen.http = "127.0.0.1:0".parse().expect("addr");
         config.listen.device = "127.0.0.1:0".parse().expect("addr");
         config.listen.admin = "127.0.0.1:0".parse().expect("addr");
+        config.listen.console = "127.0.0.1:0".parse().expect("addr");
         config.listen.workers = 2;
         config.accounts.argon2_memory_kib = 64;
         config.accounts.argon2_iterations = 1;

@@ -97,8 +97,9 @@ class Node:
 
     def __init__(self, data_dir: str, log_dir: str, name: str, env: dict[str, str]):
         self.data_dir = data_dir
-        self.http, self.device, self.admin = free_ports(3)
+        self.http, self.device, self.admin, self.console = free_ports(4)
         self.url = f"https://localhost:{self.http}"
+        self.console_url = f"https://localhost:{self.console}"
         self.log_path = os.path.join(log_dir, f"{name}.log")
         full_env = dict(os.environ)
         full_env.update(env)
@@ -112,6 +113,7 @@ class Node:
                 "--http-listen", f"127.0.0.1:{self.http}",
                 "--device-listen", f"127.0.0.1:{self.device}",
                 "--admin-listen", f"127.0.0.1:{self.admin}",
+                "--console-listen", f"127.0.0.1:{self.console}",
             ],
             stdout=self.log,
             stderr=subprocess.STDOUT,

@@ -210,6 +210,7 @@ impl World {
         config.listen.http = relay.node.http_addr;
         config.listen.device = relay.node.device_addr;
         config.listen.admin = "127.0.0.1:0".parse().expect("addr");
+        config.listen.console = "127.0.0.1:0".parse().expect("addr");
         config.data_dir = relay.config.data_dir.clone();
         match self.restarted.take() {
             Some(node) => node.shutdown(),

@@ -1,0 +1,44 @@
+//! The operators' actions that reach live sessions: the service layer's call, then what
+//! it means for sessions on every node. The API and the consoles both come here, so a
+//! suspension from either closes the same sessions.
+
+use noc_protocol::{DeviceId, UserId};
+use noc_storage::{AccountError, Principal, UserRecord};
+
+use crate::state::ConsoleState;
+
+/// Suspends (`true`) or reactivates a user, then closes or restores their sessions.
+pub async fn set_suspended(
+    state: &ConsoleState,
+    p: &Principal,
+    user: UserId,
+    suspended: bool,
+) -> Result<UserRecord, AccountError> {
+    let record = state.accounts.set_user_suspended_as(p, user, suspended).await?;
+    if suspended {
+        let devices: Vec<DeviceId> = state
+            .accounts
+            .devices_of_user_as(p, user)
+            .await?
+            .into_iter()
+            .filter(|d| d.revoked_at.is_none())
+            .map(|d| d.id)
+            .collect();
+        state.live.user_suspended(&record, &devices);
+    } else {
+        state.live.user_reactivated(&record);
+    }
+    Ok(record)
+}
+
+/// Revokes a user's device, then closes its session wherever it is.
+pub async fn revoke_device(
+    state: &ConsoleState,
+    p: &Principal,
+    user: UserId,
+    device: DeviceId,
+) -> Result<(), AccountError> {
+    let owner = state.accounts.revoke_device_as(p, user, device).await?;
+    state.live.device_revoked(&owner, device);
+    Ok(())
+}

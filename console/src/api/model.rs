@@ -1,0 +1,210 @@
+//! What the API answers: the records as operators may see them. No type here has a field
+//! for a password, a secret answer, an alert rule or any mail/PIM data.
+
+use noc_storage::{AuditEvent, DeviceRecord, License, OperatorRecord, OperatorToken, UserRecord};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+/// An enterprise license. Times are Unix milliseconds.
+#[derive(Serialize, ToSchema)]
+pub struct LicenseView {
+    pub id: String,
+    pub name: String,
+    pub max_users: u32,
+    pub used_users: u32,
+    /// `null`: never expires.
+    pub expires_at: Option<i64>,
+    pub suspended: bool,
+    pub secret_question_recovery: bool,
+    pub created_at: i64,
+}
+
+impl From<License> for LicenseView {
+    fn from(l: License) -> Self {
+        LicenseView {
+            id: l.id.to_string(),
+            name: l.name,
+            max_users: l.max_users,
+            used_users: l.used_users,
+            expires_at: l.expires_at,
+            suspended: l.suspended,
+            secret_question_recovery: l.secret_question_recovery,
+            created_at: l.created_at,
+        }
+    }
+}
+
+/// A user's profile, as an operator sees it.
+#[derive(Serialize, ToSchema)]
+pub struct UserView {
+    pub id: String,
+    pub license_id: String,
+    pub email: String,
+    pub msisdn: Option<String>,
+    pub first_name: String,
+    pub last_name: String,
+    pub time_zone: Option<String>,
+    pub locale: Option<String>,
+    /// `provisioned`, `active` or `suspended`.
+    pub status: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+impl From<UserRecord> for UserView {
+    fn from(u: UserRecord) -> Self {
+        UserView {
+            id: u.id.to_string(),
+            license_id: u.license_id.to_string(),
+            email: u.email,
+            msisdn: u.msisdn,
+            first_name: u.first_name,
+            last_name: u.last_name,
+            time_zone: u.time_zone,
+            locale: u.locale,
+            status: u.status.as_str().to_string(),
+            created_at: u.created_at,
+            updated_at: u.updated_at,
+        }
+    }
+}
+
+/// One page of users.
+#[derive(Serialize, ToSchema)]
+pub struct UserPage {
+    pub items: Vec<UserView>,
+    /// The `offset` of the next page; `null` on the last one.
+    pub next_offset: Option<u32>,
+}
+
+/// A user's device.
+#[derive(Serialize, ToSchema)]
+pub struct DeviceView {
+    pub id: String,
+    pub name: Option<String>,
+    pub device_type: Option<String>,
+    pub created_at: i64,
+    pub revoked_at: Option<i64>,
+    pub wipe_requested_at: Option<i64>,
+    pub wiped_at: Option<i64>,
+    pub last_seen_at: Option<i64>,
+}
+
+impl From<DeviceRecord> for DeviceView {
+    fn from(d: DeviceRecord) -> Self {
+        DeviceView {
+            id: d.id.to_string(),
+            name: d.name,
+            device_type: d.device_type,
+            created_at: d.created_at,
+            revoked_at: d.revoked_at,
+            wipe_requested_at: d.wipe_requested_at,
+            wiped_at: d.wiped_at,
+            last_seen_at: d.last_seen_at,
+        }
+    }
+}
+
+/// An operator account.
+#[derive(Serialize, ToSchema)]
+pub struct OperatorView {
+    pub id: String,
+    pub name: String,
+    /// `noc-admin`, `csr` or `auditor`.
+    pub role: String,
+    pub disabled: bool,
+    pub created_at: i64,
+    pub created_by: String,
+}
+
+impl From<OperatorRecord> for OperatorView {
+    fn from(o: OperatorRecord) -> Self {
+        OperatorView {
+            id: o.id,
+            name: o.name,
+            role: o.role.as_str().to_string(),
+            disabled: o.disabled,
+            created_at: o.created_at,
+            created_by: o.created_by,
+        }
+    }
+}
+
+/// A live token (never its secret).
+#[derive(Serialize, ToSchema)]
+pub struct TokenView {
+    pub id: String,
+    /// `api` or `console`.
+    pub kind: String,
+    /// `read` or `write`.
+    pub scope: String,
+    pub label: String,
+    pub created_at: i64,
+    pub last_used_at: i64,
+    pub expires_at: i64,
+}
+
+impl From<OperatorToken> for TokenView {
+    fn from(t: OperatorToken) -> Self {
+        TokenView {
+            id: t.id,
+            kind: t.kind.as_str().to_string(),
+            scope: t.scope.as_str().to_string(),
+            label: t.label,
+            created_at: t.created_at,
+            last_used_at: t.last_used_at,
+            expires_at: t.expires_at,
+        }
+    }
+}
+
+/// One field an audited action changed.
+#[derive(Serialize, ToSchema)]
+pub struct ChangeView {
+    pub field: String,
+    pub before: String,
+    pub after: String,
+}
+
+/// One event of the audit log.
+#[derive(Serialize, ToSchema)]
+pub struct AuditView {
+    pub id: i64,
+    pub at: i64,
+    pub actor: String,
+    /// The operator's role when an operator acted; empty otherwise.
+    pub role: String,
+    pub source: String,
+    pub action: String,
+    pub subject: String,
+    pub detail: String,
+    pub changes: Vec<ChangeView>,
+}
+
+impl From<AuditEvent> for AuditView {
+    fn from(e: AuditEvent) -> Self {
+        AuditView {
+            id: e.id,
+            at: e.at,
+            actor: e.actor,
+            role: e.role,
+            source: e.source,
+            action: e.action,
+            subject: e.subject,
+            detail: e.detail,
+            changes: e
+                .changes
+                .into_iter()
+                .map(|c| ChangeView { field: c.field, before: c.before, after: c.after })
+                .collect(),
+        }
+    }
+}
+
+/// One page of the audit log, newest first.
+#[derive(Serialize, ToSchema)]
+pub struct AuditPage {
+    pub items: Vec<AuditView>,
+    /// The `before` of the next (older) page; `null` on the last one.
+    pub next_before: Option<i64>,
+}

@@ -1,0 +1,167 @@
+//! `/admin/v1/users`: find users of the licenses in reach, suspend and reactivate them,
+//! list and revoke their devices. Profiles only: never a password, an answer or any
+//! mail/PIM data.
+
+use actix_web::{HttpResponse, get, post, web};
+use noc_protocol::{DeviceId, UserId};
+use noc_storage::UserFilter;
+use serde::Deserialize;
+use utoipa::{IntoParams, ToSchema};
+
+use crate::api::auth::Operator;
+use crate::api::body::Query;
+use crate::api::error::ApiFailure;
+use crate::api::model::{DeviceView, UserPage, UserView};
+use crate::state::ConsoleState;
+
+/// Users per page unless `limit` says otherwise.
+const DEFAULT_PAGE: u32 = 50;
+
+fn user_id(id: &str) -> Result<UserId, ApiFailure> {
+    id.parse().map_err(|_| ApiFailure::not_found())
+}
+
+/// Which users; every condition given must hold.
+#[derive(Deserialize, IntoParams, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct UserQuery {
+    /// Part of the e-mail address, any case.
+    pub email: Option<String>,
+    /// The MSISDN exactly.
+    pub msisdn: Option<String>,
+    /// Part of the first or last name, any case.
+    pub name: Option<String>,
+    /// A license id.
+    pub license: Option<String>,
+    /// Users to skip (the previous page's `next_offset`).
+    pub offset: Option<u32>,
+    /// Page size, 1 to 200; default 50.
+    pub limit: Option<u32>,
+}
+
+/// Searches users in the caller's reach, by e-mail address.
+#[utoipa::path(
+    tag = "users",
+    operation_id = "users_search",
+    security(("bearer" = [])),
+    params(UserQuery),
+    responses((status = 200, body = UserPage), (status = 400), (status = 401), (status = 403))
+)]
+#[get("/users")]
+pub async fn search(
+    state: web::Data<ConsoleState>,
+    op: Operator,
+    query: Query<UserQuery>,
+) -> Result<web::Json<UserPage>, ApiFailure> {
+    let q = query.0;
+    let license = match q.license.as_deref() {
+        Some(l) => Some(l.parse().map_err(|_| ApiFailure::bad_request("license is a license id"))?),
+        None => None,
+    };
+    let limit = q.limit.unwrap_or(DEFAULT_PAGE).clamp(1, noc_storage::operations::MAX_PAGE);
+    let offset = q.offset.unwrap_or(0);
+    let filter = UserFilter {
+        email: q.email,
+        msisdn: q.msisdn,
+        name: q.name,
+        license,
+        granted_to: None,
+        offset,
+        // One more than asked tells whether a next page exists.
+        limit: limit + 1,
+    };
+    let mut users = state.accounts.search_users_as(&op.0, &filter).await?;
+    let next_offset = (users.len() > limit as usize).then(|| offset + limit);
+    users.truncate(limit as usize);
+    Ok(web::Json(UserPage { items: users.into_iter().map(UserView::from).collect(), next_offset }))
+}
+
+/// One user's profile.
+#[utoipa::path(
+    tag = "users",
+    operation_id = "users_show",
+    security(("bearer" = [])),
+    params(("id" = String, Path)),
+    responses((status = 200, body = UserView), (status = 401), (status = 403), (status = 404))
+)]
+#[get("/users/{id}")]
+pub async fn show(
+    state: web::Data<ConsoleState>,
+    op: Operator,
+    id: web::Path<String>,
+) -> Result<web::Json<UserView>, ApiFailure> {
+    Ok(web::Json(state.accounts.user_as(&op.0, user_id(&id)?).await?.into()))
+}
+
+/// Suspends a user: no sign-in, and their device sessions close at once on every node.
+#[utoipa::path(
+    tag = "users",
+    operation_id = "users_suspend",
+    security(("bearer" = [])),
+    params(("id" = String, Path)),
+    responses((status = 200, body = UserView), (status = 401), (status = 403), (status = 404))
+)]
+#[post("/users/{id}/suspend")]
+pub async fn suspend(
+    state: web::Data<ConsoleState>,
+    op: Operator,
+    id: web::Path<String>,
+) -> Result<web::Json<UserView>, ApiFailure> {
+    Ok(web::Json(crate::actions::set_suspended(&state, &op.0, user_id(&id)?, true).await?.into()))
+}
+
+/// Reactivates a suspended user.
+#[utoipa::path(
+    tag = "users",
+    operation_id = "users_reactivate",
+    security(("bearer" = [])),
+    params(("id" = String, Path)),
+    responses((status = 200, body = UserView), (status = 401), (status = 403), (status = 404))
+)]
+#[post("/users/{id}/reactivate")]
+pub async fn reactivate(
+    state: web::Data<ConsoleState>,
+    op: Operator,
+    id: web::Path<String>,
+) -> Result<web::Json<UserView>, ApiFailure> {
+    Ok(web::Json(crate::actions::set_suspended(&state, &op.0, user_id(&id)?, false).await?.into()))
+}
+
+/// A user's devices.
+#[utoipa::path(
+    tag = "users",
+    operation_id = "users_devices",
+    security(("bearer" = [])),
+    params(("id" = String, Path)),
+    responses((status = 200, body = [DeviceView]), (status = 401), (status = 403), (status = 404))
+)]
+#[get("/users/{id}/devices")]
+pub async fn devices(
+    state: web::Data<ConsoleState>,
+    op: Operator,
+    id: web::Path<String>,
+) -> Result<web::Json<Vec<DeviceView>>, ApiFailure> {
+    let devices = state.accounts.devices_of_user_as(&op.0, user_id(&id)?).await?;
+    Ok(web::Json(devices.into_iter().map(DeviceView::from).collect()))
+}
+
+/// Revokes a user's device: its session closes at once, wherever it is.
+#[utoipa::path(
+    tag = "users",
+    operation_id = "users_revoke_device",
+    security(("bearer" = [])),
+    params(("id" = String, Path), ("device" = String, Path)),
+    responses((status = 204), (status = 401), (status = 403), (status = 404))
+)]
+#[post("/users/{id}/devices/{device}/revoke")]
+pub async fn revoke_device(
+    state: web::Data<ConsoleState>,
+    op: Operator,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiFailure> {
+    let (user, device) = path.into_inner();
+    let device: DeviceId = device.parse().map_err(|_| ApiFailure::not_found())?;
+    crate::actions::revoke_device(&state, &op.0, user_id(&user)?, device).await?;
+    Ok(HttpResponse::NoContent().finish())
+}

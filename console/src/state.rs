@@ -1,0 +1,42 @@
+//! What the console's handlers share, and what they need from the node.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use noc_protocol::DeviceId;
+use noc_storage::{Accounts, UserRecord};
+
+/// What the operators' actions do to live sessions; the node implements it over its
+/// router, so this crate needs no actor.
+pub trait Live: Send + Sync + 'static {
+    /// A user was suspended: their device sessions close wherever they are, and their
+    /// enterprise server stops serving them.
+    fn user_suspended(&self, user: &UserRecord, devices: &[DeviceId]);
+    /// A suspended user is back: their enterprise server serves them again (if active).
+    fn user_reactivated(&self, user: &UserRecord);
+    /// A device lost its credential: its session closes wherever it is.
+    fn device_revoked(&self, user: &UserRecord, device: DeviceId);
+}
+
+/// How the consoles behave.
+#[derive(Clone, Debug)]
+pub struct ConsoleSettings {
+    /// A console sign-in ends after this long without a request.
+    pub idle_timeout: Duration,
+    /// ... and after this long in any case.
+    pub max_session: Duration,
+}
+
+impl Default for ConsoleSettings {
+    fn default() -> Self {
+        ConsoleSettings { idle_timeout: Duration::from_secs(15 * 60), max_session: Duration::from_secs(8 * 3600) }
+    }
+}
+
+/// What the handlers share; cheap to clone.
+#[derive(Clone)]
+pub struct ConsoleState {
+    pub accounts: Accounts,
+    pub live: Arc<dyn Live>,
+    pub settings: Arc<ConsoleSettings>,
+}

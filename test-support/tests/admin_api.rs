@@ -1,0 +1,257 @@
+//! The admin API on the console listener, as operators and intruders meet it: bearer
+//! tokens from a password and a TOTP code, the role × endpoint × own/foreign record
+//! matrix, read-only tokens, revocation, the error bodies, the audit log and its CSV, and
+//! a CSR's suspension closing a live device session on another node.
+
+use noc_protocol::CloseCode;
+use noc_protocol::device::Frame;
+use noc_storage::model::OperatorRole;
+use noc_test_support::scenario::{expect_close, online_device, user_with_device};
+use noc_test_support::{AdminApi, Recv, TestCluster, TestOperator, TestRelay};
+use serde_json::{Value, json};
+
+fn api(relay: &TestRelay) -> AdminApi {
+    AdminApi::new(relay.node.console_addr, &relay.cert_path())
+}
+
+/// A VES on `license` (its password is the test's) with one user.
+async fn user_on(relay: &TestRelay, license: &str, email: &str) -> String {
+    let mut ves = relay.ves();
+    ves.license(license, "license-password-1").await.expect("license login");
+    let _channel = ves.open().await.expect("command channel");
+    let user = ves.provision(email, Some("user-password-1")).await.expect("provision");
+    user.user_id.to_string()
+}
+
+#[tokio::test]
+async fn every_role_reaches_exactly_what_it_may() {
+    let relay = TestRelay::start();
+    let admin = relay.admin().await;
+    let root = TestOperator::create(&admin, "root", OperatorRole::NocAdmin).await;
+    let carol = TestOperator::create(&admin, "carol", OperatorRole::Csr).await;
+    let dave = TestOperator::create(&admin, "dave", OperatorRole::Csr).await;
+    let audra = TestOperator::create(&admin, "audra", OperatorRole::Auditor).await;
+    let api = api(&relay);
+    let root_t = api.token(&root, "write", None).await;
+    let carol_t = api.token(&carol, "write", None).await;
+    let dave_t = api.token(&dave, "write", None).await;
+    let audra_t = api.token(&audra, "read", None).await;
+
+    // Carol's license, and dave's (created by root, given to dave).
+    let new = |name: &str| json!({"name": name, "password": "license-password-1", "max_users": 5});
+    let (s, hers) = api.call("POST", "/licenses", Some(&carol_t), Some(new("carol-co"))).await;
+    assert_eq!(s, 201, "{hers}");
+    let (s, his) = api.call("POST", "/licenses", Some(&root_t), Some(new("dave-co"))).await;
+    assert_eq!(s, 201, "{his}");
+    let (hers, his) = (hers["id"].as_str().expect("id").to_string(), his["id"].as_str().expect("id").to_string());
+    let (s, _) =
+        api.call("POST", &format!("/licenses/{his}/operators"), Some(&root_t), Some(json!({"operator": "dave"}))).await;
+    assert_eq!(s, 204);
+    let own_user = user_on(&relay, "carol-co", "ann@carol.example").await;
+    let foreign_user = user_on(&relay, "dave-co", "bob@dave.example").await;
+
+    // (method, path, body, expected status for root, carol (own = hers), audra).
+    let patch = json!({"max_users": 9});
+    let cases: Vec<(&str, String, Option<Value>, [u16; 3])> = vec![
+        ("GET", "/licenses".into(), None, [200, 200, 403]),
+        ("POST", "/licenses".into(), Some(new("x-co")), [201, 403, 403]),
+        ("GET", format!("/licenses/{hers}"), None, [200, 200, 403]),
+        ("GET", format!("/licenses/{his}"), None, [200, 404, 403]),
+        ("PATCH", format!("/licenses/{hers}"), Some(patch.clone()), [200, 200, 403]),
+        ("PATCH", format!("/licenses/{his}"), Some(patch.clone()), [200, 404, 403]),
+        ("GET", format!("/licenses/{his}/operators"), None, [200, 404, 403]),
+        ("POST", format!("/licenses/{hers}/operators"), Some(json!({"operator": "root"})), [204, 403, 403]),
+        ("GET", "/users".into(), None, [200, 200, 403]),
+        ("GET", format!("/users/{own_user}"), None, [200, 200, 403]),
+        ("GET", format!("/users/{foreign_user}"), None, [200, 404, 403]),
+        ("GET", format!("/users/{foreign_user}/devices"), None, [200, 404, 403]),
+        ("POST", format!("/users/{foreign_user}/suspend"), None, [200, 404, 403]),
+        ("POST", format!("/users/{foreign_user}/reactivate"), None, [200, 404, 403]),
+        ("POST", format!("/users/{own_user}/suspend"), None, [200, 200, 403]),
+        ("POST", format!("/users/{own_user}/reactivate"), None, [200, 200, 403]),
+        ("GET", "/operators".into(), None, [200, 403, 403]),
+        (
+            "POST",
+            "/operators".into(),
+            Some(json!({"name": "erin", "role": "csr", "password": "erin-operator-password"})),
+            [201, 403, 403],
+        ),
+        ("GET", "/audit".into(), None, [200, 403, 200]),
+        ("GET", "/audit.csv".into(), None, [200, 403, 200]),
+    ];
+    for (method, path, body, expected) in &cases {
+        // The CSR acts first, so that what the CSR may do is done (and audited) by the CSR.
+        for (who, token, want) in
+            [("audra", &audra_t, expected[2]), ("carol", &carol_t, expected[1]), ("root", &root_t, expected[0])]
+        {
+            // The auditor's token is read-only: a write it would be allowed is 403 too.
+            let mut body = body.clone();
+            if path == "/licenses" && *method == "POST" {
+                body = Some(new(&format!("{who}-{}", noc_protocol::secrets::random_hex::<3>())));
+            }
+            let (status, answer) = api.call(method, path, Some(token), body).await;
+            let want = if path == "/licenses" && *method == "POST" && who == "carol" { 201 } else { want };
+            assert_eq!(status, want, "{who} {method} {path}: {answer}");
+            if status >= 400 {
+                let code = answer["Error"]["Code"].as_str().unwrap_or_default();
+                let expected_code = match status {
+                    403 => "forbidden",
+                    404 => "not_found",
+                    _ => "",
+                };
+                assert_eq!(code, expected_code, "{who} {method} {path}: {answer}");
+            }
+        }
+    }
+
+    // What each CSR finds: their own users only.
+    let (_, page) = api.call("GET", "/users?limit=10", Some(&carol_t), None).await;
+    let emails: Vec<&str> =
+        page["items"].as_array().expect("items").iter().filter_map(|u| u["email"].as_str()).collect();
+    assert_eq!(emails, ["ann@carol.example"]);
+    let (_, page) = api.call("GET", "/users?email=BOB", Some(&dave_t), None).await;
+    assert_eq!(page["items"][0]["email"], "bob@dave.example");
+    assert!(page["items"][0].get("password_hash").is_none() && !page.to_string().contains("argon2"));
+    let (_, page) = api.call("GET", "/users?limit=1", Some(&root_t), None).await;
+    assert_eq!((page["items"].as_array().map(Vec::len), page["next_offset"].as_u64()), (Some(1), Some(1)));
+    let (_, licenses) = api.call("GET", "/licenses", Some(&dave_t), None).await;
+    let names: Vec<&str> = licenses.as_array().expect("list").iter().filter_map(|l| l["name"].as_str()).collect();
+    assert_eq!(names, ["dave-co"]);
+
+    // A read-only token of the administrator looks but does not change.
+    let root_read = api.token(&root, "read", Some(0)).await;
+    assert_eq!(api.call("GET", &format!("/licenses/{his}"), Some(&root_read), None).await.0, 200);
+    let (s, answer) = api.call("PATCH", &format!("/licenses/{his}"), Some(&root_read), Some(patch)).await;
+    assert_eq!((s, answer["Error"]["Code"].as_str()), (403, Some("forbidden")));
+
+    // No token, a malformed one, an unknown one: 401 with the protocol's body.
+    for token in [None, Some("not-a-token"), Some(&*"ab".repeat(32))] {
+        let (s, answer) = api.call("GET", "/licenses", token, None).await;
+        assert_eq!((s, answer["Error"]["Code"].as_str()), (401, Some("invalid_credentials")), "{token:?}");
+    }
+    // A wrong TOTP code gets no token, like a wrong password.
+    let wrong = json!({"name": "dave", "password": dave.password, "code": "000000x", "scope": "write"});
+    assert_eq!(api.call("POST", "/tokens", None, Some(wrong)).await.0, 401);
+    // Bodies are refused with the field, never the parser's words.
+    let (s, answer) =
+        api.call("PATCH", &format!("/licenses/{his}"), Some(&root_t), Some(json!({"max_users": "x"}))).await;
+    assert_eq!((s, answer["Error"]["Message"].as_str()), (400, Some("invalid value at `max_users`")));
+    let (s, answer) = api.call("GET", "/users?colour=blue", Some(&root_t), None).await;
+    assert_eq!((s, answer["Error"]["Code"].as_str()), (400, Some("bad_request")));
+    let (s, answer) = api.call("GET", "/nothing-here", Some(&root_t), None).await;
+    assert_eq!((s, answer["Error"]["Code"].as_str()), (404, Some("not_found")));
+
+    // Tokens are listed by their holder and revoked by id, after which they are dead.
+    let (_, tokens) = api.call("GET", "/tokens", Some(&dave_t), None).await;
+    let id = tokens[0]["id"].as_str().expect("id").to_string();
+    assert!(!tokens.to_string().contains(&dave_t), "a token's secret is never listed");
+    assert_eq!(api.call("DELETE", &format!("/tokens/{id}"), Some(&carol_t), None).await.0, 404, "not carol's");
+    assert_eq!(api.call("DELETE", &format!("/tokens/{id}"), Some(&dave_t), None).await.0, 204);
+    assert_eq!(api.call("GET", "/licenses", Some(&dave_t), None).await.0, 401);
+
+    // The audit log: who, in which role, from where, what changed; never a secret.
+    let (_, audit) = api.call("GET", "/audit?action=license.change&limit=100", Some(&audra_t), None).await;
+    let change = audit["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .find(|e| e["subject"] == format!("license:{hers}"))
+        .expect("the change of carol's license");
+    assert_eq!(change["actor"], "operator:carol", "root's same change after it changed nothing: {audit}");
+    assert_eq!((change["role"].as_str(), change["source"].as_str()), (Some("csr"), Some("127.0.0.1")));
+    assert_eq!(change["changes"][0], json!({"field": "max_users", "before": "5", "after": "9"}));
+    let (s, csv) = api.call_text("GET", "/audit.csv?action=user.", Some(&audra_t), None).await;
+    assert_eq!(s, 200);
+    assert!(csv.starts_with("id,at,actor,role,source,action,subject,detail,changes\r\n"), "{csv}");
+    let carols =
+        csv.lines().find(|l| l.contains("operator:carol,csr,127.0.0.1,user.suspend")).expect("carol's suspension");
+    assert!(carols.ends_with(",status: provisioned → suspended"), "{carols}");
+    let (_, all) = api.call_text("GET", "/audit.csv?limit=100000", Some(&root_t), None).await;
+    for secret in [root.password.as_str(), &carol.password, "license-password-1", &root_t, &carol_t] {
+        assert!(!all.contains(secret), "the audit log holds no secret");
+    }
+    // There is no way to change the log.
+    for method in ["DELETE", "PUT", "PATCH", "POST"] {
+        assert_eq!(api.call(method, "/audit", Some(&root_t), None).await.0, 404, "{method} /audit");
+    }
+}
+
+/// The committed OpenAPI document is the one the code generates, and the server serves it.
+#[tokio::test]
+async fn the_openapi_document_is_served_and_committed() {
+    let relay = TestRelay::start();
+    let (s, served) = api(&relay).call_text("GET", "/openapi.json", None, None).await;
+    assert_eq!(s, 200);
+    let generated = noc_console::openapi_json();
+    assert_eq!(served, generated);
+    let committed_path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/admin-api.openapi.json");
+    if std::env::var_os("NOC_UPDATE_OPENAPI").is_some() {
+        std::fs::write(committed_path, &generated).expect("write docs/admin-api.openapi.json");
+    }
+    let committed = std::fs::read_to_string(committed_path).unwrap_or_default();
+    assert!(
+        committed == generated,
+        "docs/admin-api.openapi.json is stale: run `NOC_UPDATE_OPENAPI=1 cargo nextest run -p noc-test-support \
+         the_openapi_document_is_served_and_committed` and commit it"
+    );
+    let doc: Value = serde_json::from_str(&generated).expect("JSON");
+    assert!(doc["openapi"].as_str().is_some_and(|v| v.starts_with("3.1")), "{}", doc["openapi"]);
+    for path in ["/admin/v1/tokens", "/admin/v1/licenses/{id}", "/admin/v1/users", "/admin/v1/audit.csv"] {
+        assert!(doc["paths"].get(path).is_some(), "{path} documented");
+    }
+    // Every documented operation is a route of the server: without a token it answers
+    // 401 (the sign-in itself 400 for its missing body), never the 404 of an unknown path.
+    let api = api(&relay);
+    let paths = doc["paths"].as_object().expect("paths");
+    let mut operations = 0;
+    for (path, item) in paths {
+        let concrete = path
+            .trim_start_matches("/admin/v1")
+            .replace("{id}", "00000000-0000-4000-8000-000000000000")
+            .replace("{device}", "00000000-0000-4000-8000-000000000000");
+        for method in item.as_object().expect("operations").keys() {
+            let (status, answer) = api.call(&method.to_uppercase(), &concrete, None, None).await;
+            let expected = if (path.as_str(), method.as_str()) == ("/admin/v1/tokens", "post") { 400 } else { 401 };
+            assert_eq!(status, expected, "{method} {path}: {answer}");
+            operations += 1;
+        }
+    }
+    assert_eq!(operations, 19, "every route is documented once");
+}
+
+/// A CSR suspends a user from one node; the user's device, connected to another node,
+/// is disconnected at once, and cannot come back until the user is reactivated.
+#[tokio::test]
+async fn a_suspension_closes_the_live_session_on_another_node() {
+    let cluster = TestCluster::start(2, |_, _| {}).await;
+    let (a, b) = (&cluster.nodes[0], &cluster.nodes[1]);
+    let admin = a.admin().await;
+    let root = TestOperator::create(&admin, "root", OperatorRole::NocAdmin).await;
+    let carol = TestOperator::create(&admin, "carol", OperatorRole::Csr).await;
+    let on_a = api(a);
+    let carol_t = on_a.token(&carol, "write", None).await;
+    let root_t = on_a.token(&root, "write", None).await;
+    let new = json!({"name": "carol-co", "password": "license-password-1", "max_users": 5});
+    assert_eq!(on_a.call("POST", "/licenses", Some(&carol_t), Some(new)).await.0, 201);
+
+    let mut ves = b.ves();
+    ves.license("carol-co", "license-password-1").await.expect("license");
+    let _channel = ves.open().await.expect("channel");
+    let act = user_with_device(&ves, "ann@carol.example", "+15550001111").await;
+    let mut device = online_device(b, &act).await;
+
+    let user = act.user_id.to_string();
+    let (s, answer) = on_a.call("POST", &format!("/users/{user}/suspend"), Some(&carol_t), None).await;
+    assert_eq!((s, answer["status"].as_str()), (200, Some("suspended")), "{answer}");
+    expect_close(&mut device, CloseCode::AccountSuspended).await;
+    let mut again = b.device_connection().await;
+    match again.login(act.device_id, &act.device_credential).await {
+        Recv::Frame(Frame::Close { code, .. }) => assert_eq!(code, CloseCode::AccountSuspended),
+        other => panic!("a suspended user's device must be refused: {other:?}"),
+    }
+
+    let (s, answer) = on_a.call("POST", &format!("/users/{user}/reactivate"), Some(&root_t), None).await;
+    assert_eq!((s, answer["status"].as_str()), (200, Some("active")), "{answer}");
+    online_device(b, &act).await;
+    cluster.stop().await;
+}
