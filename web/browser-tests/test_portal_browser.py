@@ -13,6 +13,11 @@ real `ves-agent` with an SMTP server that captures its welcome mail, and Chromiu
   short inactivity timeout ends it -> "Forgot your password?", the mailed link, a new
   password, signed in with it -> the pages in German once the user chooses it.
 
+And the operators' console on the node's console listener: a NOC administrator made with
+`noc admin operator create` signs in with an authenticator code, creates a license and
+enrols a CSR (QR code, key and recovery codes shown once); the CSR signs in with a code
+from that key and sees only their own licenses; the administrator reads the audit log.
+
 Screenshots of the main pages are written to $NOC_SCREENSHOTS when it is set (the ones
 under docs/screenshots/ were made so: `NOC_SCREENSHOTS=docs/screenshots`).
 
@@ -23,8 +28,12 @@ installs them when missing.
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import json
 import os
+import struct
 import re
 import shutil
 import signal
@@ -73,6 +82,16 @@ def eventually(what: str, check, timeout: float = DEADLINE, context=lambda: ""):
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}\n{context()}")
         time.sleep(0.1)
+
+
+def totp(secret_base32: str, at: float | None = None) -> str:
+    """The current RFC 6238 code of a base32 key (SHA-1, 6 digits, 30 s), as an app shows it."""
+    key = base64.b32decode(secret_base32 + "=" * (-len(secret_base32) % 8))
+    counter = int((time.time() if at is None else at) // 30)
+    digest = hmac.new(key, struct.pack(">Q", counter), hashlib.sha1).digest()
+    offset = digest[-1] & 0x0F
+    value = struct.unpack(">I", digest[offset:offset + 4])[0] & 0x7FFFFFFF
+    return f"{value % 1_000_000:06d}"
 
 
 class Sink:
@@ -421,6 +440,88 @@ dir = "{os.path.join(cls.dir, 'agent')}"
         eventually("the settings in German", lambda: "Ihre Einstellungen sind gespeichert." in self.page())
         self.assertEqual(b.find_element(By.TAG_NAME, "html").get_attribute("lang"), "de")
         self.shot("settings-de")
+
+    def fill_id(self, element_id: str, value: str):
+        e = self.browser.find_element(By.ID, element_id)
+        e.clear()
+        e.send_keys(value)
+
+    def console_sign_in(self, name: str, password: str, code: str):
+        b = self.browser
+        b.get(self.a.console_url + "/console/login")
+        self.fill("name", name)
+        self.fill("password", password)
+        self.fill("code", code)
+        self.submit("/console/login")
+
+    def console_sign_out(self):
+        self.browser.find_element(By.CSS_SELECTOR, 'form[action="/console/logout"] button').click()
+        eventually("the sign-in page", lambda: "Operator sign-in" in self.page())
+
+    def test_operators_console(self):
+        b = self.browser
+        made = subprocess.run(
+            [NOC, "admin", "--data-dir", self.data, "operator", "create", "--name", "root", "--role", "noc-admin",
+             "--password-stdin"],
+            input="root-operator-password\n", check=True, capture_output=True, text=True,
+        ).stdout
+        secret = re.search(r"TOTP secret \(.*\): (\S+)", made).group(1)
+        recovery = re.findall(r"^  (\S+-\S+)$", made, re.M)
+        self.assertEqual(len(recovery), 10, made)
+
+        # A wrong code is refused; the authenticator's code signs in.
+        self.console_sign_in("root", "root-operator-password", "000000")
+        eventually("the refusal", lambda: "Wrong name, password or code." in self.page())
+        self.shot("console-signin")
+        self.console_sign_in("root", "root-operator-password", totp(secret))
+        eventually("the licenses page", lambda: "New license" in self.page() and "acme" in self.page(),
+                   context=self.page)
+        self.fill_id("lname", "globex")
+        self.fill_id("lpassword", "globex-license-pw")
+        self.fill_id("lseats", "40")
+        self.submit("/console/licenses")
+        eventually("the new license", lambda: "0 / 40" in self.page())
+        self.shot("console-licenses")
+
+        # The administrator enrols a CSR: the QR code is drawn by the server (no script).
+        b.get(self.a.console_url + "/console/operators")
+        self.fill("name", "carol")
+        Select(b.find_element(By.NAME, "role")).select_by_value("csr")
+        self.fill("password", "carol-operator-password")
+        self.submit("/console/operators")
+        eventually("the enrolment", lambda: "Enrolment of carol" in self.page())
+        qr = b.find_element(By.CSS_SELECTOR, ".qr svg")
+        self.assertGreater(qr.size["width"], 100, "the QR code is drawn")
+        carol_secret = b.find_element(By.ID, "totp-secret").text
+        self.assertEqual(len(b.find_elements(By.CSS_SELECTOR, "#recovery-codes li")), 10)
+        self.shot("console-enrolment")
+        self.console_sign_out()
+
+        # The CSR signs in with a code from that key, and sees none of globex.
+        self.console_sign_in("carol", "carol-operator-password", totp(carol_secret))
+        eventually("carol's licenses", lambda: "No license yet." in self.page(), context=self.page)
+        self.assertNotIn("globex", self.page())
+        self.fill_id("lname", "initech")
+        self.fill_id("lpassword", "initech-license-pw")
+        self.fill_id("lseats", "10")
+        self.submit("/console/licenses")
+        eventually("carol's license", lambda: "initech" in self.page())
+        b.get(self.a.console_url + "/console/operators")
+        self.assertIn("Your role does not allow this.", self.page())
+        b.get(self.a.console_url + "/console/users?q=ann")
+        self.shot("console-users")
+        b.get(self.a.console_url + "/console/licenses")
+        self.console_sign_out()
+
+        # The administrator again (a TOTP code works once: a recovery code now) reads the
+        # audit log: carol's license, in her role, from her address.
+        self.console_sign_in("root", "root-operator-password", recovery[0])
+        b.get(self.a.console_url + "/console/audit?action=license.")
+        eventually("the audit log", lambda: "operator:carol" in self.page(), context=self.page)
+        self.assertIn("csr", self.page())
+        self.assertNotIn("initech-license-pw", self.page())
+        self.shot("console-audit")
+        self.console_sign_out()
 
     def test_the_sign_in_page_fits_a_phone(self):
         b = self.browser

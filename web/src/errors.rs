@@ -32,6 +32,15 @@ pub enum PageError {
     Internal,
 }
 
+impl From<crate::form::FormError> for PageError {
+    fn from(e: crate::form::FormError) -> Self {
+        match e {
+            crate::form::FormError::Bad => PageError::BadForm,
+            crate::form::FormError::TooLarge => PageError::TooLarge,
+        }
+    }
+}
+
 impl From<PortalError> for PageError {
     fn from(e: PortalError) -> Self {
         match e {

@@ -7,14 +7,14 @@
 //! load nothing from elsewhere: the one stylesheet is served from here. Sessions live in
 //! the store behind [`Portal`], so any node serves any session.
 
-mod assets;
+pub mod assets;
 pub mod cookies;
 pub mod csrf;
 mod errors;
-mod form;
+pub mod form;
 mod guard;
 pub mod i18n;
-mod page;
+pub mod page;
 pub mod portal;
 mod user_agent;
 mod views;

@@ -53,3 +53,12 @@ pub fn see_other(location: &str) -> HttpResponseBuilder {
     secure(&mut b).insert_header(("Location", location.to_string()));
     b
 }
+
+/// `2026-12-05 14:03 UTC`, for a Unix-ms time (the portal's user time zone setting comes
+/// with the settings page; the consoles show UTC).
+pub fn utc(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let rem = secs.rem_euclid(86_400);
+    let (year, month, day) = noc_protocol::clock::civil_from_days(secs.div_euclid(86_400));
+    format!("{year:04}-{month:02}-{day:02} {:02}:{:02} UTC", rem / 3600, rem % 3600 / 60)
+}

@@ -33,13 +33,7 @@ pub struct HomePage<'a> {
     pub sessions: Vec<SessionRow>,
 }
 
-/// `2026-12-05 14:03 UTC`: the user's time zone setting comes with the settings page.
-pub(crate) fn utc(ms: i64) -> String {
-    let secs = ms.div_euclid(1000);
-    let rem = secs.rem_euclid(86_400);
-    let (year, month, day) = noc_protocol::clock::civil_from_days(secs.div_euclid(86_400));
-    format!("{year:04}-{month:02}-{day:02} {:02}:{:02} UTC", rem / 3600, rem % 3600 / 60)
-}
+pub(crate) use crate::page::utc;
 
 /// The user's sessions as the list shows them (the account and settings pages).
 pub(crate) async fn session_rows(

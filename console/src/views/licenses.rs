@@ -1,0 +1,120 @@
+//! `/console/licenses`: the licenses in the operator's reach; create one, change seats,
+//! suspend and resume (live sessions of a suspended license end within seconds).
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use askama::Template;
+use noc_protocol::LicenseId;
+use noc_storage::{License, LicenseChange};
+use noc_web::page;
+use serde::Deserialize;
+
+use crate::state::ConsoleState;
+use crate::views::session::{self, CsrfForm};
+use crate::views::{Nav, failure};
+
+pub struct Row {
+    id: String,
+    name: String,
+    used_users: u32,
+    max_users: u32,
+    expires: String,
+    suspended: bool,
+}
+
+impl From<License> for Row {
+    fn from(l: License) -> Self {
+        Row {
+            id: l.id.to_string(),
+            name: l.name,
+            used_users: l.used_users,
+            max_users: l.max_users,
+            expires: l.expires_at.map_or_else(|| "never".to_string(), crate::views::audit::utc),
+            suspended: l.suspended,
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "console_licenses.html")]
+struct LicensesPage {
+    nav: Nav,
+    licenses: Vec<Row>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewLicenseForm {
+    csrf: String,
+    name: String,
+    password: String,
+    max_users: u32,
+}
+
+impl CsrfForm for NewLicenseForm {
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChangeForm {
+    csrf: String,
+    /// `seats`, `suspend` or `resume`.
+    action: String,
+    max_users: Option<u32>,
+}
+
+impl CsrfForm for ChangeForm {
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
+}
+
+pub async fn show(state: web::Data<ConsoleState>, req: HttpRequest) -> HttpResponse {
+    let s = match session::require(&state, &req).await {
+        Ok(s) => s,
+        Err(answer) => return answer,
+    };
+    match state.accounts.licenses_as(&s.principal).await {
+        Ok(licenses) => page::render(
+            actix_web::http::StatusCode::OK,
+            &LicensesPage { nav: Nav::of(&s), licenses: licenses.into_iter().map(Row::from).collect() },
+        ),
+        Err(e) => failure::from_account(e),
+    }
+}
+
+pub async fn create(state: web::Data<ConsoleState>, req: HttpRequest, payload: web::Payload) -> HttpResponse {
+    let (s, f) = match session::require_form::<NewLicenseForm>(&state, &req, payload).await {
+        Ok(v) => v,
+        Err(answer) => return answer,
+    };
+    match state.accounts.create_license_as(&s.principal, &f.name, &f.password, f.max_users, None).await {
+        Ok(_) => page::see_other("/console/licenses").finish(),
+        Err(e) => failure::from_account(e),
+    }
+}
+
+pub async fn change(
+    state: web::Data<ConsoleState>,
+    req: HttpRequest,
+    id: web::Path<String>,
+    payload: web::Payload,
+) -> HttpResponse {
+    let (s, f) = match session::require_form::<ChangeForm>(&state, &req, payload).await {
+        Ok(v) => v,
+        Err(answer) => return answer,
+    };
+    let Ok(id) = id.parse::<LicenseId>() else { return failure::from_account(noc_storage::AccountError::NotFound) };
+    let change = match (f.action.as_str(), f.max_users) {
+        ("seats", Some(n)) => LicenseChange { max_users: Some(n), ..LicenseChange::default() },
+        ("suspend", _) => LicenseChange { suspended: Some(true), ..LicenseChange::default() },
+        ("resume", _) => LicenseChange { suspended: Some(false), ..LicenseChange::default() },
+        _ => return failure::bad_form(),
+    };
+    match state.accounts.change_license_as(&s.principal, id, &change).await {
+        Ok(_) => page::see_other("/console/licenses").finish(),
+        Err(e) => failure::from_account(e),
+    }
+}

@@ -1,0 +1,243 @@
+//! `/console/users`: find users of the licenses in reach by e-mail, mobile number or name;
+//! a user's profile and devices; suspend, reactivate, revoke. Never a password, an
+//! answer or any of the user's data.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpRequest, HttpResponse, web};
+use askama::Template;
+use noc_protocol::{DeviceId, UserId};
+use noc_storage::{AccountError, DeviceRecord, UserFilter, UserRecord, UserStatus};
+use noc_web::page;
+use serde::Deserialize;
+
+use crate::state::ConsoleState;
+use crate::views::session::{self, CsrfForm};
+use crate::views::{Nav, failure};
+
+const PAGE: u32 = 50;
+
+pub struct UserRow {
+    id: String,
+    email: String,
+    name: String,
+    msisdn: String,
+    status: &'static str,
+    time_zone: String,
+    suspended: bool,
+}
+
+impl From<UserRecord> for UserRow {
+    fn from(u: UserRecord) -> Self {
+        UserRow {
+            id: u.id.to_string(),
+            name: u.full_name(),
+            msisdn: u.msisdn.unwrap_or_default(),
+            status: u.status.as_str(),
+            time_zone: u.time_zone.unwrap_or_default(),
+            suspended: u.status == UserStatus::Suspended,
+            email: u.email,
+        }
+    }
+}
+
+pub struct DeviceRow {
+    id: String,
+    name: String,
+    device_type: String,
+    state: &'static str,
+    live: bool,
+}
+
+impl From<DeviceRecord> for DeviceRow {
+    fn from(d: DeviceRecord) -> Self {
+        let state = match (d.revoked_at, d.wipe_requested_at, d.wiped_at) {
+            (_, _, Some(_)) => "wiped",
+            (_, Some(_), None) => "wipe pending",
+            (Some(_), None, None) => "revoked",
+            (None, None, None) => "active",
+        };
+        DeviceRow {
+            id: d.id.to_string(),
+            name: d.name.unwrap_or_default(),
+            device_type: d.device_type.unwrap_or_default(),
+            state,
+            live: state == "active",
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "console_users.html")]
+struct UsersPage {
+    nav: Nav,
+    q: String,
+    q_url: String,
+    users: Vec<UserRow>,
+    next_offset: Option<u32>,
+}
+
+#[derive(Template)]
+#[template(path = "console_user.html")]
+struct UserPage {
+    nav: Nav,
+    user: UserRow,
+    devices: Vec<DeviceRow>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SearchQuery {
+    #[serde(default)]
+    q: String,
+    #[serde(default)]
+    offset: u32,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActionForm {
+    csrf: String,
+}
+
+impl CsrfForm for ActionForm {
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
+}
+
+/// One search box: an address has `@`, a mobile number is digits after an optional `+`,
+/// anything else is part of a name.
+fn filter_for(q: &str, offset: u32) -> UserFilter {
+    let q = q.trim();
+    let mut f = UserFilter { offset, limit: PAGE + 1, ..UserFilter::default() };
+    if q.is_empty() {
+    } else if q.contains('@') {
+        f.email = Some(q.to_string());
+    } else if q.trim_start_matches('+').chars().all(|c| c.is_ascii_digit()) {
+        f.msisdn = Some(q.to_string());
+    } else {
+        f.name = Some(q.to_string());
+    }
+    f
+}
+
+fn not_found() -> HttpResponse {
+    failure::from_account(AccountError::NotFound)
+}
+
+pub async fn search(state: web::Data<ConsoleState>, req: HttpRequest) -> HttpResponse {
+    let s = match session::require(&state, &req).await {
+        Ok(s) => s,
+        Err(answer) => return answer,
+    };
+    let Ok(query) = serde_urlencoded::from_str::<SearchQuery>(req.query_string()) else { return failure::bad_form() };
+    match state.accounts.search_users_as(&s.principal, &filter_for(&query.q, query.offset)).await {
+        Ok(mut users) => {
+            let next_offset = (users.len() > PAGE as usize).then_some(query.offset + PAGE);
+            users.truncate(PAGE as usize);
+            let q_url = serde_urlencoded::to_string([("", &query.q)]).unwrap_or_default();
+            page::render(
+                StatusCode::OK,
+                &UsersPage {
+                    nav: Nav::of(&s),
+                    q_url: q_url.trim_start_matches('=').to_string(),
+                    q: query.q,
+                    users: users.into_iter().map(UserRow::from).collect(),
+                    next_offset,
+                },
+            )
+        }
+        Err(e) => failure::from_account(e),
+    }
+}
+
+pub async fn show(state: web::Data<ConsoleState>, req: HttpRequest, id: web::Path<String>) -> HttpResponse {
+    let s = match session::require(&state, &req).await {
+        Ok(s) => s,
+        Err(answer) => return answer,
+    };
+    let Ok(id) = id.parse::<UserId>() else { return not_found() };
+    let user = match state.accounts.user_as(&s.principal, id).await {
+        Ok(u) => u,
+        Err(e) => return failure::from_account(e),
+    };
+    match state.accounts.devices_of_user_as(&s.principal, id).await {
+        Ok(devices) => page::render(
+            StatusCode::OK,
+            &UserPage {
+                nav: Nav::of(&s),
+                user: user.into(),
+                devices: devices.into_iter().map(DeviceRow::from).collect(),
+            },
+        ),
+        Err(e) => failure::from_account(e),
+    }
+}
+
+async fn set_suspended(
+    state: web::Data<ConsoleState>,
+    req: HttpRequest,
+    id: web::Path<String>,
+    payload: web::Payload,
+    suspended: bool,
+) -> HttpResponse {
+    let (s, _) = match session::require_form::<ActionForm>(&state, &req, payload).await {
+        Ok(v) => v,
+        Err(answer) => return answer,
+    };
+    let Ok(id) = id.parse::<UserId>() else { return not_found() };
+    match crate::actions::set_suspended(&state, &s.principal, id, suspended).await {
+        Ok(_) => page::see_other(&format!("/console/users/{id}")).finish(),
+        Err(e) => failure::from_account(e),
+    }
+}
+
+pub async fn suspend(
+    state: web::Data<ConsoleState>,
+    req: HttpRequest,
+    id: web::Path<String>,
+    payload: web::Payload,
+) -> HttpResponse {
+    set_suspended(state, req, id, payload, true).await
+}
+
+pub async fn reactivate(
+    state: web::Data<ConsoleState>,
+    req: HttpRequest,
+    id: web::Path<String>,
+    payload: web::Payload,
+) -> HttpResponse {
+    set_suspended(state, req, id, payload, false).await
+}
+
+pub async fn revoke_device(
+    state: web::Data<ConsoleState>,
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+    payload: web::Payload,
+) -> HttpResponse {
+    let (s, _) = match session::require_form::<ActionForm>(&state, &req, payload).await {
+        Ok(v) => v,
+        Err(answer) => return answer,
+    };
+    let (user, device) = path.into_inner();
+    let (Ok(user), Ok(device)) = (user.parse::<UserId>(), device.parse::<DeviceId>()) else { return not_found() };
+    match crate::actions::revoke_device(&state, &s.principal, user, device).await {
+        Ok(()) => page::see_other(&format!("/console/users/{user}")).finish(),
+        Err(e) => failure::from_account(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_box_searches_the_right_field() {
+        assert_eq!(filter_for("ann@x.example", 0).email.as_deref(), Some("ann@x.example"));
+        assert_eq!(filter_for(" +15550001 ", 0).msisdn.as_deref(), Some("+15550001"));
+        assert_eq!(filter_for("Ann Lee", 0).name.as_deref(), Some("Ann Lee"));
+        let all = filter_for("", 50);
+        assert_eq!((all.email, all.msisdn, all.name, all.offset, all.limit), (None, None, None, 50, PAGE + 1));
+    }
+}
