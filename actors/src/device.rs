@@ -14,8 +14,9 @@ use actix::prelude::*;
 use bytes::BytesMut;
 use futures_util::StreamExt as _;
 use noc_cluster::{DeviceItem, VesItem};
+use noc_protocol::clock::unix_ms_i64;
 use noc_protocol::device::{Frame, FrameCodec, FrameError};
-use noc_protocol::{CloseCode, DeviceId, UndeliverableReason, UserId, VesId};
+use noc_protocol::{CloseCode, DeviceId, LicenseId, UndeliverableReason, UserId, VesId};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::oneshot;
 use tokio_util::codec::{Decoder, FramedRead};
@@ -26,6 +27,7 @@ use crate::metrics::{Direction, DropReason, SessionKind};
 use crate::queue::{self, QueueReceiver, QueueSender};
 use crate::router::Router;
 use crate::router::{DeviceHandle, DeviceOut};
+use crate::usage::SessionUsage;
 
 /// Most bytes the writer gathers before one write.
 const WRITE_BATCH_BYTES: usize = 64 * 1024;
@@ -38,6 +40,8 @@ pub struct DeviceSessionInfo {
     pub device_id: DeviceId,
     pub user_id: UserId,
     pub ves_id: VesId,
+    /// The user's license, whose usage the session counts.
+    pub license_id: LicenseId,
 }
 
 /// Test hook: makes the session's handler panic, to check that a crashing session
@@ -70,6 +74,7 @@ pub struct DeviceSession {
     cfg: Arc<SessionConfig>,
     tx: QueueSender<DeviceOut>,
     shutdown: Option<oneshot::Sender<Option<Frame>>>,
+    usage: Arc<SessionUsage>,
     rx_since_tick: bool,
     silent_ticks: u32,
     close: CloseSession,
@@ -94,6 +99,7 @@ impl DeviceSession {
         let (tx, rx) = queue::bounded(cfg.device_send_queue_frames);
         let (shutdown_tx, shutdown_rx) = oneshot::channel();
         let session = router.next_session_id();
+        let usage = router.usage().device_session(info.license_id, info.device_id, info.user_id, unix_ms_i64());
         DeviceSession::create(move |ctx| {
             // Frames the device sent right behind its AUTH were read with the handshake:
             // decode them first (a FramedRead would only look at them after new bytes).
@@ -119,9 +125,12 @@ impl DeviceSession {
                 rx,
                 shutdown_rx,
                 cfg.device_write_stall_timeout,
-                ctx.address(),
-                router.clone(),
-                info.device_id,
+                Owner {
+                    session: ctx.address(),
+                    router: router.clone(),
+                    device_id: info.device_id,
+                    usage: usage.clone(),
+                },
             ));
             DeviceSession {
                 info,
@@ -130,6 +139,7 @@ impl DeviceSession {
                 cfg,
                 tx,
                 shutdown: Some(shutdown_tx),
+                usage,
                 rx_since_tick: false,
                 silent_ticks: 0,
                 close: CloseSession::new(CloseCode::Normal, "closed"),
@@ -207,6 +217,7 @@ impl Drop for DeviceSession {
         }
         self.router.unregister_device(self.info.device_id, self.session, self.close.code);
         self.router.metrics().session_closed(SessionKind::Device, self.close.code);
+        self.usage.end(unix_ms_i64());
     }
 }
 
@@ -289,13 +300,20 @@ impl Handler<WriterFailed> for DeviceSession {
 
 /// Encodes one queued item; remembers the forwarded frames of the batch so that they can
 /// be bounced if the batch is never written.
-fn encode_out(out: DeviceOut, buf: &mut BytesMut, batch: &mut Vec<(VesId, u64)>, router: &Router) {
+fn encode_out(
+    out: DeviceOut,
+    buf: &mut BytesMut,
+    batch: &mut Vec<(VesId, u64)>,
+    router: &Router,
+    usage: &SessionUsage,
+) {
     match out {
         DeviceOut::Heartbeat => Frame::Heartbeat.encode(buf),
         DeviceOut::Item(DeviceItem::Forward { origin, kind, frame_id, payload }) => {
             let c = &router.metrics().ves_to_device;
             c.frames.inc();
             c.bytes.inc_by(payload.len() as u64);
+            usage.to_device(payload.len());
             batch.push((origin, frame_id));
             Frame::Forward { kind, frame_id, payload }.encode(buf)
         }
@@ -304,9 +322,19 @@ fn encode_out(out: DeviceOut, buf: &mut BytesMut, batch: &mut Vec<(VesId, u64)>,
             Frame::Ack { frame_id }.encode(buf)
         }
         DeviceOut::Item(DeviceItem::Undeliverable { frame_id, reason }) => {
+            usage.undeliverable();
             Frame::Undeliverable { frame_id, reason }.encode(buf)
         }
     }
+}
+
+/// Whose send loop it is: the session to tell of a failed write, the router to bounce
+/// unwritten frames through, and the session's usage counters.
+struct Owner {
+    session: Addr<DeviceSession>,
+    router: Arc<Router>,
+    device_id: DeviceId,
+    usage: Arc<SessionUsage>,
 }
 
 /// The send loop: drains the queue in batches, each write bounded by the stall timeout.
@@ -315,10 +343,9 @@ async fn write_loop<W: AsyncWrite + Unpin>(
     mut rx: QueueReceiver<DeviceOut>,
     mut shutdown: oneshot::Receiver<Option<Frame>>,
     stall: Duration,
-    session: Addr<DeviceSession>,
-    router: Arc<Router>,
-    device_id: DeviceId,
+    owner: Owner,
 ) {
+    let Owner { session, router, device_id, usage } = owner;
     let _writer = router.writer_guard();
     let mut buf = BytesMut::new();
     // Forwarded frames of the batch being written: bounced if the write never completes.
@@ -343,10 +370,10 @@ async fn write_loop<W: AsyncWrite + Unpin>(
                 None => break None,
             },
         };
-        encode_out(first, &mut buf, &mut batch, &router);
+        encode_out(first, &mut buf, &mut batch, &router, &usage);
         while buf.len() < WRITE_BATCH_BYTES {
             match rx.try_recv() {
-                Some(item) => encode_out(item, &mut buf, &mut batch, &router),
+                Some(item) => encode_out(item, &mut buf, &mut batch, &router, &usage),
                 None => break,
             }
         }
@@ -401,8 +428,12 @@ mod tests {
         let metrics = Arc::new(Metrics::new());
         let cluster = Arc::new(MemoryCluster::single(NodeId::new("test"), 16));
         let router = Router::new(cluster, metrics.clone());
-        let info =
-            DeviceSessionInfo { device_id: DeviceId::random(), user_id: UserId::random(), ves_id: VesId::random() };
+        let info = DeviceSessionInfo {
+            device_id: DeviceId::random(),
+            user_id: UserId::random(),
+            ves_id: VesId::random(),
+            license_id: LicenseId::random(),
+        };
         (router, metrics, Arc::new(cfg), info)
     }
 

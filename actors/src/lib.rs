@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod queue;
 mod router;
 mod rts_sessions;
+pub mod usage;
 mod ves;
 
 pub use close::CloseSession;

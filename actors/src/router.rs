@@ -112,6 +112,8 @@ pub struct Router {
     session_seq: AtomicU64,
     /// Told when a device session starts or ends (the portal's "last seen").
     seen: std::sync::OnceLock<DeviceSeen>,
+    /// Every session's usage counters (per license, harvested by the node).
+    usage: crate::usage::UsageMeter,
 }
 
 /// What the node does when a device is seen (its session starts or ends): a cheap,
@@ -131,7 +133,13 @@ impl Router {
             metrics,
             session_seq: AtomicU64::new(1),
             seen: std::sync::OnceLock::new(),
+            usage: crate::usage::UsageMeter::new(),
         })
+    }
+
+    /// The sessions' usage counters.
+    pub fn usage(&self) -> &crate::usage::UsageMeter {
+        &self.usage
     }
 
     /// Sets what to do when a device is seen (once; later calls are ignored).

@@ -327,6 +327,9 @@ pub struct AccountsConfig {
     /// How often the node re-reads license state and closes the live sessions (VES and
     /// devices) of licenses suspended or expired since; 0 disables. Logins always check.
     pub license_check_interval_seconds: u64,
+    /// How often the node adds what its sessions relayed (frames, bytes, connected time,
+    /// active devices) to the per-day usage records of the licenses; also at shutdown.
+    pub usage_flush_interval_seconds: u64,
     /// How long a license-id token registers new VES installations after the license
     /// login that issued it (an installation registered with it is not affected).
     pub license_token_ttl_seconds: u64,
@@ -568,6 +571,7 @@ impl Default for AccountsConfig {
             hash_queue: p.hashing.queue,
             hash_wait_timeout_ms: u64::try_from(p.hashing.max_wait.as_millis()).unwrap_or(u64::MAX),
             license_check_interval_seconds: 30,
+            usage_flush_interval_seconds: 60,
             license_token_ttl_seconds: p.license_token_ttl.as_secs(),
         }
     }
@@ -719,6 +723,9 @@ impl Config {
         }
         if w.persistent_session_max_age_seconds > 400 * 86_400 {
             return Err(invalid("web.persistent_session_max_age_seconds", "must be at most 34560000 (400 days)"));
+        }
+        if !(1..=3600).contains(&self.accounts.usage_flush_interval_seconds) {
+            return Err(invalid("accounts.usage_flush_interval_seconds", "must be between 1 and 3600"));
         }
         let c = &self.console;
         if !(60..=86_400).contains(&c.session_idle_timeout_seconds) {

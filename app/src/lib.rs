@@ -15,6 +15,7 @@ mod mail;
 mod node;
 mod portal;
 pub mod store_admin;
+mod usage;
 mod wiring;
 
 pub use config::{Config, ConfigError};

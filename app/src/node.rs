@@ -182,6 +182,8 @@ async fn run(
     let _ = ready.send(Ok(wired.metrics.clone()));
     let _ = stop.await;
     drain::drain(&wired.state, &wired.metrics, &handles, &config.shutdown).await;
+    // The sessions are gone: what they counted since the last flush.
+    wired.usage.flush().await;
     actix_rt::System::current().stop();
 }
 

@@ -94,6 +94,7 @@ fn problem(invalid: Invalid) -> Problem {
         | Invalid::LicenseName
         | Invalid::OperatorName
         | Invalid::TokenLifetime
+        | Invalid::UsageRange
         | Invalid::Hashing(_)) => {
             tracing::warn!(problem = %other, "web portal: a rule no portal form should meet");
             Problem::Other

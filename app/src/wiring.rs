@@ -50,6 +50,8 @@ async fn open_cluster(config: &Config, node_id: &str) -> Result<Arc<dyn Cluster>
 pub(crate) struct Wired {
     pub state: GatewayState,
     pub metrics: Arc<Metrics>,
+    /// Writes the sessions' usage to the store (periodically, and once more at the end).
+    pub usage: Arc<crate::usage::UsageFlusher>,
 }
 
 /// Opens what was not given (PostgreSQL, Redis), builds the account rules, the router
@@ -110,7 +112,10 @@ pub(crate) async fn wire(
         config: Arc::new(gateway),
         draining: Arc::new(AtomicBool::new(false)),
     };
-    Ok(Wired { state, metrics })
+    let usage = Arc::new(crate::usage::UsageFlusher::new(state.accounts.clone(), state.router.clone()));
+    let every = Duration::from_secs(config.accounts.usage_flush_interval_seconds);
+    actix_rt::spawn(usage.clone().run(every));
+    Ok(Wired { state, metrics, usage })
 }
 
 /// Ends the live sessions of licenses that were suspended (possibly by `noc admin` in

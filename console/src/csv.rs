@@ -1,7 +1,7 @@
 //! CSV exports (RFC 4180), safe to open in a spreadsheet: a cell that a spreadsheet would
 //! run as a formula (`=`, `+`, `-`, `@`, tab, carriage return first) is prefixed with `'`.
 
-use noc_storage::AuditEvent;
+use noc_storage::{AuditEvent, UsageDay};
 
 fn cell(out: &mut String, value: &str) {
     let formula = value.starts_with(['=', '+', '-', '@', '\t', '\r']);
@@ -42,6 +42,42 @@ pub fn audit(events: &[AuditEvent]) -> String {
             e.changes.iter().map(|c| format!("{}: {} → {}", c.field, c.before, c.after)).collect();
         let (id, at) = (e.id.to_string(), e.at.to_string());
         row(&mut out, &[&id, &at, &e.actor, &e.role, &e.source, &e.action, &e.subject, &e.detail, &changes.join("; ")]);
+    }
+    out
+}
+
+/// Usage records as CSV, by day then license.
+pub fn usage(days: &[UsageDay]) -> String {
+    let mut out = String::new();
+    row(
+        &mut out,
+        &[
+            "day",
+            "license_id",
+            "frames_to_ves",
+            "bytes_to_ves",
+            "frames_to_devices",
+            "bytes_to_devices",
+            "undeliverable",
+            "device_seconds",
+            "active_devices",
+            "active_users",
+        ],
+    );
+    for u in days {
+        let cells = [
+            noc_protocol::clock::iso_date(u.day),
+            u.license_id.to_string(),
+            u.frames_to_ves.to_string(),
+            u.bytes_to_ves.to_string(),
+            u.frames_to_devices.to_string(),
+            u.bytes_to_devices.to_string(),
+            u.undeliverable.to_string(),
+            u.device_seconds.to_string(),
+            u.active_devices.to_string(),
+            u.active_users.to_string(),
+        ];
+        row(&mut out, &cells.iter().map(String::as_str).collect::<Vec<_>>());
     }
     out
 }

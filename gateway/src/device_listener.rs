@@ -164,7 +164,12 @@ impl DeviceListener {
             return Err(Rejected("io_error"));
         }
         let FramedParts { io, read_buf, .. } = framed.into_parts();
-        let info = DeviceSessionInfo { device_id: auth.device_id, user_id: auth.user_id, ves_id: auth.ves_id };
+        let info = DeviceSessionInfo {
+            device_id: auth.device_id,
+            user_id: auth.user_id,
+            ves_id: auth.ves_id,
+            license_id: auth.license_id,
+        };
         Ok((io, read_buf, info))
     }
 }

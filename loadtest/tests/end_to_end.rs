@@ -180,3 +180,57 @@ async fn campaign_workers_storm_together_and_merge_into_one_storm() {
     assert!(recovery >= sa.recovery_seconds.expect("a back").max(sb.recovery_seconds.expect("b back")));
     relay.node.shutdown();
 }
+
+/// The licenses' usage records (what billing reads) add up to the relay's own frame and
+/// byte counters after a run: every frame the relay wrote is in them, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn usage_records_add_up_to_the_relays_counters_after_a_run() {
+    use noc_storage::model::OperatorRole;
+    use noc_test_support::{AdminApi, TestOperator};
+
+    let relay = TestRelay::start_with(|c| c.accounts.usage_flush_interval_seconds = 1);
+    relay.create_license("lt", "lt-license-pw", 100).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let r = run(options(&relay, dir.path(), tiny())).await.expect("run").expect("a result");
+    assert_accounted("device→VES", &r.device_to_ves);
+
+    let admin = relay.admin().await;
+    let auditor = TestOperator::create(&admin, "audra", OperatorRole::Auditor).await;
+    let api = AdminApi::new(relay.node.console_addr, &relay.cert_path());
+    let token = api.token(&auditor, "read", None).await;
+    let metric = |name: &str, d: &str| relay.metric(name, &[("direction", d)]) as u64;
+    let want = (
+        metric("noc_frames_relayed_total", "device_to_ves"),
+        metric("noc_frames_relayed_total", "ves_to_device"),
+        metric("noc_payload_relayed_bytes_total", "device_to_ves"),
+        metric("noc_payload_relayed_bytes_total", "ves_to_device"),
+    );
+    assert_eq!(want.0, r.device_to_ves.sent, "the run's frames are the relay's");
+    let sum = |records: &serde_json::Value, field: &str| {
+        records.as_array().map_or(0, |a| a.iter().map(|d| d[field].as_u64().unwrap_or(0)).sum::<u64>())
+    };
+    // The node flushes every second: the records catch up with the counters.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let records = loop {
+        let (status, records) = api.call("GET", "/usage", Some(&token), None).await;
+        assert_eq!(status, 200, "{records}");
+        let got = (
+            sum(&records, "frames_to_ves"),
+            sum(&records, "frames_to_devices"),
+            sum(&records, "bytes_to_ves"),
+            sum(&records, "bytes_to_devices"),
+        );
+        if got == want {
+            break records;
+        }
+        assert!(std::time::Instant::now() < deadline, "usage {got:?} never reached the relay's counters {want:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    assert_eq!(sum(&records, "active_devices"), 4, "{records}");
+    assert_eq!(sum(&records, "active_users"), 2, "two devices per user: {records}");
+    assert!(sum(&records, "device_seconds") >= 4, "four devices, over a second each: {records}");
+    let (status, csv) = api.call_text("GET", "/usage.csv", Some(&token), None).await;
+    assert_eq!(status, 200);
+    assert!(csv.lines().nth(1).is_some_and(|l| l.contains(&want.0.to_string())), "{csv}");
+    relay.node.shutdown();
+}

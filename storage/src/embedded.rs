@@ -197,6 +197,28 @@ ALTER TABLE audit_log ADD COLUMN source TEXT NOT NULL DEFAULT '';
 ALTER TABLE audit_log ADD COLUMN changes TEXT NOT NULL DEFAULT '[]';
 CREATE INDEX audit_log_at ON audit_log(at);
 "#,
+    r#"
+-- Usage per day and license (white paper §8.3), added to by every node's flush.
+CREATE TABLE usage_daily (
+    day               INTEGER NOT NULL,
+    license_id        TEXT NOT NULL REFERENCES licenses(id) ON DELETE CASCADE,
+    frames_to_ves     INTEGER NOT NULL DEFAULT 0,
+    bytes_to_ves      INTEGER NOT NULL DEFAULT 0,
+    frames_to_devices INTEGER NOT NULL DEFAULT 0,
+    bytes_to_devices  INTEGER NOT NULL DEFAULT 0,
+    undeliverable     INTEGER NOT NULL DEFAULT 0,
+    device_seconds    INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (day, license_id)
+);
+-- The devices connected on a day (their number and their users' are the active counts).
+CREATE TABLE usage_daily_devices (
+    day        INTEGER NOT NULL,
+    license_id TEXT NOT NULL REFERENCES licenses(id) ON DELETE CASCADE,
+    device_id  TEXT NOT NULL,
+    user_id    TEXT NOT NULL,
+    PRIMARY KEY (day, license_id, device_id)
+);
+"#,
 ];
 
 /// SQLite-backed [`Store`].
@@ -1422,6 +1444,88 @@ impl Store for SqliteStore {
             ))?;
             let rows = stmt
                 .query_map(params![user.to_string(), now], web_session_row)?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    async fn add_usage(&self, days: &[UsageDay], active: &[ActiveDeviceDay]) -> Result<()> {
+        let (days, active) = (days.to_vec(), active.to_vec());
+        self.run(move |c| {
+            let tx = c.transaction()?;
+            {
+                let mut add = tx.prepare(
+                    "INSERT INTO usage_daily (day, license_id, frames_to_ves, bytes_to_ves, frames_to_devices, \
+                     bytes_to_devices, undeliverable, device_seconds) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
+                     ON CONFLICT (day, license_id) DO UPDATE SET \
+                     frames_to_ves = frames_to_ves + excluded.frames_to_ves, \
+                     bytes_to_ves = bytes_to_ves + excluded.bytes_to_ves, \
+                     frames_to_devices = frames_to_devices + excluded.frames_to_devices, \
+                     bytes_to_devices = bytes_to_devices + excluded.bytes_to_devices, \
+                     undeliverable = undeliverable + excluded.undeliverable, \
+                     device_seconds = device_seconds + excluded.device_seconds",
+                )?;
+                let n = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+                for d in &days {
+                    add.execute(params![
+                        d.day,
+                        d.license_id.to_string(),
+                        n(d.frames_to_ves),
+                        n(d.bytes_to_ves),
+                        n(d.frames_to_devices),
+                        n(d.bytes_to_devices),
+                        n(d.undeliverable),
+                        n(d.device_seconds)
+                    ])?;
+                }
+                let mut seen = tx.prepare(
+                    "INSERT OR IGNORE INTO usage_daily_devices (day, license_id, device_id, user_id) \
+                     VALUES (?1, ?2, ?3, ?4)",
+                )?;
+                let mut row = tx.prepare("INSERT OR IGNORE INTO usage_daily (day, license_id) VALUES (?1, ?2)")?;
+                for a in &active {
+                    let license = a.license_id.to_string();
+                    seen.execute(params![a.day, license, a.device_id.to_string(), a.user_id.to_string()])?;
+                    row.execute(params![a.day, license])?;
+                }
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn usage(&self, filter: &UsageFilter) -> Result<Vec<UsageDay>> {
+        let f = filter.clone();
+        self.run(move |c| {
+            let mut stmt = c.prepare(
+                "SELECT u.day, u.license_id, u.frames_to_ves, u.bytes_to_ves, u.frames_to_devices, \
+                 u.bytes_to_devices, u.undeliverable, u.device_seconds, \
+                 (SELECT COUNT(*) FROM usage_daily_devices d WHERE d.day = u.day AND d.license_id = u.license_id), \
+                 (SELECT COUNT(DISTINCT user_id) FROM usage_daily_devices d \
+                  WHERE d.day = u.day AND d.license_id = u.license_id) \
+                 FROM usage_daily u WHERE u.day BETWEEN ?1 AND ?2 \
+                 AND (?3 IS NULL OR u.license_id = ?3) \
+                 AND (?4 IS NULL OR u.license_id IN (SELECT license_id FROM license_operators WHERE operator_id = ?4)) \
+                 ORDER BY u.day, u.license_id",
+            )?;
+            let n = |v: i64| u64::try_from(v).unwrap_or(0);
+            let rows = stmt
+                .query_map(params![f.from_day, f.to_day, f.license.map(|l| l.to_string()), f.granted_to], |r| {
+                    Ok(UsageDay {
+                        day: r.get(0)?,
+                        license_id: parse_id::<LicenseId>(r.get(1)?)?,
+                        frames_to_ves: n(r.get(2)?),
+                        bytes_to_ves: n(r.get(3)?),
+                        frames_to_devices: n(r.get(4)?),
+                        bytes_to_devices: n(r.get(5)?),
+                        undeliverable: n(r.get(6)?),
+                        device_seconds: n(r.get(7)?),
+                        active_devices: n(r.get(8)?),
+                        active_users: n(r.get(9)?),
+                    })
+                })?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
             Ok(rows)
         })

@@ -55,6 +55,8 @@ pub enum Invalid {
     OperatorName,
     #[error("a token must live at least one second")]
     TokenLifetime,
+    #[error("a usage range is 1 to 3661 days, its start before its end")]
+    UsageRange,
     #[error("secret-question recovery is not offered for this account")]
     QuestionNotOffered,
     #[error("choose one of the questions offered")]

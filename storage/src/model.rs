@@ -301,6 +301,47 @@ pub struct LicenseChange {
     pub secret_question_recovery: Option<bool>,
 }
 
+/// What one license used on one day (white paper §8.3). As an input to
+/// [`crate::Store::add_usage`] the counts are added to the day's; `active_*` are ignored
+/// there (the active devices come as their own records).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UsageDay {
+    /// Days since the Unix epoch (UTC).
+    pub day: i64,
+    pub license_id: LicenseId,
+    pub frames_to_ves: u64,
+    pub bytes_to_ves: u64,
+    pub frames_to_devices: u64,
+    pub bytes_to_devices: u64,
+    /// Undeliverable notices written to the license's peers.
+    pub undeliverable: u64,
+    /// Seconds devices of the license were connected, summed over devices.
+    pub device_seconds: u64,
+    /// Devices connected that day.
+    pub active_devices: u64,
+    /// Users with a device connected that day.
+    pub active_users: u64,
+}
+
+/// A device connected on a day.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ActiveDeviceDay {
+    pub day: i64,
+    pub license_id: LicenseId,
+    pub device_id: DeviceId,
+    pub user_id: UserId,
+}
+
+/// Which usage records to read: days `from_day..=to_day`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct UsageFilter {
+    pub from_day: i64,
+    pub to_day: i64,
+    pub license: Option<LicenseId>,
+    /// Only licenses granted to this operator (a CSR's view).
+    pub granted_to: Option<String>,
+}
+
 /// How an operator token is presented.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum TokenKind {

@@ -52,10 +52,12 @@ pub enum Permission {
     ReadOperators,
     WriteOperators,
     ReadAudit,
+    /// Usage records (a CSR: of their licenses).
+    ReadUsage,
 }
 
 impl Permission {
-    pub const ALL: [Permission; 8] = [
+    pub const ALL: [Permission; 9] = [
         Permission::ReadLicenses,
         Permission::WriteLicenses,
         Permission::GrantLicenses,
@@ -64,6 +66,7 @@ impl Permission {
         Permission::ReadOperators,
         Permission::WriteOperators,
         Permission::ReadAudit,
+        Permission::ReadUsage,
     ];
 
     fn writes(self) -> bool {
@@ -83,8 +86,8 @@ pub fn permits(role: OperatorRole, scope: TokenScope, permission: Permission) ->
     use Permission::*;
     match role {
         OperatorRole::NocAdmin => true,
-        OperatorRole::Csr => matches!(permission, ReadLicenses | WriteLicenses | ReadUsers | WriteUsers),
-        OperatorRole::Auditor => matches!(permission, ReadAudit),
+        OperatorRole::Csr => matches!(permission, ReadLicenses | WriteLicenses | ReadUsers | WriteUsers | ReadUsage),
+        OperatorRole::Auditor => matches!(permission, ReadAudit | ReadUsage),
     }
 }
 
@@ -416,6 +419,25 @@ impl Accounts {
         Ok(enrolment)
     }
 
+    // -- usage ------------------------------------------------------------------------
+
+    /// Usage records by day and license: every license for administrators and auditors,
+    /// a CSR's own licenses for a CSR (another's asked by id is `NotFound`).
+    pub async fn usage_as(&self, p: &Principal, filter: &UsageFilter) -> Result<Vec<UsageDay>> {
+        self.allow(p, Permission::ReadUsage)?;
+        let mut filter = filter.clone();
+        if p.role == OperatorRole::Csr {
+            if let Some(license) = filter.license {
+                self.reach_license(p, license).await?;
+            }
+            filter.granted_to = Some(p.operator_id.clone());
+        }
+        if filter.to_day < filter.from_day || filter.to_day - filter.from_day > 3660 {
+            return Err(Invalid::UsageRange.into());
+        }
+        Ok(self.store().usage(&filter).await?)
+    }
+
     // -- audit ------------------------------------------------------------------------
 
     /// Audit events matching the filter, newest first (administrators and auditors).
@@ -438,8 +460,8 @@ mod tests {
         let allowed =
             |role| Permission::ALL.into_iter().filter(|&p| permits(role, TokenScope::Write, p)).collect::<Vec<_>>();
         assert_eq!(allowed(NocAdmin), Permission::ALL.to_vec());
-        assert_eq!(allowed(Csr), vec![ReadLicenses, WriteLicenses, ReadUsers, WriteUsers]);
-        assert_eq!(allowed(Auditor), vec![ReadAudit]);
+        assert_eq!(allowed(Csr), vec![ReadLicenses, WriteLicenses, ReadUsers, WriteUsers, ReadUsage]);
+        assert_eq!(allowed(Auditor), vec![ReadAudit, ReadUsage]);
     }
 
     #[test]

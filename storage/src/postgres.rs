@@ -176,6 +176,26 @@ ALTER TABLE audit_log ADD COLUMN role TEXT NOT NULL DEFAULT '',
     ADD COLUMN changes TEXT NOT NULL DEFAULT '[]';
 CREATE INDEX audit_log_at ON audit_log(at);
 "#,
+    r#"
+CREATE TABLE usage_daily (
+    day               BIGINT NOT NULL,
+    license_id        UUID NOT NULL REFERENCES licenses(id) ON DELETE CASCADE,
+    frames_to_ves     BIGINT NOT NULL DEFAULT 0,
+    bytes_to_ves      BIGINT NOT NULL DEFAULT 0,
+    frames_to_devices BIGINT NOT NULL DEFAULT 0,
+    bytes_to_devices  BIGINT NOT NULL DEFAULT 0,
+    undeliverable     BIGINT NOT NULL DEFAULT 0,
+    device_seconds    BIGINT NOT NULL DEFAULT 0,
+    PRIMARY KEY (day, license_id)
+);
+CREATE TABLE usage_daily_devices (
+    day        BIGINT NOT NULL,
+    license_id UUID NOT NULL REFERENCES licenses(id) ON DELETE CASCADE,
+    device_id  UUID NOT NULL,
+    user_id    UUID NOT NULL,
+    PRIMARY KEY (day, license_id, device_id)
+);
+"#,
 ];
 
 /// Arbitrary constant naming the migration advisory lock.
@@ -1464,6 +1484,95 @@ impl Store for PostgresStore {
             .await
             .map_err(pg_error)?;
         Ok(rows.iter().map(web_session_row).collect())
+    }
+
+    async fn add_usage(&self, days: &[UsageDay], active: &[ActiveDeviceDay]) -> Result<()> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(pg_error)?;
+        let add = tx
+            .prepare(
+                "INSERT INTO usage_daily (day, license_id, frames_to_ves, bytes_to_ves, frames_to_devices, \
+                 bytes_to_devices, undeliverable, device_seconds) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+                 ON CONFLICT (day, license_id) DO UPDATE SET \
+                 frames_to_ves = usage_daily.frames_to_ves + excluded.frames_to_ves, \
+                 bytes_to_ves = usage_daily.bytes_to_ves + excluded.bytes_to_ves, \
+                 frames_to_devices = usage_daily.frames_to_devices + excluded.frames_to_devices, \
+                 bytes_to_devices = usage_daily.bytes_to_devices + excluded.bytes_to_devices, \
+                 undeliverable = usage_daily.undeliverable + excluded.undeliverable, \
+                 device_seconds = usage_daily.device_seconds + excluded.device_seconds",
+            )
+            .await
+            .map_err(pg_error)?;
+        let n = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        for d in days {
+            tx.execute(
+                &add,
+                &[
+                    &d.day,
+                    &d.license_id.0,
+                    &n(d.frames_to_ves),
+                    &n(d.bytes_to_ves),
+                    &n(d.frames_to_devices),
+                    &n(d.bytes_to_devices),
+                    &n(d.undeliverable),
+                    &n(d.device_seconds),
+                ],
+            )
+            .await
+            .map_err(pg_error)?;
+        }
+        for a in active {
+            tx.execute(
+                "INSERT INTO usage_daily_devices (day, license_id, device_id, user_id) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT DO NOTHING",
+                &[&a.day, &a.license_id.0, &a.device_id.0, &a.user_id.0],
+            )
+            .await
+            .map_err(pg_error)?;
+            tx.execute(
+                "INSERT INTO usage_daily (day, license_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                &[&a.day, &a.license_id.0],
+            )
+            .await
+            .map_err(pg_error)?;
+        }
+        tx.commit().await.map_err(pg_error)
+    }
+
+    async fn usage(&self, f: &UsageFilter) -> Result<Vec<UsageDay>> {
+        let rows = self
+            .client()
+            .await?
+            .query(
+                "SELECT u.day, u.license_id, u.frames_to_ves, u.bytes_to_ves, u.frames_to_devices, \
+                 u.bytes_to_devices, u.undeliverable, u.device_seconds, \
+                 (SELECT COUNT(*) FROM usage_daily_devices d WHERE d.day = u.day AND d.license_id = u.license_id), \
+                 (SELECT COUNT(DISTINCT user_id) FROM usage_daily_devices d \
+                  WHERE d.day = u.day AND d.license_id = u.license_id) \
+                 FROM usage_daily u WHERE u.day BETWEEN $1 AND $2 \
+                 AND ($3::uuid IS NULL OR u.license_id = $3) \
+                 AND ($4::text IS NULL OR u.license_id IN (SELECT license_id FROM license_operators WHERE operator_id = $4)) \
+                 ORDER BY u.day, u.license_id",
+                &[&f.from_day, &f.to_day, &f.license.map(|l| l.0), &f.granted_to],
+            )
+            .await
+            .map_err(pg_error)?;
+        let n = |v: i64| u64::try_from(v).unwrap_or(0);
+        Ok(rows
+            .iter()
+            .map(|r| UsageDay {
+                day: r.get(0),
+                license_id: LicenseId(r.get(1)),
+                frames_to_ves: n(r.get(2)),
+                bytes_to_ves: n(r.get(3)),
+                frames_to_devices: n(r.get(4)),
+                bytes_to_devices: n(r.get(5)),
+                undeliverable: n(r.get(6)),
+                device_seconds: n(r.get(7)),
+                active_devices: n(r.get(8)),
+                active_users: n(r.get(9)),
+            })
+            .collect())
     }
 
     async fn audit_search(&self, f: &AuditFilter) -> Result<Vec<AuditEvent>> {

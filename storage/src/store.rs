@@ -190,6 +190,12 @@ pub trait Store: Send + Sync + 'static {
     /// Sets a user's account state (suspend, reactivate).
     async fn set_user_status(&self, id: UserId, status: UserStatus, now: i64) -> Result<UserRecord>;
 
+    /// Adds a harvest of the nodes' usage counters to the day's records and records the
+    /// devices active that day, in one transaction (a node's flush is all or nothing).
+    async fn add_usage(&self, days: &[UsageDay], active: &[ActiveDeviceDay]) -> Result<()>;
+    /// Usage records by day, then license.
+    async fn usage(&self, filter: &UsageFilter) -> Result<Vec<UsageDay>>;
+
     /// Appends an event (the log has no update and no delete but the retention purge).
     async fn append_audit(&self, event: AuditEvent) -> Result<()>;
     /// Events matching the filter, newest first.

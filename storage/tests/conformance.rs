@@ -640,6 +640,44 @@ macro_rules! conformance {
             }
 
             #[tokio::test]
+            async fn usage_adds_up_per_day_and_license_and_counts_active_devices_once() {
+                use noc_storage::model::*;
+                use noc_protocol::{DeviceId, UserId};
+                let backend = super::$backend().await;
+                let accounts = Accounts::new(backend.store.clone(), policy()).expect("accounts");
+                let store = accounts.store();
+                let a = accounts.create_license("a-co", "license-pass", 5, None, "admin:test").await.expect("a");
+                let b = accounts.create_license("b-co", "license-pass", 5, None, "admin:test").await.expect("b");
+                let day = |d, license_id, frames| UsageDay {
+                    day: d, license_id, frames_to_ves: frames, bytes_to_ves: frames * 10, frames_to_devices: 1,
+                    bytes_to_devices: 2, undeliverable: 0, device_seconds: 60, active_devices: 99, active_users: 99,
+                };
+                let (d1, d2, u1, u2) = (DeviceId::random(), DeviceId::random(), UserId::random(), UserId::random());
+                let seen = |d, license_id, device_id, user_id| ActiveDeviceDay { day: d, license_id, device_id, user_id };
+                store.add_usage(&[day(100, a.id, 5), day(100, b.id, 1)], &[seen(100, a.id, d1, u1), seen(100, a.id, d2, u1)])
+                    .await
+                    .expect("first flush");
+                // A second node's flush of the same day adds to it; a device seen again is one device.
+                store.add_usage(&[day(100, a.id, 7)], &[seen(100, a.id, d1, u1), seen(101, a.id, d1, u1), seen(101, b.id, d2, u2)])
+                    .await
+                    .expect("second flush");
+                let all = store.usage(&UsageFilter { from_day: 100, to_day: 101, ..UsageFilter::default() }).await.expect("read");
+                let of = |d: i64, l| all.iter().find(|u| u.day == d && u.license_id == l).cloned().expect("a record");
+                let a100 = of(100, a.id);
+                assert_eq!((a100.frames_to_ves, a100.bytes_to_ves, a100.frames_to_devices, a100.device_seconds), (12, 120, 2, 120));
+                assert_eq!((a100.active_devices, a100.active_users), (2, 1));
+                let a101 = of(101, a.id);
+                assert_eq!((a101.frames_to_ves, a101.active_devices), (0, 1), "seen, nothing relayed: still a record");
+                assert_eq!(of(101, b.id).active_users, 1);
+                assert_eq!(all.len(), 4);
+                let only_a = UsageFilter { from_day: 100, to_day: 100, license: Some(a.id), ..UsageFilter::default() };
+                assert_eq!(store.usage(&only_a).await.expect("a").len(), 1);
+                let none = UsageFilter { from_day: 102, to_day: 200, ..UsageFilter::default() };
+                assert!(store.usage(&none).await.expect("later").is_empty());
+                backend.cleanup().await;
+            }
+
+            #[tokio::test]
             async fn ves_of_suspended_and_expired_licenses() {
                 let backend = super::$backend().await;
                 let accounts = Accounts::new(backend.store.clone(), policy()).expect("accounts");

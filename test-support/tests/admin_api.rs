@@ -76,6 +76,10 @@ async fn every_role_reaches_exactly_what_it_may() {
             Some(json!({"name": "erin", "role": "csr", "password": "erin-operator-password"})),
             [201, 403, 403],
         ),
+        ("GET", "/usage".into(), None, [200, 200, 200]),
+        ("GET", format!("/usage?license={hers}"), None, [200, 200, 200]),
+        ("GET", format!("/usage?license={his}"), None, [200, 404, 200]),
+        ("GET", "/usage.csv".into(), None, [200, 200, 200]),
         ("GET", "/audit".into(), None, [200, 403, 200]),
         ("GET", "/audit.csv".into(), None, [200, 403, 200]),
     ];
@@ -216,7 +220,7 @@ async fn the_openapi_document_is_served_and_committed() {
             operations += 1;
         }
     }
-    assert_eq!(operations, 19, "every route is documented once");
+    assert_eq!(operations, 21, "every route is documented once");
 }
 
 /// A CSR suspends a user from one node; the user's device, connected to another node,

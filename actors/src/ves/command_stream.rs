@@ -19,6 +19,7 @@ use noc_protocol::rts::line::{write_command, write_device_frame};
 use tokio_util::sync::WaitForCancellationFutureOwned;
 
 use crate::metrics::Metrics;
+use crate::usage::SessionUsage;
 use crate::ves::inbox::{ChannelRx, FarewellSlot, RxSlot, VesInbox, lock};
 
 /// Most bytes handed to the HTTP layer in one chunk.
@@ -47,6 +48,7 @@ pub struct CommandStream {
     farewell: FarewellSlot,
     inbox: Arc<VesInbox>,
     metrics: Arc<Metrics>,
+    usage: Arc<SessionUsage>,
     session: Recipient<ChannelClosed>,
     epoch: u64,
     done: bool,
@@ -57,6 +59,7 @@ impl CommandStream {
         channel: ChannelRx,
         inbox: Arc<VesInbox>,
         metrics: Arc<Metrics>,
+        usage: Arc<SessionUsage>,
         session: Recipient<ChannelClosed>,
     ) -> Self {
         Self {
@@ -65,6 +68,7 @@ impl CommandStream {
             farewell: channel.farewell,
             inbox,
             metrics,
+            usage,
             session,
             epoch: channel.epoch,
             done: false,
@@ -103,8 +107,10 @@ impl CommandStream {
                         VesItem::Frame { payload, .. } => {
                             self.metrics.device_to_ves.frames.inc();
                             self.metrics.device_to_ves.bytes.inc_by(payload.len() as u64);
+                            self.usage.to_ves(payload.len());
                         }
                         VesItem::Ack { .. } => self.metrics.device_to_ves.acks.inc(),
+                        VesItem::Undeliverable { .. } => self.usage.undeliverable(),
                         _ => {}
                     }
                     Self::encode(&item, buf);

@@ -25,6 +25,7 @@ use crate::config::SessionConfig;
 use crate::metrics::{DropReason, SessionKind};
 use crate::router::{Router, VesHandle};
 use crate::rts_sessions::{RtsSession, RtsSessions};
+use crate::usage::SessionUsage;
 use crate::ves::command_stream::{Attach, ChannelClosed, CommandStream};
 use crate::ves::inbox::{self, ChannelTx, Finishing, VesInbox};
 
@@ -44,11 +45,15 @@ pub struct VesSession {
     last_progress: u64,
     stalled: Duration,
     close_code: CloseCode,
+    /// What the session's command channels relay, for the license's usage records.
+    usage: Arc<SessionUsage>,
 }
 
 impl VesSession {
     pub fn new(session: Arc<RtsSession>, router: Arc<Router>, rts: Arc<RtsSessions>, cfg: Arc<SessionConfig>) -> Self {
+        let usage = router.usage().ves_session(session.license_id, noc_protocol::clock::unix_ms_i64());
         Self {
+            usage,
             session,
             finishing: None,
             router,
@@ -169,6 +174,7 @@ impl Actor for VesSession {
 impl Drop for VesSession {
     /// Also runs when a handler panicked: no dead session stays routable.
     fn drop(&mut self) {
+        self.usage.end(noc_protocol::clock::unix_ms_i64());
         if let Some(channel) = self.inbox().detach(None) {
             self.end_channel(channel, None);
         }
@@ -207,6 +213,7 @@ impl Handler<Attach> for VesSession {
             rx,
             self.session.inbox.clone(),
             self.router.metrics().clone(),
+            self.usage.clone(),
             ctx.address().recipient(),
         ))
     }

@@ -11,6 +11,7 @@ pub mod model;
 pub mod openapi;
 mod operators;
 mod tokens;
+pub mod usage;
 mod users;
 
 use actix_web::{HttpResponse, web};
@@ -37,6 +38,8 @@ pub fn configure(cfg: &mut ServiceConfig) {
         .service(operators::create)
         .service(audit::list)
         .service(audit::csv)
+        .service(usage::list)
+        .service(usage::csv)
         .default_service(web::to(not_found));
 }
 

@@ -9,6 +9,7 @@ mod licenses;
 mod operators;
 mod session;
 mod signin;
+mod usage;
 mod users;
 
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -24,6 +25,7 @@ pub struct Nav {
     pub users: bool,
     pub operators: bool,
     pub audit: bool,
+    pub usage: bool,
 }
 
 impl Nav {
@@ -38,6 +40,7 @@ impl Nav {
             users: may(Permission::ReadUsers),
             operators: may(Permission::ReadOperators),
             audit: may(Permission::ReadAudit),
+            usage: may(Permission::ReadUsage),
         }
     }
 }
@@ -72,5 +75,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/console/operators", web::post().to(operators::create))
         .route("/console/audit", web::get().to(audit::show))
         .route("/console/audit.csv", web::get().to(audit::csv))
+        .route("/console/usage", web::get().to(usage::show))
+        .route("/console/usage.csv", web::get().to(usage::csv))
         .route("/console/static/noc.css", web::get().to(assets::stylesheet));
 }

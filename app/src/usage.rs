@@ -1,0 +1,112 @@
+//! Writes what the node's sessions relayed to the licenses' usage records: every flush
+//! interval the router's [`noc_actors::usage::UsageMeter`] is harvested and the deltas are
+//! added to the store in one transaction. A failed write keeps the harvest and adds it to
+//! the next one, so an outage of the store loses nothing but time.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use noc_actors::Router;
+use noc_actors::usage::Harvest;
+use noc_protocol::LicenseId;
+use noc_storage::{Accounts, ActiveDeviceDay, UsageDay};
+
+/// Harvests not yet written.
+#[derive(Default)]
+struct Pending {
+    days: HashMap<(i64, LicenseId), UsageDay>,
+    active: Vec<ActiveDeviceDay>,
+}
+
+pub struct UsageFlusher {
+    accounts: Accounts,
+    router: Arc<Router>,
+    pending: Mutex<Pending>,
+    /// One flush at a time (the periodic one and the last one at shutdown).
+    writing: tokio::sync::Mutex<()>,
+}
+
+impl UsageFlusher {
+    pub fn new(accounts: Accounts, router: Arc<Router>) -> Self {
+        UsageFlusher { accounts, router, pending: Mutex::new(Pending::default()), writing: tokio::sync::Mutex::new(()) }
+    }
+
+    pub async fn run(self: Arc<Self>, every: Duration) {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            self.flush().await;
+        }
+    }
+
+    fn take(&self, harvest: Harvest) -> (Vec<UsageDay>, Vec<ActiveDeviceDay>) {
+        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        for d in harvest.deltas {
+            let day = pending.days.entry((d.day, d.license)).or_insert_with(|| UsageDay {
+                day: d.day,
+                license_id: d.license,
+                frames_to_ves: 0,
+                bytes_to_ves: 0,
+                frames_to_devices: 0,
+                bytes_to_devices: 0,
+                undeliverable: 0,
+                device_seconds: 0,
+                active_devices: 0,
+                active_users: 0,
+            });
+            day.frames_to_ves += d.frames_to_ves;
+            day.bytes_to_ves += d.bytes_to_ves;
+            day.frames_to_devices += d.frames_to_devices;
+            day.bytes_to_devices += d.bytes_to_devices;
+            day.undeliverable += d.undeliverable;
+            day.device_seconds += d.device_seconds;
+        }
+        pending.active.extend(harvest.active.into_iter().map(|a| ActiveDeviceDay {
+            day: a.day,
+            license_id: a.license,
+            device_id: a.device,
+            user_id: a.user,
+        }));
+        let days = std::mem::take(&mut pending.days).into_values().collect();
+        (days, std::mem::take(&mut pending.active))
+    }
+
+    fn put_back(&self, days: Vec<UsageDay>, active: Vec<ActiveDeviceDay>) {
+        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        for d in days {
+            match pending.days.entry((d.day, d.license_id)) {
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    v.insert(d);
+                }
+                std::collections::hash_map::Entry::Occupied(mut o) => {
+                    let day = o.get_mut();
+                    day.frames_to_ves += d.frames_to_ves;
+                    day.bytes_to_ves += d.bytes_to_ves;
+                    day.frames_to_devices += d.frames_to_devices;
+                    day.bytes_to_devices += d.bytes_to_devices;
+                    day.undeliverable += d.undeliverable;
+                    day.device_seconds += d.device_seconds;
+                }
+            }
+        }
+        pending.active.extend(active);
+    }
+
+    /// Harvests the sessions' counters and writes them (with anything a failed flush
+    /// left) to the store.
+    pub async fn flush(&self) {
+        let _one = self.writing.lock().await;
+        let harvest = self.router.usage().harvest(noc_protocol::clock::unix_ms_i64());
+        let (days, active) = self.take(harvest);
+        if days.is_empty() && active.is_empty() {
+            return;
+        }
+        if let Err(e) = self.accounts.store().add_usage(&days, &active).await {
+            tracing::warn!(error = %e, "usage records not written; retrying with the next flush");
+            self.put_back(days, active);
+        }
+    }
+}
