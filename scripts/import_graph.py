@@ -29,12 +29,19 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # Files each file on the frame path may import within its crate: nothing above it.
 FRAME_PATH_RULES = {
+    # The per-session usage counters: a leaf, like the metrics.
+    "actors/src/usage.rs": set(),
     "actors/src/ves/inbox.rs": {"actors/src/metrics.rs"},
-    "actors/src/ves/command_stream.rs": {"actors/src/metrics.rs", "actors/src/ves/inbox.rs"},
+    "actors/src/ves/command_stream.rs": {
+        "actors/src/metrics.rs",
+        "actors/src/usage.rs",
+        "actors/src/ves/inbox.rs",
+    },
     "actors/src/router.rs": {
         "actors/src/close.rs",
         "actors/src/metrics.rs",
         "actors/src/queue.rs",
+        "actors/src/usage.rs",
         "actors/src/ves/inbox.rs",
     },
 }
