@@ -691,7 +691,7 @@ pub(crate) fn normalize_email(email: &str) -> Result<String> {
 }
 
 /// E.164-like: optional `+`, 5 to 20 digits.
-fn normalize_msisdn(msisdn: &str) -> Result<String> {
+pub(crate) fn normalize_msisdn(msisdn: &str) -> Result<String> {
     let m = msisdn.trim();
     let digits = m.strip_prefix('+').unwrap_or(m);
     if !(5..=20).contains(&digits.len()) || !digits.bytes().all(|b| b.is_ascii_digit()) {

@@ -1054,6 +1054,52 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn approve_msisdns(&self, msisdns: &[String], approved_by: &str, now: i64) -> Result<u64> {
+        let (msisdns, by) = (msisdns.to_vec(), approved_by.to_string());
+        self.run(move |c| {
+            let tx = c.transaction()?;
+            let mut added = 0;
+            {
+                let mut insert = tx.prepare(
+                    "INSERT OR IGNORE INTO msisdn_approvals (msisdn, approved_by, approved_at) VALUES (?1, ?2, ?3)",
+                )?;
+                for m in &msisdns {
+                    added += insert.execute(params![m, by, now])? as u64;
+                }
+            }
+            tx.commit()?;
+            Ok(added)
+        })
+        .await
+    }
+
+    async fn revoke_msisdn(&self, msisdn: &str) -> Result<bool> {
+        let msisdn = msisdn.to_string();
+        self.run(move |c| Ok(c.execute("DELETE FROM msisdn_approvals WHERE msisdn = ?1", [msisdn])? > 0)).await
+    }
+
+    async fn msisdn_approvals(
+        &self,
+        search: Option<&str>,
+        offset: u32,
+        limit: u32,
+    ) -> Result<Vec<MsisdnApprovalRecord>> {
+        let search = search.map(str::to_string);
+        self.run(move |c| {
+            let mut stmt = c.prepare(
+                "SELECT msisdn, approved_by, approved_at FROM msisdn_approvals \
+                 WHERE (?1 IS NULL OR instr(msisdn, ?1) > 0) ORDER BY msisdn LIMIT ?2 OFFSET ?3",
+            )?;
+            let rows = stmt
+                .query_map(params![search, limit, offset], |r| {
+                    Ok(MsisdnApprovalRecord { msisdn: r.get(0)?, approved_by: r.get(1)?, approved_at: r.get(2)? })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
     async fn msisdn_approved(&self, msisdn: &str) -> Result<bool> {
         let msisdn = msisdn.to_string();
         self.run(move |c| {

@@ -34,7 +34,7 @@ pub use error::StoreError;
 pub use hashing::{HashError, Hasher, PasswordHashing};
 pub use invalid::{Invalid, NameField};
 pub use model::*;
-pub use operations::{Permission, Principal, permits};
+pub use operations::{MsisdnImport, Permission, Principal, permits};
 pub use postgres::{PostgresOptions, PostgresStore};
 pub use seen::SeenRecorder;
 pub use self_service::Recovery;

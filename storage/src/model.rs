@@ -342,6 +342,14 @@ pub struct UsageFilter {
     pub granted_to: Option<String>,
 }
 
+/// An MSISDN on the carrier's approval list (white paper §3.6).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MsisdnApprovalRecord {
+    pub msisdn: String,
+    pub approved_by: String,
+    pub approved_at: i64,
+}
+
 /// How an operator token is presented.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum TokenKind {

@@ -54,10 +54,12 @@ pub enum Permission {
     ReadAudit,
     /// Usage records (a CSR: of their licenses).
     ReadUsage,
+    /// The carrier's MSISDN approval list: read, approve, revoke, import.
+    ManageMsisdns,
 }
 
 impl Permission {
-    pub const ALL: [Permission; 9] = [
+    pub const ALL: [Permission; 10] = [
         Permission::ReadLicenses,
         Permission::WriteLicenses,
         Permission::GrantLicenses,
@@ -67,12 +69,17 @@ impl Permission {
         Permission::WriteOperators,
         Permission::ReadAudit,
         Permission::ReadUsage,
+        Permission::ManageMsisdns,
     ];
 
     fn writes(self) -> bool {
         matches!(
             self,
-            Permission::WriteLicenses | Permission::GrantLicenses | Permission::WriteUsers | Permission::WriteOperators
+            Permission::WriteLicenses
+                | Permission::GrantLicenses
+                | Permission::WriteUsers
+                | Permission::WriteOperators
+                | Permission::ManageMsisdns
         )
     }
 }
@@ -89,6 +96,17 @@ pub fn permits(role: OperatorRole, scope: TokenScope, permission: Permission) ->
         OperatorRole::Csr => matches!(permission, ReadLicenses | WriteLicenses | ReadUsers | WriteUsers | ReadUsage),
         OperatorRole::Auditor => matches!(permission, ReadAudit | ReadUsage),
     }
+}
+
+/// What an approval (or an import of many) did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MsisdnImport {
+    /// Newly on the list.
+    pub approved: u64,
+    /// Already on it (left as they were).
+    pub already: u64,
+    /// 1-based positions of malformed MSISDNs; when any, nothing was approved.
+    pub invalid_lines: Vec<usize>,
 }
 
 /// The longest an API token may live.
@@ -112,6 +130,12 @@ fn show_expiry(at: Option<i64>) -> String {
 impl Accounts {
     fn allow(&self, p: &Principal, permission: Permission) -> Result<()> {
         if permits(p.role, p.scope, permission) { Ok(()) } else { Err(AccountError::Forbidden) }
+    }
+
+    /// Reading under a permission that also writes: the role must hold it, whatever the
+    /// token's scope.
+    fn allow_read(&self, p: &Principal, permission: Permission) -> Result<()> {
+        if permits(p.role, TokenScope::Write, permission) { Ok(()) } else { Err(AccountError::Forbidden) }
     }
 
     /// Appends an operator's action to the audit log, with role, source and changes.
@@ -419,6 +443,61 @@ impl Accounts {
         Ok(enrolment)
     }
 
+    // -- MSISDN approvals -------------------------------------------------------------
+
+    /// Approvals whose MSISDN contains `search`, one page (administrators).
+    pub async fn msisdn_approvals_as(
+        &self,
+        p: &Principal,
+        search: Option<&str>,
+        offset: u32,
+        limit: u32,
+    ) -> Result<Vec<MsisdnApprovalRecord>> {
+        self.allow_read(p, Permission::ManageMsisdns)?;
+        let search = search.map(str::trim).filter(|s| !s.is_empty());
+        Ok(self.store().msisdn_approvals(search, offset, limit.clamp(1, MAX_PAGE)).await?)
+    }
+
+    /// Approves MSISDNs (one, or a whole import): every line is checked first, and nothing
+    /// is approved if any is malformed, so an import is all or nothing.
+    pub async fn approve_msisdns_as(&self, p: &Principal, msisdns: &[String]) -> Result<MsisdnImport> {
+        self.allow(p, Permission::ManageMsisdns)?;
+        let mut valid = Vec::with_capacity(msisdns.len());
+        let mut invalid = Vec::new();
+        for (i, m) in msisdns.iter().enumerate() {
+            match crate::accounts::normalize_msisdn(m) {
+                Ok(m) => valid.push(m),
+                Err(_) => invalid.push(i + 1),
+            }
+        }
+        if !invalid.is_empty() {
+            return Ok(MsisdnImport { approved: 0, already: 0, invalid_lines: invalid });
+        }
+        valid.sort();
+        valid.dedup();
+        let approved = self.store().approve_msisdns(&valid, &p.actor(), now_ms()).await?;
+        let already = valid.len() as u64 - approved;
+        let (action, subject) = match valid.as_slice() {
+            [one] => ("msisdn.approve", format!("msisdn:{one}")),
+            _ => ("msisdn.import", "msisdn:*".to_string()),
+        };
+        self.audit_operator(p, action, subject, vec![FieldChange::new("approved", "", approved)]).await;
+        Ok(MsisdnImport { approved, already, invalid_lines: Vec::new() })
+    }
+
+    /// Takes an MSISDN off the approval list: later activations with it are refused;
+    /// an account already bound to it keeps it.
+    pub async fn revoke_msisdn_as(&self, p: &Principal, msisdn: &str) -> Result<()> {
+        self.allow(p, Permission::ManageMsisdns)?;
+        let msisdn = crate::accounts::normalize_msisdn(msisdn).map_err(|_| AccountError::NotFound)?;
+        if !self.store().revoke_msisdn(&msisdn).await? {
+            return Err(AccountError::NotFound);
+        }
+        let changes = vec![FieldChange::new("approved", true, false)];
+        self.audit_operator(p, "msisdn.revoke", format!("msisdn:{msisdn}"), changes).await;
+        Ok(())
+    }
+
     // -- usage ------------------------------------------------------------------------
 
     /// Usage records by day and license: every license for administrators and auditors,
@@ -460,6 +539,7 @@ mod tests {
         let allowed =
             |role| Permission::ALL.into_iter().filter(|&p| permits(role, TokenScope::Write, p)).collect::<Vec<_>>();
         assert_eq!(allowed(NocAdmin), Permission::ALL.to_vec());
+        assert!(!permits(NocAdmin, TokenScope::Read, ManageMsisdns), "a read token changes no list");
         assert_eq!(allowed(Csr), vec![ReadLicenses, WriteLicenses, ReadUsers, WriteUsers, ReadUsage]);
         assert_eq!(allowed(Auditor), vec![ReadAudit, ReadUsage]);
     }

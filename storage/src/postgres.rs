@@ -1117,6 +1117,56 @@ impl Store for PostgresStore {
         Ok(())
     }
 
+    async fn approve_msisdns(&self, msisdns: &[String], approved_by: &str, now: i64) -> Result<u64> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(pg_error)?;
+        let insert = tx
+            .prepare(
+                "INSERT INTO msisdn_approvals (msisdn, approved_by, approved_at) VALUES ($1, $2, $3) \
+                 ON CONFLICT DO NOTHING",
+            )
+            .await
+            .map_err(pg_error)?;
+        let mut added = 0;
+        for m in msisdns {
+            added += tx.execute(&insert, &[m, &approved_by, &now]).await.map_err(pg_error)?;
+        }
+        tx.commit().await.map_err(pg_error)?;
+        Ok(added)
+    }
+
+    async fn revoke_msisdn(&self, msisdn: &str) -> Result<bool> {
+        let n = self
+            .client()
+            .await?
+            .execute("DELETE FROM msisdn_approvals WHERE msisdn = $1", &[&msisdn])
+            .await
+            .map_err(pg_error)?;
+        Ok(n > 0)
+    }
+
+    async fn msisdn_approvals(
+        &self,
+        search: Option<&str>,
+        offset: u32,
+        limit: u32,
+    ) -> Result<Vec<MsisdnApprovalRecord>> {
+        let rows = self
+            .client()
+            .await?
+            .query(
+                "SELECT msisdn, approved_by, approved_at FROM msisdn_approvals \
+                 WHERE ($1::text IS NULL OR strpos(msisdn, $1) > 0) ORDER BY msisdn LIMIT $2 OFFSET $3",
+                &[&search, &i64::from(limit), &i64::from(offset)],
+            )
+            .await
+            .map_err(pg_error)?;
+        Ok(rows
+            .iter()
+            .map(|r| MsisdnApprovalRecord { msisdn: r.get(0), approved_by: r.get(1), approved_at: r.get(2) })
+            .collect())
+    }
+
     async fn msisdn_approved(&self, msisdn: &str) -> Result<bool> {
         let row = self
             .client()

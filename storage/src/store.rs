@@ -125,6 +125,18 @@ pub trait Store: Send + Sync + 'static {
 
     async fn approve_msisdn(&self, msisdn: &str, approved_by: &str, now: i64) -> Result<()>;
     async fn msisdn_approved(&self, msisdn: &str) -> Result<bool>;
+    /// Approves every MSISDN given, in one transaction; returns how many were not on the
+    /// list before (those already there keep their approval).
+    async fn approve_msisdns(&self, msisdns: &[String], approved_by: &str, now: i64) -> Result<u64>;
+    /// Takes an MSISDN off the list; false when it was not on it.
+    async fn revoke_msisdn(&self, msisdn: &str) -> Result<bool>;
+    /// Approvals whose MSISDN contains `search` (all without), by MSISDN, one page.
+    async fn msisdn_approvals(
+        &self,
+        search: Option<&str>,
+        offset: u32,
+        limit: u32,
+    ) -> Result<Vec<MsisdnApprovalRecord>>;
 
     /// Stores a new web session under the hash of its token, and deletes every session
     /// that ended before `session.created_at`.

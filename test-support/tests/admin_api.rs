@@ -76,6 +76,9 @@ async fn every_role_reaches_exactly_what_it_may() {
             Some(json!({"name": "erin", "role": "csr", "password": "erin-operator-password"})),
             [201, 403, 403],
         ),
+        ("GET", "/msisdns".into(), None, [200, 403, 403]),
+        ("POST", "/msisdns".into(), Some(json!({"msisdn": "+15551230000"})), [200, 403, 403]),
+        ("DELETE", "/msisdns/+15551230000".into(), None, [204, 403, 403]),
         ("GET", "/usage".into(), None, [200, 200, 200]),
         ("GET", format!("/usage?license={hers}"), None, [200, 200, 200]),
         ("GET", format!("/usage?license={his}"), None, [200, 404, 200]),
@@ -215,12 +218,13 @@ async fn the_openapi_document_is_served_and_committed() {
             .replace("{device}", "00000000-0000-4000-8000-000000000000");
         for method in item.as_object().expect("operations").keys() {
             let (status, answer) = api.call(&method.to_uppercase(), &concrete, None, None).await;
+            let concrete = concrete.replace("{msisdn}", "+15550000000");
             let expected = if (path.as_str(), method.as_str()) == ("/admin/v1/tokens", "post") { 400 } else { 401 };
             assert_eq!(status, expected, "{method} {path}: {answer}");
             operations += 1;
         }
     }
-    assert_eq!(operations, 21, "every route is documented once");
+    assert_eq!(operations, 25, "every route is documented once");
 }
 
 /// A CSR suspends a user from one node; the user's device, connected to another node,
@@ -258,4 +262,56 @@ async fn a_suspension_closes_the_live_session_on_another_node() {
     assert_eq!((s, answer["status"].as_str()), (200, Some("active")), "{answer}");
     online_device(b, &act).await;
     cluster.stop().await;
+}
+
+/// With `accounts.msisdn_approval = "list"`, numbers imported from a CSV activate accounts
+/// and a revoked one no longer does; a malformed line approves nothing.
+#[tokio::test]
+async fn an_msisdn_import_decides_who_may_activate() {
+    let relay = TestRelay::start_with(|c| c.accounts.msisdn_approval = serde_json::from_str("\"list\"").expect("mode"));
+    let admin = relay.admin().await;
+    let root = TestOperator::create(&admin, "root", OperatorRole::NocAdmin).await;
+    let api = api(&relay);
+    let token = api.token(&root, "write", None).await;
+    relay.create_license("acme", "license-password-1", 10).await;
+    let mut ves = relay.ves();
+    ves.license("acme", "license-password-1").await.expect("license");
+    let _channel = ves.open().await.expect("channel");
+    for email in ["ann@acme.example", "bob@acme.example"] {
+        ves.provision(email, Some("user-password-1")).await.expect("provision");
+    }
+    let activate = |email: &'static str, msisdn: &'static str| {
+        let ves = &ves;
+        async move {
+            ves.post_json::<Value>(
+                "/account/v1/activate",
+                &json!({"Login": email, "Password": "user-password-1", "Msisdn": msisdn, "TimeZone": "UTC"}),
+            )
+            .await
+        }
+    };
+
+    let bad = "msisdn\n+15550001\nnot-a-number\n";
+    let (status, text) = import(&api, &token, bad).await;
+    assert_eq!(status, 400, "{text}");
+    assert!(text.contains("\"invalid_lines\":[2]") && text.contains("\"approved\":0"), "{text}");
+    assert!(activate("ann@acme.example", "+15550001").await.is_err(), "nothing was approved");
+
+    let (status, text) =
+        import(&api, &token, "msisdn,owner\r\n+15550001,Ann\r\n+15550002,Bob\r\n+15550001,again\r\n").await;
+    assert_eq!(status, 200, "{text}");
+    assert!(text.contains("\"approved\":2"), "{text}");
+    let (_, page) = api.call("GET", "/msisdns?search=555000", Some(&token), None).await;
+    assert_eq!(page["items"].as_array().map(Vec::len), Some(2), "{page}");
+    activate("ann@acme.example", "+15550001").await.expect("an approved number activates");
+    assert_eq!(api.call("DELETE", "/msisdns/+15550002", Some(&token), None).await.0, 204);
+    assert!(activate("bob@acme.example", "+15550002").await.is_err(), "a revoked number does not");
+    let (_, audit) = api.call("GET", "/audit?action=msisdn.", Some(&token), None).await;
+    let actions: Vec<&str> =
+        audit["items"].as_array().expect("items").iter().filter_map(|e| e["action"].as_str()).collect();
+    assert_eq!(actions, ["msisdn.revoke", "msisdn.import"], "{audit}");
+}
+
+async fn import(api: &AdminApi, token: &str, csv: &str) -> (u16, String) {
+    api.call_raw("POST", "/msisdns/import", token, "text/csv", csv).await
 }

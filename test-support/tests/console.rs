@@ -107,6 +107,21 @@ async fn operators_sign_in_with_a_second_factor_and_see_what_their_role_opens() 
         csv.header("content-type").is_some_and(|c| c.starts_with("text/csv")) && csv.body.contains("license.create")
     );
 
+    // The MSISDN list: a pasted CSV is approved whole, or not at all.
+    let list = b.get("/console/msisdns").await;
+    assert_eq!(list.status, 200);
+    let csrf = list.hidden("csrf").expect("csrf");
+    let refused = b.post("/console/msisdns", &[("csrf", &csrf), ("numbers", "+15550001\n12ab")]).await;
+    assert_eq!(refused.status, 400);
+    assert!(refused.body.contains("line(s) 2"), "{}", refused.body);
+    let approved = b.post("/console/msisdns", &[("csrf", &csrf), ("numbers", "msisdn\n+15550001\n+15550002\n")]).await;
+    assert_eq!(approved.header("location"), Some("/console/msisdns?done=approved:2"));
+    let listed = b.get("/console/msisdns?done=approved:2").await;
+    assert!(listed.body.contains("2 number(s) approved.") && listed.body.contains("+15550002"), "{}", listed.body);
+    let revoked = b.post("/console/msisdns/revoke", &[("csrf", &csrf), ("msisdn", "+15550002")]).await;
+    assert_eq!(revoked.status, 303);
+    assert!(!b.get("/console/msisdns").await.body.contains("+15550002"));
+
     // An administrator enrols a CSR: the QR code, the key and the recovery codes, once.
     let operators = b.get("/console/operators").await;
     let csrf = operators.hidden("csrf").expect("csrf");
@@ -129,6 +144,7 @@ async fn operators_sign_in_with_a_second_factor_and_see_what_their_role_opens() 
     let page = carol.get("/console/licenses").await;
     assert!(page.body.contains("No license yet."), "carol sees none of root's licenses: {}", page.body);
     assert_eq!(carol.get("/console/operators").await.status, 403);
+    assert_eq!(carol.get("/console/msisdns").await.status, 403);
 
     // The auditor lands on the audit log and reaches nothing else.
     let mut a = console(&relay);

@@ -15,6 +15,40 @@ use noc_protocol::ApiErrorCode;
 /// The largest body an admin request has (a CSV import is the largest).
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
+/// Reads a whole body, at most [`MAX_BODY_BYTES`].
+async fn read(mut payload: Payload) -> Result<web::BytesMut, ApiFailure> {
+    let mut body = web::BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|_| ApiFailure::bad_request("request body could not be read"))?;
+        if body.len() + chunk.len() > MAX_BODY_BYTES {
+            return Err(ApiFailure::new(
+                ApiErrorCode::PayloadTooLarge,
+                format!("request body exceeds {MAX_BODY_BYTES} bytes"),
+            ));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// A UTF-8 text body (a CSV import).
+pub struct Text(pub String);
+
+impl FromRequest for Text {
+    type Error = ApiFailure;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, Self::Error>>>>;
+
+    fn from_request(_: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let payload = payload.take();
+        Box::pin(async move {
+            let body = read(payload).await?;
+            String::from_utf8(body.to_vec())
+                .map(Text)
+                .map_err(|_| ApiFailure::bad_request("the body is not UTF-8 text"))
+        })
+    }
+}
+
 /// A JSON body.
 pub struct Json<T>(pub T);
 
@@ -23,19 +57,9 @@ impl<T: DeserializeOwned + 'static> FromRequest for Json<T> {
     type Future = Pin<Box<dyn Future<Output = Result<Self, Self::Error>>>>;
 
     fn from_request(_: &HttpRequest, payload: &mut Payload) -> Self::Future {
-        let mut payload = payload.take();
+        let payload = payload.take();
         Box::pin(async move {
-            let mut body = web::BytesMut::new();
-            while let Some(chunk) = payload.next().await {
-                let chunk = chunk.map_err(|_| ApiFailure::bad_request("request body could not be read"))?;
-                if body.len() + chunk.len() > MAX_BODY_BYTES {
-                    return Err(ApiFailure::new(
-                        ApiErrorCode::PayloadTooLarge,
-                        format!("request body exceeds {MAX_BODY_BYTES} bytes"),
-                    ));
-                }
-                body.extend_from_slice(&chunk);
-            }
+            let body = read(payload).await?;
             noc_protocol::json::from_slice(&body).map(Json).map_err(|refusal| {
                 tracing::debug!(detail = %refusal.detail, "admin API: invalid JSON body");
                 ApiFailure::bad_request(refusal.message)

@@ -8,6 +8,7 @@ mod body;
 pub mod error;
 mod licenses;
 pub mod model;
+pub mod msisdns;
 pub mod openapi;
 mod operators;
 mod tokens;
@@ -38,6 +39,10 @@ pub fn configure(cfg: &mut ServiceConfig) {
         .service(operators::create)
         .service(audit::list)
         .service(audit::csv)
+        .service(msisdns::list)
+        .service(msisdns::approve)
+        .service(msisdns::import)
+        .service(msisdns::revoke)
         .service(usage::list)
         .service(usage::csv)
         .default_service(web::to(not_found));

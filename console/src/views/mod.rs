@@ -6,6 +6,7 @@
 mod audit;
 mod failure;
 mod licenses;
+mod msisdns;
 mod operators;
 mod session;
 mod signin;
@@ -26,6 +27,7 @@ pub struct Nav {
     pub operators: bool,
     pub audit: bool,
     pub usage: bool,
+    pub msisdns: bool,
 }
 
 impl Nav {
@@ -41,6 +43,7 @@ impl Nav {
             operators: may(Permission::ReadOperators),
             audit: may(Permission::ReadAudit),
             usage: may(Permission::ReadUsage),
+            msisdns: permits(p.role, noc_storage::TokenScope::Write, Permission::ManageMsisdns),
         }
     }
 }
@@ -75,6 +78,9 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/console/operators", web::post().to(operators::create))
         .route("/console/audit", web::get().to(audit::show))
         .route("/console/audit.csv", web::get().to(audit::csv))
+        .route("/console/msisdns", web::get().to(msisdns::show))
+        .route("/console/msisdns", web::post().to(msisdns::approve))
+        .route("/console/msisdns/revoke", web::post().to(msisdns::revoke))
         .route("/console/usage", web::get().to(usage::show))
         .route("/console/usage.csv", web::get().to(usage::csv))
         .route("/console/static/noc.css", web::get().to(assets::stylesheet));
