@@ -330,6 +330,9 @@ pub struct AccountsConfig {
     /// How often the node adds what its sessions relayed (frames, bytes, connected time,
     /// active devices) to the per-day usage records of the licenses; also at shutdown.
     pub usage_flush_interval_seconds: u64,
+    /// Audit events older than this are deleted by a daily purge (itself audited);
+    /// 0 keeps them for ever.
+    pub audit_retention_days: u64,
     /// How long a license-id token registers new VES installations after the license
     /// login that issued it (an installation registered with it is not affected).
     pub license_token_ttl_seconds: u64,
@@ -572,6 +575,7 @@ impl Default for AccountsConfig {
             hash_wait_timeout_ms: u64::try_from(p.hashing.max_wait.as_millis()).unwrap_or(u64::MAX),
             license_check_interval_seconds: 30,
             usage_flush_interval_seconds: 60,
+            audit_retention_days: 400,
             license_token_ttl_seconds: p.license_token_ttl.as_secs(),
         }
     }
@@ -726,6 +730,9 @@ impl Config {
         }
         if !(1..=3600).contains(&self.accounts.usage_flush_interval_seconds) {
             return Err(invalid("accounts.usage_flush_interval_seconds", "must be between 1 and 3600"));
+        }
+        if self.accounts.audit_retention_days != 0 && self.accounts.audit_retention_days < 30 {
+            return Err(invalid("accounts.audit_retention_days", "must be 0 (keep for ever) or at least 30"));
         }
         let c = &self.console;
         if !(60..=86_400).contains(&c.session_idle_timeout_seconds) {

@@ -84,6 +84,10 @@ pub(crate) async fn wire(
         let every = Duration::from_secs(config.accounts.license_check_interval_seconds);
         actix_rt::spawn(license_watch(accounts.clone(), router.clone(), every));
     }
+    if config.accounts.audit_retention_days > 0 {
+        let retention = Duration::from_secs(config.accounts.audit_retention_days * 86_400);
+        actix_rt::spawn(audit_purge(accounts.clone(), retention));
+    }
     let mailer = crate::mail::Mailer::from_config(&config.mail)?;
     let web = config.web.enabled.then(|| noc_web::WebState {
         settings: Arc::new(noc_web::WebSettings {
@@ -116,6 +120,22 @@ pub(crate) async fn wire(
     let every = Duration::from_secs(config.accounts.usage_flush_interval_seconds);
     actix_rt::spawn(usage.clone().run(every));
     Ok(Wired { state, metrics, usage })
+}
+
+/// Purges audit events past their retention once a day (whichever node gets there first;
+/// the others find the day's purge in the log and skip). Looks hourly, so a restart does
+/// not postpone it.
+async fn audit_purge(accounts: Accounts, retention: Duration) {
+    let mut tick = tokio::time::interval(Duration::from_secs(3600));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        match accounts.purge_audit(retention).await {
+            Ok(Some(purged)) => tracing::info!(purged, "audit log purged past its retention"),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "audit purge failed; retrying within the hour"),
+        }
+    }
 }
 
 /// Ends the live sessions of licenses that were suspended (possibly by `noc admin` in

@@ -1578,6 +1578,10 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn purge_audit(&self, before: i64) -> Result<u64> {
+        self.run(move |c| Ok(c.execute("DELETE FROM audit_log WHERE at < ?1", [before])? as u64)).await
+    }
+
     async fn audit_search(&self, filter: &AuditFilter) -> Result<Vec<AuditEvent>> {
         let f = filter.clone();
         self.run(move |c| {

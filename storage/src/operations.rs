@@ -519,6 +519,28 @@ impl Accounts {
 
     // -- audit ------------------------------------------------------------------------
 
+    /// The retention purge: deletes the events older than `retention`, at most once a day
+    /// across the cluster (a node skips it when any node purged in the last 20 hours), and
+    /// records that it ran, with how many events went. Returns that number, `None` when
+    /// skipped.
+    pub async fn purge_audit(&self, retention: Duration) -> Result<Option<u64>> {
+        let now = now_ms();
+        let last = AuditFilter { action: Some("audit.purge".into()), limit: 1, ..AuditFilter::default() };
+        let recent = self.store().audit_search(&last).await?;
+        if recent.first().is_some_and(|e| now - e.at < 20 * 3600 * 1000) {
+            return Ok(None);
+        }
+        let before = now.saturating_sub(ms(retention));
+        let purged = self.store().purge_audit(before).await?;
+        let mut event = AuditEvent::new("system".into(), "audit.purge", "audit_log".into(), String::new());
+        event.changes = vec![
+            FieldChange::new("purged_events", "", purged),
+            FieldChange::new("older_than_days", "", retention.as_secs() / 86_400),
+        ];
+        self.store().append_audit(event).await?;
+        Ok(Some(purged))
+    }
+
     /// Audit events matching the filter, newest first (administrators and auditors).
     pub async fn audit_as(&self, p: &Principal, filter: &AuditFilter) -> Result<Vec<AuditEvent>> {
         self.allow(p, Permission::ReadAudit)?;

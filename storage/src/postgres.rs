@@ -1625,6 +1625,12 @@ impl Store for PostgresStore {
             .collect())
     }
 
+    async fn purge_audit(&self, before: i64) -> Result<u64> {
+        let n =
+            self.client().await?.execute("DELETE FROM audit_log WHERE at < $1", &[&before]).await.map_err(pg_error)?;
+        Ok(n)
+    }
+
     async fn audit_search(&self, f: &AuditFilter) -> Result<Vec<AuditEvent>> {
         let sql = format!(
             "SELECT {AUDIT_COLS} FROM audit_log WHERE \

@@ -210,6 +210,9 @@ pub trait Store: Send + Sync + 'static {
 
     /// Appends an event (the log has no update and no delete but the retention purge).
     async fn append_audit(&self, event: AuditEvent) -> Result<()>;
+    /// Deletes the events older than `before` (Unix ms): the retention purge, the one
+    /// deletion the log knows. Returns how many went.
+    async fn purge_audit(&self, before: i64) -> Result<u64>;
     /// Events matching the filter, newest first.
     async fn audit_search(&self, filter: &AuditFilter) -> Result<Vec<AuditEvent>>;
 }

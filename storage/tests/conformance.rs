@@ -678,6 +678,29 @@ macro_rules! conformance {
             }
 
             #[tokio::test]
+            async fn the_audit_purge_keeps_its_retention_runs_once_a_day_and_is_audited() {
+                use noc_storage::model::*;
+                let backend = super::$backend().await;
+                let accounts = Accounts::new(backend.store.clone(), policy()).expect("accounts");
+                let store = accounts.store();
+                let now = noc_protocol::clock::unix_ms_i64();
+                let day = 86_400_000;
+                for (age_days, action) in [(40, "old.one"), (31, "old.two"), (29, "recent.one"), (0, "recent.two")] {
+                    let mut e = AuditEvent::new("system".into(), action, "x".into(), String::new());
+                    e.at = now - age_days * day;
+                    store.append_audit(e).await.expect("append");
+                }
+                let retention = std::time::Duration::from_secs(30 * 86_400);
+                assert_eq!(accounts.purge_audit(retention).await.expect("purge"), Some(2));
+                let all = store.audit_search(&AuditFilter { limit: 100, ..AuditFilter::default() }).await.expect("read");
+                let actions: Vec<&str> = all.iter().map(|e| e.action.as_str()).collect();
+                assert_eq!(actions, ["audit.purge", "recent.two", "recent.one"]);
+                assert_eq!(all[0].changes[0], FieldChange::new("purged_events", "", 2));
+                assert_eq!(accounts.purge_audit(retention).await.expect("again"), None, "once a day, cluster-wide");
+                backend.cleanup().await;
+            }
+
+            #[tokio::test]
             async fn ves_of_suspended_and_expired_licenses() {
                 let backend = super::$backend().await;
                 let accounts = Accounts::new(backend.store.clone(), policy()).expect("accounts");
