@@ -2,7 +2,7 @@
 //! it means for sessions on every node. The API and the consoles both come here, so a
 //! suspension from either closes the same sessions.
 
-use noc_protocol::{DeviceId, UserId};
+use noc_protocol::{DeviceId, LicenseId, UserId};
 use noc_storage::{AccountError, Principal, UserRecord};
 
 use crate::state::ConsoleState;
@@ -29,6 +29,28 @@ pub async fn set_suspended(
         state.live.user_reactivated(&record);
     }
     Ok(record)
+}
+
+/// A license's VES installations with the node each is connected to now.
+pub async fn installations(
+    state: &ConsoleState,
+    p: &Principal,
+    license: LicenseId,
+) -> Result<Vec<crate::api::model::VesView>, AccountError> {
+    let ves = state.accounts.ves_of_license_as(p, license).await?;
+    let ids: Vec<_> = ves.iter().map(|v| v.id).collect();
+    let nodes = state.live.ves_nodes(&ids).await;
+    Ok(ves
+        .into_iter()
+        .zip(nodes)
+        .map(|(v, node)| crate::api::model::VesView {
+            id: v.id.to_string(),
+            registered_at: v.registered_at,
+            last_seen_at: v.last_seen_at,
+            agent: v.agent,
+            node,
+        })
+        .collect())
 }
 
 /// Revokes a user's device, then closes its session wherever it is.

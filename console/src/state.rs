@@ -3,11 +3,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use noc_protocol::DeviceId;
+use noc_protocol::{DeviceId, VesId};
 use noc_storage::{Accounts, UserRecord};
 
 /// What the operators' actions do to live sessions; the node implements it over its
 /// router, so this crate needs no actor.
+#[async_trait::async_trait]
 pub trait Live: Send + Sync + 'static {
     /// A user was suspended: their device sessions close wherever they are, and their
     /// enterprise server stops serving them.
@@ -16,6 +17,9 @@ pub trait Live: Send + Sync + 'static {
     fn user_reactivated(&self, user: &UserRecord);
     /// A device lost its credential: its session closes wherever it is.
     fn device_revoked(&self, user: &UserRecord, device: DeviceId);
+    /// The node each VES installation's session lives on now (the cluster registry's
+    /// answer), `None` for one not connected.
+    async fn ves_nodes(&self, ves: &[VesId]) -> Vec<Option<String>>;
 }
 
 /// How the consoles behave.

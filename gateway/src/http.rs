@@ -181,6 +181,11 @@ async fn event(
         .flatten()
         .ok_or_else(|| ApiError::new(ApiErrorCode::InvalidSession, "session ended; GET /rts/v1/connect again"))?;
     tracing::info!(ves = %ves.id, resumed, agent = conn.agent.as_deref().unwrap_or("-"), "command channel attached");
+    if let Some(agent) = conn.agent.clone() {
+        // For the operators' view of the installation; the channel does not wait for it.
+        let (accounts, id) = (state.accounts.clone(), ves.id);
+        actix_rt::spawn(async move { accounts.record_ves_agent(id, &agent).await });
+    }
     Ok(HttpResponse::Ok()
         .content_type(rts::COMMAND_CHANNEL_CONTENT_TYPE)
         .insert_header(("Cache-Control", "no-store"))

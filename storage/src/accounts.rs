@@ -377,6 +377,18 @@ impl Accounts {
 
     // -- VES --------------------------------------------------------------------------
 
+    /// Records what a VES installation runs (its `Agent`, at most 100 printable
+    /// characters kept); a failure is logged, not fatal.
+    pub async fn record_ves_agent(&self, ves: VesId, agent: &str) {
+        let agent: String = agent.chars().filter(|c| !c.is_control()).take(100).collect();
+        if agent.trim().is_empty() {
+            return;
+        }
+        if let Err(e) = self.store.set_ves_agent(ves, agent.trim()).await {
+            tracing::warn!(error = %e, ves = %ves, "could not record the VES agent");
+        }
+    }
+
     /// Authenticates an RTS connection by GUID; registers the GUID on first use with a
     /// license-id token (white paper §4.4–4.5). Returns the VES and whether it is new.
     pub async fn authenticate_ves(&self, guid: &str, license_token: Option<&str>) -> Result<(VesRecord, bool)> {

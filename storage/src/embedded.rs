@@ -219,6 +219,10 @@ CREATE TABLE usage_daily_devices (
     PRIMARY KEY (day, license_id, device_id)
 );
 "#,
+    r#"
+-- What each VES installation runs, as it said when it last connected.
+ALTER TABLE ves ADD COLUMN agent TEXT;
+"#,
 ];
 
 /// SQLite-backed [`Store`].
@@ -604,6 +608,36 @@ impl Store for SqliteStore {
                 ves_row,
             )
             .optional()?)
+        })
+        .await
+    }
+
+    async fn set_ves_agent(&self, ves: VesId, agent: &str) -> Result<()> {
+        let agent = agent.to_string();
+        self.run(move |c| {
+            c.execute("UPDATE ves SET agent = ?1 WHERE id = ?2", params![agent, ves.to_string()])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn ves_of_license(&self, license: LicenseId) -> Result<Vec<VesInstallation>> {
+        self.run(move |c| {
+            let mut stmt = c.prepare(
+                "SELECT id, registered_at, last_seen_at, agent FROM ves WHERE license_id = ?1 \
+                 ORDER BY last_seen_at DESC, id",
+            )?;
+            let rows = stmt
+                .query_map([license.to_string()], |r| {
+                    Ok(VesInstallation {
+                        id: parse_id::<VesId>(r.get(0)?)?,
+                        registered_at: r.get(1)?,
+                        last_seen_at: r.get(2)?,
+                        agent: r.get(3)?,
+                    })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
         })
         .await
     }

@@ -342,6 +342,17 @@ pub struct UsageFilter {
     pub granted_to: Option<String>,
 }
 
+/// A VES installation of a license, as operators see it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VesInstallation {
+    pub id: VesId,
+    pub registered_at: i64,
+    /// Its last connection (Unix ms).
+    pub last_seen_at: i64,
+    /// What the installation said it runs (`ves-agent/0.1.0`) when it last connected.
+    pub agent: Option<String>,
+}
+
 /// An MSISDN on the carrier's approval list (white paper §3.6).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MsisdnApprovalRecord {

@@ -337,6 +337,13 @@ impl Accounts {
         Ok(after)
     }
 
+    /// A license's VES installations, most recently connected first.
+    pub async fn ves_of_license_as(&self, p: &Principal, id: LicenseId) -> Result<Vec<VesInstallation>> {
+        self.allow(p, Permission::ReadLicenses)?;
+        self.reach_license(p, id).await?;
+        Ok(self.store().ves_of_license(id).await?)
+    }
+
     /// Gives a license into an operator's care (administrators only).
     pub async fn grant_license_as(&self, p: &Principal, id: LicenseId, operator_name: &str) -> Result<()> {
         self.allow(p, Permission::GrantLicenses)?;

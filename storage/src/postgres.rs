@@ -196,6 +196,9 @@ CREATE TABLE usage_daily_devices (
     PRIMARY KEY (day, license_id, device_id)
 );
 "#,
+    r#"
+ALTER TABLE ves ADD COLUMN agent TEXT;
+"#,
 ];
 
 /// Arbitrary constant naming the migration advisory lock.
@@ -700,6 +703,37 @@ impl Store for PostgresStore {
             registered_at: r.get(2),
             last_seen_at: r.get(3),
         }))
+    }
+
+    async fn set_ves_agent(&self, ves: VesId, agent: &str) -> Result<()> {
+        self.client()
+            .await?
+            .execute("UPDATE ves SET agent = $1 WHERE id = $2", &[&agent, &ves.0])
+            .await
+            .map_err(pg_error)?;
+        Ok(())
+    }
+
+    async fn ves_of_license(&self, license: LicenseId) -> Result<Vec<VesInstallation>> {
+        let rows = self
+            .client()
+            .await?
+            .query(
+                "SELECT id, registered_at, last_seen_at, agent FROM ves WHERE license_id = $1 \
+                 ORDER BY last_seen_at DESC, id",
+                &[&license.0],
+            )
+            .await
+            .map_err(pg_error)?;
+        Ok(rows
+            .iter()
+            .map(|r| VesInstallation {
+                id: VesId(r.get(0)),
+                registered_at: r.get(1),
+                last_seen_at: r.get(2),
+                agent: r.get(3),
+            })
+            .collect())
     }
 
     async fn ves_of_unusable_licenses(&self, now: i64) -> Result<Vec<VesId>> {

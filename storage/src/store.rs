@@ -54,6 +54,10 @@ pub trait Store: Send + Sync + 'static {
     /// and those of their users' devices, must end (live sessions are checked periodically,
     /// logins at once).
     async fn ves_of_unusable_licenses(&self, now: i64) -> Result<Vec<VesId>>;
+    /// Records what a VES installation runs (sent with its command channel).
+    async fn set_ves_agent(&self, ves: VesId, agent: &str) -> Result<()>;
+    /// A license's VES installations, most recently connected first.
+    async fn ves_of_license(&self, license: LicenseId) -> Result<Vec<VesInstallation>>;
 
     /// Inserts a user if its license has a free seat (`SeatsFull` otherwise), atomically.
     async fn insert_user(&self, new: NewUser, now: i64) -> Result<UserRecord>;

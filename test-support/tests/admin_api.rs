@@ -60,6 +60,7 @@ async fn every_role_reaches_exactly_what_it_may() {
         ("PATCH", format!("/licenses/{hers}"), Some(patch.clone()), [200, 200, 403]),
         ("PATCH", format!("/licenses/{his}"), Some(patch.clone()), [200, 404, 403]),
         ("GET", format!("/licenses/{his}/operators"), None, [200, 404, 403]),
+        ("GET", format!("/licenses/{his}/ves"), None, [200, 404, 403]),
         ("POST", format!("/licenses/{hers}/operators"), Some(json!({"operator": "root"})), [204, 403, 403]),
         ("GET", "/users".into(), None, [200, 200, 403]),
         ("GET", format!("/users/{own_user}"), None, [200, 200, 403]),
@@ -224,7 +225,7 @@ async fn the_openapi_document_is_served_and_committed() {
             operations += 1;
         }
     }
-    assert_eq!(operations, 25, "every route is documented once");
+    assert_eq!(operations, 26, "every route is documented once");
 }
 
 /// A CSR suspends a user from one node; the user's device, connected to another node,
@@ -240,13 +241,27 @@ async fn a_suspension_closes_the_live_session_on_another_node() {
     let carol_t = on_a.token(&carol, "write", None).await;
     let root_t = on_a.token(&root, "write", None).await;
     let new = json!({"name": "carol-co", "password": "license-password-1", "max_users": 5});
-    assert_eq!(on_a.call("POST", "/licenses", Some(&carol_t), Some(new)).await.0, 201);
+    let (status, license) = on_a.call("POST", "/licenses", Some(&carol_t), Some(new)).await;
+    assert_eq!(status, 201);
+    let license = license["id"].as_str().expect("id").to_string();
 
     let mut ves = b.ves();
     ves.license("carol-co", "license-password-1").await.expect("license");
     let _channel = ves.open().await.expect("channel");
     let act = user_with_device(&ves, "ann@carol.example", "+15550001111").await;
     let mut device = online_device(b, &act).await;
+
+    // Node a's console sees the installation on node b, and what it runs.
+    let (status, ves_list) = on_a.call("GET", &format!("/licenses/{license}/ves"), Some(&carol_t), None).await;
+    assert_eq!(status, 200);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let mut ves_list = ves_list;
+    while ves_list[0]["agent"].is_null() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        ves_list = on_a.call("GET", &format!("/licenses/{license}/ves"), Some(&carol_t), None).await.1;
+    }
+    assert_eq!(ves_list[0]["node"].as_str(), b.config.node_id.as_deref(), "{ves_list}");
+    assert_eq!(ves_list[0]["agent"], "fake-ves/1", "{ves_list}");
 
     let user = act.user_id.to_string();
     let (s, answer) = on_a.call("POST", &format!("/users/{user}/suspend"), Some(&carol_t), None).await;

@@ -99,6 +99,16 @@ async fn operators_sign_in_with_a_second_factor_and_see_what_their_role_opens() 
         listed.body
     );
 
+    let start = listed.body.find("href=\"/console/licenses/").expect("a license link") + "href=\"".len();
+    let link = &listed.body[start..start + listed.body[start..].find('"').expect("end")];
+    let detail = b.get(link).await;
+    assert_eq!(detail.status, 200);
+    assert!(
+        detail.body.contains("No enterprise server has registered") && detail.body.contains("NOC administrators"),
+        "{}",
+        detail.body
+    );
+
     // The audit page shows the creation; its CSV has it too.
     let audit = b.get("/console/audit?action=license.").await;
     assert!(audit.body.contains("license.create") && audit.body.contains("operator:root"), "{}", audit.body);

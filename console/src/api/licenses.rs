@@ -10,7 +10,7 @@ use utoipa::ToSchema;
 use crate::api::auth::Operator;
 use crate::api::body::Json;
 use crate::api::error::ApiFailure;
-use crate::api::model::LicenseView;
+use crate::api::model::{LicenseView, VesView};
 use crate::state::ConsoleState;
 
 /// A license id from the path; anything else is a record that does not exist.
@@ -148,6 +148,24 @@ pub async fn grantees(
     id: web::Path<String>,
 ) -> Result<web::Json<Vec<String>>, ApiFailure> {
     Ok(web::Json(state.accounts.license_grantees_as(&op.0, license_id(&id)?).await?))
+}
+
+/// The license's VES installations, most recently connected first, with the node each
+/// is connected to now.
+#[utoipa::path(
+    tag = "licenses",
+    operation_id = "licenses_ves",
+    security(("bearer" = [])),
+    params(("id" = String, Path)),
+    responses((status = 200, body = [VesView]), (status = 401), (status = 403), (status = 404))
+)]
+#[get("/licenses/{id}/ves")]
+pub async fn ves(
+    state: web::Data<ConsoleState>,
+    op: Operator,
+    id: web::Path<String>,
+) -> Result<web::Json<Vec<VesView>>, ApiFailure> {
+    Ok(web::Json(crate::actions::installations(&state, &op.0, license_id(&id)?).await?))
 }
 
 /// Gives the license into an operator's care (administrators).

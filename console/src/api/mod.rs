@@ -29,6 +29,7 @@ pub fn configure(cfg: &mut ServiceConfig) {
         .service(licenses::change)
         .service(licenses::grantees)
         .service(licenses::grant)
+        .service(licenses::ves)
         .service(users::search)
         .service(users::show)
         .service(users::suspend)

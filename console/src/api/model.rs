@@ -34,6 +34,19 @@ impl From<License> for LicenseView {
     }
 }
 
+/// A VES installation of a license.
+#[derive(Serialize, ToSchema)]
+pub struct VesView {
+    pub id: String,
+    pub registered_at: i64,
+    /// Its last connection (Unix ms).
+    pub last_seen_at: i64,
+    /// What it runs, as it said when it last connected (`ves-agent/0.1.0`).
+    pub agent: Option<String>,
+    /// The node holding its session now; `null` when it is not connected.
+    pub node: Option<String>,
+}
+
 /// A user's profile, as an operator sees it.
 #[derive(Serialize, ToSchema)]
 pub struct UserView {

@@ -41,6 +41,28 @@ struct LicensesPage {
     licenses: Vec<Row>,
 }
 
+pub struct VesRow {
+    id: String,
+    agent: String,
+    registered: String,
+    last_seen: String,
+    node: String,
+}
+
+#[derive(Template)]
+#[template(path = "console_license.html")]
+struct LicensePage {
+    nav: Nav,
+    id: String,
+    name: String,
+    used_users: u32,
+    max_users: u32,
+    expires: String,
+    suspended: bool,
+    grantees: Vec<String>,
+    installations: Vec<VesRow>,
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NewLicenseForm {
@@ -83,6 +105,50 @@ pub async fn show(state: web::Data<ConsoleState>, req: HttpRequest) -> HttpRespo
         ),
         Err(e) => failure::from_account(e),
     }
+}
+
+pub async fn detail(state: web::Data<ConsoleState>, req: HttpRequest, id: web::Path<String>) -> HttpResponse {
+    let s = match session::require(&state, &req).await {
+        Ok(s) => s,
+        Err(answer) => return answer,
+    };
+    let Ok(id) = id.parse::<LicenseId>() else { return failure::from_account(noc_storage::AccountError::NotFound) };
+    let license = match state.accounts.license_as(&s.principal, id).await {
+        Ok(l) => l,
+        Err(e) => return failure::from_account(e),
+    };
+    let grantees = match state.accounts.license_grantees_as(&s.principal, id).await {
+        Ok(g) => g,
+        Err(e) => return failure::from_account(e),
+    };
+    let installations = match crate::actions::installations(&state, &s.principal, id).await {
+        Ok(v) => v,
+        Err(e) => return failure::from_account(e),
+    };
+    let row = Row::from(license);
+    page::render(
+        actix_web::http::StatusCode::OK,
+        &LicensePage {
+            nav: Nav::of(&s),
+            id: row.id,
+            name: row.name,
+            used_users: row.used_users,
+            max_users: row.max_users,
+            expires: row.expires,
+            suspended: row.suspended,
+            grantees,
+            installations: installations
+                .into_iter()
+                .map(|v| VesRow {
+                    id: v.id,
+                    agent: v.agent.unwrap_or_default(),
+                    registered: page::utc(v.registered_at),
+                    last_seen: page::utc(v.last_seen_at),
+                    node: v.node.unwrap_or_else(|| "not connected".into()),
+                })
+                .collect(),
+        },
+    )
 }
 
 pub async fn create(state: web::Data<ConsoleState>, req: HttpRequest, payload: web::Payload) -> HttpResponse {

@@ -68,6 +68,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/console/logout", web::post().to(signin::sign_out))
         .route("/console/licenses", web::get().to(licenses::show))
         .route("/console/licenses", web::post().to(licenses::create))
+        .route("/console/licenses/{id}", web::get().to(licenses::detail))
         .route("/console/licenses/{id}", web::post().to(licenses::change))
         .route("/console/users", web::get().to(users::search))
         .route("/console/users/{id}", web::get().to(users::show))

@@ -91,6 +91,9 @@ pub struct SearchQuery {
     q: String,
     #[serde(default)]
     offset: u32,
+    /// Only this license's users (from a license's page).
+    #[serde(default)]
+    license: String,
 }
 
 #[derive(Deserialize)]
@@ -131,7 +134,12 @@ pub async fn search(state: web::Data<ConsoleState>, req: HttpRequest) -> HttpRes
         Err(answer) => return answer,
     };
     let Ok(query) = serde_urlencoded::from_str::<SearchQuery>(req.query_string()) else { return failure::bad_form() };
-    match state.accounts.search_users_as(&s.principal, &filter_for(&query.q, query.offset)).await {
+    let mut filter = filter_for(&query.q, query.offset);
+    if !query.license.is_empty() {
+        let Ok(license) = query.license.parse() else { return not_found() };
+        filter.license = Some(license);
+    }
+    match state.accounts.search_users_as(&s.principal, &filter).await {
         Ok(mut users) => {
             let next_offset = (users.len() > PAGE as usize).then_some(query.offset + PAGE);
             users.truncate(PAGE as usize);
