@@ -13,6 +13,23 @@ pub struct RouterLive {
     pub router: Arc<Router>,
 }
 
+impl RouterLive {
+    /// The cluster registry's owner of each key (one lookup each: a console page's worth).
+    async fn owners(&self, keys: impl Iterator<Item = SessionKey>) -> Vec<Option<String>> {
+        let mut nodes = Vec::new();
+        for key in keys {
+            nodes.push(match self.router.cluster().lookup(key).await {
+                Ok(owner) => owner.map(|n| n.to_string()),
+                Err(e) => {
+                    tracing::debug!(error = %e, "cluster lookup for the console failed");
+                    None
+                }
+            });
+        }
+        nodes
+    }
+}
+
 #[async_trait::async_trait]
 impl noc_console::Live for RouterLive {
     fn user_suspended(&self, user: &UserRecord, devices: &[DeviceId]) {
@@ -33,17 +50,18 @@ impl noc_console::Live for RouterLive {
     }
 
     async fn ves_nodes(&self, ves: &[VesId]) -> Vec<Option<String>> {
-        let mut nodes = Vec::with_capacity(ves.len());
-        for &id in ves {
-            let owner = match self.router.cluster().lookup(SessionKey::Ves(id)).await {
-                Ok(owner) => owner.map(|n| n.to_string()),
-                Err(e) => {
-                    tracing::debug!(error = %e, "cluster lookup for the console failed");
-                    None
-                }
-            };
-            nodes.push(owner);
-        }
-        nodes
+        self.owners(ves.iter().map(|&id| SessionKey::Ves(id))).await
+    }
+
+    async fn device_nodes(&self, devices: &[DeviceId]) -> Vec<Option<String>> {
+        self.owners(devices.iter().map(|&id| SessionKey::Device(id))).await
+    }
+
+    fn device_wipe_requested(&self, user: &UserRecord, device: DeviceId) {
+        self.router.device_wipe_requested(user.ves_id, user.id, device);
+    }
+
+    fn disconnect_device(&self, device: DeviceId) {
+        self.router.close_session(SessionKey::Device(device), CloseCode::Normal);
     }
 }

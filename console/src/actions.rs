@@ -31,6 +31,42 @@ pub async fn set_suspended(
     Ok(record)
 }
 
+/// Asks a user's device to erase itself, then closes its session wherever it is.
+pub async fn wipe_device(
+    state: &ConsoleState,
+    p: &Principal,
+    user: UserId,
+    device: DeviceId,
+) -> Result<(), AccountError> {
+    let owner = state.accounts.wipe_device_as(p, user, device).await?;
+    state.live.device_wipe_requested(&owner, device);
+    Ok(())
+}
+
+/// Disconnects a user's device wherever it is connected (it reconnects on its own).
+pub async fn disconnect_device(
+    state: &ConsoleState,
+    p: &Principal,
+    user: UserId,
+    device: DeviceId,
+) -> Result<(), AccountError> {
+    state.accounts.device_session_action_as(p, user, device, "device.disconnect").await?;
+    state.live.disconnect_device(device);
+    Ok(())
+}
+
+/// A user's devices with the node each is connected to now.
+pub async fn devices(
+    state: &ConsoleState,
+    p: &Principal,
+    user: UserId,
+) -> Result<Vec<(noc_storage::DeviceRecord, Option<String>)>, AccountError> {
+    let devices = state.accounts.devices_of_user_as(p, user).await?;
+    let ids: Vec<_> = devices.iter().map(|d| d.id).collect();
+    let nodes = state.live.device_nodes(&ids).await;
+    Ok(devices.into_iter().zip(nodes).collect())
+}
+
 /// A license's VES installations with the node each is connected to now.
 pub async fn installations(
     state: &ConsoleState,

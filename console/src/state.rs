@@ -20,6 +20,13 @@ pub trait Live: Send + Sync + 'static {
     /// The node each VES installation's session lives on now (the cluster registry's
     /// answer), `None` for one not connected.
     async fn ves_nodes(&self, ves: &[VesId]) -> Vec<Option<String>>;
+    /// The node each device's session lives on now, `None` for one not connected.
+    async fn device_nodes(&self, devices: &[DeviceId]) -> Vec<Option<String>>;
+    /// A device must erase itself: its session closes wherever it is, so that it
+    /// reconnects and gets the wipe.
+    fn device_wipe_requested(&self, user: &UserRecord, device: DeviceId);
+    /// Disconnects a device's session wherever it is (it reconnects on its own).
+    fn disconnect_device(&self, device: DeviceId);
 }
 
 /// How the consoles behave.

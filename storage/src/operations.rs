@@ -423,6 +423,40 @@ impl Accounts {
         Ok(owner)
     }
 
+    /// Asks for a remote wipe of a user's live device (a lost or stolen phone): it opens
+    /// no session from now on, and its next authentication is answered with the wipe. The
+    /// caller closes its live session so that this happens at once.
+    pub async fn wipe_device_as(&self, p: &Principal, user: UserId, device: DeviceId) -> Result<UserRecord> {
+        self.allow(p, Permission::WriteUsers)?;
+        let owner = self.reach_user(p, user).await?;
+        self.store().request_device_wipe(user, device, now_ms()).await?;
+        let changes = vec![FieldChange::new("wipe_requested", false, true)];
+        self.audit_operator(p, "device.wipe_requested", format!("device:{device}"), changes).await;
+        Ok(owner)
+    }
+
+    /// Checks that `device` is one of `user`'s, in the caller's reach, for an action on
+    /// its live session (disconnecting it); audited as `action`.
+    pub async fn device_session_action_as(
+        &self,
+        p: &Principal,
+        user: UserId,
+        device: DeviceId,
+        action: &str,
+    ) -> Result<DeviceRecord> {
+        self.allow(p, Permission::WriteUsers)?;
+        self.reach_user(p, user).await?;
+        let record = self
+            .store()
+            .devices_of_user(user)
+            .await?
+            .into_iter()
+            .find(|d| d.id == device)
+            .ok_or(AccountError::NotFound)?;
+        self.audit_operator(p, action, format!("device:{device}"), Vec::new()).await;
+        Ok(record)
+    }
+
     // -- operators --------------------------------------------------------------------
 
     pub async fn operators_as(&self, p: &Principal) -> Result<Vec<OperatorRecord>> {

@@ -10,6 +10,9 @@ use noc_test_support::scenario::{expect_close, online_device, user_with_device};
 use noc_test_support::{AdminApi, Recv, TestCluster, TestOperator, TestRelay};
 use serde_json::{Value, json};
 
+/// A device id no device has.
+const NO_DEVICE: &str = "00000000-0000-4000-8000-00000000dead";
+
 fn api(relay: &TestRelay) -> AdminApi {
     AdminApi::new(relay.node.console_addr, &relay.cert_path())
 }
@@ -67,6 +70,9 @@ async fn every_role_reaches_exactly_what_it_may() {
         ("GET", format!("/users/{foreign_user}"), None, [200, 404, 403]),
         ("GET", format!("/users/{foreign_user}/devices"), None, [200, 404, 403]),
         ("POST", format!("/users/{foreign_user}/suspend"), None, [200, 404, 403]),
+        // A device that is not the user's: not found for everyone who may act at all.
+        ("POST", format!("/users/{own_user}/devices/{NO_DEVICE}/wipe"), None, [404, 404, 403]),
+        ("POST", format!("/users/{foreign_user}/devices/{NO_DEVICE}/disconnect"), None, [404, 404, 403]),
         ("POST", format!("/users/{foreign_user}/reactivate"), None, [200, 404, 403]),
         ("POST", format!("/users/{own_user}/suspend"), None, [200, 200, 403]),
         ("POST", format!("/users/{own_user}/reactivate"), None, [200, 200, 403]),
@@ -225,7 +231,7 @@ async fn the_openapi_document_is_served_and_committed() {
             operations += 1;
         }
     }
-    assert_eq!(operations, 26, "every route is documented once");
+    assert_eq!(operations, 28, "every route is documented once");
 }
 
 /// A CSR suspends a user from one node; the user's device, connected to another node,
@@ -275,7 +281,21 @@ async fn a_suspension_closes_the_live_session_on_another_node() {
 
     let (s, answer) = on_a.call("POST", &format!("/users/{user}/reactivate"), Some(&root_t), None).await;
     assert_eq!((s, answer["status"].as_str()), (200, Some("active")), "{answer}");
-    online_device(b, &act).await;
+    let mut device = online_device(b, &act).await;
+
+    // Where it is connected, from node a; disconnected from there, it may come back.
+    let devices_path = format!("/users/{user}/devices");
+    let (_, devices) = on_a.call("GET", &devices_path, Some(&carol_t), None).await;
+    assert_eq!(devices[0]["node"].as_str(), b.config.node_id.as_deref(), "{devices}");
+    let device_path = format!("{devices_path}/{}", act.device_id);
+    assert_eq!(on_a.call("POST", &format!("{device_path}/disconnect"), Some(&carol_t), None).await.0, 204);
+    expect_close(&mut device, CloseCode::Normal).await;
+    let mut device = online_device(b, &act).await;
+    // Erased remotely: the session closes so that the device reconnects to its wipe.
+    assert_eq!(on_a.call("POST", &format!("{device_path}/wipe"), Some(&carol_t), None).await.0, 204);
+    expect_close(&mut device, CloseCode::WipePending).await;
+    let (_, devices) = on_a.call("GET", &devices_path, Some(&carol_t), None).await;
+    assert!(devices[0]["wipe_requested_at"].is_i64(), "{devices}");
     cluster.stop().await;
 }
 

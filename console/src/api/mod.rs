@@ -36,6 +36,8 @@ pub fn configure(cfg: &mut ServiceConfig) {
         .service(users::reactivate)
         .service(users::devices)
         .service(users::revoke_device)
+        .service(users::wipe_device)
+        .service(users::disconnect_device)
         .service(operators::list)
         .service(operators::create)
         .service(audit::list)

@@ -101,6 +101,14 @@ pub struct DeviceView {
     pub wipe_requested_at: Option<i64>,
     pub wiped_at: Option<i64>,
     pub last_seen_at: Option<i64>,
+    /// The node holding its session now; `null` when it is not connected.
+    pub node: Option<String>,
+}
+
+impl DeviceView {
+    pub fn with_node(d: DeviceRecord, node: Option<String>) -> Self {
+        DeviceView { node, ..DeviceView::from(d) }
+    }
 }
 
 impl From<DeviceRecord> for DeviceView {
@@ -114,6 +122,7 @@ impl From<DeviceRecord> for DeviceView {
             wipe_requested_at: d.wipe_requested_at,
             wiped_at: d.wiped_at,
             last_seen_at: d.last_seen_at,
+            node: None,
         }
     }
 }

@@ -128,7 +128,7 @@ pub async fn reactivate(
     Ok(web::Json(crate::actions::set_suspended(&state, &op.0, user_id(&id)?, false).await?.into()))
 }
 
-/// A user's devices.
+/// A user's devices, with the node each is connected to now.
 #[utoipa::path(
     tag = "users",
     operation_id = "users_devices",
@@ -142,8 +142,50 @@ pub async fn devices(
     op: Operator,
     id: web::Path<String>,
 ) -> Result<web::Json<Vec<DeviceView>>, ApiFailure> {
-    let devices = state.accounts.devices_of_user_as(&op.0, user_id(&id)?).await?;
-    Ok(web::Json(devices.into_iter().map(DeviceView::from).collect()))
+    let devices = crate::actions::devices(&state, &op.0, user_id(&id)?).await?;
+    Ok(web::Json(devices.into_iter().map(|(d, node)| DeviceView::with_node(d, node)).collect()))
+}
+
+/// Asks a user's device to erase its data and credentials (a lost or stolen phone): its
+/// session closes at once wherever it is, and its next connection gets the wipe.
+#[utoipa::path(
+    tag = "users",
+    operation_id = "users_wipe_device",
+    security(("bearer" = [])),
+    params(("id" = String, Path), ("device" = String, Path)),
+    responses((status = 204), (status = 401), (status = 403), (status = 404))
+)]
+#[post("/users/{id}/devices/{device}/wipe")]
+pub async fn wipe_device(
+    state: web::Data<ConsoleState>,
+    op: Operator,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiFailure> {
+    let (user, device) = path.into_inner();
+    let device: DeviceId = device.parse().map_err(|_| ApiFailure::not_found())?;
+    crate::actions::wipe_device(&state, &op.0, user_id(&user)?, device).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// Disconnects a user's device wherever it is connected; it reconnects on its own (to
+/// clear a stuck session, or to move it off a node).
+#[utoipa::path(
+    tag = "users",
+    operation_id = "users_disconnect_device",
+    security(("bearer" = [])),
+    params(("id" = String, Path), ("device" = String, Path)),
+    responses((status = 204), (status = 401), (status = 403), (status = 404))
+)]
+#[post("/users/{id}/devices/{device}/disconnect")]
+pub async fn disconnect_device(
+    state: web::Data<ConsoleState>,
+    op: Operator,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiFailure> {
+    let (user, device) = path.into_inner();
+    let device: DeviceId = device.parse().map_err(|_| ApiFailure::not_found())?;
+    crate::actions::disconnect_device(&state, &op.0, user_id(&user)?, device).await?;
+    Ok(HttpResponse::NoContent().finish())
 }
 
 /// Revokes a user's device: its session closes at once, wherever it is.

@@ -75,6 +75,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/console/users/{id}/suspend", web::post().to(users::suspend))
         .route("/console/users/{id}/reactivate", web::post().to(users::reactivate))
         .route("/console/users/{id}/devices/{device}/revoke", web::post().to(users::revoke_device))
+        .route("/console/users/{id}/devices/{device}/wipe", web::post().to(users::wipe_device))
+        .route("/console/users/{id}/devices/{device}/disconnect", web::post().to(users::disconnect_device))
         .route("/console/operators", web::get().to(operators::show))
         .route("/console/operators", web::post().to(operators::create))
         .route("/console/audit", web::get().to(audit::show))

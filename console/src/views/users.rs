@@ -46,6 +46,14 @@ pub struct DeviceRow {
     device_type: String,
     state: &'static str,
     live: bool,
+    node: String,
+    connected: bool,
+}
+
+impl DeviceRow {
+    fn new(d: DeviceRecord, node: Option<String>) -> Self {
+        DeviceRow { connected: node.is_some(), node: node.unwrap_or_else(|| "—".into()), ..DeviceRow::from(d) }
+    }
 }
 
 impl From<DeviceRecord> for DeviceRow {
@@ -62,6 +70,8 @@ impl From<DeviceRecord> for DeviceRow {
             device_type: d.device_type.unwrap_or_default(),
             state,
             live: state == "active",
+            node: String::new(),
+            connected: false,
         }
     }
 }
@@ -169,13 +179,13 @@ pub async fn show(state: web::Data<ConsoleState>, req: HttpRequest, id: web::Pat
         Ok(u) => u,
         Err(e) => return failure::from_account(e),
     };
-    match state.accounts.devices_of_user_as(&s.principal, id).await {
+    match crate::actions::devices(&state, &s.principal, id).await {
         Ok(devices) => page::render(
             StatusCode::OK,
             &UserPage {
                 nav: Nav::of(&s),
                 user: user.into(),
-                devices: devices.into_iter().map(DeviceRow::from).collect(),
+                devices: devices.into_iter().map(|(d, node)| DeviceRow::new(d, node)).collect(),
             },
         ),
         Err(e) => failure::from_account(e),
@@ -218,11 +228,20 @@ pub async fn reactivate(
     set_suspended(state, req, id, payload, false).await
 }
 
-pub async fn revoke_device(
+/// What an operator does to one device.
+#[derive(Clone, Copy)]
+enum DeviceAction {
+    Revoke,
+    Wipe,
+    Disconnect,
+}
+
+async fn device_action(
     state: web::Data<ConsoleState>,
     req: HttpRequest,
     path: web::Path<(String, String)>,
     payload: web::Payload,
+    action: DeviceAction,
 ) -> HttpResponse {
     let (s, _) = match session::require_form::<ActionForm>(&state, &req, payload).await {
         Ok(v) => v,
@@ -230,10 +249,43 @@ pub async fn revoke_device(
     };
     let (user, device) = path.into_inner();
     let (Ok(user), Ok(device)) = (user.parse::<UserId>(), device.parse::<DeviceId>()) else { return not_found() };
-    match crate::actions::revoke_device(&state, &s.principal, user, device).await {
+    let p = &s.principal;
+    let done = match action {
+        DeviceAction::Revoke => crate::actions::revoke_device(&state, p, user, device).await,
+        DeviceAction::Wipe => crate::actions::wipe_device(&state, p, user, device).await,
+        DeviceAction::Disconnect => crate::actions::disconnect_device(&state, p, user, device).await,
+    };
+    match done {
         Ok(()) => page::see_other(&format!("/console/users/{user}")).finish(),
         Err(e) => failure::from_account(e),
     }
+}
+
+pub async fn revoke_device(
+    state: web::Data<ConsoleState>,
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+    payload: web::Payload,
+) -> HttpResponse {
+    device_action(state, req, path, payload, DeviceAction::Revoke).await
+}
+
+pub async fn wipe_device(
+    state: web::Data<ConsoleState>,
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+    payload: web::Payload,
+) -> HttpResponse {
+    device_action(state, req, path, payload, DeviceAction::Wipe).await
+}
+
+pub async fn disconnect_device(
+    state: web::Data<ConsoleState>,
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+    payload: web::Payload,
+) -> HttpResponse {
+    device_action(state, req, path, payload, DeviceAction::Disconnect).await
 }
 
 #[cfg(test)]
