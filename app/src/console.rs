@@ -45,6 +45,17 @@ impl noc_console::Live for RouterLive {
         }
     }
 
+    fn user_deleted(&self, user: &UserRecord, devices: &[DeviceId]) {
+        self.router.devices_revoked(user.ves_id, user.id, devices);
+        self.router.user_removed(user.ves_id, user.id);
+    }
+
+    fn user_changed(&self, user: &UserRecord) {
+        if user.status == UserStatus::Active {
+            self.router.user_activated(user.ves_id, active_user_state(user));
+        }
+    }
+
     fn device_revoked(&self, user: &UserRecord, device: DeviceId) {
         self.router.devices_revoked(user.ves_id, user.id, &[device]);
     }

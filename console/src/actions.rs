@@ -89,6 +89,25 @@ pub async fn installations(
         .collect())
 }
 
+/// Changes a user's profile, then tells their enterprise server.
+pub async fn change_user(
+    state: &ConsoleState,
+    p: &Principal,
+    user: UserId,
+    change: &noc_storage::UserProfileChange,
+) -> Result<UserRecord, AccountError> {
+    let record = state.accounts.change_user_as(p, user, change).await?;
+    state.live.user_changed(&record);
+    Ok(record)
+}
+
+/// Deletes a user, then closes their devices' sessions and tells their enterprise server.
+pub async fn delete_user(state: &ConsoleState, p: &Principal, user: UserId) -> Result<(), AccountError> {
+    let (record, devices) = state.accounts.delete_user_as(p, user).await?;
+    state.live.user_deleted(&record, &devices);
+    Ok(())
+}
+
 /// Revokes a user's device, then closes its session wherever it is.
 pub async fn revoke_device(
     state: &ConsoleState,

@@ -15,6 +15,11 @@ pub trait Live: Send + Sync + 'static {
     fn user_suspended(&self, user: &UserRecord, devices: &[DeviceId]);
     /// A suspended user is back: their enterprise server serves them again (if active).
     fn user_reactivated(&self, user: &UserRecord);
+    /// A user was deleted: their devices' sessions close wherever they are and their
+    /// enterprise server forgets them.
+    fn user_deleted(&self, user: &UserRecord, devices: &[DeviceId]);
+    /// A user's profile changed: their enterprise server gets it (if they are active).
+    fn user_changed(&self, user: &UserRecord);
     /// A device lost its credential: its session closes wherever it is.
     fn device_revoked(&self, user: &UserRecord, device: DeviceId);
     /// The node each VES installation's session lives on now (the cluster registry's

@@ -801,6 +801,21 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn set_user_msisdn(&self, id: UserId, msisdn: &str, now: i64) -> Result<UserRecord> {
+        let msisdn = msisdn.to_string();
+        self.run(move |c| {
+            let n = c.execute(
+                "UPDATE users SET msisdn = ?1, updated_at = ?2 WHERE id = ?3",
+                params![msisdn, now, id.to_string()],
+            )?;
+            if n == 0 {
+                return Err(StoreError::NotFound);
+            }
+            Ok(c.query_row(&format!("SELECT {USER_COLS} FROM users WHERE id = ?1"), [id.to_string()], user_row)?)
+        })
+        .await
+    }
+
     async fn activate_user(&self, id: UserId, msisdn: &str, time_zone: &str, now: i64) -> Result<UserRecord> {
         let (msisdn, tz) = (msisdn.to_string(), time_zone.to_string());
         self.run(move |c| {

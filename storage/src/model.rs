@@ -291,6 +291,17 @@ pub struct UserFilter {
     pub limit: u32,
 }
 
+/// What an operator changes on a user's profile; `None` leaves a field as it is, an empty
+/// time zone or language clears it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct UserProfileChange {
+    pub first_name: Option<String>,
+    pub last_name: Option<String>,
+    pub msisdn: Option<String>,
+    pub time_zone: Option<String>,
+    pub locale: Option<String>,
+}
+
 /// What an operator changes on a license; `None` leaves a field as it is.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct LicenseChange {

@@ -405,6 +405,92 @@ impl Accounts {
         Ok(after)
     }
 
+    /// Changes a user's name, MSISDN, time zone or language (validated as on the portal);
+    /// each changed field is audited before and after.
+    pub async fn change_user_as(&self, p: &Principal, id: UserId, change: &UserProfileChange) -> Result<UserRecord> {
+        use crate::accounts::{check_name, check_time_zone, normalize_msisdn};
+        self.allow(p, Permission::WriteUsers)?;
+        let before = self.reach_user(p, id).await?;
+        let trimmed = |v: &Option<String>| v.as_ref().map(|s| s.trim().to_string());
+        let first_name = trimmed(&change.first_name).unwrap_or_else(|| before.first_name.clone());
+        let last_name = trimmed(&change.last_name).unwrap_or_else(|| before.last_name.clone());
+        check_name(&first_name, crate::invalid::NameField::FirstName)?;
+        check_name(&last_name, crate::invalid::NameField::LastName)?;
+        let time_zone = match trimmed(&change.time_zone) {
+            None => before.time_zone.clone(),
+            Some(z) if z.is_empty() => None,
+            Some(z) => {
+                check_time_zone(&z)?;
+                Some(z)
+            }
+        };
+        let locale = match trimmed(&change.locale) {
+            None => before.locale.clone(),
+            Some(l) if l.is_empty() => None,
+            Some(l) => {
+                crate::self_service::check_locale(&l)?;
+                Some(l)
+            }
+        };
+        let msisdn = change.msisdn.as_deref().map(normalize_msisdn).transpose()?;
+        let settings = UserSettings {
+            first_name,
+            last_name,
+            time_zone,
+            constant_sync: before.constant_sync,
+            filter_rules: before.filter_rules.clone(),
+            alerts_enabled: before.alerts_enabled,
+            contact_email: before.contact_email.clone(),
+            locale,
+        };
+        let now = now_ms();
+        let mut after = self.store().update_user_settings(id, &settings, now).await?;
+        if let Some(m) = msisdn.filter(|m| before.msisdn.as_deref() != Some(m.as_str())) {
+            after = self.store().set_user_msisdn(id, &m, now).await?;
+        }
+        let show = |v: &Option<String>| v.clone().unwrap_or_default();
+        let mut changes = Vec::new();
+        for (field, b, a) in [
+            ("first_name", before.first_name.clone(), after.first_name.clone()),
+            ("last_name", before.last_name.clone(), after.last_name.clone()),
+            ("msisdn", show(&before.msisdn), show(&after.msisdn)),
+            ("time_zone", show(&before.time_zone), show(&after.time_zone)),
+            ("locale", show(&before.locale), show(&after.locale)),
+        ] {
+            if b != a {
+                changes.push(FieldChange::new(field, b, a));
+            }
+        }
+        if !changes.is_empty() {
+            self.audit_operator(p, "user.change", format!("user:{id}"), changes).await;
+        }
+        Ok(after)
+    }
+
+    /// Deletes a user and their devices; returns the user and the devices that were live
+    /// (the caller closes their sessions and tells the VES).
+    pub async fn delete_user_as(&self, p: &Principal, id: UserId) -> Result<(UserRecord, Vec<DeviceId>)> {
+        self.allow(p, Permission::WriteUsers)?;
+        let user = self.reach_user(p, id).await?;
+        let devices = self.store().delete_user(id).await?;
+        let changes = vec![FieldChange::new("email", &user.email, ""), FieldChange::new("devices", devices.len(), 0)];
+        self.audit_operator(p, "user.delete", format!("user:{id}"), changes).await;
+        Ok((user, devices))
+    }
+
+    /// Clears a user's secret question (they set a new one on the portal).
+    pub async fn reset_secret_question_as(&self, p: &Principal, id: UserId) -> Result<()> {
+        self.allow(p, Permission::WriteUsers)?;
+        self.reach_user(p, id).await?;
+        let had = self.store().secret_question(id).await?.is_some();
+        self.store().set_secret_question(id, None, now_ms()).await?;
+        if had {
+            let changes = vec![FieldChange::new("secret_question", "(set)", "")];
+            self.audit_operator(p, "user.secret_question_reset", format!("user:{id}"), changes).await;
+        }
+        Ok(())
+    }
+
     /// A user's devices, if the user is in the caller's reach.
     pub async fn devices_of_user_as(&self, p: &Principal, user: UserId) -> Result<Vec<DeviceRecord>> {
         self.allow(p, Permission::ReadUsers)?;

@@ -886,6 +886,18 @@ impl Store for PostgresStore {
         Ok(user_row(&row))
     }
 
+    async fn set_user_msisdn(&self, id: UserId, msisdn: &str, now: i64) -> Result<UserRecord> {
+        let sql = format!("UPDATE users SET msisdn = $1, updated_at = $2 WHERE id = $3 RETURNING {USER_COLS}");
+        let row = self
+            .client()
+            .await?
+            .query_opt(&sql, &[&msisdn, &now, &id.0])
+            .await
+            .map_err(pg_error)?
+            .ok_or(StoreError::NotFound)?;
+        Ok(user_row(&row))
+    }
+
     async fn activate_user(&self, id: UserId, msisdn: &str, time_zone: &str, now: i64) -> Result<UserRecord> {
         let sql = format!(
             "UPDATE users SET msisdn = $1, time_zone = $2, status = CASE status WHEN 'suspended' THEN status \

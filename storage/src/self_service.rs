@@ -60,7 +60,7 @@ pub const RULE_FIELDS: [&str; 3] = ["from", "to", "subject"];
 
 /// A language tag such as `en` or `de-CH` (which languages the portal has is its
 /// business; the store keeps the choice).
-fn check_locale(tag: &str) -> Result<()> {
+pub(crate) fn check_locale(tag: &str) -> Result<()> {
     let mut parts = tag.split('-');
     let language = parts.next().unwrap_or("");
     let ok = tag.len() <= 35

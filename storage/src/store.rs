@@ -80,6 +80,8 @@ pub trait Store: Send + Sync + 'static {
     /// Replaces what a user sets on the settings page; `NotFound` for an unknown user.
     async fn update_user_settings(&self, id: UserId, settings: &UserSettings, now: i64) -> Result<UserRecord>;
     /// Binds MSISDN and time zone and marks the user active. `Conflict("msisdn")` if taken.
+    /// Binds another MSISDN to a user (`Conflict("msisdn")` when another user has it).
+    async fn set_user_msisdn(&self, id: UserId, msisdn: &str, now: i64) -> Result<UserRecord>;
     async fn activate_user(&self, id: UserId, msisdn: &str, time_zone: &str, now: i64) -> Result<UserRecord>;
 
     async fn insert_device(&self, new: NewDevice, now: i64) -> Result<DeviceRecord>;

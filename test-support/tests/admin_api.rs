@@ -70,6 +70,8 @@ async fn every_role_reaches_exactly_what_it_may() {
         ("GET", format!("/users/{foreign_user}"), None, [200, 404, 403]),
         ("GET", format!("/users/{foreign_user}/devices"), None, [200, 404, 403]),
         ("POST", format!("/users/{foreign_user}/suspend"), None, [200, 404, 403]),
+        ("PATCH", format!("/users/{foreign_user}"), Some(json!({"first_name": "Robert"})), [200, 404, 403]),
+        ("POST", format!("/users/{foreign_user}/secret-question/reset"), None, [204, 404, 403]),
         // A device that is not the user's: not found for everyone who may act at all.
         ("POST", format!("/users/{own_user}/devices/{NO_DEVICE}/wipe"), None, [404, 404, 403]),
         ("POST", format!("/users/{foreign_user}/devices/{NO_DEVICE}/disconnect"), None, [404, 404, 403]),
@@ -131,6 +133,33 @@ async fn every_role_reaches_exactly_what_it_may() {
     let (_, licenses) = api.call("GET", "/licenses", Some(&dave_t), None).await;
     let names: Vec<&str> = licenses.as_array().expect("list").iter().filter_map(|l| l["name"].as_str()).collect();
     assert_eq!(names, ["dave-co"]);
+
+    // Profiles: validated as on the portal, an MSISDN is one user's, each change audited;
+    // a deleted user is gone with their seat.
+    let own = format!("/users/{own_user}");
+    let (s, answer) =
+        api.call("PATCH", &own, Some(&carol_t), Some(json!({"msisdn": "+15557770000", "locale": "de"}))).await;
+    assert_eq!(
+        (s, answer["msisdn"].as_str(), answer["locale"].as_str()),
+        (200, Some("+15557770000"), Some("de")),
+        "{answer}"
+    );
+    let (s, answer) = api
+        .call("PATCH", &format!("/users/{foreign_user}"), Some(&root_t), Some(json!({"msisdn": "+15557770000"})))
+        .await;
+    assert_eq!((s, answer["Error"]["Code"].as_str()), (409, Some("conflict")), "{answer}");
+    let (s, answer) = api.call("PATCH", &own, Some(&carol_t), Some(json!({"time_zone": "not a zone!"}))).await;
+    assert_eq!((s, answer["Error"]["Code"].as_str()), (400, Some("bad_request")), "{answer}");
+    let (_, audit) = api.call("GET", "/audit?action=user.change", Some(&audra_t), None).await;
+    let change = audit["items"]
+        .as_array()
+        .and_then(|a| a.iter().find(|e| e["actor"] == "operator:carol"))
+        .expect("carol's change");
+    assert_eq!(change["changes"][0], json!({"field": "msisdn", "before": "", "after": "+15557770000"}), "{change}");
+    assert_eq!(api.call("DELETE", &format!("/users/{foreign_user}"), Some(&carol_t), None).await.0, 404);
+    assert_eq!(api.call("DELETE", &own, Some(&audra_t), None).await.0, 403);
+    assert_eq!(api.call("DELETE", &own, Some(&carol_t), None).await.0, 204);
+    assert_eq!(api.call("GET", &own, Some(&carol_t), None).await.0, 404);
 
     // A read-only token of the administrator looks but does not change.
     let root_read = api.token(&root, "read", Some(0)).await;
@@ -231,7 +260,7 @@ async fn the_openapi_document_is_served_and_committed() {
             operations += 1;
         }
     }
-    assert_eq!(operations, 28, "every route is documented once");
+    assert_eq!(operations, 31, "every route is documented once");
 }
 
 /// A CSR suspends a user from one node; the user's device, connected to another node,

@@ -2,14 +2,14 @@
 //! list and revoke their devices. Profiles only: never a password, an answer or any
 //! mail/PIM data.
 
-use actix_web::{HttpResponse, get, post, web};
+use actix_web::{HttpResponse, delete, get, patch, post, web};
 use noc_protocol::{DeviceId, UserId};
 use noc_storage::UserFilter;
 use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 
 use crate::api::auth::Operator;
-use crate::api::body::Query;
+use crate::api::body::{Json, Query};
 use crate::api::error::ApiFailure;
 use crate::api::model::{DeviceView, UserPage, UserView};
 use crate::state::ConsoleState;
@@ -92,6 +92,86 @@ pub async fn show(
     id: web::Path<String>,
 ) -> Result<web::Json<UserView>, ApiFailure> {
     Ok(web::Json(state.accounts.user_as(&op.0, user_id(&id)?).await?.into()))
+}
+
+/// What to change on a profile; absent fields stay, an empty time zone or language clears
+/// it.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UserChangeRequest {
+    pub first_name: Option<String>,
+    pub last_name: Option<String>,
+    /// `+` and 5 to 20 digits; must not be another user's.
+    pub msisdn: Option<String>,
+    /// An IANA zone name or a UTC offset.
+    pub time_zone: Option<String>,
+    /// A language tag such as `de` (the portal's language for the user).
+    pub locale: Option<String>,
+}
+
+/// Changes a user's name, MSISDN, time zone or language.
+#[utoipa::path(
+    tag = "users",
+    operation_id = "users_change",
+    security(("bearer" = [])),
+    params(("id" = String, Path)),
+    request_body = UserChangeRequest,
+    responses((status = 200, body = UserView), (status = 400), (status = 401), (status = 403), (status = 404), (status = 409))
+)]
+#[patch("/users/{id}")]
+pub async fn change(
+    state: web::Data<ConsoleState>,
+    op: Operator,
+    id: web::Path<String>,
+    body: Json<UserChangeRequest>,
+) -> Result<web::Json<UserView>, ApiFailure> {
+    let r = body.0;
+    let change = noc_storage::UserProfileChange {
+        first_name: r.first_name,
+        last_name: r.last_name,
+        msisdn: r.msisdn,
+        time_zone: r.time_zone,
+        locale: r.locale,
+    };
+    Ok(web::Json(crate::actions::change_user(&state, &op.0, user_id(&id)?, &change).await?.into()))
+}
+
+/// Deletes a user and their devices (their sessions end; their enterprise server forgets
+/// them). The seat is free again.
+#[utoipa::path(
+    tag = "users",
+    operation_id = "users_delete",
+    security(("bearer" = [])),
+    params(("id" = String, Path)),
+    responses((status = 204), (status = 401), (status = 403), (status = 404))
+)]
+#[delete("/users/{id}")]
+pub async fn remove(
+    state: web::Data<ConsoleState>,
+    op: Operator,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiFailure> {
+    crate::actions::delete_user(&state, &op.0, user_id(&id)?).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// Clears a user's secret question (for a user who forgot the answer; they choose a new
+/// one on the portal).
+#[utoipa::path(
+    tag = "users",
+    operation_id = "users_reset_secret_question",
+    security(("bearer" = [])),
+    params(("id" = String, Path)),
+    responses((status = 204), (status = 401), (status = 403), (status = 404))
+)]
+#[post("/users/{id}/secret-question/reset")]
+pub async fn reset_secret_question(
+    state: web::Data<ConsoleState>,
+    op: Operator,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiFailure> {
+    state.accounts.reset_secret_question_as(&op.0, user_id(&id)?).await?;
+    Ok(HttpResponse::NoContent().finish())
 }
 
 /// Suspends a user: no sign-in, and their device sessions close at once on every node.

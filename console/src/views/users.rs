@@ -20,6 +20,9 @@ pub struct UserRow {
     id: String,
     email: String,
     name: String,
+    first_name: String,
+    last_name: String,
+    locale: String,
     msisdn: String,
     status: &'static str,
     time_zone: String,
@@ -31,6 +34,9 @@ impl From<UserRecord> for UserRow {
         UserRow {
             id: u.id.to_string(),
             name: u.full_name(),
+            first_name: u.first_name.clone(),
+            last_name: u.last_name.clone(),
+            locale: u.locale.clone().unwrap_or_default(),
             msisdn: u.msisdn.unwrap_or_default(),
             status: u.status.as_str(),
             time_zone: u.time_zone.unwrap_or_default(),
@@ -226,6 +232,103 @@ pub async fn reactivate(
     payload: web::Payload,
 ) -> HttpResponse {
     set_suspended(state, req, id, payload, false).await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProfileForm {
+    csrf: String,
+    first_name: String,
+    last_name: String,
+    #[serde(default)]
+    msisdn: String,
+    #[serde(default)]
+    time_zone: String,
+    #[serde(default)]
+    locale: String,
+}
+
+impl CsrfForm for ProfileForm {
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeleteForm {
+    csrf: String,
+    /// The confirmation box; a form without it deletes nothing.
+    #[serde(default)]
+    confirm: String,
+}
+
+impl CsrfForm for DeleteForm {
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
+}
+
+pub async fn change_profile(
+    state: web::Data<ConsoleState>,
+    req: HttpRequest,
+    id: web::Path<String>,
+    payload: web::Payload,
+) -> HttpResponse {
+    let (s, f) = match session::require_form::<ProfileForm>(&state, &req, payload).await {
+        Ok(v) => v,
+        Err(answer) => return answer,
+    };
+    let Ok(id) = id.parse::<UserId>() else { return not_found() };
+    let change = noc_storage::UserProfileChange {
+        first_name: Some(f.first_name),
+        last_name: Some(f.last_name),
+        // An empty field keeps the number (a user's number is never removed here).
+        msisdn: Some(f.msisdn).filter(|m| !m.trim().is_empty()),
+        time_zone: Some(f.time_zone),
+        locale: Some(f.locale),
+    };
+    match crate::actions::change_user(&state, &s.principal, id, &change).await {
+        Ok(_) => page::see_other(&format!("/console/users/{id}")).finish(),
+        Err(e) => failure::from_account(e),
+    }
+}
+
+pub async fn reset_secret_question(
+    state: web::Data<ConsoleState>,
+    req: HttpRequest,
+    id: web::Path<String>,
+    payload: web::Payload,
+) -> HttpResponse {
+    let (s, _) = match session::require_form::<ActionForm>(&state, &req, payload).await {
+        Ok(v) => v,
+        Err(answer) => return answer,
+    };
+    let Ok(id) = id.parse::<UserId>() else { return not_found() };
+    match state.accounts.reset_secret_question_as(&s.principal, id).await {
+        Ok(()) => page::see_other(&format!("/console/users/{id}")).finish(),
+        Err(e) => failure::from_account(e),
+    }
+}
+
+pub async fn delete(
+    state: web::Data<ConsoleState>,
+    req: HttpRequest,
+    id: web::Path<String>,
+    payload: web::Payload,
+) -> HttpResponse {
+    let (s, f) = match session::require_form::<DeleteForm>(&state, &req, payload).await {
+        Ok(v) => v,
+        Err(answer) => return answer,
+    };
+    if f.confirm != "yes" {
+        return failure::message(StatusCode::BAD_REQUEST, "Not deleted", "Tick the box to confirm the deletion.");
+    }
+    let Ok(id) = id.parse::<UserId>() else { return not_found() };
+    match crate::actions::delete_user(&state, &s.principal, id).await {
+        Ok(()) => page::see_other("/console/users").finish(),
+        Err(e) => failure::from_account(e),
+    }
 }
 
 /// What an operator does to one device.
