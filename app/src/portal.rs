@@ -95,6 +95,7 @@ fn problem(invalid: Invalid) -> Problem {
         | Invalid::OperatorName
         | Invalid::TokenLifetime
         | Invalid::UsageRange
+        | Invalid::OwnAccount
         | Invalid::Hashing(_)) => {
             tracing::warn!(problem = %other, "web portal: a rule no portal form should meet");
             Problem::Other

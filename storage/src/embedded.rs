@@ -1245,6 +1245,25 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn set_operator_disabled(&self, name: &str, disabled: bool) -> Result<OperatorRecord> {
+        let name = name.to_string();
+        self.run(move |c| {
+            let tx = c.transaction()?;
+            let n = tx.execute("UPDATE operators SET disabled = ?1 WHERE name = ?2", params![disabled, name])?;
+            if n == 0 {
+                return Err(StoreError::NotFound);
+            }
+            let operator =
+                tx.query_row(&format!("SELECT {OPERATOR_COLS} FROM operators WHERE name = ?1"), [&name], operator_row)?;
+            if disabled {
+                tx.execute("DELETE FROM operator_tokens WHERE operator_id = ?1", [&operator.id])?;
+            }
+            tx.commit()?;
+            Ok(operator)
+        })
+        .await
+    }
+
     async fn operator_by_id(&self, id: &str) -> Result<Option<OperatorRecord>> {
         let id = id.to_owned();
         self.run(move |c| {

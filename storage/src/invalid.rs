@@ -57,6 +57,8 @@ pub enum Invalid {
     TokenLifetime,
     #[error("a usage range is 1 to 3661 days, its start before its end")]
     UsageRange,
+    #[error("an operator cannot do this to their own account")]
+    OwnAccount,
     #[error("secret-question recovery is not offered for this account")]
     QuestionNotOffered,
     #[error("choose one of the questions offered")]

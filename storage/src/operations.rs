@@ -644,6 +644,22 @@ impl Accounts {
         Ok(self.store().usage(&filter).await?)
     }
 
+    /// Disables an operator (a leaver: every token and console sign-in of theirs ends at
+    /// once, and they cannot sign in) or enables them again. Administrators only, and not
+    /// themselves (so that the last administrator cannot lock everyone out by mistake).
+    pub async fn set_operator_disabled_as(&self, p: &Principal, name: &str, disabled: bool) -> Result<OperatorRecord> {
+        self.allow(p, Permission::WriteOperators)?;
+        let name = name.trim().to_lowercase();
+        if name == p.name {
+            return Err(Invalid::OwnAccount.into());
+        }
+        let operator = self.store().set_operator_disabled(&name, disabled).await?;
+        let action = if disabled { "operator.disable" } else { "operator.enable" };
+        let changes = vec![FieldChange::new("disabled", !disabled, disabled)];
+        self.audit_operator(p, action, format!("operator:{name}"), changes).await;
+        Ok(operator)
+    }
+
     // -- audit ------------------------------------------------------------------------
 
     /// The retention purge: deletes the events older than `retention`, at most once a day

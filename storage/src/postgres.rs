@@ -1303,6 +1303,25 @@ impl Store for PostgresStore {
         Ok(())
     }
 
+    async fn set_operator_disabled(&self, name: &str, disabled: bool) -> Result<OperatorRecord> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(pg_error)?;
+        let sql = format!("UPDATE operators SET disabled = $1 WHERE name = $2 RETURNING {OPERATOR_COLS}");
+        let operator = tx
+            .query_opt(&sql, &[&disabled, &name])
+            .await
+            .map_err(pg_error)?
+            .map(|r| operator_row(&r))
+            .ok_or(StoreError::NotFound)?;
+        if disabled {
+            tx.execute("DELETE FROM operator_tokens WHERE operator_id = $1", &[&operator.id])
+                .await
+                .map_err(pg_error)?;
+        }
+        tx.commit().await.map_err(pg_error)?;
+        Ok(operator)
+    }
+
     async fn operator_by_id(&self, id: &str) -> Result<Option<OperatorRecord>> {
         let sql = format!("SELECT {OPERATOR_COLS} FROM operators WHERE id = $1");
         Ok(self.client().await?.query_opt(&sql, &[&id]).await.map_err(pg_error)?.map(|r| operator_row(&r)))

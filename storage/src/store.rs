@@ -176,6 +176,9 @@ pub trait Store: Send + Sync + 'static {
     async fn use_recovery_code(&self, operator_id: &str, code_hash: &[u8], now: i64) -> Result<bool>;
 
     async fn operator_by_id(&self, id: &str) -> Result<Option<OperatorRecord>>;
+    /// Disables or enables an operator; disabling also deletes every token and console
+    /// sign-in of theirs, in the same transaction. `NotFound` for an unknown name.
+    async fn set_operator_disabled(&self, name: &str, disabled: bool) -> Result<OperatorRecord>;
 
     /// Stores an operator token by the hash of its secret.
     async fn insert_operator_token(&self, token_hash: &[u8], token: &OperatorToken) -> Result<()>;

@@ -213,6 +213,18 @@ async fn every_role_reaches_exactly_what_it_may() {
     for secret in [root.password.as_str(), &carol.password, "license-password-1", &root_t, &carol_t] {
         assert!(!all.contains(secret), "the audit log holds no secret");
     }
+    // A leaver: disabled by an administrator, their tokens die at once; nobody disables
+    // their own account.
+    assert_eq!(api.call("POST", "/operators/carol/disable", Some(&carol_t), None).await.0, 403);
+    let (s, answer) = api.call("POST", "/operators/root/disable", Some(&root_t), None).await;
+    assert_eq!((s, answer["Error"]["Code"].as_str()), (400, Some("bad_request")), "{answer}");
+    let (s, answer) = api.call("POST", "/operators/CAROL/disable", Some(&root_t), None).await;
+    assert_eq!((s, answer["disabled"].as_bool()), (200, Some(true)), "{answer}");
+    assert_eq!(api.call("GET", "/licenses", Some(&carol_t), None).await.0, 401);
+    let again = json!({"name": "carol", "password": carol.password, "code": carol.enrolment.recovery_codes[0], "scope": "read"});
+    assert_eq!(api.call("POST", "/tokens", None, Some(again)).await.0, 403, "a disabled operator cannot sign in");
+    assert_eq!(api.call("POST", "/operators/carol/enable", Some(&root_t), None).await.0, 200);
+
     // There is no way to change the log.
     for method in ["DELETE", "PUT", "PATCH", "POST"] {
         assert_eq!(api.call(method, "/audit", Some(&root_t), None).await.0, 404, "{method} /audit");
@@ -260,7 +272,7 @@ async fn the_openapi_document_is_served_and_committed() {
             operations += 1;
         }
     }
-    assert_eq!(operations, 31, "every route is documented once");
+    assert_eq!(operations, 33, "every route is documented once");
 }
 
 /// A CSR suspends a user from one node; the user's device, connected to another node,

@@ -156,6 +156,15 @@ async fn operators_sign_in_with_a_second_factor_and_see_what_their_role_opens() 
     assert_eq!(carol.get("/console/operators").await.status, 403);
     assert_eq!(carol.get("/console/msisdns").await.status, 403);
 
+    // The administrator gives the license into carol's care; she sees it from then on.
+    let detail = b.get(link).await;
+    let csrf = detail.hidden("csrf").expect("csrf");
+    assert!(detail.body.contains("<option value=\"carol\">"), "{}", detail.body);
+    let granted = b.post(&format!("{link}/grant"), &[("csrf", &csrf), ("operator", "carol")]).await;
+    assert_eq!(granted.status, 303);
+    assert!(b.get(link).await.body.contains("<dd>carol</dd>"));
+    assert!(carol.get("/console/licenses").await.body.contains("0 / 25"), "carol's now");
+
     // The auditor lands on the audit log and reaches nothing else.
     let mut a = console(&relay);
     let in_as_audra = sign_in(&mut a, "audra", &audra.password, &audra.code()).await;

@@ -43,6 +43,8 @@ pub fn configure(cfg: &mut ServiceConfig) {
         .service(users::disconnect_device)
         .service(operators::list)
         .service(operators::create)
+        .service(operators::disable)
+        .service(operators::enable)
         .service(audit::list)
         .service(audit::csv)
         .service(msisdns::list)

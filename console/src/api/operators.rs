@@ -48,6 +48,41 @@ pub async fn list(state: web::Data<ConsoleState>, op: Operator) -> Result<web::J
     Ok(web::Json(operators.into_iter().map(OperatorView::from).collect()))
 }
 
+/// Disables an operator: every token and console sign-in of theirs ends at once, and
+/// they cannot sign in. Not one's own account.
+#[utoipa::path(
+    tag = "operators",
+    operation_id = "operators_disable",
+    security(("bearer" = [])),
+    params(("name" = String, Path)),
+    responses((status = 200, body = OperatorView), (status = 400), (status = 401), (status = 403), (status = 404))
+)]
+#[post("/operators/{name}/disable")]
+pub async fn disable(
+    state: web::Data<ConsoleState>,
+    op: Operator,
+    name: web::Path<String>,
+) -> Result<web::Json<OperatorView>, ApiFailure> {
+    Ok(web::Json(state.accounts.set_operator_disabled_as(&op.0, &name, true).await?.into()))
+}
+
+/// Enables a disabled operator again (they sign in with their password and authenticator).
+#[utoipa::path(
+    tag = "operators",
+    operation_id = "operators_enable",
+    security(("bearer" = [])),
+    params(("name" = String, Path)),
+    responses((status = 200, body = OperatorView), (status = 400), (status = 401), (status = 403), (status = 404))
+)]
+#[post("/operators/{name}/enable")]
+pub async fn enable(
+    state: web::Data<ConsoleState>,
+    op: Operator,
+    name: web::Path<String>,
+) -> Result<web::Json<OperatorView>, ApiFailure> {
+    Ok(web::Json(state.accounts.set_operator_disabled_as(&op.0, &name, false).await?.into()))
+}
+
 /// Creates an operator.
 #[utoipa::path(
     tag = "operators",

@@ -60,7 +60,41 @@ struct LicensePage {
     expires: String,
     suspended: bool,
     grantees: Vec<String>,
+    /// CSRs the license could be given to (administrators see them).
+    csrs: Vec<String>,
     installations: Vec<VesRow>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrantForm {
+    csrf: String,
+    operator: String,
+}
+
+impl CsrfForm for GrantForm {
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
+}
+
+pub async fn grant(
+    state: web::Data<ConsoleState>,
+    req: HttpRequest,
+    id: web::Path<String>,
+    payload: web::Payload,
+) -> HttpResponse {
+    let (s, f) = match session::require_form::<GrantForm>(&state, &req, payload).await {
+        Ok(v) => v,
+        Err(answer) => return answer,
+    };
+    let Ok(license) = id.parse::<LicenseId>() else {
+        return failure::from_account(noc_storage::AccountError::NotFound);
+    };
+    match state.accounts.grant_license_as(&s.principal, license, &f.operator).await {
+        Ok(()) => page::see_other(&format!("/console/licenses/{license}")).finish(),
+        Err(e) => failure::from_account(e),
+    }
 }
 
 #[derive(Deserialize)]
@@ -125,6 +159,18 @@ pub async fn detail(state: web::Data<ConsoleState>, req: HttpRequest, id: web::P
         Ok(v) => v,
         Err(e) => return failure::from_account(e),
     };
+    // Only an administrator may list operators (and give licenses away).
+    let csrs: Vec<String> = state
+        .accounts
+        .operators_as(&s.principal)
+        .await
+        .map(|ops| {
+            ops.into_iter()
+                .filter(|o| o.role == noc_storage::OperatorRole::Csr && !o.disabled && !grantees.contains(&o.name))
+                .map(|o| o.name)
+                .collect()
+        })
+        .unwrap_or_default();
     let row = Row::from(license);
     page::render(
         actix_web::http::StatusCode::OK,
@@ -137,6 +183,7 @@ pub async fn detail(state: web::Data<ConsoleState>, req: HttpRequest, id: web::P
             expires: row.expires,
             suspended: row.suspended,
             grantees,
+            csrs,
             installations: installations
                 .into_iter()
                 .map(|v| VesRow {
