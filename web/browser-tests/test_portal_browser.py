@@ -175,7 +175,9 @@ class PortalInABrowser(unittest.TestCase):
         cls.data = os.path.join(cls.dir, "data")
         cls.sink = Sink()
         mail = {"NOC_MAIL__SMTP_HOST": "127.0.0.1", "NOC_MAIL__SMTP_PORT": str(cls.sink.port),
-                "NOC_MAIL__SMTP_SECURITY": "none", "NOC_MAIL__FROM": "NOC <noc@relay.example>"}
+                "NOC_MAIL__SMTP_SECURITY": "none", "NOC_MAIL__FROM": "NOC <noc@relay.example>",
+                # The console's usage page shows what the walk relayed without a minute's wait.
+                "NOC_ACCOUNTS__USAGE_FLUSH_INTERVAL_SECONDS": "1"}
         cls.a = Node(cls.data, cls.dir, "node-a", mail)
         # The same store, a short inactivity timeout: serves A's sessions, and ends them
         # after 2 s without a request.
@@ -482,6 +484,23 @@ dir = "{os.path.join(cls.dir, 'agent')}"
         self.submit("/console/licenses")
         eventually("the new license", lambda: "0 / 40" in self.page())
         self.shot("console-licenses")
+
+        # The license of the walk: its enterprise server (the real agent), where it is
+        # connected and what it runs; its user and their devices; what they used.
+        b.find_element(By.LINK_TEXT, "acme").click()
+        eventually("the license page", lambda: "Enterprise servers (VES)" in self.page())
+        self.assertIn("ves-agent/", self.page())
+        self.assertIn("node-a", self.page())
+        self.shot("console-license")
+        b.get(self.a.console_url + "/console/users?q=ann%40corp.example")
+        b.find_element(By.LINK_TEXT, "ann@corp.example").click()
+        eventually("the user page", lambda: "Profile" in self.page() and "Devices" in self.page())
+        self.assertNotIn("argon2", self.page())
+        self.shot("console-user")
+        b.get(self.a.console_url + "/console/usage")
+        eventually("the usage chart", lambda: "Frames relayed per day" in self.page())
+        self.assertTrue(b.find_elements(By.CSS_SELECTOR, ".chart svg rect.to-ves"))
+        self.shot("console-usage")
 
         # The administrator enrols a CSR: the QR code is drawn by the server (no script).
         b.get(self.a.console_url + "/console/operators")

@@ -53,7 +53,8 @@ fn chart(days: &[UsageDay], from: i64, to: i64) -> String {
     }
     let (width, height, left, bottom) = (720.0_f64, 200.0_f64, 48.0_f64, 20.0_f64);
     let max = per_day.values().map(|(a, b)| a + b).max().unwrap_or(0).max(1) as f64;
-    let slot = (width - left) / per_day.len().max(1) as f64;
+    // Room on the right for the last day's label, centred under its bar.
+    let slot = (width - left - 24.0) / per_day.len().max(1) as f64;
     let scale = (height - bottom - 8.0) / max;
     let mut svg = format!(
         "<svg xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 {width} {height}\" role=\"img\" \
@@ -86,7 +87,13 @@ fn chart(days: &[UsageDay], from: i64, to: i64) -> String {
             iso_date(*day)
         );
         if i % label_every == 0 {
-            let _ = write!(svg, "<text x=\"{x:.1}\" y=\"{}\">{}</text>", height - 4.0, &iso_date(*day)[5..]);
+            let _ = write!(
+                svg,
+                "<text x=\"{:.1}\" y=\"{}\" text-anchor=\"middle\">{}</text>",
+                x + w / 2.0,
+                height - 4.0,
+                &iso_date(*day)[5..]
+            );
         }
     }
     svg.push_str("</svg>");
