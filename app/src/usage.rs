@@ -4,11 +4,12 @@
 //! the next one, so an outage of the store loses nothing but time.
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use noc_actors::Router;
-use noc_actors::usage::Harvest;
+use noc_actors::usage::{Harvest, UsageDelta};
 use noc_protocol::LicenseId;
 use noc_storage::{Accounts, ActiveDeviceDay, UsageDay};
 
@@ -17,6 +18,40 @@ use noc_storage::{Accounts, ActiveDeviceDay, UsageDay};
 struct Pending {
     days: HashMap<(i64, LicenseId), UsageDay>,
     active: Vec<ActiveDeviceDay>,
+}
+
+/// A harvest's delta as a record of the store.
+fn record(d: &UsageDelta) -> UsageDay {
+    UsageDay {
+        day: d.day,
+        license_id: d.license,
+        frames_to_ves: d.frames_to_ves,
+        bytes_to_ves: d.bytes_to_ves,
+        frames_to_devices: d.frames_to_devices,
+        bytes_to_devices: d.bytes_to_devices,
+        undeliverable: d.undeliverable,
+        device_seconds: d.device_seconds,
+        active_devices: 0,
+        active_users: 0,
+    }
+}
+
+/// Adds a record to what is pending for its day and license.
+fn merge(days: &mut HashMap<(i64, LicenseId), UsageDay>, d: UsageDay) {
+    match days.entry((d.day, d.license_id)) {
+        Entry::Vacant(v) => {
+            v.insert(d);
+        }
+        Entry::Occupied(mut o) => {
+            let day = o.get_mut();
+            day.frames_to_ves += d.frames_to_ves;
+            day.bytes_to_ves += d.bytes_to_ves;
+            day.frames_to_devices += d.frames_to_devices;
+            day.bytes_to_devices += d.bytes_to_devices;
+            day.undeliverable += d.undeliverable;
+            day.device_seconds += d.device_seconds;
+        }
+    }
 }
 
 pub struct UsageFlusher {
@@ -44,25 +79,8 @@ impl UsageFlusher {
 
     fn take(&self, harvest: Harvest) -> (Vec<UsageDay>, Vec<ActiveDeviceDay>) {
         let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-        for d in harvest.deltas {
-            let day = pending.days.entry((d.day, d.license)).or_insert_with(|| UsageDay {
-                day: d.day,
-                license_id: d.license,
-                frames_to_ves: 0,
-                bytes_to_ves: 0,
-                frames_to_devices: 0,
-                bytes_to_devices: 0,
-                undeliverable: 0,
-                device_seconds: 0,
-                active_devices: 0,
-                active_users: 0,
-            });
-            day.frames_to_ves += d.frames_to_ves;
-            day.bytes_to_ves += d.bytes_to_ves;
-            day.frames_to_devices += d.frames_to_devices;
-            day.bytes_to_devices += d.bytes_to_devices;
-            day.undeliverable += d.undeliverable;
-            day.device_seconds += d.device_seconds;
+        for d in &harvest.deltas {
+            merge(&mut pending.days, record(d));
         }
         pending.active.extend(harvest.active.into_iter().map(|a| ActiveDeviceDay {
             day: a.day,
@@ -77,20 +95,7 @@ impl UsageFlusher {
     fn put_back(&self, days: Vec<UsageDay>, active: Vec<ActiveDeviceDay>) {
         let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
         for d in days {
-            match pending.days.entry((d.day, d.license_id)) {
-                std::collections::hash_map::Entry::Vacant(v) => {
-                    v.insert(d);
-                }
-                std::collections::hash_map::Entry::Occupied(mut o) => {
-                    let day = o.get_mut();
-                    day.frames_to_ves += d.frames_to_ves;
-                    day.bytes_to_ves += d.bytes_to_ves;
-                    day.frames_to_devices += d.frames_to_devices;
-                    day.bytes_to_devices += d.bytes_to_devices;
-                    day.undeliverable += d.undeliverable;
-                    day.device_seconds += d.device_seconds;
-                }
-            }
+            merge(&mut pending.days, d);
         }
         pending.active.extend(active);
     }
@@ -108,5 +113,26 @@ impl UsageFlusher {
             tracing::warn!(error = %e, "usage records not written; retrying with the next flush");
             self.put_back(days, active);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pending_records_add_up_per_day_and_license() {
+        let (a, b) = (LicenseId::random(), LicenseId::random());
+        let mut delta = UsageDelta::zero(7, a);
+        delta.frames_to_ves = 3;
+        delta.device_seconds = 10;
+        let mut days = HashMap::new();
+        merge(&mut days, record(&delta));
+        merge(&mut days, record(&delta));
+        merge(&mut days, record(&UsageDelta { day: 8, ..delta.clone() }));
+        merge(&mut days, record(&UsageDelta { license: b, ..delta.clone() }));
+        assert_eq!(days.len(), 3);
+        let a7 = &days[&(7, a)];
+        assert_eq!((a7.frames_to_ves, a7.device_seconds), (6, 20), "a failed flush's counts are kept and added");
     }
 }

@@ -31,6 +31,29 @@ pub async fn set_suspended(
     Ok(record)
 }
 
+/// What an operator does to one of a user's devices.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeviceAction {
+    Revoke,
+    Wipe,
+    Disconnect,
+}
+
+/// Does `action` to a user's device.
+pub async fn device_action(
+    state: &ConsoleState,
+    p: &Principal,
+    user: UserId,
+    device: DeviceId,
+    action: DeviceAction,
+) -> Result<(), AccountError> {
+    match action {
+        DeviceAction::Revoke => revoke_device(state, p, user, device).await,
+        DeviceAction::Wipe => wipe_device(state, p, user, device).await,
+        DeviceAction::Disconnect => disconnect_device(state, p, user, device).await,
+    }
+}
+
 /// Asks a user's device to erase itself, then closes its session wherever it is.
 pub async fn wipe_device(
     state: &ConsoleState,

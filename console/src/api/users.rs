@@ -8,6 +8,7 @@ use noc_storage::UserFilter;
 use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 
+use crate::actions::DeviceAction;
 use crate::api::auth::Operator;
 use crate::api::body::{Json, Query};
 use crate::api::error::ApiFailure;
@@ -226,6 +227,18 @@ pub async fn devices(
     Ok(web::Json(devices.into_iter().map(|(d, node)| DeviceView::with_node(d, node)).collect()))
 }
 
+/// Parses the path of a device action and does it; any id that names nothing is 404.
+async fn act_on_device(
+    state: &ConsoleState,
+    op: &Operator,
+    (user, device): (String, String),
+    action: DeviceAction,
+) -> Result<HttpResponse, ApiFailure> {
+    let device: DeviceId = device.parse().map_err(|_| ApiFailure::not_found())?;
+    crate::actions::device_action(state, &op.0, user_id(&user)?, device, action).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
 /// Asks a user's device to erase its data and credentials (a lost or stolen phone): its
 /// session closes at once wherever it is, and its next connection gets the wipe.
 #[utoipa::path(
@@ -241,10 +254,7 @@ pub async fn wipe_device(
     op: Operator,
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ApiFailure> {
-    let (user, device) = path.into_inner();
-    let device: DeviceId = device.parse().map_err(|_| ApiFailure::not_found())?;
-    crate::actions::wipe_device(&state, &op.0, user_id(&user)?, device).await?;
-    Ok(HttpResponse::NoContent().finish())
+    act_on_device(&state, &op, path.into_inner(), DeviceAction::Wipe).await
 }
 
 /// Disconnects a user's device wherever it is connected; it reconnects on its own (to
@@ -262,10 +272,7 @@ pub async fn disconnect_device(
     op: Operator,
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ApiFailure> {
-    let (user, device) = path.into_inner();
-    let device: DeviceId = device.parse().map_err(|_| ApiFailure::not_found())?;
-    crate::actions::disconnect_device(&state, &op.0, user_id(&user)?, device).await?;
-    Ok(HttpResponse::NoContent().finish())
+    act_on_device(&state, &op, path.into_inner(), DeviceAction::Disconnect).await
 }
 
 /// Revokes a user's device: its session closes at once, wherever it is.
@@ -282,8 +289,5 @@ pub async fn revoke_device(
     op: Operator,
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ApiFailure> {
-    let (user, device) = path.into_inner();
-    let device: DeviceId = device.parse().map_err(|_| ApiFailure::not_found())?;
-    crate::actions::revoke_device(&state, &op.0, user_id(&user)?, device).await?;
-    Ok(HttpResponse::NoContent().finish())
+    act_on_device(&state, &op, path.into_inner(), DeviceAction::Revoke).await
 }

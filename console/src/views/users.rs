@@ -10,6 +10,7 @@ use noc_storage::{AccountError, DeviceRecord, UserFilter, UserRecord, UserStatus
 use noc_web::page;
 use serde::Deserialize;
 
+use crate::actions::DeviceAction;
 use crate::state::ConsoleState;
 use crate::views::session::{self, CsrfForm};
 use crate::views::{Nav, failure};
@@ -331,14 +332,6 @@ pub async fn delete(
     }
 }
 
-/// What an operator does to one device.
-#[derive(Clone, Copy)]
-enum DeviceAction {
-    Revoke,
-    Wipe,
-    Disconnect,
-}
-
 async fn device_action(
     state: web::Data<ConsoleState>,
     req: HttpRequest,
@@ -352,13 +345,7 @@ async fn device_action(
     };
     let (user, device) = path.into_inner();
     let (Ok(user), Ok(device)) = (user.parse::<UserId>(), device.parse::<DeviceId>()) else { return not_found() };
-    let p = &s.principal;
-    let done = match action {
-        DeviceAction::Revoke => crate::actions::revoke_device(&state, p, user, device).await,
-        DeviceAction::Wipe => crate::actions::wipe_device(&state, p, user, device).await,
-        DeviceAction::Disconnect => crate::actions::disconnect_device(&state, p, user, device).await,
-    };
-    match done {
+    match crate::actions::device_action(&state, &s.principal, user, device, action).await {
         Ok(()) => page::see_other(&format!("/console/users/{user}")).finish(),
         Err(e) => failure::from_account(e),
     }
