@@ -11,6 +11,10 @@ use noc_storage::{UserRecord, UserStatus};
 
 pub struct RouterLive {
     pub router: Arc<Router>,
+    /// Sends recovery links; `None`: the node has no SMTP server.
+    pub mailer: Option<crate::mail::Mailer>,
+    /// The public base URL, for the links in mail.
+    pub public_url: String,
 }
 
 impl RouterLive {
@@ -53,6 +57,16 @@ impl noc_console::Live for RouterLive {
     fn user_changed(&self, user: &UserRecord) {
         if user.status == UserStatus::Active {
             self.router.user_activated(user.ves_id, active_user_state(user));
+        }
+    }
+
+    fn can_mail(&self) -> bool {
+        self.mailer.is_some()
+    }
+
+    fn mail_recovery(&self, recovery: noc_storage::Recovery) {
+        if let Some(mailer) = self.mailer.clone() {
+            crate::portal::send_recovery_mail(mailer, &self.public_url, recovery);
         }
     }
 

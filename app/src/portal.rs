@@ -96,6 +96,8 @@ fn problem(invalid: Invalid) -> Problem {
         | Invalid::TokenLifetime
         | Invalid::UsageRange
         | Invalid::OwnAccount
+        | Invalid::NotRecoverable
+        | Invalid::RecoveryRationed
         | Invalid::Hashing(_)) => {
             tracing::warn!(problem = %other, "web portal: a rule no portal form should meet");
             Problem::Other
@@ -105,6 +107,21 @@ fn problem(invalid: Invalid) -> Problem {
 
 /// The password-recovery mail in the user's language (the one chosen on the settings
 /// page; English otherwise): subject and plain text, the link on a line of its own.
+/// Mails a recovery link to the user's contact address, in their language, on a task of
+/// its own (nobody waits for the SMTP server).
+pub(crate) fn send_recovery_mail(mailer: crate::mail::Mailer, public_url: &str, recovery: noc_storage::Recovery) {
+    let to = recovery.user.contact_email.clone().unwrap_or_else(|| recovery.user.email.clone());
+    let link = format!("{public_url}/recover/{}", recovery.token);
+    let name = recovery.user.full_name();
+    let minutes = noc_storage::self_service::RECOVERY_TTL.as_secs() / 60;
+    let (subject, text) = recovery_mail(recovery.user.locale.as_deref(), &name, &link, minutes);
+    tokio::spawn(async move {
+        if let Err(e) = mailer.send_recovery(&to, &name, &subject, &text).await {
+            tracing::warn!(error = %e, "the password-recovery mail could not be sent");
+        }
+    });
+}
+
 fn recovery_mail(locale: Option<&str>, name: &str, link: &str, minutes: u64) -> (String, String) {
     let t = locale.and_then(noc_web::i18n::Lang::parse).unwrap_or_default();
     let text = t.get_with("mail-recovery-body", &[("name", &name), ("minutes", &minutes), ("link", &link)]);
@@ -256,17 +273,8 @@ impl Portal for AccountsPortal {
         let Some(recovery) = self.accounts.start_recovery(login, source).await.map_err(portal_error)? else {
             return Ok(());
         };
-        let to = recovery.user.contact_email.clone().unwrap_or_else(|| recovery.user.email.clone());
-        let link = format!("{}/recover/{}", self.public_url, recovery.token);
-        let name = recovery.user.full_name();
-        let minutes = noc_storage::self_service::RECOVERY_TTL.as_secs() / 60;
-        let (subject, text) = recovery_mail(recovery.user.locale.as_deref(), &name, &link, minutes);
         // Not awaited: the answer must not take longer for an existing account.
-        tokio::spawn(async move {
-            if let Err(e) = mailer.send_recovery(&to, &name, &subject, &text).await {
-                tracing::warn!(error = %e, "the password-recovery mail could not be sent");
-            }
-        });
+        send_recovery_mail(mailer, &self.public_url, recovery);
         Ok(())
     }
 

@@ -97,13 +97,17 @@ pub(crate) async fn wire(
         portal: Arc::new(crate::portal::AccountsPortal {
             accounts: accounts.clone(),
             router: router.clone(),
-            mailer,
+            mailer: mailer.clone(),
             public_url: gateway.public_url.clone(),
         }),
     });
     let console = noc_console::ConsoleState {
         accounts: accounts.clone(),
-        live: Arc::new(crate::console::RouterLive { router: router.clone() }),
+        live: Arc::new(crate::console::RouterLive {
+            router: router.clone(),
+            mailer: mailer.clone(),
+            public_url: gateway.public_url.clone(),
+        }),
         settings: Arc::new(config.console.settings()),
     };
     let state = GatewayState {

@@ -124,6 +124,16 @@ pub async fn change_user(
     Ok(record)
 }
 
+/// Mails a user a password-recovery link (the operator never sees it).
+pub async fn mail_recovery(state: &ConsoleState, p: &Principal, user: UserId) -> Result<(), AccountError> {
+    if !state.live.can_mail() {
+        return Err(AccountError::Unavailable("no SMTP server is configured ([mail] smtp_host)".into()));
+    }
+    let recovery = state.accounts.start_recovery_as(p, user).await?;
+    state.live.mail_recovery(recovery);
+    Ok(())
+}
+
 /// Deletes a user, then closes their devices' sessions and tells their enterprise server.
 pub async fn delete_user(state: &ConsoleState, p: &Principal, user: UserId) -> Result<(), AccountError> {
     let (record, devices) = state.accounts.delete_user_as(p, user).await?;

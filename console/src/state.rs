@@ -20,6 +20,11 @@ pub trait Live: Send + Sync + 'static {
     fn user_deleted(&self, user: &UserRecord, devices: &[DeviceId]);
     /// A user's profile changed: their enterprise server gets it (if they are active).
     fn user_changed(&self, user: &UserRecord);
+    /// Whether the node can send mail (an SMTP server is configured).
+    fn can_mail(&self) -> bool;
+    /// Mails a recovery link to the user's own address (in their language), without
+    /// waiting for the SMTP server.
+    fn mail_recovery(&self, recovery: noc_storage::Recovery);
     /// A device lost its credential: its session closes wherever it is.
     fn device_revoked(&self, user: &UserRecord, device: DeviceId);
     /// The node each VES installation's session lives on now (the cluster registry's

@@ -59,6 +59,11 @@ pub enum Invalid {
     UsageRange,
     #[error("an operator cannot do this to their own account")]
     OwnAccount,
+    /// An operator asked for a recovery mail for a user who cannot use one.
+    #[error("only an activated user can reset their password by mail")]
+    NotRecoverable,
+    #[error("recovery mails for this user are rationed: try again within the hour")]
+    RecoveryRationed,
     #[error("secret-question recovery is not offered for this account")]
     QuestionNotOffered,
     #[error("choose one of the questions offered")]

@@ -478,6 +478,24 @@ impl Accounts {
         Ok((user, devices))
     }
 
+    /// Starts a password reset for a user (who called the help desk): a one-time recovery
+    /// link, to be mailed to the user's own address by the caller — the operator never
+    /// sees it. Rationed like the user's own requests; only for an activated user.
+    pub async fn start_recovery_as(&self, p: &Principal, id: UserId) -> Result<crate::self_service::Recovery> {
+        self.allow(p, Permission::WriteUsers)?;
+        let user = self.reach_user(p, id).await?;
+        if user.status != UserStatus::Active {
+            return Err(Invalid::NotRecoverable.into());
+        }
+        let since = now_ms() - 3_600_000;
+        if self.store().recovery_tokens_since(id, since).await? >= crate::self_service::MAX_RECOVERIES_PER_HOUR {
+            return Err(Invalid::RecoveryRationed.into());
+        }
+        let recovery = self.issue_recovery(user).await?;
+        self.audit_operator(p, "user.recovery_mailed", format!("user:{id}"), Vec::new()).await;
+        Ok(recovery)
+    }
+
     /// Clears a user's secret question (they set a new one on the portal).
     pub async fn reset_secret_question_as(&self, p: &Principal, id: UserId) -> Result<()> {
         self.allow(p, Permission::WriteUsers)?;

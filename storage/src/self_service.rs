@@ -278,7 +278,7 @@ impl Accounts {
     }
 
     /// A new one-time recovery token for `user`.
-    async fn issue_recovery(&self, user: UserRecord) -> Result<Recovery> {
+    pub(crate) async fn issue_recovery(&self, user: UserRecord) -> Result<Recovery> {
         let now = noc_protocol::clock::unix_ms_i64();
         let token = secrets::random_hex::<32>();
         let expires_at = now + i64::try_from(RECOVERY_TTL.as_millis()).unwrap_or(i64::MAX);

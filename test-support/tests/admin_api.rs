@@ -272,7 +272,7 @@ async fn the_openapi_document_is_served_and_committed() {
             operations += 1;
         }
     }
-    assert_eq!(operations, 33, "every route is documented once");
+    assert_eq!(operations, 34, "every route is documented once");
 }
 
 /// A CSR suspends a user from one node; the user's device, connected to another node,
@@ -390,4 +390,55 @@ async fn an_msisdn_import_decides_who_may_activate() {
 
 async fn import(api: &AdminApi, token: &str, csv: &str) -> (u16, String) {
     api.call_raw("POST", "/msisdns/import", token, "text/csv", csv).await
+}
+
+/// A user who called the help desk: the CSR mails them a one-time link (never sees it);
+/// only activated users get one, and without an SMTP server the API says so.
+#[tokio::test]
+async fn an_operator_mails_a_password_reset_link_the_user_can_use() {
+    let smtp = noc_test_support::SmtpSink::start().expect("SMTP sink (python3 -m pip install aiosmtpd)");
+    let port = smtp.port;
+    let relay = TestRelay::start_with(move |c| {
+        c.mail.smtp_host = Some("127.0.0.1".into());
+        c.mail.smtp_port = port;
+        c.mail.smtp_security = serde_json::from_str("\"none\"").expect("security");
+        c.mail.from = "NOC <noc@relay.example>".into();
+    });
+    let admin = relay.admin().await;
+    let root = TestOperator::create(&admin, "root", OperatorRole::NocAdmin).await;
+    let api = api(&relay);
+    let token = api.token(&root, "write", None).await;
+    relay.create_license("acme", "license-password-1", 10).await;
+    let mut ves = relay.ves();
+    ves.license("acme", "license-password-1").await.expect("license");
+    let _channel = ves.open().await.expect("channel");
+    let act = noc_test_support::scenario::user_with_device(&ves, "ola@acme.example", "+15550009999").await;
+    let waiting = ves.provision("pia@acme.example", Some("user-password-1")).await.expect("provision");
+
+    let (s, answer) = api.call("POST", &format!("/users/{}/password-reset", waiting.user_id), Some(&token), None).await;
+    assert_eq!((s, answer["Error"]["Code"].as_str()), (400, Some("bad_request")), "not activated: {answer}");
+    let (s, answer) = api.call("POST", &format!("/users/{}/password-reset", act.user_id), Some(&token), None).await;
+    assert_eq!(s, 202, "{answer}");
+    assert!(answer.as_str().is_some_and(str::is_empty), "the answer carries no link: {answer}");
+    let mail = smtp
+        .wait_for(std::time::Duration::from_secs(10), |m| m.rcpt_tos.iter().any(|t| t == "ola@acme.example"))
+        .await
+        .expect("the recovery mail");
+    let start = mail.data.find("/recover/").expect("a link");
+    let token_in_mail: String =
+        mail.data[start + "/recover/".len()..].chars().take_while(char::is_ascii_hexdigit).collect();
+    let mut browser = noc_test_support::WebClient::new(relay.node.http_addr, &relay.cert_path());
+    let page = browser.get(&format!("/recover/{token_in_mail}")).await;
+    assert_eq!(page.status, 200, "the mailed link opens the new-password page");
+    let (_, audit) = api.call("GET", "/audit?action=user.recovery_mailed", Some(&token), None).await;
+    assert_eq!(audit["items"][0]["actor"], "operator:root", "{audit}");
+    assert!(!audit.to_string().contains(&token_in_mail), "the link is in no log");
+
+    // Without an SMTP server there is nothing to send it with.
+    let bare = TestRelay::start();
+    let root2 = TestOperator::create(&bare.admin().await, "root", OperatorRole::NocAdmin).await;
+    let api2 = AdminApi::new(bare.node.console_addr, &bare.cert_path());
+    let token2 = api2.token(&root2, "write", None).await;
+    let (s, answer) = api2.call("POST", &format!("/users/{}/password-reset", act.user_id), Some(&token2), None).await;
+    assert_eq!((s, answer["Error"]["Code"].as_str()), (503, Some("unavailable")), "{answer}");
 }

@@ -35,6 +35,7 @@ pub fn configure(cfg: &mut ServiceConfig) {
         .service(users::change)
         .service(users::remove)
         .service(users::reset_secret_question)
+        .service(users::mail_recovery)
         .service(users::suspend)
         .service(users::reactivate)
         .service(users::devices)

@@ -156,6 +156,26 @@ pub async fn remove(
     Ok(HttpResponse::NoContent().finish())
 }
 
+/// Mails the user a one-time link to choose a new password (the user called the help desk);
+/// the operator never sees the link. Only for an activated user; rationed like the user's
+/// own requests; 503 when the node has no SMTP server.
+#[utoipa::path(
+    tag = "users",
+    operation_id = "users_mail_recovery",
+    security(("bearer" = [])),
+    params(("id" = String, Path)),
+    responses((status = 202), (status = 400), (status = 401), (status = 403), (status = 404), (status = 503))
+)]
+#[post("/users/{id}/password-reset")]
+pub async fn mail_recovery(
+    state: web::Data<ConsoleState>,
+    op: Operator,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiFailure> {
+    crate::actions::mail_recovery(&state, &op.0, user_id(&id)?).await?;
+    Ok(HttpResponse::Accepted().finish())
+}
+
 /// Clears a user's secret question (for a user who forgot the answer; they choose a new
 /// one on the portal).
 #[utoipa::path(

@@ -76,6 +76,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/console/users/{id}/profile", web::post().to(users::change_profile))
         .route("/console/users/{id}/secret-question/reset", web::post().to(users::reset_secret_question))
         .route("/console/users/{id}/delete", web::post().to(users::delete))
+        .route("/console/users/{id}/password-reset", web::post().to(users::mail_recovery))
         .route("/console/users/{id}/reactivate", web::post().to(users::reactivate))
         .route("/console/users/{id}/devices/{device}/revoke", web::post().to(users::revoke_device))
         .route("/console/users/{id}/devices/{device}/wipe", web::post().to(users::wipe_device))

@@ -295,6 +295,27 @@ pub async fn change_profile(
     }
 }
 
+pub async fn mail_recovery(
+    state: web::Data<ConsoleState>,
+    req: HttpRequest,
+    id: web::Path<String>,
+    payload: web::Payload,
+) -> HttpResponse {
+    let (s, _) = match session::require_form::<ActionForm>(&state, &req, payload).await {
+        Ok(v) => v,
+        Err(answer) => return answer,
+    };
+    let Ok(id) = id.parse::<UserId>() else { return not_found() };
+    match crate::actions::mail_recovery(&state, &s.principal, id).await {
+        Ok(()) => failure::message(
+            StatusCode::ACCEPTED,
+            "Link mailed",
+            "The user gets a one-time link to choose a new password at their own address.",
+        ),
+        Err(e) => failure::from_account(e),
+    }
+}
+
 pub async fn reset_secret_question(
     state: web::Data<ConsoleState>,
     req: HttpRequest,
