@@ -88,7 +88,8 @@ impl From<DeviceRecord> for DeviceRow {
 struct UsersPage {
     nav: Nav,
     q: String,
-    q_url: String,
+    /// The search as a query string (the next page keeps it).
+    query: String,
     users: Vec<UserRow>,
     next_offset: Option<u32>,
 }
@@ -160,12 +161,16 @@ pub async fn search(state: web::Data<ConsoleState>, req: HttpRequest) -> HttpRes
         Ok(mut users) => {
             let next_offset = (users.len() > PAGE as usize).then_some(query.offset + PAGE);
             users.truncate(PAGE as usize);
-            let q_url = serde_urlencoded::to_string([("", &query.q)]).unwrap_or_default();
+            let mut keep = vec![("q", query.q.as_str())];
+            if !query.license.is_empty() {
+                keep.push(("license", query.license.as_str()));
+            }
+            let query_string = serde_urlencoded::to_string(&keep).unwrap_or_default();
             page::render(
                 StatusCode::OK,
                 &UsersPage {
                     nav: Nav::of(&s),
-                    q_url: q_url.trim_start_matches('=').to_string(),
+                    query: query_string,
                     q: query.q,
                     users: users.into_iter().map(UserRow::from).collect(),
                     next_offset,
