@@ -20,6 +20,20 @@ struct Pending {
     active: Vec<ActiveDeviceDay>,
 }
 
+const DAY_MS: i64 = 86_400_000;
+/// How long before midnight the day's last harvest runs.
+const BEFORE_MIDNIGHT_MS: i64 = 200;
+
+/// How long to wait from `now_ms` for the next flush: `every`, or less to land just before
+/// the coming midnight (UTC).
+fn next_wait(now_ms: i64, every: Duration) -> Duration {
+    let to_last_harvest = DAY_MS - now_ms.rem_euclid(DAY_MS) - BEFORE_MIDNIGHT_MS;
+    match u64::try_from(to_last_harvest) {
+        Ok(ms) if ms > 0 && u128::from(ms) < every.as_millis() => Duration::from_millis(ms),
+        _ => every,
+    }
+}
+
 /// A harvest's delta as a record of the store.
 fn record(d: &UsageDelta) -> UsageDay {
     UsageDay {
@@ -67,12 +81,11 @@ impl UsageFlusher {
         UsageFlusher { accounts, router, pending: Mutex::new(Pending::default()), writing: tokio::sync::Mutex::new(()) }
     }
 
+    /// Flushes every `every`, and also just before each UTC midnight: a harvest books
+    /// what it takes to the day it runs on, so the last one of a day runs on that day.
     pub async fn run(self: Arc<Self>, every: Duration) {
-        let mut tick = tokio::time::interval(every);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        tick.tick().await;
         loop {
-            tick.tick().await;
+            tokio::time::sleep(next_wait(noc_protocol::clock::unix_ms_i64(), every)).await;
             self.flush().await;
         }
     }
@@ -119,6 +132,16 @@ impl UsageFlusher {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_last_flush_of_a_day_runs_just_before_midnight() {
+        let midnight = 1_796_428_800_000;
+        let minute = Duration::from_secs(60);
+        assert_eq!(next_wait(midnight - 3_600_000, minute), minute, "far from midnight: the interval");
+        assert_eq!(next_wait(midnight - 30_000, minute), Duration::from_millis(29_800), "lands before midnight");
+        assert_eq!(next_wait(midnight - 100, minute), minute, "just flushed: the next interval");
+        assert_eq!(next_wait(midnight + 1, minute), minute);
+    }
 
     #[test]
     fn pending_records_add_up_per_day_and_license() {

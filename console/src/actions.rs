@@ -14,16 +14,8 @@ pub async fn set_suspended(
     user: UserId,
     suspended: bool,
 ) -> Result<UserRecord, AccountError> {
-    let record = state.accounts.set_user_suspended_as(p, user, suspended).await?;
+    let (record, devices) = state.accounts.set_user_suspended_as(p, user, suspended).await?;
     if suspended {
-        let devices: Vec<DeviceId> = state
-            .accounts
-            .devices_of_user_as(p, user)
-            .await?
-            .into_iter()
-            .filter(|d| d.revoked_at.is_none())
-            .map(|d| d.id)
-            .collect();
         state.live.user_suspended(&record, &devices);
     } else {
         state.live.user_reactivated(&record);

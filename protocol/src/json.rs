@@ -9,7 +9,8 @@ use serde::de::DeserializeOwned;
 pub struct Refusal {
     /// Safe to send to the client: names the field, quotes nothing of the client's.
     pub message: String,
-    /// The parser's own account, for the server's debug log only.
+    /// Where the parser stopped and why in general terms, for the server's debug log (no
+    /// value of the body).
     pub detail: String,
 }
 
@@ -24,7 +25,10 @@ pub fn from_slice<T: DeserializeOwned>(body: &[u8]) -> Result<T, Refusal> {
         },
         Err(e) => (e.path().to_string(), e.into_inner()),
     };
-    Err(Refusal { message: describe(&path, &error), detail: format!("{error} at {path}") })
+    // Not the parser's message: it can quote the value it refused (a password sent as a
+    // number), and logs keep no secrets.
+    let detail = format!("{:?} error at line {} column {} ({path})", error.classify(), error.line(), error.column());
+    Err(Refusal { message: describe(&path, &error), detail })
 }
 
 /// A client-safe account of `error` at `path` (`.` or empty: the document itself).

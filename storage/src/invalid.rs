@@ -55,7 +55,7 @@ pub enum Invalid {
     OperatorName,
     #[error("a token must live at least one second")]
     TokenLifetime,
-    #[error("a usage range is 1 to 3661 days, its start before its end")]
+    #[error("a usage range is 1 to 400 days, its start before its end")]
     UsageRange,
     #[error("an operator cannot do this to their own account")]
     OwnAccount,

@@ -384,11 +384,26 @@ impl Accounts {
         Ok(user)
     }
 
-    /// Suspends a user (no sign-in, no device session: the caller closes the live ones)
-    /// or reactivates one. A user who never activated goes back to `provisioned`.
-    pub async fn set_user_suspended_as(&self, p: &Principal, id: UserId, suspended: bool) -> Result<UserRecord> {
+    /// Suspends a user (no sign-in, no device session: the caller closes the live ones,
+    /// returned with the user, read before the change so that a failure leaves nothing
+    /// half done) or reactivates one. A user who never activated goes back to
+    /// `provisioned`.
+    pub async fn set_user_suspended_as(
+        &self,
+        p: &Principal,
+        id: UserId,
+        suspended: bool,
+    ) -> Result<(UserRecord, Vec<DeviceId>)> {
         self.allow(p, Permission::WriteUsers)?;
         let before = self.reach_user(p, id).await?;
+        let live: Vec<DeviceId> = self
+            .store()
+            .devices_of_user(id)
+            .await?
+            .into_iter()
+            .filter(|d| d.revoked_at.is_none() && d.wipe_requested_at.is_none())
+            .map(|d| d.id)
+            .collect();
         let status = match (suspended, before.status, before.msisdn.is_some()) {
             (true, _, _) => UserStatus::Suspended,
             (false, UserStatus::Suspended, true) => UserStatus::Active,
@@ -396,13 +411,13 @@ impl Accounts {
             (false, current, _) => current,
         };
         if status == before.status {
-            return Ok(before);
+            return Ok((before, live));
         }
         let after = self.store().set_user_status(id, status, now_ms()).await?;
         let action = if suspended { "user.suspend" } else { "user.reactivate" };
         let changes = vec![FieldChange::new("status", before.status.as_str(), after.status.as_str())];
         self.audit_operator(p, action, format!("user:{id}"), changes).await;
-        Ok(after)
+        Ok((after, live))
     }
 
     /// Changes a user's name, MSISDN, time zone or language (validated as on the portal);
@@ -433,6 +448,20 @@ impl Accounts {
             }
         };
         let msisdn = change.msisdn.as_deref().map(normalize_msisdn).transpose()?;
+        let msisdn = msisdn.filter(|m| before.msisdn.as_deref() != Some(m.as_str()));
+        if let Some(m) = &msisdn {
+            // A number is bound by the user's own activation; an operator only replaces
+            // one (so that this is no way around activation), and only with a number the
+            // carrier approved when the approval list is in force.
+            if before.msisdn.is_none() {
+                return Err(AccountError::NotActivated);
+            }
+            if self.policy().msisdn_approval == crate::accounts::MsisdnApproval::List
+                && !self.store().msisdn_approved(m).await?
+            {
+                return Err(AccountError::MsisdnNotApproved);
+            }
+        }
         let settings = UserSettings {
             first_name,
             last_name,
@@ -445,8 +474,18 @@ impl Accounts {
         };
         let now = now_ms();
         let mut after = self.store().update_user_settings(id, &settings, now).await?;
-        if let Some(m) = msisdn.filter(|m| before.msisdn.as_deref() != Some(m.as_str())) {
-            after = self.store().set_user_msisdn(id, &m, now).await?;
+        if let Some(m) = msisdn {
+            after = match self.store().set_user_msisdn(id, &m, now).await {
+                Ok(u) => u,
+                Err(crate::error::StoreError::Conflict(what)) => {
+                    // Another user's number (perhaps another tenant's): the refusal is
+                    // audited, so that probing for numbers leaves a trace.
+                    let changes = vec![FieldChange::new("msisdn", "", "(taken)")];
+                    self.audit_operator(p, "user.change_refused", format!("user:{id}"), changes).await;
+                    return Err(AccountError::Conflict(what));
+                }
+                Err(e) => return Err(e.into()),
+            };
         }
         let show = |v: &Option<String>| v.clone().unwrap_or_default();
         let mut changes = Vec::new();
@@ -656,7 +695,7 @@ impl Accounts {
             }
             filter.granted_to = Some(p.operator_id.clone());
         }
-        if filter.to_day < filter.from_day || filter.to_day - filter.from_day > 3660 {
+        if filter.to_day < filter.from_day || filter.to_day - filter.from_day > 399 {
             return Err(Invalid::UsageRange.into());
         }
         Ok(self.store().usage(&filter).await?)
@@ -706,7 +745,7 @@ impl Accounts {
     pub async fn audit_as(&self, p: &Principal, filter: &AuditFilter) -> Result<Vec<AuditEvent>> {
         self.allow(p, Permission::ReadAudit)?;
         let mut filter = filter.clone();
-        filter.limit = filter.limit.clamp(1, 10_000);
+        filter.limit = filter.limit.clamp(1, 100_000);
         Ok(self.store().audit_search(&filter).await?)
     }
 }

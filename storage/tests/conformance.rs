@@ -602,9 +602,9 @@ macro_rules! conformance {
                 assert_eq!(emails(accounts.search_users_as(&root, &by_name).await.expect("name")), ["bob@dave.example"]);
                 assert!(matches!(accounts.user_as(&carol, bob.id).await, Err(AccountError::NotFound)));
                 assert!(matches!(accounts.set_user_suspended_as(&carol, bob.id, true).await, Err(AccountError::NotFound)));
-                let suspended = accounts.set_user_suspended_as(&dave, bob.id, true).await.expect("suspend");
+                let (suspended, _) = accounts.set_user_suspended_as(&dave, bob.id, true).await.expect("suspend");
                 assert_eq!(suspended.status, UserStatus::Suspended);
-                let back = accounts.set_user_suspended_as(&dave, bob.id, false).await.expect("reactivate");
+                let (back, _) = accounts.set_user_suspended_as(&dave, bob.id, false).await.expect("reactivate");
                 assert_eq!(back.status, UserStatus::Provisioned, "never activated: back to provisioned");
                 let paged = UserFilter { offset: 1, limit: 1, ..UserFilter::default() };
                 assert_eq!(emails(accounts.search_users_as(&root, &paged).await.expect("page")), ["bob@dave.example"]);

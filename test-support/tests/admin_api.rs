@@ -17,12 +17,19 @@ fn api(relay: &TestRelay) -> AdminApi {
     AdminApi::new(relay.node.console_addr, &relay.cert_path())
 }
 
-/// A VES on `license` (its password is the test's) with one user.
-async fn user_on(relay: &TestRelay, license: &str, email: &str) -> String {
+/// A VES on `license` (its password is the test's) with one activated user.
+async fn user_on(relay: &TestRelay, license: &str, email: &str, msisdn: &str) -> String {
     let mut ves = relay.ves();
     ves.license(license, "license-password-1").await.expect("license login");
     let _channel = ves.open().await.expect("command channel");
     let user = ves.provision(email, Some("user-password-1")).await.expect("provision");
+    let _: Value = ves
+        .post_json(
+            "/account/v1/activate",
+            &json!({"Login": email, "Password": "user-password-1", "Msisdn": msisdn, "TimeZone": "UTC"}),
+        )
+        .await
+        .expect("account activation");
     user.user_id.to_string()
 }
 
@@ -50,8 +57,8 @@ async fn every_role_reaches_exactly_what_it_may() {
     let (s, _) =
         api.call("POST", &format!("/licenses/{his}/operators"), Some(&root_t), Some(json!({"operator": "dave"}))).await;
     assert_eq!(s, 204);
-    let own_user = user_on(&relay, "carol-co", "ann@carol.example").await;
-    let foreign_user = user_on(&relay, "dave-co", "bob@dave.example").await;
+    let own_user = user_on(&relay, "carol-co", "ann@carol.example", "+15550001001").await;
+    let foreign_user = user_on(&relay, "dave-co", "bob@dave.example", "+15550001002").await;
 
     // (method, path, body, expected status for root, carol (own = hers), audra).
     let patch = json!({"max_users": 9});
@@ -155,7 +162,13 @@ async fn every_role_reaches_exactly_what_it_may() {
         .as_array()
         .and_then(|a| a.iter().find(|e| e["actor"] == "operator:carol"))
         .expect("carol's change");
-    assert_eq!(change["changes"][0], json!({"field": "msisdn", "before": "", "after": "+15557770000"}), "{change}");
+    assert_eq!(
+        change["changes"][0],
+        json!({"field": "msisdn", "before": "+15550001001", "after": "+15557770000"}),
+        "{change}"
+    );
+    let (_, refused) = api.call("GET", "/audit?action=user.change_refused", Some(&audra_t), None).await;
+    assert_eq!(refused["items"][0]["actor"], "operator:root", "a refused number is audited: {refused}");
     assert_eq!(api.call("DELETE", &format!("/users/{foreign_user}"), Some(&carol_t), None).await.0, 404);
     assert_eq!(api.call("DELETE", &own, Some(&audra_t), None).await.0, 403);
     assert_eq!(api.call("DELETE", &own, Some(&carol_t), None).await.0, 204);
@@ -208,7 +221,7 @@ async fn every_role_reaches_exactly_what_it_may() {
     assert!(csv.starts_with("id,at,actor,role,source,action,subject,detail,changes\r\n"), "{csv}");
     let carols =
         csv.lines().find(|l| l.contains("operator:carol,csr,127.0.0.1,user.suspend")).expect("carol's suspension");
-    assert!(carols.ends_with(",status: provisioned → suspended"), "{carols}");
+    assert!(carols.ends_with(",status: active → suspended"), "{carols}");
     let (_, all) = api.call_text("GET", "/audit.csv?limit=100000", Some(&root_t), None).await;
     for secret in [root.password.as_str(), &carol.password, "license-password-1", &root_t, &carol_t] {
         assert!(!all.contains(secret), "the audit log holds no secret");
@@ -370,7 +383,7 @@ async fn an_msisdn_import_decides_who_may_activate() {
     let bad = "msisdn\n+15550001\nnot-a-number\n";
     let (status, text) = import(&api, &token, bad).await;
     assert_eq!(status, 400, "{text}");
-    assert!(text.contains("\"invalid_lines\":[2]") && text.contains("\"approved\":0"), "{text}");
+    assert!(text.contains("\"invalid_lines\":[3]") && text.contains("\"approved\":0"), "the file's line: {text}");
     assert!(activate("ann@acme.example", "+15550001").await.is_err(), "nothing was approved");
 
     let (status, text) =
@@ -382,6 +395,23 @@ async fn an_msisdn_import_decides_who_may_activate() {
     activate("ann@acme.example", "+15550001").await.expect("an approved number activates");
     assert_eq!(api.call("DELETE", "/msisdns/+15550002", Some(&token), None).await.0, 204);
     assert!(activate("bob@acme.example", "+15550002").await.is_err(), "a revoked number does not");
+    // An operator is no way around either: only an activated user's number is replaced,
+    // and only with an approved one.
+    let (_, page) = api.call("GET", "/users?email=acme.example", Some(&token), None).await;
+    let id_of = |email: &str| {
+        page["items"]
+            .as_array()
+            .and_then(|a| a.iter().find(|u| u["email"] == email))
+            .map(|u| u["id"].as_str().unwrap_or("").to_string())
+            .expect("user")
+    };
+    let (ann, bob) = (id_of("ann@acme.example"), id_of("bob@acme.example"));
+    let (s, answer) =
+        api.call("PATCH", &format!("/users/{bob}"), Some(&token), Some(json!({"msisdn": "+15550001"}))).await;
+    assert_eq!((s, answer["Error"]["Code"].as_str()), (403, Some("not_activated")), "{answer}");
+    let (s, answer) =
+        api.call("PATCH", &format!("/users/{ann}"), Some(&token), Some(json!({"msisdn": "+15550003"}))).await;
+    assert_eq!((s, answer["Error"]["Code"].as_str()), (403, Some("msisdn_not_approved")), "{answer}");
     let (_, audit) = api.call("GET", "/audit?action=msisdn.", Some(&token), None).await;
     let actions: Vec<&str> =
         audit["items"].as_array().expect("items").iter().filter_map(|e| e["action"].as_str()).collect();

@@ -71,17 +71,34 @@ impl From<MsisdnImport> for ImportResult {
     }
 }
 
-/// The MSISDNs of a CSV text: the first column of each non-empty line; a first line
-/// whose first cell is not a number is a header.
-pub fn msisdns_of_csv(text: &str) -> Vec<String> {
-    let mut cells: Vec<String> = text
-        .lines()
-        .map(|l| l.split([',', ';', '\t']).next().unwrap_or("").trim().trim_matches('"').to_string())
-        .collect();
-    if cells.first().is_some_and(|c| !c.trim_start_matches('+').starts_with(|ch: char| ch.is_ascii_digit())) {
-        cells[0].clear();
+/// The MSISDNs of a CSV text with their line numbers (1-based): the first column of each
+/// non-empty line. A first line without a single digit is a header; anything else is
+/// kept, so that a malformed number is refused by its line, never skipped.
+pub fn msisdns_of_csv(text: &str) -> Vec<(usize, String)> {
+    text.lines()
+        .enumerate()
+        .map(|(i, l)| (i + 1, l.split([',', ';', '\t']).next().unwrap_or("").trim().trim_matches('"').to_string()))
+        .filter(|(n, cell)| {
+            let header = *n == 1 && !cell.bytes().any(|b| b.is_ascii_digit());
+            !cell.is_empty() && !header
+        })
+        .collect()
+}
+
+/// Approves the numbers of a CSV text; refused positions are reported as line numbers.
+pub async fn import_csv(
+    state: &ConsoleState,
+    p: &noc_storage::Principal,
+    text: &str,
+) -> Result<Option<MsisdnImport>, noc_storage::AccountError> {
+    let lines = msisdns_of_csv(text);
+    if lines.is_empty() {
+        return Ok(None);
     }
-    cells.into_iter().filter(|c| !c.is_empty()).collect()
+    let numbers: Vec<String> = lines.iter().map(|(_, m)| m.clone()).collect();
+    let mut result = state.accounts.approve_msisdns_as(p, &numbers).await?;
+    result.invalid_lines = result.invalid_lines.iter().filter_map(|&i| lines.get(i - 1).map(|(n, _)| *n)).collect();
+    Ok(Some(result))
 }
 
 /// Approvals, by MSISDN.
@@ -142,11 +159,9 @@ pub async fn approve(
 )]
 #[post("/msisdns/import")]
 pub async fn import(state: web::Data<ConsoleState>, op: Operator, body: Text) -> Result<HttpResponse, ApiFailure> {
-    let msisdns = msisdns_of_csv(&body.0);
-    if msisdns.is_empty() {
+    let Some(result) = import_csv(&state, &op.0, &body.0).await? else {
         return Err(ApiFailure::bad_request("the body holds no MSISDN"));
-    }
-    let result = state.accounts.approve_msisdns_as(&op.0, &msisdns).await?;
+    };
     let mut answer = if result.invalid_lines.is_empty() { HttpResponse::Ok() } else { HttpResponse::BadRequest() };
     Ok(answer.json(ImportResult::from(result)))
 }
@@ -175,9 +190,12 @@ mod tests {
 
     #[test]
     fn a_csv_gives_its_first_column_without_the_header() {
+        let numbers =
+            |text: &str| msisdns_of_csv(text).into_iter().map(|(n, m)| format!("{n}:{m}")).collect::<Vec<_>>();
         let csv = "msisdn,name\r\n+15550001,Ann\n\n\"15550002\";Bob\n  +15550003  \n";
-        assert_eq!(msisdns_of_csv(csv), ["+15550001", "15550002", "+15550003"]);
-        assert_eq!(msisdns_of_csv("+15550001\n+15550002"), ["+15550001", "+15550002"], "no header");
-        assert_eq!(msisdns_of_csv("bad\nnot-a-number"), ["not-a-number"], "kept, to be refused by line");
+        assert_eq!(numbers(csv), ["2:+15550001", "4:15550002", "5:+15550003"], "line numbers as in the file");
+        assert_eq!(numbers("+15550001\n+15550002"), ["1:+15550001", "2:+15550002"], "no header");
+        assert_eq!(numbers("bad\nnot-a-number"), ["2:not-a-number"], "kept, to be refused by line");
+        assert_eq!(numbers("O1555000\n+15550002"), ["1:O1555000", "2:+15550002"], "a typo is no header");
     }
 }

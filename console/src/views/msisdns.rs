@@ -7,7 +7,7 @@ use askama::Template;
 use noc_web::page;
 use serde::Deserialize;
 
-use crate::api::msisdns::msisdns_of_csv;
+use crate::api::msisdns::import_csv;
 use crate::state::ConsoleState;
 use crate::views::session::{self, CsrfForm};
 use crate::views::{Nav, failure};
@@ -111,15 +111,12 @@ pub async fn approve(state: web::Data<ConsoleState>, req: HttpRequest, payload: 
         Ok(v) => v,
         Err(answer) => return answer,
     };
-    let numbers = msisdns_of_csv(&f.numbers);
-    if numbers.is_empty() {
-        return failure::message(StatusCode::BAD_REQUEST, "Check the form", "Give at least one number.");
-    }
-    match state.accounts.approve_msisdns_as(&s.principal, &numbers).await {
-        Ok(r) if r.invalid_lines.is_empty() => {
+    match import_csv(&state, &s.principal, &f.numbers).await {
+        Ok(None) => failure::message(StatusCode::BAD_REQUEST, "Check the form", "Give at least one number."),
+        Ok(Some(r)) if r.invalid_lines.is_empty() => {
             page::see_other(&format!("/console/msisdns?done=approved:{}", r.approved)).finish()
         }
-        Ok(r) => {
+        Ok(Some(r)) => {
             let lines: Vec<String> = r.invalid_lines.iter().take(20).map(usize::to_string).collect();
             let text = format!(
                 "Nothing was approved: these numbers are not 5 to 20 digits (optionally after '+'): line(s) {}.",
