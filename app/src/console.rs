@@ -60,6 +60,24 @@ impl noc_console::Live for RouterLive {
         }
     }
 
+    async fn nodes(&self) -> Vec<noc_console::NodeSessions> {
+        match self.router.cluster().node_loads().await {
+            Ok(loads) => loads
+                .into_iter()
+                .map(|l| noc_console::NodeSessions {
+                    node: l.node.to_string(),
+                    devices: l.sessions.map(|s| s.devices),
+                    ves: l.sessions.map(|s| s.ves),
+                    reported_at_ms: l.sessions.map(|s| s.reported_at_ms),
+                })
+                .collect(),
+            Err(e) => {
+                tracing::warn!(error = %e, "the cluster's node list is unavailable");
+                Vec::new()
+            }
+        }
+    }
+
     fn can_mail(&self) -> bool {
         self.mailer.is_some()
     }

@@ -80,6 +80,7 @@ pub(crate) async fn wire(
     let seen = noc_storage::SeenRecorder::start(accounts.store().clone(), Duration::from_secs(1));
     router.on_device_seen(Box::new(move |device| seen.seen(device)));
     let rts = RtsSessions::new(sessions.ves_reply_time, metrics.clone());
+    actix_rt::spawn(report_load(router.clone()));
     if config.accounts.license_check_interval_seconds > 0 {
         let every = Duration::from_secs(config.accounts.license_check_interval_seconds);
         actix_rt::spawn(license_watch(accounts.clone(), router.clone(), every));
@@ -124,6 +125,18 @@ pub(crate) async fn wire(
     let every = Duration::from_secs(config.accounts.usage_flush_interval_seconds);
     actix_rt::spawn(usage.clone().run(every));
     Ok(Wired { state, metrics, usage })
+}
+
+/// Tells the cluster how many sessions this node holds, every second (a memory write; a
+/// distributed backend publishes it with its membership upkeep), for the operators' view.
+async fn report_load(router: Arc<Router>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let (devices, ves) = (router.device_sessions() as u64, router.ves_sessions() as u64);
+        router.cluster().report_load(devices, ves);
+    }
 }
 
 /// Purges audit events past their retention once a day (whichever node gets there first;

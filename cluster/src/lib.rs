@@ -64,6 +64,23 @@ pub enum SessionKey {
     Device(DeviceId),
 }
 
+/// How many sessions a node holds, as it last reported (for the operators' view).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SessionCounts {
+    pub devices: u64,
+    pub ves: u64,
+    /// When the node reported them (Unix ms).
+    pub reported_at_ms: i64,
+}
+
+/// A live node and its last report; `None` from a node that reports nothing (an older
+/// version during a rolling upgrade).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeLoad {
+    pub node: NodeId,
+    pub sessions: Option<SessionCounts>,
+}
+
 /// What a node knows, from memory, about who owns a session.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Owner {
@@ -114,6 +131,13 @@ pub trait Cluster: Send + Sync + 'static {
 
     /// Drops a remembered owner that turned out to be wrong.
     fn forget(&self, key: &SessionKey);
+
+    /// Records this node's session counts for every node to read (never on a session's
+    /// path: a backend publishes them with its own membership upkeep).
+    fn report_load(&self, devices: u64, ves: u64);
+
+    /// Every live node with its last report, by node id.
+    async fn node_loads(&self) -> Result<Vec<NodeLoad>, ClusterError>;
 
     /// Sends a message to another node's inbox. Never blocks; at most once. A message
     /// that later turns out to have reached nobody comes back through the inbox as

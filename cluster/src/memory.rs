@@ -6,13 +6,17 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use tokio::sync::mpsc::error::TrySendError;
 
-use crate::{BusMessage, Cluster, ClusterError, Inbox, InboxSender, NodeId, Owner, SessionKey, ShardedMap, inbox};
+use crate::{
+    BusMessage, Cluster, ClusterError, Inbox, InboxSender, NodeId, NodeLoad, Owner, SessionCounts, SessionKey,
+    ShardedMap, inbox,
+};
 
 /// Shared state of an in-process cluster: the ownership table and every node's inbox.
 #[derive(Default)]
 pub struct MemoryHub {
     owners: ShardedMap<SessionKey, NodeId>,
     inboxes: Mutex<HashMap<NodeId, InboxSender>>,
+    loads: Mutex<HashMap<NodeId, SessionCounts>>,
 }
 
 impl MemoryHub {
@@ -30,6 +34,7 @@ impl MemoryHub {
     /// Removes a node as if it died: its inbox and every session it owned disappear.
     pub fn remove_node(&self, node: &NodeId) {
         self.inboxes.lock().unwrap_or_else(|p| p.into_inner()).remove(node);
+        self.loads.lock().unwrap_or_else(|p| p.into_inner()).remove(node);
         self.owners.retain(|_, owner| owner != node);
     }
 }
@@ -61,6 +66,19 @@ impl Cluster for MemoryCluster {
 
     fn release(&self, key: SessionKey) {
         self.hub.owners.remove_if(&key, |owner| *owner == self.node);
+    }
+
+    fn report_load(&self, devices: u64, ves: u64) {
+        let counts = SessionCounts { devices, ves, reported_at_ms: noc_protocol::clock::unix_ms_i64() };
+        self.hub.loads.lock().unwrap_or_else(|p| p.into_inner()).insert(self.node.clone(), counts);
+    }
+
+    async fn node_loads(&self) -> Result<Vec<NodeLoad>, ClusterError> {
+        let mut nodes: Vec<NodeId> =
+            self.hub.inboxes.lock().unwrap_or_else(|p| p.into_inner()).keys().cloned().collect();
+        nodes.sort();
+        let loads = self.hub.loads.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(nodes.into_iter().map(|node| NodeLoad { sessions: loads.get(&node).copied(), node }).collect())
     }
 
     fn owner(&self, key: &SessionKey) -> Owner {
@@ -98,6 +116,19 @@ impl Cluster for MemoryCluster {
 mod tests {
     use super::*;
     use crate::DeviceItem;
+
+    #[tokio::test]
+    async fn every_live_node_is_listed_with_its_last_report() {
+        let hub = MemoryHub::new();
+        let (a, b) = (hub.join(NodeId::new("a"), 8), hub.join(NodeId::new("b"), 8));
+        a.report_load(3, 1);
+        let loads = b.node_loads().await.expect("loads");
+        assert_eq!(loads.len(), 2);
+        assert_eq!(loads[0].sessions.map(|s| (s.devices, s.ves)), Some((3, 1)));
+        assert_eq!(loads[1].sessions, None, "b reported nothing yet");
+        hub.remove_node(&NodeId::new("a"));
+        assert_eq!(b.node_loads().await.expect("loads").len(), 1, "a dead node is gone");
+    }
     use noc_protocol::{DeviceId, VesId};
 
     #[tokio::test]

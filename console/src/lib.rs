@@ -21,7 +21,7 @@ mod views;
 use actix_web::web;
 
 pub use api::openapi::{openapi, openapi_json};
-pub use state::{ConsoleSettings, ConsoleState, Live};
+pub use state::{ConsoleSettings, ConsoleState, Live, NodeSessions};
 
 /// Mounts the admin API and the consoles (the caller adds the [`ConsoleState`] as app
 /// data).

@@ -20,6 +20,8 @@ pub trait Live: Send + Sync + 'static {
     fn user_deleted(&self, user: &UserRecord, devices: &[DeviceId]);
     /// A user's profile changed: their enterprise server gets it (if they are active).
     fn user_changed(&self, user: &UserRecord);
+    /// Every live node of the cluster and the sessions it last reported.
+    async fn nodes(&self) -> Vec<NodeSessions>;
     /// Whether the node can send mail (an SMTP server is configured).
     fn can_mail(&self) -> bool;
     /// Mails a recovery link to the user's own address (in their language), without
@@ -37,6 +39,16 @@ pub trait Live: Send + Sync + 'static {
     fn device_wipe_requested(&self, user: &UserRecord, device: DeviceId);
     /// Disconnects a device's session wherever it is (it reconnects on its own).
     fn disconnect_device(&self, device: DeviceId);
+}
+
+/// A live node and the sessions it holds (`None`: it reports nothing, an older version).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeSessions {
+    pub node: String,
+    pub devices: Option<u64>,
+    pub ves: Option<u64>,
+    /// When it reported them (Unix ms).
+    pub reported_at_ms: Option<i64>,
 }
 
 /// How the consoles behave.

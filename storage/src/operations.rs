@@ -56,10 +56,12 @@ pub enum Permission {
     ReadUsage,
     /// The carrier's MSISDN approval list: read, approve, revoke, import.
     ManageMsisdns,
+    /// The nodes of the cluster and the sessions each holds.
+    ReadNodes,
 }
 
 impl Permission {
-    pub const ALL: [Permission; 10] = [
+    pub const ALL: [Permission; 11] = [
         Permission::ReadLicenses,
         Permission::WriteLicenses,
         Permission::GrantLicenses,
@@ -70,6 +72,7 @@ impl Permission {
         Permission::ReadAudit,
         Permission::ReadUsage,
         Permission::ManageMsisdns,
+        Permission::ReadNodes,
     ];
 
     fn writes(self) -> bool {
@@ -130,6 +133,12 @@ fn show_expiry(at: Option<i64>) -> String {
 impl Accounts {
     fn allow(&self, p: &Principal, permission: Permission) -> Result<()> {
         if permits(p.role, p.scope, permission) { Ok(()) } else { Err(AccountError::Forbidden) }
+    }
+
+    /// The permission check alone, for what is not in the store (the cluster's live
+    /// state): the same table as every other action.
+    pub fn authorize(&self, p: &Principal, permission: Permission) -> Result<()> {
+        self.allow(p, permission)
     }
 
     /// Reading under a permission that also writes: the role must hold it, whatever the

@@ -92,6 +92,7 @@ async fn every_role_reaches_exactly_what_it_may() {
             Some(json!({"name": "erin", "role": "csr", "password": "erin-operator-password"})),
             [201, 403, 403],
         ),
+        ("GET", "/nodes".into(), None, [200, 403, 403]),
         ("GET", "/msisdns".into(), None, [200, 403, 403]),
         ("POST", "/msisdns".into(), Some(json!({"msisdn": "+15551230000"})), [200, 403, 403]),
         ("DELETE", "/msisdns/+15551230000".into(), None, [204, 403, 403]),
@@ -285,7 +286,7 @@ async fn the_openapi_document_is_served_and_committed() {
             operations += 1;
         }
     }
-    assert_eq!(operations, 34, "every route is documented once");
+    assert_eq!(operations, 35, "every route is documented once");
 }
 
 /// A CSR suspends a user from one node; the user's device, connected to another node,
@@ -310,6 +311,22 @@ async fn a_suspension_closes_the_live_session_on_another_node() {
     let _channel = ves.open().await.expect("channel");
     let act = user_with_device(&ves, "ann@carol.example", "+15550001111").await;
     let mut device = online_device(b, &act).await;
+
+    // Node a sees both nodes and the sessions each holds (reported through Redis).
+    let b_id = b.config.node_id.clone().expect("node id");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let (status, nodes) = on_a.call("GET", "/nodes", Some(&root_t), None).await;
+        assert_eq!(status, 200, "{nodes}");
+        let of = |id: &str| nodes.as_array().and_then(|a| a.iter().find(|n| n["node"] == id)).cloned();
+        let on_b = of(&b_id).and_then(|n| n["device_sessions"].as_u64());
+        let a_listed = of(a.config.node_id.as_deref().expect("node id")).is_some();
+        if on_b == Some(1) && a_listed {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "node b's device session never showed: {nodes}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
 
     // Node a's console sees the installation on node b, and what it runs.
     let (status, ves_list) = on_a.call("GET", &format!("/licenses/{license}/ves"), Some(&carol_t), None).await;

@@ -10,9 +10,24 @@ use redis::AsyncCommands;
 
 use crate::redis_backend::conn::{Conn, unavailable};
 use crate::redis_backend::options::RedisOptions;
-use crate::{ClusterError, NodeId};
+use crate::{ClusterError, NodeId, NodeLoad, SessionCounts};
+
+/// Reads a published `devices ves reported_at_ms`; anything else is no report.
+fn parse_load(text: &str) -> Option<SessionCounts> {
+    let mut parts = text.split(' ');
+    let counts = SessionCounts {
+        devices: parts.next()?.parse().ok()?,
+        ves: parts.next()?.parse().ok()?,
+        reported_at_ms: parts.next()?.parse().ok()?,
+    };
+    parts.next().is_none().then_some(counts)
+}
 
 const NODES: &str = "noc:nodes";
+/// `noc:load:<node>`: the node's last session counts, `devices ves reported_at_ms`, with
+/// the node's lease as its lifetime (single-key commands: Redis Cluster places each
+/// where it likes).
+const LOAD_PREFIX: &str = "noc:load:";
 
 /// This node's lease and its view of the live nodes.
 pub(super) struct Membership {
@@ -20,6 +35,8 @@ pub(super) struct Membership {
     conn: Conn,
     lease_ms: i64,
     live: RwLock<HashSet<NodeId>>,
+    /// The session counts to publish at the next tick.
+    load: std::sync::Mutex<Option<SessionCounts>>,
     /// Whether the last command round trip succeeded (readiness).
     commands_ok: AtomicBool,
 }
@@ -31,6 +48,7 @@ impl Membership {
             conn,
             lease_ms: i64::try_from(opts.node_lease.as_millis()).unwrap_or(i64::MAX),
             live: RwLock::new(HashSet::new()),
+            load: std::sync::Mutex::new(None),
             commands_ok: AtomicBool::new(false),
         }
     }
@@ -65,7 +83,36 @@ impl Membership {
             .map_err(unavailable)?;
         *self.live.write().unwrap_or_else(|p| p.into_inner()) = live.into_iter().map(NodeId::new).collect();
         self.commands_ok.store(true, Ordering::Relaxed);
+        let load = *self.load.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = load {
+            let value = format!("{} {} {}", c.devices, c.ves, c.reported_at_ms);
+            let ttl = u64::try_from(self.lease_ms).unwrap_or(u64::MAX);
+            let _: () =
+                conn.pset_ex(format!("{LOAD_PREFIX}{}", self.node.as_str()), value, ttl).await.map_err(unavailable)?;
+        }
         Ok(added == 1)
+    }
+
+    /// Keeps this node's session counts for the next tick to publish.
+    pub fn set_load(&self, counts: SessionCounts) {
+        *self.load.lock().unwrap_or_else(|p| p.into_inner()) = Some(counts);
+    }
+
+    /// The live nodes (as of the last tick) with their published counts.
+    pub async fn loads(&self) -> Result<Vec<NodeLoad>, ClusterError> {
+        let mut conn = self.conn.clone();
+        let mut out = Vec::new();
+        let mut nodes = self.live_nodes();
+        if !nodes.contains(&self.node) {
+            nodes.push(self.node.clone());
+            nodes.sort();
+        }
+        for node in nodes {
+            let value: Option<String> =
+                conn.get(format!("{LOAD_PREFIX}{}", node.as_str())).await.map_err(unavailable)?;
+            out.push(NodeLoad { sessions: value.as_deref().and_then(parse_load), node });
+        }
+        Ok(out)
     }
 
     /// Records a failed tick; returns whether Redis was reachable until now (to log once).
@@ -89,5 +136,21 @@ impl Membership {
     pub async fn leave(&self) {
         let mut conn = self.conn.clone();
         let _: Result<i64, _> = conn.zrem(NODES, self.node.as_str()).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_published_load_reads_back_and_anything_else_is_no_report() {
+        assert_eq!(
+            parse_load("3 1 1796428800000"),
+            Some(SessionCounts { devices: 3, ves: 1, reported_at_ms: 1_796_428_800_000 })
+        );
+        for bad in ["", "3 1", "3 1 2 4", "x 1 2", "-1 1 2"] {
+            assert_eq!(parse_load(bad), None, "{bad:?}");
+        }
     }
 }

@@ -117,6 +117,15 @@ impl Cluster for RedisCluster {
         self.registry.forget(key);
     }
 
+    fn report_load(&self, devices: u64, ves: u64) {
+        let reported_at_ms = noc_protocol::clock::unix_ms_i64();
+        self.membership.set_load(crate::SessionCounts { devices, ves, reported_at_ms });
+    }
+
+    async fn node_loads(&self) -> Result<Vec<crate::NodeLoad>, ClusterError> {
+        self.membership.loads().await
+    }
+
     fn publish(&self, node: &NodeId, msg: BusMessage) -> Result<(), ClusterError> {
         // No liveness check here: routing decisions made it already (`owner`), and a
         // message to a node that is really gone comes back as `Returned`.

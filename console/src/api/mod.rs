@@ -9,6 +9,7 @@ pub mod error;
 mod licenses;
 pub mod model;
 pub mod msisdns;
+mod nodes;
 pub mod openapi;
 mod operators;
 mod tokens;
@@ -52,6 +53,7 @@ pub fn configure(cfg: &mut ServiceConfig) {
         .service(msisdns::approve)
         .service(msisdns::import)
         .service(msisdns::revoke)
+        .service(nodes::list)
         .service(usage::list)
         .service(usage::csv)
         .default_service(web::to(not_found));

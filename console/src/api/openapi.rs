@@ -32,6 +32,7 @@ use super::error::{ErrorDetailDoc, ErrorDoc, ErrorResponses};
         (name = "users", description = "Users and their devices (never their data)"),
         (name = "operators", description = "Operator accounts"),
         (name = "audit", description = "The audit log"),
+        (name = "nodes", description = "The cluster's live nodes and their sessions"),
         (name = "msisdns", description = "The carrier's MSISDN approval list"),
         (name = "usage", description = "Usage per license and day (billing, capacity)"),
     )

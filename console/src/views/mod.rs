@@ -7,6 +7,7 @@ mod audit;
 mod failure;
 mod licenses;
 mod msisdns;
+mod nodes;
 mod operators;
 mod session;
 mod signin;
@@ -28,6 +29,7 @@ pub struct Nav {
     pub audit: bool,
     pub usage: bool,
     pub msisdns: bool,
+    pub nodes: bool,
 }
 
 impl Nav {
@@ -44,6 +46,7 @@ impl Nav {
             audit: may(Permission::ReadAudit),
             usage: may(Permission::ReadUsage),
             msisdns: permits(p.role, noc_storage::TokenScope::Write, Permission::ManageMsisdns),
+            nodes: may(Permission::ReadNodes),
         }
     }
 }
@@ -91,6 +94,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/console/msisdns", web::get().to(msisdns::show))
         .route("/console/msisdns", web::post().to(msisdns::approve))
         .route("/console/msisdns/revoke", web::post().to(msisdns::revoke))
+        .route("/console/nodes", web::get().to(nodes::show))
         .route("/console/usage", web::get().to(usage::show))
         .route("/console/usage.csv", web::get().to(usage::csv))
         .route("/console/static/noc.css", web::get().to(assets::stylesheet));
