@@ -501,6 +501,8 @@ dir = "{os.path.join(cls.dir, 'agent')}"
         eventually("the usage chart", lambda: "Frames relayed per day" in self.page())
         self.assertTrue(b.find_elements(By.CSS_SELECTOR, ".chart svg rect.to-ves"))
         self.shot("console-usage")
+        b.get(self.a.console_url + "/console/nodes")
+        eventually("the node list", lambda: "node-a" in self.page(), context=self.page)
 
         # The administrator enrols a CSR: the QR code is drawn by the server (no script).
         b.get(self.a.console_url + "/console/operators")
