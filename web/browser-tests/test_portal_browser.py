@@ -455,6 +455,10 @@ dir = "{os.path.join(cls.dir, 'agent')}"
         self.fill("password", password)
         self.fill("code", code)
         self.submit("/console/login")
+        # The click only starts the submission: wait for its answer (signed in, or the
+        # refusal) before the next navigation, which would otherwise race it.
+        eventually("the sign-in's answer",
+                   lambda: "Sign out" in self.page() or 'role="alert"' in self.page(), context=self.page)
 
     def console_sign_out(self):
         self.browser.find_element(By.CSS_SELECTOR, 'form[action="/console/logout"] button').click()
