@@ -65,6 +65,7 @@ async fn home(state: web::Data<crate::state::ConsoleState>, req: HttpRequest) ->
 }
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
+    use crate::actions::DeviceAction::{Disconnect, Revoke, Wipe};
     cfg.route("/console", web::get().to(|| async { noc_web::page::see_other("/console/").finish() }))
         .route("/console/", web::get().to(home))
         .service(web::resource("/console/login").get(signin::show).post(signin::submit))
@@ -75,19 +76,34 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/console/licenses/{id}", web::post().to(licenses::change))
         .route("/console/users", web::get().to(users::search))
         .route("/console/users/{id}", web::get().to(users::show))
-        .route("/console/users/{id}/suspend", web::post().to(users::suspend))
+        .route("/console/users/{id}/suspend", web::post().to(|s, r, i, p| users::set_suspended(s, r, i, p, true)))
         .route("/console/users/{id}/profile", web::post().to(users::change_profile))
         .route("/console/users/{id}/secret-question/reset", web::post().to(users::reset_secret_question))
         .route("/console/users/{id}/delete", web::post().to(users::delete))
         .route("/console/users/{id}/password-reset", web::post().to(users::mail_recovery))
-        .route("/console/users/{id}/reactivate", web::post().to(users::reactivate))
-        .route("/console/users/{id}/devices/{device}/revoke", web::post().to(users::revoke_device))
-        .route("/console/users/{id}/devices/{device}/wipe", web::post().to(users::wipe_device))
-        .route("/console/users/{id}/devices/{device}/disconnect", web::post().to(users::disconnect_device))
+        .route("/console/users/{id}/reactivate", web::post().to(|s, r, i, p| users::set_suspended(s, r, i, p, false)))
+        .route(
+            "/console/users/{id}/devices/{device}/revoke",
+            web::post().to(|s, r, i, p| users::device_action(s, r, i, p, Revoke)),
+        )
+        .route(
+            "/console/users/{id}/devices/{device}/wipe",
+            web::post().to(|s, r, i, p| users::device_action(s, r, i, p, Wipe)),
+        )
+        .route(
+            "/console/users/{id}/devices/{device}/disconnect",
+            web::post().to(|s, r, i, p| users::device_action(s, r, i, p, Disconnect)),
+        )
         .route("/console/operators", web::get().to(operators::show))
         .route("/console/operators", web::post().to(operators::create))
-        .route("/console/operators/{name}/disable", web::post().to(operators::disable))
-        .route("/console/operators/{name}/enable", web::post().to(operators::enable))
+        .route(
+            "/console/operators/{name}/disable",
+            web::post().to(|s, r, n, p| operators::set_disabled(s, r, n, p, true)),
+        )
+        .route(
+            "/console/operators/{name}/enable",
+            web::post().to(|s, r, n, p| operators::set_disabled(s, r, n, p, false)),
+        )
         .route("/console/licenses/{id}/grant", web::post().to(licenses::grant))
         .route("/console/audit", web::get().to(audit::show))
         .route("/console/audit.csv", web::get().to(audit::csv))

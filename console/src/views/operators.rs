@@ -65,26 +65,14 @@ pub async fn show(state: web::Data<ConsoleState>, req: HttpRequest) -> HttpRespo
     }
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ActionForm {
-    csrf: String,
-}
-
-impl CsrfForm for ActionForm {
-    fn csrf(&self) -> &str {
-        &self.csrf
-    }
-}
-
-async fn set_disabled(
+pub async fn set_disabled(
     state: web::Data<ConsoleState>,
     req: HttpRequest,
     name: web::Path<String>,
     payload: web::Payload,
     disabled: bool,
 ) -> HttpResponse {
-    let (s, _) = match session::require_form::<ActionForm>(&state, &req, payload).await {
+    let (s, _) = match session::require_form::<session::ButtonForm>(&state, &req, payload).await {
         Ok(v) => v,
         Err(answer) => return answer,
     };
@@ -92,24 +80,6 @@ async fn set_disabled(
         Ok(_) => page::see_other("/console/operators").finish(),
         Err(e) => failure::from_account(e),
     }
-}
-
-pub async fn disable(
-    state: web::Data<ConsoleState>,
-    req: HttpRequest,
-    name: web::Path<String>,
-    payload: web::Payload,
-) -> HttpResponse {
-    set_disabled(state, req, name, payload, true).await
-}
-
-pub async fn enable(
-    state: web::Data<ConsoleState>,
-    req: HttpRequest,
-    name: web::Path<String>,
-    payload: web::Payload,
-) -> HttpResponse {
-    set_disabled(state, req, name, payload, false).await
 }
 
 pub async fn create(state: web::Data<ConsoleState>, req: HttpRequest, payload: web::Payload) -> HttpResponse {

@@ -63,6 +63,19 @@ pub trait CsrfForm: serde::de::DeserializeOwned {
     fn csrf(&self) -> &str;
 }
 
+/// A form that is a button and its CSRF field, nothing else (suspend, revoke, …).
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ButtonForm {
+    csrf: String,
+}
+
+impl CsrfForm for ButtonForm {
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
+}
+
 /// A state-changing form of the signed-in operator: read, and checked to be theirs.
 pub async fn require_form<T: CsrfForm>(
     state: &ConsoleState,

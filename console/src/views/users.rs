@@ -114,18 +114,6 @@ pub struct SearchQuery {
     license: String,
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ActionForm {
-    csrf: String,
-}
-
-impl CsrfForm for ActionForm {
-    fn csrf(&self) -> &str {
-        &self.csrf
-    }
-}
-
 /// One search box: an address has `@`, a mobile number is digits after an optional `+`,
 /// anything else is part of a name.
 fn filter_for(q: &str, offset: u32) -> UserFilter {
@@ -204,14 +192,14 @@ pub async fn show(state: web::Data<ConsoleState>, req: HttpRequest, id: web::Pat
     }
 }
 
-async fn set_suspended(
+pub async fn set_suspended(
     state: web::Data<ConsoleState>,
     req: HttpRequest,
     id: web::Path<String>,
     payload: web::Payload,
     suspended: bool,
 ) -> HttpResponse {
-    let (s, _) = match session::require_form::<ActionForm>(&state, &req, payload).await {
+    let (s, _) = match session::require_form::<session::ButtonForm>(&state, &req, payload).await {
         Ok(v) => v,
         Err(answer) => return answer,
     };
@@ -220,24 +208,6 @@ async fn set_suspended(
         Ok(_) => page::see_other(&format!("/console/users/{id}")).finish(),
         Err(e) => failure::from_account(e),
     }
-}
-
-pub async fn suspend(
-    state: web::Data<ConsoleState>,
-    req: HttpRequest,
-    id: web::Path<String>,
-    payload: web::Payload,
-) -> HttpResponse {
-    set_suspended(state, req, id, payload, true).await
-}
-
-pub async fn reactivate(
-    state: web::Data<ConsoleState>,
-    req: HttpRequest,
-    id: web::Path<String>,
-    payload: web::Payload,
-) -> HttpResponse {
-    set_suspended(state, req, id, payload, false).await
 }
 
 #[derive(Deserialize)]
@@ -306,7 +276,7 @@ pub async fn mail_recovery(
     id: web::Path<String>,
     payload: web::Payload,
 ) -> HttpResponse {
-    let (s, _) = match session::require_form::<ActionForm>(&state, &req, payload).await {
+    let (s, _) = match session::require_form::<session::ButtonForm>(&state, &req, payload).await {
         Ok(v) => v,
         Err(answer) => return answer,
     };
@@ -327,7 +297,7 @@ pub async fn reset_secret_question(
     id: web::Path<String>,
     payload: web::Payload,
 ) -> HttpResponse {
-    let (s, _) = match session::require_form::<ActionForm>(&state, &req, payload).await {
+    let (s, _) = match session::require_form::<session::ButtonForm>(&state, &req, payload).await {
         Ok(v) => v,
         Err(answer) => return answer,
     };
@@ -358,14 +328,14 @@ pub async fn delete(
     }
 }
 
-async fn device_action(
+pub async fn device_action(
     state: web::Data<ConsoleState>,
     req: HttpRequest,
     path: web::Path<(String, String)>,
     payload: web::Payload,
     action: DeviceAction,
 ) -> HttpResponse {
-    let (s, _) = match session::require_form::<ActionForm>(&state, &req, payload).await {
+    let (s, _) = match session::require_form::<session::ButtonForm>(&state, &req, payload).await {
         Ok(v) => v,
         Err(answer) => return answer,
     };
@@ -375,33 +345,6 @@ async fn device_action(
         Ok(()) => page::see_other(&format!("/console/users/{user}")).finish(),
         Err(e) => failure::from_account(e),
     }
-}
-
-pub async fn revoke_device(
-    state: web::Data<ConsoleState>,
-    req: HttpRequest,
-    path: web::Path<(String, String)>,
-    payload: web::Payload,
-) -> HttpResponse {
-    device_action(state, req, path, payload, DeviceAction::Revoke).await
-}
-
-pub async fn wipe_device(
-    state: web::Data<ConsoleState>,
-    req: HttpRequest,
-    path: web::Path<(String, String)>,
-    payload: web::Payload,
-) -> HttpResponse {
-    device_action(state, req, path, payload, DeviceAction::Wipe).await
-}
-
-pub async fn disconnect_device(
-    state: web::Data<ConsoleState>,
-    req: HttpRequest,
-    path: web::Path<(String, String)>,
-    payload: web::Payload,
-) -> HttpResponse {
-    device_action(state, req, path, payload, DeviceAction::Disconnect).await
 }
 
 #[cfg(test)]
