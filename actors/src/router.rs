@@ -602,15 +602,27 @@ impl Router {
     /// devices (a license was suspended or expired). Other nodes do the same for theirs.
     /// Returns how many sessions were asked to close.
     pub fn close_sessions_of_ves(&self, ves: &HashSet<VesId>, code: CloseCode) -> usize {
+        self.close_of_ves(ves, code, true)
+    }
+
+    /// Closes this node's device sessions of the given VES installations' users, leaving
+    /// the VES sessions (their license lost ConstantSync, not its enterprise servers).
+    pub fn close_devices_of_ves(&self, ves: &HashSet<VesId>, code: CloseCode) -> usize {
+        self.close_of_ves(ves, code, false)
+    }
+
+    fn close_of_ves(&self, ves: &HashSet<VesId>, code: CloseCode, with_ves: bool) -> usize {
         if ves.is_empty() {
             return 0;
         }
         let mut controls = Vec::new();
-        self.ves.for_each(|id, h| {
-            if ves.contains(id) {
-                controls.push(h.control.clone());
-            }
-        });
+        if with_ves {
+            self.ves.for_each(|id, h| {
+                if ves.contains(id) {
+                    controls.push(h.control.clone());
+                }
+            });
+        }
         self.devices.for_each(|_, h| {
             if ves.contains(&h.ves_id) {
                 controls.push(h.control.clone());

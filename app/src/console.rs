@@ -107,4 +107,17 @@ impl noc_console::Live for RouterLive {
     fn disconnect_device(&self, device: DeviceId) {
         self.router.close_session(SessionKey::Device(device), CloseCode::Normal);
     }
+
+    fn devices_disallowed(&self, devices: &[DeviceId]) {
+        for &device in devices {
+            self.router.close_session(SessionKey::Device(device), CloseCode::FeatureDisabled);
+        }
+    }
+
+    fn users_settings_changed(&self, users: &[UserRecord]) {
+        for user in users.iter().filter(|u| u.status == UserStatus::Active) {
+            let state = active_user_state(user);
+            self.router.user_settings_changed(user.ves_id, user.id, state.constant_sync, state.filter_rules);
+        }
+    }
 }

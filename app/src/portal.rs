@@ -92,6 +92,7 @@ fn problem(invalid: Invalid) -> Problem {
         Invalid::AnswerLength { min, max } => Problem::AnswerLength { min, max },
         other @ (Invalid::DeviceAttribute(_)
         | Invalid::LicenseName
+        | Invalid::AdminEmail
         | Invalid::OperatorName
         | Invalid::TokenLifetime
         | Invalid::UsageRange

@@ -10,7 +10,7 @@ use noc_actors::{Metrics, Router, RtsSessions};
 use noc_cluster::{Cluster, MemoryCluster, NodeId, RedisCluster};
 use noc_gateway::{GatewayConfig, GatewayState};
 use noc_protocol::CloseCode;
-use noc_storage::{Accounts, PostgresStore, SqliteStore, Store};
+use noc_storage::{Accounts, Feature, PostgresStore, SqliteStore, Store};
 
 use crate::config::Config;
 use crate::error::NodeError;
@@ -156,8 +156,9 @@ async fn audit_purge(accounts: Accounts, retention: Duration) {
 }
 
 /// Ends the live sessions of licenses that were suspended (possibly by `noc admin` in
-/// another process, or on another node) or that expired: logins check the license, but a
-/// session opened before lives on until something closes it. Each node closes its own
+/// another process, or on another node) or that expired, and the device sessions of
+/// licenses that lost ConstantSync: logins check the license, but a session opened before
+/// lives on until something closes it. Each node closes its own
 /// sessions, so nothing crosses the bus.
 async fn license_watch(accounts: Accounts, router: Arc<Router>, every: Duration) {
     let mut tick = tokio::time::interval(every);
@@ -173,6 +174,16 @@ async fn license_watch(accounts: Accounts, router: Arc<Router>, every: Duration)
                 }
             }
             Err(e) => tracing::warn!(error = %e, "license check failed; retrying at the next interval"),
+        }
+        match accounts.store().ves_of_licenses_without(Feature::ConstantSync).await {
+            Ok(ves) => {
+                let ves: HashSet<_> = ves.into_iter().collect();
+                let closed = router.close_devices_of_ves(&ves, CloseCode::FeatureDisabled);
+                if closed > 0 {
+                    tracing::info!(sessions = closed, "closed device sessions of licenses without ConstantSync");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "license feature check failed; retrying at the next interval"),
         }
     }
 }

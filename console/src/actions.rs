@@ -3,7 +3,7 @@
 //! suspension from either closes the same sessions.
 
 use noc_protocol::{DeviceId, LicenseId, UserId};
-use noc_storage::{AccountError, Principal, UserRecord};
+use noc_storage::{AccountError, Feature, Principal, UserRecord};
 
 use crate::state::ConsoleState;
 
@@ -104,7 +104,8 @@ pub async fn installations(
         .collect())
 }
 
-/// Changes a user's profile, then tells their enterprise server.
+/// Changes a user's profile, then tells their enterprise server; a user who may no longer
+/// use ConstantSync loses their device sessions at once.
 pub async fn change_user(
     state: &ConsoleState,
     p: &Principal,
@@ -113,7 +114,34 @@ pub async fn change_user(
 ) -> Result<UserRecord, AccountError> {
     let record = state.accounts.change_user_as(p, user, change).await?;
     state.live.user_changed(&record);
+    if !record.allows(Feature::ConstantSync) {
+        let devices = state.accounts.devices_of_user_as(p, user).await?;
+        let live: Vec<_> =
+            devices.iter().filter(|d| d.revoked_at.is_none() && d.wipe_requested_at.is_none()).map(|d| d.id).collect();
+        state.live.devices_disallowed(&live);
+    }
     Ok(record)
+}
+
+/// Changes a license; when its features changed, its users' enterprise servers hear what
+/// now applies, and without ConstantSync its devices' sessions close at once (the nodes'
+/// license check catches the same for changes made elsewhere).
+pub async fn change_license(
+    state: &ConsoleState,
+    p: &Principal,
+    license: LicenseId,
+    change: &noc_storage::LicenseChange,
+) -> Result<noc_storage::License, AccountError> {
+    let before = state.accounts.license_as(p, license).await?;
+    let after = state.accounts.change_license_as(p, license, change).await?;
+    if before.features != after.features {
+        let (users, devices) = state.accounts.license_population_as(p, license).await?;
+        state.live.users_settings_changed(&users);
+        if !after.features.contains(Feature::ConstantSync) {
+            state.live.devices_disallowed(&devices);
+        }
+    }
+    Ok(after)
 }
 
 /// Mails a user a password-recovery link (the operator never sees it).

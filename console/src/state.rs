@@ -39,6 +39,12 @@ pub trait Live: Send + Sync + 'static {
     fn device_wipe_requested(&self, user: &UserRecord, device: DeviceId);
     /// Disconnects a device's session wherever it is (it reconnects on its own).
     fn disconnect_device(&self, device: DeviceId);
+    /// The devices may no longer be used (ConstantSync was taken away from their user or
+    /// license): their sessions close wherever they are.
+    fn devices_disallowed(&self, devices: &[DeviceId]);
+    /// What active users may use changed with their license's features: their enterprise
+    /// servers get the users' alert rules and ConstantSync flags as they now apply.
+    fn users_settings_changed(&self, users: &[UserRecord]);
 }
 
 /// A live node and the sessions it holds (`None`: it reports nothing, an older version).

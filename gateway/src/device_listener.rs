@@ -327,6 +327,9 @@ fn close_for(e: &AccountError) -> (CloseCode, &'static str, u32) {
             return (CloseCode::ServiceUnavailable, "relay busy; retry shortly", jitter_ms(1_000, 4_000));
         }
         AccountError::NotActivated => (CloseCode::AuthFailed, "account not activated"),
+        AccountError::FeatureDisabled(_) => {
+            (CloseCode::FeatureDisabled, "ConstantSync is not enabled for this account")
+        }
         _ => (CloseCode::ServerError, "internal error"),
     };
     (code, message, reconnect_hint_ms(code))

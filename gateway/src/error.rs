@@ -49,6 +49,7 @@ impl ApiError {
             AccountError::Busy(_) => "busy",
             AccountError::NotActivated => "not_activated",
             AccountError::MsisdnNotApproved => "msisdn_not_approved",
+            AccountError::FeatureDisabled(_) => "feature_disabled",
             AccountError::Invalid(_)
             | AccountError::WipePending
             | AccountError::Conflict(_)
@@ -89,6 +90,9 @@ impl From<AccountError> for ApiError {
             AccountError::Forbidden => ApiError::new(ApiErrorCode::Forbidden, "not allowed for this role or token"),
             AccountError::NotActivated => {
                 ApiError::new(ApiErrorCode::NotActivated, "account not activated: bind an MSISDN first")
+            }
+            AccountError::FeatureDisabled(f) => {
+                ApiError::new(ApiErrorCode::FeatureDisabled, format!("{} is not enabled for this account", f.as_str()))
             }
             AccountError::Invalid(m) => ApiError::bad_request(m.to_string()),
             AccountError::Unavailable(detail) => {

@@ -125,7 +125,7 @@ pub fn active_user_state(u: &UserRecord) -> VesUserState {
             msisdn: u.msisdn.clone(),
             time_zone: u.time_zone.clone(),
         },
-        constant_sync: u.constant_sync,
+        constant_sync: u.effective_constant_sync(),
         filter_rules: u.effective_filter_rules(),
     }
 }
@@ -399,7 +399,7 @@ async fn activate_device(
         device_host: state.config.device_host.clone(),
         device_port: state.config.device_port,
         full_name: user.full_name(),
-        service_type: if user.constant_sync { "constant_sync" } else { "browse" }.to_string(),
+        service_type: if user.effective_constant_sync() { "constant_sync" } else { "browse" }.to_string(),
         user_id: user.id,
     }))
 }

@@ -141,6 +141,9 @@ wire_enum! {
         /// The user asked for a remote wipe of this device: reconnect at once to receive
         /// it (device-channel version 2 answers the authentication with WIPE).
         WipePending = 17 => "wipe_pending",
+        /// The user or its license may not use ConstantSync devices (an operator took the
+        /// feature away); the device must not reconnect until it is given back.
+        FeatureDisabled = 18 => "feature_disabled",
     }
 }
 
@@ -175,6 +178,9 @@ pub enum ApiErrorCode {
     NotActivated,
     /// The operator's role or the token's scope does not allow the action (admin API).
     Forbidden,
+    /// The user or its license may not use this feature (ConstantSync devices, a browse
+    /// interface): an operator took it away.
+    FeatureDisabled,
     /// Too many pending RTS parameter sets or sessions: retry later.
     TooManyRequests,
     /// A backing service is unavailable; retry later.
@@ -202,6 +208,7 @@ impl ApiErrorCode {
         ApiErrorCode::MsisdnNotApproved,
         ApiErrorCode::NotActivated,
         ApiErrorCode::Forbidden,
+        ApiErrorCode::FeatureDisabled,
         ApiErrorCode::TooManyRequests,
         ApiErrorCode::Unavailable,
         ApiErrorCode::Draining,
@@ -223,6 +230,7 @@ impl ApiErrorCode {
             ApiErrorCode::MsisdnNotApproved => "msisdn_not_approved",
             ApiErrorCode::NotActivated => "not_activated",
             ApiErrorCode::Forbidden => "forbidden",
+            ApiErrorCode::FeatureDisabled => "feature_disabled",
             ApiErrorCode::TooManyRequests => "too_many_requests",
             ApiErrorCode::Unavailable => "unavailable",
             ApiErrorCode::Draining => "draining",
@@ -247,7 +255,8 @@ impl ApiErrorCode {
             ApiErrorCode::Suspended
             | ApiErrorCode::MsisdnNotApproved
             | ApiErrorCode::NotActivated
-            | ApiErrorCode::Forbidden => 403,
+            | ApiErrorCode::Forbidden
+            | ApiErrorCode::FeatureDisabled => 403,
             ApiErrorCode::SeatsFull | ApiErrorCode::Conflict => 409,
             ApiErrorCode::NotFound => 404,
             ApiErrorCode::Unavailable | ApiErrorCode::Draining => 503,

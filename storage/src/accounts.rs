@@ -116,6 +116,9 @@ pub enum AccountError {
     MsisdnNotApproved,
     #[error("account not activated")]
     NotActivated,
+    /// The user's access or the license does not include the feature.
+    #[error("{} is not enabled for this account", .0.as_str())]
+    FeatureDisabled(Feature),
     #[error("invalid input: {0}")]
     Invalid(#[from] Invalid),
     #[error("account store unavailable: {0}")]
@@ -245,7 +248,14 @@ impl Accounts {
         let password_hash = self.hash_password(password).await?;
         let license = self
             .store
-            .insert_license(NewLicense { name: name.to_string(), password_hash, max_users, expires_at })
+            .insert_license(NewLicense {
+                name: name.to_string(),
+                password_hash,
+                max_users,
+                expires_at,
+                features: Features::ALL,
+                admin_email: None,
+            })
             .await?;
         self.audit(
             actor.to_string(),
@@ -609,6 +619,9 @@ impl Accounts {
         if user.status != UserStatus::Active {
             return Err(AccountError::NotActivated);
         }
+        if !user.allows(Feature::ConstantSync) {
+            return Err(AccountError::FeatureDisabled(Feature::ConstantSync));
+        }
         let credential = secrets::random_bytes::<32>();
         let device = self
             .store
@@ -643,6 +656,9 @@ impl Accounts {
             !login.license_suspended && login.license_expires_at.is_none_or(|t| t > noc_protocol::clock::unix_ms_i64());
         if !usable {
             return Err(AccountError::Suspended);
+        }
+        if !login.user_access.and(login.license_features).contains(Feature::ConstantSync) {
+            return Err(AccountError::FeatureDisabled(Feature::ConstantSync));
         }
         Ok(DeviceAuth {
             device_id: login.device_id,

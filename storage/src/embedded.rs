@@ -223,6 +223,13 @@ CREATE TABLE usage_daily_devices (
 -- What each VES installation runs, as it said when it last connected.
 ALTER TABLE ves ADD COLUMN agent TEXT;
 "#,
+    r#"
+-- Feature flags (bits of model::Feature; 31 = all) per license and, as a CSR's grant, per
+-- user; the license administrator's address.
+ALTER TABLE licenses ADD COLUMN features INTEGER NOT NULL DEFAULT 31;
+ALTER TABLE licenses ADD COLUMN admin_email TEXT;
+ALTER TABLE users ADD COLUMN access INTEGER NOT NULL DEFAULT 31;
+"#,
 ];
 
 /// SQLite-backed [`Store`].
@@ -298,7 +305,7 @@ fn parse_id<T: std::str::FromStr>(s: String) -> rusqlite::Result<T> {
 }
 
 const LICENSE_COLS: &str = "l.id, l.name, l.max_users, l.expires_at, l.suspended, l.created_at, \
-     (SELECT COUNT(*) FROM users u WHERE u.license_id = l.id), l.secret_question_recovery";
+     (SELECT COUNT(*) FROM users u WHERE u.license_id = l.id), l.secret_question_recovery, l.features, l.admin_email";
 
 fn license_row(r: &Row<'_>) -> rusqlite::Result<License> {
     Ok(License {
@@ -310,12 +317,14 @@ fn license_row(r: &Row<'_>) -> rusqlite::Result<License> {
         created_at: r.get(5)?,
         used_users: r.get(6)?,
         secret_question_recovery: r.get::<_, i64>(7)? != 0,
+        features: Features::from_bits(r.get(8)?),
+        admin_email: r.get(9)?,
     })
 }
 
 const USER_COLS: &str = "id, license_id, ves_id, email, msisdn, password_hash, first_name, last_name, \
      time_zone, status, constant_sync, filter_rules, created_at, updated_at, contact_email, locale, \
-     alerts_enabled";
+     alerts_enabled, access, (SELECT l.features FROM licenses l WHERE l.id = users.license_id)";
 
 fn user_row(r: &Row<'_>) -> rusqlite::Result<UserRecord> {
     let status: String = r.get(9)?;
@@ -338,6 +347,9 @@ fn user_row(r: &Row<'_>) -> rusqlite::Result<UserRecord> {
         contact_email: r.get(14)?,
         locale: r.get(15)?,
         alerts_enabled: r.get::<_, i64>(16)? != 0,
+        access: Features::from_bits(r.get(17)?),
+        // No license row (it cannot happen: users reference theirs) allows nothing.
+        license_features: Features::from_bits(r.get::<_, Option<i64>>(18)?.unwrap_or(0)),
     })
 }
 
@@ -454,15 +466,17 @@ impl Store for SqliteStore {
         self.run(move |c| {
             let id = LicenseId::random();
             c.execute(
-                "INSERT INTO licenses (id, name, password_hash, max_users, expires_at, suspended, created_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, 0, ?6)",
+                "INSERT INTO licenses (id, name, password_hash, max_users, expires_at, suspended, created_at, \
+                 features, admin_email) VALUES (?1, ?2, ?3, ?4, ?5, 0, ?6, ?7, ?8)",
                 params![
                     id.to_string(),
                     new.name,
                     new.password_hash,
                     new.max_users,
                     new.expires_at,
-                    noc_protocol::clock::unix_ms_i64()
+                    noc_protocol::clock::unix_ms_i64(),
+                    new.features.bits(),
+                    new.admin_email,
                 ],
             )?;
             get_license(c, id)?.ok_or(StoreError::NotFound)
@@ -485,7 +499,7 @@ impl Store for SqliteStore {
             Ok(c.query_row(
                 &format!("SELECT {LICENSE_COLS}, l.password_hash FROM licenses l WHERE l.name = ?1"),
                 [name],
-                |r| Ok((license_row(r)?, r.get::<_, String>(8)?)),
+                |r| Ok((license_row(r)?, r.get::<_, String>(10)?)),
             )
             .optional()?)
         })
@@ -649,6 +663,17 @@ impl Store for SqliteStore {
                  WHERE l.suspended != 0 OR (l.expires_at IS NOT NULL AND l.expires_at <= ?1)",
             )?;
             let ids = stmt.query_map([now], |r| parse_id::<VesId>(r.get(0)?))?.collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(ids)
+        })
+        .await
+    }
+
+    async fn ves_of_licenses_without(&self, feature: Feature) -> Result<Vec<VesId>> {
+        let bit = Features::NONE.with(feature, true).bits();
+        self.run(move |c| {
+            let mut stmt =
+                c.prepare("SELECT v.id FROM ves v JOIN licenses l ON l.id = v.license_id WHERE l.features & ?1 = 0")?;
+            let ids = stmt.query_map([bit], |r| parse_id::<VesId>(r.get(0)?))?.collect::<rusqlite::Result<Vec<_>>>()?;
             Ok(ids)
         })
         .await
@@ -868,7 +893,7 @@ impl Store for SqliteStore {
         self.run(move |c| {
             let mut stmt = c.prepare_cached(
                 "SELECT d.id, d.user_id, u.ves_id, u.license_id, d.credential_hash, d.revoked_at, \
-                 u.status, l.suspended, l.expires_at, d.wipe_requested_at \
+                 u.status, l.suspended, l.expires_at, d.wipe_requested_at, u.access, l.features \
                  FROM devices d JOIN users u ON u.id = d.user_id JOIN licenses l ON l.id = u.license_id \
                  WHERE d.id = ?1",
             )?;
@@ -886,6 +911,8 @@ impl Store for SqliteStore {
                         license_suspended: r.get::<_, i64>(7)? != 0,
                         license_expires_at: r.get(8)?,
                         wipe_requested_at: r.get(9)?,
+                        user_access: Features::from_bits(r.get(10)?),
+                        license_features: Features::from_bits(r.get(11)?),
                     })
                 })
                 .optional()?)
@@ -1411,7 +1438,9 @@ impl Store for SqliteStore {
                  max_users = COALESCE(?2, max_users), \
                  expires_at = CASE WHEN ?3 THEN ?4 ELSE expires_at END, \
                  suspended = COALESCE(?5, suspended), \
-                 secret_question_recovery = COALESCE(?6, secret_question_recovery) \
+                 secret_question_recovery = COALESCE(?6, secret_question_recovery), \
+                 features = COALESCE(?7, features), \
+                 admin_email = CASE WHEN ?8 THEN ?9 ELSE admin_email END \
                  WHERE id = ?1",
                 params![
                     id.to_string(),
@@ -1419,7 +1448,10 @@ impl Store for SqliteStore {
                     ch.expires_at.is_some(),
                     ch.expires_at.flatten(),
                     ch.suspended,
-                    ch.secret_question_recovery
+                    ch.secret_question_recovery,
+                    ch.features.map(Features::bits),
+                    ch.admin_email.is_some(),
+                    ch.admin_email.clone().flatten(),
                 ],
             )?;
             if n == 0 {
@@ -1466,6 +1498,20 @@ impl Store for SqliteStore {
             let n = c.execute(
                 "UPDATE users SET status = ?1, updated_at = ?2 WHERE id = ?3",
                 params![status.as_str(), now, id.to_string()],
+            )?;
+            if n == 0 {
+                return Err(StoreError::NotFound);
+            }
+            Ok(c.query_row(&format!("SELECT {USER_COLS} FROM users WHERE id = ?1"), [id.to_string()], user_row)?)
+        })
+        .await
+    }
+
+    async fn set_user_access(&self, id: UserId, access: Features, now: i64) -> Result<UserRecord> {
+        self.run(move |c| {
+            let n = c.execute(
+                "UPDATE users SET access = ?1, updated_at = ?2 WHERE id = ?3",
+                params![access.bits(), now, id.to_string()],
             )?;
             if n == 0 {
                 return Err(StoreError::NotFound);
@@ -1689,7 +1735,14 @@ mod tests {
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
         let store = SqliteStore::open(&path).expect("open");
         // A write makes SQLite create the -wal and -shm files.
-        let license = NewLicense { name: "acme".into(), password_hash: "hash".into(), max_users: 1, expires_at: None };
+        let license = NewLicense {
+            name: "acme".into(),
+            password_hash: "hash".into(),
+            max_users: 1,
+            expires_at: None,
+            features: Features::ALL,
+            admin_email: None,
+        };
         store.insert_license(license).await.expect("write");
         for suffix in ["", "-wal", "-shm"] {
             let file = dir.path().join(format!("noc.sqlite3{suffix}"));

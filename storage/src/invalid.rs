@@ -30,6 +30,8 @@ pub enum Invalid {
     Email,
     #[error("the contact address must be an e-mail address")]
     ContactEmail,
+    #[error("the license administrator's address must be an e-mail address")]
+    AdminEmail,
     #[error("Msisdn must be 5 to 20 digits, optionally after '+'")]
     Msisdn,
     #[error("TimeZone must be an IANA zone name or UTC offset")]

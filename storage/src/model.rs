@@ -18,6 +18,11 @@ pub struct License {
     /// Users may recover a password by answering a secret question (white paper §9.2.2):
     /// weaker than the mailed link, so off unless the carrier turns it on for the license.
     pub secret_question_recovery: bool,
+    /// What the license's users may use (white paper Table 2, "Enterprise Level Feature
+    /// Flags"); a user also needs the same flag in [`UserRecord::access`].
+    pub features: Features,
+    /// Whom the carrier contacts about the license (its administrator at the enterprise).
+    pub admin_email: Option<String>,
 }
 
 impl License {
@@ -34,6 +39,123 @@ pub struct NewLicense {
     pub password_hash: String,
     pub max_users: u32,
     pub expires_at: Option<i64>,
+    pub features: Features,
+    pub admin_email: Option<String>,
+}
+
+/// What an operator creates a license with.
+#[derive(Clone, Debug)]
+pub struct LicenseDraft {
+    pub name: String,
+    pub password: String,
+    pub max_users: u32,
+    pub expires_at: Option<i64>,
+    pub features: Features,
+    pub admin_email: Option<String>,
+}
+
+/// One way of reaching a user's data (white paper §3.7.2: "grant or block the ability of
+/// a user to access user data … from any of the available interfaces").
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Feature {
+    /// Browsing mail, calendar and contacts from a PC browser.
+    BrowsePc,
+    /// The same from a PDA browser (small HTML pages).
+    BrowsePda,
+    /// The same from a WAP phone (WML).
+    BrowseWap,
+    /// Devices: activation and device-channel sessions, and the VES pushing to them.
+    ConstantSync,
+    /// New-mail alerts: the VES is sent the user's filter rules.
+    Alerts,
+}
+
+impl Feature {
+    pub const ALL: [Feature; 5] =
+        [Feature::BrowsePc, Feature::BrowsePda, Feature::BrowseWap, Feature::ConstantSync, Feature::Alerts];
+
+    /// The stored bit: part of the schema, never renumbered.
+    const fn bit(self) -> u32 {
+        match self {
+            Feature::BrowsePc => 1,
+            Feature::BrowsePda => 1 << 1,
+            Feature::BrowseWap => 1 << 2,
+            Feature::ConstantSync => 1 << 3,
+            Feature::Alerts => 1 << 4,
+        }
+    }
+
+    /// The name in the admin API, the audit log and the console's forms.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Feature::BrowsePc => "browse_pc",
+            Feature::BrowsePda => "browse_pda",
+            Feature::BrowseWap => "browse_wap",
+            Feature::ConstantSync => "constant_sync",
+            Feature::Alerts => "alerts",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Feature::ALL.into_iter().find(|f| f.as_str() == s)
+    }
+}
+
+/// A set of [`Feature`]s, stored as a bit mask. Everything is allowed unless an operator
+/// takes it away, so licenses and users from before the flags existed keep what they had.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Features(u32);
+
+impl Features {
+    pub const ALL: Features = Features(0b1_1111);
+    pub const NONE: Features = Features(0);
+
+    pub fn contains(self, f: Feature) -> bool {
+        self.0 & f.bit() != 0
+    }
+
+    #[must_use]
+    pub fn with(self, f: Feature, on: bool) -> Features {
+        if on { Features(self.0 | f.bit()) } else { Features(self.0 & !f.bit()) }
+    }
+
+    /// Both sets allow it (a license's features and a user's access).
+    #[must_use]
+    pub fn and(self, other: Features) -> Features {
+        Features(self.0 & other.0)
+    }
+
+    /// The stored form. Bits this version does not know (a newer schema's) are dropped
+    /// on reading, so they are never granted by accident.
+    pub fn bits(self) -> u32 {
+        self.0
+    }
+
+    pub fn from_bits(bits: i64) -> Features {
+        Features(u32::try_from(bits & i64::from(Features::ALL.0)).unwrap_or(0))
+    }
+
+    pub fn iter(self) -> impl Iterator<Item = Feature> {
+        Feature::ALL.into_iter().filter(move |f| self.contains(*f))
+    }
+
+    /// The allowed features' names joined by commas, `none` for none (the audit log's form).
+    pub fn describe(self) -> String {
+        let names: Vec<&str> = self.iter().map(Feature::as_str).collect();
+        if names.is_empty() { "none".to_string() } else { names.join(",") }
+    }
+}
+
+impl Default for Features {
+    fn default() -> Self {
+        Features::ALL
+    }
+}
+
+impl std::fmt::Debug for Features {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.describe())
+    }
 }
 
 /// A registered VES installation. Its GUID is stored only as a hash.
@@ -98,14 +220,32 @@ pub struct UserRecord {
     /// The language the user chose for the portal (a tag such as `de`); `None`: the
     /// browser's.
     pub locale: Option<String>,
+    /// What a CSR lets this user use (white paper §3.7.2).
+    pub access: Features,
+    /// What the user's license allows, read with the user (the store joins it in), so
+    /// that [`UserRecord::allows`] needs nothing else.
+    pub license_features: Features,
     pub created_at: i64,
     pub updated_at: i64,
 }
 
 impl UserRecord {
     /// The rules the user's VES applies: none while alerts are off.
+    /// The rules the user's VES applies: none while alerts are off, or not allowed for the
+    /// user or the license.
     pub fn effective_filter_rules(&self) -> Vec<FilterRule> {
-        if self.alerts_enabled { self.filter_rules.clone() } else { Vec::new() }
+        if self.alerts_enabled && self.allows(Feature::Alerts) { self.filter_rules.clone() } else { Vec::new() }
+    }
+
+    /// Whether the VES pushes to the user's devices: the user's own switch, within what
+    /// the user and the license may use.
+    pub fn effective_constant_sync(&self) -> bool {
+        self.constant_sync && self.allows(Feature::ConstantSync)
+    }
+
+    /// Both the license and the user's access allow `f`.
+    pub fn allows(&self, f: Feature) -> bool {
+        self.access.and(self.license_features).contains(f)
     }
 
     pub fn full_name(&self) -> String {
@@ -181,6 +321,10 @@ pub struct DeviceLogin {
     pub license_expires_at: Option<i64>,
     /// A remote wipe waits for this device.
     pub wipe_requested_at: Option<i64>,
+    /// The user's access and the license's features: a device session needs ConstantSync
+    /// in both.
+    pub user_access: Features,
+    pub license_features: Features,
 }
 
 impl std::fmt::Debug for DeviceLogin {
@@ -300,6 +444,8 @@ pub struct UserProfileChange {
     pub msisdn: Option<String>,
     pub time_zone: Option<String>,
     pub locale: Option<String>,
+    /// What the user may use (within the license's features).
+    pub access: Option<Features>,
 }
 
 /// What an operator changes on a license; `None` leaves a field as it is.
@@ -310,6 +456,9 @@ pub struct LicenseChange {
     pub expires_at: Option<Option<i64>>,
     pub suspended: Option<bool>,
     pub secret_question_recovery: Option<bool>,
+    pub features: Option<Features>,
+    /// `Some(None)`: no administrator address.
+    pub admin_email: Option<Option<String>>,
 }
 
 /// What one license used on one day (white paper §8.3). As an input to
@@ -544,5 +693,69 @@ pub struct SecretQuestion {
 impl std::fmt::Debug for SecretQuestion {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SecretQuestion").field("question", &self.question).finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn user(access: Features, license: Features) -> UserRecord {
+        UserRecord {
+            id: UserId::random(),
+            license_id: LicenseId::random(),
+            ves_id: VesId::random(),
+            email: "bob@example.com".into(),
+            msisdn: None,
+            password_hash: String::new(),
+            first_name: String::new(),
+            last_name: String::new(),
+            time_zone: None,
+            status: UserStatus::Active,
+            constant_sync: true,
+            filter_rules: vec![FilterRule { field: "subject".into(), contains: "urgent".into() }],
+            alerts_enabled: true,
+            contact_email: None,
+            locale: None,
+            access,
+            license_features: license,
+            created_at: 0,
+            updated_at: 0,
+        }
+    }
+
+    #[test]
+    fn a_feature_needs_both_the_license_and_the_users_access() {
+        let all = user(Features::ALL, Features::ALL);
+        assert!(all.effective_constant_sync());
+        assert_eq!(all.effective_filter_rules().len(), 1);
+        let no_alerts = Features::ALL.with(Feature::Alerts, false);
+        for u in [user(no_alerts, Features::ALL), user(Features::ALL, no_alerts)] {
+            assert!(u.effective_filter_rules().is_empty(), "no rules reach the VES without alerts");
+            assert!(u.effective_constant_sync());
+        }
+        let no_sync = Features::ALL.with(Feature::ConstantSync, false);
+        assert!(!user(no_sync, Features::ALL).effective_constant_sync());
+        assert!(!user(Features::ALL, no_sync).effective_constant_sync());
+        let mut off = user(Features::ALL, Features::ALL);
+        off.constant_sync = false;
+        assert!(!off.effective_constant_sync(), "the user's own switch still counts");
+    }
+
+    #[test]
+    fn features_are_stored_as_stable_bits_and_named() {
+        assert_eq!(Features::ALL.bits(), 31);
+        assert_eq!(Features::NONE.with(Feature::ConstantSync, true).bits(), 8);
+        assert_eq!(Features::from_bits(31 | 64), Features::ALL, "a newer schema's bits grant nothing here");
+        assert_eq!(Features::from_bits(-1), Features::ALL);
+        assert_eq!(Features::NONE.describe(), "none");
+        assert_eq!(
+            Features::NONE.with(Feature::BrowsePc, true).with(Feature::Alerts, true).describe(),
+            "browse_pc,alerts"
+        );
+        for f in Feature::ALL {
+            assert_eq!(Feature::parse(f.as_str()), Some(f));
+        }
+        assert_eq!(Features::default(), Features::ALL);
     }
 }

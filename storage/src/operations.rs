@@ -130,6 +130,14 @@ fn show_expiry(at: Option<i64>) -> String {
     at.map_or_else(|| "never".to_string(), |t| t.to_string())
 }
 
+/// A license administrator's address, normalised; empty means none.
+fn check_admin_email(email: Option<&str>) -> Result<Option<String>> {
+    match email.map(str::trim).filter(|e| !e.is_empty()) {
+        None => Ok(None),
+        Some(e) => crate::accounts::normalize_email(e).map(Some).map_err(|_| Invalid::AdminEmail.into()),
+    }
+}
+
 impl Accounts {
     fn allow(&self, p: &Principal, permission: Permission) -> Result<()> {
         if permits(p.role, p.scope, permission) { Ok(()) } else { Err(AccountError::Forbidden) }
@@ -286,24 +294,26 @@ impl Accounts {
     }
 
     /// Creates a license; one a CSR creates is in their care from then on.
-    pub async fn create_license_as(
-        &self,
-        p: &Principal,
-        name: &str,
-        password: &str,
-        max_users: u32,
-        expires_at: Option<i64>,
-    ) -> Result<License> {
+    pub async fn create_license_as(&self, p: &Principal, draft: &LicenseDraft) -> Result<License> {
         self.allow(p, Permission::WriteLicenses)?;
-        let name = name.trim();
+        let name = draft.name.trim();
         if name.is_empty() || name.len() > 128 || name.chars().any(char::is_control) {
             return Err(Invalid::LicenseName.into());
         }
-        self.check_password_rules(password)?;
-        let password_hash = self.hash_password(password).await?;
+        let admin_email = check_admin_email(draft.admin_email.as_deref())?;
+        self.check_password_rules(&draft.password)?;
+        let password_hash = self.hash_password(&draft.password).await?;
+        let (max_users, expires_at) = (draft.max_users, draft.expires_at);
         let license = self
             .store()
-            .insert_license(NewLicense { name: name.to_string(), password_hash, max_users, expires_at })
+            .insert_license(NewLicense {
+                name: name.to_string(),
+                password_hash,
+                max_users,
+                expires_at,
+                features: draft.features,
+                admin_email,
+            })
             .await?;
         if p.role != OperatorRole::NocAdmin {
             self.store().grant_license(license.id, &p.operator_id).await?;
@@ -312,6 +322,8 @@ impl Accounts {
             FieldChange::new("name", "", &license.name),
             FieldChange::new("max_users", "", max_users),
             FieldChange::new("expires_at", "", show_expiry(expires_at)),
+            FieldChange::new("features", "", license.features.describe()),
+            FieldChange::new("admin_email", "", license.admin_email.clone().unwrap_or_default()),
             FieldChange::new("password", "", "(set)"),
         ];
         self.audit_operator(p, "license.create", format!("license:{}", license.id), changes).await;
@@ -322,7 +334,11 @@ impl Accounts {
     pub async fn change_license_as(&self, p: &Principal, id: LicenseId, change: &LicenseChange) -> Result<License> {
         self.allow(p, Permission::WriteLicenses)?;
         let before = self.reach_license(p, id).await?;
-        let after = self.store().update_license(id, change).await?;
+        let mut change = change.clone();
+        if let Some(email) = change.admin_email.take() {
+            change.admin_email = Some(check_admin_email(email.as_deref())?);
+        }
+        let after = self.store().update_license(id, &change).await?;
         let mut changes = Vec::new();
         if before.max_users != after.max_users {
             changes.push(FieldChange::new("max_users", before.max_users, after.max_users));
@@ -340,10 +356,36 @@ impl Accounts {
                 after.secret_question_recovery,
             ));
         }
+        if before.features != after.features {
+            changes.push(FieldChange::new("features", before.features.describe(), after.features.describe()));
+        }
+        if before.admin_email != after.admin_email {
+            let show = |v: &Option<String>| v.clone().unwrap_or_default();
+            changes.push(FieldChange::new("admin_email", show(&before.admin_email), show(&after.admin_email)));
+        }
         if !changes.is_empty() {
             self.audit_operator(p, "license.change", format!("license:{id}"), changes).await;
         }
         Ok(after)
+    }
+
+    /// The active users of a license and the live devices of its users: whom a change of
+    /// the license's features reaches.
+    pub async fn license_population_as(
+        &self,
+        p: &Principal,
+        id: LicenseId,
+    ) -> Result<(Vec<UserRecord>, Vec<DeviceId>)> {
+        self.allow(p, Permission::ReadUsers)?;
+        self.reach_license(p, id).await?;
+        let (mut users, mut devices) = (Vec::new(), Vec::new());
+        for ves in self.store().ves_of_license(id).await? {
+            users.extend(
+                self.store().users_by_ves(ves.id).await?.into_iter().filter(|u| u.status == UserStatus::Active),
+            );
+            devices.extend(self.store().devices_by_ves(ves.id).await?.into_iter().map(|(d, _)| d));
+        }
+        Ok((users, devices))
     }
 
     /// A license's VES installations, most recently connected first.
@@ -483,6 +525,9 @@ impl Accounts {
         };
         let now = now_ms();
         let mut after = self.store().update_user_settings(id, &settings, now).await?;
+        if let Some(access) = change.access.filter(|a| *a != before.access) {
+            after = self.store().set_user_access(id, access, now).await?;
+        }
         if let Some(m) = msisdn {
             after = match self.store().set_user_msisdn(id, &m, now).await {
                 Ok(u) => u,
@@ -504,6 +549,7 @@ impl Accounts {
             ("msisdn", show(&before.msisdn), show(&after.msisdn)),
             ("time_zone", show(&before.time_zone), show(&after.time_zone)),
             ("locale", show(&before.locale), show(&after.locale)),
+            ("access", before.access.describe(), after.access.describe()),
         ] {
             if b != a {
                 changes.push(FieldChange::new(field, b, a));

@@ -199,6 +199,10 @@ CREATE TABLE usage_daily_devices (
     r#"
 ALTER TABLE ves ADD COLUMN agent TEXT;
 "#,
+    r#"
+ALTER TABLE licenses ADD COLUMN features INTEGER NOT NULL DEFAULT 31, ADD COLUMN admin_email TEXT;
+ALTER TABLE users ADD COLUMN access INTEGER NOT NULL DEFAULT 31;
+"#,
 ];
 
 /// Arbitrary constant naming the migration advisory lock.
@@ -394,7 +398,7 @@ impl PostgresStore {
 }
 
 const LICENSE_COLS: &str = "l.id, l.name, l.max_users, l.expires_at, l.suspended, l.created_at, \
-     (SELECT COUNT(*) FROM users u WHERE u.license_id = l.id), l.secret_question_recovery";
+     (SELECT COUNT(*) FROM users u WHERE u.license_id = l.id), l.secret_question_recovery, l.features, l.admin_email";
 
 fn license_row(r: &Row) -> License {
     License {
@@ -406,12 +410,14 @@ fn license_row(r: &Row) -> License {
         created_at: r.get(5),
         used_users: r.get::<_, i64>(6).max(0) as u32,
         secret_question_recovery: r.get(7),
+        features: Features::from_bits(r.get::<_, i32>(8).into()),
+        admin_email: r.get(9),
     }
 }
 
 const USER_COLS: &str = "id, license_id, ves_id, email, msisdn, password_hash, first_name, last_name, \
      time_zone, status, constant_sync, filter_rules, created_at, updated_at, contact_email, locale, \
-     alerts_enabled";
+     alerts_enabled, access, (SELECT l.features FROM licenses l WHERE l.id = users.license_id)";
 
 const WEB_SESSION_COLS: &str = "id, user_id, created_at, last_seen_at, expires_at, persistent, client";
 
@@ -448,6 +454,9 @@ fn user_row(r: &Row) -> UserRecord {
         contact_email: r.get(14),
         locale: r.get(15),
         alerts_enabled: r.get(16),
+        access: Features::from_bits(r.get::<_, i32>(17).into()),
+        // No license row (it cannot happen: users reference theirs) allows nothing.
+        license_features: Features::from_bits(r.get::<_, Option<i32>>(18).unwrap_or(0).into()),
     }
 }
 
@@ -527,7 +536,7 @@ fn device_row(r: &Row) -> DeviceRecord {
 
 /// [`Store::device_login`]: three primary-key lookups joined, no aggregate.
 const DEVICE_LOGIN_SQL: &str = "SELECT d.id, d.user_id, u.ves_id, u.license_id, d.credential_hash, d.revoked_at, \
-     u.status, l.suspended, l.expires_at, d.wipe_requested_at \
+     u.status, l.suspended, l.expires_at, d.wipe_requested_at, u.access, l.features \
      FROM devices d JOIN users u ON u.id = d.user_id JOIN licenses l ON l.id = u.license_id WHERE d.id = $1";
 
 async fn get_license<C: GenericClient>(c: &C, id: LicenseId) -> Result<Option<License>> {
@@ -564,8 +573,8 @@ impl Store for PostgresStore {
         let c = self.client().await?;
         let id = LicenseId::random();
         c.execute(
-            "INSERT INTO licenses (id, name, password_hash, max_users, expires_at, suspended, created_at) \
-             VALUES ($1, $2, $3, $4, $5, FALSE, $6)",
+            "INSERT INTO licenses (id, name, password_hash, max_users, expires_at, suspended, created_at, features, \
+             admin_email) VALUES ($1, $2, $3, $4, $5, FALSE, $6, $7, $8)",
             &[
                 &id.0,
                 &new.name,
@@ -573,6 +582,8 @@ impl Store for PostgresStore {
                 &(new.max_users.min(i32::MAX as u32) as i32),
                 &new.expires_at,
                 &noc_protocol::clock::unix_ms_i64(),
+                &(new.features.bits() as i32),
+                &new.admin_email,
             ],
         )
         .await
@@ -590,7 +601,7 @@ impl Store for PostgresStore {
     async fn license_by_name(&self, name: &str) -> Result<Option<(License, String)>> {
         let c = self.client().await?;
         let sql = format!("SELECT {LICENSE_COLS}, l.password_hash FROM licenses l WHERE l.name = $1");
-        Ok(c.query_opt(&sql, &[&name]).await.map_err(pg_error)?.map(|r| (license_row(&r), r.get::<_, String>(8))))
+        Ok(c.query_opt(&sql, &[&name]).await.map_err(pg_error)?.map(|r| (license_row(&r), r.get::<_, String>(10))))
     }
 
     async fn license_by_id(&self, id: LicenseId) -> Result<Option<License>> {
@@ -745,6 +756,17 @@ impl Store for PostgresStore {
                  WHERE l.suspended OR (l.expires_at IS NOT NULL AND l.expires_at <= $1)",
                 &[&now],
             )
+            .await
+            .map_err(pg_error)?;
+        Ok(rows.iter().map(|r| VesId(r.get(0))).collect())
+    }
+
+    async fn ves_of_licenses_without(&self, feature: Feature) -> Result<Vec<VesId>> {
+        let bit = Features::NONE.with(feature, true).bits() as i32;
+        let rows = self
+            .client()
+            .await?
+            .query("SELECT v.id FROM ves v JOIN licenses l ON l.id = v.license_id WHERE l.features & $1 = 0", &[&bit])
             .await
             .map_err(pg_error)?;
         Ok(rows.iter().map(|r| VesId(r.get(0))).collect())
@@ -960,6 +982,8 @@ impl Store for PostgresStore {
                 license_suspended: r.get(7),
                 license_expires_at: r.get(8),
                 wipe_requested_at: r.get(9),
+                user_access: Features::from_bits(r.get::<_, i32>(10).into()),
+                license_features: Features::from_bits(r.get::<_, i32>(11).into()),
             }
         }))
     }
@@ -1460,7 +1484,9 @@ impl Store for PostgresStore {
                  max_users = COALESCE($2, max_users), \
                  expires_at = CASE WHEN $3 THEN $4 ELSE expires_at END, \
                  suspended = COALESCE($5, suspended), \
-                 secret_question_recovery = COALESCE($6, secret_question_recovery) \
+                 secret_question_recovery = COALESCE($6, secret_question_recovery), \
+                 features = COALESCE($7, features), \
+                 admin_email = CASE WHEN $8 THEN $9 ELSE admin_email END \
                  WHERE id = $1",
                 &[
                     &id.0,
@@ -1469,6 +1495,9 @@ impl Store for PostgresStore {
                     &change.expires_at.flatten(),
                     &change.suspended,
                     &change.secret_question_recovery,
+                    &change.features.map(|f| f.bits() as i32),
+                    &change.admin_email.is_some(),
+                    &change.admin_email.clone().flatten(),
                 ],
             )
             .await
@@ -1515,6 +1544,18 @@ impl Store for PostgresStore {
             .client()
             .await?
             .query_opt(&sql, &[&status.as_str(), &now, &id.0])
+            .await
+            .map_err(pg_error)?
+            .ok_or(StoreError::NotFound)?;
+        Ok(user_row(&row))
+    }
+
+    async fn set_user_access(&self, id: UserId, access: Features, now: i64) -> Result<UserRecord> {
+        let sql = format!("UPDATE users SET access = $1, updated_at = $2 WHERE id = $3 RETURNING {USER_COLS}");
+        let row = self
+            .client()
+            .await?
+            .query_opt(&sql, &[&(access.bits() as i32), &now, &id.0])
             .await
             .map_err(pg_error)?
             .ok_or(StoreError::NotFound)?;

@@ -54,6 +54,10 @@ pub trait Store: Send + Sync + 'static {
     /// and those of their users' devices, must end (live sessions are checked periodically,
     /// logins at once).
     async fn ves_of_unusable_licenses(&self, now: i64) -> Result<Vec<VesId>>;
+    /// VES installations whose license does not allow `feature` (checked periodically
+    /// like [`Store::ves_of_unusable_licenses`]: a device session of a license that lost
+    /// ConstantSync ends).
+    async fn ves_of_licenses_without(&self, feature: Feature) -> Result<Vec<VesId>>;
     /// Records what a VES installation runs (sent with its command channel).
     async fn set_ves_agent(&self, ves: VesId, agent: &str) -> Result<()>;
     /// A license's VES installations, most recently connected first.
@@ -210,6 +214,8 @@ pub trait Store: Send + Sync + 'static {
     async fn search_users(&self, filter: &UserFilter) -> Result<Vec<UserRecord>>;
     /// Sets a user's account state (suspend, reactivate).
     async fn set_user_status(&self, id: UserId, status: UserStatus, now: i64) -> Result<UserRecord>;
+    /// Sets what a user may use (a CSR's grant, white paper §3.7.2).
+    async fn set_user_access(&self, id: UserId, access: Features, now: i64) -> Result<UserRecord>;
 
     /// Adds a harvest of the nodes' usage counters to the day's records and records the
     /// devices active that day, in one transaction (a node's flush is all or nothing).

@@ -317,6 +317,85 @@ macro_rules! conformance {
             }
 
             #[tokio::test]
+            async fn features_of_the_license_and_access_of_the_user_both_decide() {
+                use noc_storage::model::*;
+                use noc_storage::Principal;
+                let backend = super::$backend().await;
+                let accounts = Accounts::new(backend.store.clone(), policy()).expect("accounts");
+                let ves = registered_ves(&accounts, 5).await;
+                accounts.provision_user(ves.id, ves.license_id, "bob@example.com", Some("bob-password"), "Bob", "Ng").await.expect("bob");
+                let user = accounts.activate_account("bob@example.com", "bob-password", "+15550100", "UTC", SOURCE).await.expect("activate");
+                // Licenses and users from before the flags have every feature.
+                assert_eq!((user.access, user.license_features), (Features::ALL, Features::ALL));
+                let license = accounts.store().license_by_id(ves.license_id).await.expect("read").expect("license");
+                assert_eq!((license.features, license.admin_email.as_deref()), (Features::ALL, None));
+                let (device, credential, _) = accounts.activate_device("+15550100", "bob-password", None, None, SOURCE).await.expect("device");
+                let cred = hex::decode(&credential).expect("hex");
+
+                let e = accounts.create_operator("root", OperatorRole::NocAdmin, "operator-password-1", "admin:cli").await.expect("operator");
+                let (secret, _) = accounts
+                    .issue_operator_token(&e.operator, TokenKind::Api, TokenScope::Write, "test", std::time::Duration::from_secs(60), Some(SOURCE))
+                    .await
+                    .expect("token");
+                let root: Principal = accounts.operator_principal(&secret, TokenKind::Api, None, Some(SOURCE)).await.expect("lookup").expect("live");
+
+                // The license loses alerts and WAP, and gets an administrator.
+                let fewer = Features::ALL.with(Feature::Alerts, false).with(Feature::BrowseWap, false);
+                let change = LicenseChange { features: Some(fewer), admin_email: Some(Some(" IT@Example.com ".into())), ..LicenseChange::default() };
+                let changed = accounts.change_license_as(&root, ves.license_id, &change).await.expect("change");
+                assert_eq!((changed.features, changed.admin_email.as_deref()), (fewer, Some("it@example.com")));
+                let bad = LicenseChange { admin_email: Some(Some("not an address".into())), ..LicenseChange::default() };
+                assert!(matches!(accounts.change_license_as(&root, ves.license_id, &bad).await, Err(AccountError::Invalid(_))));
+                let user = accounts.user_as(&root, user.id).await.expect("user");
+                assert_eq!(user.license_features, fewer, "the user is read with the license's features");
+                assert!(user.allows(Feature::ConstantSync) && !user.allows(Feature::Alerts) && !user.allows(Feature::BrowseWap));
+                assert!(accounts.store().ves_of_licenses_without(Feature::ConstantSync).await.expect("query").is_empty());
+                assert_eq!(accounts.store().ves_of_licenses_without(Feature::Alerts).await.expect("query"), [ves.id]);
+
+                // A CSR takes ConstantSync away from the user: no device session, no new device.
+                let blocked = Features::ALL.with(Feature::ConstantSync, false);
+                let change = UserProfileChange { access: Some(blocked), ..UserProfileChange::default() };
+                let user = accounts.change_user_as(&root, user.id, &change).await.expect("access");
+                assert_eq!(user.access, blocked);
+                assert!(!user.effective_constant_sync());
+                let login = accounts.store().device_login(device.id).await.expect("query").expect("device");
+                assert_eq!((login.user_access, login.license_features), (blocked, fewer));
+                assert!(matches!(
+                    accounts.authenticate_device_token(device.id, &cred).await,
+                    Err(AccountError::FeatureDisabled(Feature::ConstantSync))
+                ));
+                assert!(matches!(
+                    accounts.activate_device("+15550100", "bob-password", None, None, SOURCE).await,
+                    Err(AccountError::FeatureDisabled(Feature::ConstantSync))
+                ));
+                // Given back to the user but taken from the license: still none.
+                let change = UserProfileChange { access: Some(Features::ALL), ..UserProfileChange::default() };
+                accounts.change_user_as(&root, user.id, &change).await.expect("access back");
+                let change = LicenseChange { features: Some(Features::NONE), ..LicenseChange::default() };
+                accounts.change_license_as(&root, ves.license_id, &change).await.expect("license without features");
+                assert!(matches!(accounts.authenticate_device_token(device.id, &cred).await, Err(AccountError::FeatureDisabled(_))));
+                assert_eq!(accounts.store().ves_of_licenses_without(Feature::ConstantSync).await.expect("query"), [ves.id]);
+                let (users, devices) = accounts.license_population_as(&root, ves.license_id).await.expect("population");
+                assert_eq!((users.len(), devices), (1, vec![device.id]));
+                let change = LicenseChange { features: Some(Features::ALL), admin_email: Some(None), ..LicenseChange::default() };
+                accounts.change_license_as(&root, ves.license_id, &change).await.expect("all back");
+                accounts.authenticate_device_token(device.id, &cred).await.expect("a session again");
+
+                // Each change is audited with the features by name.
+                let audit = accounts.store().audit_search(&AuditFilter { limit: 50, ..AuditFilter::default() }).await.expect("audit");
+                let change = |action: &str, field: &str| {
+                    audit.iter().filter(|e| e.action == action).flat_map(|e| e.changes.clone()).filter(|c| c.field == field).collect::<Vec<_>>()
+                };
+                let access = change("user.change", "access");
+                assert!(access.iter().any(|c| c.before == "browse_pc,browse_pda,browse_wap,constant_sync,alerts"
+                    && c.after == "browse_pc,browse_pda,browse_wap,alerts"), "{access:?}");
+                let features = change("license.change", "features");
+                assert!(features.iter().any(|c| c.after == "none"), "{features:?}");
+                assert!(change("license.change", "admin_email").iter().any(|c| c.after == "it@example.com"));
+                backend.cleanup().await;
+            }
+
+            #[tokio::test]
             async fn a_remote_wipe_waits_for_the_device_and_is_recorded_once() {
                 let backend = super::$backend().await;
                 let accounts = Accounts::new(backend.store.clone(), policy()).expect("accounts");
@@ -537,8 +616,16 @@ macro_rules! conformance {
                 let [root, carol, dave, audra] = <[Principal; 4]>::try_from(principals).expect("four");
 
                 // Carol creates a license (hers from then on); root creates one and gives it to dave.
-                let hers = accounts.create_license_as(&carol, "carol-co", "license-pass", 5, None).await.expect("hers");
-                let his = accounts.create_license_as(&root, "dave-co", "license-pass", 5, None).await.expect("his");
+                let draft = |name: &str| LicenseDraft {
+                    name: name.to_string(),
+                    password: "license-pass".to_string(),
+                    max_users: 5,
+                    expires_at: None,
+                    features: Features::ALL,
+                    admin_email: None,
+                };
+                let hers = accounts.create_license_as(&carol, &draft("carol-co")).await.expect("hers");
+                let his = accounts.create_license_as(&root, &draft("dave-co")).await.expect("his");
                 accounts.grant_license_as(&root, his.id, "DAVE").await.expect("grant");
                 assert!(matches!(accounts.grant_license_as(&carol, his.id, "carol").await, Err(AccountError::Forbidden)));
                 let names = |ls: Vec<License>| ls.into_iter().map(|l| l.name).collect::<Vec<_>>();

@@ -370,6 +370,77 @@ async fn a_suspension_closes_the_live_session_on_another_node() {
     cluster.stop().await;
 }
 
+/// Feature flags act on live sessions across nodes: a CSR who takes ConstantSync away from
+/// a user (node a) closes the user's device session (node b) with `feature_disabled`, the
+/// device is refused until it is given back, and the user's enterprise server is told; a
+/// license without ConstantSync loses its device sessions and refuses new devices.
+#[tokio::test]
+async fn feature_flags_reach_devices_and_the_enterprise_server_on_another_node() {
+    use noc_protocol::rts::Command;
+    use std::time::Duration;
+    let cluster = TestCluster::start(2, |_, _| {}).await;
+    let (a, b) = (&cluster.nodes[0], &cluster.nodes[1]);
+    let admin = a.admin().await;
+    let carol = TestOperator::create(&admin, "carol", OperatorRole::Csr).await;
+    let on_a = api(a);
+    let carol_t = on_a.token(&carol, "write", None).await;
+    let all = json!({"browse_pc": true, "browse_pda": true, "browse_wap": true, "constant_sync": true, "alerts": true});
+    let new = json!({"name": "carol-co", "password": "license-password-1", "max_users": 5,
+                     "admin_email": "IT@carol.example", "features": all});
+    let (status, license) = on_a.call("POST", "/licenses", Some(&carol_t), Some(new)).await;
+    assert_eq!(status, 201, "{license}");
+    assert_eq!((license["admin_email"].as_str(), &license["features"]), (Some("it@carol.example"), &all));
+    let license = license["id"].as_str().expect("id").to_string();
+
+    let mut ves = b.ves();
+    ves.license("carol-co", "license-password-1").await.expect("license");
+    let mut channel = ves.open().await.expect("channel");
+    let act = user_with_device(&ves, "ann@carol.example", "+15550001111").await;
+    let mut device = online_device(b, &act).await;
+    let user = act.user_id.to_string();
+    let sync_of = |c: &Command, on: bool| match c {
+        Command::ConstantSync { users } => users.iter().any(|u| u.user_id == act.user_id && u.enabled == on),
+        _ => false,
+    };
+
+    let mut blocked = all.clone();
+    blocked["constant_sync"] = json!(false);
+    let (s, answer) =
+        on_a.call("PATCH", &format!("/users/{user}"), Some(&carol_t), Some(json!({"access": blocked}))).await;
+    assert_eq!(s, 200, "{answer}");
+    assert_eq!((&answer["access"], answer["allowed"]["constant_sync"].as_bool()), (&blocked, Some(false)));
+    expect_close(&mut device, CloseCode::FeatureDisabled).await;
+    assert!(channel.wait_for(Duration::from_secs(5), |c| sync_of(c, false)).await.is_some(), "the VES is told");
+    let mut again = b.device_connection().await;
+    match again.login(act.device_id, &act.device_credential).await {
+        Recv::Frame(Frame::Close { code, .. }) => assert_eq!(code, CloseCode::FeatureDisabled),
+        other => panic!("a device without ConstantSync must be refused: {other:?}"),
+    }
+    let activation = json!({"Msisdn": "+15550001111", "Password": "user-password-1"});
+    let refused = ves.post_json::<Value>("/device/v1/activate", &activation).await.expect_err("no new device");
+    assert_eq!((refused.status, refused.code.as_str()), (403, "feature_disabled"), "{refused:?}");
+
+    // Given back, the device comes back; then the license loses ConstantSync.
+    let (s, _) = on_a.call("PATCH", &format!("/users/{user}"), Some(&carol_t), Some(json!({"access": all}))).await;
+    assert_eq!(s, 200);
+    assert!(channel.wait_for(Duration::from_secs(5), |c| sync_of(c, true)).await.is_some());
+    let mut device = online_device(b, &act).await;
+    let (s, answer) =
+        on_a.call("PATCH", &format!("/licenses/{license}"), Some(&carol_t), Some(json!({"features": blocked}))).await;
+    assert_eq!((s, &answer["features"]), (200, &blocked), "{answer}");
+    expect_close(&mut device, CloseCode::FeatureDisabled).await;
+    assert!(channel.wait_for(Duration::from_secs(5), |c| sync_of(c, false)).await.is_some());
+    let (_, shown) = on_a.call("GET", &format!("/users/{user}"), Some(&carol_t), None).await;
+    assert_eq!((&shown["access"], shown["allowed"]["constant_sync"].as_bool()), (&all, Some(false)), "{shown}");
+
+    // Flags are a whole set: a partial one is refused and changes nothing.
+    let (s, answer) = on_a
+        .call("PATCH", &format!("/licenses/{license}"), Some(&carol_t), Some(json!({"features": {"alerts": true}})))
+        .await;
+    assert_eq!((s, answer["Error"]["Code"].as_str()), (400, Some("bad_request")), "{answer}");
+    cluster.stop().await;
+}
+
 /// With `accounts.msisdn_approval = "list"`, numbers imported from a CSV activate accounts
 /// and a revoked one no longer does; a malformed line approves nothing.
 #[tokio::test]

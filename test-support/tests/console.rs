@@ -165,6 +165,28 @@ async fn operators_sign_in_with_a_second_factor_and_see_what_their_role_opens() 
     assert!(b.get(link).await.body.contains("<dd>carol</dd>"));
     assert!(carol.get("/console/licenses").await.body.contains("0 / 25"), "carol's now");
 
+    // The license's features: unticked boxes are taken away, the administrator's address
+    // is kept, and the change is in the audit log by feature name.
+    let detail = b.get(link).await;
+    assert!(detail.body.contains("name=\"browse_wap\" value=\"on\" checked"), "{}", detail.body);
+    let csrf = detail.hidden("csrf").expect("csrf");
+    let features =
+        [("csrf", csrf.as_str()), ("browse_pc", "on"), ("constant_sync", "on"), ("admin_email", "IT@acme.example")];
+    let saved = b.post(&format!("{link}/features"), &features).await;
+    assert_eq!((saved.status, saved.header("location")), (303, Some(link)), "{}", saved.body);
+    let detail = b.get(link).await;
+    assert!(
+        detail.body.contains("name=\"browse_pc\" value=\"on\" checked")
+            && detail.body.contains("name=\"browse_wap\" value=\"on\">")
+            && detail.body.contains("<dd>it@acme.example</dd>"),
+        "{}",
+        detail.body
+    );
+    let bad = [("csrf", csrf.as_str()), ("alerts", "on"), ("admin_email", "no address")];
+    assert_eq!(b.post(&format!("{link}/features"), &bad).await.status, 400);
+    let audit = b.get("/console/audit?action=license.change").await;
+    assert!(audit.body.contains("browse_pc,constant_sync"), "{}", audit.body);
+
     // The auditor lands on the audit log and reaches nothing else.
     let mut a = console(&relay);
     let in_as_audra = sign_in(&mut a, "audra", &audra.password, &audra.code()).await;

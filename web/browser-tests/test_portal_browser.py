@@ -500,6 +500,14 @@ dir = "{os.path.join(cls.dir, 'agent')}"
         b.find_element(By.LINK_TEXT, "ann@corp.example").click()
         eventually("the user page", lambda: "Profile" in self.page() and "Devices" in self.page())
         self.assertNotIn("argon2", self.page())
+        # A CSR's grant (white paper 3.7.2): WAP browsing taken away from this user.
+        wap = b.find_element(By.CSS_SELECTOR, 'form[action$="/access"] input[name="browse_wap"]')
+        self.assertTrue(wap.is_selected())
+        wap.click()
+        b.find_element(By.CSS_SELECTOR, 'form[action$="/access"] button[type="submit"]').click()
+        eventually("the saved access", lambda: not b.find_element(
+            By.CSS_SELECTOR, 'form[action$="/access"] input[name="browse_wap"]').is_selected())
+        self.assertTrue(b.find_element(By.CSS_SELECTOR, 'form[action$="/access"] input[name="constant_sync"]').is_selected())
         self.shot("console-user")
         b.get(self.a.console_url + "/console/usage")
         eventually("the usage chart", lambda: "Frames relayed per day" in self.page())

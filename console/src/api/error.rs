@@ -80,6 +80,9 @@ impl From<AccountError> for ApiFailure {
                 Self::new(ApiErrorCode::MsisdnNotApproved, "this MSISDN is not approved by the carrier")
             }
             AccountError::NotActivated => Self::new(ApiErrorCode::NotActivated, "account not activated"),
+            AccountError::FeatureDisabled(f) => {
+                Self::new(ApiErrorCode::FeatureDisabled, format!("{} is not enabled for this account", f.as_str()))
+            }
             AccountError::Unavailable(detail) | AccountError::Busy(detail) => {
                 tracing::warn!(%detail, "admin API: account store unavailable");
                 ApiFailure {

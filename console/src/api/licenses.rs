@@ -3,14 +3,14 @@
 
 use actix_web::{HttpResponse, get, patch, post, web};
 use noc_protocol::LicenseId;
-use noc_storage::LicenseChange;
+use noc_storage::{Features, LicenseChange, LicenseDraft};
 use serde::{Deserialize, Deserializer};
 use utoipa::ToSchema;
 
 use crate::api::auth::Operator;
 use crate::api::body::Json;
 use crate::api::error::ApiFailure;
-use crate::api::model::{LicenseView, VesView};
+use crate::api::model::{FeatureFlags, LicenseView, VesView};
 use crate::state::ConsoleState;
 
 /// A license id from the path; anything else is a record that does not exist.
@@ -29,6 +29,12 @@ pub struct NewLicenseRequest {
     /// Unix milliseconds; absent or `null`: never expires.
     #[serde(default)]
     pub expires_at: Option<i64>,
+    /// Absent: every feature.
+    #[serde(default)]
+    pub features: Option<FeatureFlags>,
+    /// The enterprise's administrator for this license.
+    #[serde(default)]
+    pub admin_email: Option<String>,
 }
 
 /// What to change; absent fields stay as they are.
@@ -43,6 +49,18 @@ pub struct LicenseChangeRequest {
     /// Suspending ends the license's live sessions on every node within seconds.
     pub suspended: Option<bool>,
     pub secret_question_recovery: Option<bool>,
+    /// The whole set. Taking ConstantSync away ends the license's device sessions within
+    /// `accounts.license_check_interval_seconds`; alerts and ConstantSync reach its
+    /// enterprise servers at once.
+    pub features: Option<FeatureFlags>,
+    /// `null` or `""`: none; absent: unchanged.
+    #[serde(default, deserialize_with = "present_text")]
+    #[schema(value_type = Option<String>)]
+    pub admin_email: Option<Option<String>>,
+}
+
+fn present_text<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
+    Option::<String>::deserialize(d).map(Some)
 }
 
 /// `Some(None)` for an explicit `null`, `None` (by `default`) for an absent field.
@@ -86,7 +104,15 @@ pub async fn create(
     body: Json<NewLicenseRequest>,
 ) -> Result<HttpResponse, ApiFailure> {
     let r = body.0;
-    let license = state.accounts.create_license_as(&op.0, &r.name, &r.password, r.max_users, r.expires_at).await?;
+    let draft = LicenseDraft {
+        name: r.name,
+        password: r.password,
+        max_users: r.max_users,
+        expires_at: r.expires_at,
+        features: r.features.map_or(Features::ALL, Features::from),
+        admin_email: r.admin_email,
+    };
+    let license = state.accounts.create_license_as(&op.0, &draft).await?;
     Ok(HttpResponse::Created().json(LicenseView::from(license)))
 }
 
@@ -129,8 +155,10 @@ pub async fn change(
         expires_at: r.expires_at,
         suspended: r.suspended,
         secret_question_recovery: r.secret_question_recovery,
+        features: r.features.map(Features::from),
+        admin_email: r.admin_email,
     };
-    Ok(web::Json(state.accounts.change_license_as(&op.0, license_id(&id)?, &change).await?.into()))
+    Ok(web::Json(crate::actions::change_license(&state, &op.0, license_id(&id)?, &change).await?.into()))
 }
 
 /// The operators (by name) the license is granted to.

@@ -1,8 +1,8 @@
 //! What the API answers: the records as operators may see them. No type here has a field
 //! for a password, a secret answer, an alert rule or any mail/PIM data.
 
-use noc_storage::{AuditEvent, DeviceRecord, License, OperatorRecord, OperatorToken, UserRecord};
-use serde::Serialize;
+use noc_storage::{AuditEvent, DeviceRecord, Feature, Features, License, OperatorRecord, OperatorToken, UserRecord};
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 /// An enterprise license. Times are Unix milliseconds.
@@ -16,7 +16,52 @@ pub struct LicenseView {
     pub expires_at: Option<i64>,
     pub suspended: bool,
     pub secret_question_recovery: bool,
+    /// What the license's users may use.
+    pub features: FeatureFlags,
+    /// The enterprise's administrator for this license.
+    pub admin_email: Option<String>,
     pub created_at: i64,
+}
+
+/// Feature flags (white paper §3.7.2): on a license, what its users may use; on a user,
+/// what a CSR lets them use. A user gets a feature when both allow it. In requests the
+/// whole set is given.
+#[derive(Clone, Copy, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FeatureFlags {
+    /// Browsing mail, calendar and contacts from a PC browser.
+    pub browse_pc: bool,
+    /// The same from a PDA browser.
+    pub browse_pda: bool,
+    /// The same from a WAP phone.
+    pub browse_wap: bool,
+    /// Devices: activation and sessions (taking it away ends them).
+    pub constant_sync: bool,
+    /// New-mail alerts.
+    pub alerts: bool,
+}
+
+impl From<Features> for FeatureFlags {
+    fn from(f: Features) -> Self {
+        FeatureFlags {
+            browse_pc: f.contains(Feature::BrowsePc),
+            browse_pda: f.contains(Feature::BrowsePda),
+            browse_wap: f.contains(Feature::BrowseWap),
+            constant_sync: f.contains(Feature::ConstantSync),
+            alerts: f.contains(Feature::Alerts),
+        }
+    }
+}
+
+impl From<FeatureFlags> for Features {
+    fn from(f: FeatureFlags) -> Self {
+        Features::NONE
+            .with(Feature::BrowsePc, f.browse_pc)
+            .with(Feature::BrowsePda, f.browse_pda)
+            .with(Feature::BrowseWap, f.browse_wap)
+            .with(Feature::ConstantSync, f.constant_sync)
+            .with(Feature::Alerts, f.alerts)
+    }
 }
 
 impl From<License> for LicenseView {
@@ -29,6 +74,8 @@ impl From<License> for LicenseView {
             expires_at: l.expires_at,
             suspended: l.suspended,
             secret_question_recovery: l.secret_question_recovery,
+            features: l.features.into(),
+            admin_email: l.admin_email,
             created_at: l.created_at,
         }
     }
@@ -60,6 +107,10 @@ pub struct UserView {
     pub locale: Option<String>,
     /// `provisioned`, `active` or `suspended`.
     pub status: String,
+    /// What a CSR lets the user use.
+    pub access: FeatureFlags,
+    /// What the user may use now: `access` within the license's features.
+    pub allowed: FeatureFlags,
     pub created_at: i64,
     pub updated_at: i64,
 }
@@ -76,6 +127,8 @@ impl From<UserRecord> for UserView {
             time_zone: u.time_zone,
             locale: u.locale,
             status: u.status.as_str().to_string(),
+            access: u.access.into(),
+            allowed: u.access.and(u.license_features).into(),
             created_at: u.created_at,
             updated_at: u.updated_at,
         }

@@ -12,7 +12,7 @@ use crate::actions::DeviceAction;
 use crate::api::auth::Operator;
 use crate::api::body::{Json, Query};
 use crate::api::error::ApiFailure;
-use crate::api::model::{DeviceView, UserPage, UserView};
+use crate::api::model::{DeviceView, FeatureFlags, UserPage, UserView};
 use crate::state::ConsoleState;
 
 /// Users per page unless `limit` says otherwise.
@@ -108,6 +108,9 @@ pub struct UserChangeRequest {
     pub time_zone: Option<String>,
     /// A language tag such as `de` (the portal's language for the user).
     pub locale: Option<String>,
+    /// What the user may use (the whole set; within the license's features). Taking
+    /// ConstantSync away ends the user's device sessions at once.
+    pub access: Option<FeatureFlags>,
 }
 
 /// Changes a user's name, MSISDN, time zone or language.
@@ -133,6 +136,7 @@ pub async fn change(
         msisdn: r.msisdn,
         time_zone: r.time_zone,
         locale: r.locale,
+        access: r.access.map(noc_storage::Features::from),
     };
     Ok(web::Json(crate::actions::change_user(&state, &op.0, user_id(&id)?, &change).await?.into()))
 }

@@ -4,11 +4,12 @@
 use actix_web::{HttpRequest, HttpResponse, web};
 use askama::Template;
 use noc_protocol::LicenseId;
-use noc_storage::{License, LicenseChange};
+use noc_storage::{Features, License, LicenseChange, LicenseDraft};
 use noc_web::page;
 use serde::Deserialize;
 
 use crate::state::ConsoleState;
+use crate::views::features::{self, FeatureBox, FeaturesForm};
 use crate::views::session::{self, CsrfForm};
 use crate::views::{Nav, failure};
 
@@ -59,6 +60,8 @@ struct LicensePage {
     max_users: u32,
     expires: String,
     suspended: bool,
+    features: Vec<FeatureBox>,
+    admin_email: String,
     grantees: Vec<String>,
     /// CSRs the license could be given to (administrators see them).
     csrs: Vec<String>,
@@ -171,6 +174,7 @@ pub async fn detail(state: web::Data<ConsoleState>, req: HttpRequest, id: web::P
                 .collect()
         })
         .unwrap_or_default();
+    let (features, admin_email) = (features::boxes(license.features), license.admin_email.clone().unwrap_or_default());
     let row = Row::from(license);
     page::render(
         actix_web::http::StatusCode::OK,
@@ -182,6 +186,8 @@ pub async fn detail(state: web::Data<ConsoleState>, req: HttpRequest, id: web::P
             max_users: row.max_users,
             expires: row.expires,
             suspended: row.suspended,
+            features,
+            admin_email,
             grantees,
             csrs,
             installations: installations
@@ -203,7 +209,15 @@ pub async fn create(state: web::Data<ConsoleState>, req: HttpRequest, payload: w
         Ok(v) => v,
         Err(answer) => return answer,
     };
-    match state.accounts.create_license_as(&s.principal, &f.name, &f.password, f.max_users, None).await {
+    let draft = LicenseDraft {
+        name: f.name,
+        password: f.password,
+        max_users: f.max_users,
+        expires_at: None,
+        features: Features::ALL,
+        admin_email: None,
+    };
+    match state.accounts.create_license_as(&s.principal, &draft).await {
         Ok(_) => page::see_other("/console/licenses").finish(),
         Err(e) => failure::from_account(e),
     }
@@ -226,8 +240,31 @@ pub async fn change(
         ("resume", _) => LicenseChange { suspended: Some(false), ..LicenseChange::default() },
         _ => return failure::bad_form(),
     };
-    match state.accounts.change_license_as(&s.principal, id, &change).await {
+    match crate::actions::change_license(&state, &s.principal, id, &change).await {
         Ok(_) => page::see_other("/console/licenses").finish(),
+        Err(e) => failure::from_account(e),
+    }
+}
+
+/// The license's features and administrator address, from its page.
+pub async fn change_features(
+    state: web::Data<ConsoleState>,
+    req: HttpRequest,
+    id: web::Path<String>,
+    payload: web::Payload,
+) -> HttpResponse {
+    let (s, f) = match session::require_form::<FeaturesForm>(&state, &req, payload).await {
+        Ok(v) => v,
+        Err(answer) => return answer,
+    };
+    let Ok(id) = id.parse::<LicenseId>() else { return failure::from_account(noc_storage::AccountError::NotFound) };
+    let change = LicenseChange {
+        features: Some(f.features()),
+        admin_email: Some(f.admin_email.clone()),
+        ..LicenseChange::default()
+    };
+    match crate::actions::change_license(&state, &s.principal, id, &change).await {
+        Ok(_) => page::see_other(&format!("/console/licenses/{id}")).finish(),
         Err(e) => failure::from_account(e),
     }
 }

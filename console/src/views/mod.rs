@@ -5,6 +5,7 @@
 
 mod audit;
 mod failure;
+mod features;
 mod licenses;
 mod msisdns;
 mod nodes;
@@ -105,6 +106,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             web::post().to(|s, r, n, p| operators::set_disabled(s, r, n, p, false)),
         )
         .route("/console/licenses/{id}/grant", web::post().to(licenses::grant))
+        .route("/console/licenses/{id}/features", web::post().to(licenses::change_features))
+        .route("/console/users/{id}/access", web::post().to(users::change_access))
         .route("/console/audit", web::get().to(audit::show))
         .route("/console/audit.csv", web::get().to(audit::csv))
         .route("/console/msisdns", web::get().to(msisdns::show))

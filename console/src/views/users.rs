@@ -12,6 +12,7 @@ use serde::Deserialize;
 
 use crate::actions::DeviceAction;
 use crate::state::ConsoleState;
+use crate::views::features::{self, FeatureBox, FeaturesForm};
 use crate::views::session::{self, CsrfForm};
 use crate::views::{Nav, failure};
 
@@ -99,6 +100,9 @@ struct UsersPage {
 struct UserPage {
     nav: Nav,
     user: UserRow,
+    access: Vec<FeatureBox>,
+    /// Features the license takes away whatever the user's access says.
+    license_lacks: String,
     devices: Vec<DeviceRow>,
 }
 
@@ -184,6 +188,15 @@ pub async fn show(state: web::Data<ConsoleState>, req: HttpRequest, id: web::Pat
             StatusCode::OK,
             &UserPage {
                 nav: Nav::of(&s),
+                access: features::boxes(user.access),
+                license_lacks: {
+                    let lacks: Vec<_> = noc_storage::Feature::ALL
+                        .into_iter()
+                        .filter(|f| !user.license_features.contains(*f))
+                        .map(|f| features::label(f))
+                        .collect();
+                    lacks.join(", ")
+                },
                 user: user.into(),
                 devices: devices.into_iter().map(|(d, node)| DeviceRow::new(d, node)).collect(),
             },
@@ -263,6 +276,7 @@ pub async fn change_profile(
         msisdn: Some(f.msisdn).filter(|m| !m.trim().is_empty()),
         time_zone: Some(f.time_zone),
         locale: Some(f.locale),
+        access: None,
     };
     match crate::actions::change_user(&state, &s.principal, id, &change).await {
         Ok(_) => page::see_other(&format!("/console/users/{id}")).finish(),
@@ -343,6 +357,28 @@ pub async fn device_action(
     let (Ok(user), Ok(device)) = (user.parse::<UserId>(), device.parse::<DeviceId>()) else { return not_found() };
     match crate::actions::device_action(&state, &s.principal, user, device, action).await {
         Ok(()) => page::see_other(&format!("/console/users/{user}")).finish(),
+        Err(e) => failure::from_account(e),
+    }
+}
+
+/// What the user may use, from their page's access form.
+pub async fn change_access(
+    state: web::Data<ConsoleState>,
+    req: HttpRequest,
+    id: web::Path<String>,
+    payload: web::Payload,
+) -> HttpResponse {
+    let (s, f) = match session::require_form::<FeaturesForm>(&state, &req, payload).await {
+        Ok(v) => v,
+        Err(answer) => return answer,
+    };
+    if f.admin_email.is_some() {
+        return failure::bad_form();
+    }
+    let Ok(id) = id.parse::<UserId>() else { return not_found() };
+    let change = noc_storage::UserProfileChange { access: Some(f.features()), ..Default::default() };
+    match crate::actions::change_user(&state, &s.principal, id, &change).await {
+        Ok(_) => page::see_other(&format!("/console/users/{id}")).finish(),
         Err(e) => failure::from_account(e),
     }
 }
