@@ -31,7 +31,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FRAME_PATH_RULES = {
     # The per-session usage counters: a leaf, like the metrics.
     "actors/src/usage.rs": set(),
-    "actors/src/ves/inbox.rs": {"actors/src/metrics.rs"},
+    # Fetches in flight (slots on the VES's node, waiters on the asking node): a leaf.
+    "actors/src/ves/fetches.rs": set(),
+    "actors/src/ves/inbox.rs": {"actors/src/metrics.rs", "actors/src/ves/fetches.rs"},
     "actors/src/ves/command_stream.rs": {
         "actors/src/metrics.rs",
         "actors/src/usage.rs",
@@ -42,6 +44,7 @@ FRAME_PATH_RULES = {
         "actors/src/metrics.rs",
         "actors/src/queue.rs",
         "actors/src/usage.rs",
+        "actors/src/ves/fetches.rs",
         "actors/src/ves/inbox.rs",
     },
 }

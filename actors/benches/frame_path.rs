@@ -82,7 +82,8 @@ impl Fixture {
                 noc_protocol::secrets::token_hash(b"key"),
             ));
             let addr = VesSession::new(session, router.clone(), rts, cfg.clone()).start();
-            let stream = addr.send(Attach { resumed: false }).await.expect("mailbox").expect("attached");
+            let stream =
+                addr.send(Attach { resumed: false, protocol_version: 1 }).await.expect("mailbox").expect("attached");
             let (tx, rx) = queue::bounded(cfg.device_send_queue_frames);
             let control = Sink.start().recipient();
             let handle = DeviceHandle { session: router.next_session_id(), user_id, ves_id, tx, control };

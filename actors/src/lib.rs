@@ -13,6 +13,7 @@
 mod close;
 mod config;
 mod device;
+mod fetch;
 pub mod metrics;
 pub mod queue;
 mod router;
@@ -27,5 +28,6 @@ pub use metrics::{Direction, DropReason, Metrics, SessionKind};
 pub use router::{DeviceHandle, DeviceOut, DeviceSeen, Router, VesHandle, WriterGuard};
 pub use rts_sessions::{EventLookup, RtsSession, RtsSessions};
 pub use ves::command_stream::{Attach, CommandStream};
+pub use ves::fetches::DEFAULT_FETCHES_IN_FLIGHT;
 pub use ves::inbox::{VesInbox, VesUserState};
 pub use ves::session::VesSession;

@@ -5,8 +5,12 @@
 //! Counters on the per-frame path are resolved to their label children once, here, so a
 //! relayed frame costs an atomic add, not a label lookup.
 
+use noc_cluster::FetchOutcome;
+use noc_protocol::rts::fetch::Operation;
 use noc_protocol::{CloseCode, UndeliverableReason};
-use prometheus::{Encoder, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+};
 
 /// Reasons of `noc_auth_failures_total`.
 pub const AUTH_FAILURE_REASONS: &[&str] = &[
@@ -20,6 +24,7 @@ pub const AUTH_FAILURE_REASONS: &[&str] = &[
     "unavailable",
     "busy",
     "msisdn_not_approved",
+    "feature_disabled",
 ];
 
 /// Why the public HTTPS listener closed a connection before any HTTP
@@ -147,6 +152,19 @@ pub struct Metrics {
     store_pool: IntGaugeVec,
     store_pool_waiting: IntGauge,
     store_pool_max: IntGauge,
+    fetches: IntCounterVec,
+    fetch_seconds: HistogramVec,
+    fetch_answers_dropped: IntCounter,
+}
+
+/// Outcomes of `noc_fetches_total{outcome}`: the VES answered (`ok`) or said why not
+/// (`error`), or one of the refusals ([`noc_cluster::FetchRefusal::as_str`]).
+fn fetch_outcome(outcome: &FetchOutcome) -> &'static str {
+    match outcome {
+        FetchOutcome::Answer(_) => "ok",
+        FetchOutcome::Failed(_) => "error",
+        FetchOutcome::Refused(r) => r.as_str(),
+    }
 }
 
 fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -328,7 +346,37 @@ impl Metrics {
             bytes: bytes.with_label_values(&[d.as_str()]),
             acks: acks.with_label_values(&[d.as_str()]),
         };
+        let fetches = counter_vec(
+            &r,
+            "noc_fetches_total",
+            "Browse fetches this node asked of enterprise servers, by operation and outcome.",
+            &["operation", "outcome"],
+        );
+        let fetch_seconds = HistogramVec::new(
+            HistogramOpts::new(
+                "noc_fetch_duration_seconds",
+                "Time from a browse fetch to its answer (or its refusal), by operation.",
+            )
+            .buckets(vec![0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]),
+            &["operation"],
+        )
+        .expect("static metric definition");
+        r.register(Box::new(fetch_seconds.clone())).expect("metric registered once");
+        let fetch_answers_dropped = counter(
+            &r,
+            "noc_fetch_answers_dropped_total",
+            "Fetch answers nobody waited for any more (after the deadline, or for an unknown request).",
+        );
+        for op in Operation::ALL {
+            fetch_seconds.with_label_values(&[op.as_str()]);
+            for outcome in ["ok", "error"].into_iter().chain(noc_cluster::FetchRefusal::ALL.map(|r| r.as_str())) {
+                fetches.with_label_values(&[op.as_str(), outcome]);
+            }
+        }
         Self {
+            fetches,
+            fetch_seconds,
+            fetch_answers_dropped,
             device_to_ves: per(Direction::DeviceToVes),
             ves_to_device: per(Direction::VesToDevice),
             registry: r,
@@ -356,6 +404,17 @@ impl Metrics {
             store_pool_waiting,
             store_pool_max,
         }
+    }
+
+    /// A fetch ended (answered, failed or refused) after `took`.
+    pub fn fetch_done(&self, operation: Operation, outcome: &FetchOutcome, took: std::time::Duration) {
+        self.fetches.with_label_values(&[operation.as_str(), fetch_outcome(outcome)]).inc();
+        self.fetch_seconds.with_label_values(&[operation.as_str()]).observe(took.as_secs_f64());
+    }
+
+    /// A fetch answer came that nobody waits for.
+    pub fn fetch_answer_dropped(&self) {
+        self.fetch_answers_dropped.inc();
     }
 
     /// The account store's pool: open, idle, most, and requests waiting.

@@ -33,6 +33,8 @@ enum Bounce {
     ToDevice { device_id: DeviceId, frame_id: u64 },
     /// A VES's frame for a device: tell the VES.
     ToVes { ves_id: VesId, device_id: DeviceId, frame_id: u64 },
+    /// A fetch this node asked for: its VES is nowhere.
+    Fetch { request_id: noc_protocol::rts::fetch::RequestId },
 }
 
 /// The sender to bounce `msg` to, if it carries a frame (acks and notices are not bounced).
@@ -44,6 +46,7 @@ fn bounce_info(msg: &BusMessage) -> Option<Bounce> {
         BusMessage::ToDevice { device_id, item: DeviceItem::Forward { origin, frame_id, .. } } => {
             Some(Bounce::ToVes { ves_id: *origin, device_id: *device_id, frame_id: *frame_id })
         }
+        BusMessage::Fetch { call, .. } => Some(Bounce::Fetch { request_id: call.request_id }),
         _ => None,
     }
 }
@@ -56,9 +59,10 @@ fn target_of(msg: &BusMessage) -> Option<SessionKey> {
         | BusMessage::DirectoryUpdate { ves_id, .. }
         | BusMessage::UserActivated { ves_id, .. }
         | BusMessage::UserRemoved { ves_id, .. }
-        | BusMessage::UserSettings { ves_id, .. } => Some(SessionKey::Ves(*ves_id)),
+        | BusMessage::UserSettings { ves_id, .. }
+        | BusMessage::Fetch { ves_id, .. } => Some(SessionKey::Ves(*ves_id)),
         BusMessage::Close { key, .. } => Some(*key),
-        BusMessage::Returned(_) => None,
+        BusMessage::Returned(_) | BusMessage::FetchDone { .. } => None,
     }
 }
 
@@ -114,6 +118,8 @@ pub struct Router {
     seen: std::sync::OnceLock<DeviceSeen>,
     /// Every session's usage counters (per license, harvested by the node).
     usage: crate::usage::UsageMeter,
+    /// Browse fetches this node waits for, and how many a VES may have in flight.
+    pub(crate) fetches: crate::ves::fetches::FetchWaiters,
 }
 
 /// What the node does when a device is seen (its session starts or ends): a cheap,
@@ -134,6 +140,7 @@ impl Router {
             session_seq: AtomicU64::new(1),
             seen: std::sync::OnceLock::new(),
             usage: crate::usage::UsageMeter::new(),
+            fetches: crate::ves::fetches::FetchWaiters::default(),
         })
     }
 
@@ -349,7 +356,7 @@ impl Router {
     /// unknown one is looked up (one round trip), with later messages for the same key
     /// queued behind that lookup so their order is kept. What cannot be routed is bounced
     /// to its sender.
-    fn publish_to_owner(&self, key: SessionKey, msg: BusMessage) -> Result<(), UndeliverableReason> {
+    pub(crate) fn publish_to_owner(&self, key: SessionKey, msg: BusMessage) -> Result<(), UndeliverableReason> {
         // Messages already waiting for this key's lookup go first: queue behind them.
         let owner = if self.pending.contains_key(&key) { Owner::Unknown } else { self.cluster.owner(&key) };
         match owner {
@@ -438,6 +445,9 @@ impl Router {
             Some(Bounce::ToDevice { device_id, frame_id }) => self.bounce_to_device_sender(device_id, frame_id, reason),
             Some(Bounce::ToVes { ves_id, device_id, frame_id }) => {
                 self.bounce_to_ves_sender(ves_id, device_id, frame_id, reason)
+            }
+            Some(Bounce::Fetch { request_id }) => {
+                self.fetch_done(request_id, noc_cluster::FetchOutcome::Refused(noc_cluster::FetchRefusal::Offline))
             }
             None => {}
         }
@@ -720,6 +730,8 @@ impl Router {
                     h.inbox.update_user_settings(user_id, constant_sync, filter_rules, &self.metrics);
                 }
             }
+            BusMessage::Fetch { ves_id, origin, call } => self.fetch_arrived(ves_id, origin, call),
+            BusMessage::FetchDone { request_id, outcome } => self.fetch_done(request_id, outcome),
             BusMessage::Returned(msg) => {
                 // Published to a node that no longer listens: its owner is gone.
                 if let Some(key) = target_of(&msg) {

@@ -184,6 +184,20 @@ pub fn user(store: &Store, id: UserId) -> Result<Option<User>, AgentError> {
     Ok(row.and_then(to_user))
 }
 
+/// The user with this id, if the relay lists it as active (browse access answers only
+/// for those).
+pub fn active_user(store: &Store, id: UserId) -> Result<Option<User>, AgentError> {
+    let row = store.with_conn(|c| {
+        c.query_row(
+            "SELECT user_id, email, first_name, last_name FROM users WHERE user_id = ?1 AND active = 1",
+            params![id.to_string()],
+            user_row,
+        )
+        .optional()
+    })?;
+    Ok(row.and_then(to_user))
+}
+
 pub fn active_users(store: &Store) -> Result<Vec<User>, AgentError> {
     let rows = store.with_conn(|c| {
         let mut stmt =

@@ -127,6 +127,8 @@ pub struct Engine {
     pub scans: mpsc::Sender<Scan>,
     /// Wakes the SMTP submitter.
     pub submit: Arc<Notify>,
+    /// Answers browse fetches.
+    pub browser: crate::browse::Browser,
 }
 
 struct State {
@@ -354,6 +356,9 @@ impl Engine {
                         Err(e) => tracing::error!(user = %u.user_id, error = %e, "cannot record ConstantSync"),
                     }
                 }
+            }
+            Command::Fetch { request_id, user_id, timeout_ms, request } => {
+                self.browser.answer(request_id, user_id, timeout_ms, request);
             }
             Command::Session { .. } | Command::Heartbeat { .. } | Command::Close { .. } => {}
         }

@@ -12,6 +12,7 @@
 //! The binary `ves-agent` is a thin command line over these functions.
 
 pub mod alerts;
+pub mod browse;
 pub mod config;
 pub mod control;
 pub mod db;
@@ -128,6 +129,12 @@ pub async fn run(config: AgentConfig, opts: RunOptions, shutdown: CancellationTo
         tx: engine_tx.clone(),
         scans: scan_tx,
         submit: wake_submitter.clone(),
+        browser: browse::Browser {
+            config: config.clone(),
+            store: store.clone(),
+            data: data.clone(),
+            mailer: Some(mailer.clone()),
+        },
     };
     let s = stop.clone();
     tasks.spawn(async move {

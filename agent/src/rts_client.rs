@@ -89,7 +89,11 @@ impl Rts {
         guid: &str,
         license_id: Option<&str>,
     ) -> Result<reqwest::Response, RtsError> {
-        let envelope = RtsConnectionEnvelope::new(guid, license_id, AGENT_NAME);
+        let mut envelope = RtsConnectionEnvelope::new(guid, license_id, AGENT_NAME);
+        // Browse access needs version 2; a relay that does not offer it gets version 1.
+        if params.protocol_versions.contains(&rts::fetch::FETCH_VERSION) {
+            envelope = envelope.with_version(rts::fetch::FETCH_VERSION);
+        }
         // The relay answers at once and then streams: bound the wait for the headers only.
         let send = self.client().post(&params.event_url).header(rts::HEADER_KEY, &params.key).json(&envelope).send();
         let resp = tokio::time::timeout(self.request_timeout, send)

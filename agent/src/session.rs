@@ -50,6 +50,7 @@ const KNOWN_COMMANDS: &[&str] = &[
     "DevicePresence",
     "DeviceActivated",
     "DeviceRevoked",
+    "Fetch",
     "Close",
 ];
 

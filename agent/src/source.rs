@@ -334,7 +334,8 @@ pub fn ensure_maildir(root: &Path, email: &str) -> Result<(), AgentError> {
     Ok(())
 }
 
-fn safe_component(s: &str) -> bool {
+/// Whether `s` can name a directory under a root (no separator, not `.` or `..`).
+pub(crate) fn safe_component(s: &str) -> bool {
     !s.is_empty() && s != "." && s != ".." && !s.contains('/') && !s.contains('\0')
 }
 

@@ -280,6 +280,9 @@ pub struct RtsConfig {
     /// A request body must arrive whole within this; a slower one is answered 400 and its
     /// connection closed (a client trickling a body must not hold a connection).
     pub body_timeout_seconds: u64,
+    /// Browse fetches one VES may have unanswered at once (docs/protocol.md §4.6); more
+    /// are refused at once (the page says the server is busy), counted.
+    pub max_fetches_in_flight: usize,
 }
 
 /// The device channel (white paper §7.2).
@@ -389,6 +392,9 @@ pub struct WebConfig {
     /// "Keep me signed in" sessions skip the inactivity timeout and end this long after
     /// sign-in; 0 hides the option.
     pub persistent_session_max_age_seconds: u64,
+    /// A browse page waits this long for the user's enterprise server, then says it did
+    /// not answer.
+    pub browse_timeout_seconds: u64,
 }
 
 /// The operators' consoles on `listen.console`.
@@ -428,6 +434,7 @@ impl Default for WebConfig {
             session_idle_timeout_seconds: p.idle_timeout.as_secs(),
             session_max_age_seconds: p.max_age.as_secs(),
             persistent_session_max_age_seconds: p.persistent_max_age.as_secs(),
+            browse_timeout_seconds: 10,
         }
     }
 }
@@ -540,6 +547,7 @@ impl Default for RtsConfig {
             write_stall_timeout_seconds: s.ves_write_stall_timeout.as_secs(),
             max_body_bytes: 1024 * 1024,
             body_timeout_seconds: 30,
+            max_fetches_in_flight: noc_actors::DEFAULT_FETCHES_IN_FLIGHT,
         }
     }
 }
@@ -724,6 +732,12 @@ impl Config {
                 "web.session_max_age_seconds",
                 "must be at least the idle timeout and at most 604800 (7 days)",
             ));
+        }
+        if !(1..=120).contains(&w.browse_timeout_seconds) {
+            return Err(invalid("web.browse_timeout_seconds", "must be between 1 and 120"));
+        }
+        if !(1..=10_000).contains(&self.rts.max_fetches_in_flight) {
+            return Err(invalid("rts.max_fetches_in_flight", "must be between 1 and 10000"));
         }
         if w.persistent_session_max_age_seconds > 400 * 86_400 {
             return Err(invalid("web.persistent_session_max_age_seconds", "must be at most 34560000 (400 days)"));

@@ -7,10 +7,13 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use noc_actors::Router;
-use noc_cluster::SessionKey;
+use noc_cluster::{FetchOutcome, FetchRefusal, SessionKey};
 use noc_gateway::active_user_state;
-use noc_storage::{AccountError, Accounts, Invalid, NameField, UserRecord, UserSettings, UserStatus, WebSession};
-use noc_web::portal::{DeviceInfo, Problem, SettingsChange, WipeState};
+use noc_protocol::rts::fetch::{FetchErrorCode, FetchRequest};
+use noc_storage::{
+    AccountError, Accounts, Feature, Invalid, NameField, UserRecord, UserSettings, UserStatus, WebSession,
+};
+use noc_web::portal::{BrowseError, DeviceInfo, Interface, Problem, SettingsChange, WipeState};
 use noc_web::{Portal, PortalError, Profile, SessionInfo, SignedIn, Visitor};
 
 /// The portal over the node's account service, and the router that tells enterprise
@@ -22,6 +25,8 @@ pub struct AccountsPortal {
     pub mailer: Option<crate::mail::Mailer>,
     /// The public base URL, for the links in mail.
     pub public_url: String,
+    /// How long a browse page waits for the user's enterprise server.
+    pub browse_timeout: Duration,
 }
 
 impl AccountsPortal {
@@ -139,6 +144,45 @@ fn device_id(id: &str) -> Result<noc_protocol::DeviceId, PortalError> {
 
 #[async_trait]
 impl Portal for AccountsPortal {
+    async fn fetch(
+        &self,
+        user_id: &str,
+        interface: Interface,
+        request: FetchRequest,
+    ) -> Result<serde_json::Value, BrowseError> {
+        let user = self.user(user_id).await.map_err(|e| match e {
+            PortalError::Unavailable | PortalError::Busy => BrowseError::Busy,
+            PortalError::NotFound => BrowseError::NotAllowed,
+            _ => BrowseError::Internal,
+        })?;
+        let feature = match interface {
+            Interface::Pc => Feature::BrowsePc,
+            Interface::Pda => Feature::BrowsePda,
+            Interface::Wap => Feature::BrowseWap,
+        };
+        if user.status != UserStatus::Active || !user.allows(feature) {
+            return Err(BrowseError::NotAllowed);
+        }
+        // Only the user's own enterprise server is asked (the VES checks the user again).
+        match self.router.fetch(user.ves_id, user.id, request, self.browse_timeout).await {
+            FetchOutcome::Answer(body) => Ok(body),
+            FetchOutcome::Failed(e) => Err(match e.code {
+                FetchErrorCode::NotFound => BrowseError::NotFound,
+                FetchErrorCode::BadRequest => BrowseError::Refused(e.message),
+                FetchErrorCode::Unavailable => BrowseError::SourceUnavailable,
+                FetchErrorCode::Unsupported => BrowseError::Unsupported,
+                FetchErrorCode::UnknownUser => BrowseError::Offline,
+                FetchErrorCode::Internal => BrowseError::Internal,
+            }),
+            FetchOutcome::Refused(r) => Err(match r {
+                FetchRefusal::Offline | FetchRefusal::NotServed => BrowseError::Offline,
+                FetchRefusal::Unsupported => BrowseError::Unsupported,
+                FetchRefusal::Busy => BrowseError::Busy,
+                FetchRefusal::Timeout => BrowseError::Timeout,
+            }),
+        }
+    }
+
     async fn sign_in(
         &self,
         login: &str,

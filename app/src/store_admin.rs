@@ -1,6 +1,7 @@
 //! `noc admin ...`: bootstrap operations on a node's store, usable while the node runs
 //! (the embedded store is opened in WAL mode).
 
+pub use noc_storage::Feature;
 pub use noc_storage::model::OperatorRole;
 use std::sync::Arc;
 
@@ -90,6 +91,16 @@ impl Admin {
     /// Turns secret-question password recovery on or off for a license.
     pub async fn set_secret_question_recovery(&self, name: &str, enabled: bool) -> Result<License, AdminError> {
         Ok(self.accounts.set_license_secret_question_recovery(name, enabled, &self.actor).await?)
+    }
+
+    /// Turns features of a license on or off (docs/console.md "Features and access").
+    pub async fn set_license_features(
+        &self,
+        name: &str,
+        enable: &[noc_storage::Feature],
+        disable: &[noc_storage::Feature],
+    ) -> Result<License, AdminError> {
+        Ok(self.accounts.set_license_features(name, enable, disable, &self.actor).await?)
     }
 
     /// A new license password; revokes the license's tokens (returns how many).

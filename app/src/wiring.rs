@@ -76,6 +76,7 @@ pub(crate) async fn wire(
     let sessions = Arc::new(config.sessions());
     let metrics = Arc::new(Metrics::new());
     let router = Router::new(cluster, metrics.clone());
+    router.set_fetch_limit(config.rts.max_fetches_in_flight);
     router.spawn_bus_pump();
     let seen = noc_storage::SeenRecorder::start(accounts.store().clone(), Duration::from_secs(1));
     router.on_device_seen(Box::new(move |device| seen.seen(device)));
@@ -100,6 +101,7 @@ pub(crate) async fn wire(
             router: router.clone(),
             mailer: mailer.clone(),
             public_url: gateway.public_url.clone(),
+            browse_timeout: Duration::from_secs(config.web.browse_timeout_seconds),
         }),
     });
     let console = noc_console::ConsoleState {

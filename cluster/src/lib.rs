@@ -27,7 +27,7 @@ use thiserror::Error;
 
 pub use inbox::{Inbox, InboxSender, inbox};
 pub use memory::{MemoryCluster, MemoryHub};
-pub use messages::{BusMessage, DeviceItem, VesItem};
+pub use messages::{BusMessage, DeviceItem, FetchCall, FetchOutcome, FetchRefusal, VesItem};
 pub use redis_backend::{RedisCluster, RedisMode, RedisOptions};
 pub use sharded::ShardedMap;
 

@@ -8,6 +8,7 @@
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use noc_protocol::device::ForwardKind;
+use noc_protocol::rts::fetch::RequestId;
 use noc_protocol::{CloseCode, DeviceId, UndeliverableReason, UserId, VesId};
 
 use crate::{BusMessage, DeviceItem, SessionKey, VesItem};
@@ -28,6 +29,8 @@ mod tag {
     pub const USER_ACTIVATED: u8 = 23;
     pub const USER_REMOVED: u8 = 24;
     pub const USER_SETTINGS: u8 = 25;
+    pub const FETCH: u8 = 30;
+    pub const FETCH_DONE: u8 = 31;
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -144,6 +147,21 @@ pub fn encode(msg: &BusMessage) -> Result<Bytes, WireError> {
             uuid(&mut b, user_id.as_bytes());
             b.put_u8(u8::from(*constant_sync));
             let json = serde_json::to_vec(filter_rules).map_err(|_| WireError::Invalid("filter rules"))?;
+            b.put_slice(&json);
+        }
+        BusMessage::Fetch { ves_id, origin, call } => {
+            b.put_u8(tag::FETCH);
+            uuid(&mut b, ves_id.as_bytes());
+            let origin = origin.as_str().as_bytes();
+            b.put_u16(u16::try_from(origin.len()).map_err(|_| WireError::Invalid("node id"))?);
+            b.put_slice(origin);
+            let json = serde_json::to_vec(call).map_err(|_| WireError::Invalid("fetch"))?;
+            b.put_slice(&json);
+        }
+        BusMessage::FetchDone { request_id, outcome } => {
+            b.put_u8(tag::FETCH_DONE);
+            b.put_slice(&request_id.0);
+            let json = serde_json::to_vec(outcome).map_err(|_| WireError::Invalid("fetch outcome"))?;
             b.put_slice(&json);
         }
         BusMessage::Returned(_) => return Err(WireError::LocalOnly),
@@ -263,6 +281,22 @@ pub fn decode(mut b: Bytes) -> Result<BusMessage, WireError> {
             let filter_rules = serde_json::from_slice(&b).map_err(|_| WireError::Invalid("filter rules JSON"))?;
             BusMessage::UserSettings { ves_id, user_id, constant_sync, filter_rules }
         }
+        tag::FETCH => {
+            let ves_id = VesId::from_bytes(get_uuid(&mut b)?);
+            need(&b, 2)?;
+            let len = usize::from(b.get_u16());
+            need(&b, len)?;
+            let origin = std::str::from_utf8(&b[..len]).map_err(|_| WireError::Invalid("node id"))?;
+            let origin = crate::NodeId::new(origin);
+            b.advance(len);
+            let call = serde_json::from_slice(&b).map_err(|_| WireError::Invalid("fetch JSON"))?;
+            BusMessage::Fetch { ves_id, origin, call }
+        }
+        tag::FETCH_DONE => {
+            let request_id = RequestId(get_uuid(&mut b)?);
+            let outcome = serde_json::from_slice(&b).map_err(|_| WireError::Invalid("fetch outcome JSON"))?;
+            BusMessage::FetchDone { request_id, outcome }
+        }
         other => return Err(WireError::Tag(other)),
     })
 }
@@ -334,6 +368,28 @@ mod tests {
                 user_id: u,
                 constant_sync: false,
                 filter_rules: vec![FilterRule { field: "subject".into(), contains: "urgent".into() }],
+            },
+            BusMessage::Fetch {
+                ves_id: v,
+                origin: crate::NodeId::new("node-ä"),
+                call: crate::FetchCall {
+                    request_id: RequestId([7; 16]),
+                    user_id: u,
+                    timeout_ms: 10_000,
+                    request: noc_protocol::rts::fetch::FetchRequest::MailList {
+                        folder: "INBOX".into(),
+                        offset: 20,
+                        limit: 20,
+                    },
+                },
+            },
+            BusMessage::FetchDone {
+                request_id: RequestId([8; 16]),
+                outcome: crate::FetchOutcome::Answer(serde_json::json!({"Folders": []})),
+            },
+            BusMessage::FetchDone {
+                request_id: RequestId([9; 16]),
+                outcome: crate::FetchOutcome::Refused(crate::FetchRefusal::Busy),
             },
         ]
     }

@@ -8,7 +8,8 @@ use actix_web::middleware::DefaultHeaders;
 use actix_web::{HttpRequest, HttpResponse, web};
 use bytes::Bytes;
 use noc_actors::{EventLookup, RtsSession, VesInbox, VesSession, VesUserState};
-use noc_cluster::DeviceItem;
+use noc_cluster::{DeviceItem, FetchOutcome};
+use noc_protocol::rts::fetch::{FetchResultResponse, FetchStatus};
 use noc_protocol::rts::{
     AccountActivationRequest, AccountActivationResponse, AcksResponse, ActiveUser, ConnectParams, DataRequest,
     DeletedUser, DeviceActivationRequest, DeviceActivationResponse, DeviceList, DeviceSummary, FrameResult,
@@ -110,6 +111,7 @@ async fn connect(state: web::Data<GatewayState>) -> Result<HttpResponse, ApiErro
         key,
         reply_time: state.sessions.ves_reply_time.as_secs(),
         protocol_version: rts::RTS_PROTOCOL_VERSION,
+        protocol_versions: rts::RTS_PROTOCOL_VERSIONS.to_vec(),
     }))
 }
 
@@ -143,6 +145,10 @@ async fn event(
     let key = header(&req, rts::HEADER_KEY).unwrap_or("").to_string();
     let envelope: RtsConnectionEnvelope = json_body(&state, &req, payload).await?;
     let conn = envelope.rts_connection;
+    let protocol_version = conn.protocol_version.unwrap_or(rts::RTS_PROTOCOL_VERSION);
+    if !rts::RTS_PROTOCOL_VERSIONS.contains(&protocol_version) {
+        return Err(ApiError::bad_request(format!("ProtocolVersion must be one of {:?}", rts::RTS_PROTOCOL_VERSIONS)));
+    }
     let Some(lookup) = state.rts.lookup_event(&key_id, &key) else {
         state.router.metrics().auth_failure("ves", "invalid_session");
         return Err(ApiError::invalid_session());
@@ -175,12 +181,18 @@ async fn event(
         }
     };
     let stream = attach
-        .send(noc_actors::Attach { resumed })
+        .send(noc_actors::Attach { resumed, protocol_version })
         .await
         .ok()
         .flatten()
         .ok_or_else(|| ApiError::new(ApiErrorCode::InvalidSession, "session ended; GET /rts/v1/connect again"))?;
-    tracing::info!(ves = %ves.id, resumed, agent = conn.agent.as_deref().unwrap_or("-"), "command channel attached");
+    tracing::info!(
+        ves = %ves.id,
+        resumed,
+        protocol_version,
+        agent = conn.agent.as_deref().unwrap_or("-"),
+        "command channel attached"
+    );
     if let Some(agent) = conn.agent.clone() {
         // For the operators' view of the installation; the channel does not wait for it.
         let (accounts, id) = (state.accounts.clone(), ves.id);
@@ -212,6 +224,18 @@ async fn data(
     let router = &state.router;
     Ok(match request {
         DataRequest::StartupReport { users } => HttpResponse::Ok().json(inbox.record_startup(&users)),
+        DataRequest::FetchResult { request_id, status, body, error } => {
+            let outcome = match (status, body, error) {
+                (FetchStatus::Ok, Some(body), None) => FetchOutcome::Answer(body),
+                (FetchStatus::Error, None, Some(error)) => FetchOutcome::Failed(error),
+                (FetchStatus::Ok, ..) => return Err(ApiError::bad_request("Status ok needs a Body and no Error")),
+                (FetchStatus::Error, ..) => {
+                    return Err(ApiError::bad_request("Status error needs an Error and no Body"));
+                }
+            };
+            let delivered = router.fetch_result(inbox, request_id, outcome);
+            HttpResponse::Ok().json(FetchResultResponse { delivered })
+        }
         DataRequest::ProvisionUser { email, password, first_name, last_name } => {
             let (user, generated, license) = accounts
                 .provision_user(

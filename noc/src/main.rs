@@ -163,7 +163,14 @@ enum LicenseCommand {
         /// paper §9.2.2). Weaker than the mailed one-time link, which always works: off by
         /// default.
         #[arg(long, action = clap::ArgAction::Set, value_parser = clap::builder::BoolishValueParser::new(), value_name = "on|off")]
-        secret_question_recovery: bool,
+        secret_question_recovery: Option<bool>,
+        /// Features the license's users get (comma-separated): browse_pc, browse_pda,
+        /// browse_wap, constant_sync, alerts. All are on for a new license.
+        #[arg(long, value_delimiter = ',', value_parser = feature, value_name = "FEATURES")]
+        enable: Vec<noc_app::store_admin::Feature>,
+        /// Features taken away (comma-separated, as for --enable).
+        #[arg(long, value_delimiter = ',', value_parser = feature, value_name = "FEATURES")]
+        disable: Vec<noc_app::store_admin::Feature>,
     },
     /// Set a new license password and revoke every license-id token issued so far (VES
     /// installations already registered keep connecting; suspend the license to stop them).
@@ -352,10 +359,18 @@ async fn admin(config: Config, command: AdminCommand) -> Result<()> {
                 admin.set_suspended(&name, false).await?;
                 println!("license {name} resumed");
             }
-            LicenseCommand::SetFeatures { name, secret_question_recovery } => {
-                admin.set_secret_question_recovery(&name, secret_question_recovery).await?;
-                let state = if secret_question_recovery { "on" } else { "off" };
-                println!("license {name}: secret-question recovery {state}");
+            LicenseCommand::SetFeatures { name, secret_question_recovery, enable, disable } => {
+                if secret_question_recovery.is_none() && enable.is_empty() && disable.is_empty() {
+                    anyhow::bail!("say what to change: --secret-question-recovery, --enable or --disable");
+                }
+                if let Some(on) = secret_question_recovery {
+                    admin.set_secret_question_recovery(&name, on).await?;
+                    println!("license {name}: secret-question recovery {}", if on { "on" } else { "off" });
+                }
+                if !enable.is_empty() || !disable.is_empty() {
+                    let license = admin.set_license_features(&name, &enable, &disable).await?;
+                    println!("license {name}: features {}", license.features.describe());
+                }
             }
             LicenseCommand::SetPassword { name, password, password_stdin } => {
                 let password = password_arg(password, password_stdin)?;
@@ -397,4 +412,12 @@ async fn admin(config: Config, command: AdminCommand) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// A feature's name on the command line.
+fn feature(s: &str) -> Result<noc_app::store_admin::Feature, String> {
+    noc_app::store_admin::Feature::parse(s.trim()).ok_or_else(|| {
+        let names: Vec<_> = noc_app::store_admin::Feature::ALL.iter().map(|f| f.as_str()).collect();
+        format!("unknown feature {s:?}; one of {}", names.join(", "))
+    })
 }

@@ -12,6 +12,7 @@
 //! 4. `POST /rts/v1/data` with headers `X-Rts-Key-Id` + `X-Rts-Key` and a
 //!    [`DataRequest`] body: the short *data channel* requests.
 
+pub mod fetch;
 pub mod line;
 
 use base64::Engine;
@@ -21,8 +22,12 @@ use crate::codes::{ApiErrorCode, CloseCode, UndeliverableReason};
 use crate::device::ForwardKind;
 use crate::ids::{DeviceId, UserId, VesId};
 
-/// Version of the RTS protocol described here; sent in [`ConnectParams`].
+/// The base version of the RTS protocol, which every VES speaks; sent in [`ConnectParams`]
+/// as `ProtocolVersion`.
 pub const RTS_PROTOCOL_VERSION: u32 = 1;
+/// Every RTS version the relay speaks, oldest first; sent in [`ConnectParams`] as
+/// `ProtocolVersions`. A VES names the one it speaks in its [`RtsConnection`].
+pub const RTS_PROTOCOL_VERSIONS: &[u32] = &[1, fetch::FETCH_VERSION];
 /// Header carrying the session key on the event URL and data channel.
 pub const HEADER_KEY: &str = "X-Rts-Key";
 /// Header carrying the session id on the data channel.
@@ -148,6 +153,9 @@ pub struct ConnectParams {
     pub reply_time: u64,
     /// [`RTS_PROTOCOL_VERSION`].
     pub protocol_version: u32,
+    /// [`RTS_PROTOCOL_VERSIONS`]; absent from relays that speak only version 1.
+    #[serde(default)]
+    pub protocol_versions: Vec<u32>,
 }
 
 /// Body of the event-URL POST.
@@ -166,8 +174,15 @@ impl RtsConnectionEnvelope {
                 guid: guid.to_owned(),
                 license_id: license_id.map(str::to_owned),
                 agent: Some(agent.to_owned()),
+                protocol_version: None,
             },
         }
+    }
+
+    /// The same, speaking RTS `version` (2 answers `Fetch` commands).
+    pub fn with_version(mut self, version: u32) -> Self {
+        self.rts_connection.protocol_version = Some(version);
+        self
     }
 }
 
@@ -183,6 +198,10 @@ pub struct RtsConnection {
     /// Free-form agent name and version, for the audit log.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent: Option<String>,
+    /// The RTS version the VES speaks, one of the relay's `ProtocolVersions` (version 2
+    /// and later); absent: 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol_version: Option<u32>,
 }
 
 impl std::fmt::Debug for RtsConnection {
@@ -191,6 +210,7 @@ impl std::fmt::Debug for RtsConnection {
             .field("guid", &"***")
             .field("license_id", &self.license_id.as_ref().map(|_| "***"))
             .field("agent", &self.agent)
+            .field("protocol_version", &self.protocol_version)
             .finish()
     }
 }
@@ -249,6 +269,10 @@ pub enum Command {
         reply_time: u64,
         /// True when this command channel resumed a detached session.
         resumed: bool,
+        /// The RTS version of the session (what the VES asked for). Absent from relays
+        /// that speak only version 1.
+        #[serde(default = "version_one")]
+        protocol_version: u32,
     },
     /// Users this VES should provide access for. `Complete: true` replaces the VES's list;
     /// `false` adds to it (a user activated since).
@@ -285,10 +309,25 @@ pub enum Command {
     /// A device's credential was revoked (password reset, user deleted).
     #[serde(rename_all = "PascalCase")]
     DeviceRevoked { device_id: DeviceId, user_id: UserId },
+    /// Version 2: the relay asks for a user's mail, calendar or contacts (browse access);
+    /// answer with a `FetchResult` data request within `TimeoutMs`.
+    #[serde(rename_all = "PascalCase")]
+    Fetch {
+        request_id: fetch::RequestId,
+        user_id: UserId,
+        /// Answers later than this (from the relay's sending) are dropped.
+        timeout_ms: u64,
+        #[serde(flatten)]
+        request: fetch::FetchRequest,
+    },
     /// The relay closes this command channel. `replaced`: another connection for the same
     /// GUID took over. `server_draining`: reconnect after `ReconnectAfterMs`.
     #[serde(rename_all = "PascalCase")]
     Close { code: CloseCode, message: String, reconnect_after_ms: u64 },
+}
+
+fn version_one() -> u32 {
+    1
 }
 
 // ---------------------------------------------------------------------------------------
@@ -333,6 +372,17 @@ pub enum DataRequest {
     /// End-to-end acknowledgements of frames received from devices.
     #[serde(rename_all = "PascalCase")]
     Acks { acks: Vec<FrameRef> },
+    /// Version 2: the answer to a `Fetch` command. `Body` (status `ok`) is the operation's
+    /// answer type ([`fetch`]); `Error` (status `error`) says why there is none.
+    #[serde(rename_all = "PascalCase")]
+    FetchResult {
+        request_id: fetch::RequestId,
+        status: fetch::FetchStatus,
+        #[serde(default)]
+        body: Option<serde_json::Value>,
+        #[serde(default)]
+        error: Option<fetch::FetchError>,
+    },
 }
 
 /// A password in a request: never printed by `Debug`.
@@ -614,7 +664,12 @@ mod tests {
 
     #[test]
     fn secrets_are_masked_in_debug() {
-        let r = RtsConnection { guid: "00".repeat(16), license_id: Some("tok".into()), agent: None };
+        let r = RtsConnection {
+            guid: "00".repeat(16),
+            license_id: Some("tok".into()),
+            agent: None,
+            protocol_version: None,
+        };
         let dbg = format!("{r:?}");
         assert!(!dbg.contains("0000") && !dbg.contains("tok"));
         let p = DataRequest::ResetPassword { email: "a@b".into(), password: Some(Secret("hunter2".into())) };

@@ -287,6 +287,31 @@ impl Accounts {
         Ok(license)
     }
 
+    /// Turns features of a license on (`enable`) or off (`disable`), from the CLI.
+    pub async fn set_license_features(
+        &self,
+        name: &str,
+        enable: &[Feature],
+        disable: &[Feature],
+        actor: &str,
+    ) -> Result<License> {
+        let (before, _) = self.store.license_by_name(name).await?.ok_or(AccountError::NotFound)?;
+        let mut features = before.features;
+        for f in enable {
+            features = features.with(*f, true);
+        }
+        for f in disable {
+            features = features.with(*f, false);
+        }
+        let change = LicenseChange { features: Some(features), ..LicenseChange::default() };
+        let after = self.store.update_license(before.id, &change).await?;
+        if after.features != before.features {
+            let detail = format!("features: {} -> {}", before.features.describe(), after.features.describe());
+            self.audit(actor.to_string(), "license.change", format!("license:{}", after.id), detail).await;
+        }
+        Ok(after)
+    }
+
     pub async fn set_license_suspended(&self, name: &str, suspended: bool, actor: &str) -> Result<License> {
         let license = self.store.set_license_suspended(name, suspended).await?;
         let action = if suspended { "license.suspend" } else { "license.resume" };

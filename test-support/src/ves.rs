@@ -36,6 +36,8 @@ pub struct FakeVes {
     pub license_token: Option<String>,
     /// KeyId and Key of the current session.
     pub session: Option<(String, String)>,
+    /// The RTS version asked for in `RtsConnection` (`None`: none named, version 1).
+    pub protocol_version: Option<u32>,
 }
 
 /// The command channel: commands parsed from the streamed NDJSON response.
@@ -124,7 +126,7 @@ impl FakeVes {
             .expect("HTTP client");
         // The relay's certificate names `localhost`; talk to it by that name.
         let base = base.replace("127.0.0.1", "localhost");
-        Self { http, base, guid: crate::random_guid(), license_token: None, session: None }
+        Self { http, base, guid: crate::random_guid(), license_token: None, session: None, protocol_version: None }
     }
 
     pub fn base(&self) -> &str {
@@ -176,7 +178,10 @@ impl FakeVes {
         guid: String,
         license_id: Option<String>,
     ) -> Result<CommandChannel, ApiFailure> {
-        let envelope = RtsConnectionEnvelope::new(&guid, license_id.as_deref(), "fake-ves/1");
+        let mut envelope = RtsConnectionEnvelope::new(&guid, license_id.as_deref(), "fake-ves/1");
+        if let Some(v) = self.protocol_version {
+            envelope = envelope.with_version(v);
+        }
         // The event URL names the relay by IP; use the certificate's name.
         let url = params.event_url.replace("127.0.0.1", "localhost");
         let resp = self

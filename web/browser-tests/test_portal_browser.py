@@ -49,6 +49,7 @@ from aiosmtpd.controller import Controller
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import Select
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -201,6 +202,8 @@ name = "acme"
 password = "acme-license-pw"
 [mail]
 maildir_root = "{os.path.join(cls.dir, 'maildir')}"
+calendar_root = "{os.path.join(cls.dir, 'calendar')}"
+contacts_root = "{os.path.join(cls.dir, 'contacts')}"
 rescan_interval_seconds = 2
 [smtp]
 host = "127.0.0.1"
@@ -271,6 +274,66 @@ dir = "{os.path.join(cls.dir, 'agent')}"
     def submit(self, form_action: str):
         self.browser.find_element(By.CSS_SELECTOR, f'form[action="{form_action}"] button[type="submit"]').click()
 
+    def browse_mail_calendar_and_contacts(self):
+        b = self.browser
+        maildir = os.path.join(self.dir, "maildir", "ann@corp.example")
+        for sub in ("tmp", "new", "cur"):
+            os.makedirs(os.path.join(maildir, sub), exist_ok=True)
+        message = ("From: Bob Ng <bob@partner.example>\r\nTo: ann@corp.example\r\n"
+                   "Subject: <script>alert(1)</script> Quarterly plan\r\nDate: Fri, 04 Dec 2026 09:30:00 +0000\r\n"
+                   "Message-ID: <plan@partner.example>\r\nMIME-Version: 1.0\r\n"
+                   "Content-Type: text/html; charset=utf-8\r\n\r\n"
+                   "<p>Hi Ann,</p><p>the <b>plan</b> is attached.<script>alert(2)</script></p>"
+                   "<img src=\"https://tracker.example/p.gif\">\r\n")
+        with open(os.path.join(maildir, "tmp", "1796376600.M1P1.partner"), "w") as f:
+            f.write(message)
+        os.rename(os.path.join(maildir, "tmp", "1796376600.M1P1.partner"),
+                  os.path.join(maildir, "new", "1796376600.M1P1.partner"))
+        calendar = os.path.join(self.dir, "calendar", "ann@corp.example")
+        os.makedirs(calendar, exist_ok=True)
+        with open(os.path.join(calendar, "board.ics"), "w") as f:
+            f.write("BEGIN:VCALENDAR\r\nBEGIN:VEVENT\r\nUID:b1\r\nSUMMARY:Board meeting\r\nLOCATION:Room 4\r\n"
+                    "DTSTART;TZID=Europe/Berlin:20261204T140000\r\nDTEND;TZID=Europe/Berlin:20261204T153000\r\n"
+                    "END:VEVENT\r\nEND:VCALENDAR\r\n")
+        contacts = os.path.join(self.dir, "contacts", "ann@corp.example")
+        os.makedirs(contacts, exist_ok=True)
+        with open(os.path.join(contacts, "bob.vcf"), "w") as f:
+            f.write("BEGIN:VCARD\r\nVERSION:3.0\r\nFN:Bob Ng\r\nEMAIL:bob@partner.example\r\n"
+                    "TEL:+49 30 1234567\r\nORG:Partner GmbH\r\nEND:VCARD\r\n")
+
+        b.find_element(By.LINK_TEXT, "Mail").click()
+        eventually("the inbox", lambda: "Quarterly plan" in self.page(), context=self.page)
+        self.assertEqual(b.find_elements(By.TAG_NAME, "script"), [], "the subject is text, not a script")
+        self.shot("mail")
+        b.find_element(By.PARTIAL_LINK_TEXT, "Quarterly plan").click()
+        eventually("the message", lambda: b.find_elements(By.CSS_SELECTOR, ".mail-html"), context=self.page)
+        html = b.find_element(By.CSS_SELECTOR, ".mail-html")
+        self.assertEqual(html.find_elements(By.TAG_NAME, "b")[0].text, "plan")
+        self.assertEqual(html.find_elements(By.TAG_NAME, "img"), [], "no image is loaded")
+        self.assertEqual(b.find_elements(By.TAG_NAME, "script"), [])
+        self.shot("mail-message")
+        b.find_element(By.LINK_TEXT, "Reply").click()
+        eventually("the reply form", lambda: any(
+            "Re:" in (e.get_attribute("value") or "") for e in b.find_elements(By.NAME, "subject")))
+        body = b.find_element(By.NAME, "body")
+        body.send_keys(Keys.CONTROL, Keys.HOME)
+        body.send_keys("Thanks, Bob.")
+        self.shot("mail-compose")
+        self.submit("/mail/compose")
+        eventually("sent", lambda: "The message was sent." in self.page(), context=self.page)
+        sent = eventually("the reply at the SMTP server",
+                          lambda: next((m for m in self.sink.messages if "bob@partner.example" in m[0]), None))
+        self.assertIn("In-Reply-To: <plan@partner.example>", sent[1])
+        self.assertIn("Thanks, Bob.", sent[1])
+
+        b.get(self.a.url + "/calendar?day=2026-12-04")
+        eventually("the calendar", lambda: "Board meeting" in self.page(), context=self.page)
+        self.assertIn("14:00", self.page(), "in Ann's zone (Europe/Berlin)")
+        self.shot("calendar")
+        b.get(self.a.url + "/contacts")
+        eventually("the contacts", lambda: "Bob Ng" in self.page(), context=self.page)
+        self.shot("contacts")
+
     def test_a_persons_walk(self):
         b = self.browser
         # The VES administrator adds a user; the welcome mail carries the link and password.
@@ -334,6 +397,9 @@ dir = "{os.path.join(cls.dir, 'agent')}"
             return False
 
         eventually("the agent to have the rule and ConstantSync off", agent_has_it)
+
+        # Browse access: mail, calendar and contacts answered live by the agent.
+        self.browse_mail_calendar_and_contacts()
 
         # A device: activated with the real client and connected; the devices page shows
         # it, renames it, and signs it out, which ends its live session at once.
@@ -505,8 +571,8 @@ dir = "{os.path.join(cls.dir, 'agent')}"
         self.assertTrue(wap.is_selected())
         wap.click()
         b.find_element(By.CSS_SELECTOR, 'form[action$="/access"] button[type="submit"]').click()
-        eventually("the saved access", lambda: not b.find_element(
-            By.CSS_SELECTOR, 'form[action$="/access"] input[name="browse_wap"]').is_selected())
+        eventually("the saved access", lambda: any(not e.is_selected() for e in b.find_elements(
+            By.CSS_SELECTOR, 'form[action$="/access"] input[name="browse_wap"]')))
         self.assertTrue(b.find_element(By.CSS_SELECTOR, 'form[action$="/access"] input[name="constant_sync"]').is_selected())
         self.shot("console-user")
         b.get(self.a.console_url + "/console/usage")

@@ -11,7 +11,7 @@ use thiserror::Error;
 
 use crate::i18n::Lang;
 use crate::page;
-use crate::portal::PortalError;
+use crate::portal::{BrowseError, PortalError};
 
 #[derive(Debug, Error)]
 pub enum PageError {
@@ -30,6 +30,9 @@ pub enum PageError {
     Unavailable,
     #[error("internal error")]
     Internal,
+    /// A browse page got nothing from the user's enterprise server.
+    #[error("browse: {0}")]
+    Browse(BrowseError),
 }
 
 impl From<crate::form::FormError> for PageError {
@@ -74,9 +77,25 @@ impl PageError {
             PageError::Busy => ("error-busy-title", "error-busy"),
             PageError::Unavailable => ("error-unavailable-title", "error-unavailable"),
             PageError::Internal => ("error-internal-title", "error-internal"),
+            PageError::Browse(e) => match e {
+                BrowseError::NotAllowed => ("browse-not-allowed-title", "browse-not-allowed"),
+                BrowseError::Offline => ("browse-offline-title", "browse-offline"),
+                BrowseError::Unsupported => ("browse-unsupported-title", "browse-unsupported"),
+                BrowseError::Timeout => ("browse-timeout-title", "browse-timeout"),
+                BrowseError::Busy => ("error-busy-title", "browse-busy"),
+                BrowseError::NotFound => ("error-not-found-title", "browse-not-found"),
+                BrowseError::Refused(_) => ("browse-refused-title", "browse-refused"),
+                BrowseError::SourceUnavailable => ("browse-source-title", "browse-source"),
+                BrowseError::Internal => ("browse-internal-title", "browse-internal"),
+            },
         };
         let mut builder = HttpResponse::build(self.status_code());
-        if matches!(self, PageError::Busy | PageError::Unavailable) {
+        if matches!(
+            self,
+            PageError::Busy
+                | PageError::Unavailable
+                | PageError::Browse(BrowseError::Busy | BrowseError::Offline | BrowseError::SourceUnavailable)
+        ) {
             builder.insert_header(("Retry-After", "5"));
         }
         let (title, message, home) = (t.get(title), t.get(message), t.get("home-link"));
@@ -93,6 +112,17 @@ impl ResponseError for PageError {
             PageError::NotFound => StatusCode::NOT_FOUND,
             PageError::Busy | PageError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             PageError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            PageError::Browse(e) => match e {
+                BrowseError::NotAllowed => StatusCode::FORBIDDEN,
+                BrowseError::Offline | BrowseError::Busy | BrowseError::SourceUnavailable => {
+                    StatusCode::SERVICE_UNAVAILABLE
+                }
+                BrowseError::Unsupported => StatusCode::NOT_IMPLEMENTED,
+                BrowseError::Timeout => StatusCode::GATEWAY_TIMEOUT,
+                BrowseError::NotFound => StatusCode::NOT_FOUND,
+                BrowseError::Refused(_) => StatusCode::BAD_REQUEST,
+                BrowseError::Internal => StatusCode::BAD_GATEWAY,
+            },
         }
     }
 

@@ -8,6 +8,7 @@
 //! the store behind [`Portal`], so any node serves any session.
 
 pub mod assets;
+mod browse;
 pub mod cookies;
 pub mod csrf;
 mod errors;
@@ -92,6 +93,23 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         )
         .service(page("/settings/question/remove").route(web::post().to(views::question::remove)))
         .service(page("/sessions/{id}/revoke").route(web::post().to(views::home::revoke_session)))
+        // Browse access from a PC (white paper §6.1). `/mail/compose` before the folders.
+        .service(page("/mail").route(web::get().to(views::mail::inbox)))
+        .service(
+            page("/mail/compose")
+                .route(web::get().to(views::compose::show))
+                .route(web::post().to(views::compose::send)),
+        )
+        .service(page("/mail/{folder}").route(web::get().to(views::mail::folder)))
+        .service(page("/mail/{folder}/{id}").route(web::get().to(views::mail::message)))
+        .service(page("/mail/{folder}/{id}/attachments/{index}").route(web::get().to(views::mail::attachment)))
+        .service(page("/mail/{folder}/{id}/delete").route(web::post().to(views::mail::delete)))
+        .service(page("/mail/{folder}/{id}/move").route(web::post().to(views::mail::move_to)))
+        .service(page("/calendar").route(web::get().to(views::calendar::show)))
+        .service(
+            page("/contacts").route(web::get().to(views::contacts::show)).route(web::post().to(views::contacts::add)),
+        )
+        .service(page("/contacts/{id}").route(web::get().to(views::contacts::contact)))
         .route(assets::STYLESHEET, web::get().to(assets::stylesheet));
 }
 

@@ -178,8 +178,57 @@ pub enum Problem {
     Other,
 }
 
+/// Which browse interface a page belongs to (white paper §6.1); each has an access flag
+/// of its own on the license and the user.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Interface {
+    Pc,
+    Pda,
+    Wap,
+}
+
+/// Why a browse page has no data from the user's enterprise server.
+#[derive(Clone, Debug, Error, PartialEq, Eq)]
+pub enum BrowseError {
+    /// This interface is not enabled for the user or the license.
+    #[error("not enabled for this account")]
+    NotAllowed,
+    /// The user's enterprise server is not connected (or not serving the user now).
+    #[error("enterprise server not connected")]
+    Offline,
+    /// The enterprise server offers no browse access (an older version).
+    #[error("browse access not offered")]
+    Unsupported,
+    /// No answer within the deadline.
+    #[error("no answer in time")]
+    Timeout,
+    /// Too many requests in flight for the enterprise server; retry shortly.
+    #[error("busy")]
+    Busy,
+    /// No such folder, message, attachment or contact.
+    #[error("not found")]
+    NotFound,
+    /// The enterprise server refused what the form asked (its words, for the form).
+    #[error("refused: {0}")]
+    Refused(String),
+    /// The enterprise server could not read the mailbox, calendar or contacts now.
+    #[error("source unavailable")]
+    SourceUnavailable,
+    #[error("internal error")]
+    Internal,
+}
+
 #[async_trait]
 pub trait Portal: Send + Sync + 'static {
+    /// Asks the user's enterprise server, through the relay, for what `request` names
+    /// (browse access, docs/protocol.md §4.6), from `interface`'s pages: the operation's
+    /// answer type as JSON. Nothing of it is kept.
+    async fn fetch(
+        &self,
+        user_id: &str,
+        interface: Interface,
+        request: noc_protocol::rts::fetch::FetchRequest,
+    ) -> Result<serde_json::Value, BrowseError>;
     /// Checks e-mail address or MSISDN and password (under the password throttle) and
     /// starts a new session.
     async fn sign_in(

@@ -31,6 +31,8 @@ pub const CHUNK_BYTES: usize = 32 * 1024;
 #[rtype(result = "Option<CommandStream>")]
 pub struct Attach {
     pub resumed: bool,
+    /// The RTS version the VES asked for in this POST (1 when it named none).
+    pub protocol_version: u32,
 }
 
 /// Tells a VES session that the stream of channel `epoch` is gone (the HTTP response

@@ -9,11 +9,12 @@
 //! ([`super::command_stream`]) drains it.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use noc_cluster::VesItem;
+use noc_cluster::{FetchCall, FetchRefusal, NodeId, VesItem};
+use noc_protocol::rts::fetch::{FETCH_VERSION, RequestId};
 use noc_protocol::rts::{
     ActiveUser, Command, ConstantSyncFlag, FilterRule, StartupReportResponse, StartupStatus, StartupUser,
     UserFilterRules,
@@ -132,6 +133,9 @@ pub struct VesInbox {
     /// compares it between ticks to detect a stalled consumer.
     progress: AtomicU64,
     hb_seq: AtomicU64,
+    /// The RTS version the VES asked for when it last attached.
+    protocol_version: AtomicU32,
+    fetches: super::fetches::FetchSlots,
 }
 
 impl VesInbox {
@@ -145,7 +149,66 @@ impl VesInbox {
             ready: RwLock::new(HashSet::new()),
             progress: AtomicU64::new(0),
             hb_seq: AtomicU64::new(0),
+            protocol_version: AtomicU32::new(1),
+            fetches: super::fetches::FetchSlots::default(),
         }
+    }
+
+    /// The RTS version of the session (what the VES asked for when it last attached).
+    pub fn protocol_version(&self) -> u32 {
+        self.protocol_version.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_protocol_version(&self, version: u32) {
+        self.protocol_version.store(version, Ordering::Relaxed);
+    }
+
+    /// Hands a fetch to the VES as a `Fetch` command, in a slot of its own until the
+    /// answer or the deadline (at most `limit` in flight). Refused at once when the VES
+    /// speaks no fetches, does not serve the user, is busy or detached.
+    pub fn start_fetch(
+        &self,
+        call: FetchCall,
+        origin: NodeId,
+        limit: usize,
+        metrics: &Metrics,
+    ) -> Result<(), FetchRefusal> {
+        if self.protocol_version() < FETCH_VERSION {
+            return Err(FetchRefusal::Unsupported);
+        }
+        if !read(&self.users).contains_key(&call.user_id) {
+            return Err(FetchRefusal::NotServed);
+        }
+        if !self.attached() {
+            return Err(FetchRefusal::Offline);
+        }
+        let now = std::time::Instant::now();
+        let id = call.request_id;
+        self.fetches.take(id, origin, now + Duration::from_millis(call.timeout_ms), limit, now)?;
+        let cmd = Command::Fetch {
+            request_id: id,
+            user_id: call.user_id,
+            timeout_ms: call.timeout_ms,
+            request: call.request,
+        };
+        self.enqueue(VesItem::Command(cmd), metrics).map_err(|reason| {
+            self.fetches.release(id);
+            match reason {
+                UndeliverableReason::PeerOffline => FetchRefusal::Offline,
+                _ => FetchRefusal::Busy,
+            }
+        })
+    }
+
+    /// The VES answered fetch `id`: its slot is free, and the node that waits for it is
+    /// returned (none when the fetch is unknown or its deadline passed).
+    pub fn finish_fetch(&self, id: RequestId) -> Option<NodeId> {
+        self.fetches.finish(id, std::time::Instant::now())
+    }
+
+    /// The fetches still in flight as the session ends, and the nodes waiting for them.
+    pub(crate) fn abandon_fetches(&self) -> Vec<(RequestId, NodeId)> {
+        self.fetches.drain()
     }
 
     /// Whether a command channel is attached.

@@ -109,6 +109,7 @@ impl VesSession {
             heartbeat_interval_seconds: self.cfg.ves_heartbeat_interval.as_secs(),
             reply_time: self.cfg.ves_reply_time.as_secs(),
             resumed,
+            protocol_version: inbox.protocol_version(),
         }];
         let mut per_user = inbox.all_user_commands().into_iter();
         cmds.extend(per_user.next());
@@ -182,6 +183,7 @@ impl Drop for VesSession {
             bounce_queued(rx, &self.router);
         }
         self.router.unregister_ves(self.inbox().ves_id, self.inbox().session);
+        self.router.fetches_abandoned(self.inbox().abandon_fetches());
         self.rts.remove_session(&self.session.key_id, self.inbox().session);
         self.router.metrics().session_closed(SessionKind::Ves, self.close_code);
     }
@@ -192,6 +194,7 @@ impl Handler<Attach> for VesSession {
 
     fn handle(&mut self, msg: Attach, ctx: &mut Context<Self>) -> Option<CommandStream> {
         self.epoch += 1;
+        self.inbox().set_protocol_version(msg.protocol_version);
         let (tx, rx) = inbox::channel(self.cfg.ves_send_queue_items.max(16), self.epoch);
         let presence = self
             .router
@@ -367,7 +370,8 @@ mod tests {
     #[actix_rt::test]
     async fn frames_left_on_a_dropped_command_channel_are_bounced_by_the_session() {
         let mut f = fixture().await;
-        let stream = f.ves.send(Attach { resumed: false }).await.expect("mailbox").expect("attached");
+        let stream =
+            f.ves.send(Attach { resumed: false, protocol_version: 1 }).await.expect("mailbox").expect("attached");
         f.frame_from_device(1);
         f.frame_from_device(2);
         drop(stream);
@@ -381,9 +385,11 @@ mod tests {
     #[actix_rt::test]
     async fn a_new_channel_bounces_what_the_one_it_replaces_still_held() {
         let mut f = fixture().await;
-        let _first = f.ves.send(Attach { resumed: false }).await.expect("mailbox").expect("attached");
+        let _first =
+            f.ves.send(Attach { resumed: false, protocol_version: 1 }).await.expect("mailbox").expect("attached");
         f.frame_from_device(7);
-        let _second = f.ves.send(Attach { resumed: true }).await.expect("mailbox").expect("attached");
+        let _second =
+            f.ves.send(Attach { resumed: true, protocol_version: 1 }).await.expect("mailbox").expect("attached");
         assert_eq!(f.device_notices().await, vec![(7, UndeliverableReason::PeerDisconnected)]);
         f.frame_from_device(8);
         assert!(f.device_notices().await.is_empty(), "the new channel holds frame 8");
@@ -392,7 +398,8 @@ mod tests {
     #[actix_rt::test]
     async fn a_drained_session_writes_what_it_holds_before_its_close() {
         let mut f = fixture().await;
-        let mut stream = f.ves.send(Attach { resumed: false }).await.expect("mailbox").expect("attached");
+        let mut stream =
+            f.ves.send(Attach { resumed: false, protocol_version: 1 }).await.expect("mailbox").expect("attached");
         let _opening = stream.next().await.expect("opening chunk").expect("bytes");
         f.frame_from_device(1);
         f.frame_from_device(2);
@@ -425,7 +432,8 @@ mod tests {
     #[actix_rt::test]
     async fn a_closed_session_writes_its_farewell_last_and_bounces_the_rest() {
         let mut f = fixture().await;
-        let mut stream = f.ves.send(Attach { resumed: false }).await.expect("mailbox").expect("attached");
+        let mut stream =
+            f.ves.send(Attach { resumed: false, protocol_version: 1 }).await.expect("mailbox").expect("attached");
         // Read the opening commands, then leave a frame in the queue.
         let opening = stream.next().await.expect("opening chunk").expect("bytes");
         assert!(opening.starts_with(br#"{"Command":"Session""#));

@@ -1,8 +1,12 @@
 //! One module per page, each beside its template in `templates/`.
 
 pub mod activate;
+pub mod calendar;
+pub mod compose;
+pub mod contacts;
 pub mod devices;
 pub mod home;
+pub mod mail;
 pub mod question;
 pub mod recover;
 pub mod settings;

@@ -1,0 +1,157 @@
+//! Browse access end to end: a signed-in user's pages on the relay, answered by the real
+//! agent from a real Maildir, calendar and contacts files; mail sent from a page leaves
+//! through the test SMTP server; another user's message cannot be reached by changing an
+//! id in the URL; a mail with `<script>` in subject and body is shown escaped.
+
+mod common;
+
+use common::*;
+use noc_agent::ControlRequest;
+use noc_protocol::rts::AccountActivationResponse;
+use noc_test_support::WebClient;
+use serde_json::json;
+
+/// A user added through the agent and activated (no device needed to browse).
+async fn user(world: &World, email: &str, msisdn: &str) {
+    let request = ControlRequest::UserAdd {
+        email: email.into(),
+        first_name: "Ann".into(),
+        last_name: "Lee".into(),
+        password: Some(USER_PW.into()),
+        welcome: Some(false),
+    };
+    world.agent().control(&request).await.expect("user add");
+    let _: AccountActivationResponse = world
+        .relay()
+        .ves()
+        .post_json(
+            "/account/v1/activate",
+            &json!({"Login": email, "Password": USER_PW, "Msisdn": msisdn, "TimeZone": "Europe/Paris"}),
+        )
+        .await
+        .expect("account activation");
+    world.wait_status("the agent to serve the user", |s| s.users.iter().any(|u| u.email == email)).await;
+}
+
+async fn signed_in(world: &World, email: &str) -> WebClient {
+    let relay = world.relay();
+    let mut web = WebClient::new(relay.node.http_addr, &relay.cert_path());
+    assert_eq!(web.sign_in(email, USER_PW, false).await.status, 303);
+    web
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_reads_and_sends_mail_and_sees_calendar_and_contacts_from_a_browser() {
+    let world = World::start(|_| {}, Options::default()).await;
+    user(&world, "ann@corp.example", "+15550201").await;
+    user(&world, "bob@corp.example", "+15550202").await;
+    world.drop_mail(
+        "ann@corp.example",
+        "1700000200.M1P1.corp",
+        "<script>alert(1)</script> Plan",
+        "<script>alert(2)</script> see you",
+    );
+    world.drop_mail("bob@corp.example", "1700000300.M1P1.corp", "for bob only", "secret plans");
+    let calendar = path_in(&world, "calendar").join("ann@corp.example");
+    std::fs::create_dir_all(&calendar).expect("calendar dir");
+    std::fs::write(
+        calendar.join("board.ics"),
+        "BEGIN:VCALENDAR\r\nBEGIN:VEVENT\r\nUID:b1\r\nSUMMARY:Board meeting\r\nDTSTART:20261204T090000Z\r\nDTEND:20261204T100000Z\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n",
+    )
+    .expect("ics");
+    let contacts = path_in(&world, "contacts").join("ann@corp.example");
+    std::fs::create_dir_all(&contacts).expect("contacts dir");
+    std::fs::write(
+        contacts.join("carl.vcf"),
+        "BEGIN:VCARD\r\nVERSION:3.0\r\nFN:Carl Berg\r\nEMAIL:carl@partner.example\r\nEND:VCARD\r\n",
+    )
+    .expect("vcf");
+
+    let mut web = signed_in(&world, "ann@corp.example").await;
+    let inbox = web.get("/mail/INBOX").await;
+    assert_eq!(inbox.status, 200, "{}", inbox.body);
+    assert!(inbox.body.contains("&#60;script&#62;alert(1)&#60;/script&#62; Plan"), "escaped: {}", inbox.body);
+    assert!(!inbox.body.contains("<script>") && !inbox.body.contains("for bob only"), "{}", inbox.body);
+    let message = web.get("/mail/INBOX/1700000200.M1P1.corp").await;
+    assert_eq!(message.status, 200, "{}", message.body);
+    assert!(message.body.contains("&#60;script&#62;alert(2)&#60;/script&#62; see you"), "{}", message.body);
+    assert_eq!(message.header("cache-control"), Some("no-store"));
+
+    // Bob's message id in ann's URL: nothing (the agent looks in ann's Maildir only).
+    let foreign = web.get("/mail/INBOX/1700000300.M1P1.corp").await;
+    assert_eq!(foreign.status, 404, "{}", foreign.body);
+    assert!(!foreign.body.contains("secret plans"));
+
+    // A reply: prefilled, sent through the agent's SMTP server, kept in Sent.
+    let compose = web.get("/mail/compose?mode=reply&folder=INBOX&id=1700000200.M1P1.corp").await;
+    assert_eq!(compose.status, 200, "{}", compose.body);
+    assert!(compose.body.contains("alice@partner.example"), "{}", compose.body);
+    let csrf = compose.hidden("csrf").expect("csrf");
+    let sent = web
+        .post(
+            "/mail/compose",
+            &[
+                ("csrf", &csrf),
+                ("mode", "reply"),
+                ("folder", "INBOX"),
+                ("id", "1700000200.M1P1.corp"),
+                ("to", "Alice <alice@partner.example>"),
+                ("cc", ""),
+                ("subject", "Re: Plan"),
+                ("body", "Sounds good."),
+            ],
+        )
+        .await;
+    assert_eq!((sent.status, sent.header("location")), (303, Some("/mail/INBOX?done=sent")), "{}", sent.body);
+    let mail = world
+        .smtp
+        .wait_for(T, |m| m.rcpt_tos.iter().any(|r| r == "alice@partner.example"))
+        .await
+        .expect("the reply reached the SMTP server");
+    assert_eq!(mail.mail_from, "ann@corp.example");
+    assert!(mail.data.contains("In-Reply-To: <1700000200.M1P1.corp@partner.example>"), "{}", mail.data);
+    assert!(mail.data.contains("Sounds good."), "{}", mail.data);
+    let sent_folder = web.get("/mail/Sent").await;
+    assert!(sent_folder.status == 200 && sent_folder.body.contains("Re: Plan"), "{}", sent_folder.body);
+    let refused =
+        web.post("/mail/compose", &[("csrf", &csrf), ("to", "not an address"), ("subject", "x"), ("body", "y")]).await;
+    assert_eq!(refused.status, 400, "{}", refused.body);
+    assert!(refused.body.contains("not an e-mail address"), "{}", refused.body);
+
+    // The calendar day and the contacts.
+    let day = web.get("/calendar?day=2026-12-04").await;
+    assert!(
+        day.status == 200 && day.body.contains("Board meeting") && day.body.contains("10:00–11:00"),
+        "{}",
+        day.body
+    );
+    let found = web.get("/contacts?q=carl").await;
+    assert!(found.status == 200 && found.body.contains("Carl Berg"), "{}", found.body);
+    let csrf = found.hidden("csrf").expect("csrf");
+    let added = web
+        .post(
+            "/contacts",
+            &[
+                ("csrf", &csrf),
+                ("name", "Dana <b>Wu</b>"),
+                ("email", "dana@x.example"),
+                ("phone", ""),
+                ("organization", ""),
+            ],
+        )
+        .await;
+    assert_eq!(added.status, 303, "{}", added.body);
+    let shown = web.get(added.header("location").expect("location")).await;
+    assert!(
+        shown.body.contains("Dana &#60;b&#62;Wu&#60;/b&#62;") && shown.body.contains("dana@x.example"),
+        "{}",
+        shown.body
+    );
+
+    // Deleted: into the trash.
+    let message = web.get("/mail/INBOX/1700000200.M1P1.corp").await;
+    let csrf = message.hidden("csrf").expect("csrf");
+    let deleted = web.post("/mail/INBOX/1700000200.M1P1.corp/delete", &[("csrf", &csrf)]).await;
+    assert_eq!(deleted.header("location"), Some("/mail/INBOX?done=deleted"));
+    assert!(web.get("/mail/Trash").await.body.contains("Plan"));
+}

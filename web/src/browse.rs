@@ -1,0 +1,147 @@
+//! What every browse page shares (white paper §6.1, docs/web.md "Browse access"): asking
+//! the user's enterprise server through the relay, ids in URLs, times in the user's own
+//! zone, and HTML mail made safe to show.
+//!
+//! The data is the enterprise's: fetched live for each page, kept nowhere, never logged.
+//! Every page carries `Cache-Control: no-store` (as every portal page does).
+
+use serde::de::DeserializeOwned;
+
+use crate::WebState;
+use crate::errors::PageError;
+use crate::portal::{BrowseError, Interface};
+use noc_protocol::rts::fetch::FetchRequest;
+
+/// Asks the user's enterprise server and reads the answer as `T`.
+pub(crate) async fn ask<T: DeserializeOwned>(
+    state: &WebState,
+    user_id: &str,
+    interface: Interface,
+    request: FetchRequest,
+) -> Result<T, PageError> {
+    let body = state.portal.fetch(user_id, interface, request).await.map_err(PageError::Browse)?;
+    serde_json::from_value(body).map_err(|_| {
+        // An enterprise server that answers something else: its words stay out of the log.
+        tracing::warn!("browse: an enterprise server's answer did not have the expected form");
+        PageError::Browse(BrowseError::Internal)
+    })
+}
+
+/// `id` as one URL path segment: everything but unreserved characters percent-encoded.
+pub(crate) fn segment(id: &str) -> String {
+    let mut out = String::with_capacity(id.len());
+    for b in id.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => out.push(b as char),
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
+/// The user's time zone: an IANA name (`Europe/Berlin`) or a UTC offset (`UTC+02:00`,
+/// `-05:00`), as the settings page accepts them; UTC for none or one not known here.
+pub(crate) fn zone(name: Option<&str>) -> jiff::tz::TimeZone {
+    let Some(name) = name.map(str::trim).filter(|n| !n.is_empty()) else { return jiff::tz::TimeZone::UTC };
+    let offset = name.strip_prefix("UTC").or_else(|| name.strip_prefix("GMT")).unwrap_or(name);
+    if offset.is_empty() {
+        return jiff::tz::TimeZone::UTC;
+    }
+    if let Some(sign) = offset.chars().next().filter(|c| *c == '+' || *c == '-') {
+        let rest = &offset[1..];
+        let (h, m) = rest.split_once(':').unwrap_or((rest, "0"));
+        if let (Ok(h), Ok(m)) = (h.parse::<i32>(), m.parse::<i32>()) {
+            let seconds = (h * 3600 + m * 60) * if sign == '-' { -1 } else { 1 };
+            if let Ok(o) = jiff::tz::Offset::from_seconds(seconds) {
+                return jiff::tz::TimeZone::fixed(o);
+            }
+        }
+        return jiff::tz::TimeZone::UTC;
+    }
+    jiff::tz::TimeZone::get(name).unwrap_or(jiff::tz::TimeZone::UTC)
+}
+
+fn zoned(ms: i64, tz: &jiff::tz::TimeZone) -> Option<jiff::ZonedDateTime> {
+    jiff::Timestamp::from_millisecond(ms).ok().map(|t| t.to_zoned_datetime(tz.clone()))
+}
+
+/// `2026-12-04 10:00` in `tz`.
+pub(crate) fn local_time(ms: i64, tz: &jiff::tz::TimeZone) -> String {
+    zoned(ms, tz).map(|z| z.strftime("%Y-%m-%d %H:%M").to_string()).unwrap_or_default()
+}
+
+/// `10:00` in `tz`.
+pub(crate) fn local_clock(ms: i64, tz: &jiff::tz::TimeZone) -> String {
+    zoned(ms, tz).map(|z| z.strftime("%H:%M").to_string()).unwrap_or_default()
+}
+
+/// The calendar date of `ms` in `tz`.
+pub(crate) fn local_date(ms: i64, tz: &jiff::tz::TimeZone) -> Option<jiff::civil::Date> {
+    zoned(ms, tz).map(|z| z.date())
+}
+
+/// The instant a local day starts in `tz` (unix ms).
+pub(crate) fn day_start(date: jiff::civil::Date, tz: &jiff::tz::TimeZone) -> i64 {
+    date.to_zoned_datetime(tz.clone()).map(|z| z.timestamp().as_millisecond()).unwrap_or(0)
+}
+
+/// HTML mail made safe to show inside a page: no script, no event handler, no style, no
+/// form, no frame, no image (nothing is loaded from elsewhere: the page's CSP forbids it
+/// anyway), links only to http, https and mailto, opened without a referrer.
+pub(crate) fn safe_html(html: &str) -> String {
+    let mut b = ammonia::Builder::default();
+    b.rm_tags(["img"]);
+    b.url_schemes(["http", "https", "mailto"].into_iter().collect());
+    b.link_rel(Some("noopener noreferrer nofollow"));
+    b.clean(html).to_string()
+}
+
+/// A byte size as people read it: `512 B`, `12 KB`, `3.4 MB`.
+pub(crate) fn size(bytes: u64) -> String {
+    match bytes {
+        0..1024 => format!("{bytes} B"),
+        1024..1_048_576 => format!("{} KB", bytes.div_ceil(1024)),
+        _ => format!("{:.1} MB", bytes as f64 / 1_048_576.0),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn html_mail_keeps_its_text_and_loses_what_could_act() {
+        let dirty = r#"<p onclick="x()">Hi <b>Bob</b><script>alert(1)</script><img src="https://track.example/p.gif">
+            <a href="javascript:alert(1)">bad</a> <a href="https://ok.example/">ok</a><style>p{}</style>
+            <iframe src="https://x.example"></iframe><form action="https://x.example"><input></form></p>"#;
+        let clean = safe_html(dirty);
+        assert!(clean.contains("Hi <b>Bob</b>"), "{clean}");
+        for gone in ["<script", "alert(1)</", "onclick", "<img", "javascript:", "<style", "<iframe", "<form", "<input"]
+        {
+            assert!(!clean.contains(gone), "{gone} in {clean}");
+        }
+        assert!(clean.contains(r#"href="https://ok.example/""#) && clean.contains("noopener"), "{clean}");
+    }
+
+    #[test]
+    fn times_are_shown_in_the_users_zone() {
+        let ms = 1_796_374_800_000; // 2026-12-04 09:00 UTC
+        assert_eq!(local_time(ms, &zone(None)), "2026-12-04 09:00");
+        assert_eq!(local_time(ms, &zone(Some("Europe/Berlin"))), "2026-12-04 10:00");
+        assert_eq!(local_time(ms, &zone(Some("UTC+02:00"))), "2026-12-04 11:00");
+        assert_eq!(local_time(ms, &zone(Some("-05:30"))), "2026-12-04 03:30");
+        assert_eq!(local_time(ms, &zone(Some("Mars/Olympus"))), "2026-12-04 09:00", "unknown: UTC");
+        let berlin = zone(Some("Europe/Berlin"));
+        let day = local_date(ms, &berlin).expect("date");
+        assert_eq!(day_start(day, &berlin), 1_796_338_800_000, "midnight in Berlin is 23:00 UTC");
+    }
+
+    #[test]
+    fn ids_become_single_path_segments() {
+        assert_eq!(segment("1733.M1P2.host,S=4"), "1733.M1P2.host%2CS%3D4");
+        assert_eq!(segment("a/../b"), "a%2F..%2Fb");
+        assert_eq!(size(10), "10 B");
+        assert_eq!(size(2048), "2 KB");
+        assert_eq!(size(3 * 1_048_576), "3.0 MB");
+    }
+}
