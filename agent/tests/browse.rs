@@ -148,6 +148,31 @@ async fn a_user_reads_and_sends_mail_and_sees_calendar_and_contacts_from_a_brows
         shown.body
     );
 
+    // The PDA pages, from their own sign-in: the same mail on a small page, no image, frame,
+    // script or stylesheet; the escaped subject and body as on the PC.
+    let relay = world.relay();
+    let mut pda = WebClient::new(relay.node.http_addr, &relay.cert_path());
+    let form = pda.get("/pda").await;
+    let csrf = form.hidden("csrf").expect("csrf");
+    let signed = pda.post("/pda/login", &[("csrf", &csrf), ("login", "ann@corp.example"), ("password", USER_PW)]).await;
+    assert_eq!((signed.status, signed.header("location")), (303, Some("/pda/mail")), "{}", signed.body);
+    for path in [
+        "/pda/mail",
+        "/pda/mail/INBOX",
+        "/pda/mail/INBOX/1700000200.M1P1.corp",
+        "/pda/calendar?day=2026-12-04",
+        "/pda/contacts",
+    ] {
+        let page = pda.get(path).await;
+        assert_eq!(page.status, 200, "{path}: {}", page.body);
+        for tag in ["<img", "<iframe", "<frame", "<script", "<link", "<style", "style="] {
+            assert!(!page.body.to_ascii_lowercase().contains(tag), "{path} has {tag}: {}", page.body);
+        }
+    }
+    let m = pda.get("/pda/mail/INBOX/1700000200.M1P1.corp").await;
+    assert!(m.body.contains("&#60;script&#62;alert(2)&#60;/script&#62; see you"), "{}", m.body);
+    assert!(pda.get("/pda/calendar?day=2026-12-04").await.body.contains("Board meeting"));
+
     // Deleted: into the trash.
     let message = web.get("/mail/INBOX/1700000200.M1P1.corp").await;
     let csrf = message.hidden("csrf").expect("csrf");

@@ -206,5 +206,9 @@ async fn an_old_server_offers_no_browsing_and_a_license_without_it_asks_nothing(
     let page = browser.get("/mail/INBOX").await;
     assert_eq!(page.status, 403, "{}", page.body);
     assert!(page.body.contains("not enabled"), "{}", page.body);
+    // The PDA pages have a flag of their own: still allowed, so the (old) server is asked.
+    assert_eq!(browser.get("/pda/contacts").await.status, 501);
+    admin.set_license_features("acme", &[], &[noc_storage::Feature::BrowsePda]).await.expect("features");
+    assert_eq!(browser.get("/pda/contacts").await.status, 403);
     cluster.stop().await;
 }

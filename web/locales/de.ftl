@@ -318,3 +318,7 @@ contacts-count = { $n ->
     [one] Ein Kontakt
    *[other] { $n } Kontakte
 }
+pda-pc-version = PC-Version
+pda-previous = Zurück
+pda-next = Weiter
+pda-back = Zurück

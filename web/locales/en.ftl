@@ -319,3 +319,7 @@ contacts-count = { $n ->
     [one] One contact
    *[other] { $n } contacts
 }
+pda-pc-version = PC version
+pda-previous = Previous
+pda-next = Next
+pda-back = Back

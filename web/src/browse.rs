@@ -96,6 +96,17 @@ pub(crate) fn safe_html(html: &str) -> String {
     b.clean(html).to_string()
 }
 
+/// HTML mail for a PDA: text-level tags only (paragraphs, line breaks, emphasis, lists,
+/// links); no image, table, frame, style or script.
+pub(crate) fn basic_html(html: &str) -> String {
+    let mut b = ammonia::Builder::empty();
+    b.add_tags(["p", "br", "b", "strong", "i", "em", "u", "ul", "ol", "li", "a", "blockquote", "pre"]);
+    b.add_tag_attributes("a", ["href"]);
+    b.url_schemes(["http", "https", "mailto"].into_iter().collect());
+    b.link_rel(Some("noopener noreferrer nofollow"));
+    b.clean(html).to_string()
+}
+
 /// A byte size as people read it: `512 B`, `12 KB`, `3.4 MB`.
 pub(crate) fn size(bytes: u64) -> String {
     match bytes {
@@ -121,6 +132,14 @@ mod tests {
             assert!(!clean.contains(gone), "{gone} in {clean}");
         }
         assert!(clean.contains(r#"href="https://ok.example/""#) && clean.contains("noopener"), "{clean}");
+    }
+
+    #[test]
+    fn pda_mail_keeps_only_text_level_tags() {
+        let clean = basic_html(
+            r#"<table><tr><td><p>Hi <b>Bob</b></p><img src="x.gif"><iframe></iframe><script>x()</script></td></tr></table>"#,
+        );
+        assert_eq!(clean, "<p>Hi <b>Bob</b></p>");
     }
 
     #[test]

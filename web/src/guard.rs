@@ -68,8 +68,17 @@ pub(crate) async fn signed_in(
     state: &WebState,
     req: &HttpRequest,
 ) -> Result<Result<SignedIn, HttpResponse>, PageError> {
+    signed_in_or(state, req, "/login").await
+}
+
+/// [`signed_in`], sending someone not signed in to `sign_in` (the PDA's own sign-in page).
+pub(crate) async fn signed_in_or(
+    state: &WebState,
+    req: &HttpRequest,
+    sign_in: &str,
+) -> Result<Result<SignedIn, HttpResponse>, PageError> {
     Ok(match presence(state, req).await? {
-        Presence::Anonymous => Err(page::see_other("/login").finish()),
+        Presence::Anonymous => Err(page::see_other(sign_in).finish()),
         Presence::Ended => Err(session_ended(Lang::of(req, None))),
         // Until the account is activated (own password, mobile number), nothing else.
         Presence::SignedIn { visitor, .. } if !visitor.profile.activated => {

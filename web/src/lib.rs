@@ -110,6 +110,17 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             page("/contacts").route(web::get().to(views::contacts::show)).route(web::post().to(views::contacts::add)),
         )
         .service(page("/contacts/{id}").route(web::get().to(views::contacts::contact)))
+        // Browse access from a PDA: its own sign-in, small pages without images or scripts.
+        .service(page("/pda").route(web::get().to(views::signin::show_pda)))
+        .service(page("/pda/login").route(web::post().to(views::signin::submit_pda)))
+        .service(page("/pda/mail").route(web::get().to(views::pda::folders)))
+        .service(page("/pda/mail/{folder}").route(web::get().to(views::pda::folder)))
+        .service(page("/pda/mail/{folder}/{id}").route(web::get().to(views::pda::message)))
+        .service(page("/pda/mail/{folder}/{id}/delete").route(web::post().to(views::pda::delete)))
+        .service(page("/pda/compose").route(web::get().to(views::pda::compose)).route(web::post().to(views::pda::send)))
+        .service(page("/pda/calendar").route(web::get().to(views::pda::calendar)))
+        .service(page("/pda/contacts").route(web::get().to(views::pda::contacts)))
+        .service(page("/pda/contacts/{id}").route(web::get().to(views::pda::contact)))
         .route(assets::STYLESHEET, web::get().to(assets::stylesheet));
 }
 

@@ -7,6 +7,7 @@ pub mod contacts;
 pub mod devices;
 pub mod home;
 pub mod mail;
+pub mod pda;
 pub mod question;
 pub mod recover;
 pub mod settings;

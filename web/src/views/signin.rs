@@ -49,6 +49,33 @@ pub struct SignInQuery {
     recovered: Option<String>,
 }
 
+/// The PDA's sign-in page (white paper §6.1): the same form, small, without styles.
+#[derive(Template)]
+#[template(path = "pda_signin.html")]
+pub struct PdaSignInPage<'a> {
+    pub t: Lang,
+    pub csrf: &'a str,
+    pub login: &'a str,
+    pub error: Option<String>,
+}
+
+/// Which interface a sign-in is for (white paper §6.1: chosen by the sign-in route): where
+/// it lands, and which form shows again when it is refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Entry {
+    Pc,
+    Pda,
+}
+
+impl Entry {
+    fn home(self) -> &'static str {
+        match self {
+            Entry::Pc => "/",
+            Entry::Pda => "/pda/mail",
+        }
+    }
+}
+
 /// The form with a double-submit CSRF value (the cookie's, or a new one).
 fn form_page(
     req: &HttpRequest,
@@ -57,11 +84,34 @@ fn form_page(
     login: &str,
     error: Option<String>,
     notice: Option<String>,
+    entry: Entry,
 ) -> HttpResponse {
     let (token, builder) = guard::anonymous_csrf(req, status);
     let t = Lang::of(req, None);
-    let p = SignInPage { t, csrf: &token, login, error, notice, offer_persistent: state.settings.offer_persistent };
-    page::render_with(builder, &p)
+    match entry {
+        Entry::Pc => {
+            let offer_persistent = state.settings.offer_persistent;
+            page::render_with(builder, &SignInPage { t, csrf: &token, login, error, notice, offer_persistent })
+        }
+        Entry::Pda => page::render_with(builder, &PdaSignInPage { t, csrf: &token, login, error }),
+    }
+}
+
+/// `GET /pda`: the PDA's sign-in, or its mail for someone signed in.
+pub async fn show_pda(req: HttpRequest, state: web::Data<WebState>) -> Result<HttpResponse, PageError> {
+    if let Presence::SignedIn { .. } = presence(&state, &req).await? {
+        return Ok(page::see_other(Entry::Pda.home()).finish());
+    }
+    Ok(form_page(&req, &state, StatusCode::OK, "", None, None, Entry::Pda))
+}
+
+/// `POST /pda/login`.
+pub async fn submit_pda(
+    req: HttpRequest,
+    state: web::Data<WebState>,
+    payload: web::Payload,
+) -> Result<HttpResponse, PageError> {
+    submit_as(req, state, payload, Entry::Pda).await
 }
 
 pub async fn show(
@@ -79,7 +129,7 @@ pub async fn show(
     } else {
         query.recovered.as_ref().map(|_| t.get("signin-recovered"))
     };
-    let mut answer = form_page(&req, &state, StatusCode::OK, "", None, notice);
+    let mut answer = form_page(&req, &state, StatusCode::OK, "", None, notice, Entry::Pc);
     if signed_out {
         answer.headers_mut().insert(
             actix_web::http::header::HeaderName::from_static("clear-site-data"),
@@ -94,18 +144,27 @@ pub async fn submit(
     state: web::Data<WebState>,
     payload: web::Payload,
 ) -> Result<HttpResponse, PageError> {
+    submit_as(req, state, payload, Entry::Pc).await
+}
+
+async fn submit_as(
+    req: HttpRequest,
+    state: web::Data<WebState>,
+    payload: web::Payload,
+    entry: Entry,
+) -> Result<HttpResponse, PageError> {
     let f: SignInForm = guard::anonymous_form(&req, payload).await?;
     let login = f.login.trim();
     let t = Lang::of(&req, None);
     if login.is_empty() || f.password.is_empty() || login.len() > 254 || f.password.len() > 1024 {
         let error = Some(t.get("signin-missing"));
-        return Ok(form_page(&req, &state, StatusCode::BAD_REQUEST, login, error, None));
+        return Ok(form_page(&req, &state, StatusCode::BAD_REQUEST, login, error, None, entry));
     }
     let persistent = state.settings.offer_persistent && f.remember.is_some();
     let agent = client(&req);
     match state.portal.sign_in(login, &f.password, persistent, &agent, source(&req)).await {
         Ok(signed_in) => {
-            let mut answer = page::see_other("/");
+            let mut answer = page::see_other(entry.home());
             // A new token on every sign-in; any earlier session cookie is replaced.
             answer.append_header((
                 "Set-Cookie",
@@ -116,16 +175,16 @@ pub async fn submit(
         }
         Err(PortalError::InvalidCredentials) => {
             let error = Some(t.get("signin-wrong"));
-            Ok(form_page(&req, &state, StatusCode::UNAUTHORIZED, login, error, None))
+            Ok(form_page(&req, &state, StatusCode::UNAUTHORIZED, login, error, None, entry))
         }
         Err(PortalError::Throttled { retry_after }) => {
             let error = Some(t.too_many_attempts(retry_after));
-            let answer = form_page(&req, &state, StatusCode::TOO_MANY_REQUESTS, login, error, None);
+            let answer = form_page(&req, &state, StatusCode::TOO_MANY_REQUESTS, login, error, None, entry);
             Ok(page::retry_after(answer, retry_after))
         }
         Err(PortalError::Suspended) => {
             let error = Some(t.get("signin-suspended"));
-            Ok(form_page(&req, &state, StatusCode::FORBIDDEN, login, error, None))
+            Ok(form_page(&req, &state, StatusCode::FORBIDDEN, login, error, None, entry))
         }
         Err(e) => Err(e.into()),
     }
