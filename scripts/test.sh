@@ -2,7 +2,8 @@
 # Runs every test of the workspace. Works on a fresh Debian machine: installs and starts
 # what the tests need when it is missing — promtool (package `prometheus`), OpenSSL and
 # zlib headers, HAProxy, Mosquitto and nats-server (the load tool's baselines), Chromium
-# and chromedriver with Python's selenium (the web portal's browser test), helm and
+# and chromedriver with Python's selenium (the web portal's browser test), xmllint (the
+# WAP decks' DTD check), helm and
 # kubernetes-validate (the Helm chart's test), Redis (on
 # 127.0.0.1:6379), PostgreSQL with a `test` database on 127.0.0.1:5432 (skipped when
 # NOC_TEST_POSTGRES_URL names another server) — then builds once and runs the tests in
@@ -35,6 +36,8 @@ command -v nats-server >/dev/null 2>&1 || [ -x /usr/sbin/nats-server ] || need_a
 # The web portal is tested in a real browser: headless Chromium over WebDriver.
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || need_apt+=(chromium-driver)
+# The WAP pages' decks are validated against the WML 1.1 DTD of the test data.
+command -v xmllint >/dev/null 2>&1 || need_apt+=(libxml2-utils)
 # Headers for the endpoints' crypto (sect283k1 via OpenSSL; zlib for byte-exact deflate).
 if command -v pkg-config >/dev/null 2>&1; then
   pkg-config --exists openssl 2>/dev/null || need_apt+=(libssl-dev)

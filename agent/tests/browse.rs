@@ -33,6 +33,21 @@ async fn user(world: &World, email: &str, msisdn: &str) {
     world.wait_status("the agent to serve the user", |s| s.users.iter().any(|u| u.email == email)).await;
 }
 
+/// A WML deck: its media type, and valid against the WML 1.1 DTD of the test data.
+fn assert_wml(deck: &noc_test_support::Page) {
+    assert_eq!(deck.header("content-type"), Some("text/vnd.wap.wml; charset=utf-8"), "{}", deck.body);
+    let dtd = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../web/tests/data/wml11.dtd");
+    let file = tempfile::NamedTempFile::new().expect("temp file");
+    std::fs::write(file.path(), &deck.body).expect("write deck");
+    let out = std::process::Command::new("xmllint")
+        .args(["--noout", "--nonet", "--dtdvalid"])
+        .arg(&dtd)
+        .arg(file.path())
+        .output()
+        .expect("xmllint (Debian libxml2-utils)");
+    assert!(out.status.success(), "{}\n{}", String::from_utf8_lossy(&out.stderr), deck.body);
+}
+
 async fn signed_in(world: &World, email: &str) -> WebClient {
     let relay = world.relay();
     let mut web = WebClient::new(relay.node.http_addr, &relay.cert_path());
@@ -172,6 +187,33 @@ async fn a_user_reads_and_sends_mail_and_sees_calendar_and_contacts_from_a_brows
     let m = pda.get("/pda/mail/INBOX/1700000200.M1P1.corp").await;
     assert!(m.body.contains("&#60;script&#62;alert(2)&#60;/script&#62; see you"), "{}", m.body);
     assert!(pda.get("/pda/calendar?day=2026-12-04").await.body.contains("Board meeting"));
+
+    // The WAP decks: WML 1.1 from their own sign-in, each valid against the WML 1.1 DTD
+    // (xmllint), data escaped for WML, errors as decks too.
+    let mut wap = WebClient::new(relay.node.http_addr, &relay.cert_path());
+    let deck = wap.get("/wap").await;
+    assert_wml(&deck);
+    let csrf = deck.hidden("csrf").expect("csrf postfield");
+    let signed = wap.post("/wap/login", &[("csrf", &csrf), ("login", "ann@corp.example"), ("password", USER_PW)]).await;
+    assert_eq!((signed.status, signed.header("location")), (303, Some("/wap/mail")), "{}", signed.body);
+    for path in [
+        "/wap/mail",
+        "/wap/mail/INBOX",
+        "/wap/mail/INBOX/1700000200.M1P1.corp",
+        "/wap/compose?folder=INBOX&id=1700000200.M1P1.corp",
+        "/wap/calendar?day=2026-12-04",
+        "/wap/contacts?q=carl",
+        "/wap/contacts/carl",
+    ] {
+        let deck = wap.get(path).await;
+        assert_eq!(deck.status, 200, "{path}: {}", deck.body);
+        assert_wml(&deck);
+    }
+    let m = wap.get("/wap/mail/INBOX/1700000200.M1P1.corp").await;
+    assert!(m.body.contains("&lt;script&gt;alert(2)&lt;/script&gt; see you"), "{}", m.body);
+    let missing = wap.get("/wap/mail/INBOX/no-such-message").await;
+    assert_eq!(missing.status, 404);
+    assert_wml(&missing);
 
     // Deleted: into the trash.
     let message = web.get("/mail/INBOX/1700000200.M1P1.corp").await;

@@ -210,5 +210,11 @@ async fn an_old_server_offers_no_browsing_and_a_license_without_it_asks_nothing(
     assert_eq!(browser.get("/pda/contacts").await.status, 501);
     admin.set_license_features("acme", &[], &[noc_storage::Feature::BrowsePda]).await.expect("features");
     assert_eq!(browser.get("/pda/contacts").await.status, 403);
+    // And the WAP decks theirs: refused as a deck.
+    assert_eq!(browser.get("/wap/contacts").await.status, 501);
+    admin.set_license_features("acme", &[], &[noc_storage::Feature::BrowseWap]).await.expect("features");
+    let refused = browser.get("/wap/contacts").await;
+    assert_eq!((refused.status, refused.header("content-type")), (403, Some("text/vnd.wap.wml; charset=utf-8")));
+    assert!(refused.body.contains("<card") && refused.body.contains("not enabled"), "{}", refused.body);
     cluster.stop().await;
 }

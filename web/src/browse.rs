@@ -100,11 +100,35 @@ pub(crate) fn safe_html(html: &str) -> String {
 /// links); no image, table, frame, style or script.
 pub(crate) fn basic_html(html: &str) -> String {
     let mut b = ammonia::Builder::empty();
+    b.clean_content_tags(["script", "style", "title"].into_iter().collect());
     b.add_tags(["p", "br", "b", "strong", "i", "em", "u", "ul", "ol", "li", "a", "blockquote", "pre"]);
     b.add_tag_attributes("a", ["href"]);
     b.url_schemes(["http", "https", "mailto"].into_iter().collect());
     b.link_rel(Some("noopener noreferrer nofollow"));
     b.clean(html).to_string()
+}
+
+/// HTML mail as plain text (for WML): paragraphs and line breaks kept as line ends, every
+/// tag dropped, entities decoded.
+pub(crate) fn html_text(html: &str) -> String {
+    let spaced = html
+        .replace("<br", "\n<br")
+        .replace("<BR", "\n<BR")
+        .replace("</p>", "</p>\n")
+        .replace("</P>", "</P>\n")
+        .replace("</div>", "</div>\n")
+        .replace("</li>", "</li>\n");
+    let mut b = ammonia::Builder::empty();
+    b.clean_content_tags(["script", "style", "title"].into_iter().collect());
+    let text = b.clean(&spaced).to_string();
+    let text = text
+        .replace("&nbsp;", " ")
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&quot;", "\"")
+        .replace("&#39;", "'")
+        .replace("&amp;", "&");
+    text.lines().map(str::trim).collect::<Vec<_>>().join("\n").trim().to_string()
 }
 
 /// A byte size as people read it: `512 B`, `12 KB`, `3.4 MB`.
@@ -140,6 +164,12 @@ mod tests {
             r#"<table><tr><td><p>Hi <b>Bob</b></p><img src="x.gif"><iframe></iframe><script>x()</script></td></tr></table>"#,
         );
         assert_eq!(clean, "<p>Hi <b>Bob</b></p>");
+    }
+
+    #[test]
+    fn html_mail_becomes_plain_text_for_wap() {
+        let text = html_text("<p>Hi <b>Bob</b> &amp; co</p><p>2 &lt; 3<br>bye</p><script>x()</script>");
+        assert_eq!(text, "Hi Bob & co\n2 < 3\nbye");
     }
 
     #[test]

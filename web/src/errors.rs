@@ -67,9 +67,9 @@ pub struct MessagePage<'a> {
 }
 
 impl PageError {
-    /// The page for this error, in `t`.
-    pub fn page(&self, t: Lang) -> HttpResponse {
-        let (title, message) = match self {
+    /// The message ids of this error's title and text.
+    pub(crate) fn words(&self) -> (&'static str, &'static str) {
+        match self {
             PageError::Forbidden => ("error-forbidden-title", "error-forbidden"),
             PageError::BadForm => ("error-bad-form-title", "error-bad-form"),
             PageError::TooLarge => ("error-too-large-title", "error-too-large"),
@@ -88,7 +88,12 @@ impl PageError {
                 BrowseError::SourceUnavailable => ("browse-source-title", "browse-source"),
                 BrowseError::Internal => ("browse-internal-title", "browse-internal"),
             },
-        };
+        }
+    }
+
+    /// The page for this error, in `t`.
+    pub fn page(&self, t: Lang) -> HttpResponse {
+        let (title, message) = self.words();
         let mut builder = HttpResponse::build(self.status_code());
         if matches!(
             self,

@@ -19,6 +19,7 @@ pub mod page;
 pub mod portal;
 mod user_agent;
 mod views;
+pub mod wml;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -50,6 +51,7 @@ pub struct WebState {
 pub fn routes(cfg: &mut web::ServiceConfig) {
     // Each wrapped so that an error page comes in the reader's language.
     let page = |path: &str| web::resource(path.to_string()).wrap(from_fn(errors::localized));
+    let deck = |path: &str| web::resource(path.to_string()).wrap(from_fn(views::wap::decks));
     cfg.service(page("/").route(web::get().to(views::home::show)))
         .service(
             page("/activate")
@@ -121,6 +123,18 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(page("/pda/calendar").route(web::get().to(views::pda::calendar)))
         .service(page("/pda/contacts").route(web::get().to(views::pda::contacts)))
         .service(page("/pda/contacts/{id}").route(web::get().to(views::pda::contact)))
+        // Browse access from a WAP phone: WML 1.1 decks, errors as decks too.
+        .service(deck("/wap").route(web::get().to(views::wap::show_sign_in)))
+        .service(deck("/wap/login").route(web::post().to(views::wap::sign_in)))
+        .service(deck("/wap/logout").route(web::post().to(views::wap::sign_out)))
+        .service(deck("/wap/mail").route(web::get().to(views::wap::folders)))
+        .service(deck("/wap/mail/{folder}").route(web::get().to(views::wap::folder)))
+        .service(deck("/wap/mail/{folder}/{id}").route(web::get().to(views::wap::message)))
+        .service(deck("/wap/mail/{folder}/{id}/delete").route(web::post().to(views::wap::delete)))
+        .service(deck("/wap/compose").route(web::get().to(views::wap::compose)).route(web::post().to(views::wap::send)))
+        .service(deck("/wap/calendar").route(web::get().to(views::wap::calendar)))
+        .service(deck("/wap/contacts").route(web::get().to(views::wap::contacts)))
+        .service(deck("/wap/contacts/{id}").route(web::get().to(views::wap::contact)))
         .route(assets::STYLESHEET, web::get().to(assets::stylesheet));
 }
 

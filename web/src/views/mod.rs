@@ -13,3 +13,4 @@ pub mod recover;
 pub mod settings;
 pub mod signin;
 pub mod signout;
+pub mod wap;
