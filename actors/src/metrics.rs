@@ -153,9 +153,16 @@ pub struct Metrics {
     store_pool_waiting: IntGauge,
     store_pool_max: IntGauge,
     fetches: IntCounterVec,
+    alerts: IntCounterVec,
+    alerts_skipped: IntCounterVec,
     fetch_seconds: HistogramVec,
     fetch_answers_dropped: IntCounter,
 }
+
+/// Channels of `noc_alerts_total{channel}`.
+pub const ALERT_CHANNELS: [&str; 2] = ["email", "webhook"];
+/// Reasons of `noc_alerts_skipped_total{reason}`.
+pub const ALERT_SKIP_REASONS: [&str; 4] = ["disabled", "no_destination", "quiet_hours", "rate_limited"];
 
 /// Outcomes of `noc_fetches_total{outcome}`: the VES answered (`ok`) or said why not
 /// (`error`), or one of the refusals ([`noc_cluster::FetchRefusal::as_str`]).
@@ -367,6 +374,26 @@ impl Metrics {
             "noc_fetch_answers_dropped_total",
             "Fetch answers nobody waited for any more (after the deadline, or for an unknown request).",
         );
+        let alerts = counter_vec(
+            &r,
+            "noc_alerts_total",
+            "New-mail alert deliveries, by channel and outcome (delivered, retried, failed, dropped).",
+            &["channel", "outcome"],
+        );
+        let alerts_skipped = counter_vec(
+            &r,
+            "noc_alerts_skipped_total",
+            "Alerts taken from enterprise servers and delivered nowhere, by reason.",
+            &["reason"],
+        );
+        for channel in ALERT_CHANNELS {
+            for outcome in ["delivered", "retried", "failed", "dropped"] {
+                alerts.with_label_values(&[channel, outcome]);
+            }
+        }
+        for reason in ALERT_SKIP_REASONS {
+            alerts_skipped.with_label_values(&[reason]);
+        }
         for op in Operation::ALL {
             fetch_seconds.with_label_values(&[op.as_str()]);
             for outcome in ["ok", "error"].into_iter().chain(noc_cluster::FetchRefusal::ALL.map(|r| r.as_str())) {
@@ -375,6 +402,8 @@ impl Metrics {
         }
         Self {
             fetches,
+            alerts,
+            alerts_skipped,
             fetch_seconds,
             fetch_answers_dropped,
             device_to_ves: per(Direction::DeviceToVes),
@@ -410,6 +439,16 @@ impl Metrics {
     pub fn fetch_done(&self, operation: Operation, outcome: &FetchOutcome, took: std::time::Duration) {
         self.fetches.with_label_values(&[operation.as_str(), fetch_outcome(outcome)]).inc();
         self.fetch_seconds.with_label_values(&[operation.as_str()]).observe(took.as_secs_f64());
+    }
+
+    /// One try of an alert delivery on `channel` ended with `outcome`.
+    pub fn alert_delivery(&self, channel: &str, outcome: &str) {
+        self.alerts.with_label_values(&[channel, outcome]).inc();
+    }
+
+    /// An alert went nowhere, for `reason` (one of [`ALERT_SKIP_REASONS`]).
+    pub fn alert_skipped(&self, reason: &str) {
+        self.alerts_skipped.with_label_values(&[reason]).inc();
     }
 
     /// A fetch answer came that nobody waits for.

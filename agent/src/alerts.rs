@@ -1,11 +1,67 @@
 //! Which new mail makes an alert (white paper §4.5 step 6): the user's filter rules, set
 //! on the relay's portal and sent down the command channel as `FilterRules`. A rule
 //! matches when the header it names (From, To or Subject) contains its text, ignoring
-//! case; a mail matching any rule is an alert. Delivering alerts (SMTP, SMS, WAP Push)
-//! builds on this.
+//! case; a mail matching any rule is an alert, posted to the relay as an `Alert` data
+//! request (docs/protocol.md §4.4.10), which delivers it to the user's destinations.
 
+use std::sync::Arc;
+use std::time::Duration;
+
+use mail_parser::MessageParser;
 use noc_endpoint::rfc822;
-use noc_protocol::rts::FilterRule;
+use noc_protocol::UserId;
+use noc_protocol::rts::{AlertResponse, DataRequest, FilterRule};
+
+use crate::rts_client::DataChannel;
+use crate::stats::{AgentStats, inc};
+
+/// Tries of one `Alert` request, and the wait before the first retry (doubling).
+const ATTEMPTS: u32 = 4;
+const FIRST_RETRY: Duration = Duration::from_secs(1);
+/// Characters of the excerpt sent (the relay shortens it further, and drops it unless the
+/// user asked for excerpts).
+const EXCERPT_CHARS: usize = 200;
+
+/// What an alert says of `message`: sender, subject and the start of its text.
+pub fn summary(message: &[u8]) -> (String, String, Option<String>) {
+    let parsed = MessageParser::default().parse(message);
+    let from = rfc822::header(message, "From").unwrap_or_default();
+    let subject = rfc822::header(message, "Subject").unwrap_or_default();
+    let excerpt = parsed
+        .as_ref()
+        .and_then(|m| m.body_text(0))
+        .map(|t| t.split_whitespace().collect::<Vec<_>>().join(" ").chars().take(EXCERPT_CHARS).collect::<String>())
+        .filter(|t| !t.is_empty());
+    (from, subject, excerpt)
+}
+
+/// Posts the alert for a matching mail on a task of its own, retrying while the relay is
+/// unreachable (a refusal is final: the relay decided).
+pub fn send(data: DataChannel, stats: Arc<AgentStats>, user_id: UserId, message: &[u8]) {
+    let (from, subject, excerpt) = summary(message);
+    let request = DataRequest::Alert { user_id, from, subject, excerpt };
+    tokio::spawn(async move {
+        let mut wait = FIRST_RETRY;
+        for attempt in 1..=ATTEMPTS {
+            match data.request::<AlertResponse>(&request).await {
+                Ok(r) => {
+                    inc(&stats.alerts_sent);
+                    tracing::info!(accepted = r.accepted, "alert posted to the relay");
+                    return;
+                }
+                Err(e) if attempt < ATTEMPTS && e.is_retryable() => {
+                    tracing::info!(error = %e, attempt, "alert not posted yet; retrying");
+                    tokio::time::sleep(wait).await;
+                    wait *= 2;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "alert not posted");
+                    return;
+                }
+            }
+        }
+    });
+}
 
 /// Whether `message` (RFC 822 bytes) matches one of `rules`.
 pub fn matches(rules: &[FilterRule], message: &[u8]) -> bool {

@@ -417,6 +417,7 @@ impl Engine {
         {
             inc(&self.stats.alerts_matched);
             tracing::info!(email = %item.email, name = %item.name, "new mail matches an alert rule");
+            crate::alerts::send(self.data.clone(), self.stats.clone(), user.user_id, &item.body);
             if let Err(e) = db::mark_seen(&self.store, &alert_key) {
                 tracing::error!(error = %e, "seen table");
             }

@@ -29,6 +29,16 @@ impl RtsError {
         }
     }
 
+    /// Whether trying again later may succeed: the relay was unreachable, no session was
+    /// open, or the relay said it is busy or unavailable.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            RtsError::Transport(_) | RtsError::NoSession => true,
+            RtsError::Api { status, .. } => *status == 503 || *status == 429,
+            RtsError::Decode(_) => false,
+        }
+    }
+
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             RtsError::Api { retry_after, .. } => *retry_after,

@@ -32,6 +32,8 @@ pub struct AgentStats {
     pub items_held: AtomicU64,
     /// New mail that matched one of the user's alert filter rules.
     pub alerts_matched: AtomicU64,
+    /// Alerts the relay took (`Alert` requests answered).
+    pub alerts_sent: AtomicU64,
 }
 
 /// A copy of the counters.
@@ -60,6 +62,8 @@ pub struct StatsSnapshot {
     pub items_held: u64,
     #[serde(default)]
     pub alerts_matched: u64,
+    #[serde(default)]
+    pub alerts_sent: u64,
 }
 
 impl AgentStats {
@@ -86,6 +90,7 @@ impl AgentStats {
             welcome_mails: g(&self.welcome_mails),
             items_held: g(&self.items_held),
             alerts_matched: g(&self.alerts_matched),
+            alerts_sent: g(&self.alerts_sent),
         }
     }
 }

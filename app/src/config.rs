@@ -34,6 +34,7 @@ const SECTIONS: &[&str] = &[
     "web",
     "console",
     "mail",
+    "alerts",
     "shutdown",
     "log",
 ];
@@ -64,6 +65,7 @@ pub struct Config {
     pub web: WebConfig,
     pub console: ConsoleConfig,
     pub mail: MailConfig,
+    pub alerts: AlertsConfig,
     pub shutdown: ShutdownConfig,
     pub log: LogConfig,
 }
@@ -439,6 +441,39 @@ impl Default for WebConfig {
     }
 }
 
+/// New-mail alerts (white paper §4.7): what the node delivers to users' destinations
+/// (mail through `[mail]`, HTTPS webhooks), how often and how it retries.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertsConfig {
+    /// Alerts one user gets at most per hour; more are dropped (counted).
+    pub max_per_user_per_hour: u32,
+    /// Deliveries waiting on this node; beyond it the enterprise server is told to retry.
+    pub queue_deliveries: usize,
+    /// A failed delivery is tried again after this, doubling each time.
+    pub retry_initial_seconds: u64,
+    /// Tries of one delivery in all.
+    pub max_attempts: u32,
+    /// A webhook must answer within this.
+    pub webhook_timeout_seconds: u64,
+    /// Certificate authorities (PEM) trusted for webhooks instead of the public web PKI
+    /// (webhooks on a private network).
+    pub webhook_ca_file: Option<PathBuf>,
+}
+
+impl Default for AlertsConfig {
+    fn default() -> Self {
+        Self {
+            max_per_user_per_hour: 20,
+            queue_deliveries: 10_000,
+            retry_initial_seconds: 5,
+            max_attempts: 4,
+            webhook_timeout_seconds: 10,
+            webhook_ca_file: None,
+        }
+    }
+}
+
 /// Mail the relay sends itself: password-recovery links of the web portal. Without
 /// `smtp_host` the portal offers no recovery by mail.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -513,6 +548,7 @@ impl Default for Config {
             web: WebConfig::default(),
             console: ConsoleConfig::default(),
             mail: MailConfig::default(),
+            alerts: AlertsConfig::default(),
             log: LogConfig::default(),
             shutdown: ShutdownConfig::default(),
         }
@@ -731,6 +767,16 @@ impl Config {
             return Err(invalid(
                 "web.session_max_age_seconds",
                 "must be at least the idle timeout and at most 604800 (7 days)",
+            ));
+        }
+        let al = &self.alerts;
+        if al.max_attempts == 0 || al.max_attempts > 20 || al.queue_deliveries == 0 {
+            return Err(invalid("alerts", "max_attempts must be 1 to 20 and queue_deliveries positive"));
+        }
+        if !(1..=300).contains(&al.webhook_timeout_seconds) || al.retry_initial_seconds > 3600 {
+            return Err(invalid(
+                "alerts",
+                "webhook_timeout_seconds must be 1 to 300, retry_initial_seconds at most 3600",
             ));
         }
         if !(1..=120).contains(&w.browse_timeout_seconds) {

@@ -4,6 +4,7 @@
 //! The `noc` binary is a thin command-line shell over this crate; tests and the load tool
 //! start nodes through [`Node::start`] the same way the binary does.
 
+pub mod alerts;
 pub mod cert;
 pub mod config;
 mod console;

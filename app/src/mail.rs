@@ -43,6 +43,11 @@ impl Mailer {
     /// The password-recovery mail, worded by the caller in the user's language: `text`
     /// holds the one-time link on a line of its own.
     pub async fn send_recovery(&self, to: &str, name: &str, subject: &str, text: &str) -> Result<(), String> {
+        self.send_text(to, name, subject, text).await
+    }
+
+    /// A plain-text mail from the relay to `name <to>` (recovery links, new-mail alerts).
+    pub async fn send_text(&self, to: &str, name: &str, subject: &str, text: &str) -> Result<(), String> {
         let to: Mailbox = format!("{} <{to}>", name.replace(['"', '<', '>'], ""))
             .parse()
             .or_else(|_| to.parse())

@@ -13,7 +13,7 @@ use noc_protocol::rts::fetch::{FetchErrorCode, FetchRequest};
 use noc_storage::{
     AccountError, Accounts, Feature, Invalid, NameField, UserRecord, UserSettings, UserStatus, WebSession,
 };
-use noc_web::portal::{BrowseError, DeviceInfo, Interface, Problem, SettingsChange, WipeState};
+use noc_web::portal::{AlertSettings, BrowseError, DeviceInfo, Interface, Problem, SettingsChange, WipeState};
 use noc_web::{Portal, PortalError, Profile, SessionInfo, SignedIn, Visitor};
 
 /// The portal over the node's account service, and the router that tells enterprise
@@ -95,6 +95,9 @@ fn problem(invalid: Invalid) -> Problem {
         Invalid::QuestionNotOffered => Problem::QuestionNotOffered,
         Invalid::QuestionUnknown => Problem::QuestionUnknown,
         Invalid::AnswerLength { min, max } => Problem::AnswerLength { min, max },
+        Invalid::AlertEmail => Problem::AlertEmail,
+        Invalid::WebhookUrl => Problem::WebhookUrl,
+        Invalid::QuietHours => Problem::QuietHours,
         other @ (Invalid::DeviceAttribute(_)
         | Invalid::LicenseName
         | Invalid::AdminEmail
@@ -238,13 +241,39 @@ impl Portal for AccountsPortal {
             if names_changed {
                 // ActivateUsers carries names and time zone; it is followed by the rules.
                 self.router.user_activated(after.ves_id, active_user_state(&after));
-            } else if (before.constant_sync, before.effective_filter_rules())
-                != (after.constant_sync, after.effective_filter_rules())
+            } else if (before.effective_constant_sync(), before.effective_filter_rules())
+                != (after.effective_constant_sync(), after.effective_filter_rules())
             {
                 let rules = after.effective_filter_rules();
-                self.router.user_settings_changed(after.ves_id, after.id, after.constant_sync, rules);
+                self.router.user_settings_changed(after.ves_id, after.id, after.effective_constant_sync(), rules);
             }
         }
+        Ok(())
+    }
+
+    async fn alert_settings(&self, user: &str) -> Result<AlertSettings, PortalError> {
+        let d = self.user(user).await?.alert_delivery;
+        Ok(AlertSettings {
+            email: d.email,
+            webhook_url: d.webhook_url,
+            webhook_secret: d.webhook_secret,
+            excerpt: d.excerpt,
+            quiet_from: d.quiet_from,
+            quiet_to: d.quiet_to,
+        })
+    }
+
+    async fn set_alert_settings(&self, user: &str, s: AlertSettings, new_secret: bool) -> Result<(), PortalError> {
+        let id = user_id(user)?;
+        let delivery = noc_storage::AlertDelivery {
+            email: s.email,
+            webhook_url: s.webhook_url,
+            webhook_secret: None,
+            excerpt: s.excerpt,
+            quiet_from: s.quiet_from,
+            quiet_to: s.quiet_to,
+        };
+        self.accounts.set_own_alert_delivery(id, delivery, new_secret).await.map_err(portal_error)?;
         Ok(())
     }
 

@@ -113,7 +113,11 @@ pub(crate) async fn wire(
         }),
         settings: Arc::new(config.console.settings()),
     };
+    let alerts =
+        crate::alerts::AlertDispatcher::start(accounts.clone(), metrics.clone(), mailer.clone(), &config.alerts)
+            .map_err(NodeError::Config)?;
     let state = GatewayState {
+        alerts,
         accounts,
         web,
         console,

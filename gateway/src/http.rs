@@ -224,6 +224,24 @@ async fn data(
     let router = &state.router;
     Ok(match request {
         DataRequest::StartupReport { users } => HttpResponse::Ok().json(inbox.record_startup(&users)),
+        DataRequest::Alert { user_id, from, subject, excerpt } => {
+            let alert = crate::IncomingAlert { user_id, from, subject, excerpt };
+            match state.alerts.alert(ves_id, alert).await {
+                Ok(accepted) => HttpResponse::Ok().json(noc_protocol::rts::AlertResponse { accepted }),
+                Err(crate::AlertRefusal::NotYours) => {
+                    return Err(ApiError::new(ApiErrorCode::NotFound, "no such user for this enterprise server"));
+                }
+                Err(crate::AlertRefusal::Busy) => {
+                    return Err(ApiError {
+                        retry_after_seconds: Some(1),
+                        ..ApiError::new(ApiErrorCode::Unavailable, "alert queue full; retry shortly")
+                    });
+                }
+                Err(crate::AlertRefusal::Unavailable) => {
+                    return Err(noc_storage::AccountError::Unavailable("alerts".into()).into());
+                }
+            }
+        }
         DataRequest::FetchResult { request_id, status, body, error } => {
             let outcome = match (status, body, error) {
                 (FetchStatus::Ok, Some(body), None) => FetchOutcome::Answer(body),

@@ -49,6 +49,34 @@ pub struct GatewayConfig {
     pub handshake_timeout: Duration,
 }
 
+/// A new-mail alert a VES posted (data channel `Alert`, docs/protocol.md §4.4.10).
+#[derive(Clone, Debug)]
+pub struct IncomingAlert {
+    pub user_id: noc_protocol::UserId,
+    pub from: String,
+    pub subject: String,
+    pub excerpt: Option<String>,
+}
+
+/// Why an alert was not taken.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AlertRefusal {
+    /// Not a user of this VES.
+    NotYours,
+    /// The delivery queue is full; retry shortly.
+    Busy,
+    /// The account store did not answer.
+    Unavailable,
+}
+
+/// Where the data channel's alerts go: the node's alert dispatcher (app/src/alerts.rs).
+#[async_trait::async_trait]
+pub trait AlertSink: Send + Sync + 'static {
+    /// Takes `alert` of `ves`'s user for delivery: `Ok(false)` when it goes nowhere (no
+    /// destination, alerts off, quiet hours, over the rate).
+    async fn alert(&self, ves: noc_protocol::VesId, alert: IncomingAlert) -> Result<bool, AlertRefusal>;
+}
+
 /// Everything a handler may touch.
 #[derive(Clone)]
 pub struct GatewayState {
@@ -62,6 +90,7 @@ pub struct GatewayState {
     pub sessions: Arc<SessionConfig>,
     pub config: Arc<GatewayConfig>,
     pub draining: Arc<AtomicBool>,
+    pub alerts: Arc<dyn AlertSink>,
 }
 
 impl GatewayState {

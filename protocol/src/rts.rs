@@ -372,6 +372,19 @@ pub enum DataRequest {
     /// End-to-end acknowledgements of frames received from devices.
     #[serde(rename_all = "PascalCase")]
     Acks { acks: Vec<FrameRef> },
+    /// A new mail of a user matched one of the user's filter rules (white paper §4.7): the
+    /// relay delivers an alert to the destinations the user chose.
+    #[serde(rename_all = "PascalCase")]
+    Alert {
+        user_id: UserId,
+        /// The mail's sender, as its `From` shows it.
+        from: String,
+        subject: String,
+        /// A short excerpt of the text (at most 200 characters); the relay drops it unless the
+        /// user asked for excerpts.
+        #[serde(default)]
+        excerpt: Option<String>,
+    },
     /// Version 2: the answer to a `Fetch` command. `Body` (status `ok`) is the operation's
     /// answer type ([`fetch`]); `Error` (status `error`) says why there is none.
     #[serde(rename_all = "PascalCase")]
@@ -383,6 +396,14 @@ pub enum DataRequest {
         #[serde(default)]
         error: Option<fetch::FetchError>,
     },
+}
+
+/// The answer to an `Alert`: taken for delivery (`false`: the user has no destination, or
+/// is in quiet hours or over the rate).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "PascalCase")]
+pub struct AlertResponse {
+    pub accepted: bool,
 }
 
 /// A password in a request: never printed by `Debug`.

@@ -230,6 +230,10 @@ ALTER TABLE licenses ADD COLUMN features INTEGER NOT NULL DEFAULT 31;
 ALTER TABLE licenses ADD COLUMN admin_email TEXT;
 ALTER TABLE users ADD COLUMN access INTEGER NOT NULL DEFAULT 31;
 "#,
+    r#"
+-- Where a user's new-mail alerts go (JSON of model::AlertDelivery).
+ALTER TABLE users ADD COLUMN alert_delivery TEXT NOT NULL DEFAULT '{}';
+"#,
 ];
 
 /// SQLite-backed [`Store`].
@@ -324,7 +328,7 @@ fn license_row(r: &Row<'_>) -> rusqlite::Result<License> {
 
 const USER_COLS: &str = "id, license_id, ves_id, email, msisdn, password_hash, first_name, last_name, \
      time_zone, status, constant_sync, filter_rules, created_at, updated_at, contact_email, locale, \
-     alerts_enabled, access, (SELECT l.features FROM licenses l WHERE l.id = users.license_id)";
+     alerts_enabled, access, (SELECT l.features FROM licenses l WHERE l.id = users.license_id), alert_delivery";
 
 fn user_row(r: &Row<'_>) -> rusqlite::Result<UserRecord> {
     let status: String = r.get(9)?;
@@ -350,6 +354,7 @@ fn user_row(r: &Row<'_>) -> rusqlite::Result<UserRecord> {
         access: Features::from_bits(r.get(17)?),
         // No license row (it cannot happen: users reference theirs) allows nothing.
         license_features: Features::from_bits(r.get::<_, Option<i64>>(18)?.unwrap_or(0)),
+        alert_delivery: serde_json::from_str(&r.get::<_, String>(19)?).unwrap_or_default(),
     })
 }
 
@@ -1498,6 +1503,21 @@ impl Store for SqliteStore {
             let n = c.execute(
                 "UPDATE users SET status = ?1, updated_at = ?2 WHERE id = ?3",
                 params![status.as_str(), now, id.to_string()],
+            )?;
+            if n == 0 {
+                return Err(StoreError::NotFound);
+            }
+            Ok(c.query_row(&format!("SELECT {USER_COLS} FROM users WHERE id = ?1"), [id.to_string()], user_row)?)
+        })
+        .await
+    }
+
+    async fn set_alert_delivery(&self, id: UserId, delivery: &AlertDelivery, now: i64) -> Result<UserRecord> {
+        let json = serde_json::to_string(delivery).map_err(|e| StoreError::Backend(e.to_string()))?;
+        self.run(move |c| {
+            let n = c.execute(
+                "UPDATE users SET alert_delivery = ?1, updated_at = ?2 WHERE id = ?3",
+                params![json, now, id.to_string()],
             )?;
             if n == 0 {
                 return Err(StoreError::NotFound);

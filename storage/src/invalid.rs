@@ -32,6 +32,12 @@ pub enum Invalid {
     ContactEmail,
     #[error("the license administrator's address must be an e-mail address")]
     AdminEmail,
+    #[error("alerts go to an e-mail address")]
+    AlertEmail,
+    #[error("a webhook is an https:// address of at most 2000 characters")]
+    WebhookUrl,
+    #[error("quiet hours are two hours of the day, 0 to 23, or none")]
+    QuietHours,
     #[error("Msisdn must be 5 to 20 digits, optionally after '+'")]
     Msisdn,
     #[error("TimeZone must be an IANA zone name or UTC offset")]

@@ -203,6 +203,9 @@ ALTER TABLE ves ADD COLUMN agent TEXT;
 ALTER TABLE licenses ADD COLUMN features INTEGER NOT NULL DEFAULT 31, ADD COLUMN admin_email TEXT;
 ALTER TABLE users ADD COLUMN access INTEGER NOT NULL DEFAULT 31;
 "#,
+    r#"
+ALTER TABLE users ADD COLUMN alert_delivery TEXT NOT NULL DEFAULT '{}';
+"#,
 ];
 
 /// Arbitrary constant naming the migration advisory lock.
@@ -417,7 +420,7 @@ fn license_row(r: &Row) -> License {
 
 const USER_COLS: &str = "id, license_id, ves_id, email, msisdn, password_hash, first_name, last_name, \
      time_zone, status, constant_sync, filter_rules, created_at, updated_at, contact_email, locale, \
-     alerts_enabled, access, (SELECT l.features FROM licenses l WHERE l.id = users.license_id)";
+     alerts_enabled, access, (SELECT l.features FROM licenses l WHERE l.id = users.license_id), alert_delivery";
 
 const WEB_SESSION_COLS: &str = "id, user_id, created_at, last_seen_at, expires_at, persistent, client";
 
@@ -457,6 +460,7 @@ fn user_row(r: &Row) -> UserRecord {
         access: Features::from_bits(r.get::<_, i32>(17).into()),
         // No license row (it cannot happen: users reference theirs) allows nothing.
         license_features: Features::from_bits(r.get::<_, Option<i32>>(18).unwrap_or(0).into()),
+        alert_delivery: serde_json::from_str(&r.get::<_, String>(19)).unwrap_or_default(),
     }
 }
 
@@ -1544,6 +1548,19 @@ impl Store for PostgresStore {
             .client()
             .await?
             .query_opt(&sql, &[&status.as_str(), &now, &id.0])
+            .await
+            .map_err(pg_error)?
+            .ok_or(StoreError::NotFound)?;
+        Ok(user_row(&row))
+    }
+
+    async fn set_alert_delivery(&self, id: UserId, delivery: &AlertDelivery, now: i64) -> Result<UserRecord> {
+        let json = serde_json::to_string(delivery).map_err(|e| StoreError::Backend(e.to_string()))?;
+        let sql = format!("UPDATE users SET alert_delivery = $1, updated_at = $2 WHERE id = $3 RETURNING {USER_COLS}");
+        let row = self
+            .client()
+            .await?
+            .query_opt(&sql, &[&json, &now, &id.0])
             .await
             .map_err(pg_error)?
             .ok_or(StoreError::NotFound)?;

@@ -10,7 +10,7 @@ use noc_protocol::{DeviceId, UserId};
 
 use crate::accounts::{AccountError, Accounts, Result, check_name, check_time_zone, normalize_email};
 use crate::invalid::{Invalid, NameField};
-use crate::model::{SecretQuestion, UserRecord, UserSettings};
+use crate::model::{AlertDelivery, SecretQuestion, UserRecord, UserSettings};
 use crate::secrets;
 use crate::web_sessions::NewWebSession;
 
@@ -324,6 +324,48 @@ impl Accounts {
         self.store().user_by_id(user).await?.ok_or(AccountError::NotFound)
     }
 
+    /// Sets where the user's alerts go, validated: an e-mail address, an `https://` webhook
+    /// (its signing secret generated when it is first set, or again on `new_secret`),
+    /// excerpts, quiet hours. Returns the updated user.
+    pub async fn set_own_alert_delivery(
+        &self,
+        user: UserId,
+        delivery: AlertDelivery,
+        new_secret: bool,
+    ) -> Result<UserRecord> {
+        let before = self.store().user_by_id(user).await?.ok_or(AccountError::NotFound)?;
+        let email = match delivery.email.as_deref().map(str::trim).filter(|e| !e.is_empty()) {
+            Some(e) => Some(normalize_email(e).map_err(|_| AccountError::Invalid(Invalid::AlertEmail))?),
+            None => None,
+        };
+        let webhook_url = match delivery.webhook_url.as_deref().map(str::trim).filter(|u| !u.is_empty()) {
+            Some(u) => Some(check_webhook(u)?),
+            None => None,
+        };
+        match (delivery.quiet_from, delivery.quiet_to) {
+            (None, None) => {}
+            (Some(a), Some(b)) if a < 24 && b < 24 => {}
+            _ => return Err(Invalid::QuietHours.into()),
+        }
+        let webhook_secret = match (&webhook_url, &before.alert_delivery.webhook_secret) {
+            (None, _) => None,
+            (Some(_), Some(secret)) if !new_secret => Some(secret.clone()),
+            (Some(_), _) => Some(secrets::random_hex::<32>()),
+        };
+        let delivery = AlertDelivery { email, webhook_url, webhook_secret, ..delivery };
+        let now = noc_protocol::clock::unix_ms_i64();
+        let updated = self.store().set_alert_delivery(user, &delivery, now).await?;
+        let detail = format!(
+            "email={} webhook={} excerpt={} quiet={}",
+            delivery.email.is_some(),
+            delivery.webhook_url.is_some(),
+            delivery.excerpt,
+            delivery.quiet_from.is_some()
+        );
+        self.audit(format!("user:{user}"), "user.alert_delivery_changed", format!("user:{user}"), detail).await;
+        Ok(updated)
+    }
+
     /// Replaces the user's settings, validated; returns the updated user.
     pub async fn update_own_settings(&self, user: UserId, settings: UserSettings) -> Result<UserRecord> {
         let settings = UserSettings {
@@ -361,6 +403,18 @@ impl Accounts {
         .await;
         Ok(updated)
     }
+}
+
+/// A webhook address: `https://host[:port]/path`, no user info, no spaces.
+fn check_webhook(url: &str) -> Result<String> {
+    let bad = || AccountError::Invalid(Invalid::WebhookUrl);
+    let rest = url.strip_prefix("https://").ok_or_else(bad)?;
+    let host = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let valid = url.len() <= 2000
+        && !host.is_empty()
+        && !host.contains('@')
+        && !url.chars().any(|c| c.is_whitespace() || c.is_control());
+    if valid { Ok(url.to_string()) } else { Err(bad()) }
 }
 
 #[cfg(test)]

@@ -214,6 +214,8 @@ pub trait Store: Send + Sync + 'static {
     async fn search_users(&self, filter: &UserFilter) -> Result<Vec<UserRecord>>;
     /// Sets a user's account state (suspend, reactivate).
     async fn set_user_status(&self, id: UserId, status: UserStatus, now: i64) -> Result<UserRecord>;
+    /// Sets where a user's alerts go (the portal's alerts page).
+    async fn set_alert_delivery(&self, id: UserId, delivery: &AlertDelivery, now: i64) -> Result<UserRecord>;
     /// Sets what a user may use (a CSR's grant, white paper §3.7.2).
     async fn set_user_access(&self, id: UserId, access: Features, now: i64) -> Result<UserRecord>;
 

@@ -22,6 +22,7 @@ mod smtp;
 mod tls;
 mod ves;
 mod web_client;
+mod webhook;
 
 pub use admin_api::{AdminApi, TestOperator};
 pub use cluster::{TestCluster, test_redis_url};
@@ -36,6 +37,7 @@ pub use smtp::{SmtpMessage, SmtpSink};
 pub use tls::client_config;
 pub use ves::{ApiFailure, CommandChannel, FakeVes};
 pub use web_client::{Page, WebClient};
+pub use webhook::{WebhookRequest, WebhookSink};
 
 /// A unique lowercase-hex VES GUID.
 pub fn random_guid() -> String {

@@ -322,3 +322,24 @@ pda-pc-version = PC-Version
 pda-previous = Zurück
 pda-next = Weiter
 pda-back = Zurück
+
+## Wohin Benachrichtigungen gehen
+
+alerts-title = Benachrichtigungen
+alerts-intro = Wenn eine neue Mail zu einer Ihrer Regeln passt (auf der Seite Einstellungen), werden Sie hier benachrichtigt. Solange kein Ziel angegeben ist, wird nichts gesendet.
+alerts-email = Benachrichtigungen an diese E-Mail-Adresse senden
+alerts-webhook = Benachrichtigungen an diese HTTPS-Adresse senden (Webhook)
+alerts-webhook-key = Jede Sendung ist mit diesem Schlüssel signiert (HMAC-SHA256, Kopfzeile X-Noc-Signature):
+alerts-new-key = Neuen Schlüssel erzeugen
+alerts-excerpt = Die ersten Worte der Mail mitsenden
+alerts-quiet = Ruhezeit (keine Benachrichtigungen), in Ihrer Zeitzone
+alerts-quiet-from = Von
+alerts-quiet-to = Bis
+alerts-quiet-none = —
+alerts-save = Speichern
+alerts-saved = Ihre Benachrichtigungsziele sind gespeichert.
+alerts-rules-link = Welche Mail benachrichtigt: die Regeln auf der Seite Einstellungen
+nav-alerts = Benachrichtigungen
+problem-alert-email = Benachrichtigungen gehen an eine E-Mail-Adresse.
+problem-webhook-url = Ein Webhook ist eine https://-Adresse.
+problem-quiet-hours = Wählen Sie beide Stunden der Ruhezeit oder keine.

@@ -323,3 +323,24 @@ pda-pc-version = PC version
 pda-previous = Previous
 pda-next = Next
 pda-back = Back
+
+## Where alerts go
+
+alerts-title = Alerts
+alerts-intro = When a new mail matches one of your alert rules (on the settings page), you are told here. Nothing is sent while no destination is set.
+alerts-email = Send alerts to this e-mail address
+alerts-webhook = Post alerts to this HTTPS address (webhook)
+alerts-webhook-key = Each post is signed (HMAC-SHA256, header X-Noc-Signature) with this key:
+alerts-new-key = Make a new key
+alerts-excerpt = Include the first words of the mail
+alerts-quiet = Quiet hours (no alerts), in your time zone
+alerts-quiet-from = From
+alerts-quiet-to = To
+alerts-quiet-none = —
+alerts-save = Save
+alerts-saved = Your alert destinations are saved.
+alerts-rules-link = Which mail makes an alert: the rules on the settings page
+nav-alerts = Alerts
+problem-alert-email = Alerts go to an e-mail address.
+problem-webhook-url = A webhook is an https:// address.
+problem-quiet-hours = Choose both hours of the quiet time, or neither.

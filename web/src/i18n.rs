@@ -186,6 +186,9 @@ impl Lang {
             Problem::QuestionNotOffered => self.get("problem-question-not-offered"),
             Problem::QuestionUnknown => self.get("problem-question-unknown"),
             Problem::AnswerLength { min, max } => self.get2("problem-answer-length", "min", min, "max", max),
+            Problem::AlertEmail => self.get("problem-alert-email"),
+            Problem::WebhookUrl => self.get("problem-webhook-url"),
+            Problem::QuietHours => self.get("problem-quiet-hours"),
             Problem::Other => self.get("problem-other"),
         }
     }

@@ -29,6 +29,12 @@ use actix_web::{HttpRequest, web};
 
 pub use errors::PageError;
 pub use page::CONTENT_SECURITY_POLICY;
+
+/// A user's time zone setting (an IANA name or a UTC offset) as a zone; UTC for none or
+/// one not known here.
+pub fn time_zone(name: Option<&str>) -> jiff::tz::TimeZone {
+    browse::zone(name)
+}
 pub use portal::{Portal, PortalError, Profile, SessionInfo, SignedIn, Visitor};
 
 /// How the portal behaves.
@@ -88,6 +94,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .route(web::post().to(views::settings::submit)),
         )
         .service(page("/settings/password").route(web::post().to(views::settings::change_password)))
+        .service(
+            page("/settings/alerts")
+                .route(web::get().to(views::alerts::show))
+                .route(web::post().to(views::alerts::submit)),
+        )
         .service(
             page("/settings/question")
                 .route(web::get().to(views::question::show))

@@ -174,8 +174,23 @@ pub enum Problem {
         min: usize,
         max: usize,
     },
+    AlertEmail,
+    WebhookUrl,
+    QuietHours,
     /// A rule no form of the portal can break (an API-only field); worded generically.
     Other,
+}
+
+/// Where the user's new-mail alerts go (the alerts page).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AlertSettings {
+    pub email: Option<String>,
+    pub webhook_url: Option<String>,
+    /// The webhook's signing key (set by the relay; ignored when saving).
+    pub webhook_secret: Option<String>,
+    pub excerpt: bool,
+    pub quiet_from: Option<u8>,
+    pub quiet_to: Option<u8>,
 }
 
 /// Which browse interface a page belongs to (white paper §6.1); each has an access flag
@@ -256,6 +271,16 @@ pub trait Portal: Send + Sync + 'static {
     /// Replaces the user's settings; the user's enterprise server learns new rules and
     /// the ConstantSync flag at once when it is connected.
     async fn update_settings(&self, user_id: &str, change: SettingsChange) -> Result<(), PortalError>;
+    /// Where the user's alerts go.
+    async fn alert_settings(&self, user_id: &str) -> Result<AlertSettings, PortalError>;
+    /// Sets where the user's alerts go (validated; the webhook's key is generated when a
+    /// webhook is first set, or anew with `new_secret`).
+    async fn set_alert_settings(
+        &self,
+        user_id: &str,
+        settings: AlertSettings,
+        new_secret: bool,
+    ) -> Result<(), PortalError>;
     /// Changes the password after checking the current one (`InvalidCredentials` if it
     /// is wrong). Every other session of the user ends (`keep`: this one's token), and
     /// with `sign_out_devices` every device too.

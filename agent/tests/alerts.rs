@@ -1,0 +1,128 @@
+//! New-mail alerts end to end: the user sets destinations on the portal's alerts page and a
+//! rule on the settings page; the real agent matches a new mail in the Maildir and posts an
+//! `Alert`; the relay mails it (through its own SMTP server) and posts it to an HTTPS
+//! webhook, signed, retrying after the webhook's first failure. A mail matching no rule
+//! alerts nobody.
+
+mod common;
+
+use common::*;
+use hmac::{KeyInit, Mac};
+use noc_agent::ControlRequest;
+use noc_protocol::rts::AccountActivationResponse;
+use noc_test_support::{SmtpSink, WebClient, WebhookSink};
+use serde_json::json;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_matching_mail_alerts_by_mail_and_webhook_and_another_mail_does_not() {
+    let relay_smtp = SmtpSink::start().expect("SMTP sink for the relay (python3 -m pip install aiosmtpd)");
+    let webhook = WebhookSink::start(1).await.expect("webhook receiver");
+    let (smtp_port, ca) = (relay_smtp.port, webhook.cert_path.clone());
+    let world = World::start(
+        move |c| {
+            c.mail.smtp_host = Some("127.0.0.1".into());
+            c.mail.smtp_port = smtp_port;
+            c.mail.smtp_security = noc_app::config::SmtpSecurity::None;
+            c.alerts.webhook_ca_file = Some(ca);
+            c.alerts.retry_initial_seconds = 0;
+        },
+        Options::default(),
+    )
+    .await;
+    let add = ControlRequest::UserAdd {
+        email: "lin@corp.example".into(),
+        first_name: "Lin".into(),
+        last_name: "Ng".into(),
+        password: Some(USER_PW.into()),
+        welcome: Some(false),
+    };
+    world.agent().control(&add).await.expect("user add");
+    let _: AccountActivationResponse = world
+        .relay()
+        .ves()
+        .post_json(
+            "/account/v1/activate",
+            &json!({"Login": "lin@corp.example", "Password": USER_PW, "Msisdn": "+15550301", "TimeZone": "UTC"}),
+        )
+        .await
+        .expect("account activation");
+
+    let relay = world.relay();
+    let mut web = WebClient::new(relay.node.http_addr, &relay.cert_path());
+    assert_eq!(web.sign_in("lin@corp.example", USER_PW, false).await.status, 303);
+    let page = web.get("/settings/alerts").await;
+    let csrf = page.hidden("csrf").expect("csrf");
+    let refused = web.post("/settings/alerts", &[("csrf", &csrf), ("webhook_url", "http://plain.example/")]).await;
+    assert_eq!(refused.status, 400, "{}", refused.body);
+    let hook = webhook.url("/hook");
+    let saved = web
+        .post(
+            "/settings/alerts",
+            &[("csrf", &csrf), ("email", "Alerts@Lin.example"), ("webhook_url", &hook), ("excerpt", "1")],
+        )
+        .await;
+    assert_eq!(saved.header("location"), Some("/settings/alerts?saved=1"), "{}", saved.body);
+    let page = web.get("/settings/alerts?saved=1").await;
+    let start = page.body.find("<code>").expect("the webhook key is shown") + "<code>".len();
+    let secret = page.body[start..start + 64].to_string();
+    let settings = [
+        ("csrf", csrf.clone()),
+        ("first_name", "Lin".to_string()),
+        ("last_name", "Ng".to_string()),
+        ("time_zone", "UTC".to_string()),
+        ("constant_sync", "1".to_string()),
+        ("alerts", "1".to_string()),
+        ("rule_field", "subject".to_string()),
+        ("rule_text", "urgent".to_string()),
+    ];
+    let refs: Vec<(&str, &str)> = settings.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    assert_eq!(web.post("/settings", &refs).await.status, 303);
+    world
+        .wait_status("the agent to learn the rule", |s| {
+            s.users.iter().any(|u| u.email == "lin@corp.example" && !u.filter_rules.is_empty())
+        })
+        .await;
+
+    world.drop_mail("lin@corp.example", "1700000400.M1P1.corp", "lunch?", "no rule matches this one");
+    world.drop_mail("lin@corp.example", "1700000401.M1P1.corp", "URGENT: call me", "Please call me back today.");
+
+    // The webhook: refused once (500), then delivered again; both signed alike.
+    let got = webhook.wait_for(2, T).await;
+    assert_eq!(got.len(), 2, "{got:?}");
+    for r in &got {
+        assert_eq!(r.path, "/hook");
+        let ts = r.header("x-noc-timestamp").expect("timestamp");
+        let mut mac = <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(secret.as_bytes()).expect("key");
+        mac.update(format!("{ts}.").as_bytes());
+        mac.update(&r.body);
+        let expected = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
+        assert_eq!(r.header("x-noc-signature"), Some(expected.as_str()), "signature checks with the shown key");
+    }
+    let body: serde_json::Value = serde_json::from_slice(&got[1].body).expect("JSON");
+    assert_eq!(body["Subject"], "URGENT: call me");
+    assert_eq!(body["Email"], "lin@corp.example");
+    assert!(body["From"].as_str().is_some_and(|f| f.contains("alice@partner.example")), "{body}");
+    assert_eq!(body["Excerpt"], "Please call me back today.");
+
+    // The mail, to the address the user gave (lower-cased).
+    let mail =
+        relay_smtp.wait_for(T, |m| m.rcpt_tos.iter().any(|r| r == "alerts@lin.example")).await.expect("the alert mail");
+    assert!(mail.data.contains("URGENT: call me") && mail.data.contains("Please call me back"), "{}", mail.data);
+
+    // One alert in all: the other mail matched no rule. (Its file was renamed into new/
+    // first, and the agent handles file events in order, so it was looked at before.)
+    world.wait_status("both mails seen", |s| s.stats.alerts_sent >= 1).await;
+    let stats = world.stats_now().await;
+    assert_eq!((stats.alerts_matched, stats.alerts_sent), (1, 1));
+    assert_eq!(
+        relay_smtp.messages().iter().filter(|m| m.rcpt_tos.iter().any(|r| r == "alerts@lin.example")).count(),
+        1
+    );
+    assert_eq!(webhook.requests().len(), 2);
+    let metric =
+        |channel: &str, outcome: &str| relay.metric("noc_alerts_total", &[("channel", channel), ("outcome", outcome)]);
+    assert_eq!(
+        (metric("webhook", "retried"), metric("webhook", "delivered"), metric("email", "delivered")),
+        (1.0, 1.0, 1.0)
+    );
+}
