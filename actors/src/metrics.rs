@@ -155,12 +155,16 @@ pub struct Metrics {
     fetches: IntCounterVec,
     alerts: IntCounterVec,
     alerts_skipped: IntCounterVec,
+    sms_receipts: IntCounterVec,
+    smpp_link_down: IntCounter,
     fetch_seconds: HistogramVec,
     fetch_answers_dropped: IntCounter,
 }
 
 /// Channels of `noc_alerts_total{channel}`.
-pub const ALERT_CHANNELS: [&str; 2] = ["email", "webhook"];
+pub const ALERT_CHANNELS: [&str; 4] = ["email", "webhook", "sms", "wap_push"];
+/// Message states of delivery receipts (SMPP 3.4 §5.2.28), `noc_sms_receipts_total{stat}`.
+pub const SMS_RECEIPT_STATS: [&str; 7] = ["DELIVRD", "EXPIRED", "DELETED", "UNDELIV", "ACCEPTD", "UNKNOWN", "REJECTD"];
 /// Reasons of `noc_alerts_skipped_total{reason}`.
 pub const ALERT_SKIP_REASONS: [&str; 4] = ["disabled", "no_destination", "quiet_hours", "rate_limited"];
 
@@ -386,6 +390,16 @@ impl Metrics {
             "Alerts taken from enterprise servers and delivered nowhere, by reason.",
             &["reason"],
         );
+        let sms_receipts = counter_vec(
+            &r,
+            "noc_sms_receipts_total",
+            "SMS delivery receipts from the SMSC, by their final state (SMPP 3.4 stat).",
+            &["stat"],
+        );
+        for stat in SMS_RECEIPT_STATS {
+            sms_receipts.with_label_values(&[stat]);
+        }
+        let smpp_link_down = counter(&r, "noc_smpp_link_down_total", "Times the SMPP link to the SMSC was lost.");
         for channel in ALERT_CHANNELS {
             for outcome in ["delivered", "retried", "failed", "dropped"] {
                 alerts.with_label_values(&[channel, outcome]);
@@ -404,6 +418,8 @@ impl Metrics {
             fetches,
             alerts,
             alerts_skipped,
+            sms_receipts,
+            smpp_link_down,
             fetch_seconds,
             fetch_answers_dropped,
             device_to_ves: per(Direction::DeviceToVes),
@@ -444,6 +460,17 @@ impl Metrics {
     /// One try of an alert delivery on `channel` ended with `outcome`.
     pub fn alert_delivery(&self, channel: &str, outcome: &str) {
         self.alerts.with_label_values(&[channel, outcome]).inc();
+    }
+
+    /// A delivery receipt with `stat` (an SMPP 3.4 message state; any other is `UNKNOWN`).
+    pub fn sms_receipt(&self, stat: &str) {
+        let stat = SMS_RECEIPT_STATS.iter().find(|s| **s == stat).copied().unwrap_or("UNKNOWN");
+        self.sms_receipts.with_label_values(&[stat]).inc();
+    }
+
+    /// The SMPP link was lost.
+    pub fn smpp_link_down(&self) {
+        self.smpp_link_down.inc();
     }
 
     /// An alert went nowhere, for `reason` (one of [`ALERT_SKIP_REASONS`]).

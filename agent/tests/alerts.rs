@@ -126,3 +126,98 @@ async fn a_matching_mail_alerts_by_mail_and_webhook_and_another_mail_does_not() 
         (1.0, 1.0, 1.0)
     );
 }
+
+/// SMS and WAP Push over SMPP 3.4 to a test SMSC that checks every PDU: one text SMS and one
+/// binary Service Indication (port 2948, WSP Push, WBXML SI) to the user's mobile number,
+/// and the delivery receipts counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_matching_mail_alerts_by_sms_and_wap_push_over_smpp() {
+    let smsc = noc_test_support::TestSmsc::start("noc-relay", "smpp-pw").await.expect("test SMSC");
+    let port = smsc.port;
+    let world = World::start(
+        move |c| {
+            c.alerts.smpp_host = Some("127.0.0.1".into());
+            c.alerts.smpp_port = port;
+            c.alerts.smpp_system_id = "noc-relay".into();
+            c.alerts.smpp_password = Some(noc_app::config::SecretString::new("smpp-pw"));
+            c.alerts.smpp_source_addr = "CorpMail".into();
+            c.alerts.smpp_enquire_link_seconds = 5;
+        },
+        Options::default(),
+    )
+    .await;
+    let add = ControlRequest::UserAdd {
+        email: "mo@corp.example".into(),
+        first_name: "Mo".into(),
+        last_name: "Ali".into(),
+        password: Some(USER_PW.into()),
+        welcome: Some(false),
+    };
+    world.agent().control(&add).await.expect("user add");
+    let _: AccountActivationResponse = world
+        .relay()
+        .ves()
+        .post_json(
+            "/account/v1/activate",
+            &json!({"Login": "mo@corp.example", "Password": USER_PW, "Msisdn": "+4915100000042", "TimeZone": "UTC"}),
+        )
+        .await
+        .expect("account activation");
+    let relay = world.relay();
+    let mut web = WebClient::new(relay.node.http_addr, &relay.cert_path());
+    assert_eq!(web.sign_in("mo@corp.example", USER_PW, false).await.status, 303);
+    let page = web.get("/settings/alerts").await;
+    assert!(page.body.contains("name=\"sms\"") && page.body.contains("name=\"wap_push\""), "offered with an SMSC");
+    let csrf = page.hidden("csrf").expect("csrf");
+    let saved = web.post("/settings/alerts", &[("csrf", &csrf), ("sms", "1"), ("wap_push", "1")]).await;
+    assert_eq!(saved.status, 303, "{}", saved.body);
+    let settings = [
+        ("csrf", csrf.clone()),
+        ("first_name", "Mo".to_string()),
+        ("last_name", "Ali".to_string()),
+        ("time_zone", "UTC".to_string()),
+        ("alerts", "1".to_string()),
+        ("rule_field", "from".to_string()),
+        ("rule_text", "alice@".to_string()),
+    ];
+    let refs: Vec<(&str, &str)> = settings.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    assert_eq!(web.post("/settings", &refs).await.status, 303);
+    world
+        .wait_status("the agent to learn the rule", |s| {
+            s.users.iter().any(|u| u.email == "mo@corp.example" && !u.filter_rules.is_empty())
+        })
+        .await;
+    world.drop_mail("mo@corp.example", "1700000500.M1P1.corp", "Café at 10?", "see you");
+
+    let got = smsc.wait_for(2, T).await;
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert_eq!(smsc.binds(), [("noc-relay".to_string(), "smpp-pw".to_string())]);
+    let text = got.iter().find(|m| m.esm_class == 0).expect("the text SMS");
+    assert_eq!(
+        (text.destination.as_str(), text.source_addr.as_str(), text.source_ton),
+        ("4915100000042", "CorpMail", 5)
+    );
+    assert_eq!((text.dest_ton, text.dest_npi, text.registered_delivery, text.data_coding), (1, 1, 1, 0));
+    // GSM 03.38: "é" is 0x05; the rest of "Café at 10?" is ASCII where it shares codes.
+    let shown: Vec<u8> = b"Caf\x05 at 10?".to_vec();
+    assert!(text.short_message.windows(shown.len()).any(|w| w == shown), "{:?}", text.short_message);
+    let push = got.iter().find(|m| m.esm_class == 0x40).expect("the WAP Push");
+    assert_eq!((push.data_coding, &push.short_message[..7]), (0x04, &[0x06, 0x05, 0x04, 0x0B, 0x84, 0x23, 0xF0][..]));
+    assert_eq!(&push.short_message[7..11], &[0x01, 0x06, 0x01, 0xAE], "WSP Push of application/vnd.wap.sic");
+    let si = &push.short_message[11..];
+    assert_eq!(&si[..6], &[0x02, 0x05, 0x6A, 0x00, 0x45, 0xC6], "WBXML 1.2, SI 1.0, UTF-8, <si><indication>");
+    let href = format!("{}/wap/mail/INBOX", relay.base_url().trim_start_matches("https://"));
+    assert!(si.windows(href.len()).any(|w| w == href.as_bytes()), "links to the WAP inbox: {si:?}");
+    assert!(push.short_message.len() <= 140);
+
+    // Both receipts came back and were acknowledged and counted; nothing broke the rules.
+    let deadline = std::time::Instant::now() + T;
+    while smsc.receipts_acknowledged() < 2 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(smsc.receipts_acknowledged(), 2);
+    assert_eq!(relay.metric("noc_sms_receipts_total", &[("stat", "DELIVRD")]), 2.0);
+    let metric = |channel: &str| relay.metric("noc_alerts_total", &[("channel", channel), ("outcome", "delivered")]);
+    assert_eq!((metric("sms"), metric("wap_push")), (1.0, 1.0));
+    assert!(smsc.violations().is_empty(), "{:?}", smsc.violations());
+}

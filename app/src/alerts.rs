@@ -1,7 +1,8 @@
 //! New-mail alerts (white paper §4.7): an enterprise server posts an `Alert` when a new mail
 //! matches one of the user's rules (docs/protocol.md §4.4.10); this node delivers it to the
 //! destinations the user chose on the portal's alerts page: a mail through the relay's
-//! SMTP server, an HTTPS webhook signed with HMAC-SHA256.
+//! SMTP server, an HTTPS webhook signed with HMAC-SHA256, an SMS and a WAP Push Service
+//! Indication over the carrier's SMSC (SMPP 3.4, [`crate::smpp`], [`crate::wap_push`]).
 //!
 //! Taking an alert checks the user (this VES's, active, alerts on and allowed), the quiet
 //! hours in the user's time zone and a per-user hourly rate; then each delivery waits in a
@@ -49,6 +50,8 @@ pub struct AlertBody {
 enum Destination {
     Email { to: String, name: String },
     Webhook { url: String, secret: String },
+    Sms { msisdn: String },
+    WapPush { msisdn: String },
 }
 
 impl Destination {
@@ -56,6 +59,8 @@ impl Destination {
         match self {
             Destination::Email { .. } => "email",
             Destination::Webhook { .. } => "webhook",
+            Destination::Sms { .. } => "sms",
+            Destination::WapPush { .. } => "wap_push",
         }
     }
 }
@@ -79,6 +84,9 @@ pub struct AlertDispatcher {
 /// What delivering needs, shared by the delivery tasks.
 struct Deliverer {
     mailer: Option<Mailer>,
+    smpp: Option<crate::smpp::SmppClient>,
+    /// Where WAP Push links lead: the WAP inbox of this service.
+    wap_inbox: String,
     http: reqwest::Client,
     metrics: Arc<Metrics>,
     retry_initial: Duration,
@@ -93,7 +101,23 @@ impl AlertDispatcher {
         metrics: Arc<Metrics>,
         mailer: Option<Mailer>,
         cfg: &AlertsConfig,
+        public_url: &str,
     ) -> Result<Arc<Self>, String> {
+        let smpp = cfg.smpp_host.as_ref().map(|host| {
+            crate::smpp::SmppClient::start(
+                crate::smpp::SmppSettings {
+                    host: host.clone(),
+                    port: cfg.smpp_port,
+                    system_id: cfg.smpp_system_id.clone(),
+                    password: cfg.smpp_password.as_ref().map(|p| p.expose().to_string()).unwrap_or_default(),
+                    system_type: cfg.smpp_system_type.clone(),
+                    source_addr: cfg.smpp_source_addr.clone(),
+                    max_per_second: cfg.smpp_max_per_second,
+                    enquire_link: Duration::from_secs(cfg.smpp_enquire_link_seconds),
+                },
+                metrics.clone(),
+            )
+        });
         let tls = noc_tls::client_config(cfg.webhook_ca_file.as_deref(), &[b"http/1.1"])
             .map_err(|e| format!("alerts.webhook_ca_file: {e}"))?;
         let http = reqwest::Client::builder()
@@ -105,6 +129,8 @@ impl AlertDispatcher {
         let (tx, mut rx) = mpsc::channel::<Delivery>(cfg.queue_deliveries);
         let deliverer = Arc::new(Deliverer {
             mailer,
+            smpp,
+            wap_inbox: format!("{public_url}/wap/mail/INBOX"),
             http,
             metrics: metrics.clone(),
             retry_initial: Duration::from_secs(cfg.retry_initial_seconds),
@@ -211,6 +237,14 @@ impl AlertSink for AlertDispatcher {
         if let (Some(url), Some(secret)) = (&d.webhook_url, &d.webhook_secret) {
             destinations.push(Destination::Webhook { url: url.clone(), secret: secret.clone() });
         }
+        if let Some(msisdn) = user.msisdn.as_ref() {
+            if d.sms {
+                destinations.push(Destination::Sms { msisdn: msisdn.clone() });
+            }
+            if d.wap_push {
+                destinations.push(Destination::WapPush { msisdn: msisdn.clone() });
+            }
+        }
         for to in destinations {
             let channel = to.channel();
             if self.queue.try_send(Delivery { to, alert: body.clone(), attempt: 1 }).is_err() {
@@ -237,6 +271,8 @@ impl Deliverer {
         let result = match &d.to {
             Destination::Email { to, name } => self.mail(to, name, &d.alert).await,
             Destination::Webhook { url, secret } => self.post(url, secret, &d.alert).await,
+            Destination::Sms { msisdn } => self.sms(msisdn, &d.alert).await,
+            Destination::WapPush { msisdn } => self.wap_push(msisdn, &d.alert).await,
         };
         let Err(why) = result else {
             self.metrics.alert_delivery(channel, "delivered");
@@ -268,6 +304,29 @@ impl Deliverer {
             text.push_str(&format!("\n{e}\n"));
         }
         mailer.send_text(to, name, &subject, &text).await
+    }
+
+    async fn sms(&self, msisdn: &str, a: &AlertBody) -> Result<(), String> {
+        let Some(smpp) = &self.smpp else { return Err("no SMSC configured (alerts.smpp_host)".into()) };
+        let mut text = format!("{}: {}", a.from, a.subject);
+        if let Some(e) = &a.excerpt {
+            text.push_str(&format!(" - {e}"));
+        }
+        smpp.submit(crate::smpp::ShortMessage::text(msisdn, &text)).await.map(|_| ()).map_err(|e| e.to_string())
+    }
+
+    async fn wap_push(&self, msisdn: &str, a: &AlertBody) -> Result<(), String> {
+        let Some(smpp) = &self.smpp else { return Err("no SMSC configured (alerts.smpp_host)".into()) };
+        let si_id = noc_protocol::secrets::random_hex::<4>();
+        let text = format!("{}: {}", a.from, a.subject);
+        let payload = crate::wap_push::sms_payload(&self.wap_inbox, &si_id, &text);
+        let message = crate::smpp::ShortMessage {
+            destination: msisdn.trim_start_matches('+').to_string(),
+            esm_class: 0x40,
+            data_coding: 0x04,
+            payload,
+        };
+        smpp.submit(message).await.map(|_| ()).map_err(|e| e.to_string())
     }
 
     async fn post(&self, url: &str, secret: &str, a: &AlertBody) -> Result<(), String> {

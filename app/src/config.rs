@@ -459,6 +459,19 @@ pub struct AlertsConfig {
     /// Certificate authorities (PEM) trusted for webhooks instead of the public web PKI
     /// (webhooks on a private network).
     pub webhook_ca_file: Option<PathBuf>,
+    /// The carrier's SMSC for SMS and WAP Push alerts (SMPP 3.4, plain TCP on the carrier's
+    /// network); unset: no SMS or WAP Push destinations are offered.
+    pub smpp_host: Option<String>,
+    pub smpp_port: u16,
+    pub smpp_system_id: String,
+    pub smpp_password: Option<SecretString>,
+    pub smpp_system_type: String,
+    /// The sender phones show (alphanumeric, at most 11 characters).
+    pub smpp_source_addr: String,
+    /// Submits per second at most (the SMSC's window).
+    pub smpp_max_per_second: u32,
+    /// The link is checked this often (`enquire_link`).
+    pub smpp_enquire_link_seconds: u64,
 }
 
 impl Default for AlertsConfig {
@@ -470,6 +483,14 @@ impl Default for AlertsConfig {
             max_attempts: 4,
             webhook_timeout_seconds: 10,
             webhook_ca_file: None,
+            smpp_host: None,
+            smpp_port: 2775,
+            smpp_system_id: "noc".into(),
+            smpp_password: None,
+            smpp_system_type: String::new(),
+            smpp_source_addr: "NOC".into(),
+            smpp_max_per_second: 10,
+            smpp_enquire_link_seconds: 30,
         }
     }
 }
@@ -772,6 +793,19 @@ impl Config {
         let al = &self.alerts;
         if al.max_attempts == 0 || al.max_attempts > 20 || al.queue_deliveries == 0 {
             return Err(invalid("alerts", "max_attempts must be 1 to 20 and queue_deliveries positive"));
+        }
+        if al.smpp_host.is_some()
+            && (al.smpp_system_id.len() > 15
+                || al.smpp_source_addr.is_empty()
+                || al.smpp_source_addr.len() > 11
+                || !(1..=1000).contains(&al.smpp_max_per_second)
+                || !(5..=3600).contains(&al.smpp_enquire_link_seconds))
+        {
+            return Err(invalid(
+                "alerts.smpp_*",
+                "system_id at most 15 characters, source_addr 1 to 11, max_per_second 1 to 1000, \
+                 enquire_link_seconds 5 to 3600",
+            ));
         }
         if !(1..=300).contains(&al.webhook_timeout_seconds) || al.retry_initial_seconds > 3600 {
             return Err(invalid(

@@ -15,8 +15,10 @@ mod limits;
 mod mail;
 mod node;
 mod portal;
+pub mod smpp;
 pub mod store_admin;
 mod usage;
+pub mod wap_push;
 mod wiring;
 
 pub use config::{Config, ConfigError};

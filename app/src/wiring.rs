@@ -95,6 +95,7 @@ pub(crate) async fn wire(
         settings: Arc::new(noc_web::WebSettings {
             offer_persistent: config.web.persistent_session_max_age_seconds > 0,
             offer_recovery: mailer.is_some(),
+            offer_sms: config.alerts.smpp_host.is_some(),
         }),
         portal: Arc::new(crate::portal::AccountsPortal {
             accounts: accounts.clone(),
@@ -113,9 +114,14 @@ pub(crate) async fn wire(
         }),
         settings: Arc::new(config.console.settings()),
     };
-    let alerts =
-        crate::alerts::AlertDispatcher::start(accounts.clone(), metrics.clone(), mailer.clone(), &config.alerts)
-            .map_err(NodeError::Config)?;
+    let alerts = crate::alerts::AlertDispatcher::start(
+        accounts.clone(),
+        metrics.clone(),
+        mailer.clone(),
+        &config.alerts,
+        &gateway.public_url,
+    )
+    .map_err(NodeError::Config)?;
     let state = GatewayState {
         alerts,
         accounts,

@@ -343,3 +343,5 @@ nav-alerts = Benachrichtigungen
 problem-alert-email = Benachrichtigungen gehen an eine E-Mail-Adresse.
 problem-webhook-url = Ein Webhook ist eine https://-Adresse.
 problem-quiet-hours = Wählen Sie beide Stunden der Ruhezeit oder keine.
+alerts-sms = Benachrichtigungen per SMS an meine Mobilnummer senden
+alerts-wap-push = Benachrichtigungen als WAP-Push an meine Mobilnummer senden (öffnet den WAP-Posteingang)

@@ -344,3 +344,5 @@ nav-alerts = Alerts
 problem-alert-email = Alerts go to an e-mail address.
 problem-webhook-url = A webhook is an https:// address.
 problem-quiet-hours = Choose both hours of the quiet time, or neither.
+alerts-sms = Send alerts by SMS to my mobile number
+alerts-wap-push = Send alerts as WAP Push to my mobile number (opens the WAP inbox)

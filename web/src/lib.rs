@@ -44,6 +44,8 @@ pub struct WebSettings {
     pub offer_persistent: bool,
     /// Offer password recovery by mail (the relay has an SMTP server).
     pub offer_recovery: bool,
+    /// Offer SMS and WAP Push alerts (the relay has an SMSC).
+    pub offer_sms: bool,
 }
 
 /// What the portal's handlers share; cheap to clone.

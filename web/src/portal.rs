@@ -188,6 +188,9 @@ pub struct AlertSettings {
     pub webhook_url: Option<String>,
     /// The webhook's signing key (set by the relay; ignored when saving).
     pub webhook_secret: Option<String>,
+    /// By SMS, and as WAP Push, to the user's mobile number.
+    pub sms: bool,
+    pub wap_push: bool,
     pub excerpt: bool,
     pub quiet_from: Option<u8>,
     pub quiet_to: Option<u8>,

@@ -22,6 +22,10 @@ pub struct AlertsPage<'a> {
     pub email: String,
     pub webhook_url: String,
     pub webhook_secret: Option<String>,
+    pub sms: bool,
+    pub wap_push: bool,
+    /// The relay has an SMSC: SMS and WAP Push are offered.
+    pub offer_sms: bool,
     pub excerpt: bool,
     pub quiet_from: Option<u8>,
     pub quiet_to: Option<u8>,
@@ -40,12 +44,16 @@ fn page_of<'a>(
     t: Lang,
     csrf: &'a str,
     s: AlertSettings,
+    offer_sms: bool,
     notice: Option<String>,
     error: Option<String>,
 ) -> AlertsPage<'a> {
     AlertsPage {
         t,
         csrf,
+        sms: s.sms,
+        wap_push: s.wap_push,
+        offer_sms,
         email: s.email.unwrap_or_default(),
         webhook_url: s.webhook_url.unwrap_or_default(),
         webhook_secret: s.webhook_secret,
@@ -66,7 +74,7 @@ pub async fn show(req: HttpRequest, state: web::Data<WebState>) -> Result<HttpRe
     let notice = (req.query_string() == "saved=1").then(|| t.get("alerts-saved"));
     let settings = state.portal.alert_settings(&user.visitor.profile.user_id).await?;
     let csrf = user.csrf();
-    Ok(page::render(StatusCode::OK, &page_of(t, &csrf, settings, notice, None)))
+    Ok(page::render(StatusCode::OK, &page_of(t, &csrf, settings, state.settings.offer_sms, notice, None)))
 }
 
 #[derive(Deserialize)]
@@ -78,6 +86,10 @@ pub struct AlertsForm {
     email: String,
     #[serde(default)]
     webhook_url: String,
+    #[serde(default)]
+    sms: Option<String>,
+    #[serde(default)]
+    wap_push: Option<String>,
     #[serde(default)]
     excerpt: Option<String>,
     #[serde(default)]
@@ -116,6 +128,8 @@ pub async fn submit(
         email: Some(f.email.trim().to_string()).filter(|e| !e.is_empty()),
         webhook_url: Some(f.webhook_url.trim().to_string()).filter(|u| !u.is_empty()),
         webhook_secret: None,
+        sms: f.sms.is_some() && state.settings.offer_sms,
+        wap_push: f.wap_push.is_some() && state.settings.offer_sms,
         excerpt: f.excerpt.is_some(),
         quiet_from: hour(&f.quiet_from)?,
         quiet_to: hour(&f.quiet_to)?,
@@ -126,7 +140,9 @@ pub async fn submit(
         Err(PortalError::Invalid(problem)) => {
             let csrf = user.csrf();
             let shown = AlertSettings { webhook_secret: None, ..settings };
-            Ok(page::render(StatusCode::BAD_REQUEST, &page_of(t, &csrf, shown, None, Some(t.problem(problem)))))
+            let offer_sms = state.settings.offer_sms;
+            let page = page_of(t, &csrf, shown, offer_sms, None, Some(t.problem(problem)));
+            Ok(page::render(StatusCode::BAD_REQUEST, &page))
         }
         Err(e) => Err(e.into()),
     }
