@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # End-to-end demo on this machine: a relay, a VES agent with a sample Maildir, an SMTP
 # server, and a device. A mail dropped into the Maildir reaches the device encrypted end to
-# end; a mail written on the device leaves through the SMTP server. Everything runs on
-# loopback in a temporary directory, which is removed at the end (KEEP=1 keeps it).
+# end; a mail written on the device leaves through the SMTP server. Then the user browses
+# the same mailbox on the relay's pages (PC and WAP), answers from the browser, and gets a
+# new-mail alert by e-mail. Everything runs on loopback in a temporary directory, which is
+# removed at the end (KEEP=1 keeps it).
 # Usage: scripts/demo.sh        (RELEASE=1 builds with --release)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -37,7 +39,10 @@ HTTP=$(free_port); DEV=$(free_port); ADMIN=$(free_port); SMTP=$(free_port)
 R="https://127.0.0.1:$HTTP"; CA="$D/relay/tls/cert.pem"
 
 say "start a relay in $D/relay (HTTPS :$HTTP, device channel :$DEV)"
-"$BIN/noc" serve --data-dir "$D/relay" --http-listen "127.0.0.1:$HTTP" --device-listen "127.0.0.1:$DEV" \
+# Its own mail (recovery links, alerts) goes to the same SMTP server as the enterprise's.
+NOC_MAIL__SMTP_HOST=127.0.0.1 NOC_MAIL__SMTP_PORT="$SMTP" NOC_MAIL__SMTP_SECURITY=none \
+  NOC_MAIL__FROM="NOC <noc@relay.example>" \
+  "$BIN/noc" serve --data-dir "$D/relay" --http-listen "127.0.0.1:$HTTP" --device-listen "127.0.0.1:$DEV" \
   --admin-listen "127.0.0.1:$ADMIN" --console-listen 127.0.0.1:0 >"$D/relay.log" 2>&1 &
 PIDS+=($!)
 wait_for 30 curl -sf "http://127.0.0.1:$ADMIN/readyz" || { cat "$D/relay.log"; die "relay did not start"; }
@@ -126,6 +131,63 @@ say "Bob answers from the device; the agent submits it to the SMTP server"
 wait_for 15 sh -c "grep -l 'Thanks Alice' '$D'/smtp/new/* >/dev/null 2>&1" || die "the reply did not reach the SMTP server"
 echo "--- as the SMTP server received it:"
 grep -h -E '^(From|To|Subject|X-MailFrom|X-RcptTo):' $(grep -l 'Thanks Alice' "$D"/smtp/new/*)
+
+say "Bob browses his mailbox on the relay's pages (fetched live from the agent), answers, sets an alert"
+python3 - "$R" "$CA" "$D" <<'PY'
+import http.cookiejar, json, re, ssl, subprocess, sys, urllib.parse, urllib.request
+base, ca, d = sys.argv[1], sys.argv[2], sys.argv[3]
+ctx = ssl.create_default_context(cafile=ca)
+ctx.check_hostname = False  # the demo relay's certificate names localhost; we call 127.0.0.1
+jar = http.cookiejar.CookieJar()
+web = urllib.request.build_opener(urllib.request.HTTPSHandler(context=ctx), urllib.request.HTTPCookieProcessor(jar))
+def get(path):
+    with web.open(base + path) as r:
+        return r.headers.get("Content-Type", ""), r.read().decode()
+def post(path, fields):
+    req = urllib.request.Request(base + path, urllib.parse.urlencode(fields).encode())
+    with web.open(req) as r:
+        return r.read().decode()
+def csrf(page):
+    return re.search(r'name="csrf" value="([^"]+)"', page).group(1)
+_, login = get("/login")
+post("/login", {"csrf": csrf(login), "login": "bob@example.com", "password": "bob-password-1"})
+_, inbox = get("/mail/INBOX")
+ids = re.findall(r'href="/mail/INBOX/([^"]+)"', inbox)
+print("PC inbox:", ", ".join(re.findall(r'<a href="/mail/INBOX/[^"]+">([^<]+)</a>', inbox)))
+_, message = get("/mail/INBOX/" + ids[0])
+print("PC message:", re.search(r'<pre class="mail-text">([^<]*)</pre>', message).group(1).strip())
+kind, deck = get("/wap/mail/INBOX")
+print("WAP deck:", kind, "-", len(deck), "bytes")
+try:
+    dtd = "web/tests/data/wml11.dtd"
+    ok = subprocess.run(["xmllint", "--noout", "--nonet", "--dtdvalid", dtd, "-"], input=deck.encode(),
+                        capture_output=True).returncode == 0
+    print("WAP deck valid against the WML 1.1 DTD:", ok)
+except FileNotFoundError:
+    print("(xmllint not installed: the WAP deck is not validated here)")
+_, compose = get("/mail/compose?mode=reply&folder=INBOX&id=" + ids[0])
+post("/mail/compose", {"csrf": csrf(compose), "mode": "reply", "folder": "INBOX", "id": urllib.parse.unquote(ids[0]),
+                       "to": "alice@partner.example", "cc": "", "subject": "Re: Quarterly numbers",
+                       "body": "Answered from the browser."})
+print("reply sent from the browser")
+_, alerts = get("/settings/alerts")
+post("/settings/alerts", {"csrf": csrf(alerts), "email": "bob-alerts@example.com", "excerpt": "1"})
+_, settings = get("/settings")
+post("/settings", {"csrf": csrf(settings), "first_name": "Bob", "last_name": "Ng", "time_zone": "Europe/Paris",
+                   "constant_sync": "1", "alerts": "1", "rule_field": "subject", "rule_text": "urgent"})
+print("alert rule: Subject contains 'urgent'; alerts go to bob-alerts@example.com")
+PY
+wait_for 15 sh -c "grep -l 'Answered from the browser' '$D'/smtp/new/* >/dev/null 2>&1" || die "the browser's reply did not leave"
+echo "--- the browser's reply, as the SMTP server received it:"
+grep -h -E '^(From|To|Subject|In-Reply-To):' $(grep -l 'Answered from the browser' "$D"/smtp/new/*)
+wait_for 15 sh -c "'${AGENT[0]}' --config '$D/agent.toml' status | grep -q urgent" || die "the agent did not learn the rule"
+MSG="$(date +%s).M2P$$.demo"
+printf 'From: Alice <alice@partner.example>\nTo: bob@example.com\nSubject: URGENT: call me\n\nPlease call me back today.\n' \
+  >"$D/maildir/bob@example.com/tmp/$MSG"
+mv "$D/maildir/bob@example.com/tmp/$MSG" "$D/maildir/bob@example.com/new/$MSG"
+wait_for 30 sh -c "grep -l 'X-RcptTo: bob-alerts@example.com' '$D'/smtp/new/* >/dev/null 2>&1" || die "no alert mail"
+echo "--- the alert, as the SMTP server received it:"
+grep -h -E '^(From|To|Subject):|^Please' $(grep -l 'X-RcptTo: bob-alerts@example.com' "$D"/smtp/new/*)
 
 say "what the relay saw"
 curl -s "http://127.0.0.1:$ADMIN/metrics" | grep -E '^noc_frames_relayed_total' || true
