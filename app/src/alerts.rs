@@ -31,6 +31,8 @@ use crate::mail::Mailer;
 const EXCERPT_CHARS: usize = 200;
 /// Deliveries in flight at once.
 const CONCURRENCY: usize = 16;
+/// Users tracked by the hourly limit before the table is swept.
+const SWEEP_AT: usize = 10_000;
 
 /// What one alert says, as a webhook receives it (JSON).
 #[derive(Clone, Debug, Serialize)]
@@ -161,7 +163,11 @@ impl AlertDispatcher {
     fn within_rate(&self, user: UserId, now: Instant) -> bool {
         let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
         let hour = Duration::from_secs(3600);
-        recent.retain(|_, times| times.back().is_some_and(|t| now.duration_since(*t) < hour));
+        // Users whose last alert is over an hour old are forgotten, in one sweep when the
+        // table has grown (not on every alert: it holds every recently alerted user).
+        if recent.len() >= SWEEP_AT {
+            recent.retain(|_, times| times.back().is_some_and(|t| now.duration_since(*t) < hour));
+        }
         let times = recent.entry(user).or_default();
         while times.front().is_some_and(|t| now.duration_since(*t) >= hour) {
             times.pop_front();

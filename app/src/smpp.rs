@@ -294,7 +294,9 @@ async fn session(s: &SmppSettings, metrics: &Metrics, rx: &mut mpsc::Receiver<Su
             }
         }
     });
-    let mut pending: HashMap<u32, oneshot::Sender<Result<String, SmppError>>> = HashMap::new();
+    // Submits waiting for their response, and when they were sent: one the SMSC never
+    // answers is failed after RESPONSE_TIMEOUT (swept at each enquire_link tick).
+    let mut pending: HashMap<u32, (tokio::time::Instant, oneshot::Sender<Result<String, SmppError>>)> = HashMap::new();
     let mut enquire = tokio::time::interval(s.enquire_link);
     enquire.tick().await;
     let mut awaiting_link: Option<tokio::time::Instant> = None;
@@ -310,11 +312,18 @@ async fn session(s: &SmppSettings, metrics: &Metrics, rx: &mut mpsc::Receiver<Su
                     let _ = submit.done.send(Err(SmppError::Down));
                     break Err(e);
                 }
-                pending.insert(sequence, submit.done);
+                pending.insert(sequence, (tokio::time::Instant::now(), submit.done));
                 next_submit = tokio::time::Instant::now() + gap;
             }
             _ = tokio::time::sleep_until(next_submit), if tokio::time::Instant::now() < next_submit => {}
             _ = enquire.tick() => {
+                let stale: Vec<u32> =
+                    pending.iter().filter(|(_, (at, _))| at.elapsed() > RESPONSE_TIMEOUT).map(|(s, _)| *s).collect();
+                for s in stale {
+                    if let Some((_, done)) = pending.remove(&s) {
+                        let _ = done.send(Err(SmppError::Timeout));
+                    }
+                }
                 if awaiting_link.is_some_and(|since| since.elapsed() > RESPONSE_TIMEOUT) {
                     break Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "no enquire_link_resp"));
                 }
@@ -332,7 +341,7 @@ async fn session(s: &SmppSettings, metrics: &Metrics, rx: &mut mpsc::Receiver<Su
                 };
                 match pdu.command_id {
                     SUBMIT_SM_RESP => {
-                        if let Some(done) = pending.remove(&pdu.sequence) {
+                        if let Some((_, done)) = pending.remove(&pdu.sequence) {
                             let id = String::from_utf8_lossy(pdu.body.split(|b| *b == 0).next().unwrap_or(&[])).into_owned();
                             let _ = done.send(if pdu.status == 0 { Ok(id) } else { Err(SmppError::Refused(pdu.status)) });
                         }
@@ -355,7 +364,7 @@ async fn session(s: &SmppSettings, metrics: &Metrics, rx: &mut mpsc::Receiver<Su
                         break Err(std::io::Error::other("the SMSC unbound"));
                     }
                     GENERIC_NACK => {
-                        if let Some(done) = pending.remove(&pdu.sequence) {
+                        if let Some((_, done)) = pending.remove(&pdu.sequence) {
                             let _ = done.send(Err(SmppError::Refused(pdu.status)));
                         }
                     }
@@ -371,7 +380,7 @@ async fn session(s: &SmppSettings, metrics: &Metrics, rx: &mut mpsc::Receiver<Su
         }
     };
     reader.abort();
-    for (_, done) in pending.drain() {
+    for (_, (_, done)) in pending.drain() {
         let _ = done.send(Err(SmppError::Down));
     }
     result
