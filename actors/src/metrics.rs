@@ -155,6 +155,7 @@ pub struct Metrics {
     fetches: IntCounterVec,
     alerts: IntCounterVec,
     alerts_skipped: IntCounterVec,
+    alert_failures: IntCounterVec,
     sms_receipts: IntCounterVec,
     smpp_link_down: IntCounter,
     fetch_seconds: HistogramVec,
@@ -163,6 +164,9 @@ pub struct Metrics {
 
 /// Channels of `noc_alerts_total{channel}`.
 pub const ALERT_CHANNELS: [&str; 4] = ["email", "webhook", "sms", "wap_push"];
+/// Why an alert delivery attempt failed, `noc_alert_failures_total{reason}`.
+pub const ALERT_FAILURE_REASONS: [&str; 8] =
+    ["not_configured", "smtp", "http_status", "transport", "timeout", "smsc_down", "smsc_refused", "internal"];
 /// Message states of delivery receipts (SMPP 3.4 §5.2.28), `noc_sms_receipts_total{stat}`.
 pub const SMS_RECEIPT_STATS: [&str; 7] = ["DELIVRD", "EXPIRED", "DELETED", "UNDELIV", "ACCEPTD", "UNKNOWN", "REJECTD"];
 /// Reasons of `noc_alerts_skipped_total{reason}`.
@@ -390,6 +394,17 @@ impl Metrics {
             "Alerts taken from enterprise servers and delivered nowhere, by reason.",
             &["reason"],
         );
+        let alert_failures = counter_vec(
+            &r,
+            "noc_alert_failures_total",
+            "Failed alert delivery attempts (each retried one too), by channel and reason.",
+            &["channel", "reason"],
+        );
+        for channel in ALERT_CHANNELS {
+            for reason in ALERT_FAILURE_REASONS {
+                alert_failures.with_label_values(&[channel, reason]);
+            }
+        }
         let sms_receipts = counter_vec(
             &r,
             "noc_sms_receipts_total",
@@ -418,6 +433,7 @@ impl Metrics {
             fetches,
             alerts,
             alerts_skipped,
+            alert_failures,
             sms_receipts,
             smpp_link_down,
             fetch_seconds,
@@ -460,6 +476,12 @@ impl Metrics {
     /// One try of an alert delivery on `channel` ended with `outcome`.
     pub fn alert_delivery(&self, channel: &str, outcome: &str) {
         self.alerts.with_label_values(&[channel, outcome]).inc();
+    }
+
+    /// One alert delivery attempt on `channel` failed for `reason` (one of
+    /// [`ALERT_FAILURE_REASONS`]).
+    pub fn alert_failure(&self, channel: &str, reason: &str) {
+        self.alert_failures.with_label_values(&[channel, reason]).inc();
     }
 
     /// A delivery receipt with `stat` (an SMPP 3.4 message state; any other is `UNKNOWN`).

@@ -125,6 +125,8 @@ async fn a_matching_mail_alerts_by_mail_and_webhook_and_another_mail_does_not() 
         (metric("webhook", "retried"), metric("webhook", "delivered"), metric("email", "delivered")),
         (1.0, 1.0, 1.0)
     );
+    let failures = relay.metric("noc_alert_failures_total", &[("channel", "webhook"), ("reason", "http_status")]);
+    assert_eq!(failures, 1.0, "the webhook's 500, by reason");
 }
 
 /// SMS and WAP Push over SMPP 3.4 to a test SMSC that checks every PDU: one text SMS and one

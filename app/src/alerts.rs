@@ -271,6 +271,28 @@ pub fn signature(secret: &str, timestamp: i64, body: &[u8]) -> String {
     format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
 }
 
+/// Why one delivery attempt failed: a bounded reason (the metric label) and the detail for
+/// the log.
+struct Failure {
+    reason: &'static str,
+    detail: String,
+}
+
+fn failure(reason: &'static str, detail: impl Into<String>) -> Failure {
+    Failure { reason, detail: detail.into() }
+}
+
+impl From<crate::smpp::SmppError> for Failure {
+    fn from(e: crate::smpp::SmppError) -> Self {
+        let reason = match e {
+            crate::smpp::SmppError::Down => "smsc_down",
+            crate::smpp::SmppError::Refused(_) => "smsc_refused",
+            crate::smpp::SmppError::Timeout => "timeout",
+        };
+        failure(reason, e.to_string())
+    }
+}
+
 impl Deliverer {
     async fn deliver(self: Arc<Self>, d: Delivery) {
         let channel = d.to.channel();
@@ -280,16 +302,17 @@ impl Deliverer {
             Destination::Sms { msisdn } => self.sms(msisdn, &d.alert).await,
             Destination::WapPush { msisdn } => self.wap_push(msisdn, &d.alert).await,
         };
-        let Err(why) = result else {
+        let Err(Failure { reason, detail }) = result else {
             self.metrics.alert_delivery(channel, "delivered");
             return;
         };
+        self.metrics.alert_failure(channel, reason);
         if d.attempt >= self.max_attempts {
-            tracing::warn!(channel, attempts = d.attempt, reason = %why, "alert not delivered; given up");
+            tracing::warn!(channel, attempts = d.attempt, reason, %detail, "alert not delivered; given up");
             self.metrics.alert_delivery(channel, "failed");
             return;
         }
-        tracing::info!(channel, attempt = d.attempt, reason = %why, "alert delivery failed; will retry");
+        tracing::info!(channel, attempt = d.attempt, reason, %detail, "alert delivery failed; will retry");
         self.metrics.alert_delivery(channel, "retried");
         let wait = self.retry_initial.saturating_mul(1 << (d.attempt - 1).min(16));
         let queue = self.queue.clone();
@@ -302,27 +325,27 @@ impl Deliverer {
         });
     }
 
-    async fn mail(&self, to: &str, name: &str, a: &AlertBody) -> Result<(), String> {
-        let Some(mailer) = &self.mailer else { return Err("no SMTP server configured ([mail])".into()) };
+    async fn mail(&self, to: &str, name: &str, a: &AlertBody) -> Result<(), Failure> {
+        let Some(mailer) = &self.mailer else { return Err(failure("not_configured", "no SMTP server ([mail])")) };
         let subject = format!("New mail from {}: {}", a.from, a.subject);
         let mut text = format!("New mail for {}\n\nFrom: {}\nSubject: {}\n", a.email, a.from, a.subject);
         if let Some(e) = &a.excerpt {
             text.push_str(&format!("\n{e}\n"));
         }
-        mailer.send_text(to, name, &subject, &text).await
+        mailer.send_text(to, name, &subject, &text).await.map_err(|e| failure("smtp", e))
     }
 
-    async fn sms(&self, msisdn: &str, a: &AlertBody) -> Result<(), String> {
-        let Some(smpp) = &self.smpp else { return Err("no SMSC configured (alerts.smpp_host)".into()) };
+    async fn sms(&self, msisdn: &str, a: &AlertBody) -> Result<(), Failure> {
+        let Some(smpp) = &self.smpp else { return Err(failure("not_configured", "no SMSC (alerts.smpp_host)")) };
         let mut text = format!("{}: {}", a.from, a.subject);
         if let Some(e) = &a.excerpt {
             text.push_str(&format!(" - {e}"));
         }
-        smpp.submit(crate::smpp::ShortMessage::text(msisdn, &text)).await.map(|_| ()).map_err(|e| e.to_string())
+        smpp.submit(crate::smpp::ShortMessage::text(msisdn, &text)).await.map(|_| ()).map_err(Failure::from)
     }
 
-    async fn wap_push(&self, msisdn: &str, a: &AlertBody) -> Result<(), String> {
-        let Some(smpp) = &self.smpp else { return Err("no SMSC configured (alerts.smpp_host)".into()) };
+    async fn wap_push(&self, msisdn: &str, a: &AlertBody) -> Result<(), Failure> {
+        let Some(smpp) = &self.smpp else { return Err(failure("not_configured", "no SMSC (alerts.smpp_host)")) };
         let si_id = noc_protocol::secrets::random_hex::<4>();
         let text = format!("{}: {}", a.from, a.subject);
         let payload = crate::wap_push::sms_payload(&self.wap_inbox, &si_id, &text);
@@ -332,11 +355,11 @@ impl Deliverer {
             data_coding: 0x04,
             payload,
         };
-        smpp.submit(message).await.map(|_| ()).map_err(|e| e.to_string())
+        smpp.submit(message).await.map(|_| ()).map_err(Failure::from)
     }
 
-    async fn post(&self, url: &str, secret: &str, a: &AlertBody) -> Result<(), String> {
-        let body = serde_json::to_vec(a).map_err(|e| e.to_string())?;
+    async fn post(&self, url: &str, secret: &str, a: &AlertBody) -> Result<(), Failure> {
+        let body = serde_json::to_vec(a).map_err(|e| failure("internal", e.to_string()))?;
         let timestamp = a.at / 1000;
         let resp = self
             .http
@@ -347,8 +370,15 @@ impl Deliverer {
             .body(body)
             .send()
             .await
-            .map_err(|e| format!("webhook: {}", e.without_url()))?;
-        if resp.status().is_success() { Ok(()) } else { Err(format!("webhook answered {}", resp.status().as_u16())) }
+            .map_err(|e| {
+                let reason = if e.is_timeout() { "timeout" } else { "transport" };
+                failure(reason, format!("webhook: {}", e.without_url()))
+            })?;
+        if resp.status().is_success() {
+            Ok(())
+        } else {
+            Err(failure("http_status", format!("webhook answered {}", resp.status().as_u16())))
+        }
     }
 }
 
