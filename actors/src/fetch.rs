@@ -15,6 +15,18 @@ use tokio::sync::oneshot;
 use crate::router::Router;
 use crate::ves::inbox::VesInbox;
 
+/// Takes a fetch's waiter out of the table when dropped.
+struct Waiter<'a> {
+    waiters: &'a crate::ves::fetches::FetchWaiters,
+    request_id: RequestId,
+}
+
+impl Drop for Waiter<'_> {
+    fn drop(&mut self) {
+        self.waiters.waiting().remove(&self.request_id);
+    }
+}
+
 impl Router {
     /// Sets how many fetches a VES session on this node may have in flight.
     pub fn set_fetch_limit(&self, limit: usize) {
@@ -36,6 +48,9 @@ impl Router {
         let request_id = RequestId::random();
         let (tx, rx) = oneshot::channel();
         self.fetches.waiting().insert(request_id, tx);
+        // The waiter leaves the table however this future ends, even dropped half-way (the
+        // page's browser went away): no answer then finds it, and nothing stays behind.
+        let _waiter = Waiter { waiters: &self.fetches, request_id };
         let timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
         let call = FetchCall { request_id, user_id, timeout_ms, request };
         let me = self.cluster().node_id().clone();
@@ -49,13 +64,11 @@ impl Router {
             Err(refusal) => FetchOutcome::Refused(refusal),
             Ok(()) => match tokio::time::timeout(timeout, rx).await {
                 Ok(Ok(outcome)) => outcome,
-                // The waiter was dropped without an answer: cannot happen while it is in
-                // the table, which only this function empties.
+                // The sender was dropped without an answer (the node is stopping).
                 Ok(Err(_)) => FetchOutcome::Refused(FetchRefusal::Offline),
                 Err(_) => FetchOutcome::Refused(FetchRefusal::Timeout),
             },
         };
-        self.fetches.waiting().remove(&request_id);
         self.metrics().fetch_done(operation, &outcome, started.elapsed());
         outcome
     }

@@ -25,8 +25,10 @@ const EXCERPT_CHARS: usize = 200;
 /// What an alert says of `message`: sender, subject and the start of its text.
 pub fn summary(message: &[u8]) -> (String, String, Option<String>) {
     let parsed = MessageParser::default().parse(message);
-    let from = rfc822::header(message, "From").unwrap_or_default();
-    let subject = rfc822::header(message, "Subject").unwrap_or_default();
+    // One line each, whatever encoded words hid in them (CR, LF, other controls).
+    let clean = |s: String| s.chars().map(|c| if c.is_control() { ' ' } else { c }).collect::<String>();
+    let from = clean(rfc822::header(message, "From").unwrap_or_default());
+    let subject = clean(rfc822::header(message, "Subject").unwrap_or_default());
     let excerpt = parsed
         .as_ref()
         .and_then(|m| m.body_text(0))
@@ -75,7 +77,8 @@ pub fn matches(rules: &[FilterRule], message: &[u8]) -> bool {
             && headers
                 .iter()
                 .filter(|(name, _)| name.eq_ignore_ascii_case(&rule.field))
-                .any(|(_, value)| value.to_lowercase().contains(&wanted))
+                // Encoded words decoded (`=?utf-8?q?Dringend?=` reads "Dringend").
+                .any(|(_, value)| rfc822::decode_words(value).to_lowercase().contains(&wanted))
     })
 }
 
@@ -99,5 +102,9 @@ mod tests {
         assert!(!matches(&[rule("from", "bob@")], MAIL), "bob is in To, not From");
         assert!(!matches(&[], MAIL));
         assert!(matches(&[rule("to", "nobody"), rule("subject", "quarterly")], MAIL), "any rule");
+        let encoded = b"Subject: =?utf-8?q?Dringend=3A_R=C3=BCckruf?=\r\n\r\nx";
+        assert!(matches(&[rule("subject", "rückruf")], encoded), "encoded words are decoded");
+        let (_, subject, _) = summary(b"Subject: =?utf-8?q?a=0D=0AX-Evil=3A_1?=\r\n\r\nx");
+        assert!(!subject.contains('\n') && !subject.contains('\r'), "{subject:?}");
     }
 }

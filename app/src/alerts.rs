@@ -78,13 +78,16 @@ pub struct AlertDispatcher {
     accounts: Accounts,
     metrics: Arc<Metrics>,
     queue: mpsc::Sender<Delivery>,
-    /// When each user's recent alerts were taken (the last hour's).
-    recent: Mutex<HashMap<UserId, VecDeque<Instant>>>,
+    /// When each user's recent alerts were taken (the last hour's), and the table size at
+    /// which it is next swept.
+    recent: Mutex<(HashMap<UserId, VecDeque<Instant>>, usize)>,
     max_per_hour: u32,
 }
 
 /// What delivering needs, shared by the delivery tasks.
 struct Deliverer {
+    /// Webhooks may reach non-public addresses (`alerts.webhook_allow_private`).
+    allow_private: bool,
     mailer: Option<Mailer>,
     smpp: Option<crate::smpp::SmppClient>,
     /// Where WAP Push links lead: the WAP inbox of this service.
@@ -122,14 +125,18 @@ impl AlertDispatcher {
         });
         let tls = noc_tls::client_config(cfg.webhook_ca_file.as_deref(), &[b"http/1.1"])
             .map_err(|e| format!("alerts.webhook_ca_file: {e}"))?;
-        let http = reqwest::Client::builder()
-            .use_preconfigured_tls(tls)
+        let mut http = reqwest::Client::builder().use_preconfigured_tls(tls);
+        if !cfg.webhook_allow_private {
+            http = http.dns_resolver(Arc::new(PublicOnly));
+        }
+        let http = http
             .timeout(Duration::from_secs(cfg.webhook_timeout_seconds))
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| format!("webhook client: {e}"))?;
         let (tx, mut rx) = mpsc::channel::<Delivery>(cfg.queue_deliveries);
         let deliverer = Arc::new(Deliverer {
+            allow_private: cfg.webhook_allow_private,
             mailer,
             smpp,
             wap_inbox: format!("{public_url}/wap/mail/INBOX"),
@@ -154,19 +161,22 @@ impl AlertDispatcher {
             accounts,
             metrics,
             queue: tx,
-            recent: Mutex::new(HashMap::new()),
+            recent: Mutex::new((HashMap::new(), SWEEP_AT)),
             max_per_hour: cfg.max_per_user_per_hour,
         }))
     }
 
     /// Counts the alert against the user's hourly rate; false when over it.
     fn within_rate(&self, user: UserId, now: Instant) -> bool {
-        let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        let mut guard = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        let (recent, next_sweep) = &mut *guard;
         let hour = Duration::from_secs(3600);
-        // Users whose last alert is over an hour old are forgotten, in one sweep when the
-        // table has grown (not on every alert: it holds every recently alerted user).
-        if recent.len() >= SWEEP_AT {
+        // Users whose last alert is over an hour old are forgotten, in one sweep each time
+        // the table has doubled since the last (not on every alert: it holds every recently
+        // alerted user).
+        if recent.len() >= *next_sweep {
             recent.retain(|_, times| times.back().is_some_and(|t| now.duration_since(*t) < hour));
+            *next_sweep = (recent.len() * 2).max(SWEEP_AT);
         }
         let times = recent.entry(user).or_default();
         while times.front().is_some_and(|t| now.duration_since(*t) >= hour) {
@@ -213,29 +223,6 @@ impl AlertSink for AlertDispatcher {
         };
         let now_ms = noc_protocol::clock::unix_ms_i64();
         let d = &user.alert_delivery;
-        let skipped = if user.status != UserStatus::Active || !user.alerts_enabled || !user.allows(Feature::Alerts) {
-            Some("disabled")
-        } else if !d.any() {
-            Some("no_destination")
-        } else if d.quiet_at(local_hour(now_ms, user.time_zone.as_deref())) {
-            Some("quiet_hours")
-        } else if !self.within_rate(user.id, Instant::now()) {
-            Some("rate_limited")
-        } else {
-            None
-        };
-        if let Some(reason) = skipped {
-            self.metrics.alert_skipped(reason);
-            return Ok(false);
-        }
-        let body = Arc::new(AlertBody {
-            user_id: user.id,
-            email: user.email.clone(),
-            from: a.from.chars().take(300).collect(),
-            subject: a.subject.chars().take(500).collect(),
-            excerpt: a.excerpt.filter(|_| d.excerpt).map(|e| excerpt(&e)).filter(|e| !e.is_empty()),
-            at: now_ms,
-        });
         let mut destinations = Vec::new();
         if let Some(to) = &d.email {
             destinations.push(Destination::Email { to: to.clone(), name: user.full_name() });
@@ -251,12 +238,48 @@ impl AlertSink for AlertDispatcher {
                 destinations.push(Destination::WapPush { msisdn: msisdn.clone() });
             }
         }
-        for to in destinations {
-            let channel = to.channel();
-            if self.queue.try_send(Delivery { to, alert: body.clone(), attempt: 1 }).is_err() {
-                self.metrics.alert_delivery(channel, "dropped");
-                return Err(AlertRefusal::Busy);
+        let skipped = if user.status != UserStatus::Active || !user.alerts_enabled || !user.allows(Feature::Alerts) {
+            Some("disabled")
+        } else if destinations.is_empty() {
+            // Also SMS or WAP Push chosen by a user without a mobile number.
+            Some("no_destination")
+        } else if d.quiet_at(local_hour(now_ms, user.time_zone.as_deref())) {
+            Some("quiet_hours")
+        } else {
+            None
+        };
+        if let Some(reason) = skipped {
+            self.metrics.alert_skipped(reason);
+            return Ok(false);
+        }
+        // Room for every delivery first: either all are queued, or none is and the VES
+        // posts the alert again (no destination gets it twice).
+        let mut permits = Vec::with_capacity(destinations.len());
+        for _ in &destinations {
+            match self.queue.try_reserve() {
+                Ok(p) => permits.push(p),
+                Err(_) => {
+                    for to in &destinations {
+                        self.metrics.alert_delivery(to.channel(), "dropped");
+                    }
+                    return Err(AlertRefusal::Busy);
+                }
             }
+        }
+        if !self.within_rate(user.id, Instant::now()) {
+            self.metrics.alert_skipped("rate_limited");
+            return Ok(false);
+        }
+        let body = Arc::new(AlertBody {
+            user_id: user.id,
+            email: user.email.clone(),
+            from: a.from.chars().take(300).collect(),
+            subject: a.subject.chars().take(500).collect(),
+            excerpt: a.excerpt.filter(|_| d.excerpt).map(|e| excerpt(&e)).filter(|e| !e.is_empty()),
+            at: now_ms,
+        });
+        for (to, permit) in destinations.into_iter().zip(permits) {
+            permit.send(Delivery { to, alert: body.clone(), attempt: 1 });
         }
         Ok(true)
     }
@@ -271,15 +294,68 @@ pub fn signature(secret: &str, timestamp: i64, body: &[u8]) -> String {
     format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
 }
 
-/// Why one delivery attempt failed: a bounded reason (the metric label) and the detail for
-/// the log.
+/// Why one delivery attempt failed: a bounded reason (the metric label), the detail for
+/// the log, and whether trying again cannot help.
 struct Failure {
     reason: &'static str,
     detail: String,
+    permanent: bool,
 }
 
 fn failure(reason: &'static str, detail: impl Into<String>) -> Failure {
-    Failure { reason, detail: detail.into() }
+    Failure { reason, detail: detail.into(), permanent: false }
+}
+
+fn permanent(reason: &'static str, detail: impl Into<String>) -> Failure {
+    Failure { reason, detail: detail.into(), permanent: true }
+}
+
+/// Whether `ip` is outside the public internet: loopback, private, shared (CGNAT),
+/// link-local, unique-local, unspecified, broadcast, multicast or documentation ranges.
+pub fn non_public(ip: std::net::IpAddr) -> bool {
+    match ip {
+        std::net::IpAddr::V4(v4) => {
+            let [a, b, ..] = v4.octets();
+            v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || v4.is_multicast()
+                || v4.is_documentation()
+                || a == 0
+                || (a == 100 && (64..128).contains(&b))
+        }
+        std::net::IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return non_public(std::net::IpAddr::V4(v4));
+            }
+            let first = v6.segments()[0];
+            v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                || (first & 0xfe00) == 0xfc00
+                || (first & 0xffc0) == 0xfe80
+        }
+    }
+}
+
+/// A resolver that gives webhooks public addresses only: a name that resolves to nothing
+/// else fails, so neither a URL nor a DNS answer can point the relay into its own network.
+struct PublicOnly;
+
+impl reqwest::dns::Resolve for PublicOnly {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let host = name.as_str().to_string();
+        Box::pin(async move {
+            let found: Vec<std::net::SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.filter(|a| !non_public(a.ip())).collect();
+            if found.is_empty() {
+                return Err(format!("{host} has no public address").into());
+            }
+            Ok(Box::new(found.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
 }
 
 impl From<crate::smpp::SmppError> for Failure {
@@ -302,12 +378,12 @@ impl Deliverer {
             Destination::Sms { msisdn } => self.sms(msisdn, &d.alert).await,
             Destination::WapPush { msisdn } => self.wap_push(msisdn, &d.alert).await,
         };
-        let Err(Failure { reason, detail }) = result else {
+        let Err(Failure { reason, detail, permanent }) = result else {
             self.metrics.alert_delivery(channel, "delivered");
             return;
         };
         self.metrics.alert_failure(channel, reason);
-        if d.attempt >= self.max_attempts {
+        if permanent || d.attempt >= self.max_attempts {
             tracing::warn!(channel, attempts = d.attempt, reason, %detail, "alert not delivered; given up");
             self.metrics.alert_delivery(channel, "failed");
             return;
@@ -348,7 +424,8 @@ impl Deliverer {
         let Some(smpp) = &self.smpp else { return Err(failure("not_configured", "no SMSC (alerts.smpp_host)")) };
         let si_id = noc_protocol::secrets::random_hex::<4>();
         let text = format!("{}: {}", a.from, a.subject);
-        let payload = crate::wap_push::sms_payload(&self.wap_inbox, &si_id, &text);
+        let payload = crate::wap_push::sms_payload(&self.wap_inbox, &si_id, &text)
+            .ok_or_else(|| permanent("internal", "the WAP inbox address is too long for one SMS"))?;
         let message = crate::smpp::ShortMessage {
             destination: msisdn.trim_start_matches('+').to_string(),
             esm_class: 0x40,
@@ -359,8 +436,16 @@ impl Deliverer {
     }
 
     async fn post(&self, url: &str, secret: &str, a: &AlertBody) -> Result<(), Failure> {
-        let body = serde_json::to_vec(a).map_err(|e| failure("internal", e.to_string()))?;
-        let timestamp = a.at / 1000;
+        // An address written as an IP is not resolved, so it is checked here.
+        let parsed = reqwest::Url::parse(url).map_err(|_| permanent("internal", "webhook URL"))?;
+        let host = parsed.host_str().unwrap_or("");
+        let literal = host.trim_start_matches('[').trim_end_matches(']').parse::<std::net::IpAddr>().ok();
+        if !self.allow_private && literal.is_some_and(non_public) {
+            return Err(permanent("transport", "webhook address is not public"));
+        }
+        let body = serde_json::to_vec(a).map_err(|e| permanent("internal", e.to_string()))?;
+        // The time of this attempt: a receiver refusing old timestamps still takes retries.
+        let timestamp = noc_protocol::clock::unix_ms_i64() / 1000;
         let resp = self
             .http
             .post(url)
@@ -374,10 +459,14 @@ impl Deliverer {
                 let reason = if e.is_timeout() { "timeout" } else { "transport" };
                 failure(reason, format!("webhook: {}", e.without_url()))
             })?;
-        if resp.status().is_success() {
-            Ok(())
-        } else {
-            Err(failure("http_status", format!("webhook answered {}", resp.status().as_u16())))
+        let status = resp.status().as_u16();
+        match status {
+            200..=299 => Ok(()),
+            // The receiver refuses it (bad signature, gone): trying again cannot help.
+            400..=499 if status != 408 && status != 429 => {
+                Err(permanent("http_status", format!("webhook answered {status}")))
+            }
+            _ => Err(failure("http_status", format!("webhook answered {status}"))),
         }
     }
 }
@@ -393,6 +482,28 @@ mod tests {
         assert_eq!(sig, "sha256=9d713ed406bb7076d4123f0dc2c39d2df5c654ed4b0cd56b52c8b4c940bd63ae");
         assert_ne!(sig, signature("key", 1_700_000_001, b"{}"));
         assert_ne!(sig, signature("other", 1_700_000_000, b"{}"));
+    }
+
+    #[test]
+    fn webhooks_stay_out_of_the_carriers_network() {
+        for ip in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "0.0.0.0",
+            "::1",
+            "fd00::1",
+            "fe80::1",
+            "::ffff:10.0.0.1",
+        ] {
+            assert!(non_public(ip.parse().expect("ip")), "{ip}");
+        }
+        for ip in ["8.8.8.8", "2001:4860:4860::8888", "100.128.0.1"] {
+            assert!(!non_public(ip.parse().expect("ip")), "{ip}");
+        }
     }
 
     #[test]

@@ -459,6 +459,9 @@ pub struct AlertsConfig {
     /// Certificate authorities (PEM) trusted for webhooks instead of the public web PKI
     /// (webhooks on a private network).
     pub webhook_ca_file: Option<PathBuf>,
+    /// Let webhooks reach loopback, private, link-local and other non-public addresses.
+    /// Off: a user cannot make the relay post into the carrier's own network.
+    pub webhook_allow_private: bool,
     /// The carrier's SMSC for SMS and WAP Push alerts (SMPP 3.4, plain TCP on the carrier's
     /// network); unset: no SMS or WAP Push destinations are offered.
     pub smpp_host: Option<String>,
@@ -483,6 +486,7 @@ impl Default for AlertsConfig {
             max_attempts: 4,
             webhook_timeout_seconds: 10,
             webhook_ca_file: None,
+            webhook_allow_private: false,
             smpp_host: None,
             smpp_port: 2775,
             smpp_system_id: "noc".into(),
@@ -796,6 +800,7 @@ impl Config {
         }
         if al.smpp_host.is_some()
             && (al.smpp_system_id.len() > 15
+                || al.smpp_password.as_ref().is_some_and(|p| p.expose().len() > 8)
                 || al.smpp_source_addr.is_empty()
                 || al.smpp_source_addr.len() > 11
                 || !(1..=1000).contains(&al.smpp_max_per_second)
@@ -803,7 +808,7 @@ impl Config {
         {
             return Err(invalid(
                 "alerts.smpp_*",
-                "system_id at most 15 characters, source_addr 1 to 11, max_per_second 1 to 1000, \
+                "system_id at most 15 characters, password at most 8, source_addr 1 to 11, max_per_second 1 to 1000, \
                  enquire_link_seconds 5 to 3600",
             ));
         }

@@ -212,6 +212,17 @@ pub fn receipt_stat(short_message: &str) -> Option<&str> {
     Some(rest.split_whitespace().next().unwrap_or(""))
 }
 
+/// The `esm_class` of a `deliver_sm` body.
+fn deliver_sm_esm_class(body: &[u8]) -> Option<u8> {
+    let mut at = 0;
+    for skip in [0usize, 2, 2] {
+        at += skip;
+        let end = body.get(at..)?.iter().position(|b| *b == 0)?;
+        at += end + 1;
+    }
+    body.get(at).copied()
+}
+
 /// The short message of a `deliver_sm` body (skipping its leading fields).
 fn deliver_sm_text(body: &[u8]) -> Option<String> {
     let mut at = 0;
@@ -252,7 +263,7 @@ async fn read_pdu(r: &mut (impl AsyncReadExt + Unpin)) -> std::io::Result<Pdu> {
 async fn run(s: SmppSettings, metrics: Arc<Metrics>, mut rx: mpsc::Receiver<Submit>) {
     let mut wait = Duration::from_secs(1);
     loop {
-        match session(&s, &metrics, &mut rx).await {
+        match session(&s, &metrics, &mut rx, &mut wait).await {
             Ok(()) => return, // every sender is gone: the node stops
             Err(e) => {
                 metrics.smpp_link_down();
@@ -268,8 +279,19 @@ async fn run(s: SmppSettings, metrics: Arc<Metrics>, mut rx: mpsc::Receiver<Subm
     }
 }
 
-/// One bound session, until it fails (or the node stops: `Ok`).
-async fn session(s: &SmppSettings, metrics: &Metrics, rx: &mut mpsc::Receiver<Submit>) -> std::io::Result<()> {
+/// The next sequence number: 1 to 0x7FFFFFFF (SMPP 3.4 §3.2), wrapping.
+fn next_sequence(s: u32) -> u32 {
+    if s >= 0x7FFF_FFFF { 1 } else { s + 1 }
+}
+
+/// One bound session, until it fails (or the node stops: `Ok`). A successful bind resets
+/// the reconnect wait.
+async fn session(
+    s: &SmppSettings,
+    metrics: &Metrics,
+    rx: &mut mpsc::Receiver<Submit>,
+    wait: &mut Duration,
+) -> std::io::Result<()> {
     let stream = tokio::time::timeout(RESPONSE_TIMEOUT, TcpStream::connect((s.host.as_str(), s.port)))
         .await
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))??;
@@ -284,6 +306,7 @@ async fn session(s: &SmppSettings, metrics: &Metrics, rx: &mut mpsc::Receiver<Su
         return Err(std::io::Error::other(format!("bind refused (status {:#010x})", resp.status)));
     }
     tracing::info!(host = %s.host, "SMPP transceiver bound");
+    *wait = Duration::from_secs(1);
     let (pdus_tx, mut pdus) = mpsc::channel::<std::io::Result<Pdu>>(64);
     let reader = actix_rt::spawn(async move {
         loop {
@@ -306,7 +329,11 @@ async fn session(s: &SmppSettings, metrics: &Metrics, rx: &mut mpsc::Receiver<Su
         tokio::select! {
             submit = rx.recv(), if tokio::time::Instant::now() >= next_submit => {
                 let Some(submit) = submit else { break Ok(()) };
-                sequence = sequence.wrapping_add(1).max(1);
+                // Its sender gave up (timed out): sending it now would only send it twice.
+                if submit.done.is_closed() {
+                    continue;
+                }
+                sequence = next_sequence(sequence);
                 let pdu = encode(SUBMIT_SM, 0, sequence, &submit_body(&s.source_addr, &submit.message));
                 if let Err(e) = w.write_all(&pdu).await {
                     let _ = submit.done.send(Err(SmppError::Down));
@@ -327,7 +354,7 @@ async fn session(s: &SmppSettings, metrics: &Metrics, rx: &mut mpsc::Receiver<Su
                 if awaiting_link.is_some_and(|since| since.elapsed() > RESPONSE_TIMEOUT) {
                     break Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "no enquire_link_resp"));
                 }
-                sequence = sequence.wrapping_add(1).max(1);
+                sequence = next_sequence(sequence);
                 if let Err(e) = w.write_all(&encode(ENQUIRE_LINK, 0, sequence, &[])).await {
                     break Err(e);
                 }
@@ -347,8 +374,12 @@ async fn session(s: &SmppSettings, metrics: &Metrics, rx: &mut mpsc::Receiver<Su
                         }
                     }
                     DELIVER_SM => {
-                        let stat = deliver_sm_text(&pdu.body).and_then(|t| receipt_stat(&t).map(str::to_string));
-                        metrics.sms_receipt(stat.as_deref().unwrap_or("UNKNOWN"));
+                        // A delivery receipt (esm_class bits 2–5 = 0001); a phone's own message
+                        // to the source address is acknowledged and otherwise ignored.
+                        if deliver_sm_esm_class(&pdu.body).is_some_and(|c| c & 0x3C == 0x04) {
+                            let stat = deliver_sm_text(&pdu.body).and_then(|t| receipt_stat(&t).map(str::to_string));
+                            metrics.sms_receipt(stat.as_deref().unwrap_or("UNKNOWN"));
+                        }
                         if let Err(e) = w.write_all(&encode(DELIVER_SM_RESP, 0, pdu.sequence, &[0])).await {
                             break Err(e);
                         }

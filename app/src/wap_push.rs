@@ -68,17 +68,18 @@ pub fn wsp_push(transaction: u8, body: &[u8]) -> Vec<u8> {
 }
 
 /// The whole binary SMS payload (UDH included; send with `esm_class` 0x40 and
-/// `data_coding` 0x04), its text shortened to fit 140 octets.
-pub fn sms_payload(href: &str, si_id: &str, text: &str) -> Vec<u8> {
+/// `data_coding` 0x04), its text shortened to fit 140 octets; `None` when even without
+/// text the link does not fit.
+pub fn sms_payload(href: &str, si_id: &str, text: &str) -> Option<Vec<u8>> {
     let mut chars: Vec<char> = text.chars().collect();
     loop {
         let shown: String = chars.iter().collect();
         let mut sms = UDH.to_vec();
         sms.extend(wsp_push(0x01, &si_wbxml(href, si_id, &shown)));
-        if sms.len() <= MAX_OCTETS || chars.is_empty() {
-            return sms;
+        if sms.len() <= MAX_OCTETS {
+            return Some(sms);
         }
-        chars.pop();
+        chars.pop()?;
     }
 }
 
@@ -97,11 +98,12 @@ mod tests {
         expected.extend_from_slice(b"Hi\0");
         expected.extend_from_slice(&[0x01, 0x01]);
         assert_eq!(si, expected);
-        let sms = sms_payload("https://noc.example/wap/mail", "a1", "Hi");
+        let sms = sms_payload("https://noc.example/wap/mail", "a1", "Hi").expect("fits");
         assert_eq!(&sms[..7], &UDH);
         assert_eq!(&sms[7..11], &[0x01, 0x06, 0x01, 0xAE]);
         assert_eq!(&sms[11..], &si[..]);
-        let long = sms_payload("https://noc.example/wap/mail", "a1", &"x".repeat(500));
+        let long = sms_payload("https://noc.example/wap/mail", "a1", &"x".repeat(500)).expect("shortened");
         assert!(long.len() <= MAX_OCTETS && long.len() > 120, "{}", long.len());
+        assert_eq!(sms_payload(&format!("https://{}", "h".repeat(200)), "a1", "Hi"), None);
     }
 }

@@ -65,7 +65,14 @@ async fn nodes_follow_the_sentinel_to_the_promoted_replica() {
     assert_eq!(a.claim(other).await.expect("claim on the new primary"), None);
     assert_eq!(b.lookup(other).await.expect("lookup on the new primary"), Some(NodeId::new("a")));
     assert_eq!(a.lookup(key).await.expect("lookup"), Some(NodeId::new("b")), "replicated before the failover");
-    assert!(a.healthy() && b.healthy());
+    // Health is what each node's own loops last saw (the membership refresh, its bus
+    // subscription): after the failover they catch up on their own schedule, a moment
+    // after commands work again (a's subscription is not needed for a to publish).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !(a.healthy() && b.healthy()) {
+        assert!(Instant::now() < deadline, "a healthy {}, b healthy {}", a.healthy(), b.healthy());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     eprintln!("sentinel failover: promoted after {promoted:?}; bus delivering again {recovered:?} later");
     a.leave().await;
     b.leave().await;

@@ -85,6 +85,18 @@ pub(crate) fn day_start(date: jiff::civil::Date, tz: &jiff::tz::TimeZone) -> i64
     date.to_zoned_datetime(tz.clone()).map(|z| z.timestamp().as_millisecond()).unwrap_or(0)
 }
 
+/// Whether event `e` falls on local `day` (`[start, end)` its instants in the user's zone).
+/// An all-day event is a span of calendar dates, the same in every zone (its instants are
+/// 00:00 UTC of its first day and after its last): it is on `day` when `day` is one of them.
+pub(crate) fn event_on(e: &noc_protocol::rts::fetch::Event, day: jiff::civil::Date, start: i64, end: i64) -> bool {
+    if e.all_day {
+        let utc = jiff::tz::TimeZone::UTC;
+        let (Some(first), Some(after)) = (local_date(e.start, &utc), local_date(e.end, &utc)) else { return false };
+        return first <= day && (day < after || first == after);
+    }
+    e.start < end && (e.end > start || (e.end == e.start && e.start >= start))
+}
+
 /// HTML mail made safe to show inside a page: no script, no event handler, no style, no
 /// form, no frame, no image (nothing is loaded from elsewhere: the page's CSP forbids it
 /// anyway), links only to http, https and mailto, opened without a referrer.
@@ -92,6 +104,8 @@ pub(crate) fn safe_html(html: &str) -> String {
     let mut b = ammonia::Builder::default();
     b.rm_tags(["img"]);
     b.url_schemes(["http", "https", "mailto"].into_iter().collect());
+    // No relative link: `//elsewhere` or a path of this site inside a mail is not a link.
+    b.url_relative(ammonia::UrlRelative::Deny);
     b.link_rel(Some("noopener noreferrer nofollow"));
     b.clean(html).to_string()
 }
@@ -104,6 +118,7 @@ pub(crate) fn basic_html(html: &str) -> String {
     b.add_tags(["p", "br", "b", "strong", "i", "em", "u", "ul", "ol", "li", "a", "blockquote", "pre"]);
     b.add_tag_attributes("a", ["href"]);
     b.url_schemes(["http", "https", "mailto"].into_iter().collect());
+    b.url_relative(ammonia::UrlRelative::Deny);
     b.link_rel(Some("noopener noreferrer nofollow"));
     b.clean(html).to_string()
 }
@@ -148,11 +163,23 @@ mod tests {
     fn html_mail_keeps_its_text_and_loses_what_could_act() {
         let dirty = r#"<p onclick="x()">Hi <b>Bob</b><script>alert(1)</script><img src="https://track.example/p.gif">
             <a href="javascript:alert(1)">bad</a> <a href="https://ok.example/">ok</a><style>p{}</style>
-            <iframe src="https://x.example"></iframe><form action="https://x.example"><input></form></p>"#;
+            <iframe src="https://x.example"></iframe><form action="https://x.example"><input></form>
+            <a href="//evil.example/x">rel</a><a href="/logout">own</a></p>"#;
         let clean = safe_html(dirty);
         assert!(clean.contains("Hi <b>Bob</b>"), "{clean}");
-        for gone in ["<script", "alert(1)</", "onclick", "<img", "javascript:", "<style", "<iframe", "<form", "<input"]
-        {
+        for gone in [
+            "<script",
+            "alert(1)</",
+            "onclick",
+            "<img",
+            "javascript:",
+            "<style",
+            "<iframe",
+            "<form",
+            "<input",
+            "//evil.example",
+            "href=\"/logout",
+        ] {
             assert!(!clean.contains(gone), "{gone} in {clean}");
         }
         assert!(clean.contains(r#"href="https://ok.example/""#) && clean.contains("noopener"), "{clean}");
@@ -183,6 +210,26 @@ mod tests {
         let berlin = zone(Some("Europe/Berlin"));
         let day = local_date(ms, &berlin).expect("date");
         assert_eq!(day_start(day, &berlin), 1_796_338_800_000, "midnight in Berlin is 23:00 UTC");
+    }
+
+    #[test]
+    fn all_day_events_keep_their_dates_in_every_zone() {
+        let christmas = noc_protocol::rts::fetch::Event {
+            event_id: "x".into(),
+            summary: "Holiday".into(),
+            location: None,
+            start: 1_798_156_800_000, // 2026-12-25 00:00 UTC
+            end: 1_798_243_200_000,
+            all_day: true,
+        };
+        for name in ["Europe/Berlin", "America/New_York", "Asia/Tokyo"] {
+            let tz = zone(Some(name));
+            for (d, on) in [("2026-12-24", false), ("2026-12-25", true), ("2026-12-26", false)] {
+                let day: jiff::civil::Date = d.parse().expect("date");
+                let next = day.tomorrow().expect("next");
+                assert_eq!(event_on(&christmas, day, day_start(day, &tz), day_start(next, &tz)), on, "{name} {d}");
+            }
+        }
     }
 
     #[test]

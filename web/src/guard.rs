@@ -98,11 +98,53 @@ pub(crate) async fn signed_in_form<T: DeserializeOwned + WithCsrf>(
     req: &HttpRequest,
     payload: web::Payload,
 ) -> Result<Result<(SignedIn, T), HttpResponse>, PageError> {
+    signed_in_form_for(state, req, payload, false).await
+}
+
+/// The WAP decks' [`signed_in`]: someone not (or no longer) signed in goes to the WAP
+/// sign-in deck, never to an HTML page a phone cannot show.
+pub(crate) async fn signed_in_wap(
+    state: &WebState,
+    req: &HttpRequest,
+) -> Result<Result<SignedIn, HttpResponse>, PageError> {
+    Ok(match presence(state, req).await? {
+        Presence::Anonymous => Err(page::see_other("/wap").finish()),
+        Presence::Ended => {
+            let mut answer = page::see_other("/wap");
+            answer.append_header(("Set-Cookie", cookies::clear(cookies::SESSION)));
+            Err(answer.finish())
+        }
+        Presence::SignedIn { visitor, .. } if !visitor.profile.activated => {
+            Err(page::see_other(&activation_link(&visitor.profile.email)).finish())
+        }
+        Presence::SignedIn { visitor, token } => {
+            let t = Lang::of(req, visitor.profile.locale.as_deref());
+            Ok(SignedIn { visitor, token, t })
+        }
+    })
+}
+
+/// The WAP decks' [`signed_in_form`].
+pub(crate) async fn signed_in_form_wap<T: DeserializeOwned + WithCsrf>(
+    state: &WebState,
+    req: &HttpRequest,
+    payload: web::Payload,
+) -> Result<Result<(SignedIn, T), HttpResponse>, PageError> {
+    signed_in_form_for(state, req, payload, true).await
+}
+
+async fn signed_in_form_for<T: DeserializeOwned + WithCsrf>(
+    state: &WebState,
+    req: &HttpRequest,
+    payload: web::Payload,
+    wap: bool,
+) -> Result<Result<(SignedIn, T), HttpResponse>, PageError> {
     if !csrf::same_origin(req) {
         return Err(PageError::Forbidden);
     }
     let form: T = form::read(payload).await?;
-    let user = match signed_in(state, req).await? {
+    let who = if wap { signed_in_wap(state, req).await? } else { signed_in(state, req).await? };
+    let user = match who {
         Ok(u) => u,
         Err(answer) => return Ok(Err(answer)),
     };

@@ -30,7 +30,8 @@ impl askama::filters::Escaper for Wml {
                 '\'' => dest.write_str("&#39;")?,
                 '$' => dest.write_str("$$")?,
                 '\t' | '\n' | '\r' => dest.write_char(c)?,
-                c if c.is_control() => {}
+                // Not characters XML allows.
+                c if c.is_control() || c == '\u{FFFE}' || c == '\u{FFFF}' => {}
                 c => dest.write_char(c)?,
             }
         }

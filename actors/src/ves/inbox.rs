@@ -184,7 +184,9 @@ impl VesInbox {
         }
         let now = std::time::Instant::now();
         let id = call.request_id;
-        self.fetches.take(id, origin, now + Duration::from_millis(call.timeout_ms), limit, now)?;
+        // A deadline from another node is bounded: a slot never outlives two minutes.
+        let timeout = Duration::from_millis(call.timeout_ms).min(Duration::from_secs(120));
+        self.fetches.take(id, origin, now + timeout, limit, now)?;
         let cmd = Command::Fetch {
             request_id: id,
             user_id: call.user_id,

@@ -91,7 +91,8 @@ pub(super) async fn send(mailer: &Mailer, user: &User, mail_root: &Path, out: &O
     };
     let copy = message.formatted();
     mailer.send(message).await.map_err(|f| {
-        tracing::warn!(permanent = f.permanent, error = %f.message, "browse: the SMTP server did not take a message");
+        // The server's words often name the recipient: only whether it was final is logged.
+        tracing::warn!(permanent = f.permanent, "browse: the SMTP server did not take a message");
         if f.permanent {
             bad("the mail server refused the message")
         } else {

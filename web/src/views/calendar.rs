@@ -111,7 +111,7 @@ pub async fn show(req: HttpRequest, state: web::Data<WebState>) -> Result<HttpRe
                 events: events
                     .events
                     .iter()
-                    .filter(|e| e.start < end && (e.end > start || (e.end == e.start && e.start >= start)))
+                    .filter(|e| browse::event_on(e, dates[i], start, end))
                     .map(|e| EventRow {
                         when: if e.all_day {
                             t.get("calendar-all-day")

@@ -51,7 +51,8 @@ struct ComposeQuery {
 /// `Re: x` / `Fwd: x`, without doubling a prefix already there.
 fn prefixed(prefix: &str, subject: &str) -> String {
     let s = subject.trim();
-    if s.len() >= prefix.len() && s[..prefix.len()].eq_ignore_ascii_case(prefix) {
+    // `get`, not indexing: the prefix's length may fall inside a character of the subject.
+    if s.get(..prefix.len()).is_some_and(|p| p.eq_ignore_ascii_case(prefix)) {
         s.to_string()
     } else {
         format!("{prefix} {s}")
@@ -231,6 +232,8 @@ mod tests {
     fn replies_quote_and_prefix_once() {
         assert_eq!(prefixed("Re:", "Plan"), "Re: Plan");
         assert_eq!(prefixed("Re:", "RE: Plan"), "RE: Plan");
+        assert_eq!(prefixed("Re:", "Grüße"), "Re: Grüße", "no panic inside a character");
+        assert_eq!(prefixed("Fwd:", "会議の件"), "Fwd: 会議の件");
         assert_eq!(quoted("a\nb"), "> a\n> b\n");
         assert_eq!(addresses(" a@x.example; b@y.example ,,"), ["a@x.example", "b@y.example"]);
     }

@@ -369,6 +369,7 @@ pub async fn calendar(req: HttpRequest, state: web::Data<WebState>) -> Result<Ht
     p.links = events
         .events
         .into_iter()
+        .filter(|e| browse::event_on(e, day, from, to))
         .map(|e| Link {
             text: if e.summary.is_empty() { t.get("calendar-no-title") } else { e.summary },
             href: String::new(),

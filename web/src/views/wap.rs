@@ -30,11 +30,12 @@ use crate::{Presence, WebState, client, cookies, csrf, form, page, presence, sou
 const PAGE: u32 = 5;
 /// Characters of a message's text per deck.
 const PART_CHARS: usize = 600;
+/// Where someone signed out goes.
 const SIGN_IN: &str = "/wap";
 
 macro_rules! signed_in {
     ($state:expr, $req:expr) => {
-        match guard::signed_in_or(&$state, &$req, SIGN_IN).await? {
+        match guard::signed_in_wap(&$state, &$req).await? {
             Ok(u) => u,
             Err(answer) => return Ok(answer),
         }
@@ -378,7 +379,7 @@ pub async fn delete(
     path: web::Path<(String, String)>,
     payload: web::Payload,
 ) -> Result<HttpResponse, PageError> {
-    let (user, _) = match guard::signed_in_form::<ButtonForm>(&state, &req, payload).await? {
+    let (user, _) = match guard::signed_in_form_wap::<ButtonForm>(&state, &req, payload).await? {
         Ok(posted) => posted,
         Err(answer) => return Ok(answer),
     };
@@ -465,7 +466,7 @@ pub async fn send(
     state: web::Data<WebState>,
     payload: web::Payload,
 ) -> Result<HttpResponse, PageError> {
-    let (user, f) = match guard::signed_in_form::<SendForm>(&state, &req, payload).await? {
+    let (user, f) = match guard::signed_in_form_wap::<SendForm>(&state, &req, payload).await? {
         Ok(posted) => posted,
         Err(answer) => return Ok(answer),
     };
@@ -531,6 +532,7 @@ pub async fn calendar(req: HttpRequest, state: web::Data<WebState>) -> Result<Ht
     d.links = events
         .events
         .into_iter()
+        .filter(|e| browse::event_on(e, day, from, to))
         .map(|e| Link {
             text: if e.summary.is_empty() { t.get("calendar-no-title") } else { e.summary },
             href: String::new(),
