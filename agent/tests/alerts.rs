@@ -8,10 +8,7 @@ mod common;
 
 use common::*;
 use hmac::{KeyInit, Mac};
-use noc_agent::ControlRequest;
-use noc_protocol::rts::AccountActivationResponse;
 use noc_test_support::{SmtpSink, WebClient, WebhookSink};
-use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_matching_mail_alerts_by_mail_and_webhook_and_another_mail_does_not() {
@@ -31,23 +28,7 @@ async fn a_matching_mail_alerts_by_mail_and_webhook_and_another_mail_does_not() 
         Options::default(),
     )
     .await;
-    let add = ControlRequest::UserAdd {
-        email: "lin@corp.example".into(),
-        first_name: "Lin".into(),
-        last_name: "Ng".into(),
-        password: Some(USER_PW.into()),
-        welcome: Some(false),
-    };
-    world.agent().control(&add).await.expect("user add");
-    let _: AccountActivationResponse = world
-        .relay()
-        .ves()
-        .post_json(
-            "/account/v1/activate",
-            &json!({"Login": "lin@corp.example", "Password": USER_PW, "Msisdn": "+15550301", "TimeZone": "UTC"}),
-        )
-        .await
-        .expect("account activation");
+    world.activated_user("lin@corp.example", "+15550301").await;
 
     let relay = world.relay();
     let mut web = WebClient::new(relay.node.http_addr, &relay.cert_path());
@@ -150,23 +131,7 @@ async fn a_matching_mail_alerts_by_sms_and_wap_push_over_smpp() {
         Options::default(),
     )
     .await;
-    let add = ControlRequest::UserAdd {
-        email: "mo@corp.example".into(),
-        first_name: "Mo".into(),
-        last_name: "Ali".into(),
-        password: Some(USER_PW.into()),
-        welcome: Some(false),
-    };
-    world.agent().control(&add).await.expect("user add");
-    let _: AccountActivationResponse = world
-        .relay()
-        .ves()
-        .post_json(
-            "/account/v1/activate",
-            &json!({"Login": "mo@corp.example", "Password": USER_PW, "Msisdn": "+4915100000042", "TimeZone": "UTC"}),
-        )
-        .await
-        .expect("account activation");
+    world.activated_user("mo@corp.example", "+4915100000042").await;
     let relay = world.relay();
     let mut web = WebClient::new(relay.node.http_addr, &relay.cert_path());
     assert_eq!(web.sign_in("mo@corp.example", USER_PW, false).await.status, 303);

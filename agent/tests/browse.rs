@@ -6,33 +6,9 @@
 mod common;
 
 use common::*;
-use noc_agent::ControlRequest;
-use noc_protocol::rts::AccountActivationResponse;
 use noc_test_support::WebClient;
-use serde_json::json;
 
 /// A user added through the agent and activated (no device needed to browse).
-async fn user(world: &World, email: &str, msisdn: &str) {
-    let request = ControlRequest::UserAdd {
-        email: email.into(),
-        first_name: "Ann".into(),
-        last_name: "Lee".into(),
-        password: Some(USER_PW.into()),
-        welcome: Some(false),
-    };
-    world.agent().control(&request).await.expect("user add");
-    let _: AccountActivationResponse = world
-        .relay()
-        .ves()
-        .post_json(
-            "/account/v1/activate",
-            &json!({"Login": email, "Password": USER_PW, "Msisdn": msisdn, "TimeZone": "Europe/Paris"}),
-        )
-        .await
-        .expect("account activation");
-    world.wait_status("the agent to serve the user", |s| s.users.iter().any(|u| u.email == email)).await;
-}
-
 /// A WML deck: its media type, and valid against the WML 1.1 DTD of the test data.
 fn assert_wml(deck: &noc_test_support::Page) {
     assert_eq!(deck.header("content-type"), Some("text/vnd.wap.wml; charset=utf-8"), "{}", deck.body);
@@ -58,8 +34,8 @@ async fn signed_in(world: &World, email: &str) -> WebClient {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_user_reads_and_sends_mail_and_sees_calendar_and_contacts_from_a_browser() {
     let world = World::start(|_| {}, Options::default()).await;
-    user(&world, "ann@corp.example", "+15550201").await;
-    user(&world, "bob@corp.example", "+15550202").await;
+    world.activated_user("ann@corp.example", "+15550201").await;
+    world.activated_user("bob@corp.example", "+15550202").await;
     world.drop_mail(
         "ann@corp.example",
         "1700000200.M1P1.corp",

@@ -48,6 +48,7 @@ import urllib.request
 from aiosmtpd.controller import Controller
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import Select
@@ -83,6 +84,16 @@ def eventually(what: str, check, timeout: float = DEADLINE, context=lambda: ""):
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}\n{context()}")
         time.sleep(0.1)
+
+
+def gone(element) -> bool:
+    """Whether `element`'s page has been replaced (a form posted, the answer loaded): what
+    to wait for before reading the next page, so that no element of the old one is read."""
+    try:
+        element.is_enabled()
+        return False
+    except StaleElementReferenceException:
+        return True
 
 
 def totp(secret_base32: str, at: float | None = None) -> str:
@@ -334,6 +345,46 @@ dir = "{os.path.join(cls.dir, 'agent')}"
         eventually("the contacts", lambda: "Bob Ng" in self.page(), context=self.page)
         self.shot("contacts")
 
+    def browse_from_a_pda(self):
+        """The same mail, calendar and contacts on the PDA pages, on a PDA-sized screen:
+        no scripts, images or styles; a reply sent from there reaches the SMTP server."""
+        b = self.browser
+        b.set_window_size(320, 480)
+        try:
+            b.get(self.a.url + "/pda")
+            eventually("the PDA folders", lambda: b.current_url.endswith("/pda/mail"), context=self.page)
+            b.find_element(By.LINK_TEXT, "Inbox").click()
+            eventually("the PDA inbox", lambda: "Quarterly plan" in self.page(), context=self.page)
+            for tag in ("script", "img", "style", "link"):
+                self.assertEqual(b.find_elements(By.TAG_NAME, tag), [], f"no {tag} on a PDA page")
+            self.shot("pda-mail")
+            b.find_element(By.PARTIAL_LINK_TEXT, "Quarterly plan").click()
+            eventually("the PDA message", lambda: "is attached" in self.page(), context=self.page)
+            self.assertEqual(b.find_elements(By.TAG_NAME, "script"), [])
+            self.assertEqual(b.find_elements(By.TAG_NAME, "img"), [], "no image is loaded")
+            b.find_element(By.LINK_TEXT, "Reply").click()
+            eventually("the PDA reply form", lambda: any(
+                "Re:" in (e.get_attribute("value") or "") for e in b.find_elements(By.NAME, "subject")))
+            self.assertTrue(b.find_element(By.CSS_SELECTOR, 'form[action="/pda/compose"] input[name="csrf"]')
+                            .get_attribute("value"), "the form carries the session's CSRF value")
+            self.fill("body", "Sent from the PDA.")
+            b.find_element(By.CSS_SELECTOR, 'form[action="/pda/compose"] input[type="submit"]').click()
+            eventually("sent from the PDA", lambda: "The message was sent." in self.page(), context=self.page)
+            sent = eventually("the PDA reply at the SMTP server",
+                              lambda: next((m for m in self.sink.messages if "Sent from the PDA." in m[1]), None))
+            self.assertIn("In-Reply-To: <plan@partner.example>", sent[1])
+            b.get(self.a.url + "/pda/calendar?day=2026-12-04")
+            eventually("the PDA calendar", lambda: "Board meeting" in self.page(), context=self.page)
+            self.assertIn("14:00", self.page(), "in Ann's zone (Europe/Berlin)")
+            self.assertIn("Room 4", self.page())
+            self.shot("pda-calendar")
+            b.find_element(By.LINK_TEXT, "Contacts").click()
+            eventually("the PDA contacts", lambda: "bob@partner.example" in self.page(), context=self.page)
+            width = b.execute_script("return document.documentElement.scrollWidth")
+            self.assertLessEqual(width, 320, "no horizontal scrolling on a PDA-sized screen")
+        finally:
+            b.set_window_size(1000, 900)
+
     def test_a_persons_walk(self):
         b = self.browser
         # The VES administrator adds a user; the welcome mail carries the link and password.
@@ -400,6 +451,7 @@ dir = "{os.path.join(cls.dir, 'agent')}"
 
         # Browse access: mail, calendar and contacts answered live by the agent.
         self.browse_mail_calendar_and_contacts()
+        self.browse_from_a_pda()
 
         # A device: activated with the real client and connected; the devices page shows
         # it, renames it, and signs it out, which ends its live session at once.
@@ -571,8 +623,9 @@ dir = "{os.path.join(cls.dir, 'agent')}"
         self.assertTrue(wap.is_selected())
         wap.click()
         b.find_element(By.CSS_SELECTOR, 'form[action$="/access"] button[type="submit"]').click()
-        eventually("the saved access", lambda: any(not e.is_selected() for e in b.find_elements(
-            By.CSS_SELECTOR, 'form[action$="/access"] input[name="browse_wap"]')))
+        eventually("the page after saving the access", lambda: gone(wap))
+        self.assertFalse(b.find_element(By.CSS_SELECTOR, 'form[action$="/access"] input[name="browse_wap"]')
+                         .is_selected(), "saved")
         self.assertTrue(b.find_element(By.CSS_SELECTOR, 'form[action$="/access"] input[name="constant_sync"]').is_selected())
         self.shot("console-user")
         b.get(self.a.console_url + "/console/usage")

@@ -5,12 +5,14 @@
 //! The data is the enterprise's: fetched live for each page, kept nowhere, never logged.
 //! Every page carries `Cache-Control: no-store` (as every portal page does).
 
+use actix_web::HttpResponse;
 use serde::de::DeserializeOwned;
 
-use crate::WebState;
 use crate::errors::PageError;
+use crate::i18n::Lang;
 use crate::portal::{BrowseError, Interface};
-use noc_protocol::rts::fetch::FetchRequest;
+use crate::{WebState, page};
+use noc_protocol::rts::fetch::{Done, FetchRequest, Outgoing};
 
 /// Asks the user's enterprise server and reads the answer as `T`.
 pub(crate) async fn ask<T: DeserializeOwned>(
@@ -25,6 +27,47 @@ pub(crate) async fn ask<T: DeserializeOwned>(
         tracing::warn!("browse: an enterprise server's answer did not have the expected form");
         PageError::Browse(BrowseError::Internal)
     })
+}
+
+/// Sends a message written on a browse page. `Ok(None)`: sent; `Ok(Some(why))`: not sent,
+/// `why` in the reader's words (no recipient, or the enterprise server refused it), for
+/// the form shown again with what was written.
+pub(crate) async fn send(
+    state: &WebState,
+    user_id: &str,
+    interface: Interface,
+    outgoing: Outgoing,
+    t: Lang,
+) -> Result<Option<String>, PageError> {
+    if outgoing.to.is_empty() {
+        return Ok(Some(t.get("mail-no-recipient")));
+    }
+    match ask::<Done>(state, user_id, interface, FetchRequest::MailSend(outgoing)).await {
+        Ok(_) => Ok(None),
+        Err(PageError::Browse(BrowseError::Refused(why))) => {
+            Ok(Some(t.get1("mail-send-refused", "reason", why.as_str())))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Deletes a message (into the trash; for good when it is there) and sends the browser
+/// back to its folder under `mail_root` (`/mail`, `/pda/mail`, `/wap/mail`), saying so.
+pub(crate) async fn delete(
+    state: &WebState,
+    user_id: &str,
+    interface: Interface,
+    (folder, message_id): (String, String),
+    mail_root: &str,
+) -> Result<HttpResponse, PageError> {
+    let request = FetchRequest::MailDelete { folder: folder.clone(), message_id };
+    let _: Done = ask(state, user_id, interface, request).await?;
+    Ok(page::see_other(&format!("{mail_root}/{}?done=deleted", segment(&folder))).finish())
+}
+
+/// Addresses separated by commas or semicolons.
+pub(crate) fn addresses(list: &str) -> Vec<String> {
+    list.split([',', ';']).map(str::trim).filter(|a| !a.is_empty()).map(str::to_string).collect()
 }
 
 /// `id` as one URL path segment: everything but unreserved characters percent-encoded.

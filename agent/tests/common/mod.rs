@@ -168,6 +168,29 @@ impl World {
         self.activate_device(msisdn, &["modern"]).await
     }
 
+    /// Provisions a user through the agent (no welcome mail) and activates the account,
+    /// without a device; returns once the agent serves the user.
+    pub async fn activated_user(&self, email: &str, msisdn: &str) {
+        let request = ControlRequest::UserAdd {
+            email: email.into(),
+            first_name: "Ann".into(),
+            last_name: "Lee".into(),
+            password: Some(USER_PW.into()),
+            welcome: Some(false),
+        };
+        self.agent().control(&request).await.expect("user add");
+        let _: AccountActivationResponse = self
+            .relay()
+            .ves()
+            .post_json(
+                "/account/v1/activate",
+                &json!({"Login": email, "Password": USER_PW, "Msisdn": msisdn, "TimeZone": "Europe/Paris"}),
+            )
+            .await
+            .expect("account activation");
+        self.wait_status("the agent to serve the user", |s| s.users.iter().any(|u| u.email == email)).await;
+    }
+
     pub async fn activate_device(&self, msisdn: &str, suites: &[&str]) -> Arc<Device> {
         let dir = self.dir.path().join(format!("device-{msisdn}-{}", suites.join("-")));
         let activation = Activation {

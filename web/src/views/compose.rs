@@ -6,14 +6,14 @@
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use askama::Template;
-use noc_protocol::rts::fetch::{Done, FetchRequest, Message, MessageRef, Outgoing};
+use noc_protocol::rts::fetch::{FetchRequest, Message, MessageRef, Outgoing};
 use serde::Deserialize;
 
-use crate::browse::{self, ask, segment};
+use crate::browse::{self, addresses, ask, segment};
 use crate::errors::PageError;
 use crate::guard::{self, WithCsrf};
 use crate::i18n::Lang;
-use crate::portal::{BrowseError, Interface};
+use crate::portal::Interface;
 use crate::views::mail::query;
 use crate::{WebState, page};
 
@@ -49,7 +49,7 @@ struct ComposeQuery {
 }
 
 /// `Re: x` / `Fwd: x`, without doubling a prefix already there.
-fn prefixed(prefix: &str, subject: &str) -> String {
+pub(crate) fn prefixed(prefix: &str, subject: &str) -> String {
     let s = subject.trim();
     // `get`, not indexing: the prefix's length may fall inside a character of the subject.
     if s.get(..prefix.len()).is_some_and(|p| p.eq_ignore_ascii_case(prefix)) {
@@ -150,11 +150,6 @@ impl WithCsrf for SendForm {
     }
 }
 
-/// Addresses separated by commas or semicolons.
-fn addresses(list: &str) -> Vec<String> {
-    list.split([',', ';']).map(str::trim).filter(|a| !a.is_empty()).map(str::to_string).collect()
-}
-
 /// `POST /mail/compose`: sends it; a refusal (no recipient, a bad address) shows the form
 /// again with what was written.
 pub async fn send(
@@ -177,15 +172,8 @@ pub async fn send(
         in_reply_to: original.clone().filter(|_| f.mode == "reply"),
         forward_attachments_of: original.filter(|_| f.mode == "forward"),
     };
-    let error = if outgoing.to.is_empty() {
-        t.get("mail-no-recipient")
-    } else {
-        match ask::<Done>(&state, &user.visitor.profile.user_id, Interface::Pc, FetchRequest::MailSend(outgoing)).await
-        {
-            Ok(_) => return Ok(page::see_other("/mail/INBOX?done=sent").finish()),
-            Err(PageError::Browse(BrowseError::Refused(why))) => t.get1("mail-send-refused", "reason", why.as_str()),
-            Err(e) => return Err(e),
-        }
+    let Some(error) = browse::send(&state, &user.visitor.profile.user_id, Interface::Pc, outgoing, t).await? else {
+        return Ok(page::see_other("/mail/INBOX?done=sent").finish());
     };
     let csrf = user.csrf();
     let mode = match f.mode.as_str() {

@@ -86,7 +86,7 @@ fn page_of<'a>(
         t,
         csrf,
         newer: (offset > 0).then(|| search_link(&q, offset.saturating_sub(PAGE))),
-        older: (offset + shown < found.total).then(|| search_link(&q, offset + PAGE)),
+        older: (offset.saturating_add(shown) < found.total).then(|| search_link(&q, offset.saturating_add(PAGE))),
         q,
         total: found.total,
         contacts: found

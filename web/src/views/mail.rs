@@ -100,8 +100,9 @@ pub(crate) fn query<T: serde::de::DeserializeOwned>(req: &HttpRequest) -> Result
 
 /// `1–25 of 130` in the reader's language.
 pub(crate) fn position(t: Lang, offset: u32, shown: u32, total: u32) -> String {
-    let first = if shown == 0 { 0 } else { offset + 1 };
-    let last = offset + shown;
+    // Saturating: the offset is the browser's, the count the enterprise server's.
+    let first = if shown == 0 { 0 } else { offset.saturating_add(1) };
+    let last = offset.saturating_add(shown);
     t.get_with("page-position", &[("first", &first), ("last", &last), ("total", &total)])
 }
 
@@ -154,7 +155,8 @@ pub async fn folder(
             messages: page_of.messages.into_iter().map(|m| row(m, &folder, &tz, t)).collect(),
             position: position(t, q.offset, shown, page_of.total),
             newer: (q.offset > 0).then(|| format!("{here}?offset={}", q.offset.saturating_sub(PAGE))),
-            older: (q.offset + shown < page_of.total).then(|| format!("{here}?offset={}", q.offset + PAGE)),
+            older: (q.offset.saturating_add(shown) < page_of.total)
+                .then(|| format!("{here}?offset={}", q.offset.saturating_add(PAGE))),
             notice,
         },
     ))
@@ -319,10 +321,7 @@ pub async fn delete(
         Ok(posted) => posted,
         Err(answer) => return Ok(answer),
     };
-    let (folder, message_id) = path.into_inner();
-    let request = FetchRequest::MailDelete { folder: folder.clone(), message_id };
-    let _: Done = ask(&state, &user.visitor.profile.user_id, Interface::Pc, request).await?;
-    Ok(page::see_other(&format!("/mail/{}?done=deleted", segment(&folder))).finish())
+    browse::delete(&state, &user.visitor.profile.user_id, Interface::Pc, path.into_inner(), "/mail").await
 }
 
 /// `POST /mail/{folder}/{id}/move`.

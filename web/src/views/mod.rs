@@ -14,4 +14,5 @@ pub mod recover;
 pub mod settings;
 pub mod signin;
 pub mod signout;
+pub mod small;
 pub mod wap;

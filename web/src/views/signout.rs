@@ -19,21 +19,25 @@ pub async fn submit(
     state: web::Data<WebState>,
     payload: web::Payload,
 ) -> Result<HttpResponse, PageError> {
-    if !csrf::same_origin(&req) {
+    end_session(&state, &req, payload).await?;
+    Ok(signed_out(Lang::of(&req, None)))
+}
+
+/// Ends the session of a posted sign-out form (this site's, carrying the session's CSRF
+/// value) on the server. A session already ended leaves nothing to do but forget the
+/// cookie, which the caller's answer does.
+pub(crate) async fn end_session(state: &WebState, req: &HttpRequest, payload: web::Payload) -> Result<(), PageError> {
+    if !csrf::same_origin(req) {
         return Err(PageError::Forbidden);
     }
     let f: SignOutForm = form::read(payload).await?;
-    match presence(&state, &req).await? {
-        Presence::SignedIn { token, .. } => {
-            if !csrf::matches(&csrf::for_session(&token), &f.csrf) {
-                return Err(PageError::Forbidden);
-            }
-            state.portal.sign_out(&token).await?;
+    if let Presence::SignedIn { token, .. } = presence(state, req).await? {
+        if !csrf::matches(&csrf::for_session(&token), &f.csrf) {
+            return Err(PageError::Forbidden);
         }
-        // Already ended: nothing to do but forget the cookie.
-        Presence::Ended | Presence::Anonymous => {}
+        state.portal.sign_out(&token).await?;
     }
-    Ok(signed_out(Lang::of(&req, None)))
+    Ok(())
 }
 
 /// Shown for a moment on sign-out, then replaced by the sign-in page.

@@ -13,21 +13,19 @@ use actix_web::http::StatusCode;
 use actix_web::middleware::Next;
 use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
 use askama::Template;
-use noc_protocol::rts::fetch::{
-    Contact, ContactPage, Done, EventList, FetchRequest, FolderList, Message, MessagePage, MessageRef, Outgoing,
-};
+use noc_protocol::rts::fetch::{Contact, FetchRequest, Message};
 use serde::Deserialize;
 
 use crate::browse::{self, ask, segment};
 use crate::errors::PageError;
-use crate::guard::{self, WithCsrf};
+use crate::guard::{self, SignedIn, WithCsrf};
 use crate::i18n::Lang;
-use crate::portal::{BrowseError, Interface, PortalError};
-use crate::views::mail::{folder_name, position, query};
-use crate::{Presence, WebState, client, cookies, csrf, form, page, presence, source, wml};
+use crate::portal::{Interface, PortalError};
+use crate::views::mail::query;
+use crate::views::signout;
+use crate::views::small::{ButtonForm, Draft, Listing, SendForm, WAP};
+use crate::{Presence, WebState, client, cookies, page, presence, source, wml};
 
-/// Messages or contacts per deck.
-const PAGE: u32 = 5;
 /// Characters of a message's text per deck.
 const PART_CHARS: usize = 600;
 /// Where someone signed out goes.
@@ -148,43 +146,16 @@ pub async fn sign_in(
     }
 }
 
-#[derive(Deserialize)]
-pub struct ButtonForm {
-    #[serde(default)]
-    csrf: String,
-}
-
-impl WithCsrf for ButtonForm {
-    fn csrf(&self) -> &str {
-        &self.csrf
-    }
-}
-
 /// `POST /wap/logout`: the session ends on the server; back to the sign-in deck.
 pub async fn sign_out(
     req: HttpRequest,
     state: web::Data<WebState>,
     payload: web::Payload,
 ) -> Result<HttpResponse, PageError> {
-    if !csrf::same_origin(&req) {
-        return Err(PageError::Forbidden);
-    }
-    let f: ButtonForm = form::read(payload).await?;
-    if let Presence::SignedIn { token, .. } = presence(&state, &req).await? {
-        if !csrf::matches(&csrf::for_session(&token), &f.csrf) {
-            return Err(PageError::Forbidden);
-        }
-        state.portal.sign_out(&token).await?;
-    }
+    signout::end_session(&state, &req, payload).await?;
     let mut answer = page::see_other(SIGN_IN);
     answer.append_header(("Set-Cookie", cookies::clear(cookies::SESSION)));
     Ok(answer.finish())
-}
-
-pub struct Link {
-    pub text: String,
-    pub href: String,
-    pub note: String,
 }
 
 #[derive(Template)]
@@ -192,64 +163,17 @@ pub struct Link {
 pub struct ListDeck<'a> {
     pub t: Lang,
     pub csrf: &'a str,
-    pub title: String,
-    pub notice: Option<String>,
-    pub links: Vec<Link>,
-    pub empty: String,
-    pub position: Option<String>,
-    pub newer: Option<String>,
-    pub older: Option<String>,
-    /// Contacts: the search, with what was searched.
-    pub search: Option<String>,
-    pub compose: bool,
+    pub list: Listing,
 }
 
-impl<'a> ListDeck<'a> {
-    fn new(t: Lang, csrf: &'a str, title: String, empty: String) -> Self {
-        ListDeck {
-            t,
-            csrf,
-            title,
-            notice: None,
-            links: Vec::new(),
-            empty,
-            position: None,
-            newer: None,
-            older: None,
-            search: None,
-            compose: false,
-        }
-    }
+fn list_deck(user: &SignedIn, list: Listing) -> HttpResponse {
+    wml::render(StatusCode::OK, &ListDeck { t: user.t, csrf: &user.csrf(), list })
 }
 
 /// `GET /wap/mail`: the folders.
 pub async fn folders(req: HttpRequest, state: web::Data<WebState>) -> Result<HttpResponse, PageError> {
     let user = signed_in!(state, req);
-    let t = user.t;
-    let list: FolderList =
-        ask(&state, &user.visitor.profile.user_id, Interface::Wap, FetchRequest::MailFolders {}).await?;
-    let csrf = user.csrf();
-    let mut d = ListDeck::new(t, &csrf, t.get("nav-mail"), t.get("mail-empty"));
-    d.compose = true;
-    d.links = list
-        .folders
-        .into_iter()
-        .map(|f| Link {
-            href: format!("/wap/mail/{}", segment(&f.folder_id)),
-            note: if f.unread > 0 { f.unread.to_string() } else { String::new() },
-            text: folder_name(&f.folder_id, &f.name, t),
-        })
-        .collect();
-    Ok(wml::render(StatusCode::OK, &d))
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct Paging {
-    #[serde(default)]
-    offset: u32,
-    #[serde(default)]
-    done: Option<String>,
+    Ok(list_deck(&user, WAP.folders(&state, &user).await?))
 }
 
 /// `GET /wap/mail/{folder}`: five messages a deck, newest first.
@@ -259,33 +183,7 @@ pub async fn folder(
     folder: web::Path<String>,
 ) -> Result<HttpResponse, PageError> {
     let user = signed_in!(state, req);
-    let q: Paging = query(&req)?;
-    let t = user.t;
-    let request = FetchRequest::MailList { folder: folder.to_string(), offset: q.offset, limit: PAGE };
-    let found: MessagePage = ask(&state, &user.visitor.profile.user_id, Interface::Wap, request).await?;
-    let here = format!("/wap/mail/{}", segment(&folder));
-    let shown = u32::try_from(found.messages.len()).unwrap_or(u32::MAX);
-    let csrf = user.csrf();
-    let mut d = ListDeck::new(t, &csrf, folder_name(&folder, &folder, t), t.get("mail-empty"));
-    d.compose = true;
-    d.notice = match q.done.as_deref() {
-        Some("sent") => Some(t.get("mail-sent")),
-        Some("deleted") => Some(t.get("mail-deleted")),
-        _ => None,
-    };
-    d.position = Some(position(t, q.offset, shown, found.total));
-    d.newer = (q.offset > 0).then(|| format!("{here}?offset={}", q.offset.saturating_sub(PAGE)));
-    d.older = (q.offset + shown < found.total).then(|| format!("{here}?offset={}", q.offset + PAGE));
-    d.links = found
-        .messages
-        .into_iter()
-        .map(|m| Link {
-            href: format!("{here}/{}", segment(&m.message_id)),
-            note: if m.from.is_empty() { t.get("mail-no-sender") } else { m.from },
-            text: if m.subject.trim().is_empty() { t.get("mail-no-subject") } else { m.subject },
-        })
-        .collect();
-    Ok(wml::render(StatusCode::OK, &d))
+    Ok(list_deck(&user, WAP.folder(&state, &user, &folder, query(&req)?).await?))
 }
 
 #[derive(Template)]
@@ -383,10 +281,7 @@ pub async fn delete(
         Ok(posted) => posted,
         Err(answer) => return Ok(answer),
     };
-    let (folder, message_id) = path.into_inner();
-    let request = FetchRequest::MailDelete { folder: folder.clone(), message_id };
-    let _: Done = ask(&state, &user.visitor.profile.user_id, Interface::Wap, request).await?;
-    Ok(page::see_other(&format!("/wap/mail/{}?done=deleted", segment(&folder))).finish())
+    browse::delete(&state, &user.visitor.profile.user_id, Interface::Wap, path.into_inner(), "/wap/mail").await
 }
 
 #[derive(Template)]
@@ -394,70 +289,14 @@ pub async fn delete(
 pub struct ComposeDeck<'a> {
     pub t: Lang,
     pub csrf: &'a str,
-    pub folder: String,
-    pub id: String,
-    pub to: String,
-    pub subject: String,
-    pub body: String,
-    pub error: Option<String>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct ReplyTo {
-    #[serde(default)]
-    folder: String,
-    #[serde(default)]
-    id: String,
+    pub draft: Draft,
 }
 
 /// `GET /wap/compose`: a new message, or a reply (`?folder=…&id=…`).
 pub async fn compose(req: HttpRequest, state: web::Data<WebState>) -> Result<HttpResponse, PageError> {
     let user = signed_in!(state, req);
-    let q: ReplyTo = query(&req)?;
-    let csrf = user.csrf();
-    let mut d = ComposeDeck {
-        t: user.t,
-        csrf: &csrf,
-        folder: String::new(),
-        id: String::new(),
-        to: String::new(),
-        subject: String::new(),
-        body: String::new(),
-        error: None,
-    };
-    if !q.folder.is_empty() && !q.id.is_empty() {
-        let read = FetchRequest::MailRead { folder: q.folder.clone(), message_id: q.id.clone() };
-        let m: Message = ask(&state, &user.visitor.profile.user_id, Interface::Wap, read).await?;
-        d.to = m.from;
-        d.subject =
-            if m.subject.to_ascii_lowercase().starts_with("re:") { m.subject } else { format!("Re: {}", m.subject) };
-        (d.folder, d.id) = (q.folder, q.id);
-    }
-    Ok(wml::render(StatusCode::OK, &d))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SendForm {
-    #[serde(default)]
-    csrf: String,
-    #[serde(default)]
-    folder: String,
-    #[serde(default)]
-    id: String,
-    #[serde(default)]
-    to: String,
-    #[serde(default)]
-    subject: String,
-    #[serde(default)]
-    body: String,
-}
-
-impl WithCsrf for SendForm {
-    fn csrf(&self) -> &str {
-        &self.csrf
-    }
+    let draft = WAP.draft(&state, &user, query(&req)?).await?;
+    Ok(wml::render(StatusCode::OK, &ComposeDeck { t: user.t, csrf: &user.csrf(), draft }))
 }
 
 /// `POST /wap/compose`.
@@ -470,118 +309,22 @@ pub async fn send(
         Ok(posted) => posted,
         Err(answer) => return Ok(answer),
     };
-    let t = user.t;
-    let to: Vec<String> = f.to.split([',', ';']).map(str::trim).filter(|a| !a.is_empty()).map(str::to_string).collect();
-    let outgoing = Outgoing {
-        to,
-        cc: Vec::new(),
-        subject: f.subject.trim().to_string(),
-        body: f.body.clone(),
-        in_reply_to: (!f.folder.is_empty() && !f.id.is_empty())
-            .then(|| MessageRef { folder: f.folder.clone(), message_id: f.id.clone() }),
-        forward_attachments_of: None,
-    };
-    let error = if outgoing.to.is_empty() {
-        t.get("mail-no-recipient")
-    } else {
-        match ask::<Done>(&state, &user.visitor.profile.user_id, Interface::Wap, FetchRequest::MailSend(outgoing)).await
-        {
-            Ok(_) => return Ok(page::see_other("/wap/mail/INBOX?done=sent").finish()),
-            Err(PageError::Browse(BrowseError::Refused(why))) => t.get1("mail-send-refused", "reason", why.as_str()),
-            Err(e) => return Err(e),
-        }
-    };
-    let csrf = user.csrf();
-    let d = ComposeDeck {
-        t,
-        csrf: &csrf,
-        folder: f.folder,
-        id: f.id,
-        to: f.to,
-        subject: f.subject,
-        body: f.body,
-        error: Some(error),
-    };
-    Ok(wml::render(StatusCode::BAD_REQUEST, &d))
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct DayQuery {
-    #[serde(default)]
-    day: Option<String>,
+    Ok(match WAP.send(&state, &user, f).await? {
+        Ok(sent) => page::see_other(&sent).finish(),
+        Err(draft) => wml::render(StatusCode::BAD_REQUEST, &ComposeDeck { t: user.t, csrf: &user.csrf(), draft }),
+    })
 }
 
 /// `GET /wap/calendar?day=YYYY-MM-DD`.
 pub async fn calendar(req: HttpRequest, state: web::Data<WebState>) -> Result<HttpResponse, PageError> {
     let user = signed_in!(state, req);
-    let q: DayQuery = query(&req)?;
-    let t = user.t;
-    let tz = browse::zone(user.visitor.profile.time_zone.as_deref());
-    let day = match q.day.as_deref() {
-        None | Some("") => browse::local_date(noc_protocol::clock::unix_ms_i64(), &tz).ok_or(PageError::Internal)?,
-        Some(d) => d.parse::<jiff::civil::Date>().map_err(|_| PageError::BadForm)?,
-    };
-    let (previous, next) =
-        (day.yesterday().map_err(|_| PageError::BadForm)?, day.tomorrow().map_err(|_| PageError::BadForm)?);
-    let (from, to) = (browse::day_start(day, &tz), browse::day_start(next, &tz));
-    let events: EventList =
-        ask(&state, &user.visitor.profile.user_id, Interface::Wap, FetchRequest::CalendarRange { from, to }).await?;
-    let csrf = user.csrf();
-    let mut d = ListDeck::new(t, &csrf, day.to_string(), t.get("calendar-nothing"));
-    d.links = events
-        .events
-        .into_iter()
-        .filter(|e| browse::event_on(e, day, from, to))
-        .map(|e| Link {
-            text: if e.summary.is_empty() { t.get("calendar-no-title") } else { e.summary },
-            href: String::new(),
-            note: if e.all_day {
-                t.get("calendar-all-day")
-            } else {
-                format!("{}-{}", browse::local_clock(e.start, &tz), browse::local_clock(e.end, &tz))
-            },
-        })
-        .collect();
-    d.newer = Some(format!("/wap/calendar?day={previous}"));
-    d.older = Some(format!("/wap/calendar?day={next}"));
-    Ok(wml::render(StatusCode::OK, &d))
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct Search {
-    #[serde(default)]
-    q: String,
-    #[serde(default)]
-    offset: u32,
+    Ok(list_deck(&user, WAP.calendar(&state, &user, query(&req)?).await?))
 }
 
 /// `GET /wap/contacts?q=…`.
 pub async fn contacts(req: HttpRequest, state: web::Data<WebState>) -> Result<HttpResponse, PageError> {
     let user = signed_in!(state, req);
-    let q: Search = query(&req)?;
-    let t = user.t;
-    let request = FetchRequest::ContactList { query: q.q.clone(), offset: q.offset, limit: PAGE };
-    let found: ContactPage = ask(&state, &user.visitor.profile.user_id, Interface::Wap, request).await?;
-    let shown = u32::try_from(found.contacts.len()).unwrap_or(u32::MAX);
-    let here = format!("/wap/contacts?q={}", segment(&q.q));
-    let csrf = user.csrf();
-    let mut d = ListDeck::new(t, &csrf, t.get("contacts-title"), t.get("contacts-none"));
-    d.search = Some(q.q.clone());
-    d.position = Some(position(t, q.offset, shown, found.total));
-    d.newer = (q.offset > 0).then(|| format!("{here}&offset={}", q.offset.saturating_sub(PAGE)));
-    d.older = (q.offset + shown < found.total).then(|| format!("{here}&offset={}", q.offset + PAGE));
-    d.links = found
-        .contacts
-        .into_iter()
-        .map(|c| Link {
-            href: format!("/wap/contacts/{}", segment(&c.contact_id)),
-            note: c.phones.first().cloned().unwrap_or_default(),
-            text: if c.name.is_empty() { t.get("contacts-no-name") } else { c.name },
-        })
-        .collect();
-    Ok(wml::render(StatusCode::OK, &d))
+    Ok(list_deck(&user, WAP.contacts(&state, &user, query(&req)?).await?))
 }
 
 #[derive(Template)]
