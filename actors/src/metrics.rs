@@ -9,7 +9,8 @@ use noc_cluster::FetchOutcome;
 use noc_protocol::rts::fetch::Operation;
 use noc_protocol::{CloseCode, UndeliverableReason};
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 
 /// Reasons of `noc_auth_failures_total`.
@@ -141,6 +142,10 @@ pub struct Metrics {
     pub bus_sent: IntCounter,
     pub bus_received: IntCounter,
     pub bus_returned: IntCounter,
+    bus_publish_seconds: Histogram,
+    /// Usable licenses with VES installations none of which is connected to any node,
+    /// set by the node's periodic presence check.
+    pub licenses_without_ves: IntGauge,
     pub rts_sessions: IntGauge,
     pub draining: IntGauge,
     /// Set when the metrics are read (the admin listener), from the cluster backend's
@@ -296,6 +301,20 @@ impl Metrics {
             &r,
             "noc_bus_messages_returned_total",
             "Messages published to a node that no longer listened (its owner was gone); their senders were told.",
+        );
+        let bus_publish_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "noc_bus_publish_duration_seconds",
+                "Time from a message being queued for another node to Redis accepting it, for the oldest message of each pipelined batch.",
+            )
+            .buckets(vec![0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0]),
+        )
+        .expect("static metric definition");
+        r.register(Box::new(bus_publish_seconds.clone())).expect("metric registered once");
+        let licenses_without_ves = gauge(
+            &r,
+            "noc_licenses_without_ves",
+            "Licenses (neither suspended nor expired) that have VES installations but none connected to any node, as this node last counted.",
         );
         let rts_sessions = gauge(&r, "noc_rts_sessions", "RTS sessions (attached or waiting ReplyTime) on this node.");
         let draining = gauge(&r, "noc_draining", "1 while the node drains before shutdown.");
@@ -457,6 +476,8 @@ impl Metrics {
             bus_sent,
             bus_received,
             bus_returned,
+            bus_publish_seconds,
+            licenses_without_ves,
             rts_sessions,
             draining,
             cluster_up,
@@ -465,6 +486,11 @@ impl Metrics {
             store_pool_waiting,
             store_pool_max,
         }
+    }
+
+    /// A batch published to another node waited `waited` (the cluster's bus reports it).
+    pub fn bus_published(&self, waited: std::time::Duration) {
+        self.bus_publish_seconds.observe(waited.as_secs_f64());
     }
 
     /// A fetch ended (answered, failed or refused) after `took`.
@@ -557,20 +583,26 @@ impl Metrics {
         self.http_connections_rejected.with_label_values(&[reason]).inc();
     }
 
-    /// Value of a counter or gauge by name and labels, for tests and the load tool.
+    /// Value of a counter or gauge by name and labels (summed over the series that match),
+    /// or a histogram's count of observations, for tests and the load tool.
     pub fn value(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        use prometheus::proto::MetricType;
         self.registry
             .gather()
             .iter()
             .filter(|f| f.name() == name)
             .flat_map(|f| {
-                let is_counter = f.get_field_type() == prometheus::proto::MetricType::COUNTER;
-                f.get_metric().iter().map(move |m| (is_counter, m))
+                let kind = f.get_field_type();
+                f.get_metric().iter().map(move |m| (kind, m))
             })
             .filter(|(_, m)| {
                 labels.iter().all(|(k, v)| m.get_label().iter().any(|l| l.name() == *k && l.value() == *v))
             })
-            .map(|(is_counter, m)| if is_counter { m.get_counter().get_value() } else { m.get_gauge().get_value() })
+            .map(|(kind, m)| match kind {
+                MetricType::COUNTER => m.get_counter().get_value(),
+                MetricType::HISTOGRAM => m.get_histogram().get_sample_count() as f64,
+                _ => m.get_gauge().get_value(),
+            })
             .sum()
     }
 

@@ -122,12 +122,22 @@ pub struct Router {
     pub(crate) fetches: crate::ves::fetches::FetchWaiters,
 }
 
+/// The bus's latency into the node's metrics.
+struct BusMetrics(Arc<Metrics>);
+
+impl noc_cluster::BusObserver for BusMetrics {
+    fn published(&self, waited: std::time::Duration) {
+        self.0.bus_published(waited);
+    }
+}
+
 /// What the node does when a device is seen (its session starts or ends): a cheap,
 /// non-blocking hand-over, since it runs on the session's own path.
 pub type DeviceSeen = Box<dyn Fn(DeviceId) + Send + Sync>;
 
 impl Router {
     pub fn new(cluster: Arc<dyn Cluster>, metrics: Arc<Metrics>) -> Arc<Self> {
+        cluster.observe_bus(Arc::new(BusMetrics(metrics.clone())));
         Arc::new_cyclic(|this| Self {
             this: this.clone(),
             cluster,

@@ -78,7 +78,7 @@ pub struct LogConfig {
 }
 
 /// `text` for people at a terminal; `json` (one object per line: `timestamp`, `level`,
-/// `target`, `message` and the event's own fields, which never hold a secret or a
+/// `node`, `target`, `message` and the event's own fields, which never hold a secret or a
 /// payload) for log pipelines, the Helm chart's default.
 #[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
@@ -330,7 +330,8 @@ pub struct AccountsConfig {
     /// A password check still waiting after this is answered busy too.
     pub hash_wait_timeout_ms: u64,
     /// How often the node re-reads license state and closes the live sessions (VES and
-    /// devices) of licenses suspended or expired since; 0 disables. Logins always check.
+    /// devices) of licenses suspended or expired since, and counts the licenses with no
+    /// VES connected (`noc_licenses_without_ves`); 0 disables both. Logins always check.
     pub license_check_interval_seconds: u64,
     /// How often the node adds what its sessions relayed (frames, bytes, connected time,
     /// active devices) to the per-day usage records of the licenses; also at shutdown.

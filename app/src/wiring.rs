@@ -1,15 +1,15 @@
 //! Wiring a node's layers together, on the node's own thread: the account store, the
 //! cluster backend, the router and the state every handler shares.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use noc_actors::{Metrics, Router, RtsSessions};
-use noc_cluster::{Cluster, MemoryCluster, NodeId, RedisCluster};
+use noc_cluster::{Cluster, MemoryCluster, NodeId, RedisCluster, SessionKey};
 use noc_gateway::{GatewayConfig, GatewayState};
-use noc_protocol::CloseCode;
+use noc_protocol::{CloseCode, LicenseId, VesId};
 use noc_storage::{Accounts, Feature, PostgresStore, SqliteStore, Store};
 
 use crate::config::Config;
@@ -197,5 +197,36 @@ async fn license_watch(accounts: Accounts, router: Arc<Router>, every: Duration)
             }
             Err(e) => tracing::warn!(error = %e, "license feature check failed; retrying at the next interval"),
         }
+        match accounts.store().ves_of_usable_licenses(noc_protocol::clock::unix_ms_i64()).await {
+            Ok(ves) => {
+                let without = licenses_without_ves(&router, ves).await;
+                router.metrics().licenses_without_ves.set(i64::try_from(without).unwrap_or(i64::MAX));
+            }
+            Err(e) => tracing::warn!(error = %e, "VES presence check failed; retrying at the next interval"),
+        }
     }
+}
+
+/// How many licenses have none of their VES installations connected to any node: this
+/// node's own sessions first, then the cluster registry (one lookup per installation, and
+/// only until one of a license's is found). A lookup that fails counts as connected, so
+/// that a Redis outage raises its own alert rather than one per license.
+async fn licenses_without_ves(router: &Router, ves: Vec<(LicenseId, VesId)>) -> usize {
+    let mut by_license: HashMap<LicenseId, Vec<VesId>> = HashMap::new();
+    for (license, ves) in ves {
+        by_license.entry(license).or_default().push(ves);
+    }
+    let mut without = 0;
+    for installations in by_license.values() {
+        let mut connected = false;
+        for &id in installations {
+            connected = router.ves_session(id).is_some()
+                || !matches!(router.cluster().lookup(SessionKey::Ves(id)).await, Ok(None));
+            if connected {
+                break;
+            }
+        }
+        without += usize::from(!connected);
+    }
+    without
 }

@@ -106,6 +106,15 @@ pub enum ClusterError {
     Unavailable(String),
 }
 
+/// What a backend tells the node's metrics about its bus (none for the in-process bus,
+/// whose delivery is a channel send).
+pub trait BusObserver: Send + Sync + 'static {
+    /// A batch of messages for one node left: the backend accepted it `waited` after its
+    /// oldest message was queued (queueing plus one round trip to Redis: the latency a
+    /// cross-node frame pays on the sending side).
+    fn published(&self, waited: std::time::Duration);
+}
+
 /// Session ownership and inter-node delivery.
 ///
 /// `owner` is answered from local state so the per-frame path never waits on the network;
@@ -149,6 +158,12 @@ pub trait Cluster: Send + Sync + 'static {
 
     /// Whether the backend is reachable (readiness).
     fn healthy(&self) -> bool;
+
+    /// Reports the bus's latency to `observer` from now on (a backend without a network
+    /// hop ignores it).
+    fn observe_bus(&self, observer: Arc<dyn BusObserver>) {
+        let _ = observer;
+    }
 
     /// Gives up every session and this node's membership, and stops listening: messages
     /// other nodes send this node from then on come back to them as `Returned`

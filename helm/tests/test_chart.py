@@ -103,6 +103,9 @@ class Chart(unittest.TestCase):
             "config.device.unknownSetting=1",
             "public.url=http://plain.example",
             "config.shutdown.drainSeconds=-1",
+            "config.web.browseTimeoutSeconds=0",
+            "config.alerts.smppSourceAddr=TwelveChars!",
+            "config.alerts.smppPassword=inline",
         ]:
             with self.subTest(bad=bad):
                 r = helm("template", "noc", CHART, "--set", bad, check=False)
@@ -143,6 +146,12 @@ class Chart(unittest.TestCase):
         # With existing Secrets the chart makes none of its own.
         ext = render(os.path.join(CHART, "ci", "external-secrets-values.yaml"))
         self.assertEqual(of_kind(ext, "Secret"), [])
+        (deploy,) = of_kind(ext, "Deployment")
+        env = {e["name"]: e for e in deploy["spec"]["template"]["spec"]["containers"][0]["env"]}
+        for var, secret, key in [("NOC_MAIL__SMTP_PASSWORD", "noc-smtp", "smtp-password"),
+                                 ("NOC_ALERTS__SMPP_PASSWORD", "noc-smpp", "smpp-password")]:
+            self.assertEqual(env[var]["valueFrom"]["secretKeyRef"], {"name": secret, "key": key})
+        self.assertIn('smpp_host = "smsc.carrier.internal"', config_toml(ext))
 
     def test_a_load_test_campaign_is_an_indexed_job_of_workers_starting_together(self):
         docs = render(os.path.join(CHART, "ci", "loadtest-values.yaml"))
@@ -254,6 +263,10 @@ class Chart(unittest.TestCase):
                 logs = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
                 self.assertTrue(logs, out[-3000:])
                 self.assertTrue(all("level" in l and "timestamp" in l for l in logs), logs[:3])
+                # Every line names the node that wrote it, the id the banner shows.
+                node = re.search(r"^noc relay \S+ \(node (\S+)\)$", out, re.M)
+                self.assertIsNotNone(node, out[-3000:])
+                self.assertEqual({l.get("node") for l in logs}, {node.group(1)}, logs[:3])
         finally:
             if proc.poll() is None:
                 proc.kill()
@@ -290,6 +303,8 @@ class Monitoring(unittest.TestCase):
         used = {m for e in exprs for m in re.findall(r"\bnoc_[a-z_]+", e)}
         self.assertGreater(len(used), 10)
         exposed = relay_metric_names()
+        # A histogram's series are its family's name with a suffix.
+        used = {re.sub(r"_(bucket|sum|count)$", "", m) if m not in exposed else m for m in used}
         self.assertEqual(sorted(used - exposed), [], f"queried but not exported; exported: {sorted(exposed)}")
 
 

@@ -2,6 +2,8 @@
 //!
 //! A thin shell: parsing, logging, signals. Everything else is in `noc-app`.
 
+mod json_log;
+
 use std::io::BufRead;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -212,51 +214,65 @@ fn load(common: &Common) -> Result<Config> {
     Ok(config)
 }
 
-/// Logs to standard error, `RUST_LOG` filtering (default `info`), as text or JSON lines.
-fn init_logging(format: LogFormat) {
+/// Logs to standard error, `RUST_LOG` filtering (default `info`), as text or as JSON lines
+/// that name the node (`node`: the relay's node id; the one-shot commands have none).
+fn init_logging(format: LogFormat, node: Option<&str>) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let fmt = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match format {
         LogFormat::Text => fmt.init(),
-        LogFormat::Json => fmt.json().flatten_event(true).with_current_span(false).with_span_list(false).init(),
+        LogFormat::Json => fmt.event_format(json_log::JsonLines::new(node.unwrap_or("-"))).init(),
     }
+}
+
+/// `serve`'s configuration: the file, then the command line's overrides, validated, with
+/// the node id settled once (a random one must be the same in logs and in the cluster).
+fn serve_config(
+    common: &Common,
+    http_listen: Option<SocketAddr>,
+    device_listen: Option<SocketAddr>,
+    admin_listen: Option<SocketAddr>,
+    console_listen: Option<SocketAddr>,
+    node_id: Option<String>,
+) -> Result<Config> {
+    let mut config = load(common)?;
+    if let Some(a) = http_listen {
+        config.listen.http = a;
+    }
+    if let Some(a) = device_listen {
+        config.listen.device = a;
+    }
+    if let Some(a) = admin_listen {
+        config.listen.admin = a;
+    }
+    if let Some(a) = console_listen {
+        config.listen.console = a;
+    }
+    if node_id.is_some() {
+        config.node_id = node_id;
+    }
+    config.node_id = Some(config.node_id());
+    config.validate()?;
+    Ok(config)
 }
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
     // `serve` logs as its configuration says (read once, here); the one-shot commands as text.
     let served = match &cli.command {
-        Command::Serve { common, .. } => Some(load(common)),
+        Command::Serve { common, http_listen, device_listen, admin_listen, console_listen, node_id } => {
+            Some(serve_config(common, *http_listen, *device_listen, *admin_listen, *console_listen, node_id.clone()))
+        }
         _ => None,
     };
-    let format = match &served {
-        Some(Ok(config)) => config.log.format,
-        _ => LogFormat::Text,
-    };
-    init_logging(format);
+    match &served {
+        Some(Ok(config)) => init_logging(config.log.format, config.node_id.as_deref()),
+        _ => init_logging(LogFormat::Text, None),
+    }
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     match cli.command {
-        Command::Serve { common: _, http_listen, device_listen, admin_listen, console_listen, node_id } => {
-            let mut config = served.context("serve without its configuration")??;
-            if let Some(a) = http_listen {
-                config.listen.http = a;
-            }
-            if let Some(a) = device_listen {
-                config.listen.device = a;
-            }
-            if let Some(a) = admin_listen {
-                config.listen.admin = a;
-            }
-            if let Some(a) = console_listen {
-                config.listen.console = a;
-            }
-            if node_id.is_some() {
-                config.node_id = node_id;
-            }
-            config.validate()?;
-            serve(&rt, config)
-        }
+        Command::Serve { .. } => serve(&rt, served.context("serve without its configuration")??),
         Command::Admin { common, command } => {
             let config = load(&common)?;
             rt.block_on(admin(config, command))

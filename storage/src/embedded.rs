@@ -673,6 +673,20 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn ves_of_usable_licenses(&self, now: i64) -> Result<Vec<(LicenseId, VesId)>> {
+        self.run(move |c| {
+            let mut stmt = c.prepare(
+                "SELECT l.id, v.id FROM ves v JOIN licenses l ON l.id = v.license_id \
+                 WHERE l.suspended = 0 AND (l.expires_at IS NULL OR l.expires_at > ?1)",
+            )?;
+            let ids = stmt
+                .query_map([now], |r| Ok((parse_id::<LicenseId>(r.get(0)?)?, parse_id::<VesId>(r.get(1)?)?)))?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(ids)
+        })
+        .await
+    }
+
     async fn ves_of_licenses_without(&self, feature: Feature) -> Result<Vec<VesId>> {
         let bit = Features::NONE.with(feature, true).bits();
         self.run(move |c| {

@@ -765,6 +765,20 @@ impl Store for PostgresStore {
         Ok(rows.iter().map(|r| VesId(r.get(0))).collect())
     }
 
+    async fn ves_of_usable_licenses(&self, now: i64) -> Result<Vec<(LicenseId, VesId)>> {
+        let rows = self
+            .client()
+            .await?
+            .query(
+                "SELECT l.id, v.id FROM ves v JOIN licenses l ON l.id = v.license_id \
+                 WHERE NOT l.suspended AND (l.expires_at IS NULL OR l.expires_at > $1)",
+                &[&now],
+            )
+            .await
+            .map_err(pg_error)?;
+        Ok(rows.iter().map(|r| (LicenseId(r.get(0)), VesId(r.get(1)))).collect())
+    }
+
     async fn ves_of_licenses_without(&self, feature: Feature) -> Result<Vec<VesId>> {
         let bit = Features::NONE.with(feature, true).bits() as i32;
         let rows = self

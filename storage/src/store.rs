@@ -58,6 +58,10 @@ pub trait Store: Send + Sync + 'static {
     /// like [`Store::ves_of_unusable_licenses`]: a device session of a license that lost
     /// ConstantSync ends).
     async fn ves_of_licenses_without(&self, feature: Feature) -> Result<Vec<VesId>>;
+    /// Every VES installation of a license that is neither suspended nor expired at `now`,
+    /// with its license: which licenses have no enterprise server connected is counted
+    /// from it (`noc_licenses_without_ves`).
+    async fn ves_of_usable_licenses(&self, now: i64) -> Result<Vec<(LicenseId, VesId)>>;
     /// Records what a VES installation runs (sent with its command channel).
     async fn set_ves_agent(&self, ves: VesId, agent: &str) -> Result<()>;
     /// A license's VES installations, most recently connected first.

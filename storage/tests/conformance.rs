@@ -790,7 +790,7 @@ macro_rules! conformance {
             }
 
             #[tokio::test]
-            async fn ves_of_suspended_and_expired_licenses() {
+            async fn ves_of_suspended_and_expired_licenses_and_of_the_others() {
                 let backend = super::$backend().await;
                 let accounts = Accounts::new(backend.store.clone(), policy()).expect("accounts");
                 let store = accounts.store();
@@ -803,8 +803,15 @@ macro_rules! conformance {
                 let brief_ves = store.insert_ves(&[9u8; 32], brief_id, 500).await.expect("ves");
                 assert!(store.ves_of_unusable_licenses(999).await.expect("query").is_empty());
                 assert_eq!(store.ves_of_unusable_licenses(1_000).await.expect("query"), vec![brief_ves.id]);
+                let mut usable = store.ves_of_usable_licenses(999).await.expect("query");
+                usable.sort_by_key(|(_, v)| v.to_string());
+                let mut want = vec![(brief_id, brief_ves.id), (ves.license_id, ves.id)];
+                want.sort_by_key(|(_, v)| v.to_string());
+                assert_eq!(usable, want, "the complement, with the licenses");
+                assert_eq!(store.ves_of_usable_licenses(1_000).await.expect("query"), vec![(ves.license_id, ves.id)]);
 
                 accounts.set_license_suspended("acme", true, "admin:test").await.expect("suspend");
+                assert!(store.ves_of_usable_licenses(1_000).await.expect("query").is_empty());
                 let mut both = store.ves_of_unusable_licenses(1_000).await.expect("query");
                 both.sort_by_key(|v| v.to_string());
                 let mut want = vec![brief_ves.id, ves.id];

@@ -124,6 +124,9 @@ cluster_test!(frames_cross_nodes_both_ways_in_order, {
     assert_eq!(acks, (0..50).collect::<Vec<_>>(), "device acks crossed back to the VES's node, in order");
     assert!(a.metric("noc_bus_messages_sent_total", &[]) >= 50.0);
     assert!(b.metric("noc_bus_messages_received_total", &[]) >= 50.0);
+    // Each node timed what it published (at least one batch each way).
+    assert!(a.metric("noc_bus_publish_duration_seconds", &[]) >= 1.0);
+    assert!(b.metric("noc_bus_publish_duration_seconds", &[]) >= 1.0);
     cluster.stop().await;
 });
 

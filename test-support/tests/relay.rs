@@ -454,6 +454,44 @@ async fn suspending_a_license_ends_its_live_sessions_and_resuming_lets_them_back
     await_online(&mut channel, act.device_id).await;
 }
 
+/// `noc_licenses_without_ves` counts usable licenses whose enterprise servers are all
+/// disconnected: 0 while the VES is attached, 1 once its session ended, 0 again when it
+/// is back, and a suspended license does not count (its VES is refused anyway).
+#[tokio::test]
+async fn licenses_without_a_connected_ves_are_counted() {
+    let (relay, mut ves, channel) = relay_and_ves(|c| {
+        c.accounts.license_check_interval_seconds = 1;
+        // A vanished command channel is noticed at the next heartbeat.
+        c.rts.heartbeat_interval_seconds = 1;
+        c.rts.reply_time_seconds = 1;
+    })
+    .await;
+    let count = || relay.metric("noc_licenses_without_ves", &[]);
+    let settles_at = |want: f64| async move {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while count() != want {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "noc_licenses_without_ves stayed {} (want {want})",
+                count()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    // Two checks pass while the VES is attached: it is never counted.
+    tokio::time::sleep(Duration::from_millis(2_200)).await;
+    assert_eq!(count(), 0.0);
+
+    drop(channel);
+    settles_at(1.0).await;
+    let channel = ves.open().await.expect("the VES comes back");
+    settles_at(0.0).await;
+    drop(channel);
+    settles_at(1.0).await;
+    relay.admin().await.set_suspended("acme", true).await.expect("suspend");
+    settles_at(0.0).await;
+}
+
 /// A license-id token says when it expires, registers installations until then, and a new
 /// license password (`noc admin license set-password`) revokes it: a VES not yet registered
 /// needs a fresh login with the new password, one already registered keeps connecting.

@@ -9,7 +9,7 @@
 //! on messages to it come back too, and handles everything that arrived before.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -18,7 +18,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::redis_backend::conn::{Conn, Endpoint, cluster_client};
 use crate::redis_backend::options::{RedisMode, RedisOptions};
-use crate::{BusMessage, ClusterError, Inbox, InboxSender, NodeId, inbox, wire};
+use crate::{BusMessage, BusObserver, ClusterError, Inbox, InboxSender, NodeId, inbox, wire};
 
 /// Most messages published in one round of pipelines.
 const BATCH: usize = 256;
@@ -40,6 +40,9 @@ fn inbox_channel(node: &NodeId) -> String {
     format!("noc:inbox:{{{node}}}")
 }
 
+/// A message waiting to be published: its target, and when it was queued.
+pub(super) type Queued = (NodeId, BusMessage, tokio::time::Instant);
+
 /// This node's inbox (subscribed) and its publisher's queue.
 pub(super) struct Bus {
     node: NodeId,
@@ -51,7 +54,9 @@ pub(super) struct Bus {
     pending: Arc<AtomicUsize>,
     inbox_tx: InboxSender,
     inbox_rx: Mutex<Option<Inbox>>,
-    publish_tx: mpsc::Sender<(NodeId, BusMessage)>,
+    publish_tx: mpsc::Sender<Queued>,
+    /// Told how long each published batch waited (the node's metrics).
+    observer: OnceLock<Arc<dyn BusObserver>>,
     /// Set when the node leaves: the subscription ends.
     stop: watch::Sender<bool>,
     /// Set by the subscriber once it unsubscribed and delivered what came before.
@@ -60,12 +65,7 @@ pub(super) struct Bus {
 
 impl Bus {
     /// The bus, and the publish queue for [`Bus::publish_loop`].
-    pub fn new(
-        node: NodeId,
-        opts: &RedisOptions,
-        endpoint: Endpoint,
-        conn: Conn,
-    ) -> (Self, mpsc::Receiver<(NodeId, BusMessage)>) {
+    pub fn new(node: NodeId, opts: &RedisOptions, endpoint: Endpoint, conn: Conn) -> (Self, mpsc::Receiver<Queued>) {
         let (inbox_tx, inbox_rx) = inbox(opts.inbox_capacity);
         let (publish_tx, publish_rx) = mpsc::channel(opts.publish_queue.max(1));
         let bus = Self {
@@ -78,6 +78,7 @@ impl Bus {
             inbox_tx,
             inbox_rx: Mutex::new(Some(inbox_rx)),
             publish_tx,
+            observer: OnceLock::new(),
             stop: watch::Sender::new(false),
             stopped: watch::Sender::new(false),
         };
@@ -90,6 +91,11 @@ impl Bus {
         self.inbox_tx.clone()
     }
 
+    /// Reports each published batch's wait to `observer` (the first one set stays).
+    pub fn observe(&self, observer: Arc<dyn BusObserver>) {
+        let _ = self.observer.set(observer);
+    }
+
     pub fn subscribed(&self) -> bool {
         self.subscribed.load(Ordering::Relaxed)
     }
@@ -97,7 +103,7 @@ impl Bus {
     /// Queues `msg` for `node`'s inbox (never blocks).
     pub fn publish(&self, node: &NodeId, msg: BusMessage) -> Result<(), ClusterError> {
         self.pending.fetch_add(1, Ordering::Relaxed);
-        self.publish_tx.try_send((node.clone(), msg)).map_err(|e| {
+        self.publish_tx.try_send((node.clone(), msg, tokio::time::Instant::now())).map_err(|e| {
             self.pending.fetch_sub(1, Ordering::Relaxed);
             match e {
                 mpsc::error::TrySendError::Full(_) => ClusterError::InboxFull(node.clone()),
@@ -314,12 +320,12 @@ impl Bus {
 
     /// Publishes queued messages in pipelined batches, in order. A message no node received
     /// (its owner is gone) comes back as `Returned`.
-    pub async fn publish_loop(&self, mut rx: mpsc::Receiver<(NodeId, BusMessage)>) {
+    pub async fn publish_loop(&self, mut rx: mpsc::Receiver<Queued>) {
         let publish = match self.opts.mode {
             RedisMode::Standalone | RedisMode::Sentinel => "PUBLISH",
             RedisMode::Cluster => "SPUBLISH",
         };
-        let mut batch: Vec<(NodeId, BusMessage)> = Vec::with_capacity(BATCH);
+        let mut batch: Vec<Queued> = Vec::with_capacity(BATCH);
         while let Some(first) = rx.recv().await {
             batch.push(first);
             while batch.len() < BATCH {
@@ -329,10 +335,11 @@ impl Bus {
                 }
             }
             // One pipeline per target inbox: its messages stay in order, and on Redis
-            // Cluster they all hash to the inbox's shard.
+            // Cluster they all hash to the inbox's shard. The first message of a group is
+            // its oldest.
             let taken = batch.len();
-            let mut groups: Vec<(NodeId, redis::Pipeline, Vec<BusMessage>)> = Vec::new();
-            for (node, msg) in batch.drain(..) {
+            let mut groups: Vec<(NodeId, redis::Pipeline, Vec<BusMessage>, tokio::time::Instant)> = Vec::new();
+            for (node, msg, queued) in batch.drain(..) {
                 let bytes = match wire::encode(&msg) {
                     Ok(b) => b,
                     Err(e) => {
@@ -340,24 +347,30 @@ impl Bus {
                         continue;
                     }
                 };
-                let i = match groups.iter().position(|(n, _, _)| *n == node) {
+                let i = match groups.iter().position(|(n, ..)| *n == node) {
                     Some(i) => i,
                     None => {
-                        groups.push((node.clone(), redis::pipe(), Vec::new()));
+                        groups.push((node.clone(), redis::pipe(), Vec::new(), queued));
                         groups.len() - 1
                     }
                 };
-                let (n, pipe, msgs) = &mut groups[i];
+                let (n, pipe, msgs, _) = &mut groups[i];
                 pipe.cmd(publish).arg(inbox_channel(n)).arg(bytes.as_ref());
                 msgs.push(msg);
             }
-            let sends = groups.into_iter().map(|(_, pipe, msgs)| {
+            let sends = groups.into_iter().map(|(_, pipe, msgs, oldest)| {
                 let mut conn = self.conn.clone();
-                async move { (pipe.query_async::<Vec<i64>>(&mut conn).await, msgs) }
+                async move {
+                    let result = pipe.query_async::<Vec<i64>>(&mut conn).await;
+                    (result, msgs, oldest.elapsed())
+                }
             });
-            for (result, msgs) in futures_util::future::join_all(sends).await {
+            for (result, msgs, waited) in futures_util::future::join_all(sends).await {
                 match result {
                     Ok(receivers) => {
+                        if let Some(observer) = self.observer.get() {
+                            observer.published(waited);
+                        }
                         for (msg, n) in msgs.into_iter().zip(receivers) {
                             if n == 0 {
                                 self.returned(msg);

@@ -24,7 +24,7 @@ use std::time::Duration;
 use crate::redis_backend::bus::Bus;
 use crate::redis_backend::membership::Membership;
 use crate::redis_backend::registry::Registry;
-use crate::{BusMessage, Cluster, ClusterError, Inbox, NodeId, Owner, SessionKey};
+use crate::{BusMessage, BusObserver, Cluster, ClusterError, Inbox, NodeId, Owner, SessionKey};
 use async_trait::async_trait;
 
 pub use options::{RedisMode, RedisOptions};
@@ -138,6 +138,10 @@ impl Cluster for RedisCluster {
 
     fn healthy(&self) -> bool {
         self.membership.commands_ok() && self.bus.subscribed()
+    }
+
+    fn observe_bus(&self, observer: Arc<dyn BusObserver>) {
+        self.bus.observe(observer);
     }
 
     async fn leave(&self) {
