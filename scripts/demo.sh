@@ -3,7 +3,8 @@
 # server, and a device. A mail dropped into the Maildir reaches the device encrypted end to
 # end; a mail written on the device leaves through the SMTP server. Then the user browses
 # the same mailbox on the relay's pages (PC and WAP), answers from the browser, and gets a
-# new-mail alert by e-mail. Everything runs on loopback in a temporary directory, which is
+# new-mail alert by e-mail, by SMS and as a WAP Push, the last two through a test SMSC
+# (SMPP 3.4) that prints what it received. Everything runs on loopback in a temporary directory, which is
 # removed at the end (KEEP=1 keeps it).
 # Usage: scripts/demo.sh        (RELEASE=1 builds with --release)
 set -euo pipefail
@@ -14,10 +15,11 @@ die() { echo "demo: $*" >&2; exit 1; }
 command -v curl >/dev/null || die "curl is needed"
 command -v python3 >/dev/null || die "python3 is needed"
 
-say "build (noc, ves-agent, noc-device)"
+say "build (noc, ves-agent, noc-device, noc-test-smsc)"
 PROFILE_FLAG=""; BIN=target/debug
 if [ "${RELEASE:-0}" = 1 ]; then PROFILE_FLAG="--release"; BIN=target/release; fi
 cargo build $PROFILE_FLAG -q -p noc -p noc-agent -p noc-device
+cargo build $PROFILE_FLAG -q -p noc-test-support --bin noc-test-smsc
 BIN=$(cd "$BIN" && pwd)
 
 D=$(mktemp -d -t noc-demo.XXXXXX)
@@ -35,13 +37,20 @@ wait_for() { # wait_for SECONDS COMMAND...
   for _ in $(seq 1 "$n"); do "$@" >/dev/null 2>&1 && return 0; sleep 0.1; done
   return 1
 }
-HTTP=$(free_port); DEV=$(free_port); ADMIN=$(free_port); SMTP=$(free_port)
+HTTP=$(free_port); DEV=$(free_port); ADMIN=$(free_port); SMTP=$(free_port); SMSC=$(free_port)
 R="https://127.0.0.1:$HTTP"; CA="$D/relay/tls/cert.pem"
 
+say "start a test SMSC (the carrier's, SMPP 3.4) on :$SMSC"
+"$BIN/noc-test-smsc" "$SMSC" noc smsc-pw >"$D/smsc.log" 2>&1 &
+PIDS+=($!)
+wait_for 10 grep -q listening "$D/smsc.log" || die "the test SMSC did not start"
+
 say "start a relay in $D/relay (HTTPS :$HTTP, device channel :$DEV)"
-# Its own mail (recovery links, alerts) goes to the same SMTP server as the enterprise's.
+# Its own mail (recovery links, alerts) goes to the same SMTP server as the enterprise's;
+# SMS and WAP Push alerts to the test SMSC.
 NOC_MAIL__SMTP_HOST=127.0.0.1 NOC_MAIL__SMTP_PORT="$SMTP" NOC_MAIL__SMTP_SECURITY=none \
   NOC_MAIL__FROM="NOC <noc@relay.example>" \
+  NOC_ALERTS__SMPP_HOST=127.0.0.1 NOC_ALERTS__SMPP_PORT="$SMSC" NOC_ALERTS__SMPP_PASSWORD=smsc-pw \
   "$BIN/noc" serve --data-dir "$D/relay" --http-listen "127.0.0.1:$HTTP" --device-listen "127.0.0.1:$DEV" \
   --admin-listen "127.0.0.1:$ADMIN" --console-listen 127.0.0.1:0 >"$D/relay.log" 2>&1 &
 PIDS+=($!)
@@ -171,11 +180,12 @@ post("/mail/compose", {"csrf": csrf(compose), "mode": "reply", "folder": "INBOX"
                        "body": "Answered from the browser."})
 print("reply sent from the browser")
 _, alerts = get("/settings/alerts")
-post("/settings/alerts", {"csrf": csrf(alerts), "email": "bob-alerts@example.com", "excerpt": "1"})
+post("/settings/alerts", {"csrf": csrf(alerts), "email": "bob-alerts@example.com", "excerpt": "1",
+                           "sms": "1", "wap_push": "1"})
 _, settings = get("/settings")
 post("/settings", {"csrf": csrf(settings), "first_name": "Bob", "last_name": "Ng", "time_zone": "Europe/Paris",
                    "constant_sync": "1", "alerts": "1", "rule_field": "subject", "rule_text": "urgent"})
-print("alert rule: Subject contains 'urgent'; alerts go to bob-alerts@example.com")
+print("alert rule: Subject contains 'urgent'; alerts go to bob-alerts@example.com and by SMS and WAP Push to +15550100")
 PY
 wait_for 15 sh -c "grep -l 'Answered from the browser' '$D'/smtp/new/* >/dev/null 2>&1" || die "the browser's reply did not leave"
 echo "--- the browser's reply, as the SMTP server received it:"
@@ -188,6 +198,10 @@ mv "$D/maildir/bob@example.com/tmp/$MSG" "$D/maildir/bob@example.com/new/$MSG"
 wait_for 30 sh -c "grep -l 'X-RcptTo: bob-alerts@example.com' '$D'/smtp/new/* >/dev/null 2>&1" || die "no alert mail"
 echo "--- the alert, as the SMTP server received it:"
 grep -h -E '^(From|To|Subject):|^Please' $(grep -l 'X-RcptTo: bob-alerts@example.com' "$D"/smtp/new/*)
+wait_for 30 sh -c "[ \$(grep -c submit_sm '$D/smsc.log') -ge 2 ]" || { cat "$D/smsc.log"; die "no SMS and WAP Push alerts"; }
+echo "--- the SMS and the WAP Push (a Service Indication in WBXML), as the test SMSC received them:"
+grep submit_sm "$D/smsc.log"
+if grep -q violation "$D/smsc.log"; then grep violation "$D/smsc.log"; die "the SMSC saw PDUs that break SMPP 3.4"; fi
 
 say "what the relay saw"
 curl -s "http://127.0.0.1:$ADMIN/metrics" | grep -E '^noc_frames_relayed_total' || true

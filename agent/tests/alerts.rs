@@ -170,7 +170,11 @@ async fn a_matching_mail_alerts_by_sms_and_wap_push_over_smpp() {
     // GSM 03.38: "é" is 0x05; the rest of "Café at 10?" is ASCII where it shares codes.
     let shown: Vec<u8> = b"Caf\x05 at 10?".to_vec();
     assert!(text.short_message.windows(shown.len()).any(|w| w == shown), "{:?}", text.short_message);
+    // The same, read back through the test SMSC's own GSM 03.38 table.
+    let read = text.text().expect("a GSM text");
+    assert!(read.contains("Café at 10?"), "{read}");
     let push = got.iter().find(|m| m.esm_class == 0x40).expect("the WAP Push");
+    assert_eq!(push.text(), None, "binary");
     assert_eq!((push.data_coding, &push.short_message[..7]), (0x04, &[0x06, 0x05, 0x04, 0x0B, 0x84, 0x23, 0xF0][..]));
     assert_eq!(&push.short_message[7..11], &[0x01, 0x06, 0x01, 0xAE], "WSP Push of application/vnd.wap.sic");
     let si = &push.short_message[11..];

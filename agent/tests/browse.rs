@@ -198,3 +198,32 @@ async fn a_user_reads_and_sends_mail_and_sees_calendar_and_contacts_from_a_brows
     assert_eq!(deleted.header("location"), Some("/mail/INBOX?done=deleted"));
     assert!(web.get("/mail/Trash").await.body.contains("Plan"));
 }
+
+/// A message larger than the relay takes in one data-channel request: the agent's answer
+/// is refused `413`, the agent says `too_large` instead, and the page tells the user at
+/// once, long before the browse deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_too_large_for_the_relay_is_refused_at_once() {
+    let world = World::start(
+        |c| {
+            c.rts.max_body_bytes = 64 * 1024;
+            c.web.browse_timeout_seconds = 60;
+        },
+        Options::default(),
+    )
+    .await;
+    world.activated_user("ann@corp.example", "+15550201").await;
+    world.drop_mail("ann@corp.example", "1700000400.M1P1.corp", "the big one", &"0123456789abcdef\r\n".repeat(6_000));
+    world.drop_mail("ann@corp.example", "1700000401.M1P1.corp", "a small one", "short");
+    let mut web = signed_in(&world, "ann@corp.example").await;
+    let inbox = web.get("/mail/INBOX").await;
+    assert!(inbox.status == 200 && inbox.body.contains("the big one"), "{}", inbox.body);
+
+    let asked = std::time::Instant::now();
+    let big = web.get("/mail/INBOX/1700000400.M1P1.corp").await;
+    assert_eq!(big.status, 502, "{}", big.body);
+    assert!(big.body.contains("too large to show"), "{}", big.body);
+    assert!(asked.elapsed() < std::time::Duration::from_secs(20), "answered after {:?}", asked.elapsed());
+    let small = web.get("/mail/INBOX/1700000401.M1P1.corp").await;
+    assert!(small.status == 200 && small.body.contains("short"), "{}", small.body);
+}

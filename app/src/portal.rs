@@ -175,6 +175,7 @@ impl Portal for AccountsPortal {
                 FetchErrorCode::Unavailable => BrowseError::SourceUnavailable,
                 FetchErrorCode::Unsupported => BrowseError::Unsupported,
                 FetchErrorCode::UnknownUser => BrowseError::Offline,
+                FetchErrorCode::TooLarge => BrowseError::TooLarge,
                 FetchErrorCode::Internal => BrowseError::Internal,
             }),
             FetchOutcome::Refused(r) => Err(match r {

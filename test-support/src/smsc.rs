@@ -26,6 +26,31 @@ pub struct Submitted {
     pub short_message: Vec<u8>,
 }
 
+impl Submitted {
+    /// The text of a text message, read by its `data_coding` (the GSM 03.38 default
+    /// alphabet unpacked one character per octet, or UCS-2); `None` for binary data (a
+    /// WAP Push) or an octet the alphabet does not have.
+    pub fn text(&self) -> Option<String> {
+        // GSM 03.38 basic character set, by octet (0x1B, the escape, is not a character).
+        const GSM: &str = "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞ\u{1b}ÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?\
+                           ¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà";
+        if self.esm_class & 0x40 != 0 {
+            return None; // a user data header: binary
+        }
+        match self.data_coding {
+            0x00 => {
+                self.short_message.iter().map(|&b| GSM.chars().nth(usize::from(b)).filter(|c| *c != '\u{1b}')).collect()
+            }
+            0x08 => {
+                let units: Vec<u16> =
+                    self.short_message.chunks_exact(2).map(|p| u16::from_be_bytes([p[0], p[1]])).collect();
+                String::from_utf16(&units).ok()
+            }
+            _ => None,
+        }
+    }
+}
+
 #[derive(Default)]
 struct Seen {
     binds: Vec<(String, String)>,
@@ -83,9 +108,14 @@ fn pdu(command_id: u32, status: u32, sequence: u32, body: &[u8]) -> Vec<u8> {
 }
 
 impl TestSmsc {
-    /// Listens on loopback for binds with `system_id` and `password`.
+    /// Listens on a free loopback port for binds with `system_id` and `password`.
     pub async fn start(system_id: &str, password: &str) -> anyhow::Result<Self> {
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        Self::start_on(std::net::SocketAddr::from(([127, 0, 0, 1], 0)), system_id, password).await
+    }
+
+    /// Listens on `addr` (the demo's SMSC, `noc-test-smsc`, on a port it chose).
+    pub async fn start_on(addr: std::net::SocketAddr, system_id: &str, password: &str) -> anyhow::Result<Self> {
+        let listener = TcpListener::bind(addr).await?;
         let port = listener.local_addr()?.port();
         let seen = Arc::new(Mutex::new(Seen::default()));
         let (sid, pw, kept) = (system_id.to_string(), password.to_string(), seen.clone());

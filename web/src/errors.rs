@@ -86,6 +86,7 @@ impl PageError {
                 BrowseError::NotFound => ("error-not-found-title", "browse-not-found"),
                 BrowseError::Refused(_) => ("browse-refused-title", "browse-refused"),
                 BrowseError::SourceUnavailable => ("browse-source-title", "browse-source"),
+                BrowseError::TooLarge => ("browse-too-large-title", "browse-too-large"),
                 BrowseError::Internal => ("browse-internal-title", "browse-internal"),
             },
         }
@@ -126,6 +127,8 @@ impl ResponseError for PageError {
                 BrowseError::Timeout => StatusCode::GATEWAY_TIMEOUT,
                 BrowseError::NotFound => StatusCode::NOT_FOUND,
                 BrowseError::Refused(_) => StatusCode::BAD_REQUEST,
+                // The enterprise server answered, with something the relay cannot carry.
+                BrowseError::TooLarge => StatusCode::BAD_GATEWAY,
                 BrowseError::Internal => StatusCode::BAD_GATEWAY,
             },
         }

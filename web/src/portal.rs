@@ -232,6 +232,9 @@ pub enum BrowseError {
     /// The enterprise server could not read the mailbox, calendar or contacts now.
     #[error("source unavailable")]
     SourceUnavailable,
+    /// What was asked (a message, an attachment) is too large to pass through the relay.
+    #[error("too large")]
+    TooLarge,
     #[error("internal error")]
     Internal,
 }

@@ -7,8 +7,11 @@
 //! Folder and message ids from the relay are never joined into a path: each is looked up
 //! in a listing of what is there, so no id can reach outside the user's tree.
 //!
-//! Reading changes nothing (a message in `new/` stays there, so the device push still
-//! sees it); "unread" is a message in `new/`, or in `cur/` without the `S` flag.
+//! "Unread" is a message in `new/`, or in `cur/` without the `S` flag. Reading a message
+//! marks it seen as a mail reader does: into `cur/` with the `S` flag. The device push
+//! does not mind: it takes a message from `new/` when it is delivered there (the rename
+//! it is told of), long before anyone opens it on a page, and a message someone already
+//! read need not be pushed.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -220,6 +223,12 @@ pub fn read(user_root: &Path, folder_id: &str, message_id: &str) -> Result<Messa
     let dir = folder_dir(user_root, folder_id)?;
     let f = find(&dir, message_id)?;
     let bytes = fs::read(&f.path).map_err(unavailable)?;
+    if f.unread
+        && let Err(e) = mark_seen(&dir, &f.path)
+    {
+        // The page still shows the message; it stays unread.
+        tracing::warn!(error = %e, "a message read on a page could not be marked seen");
+    }
     let m = MessageParser::default().parse(&bytes).ok_or_else(|| FetchError {
         code: FetchErrorCode::Internal,
         message: "the message could not be parsed".into(),
@@ -254,6 +263,17 @@ pub fn read(user_root: &Path, folder_id: &str, message_id: &str) -> Result<Messa
             .map(|t| t.into_owned()),
         attachments,
     })
+}
+
+/// Renames a message file to `cur/<unique>:2,<flags>` with `S` among its flags (kept in
+/// ASCII order, as the Maildir specification asks).
+fn mark_seen(folder: &Path, path: &Path) -> std::io::Result<()> {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let (unique, flags) = name.split_once(":2,").unwrap_or((&name, ""));
+    let mut flags: Vec<char> = flags.chars().filter(|c| *c != 'S').chain(['S']).collect();
+    flags.sort_unstable();
+    let flags: String = flags.into_iter().collect();
+    fs::rename(path, folder.join("cur").join(format!("{unique}:2,{flags}")))
 }
 
 fn content_type(part: &mail_parser::MessagePart<'_>) -> String {
@@ -402,6 +422,10 @@ mod tests {
         let m = read(root.path(), INBOX, "1000.a.host").expect("read");
         assert_eq!(m.text.as_deref().map(str::trim), Some("Hello Bob"));
         assert_eq!(m.to, ["bob@example.com"]);
+        // Read now: seen, in cur/, under the same id.
+        assert!(root.path().join("cur/1000.a.host:2,S").is_file());
+        assert_eq!(folders(root.path()).expect("folders").folders[0].unread, 0);
+        assert_eq!(read(root.path(), INBOX, "1000.a.host").expect("read again").message_id, "1000.a.host");
         let m = read(root.path(), INBOX, "1001.b.host").expect("read mixed");
         assert_eq!(m.text, None, "an HTML-only message has no text part");
         assert!(
@@ -419,6 +443,15 @@ mod tests {
         assert_eq!(read(root.path(), INBOX, "../../etc/passwd").map(|_| ()), Err(not_found("message")));
         assert_eq!(list(root.path(), "../x", 0, 10).map(|_| ()), Err(not_found("folder")));
         assert_eq!(list(root.path(), ".evil", 0, 10).map(|_| ()), Err(not_found("folder")));
+    }
+
+    #[test]
+    fn reading_keeps_the_other_flags_in_order() {
+        let root = maildir();
+        deliver(root.path(), "cur", "1002.c.host:2,RF", PLAIN);
+        read(root.path(), INBOX, "1002.c.host").expect("read");
+        assert!(root.path().join("cur/1002.c.host:2,FRS").is_file());
+        assert!(!list(root.path(), INBOX, 0, 10).expect("list").messages[0].unread);
     }
 
     #[test]

@@ -16,11 +16,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use noc_endpoint::Store;
-use noc_protocol::UserId;
 use noc_protocol::rts::DataRequest;
 use noc_protocol::rts::fetch::{
     Done, FetchError, FetchErrorCode, FetchRequest, FetchResultResponse, FetchStatus, RequestId,
 };
+use noc_protocol::{ApiErrorCode, UserId};
 
 use crate::config::AgentConfig;
 use crate::db;
@@ -66,7 +66,19 @@ impl Browser {
                     DataRequest::FetchResult { request_id, status: FetchStatus::Error, body: None, error: Some(error) }
                 }
             };
-            match this.data.request::<FetchResultResponse>(&result).await {
+            let mut posted = this.data.request::<FetchResultResponse>(&result).await;
+            if matches!(&posted, Err(e) if e.code() == Some(ApiErrorCode::PayloadTooLarge)) {
+                // The answer is larger than the relay takes: say so, so that the page
+                // tells the user at once instead of waiting for the deadline.
+                let error = FetchError {
+                    code: FetchErrorCode::TooLarge,
+                    message: "the answer exceeds the relay's request size".into(),
+                };
+                let refusal =
+                    DataRequest::FetchResult { request_id, status: FetchStatus::Error, body: None, error: Some(error) };
+                posted = this.data.request::<FetchResultResponse>(&refusal).await;
+            }
+            match posted {
                 Ok(r) if !r.delivered => {
                     tracing::info!(operation = operation.as_str(), "browse: the relay no longer waited for an answer")
                 }

@@ -240,17 +240,21 @@ pub enum FetchErrorCode {
     Unavailable,
     /// The VES does not implement the operation.
     Unsupported,
+    /// The answer would not fit in a data-channel request (`rts.max_body_bytes`): a
+    /// message or attachment too large to show through the relay.
+    TooLarge,
     /// Anything else.
     Internal,
 }
 
 impl FetchErrorCode {
-    pub const ALL: [FetchErrorCode; 6] = [
+    pub const ALL: [FetchErrorCode; 7] = [
         FetchErrorCode::NotFound,
         FetchErrorCode::UnknownUser,
         FetchErrorCode::BadRequest,
         FetchErrorCode::Unavailable,
         FetchErrorCode::Unsupported,
+        FetchErrorCode::TooLarge,
         FetchErrorCode::Internal,
     ];
 
@@ -261,6 +265,7 @@ impl FetchErrorCode {
             FetchErrorCode::BadRequest => "bad_request",
             FetchErrorCode::Unavailable => "unavailable",
             FetchErrorCode::Unsupported => "unsupported",
+            FetchErrorCode::TooLarge => "too_large",
             FetchErrorCode::Internal => "internal",
         }
     }
