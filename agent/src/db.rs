@@ -40,7 +40,35 @@ CREATE TABLE IF NOT EXISTS user_settings (
     constant_sync INTEGER NOT NULL DEFAULT 1,
     filter_rules  TEXT NOT NULL DEFAULT '[]'
 );
+CREATE TABLE IF NOT EXISTS user_calendar (
+    user_id    TEXT PRIMARY KEY,
+    time_zone  TEXT,
+    days_ahead INTEGER
+);
 ";
+
+/// How a user's calendar is read and pushed, as `ActivateUsers` last told it: the zone of
+/// floating times, and how many days ahead entries go to the devices (`None`: a relay
+/// that says nothing of it, no limit).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CalendarPrefs {
+    pub time_zone: Option<String>,
+    pub days_ahead: Option<u32>,
+}
+
+pub fn calendar_prefs(store: &Store, id: UserId) -> Result<CalendarPrefs, AgentError> {
+    let row = store.with_conn(|c| {
+        c.query_row(
+            "SELECT time_zone, days_ahead FROM user_calendar WHERE user_id = ?1",
+            params![id.to_string()],
+            |r| Ok((r.get::<_, Option<String>>(0)?, r.get::<_, Option<i64>>(1)?)),
+        )
+        .optional()
+    })?;
+    Ok(row
+        .map(|(time_zone, days)| CalendarPrefs { time_zone, days_ahead: days.and_then(|d| u32::try_from(d).ok()) })
+        .unwrap_or_default())
+}
 
 /// What the user set on the relay's portal, as the command channel told it: whether new
 /// mail is pushed (ConstantSync) and which new mail makes an alert. Until told, mail is
@@ -134,6 +162,11 @@ pub fn upsert_users(store: &Store, users: &[ActiveUser], complete: bool) -> Resu
                  ON CONFLICT(user_id) DO UPDATE SET email = excluded.email, first_name = excluded.first_name,
                  last_name = excluded.last_name, active = 1",
                 params![u.user_id.to_string(), u.email.to_lowercase(), u.first_name, u.last_name],
+            )?;
+            tx.execute(
+                "INSERT INTO user_calendar (user_id, time_zone, days_ahead) VALUES (?1, ?2, ?3)
+                 ON CONFLICT(user_id) DO UPDATE SET time_zone = excluded.time_zone, days_ahead = excluded.days_ahead",
+                params![u.user_id.to_string(), u.time_zone, u.calendar_days_ahead],
             )?;
         }
         tx.commit()

@@ -428,6 +428,13 @@ impl Engine {
             tracing::debug!(email = %item.email, name = %item.name, "ConstantSync is off; item not pushed");
             return;
         }
+        if item.item_type == ItemType::Calendar && !within_calendar_window(&self.store, user.user_id, &item.body) {
+            // Not recorded: a later scan (periodic, or when the setting changes) pushes it
+            // once the window reaches it.
+            inc(&self.stats.items_deferred);
+            tracing::debug!(email = %item.email, name = %item.name, "calendar entries beyond the user's days ahead");
+            return;
+        }
         let devices = db::devices_of(&self.store, user.user_id).unwrap_or_default();
         if devices.is_empty() {
             tracing::debug!(email = %item.email, "user has no device yet; item kept for later");
@@ -671,6 +678,25 @@ impl Engine {
     }
 }
 
+/// Whether a calendar file goes to the devices now: it has an entry that starts before
+/// the end of the user's window (today and `days_ahead` days more, in the user's zone), or
+/// nothing this agent can date (sent as it is). Entries in the past are inside.
+fn within_calendar_window(store: &Store, user: noc_protocol::UserId, body: &[u8]) -> bool {
+    let prefs = db::calendar_prefs(store, user).unwrap_or_default();
+    let Some(days) = prefs.days_ahead else { return true };
+    let zone = crate::browse::pim::user_zone(prefs.time_zone.as_deref());
+    let Some(first) = crate::browse::pim::first_start(&String::from_utf8_lossy(body), &zone) else { return true };
+    window_end(jiff::Timestamp::now(), &zone, days).is_none_or(|end| first < end)
+}
+
+/// The end of a window of `days` days after today (unix ms): midnight at the start of
+/// the day after the last one, in `zone`.
+fn window_end(now: jiff::Timestamp, zone: &jiff::tz::TimeZone, days: u32) -> Option<i64> {
+    let today = zone.to_datetime(now).date();
+    let end = today.checked_add(jiff::Span::new().days(i64::from(days) + 1)).ok()?;
+    Some(zone.to_timestamp(end.to_datetime(jiff::civil::Time::midnight())).ok()?.as_millisecond())
+}
+
 fn is_maildir(dir: &Path) -> bool {
     dir.join("new").is_dir() && dir.join("cur").is_dir()
 }
@@ -678,4 +704,21 @@ fn is_maildir(dir: &Path) -> bool {
 /// The item type as the submitter cares about it.
 pub fn is_outgoing(item_type: &str) -> bool {
     ItemType::parse(item_type) == ItemType::OutgoingMail
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_calendar_window_ends_at_midnight_after_its_last_day_in_the_users_zone() {
+        // 20:00 UTC on 4 December is already 5 December in Tokyo.
+        let now: jiff::Timestamp = "2026-12-04T20:00:00Z".parse().expect("timestamp");
+        let tokyo = crate::browse::pim::user_zone(Some("Asia/Tokyo"));
+        let end: jiff::Timestamp = "2027-01-04T15:00:00Z".parse().expect("timestamp"); // 5 Jan 00:00 in Tokyo
+        assert_eq!(window_end(now, &tokyo, 30), Some(end.as_millisecond()));
+        let utc = jiff::tz::TimeZone::UTC;
+        let end: jiff::Timestamp = "2026-12-06T00:00:00Z".parse().expect("timestamp");
+        assert_eq!(window_end(now, &utc, 1), Some(end.as_millisecond()), "today and tomorrow");
+    }
 }

@@ -30,6 +30,9 @@ pub struct AgentStats {
     /// New items not pushed because the user's ConstantSync is off (pushed when it is
     /// turned on again).
     pub items_held: AtomicU64,
+    /// Calendar files not pushed (yet) because every entry in them starts later than the
+    /// user's calendar days ahead; pushed by the scan that finds them inside the window.
+    pub items_deferred: AtomicU64,
     /// New mail that matched one of the user's alert filter rules.
     pub alerts_matched: AtomicU64,
     /// Alerts the relay took (`Alert` requests answered).
@@ -61,6 +64,8 @@ pub struct StatsSnapshot {
     #[serde(default)]
     pub items_held: u64,
     #[serde(default)]
+    pub items_deferred: u64,
+    #[serde(default)]
     pub alerts_matched: u64,
     #[serde(default)]
     pub alerts_sent: u64,
@@ -89,6 +94,7 @@ impl AgentStats {
             mail_failures: g(&self.mail_failures),
             welcome_mails: g(&self.welcome_mails),
             items_held: g(&self.items_held),
+            items_deferred: g(&self.items_deferred),
             alerts_matched: g(&self.alerts_matched),
             alerts_sent: g(&self.alerts_sent),
         }

@@ -731,3 +731,66 @@ async fn a_device_erased_from_the_portal_deletes_its_data_and_credentials() {
     let page = web.get("/devices").await;
     assert!(page.body.contains("confirmed it erased its data and credentials"), "{}", page.body);
 }
+
+/// The portal's "calendar days on my devices" (white paper §3.7.3): a calendar file whose
+/// entries all start beyond the window waits (counted as deferred) while one inside it is
+/// pushed; widening the window on the settings page pushes the waiting one at once.
+#[tokio::test]
+async fn calendar_entries_beyond_the_days_ahead_wait_until_the_window_reaches_them() {
+    let world = World::start(|_| {}, Options::default()).await;
+    let device = world.user_with_device("omar@corp.example", "+15550110").await;
+    let running = run_device(&device, fast_device(None));
+    let dir = world.config.mail.calendar_root.clone().expect("calendar root").join("omar@corp.example");
+    std::fs::create_dir_all(&dir).expect("calendar dir");
+    let in_days = |days: i64, summary: &str| {
+        let today = jiff::tz::TimeZone::UTC.to_datetime(jiff::Timestamp::now()).date();
+        let day = today.checked_add(jiff::Span::new().days(days)).expect("date");
+        format!(
+            "BEGIN:VCALENDAR\r\nBEGIN:VEVENT\r\nUID:{summary}\r\nSUMMARY:{summary}\r\nDTSTART;VALUE=DATE:{}\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n",
+            day.strftime("%Y%m%d")
+        )
+    };
+    let before = world.stats_now().await;
+    // The default window is 30 days: the trip in 60 waits, the review in 3 goes.
+    for (name, body) in [("trip.ics", in_days(60, "Trip")), ("review.ics", in_days(3, "Review"))] {
+        let tmp = dir.join(format!(".{name}.tmp"));
+        std::fs::write(&tmp, body).expect("write");
+        std::fs::rename(&tmp, dir.join(name)).expect("rename into place");
+    }
+    let got = wait_inbox(&device, 1).await;
+    assert!(String::from_utf8_lossy(&got[0]).contains("SUMMARY:Review"));
+    world.wait_status("the trip deferred", |s| s.stats.items_deferred > before.items_deferred).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(inbox(&device).len(), 1, "nothing beyond the window");
+
+    // 90 days on the settings page: the agent learns it and the trip goes.
+    let relay = world.relay();
+    let mut web = noc_test_support::WebClient::new(relay.node.http_addr, &relay.cert_path());
+    assert_eq!(web.sign_in("omar@corp.example", USER_PW, false).await.status, 303);
+    let page = web.get("/settings").await;
+    assert!(page.body.contains(r#"name="calendar_days_ahead" type="number" min="1" max="365" required value="30""#));
+    let csrf = page.hidden("csrf").expect("settings form");
+    let form = |days: &'static str| {
+        [
+            ("csrf", csrf.clone()),
+            ("first_name", "Omar".to_string()),
+            ("last_name", "Haddad".to_string()),
+            ("time_zone", "UTC".to_string()),
+            ("constant_sync", "1".to_string()),
+            ("calendar_days_ahead", days.to_string()),
+        ]
+    };
+    for bad in ["0", "366", "a week"] {
+        let fields = form(bad);
+        let refs: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let refused = web.post("/settings", &refs).await;
+        assert_eq!(refused.status, 400, "{bad}: {}", refused.body);
+        assert!(refused.body.contains("must be a number from 1 to 365"), "{}", refused.body);
+    }
+    let fields = form("90");
+    let refs: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    assert_eq!(web.post("/settings", &refs).await.status, 303);
+    let got = wait_inbox(&device, 2).await;
+    assert!(String::from_utf8_lossy(&got[1]).contains("SUMMARY:Trip"), "{:?}", String::from_utf8_lossy(&got[1]));
+    running.halt().await;
+}

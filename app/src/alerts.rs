@@ -6,7 +6,10 @@
 //!
 //! Taking an alert checks the user (this VES's, active, alerts on and allowed), the quiet
 //! hours in the user's time zone and a per-user hourly rate; then each delivery waits in a
-//! bounded queue. A failed delivery is tried again with doubling waits, up to
+//! bounded queue. The rate is checked twice: over the last hour on this node (memory,
+//! no I/O), then per clock hour in the account store, which every node shares, so that a
+//! user whose alerts reach several nodes still gets `alerts.max_per_user_per_hour` at most
+//! (an unreachable store leaves the node's own count). A failed delivery is tried again with doubling waits, up to
 //! `alerts.max_attempts`; nothing is stored beyond that queue (a restart loses what waits).
 //! Every outcome is counted (`noc_alerts_total{channel,outcome}`,
 //! `noc_alerts_skipped_total{reason}`); no log line carries a sender, subject or excerpt.
@@ -270,6 +273,16 @@ impl AlertSink for AlertDispatcher {
             self.metrics.alert_skipped("rate_limited");
             return Ok(false);
         }
+        match self.accounts.store().admit_alert(user.id, now_ms.div_euclid(3_600_000), self.max_per_hour).await {
+            Ok(true) => {}
+            Ok(false) => {
+                self.metrics.alert_skipped("rate_limited");
+                return Ok(false);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "alert: the cluster-wide rate could not be counted; this node's holds")
+            }
+        }
         let body = Arc::new(AlertBody {
             user_id: user.id,
             email: user.email.clone(),
@@ -512,6 +525,47 @@ mod tests {
         let long = excerpt(&"word ".repeat(100));
         assert_eq!(long.chars().count(), EXCERPT_CHARS);
         assert!(long.ends_with('…'));
+    }
+
+    /// Two nodes (two dispatchers on one store) take alerts for the same user in turn:
+    /// together they take the hourly limit, not twice it.
+    #[actix_rt::test]
+    async fn nodes_share_the_hourly_limit_through_the_store() {
+        use noc_storage::{AccountPolicy, AlertDelivery, PasswordHashing, SqliteStore, Store};
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().expect("store"));
+        let policy = AccountPolicy {
+            hashing: PasswordHashing { memory_kib: 64, iterations: 1, parallelism: 1, ..PasswordHashing::default() },
+            ..AccountPolicy::default()
+        };
+        let accounts = Accounts::new(store.clone(), policy).expect("accounts");
+        accounts.create_license("acme", "license-pass", 5, None, "admin:test").await.expect("license");
+        let license = store.license_by_name("acme").await.expect("read").expect("license").0;
+        let ves = store.insert_ves(&[7u8; 32], license.id, 0).await.expect("ves");
+        let (user, _, _) =
+            accounts.provision_user(ves.id, license.id, "kim@example.com", None, "Kim", "Lo").await.expect("user");
+        let now = noc_protocol::clock::unix_ms_i64();
+        store.set_user_status(user.id, UserStatus::Active, now).await.expect("active");
+        let to = AlertDelivery { email: Some("kim@example.com".into()), ..AlertDelivery::default() };
+        store.set_alert_delivery(user.id, &to, now).await.expect("destination");
+
+        let cfg = AlertsConfig { max_per_user_per_hour: 3, ..AlertsConfig::default() };
+        let metrics = Arc::new(Metrics::new());
+        let nodes = [
+            AlertDispatcher::start(accounts.clone(), metrics.clone(), None, &cfg, "https://relay.example").expect("a"),
+            AlertDispatcher::start(accounts.clone(), metrics.clone(), None, &cfg, "https://relay.example").expect("b"),
+        ];
+        let hour = || noc_protocol::clock::unix_ms_i64().div_euclid(3_600_000);
+        let (mut taken, first_hour) = (0, hour());
+        for i in 0..8 {
+            let a =
+                IncomingAlert { user_id: user.id, from: "a@x.example".into(), subject: "urgent".into(), excerpt: None };
+            taken += usize::from(nodes[i % 2].alert(ves.id, a).await.expect("answered"));
+        }
+        // A clock hour that turned during the loop opens a second bucket; each node's own
+        // rolling hour still caps it.
+        let most = if hour() == first_hour { 3 } else { 6 };
+        assert!(taken == most || (most == 6 && taken >= 3), "{taken} taken");
+        assert_eq!(metrics.value("noc_alerts_skipped_total", &[("reason", "rate_limited")]), (8 - taken) as f64);
     }
 
     #[test]

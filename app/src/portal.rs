@@ -50,6 +50,7 @@ fn profile(u: &UserRecord) -> Profile {
         alerts_enabled: u.alerts_enabled,
         contact_email: u.contact_email.clone(),
         locale: u.locale.clone(),
+        calendar_days_ahead: u.calendar_days_ahead,
     }
 }
 
@@ -86,6 +87,7 @@ fn problem(invalid: Invalid) -> Problem {
         Invalid::Msisdn => Problem::Msisdn,
         Invalid::TimeZone => Problem::TimeZone,
         Invalid::Locale => Problem::Locale,
+        Invalid::CalendarDaysAhead => Problem::CalendarDaysAhead,
         Invalid::Name(NameField::FirstName) => Problem::FirstName,
         Invalid::Name(NameField::LastName) => Problem::LastName,
         Invalid::DeviceName => Problem::DeviceName,
@@ -234,13 +236,15 @@ impl Portal for AccountsPortal {
             alerts_enabled: change.alerts_enabled,
             contact_email: Some(change.contact_email),
             locale: Some(change.locale),
+            calendar_days_ahead: change.calendar_days_ahead,
         };
         let after = self.accounts.update_own_settings(before.id, settings).await.map_err(portal_error)?;
         if after.status == UserStatus::Active {
-            let names_changed = (&before.first_name, &before.last_name, &before.time_zone)
-                != (&after.first_name, &after.last_name, &after.time_zone);
+            let names_changed = (&before.first_name, &before.last_name, &before.time_zone, before.calendar_days_ahead)
+                != (&after.first_name, &after.last_name, &after.time_zone, after.calendar_days_ahead);
             if names_changed {
-                // ActivateUsers carries names and time zone; it is followed by the rules.
+                // ActivateUsers carries names, time zone and calendar window; it is
+                // followed by the rules.
                 self.router.user_activated(after.ves_id, active_user_state(&after));
             } else if (before.effective_constant_sync(), before.effective_filter_rules())
                 != (after.effective_constant_sync(), after.effective_filter_rules())

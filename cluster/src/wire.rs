@@ -358,6 +358,7 @@ mod tests {
                     last_name: "B".into(),
                     msisdn: Some("+1555".into()),
                     time_zone: None,
+                    calendar_days_ahead: Some(30),
                 },
                 constant_sync: true,
                 filter_rules: vec![FilterRule { field: "from".into(), contains: "boss".into() }],

@@ -126,6 +126,7 @@ pub fn active_user_state(u: &UserRecord) -> VesUserState {
             last_name: u.last_name.clone(),
             msisdn: u.msisdn.clone(),
             time_zone: u.time_zone.clone(),
+            calendar_days_ahead: Some(u.calendar_days_ahead),
         },
         constant_sync: u.effective_constant_sync(),
         filter_rules: u.effective_filter_rules(),

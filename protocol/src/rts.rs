@@ -229,6 +229,10 @@ pub struct ActiveUser {
     pub last_name: String,
     pub msisdn: Option<String>,
     pub time_zone: Option<String>,
+    /// How many days ahead of today calendar entries go to the user's devices (white
+    /// paper §3.7.3). Absent from relays before it was added: no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calendar_days_ahead: Option<u32>,
 }
 
 /// One alert filter rule (white paper §4.5 step 6): which new mail generates an alert.

@@ -234,6 +234,19 @@ ALTER TABLE users ADD COLUMN access INTEGER NOT NULL DEFAULT 31;
 -- Where a user's new-mail alerts go (JSON of model::AlertDelivery).
 ALTER TABLE users ADD COLUMN alert_delivery TEXT NOT NULL DEFAULT '{}';
 "#,
+    r#"
+-- Days ahead of today whose calendar entries are pushed to the user's devices.
+ALTER TABLE users ADD COLUMN calendar_days_ahead INTEGER NOT NULL DEFAULT 30;
+"#,
+    r#"
+-- Alerts delivered per user and clock hour, for the cluster-wide hourly limit.
+CREATE TABLE alert_counts (
+    user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    hour    INTEGER NOT NULL,
+    n       INTEGER NOT NULL,
+    PRIMARY KEY (user_id, hour)
+);
+"#,
 ];
 
 /// SQLite-backed [`Store`].
@@ -328,7 +341,8 @@ fn license_row(r: &Row<'_>) -> rusqlite::Result<License> {
 
 const USER_COLS: &str = "id, license_id, ves_id, email, msisdn, password_hash, first_name, last_name, \
      time_zone, status, constant_sync, filter_rules, created_at, updated_at, contact_email, locale, \
-     alerts_enabled, access, (SELECT l.features FROM licenses l WHERE l.id = users.license_id), alert_delivery";
+     alerts_enabled, access, (SELECT l.features FROM licenses l WHERE l.id = users.license_id), alert_delivery, \
+     calendar_days_ahead";
 
 fn user_row(r: &Row<'_>) -> rusqlite::Result<UserRecord> {
     let status: String = r.get(9)?;
@@ -355,6 +369,7 @@ fn user_row(r: &Row<'_>) -> rusqlite::Result<UserRecord> {
         // No license row (it cannot happen: users reference theirs) allows nothing.
         license_features: Features::from_bits(r.get::<_, Option<i64>>(18)?.unwrap_or(0)),
         alert_delivery: serde_json::from_str(&r.get::<_, String>(19)?).unwrap_or_default(),
+        calendar_days_ahead: r.get(20)?,
     })
 }
 
@@ -822,7 +837,7 @@ impl Store for SqliteStore {
             let n = c.execute(
                 "UPDATE users SET first_name = ?1, last_name = ?2, time_zone = ?3, constant_sync = ?4, \
                  filter_rules = ?5, updated_at = ?6, contact_email = ?8, locale = ?9, \
-                 alerts_enabled = ?10 WHERE id = ?7",
+                 alerts_enabled = ?10, calendar_days_ahead = ?11 WHERE id = ?7",
                 params![
                     s.first_name,
                     s.last_name,
@@ -833,7 +848,8 @@ impl Store for SqliteStore {
                     id.to_string(),
                     s.contact_email,
                     s.locale,
-                    s.alerts_enabled
+                    s.alerts_enabled,
+                    s.calendar_days_ahead
                 ],
             )?;
             if n == 0 {
@@ -1722,6 +1738,29 @@ impl Store for SqliteStore {
                 })?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
             Ok(rows)
+        })
+        .await
+    }
+
+    async fn admit_alert(&self, user: UserId, hour: i64, max: u32) -> Result<bool> {
+        if max == 0 {
+            return Ok(false);
+        }
+        self.run(move |c| {
+            let tx = c.transaction()?;
+            let id = user.to_string();
+            tx.execute("DELETE FROM alert_counts WHERE user_id = ?1 AND hour < ?2", params![id, hour])?;
+            let counted = tx
+                .query_row(
+                    "INSERT INTO alert_counts (user_id, hour, n) VALUES (?1, ?2, 1) \
+                     ON CONFLICT (user_id, hour) DO UPDATE SET n = n + 1 WHERE alert_counts.n < ?3 RETURNING n",
+                    params![id, hour, max],
+                    |r| r.get::<_, i64>(0),
+                )
+                .optional()?
+                .is_some();
+            tx.commit()?;
+            Ok(counted)
         })
         .await
     }

@@ -44,6 +44,8 @@ pub enum Invalid {
     TimeZone,
     #[error("Locale must be a language tag such as en or de-CH")]
     Locale,
+    #[error("calendar days ahead must be 1 to 365")]
+    CalendarDaysAhead,
     #[error("{0} must be at most 100 printable characters")]
     Name(NameField),
     /// `DeviceName` or `DeviceType` at device activation.

@@ -224,6 +224,9 @@ pub struct UserRecord {
     pub access: Features,
     /// Where the user's new-mail alerts go (white paper §4.7), set on the portal.
     pub alert_delivery: AlertDelivery,
+    /// How many days ahead calendar entries are pushed to the user's devices (white
+    /// paper §3.7.3), told to the VES with the user.
+    pub calendar_days_ahead: u32,
     /// What the user's license allows, read with the user (the store joins it in), so
     /// that [`UserRecord::allows`] needs nothing else.
     pub license_features: Features,
@@ -232,7 +235,6 @@ pub struct UserRecord {
 }
 
 impl UserRecord {
-    /// The rules the user's VES applies: none while alerts are off.
     /// The rules the user's VES applies: none while alerts are off, or not allowed for the
     /// user or the license.
     pub fn effective_filter_rules(&self) -> Vec<FilterRule> {
@@ -594,7 +596,16 @@ pub struct UserSettings {
     pub contact_email: Option<String>,
     /// `None`: the browser's language.
     pub locale: Option<String>,
+    /// Days ahead of today whose calendar entries go to the devices
+    /// ([`CALENDAR_DAYS_AHEAD`] holds the bounds).
+    pub calendar_days_ahead: u32,
 }
+
+/// Bounds and default of [`UserSettings::calendar_days_ahead`]: a year at most, which is
+/// what a handheld's calendar holds comfortably.
+pub const CALENDAR_DAYS_AHEAD: std::ops::RangeInclusive<u32> = 1..=365;
+/// What a new user gets.
+pub const DEFAULT_CALENDAR_DAYS_AHEAD: u32 = 30;
 
 /// Where a user's new-mail alerts go and when (white paper §4.7; the portal's alerts page).
 /// Stored as JSON; fields a later version adds are read as their defaults.
@@ -761,6 +772,7 @@ mod tests {
             locale: None,
             access,
             alert_delivery: AlertDelivery::default(),
+            calendar_days_ahead: DEFAULT_CALENDAR_DAYS_AHEAD,
             license_features: license,
             created_at: 0,
             updated_at: 0,

@@ -522,6 +522,7 @@ impl Accounts {
             alerts_enabled: before.alerts_enabled,
             contact_email: before.contact_email.clone(),
             locale,
+            calendar_days_ahead: before.calendar_days_ahead,
         };
         let now = now_ms();
         let mut after = self.store().update_user_settings(id, &settings, now).await?;

@@ -206,6 +206,19 @@ ALTER TABLE users ADD COLUMN access INTEGER NOT NULL DEFAULT 31;
     r#"
 ALTER TABLE users ADD COLUMN alert_delivery TEXT NOT NULL DEFAULT '{}';
 "#,
+    r#"
+-- Days ahead of today whose calendar entries are pushed to the user's devices.
+ALTER TABLE users ADD COLUMN calendar_days_ahead INTEGER NOT NULL DEFAULT 30;
+"#,
+    r#"
+-- Alerts delivered per user and clock hour, for the cluster-wide hourly limit.
+CREATE TABLE alert_counts (
+    user_id UUID NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    hour    BIGINT NOT NULL,
+    n       INTEGER NOT NULL,
+    PRIMARY KEY (user_id, hour)
+);
+"#,
 ];
 
 /// Arbitrary constant naming the migration advisory lock.
@@ -420,7 +433,8 @@ fn license_row(r: &Row) -> License {
 
 const USER_COLS: &str = "id, license_id, ves_id, email, msisdn, password_hash, first_name, last_name, \
      time_zone, status, constant_sync, filter_rules, created_at, updated_at, contact_email, locale, \
-     alerts_enabled, access, (SELECT l.features FROM licenses l WHERE l.id = users.license_id), alert_delivery";
+     alerts_enabled, access, (SELECT l.features FROM licenses l WHERE l.id = users.license_id), alert_delivery, \
+     calendar_days_ahead";
 
 const WEB_SESSION_COLS: &str = "id, user_id, created_at, last_seen_at, expires_at, persistent, client";
 
@@ -461,6 +475,7 @@ fn user_row(r: &Row) -> UserRecord {
         // No license row (it cannot happen: users reference theirs) allows nothing.
         license_features: Features::from_bits(r.get::<_, Option<i32>>(18).unwrap_or(0).into()),
         alert_delivery: serde_json::from_str(&r.get::<_, String>(19)).unwrap_or_default(),
+        calendar_days_ahead: u32::try_from(r.get::<_, i32>(20)).unwrap_or(DEFAULT_CALENDAR_DAYS_AHEAD),
     }
 }
 
@@ -899,7 +914,8 @@ impl Store for PostgresStore {
         let rules = serde_json::to_string(&settings.filter_rules).map_err(|e| StoreError::Backend(e.to_string()))?;
         let sql = format!(
             "UPDATE users SET first_name = $1, last_name = $2, time_zone = $3, constant_sync = $4, filter_rules = $5, \
-             updated_at = $6, contact_email = $8, locale = $9, alerts_enabled = $10 WHERE id = $7 \
+             updated_at = $6, contact_email = $8, locale = $9, alerts_enabled = $10, calendar_days_ahead = $11 \
+             WHERE id = $7 \
              RETURNING {USER_COLS}"
         );
         let row = self
@@ -918,6 +934,7 @@ impl Store for PostgresStore {
                     &settings.contact_email,
                     &settings.locale,
                     &settings.alerts_enabled,
+                    &i32::try_from(settings.calendar_days_ahead).unwrap_or(i32::MAX),
                 ],
             )
             .await
@@ -1760,6 +1777,29 @@ impl Store for PostgresStore {
                 active_users: n(r.get(9)),
             })
             .collect())
+    }
+
+    async fn admit_alert(&self, user: UserId, hour: i64, max: u32) -> Result<bool> {
+        if max == 0 {
+            return Ok(false);
+        }
+        let max = i32::try_from(max).unwrap_or(i32::MAX);
+        let c = self.client().await?;
+        c.execute("DELETE FROM alert_counts WHERE user_id = $1 AND hour < $2", &[&user.0, &hour])
+            .await
+            .map_err(pg_error)?;
+        // One statement: concurrent nodes serialise on the row, and the one that would
+        // pass `max` updates nothing and gets no row back.
+        let row = c
+            .query_opt(
+                "INSERT INTO alert_counts (user_id, hour, n) VALUES ($1, $2, 1) \
+                 ON CONFLICT (user_id, hour) DO UPDATE SET n = alert_counts.n + 1 WHERE alert_counts.n < $3 \
+                 RETURNING n",
+                &[&user.0, &hour, &max],
+            )
+            .await
+            .map_err(pg_error)?;
+        Ok(row.is_some())
     }
 
     async fn purge_audit(&self, before: i64) -> Result<u64> {

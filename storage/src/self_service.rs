@@ -388,16 +388,20 @@ impl Accounts {
         if let Some(l) = &settings.locale {
             check_locale(l)?;
         }
+        if !crate::model::CALENDAR_DAYS_AHEAD.contains(&settings.calendar_days_ahead) {
+            return Err(AccountError::Invalid(Invalid::CalendarDaysAhead));
+        }
         let updated = self.store().update_user_settings(user, &settings, noc_protocol::clock::unix_ms_i64()).await?;
         self.audit(
             format!("user:{user}"),
             "user.settings_changed",
             format!("user:{user}"),
             format!(
-                "constant_sync={} alerts={} filter_rules={}",
+                "constant_sync={} alerts={} filter_rules={} calendar_days_ahead={}",
                 settings.constant_sync,
                 settings.alerts_enabled,
-                settings.filter_rules.len()
+                settings.filter_rules.len(),
+                settings.calendar_days_ahead
             ),
         )
         .await;

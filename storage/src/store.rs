@@ -220,6 +220,11 @@ pub trait Store: Send + Sync + 'static {
     async fn set_user_status(&self, id: UserId, status: UserStatus, now: i64) -> Result<UserRecord>;
     /// Sets where a user's alerts go (the portal's alerts page).
     async fn set_alert_delivery(&self, id: UserId, delivery: &AlertDelivery, now: i64) -> Result<UserRecord>;
+    /// Counts one alert for `user` in the clock hour `hour` (unix ms / 3 600 000) unless
+    /// `max` were counted there already: `true` when counted. Shared by every node, so
+    /// the per-user hourly limit holds across the cluster; older hours of the user are
+    /// dropped on the way.
+    async fn admit_alert(&self, user: UserId, hour: i64, max: u32) -> Result<bool>;
     /// Sets what a user may use (a CSR's grant, white paper §3.7.2).
     async fn set_user_access(&self, id: UserId, access: Features, now: i64) -> Result<UserRecord>;
 

@@ -922,6 +922,31 @@ macro_rules! conformance {
             }
 
             /// What the settings page stores comes back as stored, and is validated first.
+            /// The cluster-wide alert rate: `max` per user and clock hour, counted atomically
+            /// by whichever node asks, a new hour starting from zero, other users apart.
+            #[tokio::test]
+            async fn alerts_are_admitted_up_to_the_hourly_limit_per_user() {
+                let backend = super::$backend().await;
+                let accounts = Accounts::new(backend.store.clone(), policy()).expect("accounts");
+                let ves = registered_ves(&accounts, 5).await;
+                let (ann, _, _) = accounts.provision_user(ves.id, ves.license_id, "ann@example.com", None, "A", "N").await.expect("ann");
+                let (bob, _, _) = accounts.provision_user(ves.id, ves.license_id, "bob@example.com", None, "B", "O").await.expect("bob");
+                let store = accounts.store();
+                let hour = 493_000;
+                // Three nodes asking at once for five alerts each: exactly three get through.
+                let tries = (0..15).map(|_| store.admit_alert(ann.id, hour, 3));
+                let admitted = futures_util::future::join_all(tries).await;
+                assert_eq!(admitted.iter().filter(|r| matches!(r, Ok(true))).count(), 3, "{admitted:?}");
+                assert!(admitted.iter().all(|r| r.is_ok()));
+                assert!(store.admit_alert(bob.id, hour, 3).await.expect("bob"), "per user");
+                assert!(store.admit_alert(ann.id, hour + 1, 3).await.expect("next hour"), "a new hour");
+                assert!(!store.admit_alert(ann.id, hour + 2, 0).await.expect("none allowed"));
+                // Deleting the user takes the counts along.
+                accounts.store().delete_user(ann.id).await.expect("delete");
+                assert!(store.admit_alert(bob.id, hour, 3).await.expect("bob again"));
+                backend.cleanup().await;
+            }
+
             #[tokio::test]
             async fn user_settings_are_stored_and_validated() {
                 let backend = super::$backend().await;
@@ -938,7 +963,9 @@ macro_rules! conformance {
                     alerts_enabled: false,
                     contact_email: Some("Set.Private@Example.ORG".into()),
                     locale: Some("de".into()),
+                    calendar_days_ahead: 90,
                 };
+                assert_eq!(user.calendar_days_ahead, noc_storage::DEFAULT_CALENDAR_DAYS_AHEAD, "a new user's");
                 let updated = accounts.update_own_settings(user.id, settings.clone()).await.expect("update");
                 let stored = accounts.store().user_by_id(user.id).await.expect("read").expect("user");
                 assert_eq!(updated.first_name, "Sét");
@@ -946,7 +973,15 @@ macro_rules! conformance {
                 assert_eq!((stored.constant_sync, &stored.filter_rules), (false, &rules));
                 assert_eq!(stored.contact_email.as_deref(), Some("set.private@example.org"), "normalised");
                 assert_eq!(stored.locale.as_deref(), Some("de"));
+                assert_eq!(stored.calendar_days_ahead, 90);
                 assert!(!stored.alerts_enabled);
+                for days in [0, 366] {
+                    let out_of_bounds = noc_storage::UserSettings { calendar_days_ahead: days, ..settings.clone() };
+                    assert!(matches!(
+                        accounts.update_own_settings(user.id, out_of_bounds).await,
+                        Err(AccountError::Invalid(noc_storage::Invalid::CalendarDaysAhead))
+                    ));
+                }
                 assert!(stored.effective_filter_rules().is_empty(), "alerts off: the VES gets no rules");
                 assert_eq!(stored.filter_rules, rules, "but they are kept");
                 let bad_locale = noc_storage::UserSettings { locale: Some("<script>".into()), ..settings.clone() };

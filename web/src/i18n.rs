@@ -177,6 +177,7 @@ impl Lang {
             Problem::Msisdn => self.get("problem-msisdn"),
             Problem::TimeZone => self.get("problem-time-zone"),
             Problem::Locale => self.get("problem-locale"),
+            Problem::CalendarDaysAhead => self.get("problem-calendar-days"),
             Problem::FirstName => self.get("problem-first-name"),
             Problem::LastName => self.get("problem-last-name"),
             Problem::DeviceName => self.get("problem-device-name"),

@@ -35,6 +35,8 @@ pub struct Profile {
     /// The language the user chose for the pages (a tag such as `de`); `None`: the
     /// browser's.
     pub locale: Option<String>,
+    /// Days ahead of today whose calendar entries go to the user's devices.
+    pub calendar_days_ahead: u32,
 }
 
 /// What the settings page changes.
@@ -50,6 +52,7 @@ pub struct SettingsChange {
     pub contact_email: String,
     /// Empty: the browser's language.
     pub locale: String,
+    pub calendar_days_ahead: u32,
 }
 
 /// A request's live session.
@@ -177,6 +180,8 @@ pub enum Problem {
     AlertEmail,
     WebhookUrl,
     QuietHours,
+    /// Calendar days ahead out of 1 to 365.
+    CalendarDaysAhead,
     /// A rule no form of the portal can break (an API-only field); worded generically.
     Other,
 }

@@ -8,7 +8,7 @@
 //! on its side): a fetch for anyone else is `unknown_user`. Nothing of the data is logged.
 
 mod mail;
-mod pim;
+pub(crate) mod pim;
 mod send;
 
 use std::path::PathBuf;
@@ -101,6 +101,8 @@ impl Browser {
                 return Err(FetchError { code: FetchErrorCode::Internal, message: "the server failed".into() });
             }
         };
+        let zone =
+            pim::user_zone(db::calendar_prefs(&self.store, user.user_id).unwrap_or_default().time_zone.as_deref());
         let mail_root = self.config.mail.maildir_root.join(&user.email);
         let calendar = self.config.mail.calendar_root.as_ref().map(|r| r.join(&user.email));
         let contacts = self.config.mail.contacts_root.as_ref().map(|r| r.join(&user.email));
@@ -114,7 +116,7 @@ impl Browser {
             send::send(&mailer, &user, &mail_root, &outgoing).await?;
             return to_json(&Done {});
         }
-        blocking(move || answer_from_files(mail_root, calendar, contacts, request)).await
+        blocking(move || answer_from_files(mail_root, calendar, contacts, &zone, request)).await
     }
 }
 
@@ -136,6 +138,7 @@ fn answer_from_files(
     mail_root: PathBuf,
     calendar: Option<PathBuf>,
     contacts: Option<PathBuf>,
+    zone: &jiff::tz::TimeZone,
     request: FetchRequest,
 ) -> Result<serde_json::Value, FetchError> {
     match request {
@@ -153,7 +156,7 @@ fn answer_from_files(
             mail::move_to(&mail_root, &folder, &message_id, &to_folder)?;
             to_json(&Done {})
         }
-        FetchRequest::CalendarRange { from, to } => to_json(&pim::calendar_range(calendar.as_deref(), from, to)?),
+        FetchRequest::CalendarRange { from, to } => to_json(&pim::calendar_range(calendar.as_deref(), from, to, zone)?),
         FetchRequest::ContactList { query, offset, limit } => {
             to_json(&pim::contact_list(contacts.as_deref(), &query, offset, limit)?)
         }

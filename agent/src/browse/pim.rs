@@ -93,8 +93,10 @@ fn escape(v: &str) -> String {
     v.replace('\\', "\\\\").replace(';', "\\;").replace(',', "\\,").replace('\n', "\\n").replace('\r', "")
 }
 
-/// A `DTSTART`/`DTEND` value: unix ms and whether it is a date (all day).
-fn when(p: &Property) -> Option<(i64, bool)> {
+/// A `DTSTART`/`DTEND` value: unix ms and whether it is a date (all day). A floating
+/// time (neither `Z` nor `TZID`, RFC 5545 §3.3.5 form #1) is the same wall-clock time
+/// wherever its reader is: here, the user's own zone, `floating`.
+fn when(p: &Property, floating: &jiff::tz::TimeZone) -> Option<(i64, bool)> {
     let v = p.value.trim();
     let digits = |s: &str| s.chars().all(|c| c.is_ascii_digit());
     if v.len() == 8 && digits(v) {
@@ -123,10 +125,11 @@ fn when(p: &Property) -> Option<(i64, bool)> {
         0,
     )
     .ok()?;
-    // UTC; else the TZID's zone; a floating time (neither) is read as UTC.
+    // UTC; else the TZID's zone (an unknown one read as the user's); else floating.
     let tz = match (utc, p.param("TZID")) {
-        (false, Some(id)) => jiff::tz::TimeZone::get(id).unwrap_or(jiff::tz::TimeZone::UTC),
-        _ => jiff::tz::TimeZone::UTC,
+        (true, _) => jiff::tz::TimeZone::UTC,
+        (false, Some(id)) => jiff::tz::TimeZone::get(id).unwrap_or_else(|_| floating.clone()),
+        (false, None) => floating.clone(),
     };
     Some((tz.to_timestamp(dt).ok()?.as_millisecond(), false))
 }
@@ -164,8 +167,8 @@ fn duration_ms(v: &str) -> Option<i64> {
     Some(sign * ms)
 }
 
-/// The events of one `.ics` file.
-fn events_of(text: &str, file_id: &str) -> Vec<Event> {
+/// The events of one `.ics` file, floating times read in `floating`.
+fn events_of(text: &str, file_id: &str, floating: &jiff::tz::TimeZone) -> Vec<Event> {
     let mut out = Vec::new();
     let mut current: Option<Vec<Property>> = None;
     let mut depth = 0;
@@ -175,7 +178,7 @@ fn events_of(text: &str, file_id: &str) -> Vec<Event> {
             ("BEGIN", _) if current.is_some() => depth += 1, // VALARM inside an event
             ("END", "VEVENT") if depth == 0 => {
                 if let Some(props) = current.take()
-                    && let Some(e) = event(&props, file_id, out.len())
+                    && let Some(e) = event(&props, file_id, out.len(), floating)
                 {
                     out.push(e);
                 }
@@ -193,10 +196,11 @@ fn events_of(text: &str, file_id: &str) -> Vec<Event> {
     out
 }
 
-fn event(props: &[Property], file_id: &str, index: usize) -> Option<Event> {
+fn event(props: &[Property], file_id: &str, index: usize, floating: &jiff::tz::TimeZone) -> Option<Event> {
     let get = |name: &str| props.iter().find(|p| p.name == name);
-    let (start, all_day) = when(get("DTSTART")?)?;
-    let end = match (get("DTEND").and_then(when), get("DURATION").and_then(|d| duration_ms(&d.value))) {
+    let (start, all_day) = when(get("DTSTART")?, floating)?;
+    let end = match (get("DTEND").and_then(|p| when(p, floating)), get("DURATION").and_then(|d| duration_ms(&d.value)))
+    {
         (Some((end, _)), _) => end,
         (None, Some(d)) => start + d,
         // RFC 5545 §3.6.1: a date lasts the day, a date-time no time at all.
@@ -238,14 +242,31 @@ fn files(dir: &Path, extension: &str) -> Result<Vec<(String, PathBuf)>, FetchErr
     Ok(out)
 }
 
-/// Events overlapping `[from, to)`, earliest first.
-pub fn calendar_range(dir: Option<&Path>, from: i64, to: i64) -> Result<EventList, FetchError> {
+/// The user's zone for floating times: `time_zone` (an IANA name) or UTC.
+pub fn user_zone(time_zone: Option<&str>) -> jiff::tz::TimeZone {
+    time_zone.and_then(|z| jiff::tz::TimeZone::get(z).ok()).unwrap_or(jiff::tz::TimeZone::UTC)
+}
+
+/// The earliest start among the events of an `.ics` file (unix ms); `None` when it holds
+/// no event with a start this reader understands.
+pub fn first_start(text: &str, floating: &jiff::tz::TimeZone) -> Option<i64> {
+    events_of(text, "", floating).iter().map(|e| e.start).min()
+}
+
+/// Events overlapping `[from, to)`, earliest first; floating times in `floating`.
+pub fn calendar_range(
+    dir: Option<&Path>,
+    from: i64,
+    to: i64,
+    floating: &jiff::tz::TimeZone,
+) -> Result<EventList, FetchError> {
     let Some(dir) = dir else { return Ok(EventList { events: Vec::new() }) };
     let mut events = Vec::new();
     for (stem, path) in files(dir, "ics")? {
         let Ok(text) = fs::read_to_string(&path) else { continue };
-        events
-            .extend(events_of(&text, &stem).into_iter().filter(|e| e.start < to && (e.end > from || e.start >= from)));
+        events.extend(
+            events_of(&text, &stem, floating).into_iter().filter(|e| e.start < to && (e.end > from || e.start >= from)),
+        );
     }
     events.sort_by(|a, b| a.start.cmp(&b.start).then_with(|| a.summary.cmp(&b.summary)));
     Ok(EventList { events })
@@ -358,7 +379,7 @@ mod tests {
 
     #[test]
     fn events_with_zones_dates_and_durations() {
-        let events = events_of(ICS, "work");
+        let events = events_of(ICS, "work", &jiff::tz::TimeZone::UTC);
         assert_eq!(events.len(), 3);
         // 10:00 in Paris in December is 09:00 UTC.
         assert_eq!(events[0].summary, "Board, quarterly");
@@ -372,15 +393,31 @@ mod tests {
     }
 
     #[test]
+    fn floating_times_are_the_users_wall_clock_and_the_first_start_is_found() {
+        let ics = "BEGIN:VCALENDAR\r\nBEGIN:VEVENT\r\nSUMMARY:Standup\r\nDTSTART:20261204T090000\r\nDTEND:20261204T091500\r\nEND:VEVENT\r\nBEGIN:VEVENT\r\nSUMMARY:Odd zone\r\nDTSTART;TZID=Nowhere/Else:20261203T090000\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n";
+        let tokyo = user_zone(Some("Asia/Tokyo"));
+        let events = events_of(ics, "f", &tokyo);
+        // 09:00 in Tokyo is 00:00 UTC; in UTC it would be 09:00 UTC.
+        assert_eq!(events[0].start, 1_796_342_400_000);
+        assert_eq!(events[0].end - events[0].start, 15 * 60_000);
+        assert_eq!(events_of(ics, "f", &user_zone(None))[0].start, 1_796_342_400_000 + 9 * 3_600_000);
+        // An unknown TZID is read as the user's zone too; it is the earliest here.
+        assert_eq!(first_start(ics, &tokyo), Some(1_796_342_400_000 - 86_400_000));
+        assert_eq!(first_start("BEGIN:VCALENDAR\r\nEND:VCALENDAR\r\n", &tokyo), None);
+        assert_eq!(user_zone(Some("Not/AZone")), jiff::tz::TimeZone::UTC);
+    }
+
+    #[test]
     fn a_range_keeps_what_overlaps_it() {
         let dir = tempfile::tempdir().expect("tmp");
         fs::write(dir.path().join("work.ics"), ICS).expect("ics");
         fs::write(dir.path().join("notes.txt"), "not a calendar").expect("other");
         let day = 1_796_342_400_000; // 2026-12-04 00:00 UTC
-        let got = calendar_range(Some(dir.path()), day, day + 86_400_000).expect("range");
+        let utc = jiff::tz::TimeZone::UTC;
+        let got = calendar_range(Some(dir.path()), day, day + 86_400_000, &utc).expect("range");
         let names: Vec<_> = got.events.iter().map(|e| e.summary.as_str()).collect();
         assert_eq!(names, ["Board, quarterly", "Call"]);
-        assert!(calendar_range(None, 0, i64::MAX).expect("none").events.is_empty());
+        assert!(calendar_range(None, 0, i64::MAX, &utc).expect("none").events.is_empty());
         assert_eq!(duration_ms("P1W"), Some(7 * 86_400_000));
         assert_eq!(duration_ms("PT1H30M"), Some(90 * 60_000));
         assert_eq!(duration_ms("P1H"), None);

@@ -1,6 +1,6 @@
 //! `GET/POST /settings` and `POST /settings/password`: what a user changes themselves
-//! (white paper §3.7.3, §9.2.1): name, time zone, ConstantSync, the alert filter rules,
-//! and the password. New rules and the ConstantSync flag reach the user's enterprise
+//! (white paper §3.7.3, §9.2.1): name, time zone, ConstantSync and how many days of the
+//! calendar go to the devices, the alert filter rules, and the password. New rules and the ConstantSync flag reach the user's enterprise
 //! server at once over its live command channel.
 //!
 //! The rules are plain form rows (a header and a text each) with two empty rows to add
@@ -43,6 +43,8 @@ pub struct SettingsPage<'a> {
     pub locale: &'a str,
     pub languages: [(&'static str, &'static str); LANGUAGES.len()],
     pub constant_sync: bool,
+    /// As typed (a refused value is shown again as it was).
+    pub calendar_days_ahead: &'a str,
     pub alerts_enabled: bool,
     pub rules: Vec<RuleRow>,
     pub notice: Option<String>,
@@ -86,6 +88,7 @@ struct Shown<'a> {
     time_zone: &'a str,
     locale: &'a str,
     constant_sync: bool,
+    calendar_days_ahead: &'a str,
     alerts_enabled: bool,
     rules: &'a [FilterRule],
 }
@@ -112,6 +115,7 @@ fn render(
         locale: shown.locale,
         languages: LANGUAGES,
         constant_sync: shown.constant_sync,
+        calendar_days_ahead: shown.calendar_days_ahead,
         alerts_enabled: shown.alerts_enabled,
         rules: rows(shown.rules),
         notice,
@@ -124,7 +128,7 @@ fn render(
     page::render(status, &p)
 }
 
-fn of_profile(p: &Profile) -> Shown<'_> {
+fn of_profile<'a>(p: &'a Profile, days: &'a str) -> Shown<'a> {
     Shown {
         first_name: &p.first_name,
         last_name: &p.last_name,
@@ -133,6 +137,7 @@ fn of_profile(p: &Profile) -> Shown<'_> {
         time_zone: p.time_zone.as_deref().unwrap_or("UTC"),
         locale: p.locale.as_deref().and_then(Lang::parse).map(Lang::tag).unwrap_or(""),
         constant_sync: p.constant_sync,
+        calendar_days_ahead: days,
         alerts_enabled: p.alerts_enabled,
         rules: &p.filter_rules,
     }
@@ -153,11 +158,12 @@ pub async fn show(req: HttpRequest, state: web::Data<WebState>) -> Result<HttpRe
     };
     let question = question_state(&state, &user.visitor.profile.user_id).await?;
     let sessions = sessions_of(&state, &user).await?;
+    let days = user.visitor.profile.calendar_days_ahead.to_string();
     Ok(render(
         t,
         StatusCode::OK,
         &user.csrf(),
-        of_profile(&user.visitor.profile),
+        of_profile(&user.visitor.profile, &days),
         notice,
         (None, None),
         question,
@@ -169,6 +175,8 @@ pub async fn show(req: HttpRequest, state: web::Data<WebState>) -> Result<HttpRe
 struct Posted {
     csrf: String,
     change: SettingsChange,
+    /// The calendar field as typed.
+    calendar_days_ahead: String,
 }
 
 fn posted(pairs: Vec<(String, String)>) -> Posted {
@@ -183,7 +191,9 @@ fn posted(pairs: Vec<(String, String)>) -> Posted {
             alerts_enabled: false,
             contact_email: String::new(),
             locale: String::new(),
+            calendar_days_ahead: 0,
         },
+        calendar_days_ahead: String::new(),
     };
     let mut field: Option<String> = None;
     for (k, v) in pairs {
@@ -195,6 +205,7 @@ fn posted(pairs: Vec<(String, String)>) -> Posted {
             "contact_email" => p.change.contact_email = v,
             "locale" => p.change.locale = v,
             "constant_sync" => p.change.constant_sync = true,
+            "calendar_days_ahead" => p.calendar_days_ahead = v,
             "alerts" => p.change.alerts_enabled = true,
             "rule_field" => field = Some(v),
             "rule_text" => {
@@ -233,6 +244,7 @@ pub async fn submit(
             time_zone: &p.change.time_zone,
             locale: &p.change.locale,
             constant_sync: p.change.constant_sync,
+            calendar_days_ahead: &p.calendar_days_ahead,
             alerts_enabled: p.change.alerts_enabled,
             rules: &p.change.filter_rules,
         };
@@ -241,11 +253,21 @@ pub async fn submit(
     if !time_zones().any(|z| z == p.change.time_zone) {
         return refuse(t.get("form-time-zone"));
     }
+    // A number the store then checks against its bounds; anything else is refused here.
+    // Left out (a form from before the field, a script): unchanged.
+    let days = match p.calendar_days_ahead.trim() {
+        "" => visitor.profile.calendar_days_ahead,
+        typed => match typed.parse::<u32>() {
+            Ok(days) => days,
+            Err(_) => return refuse(t.problem(crate::portal::Problem::CalendarDaysAhead)),
+        },
+    };
+    let change = SettingsChange { calendar_days_ahead: days, ..p.change.clone() };
     // One of ours, or none (the browser's): the page's own list.
     if !p.change.locale.is_empty() && !LANGUAGES.iter().any(|(tag, _)| *tag == p.change.locale) {
         return refuse(t.problem(crate::portal::Problem::Locale));
     }
-    match state.portal.update_settings(&visitor.profile.user_id, p.change.clone()).await {
+    match state.portal.update_settings(&visitor.profile.user_id, change).await {
         Ok(()) => Ok(page::see_other("/settings?saved=1").finish()),
         Err(PortalError::Invalid(problem)) => refuse(t.problem(problem)),
         Err(e) => Err(e.into()),
@@ -284,8 +306,9 @@ pub async fn change_password(
     let (visitor, token, token_csrf, t) = (&user.visitor, &user.token, user.csrf(), user.t);
     let question = question_state(&state, &visitor.profile.user_id).await?;
     let sessions = sessions_of(&state, &user).await?;
+    let days = visitor.profile.calendar_days_ahead.to_string();
     let refuse = |status: StatusCode, message: String| {
-        let shown = of_profile(&visitor.profile);
+        let shown = of_profile(&visitor.profile, &days);
         Ok(render(t, status, &token_csrf, shown, None, (None, Some(message)), question, sessions))
     };
     if f.current.is_empty() || f.new_password.is_empty() {
