@@ -50,6 +50,12 @@ async fn a_user_reads_and_sends_mail_and_sees_calendar_and_contacts_from_a_brows
         "BEGIN:VCALENDAR\r\nBEGIN:VEVENT\r\nUID:b1\r\nSUMMARY:Board meeting\r\nDTSTART:20261204T090000Z\r\nDTEND:20261204T100000Z\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n",
     )
     .expect("ics");
+    // Weekly on Fridays from the week before: its second occurrence is on the day shown.
+    std::fs::write(
+        calendar.join("lunch.ics"),
+        "BEGIN:VCALENDAR\r\nBEGIN:VEVENT\r\nUID:l1\r\nSUMMARY:Lunch club\r\nDTSTART:20261127T120000Z\r\nDTEND:20261127T130000Z\r\nRRULE:FREQ=WEEKLY;COUNT=4\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n",
+    )
+    .expect("ics");
     let contacts = path_in(&world, "contacts").join("ann@corp.example");
     std::fs::create_dir_all(&contacts).expect("contacts dir");
     std::fs::write(
@@ -116,6 +122,8 @@ async fn a_user_reads_and_sends_mail_and_sees_calendar_and_contacts_from_a_brows
         "{}",
         day.body
     );
+    assert!(day.body.contains("Lunch club"), "the recurring event's second occurrence: {}", day.body);
+    assert!(!web.get("/calendar?day=2026-12-05").await.body.contains("Lunch club"), "weekly, not daily");
     let found = web.get("/contacts?q=carl").await;
     assert!(found.status == 200 && found.body.contains("Carl Berg"), "{}", found.body);
     let csrf = found.hidden("csrf").expect("csrf");

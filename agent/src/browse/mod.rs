@@ -9,6 +9,7 @@
 
 mod mail;
 pub(crate) mod pim;
+mod recur;
 mod send;
 
 use std::path::PathBuf;

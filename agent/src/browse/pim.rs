@@ -4,8 +4,9 @@
 //!
 //! Enough iCalendar (RFC 5545) and vCard (RFC 6350, and 3.0) for that: unfolded lines,
 //! escaped text, `DTSTART`/`DTEND`/`DURATION` as dates, UTC times or local times with a
-//! `TZID` (the IANA database, through jiff). Recurrence rules are not expanded: a recurring
-//! event shows at its first occurrence.
+//! `TZID` (the IANA database, through jiff), recurring events expanded by
+//! [`super::recur`] with their `EXDATE`s and the occurrences other `VEVENT`s of the same
+//! `UID` move (`RECURRENCE-ID`).
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -93,19 +94,30 @@ fn escape(v: &str) -> String {
     v.replace('\\', "\\\\").replace(';', "\\;").replace(',', "\\,").replace('\n', "\\n").replace('\r', "")
 }
 
-/// A `DTSTART`/`DTEND` value: unix ms and whether it is a date (all day). A floating
-/// time (neither `Z` nor `TZID`, RFC 5545 §3.3.5 form #1) is the same wall-clock time
-/// wherever its reader is: here, the user's own zone, `floating`.
-fn when(p: &Property, floating: &jiff::tz::TimeZone) -> Option<(i64, bool)> {
-    let v = p.value.trim();
+/// A `DTSTART`/`DTEND`/`RECURRENCE-ID`/`EXDATE` value: its civil time, the zone it is in,
+/// and whether it is a date (all day; then midnight in UTC, as the pages show dates).
+struct When {
+    civil: jiff::civil::DateTime,
+    tz: jiff::tz::TimeZone,
+    all_day: bool,
+}
+
+impl When {
+    fn ms(&self) -> Option<i64> {
+        Some(self.tz.to_timestamp(self.civil).ok()?.as_millisecond())
+    }
+}
+
+/// One date or date-time value. A floating time (neither `Z` nor `TZID`, RFC 5545
+/// §3.3.5 form #1) is the same wall-clock time wherever its reader is: here, the user's
+/// own zone, `floating`; so is a `TZID` jiff does not know.
+fn when_value(v: &str, tzid: Option<&str>, floating: &jiff::tz::TimeZone) -> Option<When> {
+    let v = v.trim();
     let digits = |s: &str| s.chars().all(|c| c.is_ascii_digit());
     if v.len() == 8 && digits(v) {
         let date = jiff::civil::Date::new(v[0..4].parse().ok()?, v[4..6].parse().ok()?, v[6..8].parse().ok()?).ok()?;
-        let ms = jiff::tz::TimeZone::UTC
-            .to_timestamp(date.to_datetime(jiff::civil::Time::midnight()))
-            .ok()?
-            .as_millisecond();
-        return Some((ms, true));
+        let civil = date.to_datetime(jiff::civil::Time::midnight());
+        return Some(When { civil, tz: jiff::tz::TimeZone::UTC, all_day: true });
     }
     let (body, utc) = match v.strip_suffix('Z') {
         Some(b) => (b, true),
@@ -115,7 +127,7 @@ fn when(p: &Property, floating: &jiff::tz::TimeZone) -> Option<(i64, bool)> {
     if d.len() != 8 || t.len() != 6 || !digits(d) || !digits(t) {
         return None;
     }
-    let dt = jiff::civil::DateTime::new(
+    let civil = jiff::civil::DateTime::new(
         d[0..4].parse().ok()?,
         d[4..6].parse().ok()?,
         d[6..8].parse().ok()?,
@@ -125,13 +137,16 @@ fn when(p: &Property, floating: &jiff::tz::TimeZone) -> Option<(i64, bool)> {
         0,
     )
     .ok()?;
-    // UTC; else the TZID's zone (an unknown one read as the user's); else floating.
-    let tz = match (utc, p.param("TZID")) {
+    let tz = match (utc, tzid) {
         (true, _) => jiff::tz::TimeZone::UTC,
         (false, Some(id)) => jiff::tz::TimeZone::get(id).unwrap_or_else(|_| floating.clone()),
         (false, None) => floating.clone(),
     };
-    Some((tz.to_timestamp(dt).ok()?.as_millisecond(), false))
+    Some(When { civil, tz, all_day: false })
+}
+
+fn when(p: &Property, floating: &jiff::tz::TimeZone) -> Option<When> {
+    when_value(&p.value, p.param("TZID"), floating)
 }
 
 /// `DURATION` (RFC 5545 §3.3.6): `P1D`, `PT1H30M`, `P2W`; ms.
@@ -167,8 +182,22 @@ fn duration_ms(v: &str) -> Option<i64> {
     Some(sign * ms)
 }
 
-/// The events of one `.ics` file, floating times read in `floating`.
-fn events_of(text: &str, file_id: &str, floating: &jiff::tz::TimeZone) -> Vec<Event> {
+/// One `VEVENT` as read: its first occurrence, and how it recurs.
+struct Entry {
+    uid: Option<String>,
+    start: When,
+    duration_ms: i64,
+    summary: String,
+    location: Option<String>,
+    rule: Option<super::recur::Rule>,
+    /// `EXDATE`s: occurrences left out (unix ms).
+    exdates: Vec<i64>,
+    /// `RECURRENCE-ID`: the occurrence of the recurring `UID` this entry moves (unix ms).
+    recurrence_id: Option<i64>,
+}
+
+/// The `VEVENT`s of one `.ics` file, floating times read in `floating`.
+fn entries_of(text: &str, floating: &jiff::tz::TimeZone) -> Vec<Entry> {
     let mut out = Vec::new();
     let mut current: Option<Vec<Property>> = None;
     let mut depth = 0;
@@ -178,7 +207,7 @@ fn events_of(text: &str, file_id: &str, floating: &jiff::tz::TimeZone) -> Vec<Ev
             ("BEGIN", _) if current.is_some() => depth += 1, // VALARM inside an event
             ("END", "VEVENT") if depth == 0 => {
                 if let Some(props) = current.take()
-                    && let Some(e) = event(&props, file_id, out.len(), floating)
+                    && let Some(e) = entry(&props, floating)
                 {
                     out.push(e);
                 }
@@ -196,24 +225,98 @@ fn events_of(text: &str, file_id: &str, floating: &jiff::tz::TimeZone) -> Vec<Ev
     out
 }
 
-fn event(props: &[Property], file_id: &str, index: usize, floating: &jiff::tz::TimeZone) -> Option<Event> {
+fn entry(props: &[Property], floating: &jiff::tz::TimeZone) -> Option<Entry> {
     let get = |name: &str| props.iter().find(|p| p.name == name);
-    let (start, all_day) = when(get("DTSTART")?, floating)?;
-    let end = match (get("DTEND").and_then(|p| when(p, floating)), get("DURATION").and_then(|d| duration_ms(&d.value)))
-    {
-        (Some((end, _)), _) => end,
-        (None, Some(d)) => start + d,
-        // RFC 5545 §3.6.1: a date lasts the day, a date-time no time at all.
-        (None, None) => start + if all_day { 86_400_000 } else { 0 },
-    };
-    Some(Event {
-        event_id: format!("{file_id}#{index}"),
+    let start = when(get("DTSTART")?, floating)?;
+    let start_ms = start.ms()?;
+    let end =
+        match (get("DTEND").and_then(|p| when(p, floating)?.ms()), get("DURATION").and_then(|d| duration_ms(&d.value)))
+        {
+            (Some(end), _) => end,
+            (None, Some(d)) => start_ms + d,
+            // RFC 5545 §3.6.1: a date lasts the day, a date-time no time at all.
+            (None, None) => start_ms + if start.all_day { 86_400_000 } else { 0 },
+        };
+    let zone = start.tz.clone();
+    let to_civil = move |t: jiff::Timestamp| zone.to_datetime(t);
+    let rule = get("RRULE").and_then(|p| super::recur::Rule::parse(&p.value, &to_civil));
+    let exdates = props
+        .iter()
+        .filter(|p| p.name == "EXDATE")
+        .flat_map(|p| p.value.split(',').filter_map(|v| when_value(v, p.param("TZID"), floating)?.ms()))
+        .collect();
+    Some(Entry {
+        uid: get("UID").map(|p| p.value.trim().to_string()).filter(|u| !u.is_empty()),
+        duration_ms: (end - start_ms).max(0),
         summary: get("SUMMARY").map(|p| unescape(&p.value)).unwrap_or_default(),
         location: get("LOCATION").map(|p| unescape(&p.value)).filter(|l| !l.is_empty()),
+        rule,
+        exdates,
+        recurrence_id: get("RECURRENCE-ID").and_then(|p| when(p, floating)?.ms()),
         start,
-        end: end.max(start),
-        all_day,
     })
+}
+
+/// The occurrences of a file's entries that overlap `[from, to)` (an instant event at
+/// `from` counts), with ids `<file>#<entry>` for the first occurrence and
+/// `<file>#<entry>.<start ms>` for the others.
+fn occurrences(entries: &[Entry], file_id: &str, from: i64, to: i64) -> Vec<Event> {
+    // Occurrences moved by another entry (`RECURRENCE-ID`) are that entry's.
+    let moved: Vec<(&str, i64)> = entries.iter().filter_map(|e| Some((e.uid.as_deref()?, e.recurrence_id?))).collect();
+    let mut out = Vec::new();
+    for (i, e) in entries.iter().enumerate() {
+        let Some(first) = e.start.ms() else { continue };
+        let event = |start: i64, id: String| Event {
+            event_id: id,
+            summary: e.summary.clone(),
+            location: e.location.clone(),
+            start,
+            end: start + e.duration_ms,
+            all_day: e.start.all_day,
+        };
+        let overlaps = |start: i64| start < to && (start + e.duration_ms > from || start >= from);
+        let starts = match (&e.rule, e.recurrence_id) {
+            (Some(rule), None) => {
+                let civil = |ms: i64| jiff::Timestamp::from_millisecond(ms).ok().map(|t| e.start.tz.to_datetime(t));
+                let (Some(lo), Some(hi)) = (civil(from.saturating_sub(e.duration_ms)), civil(to)) else { continue };
+                rule.starts(e.start.civil, lo, hi)
+                    .into_iter()
+                    .filter_map(|c| e.start.tz.to_timestamp(c).ok().map(|t| t.as_millisecond()))
+                    .collect()
+            }
+            _ => vec![first],
+        };
+        for start in starts {
+            let is_moved =
+                e.recurrence_id.is_none() && e.uid.as_deref().is_some_and(|uid| moved.contains(&(uid, start)));
+            if !overlaps(start) || e.exdates.contains(&start) || is_moved {
+                continue;
+            }
+            let id = if start == first { format!("{file_id}#{i}") } else { format!("{file_id}#{i}.{start}") };
+            out.push(event(start, id));
+        }
+    }
+    out
+}
+
+/// The first occurrence of each event of one `.ics` file.
+#[cfg(test)]
+fn events_of(text: &str, file_id: &str, floating: &jiff::tz::TimeZone) -> Vec<Event> {
+    entries_of(text, floating)
+        .iter()
+        .enumerate()
+        .filter_map(|(i, e)| {
+            let start = e.start.ms()?;
+            Some(Event {
+                event_id: format!("{file_id}#{i}"),
+                summary: e.summary.clone(),
+                location: e.location.clone(),
+                start,
+                end: start + e.duration_ms,
+                all_day: e.start.all_day,
+            })
+        })
+        .collect()
 }
 
 /// The files with `extension` in `dir`, by stem (a missing directory has none).
@@ -247,10 +350,10 @@ pub fn user_zone(time_zone: Option<&str>) -> jiff::tz::TimeZone {
     time_zone.and_then(|z| jiff::tz::TimeZone::get(z).ok()).unwrap_or(jiff::tz::TimeZone::UTC)
 }
 
-/// The earliest start among the events of an `.ics` file (unix ms); `None` when it holds
-/// no event with a start this reader understands.
+/// The earliest start among the events of an `.ics` file (unix ms; a recurring event's
+/// first occurrence); `None` when it holds no event with a start this reader understands.
 pub fn first_start(text: &str, floating: &jiff::tz::TimeZone) -> Option<i64> {
-    events_of(text, "", floating).iter().map(|e| e.start).min()
+    entries_of(text, floating).iter().filter_map(|e| e.start.ms()).min()
 }
 
 /// Events overlapping `[from, to)`, earliest first; floating times in `floating`.
@@ -264,9 +367,7 @@ pub fn calendar_range(
     let mut events = Vec::new();
     for (stem, path) in files(dir, "ics")? {
         let Ok(text) = fs::read_to_string(&path) else { continue };
-        events.extend(
-            events_of(&text, &stem, floating).into_iter().filter(|e| e.start < to && (e.end > from || e.start >= from)),
-        );
+        events.extend(occurrences(&entries_of(&text, floating), &stem, from, to));
     }
     events.sort_by(|a, b| a.start.cmp(&b.start).then_with(|| a.summary.cmp(&b.summary)));
     Ok(EventList { events })
@@ -405,6 +506,50 @@ mod tests {
         assert_eq!(first_start(ics, &tokyo), Some(1_796_342_400_000 - 86_400_000));
         assert_eq!(first_start("BEGIN:VCALENDAR\r\nEND:VCALENDAR\r\n", &tokyo), None);
         assert_eq!(user_zone(Some("Not/AZone")), jiff::tz::TimeZone::UTC);
+    }
+
+    #[test]
+    fn recurring_events_expand_in_their_zone_without_exdates_and_with_moved_occurrences() {
+        // Weekly on Monday 09:00 in Paris from 16 March 2026, across the change to summer
+        // time (29 March); 23 March left out; 6 April moved to 14:00 by an override.
+        let ics = "BEGIN:VCALENDAR\r\n\
+            BEGIN:VEVENT\r\nUID:standup\r\nSUMMARY:Standup\r\nDTSTART;TZID=Europe/Paris:20260316T090000\r\n\
+            DURATION:PT15M\r\nRRULE:FREQ=WEEKLY;BYDAY=MO\r\nEXDATE;TZID=Europe/Paris:20260323T090000\r\nEND:VEVENT\r\n\
+            BEGIN:VEVENT\r\nUID:standup\r\nSUMMARY:Standup (afternoon)\r\nRECURRENCE-ID;TZID=Europe/Paris:20260406T090000\r\n\
+            DTSTART;TZID=Europe/Paris:20260406T140000\r\nDURATION:PT15M\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n";
+        let dir = tempfile::tempdir().expect("tmp");
+        fs::write(dir.path().join("team.ics"), ics).expect("ics");
+        let paris = user_zone(Some("Europe/Paris"));
+        let ms = |s: &str| s.parse::<jiff::Timestamp>().expect("timestamp").as_millisecond();
+        let got = calendar_range(Some(dir.path()), ms("2026-03-16T00:00:00Z"), ms("2026-04-14T00:00:00Z"), &paris)
+            .expect("range");
+        let seen: Vec<(String, String)> = got
+            .events
+            .iter()
+            .map(|e| {
+                let t = jiff::Timestamp::from_millisecond(e.start).expect("start");
+                (e.summary.clone(), t.to_string())
+            })
+            .collect();
+        let want = [
+            ("Standup", "2026-03-16T08:00:00Z"),             // 09:00 winter time
+            ("Standup", "2026-03-30T07:00:00Z"),             // 09:00 summer time
+            ("Standup (afternoon)", "2026-04-06T12:00:00Z"), // moved
+            ("Standup", "2026-04-13T07:00:00Z"),
+        ];
+        assert_eq!(seen, want.map(|(a, b)| (a.to_string(), b.to_string())));
+        assert!(got.events.iter().all(|e| e.end - e.start == 15 * 60_000));
+        let mut ids: Vec<&str> = got.events.iter().map(|e| e.event_id.as_str()).collect();
+        ids.dedup();
+        assert_eq!(ids.len(), 4, "every occurrence has its own id: {ids:?}");
+        // A range years later still finds it; an unsupported rule shows the first only.
+        let later = calendar_range(Some(dir.path()), ms("2031-01-06T00:00:00Z"), ms("2031-01-07T00:00:00Z"), &paris)
+            .expect("later");
+        assert_eq!(later.events.len(), 1);
+        fs::write(dir.path().join("team.ics"), ics.replace("BYDAY=MO", "BYSETPOS=1")).expect("ics");
+        let odd = calendar_range(Some(dir.path()), ms("2026-03-16T00:00:00Z"), ms("2026-04-14T00:00:00Z"), &paris)
+            .expect("odd");
+        assert_eq!(odd.events.len(), 2, "the first occurrence and the moved one");
     }
 
     #[test]
