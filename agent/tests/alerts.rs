@@ -44,8 +44,30 @@ async fn a_matching_mail_alerts_by_mail_and_webhook_and_another_mail_does_not() 
             &[("csrf", &csrf), ("email", "Alerts@Lin.example"), ("webhook_url", &hook), ("excerpt", "1")],
         )
         .await;
-    assert_eq!(saved.header("location"), Some("/settings/alerts?saved=1"), "{}", saved.body);
-    let page = web.get("/settings/alerts?saved=1").await;
+    // A new address is confirmed first: a link is mailed to it.
+    assert_eq!(saved.header("location"), Some("/settings/alerts?confirm=1"), "{}", saved.body);
+    let page = web.get("/settings/alerts?confirm=1").await;
+    assert!(page.body.contains("We sent a confirmation link to alerts@lin.example"), "{}", page.body);
+    assert!(page.body.contains("Waiting for confirmation: alerts@lin.example"), "{}", page.body);
+    let confirmation = relay_smtp
+        .wait_for(T, |m| m.rcpt_tos.iter().any(|r| r == "alerts@lin.example"))
+        .await
+        .expect("the confirmation mail");
+    let at = confirmation.data.find("/alerts/confirm/").expect("the link");
+    let path: String = confirmation.data[at..].chars().take_while(|c| !c.is_whitespace()).collect();
+    // Opened anywhere, without signing in: the link shows a button; opening it (as a mail
+    // scanner would) confirms nothing, pressing it does.
+    let mut elsewhere = WebClient::new(relay.node.http_addr, &relay.cert_path());
+    let button = elsewhere.get(&path).await;
+    assert_eq!(button.status, 200, "{}", button.body);
+    assert!(web.get("/settings/alerts").await.body.contains("Waiting for confirmation"));
+    let csrf_anon = button.hidden("csrf").expect("csrf");
+    let done = elsewhere.post(&path, &[("csrf", &csrf_anon)]).await;
+    assert!(done.status == 200 && done.body.contains("New-mail alerts now go to alerts@lin.example"), "{}", done.body);
+    let again = elsewhere.post(&path, &[("csrf", &csrf_anon)]).await;
+    assert_eq!(again.status, 400, "a link works once: {}", again.body);
+    let page = web.get("/settings/alerts").await;
+    assert!(!page.body.contains("Waiting for confirmation"), "{}", page.body);
     let start = page.body.find("<code>").expect("the webhook key is shown") + "<code>".len();
     let secret = page.body[start..start + 64].to_string();
     let settings = [
@@ -88,8 +110,10 @@ async fn a_matching_mail_alerts_by_mail_and_webhook_and_another_mail_does_not() 
     assert_eq!(body["Excerpt"], "Please call me back today.");
 
     // The mail, to the address the user gave (lower-cased).
-    let mail =
-        relay_smtp.wait_for(T, |m| m.rcpt_tos.iter().any(|r| r == "alerts@lin.example")).await.expect("the alert mail");
+    let mail = relay_smtp
+        .wait_for(T, |m| m.rcpt_tos.iter().any(|r| r == "alerts@lin.example") && m.data.contains("URGENT"))
+        .await
+        .expect("the alert mail");
     assert!(mail.data.contains("URGENT: call me") && mail.data.contains("Please call me back"), "{}", mail.data);
 
     // One alert in all: the other mail matched no rule. (Its file was renamed into new/
@@ -98,7 +122,11 @@ async fn a_matching_mail_alerts_by_mail_and_webhook_and_another_mail_does_not() 
     let stats = world.stats_now().await;
     assert_eq!((stats.alerts_matched, stats.alerts_sent), (1, 1));
     assert_eq!(
-        relay_smtp.messages().iter().filter(|m| m.rcpt_tos.iter().any(|r| r == "alerts@lin.example")).count(),
+        relay_smtp
+            .messages()
+            .iter()
+            .filter(|m| m.rcpt_tos.iter().any(|r| r == "alerts@lin.example") && m.data.contains("URGENT"))
+            .count(),
         1
     );
     assert_eq!(webhook.requests().len(), 2);

@@ -98,6 +98,7 @@ fn problem(invalid: Invalid) -> Problem {
         Invalid::QuestionUnknown => Problem::QuestionUnknown,
         Invalid::AnswerLength { min, max } => Problem::AnswerLength { min, max },
         Invalid::AlertEmail => Problem::AlertEmail,
+        Invalid::AlertEmailRationed { max } => Problem::AlertEmailRationed { max },
         Invalid::WebhookUrl => Problem::WebhookUrl,
         Invalid::QuietHours => Problem::QuietHours,
         other @ (Invalid::DeviceAttribute(_)
@@ -260,6 +261,7 @@ impl Portal for AccountsPortal {
         let d = self.user(user).await?.alert_delivery;
         Ok(AlertSettings {
             email: d.email,
+            pending_email: d.pending_email.map(|p| p.address),
             webhook_url: d.webhook_url,
             webhook_secret: d.webhook_secret,
             sms: d.sms,
@@ -270,8 +272,17 @@ impl Portal for AccountsPortal {
         })
     }
 
-    async fn set_alert_settings(&self, user: &str, s: AlertSettings, new_secret: bool) -> Result<(), PortalError> {
+    async fn set_alert_settings(
+        &self,
+        user: &str,
+        s: AlertSettings,
+        new_secret: bool,
+    ) -> Result<Option<String>, PortalError> {
         let id = user_id(user)?;
+        // Without an SMTP server no alert mail could go anywhere, nor its confirmation.
+        if self.mailer.is_none() && s.email.is_some() {
+            return Err(PortalError::Invalid(Problem::AlertEmailUnavailable));
+        }
         let delivery = noc_storage::AlertDelivery {
             email: s.email,
             webhook_url: s.webhook_url,
@@ -281,9 +292,30 @@ impl Portal for AccountsPortal {
             excerpt: s.excerpt,
             quiet_from: s.quiet_from,
             quiet_to: s.quiet_to,
+            ..noc_storage::AlertDelivery::default()
         };
-        self.accounts.set_own_alert_delivery(id, delivery, new_secret).await.map_err(portal_error)?;
-        Ok(())
+        let (_, confirmation) =
+            self.accounts.set_own_alert_delivery(id, delivery, new_secret).await.map_err(portal_error)?;
+        let (Some(c), Some(mailer)) = (confirmation, self.mailer.clone()) else { return Ok(None) };
+        let link = format!("{}/alerts/confirm/{}", self.public_url, c.token);
+        let name = c.user.full_name();
+        let t = c.user.locale.as_deref().and_then(noc_web::i18n::Lang::parse).unwrap_or_default();
+        let (subject, text) = (
+            t.get("mail-alert-confirm-subject"),
+            t.get_with("mail-alert-confirm-body", &[("name", &name), ("link", &link)]),
+        );
+        let to = c.address.clone();
+        tokio::spawn(async move {
+            if let Err(e) = mailer.send_text(&to, &name, &subject, &text).await {
+                tracing::warn!(error = %e, "the alert address confirmation could not be sent");
+            }
+        });
+        Ok(Some(c.address))
+    }
+
+    async fn confirm_alert_email(&self, token: &str) -> Result<String, PortalError> {
+        let user = self.accounts.confirm_alert_email(token).await.map_err(portal_error)?;
+        Ok(user.alert_delivery.email.unwrap_or_default())
     }
 
     async fn change_password(

@@ -34,6 +34,8 @@ pub enum Invalid {
     AdminEmail,
     #[error("alerts go to an e-mail address")]
     AlertEmail,
+    #[error("at most {max} confirmation mails for alert addresses a day")]
+    AlertEmailRationed { max: u32 },
     #[error("a webhook is an https:// address of at most 2000 characters")]
     WebhookUrl,
     #[error("quiet hours are two hours of the day, 0 to 23, or none")]

@@ -10,7 +10,10 @@ use noc_protocol::{DeviceId, UserId};
 
 use crate::accounts::{AccountError, Accounts, Result, check_name, check_time_zone, normalize_email};
 use crate::invalid::{Invalid, NameField};
-use crate::model::{AlertDelivery, SecretQuestion, UserRecord, UserSettings};
+use crate::model::{
+    ALERT_EMAIL_CONFIRMATION_TTL_MS, AlertDelivery, MAX_ALERT_EMAIL_CONFIRMATIONS_PER_DAY, PendingAlertEmail,
+    SecretQuestion, UserRecord, UserSettings,
+};
 use crate::secrets;
 use crate::web_sessions::NewWebSession;
 
@@ -40,6 +43,19 @@ fn normalize_answer(answer: &str) -> String {
 
 /// A recovery just started: the token goes into the mailed link and nowhere else.
 #[derive(Clone)]
+/// A confirmation mail to send: the link's token (`<user id>.<secret>`) to `address`.
+pub struct AlertEmailConfirmation {
+    pub user: UserRecord,
+    pub address: String,
+    pub token: String,
+}
+
+impl std::fmt::Debug for AlertEmailConfirmation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AlertEmailConfirmation").field("address", &self.address).finish_non_exhaustive()
+    }
+}
+
 pub struct Recovery {
     pub user: UserRecord,
     pub token: String,
@@ -326,15 +342,19 @@ impl Accounts {
 
     /// Sets where the user's alerts go, validated: an e-mail address, an `https://` webhook
     /// (its signing secret generated when it is first set, or again on `new_secret`),
-    /// excerpts, quiet hours. Returns the updated user.
+    /// excerpts, quiet hours. Returns the updated user, and the confirmation to mail when
+    /// the address is a new one: alerts go to an address only once its owner followed the
+    /// link (the account's own address needs none). Until then the address confirmed
+    /// before, if any, keeps getting them. `AlertEmailRationed` when the user asked for
+    /// more confirmation mails than a day allows.
     pub async fn set_own_alert_delivery(
         &self,
         user: UserId,
         delivery: AlertDelivery,
         new_secret: bool,
-    ) -> Result<UserRecord> {
+    ) -> Result<(UserRecord, Option<AlertEmailConfirmation>)> {
         let before = self.store().user_by_id(user).await?.ok_or(AccountError::NotFound)?;
-        let email = match delivery.email.as_deref().map(str::trim).filter(|e| !e.is_empty()) {
+        let asked = match delivery.email.as_deref().map(str::trim).filter(|e| !e.is_empty()) {
             Some(e) => Some(normalize_email(e).map_err(|_| AccountError::Invalid(Invalid::AlertEmail))?),
             None => None,
         };
@@ -352,17 +372,82 @@ impl Accounts {
             (Some(_), Some(secret)) if !new_secret => Some(secret.clone()),
             (Some(_), _) => Some(secrets::random_hex::<32>()),
         };
-        let delivery = AlertDelivery { email, webhook_url, webhook_secret, ..delivery };
         let now = noc_protocol::clock::unix_ms_i64();
+        let old = &before.alert_delivery;
+        let (mut day, mut sent) = (old.confirmations_day, old.confirmations_sent);
+        let (email, pending, confirm) = match asked {
+            None => (None, None, None),
+            // Unchanged, or the account's own mailbox: no confirmation needed.
+            Some(a) if old.email.as_deref() == Some(a.as_str()) => (Some(a), old.pending_email.clone(), None),
+            Some(a) if a == before.email => (Some(a), None, None),
+            // Asked again while its link is still good: nothing new to mail.
+            Some(a) if old.pending_email.as_ref().is_some_and(|p| p.address == a && p.expires_at > now) => {
+                (old.email.clone(), old.pending_email.clone(), None)
+            }
+            Some(a) => {
+                let today = now.div_euclid(86_400_000);
+                if day != today {
+                    (day, sent) = (today, 0);
+                }
+                if sent >= MAX_ALERT_EMAIL_CONFIRMATIONS_PER_DAY {
+                    return Err(Invalid::AlertEmailRationed { max: MAX_ALERT_EMAIL_CONFIRMATIONS_PER_DAY }.into());
+                }
+                sent += 1;
+                let secret = secrets::random_hex::<32>();
+                let pending = PendingAlertEmail {
+                    address: a.clone(),
+                    token_hash: hex::encode(secrets::token_hash(secret.as_bytes())),
+                    expires_at: now + ALERT_EMAIL_CONFIRMATION_TTL_MS,
+                };
+                (old.email.clone(), Some(pending), Some((a, format!("{user}.{secret}"))))
+            }
+        };
+        let delivery = AlertDelivery {
+            email,
+            pending_email: pending,
+            confirmations_day: day,
+            confirmations_sent: sent,
+            webhook_url,
+            webhook_secret,
+            ..delivery
+        };
         let updated = self.store().set_alert_delivery(user, &delivery, now).await?;
         let detail = format!(
-            "email={} webhook={} excerpt={} quiet={}",
+            "email={} pending_email={} webhook={} excerpt={} quiet={}",
             delivery.email.is_some(),
+            delivery.pending_email.is_some(),
             delivery.webhook_url.is_some(),
             delivery.excerpt,
             delivery.quiet_from.is_some()
         );
         self.audit(format!("user:{user}"), "user.alert_delivery_changed", format!("user:{user}"), detail).await;
+        let confirmation =
+            confirm.map(|(address, token)| AlertEmailConfirmation { user: updated.clone(), address, token });
+        Ok((updated, confirmation))
+    }
+
+    /// Confirms an alert address with the token its link carried (`<user id>.<secret>`):
+    /// from now on alerts go there. An unknown, replaced or expired token is
+    /// `InvalidCredentials`.
+    pub async fn confirm_alert_email(&self, token: &str) -> Result<UserRecord> {
+        let (id, secret) = token.split_once('.').ok_or(AccountError::InvalidCredentials)?;
+        let id: UserId = id.parse().map_err(|_| AccountError::InvalidCredentials)?;
+        if secret.is_empty() || secret.len() > 128 {
+            return Err(AccountError::InvalidCredentials);
+        }
+        let user = self.store().user_by_id(id).await?.ok_or(AccountError::InvalidCredentials)?;
+        let now = noc_protocol::clock::unix_ms_i64();
+        let pending = user
+            .alert_delivery
+            .pending_email
+            .clone()
+            .filter(|p| p.expires_at > now)
+            .filter(|p| hex::decode(&p.token_hash).is_ok_and(|h| secrets::token_matches(secret.as_bytes(), &h)))
+            .ok_or(AccountError::InvalidCredentials)?;
+        let delivery =
+            AlertDelivery { email: Some(pending.address), pending_email: None, ..user.alert_delivery.clone() };
+        let updated = self.store().set_alert_delivery(id, &delivery, now).await?;
+        self.audit(format!("user:{id}"), "user.alert_email_confirmed", format!("user:{id}"), String::new()).await;
         Ok(updated)
     }
 

@@ -947,6 +947,65 @@ macro_rules! conformance {
                 backend.cleanup().await;
             }
 
+            /// A new alert address gets alerts only once confirmed through the mailed
+            /// token; the account's own needs no confirmation; links expire and are rationed.
+            #[tokio::test]
+            async fn alert_addresses_are_confirmed_before_alerts_go_there() {
+                use noc_storage::AlertDelivery;
+                let backend = super::$backend().await;
+                let accounts = Accounts::new(backend.store.clone(), policy()).expect("accounts");
+                let ves = registered_ves(&accounts, 5).await;
+                let (user, _, _) = accounts.provision_user(ves.id, ves.license_id, "al@example.com", None, "Al", "Ert").await.expect("user");
+                let to = |email: &str| AlertDelivery { email: Some(email.into()), ..AlertDelivery::default() };
+
+                let (stored, confirm) = accounts.set_own_alert_delivery(user.id, to("AL@example.com"), false).await.expect("own");
+                assert!(confirm.is_none(), "the account's own address needs no link");
+                assert_eq!(stored.alert_delivery.email.as_deref(), Some("al@example.com"));
+
+                // A UTC midnight passing during the test starts a new day's count (below).
+                let day = || noc_protocol::clock::unix_ms_i64().div_euclid(86_400_000);
+                let first_day = day();
+                let (stored, confirm) = accounts.set_own_alert_delivery(user.id, to("pager@example.net"), false).await.expect("new");
+                let confirm = confirm.expect("a link to mail");
+                assert_eq!(confirm.address, "pager@example.net");
+                assert_eq!(stored.alert_delivery.email.as_deref(), Some("al@example.com"), "the old one until confirmed");
+                assert_eq!(stored.alert_delivery.pending_email.as_ref().map(|p| p.address.as_str()), Some("pager@example.net"));
+                let (_, again) = accounts.set_own_alert_delivery(user.id, to("pager@example.net"), false).await.expect("same");
+                assert!(again.is_none(), "asked again while the link is good: no second mail");
+
+                let (id, secret) = confirm.token.split_once('.').expect("token");
+                for wrong in [format!("{id}.{}", "0".repeat(64)), format!("{}.{secret}", noc_protocol::UserId::random()), "garbage".into()] {
+                    assert!(matches!(accounts.confirm_alert_email(&wrong).await, Err(AccountError::InvalidCredentials)), "{wrong}");
+                }
+                let confirmed = accounts.confirm_alert_email(&confirm.token).await.expect("confirm");
+                assert_eq!(confirmed.alert_delivery.email.as_deref(), Some("pager@example.net"));
+                assert!(confirmed.alert_delivery.pending_email.is_none());
+                assert!(matches!(accounts.confirm_alert_email(&confirm.token).await, Err(AccountError::InvalidCredentials)), "once");
+
+                // An expired link confirms nothing.
+                let (_, late) = accounts.set_own_alert_delivery(user.id, to("late@example.net"), false).await.expect("late");
+                let late = late.expect("link");
+                let mut d = accounts.store().user_by_id(user.id).await.expect("read").expect("user").alert_delivery;
+                if let Some(p) = d.pending_email.as_mut() {
+                    p.expires_at = 1;
+                }
+                accounts.store().set_alert_delivery(user.id, &d, 2).await.expect("age it");
+                assert!(matches!(accounts.confirm_alert_email(&late.token).await, Err(AccountError::InvalidCredentials)));
+
+                // Five links a day at most (two sent so far).
+                for i in 0..3 {
+                    let (_, c) = accounts.set_own_alert_delivery(user.id, to(&format!("n{i}@example.net")), false).await.expect("new");
+                    assert!(c.is_some());
+                }
+                let sixth = accounts.set_own_alert_delivery(user.id, to("sixth@example.net"), false).await;
+                if day() == first_day {
+                    assert!(matches!(sixth, Err(AccountError::Invalid(noc_storage::Invalid::AlertEmailRationed { max: 5 }))));
+                }
+                let (cleared, _) = accounts.set_own_alert_delivery(user.id, AlertDelivery::default(), false).await.expect("clear");
+                assert!(cleared.alert_delivery.email.is_none() && cleared.alert_delivery.pending_email.is_none());
+                backend.cleanup().await;
+            }
+
             #[tokio::test]
             async fn user_settings_are_stored_and_validated() {
                 let backend = super::$backend().await;

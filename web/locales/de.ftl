@@ -207,6 +207,27 @@ mail-recovery-body =
     Der Link funktioniert einmal. Wenn Sie ihn nicht angefordert haben, ignorieren Sie diese
     E-Mail: Ihr Passwort bleibt, wie es ist.
 
+mail-alert-confirm-subject = Bestätigen Sie Ihre Benachrichtigungsadresse
+mail-alert-confirm-body =
+    Hallo { $name },
+
+    jemand, wahrscheinlich Sie, möchte Benachrichtigungen über neue E-Mails an diese Adresse erhalten.
+    Zum Bestätigen öffnen Sie diesen Link innerhalb von 24 Stunden und drücken die Schaltfläche:
+
+    {"    "}{ $link }
+
+    Wenn Sie das nicht angefordert haben, ignorieren Sie diese E-Mail: Hierher kommt keine Benachrichtigung.
+
+## Bestätigung der Benachrichtigungsadresse
+
+alert-confirm-title = Benachrichtigungsadresse bestätigen
+alert-confirm-intro = Drücken Sie die Schaltfläche, um Benachrichtigungen über neue E-Mails an diese Adresse zu erhalten.
+alert-confirm-submit = Bestätigen
+alert-confirm-done-title = Benachrichtigungsadresse bestätigt
+alert-confirm-done = Benachrichtigungen über neue E-Mails gehen jetzt an { $address }.
+alert-confirm-invalid-title = Link ungültig
+alert-confirm-invalid = Dieser Bestätigungslink ist unbekannt, wurde durch einen neueren ersetzt oder ist älter als 24 Stunden. Geben Sie die Adresse auf der Benachrichtigungsseite erneut ein, um einen neuen Link zu erhalten.
+
 ## Passwort-Wiederherstellung
 
 recover-title = Passwort zurücksetzen
@@ -343,9 +364,14 @@ alerts-quiet-to = Bis
 alerts-quiet-none = —
 alerts-save = Speichern
 alerts-saved = Ihre Benachrichtigungsziele sind gespeichert.
+alerts-confirm-sent = Ihre Benachrichtigungsziele sind gespeichert. Wir haben einen Bestätigungslink an { $address } gesendet; Benachrichtigungen gehen dorthin, sobald Sie ihm folgen.
+alerts-pending = Wartet auf Bestätigung: { $address } (siehe den Link, den wir dorthin gesendet haben).
+alerts-pending-current = Bis dahin gehen Benachrichtigungen an { $address }.
+alerts-mail-unavailable = Dieser Dienst versendet keine E-Mails, daher können Benachrichtigungen hier nicht an eine E-Mail-Adresse gehen.
 alerts-rules-link = Welche Mail benachrichtigt: die Regeln auf der Seite Einstellungen
 nav-alerts = Benachrichtigungen
 problem-alert-email = Benachrichtigungen gehen an eine E-Mail-Adresse.
+problem-alert-email-rationed = Höchstens { $max } Bestätigungs-E-Mails pro Tag: Versuchen Sie es morgen erneut.
 problem-webhook-url = Ein Webhook ist eine https://-Adresse.
 problem-quiet-hours = Wählen Sie beide Stunden der Ruhezeit oder keine.
 alerts-sms = Benachrichtigungen per SMS an meine Mobilnummer senden

@@ -208,6 +208,27 @@ mail-recovery-body =
     The link works once. If you did not ask for it, ignore this mail: your password
     stays as it is.
 
+mail-alert-confirm-subject = Confirm your alert address
+mail-alert-confirm-body =
+    Hello { $name },
+
+    someone, probably you, asked for new-mail alerts to be sent to this address.
+    To confirm, open this link within 24 hours and press the button:
+
+    {"    "}{ $link }
+
+    If you did not ask for it, ignore this mail: no alert comes here.
+
+## Alert address confirmation
+
+alert-confirm-title = Confirm your alert address
+alert-confirm-intro = Press the button to receive your new-mail alerts at this address.
+alert-confirm-submit = Confirm
+alert-confirm-done-title = Alert address confirmed
+alert-confirm-done = New-mail alerts now go to { $address }.
+alert-confirm-invalid-title = Link not valid
+alert-confirm-invalid = This confirmation link is unknown, was replaced by a newer one, or is more than 24 hours old. Enter the address on the alerts page again to get a new link.
+
 ## Password recovery
 
 recover-title = Reset your password
@@ -344,9 +365,14 @@ alerts-quiet-to = To
 alerts-quiet-none = —
 alerts-save = Save
 alerts-saved = Your alert destinations are saved.
+alerts-confirm-sent = Your alert destinations are saved. We sent a confirmation link to { $address }; alerts go there once you follow it.
+alerts-pending = Waiting for confirmation: { $address } (see the link we mailed there).
+alerts-pending-current = Until then alerts go to { $address }.
+alerts-mail-unavailable = This service sends no mail, so alerts cannot go to an e-mail address here.
 alerts-rules-link = Which mail makes an alert: the rules on the settings page
 nav-alerts = Alerts
 problem-alert-email = Alerts go to an e-mail address.
+problem-alert-email-rationed = At most { $max } confirmation mails a day: try again tomorrow.
 problem-webhook-url = A webhook is an https:// address.
 problem-quiet-hours = Choose both hours of the quiet time, or neither.
 alerts-sms = Send alerts by SMS to my mobile number

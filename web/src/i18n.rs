@@ -188,6 +188,8 @@ impl Lang {
             Problem::QuestionUnknown => self.get("problem-question-unknown"),
             Problem::AnswerLength { min, max } => self.get2("problem-answer-length", "min", min, "max", max),
             Problem::AlertEmail => self.get("problem-alert-email"),
+            Problem::AlertEmailRationed { max } => self.get1("problem-alert-email-rationed", "max", max),
+            Problem::AlertEmailUnavailable => self.get("alerts-mail-unavailable"),
             Problem::WebhookUrl => self.get("problem-webhook-url"),
             Problem::QuietHours => self.get("problem-quiet-hours"),
             Problem::Other => self.get("problem-other"),

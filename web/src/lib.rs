@@ -106,6 +106,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .route(web::get().to(views::question::show))
                 .route(web::post().to(views::question::submit)),
         )
+        .service(
+            page("/alerts/confirm/{token}")
+                .route(web::get().to(views::alert_confirm::show))
+                .route(web::post().to(views::alert_confirm::submit)),
+        )
         .service(page("/settings/question/remove").route(web::post().to(views::question::remove)))
         .service(page("/sessions/{id}/revoke").route(web::post().to(views::home::revoke_session)))
         // Browse access from a PC (white paper §6.1). `/mail/compose` before the folders.

@@ -178,6 +178,12 @@ pub enum Problem {
         max: usize,
     },
     AlertEmail,
+    /// Too many confirmation mails for alert addresses today.
+    AlertEmailRationed {
+        max: u32,
+    },
+    /// The service sends no mail (no SMTP server configured).
+    AlertEmailUnavailable,
     WebhookUrl,
     QuietHours,
     /// Calendar days ahead out of 1 to 365.
@@ -189,7 +195,11 @@ pub enum Problem {
 /// Where the user's new-mail alerts go (the alerts page).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct AlertSettings {
+    /// The confirmed address (or the account's own).
     pub email: Option<String>,
+    /// An address waiting for its owner to follow the confirmation link (shown; ignored
+    /// when saving).
+    pub pending_email: Option<String>,
     pub webhook_url: Option<String>,
     /// The webhook's signing key (set by the relay; ignored when saving).
     pub webhook_secret: Option<String>,
@@ -285,13 +295,18 @@ pub trait Portal: Send + Sync + 'static {
     /// Where the user's alerts go.
     async fn alert_settings(&self, user_id: &str) -> Result<AlertSettings, PortalError>;
     /// Sets where the user's alerts go (validated; the webhook's key is generated when a
-    /// webhook is first set, or anew with `new_secret`).
+    /// webhook is first set, or anew with `new_secret`). A new e-mail address other than
+    /// the account's own is confirmed first: the answer is the address a confirmation link
+    /// was mailed to.
     async fn set_alert_settings(
         &self,
         user_id: &str,
         settings: AlertSettings,
         new_secret: bool,
-    ) -> Result<(), PortalError>;
+    ) -> Result<Option<String>, PortalError>;
+    /// Confirms an alert address with the mailed link's token; the answer is the address.
+    /// `InvalidCredentials` for an unknown, replaced or expired token.
+    async fn confirm_alert_email(&self, token: &str) -> Result<String, PortalError>;
     /// Changes the password after checking the current one (`InvalidCredentials` if it
     /// is wrong). Every other session of the user ends (`keep`: this one's token), and
     /// with `sign_out_devices` every device too.

@@ -2,6 +2,10 @@
 //! e-mail address, an HTTPS webhook (with the key its signatures are made with), whether
 //! alerts carry an excerpt of the mail, and quiet hours in the user's time zone. Which mail
 //! makes an alert is the rules of the settings page.
+//!
+//! An e-mail address other than the account's own is confirmed first: the relay mails it
+//! a link (`GET|POST /alerts/confirm/{token}`, a button, so that a mail scanner following
+//! links confirms nothing), and alerts go there once its owner pressed it.
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -19,7 +23,13 @@ use crate::{WebState, page};
 pub struct AlertsPage<'a> {
     pub t: Lang,
     pub csrf: &'a str,
+    /// The address the user wants alerts at: the one waiting for confirmation, if any,
+    /// else the confirmed one.
     pub email: String,
+    /// An address waiting for confirmation, and the confirmed one that gets alerts until
+    /// then (empty: none).
+    pub pending_email: Option<String>,
+    pub confirmed_email: String,
     pub webhook_url: String,
     pub webhook_secret: Option<String>,
     pub sms: bool,
@@ -54,7 +64,9 @@ fn page_of<'a>(
         sms: s.sms,
         wap_push: s.wap_push,
         offer_sms,
-        email: s.email.unwrap_or_default(),
+        email: s.pending_email.clone().or_else(|| s.email.clone()).unwrap_or_default(),
+        confirmed_email: s.email.unwrap_or_default(),
+        pending_email: s.pending_email,
         webhook_url: s.webhook_url.unwrap_or_default(),
         webhook_secret: s.webhook_secret,
         excerpt: s.excerpt,
@@ -71,8 +83,12 @@ pub async fn show(req: HttpRequest, state: web::Data<WebState>) -> Result<HttpRe
         Err(answer) => return Ok(answer),
     };
     let t = user.t;
-    let notice = (req.query_string() == "saved=1").then(|| t.get("alerts-saved"));
     let settings = state.portal.alert_settings(&user.visitor.profile.user_id).await?;
+    let notice = match (req.query_string(), &settings.pending_email) {
+        ("saved=1", _) => Some(t.get("alerts-saved")),
+        ("confirm=1", Some(address)) => Some(t.get1("alerts-confirm-sent", "address", address)),
+        _ => None,
+    };
     let csrf = user.csrf();
     Ok(page::render(StatusCode::OK, &page_of(t, &csrf, settings, state.settings.offer_sms, notice, None)))
 }
@@ -126,6 +142,7 @@ pub async fn submit(
     let t = user.t;
     let settings = AlertSettings {
         email: Some(f.email.trim().to_string()).filter(|e| !e.is_empty()),
+        pending_email: None,
         webhook_url: Some(f.webhook_url.trim().to_string()).filter(|u| !u.is_empty()),
         webhook_secret: None,
         sms: f.sms.is_some() && state.settings.offer_sms,
@@ -136,7 +153,8 @@ pub async fn submit(
     };
     let user_id = user.visitor.profile.user_id.clone();
     match state.portal.set_alert_settings(&user_id, settings.clone(), f.new_secret.is_some()).await {
-        Ok(()) => Ok(page::see_other("/settings/alerts?saved=1").finish()),
+        Ok(None) => Ok(page::see_other("/settings/alerts?saved=1").finish()),
+        Ok(Some(_)) => Ok(page::see_other("/settings/alerts?confirm=1").finish()),
         Err(PortalError::Invalid(problem)) => {
             let csrf = user.csrf();
             let shown = AlertSettings { webhook_secret: None, ..settings };

@@ -1,6 +1,7 @@
 //! One module per page, each beside its template in `templates/`.
 
 pub mod activate;
+pub mod alert_confirm;
 pub mod alerts;
 pub mod calendar;
 pub mod compose;
