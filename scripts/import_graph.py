@@ -52,7 +52,7 @@ FRAME_PATH_RULES = {
 # Crate layers, lowest first; a crate may depend only on crates of lower layers.
 CRATE_LAYERS = [
     {"noc-protocol", "noc-tls", "noc-crypto"},
-    {"noc-storage", "noc-cluster", "noc-endpoint"},
+    {"noc-storage", "noc-cluster", "noc-endpoint", "noc-ca"},
     {"noc-actors", "noc-device", "noc-agent", "noc-web"},
     {"noc-console"},
     {"noc-gateway", "noc-loadtest"},

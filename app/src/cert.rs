@@ -31,7 +31,7 @@ pub fn ensure(data_dir: &Path, names: &[String]) -> Result<(PathBuf, PathBuf, bo
     Ok((cert, key, true))
 }
 
-fn write_private(path: &Path, data: &[u8]) -> Result<(), CertError> {
+pub(crate) fn write_private(path: &Path, data: &[u8]) -> Result<(), CertError> {
     use std::io::Write;
     let mut opts = std::fs::OpenOptions::new();
     opts.write(true).create(true).truncate(true);

@@ -27,6 +27,7 @@ const SECTIONS: &[&str] = &[
     "http",
     "public",
     "tls",
+    "device_ca",
     "rts",
     "device",
     "accounts",
@@ -58,6 +59,7 @@ pub struct Config {
     pub http: HttpConfig,
     pub public: PublicConfig,
     pub tls: TlsConfig,
+    pub device_ca: DeviceCaConfig,
     pub rts: RtsConfig,
     pub device: DeviceConfig,
     pub accounts: AccountsConfig,
@@ -263,6 +265,22 @@ pub struct TlsConfig {
     pub key_path: Option<PathBuf>,
     /// Subject names of the generated certificate.
     pub self_signed_names: Vec<String>,
+}
+
+/// The device certification authority (seed 001; docs/certificates.md): a device that
+/// activates with a certificate request gets a client certificate and this CA's
+/// certificate, the management root. Unset on a node with the embedded store: a CA is
+/// generated in `<data_dir>/device-ca/` on first start and kept. Unset with PostgreSQL
+/// (a cluster, whose nodes must share one CA): no certificates are issued; give every
+/// node the same files (a Secret).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeviceCaConfig {
+    /// PEM certificate of the CA (a CA certificate; its subject is copied into what it
+    /// signs).
+    pub cert_path: Option<PathBuf>,
+    /// PEM private key of the CA (PKCS#8).
+    pub key_path: Option<PathBuf>,
 }
 
 /// The RTS protocol (white paper §4).
@@ -567,6 +585,7 @@ impl Default for Config {
             http: HttpConfig::default(),
             public: PublicConfig::default(),
             tls: TlsConfig::default(),
+            device_ca: DeviceCaConfig::default(),
             rts: RtsConfig::default(),
             device: DeviceConfig::default(),
             accounts: AccountsConfig::default(),
@@ -903,6 +922,9 @@ impl Config {
         }
         if self.tls.cert_path.is_some() != self.tls.key_path.is_some() {
             return Err(invalid("tls", "cert_path and key_path go together"));
+        }
+        if self.device_ca.cert_path.is_some() != self.device_ca.key_path.is_some() {
+            return Err(invalid("device_ca", "cert_path and key_path go together"));
         }
         if self.public.url.as_ref().is_some_and(|u| !u.starts_with("https://") || u.ends_with('/')) {
             return Err(invalid("public.url", "must start with https:// and have no trailing slash"));

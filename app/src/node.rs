@@ -123,6 +123,7 @@ fn prepare(
         max_body_bytes: config.rts.max_body_bytes,
         body_timeout: Duration::from_secs(config.rts.body_timeout_seconds),
         handshake_timeout: Duration::from_secs(config.device.handshake_timeout_seconds),
+        device_ca: crate::device_ca::load(&config)?,
     };
     let node_id = cluster.as_ref().map(|c| c.node_id().to_string()).unwrap_or_else(|| config.node_id());
     let addrs = Addrs { http: http_addr, device: device_addr, admin: admin_addr, console: console_addr, public_url };

@@ -7,7 +7,7 @@ use noc_crypto::{Fingerprint, Suite};
 use noc_protocol::rts::{DeviceActivationRequest, DeviceActivationResponse, ErrorReply, Secret};
 
 use crate::error::DeviceError;
-use crate::state::{CA_FILE, DeviceState};
+use crate::state::{CA_FILE, CLIENT_CERT_FILE, CLIENT_KEY_FILE, DeviceState, MANAGEMENT_ROOT_FILE};
 
 /// What activation needs.
 #[derive(Clone)]
@@ -26,6 +26,9 @@ pub struct Activation {
     pub email: Option<String>,
     /// Suites to offer, preferred first.
     pub suites: Vec<Suite>,
+    /// Ask for a client certificate too: a key pair is made here (ECDSA P-256) and only
+    /// its certificate request is sent (seed 001).
+    pub certificate: bool,
 }
 
 impl std::fmt::Debug for Activation {
@@ -61,11 +64,25 @@ pub async fn activate(dir: &Path, a: &Activation) -> Result<DeviceState, DeviceE
         return Err(DeviceError::invalid("relay URL", "must start with https://"));
     }
     let http = http_client(a.ca_file.as_deref())?;
+    let key = match a.certificate {
+        true => Some(rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(certificate_error)?),
+        false => None,
+    };
+    let csr = match &key {
+        Some(key) => Some(
+            rcgen::CertificateParams::default()
+                .serialize_request(key)
+                .and_then(|r| r.pem())
+                .map_err(certificate_error)?,
+        ),
+        None => None,
+    };
     let req = DeviceActivationRequest {
         msisdn: a.msisdn.clone(),
         password: Secret(a.password.clone()),
         device_name: a.device_name.clone(),
         device_type: a.device_type.clone().or_else(|| Some("noc-device".into())),
+        csr,
     };
     let resp = http
         .post(format!("{base}/device/v1/activate"))
@@ -86,6 +103,18 @@ pub async fn activate(dir: &Path, a: &Activation) -> Result<DeviceState, DeviceE
         let pem = std::fs::read(ca).map_err(|e| noc_endpoint::EndpointError::Io { path: ca.clone(), source: e })?;
         noc_endpoint::fsutil::write_private(&dir.join(CA_FILE), &pem)?;
     }
+    let has_client_certificate = match (key, &act.client_certificate, &act.management_root) {
+        (Some(key), Some(cert), Some(root)) => {
+            noc_endpoint::fsutil::write_private(&dir.join(CLIENT_KEY_FILE), key.serialize_pem().as_bytes())?;
+            noc_endpoint::fsutil::write_private(&dir.join(CLIENT_CERT_FILE), cert.as_bytes())?;
+            noc_endpoint::fsutil::write_private(&dir.join(MANAGEMENT_ROOT_FILE), root.as_bytes())?;
+            true
+        }
+        (Some(_), _, _) => {
+            return Err(DeviceError::Network("the relay answered without the client certificate asked for".into()));
+        }
+        _ => false,
+    };
     let state = DeviceState {
         relay_url: base.to_owned(),
         device_id: act.device_id,
@@ -100,7 +129,12 @@ pub async fn activate(dir: &Path, a: &Activation) -> Result<DeviceState, DeviceE
         suites: a.suites.iter().map(|s| s.name().to_owned()).collect(),
         has_ca_file: a.ca_file.is_some(),
         activated_at_ms: noc_protocol::clock::unix_ms_i64(),
+        has_client_certificate,
     };
     state.save(dir)?;
     Ok(state)
+}
+
+fn certificate_error(e: rcgen::Error) -> DeviceError {
+    DeviceError::invalid("client certificate", e.to_string())
 }

@@ -89,6 +89,10 @@ struct ActivateArgs {
     /// Suites to offer, preferred first. Adding legacy-2005 allows a downgrade by the relay.
     #[arg(long, value_delimiter = ',', default_value = "modern")]
     suites: Vec<String>,
+    /// Also ask for a client certificate: a key pair is made here and only a certificate
+    /// request leaves (kept as client-key.pem, client-cert.pem, management-root.pem).
+    #[arg(long)]
+    certificate: bool,
 }
 
 #[derive(Args)]
@@ -222,11 +226,21 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 ves_fingerprint: Fingerprint::parse(&a.ves_fingerprint)?,
                 email: a.email,
                 suites,
+                certificate: a.certificate,
             };
             let state = rt.block_on(noc_device::activate(&cli.state_dir, &activation))?;
             outln!("activated device {} for {} ({})", state.device_id, state.full_name, state.service_type);
             outln!("device channel: {}:{}", state.device_host, state.device_port);
             outln!("pinned VES key: {}", state.ves_fingerprint);
+            if state.has_client_certificate {
+                let dir = cli.state_dir.display();
+                outln!(
+                    "client certificate: {dir}/{} (key {dir}/{}, management root {dir}/{})",
+                    noc_device::state::CLIENT_CERT_FILE,
+                    noc_device::state::CLIENT_KEY_FILE,
+                    noc_device::state::MANAGEMENT_ROOT_FILE
+                );
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Run(r) => run(&cli.state_dir, r),

@@ -20,6 +20,11 @@ use crate::error::DeviceError;
 
 pub const STATE_FILE: &str = "device.json";
 pub const CA_FILE: &str = "ca.pem";
+/// The device's client certificate key (made here, never sent), its certificate and the
+/// management root that signed it, when it activated with a certificate request.
+pub const CLIENT_KEY_FILE: &str = "client-key.pem";
+pub const CLIENT_CERT_FILE: &str = "client-cert.pem";
+pub const MANAGEMENT_ROOT_FILE: &str = "management-root.pem";
 pub const DB_FILE: &str = "device.db";
 
 /// Everything the device keeps about its activation.
@@ -48,6 +53,10 @@ pub struct DeviceState {
     /// the public web PKI is trusted.
     pub has_ca_file: bool,
     pub activated_at_ms: i64,
+    /// Whether the relay issued a client certificate ([`CLIENT_CERT_FILE`] beside this
+    /// file).
+    #[serde(default)]
+    pub has_client_certificate: bool,
 }
 
 impl std::fmt::Debug for DeviceState {

@@ -424,6 +424,16 @@ async fn activate_device(
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let body: DeviceActivationRequest = json_body(&state, &req, payload).await?;
+    // A certificate request is checked before anything is created, so a bad one costs
+    // the device nothing but a second try.
+    let ca = match (&body.csr, &state.config.device_ca) {
+        (None, _) => None,
+        (Some(_), None) => return Err(ApiError::bad_request("Csr: this relay issues no device certificates")),
+        (Some(csr), Some(ca)) => {
+            noc_ca::check(csr).map_err(|e| ApiError::bad_request(format!("Csr: {e}")))?;
+            Some((csr.as_str(), ca))
+        }
+    };
     let (device, credential, user) = state
         .accounts
         .activate_device(
@@ -435,7 +445,26 @@ async fn activate_device(
         )
         .await
         .map_err(|e| failed_auth(&state, "device", e))?;
+    let certificate = match ca {
+        None => None,
+        Some((csr, ca)) => {
+            let now = noc_protocol::clock::unix_ms_i64() / 1000;
+            match ca.issue(csr, user.id, device.id, now) {
+                Ok(Ok(issued)) => {
+                    tracing::info!(device = %device.id, serial = %issued.serial, "device certificate issued");
+                    Some((issued.pem, ca.root_pem().to_string()))
+                }
+                // Checked above; a second look cannot differ.
+                Ok(Err(e)) => return Err(ApiError::bad_request(format!("Csr: {e}"))),
+                Err(e) => {
+                    tracing::error!(error = %e, "the device CA could not sign");
+                    return Err(ApiError::new(noc_protocol::ApiErrorCode::Internal, "internal error"));
+                }
+            }
+        }
+    };
     state.router.device_activated(user.ves_id, device.id, user.id, device.name.clone(), device.device_type.clone());
+    let (client_certificate, management_root) = certificate.unzip();
     Ok(HttpResponse::Ok().json(DeviceActivationResponse {
         device_id: device.id,
         device_credential: credential,
@@ -444,5 +473,7 @@ async fn activate_device(
         full_name: user.full_name(),
         service_type: if user.effective_constant_sync() { "constant_sync" } else { "browse" }.to_string(),
         user_id: user.id,
+        client_certificate,
+        management_root,
     }))
 }

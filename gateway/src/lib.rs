@@ -47,6 +47,9 @@ pub struct GatewayConfig {
     pub body_timeout: Duration,
     /// Deadline for TLS accept, HELLO and AUTH on the device channel.
     pub handshake_timeout: Duration,
+    /// Issues client certificates to devices that activate with a certificate request;
+    /// `None`: this node issues none.
+    pub device_ca: Option<std::sync::Arc<noc_ca::DeviceCa>>,
 }
 
 /// A new-mail alert a VES posted (data channel `Alert`, docs/protocol.md §4.4.10).

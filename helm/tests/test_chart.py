@@ -152,6 +152,11 @@ class Chart(unittest.TestCase):
                                  ("NOC_ALERTS__SMPP_PASSWORD", "noc-smpp", "smpp-password")]:
             self.assertEqual(env[var]["valueFrom"]["secretKeyRef"], {"name": secret, "key": key})
         self.assertIn('smpp_host = "smsc.carrier.internal"', config_toml(ext))
+        # The device CA from its Secret, mounted where the TOML says.
+        self.assertIn('cert_path = "/etc/noc/device-ca/tls.crt"', config_toml(ext))
+        volumes = {v["name"]: v for v in deploy["spec"]["template"]["spec"]["volumes"]}
+        self.assertEqual(volumes["device-ca"]["secret"]["secretName"], "noc-device-ca")
+        self.assertNotIn("device_ca", config_toml(render()), "none by default")
 
     def test_a_load_test_campaign_is_an_indexed_job_of_workers_starting_together(self):
         docs = render(os.path.join(CHART, "ci", "loadtest-values.yaml"))
@@ -213,6 +218,14 @@ class Chart(unittest.TestCase):
                  "-keyout", os.path.join(tmp, "tls.key"), "-out", os.path.join(tmp, "tls.crt")],
                 check=True, capture_output=True, timeout=60,
             )
+            # And a device CA, for the cases that mount the device CA's Secret.
+            subprocess.run(
+                ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                 "-days", "2", "-subj", "/CN=NOC device CA", "-addext", "basicConstraints=critical,CA:TRUE",
+                 "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+                 "-keyout", os.path.join(tmp, "device-ca.key"), "-out", os.path.join(tmp, "device-ca.crt")],
+                check=True, capture_output=True, timeout=60,
+            )
             for values in CI_VALUES:
                 with self.subTest(values=os.path.basename(values)):
                     self.start_with(config_toml(render(values)), tmp)
@@ -233,6 +246,9 @@ class Chart(unittest.TestCase):
         if "/etc/noc/tls/" in toml:
             env["NOC_TLS__CERT_PATH"] = os.path.join(tmp, "tls.crt")
             env["NOC_TLS__KEY_PATH"] = os.path.join(tmp, "tls.key")
+        if "/etc/noc/device-ca/" in toml:
+            env["NOC_DEVICE_CA__CERT_PATH"] = os.path.join(tmp, "device-ca.crt")
+            env["NOC_DEVICE_CA__KEY_PATH"] = os.path.join(tmp, "device-ca.key")
         proc = subprocess.Popen(
             [NOC, "serve", "--config", path, "--data-dir", os.path.join(tmp, name),
              "--http-listen", f"127.0.0.1:{http}", "--device-listen", f"127.0.0.1:{device}",

@@ -408,6 +408,7 @@ async fn prepare_user(
             password: Secret(user.password.clone()),
             device_name: Some(format!("loadtest-{}", devices.len())),
             device_type: Some("noc-loadtest".into()),
+            csr: None,
         };
         let resp = client.activate_device(&req).await.map_err(rts(format!("activating a device of {}", user.email)))?;
         devices.push(DeviceCredentials {

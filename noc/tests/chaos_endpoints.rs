@@ -161,6 +161,8 @@ async fn user(cluster: &LbCluster, agent: &AgentHandle, fingerprint: &str, dir: 
             ves_fingerprint: fingerprint.parse().expect("fingerprint"),
             email: Some(email.clone()),
             suites: vec!["modern".parse().expect("suite")],
+            // A cluster without [device_ca] files issues no certificates.
+            certificate: false,
         },
     )
     .await

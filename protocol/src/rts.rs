@@ -617,6 +617,10 @@ pub struct DeviceActivationRequest {
     pub device_name: Option<String>,
     #[serde(default)]
     pub device_type: Option<String>,
+    /// A PKCS#10 certificate request (PEM) for a client certificate: the device made the
+    /// key pair and keeps the private key (docs/protocol.md §5.2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub csr: Option<String>,
 }
 
 impl std::fmt::Debug for DeviceActivationRequest {
@@ -642,6 +646,12 @@ pub struct DeviceActivationResponse {
     /// `constant_sync` or `browse`.
     pub service_type: String,
     pub user_id: UserId,
+    /// The client certificate issued for the request's `Csr` (PEM), valid a year.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_certificate: Option<String>,
+    /// The management root that signed it (PEM): what the device trusts it with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub management_root: Option<String>,
 }
 
 impl std::fmt::Debug for DeviceActivationResponse {

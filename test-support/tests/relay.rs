@@ -492,6 +492,71 @@ async fn licenses_without_a_connected_ves_are_counted() {
     settles_at(0.0).await;
 }
 
+/// Activation with a certificate request (seed 001): the device's key stays with it; the
+/// answer carries a client certificate that openssl verifies against the management root
+/// for client authentication. A bad request is refused before any device is created.
+#[tokio::test]
+async fn a_device_activating_with_a_certificate_request_gets_a_client_certificate() {
+    let (relay, ves, mut channel) = relay_and_ves(|_| {}).await;
+    ves.provision("cert@example.com", Some(noc_test_support::scenario::USER_PASSWORD)).await.expect("provision");
+    let _: noc_protocol::rts::AccountActivationResponse = ves
+        .post_json(
+            "/account/v1/activate",
+            &json!({"Login": "cert@example.com", "Password": noc_test_support::scenario::USER_PASSWORD,
+                    "Msisdn": "+15550140", "TimeZone": "UTC"}),
+        )
+        .await
+        .expect("account activation");
+    let activate = |csr: String| json!({"Msisdn": "+15550140", "Password": noc_test_support::scenario::USER_PASSWORD, "DeviceName": "phone", "Csr": csr});
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("key");
+    let csr = rcgen::CertificateParams::default().serialize_request(&key).expect("csr").pem().expect("pem");
+
+    // Refused, with the reason, and nothing created.
+    for (bad, why) in [
+        ("garbage".to_string(), "not a PEM or DER PKCS#10 request"),
+        (csr.replace("MI", "Mi"), "not a PEM or DER PKCS#10 request"),
+    ] {
+        let refused = ves
+            .post_json::<DeviceActivationResponse>("/device/v1/activate", &activate(bad))
+            .await
+            .expect_err("a bad request");
+        assert_eq!((refused.status, refused.code.as_str()), (400, "bad_request"), "{refused}");
+        assert!(refused.message.contains(why), "{refused}");
+    }
+    let act: DeviceActivationResponse = ves.post_json("/device/v1/activate", &activate(csr)).await.expect("activation");
+    let (cert, root) =
+        (act.client_certificate.clone().expect("certificate"), act.management_root.clone().expect("root"));
+    let dir = tempfile::tempdir().expect("tmp");
+    std::fs::write(dir.path().join("root.pem"), &root).expect("root");
+    std::fs::write(dir.path().join("device.pem"), &cert).expect("cert");
+    let out = std::process::Command::new("openssl")
+        .args(["verify", "-purpose", "sslclient", "-CAfile"])
+        .arg(dir.path().join("root.pem"))
+        .arg(dir.path().join("device.pem"))
+        .output()
+        .expect("openssl");
+    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let subject = std::process::Command::new("openssl")
+        .args(["x509", "-noout", "-subject", "-in"])
+        .arg(dir.path().join("device.pem"))
+        .output()
+        .expect("openssl");
+    let subject = String::from_utf8_lossy(&subject.stdout).to_string();
+    assert!(subject.contains(&act.device_id.to_string()) && subject.contains(&act.user_id.to_string()), "{subject}");
+    // The certificate is the device's key's, and the device works as any other.
+    let spki = |pem: &str| {
+        let der: rustls_pki_types::CertificateDer<'_> =
+            rustls_pki_types::pem::PemObject::from_pem_slice(pem.as_bytes()).expect("der");
+        der.as_ref().windows(key.public_key_raw().len()).any(|w| w == key.public_key_raw())
+    };
+    assert!(spki(&cert), "issued for the requested key");
+    let _device = online_device(&relay, &act).await;
+    await_online(&mut channel, act.device_id).await;
+    // Exactly one device was created: the refused tries left nothing.
+    let list: noc_protocol::rts::DeviceList = ves.data(&DataRequest::ListDevices {}).await.expect("devices");
+    assert_eq!(list.devices.len(), 1, "{:?}", list.devices);
+}
+
 /// A license-id token says when it expires, registers installations until then, and a new
 /// license password (`noc admin license set-password`) revokes it: a VES not yet registered
 /// needs a fresh login with the new password, one already registered keeps connecting.

@@ -203,6 +203,8 @@ impl World {
             ves_fingerprint: self.fingerprint.parse().expect("fingerprint"),
             email: None,
             suites: suites.iter().map(|s| s.parse().expect("suite")).collect(),
+            // The embedded relay has a device CA: every test device holds a certificate.
+            certificate: true,
         };
         let state = noc_device::activate(&dir, &activation).await.expect("device activation");
         let device_id = state.device_id;
