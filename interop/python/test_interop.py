@@ -390,7 +390,7 @@ class RelayTestCase(unittest.TestCase):
         self.assertEqual(
             au["Users"],
             [{"UserId": uid, "Email": email.lower(), "FirstName": "Bob", "LastName": "Ng", "Msisdn": msisdn,
-              "TimeZone": "Europe/Paris"}],
+              "TimeZone": "Europe/Paris", "CalendarDaysAhead": 30}],
         )
         self.assertEqual(ch.next(5), {"Command": "FilterRules", "Users": [{"UserId": uid, "Rules": []}]})
         self.assertEqual(ch.next(5), {"Command": "ConstantSync", "Users": [{"UserId": uid, "Enabled": True}]})
@@ -651,13 +651,18 @@ class RelayTestCase(unittest.TestCase):
         ch.wait_for("DevicePresence", 10)
         ch.close()
         # The relay notices the dropped channel at its next write (an HB at the latest).
+        # A frame queued before that and lost with the channel comes back
+        # peer_disconnected (§6.4.1); once the channel is known detached, frames are
+        # refused at once with peer_offline.
         deadline = time.monotonic() + 3 * HB_INTERVAL + 5
         fid, result = 100, None
         while time.monotonic() < deadline and result is None:
             fid += 1
             dev.forward("Data", fid, b"anyone there?")
             f = dev.recv(1.0)
-            while f is not None and f.type == nc.HEARTBEAT:
+            while f is not None and (
+                f.type == nc.HEARTBEAT or (f.name == "UNDELIVERABLE" and f.reason_name == "peer_disconnected")
+            ):
                 f = dev.recv(1.0)
             if f is not None:
                 result = f
