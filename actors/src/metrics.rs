@@ -153,6 +153,8 @@ pub struct Metrics {
     pub cluster_up: IntGauge,
     /// When the certificate the node serves expires (set at start).
     pub tls_certificate_expiry: IntGauge,
+    /// When the device CA's certificate expires (set at start; 0: the node has none).
+    pub device_ca_expiry: IntGauge,
     /// The account store's connection pool, set when the metrics are read.
     store_pool: IntGaugeVec,
     store_pool_waiting: IntGauge,
@@ -323,6 +325,11 @@ impl Metrics {
             "noc_tls_certificate_expiry_timestamp_seconds",
             "When the TLS certificate this node serves expires (Unix seconds; read at start).",
         );
+        let device_ca_expiry = gauge(
+            &r,
+            "noc_device_ca_expiry_timestamp_seconds",
+            "When the device CA's certificate expires (Unix seconds; read at start; 0: this node issues no device certificates).",
+        );
         let store_pool = gauge_vec(
             &r,
             "noc_store_pool_connections",
@@ -482,6 +489,7 @@ impl Metrics {
             draining,
             cluster_up,
             tls_certificate_expiry,
+            device_ca_expiry,
             store_pool,
             store_pool_waiting,
             store_pool_max,

@@ -207,6 +207,7 @@ impl Node {
     ) -> Result<Node, NodeError> {
         let (prepared, addrs, cert) = prepare(config, store, cluster)?;
         let node_id = prepared.node_id.clone();
+        let device_ca_expiry = prepared.gateway.device_ca.as_ref().map(|ca| ca.not_after());
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let (stop_tx, stop_rx) = oneshot::channel();
         let thread = std::thread::Builder::new()
@@ -215,6 +216,9 @@ impl Node {
             .map_err(|e| NodeError::Startup(e.to_string()))?;
         let metrics = ready_rx.recv().map_err(|_| NodeError::Startup("node thread ended during start".into()))??;
         metrics.tls_certificate_expiry.set(cert.expires_at);
+        if let Some(at) = device_ca_expiry {
+            metrics.device_ca_expiry.set(at);
+        }
         tracing::info!(
             node = %node_id, http = %addrs.http, device = %addrs.device, admin = %addrs.admin,
             console = %addrs.console, "relay node started"

@@ -524,6 +524,10 @@ async fn a_device_activating_with_a_certificate_request_gets_a_client_certificat
         assert!(refused.message.contains(why), "{refused}");
     }
     let act: DeviceActivationResponse = ves.post_json("/device/v1/activate", &activate(csr)).await.expect("activation");
+    // The node's generated CA lasts ten years, and says so.
+    let expiry = relay.metric("noc_device_ca_expiry_timestamp_seconds", &[]);
+    let now = noc_protocol::clock::unix_ms_i64() as f64 / 1000.0;
+    assert!(expiry > now + 9.9 * 365.0 * 86_400.0, "{expiry}");
     let (cert, root) =
         (act.client_certificate.clone().expect("certificate"), act.management_root.clone().expect("root"));
     let dir = tempfile::tempdir().expect("tmp");
