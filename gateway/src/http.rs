@@ -451,6 +451,11 @@ async fn activate_device(
             let now = noc_protocol::clock::unix_ms_i64() / 1000;
             match ca.issue(csr, user.id, device.id, now) {
                 Ok(Ok(issued)) => {
+                    state
+                        .accounts
+                        .record_device_certificate(user.id, device.id, &issued.serial, issued.not_after)
+                        .await
+                        .map_err(|e| failed_auth(&state, "device", e))?;
                     tracing::info!(device = %device.id, serial = %issued.serial, "device certificate issued");
                     Some((issued.pem, ca.root_pem().to_string()))
                 }

@@ -665,6 +665,27 @@ impl Accounts {
         Ok((device, hex::encode(credential), user))
     }
 
+    /// Records the client certificate the device CA issued to `device` of `user` (serial,
+    /// lowercase hex; expiry, unix seconds), audited: revocation and the consoles name
+    /// certificates by it.
+    pub async fn record_device_certificate(
+        &self,
+        user: UserId,
+        device: DeviceId,
+        serial: &str,
+        not_after: i64,
+    ) -> Result<()> {
+        self.store.set_device_certificate(device, serial, not_after).await?;
+        self.audit(
+            format!("user:{user}"),
+            "device.certificate_issued",
+            format!("device:{device}"),
+            format!("serial={serial} not_after={not_after}"),
+        )
+        .await;
+        Ok(())
+    }
+
     /// The session a device may open, if its device, user and license all allow one.
     fn device_owner(login: &DeviceLogin) -> Result<DeviceAuth> {
         if login.revoked_at.is_some() {

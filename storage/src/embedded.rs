@@ -247,6 +247,11 @@ CREATE TABLE alert_counts (
     PRIMARY KEY (user_id, hour)
 );
 "#,
+    r#"
+-- The client certificate the device CA last issued to each device.
+ALTER TABLE devices ADD COLUMN certificate_serial TEXT;
+ALTER TABLE devices ADD COLUMN certificate_not_after INTEGER;
+"#,
 ];
 
 /// SQLite-backed [`Store`].
@@ -374,7 +379,7 @@ fn user_row(r: &Row<'_>) -> rusqlite::Result<UserRecord> {
 }
 
 const DEVICE_COLS: &str = "id, user_id, credential_hash, name, device_type, created_at, revoked_at, wipe_requested_at, wiped_at, \
-     last_seen_at";
+     last_seen_at, certificate_serial, certificate_not_after";
 
 fn device_row(r: &Row<'_>) -> rusqlite::Result<DeviceRecord> {
     Ok(DeviceRecord {
@@ -388,6 +393,8 @@ fn device_row(r: &Row<'_>) -> rusqlite::Result<DeviceRecord> {
         wipe_requested_at: r.get(7)?,
         wiped_at: r.get(8)?,
         last_seen_at: r.get(9)?,
+        certificate_serial: r.get(10)?,
+        certificate_not_after: r.get(11)?,
     })
 }
 
@@ -911,7 +918,21 @@ impl Store for SqliteStore {
                 wipe_requested_at: None,
                 wiped_at: None,
                 last_seen_at: None,
+                certificate_serial: None,
+                certificate_not_after: None,
             })
+        })
+        .await
+    }
+
+    async fn set_device_certificate(&self, id: DeviceId, serial: &str, not_after: i64) -> Result<()> {
+        let serial = serial.to_string();
+        self.run(move |c| {
+            let n = c.execute(
+                "UPDATE devices SET certificate_serial = ?1, certificate_not_after = ?2 WHERE id = ?3",
+                params![serial, not_after, id.to_string()],
+            )?;
+            if n == 0 { Err(StoreError::NotFound) } else { Ok(()) }
         })
         .await
     }
@@ -975,7 +996,7 @@ impl Store for SqliteStore {
         self.run(move |c| {
             let mut stmt = c.prepare(
                 "SELECT d.id, d.user_id, d.credential_hash, d.name, d.device_type, d.created_at, d.revoked_at, \
-                 d.wipe_requested_at, d.wiped_at, d.last_seen_at \
+                 d.wipe_requested_at, d.wiped_at, d.last_seen_at, d.certificate_serial, d.certificate_not_after \
                  FROM devices d JOIN users u ON u.id = d.user_id \
                  WHERE u.ves_id = ?1 AND d.revoked_at IS NULL AND d.wipe_requested_at IS NULL \
                  ORDER BY d.created_at, d.id",

@@ -296,6 +296,10 @@ pub struct DeviceRecord {
     pub wiped_at: Option<i64>,
     /// When a session of the device last started or ended (unix ms), recorded in batches.
     pub last_seen_at: Option<i64>,
+    /// The client certificate the device CA last issued to the device (docs/certificates.md):
+    /// its serial (lowercase hex) and when it expires (unix seconds).
+    pub certificate_serial: Option<String>,
+    pub certificate_not_after: Option<i64>,
 }
 
 /// What `insert_device` needs.

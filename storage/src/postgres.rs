@@ -219,6 +219,11 @@ CREATE TABLE alert_counts (
     PRIMARY KEY (user_id, hour)
 );
 "#,
+    r#"
+-- The client certificate the device CA last issued to each device.
+ALTER TABLE devices ADD COLUMN certificate_serial TEXT;
+ALTER TABLE devices ADD COLUMN certificate_not_after BIGINT;
+"#,
 ];
 
 /// Arbitrary constant naming the migration advisory lock.
@@ -480,7 +485,7 @@ fn user_row(r: &Row) -> UserRecord {
 }
 
 const DEVICE_COLS: &str = "id, user_id, credential_hash, name, device_type, created_at, revoked_at, wipe_requested_at, wiped_at, \
-     last_seen_at";
+     last_seen_at, certificate_serial, certificate_not_after";
 
 const OPERATOR_COLS: &str =
     "id, name, role, password_hash, totp_secret, totp_last_step, disabled, created_at, created_by";
@@ -550,6 +555,8 @@ fn device_row(r: &Row) -> DeviceRecord {
         wipe_requested_at: r.get(7),
         wiped_at: r.get(8),
         last_seen_at: r.get(9),
+        certificate_serial: r.get(10),
+        certificate_not_after: r.get(11),
     }
 }
 
@@ -992,7 +999,22 @@ impl Store for PostgresStore {
             wipe_requested_at: None,
             wiped_at: None,
             last_seen_at: None,
+            certificate_serial: None,
+            certificate_not_after: None,
         })
+    }
+
+    async fn set_device_certificate(&self, id: DeviceId, serial: &str, not_after: i64) -> Result<()> {
+        let n = self
+            .client()
+            .await?
+            .execute(
+                "UPDATE devices SET certificate_serial = $1, certificate_not_after = $2 WHERE id = $3",
+                &[&serial, &not_after, &id.0],
+            )
+            .await
+            .map_err(pg_error)?;
+        if n == 0 { Err(StoreError::NotFound) } else { Ok(()) }
     }
 
     async fn device_by_id(&self, id: DeviceId) -> Result<Option<DeviceRecord>> {
@@ -1043,7 +1065,7 @@ impl Store for PostgresStore {
             .await?
             .query(
                 "SELECT d.id, d.user_id, d.credential_hash, d.name, d.device_type, d.created_at, d.revoked_at, \
-                 d.wipe_requested_at, d.wiped_at, d.last_seen_at \
+                 d.wipe_requested_at, d.wiped_at, d.last_seen_at, d.certificate_serial, d.certificate_not_after \
                  FROM devices d JOIN users u ON u.id = d.user_id \
                  WHERE u.ves_id = $1 AND d.revoked_at IS NULL AND d.wipe_requested_at IS NULL \
                  ORDER BY d.created_at, d.id",

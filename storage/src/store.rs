@@ -93,6 +93,9 @@ pub trait Store: Send + Sync + 'static {
     async fn activate_user(&self, id: UserId, msisdn: &str, time_zone: &str, now: i64) -> Result<UserRecord>;
 
     async fn insert_device(&self, new: NewDevice, now: i64) -> Result<DeviceRecord>;
+    /// Records the client certificate issued to a device (its serial, lowercase hex, and
+    /// expiry, unix seconds), replacing the one before.
+    async fn set_device_certificate(&self, id: DeviceId, serial: &str, not_after: i64) -> Result<()>;
     async fn device_by_id(&self, id: DeviceId) -> Result<Option<DeviceRecord>>;
     /// The device with its user's and license's state, in one round trip (see
     /// [`DeviceLogin`]); `None` if the device (or its user) does not exist.

@@ -238,6 +238,15 @@ macro_rules! conformance {
                     .await
                     .expect("device");
                 assert_eq!(owner.id, user.id);
+                // Its client certificate, when it asked for one, is recorded on it.
+                assert_eq!((device.certificate_serial.as_deref(), device.certificate_not_after), (None, None));
+                accounts.record_device_certificate(user.id, device.id, "0a1b2c", 1_900_000_000).await.expect("certificate");
+                let stored = accounts.store().device_by_id(device.id).await.expect("read").expect("device");
+                assert_eq!((stored.certificate_serial.as_deref(), stored.certificate_not_after), (Some("0a1b2c"), Some(1_900_000_000)));
+                assert!(matches!(
+                    accounts.store().set_device_certificate(noc_protocol::DeviceId::random(), "ff", 1).await,
+                    Err(noc_storage::StoreError::NotFound)
+                ));
                 let cred = hex::decode(&credential).expect("hex");
                 let auth = accounts.authenticate_device_token(device.id, &cred).await.expect("token auth");
                 assert_eq!(auth.ves_id, ves.id);

@@ -547,6 +547,17 @@ async fn a_device_activating_with_a_certificate_request_gets_a_client_certificat
         .expect("openssl");
     let subject = String::from_utf8_lossy(&subject.stdout).to_string();
     assert!(subject.contains(&act.device_id.to_string()) && subject.contains(&act.user_id.to_string()), "{subject}");
+    // The serial is recorded on the device and in the audit log.
+    let serial = std::process::Command::new("openssl")
+        .args(["x509", "-noout", "-serial", "-in"])
+        .arg(dir.path().join("device.pem"))
+        .output()
+        .expect("openssl");
+    let serial = String::from_utf8_lossy(&serial.stdout).trim().trim_start_matches("serial=").to_ascii_lowercase();
+    let audit = relay.admin().await.audit(20).await.expect("audit");
+    let issued = audit.iter().find(|e| e.action == "device.certificate_issued").expect("audited");
+    assert_eq!(issued.subject, format!("device:{}", act.device_id));
+    assert!(issued.detail.contains(&format!("serial={serial}")), "{} vs {serial}", issued.detail);
     // The certificate is the device's key's, and the device works as any other.
     let spki = |pem: &str| {
         let der: rustls_pki_types::CertificateDer<'_> =

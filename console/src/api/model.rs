@@ -154,6 +154,11 @@ pub struct DeviceView {
     pub wipe_requested_at: Option<i64>,
     pub wiped_at: Option<i64>,
     pub last_seen_at: Option<i64>,
+    /// The serial (lowercase hex) of the client certificate the device CA last issued to
+    /// the device; `null` when it activated without a certificate request.
+    pub certificate_serial: Option<String>,
+    /// When that certificate expires (unix seconds).
+    pub certificate_not_after: Option<i64>,
     /// The node holding its session now; `null` when it is not connected.
     pub node: Option<String>,
 }
@@ -175,6 +180,8 @@ impl From<DeviceRecord> for DeviceView {
             wipe_requested_at: d.wipe_requested_at,
             wiped_at: d.wiped_at,
             last_seen_at: d.last_seen_at,
+            certificate_serial: d.certificate_serial,
+            certificate_not_after: d.certificate_not_after,
             node: None,
         }
     }

@@ -56,6 +56,8 @@ pub struct DeviceRow {
     live: bool,
     node: String,
     connected: bool,
+    /// The client certificate's serial (shortened) and expiry, or "—".
+    certificate: String,
 }
 
 impl DeviceRow {
@@ -72,7 +74,15 @@ impl From<DeviceRecord> for DeviceRow {
             (Some(_), None, None) => "revoked",
             (None, None, None) => "active",
         };
+        let certificate = match (&d.certificate_serial, d.certificate_not_after) {
+            (Some(serial), Some(until)) => {
+                let short: String = serial.chars().take(12).collect();
+                format!("{short}… until {}", page::utc(until.saturating_mul(1000)))
+            }
+            _ => "—".into(),
+        };
         DeviceRow {
+            certificate,
             id: d.id.to_string(),
             name: d.name.unwrap_or_default(),
             device_type: d.device_type.unwrap_or_default(),
