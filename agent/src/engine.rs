@@ -428,7 +428,12 @@ impl Engine {
             tracing::debug!(email = %item.email, name = %item.name, "ConstantSync is off; item not pushed");
             return;
         }
-        if item.item_type == ItemType::Calendar && !within_calendar_window(&self.store, user.user_id, &item.body) {
+        // Only a calendar entry the devices never had waits: a new version of one they
+        // hold goes at once, or they would keep the old one until the window reached it.
+        if item.item_type == ItemType::Calendar
+            && db::last_version(&self.store, &item.key).ok().flatten().is_none()
+            && !within_calendar_window(&self.store, user.user_id, &item.body)
+        {
             // Not recorded: a later scan (periodic, or when the setting changes) pushes it
             // once the window reaches it.
             inc(&self.stats.items_deferred);

@@ -762,6 +762,17 @@ async fn calendar_entries_beyond_the_days_ahead_wait_until_the_window_reaches_th
     world.wait_status("the trip deferred", |s| s.stats.items_deferred > before.items_deferred).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(inbox(&device).len(), 1, "nothing beyond the window");
+    // The review moved out of the window: the device has it, so the new version goes at
+    // once (it replaces the old one rather than leaving it at the old date).
+    let moved = in_days(200, "Review");
+    let tmp = dir.join(".review.ics.tmp");
+    std::fs::write(&tmp, &moved).expect("write");
+    std::fs::rename(&tmp, dir.join("review.ics")).expect("rename into place");
+    eventually(T, "the moved review on the device", || async {
+        let items = device.inbox().expect("inbox");
+        items.iter().any(|r| r.body == moved.as_bytes()).then_some(())
+    })
+    .await;
 
     // 90 days on the settings page: the agent learns it and the trip goes.
     let relay = world.relay();
@@ -790,7 +801,10 @@ async fn calendar_entries_beyond_the_days_ahead_wait_until_the_window_reaches_th
     let fields = form("90");
     let refs: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
     assert_eq!(web.post("/settings", &refs).await.status, 303);
-    let got = wait_inbox(&device, 2).await;
-    assert!(String::from_utf8_lossy(&got[1]).contains("SUMMARY:Trip"), "{:?}", String::from_utf8_lossy(&got[1]));
+    eventually(T, "the trip on the device", || async {
+        let items = device.inbox().expect("inbox");
+        items.iter().any(|r| String::from_utf8_lossy(&r.body).contains("SUMMARY:Trip")).then_some(())
+    })
+    .await;
     running.halt().await;
 }

@@ -261,7 +261,11 @@ impl Portal for AccountsPortal {
         let d = self.user(user).await?.alert_delivery;
         Ok(AlertSettings {
             email: d.email,
-            pending_email: d.pending_email.map(|p| p.address),
+            // An expired link confirms nothing any more: the address is no longer waiting.
+            pending_email: d
+                .pending_email
+                .filter(|p| p.expires_at > noc_protocol::clock::unix_ms_i64())
+                .map(|p| p.address),
             webhook_url: d.webhook_url,
             webhook_secret: d.webhook_secret,
             sms: d.sms,

@@ -36,7 +36,7 @@ const OID_UID: &[u64] = &[0, 9, 2342, 19200300, 100, 1, 1];
 /// Why a certificate request was refused (the device is told in these words).
 #[derive(Clone, Debug, Error, PartialEq, Eq)]
 pub enum CsrError {
-    #[error("the certificate request is not a PEM or DER PKCS#10 request")]
+    #[error("the certificate request is not a PEM PKCS#10 request")]
     Malformed,
     #[error("the certificate request's signature does not verify")]
     BadSignature,
@@ -189,6 +189,9 @@ impl DeviceCa {
         device: DeviceId,
         now: i64,
     ) -> Result<Result<IssuedCertificate, CsrError>, CaError> {
+        if now >= self.not_after {
+            return Err(CaError::Certificate("the device CA has expired".into()));
+        }
         let key = match check_request(csr) {
             Ok(key) => key,
             Err(e) => return Ok(Err(e)),

@@ -11,6 +11,7 @@ use std::fmt;
 use serde_json::{Map, Value};
 use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
+use tracing_log::NormalizeEvent;
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::time::{FormatTime, SystemTime};
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
@@ -28,7 +29,9 @@ impl JsonLines {
 
     /// The line for `event` at `timestamp` (without its newline).
     fn line(&self, timestamp: String, event: &Event<'_>) -> Value {
-        let meta = event.metadata();
+        // A record a library wrote through `log` names its own target (and level).
+        let normalized = event.normalized_metadata();
+        let meta = normalized.as_ref().unwrap_or_else(|| event.metadata());
         let mut line = Map::new();
         line.insert("timestamp".into(), Value::String(timestamp));
         line.insert("level".into(), Value::String(meta.level().as_str().into()));
@@ -60,23 +63,48 @@ where
 /// (`%display`, `?debug`) becomes strings.
 struct Fields(Map<String, Value>);
 
+impl Fields {
+    /// `log.target`, `log.file`…: what [`NormalizeEvent`] already made the line's own.
+    fn keep(field: &Field) -> bool {
+        !field.name().starts_with("log.")
+    }
+}
+
 impl Visit for Fields {
     fn record_i64(&mut self, field: &Field, value: i64) {
+        if !Self::keep(field) {
+            return;
+        }
         self.0.insert(field.name().into(), value.into());
     }
     fn record_u64(&mut self, field: &Field, value: u64) {
+        if !Self::keep(field) {
+            return;
+        }
         self.0.insert(field.name().into(), value.into());
     }
     fn record_f64(&mut self, field: &Field, value: f64) {
+        if !Self::keep(field) {
+            return;
+        }
         self.0.insert(field.name().into(), value.into());
     }
     fn record_bool(&mut self, field: &Field, value: bool) {
+        if !Self::keep(field) {
+            return;
+        }
         self.0.insert(field.name().into(), value.into());
     }
     fn record_str(&mut self, field: &Field, value: &str) {
+        if !Self::keep(field) {
+            return;
+        }
         self.0.insert(field.name().into(), value.into());
     }
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        if !Self::keep(field) {
+            return;
+        }
         self.0.insert(field.name().into(), Value::String(format!("{value:?}")));
     }
 }
@@ -113,11 +141,13 @@ mod tests {
         tracing::subscriber::with_default(subscriber, || {
             tracing::info!(sessions = 3_u64, listener = %"device", ok = true, "drained");
             tracing::warn!(node = "forged", level = "forged", "fields cannot replace the line's own");
+            tracing::info!(log.target = "somelib", log.line = 7_u64, "the log bridge's fields are not repeated");
         });
         let out = String::from_utf8(lines.0.lock().expect("lines").clone()).expect("utf-8");
         let parsed: Vec<Value> =
             out.lines().map(|l| serde_json::from_str(l).expect("a JSON object per line")).collect();
-        assert_eq!(parsed.len(), 2, "{out}");
+        assert_eq!(parsed.len(), 3, "{out}");
+        assert!(parsed[2].get("log.target").is_none() && parsed[2].get("log.line").is_none(), "{}", parsed[2]);
         let first = &parsed[0];
         assert_eq!(first["node"], "relay-2");
         assert_eq!(first["level"], "INFO");

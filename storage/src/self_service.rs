@@ -41,8 +41,6 @@ fn normalize_answer(answer: &str) -> String {
     answer.split_whitespace().collect::<Vec<_>>().join(" ").to_lowercase()
 }
 
-/// A recovery just started: the token goes into the mailed link and nowhere else.
-#[derive(Clone)]
 /// A confirmation mail to send: the link's token (`<user id>.<secret>`) to `address`.
 pub struct AlertEmailConfirmation {
     pub user: UserRecord,
@@ -56,6 +54,8 @@ impl std::fmt::Debug for AlertEmailConfirmation {
     }
 }
 
+/// A recovery just started: the token goes into the mailed link and nowhere else.
+#[derive(Clone)]
 pub struct Recovery {
     pub user: UserRecord,
     pub token: String,
@@ -377,8 +377,9 @@ impl Accounts {
         let (mut day, mut sent) = (old.confirmations_day, old.confirmations_sent);
         let (email, pending, confirm) = match asked {
             None => (None, None, None),
-            // Unchanged, or the account's own mailbox: no confirmation needed.
-            Some(a) if old.email.as_deref() == Some(a.as_str()) => (Some(a), old.pending_email.clone(), None),
+            // The confirmed address again (which cancels one waiting), or the account's own
+            // mailbox: no confirmation needed.
+            Some(a) if old.email.as_deref() == Some(a.as_str()) => (Some(a), None, None),
             Some(a) if a == before.email => (Some(a), None, None),
             // Asked again while its link is still good: nothing new to mail.
             Some(a) if old.pending_email.as_ref().is_some_and(|p| p.address == a && p.expires_at > now) => {

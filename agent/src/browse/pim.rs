@@ -233,7 +233,7 @@ fn entry(props: &[Property], floating: &jiff::tz::TimeZone) -> Option<Entry> {
         match (get("DTEND").and_then(|p| when(p, floating)?.ms()), get("DURATION").and_then(|d| duration_ms(&d.value)))
         {
             (Some(end), _) => end,
-            (None, Some(d)) => start_ms + d,
+            (None, Some(d)) => start_ms.saturating_add(d),
             // RFC 5545 §3.6.1: a date lasts the day, a date-time no time at all.
             (None, None) => start_ms + if start.all_day { 86_400_000 } else { 0 },
         };
@@ -271,10 +271,10 @@ fn occurrences(entries: &[Entry], file_id: &str, from: i64, to: i64) -> Vec<Even
             summary: e.summary.clone(),
             location: e.location.clone(),
             start,
-            end: start + e.duration_ms,
+            end: start.saturating_add(e.duration_ms),
             all_day: e.start.all_day,
         };
-        let overlaps = |start: i64| start < to && (start + e.duration_ms > from || start >= from);
+        let overlaps = |start: i64| start < to && (start.saturating_add(e.duration_ms) > from || start >= from);
         let starts = match (&e.rule, e.recurrence_id) {
             (Some(rule), None) => {
                 let civil = |ms: i64| jiff::Timestamp::from_millisecond(ms).ok().map(|t| e.start.tz.to_datetime(t));

@@ -112,6 +112,10 @@ impl Rule {
                 "UNTIL" => rule.until = Some(until(&v, to_civil)?),
                 "BYDAY" => {
                     for d in v.split(',') {
+                        // ASCII only: the split below is by bytes.
+                        if !d.is_ascii() {
+                            return None;
+                        }
                         let (n, day) = d.split_at(d.len().checked_sub(2)?);
                         let n = if n.is_empty() {
                             None
@@ -138,6 +142,19 @@ impl Rule {
             }
         }
         rule.freq = freq?;
+        // Lists longer than their values can be are not a rule anyone writes; they would
+        // only make the expansion slow.
+        if rule.by_day.len() > 60 || rule.by_month_day.len() > 62 || rule.by_month.len() > 12 {
+            return None;
+        }
+        // A YEARLY rule's BYDAY or BYMONTHDAY without BYMONTH spans the whole year (every
+        // Monday of it): not expanded here.
+        if rule.freq == Freq::Yearly
+            && rule.by_month.is_empty()
+            && !(rule.by_day.is_empty() && rule.by_month_day.is_empty())
+        {
+            return None;
+        }
         if rule.freq == Freq::Weekly && !rule.by_month_day.is_empty() {
             return None; // RFC 5545: BYMONTHDAY MUST NOT be used with WEEKLY
         }
@@ -336,6 +353,7 @@ mod tests {
 
     #[test]
     fn what_is_not_expanded_is_refused_and_ranges_are_bounded() {
+        let many_days = format!("FREQ=MONTHLY;BYMONTHDAY={}", vec!["1"; 63].join(","));
         for rule in [
             "FREQ=HOURLY",
             "FREQ=MONTHLY;BYSETPOS=-1",
@@ -343,6 +361,11 @@ mod tests {
             "FREQ=DAILY;COUNT=2;UNTIL=20270101",
             "COUNT=2",
             "FREQ=DAILY;INTERVAL=0",
+            "FREQ=WEEKLY;BYDAY=éA",
+            "FREQ=WEEKLY;BYDAY=Ü",
+            "FREQ=YEARLY;BYDAY=MO",
+            "FREQ=YEARLY;BYMONTHDAY=1",
+            &many_days,
         ] {
             assert_eq!(Rule::parse(rule, &utc), None, "{rule}");
         }
