@@ -30,4 +30,6 @@ pub enum NodeError {
     Startup(String),
     #[error("configuration: {0}")]
     Config(String),
+    #[error("device CA: {0}")]
+    DeviceCa(String),
 }

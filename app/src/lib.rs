@@ -9,7 +9,7 @@ pub mod cert;
 pub mod config;
 mod console;
 mod data_dir;
-mod device_ca;
+pub mod device_ca;
 mod drain;
 mod error;
 mod limits;

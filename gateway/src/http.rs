@@ -449,21 +449,33 @@ async fn activate_device(
         None => None,
         Some((csr, ca)) => {
             let now = noc_protocol::clock::unix_ms_i64() / 1000;
-            match ca.issue(csr, user.id, device.id, now) {
-                Ok(Ok(issued)) => {
-                    state
-                        .accounts
-                        .record_device_certificate(user.id, device.id, &issued.serial, issued.not_after)
-                        .await
-                        .map_err(|e| failed_auth(&state, "device", e))?;
+            let issued = match ca.issue(csr, user.id, device.id, now) {
+                Ok(Ok(issued)) => state
+                    .accounts
+                    .record_device_certificate(user.id, device.id, &issued.serial, issued.not_after)
+                    .await
+                    .map(|()| issued)
+                    .map_err(|e| failed_auth(&state, "device", e)),
+                // Checked above; a second look cannot differ.
+                Ok(Err(e)) => Err(ApiError::bad_request(format!("Csr: {e}"))),
+                Err(e) => {
+                    tracing::error!(error = %e, "the device CA could not sign");
+                    Err(ApiError::new(noc_protocol::ApiErrorCode::Internal, "internal error"))
+                }
+            };
+            match issued {
+                Ok(issued) => {
                     tracing::info!(device = %device.id, serial = %issued.serial, "device certificate issued");
                     Some((issued.pem, ca.root_pem().to_string()))
                 }
-                // Checked above; a second look cannot differ.
-                Ok(Err(e)) => return Err(ApiError::bad_request(format!("Csr: {e}"))),
                 Err(e) => {
-                    tracing::error!(error = %e, "the device CA could not sign");
-                    return Err(ApiError::new(noc_protocol::ApiErrorCode::Internal, "internal error"));
+                    // The device was created for a certificate it does not get: it is
+                    // revoked, so that it counts nowhere, and the device tries again.
+                    let now_ms = noc_protocol::clock::unix_ms_i64();
+                    if let Err(r) = state.accounts.store().revoke_device(user.id, device.id, now_ms).await {
+                        tracing::warn!(error = %r, device = %device.id, "a device left without its certificate stays");
+                    }
+                    return Err(e);
                 }
             }
         }

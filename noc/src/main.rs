@@ -66,6 +66,10 @@ enum Command {
         #[command(flatten)]
         common: Common,
     },
+    /// The device certification authority: client certificates for devices
+    /// (docs/certificates.md).
+    #[command(subcommand)]
+    DeviceCa(DeviceCaCommand),
     /// Exit 0 when a node's admin listener answers `/healthz` (a container's health check;
     /// no HTTP client needed in the image).
     Health {
@@ -201,6 +205,26 @@ fn password_arg(password: Option<String>, from_stdin: bool) -> Result<String> {
 }
 
 #[derive(Subcommand)]
+enum DeviceCaCommand {
+    /// Make a new device CA: tls.crt and tls.key in DIR (the layout of a Kubernetes TLS
+    /// Secret; `[device_ca]` cert_path and key_path name them). Never overwrites.
+    Create {
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// The CA's common name.
+        #[arg(long, default_value = "NOC device CA")]
+        name: String,
+    },
+    /// Check a device CA's files as a node loads them; print its expiry and fingerprint.
+    Show {
+        #[arg(long)]
+        cert: PathBuf,
+        #[arg(long)]
+        key: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
 enum MsisdnCommand {
     /// Approve an MSISDN for account activation.
     Approve { msisdn: String },
@@ -278,6 +302,20 @@ fn main() -> Result<()> {
             rt.block_on(admin(config, command))
         }
         Command::Health { admin } => health(admin),
+        Command::DeviceCa(DeviceCaCommand::Create { out, name }) => {
+            let (cert, key) = noc_app::device_ca::create_files(&out, &name)?;
+            println!("device CA certificate {}\n              key {} (keep it secret)", cert.display(), key.display());
+            println!(
+                "a cluster's nodes: kubectl create secret tls noc-device-ca --cert={} --key={}",
+                cert.display(),
+                key.display()
+            );
+            Ok(())
+        }
+        Command::DeviceCa(DeviceCaCommand::Show { cert, key }) => {
+            print!("{}", noc_app::device_ca::describe(&cert, &key)?);
+            Ok(())
+        }
         Command::Config { common } => {
             let config = load(&common)?;
             config.validate()?;

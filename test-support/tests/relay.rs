@@ -571,6 +571,44 @@ async fn a_device_activating_with_a_certificate_request_gets_a_client_certificat
     assert_eq!(list.devices.len(), 1, "{:?}", list.devices);
 }
 
+/// A device CA that cannot sign (it expired): activation with a request fails with 500,
+/// and the device it created is revoked rather than left without its certificate.
+#[tokio::test]
+async fn a_certificate_that_cannot_be_issued_leaves_no_device() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let eleven_years_ago = noc_protocol::clock::unix_ms_i64() / 1000 - 11 * 365 * 86_400;
+    let (ca, key) = noc_ca::DeviceCa::generate("expired CA", eleven_years_ago).expect("ca");
+    std::fs::write(dir.path().join("ca.pem"), ca.root_pem()).expect("cert");
+    std::fs::write(dir.path().join("ca.key"), key).expect("key");
+    let (cert, key) = (dir.path().join("ca.pem"), dir.path().join("ca.key"));
+    let (_relay, ves, _channel) = relay_and_ves(move |c| {
+        c.device_ca.cert_path = Some(cert);
+        c.device_ca.key_path = Some(key);
+    })
+    .await;
+    ves.provision("late@example.com", Some(noc_test_support::scenario::USER_PASSWORD)).await.expect("provision");
+    let _: noc_protocol::rts::AccountActivationResponse = ves
+        .post_json(
+            "/account/v1/activate",
+            &json!({"Login": "late@example.com", "Password": noc_test_support::scenario::USER_PASSWORD,
+                    "Msisdn": "+15550141", "TimeZone": "UTC"}),
+        )
+        .await
+        .expect("account activation");
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("key");
+    let csr = rcgen::CertificateParams::default().serialize_request(&key).expect("csr").pem().expect("pem");
+    let failed = ves
+        .post_json::<DeviceActivationResponse>(
+            "/device/v1/activate",
+            &json!({"Msisdn": "+15550141", "Password": noc_test_support::scenario::USER_PASSWORD, "Csr": csr}),
+        )
+        .await
+        .expect_err("an expired CA signs nothing");
+    assert_eq!((failed.status, failed.code.as_str()), (500, "internal"), "{failed}");
+    let list: noc_protocol::rts::DeviceList = ves.data(&DataRequest::ListDevices {}).await.expect("devices");
+    assert!(list.devices.is_empty(), "{:?}", list.devices);
+}
+
 /// A license-id token says when it expires, registers installations until then, and a new
 /// license password (`noc admin license set-password`) revokes it: a VES not yet registered
 /// needs a fresh login with the new password, one already registered keeps connecting.
