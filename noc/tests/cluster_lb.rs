@@ -13,7 +13,7 @@
 //! check that no frame arrives twice and that each (VES, device) pair stays in order.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -151,6 +151,25 @@ struct Ledger {
     ves_session_ended: Mutex<Option<Instant>>,
     /// Sessions opened and ended, as the endpoints saw them: printed when a check fails.
     history: Mutex<Vec<(Instant, String)>>,
+    /// Sends begun while `sending` and not yet recorded: the final check waits for them,
+    /// or a frame recorded after it looked would count as lost.
+    sends_in_progress: AtomicUsize,
+}
+
+/// Counts one send in progress until dropped (on every way out of the send).
+struct Sending<'a>(&'a AtomicUsize);
+
+impl<'a> Sending<'a> {
+    fn begin(counter: &'a AtomicUsize) -> Self {
+        counter.fetch_add(1, Ordering::SeqCst);
+        Sending(counter)
+    }
+}
+
+impl Drop for Sending<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// How long before a CLOSE a frame or acknowledgement can still have been on its way.
@@ -234,7 +253,8 @@ fn spawn_device(
                 if stop.load(Ordering::Relaxed) {
                     return;
                 }
-                if sending.load(Ordering::Relaxed) && last_up.elapsed() >= UP_PERIOD {
+                let in_progress = Sending::begin(&ledger.sends_in_progress);
+                if sending.load(Ordering::SeqCst) && last_up.elapsed() >= UP_PERIOD {
                     last_up = Instant::now();
                     next_up += 1;
                     let frame = Frame::Forward {
@@ -248,6 +268,7 @@ fn spawn_device(
                     }
                     ledger.up.sent((device_id, next_up));
                 }
+                drop(in_progress);
                 match device.recv(Duration::from_millis(50)).await {
                     Recv::Frame(Frame::Forward { frame_id, .. }) => {
                         ledger.down.receive((device_id, frame_id));
@@ -307,7 +328,8 @@ fn spawn_ves(
                 if stop.load(Ordering::Relaxed) {
                     return;
                 }
-                if sending.load(Ordering::Relaxed) && last_send.elapsed() >= DOWN_PERIOD {
+                let in_progress = Sending::begin(&ledger.sends_in_progress);
+                if sending.load(Ordering::SeqCst) && last_send.elapsed() >= DOWN_PERIOD {
                     last_send = Instant::now();
                     for d in &devices {
                         next_id += 1;
@@ -328,6 +350,7 @@ fn spawn_ves(
                         }
                     }
                 }
+                drop(in_progress);
                 match channel.next(Duration::from_millis(20)).await {
                     Some(Command::Ack { device_id, frame_id }) => {
                         ledger.down.acked.lock().expect("lock").insert((device_id, frame_id));
@@ -482,8 +505,12 @@ impl Deployment {
     /// Stops sending, lets answers arrive, then checks the accounting: nothing may be
     /// lost except frames sent inside `windows`.
     async fn finish(self, windows: &[(Instant, Instant)]) {
-        self.sending.store(false, Ordering::Relaxed);
+        self.sending.store(false, Ordering::SeqCst);
+        // Sends that saw `sending` before it turned false are recorded first.
         let deadline = Instant::now() + Duration::from_secs(8);
+        while self.ledger.sends_in_progress.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         let mut last = (usize::MAX, usize::MAX);
         let mut still_since = Instant::now();
         while Instant::now() < deadline {

@@ -40,6 +40,16 @@ fn inbox_channel(node: &NodeId) -> String {
     format!("noc:inbox:{{{node}}}")
 }
 
+/// The messages of one batch for one node: one pipeline.
+struct Group {
+    node: NodeId,
+    channel: String,
+    pipe: redis::Pipeline,
+    msgs: Vec<BusMessage>,
+    /// When its first (oldest) message was queued.
+    oldest: tokio::time::Instant,
+}
+
 /// A message waiting to be published: its target, and when it was queued.
 pub(super) type Queued = (NodeId, BusMessage, tokio::time::Instant);
 
@@ -338,7 +348,7 @@ impl Bus {
             // Cluster they all hash to the inbox's shard. The first message of a group is
             // its oldest.
             let taken = batch.len();
-            let mut groups: Vec<(NodeId, redis::Pipeline, Vec<BusMessage>, tokio::time::Instant)> = Vec::new();
+            let mut groups: Vec<Group> = Vec::new();
             for (node, msg, queued) in batch.drain(..) {
                 let bytes = match wire::encode(&msg) {
                     Ok(b) => b,
@@ -347,18 +357,21 @@ impl Bus {
                         continue;
                     }
                 };
-                let i = match groups.iter().position(|(n, ..)| *n == node) {
+                let i = match groups.iter().position(|g| g.node == node) {
                     Some(i) => i,
                     None => {
-                        groups.push((node.clone(), redis::pipe(), Vec::new(), queued));
+                        // The channel's name is made once per target and batch, not per
+                        // message.
+                        let channel = inbox_channel(&node);
+                        groups.push(Group { node, channel, pipe: redis::pipe(), msgs: Vec::new(), oldest: queued });
                         groups.len() - 1
                     }
                 };
-                let (n, pipe, msgs, _) = &mut groups[i];
-                pipe.cmd(publish).arg(inbox_channel(n)).arg(bytes.as_ref());
-                msgs.push(msg);
+                let group = &mut groups[i];
+                group.pipe.cmd(publish).arg(&group.channel).arg(bytes.as_ref());
+                group.msgs.push(msg);
             }
-            let sends = groups.into_iter().map(|(_, pipe, msgs, oldest)| {
+            let sends = groups.into_iter().map(|Group { pipe, msgs, oldest, .. }| {
                 let mut conn = self.conn.clone();
                 async move {
                     let result = pipe.query_async::<Vec<i64>>(&mut conn).await;
