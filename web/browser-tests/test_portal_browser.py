@@ -48,7 +48,7 @@ import urllib.request
 from aiosmtpd.controller import Controller
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
-from selenium.common.exceptions import StaleElementReferenceException
+from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import Select
@@ -94,6 +94,12 @@ def gone(element) -> bool:
         return False
     except StaleElementReferenceException:
         return True
+    except WebDriverException as e:
+        # Caught between the old document and the new one, chromedriver reports the same
+        # thing in other words ("Node with given id does not belong to the document").
+        if "does not belong to the document" in str(e):
+            return True
+        raise
 
 
 def totp(secret_base32: str, at: float | None = None) -> str:
