@@ -112,37 +112,13 @@ impl When {
 /// §3.3.5 form #1) is the same wall-clock time wherever its reader is: here, the user's
 /// own zone, `floating`; so is a `TZID` jiff does not know.
 fn when_value(v: &str, tzid: Option<&str>, floating: &jiff::tz::TimeZone) -> Option<When> {
-    let v = v.trim();
-    let digits = |s: &str| s.chars().all(|c| c.is_ascii_digit());
-    if v.len() == 8 && digits(v) {
-        let date = jiff::civil::Date::new(v[0..4].parse().ok()?, v[4..6].parse().ok()?, v[6..8].parse().ok()?).ok()?;
-        let civil = date.to_datetime(jiff::civil::Time::midnight());
-        return Some(When { civil, tz: jiff::tz::TimeZone::UTC, all_day: true });
-    }
-    let (body, utc) = match v.strip_suffix('Z') {
-        Some(b) => (b, true),
-        None => (v, false),
-    };
-    let (d, t) = body.split_once('T')?;
-    if d.len() != 8 || t.len() != 6 || !digits(d) || !digits(t) {
-        return None;
-    }
-    let civil = jiff::civil::DateTime::new(
-        d[0..4].parse().ok()?,
-        d[4..6].parse().ok()?,
-        d[6..8].parse().ok()?,
-        t[0..2].parse().ok()?,
-        t[2..4].parse().ok()?,
-        t[4..6].parse().ok()?,
-        0,
-    )
-    .ok()?;
-    let tz = match (utc, tzid) {
+    let value = super::recur::ical_value(v)?;
+    let tz = match (value.date || value.utc, tzid) {
         (true, _) => jiff::tz::TimeZone::UTC,
         (false, Some(id)) => jiff::tz::TimeZone::get(id).unwrap_or_else(|_| floating.clone()),
         (false, None) => floating.clone(),
     };
-    Some(When { civil, tz, all_day: false })
+    Some(When { civil: value.civil, tz, all_day: value.date })
 }
 
 fn when(p: &Property, floating: &jiff::tz::TimeZone) -> Option<When> {

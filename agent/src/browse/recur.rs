@@ -51,13 +51,21 @@ fn weekday(s: &str) -> Option<Weekday> {
     })
 }
 
-/// `UNTIL` as a civil time in the event's time: a date is the end of that day; a UTC time
-/// is converted by `to_civil` (the event's zone).
-fn until(v: &str, to_civil: &dyn Fn(jiff::Timestamp) -> DateTime) -> Option<DateTime> {
+/// An iCalendar DATE or DATE-TIME value (RFC 5545 §3.3.4, §3.3.5): the civil date-time
+/// (midnight for a date), whether it was a date, and whether it was UTC (`Z`).
+pub(super) struct IcalValue {
+    pub civil: DateTime,
+    pub date: bool,
+    pub utc: bool,
+}
+
+/// Reads `20261204` or `20261204T090000[Z]`; `None` for anything else.
+pub(super) fn ical_value(v: &str) -> Option<IcalValue> {
+    let v = v.trim();
     let digits = |s: &str| s.chars().all(|c| c.is_ascii_digit());
     if v.len() == 8 && digits(v) {
         let d = Date::new(v[0..4].parse().ok()?, v[4..6].parse().ok()?, v[6..8].parse().ok()?).ok()?;
-        return Some(d.to_datetime(jiff::civil::Time::MAX));
+        return Some(IcalValue { civil: d.to_datetime(jiff::civil::Time::midnight()), date: true, utc: false });
     }
     let (body, utc) = match v.strip_suffix('Z') {
         Some(b) => (b, true),
@@ -67,7 +75,7 @@ fn until(v: &str, to_civil: &dyn Fn(jiff::Timestamp) -> DateTime) -> Option<Date
     if d.len() != 8 || t.len() != 6 || !digits(d) || !digits(t) {
         return None;
     }
-    let dt = DateTime::new(
+    let civil = DateTime::new(
         d[0..4].parse().ok()?,
         d[4..6].parse().ok()?,
         d[6..8].parse().ok()?,
@@ -77,7 +85,18 @@ fn until(v: &str, to_civil: &dyn Fn(jiff::Timestamp) -> DateTime) -> Option<Date
         0,
     )
     .ok()?;
-    if utc { Some(to_civil(jiff::tz::TimeZone::UTC.to_timestamp(dt).ok()?)) } else { Some(dt) }
+    Some(IcalValue { civil, date: false, utc })
+}
+
+/// `UNTIL` as a civil time in the event's time: a date is the end of that day; a UTC time
+/// is converted by `to_civil` (the event's zone).
+fn until(v: &str, to_civil: &dyn Fn(jiff::Timestamp) -> DateTime) -> Option<DateTime> {
+    let value = ical_value(v)?;
+    Some(match value {
+        IcalValue { civil, date: true, .. } => civil.date().to_datetime(jiff::civil::Time::MAX),
+        IcalValue { civil, utc: true, .. } => to_civil(jiff::tz::TimeZone::UTC.to_timestamp(civil).ok()?),
+        IcalValue { civil, .. } => civil,
+    })
 }
 
 impl Rule {
