@@ -110,7 +110,9 @@ curl -sf --cacert "$CA" -X POST "$R/account/v1/activate" \
   -d '{"Login":"bob@example.com","Password":"bob-password-1","Msisdn":"+15550100","TimeZone":"Europe/Paris"}' >/dev/null
 DEVICE=("$BIN/noc-device" --state-dir "$D/device")
 "${DEVICE[@]}" activate --relay "$R" --ca-file "$CA" --msisdn +15550100 --password bob-password-1 \
-  --ves-fingerprint "$FP" --email bob@example.com --name demo-phone
+  --ves-fingerprint "$FP" --email bob@example.com --name demo-phone --certificate
+echo "--- the client certificate the relay issued for the device's own key, checked by openssl:"
+openssl verify -purpose sslclient -CAfile "$D/device/management-root.pem" "$D/device/client-cert.pem"
 DEVICE_ID=$(python3 -c "import json; print(json.load(open('$D/device/device.json'))['device_id'])")
 wait_for 15 sh -c "'${AGENT[0]}' --config '$D/agent.toml' status | grep -q '$DEVICE_ID'" || die "agent did not learn the device"
 
@@ -129,6 +131,10 @@ Hi Bob, revenue is up 12 %. Keep it confidential.
 EOF
 mv "$D/maildir/bob@example.com/tmp/$MSG" "$D/maildir/bob@example.com/new/$MSG"
 wait "$DEVICE_PID" || { cat "$D/device.log"; die "the device did not receive the mail"; }
+grep -q 'device channel up.*client certificate' "$D/device.log" \
+  || { cat "$D/device.log"; die "the device did not authenticate with its client certificate"; }
+echo "--- the device authenticated with its client certificate (mutual TLS, AUTH_CERT):"
+"${DEVICE[@]}" status | grep certificate
 echo "--- the device's inbox (decrypted on the device, stored locally):"
 "${DEVICE[@]}" inbox
 echo "--- item 1:"

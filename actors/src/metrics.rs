@@ -26,7 +26,12 @@ pub const AUTH_FAILURE_REASONS: &[&str] = &[
     "busy",
     "msisdn_not_approved",
     "feature_disabled",
+    "certificate_refused",
 ];
+
+/// How a device authenticated (`noc_device_logins_total{method}`): AUTH_TOKEN,
+/// AUTH_PASSWORD or AUTH_CERT (client certificate, docs/protocol.md §6.3.2).
+pub const DEVICE_LOGIN_METHODS: &[&str] = &["token", "password", "certificate"];
 
 /// Why the public HTTPS listener closed a connection before any HTTP
 /// (`noc_http_connections_rejected_total{reason}`).
@@ -37,6 +42,7 @@ pub const HTTP_REJECT_REASONS: &[&str] =
 /// The `wipe*` reasons are remote wipes answered in the handshake (docs/protocol.md §6.3.1).
 pub const CONNECTION_REJECT_REASONS: &[&str] = &[
     "tls_error",
+    "client_certificate",
     "handshake_timeout",
     "peer_closed",
     "io_error",
@@ -129,6 +135,7 @@ pub struct Metrics {
     undeliverable: IntCounterVec,
     dropped: IntCounterVec,
     auth_failures: IntCounterVec,
+    device_logins: IntCounterVec,
     heartbeats_missed: IntCounterVec,
     heartbeats_sent: IntCounterVec,
     connections_rejected: IntCounterVec,
@@ -271,6 +278,15 @@ impl Metrics {
             "Refused authentications, by credential kind and reason.",
             &["kind", "reason"],
         );
+        let device_logins = counter_vec(
+            &r,
+            "noc_device_logins_total",
+            "Accepted device authentications, by method (token, password, certificate).",
+            &["method"],
+        );
+        for method in DEVICE_LOGIN_METHODS {
+            device_logins.with_label_values(&[method]);
+        }
         let heartbeats_missed = counter_vec(
             &r,
             "noc_heartbeats_missed_total",
@@ -474,6 +490,7 @@ impl Metrics {
             undeliverable,
             dropped,
             auth_failures,
+            device_logins,
             heartbeats_missed,
             heartbeats_sent,
             connections_rejected,
@@ -571,6 +588,11 @@ impl Metrics {
     }
 
     /// `kind`: `license`, `ves`, `account`, `device`. `reason`: a fixed snake_case word.
+    /// A device authenticated by `method` (one of [`DEVICE_LOGIN_METHODS`]).
+    pub fn device_login(&self, method: &'static str) {
+        self.device_logins.with_label_values(&[method]).inc();
+    }
+
     pub fn auth_failure(&self, kind: &'static str, reason: &'static str) {
         self.auth_failures.with_label_values(&[kind, reason]).inc();
     }

@@ -709,6 +709,7 @@ async fn a_device_erased_from_the_portal_deletes_its_data_and_credentials() {
     let world = World::start(|_| {}, Options::default()).await;
     let device = world.user_with_device("eva@corp.example", "+15550108").await;
     let device_id = device.state.device_id;
+    assert!(device.dir.join("client-key.pem").exists() && device.dir.join("client-cert.pem").exists());
     let running = run_device(&device, fast_device(None));
     world.drop_mail("eva@corp.example", "1700000200.M1P1.corp", "board minutes", "confidential");
     wait_inbox(&device, 1).await;
@@ -723,13 +724,67 @@ async fn a_device_erased_from_the_portal_deletes_its_data_and_credentials() {
 
     let ended = tokio::time::timeout(T, running.task).await.expect("the device stops").expect("task");
     assert!(matches!(ended, Err(noc_device::DeviceError::Wiped)), "{ended:?}");
-    for name in ["device.json", "ca.pem", "device.db", "device.db-wal"] {
+    // It held a client certificate and logged in with it (AUTH_CERT); at its reconnect the
+    // wipe came instead of AUTH_OK. The certificate and its key go with the rest.
+    assert_eq!(noc_device::Stats::get(&device.stats.certificate_logins), 1);
+    assert_eq!(noc_device::Stats::get(&device.stats.connections), 1);
+    for name in [
+        "device.json",
+        "ca.pem",
+        "client-key.pem",
+        "client-cert.pem",
+        "management-root.pem",
+        "device.db",
+        "device.db-wal",
+    ] {
         assert!(!device.dir.join(name).exists(), "{name} is gone");
     }
     assert!(matches!(noc_device::Device::open(&device.dir), Err(noc_device::DeviceError::NotActivated(_))));
     world.wait_status("the agent to forget the device", |s| s.devices.iter().all(|d| d.device_id != device_id)).await;
     let page = web.get("/devices").await;
     assert!(page.body.contains("confirmed it erased its data and credentials"), "{}", page.body);
+}
+
+/// Replaces the device's client certificate and key with new ones from `ca` (for the same
+/// device and user).
+fn replace_certificate(device: &noc_device::Device, ca: &noc_ca::DeviceCa) {
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("key");
+    let csr = rcgen::CertificateParams::default().serialize_request(&key).expect("csr").pem().expect("pem");
+    let now = noc_protocol::clock::unix_ms_i64() / 1000;
+    let cert = ca.issue(&csr, device.state.user_id, device.state.device_id, now).expect("ca").expect("issued");
+    std::fs::write(device.dir.join(noc_device::state::CLIENT_CERT_FILE), cert.pem).expect("cert");
+    std::fs::write(device.dir.join(noc_device::state::CLIENT_KEY_FILE), key.serialize_pem()).expect("key");
+}
+
+/// The real device client with a certificate the relay will not take falls back to its
+/// credential, whichever way the relay says no: CLOSE `certificate_refused` (a certificate
+/// of the relay's CA that is not the device's current one) or a TLS alert (another CA's).
+#[tokio::test]
+async fn a_device_whose_certificate_is_refused_falls_back_to_its_credential() {
+    let world = World::start(|_| {}, Options::default()).await;
+    let device = world.user_with_device("fay@corp.example", "+15550109").await;
+    let ca_dir = world.relay().config.data_dir.join("device-ca");
+    let read = |name: &str| std::fs::read_to_string(ca_dir.join(name)).expect("device CA file");
+    let relay_ca = noc_ca::DeviceCa::from_pem(&read("ca.pem"), &read("ca-key.pem")).expect("the relay's CA");
+    let now = noc_protocol::clock::unix_ms_i64() / 1000;
+    let (foreign_ca, _) = noc_ca::DeviceCa::generate("another CA", now).expect("ca");
+    for (round, ca) in [&relay_ca, &foreign_ca].into_iter().enumerate() {
+        replace_certificate(&device, ca);
+        let running = run_device(&device, fast_device(None));
+        let unique = format!("17000003{round}.M1P1.corp");
+        world.drop_mail("fay@corp.example", &unique, "still here", "with the credential");
+        wait_inbox(&device, round + 1).await;
+        running.halt().await;
+    }
+    assert_eq!(noc_device::Stats::get(&device.stats.certificate_logins), 0);
+    assert_eq!(noc_device::Stats::get(&device.stats.connections), 2);
+    let relay = world.relay();
+    assert_eq!(relay.metric("noc_auth_failures_total", &[("kind", "device"), ("reason", "certificate_refused")]), 1.0);
+    // Counted after the alert went out: the device may have moved on before the count.
+    eventually(T, "the refused TLS handshake to be counted", || async {
+        (relay.metric("noc_connections_rejected_total", &[("reason", "client_certificate")]) == 1.0).then_some(())
+    })
+    .await;
 }
 
 /// The portal's "calendar days on my devices" (white paper §3.7.3): a calendar file whose

@@ -100,9 +100,15 @@ fn prepare(
         path: cert_path,
         generated,
     };
+    let device_ca = crate::device_ca::load(&config)?;
     let tls = TlsPair {
         http: noc_gateway::tls::server_config(&cert.path, &key_path, &[b"http/1.1"])?,
-        device: noc_gateway::tls::server_config(&cert.path, &key_path, &[])?,
+        // Devices holding a certificate of the device CA present it here (AUTH_CERT).
+        device: noc_gateway::tls::device_server_config(
+            &cert.path,
+            &key_path,
+            device_ca.as_ref().map(|ca| ca.root_der()),
+        )?,
     };
     let store = match store {
         Some(s) => Some(s),
@@ -123,7 +129,7 @@ fn prepare(
         max_body_bytes: config.rts.max_body_bytes,
         body_timeout: Duration::from_secs(config.rts.body_timeout_seconds),
         handshake_timeout: Duration::from_secs(config.device.handshake_timeout_seconds),
-        device_ca: crate::device_ca::load(&config)?,
+        device_ca,
     };
     let node_id = cluster.as_ref().map(|c| c.node_id().to_string()).unwrap_or_else(|| config.node_id());
     let addrs = Addrs { http: http_addr, device: device_addr, admin: admin_addr, console: console_addr, public_url };

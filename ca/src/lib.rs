@@ -225,6 +225,63 @@ impl DeviceCa {
     }
 }
 
+/// Who a device certificate this CA issued says the device is: what the relay reads
+/// from the client certificate of a device-channel TLS handshake (docs/protocol.md
+/// §6.3.2). The chain, validity and extended key usage are checked by the TLS layer
+/// before this is asked; this only reads.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeviceIdentity {
+    pub device: DeviceId,
+    pub user: UserId,
+    /// Lowercase hex, as [`IssuedCertificate::serial`].
+    pub serial: String,
+    /// Unix seconds.
+    pub not_after: i64,
+}
+
+/// Why a certificate does not name a device.
+#[derive(Clone, Debug, Error, PartialEq, Eq)]
+pub enum IdentityError {
+    #[error("the certificate is not DER X.509")]
+    Malformed,
+    #[error("the certificate names no device and user (urn:noc:device:, urn:noc:user:)")]
+    NoDevice,
+}
+
+impl DeviceIdentity {
+    /// Reads the `urn:noc:device:` and `urn:noc:user:` names, serial and expiry of a
+    /// certificate (DER).
+    pub fn from_der(der: &[u8]) -> Result<DeviceIdentity, IdentityError> {
+        let cert = x509_cert::Certificate::from_der(der).map_err(|_| IdentityError::Malformed)?;
+        let tbs = &cert.tbs_certificate;
+        let (mut device, mut user) = (None, None);
+        for ext in tbs.extensions.iter().flatten() {
+            if ext.extn_id != x509_cert::ext::pkix::SubjectAltName::OID {
+                continue;
+            }
+            let names = x509_cert::ext::pkix::SubjectAltName::from_der(ext.extn_value.as_bytes())
+                .map_err(|_| IdentityError::Malformed)?;
+            for name in names.0 {
+                if let x509_cert::ext::pkix::name::GeneralName::UniformResourceIdentifier(uri) = name {
+                    let uri = uri.as_str();
+                    if let Some(id) = uri.strip_prefix("urn:noc:device:") {
+                        device = id.parse::<DeviceId>().ok();
+                    } else if let Some(id) = uri.strip_prefix("urn:noc:user:") {
+                        user = id.parse::<UserId>().ok();
+                    }
+                }
+            }
+        }
+        let (Some(device), Some(user)) = (device, user) else { return Err(IdentityError::NoDevice) };
+        Ok(DeviceIdentity {
+            device,
+            user,
+            serial: hex::encode(tbs.serial_number.as_bytes()),
+            not_after: i64::try_from(tbs.validity.not_after.to_unix_duration().as_secs()).unwrap_or(i64::MAX),
+        })
+    }
+}
+
 /// The device's public key, as the request carried it.
 struct DeviceKey {
     /// The subjectPublicKey bits.

@@ -82,6 +82,11 @@ fn an_issued_certificate_names_user_and_device_and_verifies_against_the_root() {
     assert_eq!(not_after, u64::try_from(NOW + 365 * 86_400).expect("positive"));
     assert_eq!(issued.not_after, NOW + 365 * 86_400);
     assert_eq!(hex::encode(cert.tbs_certificate.serial_number.as_bytes()), issued.serial);
+    // What the relay reads back from the TLS handshake.
+    let identity = DeviceIdentity::from_der(&issued.der).expect("identity");
+    assert_eq!(identity, DeviceIdentity { device, user, serial: issued.serial.clone(), not_after: NOW + 365 * 86_400 });
+    assert_eq!(DeviceIdentity::from_der(ca.root_der()), Err(IdentityError::NoDevice), "the root names no device");
+    assert_eq!(DeviceIdentity::from_der(b"junk"), Err(IdentityError::Malformed));
     // Signed by the root, as a verifier sees it.
     let root = x509_cert::Certificate::from_der(ca.root_der()).expect("root");
     assert!(signed_by(&cert, &root));

@@ -1,15 +1,17 @@
 //! The persistent device-channel connection (docs/protocol.md §6) with the end-to-end link
 //! running over it.
 //!
-//! One connection at a time: TLS, HELLO, AUTH_TOKEN, then FORWARD/ACK/UNDELIVERABLE/
-//! HEARTBEAT until the connection fails or the relay closes it; then a jittered
+//! One connection at a time: TLS, HELLO, AUTH_TOKEN (or, holding a client certificate of
+//! the relay's device CA, the certificate in the TLS handshake and AUTH_CERT), then
+//! FORWARD/ACK/UNDELIVERABLE/HEARTBEAT until the connection fails or the relay closes it;
+//! then a jittered
 //! exponential backoff (honouring CLOSE `reconnect_after_ms`) and again. Close codes after
 //! which reconnecting cannot help end [`run`] with [`DeviceError::Fatal`]. Every connection
 //! starts a new end-to-end session (WakeUp), as docs/endpoints.md §4 requires.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -18,7 +20,9 @@ use noc_crypto::InitiatorConfig;
 use noc_endpoint::link::{Link, LinkConfig, LinkEvent, Outputs, Rejection};
 use noc_endpoint::{Backoff, Store};
 use noc_protocol::CloseCode;
-use noc_protocol::device::{FORWARD_OVERHEAD_BYTES, Frame, FrameCodec, FrameError, SUPPORTED_VERSIONS};
+use noc_protocol::device::{
+    CERT_AUTH_VERSION, FORWARD_OVERHEAD_BYTES, Frame, FrameCodec, FrameError, SUPPORTED_VERSIONS,
+};
 use tokio::net::TcpStream;
 use tokio::sync::broadcast;
 use tokio_rustls::TlsConnector;
@@ -27,7 +31,7 @@ use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::DeviceError;
-use crate::state::DeviceState;
+use crate::state::{ClientCertificate, DeviceState};
 
 /// Frames are at most 1024 bytes until AUTH_OK (docs/protocol.md §6.1).
 const PRE_AUTH_MAX_FRAME: u32 = 1024;
@@ -86,6 +90,8 @@ pub enum DeviceEvent {
 #[derive(Debug, Default)]
 pub struct Stats {
     pub connections: AtomicU64,
+    /// Of `connections`, those authenticated by the client certificate (AUTH_CERT).
+    pub certificate_logins: AtomicU64,
     pub sessions: AtomicU64,
     pub items_received: AtomicU64,
     pub items_delivered: AtomicU64,
@@ -121,10 +127,16 @@ pub type Wipe<'a> = &'a (dyn Fn() -> Result<(), DeviceError> + Send + Sync);
 
 /// Runs the device until `shutdown` is cancelled (Ok), a fatal close code or a remote wipe
 /// (Err; after [`DeviceError::Wiped`] `wipe` has erased the device).
+///
+/// With a `certificate` the device presents it and authenticates with AUTH_CERT while it
+/// is valid and the relay accepts it; once it has expired, or the relay refused it (a TLS
+/// alert about the certificate, CLOSE `certificate_refused`, a relay older than version
+/// 3), the credential (AUTH_TOKEN) is used for the rest of the run.
 #[allow(clippy::too_many_arguments)]
 pub async fn run(
     state: &DeviceState,
     ca_file: Option<&std::path::Path>,
+    certificate: Option<ClientCertificate>,
     store: &Store,
     opts: &RunOptions,
     shutdown: CancellationToken,
@@ -134,11 +146,28 @@ pub async fn run(
 ) -> Result<(), DeviceError> {
     let tls = noc_tls::client_config(ca_file, &[]).map_err(noc_endpoint::EndpointError::from)?;
     let connector = TlsConnector::from(Arc::new(tls));
+    let certificate = match certificate {
+        Some(c) => {
+            let config = noc_tls::client_config_with_certificate(ca_file, &[], vec![c.cert.clone()], c.key.clone_key())
+                .map_err(noc_endpoint::EndpointError::from)?;
+            Some((TlsConnector::from(Arc::new(config)), c))
+        }
+        None => None,
+    };
     let mut initiator = InitiatorConfig::new(state.fingerprint()?);
     initiator.suites = state.suites()?;
     let mut link = Link::device(initiator, opts.link.clone());
     let mut backoff = Backoff::new(opts.reconnect_initial, opts.reconnect_max);
-    let ctx = Ctx { state, store, opts, events: &events, stats: &stats, wipe };
+    let ctx = Ctx {
+        state,
+        store,
+        opts,
+        events: &events,
+        stats: &stats,
+        wipe,
+        certificate: certificate.as_ref(),
+        certificate_refused: AtomicBool::new(false),
+    };
     loop {
         // Only the connection watches `shutdown`: racing it here would drop the connection
         // future mid-flight and skip its drain (pending item acknowledgements, CLOSE), so
@@ -171,6 +200,10 @@ struct Ctx<'a> {
     events: &'a Option<broadcast::Sender<DeviceEvent>>,
     stats: &'a Stats,
     wipe: Wipe<'a>,
+    /// The client certificate and the connector that presents it.
+    certificate: Option<&'a (TlsConnector, ClientCertificate)>,
+    /// The relay refused the certificate: the credential from now on.
+    certificate_refused: AtomicBool,
 }
 
 type Conn = Framed<TlsStream<TcpStream>, FrameCodec>;
@@ -186,6 +219,25 @@ impl Ctx<'_> {
         }
     }
 
+    /// The certificate's connector while the certificate is usable, else `plain`.
+    fn connector_for<'c>(&'c self, plain: &'c TlsConnector) -> (&'c TlsConnector, bool) {
+        let now = noc_protocol::clock::unix_ms_i64() / 1000;
+        match self.certificate {
+            Some((connector, cert)) if cert.valid_at(now) && !self.certificate_refused.load(Ordering::Relaxed) => {
+                (connector, true)
+            }
+            _ => (plain, false),
+        }
+    }
+
+    /// The relay will not take the certificate: say so once and use the credential.
+    fn refuse_certificate(&self, why: &str) -> Ended {
+        if !self.certificate_refused.swap(true, Ordering::Relaxed) {
+            tracing::warn!(reason = %why, "client certificate not accepted; authenticating with the device credential");
+        }
+        Ended::ReconnectNow { reason: format!("client certificate not accepted ({why})") }
+    }
+
     async fn connect(&self, connector: &TlsConnector) -> Result<Conn, String> {
         let host = self.state.device_host.as_str();
         let tcp = match self.opts.connect_to {
@@ -199,24 +251,47 @@ impl Ctx<'_> {
         Ok(Framed::new(tls, FrameCodec::new(PRE_AUTH_MAX_FRAME)))
     }
 
-    /// TLS, HELLO, AUTH_TOKEN; returns AUTH_OK's parameters.
-    async fn handshake(&self, conn: &mut Conn) -> Result<(u32, u32, u32), Result<Ended, DeviceError>> {
+    /// HELLO, then AUTH_CERT (`with_certificate`, version 3) or AUTH_TOKEN; returns AUTH_OK's
+    /// parameters and whether the certificate authenticated the device.
+    async fn handshake(
+        &self,
+        conn: &mut Conn,
+        with_certificate: bool,
+    ) -> Result<(u32, u32, u32, bool), Result<Ended, DeviceError>> {
         send(conn, Frame::Hello { versions: SUPPORTED_VERSIONS.to_vec() }).await.map_err(|e| Ok(retry(e)))?;
-        match next_frame(conn).await {
-            Ok(Frame::HelloAck { .. }) => {}
-            Ok(Frame::Close { code, reconnect_after_ms, message }) => {
+        // With TLS 1.3 the relay's verdict on the certificate (an alert) comes with its
+        // first answer.
+        let version = match conn.next().await {
+            Some(Ok(Frame::HelloAck { version })) => version,
+            Some(Ok(Frame::Close { code, reconnect_after_ms, message })) => {
                 return Err(on_close(code, reconnect_after_ms, message));
             }
-            Ok(other) => return Err(Ok(retry(format!("expected HELLO_ACK, got {:?}", other.frame_type())))),
-            Err(e) => return Err(Ok(retry(e))),
-        }
-        let credential = Bytes::from(self.state.credential_bytes().map_err(Err)?);
-        send(conn, Frame::AuthToken { device_id: self.state.device_id, credential }).await.map_err(|e| Ok(retry(e)))?;
+            Some(Ok(other)) => return Err(Ok(retry(format!("expected HELLO_ACK, got {:?}", other.frame_type())))),
+            Some(Err(FrameError::Io(e))) if with_certificate && certificate_alert(&e) => {
+                return Err(Ok(self.refuse_certificate(&e.to_string())));
+            }
+            Some(Err(e)) => return Err(Ok(retry(e.to_string()))),
+            None => return Err(Ok(retry("the relay closed the connection"))),
+        };
+        let device_id = self.state.device_id;
+        let by_certificate = with_certificate && version >= CERT_AUTH_VERSION;
+        let auth = if by_certificate {
+            Frame::AuthCert { device_id }
+        } else {
+            Frame::AuthToken { device_id, credential: Bytes::from(self.state.credential_bytes().map_err(Err)?) }
+        };
+        send(conn, auth).await.map_err(|e| Ok(retry(e)))?;
         match next_frame(conn).await {
             Ok(Frame::AuthOk { heartbeat_interval_seconds, idle_timeout_seconds, max_frame_bytes }) => {
-                Ok((heartbeat_interval_seconds, idle_timeout_seconds, max_frame_bytes))
+                if by_certificate {
+                    self.stats.certificate_logins.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok((heartbeat_interval_seconds, idle_timeout_seconds, max_frame_bytes, by_certificate))
             }
             Ok(Frame::Wipe) => Err(Err(self.wiped(conn).await)),
+            Ok(Frame::Close { code: CloseCode::CertificateRefused, message, .. }) if by_certificate => {
+                Err(Ok(self.refuse_certificate(&message)))
+            }
             Ok(Frame::Close { code, reconnect_after_ms, message }) => Err(on_close(code, reconnect_after_ms, message)),
             Ok(other) => Err(Ok(retry(format!("expected AUTH_OK, got {:?}", other.frame_type())))),
             Err(e) => Err(Ok(retry(e))),
@@ -248,9 +323,10 @@ impl Ctx<'_> {
         backoff: &mut Backoff,
         shutdown: &CancellationToken,
     ) -> Result<Ended, DeviceError> {
+        let (connector, with_certificate) = self.connector_for(connector);
         let setup = async {
             let mut conn = self.connect(connector).await.map_err(|e| Ok(retry(e)))?;
-            let params = self.handshake(&mut conn).await?;
+            let params = self.handshake(&mut conn, with_certificate).await?;
             Ok::<_, Result<Ended, DeviceError>>((conn, params))
         };
         // Nothing to drain before AUTH_OK: cancelling the set-up loses nothing.
@@ -258,7 +334,7 @@ impl Ctx<'_> {
             _ = shutdown.cancelled() => return Ok(Ended::Shutdown),
             r = tokio::time::timeout(self.opts.connect_timeout, setup) => r,
         };
-        let (mut conn, (hb, _idle, max_frame)) = match setup {
+        let (mut conn, (hb, _idle, max_frame, by_certificate)) = match setup {
             Err(_) => return Ok(retry("connection set-up timed out")),
             Ok(Err(ended)) => return ended,
             Ok(Ok(v)) => v,
@@ -266,7 +342,8 @@ impl Ctx<'_> {
         backoff.reset();
         self.stats.connections.fetch_add(1, Ordering::Relaxed);
         self.emit(DeviceEvent::Connected { heartbeat_interval_seconds: hb, max_frame_bytes: max_frame });
-        tracing::info!(device_id = %self.state.device_id, heartbeat_interval_seconds = hb, "device channel up");
+        let auth = if by_certificate { "client certificate" } else { "credential" };
+        tracing::info!(device_id = %self.state.device_id, heartbeat_interval_seconds = hb, auth, "device channel up");
         *conn.codec_mut() = FrameCodec::new(max_frame.max(PRE_AUTH_MAX_FRAME));
         link.set_max_record_bytes(
             (max_frame.saturating_sub(FORWARD_OVERHEAD_BYTES) as usize).saturating_sub(SEAL_MARGIN),
@@ -449,6 +526,25 @@ async fn next_frame(conn: &mut Conn) -> Result<Frame, String> {
         Some(Err(e)) => Err(e.to_string()),
         None => Err("the relay closed the connection".into()),
     }
+}
+
+/// Whether a TLS failure is the relay refusing the client certificate (unknown CA,
+/// expired, revoked, unusable): retrying with it cannot help, the credential can.
+fn certificate_alert(e: &std::io::Error) -> bool {
+    use tokio_rustls::rustls::{AlertDescription as A, Error};
+    matches!(
+        e.get_ref().and_then(|inner| inner.downcast_ref::<Error>()),
+        Some(Error::AlertReceived(
+            A::BadCertificate
+                | A::UnsupportedCertificate
+                | A::CertificateRevoked
+                | A::CertificateExpired
+                | A::CertificateUnknown
+                | A::UnknownCA
+                | A::AccessDenied
+                | A::CertificateRequired
+        ))
+    )
 }
 
 /// What a CLOSE from the relay means for this client (docs/protocol.md §6.6).

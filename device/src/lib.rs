@@ -133,18 +133,40 @@ impl Device {
         events: Option<broadcast::Sender<DeviceEvent>>,
     ) -> Result<(), DeviceError> {
         let ca = self.state.ca_path(&self.dir);
+        let certificate = self.state.client_certificate(&self.dir)?;
         let wipe = || self.erase();
-        client::run(&self.state, ca.as_deref(), &self.store, &opts, shutdown, events, self.stats.clone(), &wipe).await
+        client::run(
+            &self.state,
+            ca.as_deref(),
+            certificate,
+            &self.store,
+            &opts,
+            shutdown,
+            events,
+            self.stats.clone(),
+            &wipe,
+        )
+        .await
     }
 
     /// Erases what this device holds (a remote wipe): every item, outbox entry and pinned
-    /// key in its store, overwritten, then the credential and trust anchor files and the
+    /// key in its store, overwritten, then the credential, client certificate and key, and
+    /// trust anchor files and the
     /// database files themselves. The state directory is left empty: `open` then says the
     /// device is not activated.
     pub fn erase(&self) -> Result<(), DeviceError> {
         self.store.erase()?;
         let (wal, shm) = (format!("{}-wal", state::DB_FILE), format!("{}-shm", state::DB_FILE));
-        for name in [state::STATE_FILE, state::CA_FILE, state::DB_FILE, &wal, &shm] {
+        for name in [
+            state::STATE_FILE,
+            state::CA_FILE,
+            state::CLIENT_KEY_FILE,
+            state::CLIENT_CERT_FILE,
+            state::MANAGEMENT_ROOT_FILE,
+            state::DB_FILE,
+            &wal,
+            &shm,
+        ] {
             let path = self.dir.join(name);
             match std::fs::remove_file(&path) {
                 Ok(()) => {}

@@ -316,6 +316,15 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             outln!("relay:           {} (device channel {}:{})", s.relay_url, s.device_host, s.device_port);
             outln!("pinned VES key:  {}", s.ves_fingerprint);
             outln!("suites:          {}", s.suites.join(", "));
+            match s.client_certificate(&device.dir)? {
+                Some(c) => {
+                    let now = noc_protocol::clock::unix_ms_i64() / 1000;
+                    let state = if c.valid_at(now) { "valid" } else { "expired; the credential is used" };
+                    let days = (c.not_after - now) / 86_400;
+                    outln!("certificate:     serial {} ({state}, {days} days left)", c.serial);
+                }
+                None => outln!("certificate:     none (the credential authenticates the device)"),
+            }
             outln!("inbox:           {} items", device.inbox()?.len());
             outln!("outbox:          {} items", device.outbox()?.len());
             Ok(ExitCode::SUCCESS)

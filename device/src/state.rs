@@ -11,6 +11,9 @@
 
 use std::path::{Path, PathBuf};
 
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
 use noc_crypto::{Fingerprint, Suite};
 use noc_endpoint::fsutil::{ensure_private_dir, write_private};
 use noc_protocol::{DeviceId, UserId};
@@ -57,6 +60,32 @@ pub struct DeviceState {
     /// file).
     #[serde(default)]
     pub has_client_certificate: bool,
+}
+
+/// The device's client certificate (from the relay's device CA) and its private key.
+pub struct ClientCertificate {
+    pub cert: CertificateDer<'static>,
+    pub key: PrivateKeyDer<'static>,
+    /// Lowercase hex.
+    pub serial: String,
+    /// Unix seconds.
+    pub not_after: i64,
+}
+
+impl ClientCertificate {
+    /// Whether it is still valid at `now` (unix seconds).
+    pub fn valid_at(&self, now: i64) -> bool {
+        now < self.not_after
+    }
+}
+
+impl std::fmt::Debug for ClientCertificate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientCertificate")
+            .field("serial", &self.serial)
+            .field("not_after", &self.not_after)
+            .finish_non_exhaustive()
+    }
 }
 
 impl std::fmt::Debug for DeviceState {
@@ -114,6 +143,23 @@ impl DeviceState {
             .map_err(|e| DeviceError::BadState { path: dir.join(STATE_FILE), reason: e.to_string() })?;
         write_private(&dir.join(STATE_FILE), &json)?;
         Ok(())
+    }
+
+    /// The client certificate the relay issued at activation, with its key, if it did.
+    pub fn client_certificate(&self, dir: &Path) -> Result<Option<ClientCertificate>, DeviceError> {
+        if !self.has_client_certificate {
+            return Ok(None);
+        }
+        let bad = |file: &str, reason: String| DeviceError::BadState { path: dir.join(file), reason };
+        let cert = CertificateDer::from_pem_file(dir.join(CLIENT_CERT_FILE))
+            .map_err(|e| bad(CLIENT_CERT_FILE, e.to_string()))?;
+        let key =
+            PrivateKeyDer::from_pem_file(dir.join(CLIENT_KEY_FILE)).map_err(|e| bad(CLIENT_KEY_FILE, e.to_string()))?;
+        let identity = noc_ca::DeviceIdentity::from_der(&cert).map_err(|e| bad(CLIENT_CERT_FILE, e.to_string()))?;
+        if identity.device != self.device_id {
+            return Err(bad(CLIENT_CERT_FILE, "the certificate names another device".into()));
+        }
+        Ok(Some(ClientCertificate { cert, key, serial: identity.serial, not_after: identity.not_after }))
     }
 
     /// The CA file to trust for this relay, if one was given.

@@ -14,8 +14,9 @@ use std::time::Duration;
 use bytes::BytesMut;
 use futures_util::{SinkExt, StreamExt};
 use noc_actors::{DeviceSession, DeviceSessionInfo, Router, SessionConfig};
+use noc_ca::{DeviceIdentity, IdentityError};
 use noc_protocol::CloseCode;
-use noc_protocol::device::{Frame, FrameCodec, FrameError, SUPPORTED_VERSIONS, WIPE_VERSION};
+use noc_protocol::device::{CERT_AUTH_VERSION, Frame, FrameCodec, FrameError, SUPPORTED_VERSIONS, WIPE_VERSION};
 use noc_storage::{AccountError, Accounts};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
@@ -62,7 +63,13 @@ impl DeviceListener {
             Ok(Ok(tls)) => tls,
             Ok(Err(e)) => {
                 tracing::debug!(error = %e, "device TLS handshake failed");
-                self.router.metrics().connection_rejected("tls_error");
+                // A client certificate the device CA did not issue, expired, or not for
+                // clientAuth: the device learns it from the TLS alert.
+                let reason = match e {
+                    tls_stream::AcceptError::Tls(rustls::Error::InvalidCertificate(_)) => "client_certificate",
+                    _ => "tls_error",
+                };
+                self.router.metrics().connection_rejected(reason);
                 return;
             }
             Err(_) => {
@@ -70,7 +77,9 @@ impl DeviceListener {
                 return;
             }
         };
-        match self.handshake(tls, deadline, source).await {
+        // Verified by rustls against the device CA; read once, for AUTH_CERT.
+        let certificate = tls.peer_certificate().map(|der| DeviceIdentity::from_der(der));
+        match self.handshake(tls, deadline, source, certificate).await {
             Ok((io, read_buf, info)) => {
                 DeviceSession::start(io, read_buf, info, self.router.clone(), self.sessions.clone());
             }
@@ -84,6 +93,7 @@ impl DeviceListener {
         io: S,
         deadline: Instant,
         source: std::net::IpAddr,
+        certificate: Option<Result<DeviceIdentity, IdentityError>>,
     ) -> Result<(S, BytesMut, DeviceSessionInfo), Rejected>
     where
         S: AsyncRead + AsyncWrite + Unpin,
@@ -112,22 +122,46 @@ impl DeviceListener {
             return Err(Rejected("io_error"));
         }
 
-        let (device_id, auth) = match next_frame(&mut framed, deadline).await {
+        let (device_id, method, auth) = match next_frame(&mut framed, deadline).await {
             Ok(Frame::AuthToken { device_id, credential }) => (
                 device_id,
+                "token",
                 tokio::time::timeout_at(deadline, self.accounts.authenticate_device_token(device_id, &credential))
                     .await,
             ),
             Ok(Frame::AuthPassword { device_id, msisdn, password }) => (
                 device_id,
+                "password",
                 tokio::time::timeout_at(
                     deadline,
                     self.accounts.authenticate_device_password(device_id, &msisdn, &password, source),
                 )
                 .await,
             ),
+            Ok(Frame::AuthCert { device_id }) => {
+                if version < CERT_AUTH_VERSION {
+                    let msg = format!("AUTH_CERT needs device-channel version {CERT_AUTH_VERSION}");
+                    return Err(refuse(&mut framed, CloseCode::ProtocolViolation, &msg, "protocol_violation").await);
+                }
+                let identity = match certificate_for(device_id, certificate.as_ref()) {
+                    Ok(identity) => identity,
+                    Err(msg) => {
+                        self.router.metrics().auth_failure("device", "certificate_refused");
+                        return Err(refuse(&mut framed, CloseCode::CertificateRefused, msg, "auth_failed").await);
+                    }
+                };
+                (
+                    device_id,
+                    "certificate",
+                    tokio::time::timeout_at(
+                        deadline,
+                        self.accounts.authenticate_device_certificate(device_id, identity.user, &identity.serial),
+                    )
+                    .await,
+                )
+            }
             Ok(other) => {
-                let msg = format!("expected AUTH_TOKEN or AUTH_PASSWORD, got {}", other.frame_type().name());
+                let msg = format!("expected AUTH_TOKEN, AUTH_PASSWORD or AUTH_CERT, got {}", other.frame_type().name());
                 return Err(refuse(&mut framed, CloseCode::ProtocolViolation, &msg, "protocol_violation").await);
             }
             Err(e) => return Err(fail(&mut framed, e).await),
@@ -155,6 +189,7 @@ impl DeviceListener {
             // The drain began during authentication: this session would be cut at once.
             return Err(refuse(&mut framed, CloseCode::ServerDraining, "node is draining", "draining").await);
         }
+        self.router.metrics().device_login(method);
         let ok = Frame::AuthOk {
             heartbeat_interval_seconds: self.sessions.device_heartbeat_interval.as_secs() as u32,
             idle_timeout_seconds: self.sessions.device_idle_timeout.as_secs() as u32,
@@ -218,6 +253,25 @@ impl DeviceListener {
                 refuse(framed, CloseCode::HandshakeTimeout, "wipe not recorded in time", "handshake_timeout").await
             }
         }
+    }
+}
+
+/// The identity AUTH_CERT may claim: the client certificate's, for the device it names,
+/// not expired (a resumed TLS session does not check validity again). Otherwise why not,
+/// in the words of the CLOSE.
+fn certificate_for(
+    device_id: noc_protocol::DeviceId,
+    certificate: Option<&Result<DeviceIdentity, IdentityError>>,
+) -> Result<&DeviceIdentity, &'static str> {
+    match certificate {
+        None => Err("AUTH_CERT needs a client certificate in the TLS handshake"),
+        Some(Err(IdentityError::Malformed)) => Err("the client certificate cannot be read"),
+        Some(Err(IdentityError::NoDevice)) => Err("the client certificate names no device"),
+        Some(Ok(identity)) if identity.device != device_id => Err("the client certificate names another device"),
+        Some(Ok(identity)) if identity.not_after <= noc_protocol::clock::unix_ms_i64() / 1000 => {
+            Err("the client certificate has expired")
+        }
+        Some(Ok(identity)) => Ok(identity),
     }
 }
 
@@ -321,6 +375,10 @@ fn close_for(e: &AccountError) -> (CloseCode, &'static str, u32) {
             return (CloseCode::LockedOut, "too many failed password attempts; retry after the hint", hint);
         }
         AccountError::Revoked => (CloseCode::Revoked, "device credential revoked; activate again"),
+        AccountError::CertificateRefused => (
+            CloseCode::CertificateRefused,
+            "client certificate replaced or no longer valid; authenticate with the credential or renew",
+        ),
         AccountError::Suspended => (CloseCode::AccountSuspended, "account or license suspended"),
         AccountError::Unavailable(_) => (CloseCode::ServiceUnavailable, "account store unavailable; retry later"),
         AccountError::Busy(_) => {

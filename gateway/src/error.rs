@@ -45,6 +45,7 @@ impl ApiError {
             AccountError::Throttled(Throttled::Source { .. }) => "throttled",
             AccountError::Suspended => "suspended",
             AccountError::Revoked => "revoked",
+            AccountError::CertificateRefused => "certificate_refused",
             AccountError::Unavailable(_) => "unavailable",
             AccountError::Busy(_) => "busy",
             AccountError::NotActivated => "not_activated",
@@ -64,9 +65,10 @@ impl ApiError {
 impl From<AccountError> for ApiError {
     fn from(e: AccountError) -> Self {
         match e {
-            AccountError::InvalidCredentials | AccountError::Revoked | AccountError::WipePending => {
-                ApiError::new(ApiErrorCode::InvalidCredentials, "invalid credentials")
-            }
+            AccountError::InvalidCredentials
+            | AccountError::Revoked
+            | AccountError::CertificateRefused
+            | AccountError::WipePending => ApiError::new(ApiErrorCode::InvalidCredentials, "invalid credentials"),
             AccountError::Throttled(t) => {
                 let (code, message) = match t {
                     Throttled::Source { .. } => {

@@ -326,12 +326,17 @@ impl ServerTlsStream {
         }
     }
 
-    /// Writes kept ciphertext until none is left or the socket is full.
+    /// The client's end-entity certificate, when it presented one the verifier accepted.
+    pub fn peer_certificate(&self) -> Option<&rustls_pki_types::CertificateDer<'static>> {
+        self.tls.conn.peer_certificates().and_then(|chain| chain.first())
+    }
+
     /// Bytes of buffer memory the connection holds outside rustls (0 while idle).
     pub fn buffered_bytes(&self) -> usize {
         self.tls.incoming.capacity() + self.tls.outgoing.capacity() + self.tls.plain.capacity()
     }
 
+    /// Writes kept ciphertext until none is left or the socket is full.
     fn poll_flush_outgoing(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         while !self.tls.outgoing.is_empty() {
             let n = ready!(Pin::new(&mut self.tcp).poll_write(cx, &self.tls.outgoing))?;

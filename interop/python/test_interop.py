@@ -697,15 +697,15 @@ class RelayTestCase(unittest.TestCase):
         _, dev_info, _, _ = self.new_user_with_device(rts, ch)
 
         d = self.device().connect()
-        close = d.hello([3, 7])
+        close = d.hello([4, 7])
         self.assertEqual((close.name, close.code, close.code_name), ("CLOSE", 1, "unsupported_version"))
-        self.assertEqual(close.message, "no common protocol version; this relay speaks [1, 2]")
+        self.assertEqual(close.message, "no common protocol version; this relay speaks [1, 2, 3]")
         self.assertEqual(close.reconnect_after_ms, 0)
         self.assertEqual(d.recv_until_closed(5), [])
         self.assertTrue(d.eof)
 
         d = self.device().connect()
-        self.assertEqual(d.hello([3, 1, 2]).version, 2)  # highest common version
+        self.assertEqual(d.hello([4, 1, 2]).version, 2)  # highest common version
 
         for label, device_id in (("wrong credential", dev_info["DeviceId"]), ("unknown device", str(uuid.uuid4()))):
             with self.subTest(label):

@@ -16,7 +16,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use noc_protocol::device::{ForwardKind, Frame, FrameCodec, SUPPORTED_VERSIONS};
+use noc_protocol::device::{CERT_AUTH_VERSION, ForwardKind, Frame, FrameCodec, SUPPORTED_VERSIONS};
 use noc_protocol::{CloseCode, DeviceId};
 use rustls_pki_types::ServerName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -96,6 +96,9 @@ pub struct DeviceSpec {
     pub index: u32,
     pub device_id: DeviceId,
     pub credential: Bytes,
+    /// The device's own TLS configuration presenting its client certificate; with it the
+    /// device authenticates with AUTH_CERT instead of AUTH_TOKEN.
+    pub certificate_tls: Option<TlsConnector>,
     /// First connection attempt (ramp-up).
     pub connect_at: Instant,
     /// Signalled to simulate churn: the session ends and reconnects.
@@ -239,20 +242,22 @@ impl Device {
             std::io::ErrorKind::AddrNotAvailable | std::io::ErrorKind::AddrInUse => "connect:no_source_port",
             _ => "connect:tcp",
         })?;
-        let mut tls = ctx.tls.connect(ctx.server_name.clone(), tcp).await.map_err(|_| "connect:tls")?;
+        let connector = self.spec.certificate_tls.as_ref().unwrap_or(&ctx.tls);
+        let mut tls = connector.connect(ctx.server_name.clone(), tcp).await.map_err(|_| "connect:tls")?;
         let mut codec = FrameCodec::new(HANDSHAKE_MAX_FRAME_BYTES);
         let mut rbuf = BytesMut::with_capacity(256);
         write_frame(&mut tls, &Frame::Hello { versions: SUPPORTED_VERSIONS.to_vec() }).await?;
-        match read_frame(&mut tls, &mut codec, &mut rbuf).await? {
-            Frame::HelloAck { .. } => {}
+        let version = match read_frame(&mut tls, &mut codec, &mut rbuf).await? {
+            Frame::HelloAck { version } => version,
             Frame::Close { code, .. } => return Err(close_kind(code)),
             _ => return Err("connect:protocol"),
-        }
-        write_frame(
-            &mut tls,
-            &Frame::AuthToken { device_id: self.spec.device_id, credential: self.spec.credential.clone() },
-        )
-        .await?;
+        };
+        let auth = match &self.spec.certificate_tls {
+            Some(_) if version >= CERT_AUTH_VERSION => Frame::AuthCert { device_id: self.spec.device_id },
+            Some(_) => return Err("connect:no_certificate_auth"),
+            None => Frame::AuthToken { device_id: self.spec.device_id, credential: self.spec.credential.clone() },
+        };
+        write_frame(&mut tls, &auth).await?;
         match read_frame(&mut tls, &mut codec, &mut rbuf).await? {
             Frame::AuthOk { heartbeat_interval_seconds, max_frame_bytes, .. } => {
                 let hb = ctx.heartbeat.unwrap_or(Duration::from_secs(heartbeat_interval_seconds.max(1) as u64));

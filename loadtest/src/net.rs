@@ -15,6 +15,8 @@ pub enum NetError {
     TrustAnchor(#[from] noc_tls::TlsError),
     #[error("TLS configuration: {0}")]
     Tls(#[from] rustls::Error),
+    #[error("a device's client certificate or key: {0}")]
+    ClientCertificate(String),
     #[error("invalid --source-ips {0:?}: expected addresses or ranges like 127.0.0.1-127.0.0.8, comma-separated")]
     SourceIps(String),
 }
@@ -23,6 +25,37 @@ pub enum NetError {
 /// generates a self-signed one by default).
 pub fn client_config(ca_pem: &Path, alpn: &[&[u8]]) -> Result<ClientConfig, NetError> {
     Ok(noc_tls::client_config(Some(ca_pem), alpn)?)
+}
+
+/// Builds the TLS configurations of devices that present a client certificate: one per
+/// device (rustls picks the certificate per configuration), sharing the trust anchor.
+/// Resumption is off so that every reconnect is a full handshake with the certificate,
+/// which is what a reconnect storm measures (token devices share a 256-session cache, so
+/// theirs are nearly all full handshakes too).
+pub struct CertificateConfigs {
+    roots: std::sync::Arc<rustls::RootCertStore>,
+}
+
+impl CertificateConfigs {
+    pub fn new(ca_pem: &Path) -> Result<Self, NetError> {
+        Ok(Self { roots: std::sync::Arc::new(noc_tls::root_store(Some(ca_pem))?) })
+    }
+
+    /// The configuration of a device holding `cert_pem` with `key_pem`.
+    pub fn device(&self, cert_pem: &str, key_pem: &str) -> Result<ClientConfig, NetError> {
+        use rustls_pki_types::pem::PemObject;
+        let cert = rustls_pki_types::CertificateDer::from_pem_slice(cert_pem.as_bytes())
+            .map_err(|e| NetError::ClientCertificate(e.to_string()))?;
+        let key = rustls_pki_types::PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
+            .map_err(|e| NetError::ClientCertificate(e.to_string()))?;
+        let mut config =
+            ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()?
+                .with_root_certificates(self.roots.clone())
+                .with_client_auth_cert(vec![cert], key)?;
+        config.resumption = rustls::client::Resumption::disabled();
+        Ok(config)
+    }
 }
 
 /// Parses `127.0.0.1,127.0.0.5-127.0.0.8` into a list of addresses.

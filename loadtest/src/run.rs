@@ -58,6 +58,8 @@ pub enum RunError {
     DeviceAddr(String),
     #[error("credential of device {0} is not 64 hex digits")]
     Credential(String),
+    #[error("device {0} has no client certificate in the credentials file (run the setup again)")]
+    NoCertificate(String),
     #[error("the start time (--start-at-unix-ms {at}) passed {late_ms} ms before setup ended; choose a later one")]
     StartPassed { at: u64, late_ms: u64 },
 }
@@ -331,14 +333,24 @@ async fn launch(
     });
     let mut reconnects = Vec::with_capacity(devices.len());
     let mut device_tasks = Vec::with_capacity(devices.len());
+    let certificate_configs = match scenario.device_client_certificates {
+        true => Some(crate::net::CertificateConfigs::new(&opts.cacert)?),
+        false => None,
+    };
     for (i, d) in devices.iter().enumerate() {
         let credential = hex::decode(&d.credential).map_err(|_| RunError::Credential(d.device_id.to_string()))?;
+        let certificate_tls = match (&certificate_configs, &d.certificate, &d.key) {
+            (None, _, _) => None,
+            (Some(configs), Some(cert), Some(key)) => Some(TlsConnector::from(Arc::new(configs.device(cert, key)?))),
+            (Some(_), _, _) => return Err(RunError::NoCertificate(d.device_id.to_string())),
+        };
         let notify = Arc::new(Notify::new());
         reconnects.push(notify.clone());
         let spec = DeviceSpec {
             index: i as u32,
             device_id: d.device_id,
             credential: Bytes::from(credential),
+            certificate_tls,
             connect_at: schedule.connect_at(i as u32),
             churn: notify,
         };

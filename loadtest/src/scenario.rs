@@ -82,6 +82,10 @@ pub struct Scenario {
     pub report_interval_ms: u64,
     /// How often an idle device sends HEARTBEAT; 0 = the interval from AUTH_OK.
     pub device_heartbeat_interval_seconds: u64,
+    /// Devices activate with a certificate request and authenticate with their client
+    /// certificate (mutual TLS, AUTH_CERT) instead of their credential (AUTH_TOKEN). The
+    /// relay needs a device CA. Devices cached without a certificate are activated again.
+    pub device_client_certificates: bool,
 }
 
 impl Default for Scenario {
@@ -108,6 +112,7 @@ impl Default for Scenario {
             ack_flush_interval_ms: 2,
             setup_concurrency: 8,
             report_interval_ms: 1000,
+            device_client_certificates: false,
             device_heartbeat_interval_seconds: 0,
         }
     }
@@ -160,6 +165,8 @@ pub struct ScenarioOverrides {
     pub report_interval_ms: Option<u64>,
     #[arg(long)]
     pub device_heartbeat_interval_seconds: Option<u64>,
+    #[arg(long)]
+    pub device_client_certificates: Option<bool>,
 }
 
 impl Scenario {
@@ -211,7 +218,8 @@ impl Scenario {
             ack_flush_interval_ms,
             setup_concurrency,
             report_interval_ms,
-            device_heartbeat_interval_seconds
+            device_heartbeat_interval_seconds,
+            device_client_certificates
         );
     }
 

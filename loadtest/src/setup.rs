@@ -34,6 +34,8 @@ const SAVE_EVERY: Duration = Duration::from_secs(5);
 pub enum SetupError {
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
+    #[error("client certificate: {0}")]
+    Certificate(String),
     #[error("credentials file {path} is not usable: {message}")]
     Format { path: PathBuf, message: String },
     #[error("credentials file {path} belongs to relay {cached}, not {given}; pass another --credentials file")]
@@ -111,6 +113,12 @@ pub struct DeviceCredentials {
     /// The device channel, as device activation returned it.
     pub host: String,
     pub port: u16,
+    /// The client certificate (PEM) and its key (PEM, made here), when the device
+    /// activated with a certificate request (`device_client_certificates`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
 }
 
 fn random_u32() -> u32 {
@@ -305,6 +313,7 @@ pub async fn prepare_ves(
     let list: UserList = client.data(keys, &DataRequest::ListUsers {}).await.map_err(rts("ListUsers"))?;
     let on_relay: HashMap<String, _> = list.users.into_iter().map(|u| (u.email.clone(), u)).collect();
     let per_user = scenario.devices_per_user as usize;
+    let certificates = scenario.device_client_certificates;
     let wanted = scenario.devices_per_ves as usize;
     let users: Vec<UserCredentials> = {
         let c = creds.lock().unwrap_or_else(|p| p.into_inner());
@@ -321,6 +330,9 @@ pub async fn prepare_ves(
             }
             Some(s) if s.status != "active" || s.msisdn.as_deref() != Some(&user.msisdn) => Some(Todo::Activate),
             Some(s) if s.devices as usize != user.devices.len() => Some(Todo::ResetDevices),
+            Some(_) if certificates && user.devices.iter().take(need).any(|d| d.certificate.is_none()) => {
+                Some(Todo::ResetDevices)
+            }
             Some(_) if user.devices.len() < need => Some(Todo::MoreDevices),
             Some(_) => None,
         };
@@ -335,7 +347,7 @@ pub async fn prepare_ves(
         let user = users[u].clone();
         let last_save = &last_save;
         async move {
-            let devices = prepare_user(client, keys, &user, need, todo).await?;
+            let devices = prepare_user(client, keys, &user, need, todo, certificates).await?;
             let n = devices.len().min(need) as u64;
             let snapshot = {
                 let mut c = creds.lock().unwrap_or_else(|p| p.into_inner());
@@ -373,6 +385,7 @@ async fn prepare_user(
     user: &UserCredentials,
     need: usize,
     todo: Todo,
+    certificates: bool,
 ) -> Result<Vec<DeviceCredentials>, SetupError> {
     let mut devices = user.devices.clone();
     if todo == Todo::Provision {
@@ -403,22 +416,38 @@ async fn prepare_user(
         devices.clear();
     }
     while devices.len() < need {
+        let key = match certificates {
+            true => Some(certificate_request().map_err(|e| SetupError::Certificate(e.to_string()))?),
+            false => None,
+        };
         let req = DeviceActivationRequest {
             msisdn: user.msisdn.clone(),
             password: Secret(user.password.clone()),
             device_name: Some(format!("loadtest-{}", devices.len())),
             device_type: Some("noc-loadtest".into()),
-            csr: None,
+            csr: key.as_ref().map(|(_, csr)| csr.clone()),
         };
         let resp = client.activate_device(&req).await.map_err(rts(format!("activating a device of {}", user.email)))?;
+        if certificates && resp.client_certificate.is_none() {
+            return Err(SetupError::Certificate("the relay issued no client certificate (has it a device CA?)".into()));
+        }
         devices.push(DeviceCredentials {
             device_id: resp.device_id,
             credential: resp.device_credential,
             host: resp.device_host,
             port: resp.device_port,
+            certificate: resp.client_certificate,
+            key: key.map(|(key, _)| key),
         });
     }
     Ok(devices)
+}
+
+/// A new ECDSA P-256 key (PEM) and a certificate request for it (PEM).
+fn certificate_request() -> Result<(String, String), rcgen::Error> {
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+    let csr = rcgen::CertificateParams::default().serialize_request(&key)?.pem()?;
+    Ok((key.serialize_pem(), csr))
 }
 
 #[cfg(test)]
@@ -456,6 +485,8 @@ mod tests {
             credential: "00".repeat(32),
             host: "localhost".into(),
             port: 8444,
+            certificate: None,
+            key: None,
         });
         c.save(&path).expect("save");
         let back = Credentials::load_or_new(&path, "https://localhost:8443/").expect("load");

@@ -135,6 +135,38 @@ async fn a_reconnect_storm_drops_every_device_and_times_their_return() {
     relay.node.shutdown();
 }
 
+/// The same storm with devices that hold client certificates: they activate with a
+/// certificate request, and every (re)connection is mutual TLS with AUTH_CERT.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_storm_of_devices_with_client_certificates_comes_back_by_certificate() {
+    let relay = TestRelay::start();
+    relay.create_license("lt", "lt-license-pw", 100).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let scenario = Scenario {
+        name: "storm-mtls".into(),
+        devices_per_ves: 4,
+        devices_per_user: 2,
+        rate_frames_per_second: 40.0,
+        duration_seconds: 3.0,
+        storm_at_seconds: 1.0,
+        device_client_certificates: true,
+        ..tiny()
+    };
+    let r = run(options(&relay, dir.path(), scenario.clone())).await.expect("run").expect("a result");
+    let storm = r.storm.as_ref().expect("the storm is reported");
+    assert_eq!((storm.devices_dropped, storm.reconnected), (4, 4), "{storm:?} {:?}", r.errors);
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
+    assert_accounted("device→VES", &r.device_to_ves);
+    let creds = Credentials::load_or_new(&dir.path().join("credentials.json"), relay.base_url()).expect("credentials");
+    let devices = creds.devices_of(0, &scenario);
+    assert!(devices.iter().all(|d| d.certificate.is_some() && d.key.is_some()), "every device holds a certificate");
+    // Every login, the first ones and those after the storm, was by certificate.
+    assert_eq!(relay.metric("noc_device_logins_total", &[("method", "certificate")]), 8.0);
+    assert_eq!(relay.metric("noc_device_logins_total", &[("method", "token")]), 0.0);
+    assert_eq!(relay.metric("noc_auth_failures_total", &[("kind", "device")]), 0.0);
+    relay.node.shutdown();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn campaign_workers_storm_together_and_merge_into_one_storm() {
     let relay = TestRelay::start();

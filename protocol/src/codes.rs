@@ -144,6 +144,10 @@ wire_enum! {
         /// The user or its license may not use ConstantSync devices (an operator took the
         /// feature away); the device must not reconnect until it is given back.
         FeatureDisabled = 18 => "feature_disabled",
+        /// AUTH_CERT (device-channel version 3) without an acceptable client certificate:
+        /// none was presented, it names another device, or a renewal replaced it. The
+        /// device may authenticate with its credential (AUTH_TOKEN) instead.
+        CertificateRefused = 19 => "certificate_refused",
     }
 }
 

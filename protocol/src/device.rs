@@ -19,10 +19,14 @@ use crate::ids::DeviceId;
 /// The four bytes that open a hello: lets the relay reject other protocols at once.
 pub const MAGIC: [u8; 4] = *b"NOCD";
 /// Device-channel protocol versions this crate speaks, newest last. Version 2 adds the
-/// remote wipe (WIPE / WIPE_DONE, docs/protocol.md §6.3.1); everything else is as in 1.
-pub const SUPPORTED_VERSIONS: &[u16] = &[1, 2];
+/// remote wipe (WIPE / WIPE_DONE, docs/protocol.md §6.3.1); version 3 adds AUTH_CERT,
+/// authentication by the client certificate of the TLS handshake (§6.3.2); everything
+/// else is as in 1.
+pub const SUPPORTED_VERSIONS: &[u16] = &[1, 2, 3];
 /// The first version in which the relay may answer an authentication with WIPE.
 pub const WIPE_VERSION: u16 = 2;
+/// The first version in which a device may authenticate with AUTH_CERT.
+pub const CERT_AUTH_VERSION: u16 = 3;
 /// Size of the length prefix.
 pub const LENGTH_PREFIX_BYTES: usize = 4;
 /// Default maximum of `length` (type byte + body): 64 KiB.
@@ -46,6 +50,7 @@ pub enum FrameType {
     Close = 0x06,
     Wipe = 0x07,
     WipeDone = 0x08,
+    AuthCert = 0x09,
     Forward = 0x10,
     Ack = 0x11,
     Undeliverable = 0x12,
@@ -64,6 +69,7 @@ impl FrameType {
             FrameType::Close => "CLOSE",
             FrameType::Wipe => "WIPE",
             FrameType::WipeDone => "WIPE_DONE",
+            FrameType::AuthCert => "AUTH_CERT",
             FrameType::Forward => "FORWARD",
             FrameType::Ack => "ACK",
             FrameType::Undeliverable => "UNDELIVERABLE",
@@ -81,6 +87,7 @@ impl FrameType {
             0x06 => FrameType::Close,
             0x07 => FrameType::Wipe,
             0x08 => FrameType::WipeDone,
+            0x09 => FrameType::AuthCert,
             0x10 => FrameType::Forward,
             0x11 => FrameType::Ack,
             0x12 => FrameType::Undeliverable,
@@ -176,6 +183,9 @@ pub enum Frame {
     Wipe,
     /// Device → relay (version 2): the local store and credentials are erased.
     WipeDone,
+    /// Device → relay (version 3): authenticate as `device_id` with the client certificate
+    /// the device presented in the TLS handshake (no secret in the frame).
+    AuthCert { device_id: DeviceId },
     /// Either way: an opaque end-to-end frame to or from the user's VES.
     Forward { kind: ForwardKind, frame_id: u64, payload: Bytes },
     /// Either way: end-to-end acknowledgement of a forwarded frame.
@@ -198,6 +208,7 @@ impl Frame {
             Frame::Close { .. } => FrameType::Close,
             Frame::Wipe => FrameType::Wipe,
             Frame::WipeDone => FrameType::WipeDone,
+            Frame::AuthCert { .. } => FrameType::AuthCert,
             Frame::Forward { .. } => FrameType::Forward,
             Frame::Ack { .. } => FrameType::Ack,
             Frame::Undeliverable { .. } => FrameType::Undeliverable,
@@ -230,6 +241,7 @@ impl Frame {
                 put_str16(dst, msisdn);
                 put_str16(dst, password);
             }
+            Frame::AuthCert { device_id } => dst.put_slice(device_id.as_bytes()),
             Frame::AuthOk { heartbeat_interval_seconds, idle_timeout_seconds, max_frame_bytes } => {
                 dst.put_u32(*heartbeat_interval_seconds);
                 dst.put_u32(*idle_timeout_seconds);
@@ -338,6 +350,7 @@ impl Frame {
             FrameType::Heartbeat => Frame::Heartbeat,
             FrameType::Wipe => Frame::Wipe,
             FrameType::WipeDone => Frame::WipeDone,
+            FrameType::AuthCert => Frame::AuthCert { device_id: get_device_id(&mut body)? },
         };
         if body.has_remaining() {
             return Err(FrameError::Malformed("trailing bytes after frame body"));
@@ -514,6 +527,7 @@ mod tests {
             Frame::Heartbeat,
             Frame::Wipe,
             Frame::WipeDone,
+            Frame::AuthCert { device_id: DeviceId::random() },
         ]
     }
 
@@ -583,6 +597,7 @@ mod tests {
             &[0x11, 0, 0, 0, 0, 0, 0, 0, 1, 99],      // trailing bytes
             &[0x06, 0, 1, 0, 0, 0, 0, 0, 5, b'a'],    // string shorter than its length
             &[0x07, 0],                               // WIPE has no body
+            &[0x09, 1, 2, 3],                         // AUTH_CERT: truncated device id
         ];
         for body in cases {
             let err = Frame::decode_body(Bytes::copy_from_slice(body));
@@ -644,6 +659,7 @@ mod tests {
             ),
             (Frame::Wipe, "00 00 00 01 07"),
             (Frame::WipeDone, "00 00 00 01 08"),
+            (Frame::AuthCert { device_id }, "00 00 00 11 09 6f1c2a4e8d1b4c479b7e1f0e2d3c4b5a"),
         ];
         for (frame, hex) in cases {
             let bytes = unhex(hex);

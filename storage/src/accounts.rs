@@ -99,6 +99,10 @@ pub enum AccountError {
     Suspended,
     #[error("device credential revoked")]
     Revoked,
+    /// The client certificate is not the device's current one (a renewal or a new
+    /// activation replaced it); the device's credential may still be good.
+    #[error("client certificate not accepted")]
+    CertificateRefused,
     /// The credential is right, but the user asked for a remote wipe of this device: it
     /// gets the wipe instead of a session.
     #[error("a remote wipe is waiting for this device")]
@@ -731,6 +735,32 @@ impl Accounts {
         let login = self.store.device_login(device_id).await?.ok_or(AccountError::InvalidCredentials)?;
         if !secrets::token_matches(credential, &login.credential_hash) {
             return Err(AccountError::InvalidCredentials);
+        }
+        Self::device_owner(&login)
+    }
+
+    /// Device-channel authentication with the client certificate of the TLS handshake
+    /// (AUTH_CERT): the TLS layer verified the chain to the device CA and its validity;
+    /// this checks that the certificate is the device's current one, by serial, against the
+    /// device's row. The store is the revocation list: a revoked device, a password reset
+    /// (which revokes the user's devices) or a renewal is seen by every node at the next
+    /// handshake, with nothing cached to invalidate, for the same one indexed query as
+    /// [`Accounts::authenticate_device_token`].
+    pub async fn authenticate_device_certificate(
+        &self,
+        device_id: DeviceId,
+        user_id: UserId,
+        serial: &str,
+    ) -> Result<DeviceAuth> {
+        let login = self.store.device_login(device_id).await?.ok_or(AccountError::InvalidCredentials)?;
+        if login.user_id != user_id {
+            return Err(AccountError::InvalidCredentials);
+        }
+        if login.revoked_at.is_some() {
+            return Err(AccountError::Revoked);
+        }
+        if login.certificate_serial.as_deref() != Some(serial) {
+            return Err(AccountError::CertificateRefused);
         }
         Self::device_owner(&login)
     }

@@ -949,7 +949,8 @@ impl Store for SqliteStore {
         self.run(move |c| {
             let mut stmt = c.prepare_cached(
                 "SELECT d.id, d.user_id, u.ves_id, u.license_id, d.credential_hash, d.revoked_at, \
-                 u.status, l.suspended, l.expires_at, d.wipe_requested_at, u.access, l.features \
+                 u.status, l.suspended, l.expires_at, d.wipe_requested_at, u.access, l.features, \
+                 d.certificate_serial \
                  FROM devices d JOIN users u ON u.id = d.user_id JOIN licenses l ON l.id = u.license_id \
                  WHERE d.id = ?1",
             )?;
@@ -969,6 +970,7 @@ impl Store for SqliteStore {
                         wipe_requested_at: r.get(9)?,
                         user_access: Features::from_bits(r.get(10)?),
                         license_features: Features::from_bits(r.get(11)?),
+                        certificate_serial: r.get(12)?,
                     })
                 })
                 .optional()?)

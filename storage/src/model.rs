@@ -333,6 +333,9 @@ pub struct DeviceLogin {
     /// in both.
     pub user_access: Features,
     pub license_features: Features,
+    /// Serial (lowercase hex) of the device's current client certificate: the only one
+    /// AUTH_CERT accepts (a renewal or a new activation replaces it).
+    pub certificate_serial: Option<String>,
 }
 
 impl std::fmt::Debug for DeviceLogin {

@@ -562,7 +562,7 @@ fn device_row(r: &Row) -> DeviceRecord {
 
 /// [`Store::device_login`]: three primary-key lookups joined, no aggregate.
 const DEVICE_LOGIN_SQL: &str = "SELECT d.id, d.user_id, u.ves_id, u.license_id, d.credential_hash, d.revoked_at, \
-     u.status, l.suspended, l.expires_at, d.wipe_requested_at, u.access, l.features \
+     u.status, l.suspended, l.expires_at, d.wipe_requested_at, u.access, l.features, d.certificate_serial \
      FROM devices d JOIN users u ON u.id = d.user_id JOIN licenses l ON l.id = u.license_id WHERE d.id = $1";
 
 async fn get_license<C: GenericClient>(c: &C, id: LicenseId) -> Result<Option<License>> {
@@ -1041,6 +1041,7 @@ impl Store for PostgresStore {
                 wipe_requested_at: r.get(9),
                 user_access: Features::from_bits(r.get::<_, i32>(10).into()),
                 license_features: Features::from_bits(r.get::<_, i32>(11).into()),
+                certificate_serial: r.get(12),
             }
         }))
     }

@@ -258,6 +258,21 @@ macro_rules! conformance {
                     .authenticate_device_password(device.id, "+15550100", "bob-password", SOURCE)
                     .await
                     .expect("password auth");
+                // The certificate route: only the current serial, only for its own user.
+                let auth = accounts.authenticate_device_certificate(device.id, user.id, "0a1b2c").await.expect("certificate auth");
+                assert_eq!((auth.device_id, auth.user_id), (device.id, user.id));
+                assert!(matches!(
+                    accounts.authenticate_device_certificate(device.id, user.id, "0a1b2d").await,
+                    Err(AccountError::CertificateRefused)
+                ));
+                assert!(matches!(
+                    accounts.authenticate_device_certificate(device.id, noc_protocol::UserId::random(), "0a1b2c").await,
+                    Err(AccountError::InvalidCredentials)
+                ));
+                assert!(matches!(
+                    accounts.authenticate_device_certificate(noc_protocol::DeviceId::random(), user.id, "0a1b2c").await,
+                    Err(AccountError::InvalidCredentials)
+                ));
                 assert_eq!(accounts.store().devices_by_ves(ves.id).await.expect("devices").len(), 1);
                 let listed = accounts.store().device_records_by_ves(ves.id).await.expect("device records");
                 assert_eq!(listed.len(), 1);
@@ -271,6 +286,10 @@ macro_rules! conformance {
                     accounts.authenticate_device_token(device.id, &cred).await,
                     Err(AccountError::Revoked)
                 ));
+                assert!(matches!(
+                    accounts.authenticate_device_certificate(device.id, user.id, "0a1b2c").await,
+                    Err(AccountError::Revoked)
+                ), "a password reset revokes the certificate with the device");
                 assert!(accounts.store().devices_by_ves(ves.id).await.expect("devices").is_empty());
                 assert!(accounts.store().device_records_by_ves(ves.id).await.expect("records").is_empty(), "revoked devices are not listed");
                 let new_pw = generated.expect("generated");

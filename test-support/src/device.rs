@@ -42,6 +42,26 @@ impl FakeDevice {
         Ok(Self { framed: Framed::new(tls, FrameCodec::new(16 * 1024 * 1024)) })
     }
 
+    /// Opens TLS to the device channel presenting a client certificate (PEM) with its key.
+    /// With TLS 1.3 a certificate the relay refuses fails the first read, not this.
+    pub async fn connect_with_certificate(
+        addr: SocketAddr,
+        cert: &Path,
+        client_cert_pem: &str,
+        client_key_pem: &str,
+    ) -> anyhow::Result<Self> {
+        use rustls_pki_types::pem::PemObject;
+        let chain = vec![rustls_pki_types::CertificateDer::from_pem_slice(client_cert_pem.as_bytes())?];
+        let key = rustls_pki_types::PrivateKeyDer::from_pem_slice(client_key_pem.as_bytes())?;
+        let config = noc_tls::client_config_with_certificate(Some(cert), &[], chain, key)?;
+        let connector = TlsConnector::from(Arc::new(config));
+        let tcp = TcpStream::connect(addr).await?;
+        tcp.set_nodelay(true)?;
+        let name = rustls_pki_types::ServerName::try_from("localhost")?;
+        let tls = connector.connect(name, tcp).await?;
+        Ok(Self { framed: Framed::new(tls, FrameCodec::new(16 * 1024 * 1024)) })
+    }
+
     pub async fn send(&mut self, frame: Frame) -> std::io::Result<()> {
         self.framed.send(frame).await.map_err(|e| match e {
             FrameError::Io(e) => e,
@@ -104,6 +124,24 @@ impl FakeDevice {
         }
         let credential = Bytes::from(hex::decode(credential_hex).unwrap_or_default());
         if let Err(e) = self.send(Frame::AuthToken { device_id, credential }).await {
+            return Recv::Error(e.to_string());
+        }
+        self.recv(Duration::from_secs(5)).await
+    }
+
+    /// HELLO then AUTH_CERT (the client certificate of the TLS handshake); returns the
+    /// relay's answer to the AUTH.
+    pub async fn login_certificate(&mut self, device_id: DeviceId) -> Recv {
+        self.login_certificate_with(SUPPORTED_VERSIONS, device_id).await
+    }
+
+    /// [`FakeDevice::login_certificate`] offering only `versions`.
+    pub async fn login_certificate_with(&mut self, versions: &[u16], device_id: DeviceId) -> Recv {
+        match self.hello_with(versions).await {
+            Recv::Frame(Frame::HelloAck { .. }) => {}
+            other => return other,
+        }
+        if let Err(e) = self.send(Frame::AuthCert { device_id }).await {
             return Recv::Error(e.to_string());
         }
         self.recv(Duration::from_secs(5)).await

@@ -33,6 +33,32 @@ pub async fn user_with_device(ves: &FakeVes, email: &str, msisdn: &str) -> Devic
     .expect("device activation")
 }
 
+/// A device activated for `msisdn` (an activated account) with a certificate request: the
+/// answer (client certificate and management root included) and the key (PEM) it was
+/// made for.
+pub async fn certified_device(ves: &FakeVes, msisdn: &str) -> (DeviceActivationResponse, String) {
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("key");
+    let csr = rcgen::CertificateParams::default().serialize_request(&key).expect("csr").pem().expect("pem");
+    let act: DeviceActivationResponse = ves
+        .post_json("/device/v1/activate", &json!({"Msisdn": msisdn, "Password": USER_PASSWORD, "Csr": csr}))
+        .await
+        .expect("device activation with a certificate request");
+    assert!(act.client_certificate.is_some(), "the relay has a device CA");
+    (act, key.serialize_pem())
+}
+
+/// Connects the device to `relay` with its client certificate and logs it in by AUTH_CERT.
+pub async fn online_certified_device(relay: &TestRelay, act: &DeviceActivationResponse, key_pem: &str) -> FakeDevice {
+    let cert = act.client_certificate.as_deref().expect("client certificate");
+    let mut device = FakeDevice::connect_with_certificate(relay.device_addr(), &relay.cert_path(), cert, key_pem)
+        .await
+        .expect("device TLS connection");
+    match device.login_certificate(act.device_id).await {
+        Recv::Frame(Frame::AuthOk { .. }) => device,
+        other => panic!("device login by certificate failed: {other:?}"),
+    }
+}
+
 /// Connects the activated device to `relay` and logs it in.
 pub async fn online_device(relay: &TestRelay, act: &DeviceActivationResponse) -> FakeDevice {
     let mut device = relay.device_connection().await;

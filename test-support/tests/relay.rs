@@ -274,7 +274,7 @@ async fn device_handshake_and_auth_failures() {
     let mut d = relay.device_connection().await;
     d.send(Frame::Hello { versions: vec![99] }).await.expect("send");
     let msg = expect_close(&mut d, CloseCode::UnsupportedVersion).await;
-    assert!(msg.ends_with("this relay speaks [1, 2]"), "{msg}");
+    assert!(msg.ends_with("this relay speaks [1, 2, 3]"), "{msg}");
 
     // Not our protocol at all (an HTTP request on the device port).
     let mut d = relay.device_connection().await;

@@ -2,7 +2,8 @@
 //! device client (the device channel), the load tool and the test peers.
 //!
 //! One builder keeps them alike: rustls with the *ring* provider (the workspace keeps
-//! aws-lc out of the build), TLS 1.2 and 1.3, no client certificate, session tickets kept
+//! aws-lc out of the build), TLS 1.2 and 1.3, no client certificate (a device that holds
+//! one from the relay's device CA presents it: [`client_config_with_certificate`]), session tickets kept
 //! in rustls's default in-memory cache (a reconnecting client resumes, as a real device
 //! would), trusting either the certificates of a CA file (the relay's self-signed
 //! certificate, an enterprise CA) or, without one, the Mozilla roots of `webpki-roots`.
@@ -11,8 +12,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rustls::{ClientConfig, RootCertStore};
-use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use thiserror::Error;
 
 #[derive(Debug, Error)]
@@ -49,6 +50,22 @@ pub fn client_config(ca_file: Option<&Path>, alpn: &[&[u8]]) -> Result<ClientCon
         .with_safe_default_protocol_versions()?
         .with_root_certificates(root_store(ca_file)?)
         .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Ok(config)
+}
+
+/// As [`client_config`], presenting `chain` (the client's certificate first) with `key`
+/// when the server asks for a client certificate.
+pub fn client_config_with_certificate(
+    ca_file: Option<&Path>,
+    alpn: &[&[u8]],
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+) -> Result<ClientConfig, TlsError> {
+    let mut config = ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(root_store(ca_file)?)
+        .with_client_auth_cert(chain, key)?;
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Ok(config)
 }

@@ -61,9 +61,10 @@ impl ResponseError for ApiFailure {
 impl From<AccountError> for ApiFailure {
     fn from(e: AccountError) -> Self {
         match e {
-            AccountError::InvalidCredentials | AccountError::Revoked | AccountError::WipePending => {
-                Self::new(ApiErrorCode::InvalidCredentials, "invalid credentials")
-            }
+            AccountError::InvalidCredentials
+            | AccountError::Revoked
+            | AccountError::CertificateRefused
+            | AccountError::WipePending => Self::new(ApiErrorCode::InvalidCredentials, "invalid credentials"),
             AccountError::Throttled(t) => ApiFailure {
                 retry_after_seconds: Some(t.retry_after().as_secs().max(1)),
                 ..Self::new(ApiErrorCode::LockedOut, "too many failed attempts; retry later")
