@@ -15,8 +15,8 @@ use bytes::BytesMut;
 use futures_util::StreamExt as _;
 use noc_cluster::{DeviceItem, VesItem};
 use noc_protocol::clock::unix_ms_i64;
-use noc_protocol::device::{Frame, FrameCodec, FrameError};
-use noc_protocol::{CloseCode, DeviceId, LicenseId, UndeliverableReason, UserId, VesId};
+use noc_protocol::device::{CERT_AUTH_VERSION, Frame, FrameCodec, FrameError};
+use noc_protocol::{CloseCode, DeviceId, LicenseId, RenewalRefusal, UndeliverableReason, UserId, VesId};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::oneshot;
 use tokio_util::codec::{Decoder, FramedRead};
@@ -42,6 +42,8 @@ pub struct DeviceSessionInfo {
     pub ves_id: VesId,
     /// The user's license, whose usage the session counts.
     pub license_id: LicenseId,
+    /// The device-channel version negotiated in HELLO (version 3 may renew certificates).
+    pub version: u16,
 }
 
 /// Test hook: makes the session's handler panic, to check that a crashing session
@@ -80,6 +82,8 @@ pub struct DeviceSession {
     close: CloseSession,
     /// Whether to send a CLOSE frame: not when the peer is already gone.
     send_close: bool,
+    /// This session asked for a certificate already (one CERT_RENEW per connection).
+    renewed: bool,
 }
 
 impl DeviceSession {
@@ -144,6 +148,7 @@ impl DeviceSession {
                 silent_ticks: 0,
                 close: CloseSession::new(CloseCode::Normal, "closed"),
                 send_close: true,
+                renewed: false,
             }
         })
     }
@@ -151,6 +156,36 @@ impl DeviceSession {
     fn close(&mut self, ctx: &mut Context<Self>, code: CloseCode, message: impl Into<String>) {
         self.close = CloseSession::new(code, message);
         ctx.stop();
+    }
+
+    /// A CERT_RENEW: at most one per session, answered when the issuer has finished (the
+    /// session goes on meanwhile).
+    fn renew(&mut self, csr: bytes::Bytes, ctx: &mut Context<Self>) {
+        let refused = |reason, message: &str| Frame::CertRefused { reason, message: message.to_string() };
+        if self.renewed {
+            self.answer(refused(RenewalRefusal::InProgress, "one certificate renewal per connection"));
+            return;
+        }
+        self.renewed = true;
+        let Some(issuer) = self.router.certificate_issuer() else {
+            self.answer(refused(RenewalRefusal::Unavailable, "this relay issues no device certificates"));
+            return;
+        };
+        let renewal = issuer.renew(self.info.device_id, self.info.user_id, csr);
+        ctx.spawn(actix::fut::wrap_future(renewal).map(|result, act: &mut DeviceSession, _| {
+            let frame = match result {
+                Ok(certificate) => Frame::CertIssued { certificate },
+                Err(r) => Frame::CertRefused { reason: r.reason, message: r.message },
+            };
+            act.answer(frame);
+        }));
+    }
+
+    /// Queues a frame of the session's own.
+    fn answer(&self, frame: Frame) {
+        if self.tx.try_send(DeviceOut::Frame(frame)).is_err() {
+            self.router.metrics().dropped(DropReason::ControlQueueFull);
+        }
     }
 
     /// Queues a relay-originated notice for the device.
@@ -263,6 +298,7 @@ impl StreamHandler<Result<Frame, FrameError>> for DeviceSession {
                 self.send_close = false;
                 ctx.stop();
             }
+            Frame::CertRenew { csr } if self.info.version >= CERT_AUTH_VERSION => self.renew(csr, ctx),
             other => {
                 let what = format!("{} is not allowed after authentication", other.frame_type().name());
                 self.close(ctx, CloseCode::ProtocolViolation, what);
@@ -309,6 +345,7 @@ fn encode_out(
 ) {
     match out {
         DeviceOut::Heartbeat => Frame::Heartbeat.encode(buf),
+        DeviceOut::Frame(frame) => frame.encode(buf),
         DeviceOut::Item(DeviceItem::Forward { origin, kind, frame_id, payload }) => {
             let c = &router.metrics().ves_to_device;
             c.frames.inc();
@@ -429,6 +466,7 @@ mod tests {
         let cluster = Arc::new(MemoryCluster::single(NodeId::new("test"), 16));
         let router = Router::new(cluster, metrics.clone());
         let info = DeviceSessionInfo {
+            version: 3,
             device_id: DeviceId::random(),
             user_id: UserId::random(),
             ves_id: VesId::random(),
@@ -553,6 +591,75 @@ mod tests {
                 assert!(message.contains("exceeds"), "{message}");
             }
             other => panic!("expected CLOSE, got {other:?}"),
+        }
+    }
+
+    /// Signs nothing: answers with the request's bytes reversed, or refuses an empty one.
+    struct FakeIssuer;
+
+    impl crate::CertificateIssuer for FakeIssuer {
+        fn renew(&self, _device: DeviceId, _user: UserId, csr: bytes::Bytes) -> crate::Issued {
+            Box::pin(async move {
+                if csr.is_empty() {
+                    return Err(crate::Refused::new(RenewalRefusal::BadRequest, "empty request"));
+                }
+                Ok(csr.iter().rev().copied().collect::<Vec<_>>().into())
+            })
+        }
+    }
+
+    #[actix_rt::test]
+    async fn a_version_3_session_renews_its_certificate_once_per_connection() {
+        let (router, _metrics, cfg, info) = setup(SessionConfig::default());
+        let (relay_side, device_side) = tokio::io::duplex(4096);
+        DeviceSession::start(relay_side, BytesMut::new(), info, router.clone(), cfg.clone());
+        let mut device = Framed::new(device_side, FrameCodec::default());
+        // Without an issuer: unavailable.
+        device.send(Frame::CertRenew { csr: bytes::Bytes::from_static(b"abc") }).await.expect("send");
+        match device.next().await.expect("frame").expect("valid") {
+            Frame::CertRefused { reason: RenewalRefusal::Unavailable, .. } => {}
+            other => panic!("expected CERT_REFUSED unavailable, got {other:?}"),
+        }
+        // With one: the certificate, then no second renewal on this connection.
+        router.set_certificate_issuer(Arc::new(FakeIssuer));
+        let (relay_side, device_side) = tokio::io::duplex(4096);
+        DeviceSession::start(relay_side, BytesMut::new(), info, router.clone(), cfg.clone());
+        let mut device = Framed::new(device_side, FrameCodec::default());
+        device.send(Frame::CertRenew { csr: bytes::Bytes::from_static(b"abc") }).await.expect("send");
+        assert_eq!(
+            device.next().await.expect("frame").expect("valid"),
+            Frame::CertIssued { certificate: bytes::Bytes::from_static(b"cba") }
+        );
+        device.send(Frame::CertRenew { csr: bytes::Bytes::from_static(b"abc") }).await.expect("send");
+        match device.next().await.expect("frame").expect("valid") {
+            Frame::CertRefused { reason: RenewalRefusal::InProgress, .. } => {}
+            other => panic!("expected CERT_REFUSED in_progress, got {other:?}"),
+        }
+        // The issuer's refusal reaches the device as it is.
+        let (relay_side, device_side) = tokio::io::duplex(4096);
+        DeviceSession::start(relay_side, BytesMut::new(), info, router.clone(), cfg.clone());
+        let mut device = Framed::new(device_side, FrameCodec::default());
+        device.send(Frame::CertRenew { csr: bytes::Bytes::new() }).await.expect("send");
+        assert_eq!(
+            device.next().await.expect("frame").expect("valid"),
+            Frame::CertRefused { reason: RenewalRefusal::BadRequest, message: "empty request".into() }
+        );
+        // A version 2 session may not send it at all.
+        let (relay_side, device_side) = tokio::io::duplex(4096);
+        DeviceSession::start(
+            relay_side,
+            BytesMut::new(),
+            DeviceSessionInfo { version: 2, ..info },
+            router.clone(),
+            cfg,
+        );
+        let mut device = Framed::new(device_side, FrameCodec::default());
+        device.send(Frame::CertRenew { csr: bytes::Bytes::from_static(b"abc") }).await.expect("send");
+        match device.next().await.expect("frame").expect("valid") {
+            Frame::Close { code: CloseCode::ProtocolViolation, message, .. } => {
+                assert!(message.contains("CERT_RENEW"), "{message}")
+            }
+            other => panic!("expected CLOSE protocol_violation, got {other:?}"),
         }
     }
 }

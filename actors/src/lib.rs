@@ -10,6 +10,7 @@
 //! A session that panics only loses itself: the actor's task unwinds, and its registry
 //! entry is removed by the guard it drops.
 
+pub mod certificates;
 mod close;
 mod config;
 mod device;
@@ -21,6 +22,7 @@ mod rts_sessions;
 pub mod usage;
 mod ves;
 
+pub use certificates::{CertificateIssuer, Issued, Refused};
 pub use close::CloseSession;
 pub use config::SessionConfig;
 pub use device::{DeviceSession, DeviceSessionInfo};

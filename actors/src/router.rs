@@ -71,6 +71,8 @@ fn target_of(msg: &BusMessage) -> Option<SessionKey> {
 pub enum DeviceOut {
     Item(DeviceItem),
     Heartbeat,
+    /// A frame of the session's own (a renewal's answer), written as it is.
+    Frame(noc_protocol::device::Frame),
 }
 
 /// A live device session as the router sees it.
@@ -116,6 +118,7 @@ pub struct Router {
     session_seq: AtomicU64,
     /// Told when a device session starts or ends (the portal's "last seen").
     seen: std::sync::OnceLock<DeviceSeen>,
+    issuer: std::sync::OnceLock<Arc<dyn crate::CertificateIssuer>>,
     /// Every session's usage counters (per license, harvested by the node).
     usage: crate::usage::UsageMeter,
     /// Browse fetches this node waits for, and how many a VES may have in flight.
@@ -149,6 +152,7 @@ impl Router {
             metrics,
             session_seq: AtomicU64::new(1),
             seen: std::sync::OnceLock::new(),
+            issuer: std::sync::OnceLock::new(),
             usage: crate::usage::UsageMeter::new(),
             fetches: crate::ves::fetches::FetchWaiters::default(),
         })
@@ -162,6 +166,16 @@ impl Router {
     /// Sets what to do when a device is seen (once; later calls are ignored).
     pub fn on_device_seen(&self, f: DeviceSeen) {
         let _ = self.seen.set(f);
+    }
+
+    /// Where device sessions get renewed client certificates (CERT_RENEW); without one
+    /// they answer CERT_REFUSED `unavailable`.
+    pub fn set_certificate_issuer(&self, issuer: Arc<dyn crate::CertificateIssuer>) {
+        let _ = self.issuer.set(issuer);
+    }
+
+    pub fn certificate_issuer(&self) -> Option<&Arc<dyn crate::CertificateIssuer>> {
+        self.issuer.get()
     }
 
     fn device_seen(&self, device_id: DeviceId) {

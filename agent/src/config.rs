@@ -55,6 +55,53 @@ pub struct AgentConfig {
     pub state: StateConfig,
     #[serde(default)]
     pub crypto: CryptoConfig,
+    /// Enterprise certificate enrollment for devices (seed 002; docs/certificates.md).
+    #[serde(default)]
+    pub ca: CaConfig,
+}
+
+/// The certificate profiles devices may enroll under.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CaConfig {
+    #[serde(default)]
+    pub profiles: Vec<CaProfileConfig>,
+}
+
+/// One certificate profile: a name devices ask for, whether an administrator approves
+/// each request (`ves-agent ca pending|approve|reject`), and the certification authority
+/// that issues.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CaProfileConfig {
+    /// What devices name (letters, digits, `-`, `_`, `.`).
+    pub name: String,
+    /// Requests wait for an administrator (default) or go to the CA at once.
+    #[serde(default = "d_true")]
+    pub require_approval: bool,
+    /// The subject requested, after the user's name: e.g. `[["O", "Corp"], ["OU", "Staff"]]`
+    /// (`CN` is the user's full name and `emailAddress` the user's address).
+    #[serde(default)]
+    pub subject_suffix: Vec<(String, String)>,
+    pub authority: CaAuthorityConfig,
+}
+
+/// Who issues for a profile.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, tag = "kind", rename_all = "lowercase")]
+pub enum CaAuthorityConfig {
+    /// A CA certificate and key in files, signing here (small installations, tests).
+    File {
+        cert_path: PathBuf,
+        key_path: PathBuf,
+        /// Validity of what it issues.
+        #[serde(default = "d_365")]
+        validity_days: u32,
+    },
+}
+
+fn d_365() -> u32 {
+    365
 }
 
 /// Where the relay is and how to talk to it.
@@ -432,6 +479,27 @@ impl AgentConfig {
             return Err(bad("queue.record_bytes", "must be 512 to 1048576"));
         }
         self.suites()?;
+        let mut names = std::collections::HashSet::new();
+        for p in &self.ca.profiles {
+            let ok = !p.name.is_empty()
+                && p.name.len() <= noc_endpoint::enroll::MAX_ID_BYTES
+                && p.name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+            if !ok {
+                return Err(bad("ca.profiles.name", "letters, digits, '-', '_' and '.', at most 64"));
+            }
+            if !names.insert(p.name.as_str()) {
+                return Err(bad("ca.profiles.name", "each profile name once"));
+            }
+            if noc_ca::subject::to_rcgen(&p.subject_suffix).is_err() {
+                return Err(bad("ca.profiles.subject_suffix", "types CN, O, OU, C, L, ST, DC, UID, emailAddress"));
+            }
+            match &p.authority {
+                CaAuthorityConfig::File { validity_days, .. } if !(1..=3650).contains(validity_days) => {
+                    return Err(bad("ca.profiles.authority.validity_days", "must be 1 to 3650"));
+                }
+                CaAuthorityConfig::File { .. } => {}
+            }
+        }
         Ok(())
     }
 
@@ -486,6 +554,24 @@ mod tests {
         assert!(AgentConfig::parse(&suites).expect_err("refused").to_string().contains("crypto.suites"));
         let proxy = format!("{MINIMAL}\n[proxy]\nurl = \"http://p:3128\"\npassword = \"x\"\n");
         assert!(AgentConfig::parse(&proxy).expect_err("refused").to_string().contains("proxy.password"));
+        let profile = |name: &str, suffix: &str, days: u32| {
+            format!(
+                "[[ca.profiles]]\nname = \"{name}\"\nsubject_suffix = {suffix}\n[ca.profiles.authority]\n\
+                 kind = \"file\"\ncert_path = \"c\"\nkey_path = \"k\"\nvalidity_days = {days}\n"
+            )
+        };
+        let ok = profile("wifi", "[[\"O\", \"Corp\"]]", 365);
+        let parsed = AgentConfig::parse(&format!("{MINIMAL}\n{ok}")).expect("a profile");
+        assert!(parsed.ca.profiles[0].require_approval, "approval unless said otherwise");
+        for (bad, key) in [
+            (format!("{ok}{ok}"), "each profile name once"),
+            (profile("../x", "[]", 365), "ca.profiles.name"),
+            (profile("vpn", "[[\"XX\", \"y\"]]", 365), "ca.profiles.subject_suffix"),
+            (profile("vpn", "[]", 0), "validity_days"),
+        ] {
+            let e = AgentConfig::parse(&format!("{MINIMAL}\n{bad}")).expect_err("refused").to_string();
+            assert!(e.contains(key), "{e}");
+        }
     }
 
     #[test]

@@ -10,6 +10,7 @@
 //! {"Op":"UserAdd","Email":"bob@example.com","FirstName":"Bob","LastName":"Ng","Password":null,"Welcome":true}
 //! {"Op":"UserList"} {"Op":"UserDelete","Email":"…"} {"Op":"UserResetPassword","Email":"…","Password":null}
 //! {"Op":"Status"}
+//! {"Op":"CaPending"} {"Op":"CaApprove","RequestId":"…"} {"Op":"CaReject","RequestId":"…","Reason":"…"}
 //! → {"Ok":true,"Result":{…}} | {"Ok":false,"Error":"…"}
 //! ```
 
@@ -65,6 +66,18 @@ pub enum ControlRequest {
         password: Option<String>,
     },
     Status,
+    /// Certificate requests waiting for an administrator.
+    CaPending,
+    #[serde(rename_all = "PascalCase")]
+    CaApprove {
+        request_id: String,
+    },
+    #[serde(rename_all = "PascalCase")]
+    CaReject {
+        request_id: String,
+        #[serde(default)]
+        reason: Option<String>,
+    },
 }
 
 impl std::fmt::Debug for ControlRequest {
@@ -75,6 +88,9 @@ impl std::fmt::Debug for ControlRequest {
             ControlRequest::UserDelete { email } => write!(f, "UserDelete({email})"),
             ControlRequest::UserResetPassword { email, .. } => write!(f, "UserResetPassword({email})"),
             ControlRequest::Status => f.write_str("Status"),
+            ControlRequest::CaPending => f.write_str("CaPending"),
+            ControlRequest::CaApprove { request_id } => write!(f, "CaApprove({request_id})"),
+            ControlRequest::CaReject { request_id, .. } => write!(f, "CaReject({request_id})"),
         }
     }
 }
@@ -98,6 +114,7 @@ pub struct ControlCtx {
     pub fingerprint: String,
     pub engine: mpsc::Sender<EngineEvent>,
     pub stats: Arc<AgentStats>,
+    pub enrollment: crate::enroll::Enrollment,
 }
 
 /// Binds the socket (replacing a stale one) and serves until `shutdown`.
@@ -234,6 +251,14 @@ async fn handle(req: ControlRequest, ctx: &ControlCtx) -> Result<serde_json::Val
                 .map_err(|_| AgentError::Control("the agent is stopping".into()))?;
             let status: AgentStatus = rx.await.map_err(|_| AgentError::Control("the agent is stopping".into()))?;
             Ok(serde_json::to_value(status).unwrap_or_default())
+        }
+        ControlRequest::CaPending => Ok(serde_json::to_value(ctx.enrollment.pending()?).unwrap_or_default()),
+        ControlRequest::CaApprove { request_id } => {
+            Ok(serde_json::to_value(ctx.enrollment.approve(&request_id)?).unwrap_or_default())
+        }
+        ControlRequest::CaReject { request_id, reason } => {
+            let reason = reason.unwrap_or_default();
+            Ok(serde_json::to_value(ctx.enrollment.reject(&request_id, &reason)?).unwrap_or_default())
         }
     }
 }

@@ -1,7 +1,8 @@
 //! The agent's own tables, beside the endpoint store's outbox and inbox in the same SQLite
 //! file: the users and devices it learned from the command channel (so that a restarted
 //! agent knows where to push before the relay tells it again), which mails it has already
-//! pushed (`seen`) and which version of each calendar or contact file (`versions`).
+//! pushed (`seen`), which version of each calendar or contact file (`versions`), and the
+//! devices' certificate enrollments (`ca_requests`, crate::enroll).
 
 use noc_endpoint::Store;
 use noc_protocol::rts::{ActiveUser, FilterRule};
@@ -45,6 +46,22 @@ CREATE TABLE IF NOT EXISTS user_calendar (
     time_zone  TEXT,
     days_ahead INTEGER
 );
+CREATE TABLE IF NOT EXISTS ca_requests (
+    device_id  TEXT NOT NULL,
+    request_id TEXT NOT NULL,
+    user_id    TEXT NOT NULL,
+    profile    TEXT NOT NULL,
+    state      TEXT NOT NULL,
+    subject    TEXT NOT NULL,
+    csr        TEXT,
+    public_key BLOB,
+    chain      TEXT,
+    message    TEXT,
+    created_ms INTEGER NOT NULL,
+    updated_ms INTEGER NOT NULL,
+    PRIMARY KEY (device_id, request_id)
+);
+CREATE INDEX IF NOT EXISTS ca_requests_state ON ca_requests (state);
 ";
 
 /// How a user's calendar is read and pushed, as `ActivateUsers` last told it: the zone of

@@ -127,6 +127,8 @@ pub struct Engine {
     pub scans: mpsc::Sender<Scan>,
     /// Wakes the SMTP submitter.
     pub submit: Arc<Notify>,
+    /// Wakes the certificate enrollment (crate::enroll).
+    pub enroll: Arc<Notify>,
     /// Answers browse fetches.
     pub browser: crate::browse::Browser,
 }
@@ -554,7 +556,10 @@ impl Engine {
                 LinkEvent::ItemReceived { id, item, .. } => {
                     inc(&self.stats.items_received);
                     tracing::info!(%device, %id, item_type = %item.item_type(), "item received from device");
-                    self.submit.notify_one();
+                    match item.item_type() {
+                        ItemType::CertificateRequest => self.enroll.notify_one(),
+                        _ => self.submit.notify_one(),
+                    }
                 }
                 LinkEvent::ItemDelivered { id } => {
                     inc(&self.stats.items_delivered);

@@ -17,6 +17,7 @@ pub mod config;
 pub mod control;
 pub mod db;
 pub mod engine;
+pub mod enroll;
 pub mod error;
 pub mod rts_client;
 pub mod session;
@@ -105,6 +106,12 @@ pub async fn run(config: AgentConfig, opts: RunOptions, shutdown: CancellationTo
     let (engine_tx, engine_rx) = mpsc::channel(1024);
     let (scan_tx, scan_rx) = mpsc::channel(64);
     let wake_submitter = Arc::new(Notify::new());
+    let limits = noc_endpoint::store::QueueLimits {
+        max_items: config.queue.max_items_per_device,
+        ttl_ms: (config.queue.ttl_seconds as i64).saturating_mul(1000),
+        policy: noc_endpoint::store::FullPolicy::DropOldest,
+    };
+    let enrollment = enroll::Enrollment::from_config(store.clone(), &config.ca, limits)?;
     tracing::info!(fingerprint = %fingerprint, relay = %config.relay.url, "VES agent starting");
 
     let stop = shutdown.child_token();
@@ -129,6 +136,7 @@ pub async fn run(config: AgentConfig, opts: RunOptions, shutdown: CancellationTo
         tx: engine_tx.clone(),
         scans: scan_tx,
         submit: wake_submitter.clone(),
+        enroll: enrollment.wake_handle(),
         browser: browse::Browser {
             config: config.clone(),
             store: store.clone(),
@@ -148,7 +156,13 @@ pub async fn run(config: AgentConfig, opts: RunOptions, shutdown: CancellationTo
         submit::run(st, sm, sc, ss, wake_submitter, s).await;
         Ok(())
     });
-    let ctx = control::ControlCtx { config: config.clone(), data, mailer, fingerprint, engine: engine_tx, stats };
+    let (e, s) = (enrollment.clone(), stop.clone());
+    tasks.spawn(async move {
+        e.run(s).await;
+        Ok(())
+    });
+    let ctx =
+        control::ControlCtx { config: config.clone(), data, mailer, fingerprint, engine: engine_tx, stats, enrollment };
     let socket = control_socket(&config);
     let s = stop.clone();
     tasks.spawn(async move { control::serve(&socket, ctx, s).await });

@@ -47,6 +47,23 @@ enum Command {
     /// Manage users through the running agent.
     #[command(subcommand)]
     User(UserCommand),
+    /// Device certificate requests waiting for approval (enterprise CA profiles).
+    #[command(subcommand)]
+    Ca(CaCommand),
+}
+
+#[derive(Subcommand)]
+enum CaCommand {
+    /// List the requests waiting for an administrator (JSON).
+    Pending,
+    /// Approve a request: it goes to the profile's certification authority.
+    Approve { request_id: String },
+    /// Refuse a request; the device is told the reason.
+    Reject {
+        request_id: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -147,6 +164,14 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
                     UserCommand::ResetPassword { email, password } => {
                         ControlRequest::UserResetPassword { email, password }
                     }
+                };
+                print(control(&config, req).await?)?;
+            }
+            Command::Ca(c) => {
+                let req = match c {
+                    CaCommand::Pending => ControlRequest::CaPending,
+                    CaCommand::Approve { request_id } => ControlRequest::CaApprove { request_id },
+                    CaCommand::Reject { request_id, reason } => ControlRequest::CaReject { request_id, reason },
                 };
                 print(control(&config, req).await?)?;
             }

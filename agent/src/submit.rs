@@ -4,11 +4,13 @@
 //! acknowledgement, so nothing is lost if SMTP is down or the agent restarts: this task
 //! picks up every `new` outgoing mail, submits it, and records `submitted` (dropping the
 //! body) or `failed` with the server's answer. Temporary failures are retried with
-//! backoff; items of other types from a device are recorded as `ignored`.
+//! backoff; items of other types from a device are recorded as `ignored`, except
+//! certificate requests, which the enrollment task answers (crate::enroll).
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use noc_endpoint::item::ItemType;
 use noc_endpoint::{Backoff, Store};
 use noc_protocol::DeviceId;
 use tokio::sync::Notify;
@@ -58,6 +60,9 @@ pub async fn run(
 async fn submit_pending(store: &Store, mailer: &Mailer, stats: &AgentStats) -> Result<(), String> {
     let pending = store.received(None, Some("new")).map_err(|e| e.to_string())?;
     for r in pending {
+        if ItemType::parse(&r.header.item_type) == ItemType::CertificateRequest {
+            continue; // the enrollment task's (crate::enroll)
+        }
         if !is_outgoing(&r.header.item_type) {
             let _ = store.set_received_state(r.row, "ignored", Some("not an outgoing mail"), true);
             continue;

@@ -745,6 +745,94 @@ async fn a_device_erased_from_the_portal_deletes_its_data_and_credentials() {
     assert!(page.body.contains("confirmed it erased its data and credentials"), "{}", page.body);
 }
 
+/// Waits until the device's enrollment `id` is in `state`.
+async fn enrollment_reaches(
+    device: &noc_device::Device,
+    id: &str,
+    state: &str,
+) -> noc_device::enroll::EnrollmentRecord {
+    eventually(T, &format!("enrollment {id} to be {state}"), || async {
+        noc_device::enroll::list(&device.dir).ok()?.into_iter().find(|r| r.request_id == id && r.state == state)
+    })
+    .await
+}
+
+/// Enterprise certificate enrollment (seed 002) end to end, through the relay as opaque
+/// frames: the device asks under a profile that needs approval, gets the user's
+/// distinguished name, makes its key and request; the request waits in the agent's queue
+/// (`CaPending`) while the device is offline; the administrator approves; the device, back
+/// online, gets the certificate for its key with the CA's certificate, which openssl
+/// verifies. A second request is rejected with a reason the device shows.
+#[tokio::test]
+async fn an_enterprise_certificate_is_enrolled_with_approval_and_rejected_with_a_reason() {
+    let ca_dir = tempfile::tempdir().expect("tmp");
+    let now = noc_protocol::clock::unix_ms_i64() / 1000;
+    let (ca, key) = noc_ca::DeviceCa::generate("Corp Issuing CA", now).expect("ca");
+    std::fs::write(ca_dir.path().join("ca.pem"), ca.root_pem()).expect("cert");
+    std::fs::write(ca_dir.path().join("ca.key"), key).expect("key");
+    let extra = format!(
+        "[[ca.profiles]]\nname = \"wifi\"\nsubject_suffix = [[\"O\", \"Corp\"]]\n\
+         [ca.profiles.authority]\nkind = \"file\"\ncert_path = \"{}\"\nkey_path = \"{}\"\n",
+        ca_dir.path().join("ca.pem").display(),
+        ca_dir.path().join("ca.key").display()
+    );
+    let world = World::start(|_| {}, Options { extra, ..Options::default() }).await;
+    let device = world.user_with_device("hal@corp.example", "+15550111").await;
+    let running = run_device(&device, fast_device(None));
+    let asked = device.enroll("wifi").expect("enroll");
+    enrollment_reaches(&device, &asked.request_id, "queued").await;
+    running.halt().await;
+
+    let pending = world.agent().control(&ControlRequest::CaPending).await.expect("pending");
+    let pending = pending.as_array().expect("a list").clone();
+    assert_eq!(pending.len(), 1, "{pending:?}");
+    assert_eq!(pending[0]["RequestId"], asked.request_id.as_str());
+    assert_eq!(pending[0]["Email"], "hal@corp.example");
+    assert_eq!(pending[0]["Subject"], "CN=Bob Ng, emailAddress=hal@corp.example, O=Corp", "from the agent's directory");
+    let approved = world
+        .agent()
+        .control(&ControlRequest::CaApprove { request_id: asked.request_id.clone() })
+        .await
+        .expect("approve");
+    assert_eq!(approved["State"], "approved");
+
+    // Offline meanwhile: the device gets the outcome when it comes back.
+    let running = run_device(&device, fast_device(None));
+    let issued = enrollment_reaches(&device, &asked.request_id, "issued").await;
+    assert!(issued.not_after.is_some_and(|t| t > now + 300 * 86_400), "{issued:?}");
+    let (chain, key) = noc_device::enroll::certificate_files(&device.dir, "wifi");
+    assert!(key.exists(), "the key stays on the device");
+    let out = std::process::Command::new("openssl")
+        .args(["verify", "-purpose", "sslclient", "-CAfile"])
+        .arg(ca_dir.path().join("ca.pem"))
+        .arg(&chain)
+        .output()
+        .expect("openssl");
+    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let subject = std::process::Command::new("openssl")
+        .args(["x509", "-noout", "-subject", "-in"])
+        .arg(&chain)
+        .output()
+        .expect("openssl");
+    let subject = String::from_utf8_lossy(&subject.stdout).to_string();
+    assert!(subject.contains("CN = Bob Ng, emailAddress = hal@corp.example, O = Corp"), "{subject}");
+
+    // A second request, rejected: the device is told why.
+    let second = device.enroll("wifi").expect("enroll");
+    enrollment_reaches(&device, &second.request_id, "queued").await;
+    world
+        .agent()
+        .control(&ControlRequest::CaReject {
+            request_id: second.request_id.clone(),
+            reason: Some("one Wi-Fi certificate per device".into()),
+        })
+        .await
+        .expect("reject");
+    let rejected = enrollment_reaches(&device, &second.request_id, "rejected").await;
+    assert_eq!(rejected.message.as_deref(), Some("one Wi-Fi certificate per device"));
+    running.halt().await;
+}
+
 /// Replaces the device's client certificate and key with new ones from `ca` (for the same
 /// device and user).
 fn replace_certificate(device: &noc_device::Device, ca: &noc_ca::DeviceCa) {
@@ -785,6 +873,81 @@ async fn a_device_whose_certificate_is_refused_falls_back_to_its_credential() {
         (relay.metric("noc_connections_rejected_total", &[("reason", "client_certificate")]) == 1.0).then_some(())
     })
     .await;
+}
+
+/// Runs the device with `clock` until it has renewed its certificate `renewals` times in
+/// all, then stops it.
+async fn run_until_renewed(device: &std::sync::Arc<noc_device::Device>, clock: noc_device::Clock, renewals: u64) {
+    let running = run_device(device, DeviceRunOptions { clock, ..fast_device(None) });
+    eventually(T, "the certificate to be renewed", || async {
+        (noc_device::Stats::get(&device.stats.certificate_renewals) >= renewals).then_some(())
+    })
+    .await;
+    running.halt().await;
+}
+
+/// Renewal (seed 001), with a clock the test sets: 340 days on, less than the 30 days of
+/// `renew_before` are left, so on its next session the device makes a new key, sends
+/// CERT_RENEW and stores what the relay issued; the relay accepts only the new
+/// certificate from then on. 366 days on, the certificate has expired: the device does not
+/// present it, logs in with its credential, and renews.
+#[tokio::test]
+async fn a_device_renews_its_certificate_before_it_expires_and_after() {
+    let world = World::start(|_| {}, Options::default()).await;
+    let device = world.user_with_device("gus@corp.example", "+15550110").await;
+    let old = device.state.client_certificate(&device.dir).expect("read").expect("a certificate");
+    let read = |name: &str| std::fs::read_to_string(device.dir.join(name)).expect("state file");
+    let (old_cert, old_key) = (read("client-cert.pem"), read("client-key.pem"));
+    let now = noc_protocol::clock::unix_ms_i64() / 1000;
+
+    // Today nothing is due: a session by certificate, no renewal.
+    let running = run_device(&device, fast_device(None));
+    world.drop_mail("gus@corp.example", "1700000400.M1P1.corp", "today", "nothing to renew");
+    wait_inbox(&device, 1).await;
+    running.halt().await;
+    assert_eq!(noc_device::Stats::get(&device.stats.certificate_renewals), 0);
+    assert_eq!(noc_device::Stats::get(&device.stats.certificate_logins), 1);
+
+    run_until_renewed(&device, noc_device::Clock::from_fn(move || now + 340 * 86_400), 1).await;
+    let new = device.state.client_certificate(&device.dir).expect("read").expect("a certificate");
+    assert_ne!(new.serial, old.serial);
+    assert!(new.not_after >= old.not_after);
+    assert_ne!(read("client-key.pem"), old_key, "a new key");
+    let out = std::process::Command::new("openssl")
+        .args(["verify", "-purpose", "sslclient", "-CAfile"])
+        .arg(device.dir.join("management-root.pem"))
+        .arg(device.dir.join("client-cert.pem"))
+        .output()
+        .expect("openssl");
+    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    // The relay takes the new certificate and refuses the one it replaced.
+    let relay = world.relay();
+    let mut replaced = noc_test_support::FakeDevice::connect_with_certificate(
+        relay.device_addr(),
+        &relay.cert_path(),
+        &old_cert,
+        &old_key,
+    )
+    .await
+    .expect("connect");
+    match replaced.login_certificate(device.state.device_id).await {
+        noc_test_support::Recv::Frame(Frame::Close { code, .. }) => {
+            assert_eq!(code, noc_protocol::CloseCode::CertificateRefused)
+        }
+        other => panic!("expected CLOSE certificate_refused, got {other:?}"),
+    }
+    let running = run_device(&device, fast_device(None));
+    world.drop_mail("gus@corp.example", "1700000401.M1P1.corp", "renewed", "by the new certificate");
+    wait_inbox(&device, 2).await;
+    running.halt().await;
+    assert_eq!(noc_device::Stats::get(&device.stats.certificate_logins), 3, "the renewal's session and this one");
+
+    // Past the expiry the credential carries the session that renews.
+    run_until_renewed(&device, noc_device::Clock::from_fn(move || now + 366 * 86_400), 2).await;
+    assert_eq!(noc_device::Stats::get(&device.stats.certificate_logins), 3, "not presented once expired");
+    let audit = relay.admin().await.audit(50).await.expect("audit");
+    let issued = audit.iter().filter(|e| e.action == "device.certificate_issued").count();
+    assert_eq!(issued, 3, "activation and two renewals, audited");
 }
 
 /// The portal's "calendar days on my devices" (white paper §3.7.3): a calendar file whose

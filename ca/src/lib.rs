@@ -14,6 +14,8 @@
 //! The CA's own certificate is a ten-year ECDSA P-256 root limited to signing end-entity
 //! certificates (path length 0).
 
+pub mod subject;
+
 use noc_protocol::{DeviceId, UserId};
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, DnValue, ExtendedKeyUsagePurpose, IsCa, Issuer,
@@ -180,8 +182,8 @@ impl DeviceCa {
         self.not_after
     }
 
-    /// Checks a device's certificate request and issues its client certificate, valid
-    /// from `now` (unix seconds) for [`DEVICE_CERT_DAYS`].
+    /// Checks a device's certificate request (PEM) and issues its client certificate,
+    /// valid from `now` (unix seconds) for [`DEVICE_CERT_DAYS`].
     pub fn issue(
         &self,
         csr: &str,
@@ -189,10 +191,24 @@ impl DeviceCa {
         device: DeviceId,
         now: i64,
     ) -> Result<Result<IssuedCertificate, CsrError>, CaError> {
+        match request_der(csr) {
+            Ok(der) => self.issue_der(&der, user, device, now),
+            Err(e) => Ok(Err(e)),
+        }
+    }
+
+    /// As [`DeviceCa::issue`], for a request in DER (a renewal on the device channel).
+    pub fn issue_der(
+        &self,
+        csr: &[u8],
+        user: UserId,
+        device: DeviceId,
+        now: i64,
+    ) -> Result<Result<IssuedCertificate, CsrError>, CaError> {
         if now >= self.not_after {
             return Err(CaError::Certificate("the device CA has expired".into()));
         }
-        let key = match check_request(csr) {
+        let key = match check_request_der(csr) {
             Ok(key) => key,
             Err(e) => return Ok(Err(e)),
         };
@@ -237,6 +253,8 @@ pub struct DeviceIdentity {
     pub serial: String,
     /// Unix seconds.
     pub not_after: i64,
+    /// The subjectPublicKey bits (for a device checking that a certificate is for its key).
+    pub public_key: Vec<u8>,
 }
 
 /// Why a certificate does not name a device.
@@ -278,7 +296,76 @@ impl DeviceIdentity {
             user,
             serial: hex::encode(tbs.serial_number.as_bytes()),
             not_after: i64::try_from(tbs.validity.not_after.to_unix_duration().as_secs()).unwrap_or(i64::MAX),
+            public_key: tbs.subject_public_key_info.subject_public_key.raw_bytes().to_vec(),
         })
+    }
+}
+
+/// What a certificate request asks for, once its key and signature passed: the
+/// subject (as `(type, value)` pairs, [`subject`]) and the public key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RequestInfo {
+    /// `None`: a subject with attributes this crate does not read.
+    pub subject: Option<Vec<(String, String)>>,
+    /// The subjectPublicKey bits.
+    pub public_key: Vec<u8>,
+}
+
+/// The subjectPublicKey bits of a certificate (DER), to compare with a request's.
+pub fn certificate_public_key(der: &[u8]) -> Option<Vec<u8>> {
+    let cert = x509_cert::Certificate::from_der(der).ok()?;
+    Some(cert.tbs_certificate.subject_public_key_info.subject_public_key.raw_bytes().to_vec())
+}
+
+/// When a certificate (DER) expires (unix seconds).
+pub fn certificate_not_after(der: &[u8]) -> Option<i64> {
+    let cert = x509_cert::Certificate::from_der(der).ok()?;
+    i64::try_from(cert.tbs_certificate.validity.not_after.to_unix_duration().as_secs()).ok()
+}
+
+/// Checks a request (PEM) as [`DeviceCa::issue`] would, and says what it asks for.
+pub fn read_request(csr: &str) -> Result<RequestInfo, CsrError> {
+    let der = request_der(csr)?;
+    let key = check_request_der(&der)?;
+    let request = x509_cert::request::CertReq::from_der(&der).map_err(|_| CsrError::Malformed)?;
+    Ok(RequestInfo { subject: subject::from_name(&request.info.subject), public_key: key.bits })
+}
+
+impl DeviceCa {
+    /// Issues a certificate for the key of a request (PEM) under `subject` (the request's
+    /// own subject is not used), extended key usage clientAuth, valid from `now` for
+    /// `days` (never past the CA): the built-in CA of an enterprise certificate profile.
+    pub fn issue_for_subject(
+        &self,
+        csr: &str,
+        subject: &[(String, String)],
+        days: u32,
+        now: i64,
+    ) -> Result<Result<IssuedCertificate, CsrError>, CaError> {
+        if now >= self.not_after {
+            return Err(CaError::Certificate("the CA has expired".into()));
+        }
+        let key = match request_der(csr).and_then(|der| check_request_der(&der)) {
+            Ok(key) => key,
+            Err(e) => return Ok(Err(e)),
+        };
+        let mut params = CertificateParams::default();
+        params.distinguished_name = subject::to_rcgen(subject).map_err(|e| CaError::Certificate(e.to_string()))?;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        params.not_before = at(now - 300)?;
+        let not_after = (now + i64::from(days) * 86_400).min(self.not_after);
+        params.not_after = at(not_after)?;
+        let serial = random_serial();
+        params.serial_number = Some(serial.clone());
+        params.use_authority_key_identifier_extension = false;
+        let cert = params.signed_by(&key, &self.issuer)?;
+        Ok(Ok(IssuedCertificate {
+            pem: cert.pem(),
+            der: cert.der().clone(),
+            serial: hex::encode(serial.to_bytes()),
+            not_after,
+        }))
     }
 }
 
@@ -309,17 +396,25 @@ const OID_RSA: &str = "1.2.840.113549.1.1.1";
 /// Checks a certificate request as [`DeviceCa::issue`] would, issuing nothing (the
 /// activation endpoint refuses a bad request before it creates a device).
 pub fn check(csr: &str) -> Result<(), CsrError> {
-    check_request(csr).map(|_| ())
+    check_request_der(&request_der(csr)?).map(|_| ())
 }
 
-/// The request's key, once its size, encoding, key and signature pass.
-fn check_request(csr: &str) -> Result<DeviceKey, CsrError> {
+/// The DER of a PEM request, within the size limit.
+fn request_der(csr: &str) -> Result<Vec<u8>, CsrError> {
     if csr.len() > MAX_CSR_BYTES {
         return Err(CsrError::TooLarge);
     }
     let der: rustls_pki_types::CertificateSigningRequestDer<'_> =
         rustls_pki_types::pem::PemObject::from_pem_slice(csr.trim().as_bytes()).map_err(|_| CsrError::Malformed)?;
-    let request = x509_cert::request::CertReq::from_der(der.as_ref()).map_err(|_| CsrError::Malformed)?;
+    Ok(der.as_ref().to_vec())
+}
+
+/// The request's key, once its size, encoding, key and signature pass.
+fn check_request_der(der: &[u8]) -> Result<DeviceKey, CsrError> {
+    if der.len() > MAX_CSR_BYTES {
+        return Err(CsrError::TooLarge);
+    }
+    let request = x509_cert::request::CertReq::from_der(der).map_err(|_| CsrError::Malformed)?;
     let spki = &request.info.public_key;
     let bits = spki.subject_public_key.as_bytes().ok_or(CsrError::Malformed)?.to_vec();
     let (alg, rcgen_alg): (Option<&'static dyn ring::signature::VerificationAlgorithm>, _) =

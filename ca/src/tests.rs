@@ -84,7 +84,11 @@ fn an_issued_certificate_names_user_and_device_and_verifies_against_the_root() {
     assert_eq!(hex::encode(cert.tbs_certificate.serial_number.as_bytes()), issued.serial);
     // What the relay reads back from the TLS handshake.
     let identity = DeviceIdentity::from_der(&issued.der).expect("identity");
-    assert_eq!(identity, DeviceIdentity { device, user, serial: issued.serial.clone(), not_after: NOW + 365 * 86_400 });
+    let public_key = cert.tbs_certificate.subject_public_key_info.subject_public_key.raw_bytes().to_vec();
+    assert_eq!(
+        identity,
+        DeviceIdentity { device, user, serial: issued.serial.clone(), not_after: NOW + 365 * 86_400, public_key }
+    );
     assert_eq!(DeviceIdentity::from_der(ca.root_der()), Err(IdentityError::NoDevice), "the root names no device");
     assert_eq!(DeviceIdentity::from_der(b"junk"), Err(IdentityError::Malformed));
     // Signed by the root, as a verifier sees it.
@@ -130,6 +134,12 @@ fn bad_requests_are_refused_with_their_reason() {
         base64_lines(&tampered)
     );
     assert_eq!(issue(&pem).err(), Some(CsrError::BadSignature));
+    // The same checks for a request in DER (a renewal on the device channel).
+    let issue_der = |der: &[u8]| ca.issue_der(der, UserId::random(), DeviceId::random(), NOW).expect("ca");
+    assert!(issue_der(&der).is_ok());
+    assert_eq!(issue_der(&tampered).err(), Some(CsrError::BadSignature));
+    assert_eq!(issue_der(b"\x30\x03\x02\x01\x00").err(), Some(CsrError::Malformed));
+    assert_eq!(issue_der(&vec![0x30; MAX_CSR_BYTES + 1]).err(), Some(CsrError::TooLarge));
 
     let dir = tempfile::tempdir().expect("tmp");
     let weak = openssl_request(dir.path(), "weak", &["-newkey", "rsa:1024"]);

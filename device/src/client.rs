@@ -10,19 +10,22 @@
 //! starts a new end-to-end session (WakeUp), as docs/endpoints.md §4 requires.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use noc_crypto::InitiatorConfig;
+use noc_endpoint::item::ItemType;
 use noc_endpoint::link::{Link, LinkConfig, LinkEvent, Outputs, Rejection};
 use noc_endpoint::{Backoff, Store};
-use noc_protocol::CloseCode;
 use noc_protocol::device::{
     CERT_AUTH_VERSION, FORWARD_OVERHEAD_BYTES, Frame, FrameCodec, FrameError, SUPPORTED_VERSIONS,
 };
+use noc_protocol::{CloseCode, RenewalRefusal};
 use tokio::net::TcpStream;
 use tokio::sync::broadcast;
 use tokio_rustls::TlsConnector;
@@ -58,6 +61,43 @@ pub struct RunOptions {
     /// waiting for the relay's ACKs of what is in flight (then CLOSE).
     pub drain_timeout: Duration,
     pub link: LinkConfig,
+    /// Renew the client certificate (CERT_RENEW, docs/protocol.md §6.4.6) once less than
+    /// this is left of it, or once the relay refused it.
+    pub renew_before: Duration,
+    /// The device's time, for the certificate's validity (the system clock but in tests).
+    pub clock: Clock,
+}
+
+/// The device's idea of the current time, in unix seconds: the system clock, or one a
+/// test sets (certificate renewal and expiry depend on it).
+#[derive(Clone)]
+pub struct Clock(Arc<dyn Fn() -> i64 + Send + Sync>);
+
+impl Clock {
+    pub fn system() -> Self {
+        Clock(Arc::new(|| noc_protocol::clock::unix_ms_i64() / 1000))
+    }
+
+    /// A clock reading `f()`.
+    pub fn from_fn(f: impl Fn() -> i64 + Send + Sync + 'static) -> Self {
+        Clock(Arc::new(f))
+    }
+
+    pub fn now(&self) -> i64 {
+        (self.0)()
+    }
+}
+
+impl Default for Clock {
+    fn default() -> Self {
+        Clock::system()
+    }
+}
+
+impl std::fmt::Debug for Clock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Clock({})", self.now())
+    }
 }
 
 impl Default for RunOptions {
@@ -71,6 +111,8 @@ impl Default for RunOptions {
             dead_margin: Duration::from_secs(10),
             drain_timeout: Duration::from_secs(2),
             link: LinkConfig::default(),
+            renew_before: Duration::from_secs(30 * 86_400),
+            clock: Clock::system(),
         }
     }
 }
@@ -84,6 +126,8 @@ pub enum DeviceEvent {
     Disconnected { reason: String, retry_in: Duration },
     /// Something the end-to-end link reported.
     Link(LinkEvent),
+    /// The relay issued a new client certificate for a new key; both are stored.
+    CertificateRenewed { serial: String, not_after: i64 },
 }
 
 /// Counters of what happened, for status output and tests.
@@ -92,6 +136,8 @@ pub struct Stats {
     pub connections: AtomicU64,
     /// Of `connections`, those authenticated by the client certificate (AUTH_CERT).
     pub certificate_logins: AtomicU64,
+    /// Client certificates renewed (CERT_ISSUED stored).
+    pub certificate_renewals: AtomicU64,
     pub sessions: AtomicU64,
     pub items_received: AtomicU64,
     pub items_delivered: AtomicU64,
@@ -128,15 +174,17 @@ pub type Wipe<'a> = &'a (dyn Fn() -> Result<(), DeviceError> + Send + Sync);
 /// Runs the device until `shutdown` is cancelled (Ok), a fatal close code or a remote wipe
 /// (Err; after [`DeviceError::Wiped`] `wipe` has erased the device).
 ///
-/// With a `certificate` the device presents it and authenticates with AUTH_CERT while it
-/// is valid and the relay accepts it; once it has expired, or the relay refused it (a TLS
-/// alert about the certificate, CLOSE `certificate_refused`, a relay older than version
-/// 3), the credential (AUTH_TOKEN) is used for the rest of the run.
+/// A device holding a client certificate (in `state_dir`) presents it and authenticates
+/// with AUTH_CERT while it is valid and the relay accepts it; once it has expired, or the
+/// relay refused it (a TLS alert about the certificate, CLOSE `certificate_refused`, a
+/// relay older than version 3), the credential (AUTH_TOKEN) is used. When less than
+/// [`RunOptions::renew_before`] is left of it, or after a refusal, it renews it on the
+/// next session with a new key (CERT_RENEW) and stores the new pair in `state_dir`.
 #[allow(clippy::too_many_arguments)]
 pub async fn run(
     state: &DeviceState,
-    ca_file: Option<&std::path::Path>,
-    certificate: Option<ClientCertificate>,
+    ca_file: Option<&Path>,
+    state_dir: Option<&Path>,
     store: &Store,
     opts: &RunOptions,
     shutdown: CancellationToken,
@@ -146,12 +194,8 @@ pub async fn run(
 ) -> Result<(), DeviceError> {
     let tls = noc_tls::client_config(ca_file, &[]).map_err(noc_endpoint::EndpointError::from)?;
     let connector = TlsConnector::from(Arc::new(tls));
-    let certificate = match certificate {
-        Some(c) => {
-            let config = noc_tls::client_config_with_certificate(ca_file, &[], vec![c.cert.clone()], c.key.clone_key())
-                .map_err(noc_endpoint::EndpointError::from)?;
-            Some((TlsConnector::from(Arc::new(config)), c))
-        }
+    let certificates = match state_dir {
+        Some(dir) => Some(Certificates::load(state, dir, ca_file)?),
         None => None,
     };
     let mut initiator = InitiatorConfig::new(state.fingerprint()?);
@@ -165,8 +209,8 @@ pub async fn run(
         events: &events,
         stats: &stats,
         wipe,
-        certificate: certificate.as_ref(),
-        certificate_refused: AtomicBool::new(false),
+        certificates: certificates.as_ref(),
+        state_dir,
     };
     loop {
         // Only the connection watches `shutdown`: racing it here would drop the connection
@@ -200,10 +244,114 @@ struct Ctx<'a> {
     events: &'a Option<broadcast::Sender<DeviceEvent>>,
     stats: &'a Stats,
     wipe: Wipe<'a>,
-    /// The client certificate and the connector that presents it.
-    certificate: Option<&'a (TlsConnector, ClientCertificate)>,
-    /// The relay refused the certificate: the credential from now on.
-    certificate_refused: AtomicBool,
+    /// The client certificate, when the device holds one.
+    certificates: Option<&'a Certificates<'a>>,
+    /// Where enterprise enrollments are kept (crate::enroll).
+    state_dir: Option<&'a Path>,
+}
+
+/// The device's client certificate and key, the connector that presents them, and what
+/// the relay said of them.
+struct Certificates<'a> {
+    dir: &'a Path,
+    ca_file: Option<&'a Path>,
+    held: Mutex<Option<Held>>,
+    /// The relay refused the certificate: the credential until a renewal replaces it.
+    refused: AtomicBool,
+    /// The relay refused a renewal request for good (`bad_request`): no more tries.
+    renewal_refused: AtomicBool,
+}
+
+struct Held {
+    connector: TlsConnector,
+    certificate: ClientCertificate,
+}
+
+impl<'a> Certificates<'a> {
+    fn load(state: &DeviceState, dir: &'a Path, ca_file: Option<&'a Path>) -> Result<Self, DeviceError> {
+        let held = match state.client_certificate(dir)? {
+            // A pair that rustls will not take (a key that is not the certificate's) leaves
+            // the device with its credential rather than stopping it.
+            Some(certificate) => match connector(ca_file, &certificate) {
+                Ok(connector) => Some(Held { connector, certificate }),
+                Err(e) => {
+                    tracing::warn!(error = %e, "the client certificate cannot be used; authenticating with the credential");
+                    None
+                }
+            },
+            None => None,
+        };
+        Ok(Certificates {
+            dir,
+            ca_file,
+            held: Mutex::new(held),
+            refused: AtomicBool::new(false),
+            renewal_refused: AtomicBool::new(false),
+        })
+    }
+
+    fn held(&self) -> std::sync::MutexGuard<'_, Option<Held>> {
+        self.held.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The connector presenting the certificate, while it is valid and not refused.
+    fn usable(&self, now: i64) -> Option<TlsConnector> {
+        if self.refused.load(Ordering::Relaxed) {
+            return None;
+        }
+        self.held().as_ref().filter(|h| h.certificate.valid_at(now)).map(|h| h.connector.clone())
+    }
+
+    /// Whether to ask for a new certificate on this session.
+    fn wants_renewal(&self, now: i64, renew_before: Duration) -> bool {
+        if self.renewal_refused.load(Ordering::Relaxed) {
+            return false;
+        }
+        let renew_before = i64::try_from(renew_before.as_secs()).unwrap_or(i64::MAX);
+        self.held().as_ref().is_some_and(|h| {
+            self.refused.load(Ordering::Relaxed) || now >= h.certificate.not_after.saturating_sub(renew_before)
+        })
+    }
+
+    /// Checks and stores a certificate the relay issued for `key`; from now on it is the
+    /// one presented.
+    fn install(
+        &self,
+        device_id: noc_protocol::DeviceId,
+        der: &[u8],
+        key: &rcgen::KeyPair,
+    ) -> Result<(String, i64), String> {
+        let identity = noc_ca::DeviceIdentity::from_der(der).map_err(|e| e.to_string())?;
+        if identity.device != device_id {
+            return Err("the certificate names another device".into());
+        }
+        if identity.public_key != key.public_key_raw() {
+            return Err("the certificate is not for the key of the request".into());
+        }
+        let certificate = ClientCertificate {
+            cert: rustls_pki_types::CertificateDer::from(der.to_vec()),
+            key: rustls_pki_types::PrivatePkcs8KeyDer::from(key.serialize_der()).into(),
+            serial: identity.serial.clone(),
+            not_after: identity.not_after,
+        };
+        let connector = connector(self.ca_file, &certificate).map_err(|e| e.to_string())?;
+        // Each file is replaced atomically; the key first, so that the old certificate
+        // is never beside the new key for longer than the second rename.
+        let write = |name: &str, data: &[u8]| {
+            noc_endpoint::fsutil::write_private(&self.dir.join(name), data).map_err(|e| e.to_string())
+        };
+        write(crate::state::CLIENT_KEY_FILE, key.serialize_pem().as_bytes())?;
+        write(crate::state::CLIENT_CERT_FILE, crate::state::certificate_pem(der).as_bytes())?;
+        *self.held() = Some(Held { connector, certificate });
+        self.refused.store(false, Ordering::Relaxed);
+        Ok((identity.serial, identity.not_after))
+    }
+}
+
+fn connector(ca_file: Option<&Path>, c: &ClientCertificate) -> Result<TlsConnector, DeviceError> {
+    let config = noc_tls::client_config_with_certificate(ca_file, &[], vec![c.cert.clone()], c.key.clone_key())
+        .map_err(noc_endpoint::EndpointError::from)?;
+    Ok(TlsConnector::from(Arc::new(config)))
 }
 
 type Conn = Framed<TlsStream<TcpStream>, FrameCodec>;
@@ -220,22 +368,67 @@ impl Ctx<'_> {
     }
 
     /// The certificate's connector while the certificate is usable, else `plain`.
-    fn connector_for<'c>(&'c self, plain: &'c TlsConnector) -> (&'c TlsConnector, bool) {
-        let now = noc_protocol::clock::unix_ms_i64() / 1000;
-        match self.certificate {
-            Some((connector, cert)) if cert.valid_at(now) && !self.certificate_refused.load(Ordering::Relaxed) => {
-                (connector, true)
-            }
-            _ => (plain, false),
+    fn connector_for(&self, plain: &TlsConnector) -> (TlsConnector, bool) {
+        match self.certificates.and_then(|c| c.usable(self.opts.clock.now())) {
+            Some(connector) => (connector, true),
+            None => (plain.clone(), false),
         }
     }
 
     /// The relay will not take the certificate: say so once and use the credential.
     fn refuse_certificate(&self, why: &str) -> Ended {
-        if !self.certificate_refused.swap(true, Ordering::Relaxed) {
+        if let Some(c) = self.certificates
+            && !c.refused.swap(true, Ordering::Relaxed)
+        {
             tracing::warn!(reason = %why, "client certificate not accepted; authenticating with the device credential");
         }
         Ended::ReconnectNow { reason: format!("client certificate not accepted ({why})") }
+    }
+
+    /// A new key and a CERT_RENEW for it, when the certificate is due for renewal and the
+    /// session speaks version 3.
+    fn renewal(&self, version: u16) -> Option<(rcgen::KeyPair, Frame)> {
+        let certificates = self.certificates?;
+        if version < CERT_AUTH_VERSION || !certificates.wants_renewal(self.opts.clock.now(), self.opts.renew_before) {
+            return None;
+        }
+        let made = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).and_then(|key| {
+            let csr = rcgen::CertificateParams::default().serialize_request(&key)?;
+            Ok((Bytes::copy_from_slice(csr.der()), key))
+        });
+        match made {
+            Ok((csr, key)) => Some((key, Frame::CertRenew { csr })),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot make a certificate request");
+                None
+            }
+        }
+    }
+
+    /// The relay's answer to CERT_RENEW.
+    fn renewed(&self, answer: Result<(&[u8], rcgen::KeyPair), (RenewalRefusal, String)>) {
+        let Some(certificates) = self.certificates else { return };
+        match answer {
+            Ok((der, key)) => match certificates.install(self.state.device_id, der, &key) {
+                Ok((serial, not_after)) => {
+                    tracing::info!(%serial, not_after, "client certificate renewed");
+                    self.stats.certificate_renewals.fetch_add(1, Ordering::Relaxed);
+                    self.emit(DeviceEvent::CertificateRenewed { serial, not_after });
+                }
+                Err(e) => {
+                    // Not stored: the relay has recorded it, so the old one is refused and
+                    // the credential is used until a later run renews again.
+                    tracing::warn!(error = %e, "the renewed certificate is not usable; not stored");
+                    certificates.renewal_refused.store(true, Ordering::Relaxed);
+                }
+            },
+            Err((reason, message)) => {
+                tracing::warn!(%reason, %message, "the relay issued no certificate");
+                if reason == RenewalRefusal::BadRequest {
+                    certificates.renewal_refused.store(true, Ordering::Relaxed);
+                }
+            }
+        }
     }
 
     async fn connect(&self, connector: &TlsConnector) -> Result<Conn, String> {
@@ -252,12 +445,13 @@ impl Ctx<'_> {
     }
 
     /// HELLO, then AUTH_CERT (`with_certificate`, version 3) or AUTH_TOKEN; returns AUTH_OK's
-    /// parameters and whether the certificate authenticated the device.
+    /// heartbeat interval and maximum frame, the version, and whether the certificate
+    /// authenticated the device.
     async fn handshake(
         &self,
         conn: &mut Conn,
         with_certificate: bool,
-    ) -> Result<(u32, u32, u32, bool), Result<Ended, DeviceError>> {
+    ) -> Result<(u32, u32, u16, bool), Result<Ended, DeviceError>> {
         send(conn, Frame::Hello { versions: SUPPORTED_VERSIONS.to_vec() }).await.map_err(|e| Ok(retry(e)))?;
         // With TLS 1.3 the relay's verdict on the certificate (an alert) comes with its
         // first answer.
@@ -282,11 +476,11 @@ impl Ctx<'_> {
         };
         send(conn, auth).await.map_err(|e| Ok(retry(e)))?;
         match next_frame(conn).await {
-            Ok(Frame::AuthOk { heartbeat_interval_seconds, idle_timeout_seconds, max_frame_bytes }) => {
+            Ok(Frame::AuthOk { heartbeat_interval_seconds, idle_timeout_seconds: _, max_frame_bytes }) => {
                 if by_certificate {
                     self.stats.certificate_logins.fetch_add(1, Ordering::Relaxed);
                 }
-                Ok((heartbeat_interval_seconds, idle_timeout_seconds, max_frame_bytes, by_certificate))
+                Ok((heartbeat_interval_seconds, max_frame_bytes, version, by_certificate))
             }
             Ok(Frame::Wipe) => Err(Err(self.wiped(conn).await)),
             Ok(Frame::Close { code: CloseCode::CertificateRefused, message, .. }) if by_certificate => {
@@ -325,7 +519,7 @@ impl Ctx<'_> {
     ) -> Result<Ended, DeviceError> {
         let (connector, with_certificate) = self.connector_for(connector);
         let setup = async {
-            let mut conn = self.connect(connector).await.map_err(|e| Ok(retry(e)))?;
+            let mut conn = self.connect(&connector).await.map_err(|e| Ok(retry(e)))?;
             let params = self.handshake(&mut conn, with_certificate).await?;
             Ok::<_, Result<Ended, DeviceError>>((conn, params))
         };
@@ -334,7 +528,7 @@ impl Ctx<'_> {
             _ = shutdown.cancelled() => return Ok(Ended::Shutdown),
             r = tokio::time::timeout(self.opts.connect_timeout, setup) => r,
         };
-        let (mut conn, (hb, _idle, max_frame, by_certificate)) = match setup {
+        let (mut conn, (hb, max_frame, version, by_certificate)) = match setup {
             Err(_) => return Ok(retry("connection set-up timed out")),
             Ok(Err(ended)) => return ended,
             Ok(Ok(v)) => v,
@@ -357,6 +551,14 @@ impl Ctx<'_> {
         link.on_connected(Instant::now(), &mut out);
         if let Err(e) = self.flush(&mut conn, &mut out, &mut last_tx).await {
             return Ok(retry(e));
+        }
+        // A certificate due for renewal (or refused) is renewed first thing.
+        let mut renewal_key = None;
+        if let Some((key, request)) = self.renewal(version) {
+            if let Err(e) = send(&mut conn, request).await {
+                return Ok(retry(e));
+            }
+            renewal_key = Some(key);
         }
         let mut tick = tokio::time::interval(self.opts.tick);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -382,6 +584,15 @@ impl Ctx<'_> {
                         Some(Ok(Frame::Heartbeat)) => {}
                         Some(Ok(Frame::Close { code, reconnect_after_ms, message })) => {
                             return on_close(code, reconnect_after_ms, message);
+                        }
+                        Some(Ok(Frame::CertIssued { certificate })) if renewal_key.is_some() => {
+                            if let Some(key) = renewal_key.take() {
+                                self.renewed(Ok((&certificate, key)));
+                            }
+                        }
+                        Some(Ok(Frame::CertRefused { reason, message })) if renewal_key.is_some() => {
+                            renewal_key = None;
+                            self.renewed(Err((reason, message)));
                         }
                         Some(Ok(other)) => {
                             return Ok(retry(format!("unexpected {} from the relay", other.frame_type().name())));
@@ -461,6 +672,12 @@ impl Ctx<'_> {
         }
         for e in out.events.drain(..) {
             self.count(&e);
+            if let (LinkEvent::ItemReceived { item, current: true, .. }, Some(dir)) = (&e, self.state_dir)
+                && item.item_type() == ItemType::CertificateStatus
+                && let Err(error) = crate::enroll::on_status(dir, self.store, &item.body)
+            {
+                tracing::warn!(%error, "certificate status not processed");
+            }
             self.emit(DeviceEvent::Link(e));
         }
         Ok(())

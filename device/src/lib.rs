@@ -24,6 +24,7 @@
 pub mod activate;
 pub mod client;
 pub mod cryptotool;
+pub mod enroll;
 pub mod error;
 pub mod state;
 
@@ -38,7 +39,7 @@ use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
 pub use activate::{Activation, activate};
-pub use client::{DeviceEvent, RunOptions, Stats};
+pub use client::{Clock, DeviceEvent, RunOptions, Stats};
 pub use error::DeviceError;
 pub use state::DeviceState;
 
@@ -119,6 +120,12 @@ impl Device {
         Ok(self.store.received(Some(VES_PEER), None)?.into_iter().filter(|r| r.state != STATE_REPLACED).collect())
     }
 
+    /// Asks the VES for a certificate under the enterprise CA profile `profile` (seed 002);
+    /// the enrollment goes on while the device runs ([`enroll`]).
+    pub fn enroll(&self, profile: &str) -> Result<enroll::EnrollmentRecord, DeviceError> {
+        enroll::start(&self.dir, &self.store, profile)
+    }
+
     /// What waits for the VES's confirmation.
     pub fn outbox(&self) -> Result<Vec<Outgoing>, DeviceError> {
         Ok(self.store.outbox(Some(VES_PEER))?)
@@ -133,12 +140,11 @@ impl Device {
         events: Option<broadcast::Sender<DeviceEvent>>,
     ) -> Result<(), DeviceError> {
         let ca = self.state.ca_path(&self.dir);
-        let certificate = self.state.client_certificate(&self.dir)?;
         let wipe = || self.erase();
         client::run(
             &self.state,
             ca.as_deref(),
-            certificate,
+            Some(&self.dir),
             &self.store,
             &opts,
             shutdown,
@@ -150,10 +156,10 @@ impl Device {
     }
 
     /// Erases what this device holds (a remote wipe): every item, outbox entry and pinned
-    /// key in its store, overwritten, then the credential, client certificate and key, and
-    /// trust anchor files and the
-    /// database files themselves. The state directory is left empty: `open` then says the
-    /// device is not activated.
+    /// key in its store, overwritten, then the credential, client certificate and key,
+    /// trust anchor, enterprise certificates and their keys, and the database files
+    /// themselves. The state directory is left empty: `open` then says the device is not
+    /// activated.
     pub fn erase(&self) -> Result<(), DeviceError> {
         self.store.erase()?;
         let (wal, shm) = (format!("{}-wal", state::DB_FILE), format!("{}-shm", state::DB_FILE));
@@ -173,6 +179,13 @@ impl Device {
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => return Err(noc_endpoint::EndpointError::Io { path, source: e }.into()),
             }
+        }
+        // Enterprise certificates and their keys (crate::enroll).
+        let enterprise = self.dir.join(enroll::DIR);
+        match std::fs::remove_dir_all(&enterprise) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(noc_endpoint::EndpointError::Io { path: enterprise, source: e }.into()),
         }
         Ok(())
     }

@@ -62,6 +62,21 @@ enum Command {
     /// Single-frame crypto for checking other implementations (like `openssl enc`).
     #[command(subcommand)]
     Crypto(CryptoCommand),
+    /// Enterprise certificates from the enterprise's own CA, through the VES (seed 002).
+    #[command(subcommand)]
+    Ca(CaCommand),
+}
+
+#[derive(Subcommand)]
+enum CaCommand {
+    /// Ask for a certificate under a CA profile; `run` carries the enrollment on (the VES
+    /// sends the subject, the device makes the key and the request, the VES answers).
+    Enroll {
+        #[arg(long)]
+        profile: String,
+    },
+    /// Every enrollment of this device and where it stands.
+    List,
 }
 
 #[derive(Args)]
@@ -291,6 +306,24 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             if items.is_empty() && !json {
                 outln!("(inbox empty)");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Ca(CaCommand::Enroll { profile }) => {
+            let device = Device::open(&cli.state_dir)?;
+            let record = device.enroll(&profile)?;
+            outln!("enrollment {} under profile {}: requested (run the device to go on)", record.request_id, profile);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Ca(CaCommand::List) => {
+            for r in noc_device::enroll::list(&cli.state_dir)? {
+                let (chain, key) = noc_device::enroll::certificate_files(&cli.state_dir, &r.profile);
+                let files = match r.state.as_str() {
+                    "issued" => format!("  {} {}", chain.display(), key.display()),
+                    _ => String::new(),
+                };
+                let message = r.message.map(|m| format!("  ({m})")).unwrap_or_default();
+                outln!("{}  {}  {}{message}{files}", r.request_id, r.profile, r.state);
             }
             Ok(ExitCode::SUCCESS)
         }

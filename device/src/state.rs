@@ -62,6 +62,19 @@ pub struct DeviceState {
     pub has_client_certificate: bool,
 }
 
+/// A certificate (DER) as PEM.
+pub fn certificate_pem(der: &[u8]) -> String {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut pem = String::from("-----BEGIN CERTIFICATE-----\n");
+    for line in b64.as_bytes().chunks(64) {
+        pem.push_str(&String::from_utf8_lossy(line));
+        pem.push('\n');
+    }
+    pem.push_str("-----END CERTIFICATE-----\n");
+    pem
+}
+
 /// The device's client certificate (from the relay's device CA) and its private key.
 pub struct ClientCertificate {
     pub cert: CertificateDer<'static>,

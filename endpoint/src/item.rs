@@ -78,6 +78,13 @@ pub enum ItemType {
     Contact,
     /// A mail composed on the device for the VES to submit (device → VES); body: RFC 822.
     OutgoingMail,
+    /// Enterprise certificate enrollment (device → VES); body: a
+    /// [`crate::enroll::CertificateRequest`] (JSON).
+    CertificateRequest,
+    /// Where an enrollment stands (VES → device); body: a
+    /// [`crate::enroll::CertificateStatus`] (JSON). Named by the request: each status
+    /// replaces the one before.
+    CertificateStatus,
     /// A type this version does not know: stored and acknowledged, not interpreted.
     Other(String),
 }
@@ -90,6 +97,8 @@ impl ItemType {
             ItemType::Calendar => "calendar",
             ItemType::Contact => "contact",
             ItemType::OutgoingMail => "outgoing-mail",
+            ItemType::CertificateRequest => "certificate-request",
+            ItemType::CertificateStatus => "certificate-status",
             ItemType::Other(s) => s,
         }
     }
@@ -100,7 +109,7 @@ impl ItemType {
     /// place and pushed again when they change; a mail's name is unique, and a composed
     /// mail has none.
     pub fn replaces_by_name(&self) -> bool {
-        matches!(self, ItemType::Calendar | ItemType::Contact)
+        matches!(self, ItemType::Calendar | ItemType::Contact | ItemType::CertificateStatus)
     }
 
     /// Parses a `Type` string; unknown strings are kept as [`ItemType::Other`].
@@ -110,6 +119,8 @@ impl ItemType {
             "calendar" => ItemType::Calendar,
             "contact" => ItemType::Contact,
             "outgoing-mail" => ItemType::OutgoingMail,
+            "certificate-request" => ItemType::CertificateRequest,
+            "certificate-status" => ItemType::CertificateStatus,
             other => ItemType::Other(other.to_owned()),
         }
     }

@@ -17,6 +17,7 @@
 
 pub mod backoff;
 pub mod cli;
+pub mod enroll;
 pub mod error;
 pub mod fsutil;
 pub mod item;

@@ -200,6 +200,7 @@ impl DeviceListener {
         }
         let FramedParts { io, read_buf, .. } = framed.into_parts();
         let info = DeviceSessionInfo {
+            version,
             device_id: auth.device_id,
             user_id: auth.user_id,
             ves_id: auth.ves_id,

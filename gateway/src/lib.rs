@@ -9,6 +9,7 @@
 
 mod admin_http;
 mod body;
+mod device_certificates;
 mod device_listener;
 mod error;
 mod http;
@@ -26,6 +27,7 @@ use noc_actors::{Router, RtsSessions, SessionConfig};
 use noc_storage::Accounts;
 
 pub use admin_http::admin_routes;
+pub use device_certificates::DeviceCertificates;
 pub use device_listener::DeviceListener;
 pub use error::ApiError;
 pub use http::{active_user_state, public_routes};

@@ -165,6 +165,9 @@ impl Servers {
                 .shutdown_timeout(1)
                 .listen(listeners.admin)?
                 .run();
+        if let Some(ca) = &state.config.device_ca {
+            state.router.set_certificate_issuer(crate::DeviceCertificates::new(ca.clone(), state.accounts.clone()));
+        }
         let device_listener = DeviceListener::new(
             settings.device_tls,
             state.accounts.clone(),

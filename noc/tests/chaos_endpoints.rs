@@ -103,6 +103,7 @@ fn device_options() -> DeviceRunOptions {
             max_resends: 4,
             ..LinkConfig::default()
         },
+        ..DeviceRunOptions::default()
     }
 }
 

@@ -102,6 +102,20 @@ wire_enum! {
 }
 
 wire_enum! {
+    /// Why the relay issued no certificate for a CERT_RENEW (device-channel version 3).
+    pub enum RenewalRefusal {
+        /// The certificate request is malformed, its key is not accepted, or its signature
+        /// does not verify: retrying the same request cannot help.
+        BadRequest = 1 => "bad_request",
+        /// The relay cannot issue now (no device CA, the CA expired, the account store is
+        /// unavailable): retry later, on a later connection.
+        Unavailable = 2 => "unavailable",
+        /// A renewal of this session is already in progress or done: one per connection.
+        InProgress = 3 => "in_progress",
+    }
+}
+
+wire_enum! {
     /// Why the relay closes a session (device `CLOSE` frame, RTS `Close` command).
     pub enum CloseCode {
         /// Normal close requested by the peer.

@@ -13,15 +13,16 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use thiserror::Error;
 use tokio_util::codec::{Decoder, Encoder};
 
-use crate::codes::{CloseCode, UndeliverableReason};
+use crate::codes::{CloseCode, RenewalRefusal, UndeliverableReason};
 use crate::ids::DeviceId;
 
 /// The four bytes that open a hello: lets the relay reject other protocols at once.
 pub const MAGIC: [u8; 4] = *b"NOCD";
 /// Device-channel protocol versions this crate speaks, newest last. Version 2 adds the
 /// remote wipe (WIPE / WIPE_DONE, docs/protocol.md §6.3.1); version 3 adds AUTH_CERT,
-/// authentication by the client certificate of the TLS handshake (§6.3.2); everything
-/// else is as in 1.
+/// authentication by the client certificate of the TLS handshake (§6.3.2), and its
+/// renewal on an established session (CERT_RENEW, CERT_ISSUED, CERT_REFUSED, §6.4.6);
+/// everything else is as in 1.
 pub const SUPPORTED_VERSIONS: &[u16] = &[1, 2, 3];
 /// The first version in which the relay may answer an authentication with WIPE.
 pub const WIPE_VERSION: u16 = 2;
@@ -51,6 +52,9 @@ pub enum FrameType {
     Wipe = 0x07,
     WipeDone = 0x08,
     AuthCert = 0x09,
+    CertRenew = 0x0a,
+    CertIssued = 0x0b,
+    CertRefused = 0x0c,
     Forward = 0x10,
     Ack = 0x11,
     Undeliverable = 0x12,
@@ -70,6 +74,9 @@ impl FrameType {
             FrameType::Wipe => "WIPE",
             FrameType::WipeDone => "WIPE_DONE",
             FrameType::AuthCert => "AUTH_CERT",
+            FrameType::CertRenew => "CERT_RENEW",
+            FrameType::CertIssued => "CERT_ISSUED",
+            FrameType::CertRefused => "CERT_REFUSED",
             FrameType::Forward => "FORWARD",
             FrameType::Ack => "ACK",
             FrameType::Undeliverable => "UNDELIVERABLE",
@@ -88,6 +95,9 @@ impl FrameType {
             0x07 => FrameType::Wipe,
             0x08 => FrameType::WipeDone,
             0x09 => FrameType::AuthCert,
+            0x0a => FrameType::CertRenew,
+            0x0b => FrameType::CertIssued,
+            0x0c => FrameType::CertRefused,
             0x10 => FrameType::Forward,
             0x11 => FrameType::Ack,
             0x12 => FrameType::Undeliverable,
@@ -186,6 +196,14 @@ pub enum Frame {
     /// Device → relay (version 3): authenticate as `device_id` with the client certificate
     /// the device presented in the TLS handshake (no secret in the frame).
     AuthCert { device_id: DeviceId },
+    /// Device → relay (version 3, established session): a PKCS#10 certificate request
+    /// (DER) for a new client certificate, for a key the device just made.
+    CertRenew { csr: Bytes },
+    /// Relay → device (version 3): the new client certificate (DER); the one it replaces
+    /// is no longer accepted from now on.
+    CertIssued { certificate: Bytes },
+    /// Relay → device (version 3): no certificate for the CERT_RENEW, and why.
+    CertRefused { reason: RenewalRefusal, message: String },
     /// Either way: an opaque end-to-end frame to or from the user's VES.
     Forward { kind: ForwardKind, frame_id: u64, payload: Bytes },
     /// Either way: end-to-end acknowledgement of a forwarded frame.
@@ -209,6 +227,9 @@ impl Frame {
             Frame::Wipe => FrameType::Wipe,
             Frame::WipeDone => FrameType::WipeDone,
             Frame::AuthCert { .. } => FrameType::AuthCert,
+            Frame::CertRenew { .. } => FrameType::CertRenew,
+            Frame::CertIssued { .. } => FrameType::CertIssued,
+            Frame::CertRefused { .. } => FrameType::CertRefused,
             Frame::Forward { .. } => FrameType::Forward,
             Frame::Ack { .. } => FrameType::Ack,
             Frame::Undeliverable { .. } => FrameType::Undeliverable,
@@ -242,6 +263,11 @@ impl Frame {
                 put_str16(dst, password);
             }
             Frame::AuthCert { device_id } => dst.put_slice(device_id.as_bytes()),
+            Frame::CertRenew { csr: der } | Frame::CertIssued { certificate: der } => dst.put_slice(der),
+            Frame::CertRefused { reason, message } => {
+                dst.put_u16(reason.as_u16());
+                put_str16(dst, message);
+            }
             Frame::AuthOk { heartbeat_interval_seconds, idle_timeout_seconds, max_frame_bytes } => {
                 dst.put_u32(*heartbeat_interval_seconds);
                 dst.put_u32(*idle_timeout_seconds);
@@ -282,6 +308,7 @@ impl Frame {
                 Frame::Forward { payload, .. } => 9 + payload.len(),
                 Frame::AuthPassword { msisdn, password, .. } => 20 + msisdn.len() + password.len(),
                 Frame::Close { message, .. } => 8 + message.len(),
+                Frame::CertRenew { csr: der } | Frame::CertIssued { certificate: der } => der.len(),
                 _ => 64,
             }
     }
@@ -351,6 +378,13 @@ impl Frame {
             FrameType::Wipe => Frame::Wipe,
             FrameType::WipeDone => Frame::WipeDone,
             FrameType::AuthCert => Frame::AuthCert { device_id: get_device_id(&mut body)? },
+            // The DER is the rest of the frame (checked by whoever reads it).
+            FrameType::CertRenew => return Ok(Frame::CertRenew { csr: body }),
+            FrameType::CertIssued => return Ok(Frame::CertIssued { certificate: body }),
+            FrameType::CertRefused => Frame::CertRefused {
+                reason: RenewalRefusal::from_u16(get_u16(&mut body, "refusal reason")?),
+                message: get_str16(&mut body, "refusal message")?,
+            },
         };
         if body.has_remaining() {
             return Err(FrameError::Malformed("trailing bytes after frame body"));
@@ -528,6 +562,9 @@ mod tests {
             Frame::Wipe,
             Frame::WipeDone,
             Frame::AuthCert { device_id: DeviceId::random() },
+            Frame::CertRenew { csr: Bytes::from_static(&[0x30, 0x82, 1, 2]) },
+            Frame::CertIssued { certificate: Bytes::from_static(&[0x30, 0x82, 3, 4]) },
+            Frame::CertRefused { reason: RenewalRefusal::BadRequest, message: "weak key".into() },
         ]
     }
 
@@ -660,6 +697,14 @@ mod tests {
             (Frame::Wipe, "00 00 00 01 07"),
             (Frame::WipeDone, "00 00 00 01 08"),
             (Frame::AuthCert { device_id }, "00 00 00 11 09 6f1c2a4e8d1b4c479b7e1f0e2d3c4b5a"),
+            (
+                Frame::CertRenew { csr: Bytes::from_static(&[0x30, 0x03, 0x02, 0x01, 0x00]) },
+                "00 00 00 06 0a 3003020100",
+            ),
+            (
+                Frame::CertRefused { reason: RenewalRefusal::Unavailable, message: "later".into() },
+                "00 00 00 0a 0c 0002 0005 6c61746572",
+            ),
         ];
         for (frame, hex) in cases {
             let bytes = unhex(hex);

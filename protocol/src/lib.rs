@@ -20,5 +20,5 @@ pub mod json;
 pub mod rts;
 pub mod secrets;
 
-pub use codes::{ApiErrorCode, CloseCode, UndeliverableReason};
+pub use codes::{ApiErrorCode, CloseCode, RenewalRefusal, UndeliverableReason};
 pub use ids::{DeviceId, LicenseId, UserId, VesId};

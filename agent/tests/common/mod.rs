@@ -56,11 +56,13 @@ pub struct Options {
     pub suites: &'static str,
     /// A forwarder in front of the relay's public listener, pointed at it once it runs.
     pub forwarder: Option<Arc<noc_test_support::Forwarder>>,
+    /// More configuration (TOML tables, e.g. `[[ca.profiles]]`), appended.
+    pub extra: String,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { proxy: None, relay_url: None, suites: r#"["modern"]"#, forwarder: None }
+        Options { proxy: None, relay_url: None, suites: r#"["modern"]"#, forwarder: None, extra: String::new() }
     }
 }
 
@@ -301,7 +303,9 @@ max_resends = 4
 dir = "{state}"
 [crypto]
 suites = {suites}
+{extra}
 "#,
+        extra = opts.extra,
         ca = ca.display(),
         maildir = dir.join("maildir").display(),
         calendar = dir.join("calendar").display(),
@@ -330,6 +334,7 @@ pub fn fast_device(connect_to: Option<SocketAddr>) -> DeviceRunOptions {
             max_resends: 4,
             ..LinkConfig::default()
         },
+        ..DeviceRunOptions::default()
     }
 }
 
