@@ -98,6 +98,24 @@ pub enum CaAuthorityConfig {
         #[serde(default = "d_365")]
         validity_days: u32,
     },
+    /// An enterprise CA behind an EST server (RFC 7030): `simpleenroll` and `cacerts`.
+    Est {
+        /// `https://est.example.com[:port]` (the `/.well-known/est` paths are added).
+        url: String,
+        /// The CA label of a server with several (`/.well-known/est/<label>/…`).
+        #[serde(default)]
+        label: Option<String>,
+        /// Trust anchor for the EST server; without it, the public web PKI.
+        #[serde(default)]
+        ca_file: Option<PathBuf>,
+        /// HTTP Basic authentication of the agent (RFC 7030 §3.2.3).
+        #[serde(default)]
+        username: Option<String>,
+        #[serde(default)]
+        password: Option<Secret>,
+        #[serde(default = "d_30")]
+        timeout_seconds: u64,
+    },
 }
 
 fn d_365() -> u32 {
@@ -498,6 +516,26 @@ impl AgentConfig {
                     return Err(bad("ca.profiles.authority.validity_days", "must be 1 to 3650"));
                 }
                 CaAuthorityConfig::File { .. } => {}
+                CaAuthorityConfig::Est { url, label, username, password, timeout_seconds, .. } => {
+                    if !url.starts_with("https://") || url.ends_with('/') {
+                        return Err(bad(
+                            "ca.profiles.authority.url",
+                            "must be https://host[:port] without a trailing /",
+                        ));
+                    }
+                    let label_ok = label.as_deref().is_none_or(|l| {
+                        !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+                    });
+                    if !label_ok {
+                        return Err(bad("ca.profiles.authority.label", "letters, digits, '-', '_' and '.'"));
+                    }
+                    if password.is_some() != username.is_some() {
+                        return Err(bad("ca.profiles.authority.password", "username and password go together"));
+                    }
+                    if *timeout_seconds == 0 {
+                        return Err(bad("ca.profiles.authority.timeout_seconds", "must be positive"));
+                    }
+                }
             }
         }
         Ok(())
@@ -568,6 +606,17 @@ mod tests {
             (profile("../x", "[]", 365), "ca.profiles.name"),
             (profile("vpn", "[[\"XX\", \"y\"]]", 365), "ca.profiles.subject_suffix"),
             (profile("vpn", "[]", 0), "validity_days"),
+            (
+                "[[ca.profiles]]\nname = \"vpn\"\n[ca.profiles.authority]\nkind = \"est\"\nurl = \"http://est\"\n"
+                    .into(),
+                "ca.profiles.authority.url",
+            ),
+            (
+                "[[ca.profiles]]\nname = \"vpn\"\n[ca.profiles.authority]\nkind = \"est\"\nurl = \"https://est\"\n\
+                 password = \"p\"\n"
+                    .into(),
+                "username and password go together",
+            ),
         ] {
             let e = AgentConfig::parse(&format!("{MINIMAL}\n{bad}")).expect_err("refused").to_string();
             assert!(e.contains(key), "{e}");

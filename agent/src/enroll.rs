@@ -45,14 +45,18 @@ pub enum ConnectorError {
     /// again later.
     #[error("the certification authority is unavailable: {0}")]
     Unavailable(String),
+    /// The CA holds the request (EST `202 Accepted`): ask again after this long.
+    #[error("the certification authority holds the request; retry in {0:?}")]
+    Held(Duration),
 }
 
 /// What a connector returns: the certificate and the CA certificates above it (PEM, leaf
 /// first).
 pub type Issuance = Pin<Box<dyn Future<Output = Result<String, ConnectorError>> + Send>>;
 
-/// A certification authority the agent submits requests to. The built-in [`FileCa`]
-/// signs here; others (EST, RFC 7030) implement the same trait.
+/// A certification authority the agent submits requests to: the built-in [`FileCa`]
+/// signs here, `est::EstCa` talks to an EST server (RFC 7030); others implement the same
+/// trait.
 pub trait CaConnector: Send + Sync {
     /// Submits `csr` (PEM, already checked: signature, key) for `subject`.
     fn issue(&self, csr: &str, subject: &[(String, String)]) -> Issuance;
@@ -127,6 +131,11 @@ impl Enrollment {
                 CaAuthorityConfig::File { cert_path, key_path, validity_days } => {
                     Arc::new(FileCa::load(cert_path, key_path, *validity_days)?)
                 }
+                CaAuthorityConfig::Est { url, label, ca_file, username, password, timeout_seconds } => {
+                    let auth = username.clone().zip(password.clone());
+                    let timeout = Duration::from_secs(*timeout_seconds);
+                    Arc::new(est::EstCa::new(url, label.as_deref(), ca_file.as_deref(), auth, timeout)?)
+                }
             };
             let profile =
                 Profile { require_approval: p.require_approval, subject_suffix: p.subject_suffix.clone(), connector };
@@ -152,19 +161,24 @@ impl Enrollment {
     /// Processes requests until `shutdown`.
     pub async fn run(self, shutdown: CancellationToken) {
         loop {
-            if let Err(e) = self.step().await {
-                tracing::error!(error = %e, "certificate enrollment");
-            }
+            let wait = match self.step().await {
+                Ok(retry) => retry.unwrap_or(IDLE_RECHECK).min(IDLE_RECHECK),
+                Err(e) => {
+                    tracing::error!(error = %e, "certificate enrollment");
+                    IDLE_RECHECK
+                }
+            };
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = self.wake.notified() => {}
-                _ = tokio::time::sleep(IDLE_RECHECK) => {}
+                _ = tokio::time::sleep(wait) => {}
             }
         }
     }
 
-    /// Answers every new request item, then submits every approved request.
-    pub async fn step(&self) -> Result<(), AgentError> {
+    /// Answers every new request item, then submits every approved request. Returns when
+    /// a CA that holds a request wants to be asked again.
+    pub async fn step(&self) -> Result<Option<Duration>, AgentError> {
         for r in self.store.received(None, Some("new"))? {
             if ItemType::parse(&r.header.item_type) != ItemType::CertificateRequest {
                 continue;
@@ -182,10 +196,13 @@ impl Enrollment {
             }
             self.store.set_received_state(r.row, state, detail, true)?;
         }
+        let mut retry: Option<Duration> = None;
         for (device, request_id) in self.with_state("approved")? {
-            self.submit(device, &request_id).await?;
+            if let Some(after) = self.submit(device, &request_id).await? {
+                retry = Some(retry.map_or(after, |r| r.min(after)));
+            }
         }
-        Ok(())
+        Ok(retry)
     }
 
     /// A `certificate-request` from `device`: the first asks for the subject, the second
@@ -248,24 +265,34 @@ impl Enrollment {
     }
 
     /// Sends an approved request to its CA; the answer is checked and sent to the device.
-    async fn submit(&self, device: DeviceId, request_id: &str) -> Result<(), AgentError> {
-        let Some(row) = self.row(device, request_id)? else { return Ok(()) };
+    /// `Some` when the CA holds it: ask again after that long.
+    async fn submit(&self, device: DeviceId, request_id: &str) -> Result<Option<Duration>, AgentError> {
+        let Some(row) = self.row(device, request_id)? else { return Ok(None) };
         let request =
             CertificateRequest { request_id: request_id.to_string(), profile: row.profile.clone(), csr: None };
         let Some(profile) = self.profiles.get(&row.profile) else {
             let why = format!("the certificate profile {:?} no longer exists", row.profile);
-            return self.finish(device, &request, EnrollState::Failed, &why).map_err(AgentError::Control);
+            return self
+                .finish(device, &request, EnrollState::Failed, &why)
+                .map(|()| None)
+                .map_err(AgentError::Control);
         };
         let csr = row.csr.clone().unwrap_or_default();
         let chain = match profile.connector.issue(&csr, &row.subject).await {
             Ok(chain) => chain,
             Err(ConnectorError::Unavailable(why)) => {
                 tracing::warn!(%device, request_id, %why, "certification authority unavailable; retrying later");
-                return Ok(());
+                return Ok(None);
+            }
+            Err(ConnectorError::Held(after)) => {
+                tracing::info!(%device, request_id, retry_in_s = after.as_secs(), "the certification authority holds the request");
+                return Ok(Some(after));
             }
             Err(e @ ConnectorError::Rejected(_)) => {
+                let why = e.to_string();
                 return self
-                    .finish(device, &request, EnrollState::Rejected, &e.to_string())
+                    .finish(device, &request, EnrollState::Rejected, &why)
+                    .map(|()| None)
                     .map_err(AgentError::Control);
             }
         };
@@ -274,7 +301,7 @@ impl Enrollment {
         if leaf_key.as_deref() != row.public_key.as_deref() {
             let why = "the certification authority returned a certificate for another key; it was refused";
             tracing::error!(%device, request_id, "{why}");
-            return self.finish(device, &request, EnrollState::Failed, why).map_err(AgentError::Control);
+            return self.finish(device, &request, EnrollState::Failed, why).map(|()| None).map_err(AgentError::Control);
         }
         self.store.with_conn(|c| {
             c.execute(
@@ -284,7 +311,8 @@ impl Enrollment {
             )
         })?;
         tracing::info!(%device, request_id, profile = %row.profile, "enterprise certificate issued");
-        self.status(device, &request, EnrollState::Issued, None, &[], Some(chain)).map_err(AgentError::Control)
+        self.status(device, &request, EnrollState::Issued, None, &[], Some(chain)).map_err(AgentError::Control)?;
+        Ok(None)
     }
 
     /// Requests waiting for an administrator.
@@ -528,6 +556,8 @@ fn leaf_public_key(chain: &str) -> Option<Vec<u8>> {
 fn now_ms() -> i64 {
     noc_protocol::clock::unix_ms_i64()
 }
+
+mod est;
 
 #[cfg(test)]
 mod tests;

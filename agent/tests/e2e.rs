@@ -833,6 +833,61 @@ async fn an_enterprise_certificate_is_enrolled_with_approval_and_rejected_with_a
     running.halt().await;
 }
 
+/// The same enrollment against an EST server (RFC 7030, the test server of test-support):
+/// the agent authenticates with HTTP Basic, sends the request as `application/pkcs10`,
+/// takes the certificate from the certs-only answer and the chain from `cacerts`. A server
+/// that holds the request (`202`, `Retry-After`) is asked again; one that issues for
+/// another key is refused, and the device is told so.
+#[tokio::test]
+async fn an_enterprise_certificate_is_enrolled_over_est() {
+    let est = noc_test_support::TestEst::start("ves-agent", "est-secret").await.expect("EST server");
+    let extra = format!(
+        "[[ca.profiles]]\nname = \"vpn\"\nrequire_approval = false\n[ca.profiles.authority]\nkind = \"est\"\n\
+         url = \"{}\"\nca_file = \"{}\"\nusername = \"ves-agent\"\npassword = \"est-secret\"\n",
+        est.url(),
+        est.cert_path.display()
+    );
+    let world = World::start(|_| {}, Options { extra, ..Options::default() }).await;
+    let device = world.user_with_device("ida@corp.example", "+15550112").await;
+    let running = run_device(&device, fast_device(None));
+
+    // Held once (202, Retry-After: 1), then issued when asked again.
+    est.set_mode(noc_test_support::EstMode::Pending);
+    let first = device.enroll("vpn").expect("enroll");
+    enrollment_reaches(&device, &first.request_id, "approved").await;
+    eventually(T, "the EST server to hold the request", || async {
+        est.requests().iter().any(|r| r.path.ends_with("/simpleenroll")).then_some(())
+    })
+    .await;
+    est.set_mode(noc_test_support::EstMode::Issue);
+    enrollment_reaches(&device, &first.request_id, "issued").await;
+    let enrolls: Vec<_> = est.requests().into_iter().filter(|r| r.path == "/.well-known/est/simpleenroll").collect();
+    assert!(enrolls.len() >= 2, "asked again after Retry-After: {enrolls:?}");
+    for r in &enrolls {
+        assert_eq!(r.method, "POST");
+        assert_eq!(r.header("content-type"), Some("application/pkcs10"));
+        assert!(r.header("authorization").is_some_and(|a| a.starts_with("Basic ")));
+    }
+    assert!(est.requests().iter().any(|r| r.method == "GET" && r.path == "/.well-known/est/cacerts"));
+    let (chain, _) = noc_device::enroll::certificate_files(&device.dir, "vpn");
+    let out = std::process::Command::new("openssl")
+        .args(["verify", "-purpose", "sslclient", "-CAfile"])
+        .arg(&est.ca_path)
+        .arg(&chain)
+        .output()
+        .expect("openssl");
+    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let text = std::fs::read_to_string(&chain).expect("chain");
+    assert_eq!(text.matches("BEGIN CERTIFICATE").count(), 2, "the certificate and the CA from cacerts");
+
+    // A CA that issues for another key: refused by the agent.
+    est.set_mode(noc_test_support::EstMode::OtherKey);
+    let second = device.enroll("vpn").expect("enroll");
+    let failed = enrollment_reaches(&device, &second.request_id, "failed").await;
+    assert!(failed.message.as_deref().is_some_and(|m| m.contains("another key")), "{failed:?}");
+    running.halt().await;
+}
+
 /// Replaces the device's client certificate and key with new ones from `ca` (for the same
 /// device and user).
 fn replace_certificate(device: &noc_device::Device, ca: &noc_ca::DeviceCa) {

@@ -14,6 +14,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 /// One request the receiver got.
 #[derive(Clone, Debug)]
 pub struct WebhookRequest {
+    pub method: String,
     pub path: String,
     /// Header names lower-cased.
     pub headers: Vec<(String, String)>,
@@ -101,7 +102,7 @@ impl Drop for WebhookSink {
 }
 
 /// One HTTP/1.1 request: the head up to the empty line, then `Content-Length` bytes.
-async fn read_request<S: AsyncReadExt + Unpin>(s: &mut S) -> Option<WebhookRequest> {
+pub(crate) async fn read_request<S: AsyncReadExt + Unpin>(s: &mut S) -> Option<WebhookRequest> {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     let head_end = loop {
@@ -119,7 +120,9 @@ async fn read_request<S: AsyncReadExt + Unpin>(s: &mut S) -> Option<WebhookReque
     };
     let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
     let mut lines = head.split("\r\n");
-    let path = lines.next()?.split(' ').nth(1)?.to_string();
+    let mut request_line = lines.next()?.split(' ');
+    let method = request_line.next()?.to_string();
+    let path = request_line.next()?.to_string();
     let headers: Vec<(String, String)> = lines
         .filter_map(|l| l.split_once(':'))
         .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
@@ -134,5 +137,5 @@ async fn read_request<S: AsyncReadExt + Unpin>(s: &mut S) -> Option<WebhookReque
         }
         body.extend_from_slice(&chunk[..n]);
     }
-    Some(WebhookRequest { path, headers, body })
+    Some(WebhookRequest { method, path, headers, body })
 }
