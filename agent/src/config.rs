@@ -83,7 +83,28 @@ pub struct CaProfileConfig {
     /// (`CN` is the user's full name and `emailAddress` the user's address).
     #[serde(default)]
     pub subject_suffix: Vec<(String, String)>,
+    /// Tell a device to enroll again this many days before its certificate expires
+    /// (0: never).
+    #[serde(default = "d_30_days")]
+    pub renew_before_days: u32,
+    /// The CA's certificate revocation list (DER or PEM), to report revoked certificates
+    /// to their devices: a file the CA publishes to, or an `http(s)://` URL.
+    #[serde(default)]
+    pub crl_path: Option<PathBuf>,
+    #[serde(default)]
+    pub crl_url: Option<String>,
+    /// How often the list is read again.
+    #[serde(default = "d_3600")]
+    pub crl_refresh_seconds: u64,
     pub authority: CaAuthorityConfig,
+}
+
+fn d_30_days() -> u32 {
+    30
+}
+
+fn d_3600() -> u64 {
+    3600
 }
 
 /// Who issues for a profile.
@@ -511,9 +532,21 @@ impl AgentConfig {
             if noc_ca::subject::to_rcgen(&p.subject_suffix).is_err() {
                 return Err(bad("ca.profiles.subject_suffix", "types CN, O, OU, C, L, ST, DC, UID, emailAddress"));
             }
+            if p.crl_path.is_some() && p.crl_url.is_some() {
+                return Err(bad("ca.profiles.crl_url", "crl_path or crl_url, not both"));
+            }
+            if p.crl_url.as_deref().is_some_and(|u| !u.starts_with("http://") && !u.starts_with("https://")) {
+                return Err(bad("ca.profiles.crl_url", "must be http:// or https://"));
+            }
+            if p.crl_refresh_seconds == 0 {
+                return Err(bad("ca.profiles.crl_refresh_seconds", "must be positive"));
+            }
             match &p.authority {
                 CaAuthorityConfig::File { validity_days, .. } if !(1..=3650).contains(validity_days) => {
                     return Err(bad("ca.profiles.authority.validity_days", "must be 1 to 3650"));
+                }
+                CaAuthorityConfig::File { validity_days, .. } if p.renew_before_days >= *validity_days => {
+                    return Err(bad("ca.profiles.renew_before_days", "must be less than validity_days"));
                 }
                 CaAuthorityConfig::File { .. } => {}
                 CaAuthorityConfig::Est { url, label, username, password, timeout_seconds, .. } => {

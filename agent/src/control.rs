@@ -10,7 +10,7 @@
 //! {"Op":"UserAdd","Email":"bob@example.com","FirstName":"Bob","LastName":"Ng","Password":null,"Welcome":true}
 //! {"Op":"UserList"} {"Op":"UserDelete","Email":"…"} {"Op":"UserResetPassword","Email":"…","Password":null}
 //! {"Op":"Status"}
-//! {"Op":"CaPending"} {"Op":"CaApprove","RequestId":"…"} {"Op":"CaReject","RequestId":"…","Reason":"…"}
+//! {"Op":"CaPending"} {"Op":"CaList"} {"Op":"CaApprove","RequestId":"…"} {"Op":"CaReject","RequestId":"…","Reason":"…"}
 //! → {"Ok":true,"Result":{…}} | {"Ok":false,"Error":"…"}
 //! ```
 
@@ -68,6 +68,8 @@ pub enum ControlRequest {
     Status,
     /// Certificate requests waiting for an administrator.
     CaPending,
+    /// Every certificate request and where it stands (issued, revoked, …).
+    CaList,
     #[serde(rename_all = "PascalCase")]
     CaApprove {
         request_id: String,
@@ -89,6 +91,7 @@ impl std::fmt::Debug for ControlRequest {
             ControlRequest::UserResetPassword { email, .. } => write!(f, "UserResetPassword({email})"),
             ControlRequest::Status => f.write_str("Status"),
             ControlRequest::CaPending => f.write_str("CaPending"),
+            ControlRequest::CaList => f.write_str("CaList"),
             ControlRequest::CaApprove { request_id } => write!(f, "CaApprove({request_id})"),
             ControlRequest::CaReject { request_id, .. } => write!(f, "CaReject({request_id})"),
         }
@@ -253,6 +256,7 @@ async fn handle(req: ControlRequest, ctx: &ControlCtx) -> Result<serde_json::Val
             Ok(serde_json::to_value(status).unwrap_or_default())
         }
         ControlRequest::CaPending => Ok(serde_json::to_value(ctx.enrollment.pending()?).unwrap_or_default()),
+        ControlRequest::CaList => Ok(serde_json::to_value(ctx.enrollment.all()?).unwrap_or_default()),
         ControlRequest::CaApprove { request_id } => {
             Ok(serde_json::to_value(ctx.enrollment.approve(&request_id)?).unwrap_or_default())
         }

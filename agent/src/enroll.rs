@@ -96,6 +96,31 @@ pub struct Profile {
     pub require_approval: bool,
     pub subject_suffix: Vec<(String, String)>,
     pub connector: Arc<dyn CaConnector>,
+    /// Tell devices to enroll again this long before expiry (`None`: never).
+    pub renew_before: Option<Duration>,
+    /// Where the CA's revocation list is read, and how often.
+    pub crl: Option<(CrlSource, Duration)>,
+}
+
+/// Where a revocation list comes from.
+pub enum CrlSource {
+    Path(std::path::PathBuf),
+    Url(String, reqwest::Client),
+}
+
+impl CrlSource {
+    async fn read(&self) -> Result<Vec<u8>, String> {
+        match self {
+            CrlSource::Path(p) => std::fs::read(p).map_err(|e| format!("{}: {e}", p.display())),
+            CrlSource::Url(url, client) => {
+                let answer = client.get(url).send().await.map_err(|e| format!("{url}: {e}"))?;
+                if !answer.status().is_success() {
+                    return Err(format!("{url}: {}", answer.status()));
+                }
+                Ok(answer.bytes().await.map_err(|e| format!("{url}: {e}"))?.to_vec())
+            }
+        }
+    }
 }
 
 /// A request as the administrator sees it.
@@ -120,6 +145,8 @@ pub struct Enrollment {
     profiles: Arc<HashMap<String, Profile>>,
     limits: QueueLimits,
     wake: Arc<Notify>,
+    /// When each profile's revocation list was last read.
+    crl_read: Arc<std::sync::Mutex<HashMap<String, std::time::Instant>>>,
 }
 
 impl Enrollment {
@@ -137,15 +164,45 @@ impl Enrollment {
                     Arc::new(est::EstCa::new(url, label.as_deref(), ca_file.as_deref(), auth, timeout)?)
                 }
             };
-            let profile =
-                Profile { require_approval: p.require_approval, subject_suffix: p.subject_suffix.clone(), connector };
+            let crl_client = |ca_file: Option<&Path>| -> Result<reqwest::Client, AgentError> {
+                let tls =
+                    noc_tls::client_config(ca_file, &[b"http/1.1"]).map_err(|e| AgentError::Config(e.to_string()))?;
+                reqwest::Client::builder()
+                    .use_preconfigured_tls(tls)
+                    .timeout(Duration::from_secs(30))
+                    .build()
+                    .map_err(|e| AgentError::Config(format!("CRL client: {e}")))
+            };
+            let crl_ca = match &p.authority {
+                CaAuthorityConfig::Est { ca_file, .. } => ca_file.as_deref(),
+                CaAuthorityConfig::File { .. } => None,
+            };
+            let crl = match (&p.crl_path, &p.crl_url) {
+                (Some(path), _) => Some(CrlSource::Path(path.clone())),
+                (None, Some(url)) => Some(CrlSource::Url(url.clone(), crl_client(crl_ca)?)),
+                (None, None) => None,
+            };
+            let profile = Profile {
+                require_approval: p.require_approval,
+                subject_suffix: p.subject_suffix.clone(),
+                connector,
+                renew_before: (p.renew_before_days > 0)
+                    .then(|| Duration::from_secs(u64::from(p.renew_before_days) * 86_400)),
+                crl: crl.map(|c| (c, Duration::from_secs(p.crl_refresh_seconds))),
+            };
             profiles.insert(p.name.clone(), profile);
         }
         Ok(Self::new(store, profiles, limits))
     }
 
     pub fn new(store: Arc<Store>, profiles: HashMap<String, Profile>, limits: QueueLimits) -> Self {
-        Enrollment { store, profiles: Arc::new(profiles), limits, wake: Arc::new(Notify::new()) }
+        Enrollment {
+            store,
+            profiles: Arc::new(profiles),
+            limits,
+            wake: Arc::new(Notify::new()),
+            crl_read: Arc::new(std::sync::Mutex::new(HashMap::new())),
+        }
     }
 
     /// Wakes the task (a request arrived, or one was approved).
@@ -202,7 +259,106 @@ impl Enrollment {
                 retry = Some(retry.map_or(after, |r| r.min(after)));
             }
         }
+        self.watch_expiry()?;
+        self.watch_revocation().await?;
         Ok(retry)
+    }
+
+    /// Issued certificates that expire within their profile's `renew_before_days`: the
+    /// device is told once to enroll again (seed 002: the expiry date is monitored).
+    pub fn watch_expiry(&self) -> Result<(), AgentError> {
+        let now = now_ms() / 1000;
+        let rows: Vec<(String, String, String, i64)> = self.store.with_conn(|c| {
+            let mut stmt = c.prepare(
+                "SELECT device_id, request_id, profile, not_after FROM ca_requests \
+                 WHERE state = 'issued' AND not_after IS NOT NULL AND renewal_sent_ms IS NULL",
+            )?;
+            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
+            rows.collect::<rusqlite::Result<Vec<_>>>()
+        })?;
+        for (device, request_id, profile, not_after) in rows {
+            let Ok(device) = device.parse::<DeviceId>() else { continue };
+            let Some(before) = self.profiles.get(&profile).and_then(|p| p.renew_before) else { continue };
+            if now < not_after.saturating_sub(i64::try_from(before.as_secs()).unwrap_or(i64::MAX)) {
+                continue;
+            }
+            let when = noc_protocol::clock::iso_date(not_after.div_euclid(86_400));
+            let message = format!("the certificate expires on {when}; enroll again");
+            let request = CertificateRequest { request_id: request_id.clone(), profile, csr: None };
+            self.status(device, &request, EnrollState::Renew, Some(&message), &[], None)
+                .map_err(AgentError::Control)?;
+            self.store.with_conn(|c| {
+                c.execute(
+                    "UPDATE ca_requests SET renewal_sent_ms = ?1 WHERE device_id = ?2 AND request_id = ?3",
+                    params![now_ms(), device.to_string(), request_id],
+                )
+            })?;
+            tracing::info!(%device, request_id, %when, "enterprise certificate due for renewal; device told");
+        }
+        Ok(())
+    }
+
+    /// Issued certificates the CA's revocation list names: recorded as revoked, reported
+    /// in the log and to the device, which deletes them. A list that cannot be read or
+    /// does not verify changes nothing (and is logged).
+    pub async fn watch_revocation(&self) -> Result<(), AgentError> {
+        for (name, profile) in self.profiles.iter() {
+            let Some((source, every)) = &profile.crl else { continue };
+            {
+                let mut read = self.crl_read.lock().unwrap_or_else(|p| p.into_inner());
+                if read.get(name).is_some_and(|at| at.elapsed() < *every) {
+                    continue;
+                }
+                read.insert(name.clone(), std::time::Instant::now());
+            }
+            let list = match source.read().await {
+                Ok(list) => list,
+                Err(e) => {
+                    tracing::warn!(profile = %name, error = %e, "revocation list not read");
+                    continue;
+                }
+            };
+            let rows: Vec<(String, String, String, String)> = self.store.with_conn(|c| {
+                let mut stmt = c.prepare(
+                    "SELECT device_id, request_id, COALESCE(serial, ''), COALESCE(chain, '') FROM ca_requests \
+                     WHERE state = 'issued' AND profile = ?1",
+                )?;
+                let rows = stmt.query_map(params![name], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
+                rows.collect::<rusqlite::Result<Vec<_>>>()
+            })?;
+            for (device, request_id, serial, chain) in rows {
+                let Ok(device) = device.parse::<DeviceId>() else { continue };
+                // The list must verify with a CA certificate of the chain it was issued under.
+                let revoked = chain_certificates(&chain)
+                    .iter()
+                    .skip(1)
+                    .find_map(|ca| noc_ca::crl::revoked_serials(&list, ca).ok())
+                    .is_some_and(|serials| serials.contains(&serial));
+                if revoked {
+                    tracing::warn!(%device, request_id, %serial, profile = %name, "enterprise certificate revoked by its CA");
+                    let request = CertificateRequest { request_id, profile: name.clone(), csr: None };
+                    let why = "the certification authority revoked this certificate";
+                    self.finish(device, &request, EnrollState::Revoked, why).map_err(AgentError::Control)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Every request, newest first (`ves-agent ca list`).
+    pub fn all(&self) -> Result<Vec<RequestView>, AgentError> {
+        let rows: Vec<(String, String)> = self.store.with_conn(|c| {
+            let mut stmt = c.prepare("SELECT device_id, request_id FROM ca_requests ORDER BY updated_ms DESC")?;
+            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            rows.collect::<rusqlite::Result<Vec<_>>>()
+        })?;
+        let mut out = Vec::new();
+        for (device, request_id) in rows {
+            if let Ok(device) = device.parse::<DeviceId>() {
+                out.push(self.view(device, &request_id)?);
+            }
+        }
+        Ok(out)
     }
 
     /// A `certificate-request` from `device`: the first asks for the subject, the second
@@ -303,11 +459,13 @@ impl Enrollment {
             tracing::error!(%device, request_id, "{why}");
             return self.finish(device, &request, EnrollState::Failed, why).map(|()| None).map_err(AgentError::Control);
         }
+        let leaf = chain_certificates(&chain).into_iter().next().unwrap_or_default();
+        let (serial, not_after) = (noc_ca::crl::serial_of(&leaf), noc_ca::certificate_not_after(&leaf));
         self.store.with_conn(|c| {
             c.execute(
-                "UPDATE ca_requests SET state = 'issued', chain = ?1, updated_ms = ?2 \
-                 WHERE device_id = ?3 AND request_id = ?4",
-                params![chain, now_ms(), device.to_string(), request_id],
+                "UPDATE ca_requests SET state = 'issued', chain = ?1, serial = ?2, not_after = ?3, updated_ms = ?4 \
+                 WHERE device_id = ?5 AND request_id = ?6",
+                params![chain, serial, not_after, now_ms(), device.to_string(), request_id],
             )
         })?;
         tracing::info!(%device, request_id, profile = %row.profile, "enterprise certificate issued");
@@ -548,9 +706,16 @@ struct Row {
 
 /// The subjectPublicKey of the first certificate of a PEM chain.
 fn leaf_public_key(chain: &str) -> Option<Vec<u8>> {
+    noc_ca::certificate_public_key(chain_certificates(chain).first()?)
+}
+
+/// The certificates (DER) of a PEM chain, in order.
+fn chain_certificates(chain: &str) -> Vec<Vec<u8>> {
     use rustls_pki_types::pem::PemObject;
-    let leaf = rustls_pki_types::CertificateDer::pem_slice_iter(chain.as_bytes()).next()?.ok()?;
-    noc_ca::certificate_public_key(&leaf)
+    rustls_pki_types::CertificateDer::pem_slice_iter(chain.as_bytes())
+        .filter_map(Result::ok)
+        .map(|c| c.as_ref().to_vec())
+        .collect()
 }
 
 fn now_ms() -> i64 {

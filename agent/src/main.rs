@@ -56,6 +56,8 @@ enum Command {
 enum CaCommand {
     /// List the requests waiting for an administrator (JSON).
     Pending,
+    /// List every request and where it stands: issued, revoked, rejected… (JSON).
+    List,
     /// Approve a request: it goes to the profile's certification authority.
     Approve { request_id: String },
     /// Refuse a request; the device is told the reason.
@@ -170,6 +172,7 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             Command::Ca(c) => {
                 let req = match c {
                     CaCommand::Pending => ControlRequest::CaPending,
+                    CaCommand::List => ControlRequest::CaList,
                     CaCommand::Approve { request_id } => ControlRequest::CaApprove { request_id },
                     CaCommand::Reject { request_id, reason } => ControlRequest::CaReject { request_id, reason },
                 };

@@ -14,6 +14,7 @@
 //! The CA's own certificate is a ten-year ECDSA P-256 root limited to signing end-entity
 //! certificates (path length 0).
 
+pub mod crl;
 pub mod pkcs7;
 pub mod subject;
 

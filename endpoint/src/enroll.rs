@@ -13,6 +13,9 @@
 //!   |<- certificate-status  {approved} ------------|  (or rejected)
 //!   |<- certificate-status  {issued, Chain} -------|  the CA's certificate is for the
 //!   |   (stores certificate, chain and key)        |  request's key (checked), or failed
+//!   |<- certificate-status  {renew} ---------------|  later: it expires soon
+//!   |-- certificate-request {new Id, Profile} ---->|  (the device enrolls again)
+//!   |<- certificate-status  {revoked} -------------|  or: the CA's list revokes it
 //! ```
 
 use serde::{Deserialize, Serialize};
@@ -53,6 +56,12 @@ pub enum EnrollState {
     /// It could not be completed (unknown profile, the CA failed, a certificate for
     /// another key); `Message` says why.
     Failed,
+    /// About an issued certificate: it expires soon (`Message` says when); the device
+    /// enrolls again under the same profile, with a new key.
+    Renew,
+    /// About an issued certificate: the CA revoked it (its revocation list says so); the
+    /// device deletes it.
+    Revoked,
 }
 
 impl EnrollState {
@@ -64,12 +73,14 @@ impl EnrollState {
             EnrollState::Issued => "issued",
             EnrollState::Rejected => "rejected",
             EnrollState::Failed => "failed",
+            EnrollState::Renew => "renew",
+            EnrollState::Revoked => "revoked",
         }
     }
 
-    /// No status follows this one.
+    /// No status follows this one (but `renew` and `revoked` about an issued certificate).
     pub fn is_final(self) -> bool {
-        matches!(self, EnrollState::Issued | EnrollState::Rejected | EnrollState::Failed)
+        matches!(self, EnrollState::Issued | EnrollState::Rejected | EnrollState::Failed | EnrollState::Revoked)
     }
 }
 

@@ -34,6 +34,10 @@ struct Fixture {
     enrollment: Enrollment,
     store: Arc<Store>,
     device: DeviceId,
+    /// The CA of the profile "short" (30-day certificates, renewal 40 days ahead, a
+    /// revocation list at `crl_path`).
+    short_ca: Arc<noc_ca::DeviceCa>,
+    crl_path: std::path::PathBuf,
 }
 
 fn fixture() -> Fixture {
@@ -56,15 +60,24 @@ fn fixture() -> Fixture {
         require_approval,
         subject_suffix: vec![("O".into(), "Corp".into())],
         connector,
+        renew_before: None,
+        crl: None,
     };
     let mut profiles = HashMap::new();
     profiles.insert("wifi".to_string(), profile(true, Arc::new(file_ca())));
     profiles.insert("vpn".to_string(), profile(false, Arc::new(file_ca())));
     profiles.insert("rogue".to_string(), profile(false, Arc::new(OtherKeyCa(file_ca()))));
     profiles.insert("down".to_string(), profile(false, Arc::new(DownCa)));
+    let short = file_ca();
+    let short_ca = short.ca.clone();
+    let crl_path = dir.path().join("short.crl");
+    let mut short = profile(false, Arc::new(short));
+    short.renew_before = Some(Duration::from_secs(40 * 86_400));
+    short.crl = Some((CrlSource::Path(crl_path.clone()), Duration::ZERO));
+    profiles.insert("short".to_string(), short);
     let limits = QueueLimits { max_items: 100, ttl_ms: 60_000, policy: FullPolicy::DropOldest };
     let enrollment = Enrollment::new(store.clone(), profiles, limits);
-    Fixture { _dir: dir, enrollment, store, device }
+    Fixture { _dir: dir, enrollment, store, device, short_ca, crl_path }
 }
 
 impl Fixture {
@@ -182,4 +195,38 @@ async fn bad_requests_fail_with_their_reason_and_an_unreachable_ca_is_retried() 
     f.enrollment.step().await.expect("step");
     assert_eq!(f.status("r8").state, EnrollState::Approved);
     assert_eq!(f.enrollment.with_state("approved").expect("rows").len(), 1);
+}
+
+#[tokio::test]
+async fn issued_certificates_are_watched_for_expiry_and_revocation() {
+    let f = fixture();
+    f.enroll("r9", "short");
+    // No list yet: nothing is revoked, and the read failure changes nothing.
+    f.enrollment.step().await.expect("step");
+    // Issued for 30 days, renewal 40 days ahead: the device is told at once, once.
+    let renew = f.status("r9");
+    assert_eq!(renew.state, EnrollState::Renew, "{renew:?}");
+    assert!(renew.message.as_deref().is_some_and(|m| m.contains("expires on")), "{renew:?}");
+    let issued = f.enrollment.all().expect("all");
+    assert_eq!(issued[0].state, "issued");
+    f.enrollment.watch_expiry().expect("watch");
+    assert_eq!(f.status("r9").state, EnrollState::Renew);
+
+    // A list of another CA revokes nothing; the CA's own list revokes it.
+    let now = noc_protocol::clock::unix_ms_i64() / 1000;
+    let serial: String = f
+        .store
+        .with_conn(|c| c.query_row("SELECT serial FROM ca_requests WHERE request_id = 'r9'", [], |r| r.get(0)))
+        .expect("serial");
+    let (other, _) = noc_ca::DeviceCa::generate("Corp Issuing CA", now).expect("ca");
+    std::fs::write(&f.crl_path, other.revocation_list(std::slice::from_ref(&serial), now, 7).expect("crl"))
+        .expect("write");
+    f.enrollment.watch_revocation().await.expect("watch");
+    assert_eq!(f.enrollment.all().expect("all")[0].state, "issued", "a list that does not verify changes nothing");
+    std::fs::write(&f.crl_path, f.short_ca.revocation_list(&[serial], now, 7).expect("crl")).expect("write");
+    f.enrollment.watch_revocation().await.expect("watch");
+    let revoked = f.status("r9");
+    assert_eq!(revoked.state, EnrollState::Revoked);
+    let all = f.enrollment.all().expect("all");
+    assert_eq!((all[0].request_id.as_str(), all[0].state.as_str()), ("r9", "revoked"));
 }
