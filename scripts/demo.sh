@@ -69,6 +69,9 @@ PIDS+=($!)
 wait_for 10 python3 -c "import socket; socket.create_connection(('127.0.0.1', $SMTP))" || die "SMTP server did not start"
 
 say "configure, register and start the VES agent (Maildir: $D/maildir)"
+# The enterprise's own CA for the "wifi" certificate profile (any CA certificate and key
+# will do; this one is made by the relay's tool).
+"$BIN/noc" device-ca create --out "$D/wifi-ca" --name "Example Corp Wi-Fi CA" >/dev/null
 cat >"$D/agent.toml" <<EOF
 [relay]
 url = "$R"
@@ -89,6 +92,14 @@ from = "VES Administrator <ves-admin@example.com>"
 resend_after_seconds = 5
 [state]
 dir = "$D/agent"
+[[ca.profiles]]
+name = "wifi"
+require_approval = true
+subject_suffix = [["O", "Example Corp"]]
+[ca.profiles.authority]
+kind = "file"
+cert_path = "$D/wifi-ca/tls.crt"
+key_path = "$D/wifi-ca/tls.key"
 EOF
 AGENT=("$BIN/ves-agent" --config "$D/agent.toml")
 "${AGENT[@]}" register
@@ -225,6 +236,31 @@ wait_for 30 sh -c "[ \$(grep -c submit_sm '$D/smsc.log') -ge 2 ]" || { cat "$D/s
 echo "--- the SMS and the WAP Push (a Service Indication in WBXML), as the test SMSC received them:"
 grep submit_sm "$D/smsc.log"
 if grep -q violation "$D/smsc.log"; then grep violation "$D/smsc.log"; die "the SMSC saw PDUs that break SMPP 3.4"; fi
+
+say "Bob's device enrolls a Wi-Fi certificate from the enterprise CA; the administrator approves"
+ENROLL_ID=$("${DEVICE[@]}" ca enroll --profile wifi | awk '{print $2}')
+"${DEVICE[@]}" run --timeout-seconds 30 >>"$D/device.log" 2>&1 &
+RUN_PID=$!
+PIDS+=($RUN_PID)
+wait_for 20 sh -c "'${AGENT[0]}' --config '$D/agent.toml' ca pending | grep -q '$ENROLL_ID'" \
+  || { cat "$D/device.log"; die "the request did not reach the approval queue"; }
+echo "--- waiting for approval (ves-agent ca pending):"
+"${AGENT[@]}" ca pending | grep -E '"(RequestId|Email|Subject)"'
+"${AGENT[@]}" ca approve "$ENROLL_ID" >/dev/null
+wait_for 20 sh -c "'${DEVICE[0]}' --state-dir '$D/device' ca list | grep -q issued" \
+  || { cat "$D/device.log"; die "the certificate was not issued"; }
+kill "$RUN_PID" 2>/dev/null; wait "$RUN_PID" 2>/dev/null || true
+echo "--- on the device (noc-device ca list), checked by openssl against the enterprise CA:"
+"${DEVICE[@]}" ca list
+openssl verify -purpose sslclient -CAfile "$D/wifi-ca/tls.crt" "$D/device/enterprise/wifi-chain.pem"
+openssl x509 -noout -subject -in "$D/device/enterprise/wifi-chain.pem"
+
+say "Bob's password is reset: his device is revoked, and its next handshake (mutual TLS) is refused"
+"${AGENT[@]}" user reset-password --email bob@example.com >/dev/null
+if "${DEVICE[@]}" run --timeout-seconds 20 >"$D/revoked.log" 2>&1; then cat "$D/revoked.log"; die "the revoked device connected"; fi
+grep -qi 'revoked' "$D/revoked.log" || { cat "$D/revoked.log"; die "the device was not told it is revoked"; }
+echo "--- noc-device run, after the reset:"
+grep -i 'revoked' "$D/revoked.log" | tail -1
 
 say "what the relay saw"
 curl -s "http://127.0.0.1:$ADMIN/metrics" | grep -E '^noc_frames_relayed_total' || true
