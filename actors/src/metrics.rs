@@ -27,6 +27,7 @@ pub const AUTH_FAILURE_REASONS: &[&str] = &[
     "msisdn_not_approved",
     "feature_disabled",
     "certificate_refused",
+    "certificate_required",
 ];
 
 /// How a device authenticated (`noc_device_logins_total{method}`): AUTH_TOKEN,

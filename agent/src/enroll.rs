@@ -376,7 +376,15 @@ impl Enrollment {
         let Some(record) = db::active_user(&self.store, user).map_err(|e| e.to_string())? else {
             return fail("the device's user is not served by this enterprise server");
         };
+        let existing = self.row(device, &request.request_id).map_err(|e| e.to_string())?;
         let Some(csr) = &request.csr else {
+            // A request id is used once: a resent first step changes nothing that went on.
+            if let Some(row) = existing {
+                return match row.state.as_str() {
+                    "subject" => self.status(device, &request, EnrollState::Subject, None, &row.subject, None),
+                    _ => Ok(()),
+                };
+            }
             // Step one: the user's distinguished name, from the agent's directory.
             let full_name = format!("{} {}", record.first_name, record.last_name).trim().to_string();
             let mut subject = vec![("CN".to_string(), full_name), ("emailAddress".to_string(), record.email.clone())];
@@ -385,11 +393,14 @@ impl Enrollment {
             return self.status(device, &request, EnrollState::Subject, None, &subject, None);
         };
         // Step two: the request for that subject, signed by the device's new key.
-        let Some(row) = self.row(device, &request.request_id).map_err(|e| e.to_string())? else {
+        let Some(row) = existing else {
             return fail("no subject was sent for this request id: start the enrollment again");
         };
         if row.state != "subject" {
             return Ok(()); // a resend of a request already taken
+        }
+        if row.profile != request.profile {
+            return self.finish(device, &request, EnrollState::Failed, "the profile is not the one of the first step");
         }
         let info = match noc_ca::read_request(csr) {
             Ok(info) => info,
@@ -623,9 +634,7 @@ impl Enrollment {
         self.store.with_conn(|c| {
             c.execute(
                 "INSERT INTO ca_requests (device_id, request_id, user_id, profile, state, subject, created_ms, updated_ms) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7) \
-                 ON CONFLICT (device_id, request_id) DO UPDATE SET profile = ?4, state = ?5, subject = ?6, \
-                 csr = NULL, public_key = NULL, chain = NULL, message = NULL, updated_ms = ?7",
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)",
                 params![device.to_string(), request.request_id, user.to_string(), request.profile, state, subject, now_ms()],
             )
         })?;

@@ -93,6 +93,11 @@ impl Admin {
         Ok(self.accounts.set_license_secret_question_recovery(name, enabled, &self.actor).await?)
     }
 
+    /// Requires client certificates of the license's devices, or not.
+    pub async fn set_require_client_certificates(&self, name: &str, required: bool) -> Result<License, AdminError> {
+        Ok(self.accounts.set_license_require_client_certificates(name, required, &self.actor).await?)
+    }
+
     /// Turns features of a license on or off (docs/console.md "Features and access").
     pub async fn set_license_features(
         &self,

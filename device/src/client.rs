@@ -769,6 +769,7 @@ fn on_close(code: CloseCode, reconnect_after_ms: u32, message: String) -> Result
     match code {
         CloseCode::Replaced
         | CloseCode::AuthFailed
+        | CloseCode::CertificateRequired
         | CloseCode::Revoked
         | CloseCode::AccountSuspended
         | CloseCode::UnsupportedVersion => Err(DeviceError::Fatal { code, message }),

@@ -176,6 +176,12 @@ impl DeviceListener {
                     self.router.metrics().auth_failure("device", reason);
                 }
                 let (code, msg, hint) = close_for(&e);
+                // Clients before version 3 do not know `certificate_required`; `auth_failed`
+                // tells them as well not to try again with the same credential.
+                let code = match code {
+                    CloseCode::CertificateRequired if version < CERT_AUTH_VERSION => CloseCode::AuthFailed,
+                    code => code,
+                };
                 return Err(refuse_with_hint(&mut framed, code, msg, hint, "auth_failed").await);
             }
             Err(_) => {
@@ -376,6 +382,10 @@ fn close_for(e: &AccountError) -> (CloseCode, &'static str, u32) {
             return (CloseCode::LockedOut, "too many failed password attempts; retry after the hint", hint);
         }
         AccountError::Revoked => (CloseCode::Revoked, "device credential revoked; activate again"),
+        AccountError::CertificateRequired => (
+            CloseCode::CertificateRequired,
+            "this license requires a client certificate; activate the device again with a certificate request",
+        ),
         AccountError::CertificateRefused => (
             CloseCode::CertificateRefused,
             "client certificate replaced or no longer valid; authenticate with the credential or renew",

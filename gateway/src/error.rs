@@ -51,6 +51,7 @@ impl ApiError {
             AccountError::NotActivated => "not_activated",
             AccountError::MsisdnNotApproved => "msisdn_not_approved",
             AccountError::FeatureDisabled(_) => "feature_disabled",
+            AccountError::CertificateRequired => "certificate_required",
             AccountError::Invalid(_)
             | AccountError::WipePending
             | AccountError::Conflict(_)
@@ -95,6 +96,9 @@ impl From<AccountError> for ApiError {
             }
             AccountError::FeatureDisabled(f) => {
                 ApiError::new(ApiErrorCode::FeatureDisabled, format!("{} is not enabled for this account", f.as_str()))
+            }
+            AccountError::CertificateRequired => {
+                ApiError::bad_request("Csr: this license requires devices to activate with a certificate request")
             }
             AccountError::Invalid(m) => ApiError::bad_request(m.to_string()),
             AccountError::Unavailable(detail) => {

@@ -170,6 +170,11 @@ enum LicenseCommand {
         /// default.
         #[arg(long, action = clap::ArgAction::Set, value_parser = clap::builder::BoolishValueParser::new(), value_name = "on|off")]
         secret_question_recovery: Option<bool>,
+        /// Devices must authenticate with a client certificate and activate with a
+        /// certificate request; their credential no longer opens a session
+        /// (docs/certificates.md). Off by default.
+        #[arg(long, action = clap::ArgAction::Set, value_parser = clap::builder::BoolishValueParser::new(), value_name = "on|off")]
+        require_client_certificates: Option<bool>,
         /// Features the license's users get (comma-separated): browse_pc, browse_pda,
         /// browse_wap, constant_sync, alerts. All are on for a new license.
         #[arg(long, value_delimiter = ',', value_parser = feature, value_name = "FEATURES")]
@@ -393,6 +398,7 @@ async fn admin(config: Config, command: AdminCommand) -> Result<()> {
                                 "Id": l.id, "Name": l.name, "MaxUsers": l.max_users, "UsedUsers": l.used_users,
                                 "ExpiresAt": l.expires_at, "Suspended": l.suspended,
                                 "SecretQuestionRecovery": l.secret_question_recovery,
+                                "RequireClientCertificates": l.require_client_certificates,
                             })
                         })
                         .collect();
@@ -413,9 +419,25 @@ async fn admin(config: Config, command: AdminCommand) -> Result<()> {
                 admin.set_suspended(&name, false).await?;
                 println!("license {name} resumed");
             }
-            LicenseCommand::SetFeatures { name, secret_question_recovery, enable, disable } => {
-                if secret_question_recovery.is_none() && enable.is_empty() && disable.is_empty() {
-                    anyhow::bail!("say what to change: --secret-question-recovery, --enable or --disable");
+            LicenseCommand::SetFeatures {
+                name,
+                secret_question_recovery,
+                require_client_certificates,
+                enable,
+                disable,
+            } => {
+                if secret_question_recovery.is_none()
+                    && require_client_certificates.is_none()
+                    && enable.is_empty()
+                    && disable.is_empty()
+                {
+                    anyhow::bail!(
+                        "say what to change: --secret-question-recovery, --require-client-certificates, --enable or --disable"
+                    );
+                }
+                if let Some(on) = require_client_certificates {
+                    admin.set_require_client_certificates(&name, on).await?;
+                    println!("license {name}: client certificates {}", if on { "required" } else { "optional" });
                 }
                 if let Some(on) = secret_question_recovery {
                     admin.set_secret_question_recovery(&name, on).await?;

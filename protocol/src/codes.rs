@@ -162,6 +162,10 @@ wire_enum! {
         /// none was presented, it names another device, or a renewal replaced it. The
         /// device may authenticate with its credential (AUTH_TOKEN) instead.
         CertificateRefused = 19 => "certificate_refused",
+        /// The device's license requires a client certificate (AUTH_CERT): the credential
+        /// and the password no longer open a session. A device whose certificate expired
+        /// activates again.
+        CertificateRequired = 20 => "certificate_required",
     }
 }
 

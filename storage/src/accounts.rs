@@ -103,6 +103,10 @@ pub enum AccountError {
     /// activation replaced it); the device's credential may still be good.
     #[error("client certificate not accepted")]
     CertificateRefused,
+    /// The license closes the credential route: only AUTH_CERT, and activation with a
+    /// certificate request.
+    #[error("this license requires devices to use client certificates")]
+    CertificateRequired,
     /// The credential is right, but the user asked for a remote wipe of this device: it
     /// gets the wipe instead of a session.
     #[error("a remote wipe is waiting for this device")]
@@ -736,7 +740,38 @@ impl Accounts {
         if !secrets::token_matches(credential, &login.credential_hash) {
             return Err(AccountError::InvalidCredentials);
         }
-        Self::device_owner(&login)
+        Self::credential_route(&login)
+    }
+
+    /// The session of a device that authenticated with its credential or password: as
+    /// [`Accounts::device_owner`], unless its license closed that route (a waiting wipe is
+    /// still delivered).
+    fn credential_route(login: &DeviceLogin) -> Result<DeviceAuth> {
+        let auth = Self::device_owner(login)?;
+        if login.license_requires_certificate {
+            return Err(AccountError::CertificateRequired);
+        }
+        Ok(auth)
+    }
+
+    /// Turns the license's client-certificate requirement on or off, from the CLI.
+    pub async fn set_license_require_client_certificates(
+        &self,
+        name: &str,
+        required: bool,
+        actor: &str,
+    ) -> Result<License> {
+        let (license, _) = self.store.license_by_name(name).await?.ok_or(AccountError::NotFound)?;
+        let change = crate::model::LicenseChange { require_client_certificates: Some(required), ..Default::default() };
+        let license = self.store.update_license(license.id, &change).await?;
+        self.audit(
+            actor.to_string(),
+            "license.require_client_certificates",
+            format!("license:{}", license.id),
+            format!("required={required}"),
+        )
+        .await;
+        Ok(license)
     }
 
     /// Device-channel authentication with the client certificate of the TLS handshake
@@ -779,7 +814,7 @@ impl Accounts {
         if login.user_id != user.id {
             return Err(AccountError::InvalidCredentials);
         }
-        Self::device_owner(&login)
+        Self::credential_route(&login)
     }
 }
 

@@ -252,6 +252,10 @@ CREATE TABLE alert_counts (
 ALTER TABLE devices ADD COLUMN certificate_serial TEXT;
 ALTER TABLE devices ADD COLUMN certificate_not_after INTEGER;
 "#,
+    r#"
+-- Licenses whose devices must authenticate with a client certificate.
+ALTER TABLE licenses ADD COLUMN require_client_certificates INTEGER NOT NULL DEFAULT 0;
+"#,
 ];
 
 /// SQLite-backed [`Store`].
@@ -327,7 +331,8 @@ fn parse_id<T: std::str::FromStr>(s: String) -> rusqlite::Result<T> {
 }
 
 const LICENSE_COLS: &str = "l.id, l.name, l.max_users, l.expires_at, l.suspended, l.created_at, \
-     (SELECT COUNT(*) FROM users u WHERE u.license_id = l.id), l.secret_question_recovery, l.features, l.admin_email";
+     (SELECT COUNT(*) FROM users u WHERE u.license_id = l.id), l.secret_question_recovery, l.features, l.admin_email, \
+     l.require_client_certificates";
 
 fn license_row(r: &Row<'_>) -> rusqlite::Result<License> {
     Ok(License {
@@ -341,6 +346,7 @@ fn license_row(r: &Row<'_>) -> rusqlite::Result<License> {
         secret_question_recovery: r.get::<_, i64>(7)? != 0,
         features: Features::from_bits(r.get(8)?),
         admin_email: r.get(9)?,
+        require_client_certificates: r.get::<_, i64>(10)? != 0,
     })
 }
 
@@ -526,7 +532,7 @@ impl Store for SqliteStore {
             Ok(c.query_row(
                 &format!("SELECT {LICENSE_COLS}, l.password_hash FROM licenses l WHERE l.name = ?1"),
                 [name],
-                |r| Ok((license_row(r)?, r.get::<_, String>(10)?)),
+                |r| Ok((license_row(r)?, r.get::<_, String>(11)?)),
             )
             .optional()?)
         })
@@ -950,7 +956,7 @@ impl Store for SqliteStore {
             let mut stmt = c.prepare_cached(
                 "SELECT d.id, d.user_id, u.ves_id, u.license_id, d.credential_hash, d.revoked_at, \
                  u.status, l.suspended, l.expires_at, d.wipe_requested_at, u.access, l.features, \
-                 d.certificate_serial \
+                 d.certificate_serial, l.require_client_certificates \
                  FROM devices d JOIN users u ON u.id = d.user_id JOIN licenses l ON l.id = u.license_id \
                  WHERE d.id = ?1",
             )?;
@@ -971,6 +977,7 @@ impl Store for SqliteStore {
                         user_access: Features::from_bits(r.get(10)?),
                         license_features: Features::from_bits(r.get(11)?),
                         certificate_serial: r.get(12)?,
+                        license_requires_certificate: r.get::<_, i64>(13)? != 0,
                     })
                 })
                 .optional()?)
@@ -1498,7 +1505,8 @@ impl Store for SqliteStore {
                  suspended = COALESCE(?5, suspended), \
                  secret_question_recovery = COALESCE(?6, secret_question_recovery), \
                  features = COALESCE(?7, features), \
-                 admin_email = CASE WHEN ?8 THEN ?9 ELSE admin_email END \
+                 admin_email = CASE WHEN ?8 THEN ?9 ELSE admin_email END, \
+                 require_client_certificates = COALESCE(?10, require_client_certificates) \
                  WHERE id = ?1",
                 params![
                     id.to_string(),
@@ -1510,6 +1518,7 @@ impl Store for SqliteStore {
                     ch.features.map(Features::bits),
                     ch.admin_email.is_some(),
                     ch.admin_email.clone().flatten(),
+                    ch.require_client_certificates,
                 ],
             )?;
             if n == 0 {

@@ -23,6 +23,10 @@ pub struct License {
     pub features: Features,
     /// Whom the carrier contacts about the license (its administrator at the enterprise).
     pub admin_email: Option<String>,
+    /// Devices must authenticate with a client certificate (AUTH_CERT) and activate with a
+    /// certificate request; the credential route (AUTH_TOKEN, AUTH_PASSWORD) is closed, so
+    /// a device whose certificate expired activates again.
+    pub require_client_certificates: bool,
 }
 
 impl License {
@@ -336,6 +340,8 @@ pub struct DeviceLogin {
     /// Serial (lowercase hex) of the device's current client certificate: the only one
     /// AUTH_CERT accepts (a renewal or a new activation replaces it).
     pub certificate_serial: Option<String>,
+    /// The license closes the credential route (License::require_client_certificates).
+    pub license_requires_certificate: bool,
 }
 
 impl std::fmt::Debug for DeviceLogin {
@@ -467,6 +473,7 @@ pub struct LicenseChange {
     pub expires_at: Option<Option<i64>>,
     pub suspended: Option<bool>,
     pub secret_question_recovery: Option<bool>,
+    pub require_client_certificates: Option<bool>,
     pub features: Option<Features>,
     /// `Some(None)`: no administrator address.
     pub admin_email: Option<Option<String>>,

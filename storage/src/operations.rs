@@ -356,6 +356,13 @@ impl Accounts {
                 after.secret_question_recovery,
             ));
         }
+        if before.require_client_certificates != after.require_client_certificates {
+            changes.push(FieldChange::new(
+                "require_client_certificates",
+                before.require_client_certificates,
+                after.require_client_certificates,
+            ));
+        }
         if before.features != after.features {
             changes.push(FieldChange::new("features", before.features.describe(), after.features.describe()));
         }

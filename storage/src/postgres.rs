@@ -224,6 +224,10 @@ CREATE TABLE alert_counts (
 ALTER TABLE devices ADD COLUMN certificate_serial TEXT;
 ALTER TABLE devices ADD COLUMN certificate_not_after BIGINT;
 "#,
+    r#"
+-- Licenses whose devices must authenticate with a client certificate.
+ALTER TABLE licenses ADD COLUMN require_client_certificates BOOLEAN NOT NULL DEFAULT FALSE;
+"#,
 ];
 
 /// Arbitrary constant naming the migration advisory lock.
@@ -419,7 +423,8 @@ impl PostgresStore {
 }
 
 const LICENSE_COLS: &str = "l.id, l.name, l.max_users, l.expires_at, l.suspended, l.created_at, \
-     (SELECT COUNT(*) FROM users u WHERE u.license_id = l.id), l.secret_question_recovery, l.features, l.admin_email";
+     (SELECT COUNT(*) FROM users u WHERE u.license_id = l.id), l.secret_question_recovery, l.features, l.admin_email, \
+     l.require_client_certificates";
 
 fn license_row(r: &Row) -> License {
     License {
@@ -433,6 +438,7 @@ fn license_row(r: &Row) -> License {
         secret_question_recovery: r.get(7),
         features: Features::from_bits(r.get::<_, i32>(8).into()),
         admin_email: r.get(9),
+        require_client_certificates: r.get(10),
     }
 }
 
@@ -562,7 +568,8 @@ fn device_row(r: &Row) -> DeviceRecord {
 
 /// [`Store::device_login`]: three primary-key lookups joined, no aggregate.
 const DEVICE_LOGIN_SQL: &str = "SELECT d.id, d.user_id, u.ves_id, u.license_id, d.credential_hash, d.revoked_at, \
-     u.status, l.suspended, l.expires_at, d.wipe_requested_at, u.access, l.features, d.certificate_serial \
+     u.status, l.suspended, l.expires_at, d.wipe_requested_at, u.access, l.features, d.certificate_serial, \
+     l.require_client_certificates \
      FROM devices d JOIN users u ON u.id = d.user_id JOIN licenses l ON l.id = u.license_id WHERE d.id = $1";
 
 async fn get_license<C: GenericClient>(c: &C, id: LicenseId) -> Result<Option<License>> {
@@ -627,7 +634,7 @@ impl Store for PostgresStore {
     async fn license_by_name(&self, name: &str) -> Result<Option<(License, String)>> {
         let c = self.client().await?;
         let sql = format!("SELECT {LICENSE_COLS}, l.password_hash FROM licenses l WHERE l.name = $1");
-        Ok(c.query_opt(&sql, &[&name]).await.map_err(pg_error)?.map(|r| (license_row(&r), r.get::<_, String>(10))))
+        Ok(c.query_opt(&sql, &[&name]).await.map_err(pg_error)?.map(|r| (license_row(&r), r.get::<_, String>(11))))
     }
 
     async fn license_by_id(&self, id: LicenseId) -> Result<Option<License>> {
@@ -1042,6 +1049,7 @@ impl Store for PostgresStore {
                 user_access: Features::from_bits(r.get::<_, i32>(10).into()),
                 license_features: Features::from_bits(r.get::<_, i32>(11).into()),
                 certificate_serial: r.get(12),
+                license_requires_certificate: r.get(13),
             }
         }))
     }
@@ -1544,7 +1552,8 @@ impl Store for PostgresStore {
                  suspended = COALESCE($5, suspended), \
                  secret_question_recovery = COALESCE($6, secret_question_recovery), \
                  features = COALESCE($7, features), \
-                 admin_email = CASE WHEN $8 THEN $9 ELSE admin_email END \
+                 admin_email = CASE WHEN $8 THEN $9 ELSE admin_email END, \
+                 require_client_certificates = COALESCE($10, require_client_certificates) \
                  WHERE id = $1",
                 &[
                     &id.0,
@@ -1556,6 +1565,7 @@ impl Store for PostgresStore {
                     &change.features.map(|f| f.bits() as i32),
                     &change.admin_email.is_some(),
                     &change.admin_email.clone().flatten(),
+                    &change.require_client_certificates,
                 ],
             )
             .await

@@ -273,6 +273,15 @@ macro_rules! conformance {
                     accounts.authenticate_device_certificate(noc_protocol::DeviceId::random(), user.id, "0a1b2c").await,
                     Err(AccountError::InvalidCredentials)
                 ));
+                // A license that requires certificates closes the credential and password routes.
+                accounts.set_license_require_client_certificates("acme", true, "test").await.expect("require");
+                assert!(matches!(accounts.authenticate_device_token(device.id, &cred).await, Err(AccountError::CertificateRequired)));
+                assert!(matches!(
+                    accounts.authenticate_device_password(device.id, "+15550100", "bob-password", SOURCE).await,
+                    Err(AccountError::CertificateRequired)
+                ));
+                accounts.authenticate_device_certificate(device.id, user.id, "0a1b2c").await.expect("the certificate route");
+                accounts.set_license_require_client_certificates("acme", false, "test").await.expect("optional");
                 assert_eq!(accounts.store().devices_by_ves(ves.id).await.expect("devices").len(), 1);
                 let listed = accounts.store().device_records_by_ves(ves.id).await.expect("device records");
                 assert_eq!(listed.len(), 1);

@@ -226,3 +226,53 @@ async fn a_revoked_device_is_refused_its_certificate_on_every_node() {
     drop(channel);
     cluster.stop().await;
 }
+
+/// A license that requires client certificates (`noc admin license set-features
+/// --require-client-certificates on`): no activation without a certificate request, and
+/// the credential opens no session; the certificate does. Turned off, the credential
+/// works again.
+#[tokio::test]
+async fn a_license_can_require_client_certificates() {
+    let (relay, ves, _channel) = relay_and_ves(|_| {}).await;
+    account(&ves, "strict@example.com", "+15550153").await;
+    let (act, key) = certified_device(&ves, "+15550153").await;
+    let admin = relay.admin().await;
+    let license = admin.set_require_client_certificates("acme", true).await.expect("require");
+    assert!(license.require_client_certificates);
+
+    let refused = ves
+        .post_json::<DeviceActivationResponse>(
+            "/device/v1/activate",
+            &json!({"Msisdn": "+15550153", "Password": USER_PASSWORD}),
+        )
+        .await
+        .expect_err("no certificate request");
+    assert_eq!((refused.status, refused.code.as_str()), (400, "bad_request"), "{refused}");
+    assert!(refused.message.contains("certificate request"), "{refused}");
+    let list: noc_protocol::rts::DeviceList = ves.data(&DataRequest::ListDevices {}).await.expect("devices");
+    assert_eq!(list.devices.len(), 1, "the refused activation left no device: {:?}", list.devices);
+
+    let mut token = relay.device_connection().await;
+    match token.login(act.device_id, &act.device_credential).await {
+        Recv::Frame(Frame::Close { code: CloseCode::CertificateRequired, message, .. }) => {
+            assert!(message.contains("activate the device again"), "{message}")
+        }
+        other => panic!("expected CLOSE certificate_required, got {other:?}"),
+    }
+    // A client of version 2 does not know the code: it is told `auth_failed`.
+    let mut older = relay.device_connection().await;
+    match older.login_with(&[1, 2], act.device_id, &act.device_credential).await {
+        Recv::Frame(Frame::Close { code: CloseCode::AuthFailed, message, .. }) => {
+            assert!(message.contains("requires a client certificate"), "{message}")
+        }
+        other => panic!("expected CLOSE auth_failed, got {other:?}"),
+    }
+    online_certified_device(&relay, &act, &key).await;
+    assert_eq!(relay.metric("noc_auth_failures_total", &[("kind", "device"), ("reason", "certificate_required")]), 2.0);
+    let audit = admin.audit(20).await.expect("audit");
+    assert!(audit.iter().any(|e| e.action == "license.require_client_certificates"), "audited");
+
+    admin.set_require_client_certificates("acme", false).await.expect("optional again");
+    let mut token = relay.device_connection().await;
+    assert!(matches!(token.login(act.device_id, &act.device_credential).await, Recv::Frame(Frame::AuthOk { .. })));
+}

@@ -141,6 +141,10 @@ async fn an_approved_request_is_issued_for_the_requests_key() {
     assert_eq!(chain.matches("BEGIN CERTIFICATE").count(), 2, "the certificate and its CA");
     assert!(f.enrollment.pending().expect("pending").is_empty());
     assert!(f.enrollment.approve("r1").is_err(), "approved once");
+    // A replayed first step cannot reset what was issued.
+    f.ask("r1", "wifi", None);
+    assert_eq!(f.status("r1").state, EnrollState::Issued);
+    assert_eq!(f.enrollment.all().expect("all")[0].state, "issued");
 }
 
 #[tokio::test]
@@ -189,6 +193,11 @@ async fn bad_requests_fail_with_their_reason_and_an_unreachable_ca_is_retried() 
     assert_eq!(f.status("r6").state, EnrollState::Failed);
     f.ask("r7", "vpn", Some("garbage".into()));
     assert!(f.status("r7").message.as_deref().is_some_and(|m| m.contains("start the enrollment again")));
+    // The second step must name the profile of the first.
+    f.ask("r10", "wifi", None);
+    f.ask("r10", "vpn", Some("garbage".into()));
+    let status = f.status("r10");
+    assert!(status.message.as_deref().is_some_and(|m| m.contains("profile")), "{status:?}");
 
     // The CA is down: the request stays approved and goes again at the next step.
     f.enroll("r8", "down");

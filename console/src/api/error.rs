@@ -84,6 +84,9 @@ impl From<AccountError> for ApiFailure {
             AccountError::FeatureDisabled(f) => {
                 Self::new(ApiErrorCode::FeatureDisabled, format!("{} is not enabled for this account", f.as_str()))
             }
+            AccountError::CertificateRequired => {
+                Self::bad_request("this license requires devices to use client certificates")
+            }
             AccountError::Unavailable(detail) | AccountError::Busy(detail) => {
                 tracing::warn!(%detail, "admin API: account store unavailable");
                 ApiFailure {

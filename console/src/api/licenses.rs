@@ -49,6 +49,10 @@ pub struct LicenseChangeRequest {
     /// Suspending ends the license's live sessions on every node within seconds.
     pub suspended: Option<bool>,
     pub secret_question_recovery: Option<bool>,
+    /// Devices must authenticate with a client certificate and activate with a
+    /// certificate request (docs/certificates.md); their credential no longer opens a
+    /// session.
+    pub require_client_certificates: Option<bool>,
     /// The whole set. Taking ConstantSync away ends the license's device sessions within
     /// `accounts.license_check_interval_seconds`; alerts and ConstantSync reach its
     /// enterprise servers at once.
@@ -155,6 +159,7 @@ pub async fn change(
         expires_at: r.expires_at,
         suspended: r.suspended,
         secret_question_recovery: r.secret_question_recovery,
+        require_client_certificates: r.require_client_certificates,
         features: r.features.map(Features::from),
         admin_email: r.admin_email,
     };

@@ -16,6 +16,8 @@ pub struct LicenseView {
     pub expires_at: Option<i64>,
     pub suspended: bool,
     pub secret_question_recovery: bool,
+    /// Devices must authenticate with a client certificate (docs/certificates.md).
+    pub require_client_certificates: bool,
     /// What the license's users may use.
     pub features: FeatureFlags,
     /// The enterprise's administrator for this license.
@@ -74,6 +76,7 @@ impl From<License> for LicenseView {
             expires_at: l.expires_at,
             suspended: l.suspended,
             secret_question_recovery: l.secret_question_recovery,
+            require_client_certificates: l.require_client_certificates,
             features: l.features.into(),
             admin_email: l.admin_email,
             created_at: l.created_at,
