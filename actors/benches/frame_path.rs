@@ -6,13 +6,18 @@
 //!   queue; `device_to_ves/full` adds the command channel's send loop (the `DeviceFrame`
 //!   NDJSON line with its base64 payload);
 //! * `ves_to_device/route`: `Router::ves_to_device` (ownership check + device queue);
-//!   `ves_to_device/full` adds the base64 decode of the `Frames` payload before it and the
-//!   device writer's FORWARD encoding after it.
+//!   `ves_to_device/full` adds the base64 decode of the `Frames` payload before it (into
+//!   one buffer per request, as the data channel does) and the device writer's FORWARD
+//!   encoding after it.
 //!
 //! Real sessions are used (a `VesSession` actor with an attached `CommandStream`, a device
 //! registered in the router with its queue), created inside an actix system; the measured
 //! calls themselves need no runtime. TLS, HTTP and JSON request parsing are not included:
 //! the load tool (`loadtest/`) measures the whole relay.
+//!
+//! Before the timings it prints the heap allocations per frame of each path, counted by
+//! the global allocator on the measuring thread over 4 096 frames after a warm-up (the
+//! steady state: queues and buffers already grown).
 //!
 //! Run: `cargo bench -p noc-actors --bench frame_path`.
 
@@ -33,6 +38,20 @@ use noc_cluster::{DeviceItem, MemoryCluster, NodeId, VesItem};
 use noc_protocol::device::{ForwardKind, Frame, FrameCodec};
 use noc_protocol::{DeviceId, LicenseId, UserId, VesId};
 use tokio_util::codec::Decoder;
+
+/// Counts every allocation and reallocation (the workspace forbids `unsafe`, so the
+/// counting allocator is `stats_alloc`'s). The actors' arbiter is not driven while a count
+/// runs, so what is counted is the measuring thread's work.
+#[global_allocator]
+static GLOBAL: &stats_alloc::StatsAlloc<std::alloc::System> = &stats_alloc::INSTRUMENTED_SYSTEM;
+
+/// Allocations (and reallocations) `f` makes.
+fn allocations(f: impl FnOnce()) -> u64 {
+    let region = stats_alloc::Region::new(GLOBAL);
+    f();
+    let change = region.change();
+    (change.allocations + change.reallocations) as u64
+}
 
 const PAYLOAD_BYTES: usize = 256;
 /// Frames between two (untimed) drains of the target queue; below both queues' capacity.
@@ -151,8 +170,107 @@ fn timed_batches(
     total
 }
 
+/// Frames per allocation count.
+const COUNTED: u64 = 4096;
+
+/// Prints the allocations per frame of each path (decode, routing, the send loops), in
+/// the steady state: a first round grows every queue and buffer, the second is counted.
+/// Each round builds its input and drains its queue outside the count.
+fn allocation_report(f: &mut Fixture) {
+    let (ves_id, device_id, user_id) = (f.ves.ves_id, f.device_id, UserId::random());
+    let mut codec = FrameCodec::default();
+    let payload = Bytes::from(vec![0x5Au8; PAYLOAD_BYTES]);
+    let b64 = noc_protocol::rts::encode_payload(&payload);
+    let mut out = BytesMut::with_capacity(64 * 1024);
+    let mut rows: Vec<(&str, f64)> = Vec::new();
+    // `round` returns the allocations it counted; the second of two rounds is reported.
+    let mut report = |name: &'static str, f: &mut Fixture, round: &mut dyn FnMut(&mut Fixture) -> u64| {
+        round(f);
+        rows.push((name, round(f) as f64 / COUNTED as f64));
+    };
+    report("decode/forward_256B", f, &mut |_| {
+        let mut buf = forward_bytes(COUNTED);
+        allocations(|| {
+            for _ in 0..COUNTED {
+                std::hint::black_box(decode(&mut codec, &mut buf));
+            }
+        })
+    });
+    report("device_to_ves/route", f, &mut |f| {
+        let mut total = 0;
+        for _ in 0..COUNTED / BATCH {
+            let mut buf = forward_bytes(BATCH);
+            total += allocations(|| {
+                for _ in 0..BATCH {
+                    let (kind, frame_id, payload) = decode(&mut codec, &mut buf);
+                    let item = VesItem::Frame { device_id, user_id, frame_id, kind, payload };
+                    f.router.device_to_ves(ves_id, item).expect("queued");
+                }
+            });
+            f.drain_ves();
+        }
+        total
+    });
+    report("device_to_ves/full", f, &mut |f| {
+        let mut total = 0;
+        for _ in 0..COUNTED / BATCH {
+            let mut buf = forward_bytes(BATCH);
+            total += allocations(|| {
+                for _ in 0..BATCH {
+                    let (kind, frame_id, payload) = decode(&mut codec, &mut buf);
+                    let item = VesItem::Frame { device_id, user_id, frame_id, kind, payload };
+                    f.router.device_to_ves(ves_id, item).expect("queued");
+                }
+                std::hint::black_box(f.drain_ves());
+            });
+        }
+        total
+    });
+    report("ves_to_device/route", f, &mut |f| {
+        let mut total = 0;
+        for _ in 0..COUNTED / BATCH {
+            total += allocations(|| {
+                for i in 0..BATCH {
+                    let payload = payload.clone();
+                    let item = DeviceItem::Forward { origin: ves_id, kind: ForwardKind::Data, frame_id: i, payload };
+                    f.router.ves_to_device(&f.ves, device_id, item).expect("queued");
+                }
+            });
+            f.drain_device();
+        }
+        total
+    });
+    report("ves_to_device/full", f, &mut |f| {
+        let mut total = 0;
+        for _ in 0..COUNTED / BATCH {
+            // As the data channel does: one buffer for a request's payloads.
+            let mut payloads = BytesMut::with_capacity(BATCH as usize * noc_protocol::rts::decoded_len_estimate(&b64));
+            total += allocations(|| {
+                for i in 0..BATCH {
+                    let bytes = noc_protocol::rts::decode_payload_into(&b64, &mut payloads).expect("base64");
+                    let item =
+                        DeviceItem::Forward { origin: ves_id, kind: ForwardKind::Data, frame_id: i, payload: bytes };
+                    f.router.ves_to_device(&f.ves, device_id, item).expect("queued");
+                    if let Some(DeviceOut::Item(DeviceItem::Forward { kind, frame_id, payload, .. })) =
+                        f.device_rx.try_recv()
+                    {
+                        Frame::Forward { kind, frame_id, payload }.encode(&mut out);
+                    }
+                }
+            });
+            out.clear();
+        }
+        total
+    });
+    eprintln!("heap allocations per frame (steady state, {COUNTED} frames):");
+    for (name, n) in rows {
+        eprintln!("  {name:<22} {n:.3}");
+    }
+}
+
 fn bench(c: &mut Criterion) {
     let mut f = Fixture::new();
+    allocation_report(&mut f);
     let (ves_id, device_id) = (f.ves.ves_id, f.device_id);
     let user_id = UserId::random();
     let mut codec = FrameCodec::default();
@@ -260,8 +378,10 @@ fn bench(c: &mut Criterion) {
                 iters,
                 |f, n| {
                     let start = Instant::now();
+                    let mut payloads =
+                        BytesMut::with_capacity(n as usize * noc_protocol::rts::decoded_len_estimate(&b64));
                     for i in 0..n {
-                        let bytes = Bytes::from(noc_protocol::rts::decode_payload(&b64).expect("base64"));
+                        let bytes = noc_protocol::rts::decode_payload_into(&b64, &mut payloads).expect("base64");
                         let item = DeviceItem::Forward {
                             origin: ves_id,
                             kind: ForwardKind::Data,

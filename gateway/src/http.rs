@@ -6,7 +6,7 @@ use std::sync::Arc;
 use actix::Actor;
 use actix_web::middleware::DefaultHeaders;
 use actix_web::{HttpRequest, HttpResponse, web};
-use bytes::Bytes;
+use bytes::BytesMut;
 use noc_actors::{EventLookup, RtsSession, VesInbox, VesSession, VesUserState};
 use noc_cluster::{DeviceItem, FetchOutcome};
 use noc_protocol::rts::fetch::{FetchResultResponse, FetchStatus};
@@ -337,10 +337,12 @@ async fn data(
         DataRequest::Frames { frames } => {
             let max_payload =
                 state.sessions.max_frame_bytes.saturating_sub(noc_protocol::device::FORWARD_OVERHEAD_BYTES);
-            // Decode everything first: a malformed request is refused as a whole.
+            // Decode everything first: a malformed request is refused as a whole. The
+            // payloads share one buffer (no allocation per frame).
+            let mut buf = BytesMut::with_capacity(frames.iter().map(|f| rts::decoded_len_estimate(&f.payload)).sum());
             let mut decoded = Vec::with_capacity(frames.len());
             for (i, f) in frames.into_iter().enumerate() {
-                let payload = rts::decode_payload(&f.payload)
+                let payload = rts::decode_payload_into(&f.payload, &mut buf)
                     .map_err(|_| ApiError::bad_request(format!("`Frames[{i}].Payload` is not base64")))?;
                 decoded.push((f, payload));
             }
@@ -349,12 +351,7 @@ async fn data(
                 let outcome = if payload.len() > max_payload as usize {
                     Err(UndeliverableReason::FrameTooLarge)
                 } else {
-                    let item = DeviceItem::Forward {
-                        origin: ves_id,
-                        kind: f.kind,
-                        frame_id: f.frame_id,
-                        payload: Bytes::from(payload),
-                    };
+                    let item = DeviceItem::Forward { origin: ves_id, kind: f.kind, frame_id: f.frame_id, payload };
                     router.ves_to_device(inbox, f.device_id, item)
                 };
                 results.push(frame_result(&state, f.device_id, f.frame_id, outcome));

@@ -45,6 +45,29 @@ pub fn decode_payload(s: &str) -> Result<Vec<u8>, base64::DecodeError> {
     base64::engine::general_purpose::STANDARD.decode(s)
 }
 
+/// Room to reserve in a buffer for decoding `s` with [`decode_payload_into`].
+pub fn decoded_len_estimate(s: &str) -> usize {
+    base64::decoded_len_estimate(s.len())
+}
+
+/// Decodes a `Payload` at the end of `buf` and splits it off as its own [`Bytes`]: the
+/// payloads of one request share one allocation (reserve the sum of
+/// [`decoded_len_estimate`] first) instead of two each.
+pub fn decode_payload_into(s: &str, buf: &mut bytes::BytesMut) -> Result<bytes::Bytes, base64::DecodeSliceError> {
+    let start = buf.len();
+    buf.resize(start + decoded_len_estimate(s), 0);
+    match base64::engine::general_purpose::STANDARD.decode_slice(s, &mut buf[start..]) {
+        Ok(n) => {
+            buf.truncate(start + n);
+            Ok(buf.split().freeze())
+        }
+        Err(e) => {
+            buf.truncate(start);
+            Err(e)
+        }
+    }
+}
+
 /// Body of every HTTP error: `{"Error":{"Code":"seats_full","Message":"..."}}`.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "PascalCase")]
@@ -667,6 +690,18 @@ impl std::fmt::Debug for DeviceActivationResponse {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn payloads_decode_into_one_shared_buffer() {
+        let (a, b) = (encode_payload(b"first payload"), encode_payload(&[0u8, 1, 2, 255]));
+        let mut buf = bytes::BytesMut::with_capacity(decoded_len_estimate(&a) + decoded_len_estimate(&b));
+        let first = decode_payload_into(&a, &mut buf).expect("a");
+        assert!(decode_payload_into("not base64!", &mut buf).is_err());
+        let second = decode_payload_into(&b, &mut buf).expect("b");
+        assert_eq!((&first[..], &second[..]), (&b"first payload"[..], &[0u8, 1, 2, 255][..]));
+        assert!(buf.is_empty(), "each payload was split off; a failed one left nothing");
+        assert_eq!(decode_payload_into("", &mut buf).expect("empty").len(), 0);
+    }
 
     #[test]
     fn heartbeat_uses_the_seed_name() {
