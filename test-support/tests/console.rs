@@ -187,6 +187,21 @@ async fn operators_sign_in_with_a_second_factor_and_see_what_their_role_opens() 
     let audit = b.get("/console/audit?action=license.change").await;
     assert!(audit.body.contains("browse_pc,constant_sync"), "{}", audit.body);
 
+    // Device authentication: ticked, the license's devices must use client certificates.
+    let detail = b.get(link).await;
+    assert!(detail.body.contains("name=\"require_client_certificates\" value=\"on\">"), "{}", detail.body);
+    let csrf = detail.hidden("csrf").expect("csrf");
+    let saved =
+        b.post(&format!("{link}/devices"), &[("csrf", csrf.as_str()), ("require_client_certificates", "on")]).await;
+    assert_eq!((saved.status, saved.header("location")), (303, Some(link)), "{}", saved.body);
+    assert!(b.get(link).await.body.contains("name=\"require_client_certificates\" value=\"on\" checked"));
+    let cleared = b.post(&format!("{link}/devices"), &[("csrf", csrf.as_str())]).await;
+    assert_eq!(cleared.status, 303);
+    assert!(b.get(link).await.body.contains("name=\"require_client_certificates\" value=\"on\">"));
+    assert_eq!(b.post(&format!("{link}/devices"), &[("csrf", "forged")]).await.status, 403);
+    let audit = b.get("/console/audit?action=license.change").await;
+    assert!(audit.body.contains("require_client_certificates"), "{}", audit.body);
+
     // The auditor lands on the audit log and reaches nothing else.
     let mut a = console(&relay);
     let in_as_audra = sign_in(&mut a, "audra", &audra.password, &audra.code()).await;

@@ -62,6 +62,7 @@ struct LicensePage {
     suspended: bool,
     features: Vec<FeatureBox>,
     admin_email: String,
+    require_client_certificates: bool,
     grantees: Vec<String>,
     /// CSRs the license could be given to (administrators see them).
     csrs: Vec<String>,
@@ -175,6 +176,7 @@ pub async fn detail(state: web::Data<ConsoleState>, req: HttpRequest, id: web::P
         })
         .unwrap_or_default();
     let (features, admin_email) = (features::boxes(license.features), license.admin_email.clone().unwrap_or_default());
+    let require_client_certificates = license.require_client_certificates;
     let row = Row::from(license);
     page::render(
         actix_web::http::StatusCode::OK,
@@ -188,6 +190,7 @@ pub async fn detail(state: web::Data<ConsoleState>, req: HttpRequest, id: web::P
             suspended: row.suspended,
             features,
             admin_email,
+            require_client_certificates,
             grantees,
             csrs,
             installations: installations
@@ -242,6 +245,41 @@ pub async fn change(
     };
     match crate::actions::change_license(&state, &s.principal, id, &change).await {
         Ok(_) => page::see_other("/console/licenses").finish(),
+        Err(e) => failure::from_account(e),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DevicesForm {
+    csrf: String,
+    /// `on` when ticked; absent otherwise.
+    #[serde(default)]
+    require_client_certificates: Option<String>,
+}
+
+impl CsrfForm for DevicesForm {
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
+}
+
+/// Whether the license's devices must use client certificates, from its page.
+pub async fn change_devices(
+    state: web::Data<ConsoleState>,
+    req: HttpRequest,
+    id: web::Path<String>,
+    payload: web::Payload,
+) -> HttpResponse {
+    let (s, f) = match session::require_form::<DevicesForm>(&state, &req, payload).await {
+        Ok(v) => v,
+        Err(answer) => return answer,
+    };
+    let Ok(id) = id.parse::<LicenseId>() else { return failure::from_account(noc_storage::AccountError::NotFound) };
+    let required = f.require_client_certificates.as_deref() == Some("on");
+    let change = LicenseChange { require_client_certificates: Some(required), ..LicenseChange::default() };
+    match crate::actions::change_license(&state, &s.principal, id, &change).await {
+        Ok(_) => page::see_other(&format!("/console/licenses/{id}")).finish(),
         Err(e) => failure::from_account(e),
     }
 }

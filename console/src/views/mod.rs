@@ -107,6 +107,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         )
         .route("/console/licenses/{id}/grant", web::post().to(licenses::grant))
         .route("/console/licenses/{id}/features", web::post().to(licenses::change_features))
+        .route("/console/licenses/{id}/devices", web::post().to(licenses::change_devices))
         .route("/console/users/{id}/access", web::post().to(users::change_access))
         .route("/console/audit", web::get().to(audit::show))
         .route("/console/audit.csv", web::get().to(audit::csv))
