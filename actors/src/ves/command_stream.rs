@@ -24,6 +24,8 @@ use crate::ves::inbox::{ChannelRx, FarewellSlot, RxSlot, VesInbox, lock};
 
 /// Most bytes handed to the HTTP layer in one chunk.
 pub const CHUNK_BYTES: usize = 32 * 1024;
+/// Room a chunk starts with.
+const CHUNK_START_BYTES: usize = 8 * 1024;
 
 /// Asks a VES session to attach a new command channel; answered with the stream to serve
 /// as the HTTP body (`None` when the session is ending).
@@ -134,7 +136,9 @@ impl Stream for CommandStream {
         if self.done {
             return Poll::Ready(None);
         }
-        let mut buf = BytesMut::new();
+        // A chunk starts with room for a few lines (below the allocator's large-block
+        // threshold) and doubles from there: a few allocations per chunk, not one per line.
+        let mut buf = BytesMut::with_capacity(CHUNK_START_BYTES);
         if self.cancelled.as_mut().poll(cx).is_ready() {
             // The channel ends: only the farewell line is still written. Whatever is still
             // queued is bounced to its senders by the session.
