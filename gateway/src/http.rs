@@ -17,7 +17,7 @@ use noc_protocol::rts::{
     RtsConnectionEnvelope, UserList, UserSummary,
 };
 use noc_protocol::{ApiErrorCode, UndeliverableReason, rts};
-use noc_storage::{AccountError, UserRecord, UserStatus};
+use noc_storage::{UserRecord, UserStatus};
 use serde::de::DeserializeOwned;
 
 use crate::body::{parse_json, read_body};
@@ -438,26 +438,11 @@ async fn activate_device(
             &body.password.0,
             body.device_name.as_deref(),
             body.device_type.as_deref(),
+            ca.is_some(),
             source(&req),
         )
         .await
         .map_err(|e| failed_auth(&state, "device", e))?;
-    if ca.is_none() {
-        // A license that requires client certificates takes no device without one: the
-        // device just made is revoked (it counts nowhere) and the answer says why.
-        let required = state.accounts.store().license_by_id(user.license_id).await.map_err(AccountError::from);
-        let refused = match required {
-            Ok(l) => l.is_some_and(|l| l.require_client_certificates),
-            Err(e) => return Err(failed_auth(&state, "device", e)),
-        };
-        if refused {
-            let now_ms = noc_protocol::clock::unix_ms_i64();
-            if let Err(r) = state.accounts.store().revoke_device(user.id, device.id, now_ms).await {
-                tracing::warn!(error = %r, device = %device.id, "a device refused for want of a certificate stays");
-            }
-            return Err(AccountError::CertificateRequired.into());
-        }
-    }
     let certificate = match ca {
         None => None,
         Some((csr, ca)) => {

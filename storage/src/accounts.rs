@@ -640,6 +640,7 @@ impl Accounts {
         password: &str,
         name: Option<&str>,
         device_type: Option<&str>,
+        certificate_request: bool,
         source: IpAddr,
     ) -> Result<(DeviceRecord, String, UserRecord)> {
         let msisdn = normalize_msisdn(msisdn)?;
@@ -654,6 +655,12 @@ impl Accounts {
         }
         if !user.allows(Feature::ConstantSync) {
             return Err(AccountError::FeatureDisabled(Feature::ConstantSync));
+        }
+        // A license that requires client certificates takes no device without a request.
+        if !certificate_request
+            && self.store.license_by_id(user.license_id).await?.is_some_and(|l| l.require_client_certificates)
+        {
+            return Err(AccountError::CertificateRequired);
         }
         let credential = secrets::random_bytes::<32>();
         let device = self

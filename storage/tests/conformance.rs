@@ -223,7 +223,7 @@ macro_rules! conformance {
 
                 // Not activated yet: no MSISDN, no device.
                 assert!(matches!(
-                    accounts.activate_device("+15550100", "bob-password", None, None, SOURCE).await,
+                    accounts.activate_device("+15550100", "bob-password", None, None, false, SOURCE).await,
                     Err(AccountError::InvalidCredentials)
                 ));
                 let user = accounts
@@ -234,7 +234,7 @@ macro_rules! conformance {
                 assert_eq!(user.msisdn.as_deref(), Some("+15550100"));
 
                 let (device, credential, owner) = accounts
-                    .activate_device("+15550100", "bob-password", Some("phone"), Some("android"), SOURCE)
+                    .activate_device("+15550100", "bob-password", Some("phone"), Some("android"), false, SOURCE)
                     .await
                     .expect("device");
                 assert_eq!(owner.id, user.id);
@@ -281,6 +281,10 @@ macro_rules! conformance {
                     Err(AccountError::CertificateRequired)
                 ));
                 accounts.authenticate_device_certificate(device.id, user.id, "0a1b2c").await.expect("the certificate route");
+                assert!(matches!(
+                    accounts.activate_device("+15550100", "bob-password", None, None, false, SOURCE).await,
+                    Err(AccountError::CertificateRequired)
+                ), "no device without a certificate request");
                 accounts.set_license_require_client_certificates("acme", false, "test").await.expect("optional");
                 assert_eq!(accounts.store().devices_by_ves(ves.id).await.expect("devices").len(), 1);
                 let listed = accounts.store().device_records_by_ves(ves.id).await.expect("device records");
@@ -323,7 +327,7 @@ macro_rules! conformance {
                     .await
                     .expect("activate");
                 let (device, credential, _) =
-                    accounts.activate_device("+15550100", "bob-password", None, None, SOURCE).await.expect("device");
+                    accounts.activate_device("+15550100", "bob-password", None, None, false, SOURCE).await.expect("device");
                 let cred = hex::decode(&credential).expect("hex");
 
                 let login = accounts.store().device_login(device.id).await.expect("query").expect("known device");
@@ -366,7 +370,7 @@ macro_rules! conformance {
                 assert_eq!((user.access, user.license_features), (Features::ALL, Features::ALL));
                 let license = accounts.store().license_by_id(ves.license_id).await.expect("read").expect("license");
                 assert_eq!((license.features, license.admin_email.as_deref()), (Features::ALL, None));
-                let (device, credential, _) = accounts.activate_device("+15550100", "bob-password", None, None, SOURCE).await.expect("device");
+                let (device, credential, _) = accounts.activate_device("+15550100", "bob-password", None, None, false, SOURCE).await.expect("device");
                 let cred = hex::decode(&credential).expect("hex");
 
                 let e = accounts.create_operator("root", OperatorRole::NocAdmin, "operator-password-1", "admin:cli").await.expect("operator");
@@ -402,7 +406,7 @@ macro_rules! conformance {
                     Err(AccountError::FeatureDisabled(Feature::ConstantSync))
                 ));
                 assert!(matches!(
-                    accounts.activate_device("+15550100", "bob-password", None, None, SOURCE).await,
+                    accounts.activate_device("+15550100", "bob-password", None, None, false, SOURCE).await,
                     Err(AccountError::FeatureDisabled(Feature::ConstantSync))
                 ));
                 // Given back to the user but taken from the license: still none.
@@ -443,9 +447,9 @@ macro_rules! conformance {
                     .await
                     .expect("activate");
                 let (lost, credential, _) =
-                    accounts.activate_device("+15550100", "bob-password", Some("lost"), None, SOURCE).await.expect("device");
+                    accounts.activate_device("+15550100", "bob-password", Some("lost"), None, false, SOURCE).await.expect("device");
                 let (kept, kept_credential, _) =
-                    accounts.activate_device("+15550100", "bob-password", Some("kept"), None, SOURCE).await.expect("device");
+                    accounts.activate_device("+15550100", "bob-password", Some("kept"), None, false, SOURCE).await.expect("device");
                 let cred = hex::decode(&credential).expect("hex");
                 let store = accounts.store();
                 assert!(!accounts.device_wiped(lost.id).await.expect("no wipe asked"), "nothing to record");

@@ -268,7 +268,8 @@ async fn a_license_can_require_client_certificates() {
         other => panic!("expected CLOSE auth_failed, got {other:?}"),
     }
     online_certified_device(&relay, &act, &key).await;
-    assert_eq!(relay.metric("noc_auth_failures_total", &[("kind", "device"), ("reason", "certificate_required")]), 2.0);
+    // The refused activation and the two refused logins.
+    assert_eq!(relay.metric("noc_auth_failures_total", &[("kind", "device"), ("reason", "certificate_required")]), 3.0);
     let audit = admin.audit(20).await.expect("audit");
     assert!(audit.iter().any(|e| e.action == "license.require_client_certificates"), "audited");
 
