@@ -225,21 +225,33 @@ impl DeviceCa {
             SanType::URI(format!("urn:noc:user:{user}").try_into()?),
         ];
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        self.sign(params, &key, DEVICE_CERT_DAYS, now).map(Ok)
+    }
+
+    /// Signs a clientAuth certificate for `key` with `params` (subject, names, key usage),
+    /// valid from `now` for `days` but never past the CA, with a random serial.
+    fn sign(
+        &self,
+        mut params: CertificateParams,
+        key: &DeviceKey,
+        days: i64,
+        now: i64,
+    ) -> Result<IssuedCertificate, CaError> {
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
         params.not_before = at(now - 300)?;
-        let not_after = (now + DEVICE_CERT_DAYS * 86_400).min(self.not_after);
+        let not_after = (now + days * 86_400).min(self.not_after);
         params.not_after = at(not_after)?;
         let serial = random_serial();
         params.serial_number = Some(serial.clone());
         // The CA's key identifier may have been made another way than rcgen's: none.
         params.use_authority_key_identifier_extension = false;
-        let cert = params.signed_by(&key, &self.issuer)?;
-        Ok(Ok(IssuedCertificate {
+        let cert = params.signed_by(key, &self.issuer)?;
+        Ok(IssuedCertificate {
             pem: cert.pem(),
             der: cert.der().clone(),
             serial: hex::encode(serial.to_bytes()),
             not_after,
-        }))
+        })
     }
 }
 
@@ -354,20 +366,7 @@ impl DeviceCa {
         let mut params = CertificateParams::default();
         params.distinguished_name = subject::to_rcgen(subject).map_err(|e| CaError::Certificate(e.to_string()))?;
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-        params.not_before = at(now - 300)?;
-        let not_after = (now + i64::from(days) * 86_400).min(self.not_after);
-        params.not_after = at(not_after)?;
-        let serial = random_serial();
-        params.serial_number = Some(serial.clone());
-        params.use_authority_key_identifier_extension = false;
-        let cert = params.signed_by(&key, &self.issuer)?;
-        Ok(Ok(IssuedCertificate {
-            pem: cert.pem(),
-            der: cert.der().clone(),
-            serial: hex::encode(serial.to_bytes()),
-            not_after,
-        }))
+        self.sign(params, &key, i64::from(days), now).map(Ok)
     }
 }
 
