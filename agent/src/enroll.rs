@@ -117,7 +117,7 @@ impl CrlSource {
                 if !answer.status().is_success() {
                     return Err(format!("{url}: {}", answer.status()));
                 }
-                Ok(answer.bytes().await.map_err(|e| format!("{url}: {e}"))?.to_vec())
+                read_capped(answer, MAX_ANSWER_BYTES).await.map_err(|e| format!("{url}: {e}"))
             }
         }
     }
@@ -711,6 +711,22 @@ struct Row {
     public_key: Option<Vec<u8>>,
     message: Option<String>,
     created_ms: i64,
+}
+
+/// Most bytes read from an EST server's or a CRL server's answer.
+const MAX_ANSWER_BYTES: usize = 4 * 1024 * 1024;
+
+/// An HTTP answer's body, refused past `max` bytes (a server that sends without end
+/// costs the agent no more memory than that).
+async fn read_capped(mut answer: reqwest::Response, max: usize) -> Result<Vec<u8>, String> {
+    let mut body = Vec::new();
+    while let Some(chunk) = answer.chunk().await.map_err(|e| e.to_string())? {
+        if body.len() + chunk.len() > max {
+            return Err(format!("the answer is larger than {max} bytes"));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 /// The subjectPublicKey of the first certificate of a PEM chain.

@@ -33,7 +33,10 @@ pub struct FakeDevice {
 impl FakeDevice {
     /// Opens TLS to the device channel, trusting the relay's certificate.
     pub async fn connect(addr: SocketAddr, cert: &Path) -> anyhow::Result<Self> {
-        let config = crate::client_config(cert, &[])?;
+        Self::connect_with(addr, crate::client_config(cert, &[])?).await
+    }
+
+    async fn connect_with(addr: SocketAddr, config: rustls::ClientConfig) -> anyhow::Result<Self> {
         let connector = TlsConnector::from(Arc::new(config));
         let tcp = TcpStream::connect(addr).await?;
         tcp.set_nodelay(true)?;
@@ -53,13 +56,7 @@ impl FakeDevice {
         use rustls_pki_types::pem::PemObject;
         let chain = vec![rustls_pki_types::CertificateDer::from_pem_slice(client_cert_pem.as_bytes())?];
         let key = rustls_pki_types::PrivateKeyDer::from_pem_slice(client_key_pem.as_bytes())?;
-        let config = noc_tls::client_config_with_certificate(Some(cert), &[], chain, key)?;
-        let connector = TlsConnector::from(Arc::new(config));
-        let tcp = TcpStream::connect(addr).await?;
-        tcp.set_nodelay(true)?;
-        let name = rustls_pki_types::ServerName::try_from("localhost")?;
-        let tls = connector.connect(name, tcp).await?;
-        Ok(Self { framed: Framed::new(tls, FrameCodec::new(16 * 1024 * 1024)) })
+        Self::connect_with(addr, noc_tls::client_config_with_certificate(Some(cert), &[], chain, key)?).await
     }
 
     pub async fn send(&mut self, frame: Frame) -> std::io::Result<()> {

@@ -14,8 +14,6 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use base64::Engine as _;
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::io::AsyncWriteExt;
 
 use crate::webhook::{WebhookRequest, read_request};
@@ -47,17 +45,7 @@ impl TestEst {
     /// Serves on a random port; enrollments need Basic `username`/`password`.
     pub async fn start(username: &str, password: &str) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
-        let (cert_path, key_path, _) = noc_app::cert::ensure(dir.path(), &["localhost".into(), "127.0.0.1".into()])?;
-        let certs: Vec<CertificateDer<'static>> =
-            CertificateDer::pem_file_iter(&cert_path)?.collect::<Result<_, _>>()?;
-        let key = PrivateKeyDer::from_pem_file(&key_path)?;
-        let mut server =
-            rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-                .with_safe_default_protocol_versions()?
-                .with_no_client_auth()
-                .with_single_cert(certs, key)?;
-        server.alpn_protocols = vec![b"http/1.1".to_vec()];
-        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
+        let (acceptor, cert_path) = crate::tls::test_server(dir.path())?;
         let now = noc_protocol::clock::unix_ms_i64() / 1000;
         let (ca, _) = noc_ca::DeviceCa::generate("Test EST CA", now)?;
         let ca_path = dir.path().join("est-ca.pem");

@@ -15,6 +15,17 @@ pub const STEP: Duration = Duration::from_secs(5);
 /// The password every test user gets.
 pub const USER_PASSWORD: &str = "user-password-1";
 
+/// A relay (with `tweak`) with one license `acme` (10 seats) and a VES holding an open
+/// command channel.
+pub async fn relay_and_ves(tweak: impl FnOnce(&mut noc_app::Config)) -> (TestRelay, FakeVes, CommandChannel) {
+    let relay = TestRelay::start_with(tweak);
+    relay.create_license("acme", "acme-license-pw", 10).await;
+    let mut ves = relay.ves();
+    ves.license("acme", "acme-license-pw").await.expect("license login");
+    let channel = ves.open().await.expect("command channel");
+    (relay, ves, channel)
+}
+
 /// Provisions `email`, activates the account with `msisdn`, and activates a device.
 pub async fn user_with_device(ves: &FakeVes, email: &str, msisdn: &str) -> DeviceActivationResponse {
     ves.provision(email, Some(USER_PASSWORD)).await.expect("provision");

@@ -7,8 +7,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// One request the receiver got.
@@ -39,17 +37,7 @@ pub struct WebhookSink {
 impl WebhookSink {
     pub async fn start(fail_first: usize) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
-        let (cert_path, key_path, _) = noc_app::cert::ensure(dir.path(), &["localhost".into(), "127.0.0.1".into()])?;
-        let certs: Vec<CertificateDer<'static>> =
-            CertificateDer::pem_file_iter(&cert_path)?.collect::<Result<_, _>>()?;
-        let key = PrivateKeyDer::from_pem_file(&key_path)?;
-        let mut server =
-            rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-                .with_safe_default_protocol_versions()?
-                .with_no_client_auth()
-                .with_single_cert(certs, key)?;
-        server.alpn_protocols = vec![b"http/1.1".to_vec()];
-        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
+        let (acceptor, cert_path) = crate::tls::test_server(dir.path())?;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let port = listener.local_addr()?.port();
         let requests = Arc::new(Mutex::new(Vec::new()));

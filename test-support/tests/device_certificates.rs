@@ -10,9 +10,9 @@ use noc_protocol::device::{ForwardKind, Frame};
 use noc_protocol::rts::{Command, DataRequest, DeviceActivationResponse, FrameStatus, PasswordReset};
 use noc_protocol::{CloseCode, DeviceId};
 use noc_test_support::scenario::{
-    STEP, USER_PASSWORD, await_online, certified_device, expect_close, online_certified_device,
+    STEP, USER_PASSWORD, await_online, certified_device, expect_close, online_certified_device, relay_and_ves,
 };
-use noc_test_support::{CommandChannel, FakeDevice, FakeVes, Recv, TestCluster, TestRelay};
+use noc_test_support::{FakeDevice, FakeVes, Recv, TestCluster, TestRelay};
 use serde_json::json;
 
 /// A device CA written to files the relay is configured with, so that the test can also
@@ -62,15 +62,6 @@ async fn account(ves: &FakeVes, email: &str, msisdn: &str) {
         )
         .await
         .expect("account activation");
-}
-
-async fn relay_and_ves(tweak: impl FnOnce(&mut noc_app::Config)) -> (TestRelay, FakeVes, CommandChannel) {
-    let relay = TestRelay::start_with(tweak);
-    relay.create_license("acme", "acme-license-pw", 10).await;
-    let mut ves = relay.ves();
-    ves.license("acme", "acme-license-pw").await.expect("license login");
-    let channel = ves.open().await.expect("command channel");
-    (relay, ves, channel)
 }
 
 /// Connects presenting `cert`/`key` and sends HELLO: the relay's verdict on the

@@ -10,21 +10,11 @@ use noc_protocol::rts::{
     StartupReportResponse, StartupStatus, StartupUser, UserList,
 };
 use noc_protocol::{CloseCode, DeviceId, UndeliverableReason};
-use noc_test_support::scenario::{await_online, expect_close, online_device, user_with_device};
-use noc_test_support::{CommandChannel, FakeVes, Recv, TestRelay};
+use noc_test_support::scenario::{await_online, expect_close, online_device, relay_and_ves, user_with_device};
+use noc_test_support::{Recv, TestRelay};
 use serde_json::json;
 
 const T: Duration = Duration::from_secs(5);
-
-/// A relay with one license, one VES holding an open command channel.
-async fn relay_and_ves(tweak: impl FnOnce(&mut noc_app::Config)) -> (TestRelay, FakeVes, CommandChannel) {
-    let relay = TestRelay::start_with(tweak);
-    relay.create_license("acme", "acme-license-pw", 10).await;
-    let mut ves = relay.ves();
-    ves.license("acme", "acme-license-pw").await.expect("license login");
-    let channel = ves.open().await.expect("command channel");
-    (relay, ves, channel)
-}
 
 #[tokio::test]
 async fn full_flow_license_to_frames_both_ways() {

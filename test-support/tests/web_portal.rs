@@ -7,19 +7,10 @@
 use std::time::Duration;
 
 use noc_protocol::rts::{AccountActivationResponse, DataRequest, ProvisionedUser, Secret};
-use noc_test_support::{CommandChannel, FakeVes, TestCluster, TestRelay, WebClient};
+use noc_test_support::scenario::relay_and_ves;
+use noc_test_support::{FakeVes, TestCluster, TestRelay, WebClient};
 
 const PASSWORD: &str = "user-password-1";
-
-/// A relay with a license, a VES and its command channel (kept open by the caller).
-async fn relay_and_ves(tweak: impl FnOnce(&mut noc_app::Config)) -> (TestRelay, FakeVes, CommandChannel) {
-    let relay = TestRelay::start_with(tweak);
-    relay.create_license("acme", "acme-license-pw", 10).await;
-    let mut ves = relay.ves();
-    ves.license("acme", "acme-license-pw").await.expect("license login");
-    let channel = ves.open().await.expect("command channel");
-    (relay, ves, channel)
-}
 
 /// A provisioned and activated user (the JSON activation, as a scripted client does).
 async fn user(ves: &FakeVes, email: &str, first: &str, last: &str) -> ProvisionedUser {

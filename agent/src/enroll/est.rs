@@ -92,7 +92,9 @@ impl CaConnector for EstCa {
             let answer = post.send().await.map_err(unavailable)?;
             let status = answer.status();
             let retry_after = answer.headers().get("retry-after").and_then(|v| v.to_str().ok()).map(str::to_string);
-            let bytes = answer.bytes().await.map_err(unavailable)?;
+            let bytes = super::read_capped(answer, super::MAX_ANSWER_BYTES)
+                .await
+                .map_err(|e| ConnectorError::Unavailable(format!("EST server: {e}")))?;
             let leaf = match status.as_u16() {
                 200 => certs_only(&bytes).map_err(|e| ConnectorError::Rejected(format!("EST simpleenroll: {e}")))?,
                 202 => {
@@ -108,7 +110,7 @@ impl CaConnector for EstCa {
             let mut chain: String = leaf.iter().map(|d| pem(d)).collect();
             match client.get(format!("{base}/cacerts")).send().await {
                 Ok(r) if r.status().is_success() => {
-                    if let Ok(bytes) = r.bytes().await
+                    if let Ok(bytes) = super::read_capped(r, super::MAX_ANSWER_BYTES).await
                         && let Ok(cas) = certs_only(&bytes)
                     {
                         for ca in cas.iter().filter(|c| !leaf.contains(c)) {
