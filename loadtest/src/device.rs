@@ -28,7 +28,7 @@ use tokio_util::codec::Decoder;
 use tokio_util::sync::CancellationToken;
 
 use crate::net::SourceIps;
-use crate::payload::{Clock, Stamp};
+use crate::payload::{Clock, Stamp, sends_now, wake_for};
 use crate::stats::{Metric, Stats, reason_index};
 
 /// Largest frame accepted during the handshake (the relay's own pre-auth limit).
@@ -287,16 +287,16 @@ impl Device {
         self.ctx.timetable.as_ref().and_then(|tt| tt.due(self.spec.index, self.next_k))
     }
 
-    /// Queues every frame due by now.
+    /// Queues every frame due by now (or by the next timer tick).
     fn queue_due(&mut self, wbuf: &mut BytesMut) {
         let Some(tt) = self.ctx.timetable else { return };
         let now = Instant::now();
         while let Some(at) = tt.due(self.spec.index, self.next_k) {
-            if at > now {
+            if !sends_now(at, now) {
                 break;
             }
             let frame_id = self.next_k + 1;
-            let scheduled = self.ctx.clock.at(at);
+            let scheduled = self.ctx.clock.send_stamp(at, now);
             let stamp = Stamp { scheduled_unix_ns: scheduled, seq: frame_id, sender: self.spec.index };
             Frame::Forward { kind: ForwardKind::Data, frame_id, payload: stamp.payload(self.ctx.frame_size) }
                 .encode(wbuf);
@@ -385,7 +385,7 @@ impl Device {
             }
         }
         let far = Instant::now() + Duration::from_secs(365 * 24 * 3600);
-        let send_timer = tokio::time::sleep_until(self.next_due().unwrap_or(far).into());
+        let send_timer = tokio::time::sleep_until(self.next_due().map_or(far, wake_for).into());
         let hb_timer = tokio::time::sleep(heartbeat);
         let drain_timer = tokio::time::sleep_until(far.into());
         tokio::pin!(send_timer, hb_timer, drain_timer);
@@ -451,7 +451,7 @@ impl Device {
                 }
                 _ = &mut send_timer, if draining.is_none() => {
                     self.queue_due(&mut wbuf);
-                    send_timer.as_mut().reset(self.next_due().unwrap_or(far).into());
+                    send_timer.as_mut().reset(self.next_due().map_or(far, wake_for).into());
                 }
                 _ = &mut hb_timer => {
                     Frame::Heartbeat.encode(&mut wbuf);

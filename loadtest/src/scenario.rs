@@ -69,7 +69,8 @@ pub struct Scenario {
     pub ves_max_inflight_requests: u32,
     /// Most frames in one `Frames` request.
     pub ves_batch_max_frames: u32,
-    /// How long due VES → device frames may wait to fill a batch.
+    /// How long due VES → device frames may wait to fill a batch while another `Frames`
+    /// request is on its way (with none on its way they go at once).
     pub ves_flush_interval_ms: u64,
     /// Most acks in one `Acks` request.
     pub ack_batch_max: u32,

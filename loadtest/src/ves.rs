@@ -10,7 +10,7 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::io::Write;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -23,7 +23,7 @@ use serde::Deserialize;
 use tokio::sync::{Notify, OwnedSemaphorePermit, RwLock, Semaphore};
 use tokio_util::sync::CancellationToken;
 
-use crate::payload::{Clock, Stamp};
+use crate::payload::{Clock, Stamp, sends_now, wake_for};
 use crate::rts_client::{AGENT_NAME, RtsClient, RtsError, SessionKeys};
 use crate::stats::{Metric, REQUEST_FAILED, Stats, reason_index};
 
@@ -88,6 +88,10 @@ pub struct VesSim {
     acks: Mutex<Vec<(u32, u64)>>,
     acks_ready: Notify,
     inflight: Arc<Semaphore>,
+    /// `Frames` requests on their way: a partial batch waits only while one is.
+    frames_inflight: AtomicUsize,
+    /// A `Frames` request finished: the pacer may send what waits.
+    frames_done: Notify,
     settings: VesSettings,
     stats: Arc<Stats>,
     clock: Clock,
@@ -125,6 +129,8 @@ impl VesSim {
             acks: Mutex::new(Vec::new()),
             acks_ready: Notify::new(),
             inflight: Arc::new(Semaphore::new(settings.max_inflight)),
+            frames_inflight: AtomicUsize::new(0),
+            frames_done: Notify::new(),
             settings,
             stats,
             clock,
@@ -399,8 +405,8 @@ impl VesSim {
         let n = self.devices.len();
         loop {
             let now = Instant::now();
-            while due(k) <= now && due(k) < end {
-                let at = self.clock.at(due(k));
+            while sends_now(due(k), now) && due(k) < end {
+                let at = self.clock.send_stamp(due(k), now);
                 k += 1;
                 // Round robin over the devices seen online.
                 let mut target = None;
@@ -420,12 +426,15 @@ impl VesSim {
                 }
             }
             let finished = due(k) >= end;
-            // Send full batches at once, a partial one when its oldest frame has waited
-            // the flush interval or nothing more is coming.
+            // Send full batches at once; a partial one when no `Frames` request is on its
+            // way (so a lone frame waits for nothing), when its oldest frame has waited the
+            // flush interval, or when nothing more is coming. Batches form while requests
+            // are out: the busier the relay, the bigger they get.
             while !pending.is_empty() {
                 let oldest = self.clock.instant(pending[0].scheduled_ns);
                 let full = pending.len() >= self.settings.batch_max;
-                if !(full || finished || oldest + self.settings.flush_interval <= Instant::now()) {
+                let idle = self.frames_inflight.load(Ordering::Relaxed) == 0;
+                if !(full || idle || finished || oldest + self.settings.flush_interval <= Instant::now()) {
                     break;
                 }
                 let permit = tokio::select! {
@@ -435,18 +444,24 @@ impl VesSim {
                 let take = pending.len().min(self.settings.batch_max);
                 let batch: Vec<Pending> = pending.drain(..take).collect();
                 let this = self.clone();
-                tokio::spawn(async move { this.send_frames(batch, permit).await });
+                self.frames_inflight.fetch_add(1, Ordering::Relaxed);
+                tokio::spawn(async move {
+                    this.send_frames(batch, permit).await;
+                    this.frames_inflight.fetch_sub(1, Ordering::Relaxed);
+                    this.frames_done.notify_one();
+                });
             }
             if finished && pending.is_empty() {
                 return;
             }
-            let mut wake = due(k);
+            let mut wake = wake_for(due(k));
             if let Some(p) = pending.first() {
                 wake = wake.min(self.clock.instant(p.scheduled_ns) + self.settings.flush_interval);
             }
             tokio::select! {
                 _ = stop.cancelled() => return,
                 _ = tokio::time::sleep_until(wake.into()) => {}
+                _ = self.frames_done.notified(), if !pending.is_empty() => {}
             }
         }
     }

@@ -8,7 +8,7 @@ use std::time::Instant;
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::payload::Stamp;
+use crate::payload::{Stamp, sends_now, wake_for};
 use crate::peer::conn::{ClientTls, Ctx, await_ready, encode, handle_events, open, sleep_until_or_forever};
 use crate::peer::options::{MQTT_KEEP_ALIVE_SECONDS, PeerProtocol, RECONNECT_BACKOFF};
 use crate::peer::wire;
@@ -111,9 +111,9 @@ async fn device_session(
     loop {
         if let Some(tt) = &ctx.timetable {
             let now = Instant::now();
-            while let Some(at) = tt.due(index, *next_k).filter(|at| *at <= now) {
+            while let Some(at) = tt.due(index, *next_k).filter(|at| sends_now(*at, now)) {
                 *next_k += 1;
-                let stamp = Stamp { scheduled_unix_ns: ctx.clock.at(at), seq: *next_k, sender: index };
+                let stamp = Stamp { scheduled_unix_ns: ctx.clock.send_stamp(at, now), seq: *next_k, sender: index };
                 encode(ctx.protocol, &mut wbuf, up, packet_id, &stamp.payload(ctx.frame_size));
                 ctx.stats.device_to_ves.sent.fetch_add(1, Ordering::Relaxed);
             }
@@ -133,7 +133,7 @@ async fn device_session(
                 Ok(_) => handle_events(ctx, Metric::OneWayVesToDevice, &mut rbuf, &mut wbuf)
                     .map_err(|_| "device:protocol")?,
             },
-            _ = sleep_until_or_forever(due) => {}
+            _ = sleep_until_or_forever(due.map(wake_for)) => {}
         }
     }
 }

@@ -10,7 +10,7 @@ use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc::UnboundedSender;
 
-use crate::payload::Stamp;
+use crate::payload::{Stamp, sends_now, wake_for};
 use crate::peer::conn::{ClientTls, Ctx, await_ready, encode, handle_events, open};
 use crate::peer::options::{MQTT_KEEP_ALIVE_SECONDS, PeerProtocol};
 use crate::peer::wire;
@@ -84,8 +84,8 @@ pub(super) async fn run_pacer(ctx: Arc<Ctx>, out: HubOut, start: Instant, end: I
     let mut batch = BytesMut::new();
     loop {
         let now = Instant::now();
-        while due(k) <= now && due(k) < end {
-            let at = ctx.clock.at(due(k));
+        while sends_now(due(k), now) && due(k) < end {
+            let at = ctx.clock.send_stamp(due(k), now);
             k += 1;
             let target = (0..n).map(|step| (next + step) % n).find(|i| ctx.online[*i].load(Ordering::Relaxed));
             let Some(d) = target else {
@@ -125,7 +125,7 @@ pub(super) async fn run_pacer(ctx: Arc<Ctx>, out: HubOut, start: Instant, end: I
         }
         tokio::select! {
             _ = ctx.stop.cancelled() => return,
-            _ = tokio::time::sleep_until(due(k).into()) => {}
+            _ = tokio::time::sleep_until(wake_for(due(k)).into()) => {}
         }
     }
 }
