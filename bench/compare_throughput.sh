@@ -11,23 +11,21 @@
 # and reports the median of each server's maximum together with every round's ratio: on a
 # shared machine one round's ratios can move by tens of percent.
 #
-# Usage: bench/compare_throughput.sh           (TARGETS="relay nats" to run some only,
+# Usage: bench/compare_throughput.sh           (TARGETS="relay nats" to run some only, or
+#                                                with "direct", the load tool against itself;
 #                                                ROUNDS=3 for medians over three rounds)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source bench/lib.sh
 source bench/throughput_lib.sh
 source bench/peers_lib.sh
+source bench/targets_lib.sh
 
 DEVICES=${DEVICES:-1000}
 DURATION=${DURATION:-15}
 TARGETS=${TARGETS:-"relay mosquitto nats nginx"}
 ROUNDS=${ROUNDS:-1}
 RATES=${RATES:-"1000 2000 4000 8000 12000 16000 24000 32000 48000 64000 96000"}
-MQTT_PORT=${MQTT_PORT:-28883}
-NATS_PORT=${NATS_PORT:-24222}
-NGINX_PORT=${NGINX_PORT:-28443}
-SINK_PORT=${SINK_PORT:-28444}
 STAMP=$(date -u +%Y%m%dT%H%M%SZ)
 RESULTS="bench/results/compare_throughput-$STAMP"
 WORK=$(mktemp -d /tmp/noc-bench.XXXXXX)
@@ -39,17 +37,6 @@ peers_cert "$WORK/peers"
 PEER_CERT="$WORK/peers/peer-cert.pem"
 PEER_KEY="$WORK/peers/peer-key.pem"
 
-# One baseline run; $1 protocol, $2 address, $3 PIDs to sample, $4 rate, $5 tag, then
-# extra flags.
-peer_loadtest() {
-  local protocol=$1 addr=$2 pids=$3 rate=$4 tag=$5
-  shift 5
-  "${NICE[@]}" "$LOADTEST" peer --protocol "$protocol" --addr "$addr" --cacert "$PEER_CERT" \
-    --peer-pid "$pids" --scenario loadtest/scenarios/many-to-one.toml \
-    --devices-per-ves "$DEVICES" --rate-frames-per-second "$rate" --duration-seconds "$DURATION" \
-    --out "$OUT/$tag.json" --html "$OUT/$tag.html" --quiet "$@"
-}
-
 declare -A BEST_OF HALF_OF HALF_P99_OF CAPACITY_OF TOP_OF ROUND_BESTS_OF
 DETAILS="$WORK/details.md"
 : >"$DETAILS"
@@ -59,33 +46,7 @@ for round in $(seq 1 "$ROUNDS"); do
     [ "$ROUNDS" -gt 1 ] && OUT="$RESULTS/round-$round/$target"
     mkdir -p "$OUT"
     echo "== $target (round $round of $ROUNDS)"
-    case $target in
-      relay)
-        bench_start_relay "$WORK/relay"
-        throughput_run() {
-          bench_loadtest "$WORK/relay" --scenario loadtest/scenarios/many-to-one.toml \
-            --devices-per-ves "$DEVICES" --rate-frames-per-second "$1" --duration-seconds "$DURATION" \
-            --out "$OUT/$2.json" --html "$OUT/$2.html"
-        }
-        ;;
-      mosquitto)
-        start_mosquitto "$WORK/peers" "$MQTT_PORT"
-        throughput_run() { peer_loadtest mqtt "127.0.0.1:$MQTT_PORT" "$MOSQUITTO_PID" "$1" "$2"; }
-        ;;
-      nats)
-        start_nats "$WORK/peers" "$NATS_PORT"
-        throughput_run() { peer_loadtest nats "127.0.0.1:$NATS_PORT" "$NATS_PID" "$1" "$2"; }
-        ;;
-      nginx)
-        start_nginx_stream "$WORK/peers" "$NGINX_PORT" "$SINK_PORT"
-        NGINX_PIDS=$(echo "$NGINX_PID" $(pgrep -P "$NGINX_PID") | tr ' ' ',')
-        throughput_run() {
-          peer_loadtest forward "127.0.0.1:$NGINX_PORT" "$NGINX_PIDS" "$1" "$2" \
-            --sink-listen "127.0.0.1:$SINK_PORT" --sink-cert "$PEER_CERT" --sink-key "$PEER_KEY"
-        }
-        ;;
-      *) echo "unknown target $target (relay, mosquitto, nats, nginx)" >&2; exit 2 ;;
-    esac
+    target_start "$target"
     throughput_search
     BEST_OF[$target]=$BEST HALF_OF[$target]=$HALF HALF_P99_OF[$target]=$HALF_P99
     CAPACITY_OF[$target]=$CAPACITY TOP_OF[$target]=$TOP_TRIED
@@ -96,19 +57,10 @@ for round in $(seq 1 "$ROUNDS"); do
       throughput_table "server CPU"
       echo
     } >>"$DETAILS"
-    bench_stop_relay
-    stop_peers
+    target_stop
   done
 done
 
-describe() {
-  case $1 in
-    relay) echo "this relay (device channel + RTS over TLS, acknowledged frames)" ;;
-    mosquitto) echo "Mosquitto $(mosquitto -h 2>/dev/null | head -n1 | awk '{print $3}') (MQTT 3.1.1 over TLS, QoS 1)" ;;
-    nats) echo "NATS $(nats-server --version 2>/dev/null | awk '{print $2}') (TLS, core pub/sub)" ;;
-    nginx) echo "nginx $(nginx -v 2>&1 | sed 's|.*/||') stream, TLS 1:1 (ceiling)" ;;
-  esac
-}
 ratio() { python3 -c "import sys; a,b=float(sys.argv[1]),float(sys.argv[2]); print(f'{a/b:.2f}×' if b>0 else 'n/a')" "$1" "$2"; }
 median() { python3 -c "import statistics, sys; print(int(statistics.median(int(x) for x in sys.argv[1:])))" "$@"; }
 # Round-by-round ratios of the relay's maximum to a server's, e.g. "1.62×, 1.71×".
@@ -149,7 +101,7 @@ SECTION="$WORK/section.md"
       [ "$ROUNDS" -gt 1 ] && r="$r ($(round_ratios "${ROUND_BESTS_OF[relay]}" "${ROUND_BESTS_OF[$target]}"))"
     fi
     [ "$ROUNDS" -gt 1 ] && best="$best ($(echo ${ROUND_BESTS_OF[$target]} | sed 's/ /, /g'))"
-    echo "| $(describe "$target") | $best | ${HALF_P99_OF[$target]} ms at ${HALF_OF[$target]} | $cap | $r |"
+    echo "| $(target_describe "$target") | $best | ${HALF_P99_OF[$target]} ms at ${HALF_OF[$target]} | $cap | $r |"
   done
   echo
   cat "$DETAILS"
