@@ -36,12 +36,19 @@ pub const DEVICE_LOGIN_METHODS: &[&str] = &["token", "password", "certificate"];
 
 /// Why the public HTTPS listener closed a connection before any HTTP
 /// (`noc_http_connections_rejected_total{reason}`).
-pub const HTTP_REJECT_REASONS: &[&str] =
-    &["source_connections", "source_handshakes", "handshake_limit", "handshake_timeout", "tls_error"];
+pub const HTTP_REJECT_REASONS: &[&str] = &[
+    "connection_limit",
+    "source_connections",
+    "source_handshakes",
+    "handshake_limit",
+    "handshake_timeout",
+    "tls_error",
+];
 
 /// Why a device connection ended before its session (`noc_connections_rejected_total{reason}`).
 /// The `wipe*` reasons are remote wipes answered in the handshake (docs/protocol.md §6.3.1).
 pub const CONNECTION_REJECT_REASONS: &[&str] = &[
+    "connection_limit",
     "tls_error",
     "client_certificate",
     "handshake_timeout",
@@ -143,6 +150,8 @@ pub struct Metrics {
     http_connections_rejected: IntCounterVec,
     /// TLS handshakes in progress on the public listener.
     pub http_handshakes: IntGauge,
+    /// Device sessions started on their VES's worker instead of the accepting one.
+    pub device_sessions_moved: IntCounter,
     /// The process's open-file limit (soft), after the node raised it at start.
     pub open_files_limit: IntGauge,
     pub device_to_ves: DirectionCounters,
@@ -309,6 +318,11 @@ impl Metrics {
         );
         let http_handshakes =
             gauge(&r, "noc_http_tls_handshakes", "TLS handshakes in progress on the public HTTPS listener.");
+        let device_sessions_moved = counter(
+            &r,
+            "noc_device_sessions_moved_total",
+            "Device sessions started on the worker thread of their VES's command channel rather than the one that accepted the connection.",
+        );
         let open_files_limit = gauge(
             &r,
             "noc_open_files_limit",
@@ -497,6 +511,7 @@ impl Metrics {
             connections_rejected,
             http_connections_rejected,
             http_handshakes,
+            device_sessions_moved,
             open_files_limit,
             bus_sent,
             bus_received,

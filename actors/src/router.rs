@@ -217,6 +217,11 @@ impl Router {
         self.device_count.load(Ordering::Relaxed)
     }
 
+    /// The worker of a VES on this node that serves its command channel.
+    pub fn ves_home(&self, ves_id: VesId) -> Option<crate::Home> {
+        self.ves.with(&ves_id, |h| h.and_then(|h| h.inbox.home()))
+    }
+
     pub fn ves_session(&self, ves_id: VesId) -> Option<VesHandle> {
         self.ves.with(&ves_id, |h| h.cloned())
     }

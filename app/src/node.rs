@@ -173,6 +173,7 @@ async fn run(
             max_concurrent_handshakes: config.http.max_concurrent_handshakes,
             max_handshakes_per_source: config.http.max_handshakes_per_source,
             max_connections_per_source: config.http.max_connections_per_source,
+            max_connections: budget.public_per_worker.saturating_mul(workers),
         },
         public_connections_per_worker: budget.public_per_worker,
         device_connections_per_worker: budget.device_per_worker,

@@ -8,7 +8,7 @@
 //! allocate a full-size frame buffer.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -24,7 +24,7 @@ use tokio::time::Instant;
 use tokio_util::codec::{Framed, FramedParts};
 
 use crate::ApiError;
-use crate::tls_stream;
+use crate::tls_stream::{self, ServerTlsStream};
 
 /// Largest frame accepted before authentication.
 pub const HANDSHAKE_MAX_FRAME_BYTES: u32 = 1024;
@@ -37,6 +37,21 @@ pub struct DeviceListener {
     sessions: Arc<SessionConfig>,
     handshake_timeout: Duration,
     draining: Arc<AtomicBool>,
+    /// Connections on the node (handshaking or in session) before new ones are closed at
+    /// once: the device listener shares its workers with the public one, so each caps its
+    /// own share of the open-file limit.
+    max_connections: usize,
+    /// Connections still in their handshake (sessions are counted by the router).
+    handshaking: AtomicUsize,
+}
+
+/// A connection counted in [`DeviceListener::handshaking`] until its handshake ends.
+struct Handshaking<'a>(&'a AtomicUsize);
+
+impl Drop for Handshaking<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// Why a handshake ended without a session (the `reason` of `noc_connections_rejected_total`).
@@ -50,12 +65,28 @@ impl DeviceListener {
         sessions: Arc<SessionConfig>,
         handshake_timeout: Duration,
         draining: Arc<AtomicBool>,
+        max_connections: usize,
     ) -> Arc<Self> {
-        Arc::new(Self { tls, accounts, router, sessions, handshake_timeout, draining })
+        Arc::new(Self {
+            tls,
+            accounts,
+            router,
+            sessions,
+            handshake_timeout,
+            draining,
+            max_connections,
+            handshaking: AtomicUsize::new(0),
+        })
     }
 
     /// Serves one accepted TCP connection until it is handed to its session or refused.
     pub async fn serve(self: Arc<Self>, tcp: TcpStream) {
+        let open = self.handshaking.fetch_add(1, Ordering::Relaxed) + self.router.device_sessions();
+        let _handshaking = Handshaking(&self.handshaking);
+        if open >= self.max_connections {
+            self.router.metrics().connection_rejected("connection_limit");
+            return;
+        }
         let _ = tcp.set_nodelay(true);
         let source = tcp.peer_addr().map(|a| a.ip()).unwrap_or(std::net::IpAddr::from([0, 0, 0, 0]));
         let deadline = Instant::now() + self.handshake_timeout;
@@ -80,10 +111,44 @@ impl DeviceListener {
         // Verified by rustls against the device CA; read once, for AUTH_CERT.
         let certificate = tls.peer_certificate().map(|der| DeviceIdentity::from_der(der));
         match self.handshake(tls, deadline, source, certificate).await {
-            Ok((io, read_buf, info)) => {
-                DeviceSession::start(io, read_buf, info, self.router.clone(), self.sessions.clone());
-            }
+            Ok((io, read_buf, info)) => self.start_session(io, read_buf, info),
             Err(Rejected(reason)) => self.router.metrics().connection_rejected(reason),
+        }
+    }
+
+    /// Starts the session of an authenticated connection on its VES's home worker (see
+    /// `noc_actors::Home`), or here when the VES has none on this node or it is this one.
+    fn start_session(&self, io: ServerTlsStream, read_buf: BytesMut, info: DeviceSessionInfo) {
+        let (router, sessions) = (self.router.clone(), self.sessions.clone());
+        let home = router.ves_home(info.ves_id).filter(|home| !home.is_current());
+        let Some(home) = home else {
+            DeviceSession::start(io, read_buf, info, router, sessions);
+            return;
+        };
+        let detached = match io.detach() {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::debug!(device = %info.device_id, error = %e, "could not move the device connection");
+                router.metrics().connection_rejected("io_error");
+                return;
+            }
+        };
+        let metrics = router.metrics().clone();
+        let moved = home.spawn(async move {
+            match detached.attach() {
+                Ok(io) => {
+                    router.metrics().device_sessions_moved.inc();
+                    DeviceSession::start(io, read_buf, info, router, sessions);
+                }
+                Err(e) => {
+                    tracing::debug!(device = %info.device_id, error = %e, "could not move the device connection");
+                    router.metrics().connection_rejected("io_error");
+                }
+            }
+        });
+        if !moved {
+            // The worker stopped (the node is shutting down): the connection is closed.
+            metrics.connection_rejected("draining");
         }
     }
 

@@ -187,6 +187,10 @@ async fn event(
         .ok()
         .flatten()
         .ok_or_else(|| ApiError::new(ApiErrorCode::InvalidSession, "session ended; GET /rts/v1/connect again"))?;
+    // This worker serves the channel: the VES's device sessions start here from now on.
+    if let Some(handle) = state.router.ves_session(ves.id) {
+        handle.inbox.set_home(noc_actors::Home::current());
+    }
     tracing::info!(
         ves = %ves.id,
         resumed,

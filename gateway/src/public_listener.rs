@@ -32,6 +32,9 @@ pub struct PublicLimits {
     pub max_handshakes_per_source: u32,
     /// Open connections from one source address (handshaking or serving).
     pub max_connections_per_source: u32,
+    /// Open connections on the node (its share of the open-file limit): the public
+    /// listener shares its workers with the device listener, so each caps its own.
+    pub max_connections: usize,
 }
 
 impl Default for PublicLimits {
@@ -41,6 +44,7 @@ impl Default for PublicLimits {
             max_concurrent_handshakes: 4096,
             max_handshakes_per_source: 64,
             max_connections_per_source: 256,
+            max_connections: usize::MAX,
         }
     }
 }
@@ -61,6 +65,7 @@ pub struct PublicAcceptor {
     tls: TlsAcceptor,
     limits: PublicLimits,
     handshakes: AtomicUsize,
+    open: AtomicUsize,
     sources: Mutex<HashMap<IpAddr, PerSource>>,
     metrics: Arc<Metrics>,
 }
@@ -87,6 +92,7 @@ impl Admitted {
 impl Drop for Admitted {
     fn drop(&mut self) {
         self.handshake_done();
+        self.acceptor.open.fetch_sub(1, Ordering::Relaxed);
         let mut sources = self.acceptor.lock();
         if let Some(s) = sources.get_mut(&self.source) {
             s.connections = s.connections.saturating_sub(1);
@@ -103,6 +109,7 @@ impl PublicAcceptor {
             tls: TlsAcceptor::from(tls),
             limits,
             handshakes: AtomicUsize::new(0),
+            open: AtomicUsize::new(0),
             sources: Mutex::new(HashMap::new()),
             metrics,
         })
@@ -119,6 +126,9 @@ impl PublicAcceptor {
 
     /// Admits a new connection from `source` and reserves its handshake, or refuses it.
     pub fn admit(self: &Arc<Self>, source: IpAddr) -> Result<Admitted, &'static str> {
+        if self.open.load(Ordering::Relaxed) >= self.limits.max_connections {
+            return Err(self.reject("connection_limit"));
+        }
         let mut sources = self.lock();
         let s = sources.entry(source).or_default();
         if s.connections >= self.limits.max_connections_per_source {
@@ -140,6 +150,7 @@ impl PublicAcceptor {
         s.connections += 1;
         s.handshakes += 1;
         drop(sources);
+        self.open.fetch_add(1, Ordering::Relaxed);
         self.metrics.http_handshakes.inc();
         Ok(Admitted { acceptor: self.clone(), source, handshaking: true })
     }
@@ -235,5 +246,18 @@ mod tests {
         assert!(a.lock().is_empty(), "a source without connections is forgotten");
         assert_eq!(a.handshakes.load(Ordering::Relaxed), 0);
         assert_eq!(a.metrics.value("noc_http_tls_handshakes", &[]), 0.0);
+    }
+
+    #[test]
+    fn open_connections_are_capped_node_wide() {
+        let a = acceptor(PublicLimits { max_connections: 2, ..PublicLimits::default() });
+        let sources: Vec<IpAddr> = (1..=3).map(|i| format!("192.0.2.{i}").parse().expect("ip")).collect();
+        let mut first = a.admit(sources[0]).expect("first");
+        first.handshake_done();
+        let _second = a.admit(sources[1]).expect("second");
+        assert_eq!(a.admit(sources[2]).err(), Some("connection_limit"), "a handshake done still counts as open");
+        drop(first);
+        let _third = a.admit(sources[2]).expect("a closed connection makes room");
+        assert_eq!(a.metrics.value("noc_http_connections_rejected_total", &[("reason", "connection_limit")]), 1.0);
     }
 }

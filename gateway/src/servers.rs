@@ -1,6 +1,12 @@
-//! The node's four listeners as running actix servers: the public HTTPS API, the device
-//! channel, the admin (health and metrics) HTTP listener and the operators' console
-//! listener (HTTPS).
+//! The node's listeners as running actix servers: the edge server (the public HTTPS API
+//! and the device channel, sharing one set of workers), the admin (health and metrics)
+//! HTTP listener and the operators' console listener (HTTPS).
+//!
+//! The public and device listeners share their worker threads so that a VES's command
+//! channel and its devices' sessions can live on the same thread (`noc_actors::Home`):
+//! a frame then crosses from one to the other without waking another thread. Each
+//! listener still caps its own connections (its share of the open-file limit), so a
+//! flood on one cannot take the other's room.
 //!
 //! The app crate binds the sockets (so that errors and port 0 resolve before anything
 //! runs) and composes; building, running and stopping the servers is the gateway's, like
@@ -12,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix_http::{HttpService, KeepAlive};
-use actix_server::{Server, ServerHandle};
+use actix_server::{Server, ServerBuilder, ServerHandle};
 use actix_service::{
     IntoServiceFactory, Service, ServiceFactory, ServiceFactoryExt, fn_factory, fn_service, map_config,
 };
@@ -40,7 +46,7 @@ pub struct Listeners {
 
 /// How the servers run.
 pub struct ServerSettings {
-    /// Worker threads (actix arbiters) of the public and the device listener each.
+    /// Worker threads (actix arbiters), shared by the public and the device listener.
     pub workers: usize,
     /// How long the public listener's graceful stop waits for open requests.
     pub grace_seconds: u64,
@@ -48,20 +54,20 @@ pub struct ServerSettings {
     pub http_tls: Arc<rustls::ServerConfig>,
     /// TLS of the device listener (no ALPN).
     pub device_tls: Arc<rustls::ServerConfig>,
-    /// Per-source and handshake limits of the public listener.
+    /// Connection, per-source and handshake limits of the public listener.
     pub public_limits: PublicLimits,
     /// Open connections per worker of the public listener (the node's share of its
-    /// open-file limit); the worker stops accepting at it.
+    /// open-file limit, divided by the workers): part of the workers' own cap.
     pub public_connections_per_worker: usize,
-    /// Open connections per worker of the device listener.
+    /// Open connections per worker of the device listener: the device listener closes new
+    /// connections beyond `workers` times this, and it is part of the workers' cap.
     pub device_connections_per_worker: usize,
 }
 
-/// The four servers, built and not yet running.
+/// The three servers, built and not yet running.
 pub struct Servers {
-    public: Server,
+    edge: Server,
     admin: Server,
-    device: Server,
     console: Server,
     public_closing: Arc<Notify>,
 }
@@ -69,9 +75,8 @@ pub struct Servers {
 /// Stops the running servers.
 #[derive(Clone)]
 pub struct ServerHandles {
-    public: ServerHandle,
+    edge: ServerHandle,
     admin: ServerHandle,
-    device: ServerHandle,
     console: ServerHandle,
     /// Tells the public listener's idle keep-alive connections to close.
     public_closing: Arc<Notify>,
@@ -84,71 +89,99 @@ const CLIENT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 const CLIENT_DISCONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 const KEEP_ALIVE: Duration = Duration::from_secs(5);
 
-/// The public HTTPS server: [`PublicAcceptor`] admits each connection and runs its TLS
-/// handshake; HTTP/1.1 is then served by actix-http with the public routes.
-fn public_server(
+/// The public HTTPS listener on the edge server: [`PublicAcceptor`] admits each
+/// connection and runs its TLS handshake; HTTP/1.1 is then served by actix-http with the
+/// public routes.
+fn listen_public(
+    edge: ServerBuilder,
     state: &GatewayState,
     listener: TcpListener,
     settings: &ServerSettings,
     closing: Arc<Notify>,
-) -> std::io::Result<Server> {
+) -> std::io::Result<ServerBuilder> {
     let acceptor =
         PublicAcceptor::new(settings.http_tls.clone(), settings.public_limits.clone(), state.router.metrics().clone());
     let local = listener.local_addr()?;
     let state = state.clone();
-    Ok(Server::build()
-        .workers(settings.workers)
-        .max_concurrent_connections(settings.public_connections_per_worker)
-        .disable_signals()
-        .shutdown_timeout(settings.grace_seconds)
-        .listen("public", listener, move || {
-            let (state, acceptor, closing) = (state.clone(), acceptor.clone(), closing.clone());
-            fn_factory(move || {
-                let app = App::new()
-                    .wrap(public_headers())
-                    .wrap(from_fn(hold_unread_body))
-                    .app_data(web::Data::new(state.clone()))
-                    .configure(|cfg| {
-                        if let Some(portal) = &state.web {
-                            cfg.app_data(web::Data::new(portal.clone()));
-                            noc_web::routes(cfg);
+    edge.listen("public", listener, move || {
+        let (state, acceptor, closing) = (state.clone(), acceptor.clone(), closing.clone());
+        fn_factory(move || {
+            let app = App::new()
+                .wrap(public_headers())
+                .wrap(from_fn(hold_unread_body))
+                .app_data(web::Data::new(state.clone()))
+                .configure(|cfg| {
+                    if let Some(portal) = &state.web {
+                        cfg.app_data(web::Data::new(portal.clone()));
+                        noc_web::routes(cfg);
+                    }
+                })
+                .configure(public_routes)
+                .into_factory()
+                .map_err(|e| e.error_response());
+            let closing = closing.clone();
+            let http = HttpService::<TlsStream<TcpStream>, _, _>::build()
+                .keep_alive(KeepAlive::Timeout(KEEP_ALIVE))
+                .client_request_timeout(CLIENT_REQUEST_TIMEOUT)
+                .client_disconnect_timeout(CLIENT_DISCONNECT_TIMEOUT)
+                .secure()
+                .local_addr(local)
+                .graceful_shutdown_signal(move || {
+                    let closing = closing.clone();
+                    async move { closing.notified().await }
+                })
+                .h1(map_config(app, |_| AppConfig::default()));
+            let acceptor = acceptor.clone();
+            async move {
+                let http = Rc::new(http.new_service(()).await?);
+                Ok::<_, ()>(fn_service(move |tcp: TcpStream| {
+                    let (http, acceptor) = (http.clone(), acceptor.clone());
+                    async move {
+                        let Ok(peer) = tcp.peer_addr() else { return Ok(()) };
+                        let Ok(mut admitted) = acceptor.admit(peer.ip()) else { return Ok(()) };
+                        let Ok(tls) = acceptor.handshake(tcp, &mut admitted).await else { return Ok(()) };
+                        if let Err(e) = http.call((tls, Some(peer))).await {
+                            tracing::debug!(error = %e, "public connection ended with an error");
                         }
-                    })
-                    .configure(public_routes)
-                    .into_factory()
-                    .map_err(|e| e.error_response());
-                let closing = closing.clone();
-                let http = HttpService::<TlsStream<TcpStream>, _, _>::build()
-                    .keep_alive(KeepAlive::Timeout(KEEP_ALIVE))
-                    .client_request_timeout(CLIENT_REQUEST_TIMEOUT)
-                    .client_disconnect_timeout(CLIENT_DISCONNECT_TIMEOUT)
-                    .secure()
-                    .local_addr(local)
-                    .graceful_shutdown_signal(move || {
-                        let closing = closing.clone();
-                        async move { closing.notified().await }
-                    })
-                    .h1(map_config(app, |_| AppConfig::default()));
-                let acceptor = acceptor.clone();
-                async move {
-                    let http = Rc::new(http.new_service(()).await?);
-                    Ok::<_, ()>(fn_service(move |tcp: TcpStream| {
-                        let (http, acceptor) = (http.clone(), acceptor.clone());
-                        async move {
-                            let Ok(peer) = tcp.peer_addr() else { return Ok(()) };
-                            let Ok(mut admitted) = acceptor.admit(peer.ip()) else { return Ok(()) };
-                            let Ok(tls) = acceptor.handshake(tcp, &mut admitted).await else { return Ok(()) };
-                            if let Err(e) = http.call((tls, Some(peer))).await {
-                                tracing::debug!(error = %e, "public connection ended with an error");
-                            }
-                            drop(admitted);
-                            Ok::<_, ()>(())
-                        }
-                    }))
-                }
-            })
-        })?
-        .run())
+                        drop(admitted);
+                        Ok::<_, ()>(())
+                    }
+                }))
+            }
+        })
+    })
+}
+
+/// The device listener on the edge server: [`DeviceListener`] runs each connection's TLS
+/// handshake and authentication, then starts its session on its VES's worker.
+fn listen_device(
+    edge: ServerBuilder,
+    state: &GatewayState,
+    listener: TcpListener,
+    settings: &ServerSettings,
+) -> std::io::Result<ServerBuilder> {
+    if let Some(ca) = &state.config.device_ca {
+        state.router.set_certificate_issuer(crate::DeviceCertificates::new(ca.clone(), state.accounts.clone()));
+    }
+    let device_listener = DeviceListener::new(
+        settings.device_tls.clone(),
+        state.accounts.clone(),
+        state.router.clone(),
+        state.sessions.clone(),
+        state.config.handshake_timeout,
+        state.draining.clone(),
+        settings.device_connections_per_worker.saturating_mul(settings.workers),
+    );
+    edge.listen("device", listener, move || {
+        let listener = device_listener.clone();
+        fn_service(move |tcp: actix_rt::net::TcpStream| {
+            let listener = listener.clone();
+            async move {
+                listener.serve(tcp).await;
+                Ok::<_, ()>(())
+            }
+        })
+    })
 }
 
 impl Servers {
@@ -156,7 +189,16 @@ impl Servers {
     /// the current actix system.
     pub fn build(state: &GatewayState, listeners: Listeners, settings: ServerSettings) -> std::io::Result<Servers> {
         let public_closing = Arc::new(Notify::new());
-        let public = public_server(state, listeners.http, &settings, public_closing.clone())?;
+        // Each listener caps its own connections node-wide; the workers' cap, their sum
+        // per worker, is only the backstop for the descriptors.
+        let per_worker = settings.public_connections_per_worker.saturating_add(settings.device_connections_per_worker);
+        let edge = Server::build()
+            .workers(settings.workers)
+            .max_concurrent_connections(per_worker)
+            .disable_signals()
+            .shutdown_timeout(settings.grace_seconds);
+        let edge = listen_public(edge, state, listeners.http, &settings, public_closing.clone())?;
+        let edge = listen_device(edge, state, listeners.device, &settings)?.run();
         let admin_state = state.clone();
         let admin =
             HttpServer::new(move || App::new().app_data(web::Data::new(admin_state.clone())).configure(admin_routes))
@@ -165,33 +207,6 @@ impl Servers {
                 .shutdown_timeout(1)
                 .listen(listeners.admin)?
                 .run();
-        if let Some(ca) = &state.config.device_ca {
-            state.router.set_certificate_issuer(crate::DeviceCertificates::new(ca.clone(), state.accounts.clone()));
-        }
-        let device_listener = DeviceListener::new(
-            settings.device_tls,
-            state.accounts.clone(),
-            state.router.clone(),
-            state.sessions.clone(),
-            state.config.handshake_timeout,
-            state.draining.clone(),
-        );
-        let device = Server::build()
-            .workers(settings.workers)
-            .max_concurrent_connections(settings.device_connections_per_worker)
-            .disable_signals()
-            .shutdown_timeout(1)
-            .listen("device", listeners.device, move || {
-                let listener = device_listener.clone();
-                actix_service::fn_service(move |tcp: actix_rt::net::TcpStream| {
-                    let listener = listener.clone();
-                    async move {
-                        listener.serve(tcp).await;
-                        Ok::<_, ()>(())
-                    }
-                })
-            })?
-            .run();
         let console_state = state.console.clone();
         let console = HttpServer::new(move || {
             App::new().app_data(web::Data::new(console_state.clone())).configure(noc_console::routes)
@@ -201,14 +216,13 @@ impl Servers {
         .shutdown_timeout(settings.grace_seconds.min(5))
         .listen_rustls_0_23(listeners.console, (*settings.http_tls).clone())?
         .run();
-        Ok(Servers { public, admin, device, console, public_closing })
+        Ok(Servers { edge, admin, console, public_closing })
     }
 
     pub fn handles(&self) -> ServerHandles {
         ServerHandles {
-            public: self.public.handle(),
+            edge: self.edge.handle(),
             admin: self.admin.handle(),
-            device: self.device.handle(),
             console: self.console.handle(),
             public_closing: self.public_closing.clone(),
         }
@@ -216,21 +230,19 @@ impl Servers {
 
     /// Runs the servers on the current actix system.
     pub fn spawn(self) {
-        actix_rt::spawn(self.public);
+        actix_rt::spawn(self.edge);
         actix_rt::spawn(self.admin);
-        actix_rt::spawn(self.device);
         actix_rt::spawn(self.console);
     }
 }
 
 impl ServerHandles {
-    /// Stops the listeners, the device listener first (stopping one ends the sessions on
-    /// its workers), the admin listener last (it answers health checks until the end).
+    /// Stops the listeners, the edge server first (stopping it ends the sessions on its
+    /// workers), the admin listener last (it answers health checks until the end).
     /// `graceful`: let open requests finish within the servers' shutdown timeouts.
     pub async fn stop(&self, graceful: bool) {
         self.public_closing.notify_waiters();
-        self.device.stop(graceful).await;
-        self.public.stop(graceful).await;
+        self.edge.stop(graceful).await;
         self.console.stop(graceful).await;
         self.admin.stop(graceful).await;
     }

@@ -74,6 +74,28 @@ pub struct ServerTlsStream {
     tls: Tls,
 }
 
+/// An established connection taken off its worker's reactor, to be continued on another
+/// worker ([`ServerTlsStream::detach`], [`DetachedTlsStream::attach`]).
+pub struct DetachedTlsStream {
+    tcp: std::net::TcpStream,
+    tls: Tls,
+}
+
+impl ServerTlsStream {
+    /// Deregisters the socket from this worker's reactor, keeping the TLS state.
+    pub fn detach(self) -> io::Result<DetachedTlsStream> {
+        Ok(DetachedTlsStream { tcp: self.tcp.into_std()?, tls: self.tls })
+    }
+}
+
+impl DetachedTlsStream {
+    /// Registers the socket with the reactor of the worker this is called on. (tokio's
+    /// `into_std` left the socket non-blocking, as `from_std` requires.)
+    pub fn attach(self) -> io::Result<ServerTlsStream> {
+        Ok(ServerTlsStream { tcp: TcpStream::from_std(self.tcp)?, tls: self.tls })
+    }
+}
+
 /// The TLS state apart from the socket, so that the socket and the state can be borrowed
 /// separately.
 struct Tls {

@@ -691,6 +691,50 @@ async fn a_slow_device_does_not_delay_the_others() {
     assert_eq!(relay.metric("noc_sessions_closed_total", &[("kind", "device"), ("code", "slow_consumer")]), 1.0);
 }
 
+/// The node's two workers share the device and public listeners, and an authenticated
+/// device's session moves to the worker that serves its VES's command channel: with
+/// devices accepted in turn by both workers, some move, and every one still relays both
+/// ways.
+#[tokio::test]
+async fn device_sessions_move_to_their_ves_worker_and_relay_both_ways() {
+    let (relay, ves, mut channel) = relay_and_ves(|_| {}).await;
+    let mut acts = Vec::new();
+    for i in 0..4 {
+        acts.push(user_with_device(&ves, &format!("worker{i}@example.com"), &format!("+1555011{i}")).await);
+    }
+    let mut devices = Vec::new();
+    for act in &acts {
+        devices.push(online_device(&relay, act).await);
+    }
+    for act in &acts {
+        await_online(&mut channel, act.device_id).await;
+    }
+    let moved = relay.metric("noc_device_sessions_moved_total", &[]);
+    assert!(moved >= 1.0, "four devices accepted in turn by two workers: some move ({moved})");
+    for (i, (act, device)) in acts.iter().zip(devices.iter_mut()).enumerate() {
+        let id = 100 + i as u64;
+        let resp = ves.send_frame(act.device_id, id, b"down").await;
+        assert_eq!(resp.results[0].status, FrameStatus::Accepted);
+        match device.recv_data(T).await {
+            Recv::Frame(Frame::Forward { frame_id, payload, .. }) => {
+                assert_eq!((frame_id, &payload[..]), (id, &b"down"[..]))
+            }
+            other => panic!("expected FORWARD, got {other:?}"),
+        }
+        device
+            .send(Frame::Forward { kind: ForwardKind::Data, frame_id: id, payload: Bytes::from_static(b"up") })
+            .await
+            .expect("send");
+        channel
+            .wait_for(T, |c| matches!(c, Command::DeviceFrame { device_id, frame_id, .. } if *device_id == act.device_id && *frame_id == id))
+            .await
+            .expect("DeviceFrame");
+        assert_eq!(ves.ack(act.device_id, id).await.forwarded, 1);
+        assert!(matches!(device.recv_data(T).await, Recv::Frame(Frame::Ack { frame_id }) if frame_id == id));
+    }
+    assert_eq!(relay.metric("noc_sessions", &[("kind", "device")]), 4.0);
+}
+
 #[tokio::test]
 async fn same_device_twice_newest_wins() {
     let (relay, ves, mut channel) = relay_and_ves(|_| {}).await;

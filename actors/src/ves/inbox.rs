@@ -23,6 +23,7 @@ use noc_protocol::{DeviceId, UndeliverableReason, UserId, VesId};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::home::Home;
 use crate::metrics::{DropReason, Metrics};
 
 /// An active user as the VES sees it: identity plus the per-user flags sent at connect.
@@ -136,6 +137,8 @@ pub struct VesInbox {
     /// The RTS version the VES asked for when it last attached.
     protocol_version: AtomicU32,
     fetches: super::fetches::FetchSlots,
+    /// The worker serving the command channel, where this VES's device sessions start.
+    home: Mutex<Option<Home>>,
 }
 
 impl VesInbox {
@@ -151,7 +154,19 @@ impl VesInbox {
             hb_seq: AtomicU64::new(0),
             protocol_version: AtomicU32::new(1),
             fetches: super::fetches::FetchSlots::default(),
+            home: Mutex::new(None),
         }
+    }
+
+    /// Records the worker that serves the command channel (called by the channel's HTTP
+    /// handler on that worker, at each attach).
+    pub fn set_home(&self, home: Home) {
+        *lock(&self.home) = Some(home);
+    }
+
+    /// The worker serving the command channel, once one attached.
+    pub fn home(&self) -> Option<Home> {
+        lock(&self.home).clone()
     }
 
     /// The RTS version of the session (what the VES asked for when it last attached).
