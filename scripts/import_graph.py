@@ -35,7 +35,9 @@ FRAME_PATH_RULES = {
     "actors/src/certificates.rs": set(),
     # Fetches in flight (slots on the VES's node, waiters on the asking node): a leaf.
     "actors/src/ves/fetches.rs": set(),
-    "actors/src/ves/inbox.rs": {"actors/src/metrics.rs", "actors/src/ves/fetches.rs"},
+    # Which worker a VES's sessions live on: a leaf.
+    "actors/src/home.rs": set(),
+    "actors/src/ves/inbox.rs": {"actors/src/home.rs", "actors/src/metrics.rs", "actors/src/ves/fetches.rs"},
     "actors/src/ves/command_stream.rs": {
         "actors/src/metrics.rs",
         "actors/src/usage.rs",
@@ -44,6 +46,7 @@ FRAME_PATH_RULES = {
     "actors/src/router.rs": {
         "actors/src/certificates.rs",
         "actors/src/close.rs",
+        "actors/src/home.rs",
         "actors/src/metrics.rs",
         "actors/src/queue.rs",
         "actors/src/usage.rs",
