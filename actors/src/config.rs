@@ -15,7 +15,8 @@ pub struct SessionConfig {
     pub device_write_stall_timeout: Duration,
     /// Largest device-channel frame (type byte + body).
     pub max_frame_bytes: u32,
-    /// Initial read buffer of a device connection; grows for large frames.
+    /// Most plaintext taken from a device connection per read, into a per-worker buffer:
+    /// a connection keeps only the bytes of a frame still arriving, nothing while idle.
     pub device_read_buffer_bytes: usize,
     /// Most authenticated device sessions on this node.
     pub max_device_sessions: usize,
@@ -38,7 +39,7 @@ impl Default for SessionConfig {
             device_send_queue_frames: 256,
             device_write_stall_timeout: Duration::from_secs(30),
             max_frame_bytes: noc_protocol::device::DEFAULT_MAX_FRAME_BYTES,
-            device_read_buffer_bytes: 512,
+            device_read_buffer_bytes: 16 * 1024,
             max_device_sessions: 500_000,
             ves_heartbeat_interval: Duration::from_secs(10),
             ves_reply_time: Duration::from_secs(30),

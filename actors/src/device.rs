@@ -12,22 +12,39 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use bytes::BytesMut;
-use futures_util::StreamExt as _;
 use noc_cluster::{DeviceItem, VesItem};
 use noc_protocol::clock::unix_ms_i64;
 use noc_protocol::device::{CERT_AUTH_VERSION, Frame, FrameCodec, FrameError};
 use noc_protocol::{CloseCode, DeviceId, LicenseId, RenewalRefusal, UndeliverableReason, UserId, VesId};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::oneshot;
-use tokio_util::codec::{Decoder, FramedRead};
 
 use crate::close::CloseSession;
 use crate::config::SessionConfig;
+use crate::device_reader::FrameReader;
 use crate::metrics::{Direction, DropReason, SessionKind};
 use crate::queue::{self, QueueReceiver, QueueSender};
 use crate::router::Router;
 use crate::router::{DeviceHandle, DeviceOut};
 use crate::usage::SessionUsage;
+
+/// The grid every session's heartbeat ticks fall on. With each session's timer at its own
+/// phase, a worker holding many idle sessions woke once per heartbeat; on a shared grid
+/// it wakes once per slot for all the heartbeats due in it.
+const TICK_GRID: Duration = Duration::from_millis(250);
+
+/// How long until a session started now has its first tick: `interval`, plus what it
+/// takes to reach the next point of [`TICK_GRID`] (counted from the first session of the
+/// process).
+fn first_tick_in(interval: Duration) -> Duration {
+    static GRID_START: std::sync::OnceLock<tokio::time::Instant> = std::sync::OnceLock::new();
+    let start = *GRID_START.get_or_init(tokio::time::Instant::now);
+    let due = tokio::time::Instant::now() + interval;
+    let grid = TICK_GRID.as_nanos();
+    let past = due.duration_since(start).as_nanos() % grid;
+    let to_next = u64::try_from((grid - past) % grid).unwrap_or(0);
+    interval + Duration::from_nanos(to_next)
+}
 
 /// Most bytes the writer gathers before one write.
 const WRITE_BATCH_BYTES: usize = 64 * 1024;
@@ -105,25 +122,8 @@ impl DeviceSession {
         let session = router.next_session_id();
         let usage = router.usage().device_session(info.license_id, info.device_id, info.user_id, unix_ms_i64());
         DeviceSession::create(move |ctx| {
-            // Frames the device sent right behind its AUTH were read with the handshake:
-            // decode them first (a FramedRead would only look at them after new bytes).
-            let mut codec = FrameCodec::new(cfg.max_frame_bytes);
-            let mut leftover = read_buf;
-            let mut early = Vec::new();
-            loop {
-                match codec.decode(&mut leftover) {
-                    Ok(Some(f)) => early.push(Ok(f)),
-                    Ok(None) => break,
-                    Err(e) => {
-                        early.push(Err(e));
-                        leftover.clear();
-                        break;
-                    }
-                }
-            }
-            let mut framed = FramedRead::with_capacity(reader, codec, cfg.device_read_buffer_bytes);
-            framed.read_buffer_mut().extend_from_slice(&leftover);
-            ctx.add_stream(futures_util::stream::iter(early).chain(framed));
+            let codec = FrameCodec::new(cfg.max_frame_bytes);
+            ctx.add_stream(FrameReader::new(reader, codec, read_buf, cfg.device_read_buffer_bytes));
             actix::spawn(write_loop(
                 writer,
                 rx,
@@ -228,7 +228,12 @@ impl Actor for DeviceSession {
             control: ctx.address().recipient(),
         };
         self.router.register_device(self.info.device_id, handle);
-        ctx.run_interval(self.cfg.device_heartbeat_interval, |act, ctx| act.tick(ctx));
+        // The first tick lands on the shared grid; the interval (whole seconds) keeps it there.
+        let interval = self.cfg.device_heartbeat_interval;
+        ctx.run_later(first_tick_in(interval), move |act, ctx| {
+            act.tick(ctx);
+            ctx.run_interval(interval, |act, ctx| act.tick(ctx));
+        });
     }
 
     fn stopped(&mut self, _ctx: &mut Context<Self>) {
@@ -457,7 +462,7 @@ mod tests {
     use super::*;
     use futures_util::{SinkExt, StreamExt};
     use noc_cluster::{MemoryCluster, NodeId};
-    use tokio_util::codec::Framed;
+    use tokio_util::codec::{Framed, FramedRead};
 
     use crate::metrics::Metrics;
 
@@ -510,6 +515,21 @@ mod tests {
         assert_eq!(metrics.value("noc_heartbeats_missed_total", &[("kind", "device")]), 1.0);
         assert_eq!(metrics.value("noc_sessions", &[("kind", "device")]), 0.0);
         assert!(router.device_session(info.device_id).is_none());
+    }
+
+    #[tokio::test]
+    async fn heartbeat_ticks_of_sessions_started_apart_fall_on_one_grid() {
+        tokio::time::pause();
+        let interval = Duration::from_secs(60);
+        let t0 = tokio::time::Instant::now();
+        let a = t0 + first_tick_in(interval);
+        tokio::time::advance(Duration::from_millis(77)).await;
+        let t1 = tokio::time::Instant::now();
+        let b = t1 + first_tick_in(interval);
+        for wait in [a - t0, b - t1] {
+            assert!(wait >= interval && wait < interval + TICK_GRID, "first tick after {wait:?}");
+        }
+        assert_eq!((b - a).as_nanos() % TICK_GRID.as_nanos(), 0, "sessions started 77 ms apart tick on one grid");
     }
 
     #[actix_rt::test]

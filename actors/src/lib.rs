@@ -14,6 +14,7 @@ pub mod certificates;
 mod close;
 mod config;
 mod device;
+mod device_reader;
 mod fetch;
 mod home;
 pub mod metrics;

@@ -323,7 +323,8 @@ pub struct DeviceConfig {
     pub write_stall_timeout_seconds: u64,
     /// Authenticated device sessions per node.
     pub max_sessions: usize,
-    /// Initial read buffer per connection (grows for large frames).
+    /// Most plaintext taken from a connection per read, into a per-worker buffer; a
+    /// connection keeps only the bytes of a frame still arriving (nothing while idle).
     pub read_buffer_bytes: usize,
 }
 
