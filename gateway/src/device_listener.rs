@@ -37,15 +37,33 @@ pub struct DeviceListener {
     sessions: Arc<SessionConfig>,
     handshake_timeout: Duration,
     draining: Arc<AtomicBool>,
-    /// Connections on the node (handshaking or in session) before new ones are closed at
-    /// once: the device listener shares its workers with the public one, so each caps its
-    /// own share of the open-file limit.
-    max_connections: usize,
+    connections: ConnectionCap,
+}
+
+/// The device listener's share of the open-file limit: connections on the node
+/// (handshaking or in session) beyond it are closed at once. The device listener shares
+/// its workers with the public one, so each caps its own connections.
+struct ConnectionCap {
+    max: usize,
     /// Connections still in their handshake (sessions are counted by the router).
     handshaking: AtomicUsize,
 }
 
-/// A connection counted in [`DeviceListener::handshaking`] until its handshake ends.
+impl ConnectionCap {
+    fn new(max: usize) -> Self {
+        Self { max, handshaking: AtomicUsize::new(0) }
+    }
+
+    /// Counts a new connection while it handshakes, or refuses it when `sessions` plus
+    /// the connections handshaking already reach the cap.
+    fn admit(&self, sessions: usize) -> Option<Handshaking<'_>> {
+        let handshaking = Handshaking(&self.handshaking);
+        let before = self.handshaking.fetch_add(1, Ordering::Relaxed);
+        (before.saturating_add(sessions) < self.max).then_some(handshaking)
+    }
+}
+
+/// A connection counted in [`ConnectionCap::handshaking`] until its handshake ends.
 struct Handshaking<'a>(&'a AtomicUsize);
 
 impl Drop for Handshaking<'_> {
@@ -74,19 +92,16 @@ impl DeviceListener {
             sessions,
             handshake_timeout,
             draining,
-            max_connections,
-            handshaking: AtomicUsize::new(0),
+            connections: ConnectionCap::new(max_connections),
         })
     }
 
     /// Serves one accepted TCP connection until it is handed to its session or refused.
     pub async fn serve(self: Arc<Self>, tcp: TcpStream) {
-        let open = self.handshaking.fetch_add(1, Ordering::Relaxed) + self.router.device_sessions();
-        let _handshaking = Handshaking(&self.handshaking);
-        if open >= self.max_connections {
+        let Some(_handshaking) = self.connections.admit(self.router.device_sessions()) else {
             self.router.metrics().connection_rejected("connection_limit");
             return;
-        }
+        };
         let _ = tcp.set_nodelay(true);
         let source = tcp.peer_addr().map(|a| a.ip()).unwrap_or(std::net::IpAddr::from([0, 0, 0, 0]));
         let deadline = Instant::now() + self.handshake_timeout;
@@ -467,4 +482,23 @@ fn close_for(e: &AccountError) -> (CloseCode, &'static str, u32) {
         _ => (CloseCode::ServerError, "internal error"),
     };
     (code, message, reconnect_hint_ms(code))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connections_beyond_the_cap_are_refused_and_ended_ones_make_room() {
+        let cap = ConnectionCap::new(3);
+        let first = cap.admit(1).expect("1 session + 0 handshaking < 3");
+        let second = cap.admit(1).expect("1 session + 1 handshaking < 3");
+        assert!(cap.admit(1).is_none(), "1 session + 2 handshaking reach the cap");
+        assert_eq!(cap.handshaking.load(Ordering::Relaxed), 2, "a refused connection is not counted");
+        drop(first);
+        let _third = cap.admit(1).expect("a handshake that ended makes room");
+        assert!(cap.admit(2).is_none(), "sessions count too");
+        drop(second);
+        assert!(ConnectionCap::new(0).admit(0).is_none());
+    }
 }
