@@ -31,11 +31,7 @@ RESULTS="bench/results/compare_throughput-$STAMP"
 WORK=$(mktemp -d /tmp/noc-bench.XXXXXX)
 trap 'bench_stop_relay; stop_peers; rm -rf "$WORK"' EXIT
 
-bench_build
-mkdir -p "$RESULTS"
-peers_cert "$WORK/peers"
-PEER_CERT="$WORK/peers/peer-cert.pem"
-PEER_KEY="$WORK/peers/peer-key.pem"
+targets_prepare
 
 declare -A BEST_OF HALF_OF HALF_P99_OF CAPACITY_OF TOP_OF ROUND_BESTS_OF
 DETAILS="$WORK/details.md"

@@ -32,11 +32,7 @@ RESULTS="bench/results/cpu_per_frame-$STAMP"
 WORK=$(mktemp -d /tmp/noc-bench.XXXXXX)
 trap 'target_stop; rm -rf "$WORK"' EXIT
 
-bench_build
-mkdir -p "$RESULTS"
-peers_cert "$WORK/peers"
-PEER_CERT="$WORK/peers/peer-cert.pem"
-PEER_KEY="$WORK/peers/peer-key.pem"
+targets_prepare
 
 for round in $(seq 1 "$ROUNDS"); do
   for rate in $RATES; do

@@ -1,7 +1,7 @@
 # The servers the comparison scripts run the load tool against, started one at a time
 # with the same shape (1 hub, DEVICES devices, 256-byte payloads, both ways, TLS on every
-# hop). Source it after lib.sh and peers_lib.sh, with WORK, DEVICES, DURATION, PEER_CERT
-# and PEER_KEY set; do not run it.
+# hop). Source it after lib.sh and peers_lib.sh, set WORK, RESULTS, DEVICES and DURATION,
+# and call targets_prepare; do not run it.
 #
 # target_start TARGET starts the server and defines `throughput_run RATE TAG` (one
 # open-loop run writing "$OUT/TAG.json" and "$OUT/TAG.html"); target_stop stops it.
@@ -13,6 +13,15 @@
 #   nginx      nginx's stream module proxying TLS 1:1 (decrypt, re-encrypt, forward)
 #   direct     no server: the devices talk TLS straight to the load tool's own hub, so
 #              its results are the tool's own cost and latency floor
+
+# Builds the binaries, makes $RESULTS and the peers' certificate (PEER_CERT, PEER_KEY).
+targets_prepare() {
+  bench_build
+  mkdir -p "$RESULTS"
+  peers_cert "$WORK/peers"
+  PEER_CERT="$WORK/peers/peer-cert.pem"
+  PEER_KEY="$WORK/peers/peer-key.pem"
+}
 
 MQTT_PORT=${MQTT_PORT:-28883}
 NATS_PORT=${NATS_PORT:-24222}
