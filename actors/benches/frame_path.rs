@@ -173,6 +173,35 @@ fn timed_batches(
 /// Frames per allocation count.
 const COUNTED: u64 = 4096;
 
+/// Allocations of COUNTED device → VES frames decoded and routed in batches; with
+/// `drain_counted` the command channel's draining of each batch counts too (the full
+/// path), otherwise it happens outside the count (routing alone).
+fn device_to_ves_rounds(
+    f: &mut Fixture,
+    codec: &mut FrameCodec,
+    (ves_id, device_id, user_id): (VesId, DeviceId, UserId),
+    drain_counted: bool,
+) -> u64 {
+    let mut total = 0;
+    for _ in 0..COUNTED / BATCH {
+        let mut buf = forward_bytes(BATCH);
+        total += allocations(|| {
+            for _ in 0..BATCH {
+                let (kind, frame_id, payload) = decode(codec, &mut buf);
+                let item = VesItem::Frame { device_id, user_id, frame_id, kind, payload };
+                f.router.device_to_ves(ves_id, item).expect("queued");
+            }
+            if drain_counted {
+                std::hint::black_box(f.drain_ves());
+            }
+        });
+        if !drain_counted {
+            f.drain_ves();
+        }
+    }
+    total
+}
+
 /// Prints the allocations per frame of each path (decode, routing, the send loops), in
 /// the steady state: a first round grows every queue and buffer, the second is counted.
 /// Each round builds its input and drains its queue outside the count.
@@ -196,36 +225,9 @@ fn allocation_report(f: &mut Fixture) {
             }
         })
     });
-    report("device_to_ves/route", f, &mut |f| {
-        let mut total = 0;
-        for _ in 0..COUNTED / BATCH {
-            let mut buf = forward_bytes(BATCH);
-            total += allocations(|| {
-                for _ in 0..BATCH {
-                    let (kind, frame_id, payload) = decode(&mut codec, &mut buf);
-                    let item = VesItem::Frame { device_id, user_id, frame_id, kind, payload };
-                    f.router.device_to_ves(ves_id, item).expect("queued");
-                }
-            });
-            f.drain_ves();
-        }
-        total
-    });
-    report("device_to_ves/full", f, &mut |f| {
-        let mut total = 0;
-        for _ in 0..COUNTED / BATCH {
-            let mut buf = forward_bytes(BATCH);
-            total += allocations(|| {
-                for _ in 0..BATCH {
-                    let (kind, frame_id, payload) = decode(&mut codec, &mut buf);
-                    let item = VesItem::Frame { device_id, user_id, frame_id, kind, payload };
-                    f.router.device_to_ves(ves_id, item).expect("queued");
-                }
-                std::hint::black_box(f.drain_ves());
-            });
-        }
-        total
-    });
+    let ids = (ves_id, device_id, user_id);
+    report("device_to_ves/route", f, &mut |f| device_to_ves_rounds(f, &mut codec, ids, false));
+    report("device_to_ves/full", f, &mut |f| device_to_ves_rounds(f, &mut codec, ids, true));
     report("ves_to_device/route", f, &mut |f| {
         let mut total = 0;
         for _ in 0..COUNTED / BATCH {
