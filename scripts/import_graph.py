@@ -37,7 +37,14 @@ FRAME_PATH_RULES = {
     "actors/src/ves/fetches.rs": set(),
     # Which worker a VES's sessions live on: a leaf.
     "actors/src/home.rs": set(),
-    "actors/src/ves/inbox.rs": {"actors/src/home.rs", "actors/src/metrics.rs", "actors/src/ves/fetches.rs"},
+    # The sessions' bounded queues: a leaf.
+    "actors/src/queue.rs": set(),
+    "actors/src/ves/inbox.rs": {
+        "actors/src/home.rs",
+        "actors/src/metrics.rs",
+        "actors/src/queue.rs",
+        "actors/src/ves/fetches.rs",
+    },
     "actors/src/ves/command_stream.rs": {
         "actors/src/metrics.rs",
         "actors/src/usage.rs",

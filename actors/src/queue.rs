@@ -1,15 +1,20 @@
-//! The bounded send queue of a device session.
+//! The bounded send queues of the sessions: a device session's, and a VES command
+//! channel's.
 //!
 //! Most device sessions are idle most of the time, so the queue must cost next to nothing
 //! while empty: a `VecDeque` that allocates on first use and gives its memory back when it
-//! drains, behind a mutex held only to push or pop, plus a `Notify` to wake the send loop.
-//! (A tokio `mpsc` channel allocates a block of 32 slots up front: over 2 KiB per session.)
+//! drains, behind a mutex held only to push or pop, plus an `AtomicWaker` for the one
+//! consumer. (A tokio `mpsc` channel allocates a block of 32 slots up front: over 2 KiB per
+//! session, and, once its few spare blocks are in use, a new block every 32 items.)
+//! A queue that is busy for its whole life (a command channel) keeps what it grew to
+//! instead ([`bounded_keeping`]), so that its steady state allocates nothing.
 //! Producers never wait: a full queue is reported at once, so the sender can be told.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 
-use tokio::sync::Notify;
+use futures_util::task::AtomicWaker;
 
 /// Why an item was not queued; the item is handed back.
 #[derive(Debug, PartialEq, Eq)]
@@ -25,8 +30,11 @@ struct State<T> {
 
 struct Shared<T> {
     state: Mutex<State<T>>,
-    ready: Notify,
+    /// The consumer's waker, woken by every push.
+    ready: AtomicWaker,
     capacity: usize,
+    /// Capacity an emptied queue keeps; more is given back.
+    keep: usize,
 }
 
 /// The producing side; cheap to clone.
@@ -38,15 +46,25 @@ impl<T> Clone for QueueSender<T> {
     }
 }
 
-/// The consuming side (the session's send loop).
+/// The consuming side (the session's send loop). Dropping it closes the queue and drops
+/// what it still holds.
 pub struct QueueReceiver<T>(Arc<Shared<T>>);
 
-/// A queue holding at most `capacity` items.
+/// Capacity kept by an emptied device queue; more is given back.
+const KEEP_CAPACITY: usize = 8;
+
+/// A queue holding at most `capacity` items, which gives its memory back when it drains.
 pub fn bounded<T>(capacity: usize) -> (QueueSender<T>, QueueReceiver<T>) {
+    bounded_keeping(capacity, KEEP_CAPACITY)
+}
+
+/// A queue holding at most `capacity` items that keeps up to `keep` slots when it drains.
+pub fn bounded_keeping<T>(capacity: usize, keep: usize) -> (QueueSender<T>, QueueReceiver<T>) {
     let shared = Arc::new(Shared {
         state: Mutex::new(State { items: VecDeque::new(), closed: false }),
-        ready: Notify::new(),
+        ready: AtomicWaker::new(),
         capacity: capacity.max(1),
+        keep,
     });
     (QueueSender(shared.clone()), QueueReceiver(shared))
 }
@@ -54,6 +72,15 @@ pub fn bounded<T>(capacity: usize) -> (QueueSender<T>, QueueReceiver<T>) {
 impl<T> Shared<T> {
     fn lock(&self) -> std::sync::MutexGuard<'_, State<T>> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn pop(&self) -> Result<T, bool> {
+        let mut s = self.lock();
+        let item = s.items.pop_front();
+        if s.items.is_empty() && s.items.capacity() > self.keep {
+            s.items = VecDeque::new();
+        }
+        item.ok_or(s.closed)
     }
 }
 
@@ -69,48 +96,59 @@ impl<T> QueueSender<T> {
             }
             s.items.push_back(item);
         }
-        self.0.ready.notify_one();
+        self.0.ready.wake();
         Ok(())
     }
-}
 
-/// Capacity kept by an emptied queue; more is given back.
-const KEEP_CAPACITY: usize = 8;
+    /// Whether anything is queued.
+    pub fn is_empty(&self) -> bool {
+        self.0.lock().items.is_empty()
+    }
+}
 
 impl<T> QueueReceiver<T> {
     /// The next item without waiting.
     pub fn try_recv(&mut self) -> Option<T> {
-        let mut s = self.0.lock();
-        let item = s.items.pop_front();
-        if s.items.is_empty() && s.items.capacity() > KEEP_CAPACITY {
-            s.items = VecDeque::new();
+        self.0.pop().ok()
+    }
+
+    /// The next item, or `Ready(None)` once the queue is closed and empty; registers the
+    /// task's waker when there is none yet.
+    pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<T>> {
+        match self.0.pop() {
+            Ok(item) => return Poll::Ready(Some(item)),
+            Err(true) => return Poll::Ready(None),
+            Err(false) => {}
         }
-        item
+        self.0.ready.register(cx.waker());
+        // An item pushed before the registration woke no one: look again.
+        match self.0.pop() {
+            Ok(item) => Poll::Ready(Some(item)),
+            Err(true) => Poll::Ready(None),
+            Err(false) => Poll::Pending,
+        }
     }
 
     /// The next item; `None` once the queue is closed and empty.
     pub async fn recv(&mut self) -> Option<T> {
-        loop {
-            {
-                let mut s = self.0.lock();
-                if let Some(item) = s.items.pop_front() {
-                    if s.items.is_empty() && s.items.capacity() > KEEP_CAPACITY {
-                        s.items = VecDeque::new();
-                    }
-                    return Some(item);
-                }
-                if s.closed {
-                    return None;
-                }
-            }
-            // A notification sent since the check above is kept as a permit: no lost wakeup.
-            self.0.ready.notified().await;
-        }
+        std::future::poll_fn(|cx| self.poll_recv(cx)).await
     }
 
     /// Refuses further items; those already queued can still be taken.
     pub fn close(&mut self) {
         self.0.lock().closed = true;
+    }
+}
+
+impl<T> Drop for QueueReceiver<T> {
+    fn drop(&mut self) {
+        let items = {
+            let mut s = self.0.lock();
+            s.closed = true;
+            std::mem::take(&mut s.items)
+        };
+        // Dropped outside the lock: an item's drop may take other locks.
+        drop(items);
     }
 }
 
@@ -150,5 +188,29 @@ mod tests {
         }
         while rx.try_recv().is_some() {}
         assert_eq!(rx.0.lock().items.capacity(), 0, "memory given back after a burst");
+    }
+
+    #[test]
+    fn a_busy_queue_keeps_what_it_grew_to() {
+        let (tx, mut rx) = bounded_keeping::<u64>(4096, 1024);
+        for round in 0..2 {
+            for i in 0..500 {
+                tx.try_send(i).expect("queued");
+            }
+            let grown = rx.0.lock().items.capacity();
+            while rx.try_recv().is_some() {}
+            assert!(grown >= 500, "round {round}");
+            assert_eq!(rx.0.lock().items.capacity(), grown, "round {round}: kept for the next burst");
+        }
+    }
+
+    #[test]
+    fn a_dropped_receiver_closes_the_queue() {
+        let (tx, rx) = bounded::<u32>(4);
+        tx.try_send(1).expect("queued");
+        assert!(!tx.is_empty());
+        drop(rx);
+        assert!(tx.is_empty(), "what was queued is dropped with the receiver");
+        assert_eq!(tx.try_send(2), Err(TrySendError::Closed(2)));
     }
 }

@@ -2,7 +2,10 @@
 //!
 //! A [`CommandStream`] drains its channel's queue into NDJSON chunks (encoded by
 //! `noc_protocol::rts::line`), at most [`CHUNK_BYTES`] at a time, and ends with the
-//! farewell line when its session cancels it. It never bounces frames itself: when it is
+//! farewell line when its session cancels it. The chunks are cut from one buffer that the
+//! stream keeps while the channel lives: the HTTP layer copies each chunk into its own
+//! write buffer and drops it, after which the stream's buffer is reused in place, so a
+//! busy channel allocates nothing per line or per chunk. It never bounces frames itself: when it is
 //! dropped it tells its session ([`ChannelClosed`]), which takes the queue back and bounces
 //! what is left, so nothing here calls the router.
 
@@ -24,8 +27,8 @@ use crate::ves::inbox::{ChannelRx, FarewellSlot, RxSlot, VesInbox, lock};
 
 /// Most bytes handed to the HTTP layer in one chunk.
 pub const CHUNK_BYTES: usize = 32 * 1024;
-/// Room a chunk starts with.
-const CHUNK_START_BYTES: usize = 8 * 1024;
+/// Room the stream's buffer is given when it runs low: a whole chunk and a line beyond.
+const BUFFER_BYTES: usize = 2 * CHUNK_BYTES;
 
 /// Asks a VES session to attach a new command channel; answered with the stream to serve
 /// as the HTTP body (`None` when the session is ending).
@@ -56,6 +59,8 @@ pub struct CommandStream {
     session: Recipient<ChannelClosed>,
     epoch: u64,
     done: bool,
+    /// What the chunks are cut from (see the module's comment).
+    buf: BytesMut,
 }
 
 impl CommandStream {
@@ -76,6 +81,7 @@ impl CommandStream {
             session,
             epoch: channel.epoch,
             done: false,
+            buf: BytesMut::new(),
         }
     }
 
@@ -136,9 +142,12 @@ impl Stream for CommandStream {
         if self.done {
             return Poll::Ready(None);
         }
-        // A chunk starts with room for a few lines (below the allocator's large-block
-        // threshold) and doubles from there: a few allocations per chunk, not one per line.
-        let mut buf = BytesMut::with_capacity(CHUNK_START_BYTES);
+        let mut buf = std::mem::take(&mut self.buf);
+        if buf.capacity() < CHUNK_BYTES {
+            // Reclaims the buffer in place when every chunk cut from it has been dropped;
+            // allocates a new one only while one is still held.
+            buf.reserve(BUFFER_BYTES);
+        }
         if self.cancelled.as_mut().poll(cx).is_ready() {
             // The channel ends: only the farewell line is still written. Whatever is still
             // queued is bounced to its senders by the session.
@@ -149,9 +158,11 @@ impl Stream for CommandStream {
         } else {
             self.fill(cx, &mut buf);
         }
-        if !buf.is_empty() {
+        let chunk = buf.split();
+        self.buf = buf;
+        if !chunk.is_empty() {
             self.inbox.made_progress();
-            return Poll::Ready(Some(Ok(buf.freeze())));
+            return Poll::Ready(Some(Ok(chunk.freeze())));
         }
         if self.done { Poll::Ready(None) } else { Poll::Pending }
     }

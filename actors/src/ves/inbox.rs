@@ -20,11 +20,11 @@ use noc_protocol::rts::{
     UserFilterRules,
 };
 use noc_protocol::{DeviceId, UndeliverableReason, UserId, VesId};
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::home::Home;
 use crate::metrics::{DropReason, Metrics};
+use crate::queue::{self, QueueReceiver, QueueSender, TrySendError};
 
 /// An active user as the VES sees it: identity plus the per-user flags sent at connect.
 #[derive(Clone, Debug, PartialEq)]
@@ -38,7 +38,7 @@ pub struct VesUserState {
 /// sending side: when the session ends a channel it takes the queue back at once and
 /// bounces what is in it, even if the HTTP layer has stopped polling the stream (a stalled
 /// peer), so a stalled VES pins no frames.
-pub(crate) type RxSlot = Arc<Mutex<Option<mpsc::Receiver<VesItem>>>>;
+pub(crate) type RxSlot = Arc<Mutex<Option<QueueReceiver<VesItem>>>>;
 
 /// The last line a cancelled channel writes (a `Close` command). Kept out of the queue so
 /// that a full queue cannot lose it.
@@ -46,7 +46,7 @@ pub(crate) type FarewellSlot = Arc<Mutex<Option<Command>>>;
 
 /// The sending side of one attached command channel.
 pub(crate) struct ChannelTx {
-    tx: mpsc::Sender<VesItem>,
+    tx: QueueSender<VesItem>,
     rx: RxSlot,
     cancel: CancellationToken,
     farewell: FarewellSlot,
@@ -61,9 +61,13 @@ pub(crate) struct ChannelRx {
     pub(crate) epoch: u64,
 }
 
+/// Queue slots a command channel keeps once it has grown to them: a busy channel's queue
+/// is not reallocated burst after burst (about 80 bytes a slot).
+const KEEP_ITEMS: usize = 1024;
+
 /// A new command channel holding at most `capacity` items.
 pub(crate) fn channel(capacity: usize, epoch: u64) -> (ChannelTx, ChannelRx) {
-    let (tx, rx) = mpsc::channel(capacity);
+    let (tx, rx) = queue::bounded_keeping(capacity, KEEP_ITEMS);
     let rx: RxSlot = Arc::new(Mutex::new(Some(rx)));
     let cancel = CancellationToken::new();
     let farewell: FarewellSlot = Arc::new(Mutex::new(None));
@@ -92,7 +96,7 @@ impl ChannelTx {
     /// Ends the channel, writing `farewell` as its last line. Returns the queue, closed,
     /// with whatever it still holds (the caller bounces its frames), unless the stream
     /// already gave it back.
-    pub(crate) fn close(self, farewell: Option<Command>) -> Option<mpsc::Receiver<VesItem>> {
+    pub(crate) fn close(self, farewell: Option<Command>) -> Option<QueueReceiver<VesItem>> {
         if let Some(cmd) = farewell {
             *lock(&self.farewell) = Some(cmd);
         }
@@ -112,7 +116,7 @@ pub(crate) struct Finishing {
 
 impl Finishing {
     /// Ends it now: the stream stops, and what it did not write is returned, closed.
-    pub(crate) fn abort(self) -> Option<mpsc::Receiver<VesItem>> {
+    pub(crate) fn abort(self) -> Option<QueueReceiver<VesItem>> {
         self.cancel.cancel();
         let mut rx = lock(&self.rx).take()?;
         rx.close();
@@ -241,11 +245,11 @@ impl VesInbox {
             return Err(UndeliverableReason::PeerOffline);
         };
         ch.tx.try_send(item).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => {
+            TrySendError::Full(_) => {
                 metrics.dropped(if is_frame { DropReason::QueueFull } else { DropReason::ControlQueueFull });
                 UndeliverableReason::QueueFull
             }
-            mpsc::error::TrySendError::Closed(_) => UndeliverableReason::PeerOffline,
+            TrySendError::Closed(_) => UndeliverableReason::PeerOffline,
         })
     }
 
@@ -370,7 +374,7 @@ impl VesInbox {
 
     /// The attached channel's epoch and whether its queue holds anything.
     pub(crate) fn backlog(&self) -> Option<(u64, bool)> {
-        read(&self.channel).as_ref().map(|c| (c.epoch, c.tx.capacity() < c.tx.max_capacity()))
+        read(&self.channel).as_ref().map(|c| (c.epoch, !c.tx.is_empty()))
     }
 
     /// How many chunks the command streams have handed to the HTTP layer.

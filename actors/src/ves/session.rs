@@ -14,11 +14,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::queue::QueueReceiver;
 use actix::prelude::*;
 use noc_cluster::VesItem;
 use noc_protocol::rts::Command;
 use noc_protocol::{CloseCode, UndeliverableReason};
-use tokio::sync::mpsc;
 
 use crate::close::CloseSession;
 use crate::config::SessionConfig;
@@ -141,8 +141,8 @@ impl VesSession {
 }
 
 /// Closes a queue and tells the devices whose frames were in it.
-fn bounce_queued(mut rx: mpsc::Receiver<VesItem>, router: &Router) {
-    while let Ok(item) = rx.try_recv() {
+fn bounce_queued(mut rx: QueueReceiver<VesItem>, router: &Router) {
+    while let Some(item) = rx.try_recv() {
         if let VesItem::Frame { device_id, frame_id, .. } = item {
             router.metrics().dropped(DropReason::SessionClosed);
             router.bounce_to_device_sender(device_id, frame_id, UndeliverableReason::PeerDisconnected);
