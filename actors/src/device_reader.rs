@@ -1,61 +1,103 @@
 //! The device session's read loop as a stream of frames that holds no buffer while the
-//! connection is idle.
+//! connection is idle and allocates nothing per read.
 //!
 //! Most device sessions are idle most of the time. `tokio_util`'s `FramedRead` keeps its
 //! read buffer (`device.read_buffer_bytes`) for the life of the connection, empty or not.
-//! This reader reads into a per-worker scratch buffer instead and keeps only the bytes
-//! that arrived: a `FORWARD` payload is a slice of them (no further copy), and the
-//! session's own buffer is released as soon as everything in it is decoded. A frame that
-//! arrives in pieces is kept until it is complete.
+//! This reader reads into a buffer shared by the worker's sessions (its arena) instead and
+//! splits off the bytes that arrived: a `FORWARD` payload is a slice of them (no copy), and
+//! the session's share is released as soon as everything in it is decoded. The arena
+//! rotates through a few blocks; when a block's turn comes again, every slice cut from it
+//! (payloads long since written on to their VES) is normally gone and the block is reused
+//! in place, so the steady state allocates nothing per read. A block still held is left
+//! to its holders and a new one allocated. A frame that arrives in pieces is copied out of
+//! the arena while the session waits for the rest, so an idle session never pins a block.
 
 use std::cell::RefCell;
+use std::collections::VecDeque;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use bytes::BytesMut;
+use bytes::{BufMut, BytesMut};
 use futures_util::Stream;
 use noc_protocol::device::{Frame, FrameCodec, FrameError};
-use tokio::io::{AsyncRead, ReadBuf};
+use tokio::io::AsyncRead;
 use tokio_util::codec::Decoder;
+use tokio_util::io::poll_read_buf;
+
+/// Size of an arena block (at least one read's worth).
+const ARENA_BYTES: usize = 64 * 1024;
+/// Blocks an arena rotates through.
+const ARENA_BLOCKS: usize = 4;
 
 thread_local! {
-    /// Grown to the largest read size asked for on this worker (one per process config).
-    static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+    static ARENA: RefCell<Arena> = const { RefCell::new(Arena { blocks: VecDeque::new() }) };
+}
+
+/// A worker's read buffers. Each block is empty, with its unused room as its capacity;
+/// the front one is being read into.
+struct Arena {
+    blocks: VecDeque<BytesMut>,
+}
+
+impl Arena {
+    /// The block to read up to `read_bytes` into.
+    fn room(&mut self, read_bytes: usize) -> &mut BytesMut {
+        let block_bytes = ARENA_BYTES.max(read_bytes);
+        if self.blocks.front().is_none_or(|b| b.capacity() < read_bytes) {
+            if self.blocks.len() < ARENA_BLOCKS {
+                self.blocks.push_front(BytesMut::with_capacity(block_bytes));
+            } else {
+                self.blocks.rotate_left(1);
+                if let Some(block) = self.blocks.front_mut()
+                    && !block.try_reclaim(block_bytes)
+                {
+                    *block = BytesMut::with_capacity(block_bytes);
+                }
+            }
+        }
+        // There is a front block: one was kept or just made.
+        &mut self.blocks[0]
+    }
 }
 
 /// Frames read from `io`, at most `read_bytes` of plaintext per read.
-pub(crate) struct FrameReader<R> {
+pub struct FrameReader<R> {
     io: R,
     codec: FrameCodec,
     /// Bytes read and not yet decoded: empty (and unallocated) between frames.
     buf: BytesMut,
+    /// Whether `buf` is a slice of the worker's arena (rather than a buffer of its own).
+    in_arena: bool,
     read_bytes: usize,
     done: bool,
 }
 
 impl<R> FrameReader<R> {
     /// `buf` holds bytes already read past the handshake.
-    pub(crate) fn new(io: R, codec: FrameCodec, buf: BytesMut, read_bytes: usize) -> Self {
-        Self { io, codec, buf, read_bytes: read_bytes.max(1), done: false }
+    pub fn new(io: R, codec: FrameCodec, buf: BytesMut, read_bytes: usize) -> Self {
+        Self { io, codec, buf, in_arena: false, read_bytes: read_bytes.max(1), done: false }
     }
 }
 
 impl<R: AsyncRead + Unpin> FrameReader<R> {
     /// One read from the socket, appended to `buf`; `Ok(0)` at the end of the stream.
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<usize>> {
-        SCRATCH.with_borrow_mut(|scratch| {
-            if scratch.len() < self.read_bytes {
-                scratch.resize(self.read_bytes, 0);
+        ARENA.with_borrow_mut(|arena| {
+            let arena = arena.room(self.read_bytes);
+            let mut room = (&mut *arena).limit(self.read_bytes);
+            let n = match poll_read_buf(Pin::new(&mut self.io), cx, &mut room) {
+                Poll::Ready(Ok(n)) => n,
+                other => return other,
+            };
+            let got = arena.split();
+            if self.buf.is_empty() {
+                self.buf = got;
+                self.in_arena = true;
+            } else {
+                // O(1) when the two are adjacent in the block; a copy otherwise.
+                self.buf.unsplit(got);
             }
-            let mut read = ReadBuf::new(&mut scratch[..self.read_bytes]);
-            match Pin::new(&mut self.io).poll_read(cx, &mut read) {
-                Poll::Ready(Ok(())) => {
-                    self.buf.extend_from_slice(read.filled());
-                    Poll::Ready(Ok(read.filled().len()))
-                }
-                Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-                Poll::Pending => Poll::Pending,
-            }
+            Poll::Ready(Ok(n))
         })
     }
 }
@@ -83,7 +125,14 @@ impl<R: AsyncRead + Unpin> Stream for FrameReader<R> {
                 this.buf = BytesMut::new();
             }
             match this.poll_fill(cx) {
-                Poll::Pending => return Poll::Pending,
+                Poll::Pending => {
+                    if this.in_arena && !this.buf.is_empty() {
+                        // Part of a frame: keep it apart from the arena until the rest comes.
+                        this.buf = BytesMut::from(&this.buf[..]);
+                        this.in_arena = false;
+                    }
+                    return Poll::Pending;
+                }
                 Poll::Ready(Ok(n)) if n > 0 => {}
                 Poll::Ready(Ok(_)) => {
                     this.done = true;
@@ -147,6 +196,21 @@ mod tests {
         drop(tx);
         assert!(matches!(reader.next().await, Some(Err(FrameError::Io(_)))));
         assert!(reader.next().await.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_frame_still_arriving_is_kept_apart_from_the_arena() {
+        let wire = encoded(&[Frame::Ack { frame_id: 1 }, Frame::Ack { frame_id: 2 }]);
+        let (mut tx, rx) = tokio::io::duplex(64);
+        let mut reader = FrameReader::new(rx, FrameCodec::new(1024), BytesMut::new(), 100);
+        tx.write_all(&wire[..wire.len() - 2]).await.expect("write");
+        assert_eq!(reader.next().await.expect("a frame").expect("valid"), Frame::Ack { frame_id: 1 });
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        assert!(reader.poll_next_unpin(&mut cx).is_pending(), "the second frame is not complete");
+        assert!(!reader.in_arena, "an idle session's piece of a frame pins no arena block");
+        assert_eq!(reader.buf.capacity(), reader.buf.len(), "a buffer of exactly the piece");
+        tx.write_all(&wire[wire.len() - 2..]).await.expect("write");
+        assert_eq!(reader.next().await.expect("a frame").expect("valid"), Frame::Ack { frame_id: 2 });
     }
 
     #[tokio::test]

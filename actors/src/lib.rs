@@ -28,6 +28,7 @@ pub use certificates::{CertificateIssuer, Issued, Refused};
 pub use close::CloseSession;
 pub use config::SessionConfig;
 pub use device::{DeviceSession, DeviceSessionInfo};
+pub use device_reader::FrameReader;
 pub use home::Home;
 pub use metrics::{Direction, DropReason, Metrics, SessionKind};
 pub use router::{DeviceHandle, DeviceOut, DeviceSeen, Router, VesHandle, WriterGuard};
