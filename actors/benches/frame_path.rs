@@ -17,10 +17,15 @@
 //!
 //! Before the timings it prints the heap allocations per frame of each path, counted by
 //! the global allocator on the measuring thread over 4 096 frames after a warm-up (the
-//! steady state: queues and buffers already grown).
+//! steady state: queues and buffers already grown). There the device → VES frames come
+//! through the device session's read loop (`FrameReader`, one frame per socket read, as
+//! a device's TLS records arrive), and the command channel is drained every
+//! [`DRAIN_EVERY`] frames, as its stream is polled after every few frames in a running
+//! relay.
 //!
 //! Run: `cargo bench -p noc-actors --bench frame_path`.
 
+use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
@@ -31,12 +36,13 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use futures_util::StreamExt;
 use noc_actors::queue::{self, QueueReceiver};
 use noc_actors::{
-    Attach, CloseSession, CommandStream, DeviceHandle, DeviceOut, Metrics, Router, RtsSession, RtsSessions,
-    SessionConfig, VesInbox, VesSession,
+    Attach, CloseSession, CommandStream, DeviceHandle, DeviceOut, FrameReader, Metrics, Router, RtsSession,
+    RtsSessions, SessionConfig, VesInbox, VesSession,
 };
 use noc_cluster::{DeviceItem, MemoryCluster, NodeId, VesItem};
 use noc_protocol::device::{ForwardKind, Frame, FrameCodec};
 use noc_protocol::{DeviceId, LicenseId, UserId, VesId};
+use tokio::io::{AsyncRead, ReadBuf};
 use tokio_util::codec::Decoder;
 
 /// Counts every allocation and reallocation (the workspace forbids `unsafe`, so the
@@ -172,22 +178,54 @@ fn timed_batches(
 
 /// Frames per allocation count.
 const COUNTED: u64 = 4096;
+/// Frames the command channel takes between two drains in the allocation count.
+const DRAIN_EVERY: u64 = 32;
+/// Bytes of one encoded FORWARD frame with a PAYLOAD_BYTES payload.
+const FORWARD_WIRE_BYTES: usize = PAYLOAD_BYTES + 14;
 
-/// Allocations of COUNTED device → VES frames decoded and routed in batches; with
-/// `drain_counted` the command channel's draining of each batch counts too (the full
-/// path), otherwise it happens outside the count (routing alone).
+/// A socket whose reads return at most one piece of `piece` bytes.
+struct Pieces {
+    data: Bytes,
+    piece: usize,
+}
+
+impl AsyncRead for Pieces {
+    fn poll_read(mut self: Pin<&mut Self>, _: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        let n = self.piece.min(self.data.len()).min(buf.remaining());
+        let piece = self.data.split_to(n);
+        buf.put_slice(&piece);
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// A device session's read loop over `frames` FORWARDs that arrive one per socket read.
+fn device_reader(frames: u64) -> FrameReader<Pieces> {
+    let socket = Pieces { data: forward_bytes(frames).freeze(), piece: FORWARD_WIRE_BYTES };
+    FrameReader::new(socket, FrameCodec::default(), BytesMut::new(), 16 * 1024)
+}
+
+/// The next FORWARD out of a read loop.
+fn read_forward(reader: &mut FrameReader<Pieces>) -> (ForwardKind, u64, Bytes) {
+    match reader.poll_next_unpin(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(Some(Ok(Frame::Forward { kind, frame_id, payload }))) => (kind, frame_id, payload),
+        other => panic!("expected a FORWARD, got {other:?}"),
+    }
+}
+
+/// Allocations of COUNTED device → VES frames read and routed; with `drain_counted` the
+/// command channel's draining every DRAIN_EVERY frames counts too (the full path),
+/// otherwise it happens outside the count (routing alone).
 fn device_to_ves_rounds(
     f: &mut Fixture,
-    codec: &mut FrameCodec,
     (ves_id, device_id, user_id): (VesId, DeviceId, UserId),
     drain_counted: bool,
 ) -> u64 {
+    let mut reader = device_reader(COUNTED);
     let mut total = 0;
-    for _ in 0..COUNTED / BATCH {
-        let mut buf = forward_bytes(BATCH);
+    for _ in 0..COUNTED / DRAIN_EVERY {
         total += allocations(|| {
-            for _ in 0..BATCH {
-                let (kind, frame_id, payload) = decode(codec, &mut buf);
+            for _ in 0..DRAIN_EVERY {
+                let (kind, frame_id, payload) = read_forward(&mut reader);
                 let item = VesItem::Frame { device_id, user_id, frame_id, kind, payload };
                 f.router.device_to_ves(ves_id, item).expect("queued");
             }
@@ -207,7 +245,6 @@ fn device_to_ves_rounds(
 /// Each round builds its input and drains its queue outside the count.
 fn allocation_report(f: &mut Fixture) {
     let (ves_id, device_id, user_id) = (f.ves.ves_id, f.device_id, UserId::random());
-    let mut codec = FrameCodec::default();
     let payload = Bytes::from(vec![0x5Au8; PAYLOAD_BYTES]);
     let b64 = noc_protocol::rts::encode_payload(&payload);
     let mut out = BytesMut::with_capacity(64 * 1024);
@@ -217,17 +254,17 @@ fn allocation_report(f: &mut Fixture) {
         round(f);
         rows.push((name, round(f) as f64 / COUNTED as f64));
     };
-    report("decode/forward_256B", f, &mut |_| {
-        let mut buf = forward_bytes(COUNTED);
+    report("read/forward_256B", f, &mut |_| {
+        let mut reader = device_reader(COUNTED);
         allocations(|| {
             for _ in 0..COUNTED {
-                std::hint::black_box(decode(&mut codec, &mut buf));
+                std::hint::black_box(read_forward(&mut reader));
             }
         })
     });
     let ids = (ves_id, device_id, user_id);
-    report("device_to_ves/route", f, &mut |f| device_to_ves_rounds(f, &mut codec, ids, false));
-    report("device_to_ves/full", f, &mut |f| device_to_ves_rounds(f, &mut codec, ids, true));
+    report("device_to_ves/route", f, &mut |f| device_to_ves_rounds(f, ids, false));
+    report("device_to_ves/full", f, &mut |f| device_to_ves_rounds(f, ids, true));
     report("ves_to_device/route", f, &mut |f| {
         let mut total = 0;
         for _ in 0..COUNTED / BATCH {
