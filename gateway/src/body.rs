@@ -53,10 +53,13 @@ async fn read_limited(req: &HttpRequest, payload: &mut web::Payload, limit: usiz
 /// Decodes a JSON body into `T`; a refusal names the field at fault, never the parser's
 /// words ([`noc_protocol::json`]).
 pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    noc_protocol::json::from_slice(body).map_err(|refusal| {
-        tracing::debug!(detail = %refusal.detail, "invalid JSON request body");
-        ApiError::bad_request(refusal.message)
-    })
+    noc_protocol::json::from_slice(body).map_err(refused)
+}
+
+/// The answer to a refused JSON body; the parser's account goes to the debug log.
+pub fn refused(refusal: noc_protocol::json::Refusal) -> ApiError {
+    tracing::debug!(detail = %refusal.detail, "invalid JSON request body");
+    ApiError::bad_request(refusal.message)
 }
 
 #[cfg(test)]

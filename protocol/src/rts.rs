@@ -425,6 +425,47 @@ pub enum DataRequest {
     },
 }
 
+impl DataRequest {
+    /// Decodes a data-channel body, with the refusal of [`crate::json::from_slice`].
+    ///
+    /// `Frames` and `Acks`, the requests of every relayed frame, are decoded straight into
+    /// their variant once a first pass (which allocates nothing) has found their `Type`:
+    /// the derived decoder of a tagged enum first copies the whole document into a
+    /// generic tree (every key and value), since the tag may come last. Any other type,
+    /// and any body the direct decoding refuses, goes through the derived decoder, so the
+    /// documents accepted and the refusals are the same either way.
+    pub fn from_json(body: &[u8]) -> Result<Self, crate::json::Refusal> {
+        #[derive(Deserialize)]
+        struct Tag<'a> {
+            #[serde(rename = "Type", borrow)]
+            tag: Option<std::borrow::Cow<'a, str>>,
+        }
+        #[derive(Deserialize)]
+        #[serde(rename_all = "PascalCase", deny_unknown_fields)]
+        struct Frames {
+            #[serde(rename = "Type")]
+            _tag: serde::de::IgnoredAny,
+            frames: Vec<OutboundFrame>,
+        }
+        #[derive(Deserialize)]
+        #[serde(rename_all = "PascalCase", deny_unknown_fields)]
+        struct Acks {
+            #[serde(rename = "Type")]
+            _tag: serde::de::IgnoredAny,
+            acks: Vec<FrameRef>,
+        }
+        let direct = match serde_json::from_slice::<Tag<'_>>(body).ok().and_then(|t| t.tag).as_deref() {
+            Some("Frames") => serde_json::from_slice::<Frames>(body).ok().map(|r| Self::Frames { frames: r.frames }),
+            Some("Acks") => serde_json::from_slice::<Acks>(body).ok().map(|r| Self::Acks { acks: r.acks }),
+            _ => None,
+        };
+        match direct {
+            Some(request) => Ok(request),
+            None => crate::json::from_slice(body),
+        }
+    }
+}
+
 /// The answer to an `Alert`: taken for delivery (`false`: the user has no destination, or
 /// is in quiet hours or over the rate).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -730,6 +771,38 @@ mod tests {
         assert!(matches!(r, DataRequest::ListDevices {}));
         assert!(serde_json::from_str::<DataRequest>(r#"{"Type":"Nope"}"#).is_err());
         assert!(serde_json::from_str::<DataRequest>(r#"{"Type":"DeleteUser","Email":"a","Extra":1}"#).is_err());
+    }
+
+    #[test]
+    fn the_direct_decoding_of_frames_and_acks_accepts_and_refuses_what_the_derived_one_does() {
+        let frame = r#"{"DeviceId":"6f1c2a4e-8d1b-4c47-9b7e-1f0e2d3c4b5a","FrameId":1,"Kind":"Data","Payload":"aGk="}"#;
+        let ack = r#"{"DeviceId":"6f1c2a4e-8d1b-4c47-9b7e-1f0e2d3c4b5a","FrameId":2}"#;
+        let bodies = [
+            format!(r#"{{"Type":"Frames","Frames":[{frame},{frame}]}}"#),
+            format!(r#"{{"Frames":[{frame}],"Type":"Frames"}}"#),
+            format!(r#"{{"Type":"Acks","Acks":[{ack}]}}"#),
+            r#"{"Acks":[],"Type":"Acks"}"#.into(),
+            r#"{"Type":"Frames"}"#.into(),
+            format!(r#"{{"Type":"Frames","Frames":[{frame}],"Extra":1}}"#),
+            format!(r#"{{"Type":"Frames","Frames":[{frame}],"Frames":[]}}"#),
+            format!(r#"{{"Type":"Frames","Type":"Frames","Frames":[{frame}]}}"#),
+            format!(r#"{{"Type":"Acks","Frames":[{frame}]}}"#),
+            format!(r#"{{"Type":"Frames","Frames":[{ack}]}}"#),
+            r#"{"Type":"Frames","Frames":[{"DeviceId":"x","FrameId":1,"Kind":"Data","Payload":"aGk="}]}"#.into(),
+            format!(r#"{{"Type":"Frames","Frames":[{frame}]}} trailing"#),
+            r#"{"Type":"ListUsers"}"#.into(),
+            r#"{"Type":7}"#.into(),
+            "[]".into(),
+        ];
+        for body in bodies {
+            let direct = DataRequest::from_json(body.as_bytes()).map(|r| format!("{r:?}"));
+            let derived = crate::json::from_slice::<DataRequest>(body.as_bytes()).map(|r| format!("{r:?}"));
+            assert_eq!(direct, derived, "{body}");
+        }
+        assert!(matches!(
+            DataRequest::from_json(format!(r#"{{"Frames":[{frame}],"Type":"Frames"}}"#).as_bytes()),
+            Ok(DataRequest::Frames { frames }) if frames.len() == 1
+        ));
     }
 
     #[test]
