@@ -4,8 +4,10 @@
 use std::sync::Arc;
 
 use actix::Actor;
+use actix_web::http::Method;
+use actix_web::http::header::HeaderName;
 use actix_web::middleware::DefaultHeaders;
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, guard, web};
 use bytes::BytesMut;
 use noc_actors::{EventLookup, RtsSession, VesInbox, VesSession, VesUserState};
 use noc_cluster::{DeviceItem, FetchOutcome};
@@ -20,19 +22,30 @@ use noc_protocol::{ApiErrorCode, UndeliverableReason, rts};
 use noc_storage::{UserRecord, UserStatus};
 use serde::de::DeserializeOwned;
 
-use crate::body::{parse_json, read_body};
+use crate::body::{parse_json, read_body, refused};
 use crate::{ApiError, GatewayState};
 use noc_actors::Direction;
 
-/// Routes of the public listener.
+/// Routes of the public listener. They are registered before the portal's, and the data
+/// channel's first: actix tries routes in order, and each pattern with a variable segment
+/// it tries on the way costs a regex match with an allocation, on the relay's busiest
+/// request.
 pub fn public_routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/rts/v1/license", web::post().to(license))
-        .route("/rts/v1/connect", web::get().to(connect))
-        .route("/rts/v1/event/{key_id}", web::post().to(event))
-        .route("/rts/v1/data", web::post().to(data))
-        .route("/account/v1/activate", web::post().to(activate_account))
-        .route("/device/v1/activate", web::post().to(activate_device))
+    cfg.service(only(Method::POST, "/rts/v1/data").to(data))
+        .service(only(Method::POST, "/rts/v1/event/{key_id}").to(event))
+        .service(only(Method::POST, "/rts/v1/license").to(license))
+        .service(only(Method::GET, "/rts/v1/connect").to(connect))
+        .service(only(Method::POST, "/account/v1/activate").to(activate_account))
+        .service(only(Method::POST, "/device/v1/activate").to(activate_device))
         .default_service(web::to(not_found));
+}
+
+/// The resource at `path` for `method` alone; any other method falls through to
+/// `not_found` (docs/protocol.md: 404, not 405). Checked by a guard that allocates
+/// nothing: actix's method guard records each method it checks in the request's
+/// extensions, two allocations on every data-channel request.
+fn only(method: Method, path: &str) -> actix_web::Resource {
+    web::resource(path).guard(guard::fn_guard(move |ctx| ctx.head().method == method))
 }
 
 /// Headers of every answer of the public listener, unless a handler set its own:
@@ -65,7 +78,13 @@ fn source(req: &HttpRequest) -> std::net::IpAddr {
     req.peer_addr().map(|a| a.ip()).unwrap_or(std::net::IpAddr::from([0, 0, 0, 0]))
 }
 
-fn header<'a>(req: &'a HttpRequest, name: &str) -> Option<&'a str> {
+/// The RTS session headers ([`rts::HEADER_KEY_ID`], [`rts::HEADER_KEY`]) as header names:
+/// a lookup by `&str` builds, and for a name outside the standard set allocates, a header
+/// name each time, on every data-channel request.
+static KEY_ID: HeaderName = HeaderName::from_static("x-rts-key-id");
+static KEY: HeaderName = HeaderName::from_static("x-rts-key");
+
+fn header<'a>(req: &'a HttpRequest, name: &HeaderName) -> Option<&'a str> {
     req.headers().get(name).and_then(|v| v.to_str().ok())
 }
 
@@ -143,7 +162,7 @@ async fn event(
     if state.is_draining() {
         return Err(ApiError::draining());
     }
-    let key = header(&req, rts::HEADER_KEY).unwrap_or("").to_string();
+    let key = header(&req, &KEY).unwrap_or("").to_string();
     let envelope: RtsConnectionEnvelope = json_body(&state, &req, payload).await?;
     let conn = envelope.rts_connection;
     let protocol_version = conn.protocol_version.unwrap_or(rts::RTS_PROTOCOL_VERSION);
@@ -216,13 +235,14 @@ async fn data(
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let key_id = header(&req, rts::HEADER_KEY_ID).unwrap_or("");
-    let key = header(&req, rts::HEADER_KEY).unwrap_or("");
+    let key_id = header(&req, &KEY_ID).unwrap_or("");
+    let key = header(&req, &KEY).unwrap_or("");
     let Some(session) = state.rts.session(key_id, key) else {
         state.router.metrics().auth_failure("ves", "invalid_session");
         return Err(ApiError::invalid_session());
     };
-    let request: DataRequest = json_body(&state, &req, payload).await?;
+    let body = read_body(&req, payload, state.config.max_body_bytes, state.config.body_timeout).await?;
+    let request = DataRequest::from_json(&body).map_err(refused)?;
     let inbox = &session.inbox;
     let ves_id = inbox.ves_id;
     let accounts = &state.accounts;
@@ -495,4 +515,15 @@ async fn activate_device(
         client_certificate,
         management_root,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_session_header_names_are_the_protocols() {
+        assert!(KEY_ID.as_str().eq_ignore_ascii_case(rts::HEADER_KEY_ID));
+        assert!(KEY.as_str().eq_ignore_ascii_case(rts::HEADER_KEY));
+    }
 }

@@ -110,13 +110,13 @@ fn listen_public(
                 .wrap(public_headers())
                 .wrap(from_fn(hold_unread_body))
                 .app_data(web::Data::new(state.clone()))
+                .configure(public_routes)
                 .configure(|cfg| {
                     if let Some(portal) = &state.web {
                         cfg.app_data(web::Data::new(portal.clone()));
                         noc_web::routes(cfg);
                     }
                 })
-                .configure(public_routes)
                 .into_factory()
                 .map_err(|e| e.error_response());
             let closing = closing.clone();

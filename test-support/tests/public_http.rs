@@ -72,6 +72,19 @@ async fn every_answer_carries_the_security_headers() {
 }
 
 #[tokio::test]
+async fn a_known_path_with_another_method_is_not_found() {
+    let relay = TestRelay::start();
+    let http = http_client(&relay);
+    for (method, path) in [("GET", "/rts/v1/data"), ("PUT", "/rts/v1/event/abc"), ("POST", "/rts/v1/connect")] {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        let resp = http.request(method.clone(), url(&relay, path)).body("{}").send().await.expect("answer");
+        assert_eq!(resp.status().as_u16(), 404, "{method} {path}");
+        let body: serde_json::Value = resp.json().await.expect("json");
+        assert_eq!(body["Error"]["Code"], "not_found", "{method} {path}");
+    }
+}
+
+#[tokio::test]
 async fn bad_bodies_are_named_without_the_parsers_words() {
     let relay = TestRelay::start();
     let http = http_client(&relay);
