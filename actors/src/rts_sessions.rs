@@ -89,7 +89,7 @@ impl RtsSessions {
     /// Resolves an event-URL POST. `None` means unknown, expired or wrong key
     /// (deliberately indistinguishable).
     pub fn lookup_event(&self, key_id: &str, key: &str) -> Option<EventLookup> {
-        let live = self.live.with(&key_id.to_string(), |l| l.map(|l| (l.session.clone(), l.attach.clone())));
+        let live = self.live.with(key_id, |l| l.map(|l| (l.session.clone(), l.attach.clone())));
         if let Some((session, attach)) = live {
             return session.key_matches(key).then_some(EventLookup::Resume { session, attach });
         }
@@ -109,7 +109,7 @@ impl RtsSessions {
 
     /// The live session a data-channel request authenticates to.
     pub fn session(&self, key_id: &str, key: &str) -> Option<Arc<RtsSession>> {
-        let session = self.live.with(&key_id.to_string(), |l| l.map(|l| l.session.clone()))?;
+        let session = self.live.with(key_id, |l| l.map(|l| l.session.clone()))?;
         session.key_matches(key).then_some(session)
     }
 
@@ -119,7 +119,7 @@ impl RtsSessions {
     }
 
     pub fn remove_session(&self, key_id: &str, session: u64) {
-        self.live.remove_if(&key_id.to_string(), |l| l.session.inbox.session == session);
+        self.live.remove_if(key_id, |l| l.session.inbox.session == session);
         self.metrics.rts_sessions.set(self.live.len() as i64);
     }
 }

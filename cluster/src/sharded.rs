@@ -4,6 +4,7 @@
 //! only when sessions come and go; sharding keeps readers of different sessions from
 //! contending on one lock. Closures run under the shard lock, so they must not block.
 
+use std::borrow::Borrow;
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash, RandomState};
 use std::sync::RwLock;
@@ -26,13 +27,19 @@ impl<K: Hash + Eq, V> ShardedMap<K, V> {
         Self { shards: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect(), hasher: RandomState::new() }
     }
 
-    fn shard(&self, key: &K) -> &RwLock<HashMap<K, V>> {
+    /// `key` may be any borrowed form of `K` (`&str` for a `String` key: no copy made to
+    /// look one up).
+    fn shard<Q: Hash + ?Sized>(&self, key: &Q) -> &RwLock<HashMap<K, V>> {
         let h = self.hasher.hash_one(key) as usize;
         &self.shards[h % SHARDS]
     }
 
     /// Runs `f` on the value under a read lock.
-    pub fn with<R>(&self, key: &K, f: impl FnOnce(Option<&V>) -> R) -> R {
+    pub fn with<Q, R>(&self, key: &Q, f: impl FnOnce(Option<&V>) -> R) -> R
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
         let guard = self.shard(key).read().unwrap_or_else(|p| p.into_inner());
         f(guard.get(key))
     }
@@ -55,7 +62,11 @@ impl<K: Hash + Eq, V> ShardedMap<K, V> {
     }
 
     /// Removes the value if `pred` holds for it; returns it.
-    pub fn remove_if(&self, key: &K, pred: impl FnOnce(&V) -> bool) -> Option<V> {
+    pub fn remove_if<Q>(&self, key: &Q, pred: impl FnOnce(&V) -> bool) -> Option<V>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
         let mut guard = self.shard(key).write().unwrap_or_else(|p| p.into_inner());
         if guard.get(key).is_some_and(pred) { guard.remove(key) } else { None }
     }
