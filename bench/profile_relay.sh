@@ -7,11 +7,11 @@
 #                                        at RATE frames/s (default 16000) of the
 #                                        many-to-one throughput shape: where its CPU goes
 #                                        (PROFILE=tool: of the load tool instead)
-#   bench/profile_relay.sh allocs [RATE] heaptrack attached to the relay for WINDOW seconds
-#                                        (default 10) of traffic at RATE frames/s (default
-#                                        4000, many-to-one): heap allocations per relayed
-#                                        frame on the whole path (TLS, HTTP, JSON included)
-#                                        and the call sites that make them
+#   bench/profile_relay.sh allocs [RATE] libc's malloc/calloc/realloc counted with perf
+#                                        probes for WINDOW seconds (default 10) of traffic
+#                                        at RATE frames/s (default 4000, many-to-one):
+#                                        heap allocations per relayed frame on the whole
+#                                        path (TLS, HTTP, JSON included) and where they are
 # Writes the raw profile and a text summary under bench/results/profile-*/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -97,50 +97,44 @@ SH
   allocs)
     RATE=${2:-4000}
     WINDOW=${WINDOW:-10}
-    command -v heaptrack >/dev/null || { echo "heaptrack is not installed (apt-get install heaptrack)" >&2; exit 2; }
-    command -v gdb >/dev/null || { echo "heaptrack -p needs gdb (apt-get install gdb)" >&2; exit 2; }
+    command -v perf >/dev/null || { echo "perf is not installed (apt-get install linux-perf)" >&2; exit 2; }
     OUT="bench/results/profile-allocs-$STAMP"
     mkdir -p "$OUT"
+    # User-space probes on libc's allocation functions (root; kept for later runs).
+    libc=$(ldd "$NOC" | awk '/libc\.so/ { print $3 }')
+    for fn in malloc calloc realloc; do
+      perf probe -l 2>/dev/null | grep -q "probe_libc:$fn " || perf probe -q -x "$libc" "$fn" \
+        || { echo "cannot probe $fn in $libc (needs root and uprobes)" >&2; exit 2; }
+    done
     bench_start_relay "$WORK"
     bench_loadtest "$WORK" --scenario loadtest/scenarios/many-to-one.toml --setup-only >"$OUT/setup.txt" 2>&1 \
       || { cat "$OUT/setup.txt" >&2; exit 2; }
     bench_loadtest "$WORK" --scenario loadtest/scenarios/many-to-one.toml --rate-frames-per-second "$RATE" \
-      --duration-seconds $(( WINDOW + 25 )) --out "$OUT/run.json" --html "$OUT/run.html" >"$OUT/run.txt" 2>&1 &
+      --duration-seconds $(( WINDOW + 20 )) --out "$OUT/run.json" --html "$OUT/run.html" >"$OUT/run.txt" 2>&1 &
     lt=$!
     sleep 10   # past setup and ramp-up, into the traffic phase
     relayed() {
       curl -s "http://127.0.0.1:$BENCH_ADMIN_PORT/metrics" \
         | awk '/^noc_frames_relayed_total/ { n += $2 } END { printf "%d", n }'
     }
-    # Frames are counted from just before the attach to just before the end, so that the
-    # allocations counted (from the attach on) are all the window's.
     before=$(relayed)
-    heaptrack -p "$RELAY_PID" -o "$OUT/heaptrack.attach" >"$OUT/heaptrack.txt" 2>&1 &
-    ht=$!
-    sleep "$WINDOW"
+    perf stat -x, -e probe_libc:malloc,probe_libc:calloc,probe_libc:realloc -p "$RELAY_PID" -o "$OUT/stat.csv" \
+      -- sleep "$WINDOW" >/dev/null 2>&1
     after=$(relayed)
-    # Ending the relay ends the recording (its shutdown is a few allocations against the
-    # window's hundreds of thousands).
-    kill -TERM "$RELAY_PID" 2>/dev/null || true
-    wait "$ht" 2>/dev/null || true
-    wait "$RELAY_PID" 2>/dev/null || true
-    RELAY_PID=""
+    # Where they come from: call graphs of the mallocs over a second more (DWARF unwinding:
+    # the release build keeps no frame pointers; about 0.5 GB of samples, summarized and
+    # deleted unless KEEP_PERF=1).
+    perf record -e probe_libc:malloc --call-graph dwarf,8192 -p "$RELAY_PID" -o "$OUT/perf.data" -- sleep 1 \
+      >"$OUT/perf-record.txt" 2>&1
     wait "$lt" || true
-    file=$(ls "$OUT"/heaptrack.attach*.zst "$OUT"/heaptrack.attach*.gz 2>/dev/null | head -n 1 || true)
-    [ -n "$file" ] || { cat "$OUT/heaptrack.txt" >&2; exit 2; }
-    heaptrack_print --print-peaks 0 --print-allocators 1 --print-temporary 0 --print-leaks 0 \
-      --peak-limit 30 "$file" >"$OUT/allocators.txt" 2>/dev/null || true
-    calls=$(grep -m1 -E "^calls to allocation functions:" "$OUT/allocators.txt" | awk '{ print $5 }')
-    frames=$(( after - before ))
-    echo "== relay at $RATE frames/s, ${WINDOW}s window"
-    awk -v c="$calls" -v f="$frames" 'BEGIN {
-      printf "allocation calls: %d; frames relayed: %d; per frame: %.2f\n", c, f, (f > 0 ? c / f : 0) }'
-    echo "== the call sites that allocate most often ($OUT/allocators.txt)"
-    grep -n "calls with" "$OUT/allocators.txt" | head -n 15 | while IFS=: read -r line rest; do
-      where=$(sed -n "$((line + 1)),$((line + 40))p" "$OUT/allocators.txt" \
-        | grep -E '^\s+at (src|gateway|actors|app|cluster|protocol)/|rustls|actix|serde' | head -n 2 | tr -s ' ' | tr '\n' ' ')
-      echo "$rest :: $where"
-    done
+    perf script -i "$OUT/perf.data" -F ip,sym 2>/dev/null | python3 bench/alloc_sites.py 2 30 >"$OUT/sites.txt"
+    [ -n "${KEEP_PERF:-}" ] || rm -f "$OUT/perf.data"
+    calls=$(awk -F, '/probe_libc/ { n += $1 } END { printf "%d", n }' "$OUT/stat.csv")
+    echo "== relay at $RATE frames/s for ${WINDOW}s ($(grep -m1 achieved "$OUT/run.txt" | cut -d';' -f1))"
+    awk -v c="$calls" -v f="$(( after - before ))" 'BEGIN {
+      printf "allocation calls (malloc, calloc, realloc): %d; frames relayed: %d; per frame: %.2f\n", c, f, (f > 0 ? c / f : 0) }'
+    echo "== what allocates, by the first frames above the allocator ($OUT/sites.txt)"
+    head -n 26 "$OUT/sites.txt"
     ;;
   *)
     echo "usage: bench/profile_relay.sh heap [SESSIONS] | cpu [FRAMES_PER_SECOND] | allocs [FRAMES_PER_SECOND]" >&2
