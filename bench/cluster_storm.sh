@@ -16,7 +16,9 @@
 # IDLE=1 holds the sessions without a storm instead (HOLD=120 s by default, two default
 # heartbeat intervals) and reports the nodes' memory per session and their CPU while
 # idle: the way to put 100 000 idle sessions on one machine whose processes may hold
-# 20 000 each (DEVICES=100000 NODES=6 IDLE=1).
+# 20 000 each (DEVICES=100000 NODES=6 IDLE=1). With PROFILE=1 it also samples the nodes
+# with perf for a third of the hold from its middle (self.txt, children.txt in the results;
+# the sampling adds a little to the CPU figure of that run).
 #
 # Usage: bench/cluster_storm.sh       (DEVICES=50000 NODES=3 by default)
 # Needs PostgreSQL (127.0.0.1:5432, trust auth as user postgres) and Redis
@@ -117,6 +119,16 @@ if [ -n "$IDLE" ]; then
       total=$(( total + ${n:-0} ))
     done
     echo "$total" >"$WORK/relay-sessions"
+    # PROFILE=1: where the idle nodes' CPU goes, sampled for a third of the hold from its middle.
+    if [ -n "${PROFILE:-}" ]; then
+      perf record -e cpu-clock -F 999 -g -p "$NODE_PIDS" -o "$OUT/perf.data" -- sleep $(( HOLD / 3 )) \
+        >"$OUT/perf-record.txt" 2>&1
+      perf report -i "$OUT/perf.data" --no-children --sort dso,symbol --percent-limit 0.7 --stdio -g none \
+        >"$OUT/self.txt" 2>/dev/null
+      perf report -i "$OUT/perf.data" --children --sort symbol --percent-limit 2 --stdio -g none \
+        >"$OUT/children.txt" 2>/dev/null
+      rm -f "$OUT/perf.data"
+    fi
   ) &
   SAMPLER=$!
 fi
