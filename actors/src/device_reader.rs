@@ -123,6 +123,7 @@ impl<R: AsyncRead + Unpin> Stream for FrameReader<R> {
                 // Give the memory back (or drop this session's share of it, while payloads
                 // sliced from it are still on their way).
                 this.buf = BytesMut::new();
+                this.in_arena = false;
             }
             match this.poll_fill(cx) {
                 Poll::Pending => {

@@ -3,11 +3,11 @@
 //! A [`CommandStream`] drains its channel's queue into NDJSON chunks (encoded by
 //! `noc_protocol::rts::line`), at most [`CHUNK_BYTES`] at a time, and ends with the
 //! farewell line when its session cancels it. The chunks are cut from one buffer that the
-//! stream keeps while the channel lives: the HTTP layer copies each chunk into its own
-//! write buffer and drops it, after which the stream's buffer is reused in place, so a
-//! busy channel allocates nothing per line or per chunk. It never bounces frames itself: when it is
-//! dropped it tells its session ([`ChannelClosed`]), which takes the queue back and bounces
-//! what is left, so nothing here calls the router.
+//! stream keeps while the channel lives (64 KiB): the HTTP layer copies each chunk into
+//! its own write buffer and drops it, after which the stream's buffer is reused in place,
+//! so a busy channel allocates nothing per line or per chunk. It never bounces frames
+//! itself: when it is dropped it tells its session ([`ChannelClosed`]), which takes the
+//! queue back and bounces what is left, so nothing here calls the router.
 
 use std::pin::Pin;
 use std::sync::Arc;
