@@ -23,6 +23,17 @@ WORK=$(mktemp -d /tmp/noc-bench.XXXXXX)
 trap 'bench_stop_relay; rm -rf "$WORK"' EXIT
 bench_build
 
+# For the perf modes: a relay with the many-to-one scenario's accounts set up, and the
+# results folder bench/results/profile-$1-$STAMP as OUT.
+perf_relay() {
+  command -v perf >/dev/null || { echo "perf is not installed (apt-get install linux-perf)" >&2; exit 2; }
+  OUT="bench/results/profile-$1-$STAMP"
+  mkdir -p "$OUT"
+  bench_start_relay "$WORK"
+  bench_loadtest "$WORK" --scenario loadtest/scenarios/many-to-one.toml --setup-only >"$OUT/setup.txt" 2>&1 \
+    || { cat "$OUT/setup.txt" >&2; exit 2; }
+}
+
 case $MODE in
   heap)
     N=${2:-2000}
@@ -67,12 +78,7 @@ SH
   cpu)
     RATE=${2:-16000}
     DURATION=${DURATION:-20}
-    command -v perf >/dev/null || { echo "perf is not installed (apt-get install linux-perf)" >&2; exit 2; }
-    OUT="bench/results/profile-cpu-$STAMP"
-    mkdir -p "$OUT"
-    bench_start_relay "$WORK"
-    bench_loadtest "$WORK" --scenario loadtest/scenarios/many-to-one.toml --setup-only >"$OUT/setup.txt" 2>&1 \
-      || { cat "$OUT/setup.txt" >&2; exit 2; }
+    perf_relay cpu
     bench_loadtest "$WORK" --scenario loadtest/scenarios/many-to-one.toml --rate-frames-per-second "$RATE" \
       --duration-seconds "$DURATION" --out "$OUT/run.json" --html "$OUT/run.html" >"$OUT/run.txt" 2>&1 &
     lt=$!
@@ -97,18 +103,13 @@ SH
   allocs)
     RATE=${2:-4000}
     WINDOW=${WINDOW:-10}
-    command -v perf >/dev/null || { echo "perf is not installed (apt-get install linux-perf)" >&2; exit 2; }
-    OUT="bench/results/profile-allocs-$STAMP"
-    mkdir -p "$OUT"
+    perf_relay allocs
     # User-space probes on libc's allocation functions (root; kept for later runs).
     libc=$(ldd "$NOC" | awk '/libc\.so/ { print $3 }')
     for fn in malloc calloc realloc; do
       perf probe -l 2>/dev/null | grep -q "probe_libc:$fn " || perf probe -q -x "$libc" "$fn" \
         || { echo "cannot probe $fn in $libc (needs root and uprobes)" >&2; exit 2; }
     done
-    bench_start_relay "$WORK"
-    bench_loadtest "$WORK" --scenario loadtest/scenarios/many-to-one.toml --setup-only >"$OUT/setup.txt" 2>&1 \
-      || { cat "$OUT/setup.txt" >&2; exit 2; }
     bench_loadtest "$WORK" --scenario loadtest/scenarios/many-to-one.toml --rate-frames-per-second "$RATE" \
       --duration-seconds $(( WINDOW + 20 )) --out "$OUT/run.json" --html "$OUT/run.html" >"$OUT/run.txt" 2>&1 &
     lt=$!
