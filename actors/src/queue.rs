@@ -9,8 +9,12 @@
 //! A queue that is busy for its whole life (a command channel) keeps what it grew to
 //! instead ([`bounded_keeping`]), so that its steady state allocates nothing.
 //! Producers never wait: a full queue is reported at once, so the sender can be told.
+//! As with a channel, the queue closes when either side is gone: the receiver sees the end
+//! once every sender is dropped and what they queued is taken (a command channel that
+//! finishes ends that way), and senders are refused once the receiver is dropped.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
@@ -35,6 +39,8 @@ struct Shared<T> {
     capacity: usize,
     /// Capacity an emptied queue keeps; more is given back.
     keep: usize,
+    /// Live senders; the last one to go closes the queue.
+    senders: AtomicUsize,
 }
 
 /// The producing side; cheap to clone.
@@ -42,7 +48,17 @@ pub struct QueueSender<T>(Arc<Shared<T>>);
 
 impl<T> Clone for QueueSender<T> {
     fn clone(&self) -> Self {
+        self.0.senders.fetch_add(1, Ordering::Relaxed);
         Self(self.0.clone())
+    }
+}
+
+impl<T> Drop for QueueSender<T> {
+    fn drop(&mut self) {
+        if self.0.senders.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.lock().closed = true;
+            self.0.ready.wake();
+        }
     }
 }
 
@@ -65,6 +81,7 @@ pub fn bounded_keeping<T>(capacity: usize, keep: usize) -> (QueueSender<T>, Queu
         ready: AtomicWaker::new(),
         capacity: capacity.max(1),
         keep,
+        senders: AtomicUsize::new(1),
     });
     (QueueSender(shared.clone()), QueueReceiver(shared))
 }
@@ -202,6 +219,19 @@ mod tests {
             assert!(grown >= 500, "round {round}");
             assert_eq!(rx.0.lock().items.capacity(), grown, "round {round}: kept for the next burst");
         }
+    }
+
+    #[tokio::test]
+    async fn the_receiver_sees_the_end_once_every_sender_is_gone() {
+        let (tx, mut rx) = bounded::<u32>(4);
+        let other = tx.clone();
+        tx.try_send(1).expect("queued");
+        drop(tx);
+        other.try_send(2).expect("one sender left");
+        let waiter = tokio::spawn(async move { (rx.recv().await, rx.recv().await, rx.recv().await) });
+        tokio::task::yield_now().await;
+        drop(other);
+        assert_eq!(waiter.await.expect("task"), (Some(1), Some(2), None), "what was queued, then the end");
     }
 
     #[test]
