@@ -91,6 +91,7 @@ impl<T> Shared<T> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The next item, or (none queued) whether the queue is closed.
     fn pop(&self) -> Result<T, bool> {
         let mut s = self.lock();
         let item = s.items.pop_front();

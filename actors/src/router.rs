@@ -335,10 +335,15 @@ impl Router {
 
     /// Device → VES: a frame, ack or notice for the VES session `ves_id`.
     pub fn device_to_ves(&self, ves_id: VesId, item: VesItem) -> Result<(), UndeliverableReason> {
-        if let Some(inbox) = self.ves.with(&ves_id, |h| h.map(|h| h.inbox.clone())) {
-            return inbox.enqueue(item, &self.metrics);
+        // Queued under the shard's read lock, without a reference count per frame.
+        let mut item = Some(item);
+        let queued = self.ves.with(&ves_id, |h| Some(h?.inbox.enqueue(item.take()?, &self.metrics)));
+        match (queued, item) {
+            (Some(result), _) => result,
+            (None, Some(item)) => self.publish_to_owner(SessionKey::Ves(ves_id), BusMessage::ToVes { ves_id, item }),
+            // The item went into the closure only for a VES on this node.
+            (None, None) => Err(UndeliverableReason::PeerOffline),
         }
-        self.publish_to_owner(SessionKey::Ves(ves_id), BusMessage::ToVes { ves_id, item })
     }
 
     /// VES → device, with the ownership check (white paper §8.9 item 5): a VES reaches
@@ -363,21 +368,29 @@ impl Router {
         from: Option<VesId>,
         item: DeviceItem,
     ) -> Result<(), UndeliverableReason> {
-        let tx = self.devices.with(&device_id, |h| {
-            h.map(|h| {
-                if from.is_some_and(|v| v != h.ves_id) { Err(UndeliverableReason::NotOwned) } else { Ok(h.tx.clone()) }
-            })
+        // Queued under the shard's read lock: cloning the sender for each frame would cost
+        // two reference counts (the queue's and its senders') on the busiest path.
+        let mut item = Some(item);
+        let sent = self.devices.with(&device_id, |h| {
+            let h = h?;
+            if from.is_some_and(|v| v != h.ves_id) {
+                return Some(Err(UndeliverableReason::NotOwned));
+            }
+            Some(Ok(h.tx.try_send(DeviceOut::Item(item.take()?))))
         });
-        match tx {
-            Some(Ok(tx)) => tx.try_send(DeviceOut::Item(item)).map_err(|e| match e {
-                TrySendError::Full(_) => {
-                    self.metrics.dropped(DropReason::QueueFull);
-                    UndeliverableReason::QueueFull
-                }
-                TrySendError::Closed(_) => UndeliverableReason::PeerOffline,
-            }),
-            Some(Err(reason)) => Err(reason),
-            None => self.publish_to_owner(SessionKey::Device(device_id), BusMessage::ToDevice { device_id, item }),
+        match (sent, item) {
+            (Some(Ok(Ok(()))), _) => Ok(()),
+            (Some(Ok(Err(TrySendError::Full(_)))), _) => {
+                self.metrics.dropped(DropReason::QueueFull);
+                Err(UndeliverableReason::QueueFull)
+            }
+            (Some(Ok(Err(TrySendError::Closed(_)))), _) => Err(UndeliverableReason::PeerOffline),
+            (Some(Err(reason)), _) => Err(reason),
+            (None, Some(item)) => {
+                self.publish_to_owner(SessionKey::Device(device_id), BusMessage::ToDevice { device_id, item })
+            }
+            // The item went into the queue's closure only for a known device.
+            (None, None) => Err(UndeliverableReason::PeerOffline),
         }
     }
 
@@ -711,8 +724,9 @@ impl Router {
                     DeviceItem::Forward { origin, frame_id, .. } => Some((*origin, *frame_id)),
                     _ => None,
                 };
-                let delivered = match self.devices.with(&device_id, |h| h.map(|h| h.tx.clone())) {
-                    Some(tx) => tx.try_send(DeviceOut::Item(item)).map_err(|e| match e {
+                let delivered = match self.devices.with(&device_id, |h| h.map(|h| h.tx.try_send(DeviceOut::Item(item))))
+                {
+                    Some(sent) => sent.map_err(|e| match e {
                         TrySendError::Full(_) => UndeliverableReason::QueueFull,
                         TrySendError::Closed(_) => UndeliverableReason::PeerDisconnected,
                     }),
