@@ -2,54 +2,33 @@
 //!
 //! The gateway does the TLS accept, hello and authentication under one deadline, then
 //! hands the connection here. From then on the actor is the connection's owner and read
-//! loop (frames arrive as a stream in its context), and a separate writer task is its send
-//! loop, draining a bounded queue. A device whose socket stops accepting bytes for the
-//! write-stall timeout is disconnected; frames still queued are bounced to their VES as
-//! undeliverable, so nothing accepted is lost silently.
+//! loop (frames arrive as a stream in its context), and a task of its own runs the send
+//! loop (`device_writer.rs`), draining a bounded queue. A device whose socket stops
+//! accepting bytes for the write-stall timeout is disconnected; frames still queued are
+//! bounced to their VES as undeliverable, so nothing accepted is lost silently.
 
+use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Duration;
 
 use actix::prelude::*;
 use bytes::BytesMut;
 use noc_cluster::{DeviceItem, VesItem};
 use noc_protocol::clock::unix_ms_i64;
 use noc_protocol::device::{CERT_AUTH_VERSION, Frame, FrameCodec, FrameError};
-use noc_protocol::{CloseCode, DeviceId, LicenseId, RenewalRefusal, UndeliverableReason, UserId, VesId};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use noc_protocol::{CloseCode, DeviceId, LicenseId, RenewalRefusal, UserId, VesId};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::oneshot;
 
 use crate::close::CloseSession;
 use crate::config::SessionConfig;
+use crate::device_heartbeats::{self, Beat};
 use crate::device_reader::FrameReader;
+use crate::device_writer::{Owner, SendLoop, WriterFailed};
 use crate::metrics::{Direction, DropReason, SessionKind};
-use crate::queue::{self, QueueReceiver, QueueSender};
+use crate::queue::{self, QueueSender};
 use crate::router::Router;
 use crate::router::{DeviceHandle, DeviceOut};
 use crate::usage::SessionUsage;
-
-/// The grid every session's heartbeat ticks fall on. With each session's timer at its own
-/// phase, a worker holding many idle sessions woke once per heartbeat; on a shared grid
-/// it wakes once per slot for all the heartbeats due in it.
-const TICK_GRID: Duration = Duration::from_millis(250);
-
-/// How long until a session started now has its first tick: `interval`, plus what it
-/// takes to reach the next point of [`TICK_GRID`] (counted from the first session of the
-/// process).
-fn first_tick_in(interval: Duration) -> Duration {
-    static GRID_START: std::sync::OnceLock<tokio::time::Instant> = std::sync::OnceLock::new();
-    let start = *GRID_START.get_or_init(tokio::time::Instant::now);
-    let due = tokio::time::Instant::now() + interval;
-    let grid = TICK_GRID.as_nanos();
-    let past = due.duration_since(start).as_nanos() % grid;
-    let to_next = u64::try_from((grid - past) % grid).unwrap_or(0);
-    interval + Duration::from_nanos(to_next)
-}
-
-/// Most bytes the writer gathers before one write.
-const WRITE_BATCH_BYTES: usize = 64 * 1024;
-/// How long the final CLOSE frame and TLS close_notify may take.
-const CLOSE_WRITE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Who an authenticated device connection belongs to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -79,12 +58,6 @@ impl Handler<Crash> for DeviceSession {
     }
 }
 
-#[derive(Message)]
-#[rtype(result = "()")]
-struct WriterFailed {
-    code: CloseCode,
-}
-
 /// One actor per device connection.
 pub struct DeviceSession {
     info: DeviceSessionInfo,
@@ -94,8 +67,8 @@ pub struct DeviceSession {
     tx: QueueSender<DeviceOut>,
     shutdown: Option<oneshot::Sender<Option<Frame>>>,
     usage: Arc<SessionUsage>,
-    rx_since_tick: bool,
-    silent_ticks: u32,
+    /// Shared with the worker's heartbeat wheel, which ticks the session.
+    beat: Rc<Beat<DeviceSession>>,
     close: CloseSession,
     /// Whether to send a CLOSE frame: not when the peer is already gone.
     send_close: bool,
@@ -124,18 +97,22 @@ impl DeviceSession {
         DeviceSession::create(move |ctx| {
             let codec = FrameCodec::new(cfg.max_frame_bytes);
             ctx.add_stream(FrameReader::new(reader, codec, read_buf, cfg.device_read_buffer_bytes));
-            actix::spawn(write_loop(
-                writer,
-                rx,
-                shutdown_rx,
-                cfg.device_write_stall_timeout,
-                Owner {
-                    session: ctx.address(),
-                    router: router.clone(),
-                    device_id: info.device_id,
-                    usage: usage.clone(),
-                },
-            ));
+            let beat = Beat::new(
+                tx.clone(),
+                ctx.address().downgrade(),
+                router.clone(),
+                info.device_id,
+                cfg.device_heartbeat_interval,
+                cfg.device_idle_timeout,
+            );
+            let beat = Rc::new(beat);
+            let owner = Owner {
+                session: ctx.address(),
+                router: router.clone(),
+                device_id: info.device_id,
+                usage: usage.clone(),
+            };
+            actix::spawn(SendLoop::new(writer, rx, shutdown_rx, cfg.device_write_stall_timeout, owner).run());
             DeviceSession {
                 info,
                 session,
@@ -144,8 +121,7 @@ impl DeviceSession {
                 tx,
                 shutdown: Some(shutdown_tx),
                 usage,
-                rx_since_tick: false,
-                silent_ticks: 0,
+                beat,
                 close: CloseSession::new(CloseCode::Normal, "closed"),
                 send_close: true,
                 renewed: false,
@@ -194,25 +170,6 @@ impl DeviceSession {
             self.router.metrics().dropped(DropReason::ControlQueueFull);
         }
     }
-
-    fn tick(&mut self, ctx: &mut Context<Self>) {
-        if self.rx_since_tick {
-            self.silent_ticks = 0;
-        } else {
-            self.silent_ticks += 1;
-        }
-        self.rx_since_tick = false;
-        if self.cfg.device_heartbeat_interval * self.silent_ticks >= self.cfg.device_idle_timeout {
-            self.router.metrics().heartbeat_missed(SessionKind::Device);
-            tracing::debug!(device = %self.info.device_id, "device silent past idle timeout");
-            self.close(ctx, CloseCode::IdleTimeout, "nothing received within the idle timeout");
-            return;
-        }
-        match self.tx.try_send(DeviceOut::Heartbeat) {
-            Ok(()) => self.router.metrics().heartbeat_sent(SessionKind::Device),
-            Err(_) => self.router.metrics().dropped(DropReason::ControlQueueFull),
-        }
-    }
 }
 
 impl Actor for DeviceSession {
@@ -228,12 +185,7 @@ impl Actor for DeviceSession {
             control: ctx.address().recipient(),
         };
         self.router.register_device(self.info.device_id, handle);
-        // The first tick lands on the shared grid; the interval (whole seconds) keeps it there.
-        let interval = self.cfg.device_heartbeat_interval;
-        ctx.run_later(first_tick_in(interval), move |act, ctx| {
-            act.tick(ctx);
-            ctx.run_interval(interval, |act, ctx| act.tick(ctx));
-        });
+        device_heartbeats::start(&self.beat, self.cfg.device_heartbeat_interval);
     }
 
     fn stopped(&mut self, _ctx: &mut Context<Self>) {
@@ -263,7 +215,7 @@ impl Drop for DeviceSession {
 
 impl StreamHandler<Result<Frame, FrameError>> for DeviceSession {
     fn handle(&mut self, item: Result<Frame, FrameError>, ctx: &mut Context<Self>) {
-        self.rx_since_tick = true;
+        self.beat.heard();
         let frame = match item {
             Ok(f) => f,
             Err(FrameError::Io(_)) => {
@@ -339,129 +291,13 @@ impl Handler<WriterFailed> for DeviceSession {
     }
 }
 
-/// Encodes one queued item; remembers the forwarded frames of the batch so that they can
-/// be bounced if the batch is never written.
-fn encode_out(
-    out: DeviceOut,
-    buf: &mut BytesMut,
-    batch: &mut Vec<(VesId, u64)>,
-    router: &Router,
-    usage: &SessionUsage,
-) {
-    match out {
-        DeviceOut::Heartbeat => Frame::Heartbeat.encode(buf),
-        DeviceOut::Frame(frame) => frame.encode(buf),
-        DeviceOut::Item(DeviceItem::Forward { origin, kind, frame_id, payload }) => {
-            let c = &router.metrics().ves_to_device;
-            c.frames.inc();
-            c.bytes.inc_by(payload.len() as u64);
-            usage.to_device(payload.len());
-            batch.push((origin, frame_id));
-            Frame::Forward { kind, frame_id, payload }.encode(buf)
-        }
-        DeviceOut::Item(DeviceItem::Ack { frame_id }) => {
-            router.metrics().ves_to_device.acks.inc();
-            Frame::Ack { frame_id }.encode(buf)
-        }
-        DeviceOut::Item(DeviceItem::Undeliverable { frame_id, reason }) => {
-            usage.undeliverable();
-            Frame::Undeliverable { frame_id, reason }.encode(buf)
-        }
-    }
-}
-
-/// Whose send loop it is: the session to tell of a failed write, the router to bounce
-/// unwritten frames through, and the session's usage counters.
-struct Owner {
-    session: Addr<DeviceSession>,
-    router: Arc<Router>,
-    device_id: DeviceId,
-    usage: Arc<SessionUsage>,
-}
-
-/// The send loop: drains the queue in batches, each write bounded by the stall timeout.
-async fn write_loop<W: AsyncWrite + Unpin>(
-    mut w: W,
-    mut rx: QueueReceiver<DeviceOut>,
-    mut shutdown: oneshot::Receiver<Option<Frame>>,
-    stall: Duration,
-    owner: Owner,
-) {
-    let Owner { session, router, device_id, usage } = owner;
-    let _writer = router.writer_guard();
-    let mut buf = BytesMut::new();
-    // Forwarded frames of the batch being written: bounced if the write never completes.
-    let mut batch: Vec<(VesId, u64)> = Vec::new();
-    let failure = loop {
-        let first = tokio::select! {
-            biased;
-            last = &mut shutdown => {
-                if let Ok(Some(frame)) = last {
-                    buf.clear();
-                    frame.encode(&mut buf);
-                    let _ = tokio::time::timeout(CLOSE_WRITE_TIMEOUT, async {
-                        w.write_all(&buf).await?;
-                        w.flush().await
-                    })
-                    .await;
-                }
-                break None;
-            }
-            item = rx.recv() => match item {
-                Some(item) => item,
-                None => break None,
-            },
-        };
-        encode_out(first, &mut buf, &mut batch, &router, &usage);
-        while buf.len() < WRITE_BATCH_BYTES {
-            match rx.try_recv() {
-                Some(item) => encode_out(item, &mut buf, &mut batch, &router, &usage),
-                None => break,
-            }
-        }
-        let write = tokio::time::timeout(stall, async {
-            w.write_all(&buf).await?;
-            w.flush().await
-        });
-        tokio::select! {
-            biased;
-            _ = &mut shutdown => break None,
-            r = write => match r {
-                Ok(Ok(())) => {}
-                Ok(Err(_)) => break Some(CloseCode::Normal),
-                Err(_) => break Some(CloseCode::SlowConsumer),
-            },
-        }
-        buf.clear();
-        batch.clear();
-        if buf.capacity() > WRITE_BATCH_BYTES {
-            // Give back memory after a burst: idle sessions should stay small.
-            buf = BytesMut::new();
-            batch = Vec::new();
-        }
-    };
-    if let Some(code) = failure {
-        session.do_send(WriterFailed { code });
-    }
-    // Frames of an unfinished write, then everything still queued, go back to their VES.
-    let unwritten = batch.drain(..);
-    rx.close();
-    let queued = std::iter::from_fn(|| rx.try_recv()).filter_map(|out| match out {
-        DeviceOut::Item(DeviceItem::Forward { origin, frame_id, .. }) => Some((origin, frame_id)),
-        _ => None,
-    });
-    for (origin, frame_id) in unwritten.chain(queued) {
-        router.metrics().dropped(DropReason::SessionClosed);
-        router.bounce_to_ves_sender(origin, device_id, frame_id, UndeliverableReason::PeerDisconnected);
-    }
-    let _ = tokio::time::timeout(CLOSE_WRITE_TIMEOUT, w.shutdown()).await;
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use futures_util::{SinkExt, StreamExt};
     use noc_cluster::{MemoryCluster, NodeId};
+    use std::time::Duration;
+    use tokio::io::AsyncWriteExt;
     use tokio_util::codec::{Framed, FramedRead};
 
     use crate::metrics::Metrics;
@@ -515,21 +351,6 @@ mod tests {
         assert_eq!(metrics.value("noc_heartbeats_missed_total", &[("kind", "device")]), 1.0);
         assert_eq!(metrics.value("noc_sessions", &[("kind", "device")]), 0.0);
         assert!(router.device_session(info.device_id).is_none());
-    }
-
-    #[tokio::test]
-    async fn heartbeat_ticks_of_sessions_started_apart_fall_on_one_grid() {
-        tokio::time::pause();
-        let interval = Duration::from_secs(60);
-        let t0 = tokio::time::Instant::now();
-        let a = t0 + first_tick_in(interval);
-        tokio::time::advance(Duration::from_millis(77)).await;
-        let t1 = tokio::time::Instant::now();
-        let b = t1 + first_tick_in(interval);
-        for wait in [a - t0, b - t1] {
-            assert!(wait >= interval && wait < interval + TICK_GRID, "first tick after {wait:?}");
-        }
-        assert_eq!((b - a).as_nanos() % TICK_GRID.as_nanos(), 0, "sessions started 77 ms apart tick on one grid");
     }
 
     #[actix_rt::test]
