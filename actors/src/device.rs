@@ -107,7 +107,7 @@ impl DeviceSession {
             );
             let beat = Rc::new(beat);
             let owner = Owner {
-                session: ctx.address(),
+                session: ctx.address().downgrade(),
                 router: router.clone(),
                 device_id: info.device_id,
                 usage: usage.clone(),

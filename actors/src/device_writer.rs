@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use actix::{Actor, Addr, Context as ActorContext, Handler, Message};
+use actix::{Actor, Context as ActorContext, Handler, Message, WeakAddr};
 use bytes::BytesMut;
 use noc_cluster::DeviceItem;
 use noc_protocol::device::Frame;
@@ -41,10 +41,11 @@ pub(crate) struct WriterFailed {
     pub code: CloseCode,
 }
 
-/// Whose send loop it is: the session to tell of a failed write, the router to bounce
+/// Whose send loop it is: the session to tell of a failed write (weakly: a strong
+/// address allocates per clone, and a session gone needs no telling), the router to bounce
 /// unwritten frames through, and the session's usage counters.
 pub(crate) struct Owner<A: Actor> {
-    pub session: Addr<A>,
+    pub session: WeakAddr<A>,
     pub router: Arc<Router>,
     pub device_id: DeviceId,
     pub usage: Arc<SessionUsage>,
@@ -214,7 +215,11 @@ where
                 .await;
             }
             End::Stopped(None) | End::Drained => {}
-            End::Failed(code) => session.do_send(WriterFailed { code }),
+            End::Failed(code) => {
+                if let Some(session) = session.upgrade() {
+                    session.do_send(WriterFailed { code });
+                }
+            }
         }
         // Frames of an unfinished write, then everything still queued, go back to their VES.
         self.rx.close();
