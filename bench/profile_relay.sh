@@ -2,7 +2,8 @@
 # Profiles of a release relay under the benchmarks' loads, to see what is in the way of a
 # target:
 #   bench/profile_relay.sh heap [N]      heaptrack of N idle TLS device sessions (default
-#                                        2000): which allocations the sessions keep
+#                                        2000): which allocations the sessions keep, and
+#                                        bytes per session by site (per_session.txt)
 #   bench/profile_relay.sh cpu [RATE]    perf (cpu-clock samples, call graphs) of the relay
 #                                        at RATE frames/s (default 16000) of the
 #                                        many-to-one throughput shape: where its CPU goes
@@ -68,6 +69,11 @@ SH
       --peak-limit 25 "$file" >"$OUT/peaks.txt" 2>/dev/null || true
     echo "== $N idle sessions; peak heap consumers in $OUT/peaks.txt"
     grep -E "^(peak heap memory consumption|total memory leaked)" "$OUT/peaks.txt" || true
+    # What one session keeps: the sites called once per session, in bytes per session.
+    heaptrack_print --print-peaks 1 --print-allocators 0 --print-temporary 0 --print-leaks 0 \
+      --peak-limit 80 --merge-backtraces 0 "$file" 2>/dev/null \
+      | bench/heap_per_session.py "$N" >"$OUT/per_session.txt" || true
+    echo "== per session ($OUT/per_session.txt): $(tail -n 1 "$OUT/per_session.txt")"
     # The biggest consumers with the first source line of the project or rustls under each.
     grep -n "consumed over" "$OUT/peaks.txt" | head -n 40 | while IFS=: read -r line rest; do
       where=$(sed -n "$((line + 1)),$((line + 40))p" "$OUT/peaks.txt" \
