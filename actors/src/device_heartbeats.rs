@@ -286,22 +286,13 @@ mod tests {
 
     use crate::metrics::Metrics;
     use crate::queue::{self, QueueReceiver};
+    use crate::test_stubs::SessionStub;
     use noc_cluster::{MemoryCluster, NodeId};
 
-    /// Stands for the device session: takes the close.
-    struct Session;
-    impl Actor for Session {
-        type Context = Context<Self>;
-    }
-    impl Handler<CloseSession> for Session {
-        type Result = ();
-        fn handle(&mut self, _: CloseSession, _: &mut Context<Self>) {}
-    }
-
-    fn beat(interval: Duration, idle: Duration) -> (Rc<Beat<Session>>, QueueReceiver<DeviceOut>) {
+    fn beat(interval: Duration, idle: Duration) -> (Rc<Beat<SessionStub>>, QueueReceiver<DeviceOut>) {
         let router = Router::new(Arc::new(MemoryCluster::single(NodeId::new("t"), 16)), Arc::new(Metrics::new()));
         let (tx, rx) = queue::bounded(8);
-        let session = Context::<Session>::new().address().downgrade();
+        let session = Context::<SessionStub>::new().address().downgrade();
         let beat = Beat::new(tx, session, router, DeviceId::random(), interval, idle);
         (Rc::new(beat), rx)
     }

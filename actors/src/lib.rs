@@ -23,6 +23,8 @@ pub mod metrics;
 pub mod queue;
 mod router;
 mod rts_sessions;
+#[cfg(test)]
+mod test_stubs;
 pub mod usage;
 mod ves;
 

@@ -296,23 +296,12 @@ mod tests {
     use crate::metrics::Metrics;
     use crate::queue::{self, QueueReceiver};
     use crate::router::{DeviceHandle, DeviceOut};
+    use crate::test_stubs::SessionStub;
     use bytes::Bytes;
     use futures_util::StreamExt;
     use noc_cluster::{DeviceItem, MemoryCluster, NodeId};
     use noc_protocol::device::ForwardKind;
     use noc_protocol::{DeviceId, LicenseId, UserId, VesId};
-
-    /// Stands in for a device session: the router needs only its close recipient.
-    struct DeviceStub;
-
-    impl Actor for DeviceStub {
-        type Context = Context<Self>;
-    }
-
-    impl Handler<CloseSession> for DeviceStub {
-        type Result = ();
-        fn handle(&mut self, _: CloseSession, _: &mut Context<Self>) {}
-    }
 
     struct Fixture {
         router: Arc<Router>,
@@ -331,7 +320,7 @@ mod tests {
         let (ves_id, ves) = session(&router, &rts, &cfg);
         let (device_id, user_id) = (DeviceId::random(), UserId::random());
         let (tx, device_rx) = queue::bounded(16);
-        let control = DeviceStub.start().recipient();
+        let control = SessionStub.start().recipient();
         router.register_device(
             device_id,
             DeviceHandle { session: router.next_session_id(), user_id, ves_id, tx, control },
