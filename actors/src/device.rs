@@ -65,7 +65,9 @@ pub struct DeviceSession {
     router: Arc<Router>,
     cfg: Arc<SessionConfig>,
     tx: QueueSender<DeviceOut>,
-    shutdown: Option<oneshot::Sender<Option<Frame>>>,
+    /// Tells the send loop to stop, with the CLOSE frame to write. Boxed: the channel keeps
+    /// room for its value for the session's whole life (64 bytes for a `Frame`).
+    shutdown: Option<oneshot::Sender<Option<Box<Frame>>>>,
     usage: Arc<SessionUsage>,
     /// Shared with the worker's heartbeat wheel, which ticks the session.
     beat: Rc<Beat<DeviceSession>>,
@@ -189,10 +191,12 @@ impl Actor for DeviceSession {
     }
 
     fn stopped(&mut self, _ctx: &mut Context<Self>) {
-        let final_frame = self.send_close.then(|| Frame::Close {
-            code: self.close.code,
-            reconnect_after_ms: self.close.reconnect_after_ms,
-            message: std::mem::take(&mut self.close.message),
+        let final_frame = self.send_close.then(|| {
+            Box::new(Frame::Close {
+                code: self.close.code,
+                reconnect_after_ms: self.close.reconnect_after_ms,
+                message: std::mem::take(&mut self.close.message),
+            })
         });
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(final_frame);

@@ -55,7 +55,7 @@ pub(crate) struct Owner<A: Actor> {
 enum End {
     /// The session stopped; the CLOSE frame to write, if any (never in the middle of a
     /// batch: its bytes would land inside a frame).
-    Stopped(Option<Frame>),
+    Stopped(Option<Box<Frame>>),
     /// The queue closed: every sender is gone.
     Drained,
     /// A write failed (`Normal`: the connection is gone) or stalled (`SlowConsumer`).
@@ -66,7 +66,7 @@ enum End {
 pub(crate) struct SendLoop<W, A: Actor> {
     w: W,
     rx: QueueReceiver<DeviceOut>,
-    shutdown: oneshot::Receiver<Option<Frame>>,
+    shutdown: oneshot::Receiver<Option<Box<Frame>>>,
     stall: Duration,
     owner: Owner<A>,
     /// The batch being written, and how much of it the socket took.
@@ -88,7 +88,7 @@ where
     pub(crate) fn new(
         w: W,
         rx: QueueReceiver<DeviceOut>,
-        shutdown: oneshot::Receiver<Option<Frame>>,
+        shutdown: oneshot::Receiver<Option<Box<Frame>>>,
         stall: Duration,
         owner: Owner<A>,
     ) -> Self {
