@@ -172,7 +172,8 @@ pub struct ClusterConfig {
     pub session_key_ttl_seconds: u64,
     /// How long a looked-up remote owner is trusted before it is looked up again.
     pub owner_cache_ttl_seconds: u64,
-    /// Bus messages received and not yet handled, and waiting to be published.
+    /// Bus messages received and not yet handled, and waiting to be published (per
+    /// publishing thread: each worker has a publish queue of its own).
     pub bus_queue_messages: usize,
 }
 

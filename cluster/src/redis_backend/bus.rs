@@ -7,16 +7,24 @@
 //! nobody listens for comes back (`PUBLISH` counts receivers), so the sender gets an
 //! undeliverable notice. A stopping node unsubscribes before it exits, so that from then
 //! on messages to it come back too, and handles everything that arrived before.
+//!
+//! Each thread that publishes (a worker, where the sessions run) has a publish queue and a
+//! Redis connection of its own, both driven on that thread: a frame for another node leaves
+//! its worker for Redis without a hop through the node's main thread, which would cost a
+//! wake-up and a context switch per frame. Messages keep their order per sending thread,
+//! which is the order that matters: a session's messages all leave from its worker.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
+use std::thread::ThreadId;
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{FutureExt, StreamExt};
 use tokio::sync::{mpsc, watch};
 
-use crate::redis_backend::conn::{Conn, Endpoint, cluster_client};
+use crate::redis_backend::conn::{self, Conn, Endpoint, cluster_client};
 use crate::redis_backend::options::{RedisMode, RedisOptions};
 use crate::{BusMessage, BusObserver, ClusterError, Inbox, InboxSender, NodeId, inbox, wire};
 
@@ -53,20 +61,59 @@ struct Group {
 /// A message waiting to be published: its target, and when it was queued.
 pub(super) type Queued = (NodeId, BusMessage, tokio::time::Instant);
 
-/// This node's inbox (subscribed) and its publisher's queue.
+/// Tells the buses of one process apart in the threads' queue lists (tests run several
+/// nodes in one process).
+static NEXT_BUS: AtomicU64 = AtomicU64::new(1);
+
+thread_local! {
+    /// This thread's publish queue for each bus it published on.
+    static QUEUES: RefCell<Vec<(u64, mpsc::Sender<Queued>)>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Why a publish queue refused a message (what it carried is dropped with the error).
+enum Refused {
+    Full,
+    Closed,
+}
+
+impl From<mpsc::error::TrySendError<Queued>> for Refused {
+    fn from(e: mpsc::error::TrySendError<Queued>) -> Self {
+        match e {
+            mpsc::error::TrySendError::Full(_) => Refused::Full,
+            mpsc::error::TrySendError::Closed(_) => Refused::Closed,
+        }
+    }
+}
+
+/// What every publish queue of one bus shares.
+struct Publishing {
+    /// `PUBLISH`, or `SPUBLISH` on Redis Cluster.
+    command: &'static str,
+    /// Messages queued or being published, not yet answered by Redis.
+    pending: AtomicUsize,
+    /// Where a message that reached no node comes back.
+    inbox_tx: InboxSender,
+    /// Told how long each published batch waited (the node's metrics).
+    observer: OnceLock<Arc<dyn BusObserver>>,
+}
+
+/// This node's inbox (subscribed) and its publish queues.
 pub(super) struct Bus {
     node: NodeId,
+    /// This bus among the process's buses.
+    id: u64,
     opts: RedisOptions,
     endpoint: Endpoint,
     conn: Conn,
     subscribed: AtomicBool,
-    /// Messages queued or being published, not yet answered by Redis.
-    pending: Arc<AtomicUsize>,
-    inbox_tx: InboxSender,
+    publishing: Arc<Publishing>,
     inbox_rx: Mutex<Option<Inbox>>,
+    /// The queue of the thread that connected the node (its main thread, which also runs
+    /// the membership and the subscription), published over the shared connection.
+    /// Threads without a runtime of their own publish through it too, and a worker's queue
+    /// hands it what it still holds if the worker stops first.
     publish_tx: mpsc::Sender<Queued>,
-    /// Told how long each published batch waited (the node's metrics).
-    observer: OnceLock<Arc<dyn BusObserver>>,
+    home: ThreadId,
     /// Set when the node leaves: the subscription ends.
     stop: watch::Sender<bool>,
     /// Set by the subscriber once it unsubscribed and delivered what came before.
@@ -78,17 +125,26 @@ impl Bus {
     pub fn new(node: NodeId, opts: &RedisOptions, endpoint: Endpoint, conn: Conn) -> (Self, mpsc::Receiver<Queued>) {
         let (inbox_tx, inbox_rx) = inbox(opts.inbox_capacity);
         let (publish_tx, publish_rx) = mpsc::channel(opts.publish_queue.max(1));
+        let command = match opts.mode {
+            RedisMode::Standalone | RedisMode::Sentinel => "PUBLISH",
+            RedisMode::Cluster => "SPUBLISH",
+        };
         let bus = Self {
             node,
+            id: NEXT_BUS.fetch_add(1, Ordering::Relaxed),
             opts: opts.clone(),
             endpoint,
             conn,
             subscribed: AtomicBool::new(false),
-            pending: Arc::new(AtomicUsize::new(0)),
-            inbox_tx,
+            publishing: Arc::new(Publishing {
+                command,
+                pending: AtomicUsize::new(0),
+                inbox_tx,
+                observer: OnceLock::new(),
+            }),
             inbox_rx: Mutex::new(Some(inbox_rx)),
             publish_tx,
-            observer: OnceLock::new(),
+            home: std::thread::current().id(),
             stop: watch::Sender::new(false),
             stopped: watch::Sender::new(false),
         };
@@ -98,28 +154,86 @@ impl Bus {
     /// A sender into this node's own inbox (the registry's ownership check closes a
     /// taken-over session through it).
     pub fn inbox_sender(&self) -> InboxSender {
-        self.inbox_tx.clone()
+        self.publishing.inbox_tx.clone()
     }
 
     /// Reports each published batch's wait to `observer` (the first one set stays).
     pub fn observe(&self, observer: Arc<dyn BusObserver>) {
-        let _ = self.observer.set(observer);
+        let _ = self.publishing.observer.set(observer);
     }
 
     pub fn subscribed(&self) -> bool {
         self.subscribed.load(Ordering::Relaxed)
     }
 
-    /// Queues `msg` for `node`'s inbox (never blocks).
+    /// Queues `msg` for `node`'s inbox on this thread's publish queue (never blocks).
     pub fn publish(&self, node: &NodeId, msg: BusMessage) -> Result<(), ClusterError> {
-        self.pending.fetch_add(1, Ordering::Relaxed);
-        self.publish_tx.try_send((node.clone(), msg, tokio::time::Instant::now())).map_err(|e| {
-            self.pending.fetch_sub(1, Ordering::Relaxed);
-            match e {
-                mpsc::error::TrySendError::Full(_) => ClusterError::InboxFull(node.clone()),
-                mpsc::error::TrySendError::Closed(_) => ClusterError::Unavailable("publisher stopped".into()),
+        let pending = &self.publishing.pending;
+        pending.fetch_add(1, Ordering::Relaxed);
+        self.queue((node.clone(), msg, tokio::time::Instant::now())).map_err(|refused| {
+            pending.fetch_sub(1, Ordering::Relaxed);
+            match refused {
+                Refused::Full => ClusterError::InboxFull(node.clone()),
+                Refused::Closed => ClusterError::Unavailable("publisher stopped".into()),
             }
         })
+    }
+
+    /// Queues on this thread's queue.
+    fn queue(&self, queued: Queued) -> Result<(), Refused> {
+        let mut queued = Some(queued);
+        let on_thread = QUEUES.try_with(|queues| {
+            let mut queues = queues.borrow_mut();
+            let tx = self.thread_queue(&mut queues);
+            queued.take().map(|m| tx.try_send(m).map_err(Refused::from))
+        });
+        match (on_thread, queued) {
+            (Ok(Some(sent)), _) => sent,
+            // This thread is exiting and its queues are gone: the node's own queue takes it.
+            (_, Some(m)) => self.publish_tx.try_send(m).map_err(Refused::from),
+            (_, None) => Ok(()), // not reached: the message is taken only to be sent
+        }
+    }
+
+    /// This thread's queue for this bus, started on first use (and again if the runtime
+    /// it ran on stopped).
+    fn thread_queue<'q>(&self, queues: &'q mut Vec<(u64, mpsc::Sender<Queued>)>) -> &'q mpsc::Sender<Queued> {
+        let i = match queues.iter().position(|(bus, tx)| *bus == self.id && !tx.is_closed()) {
+            Some(i) => i,
+            None => {
+                queues.retain(|(_, tx)| !tx.is_closed());
+                queues.push((self.id, self.start_queue()));
+                queues.len() - 1
+            }
+        };
+        &queues[i].1
+    }
+
+    /// A publish queue for the calling thread: on a thread with a runtime (a worker), a
+    /// queue and a connection of its own, driven there; elsewhere the node's own queue.
+    fn start_queue(&self) -> mpsc::Sender<Queued> {
+        if std::thread::current().id() == self.home {
+            return self.publish_tx.clone();
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return self.publish_tx.clone();
+        };
+        let (tx, rx) = mpsc::channel(self.opts.publish_queue.max(1));
+        let queue =
+            Queue { rx, overflow: Some(self.publish_tx.clone()), publishing: self.publishing.clone(), in_flight: 0 };
+        let (opts, shared) = (self.opts.clone(), self.conn.clone());
+        runtime.spawn(async move {
+            // Connected here, so that the connection's driver runs on this thread too.
+            let conn = match conn::connect(&opts).await {
+                Ok((_, conn)) => conn,
+                Err(e) => {
+                    tracing::warn!(error = %e, "a worker's own Redis connection failed; it publishes over the node's");
+                    shared
+                }
+            };
+            queue.run(conn).await;
+        });
+        tx
     }
 
     /// Waits until nothing received is unhandled and nothing published is still queued or
@@ -128,7 +242,7 @@ impl Bus {
     /// leaves the other.
     pub async fn flush(&self, limit: Duration) {
         let deadline = tokio::time::Instant::now() + limit;
-        while (self.pending.load(Ordering::Relaxed) > 0 || self.inbox_tx.unhandled() > 0)
+        while (self.publishing.pending.load(Ordering::Relaxed) > 0 || self.publishing.inbox_tx.unhandled() > 0)
             && tokio::time::Instant::now() < deadline
         {
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -148,36 +262,10 @@ impl Bus {
         self.inbox_rx.lock().unwrap_or_else(|p| p.into_inner()).take()
     }
 
-    /// Hands a message that reached no node back to this node's router, which bounces what
-    /// it carried to its sender as undeliverable. That notice is what lets the sender queue
-    /// instead of waiting for a timeout, so a full inbox makes it wait for room rather
-    /// than drop it (returned messages are rare: one per publish to a vanished node).
-    fn returned(&self, msg: BusMessage) {
-        match self.inbox_tx.try_send(BusMessage::Returned(Box::new(msg))) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(returned)) => {
-                let tx = self.inbox_tx.clone();
-                // Counted as pending until it is in the inbox, so that a flush waits for it.
-                self.pending.fetch_add(1, Ordering::Relaxed);
-                let pending = self.pending.clone();
-                tokio::spawn(async move {
-                    let sent = tx.send(returned).await;
-                    pending.fetch_sub(1, Ordering::Relaxed);
-                    if sent.is_err() {
-                        tracing::debug!("node stopping: a returned message is not bounced");
-                    }
-                });
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => {
-                tracing::debug!("node stopping: a returned message is not bounced");
-            }
-        }
-    }
-
     /// Decodes one received message into the inbox; `false` once the node is gone.
     async fn deliver(&self, payload: &[u8]) -> bool {
         match wire::decode(Bytes::copy_from_slice(payload)) {
-            Ok(m) => self.inbox_tx.send(m).await.is_ok(),
+            Ok(m) => self.publishing.inbox_tx.send(m).await.is_ok(),
             Err(e) => {
                 tracing::warn!(error = %e, "undecodable bus message dropped");
                 true
@@ -328,18 +416,62 @@ impl Bus {
         }
     }
 
+    /// Publishes the node's own queue (see [`Queue::run`]) over the shared connection.
+    pub async fn publish_loop(&self, rx: mpsc::Receiver<Queued>) {
+        let queue = Queue { rx, overflow: None, publishing: self.publishing.clone(), in_flight: 0 };
+        queue.run(self.conn.clone()).await;
+    }
+}
+
+impl Publishing {
+    /// Hands a message that reached no node back to this node's router, which bounces what
+    /// it carried to its sender as undeliverable. That notice is what lets the sender queue
+    /// instead of waiting for a timeout, so a full inbox makes it wait for room rather
+    /// than drop it (returned messages are rare: one per publish to a vanished node).
+    fn returned(self: &Arc<Self>, msg: BusMessage) {
+        match self.inbox_tx.try_send(BusMessage::Returned(Box::new(msg))) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(returned)) => {
+                // Counted as pending until it is in the inbox, so that a flush waits for it.
+                self.pending.fetch_add(1, Ordering::Relaxed);
+                let this = self.clone();
+                tokio::spawn(async move {
+                    let sent = this.inbox_tx.send(returned).await;
+                    this.pending.fetch_sub(1, Ordering::Relaxed);
+                    if sent.is_err() {
+                        tracing::debug!("node stopping: a returned message is not bounced");
+                    }
+                });
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                tracing::debug!("node stopping: a returned message is not bounced");
+            }
+        }
+    }
+}
+
+/// A publish queue and the task that empties it. If its runtime drops the task (a worker
+/// that stops), what it still holds goes to the node's own queue, so that a stopping
+/// worker's last bounces and acknowledgements still leave the node.
+struct Queue {
+    rx: mpsc::Receiver<Queued>,
+    /// The node's own queue (none for that queue itself).
+    overflow: Option<mpsc::Sender<Queued>>,
+    publishing: Arc<Publishing>,
+    /// Messages taken from the queue and not yet answered by Redis.
+    in_flight: usize,
+}
+
+impl Queue {
     /// Publishes queued messages in pipelined batches, in order. A message no node received
     /// (its owner is gone) comes back as `Returned`.
-    pub async fn publish_loop(&self, mut rx: mpsc::Receiver<Queued>) {
-        let publish = match self.opts.mode {
-            RedisMode::Standalone | RedisMode::Sentinel => "PUBLISH",
-            RedisMode::Cluster => "SPUBLISH",
-        };
+    async fn run(mut self, conn: Conn) {
+        let publishing = self.publishing.clone();
         let mut batch: Vec<Queued> = Vec::with_capacity(BATCH);
-        while let Some(first) = rx.recv().await {
+        while let Some(first) = self.rx.recv().await {
             batch.push(first);
             while batch.len() < BATCH {
-                match rx.try_recv() {
+                match self.rx.try_recv() {
                     Ok(m) => batch.push(m),
                     Err(_) => break,
                 }
@@ -348,6 +480,7 @@ impl Bus {
             // Cluster they all hash to the inbox's shard. The first message of a group is
             // its oldest.
             let taken = batch.len();
+            self.in_flight = taken;
             let mut groups: Vec<Group> = Vec::new();
             for (node, msg, queued) in batch.drain(..) {
                 let bytes = match wire::encode(&msg) {
@@ -368,11 +501,11 @@ impl Bus {
                     }
                 };
                 let group = &mut groups[i];
-                group.pipe.cmd(publish).arg(&group.channel).arg(bytes.as_ref());
+                group.pipe.cmd(publishing.command).arg(&group.channel).arg(bytes.as_ref());
                 group.msgs.push(msg);
             }
             let sends = groups.into_iter().map(|Group { pipe, msgs, oldest, .. }| {
-                let mut conn = self.conn.clone();
+                let mut conn = conn.clone();
                 async move {
                     let result = pipe.query_async::<Vec<i64>>(&mut conn).await;
                     (result, msgs, oldest.elapsed())
@@ -381,24 +514,40 @@ impl Bus {
             for (result, msgs, waited) in futures_util::future::join_all(sends).await {
                 match result {
                     Ok(receivers) => {
-                        if let Some(observer) = self.observer.get() {
+                        if let Some(observer) = publishing.observer.get() {
                             observer.published(waited);
                         }
                         for (msg, n) in msgs.into_iter().zip(receivers) {
                             if n == 0 {
-                                self.returned(msg);
+                                publishing.returned(msg);
                             }
                         }
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, messages = msgs.len(), "publish failed; returning messages");
                         for msg in msgs {
-                            self.returned(msg);
+                            publishing.returned(msg);
                         }
                     }
                 }
             }
-            self.pending.fetch_sub(taken, Ordering::Relaxed);
+            publishing.pending.fetch_sub(std::mem::take(&mut self.in_flight), Ordering::Relaxed);
+        }
+    }
+}
+
+impl Drop for Queue {
+    fn drop(&mut self) {
+        let pending = &self.publishing.pending;
+        // A batch in flight may or may not have reached Redis: at most once, it is not
+        // sent again.
+        pending.fetch_sub(std::mem::take(&mut self.in_flight), Ordering::Relaxed);
+        self.rx.close();
+        while let Ok(m) = self.rx.try_recv() {
+            let handed_on = self.overflow.as_ref().is_some_and(|home| home.try_send(m).is_ok());
+            if !handed_on {
+                pending.fetch_sub(1, Ordering::Relaxed);
+            }
         }
     }
 }

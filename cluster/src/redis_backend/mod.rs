@@ -321,4 +321,93 @@ mod tests {
         assert!(started.elapsed() < Duration::from_secs(1), "handled: flush returns");
         a.leave().await;
     }
+
+    /// A worker publishes on a queue and a Redis connection of its own: its messages reach
+    /// the other node, in order, while the node's main thread is not running at all. What
+    /// a worker's queue still holds when its runtime stops leaves through the node's own
+    /// queue, once that runs.
+    #[test]
+    fn a_worker_publishes_on_its_own_connection_and_hands_over_what_it_holds_when_it_stops() {
+        let runtime = |threads: usize| {
+            let mut b = if threads == 0 {
+                tokio::runtime::Builder::new_current_thread()
+            } else {
+                let mut b = tokio::runtime::Builder::new_multi_thread();
+                b.worker_threads(threads);
+                b
+            };
+            b.enable_all().build().expect("runtime")
+        };
+        // Node b runs on threads of its own, its router forwarding what arrives.
+        let rt_b = runtime(1);
+        let b = rt_b.block_on(RedisCluster::connect(node("b"), opts())).expect("Redis must run for this test");
+        let (got_tx, got) = std::sync::mpsc::channel();
+        let mut b_inbox = b.take_inbox().expect("inbox");
+        rt_b.spawn(async move {
+            while let Some(m) = b_inbox.recv().await {
+                let _ = got_tx.send(m);
+            }
+        });
+        // Node a's main thread is this one: its runtime runs only inside `block_on`.
+        let rt_a = runtime(0);
+        let a = rt_a.block_on(RedisCluster::connect(node("a"), opts())).expect("connect");
+        for _ in 0..50 {
+            if b.healthy() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let msg = |frame_id| BusMessage::ToDevice { device_id: DeviceId::random(), item: DeviceItem::Ack { frame_id } };
+        let to_b = b.node_id().clone();
+
+        let sent: Vec<BusMessage> = (0..20).map(msg).collect();
+        let (done_tx, done) = tokio::sync::oneshot::channel::<()>();
+        let worker = {
+            let (a, to_b, sent) = (a.clone(), to_b.clone(), sent.clone());
+            std::thread::spawn(move || {
+                runtime(0).block_on(async move {
+                    for m in sent {
+                        a.publish(&to_b, m).expect("publish");
+                    }
+                    let _ = done.await;
+                })
+            })
+        };
+        let arrived: Vec<BusMessage> = (0..20).map_while(|_| got.recv_timeout(Duration::from_secs(5)).ok()).collect();
+        assert_eq!(arrived, sent, "a worker's messages arrive, in order, without node a's main thread");
+        let _ = done_tx.send(());
+        worker.join().expect("worker");
+
+        // A worker whose runtime stops before its queue's task ever ran.
+        let held: Vec<BusMessage> = (20..40).map(msg).collect();
+        {
+            let (a, to_b, held) = (a.clone(), to_b.clone(), held.clone());
+            std::thread::spawn(move || {
+                let rt = runtime(0);
+                rt.block_on(async {
+                    for m in held {
+                        a.publish(&to_b, m).expect("publish");
+                    }
+                });
+                drop(rt);
+            })
+            .join()
+            .expect("worker");
+        }
+        assert!(got.recv_timeout(Duration::from_millis(300)).is_err(), "held by node a's own queue");
+        let arrived = rt_a.block_on(async {
+            let mut arrived = Vec::new();
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+            while arrived.len() < held.len() && tokio::time::Instant::now() < deadline {
+                match got.try_recv() {
+                    Ok(m) => arrived.push(m),
+                    Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+                }
+            }
+            arrived
+        });
+        assert_eq!(arrived, held, "handed over in order and published by node a's own queue");
+        rt_a.block_on(a.leave());
+        rt_b.block_on(b.leave());
+    }
 }
