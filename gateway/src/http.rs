@@ -14,9 +14,9 @@ use noc_cluster::{DeviceItem, FetchOutcome};
 use noc_protocol::rts::fetch::{FetchResultResponse, FetchStatus};
 use noc_protocol::rts::{
     AccountActivationRequest, AccountActivationResponse, AcksResponse, ActiveUser, ConnectParams, DataRequest,
-    DeletedUser, DeviceActivationRequest, DeviceActivationResponse, DeviceList, DeviceSummary, FrameResult,
-    FrameStatus, FramesResponse, LicenseRequest, LicenseResponse, PasswordReset, ProvisionedUser,
-    RtsConnectionEnvelope, UserList, UserSummary,
+    DeletedUser, DeviceActivationRequest, DeviceActivationResponse, DeviceList, DeviceSummary, FrameRef, FrameResult,
+    FrameStatus, FramesResponse, IncomingData, LicenseRequest, LicenseResponse, OutboundFrameRef, PasswordReset,
+    ProvisionedUser, RtsConnectionEnvelope, UserList, UserSummary,
 };
 use noc_protocol::{ApiErrorCode, UndeliverableReason, rts};
 use noc_storage::{UserRecord, UserStatus};
@@ -242,7 +242,11 @@ async fn data(
         return Err(ApiError::invalid_session());
     };
     let body = read_body(&req, payload, state.config.max_body_bytes, state.config.body_timeout).await?;
-    let request = DataRequest::from_json(&body).map_err(refused)?;
+    let request = match IncomingData::from_json(&body).map_err(refused)? {
+        IncomingData::Frames(frames) => return forward_frames(&state, &session.inbox, &frames),
+        IncomingData::Acks(acks) => return forward_acks(&state, &session.inbox, &acks),
+        IncomingData::Other(request) => request,
+    };
     let inbox = &session.inbox;
     let ves_id = inbox.ves_id;
     let accounts = &state.accounts;
@@ -359,45 +363,90 @@ async fn data(
             HttpResponse::Ok().json(DeviceList { devices })
         }
         DataRequest::Frames { frames } => {
-            let max_payload =
-                state.sessions.max_frame_bytes.saturating_sub(noc_protocol::device::FORWARD_OVERHEAD_BYTES);
-            // Decode everything first: a malformed request is refused as a whole. The
-            // payloads share one buffer (no allocation per frame).
-            let mut buf = BytesMut::with_capacity(frames.iter().map(|f| rts::decoded_len_estimate(&f.payload)).sum());
-            let mut decoded = Vec::with_capacity(frames.len());
-            for (i, f) in frames.into_iter().enumerate() {
-                let payload = rts::decode_payload_into(&f.payload, &mut buf)
-                    .map_err(|_| ApiError::bad_request(format!("`Frames[{i}].Payload` is not base64")))?;
-                decoded.push((f, payload));
-            }
-            let mut results = Vec::with_capacity(decoded.len());
-            for (f, payload) in decoded {
-                let outcome = if payload.len() > max_payload as usize {
-                    Err(UndeliverableReason::FrameTooLarge)
-                } else {
-                    let item = DeviceItem::Forward { origin: ves_id, kind: f.kind, frame_id: f.frame_id, payload };
-                    router.ves_to_device(inbox, f.device_id, item)
-                };
-                results.push(frame_result(&state, f.device_id, f.frame_id, outcome));
-            }
-            HttpResponse::Ok().json(FramesResponse { results })
+            return forward_frames(&state, inbox, &frames.iter().map(OutboundFrameRef::from).collect::<Vec<_>>());
         }
-        DataRequest::Acks { acks } => {
-            let mut resp = AcksResponse { forwarded: 0, undeliverable: Vec::new() };
-            for a in acks {
-                match router.ves_to_device(inbox, a.device_id, DeviceItem::Ack { frame_id: a.frame_id }) {
-                    Ok(()) => resp.forwarded += 1,
-                    Err(reason) => resp.undeliverable.push(FrameResult {
-                        device_id: a.device_id,
-                        frame_id: a.frame_id,
-                        status: FrameStatus::Undeliverable,
-                        reason: Some(reason),
-                    }),
-                }
-            }
-            HttpResponse::Ok().json(resp)
-        }
+        DataRequest::Acks { acks } => return forward_acks(&state, inbox, &acks),
     })
+}
+
+/// Queues a `Frames` request's frames for their devices; answers each frame's outcome.
+fn forward_frames(
+    state: &GatewayState,
+    inbox: &VesInbox,
+    frames: &[OutboundFrameRef<'_>],
+) -> Result<HttpResponse, ApiError> {
+    let max_payload = state.sessions.max_frame_bytes.saturating_sub(noc_protocol::device::FORWARD_OVERHEAD_BYTES);
+    // Decode everything first: a malformed request is refused as a whole. The payloads
+    // share one buffer (no allocation per frame).
+    let mut buf = BytesMut::with_capacity(frames.iter().map(|f| rts::decoded_len_estimate(&f.payload)).sum());
+    let mut payloads = Vec::with_capacity(frames.len());
+    for (i, f) in frames.iter().enumerate() {
+        let payload = rts::decode_payload_into(&f.payload, &mut buf)
+            .map_err(|_| ApiError::bad_request(format!("`Frames[{i}].Payload` is not base64")))?;
+        payloads.push(payload);
+    }
+    let mut results = Vec::with_capacity(frames.len());
+    for (f, payload) in frames.iter().zip(payloads) {
+        let outcome = if payload.len() > max_payload as usize {
+            Err(UndeliverableReason::FrameTooLarge)
+        } else {
+            let item = DeviceItem::Forward { origin: inbox.ves_id, kind: f.kind, frame_id: f.frame_id, payload };
+            state.router.ves_to_device(inbox, f.device_id, item)
+        };
+        results.push(frame_result(state, f.device_id, f.frame_id, outcome));
+    }
+    json_answer(&FramesResponse { results })
+}
+
+/// Forwards an `Acks` request's acknowledgements to their devices.
+fn forward_acks(state: &GatewayState, inbox: &VesInbox, acks: &[FrameRef]) -> Result<HttpResponse, ApiError> {
+    let mut resp = AcksResponse { forwarded: 0, undeliverable: Vec::new() };
+    for a in acks {
+        match state.router.ves_to_device(inbox, a.device_id, DeviceItem::Ack { frame_id: a.frame_id }) {
+            Ok(()) => resp.forwarded += 1,
+            Err(reason) => resp.undeliverable.push(FrameResult {
+                device_id: a.device_id,
+                frame_id: a.frame_id,
+                status: FrameStatus::Undeliverable,
+                reason: Some(reason),
+            }),
+        }
+    }
+    json_answer(&resp)
+}
+
+thread_local! {
+    /// Where a worker writes its data-channel answers before copying each out.
+    static ANSWER_SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Most of an answer's size that a worker's scratch buffer keeps between answers.
+const ANSWER_SCRATCH_KEPT_BYTES: usize = 64 * 1024;
+
+/// A JSON answer in one allocation: written into the worker's scratch buffer, then copied
+/// into a body of exactly its size under a static content type. actix's `json()` also
+/// allocates for the header's value and for its body's box, grows its buffer as it
+/// writes, and hands over a buffer larger than its content, which costs one allocation
+/// more to share. These answer every `Frames` and `Acks` request: once per relayed frame.
+fn json_answer<T: serde::Serialize>(value: &T) -> Result<HttpResponse, ApiError> {
+    let body = ANSWER_SCRATCH.with_borrow_mut(|buf| {
+        buf.clear();
+        let body = serde_json::to_writer(&mut *buf, value).map(|()| bytes::Bytes::copy_from_slice(buf));
+        if buf.capacity() > ANSWER_SCRATCH_KEPT_BYTES {
+            *buf = Vec::new(); // a rare large answer does not stay with the worker
+        }
+        body
+    });
+    let body = body.map_err(|e| {
+        tracing::error!(error = %e, "a data-channel answer could not be encoded");
+        ApiError::new(ApiErrorCode::Internal, "the answer could not be encoded")
+    })?;
+    Ok(HttpResponse::Ok()
+        .insert_header((
+            actix_web::http::header::CONTENT_TYPE,
+            actix_web::http::header::HeaderValue::from_static("application/json"),
+        ))
+        .body(body))
 }
 
 fn frame_result(
@@ -525,5 +574,32 @@ mod tests {
     fn the_session_header_names_are_the_protocols() {
         assert!(KEY_ID.as_str().eq_ignore_ascii_case(rts::HEADER_KEY_ID));
         assert!(KEY.as_str().eq_ignore_ascii_case(rts::HEADER_KEY));
+    }
+
+    #[actix_rt::test]
+    async fn answers_are_json_of_exactly_their_size_and_a_large_one_does_not_stay() {
+        let small = AcksResponse { forwarded: 3, undeliverable: Vec::new() };
+        let resp = json_answer(&small).expect("answer");
+        assert_eq!(resp.headers().get("content-type").map(|v| v.as_bytes()), Some(&b"application/json"[..]));
+        let body = actix_web::body::to_bytes(resp.into_body()).await.expect("body");
+        assert_eq!(body, serde_json::to_vec(&small).expect("json"));
+
+        let large = FramesResponse {
+            results: (0..2000)
+                .map(|frame_id| FrameResult {
+                    device_id: noc_protocol::DeviceId::random(),
+                    frame_id,
+                    status: FrameStatus::Accepted,
+                    reason: None,
+                })
+                .collect(),
+        };
+        let resp = json_answer(&large).expect("answer");
+        let body = actix_web::body::to_bytes(resp.into_body()).await.expect("body");
+        assert!(body.len() > ANSWER_SCRATCH_KEPT_BYTES);
+        assert_eq!(body, serde_json::to_vec(&large).expect("json"));
+        assert_eq!(ANSWER_SCRATCH.with_borrow(|buf| buf.capacity()), 0, "the large buffer is not kept");
+        json_answer(&small).expect("answer");
+        assert!(ANSWER_SCRATCH.with_borrow(|buf| buf.capacity()) > 0, "a small one is");
     }
 }

@@ -425,16 +425,26 @@ pub enum DataRequest {
     },
 }
 
-impl DataRequest {
+/// A data-channel request as the relay decodes it. `Frames` and `Acks`, the requests of
+/// every relayed frame, come as their own variants with each payload borrowed from the
+/// body; anything else is a [`DataRequest`].
+#[derive(Debug)]
+pub enum IncomingData<'a> {
+    Frames(Vec<OutboundFrameRef<'a>>),
+    Acks(Vec<FrameRef>),
+    Other(DataRequest),
+}
+
+impl<'a> IncomingData<'a> {
     /// Decodes a data-channel body, with the refusal of [`crate::json::from_slice`].
     ///
-    /// `Frames` and `Acks`, the requests of every relayed frame, are decoded straight into
-    /// their variant once a first pass (which allocates nothing) has found their `Type`:
-    /// the derived decoder of a tagged enum first copies the whole document into a
-    /// generic tree (every key and value), since the tag may come last. Any other type,
+    /// `Frames` and `Acks` are decoded straight into their variant once a first pass
+    /// (which allocates nothing) has found their `Type`: the derived decoder of a tagged
+    /// enum first copies the whole document into a generic tree (every key and value),
+    /// since the tag may come last, and would copy each payload once more. Any other type,
     /// and any body the direct decoding refuses, goes through the derived decoder, so the
     /// documents accepted and the refusals are the same either way.
-    pub fn from_json(body: &[u8]) -> Result<Self, crate::json::Refusal> {
+    pub fn from_json(body: &'a [u8]) -> Result<Self, crate::json::Refusal> {
         #[derive(Deserialize)]
         struct Tag<'a> {
             #[serde(rename = "Type", borrow)]
@@ -442,10 +452,11 @@ impl DataRequest {
         }
         #[derive(Deserialize)]
         #[serde(rename_all = "PascalCase", deny_unknown_fields)]
-        struct Frames {
+        struct Frames<'a> {
             #[serde(rename = "Type")]
             _tag: serde::de::IgnoredAny,
-            frames: Vec<OutboundFrame>,
+            #[serde(borrow)]
+            frames: Vec<OutboundFrameRef<'a>>,
         }
         #[derive(Deserialize)]
         #[serde(rename_all = "PascalCase", deny_unknown_fields)]
@@ -455,13 +466,24 @@ impl DataRequest {
             acks: Vec<FrameRef>,
         }
         let direct = match serde_json::from_slice::<Tag<'_>>(body).ok().and_then(|t| t.tag).as_deref() {
-            Some("Frames") => serde_json::from_slice::<Frames>(body).ok().map(|r| Self::Frames { frames: r.frames }),
-            Some("Acks") => serde_json::from_slice::<Acks>(body).ok().map(|r| Self::Acks { acks: r.acks }),
+            Some("Frames") => serde_json::from_slice::<Frames<'a>>(body).ok().map(|r| Self::Frames(r.frames)),
+            Some("Acks") => serde_json::from_slice::<Acks>(body).ok().map(|r| Self::Acks(r.acks)),
             _ => None,
         };
         match direct {
             Some(request) => Ok(request),
-            None => crate::json::from_slice(body),
+            None => crate::json::from_slice(body).map(Self::Other),
+        }
+    }
+
+    /// The request with everything it borrows copied.
+    pub fn into_request(self) -> DataRequest {
+        match self {
+            Self::Frames(frames) => {
+                DataRequest::Frames { frames: frames.into_iter().map(OutboundFrame::from).collect() }
+            }
+            Self::Acks(acks) => DataRequest::Acks { acks },
+            Self::Other(request) => request,
         }
     }
 }
@@ -593,6 +615,30 @@ pub struct OutboundFrame {
     pub kind: ForwardKind,
     /// Base64 of the opaque (end-to-end encrypted) bytes.
     pub payload: String,
+}
+
+/// An [`OutboundFrame`] as the relay decodes it: its payload borrowed from the request's
+/// body (copied only where the JSON string has escapes).
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct OutboundFrameRef<'a> {
+    pub device_id: DeviceId,
+    pub frame_id: u64,
+    pub kind: ForwardKind,
+    #[serde(borrow)]
+    pub payload: std::borrow::Cow<'a, str>,
+}
+
+impl<'a> From<&'a OutboundFrame> for OutboundFrameRef<'a> {
+    fn from(f: &'a OutboundFrame) -> Self {
+        Self { device_id: f.device_id, frame_id: f.frame_id, kind: f.kind, payload: f.payload.as_str().into() }
+    }
+}
+
+impl From<OutboundFrameRef<'_>> for OutboundFrame {
+    fn from(f: OutboundFrameRef<'_>) -> Self {
+        Self { device_id: f.device_id, frame_id: f.frame_id, kind: f.kind, payload: f.payload.into_owned() }
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -731,6 +777,7 @@ impl std::fmt::Debug for DeviceActivationResponse {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::borrow::Cow;
 
     #[test]
     fn payloads_decode_into_one_shared_buffer() {
@@ -795,13 +842,20 @@ mod tests {
             "[]".into(),
         ];
         for body in bodies {
-            let direct = DataRequest::from_json(body.as_bytes()).map(|r| format!("{r:?}"));
+            let direct = IncomingData::from_json(body.as_bytes()).map(|r| format!("{:?}", r.into_request()));
             let derived = crate::json::from_slice::<DataRequest>(body.as_bytes()).map(|r| format!("{r:?}"));
             assert_eq!(direct, derived, "{body}");
         }
+        let body = format!(r#"{{"Frames":[{frame}],"Type":"Frames"}}"#);
         assert!(matches!(
-            DataRequest::from_json(format!(r#"{{"Frames":[{frame}],"Type":"Frames"}}"#).as_bytes()),
-            Ok(DataRequest::Frames { frames }) if frames.len() == 1
+            IncomingData::from_json(body.as_bytes()),
+            Ok(IncomingData::Frames(frames)) if frames.len() == 1 && matches!(frames[0].payload, Cow::Borrowed("aGk="))
+        ));
+        // A payload with an escape is copied, and means the same.
+        let body = body.replace("aGk=", r"aGk\u003d");
+        assert!(matches!(
+            IncomingData::from_json(body.as_bytes()),
+            Ok(IncomingData::Frames(frames)) if matches!(&frames[0].payload, Cow::Owned(p) if p == "aGk=")
         ));
     }
 
