@@ -362,6 +362,7 @@ async fn data(
                 .collect();
             HttpResponse::Ok().json(DeviceList { devices })
         }
+        // `IncomingData` decodes these into its own variants; the same handling if not.
         DataRequest::Frames { frames } => {
             return forward_frames(&state, inbox, &frames.iter().map(OutboundFrameRef::from).collect::<Vec<_>>());
         }
@@ -427,7 +428,8 @@ const ANSWER_SCRATCH_KEPT_BYTES: usize = 64 * 1024;
 /// into a body of exactly its size under a static content type. actix's `json()` also
 /// allocates for the header's value and for its body's box, grows its buffer as it
 /// writes, and hands over a buffer larger than its content, which costs one allocation
-/// more to share. These answer every `Frames` and `Acks` request: once per relayed frame.
+/// more to share. These are the answers to the `Frames` and `Acks` requests that every
+/// relayed frame takes part in.
 fn json_answer<T: serde::Serialize>(value: &T) -> Result<HttpResponse, ApiError> {
     let body = ANSWER_SCRATCH.with_borrow_mut(|buf| {
         buf.clear();
