@@ -81,6 +81,8 @@ struct Fixture {
     stream: CommandStream,
     device_id: DeviceId,
     device_rx: QueueReceiver<DeviceOut>,
+    /// The device session's stand-in (the router holds it weakly).
+    _device: Addr<Sink>,
     /// Keeps the actors' arbiter alive.
     _system: SystemRunner,
 }
@@ -94,7 +96,7 @@ impl Fixture {
             device_send_queue_frames: 4 * BATCH as usize,
             ..SessionConfig::default()
         });
-        let (router, ves, stream, device_rx) = system.block_on(async move {
+        let (router, ves, stream, device_rx, device) = system.block_on(async move {
             let metrics = Arc::new(Metrics::new());
             let cluster = Arc::new(MemoryCluster::single(NodeId::new("bench"), 1024));
             let router = Router::new(cluster, metrics.clone());
@@ -110,14 +112,15 @@ impl Fixture {
             let stream =
                 addr.send(Attach { resumed: false, protocol_version: 1 }).await.expect("mailbox").expect("attached");
             let (tx, rx) = queue::bounded(cfg.device_send_queue_frames);
-            let control = Sink.start().recipient();
+            let device = Sink.start();
+            let control = device.downgrade().recipient();
             let handle = DeviceHandle { session: router.next_session_id(), user_id, ves_id, tx, control };
             router.register_device(device_id, handle);
             // Let the registrations (cluster claims) run.
             actix_rt::time::sleep(Duration::from_millis(10)).await;
-            (router, ves, stream, rx)
+            (router, ves, stream, rx, device)
         });
-        let mut f = Self { router, ves, stream, device_id, device_rx, _system: system };
+        let mut f = Self { router, ves, stream, device_id, device_rx, _device: device, _system: system };
         f.drain_ves();
         f.drain_device();
         f

@@ -184,7 +184,7 @@ impl Actor for DeviceSession {
             user_id: self.info.user_id,
             ves_id: self.info.ves_id,
             tx: self.tx.clone(),
-            control: ctx.address().recipient(),
+            control: ctx.address().downgrade().recipient(),
         };
         self.router.register_device(self.info.device_id, handle);
         device_heartbeats::start(&self.beat, self.cfg.device_heartbeat_interval);

@@ -10,7 +10,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
-use actix::Recipient;
+use actix::{Recipient, WeakRecipient};
 use noc_cluster::{BusMessage, Cluster, DeviceItem, NodeId, Owner, SessionKey, ShardedMap, VesItem};
 use noc_protocol::rts::{Command, FilterRule};
 use noc_protocol::{CloseCode, DeviceId, UndeliverableReason, UserId, VesId};
@@ -83,7 +83,18 @@ pub struct DeviceHandle {
     pub user_id: UserId,
     pub ves_id: VesId,
     pub tx: QueueSender<DeviceOut>,
-    pub control: Recipient<CloseSession>,
+    /// Weak: a strong recipient carries sender state of its own (about 100 bytes per
+    /// session), and the session lives by its connection's read stream, not by the router.
+    pub control: WeakRecipient<CloseSession>,
+}
+
+impl DeviceHandle {
+    /// Asks the session to close (nothing to do if it has already stopped).
+    pub fn close(&self, msg: CloseSession) {
+        if let Some(control) = self.control.upgrade() {
+            control.do_send(msg);
+        }
+    }
 }
 
 /// A live VES session as the router sees it: its inbox, and how to close it.
@@ -252,8 +263,7 @@ impl Router {
         match self.devices.insert(device_id, handle) {
             Some(old) => {
                 self.metrics.session_replaced(SessionKind::Device);
-                old.control
-                    .do_send(CloseSession::new(CloseCode::Replaced, "a newer session for this device took over"));
+                old.close(CloseSession::new(CloseCode::Replaced, "a newer session for this device took over"));
             }
             None => {
                 self.device_count.fetch_add(1, Ordering::Relaxed);
@@ -638,15 +648,32 @@ impl Router {
 
     /// Closes the session for `key` here or on its owner node.
     pub fn close_session(&self, key: SessionKey, code: CloseCode) {
-        let local = match key {
-            SessionKey::Device(id) => self.devices.with(&id, |h| h.map(|h| h.control.clone())),
-            SessionKey::Ves(id) => self.ves.with(&id, |h| h.map(|h| h.control.clone())),
-        };
-        match local {
-            Some(control) => control.do_send(CloseSession::new(code, code.as_str())),
-            None => {
-                let _ = self.publish_to_owner(key, BusMessage::Close { key, code });
-            }
+        if !self.close_local(key, code) {
+            let _ = self.publish_to_owner(key, BusMessage::Close { key, code });
+        }
+    }
+
+    /// Closes the session for `key` if this node holds it; whether it does.
+    fn close_local(&self, key: SessionKey, code: CloseCode) -> bool {
+        let msg = CloseSession::new(code, code.as_str());
+        // Taken out of the map first: nothing is sent under its shard's lock.
+        match key {
+            SessionKey::Device(id) => match self.devices.with(&id, |h| h.map(|h| h.control.clone())) {
+                Some(control) => {
+                    if let Some(control) = control.upgrade() {
+                        control.do_send(msg);
+                    }
+                    true
+                }
+                None => false,
+            },
+            SessionKey::Ves(id) => match self.ves.with(&id, |h| h.map(|h| h.control.clone())) {
+                Some(control) => {
+                    control.do_send(msg);
+                    true
+                }
+                None => false,
+            },
         }
     }
 
@@ -667,23 +694,26 @@ impl Router {
         if ves.is_empty() {
             return 0;
         }
-        let mut controls = Vec::new();
+        let (mut ves_controls, mut device_controls) = (Vec::new(), Vec::new());
         if with_ves {
             self.ves.for_each(|id, h| {
                 if ves.contains(id) {
-                    controls.push(h.control.clone());
+                    ves_controls.push(h.control.clone());
                 }
             });
         }
         self.devices.for_each(|_, h| {
             if ves.contains(&h.ves_id) {
-                controls.push(h.control.clone());
+                device_controls.push(h.control.clone());
             }
         });
-        for control in &controls {
+        for control in &ves_controls {
             control.do_send(CloseSession::new(code, code.as_str()));
         }
-        controls.len()
+        for control in device_controls.iter().filter_map(|c| c.upgrade()) {
+            control.do_send(CloseSession::new(code, code.as_str()));
+        }
+        ves_controls.len() + device_controls.len()
     }
 
     /// Asks every device session on this node to close with `code`, spreading the
@@ -694,7 +724,9 @@ impl Router {
         let n = controls.len().max(1) as u64;
         for (i, control) in controls.into_iter().enumerate() {
             let hint = (i as u64 * spread_ms as u64 / n) as u32;
-            control.do_send(CloseSession { code, message: code.as_str().to_string(), reconnect_after_ms: hint });
+            if let Some(control) = control.upgrade() {
+                control.do_send(CloseSession { code, message: code.as_str().to_string(), reconnect_after_ms: hint });
+            }
         }
     }
 
@@ -783,13 +815,7 @@ impl Router {
                 self.bounce(bounce_info(&msg), UndeliverableReason::PeerOffline);
             }
             BusMessage::Close { key, code } => {
-                let control = match key {
-                    SessionKey::Device(id) => self.devices.with(&id, |h| h.map(|h| h.control.clone())),
-                    SessionKey::Ves(id) => self.ves.with(&id, |h| h.map(|h| h.control.clone())),
-                };
-                if let Some(control) = control {
-                    control.do_send(CloseSession::new(code, code.as_str()));
-                }
+                self.close_local(key, code);
             }
         }
     }

@@ -309,6 +309,8 @@ mod tests {
         ves: Addr<VesSession>,
         device_id: DeviceId,
         device_rx: QueueReceiver<DeviceOut>,
+        /// The device session's stand-in (the router holds it weakly).
+        _device: Addr<SessionStub>,
     }
 
     /// A VES session (not attached yet) and one of its devices registered in the router.
@@ -320,13 +322,14 @@ mod tests {
         let (ves_id, ves) = session(&router, &rts, &cfg);
         let (device_id, user_id) = (DeviceId::random(), UserId::random());
         let (tx, device_rx) = queue::bounded(16);
-        let control = SessionStub.start().recipient();
+        let device = SessionStub.start();
+        let control = device.downgrade().recipient();
         router.register_device(
             device_id,
             DeviceHandle { session: router.next_session_id(), user_id, ves_id, tx, control },
         );
         tokio::task::yield_now().await;
-        Fixture { router, ves_id, ves, device_id, device_rx }
+        Fixture { router, ves_id, ves, device_id, device_rx, _device: device }
     }
 
     impl Fixture {
