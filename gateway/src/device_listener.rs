@@ -106,7 +106,7 @@ impl DeviceListener {
         let source = tcp.peer_addr().map(|a| a.ip()).unwrap_or(std::net::IpAddr::from([0, 0, 0, 0]));
         let deadline = Instant::now() + self.handshake_timeout;
         let tls = match tokio::time::timeout_at(deadline, tls_stream::accept(tcp, self.tls.clone())).await {
-            Ok(Ok(tls)) => tls,
+            Ok(Ok(accepted)) => accepted,
             Ok(Err(e)) => {
                 tracing::debug!(error = %e, "device TLS handshake failed");
                 // A client certificate the device CA did not issue, expired, or not for
@@ -124,8 +124,8 @@ impl DeviceListener {
             }
         };
         // Verified by rustls against the device CA; read once, for AUTH_CERT.
-        let certificate = tls.peer_certificate().map(|der| DeviceIdentity::from_der(der));
-        match self.handshake(tls, deadline, source, certificate).await {
+        let certificate = tls.peer_certificate.as_deref().map(DeviceIdentity::from_der);
+        match self.handshake(tls.stream, deadline, source, certificate).await {
             Ok((io, read_buf, info)) => self.start_session(io, read_buf, info),
             Err(Rejected(reason)) => self.router.metrics().connection_rejected(reason),
         }

@@ -16,6 +16,7 @@ mod http;
 mod public_listener;
 mod servers;
 pub mod tls;
+mod tls_record_layer;
 pub mod tls_stream;
 mod unread_body;
 

@@ -23,7 +23,7 @@ pub enum TlsError {
 
 /// Builds a TLS 1.2/1.3 server config for `alpn` protocols.
 pub fn server_config(cert_path: &Path, key_path: &Path, alpn: &[&[u8]]) -> Result<Arc<ServerConfig>, TlsError> {
-    build(cert_path, key_path, alpn, None)
+    build(cert_path, key_path, alpn, None).map(Arc::new)
 }
 
 /// The device channel's server config. With the device CA's root, a client certificate is
@@ -36,7 +36,11 @@ pub fn device_server_config(
     key_path: &Path,
     device_ca_root: Option<&CertificateDer<'static>>,
 ) -> Result<Arc<ServerConfig>, TlsError> {
-    build(cert_path, key_path, &[], device_ca_root)
+    let mut config = build(cert_path, key_path, &[], device_ca_root)?;
+    // TLS 1.3 sessions continue on the relay's own record layer once the handshake is done
+    // (`tls_stream`): it needs rustls to hand the traffic keys over.
+    config.enable_secret_extraction = true;
+    Ok(Arc::new(config))
 }
 
 fn build(
@@ -44,7 +48,7 @@ fn build(
     key_path: &Path,
     alpn: &[&[u8]],
     client_root: Option<&CertificateDer<'static>>,
-) -> Result<Arc<ServerConfig>, TlsError> {
+) -> Result<ServerConfig, TlsError> {
     let certs = CertificateDer::pem_file_iter(cert_path)
         .and_then(|it| it.collect::<Result<Vec<_>, _>>())
         .map_err(|source| TlsError::Certs { path: cert_path.display().to_string(), source })?;
@@ -69,5 +73,5 @@ fn build(
     };
     let mut config = builder.with_single_cert(certs, key)?;
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-    Ok(Arc::new(config))
+    Ok(config)
 }

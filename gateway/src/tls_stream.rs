@@ -14,7 +14,12 @@
 //! * decrypted plaintext goes straight into the reader's buffer; only what does not fit is
 //!   kept.
 //!
-//! So an idle session costs rustls's own state (keys, a few small queues) and nothing else.
+//! Once a TLS 1.3 handshake is done (and the config allows secret extraction, as the device
+//! channel's does), rustls hands the connection's keys over and the records are protected
+//! by [`crate::tls_record_layer`]: an idle session then costs two AEAD keys and what rustls
+//! keeps for key updates, not rustls's whole connection state. TLS 1.2 connections stay
+//! with rustls for their whole life.
+//!
 //! The stream implements `AsyncRead + AsyncWrite` and can be split with `tokio::io::split`.
 
 use std::cell::RefCell;
@@ -26,9 +31,12 @@ use std::task::{Context, Poll, ready};
 
 use rustls::server::{ServerConnectionData, UnbufferedServerConnection};
 use rustls::unbuffered::{ConnectionState, EncodeError, EncryptError, UnbufferedStatus, WriteTraffic};
-use rustls::{ServerConfig, unbuffered::InsufficientSizeError};
+use rustls::{ProtocolVersion, ServerConfig, unbuffered::InsufficientSizeError};
+use rustls_pki_types::CertificateDer;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+
+use crate::tls_record_layer::{ALERT_CLOSE_NOTIFY, RecordLayer};
 
 /// Largest TLS record on the wire (16 KiB of plaintext plus the largest overhead rustls
 /// produces), and so the least a read must offer to make progress on any record.
@@ -38,6 +46,7 @@ const MAX_RECORD_BYTES: usize = 16 * 1024 + 2048;
 const MAX_PLAINTEXT_PER_WRITE: usize = 4 * 16 * 1024;
 /// Size of each per-thread scratch buffer.
 const SCRATCH_BYTES: usize = MAX_PLAINTEXT_PER_WRITE + 4 * 2048;
+const _: () = assert!(RecordLayer::sealed_len(MAX_PLAINTEXT_PER_WRITE) <= SCRATCH_BYTES);
 /// Most ciphertext a connection may hold while a record (or, during the handshake, a
 /// flight of handshake messages up to rustls's 64 KiB limit) is incomplete.
 const MAX_PENDING_CIPHERTEXT_BYTES: usize = 64 * 1024 + MAX_RECORD_BYTES;
@@ -68,6 +77,13 @@ impl From<io::Error> for AcceptError {
     }
 }
 
+/// A completed handshake: the stream, and the client's certificate if it presented one.
+pub struct Accepted {
+    pub stream: ServerTlsStream,
+    /// The client's end-entity certificate, when it presented one the verifier accepted.
+    pub peer_certificate: Option<CertificateDer<'static>>,
+}
+
 /// An established server-side TLS connection over TCP.
 pub struct ServerTlsStream {
     tcp: TcpStream,
@@ -96,10 +112,23 @@ impl DetachedTlsStream {
     }
 }
 
+/// Who protects the records.
+#[expect(
+    clippy::large_enum_variant,
+    reason = "nearly every session holds the record layer for its life: boxing it would cost an allocation each"
+)]
+enum Protection {
+    /// rustls: during the handshake, and for a TLS 1.2 connection's whole life. Boxed: the
+    /// connection is large, and most sessions leave it once the handshake is done.
+    Rustls(Box<UnbufferedServerConnection>),
+    /// The relay's TLS 1.3 record layer, with the keys rustls handed over.
+    Records(RecordLayer),
+}
+
 /// The TLS state apart from the socket, so that the socket and the state can be borrowed
 /// separately.
 struct Tls {
-    conn: UnbufferedServerConnection,
+    protection: Protection,
     /// Ciphertext of an incomplete record; empty (and unallocated) most of the time.
     incoming: Vec<u8>,
     /// Ciphertext not yet taken by the socket; empty (and unallocated) most of the time.
@@ -114,12 +143,15 @@ struct Tls {
 }
 
 /// Completes the server side of a TLS handshake on `tcp`. The caller bounds the time.
-pub async fn accept(tcp: TcpStream, config: Arc<ServerConfig>) -> Result<ServerTlsStream, AcceptError> {
+/// A TLS 1.3 connection continues on the relay's record layer when `config` allows secret
+/// extraction (`enable_secret_extraction`), on rustls otherwise.
+pub async fn accept(tcp: TcpStream, config: Arc<ServerConfig>) -> Result<Accepted, AcceptError> {
+    let take_over_records = config.enable_secret_extraction;
     let conn = UnbufferedServerConnection::new(config)?;
     let mut stream = ServerTlsStream {
         tcp,
         tls: Tls {
-            conn,
+            protection: Protection::Rustls(Box::new(conn)),
             incoming: Vec::new(),
             outgoing: Vec::new(),
             plain: Vec::new(),
@@ -129,7 +161,17 @@ pub async fn accept(tcp: TcpStream, config: Arc<ServerConfig>) -> Result<ServerT
         },
     };
     match poll_fn(|cx| stream.poll_handshake(cx)).await {
-        Ok(()) => Ok(stream),
+        Ok(()) => {
+            let Protection::Rustls(conn) = &stream.tls.protection else {
+                return Err(AcceptError::Io(io::Error::other("TLS records taken over before the handshake")));
+            };
+            let peer_certificate = conn.peer_certificates().and_then(|chain| chain.first()).cloned();
+            let tls13 = conn.protocol_version() == Some(ProtocolVersion::TLSv1_3);
+            if take_over_records && tls13 {
+                stream.tls = stream.tls.take_over_records()?;
+            }
+            Ok(Accepted { stream, peer_certificate })
+        }
         Err(e) => {
             // Tell the peer why (rustls queued an alert), if the socket takes it at once.
             let _ = poll_fn(|cx| Poll::Ready(stream.poll_flush_outgoing(cx))).await;
@@ -147,19 +189,55 @@ enum Stop {
     Closed,
 }
 
+/// Hands `payload` to the reader while it has room (and nothing is kept from before),
+/// keeping the rest in `plain`.
+fn deliver(plain: &mut Vec<u8>, plain_pos: usize, out: &mut Option<&mut ReadBuf<'_>>, mut payload: &[u8]) {
+    if plain.len() == plain_pos
+        && let Some(out) = out.as_deref_mut()
+    {
+        let n = payload.len().min(out.remaining());
+        out.put_slice(&payload[..n]);
+        payload = &payload[n..];
+    }
+    plain.extend_from_slice(payload);
+}
+
 impl Tls {
+    /// Moves an established TLS 1.3 connection from rustls to the relay's record layer.
+    fn take_over_records(self) -> Result<Tls, AcceptError> {
+        match self.protection {
+            Protection::Rustls(conn) => {
+                let records = RecordLayer::take_over(*conn)
+                    .map_err(|e| AcceptError::Io(io::Error::new(io::ErrorKind::InvalidData, e)))?;
+                Ok(Tls { protection: Protection::Records(records), ..self })
+            }
+            records @ Protection::Records(_) => Ok(Tls { protection: records, ..self }),
+        }
+    }
+
     /// Processes the records in `data` (all of it that forms complete records), sending
     /// decrypted bytes to `out` while it has room and keeping the rest. Returns how many
     /// bytes of `data` were consumed.
     fn process(&mut self, data: &mut [u8], mut out: Option<&mut ReadBuf<'_>>) -> Result<(usize, Stop), io::Error> {
+        let conn = match &mut self.protection {
+            Protection::Rustls(conn) => conn,
+            Protection::Records(records) => {
+                let (plain, plain_pos) = (&mut self.plain, self.plain_pos);
+                let opened = records
+                    .open(data, &mut self.outgoing, |payload| deliver(plain, plain_pos, &mut out, payload))
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+                self.read_closed |= opened.peer_closed;
+                return Ok((opened.consumed, Stop::NeedInput { handshake_done: true }));
+            }
+        };
         let mut consumed = 0;
         loop {
-            let UnbufferedStatus { discard, state } = self.conn.process_tls_records(&mut data[consumed..]);
+            let UnbufferedStatus { discard, state } = conn.process_tls_records(&mut data[consumed..]);
             let state = match state {
                 Ok(state) => state,
                 Err(e) => {
                     // rustls queued an alert for the peer: pass it on, best effort.
-                    let _ = state_after_error(&mut self.conn, &mut self.outgoing);
+                    let _ = state_after_error(conn, &mut self.outgoing);
                     return Err(io::Error::new(io::ErrorKind::InvalidData, e));
                 }
             };
@@ -167,15 +245,7 @@ impl Tls {
                 ConnectionState::ReadTraffic(mut records) => {
                     while let Some(record) = records.next_record() {
                         let record = record.map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-                        let mut payload = record.payload;
-                        if self.plain.len() == self.plain_pos
-                            && let Some(out) = out.as_deref_mut()
-                        {
-                            let n = payload.len().min(out.remaining());
-                            out.put_slice(&payload[..n]);
-                            payload = &payload[n..];
-                        }
-                        self.plain.extend_from_slice(payload);
+                        deliver(&mut self.plain, self.plain_pos, &mut out, record.payload);
                     }
                     None
                 }
@@ -252,14 +322,57 @@ impl Tls {
         true
     }
 
-    /// Runs `f` with the connection in its write-traffic state (after processing whatever
-    /// rustls has pending without new input).
+    /// Encrypts `plain` into `out` (at least `SCRATCH_BYTES` long), returning the length.
+    fn seal(&mut self, plain: &[u8], out: &mut [u8]) -> Result<usize, io::Error> {
+        match &mut self.protection {
+            Protection::Records(records) => {
+                records.seal(plain, out).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+            }
+            Protection::Rustls(_) => self.with_write_traffic(|write| encrypt(write, plain, out)),
+        }
+    }
+
+    /// Queues close_notify in `outgoing`.
+    fn queue_close_notify(&mut self) -> Result<(), io::Error> {
+        if let Protection::Records(records) = &mut self.protection {
+            return records
+                .seal_alert(ALERT_CLOSE_NOTIFY, &mut self.outgoing)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e));
+        }
+        let mut room = 64;
+        let mut notify = Vec::new();
+        self.with_write_traffic(|write| {
+            loop {
+                notify.resize(room, 0);
+                match write.queue_close_notify(&mut notify) {
+                    Ok(n) => {
+                        notify.truncate(n);
+                        return Ok(());
+                    }
+                    Err(EncryptError::InsufficientSize(InsufficientSizeError { required_size }))
+                        if required_size > room =>
+                    {
+                        room = required_size;
+                    }
+                    Err(e) => return Err(io::Error::other(e.to_string())),
+                }
+            }
+        })?;
+        self.outgoing.extend_from_slice(&notify);
+        Ok(())
+    }
+
+    /// Runs `f` with rustls's connection in its write-traffic state (after processing
+    /// whatever rustls has pending without new input).
     fn with_write_traffic<R>(
         &mut self,
         f: impl FnOnce(&mut WriteTraffic<'_, ServerConnectionData>) -> Result<R, io::Error>,
     ) -> Result<R, io::Error> {
+        let Protection::Rustls(conn) = &mut self.protection else {
+            return Err(io::Error::other("TLS connection not on rustls"));
+        };
         loop {
-            let UnbufferedStatus { state, .. } = self.conn.process_tls_records(&mut []);
+            let UnbufferedStatus { state, .. } = conn.process_tls_records(&mut []);
             match state.map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))? {
                 ConnectionState::WriteTraffic(mut write) => return f(&mut write),
                 ConnectionState::ReadTraffic(mut records) => {
@@ -348,11 +461,6 @@ impl ServerTlsStream {
         }
     }
 
-    /// The client's end-entity certificate, when it presented one the verifier accepted.
-    pub fn peer_certificate(&self) -> Option<&rustls_pki_types::CertificateDer<'static>> {
-        self.tls.conn.peer_certificates().and_then(|chain| chain.first())
-    }
-
     /// Bytes of buffer memory the connection holds outside rustls (0 while idle).
     pub fn buffered_bytes(&self) -> usize {
         self.tls.incoming.capacity() + self.tls.outgoing.capacity() + self.tls.plain.capacity()
@@ -400,7 +508,11 @@ impl AsyncRead for ServerTlsStream {
                 }
                 Poll::Ready(Ok(()))
             });
-            ready!(progress)?;
+            if let Err(e) = ready!(progress) {
+                // Tell the peer why (an alert is queued), if the socket takes it at once.
+                let _ = this.poll_flush_outgoing(cx);
+                return Poll::Ready(Err(e));
+            }
             // Handshake-layer replies (a key update) go out without waiting for a write.
             if !this.tls.outgoing.is_empty()
                 && let Poll::Ready(Err(e)) = this.poll_flush_outgoing(cx)
@@ -424,7 +536,7 @@ impl AsyncWrite for ServerTlsStream {
         let plain = &buf[..buf.len().min(MAX_PLAINTEXT_PER_WRITE)];
         WRITE_SCRATCH.with(|scratch| {
             let mut scratch = scratch.borrow_mut();
-            let len = this.tls.with_write_traffic(|write| encrypt(write, plain, &mut scratch))?;
+            let len = this.tls.seal(plain, &mut scratch)?;
             let mut sent = 0;
             // Anything rustls queued while getting here goes first.
             if this.tls.outgoing.is_empty() {
@@ -454,30 +566,8 @@ impl AsyncWrite for ServerTlsStream {
         let this = &mut *self;
         if !this.tls.close_sent {
             this.tls.close_sent = true;
-            let tls = &mut this.tls;
-            let mut room = 64;
-            let mut notify = Vec::new();
-            let sent = tls.with_write_traffic(|write| {
-                loop {
-                    notify.resize(room, 0);
-                    match write.queue_close_notify(&mut notify) {
-                        Ok(n) => {
-                            notify.truncate(n);
-                            return Ok(());
-                        }
-                        Err(EncryptError::InsufficientSize(InsufficientSizeError { required_size }))
-                            if required_size > room =>
-                        {
-                            room = required_size;
-                        }
-                        Err(e) => return Err(io::Error::other(e.to_string())),
-                    }
-                }
-            });
             // A connection that cannot send close_notify any more is closed all the same.
-            if sent.is_ok() {
-                tls.outgoing.extend_from_slice(&notify);
-            }
+            let _ = this.tls.queue_close_notify();
         }
         ready!(this.poll_flush_outgoing(cx))?;
         Pin::new(&mut this.tcp).poll_shutdown(cx)
@@ -485,11 +575,25 @@ impl AsyncWrite for ServerTlsStream {
 }
 
 #[cfg(test)]
+impl ServerTlsStream {
+    /// The relay's record layer, once it has taken the connection over from rustls.
+    fn record_layer(&mut self) -> Option<&mut RecordLayer> {
+        match &mut self.tls.protection {
+            Protection::Records(records) => Some(records),
+            Protection::Rustls(_) => None,
+        }
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use std::time::Duration;
 
-    use rustls::ClientConfig;
+    use rustls::crypto::ring::cipher_suite::{
+        TLS13_AES_128_GCM_SHA256, TLS13_AES_256_GCM_SHA384, TLS13_CHACHA20_POLY1305_SHA256,
+    };
     use rustls::version::{TLS12, TLS13};
+    use rustls::{ClientConfig, SupportedCipherSuite};
     use rustls_pki_types::{PrivateKeyDer, ServerName};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
@@ -497,28 +601,56 @@ mod tests {
     use tokio_rustls::client::TlsStream;
 
     use super::*;
+    use crate::tls_record_layer::test_peer::RawPeer;
 
     type Version = &'static rustls::SupportedProtocolVersion;
 
-    fn configs(version: Version) -> (Arc<ServerConfig>, Arc<ClientConfig>) {
+    /// Who protects the server's records after a TLS 1.3 handshake.
+    #[derive(Clone, Copy, Debug, PartialEq)]
+    enum Layer {
+        /// The relay's record layer (the device channel's configuration).
+        Relay,
+        /// rustls throughout (a config without secret extraction).
+        Rustls,
+    }
+
+    /// A connection's set-up: protocol version, the one suite the client offers (all of
+    /// them when `None`), the server's record layer.
+    #[derive(Clone, Copy, Debug)]
+    struct Setup {
+        version: Version,
+        suite: Option<SupportedCipherSuite>,
+        layer: Layer,
+    }
+
+    const TLS13_RELAY: Setup = Setup { version: &TLS13, suite: None, layer: Layer::Relay };
+    const TLS13_RUSTLS: Setup = Setup { version: &TLS13, suite: None, layer: Layer::Rustls };
+    const TLS12_ONLY: Setup = Setup { version: &TLS12, suite: None, layer: Layer::Relay };
+
+    fn configs(setup: Setup) -> (ServerConfig, ClientConfig) {
         let generated = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("certificate");
         let cert = generated.cert.der().clone();
         let key = PrivateKeyDer::Pkcs8(generated.signing_key.serialize_der().into());
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let server = ServerConfig::builder_with_provider(provider.clone())
-            .with_protocol_versions(&[version])
+        let mut server = ServerConfig::builder_with_provider(provider.clone())
+            .with_protocol_versions(&[setup.version])
             .expect("versions")
             .with_no_client_auth()
             .with_single_cert(vec![cert.clone()], key)
             .expect("server config");
+        server.enable_secret_extraction = setup.layer == Layer::Relay;
         let mut roots = rustls::RootCertStore::empty();
         roots.add(cert).expect("root");
-        let client = ClientConfig::builder_with_provider(provider)
-            .with_protocol_versions(&[version])
+        let mut client_provider = rustls::crypto::ring::default_provider();
+        if let Some(suite) = setup.suite {
+            client_provider.cipher_suites = vec![suite];
+        }
+        let client = ClientConfig::builder_with_provider(Arc::new(client_provider))
+            .with_protocol_versions(&[setup.version])
             .expect("versions")
             .with_root_certificates(roots)
             .with_no_client_auth();
-        (Arc::new(server), Arc::new(client))
+        (server, client)
     }
 
     async fn listener() -> (TcpListener, std::net::SocketAddr) {
@@ -528,26 +660,27 @@ mod tests {
     }
 
     /// A connected pair: our server stream and a tokio-rustls client.
-    async fn pair(version: Version) -> (ServerTlsStream, TlsStream<TcpStream>) {
-        pair_over(version, |tcp| tcp).await
+    async fn pair(setup: Setup) -> (ServerTlsStream, TlsStream<TcpStream>) {
+        let (server, client) = configs(setup);
+        pair_with(server, client, |tcp| tcp).await
     }
 
     /// A connected pair whose client writes through `wrap(tcp)`.
-    async fn pair_over<C: AsyncRead + AsyncWrite + Unpin>(
-        version: Version,
+    async fn pair_with<C: AsyncRead + AsyncWrite + Unpin>(
+        server_cfg: ServerConfig,
+        client_cfg: ClientConfig,
         wrap: impl FnOnce(TcpStream) -> C,
     ) -> (ServerTlsStream, TlsStream<C>) {
-        let (server_cfg, client_cfg) = configs(version);
         let (listener, addr) = listener().await;
         let server = async {
             let (tcp, _) = listener.accept().await.expect("accept");
-            accept(tcp, server_cfg).await.expect("server handshake")
+            accept(tcp, Arc::new(server_cfg)).await.expect("server handshake").stream
         };
         let client = async {
             let tcp = TcpStream::connect(addr).await.expect("connect");
             tcp.set_nodelay(true).expect("nodelay");
             let name = ServerName::try_from("localhost").expect("name");
-            TlsConnector::from(client_cfg).connect(name, wrap(tcp)).await.expect("client handshake")
+            TlsConnector::from(Arc::new(client_cfg)).connect(name, wrap(tcp)).await.expect("client handshake")
         };
         tokio::join!(server, client)
     }
@@ -573,8 +706,10 @@ mod tests {
         (0..len).map(|i| (i * 31 % 251) as u8).collect()
     }
 
-    async fn round_trip(version: Version) {
-        let (server, client) = pair(version).await;
+    async fn round_trip(setup: Setup) {
+        let (mut server, client) = pair(setup).await;
+        let on_relay_records = setup.version == &TLS13 && setup.layer == Layer::Relay;
+        assert_eq!(server.record_layer().is_some(), on_relay_records, "{setup:?}");
         let echoed = tokio::spawn(echo(server));
         let (mut rd, mut wr) = tokio::io::split(client);
         let sizes = [1, 5, 100, 16_384, 16_385, 100_000, 3];
@@ -594,34 +729,43 @@ mod tests {
         writer.await.expect("writer");
         assert_eq!(echoed.await.expect("echo task"), sent.len());
         assert_eq!(received.len(), sent.len());
-        assert!(received == sent, "echoed bytes differ from the bytes sent");
+        assert!(received == sent, "echoed bytes differ from the bytes sent ({setup:?})");
     }
 
     #[tokio::test]
-    async fn echoes_records_of_every_size_over_tls13() {
-        round_trip(&TLS13).await;
+    async fn echoes_records_of_every_size_over_tls13_with_each_suite() {
+        for suite in [TLS13_AES_128_GCM_SHA256, TLS13_AES_256_GCM_SHA384, TLS13_CHACHA20_POLY1305_SHA256] {
+            round_trip(Setup { suite: Some(suite), ..TLS13_RELAY }).await;
+        }
     }
 
     #[tokio::test]
-    async fn echoes_records_of_every_size_over_tls12() {
-        round_trip(&TLS12).await;
+    async fn echoes_records_of_every_size_over_tls13_on_rustls() {
+        round_trip(TLS13_RUSTLS).await;
+    }
+
+    #[tokio::test]
+    async fn echoes_records_of_every_size_over_tls12_which_stays_on_rustls() {
+        round_trip(TLS12_ONLY).await;
     }
 
     #[tokio::test]
     async fn an_idle_connection_holds_no_buffers() {
-        let (mut server, mut client) = pair(&TLS13).await;
-        assert_eq!(server.buffered_bytes(), 0, "after the handshake");
-        client.write_all(&pattern(40_000)).await.expect("write");
-        client.flush().await.expect("flush");
-        let mut got = vec![0; 40_000];
-        server.read_exact(&mut got).await.expect("read");
-        assert!(got == pattern(40_000));
-        server.write_all(&pattern(70_000)).await.expect("write");
-        server.flush().await.expect("flush");
-        let mut back = vec![0; 70_000];
-        client.read_exact(&mut back).await.expect("read back");
-        assert!(back == pattern(70_000));
-        assert_eq!(server.buffered_bytes(), 0, "after traffic both ways");
+        for setup in [TLS13_RELAY, TLS13_RUSTLS] {
+            let (mut server, mut client) = pair(setup).await;
+            assert_eq!(server.buffered_bytes(), 0, "after the handshake ({setup:?})");
+            client.write_all(&pattern(40_000)).await.expect("write");
+            client.flush().await.expect("flush");
+            let mut got = vec![0; 40_000];
+            server.read_exact(&mut got).await.expect("read");
+            assert!(got == pattern(40_000));
+            server.write_all(&pattern(70_000)).await.expect("write");
+            server.flush().await.expect("flush");
+            let mut back = vec![0; 70_000];
+            client.read_exact(&mut back).await.expect("read back");
+            assert!(back == pattern(70_000));
+            assert_eq!(server.buffered_bytes(), 0, "after traffic both ways ({setup:?})");
+        }
     }
 
     /// A TCP stream that writes at most 7 bytes at a time, so that the server sees TLS
@@ -649,48 +793,229 @@ mod tests {
 
     #[tokio::test]
     async fn records_cut_into_pieces_are_joined() {
-        let (mut server, mut client) = pair_over(&TLS13, Trickle).await;
-        let data = pattern(5_000);
-        let writer = async {
-            client.write_all(&data).await.expect("write");
-            client.flush().await.expect("flush");
-            client
-        };
-        let reader = async {
-            let mut got = vec![0; data.len()];
-            server.read_exact(&mut got).await.expect("read");
-            got
-        };
-        let (_client, got) = tokio::join!(writer, reader);
-        assert!(got == data);
-        assert_eq!(server.buffered_bytes(), 0);
+        for setup in [TLS13_RELAY, TLS13_RUSTLS] {
+            let (server_cfg, client_cfg) = configs(setup);
+            let (mut server, mut client) = pair_with(server_cfg, client_cfg, Trickle).await;
+            let data = pattern(5_000);
+            let writer = async {
+                client.write_all(&data).await.expect("write");
+                client.flush().await.expect("flush");
+                client
+            };
+            let reader = async {
+                let mut got = vec![0; data.len()];
+                server.read_exact(&mut got).await.expect("read");
+                got
+            };
+            let (_client, got) = tokio::join!(writer, reader);
+            assert!(got == data, "{setup:?}");
+            assert_eq!(server.buffered_bytes(), 0);
+        }
+    }
+
+    /// rustls's client asks for the server's key update along with its own, so this
+    /// checks both directions' new keys.
+    #[tokio::test]
+    async fn key_updates_from_the_client_are_followed() {
+        for setup in [TLS13_RELAY, TLS13_RUSTLS] {
+            let (server, mut client) = pair(setup).await;
+            let echoed = tokio::spawn(echo(server));
+            for round in 0..3 {
+                client.get_mut().1.refresh_traffic_keys().expect("key update");
+                let msg = pattern(300 + round);
+                client.write_all(&msg).await.expect("write");
+                client.flush().await.expect("flush");
+                let mut back = vec![0; msg.len()];
+                client.read_exact(&mut back).await.expect("read after key update");
+                assert!(back == msg, "round {round} ({setup:?})");
+            }
+            client.shutdown().await.expect("shutdown");
+            assert_eq!(echoed.await.expect("echo"), 3 * 300 + 3);
+        }
     }
 
     #[tokio::test]
-    async fn key_updates_from_the_client_are_followed() {
-        let (server, mut client) = pair(&TLS13).await;
-        let echoed = tokio::spawn(echo(server));
-        for round in 0..3 {
-            client.get_mut().1.refresh_traffic_keys().expect("key update");
-            let msg = pattern(300 + round);
-            client.write_all(&msg).await.expect("write");
-            client.flush().await.expect("flush");
-            let mut back = vec![0; msg.len()];
-            client.read_exact(&mut back).await.expect("read after key update");
-            assert!(back == msg, "round {round}");
+    async fn the_server_replaces_its_key_before_the_limit() {
+        let (mut server, mut client) = pair(TLS13_RELAY).await;
+        server.record_layer().expect("relay records").set_tx_records_per_key(3);
+        // 20 small writes and one of several records: a key update every other record.
+        let mut sent = Vec::new();
+        for i in 0..20 {
+            let msg = pattern(10 + i);
+            server.write_all(&msg).await.expect("write");
+            sent.extend_from_slice(&msg);
         }
-        client.shutdown().await.expect("shutdown");
-        assert_eq!(echoed.await.expect("echo"), 3 * 300 + 3);
+        server.write_all(&pattern(50_000)).await.expect("write");
+        sent.extend_from_slice(&pattern(50_000));
+        server.flush().await.expect("flush");
+        let mut got = vec![0; sent.len()];
+        client.read_exact(&mut got).await.expect("client follows the server's key updates");
+        assert!(got == sent);
+        // The other direction is untouched.
+        client.write_all(b"still here").await.expect("write");
+        client.flush().await.expect("flush");
+        let mut back = [0; 10];
+        server.read_exact(&mut back).await.expect("read");
+        assert_eq!(&back, b"still here");
+    }
+
+    /// A connection whose client side protects records by hand (`RawPeer`), with the
+    /// client's socket. The server sends no session tickets, so nothing is in flight when
+    /// the client's keys are taken.
+    async fn raw_pair() -> (ServerTlsStream, RawPeer, TcpStream) {
+        let (mut server_cfg, mut client_cfg) = configs(TLS13_RELAY);
+        server_cfg.send_tls13_tickets = 0;
+        client_cfg.enable_secret_extraction = true;
+        let (mut server, client) = pair_with(server_cfg, client_cfg, |tcp| tcp).await;
+        assert!(server.record_layer().is_some());
+        let (tcp, conn) = client.into_inner();
+        let secrets = conn.dangerous_extract_secrets().expect("client secrets");
+        (server, RawPeer::new(secrets), tcp)
+    }
+
+    /// Reads from `tcp` until one whole record has arrived, and opens it.
+    async fn next_record(peer: &mut RawPeer, tcp: &mut TcpStream, pending: &mut Vec<u8>) -> Result<(u8, Vec<u8>), ()> {
+        loop {
+            if let Some(opened) = peer.open(pending) {
+                let (content_type, content, used) = opened?;
+                pending.drain(..used);
+                return Ok((content_type, content));
+            }
+            let mut buf = [0; 4096];
+            let n = tokio::time::timeout(Duration::from_secs(10), tcp.read(&mut buf))
+                .await
+                .expect("a record in time")
+                .expect("read");
+            assert_ne!(n, 0, "the server closed before sending a whole record");
+            pending.extend_from_slice(&buf[..n]);
+        }
+    }
+
+    #[tokio::test]
+    async fn padding_empty_records_and_a_user_canceled_warning_are_read_through() {
+        let (mut server, mut peer, mut tcp) = raw_pair().await;
+        let mut bytes = peer.record(23, b"hello", 100);
+        bytes.extend(peer.record(23, b"", 0));
+        bytes.extend(peer.record(21, &[1, 90], 3));
+        bytes.extend(peer.record(23, b" world", 0));
+        // close_notify, and bytes after it that are never looked at.
+        bytes.extend(peer.record(21, &[1, 0], 0));
+        bytes.extend_from_slice(b"not a record");
+        tcp.write_all(&bytes).await.expect("write");
+        let mut got = Vec::new();
+        server.read_to_end(&mut got).await.expect("read to close_notify");
+        assert_eq!(got, b"hello world");
+    }
+
+    #[tokio::test]
+    async fn a_key_update_split_over_records_is_followed_and_answered() {
+        let (mut server, mut peer, mut tcp) = raw_pair().await;
+        // KeyUpdate(update_requested), its header in one record and the rest in the next.
+        let mut bytes = peer.record(22, &[24, 0], 0);
+        bytes.extend(peer.record(22, &[0, 1, 1], 0));
+        tcp.write_all(&bytes).await.expect("write");
+        let reader = tokio::spawn(async move {
+            let mut buf = [0; 16];
+            let result = server.read(&mut buf).await;
+            (server, result)
+        });
+        // The server answers with its own KeyUpdate under its old key...
+        let mut pending = Vec::new();
+        let answer = next_record(&mut peer, &mut tcp, &mut pending).await;
+        assert_eq!(answer, Ok((22, vec![24, 0, 0, 1, 0])));
+        // ...and now reads the client's records under the client's next key only: one
+        // under the old key fails (the raw peer cannot derive the next key).
+        tcp.write_all(&peer.record(23, b"old key", 0)).await.expect("write");
+        let (mut server, result) = reader.await.expect("reader");
+        let err = result.expect_err("a record under the replaced key");
+        assert!(err.to_string().contains("bad_record_mac"), "{err}");
+        // And what it sends now is under its next key too.
+        let _ = server.write_all(b"new key").await;
+        let _ = server.flush().await;
+        let mut sealed_with_new_key = pending;
+        let alert_or_data = loop {
+            if let Some(opened) = peer.open(&mut sealed_with_new_key) {
+                break opened;
+            }
+            let mut buf = [0; 4096];
+            let n = tcp.read(&mut buf).await.expect("read");
+            assert_ne!(n, 0);
+            sealed_with_new_key.extend_from_slice(&buf[..n]);
+        };
+        assert_eq!(alert_or_data, Err(()), "the server's records after its key update use the next key");
+    }
+
+    /// Records a TLS 1.3 server must refuse after the handshake, with the alert it must send.
+    #[tokio::test]
+    async fn bad_records_are_refused_with_the_alert_rfc_8446_names() {
+        type MakeBytes = fn(&mut RawPeer) -> Vec<u8>;
+        let cases: [(&str, MakeBytes, u8, &str); 10] = [
+            (
+                "tampered",
+                |p| {
+                    let mut r = p.record(23, b"frame", 0);
+                    r[7] ^= 1;
+                    r
+                },
+                20,
+                "bad_record_mac",
+            ),
+            ("unprotected change_cipher_spec", |_| vec![20, 3, 3, 0, 1, 1], 10, "unexpected_message"),
+            ("unprotected alert", |_| vec![21, 3, 3, 0, 2, 1, 0], 10, "unexpected_message"),
+            ("oversized", |_| vec![23, 3, 3, 0x41, 0x01], 22, "record_overflow"),
+            ("no content type", |p| p.seal_inner(vec![0; 8]), 10, "unexpected_message"),
+            ("content over 16 KiB", |p| p.record(23, &[7; 16_385], 0), 22, "record_overflow"),
+            ("a ticket from the client", |p| p.record(22, &[4, 0, 0, 1, 0], 0), 10, "unexpected_message"),
+            (
+                "data after a key update in its record",
+                |p| p.record(22, &[24, 0, 0, 1, 0, 24], 0),
+                10,
+                "unexpected_message",
+            ),
+            (
+                "data inside a split key update",
+                |p| {
+                    let mut r = p.record(22, &[24, 0], 0);
+                    r.extend(p.record(23, b"frame", 0));
+                    r
+                },
+                10,
+                "unexpected_message",
+            ),
+            ("a key update with a bad request", |p| p.record(22, &[24, 0, 0, 1, 2], 0), 50, "decode_error"),
+        ];
+        for (case, make, alert, named) in cases {
+            let (mut server, mut peer, mut tcp) = raw_pair().await;
+            tcp.write_all(&make(&mut peer)).await.expect("write");
+            let mut buf = [0; 64];
+            let result = tokio::time::timeout(Duration::from_secs(10), server.read(&mut buf)).await.expect("in time");
+            let err = result.expect_err(case);
+            assert_eq!(err.kind(), io::ErrorKind::InvalidData, "{case}");
+            assert!(err.to_string().contains(named), "{case}: {err}");
+            let mut pending = Vec::new();
+            let told = next_record(&mut peer, &mut tcp, &mut pending).await;
+            assert_eq!(told, Ok((21, vec![2, alert])), "{case}: the alert the client is told");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_fatal_alert_from_the_peer_ends_the_connection() {
+        let (mut server, mut peer, mut tcp) = raw_pair().await;
+        tcp.write_all(&peer.record(21, &[2, 40], 0)).await.expect("write");
+        let mut buf = [0; 16];
+        let err = server.read(&mut buf).await.expect_err("a fatal alert");
+        assert!(err.to_string().contains("alert 40"), "{err}");
     }
 
     #[tokio::test]
     async fn a_peer_that_is_not_tls_is_refused_with_an_alert() {
-        let (server_cfg, _) = configs(&TLS13);
+        let (server_cfg, _) = configs(TLS13_RELAY);
         let (listener, addr) = listener().await;
         let mut peer = TcpStream::connect(addr).await.expect("connect");
         let (tcp, _) = listener.accept().await.expect("accept");
         peer.write_all(b"GET / HTTP/1.1\r\nHost: relay\r\n\r\n").await.expect("write");
-        let result = tokio::time::timeout(Duration::from_secs(10), accept(tcp, server_cfg)).await.expect("in time");
+        let result =
+            tokio::time::timeout(Duration::from_secs(10), accept(tcp, Arc::new(server_cfg))).await.expect("in time");
         assert!(matches!(result, Err(AcceptError::Tls(_))), "{:?}", result.err());
         let mut reply = Vec::new();
         peer.read_to_end(&mut reply).await.expect("read reply");
@@ -699,38 +1024,41 @@ mod tests {
 
     #[tokio::test]
     async fn a_peer_leaving_during_the_handshake_is_reported() {
-        let (server_cfg, _) = configs(&TLS13);
+        let (server_cfg, _) = configs(TLS13_RELAY);
         let (listener, addr) = listener().await;
         let peer = TcpStream::connect(addr).await.expect("connect");
         let (tcp, _) = listener.accept().await.expect("accept");
         drop(peer);
-        let result = tokio::time::timeout(Duration::from_secs(10), accept(tcp, server_cfg)).await.expect("in time");
+        let result =
+            tokio::time::timeout(Duration::from_secs(10), accept(tcp, Arc::new(server_cfg))).await.expect("in time");
         assert!(matches!(result, Err(AcceptError::Closed)), "{:?}", result.err());
     }
 
     #[tokio::test]
     async fn the_server_side_stream_splits_into_reader_and_writer() {
-        let (server, client) = pair(&TLS13).await;
-        let (mut srd, mut swr) = tokio::io::split(server);
-        let (mut crd, mut cwr) = tokio::io::split(client);
-        let a = pattern(50_000);
-        let b: Vec<u8> = pattern(60_000).into_iter().rev().collect();
-        let (a2, b2) = (a.clone(), b.clone());
-        let up = tokio::spawn(async move {
-            cwr.write_all(&a2).await.expect("client write");
-            cwr.flush().await.expect("client flush");
-            cwr
-        });
-        let down = tokio::spawn(async move {
-            swr.write_all(&b2).await.expect("server write");
-            swr.flush().await.expect("server flush");
-            swr
-        });
-        let mut got_a = vec![0; a.len()];
-        srd.read_exact(&mut got_a).await.expect("server read");
-        let mut got_b = vec![0; b.len()];
-        crd.read_exact(&mut got_b).await.expect("client read");
-        assert!(got_a == a && got_b == b);
-        let _ = (up.await, down.await);
+        for setup in [TLS13_RELAY, TLS13_RUSTLS] {
+            let (server, client) = pair(setup).await;
+            let (mut srd, mut swr) = tokio::io::split(server);
+            let (mut crd, mut cwr) = tokio::io::split(client);
+            let a = pattern(50_000);
+            let b: Vec<u8> = pattern(60_000).into_iter().rev().collect();
+            let (a2, b2) = (a.clone(), b.clone());
+            let up = tokio::spawn(async move {
+                cwr.write_all(&a2).await.expect("client write");
+                cwr.flush().await.expect("client flush");
+                cwr
+            });
+            let down = tokio::spawn(async move {
+                swr.write_all(&b2).await.expect("server write");
+                swr.flush().await.expect("server flush");
+                swr
+            });
+            let mut got_a = vec![0; a.len()];
+            srd.read_exact(&mut got_a).await.expect("server read");
+            let mut got_b = vec![0; b.len()];
+            crd.read_exact(&mut got_b).await.expect("client read");
+            assert!(got_a == a && got_b == b, "{setup:?}");
+            let _ = (up.await, down.await);
+        }
     }
 }
