@@ -75,6 +75,8 @@ pub enum RecordError {
     UnsupportedSuite,
     #[error("TLS record: output buffer too small")]
     OutputTooSmall,
+    #[error("TLS connection already failed")]
+    Failed,
 }
 
 impl RecordError {
@@ -89,7 +91,7 @@ impl RecordError {
             | RecordError::Keys(_)
             | RecordError::UnsupportedSuite
             | RecordError::OutputTooSmall => Some(ALERT_INTERNAL_ERROR),
-            RecordError::PeerAlert(_) => None,
+            RecordError::PeerAlert(_) | RecordError::Failed => None,
         }
     }
 }
@@ -149,6 +151,8 @@ pub(crate) struct RecordLayer {
     /// The start of a handshake message split over records (at most 4 bytes: only a
     /// `KeyUpdate` is accepted, and its header says so). Empty, and unallocated, otherwise.
     handshake: Vec<u8>,
+    /// A record failed (or the peer sent a fatal alert): nothing more is opened or sealed.
+    failed: bool,
 }
 
 impl RecordLayer {
@@ -170,6 +174,7 @@ impl RecordLayer {
             secrets,
             tx_records_per_key,
             handshake: Vec::new(),
+            failed: false,
         })
     }
 
@@ -189,12 +194,16 @@ impl RecordLayer {
         reply: &mut Vec<u8>,
         mut deliver: impl FnMut(&[u8]),
     ) -> Result<Opened, RecordError> {
+        if self.failed {
+            return Err(RecordError::Failed);
+        }
         let result = self.open_records(data, reply, &mut deliver);
-        if let Err(e) = &result
-            && let Some(alert) = e.alert()
-        {
-            // Best effort: the connection ends either way.
-            let _ = self.seal_alert(alert, reply);
+        if let Err(e) = &result {
+            if let Some(alert) = e.alert() {
+                // Best effort: the connection ends either way.
+                let _ = self.seal_alert(alert, reply);
+            }
+            self.failed = true;
         }
         result
     }
@@ -307,6 +316,9 @@ impl RecordLayer {
     /// [`RecordLayer::sealed_len`] bytes; returns how many it wrote. Replaces the key first
     /// (announcing it with a `KeyUpdate`) where the current one is at its limit.
     pub(crate) fn seal(&mut self, plain: &[u8], out: &mut [u8]) -> Result<usize, RecordError> {
+        if self.failed {
+            return Err(RecordError::Failed);
+        }
         let mut written = 0;
         for fragment in plain.chunks(MAX_FRAGMENT_BYTES) {
             if self.tx.seq.saturating_add(1) >= self.tx_records_per_key {
@@ -320,6 +332,9 @@ impl RecordLayer {
 
     /// Appends an alert record to `out`: close_notify as a warning, anything else fatal.
     pub(crate) fn seal_alert(&mut self, description: u8, out: &mut Vec<u8>) -> Result<(), RecordError> {
+        if self.failed {
+            return Err(RecordError::Failed);
+        }
         let level = if description == ALERT_CLOSE_NOTIFY { ALERT_WARNING } else { ALERT_FATAL };
         let start = out.len();
         out.resize(start + RECORD_OVERHEAD_BYTES + 2, 0);

@@ -929,9 +929,10 @@ mod tests {
         let (mut server, result) = reader.await.expect("reader");
         let err = result.expect_err("a record under the replaced key");
         assert!(err.to_string().contains("bad_record_mac"), "{err}");
-        // And what it sends now is under its next key too.
-        let _ = server.write_all(b"new key").await;
-        let _ = server.flush().await;
+        // What it sends now (the alert) is under its next key too, and nothing else is
+        // sealed after the failure.
+        let err = server.write_all(b"after the failure").await.expect_err("a failed connection");
+        assert!(err.to_string().contains("already failed"), "{err}");
         let mut sealed_with_new_key = pending;
         let alert_or_data = loop {
             if let Some(opened) = peer.open(&mut sealed_with_new_key) {
