@@ -119,6 +119,21 @@ if [ -n "$IDLE" ]; then
       total=$(( total + ${n:-0} ))
     done
     echo "$total" >"$WORK/relay-sessions"
+    # The nodes' CPU over the hold's second half, read from /proc (no perf): by then each
+    # node's usage flush has written every session's once-a-day "device active" row, so
+    # this is what the idle sessions cost in steady state.
+    if [ -z "${PROFILE:-}" ]; then
+      node_ticks() {
+        local t=0 p
+        for p in "${PIDS[@]}"; do t=$(( t + $(awk '{print $14 + $15}' "/proc/$p/stat") )); done
+        echo "$t"
+      }
+      t0=$(node_ticks); s0=$(date +%s%3N)
+      sleep $(( HOLD / 2 - 5 ))
+      t1=$(node_ticks); s1=$(date +%s%3N)
+      python3 -c "import sys; t, ms, hz = map(int, sys.argv[1:]); print(f'{100 * t / hz / (ms / 1000):.1f}')" \
+        "$(( t1 - t0 ))" "$(( s1 - s0 ))" "$(getconf CLK_TCK)" >"$WORK/steady-cpu"
+    fi
     # PROFILE=1: where the idle nodes' CPU goes, sampled for a third of the hold from its middle.
     if [ -n "${PROFILE:-}" ]; then
       perf record -e cpu-clock -F 999 -g -p "$NODE_PIDS" -o "$OUT/perf.data" -- sleep $(( HOLD / 3 )) \
@@ -142,9 +157,10 @@ if [ -n "$IDLE" ]; then
   # Every worker samples every node, so the nodes' figures come from one worker's result.
   wait "$SAMPLER"
   RELAY_SESSIONS=$(cat "$WORK/relay-sessions" 2>/dev/null || echo "n/a")
-  row=$(python3 - "$OUT/idle.json" "$OUT/idle-0.json" "$NODES" "$RELAY_SESSIONS" <<'PY'
+  STEADY_CPU=$(cat "$WORK/steady-cpu" 2>/dev/null || echo "n/a")
+  row=$(python3 - "$OUT/idle.json" "$OUT/idle-0.json" "$NODES" "$RELAY_SESSIONS" "$STEADY_CPU" <<'PY'
 import json, sys
-merged, one, nodes, relay_sessions = json.load(open(sys.argv[1])), json.load(open(sys.argv[2])), sys.argv[3], sys.argv[4]
+merged, one, nodes, relay_sessions, steady = json.load(open(sys.argv[1])), json.load(open(sys.argv[2])), sys.argv[3], sys.argv[4], sys.argv[5]
 online = merged["sessions"]["devices_at_traffic_start"]
 relay = one.get("relay") or {}
 rss, base = relay.get("rss_kib_at_traffic_start"), relay.get("rss_kib_before_sessions", 0)
@@ -152,8 +168,9 @@ rss_s = "n/a" if not rss or not online else f"{rss / 1024:.0f} MiB ({(rss - base
 cpu = relay.get("cpu_percent_traffic")
 cpu_s = "n/a" if cpu is None else f"{cpu:.1f}% of one core"
 per100k = "n/a" if cpu is None or not online else f"{cpu * 100000 / online:.1f}%"
+steady_s = "n/a" if steady == "n/a" else f"{steady}%"
 errors = ", ".join(f"{k}={v}" for k, v in merged["errors"].items()) or "none"
-print(f"| {merged['sessions']['devices_target']} | {nodes} | {online} | {relay_sessions} | {rss_s} | {cpu_s} | {per100k} | {errors} |")
+print(f"| {merged['sessions']['devices_target']} | {nodes} | {online} | {relay_sessions} | {rss_s} | {cpu_s} | {steady_s} | {per100k} | {errors} |")
 PY
 )
   echo "$row"
@@ -164,10 +181,10 @@ PY
     echo "* Date: $(date -u '+%Y-%m-%d %H:%M UTC'), commit \`$(git rev-parse --short HEAD 2>/dev/null || echo unknown)\`$(git diff --quiet 2>/dev/null || echo ' (with uncommitted changes)')"
     echo "* Machine: $(bench_machine); every node, PostgreSQL, Redis and the load-tool workers share it."
     echo "* Command: \`DEVICES=$DEVICES NODES=$NODES IDLE=1 bench/cluster_storm.sh\`; results in \`$OUT/\`"
-    echo "* $NODES nodes with PostgreSQL and Redis on one machine (a process may hold only as many sessions as its open-file limit allows); after the setup the nodes are restarted (so that memory kept from setup does not hide what sessions cost), then one load-tool worker per node connects that node's share of the devices over ${RAMP} s, and every session idles for ${HOLD} s with the default heartbeats (60 s each way). RSS is summed over the nodes, growth per session is over the fresh nodes' RSS before the first session; CPU is the nodes' together during the hold."
+    echo "* $NODES nodes with PostgreSQL and Redis on one machine (a process may hold only as many sessions as its open-file limit allows); after the setup the nodes are restarted (so that memory kept from setup does not hide what sessions cost), then one load-tool worker per node connects that node's share of the devices over ${RAMP} s, and every session idles for ${HOLD} s with the default heartbeats (60 s each way). RSS is summed over the nodes, growth per session is over the fresh nodes' RSS before the first session; CPU is the nodes' together during the hold (the load tool's figure), and in the hold's second half alone (\`/proc\`, once every session's first usage flush is behind it: the steady state; n/a with PROFILE=1)."
     echo
-    echo "| devices | nodes | online at hold start (load tool) | device sessions mid-hold (nodes' \`noc_sessions\`) | RSS of all nodes (growth per session) | CPU of all nodes while idle | per 100 000 sessions | errors |"
-    echo "|---|---|---|---|---|---|---|---|"
+    echo "| devices | nodes | online at hold start (load tool) | device sessions mid-hold (nodes' \`noc_sessions\`) | RSS of all nodes (growth per session) | CPU of all nodes while idle | of which steady (second half) | per 100 000 sessions | errors |"
+    echo "|---|---|---|---|---|---|---|---|---|"
     echo "$row"
   } >"$SECTION"
   bench_write_section cluster_idle "$SECTION"
