@@ -286,15 +286,19 @@ impl Tls {
             self.keep_incoming(&fresh[consumed..])?;
             Ok(stop)
         } else {
-            self.keep_incoming(fresh)?;
+            // Join the pending record with the fresh bytes. The limit applies to what is
+            // still incomplete afterwards: a full read after a pending record may be
+            // larger than it, and is then mostly whole records.
             let mut incoming = std::mem::take(&mut self.incoming);
-            let result = self.process(&mut incoming, out);
-            if let Ok((consumed, _)) = &result {
-                incoming.drain(..*consumed);
+            incoming.extend_from_slice(fresh);
+            let (consumed, stop) = self.process(&mut incoming, out)?;
+            incoming.drain(..consumed);
+            if incoming.len() > MAX_PENDING_CIPHERTEXT_BYTES {
+                return Err(io::Error::new(io::ErrorKind::InvalidData, "TLS record or handshake flight too large"));
             }
             // Give the memory back once no record is pending.
             self.incoming = if incoming.is_empty() { Vec::new() } else { incoming };
-            result.map(|(_, stop)| stop)
+            Ok(stop)
         }
     }
 
@@ -765,6 +769,34 @@ mod tests {
             client.read_exact(&mut back).await.expect("read back");
             assert!(back == pattern(70_000));
             assert_eq!(server.buffered_bytes(), 0, "after traffic both ways ({setup:?})");
+        }
+    }
+
+    /// Reads that fill the whole read buffer while a record is pending: the client sends
+    /// megabytes at once, the server reads them in small pieces, so the socket holds much
+    /// more than one read takes, in records not aligned with the reads.
+    #[tokio::test]
+    async fn full_reads_after_a_pending_record_are_taken_whole() {
+        for setup in [TLS13_RELAY, TLS13_RUSTLS, TLS12_ONLY] {
+            let (mut server, mut client) = pair(setup).await;
+            let data = pattern(4 * 1024 * 1024 + 7);
+            let sent = data.clone();
+            let writer = tokio::spawn(async move {
+                for chunk in sent.chunks(1024 * 1024) {
+                    client.write_all(chunk).await.expect("write");
+                }
+                client.flush().await.expect("flush");
+                client
+            });
+            let mut got = Vec::with_capacity(data.len());
+            let mut buf = vec![0; 1000];
+            while got.len() < data.len() {
+                let n = server.read(&mut buf).await.expect("read");
+                assert_ne!(n, 0, "{setup:?}");
+                got.extend_from_slice(&buf[..n]);
+            }
+            assert!(got == data, "{setup:?}");
+            let _client = writer.await.expect("writer");
         }
     }
 
