@@ -16,10 +16,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::tls_stream::{self, ServerTlsStream};
 use noc_actors::Metrics;
 use tokio::net::TcpStream;
-use tokio_rustls::TlsAcceptor;
-use tokio_rustls::server::TlsStream;
 
 /// Limits of the public listener (`[http]` in the node's configuration).
 #[derive(Clone, Debug)]
@@ -62,7 +61,7 @@ struct PerSource {
 /// Admits connections and runs their TLS handshakes. One per node, shared by the
 /// listener's workers.
 pub struct PublicAcceptor {
-    tls: TlsAcceptor,
+    tls: Arc<rustls::ServerConfig>,
     limits: PublicLimits,
     handshakes: AtomicUsize,
     open: AtomicUsize,
@@ -106,7 +105,7 @@ impl Drop for Admitted {
 impl PublicAcceptor {
     pub fn new(tls: Arc<rustls::ServerConfig>, limits: PublicLimits, metrics: Arc<Metrics>) -> Arc<Self> {
         Arc::new(Self {
-            tls: TlsAcceptor::from(tls),
+            tls,
             limits,
             handshakes: AtomicUsize::new(0),
             open: AtomicUsize::new(0),
@@ -166,16 +165,12 @@ impl PublicAcceptor {
     }
 
     /// The TLS handshake of an admitted connection, under [`Self::handshake_timeout`].
-    pub async fn handshake(
-        &self,
-        tcp: TcpStream,
-        admitted: &mut Admitted,
-    ) -> Result<TlsStream<TcpStream>, &'static str> {
+    pub async fn handshake(&self, tcp: TcpStream, admitted: &mut Admitted) -> Result<ServerTlsStream, &'static str> {
         let _ = tcp.set_nodelay(true);
-        let result = tokio::time::timeout(self.handshake_timeout(), self.tls.accept(tcp)).await;
+        let result = tokio::time::timeout(self.handshake_timeout(), tls_stream::accept(tcp, self.tls.clone())).await;
         admitted.handshake_done();
         match result {
-            Ok(Ok(tls)) => Ok(tls),
+            Ok(Ok(accepted)) => Ok(accepted.stream),
             Ok(Err(e)) => {
                 tracing::debug!(error = %e, "public TLS handshake failed");
                 Err(self.reject("tls_error"))

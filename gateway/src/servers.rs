@@ -17,6 +17,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::tls_stream::ServerTlsStream;
 use actix_http::{HttpService, KeepAlive};
 use actix_server::{Server, ServerBuilder, ServerHandle};
 use actix_service::{
@@ -27,7 +28,6 @@ use actix_web::middleware::from_fn;
 use actix_web::{App, HttpServer, web};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
-use tokio_rustls::server::TlsStream;
 
 use crate::GatewayState;
 use crate::admin_http::admin_routes;
@@ -120,7 +120,7 @@ fn listen_public(
                 .into_factory()
                 .map_err(|e| e.error_response());
             let closing = closing.clone();
-            let http = HttpService::<TlsStream<TcpStream>, _, _>::build()
+            let http = HttpService::<ServerTlsStream, _, _>::build()
                 .keep_alive(KeepAlive::Timeout(KEEP_ALIVE))
                 .client_request_timeout(CLIENT_REQUEST_TIMEOUT)
                 .client_disconnect_timeout(CLIENT_DISCONNECT_TIMEOUT)

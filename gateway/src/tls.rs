@@ -21,9 +21,13 @@ pub enum TlsError {
     ClientVerifier(String),
 }
 
-/// Builds a TLS 1.2/1.3 server config for `alpn` protocols.
+/// Builds a TLS 1.2/1.3 server config for `alpn` protocols. TLS 1.3 connections continue
+/// on the relay's own record layer once the handshake is done (`tls_stream`), which needs
+/// rustls to hand the traffic keys over.
 pub fn server_config(cert_path: &Path, key_path: &Path, alpn: &[&[u8]]) -> Result<Arc<ServerConfig>, TlsError> {
-    build(cert_path, key_path, alpn, None).map(Arc::new)
+    let mut config = build(cert_path, key_path, alpn, None)?;
+    config.enable_secret_extraction = true;
+    Ok(Arc::new(config))
 }
 
 /// The device channel's server config. With the device CA's root, a client certificate is
@@ -37,8 +41,7 @@ pub fn device_server_config(
     device_ca_root: Option<&CertificateDer<'static>>,
 ) -> Result<Arc<ServerConfig>, TlsError> {
     let mut config = build(cert_path, key_path, &[], device_ca_root)?;
-    // TLS 1.3 sessions continue on the relay's own record layer once the handshake is done
-    // (`tls_stream`): it needs rustls to hand the traffic keys over.
+    // As for `server_config`.
     config.enable_secret_extraction = true;
     Ok(Arc::new(config))
 }
