@@ -14,8 +14,8 @@
 //! * decrypted plaintext goes straight into the reader's buffer; only what does not fit is
 //!   kept.
 //!
-//! Once a TLS 1.3 handshake is done (and the config allows secret extraction, as the device
-//! channel's does), rustls hands the connection's keys over and the records are protected
+//! Once a TLS 1.3 handshake is done (and the config allows secret extraction, as both
+//! listeners' configs do), rustls hands the connection's keys over and the records are protected
 //! by [`crate::tls_record_layer`]: an idle session then costs two AEAD keys and what rustls
 //! keeps for key updates, not rustls's whole connection state. TLS 1.2 connections stay
 //! with rustls for their whole life.
