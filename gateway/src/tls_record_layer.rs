@@ -21,7 +21,7 @@ use std::borrow::Cow;
 use ring::aead::{AES_128_GCM, AES_256_GCM, Aad, CHACHA20_POLY1305, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use rustls::kernel::KernelConnection;
 use rustls::server::{ServerConnectionData, UnbufferedServerConnection};
-use rustls::{ConnectionTrafficSecrets, ProtocolVersion, SupportedCipherSuite};
+use rustls::{ConnectionTrafficSecrets, SupportedCipherSuite};
 
 /// Bytes of a record header: content type, legacy version, length.
 pub(crate) const HEADER_BYTES: usize = 5;
@@ -153,6 +153,14 @@ pub(crate) struct RecordLayer {
     handshake: Vec<u8>,
     /// A record failed (or the peer sent a fatal alert): nothing more is opened or sealed.
     failed: bool,
+    /// Our `KeyUpdate` answering the peer's request went out and no application data has
+    /// been sealed since: further requests are answered by it too (RFC 8446 §4.6.3 asks
+    /// for one before our next application data). Without this, a peer sending requests
+    /// and not reading would grow the queue of answers without bound.
+    update_answered: bool,
+    /// Our key updates so far (tests check how many were sent).
+    #[cfg(test)]
+    tx_key_updates: u32,
 }
 
 impl RecordLayer {
@@ -160,12 +168,10 @@ impl RecordLayer {
     /// left to send (true once it reports `WriteTraffic`), and the config must allow
     /// secret extraction.
     pub(crate) fn take_over(conn: UnbufferedServerConnection) -> Result<Self, RecordError> {
-        if conn.protocol_version() != Some(ProtocolVersion::TLSv1_3) {
-            return Err(RecordError::UnsupportedSuite);
-        }
         let (extracted, secrets) = conn.dangerous_into_kernel_connection()?;
         let tx_records_per_key = match secrets.negotiated_cipher_suite() {
             SupportedCipherSuite::Tls13(suite) => suite.common.confidentiality_limit.min(SEQ_SOFT_LIMIT),
+            // TLS 1.2 stays with rustls.
             _ => return Err(RecordError::UnsupportedSuite),
         };
         Ok(RecordLayer {
@@ -175,6 +181,9 @@ impl RecordLayer {
             tx_records_per_key,
             handshake: Vec::new(),
             failed: false,
+            update_answered: false,
+            #[cfg(test)]
+            tx_key_updates: 0,
         })
     }
 
@@ -182,6 +191,12 @@ impl RecordLayer {
     #[cfg(test)]
     pub(crate) fn set_tx_records_per_key(&mut self, records: u64) {
         self.tx_records_per_key = records;
+    }
+
+    /// Test hook: how many times our sending key was replaced.
+    #[cfg(test)]
+    pub(crate) fn tx_key_updates(&self) -> u32 {
+        self.tx_key_updates
     }
 
     /// Decrypts the whole records at the start of `data` in place, handing each piece of
@@ -295,7 +310,8 @@ impl RecordLayer {
                 return Err(RecordError::Decode("key update request"));
             }
             self.rx = Direction::new(self.secrets.update_rx_secret()?)?;
-            if request == KEY_UPDATE_REQUESTED {
+            if request == KEY_UPDATE_REQUESTED && !self.update_answered {
+                self.update_answered = true;
                 let start = reply.len();
                 reply.resize(start + KEY_UPDATE_RECORD_BYTES, 0);
                 let n = self.update_tx_key(&mut reply[start..])?;
@@ -319,6 +335,7 @@ impl RecordLayer {
         if self.failed {
             return Err(RecordError::Failed);
         }
+        self.update_answered = false;
         let mut written = 0;
         for fragment in plain.chunks(MAX_FRAGMENT_BYTES) {
             if self.tx.seq.saturating_add(1) >= self.tx_records_per_key {
@@ -355,6 +372,10 @@ impl RecordLayer {
     fn update_tx_key(&mut self, out: &mut [u8]) -> Result<usize, RecordError> {
         let n = self.seal_record(CONTENT_HANDSHAKE, &[HANDSHAKE_KEY_UPDATE, 0, 0, 1, KEY_UPDATE_NOT_REQUESTED], out)?;
         self.tx = Direction::new(self.secrets.update_tx_secret()?)?;
+        #[cfg(test)]
+        {
+            self.tx_key_updates += 1;
+        }
         Ok(n)
     }
 

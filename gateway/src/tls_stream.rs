@@ -866,6 +866,36 @@ mod tests {
         }
     }
 
+    /// Many key-update requests before the server sends anything are answered by one
+    /// key update: a peer cannot queue answers without bound.
+    #[tokio::test]
+    async fn requests_for_key_updates_are_answered_once_per_data_sent() {
+        let (mut server, mut client) = pair(TLS13_RELAY).await;
+        for _ in 0..20 {
+            client.get_mut().1.refresh_traffic_keys().expect("key update");
+            client.write_all(b"x").await.expect("write");
+        }
+        client.flush().await.expect("flush");
+        let mut got = [0; 20];
+        server.read_exact(&mut got).await.expect("read under the client's 20 keys");
+        assert_eq!(server.record_layer().expect("relay records").tx_key_updates(), 1);
+        server.write_all(b"y").await.expect("write");
+        server.flush().await.expect("flush");
+        let mut back = [0; 1];
+        client.read_exact(&mut back).await.expect("the client follows the one answer");
+        assert_eq!(&back, b"y");
+        // After data went out, the next request is answered again.
+        client.get_mut().1.refresh_traffic_keys().expect("key update");
+        client.write_all(b"z").await.expect("write");
+        client.flush().await.expect("flush");
+        server.read_exact(&mut back).await.expect("read");
+        assert_eq!(server.record_layer().expect("relay records").tx_key_updates(), 2);
+        server.write_all(b"w").await.expect("write");
+        server.flush().await.expect("flush");
+        client.read_exact(&mut back).await.expect("read");
+        assert_eq!(&back, b"w");
+    }
+
     #[tokio::test]
     async fn the_server_replaces_its_key_before_the_limit() {
         let (mut server, mut client) = pair(TLS13_RELAY).await;
