@@ -18,7 +18,10 @@
 # idle: the way to put 100 000 idle sessions on one machine whose processes may hold
 # 20 000 each (DEVICES=100000 NODES=6 IDLE=1). With PROFILE=1 it also samples the nodes
 # with perf for a third of the hold from its middle (self.txt, children.txt in the results;
-# the sampling adds a little to the CPU figure of that run).
+# the sampling adds a little to the CPU figure of that run); without it, threads.txt has
+# each node thread's CPU and wake-ups over the hold's second half. The devices answer the
+# relay's heartbeats, as the device client does; DEVICE_ANSWERS_HEARTBEATS=false makes
+# each keep its own phase instead.
 #
 # Usage: bench/cluster_storm.sh       (DEVICES=50000 NODES=3 by default)
 # Needs PostgreSQL (127.0.0.1:5432, trust auth as user postgres) and Redis
@@ -37,6 +40,9 @@ HOLD=${HOLD:-60}
 [ -n "$IDLE" ] && HOLD=${HOLD_IDLE:-120}
 MODE=storm
 [ -n "$IDLE" ] && MODE=idle
+# Whether the devices answer the relay's heartbeats (docs/protocol.md §6.4.2); false for
+# devices that keep their own phase.
+ANSWER=${DEVICE_ANSWERS_HEARTBEATS:-true}
 # Handshakes each worker keeps in flight at once.
 CONCURRENCY=${CONCURRENCY:-2048}
 STAMP=$(date -u +%Y%m%dT%H%M%SZ)
@@ -72,7 +78,7 @@ worker() {
     --cacert "$WORK/tls/peer-cert.pem" --noc-bin "$NOC" --data-dir "$WORK/n$i/data" \
     --noc-config "$WORK/n$i/noc.toml" --credentials "$WORK/credentials-$i.json" \
     --relay-pid "$NODE_PIDS" --relay-metrics-url "$METRICS_URLS" --quiet \
-    --scenario loadtest/scenarios/idle-sessions.toml --devices-per-ves "$n" \
+    --scenario loadtest/scenarios/idle-sessions.toml --devices-per-ves "$n" --device-answers-heartbeats "$ANSWER" \
     --source-ips "127.0.$(( i + 1 )).1-127.0.$(( i + 1 )).8" "$@"
 }
 
@@ -129,7 +135,8 @@ if [ -n "$IDLE" ]; then
         echo "$t"
       }
       t0=$(node_ticks); s0=$(date +%s%3N)
-      sleep $(( HOLD / 2 - 5 ))
+      # Meanwhile, each thread's CPU and wake-ups (voluntary context switches).
+      python3 bench/thread_cpu.py "$NODE_PIDS" $(( HOLD / 2 - 5 )) >"$OUT/threads.txt"
       t1=$(node_ticks); s1=$(date +%s%3N)
       python3 -c "import sys; t, ms, hz = map(int, sys.argv[1:]); print(f'{100 * t / hz / (ms / 1000):.1f}')" \
         "$(( t1 - t0 ))" "$(( s1 - s0 ))" "$(getconf CLK_TCK)" >"$WORK/steady-cpu"
