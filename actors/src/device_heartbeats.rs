@@ -63,7 +63,9 @@ where
     ) -> Self {
         let limit = idle_timeout.as_nanos().div_ceil(interval.as_nanos().max(1));
         Beat {
-            heard: Cell::new(false),
+            // The authentication frame counts for the first tick, which may come up to a
+            // grid slot short of a whole interval (see [`start`]).
+            heard: Cell::new(true),
             silent: Cell::new(0),
             silent_limit: u32::try_from(limit).unwrap_or(u32::MAX).max(1),
             tx,
@@ -112,21 +114,26 @@ where
     }
 }
 
-/// Starts ticking a session: first `interval` from now (rounded up to the grid), then
+/// Starts ticking a session: first `interval` from now rounded down to the grid, then
 /// every `interval`, until its [`Beat`] is dropped or it is closed for silence. Must run
 /// on the session's worker, inside its `LocalSet`.
+///
+/// Rounded down, so that the first HEARTBEAT reaches the device before its own is due:
+/// a device that answers ours (docs/protocol.md §6.4.2) then sends its heartbeats right
+/// after ours for the rest of the session, and the answers to one slot's heartbeats
+/// arrive together, read in a few wake-ups of the worker instead of one per device.
 pub(crate) fn start<A>(beat: &Rc<Beat<A>>, interval: Duration)
 where
     A: Actor<Context = Context<A>> + Handler<CloseSession>,
 {
     let every = u64::try_from(interval.as_nanos().div_ceil(GRID.as_nanos())).unwrap_or(u64::MAX).max(1);
     WHEEL.with(|wheel| {
-        let due = slot_at(Instant::now() + interval, Round::Up);
+        let due = slot_at(Instant::now() + interval);
         let beat: Rc<dyn Tick> = beat.clone();
         wheel.insert(Entry { due, every, beat: Rc::downgrade(&beat) });
         wheel.entries.set(wheel.entries.get() + 1);
         if !wheel.running.replace(true) {
-            wheel.done.set(slot_at(Instant::now(), Round::Down));
+            wheel.done.set(slot_at(Instant::now()));
             actix::spawn(turn(wheel.clone()));
         } else if due < wheel.sleeping_until.get() {
             wheel.wake.notify_one();
@@ -229,7 +236,7 @@ async fn turn(wheel: Rc<Wheel>) {
     let running = Running(wheel);
     let wheel = &running.0;
     loop {
-        let now = slot_at(Instant::now(), Round::Down);
+        let now = slot_at(Instant::now());
         for slot in wheel.done.get() + 1..=now {
             wheel.run_slot(slot, now);
         }
@@ -258,21 +265,10 @@ fn grid_start() -> Instant {
     *START.get_or_init(Instant::now)
 }
 
-enum Round {
-    Up,
-    Down,
-}
-
-/// The slot of instant `at`: the grid point at or before it (`Down`), or at or after it
-/// (`Up`).
-fn slot_at(at: Instant, round: Round) -> u64 {
+/// The slot of instant `at`: the grid point at or before it.
+fn slot_at(at: Instant) -> u64 {
     let since = at.saturating_duration_since(grid_start()).as_nanos();
-    let grid = GRID.as_nanos();
-    let slot = match round {
-        Round::Up => since.div_ceil(grid),
-        Round::Down => since / grid,
-    };
-    u64::try_from(slot).unwrap_or(u64::MAX / 2)
+    u64::try_from(since / GRID.as_nanos()).unwrap_or(u64::MAX / 2)
 }
 
 fn instant_of(slot: u64) -> Instant {
@@ -302,20 +298,39 @@ mod tests {
     }
 
     #[actix_rt::test]
-    async fn ticks_of_sessions_started_apart_fall_on_the_grid_every_interval() {
+    async fn ticks_of_sessions_started_apart_fall_on_the_grid_at_most_an_interval_after_start() {
         tokio::time::pause();
         let interval = Duration::from_secs(60);
         let (a, mut rx_a) = beat(interval, Duration::from_secs(600));
+        let started_a = Instant::now();
         start(&a, interval);
         tokio::time::advance(Duration::from_millis(77)).await;
         let (b, mut rx_b) = beat(interval, Duration::from_secs(600));
+        let started_b = Instant::now();
         start(&b, interval);
-        tokio::time::sleep(interval - GRID).await;
-        assert_eq!((heartbeats(&mut rx_a), heartbeats(&mut rx_b)), (0, 0), "no tick before the interval");
-        // Both first ticks fall on grid points within one slot of the interval, then every
-        // interval.
-        tokio::time::sleep(GRID * 2).await;
-        assert_eq!((heartbeats(&mut rx_a), heartbeats(&mut rx_b)), (1, 1));
+        // When each first heartbeat is queued, to the millisecond.
+        let (mut first_a, mut first_b) = (None, None);
+        while first_a.is_none() || first_b.is_none() {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            if first_a.is_none() && heartbeats(&mut rx_a) > 0 {
+                first_a = Some(Instant::now());
+            }
+            if first_b.is_none() && heartbeats(&mut rx_b) > 0 {
+                first_b = Some(Instant::now());
+            }
+        }
+        // The first tick falls on the grid point at or before a whole interval from the
+        // start: never later than the device's own first heartbeat would be due. (Seen up
+        // to a few milliseconds later: timers fire on the millisecond after their
+        // deadline, and this loop looks every millisecond.)
+        let resolution = Duration::from_millis(5);
+        for (started, first) in [(started_a, first_a), (started_b, first_b)] {
+            let after = first.map(|f| f - started).unwrap_or_default();
+            assert!(after > interval - GRID && after <= interval + resolution, "first tick after {after:?}");
+            let on_grid = (first.unwrap_or(started) - grid_start()).as_millis() % GRID.as_millis();
+            assert!(on_grid <= resolution.as_millis(), "first tick {on_grid} ms past a grid point");
+        }
+        // Then every interval, once.
         tokio::time::sleep(interval).await;
         assert_eq!((heartbeats(&mut rx_a), heartbeats(&mut rx_b)), (1, 1));
     }
@@ -329,9 +344,10 @@ mod tests {
         let (dropped, _rx) = beat(interval, Duration::from_secs(600));
         start(&dropped, interval);
         drop(dropped);
-        tokio::time::sleep(Duration::from_secs(31)).await;
-        // Ticks at 10 and 20 s queue heartbeats; the third silent tick (30 s ≥ 25 s) closes.
-        assert_eq!(heartbeats(&mut rx), 2);
+        tokio::time::sleep(Duration::from_secs(41)).await;
+        // The authentication counts for the tick at 10 s; the ticks at 10, 20 and 30 s
+        // queue heartbeats, and the third silent tick (40 s: 30 s ≥ 25 s) closes.
+        assert_eq!(heartbeats(&mut rx), 3);
         assert_eq!(silent.router.metrics().value("noc_heartbeats_missed_total", &[("kind", "device")]), 1.0);
         WHEEL.with(|w| assert!(!w.running.get() && w.entries.get() == 0, "the wheel's task ended"));
     }

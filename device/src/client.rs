@@ -146,6 +146,10 @@ pub struct Stats {
     pub out_of_order_frames: AtomicU64,
     pub key_agreement_failures: AtomicU64,
     pub rekey_requests: AtomicU64,
+    /// HEARTBEATs sent in answer to the relay's (docs/protocol.md §6.4.2).
+    pub heartbeats_answered: AtomicU64,
+    /// HEARTBEATs sent because an interval passed without sending anything.
+    pub heartbeats_own: AtomicU64,
 }
 
 impl Stats {
@@ -562,6 +566,10 @@ impl Ctx<'_> {
         }
         let mut tick = tokio::time::interval(self.opts.tick);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Our own HEARTBEAT, due an interval after the last frame sent. It rarely fires:
+        // the relay's HEARTBEATs, answered below, come first.
+        let heartbeat_due = tokio::time::sleep_until((last_tx + heartbeat).into());
+        tokio::pin!(heartbeat_due);
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => {
@@ -580,6 +588,16 @@ impl Ctx<'_> {
                         Some(Ok(Frame::Ack { frame_id })) => link.on_ack(frame_id),
                         Some(Ok(Frame::Undeliverable { frame_id, reason })) => {
                             link.on_undeliverable(frame_id, reason, now, &mut out);
+                        }
+                        // Answered when quiet for half an interval (docs/protocol.md
+                        // §6.4.2): one radio wake-up for both heartbeats, and the relay
+                        // reads the answers of a batch of its heartbeats together.
+                        Some(Ok(Frame::Heartbeat)) if now.saturating_duration_since(last_tx) >= heartbeat / 2 => {
+                            self.stats.heartbeats_answered.fetch_add(1, Ordering::Relaxed);
+                            if let Err(e) = send(&mut conn, Frame::Heartbeat).await {
+                                return Ok(retry(e));
+                            }
+                            last_tx = now;
                         }
                         Some(Ok(Frame::Heartbeat)) => {}
                         Some(Ok(Frame::Close { code, reconnect_after_ms, message })) => {
@@ -605,19 +623,19 @@ impl Ctx<'_> {
                         return Ok(retry(format!("nothing received for {} s", dead_after.as_secs())));
                     }
                     link.pump(now, self.store, &mut out);
-                    if out.frames.is_empty() && out.acks.is_empty()
-                        && now.saturating_duration_since(last_tx) >= heartbeat * 3 / 4
-                    {
-                        if let Err(e) = send(&mut conn, Frame::Heartbeat).await {
-                            return Ok(retry(e));
-                        }
-                        last_tx = now;
+                }
+                _ = &mut heartbeat_due => {
+                    self.stats.heartbeats_own.fetch_add(1, Ordering::Relaxed);
+                    if let Err(e) = send(&mut conn, Frame::Heartbeat).await {
+                        return Ok(retry(e));
                     }
+                    last_tx = Instant::now();
                 }
             }
             if let Err(e) = self.flush(&mut conn, &mut out, &mut last_tx).await {
                 return Ok(retry(e));
             }
+            heartbeat_due.as_mut().reset((last_tx + heartbeat).into());
         }
     }
 

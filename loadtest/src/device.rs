@@ -3,8 +3,9 @@
 //! Each device keeps its own open-loop timetable of device → VES frames (frame `k` is
 //! due at `traffic_start + phase + k·period`), sends whatever is due when it wakes —
 //! late frames keep their scheduled time in their stamp, so falling behind shows as
-//! latency — acknowledges every frame from its VES, answers nothing else, and sends a
-//! HEARTBEAT when it has been quiet for the heartbeat interval.
+//! latency — acknowledges every frame from its VES, answers the relay's HEARTBEAT with its
+//! own when it has been quiet for half an interval, and sends a HEARTBEAT when it has been
+//! quiet for a whole one.
 //!
 //! Per-session state is kept small (no thread, no histogram, buffers that shrink back
 //! when idle) so that one process can hold many thousands of sessions.
@@ -57,6 +58,8 @@ pub struct DeviceContext {
     pub frame_size: usize,
     /// Overrides AUTH_OK's heartbeat interval.
     pub heartbeat: Option<Duration>,
+    /// Answer the relay's HEARTBEAT when quiet for half an interval (§6.4.2 of the spec).
+    pub answer_heartbeats: bool,
     /// Device → VES timetable; `None` without device → VES traffic.
     pub timetable: Option<Timetable>,
     /// Ends the run: sessions close (CLOSE `normal`) and tasks exit.
@@ -119,7 +122,15 @@ enum End {
 
 /// Runs one device until the run stops.
 pub async fn run_device(ctx: Arc<DeviceContext>, spec: DeviceSpec) {
-    let mut dev = Device { ctx, spec, next_k: 0, outstanding: VecDeque::new(), attempts_failed: 0, resend: false };
+    let mut dev = Device {
+        ctx,
+        spec,
+        next_k: 0,
+        outstanding: VecDeque::new(),
+        attempts_failed: 0,
+        resend: false,
+        relay_beat: false,
+    };
     tokio::select! {
         _ = dev.ctx.stop.cancelled() => return,
         _ = tokio::time::sleep_until(dev.spec.connect_at.into()) => {}
@@ -201,6 +212,8 @@ struct Device {
     attempts_failed: u32,
     /// The relay ended the last session with CLOSE: resend `outstanding` first.
     resend: bool,
+    /// A HEARTBEAT from the relay was read and not yet considered for an answer.
+    relay_beat: bool,
 }
 
 type Connected = (TlsStream<TcpStream>, BytesMut, Duration, u32);
@@ -349,7 +362,7 @@ impl Device {
                     stats.device_to_ves.late_notices.fetch_add(1, Ordering::Relaxed);
                 }
             },
-            Frame::Heartbeat => {}
+            Frame::Heartbeat => self.relay_beat = true,
             Frame::Close { code, reconnect_after_ms, .. } => {
                 return Some(End::Closed { code: Some(code), reconnect_after_ms });
             }
@@ -441,6 +454,18 @@ impl Device {
                     }
                     if let Some(end) = ended {
                         break end;
+                    }
+                    // The relay's HEARTBEAT is answered by ours when this device has been
+                    // quiet for half an interval (docs/protocol.md §6.4.2): the relay sends
+                    // its heartbeats in batches, and answers arriving together cost it
+                    // one wake-up, where heartbeats of the device's own phase cost one each.
+                    if std::mem::take(&mut self.relay_beat)
+                        && ctx.answer_heartbeats
+                        && wbuf.is_empty()
+                        && !need_flush
+                        && hb_timer.deadline() <= (Instant::now() + heartbeat / 2).into()
+                    {
+                        Frame::Heartbeat.encode(&mut wbuf);
                     }
                     if rbuf.is_empty() && rbuf.capacity() > KEEP_BUFFER_BYTES {
                         rbuf = BytesMut::new();

@@ -328,6 +328,7 @@ async fn launch(
         frame_size: scenario.frame_size_bytes as usize,
         heartbeat: (scenario.device_heartbeat_interval_seconds > 0)
             .then(|| Duration::from_secs(scenario.device_heartbeat_interval_seconds)),
+        answer_heartbeats: scenario.device_answers_heartbeats,
         timetable: schedule.timetable,
         stop: stop_devices.clone(),
     });

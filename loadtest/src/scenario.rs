@@ -83,6 +83,10 @@ pub struct Scenario {
     pub report_interval_ms: u64,
     /// How often an idle device sends HEARTBEAT; 0 = the interval from AUTH_OK.
     pub device_heartbeat_interval_seconds: u64,
+    /// Devices answer the relay's HEARTBEAT when they have been quiet for half an interval
+    /// (docs/protocol.md §6.4.2), as the device client does; `false` makes each device
+    /// keep its own phase, like devices that do not answer.
+    pub device_answers_heartbeats: bool,
     /// Devices activate with a certificate request and authenticate with their client
     /// certificate (mutual TLS, AUTH_CERT) instead of their credential (AUTH_TOKEN). The
     /// relay needs a device CA. Devices cached without a certificate are activated again.
@@ -115,6 +119,7 @@ impl Default for Scenario {
             report_interval_ms: 1000,
             device_client_certificates: false,
             device_heartbeat_interval_seconds: 0,
+            device_answers_heartbeats: true,
         }
     }
 }
@@ -166,6 +171,8 @@ pub struct ScenarioOverrides {
     pub report_interval_ms: Option<u64>,
     #[arg(long)]
     pub device_heartbeat_interval_seconds: Option<u64>,
+    #[arg(long)]
+    pub device_answers_heartbeats: Option<bool>,
     #[arg(long)]
     pub device_client_certificates: Option<bool>,
 }
@@ -220,6 +227,7 @@ impl Scenario {
             setup_concurrency,
             report_interval_ms,
             device_heartbeat_interval_seconds,
+            device_answers_heartbeats,
             device_client_certificates
         );
     }
