@@ -177,7 +177,9 @@ mod tests {
     }
 
     /// A takeover whose `Close` message never arrived is still noticed: the old owner reads
-    /// its key back, finds another node in it, and closes its own session (`replaced`).
+    /// its key back, finds another node in it, and closes its own session (`replaced`). A
+    /// key Redis lost is set again, and the check's script is loaded again when Redis
+    /// forgot it.
     #[tokio::test]
     async fn a_takeover_whose_close_was_lost_is_found_by_the_ownership_check() {
         let a = RedisCluster::connect(node("a"), RedisOptions { session_key_ttl: Duration::from_secs(3), ..opts() })
@@ -186,12 +188,17 @@ mod tests {
         let mut inbox = a.take_inbox().expect("inbox");
         let ours = SessionKey::Device(DeviceId::random());
         let taken = SessionKey::Device(DeviceId::random());
-        assert_eq!(a.claim(ours).await.expect("claim"), None);
-        assert_eq!(a.claim(taken).await.expect("claim"), None);
-        // Another node takes `taken` over, and its Close to `a` is lost.
+        let lost = SessionKey::Device(DeviceId::random());
+        for key in [ours, taken, lost] {
+            assert_eq!(a.claim(key).await.expect("claim"), None);
+        }
+        // Another node takes `taken` over, and its Close to `a` is lost; `lost` is gone,
+        // as after a restart of Redis, and so are its scripts.
         let client = redis::Client::open(opts().url).expect("url");
         let mut raw = client.get_multiplexed_async_connection().await.expect("connect");
         let _: () = raw.set_ex(own_key(&taken), "some-other-node", 30).await.expect("set");
+        let _: () = raw.del(own_key(&lost)).await.expect("del");
+        let _: () = redis::cmd("SCRIPT").arg("FLUSH").query_async(&mut raw).await.expect("script flush");
 
         let msg = tokio::time::timeout(Duration::from_secs(5), async {
             loop {
@@ -208,6 +215,9 @@ mod tests {
         // Its own key is kept (extended), the other node's is left alone.
         tokio::time::sleep(Duration::from_millis(1500)).await;
         assert_eq!(a.lookup(ours).await.expect("lookup"), Some(a.node_id().clone()));
+        assert_eq!(a.lookup(lost).await.expect("lookup"), Some(a.node_id().clone()), "set again");
+        let ttl_ms: i64 = raw.pttl(own_key(&lost)).await.expect("pttl");
+        assert!(ttl_ms > 0 && ttl_ms <= 3000, "set again with the time to live ({ttl_ms} ms)");
         let owner: Option<String> = raw.get(own_key(&taken)).await.expect("get");
         assert_eq!(owner.as_deref(), Some("some-other-node"));
         assert!(

@@ -20,6 +20,14 @@ use crate::{BusMessage, ClusterError, InboxSender, NodeId, Owner, SessionKey, Sh
 
 const RELEASE_SCRIPT: &str =
     "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end";
+/// The ownership check of one key (ARGV: this node, the time to live in ms): extends the
+/// key if it names this node (1), sets it again if it is gone (0: Redis lost its data),
+/// or returns the node that now owns it. One command per session instead of a `GET`
+/// and then a `PEXPIRE`, and an integer to parse instead of a node name.
+const RENEW_SCRIPT: &str = "local owner = redis.call('GET', KEYS[1]) \
+    if owner == ARGV[1] then redis.call('PEXPIRE', KEYS[1], ARGV[2]) return 1 end \
+    if not owner then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) return 0 end \
+    return owner";
 
 /// Most time between two ownership checks of a session key (see [`Registry::renew_loop`]).
 const OWNERSHIP_CHECK_MAX: Duration = Duration::from_secs(30);
@@ -187,63 +195,73 @@ impl Registry {
     /// A takeover tells the old owner to close its session over pub/sub, which is at most
     /// once: if that `Close` is lost (the old owner's subscription was down at that
     /// moment), the old session would live on beside the new one. So every key is read
-    /// back at least every [`OWNERSHIP_CHECK_MAX`]: ours → extended; gone (Redis
-    /// restarted) → set again with NX; another node's → that node took the session over:
-    /// a `Close` (`replaced`) goes to this node's own `inbox`, exactly as the lost message
-    /// would have.
+    /// back at least every [`OWNERSHIP_CHECK_MAX`], by one script run per key in Redis
+    /// ([`RENEW_SCRIPT`]): ours → extended; gone (Redis restarted) → set again; another
+    /// node's → that node took the session over: a `Close` (`replaced`) goes to this
+    /// node's own `inbox`, exactly as the lost message would have.
     pub async fn renew_loop(&self, inbox: InboxSender) {
         let period = (self.session_key_ttl / 3).min(OWNERSHIP_CHECK_MAX);
         let fresh = period.min(FRESH_CLAIM);
-        let ttl = self.ttl_ms();
+        let script = redis::Script::new(RENEW_SCRIPT);
         loop {
             tokio::time::sleep(period).await;
             let mut keys = Vec::new();
             self.owned.for_each(|k, claimed_at| keys.push((*k, *claimed_at)));
             for chunk in keys.chunks(1000) {
-                let gets = chunk
-                    .iter()
-                    .map(|(k, _)| {
-                        let mut c = redis::cmd("GET");
-                        c.arg(own_key(k));
-                        c
-                    })
-                    .collect();
-                let owners = match run_each::<Option<String>>(&self.conn, gets).await {
+                let owners = match self.check_keys(&script, chunk).await {
                     Ok(owners) => owners,
                     Err(e) => {
                         tracing::debug!(error = %e, "session key check failed");
                         break;
                     }
                 };
-                let mut updates = Vec::new();
                 for ((key, claimed_at), owner) in chunk.iter().zip(owners) {
-                    match owner {
-                        Some(node) if node == self.node.as_str() => {
-                            let mut c = redis::cmd("PEXPIRE");
-                            c.arg(own_key(key)).arg(ttl);
-                            updates.push(c);
-                        }
-                        None => updates.push(self.set_if_absent(&own_key(key))),
-                        Some(other) => {
-                            let still_ours = self.owned.with(key, |v| v.is_some_and(|at| at == claimed_at));
-                            if claimed_at.elapsed() < fresh || !still_ours {
-                                continue;
-                            }
-                            self.owned.remove(key);
-                            tracing::info!(?key, owner = %other, "session taken over by another node; closing it here");
-                            let close = BusMessage::Close { key: *key, code: noc_protocol::CloseCode::Replaced };
-                            if inbox.send(close).await.is_err() {
-                                return;
-                            }
-                        }
+                    let Some(other) = owner else { continue };
+                    let still_ours = self.owned.with(key, |v| v.is_some_and(|at| at == claimed_at));
+                    if claimed_at.elapsed() < fresh || !still_ours {
+                        continue;
                     }
-                }
-                if !updates.is_empty()
-                    && let Err(e) = run_each::<redis::Value>(&self.conn, updates).await
-                {
-                    tracing::debug!(error = %e, "session key renewal failed");
+                    self.owned.remove(key);
+                    tracing::info!(?key, owner = %other, "session taken over by another node; closing it here");
+                    let close = BusMessage::Close { key: *key, code: noc_protocol::CloseCode::Replaced };
+                    if inbox.send(close).await.is_err() {
+                        return;
+                    }
                 }
             }
         }
+    }
+
+    /// Runs [`RENEW_SCRIPT`] on each key (loading the script first if Redis does not have
+    /// it, e.g. after a restart); returns, per key, the other node that owns it now.
+    async fn check_keys(
+        &self,
+        script: &redis::Script,
+        keys: &[(SessionKey, Instant)],
+    ) -> redis::RedisResult<Vec<Option<String>>> {
+        let ttl = self.ttl_ms();
+        let cmds = || {
+            keys.iter()
+                .map(|(k, _)| {
+                    let mut c = redis::cmd("EVALSHA");
+                    c.arg(script.get_hash()).arg(1).arg(own_key(k)).arg(self.node.as_str()).arg(ttl);
+                    c
+                })
+                .collect()
+        };
+        let results = match run_each::<redis::Value>(&self.conn, cmds()).await {
+            Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+                script.load_async(&mut self.conn.clone()).await?;
+                run_each::<redis::Value>(&self.conn, cmds()).await?
+            }
+            other => other?,
+        };
+        results
+            .into_iter()
+            .map(|v| match v {
+                redis::Value::Int(_) => Ok(None),
+                other => redis::from_redis_value::<String>(other).map(Some).map_err(redis::RedisError::from),
+            })
+            .collect()
     }
 }
