@@ -232,6 +232,9 @@ ALTER TABLE licenses ADD COLUMN require_client_certificates BOOLEAN NOT NULL DEF
 
 /// Arbitrary constant naming the migration advisory lock.
 const MIGRATION_LOCK: i64 = 0x6e6f_6373_6368_656d; // "nocschem"
+/// Active-device rows written by one statement of a usage flush, at most (four arrays of
+/// this many values: well inside a statement's limits, and few round trips).
+const ACTIVE_DEVICES_PER_STATEMENT: usize = 5_000;
 
 /// Pool settings.
 #[derive(Clone, Debug)]
@@ -1741,6 +1744,10 @@ impl Store for PostgresStore {
             .await
             .map_err(pg_error)?;
         let n = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        // Rows in key order, here and below: nodes flushing at the same moment take the
+        // rows' locks in the same order and cannot deadlock.
+        let mut days: Vec<&UsageDay> = days.iter().collect();
+        days.sort_by_key(|d| (d.day, d.license_id.0));
         for d in days {
             tx.execute(
                 &add,
@@ -1758,17 +1765,32 @@ impl Store for PostgresStore {
             .await
             .map_err(pg_error)?;
         }
-        for a in active {
+        // The active devices as arrays joined by position, one statement per batch: a
+        // node's first flush of a day has a row for every live session, and a round trip
+        // per row kept the node busy for as long as the flush took.
+        let mut active: Vec<&ActiveDeviceDay> = active.iter().collect();
+        active.sort_by_key(|a| (a.day, a.license_id.0, a.device_id.0));
+        for chunk in active.chunks(ACTIVE_DEVICES_PER_STATEMENT) {
+            let days: Vec<i64> = chunk.iter().map(|a| a.day).collect();
+            let licenses: Vec<_> = chunk.iter().map(|a| a.license_id.0).collect();
+            let devices: Vec<_> = chunk.iter().map(|a| a.device_id.0).collect();
+            let users: Vec<_> = chunk.iter().map(|a| a.user_id.0).collect();
             tx.execute(
-                "INSERT INTO usage_daily_devices (day, license_id, device_id, user_id) VALUES ($1, $2, $3, $4) \
-                 ON CONFLICT DO NOTHING",
-                &[&a.day, &a.license_id.0, &a.device_id.0, &a.user_id.0],
+                "INSERT INTO usage_daily_devices (day, license_id, device_id, user_id) \
+                 SELECT * FROM unnest($1::bigint[], $2::uuid[], $3::uuid[], $4::uuid[]) ON CONFLICT DO NOTHING",
+                &[&days, &licenses, &devices, &users],
             )
             .await
             .map_err(pg_error)?;
+        }
+        // Every license with an active device has its day's record, if only of zeros.
+        let pairs: std::collections::BTreeSet<_> = active.iter().map(|a| (a.day, a.license_id.0)).collect();
+        if !pairs.is_empty() {
+            let (days, licenses): (Vec<i64>, Vec<_>) = pairs.into_iter().unzip();
             tx.execute(
-                "INSERT INTO usage_daily (day, license_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-                &[&a.day, &a.license_id.0],
+                "INSERT INTO usage_daily (day, license_id) SELECT * FROM unnest($1::bigint[], $2::uuid[]) \
+                 ON CONFLICT DO NOTHING",
+                &[&days, &licenses],
             )
             .await
             .map_err(pg_error)?;

@@ -804,6 +804,16 @@ macro_rules! conformance {
                 assert_eq!(store.usage(&only_a).await.expect("a").len(), 1);
                 let none = UsageFilter { from_day: 102, to_day: 200, ..UsageFilter::default() };
                 assert!(store.usage(&none).await.expect("later").is_empty());
+                // A node's first flush of a day has a row for each of its live sessions:
+                // more than one statement's worth, one of them twice.
+                let many: Vec<_> = (0..12_001).map(|_| seen(102, b.id, DeviceId::random(), UserId::random())).collect();
+                let mut flush = many.clone();
+                flush.push(many[7]);
+                store.add_usage(&[], &flush).await.expect("a large flush");
+                let day_102 = UsageFilter { from_day: 102, to_day: 102, ..UsageFilter::default() };
+                let b102 = store.usage(&day_102).await.expect("read");
+                assert_eq!(b102.len(), 1);
+                assert_eq!((b102[0].active_devices, b102[0].active_users, b102[0].frames_to_ves), (12_001, 12_001, 0));
                 backend.cleanup().await;
             }
 
