@@ -388,6 +388,7 @@ impl Device {
         let mut need_flush = false;
         let mut draining: Option<Instant> = None;
         self.skip_missed();
+        self.relay_beat = false; // one of the last session's
         if std::mem::take(&mut self.resend) {
             self.queue_resends(&mut wbuf);
         }
