@@ -88,6 +88,14 @@ impl RedisClusterProcs {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// A command on whichever primary serves its key (`redis-cli -c` follows redirects).
+    fn cli_cluster(&self, args: &[&str]) -> String {
+        let port = self.ports[0].to_string();
+        let out = Command::new("redis-cli").args(["-c", "-p", &port]).args(args).output().expect("redis-cli");
+        assert!(out.status.success(), "redis-cli -c {args:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     /// Waits until `port` reports every slot served.
     fn wait_ok(&self, port: u16, timeout: Duration) {
         let deadline = std::time::Instant::now() + timeout;
@@ -139,7 +147,9 @@ fn opts(procs: &RedisClusterProcs) -> RedisOptions {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ownership_and_sharded_delivery_on_redis_cluster() {
     let procs = start_redis_cluster(0);
-    let a = RedisCluster::connect(NodeId::new("a"), opts(&procs)).await.expect("connect a");
+    // `a` checks its session keys every second (a third of their time to live).
+    let a_opts = RedisOptions { session_key_ttl: Duration::from_secs(3), ..opts(&procs) };
+    let a = RedisCluster::connect(NodeId::new("a"), a_opts).await.expect("connect a");
     let b = RedisCluster::connect(NodeId::new("b"), opts(&procs)).await.expect("connect b");
     let mut inbox = b.take_inbox().expect("inbox");
     for _ in 0..100 {
@@ -185,6 +195,40 @@ async fn ownership_and_sharded_delivery_on_redis_cluster() {
     a.publish(&NodeId::new("b"), late.clone()).expect("publish");
     let back = tokio::time::timeout(Duration::from_secs(3), a_inbox.recv()).await.expect("returned");
     assert_eq!(back, Some(BusMessage::Returned(Box::new(late))));
+
+    // The ownership check, one key per script run on a cluster: of `a`'s keys on every
+    // shard, one taken over behind its back is closed, one Redis lost is set again.
+    let mine: Vec<SessionKey> = (0..30).map(|_| SessionKey::Device(DeviceId::random())).collect();
+    for k in &mine {
+        assert_eq!(a.claim(*k).await.expect("claim"), None);
+    }
+    let own_key = |k: &SessionKey| match k {
+        SessionKey::Device(id) => format!("noc:own:d:{id}"),
+        SessionKey::Ves(id) => format!("noc:own:v:{id}"),
+    };
+    let (taken, lost) = (mine[7], mine[19]);
+    procs.cli_cluster(&["SET", &own_key(&taken), "some-other-node", "EX", "30"]);
+    procs.cli_cluster(&["DEL", &own_key(&lost)]);
+    // Claims younger than 1 s are not judged; the check after that one finds the change.
+    let closed = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match a_inbox.recv().await {
+                Some(BusMessage::Close { key, code }) => break (key, code),
+                Some(_) => continue,
+                None => panic!("inbox closed"),
+            }
+        }
+    })
+    .await
+    .expect("the ownership check closes the taken-over session");
+    assert_eq!(closed, (taken, noc_protocol::CloseCode::Replaced));
+    let ttl_ms: i64 = procs.cli_cluster(&["PTTL", &own_key(&lost)]).trim().parse().expect("pttl");
+    assert!(ttl_ms > 0 && ttl_ms <= 3000, "a lost key is set again with its time to live ({ttl_ms} ms)");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    for k in mine.iter().filter(|k| **k != taken) {
+        assert_eq!(a.lookup(*k).await.expect("lookup"), Some(NodeId::new("a")), "kept");
+    }
+    assert_eq!(procs.cli_cluster(&["GET", &own_key(&taken)]).trim(), "some-other-node");
     a.leave().await;
 }
 

@@ -244,6 +244,17 @@ impl redis::aio::ConnectionLike for SentinelConn {
     }
 }
 
+impl Conn {
+    /// How many of `wanted` keys, hashing anywhere, one command may name: a Redis Cluster
+    /// takes only keys of one hash slot per command.
+    pub(super) fn keys_per_command(&self, wanted: usize) -> usize {
+        match self {
+            Conn::Cluster(_) => 1,
+            Conn::Single(_) | Conn::Sentinel(_) => wanted.max(1),
+        }
+    }
+}
+
 /// Runs independent commands: one pipeline on a single server; in cluster mode one
 /// request each (their keys live on different shards), a bounded number at once.
 pub(super) async fn run_each<T: redis::FromRedisValue>(

@@ -189,8 +189,11 @@ mod tests {
         let ours = SessionKey::Device(DeviceId::random());
         let taken = SessionKey::Device(DeviceId::random());
         let lost = SessionKey::Device(DeviceId::random());
-        for key in [ours, taken, lost] {
-            assert_eq!(a.claim(key).await.expect("claim"), None);
+        // More keys than one script run checks, so that the answers of several runs must
+        // each find their key.
+        let others: Vec<SessionKey> = (0..450).map(|_| SessionKey::Device(DeviceId::random())).collect();
+        for key in [ours, taken, lost].iter().chain(&others) {
+            assert_eq!(a.claim(*key).await.expect("claim"), None);
         }
         // Another node takes `taken` over, and its Close to `a` is lost; `lost` is gone,
         // as after a restart of Redis, and so are its scripts.
@@ -216,6 +219,9 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(1500)).await;
         assert_eq!(a.lookup(ours).await.expect("lookup"), Some(a.node_id().clone()));
         assert_eq!(a.lookup(lost).await.expect("lookup"), Some(a.node_id().clone()), "set again");
+        for key in &others {
+            assert_eq!(a.lookup(*key).await.expect("lookup"), Some(a.node_id().clone()), "extended");
+        }
         let ttl_ms: i64 = raw.pttl(own_key(&lost)).await.expect("pttl");
         assert!(ttl_ms > 0 && ttl_ms <= 3000, "set again with the time to live ({ttl_ms} ms)");
         let owner: Option<String> = raw.get(own_key(&taken)).await.expect("get");
@@ -224,6 +230,38 @@ mod tests {
             tokio::time::timeout(Duration::from_millis(1500), inbox.recv()).await.is_err(),
             "closed once, not at every check"
         );
+        a.leave().await;
+    }
+
+    /// A session that ends while the ownership check runs leaves no key naming this node:
+    /// the check may find the key just deleted and set it again (as if Redis had lost it),
+    /// and then deletes it once more.
+    #[tokio::test]
+    async fn a_key_released_during_the_ownership_check_is_not_left_behind() {
+        let a = RedisCluster::connect(node("a"), opts()).await.expect("Redis must run for this test");
+        let client = redis::Client::open(opts().url).expect("url");
+        let mut raw = client.get_multiplexed_async_connection().await.expect("connect");
+        let key = SessionKey::Device(DeviceId::random());
+        assert_eq!(a.claim(key).await.expect("claim"), None);
+        // The check's snapshot is taken; then the session ends and its key is deleted.
+        let snapshot = [(key, std::time::Instant::now())];
+        a.release(key);
+        let gone = |raw: &mut redis::aio::MultiplexedConnection| {
+            let mut raw = raw.clone();
+            async move {
+                for _ in 0..100 {
+                    let exists: bool = raw.exists(own_key(&key)).await.expect("exists");
+                    if !exists {
+                        return true;
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                false
+            }
+        };
+        assert!(gone(&mut raw).await, "released");
+        assert!(a.registry.check_round(&snapshot, Duration::ZERO, &a.bus.inbox_sender()).await);
+        assert!(gone(&mut raw).await, "the key the check set again is deleted again");
         a.leave().await;
     }
 

@@ -20,14 +20,23 @@ use crate::{BusMessage, ClusterError, InboxSender, NodeId, Owner, SessionKey, Sh
 
 const RELEASE_SCRIPT: &str =
     "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end";
-/// The ownership check of one key (ARGV: this node, the time to live in ms): extends the
-/// key if it names this node (1), sets it again if it is gone (0: Redis lost its data),
-/// or returns the node that now owns it. One command per session instead of a `GET`
-/// and then a `PEXPIRE`, and an integer to parse instead of a node name.
-const RENEW_SCRIPT: &str = "local owner = redis.call('GET', KEYS[1]) \
-    if owner == ARGV[1] then redis.call('PEXPIRE', KEYS[1], ARGV[2]) return 1 end \
-    if not owner then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) return 0 end \
-    return owner";
+/// The ownership check of its keys (ARGV: this node, the time to live in ms), one answer
+/// per key: extends a key that names this node (1), sets it again if it is gone (0: Redis
+/// lost its data), or returns the node that now owns it. One script run checks many keys
+/// (one on a Redis Cluster, whose commands name keys of one slot only): per session it is
+/// two calls inside Redis, and for the node one key to write and one integer to read,
+/// instead of a command to build, send and answer.
+const RENEW_SCRIPT: &str = "local out = {} \
+    for i, key in ipairs(KEYS) do \
+    local owner = redis.call('GET', key) \
+    if owner == ARGV[1] then redis.call('PEXPIRE', key, ARGV[2]) out[i] = 1 \
+    elseif not owner then redis.call('SET', key, ARGV[1], 'PX', ARGV[2]) out[i] = 0 \
+    else out[i] = owner end \
+    end \
+    return out";
+/// Keys one run of [`RENEW_SCRIPT`] checks: Redis runs nothing else meanwhile, so a run
+/// is kept to a fraction of a millisecond.
+const KEYS_PER_CHECK: usize = 200;
 
 /// Most time between two ownership checks of a session key (see [`Registry::renew_loop`]).
 const OWNERSHIP_CHECK_MAX: Duration = Duration::from_secs(30);
@@ -40,6 +49,17 @@ pub(super) fn own_key(key: &SessionKey) -> String {
         SessionKey::Device(id) => format!("noc:own:d:{id}"),
         SessionKey::Ves(id) => format!("noc:own:v:{id}"),
     }
+}
+
+/// What the ownership check found of one of this node's session keys.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Checked {
+    /// It names this node: extended.
+    Ours,
+    /// It was gone (Redis lost it): set again, naming this node.
+    SetAgain,
+    /// It names another node, which took the session over.
+    Other(String),
 }
 
 /// This node's session keys and its cache of remote owners.
@@ -202,66 +222,109 @@ impl Registry {
     pub async fn renew_loop(&self, inbox: InboxSender) {
         let period = (self.session_key_ttl / 3).min(OWNERSHIP_CHECK_MAX);
         let fresh = period.min(FRESH_CLAIM);
-        let script = redis::Script::new(RENEW_SCRIPT);
         loop {
             tokio::time::sleep(period).await;
             let mut keys = Vec::new();
             self.owned.for_each(|k, claimed_at| keys.push((*k, *claimed_at)));
-            for chunk in keys.chunks(1000) {
-                let owners = match self.check_keys(&script, chunk).await {
-                    Ok(owners) => owners,
-                    Err(e) => {
-                        tracing::debug!(error = %e, "session key check failed");
-                        break;
-                    }
-                };
-                for ((key, claimed_at), owner) in chunk.iter().zip(owners) {
-                    let Some(other) = owner else { continue };
-                    let still_ours = self.owned.with(key, |v| v.is_some_and(|at| at == claimed_at));
-                    if claimed_at.elapsed() < fresh || !still_ours {
-                        continue;
-                    }
-                    self.owned.remove(key);
-                    tracing::info!(?key, owner = %other, "session taken over by another node; closing it here");
-                    let close = BusMessage::Close { key: *key, code: noc_protocol::CloseCode::Replaced };
-                    if inbox.send(close).await.is_err() {
-                        return;
-                    }
-                }
+            if !self.check_round(&keys, fresh, &inbox).await {
+                return;
             }
         }
     }
 
-    /// Runs [`RENEW_SCRIPT`] on each key (loading the script first if Redis does not have
-    /// it, e.g. after a restart); returns, per key, the other node that owns it now.
+    /// One ownership check of `keys` (a snapshot of this node's keys and when each was
+    /// claimed), 1000 at a time; claims younger than `fresh` are not judged. Returns
+    /// whether this node's inbox still takes messages.
+    pub(super) async fn check_round(
+        &self,
+        keys: &[(SessionKey, Instant)],
+        fresh: Duration,
+        inbox: &InboxSender,
+    ) -> bool {
+        let script = redis::Script::new(RENEW_SCRIPT);
+        for chunk in keys.chunks(1000) {
+            let answers = match self.check_keys(&script, chunk).await {
+                Ok(answers) => answers,
+                Err(e) => {
+                    tracing::debug!(error = %e, "session key check failed");
+                    break;
+                }
+            };
+            for ((key, claimed_at), answer) in chunk.iter().zip(answers) {
+                match answer {
+                    Checked::Ours => {}
+                    Checked::SetAgain => {
+                        // The session may have ended since the snapshot, its key deleted
+                        // just before the script set it again: delete it once more
+                        // (only if it still names this node), or it would send the
+                        // session's traffic here until it expires.
+                        if !self.owned.contains_key(key) {
+                            let _ = self.release_tx.send(*key);
+                        }
+                    }
+                    Checked::Other(other) => {
+                        let still_ours = self.owned.with(key, |v| v.is_some_and(|at| at == claimed_at));
+                        if claimed_at.elapsed() < fresh || !still_ours {
+                            continue;
+                        }
+                        self.owned.remove(key);
+                        tracing::info!(?key, owner = %other, "session taken over by another node; closing it here");
+                        let close = BusMessage::Close { key: *key, code: noc_protocol::CloseCode::Replaced };
+                        if inbox.send(close).await.is_err() {
+                            return false;
+                        }
+                    }
+                }
+            }
+        }
+        true
+    }
+
+    /// Runs [`RENEW_SCRIPT`] on the keys, [`KEYS_PER_CHECK`] at a time (loading the script
+    /// first if Redis does not have it, e.g. after a restart); returns what it found of
+    /// each key.
     async fn check_keys(
         &self,
         script: &redis::Script,
         keys: &[(SessionKey, Instant)],
-    ) -> redis::RedisResult<Vec<Option<String>>> {
+    ) -> redis::RedisResult<Vec<Checked>> {
         let ttl = self.ttl_ms();
+        let per_run = self.conn.keys_per_command(KEYS_PER_CHECK);
         let cmds = || {
-            keys.iter()
-                .map(|(k, _)| {
+            keys.chunks(per_run)
+                .map(|run| {
                     let mut c = redis::cmd("EVALSHA");
-                    c.arg(script.get_hash()).arg(1).arg(own_key(k)).arg(self.node.as_str()).arg(ttl);
+                    c.arg(script.get_hash()).arg(run.len());
+                    for (k, _) in run {
+                        c.arg(own_key(k));
+                    }
+                    c.arg(self.node.as_str()).arg(ttl);
                     c
                 })
                 .collect()
         };
-        let results = match run_each::<redis::Value>(&self.conn, cmds()).await {
+        let runs = match run_each::<Vec<redis::Value>>(&self.conn, cmds()).await {
             Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
                 script.load_async(&mut self.conn.clone()).await?;
-                run_each::<redis::Value>(&self.conn, cmds()).await?
+                run_each::<Vec<redis::Value>>(&self.conn, cmds()).await?
             }
             other => other?,
         };
-        results
+        let answers: Vec<Checked> = runs
             .into_iter()
+            .flatten()
             .map(|v| match v {
-                redis::Value::Int(_) => Ok(None),
-                other => redis::from_redis_value::<String>(other).map(Some).map_err(redis::RedisError::from),
+                redis::Value::Int(1) => Ok(Checked::Ours),
+                redis::Value::Int(_) => Ok(Checked::SetAgain),
+                other => redis::from_redis_value::<String>(other).map(Checked::Other).map_err(redis::RedisError::from),
             })
-            .collect()
+            .collect::<redis::RedisResult<_>>()?;
+        if answers.len() != keys.len() {
+            return Err(redis::RedisError::from((
+                redis::ErrorKind::UnexpectedReturnType,
+                "ownership check answered a different number of keys",
+            )));
+        }
+        Ok(answers)
     }
 }
