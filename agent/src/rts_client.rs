@@ -127,6 +127,9 @@ fn build_client(config: &AgentConfig) -> Result<reqwest::Client, AgentError> {
         .http1_only()
         .connect_timeout(Duration::from_secs(config.relay.connect_timeout_seconds))
         .pool_max_idle_per_host(config.relay.data_channel_concurrency)
+        // Given up before the relay closes it: a data-channel request sent on a connection
+        // the relay is closing fails with nothing answered.
+        .pool_idle_timeout(noc_protocol::rts::CLIENT_POOL_IDLE)
         .tcp_keepalive(Duration::from_secs(30))
         .user_agent(AGENT_NAME);
     builder = match &config.proxy {

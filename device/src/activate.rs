@@ -49,6 +49,8 @@ pub fn http_client(ca_file: Option<&Path>) -> Result<reqwest::Client, DeviceErro
         .use_preconfigured_tls(tls)
         .no_proxy()
         .timeout(std::time::Duration::from_secs(30))
+        // Given up before the relay closes it (docs/protocol.md §8).
+        .pool_idle_timeout(noc_protocol::rts::CLIENT_POOL_IDLE)
         .build()
         .map_err(|e| DeviceError::Network(e.to_string()))
 }

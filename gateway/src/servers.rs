@@ -87,7 +87,9 @@ pub struct ServerHandles {
 /// not lost to a reset).
 const CLIENT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 const CLIENT_DISCONNECT_TIMEOUT: Duration = Duration::from_secs(1);
-const KEEP_ALIVE: Duration = Duration::from_secs(5);
+/// Idle keep-alive connections are closed after this; clients give them up sooner
+/// (`CLIENT_POOL_IDLE`).
+const KEEP_ALIVE: Duration = noc_protocol::rts::KEEP_ALIVE;
 
 /// The public HTTPS listener on the edge server: [`PublicAcceptor`] admits each
 /// connection and runs its TLS handshake; HTTP/1.1 is then served by actix-http with the

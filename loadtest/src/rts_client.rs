@@ -103,6 +103,9 @@ impl RtsClient {
         let mut builder = reqwest::Client::builder()
             .use_preconfigured_tls(tls)
             .pool_max_idle_per_host(pool)
+            // Given up before the relay closes it: a request on a connection the relay is
+            // closing fails with nothing answered (seen in the setup of 100 000 devices).
+            .pool_idle_timeout(noc_protocol::rts::CLIENT_POOL_IDLE)
             .tcp_nodelay(true)
             .connect_timeout(Duration::from_secs(10));
         if let Some(ip) = connect_ip {

@@ -34,6 +34,15 @@ pub const HEADER_KEY: &str = "X-Rts-Key";
 pub const HEADER_KEY_ID: &str = "X-Rts-Key-Id";
 /// Media type of the command channel.
 pub const COMMAND_CHANNEL_CONTENT_TYPE: &str = "application/x-ndjson";
+/// How long the relay keeps a keep-alive connection of its public HTTPS listener open
+/// while no request comes (docs/protocol.md §8).
+pub const KEEP_ALIVE: std::time::Duration = std::time::Duration::from_secs(5);
+/// How long a client keeps an idle connection to the relay for its next request: below
+/// [`KEEP_ALIVE`], so that the client gives the connection up first. A request sent on a
+/// connection the relay is closing at that moment fails without an answer, and whether
+/// the relay acted on it cannot be known.
+pub const CLIENT_POOL_IDLE: std::time::Duration = std::time::Duration::from_secs(4);
+const _: () = assert!(CLIENT_POOL_IDLE.as_millis() < KEEP_ALIVE.as_millis());
 
 /// Standard base64 used for payloads in JSON.
 pub fn encode_payload(bytes: &[u8]) -> String {
