@@ -19,9 +19,10 @@
 # 20 000 each (DEVICES=100000 NODES=6 IDLE=1). With PROFILE=1 it also samples the nodes
 # with perf for a third of the hold from its middle (self.txt, children.txt in the results;
 # the sampling adds a little to the CPU figure of that run); without it, threads.txt has
-# each node thread's CPU and wake-ups over the hold's second half. The devices answer the
-# relay's heartbeats, as the device client does; DEVICE_ANSWERS_HEARTBEATS=false makes
-# each keep its own phase instead.
+# each node thread's CPU and wake-ups over the hold's second half, and redis-threads.txt
+# those of Redis (127.0.0.1:6379, shared by the nodes) over the same window. The devices
+# answer the relay's heartbeats, as the device client does; DEVICE_ANSWERS_HEARTBEATS=false
+# makes each keep its own phase instead.
 #
 # Usage: bench/cluster_storm.sh       (DEVICES=50000 NODES=3 by default)
 # Needs PostgreSQL (127.0.0.1:5432, trust auth as user postgres) and Redis
@@ -136,7 +137,11 @@ if [ -n "$IDLE" ]; then
       }
       t0=$(node_ticks); s0=$(date +%s%3N)
       # Meanwhile, each thread's CPU and wake-ups (voluntary context switches).
+      # And Redis's, whose work for idle sessions is the nodes' ownership checks.
+      REDIS_PID=$(redis-cli -h 127.0.0.1 -p 6379 info server | tr -d '\r' | awk -F: '$1 == "process_id" {print $2}')
+      python3 bench/thread_cpu.py "$REDIS_PID" $(( HOLD / 2 - 5 )) >"$OUT/redis-threads.txt" &
       python3 bench/thread_cpu.py "$NODE_PIDS" $(( HOLD / 2 - 5 )) >"$OUT/threads.txt"
+      wait $!
       t1=$(node_ticks); s1=$(date +%s%3N)
       python3 -c "import sys; t, ms, hz = map(int, sys.argv[1:]); print(f'{100 * t / hz / (ms / 1000):.1f}')" \
         "$(( t1 - t0 ))" "$(( s1 - s0 ))" "$(getconf CLK_TCK)" >"$WORK/steady-cpu"

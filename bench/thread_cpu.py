@@ -11,7 +11,8 @@ a futex) and was woken again: with idle sessions, what a node costs follows them
 than the work done per wake-up.
 
 Usage: bench/thread_cpu.py PID[,PID...] SECONDS
-Prints one line per process and thread name: percent of one core over the window, then
+Prints one line per process and thread name: percent of one core over the window (to a
+hundredth: /proc counts in ticks of 10 ms, about 0.02% over a minute), then
 voluntary and involuntary context switches a second. With several PIDs, a last line sums
 them all.
 """
@@ -67,10 +68,10 @@ def main() -> None:
         total = [total[0] + used, total[1] + vol, total[2] + invol]
         share = used / hz / seconds * 100
         if share >= 0.1 or vol / seconds >= 1:
-            print(f"{pid} {name:24s} {share:5.1f}% {vol / seconds:9.1f} vol/s {invol / seconds:7.1f} invol/s")
+            print(f"{pid} {name:24s} {share:6.2f}% {vol / seconds:9.1f} vol/s {invol / seconds:7.1f} invol/s")
     if len(pids) > 1:
         share = total[0] / hz / seconds * 100
-        print(f"{'all':>{len(pids[0])}} {'':24s} {share:5.1f}% {total[1] / seconds:9.1f} vol/s {total[2] / seconds:7.1f} invol/s")
+        print(f"{'all':>{len(pids[0])}} {'':24s} {share:6.2f}% {total[1] / seconds:9.1f} vol/s {total[2] / seconds:7.1f} invol/s")
 
 
 if __name__ == "__main__":
