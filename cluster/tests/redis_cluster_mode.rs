@@ -229,7 +229,13 @@ async fn ownership_and_sharded_delivery_on_redis_cluster() {
         assert_eq!(a.lookup(*k).await.expect("lookup"), Some(NodeId::new("a")), "kept");
     }
     assert_eq!(procs.cli_cluster(&["GET", &own_key(&taken)]).trim(), "some-other-node");
+    // Leaving deletes a's keys on every shard, one key per run, and leaves the other
+    // node's.
     a.leave().await;
+    for k in mine.iter().filter(|k| **k != taken) {
+        assert_eq!(procs.cli_cluster(&["EXISTS", &own_key(k)]).trim(), "0", "released when leaving");
+    }
+    assert_eq!(procs.cli_cluster(&["GET", &own_key(&taken)]).trim(), "some-other-node");
 }
 
 /// Publishes a fresh message from `a` to `b` until one arrives (during a failover

@@ -265,6 +265,68 @@ mod tests {
         a.leave().await;
     }
 
+    /// Leaving deletes every key that names this node, more than one script run holds, in
+    /// pipelined runs; a key another node took over is left to it.
+    #[tokio::test]
+    async fn leaving_releases_every_key_of_this_node_and_no_other() {
+        let a = RedisCluster::connect(node("a"), opts()).await.expect("Redis must run for this test");
+        let client = redis::Client::open(opts().url).expect("url");
+        let mut raw = client.get_multiplexed_async_connection().await.expect("connect");
+        let keys: Vec<SessionKey> = (0..453).map(|_| SessionKey::Device(DeviceId::random())).collect();
+        for key in &keys {
+            assert_eq!(a.claim(*key).await.expect("claim"), None);
+        }
+        let taken = keys[200];
+        let _: () = raw.set_ex(own_key(&taken), "some-other-node", 30).await.expect("set");
+        let _: () = redis::cmd("SCRIPT").arg("FLUSH").query_async(&mut raw).await.expect("script flush");
+        a.leave().await;
+        for key in keys.iter().filter(|k| **k != taken) {
+            let exists: bool = raw.exists(own_key(key)).await.expect("exists");
+            assert!(!exists, "{key:?} released");
+        }
+        let owner: Option<String> = raw.get(own_key(&taken)).await.expect("get");
+        assert_eq!(owner.as_deref(), Some("some-other-node"));
+    }
+
+    /// Releases queued together leave together, and a key this node claimed again while
+    /// its release was on its way is set again rather than left deleted.
+    #[tokio::test]
+    async fn queued_releases_leave_together_and_a_key_claimed_again_meanwhile_stays() {
+        let a = RedisCluster::connect(node("a"), opts()).await.expect("Redis must run for this test");
+        let client = redis::Client::open(opts().url).expect("url");
+        let mut raw = client.get_multiplexed_async_connection().await.expect("connect");
+        let keys: Vec<SessionKey> = (0..120).map(|_| SessionKey::Device(DeviceId::random())).collect();
+        for key in &keys {
+            assert_eq!(a.claim(*key).await.expect("claim"), None);
+        }
+        for key in &keys {
+            a.release(*key);
+        }
+        let all_gone = tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                let names: Vec<String> = keys.iter().map(own_key).collect();
+                let left: usize = raw.exists(names).await.expect("exists");
+                if left == 0 {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await;
+        assert!(all_gone.is_ok(), "every queued release ran");
+
+        // The session comes back to this node after the release loop looked at `owned`
+        // and before its deletion ran: the key names this node again afterwards.
+        let back = keys[0];
+        assert_eq!(a.claim(back).await.expect("claim"), None);
+        let script = redis::Script::new(registry::RELEASE_SCRIPT);
+        a.registry.release_keys(&script, &[back]).await.expect("release");
+        assert_eq!(a.lookup(back).await.expect("lookup"), Some(a.node_id().clone()), "set again");
+        let ttl_ms: i64 = raw.pttl(own_key(&back)).await.expect("pttl");
+        assert!(ttl_ms > 0, "with its time to live ({ttl_ms} ms)");
+        a.leave().await;
+    }
+
     #[tokio::test]
     async fn ownership_lookup_takeover_and_delivery() {
         let a = RedisCluster::connect(node("a"), opts()).await.expect("Redis must run for this test");
