@@ -31,6 +31,7 @@ mod tag {
     pub const USER_SETTINGS: u8 = 25;
     pub const FETCH: u8 = 30;
     pub const FETCH_DONE: u8 = 31;
+    pub const BUNDLE: u8 = 40;
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -54,26 +55,32 @@ fn uuid(b: &mut BytesMut, id: &[u8; 16]) {
 /// Encodes a message for the bus.
 pub fn encode(msg: &BusMessage) -> Result<Bytes, WireError> {
     let mut b = BytesMut::with_capacity(64);
+    encode_into(&mut b, msg)?;
+    Ok(b.freeze())
+}
+
+/// Encodes a message at the end of `b` (on an error, `b` may hold part of it).
+fn encode_into(b: &mut BytesMut, msg: &BusMessage) -> Result<(), WireError> {
     b.put_u8(VERSION);
     match msg {
         BusMessage::ToDevice { device_id, item } => match item {
             DeviceItem::Forward { origin, kind, frame_id, payload } => {
                 b.reserve(payload.len() + 48);
                 b.put_u8(tag::DEVICE_FORWARD);
-                uuid(&mut b, device_id.as_bytes());
-                uuid(&mut b, origin.as_bytes());
+                uuid(b, device_id.as_bytes());
+                uuid(b, origin.as_bytes());
                 b.put_u8(kind.as_u8());
                 b.put_u64(*frame_id);
                 b.put_slice(payload);
             }
             DeviceItem::Ack { frame_id } => {
                 b.put_u8(tag::DEVICE_ACK);
-                uuid(&mut b, device_id.as_bytes());
+                uuid(b, device_id.as_bytes());
                 b.put_u64(*frame_id);
             }
             DeviceItem::Undeliverable { frame_id, reason } => {
                 b.put_u8(tag::DEVICE_UNDELIVERABLE);
-                uuid(&mut b, device_id.as_bytes());
+                uuid(b, device_id.as_bytes());
                 b.put_u64(*frame_id);
                 b.put_u16(reason.as_u16());
             }
@@ -82,76 +89,76 @@ pub fn encode(msg: &BusMessage) -> Result<Bytes, WireError> {
             VesItem::Frame { device_id, user_id, frame_id, kind, payload } => {
                 b.reserve(payload.len() + 64);
                 b.put_u8(tag::VES_FRAME);
-                uuid(&mut b, ves_id.as_bytes());
-                uuid(&mut b, device_id.as_bytes());
-                uuid(&mut b, user_id.as_bytes());
+                uuid(b, ves_id.as_bytes());
+                uuid(b, device_id.as_bytes());
+                uuid(b, user_id.as_bytes());
                 b.put_u8(kind.as_u8());
                 b.put_u64(*frame_id);
                 b.put_slice(payload);
             }
             VesItem::Ack { device_id, frame_id } => {
                 b.put_u8(tag::VES_ACK);
-                uuid(&mut b, ves_id.as_bytes());
-                uuid(&mut b, device_id.as_bytes());
+                uuid(b, ves_id.as_bytes());
+                uuid(b, device_id.as_bytes());
                 b.put_u64(*frame_id);
             }
             VesItem::Undeliverable { device_id, frame_id, reason } => {
                 b.put_u8(tag::VES_UNDELIVERABLE);
-                uuid(&mut b, ves_id.as_bytes());
-                uuid(&mut b, device_id.as_bytes());
+                uuid(b, ves_id.as_bytes());
+                uuid(b, device_id.as_bytes());
                 b.put_u64(*frame_id);
                 b.put_u16(reason.as_u16());
             }
             VesItem::Command(cmd) => {
                 b.put_u8(tag::VES_COMMAND);
-                uuid(&mut b, ves_id.as_bytes());
+                uuid(b, ves_id.as_bytes());
                 let json = serde_json::to_vec(cmd).map_err(|_| WireError::Invalid("command not serialisable"))?;
                 b.put_slice(&json);
             }
         },
         BusMessage::DirectoryUpdate { ves_id, device_id, user_id, present } => {
             b.put_u8(tag::DIRECTORY);
-            uuid(&mut b, ves_id.as_bytes());
-            uuid(&mut b, device_id.as_bytes());
-            uuid(&mut b, user_id.as_bytes());
+            uuid(b, ves_id.as_bytes());
+            uuid(b, device_id.as_bytes());
+            uuid(b, user_id.as_bytes());
             b.put_u8(u8::from(*present));
         }
         BusMessage::Close { key, code } => {
             match key {
                 SessionKey::Device(id) => {
                     b.put_u8(tag::CLOSE_DEVICE);
-                    uuid(&mut b, id.as_bytes());
+                    uuid(b, id.as_bytes());
                 }
                 SessionKey::Ves(id) => {
                     b.put_u8(tag::CLOSE_VES);
-                    uuid(&mut b, id.as_bytes());
+                    uuid(b, id.as_bytes());
                 }
             }
             b.put_u16(code.as_u16());
         }
         BusMessage::UserActivated { ves_id, user, constant_sync, filter_rules } => {
             b.put_u8(tag::USER_ACTIVATED);
-            uuid(&mut b, ves_id.as_bytes());
+            uuid(b, ves_id.as_bytes());
             b.put_u8(u8::from(*constant_sync));
             let json = serde_json::to_vec(&(user, filter_rules)).map_err(|_| WireError::Invalid("user"))?;
             b.put_slice(&json);
         }
         BusMessage::UserRemoved { ves_id, user_id } => {
             b.put_u8(tag::USER_REMOVED);
-            uuid(&mut b, ves_id.as_bytes());
-            uuid(&mut b, user_id.as_bytes());
+            uuid(b, ves_id.as_bytes());
+            uuid(b, user_id.as_bytes());
         }
         BusMessage::UserSettings { ves_id, user_id, constant_sync, filter_rules } => {
             b.put_u8(tag::USER_SETTINGS);
-            uuid(&mut b, ves_id.as_bytes());
-            uuid(&mut b, user_id.as_bytes());
+            uuid(b, ves_id.as_bytes());
+            uuid(b, user_id.as_bytes());
             b.put_u8(u8::from(*constant_sync));
             let json = serde_json::to_vec(filter_rules).map_err(|_| WireError::Invalid("filter rules"))?;
             b.put_slice(&json);
         }
         BusMessage::Fetch { ves_id, origin, call } => {
             b.put_u8(tag::FETCH);
-            uuid(&mut b, ves_id.as_bytes());
+            uuid(b, ves_id.as_bytes());
             let origin = origin.as_str().as_bytes();
             b.put_u16(u16::try_from(origin.len()).map_err(|_| WireError::Invalid("node id"))?);
             b.put_slice(origin);
@@ -166,7 +173,64 @@ pub fn encode(msg: &BusMessage) -> Result<Bytes, WireError> {
         }
         BusMessage::Returned(_) => return Err(WireError::LocalOnly),
     }
-    Ok(b.freeze())
+    Ok(())
+}
+
+/// Several messages for one node in one bus payload: the version, [`tag::BUNDLE`], then
+/// each message as its length (`u32`) and its encoding. One `PUBLISH` carries them all, so
+/// Redis handles one command and the receiving node one pushed message, instead of one
+/// per message.
+pub struct Bundle {
+    buf: BytesMut,
+    count: usize,
+}
+
+impl Default for Bundle {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Bundle {
+    pub fn new() -> Self {
+        let mut buf = BytesMut::with_capacity(512);
+        buf.put_u8(VERSION);
+        buf.put_u8(tag::BUNDLE);
+        Self { buf, count: 0 }
+    }
+
+    /// Adds `msg`; on an error the bundle is as it was.
+    pub fn push(&mut self, msg: &BusMessage) -> Result<(), WireError> {
+        let at = self.buf.len();
+        self.buf.put_u32(0);
+        let len = encode_into(&mut self.buf, msg)
+            .and_then(|()| u32::try_from(self.buf.len() - at - 4).map_err(|_| WireError::Invalid("message too large")));
+        match len {
+            Ok(len) => {
+                self.buf[at..at + 4].copy_from_slice(&len.to_be_bytes());
+                self.count += 1;
+                Ok(())
+            }
+            Err(e) => {
+                self.buf.truncate(at);
+                Err(e)
+            }
+        }
+    }
+
+    /// Messages in the bundle.
+    pub fn count(&self) -> usize {
+        self.count
+    }
+
+    /// Bytes of the payload so far.
+    pub fn bytes(&self) -> usize {
+        self.buf.len()
+    }
+
+    pub fn finish(self) -> Bytes {
+        self.buf.freeze()
+    }
 }
 
 fn need(b: &Bytes, n: usize) -> Result<(), WireError> {
@@ -199,7 +263,47 @@ fn get_kind(b: &mut Bytes) -> Result<ForwardKind, WireError> {
     ForwardKind::from_u8(get_u8(b)?).ok_or(WireError::Invalid("frame kind"))
 }
 
-/// Decodes a message received from the bus.
+/// The messages of a payload received from the bus, in order: one message, or each of a
+/// [`Bundle`]. A bundle's damaged entry ends it with an error: what follows cannot be
+/// found.
+pub fn decode_each(b: Bytes) -> Messages {
+    if b.len() >= 2 && b[0] == VERSION && b[1] == tag::BUNDLE {
+        Messages::Bundle(b.slice(2..))
+    } else {
+        Messages::One(Some(b))
+    }
+}
+
+/// The messages of one bus payload (see [`decode_each`]).
+pub enum Messages {
+    One(Option<Bytes>),
+    Bundle(Bytes),
+    Done,
+}
+
+impl Iterator for Messages {
+    type Item = Result<BusMessage, WireError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        match self {
+            Messages::One(b) => b.take().map(decode),
+            Messages::Done => None,
+            Messages::Bundle(rest) if rest.is_empty() => None,
+            Messages::Bundle(rest) => {
+                let len = (rest.len() >= 4).then(|| rest.get_u32()).and_then(|len| usize::try_from(len).ok());
+                match len {
+                    Some(len) if len <= rest.len() => Some(decode(rest.split_to(len))),
+                    _ => {
+                        *self = Messages::Done;
+                        Some(Err(WireError::Truncated))
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Decodes a message received from the bus (a bundle is not one: see [`decode_each`]).
 pub fn decode(mut b: Bytes) -> Result<BusMessage, WireError> {
     let version = get_u8(&mut b)?;
     if version != VERSION {
@@ -401,6 +505,55 @@ mod tests {
             let bytes = encode(&m).expect("encode");
             assert_eq!(decode(bytes).expect("decode"), m);
         }
+    }
+
+    #[test]
+    fn a_bundle_carries_its_messages_in_order_and_a_single_message_decodes_alone() {
+        let samples = samples();
+        let mut bundle = Bundle::new();
+        for m in &samples {
+            bundle.push(m).expect("push");
+        }
+        assert_eq!(bundle.push(&BusMessage::Returned(Box::new(samples[0].clone()))), Err(WireError::LocalOnly));
+        assert_eq!(bundle.count(), samples.len(), "a refused message leaves the bundle as it was");
+        let bytes = bundle.finish();
+        let got: Vec<BusMessage> = decode_each(bytes).collect::<Result<_, _>>().expect("decode");
+        assert_eq!(got, samples);
+        for m in samples {
+            let got: Vec<_> = decode_each(encode(&m).expect("encode")).collect();
+            assert_eq!(got, vec![Ok(m)]);
+        }
+        assert_eq!(decode_each(Bundle::new().finish()).count(), 0, "an empty bundle holds nothing");
+    }
+
+    #[test]
+    fn a_damaged_bundle_yields_what_precedes_the_damage_then_an_error() {
+        let mut bundle = Bundle::new();
+        let samples = samples();
+        let (first, second) = (samples[1].clone(), samples[2].clone());
+        bundle.push(&first).expect("push");
+        bundle.push(&second).expect("push");
+        let whole = bundle.finish();
+        // Cut anywhere inside the second entry: the first message, then one error, then
+        // nothing more.
+        let first_len = 2 + 4 + encode(&first).expect("encode").len();
+        for cut in first_len + 1..whole.len() {
+            let got: Vec<_> = decode_each(whole.slice(..cut)).collect();
+            assert_eq!(got.len(), 2, "cut at {cut}");
+            assert_eq!(got[0], Ok(first.clone()));
+            assert!(got[1].is_err(), "cut at {cut}");
+        }
+        // A length beyond the payload, and a bundle inside a bundle, are errors.
+        let mut lying = whole.to_vec();
+        lying[2..6].copy_from_slice(&u32::MAX.to_be_bytes());
+        let got: Vec<_> = decode_each(Bytes::from(lying)).collect();
+        assert_eq!(got, vec![Err(WireError::Truncated)]);
+        let mut nested = BytesMut::new();
+        nested.put_slice(&[VERSION, tag::BUNDLE]);
+        nested.put_u32(u32::try_from(whole.len()).expect("small"));
+        nested.put_slice(&whole);
+        let got: Vec<_> = decode_each(nested.freeze()).collect();
+        assert_eq!(got, vec![Err(WireError::Tag(tag::BUNDLE))]);
     }
 
     #[test]

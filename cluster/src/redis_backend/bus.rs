@@ -8,6 +8,14 @@
 //! undeliverable notice. A stopping node unsubscribes before it exits, so that from then
 //! on messages to it come back too, and handles everything that arrived before.
 //!
+//! Each node reads two inboxes: `…:bundles`, where one payload carries every message a
+//! publisher had queued for the node when it woke ([`wire::Bundle`]), so Redis handles one
+//! command and the node one pushed message for many frames; and the plain one, one
+//! message per payload, which is all a node of an earlier version reads and sends. A
+//! bundle that reached nobody is sent again there, message by message, so nodes of both
+//! versions work together during a rolling update (and what still reaches nobody comes
+//! back, as before).
+//!
 //! Each thread that publishes (a worker, where the sessions run) has a publish queue and a
 //! Redis connection of its own, both driven on that thread: a frame for another node leaves
 //! its worker for Redis without a hop through the node's main thread, which would cost a
@@ -44,18 +52,50 @@ async fn stop_requested(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
 }
 
+/// A node's inbox for one message per payload: what nodes of earlier versions publish
+/// and read.
 fn inbox_channel(node: &NodeId) -> String {
     format!("noc:inbox:{{{node}}}")
 }
 
-/// The messages of one batch for one node: one pipeline.
+/// A node's inbox for [`wire::Bundle`]s: many messages per payload. Same hash tag, so on
+/// Redis Cluster both inboxes of a node live on one shard.
+fn bundle_channel(node: &NodeId) -> String {
+    format!("noc:inbox:{{{node}}}:bundles")
+}
+
+/// Most bytes of one bundle: a larger batch for one node leaves as several. Keeps a
+/// bundle far below Redis's limits on a subscriber's output buffer.
+const BUNDLE_BYTES: usize = 256 * 1024;
+
+/// The messages of one batch for one node: its bundles, published in one pipeline.
 struct Group {
     node: NodeId,
-    channel: String,
-    pipe: redis::Pipeline,
+    bundles: Vec<wire::Bundle>,
+    /// The messages, in order, and where each bundle's end among them.
     msgs: Vec<BusMessage>,
+    ends: Vec<usize>,
     /// When its first (oldest) message was queued.
     oldest: tokio::time::Instant,
+}
+
+impl Group {
+    fn new(node: NodeId, oldest: tokio::time::Instant) -> Self {
+        Self { node, bundles: vec![wire::Bundle::new()], msgs: Vec::new(), ends: Vec::new(), oldest }
+    }
+
+    /// Adds `msg` to the last bundle, or to a new one if that one is full.
+    fn push(&mut self, msg: BusMessage) -> Result<(), wire::WireError> {
+        if self.bundles.last().is_some_and(|b| b.bytes() >= BUNDLE_BYTES) {
+            self.ends.push(self.msgs.len());
+            self.bundles.push(wire::Bundle::new());
+        }
+        if let Some(bundle) = self.bundles.last_mut() {
+            bundle.push(&msg)?;
+        }
+        self.msgs.push(msg);
+        Ok(())
+    }
 }
 
 /// A message waiting to be published: its target, and when it was queued.
@@ -262,15 +302,20 @@ impl Bus {
         self.inbox_rx.lock().unwrap_or_else(|p| p.into_inner()).take()
     }
 
-    /// Decodes one received message into the inbox; `false` once the node is gone.
+    /// Decodes one received payload (a message or a bundle) into the inbox; `false` once
+    /// the node is gone.
     async fn deliver(&self, payload: &[u8]) -> bool {
-        match wire::decode(Bytes::copy_from_slice(payload)) {
-            Ok(m) => self.publishing.inbox_tx.send(m).await.is_ok(),
-            Err(e) => {
-                tracing::warn!(error = %e, "undecodable bus message dropped");
-                true
+        for msg in wire::decode_each(Bytes::copy_from_slice(payload)) {
+            match msg {
+                Ok(m) => {
+                    if self.publishing.inbox_tx.send(m).await.is_err() {
+                        return false;
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "undecodable bus message dropped"),
             }
         }
+        true
     }
 
     /// Keeps this node subscribed to its inbox channel, resubscribing after failures,
@@ -291,7 +336,7 @@ impl Bus {
     /// Sharded pub/sub on Redis Cluster. A disconnection (reported as a push) starts over
     /// with a new client and subscription, so that a failover to a replica is followed.
     async fn subscribe_sharded(&self, seeds: Vec<String>) {
-        let channel = inbox_channel(&self.node);
+        let channels = [inbox_channel(&self.node), bundle_channel(&self.node)];
         let mut stop = self.stop.subscribe();
         let mut backoff = Duration::from_millis(100);
         while !self.stopping() {
@@ -299,7 +344,7 @@ impl Bus {
             let connected = async {
                 let client = cluster_client(&seeds, &self.opts, Some(tx)).ok()?;
                 let mut conn = client.get_async_connection().await.ok()?;
-                conn.ssubscribe(&channel).await.ok()?;
+                conn.ssubscribe(&channels).await.ok()?;
                 Some(conn)
             }
             .await;
@@ -310,14 +355,14 @@ impl Bus {
             };
             self.subscribed.store(true, Ordering::Relaxed);
             backoff = Duration::from_millis(100);
-            tracing::info!(channel, "subscribed to the node inbox (sharded)");
+            tracing::info!(channel = channels[0], "subscribed to the node inbox (sharded)");
             loop {
                 let push = tokio::select! {
                     push = rx.recv() => push,
                     _ = stop_requested(&mut stop) => {
                         // The answer comes after every message the shard sent before it,
                         // and those are in `rx` by then.
-                        if let Err(e) = conn.sunsubscribe(&channel).await {
+                        if let Err(e) = conn.sunsubscribe(&channels).await {
                             tracing::warn!(error = %e, "unsubscribing the node inbox failed");
                         }
                         while let Some(Some(push)) = rx.recv().now_or_never() {
@@ -365,7 +410,7 @@ impl Bus {
     }
 
     async fn subscribe_single(&self) {
-        let channel = inbox_channel(&self.node);
+        let channels = [inbox_channel(&self.node), bundle_channel(&self.node)];
         let mut stop = self.stop.subscribe();
         let mut backoff = Duration::from_millis(100);
         while !self.stopping() {
@@ -377,11 +422,11 @@ impl Bus {
             match pubsub {
                 Ok(pubsub) => {
                     let (mut sink, mut messages) = pubsub.split();
-                    match sink.subscribe(&channel).await {
+                    match sink.subscribe(&channels).await {
                         Ok(()) => {
                             self.subscribed.store(true, Ordering::Relaxed);
                             backoff = Duration::from_millis(100);
-                            tracing::info!(channel, "subscribed to the node inbox");
+                            tracing::info!(channel = channels[0], "subscribed to the node inbox");
                             loop {
                                 let msg = tokio::select! {
                                     msg = messages.next() => msg,
@@ -389,7 +434,7 @@ impl Bus {
                                         // Redis answers UNSUBSCRIBE after every message it
                                         // sent before, and the connection hands those to
                                         // the stream first.
-                                        if let Err(e) = sink.unsubscribe(&channel).await {
+                                        if let Err(e) = sink.unsubscribe(&channels).await {
                                             tracing::warn!(error = %e, "unsubscribing the node inbox failed");
                                         }
                                         while let Some(Some(msg)) = messages.next().now_or_never() {
@@ -476,54 +521,74 @@ impl Queue {
                     Err(_) => break,
                 }
             }
-            // One pipeline per target inbox: its messages stay in order, and on Redis
-            // Cluster they all hash to the inbox's shard. The first message of a group is
-            // its oldest.
+            // One pipeline of bundles per target inbox: its messages stay in order, and on
+            // Redis Cluster they all hash to the inbox's shard. The first message of a
+            // group is its oldest.
             let taken = batch.len();
             self.in_flight = taken;
             let mut groups: Vec<Group> = Vec::new();
             for (node, msg, queued) in batch.drain(..) {
-                let bytes = match wire::encode(&msg) {
-                    Ok(b) => b,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "unencodable bus message dropped");
-                        continue;
-                    }
-                };
                 let i = match groups.iter().position(|g| g.node == node) {
                     Some(i) => i,
                     None => {
-                        // The channel's name is made once per target and batch, not per
-                        // message.
-                        let channel = inbox_channel(&node);
-                        groups.push(Group { node, channel, pipe: redis::pipe(), msgs: Vec::new(), oldest: queued });
+                        groups.push(Group::new(node, queued));
                         groups.len() - 1
                     }
                 };
-                let group = &mut groups[i];
-                group.pipe.cmd(publishing.command).arg(&group.channel).arg(bytes.as_ref());
-                group.msgs.push(msg);
+                if let Err(e) = groups[i].push(msg) {
+                    tracing::warn!(error = %e, "unencodable bus message dropped");
+                }
             }
-            let sends = groups.into_iter().map(|Group { pipe, msgs, oldest, .. }| {
+            let sends = groups.into_iter().map(|mut group| {
                 let mut conn = conn.clone();
+                let command = publishing.command;
                 async move {
+                    group.ends.push(group.msgs.len());
+                    let channel = bundle_channel(&group.node);
+                    let mut pipe = redis::pipe();
+                    for bundle in std::mem::take(&mut group.bundles) {
+                        pipe.cmd(command).arg(&channel).arg(bundle.finish().as_ref());
+                    }
                     let result = pipe.query_async::<Vec<i64>>(&mut conn).await;
-                    (result, msgs, oldest.elapsed())
+                    let waited = group.oldest.elapsed();
+                    // A bundle nobody received went to a node that is gone, or to one of
+                    // an earlier version, which reads only its one-message inbox: those
+                    // messages go there, one by one (and come back if nobody reads them
+                    // there either).
+                    let unread = match result {
+                        Ok(receivers) => {
+                            let mut unread = Vec::new();
+                            let mut start = 0;
+                            for (end, n) in group.ends.iter().zip(receivers) {
+                                if n == 0 {
+                                    unread.extend(group.msgs[start..*end].iter().cloned());
+                                }
+                                start = *end;
+                            }
+                            Ok(unread)
+                        }
+                        Err(e) => Err((e, group.msgs)),
+                    };
+                    let unread = match unread {
+                        Ok(unread) if !unread.is_empty() => {
+                            publish_each(&mut conn, command, &inbox_channel(&group.node), unread).await
+                        }
+                        other => other,
+                    };
+                    (unread, waited)
                 }
             });
-            for (result, msgs, waited) in futures_util::future::join_all(sends).await {
+            for (result, waited) in futures_util::future::join_all(sends).await {
                 match result {
-                    Ok(receivers) => {
+                    Ok(unread) => {
                         if let Some(observer) = publishing.observer.get() {
                             observer.published(waited);
                         }
-                        for (msg, n) in msgs.into_iter().zip(receivers) {
-                            if n == 0 {
-                                publishing.returned(msg);
-                            }
+                        for msg in unread {
+                            publishing.returned(msg);
                         }
                     }
-                    Err(e) => {
+                    Err((e, msgs)) => {
                         tracing::warn!(error = %e, messages = msgs.len(), "publish failed; returning messages");
                         for msg in msgs {
                             publishing.returned(msg);
@@ -533,6 +598,31 @@ impl Queue {
             }
             publishing.pending.fetch_sub(std::mem::take(&mut self.in_flight), Ordering::Relaxed);
         }
+    }
+}
+
+/// Publishes each of `msgs` as a payload of its own on `channel`, in one pipeline;
+/// returns those that reached no subscriber (or, on an error, all of them with it).
+async fn publish_each(
+    conn: &mut Conn,
+    command: &str,
+    channel: &str,
+    msgs: Vec<BusMessage>,
+) -> Result<Vec<BusMessage>, (redis::RedisError, Vec<BusMessage>)> {
+    let mut pipe = redis::pipe();
+    let mut sent = Vec::with_capacity(msgs.len());
+    for msg in msgs {
+        match wire::encode(&msg) {
+            Ok(bytes) => {
+                pipe.cmd(command).arg(channel).arg(bytes.as_ref());
+                sent.push(msg);
+            }
+            Err(e) => tracing::warn!(error = %e, "unencodable bus message dropped"),
+        }
+    }
+    match pipe.query_async::<Vec<i64>>(conn).await {
+        Ok(receivers) => Ok(sent.into_iter().zip(receivers).filter(|(_, n)| *n == 0).map(|(m, _)| m).collect()),
+        Err(e) => Err((e, sent)),
     }
 }
 

@@ -160,8 +160,10 @@ mod tests {
     use super::*;
     use crate::DeviceItem;
     use crate::redis_backend::registry::own_key;
+    use futures_util::StreamExt;
     use noc_protocol::DeviceId;
     use redis::AsyncCommands;
+    use tokio::sync::mpsc;
 
     fn opts() -> RedisOptions {
         RedisOptions {
@@ -358,6 +360,86 @@ mod tests {
         assert_eq!(got, Some(msg));
         a.leave().await;
         b.leave().await;
+    }
+
+    /// Receives every payload published on `channel` into a queue.
+    async fn listen(channel: String) -> mpsc::UnboundedReceiver<Vec<u8>> {
+        let client = redis::Client::open(opts().url).expect("url");
+        let mut pubsub = client.get_async_pubsub().await.expect("connect");
+        pubsub.subscribe(&channel).await.expect("subscribe");
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let mut messages = pubsub.into_on_message();
+            while let Some(m) = messages.next().await {
+                if tx.send(m.get_payload_bytes().to_vec()).is_err() {
+                    break;
+                }
+            }
+        });
+        rx
+    }
+
+    /// Messages queued together for one node leave as one bundle, one `PUBLISH`, in order.
+    #[tokio::test]
+    async fn messages_for_one_node_leave_as_one_bundle() {
+        let a = RedisCluster::connect(node("a"), opts()).await.expect("Redis must run for this test");
+        let x = node("x");
+        let mut payloads = listen(format!("noc:inbox:{{{x}}}:bundles")).await;
+        let msgs: Vec<BusMessage> = (0..20)
+            .map(|frame_id| BusMessage::ToDevice { device_id: DeviceId::random(), item: DeviceItem::Ack { frame_id } })
+            .collect();
+        // Queued before the publisher runs (this test's runtime has one thread).
+        for m in &msgs {
+            a.publish(&x, m.clone()).expect("publish");
+        }
+        let payload = tokio::time::timeout(Duration::from_secs(2), payloads.recv()).await.expect("published");
+        let got: Vec<BusMessage> =
+            crate::wire::decode_each(payload.expect("payload").into()).collect::<Result<_, _>>().expect("decode");
+        assert_eq!(got, msgs, "all twenty, in order, in one payload");
+        a.flush(Duration::from_secs(2)).await;
+        assert!(payloads.try_recv().is_err(), "one payload only");
+        a.leave().await;
+    }
+
+    /// A node of an earlier version reads only its one-message inbox: a bundle reaches
+    /// nobody there, and its messages follow one by one. What such a node publishes, one
+    /// message per payload, is read here too.
+    #[tokio::test]
+    async fn nodes_of_an_earlier_version_send_and_receive_one_message_per_payload() {
+        let a = RedisCluster::connect(node("a"), opts()).await.expect("Redis must run for this test");
+        let mut a_inbox = a.take_inbox().expect("inbox");
+        let old = node("old");
+        let mut payloads = listen(format!("noc:inbox:{{{old}}}")).await;
+        let msgs: Vec<BusMessage> = (0..5)
+            .map(|frame_id| BusMessage::ToDevice { device_id: DeviceId::random(), item: DeviceItem::Ack { frame_id } })
+            .collect();
+        for m in &msgs {
+            a.publish(&old, m.clone()).expect("publish");
+        }
+        for m in &msgs {
+            let payload = tokio::time::timeout(Duration::from_secs(2), payloads.recv()).await.expect("published");
+            assert_eq!(crate::wire::decode(payload.expect("payload").into()).as_ref(), Ok(m));
+        }
+        a.flush(Duration::from_secs(2)).await;
+        let back = tokio::time::timeout(Duration::from_millis(300), a_inbox.recv()).await;
+        assert!(back.is_err(), "received: nothing comes back ({back:?})");
+
+        for _ in 0..50 {
+            if a.healthy() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let from_old = BusMessage::ToDevice { device_id: DeviceId::random(), item: DeviceItem::Ack { frame_id: 77 } };
+        let client = redis::Client::open(opts().url).expect("url");
+        let mut raw = client.get_multiplexed_async_connection().await.expect("connect");
+        let bytes = crate::wire::encode(&from_old).expect("encode");
+        let receivers: i64 =
+            raw.publish(format!("noc:inbox:{{{}}}", a.node_id()), bytes.as_ref()).await.expect("publish");
+        assert_eq!(receivers, 1);
+        let got = tokio::time::timeout(Duration::from_secs(2), a_inbox.recv()).await.expect("delivered");
+        assert_eq!(got, Some(from_old));
+        a.leave().await;
     }
 
     #[tokio::test]
