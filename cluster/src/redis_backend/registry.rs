@@ -43,12 +43,12 @@ const RENEW_SCRIPT: &str = "local out = {} \
     else out[i] = owner end \
     end \
     return out";
-/// Keys one run of [`RENEW_SCRIPT`] checks. Redis runs nothing else meanwhile (no frame
+/// Keys one script run handles ([`RENEW_SCRIPT`] or [`RELEASE_SCRIPT`]). Redis runs nothing else meanwhile (no frame
 /// crosses between nodes), at about 2.3 µs a key: a run of 200 took 0.4 ms at the median
 /// and 2.2 ms at the 99th percentile on two busy cores (docs/benchmarks.md). 50 keys keep
 /// that stall near a tenth of a millisecond, and a command's own cost (about as much as
 /// a key's) is still shared by 50.
-const KEYS_PER_CHECK: usize = 50;
+const KEYS_PER_RUN: usize = 50;
 
 /// Most time between two ownership checks of a session key (see [`Registry::renew_loop`]).
 const OWNERSHIP_CHECK_MAX: Duration = Duration::from_secs(30);
@@ -360,7 +360,7 @@ impl Registry {
         Ok(answers)
     }
 
-    /// Runs `script` over the session keys of `keys`, [`KEYS_PER_CHECK`] per run (one on a
+    /// Runs `script` over the session keys of `keys`, [`KEYS_PER_RUN`] per run (one on a
     /// Redis Cluster), all runs pipelined, with the arguments `args` writes after the keys;
     /// one answer per run. Loads the script first if Redis does not have it (e.g. after a
     /// restart).
@@ -370,7 +370,7 @@ impl Registry {
         keys: &[SessionKey],
         args: impl Fn(&mut redis::Cmd),
     ) -> redis::RedisResult<Vec<T>> {
-        let per_run = self.conn.keys_per_command(KEYS_PER_CHECK);
+        let per_run = self.conn.keys_per_command(KEYS_PER_RUN);
         let cmds = || {
             keys.chunks(per_run)
                 .map(|run| {
