@@ -178,6 +178,23 @@ mod tests {
         NodeId::new(format!("{name}-{}", noc_protocol::secrets::random_hex::<4>()))
     }
 
+    /// Waits (up to 2.5 s) until every one of `nodes` is subscribed and answering.
+    async fn until_healthy(nodes: &[&RedisCluster]) {
+        for _ in 0..50 {
+            if nodes.iter().all(|n| n.healthy()) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// `n` relay acknowledgements for random devices, numbered from 0.
+    fn acks(n: u64) -> Vec<BusMessage> {
+        (0..n)
+            .map(|frame_id| BusMessage::ToDevice { device_id: DeviceId::random(), item: DeviceItem::Ack { frame_id } })
+            .collect()
+    }
+
     /// A takeover whose `Close` message never arrived is still noticed: the old owner reads
     /// its key back, finds another node in it, and closes its own session (`replaced`). A
     /// key Redis lost is set again, and the check's script is loaded again when Redis
@@ -349,12 +366,7 @@ mod tests {
         // Delivery through the bus.
         let mut inbox = b.take_inbox().expect("inbox");
         let msg = BusMessage::ToDevice { device_id: DeviceId::random(), item: DeviceItem::Ack { frame_id: 9 } };
-        for _ in 0..50 {
-            if b.healthy() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        until_healthy(&[&b]).await;
         a.publish(b.node_id(), msg.clone()).expect("publish");
         let got = tokio::time::timeout(Duration::from_secs(2), inbox.recv()).await.expect("delivered");
         assert_eq!(got, Some(msg));
@@ -385,9 +397,7 @@ mod tests {
         let a = RedisCluster::connect(node("a"), opts()).await.expect("Redis must run for this test");
         let x = node("x");
         let mut payloads = listen(format!("noc:inbox:{{{x}}}:bundles")).await;
-        let msgs: Vec<BusMessage> = (0..20)
-            .map(|frame_id| BusMessage::ToDevice { device_id: DeviceId::random(), item: DeviceItem::Ack { frame_id } })
-            .collect();
+        let msgs = acks(20);
         // Queued before the publisher runs (this test's runtime has one thread).
         for m in &msgs {
             a.publish(&x, m.clone()).expect("publish");
@@ -410,9 +420,7 @@ mod tests {
         let mut a_inbox = a.take_inbox().expect("inbox");
         let old = node("old");
         let mut payloads = listen(format!("noc:inbox:{{{old}}}")).await;
-        let msgs: Vec<BusMessage> = (0..5)
-            .map(|frame_id| BusMessage::ToDevice { device_id: DeviceId::random(), item: DeviceItem::Ack { frame_id } })
-            .collect();
+        let msgs = acks(5);
         for m in &msgs {
             a.publish(&old, m.clone()).expect("publish");
         }
@@ -424,12 +432,7 @@ mod tests {
         let back = tokio::time::timeout(Duration::from_millis(300), a_inbox.recv()).await;
         assert!(back.is_err(), "received: nothing comes back ({back:?})");
 
-        for _ in 0..50 {
-            if a.healthy() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        until_healthy(&[&a]).await;
         let from_old = BusMessage::ToDevice { device_id: DeviceId::random(), item: DeviceItem::Ack { frame_id: 77 } };
         let client = redis::Client::open(opts().url).expect("url");
         let mut raw = client.get_multiplexed_async_connection().await.expect("connect");
@@ -461,12 +464,7 @@ mod tests {
         let a = RedisCluster::connect(node("a"), opts()).await.expect("Redis must run for this test");
         let b = RedisCluster::connect(node("b"), opts()).await.expect("connect");
         let (mut a_inbox, mut b_inbox) = (a.take_inbox().expect("inbox"), b.take_inbox().expect("inbox"));
-        for _ in 0..50 {
-            if a.healthy() && b.healthy() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        until_healthy(&[&a, &b]).await;
         let msg = |frame_id| BusMessage::ToDevice { device_id: DeviceId::random(), item: DeviceItem::Ack { frame_id } };
         let before: Vec<BusMessage> = (0..20).map(msg).collect();
         for m in &before {
