@@ -72,22 +72,20 @@ const BUNDLE_BYTES: usize = 256 * 1024;
 struct Group {
     node: NodeId,
     bundles: Vec<wire::Bundle>,
-    /// The messages, in order, and where each bundle's end among them.
+    /// The messages of all its bundles, in order.
     msgs: Vec<BusMessage>,
-    ends: Vec<usize>,
     /// When its first (oldest) message was queued.
     oldest: tokio::time::Instant,
 }
 
 impl Group {
     fn new(node: NodeId, oldest: tokio::time::Instant) -> Self {
-        Self { node, bundles: vec![wire::Bundle::new()], msgs: Vec::new(), ends: Vec::new(), oldest }
+        Self { node, bundles: vec![wire::Bundle::new()], msgs: Vec::new(), oldest }
     }
 
     /// Adds `msg` to the last bundle, or to a new one if that one is full.
     fn push(&mut self, msg: BusMessage) -> Result<(), wire::WireError> {
         if self.bundles.last().is_some_and(|b| b.bytes() >= BUNDLE_BYTES) {
-            self.ends.push(self.msgs.len());
             self.bundles.push(wire::Bundle::new());
         }
         if let Some(bundle) = self.bundles.last_mut() {
@@ -539,14 +537,15 @@ impl Queue {
                     tracing::warn!(error = %e, "unencodable bus message dropped");
                 }
             }
-            let sends = groups.into_iter().map(|mut group| {
+            let sends = groups.into_iter().map(|group| {
                 let mut conn = conn.clone();
                 let command = publishing.command;
                 async move {
-                    group.ends.push(group.msgs.len());
                     let channel = bundle_channel(&group.node);
                     let mut pipe = redis::pipe();
-                    for bundle in std::mem::take(&mut group.bundles) {
+                    let mut counts = Vec::with_capacity(group.bundles.len());
+                    for bundle in group.bundles {
+                        counts.push(bundle.count());
                         pipe.cmd(command).arg(&channel).arg(bundle.finish().as_ref());
                     }
                     let result = pipe.query_async::<Vec<i64>>(&mut conn).await;
@@ -558,12 +557,14 @@ impl Queue {
                     let unread = match result {
                         Ok(receivers) => {
                             let mut unread = Vec::new();
-                            let mut start = 0;
-                            for (end, n) in group.ends.iter().zip(receivers) {
+                            let mut msgs = group.msgs.into_iter();
+                            for (count, n) in counts.into_iter().zip(receivers) {
+                                let bundled = msgs.by_ref().take(count);
                                 if n == 0 {
-                                    unread.extend(group.msgs[start..*end].iter().cloned());
+                                    unread.extend(bundled);
+                                } else {
+                                    bundled.for_each(drop);
                                 }
-                                start = *end;
                             }
                             Ok(unread)
                         }
