@@ -8,10 +8,22 @@
 //! the worker that serves the VES's command channel. The VES's traffic then stays on one
 //! thread, and the node's workers share the load VES by VES (one VES's traffic on a node
 //! is served by one worker).
+//!
+//! A VES whose command channel is on another node (or not attached yet) has no home here,
+//! and its devices used to stay on whichever worker accepted them. Their frames to the VES
+//! then left the node from every worker's publish queue, each in a Redis round of its own,
+//! and the bus messages back to them woke every worker. [`Workers`] gives such a VES a
+//! worker of its own on this node, chosen from its id, so that the same rule holds on
+//! every node: one worker per VES. A VES's frames to a node then pass through one worker
+//! on each side, whichever node holds its channel; spreading its devices over more
+//! workers of a node would not raise that ceiling, only the cost per frame
+//! (docs/benchmarks.md, "A remote VES's devices on one worker").
 
+use std::sync::RwLock;
 use std::thread::ThreadId;
 
 use actix::ArbiterHandle;
+use noc_protocol::VesId;
 
 /// A worker thread (actix arbiter) that sessions can be started on.
 #[derive(Clone, Debug)]
@@ -35,5 +47,124 @@ impl Home {
     /// dropped).
     pub fn spawn(&self, fut: impl Future<Output = ()> + Send + 'static) -> bool {
         self.arbiter.spawn(fut)
+    }
+
+    /// Whether the worker still runs (it takes work; a no-op is queued to find out).
+    fn is_running(&self) -> bool {
+        self.arbiter.spawn_fn(|| {})
+    }
+}
+
+/// The node's workers that device sessions start on, in the order they started, and the
+/// one each VES without a home on this node gets.
+#[derive(Debug, Default)]
+pub struct Workers {
+    homes: RwLock<Vec<Home>>,
+}
+
+impl Workers {
+    /// Adds the calling thread's worker (each worker adds itself as it starts its device
+    /// service, and again if it restarts the service). Workers that stopped are dropped
+    /// from the list first: a worker that the server starts in place of a failed one
+    /// takes its place.
+    pub fn add_current(&self) {
+        let home = Home::current();
+        let mut homes = self.homes.write().unwrap_or_else(|p| p.into_inner());
+        homes.retain(|h| h.thread == home.thread || h.is_running());
+        if !homes.iter().any(|h| h.thread == home.thread) {
+            homes.push(home);
+        }
+    }
+
+    /// The worker of `ves` on this node: the same one for every device of the VES while
+    /// the node's workers stay the same. `None` before any worker started.
+    pub fn for_ves(&self, ves: VesId) -> Option<Home> {
+        let homes = self.homes.read().unwrap_or_else(|p| p.into_inner());
+        // Version 4 ids are random: their last eight bytes spread VESs evenly.
+        let (_, tail) = ves.as_bytes().split_at(8);
+        let n = u64::from_le_bytes(tail.try_into().ok()?);
+        let i = usize::try_from(n % u64::try_from(homes.len()).ok()?.max(1)).ok()?;
+        homes.get(i).cloned()
+    }
+
+    pub fn len(&self) -> usize {
+        self.homes.read().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Starts `n` workers (arbiters), each adding itself to `workers`.
+    fn start_workers(workers: &std::sync::Arc<Workers>, n: usize) -> Vec<actix::Arbiter> {
+        let arbiters: Vec<actix::Arbiter> = (0..n).map(|_| actix::Arbiter::new()).collect();
+        for arbiter in &arbiters {
+            let (w, (tx, rx)) = (workers.clone(), std::sync::mpsc::channel());
+            assert!(arbiter.spawn_fn(move || {
+                w.add_current();
+                let _ = tx.send(());
+            }));
+            rx.recv().expect("the worker added itself");
+        }
+        arbiters
+    }
+
+    /// The thread a home runs its work on.
+    fn thread_of(home: &Home) -> ThreadId {
+        let (tx, rx) = std::sync::mpsc::channel();
+        assert!(home.spawn(async move {
+            let _ = tx.send(std::thread::current().id());
+        }));
+        rx.recv().expect("the home ran the task")
+    }
+
+    #[actix_rt::test]
+    async fn every_device_of_a_ves_gets_the_same_worker_and_vess_spread_over_all() {
+        let workers = std::sync::Arc::new(Workers::default());
+        assert!(workers.for_ves(VesId::random()).is_none(), "no worker yet");
+        let arbiters = start_workers(&workers, 3);
+        assert_eq!(workers.len(), 3);
+        // A worker that starts its service again is not counted twice.
+        let (w, (tx, rx)) = (workers.clone(), std::sync::mpsc::channel());
+        assert!(arbiters[1].spawn_fn(move || {
+            w.add_current();
+            let _ = tx.send(());
+        }));
+        rx.recv().expect("added again");
+        assert_eq!(workers.len(), 3);
+        let ves = VesId::random();
+        let first = thread_of(&workers.for_ves(ves).expect("a worker"));
+        for _ in 0..5 {
+            assert_eq!(thread_of(&workers.for_ves(ves).expect("a worker")), first);
+        }
+        let used: std::collections::HashSet<ThreadId> =
+            (0..60).map(|_| thread_of(&workers.for_ves(VesId::random()).expect("a worker"))).collect();
+        assert_eq!(used.len(), 3, "sixty VESs use all three workers");
+        for a in arbiters {
+            a.stop();
+        }
+    }
+
+    #[actix_rt::test]
+    async fn a_stopped_worker_leaves_the_list_when_another_starts() {
+        let workers = std::sync::Arc::new(Workers::default());
+        let mut arbiters = start_workers(&workers, 2);
+        let stopped = arbiters.remove(0);
+        stopped.stop();
+        stopped.join().expect("the worker stopped");
+        arbiters.extend(start_workers(&workers, 1));
+        assert_eq!(workers.len(), 2, "the stopped worker was replaced");
+        for _ in 0..40 {
+            let home = workers.for_ves(VesId::random()).expect("a worker");
+            assert!(home.is_running(), "no VES is given the stopped worker");
+        }
+        for a in arbiters {
+            a.stop();
+        }
     }
 }

@@ -33,7 +33,7 @@ pub use close::CloseSession;
 pub use config::SessionConfig;
 pub use device::{DeviceSession, DeviceSessionInfo};
 pub use device_reader::FrameReader;
-pub use home::Home;
+pub use home::{Home, Workers};
 pub use metrics::{Direction, DropReason, Metrics, SessionKind};
 pub use router::{DeviceHandle, DeviceOut, DeviceSeen, Router, VesHandle, WriterGuard};
 pub use rts_sessions::{EventLookup, RtsSession, RtsSessions};

@@ -321,7 +321,7 @@ impl Metrics {
         let device_sessions_moved = counter(
             &r,
             "noc_device_sessions_moved_total",
-            "Device sessions started on the worker thread of their VES's command channel rather than the one that accepted the connection.",
+            "Device sessions started on their VES's worker thread (the one of its command channel, or the one the node gives a VES whose channel is elsewhere) rather than the one that accepted the connection.",
         );
         let open_files_limit = gauge(
             &r,

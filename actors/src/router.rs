@@ -134,6 +134,8 @@ pub struct Router {
     usage: crate::usage::UsageMeter,
     /// Browse fetches this node waits for, and how many a VES may have in flight.
     pub(crate) fetches: crate::ves::fetches::FetchWaiters,
+    /// The workers device sessions start on (see [`crate::home`]).
+    workers: crate::home::Workers,
 }
 
 /// The bus's latency into the node's metrics.
@@ -166,6 +168,7 @@ impl Router {
             issuer: std::sync::OnceLock::new(),
             usage: crate::usage::UsageMeter::new(),
             fetches: crate::ves::fetches::FetchWaiters::default(),
+            workers: crate::home::Workers::default(),
         })
     }
 
@@ -229,8 +232,16 @@ impl Router {
     }
 
     /// The worker of a VES on this node that serves its command channel.
+    /// Where the sessions of `ves_id`'s devices start on this node: the worker that serves
+    /// its command channel here, or, when it has none here, the worker this node gives the
+    /// VES (see [`crate::home`]). `None` only before any worker started.
     pub fn ves_home(&self, ves_id: VesId) -> Option<crate::Home> {
-        self.ves.with(&ves_id, |h| h.and_then(|h| h.inbox.home()))
+        self.ves.with(&ves_id, |h| h.and_then(|h| h.inbox.home())).or_else(|| self.workers.for_ves(ves_id))
+    }
+
+    /// The workers that device sessions start on; each adds itself as it starts.
+    pub fn workers(&self) -> &crate::home::Workers {
+        &self.workers
     }
 
     pub fn ves_session(&self, ves_id: VesId) -> Option<VesHandle> {

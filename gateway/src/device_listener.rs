@@ -131,8 +131,8 @@ impl DeviceListener {
         }
     }
 
-    /// Starts the session of an authenticated connection on its VES's home worker (see
-    /// `noc_actors::Home`), or here when the VES has none on this node or it is this one.
+    /// Starts the session of an authenticated connection on its VES's home worker on this
+    /// node (see `noc_actors::Home`), or here when that is this one.
     fn start_session(&self, io: ServerTlsStream, read_buf: BytesMut, info: DeviceSessionInfo) {
         let (router, sessions) = (self.router.clone(), self.sessions.clone());
         let home = router.ves_home(info.ves_id).filter(|home| !home.is_current());

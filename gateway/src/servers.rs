@@ -174,7 +174,10 @@ fn listen_device(
         state.draining.clone(),
         settings.device_connections_per_worker.saturating_mul(settings.workers),
     );
+    let router = state.router.clone();
     edge.listen("device", listener, move || {
+        // Runs on each worker as it starts: the node's workers that sessions start on.
+        router.workers().add_current();
         let listener = device_listener.clone();
         fn_service(move |tcp: actix_rt::net::TcpStream| {
             let listener = listener.clone();

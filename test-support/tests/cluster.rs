@@ -130,6 +130,47 @@ cluster_test!(frames_cross_nodes_both_ways_in_order, {
     cluster.stop().await;
 });
 
+// Node B has no command channel of the VES, yet its devices there share one worker: with
+// devices accepted in turn by B's two workers, some move, and every one relays both ways
+// across the nodes.
+cluster_test!(devices_of_a_ves_on_another_node_share_one_worker, {
+    let (cluster, ves, mut channel) = two_nodes_with_ves_on_the_first().await;
+    let b = &cluster.nodes[1];
+    let mut acts = Vec::new();
+    for i in 0..4 {
+        acts.push(user_with_device(&ves, &format!("remote{i}@example.com"), &format!("+1555031{i}")).await);
+    }
+    let mut devices = Vec::new();
+    for act in &acts {
+        devices.push(online_device(b, act).await);
+    }
+    for act in &acts {
+        await_online(&mut channel, act.device_id).await;
+    }
+    let moved = b.metric("noc_device_sessions_moved_total", &[]);
+    assert!(moved >= 1.0, "four devices accepted in turn by two workers, one worker for the VES: some move ({moved})");
+    for (i, (act, device)) in acts.iter().zip(devices.iter_mut()).enumerate() {
+        let id = 200 + i as u64;
+        assert_eq!(ves.send_frame(act.device_id, id, b"down").await.results[0].status, FrameStatus::Accepted);
+        match device.recv_data(STEP).await {
+            Recv::Frame(Frame::Forward { frame_id, payload, .. }) => {
+                assert_eq!((frame_id, &payload[..]), (id, &b"down"[..]))
+            }
+            other => panic!("expected FORWARD, got {other:?}"),
+        }
+        device
+            .send(Frame::Forward { kind: ForwardKind::Data, frame_id: id, payload: Bytes::from_static(b"up") })
+            .await
+            .expect("send");
+        channel
+            .wait_for(STEP, |c| matches!(c, Command::DeviceFrame { device_id, frame_id, .. } if *device_id == act.device_id && *frame_id == id))
+            .await
+            .expect("DeviceFrame");
+    }
+    assert_eq!(b.metric("noc_sessions", &[("kind", "device")]), 4.0);
+    cluster.stop().await;
+});
+
 cluster_test!(a_device_moving_to_another_node_closes_its_old_session, {
     let (cluster, ves, mut channel) = two_nodes_with_ves_on_the_first().await;
     let (a, b) = (&cluster.nodes[0], &cluster.nodes[1]);
