@@ -231,7 +231,6 @@ impl Router {
         self.device_count.load(Ordering::Relaxed)
     }
 
-    /// The worker of a VES on this node that serves its command channel.
     /// Where the sessions of `ves_id`'s devices start on this node: the worker that serves
     /// its command channel here, or, when it has none here, the worker this node gives the
     /// VES (see [`crate::home`]). `None` only before any worker started.
