@@ -2,8 +2,9 @@
 
 use std::time::Duration;
 
-use noc_protocol::device::Frame;
-use noc_protocol::rts::{AccountActivationResponse, Command, DeviceActivationResponse};
+use bytes::Bytes;
+use noc_protocol::device::{ForwardKind, Frame};
+use noc_protocol::rts::{AccountActivationResponse, Command, DeviceActivationResponse, FrameStatus};
 use noc_protocol::{CloseCode, DeviceId};
 use serde_json::json;
 
@@ -90,10 +91,57 @@ pub async fn expect_close(device: &mut FakeDevice, code: CloseCode) -> String {
     }
 }
 
+/// Waits until the VES has seen every one of `device_ids` online, in any order: sessions
+/// that move to another worker may announce themselves after ones that logged in later.
+pub async fn await_all_online(channel: &mut CommandChannel, device_ids: &[DeviceId]) {
+    let mut waiting: std::collections::HashSet<DeviceId> = device_ids.iter().copied().collect();
+    while !waiting.is_empty() {
+        channel
+            .wait_for(
+                STEP,
+                |c| matches!(c, Command::DevicePresence { device_id, online: true, .. } if waiting.remove(device_id)),
+            )
+            .await
+            .unwrap_or_else(|| panic!("DevicePresence online for {waiting:?}"));
+    }
+}
+
 /// Waits until the VES sees `device_id` online.
 pub async fn await_online(channel: &mut CommandChannel, device_id: DeviceId) {
     channel
         .wait_for(STEP, |c| matches!(c, Command::DevicePresence { device_id: d, online: true, .. } if *d == device_id))
         .await
         .expect("DevicePresence online");
+}
+
+/// Frame `id` both ways between the VES and an online device: "down" to the device, "up"
+/// to the VES, and the VES's acknowledgement back to the device.
+pub async fn relays_both_ways(
+    ves: &FakeVes,
+    channel: &mut CommandChannel,
+    device_id: DeviceId,
+    device: &mut FakeDevice,
+    id: u64,
+) {
+    let resp = ves.send_frame(device_id, id, b"down").await;
+    assert_eq!(resp.results[0].status, FrameStatus::Accepted);
+    match device.recv_data(STEP).await {
+        Recv::Frame(Frame::Forward { frame_id, payload, .. }) => {
+            assert_eq!((frame_id, &payload[..]), (id, &b"down"[..]))
+        }
+        other => panic!("expected FORWARD, got {other:?}"),
+    }
+    device
+        .send(Frame::Forward { kind: ForwardKind::Data, frame_id: id, payload: Bytes::from_static(b"up") })
+        .await
+        .expect("send");
+    channel
+        .wait_for(
+            STEP,
+            |c| matches!(c, Command::DeviceFrame { device_id: d, frame_id, .. } if *d == device_id && *frame_id == id),
+        )
+        .await
+        .expect("DeviceFrame");
+    assert_eq!(ves.ack(device_id, id).await.forwarded, 1);
+    assert!(matches!(device.recv_data(STEP).await, Recv::Frame(Frame::Ack { frame_id }) if frame_id == id));
 }

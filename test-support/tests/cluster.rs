@@ -8,7 +8,9 @@ use bytes::Bytes;
 use noc_protocol::device::{ForwardKind, Frame};
 use noc_protocol::rts::{Command, FrameStatus};
 use noc_protocol::{CloseCode, UndeliverableReason};
-use noc_test_support::scenario::{STEP, await_online, expect_close, online_device, user_with_device};
+use noc_test_support::scenario::{
+    STEP, await_all_online, await_online, expect_close, online_device, relays_both_ways, user_with_device,
+};
 use noc_test_support::{CommandChannel, FakeDevice, FakeVes, Forwarder, Recv, TestCluster, test_redis_url};
 
 /// Sends frames `ids` to `device_id` until one is accepted and arrives at `device`.
@@ -144,28 +146,12 @@ cluster_test!(devices_of_a_ves_on_another_node_share_one_worker, {
     for act in &acts {
         devices.push(online_device(b, act).await);
     }
-    for act in &acts {
-        await_online(&mut channel, act.device_id).await;
-    }
+    let ids: Vec<_> = acts.iter().map(|a| a.device_id).collect();
+    await_all_online(&mut channel, &ids).await;
     let moved = b.metric("noc_device_sessions_moved_total", &[]);
     assert!(moved >= 1.0, "four devices accepted in turn by two workers, one worker for the VES: some move ({moved})");
     for (i, (act, device)) in acts.iter().zip(devices.iter_mut()).enumerate() {
-        let id = 200 + i as u64;
-        assert_eq!(ves.send_frame(act.device_id, id, b"down").await.results[0].status, FrameStatus::Accepted);
-        match device.recv_data(STEP).await {
-            Recv::Frame(Frame::Forward { frame_id, payload, .. }) => {
-                assert_eq!((frame_id, &payload[..]), (id, &b"down"[..]))
-            }
-            other => panic!("expected FORWARD, got {other:?}"),
-        }
-        device
-            .send(Frame::Forward { kind: ForwardKind::Data, frame_id: id, payload: Bytes::from_static(b"up") })
-            .await
-            .expect("send");
-        channel
-            .wait_for(STEP, |c| matches!(c, Command::DeviceFrame { device_id, frame_id, .. } if *device_id == act.device_id && *frame_id == id))
-            .await
-            .expect("DeviceFrame");
+        relays_both_ways(&ves, &mut channel, act.device_id, device, 200 + i as u64).await;
     }
     assert_eq!(b.metric("noc_sessions", &[("kind", "device")]), 4.0);
     cluster.stop().await;

@@ -10,7 +10,9 @@ use noc_protocol::rts::{
     StartupReportResponse, StartupStatus, StartupUser, UserList,
 };
 use noc_protocol::{CloseCode, DeviceId, UndeliverableReason};
-use noc_test_support::scenario::{await_online, expect_close, online_device, relay_and_ves, user_with_device};
+use noc_test_support::scenario::{
+    await_all_online, await_online, expect_close, online_device, relay_and_ves, relays_both_ways, user_with_device,
+};
 use noc_test_support::{Recv, TestRelay};
 use serde_json::json;
 
@@ -706,31 +708,12 @@ async fn device_sessions_move_to_their_ves_worker_and_relay_both_ways() {
     for act in &acts {
         devices.push(online_device(&relay, act).await);
     }
-    for act in &acts {
-        await_online(&mut channel, act.device_id).await;
-    }
+    let ids: Vec<_> = acts.iter().map(|a| a.device_id).collect();
+    await_all_online(&mut channel, &ids).await;
     let moved = relay.metric("noc_device_sessions_moved_total", &[]);
     assert!(moved >= 1.0, "four devices accepted in turn by two workers: some move ({moved})");
     for (i, (act, device)) in acts.iter().zip(devices.iter_mut()).enumerate() {
-        let id = 100 + i as u64;
-        let resp = ves.send_frame(act.device_id, id, b"down").await;
-        assert_eq!(resp.results[0].status, FrameStatus::Accepted);
-        match device.recv_data(T).await {
-            Recv::Frame(Frame::Forward { frame_id, payload, .. }) => {
-                assert_eq!((frame_id, &payload[..]), (id, &b"down"[..]))
-            }
-            other => panic!("expected FORWARD, got {other:?}"),
-        }
-        device
-            .send(Frame::Forward { kind: ForwardKind::Data, frame_id: id, payload: Bytes::from_static(b"up") })
-            .await
-            .expect("send");
-        channel
-            .wait_for(T, |c| matches!(c, Command::DeviceFrame { device_id, frame_id, .. } if *device_id == act.device_id && *frame_id == id))
-            .await
-            .expect("DeviceFrame");
-        assert_eq!(ves.ack(act.device_id, id).await.forwarded, 1);
-        assert!(matches!(device.recv_data(T).await, Recv::Frame(Frame::Ack { frame_id }) if frame_id == id));
+        relays_both_ways(&ves, &mut channel, act.device_id, device, 100 + i as u64).await;
     }
     assert_eq!(relay.metric("noc_sessions", &[("kind", "device")]), 4.0);
 }
