@@ -106,6 +106,26 @@ pub async fn await_all_online(channel: &mut CommandChannel, device_ids: &[Device
     }
 }
 
+/// `n` users of `ves` (`{tag}{i}@example.com`, phone `{msisdn}{i}`), each with a device
+/// online on `relay`, all announced to the VES.
+pub async fn devices_online(
+    ves: &FakeVes,
+    channel: &mut CommandChannel,
+    relay: &TestRelay,
+    (tag, msisdn): (&str, &str),
+    n: usize,
+) -> Vec<(DeviceActivationResponse, FakeDevice)> {
+    let mut out = Vec::new();
+    for i in 0..n {
+        let act = user_with_device(ves, &format!("{tag}{i}@example.com"), &format!("{msisdn}{i}")).await;
+        let device = online_device(relay, &act).await;
+        out.push((act, device));
+    }
+    let ids: Vec<DeviceId> = out.iter().map(|(act, _)| act.device_id).collect();
+    await_all_online(channel, &ids).await;
+    out
+}
+
 /// Waits until the VES sees `device_id` online.
 pub async fn await_online(channel: &mut CommandChannel, device_id: DeviceId) {
     channel

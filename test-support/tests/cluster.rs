@@ -9,7 +9,7 @@ use noc_protocol::device::{ForwardKind, Frame};
 use noc_protocol::rts::{Command, FrameStatus};
 use noc_protocol::{CloseCode, UndeliverableReason};
 use noc_test_support::scenario::{
-    STEP, await_all_online, await_online, expect_close, online_device, relays_both_ways, user_with_device,
+    STEP, await_online, devices_online, expect_close, online_device, relays_both_ways, user_with_device,
 };
 use noc_test_support::{CommandChannel, FakeDevice, FakeVes, Forwarder, Recv, TestCluster, test_redis_url};
 
@@ -138,19 +138,10 @@ cluster_test!(frames_cross_nodes_both_ways_in_order, {
 cluster_test!(devices_of_a_ves_on_another_node_share_one_worker, {
     let (cluster, ves, mut channel) = two_nodes_with_ves_on_the_first().await;
     let b = &cluster.nodes[1];
-    let mut acts = Vec::new();
-    for i in 0..4 {
-        acts.push(user_with_device(&ves, &format!("remote{i}@example.com"), &format!("+1555031{i}")).await);
-    }
-    let mut devices = Vec::new();
-    for act in &acts {
-        devices.push(online_device(b, act).await);
-    }
-    let ids: Vec<_> = acts.iter().map(|a| a.device_id).collect();
-    await_all_online(&mut channel, &ids).await;
+    let mut devices = devices_online(&ves, &mut channel, b, ("remote", "+1555031"), 4).await;
     let moved = b.metric("noc_device_sessions_moved_total", &[]);
     assert!(moved >= 1.0, "four devices accepted in turn by two workers, one worker for the VES: some move ({moved})");
-    for (i, (act, device)) in acts.iter().zip(devices.iter_mut()).enumerate() {
+    for (i, (act, device)) in devices.iter_mut().enumerate() {
         relays_both_ways(&ves, &mut channel, act.device_id, device, 200 + i as u64).await;
     }
     assert_eq!(b.metric("noc_sessions", &[("kind", "device")]), 4.0);

@@ -11,7 +11,7 @@ use noc_protocol::rts::{
 };
 use noc_protocol::{CloseCode, DeviceId, UndeliverableReason};
 use noc_test_support::scenario::{
-    await_all_online, await_online, expect_close, online_device, relay_and_ves, relays_both_ways, user_with_device,
+    await_online, devices_online, expect_close, online_device, relay_and_ves, relays_both_ways, user_with_device,
 };
 use noc_test_support::{Recv, TestRelay};
 use serde_json::json;
@@ -700,19 +700,10 @@ async fn a_slow_device_does_not_delay_the_others() {
 #[tokio::test]
 async fn device_sessions_move_to_their_ves_worker_and_relay_both_ways() {
     let (relay, ves, mut channel) = relay_and_ves(|_| {}).await;
-    let mut acts = Vec::new();
-    for i in 0..4 {
-        acts.push(user_with_device(&ves, &format!("worker{i}@example.com"), &format!("+1555011{i}")).await);
-    }
-    let mut devices = Vec::new();
-    for act in &acts {
-        devices.push(online_device(&relay, act).await);
-    }
-    let ids: Vec<_> = acts.iter().map(|a| a.device_id).collect();
-    await_all_online(&mut channel, &ids).await;
+    let mut devices = devices_online(&ves, &mut channel, &relay, ("worker", "+1555011"), 4).await;
     let moved = relay.metric("noc_device_sessions_moved_total", &[]);
     assert!(moved >= 1.0, "four devices accepted in turn by two workers: some move ({moved})");
-    for (i, (act, device)) in acts.iter().zip(devices.iter_mut()).enumerate() {
+    for (i, (act, device)) in devices.iter_mut().enumerate() {
         relays_both_ways(&ves, &mut channel, act.device_id, device, 100 + i as u64).await;
     }
     assert_eq!(relay.metric("noc_sessions", &[("kind", "device")]), 4.0);
