@@ -69,7 +69,7 @@ pub(super) async fn connect(opts: &RedisOptions) -> Result<(Endpoint, Conn), Clu
     let timeout = opts.command_timeout * 2;
     Ok(match opts.mode {
         RedisMode::Standalone => {
-            let client = redis::Client::open(opts.url.as_str()).map_err(unavailable)?;
+            let client = standalone_client(&opts.url)?;
             let config = ConnectionManagerConfig::new()
                 .set_connection_timeout(Some(opts.command_timeout))
                 .set_response_timeout(Some(opts.command_timeout))
@@ -102,6 +102,22 @@ pub(super) async fn connect(opts: &RedisOptions) -> Result<(Endpoint, Conn), Clu
     })
 }
 
+/// The TCP settings of every connection to a Redis server: `TCP_NODELAY` on, which
+/// redis-rs leaves off. Without it, a command written while an earlier one on the same
+/// connection is still unacknowledged waits in the kernel for that acknowledgement
+/// (Nagle's algorithm), and the connections here carry overlapping commands: the shared
+/// one takes every worker's claims and lookups and the membership's renewals, and a
+/// worker's publish connection sends one pipeline per target node at once.
+pub(super) fn tcp_settings() -> redis::io::tcp::TcpSettings {
+    redis::io::tcp::TcpSettings::default().set_nodelay(true)
+}
+
+/// A client for one server at `url`, with [`tcp_settings`].
+pub(super) fn standalone_client(url: &str) -> Result<redis::Client, ClusterError> {
+    let info = url.into_connection_info().map_err(unavailable)?.set_tcp_settings(tcp_settings());
+    redis::Client::open(info).map_err(unavailable)
+}
+
 /// The URLs of a comma-separated list.
 fn split_urls(urls: &str) -> Vec<String> {
     urls.split(',').map(|u| u.trim().to_string()).filter(|u| !u.is_empty()).collect()
@@ -114,6 +130,7 @@ pub(super) fn cluster_client(
 ) -> Result<redis::cluster::ClusterClient, ClusterError> {
     let mut b = redis::cluster::ClusterClientBuilder::new(seeds.to_vec())
         .use_protocol(redis::ProtocolVersion::RESP3)
+        .tcp_settings(tcp_settings())
         .connection_timeout(opts.command_timeout)
         .response_timeout(opts.command_timeout);
     if let Some(tx) = push {
@@ -147,7 +164,9 @@ impl SentinelConn {
         let first = urls.first().ok_or_else(|| unavailable("no sentinel address in redis_url"))?;
         // The master is reached with the credentials and database of the sentinel URLs.
         let info = first.as_str().into_connection_info().map_err(unavailable)?;
-        let node = SentinelNodeConnectionInfo::default().set_redis_connection_info(info.redis_settings().clone());
+        let node = SentinelNodeConnectionInfo::default()
+            .set_redis_connection_info(info.redis_settings().clone())
+            .set_tcp_settings(tcp_settings());
         let sentinels =
             SentinelClient::build(urls, opts.sentinel_master.clone(), Some(node), SentinelServerType::Master)
                 .map_err(unavailable)?;
@@ -283,5 +302,26 @@ pub(super) async fn run_each<T: redis::FromRedisValue>(
             }
             Ok(out)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_single_servers_connections_send_without_delay_and_keep_the_urls_parts() {
+        let client = standalone_client("redis://user:secret@redis.example:6380/3").expect("client");
+        let info = client.get_connection_info();
+        assert!(info.tcp_settings().nodelay());
+        assert_eq!(info.addr().to_string(), "redis.example:6380");
+        assert_eq!(info.redis_settings().db(), 3);
+        assert_eq!(info.redis_settings().username(), Some("user"));
+        assert!(tcp_settings().nodelay());
+    }
+
+    #[test]
+    fn a_url_that_is_not_redis_is_refused() {
+        assert!(matches!(standalone_client("http://redis.example/"), Err(ClusterError::Unavailable(_))));
     }
 }
