@@ -55,8 +55,9 @@ impl Home {
     }
 }
 
-/// The node's workers that device sessions start on, in the order they started, and the
-/// one each VES without a home on this node gets.
+/// The node's workers that device sessions start on, in the order they started (a
+/// replacement in the place of the worker it replaced), and the one each VES without a
+/// home on this node gets.
 #[derive(Debug, Default)]
 pub struct Workers {
     homes: RwLock<Vec<Home>>,
@@ -64,15 +65,20 @@ pub struct Workers {
 
 impl Workers {
     /// Adds the calling thread's worker (each worker adds itself as it starts its device
-    /// service, and again if it restarts the service). Workers that stopped are dropped
-    /// from the list first: a worker that the server starts in place of a failed one
-    /// takes its place.
+    /// service, and again if it restarts the service). A worker that the server starts in
+    /// place of a failed one takes the failed one's place in the list: only the VESs the
+    /// failed one served move, to the new one, and every other VES keeps its worker, so
+    /// its devices that connect later join those already connected. (Dropping the failed
+    /// one and appending the new one would shift every VES after it in the list.)
     pub fn add_current(&self) {
         let home = Home::current();
         let mut homes = self.homes.write().unwrap_or_else(|p| p.into_inner());
-        homes.retain(|h| h.thread == home.thread || h.is_running());
-        if !homes.iter().any(|h| h.thread == home.thread) {
-            homes.push(home);
+        if homes.iter().any(|h| h.thread == home.thread) {
+            return;
+        }
+        match homes.iter().position(|h| !h.is_running()) {
+            Some(stopped) => homes[stopped] = home,
+            None => homes.push(home),
         }
     }
 
@@ -147,18 +153,35 @@ mod tests {
         }
     }
 
+    /// The thread of an arbiter.
+    fn thread_of_arbiter(arbiter: &actix::Arbiter) -> ThreadId {
+        let (tx, rx) = std::sync::mpsc::channel();
+        assert!(arbiter.spawn_fn(move || {
+            let _ = tx.send(std::thread::current().id());
+        }));
+        rx.recv().expect("the arbiter ran the function")
+    }
+
     #[actix_rt::test]
-    async fn a_stopped_worker_leaves_the_list_when_another_starts() {
+    async fn a_worker_started_in_place_of_a_stopped_one_takes_its_place_and_no_other_ves_moves() {
         let workers = std::sync::Arc::new(Workers::default());
-        let mut arbiters = start_workers(&workers, 2);
-        let stopped = arbiters.remove(0);
+        let mut arbiters = start_workers(&workers, 3);
+        let vess: Vec<VesId> = (0..60).map(|_| VesId::random()).collect();
+        let before: Vec<ThreadId> = vess.iter().map(|v| thread_of(&workers.for_ves(*v).expect("a worker"))).collect();
+        let stopped = arbiters.remove(1);
+        let stopped_thread = thread_of_arbiter(&stopped);
+        assert!(before.contains(&stopped_thread), "some VESs were on the worker that stops");
         stopped.stop();
         stopped.join().expect("the worker stopped");
-        arbiters.extend(start_workers(&workers, 1));
-        assert_eq!(workers.len(), 2, "the stopped worker was replaced");
-        for _ in 0..40 {
-            let home = workers.for_ves(VesId::random()).expect("a worker");
+        let replacement = start_workers(&workers, 1);
+        let new_thread = thread_of_arbiter(&replacement[0]);
+        arbiters.extend(replacement);
+        assert_eq!(workers.len(), 3, "the stopped worker was replaced, not added to");
+        for (ves, was) in vess.iter().zip(&before) {
+            let home = workers.for_ves(*ves).expect("a worker");
             assert!(home.is_running(), "no VES is given the stopped worker");
+            let expected = if *was == stopped_thread { new_thread } else { *was };
+            assert_eq!(thread_of(&home), expected, "only the stopped worker's VESs moved");
         }
         for a in arbiters {
             a.stop();
