@@ -10,8 +10,8 @@ use crate::phases::{PhaseOutcome, PhaseWindow};
 use crate::procfs::ProcSample;
 use crate::reporter::{Reporter, frame_counts};
 use crate::result::{
-    Latencies, Latency, Machine, Phases, ProcessUsage, RESULT_FORMAT, ReportError, RunResult, Sessions, StormResult,
-    Target,
+    HostUsage, Latencies, Latency, Machine, Phases, ProcessUsage, RESULT_FORMAT, ReportError, RunResult, Sessions,
+    StormResult, Target,
 };
 use crate::scenario::Scenario;
 use crate::stats::{Metric, Stats};
@@ -136,6 +136,11 @@ pub(crate) fn assemble(a: Assembly<'_>) -> Result<RunResult, ReportError> {
         loadgen,
         relay_metrics_delta: a.relay_metrics_delta,
         storm: a.storm,
+        host: outcome
+            .host_at_start
+            .zip(outcome.host_at_end)
+            .and_then(|(start, end)| start.steal_percent_until(&end))
+            .map(|steal_percent_traffic| HostUsage { steal_percent_traffic }),
         timeline: std::mem::take(&mut reporter.timeline),
     })
 }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use crate::device::Timetable;
 use crate::display::Display;
-use crate::procfs::ProcSample;
+use crate::procfs::{HostSample, ProcSample};
 use crate::reporter::{Reporter, status_line, unresolved};
 use crate::result::ReportError;
 use crate::scenario::Scenario;
@@ -75,6 +75,9 @@ pub(crate) struct PhaseOutcome {
     pub loadgen_at_start: Option<ProcSample>,
     pub relay_at_end: Option<ProcSample>,
     pub loadgen_at_end: Option<ProcSample>,
+    /// The machine's CPU time at both ends of the traffic phase.
+    pub host_at_start: Option<HostSample>,
+    pub host_at_end: Option<HostSample>,
     pub drain_end: Instant,
 }
 
@@ -115,6 +118,7 @@ pub(crate) async fn drive_phases(
     let devices_at_traffic_start = stats.devices_online.load(Ordering::Relaxed).max(0) as u64;
     let relay_at_start = reporter.relay_last;
     let loadgen_at_start = reporter.loadgen_last;
+    let host_at_start = reporter.host_last;
     let duration_s = traffic_end.saturating_duration_since(traffic_start).as_secs_f64().ceil() as u64;
     display.start(duration_s.max(1), "traffic [{elapsed_precise}] [{bar:40}] {pos}/{len} s {msg}");
     let mut next_tick = traffic_start + interval;
@@ -130,6 +134,7 @@ pub(crate) async fn drive_phases(
     }
     let relay_at_end = reporter.relay_last;
     let loadgen_at_end = reporter.loadgen_last;
+    let host_at_end = reporter.host_last;
     let drain_deadline = Instant::now() + drain_timeout;
     display.start(0, "  drain [{elapsed_precise}] {msg}");
     let mut next_tick = Instant::now() + interval;
@@ -156,6 +161,8 @@ pub(crate) async fn drive_phases(
         loadgen_at_start,
         relay_at_end,
         loadgen_at_end,
+        host_at_start,
+        host_at_end,
         drain_end,
     })
 }

@@ -91,6 +91,64 @@ impl ProcSampler {
     }
 }
 
+/// The whole machine's CPU time from the first line of `/proc/stat`, in clock ticks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HostSample {
+    /// All CPUs' time of every kind (guest time is already counted in user time).
+    pub total_ticks: u64,
+    /// Time the CPUs of this (virtual) machine wanted to run and the hypervisor ran
+    /// something else (`steal`).
+    pub steal_ticks: u64,
+}
+
+impl HostSample {
+    /// The share of all CPU time between this sample and `later` that was stolen, in
+    /// percent; `None` when no time passed between them.
+    pub fn steal_percent_until(&self, later: &HostSample) -> Option<f64> {
+        let total = later.total_ticks.checked_sub(self.total_ticks).filter(|t| *t > 0)?;
+        let steal = later.steal_ticks.saturating_sub(self.steal_ticks);
+        Some(100.0 * steal as f64 / total as f64)
+    }
+}
+
+/// Samples the machine's CPU time. A virtual machine on a busy host loses CPU time to other
+/// guests; a run during which that happened measures the host, not the relay, so each
+/// run reports how much was stolen. `/proc/stat` is opened once, like the process files.
+pub struct HostSampler {
+    file: Option<File>,
+}
+
+impl Default for HostSampler {
+    fn default() -> Self {
+        Self { file: File::open("/proc/stat").ok() }
+    }
+}
+
+impl HostSampler {
+    /// A sample, or `None` where there is no `/proc/stat` (not Linux).
+    pub fn sample(&mut self) -> Option<HostSample> {
+        parse_host_cpu(&reread(self.file.as_mut()?)?)
+    }
+}
+
+/// The `cpu` line of `/proc/stat`: user nice system idle iowait irq softirq steal guest
+/// guest_nice. Kernels before 2.6.11 have no steal field, which reads as none stolen.
+fn parse_host_cpu(stat: &str) -> Option<HostSample> {
+    let mut fields = stat.lines().next()?.split_ascii_whitespace();
+    if fields.next()? != "cpu" {
+        return None;
+    }
+    let mut sample = HostSample::default();
+    for (i, field) in fields.take(8).enumerate() {
+        let ticks: u64 = field.parse().ok()?;
+        sample.total_ticks = sample.total_ticks.checked_add(ticks)?;
+        if i == 7 {
+            sample.steal_ticks = ticks;
+        }
+    }
+    Some(sample)
+}
+
 /// utime + stime of a `/proc/PID/stat` line, in seconds. The command name (field 2) may
 /// contain spaces and parentheses, so fields are counted after its last `)`.
 fn parse_cpu_seconds(stat: &str) -> Option<f64> {
@@ -120,6 +178,22 @@ mod tests {
         let status = "Name:\tnoc\nVmHWM:\t  2048 kB\nVmRSS:\t  1024 kB\nThreads:\t9\n";
         assert_eq!(status_value(status, "VmRSS:"), Some(1024));
         assert_eq!(status_value(status, "Threads:"), Some(9));
+    }
+
+    #[test]
+    fn the_hosts_cpu_line_gives_its_total_and_stolen_time() {
+        let stat = "cpu  300 0 100 500 10 0 40 50 20 0\ncpu0 150 0 50 250 5 0 20 25 10 0\n";
+        let a = parse_host_cpu(stat).expect("a cpu line");
+        assert_eq!(a, HostSample { total_ticks: 1000, steal_ticks: 50 });
+        let b = HostSample { total_ticks: 1400, steal_ticks: 70 };
+        assert_eq!(a.steal_percent_until(&b), Some(5.0));
+        assert_eq!(a.steal_percent_until(&a), None, "no time passed");
+        assert_eq!(parse_host_cpu("cpu  1 2 3 4\n"), Some(HostSample { total_ticks: 10, steal_ticks: 0 }));
+        assert_eq!(parse_host_cpu("intr 1 2 3\n"), None);
+        assert_eq!(parse_host_cpu("cpu  1 x 3\n"), None);
+        assert_eq!(parse_host_cpu(""), None);
+        let now = HostSampler::default().sample().expect("linux /proc/stat");
+        assert!(now.total_ticks > 0 && now.steal_ticks <= now.total_ticks);
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::time::Instant;
 use hdrhistogram::Histogram;
 
 use crate::payload::Clock;
-use crate::procfs::{ProcSample, ProcSampler};
+use crate::procfs::{HostSample, HostSampler, ProcSample, ProcSampler};
 use crate::result::{FrameCounts, IntervalCounts, Latency, ReportError, TimelinePoint};
 use crate::stats::{DirectionCounters, METRICS, Metric, Stats, UNDELIVERABLE_NAMES, new_histogram};
 
@@ -24,7 +24,9 @@ pub(crate) struct Reporter {
     last_tick: Instant,
     relay: Option<ProcSampler>,
     loadgen: ProcSampler,
+    host: HostSampler,
     pub(crate) relay_last: Option<ProcSample>,
+    pub(crate) host_last: Option<HostSample>,
     pub(crate) loadgen_last: Option<ProcSample>,
     pub(crate) relay_peak_kib: u64,
     pub(crate) loadgen_peak_kib: u64,
@@ -65,7 +67,9 @@ impl Reporter {
             last_tick: Instant::now(),
             relay: (!relay_pids.is_empty()).then(|| ProcSampler::group(relay_pids)),
             loadgen: ProcSampler::this_process(),
+            host: HostSampler::default(),
             relay_last: None,
+            host_last: None,
             loadgen_last: None,
             relay_peak_kib: 0,
             loadgen_peak_kib: 0,
@@ -84,6 +88,7 @@ impl Reporter {
         if let Some(s) = self.loadgen_last {
             self.loadgen_peak_kib = self.loadgen_peak_kib.max(s.rss_kib);
         }
+        self.host_last = self.host.sample();
     }
 
     /// Samples both processes before sessions open: the baseline of per-session memory.

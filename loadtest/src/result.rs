@@ -300,7 +300,21 @@ pub struct RunResult {
     /// The reconnect storm, when the scenario had one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storm: Option<StormResult>,
+    /// The machine the tool ran on, over the traffic phase (absent where `/proc/stat`
+    /// cannot be read, and in files of earlier versions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<HostUsage>,
     pub timeline: Vec<TimelinePoint>,
+}
+
+/// What the machine itself did during the traffic phase.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct HostUsage {
+    /// Percent of all CPUs' time that the hypervisor gave to other guests while this
+    /// machine's CPUs wanted to run (`steal` in `/proc/stat`). On a shared host it makes
+    /// latencies and rates of the run depend on the neighbours: compare runs only where
+    /// it is near zero.
+    pub steal_percent_traffic: f64,
 }
 
 /// What a reconnect storm (`storm_at_seconds`) cost: every device online at that moment
@@ -420,6 +434,9 @@ impl RunResult {
             }
             s.push('\n');
         }
+        if let Some(h) = &self.host {
+            s.push_str(&format!("host: {:.1}% of the CPU time stolen during traffic\n", h.steal_percent_traffic));
+        }
         if let Some(st) = &self.storm {
             s.push_str(&format!(
                 "storm at {:.1} s: {} dropped, {} reconnected, {}, {:.0} reconnects/s",
@@ -499,6 +516,11 @@ pub fn merge(results: &[RunResult]) -> Result<RunResult, ReportError> {
         if m.relay_metrics_delta.is_empty() {
             m.relay_metrics_delta = r.relay_metrics_delta.clone();
         }
+        // Workers may run on different machines: the worst host speaks for the run.
+        m.host = match (m.host.take(), &r.host) {
+            (Some(a), Some(b)) if b.steal_percent_traffic > a.steal_percent_traffic => Some(b.clone()),
+            (a, b) => a.or_else(|| b.clone()),
+        };
         m.storm = match (m.storm.take(), &r.storm) {
             (Some(a), Some(b)) => Some(merge_storms(&a, b)),
             (a, b) => a.or_else(|| b.clone()),

@@ -2,7 +2,7 @@
 
 use hdrhistogram::Histogram;
 use noc_loadtest::cli::merge_files;
-use noc_loadtest::result::{FrameCounts, IntervalCounts, Latency, RunResult, TimelinePoint};
+use noc_loadtest::result::{FrameCounts, HostUsage, IntervalCounts, Latency, RunResult, TimelinePoint, merge};
 use noc_loadtest::stats::new_histogram;
 
 fn hist(values: impl IntoIterator<Item = u64>) -> Histogram<u64> {
@@ -90,4 +90,28 @@ fn merging_nothing_or_garbage_is_an_error() {
     std::fs::write(&bad, "{}").expect("write");
     assert!(merge_files(&[bad], &dir.path().join("o.json"), None).is_err());
     assert!(noc_loadtest::merge(&[]).is_err());
+}
+
+#[test]
+fn the_merged_host_steal_is_the_worst_workers_and_survives_a_round_trip() {
+    let with = |steal: Option<f64>| {
+        let mut r = worker((1..=10).collect(), 1_700_000_000_000, 0);
+        r.host = steal.map(|steal_percent_traffic| HostUsage { steal_percent_traffic });
+        r
+    };
+    let steal = |r: &RunResult| r.host.as_ref().map(|h| h.steal_percent_traffic);
+    let m = merge(&[with(Some(1.0)), with(Some(4.0)), with(None)]).expect("merge");
+    assert_eq!(steal(&m), Some(4.0));
+    let m = merge(&[with(None), with(Some(0.5))]).expect("merge");
+    assert_eq!(steal(&m), Some(0.5));
+    assert_eq!(steal(&merge(&[with(None), with(None)]).expect("merge")), None);
+
+    // Written only when measured; a file without it (an earlier version's) still reads.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (measured, unmeasured) = (dir.path().join("a.json"), dir.path().join("b.json"));
+    with(Some(2.5)).save(&measured).expect("save");
+    with(None).save(&unmeasured).expect("save");
+    assert!(std::fs::read_to_string(&unmeasured).expect("read").find("\"host\"").is_none());
+    let both = merge_files(&[measured, unmeasured], &dir.path().join("m.json"), None).expect("merge files");
+    assert_eq!(steal(&both), Some(2.5));
 }
