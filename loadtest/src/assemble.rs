@@ -127,6 +127,8 @@ pub(crate) fn assemble(a: Assembly<'_>) -> Result<RunResult, ReportError> {
             ack_device_to_ves: reporter.total(Metric::AckDeviceToVes)?,
             ack_ves_to_device: reporter.total(Metric::AckVesToDevice)?,
             connect: reporter.total(Metric::Connect)?,
+            send_delay_device_to_ves: reporter.total(Metric::SendDelayDeviceToVes)?,
+            send_delay_ves_to_device: reporter.total(Metric::SendDelayVesToDevice)?,
         },
         achieved_frames_per_second: received as f64 / traffic_secs,
         errors: stats.errors(),

@@ -315,6 +315,7 @@ impl Device {
                 .encode(wbuf);
             self.outstanding.push_back((frame_id, scheduled));
             self.ctx.stats.device_to_ves.sent.fetch_add(1, Ordering::Relaxed);
+            self.ctx.stats.recorder.record(Metric::SendDelayDeviceToVes, self.ctx.clock.micros_since(scheduled));
             self.next_k += 1;
         }
     }

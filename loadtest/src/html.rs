@@ -434,6 +434,8 @@ svg{{display:block;margin:10px 0}} .grid{{stroke:#eee}} .frame{{fill:none;stroke
         ("send → ack, device → VES", &lt.ack_device_to_ves),
         ("send → ack, VES → device", &lt.ack_ves_to_device),
         ("device connect (TCP+TLS+HELLO+AUTH)", &lt.connect),
+        ("the tool's send delay, device → VES (scheduled → queued for writing)", &lt.send_delay_device_to_ves),
+        ("the tool's send delay, VES → device (scheduled → into a request or write)", &lt.send_delay_ves_to_device),
     ] {
         h.push_str(&latency_row(name, lat));
     }

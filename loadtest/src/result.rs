@@ -224,6 +224,12 @@ pub struct Latencies {
     pub ack_ves_to_device: Latency,
     /// Device TCP + TLS + HELLO + AUTH.
     pub connect: Latency,
+    /// Scheduled send → the sender queues the frame for writing: what the tool itself adds
+    /// to the one-way latency of each direction (empty in files of earlier versions).
+    #[serde(default)]
+    pub send_delay_device_to_ves: Latency,
+    #[serde(default)]
+    pub send_delay_ves_to_device: Latency,
 }
 
 /// Where the load went.
@@ -422,6 +428,18 @@ impl RunResult {
             ms(l.max_us),
             l.count
         ));
+        let (dv, vd) = (&self.latency.send_delay_device_to_ves, &self.latency.send_delay_ves_to_device);
+        if dv.count + vd.count > 0 {
+            // What of the one-way latency is the tool's own: a frame's scheduled time to the
+            // moment its sender queued it.
+            s.push_str(&format!(
+                "the tool's send delay ms (scheduled → queued): device→VES p50 {:.3} p99 {:.3}, VES→device p50 {:.3} p99 {:.3}\n",
+                ms(dv.p50_us),
+                ms(dv.p99_us),
+                ms(vd.p50_us),
+                ms(vd.p99_us)
+            ));
+        }
         if let Some(r) = &self.relay {
             s.push_str(&format!(
                 "relay: RSS {} MiB at traffic start (peak {} MiB), CPU {:.0}% during traffic",
@@ -501,6 +519,8 @@ pub fn merge(results: &[RunResult]) -> Result<RunResult, ReportError> {
         l.ack_device_to_ves = merge_latency(&l.ack_device_to_ves, &r.latency.ack_device_to_ves)?;
         l.ack_ves_to_device = merge_latency(&l.ack_ves_to_device, &r.latency.ack_ves_to_device)?;
         l.connect = merge_latency(&l.connect, &r.latency.connect)?;
+        l.send_delay_device_to_ves = merge_latency(&l.send_delay_device_to_ves, &r.latency.send_delay_device_to_ves)?;
+        l.send_delay_ves_to_device = merge_latency(&l.send_delay_ves_to_device, &r.latency.send_delay_ves_to_device)?;
         m.achieved_frames_per_second += r.achieved_frames_per_second;
         for (k, v) in &r.errors {
             *m.errors.entry(k.clone()).or_default() += v;

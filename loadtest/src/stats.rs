@@ -36,14 +36,23 @@ pub enum Metric {
     AckVesToDevice,
     /// TCP connect, TLS, HELLO and AUTH of one device session.
     Connect,
+    /// Device → VES: scheduled send time to the moment the device queues the frame for
+    /// its connection's next write. The tool's own share of the one-way latency (a late
+    /// timer, a busy worker thread), which no server can remove.
+    SendDelayDeviceToVes,
+    /// VES → device: scheduled send time to the moment the VES (or hub) puts the frame
+    /// into a request (or a write), including the wait for its batch.
+    SendDelayVesToDevice,
 }
 
-pub const METRICS: [Metric; 5] = [
+pub const METRICS: [Metric; 7] = [
     Metric::OneWayDeviceToVes,
     Metric::OneWayVesToDevice,
     Metric::AckDeviceToVes,
     Metric::AckVesToDevice,
     Metric::Connect,
+    Metric::SendDelayDeviceToVes,
+    Metric::SendDelayVesToDevice,
 ];
 
 impl Metric {
@@ -58,6 +67,8 @@ impl Metric {
             Metric::AckDeviceToVes => "ack_device_to_ves",
             Metric::AckVesToDevice => "ack_ves_to_device",
             Metric::Connect => "connect",
+            Metric::SendDelayDeviceToVes => "send_delay_device_to_ves",
+            Metric::SendDelayVesToDevice => "send_delay_ves_to_device",
         }
     }
 }

@@ -490,6 +490,7 @@ impl VesSim {
                 body.extend_from_slice(b"\"}");
                 // Registered before the request: the device's Ack may come back first.
                 out.insert(p.frame_id, (p.device, p.scheduled_ns));
+                self.stats.recorder.record(Metric::SendDelayVesToDevice, self.clock.micros_since(p.scheduled_ns));
             }
         }
         body.extend_from_slice(b"]}");

@@ -115,3 +115,36 @@ fn the_merged_host_steal_is_the_worst_workers_and_survives_a_round_trip() {
     let both = merge_files(&[measured, unmeasured], &dir.path().join("m.json"), None).expect("merge files");
     assert_eq!(steal(&both), Some(2.5));
 }
+
+#[test]
+fn the_tools_send_delays_merge_exactly_and_a_file_without_them_reads_as_empty() {
+    let with_delays = |values: Vec<u64>| {
+        let mut r = worker((1..=10).collect(), 1_700_000_000_000, 0);
+        let lat = Latency::from_histogram(&hist(values)).expect("encode");
+        r.latency.send_delay_device_to_ves = lat.clone();
+        r.latency.send_delay_ves_to_device = lat;
+        r
+    };
+    let m = merge(&[with_delays(vec![10; 99]), with_delays(vec![5000])]).expect("merge");
+    for l in [&m.latency.send_delay_device_to_ves, &m.latency.send_delay_ves_to_device] {
+        assert_eq!(l.count, 100);
+        assert_eq!(l.p50_us, 10);
+        assert!((5_000..5_010).contains(&l.max_us), "5000 µs within the histogram's 3 significant digits");
+    }
+    assert!(m.summary().contains("the tool's send delay ms (scheduled → queued): device→VES p50 0.010 p99 0.010"));
+
+    // A file of an earlier version has no send delays: it reads as empty and merges.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (old, new) = (dir.path().join("old.json"), dir.path().join("new.json"));
+    let mut v = serde_json::to_value(worker((1..=10).collect(), 1_700_000_000_000, 0)).expect("to json");
+    let latency = v.get_mut("latency").and_then(|l| l.as_object_mut()).expect("latency object");
+    assert!(
+        latency.remove("send_delay_device_to_ves").is_some() && latency.remove("send_delay_ves_to_device").is_some()
+    );
+    std::fs::write(&old, serde_json::to_vec(&v).expect("encode")).expect("write");
+    with_delays(vec![7; 4]).save(&new).expect("save");
+    let both = merge_files(&[old, new], &dir.path().join("m.json"), None).expect("merge files");
+    assert_eq!(both.latency.send_delay_device_to_ves.count, 4);
+    assert_eq!(both.latency.send_delay_ves_to_device.p50_us, 7);
+    assert!(!worker((1..=10).collect(), 0, 0).summary().contains("send delay"), "no line when nothing was measured");
+}

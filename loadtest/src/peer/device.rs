@@ -114,6 +114,9 @@ async fn device_session(
             while let Some(at) = tt.due(index, *next_k).filter(|at| sends_now(*at, now)) {
                 *next_k += 1;
                 let stamp = Stamp { scheduled_unix_ns: ctx.clock.send_stamp(at, now), seq: *next_k, sender: index };
+                ctx.stats
+                    .recorder
+                    .record(Metric::SendDelayDeviceToVes, ctx.clock.micros_since(stamp.scheduled_unix_ns));
                 encode(ctx.protocol, &mut wbuf, up, packet_id, &stamp.payload(ctx.frame_size));
                 ctx.stats.device_to_ves.sent.fetch_add(1, Ordering::Relaxed);
             }

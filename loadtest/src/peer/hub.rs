@@ -94,6 +94,7 @@ pub(super) async fn run_pacer(ctx: Arc<Ctx>, out: HubOut, start: Instant, end: I
             };
             next = d + 1;
             let payload = Stamp { scheduled_unix_ns: at, seq: k, sender: 0 }.payload(ctx.frame_size);
+            ctx.stats.recorder.record(Metric::SendDelayVesToDevice, ctx.clock.micros_since(at));
             match &out {
                 HubOut::Shared(_) => {
                     encode(ctx.protocol, &mut batch, &ctx.names[d].down, &mut packet_id, &payload);
