@@ -86,9 +86,10 @@ def sample(target, rate):
         out.append({"server": per_m(server), "tool": per_m(tool), "p99": j["latency"]["one_way"]["p99_us"] / 1000,
                     "p50": j["latency"]["one_way"]["p50_us"] / 1000, "ok": lost == 0 and und == 0 and ach >= 0.98 * int(rate),
                     # The tool's own delay between a frame's scheduled time and its sender
-                    # queueing it (absent in result files of earlier versions).
-                    **{f"delay_{d}_{q}": (j["latency"].get(f"send_delay_{d}") or {}).get(f"{q}_us", 0) / 1000 or None
-                       for d in ("device_to_ves", "ves_to_device") for q in ("p50", "p99")}})
+                    # queueing it, and the latency from then on (absent in result files of
+                    # earlier versions).
+                    **{f"{m}_{d}_{q}": (j["latency"].get(f"{m}_{d}") or {}).get(f"{q}_us", 0) / 1000 or None
+                       for m in ("send_delay", "from_send") for d in ("device_to_ves", "ves_to_device") for q in ("p50", "p99")}})
     return out
 
 def med(xs, fmt):
@@ -104,7 +105,7 @@ def median(xs):
 for rate in rates:
     print(f"### {int(rate):,} frames/s offered".replace(",", " "))
     print()
-    print("| server | server CPU-s per million frames | load tool CPU-s per million frames | p50 one-way ms | p99 one-way ms | the tool's send delay p50 / p99 ms, device→VES | the same, VES→device | relay ÷ server (CPU per frame) | all delivered |")
+    print("| server | server CPU-s per million frames | load tool CPU-s per million frames | p50 one-way ms | p99 one-way ms | the tool's send delay p50 / p99 ms, device→VES; VES→device | one-way from the send p50 / p99 ms, device→VES; VES→device | relay ÷ server (CPU per frame) | all delivered |")
     print("|---|---|---|---|---|---|---|---|---|")
     relay = median(s["server"] for s in sample("relay", rate)) if "relay" in targets else None
     for t in targets:
@@ -112,11 +113,12 @@ for rate in rates:
         server = median(x["server"] for x in s)
         ratio = f"{relay / server:.2f}×" if relay and server and t != "relay" else "—"
         ok = "yes" if s and all(x["ok"] for x in s) else "no"
-        delay = lambda d: " / ".join(
-            f"{v:.2f}" if v is not None else "—" for v in (median(x[f"delay_{d}_{q}"] for x in s) for q in ("p50", "p99")))
+        pair = lambda m, d: " / ".join(
+            f"{v:.2f}" if v is not None else "—" for v in (median(x[f"{m}_{d}_{q}"] for x in s) for q in ("p50", "p99")))
+        both = lambda m: f"{pair(m, 'device_to_ves')}; {pair(m, 'ves_to_device')}"
         print(f"| {descriptions[t]} | {med([x['server'] for x in s], lambda v: f'{v:.1f}')} | "
               f"{med([x['tool'] for x in s], lambda v: f'{v:.1f}')} | {med([x['p50'] for x in s], lambda v: f'{v:.2f}')} | "
-              f"{med([x['p99'] for x in s], lambda v: f'{v:.2f}')} | {delay('device_to_ves')} | {delay('ves_to_device')} | {ratio} | {ok} |")
+              f"{med([x['p99'] for x in s], lambda v: f'{v:.2f}')} | {both('send_delay')} | {both('from_send')} | {ratio} | {ok} |")
     print()
 PY
 } >"$SECTION"

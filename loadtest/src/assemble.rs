@@ -129,6 +129,8 @@ pub(crate) fn assemble(a: Assembly<'_>) -> Result<RunResult, ReportError> {
             connect: reporter.total(Metric::Connect)?,
             send_delay_device_to_ves: reporter.total(Metric::SendDelayDeviceToVes)?,
             send_delay_ves_to_device: reporter.total(Metric::SendDelayVesToDevice)?,
+            from_send_device_to_ves: reporter.total(Metric::FromSendDeviceToVes)?,
+            from_send_ves_to_device: reporter.total(Metric::FromSendVesToDevice)?,
         },
         achieved_frames_per_second: received as f64 / traffic_secs,
         errors: stats.errors(),

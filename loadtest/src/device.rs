@@ -29,7 +29,7 @@ use tokio_util::codec::Decoder;
 use tokio_util::sync::CancellationToken;
 
 use crate::net::SourceIps;
-use crate::payload::{Clock, Stamp, sends_now, wake_for};
+use crate::payload::{Clock, Stamp, micros_between, sends_now, wake_for};
 use crate::stats::{Metric, Stats, reason_index};
 
 /// Largest frame accepted during the handshake (the relay's own pre-auth limit).
@@ -310,12 +310,14 @@ impl Device {
             }
             let frame_id = self.next_k + 1;
             let scheduled = self.ctx.clock.send_stamp(at, now);
-            let stamp = Stamp { scheduled_unix_ns: scheduled, seq: frame_id, sender: self.spec.index };
+            let sent = self.ctx.clock.now_ns();
+            let stamp =
+                Stamp { scheduled_unix_ns: scheduled, sent_unix_ns: sent, seq: frame_id, sender: self.spec.index };
             Frame::Forward { kind: ForwardKind::Data, frame_id, payload: stamp.payload(self.ctx.frame_size) }
                 .encode(wbuf);
             self.outstanding.push_back((frame_id, scheduled));
             self.ctx.stats.device_to_ves.sent.fetch_add(1, Ordering::Relaxed);
-            self.ctx.stats.recorder.record(Metric::SendDelayDeviceToVes, self.ctx.clock.micros_since(scheduled));
+            self.ctx.stats.recorder.record(Metric::SendDelayDeviceToVes, micros_between(scheduled, sent));
             self.next_k += 1;
         }
     }
@@ -323,8 +325,10 @@ impl Device {
     /// Queues the unresolved frames again, with their original ids and stamps (the other
     /// end may see a frame twice if only its acknowledgement was lost).
     fn queue_resends(&mut self, wbuf: &mut BytesMut) {
+        let sent = self.ctx.clock.now_ns();
         for &(frame_id, scheduled) in &self.outstanding {
-            let stamp = Stamp { scheduled_unix_ns: scheduled, seq: frame_id, sender: self.spec.index };
+            let stamp =
+                Stamp { scheduled_unix_ns: scheduled, sent_unix_ns: sent, seq: frame_id, sender: self.spec.index };
             Frame::Forward { kind: ForwardKind::Data, frame_id, payload: stamp.payload(self.ctx.frame_size) }
                 .encode(wbuf);
         }
@@ -339,9 +343,12 @@ impl Device {
                 let c = &stats.ves_to_device;
                 c.received.fetch_add(1, Ordering::Relaxed);
                 match Stamp::read(&payload) {
-                    Some(s) => stats
-                        .recorder
-                        .record(Metric::OneWayVesToDevice, self.ctx.clock.micros_since(s.scheduled_unix_ns)),
+                    Some(s) => stats.recorder.record_receipt(
+                        Metric::OneWayVesToDevice,
+                        Metric::FromSendVesToDevice,
+                        &self.ctx.clock,
+                        &s,
+                    ),
                     None => {
                         c.foreign_payloads.fetch_add(1, Ordering::Relaxed);
                     }

@@ -436,6 +436,8 @@ svg{{display:block;margin:10px 0}} .grid{{stroke:#eee}} .frame{{fill:none;stroke
         ("device connect (TCP+TLS+HELLO+AUTH)", &lt.connect),
         ("the tool's send delay, device → VES (scheduled → queued for writing)", &lt.send_delay_device_to_ves),
         ("the tool's send delay, VES → device (scheduled → into a request or write)", &lt.send_delay_ves_to_device),
+        ("one-way from the send, device → VES (queued → received)", &lt.from_send_device_to_ves),
+        ("one-way from the send, VES → device (queued → received)", &lt.from_send_ves_to_device),
     ] {
         h.push_str(&latency_row(name, lat));
     }

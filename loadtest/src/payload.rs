@@ -1,25 +1,34 @@
-//! The load tool's frame payload: a stamp (scheduled send time, sequence number, sender)
-//! followed by zero padding up to the scenario's frame size.
+//! The load tool's frame payload: a stamp (scheduled send time, the time the sender queued
+//! it, sequence number, sender) followed by zero padding up to the scenario's frame size.
 //!
 //! The relay treats payloads as opaque bytes, so the receiving endpoint can read the stamp
 //! and measure end-to-end latency from the time the frame was *scheduled*, not the time it
 //! was written: a sender that falls behind its timetable shows up as latency instead of
-//! silently sending less (no coordinated omission).
+//! silently sending less (no coordinated omission). The time it was queued gives the
+//! second measure, from the send: what the server and the network took, without the
+//! tool's own delay in sending.
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-/// Identifies a load-tool payload ("NOC load test, layout 1").
-pub const STAMP_MAGIC: [u8; 4] = *b"NLT1";
+/// Identifies a load-tool payload ("NOC load test, layout 2").
+pub const STAMP_MAGIC: [u8; 4] = *b"NLT2";
+/// Layout 1, of earlier versions (no send time), still read: the workers of one campaign
+/// may run different versions.
+const STAMP_MAGIC_1: [u8; 4] = *b"NLT1";
 /// Bytes of the stamp; the smallest allowed frame size.
-pub const STAMP_BYTES: usize = 4 + 8 + 8 + 4;
+pub const STAMP_BYTES: usize = 4 + 8 + 8 + 8 + 4;
+/// Bytes of a layout-1 stamp.
+const STAMP_BYTES_1: usize = 4 + 8 + 8 + 4;
 
 /// What a payload carries besides padding.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Stamp {
     /// When the frame was due to be sent, nanoseconds since the Unix epoch.
     pub scheduled_unix_ns: u64,
+    /// When the sender queued it for writing (its scheduled time in a layout-1 stamp).
+    pub sent_unix_ns: u64,
     /// The sender's sequence number (also its frame id).
     pub seq: u64,
     /// Index of the sending device, or of the sending VES.
@@ -38,6 +47,7 @@ impl Stamp {
     pub fn write(&self, buf: &mut BytesMut, size: usize) {
         buf.put_slice(&STAMP_MAGIC);
         buf.put_u64(self.scheduled_unix_ns);
+        buf.put_u64(self.sent_unix_ns);
         buf.put_u64(self.seq);
         buf.put_u32(self.sender);
         buf.put_bytes(0, size.saturating_sub(STAMP_BYTES));
@@ -45,17 +55,29 @@ impl Stamp {
 
     /// Reads the stamp of a payload; `None` for bytes that are not a load-tool payload.
     pub fn read(payload: &[u8]) -> Option<Stamp> {
-        if payload.len() < STAMP_BYTES || payload[..4] != STAMP_MAGIC {
-            return None;
-        }
         let u64_at = |at: usize| {
             let mut b = [0u8; 8];
             b.copy_from_slice(&payload[at..at + 8]);
             u64::from_be_bytes(b)
         };
-        let mut sender = [0u8; 4];
-        sender.copy_from_slice(&payload[20..24]);
-        Some(Stamp { scheduled_unix_ns: u64_at(4), seq: u64_at(12), sender: u32::from_be_bytes(sender) })
+        let u32_at = |at: usize| {
+            let mut b = [0u8; 4];
+            b.copy_from_slice(&payload[at..at + 4]);
+            u32::from_be_bytes(b)
+        };
+        match payload.get(..4)? {
+            m if m == STAMP_MAGIC && payload.len() >= STAMP_BYTES => Some(Stamp {
+                scheduled_unix_ns: u64_at(4),
+                sent_unix_ns: u64_at(12),
+                seq: u64_at(20),
+                sender: u32_at(28),
+            }),
+            m if m == STAMP_MAGIC_1 && payload.len() >= STAMP_BYTES_1 => {
+                let scheduled_unix_ns = u64_at(4);
+                Some(Stamp { scheduled_unix_ns, sent_unix_ns: scheduled_unix_ns, seq: u64_at(12), sender: u32_at(20) })
+            }
+            _ => None,
+        }
     }
 }
 
@@ -75,6 +97,11 @@ pub fn wake_for(due: Instant) -> Instant {
 /// Whether a frame due at `due` goes out in a wake-up at `now`.
 pub fn sends_now(due: Instant, now: Instant) -> bool {
     due <= now + TIMER_LEAD
+}
+
+/// Microseconds from `from_ns` to `to_ns`, at least 1 (the histograms' lowest value).
+pub fn micros_between(from_ns: u64, to_ns: u64) -> u64 {
+    (to_ns.saturating_sub(from_ns) / 1000).max(1)
 }
 
 /// A monotonic clock expressed in Unix nanoseconds.
@@ -119,7 +146,7 @@ impl Clock {
 
     /// Microseconds from `from_ns` to now, at least 1 (the histograms' lowest value).
     pub fn micros_since(&self, from_ns: u64) -> u64 {
-        (self.now_ns().saturating_sub(from_ns) / 1000).max(1)
+        micros_between(from_ns, self.now_ns())
     }
 }
 
@@ -135,13 +162,30 @@ mod tests {
 
     #[test]
     fn stamp_round_trips_and_pads() {
-        let s = Stamp { scheduled_unix_ns: 1_700_000_000_123_456_789, seq: 42, sender: 7 };
+        let s = Stamp {
+            scheduled_unix_ns: 1_700_000_000_123_456_789,
+            sent_unix_ns: 1_700_000_000_124_000_000,
+            seq: 42,
+            sender: 7,
+        };
         let p = s.payload(256);
         assert_eq!(p.len(), 256);
         assert_eq!(Stamp::read(&p), Some(s));
         assert_eq!(s.payload(1).len(), STAMP_BYTES, "never shorter than the stamp");
+        assert_eq!(Stamp::read(&p[..STAMP_BYTES - 1]), None, "cut short");
         assert_eq!(Stamp::read(b"hello"), None);
+        assert_eq!(Stamp::read(b""), None);
         assert_eq!(Stamp::read(&[0u8; 64]), None);
+        // Layout 1 (earlier versions): no send time, which reads as the scheduled time.
+        let mut v1 = b"NLT1".to_vec();
+        v1.extend_from_slice(&s.scheduled_unix_ns.to_be_bytes());
+        v1.extend_from_slice(&42u64.to_be_bytes());
+        v1.extend_from_slice(&7u32.to_be_bytes());
+        let old = Stamp { sent_unix_ns: s.scheduled_unix_ns, ..s };
+        assert_eq!(Stamp::read(&v1), Some(old));
+        v1.resize(256, 0);
+        assert_eq!(Stamp::read(&v1), Some(old));
+        assert_eq!(Stamp::read(&v1[..STAMP_BYTES_1 - 1]), None);
     }
 
     #[test]

@@ -230,6 +230,12 @@ pub struct Latencies {
     pub send_delay_device_to_ves: Latency,
     #[serde(default)]
     pub send_delay_ves_to_device: Latency,
+    /// Queued by the sender → receipt: the server's and the network's share of the one-way
+    /// latency (empty in files of earlier versions).
+    #[serde(default)]
+    pub from_send_device_to_ves: Latency,
+    #[serde(default)]
+    pub from_send_ves_to_device: Latency,
 }
 
 /// Where the load went.
@@ -428,17 +434,26 @@ impl RunResult {
             ms(l.max_us),
             l.count
         ));
-        let (dv, vd) = (&self.latency.send_delay_device_to_ves, &self.latency.send_delay_ves_to_device);
-        if dv.count + vd.count > 0 {
+        let lt = &self.latency;
+        for (what, dv, vd) in [
             // What of the one-way latency is the tool's own: a frame's scheduled time to the
-            // moment its sender queued it.
-            s.push_str(&format!(
-                "the tool's send delay ms (scheduled → queued): device→VES p50 {:.3} p99 {:.3}, VES→device p50 {:.3} p99 {:.3}\n",
-                ms(dv.p50_us),
-                ms(dv.p99_us),
-                ms(vd.p50_us),
-                ms(vd.p99_us)
-            ));
+            // moment its sender queued it; and the rest, from that moment to the receipt.
+            (
+                "the tool's send delay ms (scheduled → queued)",
+                &lt.send_delay_device_to_ves,
+                &lt.send_delay_ves_to_device,
+            ),
+            ("one-way from the send ms (queued → received)", &lt.from_send_device_to_ves, &lt.from_send_ves_to_device),
+        ] {
+            if dv.count + vd.count > 0 {
+                s.push_str(&format!(
+                    "{what}: device→VES p50 {:.3} p99 {:.3}, VES→device p50 {:.3} p99 {:.3}\n",
+                    ms(dv.p50_us),
+                    ms(dv.p99_us),
+                    ms(vd.p50_us),
+                    ms(vd.p99_us)
+                ));
+            }
         }
         if let Some(r) = &self.relay {
             s.push_str(&format!(
@@ -521,6 +536,8 @@ pub fn merge(results: &[RunResult]) -> Result<RunResult, ReportError> {
         l.connect = merge_latency(&l.connect, &r.latency.connect)?;
         l.send_delay_device_to_ves = merge_latency(&l.send_delay_device_to_ves, &r.latency.send_delay_device_to_ves)?;
         l.send_delay_ves_to_device = merge_latency(&l.send_delay_ves_to_device, &r.latency.send_delay_ves_to_device)?;
+        l.from_send_device_to_ves = merge_latency(&l.from_send_device_to_ves, &r.latency.from_send_device_to_ves)?;
+        l.from_send_ves_to_device = merge_latency(&l.from_send_ves_to_device, &r.latency.from_send_ves_to_device)?;
         m.achieved_frames_per_second += r.achieved_frames_per_second;
         for (k, v) in &r.errors {
             *m.errors.entry(k.clone()).or_default() += v;

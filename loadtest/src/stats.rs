@@ -12,6 +12,8 @@ use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use hdrhistogram::Histogram;
 use noc_protocol::UndeliverableReason;
 
+use crate::payload::{Clock, Stamp};
+
 /// Highest latency recorded, in microseconds (10 minutes); larger values are clamped.
 pub const HIST_MAX_US: u64 = 600_000_000;
 /// Significant decimal digits of the histograms.
@@ -43,9 +45,15 @@ pub enum Metric {
     /// VES → device: scheduled send time to the moment the VES (or hub) puts the frame
     /// into a request (or a write), including the wait for its batch.
     SendDelayVesToDevice,
+    /// Device → VES: the moment the device queued the frame to its receipt by the VES:
+    /// the latency that the server and the network add.
+    FromSendDeviceToVes,
+    /// VES → device: the moment the VES (or hub) put the frame into a request (or a
+    /// write) to its receipt by the device.
+    FromSendVesToDevice,
 }
 
-pub const METRICS: [Metric; 7] = [
+pub const METRICS: [Metric; 9] = [
     Metric::OneWayDeviceToVes,
     Metric::OneWayVesToDevice,
     Metric::AckDeviceToVes,
@@ -53,6 +61,8 @@ pub const METRICS: [Metric; 7] = [
     Metric::Connect,
     Metric::SendDelayDeviceToVes,
     Metric::SendDelayVesToDevice,
+    Metric::FromSendDeviceToVes,
+    Metric::FromSendVesToDevice,
 ];
 
 impl Metric {
@@ -69,6 +79,8 @@ impl Metric {
             Metric::Connect => "connect",
             Metric::SendDelayDeviceToVes => "send_delay_device_to_ves",
             Metric::SendDelayVesToDevice => "send_delay_ves_to_device",
+            Metric::FromSendDeviceToVes => "from_send_device_to_ves",
+            Metric::FromSendVesToDevice => "from_send_ves_to_device",
         }
     }
 }
@@ -97,6 +109,15 @@ impl Recorder {
     pub fn record(&self, metric: Metric, micros: u64) {
         let mut shard = self.shards[shard_index()].lock().unwrap_or_else(|p| p.into_inner());
         shard[metric.index()].saturating_record(micros.clamp(1, HIST_MAX_US));
+    }
+
+    /// Records a receipt: its one-way latency from the frame's scheduled time, and from the
+    /// time its sender queued it.
+    pub fn record_receipt(&self, one_way: Metric, from_send: Metric, clock: &Clock, stamp: &Stamp) {
+        let mut shard = self.shards[shard_index()].lock().unwrap_or_else(|p| p.into_inner());
+        for (metric, from) in [(one_way, stamp.scheduled_unix_ns), (from_send, stamp.sent_unix_ns)] {
+            shard[metric.index()].saturating_record(clock.micros_since(from).clamp(1, HIST_MAX_US));
+        }
     }
 
     /// Moves every sample recorded since the last call into `out` (indexed by metric).

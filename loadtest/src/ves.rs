@@ -23,7 +23,7 @@ use serde::Deserialize;
 use tokio::sync::{Notify, OwnedSemaphorePermit, RwLock, Semaphore};
 use tokio_util::sync::CancellationToken;
 
-use crate::payload::{Clock, Stamp, sends_now, wake_for};
+use crate::payload::{Clock, Stamp, micros_between, sends_now, wake_for};
 use crate::rts_client::{AGENT_NAME, RtsClient, RtsError, SessionKeys};
 use crate::stats::{Metric, REQUEST_FAILED, Stats, reason_index};
 
@@ -269,10 +269,12 @@ impl VesSim {
                 c.received.fetch_add(1, Ordering::Relaxed);
                 let payload = l.payload.as_deref().unwrap_or("");
                 match base64::engine::general_purpose::STANDARD.decode(payload).ok().as_deref().and_then(Stamp::read) {
-                    Some(s) => self
-                        .stats
-                        .recorder
-                        .record(Metric::OneWayDeviceToVes, self.clock.micros_since(s.scheduled_unix_ns)),
+                    Some(s) => self.stats.recorder.record_receipt(
+                        Metric::OneWayDeviceToVes,
+                        Metric::FromSendDeviceToVes,
+                        &self.clock,
+                        &s,
+                    ),
                     None => {
                         c.foreign_payloads.fetch_add(1, Ordering::Relaxed);
                     }
@@ -472,6 +474,7 @@ impl VesSim {
         let mut body = Vec::with_capacity(32 + batch.len() * (b64_len + 120));
         body.extend_from_slice(b"{\"Type\":\"Frames\",\"Frames\":[");
         let mut payload = BytesMut::with_capacity(size);
+        let sent = self.clock.now_ns();
         {
             let mut out = self.outstanding.lock().unwrap_or_else(|p| p.into_inner());
             for (i, p) in batch.iter().enumerate() {
@@ -479,7 +482,7 @@ impl VesSim {
                     body.push(b',');
                 }
                 payload.clear();
-                Stamp { scheduled_unix_ns: p.scheduled_ns, seq: p.frame_id, sender: self.index }
+                Stamp { scheduled_unix_ns: p.scheduled_ns, sent_unix_ns: sent, seq: p.frame_id, sender: self.index }
                     .write(&mut payload, size);
                 let _ = write!(
                     body,
@@ -490,7 +493,7 @@ impl VesSim {
                 body.extend_from_slice(b"\"}");
                 // Registered before the request: the device's Ack may come back first.
                 out.insert(p.frame_id, (p.device, p.scheduled_ns));
-                self.stats.recorder.record(Metric::SendDelayVesToDevice, self.clock.micros_since(p.scheduled_ns));
+                self.stats.recorder.record(Metric::SendDelayVesToDevice, micros_between(p.scheduled_ns, sent));
             }
         }
         body.extend_from_slice(b"]}");

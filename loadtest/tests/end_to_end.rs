@@ -76,6 +76,17 @@ async fn a_tiny_scenario_accounts_for_every_frame_and_writes_its_reports() {
     assert_eq!(r.latency.ack_device_to_ves.count, r.device_to_ves.acked);
     assert_eq!(r.latency.connect.count, 4);
     assert!(r.latency.one_way.p99_us > 0 && r.latency.one_way.p99_us < 5_000_000);
+    // Every frame's send delay, and every receipt's latency from the send too, which is
+    // never more than from the frame's schedule.
+    let l = &r.latency;
+    assert_eq!(l.send_delay_device_to_ves.count, r.device_to_ves.sent);
+    assert_eq!(l.send_delay_ves_to_device.count, r.ves_to_device.sent);
+    for (from_send, one_way) in
+        [(&l.from_send_device_to_ves, &l.one_way_device_to_ves), (&l.from_send_ves_to_device, &l.one_way_ves_to_device)]
+    {
+        assert_eq!(from_send.count, one_way.count);
+        assert!(from_send.max_us <= one_way.max_us && from_send.min_us <= one_way.min_us, "{from_send:?} {one_way:?}");
+    }
     assert!(r.errors.is_empty(), "{:?}", r.errors);
     // The relay's own counters agree with the tool's.
     let relayed =

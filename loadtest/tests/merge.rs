@@ -117,34 +117,51 @@ fn the_merged_host_steal_is_the_worst_workers_and_survives_a_round_trip() {
 }
 
 #[test]
-fn the_tools_send_delays_merge_exactly_and_a_file_without_them_reads_as_empty() {
+fn the_tools_send_delays_and_the_latency_from_the_send_merge_exactly_and_an_old_file_reads_as_empty() {
     let with_delays = |values: Vec<u64>| {
         let mut r = worker((1..=10).collect(), 1_700_000_000_000, 0);
         let lat = Latency::from_histogram(&hist(values)).expect("encode");
         r.latency.send_delay_device_to_ves = lat.clone();
-        r.latency.send_delay_ves_to_device = lat;
+        r.latency.send_delay_ves_to_device = lat.clone();
+        r.latency.from_send_device_to_ves = lat.clone();
+        r.latency.from_send_ves_to_device = lat;
         r
     };
     let m = merge(&[with_delays(vec![10; 99]), with_delays(vec![5000])]).expect("merge");
-    for l in [&m.latency.send_delay_device_to_ves, &m.latency.send_delay_ves_to_device] {
+    let lt = &m.latency;
+    for l in [
+        &lt.send_delay_device_to_ves,
+        &lt.send_delay_ves_to_device,
+        &lt.from_send_device_to_ves,
+        &lt.from_send_ves_to_device,
+    ] {
         assert_eq!(l.count, 100);
         assert_eq!(l.p50_us, 10);
         assert!((5_000..5_010).contains(&l.max_us), "5000 µs within the histogram's 3 significant digits");
     }
-    assert!(m.summary().contains("the tool's send delay ms (scheduled → queued): device→VES p50 0.010 p99 0.010"));
+    let summary = m.summary();
+    assert!(summary.contains("the tool's send delay ms (scheduled → queued): device→VES p50 0.010 p99 0.010"));
+    assert!(summary.contains("one-way from the send ms (queued → received): device→VES p50 0.010 p99 0.010"));
 
     // A file of an earlier version has no send delays: it reads as empty and merges.
     let dir = tempfile::tempdir().expect("tempdir");
     let (old, new) = (dir.path().join("old.json"), dir.path().join("new.json"));
     let mut v = serde_json::to_value(worker((1..=10).collect(), 1_700_000_000_000, 0)).expect("to json");
     let latency = v.get_mut("latency").and_then(|l| l.as_object_mut()).expect("latency object");
-    assert!(
-        latency.remove("send_delay_device_to_ves").is_some() && latency.remove("send_delay_ves_to_device").is_some()
-    );
+    for field in
+        ["send_delay_device_to_ves", "send_delay_ves_to_device", "from_send_device_to_ves", "from_send_ves_to_device"]
+    {
+        assert!(latency.remove(field).is_some(), "{field} is written");
+    }
     std::fs::write(&old, serde_json::to_vec(&v).expect("encode")).expect("write");
     with_delays(vec![7; 4]).save(&new).expect("save");
     let both = merge_files(&[old, new], &dir.path().join("m.json"), None).expect("merge files");
     assert_eq!(both.latency.send_delay_device_to_ves.count, 4);
     assert_eq!(both.latency.send_delay_ves_to_device.p50_us, 7);
-    assert!(!worker((1..=10).collect(), 0, 0).summary().contains("send delay"), "no line when nothing was measured");
+    assert_eq!(both.latency.from_send_device_to_ves.count, 4);
+    let summary = worker((1..=10).collect(), 0, 0).summary();
+    assert!(
+        !summary.contains("send delay") && !summary.contains("from the send"),
+        "no lines when nothing was measured"
+    );
 }

@@ -115,6 +115,10 @@ fn assert_run(r: &RunResult, sampled: bool) {
     assert_eq!(r.sessions.devices_at_traffic_start, 8, "{:?}", r.sessions);
     assert!(r.errors.is_empty(), "no errors: {:?}", r.errors);
     assert!(r.latency.one_way.count >= r.sent(), "one latency sample per frame");
+    let l = &r.latency;
+    assert_eq!(l.send_delay_device_to_ves.count, r.device_to_ves.sent, "one send delay per frame sent");
+    assert_eq!(l.send_delay_ves_to_device.count, r.ves_to_device.sent, "one send delay per frame sent");
+    assert_eq!(l.from_send_device_to_ves.count + l.from_send_ves_to_device.count, l.one_way.count);
     assert!(r.latency.connect.count >= 8);
     if sampled {
         let peer = r.relay.as_ref().expect("the server process is sampled");

@@ -119,15 +119,15 @@ pub(super) fn encode(protocol: PeerProtocol, buf: &mut BytesMut, topic: &str, pa
 
 /// A receipt: counts it (received = acknowledged end to end) and records its latency.
 pub(super) fn received(ctx: &Ctx, metric: Metric, payload: &[u8]) {
-    let c = match metric {
-        Metric::OneWayDeviceToVes => &ctx.stats.device_to_ves,
-        _ => &ctx.stats.ves_to_device,
+    let (c, from_send) = match metric {
+        Metric::OneWayDeviceToVes => (&ctx.stats.device_to_ves, Metric::FromSendDeviceToVes),
+        _ => (&ctx.stats.ves_to_device, Metric::FromSendVesToDevice),
     };
     c.received.fetch_add(1, Ordering::Relaxed);
     match Stamp::read(payload) {
         Some(s) => {
             c.acked.fetch_add(1, Ordering::Relaxed);
-            ctx.stats.recorder.record(metric, ctx.clock.micros_since(s.scheduled_unix_ns));
+            ctx.stats.recorder.record_receipt(metric, from_send, &ctx.clock, &s);
         }
         None => {
             c.foreign_payloads.fetch_add(1, Ordering::Relaxed);

@@ -8,7 +8,7 @@ use std::time::Instant;
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::payload::{Stamp, sends_now, wake_for};
+use crate::payload::{Stamp, micros_between, sends_now, wake_for};
 use crate::peer::conn::{ClientTls, Ctx, await_ready, encode, handle_events, open, sleep_until_or_forever};
 use crate::peer::options::{MQTT_KEEP_ALIVE_SECONDS, PeerProtocol, RECONNECT_BACKOFF};
 use crate::peer::wire;
@@ -113,10 +113,9 @@ async fn device_session(
             let now = Instant::now();
             while let Some(at) = tt.due(index, *next_k).filter(|at| sends_now(*at, now)) {
                 *next_k += 1;
-                let stamp = Stamp { scheduled_unix_ns: ctx.clock.send_stamp(at, now), seq: *next_k, sender: index };
-                ctx.stats
-                    .recorder
-                    .record(Metric::SendDelayDeviceToVes, ctx.clock.micros_since(stamp.scheduled_unix_ns));
+                let (scheduled, sent) = (ctx.clock.send_stamp(at, now), ctx.clock.now_ns());
+                let stamp = Stamp { scheduled_unix_ns: scheduled, sent_unix_ns: sent, seq: *next_k, sender: index };
+                ctx.stats.recorder.record(Metric::SendDelayDeviceToVes, micros_between(scheduled, sent));
                 encode(ctx.protocol, &mut wbuf, up, packet_id, &stamp.payload(ctx.frame_size));
                 ctx.stats.device_to_ves.sent.fetch_add(1, Ordering::Relaxed);
             }

@@ -10,7 +10,7 @@ use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc::UnboundedSender;
 
-use crate::payload::{Stamp, sends_now, wake_for};
+use crate::payload::{Stamp, micros_between, sends_now, wake_for};
 use crate::peer::conn::{ClientTls, Ctx, await_ready, encode, handle_events, open};
 use crate::peer::options::{MQTT_KEEP_ALIVE_SECONDS, PeerProtocol};
 use crate::peer::wire;
@@ -93,21 +93,24 @@ pub(super) async fn run_pacer(ctx: Arc<Ctx>, out: HubOut, start: Instant, end: I
                 continue;
             };
             next = d + 1;
-            let payload = Stamp { scheduled_unix_ns: at, seq: k, sender: 0 }.payload(ctx.frame_size);
-            ctx.stats.recorder.record(Metric::SendDelayVesToDevice, ctx.clock.micros_since(at));
+            let sent = ctx.clock.now_ns();
+            let payload =
+                Stamp { scheduled_unix_ns: at, sent_unix_ns: sent, seq: k, sender: 0 }.payload(ctx.frame_size);
+            let queued = || {
+                ctx.stats.ves_to_device.sent.fetch_add(1, Ordering::Relaxed);
+                ctx.stats.recorder.record(Metric::SendDelayVesToDevice, micros_between(at, sent));
+            };
             match &out {
                 HubOut::Shared(_) => {
                     encode(ctx.protocol, &mut batch, &ctx.names[d].down, &mut packet_id, &payload);
-                    ctx.stats.ves_to_device.sent.fetch_add(1, Ordering::Relaxed);
+                    queued();
                 }
                 HubOut::PerDevice => {
                     let pipe = ctx.pipes[d].lock().unwrap_or_else(|p| p.into_inner()).clone();
                     let mut frame = BytesMut::with_capacity(payload.len() + 4);
                     wire::forward_frame(&mut frame, &payload);
                     match pipe.map(|tx| tx.send(frame.freeze())) {
-                        Some(Ok(())) => {
-                            ctx.stats.ves_to_device.sent.fetch_add(1, Ordering::Relaxed);
-                        }
+                        Some(Ok(())) => queued(),
                         _ => {
                             ctx.stats.ves_to_device.skipped_offline.fetch_add(1, Ordering::Relaxed);
                         }
