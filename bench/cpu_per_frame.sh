@@ -34,20 +34,27 @@ trap 'target_stop; rm -rf "$WORK"' EXIT
 
 targets_prepare
 
+# One run of TARGET at RATE on a fresh server.
+one_run() {
+  local rc=0
+  target_start "$1"
+  throughput_run "$2" "rate-$2" >"$OUT/rate-$2.txt" 2>&1 || rc=$?
+  target_stop
+  return $rc
+}
+
 for round in $(seq 1 "$ROUNDS"); do
   for rate in $RATES; do
     for target in $TARGETS; do
       OUT="$RESULTS/round-$round/$target"
       mkdir -p "$OUT"
-      target_start "$target"
-      if ! throughput_run "$rate" "rate-$rate" >"$OUT/rate-$rate.txt" 2>&1; then
+      if ! bench_run_unstolen "$OUT/rate-$rate" one_run "$target" "$rate"; then
         echo "the load tool failed against $target at $rate frames/s:" >&2
         cat "$OUT/rate-$rate.txt" >&2
         exit 2
       fi
-      read -r _ _ p99 ach lost und scpu tcpu _ < <(throughput_verdict "$OUT/rate-$rate.json" "$rate")
-      echo "round $round, $rate frames/s, $target: delivered $ach/s, p99 ${p99} ms, server CPU ${scpu}%, tool CPU ${tcpu}%, lost $lost, undeliverable $und"
-      target_stop
+      read -r _ _ p99 ach lost und scpu tcpu _ steal < <(throughput_verdict "$OUT/rate-$rate.json" "$rate")
+      echo "round $round, $rate frames/s, $target: delivered $ach/s, p99 ${p99} ms, server CPU ${scpu}%, tool CPU ${tcpu}%, lost $lost, undeliverable $und, host CPU stolen $steal"
     done
   done
 done
@@ -62,6 +69,7 @@ SECTION="$WORK/section.md"
   echo "* Machine: $(bench_machine); each server and the load tool share it, one server at a time."
   echo "* Command: \`DEVICES=$DEVICES DURATION=$DURATION RATES=\"$RATES\" ROUNDS=$ROUNDS TARGETS=\"$TARGETS\" bench/cpu_per_frame.sh\`"
   echo "* Shape: 1 hub, $DEVICES devices, 256-byte payloads, 50% each way, TLS on every hop, open-loop, ${DURATION} s per run; the servers take turns at each rate in each of $ROUNDS rounds. Results in \`$RESULTS/\`."
+  echo "* Runs during which the host took more than $STEAL_LIMIT_PERCENT% of the machine's CPU time were run again (at most $STEAL_RETRIES times; \`host CPU stolen\` is the kept run's)."
   echo "* CPU-s per million frames = the server's CPU (user + system, all its threads, sampled from /proc over the traffic phase) ÷ delivered frames. Medians over the rounds, each round's value in brackets."
   echo
   python3 - "$RESULTS" "$DESCRIPTIONS" "$RATES" "$TARGETS" <<'PY'
@@ -89,7 +97,8 @@ def sample(target, rate):
                     # queueing it, and the latency from then on (absent in result files of
                     # earlier versions).
                     **{f"{m}_{d}_{q}": (j["latency"].get(f"{m}_{d}") or {}).get(f"{q}_us", 0) / 1000 or None
-                       for m in ("send_delay", "from_send") for d in ("device_to_ves", "ves_to_device") for q in ("p50", "p99")}})
+                       for m in ("send_delay", "from_send") for d in ("device_to_ves", "ves_to_device") for q in ("p50", "p99")},
+                    "steal": (j.get("host") or {}).get("steal_percent_traffic")})
     return out
 
 def med(xs, fmt):
@@ -105,8 +114,8 @@ def median(xs):
 for rate in rates:
     print(f"### {int(rate):,} frames/s offered".replace(",", " "))
     print()
-    print("| server | server CPU-s per million frames | load tool CPU-s per million frames | p50 one-way ms | p99 one-way ms | the tool's send delay p50 / p99 ms, device→VES; VES→device | one-way from the send p50 / p99 ms, device→VES; VES→device | relay ÷ server (CPU per frame) | all delivered |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| server | server CPU-s per million frames | load tool CPU-s per million frames | p50 one-way ms | p99 one-way ms | the tool's send delay p50 / p99 ms, device→VES; VES→device | one-way from the send p50 / p99 ms, device→VES; VES→device | relay ÷ server (CPU per frame) | all delivered | host CPU stolen |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     relay = median(s["server"] for s in sample("relay", rate)) if "relay" in targets else None
     for t in targets:
         s = sample(t, rate)
@@ -118,7 +127,8 @@ for rate in rates:
         both = lambda m: f"{pair(m, 'device_to_ves')}; {pair(m, 'ves_to_device')}"
         print(f"| {descriptions[t]} | {med([x['server'] for x in s], lambda v: f'{v:.1f}')} | "
               f"{med([x['tool'] for x in s], lambda v: f'{v:.1f}')} | {med([x['p50'] for x in s], lambda v: f'{v:.2f}')} | "
-              f"{med([x['p99'] for x in s], lambda v: f'{v:.2f}')} | {both('send_delay')} | {both('from_send')} | {ratio} | {ok} |")
+              f"{med([x['p99'] for x in s], lambda v: f'{v:.2f}')} | {both('send_delay')} | {both('from_send')} | {ratio} | {ok} | "
+              f"{med([x['steal'] for x in s], lambda v: f'{v:.1f}%')} |")
     print()
 PY
 } >"$SECTION"

@@ -84,6 +84,45 @@ bench_loadtest() {
     --quiet "$@"
 }
 
+# On a shared host the hypervisor may give part of this machine's CPU time to other
+# guests ("steal" in /proc/stat, reported by the load tool per run). A run during which it
+# took much measured the neighbours as much as the server: on 2026-12-07 one comparison's
+# runs had 0–19.5% stolen and their p99s moved by a factor of three. A run with more than
+# STEAL_LIMIT_PERCENT (default 2) of the machine's CPU time stolen over its traffic phase
+# is run again, up to STEAL_RETRIES (default 2) more times; the last try counts and says
+# so. STEAL_LIMIT_PERCENT=100 turns the check off.
+STEAL_LIMIT_PERCENT=${STEAL_LIMIT_PERCENT:-2}
+STEAL_RETRIES=${STEAL_RETRIES:-2}
+
+# Prints the share of CPU time stolen during the traffic phase of result file $1 ("n/a"
+# when the file has none), and exits 3 when it is over STEAL_LIMIT_PERCENT.
+bench_steal() {
+  python3 - "$1" "$STEAL_LIMIT_PERCENT" <<'PY'
+import json, sys
+steal = (json.load(open(sys.argv[1])).get("host") or {}).get("steal_percent_traffic")
+print("n/a" if steal is None else f"{steal:.1f}%")
+sys.exit(3 if steal is not None and steal > float(sys.argv[2]) else 0)
+PY
+}
+
+# Runs `"$@"` (one load-tool run that writes $1.json, $1.txt and perhaps $1.html, with the
+# server set up by the command itself or already running) until the host steals no more
+# than the limit during it, at most 1 + STEAL_RETRIES times. Each discarded try's files
+# are kept as $1.stolen-N.*; returns the command's status.
+bench_run_unstolen() {
+  local base=$1 try steal
+  shift
+  for try in $(seq 0 "$STEAL_RETRIES"); do
+    "$@" || return
+    steal=$(bench_steal "$base.json") && return 0
+    [ "$try" -lt "$STEAL_RETRIES" ] || { echo "  the host stole $steal of the CPU time in every try; keeping the last" >&2; return 0; }
+    echo "  the host stole $steal of the CPU time (limit ${STEAL_LIMIT_PERCENT}%): running again" >&2
+    for f in "$base".json "$base".txt "$base".html; do
+      [ -e "$f" ] && mv "$f" "${f%.*}.stolen-$((try + 1)).${f##*.}"
+    done
+  done
+}
+
 bench_machine() {
   local model mem
   model=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')

@@ -8,7 +8,8 @@
 # 50% of the highest passing rate. Steps go on past a latency failure while everything
 # is still delivered, to report the highest rate delivered in full as well. A step that
 # misses only the latency limit is tried once more (other work on a shared machine adds
-# latency, never removes it).
+# latency, never removes it), and a run during which the host took more than
+# STEAL_LIMIT_PERCENT of the CPU time is run again (bench/lib.sh, bench_run_unstolen).
 #
 # Results: BEST (max sustainable frames/s), HALF and HALF_P99, CAPACITY (highest rate
 # delivered in full), TOP_TRIED (1 when CAPACITY is the highest step tried), and the
@@ -22,9 +23,9 @@ REFINE_STEPS=${REFINE_STEPS:-2}
 # noc_frames_relayed_total agrees with the frames the load tool saw relayed (sent minus
 # refused): "yes", "RELAY/TOOL" when not, "n/a" for servers without those metrics.
 throughput_verdict() {
-  python3 - "$1" "$2" "$P99_LIMIT_MS" <<'PY'
+  python3 - "$1" "$2" "$P99_LIMIT_MS" "$STEAL_LIMIT_PERCENT" <<'PY'
 import json, sys
-r = json.load(open(sys.argv[1])); rate = float(sys.argv[2]); limit = float(sys.argv[3])
+r = json.load(open(sys.argv[1])); rate = float(sys.argv[2]); limit = float(sys.argv[3]); steal_limit = float(sys.argv[4])
 p99 = r["latency"]["one_way"]["p99_us"] / 1000
 lost = r["device_to_ves"]["lost"] + r["ves_to_device"]["lost"]
 und = sum(r["device_to_ves"]["undeliverable"].values()) + sum(r["ves_to_device"]["undeliverable"].values())
@@ -36,9 +37,10 @@ m = r.get("relay_metrics_delta") or {}
 relayed = [v for k, v in m.items() if k.startswith("noc_frames_relayed_total")]
 tool_relayed = r["device_to_ves"]["sent"] + r["ves_to_device"]["sent"] - und
 counted = "n/a" if not relayed else ("yes" if round(sum(relayed)) == tool_relayed else f"{sum(relayed):.0f}/{tool_relayed}")
-# CPU time the host gave to other guests: a run with much of it measured the neighbours.
+# CPU time the host gave to other guests: a run with much of it measured the neighbours
+# (in bold when over the limit: every try of that step had as much, see bench_run_unstolen).
 steal = (r.get("host") or {}).get("steal_percent_traffic")
-steal = "n/a" if steal is None else f"{steal:.1f}%"
+steal = "n/a" if steal is None else f"**{steal:.1f}%**" if steal > steal_limit else f"{steal:.1f}%"
 print("pass" if lat else "fail", "pass" if cap else "fail", f"{p99:.3f}", f"{ach:.0f}", lost, und, f"{relay:.0f}", f"{tool:.0f}", counted, steal)
 PY
 }
@@ -60,11 +62,15 @@ _throughput_step() {
 
 _throughput_once() {
   local rate=$1 tag=$2
-  throughput_run "$rate" "$tag" >"$OUT/$tag.txt" 2>&1 || {
+  bench_run_unstolen "$OUT/$tag" _throughput_run_logged "$rate" "$tag" || {
     echo "the load tool failed at $rate frames/s:" >&2
     cat "$OUT/$tag.txt" >&2
     return 2
   }
+}
+
+_throughput_run_logged() {
+  throughput_run "$1" "$2" >"$OUT/$2.txt" 2>&1
 }
 
 throughput_search() {
