@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use hdrhistogram::Histogram;
 use noc_protocol::UndeliverableReason;
 
-use crate::payload::{Clock, Stamp};
+use crate::payload::{Clock, Stamp, micros_between};
 
 /// Highest latency recorded, in microseconds (10 minutes); larger values are clamped.
 pub const HIST_MAX_US: u64 = 600_000_000;
@@ -114,9 +114,10 @@ impl Recorder {
     /// Records a receipt: its one-way latency from the frame's scheduled time, and from the
     /// time its sender queued it.
     pub fn record_receipt(&self, one_way: Metric, from_send: Metric, clock: &Clock, stamp: &Stamp) {
+        let now = clock.now_ns();
         let mut shard = self.shards[shard_index()].lock().unwrap_or_else(|p| p.into_inner());
         for (metric, from) in [(one_way, stamp.scheduled_unix_ns), (from_send, stamp.sent_unix_ns)] {
-            shard[metric.index()].saturating_record(clock.micros_since(from).clamp(1, HIST_MAX_US));
+            shard[metric.index()].saturating_record(micros_between(from, now).clamp(1, HIST_MAX_US));
         }
     }
 
