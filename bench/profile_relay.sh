@@ -13,6 +13,11 @@
 #                                        at RATE frames/s (default 4000, many-to-one):
 #                                        heap allocations per relayed frame on the whole
 #                                        path (TLS, HTTP, JSON included) and where they are
+#   bench/profile_relay.sh syscalls [RATE]
+#                                        the relay's system calls on the frame path counted
+#                                        with perf for WINDOW seconds (default 10) at RATE
+#                                        frames/s (default 11000): calls per relayed frame,
+#                                        and the reads that found nothing (EAGAIN)
 # Writes the raw profile and a text summary under bench/results/profile-*/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -143,8 +148,36 @@ SH
     echo "== what allocates, by the first frames above the allocator ($OUT/sites.txt)"
     head -n 26 "$OUT/sites.txt"
     ;;
+  syscalls)
+    RATE=${2:-11000}
+    WINDOW=${WINDOW:-10}
+    perf_relay syscalls
+    bench_loadtest "$WORK" --scenario loadtest/scenarios/many-to-one.toml --rate-frames-per-second "$RATE" \
+      --duration-seconds $(( WINDOW + 20 )) --out "$OUT/run.json" --html "$OUT/run.html" >"$OUT/run.txt" 2>&1 &
+    lt=$!
+    sleep 10   # past setup and ramp-up, into the traffic phase
+    relayed() {
+      curl -s "http://127.0.0.1:$BENCH_ADMIN_PORT/metrics" \
+        | awk '/^noc_frames_relayed_total/ { n += $2 } END { printf "%d", n }'
+    }
+    # Every system call the relay's threads make on the frame path, and the reads and
+    # writes that found nothing to do (EAGAIN: a wake-up or a call that could be saved).
+    events=""
+    for call in recvfrom sendto read write readv writev recvmsg sendmsg epoll_wait futex; do
+      events+="syscalls:sys_enter_$call,"
+    done
+    before=$(relayed)
+    perf stat -x, -e "${events%,}" -e syscalls:sys_exit_recvfrom --filter 'ret == -11' \
+      -p "$RELAY_PID" -o "$OUT/stat.csv" -- sleep "$WINDOW" >/dev/null 2>&1
+    after=$(relayed)
+    wait "$lt" || true
+    echo "== relay at $RATE frames/s for ${WINDOW}s ($(grep -m1 achieved "$OUT/run.txt" | cut -d';' -f1)); frames relayed: $(( after - before ))"
+    awk -F, -v f="$(( after - before ))" '/syscalls:sys_/ {
+      name = $3; sub(/^syscalls:sys_enter_/, "", name); sub(/^syscalls:sys_exit_recvfrom/, "recvfrom that found nothing (EAGAIN)", name)
+      printf "%-40s %10d  %6.3f per frame\n", name, $1, (f > 0 ? $1 / f : 0) }' "$OUT/stat.csv" | tee "$OUT/per_frame.txt"
+    ;;
   *)
-    echo "usage: bench/profile_relay.sh heap [SESSIONS] | cpu [FRAMES_PER_SECOND] | allocs [FRAMES_PER_SECOND]" >&2
+    echo "usage: bench/profile_relay.sh heap [SESSIONS] | cpu [FRAMES_PER_SECOND] | allocs [FRAMES_PER_SECOND] | syscalls [FRAMES_PER_SECOND]" >&2
     exit 2
     ;;
 esac
