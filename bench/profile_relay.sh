@@ -40,6 +40,21 @@ perf_relay() {
     || { cat "$OUT/setup.txt" >&2; exit 2; }
 }
 
+# Many-to-one traffic at $1 frames/s in the background (its pid in LT), long enough for a
+# WINDOW-second measurement that starts when this returns, past setup and ramp-up.
+window_traffic() {
+  bench_loadtest "$WORK" --scenario loadtest/scenarios/many-to-one.toml --rate-frames-per-second "$1" \
+    --duration-seconds $(( WINDOW + 20 )) --out "$OUT/run.json" --html "$OUT/run.html" >"$OUT/run.txt" 2>&1 &
+  LT=$!
+  sleep 10
+}
+
+# Frames the relay has relayed so far (its own counter).
+relayed() {
+  curl -s "http://127.0.0.1:$BENCH_ADMIN_PORT/metrics" \
+    | awk '/^noc_frames_relayed_total/ { n += $2 } END { printf "%d", n }'
+}
+
 case $MODE in
   heap)
     N=${2:-2000}
@@ -121,14 +136,7 @@ SH
       perf probe -l 2>/dev/null | grep -q "probe_libc:$fn " || perf probe -q -x "$libc" "$fn" \
         || { echo "cannot probe $fn in $libc (needs root and uprobes)" >&2; exit 2; }
     done
-    bench_loadtest "$WORK" --scenario loadtest/scenarios/many-to-one.toml --rate-frames-per-second "$RATE" \
-      --duration-seconds $(( WINDOW + 20 )) --out "$OUT/run.json" --html "$OUT/run.html" >"$OUT/run.txt" 2>&1 &
-    lt=$!
-    sleep 10   # past setup and ramp-up, into the traffic phase
-    relayed() {
-      curl -s "http://127.0.0.1:$BENCH_ADMIN_PORT/metrics" \
-        | awk '/^noc_frames_relayed_total/ { n += $2 } END { printf "%d", n }'
-    }
+    window_traffic "$RATE"
     before=$(relayed)
     perf stat -x, -e probe_libc:malloc,probe_libc:calloc,probe_libc:realloc -p "$RELAY_PID" -o "$OUT/stat.csv" \
       -- sleep "$WINDOW" >/dev/null 2>&1
@@ -138,7 +146,7 @@ SH
     # deleted unless KEEP_PERF=1).
     perf record -e probe_libc:malloc --call-graph dwarf,8192 -p "$RELAY_PID" -o "$OUT/perf.data" -- sleep 1 \
       >"$OUT/perf-record.txt" 2>&1
-    wait "$lt" || true
+    wait "$LT" || true
     perf script -i "$OUT/perf.data" -F ip,sym 2>/dev/null | python3 bench/alloc_sites.py 2 30 >"$OUT/sites.txt"
     [ -n "${KEEP_PERF:-}" ] || rm -f "$OUT/perf.data"
     calls=$(awk -F, '/probe_libc/ { n += $1 } END { printf "%d", n }' "$OUT/stat.csv")
@@ -152,14 +160,7 @@ SH
     RATE=${2:-11000}
     WINDOW=${WINDOW:-10}
     perf_relay syscalls
-    bench_loadtest "$WORK" --scenario loadtest/scenarios/many-to-one.toml --rate-frames-per-second "$RATE" \
-      --duration-seconds $(( WINDOW + 20 )) --out "$OUT/run.json" --html "$OUT/run.html" >"$OUT/run.txt" 2>&1 &
-    lt=$!
-    sleep 10   # past setup and ramp-up, into the traffic phase
-    relayed() {
-      curl -s "http://127.0.0.1:$BENCH_ADMIN_PORT/metrics" \
-        | awk '/^noc_frames_relayed_total/ { n += $2 } END { printf "%d", n }'
-    }
+    window_traffic "$RATE"
     # Every system call the relay's threads make on the frame path, and the reads and
     # writes that found nothing to do (EAGAIN: a wake-up or a call that could be saved).
     events=""
@@ -170,7 +171,7 @@ SH
     perf stat -x, -e "${events%,}" -e syscalls:sys_exit_recvfrom --filter 'ret == -11' \
       -p "$RELAY_PID" -o "$OUT/stat.csv" -- sleep "$WINDOW" >/dev/null 2>&1
     after=$(relayed)
-    wait "$lt" || true
+    wait "$LT" || true
     echo "== relay at $RATE frames/s for ${WINDOW}s ($(grep -m1 achieved "$OUT/run.txt" | cut -d';' -f1)); frames relayed: $(( after - before ))"
     awk -F, -v f="$(( after - before ))" '/syscalls:sys_/ {
       name = $3; sub(/^syscalls:sys_enter_/, "", name); sub(/^syscalls:sys_exit_recvfrom/, "recvfrom that found nothing (EAGAIN)", name)
