@@ -310,7 +310,8 @@ impl Device {
             }
             let frame_id = self.next_k + 1;
             let scheduled = self.ctx.clock.send_stamp(at, now);
-            let sent = self.ctx.clock.now_ns();
+            // `now` is when this wake-up queues its frames: no clock read per frame.
+            let sent = self.ctx.clock.at(now);
             let stamp =
                 Stamp { scheduled_unix_ns: scheduled, sent_unix_ns: sent, seq: frame_id, sender: self.spec.index };
             Frame::Forward { kind: ForwardKind::Data, frame_id, payload: stamp.payload(self.ctx.frame_size) }

@@ -113,7 +113,7 @@ async fn device_session(
             let now = Instant::now();
             while let Some(at) = tt.due(index, *next_k).filter(|at| sends_now(*at, now)) {
                 *next_k += 1;
-                let (scheduled, sent) = (ctx.clock.send_stamp(at, now), ctx.clock.now_ns());
+                let (scheduled, sent) = (ctx.clock.send_stamp(at, now), ctx.clock.at(now));
                 let stamp = Stamp { scheduled_unix_ns: scheduled, sent_unix_ns: sent, seq: *next_k, sender: index };
                 ctx.stats.recorder.record(Metric::SendDelayDeviceToVes, micros_between(scheduled, sent));
                 encode(ctx.protocol, &mut wbuf, up, packet_id, &stamp.payload(ctx.frame_size));

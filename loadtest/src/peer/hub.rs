@@ -93,7 +93,7 @@ pub(super) async fn run_pacer(ctx: Arc<Ctx>, out: HubOut, start: Instant, end: I
                 continue;
             };
             next = d + 1;
-            let sent = ctx.clock.now_ns();
+            let sent = ctx.clock.at(now);
             let payload =
                 Stamp { scheduled_unix_ns: at, sent_unix_ns: sent, seq: k, sender: 0 }.payload(ctx.frame_size);
             let queued = || {
