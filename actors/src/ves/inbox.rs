@@ -8,7 +8,7 @@
 //! and bounces what a closed channel still held; the command stream
 //! ([`super::command_stream`]) drains it.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
@@ -131,7 +131,9 @@ pub struct VesInbox {
     pub session: u64,
     channel: RwLock<Option<ChannelTx>>,
     /// Devices of this VES's users: the ownership check of every VES → device frame.
-    devices: RwLock<HashMap<DeviceId, UserId>>,
+    /// Hashed with foldhash rather than SipHash (a lookup per frame; the ids come from the
+    /// accounts database, not from a peer).
+    devices: RwLock<hashbrown::HashMap<DeviceId, UserId>>,
     users: RwLock<BTreeMap<UserId, VesUserState>>,
     ready: RwLock<HashSet<UserId>>,
     /// Bumped each time the command channel hands bytes to the HTTP layer; the session
