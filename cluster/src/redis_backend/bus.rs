@@ -64,6 +64,30 @@ fn bundle_channel(node: &NodeId) -> String {
     format!("noc:inbox:{{{node}}}:bundles")
 }
 
+/// The bundle inbox channel of each node a publish queue sent to, built once: at low
+/// rates a round carries one or two messages, and building the name was an allocation
+/// per round.
+#[derive(Default)]
+struct BundleChannels(Vec<(NodeId, Arc<str>)>);
+
+impl BundleChannels {
+    /// Nodes come and go (a restarted pod has a new name): past this many names the list
+    /// starts over rather than grow for the life of the process.
+    const MAX: usize = 64;
+
+    fn get(&mut self, node: &NodeId) -> Arc<str> {
+        if let Some((_, channel)) = self.0.iter().find(|(n, _)| n == node) {
+            return channel.clone();
+        }
+        if self.0.len() >= Self::MAX {
+            self.0.clear();
+        }
+        let channel: Arc<str> = bundle_channel(node).into();
+        self.0.push((node.clone(), channel.clone()));
+        channel
+    }
+}
+
 /// Most bytes of one bundle: a larger batch for one node leaves as several. Keeps a
 /// bundle far below Redis's limits on a subscriber's output buffer.
 const BUNDLE_BYTES: usize = 256 * 1024;
@@ -71,6 +95,8 @@ const BUNDLE_BYTES: usize = 256 * 1024;
 /// The messages of one batch for one node: its bundles, published in one pipeline.
 struct Group {
     node: NodeId,
+    /// The node's bundle inbox.
+    channel: Arc<str>,
     bundles: Vec<wire::Bundle>,
     /// The messages of all its bundles, in order.
     msgs: Vec<BusMessage>,
@@ -79,8 +105,8 @@ struct Group {
 }
 
 impl Group {
-    fn new(node: NodeId, oldest: tokio::time::Instant) -> Self {
-        Self { node, bundles: vec![wire::Bundle::new()], msgs: Vec::new(), oldest }
+    fn new(node: NodeId, channel: Arc<str>, oldest: tokio::time::Instant) -> Self {
+        Self { node, channel, bundles: vec![wire::Bundle::new()], msgs: Vec::new(), oldest }
     }
 
     /// Adds `msg` to the last bundle, or to a new one if that one is full.
@@ -257,8 +283,13 @@ impl Bus {
             return self.publish_tx.clone();
         };
         let (tx, rx) = mpsc::channel(self.opts.publish_queue.max(1));
-        let queue =
-            Queue { rx, overflow: Some(self.publish_tx.clone()), publishing: self.publishing.clone(), in_flight: 0 };
+        let queue = Queue {
+            rx,
+            overflow: Some(self.publish_tx.clone()),
+            publishing: self.publishing.clone(),
+            in_flight: 0,
+            channels: BundleChannels::default(),
+        };
         let (opts, shared) = (self.opts.clone(), self.conn.clone());
         runtime.spawn(async move {
             // Connected here, so that the connection's driver runs on this thread too.
@@ -461,7 +492,13 @@ impl Bus {
 
     /// Publishes the node's own queue (see [`Queue::run`]) over the shared connection.
     pub async fn publish_loop(&self, rx: mpsc::Receiver<Queued>) {
-        let queue = Queue { rx, overflow: None, publishing: self.publishing.clone(), in_flight: 0 };
+        let queue = Queue {
+            rx,
+            overflow: None,
+            publishing: self.publishing.clone(),
+            in_flight: 0,
+            channels: BundleChannels::default(),
+        };
         queue.run(self.conn.clone()).await;
     }
 }
@@ -503,6 +540,7 @@ struct Queue {
     publishing: Arc<Publishing>,
     /// Messages taken from the queue and not yet answered by Redis.
     in_flight: usize,
+    channels: BundleChannels,
 }
 
 impl Queue {
@@ -529,7 +567,8 @@ impl Queue {
                 let i = match groups.iter().position(|g| g.node == node) {
                     Some(i) => i,
                     None => {
-                        groups.push(Group::new(node, queued));
+                        let channel = self.channels.get(&node);
+                        groups.push(Group::new(node, channel, queued));
                         groups.len() - 1
                     }
                 };
@@ -541,12 +580,12 @@ impl Queue {
                 let mut conn = conn.clone();
                 let command = publishing.command;
                 async move {
-                    let channel = bundle_channel(&group.node);
+                    let channel = group.channel;
                     let mut pipe = redis::pipe();
                     let mut counts = Vec::with_capacity(group.bundles.len());
                     for bundle in group.bundles {
                         counts.push(bundle.count());
-                        pipe.cmd(command).arg(&channel).arg(bundle.finish().as_ref());
+                        pipe.cmd(command).arg(channel.as_bytes()).arg(bundle.finish().as_ref());
                     }
                     let result = pipe.query_async::<Vec<i64>>(&mut conn).await;
                     let waited = group.oldest.elapsed();
@@ -640,5 +679,25 @@ impl Drop for Queue {
                 pending.fetch_sub(1, Ordering::Relaxed);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_nodes_bundle_channel_is_built_once_and_the_list_stays_bounded() {
+        let mut channels = BundleChannels::default();
+        let a = NodeId::new("node-a");
+        let first = channels.get(&a);
+        assert_eq!(&*first, "noc:inbox:{node-a}:bundles");
+        assert!(Arc::ptr_eq(&first, &channels.get(&a)), "the second round reuses the name");
+        for i in 0..BundleChannels::MAX * 3 {
+            let node = NodeId::new(format!("node-{i}"));
+            assert_eq!(*channels.get(&node), *bundle_channel(&node));
+            assert!(channels.0.len() <= BundleChannels::MAX);
+        }
+        assert_eq!(*channels.get(&a), *first, "a node's name is built again after a restart of the list");
     }
 }
