@@ -216,6 +216,48 @@ mod tests {
         assert_eq!(m.len(), 199);
     }
 
+    /// Threads that insert, update and remove their own keys while reading each other's
+    /// leave exactly what each of them left: no entry lost or duplicated by a shard's
+    /// table growing or shrinking under another thread's lookups.
+    #[test]
+    fn concurrent_writers_and_readers_agree() {
+        let m = std::sync::Arc::new(ShardedMap::new());
+        let threads: Vec<_> = (0..4u64)
+            .map(|t| {
+                let m = m.clone();
+                std::thread::spawn(move || {
+                    let mine = (0..5_000u64).map(|i| t * 1_000_000 + i);
+                    for k in mine.clone() {
+                        m.insert(k, 0u64);
+                        m.with_mut_or_insert(
+                            k,
+                            || 99,
+                            |v, inserted| {
+                                assert!(!inserted, "{k} was just inserted");
+                                *v += 1;
+                            },
+                        );
+                        // Another thread's key: there or not, never a wrong value.
+                        let other = ((t + 1) % 4) * 1_000_000 + k % 5_000;
+                        m.with(&other, |v| assert!(v.is_none_or(|v| *v <= 1)));
+                    }
+                    for k in mine.filter(|k| k % 2 == 1) {
+                        assert_eq!(m.remove_if(&k, |v| *v == 1), Some(1));
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().expect("no thread panicked");
+        }
+        assert_eq!(m.len(), 4 * 2_500);
+        for t in 0..4u64 {
+            for i in 0..5_000u64 {
+                assert_eq!(m.contains_key(&(t * 1_000_000 + i)), i % 2 == 0);
+            }
+        }
+    }
+
     /// The shard and the slot come from one hash: if the shard's bits were constant (or the
     /// same bits the tables take their slots from) the keys would pile into few shards.
     #[test]
