@@ -39,11 +39,15 @@ use crate::{BusMessage, BusObserver, ClusterError, Inbox, InboxSender, NodeId, i
 /// Most messages published in one round of pipelines.
 const BATCH: usize = 256;
 
-/// The payload of a sharded pub/sub message push.
-fn sharded_payload(push: &redis::PushInfo) -> Option<&[u8]> {
-    match (&push.kind, push.data.get(1)) {
-        (redis::PushKind::SMessage, Some(redis::Value::BulkString(payload))) => Some(payload),
-        _ => None,
+/// The payload of a sharded pub/sub message push, taken out of it (no copy); the push is
+/// handed back when it is not a message.
+fn sharded_payload(mut push: redis::PushInfo) -> Result<Bytes, redis::PushInfo> {
+    if push.kind != redis::PushKind::SMessage {
+        return Err(push);
+    }
+    match push.data.get_mut(1) {
+        Some(redis::Value::BulkString(payload)) => Ok(Bytes::from(std::mem::take(payload))),
+        _ => Err(push),
     }
 }
 
@@ -333,8 +337,8 @@ impl Bus {
 
     /// Decodes one received payload (a message or a bundle) into the inbox; `false` once
     /// the node is gone.
-    async fn deliver(&self, payload: &[u8]) -> bool {
-        for msg in wire::decode_each(Bytes::copy_from_slice(payload)) {
+    async fn deliver(&self, payload: Bytes) -> bool {
+        for msg in wire::decode_each(payload) {
             match msg {
                 Ok(m) => {
                     if self.publishing.inbox_tx.send(m).await.is_err() {
@@ -395,7 +399,7 @@ impl Bus {
                             tracing::warn!(error = %e, "unsubscribing the node inbox failed");
                         }
                         while let Some(Some(push)) = rx.recv().now_or_never() {
-                            if let Some(payload) = sharded_payload(&push) {
+                            if let Ok(payload) = sharded_payload(push) {
                                 self.deliver(payload).await;
                             }
                         }
@@ -403,12 +407,15 @@ impl Bus {
                     }
                 };
                 let Some(push) = push else { break };
-                if let Some(payload) = sharded_payload(&push) {
-                    if !self.deliver(payload).await {
-                        return;
+                let push = match sharded_payload(push) {
+                    Ok(payload) => {
+                        if !self.deliver(payload).await {
+                            return;
+                        }
+                        continue;
                     }
-                    continue;
-                }
+                    Err(other) => other,
+                };
                 match push.kind {
                     redis::PushKind::Disconnection => {
                         // The shard's server went away. If it died, its replica takes the
@@ -467,13 +474,14 @@ impl Bus {
                                             tracing::warn!(error = %e, "unsubscribing the node inbox failed");
                                         }
                                         while let Some(Some(msg)) = messages.next().now_or_never() {
-                                            self.deliver(msg.get_payload_bytes()).await;
+                                            self.deliver(Bytes::copy_from_slice(msg.get_payload_bytes())).await;
                                         }
                                         return;
                                     }
                                 };
                                 let Some(msg) = msg else { break };
-                                if !self.deliver(msg.get_payload_bytes()).await {
+                                // redis-rs lends a message's payload only by reference: one copy.
+                                if !self.deliver(Bytes::copy_from_slice(msg.get_payload_bytes())).await {
                                     return; // the node is gone
                                 }
                             }
