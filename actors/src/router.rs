@@ -424,6 +424,16 @@ impl Router {
         match owner {
             Owner::Node(node) if node == *self.cluster.node_id() => Err(UndeliverableReason::PeerOffline),
             Owner::Node(node) => self.publish(&node, key, msg),
+            Owner::Stale(node) => {
+                if let Some(this) = self.this.upgrade() {
+                    actix::spawn(async move { this.refresh_owner(key).await });
+                }
+                if node == *self.cluster.node_id() {
+                    Err(UndeliverableReason::PeerOffline)
+                } else {
+                    self.publish(&node, key, msg)
+                }
+            }
             Owner::Nobody => Err(UndeliverableReason::PeerOffline),
             Owner::Unknown => {
                 let this = match self.this.upgrade() {
@@ -469,6 +479,14 @@ impl Router {
     }
 
     /// Looks up the owner of `key` and flushes the messages queued behind the lookup.
+    /// Looks up the owner of `key` again, for the messages after this one; those routed
+    /// meanwhile go to the owner remembered so far (see [`Owner::Stale`]).
+    async fn refresh_owner(&self, key: SessionKey) {
+        if let Err(e) = self.cluster.lookup(key).await {
+            tracing::debug!(error = %e, ?key, "refreshing a remembered owner failed");
+        }
+    }
+
     async fn resolve(&self, key: SessionKey) {
         let owner = self.cluster.lookup(key).await;
         let me = self.cluster.node_id().clone();

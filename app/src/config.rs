@@ -170,7 +170,8 @@ pub struct ClusterConfig {
     pub membership_interval_ms: u64,
     /// Expiry of session ownership keys; their owner renews them at a third of it.
     pub session_key_ttl_seconds: u64,
-    /// How long a looked-up remote owner is trusted before it is looked up again.
+    /// How long a looked-up remote owner is trusted before it is looked up again (in the
+    /// background while traffic to it flows; one unused for twice this is forgotten).
     pub owner_cache_ttl_seconds: u64,
     /// Bus messages received and not yet handled, and waiting to be published (per
     /// publishing thread: each worker has a publish queue of its own).

@@ -86,6 +86,11 @@ pub struct NodeLoad {
 pub enum Owner {
     /// This node, or a live remote node.
     Node(NodeId),
+    /// A live remote node that owned the session when it was last looked up, longer ago
+    /// than the backend trusts a remembered owner: send to it, and look the owner up
+    /// again ([`Cluster::lookup`]) without holding messages back. Only one caller per
+    /// key and period is told so; the others get [`Owner::Node`] meanwhile.
+    Stale(NodeId),
     /// Certainly nobody (the backend's view is local and complete).
     Nobody,
     /// Not known here: ask the backend with [`Cluster::lookup`].

@@ -72,6 +72,13 @@ impl<K: Hash + Eq, V> ShardedMap<K, V> {
         f(guard.find(hash, |(k, _)| k.borrow() == key).map(|(_, v)| v))
     }
 
+    /// Runs `f` on the value (if any) under the write lock.
+    pub fn with_mut<R>(&self, key: &K, f: impl FnOnce(Option<&mut V>) -> R) -> R {
+        let (hash, shard) = self.locate(key);
+        let mut guard = shard.write().unwrap_or_else(|p| p.into_inner());
+        f(guard.find_mut(hash, |(k, _)| k == key).map(|(_, v)| v))
+    }
+
     /// Runs `f` on the value for `key` under the write lock, inserting `default()` first if
     /// there is none (`f` is told whether it did).
     pub fn with_mut_or_insert<R>(&self, key: K, default: impl FnOnce() -> V, f: impl FnOnce(&mut V, bool) -> R) -> R {

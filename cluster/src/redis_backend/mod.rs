@@ -374,6 +374,42 @@ mod tests {
         b.leave().await;
     }
 
+    /// A remembered owner past the cache's time to live is still used: the first caller
+    /// to find it so is told to look it up again (the others meanwhile get the owner),
+    /// again half a period later if no lookup answered, and the lookup finds a new owner.
+    /// One not used for twice the time to live is forgotten.
+    #[tokio::test]
+    async fn a_stale_owner_is_used_while_one_caller_looks_it_up_again() {
+        let ttl = Duration::from_secs(1);
+        let o = RedisOptions { owner_cache_ttl: ttl, ..opts() };
+        let a = RedisCluster::connect(node("a"), o.clone()).await.expect("Redis must run for this test");
+        let b = RedisCluster::connect(node("b"), o.clone()).await.expect("connect");
+        let c = RedisCluster::connect(node("c"), o).await.expect("connect");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let key = SessionKey::Ves(noc_protocol::VesId::random());
+        assert_eq!(b.claim(key).await.expect("claim"), None);
+        assert_eq!(a.lookup(key).await.expect("lookup"), Some(b.node_id().clone()));
+        let on_b = Owner::Node(b.node_id().clone());
+        assert_eq!(a.owner(&key), on_b);
+
+        tokio::time::sleep(ttl + Duration::from_millis(50)).await;
+        assert_eq!(a.owner(&key), Owner::Stale(b.node_id().clone()), "the first caller refreshes");
+        assert_eq!(a.owner(&key), on_b, "the others use it meanwhile");
+        tokio::time::sleep(ttl / 2 + Duration::from_millis(50)).await;
+        assert_eq!(a.owner(&key), Owner::Stale(b.node_id().clone()), "no lookup answered: again");
+
+        // Meanwhile the session moved to c; the refresh finds it there.
+        assert_eq!(c.claim(key).await.expect("claim"), Some(b.node_id().clone()));
+        assert_eq!(a.lookup(key).await.expect("lookup"), Some(c.node_id().clone()));
+        assert_eq!(a.owner(&key), Owner::Node(c.node_id().clone()));
+
+        tokio::time::sleep(ttl * 2 + Duration::from_millis(100)).await;
+        assert_eq!(a.owner(&key), Owner::Unknown, "unused for twice the time to live");
+        for n in [a, b, c] {
+            n.leave().await;
+        }
+    }
+
     /// Receives every payload published on `channel` into a queue.
     async fn listen(channel: String) -> mpsc::UnboundedReceiver<Vec<u8>> {
         let client = redis::Client::open(opts().url).expect("url");

@@ -33,7 +33,8 @@ pub struct RedisOptions {
     pub membership_interval: Duration,
     /// Expiry of session ownership keys (renewed by their owner at a third of it).
     pub session_key_ttl: Duration,
-    /// How long a looked-up remote owner is trusted before it is looked up again.
+    /// How long a looked-up remote owner is trusted before it is looked up again (in the
+    /// background while traffic to it flows; one unused for twice this is forgotten).
     pub owner_cache_ttl: Duration,
     /// Messages received and not yet handled by the router.
     pub inbox_capacity: usize,

@@ -132,11 +132,34 @@ impl Registry {
         let _ = self.release_tx.send(key);
     }
 
-    /// The owner of `key` from memory, if it is known, fresh and alive.
+    /// The owner of `key` from memory, if it is known and alive.
+    ///
+    /// An owner looked up within the cache's time to live is trusted. One older than that
+    /// (up to twice the time to live) is still used, and the first caller to find it so is
+    /// told it is [`Owner::Stale`] and looks it up again in the background. Treating it as
+    /// unknown instead held every message for the key behind that lookup: at 36 000 frames
+    /// a second for one VES, a lookup on a busy Redis outlasted the 256 messages that may
+    /// wait, once per time to live, and acknowledgements beyond them were lost
+    /// (docs/benchmarks.md, "Remembered owners refreshed in the background"). A message
+    /// that reaches a former owner meanwhile is handled as within the time to live:
+    /// returned, or routed on by that node.
     pub fn owner(&self, key: &SessionKey, membership: &Membership) -> Owner {
         let ttl = self.owner_cache_ttl;
-        match self.cache.with(key, |e| e.filter(|(_, at)| at.elapsed() < ttl).map(|(n, _)| n.clone())) {
-            Some(n) if membership.is_live(&n) => Owner::Node(n),
+        let seen = self.cache.with(key, |e| e.map(|(n, at)| (n.clone(), at.elapsed())));
+        match seen {
+            Some((n, age)) if age < ttl && membership.is_live(&n) => Owner::Node(n),
+            Some((n, age)) if age < ttl * 2 && membership.is_live(&n) => {
+                // Trusted for half a period more: if the lookup fails, the next caller
+                // after that tries again.
+                let refresh_now = self.cache.with_mut(key, |e| match e {
+                    Some((m, at)) if *m == n && at.elapsed() >= ttl => {
+                        *at = Instant::now().checked_sub(ttl / 2).unwrap_or_else(Instant::now);
+                        true
+                    }
+                    _ => false,
+                });
+                if refresh_now { Owner::Stale(n) } else { Owner::Node(n) }
+            }
             _ => Owner::Unknown,
         }
     }
@@ -167,10 +190,11 @@ impl Registry {
         self.cache.remove(key);
     }
 
-    /// Drops remote owners older than the cache's time to live.
+    /// Drops remote owners that [`Registry::owner`] no longer uses: those not looked up
+    /// for twice the cache's time to live.
     pub fn expire_cache(&self) {
-        let ttl = self.owner_cache_ttl;
-        self.cache.retain(|_, (_, at)| at.elapsed() < ttl);
+        let keep = self.owner_cache_ttl * 2;
+        self.cache.retain(|_, (_, at)| at.elapsed() < keep);
     }
 
     /// Writes every owned session key again (after Redis lost them).
