@@ -250,8 +250,8 @@ impl StreamHandler<Result<Frame, FrameError>> for DeviceSession {
             }
             Frame::Ack { frame_id } => {
                 let item = VesItem::Ack { device_id: self.info.device_id, frame_id };
-                if self.router.device_to_ves(self.info.ves_id, item).is_err() {
-                    self.router.metrics().dropped(DropReason::SessionClosed);
+                if let Err(reason) = self.router.device_to_ves(self.info.ves_id, item) {
+                    self.router.metrics().ack_dropped(reason);
                 }
             }
             Frame::Heartbeat => {}
@@ -305,6 +305,7 @@ mod tests {
     use tokio_util::codec::{Framed, FramedRead};
 
     use crate::metrics::Metrics;
+    use crate::router::VesHandle;
 
     fn setup(cfg: SessionConfig) -> (Arc<Router>, Arc<Metrics>, Arc<SessionConfig>, DeviceSessionInfo) {
         let metrics = Arc::new(Metrics::new());
@@ -401,6 +402,59 @@ mod tests {
         assert_eq!(metrics.value("noc_sessions_replaced_total", &[("kind", "device")]), 1.0);
         assert_eq!(metrics.value("noc_sessions", &[("kind", "device")]), 1.0);
         assert_eq!(router.device_sessions(), 1);
+    }
+
+    /// Stands in for a VES session's actor: takes close requests and does nothing.
+    struct QuietVes;
+
+    impl Actor for QuietVes {
+        type Context = Context<Self>;
+    }
+
+    impl Handler<CloseSession> for QuietVes {
+        type Result = ();
+
+        fn handle(&mut self, _: CloseSession, _: &mut Context<Self>) {}
+    }
+
+    /// Waits (a little) until `metrics` counts `n` drops for `reason`.
+    async fn drops_reach(metrics: &Metrics, reason: &str, n: f64) {
+        for _ in 0..200 {
+            if metrics.value("noc_frames_dropped_total", &[("reason", reason)]) >= n {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// A device's acknowledgement that cannot be passed on is counted once, under why: a
+    /// VES with no session counts it as closed; a VES whose command channel is full
+    /// counted it where the queue refused it.
+    #[actix_rt::test]
+    async fn an_acknowledgement_that_cannot_be_passed_on_is_counted_once() {
+        let (router, metrics, cfg, info) = setup(SessionConfig::default());
+        let (relay_side, device_side) = tokio::io::duplex(4096);
+        DeviceSession::start(relay_side, BytesMut::new(), info, router.clone(), cfg);
+        let mut device = Framed::new(device_side, FrameCodec::default());
+        let dropped = |reason| metrics.value("noc_frames_dropped_total", &[("reason", reason)]);
+
+        device.send(Frame::Ack { frame_id: 1 }).await.expect("send");
+        drops_reach(&metrics, "session_closed", 1.0).await;
+        assert_eq!(dropped("session_closed"), 1.0, "its VES has no session");
+
+        let inbox = Arc::new(crate::ves::inbox::VesInbox::new(info.ves_id, 1, Vec::new(), Vec::new()));
+        let (tx, _rx) = crate::ves::inbox::channel(16, 1);
+        assert!(inbox.attach(tx).is_none());
+        for frame_id in 100..116 {
+            let ack = VesItem::Ack { device_id: info.device_id, frame_id };
+            assert!(inbox.enqueue(ack, &metrics).is_ok(), "room for sixteen");
+        }
+        router.register_ves(VesHandle { inbox, control: QuietVes.start().recipient() });
+        device.send(Frame::Ack { frame_id: 2 }).await.expect("send");
+        drops_reach(&metrics, "control_queue_full", 1.0).await;
+        assert_eq!(dropped("control_queue_full"), 1.0, "the full queue counted it");
+        assert_eq!(dropped("session_closed"), 1.0, "and nothing else did");
+        assert_eq!(dropped("queue_full"), 0.0);
     }
 
     #[actix_rt::test]

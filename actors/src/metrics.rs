@@ -603,6 +603,15 @@ impl Metrics {
         self.dropped.with_label_values(&[reason.as_str()]).inc();
     }
 
+    /// An acknowledgement that could not be passed on, refused with `reason`. A full
+    /// queue counted the drop where it refused it (`queue_full`, `control_queue_full`);
+    /// anything else means the peer's session is gone.
+    pub fn ack_dropped(&self, reason: UndeliverableReason) {
+        if reason != UndeliverableReason::QueueFull {
+            self.dropped(DropReason::SessionClosed);
+        }
+    }
+
     /// `kind`: `license`, `ves`, `account`, `device`. `reason`: a fixed snake_case word.
     /// A device authenticated by `method` (one of [`DEVICE_LOGIN_METHODS`]).
     pub fn device_login(&self, method: &'static str) {

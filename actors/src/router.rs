@@ -535,9 +535,10 @@ impl Router {
 
     /// Best-effort notice to a device (an ack, or an undeliverable for its own frame).
     pub fn notify_device(&self, device_id: DeviceId, item: DeviceItem) {
-        if self.deliver_to_device(device_id, None, item).is_err() {
-            // The device is gone too; it will time out and resend on its own.
-            self.metrics.dropped(DropReason::SessionClosed);
+        if let Err(reason) = self.deliver_to_device(device_id, None, item) {
+            // The device is gone too, or cannot take more: it will time out and resend on
+            // its own.
+            self.metrics.ack_dropped(reason);
         }
     }
 
