@@ -478,7 +478,6 @@ impl Router {
         }
     }
 
-    /// Looks up the owner of `key` and flushes the messages queued behind the lookup.
     /// Looks up the owner of `key` again, for the messages after this one; those routed
     /// meanwhile go to the owner remembered so far (see [`Owner::Stale`]).
     async fn refresh_owner(&self, key: SessionKey) {
@@ -487,6 +486,7 @@ impl Router {
         }
     }
 
+    /// Looks up the owner of `key` and flushes the messages queued behind the lookup.
     async fn resolve(&self, key: SessionKey) {
         let owner = self.cluster.lookup(key).await;
         let me = self.cluster.node_id().clone();

@@ -141,8 +141,9 @@ impl Registry {
     /// a second for one VES, a lookup on a busy Redis outlasted the 256 messages that may
     /// wait, once per time to live, and acknowledgements beyond them were lost
     /// (docs/benchmarks.md, "Remembered owners refreshed in the background"). A message
-    /// that reaches a former owner meanwhile is handled as within the time to live:
-    /// returned, or routed on by that node.
+    /// that reaches a former owner meanwhile is handled there as one sent within the time
+    /// to live: a frame is refused to its sender (`peer_disconnected`), anything else is
+    /// dropped.
     pub fn owner(&self, key: &SessionKey, membership: &Membership) -> Owner {
         let ttl = self.owner_cache_ttl;
         let seen = self.cache.with(key, |e| e.map(|(n, at)| (n.clone(), at.elapsed())));
