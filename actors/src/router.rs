@@ -421,19 +421,17 @@ impl Router {
     pub(crate) fn publish_to_owner(&self, key: SessionKey, msg: BusMessage) -> Result<(), UndeliverableReason> {
         // Messages already waiting for this key's lookup go first: queue behind them.
         let owner = if self.pending.contains_key(&key) { Owner::Unknown } else { self.cluster.owner(&key) };
-        match owner {
-            Owner::Node(node) if node == *self.cluster.node_id() => Err(UndeliverableReason::PeerOffline),
-            Owner::Node(node) => self.publish(&node, key, msg),
-            Owner::Stale(node) => {
-                if let Some(this) = self.this.upgrade() {
-                    actix::spawn(async move { this.refresh_owner(key).await });
-                }
-                if node == *self.cluster.node_id() {
-                    Err(UndeliverableReason::PeerOffline)
-                } else {
-                    self.publish(&node, key, msg)
-                }
+        if matches!(owner, Owner::Stale(_)) {
+            // Used as it is, while one lookup refreshes it for the messages after this.
+            if let Some(this) = self.this.upgrade() {
+                actix::spawn(async move { this.refresh_owner(key).await });
             }
+        }
+        match owner {
+            Owner::Node(node) | Owner::Stale(node) if node == *self.cluster.node_id() => {
+                Err(UndeliverableReason::PeerOffline)
+            }
+            Owner::Node(node) | Owner::Stale(node) => self.publish(&node, key, msg),
             Owner::Nobody => Err(UndeliverableReason::PeerOffline),
             Owner::Unknown => {
                 let this = match self.this.upgrade() {

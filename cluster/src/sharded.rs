@@ -187,24 +187,17 @@ mod tests {
     #[test]
     fn insert_if_absent_and_update_in_place() {
         let m = ShardedMap::new();
-        let first = m.with_mut_or_insert(
-            7u64,
-            || 1,
-            |v, inserted| {
-                *v += 10;
-                (*v, inserted)
-            },
-        );
-        assert_eq!(first, (11, true));
-        let second = m.with_mut_or_insert(
-            7u64,
-            || 1,
-            |v, inserted| {
-                *v += 10;
-                (*v, inserted)
-            },
-        );
-        assert_eq!(second, (21, false));
+        for (expected, inserted_now) in [(11, true), (21, false)] {
+            let seen = m.with_mut_or_insert(
+                7u64,
+                || 1,
+                |v, inserted| {
+                    *v += 10;
+                    (*v, inserted)
+                },
+            );
+            assert_eq!(seen, (expected, inserted_now));
+        }
         assert_eq!(m.len(), 1);
     }
 
