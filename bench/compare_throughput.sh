@@ -57,15 +57,6 @@ for round in $(seq 1 "$ROUNDS"); do
   done
 done
 
-ratio() { python3 -c "import sys; a,b=float(sys.argv[1]),float(sys.argv[2]); print(f'{a/b:.2f}×' if b>0 else 'n/a')" "$1" "$2"; }
-median() { python3 -c "import statistics, sys; print(int(statistics.median(int(x) for x in sys.argv[1:])))" "$@"; }
-# Round-by-round ratios of the relay's maximum to a server's, e.g. "1.62×, 1.71×".
-round_ratios() {
-  python3 -c "
-import sys
-a, b = sys.argv[1].split(), sys.argv[2].split()
-print(', '.join(f'{int(x)/int(y):.2f}×' if int(y) > 0 else 'n/a' for x, y in zip(a, b)))" "$1" "$2"
-}
 if [ "$ROUNDS" -gt 1 ]; then
   for target in $TARGETS; do
     # shellcheck disable=SC2086

@@ -122,3 +122,16 @@ throughput_table() {
   echo "|---|---|---|---|---|---|---|---|---|---|---|"
   printf '%s\n' "${ROWS[@]}"
 }
+
+# Helpers for scripts that repeat searches in rounds.
+# "A÷B" to two places with a "×", e.g. "1.62×" ("n/a" when B is 0).
+ratio() { python3 -c "import sys; a,b=float(sys.argv[1]),float(sys.argv[2]); print(f'{a/b:.2f}×' if b>0 else 'n/a')" "$1" "$2"; }
+# The median of integers, as an integer.
+median() { python3 -c "import statistics, sys; print(int(statistics.median(int(x) for x in sys.argv[1:])))" "$@"; }
+# Round-by-round ratios of two lists of maxima, e.g. "1.62×, 1.71×".
+round_ratios() {
+  python3 -c "
+import sys
+a, b = sys.argv[1].split(), sys.argv[2].split()
+print(', '.join(f'{int(x)/int(y):.2f}×' if int(y) > 0 else 'n/a' for x, y in zip(a, b)))" "$1" "$2"
+}
