@@ -445,9 +445,9 @@ mod tests {
         let inbox = Arc::new(crate::ves::inbox::VesInbox::new(info.ves_id, 1, Vec::new(), Vec::new()));
         let (tx, _rx) = crate::ves::inbox::channel(16, 1);
         assert!(inbox.attach(tx).is_none());
-        for frame_id in 100..116 {
+        for frame_id in 100..132 {
             let ack = VesItem::Ack { device_id: info.device_id, frame_id };
-            assert!(inbox.enqueue(ack, &metrics).is_ok(), "room for sixteen");
+            assert!(inbox.enqueue(ack, &metrics).is_ok(), "room for sixteen, and sixteen more for acknowledgements");
         }
         router.register_ves(VesHandle { inbox, control: QuietVes.start().recipient() });
         device.send(Frame::Ack { frame_id: 2 }).await.expect("send");

@@ -104,18 +104,36 @@ impl<T> Shared<T> {
 
 impl<T> QueueSender<T> {
     pub fn try_send(&self, item: T) -> Result<(), TrySendError<T>> {
+        self.push(item, self.0.capacity)
+    }
+
+    /// Like [`try_send`](Self::try_send), but may fill up to `extra` slots past the
+    /// capacity: for items that must not be refused because others filled the queue (a
+    /// command channel's acknowledgements and notices behind a backlog of frames). The
+    /// queue then holds at most its capacity plus `extra`.
+    pub fn try_send_over(&self, item: T, extra: usize) -> Result<(), TrySendError<T>> {
+        self.push(item, self.0.capacity.saturating_add(extra))
+    }
+
+    /// Queues `item` if fewer than `limit` items are queued.
+    fn push(&self, item: T, limit: usize) -> Result<(), TrySendError<T>> {
         {
             let mut s = self.0.lock();
             if s.closed {
                 return Err(TrySendError::Closed(item));
             }
-            if s.items.len() >= self.0.capacity {
+            if s.items.len() >= limit {
                 return Err(TrySendError::Full(item));
             }
             s.items.push_back(item);
         }
         self.0.ready.wake();
         Ok(())
+    }
+
+    /// The most items [`try_send`](Self::try_send) lets the queue hold.
+    pub fn capacity(&self) -> usize {
+        self.0.capacity
     }
 
     /// Whether anything is queued.
@@ -187,6 +205,27 @@ mod tests {
         assert_eq!(rx.try_recv(), Some(2));
         assert_eq!(rx.recv().await, Some(4));
         assert_eq!(rx.recv().await, None);
+    }
+
+    #[tokio::test]
+    async fn items_sent_over_the_capacity_take_only_their_extra_slots() {
+        let (tx, mut rx) = bounded(2);
+        assert_eq!(tx.try_send(1), Ok(()));
+        assert_eq!(tx.try_send(2), Ok(()));
+        assert_eq!(tx.try_send(3), Err(TrySendError::Full(3)), "full for ordinary items");
+        assert_eq!(tx.try_send_over(4, 2), Ok(()));
+        assert_eq!(tx.try_send_over(5, 2), Ok(()));
+        assert_eq!(tx.try_send_over(6, 2), Err(TrySendError::Full(6)), "the extra slots are used up");
+        assert_eq!(tx.try_send(7), Err(TrySendError::Full(7)), "and ordinary items still wait for room");
+        assert_eq!(rx.recv().await, Some(1));
+        assert_eq!(tx.try_send(8), Err(TrySendError::Full(8)), "three queued: still over the capacity");
+        assert_eq!(tx.try_send_over(9, 2), Ok(()));
+        for expected in [2, 4, 5, 9] {
+            assert_eq!(rx.recv().await, Some(expected), "one order for both kinds");
+        }
+        assert_eq!(tx.try_send(10), Ok(()), "drained: room again");
+        rx.close();
+        assert_eq!(tx.try_send_over(11, 2), Err(TrySendError::Closed(11)));
     }
 
     #[tokio::test]

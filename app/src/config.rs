@@ -294,6 +294,8 @@ pub struct RtsConfig {
     /// Lifetime of connect parameters and of a detached session.
     pub reply_time_seconds: u64,
     /// Items queued per command channel before frames are refused with `queue_full`.
+    /// Acknowledgements, undeliverable notices and commands for the VES may take as many
+    /// again, so that a backlog of frames does not push out what the VES waits for.
     pub send_queue_items: usize,
     /// A command channel that drains nothing for this long is detached (resumable).
     pub write_stall_timeout_seconds: u64,

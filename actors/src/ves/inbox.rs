@@ -78,16 +78,35 @@ pub(crate) fn channel(capacity: usize, epoch: u64) -> (ChannelTx, ChannelRx) {
 }
 
 impl ChannelTx {
+    /// Queues `item`. Frames are refused once the queue holds its capacity
+    /// (`rts.send_queue_items`); everything else (the devices' acknowledgements of the
+    /// VES's frames, undeliverable notices, commands) may take as many slots again. An
+    /// acknowledgement refused here is lost without a notice (a device is not answered for
+    /// its ACK) and the VES would send the frame again after its own timeout: under a
+    /// backlog of frames, the answers the VES waits for still get through, behind the
+    /// frames, and only frames, whose senders are told, are refused. A refused item is
+    /// dropped.
+    fn push(&self, item: VesItem) -> Result<(), TrySendError<()>> {
+        let sent = match item {
+            VesItem::Frame { .. } => self.tx.try_send(item),
+            _ => self.tx.try_send_over(item, self.tx.capacity()),
+        };
+        sent.map_err(|e| match e {
+            TrySendError::Full(_) => TrySendError::Full(()),
+            TrySendError::Closed(_) => TrySendError::Closed(()),
+        })
+    }
+
     /// Queues an item on a channel not yet handed to anyone (the opening commands).
     pub(crate) fn try_send(&self, item: VesItem) -> bool {
-        self.tx.try_send(item).is_ok()
+        self.push(item).is_ok()
     }
 
     /// Ends the channel after what it holds: `farewell` is queued behind it as the last
     /// line and nothing more can be queued. When the queue has no room for the farewell,
     /// the channel is handed back (to be closed at once instead).
     pub(crate) fn finish(self, farewell: Command) -> Result<Finishing, ChannelTx> {
-        if self.tx.try_send(VesItem::Command(farewell)).is_err() {
+        if self.push(VesItem::Command(farewell)).is_err() {
             return Err(self);
         }
         Ok(Finishing { rx: self.rx, cancel: self.cancel, epoch: self.epoch })
@@ -239,14 +258,15 @@ impl VesInbox {
         read(&self.channel).is_some()
     }
 
-    /// Queues an item on the command channel. Refused at once when detached or full.
+    /// Queues an item on the command channel. Refused at once when detached or full (a
+    /// frame at the queue's capacity, anything else at twice it: [`ChannelTx::push`]).
     pub fn enqueue(&self, item: VesItem, metrics: &Metrics) -> Result<(), UndeliverableReason> {
         let is_frame = matches!(item, VesItem::Frame { .. });
         let guard = read(&self.channel);
         let Some(ch) = guard.as_ref() else {
             return Err(UndeliverableReason::PeerOffline);
         };
-        ch.tx.try_send(item).map_err(|e| match e {
+        ch.push(item).map_err(|e| match e {
             TrySendError::Full(_) => {
                 metrics.dropped(if is_frame { DropReason::QueueFull } else { DropReason::ControlQueueFull });
                 UndeliverableReason::QueueFull
@@ -417,4 +437,47 @@ fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
 
 fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
     l.write().unwrap_or_else(|p| p.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use noc_protocol::device::ForwardKind;
+
+    use super::*;
+
+    #[test]
+    fn a_backlog_of_frames_leaves_room_for_the_answers_the_ves_waits_for() {
+        let metrics = Metrics::new();
+        let inbox = VesInbox::new(VesId::random(), 1, Vec::new(), Vec::new());
+        let (tx, _rx) = channel(16, 1);
+        assert!(inbox.attach(tx).is_none());
+        let (device_id, user_id) = (DeviceId::random(), UserId::random());
+        let frame =
+            |frame_id| VesItem::Frame { device_id, user_id, frame_id, kind: ForwardKind::Data, payload: Bytes::new() };
+        let dropped = |reason| metrics.value("noc_frames_dropped_total", &[("reason", reason)]);
+
+        for frame_id in 0..16 {
+            assert_eq!(inbox.enqueue(frame(frame_id), &metrics), Ok(()), "room for sixteen frames");
+        }
+        assert_eq!(inbox.enqueue(frame(16), &metrics), Err(UndeliverableReason::QueueFull));
+        assert_eq!(dropped("queue_full"), 1.0, "the refused frame is counted; its device is told");
+
+        let answers = (0..15).map(|frame_id| VesItem::Ack { device_id, frame_id }).chain([VesItem::Undeliverable {
+            device_id,
+            frame_id: 15,
+            reason: UndeliverableReason::PeerDisconnected,
+        }]);
+        for answer in answers {
+            assert_eq!(inbox.enqueue(answer, &metrics), Ok(()), "acknowledgements and notices take the reserve");
+        }
+        assert_eq!(
+            inbox.enqueue(VesItem::Ack { device_id, frame_id: 16 }, &metrics),
+            Err(UndeliverableReason::QueueFull),
+            "the reserve is as large as the queue, no larger"
+        );
+        assert_eq!(dropped("control_queue_full"), 1.0);
+        assert_eq!(inbox.enqueue(frame(17), &metrics), Err(UndeliverableReason::QueueFull));
+        assert_eq!(dropped("queue_full"), 2.0);
+    }
 }

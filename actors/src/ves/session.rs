@@ -202,7 +202,7 @@ impl Handler<Attach> for VesSession {
             .into_iter()
             .map(|(device_id, user_id)| Command::DevicePresence { device_id, user_id, online: true });
         for cmd in self.opening_commands(msg.resumed).into_iter().chain(presence) {
-            // The queue is new; presence beyond its capacity is dropped (and counted).
+            // The queue is new; commands beyond twice its capacity are dropped (and counted).
             if !tx.try_send(VesItem::Command(cmd)) {
                 self.router.metrics().dropped(DropReason::ControlQueueFull);
             }
