@@ -74,3 +74,26 @@ TOML
   bench_wait_ready "$admin" "$dir/relay.log" \
     "node $name pid $! ready (https 127.0.0.1:$http, devices 127.0.0.1:$device)"
 }
+
+# The two nodes of bench/cross_node.sh and bench/profile_cross_node.sh: node A (the VES's;
+# https 18443, devices 18444, admin 19090) and node B (https 18453, devices 18454, admin
+# 19091); their PIDs, comma-separated, in NODE_PIDS.
+two_nodes() {
+  node a 18443 18444 19090
+  node b 18453 18454 19091
+  NODE_PIDS=$(IFS=,; echo "${PIDS[*]}")
+}
+
+# many_to_one RATE DEVICE_ADDR [load tool options...]: one run of the many-to-one shape
+# on two_nodes at RATE frames/s for DURATION seconds, the VES on node A and its DEVICES
+# devices on DEVICE_ADDR.
+many_to_one() {
+  local rate=$1 addr=$2
+  shift 2
+  "${NICE[@]}" "$LOADTEST" run --relay-url https://127.0.0.1:18443 --cacert "$WORK/tls/peer-cert.pem" \
+    --device-addr "$addr" --noc-bin "$NOC" --data-dir "$WORK/a/data" --noc-config "$WORK/a/noc.toml" \
+    --credentials "$WORK/credentials.json" --relay-pid "$NODE_PIDS" \
+    --relay-metrics-url "http://127.0.0.1:19090/metrics,http://127.0.0.1:19091/metrics" --quiet \
+    --scenario loadtest/scenarios/many-to-one.toml --devices-per-ves "$DEVICES" \
+    --rate-frames-per-second "$rate" --duration-seconds "$DURATION" "$@"
+}

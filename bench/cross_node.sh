@@ -36,18 +36,11 @@ cluster_prepare
 bench_build
 mkdir -p "$RESULTS"
 
-node a 18443 18444 19090
-node b 18453 18454 19091
-NODE_PIDS=$(IFS=,; echo "${PIDS[*]}")
+two_nodes
 
 # One run: VES on node A, devices on $DEVICE_ADDR.
 throughput_run() {
-  "${NICE[@]}" "$LOADTEST" run --relay-url https://127.0.0.1:18443 --cacert "$WORK/tls/peer-cert.pem" \
-    --device-addr "$DEVICE_ADDR" --noc-bin "$NOC" --data-dir "$WORK/a/data" --noc-config "$WORK/a/noc.toml" \
-    --credentials "$WORK/credentials.json" --relay-pid "$NODE_PIDS" \
-    --relay-metrics-url "http://127.0.0.1:19090/metrics,http://127.0.0.1:19091/metrics" --quiet \
-    --scenario loadtest/scenarios/many-to-one.toml --devices-per-ves "$DEVICES" \
-    --rate-frames-per-second "$1" --duration-seconds "$DURATION" --out "$OUT/$2.json" --html "$OUT/$2.html"
+  many_to_one "$1" "$DEVICE_ADDR" --out "$OUT/$2.json" --html "$OUT/$2.html"
 }
 
 declare -A BEST_OF HALF_OF HALF_P99_OF CAPACITY_OF ROUND_BESTS_OF

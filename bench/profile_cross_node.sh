@@ -33,21 +33,15 @@ trap 'stop_nodes; rm -rf "$WORK"' EXIT
 cluster_prepare
 bench_build
 mkdir -p "$RESULTS"
-node a 18443 18444 19090
-node b 18453 18454 19091
-NODE_PIDS=$(IFS=,; echo "${PIDS[*]}")
+two_nodes
 REDIS_PID=$(redis-cli -h 127.0.0.1 -p 6379 info server | tr -d '\r' | awk -F: '/^process_id:/ { print $2 }')
 HAVE_PERF=0
 command -v perf >/dev/null && perf stat -e context-switches -p "${PIDS[0]}" -- true >/dev/null 2>&1 && HAVE_PERF=1
 
-# One load-tool run at $1 frames/s with the devices on $2 (in the background: its pid in LT).
+# One load-tool run at $1 frames/s with the devices on $2, results as $3.json and $3.txt
+# (in the background: its pid in LT).
 traffic() {
-  "${NICE[@]}" "$LOADTEST" run --relay-url https://127.0.0.1:18443 --cacert "$WORK/tls/peer-cert.pem" \
-    --device-addr "$2" --noc-bin "$NOC" --data-dir "$WORK/a/data" --noc-config "$WORK/a/noc.toml" \
-    --credentials "$WORK/credentials.json" --relay-pid "$NODE_PIDS" \
-    --relay-metrics-url "http://127.0.0.1:19090/metrics,http://127.0.0.1:19091/metrics" --quiet \
-    --scenario loadtest/scenarios/many-to-one.toml --devices-per-ves "$DEVICES" \
-    --rate-frames-per-second "$1" --duration-seconds "$DURATION" --out "$3.json" >"$3.txt" 2>&1 &
+  many_to_one "$1" "$2" --out "$3.json" >"$3.txt" 2>&1 &
   LT=$!
 }
 
