@@ -259,7 +259,7 @@ impl VesInbox {
     }
 
     /// Queues an item on the command channel. Refused at once when detached or full (a
-    /// frame at the queue's capacity, anything else at twice it: [`ChannelTx::push`]).
+    /// frame at the queue's capacity, anything else at twice it; see `ChannelTx::push`).
     pub fn enqueue(&self, item: VesItem, metrics: &Metrics) -> Result<(), UndeliverableReason> {
         let is_frame = matches!(item, VesItem::Frame { .. });
         let guard = read(&self.channel);
