@@ -47,12 +47,7 @@ for round in $(seq 1 "$ROUNDS"); do
     BEST_OF[$target]=$BEST HALF_OF[$target]=$HALF HALF_P99_OF[$target]=$HALF_P99
     CAPACITY_OF[$target]=$CAPACITY TOP_OF[$target]=$TOP_TRIED
     ROUND_BESTS_OF[$target]="${ROUND_BESTS_OF[$target]:-} $BEST"
-    {
-      if [ "$ROUNDS" -gt 1 ]; then echo "### $target, round $round"; else echo "### $target"; fi
-      echo
-      throughput_table "server CPU"
-      echo
-    } >>"$DETAILS"
+    round_details "$target" "$round" "server CPU"
     target_stop
   done
 done

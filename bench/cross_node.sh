@@ -56,12 +56,7 @@ for round in $(seq 1 "$ROUNDS"); do
     throughput_search
     BEST_OF[$mode]=$BEST HALF_OF[$mode]=$HALF HALF_P99_OF[$mode]=$HALF_P99 CAPACITY_OF[$mode]=$CAPACITY
     ROUND_BESTS_OF[$mode]="${ROUND_BESTS_OF[$mode]:-} $BEST"
-    {
-      if [ "$ROUNDS" -gt 1 ]; then echo "### $mode, round $round"; else echo "### $mode"; fi
-      echo
-      throughput_table "CPU of both nodes"
-      echo
-    } >>"$DETAILS"
+    round_details "$mode" "$round" "CPU of both nodes"
   done
 done
 if [ "$ROUNDS" -gt 1 ]; then

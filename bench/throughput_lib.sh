@@ -124,6 +124,17 @@ throughput_table() {
 }
 
 # Helpers for scripts that repeat searches in rounds.
+# Appends the last search's table to $DETAILS under "### NAME" (", round N" when ROUNDS
+# is over 1); CPU_LABEL names the server CPU column.
+round_details() {
+  local name=$1 round=$2 cpu_label=$3
+  {
+    if [ "$ROUNDS" -gt 1 ]; then echo "### $name, round $round"; else echo "### $name"; fi
+    echo
+    throughput_table "$cpu_label"
+    echo
+  } >>"$DETAILS"
+}
 # "A÷B" to two places with a "×", e.g. "1.62×" ("n/a" when B is 0).
 ratio() { python3 -c "import sys; a,b=float(sys.argv[1]),float(sys.argv[2]); print(f'{a/b:.2f}×' if b>0 else 'n/a')" "$1" "$2"; }
 # The median of integers, as an integer.
