@@ -28,7 +28,7 @@ use thiserror::Error;
 pub use inbox::{Inbox, InboxSender, inbox};
 pub use memory::{MemoryCluster, MemoryHub};
 pub use messages::{BusMessage, DeviceItem, FetchCall, FetchOutcome, FetchRefusal, VesItem};
-pub use redis_backend::{RedisCluster, RedisMode, RedisOptions};
+pub use redis_backend::{LINK_KEY_MIN_BYTES, LinkOptions, RedisCluster, RedisMode, RedisOptions};
 pub use sharded::ShardedMap;
 
 /// A relay node's identity in the cluster.
@@ -163,6 +163,12 @@ pub trait Cluster: Send + Sync + 'static {
 
     /// Whether the backend is reachable (readiness).
     fn healthy(&self) -> bool;
+
+    /// Direct links from other nodes open on this node now (none for a backend without
+    /// them).
+    fn open_links(&self) -> usize {
+        0
+    }
 
     /// Reports the bus's latency to `observer` from now on (a backend without a network
     /// hop ignores it).

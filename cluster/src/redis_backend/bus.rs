@@ -33,6 +33,8 @@ use futures_util::{FutureExt, StreamExt};
 use tokio::sync::{mpsc, watch};
 
 use crate::redis_backend::conn::{self, Conn, Endpoint, cluster_client};
+use crate::redis_backend::link::dialer::{Dialler, Links, Route, SendError, Settled};
+use crate::redis_backend::link::listener::LinkListener;
 use crate::redis_backend::options::{RedisMode, RedisOptions};
 use crate::{BusMessage, BusObserver, ClusterError, Inbox, InboxSender, NodeId, inbox, wire};
 
@@ -51,8 +53,24 @@ fn sharded_payload(mut push: redis::PushInfo) -> Result<Bytes, redis::PushInfo> 
     }
 }
 
+/// Decodes one received payload (a message or a bundle) into `inbox`; `false` once the
+/// node is gone. The subscription and the links both deliver through it.
+pub(super) async fn deliver(inbox: &InboxSender, payload: Bytes) -> bool {
+    for msg in wire::decode_each(payload) {
+        match msg {
+            Ok(m) => {
+                if inbox.send(m).await.is_err() {
+                    return false;
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "undecodable bus message dropped"),
+        }
+    }
+    true
+}
+
 /// Resolves once the node leaves (the watch's guard is not held across awaits).
-async fn stop_requested(stop: &mut watch::Receiver<bool>) {
+pub(super) async fn stop_requested(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
 }
 
@@ -186,6 +204,8 @@ pub(super) struct Bus {
     stop: watch::Sender<bool>,
     /// Set by the subscriber once it unsubscribed and delivered what came before.
     stopped: watch::Sender<bool>,
+    /// Where other nodes' links arrive, once listening (with links configured).
+    link_listener: OnceLock<LinkListener>,
 }
 
 impl Bus {
@@ -215,6 +235,7 @@ impl Bus {
             home: std::thread::current().id(),
             stop: watch::Sender::new(false),
             stopped: watch::Sender::new(false),
+            link_listener: OnceLock::new(),
         };
         (bus, publish_rx)
     }
@@ -293,6 +314,7 @@ impl Bus {
             publishing: self.publishing.clone(),
             in_flight: 0,
             channels: BundleChannels::default(),
+            links: self.links(),
         };
         let (opts, shared) = (self.opts.clone(), self.conn.clone());
         runtime.spawn(async move {
@@ -322,10 +344,35 @@ impl Bus {
         }
     }
 
-    /// Ends the subscription: Redis stops delivering to this node (later publishes to it
-    /// count no receiver and come back to their senders), and what it delivered before is
-    /// in the inbox when this returns.
+    /// Starts accepting links from other nodes, when links are configured; returns the
+    /// address they are to dial.
+    pub async fn listen_links(&self) -> Result<Option<String>, ClusterError> {
+        let Some(opts) = &self.opts.links else { return Ok(None) };
+        let (listener, advertise) =
+            LinkListener::bind(opts, self.node.clone(), self.publishing.inbox_tx.clone()).await?;
+        let _ = self.link_listener.set(listener);
+        Ok(Some(advertise))
+    }
+
+    /// Links from other nodes open now.
+    pub fn open_links(&self) -> usize {
+        self.link_listener.get().map_or(0, LinkListener::open)
+    }
+
+    /// A publish queue's links, when links are configured.
+    fn links(&self) -> Option<Links> {
+        let opts = self.opts.links.clone()?;
+        Some(Links::new(Arc::new(opts), self.node.clone()))
+    }
+
+    /// Ends the links and then the subscription: other nodes stop sending over links and
+    /// turn to pub/sub, then Redis stops delivering to this node (later publishes to it
+    /// count no receiver and come back to their senders), and what either delivered before
+    /// is in the inbox when this returns.
     pub async fn stop_listening(&self) {
+        if let Some(listener) = self.link_listener.get() {
+            listener.stop().await;
+        }
         self.stop.send_replace(true);
         let mut stopped = self.stopped.subscribe();
         let _ = stopped.wait_for(|s| *s).await;
@@ -335,20 +382,8 @@ impl Bus {
         self.inbox_rx.lock().unwrap_or_else(|p| p.into_inner()).take()
     }
 
-    /// Decodes one received payload (a message or a bundle) into the inbox; `false` once
-    /// the node is gone.
     async fn deliver(&self, payload: Bytes) -> bool {
-        for msg in wire::decode_each(payload) {
-            match msg {
-                Ok(m) => {
-                    if self.publishing.inbox_tx.send(m).await.is_err() {
-                        return false;
-                    }
-                }
-                Err(e) => tracing::warn!(error = %e, "undecodable bus message dropped"),
-            }
-        }
-        true
+        deliver(&self.publishing.inbox_tx, payload).await
     }
 
     /// Keeps this node subscribed to its inbox channel, resubscribing after failures,
@@ -506,6 +541,7 @@ impl Bus {
             publishing: self.publishing.clone(),
             in_flight: 0,
             channels: BundleChannels::default(),
+            links: self.links(),
         };
         queue.run(self.conn.clone()).await;
     }
@@ -549,6 +585,8 @@ struct Queue {
     /// Messages taken from the queue and not yet answered by Redis.
     in_flight: usize,
     channels: BundleChannels,
+    /// Its links to other nodes, when the node has links configured.
+    links: Option<Links>,
 }
 
 impl Queue {
@@ -585,52 +623,20 @@ impl Queue {
                 }
             }
             let sends = groups.into_iter().map(|group| {
-                let mut conn = conn.clone();
-                let command = publishing.command;
-                async move {
-                    let channel = group.channel;
-                    let mut pipe = redis::pipe();
-                    let mut counts = Vec::with_capacity(group.bundles.len());
-                    for bundle in group.bundles {
-                        counts.push(bundle.count());
-                        pipe.cmd(command).arg(channel.as_bytes()).arg(bundle.finish().as_ref());
-                    }
-                    let result = pipe.query_async::<Vec<i64>>(&mut conn).await;
-                    let waited = group.oldest.elapsed();
-                    // A bundle nobody received went to a node that is gone, or to one of
-                    // an earlier version, which reads only its one-message inbox: those
-                    // messages go there, one by one (and come back if nobody reads them
-                    // there either).
-                    let unread = match result {
-                        Ok(receivers) => {
-                            let mut unread = Vec::new();
-                            let mut msgs = group.msgs.into_iter();
-                            for (count, n) in counts.into_iter().zip(receivers) {
-                                let bundled = msgs.by_ref().take(count);
-                                if n == 0 {
-                                    unread.extend(bundled);
-                                } else {
-                                    bundled.for_each(drop);
-                                }
-                            }
-                            Ok(unread)
-                        }
-                        Err(e) => Err((e, group.msgs)),
-                    };
-                    let unread = match unread {
-                        Ok(unread) if !unread.is_empty() => {
-                            publish_each(&mut conn, command, &inbox_channel(&group.node), unread).await
-                        }
-                        other => other,
-                    };
-                    (unread, waited)
-                }
+                let (route, dialler) = match self.links.as_mut() {
+                    Some(links) => (links.route(&group.node), Some(links.dialler())),
+                    None => (Route::PubSub, None),
+                };
+                send_group(group, route, dialler, conn.clone(), publishing.command)
             });
-            for (result, waited) in futures_util::future::join_all(sends).await {
-                match result {
+            for sent in futures_util::future::join_all(sends).await {
+                if let Some(links) = self.links.as_mut() {
+                    links.settle(sent.node, sent.settled);
+                }
+                match sent.result {
                     Ok(unread) => {
                         if let Some(observer) = publishing.observer.get() {
-                            observer.published(waited);
+                            observer.published(sent.waited);
                         }
                         for msg in unread {
                             publishing.returned(msg);
@@ -647,6 +653,87 @@ impl Queue {
             publishing.pending.fetch_sub(std::mem::take(&mut self.in_flight), Ordering::Relaxed);
         }
     }
+}
+
+/// How one group of a round went.
+struct Sent {
+    node: NodeId,
+    /// The messages that reached nobody; or, on a failure, all of them with its reason.
+    result: Result<Vec<BusMessage>, (String, Vec<BusMessage>)>,
+    /// From the group's oldest message being queued to its send being done.
+    waited: Duration,
+    settled: Settled,
+}
+
+/// Sends one group: over its node's link when there is one (dialled first when due), and
+/// otherwise, or when the link turns out closed, over pub/sub.
+async fn send_group(
+    group: Group,
+    route: Route,
+    dialler: Option<Dialler>,
+    mut conn: Conn,
+    command: &'static str,
+) -> Sent {
+    let Group { node, channel, bundles, msgs, oldest } = group;
+    let counts: Vec<usize> = bundles.iter().map(wire::Bundle::count).collect();
+    let payloads: Vec<Bytes> = bundles.into_iter().map(wire::Bundle::finish).collect();
+    let (link, mut settled) = match (route, dialler) {
+        (Route::Link(link), _) => (Some(link), Settled::Untouched),
+        (Route::Dial(backoff), Some(dialler)) => match dialler.dial(&mut conn, &node).await {
+            Ok(link) => (Some(link), Settled::Untouched),
+            Err(e) => {
+                tracing::debug!(%node, error = %e, "no link to the node: its messages go over Redis");
+                (None, Settled::Failed(backoff))
+            }
+        },
+        _ => (None, Settled::Untouched),
+    };
+    if let Some(mut link) = link {
+        match link.send(&payloads).await {
+            Ok(()) => {
+                return Sent { node, result: Ok(Vec::new()), waited: oldest.elapsed(), settled: Settled::Up(link) };
+            }
+            // Nothing was written: pub/sub takes them (and returns them if the node left).
+            Err(SendError::Closed) => settled = Settled::Failed(Duration::ZERO),
+            // Some may have arrived: at most once, they are not sent again but returned.
+            Err(SendError::Broken(e)) => {
+                let result = Err((format!("link to {node} broke: {e}"), msgs));
+                return Sent { node, result, waited: oldest.elapsed(), settled: Settled::Failed(Duration::ZERO) };
+            }
+        }
+    }
+    let mut pipe = redis::pipe();
+    for payload in &payloads {
+        pipe.cmd(command).arg(channel.as_bytes()).arg(payload.as_ref());
+    }
+    let result = pipe.query_async::<Vec<i64>>(&mut conn).await;
+    let waited = oldest.elapsed();
+    // A bundle nobody received went to a node that is gone, or to one of an earlier
+    // version, which reads only its one-message inbox: those messages go there, one by
+    // one (and come back if nobody reads them there either).
+    let unread = match result {
+        Ok(receivers) => {
+            let mut unread = Vec::new();
+            let mut msgs = msgs.into_iter();
+            for (count, n) in counts.into_iter().zip(receivers) {
+                let bundled = msgs.by_ref().take(count);
+                if n == 0 {
+                    unread.extend(bundled);
+                } else {
+                    bundled.for_each(drop);
+                }
+            }
+            Ok(unread)
+        }
+        Err(e) => Err((e.to_string(), msgs)),
+    };
+    let result = match unread {
+        Ok(unread) if !unread.is_empty() => publish_each(&mut conn, command, &inbox_channel(&node), unread)
+            .await
+            .map_err(|(e, msgs)| (e.to_string(), msgs)),
+        other => other,
+    };
+    Sent { node, result, waited, settled }
 }
 
 /// Publishes each of `msgs` as a payload of its own on `channel`, in one pipeline;

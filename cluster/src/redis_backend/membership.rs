@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use redis::AsyncCommands;
 
 use crate::redis_backend::conn::{Conn, unavailable};
+use crate::redis_backend::link::address_key;
 use crate::redis_backend::options::RedisOptions;
 use crate::{ClusterError, NodeId, NodeLoad, SessionCounts};
 
@@ -39,6 +40,8 @@ pub(super) struct Membership {
     load: std::sync::Mutex<Option<SessionCounts>>,
     /// Whether the last command round trip succeeded (readiness).
     commands_ok: AtomicBool,
+    /// Where other nodes dial this node's links, published with its lease.
+    link_address: std::sync::OnceLock<String>,
 }
 
 impl Membership {
@@ -50,6 +53,7 @@ impl Membership {
             live: RwLock::new(HashSet::new()),
             load: std::sync::Mutex::new(None),
             commands_ok: AtomicBool::new(false),
+            link_address: std::sync::OnceLock::new(),
         }
     }
 
@@ -83,14 +87,24 @@ impl Membership {
             .map_err(unavailable)?;
         *self.live.write().unwrap_or_else(|p| p.into_inner()) = live.into_iter().map(NodeId::new).collect();
         self.commands_ok.store(true, Ordering::Relaxed);
+        let ttl_ms = u64::try_from(self.lease_ms).unwrap_or(u64::MAX);
+        if let Some(address) = self.link_address.get() {
+            let _: () = conn.pset_ex(address_key(&self.node), address, ttl_ms).await.map_err(unavailable)?;
+        }
         let load = *self.load.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(c) = load {
             let value = format!("{} {} {}", c.devices, c.ves, c.reported_at_ms);
-            let ttl = u64::try_from(self.lease_ms).unwrap_or(u64::MAX);
-            let _: () =
-                conn.pset_ex(format!("{LOAD_PREFIX}{}", self.node.as_str()), value, ttl).await.map_err(unavailable)?;
+            let _: () = conn
+                .pset_ex(format!("{LOAD_PREFIX}{}", self.node.as_str()), value, ttl_ms)
+                .await
+                .map_err(unavailable)?;
         }
         Ok(added == 1)
+    }
+
+    /// Publishes `address` as where other nodes dial this node's links, from the next tick.
+    pub fn set_link_address(&self, address: String) {
+        let _ = self.link_address.set(address);
     }
 
     /// Keeps this node's session counts for the next tick to publish.
@@ -136,6 +150,9 @@ impl Membership {
     pub async fn leave(&self) {
         let mut conn = self.conn.clone();
         let _: Result<i64, _> = conn.zrem(NODES, self.node.as_str()).await;
+        if self.link_address.get().is_some() {
+            let _: Result<i64, _> = conn.del(address_key(&self.node)).await;
+        }
     }
 }
 

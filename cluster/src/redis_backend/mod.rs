@@ -14,6 +14,7 @@
 
 mod bus;
 mod conn;
+mod link;
 mod membership;
 mod options;
 mod registry;
@@ -27,6 +28,7 @@ use crate::redis_backend::registry::Registry;
 use crate::{BusMessage, BusObserver, Cluster, ClusterError, Inbox, NodeId, Owner, SessionKey};
 use async_trait::async_trait;
 
+pub use link::{LinkOptions, MIN_KEY_BYTES as LINK_KEY_MIN_BYTES};
 pub use options::{RedisMode, RedisOptions};
 
 /// A node's handle on the Redis backend. Spawns its background tasks on the current
@@ -47,6 +49,10 @@ impl RedisCluster {
         let registry = Arc::new(registry);
         let (bus, publishes) = Bus::new(node, &opts, endpoint, conn);
         let bus = Arc::new(bus);
+        // Listening before the first tick publishes the address.
+        if let Some(address) = bus.listen_links().await? {
+            membership.set_link_address(address);
+        }
         membership.tick().await?;
         tokio::spawn(membership_loop(membership.clone(), registry.clone(), opts.membership_interval));
         let b = bus.clone();
@@ -138,6 +144,10 @@ impl Cluster for RedisCluster {
 
     fn healthy(&self) -> bool {
         self.membership.commands_ok() && self.bus.subscribed()
+    }
+
+    fn open_links(&self) -> usize {
+        self.bus.open_links()
     }
 
     fn observe_bus(&self, observer: Arc<dyn BusObserver>) {
@@ -410,13 +420,13 @@ mod tests {
         }
     }
 
-    /// Receives every payload published on `channel` into a queue.
-    async fn listen(channel: String) -> mpsc::UnboundedReceiver<Vec<u8>> {
+    /// Receives every payload published on `channel` into a queue, until the task ends.
+    async fn listen(channel: String) -> (mpsc::UnboundedReceiver<Vec<u8>>, tokio::task::JoinHandle<()>) {
         let client = redis::Client::open(opts().url).expect("url");
         let mut pubsub = client.get_async_pubsub().await.expect("connect");
         pubsub.subscribe(&channel).await.expect("subscribe");
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             let mut messages = pubsub.into_on_message();
             while let Some(m) = messages.next().await {
                 if tx.send(m.get_payload_bytes().to_vec()).is_err() {
@@ -424,7 +434,7 @@ mod tests {
                 }
             }
         });
-        rx
+        (rx, task)
     }
 
     /// Messages queued together for one node leave as one bundle, one `PUBLISH`, in order.
@@ -432,7 +442,7 @@ mod tests {
     async fn messages_for_one_node_leave_as_one_bundle() {
         let a = RedisCluster::connect(node("a"), opts()).await.expect("Redis must run for this test");
         let x = node("x");
-        let mut payloads = listen(format!("noc:inbox:{{{x}}}:bundles")).await;
+        let (mut payloads, _listening) = listen(format!("noc:inbox:{{{x}}}:bundles")).await;
         let msgs = acks(20);
         // Queued before the publisher runs (this test's runtime has one thread).
         for m in &msgs {
@@ -455,7 +465,7 @@ mod tests {
         let a = RedisCluster::connect(node("a"), opts()).await.expect("Redis must run for this test");
         let mut a_inbox = a.take_inbox().expect("inbox");
         let old = node("old");
-        let mut payloads = listen(format!("noc:inbox:{{{old}}}")).await;
+        let (mut payloads, _listening) = listen(format!("noc:inbox:{{{old}}}")).await;
         let msgs = acks(5);
         for m in &msgs {
             a.publish(&old, m.clone()).expect("publish");
@@ -523,6 +533,130 @@ mod tests {
         let back = tokio::time::timeout(Duration::from_secs(2), a_inbox.recv()).await.expect("returned");
         assert_eq!(back, Some(BusMessage::Returned(Box::new(after))));
         a.leave().await;
+    }
+
+    /// Options of a node with links, listening on a free loopback port.
+    fn linked(key: &[u8]) -> RedisOptions {
+        RedisOptions {
+            links: Some(LinkOptions {
+                listen: "127.0.0.1:0".parse().expect("address"),
+                advertise: None,
+                key: key.into(),
+                handshake_timeout: Duration::from_secs(1),
+            }),
+            ..opts()
+        }
+    }
+
+    const LINK_KEY: &[u8] = b"a test link key of thirty-two bytes or more";
+
+    /// With links, messages between nodes go over them and not through Redis, in order;
+    /// a node that leaves says goodbye on its links, so that every message sent to it
+    /// while it leaves either reached it or comes back to its sender, never both, never
+    /// neither.
+    #[tokio::test]
+    async fn links_carry_the_bus_and_a_leaving_node_loses_nothing_sent_on_them() {
+        let a = RedisCluster::connect(node("a"), linked(LINK_KEY)).await.expect("Redis must run for this test");
+        let b = RedisCluster::connect(node("b"), linked(LINK_KEY)).await.expect("connect");
+        let (mut a_inbox, mut b_inbox) = (a.take_inbox().expect("inbox"), b.take_inbox().expect("inbox"));
+        until_healthy(&[&a, &b]).await;
+        let bundles = format!("noc:inbox:{{{}}}:bundles", b.node_id());
+        let (mut over_redis, listening) = listen(bundles.clone()).await;
+        let sent = acks(300);
+        for m in &sent {
+            a.publish(b.node_id(), m.clone()).expect("publish");
+            tokio::task::yield_now().await;
+        }
+        let mut got = Vec::new();
+        while got.len() < sent.len() {
+            match tokio::time::timeout(Duration::from_secs(2), b_inbox.recv()).await {
+                Ok(Some(m)) => got.push(m),
+                _ => break,
+            }
+        }
+        assert_eq!(got, sent, "all of them, in order");
+        assert_eq!(b.open_links(), 1, "node a's one publishing thread holds one link to b");
+        assert!(over_redis.try_recv().is_err(), "nothing went through Redis");
+        // Gone before b leaves: a listener left on b's channel would take what b no longer
+        // does, and Redis would count it as received.
+        listening.abort();
+        let mut redis =
+            redis::Client::open(opts().url).expect("url").get_multiplexed_async_connection().await.expect("connect");
+        for _ in 0..100 {
+            let (_, subscribers): (String, i64) =
+                redis::cmd("PUBSUB").arg("NUMSUB").arg(&bundles).query_async(&mut redis).await.expect("numsub");
+            if subscribers == 1 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+
+        // Node a keeps sending while b leaves.
+        let frame = |m: &BusMessage| match m {
+            BusMessage::ToDevice { item: DeviceItem::Ack { frame_id }, .. } => *frame_id,
+            other => panic!("not an ack: {other:?}"),
+        };
+        let sender = {
+            let (a, to_b) = (a.clone(), b.node_id().clone());
+            tokio::spawn(async move {
+                for frame_id in 1000..1400 {
+                    let m = BusMessage::ToDevice { device_id: DeviceId::random(), item: DeviceItem::Ack { frame_id } };
+                    a.publish(&to_b, m).expect("publish");
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let (_, received) = tokio::join!(b.leave(), async {
+            let mut received = Vec::new();
+            while let Ok(Some(m)) = tokio::time::timeout(Duration::from_millis(500), b_inbox.recv()).await {
+                received.push(frame(&m));
+            }
+            received
+        });
+        sender.await.expect("sender");
+        a.flush(Duration::from_secs(2)).await;
+
+        let mut returned = Vec::new();
+        while let Ok(Some(m)) = tokio::time::timeout(Duration::from_millis(300), a_inbox.recv()).await {
+            match m {
+                BusMessage::Returned(m) => returned.push(frame(&m)),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert!(!received.is_empty() && !returned.is_empty(), "b left while a was sending");
+        let mut all: Vec<u64> = received.iter().chain(&returned).copied().collect();
+        all.sort_unstable();
+        assert_eq!(all, (1000..1400).collect::<Vec<_>>(), "each one reached b or came back, once");
+        assert_eq!(b.open_links(), 0);
+        a.leave().await;
+    }
+
+    /// A node whose link key differs from the cluster's gets no link: its messages go
+    /// over pub/sub and still arrive.
+    #[tokio::test]
+    async fn without_a_link_messages_go_over_pub_sub() {
+        let a = RedisCluster::connect(node("a"), linked(b"another key, also of thirty-two bytes"))
+            .await
+            .expect("Redis must run for this test");
+        let b = RedisCluster::connect(node("b"), linked(LINK_KEY)).await.expect("connect");
+        let mut b_inbox = b.take_inbox().expect("inbox");
+        until_healthy(&[&a, &b]).await;
+        let sent = acks(20);
+        for m in &sent {
+            a.publish(b.node_id(), m.clone()).expect("publish");
+        }
+        let mut got = Vec::new();
+        while got.len() < sent.len() {
+            match tokio::time::timeout(Duration::from_secs(3), b_inbox.recv()).await {
+                Ok(Some(m)) => got.push(m),
+                _ => break,
+            }
+        }
+        assert_eq!(got, sent);
+        assert_eq!(b.open_links(), 0, "the handshake failed");
+        a.leave().await;
+        b.leave().await;
     }
 
     /// `flush` waits for a message the router took from the inbox but has not finished

@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use crate::redis_backend::link::LinkOptions;
+
 /// How Redis is deployed.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -42,6 +44,8 @@ pub struct RedisOptions {
     pub publish_queue: usize,
     /// Timeout of one Redis command.
     pub command_timeout: Duration,
+    /// Direct links between nodes for the bus's messages; none: all of them over pub/sub.
+    pub links: Option<LinkOptions>,
 }
 
 impl Default for RedisOptions {
@@ -57,6 +61,7 @@ impl Default for RedisOptions {
             inbox_capacity: 65_536,
             publish_queue: 65_536,
             command_timeout: Duration::from_secs(2),
+            links: None,
         }
     }
 }
