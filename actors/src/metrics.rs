@@ -168,6 +168,7 @@ pub struct Metrics {
     /// Set when the metrics are read (the admin listener), from the cluster backend's
     /// own health flag: no round trip of its own.
     pub cluster_up: IntGauge,
+    pub bus_links_open: IntGauge,
     /// When the certificate the node serves expires (set at start).
     pub tls_certificate_expiry: IntGauge,
     /// When the device CA's certificate expires (set at start; 0: the node has none).
@@ -380,6 +381,12 @@ impl Metrics {
             "1 while this node's cluster backend (Redis, or the in-process bus) works; 0: the node is not ready.",
         );
 
+        let bus_links_open = gauge(
+            &r,
+            "noc_bus_links_open",
+            "Direct links from other nodes open on this node (cluster.link_listen); 0 without links.",
+        );
+
         for kind in [SessionKind::Ves, SessionKind::Device] {
             sessions.with_label_values(&[kind.as_str()]).set(0);
             sessions_opened.with_label_values(&[kind.as_str()]);
@@ -521,6 +528,7 @@ impl Metrics {
             rts_sessions,
             draining,
             cluster_up,
+            bus_links_open,
             tls_certificate_expiry,
             device_ca_expiry,
             store_pool,

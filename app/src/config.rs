@@ -105,7 +105,9 @@ impl SecretString {
         &self.0
     }
 
-    /// The value with any `user:password@` password replaced by `***`.
+    /// A URL with any `user:password@` password replaced by `***` (the rest of it says
+    /// where the node connects, which an operator reading logs needs); anything that is
+    /// not a URL (a password, a key) is `***` as a whole.
     pub fn redacted(&self) -> String {
         match (self.0.find("://"), self.0.rfind('@')) {
             (Some(scheme), Some(at)) if at > scheme => {
@@ -115,7 +117,8 @@ impl SecretString {
                     None => self.0.clone(),
                 }
             }
-            _ => self.0.clone(),
+            (Some(_), _) => self.0.clone(),
+            (None, _) => "***".into(),
         }
     }
 }
@@ -176,6 +179,22 @@ pub struct ClusterConfig {
     /// Bus messages received and not yet handled, and waiting to be published (per
     /// publishing thread: each worker has a publish queue of its own).
     pub bus_queue_messages: usize,
+    /// Where this node accepts direct links from the other nodes, which then carry the
+    /// bus's messages (frames) between nodes without the Redis hop; Redis still holds
+    /// membership and ownership and carries what cannot go over a link. Unset: every
+    /// cross-node message goes over Redis pub/sub. Needs `redis_url` and `link_key`.
+    pub link_listen: Option<SocketAddr>,
+    /// The `host:port` other nodes dial to reach `link_listen` (in Kubernetes, the pod's
+    /// IP); unset: `link_listen` itself, which must then not be a wildcard address.
+    pub link_advertise: Option<String>,
+    /// The secret every node of the cluster shares to authenticate links and each frame
+    /// on them (HMAC-SHA256), at least 32 bytes. Keep the link port on the cluster's own
+    /// network: frames on a link are authenticated, not encrypted (their payloads are
+    /// end-to-end encrypted between VES and device, as on Redis).
+    pub link_key: Option<SecretString>,
+    /// Bound of a link's dial and handshake; a node that cannot be linked in this time is
+    /// reached over Redis and dialled again later.
+    pub link_handshake_timeout_ms: u64,
 }
 
 impl Default for ClusterConfig {
@@ -189,6 +208,10 @@ impl Default for ClusterConfig {
             session_key_ttl_seconds: o.session_key_ttl.as_secs(),
             owner_cache_ttl_seconds: o.owner_cache_ttl.as_secs(),
             bus_queue_messages: o.inbox_capacity,
+            link_listen: None,
+            link_advertise: None,
+            link_key: None,
+            link_handshake_timeout_ms: 1000,
         }
     }
 }
@@ -692,6 +715,20 @@ pub enum ConfigError {
     Invalid { key: &'static str, problem: String },
 }
 
+/// `host:port` as other nodes dial it; a bare IPv6 address before the port (what
+/// `$(POD_IP):port` gives in an IPv6 Kubernetes cluster) gets its brackets.
+fn dialable(advertise: &str) -> Option<String> {
+    let (host, port) = advertise.rsplit_once(':')?;
+    let port: u16 = port.parse().ok()?;
+    if host.is_empty() {
+        return None;
+    }
+    match host.parse::<std::net::Ipv6Addr>() {
+        Ok(ip) => Some(SocketAddr::from((ip, port)).to_string()),
+        Err(_) => Some(advertise.to_string()),
+    }
+}
+
 fn invalid(key: &'static str, problem: impl Into<String>) -> ConfigError {
     ConfigError::Invalid { key, problem: problem.into() }
 }
@@ -727,6 +764,44 @@ impl Config {
         Ok(config)
     }
 
+    /// The cluster's links: all of their settings or none.
+    fn validate_links(&self) -> Result<(), ConfigError> {
+        let c = &self.cluster;
+        let Some(listen) = c.link_listen else {
+            if c.link_key.is_some() || c.link_advertise.is_some() {
+                return Err(invalid("cluster.link_listen", "must be set where link_key or link_advertise is"));
+            }
+            return Ok(());
+        };
+        if self.redis_url.is_none() {
+            return Err(invalid("cluster.link_listen", "links join the nodes of a cluster: set redis_url too"));
+        }
+        match &c.link_key {
+            None => return Err(invalid("cluster.link_key", "must be set with cluster.link_listen")),
+            Some(k) if k.expose().len() < noc_cluster::LINK_KEY_MIN_BYTES => {
+                return Err(invalid(
+                    "cluster.link_key",
+                    format!("must be at least {} bytes", noc_cluster::LINK_KEY_MIN_BYTES),
+                ));
+            }
+            Some(_) => {}
+        }
+        match &c.link_advertise {
+            None if listen.ip().is_unspecified() => {
+                return Err(invalid(
+                    "cluster.link_advertise",
+                    "must be set when cluster.link_listen is a wildcard address (other nodes cannot dial it)",
+                ));
+            }
+            Some(a) if dialable(a).is_none() => return Err(invalid("cluster.link_advertise", "must be host:port")),
+            _ => {}
+        }
+        if !(100..=60_000).contains(&c.link_handshake_timeout_ms) {
+            return Err(invalid("cluster.link_handshake_timeout_ms", "must be between 100 and 60000"));
+        }
+        Ok(())
+    }
+
     /// Checks values that parse but cannot work.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let d = &self.device;
@@ -751,6 +826,7 @@ impl Config {
         if !(64..=1024 * 1024).contains(&d.read_buffer_bytes) {
             return Err(invalid("device.read_buffer_bytes", "must be between 64 and 1048576"));
         }
+        self.validate_links()?;
         let r = &self.rts;
         if r.heartbeat_interval_seconds == 0 || r.reply_time_seconds == 0 {
             return Err(invalid("rts", "heartbeat_interval_seconds and reply_time_seconds must be at least 1"));
@@ -970,6 +1046,9 @@ impl Config {
         let mut c = self.clone();
         c.postgres_url = c.postgres_url.map(|u| SecretString::new(u.redacted()));
         c.redis_url = c.redis_url.map(|u| SecretString::new(u.redacted()));
+        c.mail.smtp_password = c.mail.smtp_password.map(|p| SecretString::new(p.redacted()));
+        c.alerts.smpp_password = c.alerts.smpp_password.map(|p| SecretString::new(p.redacted()));
+        c.cluster.link_key = c.cluster.link_key.map(|k| SecretString::new(k.redacted()));
         c
     }
 
@@ -986,6 +1065,12 @@ impl Config {
             owner_cache_ttl: Duration::from_secs(c.owner_cache_ttl_seconds),
             inbox_capacity: c.bus_queue_messages,
             publish_queue: c.bus_queue_messages,
+            links: c.link_listen.zip(c.link_key.as_ref()).map(|(listen, key)| noc_cluster::LinkOptions {
+                listen,
+                advertise: c.link_advertise.as_deref().and_then(dialable),
+                key: key.expose().as_bytes().into(),
+                handshake_timeout: Duration::from_millis(c.link_handshake_timeout_ms),
+            }),
             ..noc_cluster::RedisOptions::default()
         })
     }
@@ -1109,6 +1194,45 @@ mod tests {
         assert!(err.to_string().contains("rediss://"), "{err}");
     }
 
+    /// Links need all of their settings, a key long enough and an address others can dial;
+    /// a complete set turns into the cluster's link options.
+    #[test]
+    fn cluster_links_are_all_or_nothing() {
+        let base = "redis_url = \"redis://r\"\n[cluster]\n";
+        let key = "link_key = \"0123456789abcdef0123456789abcdef\"\n";
+        for (toml, key_named) in [
+            (format!("[cluster]\nlink_listen = \"10.0.0.7:9445\"\n{key}"), "cluster.link_listen"),
+            (format!("{base}{key}"), "cluster.link_listen"),
+            (format!("{base}link_listen = \"10.0.0.7:9445\"\n"), "cluster.link_key"),
+            (format!("{base}link_listen = \"10.0.0.7:9445\"\nlink_key = \"short\"\n"), "cluster.link_key"),
+            (format!("{base}link_listen = \"0.0.0.0:9445\"\n{key}"), "cluster.link_advertise"),
+            (
+                format!("{base}link_listen = \"0.0.0.0:9445\"\nlink_advertise = \"10.0.0.7\"\n{key}"),
+                "cluster.link_advertise",
+            ),
+        ] {
+            let err = Config::from_toml(&toml).expect_err(&toml);
+            assert!(err.to_string().contains(key_named), "{toml}: {err}");
+        }
+        assert!(Config::from_toml(base).expect("no links").redis_options().expect("redis").links.is_none());
+        let c = Config::from_toml(&format!(
+            "{base}link_listen = \"0.0.0.0:9445\"\nlink_advertise = \"10.0.0.7:9445\"\n{key}"
+        ))
+        .expect("valid");
+        let links = c.redis_options().expect("redis").links.expect("links");
+        assert_eq!(links.advertise.as_deref(), Some("10.0.0.7:9445"));
+        assert_eq!(&*links.key, b"0123456789abcdef0123456789abcdef");
+        assert_eq!(links.handshake_timeout, Duration::from_secs(1));
+        for (given, dialled) in [
+            ("fd00::7:9445", "[fd00::7]:9445"),
+            ("[fd00::7]:9445", "[fd00::7]:9445"),
+            ("relay-0.relay:9445", "relay-0.relay:9445"),
+        ] {
+            assert_eq!(dialable(given).as_deref(), Some(dialled), "{given}");
+        }
+        assert_eq!(dialable(":9445"), None);
+    }
+
     #[test]
     fn unknown_keys_are_rejected() {
         let err = Config::from_toml("[device]\nheartbeat_interval_secs = 5\n").expect_err("typo must fail");
@@ -1162,7 +1286,13 @@ mod tests {
 
     #[test]
     fn secrets_are_masked() {
-        let c = Config::from_toml("postgres_url = \"postgres://noc:hunter2@db:5432/noc\"\n").expect("valid");
+        let c = Config::from_toml(
+            "postgres_url = \"postgres://noc:hunter2@db:5432/noc\"\nredis_url = \"redis://r\"\n\
+             [mail]\nsmtp_password = \"hunter2\"\n\
+             [alerts]\nsmpp_password = \"hunter2\"\n\
+             [cluster]\nlink_listen = \"10.0.0.7:9445\"\nlink_key = \"hunter2-and-more-than-thirty-two-bytes\"\n",
+        )
+        .expect("valid");
         let dbg = format!("{c:?}");
         assert!(!dbg.contains("hunter2"), "{dbg}");
         assert!(dbg.contains("postgres://noc:***@db:5432/noc"), "{dbg}");

@@ -39,6 +39,7 @@ async fn readyz(state: web::Data<GatewayState>) -> HttpResponse {
 async fn metrics(state: web::Data<GatewayState>) -> HttpResponse {
     let m = state.router.metrics();
     m.cluster_up.set(i64::from(state.router.cluster().healthy()));
+    m.bus_links_open.set(i64::try_from(state.router.cluster().open_links()).unwrap_or(i64::MAX));
     if let Some(p) = state.accounts.store().pool_status() {
         m.set_store_pool(p.open, p.idle, p.max, p.waiting);
     }

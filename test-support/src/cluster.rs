@@ -10,6 +10,13 @@ pub fn test_redis_url() -> String {
     std::env::var("NOC_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/".to_string())
 }
 
+/// Gives a node a direct link listener on a free loopback port and the cluster's link
+/// key: frames between nodes that all have it go over links instead of Redis pub/sub.
+pub fn with_links(c: &mut Config) {
+    c.cluster.link_listen = Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
+    c.cluster.link_key = Some(SecretString::new("the test cluster's link key, 32+ bytes"));
+}
+
 /// `n` nodes on one PostgreSQL schema and one Redis, with short leases.
 pub struct TestCluster {
     pub nodes: Vec<TestRelay>,

@@ -27,7 +27,7 @@ mod web_client;
 mod webhook;
 
 pub use admin_api::{AdminApi, TestOperator};
-pub use cluster::{TestCluster, test_redis_url};
+pub use cluster::{TestCluster, test_redis_url, with_links};
 pub use connect_proxy::ConnectProxy;
 pub use device::{FakeDevice, Recv};
 pub use est::{EstMode, TestEst};

@@ -11,7 +11,7 @@ use noc_protocol::{CloseCode, UndeliverableReason};
 use noc_test_support::scenario::{
     STEP, await_online, devices_online, expect_close, online_device, relays_both_ways, user_with_device,
 };
-use noc_test_support::{CommandChannel, FakeDevice, FakeVes, Forwarder, Recv, TestCluster, test_redis_url};
+use noc_test_support::{CommandChannel, FakeDevice, FakeVes, Forwarder, Recv, TestCluster, test_redis_url, with_links};
 
 /// Sends frames `ids` to `device_id` until one is accepted and arrives at `device`.
 async fn eventually_delivered(
@@ -69,7 +69,14 @@ async fn two_nodes_second_behind_a_redis_proxy() -> (TestCluster, Forwarder) {
 
 /// Two nodes, a license, and a VES whose command channel is open on the first node.
 async fn two_nodes_with_ves_on_the_first() -> (TestCluster, FakeVes, CommandChannel) {
-    let cluster = TestCluster::start(2, |_, _| {}).await;
+    two_nodes_with_ves_on_the_first_and(|_| {}).await
+}
+
+/// The same, each node's configuration adjusted by `tweak`.
+async fn two_nodes_with_ves_on_the_first_and(
+    tweak: impl Fn(&mut noc_app::Config),
+) -> (TestCluster, FakeVes, CommandChannel) {
+    let cluster = TestCluster::start(2, |_, c| tweak(c)).await;
     cluster.nodes[0].create_license("acme", "acme-license-pw", 10).await;
     let mut ves = cluster.nodes[0].ves();
     ves.license("acme", "acme-license-pw").await.expect("license");
@@ -85,12 +92,13 @@ macro_rules! cluster_test {
     };
 }
 
-cluster_test!(frames_cross_nodes_both_ways_in_order, {
-    let (cluster, ves, mut channel) = two_nodes_with_ves_on_the_first().await;
+/// A burst each way between a VES on node A and its device on node B, in order, with the
+/// acknowledgements back; each node publishes and receives.
+async fn frames_cross_both_ways(cluster: &TestCluster, ves: &FakeVes, channel: &mut CommandChannel) {
     let (a, b) = (&cluster.nodes[0], &cluster.nodes[1]);
-    let act = user_with_device(&ves, "x@example.com", "+15550300").await;
+    let act = user_with_device(ves, "x@example.com", "+15550300").await;
     let mut device = online_device(b, &act).await; // the device lands on node B
-    await_online(&mut channel, act.device_id).await;
+    await_online(channel, act.device_id).await;
 
     // VES (A) → device (B), a burst that must arrive in order.
     for i in 0..50u64 {
@@ -129,6 +137,29 @@ cluster_test!(frames_cross_nodes_both_ways_in_order, {
     // Each node timed what it published (at least one batch each way).
     assert!(a.metric("noc_bus_publish_duration_seconds", &[]) >= 1.0);
     assert!(b.metric("noc_bus_publish_duration_seconds", &[]) >= 1.0);
+}
+
+cluster_test!(frames_cross_nodes_both_ways_in_order, {
+    let (cluster, ves, mut channel) = two_nodes_with_ves_on_the_first().await;
+    frames_cross_both_ways(&cluster, &ves, &mut channel).await;
+    assert_eq!(cluster.nodes[1].metric("noc_bus_links_open", &[]), 0.0, "no links configured");
+    cluster.stop().await;
+});
+
+// With links, the same traffic crosses on them: each node holds links from the other.
+cluster_test!(frames_cross_nodes_both_ways_in_order_over_direct_links, {
+    let (cluster, ves, mut channel) = two_nodes_with_ves_on_the_first_and(with_links).await;
+    frames_cross_both_ways(&cluster, &ves, &mut channel).await;
+    for node in &cluster.nodes {
+        // The gauge is read when Prometheus scrapes.
+        let (_, text) = node.admin_get("/metrics").await;
+        let open: f64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix("noc_bus_links_open "))
+            .and_then(|v| v.trim().parse().ok())
+            .expect("the gauge is exported");
+        assert!(open >= 1.0, "a link from the other node: {open}");
+    }
     cluster.stop().await;
 });
 
