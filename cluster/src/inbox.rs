@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
 
-use crate::BusMessage;
+use crate::{BusMessage, wire};
 
 /// An inbox holding at most `capacity` messages, and its sending side.
 pub fn inbox(capacity: usize) -> (InboxSender, Inbox) {
@@ -36,6 +36,23 @@ impl InboxSender {
             self.unhandled.fetch_sub(1, Ordering::Relaxed);
             e.0
         })
+    }
+
+    /// Decodes one received payload (a message or a [`wire::Bundle`]) into the inbox,
+    /// waiting for room; `false` once the inbox is gone. What a node receives, over Redis
+    /// or a link, comes in through here.
+    pub(crate) async fn deliver(&self, payload: bytes::Bytes) -> bool {
+        for msg in wire::decode_each(payload) {
+            match msg {
+                Ok(m) => {
+                    if self.send(m).await.is_err() {
+                        return false;
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "undecodable bus message dropped"),
+            }
+        }
+        true
     }
 
     /// Never waits.

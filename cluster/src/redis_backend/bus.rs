@@ -53,24 +53,8 @@ fn sharded_payload(mut push: redis::PushInfo) -> Result<Bytes, redis::PushInfo> 
     }
 }
 
-/// Decodes one received payload (a message or a bundle) into `inbox`; `false` once the
-/// node is gone. The subscription and the links both deliver through it.
-pub(super) async fn deliver(inbox: &InboxSender, payload: Bytes) -> bool {
-    for msg in wire::decode_each(payload) {
-        match msg {
-            Ok(m) => {
-                if inbox.send(m).await.is_err() {
-                    return false;
-                }
-            }
-            Err(e) => tracing::warn!(error = %e, "undecodable bus message dropped"),
-        }
-    }
-    true
-}
-
 /// Resolves once the node leaves (the watch's guard is not held across awaits).
-pub(super) async fn stop_requested(stop: &mut watch::Receiver<bool>) {
+async fn stop_requested(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
 }
 
@@ -383,7 +367,7 @@ impl Bus {
     }
 
     async fn deliver(&self, payload: Bytes) -> bool {
-        deliver(&self.publishing.inbox_tx, payload).await
+        self.publishing.inbox_tx.deliver(payload).await
     }
 
     /// Keeps this node subscribed to its inbox channel, resubscribing after failures,

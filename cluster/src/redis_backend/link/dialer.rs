@@ -23,7 +23,7 @@ const MAX_RETRY: Duration = Duration::from_secs(30);
 const MAX_PEERS: usize = 64;
 
 /// An open link to one node.
-pub(in crate::redis_backend) struct Link {
+pub(crate) struct Link {
     /// Taken (and so closed) by the watcher when the peer says goodbye or goes away.
     write: Arc<tokio::sync::Mutex<Option<OwnedWriteHalf>>>,
     sealer: Sealer,
@@ -39,7 +39,7 @@ impl Drop for Link {
 }
 
 /// Why a round's bundles did not go over a link.
-pub(in crate::redis_backend) enum SendError {
+pub(crate) enum SendError {
     /// The link was closed before anything was written: the bundles can go another way.
     Closed,
     /// Writing failed: some of the bundles may have arrived.
@@ -91,7 +91,7 @@ async fn dial(opts: &LinkOptions, me: &NodeId, conn: &mut Conn, node: &NodeId) -
 }
 
 /// What a queue does for one node in a round.
-pub(in crate::redis_backend) enum Route {
+pub(crate) enum Route {
     /// Send over this link.
     Link(Link),
     /// Dial first (after `backoff` of waiting, if this is a retry).
@@ -106,7 +106,7 @@ enum Peer {
 }
 
 /// A publish queue's links.
-pub(in crate::redis_backend) struct Links {
+pub(crate) struct Links {
     opts: Arc<LinkOptions>,
     me: NodeId,
     peers: hashbrown::HashMap<NodeId, Peer>,
@@ -155,7 +155,7 @@ impl Links {
 }
 
 /// How a round left a node's link.
-pub(in crate::redis_backend) enum Settled {
+pub(crate) enum Settled {
     Up(Link),
     /// Dialling failed after this backoff (zero: the first dial).
     Failed(Duration),
@@ -163,7 +163,7 @@ pub(in crate::redis_backend) enum Settled {
 }
 
 /// Dials for one round.
-pub(in crate::redis_backend) struct Dialler {
+pub(crate) struct Dialler {
     opts: Arc<LinkOptions>,
     me: NodeId,
 }

@@ -12,7 +12,6 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use super::{GOODBYE, LinkError, LinkOptions, MAX_FRAME, Opener, TAG, accept_handshake};
-use crate::redis_backend::bus::{deliver, stop_requested};
 use crate::{ClusterError, InboxSender, NodeId};
 
 /// Most links a node holds open: a node has one per (sending thread, sending node), so
@@ -24,7 +23,7 @@ const DRAIN_LIMIT: Duration = Duration::from_secs(3);
 
 /// A node's link listener: its accept loop and the links it serves run on the runtime
 /// that bound it.
-pub(in crate::redis_backend) struct LinkListener {
+pub(crate) struct LinkListener {
     stop: watch::Sender<bool>,
     stopped: watch::Receiver<bool>,
     /// Links past their handshake, open now.
@@ -82,7 +81,7 @@ struct Serving {
 async fn accept_loop(listener: TcpListener, serving: Serving, stop: watch::Receiver<bool>) {
     let mut links = JoinSet::new();
     let mut stopping = stop.clone();
-    loop {
+    while !*stopping.borrow_and_update() {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) if links.len() < MAX_LINKS => {
@@ -96,7 +95,8 @@ async fn accept_loop(listener: TcpListener, serving: Serving, stop: watch::Recei
                 }
             },
             Some(_) = links.join_next(), if !links.is_empty() => {}
-            _ = stop_requested(&mut stopping) => break,
+            // Changed (to stopping) or gone: the loop's condition decides.
+            changed = stopping.changed() => if changed.is_err() { break },
         }
     }
     drop(listener);
@@ -127,7 +127,7 @@ async fn serve(mut stream: TcpStream, peer: std::net::SocketAddr, s: Serving, mu
     // The goodbye is written beside the read loop, which must never be interrupted inside
     // a frame.
     let goodbye = tokio::spawn(async move {
-        stop_requested(&mut stop).await;
+        let _ = stop.wait_for(|s| *s).await;
         let _ = write.write_all(&[GOODBYE]).await;
         // Held until the link ends: dropping it would close this side early.
         std::future::pending::<()>().await;
@@ -136,7 +136,7 @@ async fn serve(mut stream: TcpStream, peer: std::net::SocketAddr, s: Serving, mu
     loop {
         match read_frame(&mut reader, &mut opener).await {
             Ok(Some(payload)) => {
-                if !deliver(&s.inbox, payload.freeze()).await {
+                if !s.inbox.deliver(payload.freeze()).await {
                     break; // the node is gone
                 }
             }
