@@ -106,6 +106,8 @@ class Chart(unittest.TestCase):
             "config.web.browseTimeoutSeconds=0",
             "config.alerts.smppSourceAddr=TwelveChars!",
             "config.alerts.smppPassword=inline",
+            "links.key=tooshort",
+            "links.port=0",
         ]:
             with self.subTest(bad=bad):
                 r = helm("template", "noc", CHART, "--set", bad, check=False)
@@ -148,7 +150,8 @@ class Chart(unittest.TestCase):
         self.assertEqual(of_kind(ext, "Secret"), [])
         (deploy,) = of_kind(ext, "Deployment")
         env = {e["name"]: e for e in deploy["spec"]["template"]["spec"]["containers"][0]["env"]}
-        for var, secret, key in [("NOC_MAIL__SMTP_PASSWORD", "noc-smtp", "smtp-password"),
+        for var, secret, key in [("NOC_CLUSTER__LINK_KEY", "noc-links", "link-key"),
+                                 ("NOC_MAIL__SMTP_PASSWORD", "noc-smtp", "smtp-password"),
                                  ("NOC_ALERTS__SMPP_PASSWORD", "noc-smpp", "smpp-password")]:
             self.assertEqual(env[var]["valueFrom"]["secretKeyRef"], {"name": secret, "key": key})
         self.assertIn('smpp_host = "smsc.carrier.internal"', config_toml(ext))
@@ -207,6 +210,40 @@ class Chart(unittest.TestCase):
                 drain = toml_int(toml, "shutdown", "drain_seconds")
                 grace = toml_int(toml, "shutdown", "grace_seconds")
                 self.assertGreater(spec["terminationGracePeriodSeconds"], pre_stop + drain + grace)
+
+    def test_pods_link_to_each_other_with_a_key_from_a_secret_and_only_relay_pods_reach_the_port(self):
+        docs = render()
+        (deploy,) = of_kind(docs, "Deployment")
+        container = deploy["spec"]["template"]["spec"]["containers"][0]
+        env = {e["name"]: e for e in container["env"]}
+        self.assertEqual(env["POD_IP"]["valueFrom"]["fieldRef"]["fieldPath"], "status.podIP")
+        self.assertEqual(env["NOC_CLUSTER__LINK_LISTEN"]["value"], "0.0.0.0:9445")
+        self.assertEqual(env["NOC_CLUSTER__LINK_ADVERTISE"]["value"], "$(POD_IP):9445")
+        (secret,) = of_kind(docs, "Secret")
+        self.assertEqual(env["NOC_CLUSTER__LINK_KEY"]["valueFrom"]["secretKeyRef"],
+                         {"name": secret["metadata"]["name"], "key": "link-key"})
+        self.assertRegex(secret["stringData"]["link-key"], r"^[A-Za-z0-9]{48}$", "generated at install")
+        self.assertIn({"name": "link", "containerPort": 9445}, container["ports"])
+        self.assertNotIn("link_", config_toml(docs), "addresses and key come from the environment")
+        (policy,) = of_kind(docs, "NetworkPolicy")
+        (rule,) = [r for r in policy["spec"]["ingress"] if {"port": "link", "protocol": "TCP"} in r["ports"]]
+        self.assertEqual(rule["from"], [{"podSelector": {"matchLabels": deploy["spec"]["selector"]["matchLabels"]}}])
+        # A given key is used as it is; an existing Secret leaves the chart's without one.
+        (secret,) = of_kind(render(None, "links.key=" + "k" * 40), "Secret")
+        self.assertEqual(secret["stringData"]["link-key"], "k" * 40)
+        docs = render(None, "links.existingSecret=noc-links")
+        (secret,) = of_kind(docs, "Secret")
+        self.assertNotIn("link-key", secret["stringData"])
+        (deploy,) = of_kind(docs, "Deployment")
+        env = {e["name"]: e for e in deploy["spec"]["template"]["spec"]["containers"][0]["env"]}
+        self.assertEqual(env["NOC_CLUSTER__LINK_KEY"]["valueFrom"]["secretKeyRef"], {"name": "noc-links", "key": "link-key"})
+        # Off, or in embedded mode: no links at all.
+        for sets in (["links.enabled=false"], ["embedded.enabled=true"]):
+            docs = render(None, *sets)
+            (deploy,) = of_kind(docs, "Deployment")
+            names = [e["name"] for e in deploy["spec"]["template"]["spec"]["containers"][0].get("env", [])]
+            self.assertFalse([n for n in names if "LINK" in n], sets)
+            self.assertFalse([s for s in of_kind(docs, "Secret") if "link-key" in s.get("stringData", {})], sets)
 
     def test_the_rendered_configuration_starts_the_real_relay(self):
         self.assertTrue(os.access(NOC, os.X_OK), f"{NOC}: cargo build -p noc")

@@ -36,6 +36,14 @@ app.kubernetes.io/part-of: noc
 {{- end -}}
 
 {{/* The Secret with the backend URLs the chart creates (when not given existing ones). */}}
+{{/*
+Whether the pods link to each other directly ("true" or empty): only with Redis, outside
+embedded mode.
+*/}}
+{{- define "noc.links" -}}
+{{- if and .Values.links.enabled (not .Values.embedded.enabled) -}}true{{- end -}}
+{{- end -}}
+
 {{- define "noc.secretName" -}}
 {{- printf "%s-backends" (include "noc.fullname" .) -}}
 {{- end -}}
