@@ -27,12 +27,24 @@ cluster_prepare() {
   peers_cert "$WORK/tls"
 }
 
+# How the nodes' bus carries frames between them: CLUSTER_LINKS=1 gives every node a
+# direct link listener (cluster.link_listen, on its admin port + 1000) and the shared
+# key, so frames skip Redis; 0 (the default) leaves them on Redis pub/sub.
+CLUSTER_LINKS=${CLUSTER_LINKS:-0}
+cluster_bus() {
+  if [ "$CLUSTER_LINKS" = 1 ]; then echo "direct links between nodes"; else echo "Redis pub/sub"; fi
+}
+
 # node NAME HTTP DEVICE ADMIN: writes the node's configuration under $WORK/NAME and
 # starts it; returns once it is ready. Behind a load balancer, NODE_PUBLIC_URL and
 # NODE_PUBLIC_DEVICE_PORT name its addresses (what activation tells devices).
 node() {
-  local name=$1 http=$2 device=$3 admin=$4 dir="$WORK/$1"
+  local name=$1 http=$2 device=$3 admin=$4 dir="$WORK/$1" links=""
   mkdir -p "$dir"
+  if [ "$CLUSTER_LINKS" = 1 ]; then
+    links="link_listen = \"127.0.0.1:$((admin + 1000))\"
+link_key = \"bench-link-key-0123456789abcdef-0123456789\""
+  fi
   cat >"$dir/noc.toml" <<TOML
 data_dir = "$dir/data"
 node_id = "bench-$name"
@@ -54,6 +66,7 @@ device_port = ${NODE_PUBLIC_DEVICE_PORT:-$device}
 node_lease_seconds = ${NODE_LEASE_SECONDS:-10}
 redis_mode = "${NODE_REDIS_MODE:-standalone}"
 redis_sentinel_master = "${NODE_SENTINEL_MASTER:-mymaster}"
+$links
 
 [tls]
 cert_path = "$WORK/tls/peer-cert.pem"

@@ -12,6 +12,8 @@
 # and writes a summary per rate and delivery to bench/results/profile_cross_node-*/.
 #
 # Usage: bench/profile_cross_node.sh       (RATES="2000 24000" WINDOW=10 DURATION=40)
+# CLUSTER_LINKS=1 gives the nodes direct links (bench/cluster_lib.sh): frames then cross
+# on them and not through Redis.
 # Needs what bench/cross_node.sh needs. Nothing here is a target's verdict: it says
 # which thread, process and system call a cross-node frame costs, to aim the next change.
 set -euo pipefail
@@ -177,4 +179,5 @@ for rate in rates:
                 print(f"* node {node} put {sent:.0f} messages/s on the bus in {bundles:.0f} bundles/s ({sent / bundles if bundles else 0:.1f} per bundle)")
         print()
 PY
+sed -i "1i Frames between the nodes over $(cluster_bus) (CLUSTER_LINKS=$CLUSTER_LINKS).\n" "$RESULTS/summary.txt"
 echo "results in $RESULTS/"
