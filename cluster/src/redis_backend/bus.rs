@@ -21,6 +21,10 @@
 //! its worker for Redis without a hop through the node's main thread, which would cost a
 //! wake-up and a context switch per frame. Messages keep their order per sending thread,
 //! which is the order that matters: a session's messages all leave from its worker.
+//!
+//! With links configured ([`link`](super::link)), each publish queue sends a node's
+//! bundles over its link to that node instead, and uses pub/sub for the nodes it has no
+//! link to; a stopping node ends its links before its subscription.
 
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -666,19 +670,27 @@ async fn send_group(
         (Route::Dial(backoff), Some(dialler)) => match dialler.dial(&mut conn, &node).await {
             Ok(link) => (Some(link), Settled::Untouched),
             Err(e) => {
-                tracing::debug!(%node, error = %e, "no link to the node: its messages go over Redis");
+                // A node without an address runs without links (or an earlier version,
+                // during a rolling update): expected. Anything else is worth a look.
+                if e.is_no_address() {
+                    tracing::debug!(%node, "the node takes no links: its messages go over Redis");
+                } else {
+                    tracing::warn!(%node, error = %e, "no link to the node: its messages go over Redis meanwhile");
+                }
                 (None, Settled::Failed(backoff))
             }
         },
         _ => (None, Settled::Untouched),
     };
     if let Some(mut link) = link {
-        match link.send(&payloads).await {
+        let sent = link.send(&payloads).await;
+        match sent {
             Ok(()) => {
                 return Sent { node, result: Ok(Vec::new()), waited: oldest.elapsed(), settled: Settled::Up(link) };
             }
             // Nothing was written: pub/sub takes them (and returns them if the node left).
             Err(SendError::Closed) => settled = Settled::Failed(Duration::ZERO),
+            Err(SendError::TooLarge) => settled = Settled::Up(link),
             // Some may have arrived: at most once, they are not sent again but returned.
             Err(SendError::Broken(e)) => {
                 let result = Err((format!("link to {node} broke: {e}"), msgs));

@@ -7,9 +7,11 @@
 //! * [`registry`] — `noc:own:d:<device-id>` / `noc:own:v:<ves-id>`, the owner of each
 //!   session, kept alive and checked by its owner;
 //! * [`bus`] — `noc:inbox:{<node-id>}`, each node's pub/sub inbox (sharded pub/sub on
-//!   Redis Cluster).
+//!   Redis Cluster);
+//! * [`link`] — `noc:link:<node-id>`, where a node accepts direct links from the others,
+//!   which carry the bus's messages past Redis when configured.
 //!
-//! [`RedisCluster`] composes the three behind the [`Cluster`] trait and runs their
+//! [`RedisCluster`] composes the first three behind the [`Cluster`] trait and runs their
 //! background tasks on the node's runtime.
 
 mod bus;

@@ -12,7 +12,7 @@ use tokio::net::tcp::OwnedWriteHalf;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use super::{LinkError, LinkOptions, Sealer, address_key, dial_handshake};
+use super::{LinkError, LinkOptions, MAX_FRAME, Sealer, address_key, dial_handshake};
 use crate::NodeId;
 use crate::redis_backend::conn::Conn;
 
@@ -44,11 +44,16 @@ pub(crate) enum SendError {
     Closed,
     /// Writing failed: some of the bundles may have arrived.
     Broken(std::io::Error),
+    /// A bundle is larger than a link carries; nothing was written and the link is fine.
+    TooLarge,
 }
 
 impl Link {
     /// Writes `bundles` as frames, in one write.
     pub async fn send(&mut self, bundles: &[Bytes]) -> Result<(), SendError> {
+        if bundles.iter().any(|b| b.len() > MAX_FRAME) {
+            return Err(SendError::TooLarge);
+        }
         self.buf.clear();
         for bundle in bundles {
             self.sealer.seal(bundle, &mut self.buf);

@@ -122,7 +122,7 @@ async fn serve(mut stream: TcpStream, peer: std::net::SocketAddr, s: Serving, mu
         }
     };
     tracing::debug!(%peer, %node, "link up");
-    s.open.fetch_add(1, Ordering::Relaxed);
+    let _open = Counted::new(&s.open);
     let (read, mut write) = stream.into_split();
     // The goodbye is written beside the read loop, which must never be interrupted inside
     // a frame.
@@ -148,8 +148,24 @@ async fn serve(mut stream: TcpStream, peer: std::net::SocketAddr, s: Serving, mu
         }
     }
     goodbye.abort();
-    s.open.fetch_sub(1, Ordering::Relaxed);
     tracing::debug!(%peer, %node, "link closed");
+}
+
+/// One open link in the listener's count, for as long as it lives (also when a stopping
+/// node cuts its link off).
+struct Counted(Arc<AtomicUsize>);
+
+impl Counted {
+    fn new(count: &Arc<AtomicUsize>) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        Self(count.clone())
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// The next frame's payload, checked; `None` at the end of the stream between frames.

@@ -50,9 +50,10 @@ const MAGIC: &[u8; 8] = b"NOCLINK1";
 const NONCE: usize = 32;
 /// Bytes of a frame's tag.
 pub(super) const TAG: usize = 32;
-/// The largest frame a listener reads: a bundle is at most `BUNDLE_BYTES` plus one message
-/// (a message, at most one relayed frame and its envelope, is far below a megabyte).
-pub(super) const MAX_FRAME: usize = 4 << 20;
+/// The largest frame on a link. A bundle is at most `BUNDLE_BYTES` plus one message, and a
+/// message at most one relayed frame (up to 16 MiB, `device.max_frame_bytes`) and its
+/// envelope; a larger one goes over pub/sub.
+pub(super) const MAX_FRAME: usize = 32 << 20;
 /// What a stopping listener writes on each link.
 pub(super) const GOODBYE: u8 = 0x47;
 /// Status byte of the listener's answer.
@@ -114,6 +115,12 @@ pub(super) enum LinkError {
     NoAddress,
     #[error("reading the link address: {0}")]
     Redis(String),
+}
+
+impl LinkError {
+    pub(super) fn is_no_address(&self) -> bool {
+        matches!(self, LinkError::NoAddress)
+    }
 }
 
 /// What both ends of one link's handshake saw: the HMAC input of the proofs and keys.
