@@ -1,6 +1,6 @@
 //! Chaos with the real endpoints: the `ves-agent` engine and `noc-device` clients (not the
-//! load tool's fakes) against three `noc` processes behind HAProxy, on Redis Sentinel and
-//! the machine's PostgreSQL. While mail is dropped into the users' Maildirs and composed on
+//! load tool's fakes) against three `noc` processes behind HAProxy, linked to each other as
+//! the Helm chart deploys them, on Redis Sentinel and the machine's PostgreSQL. While mail is dropped into the users' Maildirs and composed on
 //! their devices, a node is killed with -9 (the one holding the agent's command channel),
 //! the Redis primary dies and the sentinel promotes the replica, and another node drains
 //! on SIGTERM; both nodes come back.
@@ -221,7 +221,7 @@ fn wait_ready(node: &NodeProcess, timeout: Duration) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_item_arrives_exactly_once_and_in_order_through_kill_failover_and_drain() {
-    let cluster = LbCluster::start_with(Path::new(BIN), 3, ClusterRedis::Sentinel(SentinelGroup::start())).await;
+    let cluster = LbCluster::start_linked(Path::new(BIN), 3, ClusterRedis::Sentinel(SentinelGroup::start())).await;
     let out = cluster.admin(&["license", "create", "--name", LICENSE, "--password", LICENSE_PW, "--max-users", "50"]);
     assert!(out.status.success(), "license create: {}", String::from_utf8_lossy(&out.stderr));
     let smtp = SmtpSink::start().expect("SMTP sink (python3 -m pip install aiosmtpd)");
@@ -284,6 +284,10 @@ async fn every_item_arrives_exactly_once_and_in_order_through_kill_failover_and_
     let started = Instant::now();
     let mut note = |what: String| timeline.push(format!("{:>6.1}s {what}", started.elapsed().as_secs_f64()));
     tokio::time::sleep(Duration::from_secs(3)).await;
+
+    // The devices are spread over the nodes, so mail crosses between them: on links.
+    let links: f64 = cluster.nodes.iter().map(|n| n.metric("noc_bus_links_open", &[])).sum();
+    assert!(links >= 1.0, "frames cross on links (device sessions {:?})", cluster.device_sessions());
 
     // 1. kill -9 the node holding the agent's command channel; it comes back 3 s later.
     let victim = cluster

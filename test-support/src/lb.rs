@@ -157,6 +157,16 @@ impl LbCluster {
 
     /// Starts `n` nodes behind HAProxy, reaching Redis as `redis` says.
     pub async fn start_with(bin: &Path, n: usize, redis: ClusterRedis) -> Self {
+        Self::start_nodes(bin, n, redis, false).await
+    }
+
+    /// The same, with direct links between the nodes (what the Helm chart deploys): frames
+    /// cross between nodes on them, Redis pub/sub only where a link is missing.
+    pub async fn start_linked(bin: &Path, n: usize, redis: ClusterRedis) -> Self {
+        Self::start_nodes(bin, n, redis, true).await
+    }
+
+    async fn start_nodes(bin: &Path, n: usize, redis: ClusterRedis, links: bool) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let schema = TestSchema::create().await;
         let postgres = Forwarder::start("127.0.0.1:5432".parse().expect("addr")).await.expect("pg proxy");
@@ -174,6 +184,14 @@ impl LbCluster {
         for i in 1..=n {
             let name = format!("n{i}-{}", noc_protocol::secrets::random_hex::<3>());
             let (http, device, admin, console) = (reserve_port(), reserve_port(), reserve_port(), reserve_port());
+            let links = if links {
+                format!(
+                    "link_listen = \"127.0.0.1:{}\"\nlink_key = \"the chaos cluster's link key, 32+ bytes\"",
+                    reserve_port()
+                )
+            } else {
+                String::new()
+            };
             let data = dir.path().join(&name);
             std::fs::create_dir_all(&data).expect("data dir");
             let config = data.join("noc.toml");
@@ -211,6 +229,7 @@ node_lease_seconds = 2
 membership_interval_ms = 200
 # Routing must rest on the ownership keys in Redis, not on what a node remembers.
 owner_cache_ttl_seconds = 1
+{links}
 
 [rts]
 heartbeat_interval_seconds = 1
