@@ -339,7 +339,7 @@ impl Metrics {
         let bus_publish_seconds = Histogram::with_opts(
             HistogramOpts::new(
                 "noc_bus_publish_duration_seconds",
-                "Time from a message being queued for another node to Redis accepting it, for the oldest message of each pipelined batch.",
+                "Time from a message being queued for another node to Redis accepting it or its link to that node taking it, for the oldest message of each batch.",
             )
             .buckets(vec![0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0]),
         )

@@ -115,8 +115,8 @@ pub enum ClusterError {
 /// whose delivery is a channel send).
 pub trait BusObserver: Send + Sync + 'static {
     /// A batch of messages for one node left: the backend accepted it `waited` after its
-    /// oldest message was queued (queueing plus one round trip to Redis: the latency a
-    /// cross-node frame pays on the sending side).
+    /// oldest message was queued (queueing plus one round trip to Redis, or the write to
+    /// the node's link: the latency a cross-node frame pays on the sending side).
     fn published(&self, waited: std::time::Duration);
 }
 
