@@ -21,6 +21,11 @@ const FIRST_RETRY: Duration = Duration::from_secs(1);
 const MAX_RETRY: Duration = Duration::from_secs(30);
 /// Peers remembered per queue before those without a live link are forgotten.
 const MAX_PEERS: usize = 64;
+/// Longest a round's write may take, as long as a Redis command may (the default
+/// `RedisOptions::command_timeout`): a node that stops reading (hung, or its inbox full
+/// for that long) must not hold this queue's messages for every other node. The link is
+/// dropped and what it carried returned.
+const WRITE_LIMIT: Duration = Duration::from_secs(2);
 
 /// An open link to one node.
 pub(crate) struct Link {
@@ -60,7 +65,10 @@ impl Link {
         }
         let mut write = self.write.lock().await;
         let Some(stream) = write.as_mut() else { return Err(SendError::Closed) };
-        stream.write_all(&self.buf).await.map_err(SendError::Broken)
+        match tokio::time::timeout(WRITE_LIMIT, stream.write_all(&self.buf)).await {
+            Ok(written) => written.map_err(SendError::Broken),
+            Err(_) => Err(SendError::Broken(std::io::ErrorKind::TimedOut.into())),
+        }
     }
 
     fn is_open(&self) -> bool {
@@ -72,8 +80,13 @@ impl Link {
 async fn dial(opts: &LinkOptions, me: &NodeId, conn: &mut Conn, node: &NodeId) -> Result<Link, LinkError> {
     let addr: Option<String> = conn.get(address_key(node)).await.map_err(|e| LinkError::Redis(e.to_string()))?;
     let addr = addr.ok_or(LinkError::NoAddress)?;
+    connect(opts, me, node, &addr).await
+}
+
+/// Connects to `node` at `addr` and shakes hands, bounded.
+async fn connect(opts: &LinkOptions, me: &NodeId, node: &NodeId, addr: &str) -> Result<Link, LinkError> {
     let connected = tokio::time::timeout(opts.handshake_timeout, async {
-        let mut stream = TcpStream::connect(&addr).await?;
+        let mut stream = TcpStream::connect(addr).await?;
         stream.set_nodelay(true)?;
         let sealer = dial_handshake(&mut stream, &opts.key, me, node).await?;
         Ok::<_, LinkError>((stream, sealer))
@@ -183,14 +196,40 @@ impl Dialler {
 mod tests {
     use super::*;
 
-    fn links() -> Links {
-        let opts = LinkOptions {
+    fn opts() -> LinkOptions {
+        LinkOptions {
             listen: "127.0.0.1:0".parse().expect("address"),
             advertise: None,
             key: b"0123456789abcdef0123456789abcdef".as_slice().into(),
             handshake_timeout: Duration::from_secs(1),
-        };
-        Links::new(Arc::new(opts), NodeId::new("me"))
+        }
+    }
+
+    fn links() -> Links {
+        Links::new(Arc::new(opts()), NodeId::new("me"))
+    }
+
+    /// A node that accepts a link and then reads nothing does not hold the sender for
+    /// longer than the write limit: the write fails, and the link is given up.
+    #[tokio::test]
+    async fn a_peer_that_stops_reading_breaks_the_link_after_the_write_limit() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("address").to_string();
+        let peer = tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.expect("accept");
+            let accepted = super::super::accept_handshake(&mut stream, &opts().key, &NodeId::new("b")).await;
+            assert!(accepted.is_ok(), "handshake");
+            tokio::time::sleep(Duration::from_secs(30)).await; // never reads
+            drop(stream);
+        });
+        let mut link = connect(&opts(), &NodeId::new("me"), &NodeId::new("b"), &addr).await.expect("linked");
+        let started = Instant::now();
+        let big = Bytes::from(vec![0u8; 16 << 20]); // far more than the sockets' buffers
+        let sent = link.send(&[big]).await;
+        assert!(matches!(sent, Err(SendError::Broken(ref e)) if e.kind() == std::io::ErrorKind::TimedOut));
+        let waited = started.elapsed();
+        assert!(waited >= WRITE_LIMIT && waited < WRITE_LIMIT * 3, "gave up after {waited:?}");
+        peer.abort();
     }
 
     fn is_dial(route: &Route, after: Duration) -> bool {
