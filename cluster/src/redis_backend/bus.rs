@@ -37,6 +37,7 @@ use futures_util::{FutureExt, StreamExt};
 use tokio::sync::{mpsc, watch};
 
 use crate::redis_backend::conn::{self, Conn, Endpoint, cluster_client};
+use crate::redis_backend::link::LinkError;
 use crate::redis_backend::link::dialer::{Dialler, Links, Route, SendError, Settled};
 use crate::redis_backend::link::listener::LinkListener;
 use crate::redis_backend::options::{RedisMode, RedisOptions};
@@ -672,7 +673,7 @@ async fn send_group(
             Err(e) => {
                 // A node without an address runs without links (or an earlier version,
                 // during a rolling update): expected. Anything else is worth a look.
-                if e.is_no_address() {
+                if matches!(e, LinkError::NoAddress) {
                     tracing::debug!(%node, "the node takes no links: its messages go over Redis");
                 } else {
                     tracing::warn!(%node, error = %e, "no link to the node: its messages go over Redis meanwhile");

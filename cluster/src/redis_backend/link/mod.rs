@@ -117,12 +117,6 @@ pub(super) enum LinkError {
     Redis(String),
 }
 
-impl LinkError {
-    pub(super) fn is_no_address(&self) -> bool {
-        matches!(self, LinkError::NoAddress)
-    }
-}
-
 /// What both ends of one link's handshake saw: the HMAC input of the proofs and keys.
 struct Transcript(Vec<u8>);
 
