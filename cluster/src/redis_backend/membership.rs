@@ -2,9 +2,10 @@
 //! (unix ms). Each node re-scores itself every `membership_interval`; a node whose lease
 //! has passed is dead, and no frame is routed to it any more.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::RwLock;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use redis::AsyncCommands;
 
@@ -30,12 +31,54 @@ const NODES: &str = "noc:nodes";
 /// where it likes).
 const LOAD_PREFIX: &str = "noc:load:";
 
+/// The nodes this node takes for alive.
+///
+/// Normally those Redis lists with a lease. But after Redis restarted empty, or after an
+/// outage longer than the lease, the first node to tick again finds only itself listed:
+/// the others have not had a tick's chance to renew yet. Taking them for dead then made
+/// every remembered owner on them unknown, and the messages for their sessions were
+/// looked up (in an empty Redis), found nowhere and refused or, for acknowledgements,
+/// dropped (docs/benchmarks.md, "A Redis restart no longer loses acknowledgements"). So
+/// the nodes listed before such a gap are kept for one lease from the end of the gap.
+#[derive(Default)]
+struct LiveView {
+    /// The nodes Redis listed with a lease at the last tick.
+    listed: HashSet<NodeId>,
+    /// Nodes listed before a gap and not listed since, each until its grace ends.
+    kept: HashMap<NodeId, Instant>,
+}
+
+impl LiveView {
+    fn contains(&self, node: &NodeId) -> bool {
+        self.listed.contains(node) || self.kept.contains_key(node)
+    }
+
+    /// The view after a tick in which Redis listed `listed`. `gap`: Redis lost this node's
+    /// lease or could not be reached since the last tick; the nodes listed before it are
+    /// kept until `now + grace`, unless listed again. A node only kept is not kept again
+    /// by a later gap, so a flapping Redis does not keep a dead node alive.
+    fn refresh(&mut self, listed: HashSet<NodeId>, gap: bool, now: Instant, grace: Duration) {
+        if gap {
+            let until = now + grace;
+            for node in self.listed.drain() {
+                self.kept.insert(node, until);
+            }
+        }
+        self.kept.retain(|node, until| *until > now && !listed.contains(node));
+        self.listed = listed;
+    }
+
+    fn nodes(&self) -> impl Iterator<Item = &NodeId> {
+        self.listed.iter().chain(self.kept.keys())
+    }
+}
+
 /// This node's lease and its view of the live nodes.
 pub(super) struct Membership {
     pub node: NodeId,
     conn: Conn,
     lease_ms: i64,
-    live: RwLock<HashSet<NodeId>>,
+    live: RwLock<LiveView>,
     /// The session counts to publish at the next tick.
     load: std::sync::Mutex<Option<SessionCounts>>,
     /// Whether the last command round trip succeeded (readiness).
@@ -50,21 +93,21 @@ impl Membership {
             node,
             conn,
             lease_ms: i64::try_from(opts.node_lease.as_millis()).unwrap_or(i64::MAX),
-            live: RwLock::new(HashSet::new()),
+            live: RwLock::new(LiveView::default()),
             load: std::sync::Mutex::new(None),
             commands_ok: AtomicBool::new(false),
             link_address: std::sync::OnceLock::new(),
         }
     }
 
-    /// Whether `node` is this one or was live at the last refresh.
+    /// Whether `node` is this one or was live at the last refresh (see [`LiveView`]).
     pub fn is_live(&self, node: &NodeId) -> bool {
         *node == self.node || self.live.read().unwrap_or_else(|p| p.into_inner()).contains(node)
     }
 
     /// Live nodes as this node last saw them, sorted.
     pub fn live_nodes(&self) -> Vec<NodeId> {
-        let mut v: Vec<NodeId> = self.live.read().unwrap_or_else(|p| p.into_inner()).iter().cloned().collect();
+        let mut v: Vec<NodeId> = self.live.read().unwrap_or_else(|p| p.into_inner()).nodes().cloned().collect();
         v.sort();
         v
     }
@@ -76,6 +119,8 @@ impl Membership {
     /// Renews this node's lease and refreshes the live set. Returns whether this node's
     /// entry was missing (Redis restarted or the outage outlived the lease).
     pub async fn tick(&self) -> Result<bool, ClusterError> {
+        // Unreachable since the last tick (or never reached yet: nothing to keep then).
+        let unreachable_before = !self.commands_ok.load(Ordering::Relaxed);
         let now = noc_protocol::clock::unix_ms_i64();
         let mut conn = self.conn.clone();
         let (added, live, _): (i64, Vec<String>, i64) = redis::pipe()
@@ -85,7 +130,13 @@ impl Membership {
             .query_async(&mut conn)
             .await
             .map_err(unavailable)?;
-        *self.live.write().unwrap_or_else(|p| p.into_inner()) = live.into_iter().map(NodeId::new).collect();
+        let grace = Duration::from_millis(u64::try_from(self.lease_ms).unwrap_or(u64::MAX));
+        self.live.write().unwrap_or_else(|p| p.into_inner()).refresh(
+            live.into_iter().map(NodeId::new).collect(),
+            added == 1 || unreachable_before,
+            Instant::now(),
+            grace,
+        );
         self.commands_ok.store(true, Ordering::Relaxed);
         let ttl_ms = u64::try_from(self.lease_ms).unwrap_or(u64::MAX);
         if let Some(address) = self.link_address.get() {
@@ -141,7 +192,7 @@ impl Membership {
         let lease: Option<f64> = conn.zscore(NODES, node.as_str()).await.map_err(unavailable)?;
         let live = lease.is_some_and(|expiry| expiry as i64 > noc_protocol::clock::unix_ms_i64());
         if live {
-            self.live.write().unwrap_or_else(|p| p.into_inner()).insert(node.clone());
+            self.live.write().unwrap_or_else(|p| p.into_inner()).listed.insert(node.clone());
         }
         Ok(live)
     }
@@ -159,6 +210,96 @@ impl Membership {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn nodes(names: &[&str]) -> HashSet<NodeId> {
+        names.iter().map(|n| NodeId::new(*n)).collect()
+    }
+
+    #[test]
+    fn nodes_listed_before_a_gap_stay_live_for_one_lease_unless_listed_again() {
+        let (t0, lease) = (Instant::now(), Duration::from_secs(3));
+        let mut view = LiveView::default();
+        view.refresh(nodes(&["a", "b", "c"]), true, t0, lease);
+        assert!(view.kept.is_empty(), "nothing was listed before the first tick");
+        view.refresh(nodes(&["a", "b", "c"]), false, t0, lease);
+
+        // Redis comes back empty: only this node (a) has renewed.
+        view.refresh(nodes(&["a"]), true, t0 + Duration::from_secs(8), lease);
+        for n in ["a", "b", "c"] {
+            assert!(view.contains(&NodeId::new(n)), "{n} kept");
+        }
+        // b renews in time; c does not (it died during the outage).
+        view.refresh(nodes(&["a", "b"]), false, t0 + Duration::from_secs(9), lease);
+        assert!(view.contains(&NodeId::new("c")), "c still within its grace");
+        view.refresh(nodes(&["a", "b"]), false, t0 + Duration::from_secs(11), lease);
+        assert!(view.contains(&NodeId::new("b")));
+        assert!(!view.contains(&NodeId::new("c")), "c's grace is over");
+        let mut listed: Vec<&str> = view.nodes().map(|n| n.as_str()).collect();
+        listed.sort_unstable();
+        assert_eq!(listed, ["a", "b"]);
+
+        // Without a gap, a node that leaves the list is gone at once (a graceful leave).
+        view.refresh(nodes(&["a"]), false, t0 + Duration::from_secs(12), lease);
+        assert!(!view.contains(&NodeId::new("b")));
+    }
+
+    #[test]
+    fn a_node_only_kept_is_not_kept_again_by_the_next_gap() {
+        let (t0, lease) = (Instant::now(), Duration::from_secs(3));
+        let mut view = LiveView::default();
+        view.refresh(nodes(&["a", "b"]), false, t0, lease);
+        view.refresh(nodes(&["a"]), true, t0 + Duration::from_secs(1), lease);
+        // Redis flaps again before b's grace ends: b keeps its first grace, no more.
+        view.refresh(nodes(&["a"]), true, t0 + Duration::from_secs(2), lease);
+        assert!(view.contains(&NodeId::new("b")));
+        view.refresh(nodes(&["a"]), true, t0 + Duration::from_secs(4), lease);
+        assert!(!view.contains(&NodeId::new("b")), "kept until 4 s, not 5 s");
+    }
+
+    /// Against a real Redis: two nodes' entries vanish as when Redis restarts empty; the
+    /// first to tick again still takes the other for alive for one lease, and no longer
+    /// once that lease is over without a renewal.
+    #[tokio::test]
+    async fn after_redis_lost_the_leases_the_other_nodes_stay_live_for_one_lease() {
+        let opts = RedisOptions {
+            url: std::env::var("NOC_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/".into()),
+            node_lease: Duration::from_millis(600),
+            ..RedisOptions::default()
+        };
+        let (_, conn) = crate::redis_backend::conn::connect(&opts).await.expect("Redis must run for this test");
+        let suffix = noc_protocol::secrets::random_hex::<4>();
+        let a = Membership::new(NodeId::new(format!("lease-a-{suffix}")), conn.clone(), &opts);
+        let b = Membership::new(NodeId::new(format!("lease-b-{suffix}")), conn.clone(), &opts);
+        assert!(a.tick().await.expect("tick"), "a new node is missing at first");
+        assert!(b.tick().await.expect("tick"));
+        assert!(!a.tick().await.expect("tick"));
+        assert!(a.is_live(&b.node));
+
+        let mut raw = conn.clone();
+        let _: i64 = raw.zrem(NODES, &[a.node.as_str(), b.node.as_str()]).await.expect("zrem");
+        assert!(a.tick().await.expect("tick"), "a finds itself missing");
+        assert!(a.is_live(&b.node), "b has not had a tick's chance to renew yet");
+        assert!(a.live_nodes().contains(&b.node));
+
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        assert!(!a.tick().await.expect("tick"));
+        assert!(!a.is_live(&b.node), "b did not renew within its lease");
+
+        // The same with b renewing within its grace: listed again, it no longer depends
+        // on the grace.
+        assert!(b.tick().await.expect("tick"));
+        assert!(!a.tick().await.expect("tick"));
+        let _: i64 = raw.zrem(NODES, &[a.node.as_str(), b.node.as_str()]).await.expect("zrem");
+        assert!(a.tick().await.expect("tick"));
+        assert!(a.live.read().expect("view").kept.contains_key(&b.node), "kept");
+        assert!(b.tick().await.expect("tick"));
+        assert!(!a.tick().await.expect("tick"));
+        {
+            let view = a.live.read().expect("view");
+            assert!(view.listed.contains(&b.node) && !view.kept.contains_key(&b.node), "listed, no longer kept");
+        }
+        let _: i64 = raw.zrem(NODES, &[a.node.as_str(), b.node.as_str()]).await.expect("zrem");
+    }
 
     #[test]
     fn a_published_load_reads_back_and_anything_else_is_no_report() {

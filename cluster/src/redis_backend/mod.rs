@@ -75,21 +75,28 @@ impl RedisCluster {
 }
 
 /// Renews the lease every `every`, expires cached owners, and re-registers this node's
-/// sessions when Redis lost them.
+/// sessions when Redis lost them, at every tick until that succeeds (the tick after the
+/// one that found this node missing finds it present again, so that cannot be the cue).
 async fn membership_loop(membership: Arc<Membership>, registry: Arc<Registry>, every: Duration) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut unregistered = false;
     loop {
         tick.tick().await;
         registry.expire_cache();
         match membership.tick().await {
-            Ok(true) => {
-                tracing::warn!("this node was missing from Redis (restart or long outage): re-registering");
-                if let Err(e) = registry.reregister().await {
-                    tracing::warn!(error = %e, "re-registration failed; retrying next tick");
+            Ok(missing) => {
+                if missing {
+                    tracing::warn!("this node was missing from Redis (restart or long outage): re-registering");
+                    unregistered = true;
+                }
+                if unregistered {
+                    match registry.reregister().await {
+                        Ok(()) => unregistered = false,
+                        Err(e) => tracing::warn!(error = %e, "re-registration failed; retrying next tick"),
+                    }
                 }
             }
-            Ok(false) => {}
             Err(e) => {
                 if membership.tick_failed() {
                     tracing::warn!(error = %e, "Redis unreachable: cross-node routing suspended");
