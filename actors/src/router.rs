@@ -504,10 +504,21 @@ impl Router {
                     }
                 }
                 other => {
-                    if let Err(e) = other {
-                        tracing::debug!(error = %e, ?key, "owner lookup failed");
+                    // Frames are bounced (and counted) below; what has no sender to tell
+                    // (acknowledgements, notices) is counted as dropped here.
+                    let dropped = match other {
+                        Err(e) => {
+                            tracing::debug!(error = %e, ?key, "owner lookup failed");
+                            DropReason::BusUnavailable
+                        }
+                        Ok(_) => DropReason::SessionClosed,
+                    };
+                    for msg in &queued {
+                        match bounce_info(msg) {
+                            Some(bounce) => failed.push((Some(bounce), UndeliverableReason::PeerOffline)),
+                            None => self.metrics.dropped(dropped),
+                        }
                     }
-                    failed.extend(queued.iter().map(|m| (bounce_info(m), UndeliverableReason::PeerOffline)));
                 }
             }
             failed
@@ -858,5 +869,84 @@ impl Router {
                 this.handle_bus(msg);
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use noc_cluster::{ClusterError, Inbox, NodeLoad};
+    use std::time::Duration;
+
+    /// A backend that knows no owner from memory and answers every lookup with `answer`:
+    /// a Redis that lost its keys (`Ok(None)`) or cannot be reached (`Err`).
+    struct LostOwners {
+        node: NodeId,
+        answer: fn() -> Result<Option<NodeId>, ClusterError>,
+    }
+
+    #[async_trait::async_trait]
+    impl Cluster for LostOwners {
+        fn node_id(&self) -> &NodeId {
+            &self.node
+        }
+        async fn claim(&self, _key: SessionKey) -> Result<Option<NodeId>, ClusterError> {
+            Ok(None)
+        }
+        fn release(&self, _key: SessionKey) {}
+        fn owner(&self, _key: &SessionKey) -> Owner {
+            Owner::Unknown
+        }
+        async fn lookup(&self, _key: SessionKey) -> Result<Option<NodeId>, ClusterError> {
+            (self.answer)()
+        }
+        fn forget(&self, _key: &SessionKey) {}
+        fn report_load(&self, _devices: u64, _ves: u64) {}
+        async fn node_loads(&self) -> Result<Vec<NodeLoad>, ClusterError> {
+            Ok(Vec::new())
+        }
+        fn publish(&self, node: &NodeId, _msg: BusMessage) -> Result<(), ClusterError> {
+            Err(ClusterError::NodeUnreachable(node.clone()))
+        }
+        fn take_inbox(&self) -> Option<Inbox> {
+            None
+        }
+        fn healthy(&self) -> bool {
+            true
+        }
+    }
+
+    /// The drop count for `reason` once it reached `n` (or after a second).
+    async fn drops_once_at(metrics: &Metrics, reason: DropReason, n: f64) -> f64 {
+        let value = || metrics.value("noc_frames_dropped_total", &[("reason", reason.as_str())]);
+        for _ in 0..200 {
+            if value() >= n {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        value()
+    }
+
+    /// An acknowledgement for a session whose owner had to be looked up, and was found
+    /// nowhere or could not be looked up, has no sender to tell: it is counted as dropped,
+    /// once, under why.
+    #[actix_rt::test]
+    async fn an_acknowledgement_whose_owner_lookup_fails_is_counted_as_dropped() {
+        for (answer, reason, other) in [
+            (
+                (|| Ok(None)) as fn() -> Result<Option<NodeId>, ClusterError>,
+                DropReason::SessionClosed,
+                DropReason::BusUnavailable,
+            ),
+            (|| Err(ClusterError::Unavailable("down".into())), DropReason::BusUnavailable, DropReason::SessionClosed),
+        ] {
+            let metrics = Arc::new(Metrics::new());
+            let router = Router::new(Arc::new(LostOwners { node: NodeId::new("here"), answer }), metrics.clone());
+            router.notify_device(DeviceId::random(), DeviceItem::Ack { frame_id: 1 });
+            router.notify_ves(VesId::random(), VesItem::Ack { device_id: DeviceId::random(), frame_id: 2 });
+            assert_eq!(drops_once_at(&metrics, reason, 2.0).await, 2.0, "{reason:?}");
+            assert_eq!(metrics.value("noc_frames_dropped_total", &[("reason", other.as_str())]), 0.0, "{reason:?}");
+        }
     }
 }
