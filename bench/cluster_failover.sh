@@ -303,16 +303,34 @@ inject() {
 
 ROWS="$WORK/rows.md"
 : >"$ROWS"
+
+# The nodes' drop and bounce counters, before and after each scenario, in
+# $OUT/<scenario>-counters.txt: where the frames and acknowledgements the tool counts as
+# undeliverable or lost were refused or dropped (a node restarted by the scenario starts
+# from zero).
+counters() {
+  local label=$1 file=$2 i admin
+  for i in 1 2 3; do
+    read -r _ _ admin < <(ports "$i")
+    curl -s --max-time 2 "http://127.0.0.1:$admin/metrics" \
+      | grep -E '^noc_(frames_dropped|frames_undeliverable|bus_messages_returned|bus_messages_sent|bus_messages_received|acks_relayed)_total' \
+      | sed "s/^/$label n$i /" >>"$file" || echo "$label n$i unreachable" >>"$file"
+  done
+}
+
 status=0
 for scenario in $SCENARIOS; do
   echo "== $scenario: $DEVICES devices, $RATE frames/s for $DURATION s, fault at $FAULT_AT s"
   # The setup (first run only) has to finish before the fault clock starts: run it alone.
   if [ ! -f "$WORK/credentials.json" ]; then run_load --setup-only >"$OUT/setup.txt" 2>&1; fi
+  : >"$OUT/$scenario-counters.txt"
+  counters before "$OUT/$scenario-counters.txt"
   run_load --out "$OUT/$scenario.json" --html "$OUT/$scenario.html" >"$OUT/$scenario.txt" 2>&1 &
   load=$!
   sleep $(( 5 + FAULT_AT ))
   inject "$scenario"
   wait "$load" || { echo "load tool failed:" >&2; cat "$OUT/$scenario.txt" >&2; exit 2; }
+  counters after "$OUT/$scenario-counters.txt"
   row=$(python3 - "$OUT/$scenario.json" "$scenario" <<'PY'
 import json, sys
 r = json.load(open(sys.argv[1])); scenario = sys.argv[2]
