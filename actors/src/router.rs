@@ -858,8 +858,10 @@ impl Router {
         }
     }
 
-    /// Starts the task that feeds this node's bus inbox into [`Router::handle_bus`].
+    /// Starts the task that feeds this node's bus inbox into [`Router::handle_bus`], and
+    /// takes what links from other nodes carry directly, on its sessions' worker.
     pub fn spawn_bus_pump(self: &Arc<Self>) {
+        self.cluster.deliver_links_to(Arc::new(LinkDelivery(Arc::downgrade(self))));
         let Some(mut inbox) = self.cluster.take_inbox() else {
             return;
         };
@@ -869,6 +871,40 @@ impl Router {
                 this.handle_bus(msg);
             }
         });
+    }
+}
+
+/// The router as the links between nodes see it (weak: the cluster holds it, and the
+/// router holds the cluster).
+struct LinkDelivery(std::sync::Weak<Router>);
+
+impl noc_cluster::LinkSink for LinkDelivery {
+    fn deliver(&self, msg: BusMessage) {
+        if let Some(router) = self.0.upgrade() {
+            router.handle_bus(msg);
+        }
+    }
+
+    /// A link's messages are for the sessions of the VES its sending thread serves, which
+    /// live on that VES's home here ([`Router::ves_home`]): its device sessions start
+    /// there, and its command channel is there.
+    fn run_near(&self, msg: &BusMessage, task: noc_cluster::LinkTask) -> Result<(), noc_cluster::LinkTask> {
+        let Some(router) = self.0.upgrade() else { return Err(task) };
+        let ves = match msg {
+            BusMessage::ToVes { ves_id, .. } => Some(*ves_id),
+            BusMessage::ToDevice { item: DeviceItem::Forward { origin, .. }, .. } => Some(*origin),
+            BusMessage::ToDevice { device_id, .. } => router.devices.with(device_id, |h| h.map(|h| h.ves_id)),
+            _ => None,
+        };
+        match ves.and_then(|ves| router.ves_home(ves)) {
+            Some(home) if !home.is_current() => {
+                // A worker that stopped drops the task, which closes the link: its sender
+                // dials again and the new link is placed anew.
+                home.spawn(task);
+                Ok(())
+            }
+            _ => Err(task),
+        }
     }
 }
 

@@ -120,6 +120,27 @@ pub trait BusObserver: Send + Sync + 'static {
     fn published(&self, waited: std::time::Duration);
 }
 
+/// A link's reading, as a task for another thread to run.
+pub type LinkTask = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'static>>;
+
+/// What the direct links between nodes hand their messages to, when the node's router
+/// takes them itself instead of through the inbox.
+///
+/// Through the inbox, a link's messages crossed from the thread reading the link (the
+/// node's main thread) to the worker holding each addressed session: a wake-up and a
+/// context switch per bundle, on top of the main thread's own. A link's bundles all come
+/// from one sending thread, which carries one VES's traffic and its devices' (a VES's
+/// sessions share a worker on every node), so they are mostly for sessions on one worker
+/// here: the link is read on that worker and each message handed over there.
+pub trait LinkSink: Send + Sync + 'static {
+    /// Handles a message that arrived over a link, on the thread that read it.
+    fn deliver(&self, msg: BusMessage);
+
+    /// Starts `task` on the worker holding the session `msg` is for. Gives it back when
+    /// that is the calling thread, or no worker is known for it: it runs where it is.
+    fn run_near(&self, msg: &BusMessage, task: LinkTask) -> Result<(), LinkTask>;
+}
+
 /// Session ownership and inter-node delivery.
 ///
 /// `owner` is answered from local state so the per-frame path never waits on the network;
@@ -168,6 +189,12 @@ pub trait Cluster: Send + Sync + 'static {
     /// them).
     fn open_links(&self) -> usize {
         0
+    }
+
+    /// Hands what links from other nodes carry to `sink` from now on, on the worker its
+    /// sessions are on (a backend without links ignores it; the first sink set stays).
+    fn deliver_links_to(&self, sink: Arc<dyn LinkSink>) {
+        let _ = sink;
     }
 
     /// Reports the bus's latency to `observer` from now on (a backend without a network

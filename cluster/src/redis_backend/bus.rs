@@ -41,7 +41,7 @@ use crate::redis_backend::link::LinkError;
 use crate::redis_backend::link::dialer::{Dialler, Links, Route, SendError, Settled};
 use crate::redis_backend::link::listener::LinkListener;
 use crate::redis_backend::options::{RedisMode, RedisOptions};
-use crate::{BusMessage, BusObserver, ClusterError, Inbox, InboxSender, NodeId, inbox, wire};
+use crate::{BusMessage, BusObserver, ClusterError, Inbox, InboxSender, LinkSink, NodeId, inbox, wire};
 
 /// Most messages published in one round of pipelines.
 const BATCH: usize = 256;
@@ -195,6 +195,9 @@ pub(super) struct Bus {
     stopped: watch::Sender<bool>,
     /// Where other nodes' links arrive, once listening (with links configured).
     link_listener: OnceLock<LinkListener>,
+    /// Who takes what the links carry directly, once the router said so; until then it
+    /// goes into the inbox.
+    link_sink: Arc<OnceLock<Arc<dyn LinkSink>>>,
 }
 
 impl Bus {
@@ -225,6 +228,7 @@ impl Bus {
             stop: watch::Sender::new(false),
             stopped: watch::Sender::new(false),
             link_listener: OnceLock::new(),
+            link_sink: Arc::new(OnceLock::new()),
         };
         (bus, publish_rx)
     }
@@ -338,9 +342,15 @@ impl Bus {
     pub async fn listen_links(&self) -> Result<Option<String>, ClusterError> {
         let Some(opts) = &self.opts.links else { return Ok(None) };
         let (listener, advertise) =
-            LinkListener::bind(opts, self.node.clone(), self.publishing.inbox_tx.clone()).await?;
+            LinkListener::bind(opts, self.node.clone(), self.publishing.inbox_tx.clone(), self.link_sink.clone())
+                .await?;
         let _ = self.link_listener.set(listener);
         Ok(Some(advertise))
+    }
+
+    /// Hands what the links carry to `sink` (the first one set stays).
+    pub fn deliver_links_to(&self, sink: Arc<dyn LinkSink>) {
+        let _ = self.link_sink.set(sink);
     }
 
     /// Links from other nodes open now.

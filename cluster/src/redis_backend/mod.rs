@@ -163,6 +163,10 @@ impl Cluster for RedisCluster {
         self.bus.observe(observer);
     }
 
+    fn deliver_links_to(&self, sink: Arc<dyn crate::LinkSink>) {
+        self.bus.deliver_links_to(sink);
+    }
+
     async fn leave(&self) {
         self.registry.release_all().await;
         self.membership.leave().await;
@@ -639,6 +643,112 @@ mod tests {
         assert_eq!(all, (1000..1400).collect::<Vec<_>>(), "each one reached b or came back, once");
         assert_eq!(b.open_links(), 0);
         a.leave().await;
+    }
+
+    /// A router's stand-in: records each message with the thread that handed it over, and
+    /// runs a link's reading on its own "worker" thread once a device's message shows up.
+    struct WorkerSink {
+        worker: tokio::runtime::Handle,
+        got: mpsc::UnboundedSender<(std::thread::ThreadId, BusMessage)>,
+    }
+
+    impl crate::LinkSink for WorkerSink {
+        fn deliver(&self, msg: BusMessage) {
+            let _ = self.got.send((std::thread::current().id(), msg));
+        }
+
+        fn run_near(&self, msg: &BusMessage, task: crate::LinkTask) -> Result<(), crate::LinkTask> {
+            match msg {
+                BusMessage::ToDevice { .. } => {
+                    self.worker.spawn(task);
+                    Ok(())
+                }
+                _ => Err(task),
+            }
+        }
+    }
+
+    /// With a sink, a link's messages skip the inbox: the first frame's on the thread that
+    /// accepted the link, every later one on the worker the sink names, all in order; a
+    /// node that leaves still says goodbye on a link read there and reads it to its end,
+    /// so each message sent meanwhile reaches it or comes back, once.
+    #[tokio::test]
+    async fn a_link_is_read_on_the_worker_its_first_message_names() {
+        let (worker_tx, worker_rx) = std::sync::mpsc::channel();
+        let (end_worker, worker_ends) = tokio::sync::oneshot::channel::<()>();
+        let worker = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+            worker_tx.send((std::thread::current().id(), rt.handle().clone())).expect("send");
+            rt.block_on(async move {
+                let _ = worker_ends.await;
+            });
+        });
+        let (worker_thread, handle) = worker_rx.recv().expect("worker");
+
+        let a = RedisCluster::connect(node("a"), linked(LINK_KEY)).await.expect("Redis must run for this test");
+        let b = RedisCluster::connect(node("b"), linked(LINK_KEY)).await.expect("connect");
+        let mut a_inbox = a.take_inbox().expect("inbox");
+        let (got_tx, mut got) = mpsc::unbounded_channel();
+        b.deliver_links_to(Arc::new(WorkerSink { worker: handle, got: got_tx }));
+        until_healthy(&[&a, &b]).await;
+
+        let sent = acks(300);
+        for m in &sent {
+            a.publish(b.node_id(), m.clone()).expect("publish");
+            tokio::task::yield_now().await;
+        }
+        let mut received = Vec::new();
+        while received.len() < sent.len() {
+            match tokio::time::timeout(Duration::from_secs(2), got.recv()).await {
+                Ok(Some(m)) => received.push(m),
+                _ => break,
+            }
+        }
+        let (threads, msgs): (Vec<_>, Vec<_>) = received.into_iter().unzip();
+        assert_eq!(msgs, sent, "all of them, in order");
+        let here = std::thread::current().id();
+        assert_eq!(threads[0], here, "the first frame is handed over where the link was accepted");
+        let moved = threads.iter().position(|t| *t == worker_thread).expect("the link moved to the worker");
+        assert!(threads[..moved].iter().all(|t| *t == here) && threads[moved..].iter().all(|t| *t == worker_thread));
+        assert!(b.bus.inbox_sender().unhandled() == 0, "nothing went through the inbox");
+
+        let frame = |m: &BusMessage| match m {
+            BusMessage::ToDevice { item: DeviceItem::Ack { frame_id }, .. } => *frame_id,
+            other => panic!("not an ack: {other:?}"),
+        };
+        let sender = {
+            let (a, to_b) = (a.clone(), b.node_id().clone());
+            tokio::spawn(async move {
+                for frame_id in 1000..1400 {
+                    let m = BusMessage::ToDevice { device_id: DeviceId::random(), item: DeviceItem::Ack { frame_id } };
+                    a.publish(&to_b, m).expect("publish");
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        b.leave().await;
+        sender.await.expect("sender");
+        a.flush(Duration::from_secs(2)).await;
+        let mut delivered = Vec::new();
+        while let Ok((_, m)) = got.try_recv() {
+            delivered.push(frame(&m));
+        }
+        let mut returned = Vec::new();
+        while let Ok(Some(m)) = tokio::time::timeout(Duration::from_millis(300), a_inbox.recv()).await {
+            match m {
+                BusMessage::Returned(m) => returned.push(frame(&m)),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert!(!delivered.is_empty() && !returned.is_empty(), "b left while a was sending");
+        let mut all: Vec<u64> = delivered.iter().chain(&returned).copied().collect();
+        all.sort_unstable();
+        assert_eq!(all, (1000..1400).collect::<Vec<_>>(), "each one reached b or came back, once");
+        assert_eq!(b.open_links(), 0);
+        a.leave().await;
+        let _ = end_worker.send(());
+        worker.join().expect("worker thread");
     }
 
     /// A node whose link key differs from the cluster's gets no link: its messages go
