@@ -687,7 +687,7 @@ mod tests {
 
         let a = RedisCluster::connect(node("a"), linked(LINK_KEY)).await.expect("Redis must run for this test");
         let b = RedisCluster::connect(node("b"), linked(LINK_KEY)).await.expect("connect");
-        let mut a_inbox = a.take_inbox().expect("inbox");
+        let (mut a_inbox, mut b_inbox) = (a.take_inbox().expect("inbox"), b.take_inbox().expect("inbox"));
         let (got_tx, mut got) = mpsc::unbounded_channel();
         b.deliver_links_to(Arc::new(WorkerSink { worker: handle, got: got_tx }));
         until_healthy(&[&a, &b]).await;
@@ -727,10 +727,17 @@ mod tests {
             })
         };
         tokio::time::sleep(Duration::from_millis(100)).await;
-        b.leave().await;
+        // What a sends after b's goodbye goes over pub/sub until b unsubscribes: into b's
+        // inbox, as from any other sender.
+        let (_, mut delivered) = tokio::join!(b.leave(), async {
+            let mut received = Vec::new();
+            while let Ok(Some(m)) = tokio::time::timeout(Duration::from_millis(500), b_inbox.recv()).await {
+                received.push(frame(&m));
+            }
+            received
+        });
         sender.await.expect("sender");
         a.flush(Duration::from_secs(2)).await;
-        let mut delivered = Vec::new();
         while let Ok((_, m)) = got.try_recv() {
             delivered.push(frame(&m));
         }
